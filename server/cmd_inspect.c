@@ -1,7 +1,13 @@
-/* cmd_inspect.c - `tandem inspect DIR|FILE [--tensors] [--json] [--context N] [--no-validate]`.
+/* cmd_inspect.c - `tandem inspect DIR|FILE [--tensors] [--json] [--context N] [--no-validate]
+ *                  [--placement cpu|hybrid|gpu] [--gpu-expert-layers N] [--max-batch-tokens N]
+ *                  [--embed gpu|host] [--kv-b f32|bf16|fp8]`.
  *
- * Opens the model with the weights index (engine/weights), validates it (unless told not to),
- * and reports: architecture and hyperparameters; the files; per-layer parameter counts by part
+ * Config only: when FILE is a .json file, or DIR holds a config.json and no .safetensors/.gguf
+ * file, nothing is opened but the config: the report is the hyperparameters, the KV cache and
+ * the GPU memory plan (engine/model/gpu_plan.h), computed from the shapes alone.
+ *
+ * Otherwise opens the model with the weights index (engine/weights), validates it (unless told
+ * not to), and reports: architecture and hyperparameters; the files; per-layer parameter counts by part
  * (attention = q/kv projections, their latent norms and o_proj; norms = attn_norm + ffn_norm;
  * dense FFN; router = gate + correction bias; shared experts; one routed expert and all routed
  * experts); per-tensor name, shape, type, bytes and placement (with --tensors); totals per
@@ -10,18 +16,25 @@
  * host. The KV cache holds (kv_lora_rank + qk_rope) bf16 values per token per layer (576 for V3)
  * for --context tokens (default: max_position_embeddings), one sequence.
  * Parameter counts are element counts of the weights (FP8 scale tensors are not parameters).
+ * Both modes end with the GPU plan for --placement (default hybrid) with --context KV tokens and
+ * --max-batch-tokens (default 2048) per step: pools and weight parts in GiB ("gpu_plan" in
+ * --json). --embed and --kv-b choose the layout variants the plan can price (default: what
+ * ops_cuda uploads today: embeddings on the GPU, kv_b fp32).
  *
  * Runs on the main thread; output to stdout, errors to stderr.
  */
 #include "cmd.h"
 
 #include "common/err.h"
+#include "engine/model/gpu_plan.h"
 #include "engine/weights/weights.h"
 
+#include <dirent.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 enum part { P_ATTN, P_NORM, P_DENSE, P_ROUTER, P_SHARED, P_ROUTED, P_OTHER, P_COUNT };
 static const char *part_names[P_COUNT] = {"attention", "norms", "dense_ffn", "router",
@@ -107,35 +120,207 @@ static json_t *hparams_json(const struct wt_hparams *hp)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: tandem inspect DIR|FILE [--tensors] [--json] [--context N] "
-                    "[--no-validate]\n");
+    fprintf(stderr, "usage: tandem inspect DIR|FILE|CONFIG.json [--tensors] [--json] [--context N] "
+                    "[--no-validate]\n"
+                    "         [--placement cpu|hybrid|gpu] [--gpu-expert-layers N] "
+                    "[--max-batch-tokens N] [--embed gpu|host] [--kv-b f32|bf16|fp8]\n");
+}
+
+static int ends_with(const char *s, const char *suf)
+{
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && strcmp(s + a - b, suf) == 0;
+}
+
+/* Config-only input: the path of the config.json to read (into buf), or 0 when path is a model.
+ * A .json file is a config; a directory is config-only when it has a config.json and no weight
+ * file. */
+static int config_only(const char *path, char *buf, size_t n)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) return 0;
+    if (S_ISREG(st.st_mode)) {
+        if (!ends_with(path, ".json")) return 0;
+        snprintf(buf, n, "%s", path);
+        return 1;
+    }
+    if (!S_ISDIR(st.st_mode)) return 0;
+    snprintf(buf, n, "%s/config.json", path);
+    if (stat(buf, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
+    DIR *d = opendir(path);
+    if (!d) return 0;
+    int weights = 0;
+    for (struct dirent *e; !weights && (e = readdir(d));)
+        weights = ends_with(e->d_name, ".safetensors") || ends_with(e->d_name, ".gguf");
+    closedir(d);
+    return !weights;
+}
+
+static json_t *plan_json(const struct gpu_plan *pl, const struct gpu_plan_params *p)
+{
+    const struct gpu_plan_weights *w = &pl->w;
+#define I(x) ((json_int_t)(x))
+    json_t *wj = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+                           "attention", I(w->attention), "kv_b", I(w->kv_b), "dense_ffn",
+                           I(w->dense_ffn), "shared_experts", I(w->shared_experts), "router",
+                           I(w->router), "norms", I(w->norms), "embed", I(w->embed), "lm_head",
+                           I(w->lm_head), "gpu_experts", I(w->gpu_experts), "host_linears",
+                           I(w->host_linears), "total", I(pl->weights));
+    json_t *dj = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "work_buffers",
+                           I(pl->act_model), "fp8_scratch", I(pl->act_fp8), "cublaslt",
+                           I(pl->ws_cublaslt), "gemv", I(pl->ws_gemv), "gemm_swap",
+                           I(pl->ws_gemm_swap), "mla", I(pl->ws_mla), "block_tables",
+                           I(pl->ws_block_tables), "small", I(pl->ws_small));
+    json_t *o = json_pack("{s:s, s:I, s:i, s:i, s:i, s:b, s:b, s:s, s:o, s:I, s:I, s:I, s:I, s:I,"
+                          " s:I, s:I, s:o}",
+                          "placement", gpu_placement_name(p->placement), "kv_tokens",
+                          (json_int_t)pl->kv_tokens, "max_batch_tokens", p->max_batch_tokens,
+                          "gpu_expert_layers", pl->gpu_expert_layers, "moe_layers", pl->moe_layers,
+                          "kv_on_gpu", pl->kv_on_gpu, "embed_on_gpu", p->embed_on_gpu, "kv_b_type",
+                          qtype_name(p->kvb_type), "weights", wj, "kv", I(pl->kv),
+                          "kv_bytes_per_token", I(pl->kv_bytes_per_token), "activations",
+                          I(pl->activations), "workspace", I(pl->workspace), "runtime",
+                          I(pl->runtime), "total", I(pl->total), "pinned_host", I(pl->pinned_host),
+                          "detail", dj);
+#undef I
+    return o;
+}
+
+static void print_header(const char *path, const struct wt_hparams *hp)
+{
+    int L = hp->n_layers, n_moe = 0;
+    printf("model      %s\n", path);
+    for (int l = 0; l < L; l++) n_moe += wt_layer_is_moe(hp, l);
+    printf("arch       %s: %d layers (%d dense, %d MoE), hidden %d, %d heads, vocab %d\n",
+           hp->arch, L, L - n_moe, n_moe, hp->hidden, hp->n_heads, hp->vocab_size);
+    printf("attention  MLA q_lora %d, kv_lora %d, qk %d+%d, v %d\n", hp->q_lora_rank,
+           hp->kv_lora_rank, hp->qk_nope, hp->qk_rope, hp->v_head);
+    printf("experts    %d routed (top-%d, %d groups keep %d, %s, scale %.3g) + %d shared, "
+           "inter %d; dense inter %d\n", hp->n_routed, hp->top_k, hp->n_group, hp->topk_group,
+           hp->scoring == WT_SCORE_SIGMOID ? "sigmoid" : "softmax", (double)hp->routed_scale,
+           hp->n_shared, hp->moe_inter, hp->inter);
+    printf("rope       theta %g", (double)hp->rope_theta);
+    if (hp->yarn)
+        printf(", yarn x%g from %d (beta %g/%g, mscale %g/%g)", (double)hp->yarn_factor,
+               hp->yarn_orig_ctx, (double)hp->yarn_beta_fast, (double)hp->yarn_beta_slow,
+               (double)hp->yarn_mscale, (double)hp->yarn_mscale_all_dim);
+    printf("; max positions %d\n", hp->max_pos);
+}
+
+static int parse_int(const char *opt, const char *v, long long lo, long long hi, long long *out)
+{
+    char *end;
+    long long x = strtoll(v, &end, 10);
+    if (!*v || *end || x < lo || x > hi) {
+        fprintf(stderr, "tandem inspect: %s must be %lld..%lld\n", opt, lo, hi);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+/* the GPU plan for hp, or an error message (exit 1) */
+static int make_plan(const struct wt_hparams *hp, struct gpu_plan_params *pp, long long context,
+                     struct gpu_plan *pl)
+{
+    char err[ERR_LEN] = "";
+    pp->kv_tokens = context;
+    int rc = gpu_plan_compute(hp, pp, pl, err);
+    if (rc) fprintf(stderr, "tandem inspect: %s\n", err[0] ? err : err_message(rc));
+    return rc;
+}
+
+static int inspect_config(const char *path, const char *cfg, int as_json, long long context,
+                          struct gpu_plan_params *pp)
+{
+    char err[ERR_LEN] = "";
+    struct wt_hparams hp;
+    int rc = wt_hparams_from_json_file(cfg, &hp, err);
+    if (rc) {
+        fprintf(stderr, "tandem inspect: %s\n", err[0] ? err : err_message(rc));
+        return 1;
+    }
+    if (!context) context = hp.max_pos > 0 ? hp.max_pos : 4096;
+    struct gpu_plan pl;
+    if (make_plan(&hp, pp, context, &pl)) return 1;
+    double kv_tok = (double)(hp.kv_lora_rank + hp.qk_rope) * 2.0 * hp.n_layers;
+    if (as_json) {
+        json_t *root = json_pack("{s:s, s:s, s:b, s:o, s:{s:I, s:I, s:I}, s:o}", "path", path,
+                                 "config", cfg, "config_only", 1, "hparams", hparams_json(&hp),
+                                 "memory", "context", (json_int_t)context, "kv_bytes_per_token",
+                                 (json_int_t)kv_tok, "kv_bytes", (json_int_t)(kv_tok * context),
+                                 "gpu_plan", plan_json(&pl, pp));
+        json_dumpf(root, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        fputc('\n', stdout);
+        json_decref(root);
+        return 0;
+    }
+    print_header(path, &hp);
+    printf("files      config only (%s): no weights opened; the plan below comes from the shapes\n",
+           cfg);
+    char a[32];
+    human_bytes(kv_tok * (double)context, a, sizeof a);
+    printf("KV cache   %.0f bytes/token (%d x %d bf16 per layer); %lld tokens: %s\n", kv_tok,
+           hp.kv_lora_rank + hp.qk_rope, hp.n_layers, context, a);
+    char buf[4096];
+    gpu_plan_format(&pl, pp, "", buf, sizeof buf);
+    printf("\n%s", buf);
+    return 0;
 }
 
 int cmd_inspect(int argc, char **argv)
 {
     const char *path = NULL;
     int tensors = 0, as_json = 0, validate = 1;
-    long long context = 0;
+    long long context = 0, v;
+    struct gpu_plan_params pp;
+    gpu_plan_defaults(&pp);
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--tensors")) tensors = 1;
-        else if (!strcmp(argv[i], "--json")) as_json = 1;
-        else if (!strcmp(argv[i], "--no-validate")) validate = 0;
-        else if (!strcmp(argv[i], "--context") && i + 1 < argc) {
-            char *end;
-            context = strtoll(argv[++i], &end, 10);
-            if (*end || context < 1 || context > (1ll << 26)) {
-                fprintf(stderr, "tandem inspect: --context must be 1..%lld\n", 1ll << 26);
+        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--tensors")) tensors = 1;
+        else if (!strcmp(a, "--json")) as_json = 1;
+        else if (!strcmp(a, "--no-validate")) validate = 0;
+        else if (!strcmp(a, "--context") && val) {
+            if (parse_int("--context", argv[++i], 1, 1ll << 26, &context)) return 2;
+        } else if (!strcmp(a, "--gpu-expert-layers") && val) {
+            if (parse_int("--gpu-expert-layers", argv[++i], 0, 1000, &v)) return 2;
+            pp.gpu_expert_layers = (int)v;
+        } else if (!strcmp(a, "--max-batch-tokens") && val) {
+            if (parse_int("--max-batch-tokens", argv[++i], 1, 1048576, &v)) return 2;
+            pp.max_batch_tokens = (int)v;
+        } else if (!strcmp(a, "--placement") && val) {
+            int pl = gpu_placement_parse(argv[++i]);
+            if (pl < 0) {
+                fprintf(stderr, "tandem inspect: --placement must be cpu, hybrid or gpu\n");
                 return 2;
             }
-        } else if (argv[i][0] == '-' || path) {
+            pp.placement = (enum gpu_placement)pl;
+        } else if (!strcmp(a, "--embed") && val) {
+            i++;
+            if (strcmp(val, "gpu") && strcmp(val, "host")) {
+                fprintf(stderr, "tandem inspect: --embed must be gpu or host\n");
+                return 2;
+            }
+            pp.embed_on_gpu = !strcmp(val, "gpu");
+        } else if (!strcmp(a, "--kv-b") && val) {
+            i++;
+            pp.kvb_type = !strcmp(val, "f32") ? QTYPE_F32 : !strcmp(val, "bf16") ? QTYPE_BF16
+                        : !strcmp(val, "fp8") ? QTYPE_F8_E4M3 : -1;
+            if (pp.kvb_type < 0) {
+                fprintf(stderr, "tandem inspect: --kv-b must be f32, bf16 or fp8\n");
+                return 2;
+            }
+        } else if (a[0] == '-' || path) {
             usage();
             return 2;
-        } else path = argv[i];
+        } else path = a;
     }
     if (!path) {
         usage();
         return 2;
     }
+    char cfg[4096];
+    if (config_only(path, cfg, sizeof cfg)) return inspect_config(path, cfg, as_json, context, &pp);
     char err[ERR_LEN] = "";
     struct wt_model *m;
     int rc = wt_open(path, &m, err);
@@ -150,7 +335,15 @@ int cmd_inspect(int argc, char **argv)
     }
     const struct wt_hparams *hp = wt_hparams(m);
     int L = hp->n_layers;
-    if (!context) context = hp->max_pos;
+    if (!context) context = hp->max_pos > 0 ? hp->max_pos : 4096;
+    /* the plan assumes the FP8 checkpoint's formats; a BF16 checkpoint's linears are bf16 */
+    const struct wt_tensor *kva = wt_get(m, "blk.0.attn_kv_a_mqa.weight");
+    if (kva && kva->type == QTYPE_BF16) pp.linear_type = QTYPE_BF16;
+    struct gpu_plan plan;
+    if (make_plan(hp, &pp, context, &plan)) {
+        wt_close(m);
+        return 1;
+    }
 
     /* per layer, per part: params and bytes */
     int64_t (*lp)[P_COUNT] = calloc((size_t)L + 1, sizeof *lp);
@@ -227,29 +420,14 @@ int cmd_inspect(int argc, char **argv)
     json_object_set_new(json_object_get(root, "totals"), "bytes_by_type", bt);
     if (tensors) json_object_set_new(root, "tensor_list", jt);
     else json_decref(jt);
+    json_object_set_new(root, "gpu_plan", plan_json(&plan, &pp));
 
     if (as_json) {
         json_dumpf(root, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         fputc('\n', stdout);
     } else {
         char a[32], b[32], c[32];
-        printf("model      %s\n", path);
-        int n_moe = 0;
-        for (int l = 0; l < L; l++) n_moe += wt_layer_is_moe(hp, l);
-        printf("arch       %s: %d layers (%d dense, %d MoE), hidden %d, %d heads, vocab %d\n",
-               hp->arch, L, L - n_moe, n_moe, hp->hidden, hp->n_heads, hp->vocab_size);
-        printf("attention  MLA q_lora %d, kv_lora %d, qk %d+%d, v %d\n", hp->q_lora_rank,
-               hp->kv_lora_rank, hp->qk_nope, hp->qk_rope, hp->v_head);
-        printf("experts    %d routed (top-%d, %d groups keep %d, %s, scale %.3g) + %d shared, "
-               "inter %d; dense inter %d\n", hp->n_routed, hp->top_k, hp->n_group, hp->topk_group,
-               hp->scoring == WT_SCORE_SIGMOID ? "sigmoid" : "softmax", (double)hp->routed_scale,
-               hp->n_shared, hp->moe_inter, hp->inter);
-        printf("rope       theta %g", (double)hp->rope_theta);
-        if (hp->yarn)
-            printf(", yarn x%g from %d (beta %g/%g, mscale %g/%g)", (double)hp->yarn_factor,
-                   hp->yarn_orig_ctx, (double)hp->yarn_beta_fast, (double)hp->yarn_beta_slow,
-                   (double)hp->yarn_mscale, (double)hp->yarn_mscale_all_dim);
-        printf("; max positions %d\n", hp->max_pos);
+        print_header(path, hp);
         printf("files      %d\n", wt_n_files(m));
         for (int f = 0; f < wt_n_files(m); f++) printf("  %s\n", wt_file_name(m, f));
         printf("\nlayer kind  %12s %10s %12s %10s %12s %12s %14s\n", "attention", "norms",
@@ -292,6 +470,9 @@ int cmd_inspect(int argc, char **argv)
         human_bytes(cpu_bytes, b, sizeof b);
         human_bytes(gpu_bytes + cpu_bytes + kv, c, sizeof c);
         printf("serving    hybrid: GPU %s + host %s; CPU-only: host %s\n", a, b, c);
+        char buf[4096];
+        gpu_plan_format(&plan, &pp, "", buf, sizeof buf);
+        printf("\n%s", buf);
     }
     json_decref(root);
     free(lp);

@@ -1,0 +1,442 @@
+/* gpu_plan.c - device memory plan from hyperparameters (see gpu_plan.h).
+ *
+ * Design: one pass over the layers that mirrors model.c's model_create / load_layer /
+ * alloc_bufs and ops_cuda.c's lin_create / grow_scratch / kv_mirror / cu_mla_attn / hbuf, adding
+ * the bytes each allocation would take instead of allocating. Every rule that decides where a
+ * tensor lives is the backend's own:
+ *   - an FP8 linear goes to the GPU when k % 128 == 0: e4m3 data (rows x cols bytes) plus its
+ *     fp32 scale grid re-laid to ceil(rows/128) x round_up(k/128, 4); else it stays on the host;
+ *   - a BF16 linear (router, embeddings, lm_head, or every projection of a BF16 checkpoint) goes
+ *     to the GPU when k % 8 == 0;
+ *   - RMSNorm weights and the correction bias are fp32 vectors (get_vec);
+ *   - kv_b is the absorbed W_UK / W_UV pair, dequantized to fp32 by model.c (kvb_type says what
+ *     a cheaper upload would cost);
+ *   - the KV cache has a device mirror only when attention runs on the GPU (kv_lora 512,
+ *     rope 64, heads % 16 == 0: cuk_mla_decode's limits).
+ * Run-time sizes take their upper bound: the MLA split-K workspace is the maximum of
+ * cuk_mla_decode_workspace_size over every batch size at the longest sequence, times 1.5 (the
+ * growth rule of ops_cuda); with gpu.fp8_gemm = cublaslt the swapped-operand buffer is counted
+ * at its largest (max_pad x max_n fp32) although it exists only when cuBLASLt refuses the direct
+ * operand order (exact mode plans no cuBLASLt shape, its 32 MiB workspace is still allocated);
+ * the block-table buffer assumes every batch row belongs to a longest sequence. The kernels'
+ * split-planning formulas (mla.cu mla_plan, gemv_fp8.cu gemv_plan_make) are restated here with the
+ * SM count as a parameter: keep them in step when those change.
+ * Sizes are doubles (bytes): exact integers far beyond any model (2^53).
+ */
+#include "engine/model/gpu_plan.h"
+
+#include "common/err.h"
+#include "common/log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#define MIB (1024.0 * 1024.0)
+#define GIB (1024.0 * 1024.0 * 1024.0)
+#define LOGIT_ROWS 16           /* model.c: lm_head rows per pass */
+#define CUBLASLT_WS (32.0 * MIB) /* gemm_fp8_create(0, ...) */
+#define GEMV_CTAS_PER_SM 2      /* every production tuning of gemv_fp8.cu */
+#define GEMV_WARPS 8
+#define GEMV_PART_OFFSET (4096.0 * 4)
+#define MLA_HG 8                /* mla.cu: heads per CTA, CUDA-core and tensor-core kernels */
+#define TC_HEADS 16
+#define TC_T 32
+
+static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+static int64_t round4(int64_t x) { return (x + 3) & ~(int64_t)3; }
+static double hbuf_size(double bytes) { return bytes > 0 ? bytes + (double)((int64_t)bytes / 4) + 4096 : 0; }
+
+void gpu_plan_defaults(struct gpu_plan_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->placement = GPU_PLACE_HYBRID;
+    p->gpu_expert_layers = 0;
+    p->expert_type = QTYPE_F8_E4M3;
+    p->linear_type = QTYPE_F8_E4M3;
+    p->kvb_type = QTYPE_F32;
+    p->embed_on_gpu = 1;
+    p->kv_tokens = 32768;
+    p->max_seq_tokens = 0;
+    p->max_batch_tokens = 2048;
+    p->kv_block_tokens = 16;
+    p->sms = 132;
+    p->runtime_reserve = 0.5 * GIB;
+}
+
+int gpu_placement_parse(const char *s)
+{
+    if (!s) return -1;
+    if (!strcmp(s, "cpu")) return GPU_PLACE_CPU;
+    if (!strcmp(s, "hybrid")) return GPU_PLACE_HYBRID;
+    if (!strcmp(s, "gpu")) return GPU_PLACE_GPU;
+    return -1;
+}
+
+const char *gpu_placement_name(enum gpu_placement p)
+{
+    return p == GPU_PLACE_CPU ? "cpu" : p == GPU_PLACE_GPU ? "gpu" : "hybrid";
+}
+
+/* ---------------------------------------------------------------- the kernels' planners */
+
+/* gemv_fp8.cu: cuk_gemv_fp8_workspace_size for one [n, k] shape (any m <= 16) */
+static double gemv_ws(int64_t n, int64_t k, int sms)
+{
+    int64_t tiles = cdiv(n, 16), kb = k / 128, wk = GEMV_WARPS;
+    while (wk > 1 && kb < 2 * wk) wk /= 2;
+    int64_t tpc = GEMV_WARPS / wk, groups = cdiv(tiles, tpc), splits = 1;
+    int64_t target = (int64_t)GEMV_CTAS_PER_SM * sms;
+    if (groups < target) {
+        int64_t s = cdiv(target, groups), smax = kb / wk;
+        if (s > smax) s = smax;
+        if (s > 16) s = 16;
+        if (s > 1) splits = s;
+    }
+    int64_t kps = cdiv(kb, splits);
+    splits = cdiv(kb, kps);
+    if (splits == 1) return 0;
+    return GEMV_PART_OFFSET + (double)splits * (double)(groups * tpc) * 16 * 16 * 4;
+}
+
+/* mla.cu: mla_plan's split count */
+static int64_t mla_splits(int64_t n_q, int64_t heads, int hg, int64_t max_len, int sms)
+{
+    int64_t base = n_q * (heads / hg), target = 2 * (int64_t)sms;
+    int64_t minpos = hg == TC_HEADS ? 128 : 256;
+    int64_t len = max_len > 0 ? max_len : 1;
+    int64_t s = cdiv(target, base > 0 ? base : 1), smax = cdiv(len, minpos);
+    if (s > smax) s = smax;
+    if (s > 64) s = 64;
+    if (s < 1) s = 1;
+    int64_t c = cdiv(cdiv(len, s), TC_T) * TC_T;
+    return cdiv(len, c);
+}
+
+/* max over n_q = 1..max_tokens of cuk_mla_decode_workspace_size(n_q, heads, max_len) */
+static double mla_ws_max(int64_t max_tokens, int64_t heads, int64_t max_len, int sms)
+{
+    double best = 0;
+    /* splits > 1 needs n_q * heads / 8 < 2 * sms: no larger n_q can need a workspace */
+    int64_t lim = 2 * (int64_t)sms * MLA_HG + 1;
+    for (int64_t n = 1; n <= max_tokens && n <= lim; n++) {
+        int64_t s1 = mla_splits(n, heads, MLA_HG, max_len, sms);
+        int64_t s2 = mla_splits(n, heads, TC_HEADS, max_len, sms);
+        int64_t s = s1 > s2 ? s1 : s2;
+        if (s == 1) continue;
+        double ws = (double)n * heads * s * (512 + 2) * 4;
+        if (ws > best) best = ws;
+    }
+    return best;
+}
+
+/* ---------------------------------------------------------------- weights */
+
+struct acc {
+    const struct gpu_plan_params *p;
+    struct gpu_plan *pl;
+};
+
+static double fp8_bytes(int64_t rows, int64_t cols)
+{
+    return (double)rows * cols + (double)cdiv(rows, 128) * round4(cdiv(cols, 128)) * 4;
+}
+
+/* one non-expert projection [rows, cols] in the checkpoint's linear type: device bytes (0 when
+ * the backend keeps it on the host; then counted in host_linears) */
+static double lin(struct acc *a, int type, int64_t rows, int64_t cols)
+{
+    struct gpu_plan *pl = a->pl;
+    if (type == QTYPE_F8_E4M3) {
+        if (cols % 128) {
+            pl->w.host_linears += fp8_bytes(rows, cols);
+            return 0;
+        }
+        if (cols > pl->max_k) pl->max_k = (int)cols;
+        if (rows > pl->max_n) pl->max_n = (int)rows;
+        /* the small-M kernel's workspace is sized for every planned FP8 shape */
+        double g = gemv_ws(rows, cols, a->p->sms);
+        if (g > pl->ws_gemv) pl->ws_gemv = g;
+        return fp8_bytes(rows, cols);
+    }
+    if (cols % 8) {
+        pl->w.host_linears += (double)rows * cols * 2;
+        return 0;
+    }
+    return (double)rows * cols * 2;
+}
+
+/* one routed expert's three matrices as GPU-resident weights of expert_type */
+static int expert_bytes(struct acc *a, int64_t I, int64_t D, double *out, char *err)
+{
+    int t = a->p->expert_type;
+    if (t == QTYPE_F8_E4M3) {
+        *out = lin(a, t, I, D) * 2 + lin(a, t, D, I);
+        return 0;
+    }
+    int ok1 = 1, ok2 = 1;
+    size_t r1 = qtype_row_bytes(t, D, &ok1), r2 = qtype_row_bytes(t, I, &ok2);
+    if (!ok1 || !ok2 || t == QTYPE_U8)
+        return err_set(err, ERR_INVAL, "gpu plan: expert type %s does not fit rows of %lld and "
+                       "%lld values", qtype_name(t), (long long)D, (long long)I);
+    *out = 2.0 * (double)I * (double)r1 + (double)D * (double)r2;
+    return 0;
+}
+
+static double kvb_bytes(int type, int64_t rows, int64_t cols)
+{
+    if (type == QTYPE_F8_E4M3) return fp8_bytes(rows, cols);
+    return (double)rows * cols * (type == QTYPE_BF16 ? 2 : 4);
+}
+
+static int check(const struct wt_hparams *hp, const struct gpu_plan_params *p, char *err)
+{
+    if (!hp || !p) return err_set(err, ERR_INVAL, "gpu plan: no hparams or params");
+    if (hp->vocab_size <= 0 || hp->hidden <= 0 || hp->n_layers <= 0 || hp->n_heads <= 0 ||
+        hp->kv_lora_rank <= 0 || hp->qk_nope <= 0 || hp->qk_rope <= 0 || hp->v_head <= 0 ||
+        hp->q_lora_rank < 0 || hp->inter < 0 || hp->moe_inter < 0 || hp->n_routed < 0 ||
+        hp->n_shared < 0 || hp->top_k < 0)
+        return err_set(err, ERR_INVAL, "gpu plan: hyperparameters missing or not positive");
+    if (p->placement != GPU_PLACE_CPU && p->placement != GPU_PLACE_HYBRID &&
+        p->placement != GPU_PLACE_GPU)
+        return err_set(err, ERR_INVAL, "gpu plan: placement %d", (int)p->placement);
+    if (p->linear_type != QTYPE_F8_E4M3 && p->linear_type != QTYPE_BF16)
+        return err_set(err, ERR_INVAL, "gpu plan: linear type must be f8_e4m3 or bf16");
+    if (p->kvb_type != QTYPE_F32 && p->kvb_type != QTYPE_BF16 && p->kvb_type != QTYPE_F8_E4M3)
+        return err_set(err, ERR_INVAL, "gpu plan: kv_b type must be f32, bf16 or f8_e4m3");
+    if (p->expert_type < 0 || p->expert_type >= QTYPE_COUNT_)
+        return err_set(err, ERR_INVAL, "gpu plan: expert type %d", p->expert_type);
+    if (p->kv_tokens < 0 || p->kv_tokens > ((int64_t)1 << 40) || p->max_seq_tokens < 0 ||
+        p->max_batch_tokens < 1 || p->max_batch_tokens > (1 << 24) || p->kv_block_tokens < 1 ||
+        p->sms < 1 || p->sms > 4096 || p->gpu_expert_layers < 0 || !(p->runtime_reserve >= 0))
+        return err_set(err, ERR_INVAL, "gpu plan: kv_tokens, max_batch_tokens, kv_block_tokens, "
+                       "sms, gpu_expert_layers or runtime_reserve out of range");
+    return 0;
+}
+
+int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *p,
+                     struct gpu_plan *out, char *err)
+{
+    int rc = check(hp, p, err);
+    if (rc) return rc;
+    memset(out, 0, sizeof *out);
+    struct gpu_plan *pl = out;
+    struct acc a = {.p = p, .pl = pl};
+    const int64_t D = hp->hidden, H = hp->n_heads, L = hp->kv_lora_rank, R = hp->qk_rope;
+    const int64_t NOPE = hp->qk_nope, V = hp->v_head, QD = NOPE + R, QL = hp->q_lora_rank;
+    const int64_t E = hp->n_routed, I = hp->moe_inter, T = p->max_batch_tokens;
+    const int lt = p->linear_type;
+    for (int l = 0; l < hp->n_layers; l++) pl->moe_layers += wt_layer_is_moe(hp, l) != 0;
+    pl->kv_bytes_per_token = (double)hp->n_layers * (double)(L + R) * 2;
+    pl->kv_tokens = p->kv_tokens;
+    if (p->placement == GPU_PLACE_CPU) return 0;   /* nothing on the device */
+
+    /* ---- weights (model_create, load_layer) */
+    struct gpu_plan_weights *w = &pl->w;
+    w->embed = p->embed_on_gpu ? lin(&a, QTYPE_BF16, hp->vocab_size, D) : 0;
+    w->lm_head = lin(&a, QTYPE_BF16, hp->vocab_size, D);
+    w->norms = (double)D * 4;                       /* output_norm */
+    int n_gpu = p->placement == GPU_PLACE_GPU ? pl->moe_layers
+              : p->gpu_expert_layers < pl->moe_layers ? p->gpu_expert_layers : pl->moe_layers;
+    pl->gpu_expert_layers = n_gpu;
+    double one_expert = 0;
+    if (n_gpu > 0 && (rc = expert_bytes(&a, I, D, &one_expert, err))) return rc;
+    int moe_seen = 0;
+    for (int l = 0; l < hp->n_layers; l++) {
+        w->norms += (double)(2 * D + L + (QL > 0 ? QL : 0)) * 4;
+        w->attention += lin(&a, lt, L + R, D) + lin(&a, lt, D, H * V);
+        if (QL > 0) w->attention += lin(&a, lt, QL, D) + lin(&a, lt, H * QD, QL);
+        else w->attention += lin(&a, lt, H * QD, D);
+        w->kv_b += kvb_bytes(p->kvb_type, H * (NOPE + V), L);
+        if (!wt_layer_is_moe(hp, l)) {
+            w->dense_ffn += 2 * lin(&a, lt, hp->inter, D) + lin(&a, lt, D, hp->inter);
+            continue;
+        }
+        w->router += lin(&a, QTYPE_BF16, E, D);
+        if (hp->scoring == WT_SCORE_SIGMOID) w->router += (double)E * 4;   /* correction bias */
+        if (hp->n_shared > 0) {
+            int64_t si = (int64_t)hp->n_shared * I;
+            w->shared_experts += 2 * lin(&a, lt, si, D) + lin(&a, lt, D, si);
+        }
+        if (moe_seen++ < n_gpu) w->gpu_experts += (double)E * one_expert;
+    }
+    pl->weights = w->attention + w->kv_b + w->norms + w->dense_ffn + w->shared_experts +
+                  w->router + w->embed + w->lm_head + w->gpu_experts;
+
+    /* ---- KV cache (kv_mirror): only where cuk_mla_decode runs the attention */
+    pl->kv_on_gpu = L == 512 && R == 64 && H % 16 == 0;
+    int64_t max_seq = p->max_seq_tokens > 0 && p->max_seq_tokens < p->kv_tokens
+                    ? p->max_seq_tokens : p->kv_tokens;
+    if (pl->kv_on_gpu) pl->kv = pl->kv_bytes_per_token * (double)p->kv_tokens;
+
+    /* ---- activations: model.c alloc_bufs + the FP8 linear scratch (grow_scratch) */
+    int64_t ffn_max = hp->inter > 0 ? hp->inter : 1;
+    if ((int64_t)hp->n_shared * I > ffn_max) ffn_max = (int64_t)hp->n_shared * I;
+    int64_t K = hp->top_k > 0 ? hp->top_k : 1, EE = E > 0 ? E : 1, QLa = QL > 0 ? QL : 1;
+    double per_tok = (double)(4 * D + QLa + H * QD + 2 * (L + R) + H * (L + R) + H * L + H * V +
+                              2 * ffn_max + EE + 2 * K);
+    pl->act_model = 4.0 * ((double)T * per_tok + (double)LOGIT_ROWS * (D + hp->vocab_size));
+    int64_t max_pad = round4(T);
+    if (pl->max_k > 0)
+        pl->act_fp8 = (double)max_pad * pl->max_k + (double)(pl->max_k / 128) * max_pad * 4 +
+                      (double)max_pad * pl->max_n * 4;
+    pl->activations = pl->act_model + pl->act_fp8;
+
+    /* ---- workspace */
+    if (pl->max_k > 0) {
+        pl->ws_cublaslt = CUBLASLT_WS;
+        /* cuBLASLt's y^T buffer, only when a plan needs the swapped order (upper bound) */
+        if (p->fp8_gemm_cublaslt && max_pad > 16) pl->ws_gemm_swap = (double)max_pad * pl->max_n * 4;
+    }
+    if (pl->kv_on_gpu) {
+        double ws = mla_ws_max(T, H, max_seq, p->sms);
+        pl->ws_mla = ws + (double)((int64_t)ws / 2);
+        pl->ws_block_tables = (double)T * cdiv(max_seq > 0 ? max_seq : 1, p->kv_block_tokens) *
+                              2 * 4;
+    }
+    pl->ws_small = (double)(max_pad * 2 + 64) * 4 + 64 * 4;
+    pl->workspace = pl->ws_cublaslt + pl->ws_gemv + pl->ws_gemm_swap + pl->ws_mla +
+                    pl->ws_block_tables + pl->ws_small;
+    pl->runtime = p->runtime_reserve;
+    pl->total = pl->weights + pl->kv + pl->activations + pl->workspace + pl->runtime;
+
+    /* ---- pinned host: hbuf slots 0-1 (CPU fallbacks: a host embedding table, host linears,
+     * CPU attention), 2-4 (expert jobs: x, y, ids + weights), the staging ring */
+    double s0 = 0, s1 = 0;
+    if (!p->embed_on_gpu) s0 = (double)T * D * 4;
+    if (w->host_linears > 0) {  /* the widest possible host linear: bounded by the widest dim */
+        int64_t wide = D > H * QD ? D : H * QD;
+        if (ffn_max > wide) wide = ffn_max;
+        if ((double)T * wide * 4 > s0) s0 = (double)T * wide * 4;
+        s1 = s0;
+    }
+    if (!pl->kv_on_gpu) {       /* CPU attention: q down, o up */
+        double q = (double)T * H * (L + R) * 4, o = (double)T * H * L * 4;
+        if (q > s0) s0 = q;
+        if (o > s1) s1 = o;
+    }
+    double x = pl->moe_layers ? (double)T * D * 4 : 0;
+    double ring = 2 * MIB;
+    if (pl->kv_on_gpu) {
+        double need = (double)T * (cdiv(max_seq > 0 ? max_seq : 1, p->kv_block_tokens) + 1) * 4;
+        need = (double)(((int64_t)need + 255) & ~(int64_t)255);
+        if (2 * need > ring) ring = 2 * need;
+    }
+    pl->pinned_host = hbuf_size(s0) + hbuf_size(s1) + 2 * hbuf_size(x) +
+                      (pl->moe_layers ? hbuf_size(2.0 * T * K * 4) : 0) + ring;
+    return 0;
+}
+
+int64_t gpu_plan_kv_tokens_fit(const struct wt_hparams *hp, const struct gpu_plan_params *p,
+                               double budget)
+{
+    struct gpu_plan_params q = *p;
+    struct gpu_plan pl;
+    int64_t bt = p->kv_block_tokens > 0 ? p->kv_block_tokens : 1;
+    q.kv_tokens = 0;
+    if (gpu_plan_compute(hp, &q, &pl, NULL) || !pl.kv_on_gpu || pl.total > budget) return 0;
+    int64_t lo = 0, hi = 1;     /* in blocks: lo fits, hi does not (after the doubling) */
+    for (;;) {
+        q.kv_tokens = hi * bt;
+        if (gpu_plan_compute(hp, &q, &pl, NULL) || pl.total > budget) break;
+        lo = hi;
+        if (hi > ((int64_t)1 << 40) / bt / 2) return lo * bt;
+        hi *= 2;
+    }
+    while (hi - lo > 1) {
+        int64_t mid = lo + (hi - lo) / 2;
+        q.kv_tokens = mid * bt;
+        if (gpu_plan_compute(hp, &q, &pl, NULL) == 0 && pl.total <= budget) lo = mid;
+        else hi = mid;
+    }
+    return lo * bt;
+}
+
+/* ---------------------------------------------------------------- text */
+
+struct out {
+    char *buf;
+    size_t n, len;
+};
+
+static void put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(struct out *o, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    size_t room = o->len < o->n ? o->n - o->len : 0;
+    int k = vsnprintf(room ? o->buf + o->len : NULL, room, fmt, ap);
+    va_end(ap);
+    if (k > 0) o->len += (size_t)k;
+}
+
+static const char *tname(int t)
+{
+    return t == QTYPE_F8_E4M3 ? "fp8" : t == QTYPE_BF16 ? "bf16" : t == QTYPE_F32 ? "fp32"
+                                                                   : qtype_name(t);
+}
+
+int gpu_plan_format(const struct gpu_plan *pl, const struct gpu_plan_params *p, const char *ind,
+                    char *buf, size_t n)
+{
+    struct out o = {.buf = buf, .n = n, .len = 0};
+    if (n) buf[0] = 0;
+    if (!ind) ind = "";
+    const struct gpu_plan_weights *w = &pl->w;
+    put(&o, "%sGPU plan: placement %s, %lld KV tokens, max_batch_tokens %d, %d of %d MoE layers' "
+        "experts on the GPU\n", ind, gpu_placement_name(p->placement), (long long)pl->kv_tokens,
+        p->max_batch_tokens, pl->gpu_expert_layers, pl->moe_layers);
+    if (p->placement == GPU_PLACE_CPU) {
+        put(&o, "%s  nothing on the GPU (cpu placement)\n", ind);
+        return (int)o.len;
+    }
+    put(&o, "%s  weights       %8.2f GiB\n", ind, pl->weights / GIB);
+    put(&o, "%s    attention   %8.2f GiB  q_a/q_b/kv_a/o, %s + scales\n", ind, w->attention / GIB,
+        tname(p->linear_type));
+    put(&o, "%s    kv_b        %8.2f GiB  absorbed W_UK/W_UV, %s\n", ind, w->kv_b / GIB,
+        tname(p->kvb_type));
+    put(&o, "%s    dense_ffn   %8.2f GiB\n", ind, w->dense_ffn / GIB);
+    put(&o, "%s    shared_exp  %8.2f GiB\n", ind, w->shared_experts / GIB);
+    put(&o, "%s    router      %8.2f GiB  bf16 + fp32 bias\n", ind, w->router / GIB);
+    put(&o, "%s    norms       %8.2f GiB  fp32\n", ind, w->norms / GIB);
+    put(&o, "%s    embed       %8.2f GiB  %s\n", ind, w->embed / GIB,
+        p->embed_on_gpu ? "bf16 on the GPU" : "on the host (row gather + upload)");
+    put(&o, "%s    lm_head     %8.2f GiB  bf16\n", ind, w->lm_head / GIB);
+    put(&o, "%s    gpu_experts %8.2f GiB  %d layers, %s\n", ind, w->gpu_experts / GIB,
+        pl->gpu_expert_layers, tname(p->expert_type));
+    if (w->host_linears > 0)
+        put(&o, "%s    (%.2f GiB of linears stay on the host: k not a multiple of 128/8)\n", ind,
+            w->host_linears / GIB);
+    if (pl->kv_on_gpu)
+        put(&o, "%s  kv            %8.2f GiB  %.0f B/token (bf16 latent, all layers)\n", ind,
+            pl->kv / GIB, pl->kv_bytes_per_token);
+    else
+        put(&o, "%s  kv            %8.2f GiB  on the host (attention shape not on the GPU path)\n",
+            ind, 0.0);
+    put(&o, "%s  activations   %8.2f GiB  work buffers %.2f + fp8 scratch %.2f\n", ind,
+        pl->activations / GIB, pl->act_model / GIB, pl->act_fp8 / GIB);
+    put(&o, "%s  workspace     %8.2f GiB  cublasLt %.0f MiB, gemv %.1f MiB, gemm swap <= %.0f "
+        "MiB, mla <= %.1f MiB, block tables <= %.1f MiB\n", ind, pl->workspace / GIB,
+        pl->ws_cublaslt / MIB, pl->ws_gemv / MIB, pl->ws_gemm_swap / MIB, pl->ws_mla / MIB,
+        pl->ws_block_tables / MIB);
+    put(&o, "%s  runtime       %8.2f GiB  CUDA context + cuBLAS (estimate)\n", ind,
+        pl->runtime / GIB);
+    put(&o, "%s  total         %8.2f GiB  (%.2f GB)\n", ind, pl->total / GIB, pl->total / 1e9);
+    put(&o, "%s  pinned host   %8.2f GiB\n", ind, pl->pinned_host / GIB);
+    return (int)o.len;
+}
+
+void gpu_plan_log(const struct gpu_plan *pl, const struct gpu_plan_params *p)
+{
+    char buf[4096];
+    gpu_plan_format(pl, p, "", buf, sizeof buf);
+    for (char *s = buf, *e; *s; s = e + 1) {
+        e = strchr(s, '\n');
+        if (!e) {
+            LOG_INFO("gpu", "%s", s);
+            break;
+        }
+        *e = 0;
+        LOG_INFO("gpu", "%s", s);
+    }
+}

@@ -1,0 +1,117 @@
+/* gpu_plan.h - the GPU (and pinned host) memory plan of a model, from its hyperparameters alone.
+ *
+ * gpu_plan_compute() counts, byte for byte, what engine/model/ops_cuda.c and model.c allocate on
+ * the device for a config: weights (per part), the device KV cache, the activation buffers of
+ * max_batch_tokens, and workspaces; where a size depends on a run-time choice (cuBLASLt's operand
+ * order, the longest context seen) it takes the upper bound. Nothing is loaded: `tandem inspect`
+ * prints the plan of a bare config.json, and the engine can size its KV cache from it before
+ * touching a weight. The weight formats assumed are those of the DeepSeek FP8 checkpoint (every
+ * projection e4m3 with 128x128 fp32 block scales, router / embeddings / lm_head bf16, norms and
+ * the correction bias fp32 once uploaded) unless gpu_plan_params says otherwise.
+ *
+ * Pools (device unless said):
+ *   weights      uploaded once at model_create (breakdown in struct gpu_plan_weights)
+ *   kv           the device mirror of the engine's paged latent cache (ops_cuda kv_mirror):
+ *                n_layers x kv_tokens x (kv_lora + rope) bf16; only where attention runs on the
+ *                GPU (kv_lora 512, rope 64, heads % 16 == 0), else the cache stays on the host
+ *   activations  model.c's work buffers for max_batch_tokens + ops_cuda's FP8 linear scratch
+ *   workspace    cuBLASLt, the small-M FP8 kernel, MLA split-K, block tables, small inputs
+ *   runtime      CUDA context + cuBLAS handle: an estimate (params.runtime_reserve), not counted
+ *                from code
+ *   pinned_host  cudaHostAlloc'd staging (expert in/out slots, input ring); host memory
+ *
+ * Ownership and threads: pure functions over caller-owned structs; no allocation, no globals;
+ * callable from any thread.
+ */
+#ifndef TANDEM_GPU_PLAN_H
+#define TANDEM_GPU_PLAN_H
+
+#include "engine/weights/weights.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum gpu_placement { GPU_PLACE_CPU = 0, GPU_PLACE_HYBRID = 1, GPU_PLACE_GPU = 2 };
+
+struct gpu_plan_params {
+    enum gpu_placement placement;   /* gpu = routed experts of every MoE layer on the GPU too */
+    int gpu_expert_layers;          /* hybrid: experts of the first N MoE layers on the GPU */
+    int expert_type;                /* enum qtype of GPU-resident routed experts (F8_E4M3: with
+                                       re-laid block scales; a GGML type: its row bytes) */
+    int linear_type;                /* non-expert projections: QTYPE_F8_E4M3 (V3/R1 checkpoint)
+                                       or QTYPE_BF16 (V2-Lite, Moonlight) */
+    int kvb_type;                   /* absorbed W_UK/W_UV (kv_b) on the device: QTYPE_F32 (what
+                                       model.c uploads today), QTYPE_BF16 or QTYPE_F8_E4M3 */
+    int embed_on_gpu;               /* 1: the bf16 embedding table is uploaded (ops_cuda today);
+                                       0: rows gathered on the host, uploaded per token */
+    int64_t kv_tokens;              /* tokens of the device KV cache (engine: kv_blocks x
+                                       kv_block_tokens; the sum over all sequences) */
+    int64_t max_seq_tokens;         /* longest single sequence (MLA split-K workspace, block
+                                       tables); 0: kv_tokens */
+    int max_batch_tokens;           /* engine.max_batch_tokens */
+    int kv_block_tokens;            /* engine.kv_block_tokens */
+    int sms;                        /* SMs of the device (132 on H100/H200 SXM) */
+    int fp8_gemm_cublaslt;          /* gpu.fp8_gemm = cublaslt: cuBLASLt plans for > 16 rows (and
+                                       their swapped-operand buffer); 0 = exact (own kernel) */
+    double runtime_reserve;         /* bytes for the CUDA context and cuBLAS (estimate) */
+};
+
+/* Weight bytes on the device, by part (0 where the part stays on the host). */
+struct gpu_plan_weights {
+    double attention;               /* q_a, q_b (or q), kv_a, o: data + re-laid scales */
+    double kv_b;                    /* absorbed W_UK / W_UV halves, in params.kvb_type */
+    double norms;                   /* every RMSNorm vector (fp32), incl. the final norm */
+    double dense_ffn;               /* dense layers' gate/up/down */
+    double shared_experts;
+    double router;                  /* bf16 gate weight + fp32 correction bias */
+    double embed;                   /* bf16 table, or 0 on the host */
+    double lm_head;                 /* bf16 */
+    double gpu_experts;             /* routed experts placed on the GPU */
+    double host_linears;            /* host bytes of non-expert linears the GPU cannot take
+                                       (k % 128 != 0 for FP8): they run on the CPU backend */
+};
+
+struct gpu_plan {
+    struct gpu_plan_weights w;
+    /* pools, bytes */
+    double weights, kv, activations, workspace, runtime;
+    double total;                   /* device: weights + kv + activations + workspace + runtime */
+    double pinned_host;
+    /* details */
+    double act_model;               /* model.c work buffers */
+    double act_fp8;                 /* FP8 activation scratch: e4m3 x, scales, padded y */
+    double ws_cublaslt, ws_gemv, ws_gemm_swap, ws_mla, ws_block_tables, ws_small;
+    double kv_bytes_per_token;      /* all layers */
+    int64_t kv_tokens;
+    int kv_on_gpu;                  /* 0: attention and the cache stay on the host */
+    int moe_layers, gpu_expert_layers;
+    int max_k, max_n;               /* widest FP8 linear on the device (scratch sizing) */
+};
+
+/* Defaults: hybrid, FP8 linears, kv_b fp32, embeddings on the GPU (today's ops_cuda), FP8 GPU
+ * experts, 32768 KV tokens, max_batch_tokens 2048, 16-token blocks, 132 SMs, 0.5 GiB runtime. */
+void gpu_plan_defaults(struct gpu_plan_params *p);
+
+/* Compute the plan. Errors: ERR_INVAL (bad params or hparams; err says which). */
+int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *p,
+                     struct gpu_plan *out, char *err);
+
+/* The most KV tokens (a multiple of kv_block_tokens) whose plan fits in budget bytes with p's
+ * other settings (p->kv_tokens ignored; max_seq_tokens 0 follows the KV size); 0 when nothing
+ * fits or the KV stays on the host (then check gpu_plan_compute's total). */
+int64_t gpu_plan_kv_tokens_fit(const struct wt_hparams *hp, const struct gpu_plan_params *p,
+                               double budget);
+
+/* "cpu" | "hybrid" | "gpu" -> placement; -1 if unknown. */
+int gpu_placement_parse(const char *s);
+const char *gpu_placement_name(enum gpu_placement p);
+
+/* The plan as text, one line per pool and weight part, sizes in GiB (each line starts with
+ * indent; lines end in '\n'). Returns the length snprintf would have written. */
+int gpu_plan_format(const struct gpu_plan *pl, const struct gpu_plan_params *p, const char *indent,
+                    char *buf, size_t n);
+
+/* Log the plan at info level (tag "gpu"), one line per line of gpu_plan_format. */
+void gpu_plan_log(const struct gpu_plan *pl, const struct gpu_plan_params *p);
+
+#endif

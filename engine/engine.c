@@ -91,6 +91,7 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         .max_batch_tokens = (int)cfg->engine_max_batch_tokens,
         .placement = cfg->gpu_placement,
         .gpu_device = (int)cfg->gpu_device,
+        .gpu_fp8_gemm = cfg->gpu_fp8_gemm,
     };
     if ((rc = model_create(em->w, &mp, &em->m, err)) != 0) goto fail;
     /* model_isa names the backend: "cpu/avx512", "hybrid:<GPU>+cpu/..." */

@@ -18,8 +18,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 steps=() quick=
 for a in "$@"; do
-  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine) steps+=("$a") ;;
-    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [--quick]"; exit 2 ;; esac
+  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|hf) steps+=("$a") ;;
+    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [hf] [--quick]"; exit 2 ;; esac
 done
 [ ${#steps[@]} -eq 0 ] && steps=(tests bench)
 has() { local s; for s in "${steps[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
@@ -34,32 +34,31 @@ echo "device: $device; $(nvcc --version | tail -1)"
 
 t0=$(date +%s)
 export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib64
+# Binaries: those built on the developer machine and carried in build-ibin/ when they all load
+# here (saves the device the build), else build-gpu/ built now.
+progs="tandem test_gemm_fp8 test_ops test_mla bench_gpu test_engine_gpu bench_hybrid dump_logits"
 ebin=build-ibin
-if has engine; then
-  if [ -x $ebin/test_engine_gpu ] && ! ldd $ebin/test_engine_gpu $ebin/tandem $ebin/bench_hybrid |
-       grep -q 'not found'; then
-    echo "engine: using the binaries carried in $ebin"
-  else
-    ebin=build-gpu
-    ldd build-ibin/test_engine_gpu 2>&1 | grep 'not found' | head -3
-  fi
-fi
-if [ "${steps[*]}" = engine ] && [ $ebin = build-ibin ]; then
-  :   # nothing to build
-elif [ ! -f build-gpu/build.ninja ]; then
-  meson setup build-gpu -Dcuda=enabled -Dwerror=true > "$out/build.log" 2>&1 ||
-    { tail -30 "$out/build.log"; echo "meson setup failed"; exit 1; }
-fi
-targets="tests/gpu/test_gemm_fp8 tests/gpu/test_ops tests/gpu/test_mla tests/gpu/bench_gpu"
-[ $ebin = build-gpu ] && targets="$targets tests/gpu/test_engine_gpu tests/gpu/bench_hybrid tandem"
-if [ "${steps[*]}" = engine ] && [ $ebin = build-ibin ]; then
-  :
-elif ninja -C build-gpu $targets >> "$out/build.log" 2>&1; then
-  rm -f "$out/build.log"
+for p in $progs; do
+  if [ ! -x $ebin/$p ] || ldd $ebin/$p | grep -q 'not found'; then ebin=build-gpu; break; fi
+done
+if [ $ebin = build-ibin ]; then
+  echo "binaries: carried in build-ibin"
 else
-  grep -E 'error|FAILED' "$out/build.log" | head -30; echo "build failed"; exit 1
+  [ -f build-gpu/build.ninja ] || meson setup build-gpu -Dcuda=enabled -Dwerror=true > "$out/build.log" 2>&1 ||
+    { tail -30 "$out/build.log"; echo "meson setup failed"; exit 1; }
+  if ninja -C build-gpu tandem tests/gpu/test_gemm_fp8 tests/gpu/test_ops tests/gpu/test_mla \
+       tests/gpu/bench_gpu tests/gpu/test_engine_gpu tests/gpu/bench_hybrid tests/engine/dump_logits \
+       >> "$out/build.log" 2>&1; then
+    rm -f "$out/build.log"
+  else
+    grep -E 'error|FAILED' "$out/build.log" | head -30; echo "build failed"; exit 1
+  fi
+  mkdir -p build-gpu/bin
+  for p in $progs; do ln -sf "$(find "$PWD/build-gpu" -name $p -type f -perm -u+x | head -1)" build-gpu/bin/$p; done
+  ebin=build-gpu/bin
 fi
 echo "build: $(( $(date +%s) - t0 )) s"
+tb=$PWD/$ebin/tandem
 
 summary=()
 run_tests() {   # $1 = tests | sanitize
@@ -69,9 +68,9 @@ run_tests() {   # $1 = tests | sanitize
     s=$(date +%s)
     echo "==== $t" >> "$log"
     if [ "$1" = sanitize ]; then
-      timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 build-gpu/tests/gpu/$t >> "$log" 2>&1
+      timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 $ebin/$t >> "$log" 2>&1
     else
-      TANDEM_SHARED=$PWD/../shared build-gpu/tests/gpu/$t >> "$log" 2>&1
+      TANDEM_SHARED=$PWD/../shared $ebin/$t >> "$log" 2>&1
     fi
     rc=$?
     case $rc in 0) r=PASS ;; 77) r=SKIP ;; *) r="FAIL($rc)" ;; esac
@@ -82,28 +81,58 @@ run_tests() {   # $1 = tests | sanitize
 }
 has tests && run_tests tests
 if has bench; then
-  { echo "device: $device"; build-gpu/tests/gpu/bench_gpu --out "$out/bench-full.txt" $quick; } \
+  { echo "device: $device"; $ebin/bench_gpu --out "$out/bench-full.txt" $quick; } \
     > "$out/bench.log" 2>&1
   summary+=("$(printf '%-9s %-14s rc=%s' bench bench_gpu $?)")
 fi
 has sanitize && run_tests sanitize
 if has engine; then
-  b=$ebin; [ $b = build-gpu ] && b=build-gpu/tests/gpu
-  tb=$ebin/tandem; [ $ebin = build-gpu ] && tb=build-gpu/tandem
   log="$out/engine.log"
   s=$(date +%s)
-  TANDEM_SRC=$PWD TANDEM_BIN=$PWD/$tb timeout 150 $b/test_engine_gpu > "$log" 2>&1
+  TANDEM_SRC=$PWD TANDEM_BIN=$tb timeout 200 $ebin/test_engine_gpu > "$log" 2>&1
   rc=$?
   case $rc in 0) r=PASS ;; 77) r=SKIP ;; *) r="FAIL($rc)" ;; esac
   summary+=("$(printf '%-9s %-14s %-8s %4ss  %s' engine test_engine_gpu "$r" $(( $(date +%s) - s )) \
               "$(grep TANDEM_TEST_SEED "$log" | tail -1)")")
-  grep -v 'tandem\[' "$log" | tail -40
+  grep -E '^[a-z/0-9]+:|prompts|prefill|greedy|targets|FAIL|PASS' "$log" | grep -v 'tandem\['
   v3=/tmp/tandem-v3z
   $tb convert synth --preset v3-slice --dense-layers 1 --moe-layers 3 --experts-n 256 \
       --experts q4_K --zero --out $v3 > /dev/null 2>&1 || echo "synth v3-slice failed"
-  for a in "--batch 1 --steps 8 --prompt 512" "--batch 8 --steps 8 --prompt 64"; do
+  for a in "--batch 1 --steps 16 --prompt 512" "--batch 8 --steps 16 --prompt 64" \
+           "--batch 1 --steps 4 --prompt 1024" "--batch 1 --steps 4 --prompt 4096"; do
     echo "==== bench_hybrid $a" | tee -a "$log"
-    timeout 35 $b/bench_hybrid --model $v3 $a 2>&1 | grep -v 'tandem\[' | tee -a "$log"
+    timeout 60 $ebin/bench_hybrid --model $v3 $a 2>&1 | grep -v 'tandem\[' | tee -a "$log"
+  done
+fi
+
+# hf: tandem's logits on the CPU and on the GPU backend against HF transformers' DeepseekV3 in
+# fp32 on the dequantized weights (tests/reference/hf_compare.py), for `tiny` and a v3-slice
+# with DeepSeek-V3's true dimensions (1 dense + 2 MoE layers, 16 Q4_K experts), 256 positions.
+if has hf; then
+  log="$out/hf.log"
+  : > "$log"
+  for m in tiny v3-slice; do
+    d=/tmp/hf-$m
+    rm -rf $d $d-hf
+    if [ $m = tiny ]; then
+      $tb convert synth --preset tiny --seed 11 --out $d >> "$log" 2>&1
+    else
+      $tb convert synth --preset v3-slice --dense-layers 1 --moe-layers 2 --experts-n 16 \
+          --experts q4_K --seed 11 --out $d >> "$log" 2>&1
+    fi
+    $tb convert dequant --model $d --out $d-hf >> "$log" 2>&1 || echo "$m: dequant failed" | tee -a "$log"
+    $ebin/dump_logits --model $d --make-ids 256 --seed 1 --ids $d/ids.txt --out $d/cpu.f32 \
+        >> "$log" 2>&1 || echo "$m: dump_logits cpu failed" | tee -a "$log"
+    $ebin/dump_logits --model $d --ids $d/ids.txt --out $d/gpu.f32 --placement hybrid \
+        >> "$log" 2>&1 || echo "$m: dump_logits hybrid failed" | tee -a "$log"
+    $ebin/dump_logits --model $d --ids $d/ids.txt --out $d/gpu-cublaslt.f32 --placement hybrid \
+        --fp8-gemm cublaslt >> "$log" 2>&1 || echo "$m: dump_logits cublaslt failed" | tee -a "$log"
+    echo "==== $m: hf_compare (cpu, gpu, gpu with cuBLASLt prefill)" | tee -a "$log"
+    s=$(date +%s)
+    timeout 400 python3 tests/reference/hf_compare.py --model $d-hf --ids $d/ids.txt \
+        --tandem-logits $d/cpu.f32 $d/gpu.f32 $d/gpu-cublaslt.f32 2>&1 | grep -v Warning | tee -a "$log"
+    echo "$m: $(( $(date +%s) - s )) s" | tee -a "$log"
+    rm -rf $d-hf
   done
 fi
 

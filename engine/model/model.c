@@ -446,7 +446,12 @@ int model_create(const struct wt_model *w, const struct model_params *p, struct 
         .scale = hp->routed_scale > 0 ? hp->routed_scale : 1.0f};
 
     struct ops_params op = {.isa = p->isa, .n_threads = p->n_threads, .pin = p->pin,
-                            .spin_us = p->spin_us, .fp8_w8a16 = p->fp8_w8a16};
+                            .spin_us = p->spin_us, .fp8_w8a16 = p->fp8_w8a16,
+                            .gpu_cublaslt = p->gpu_fp8_gemm && !strcmp(p->gpu_fp8_gemm, "cublaslt")};
+    if (p->gpu_fp8_gemm && strcmp(p->gpu_fp8_gemm, "exact") && !op.gpu_cublaslt) {
+        rc = err_set(err, ERR_CONFIG, "model: gpu.fp8_gemm '%s' (exact|cublaslt)", p->gpu_fp8_gemm);
+        goto fail;
+    }
     rc = make_ops(p, &op, err, &m->ops);
     if (rc) goto fail;
     if (!(m->layers = calloc((size_t)hp->n_layers, sizeof *m->layers))) {

@@ -66,6 +66,7 @@ struct model_params {
                                  * when a CUDA device is usable, else cpu; gpu is hybrid for now
                                  * (routed experts on the GPU are not implemented) */
     int gpu_device;             /* gpu.device */
+    const char *gpu_fp8_gemm;   /* gpu.fp8_gemm: "exact" (NULL) | "cublaslt" */
     int fp8_w8a16;              /* 1: FP8 linears without activation quantization (W8A16; a
                                  * numerics-comparison mode, CPU backend only; 0 = the contract) */
 };

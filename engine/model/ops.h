@@ -43,6 +43,8 @@ struct ops_params {
                                  * DeepSeek's reference default gemm_impl="bf16" without its bf16
                                  * roundings) instead of the contract's e4m3 activations; for
                                  * numerics comparisons. CPU backend only. */
+    int gpu_cublaslt;           /* ops_cuda: FP8 linears of > 16 tokens on cuBLASLt (faster,
+                                 * ~1e-4 accumulation error) instead of the exact own kernel */
 };
 
 /* The CPU backend. Errors: ERR_UNSUPPORTED (ISA not available), ERR_NOMEM, ERR_INTERNAL. */

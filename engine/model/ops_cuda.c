@@ -55,7 +55,8 @@
 int opsk_rmsnorm(const float *x, int ldx, const float *g, int n, int dim, float eps, float *y,
                  int ldy, cudaStream_t st);
 
-#define N_HOST 4                /* pinned host scratch slots */
+#define N_HOST 5                /* pinned host scratch: 0-1 CPU fallbacks, 2-4 expert jobs */
+#define N_JOBS 4                /* expert jobs the engine thread may run ahead by */
 
 enum lin_kind { LIN_FP8, LIN_BF16, LIN_CPU };
 
@@ -78,7 +79,8 @@ struct hbuf {                   /* pinned host scratch */
     size_t size;
 };
 
-/* one routed-expert job in flight on the side stream */
+/* one routed-expert job on the side stream; written by the engine thread when enqueued, read by
+ * the CUDA host-function thread while it runs, reused only after its events completed */
 struct moe_job {
     struct ops *cpu;
     double seconds;             /* wall time of the CPU experts (host function) */
@@ -88,6 +90,10 @@ struct moe_job {
     int n, top_k;
     int rc;
     char err[ERR_LEN];
+    int state;                  /* 0 free, 1 enqueued, 2 joined (its ev_j recorded) */
+    cudaEvent_t ev_a, ev_in;    /* main stream: before / after the inputs' copy to the host */
+    cudaEvent_t ev_c, ev_out;   /* side stream: CPU experts done / result back on the device */
+    cudaEvent_t ev_j;           /* main stream: where it waits for the result (the join) */
 };
 
 struct ops_cuda {
@@ -96,10 +102,8 @@ struct ops_cuda {
     int device, max_tokens, max_pad;
     char name[48];
     cudaStream_t st, side;
-    cudaEvent_t ev_in, ev_out;  /* expert job: inputs on the host / result back on the device */
-    cudaEvent_t ev_a, ev_c, ev_j;   /* before the D2H, after the CPU experts, at the join */
-    int acct;                   /* 1: a finished job's events await accounting; 2: joined too */
     struct ops_cuda_stats stats;
+    int exact_gemm;             /* ops_params.gpu_cublaslt == 0 (gemm_fp8_set_exact) */
     cublasHandle_t blas;
     struct gemm_fp8 *gemm;
     /* FP8 linear scratch */
@@ -124,14 +128,16 @@ struct ops_cuda {
     struct hbuf h[N_HOST];
     char *ring;                 /* pinned staging of small host -> device inputs (ring) */
     size_t ring_size, ring_off;
-    struct moe_job job;
+    struct moe_job jobs[N_JOBS];    /* ring; next_job is the next to use */
+    int next_job;
+    struct moe_job *pend;       /* the job whose output is not joined yet (NULL: none) */
     struct {                    /* ops_kv_store's call, run by the next ops_mla_attn */
         const struct model_kv *kv;
         const struct model_batch *b;
         const float *x;
         int layer;
     } kvs;
-    float *pend_y;              /* output of the expert job in flight (NULL: none) */
+    float *pend_y;              /* pend's output (device) */
     size_t pend_bytes;
 };
 
@@ -165,25 +171,14 @@ static int bucket(const struct ops_cuda *c, int n)
 /* Make the main stream wait for the expert job if p lies in its output (or always: p = NULL). */
 static void join(struct ops_cuda *c, const void *p)
 {
-    if (!c->pend_y) return;
+    if (!c->pend) return;
     if (p && ((const char *)p < (const char *)c->pend_y ||
               (const char *)p >= (const char *)c->pend_y + c->pend_bytes))
         return;
-    CK(c, cudaEventRecord(c->ev_j, c->st), "event");
-    CK(c, cudaStreamWaitEvent(c->st, c->ev_out, 0), "stream wait");
-    c->pend_y = NULL;
-    c->acct = 2;
-}
-
-/* Wait for all GPU work and the expert job on the host; report a failed job. */
-static void host_sync(struct ops_cuda *c)
-{
-    join(c, NULL);
-    CK(c, cudaStreamSynchronize(c->st), "synchronize");
-    if (c->job.rc) {
-        ops__fail(&c->base, c->job.rc, c->job.err);
-        c->job.rc = 0;
-    }
+    CK(c, cudaEventRecord(c->pend->ev_j, c->st), "event");
+    CK(c, cudaStreamWaitEvent(c->st, c->pend->ev_out, 0), "stream wait");
+    c->pend->state = 2;
+    c->pend = NULL;
 }
 
 static float ev_ms(cudaEvent_t a, cudaEvent_t b)
@@ -192,17 +187,28 @@ static float ev_ms(cudaEvent_t a, cudaEvent_t b)
     return cudaEventElapsedTime(&ms, a, b) == cudaSuccess ? ms : 0.0f;
 }
 
-/* Add the last expert job's GPU-side times to the stats (after host_sync, job joined). */
-static void account(struct ops_cuda *c)
+/* A joined job whose events have completed: add its times to the stats, report its error, free
+ * the slot. */
+static void retire(struct ops_cuda *c, struct moe_job *j)
 {
-    if (c->acct != 2) return;
-    c->acct = 0;
+    if (j->state != 2) return;
+    j->state = 0;
     struct ops_cuda_stats *t = &c->stats;
     t->moe_calls++;
-    t->xfer_s += (ev_ms(c->ev_a, c->ev_in) + ev_ms(c->ev_c, c->ev_out)) / 1e3;
-    float gpu = ev_ms(c->ev_in, c->ev_j), idle = ev_ms(c->ev_j, c->ev_out);
+    t->cpu_experts_s += j->seconds;
+    t->xfer_s += (ev_ms(j->ev_a, j->ev_in) + ev_ms(j->ev_c, j->ev_out)) / 1e3;
+    float gpu = ev_ms(j->ev_in, j->ev_j), idle = ev_ms(j->ev_j, j->ev_out);
     t->overlap_gpu_s += gpu / 1e3;
     t->idle_s += (idle > 0 ? idle : 0) / 1e3;
+    if (j->rc) ops__fail(&c->base, j->rc, j->err);
+}
+
+/* Wait for all GPU work and every expert job on the host; retire the jobs. */
+static void host_sync(struct ops_cuda *c)
+{
+    join(c, NULL);
+    CK(c, cudaStreamSynchronize(c->st), "synchronize");
+    for (int i = 0; i < N_JOBS; i++) retire(c, &c->jobs[i]);
 }
 
 static void *hbuf(struct ops_cuda *c, int i, size_t bytes)
@@ -261,7 +267,6 @@ static void cu_download(struct ops *o, void *dst, const void *src, size_t bytes)
     join(c, NULL);
     CK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->st), "download");
     host_sync(c);
-    account(c);
 }
 
 /* ---------------------------------------------------------------- weights */
@@ -514,11 +519,11 @@ static void cu_linear(struct ops *o, const struct ops_lin *w, const float *x, in
         to_dev(c, y, hy, (size_t)n * w->rows * sizeof(float));
         return;
     }
-    int mb = bucket(c, n), mp = round4(mb);
+    int mb = c->exact_gemm ? n : bucket(c, n), mp = round4(mb);
     struct cuk_rmsnorm_args q = {.m = n, .d = w->cols, .x = x, .x_ld = w->cols, .q = c->xq,
                                  .q_ld = w->cols, .q_scale = c->xs, .q_scale_ld = mp};
     KR(c, cuk_rmsnorm(&q, c->st), "act quant");
-    int direct = mp == n;
+    int direct = c->exact_gemm || mp == n;     /* exact: the own kernel writes just n rows */
     struct cuk_gemv_fp8_args a = {.m = mb, .n = w->rows, .k = w->cols, .w = w->w,
                                   .w_scale = w->scale, .w_scale_ld = w->sld, .x = c->xq,
                                   .x_ld = w->cols, .x_scale = c->xs, .x_scale_ld = mp,
@@ -773,31 +778,49 @@ static void CUDART_CB moe_host(void *ud)
     }
 }
 
+/* No host synchronization: the engine thread enqueues and goes on with the next layers, so their
+ * launches hide under the CPU experts. The pinned buffers are shared by consecutive jobs: job
+ * i+1's input copy is ordered on the main stream after its wait for job i's result, i.e. after
+ * job i's host function and result copy. Only the job record itself is host-written while an
+ * older job may run, hence the ring of N_JOBS records. */
 static void cu_moe(struct ops *o, const struct ops_moe *m, const float *x, int n,
                    const int32_t *ids, const float *w, int top_k, float *y)
 {
     struct ops_cuda *c = C(o);
-    host_sync(c);       /* the previous job and every fallback are done: slots are free */
-    account(c);
-    c->stats.cpu_experts_s += c->job.seconds;
-    c->job.seconds = 0;
+    join(c, NULL);
+    struct moe_job *j = &c->jobs[c->next_job];
+    if (j->state) {     /* N_JOBS layers ago: joined long since; wait for it on the host */
+        CK(c, cudaEventSynchronize(j->ev_j), "synchronize");
+        retire(c, j);
+    }
     size_t xb = (size_t)n * m->hidden * sizeof(float), kb = (size_t)n * top_k * sizeof(float);
-    float *hx = hbuf(c, 0, xb), *hy = hbuf(c, 1, xb);
-    char *hk = hbuf(c, 2, 2 * kb);
+    float *hx = hbuf(c, 2, xb), *hy = hbuf(c, 3, xb);
+    char *hk = hbuf(c, 4, 2 * kb);
     if (!hx || !hy || !hk) return;
-    struct moe_job *j = &c->job;
-    *j = (struct moe_job){.cpu = c->cpu, .m = m, .x = hx, .y = hy, .ids = (int32_t *)hk,
-                          .w = (float *)(hk + kb), .n = n, .top_k = top_k};
-    CK(c, cudaEventRecord(c->ev_a, c->st), "event");
+    c->next_job = (c->next_job + 1) % N_JOBS;
+    j->cpu = c->cpu;
+    j->seconds = 0;
+    j->m = m;
+    j->x = hx;
+    j->y = hy;
+    j->ids = (int32_t *)hk;
+    j->w = (float *)(hk + kb);
+    j->n = n;
+    j->top_k = top_k;
+    j->rc = 0;
+    j->err[0] = 0;
+    j->state = 1;
+    CK(c, cudaEventRecord(j->ev_a, c->st), "event");
     CK(c, cudaMemcpyAsync(hx, x, xb, cudaMemcpyDeviceToHost, c->st), "moe in");
     CK(c, cudaMemcpyAsync(j->ids, ids, kb, cudaMemcpyDeviceToHost, c->st), "moe in");
     CK(c, cudaMemcpyAsync(j->w, w, kb, cudaMemcpyDeviceToHost, c->st), "moe in");
-    CK(c, cudaEventRecord(c->ev_in, c->st), "event");
-    CK(c, cudaStreamWaitEvent(c->side, c->ev_in, 0), "stream wait");
+    CK(c, cudaEventRecord(j->ev_in, c->st), "event");
+    CK(c, cudaStreamWaitEvent(c->side, j->ev_in, 0), "stream wait");
     CK(c, cudaLaunchHostFunc(c->side, moe_host, j), "host func");
-    CK(c, cudaEventRecord(c->ev_c, c->side), "event");
+    CK(c, cudaEventRecord(j->ev_c, c->side), "event");
     CK(c, cudaMemcpyAsync(y, hy, xb, cudaMemcpyHostToDevice, c->side), "moe out");
-    CK(c, cudaEventRecord(c->ev_out, c->side), "event");
+    CK(c, cudaEventRecord(j->ev_out, c->side), "event");
+    c->pend = j;
     c->pend_y = y;
     c->pend_bytes = xb;
 }
@@ -846,6 +869,12 @@ static void cu_destroy(struct ops *o)
         join(c, NULL);
         cudaStreamSynchronize(c->st);
     }
+    for (int i = 0; i < N_JOBS; i++) {
+        struct moe_job *j = &c->jobs[i];
+        cudaEvent_t *ev[] = {&j->ev_a, &j->ev_in, &j->ev_c, &j->ev_out, &j->ev_j};
+        for (int e = 0; e < 5; e++)
+            if (*ev[e]) cudaEventDestroy(*ev[e]);
+    }
     cudaFree(c->xq);
     cudaFree(c->xs);
     cudaFree(c->ysc);
@@ -859,11 +888,6 @@ static void cu_destroy(struct ops *o)
     cudaFreeHost(c->ring);
     gemm_fp8_destroy(c->gemm);
     if (c->blas) cublasDestroy(c->blas);
-    if (c->ev_a) cudaEventDestroy(c->ev_a);
-    if (c->ev_c) cudaEventDestroy(c->ev_c);
-    if (c->ev_j) cudaEventDestroy(c->ev_j);
-    if (c->ev_in) cudaEventDestroy(c->ev_in);
-    if (c->ev_out) cudaEventDestroy(c->ev_out);
     if (c->side) cudaStreamDestroy(c->side);
     if (c->st) cudaStreamDestroy(c->st);
     ops_destroy(c->cpu);
@@ -887,9 +911,6 @@ void ops_cuda_stats(struct ops *o, struct ops_cuda_stats *out, int reset)
         return;
     }
     host_sync(c);
-    account(c);
-    c->stats.cpu_experts_s += c->job.seconds;
-    c->job.seconds = 0;
     *out = c->stats;
     if (reset) memset(&c->stats, 0, sizeof c->stats);
 }
@@ -917,12 +938,18 @@ int ops_cuda_create(const struct ops_params *p, int device, int max_tokens, stru
     int rc = 0;
     if (cudaSetDevice(device) != cudaSuccess ||
         cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking) != cudaSuccess ||
-        cudaStreamCreateWithFlags(&c->side, cudaStreamNonBlocking) != cudaSuccess ||
-        cudaEventCreate(&c->ev_in) != cudaSuccess || cudaEventCreate(&c->ev_out) != cudaSuccess ||
-        cudaEventCreate(&c->ev_a) != cudaSuccess || cudaEventCreate(&c->ev_c) != cudaSuccess ||
-        cudaEventCreate(&c->ev_j) != cudaSuccess) {
-        rc = err_set(err, ERR_CUDA, "cuda ops: stream/event creation failed on device %d", device);
+        cudaStreamCreateWithFlags(&c->side, cudaStreamNonBlocking) != cudaSuccess) {
+        rc = err_set(err, ERR_CUDA, "cuda ops: stream creation failed on device %d", device);
         goto fail;
+    }
+    for (int i = 0; i < N_JOBS; i++) {
+        struct moe_job *j = &c->jobs[i];
+        if (cudaEventCreate(&j->ev_a) != cudaSuccess || cudaEventCreate(&j->ev_in) != cudaSuccess ||
+            cudaEventCreate(&j->ev_c) != cudaSuccess || cudaEventCreate(&j->ev_out) != cudaSuccess ||
+            cudaEventCreate(&j->ev_j) != cudaSuccess) {
+            rc = err_set(err, ERR_CUDA, "cuda ops: event creation failed on device %d", device);
+            goto fail;
+        }
     }
     if (cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS ||
         cublasSetStream(c->blas, c->st) != CUBLAS_STATUS_SUCCESS ||
@@ -931,6 +958,8 @@ int ops_cuda_create(const struct ops_params *p, int device, int max_tokens, stru
         goto fail;
     }
     if ((rc = gemm_fp8_create(0, &c->gemm, err))) goto fail;
+    c->exact_gemm = !p->gpu_cublaslt;
+    gemm_fp8_set_exact(c->gemm, c->exact_gemm);
     size_t ni = (size_t)c->max_pad * 2 + 64;
     if (cudaMalloc((void **)&c->d_i32, ni * sizeof(int32_t)) != cudaSuccess ||
         cudaMalloc((void **)&c->d_freq, 64 * sizeof(float)) != cudaSuccess ||

@@ -42,6 +42,7 @@ struct gemm_fp8 {
     size_t tbuf_size;
     struct gemm_plan *plans;
     int n_plans, cap_plans;
+    int exact;                            /* gemm_fp8_set_exact: own kernel for every m */
 };
 
 static int round4(int v) { return (v + 3) / 4 * 4; }
@@ -214,9 +215,17 @@ int gemm_fp8_plan(struct gemm_fp8 *g, const struct gemm_fp8_shape *s, int use_cu
     struct gemm_fp8_shape k;
     shape_norm(s, &k);
     if (k.x_ld < k.k || k.y_ld < k.n) return err_set(err, ERR_INVAL, "gemm_fp8_plan: bad strides");
-    if (!cuk_gemv_fp8_prefer(s->m, s->n, s->k)) use_cublas = 1;   /* gemm_fp8_linear will use it */
-    if (s->m <= CUK_GEMV_FP8_MAX_M) {
-        size_t need = cuk_gemv_fp8_workspace_size(s->m, s->n, s->k);
+    /* what gemm_fp8_linear will use: exact mode runs m > 16 as 16-row chunks of the own kernel */
+    int m_own = s->m;
+    if (g->exact && m_own > CUK_GEMV_FP8_MAX_M) m_own = CUK_GEMV_FP8_MAX_M;
+    if (!g->exact && !cuk_gemv_fp8_prefer(s->m, s->n, s->k)) use_cublas = 1;
+    if (m_own <= CUK_GEMV_FP8_MAX_M) {
+        size_t need = cuk_gemv_fp8_workspace_size(m_own, s->n, s->k);
+        if (g->exact && s->m > CUK_GEMV_FP8_MAX_M) {   /* the last chunk may be shorter */
+            size_t r = cuk_gemv_fp8_workspace_size(s->m % CUK_GEMV_FP8_MAX_M ? s->m % CUK_GEMV_FP8_MAX_M
+                                                                               : m_own, s->n, s->k);
+            need = r > need ? r : need;
+        }
         if (need > g->gemv_ws_size) {
             void *p = NULL;
             cudaError_t e = cudaMalloc(&p, need);
@@ -271,16 +280,25 @@ int gemm_fp8_run_cublas(struct gemm_fp8 *g, const struct cuk_gemv_fp8_args *a, c
     return 0;
 }
 
+void gemm_fp8_set_exact(struct gemm_fp8 *g, int on) { g->exact = on ? 1 : 0; }
+
 int gemm_fp8_linear(struct gemm_fp8 *g, const struct cuk_gemv_fp8_args *a, cudaStream_t st,
                     char *err)
 {
-    if (cuk_gemv_fp8_prefer(a->m, a->n, a->k)) {
+    if (!g->exact && !cuk_gemv_fp8_prefer(a->m, a->n, a->k))
+        return gemm_fp8_run_cublas(g, a, st, err);
+    /* the own kernel, in chunks of at most 16 rows (x, its scales and y offset by the chunk) */
+    size_t ysz = a->y_type == CUK_BF16 ? 2 : 4;
+    for (int i = 0; i < a->m; i += CUK_GEMV_FP8_MAX_M) {
         struct cuk_gemv_fp8_args b = *a;
+        b.m = a->m - i < CUK_GEMV_FP8_MAX_M ? a->m - i : CUK_GEMV_FP8_MAX_M;
+        b.x = a->x + (size_t)i * a->x_ld;
+        b.x_scale = a->x_scale + i;           /* [k/128][x_scale_ld], token-contiguous */
+        b.y = (char *)a->y + (size_t)i * a->y_ld * ysz;
         b.workspace = g->gemv_ws;
         b.workspace_size = g->gemv_ws_size;
         int rc = cuk_gemv_fp8(&b, st);
-        if (rc) return err_set(err, rc, "gemm_fp8: small-M kernel failed (m=%d n=%d k=%d)", a->m, a->n, a->k);
-        return 0;
+        if (rc) return err_set(err, rc, "gemm_fp8: small-M kernel failed (m=%d n=%d k=%d)", b.m, a->n, a->k);
     }
-    return gemm_fp8_run_cublas(g, a, st, err);
+    return 0;
 }

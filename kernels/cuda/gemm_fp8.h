@@ -48,8 +48,15 @@ int gemm_fp8_plan(struct gemm_fp8 *g, const struct gemm_fp8_shape *s, int use_cu
 int gemm_fp8_run_cublas(struct gemm_fp8 *g, const struct cuk_gemv_fp8_args *a, cudaStream_t st,
                         char *err);
 
-/* The production entry: the own kernel where cuk_gemv_fp8_prefer() says so (workspace from g),
- * else cuBLASLt. */
+/* Exact mode (off by default): gemm_fp8_linear runs every m on the own kernel, m > 16 as 16-row
+ * chunks, so every 128-wide K block is summed exactly in fp32 as the numerics contract says.
+ * cuBLASLt's block-scaled FP8 path keeps only ~1e-4 relative accuracy (measured: relative
+ * Frobenius error 1.3e-4 against 7e-8 for the own kernel, tests/gpu/test_gemm_fp8), enough to
+ * make GPU and CPU engines diverge; it is several times faster for large m. Set before planning:
+ * plans follow the mode. */
+void gemm_fp8_set_exact(struct gemm_fp8 *g, int on);
+/* The production entry: the own kernel where cuk_gemv_fp8_prefer() says so or in exact mode
+ * (workspace from g), else cuBLASLt. */
 int gemm_fp8_linear(struct gemm_fp8 *g, const struct cuk_gemv_fp8_args *a, cudaStream_t st,
                     char *err);
 

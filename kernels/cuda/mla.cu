@@ -172,10 +172,13 @@ static __global__ void mla_combine_kernel(const struct mla_params p)
 
 /* ---- tensor-core decode (exact = 0) ----
  * CTA = 4 warps, 16 heads of one query, tiles of TC_T = 32 positions. Scores: warp w computes the
- * partial S_w[16 x 32] over its 144 of the 576 dims with mma.sync m16n8k16 bf16 (A = q tile,
- * B = cache tile, both bf16 in shared memory with a padded row stride so fragment loads hit 32
- * different banks); the 4 partials are summed in shared memory. Softmax: 8 lanes per head, online
- * max/sum in fp32, P stored as bf16. Output: warp w owns dims [128w, 128w+128) of all 16 heads
+ * partial S_w[16 x 32] over its 144 of the 576 dims with mma.sync m16n8k16 bf16 (A = q, held in
+ * registers as two bf16 parts hi + lo, two mmas each; B = cache tile in shared memory with a
+ * padded row stride so fragment loads hit 32 different banks); the 4 partials are summed in
+ * shared memory. Softmax: 8 lanes per head, online max/sum in fp32, P stored as two bf16 parts.
+ * The cache itself is bf16, so hi + lo makes the products as exact as an fp32 kernel's (rounding
+ * q and P to one bf16 each, as DeepSeek's reference does, cost 2e-3 relative error at the
+ * attention output, which FP8 re-quantization downstream amplified into GPU/CPU divergence). Output: warp w owns dims [128w, 128w+128) of all 16 heads
  * (16 n8 tiles, 64 f32 accumulators per lane), O = O*corr + P V with mma (A = P, B = cache rows
  * read as k-pairs of one column). The next tile's cache rows stream into the second buffer with
  * cp.async while this one is computed. */
@@ -185,10 +188,9 @@ static __global__ void mla_combine_kernel(const struct mla_params p)
 #define TC_PLD 40
 
 struct tc_smem {
-    uint16_t q[TC_HEADS][TC_LD];
     uint16_t kv[2][TC_T][TC_LD];      /* double buffer: tile i+1 loads (cp.async) under tile i */
     float spart[TC_WARPS][TC_HEADS][TC_T];
-    uint16_t p[TC_HEADS][TC_PLD];
+    uint16_t p[TC_HEADS][TC_PLD], pl[TC_HEADS][TC_PLD];   /* P = p + pl, two bf16 parts */
     float corr[TC_HEADS], m[TC_HEADS], l[TC_HEADS];
 };
 
@@ -202,6 +204,15 @@ static __device__ __forceinline__ void mma_bf16(float c[4], uint32_t a0, uint32_
 }
 
 static __device__ __forceinline__ uint32_t lds32(const uint16_t *p) { return *(const uint32_t *)p; }
+
+/* (x, y) -> packed bf16 pairs hi = (bf16(x), bf16(y)) and lo = the rounded remainders */
+static __device__ __forceinline__ void split_bf16x2(float x, float y, uint32_t *hi, uint32_t *lo)
+{
+    uint16_t hx = cuk_f32_to_bf16(x), hy = cuk_f32_to_bf16(y);
+    uint16_t lx = cuk_f32_to_bf16(x - cuk_bf16_to_f32(hx)), ly = cuk_f32_to_bf16(y - cuk_bf16_to_f32(hy));
+    *hi = (uint32_t)hx | ((uint32_t)hy << 16);
+    *lo = (uint32_t)lx | ((uint32_t)ly << 16);
+}
 
 /* 16-byte global -> shared copy that bypasses registers; src_bytes = 0 zero-fills */
 static __device__ __forceinline__ void cp_async16(void *dst, const void *src, int src_bytes)
@@ -236,15 +247,20 @@ static __global__ void __launch_bounds__(TC_WARPS * 32) mla_decode_tc_kernel(con
     const int b = blockIdx.x, hg = blockIdx.y, sp = blockIdx.z;
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane >> 2, t = lane & 3;
 
-    /* q tile -> bf16 */
+    /* this warp's q fragments (dims [144w, 144w + 144) of 16 heads), straight from global into
+     * registers, each fp32 value split into two bf16 parts q = qh + ql (|q - qh - ql| <= 2^-18 |q|),
+     * so the scores are q.k to fp32 accuracy with two mmas instead of one */
     const float *qg = a.q + (size_t)b * a.q_ld + (size_t)hg * TC_HEADS * CUK_MLA_DIM;
-    for (int i = tid; i < TC_HEADS * CUK_MLA_DIM / 4; i += blockDim.x) {
-        int h = i / (CUK_MLA_DIM / 4), d = (i % (CUK_MLA_DIM / 4)) * 4;
-        float4 v = *(const float4 *)(qg + (size_t)h * CUK_MLA_DIM + d);
-        uint2 pk;
-        pk.x = (uint32_t)cuk_f32_to_bf16(v.x) | ((uint32_t)cuk_f32_to_bf16(v.y) << 16);
-        pk.y = (uint32_t)cuk_f32_to_bf16(v.z) | ((uint32_t)cuk_f32_to_bf16(v.w) << 16);
-        *(uint2 *)&S.q[h][d] = pk;
+    uint32_t qh[9][4], ql[9][4];
+#pragma unroll
+    for (int kc = 0; kc < 9; kc++) {
+        int k0 = w * 144 + kc * 16 + 2 * t;
+        const int rows[4] = {g, g + 8, g, g + 8}, cols[4] = {k0, k0, k0 + 8, k0 + 8};
+#pragma unroll
+        for (int f = 0; f < 4; f++) {
+            float2 v = *(const float2 *)(qg + (size_t)rows[f] * CUK_MLA_DIM + cols[f]);
+            split_bf16x2(v.x, v.y, &qh[kc][f], &ql[kc][f]);
+        }
     }
     if (tid < TC_HEADS) {
         S.m[tid] = -INFINITY;
@@ -274,11 +290,12 @@ static __global__ void __launch_bounds__(TC_WARPS * 32) mla_decode_tc_kernel(con
 #pragma unroll
         for (int kc = 0; kc < 9; kc++) {
             int k0 = w * 144 + kc * 16 + 2 * t;
-            uint32_t a0 = lds32(&S.q[g][k0]), a1 = lds32(&S.q[g + 8][k0]);
-            uint32_t a2 = lds32(&S.q[g][k0 + 8]), a3 = lds32(&S.q[g + 8][k0 + 8]);
 #pragma unroll
-            for (int j = 0; j < 4; j++)
-                mma_bf16(sc[j], a0, a1, a2, a3, lds32(&S.kv[cur][8 * j + g][k0]), lds32(&S.kv[cur][8 * j + g][k0 + 8]));
+            for (int j = 0; j < 4; j++) {
+                uint32_t b0 = lds32(&S.kv[cur][8 * j + g][k0]), b1 = lds32(&S.kv[cur][8 * j + g][k0 + 8]);
+                mma_bf16(sc[j], qh[kc][0], qh[kc][1], qh[kc][2], qh[kc][3], b0, b1);
+                mma_bf16(sc[j], ql[kc][0], ql[kc][1], ql[kc][2], ql[kc][3], b0, b1);
+            }
         }
 #pragma unroll
         for (int j = 0; j < 4; j++) {
@@ -307,7 +324,9 @@ static __global__ void __launch_bounds__(TC_WARPS * 32) mla_decode_tc_kernel(con
             for (int i = 0; i < 4; i++) {
                 float e = expf(v[i] - mnew);
                 sum += e;
-                S.p[hh][p0 + i] = cuk_f32_to_bf16(e);
+                uint16_t eh = cuk_f32_to_bf16(e);
+                S.p[hh][p0 + i] = eh;
+                S.pl[hh][p0 + i] = cuk_f32_to_bf16(e - cuk_bf16_to_f32(eh));
             }
 #pragma unroll
             for (int o = 1; o < 8; o <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
@@ -331,12 +350,15 @@ static __global__ void __launch_bounds__(TC_WARPS * 32) mla_decode_tc_kernel(con
             int k0 = kc * 16 + 2 * t;
             uint32_t a0 = lds32(&S.p[g][k0]), a1 = lds32(&S.p[g + 8][k0]);
             uint32_t a2 = lds32(&S.p[g][k0 + 8]), a3 = lds32(&S.p[g + 8][k0 + 8]);
+            uint32_t l0 = lds32(&S.pl[g][k0]), l1 = lds32(&S.pl[g + 8][k0]);
+            uint32_t l2 = lds32(&S.pl[g][k0 + 8]), l3 = lds32(&S.pl[g + 8][k0 + 8]);
 #pragma unroll
             for (int nt = 0; nt < 16; nt++) {
                 int d = w * 128 + nt * 8 + g;
                 uint32_t b0 = (uint32_t)S.kv[cur][k0][d] | ((uint32_t)S.kv[cur][k0 + 1][d] << 16);
                 uint32_t b1 = (uint32_t)S.kv[cur][k0 + 8][d] | ((uint32_t)S.kv[cur][k0 + 9][d] << 16);
                 mma_bf16(acc[nt], a0, a1, a2, a3, b0, b1);
+                mma_bf16(acc[nt], l0, l1, l2, l3, b0, b1);
             }
         }
         __syncthreads();                                   /* buffer cur free for the prefetch after next */

@@ -61,8 +61,9 @@ struct cuk_mla_decode_args {
     float scale;
     float *out;
     int out_ld;
-    int exact;             /* 0: tensor cores, q and P rounded to bf16 (DeepSeek's reference does
-                              the same); 1: fp32 CUDA-core path (slower, for checks) */
+    int exact;             /* 0: tensor cores, q and P each split into two bf16 parts (hi + lo),
+                              so scores and P V are fp32-accurate (~1e-6 relative) at twice the
+                              mma count; 1: fp32 CUDA-core path (slower, kept as a check) */
     void *workspace;
     size_t workspace_size;
 };

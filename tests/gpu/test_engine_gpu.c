@@ -5,7 +5,9 @@
  * (tiny with 16 heads, so attention, the KV cache and everything but the routed experts run on
  * the GPU kernels). Two models are built from the same weights, placement cpu and hybrid, each
  * with its own KV cache, and driven identically:
- *   1. one prefill batch holding NRUN random prompts (8..24 tokens, one sequence each), logits
+ *   1. one prefill batch holding NRUN prompts (one sequence each: for the trained models/default
+ *      chat prompts like its held-out set, "What is 4821 + 377?" rendered with its template and
+ *      tokenizer; for the random synth models 8..24 random tokens), logits
  *      at every position: relative L2 error of GPU vs CPU <= 1e-2 at every position;
  *   2. 64 greedy decode steps of all NRUN sequences together (one token per sequence per
  *      forward), each engine following its own argmax. While a sequence's tokens agree, its
@@ -36,6 +38,8 @@
 
 #include "common/err.h"
 #include "engine/model/model.h"
+#include "engine/text/tmpl.h"
+#include "engine/text/tok.h"
 #include "engine/weights/weights.h"
 #include "tests/check.h"
 #include "tests/engine/model_util.h"
@@ -43,6 +47,7 @@
 #define NRUN 20
 #define STEPS 64
 #define TOL 1e-2
+#define PMAX 40                 /* longest prompt */
 
 static unsigned long long rng;
 
@@ -105,7 +110,7 @@ static const char *lin_name(int w)
 struct side {                   /* one engine: model + KV + its sequences' tokens */
     struct model *m;
     struct tkv kv;
-    int32_t toks[NRUN][24 + STEPS + 1];
+    int32_t toks[NRUN][PMAX + STEPS + 1];
 };
 
 static int make_side(struct wt_model *w, const char *placement, const char *isa, int max_tokens,
@@ -170,8 +175,42 @@ static int finite_rows(const float *l, size_t n)
 
 static const char *placement = "hybrid";   /* TANDEM_TEST_PLACEMENT (cpu: check the test) */
 
+/* Prompt r for the trained default model: a chat question of its training tasks (train/data.py)
+ * with fresh numbers/words, rendered with the DeepSeek-V3 template. Returns its length, or 0
+ * when the model has no tokenizer or the prompt would not fit (the caller uses random tokens). */
+static int chat_prompt(const struct tok *tk, int r, int32_t *out)
+{
+    static const char *words[] = {"stone", "river", "planet", "garden", "silver", "market",
+                                  "window", "yellow", "candle", "forest", "bridge", "summer"};
+    char q[160];
+    int a = (int)(rnd() % 10000), b = (int)(rnd() % 10000);
+    const char *w = words[rnd() % 12];
+    switch (r % 5) {
+    case 0: snprintf(q, sizeof q, "What is %d + %d?", a, b); break;
+    case 1: snprintf(q, sizeof q, "What is %d - %d?", a, b); break;
+    case 2: snprintf(q, sizeof q, "Reverse the word %s.", w); break;
+    case 3: snprintf(q, sizeof q, "How many letters are in the word %s?", w); break;
+    default: snprintf(q, sizeof q, "Repeat this list: %d, %d, %s.", a % 100, b % 100, w); break;
+    }
+    struct tmpl_msg msg = {.role = "user", .content = q};
+    struct tmpl_opts o = {.add_generation_prompt = 1};
+    struct tok_str txt = {0};
+    struct tok_ids ids = {0};
+    char err[ERR_LEN];
+    int n = 0;
+    if (tmpl_render(TMPL_DEEPSEEK_V3, &msg, 1, &o, &txt, err) == 0 &&
+        tok_encode(tk, txt.s, txt.n, TOK_ENC_SPECIAL | TOK_ENC_BOS, &ids, err) == 0 &&
+        ids.n <= PMAX) {
+        for (size_t i = 0; i < ids.n; i++) out[i] = ids.v[i];
+        n = (int)ids.n;
+    }
+    tok_str_fini(&txt);
+    tok_ids_fini(&ids);
+    return n;
+}
+
 /* returns the number of failed checks */
-static int run_model(const char *name, const char *dir)
+static int run_model(const char *name, const char *dir, int chat)
 {
     char err[ERR_LEN];
     struct wt_model *w = NULL;
@@ -185,9 +224,9 @@ static int run_model(const char *name, const char *dir)
     static struct lin_rec rec;
     memset(&rec, 0, sizeof rec);
     int fails = 0;
-    if (make_side(w, "cpu", NULL, NRUN * 24, &sd[0]) ||
-        make_side(w, placement, NULL, NRUN * 24, &sd[1]) ||
-        make_side(w, "cpu", "scalar", NRUN * 24, &sd[2])) {
+    if (make_side(w, "cpu", NULL, NRUN * PMAX, &sd[0]) ||
+        make_side(w, placement, NULL, NRUN * PMAX, &sd[1]) ||
+        make_side(w, "cpu", "scalar", NRUN * PMAX, &sd[2])) {
         for (int i = 0; i < 3; i++) free_side(&sd[i]);
         wt_close(w);
         return 1;
@@ -195,19 +234,30 @@ static int run_model(const char *name, const char *dir)
     printf("%s: reference %s, gpu %s, control %s\n", name, model_isa(sd[0].m), model_isa(sd[1].m),
            model_isa(sd[2].m));
     const int V = model_vocab(sd[0].m);
-    int rs[NRUN], p0[NRUN], len[NRUN], plen[NRUN];
+    int rs[NRUN], p0[NRUN], len[NRUN], plen[NRUN], chats = 0;
+    struct tok *tk = NULL;
+    if (chat && tok_load(&tk, dir, err)) {
+        printf("  no tokenizer (%s): random prompts\n", err);
+        tk = NULL;
+    }
     for (int r = 0; r < NRUN; r++) {
         rs[r] = r;
         p0[r] = 0;
-        plen[r] = len[r] = 8 + (int)(rnd() % 17);
+        int32_t cp[PMAX];
+        int n = tk ? chat_prompt(tk, r, cp) : 0;
+        chats += n > 0;
+        plen[r] = len[r] = n ? n : 8 + (int)(rnd() % 17);
         for (int j = 0; j < plen[r]; j++) {
-            int t = 2 + (int)(rnd() % (V - 2));
+            int t = n ? cp[j] : 2 + (int)(rnd() % (V - 2));
             for (int k = 0; k < 3; k++) sd[k].toks[r][j] = t;
         }
     }
+    int eos = tk ? tok_eos(tk) : -1;   /* chat runs end at the CPU engine's EOS */
+    tok_destroy(tk);
+    if (chat) printf("  %d of %d prompts are chat questions\n", chats, NRUN);
     float *lg[3];
     for (int k = 0; k < 3; k++) {
-        lg[k] = malloc((size_t)NRUN * 24 * V * sizeof(float));
+        lg[k] = malloc((size_t)NRUN * PMAX * V * sizeof(float));
         CHECK(lg[k]);
     }
     /* 1. prefill; the first forward's linear inputs are compared through the hook */
@@ -269,7 +319,8 @@ static int run_model(const char *name, const char *dir)
     }
     free(e);
     /* 2. greedy decode, all runs in one batch per step */
-    int div[3][NRUN], k0 = 0;
+    int div[3][NRUN], k0 = 0, ended[NRUN];
+    memset(ended, 0, sizeof ended);
     double dworst[3] = {0, 0, 0};
     for (int r = 0; r < NRUN; r++) {
         int row = k0 + plen[r] - 1;
@@ -295,6 +346,8 @@ static int run_model(const char *name, const char *dir)
                 fails++;
                 goto done;
             }
+        for (int r = 0; r < NRUN; r++)    /* the previous step's CPU token was EOS */
+            if (eos >= 0 && sd[0].toks[r][plen[r] + st - 1] == eos) ended[r] = 1;
         for (int r = 0; r < NRUN; r++) {
             const float *c = lg[0] + (size_t)r * V;
             int a = argmax_fl(c, V);
@@ -303,7 +356,7 @@ static int run_model(const char *name, const char *dir)
                 const float *g = lg[k] + (size_t)r * V;
                 int b = argmax_fl(g, V);
                 sd[k].toks[r][plen[r] + st] = b;
-                if (div[k][r] >= 0) continue;
+                if (div[k][r] >= 0 || ended[r]) continue;
                 double e1 = rel_err_f(g, c, V);
                 dworst[k] = e1 > dworst[k] ? e1 : dworst[k];
                 if (a == b) continue;
@@ -323,9 +376,9 @@ static int run_model(const char *name, const char *dir)
     for (int k = 1; k < 3; k++) {
         int same = 0;
         for (int r = 0; r < NRUN; r++) same += div[k][r] < 0;
-        printf("  greedy %-7s: %d/%d runs of %d tokens identical to the cpu; worst logits rel "
+        printf("  greedy %-7s: %d/%d runs of %d tokens%s identical to the cpu; worst logits rel "
                "err while identical %.3g\n", k == 1 ? "gpu" : "control", same, NRUN, STEPS,
-               dworst[k]);
+               eos >= 0 ? " (or up to the EOS)" : "", dworst[k]);
         if (k == 1)
             printf("  issue targets (rel err <= %g everywhere, >= 95%% identical runs): %s\n", TOL,
                    same * 100 >= 95 * NRUN && dworst[1] <= TOL ? "met" : "NOT met");
@@ -359,7 +412,7 @@ int main(void)
     const char *src = getenv("TANDEM_SRC");
     char dir[512];
     snprintf(dir, sizeof dir, "%s/models/default", src ? src : ".");
-    if (access(dir, R_OK) == 0) fails += run_model("models/default", dir);
+    if (access(dir, R_OK) == 0) fails += run_model("models/default", dir, 1);
     else printf("models/default: not found, skipped\n");
 
     if (!getenv("TANDEM_BIN")) {
@@ -388,9 +441,9 @@ int main(void)
                 " \"original_max_position_embeddings\": 1024, \"beta_fast\": 32.0,"
                 " \"beta_slow\": 1.0, \"mscale\": 1.0, \"mscale_all_dim\": 1.0}}\n");
         fclose(f);
-        if (synth("tiny", "tiny", base, dir) == 0) fails += run_model("tiny", dir);
+        if (synth("tiny", "tiny", base, dir) == 0) fails += run_model("tiny", dir, 0);
         else fails++;
-        if (synth("tiny16", cfg, base, dir) == 0) fails += run_model("tiny16", dir);
+        if (synth("tiny16", cfg, base, dir) == 0) fails += run_model("tiny16", dir, 0);
         else fails++;
         char cmd[700];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);

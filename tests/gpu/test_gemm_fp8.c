@@ -70,7 +70,7 @@ static void lin_free(struct lin *L)
 }
 
 /* compare y (host copy, [rows][n] of type) against the reference (+ base when accumulating) */
-static void lin_check(const struct lin *L, const void *y, int type, const float *base, const char *what)
+static double lin_check(const struct lin *L, const void *y, int type, const float *base, const char *what)
 {
     struct gt_err e = { 0, 0, 0, what };
     double num = 0.0, den = 0.0;
@@ -88,6 +88,7 @@ static void lin_check(const struct lin *L, const void *y, int type, const float 
     fprintf(stderr, "%-40s rel. Frobenius error %.3g\n", what, rel);
     gt_report(&e);
     CHECK(rel <= (type == CUK_BF16 ? 4e-3 : 1e-3));
+    return rel;
 }
 
 /* the own kernel, called directly; twice (split-K counters must reset), once accumulating */
@@ -156,9 +157,11 @@ static void test_gemv(int m, int n, int k, int type)
     test_gemv_tuned(m, n, k, type, NULL);
 }
 
-/* through gemm_fp8: cuBLASLt (use_cublas) or the dispatch (gemm_fp8_linear) */
-static void test_gemm(struct gemm_fp8 *g, int m, int n, int k, int type, int cublas)
+/* through gemm_fp8: cuBLASLt (use_cublas) or the dispatch (gemm_fp8_linear); returns the
+ * relative Frobenius error (0 when cuBLASLt has no algorithm for fp32 output) */
+static double test_gemm(struct gemm_fp8 *g, int m, int n, int k, int type, int cublas)
 {
+    double rel = 0;
     struct lin L;
     lin_make(&L, m, n, k);
     size_t es = type == CUK_BF16 ? 2 : 4;
@@ -186,11 +189,12 @@ static void test_gemm(struct gemm_fp8 *g, int m, int n, int k, int type, int cub
     char what[96];
     snprintf(what, sizeof what, "%s m=%d n=%d k=%d %s", cublas ? "cuBLASLt" : "linear", m, n, k,
              type == CUK_BF16 ? "bf16" : "f32");
-    lin_check(&L, hy, type, NULL, what);
+    rel = lin_check(&L, hy, type, NULL, what);
     free(hy);
 out:
     cudaFree(w); cudaFree(x); cudaFree(ws); cudaFree(xs); cudaFree(y);
     lin_free(&L);
+    return rel;
 }
 
 int main(void)
@@ -227,6 +231,15 @@ int main(void)
     test_gemm(g, 16, 1536, 7168, CUK_BF16, 1);
     test_gemm(g, gt_int(17, 300), 1024, 512, CUK_BF16, 1);
     test_gemm(g, 128, 2048, 1536, CUK_F32, 1);
+    gemm_fp8_destroy(g);
+    /* exact mode (what ops_cuda uses by default): every m on the own kernel in 16-row chunks, so
+     * fp32 output is exact to fp32 rounding (cuBLASLt above: ~1e-4) */
+    CHECK_EQ(gemm_fp8_create(0, &g, err), 0);
+    gemm_fp8_set_exact(g, 1);
+    CHECK(test_gemm(g, gt_int(17, 300), 1024, 512, CUK_F32, 0) <= 1e-6);
+    CHECK(test_gemm(g, 128, 2048, 1536, CUK_F32, 0) <= 1e-6);
+    CHECK(test_gemm(g, 16 * gt_int(2, 8) + gt_int(1, 15), 576, 7168, CUK_F32, 0) <= 1e-6);
+    test_gemm(g, gt_int(17, 100), 1536, 7168, CUK_BF16, 0);
     gemm_fp8_destroy(g);
     fprintf(stderr, "test_gemm_fp8: all passed\n");
     return 0;

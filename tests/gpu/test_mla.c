@@ -62,9 +62,9 @@ static void test_kv_store(int fused)
 
 /* n_q queries, H heads; lens[b] given; block table per query over a shared shuffled cache */
 /* exact = 1: the fp32 path, checked to fp32 rounding. exact = 0: the tensor-core path, which
- * rounds q and P to bf16 like DeepSeek's reference; the reference here rounds q the same way, so
- * what remains is P's rounding: |err| <= 2^-8 max|v| = 3.9e-3 for cache values in [-1, 1], and the
- * relative Frobenius error over the output must stay under 1e-2. */
+ * splits q and P into two bf16 parts each (|x - hi - lo| <= 2^-18 |x|): checked against the same
+ * unrounded reference with 4x the fp32 path's tolerance, and a relative Frobenius error bound
+ * (1e-4) that one bf16 rounding of q or P (measured 5e-4) would break. */
 static void test_decode1(int n_q, int H, const int *lens, int bt, const char *what, int exact)
 {
     int maxlen = 0;
@@ -108,8 +108,7 @@ static void test_decode1(int n_q, int H, const int *lens, int bt, const char *wh
                 const uint16_t *row = hc + ((size_t)ht[b * nblk + p / bt] * bt + p % bt) * CUK_MLA_DIM;
                 double d = 0.0;
                 for (int i = 0; i < CUK_MLA_DIM; i++) {
-                    double qv = exact ? qh[i] : fp_bf16_to_f32(fp_f32_to_bf16(qh[i]));
-                    d += qv * fp_bf16_to_f32(row[i]);
+                    d += (double)qh[i] * fp_bf16_to_f32(row[i]);
                 }
                 sc[p] = d * scale;
                 if (sc[p] > mx) mx = sc[p];
@@ -124,7 +123,7 @@ static void test_decode1(int n_q, int H, const int *lens, int bt, const char *wh
             for (int i = 0; i < CUK_MLA_LORA; i++) {
                 size_t j = ((size_t)b * H + h) * CUK_MLA_LORA + i;
                 double ref = acc[i] / sum;
-                gt_check(&e, ho[j], ref, exact ? 2e-5 + 1e-4 * fabs(ref) : 3.9e-3, (long)j);
+                gt_check(&e, ho[j], ref, exact ? 2e-5 + 1e-4 * fabs(ref) : 8e-5 + 4e-4 * fabs(ref), (long)j);
                 num += (ho[j] - ref) * (ho[j] - ref);
                 den += ref * ref;
             }
@@ -132,7 +131,7 @@ static void test_decode1(int n_q, int H, const int *lens, int bt, const char *wh
     double rel = sqrt(num / (den > 0 ? den : 1));
     fprintf(stderr, "%-40s rel. Frobenius error %.3g\n", name, rel);
     gt_report(&e);
-    CHECK(rel <= (exact ? 1e-5 : 1e-2));
+    CHECK(rel <= (exact ? 1e-5 : 1e-4));
     free(sc); free(hc); free(hq); free(ho); free(ht); free(perm);
     cudaFree(c); cudaFree(q); cudaFree(o); cudaFree(t); cudaFree(l); cudaFree(ws);
 }

@@ -11,8 +11,9 @@
  * follows its own roundings, so over many positions it drifts chaotically from the fast path, see
  * docs/numerics.md), --ref-exact the same reference without any quantization (what HF in float32
  * computes; --ref-skip MASK leaves out only some roundings, see ref_set_exact). --w8a16 runs the
- * fast path with unquantized FP8 activations (model_params.fp8_w8a16). Exit 0 on success, 1 on
- * error, 2 on usage.
+ * fast path with unquantized FP8 activations (model_params.fp8_w8a16). --placement hybrid runs
+ * the fast path on the GPU backend (gpu.placement; needs a CUDA build and device), --fp8-gemm
+ * cublaslt its cuBLASLt prefill linears. Exit 0 on success, 1 on error, 2 on usage.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,13 +28,15 @@
 static int usage(void)
 {
     fprintf(stderr, "usage: dump_logits --model DIR --ids FILE --out FILE [--ref|--ref-exact] [--chunk N] "
-            "[--threads N] [--isa NAME] [--w8a16] [--ref-skip MASK] [--make-ids N [--seed S]]\n");
+            "[--threads N] [--isa NAME] [--w8a16] [--ref-skip MASK] [--make-ids N [--seed S]] "
+            "[--placement cpu|hybrid] [--fp8-gemm exact|cublaslt]\n");
     return 2;
 }
 
 int main(int argc, char **argv)
 {
     const char *model_dir = NULL, *ids_path = NULL, *out_path = NULL, *isa = "auto";
+    const char *placement = "cpu", *fp8_gemm = NULL;
     int use_ref = 0, chunk = 0, threads = 0, make = 0, exact = 0, w8a16 = 0;
     unsigned long long seed = 1;
     for (int i = 1; i < argc; i++) {
@@ -48,6 +51,8 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--chunk")) chunk = atoi(v);
         else if (!strcmp(a, "--threads")) threads = atoi(v);
         else if (!strcmp(a, "--isa")) isa = v;
+        else if (!strcmp(a, "--placement")) placement = v;
+        else if (!strcmp(a, "--fp8-gemm")) fp8_gemm = v;
         else if (!strcmp(a, "--make-ids")) make = atoi(v);
         else if (!strcmp(a, "--seed")) seed = strtoull(v, NULL, 0);
         else if (!strcmp(a, "--ref-skip")) { use_ref = 2; exact = atoi(v); }
@@ -109,7 +114,8 @@ int main(int argc, char **argv)
         if (chunk <= 0 || chunk > n) chunk = n;
         struct model *m = NULL;
         struct model_params mp = {.isa = isa, .n_threads = threads, .max_batch_tokens = chunk,
-                                  .fp8_w8a16 = w8a16};
+                                  .fp8_w8a16 = w8a16, .placement = placement,
+                                  .gpu_fp8_gemm = fp8_gemm};
         struct tkv kv;
         rc = model_create(w, &mp, &m, err);
         if (!rc && tkv_init(&kv, model_n_layers(m), model_kv_dim(m), 1, n, 16))

@@ -104,7 +104,10 @@ def patch_router(fill, stats):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, help="dequantized HF model dir (tandem convert dequant)")
-    ap.add_argument("--tandem-logits", required=True, help="raw f32 [n, vocab] from dump_logits")
+    ap.add_argument("--tandem-logits", required=True, nargs="+",
+                    help="raw f32 [n, vocab] from dump_logits; several files (e.g. the CPU and the "
+                         "GPU backend's) are each compared with the one HF run; the first decides "
+                         "the exit status")
     ap.add_argument("--ids", required=True, help="token ids, whitespace separated")
     ap.add_argument("--ref-logits", help="optional: the float64 reference's logits (dump_logits --ref)")
     ap.add_argument("--group-fill", choices=["model", "-inf", "0"], default="model",
@@ -121,10 +124,12 @@ def main():
     n = len(ids)
     cfg = AutoConfig.from_pretrained(args.model)
     V = cfg.vocab_size
-    tl = np.fromfile(args.tandem_logits, dtype=np.float32)
-    if tl.size != n * V:
-        sys.exit(f"{args.tandem_logits}: {tl.size} floats, expected {n} x {V}")
-    tl = tl.reshape(n, V).astype(np.float64)
+    tls = []
+    for path in args.tandem_logits:
+        tl = np.fromfile(path, dtype=np.float32)
+        if tl.size != n * V:
+            sys.exit(f"{path}: {tl.size} floats, expected {n} x {V}")
+        tls.append(tl.reshape(n, V).astype(np.float64))
 
     stats = {"tokens": 0, "differ": 0}
     where = patch_router(None if args.group_fill == "model" else args.group_fill, stats)
@@ -159,11 +164,14 @@ def main():
 
     print(f"model {args.model}: vocab {V}, {cfg.num_hidden_layers} layers, device {device}, "
           f"router hook {where}, group fill {args.group_fill}")
-    cmin, t1 = compare("tandem vs HF", tl, hl)
+    cmin, t1 = compare(f"tandem ({args.tandem_logits[0]}) vs HF", tls[0], hl)
+    for path, tl in zip(args.tandem_logits[1:], tls[1:]):
+        compare(f"tandem ({path}) vs HF", tl, hl)
+        compare(f"tandem ({path}) vs tandem ({args.tandem_logits[0]})", tl, tls[0])
     if args.ref_logits:
         rl = np.fromfile(args.ref_logits, dtype=np.float32).reshape(n, V).astype(np.float64)
         compare("float64 reference vs HF", rl, hl)
-        compare("tandem vs float64 reference", tl, rl)
+        compare("tandem vs float64 reference", tls[0], rl)
     if stats["tokens"]:
         print(f"routing: {stats['differ']} of {stats['tokens']} (token, MoE layer) selections would "
               f"differ between a 0.0 and a -inf fill of the dropped groups")

@@ -172,14 +172,14 @@ static json_t *plan_json(const struct gpu_plan *pl, const struct gpu_plan_params
                            I(pl->ws_gemm_swap), "mla", I(pl->ws_mla), "block_tables",
                            I(pl->ws_block_tables), "small", I(pl->ws_small));
     json_t *o = json_pack("{s:s, s:I, s:i, s:i, s:i, s:b, s:b, s:s, s:o, s:I, s:I, s:I, s:I, s:I,"
-                          " s:I, s:I, s:o}",
+                          " s:I, s:I, s:I, s:o}",
                           "placement", gpu_placement_name(p->placement), "kv_tokens",
                           (json_int_t)pl->kv_tokens, "max_batch_tokens", p->max_batch_tokens,
                           "gpu_expert_layers", pl->gpu_expert_layers, "moe_layers", pl->moe_layers,
                           "kv_on_gpu", pl->kv_on_gpu, "embed_on_gpu", p->embed_on_gpu, "kv_b_type",
                           qtype_name(p->kvb_type), "weights", wj, "kv", I(pl->kv),
                           "kv_bytes_per_token", I(pl->kv_bytes_per_token), "activations",
-                          I(pl->activations), "workspace", I(pl->workspace), "runtime",
+                          I(pl->activations), "workspace", I(pl->workspace), "rounding", I(pl->rounding), "runtime",
                           I(pl->runtime), "total", I(pl->total), "pinned_host", I(pl->pinned_host),
                           "detail", dj);
 #undef I

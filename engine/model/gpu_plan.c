@@ -28,6 +28,7 @@
 #include "common/err.h"
 #include "common/log.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -42,6 +43,9 @@
 #define MLA_HG 8                /* mla.cu: heads per CTA, CUDA-core and tensor-core kernels */
 #define TC_HEADS 16
 #define TC_T 32
+#define ALLOC_BIG (1024.0 * 1024.0) /* cudaMalloc: larger blocks take whole 2 MiB pages */
+#define ALLOC_PAGE (2.0 * 1024.0 * 1024.0)
+#define ALLOC_SMALL 512.0
 
 static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 static int64_t round4(int64_t x) { return (x + 3) & ~(int64_t)3; }
@@ -61,7 +65,7 @@ void gpu_plan_defaults(struct gpu_plan_params *p)
     p->max_batch_tokens = 2048;
     p->kv_block_tokens = 16;
     p->sms = 132;
-    p->runtime_reserve = 0.5 * GIB;
+    p->runtime_reserve = 600 * MIB;     /* measured: docs/gpu-memory.md */
 }
 
 int gpu_placement_parse(const char *s)
@@ -137,9 +141,33 @@ struct acc {
     struct gpu_plan *pl;
 };
 
+/* One device allocation (one cudaMalloc) of `bytes`: its rounding goes to pl->rounding. */
+static double al(struct gpu_plan *pl, double bytes)
+{
+    double g = bytes > ALLOC_BIG ? ALLOC_PAGE : ALLOC_SMALL;
+    double r = bytes > 0 ? ceil(bytes / g) * g : 0;
+    pl->rounding += r - bytes;
+    return bytes;
+}
+
+/* an FP8 linear shape on the device: scratch and small-M workspace sizing */
+static void fp8_shape(struct acc *a, int64_t rows, int64_t cols)
+{
+    struct gpu_plan *pl = a->pl;
+    if (cols > pl->max_k) pl->max_k = (int)cols;
+    if (rows > pl->max_n) pl->max_n = (int)rows;
+    double g = gemv_ws(rows, cols, a->p->sms);
+    if (g > pl->ws_gemv) pl->ws_gemv = g;
+}
+
+static double fp8_scales(int64_t rows, int64_t cols)
+{
+    return (double)cdiv(rows, 128) * round4(cdiv(cols, 128)) * 4;
+}
+
 static double fp8_bytes(int64_t rows, int64_t cols)
 {
-    return (double)rows * cols + (double)cdiv(rows, 128) * round4(cdiv(cols, 128)) * 4;
+    return (double)rows * cols + fp8_scales(rows, cols);
 }
 
 /* one non-expert projection [rows, cols] in the checkpoint's linear type: device bytes (0 when
@@ -152,26 +180,24 @@ static double lin(struct acc *a, int type, int64_t rows, int64_t cols)
             pl->w.host_linears += fp8_bytes(rows, cols);
             return 0;
         }
-        if (cols > pl->max_k) pl->max_k = (int)cols;
-        if (rows > pl->max_n) pl->max_n = (int)rows;
-        /* the small-M kernel's workspace is sized for every planned FP8 shape */
-        double g = gemv_ws(rows, cols, a->p->sms);
-        if (g > pl->ws_gemv) pl->ws_gemv = g;
-        return fp8_bytes(rows, cols);
+        fp8_shape(a, rows, cols);
+        return al(pl, (double)rows * cols) + al(pl, fp8_scales(rows, cols));
     }
     if (cols % 8) {
         pl->w.host_linears += (double)rows * cols * 2;
         return 0;
     }
-    return (double)rows * cols * 2;
+    return al(pl, (double)rows * cols * 2);
 }
 
 /* one routed expert's three matrices as GPU-resident weights of expert_type */
 static int expert_bytes(struct acc *a, int64_t I, int64_t D, double *out, char *err)
 {
     int t = a->p->expert_type;
-    if (t == QTYPE_F8_E4M3) {
-        *out = lin(a, t, I, D) * 2 + lin(a, t, D, I);
+    if (t == QTYPE_F8_E4M3) {       /* stacked per layer: no per-expert rounding counted */
+        fp8_shape(a, I, D);
+        fp8_shape(a, D, I);
+        *out = fp8_bytes(I, D) * 2 + fp8_bytes(D, I);
         return 0;
     }
     int ok1 = 1, ok2 = 1;
@@ -183,10 +209,10 @@ static int expert_bytes(struct acc *a, int64_t I, int64_t D, double *out, char *
     return 0;
 }
 
-static double kvb_bytes(int type, int64_t rows, int64_t cols)
+static double kvb_type_alloc(struct gpu_plan *pl, int type, int64_t rows, int64_t cols)
 {
-    if (type == QTYPE_F8_E4M3) return fp8_bytes(rows, cols);
-    return (double)rows * cols * (type == QTYPE_BF16 ? 2 : 4);
+    if (type == QTYPE_F8_E4M3) return al(pl, (double)rows * cols) + al(pl, fp8_scales(rows, cols));
+    return al(pl, (double)rows * cols * (type == QTYPE_BF16 ? 2 : 4));
 }
 
 static int check(const struct wt_hparams *hp, const struct gpu_plan_params *p, char *err)
@@ -235,7 +261,7 @@ int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *
     struct gpu_plan_weights *w = &pl->w;
     w->embed = p->embed_on_gpu ? lin(&a, QTYPE_BF16, hp->vocab_size, D) : 0;
     w->lm_head = lin(&a, QTYPE_BF16, hp->vocab_size, D);
-    w->norms = (double)D * 4;                       /* output_norm */
+    w->norms = al(pl, (double)D * 4);               /* output_norm */
     int n_gpu = p->placement == GPU_PLACE_GPU ? pl->moe_layers
               : p->gpu_expert_layers < pl->moe_layers ? p->gpu_expert_layers : pl->moe_layers;
     pl->gpu_expert_layers = n_gpu;
@@ -243,22 +269,23 @@ int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *
     if (n_gpu > 0 && (rc = expert_bytes(&a, I, D, &one_expert, err))) return rc;
     int moe_seen = 0;
     for (int l = 0; l < hp->n_layers; l++) {
-        w->norms += (double)(2 * D + L + (QL > 0 ? QL : 0)) * 4;
+        w->norms += al(pl, (double)D * 4) * 2 + al(pl, (double)L * 4) +
+                    (QL > 0 ? al(pl, (double)QL * 4) : 0);
         w->attention += lin(&a, lt, L + R, D) + lin(&a, lt, D, H * V);
         if (QL > 0) w->attention += lin(&a, lt, QL, D) + lin(&a, lt, H * QD, QL);
         else w->attention += lin(&a, lt, H * QD, D);
-        w->kv_b += kvb_bytes(p->kvb_type, H * (NOPE + V), L);
+        w->kv_b += kvb_type_alloc(pl, p->kvb_type, H * (NOPE + V), L);
         if (!wt_layer_is_moe(hp, l)) {
             w->dense_ffn += 2 * lin(&a, lt, hp->inter, D) + lin(&a, lt, D, hp->inter);
             continue;
         }
         w->router += lin(&a, QTYPE_BF16, E, D);
-        if (hp->scoring == WT_SCORE_SIGMOID) w->router += (double)E * 4;   /* correction bias */
+        if (hp->scoring == WT_SCORE_SIGMOID) w->router += al(pl, (double)E * 4);   /* bias */
         if (hp->n_shared > 0) {
             int64_t si = (int64_t)hp->n_shared * I;
             w->shared_experts += 2 * lin(&a, lt, si, D) + lin(&a, lt, D, si);
         }
-        if (moe_seen++ < n_gpu) w->gpu_experts += (double)E * one_expert;
+        if (moe_seen++ < n_gpu) w->gpu_experts += al(pl, (double)E * one_expert);
     }
     pl->weights = w->attention + w->kv_b + w->norms + w->dense_ffn + w->shared_experts +
                   w->router + w->embed + w->lm_head + w->gpu_experts;
@@ -267,38 +294,46 @@ int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *
     pl->kv_on_gpu = L == 512 && R == 64 && H % 16 == 0;
     int64_t max_seq = p->max_seq_tokens > 0 && p->max_seq_tokens < p->kv_tokens
                     ? p->max_seq_tokens : p->kv_tokens;
-    if (pl->kv_on_gpu) pl->kv = pl->kv_bytes_per_token * (double)p->kv_tokens;
+    if (pl->kv_on_gpu) pl->kv = al(pl, pl->kv_bytes_per_token * (double)p->kv_tokens);
 
     /* ---- activations: model.c alloc_bufs + the FP8 linear scratch (grow_scratch) */
     int64_t ffn_max = hp->inter > 0 ? hp->inter : 1;
     if ((int64_t)hp->n_shared * I > ffn_max) ffn_max = (int64_t)hp->n_shared * I;
     int64_t K = hp->top_k > 0 ? hp->top_k : 1, EE = E > 0 ? E : 1, QLa = QL > 0 ? QL : 1;
-    double per_tok = (double)(4 * D + QLa + H * QD + 2 * (L + R) + H * (L + R) + H * L + H * V +
-                              2 * ffn_max + EE + 2 * K);
-    pl->act_model = 4.0 * ((double)T * per_tok + (double)LOGIT_ROWS * (D + hp->vocab_size));
+    /* h, a, qa, q, kv, kvn, qabs, att, ov, tmp, ro, g, u, rl, rw, rid (per token), fin, logits */
+    const int64_t bufs[] = {D, D, QLa, H * QD, L + R, L + R, H * (L + R), H * L, H * V, D, D,
+                            ffn_max, ffn_max, EE, K, K};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        pl->act_model += al(pl, 4.0 * (double)T * (double)bufs[i]);
+    pl->act_model += al(pl, 4.0 * LOGIT_ROWS * (double)D) +
+                     al(pl, 4.0 * LOGIT_ROWS * (double)hp->vocab_size);
     int64_t max_pad = round4(T);
     if (pl->max_k > 0)
-        pl->act_fp8 = (double)max_pad * pl->max_k + (double)(pl->max_k / 128) * max_pad * 4 +
-                      (double)max_pad * pl->max_n * 4;
+        pl->act_fp8 = al(pl, (double)max_pad * pl->max_k) +
+                      al(pl, (double)(pl->max_k / 128) * max_pad * 4) +
+                      al(pl, (double)max_pad * pl->max_n * 4);
     pl->activations = pl->act_model + pl->act_fp8;
 
     /* ---- workspace */
     if (pl->max_k > 0) {
-        pl->ws_cublaslt = CUBLASLT_WS;
+        pl->ws_cublaslt = al(pl, CUBLASLT_WS);
+        al(pl, pl->ws_gemv);
         /* cuBLASLt's y^T buffer, only when a plan needs the swapped order (upper bound) */
-        if (p->fp8_gemm_cublaslt && max_pad > 16) pl->ws_gemm_swap = (double)max_pad * pl->max_n * 4;
+        if (p->fp8_gemm_cublaslt && max_pad > 16)
+            pl->ws_gemm_swap = al(pl, (double)max_pad * pl->max_n * 4);
     }
     if (pl->kv_on_gpu) {
         double ws = mla_ws_max(T, H, max_seq, p->sms);
-        pl->ws_mla = ws + (double)((int64_t)ws / 2);
-        pl->ws_block_tables = (double)T * cdiv(max_seq > 0 ? max_seq : 1, p->kv_block_tokens) *
-                              2 * 4;
+        pl->ws_mla = al(pl, ws + (double)((int64_t)ws / 2));
+        pl->ws_block_tables = al(pl, (double)T * cdiv(max_seq > 0 ? max_seq : 1,
+                                                      p->kv_block_tokens) * 2 * 4);
     }
-    pl->ws_small = (double)(max_pad * 2 + 64) * 4 + 64 * 4;
+    pl->ws_small = al(pl, (double)(max_pad * 2 + 64) * 4) + al(pl, 64 * 4);
     pl->workspace = pl->ws_cublaslt + pl->ws_gemv + pl->ws_gemm_swap + pl->ws_mla +
                     pl->ws_block_tables + pl->ws_small;
     pl->runtime = p->runtime_reserve;
-    pl->total = pl->weights + pl->kv + pl->activations + pl->workspace + pl->runtime;
+    pl->total = pl->weights + pl->kv + pl->activations + pl->workspace + pl->rounding +
+                pl->runtime;
 
     /* ---- pinned host: hbuf slots 0-1 (CPU fallbacks: a host embedding table, host linears,
      * CPU attention), 2-4 (expert jobs: x, y, ids + weights), the staging ring */
@@ -419,8 +454,10 @@ int gpu_plan_format(const struct gpu_plan *pl, const struct gpu_plan_params *p, 
         "MiB, mla <= %.1f MiB, block tables <= %.1f MiB\n", ind, pl->workspace / GIB,
         pl->ws_cublaslt / MIB, pl->ws_gemv / MIB, pl->ws_gemm_swap / MIB, pl->ws_mla / MIB,
         pl->ws_block_tables / MIB);
-    put(&o, "%s  runtime       %8.2f GiB  CUDA context + cuBLAS (estimate)\n", ind,
-        pl->runtime / GIB);
+    put(&o, "%s  rounding      %8.2f GiB  cudaMalloc granularity (2 MiB pages above 1 MiB)\n",
+        ind, pl->rounding / GIB);
+    put(&o, "%s  runtime       %8.2f GiB  CUDA context, cuBLAS, small allocations (measured)\n",
+        ind, pl->runtime / GIB);
     put(&o, "%s  total         %8.2f GiB  (%.2f GB)\n", ind, pl->total / GIB, pl->total / 1e9);
     put(&o, "%s  pinned host   %8.2f GiB\n", ind, pl->pinned_host / GIB);
     return (int)o.len;

@@ -16,8 +16,10 @@
  *                GPU (kv_lora 512, rope 64, heads % 16 == 0), else the cache stays on the host
  *   activations  model.c's work buffers for max_batch_tokens + ops_cuda's FP8 linear scratch
  *   workspace    cuBLASLt, the small-M FP8 kernel, MLA split-K, block tables, small inputs
- *   runtime      CUDA context + cuBLAS handle: an estimate (params.runtime_reserve), not counted
- *                from code
+ *   rounding     cudaMalloc granularity: every allocation above 1 MiB takes whole 2 MiB pages
+ *   runtime      CUDA context, cuBLAS handle, small allocations: params.runtime_reserve, default
+ *                600 MiB from a measurement (nvidia-smi peak minus the counted pools on an H100;
+ *                docs/gpu-memory.md), not counted from code
  *   pinned_host  cudaHostAlloc'd staging (expert in/out slots, input ring); host memory
  *
  * Ownership and threads: pure functions over caller-owned structs; no allocation, no globals;
@@ -53,7 +55,7 @@ struct gpu_plan_params {
     int sms;                        /* SMs of the device (132 on H100/H200 SXM) */
     int fp8_gemm_cublaslt;          /* gpu.fp8_gemm = cublaslt: cuBLASLt plans for > 16 rows (and
                                        their swapped-operand buffer); 0 = exact (own kernel) */
-    double runtime_reserve;         /* bytes for the CUDA context and cuBLAS (estimate) */
+    double runtime_reserve;         /* bytes for the CUDA context and cuBLAS (measured) */
 };
 
 /* Weight bytes on the device, by part (0 where the part stays on the host). */
@@ -74,8 +76,10 @@ struct gpu_plan_weights {
 struct gpu_plan {
     struct gpu_plan_weights w;
     /* pools, bytes */
-    double weights, kv, activations, workspace, runtime;
-    double total;                   /* device: weights + kv + activations + workspace + runtime */
+    double weights, kv, activations, workspace;
+    double rounding;                /* cudaMalloc granularity over every allocation above */
+    double runtime;                 /* params.runtime_reserve */
+    double total;                   /* device: all of the above */
     double pinned_host;
     /* details */
     double act_model;               /* model.c work buffers */
@@ -89,7 +93,8 @@ struct gpu_plan {
 };
 
 /* Defaults: hybrid, FP8 linears, kv_b fp32, embeddings on the GPU (today's ops_cuda), FP8 GPU
- * experts, 32768 KV tokens, max_batch_tokens 2048, 16-token blocks, 132 SMs, 0.5 GiB runtime. */
+ * experts, 32768 KV tokens, max_batch_tokens 2048, 16-token blocks, 132 SMs, exact FP8 GEMM
+ * (no cuBLASLt plans), 600 MiB runtime. */
 void gpu_plan_defaults(struct gpu_plan_params *p);
 
 /* Compute the plan. Errors: ERR_INVAL (bad params or hparams; err says which). */

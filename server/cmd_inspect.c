@@ -473,6 +473,9 @@ int cmd_inspect(int argc, char **argv)
         char buf[4096];
         gpu_plan_format(&plan, &pp, "", buf, sizeof buf);
         printf("\n%s", buf);
+        if (kva && kva->type != QTYPE_F8_E4M3 && kva->type != QTYPE_BF16)
+            printf("  (the plan assumes FP8 projections; this model's are %s: ops_cuda runs those "
+                   "on the CPU backend)\n", qtype_name(kva->type));
     }
     json_decref(root);
     free(lp);

@@ -154,8 +154,8 @@ static double al(struct gpu_plan *pl, double bytes)
 static void fp8_shape(struct acc *a, int64_t rows, int64_t cols)
 {
     struct gpu_plan *pl = a->pl;
-    if (cols > pl->max_k) pl->max_k = (int)cols;
-    if (rows > pl->max_n) pl->max_n = (int)rows;
+    if (cols > pl->max_k) pl->max_k = cols;
+    if (rows > pl->max_n) pl->max_n = rows;
     double g = gemv_ws(rows, cols, a->p->sms);
     if (g > pl->ws_gemv) pl->ws_gemv = g;
 }
@@ -223,6 +223,15 @@ static int check(const struct wt_hparams *hp, const struct gpu_plan_params *p, c
         hp->q_lora_rank < 0 || hp->inter < 0 || hp->moe_inter < 0 || hp->n_routed < 0 ||
         hp->n_shared < 0 || hp->top_k < 0)
         return err_set(err, ERR_INVAL, "gpu plan: hyperparameters missing or not positive");
+    /* bounds that keep every product below 2^53 (doubles stay exact) */
+    const int dims[] = {hp->hidden, hp->inter, hp->moe_inter, hp->n_heads, hp->q_lora_rank,
+                        hp->kv_lora_rank, hp->qk_nope, hp->qk_rope, hp->v_head, hp->n_shared,
+                        hp->top_k};
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
+        if (dims[i] > (1 << 20))
+            return err_set(err, ERR_INVAL, "gpu plan: a dimension of %d is beyond 2^20", dims[i]);
+    if (hp->vocab_size > (1 << 24) || hp->n_layers > 100000 || hp->n_routed > (1 << 16))
+        return err_set(err, ERR_INVAL, "gpu plan: vocab, layers or experts out of range");
     if (p->placement != GPU_PLACE_CPU && p->placement != GPU_PLACE_HYBRID &&
         p->placement != GPU_PLACE_GPU)
         return err_set(err, ERR_INVAL, "gpu plan: placement %d", (int)p->placement);

@@ -89,7 +89,7 @@ struct gpu_plan {
     int64_t kv_tokens;
     int kv_on_gpu;                  /* 0: attention and the cache stay on the host */
     int moe_layers, gpu_expert_layers;
-    int max_k, max_n;               /* widest FP8 linear on the device (scratch sizing) */
+    int64_t max_k, max_n;           /* widest FP8 linear on the device (scratch sizing) */
 };
 
 /* Defaults: hybrid, FP8 linears, kv_b fp32, embeddings on the GPU (today's ops_cuda), FP8 GPU

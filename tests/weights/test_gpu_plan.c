@@ -207,7 +207,7 @@ static void monotone(const struct wt_hparams *hp)
     p.embed_on_gpu = 0;
     p.kvb_type = QTYPE_F8_E4M3;
     for (int i = 0; i < 5; i++) {
-        double budget = 20e9 + (double)(rand() % 100000) * 1e5;
+        double budget = 22e9 + (double)(rand() % 100000) * 1e5;
         int64_t k = gpu_plan_kv_tokens_fit(hp, &p, budget);
         CHECK(k > 0 && k % 16 == 0);
         p.kv_tokens = k;
@@ -288,6 +288,12 @@ static void presets(void)
     v3.moe_inter = 2000;            /* not a multiple of 256 */
     CHECK_EQ(gpu_plan_compute(&v3, &p, &pl, err), ERR_INVAL);
     CHECK_CONTAINS(err, "q4_K");
+    v3.moe_inter = 2048;
+    v3.hidden = 1 << 21;
+    CHECK_EQ(gpu_plan_compute(&v3, &p, &pl, err), ERR_INVAL);
+    v3.hidden = 7168;
+    v3.vocab_size = 1 << 30;
+    CHECK_EQ(gpu_plan_compute(&v3, &p, &pl, err), ERR_INVAL);
     struct wt_hparams zero = {0};
     CHECK_EQ(gpu_plan_compute(&zero, &p, &pl, err), ERR_INVAL);
     CHECK_EQ(gpu_placement_parse("hybrid"), GPU_PLACE_HYBRID);

@@ -18,8 +18,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 steps=() quick=
 for a in "$@"; do
-  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|hf) steps+=("$a") ;;
-    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [hf] [--quick]"; exit 2 ;; esac
+  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|hf|serve) steps+=("$a") ;;
+    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [hf] [serve] [--quick]"; exit 2 ;; esac
 done
 [ ${#steps[@]} -eq 0 ] && steps=(tests bench)
 has() { local s; for s in "${steps[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
@@ -98,6 +98,16 @@ if has engine; then
   v3=/tmp/tandem-v3z
   $tb convert synth --preset v3-slice --dense-layers 1 --moe-layers 3 --experts-n 256 \
       --experts q4_K --zero --out $v3 > /dev/null 2>&1 || echo "synth v3-slice failed"
+  if command -v nsys > /dev/null; then    # where the step's GPU time goes, kernel by kernel
+    nsys profile -t cuda,osrt -o /tmp/tprof --force-overwrite true $ebin/bench_hybrid --model $v3 \
+        --batch 1 --steps 16 --prompt 64 > /dev/null 2>&1
+    nsys stats -r cuda_gpu_kern_sum,cuda_api_sum,cuda_gpu_mem_time_sum -f csv -o "$out/prof" \
+        /tmp/tprof.nsys-rep > /dev/null 2>&1
+    echo "==== nsys: top kernels (bench_hybrid batch 1, prefill 64 + 16 steps)"
+    head -16 "$out/prof_cuda_gpu_kern_sum.csv" 2>/dev/null | cut -d, -f1-4,9 | cut -c1-150
+  else
+    echo "nsys: not installed"
+  fi
   for a in "--batch 1 --steps 16 --prompt 512" "--batch 8 --steps 16 --prompt 64" \
            "--batch 1 --steps 4 --prompt 1024" "--batch 1 --steps 4 --prompt 4096"; do
     echo "==== bench_hybrid $a" | tee -a "$log"
@@ -133,6 +143,77 @@ if has hf; then
         --tandem-logits $d/cpu.f32 $d/gpu.f32 $d/gpu-cublaslt.f32 2>&1 | grep -v Warning | tee -a "$log"
     echo "$m: $(( $(date +%s) - s )) s" | tee -a "$log"
     rm -rf $d-hf
+  done
+fi
+
+# serve: the daemon on the GPU path, end to end. (1) models/default's held-out accuracy through
+# HTTP (train/eval_http.py, 1000 chats, seed 2) with gpu.placement=hybrid; (2) a v3-slice with
+# random weights (1 dense + 3 MoE layers, 256 Q4_K experts, so routing spreads as in a real model)
+# served hybrid and measured with tests/bench/serve_bench.mjs: concurrency sweep, ITL while
+# 2K-token prefills arrive (engine.prefill_step_ratio 0 and 2), prefix-cache second-turn TTFT.
+# node is not installed on the GPU machine: it comes in the carried .gpunode/ (node.xz and
+# node_modules.tar.xz, made on the developer machine from /usr/bin/node and tests/node_modules).
+if has serve; then
+  log="$out/serve.log"
+  : > "$log"
+  mkdir -p /tmp/gnode && xz -dc .gpunode/node.xz > /tmp/gnode/node && chmod +x /tmp/gnode/node
+  [ -d tests/node_modules ] || tar -C tests -xJf .gpunode/node_modules.tar.xz
+  NODE=/tmp/gnode/node
+  port=18180
+  start_srv() {   # $1 = model dir, rest = options; sets srv
+    port=$((port + 1))
+    $tb serve --model "$1" --server.port $port "${@:2}" > "$out/serve-$port.log" 2>&1 &
+    srv=$!
+    for i in $(seq 1 240); do
+      curl -sf http://127.0.0.1:$port/health > /dev/null && return 0
+      kill -0 $srv 2>/dev/null || break
+      sleep 0.5
+    done
+    echo "server on $1 did not start:"; tail -5 "$out/serve-$port.log"; return 1
+  }
+  stop_srv() { kill $srv 2>/dev/null; wait $srv 2>/dev/null; }
+  sb() { $NODE tests/bench/serve_bench.mjs --base-url http://127.0.0.1:$port/v1 "$@"; }
+  if start_srv models/default --gpu.placement hybrid; then
+    echo "==== models/default through the GPU path: $(grep -o 'hybrid[^ ]*' "$out/serve-$port.log" | head -1)" | tee -a "$log"
+    s=$(date +%s)
+    python3 train/eval_http.py --url http://127.0.0.1:$port --n 1000 --seed 2 --concurrency 16 \
+        2>&1 | tail -3 | tee -a "$log"
+    echo "eval: $(( $(date +%s) - s )) s" | tee -a "$log"
+    stop_srv
+  fi
+  v3=/tmp/tandem-v3r
+  s=$(date +%s)
+  $tb convert synth --preset v3-slice --dense-layers 1 --moe-layers 3 --experts-n 256 \
+      --experts q4_K --seed 5 --out $v3 > /dev/null 2>&1 || echo "synth v3-slice failed"
+  echo "synth v3-slice (random, 256 experts): $(( $(date +%s) - s )) s" | tee -a "$log"
+  o="--model.template=deepseek-v3 --gpu.placement hybrid"
+  if start_srv $v3 $o; then
+    echo "==== v3-slice: concurrency sweep" | tee -a "$log"
+    sb --input-len 128 --output-len 64 --num-prompts 16 --max-concurrency 1,4,8,16 --vocab 120000 \
+       --result-file "$out/sweep.json" 2>&1 | tee -a "$log"
+    echo "==== v3-slice: prefix cache on, 2K history" | tee -a "$log"
+    sb --input-len 2048 --output-len 8 --num-prompts 2 --max-concurrency 1 --multi-turn \
+       --turn2-len 64 --vocab 120000 --result-file "$out/prefix1.json" 2>&1 | tail -4 | tee -a "$log"
+    stop_srv
+  fi
+  if start_srv $v3 $o --engine.prefix_cache=0; then
+    echo "==== v3-slice: prefix cache off, 2K history" | tee -a "$log"
+    sb --input-len 2048 --output-len 8 --num-prompts 2 --max-concurrency 1 --multi-turn \
+       --turn2-len 64 --vocab 120000 --result-file "$out/prefix0.json" 2>&1 | tail -4 | tee -a "$log"
+    stop_srv
+  fi
+  for r in 0 2; do
+    start_srv $v3 $o --engine.prefill_step_ratio=$r || continue
+    echo "==== v3-slice: ITL, prefill_step_ratio $r: single stream, then 8 streams + 2K prefills" | tee -a "$log"
+    sb --input-len 32 --output-len 64 --num-prompts 2 --max-concurrency 1 --vocab 120000 \
+       --warmup 0 --seed 3 --result-file "$out/itl1-$r.json" 2>&1 | tail -3 | tee -a "$log"
+    sb --input-len 2048 --output-len 1 --num-prompts 3 --request-rate 0.5 --vocab 120000 \
+       --warmup 0 --seed 9 > "$out/itl-prefills-$r.txt" 2>&1 &
+    pf=$!
+    sb --input-len 32 --output-len 256 --num-prompts 8 --max-concurrency 8 --vocab 120000 \
+       --warmup 0 --result-file "$out/itl8-$r.json" 2>&1 | tail -3 | tee -a "$log"
+    wait $pf
+    stop_srv
   done
 fi
 

@@ -458,7 +458,11 @@ int model_create(const struct wt_model *w, const struct model_params *p, struct 
         rc = err_set(err, ERR_NOMEM, "model: out of memory");
         goto fail;
     }
-    if ((rc = get_lin(m, "token_embd.weight", hp->vocab_size, hp->hidden, &m->embed, err)) ||
+    struct wt_view ev;
+    char e2[ERR_LEN];
+    if ((rc = tensor_2d(m, "token_embd.weight", hp->vocab_size, hp->hidden, &ev, err)) ||
+        (rc = ops_table_create(m->ops, &ev, &m->embed, e2)
+                  ? err_set(err, rc, "model: token_embd.weight: %s", e2) : 0) ||
         (rc = get_lin(m, "output.weight", hp->vocab_size, hp->hidden, &m->out, err)) ||
         (rc = get_vec(m, "output_norm.weight", hp->hidden, 0, &m->out_norm, err)))
         goto fail;

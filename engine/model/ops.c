@@ -55,6 +55,11 @@ int ops_lin_create(struct ops *o, const struct wt_view *w, struct ops_lin **out,
     return o->vt->lin_create(o, w, out, err);
 }
 
+int ops_table_create(struct ops *o, const struct wt_view *w, struct ops_lin **out, char *err)
+{
+    return o->vt->table_create ? o->vt->table_create(o, w, out, err) : o->vt->lin_create(o, w, out, err);
+}
+
 void ops_lin_destroy(struct ops *o, struct ops_lin *l)
 {
     if (l) o->vt->lin_destroy(o, l);

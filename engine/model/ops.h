@@ -69,6 +69,10 @@ void ops_download(struct ops *o, void *dst, const void *src, size_t bytes);
 /* A linear weight from a 2-D view (FP8 with scale, BF16, F16, F32 or any GGML block type with a
  * dot product). ERR_UNSUPPORTED for a type the backend cannot multiply. */
 int ops_lin_create(struct ops *o, const struct wt_view *w, struct ops_lin **out, char *err);
+/* An embedding table: only gathered (ops_embed), never multiplied, so a backend may keep it
+ * where a gather is cheapest (ops_cuda: host memory, saving vocab x hidden x 2 bytes of device
+ * memory, 1.7 GiB for DeepSeek-V3). Destroy with ops_lin_destroy. */
+int ops_table_create(struct ops *o, const struct wt_view *w, struct ops_lin **out, char *err);
 void ops_lin_destroy(struct ops *o, struct ops_lin *l);
 /* Routed experts of one layer: n_expert views per projection (gate/up [inter, hidden], down
  * [hidden, inter]), all of one type per projection. */

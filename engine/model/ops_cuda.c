@@ -36,6 +36,7 @@
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,6 +119,9 @@ struct ops_cuda {
     float *d_freq;
     float h_freq[64];
     int freq_n;
+    float *d_cs;                /* [max_pad][64][2]: RoPE (cos, sin) of the positions in cs_pos */
+    int32_t *cs_pos;            /* host copy of the positions d_cs holds (cs_n of them) */
+    int cs_n;
     void *mla_ws;
     size_t mla_ws_size;
     /* device mirror of the caller's KV cache (GPU attention only) */
@@ -369,6 +373,24 @@ static int cu_lin_create(struct ops *o, const struct wt_view *w, struct ops_lin 
     return 0;
 }
 
+/* the embedding table stays in host memory (the inner CPU backend's); cu_embed gathers there */
+static int cu_table_create(struct ops *o, const struct wt_view *w, struct ops_lin **out, char *err)
+{
+    struct ops_cuda *c = C(o);
+    struct ops_lin *l = calloc(1, sizeof *l);
+    if (!l) return err_set(err, ERR_NOMEM, "cuda ops: out of memory");
+    l->kind = LIN_CPU;
+    l->rows = (int)w->rows;
+    l->cols = (int)w->cols;
+    int rc = ops_table_create(c->cpu, w, &l->cpu, err);
+    if (rc) {
+        free(l);
+        return rc;
+    }
+    *out = l;
+    return 0;
+}
+
 static void cu_lin_destroy(struct ops *o, struct ops_lin *l)
 {
     struct ops_cuda *c = C(o);
@@ -562,8 +584,29 @@ static void cu_rope(struct ops *o, const struct ops_rope *r, const int32_t *pos,
     if (r->n_pairs != c->freq_n || memcmp(r->freq, c->h_freq, (size_t)r->n_pairs * 4)) {
         memcpy(c->h_freq, r->freq, (size_t)r->n_pairs * 4);
         c->freq_n = r->n_pairs;
+        c->cs_n = 0;
         CK(c, cudaMemcpy(c->d_freq, c->h_freq, (size_t)r->n_pairs * 4, cudaMemcpyHostToDevice),
            "freq upload");
+    }
+    /* (cos, sin) computed here exactly as the CPU backend does (cosf/sinf of the fp32 angle), so
+     * both rotate bit-identically (device sincosf differs by an ulp now and then, and one ulp
+     * flips bf16 roundings of the cached k_pe). The two RoPE calls of a layer, and every layer of
+     * a forward, share the positions: the table is rebuilt only when they change. */
+    if (n != c->cs_n || memcmp(pos, c->cs_pos, (size_t)n * sizeof *pos)) {
+        size_t cb = (size_t)n * r->n_pairs * 2 * sizeof(float);
+        float *h = stage(c, cb);
+        if (!h) return;
+        for (int t = 0; t < n; t++) {
+            float p = (float)pos[t];
+            for (int i = 0; i < r->n_pairs; i++) {
+                float ang = p * r->freq[i];
+                h[((size_t)t * r->n_pairs + i) * 2] = cosf(ang);
+                h[((size_t)t * r->n_pairs + i) * 2 + 1] = sinf(ang);
+            }
+        }
+        CK(c, cudaMemcpyAsync(c->d_cs, h, cb, cudaMemcpyHostToDevice, c->st), "upload");
+        memcpy(c->cs_pos, pos, (size_t)n * sizeof *pos);
+        c->cs_n = n;
     }
     size_t w = (size_t)2 * r->n_pairs * sizeof(float);
     if (x != y) {
@@ -578,7 +621,7 @@ static void cu_rope(struct ops *o, const struct ops_rope *r, const int32_t *pos,
     }
     struct cuk_rope_args a = {.m = n, .n_heads = nh, .rot_dim = 2 * r->n_pairs, .x = y,
                               .x_ld = ldy_tok, .head_stride = ldy_head, .rot_off = 0,
-                              .pos = ints(c, pos, n, 0), .freqs = c->d_freq};
+                              .pos = ints(c, pos, n, 0), .freqs = c->d_freq, .cs = c->d_cs};
     KR(c, cuk_rope(&a, c->st), "rope");
 }
 
@@ -881,6 +924,8 @@ static void cu_destroy(struct ops *o)
     cudaFree(c->d_i32);
     cudaFree(c->d_bt);
     cudaFree(c->d_freq);
+    cudaFree(c->d_cs);
+    free(c->cs_pos);
     cudaFree(c->mla_ws);
     cudaFree(c->kv_dev);
     free(c->kv_dev_layer);
@@ -897,6 +942,7 @@ static void cu_destroy(struct ops *o)
 static const struct ops_vt cuda_vt = {
     .name = cu_name, .n_threads = cu_n_threads, .destroy = cu_destroy, .alloc = cu_alloc,
     .free = cu_free, .upload = cu_upload, .download = cu_download, .lin_create = cu_lin_create,
+    .table_create = cu_table_create,
     .lin_destroy = cu_lin_destroy, .moe_create = cu_moe_create, .moe_destroy = cu_moe_destroy,
     .embed = cu_embed, .linear = cu_linear, .rmsnorm = cu_rmsnorm, .rope = cu_rope,
     .head_matmul = cu_head_matmul, .kv_store = cu_kv_store, .mla_attn = cu_mla_attn,
@@ -963,6 +1009,8 @@ int ops_cuda_create(const struct ops_params *p, int device, int max_tokens, stru
     size_t ni = (size_t)c->max_pad * 2 + 64;
     if (cudaMalloc((void **)&c->d_i32, ni * sizeof(int32_t)) != cudaSuccess ||
         cudaMalloc((void **)&c->d_freq, 64 * sizeof(float)) != cudaSuccess ||
+        cudaMalloc((void **)&c->d_cs, (size_t)c->max_pad * 64 * 2 * sizeof(float)) != cudaSuccess ||
+        !(c->cs_pos = malloc((size_t)c->max_pad * sizeof(int32_t))) ||
         !stage(c, (size_t)1 << 20)) {
         rc = err_set(err, ERR_NOMEM, "cuda ops: out of device or pinned memory");
         goto fail;

@@ -20,6 +20,8 @@ struct ops_vt {
     void (*upload)(struct ops *o, void *dst, const void *src, size_t bytes);
     void (*download)(struct ops *o, void *dst, const void *src, size_t bytes);
     int (*lin_create)(struct ops *o, const struct wt_view *w, struct ops_lin **out, char *err);
+    /* optional (NULL: lin_create): see ops_table_create */
+    int (*table_create)(struct ops *o, const struct wt_view *w, struct ops_lin **out, char *err);
     void (*lin_destroy)(struct ops *o, struct ops_lin *l);
     int (*moe_create)(struct ops *o, int n_expert, const struct wt_view *gate,
                       const struct wt_view *up, const struct wt_view *down, struct ops_moe **out,

@@ -15,12 +15,16 @@ static __global__ void rope_kernel(const struct cuk_rope_args a)
     int h = (int)((idx / half) % a.n_heads);
     int r = (int)(idx / ((long long)half * a.n_heads));
     float *y = a.x + (size_t)r * a.x_ld + (size_t)h * a.head_stride + a.rot_off + 2 * i;
-    float ang = (float)a.pos[r] * a.freqs[i];
     float sn, cs;
-    sincosf(ang, &sn, &cs);
+    if (a.cs) {
+        cs = a.cs[((size_t)r * half + i) * 2];
+        sn = a.cs[((size_t)r * half + i) * 2 + 1];
+    } else {
+        sincosf(__fmul_rn((float)a.pos[r], a.freqs[i]), &sn, &cs);
+    }
     float y0 = y[0], y1 = y[1];
-    y[0] = y0 * cs - y1 * sn;
-    y[1] = y0 * sn + y1 * cs;
+    y[0] = __fsub_rn(__fmul_rn(y0, cs), __fmul_rn(y1, sn));
+    y[1] = __fadd_rn(__fmul_rn(y0, sn), __fmul_rn(y1, cs));
 }
 
 int cuk_rope(const struct cuk_rope_args *a, cudaStream_t s)

@@ -2,7 +2,8 @@
  *
  * For every row r < m, head h < n_heads, pair i < rot_dim/2, with y = x + r*x_ld + h*head_stride
  * + rot_off and angle = float(pos[r]) * freqs[i] (fp32 product, accurate sincosf):
- *   y'[2i] = y[2i] cos - y[2i+1] sin;   y'[2i+1] = y[2i] sin + y[2i+1] cos      (in place, fp32)
+ *   y'[2i] = y[2i] cos - y[2i+1] sin;   y'[2i+1] = y[2i] sin + y[2i+1] cos      (in place, fp32,
+ *   each product and sum rounded separately: no FMA contraction, as C's -std=c11 on the CPU)
  * q_pe: rot_off 128, head_stride 192, n_heads H over the q_b output; k_pe: rot_off 512,
  * n_heads 1 over the kv_a output (cuk_mla_kv_store does that one fused with the cache write).
  * Budget: 8*m*n_heads*rot_dim bytes moved.
@@ -24,6 +25,9 @@ struct cuk_rope_args {
     int x_ld, head_stride, rot_off;
     const int32_t *pos;    /* [m] absolute positions */
     const float *freqs;    /* [rot_dim/2] device copy of cuk_rope_freqs() */
+    const float *cs;       /* optional [m][rot_dim/2][2] (cos, sin) per row and pair, computed by
+                              the caller (the hybrid engine passes the CPU's cosf/sinf values, so
+                              both backends rotate bit-identically); NULL = sincosf here */
 };
 
 int cuk_rope(const struct cuk_rope_args *a, cudaStream_t s);

@@ -30,6 +30,7 @@
 
 #define ATT_CHUNK 64    /* keys per online-softmax step */
 #define ATT_HEADS 8     /* heads per attention work item */
+#define ATT_ROWS 16     /* (token, head) query rows per attention work item at most */
 
 struct ops_lin {
     struct wt_view w;
@@ -56,6 +57,7 @@ struct ops_cpu {
     int w8a16;                  /* ops_params.fp8_w8a16 */
     struct scratch act;         /* quantized activations of the current linear */
     struct scratch *thr;        /* [n_threads] per-thread scratch */
+    struct scratch att_blk;     /* attention: first batch token of each query block */
     struct cpuq_moe_scratch *moe;
 };
 
@@ -482,6 +484,24 @@ static void cpu_kv_store(struct ops *o, const struct model_kv *kv, int layer,
     }
 }
 
+/* Attention: flash-style tiles over the paged bf16 latent cache.
+ *
+ * A work item is one block of up to ATT_ROWS query rows, a row being (token, head): up to
+ * ATT_ROWS / heads-per-group consecutive batch tokens of the same sequence (a prefill chunk, or a
+ * single decode token) times one group of at most ATT_HEADS heads. The item walks the keys
+ * 0..max pos of its block in chunks of ATT_CHUNK: each chunk's keys are converted from bf16 once
+ * and used by every row of the item; scores are a rows x keys tile product (att_qk), the online
+ * softmax runs per row in fp32, and P.V is a rows x kv_lora tile product (att_pv). Causality:
+ * a row sees keys <= its own position; the keys of a chunk beyond it get probability 0 (they
+ * are written cache slots: the block's largest position bounds them).
+ * Numerics: per row, exactly the operations of a row-at-a-time loop (scores = scale * dot_f32
+ * over the 16 lanes, the chunk's running max, corr = expf(m_old - m_new), l and the accumulator
+ * scaled by corr, then p_k = expf(s_k - m) added key by key in order; a masked key adds 0 * v,
+ * which leaves the value unchanged). A row's result therefore does not depend on the other rows
+ * of its item: batched equals alone and chunked prefill equals one-shot, bitwise.
+ * Items run largest first (the last blocks of a prefill see the most keys) so the pool's dynamic
+ * chunks balance. */
+
 struct att_job {
     struct ops_cpu *c;
     const struct model_kv *kv;
@@ -491,57 +511,213 @@ struct att_job {
     float scale;
     const float *q;
     float *out;
+    const int32_t *blk;         /* [n_blk + 1] first batch token of each block */
+    int n_blk;
 };
 
-/* One item: token t, heads [h0, h0 + ATT_HEADS). Online softmax over chunks of ATT_CHUNK keys:
- * per head a running max m, a running sum l and an accumulator of kv_lora floats. */
-OPS_CLONES static void att_items(void *ctx, int64_t i0, int64_t i1, int ti)
+/* GCC/clang vector extension: 16 fp32 lanes, the lane layout of dot_f32's accumulators. Plain
+ * per-lane IEEE mul and add (FP contraction is off), so any ISA gives the same bits. */
+typedef float att_v16 __attribute__((vector_size(64)));
+
+/* (a macro: vectors as by-value arguments or results would change the ABI per clone) */
+#define V16(v, p) memcpy(&(v), (p), sizeof(att_v16))
+
+/* dot_f32's final reduction of its 16 lanes */
+static inline float v16_reduce(const att_v16 *v)
+{
+    float a[16];
+    memcpy(a, v, sizeof a);
+    for (int l = 0; l < 8; l++) a[l] += a[l + 8];
+    for (int l = 0; l < 4; l++) a[l] += a[l + 4];
+    return (a[0] + a[2]) + (a[1] + a[3]);
+}
+
+/* s[r * lds + c] = scale * dot_f32(q[r], k + c * D, D) for 2 rows x 4 keys: 8 independent lane
+ * accumulators (dot_f32 alone is bound by one add chain). */
+OPS_CLONES static void att_qk(const float *q0, const float *q1, const float *k, int D,
+                              float scale, float *s, int lds)
+{
+    const float *k1 = k + D, *k2 = k1 + D, *k3 = k2 + D;
+    att_v16 a00 = {0}, a01 = {0}, a02 = {0}, a03 = {0}, a10 = {0}, a11 = {0}, a12 = {0},
+            a13 = {0};
+    int i = 0;
+    for (; i + 16 <= D; i += 16) {
+        att_v16 x0, x1, y;
+        V16(x0, q0 + i);
+        V16(x1, q1 + i);
+        V16(y, k + i);
+        a00 += x0 * y;
+        a10 += x1 * y;
+        V16(y, k1 + i);
+        a01 += x0 * y;
+        a11 += x1 * y;
+        V16(y, k2 + i);
+        a02 += x0 * y;
+        a12 += x1 * y;
+        V16(y, k3 + i);
+        a03 += x0 * y;
+        a13 += x1 * y;
+    }
+    for (; i < D; i++) {                                /* dot_f32's tail: lane i & 15 */
+        a00[i & 15] += q0[i] * k[i];
+        a01[i & 15] += q0[i] * k1[i];
+        a02[i & 15] += q0[i] * k2[i];
+        a03[i & 15] += q0[i] * k3[i];
+        a10[i & 15] += q1[i] * k[i];
+        a11[i & 15] += q1[i] * k1[i];
+        a12[i & 15] += q1[i] * k2[i];
+        a13[i & 15] += q1[i] * k3[i];
+    }
+    s[0] = scale * v16_reduce(&a00);
+    s[1] = scale * v16_reduce(&a01);
+    s[2] = scale * v16_reduce(&a02);
+    s[3] = scale * v16_reduce(&a03);
+    s[lds + 0] = scale * v16_reduce(&a10);
+    s[lds + 1] = scale * v16_reduce(&a11);
+    s[lds + 2] = scale * v16_reduce(&a12);
+    s[lds + 3] = scale * v16_reduce(&a13);
+}
+
+/* For 2 rows: acc_r = acc_r * corr_r, then acc_r += p_r[k] * v_k for k < nk in order (the same
+ * rounding as scale_f32 then one axpy_f32 per key). v rows are D floats apart, L columns. */
+OPS_CLONES static void att_pv(float *acc0, float *acc1, float corr0, float corr1,
+                              const float *p0, const float *p1, const float *v, int D, int L,
+                              int nk)
+{
+    int c = 0;
+    for (; c + 64 <= L; c += 64) {
+        att_v16 a0, a1, a2, a3, b0, b1, b2, b3, y0, y1, y2, y3;
+        V16(a0, acc0 + c);
+        V16(a1, acc0 + c + 16);
+        V16(a2, acc0 + c + 32);
+        V16(a3, acc0 + c + 48);
+        V16(b0, acc1 + c);
+        V16(b1, acc1 + c + 16);
+        V16(b2, acc1 + c + 32);
+        V16(b3, acc1 + c + 48);
+        a0 *= corr0;
+        a1 *= corr0;
+        a2 *= corr0;
+        a3 *= corr0;
+        b0 *= corr1;
+        b1 *= corr1;
+        b2 *= corr1;
+        b3 *= corr1;
+        const float *vk = v + c;
+        for (int k = 0; k < nk; k++, vk += D) {
+            V16(y0, vk);
+            V16(y1, vk + 16);
+            V16(y2, vk + 32);
+            V16(y3, vk + 48);
+            float s = p0[k], t = p1[k];
+            a0 += s * y0;
+            a1 += s * y1;
+            a2 += s * y2;
+            a3 += s * y3;
+            b0 += t * y0;
+            b1 += t * y1;
+            b2 += t * y2;
+            b3 += t * y3;
+        }
+        memcpy(acc0 + c, &a0, 64);
+        memcpy(acc0 + c + 16, &a1, 64);
+        memcpy(acc0 + c + 32, &a2, 64);
+        memcpy(acc0 + c + 48, &a3, 64);
+        memcpy(acc1 + c, &b0, 64);
+        memcpy(acc1 + c + 16, &b1, 64);
+        memcpy(acc1 + c + 32, &b2, 64);
+        memcpy(acc1 + c + 48, &b3, 64);
+    }
+    for (; c < L; c++) {                                /* columns past the last 64 */
+        float x = acc0[c] * corr0, y = acc1[c] * corr1;
+        for (int k = 0; k < nk; k++) {
+            x += p0[k] * v[(size_t)k * D + c];
+            y += p1[k] * v[(size_t)k * D + c];
+        }
+        acc0[c] = x;
+        acc1[c] = y;
+    }
+}
+
+/* Thread scratch of one item, in floats: keys [ATT_CHUNK][D], accumulators [ATT_ROWS][L],
+ * probabilities [ATT_ROWS][ATT_CHUNK]. */
+static size_t att_scratch_floats(int D, int L)
+{
+    return (size_t)ATT_CHUNK * D + (size_t)ATT_ROWS * L + (size_t)ATT_ROWS * ATT_CHUNK;
+}
+
+static void att_items(void *ctx, int64_t i0, int64_t i1, int ti)
 {
     const struct att_job *j = ctx;
     const int D = j->kv->kv_dim, L = j->kv_lora;
-    float *kbuf = j->c->thr[ti].p;                      /* [ATT_CHUNK][D] */
-    float *acc = kbuf + (size_t)ATT_CHUNK * D;          /* [ATT_HEADS][L] */
-    float *sc = acc + (size_t)ATT_HEADS * L;            /* [ATT_CHUNK] */
+    float *kbuf = j->c->thr[ti].p;
+    float *acc = kbuf + (size_t)ATT_CHUNK * D;
+    float *pr = acc + (size_t)ATT_ROWS * L;
     for (int64_t it = i0; it < i1; it++) {
-        int t = (int)(it / j->groups);
+        int bi = j->n_blk - 1 - (int)(it / j->groups);  /* largest blocks first */
+        int t0 = j->blk[bi], nt = j->blk[bi + 1] - t0;
         int h0 = (int)(it % j->groups) * ATT_HEADS;
         int nh = j->n_heads - h0 < ATT_HEADS ? j->n_heads - h0 : ATT_HEADS;
-        const struct model_seq *s = &j->b->seqs[j->b->seq[t]];
-        int np = j->b->pos[t] + 1;
-        float m[ATT_HEADS], l[ATT_HEADS];
-        for (int h = 0; h < nh; h++) {
-            m[h] = -INFINITY;
-            l[h] = 0.0f;
+        int rows = nt * nh;                             /* row r = token t0 + r / nh, head r % nh */
+        const struct model_seq *s = &j->b->seqs[j->b->seq[t0]];
+        const float *qr[ATT_ROWS + 1];
+        int np[ATT_ROWS];
+        float m[ATT_ROWS], l[ATT_ROWS], corr[ATT_ROWS];
+        int npmax = 0;
+        for (int r = 0; r < rows; r++) {
+            int t = t0 + r / nh;
+            qr[r] = j->q + ((size_t)t * j->n_heads + h0 + r % nh) * D;
+            np[r] = j->b->pos[t] + 1;
+            npmax = np[r] > npmax ? np[r] : npmax;
+            m[r] = -INFINITY;
+            l[r] = 0.0f;
         }
-        memset(acc, 0, (size_t)nh * L * sizeof(float));
-        for (int p0 = 0; p0 < np; p0 += ATT_CHUNK) {
-            int nc = np - p0 < ATT_CHUNK ? np - p0 : ATT_CHUNK;
+        int rows2 = (rows + 1) & ~1;                    /* an odd last row pairs with itself */
+        if (rows2 > rows) qr[rows] = qr[rows - 1];
+        memset(acc, 0, (size_t)rows2 * L * sizeof(float));
+        for (int p0 = 0; p0 < npmax; p0 += ATT_CHUNK) {
+            int nc = npmax - p0 < ATT_CHUNK ? npmax - p0 : ATT_CHUNK;
+            int nc4 = (nc + 3) & ~3;
             for (int k = 0; k < nc; k++)
                 bf16_to_f32_row(kv_slot(j->kv, j->layer, s, p0 + k), kbuf + (size_t)k * D, D);
-            for (int h = 0; h < nh; h++) {
-                const float *qh = j->q + ((size_t)t * j->n_heads + h0 + h) * D;
-                float mx = m[h];
-                for (int k = 0; k < nc; k++) {
-                    sc[k] = j->scale * dot_f32(qh, kbuf + (size_t)k * D, D);
-                    if (sc[k] > mx) mx = sc[k];
+            for (int k = nc; k < nc4; k++)              /* pad the last key tile (scores unused) */
+                memcpy(kbuf + (size_t)k * D, kbuf, (size_t)D * sizeof(float));
+            for (int r = 0; r < rows2; r += 2)
+                for (int k = 0; k < nc4; k += 4)
+                    att_qk(qr[r], qr[r + 1], kbuf + (size_t)k * D, D, j->scale,
+                           pr + (size_t)r * ATT_CHUNK + k, ATT_CHUNK);
+            int kmax = 0;                               /* keys any row of the item still sees */
+            for (int r = 0; r < rows2; r++) {
+                float *p = pr + (size_t)r * ATT_CHUNK;
+                int nk = r < rows ? np[r] - p0 : 0;
+                nk = nk < nc ? nk : nc;
+                if (nk <= 0) {                          /* this row's keys have ended */
+                    corr[r] = 1.0f;
+                    for (int k = 0; k < nc; k++) p[k] = 0.0f;
+                    continue;
                 }
-                float corr = expf(m[h] - mx);           /* 0 on the first chunk (m = -inf) */
-                float *restrict ah = acc + (size_t)h * L;
-                float sum = l[h] * corr;
-                scale_f32(ah, corr, L);
-                for (int k = 0; k < nc; k++) {
-                    float pk = expf(sc[k] - mx);
-                    sum += pk;
-                    axpy_f32(ah, pk, kbuf + (size_t)k * D, L);
+                kmax = nk > kmax ? nk : kmax;
+                float mx = m[r];
+                for (int k = 0; k < nk; k++) mx = p[k] > mx ? p[k] : mx;
+                corr[r] = expf(m[r] - mx);              /* 0 on the first chunk (m = -inf) */
+                float sum = l[r] * corr[r];
+                for (int k = 0; k < nk; k++) {
+                    p[k] = expf(p[k] - mx);
+                    sum += p[k];
                 }
-                m[h] = mx;
-                l[h] = sum;
+                for (int k = nk; k < nc; k++) p[k] = 0.0f;
+                m[r] = mx;
+                l[r] = sum;
             }
+            for (int r = 0; r < rows2; r += 2)
+                att_pv(acc + (size_t)r * L, acc + (size_t)(r + 1) * L, corr[r], corr[r + 1],
+                       pr + (size_t)r * ATT_CHUNK, pr + (size_t)(r + 1) * ATT_CHUNK, kbuf, D, L,
+                       kmax);
         }
-        for (int h = 0; h < nh; h++) {
-            float *dst = j->out + ((size_t)t * j->n_heads + h0 + h) * L;
-            float inv = 1.0f / l[h];
-            memcpy(dst, acc + (size_t)h * L, (size_t)L * sizeof(float));
+        for (int r = 0; r < rows; r++) {
+            float *dst = j->out + ((size_t)(t0 + r / nh) * j->n_heads + h0 + r % nh) * L;
+            float inv = 1.0f / l[r];
+            memcpy(dst, acc + (size_t)r * L, (size_t)L * sizeof(float));
             scale_f32(dst, inv, L);
         }
     }
@@ -552,12 +728,24 @@ static void cpu_mla_attn(struct ops *o, const struct model_kv *kv, int layer,
                          const float *q, float *out)
 {
     struct ops_cpu *c = cpu_of(o);
-    size_t need = ((size_t)ATT_CHUNK * kv->kv_dim + (size_t)ATT_HEADS * kv_lora + ATT_CHUNK) *
-                  sizeof(float);
-    if (!thr_reserve(c, need)) return;
+    if (b->n_tokens <= 0) return;
+    if (!thr_reserve(c, att_scratch_floats(kv->kv_dim, kv_lora) * sizeof(float))) return;
+    if (scratch_reserve(&c->att_blk, ((size_t)b->n_tokens + 1) * sizeof(int32_t))) {
+        ops__fail(o, ERR_NOMEM, "ops_cpu: out of memory for attention blocks");
+        return;
+    }
+    /* blocks: runs of consecutive tokens of one sequence, at most ATT_ROWS rows each */
+    int hg = n_heads < ATT_HEADS ? n_heads : ATT_HEADS;
+    int per_blk = ATT_ROWS / hg;
+    int32_t *blk = c->att_blk.p;
+    int n_blk = 0;
+    for (int t = 0; t < b->n_tokens; t++)
+        if (t == 0 || b->seq[t] != b->seq[t - 1] || t - blk[n_blk - 1] == per_blk)
+            blk[n_blk++] = t;
+    blk[n_blk] = b->n_tokens;
     struct att_job j = {c, kv, layer, b, n_heads, kv_lora, (n_heads + ATT_HEADS - 1) / ATT_HEADS,
-                        scale, q, out};
-    wpool_run(c->pool, att_items, &j, (int64_t)b->n_tokens * j.groups, 1);
+                        scale, q, out, blk, n_blk};
+    wpool_run(c->pool, att_items, &j, (int64_t)n_blk * j.groups, 1);
 }
 
 /* ---------------------------------------------------------------- router */
@@ -659,6 +847,7 @@ static void cpu_destroy(struct ops *o)
         for (int i = 0; i < c->n_threads; i++) free(c->thr[i].p);
     free(c->thr);
     free(c->act.p);
+    free(c->att_blk.p);
     free(c);
 }
 

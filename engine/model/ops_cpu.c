@@ -31,6 +31,7 @@
 #define ATT_CHUNK 64    /* keys per online-softmax step */
 #define ATT_HEADS 8     /* heads per attention work item */
 #define ATT_ROWS 16     /* (token, head) query rows per attention work item at most */
+#define ATT_SEG 256     /* keys per attention segment (split mode: per work item) */
 
 struct ops_lin {
     struct wt_view w;
@@ -58,6 +59,8 @@ struct ops_cpu {
     struct scratch act;         /* quantized activations of the current linear */
     struct scratch *thr;        /* [n_threads] per-thread scratch */
     struct scratch att_blk;     /* attention: first batch token of each query block */
+    struct scratch att_tab;     /* attention: split-mode item tables */
+    struct scratch att_part;    /* attention: split-mode partial results */
     struct cpuq_moe_scratch *moe;
 };
 
@@ -486,21 +489,25 @@ static void cpu_kv_store(struct ops *o, const struct model_kv *kv, int layer,
 
 /* Attention: flash-style tiles over the paged bf16 latent cache.
  *
- * A work item is one block of up to ATT_ROWS query rows, a row being (token, head): up to
- * ATT_ROWS / heads-per-group consecutive batch tokens of the same sequence (a prefill chunk, or a
- * single decode token) times one group of at most ATT_HEADS heads. The item walks the keys
- * 0..max pos of its block in chunks of ATT_CHUNK: each chunk's keys are converted from bf16 once
- * and used by every row of the item; scores are a rows x keys tile product (att_qk), the online
- * softmax runs per row in fp32, and P.V is a rows x kv_lora tile product (att_pv). Causality:
- * a row sees keys <= its own position; the keys of a chunk beyond it get probability 0 (they
- * are written cache slots: the block's largest position bounds them).
- * Numerics: per row, exactly the operations of a row-at-a-time loop (scores = scale * dot_f32
- * over the 16 lanes, the chunk's running max, corr = expf(m_old - m_new), l and the accumulator
- * scaled by corr, then p_k = expf(s_k - m) added key by key in order; a masked key adds 0 * v,
- * which leaves the value unchanged). A row's result therefore does not depend on the other rows
- * of its item: batched equals alone and chunked prefill equals one-shot, bitwise.
- * Items run largest first (the last blocks of a prefill see the most keys) so the pool's dynamic
- * chunks balance. */
+ * Rows: a query row is (token, head). A block is up to ATT_ROWS / heads-per-group consecutive
+ * batch tokens of one sequence (part of a prefill chunk, or one decode token); a (block, head
+ * group of at most ATT_HEADS) holds at most ATT_ROWS rows. Keys 0..max pos of the block are
+ * walked in segments of ATT_SEG keys, each segment in chunks of ATT_CHUNK: a chunk's keys are
+ * converted from bf16 once and used by every row; scores are a rows x keys tile product (att_qk),
+ * the online softmax runs per row in fp32, and P.V is a rows x kv_lora tile product (att_pv).
+ * Causality: a row sees keys <= its own position; the keys of a chunk beyond it get probability
+ * 0 (they are written cache slots: the block's largest position bounds them).
+ * Numerics, per row: within a segment exactly a row-at-a-time online softmax (scores = scale *
+ * dot_f32 over the 16 lanes, the chunk's running max, corr = expf(m_old - m_new), l and the
+ * accumulator scaled by corr, then p_k = expf(s_k - m) added key by key in order; a masked key
+ * adds 0 * v, which leaves the value unchanged); segments are then folded in key order
+ * (att_merge; a row within one segment, <= ATT_SEG keys, is the plain online softmax). Nothing
+ * depends on the other rows of the batch or on how the work is cut: batched equals alone,
+ * chunked prefill equals one-shot, and any thread count gives the same bits.
+ * Work items: plain mode, one per (block, head group), largest first (the last blocks of a
+ * prefill see the most keys) so the pool's dynamic chunks balance; split mode (att_plan_split)
+ * when a few long (block, head group)s dominate the batch (one decode stream, a small prefill
+ * chunk beside short decodes): those run as one item per segment plus a combine pass. */
 
 struct att_job {
     struct ops_cpu *c;
@@ -513,6 +520,13 @@ struct att_job {
     float *out;
     const int32_t *blk;         /* [n_blk + 1] first batch token of each block */
     int n_blk;
+    /* split mode (att_plan_split) */
+    const int32_t *item_bg;     /* [n_items] the (block, group) of each item: block * groups + g */
+    const int32_t *item_seg;    /* [n_items] its key segment, -1 = all of them */
+    const int32_t *big_item0;   /* [n_big + 1] first item of each split (block, group) */
+    int64_t n_items;
+    int n_big;
+    float *part;                /* per segment item, its partial result (att_part_floats) */
 };
 
 /* GCC/clang vector extension: 16 fp32 lanes, the lane layout of dot_f32's accumulators. Plain
@@ -639,88 +653,294 @@ OPS_CLONES static void att_pv(float *acc0, float *acc1, float corr0, float corr1
     }
 }
 
-/* Thread scratch of one item, in floats: keys [ATT_CHUNK][D], accumulators [ATT_ROWS][L],
- * probabilities [ATT_ROWS][ATT_CHUNK]. */
+/* Thread scratch of one item, in floats: keys [ATT_CHUNK][D], the segment's accumulators
+ * [ATT_ROWS][L], the rows' running totals [ATT_ROWS][L], probabilities [ATT_ROWS][ATT_CHUNK]. */
 static size_t att_scratch_floats(int D, int L)
 {
-    return (size_t)ATT_CHUNK * D + (size_t)ATT_ROWS * L + (size_t)ATT_ROWS * ATT_CHUNK;
+    return (size_t)ATT_CHUNK * D + (size_t)2 * ATT_ROWS * L + (size_t)ATT_ROWS * ATT_CHUNK;
 }
 
+/* The query rows of one (block, head group): row r = token t0 + r / nh, head h0 + r % nh. */
+struct att_rows {
+    int t0, h0, nh, rows, rows2, npmax;
+    const struct model_seq *s;
+    const float *qr[ATT_ROWS + 1];                      /* + the pad row of an odd count */
+    int np[ATT_ROWS];                                   /* keys each row sees: pos + 1 */
+};
+
+static void att_rows_init(const struct att_job *j, int bi, int g, struct att_rows *w)
+{
+    const int D = j->kv->kv_dim;
+    int nt = j->blk[bi + 1] - j->blk[bi];
+    w->t0 = j->blk[bi];
+    w->h0 = g * ATT_HEADS;
+    w->nh = j->n_heads - w->h0 < ATT_HEADS ? j->n_heads - w->h0 : ATT_HEADS;
+    w->rows = nt * w->nh;
+    w->rows2 = (w->rows + 1) & ~1;                      /* an odd last row pairs with itself */
+    w->s = &j->b->seqs[j->b->seq[w->t0]];
+    w->npmax = 0;
+    for (int r = 0; r < w->rows; r++) {
+        int t = w->t0 + r / w->nh;
+        w->qr[r] = j->q + ((size_t)t * j->n_heads + w->h0 + r % w->nh) * D;
+        w->np[r] = j->b->pos[t] + 1;
+        w->npmax = w->np[r] > w->npmax ? w->np[r] : w->npmax;
+    }
+    if (w->rows2 > w->rows) w->qr[w->rows] = w->qr[w->rows - 1];
+}
+
+/* Keys [k0, k1) for every row, an online softmax from scratch: per row the max m (-inf when the
+ * row sees none of these keys), the sum l and the unnormalized accumulator acc [rows2][L]. */
+static void att_segment(const struct att_job *j, const struct att_rows *w, int k0, int k1,
+                        float *kbuf, float *pr, float *acc, float *m, float *l)
+{
+    const int D = j->kv->kv_dim, L = j->kv_lora;
+    float corr[ATT_ROWS + 1];
+    for (int r = 0; r < w->rows2; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+    }
+    memset(acc, 0, (size_t)w->rows2 * L * sizeof(float));
+    for (int p0 = k0; p0 < k1; p0 += ATT_CHUNK) {
+        int nc = k1 - p0 < ATT_CHUNK ? k1 - p0 : ATT_CHUNK;
+        int nc4 = (nc + 3) & ~3;
+        for (int k = 0; k < nc; k++)
+            bf16_to_f32_row(kv_slot(j->kv, j->layer, w->s, p0 + k), kbuf + (size_t)k * D, D);
+        for (int k = nc; k < nc4; k++)                  /* pad the last key tile (scores unused) */
+            memcpy(kbuf + (size_t)k * D, kbuf, (size_t)D * sizeof(float));
+        for (int r = 0; r < w->rows2; r += 2)
+            for (int k = 0; k < nc4; k += 4)
+                att_qk(w->qr[r], w->qr[r + 1], kbuf + (size_t)k * D, D, j->scale,
+                       pr + (size_t)r * ATT_CHUNK + k, ATT_CHUNK);
+        int kmax = 0;                                   /* keys any row still sees */
+        for (int r = 0; r < w->rows2; r++) {
+            float *p = pr + (size_t)r * ATT_CHUNK;
+            int nk = r < w->rows ? w->np[r] - p0 : 0;
+            nk = nk < nc ? nk : nc;
+            if (nk <= 0) {                              /* this row's keys have ended */
+                corr[r] = 1.0f;
+                for (int k = 0; k < nc; k++) p[k] = 0.0f;
+                continue;
+            }
+            kmax = nk > kmax ? nk : kmax;
+            float mx = m[r];
+            for (int k = 0; k < nk; k++) mx = p[k] > mx ? p[k] : mx;
+            corr[r] = expf(m[r] - mx);                  /* 0 on the first chunk (m = -inf) */
+            float sum = l[r] * corr[r];
+            for (int k = 0; k < nk; k++) {
+                p[k] = expf(p[k] - mx);
+                sum += p[k];
+            }
+            for (int k = nk; k < nc; k++) p[k] = 0.0f;
+            m[r] = mx;
+            l[r] = sum;
+        }
+        for (int r = 0; r < w->rows2; r += 2)
+            att_pv(acc + (size_t)r * L, acc + (size_t)(r + 1) * L, corr[r], corr[r + 1],
+                   pr + (size_t)r * ATT_CHUNK, pr + (size_t)(r + 1) * ATT_CHUNK, kbuf, D, L,
+                   kmax);
+    }
+}
+
+/* A = A * ca + a * cb over n floats */
+OPS_CLONES static void att_blend(float *restrict A, float ca, const float *restrict a, float cb,
+                                 int n)
+{
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int k = 0; k < 16; k++) A[i + k] = A[i + k] * ca + a[i + k] * cb;
+    for (; i < n; i++) A[i] = A[i] * ca + a[i] * cb;
+}
+
+/* Fold one segment's (m, l, a) of a row into the row's running (M, Lt, A); segments in key
+ * order, the first one copied as is (so a row within one segment is exactly the plain online
+ * softmax). A segment the row does not reach (m = -inf) is skipped. */
+static void att_merge(float *M, float *Lt, float *A, float m, float l, const float *a, int L,
+                      int first)
+{
+    if (m == -INFINITY) return;
+    if (first) {
+        *M = m;
+        *Lt = l;
+        memcpy(A, a, (size_t)L * sizeof(float));
+        return;
+    }
+    float mx = m > *M ? m : *M;
+    float ca = expf(*M - mx), cb = expf(m - mx);
+    *Lt = *Lt * ca + l * cb;
+    *M = mx;
+    att_blend(A, ca, a, cb, L);
+}
+
+static void att_finish(const struct att_job *j, const struct att_rows *w, const float *A,
+                       const float *Lt)
+{
+    const int L = j->kv_lora;
+    for (int r = 0; r < w->rows; r++) {
+        float *dst = j->out + ((size_t)(w->t0 + r / w->nh) * j->n_heads + w->h0 + r % w->nh) * L;
+        float inv = 1.0f / Lt[r];
+        memcpy(dst, A + (size_t)r * L, (size_t)L * sizeof(float));
+        scale_f32(dst, inv, L);
+    }
+}
+
+/* One (block, head group), all its key segments in order. */
+static void att_whole(const struct att_job *j, int bi, int g, float *scr)
+{
+    const int D = j->kv->kv_dim, L = j->kv_lora;
+    float *kbuf = scr, *acc = kbuf + (size_t)ATT_CHUNK * D;
+    float *tot = acc + (size_t)ATT_ROWS * L, *pr = tot + (size_t)ATT_ROWS * L;
+    struct att_rows w;
+    float m[ATT_ROWS + 1], l[ATT_ROWS + 1], M[ATT_ROWS], Lt[ATT_ROWS];
+    att_rows_init(j, bi, g, &w);
+    for (int k0 = 0; k0 < w.npmax; k0 += ATT_SEG) {
+        int k1 = w.npmax - k0 < ATT_SEG ? w.npmax : k0 + ATT_SEG;
+        att_segment(j, &w, k0, k1, kbuf, pr, acc, m, l);
+        for (int r = 0; r < w.rows; r++)
+            att_merge(&M[r], &Lt[r], tot + (size_t)r * L, m[r], l[r], acc + (size_t)r * L, L,
+                      k0 == 0);
+    }
+    att_finish(j, &w, tot, Lt);
+}
+
+/* Plain mode: item = (block, head group), the last blocks (the most keys) first. */
 static void att_items(void *ctx, int64_t i0, int64_t i1, int ti)
+{
+    const struct att_job *j = ctx;
+    for (int64_t it = i0; it < i1; it++)
+        att_whole(j, j->n_blk - 1 - (int)(it / j->groups), (int)(it % j->groups), j->c->thr[ti].p);
+}
+
+/* Split mode, for batches whose work is dominated by a few (block, head group)s over long keys
+ * (one decode stream, a small prefill chunk beside short decodes): those "big" ones are cut into
+ * one item per ATT_SEG-key segment, each writing its partial (m, l, acc) to part; att_combine
+ * then folds each big one's partials in key order, the same folds att_whole does, so the output
+ * is bitwise the same as in plain mode. Items: the segments of the big ones first, then the
+ * others whole. Partial of segment item i at part + i * att_part_floats(L): acc [ATT_ROWS][L],
+ * m [ATT_ROWS], l [ATT_ROWS]. */
+static size_t att_part_floats(int L) { return (size_t)ATT_ROWS * (L + 2); }
+
+static void att_split_items(void *ctx, int64_t i0, int64_t i1, int ti)
 {
     const struct att_job *j = ctx;
     const int D = j->kv->kv_dim, L = j->kv_lora;
     float *kbuf = j->c->thr[ti].p;
     float *acc = kbuf + (size_t)ATT_CHUNK * D;
-    float *pr = acc + (size_t)ATT_ROWS * L;
+    float *pr = acc + (size_t)2 * ATT_ROWS * L;
     for (int64_t it = i0; it < i1; it++) {
-        int bi = j->n_blk - 1 - (int)(it / j->groups);  /* largest blocks first */
-        int t0 = j->blk[bi], nt = j->blk[bi + 1] - t0;
-        int h0 = (int)(it % j->groups) * ATT_HEADS;
-        int nh = j->n_heads - h0 < ATT_HEADS ? j->n_heads - h0 : ATT_HEADS;
-        int rows = nt * nh;                             /* row r = token t0 + r / nh, head r % nh */
-        const struct model_seq *s = &j->b->seqs[j->b->seq[t0]];
-        const float *qr[ATT_ROWS + 1];
-        int np[ATT_ROWS];
-        float m[ATT_ROWS], l[ATT_ROWS], corr[ATT_ROWS];
-        int npmax = 0;
-        for (int r = 0; r < rows; r++) {
-            int t = t0 + r / nh;
-            qr[r] = j->q + ((size_t)t * j->n_heads + h0 + r % nh) * D;
-            np[r] = j->b->pos[t] + 1;
-            npmax = np[r] > npmax ? np[r] : npmax;
-            m[r] = -INFINITY;
-            l[r] = 0.0f;
+        int bg = j->item_bg[it], seg = j->item_seg[it];
+        if (seg < 0) {
+            att_whole(j, bg / j->groups, bg % j->groups, kbuf);
+            continue;
         }
-        int rows2 = (rows + 1) & ~1;                    /* an odd last row pairs with itself */
-        if (rows2 > rows) qr[rows] = qr[rows - 1];
-        memset(acc, 0, (size_t)rows2 * L * sizeof(float));
-        for (int p0 = 0; p0 < npmax; p0 += ATT_CHUNK) {
-            int nc = npmax - p0 < ATT_CHUNK ? npmax - p0 : ATT_CHUNK;
-            int nc4 = (nc + 3) & ~3;
-            for (int k = 0; k < nc; k++)
-                bf16_to_f32_row(kv_slot(j->kv, j->layer, s, p0 + k), kbuf + (size_t)k * D, D);
-            for (int k = nc; k < nc4; k++)              /* pad the last key tile (scores unused) */
-                memcpy(kbuf + (size_t)k * D, kbuf, (size_t)D * sizeof(float));
-            for (int r = 0; r < rows2; r += 2)
-                for (int k = 0; k < nc4; k += 4)
-                    att_qk(qr[r], qr[r + 1], kbuf + (size_t)k * D, D, j->scale,
-                           pr + (size_t)r * ATT_CHUNK + k, ATT_CHUNK);
-            int kmax = 0;                               /* keys any row of the item still sees */
-            for (int r = 0; r < rows2; r++) {
-                float *p = pr + (size_t)r * ATT_CHUNK;
-                int nk = r < rows ? np[r] - p0 : 0;
-                nk = nk < nc ? nk : nc;
-                if (nk <= 0) {                          /* this row's keys have ended */
-                    corr[r] = 1.0f;
-                    for (int k = 0; k < nc; k++) p[k] = 0.0f;
-                    continue;
+        struct att_rows w;
+        float m[ATT_ROWS + 1], l[ATT_ROWS + 1];
+        att_rows_init(j, bg / j->groups, bg % j->groups, &w);
+        int k0 = seg * ATT_SEG, k1 = w.npmax - k0 < ATT_SEG ? w.npmax : k0 + ATT_SEG;
+        float *part = j->part + (size_t)it * att_part_floats(L);
+        att_segment(j, &w, k0, k1, kbuf, pr, part, m, l);
+        memcpy(part + (size_t)ATT_ROWS * L, m, (size_t)w.rows * sizeof(float));
+        memcpy(part + (size_t)ATT_ROWS * L + ATT_ROWS, l, (size_t)w.rows * sizeof(float));
+    }
+}
+
+/* item = one big (block, head group): fold its segments' partials, write its rows */
+static void att_combine(void *ctx, int64_t i0, int64_t i1, int ti)
+{
+    const struct att_job *j = ctx;
+    const int L = j->kv_lora;
+    float *tot = (float *)j->c->thr[ti].p + (size_t)ATT_CHUNK * j->kv->kv_dim + (size_t)ATT_ROWS * L;
+    for (int64_t k = i0; k < i1; k++) {
+        int bg = j->item_bg[j->big_item0[k]];
+        struct att_rows w;
+        float M[ATT_ROWS], Lt[ATT_ROWS];
+        att_rows_init(j, bg / j->groups, bg % j->groups, &w);
+        for (int it = j->big_item0[k]; it < j->big_item0[k + 1]; it++) {
+            const float *part = j->part + (size_t)it * att_part_floats(L);
+            const float *m = part + (size_t)ATT_ROWS * L, *l = m + ATT_ROWS;
+            for (int r = 0; r < w.rows; r++)
+                att_merge(&M[r], &Lt[r], tot + (size_t)r * L, m[r], l[r], part + (size_t)r * L,
+                          L, it == j->big_item0[k]);
+        }
+        att_finish(j, &w, tot, Lt);
+    }
+}
+
+/* Plan split mode into c->att_tab / att_part and the job; 0 = plain mode, 1 = split, negative =
+ * out of memory. Big: a (block, head group) over more than one segment whose work (rows x keys)
+ * exceeds 1/(2 n_threads) of the batch's; at most ATT_SPLIT_MAX x n_threads segment items
+ * (bounded partial memory), else plain mode. */
+#define ATT_SPLIT_MAX 64
+static int att_plan_split(struct ops_cpu *c, struct att_job *j)
+{
+    const struct model_batch *b = j->b;
+    const int64_t n_bg = (int64_t)j->n_blk * j->groups;
+    if (c->n_threads == 1) return 0;
+    double total = 0, maxw = 0;
+    for (int bi = 0; bi < j->n_blk; bi++) {             /* heads per group: all but the last */
+        int np = 0;
+        for (int t = j->blk[bi]; t < j->blk[bi + 1]; t++) np = b->pos[t] + 1 > np ? b->pos[t] + 1 : np;
+        double w = (double)(j->blk[bi + 1] - j->blk[bi]) * np;
+        total += w * j->n_heads;
+        maxw = w > maxw ? w : maxw;
+    }
+    double thresh = total / (2.0 * c->n_threads);
+    int hg = j->n_heads < ATT_HEADS ? j->n_heads : ATT_HEADS;
+    if (maxw * hg <= thresh) return 0;
+    int64_t n_seg = 0, n_big = 0;
+    int32_t *item_bg = NULL, *item_seg = NULL, *big_item0 = NULL;
+    for (int pass = 0; pass < 2; pass++) {              /* count, then fill */
+        int64_t it = 0, k = 0;
+        for (int phase = 0; phase < 2; phase++)         /* big segments first, then the rest */
+            for (int bi = j->n_blk - 1; bi >= 0; bi--) {
+                int np = 0;
+                for (int t = j->blk[bi]; t < j->blk[bi + 1]; t++)
+                    np = b->pos[t] + 1 > np ? b->pos[t] + 1 : np;
+                for (int g = 0; g < j->groups; g++) {
+                    int nh = j->n_heads - g * ATT_HEADS < ATT_HEADS ? j->n_heads - g * ATT_HEADS
+                                                                    : ATT_HEADS;
+                    double w = (double)(j->blk[bi + 1] - j->blk[bi]) * nh * np;
+                    int big = np > ATT_SEG && w > thresh, bg = bi * j->groups + g;
+                    if (phase == 0 && big) {
+                        if (pass == 1) big_item0[k] = (int32_t)it;
+                        k++;
+                        for (int s = 0; s < (np + ATT_SEG - 1) / ATT_SEG; s++, it++)
+                            if (pass == 1) {
+                                item_bg[it] = bg;
+                                item_seg[it] = s;
+                            }
+                    } else if (phase == 1 && !big) {
+                        if (pass == 1) {
+                            item_bg[it] = bg;
+                            item_seg[it] = -1;
+                        }
+                        it++;
+                    }
                 }
-                kmax = nk > kmax ? nk : kmax;
-                float mx = m[r];
-                for (int k = 0; k < nk; k++) mx = p[k] > mx ? p[k] : mx;
-                corr[r] = expf(m[r] - mx);              /* 0 on the first chunk (m = -inf) */
-                float sum = l[r] * corr[r];
-                for (int k = 0; k < nk; k++) {
-                    p[k] = expf(p[k] - mx);
-                    sum += p[k];
-                }
-                for (int k = nk; k < nc; k++) p[k] = 0.0f;
-                m[r] = mx;
-                l[r] = sum;
             }
-            for (int r = 0; r < rows2; r += 2)
-                att_pv(acc + (size_t)r * L, acc + (size_t)(r + 1) * L, corr[r], corr[r + 1],
-                       pr + (size_t)r * ATT_CHUNK, pr + (size_t)(r + 1) * ATT_CHUNK, kbuf, D, L,
-                       kmax);
-        }
-        for (int r = 0; r < rows; r++) {
-            float *dst = j->out + ((size_t)(t0 + r / nh) * j->n_heads + h0 + r % nh) * L;
-            float inv = 1.0f / l[r];
-            memcpy(dst, acc + (size_t)r * L, (size_t)L * sizeof(float));
-            scale_f32(dst, inv, L);
+        if (pass == 0) {
+            n_big = k;
+            n_seg = it - (n_bg - n_big);
+            if (n_big == 0 || n_seg > (int64_t)ATT_SPLIT_MAX * c->n_threads) return 0;
+            int64_t n_items = n_seg + n_bg - n_big;
+            size_t ints = (size_t)(2 * n_items + n_big + 1);
+            if (scratch_reserve(&c->att_tab, ints * sizeof(int32_t)) ||
+                scratch_reserve(&c->att_part, (size_t)n_seg * att_part_floats(j->kv_lora) *
+                                                  sizeof(float)))
+                return ERR_NOMEM;
+            item_bg = c->att_tab.p;
+            item_seg = item_bg + n_items;
+            big_item0 = item_seg + n_items;
+        } else {
+            big_item0[k] = (int32_t)n_seg;
+            j->item_bg = item_bg;
+            j->item_seg = item_seg;
+            j->big_item0 = big_item0;
         }
     }
+    j->n_items = n_seg + n_bg - n_big;
+    j->n_big = (int)n_big;
+    j->part = c->att_part.p;
+    return 1;
 }
 
 static void cpu_mla_attn(struct ops *o, const struct model_kv *kv, int layer,
@@ -728,24 +948,33 @@ static void cpu_mla_attn(struct ops *o, const struct model_kv *kv, int layer,
                          const float *q, float *out)
 {
     struct ops_cpu *c = cpu_of(o);
-    if (b->n_tokens <= 0) return;
+    const int n = b->n_tokens;
+    if (n <= 0) return;
     if (!thr_reserve(c, att_scratch_floats(kv->kv_dim, kv_lora) * sizeof(float))) return;
-    if (scratch_reserve(&c->att_blk, ((size_t)b->n_tokens + 1) * sizeof(int32_t))) {
-        ops__fail(o, ERR_NOMEM, "ops_cpu: out of memory for attention blocks");
-        return;
-    }
+    if (scratch_reserve(&c->att_blk, ((size_t)n + 1) * sizeof(int32_t))) goto nomem;
     /* blocks: runs of consecutive tokens of one sequence, at most ATT_ROWS rows each */
     int hg = n_heads < ATT_HEADS ? n_heads : ATT_HEADS;
     int per_blk = ATT_ROWS / hg;
     int32_t *blk = c->att_blk.p;
     int n_blk = 0;
-    for (int t = 0; t < b->n_tokens; t++)
+    for (int t = 0; t < n; t++)
         if (t == 0 || b->seq[t] != b->seq[t - 1] || t - blk[n_blk - 1] == per_blk)
             blk[n_blk++] = t;
-    blk[n_blk] = b->n_tokens;
-    struct att_job j = {c, kv, layer, b, n_heads, kv_lora, (n_heads + ATT_HEADS - 1) / ATT_HEADS,
-                        scale, q, out, blk, n_blk};
-    wpool_run(c->pool, att_items, &j, (int64_t)n_blk * j.groups, 1);
+    blk[n_blk] = n;
+    struct att_job j = {.c = c, .kv = kv, .layer = layer, .b = b, .n_heads = n_heads,
+                        .kv_lora = kv_lora, .groups = (n_heads + ATT_HEADS - 1) / ATT_HEADS,
+                        .scale = scale, .q = q, .out = out, .blk = blk, .n_blk = n_blk};
+    int rc = att_plan_split(c, &j);
+    if (rc < 0) goto nomem;
+    if (rc == 0) {
+        wpool_run(c->pool, att_items, &j, (int64_t)n_blk * j.groups, 1);
+        return;
+    }
+    wpool_run(c->pool, att_split_items, &j, j.n_items, 1);
+    wpool_run(c->pool, att_combine, &j, j.n_big, 1);
+    return;
+nomem:
+    ops__fail(o, ERR_NOMEM, "ops_cpu: out of memory for attention scratch");
 }
 
 /* ---------------------------------------------------------------- router */
@@ -848,6 +1077,8 @@ static void cpu_destroy(struct ops *o)
     free(c->thr);
     free(c->act.p);
     free(c->att_blk.p);
+    free(c->att_tab.p);
+    free(c->att_part.p);
     free(c);
 }
 

@@ -592,65 +592,67 @@ OPS_CLONES static void att_qk(const float *q0, const float *q1, const float *k, 
     s[lds + 3] = scale * v16_reduce(&a13);
 }
 
-/* For 2 rows: acc_r = acc_r * corr_r, then acc_r += p_r[k] * v_k for k < nk in order (the same
- * rounding as scale_f32 then one axpy_f32 per key). v rows are D floats apart, L columns. */
-OPS_CLONES static void att_pv(float *acc0, float *acc1, float corr0, float corr1,
-                              const float *p0, const float *p1, const float *v, int D, int L,
-                              int nk)
+/* For rows r < rows (even): acc_r = acc_r * corr_r, then acc_r += p_r[k] * v_k for k < nk in
+ * order (the same rounding as scale_f32 then one axpy_f32 per key). Rows at pr + r * ATT_CHUNK,
+ * v rows D floats apart, L columns. 64 columns at a time for every row pair, so those columns
+ * of the chunk's values stay in L1 while the pairs go by. */
+OPS_CLONES static void att_pv(float *acc, const float *corr, const float *pr, int rows,
+                              const float *v, int D, int L, int nk)
 {
     int c = 0;
-    for (; c + 64 <= L; c += 64) {
-        att_v16 a0, a1, a2, a3, b0, b1, b2, b3, y0, y1, y2, y3;
-        V16(a0, acc0 + c);
-        V16(a1, acc0 + c + 16);
-        V16(a2, acc0 + c + 32);
-        V16(a3, acc0 + c + 48);
-        V16(b0, acc1 + c);
-        V16(b1, acc1 + c + 16);
-        V16(b2, acc1 + c + 32);
-        V16(b3, acc1 + c + 48);
-        a0 *= corr0;
-        a1 *= corr0;
-        a2 *= corr0;
-        a3 *= corr0;
-        b0 *= corr1;
-        b1 *= corr1;
-        b2 *= corr1;
-        b3 *= corr1;
-        const float *vk = v + c;
-        for (int k = 0; k < nk; k++, vk += D) {
-            V16(y0, vk);
-            V16(y1, vk + 16);
-            V16(y2, vk + 32);
-            V16(y3, vk + 48);
-            float s = p0[k], t = p1[k];
-            a0 += s * y0;
-            a1 += s * y1;
-            a2 += s * y2;
-            a3 += s * y3;
-            b0 += t * y0;
-            b1 += t * y1;
-            b2 += t * y2;
-            b3 += t * y3;
+    for (; c + 64 <= L; c += 64)
+        for (int r = 0; r < rows; r += 2) {
+            float *acc0 = acc + (size_t)r * L + c, *acc1 = acc0 + L;
+            const float *p0 = pr + (size_t)r * ATT_CHUNK, *p1 = p0 + ATT_CHUNK;
+            float corr0 = corr[r], corr1 = corr[r + 1];
+            att_v16 a0, a1, a2, a3, b0, b1, b2, b3, y0, y1, y2, y3;
+            V16(a0, acc0);
+            V16(a1, acc0 + 16);
+            V16(a2, acc0 + 32);
+            V16(a3, acc0 + 48);
+            V16(b0, acc1);
+            V16(b1, acc1 + 16);
+            V16(b2, acc1 + 32);
+            V16(b3, acc1 + 48);
+            a0 *= corr0;
+            a1 *= corr0;
+            a2 *= corr0;
+            a3 *= corr0;
+            b0 *= corr1;
+            b1 *= corr1;
+            b2 *= corr1;
+            b3 *= corr1;
+            const float *vk = v + c;
+            for (int k = 0; k < nk; k++, vk += D) {
+                V16(y0, vk);
+                V16(y1, vk + 16);
+                V16(y2, vk + 32);
+                V16(y3, vk + 48);
+                float s = p0[k], t = p1[k];
+                a0 += s * y0;
+                a1 += s * y1;
+                a2 += s * y2;
+                a3 += s * y3;
+                b0 += t * y0;
+                b1 += t * y1;
+                b2 += t * y2;
+                b3 += t * y3;
+            }
+            memcpy(acc0, &a0, 64);
+            memcpy(acc0 + 16, &a1, 64);
+            memcpy(acc0 + 32, &a2, 64);
+            memcpy(acc0 + 48, &a3, 64);
+            memcpy(acc1, &b0, 64);
+            memcpy(acc1 + 16, &b1, 64);
+            memcpy(acc1 + 32, &b2, 64);
+            memcpy(acc1 + 48, &b3, 64);
         }
-        memcpy(acc0 + c, &a0, 64);
-        memcpy(acc0 + c + 16, &a1, 64);
-        memcpy(acc0 + c + 32, &a2, 64);
-        memcpy(acc0 + c + 48, &a3, 64);
-        memcpy(acc1 + c, &b0, 64);
-        memcpy(acc1 + c + 16, &b1, 64);
-        memcpy(acc1 + c + 32, &b2, 64);
-        memcpy(acc1 + c + 48, &b3, 64);
-    }
-    for (; c < L; c++) {                                /* columns past the last 64 */
-        float x = acc0[c] * corr0, y = acc1[c] * corr1;
-        for (int k = 0; k < nk; k++) {
-            x += p0[k] * v[(size_t)k * D + c];
-            y += p1[k] * v[(size_t)k * D + c];
+    for (int r = 0; r < rows; r++)                      /* columns past the last 64 */
+        for (int cc = c; cc < L; cc++) {
+            float x = acc[(size_t)r * L + cc] * corr[r];
+            for (int k = 0; k < nk; k++) x += pr[(size_t)r * ATT_CHUNK + k] * v[(size_t)k * D + cc];
+            acc[(size_t)r * L + cc] = x;
         }
-        acc0[c] = x;
-        acc1[c] = y;
-    }
 }
 
 /* Thread scratch of one item, in floats: keys [ATT_CHUNK][D], the segment's accumulators
@@ -734,10 +736,7 @@ static void att_segment(const struct att_job *j, const struct att_rows *w, int k
             m[r] = mx;
             l[r] = sum;
         }
-        for (int r = 0; r < w->rows2; r += 2)
-            att_pv(acc + (size_t)r * L, acc + (size_t)(r + 1) * L, corr[r], corr[r + 1],
-                   pr + (size_t)r * ATT_CHUNK, pr + (size_t)(r + 1) * ATT_CHUNK, kbuf, D, L,
-                   kmax);
+        att_pv(acc, corr, pr, w->rows2, kbuf, D, L, kmax);
     }
 }
 

@@ -18,8 +18,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 steps=() quick=
 for a in "$@"; do
-  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|hf|serve) steps+=("$a") ;;
-    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [hf] [serve] [--quick]"; exit 2 ;; esac
+  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|hf|eval|serve) steps+=("$a") ;;
+    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [hf] [eval] [serve] [--quick]"; exit 2 ;; esac
 done
 [ ${#steps[@]} -eq 0 ] && steps=(tests bench)
 has() { local s; for s in "${steps[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
@@ -95,23 +95,32 @@ if has engine; then
   summary+=("$(printf '%-9s %-14s %-8s %4ss  %s' engine test_engine_gpu "$r" $(( $(date +%s) - s )) \
               "$(grep TANDEM_TEST_SEED "$log" | tail -1)")")
   grep -E '^[a-z/0-9]+:|prompts|prefill|greedy|targets|FAIL|PASS' "$log" | grep -v 'tandem\['
-  v3=/tmp/tandem-v3z
-  $tb convert synth --preset v3-slice --dense-layers 1 --moe-layers 3 --experts-n 256 \
-      --experts q4_K --zero --out $v3 > /dev/null 2>&1 || echo "synth v3-slice failed"
-  if command -v nsys > /dev/null; then    # where the step's GPU time goes, kernel by kernel
-    nsys profile -t cuda,osrt -o /tmp/tprof --force-overwrite true $ebin/bench_hybrid --model $v3 \
-        --batch 1 --steps 16 --prompt 64 > /dev/null 2>&1
-    nsys stats -r cuda_gpu_kern_sum,cuda_api_sum,cuda_gpu_mem_time_sum -f csv -o "$out/prof" \
-        /tmp/tprof.nsys-rep > /dev/null 2>&1
-    echo "==== nsys: top kernels (bench_hybrid batch 1, prefill 64 + 16 steps)"
-    head -16 "$out/prof_cuda_gpu_kern_sum.csv" 2>/dev/null | cut -d, -f1-4,9 | cut -c1-150
-  else
-    echo "nsys: not installed"
-  fi
-  for a in "--batch 1 --steps 16 --prompt 512" "--batch 8 --steps 16 --prompt 64" \
-           "--batch 1 --steps 4 --prompt 1024" "--batch 1 --steps 4 --prompt 4096"; do
-    echo "==== bench_hybrid $a" | tee -a "$log"
-    timeout 60 $ebin/bench_hybrid --model $v3 $a 2>&1 | grep -v 'tandem\[' | tee -a "$log"
+  # Decode step cost per MoE layer, from two zero-weight v3-slices that differ only in their
+  # number of MoE layers (1 dense + 1 MoE, 1 dense + 3 MoE): per_moe = (step3 - step1) / 2;
+  # fixed = step1 - per_moe (embedding, the dense layer, final norm, lm_head, logits download);
+  # projection to DeepSeek-V3 = fixed + 58 x per_moe (its 2 further dense layers, ~0.2 ms of GPU
+  # work each, are left out).
+  for nm in 1 3; do
+    $tb convert synth --preset v3-slice --dense-layers 1 --moe-layers $nm --experts-n 256 \
+        --experts q4_K --zero --out /tmp/tandem-v3z$nm > /dev/null 2>&1 || echo "synth v3-slice failed"
+  done
+  for bs in 1 8; do
+    for nm in 1 3; do
+      echo "==== bench_hybrid v3-slice 1 dense + $nm MoE, batch $bs" | tee -a "$log"
+      timeout 60 $ebin/bench_hybrid --model /tmp/tandem-v3z$nm --batch $bs --steps 32 --prompt 256 \
+          2>&1 | grep -v 'tandem\[' | tee -a "$log" | tee /tmp/bh-$nm-$bs.txt
+    done
+    awk -v bs=$bs '/mean .* ms\/step/ { for (i = 1; i <= NF; i++) if ($i == "mean") s[FILENAME] = $(i + 1) }
+         /CPU experts/ { for (i = 1; i <= NF; i++) if ($i == "experts") e[FILENAME] = $(i + 1) }
+         END { s1 = s["/tmp/bh-1-" bs ".txt"]; s3 = s["/tmp/bh-3-" bs ".txt"]; per = (s3 - s1) / 2;
+               ex = e["/tmp/bh-3-" bs ".txt"]; fixed = s1 - per; t61 = fixed + 58 * per;
+               printf "batch %d: per MoE layer %.3f ms (CPU experts %.3f ms): ratio %.2f (target <= 1.1); fixed per step %.3f ms; 61-layer projection %.1f ms/step = %.2f tokens/s\n", bs, per, ex, per / ex, fixed, t61, bs * 1000 / t61 }' \
+        /tmp/bh-1-$bs.txt /tmp/bh-3-$bs.txt | tee -a "$log"
+  done
+  echo "==== bench_hybrid v3-slice 1 dense + 3 MoE, prefill" | tee -a "$log"
+  for p in 1024 4096; do
+    timeout 60 $ebin/bench_hybrid --model /tmp/tandem-v3z3 --batch 1 --steps 2 --prompt $p 2>&1 |
+        grep prefill | tee -a "$log"
   done
 fi
 
@@ -137,10 +146,12 @@ if has hf; then
         >> "$log" 2>&1 || echo "$m: dump_logits hybrid failed" | tee -a "$log"
     $ebin/dump_logits --model $d --ids $d/ids.txt --out $d/gpu-cublaslt.f32 --placement hybrid \
         --fp8-gemm cublaslt >> "$log" 2>&1 || echo "$m: dump_logits cublaslt failed" | tee -a "$log"
-    echo "==== $m: hf_compare (cpu, gpu, gpu with cuBLASLt prefill)" | tee -a "$log"
+    $ebin/dump_logits --model $d --ids $d/ids.txt --out $d/cpu-w8a16.f32 --w8a16 \
+        >> "$log" 2>&1 || echo "$m: dump_logits w8a16 failed" | tee -a "$log"
+    echo "==== $m: hf_compare (cpu, gpu, gpu with cuBLASLt prefill, cpu W8A16)" | tee -a "$log"
     s=$(date +%s)
     timeout 400 python3 tests/reference/hf_compare.py --model $d-hf --ids $d/ids.txt \
-        --tandem-logits $d/cpu.f32 $d/gpu.f32 $d/gpu-cublaslt.f32 2>&1 | grep -v Warning | tee -a "$log"
+        --tandem-logits $d/cpu.f32 $d/gpu.f32 $d/gpu-cublaslt.f32 $d/cpu-w8a16.f32 2>&1 | grep -v Warning | tee -a "$log"
     echo "$m: $(( $(date +%s) - s )) s" | tee -a "$log"
     rm -rf $d-hf
   done
@@ -153,7 +164,7 @@ fi
 # 2K-token prefills arrive (engine.prefill_step_ratio 0 and 2), prefix-cache second-turn TTFT.
 # node is not installed on the GPU machine: it comes in the carried .gpunode/ (node.xz and
 # node_modules.tar.xz, made on the developer machine from /usr/bin/node and tests/node_modules).
-if has serve; then
+if has eval || has serve; then
   log="$out/serve.log"
   : > "$log"
   mkdir -p /tmp/gnode && xz -dc .gpunode/node.xz > /tmp/gnode/node && chmod +x /tmp/gnode/node
@@ -162,25 +173,29 @@ if has serve; then
   port=18180
   start_srv() {   # $1 = model dir, rest = options; sets srv
     port=$((port + 1))
-    $tb serve --model "$1" --server.port $port "${@:2}" > "$out/serve-$port.log" 2>&1 &
+    $tb serve --model "$1" --server.port $port "${@:2}" > /tmp/serve-$port.log 2>&1 &
     srv=$!
     for i in $(seq 1 240); do
       curl -sf http://127.0.0.1:$port/health > /dev/null && return 0
       kill -0 $srv 2>/dev/null || break
       sleep 0.5
     done
-    echo "server on $1 did not start:"; tail -5 "$out/serve-$port.log"; return 1
+    echo "server on $1 did not start:"; tail -5 /tmp/serve-$port.log; return 1
   }
   stop_srv() { kill $srv 2>/dev/null; wait $srv 2>/dev/null; }
   sb() { $NODE tests/bench/serve_bench.mjs --base-url http://127.0.0.1:$port/v1 "$@"; }
-  if start_srv models/default --gpu.placement hybrid; then
-    echo "==== models/default through the GPU path: $(grep -o 'hybrid[^ ]*' "$out/serve-$port.log" | head -1)" | tee -a "$log"
-    s=$(date +%s)
-    python3 train/eval_http.py --url http://127.0.0.1:$port --n 1000 --seed 2 --concurrency 16 \
-        2>&1 | tail -3 | tee -a "$log"
-    echo "eval: $(( $(date +%s) - s )) s" | tee -a "$log"
-    stop_srv
-  fi
+fi
+if has eval && start_srv models/default --gpu.placement hybrid; then
+  echo "==== models/default through the GPU path ($(grep -o 'hybrid:[^ ]*' /tmp/serve-$port.log | head -1))" | tee -a "$log"
+  s=$(date +%s)
+  python3 train/eval_http.py --url http://127.0.0.1:$port --n 1000 --seed 2 --concurrency 16 \
+      > "$out/eval.json" 2>&1
+  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(json.dumps(d)[:600])" \
+      "$out/eval.json" 2>&1 | tee -a "$log" || tail -5 "$out/eval.json"
+  echo "eval: $(( $(date +%s) - s )) s" | tee -a "$log"
+  stop_srv
+fi
+if has serve; then
   v3=/tmp/tandem-v3r
   s=$(date +%s)
   $tb convert synth --preset v3-slice --dense-layers 1 --moe-layers 3 --experts-n 256 \

@@ -34,8 +34,12 @@
  * lengthens that step, i.e. every running stream's inter-token latency. The scheduler learns, as
  * exponential moving averages of measured forward times, the cost of a decode-only step and the
  * marginal cost of one prefill token, and while anything is decoding caps the step's prefill
- * tokens at (r - 1) * t_decode / c_prefill (at least one block's worth, so prompts progress).
- * Without decodes, prefill uses the whole max_batch_tokens.
+ * tokens at (r - 1) * t_decode / c_prefill (at least one token, so prompts progress). Until
+ * t_decode is known a step with decodes carries no prefill (one decode-only step measures it);
+ * until c_prefill is known the chunk is PACE_PROBE tokens: a prompt arriving while streams decode
+ * never rides along whole. A prefill token late in a long prompt costs more than an early one
+ * (attention over more keys); chunks move through a prompt gradually, so the moving average
+ * follows. Without decodes, prefill uses the whole max_batch_tokens.
  *
  * Threads and locking: one mutex guards the inbox (new requests, cancel ids), the published
  * stats and the flags; the scheduler state (waiting/running arrays, KV, sampler) belongs to the
@@ -61,6 +65,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+
+#define PACE_PROBE 4            /* pacing: prefill tokens of a step while c_prefill is unknown */
 
 struct seq {
     struct eng_request req;     /* copy; prompt moved into tokens */
@@ -441,10 +447,14 @@ static int build_batch(struct engine *e)
         n_tok++;
     }
     /* prefill chunks in what is left (paced while decoding, see the top of the file) */
-    if (n_tok > 0 && e->p.prefill_step_ratio > 1.0 && e->t_decode > 0 && e->c_prefill > 0) {
-        double cap = (e->p.prefill_step_ratio - 1.0) * e->t_decode / e->c_prefill;
-        int min_chunk = kv_block_tokens(kv);
-        int icap = cap < min_chunk ? min_chunk : cap > budget ? budget : (int)cap;
+    if (n_tok > 0 && e->p.prefill_step_ratio > 1.0) {
+        int icap = 0;                                   /* t_decode unknown: decode-only step */
+        if (e->t_decode > 0 && e->c_prefill <= 0) {
+            icap = PACE_PROBE;                          /* c_prefill unknown: a small chunk */
+        } else if (e->t_decode > 0) {
+            double cap = (e->p.prefill_step_ratio - 1.0) * e->t_decode / e->c_prefill;
+            icap = cap < 1 ? 1 : cap > budget ? budget : (int)cap;
+        }
         if (icap < budget) budget = icap;
     }
     for (int i = 0; i < e->n_running && budget > 0; i++) {

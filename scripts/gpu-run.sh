@@ -18,8 +18,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 steps=() quick=
 for a in "$@"; do
-  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|hf|eval|serve) steps+=("$a") ;;
-    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [hf] [eval] [serve] [--quick]"; exit 2 ;; esac
+  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|prof|hf|eval|serve) steps+=("$a") ;;
+    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [prof] [hf] [eval] [serve] [--quick]"; exit 2 ;; esac
 done
 [ ${#steps[@]} -eq 0 ] && steps=(tests bench)
 has() { local s; for s in "${steps[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
@@ -121,6 +121,19 @@ if has engine; then
   for p in 1024 4096; do
     timeout 60 $ebin/bench_hybrid --model /tmp/tandem-v3z3 --batch 1 --steps 2 --prompt $p 2>&1 |
         grep prefill | tee -a "$log"
+  done
+fi
+
+# prof: where the main stream's time goes in a decode step (bench_hybrid --profile 1: an event
+# before every op), v3-slice 1 dense + 3 MoE layers (zero weights), batch 1 and 8.
+if has prof; then
+  log="$out/prof.log"
+  [ -d /tmp/tandem-v3z3 ] || $tb convert synth --preset v3-slice --dense-layers 1 --moe-layers 3 \
+      --experts-n 256 --experts q4_K --zero --out /tmp/tandem-v3z3 > /dev/null 2>&1
+  for bs in 1 8; do
+    echo "==== bench_hybrid --profile 1, batch $bs" | tee -a "$log"
+    timeout 60 $ebin/bench_hybrid --model /tmp/tandem-v3z3 --batch $bs --steps 32 --prompt 256 \
+        --profile 1 2>&1 | grep -v 'tandem\[' | tee -a "$log"
   done
 fi
 

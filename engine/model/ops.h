@@ -171,11 +171,24 @@ int ops_cuda_create(const struct ops_params *p, int device, int max_tokens, stru
  * pool's wall time, overlap_gpu = main-stream GPU time between the inputs' arrival on the host and
  * the join (the shared expert), idle = how long the main stream then waited for the result.
  * All zero for a backend that is not ops_cuda's. Synchronizes. */
+enum { OPS_PROF_EMBED, OPS_PROF_LIN_FP8, OPS_PROF_LIN_BF16, OPS_PROF_LIN_CPU, OPS_PROF_NORM,
+       OPS_PROF_ROPE, OPS_PROF_HEADMM, OPS_PROF_ATTN, OPS_PROF_ROUTER, OPS_PROF_MOE_IN,
+       OPS_PROF_WAIT, OPS_PROF_SWIGLU, OPS_PROF_ADD, OPS_PROF_GATHER, OPS_PROF_DOWNLOAD,
+       OPS_PROF_N };
 struct ops_cuda_stats {
     long long moe_calls;
     double xfer_s, cpu_experts_s, overlap_gpu_s, idle_s;
+    /* with ops_cuda_profile on: main-stream time from the start of each op to the start of the
+     * next (its GPU time plus any launch gap after it), by op kind; WAIT = waiting for the CPU
+     * experts' result */
+    double op_s[OPS_PROF_N];
+    long long op_n[OPS_PROF_N];
 };
 void ops_cuda_stats(struct ops *o, struct ops_cuda_stats *out, int reset);
+/* Record an event before every op on the main stream (costs ~2 us of host time per op; for
+ * benchmarks). No-op on other backends. */
+void ops_cuda_profile(struct ops *o, int on);
+const char *ops_cuda_prof_name(int kind);
 #endif
 
 #endif

@@ -58,6 +58,7 @@ int opsk_rmsnorm(const float *x, int ldx, const float *g, int n, int dim, float 
 
 #define N_HOST 5                /* pinned host scratch: 0-1 CPU fallbacks, 2-4 expert jobs */
 #define N_JOBS 4                /* expert jobs the engine thread may run ahead by */
+#define PROF_EVENTS 1024        /* profile marks between two host synchronizations */
 
 enum lin_kind { LIN_FP8, LIN_BF16, LIN_CPU };
 
@@ -143,6 +144,11 @@ struct ops_cuda {
     } kvs;
     float *pend_y;              /* pend's output (device) */
     size_t pend_bytes;
+    struct {                    /* ops_cuda_profile: an event before every op (main stream) */
+        int on, n;
+        cudaEvent_t ev[PROF_EVENTS];
+        uint8_t kind[PROF_EVENTS];
+    } prof;
 };
 
 static struct ops_cuda *C(struct ops *o) { return (struct ops_cuda *)o; }
@@ -172,6 +178,40 @@ static int bucket(const struct ops_cuda *c, int n)
 
 /* ---------------------------------------------------------------- pending expert job */
 
+static float ev_ms(cudaEvent_t a, cudaEvent_t b)
+{
+    float ms = 0;
+    return cudaEventElapsedTime(&ms, a, b) == cudaSuccess ? ms : 0.0f;
+}
+
+/* profile: mark the start of an op of this kind on the main stream */
+static void prof(struct ops_cuda *c, int kind)
+{
+    if (!c->prof.on) return;
+    if (c->prof.n == PROF_EVENTS) {             /* full: drop the newest interval's end */
+        c->prof.kind[PROF_EVENTS - 1] = (uint8_t)kind;
+        return;
+    }
+    cudaEventRecord(c->prof.ev[c->prof.n], c->st);
+    c->prof.kind[c->prof.n++] = (uint8_t)kind;
+}
+
+/* after a stream synchronization: every mark but the last has completed; add the intervals to
+ * the stats and keep the last mark as the start of the next interval */
+static void prof_fold(struct ops_cuda *c)
+{
+    if (!c->prof.on || c->prof.n < 2) return;
+    for (int i = 0; i + 1 < c->prof.n; i++) {
+        c->stats.op_s[c->prof.kind[i]] += ev_ms(c->prof.ev[i], c->prof.ev[i + 1]) / 1e3;
+        c->stats.op_n[c->prof.kind[i]]++;
+    }
+    cudaEvent_t e = c->prof.ev[0];
+    c->prof.ev[0] = c->prof.ev[c->prof.n - 1];
+    c->prof.ev[c->prof.n - 1] = e;
+    c->prof.kind[0] = c->prof.kind[c->prof.n - 1];
+    c->prof.n = 1;
+}
+
 /* Make the main stream wait for the expert job if p lies in its output (or always: p = NULL). */
 static void join(struct ops_cuda *c, const void *p)
 {
@@ -179,16 +219,11 @@ static void join(struct ops_cuda *c, const void *p)
     if (p && ((const char *)p < (const char *)c->pend_y ||
               (const char *)p >= (const char *)c->pend_y + c->pend_bytes))
         return;
+    prof(c, OPS_PROF_WAIT);
     CK(c, cudaEventRecord(c->pend->ev_j, c->st), "event");
     CK(c, cudaStreamWaitEvent(c->st, c->pend->ev_out, 0), "stream wait");
     c->pend->state = 2;
     c->pend = NULL;
-}
-
-static float ev_ms(cudaEvent_t a, cudaEvent_t b)
-{
-    float ms = 0;
-    return cudaEventElapsedTime(&ms, a, b) == cudaSuccess ? ms : 0.0f;
 }
 
 /* A joined job whose events have completed: add its times to the stats, report its error, free
@@ -213,6 +248,7 @@ static void host_sync(struct ops_cuda *c)
     join(c, NULL);
     CK(c, cudaStreamSynchronize(c->st), "synchronize");
     for (int i = 0; i < N_JOBS; i++) retire(c, &c->jobs[i]);
+    prof_fold(c);
 }
 
 static void *hbuf(struct ops_cuda *c, int i, size_t bytes)
@@ -269,6 +305,7 @@ static void cu_download(struct ops *o, void *dst, const void *src, size_t bytes)
 {
     struct ops_cuda *c = C(o);
     join(c, NULL);
+    prof(c, OPS_PROF_DOWNLOAD);
     CK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->st), "download");
     host_sync(c);
 }
@@ -496,6 +533,7 @@ static void cu_embed(struct ops *o, const struct ops_lin *t, const int32_t *toke
 {
     struct ops_cuda *c = C(o);
     join(c, NULL);
+    prof(c, OPS_PROF_EMBED);
     if (t->kind == LIN_BF16) {
         struct cuk_embed_args a = {.m = n, .d = t->cols, .vocab = t->rows,
                                    .tokens = ints(c, tokens, n, 0), .table = (uint16_t *)t->w,
@@ -520,6 +558,8 @@ static void cu_linear(struct ops *o, const struct ops_lin *w, const float *x, in
     struct ops_cuda *c = C(o);
     join(c, x);
     join(c, y);
+    prof(c, w->kind == LIN_BF16 ? OPS_PROF_LIN_BF16
+            : w->kind == LIN_CPU ? OPS_PROF_LIN_CPU : OPS_PROF_LIN_FP8);
     if (w->kind == LIN_BF16) {
         for (int i = 0; i < n; i += CUK_GEMV_BF16_MAX_M) {
             int m = n - i < CUK_GEMV_BF16_MAX_M ? n - i : CUK_GEMV_BF16_MAX_M;
@@ -567,6 +607,7 @@ static void cu_rmsnorm(struct ops *o, const float *x, int ldx, const float *g, i
     struct ops_cuda *c = C(o);
     join(c, x);
     join(c, y);
+    prof(c, OPS_PROF_NORM);
     /* the CPU's summation order (ops_cuda_norm.cu), not cuk_rmsnorm: see there why */
     KR(c, opsk_rmsnorm(x, ldx, g, n, dim, eps, y, ldy, c->st), "rmsnorm");
 }
@@ -577,6 +618,7 @@ static void cu_rope(struct ops *o, const struct ops_rope *r, const int32_t *pos,
 {
     struct ops_cuda *c = C(o);
     join(c, NULL);
+    prof(c, OPS_PROF_ROPE);
     if (r->amp != 1.0f || r->n_pairs > 64) {
         ops__fail(o, ERR_UNSUPPORTED, "cuda ops: RoPE amplitude != 1 or > 128 dims");
         return;
@@ -631,6 +673,7 @@ static void cu_head_matmul(struct ops *o, const float *w, int64_t w_head, int ro
 {
     struct ops_cuda *c = C(o);
     join(c, NULL);
+    prof(c, OPS_PROF_HEADMM);
     const float one = 1.0f, zero = 0.0f;
     /* column-major view: W_h is cols x rows (ld cols), X_h is (in) x n (ld ldx_tok) */
     cublasStatus_t s;
@@ -732,6 +775,7 @@ static void cu_mla_attn(struct ops *o, const struct model_kv *kv, int layer,
 {
     struct ops_cuda *c = C(o);
     join(c, NULL);
+    prof(c, OPS_PROF_ATTN);
     int n = b->n_tokens;
     int gpu = gpu_mla(kv, nh) && kv_lora == CUK_MLA_LORA;
     kv_flush(c, gpu);
@@ -797,6 +841,7 @@ static void cu_router(struct ops *o, const struct ops_router *r, const float *lo
 {
     struct ops_cuda *c = C(o);
     join(c, NULL);
+    prof(c, OPS_PROF_ROUTER);
     struct cuk_router_args a = {.m = n, .n_experts = r->n_expert, .n_group = r->n_group,
                                 .topk_group = r->topk_group, .top_k = r->top_k,
                                 .scoring = r->softmax ? CUK_ROUTER_SOFTMAX : CUK_ROUTER_SIGMOID,
@@ -831,6 +876,7 @@ static void cu_moe(struct ops *o, const struct ops_moe *m, const float *x, int n
 {
     struct ops_cuda *c = C(o);
     join(c, NULL);
+    prof(c, OPS_PROF_MOE_IN);
     struct moe_job *j = &c->jobs[c->next_job];
     if (j->state) {     /* N_JOBS layers ago: joined long since; wait for it on the host */
         CK(c, cudaEventSynchronize(j->ev_j), "synchronize");
@@ -874,6 +920,7 @@ static void cu_swiglu(struct ops *o, const float *gate, const float *up, int64_t
     join(c, gate);
     join(c, up);
     join(c, y);
+    prof(c, OPS_PROF_SWIGLU);
     static const int fs[] = {2048, 1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1};
     int f = 1;
     for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++)
@@ -891,6 +938,7 @@ static void cu_add(struct ops *o, float *y, const float *x, int64_t n)
     struct ops_cuda *c = C(o);
     join(c, x);
     join(c, y);
+    prof(c, OPS_PROF_ADD);
     struct cuk_add_args a = {.n = (size_t)n, .y = y, .x = x, .alpha = 1.0f};
     KR(c, cuk_add(&a, c->st), "add");
 }
@@ -899,6 +947,7 @@ static void cu_gather(struct ops *o, const float *x, int dim, const int32_t *idx
 {
     struct ops_cuda *c = C(o);
     join(c, NULL);
+    prof(c, OPS_PROF_GATHER);
     for (int i = 0; i < n; i++)
         CK(c, cudaMemcpyAsync(y + (size_t)i * dim, x + (size_t)idx[i] * dim,
                               (size_t)dim * sizeof(float), cudaMemcpyDeviceToDevice, c->st),
@@ -912,6 +961,8 @@ static void cu_destroy(struct ops *o)
         join(c, NULL);
         cudaStreamSynchronize(c->st);
     }
+    for (int i = 0; i < PROF_EVENTS; i++)
+        if (c->prof.ev[i]) cudaEventDestroy(c->prof.ev[i]);
     for (int i = 0; i < N_JOBS; i++) {
         struct moe_job *j = &c->jobs[i];
         cudaEvent_t *ev[] = {&j->ev_a, &j->ev_in, &j->ev_c, &j->ev_out, &j->ev_j};
@@ -948,6 +999,30 @@ static const struct ops_vt cuda_vt = {
     .head_matmul = cu_head_matmul, .kv_store = cu_kv_store, .mla_attn = cu_mla_attn,
     .router = cu_router, .moe = cu_moe, .swiglu = cu_swiglu, .add = cu_add, .gather = cu_gather,
 };
+
+void ops_cuda_profile(struct ops *o, int on)
+{
+    struct ops_cuda *c = C(o);
+    if (o->vt != &cuda_vt || c->prof.on == !!on) return;
+    host_sync(c);
+    if (on)
+        for (int i = 0; i < PROF_EVENTS; i++)
+            if (!c->prof.ev[i] && cudaEventCreate(&c->prof.ev[i]) != cudaSuccess) {
+                ops__fail(o, ERR_CUDA, "cuda ops: profile events");
+                return;
+            }
+    c->prof.on = !!on;
+    c->prof.n = 0;
+}
+
+const char *ops_cuda_prof_name(int kind)
+{
+    static const char *names[OPS_PROF_N] = {
+        "embed", "linear fp8", "linear bf16", "linear cpu", "rmsnorm", "rope", "head matmul",
+        "attention", "router", "experts in", "wait experts", "swiglu", "add", "gather",
+        "download"};
+    return kind >= 0 && kind < OPS_PROF_N ? names[kind] : "?";
+}
 
 void ops_cuda_stats(struct ops *o, struct ops_cuda_stats *out, int reset)
 {

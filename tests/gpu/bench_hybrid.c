@@ -1,7 +1,7 @@
 /* bench_hybrid.c - the hybrid GPU+CPU decode step, timed (not a test; GPU machine).
  *
  *   bench_hybrid --model DIR [--batch B] [--steps S] [--prompt P] [--placement hybrid|cpu]
- *                [--threads N] [--dram-gbs X]
+ *                [--threads N] [--dram-gbs X] [--profile 1]
  *
  * Builds the model with the given placement (default hybrid), prefills B sequences of P random
  * tokens each (one forward per sequence, last-token logits: tokens/s), then runs S decode steps of B tokens (one per
@@ -10,7 +10,10 @@
  * experts). The projection to DeepSeek-V3's 61 layers (3 dense + 58 MoE) scales the measured step:
  * t61 = t_step * 58 / n_moe (dense layers and lm_head counted as if MoE layers: an upper bound),
  * shown beside the bandwidth bound --dram-gbs / 11.5 GB per token (default 103 GB/s, the DRAM
- * read bandwidth measured on the GPU machine, design.md §2).
+ * read bandwidth measured on the GPU machine, design.md §2). scripts/gpu-run.sh engine instead
+ * derives the per-MoE-layer cost from two slices with 1 and 3 MoE layers (the honest projection).
+ * --profile 1 also prints the main stream's time per op kind and step (ops_cuda_profile: an event
+ * before every op, so each op's GPU time plus the launch gap after it).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,12 +36,13 @@ static double now(void)
 int main(int argc, char **argv)
 {
     const char *dir = NULL, *placement = "hybrid";
-    int B = 1, S = 16, P = 64, threads = 0;
+    int B = 1, S = 16, P = 64, threads = 0, profile = 0;
     double dram = 103.0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--model")) dir = argv[i + 1];
         else if (!strcmp(argv[i], "--batch")) B = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--steps")) S = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--profile")) profile = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--prompt")) P = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--placement")) placement = argv[i + 1];
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
@@ -100,6 +104,7 @@ int main(int argc, char **argv)
     }
     printf("prefill: %d x %d tokens, %.1f tokens/s (one forward per sequence, logits for the last token)\n", B, P, B * P / tp);
     struct ops_cuda_stats st;
+    if (profile) ops_cuda_profile(model_backend(m), 1);
     ops_cuda_stats(model_backend(m), &st, 1);
     int32_t dt[64], pos[64], seq[64], li[64];
     struct model_seq sq[64];
@@ -140,6 +145,14 @@ int main(int argc, char **argv)
                st.cpu_experts_s * k, st.xfer_s * k, st.overlap_gpu_s * k, st.idle_s * k);
         printf("step time / sum of CPU expert time: %.2f\n",
                step / (st.cpu_experts_s / S));
+    }
+    if (profile) {
+        printf("main stream per step, by op kind (ms; calls):");
+        for (int k = 0; k < OPS_PROF_N; k++)
+            if (st.op_n[k])
+                printf("%s %s %.3f (%lld)", k % 4 ? "," : "\n ", ops_cuda_prof_name(k),
+                       st.op_s[k] * 1e3 / S, st.op_n[k] / S);
+        printf("\n");
     }
     if (n_moe > 0) {
         double t61 = step * 58.0 / n_moe;

@@ -9,8 +9,9 @@
  *   - a BF16 linear (router, embeddings, lm_head, or every projection of a BF16 checkpoint) goes
  *     to the GPU when k % 8 == 0;
  *   - RMSNorm weights and the correction bias are fp32 vectors (get_vec);
- *   - kv_b is the absorbed W_UK / W_UV pair, dequantized to fp32 by model.c (kvb_type says what
- *     a cheaper upload would cost);
+ *   - kv_b is the absorbed W_UK / W_UV pair: ops_cuda keeps an FP8 kv_b as e4m3 + scales and
+ *     expands one layer at a time into an fp32 scratch (counted in ws_small); other types are
+ *     uploaded as fp32 (kvb_type = F32);
  *   - the KV cache has a device mirror only when attention runs on the GPU (kv_lora 512,
  *     rope 64, heads % 16 == 0: cuk_mla_decode's limits).
  * Run-time sizes take their upper bound: the MLA split-K workspace is the maximum of
@@ -58,8 +59,8 @@ void gpu_plan_defaults(struct gpu_plan_params *p)
     p->gpu_expert_layers = 0;
     p->expert_type = QTYPE_F8_E4M3;
     p->linear_type = QTYPE_F8_E4M3;
-    p->kvb_type = QTYPE_F32;
-    p->embed_on_gpu = 1;
+    p->kvb_type = QTYPE_F8_E4M3;    /* ops_cuda_heads: FP8 kv_b stays FP8 on the device */
+    p->embed_on_gpu = 0;            /* ops_table_create: the table stays in host memory */
     p->kv_tokens = 32768;
     p->max_seq_tokens = 0;
     p->max_batch_tokens = 2048;
@@ -320,7 +321,7 @@ int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *
     if (pl->max_k > 0)
         pl->act_fp8 = al(pl, (double)max_pad * pl->max_k) +
                       al(pl, (double)(pl->max_k / 128) * max_pad * 4) +
-                      al(pl, (double)max_pad * pl->max_n * 4);
+                      (p->fp8_gemm_cublaslt ? al(pl, (double)max_pad * pl->max_n * 4) : 0);
     pl->activations = pl->act_model + pl->act_fp8;
 
     /* ---- workspace */
@@ -337,7 +338,11 @@ int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *
         pl->ws_block_tables = al(pl, (double)T * cdiv(max_seq > 0 ? max_seq : 1,
                                                       p->kv_block_tokens) * 2 * 4);
     }
-    pl->ws_small = al(pl, (double)(max_pad * 2 + 64) * 4) + al(pl, 64 * 4);
+    /* small inputs, YaRN frequencies, the RoPE (cos, sin) table, and the fp32 expansion of one
+     * layer's FP8 kv_b */
+    pl->ws_small = al(pl, (double)(max_pad * 2 + 64) * 4) + al(pl, 64 * 4) +
+                   al(pl, (double)max_pad * 64 * 2 * 4) +
+                   (p->kvb_type == QTYPE_F8_E4M3 ? al(pl, (double)H * (NOPE + V) * L * 4) : 0);
     pl->workspace = pl->ws_cublaslt + pl->ws_gemv + pl->ws_gemm_swap + pl->ws_mla +
                     pl->ws_block_tables + pl->ws_small;
     pl->runtime = p->runtime_reserve;

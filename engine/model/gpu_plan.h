@@ -42,10 +42,11 @@ struct gpu_plan_params {
                                        re-laid block scales; a GGML type: its row bytes) */
     int linear_type;                /* non-expert projections: QTYPE_F8_E4M3 (V3/R1 checkpoint)
                                        or QTYPE_BF16 (V2-Lite, Moonlight) */
-    int kvb_type;                   /* absorbed W_UK/W_UV (kv_b) on the device: QTYPE_F32 (what
-                                       model.c uploads today), QTYPE_BF16 or QTYPE_F8_E4M3 */
-    int embed_on_gpu;               /* 1: the bf16 embedding table is uploaded (ops_cuda today);
-                                       0: rows gathered on the host, uploaded per token */
+    int kvb_type;                   /* absorbed W_UK/W_UV (kv_b) on the device: QTYPE_F8_E4M3
+                                       (ops_cuda for an FP8 checkpoint: e4m3 + scales, one layer
+                                       expanded to fp32 at a time) or QTYPE_F32 (other types) */
+    int embed_on_gpu;               /* 0: rows gathered on the host, uploaded per forward
+                                       (ops_cuda); 1: a bf16 table on the device */
     int64_t kv_tokens;              /* tokens of the device KV cache (engine: kv_blocks x
                                        kv_block_tokens; the sum over all sequences) */
     int64_t max_seq_tokens;         /* longest single sequence (MLA split-K workspace, block
@@ -92,7 +93,7 @@ struct gpu_plan {
     int64_t max_k, max_n;           /* widest FP8 linear on the device (scratch sizing) */
 };
 
-/* Defaults: hybrid, FP8 linears, kv_b fp32, embeddings on the GPU (today's ops_cuda), FP8 GPU
+/* Defaults: hybrid, FP8 linears, kv_b FP8, embeddings on the host (what ops_cuda does), FP8 GPU
  * experts, 32768 KV tokens, max_batch_tokens 2048, 16-token blocks, 132 SMs, exact FP8 GEMM
  * (no cuBLASLt plans), 600 MiB runtime. */
 void gpu_plan_defaults(struct gpu_plan_params *p);

@@ -51,7 +51,7 @@
 struct layer {
     float *attn_norm, *ffn_norm, *q_a_norm, *kv_a_norm;     /* backend vectors */
     struct ops_lin *q_a, *q_b, *q, *kv_a, *o;
-    float *wkvb;                /* [H][nope + v][L] fp32: W_UK^h rows then W_UV^h rows */
+    struct ops_heads *wkvb;     /* [H][nope + v][L]: W_UK^h rows then W_UV^h rows */
     int moe;
     struct ops_lin *gate, *up, *down;                       /* dense FFN or shared experts */
     struct ops_lin *router;
@@ -313,9 +313,9 @@ static int load_layer(struct model *m, int l, char *err)
         float *host = malloc(bytes);
         if (!host) return err_set(err, ERR_NOMEM, "model: out of memory for kv_b");
         rc = view_to_f32(m, &v, host, err);
-        if (!rc && !(ly->wkvb = ops_alloc(m->ops, bytes)))
-            rc = err_set(err, ERR_NOMEM, "model: out of memory for kv_b");
-        if (!rc) ops_upload(m->ops, ly->wkvb, host, bytes);
+        char e2[ERR_LEN];
+        if (!rc && (rc = ops_heads_create(m->ops, &v, host, &ly->wkvb, e2)))
+            err_set(err, rc, "model: kv_b of layer %d: %s", l, e2);
         free(host);
         if (rc) return rc;
     }
@@ -496,7 +496,7 @@ void model_destroy(struct model *m)
                 ops_free(o, ly->ffn_norm);
                 ops_free(o, ly->q_a_norm);
                 ops_free(o, ly->kv_a_norm);
-                ops_free(o, ly->wkvb);
+                ops_heads_destroy(o, ly->wkvb);
                 ops_free(o, ly->router_bias);
                 ops_lin_destroy(o, ly->q_a);
                 ops_lin_destroy(o, ly->q_b);
@@ -654,12 +654,12 @@ static void attention(struct model *m, int l, const struct model_kv *kv,
     ops_rope(o, &m->rope, bt->pos, n, 1, b->kv + L, KD, 0, b->kvn + L, KD, 0);
     ops_kv_store(o, kv, l, bt, b->kvn);
     /* absorbed query: q~ = W_UK^T q_nope | rope(q_pe) */
-    ops_head_matmul(o, ly->wkvb, (int64_t)(m->NOPE + m->V) * L, m->NOPE, L, 1, n, H, b->q,
+    ops_head_matmul(o, ly->wkvb, 0, (int64_t)(m->NOPE + m->V) * L, m->NOPE, L, 1, n, H, b->q,
                     H * QD, QD, b->qabs, H * KD, KD);
     ops_rope(o, &m->rope, bt->pos, n, H, b->q + m->NOPE, H * QD, QD, b->qabs + L, H * KD, KD);
     ops_mla_attn(o, kv, l, bt, H, L, m->tau, b->qabs, b->att);
     /* o = W_UV o~ per head, then o_proj */
-    ops_head_matmul(o, ly->wkvb + (size_t)m->NOPE * L, (int64_t)(m->NOPE + m->V) * L, m->V, L, 0,
+    ops_head_matmul(o, ly->wkvb, (int64_t)m->NOPE * L, (int64_t)(m->NOPE + m->V) * L, m->V, L, 0,
                     n, H, b->att, H * L, L, b->ov, H * m->V, m->V);
     lin(m, l, MODEL_LIN_O, ly->o, H * m->V, b->ov, n, b->tmp);
     ops_add(o, b->h, b->tmp, (int64_t)n * m->hp.hidden);

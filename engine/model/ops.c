@@ -8,6 +8,7 @@
 #include "engine/model/ops_internal.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void ops__fail(struct ops *o, int code, const char *msg)
@@ -99,12 +100,41 @@ void ops_rope(struct ops *o, const struct ops_rope *r, const int32_t *pos, int n
     o->vt->rope(o, r, pos, n, n_heads, x, ldx_tok, ldx_head, y, ldy_tok, ldy_head);
 }
 
-void ops_head_matmul(struct ops *o, const float *w, int64_t w_head, int rows, int cols, int trans,
-                     int n, int n_heads, const float *x, int ldx_tok, int ldx_head, float *y,
-                     int ldy_tok, int ldy_head)
+int ops_heads_create(struct ops *o, const struct wt_view *v, const float *f32,
+                     struct ops_heads **out, char *err)
 {
-    o->vt->head_matmul(o, w, w_head, rows, cols, trans, n, n_heads, x, ldx_tok, ldx_head, y,
-                       ldy_tok, ldy_head);
+    *out = NULL;
+    if (o->vt->heads_create) return o->vt->heads_create(o, v, f32, out, err);
+    struct ops_heads *h = calloc(1, sizeof *h);
+    size_t bytes = (size_t)v->rows * (size_t)v->cols * sizeof(float);
+    if (!h || !(h->f32 = ops_alloc(o, bytes))) {
+        free(h);
+        return err_set(err, ERR_NOMEM, "ops: out of memory for per-head weights");
+    }
+    ops_upload(o, h->f32, f32, bytes);
+    h->rows = v->rows;
+    h->cols = v->cols;
+    *out = h;
+    return 0;
+}
+
+void ops_heads_destroy(struct ops *o, struct ops_heads *h)
+{
+    if (!h) return;
+    if (o->vt->heads_destroy) {
+        o->vt->heads_destroy(o, h);
+        return;
+    }
+    ops_free(o, h->f32);
+    free(h);
+}
+
+void ops_head_matmul(struct ops *o, const struct ops_heads *w, int64_t w_off, int64_t w_head,
+                     int rows, int cols, int trans, int n, int n_heads, const float *x,
+                     int ldx_tok, int ldx_head, float *y, int ldy_tok, int ldy_head)
+{
+    o->vt->head_matmul(o, w, w_off, w_head, rows, cols, trans, n, n_heads, x, ldx_tok, ldx_head,
+                       y, ldy_tok, ldy_head);
 }
 
 void ops_kv_store(struct ops *o, const struct model_kv *kv, int layer, const struct model_batch *b,

@@ -107,12 +107,23 @@ struct ops_rope {
 void ops_rope(struct ops *o, const struct ops_rope *r, const int32_t *pos, int n, int n_heads,
               const float *x, int ldx_tok, int ldx_head, float *y, int ldy_tok, int ldy_head);
 
-/* Per-head matrices W_h = W + h*w_head (rows x cols, row-major fp32, backend memory):
+/* Per-head matrices (the absorbed kv_b halves), created from the weight view v and its fp32
+ * values (host, v->rows x v->cols, e.g. FP8 blocks times scales): the CPU backend keeps the fp32
+ * copy; ops_cuda keeps an FP8 view as e4m3 + scales on the device (a quarter of the memory) and
+ * expands it to fp32 into one scratch when a forward first uses it, so both compute with the same
+ * fp32 values. Destroy with ops_heads_destroy. */
+struct ops_heads;
+int ops_heads_create(struct ops *o, const struct wt_view *v, const float *f32,
+                     struct ops_heads **out, char *err);
+void ops_heads_destroy(struct ops *o, struct ops_heads *h);
+
+/* Per-head matrices W_h = W + w_off + h*w_head (rows x cols, row-major, W = the heads' fp32
+ * values):
  *   trans = 0: y[t,h,r] = sum_c W_h[r][c] x[t,h,c]      (x has cols, y has rows per head)
  *   trans = 1: y[t,h,c] = sum_r W_h[r][c] x[t,h,r]      (x has rows, y has cols per head)
  * x[t,h,:] at x + t*ldx_tok + h*ldx_head, likewise y. Used for the absorbed MLA projections. */
-void ops_head_matmul(struct ops *o, const float *w, int64_t w_head, int rows, int cols, int trans,
-                     int n, int n_heads, const float *x, int ldx_tok, int ldx_head, float *y,
+void ops_head_matmul(struct ops *o, const struct ops_heads *w, int64_t w_off, int64_t w_head,
+                     int rows, int cols, int trans, int n, int n_heads, const float *x, int ldx_tok, int ldx_head, float *y,
                      int ldy_tok, int ldy_head);
 
 /* Write the batch's latent KV rows (x [n, kv->kv_dim] fp32: normalized latent | rotated k_pe)

@@ -435,12 +435,13 @@ OPS_CLONES static void hmm_items(void *ctx, int64_t i0, int64_t i1, int ti)
     }
 }
 
-static void cpu_head_matmul(struct ops *o, const float *w, int64_t w_head, int rows, int cols,
-                            int trans, int n, int n_heads, const float *x, int ldx_tok,
-                            int ldx_head, float *y, int ldy_tok, int ldy_head)
+static void cpu_head_matmul(struct ops *o, const struct ops_heads *h, int64_t w_off,
+                            int64_t w_head, int rows, int cols, int trans, int n, int n_heads,
+                            const float *x, int ldx_tok, int ldx_head, float *y, int ldy_tok,
+                            int ldy_head)
 {
     struct ops_cpu *c = cpu_of(o);
-    struct hmm_job j = {w, w_head, rows, cols, trans, n_heads, x, ldx_tok, ldx_head, y, ldy_tok,
+    struct hmm_job j = {h->f32 + w_off, w_head, rows, cols, trans, n_heads, x, ldx_tok, ldx_head, y, ldy_tok,
                         ldy_head};
     wpool_run(c->pool, hmm_items, &j, (int64_t)n * n_heads, 1);
 }

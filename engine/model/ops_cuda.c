@@ -13,7 +13,8 @@
  *     scratch and its first n rows are copied out. The norm is not fused into the quantization
  *     yet (ops.h has separate rmsnorm and linear calls): one extra pass over the activations.
  *   - BF16 linear: cuk_gemv_bf16 in chunks of 16 rows (W16A32, as the CPU backend).
- *   - head_matmul: cuBLAS SGEMM strided-batched over heads (fp32, TF32 off).
+ *   - head_matmul: cuBLAS SGEMM strided-batched over heads (fp32, TF32 off); FP8 per-head
+ *     weights (kv_b) stay e4m3 on the device and are expanded per layer into one fp32 scratch.
  *   - RMSNorm: ops_cuda_norm.cu, bit-identical to the CPU backend's (e4m3 ties, see there).
  *   - RoPE: a strided copy into the output, then cuk_rope in place; amplitude must be 1.
  *   - MLA: on the GPU when the latent is DeepSeek-V3's 512 + 64 and heads % 16 == 0: the KV cache
@@ -55,6 +56,8 @@
 /* ops_cuda_norm.cu */
 int opsk_rmsnorm(const float *x, int ldx, const float *g, int n, int dim, float eps, float *y,
                  int ldy, cudaStream_t st);
+int opsk_fp8_to_f32(const uint8_t *q, const float *scale, int64_t rows, int64_t cols, int sld,
+                    float *out, cudaStream_t st);
 
 #define N_HOST 5                /* pinned host scratch: 0-1 CPU fallbacks, 2-4 expert jobs */
 #define N_JOBS 4                /* expert jobs the engine thread may run ahead by */
@@ -142,6 +145,9 @@ struct ops_cuda {
         const float *x;
         int layer;
     } kvs;
+    float *heads_f32;           /* fp32 expansion of one FP8 ops_heads (heads_cur) */
+    size_t heads_size;
+    const struct ops_heads *heads_cur;
     float *pend_y;              /* pend's output (device) */
     size_t pend_bytes;
     struct {                    /* ops_cuda_profile: an event before every op (main stream) */
@@ -344,7 +350,7 @@ static int grow_scratch(struct ops_cuda *c, int n, int k, char *err)
             cudaMemset(c->xs, 0, (size_t)(k / 128) * c->max_pad * sizeof(float)) != cudaSuccess)
             return err_set(err, ERR_NOMEM, "cuda ops: out of device memory (scratch)");
     }
-    if (n > c->max_n) {
+    if (n > c->max_n && !c->exact_gemm) {    /* padded results: cuBLASLt's row buckets only */
         cudaFree(c->ysc);
         c->ysc = NULL;
         c->max_n = n;
@@ -667,13 +673,87 @@ static void cu_rope(struct ops *o, const struct ops_rope *r, const int32_t *pos,
     KR(c, cuk_rope(&a, c->st), "rope");
 }
 
-static void cu_head_matmul(struct ops *o, const float *w, int64_t w_head, int rows, int cols,
-                           int trans, int n, int nh, const float *x, int ldx_tok, int ldx_head,
-                           float *y, int ldy_tok, int ldy_head)
+/* Per-head weights: an FP8 view stays e4m3 + its scales on the device (kv_b: 16 MiB a layer for
+ * DeepSeek-V3 instead of 64 MiB in fp32) and is expanded into one shared fp32 scratch by the
+ * first head_matmul that uses it (W_UK then W_UV of the same layer share one expansion; ~25 us
+ * per layer at 3 TB/s); other types keep the fp32 copy. */
+static int cu_heads_create(struct ops *o, const struct wt_view *v, const float *f32,
+                           struct ops_heads **out, char *err)
+{
+    struct ops_cuda *c = C(o);
+    struct ops_heads *h = calloc(1, sizeof *h);
+    if (!h) return err_set(err, ERR_NOMEM, "cuda ops: out of memory");
+    h->rows = v->rows;
+    h->cols = v->cols;
+    size_t n = (size_t)v->rows * (size_t)v->cols, fb = n * sizeof(float);
+    int rc = 0;
+    if (v->type == QTYPE_F8_E4M3) {
+        size_t sb = (size_t)((v->rows + 127) / 128) * (size_t)((v->cols + 127) / 128) * 4;
+        if (cudaMalloc((void **)&h->q, n) != cudaSuccess ||
+            cudaMalloc((void **)&h->scale, sb) != cudaSuccess)
+            rc = err_set(err, ERR_NOMEM, "cuda ops: out of device memory for per-head weights");
+        for (int64_t r = 0; !rc && r < v->rows; r++)
+            if (cudaMemcpy(h->q + r * v->cols, (const char *)v->data + r * v->row_bytes,
+                           (size_t)v->cols, cudaMemcpyHostToDevice) != cudaSuccess)
+                rc = err_set(err, ERR_CUDA, "cuda ops: weight upload failed");
+        if (!rc && cudaMemcpy(h->scale, v->scale, sb, cudaMemcpyHostToDevice) != cudaSuccess)
+            rc = err_set(err, ERR_CUDA, "cuda ops: scale upload failed");
+        if (!rc && fb > c->heads_size) {
+            cudaFree(c->heads_f32);
+            c->heads_size = 0;
+            if (cudaMalloc((void **)&c->heads_f32, fb) != cudaSuccess) {
+                c->heads_f32 = NULL;
+                rc = err_set(err, ERR_NOMEM, "cuda ops: out of device memory (heads scratch)");
+            } else {
+                c->heads_size = fb;
+            }
+        }
+    } else if (cudaMalloc((void **)&h->f32, fb) != cudaSuccess) {
+        rc = err_set(err, ERR_NOMEM, "cuda ops: out of device memory for per-head weights");
+    } else if (cudaMemcpy(h->f32, f32, fb, cudaMemcpyHostToDevice) != cudaSuccess) {
+        rc = err_set(err, ERR_CUDA, "cuda ops: weight upload failed");
+    }
+    if (rc) {
+        cudaFree(h->q);
+        cudaFree(h->scale);
+        cudaFree(h->f32);
+        free(h);
+        return rc;
+    }
+    *out = h;
+    return 0;
+}
+
+static void cu_heads_destroy(struct ops *o, struct ops_heads *h)
+{
+    struct ops_cuda *c = C(o);
+    host_sync(c);
+    if (c->heads_cur == h) c->heads_cur = NULL;
+    cudaFree(h->q);
+    cudaFree(h->scale);
+    cudaFree(h->f32);
+    free(h);
+}
+
+static void cu_head_matmul(struct ops *o, const struct ops_heads *h, int64_t w_off,
+                           int64_t w_head, int rows, int cols, int trans, int n, int nh,
+                           const float *x, int ldx_tok, int ldx_head, float *y, int ldy_tok,
+                           int ldy_head)
 {
     struct ops_cuda *c = C(o);
     join(c, NULL);
     prof(c, OPS_PROF_HEADMM);
+    const float *w = h->f32;
+    if (!w) {
+        if (c->heads_cur != h) {
+            int sld = (int)((h->cols + 127) / 128);
+            KR(c, opsk_fp8_to_f32(h->q, h->scale, h->rows, h->cols, sld, c->heads_f32, c->st),
+               "fp8 expand");
+            c->heads_cur = h;
+        }
+        w = c->heads_f32;
+    }
+    w += w_off;
     const float one = 1.0f, zero = 0.0f;
     /* column-major view: W_h is cols x rows (ld cols), X_h is (in) x n (ld ldx_tok) */
     cublasStatus_t s;
@@ -978,6 +1058,7 @@ static void cu_destroy(struct ops *o)
     cudaFree(c->d_cs);
     free(c->cs_pos);
     cudaFree(c->mla_ws);
+    cudaFree(c->heads_f32);
     cudaFree(c->kv_dev);
     free(c->kv_dev_layer);
     for (int i = 0; i < N_HOST; i++) cudaFreeHost(c->h[i].p);
@@ -996,6 +1077,7 @@ static const struct ops_vt cuda_vt = {
     .table_create = cu_table_create,
     .lin_destroy = cu_lin_destroy, .moe_create = cu_moe_create, .moe_destroy = cu_moe_destroy,
     .embed = cu_embed, .linear = cu_linear, .rmsnorm = cu_rmsnorm, .rope = cu_rope,
+    .heads_create = cu_heads_create, .heads_destroy = cu_heads_destroy,
     .head_matmul = cu_head_matmul, .kv_store = cu_kv_store, .mla_attn = cu_mla_attn,
     .router = cu_router, .moe = cu_moe, .swiglu = cu_swiglu, .add = cu_add, .gather = cu_gather,
 };

@@ -34,9 +34,13 @@ struct ops_vt {
                     float eps, float *y, int ldy);
     void (*rope)(struct ops *o, const struct ops_rope *r, const int32_t *pos, int n, int n_heads,
                  const float *x, int ldx_tok, int ldx_head, float *y, int ldy_tok, int ldy_head);
-    void (*head_matmul)(struct ops *o, const float *w, int64_t w_head, int rows, int cols,
-                        int trans, int n, int n_heads, const float *x, int ldx_tok, int ldx_head,
-                        float *y, int ldy_tok, int ldy_head);
+    /* optional (NULL: ops.c keeps an fp32 copy in ops_alloc memory) */
+    int (*heads_create)(struct ops *o, const struct wt_view *v, const float *f32,
+                        struct ops_heads **out, char *err);
+    void (*heads_destroy)(struct ops *o, struct ops_heads *h);
+    void (*head_matmul)(struct ops *o, const struct ops_heads *w, int64_t w_off, int64_t w_head,
+                        int rows, int cols, int trans, int n, int n_heads, const float *x,
+                        int ldx_tok, int ldx_head, float *y, int ldy_tok, int ldy_head);
     void (*kv_store)(struct ops *o, const struct model_kv *kv, int layer,
                      const struct model_batch *b, const float *x);
     void (*mla_attn)(struct ops *o, const struct model_kv *kv, int layer,
@@ -49,6 +53,15 @@ struct ops_vt {
     void (*swiglu)(struct ops *o, const float *gate, const float *up, int64_t n, float *y);
     void (*add)(struct ops *o, float *y, const float *x, int64_t n);
     void (*gather)(struct ops *o, const float *x, int dim, const int32_t *idx, int n, float *y);
+};
+
+/* What ops_heads_create makes. f32: the fp32 values in backend memory (ops_alloc), or NULL when
+ * the backend keeps another form (ops_cuda: e4m3 q + scale on the device, see there). */
+struct ops_heads {
+    float *f32;
+    int64_t rows, cols;
+    uint8_t *q;
+    float *scale;
 };
 
 struct ops {

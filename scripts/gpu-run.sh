@@ -11,7 +11,9 @@
 # tests.log, sanitize.log, bench.log (with the device line), bench-full.txt, build.log on failure.
 # A short summary is printed last.
 # engine (helper I): the hybrid forward: tests/gpu/test_engine_gpu (GPU vs CPU engine) and
-# tests/gpu/bench_hybrid on a v3-slice with zero weights (`convert synth --zero`: timing only);
+# tests/gpu/bench_hybrid on v3-slices with zero weights but a random embedding, norms and router
+# (`convert synth --zero-but-routing`: timing only, tokens spread over the experts as in a real
+# model, so expert weights stream from DRAM rather than from the 300 MB L3);
 # uses binaries built on the developer machine and carried in build-ibin/ when they load here,
 # else builds them in build-gpu. Writes engine.log.
 set -uo pipefail
@@ -95,14 +97,14 @@ if has engine; then
   summary+=("$(printf '%-9s %-14s %-8s %4ss  %s' engine test_engine_gpu "$r" $(( $(date +%s) - s )) \
               "$(grep TANDEM_TEST_SEED "$log" | tail -1)")")
   grep -E '^[a-z/0-9]+:|prompts|prefill|greedy|targets|FAIL|PASS' "$log" | grep -v 'tandem\['
-  # Decode step cost per MoE layer, from two zero-weight v3-slices that differ only in their
+  # Decode step cost per MoE layer, from two such v3-slices that differ only in their
   # number of MoE layers (1 dense + 1 MoE, 1 dense + 3 MoE): per_moe = (step3 - step1) / 2;
   # fixed = step1 - per_moe (embedding, the dense layer, final norm, lm_head, logits download);
   # projection to DeepSeek-V3 = fixed + 58 x per_moe (its 2 further dense layers, ~0.2 ms of GPU
   # work each, are left out).
   for nm in 1 3; do
     $tb convert synth --preset v3-slice --dense-layers 1 --moe-layers $nm --experts-n 256 \
-        --experts q4_K --zero --out /tmp/tandem-v3z$nm > /dev/null 2>&1 || echo "synth v3-slice failed"
+        --experts q4_K --zero-but-routing --out /tmp/tandem-v3z$nm > /dev/null 2>&1 || echo "synth v3-slice failed"
   done
   for bs in 1 8; do
     for nm in 1 3; do
@@ -125,11 +127,11 @@ if has engine; then
 fi
 
 # prof: where the main stream's time goes in a decode step (bench_hybrid --profile 1: an event
-# before every op), v3-slice 1 dense + 3 MoE layers (zero weights), batch 1 and 8.
+# before every op), v3-slice 1 dense + 3 MoE layers (--zero-but-routing), batch 1 and 8.
 if has prof; then
   log="$out/prof.log"
   [ -d /tmp/tandem-v3z3 ] || $tb convert synth --preset v3-slice --dense-layers 1 --moe-layers 3 \
-      --experts-n 256 --experts q4_K --zero --out /tmp/tandem-v3z3 > /dev/null 2>&1
+      --experts-n 256 --experts q4_K --zero-but-routing --out /tmp/tandem-v3z3 > /dev/null 2>&1
   for bs in 1 8; do
     echo "==== bench_hybrid --profile 1, batch $bs" | tee -a "$log"
     timeout 60 $ebin/bench_hybrid --model /tmp/tandem-v3z3 --batch $bs --steps 32 --prompt 256 \
@@ -171,8 +173,8 @@ if has hf; then
 fi
 
 # serve: the daemon on the GPU path, end to end. (1) models/default's held-out accuracy through
-# HTTP (train/eval_http.py, 1000 chats, seed 2) with gpu.placement=hybrid; (2) a v3-slice with
-# random weights (1 dense + 3 MoE layers, 256 Q4_K experts, so routing spreads as in a real model)
+# HTTP (train/eval_http.py, 1000 chats, seed 2) with gpu.placement=hybrid; (2) a v3-slice
+# (1 dense + 3 MoE layers, 256 Q4_K experts, --zero-but-routing: routing spreads as in a real model)
 # served hybrid and measured with tests/bench/serve_bench.mjs: concurrency sweep, ITL while
 # 2K-token prefills arrive (engine.prefill_step_ratio 0 and 2), prefix-cache second-turn TTFT.
 # node is not installed on the GPU machine: it comes in the carried .gpunode/ (node.xz and
@@ -212,7 +214,7 @@ if has serve; then
   v3=/tmp/tandem-v3r
   s=$(date +%s)
   $tb convert synth --preset v3-slice --dense-layers 1 --moe-layers 3 --experts-n 256 \
-      --experts q4_K --seed 5 --out $v3 > /dev/null 2>&1 || echo "synth v3-slice failed"
+      --experts q4_K --seed 5 --zero-but-routing --out $v3 > /dev/null 2>&1 || echo "synth v3-slice failed"
   echo "synth v3-slice (random, 256 experts): $(( $(date +%s) - s )) s" | tee -a "$log"
   o="--model.template=deepseek-v3 --gpu.placement hybrid"
   if start_srv $v3 $o; then

@@ -25,7 +25,7 @@
 static const char usage_text[] =
     "usage: tandem convert synth --preset tiny|v3-slice|CONFIG.json --out DIR [--seed N]\n"
     "                            [--experts TYPE] [--dense-layers N] [--moe-layers N]\n"
-    "                            [--experts-n N] [--zero] [--threads N]\n"
+    "                            [--experts-n N] [--zero | --zero-but-routing] [--threads N]\n"
     "       tandem convert merge --fp8 DIR [--gguf DIR] --out DIR\n"
     "       tandem convert dequant --model DIR --out DIR [--dtype f32|bf16] [--threads N]\n"
     "       tandem convert quantize --model DIR --out DIR [--experts TYPE] [--threads N]\n";
@@ -73,6 +73,9 @@ int cmd_convert(int argc, char **argv)
         int takes = 1;
         if (!strcmp(a, "--zero")) {
             zero = 1;
+            takes = 0;
+        } else if (!strcmp(a, "--zero-but-routing")) {
+            zero = 2;
             takes = 0;
         } else if (!v) {
             fprintf(stderr, "tandem convert: %s needs a value\n%s", a, usage_text);

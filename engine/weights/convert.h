@@ -37,7 +37,10 @@ struct wt_synth_opts {
     int dense_layers;          /* -1 = the preset's */
     int moe_layers;            /* -1 = the preset's */
     int n_experts;             /* routed experts per MoE layer; -1 = the preset's */
-    int zero;                  /* all-zero weights written as sparse files (shape-only models) */
+    int zero;                  /* 1: all-zero weights written as sparse files (shape-only
+                                * models); 2: the same except the embeddings, norms and router
+                                * (random), so tokens still spread over the experts as in a real
+                                * model: timing models with realistic expert traffic */
     int threads;               /* 0 = all cores */
     const char *chat_template; /* Jinja for tokenizer_config.json (NULL: a minimal placeholder) */
 };

@@ -181,6 +181,17 @@ static int sink(struct sft_writer *sw, struct gguf_writer *gw, const void *p, si
     return p ? gguf_writer_write(gw, p, n, err) : gguf_writer_skip(gw, n, err);
 }
 
+/* what decides routing when everything else is zero: the hidden state is then the embedding row,
+ * normalized, times the router */
+static int routing_input(const char *name)
+{
+    static const char *keep[] = {"embed_tokens", "token_embd", "norm.weight", "mlp.gate.weight",
+                                 "ffn_gate_inp", "e_score_correction_bias", "exp_probs_b"};
+    for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
+        if (strstr(name, keep[i])) return 1;
+    return 0;
+}
+
 int wt__emit(const struct wt__emitter *em, const struct wt__job *j, struct sft_writer *sw,
              struct gguf_writer *gw, char *err)
 {
@@ -190,7 +201,7 @@ int wt__emit(const struct wt__emitter *em, const struct wt__job *j, struct sft_w
     if (j->fmt == WT_FMT_GGML &&
         (!em->ops || !em->ops->type[j->gtype].from_float))
         return err_set(err, ERR_UNSUPPORTED, "%s: no quantizer for %s", j->name, qtype_name(j->gtype));
-    if (em->zero) {
+    if (em->zero && !(em->zero == 2 && routing_input(j->name))) {
         rc = sink(sw, gw, NULL, wt__job_bytes(j), err);
         if (!rc && j->fmt == WT_FMT_FP8) rc = sink(sw, gw, NULL, (size_t)(nb * ncb) * 4, err);
         return rc;

@@ -23,6 +23,7 @@
  */
 #include "engine.h"
 
+#include "model/gpu_plan.h"
 #include "model/model.h"
 #include "sched/sched.h"
 #include "text/tok.h"
@@ -150,6 +151,40 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         long long cap = (long long)(cap_bytes / ((double)tok_bytes * bt));
         if (blocks > cap) blocks = cap > 1 ? cap : 1;
         if (blocks > 100000000) blocks = 100000000;
+    }
+    if (!strcmp(placement, "hybrid")) {
+        /* The GPU memory plan (engine/model/gpu_plan.h, docs/gpu-memory.md), logged; when the KV
+         * cache lives on the device (attention on the GPU kernels) and engine.kv_blocks is not
+         * set, it is also capped to what the device has left after the weights and buffers. */
+        struct gpu_plan_params pp;
+        struct gpu_plan pl;
+        char perr[ERR_LEN];
+        int sms = 0;
+        size_t free_b = model_gpu_free(em->m, &sms);
+        gpu_plan_defaults(&pp);
+        pp.kv_tokens = blocks * sp.kv_block_tokens;
+        pp.max_batch_tokens = sp.max_batch_tokens;
+        pp.kv_block_tokens = sp.kv_block_tokens;
+        if (sms > 0) pp.sms = sms;
+        pp.fp8_gemm_cublaslt = cfg->gpu_fp8_gemm && !strcmp(cfg->gpu_fp8_gemm, "cublaslt");
+        if (gpu_plan_compute(hp, &pp, &pl, perr) == 0) {
+            gpu_plan_log(&pl, &pp);
+            const double margin = 512.0 * (1 << 20);   /* MLA workspace growth, block tables */
+            if (pl.kv_on_gpu && cfg->engine_kv_blocks <= 0 && free_b > 0) {
+                double room = (double)free_b - margin - pl.ws_mla - pl.ws_block_tables;
+                long long fit = room > 0 ? (long long)(room / (pl.kv_bytes_per_token *
+                                                              sp.kv_block_tokens)) : 0;
+                if (fit < 1) fit = 1;
+                if (blocks > fit) {
+                    LOG_NOTICE("engine", "KV cache capped from %lld to %lld blocks: the device has "
+                               "%.2f GiB free after the weights (set engine.kv_blocks to choose)",
+                               blocks, fit, (double)free_b / (1 << 30));
+                    blocks = fit;
+                }
+            }
+        } else {
+            LOG_WARN("engine", "GPU memory plan: %s", perr);
+        }
     }
     sp.kv_blocks = (int)blocks;
     long long kv_tokens = blocks * sp.kv_block_tokens;

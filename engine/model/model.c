@@ -543,6 +543,17 @@ int model_n_layers(const struct model *m) { return m->hp.n_layers; }
 int model_max_batch_tokens(const struct model *m) { return m->max_tokens; }
 const char *model_isa(const struct model *m) { return ops_name(m->ops); }
 struct ops *model_backend(struct model *m) { return m->ops; }
+
+size_t model_gpu_free(struct model *m, int *sms)
+{
+    *sms = 0;
+#ifdef TANDEM_CUDA
+    return ops_cuda_free_memory(m->ops, sms);
+#else
+    (void)m;
+    return 0;
+#endif
+}
 const struct wt_hparams *model_hparams(const struct model *m) { return &m->hp; }
 
 /* ---------------------------------------------------------------- forward */

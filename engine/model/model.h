@@ -27,6 +27,7 @@
 #ifndef TANDEM_MODEL_H
 #define TANDEM_MODEL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct wt_model;
@@ -109,6 +110,9 @@ const char *model_isa(const struct model *m);
 /* The backend instance (engine/model/ops.h), for benchmarks that read its statistics. */
 struct ops;
 struct ops *model_backend(struct model *m);
+/* Free memory of the model's CUDA device after model_create (weights and work buffers are
+ * allocated by then) and its SM count; 0 and 0 on the CPU backend or without CUDA. */
+size_t model_gpu_free(struct model *m, int *sms);
 
 /* Run the batch; write n_logits x vocab fp32 logits. Errors: ERR_INVAL for a malformed batch
  * (token id out of range, position beyond a block table, too many tokens). */

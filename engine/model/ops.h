@@ -177,11 +177,6 @@ int ops_cuda_usable(int device);
  * Errors: ERR_UNSUPPORTED (no such device), ERR_CUDA, ERR_NOMEM, or the CPU backend's. */
 int ops_cuda_create(const struct ops_params *p, int device, int max_tokens, struct ops **out,
                     char *err);
-/* Where the routed-expert layers' time went since the last reset (benchmarks). Per expert call:
- * xfer = hidden states / routes to the host + result back (GPU copy time), cpu_experts = the CPU
- * pool's wall time, overlap_gpu = main-stream GPU time between the inputs' arrival on the host and
- * the join (the shared expert), idle = how long the main stream then waited for the result.
- * All zero for a backend that is not ops_cuda's. Synchronizes. */
 enum { OPS_PROF_EMBED, OPS_PROF_LIN_FP8, OPS_PROF_LIN_BF16, OPS_PROF_LIN_CPU, OPS_PROF_NORM,
        OPS_PROF_ROPE, OPS_PROF_HEADMM, OPS_PROF_ATTN, OPS_PROF_ROUTER, OPS_PROF_MOE_IN,
        OPS_PROF_WAIT, OPS_PROF_SWIGLU, OPS_PROF_ADD, OPS_PROF_GATHER, OPS_PROF_DOWNLOAD,
@@ -195,10 +190,18 @@ struct ops_cuda_stats {
     double op_s[OPS_PROF_N];
     long long op_n[OPS_PROF_N];
 };
+/* Where the routed-expert layers' time went since the last reset (benchmarks). Per expert call:
+ * xfer = hidden states / routes to the host + result back (GPU copy time), cpu_experts = the CPU
+ * pool's wall time, overlap_gpu = main-stream GPU time between the inputs' arrival on the host and
+ * the join (the shared expert), idle = how long the main stream then waited for the result.
+ * All zero for a backend that is not ops_cuda's. Synchronizes. */
 void ops_cuda_stats(struct ops *o, struct ops_cuda_stats *out, int reset);
 /* Record an event before every op on the main stream (costs ~2 us of host time per op; for
  * benchmarks). No-op on other backends. */
 void ops_cuda_profile(struct ops *o, int on);
+/* Free device memory in bytes (cudaMemGetInfo) and the device's SM count; 0 and 0 for a
+ * backend that is not ops_cuda's. */
+size_t ops_cuda_free_memory(struct ops *o, int *sms);
 const char *ops_cuda_prof_name(int kind);
 #endif
 

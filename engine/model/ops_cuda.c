@@ -1082,6 +1082,18 @@ static const struct ops_vt cuda_vt = {
     .router = cu_router, .moe = cu_moe, .swiglu = cu_swiglu, .add = cu_add, .gather = cu_gather,
 };
 
+size_t ops_cuda_free_memory(struct ops *o, int *sms)
+{
+    *sms = 0;
+    if (o->vt != &cuda_vt) return 0;
+    struct ops_cuda *c = C(o);
+    size_t free_b = 0, total_b = 0;
+    if (cudaSetDevice(c->device) != cudaSuccess || cudaMemGetInfo(&free_b, &total_b) != cudaSuccess ||
+        cudaDeviceGetAttribute(sms, cudaDevAttrMultiProcessorCount, c->device) != cudaSuccess)
+        return 0;
+    return free_b;
+}
+
 void ops_cuda_profile(struct ops *o, int on)
 {
     struct ops_cuda *c = C(o);

@@ -212,6 +212,7 @@ if has eval && start_srv models/default --gpu.placement hybrid; then
   stop_srv
 fi
 if has serve; then
+  echo "==== $(timeout 40 stdbuf -oL $tb bench cpu --quick --size-gb 4 --prefill 0 2>/dev/null | grep -m1 'DRAM read')" | tee -a "$log"
   v3=/tmp/tandem-v3r
   s=$(date +%s)
   $tb convert synth --preset v3-slice --dense-layers 1 --moe-layers 3 --experts-n 256 \

@@ -38,9 +38,9 @@ struct wt_synth_opts {
     int moe_layers;            /* -1 = the preset's */
     int n_experts;             /* routed experts per MoE layer; -1 = the preset's */
     int zero;                  /* 1: all-zero weights written as sparse files (shape-only
-                                * models); 2: the same except the embeddings, norms and router
-                                * (random), so tokens still spread over the experts as in a real
-                                * model: timing models with realistic expert traffic */
+                                * models); 2: the same except the embeddings, norms, router and
+                                * lm_head (random), so tokens still spread over the experts as in
+                                * a real model: timing models with realistic expert traffic */
     int threads;               /* 0 = all cores */
     const char *chat_template; /* Jinja for tokenizer_config.json (NULL: a minimal placeholder) */
 };

@@ -181,12 +181,14 @@ static int sink(struct sft_writer *sw, struct gguf_writer *gw, const void *p, si
     return p ? gguf_writer_write(gw, p, n, err) : gguf_writer_skip(gw, n, err);
 }
 
-/* what decides routing when everything else is zero: the hidden state is then the embedding row,
- * normalized, times the router */
+/* what decides routing when everything else is zero (the hidden state is then the embedding row,
+ * normalized, times the router), and lm_head, so generated tokens vary (a served timing model
+ * streams real text) */
 static int routing_input(const char *name)
 {
     static const char *keep[] = {"embed_tokens", "token_embd", "norm.weight", "mlp.gate.weight",
-                                 "ffn_gate_inp", "e_score_correction_bias", "exp_probs_b"};
+                                 "ffn_gate_inp", "e_score_correction_bias", "exp_probs_b",
+                                 "lm_head", "output.weight"};
     for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
         if (strstr(name, keep[i])) return 1;
     return 0;

@@ -875,8 +875,8 @@ static int att_plan_split(struct ops_cpu *c, struct att_job *j)
     const struct model_batch *b = j->b;
     const int64_t n_bg = (int64_t)j->n_blk * j->groups;
     if (c->n_threads == 1) return 0;
-    double total = 0, maxw = 0;
-    for (int bi = 0; bi < j->n_blk; bi++) {             /* heads per group: all but the last */
+    double total = 0, maxw = 0;                         /* work: rows x keys */
+    for (int bi = 0; bi < j->n_blk; bi++) {
         int np = 0;
         for (int t = j->blk[bi]; t < j->blk[bi + 1]; t++) np = b->pos[t] + 1 > np ? b->pos[t] + 1 : np;
         double w = (double)(j->blk[bi + 1] - j->blk[bi]) * np;

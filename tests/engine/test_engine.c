@@ -134,10 +134,14 @@ static void run(struct engine *e, struct res *r, float temp, int concurrent)
 
 /* b must reproduce a token for token. Greedy decoding of a random tiny model meets genuine
  * near-ties: the forward's results differ in the last bits with the batch size (~1e-6 in
- * logprobs, from the multi-token matmul paths; chunked prefill is bit-exact), and a last-bit
- * difference can flip an FP8 activation code downstream, which moves logits by up to ~1e-2.
- * So a divergence is accepted only where the reference's two best tokens are within 0.02 in
- * logprob, at most twice per run, and the rest of that request is then not compared. */
+ * logprobs: the expert kernels switch from the 256-bit to the 512-bit variant, and to AMX, by
+ * tokens per expert, which changes float summation order; chunked prefill is bit-exact), and a
+ * last-bit difference can flip an FP8 activation code downstream, which moves logits by ~1e-2
+ * per flip; over a few decoded tokens such flips compound (on this random model the reference's
+ * top-2 logprob gap at a divergence was measured up to 0.18, in ~2% of runs: seeds
+ * 9609133196882652922, 2898435280422850514). So a divergence is accepted only where that gap is
+ * below 0.3, at most twice per run (a batching bug diverges in most requests, at large gaps),
+ * and the rest of that request is then not compared. */
 static int n_near_ties;
 static void same(const char *what, const struct res *a, const struct res *b)
 {
@@ -147,7 +151,7 @@ static void same(const char *what, const struct res *a, const struct res *b)
             if (a[i].toks[j] == b[i].toks[j]) continue;
             fprintf(stderr, "%s: request %d token %d: %d vs %d, top-2 logprob gap %.3g\n", what, i,
                     j, (int)a[i].toks[j], (int)b[i].toks[j], (double)a[i].gap[j]);
-            CHECK(a[i].gap[j] < 0.02f);
+            CHECK(a[i].gap[j] < 0.3f);
             n_near_ties++;
             break;
         }

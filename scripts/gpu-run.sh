@@ -138,6 +138,13 @@ if has prof; then
     timeout 60 $ebin/bench_hybrid --model /tmp/tandem-v3z3 --batch $bs --steps 32 --prompt 256 \
         --profile 1 2>&1 | grep -v 'tandem\[' | tee -a "$log"
   done
+  # the expert pool's idle spin (cpu.spin_us, default 50): workers that sleep between two
+  # expert calls (the GPU's ~0.4 ms of attention) must be woken for the next
+  for sp in 50 2000; do
+    echo "==== bench_hybrid batch 1, cpu.spin_us $sp" | tee -a "$log"
+    timeout 60 $ebin/bench_hybrid --model /tmp/tandem-v3z3 --batch 1 --steps 32 --prompt 256 \
+        --spin-us $sp 2>&1 | grep -E 'decode:|CPU experts' | tee -a "$log"
+  done
 fi
 
 # hf: tandem's logits on the CPU and on the GPU backend against HF transformers' DeepseekV3 in

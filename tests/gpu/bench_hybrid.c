@@ -1,7 +1,7 @@
 /* bench_hybrid.c - the hybrid GPU+CPU decode step, timed (not a test; GPU machine).
  *
  *   bench_hybrid --model DIR [--batch B] [--steps S] [--prompt P] [--placement hybrid|cpu]
- *                [--threads N] [--dram-gbs X] [--profile 1]
+ *                [--threads N] [--spin-us N] [--dram-gbs X] [--profile 1]
  *
  * Builds the model with the given placement (default hybrid), prefills B sequences of P random
  * tokens each (one forward per sequence, last-token logits: tokens/s), then runs S decode steps of B tokens (one per
@@ -36,13 +36,14 @@ static double now(void)
 int main(int argc, char **argv)
 {
     const char *dir = NULL, *placement = "hybrid";
-    int B = 1, S = 16, P = 64, threads = 0, profile = 0;
+    int B = 1, S = 16, P = 64, threads = 0, profile = 0, spin_us = 50;
     double dram = 103.0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--model")) dir = argv[i + 1];
         else if (!strcmp(argv[i], "--batch")) B = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--steps")) S = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--profile")) profile = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--spin-us")) spin_us = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--prompt")) P = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--placement")) placement = argv[i + 1];
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
@@ -62,7 +63,7 @@ int main(int argc, char **argv)
     }
     struct model *m = NULL;
     struct model_params mp = {.max_batch_tokens = P > B ? P : B, .placement = placement,
-                              .n_threads = threads};
+                              .n_threads = threads, .pin = 1, .spin_us = spin_us};
     double t0 = now();
     if (model_create(w, &mp, &m, err)) {
         fprintf(stderr, "bench_hybrid: %s\n", err);

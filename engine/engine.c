@@ -93,6 +93,7 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         .placement = cfg->gpu_placement,
         .gpu_device = (int)cfg->gpu_device,
         .gpu_fp8_gemm = cfg->gpu_fp8_gemm,
+        .gpu_expert_layers = (int)cfg->gpu_expert_layers,
     };
     if ((rc = model_create(em->w, &mp, &em->m, err)) != 0) goto fail;
     /* model_isa names the backend: "cpu/avx512", "hybrid:<GPU>+cpu/..." */
@@ -167,6 +168,8 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         pp.kv_block_tokens = sp.kv_block_tokens;
         if (sms > 0) pp.sms = sms;
         pp.fp8_gemm_cublaslt = cfg->gpu_fp8_gemm && !strcmp(cfg->gpu_fp8_gemm, "cublaslt");
+        if (cfg->gpu_placement && !strcmp(cfg->gpu_placement, "gpu")) pp.placement = GPU_PLACE_GPU;
+        pp.gpu_expert_layers = (int)cfg->gpu_expert_layers;
         if (gpu_plan_compute(hp, &pp, &pl, perr) == 0) {
             gpu_plan_log(&pl, &pp);
             const double margin = 512.0 * (1 << 20);   /* MLA workspace growth, block tables */

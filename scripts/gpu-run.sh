@@ -208,15 +208,18 @@ if has eval || has serve; then
   stop_srv() { kill $srv 2>/dev/null; wait $srv 2>/dev/null; }
   sb() { $NODE tests/bench/serve_bench.mjs --base-url http://127.0.0.1:$port/v1 "$@"; }
 fi
-if has eval && start_srv models/default --gpu.placement hybrid; then
-  echo "==== models/default through the GPU path ($(grep -o 'hybrid:[^ ]*' /tmp/serve-$port.log | head -1))" | tee -a "$log"
-  s=$(date +%s)
-  python3 train/eval_http.py --url http://127.0.0.1:$port --n 1000 --seed 2 --concurrency 16 \
-      > "$out/eval.json" 2>&1
-  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(json.dumps(d)[:600])" \
-      "$out/eval.json" 2>&1 | tee -a "$log" || tail -5 "$out/eval.json"
-  echo "eval: $(( $(date +%s) - s )) s" | tee -a "$log"
-  stop_srv
+if has eval; then
+  for pl in hybrid gpu; do      # gpu: the routed experts too (re-quantized to FP8 on the GPU)
+    start_srv models/default --gpu.placement $pl || continue
+    echo "==== models/default through the GPU path, gpu.placement=$pl" | tee -a "$log"
+    s=$(date +%s)
+    python3 train/eval_http.py --url http://127.0.0.1:$port --n 1000 --seed 2 --concurrency 16 \
+        > "$out/eval-$pl.json" 2>&1
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(json.dumps(d)[:300])" \
+        "$out/eval-$pl.json" 2>&1 | tee -a "$log" || tail -5 "$out/eval-$pl.json"
+    echo "eval: $(( $(date +%s) - s )) s" | tee -a "$log"
+    stop_srv
+  done
 fi
 if has serve; then
   echo "==== $(timeout 40 stdbuf -oL $tb bench cpu --quick --size-gb 4 --prefill 0 2>/dev/null | grep -m1 'DRAM read')" | tee -a "$log"

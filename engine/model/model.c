@@ -402,10 +402,9 @@ static int make_ops(const struct model_params *p, const struct ops_params *op, c
         return err_set(err, ERR_CONFIG, "model: gpu.placement '%s' (auto|cpu|hybrid|gpu)", pl);
 #ifdef TANDEM_CUDA
     if (strcmp(pl, "cpu") && (strcmp(pl, "auto") || ops_cuda_usable(p->gpu_device))) {
-        if (!strcmp(pl, "gpu"))
-            LOG_WARN("model", "gpu.placement=gpu: routed experts on the GPU are not implemented; "
-                     "running hybrid (experts on the CPU)");
-        return ops_cuda_create(op, p->gpu_device, p->max_batch_tokens, out, err);
+        struct ops_params g = *op;
+        g.gpu_expert_layers = !strcmp(pl, "gpu") ? -1 : p->gpu_expert_layers;
+        return ops_cuda_create(&g, p->gpu_device, p->max_batch_tokens, out, err);
     }
 #else
     if (!strcmp(pl, "hybrid") || !strcmp(pl, "gpu"))

@@ -64,10 +64,12 @@ struct model_params {
     int pin, spin_us;
     int max_batch_tokens;       /* largest n_tokens passed to model_forward */
     const char *placement;      /* gpu.placement: "auto|cpu|hybrid|gpu"; NULL = cpu. auto = hybrid
-                                 * when a CUDA device is usable, else cpu; gpu is hybrid for now
-                                 * (routed experts on the GPU are not implemented) */
+                                 * when a CUDA device is usable, else cpu; gpu = hybrid with every
+                                 * layer's routed experts on the GPU too (FP8; small models) */
     int gpu_device;             /* gpu.device */
     const char *gpu_fp8_gemm;   /* gpu.fp8_gemm: "exact" (NULL) | "cublaslt" */
+    int gpu_expert_layers;      /* gpu.expert_layers: with hybrid placement, the routed experts
+                                 * of the first N MoE layers on the GPU (placement gpu: all) */
     int fp8_w8a16;              /* 1: FP8 linears without activation quantization (W8A16; a
                                  * numerics-comparison mode, CPU backend only; 0 = the contract) */
 };

@@ -45,6 +45,8 @@ struct ops_params {
                                  * numerics comparisons. CPU backend only. */
     int gpu_cublaslt;           /* ops_cuda: FP8 linears of > 16 tokens on cuBLASLt (faster,
                                  * ~1e-4 accumulation error) instead of the exact own kernel */
+    int gpu_expert_layers;      /* ops_cuda: routed experts of the first N MoE layers on the GPU
+                                 * (FP8); -1 = every layer (gpu.placement = gpu); 0 = none */
 };
 
 /* The CPU backend. Errors: ERR_UNSUPPORTED (ISA not available), ERR_NOMEM, ERR_INTERNAL. */

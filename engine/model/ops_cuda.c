@@ -44,6 +44,7 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "kernels/cpu/cpuq.h"
 #include "kernels/cpu/fpconv.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/gemm_fp8.h"
@@ -75,8 +76,9 @@ struct ops_lin {
 };
 
 struct ops_moe {
-    struct ops_moe *cpu;        /* the inner CPU backend's experts */
-    int hidden;
+    struct ops_moe *cpu;        /* the inner CPU backend's experts (NULL when on the GPU) */
+    int hidden, inter, n_expert;
+    struct ops_lin **gpu;       /* GPU experts: [3 * n_expert] gate, up, down as FP8 linears */
 };
 
 struct hbuf {                   /* pinned host scratch */
@@ -109,6 +111,11 @@ struct ops_cuda {
     cudaStream_t st, side;
     struct ops_cuda_stats stats;
     int exact_gemm;             /* ops_params.gpu_cublaslt == 0 (gemm_fp8_set_exact) */
+    int expert_layers;          /* ops_params.gpu_expert_layers: MoE layers left to put on the GPU
+                                 * (-1: all) */
+    const struct cpuq_ops *scalar;  /* GGML dequantizers for expert conversion (first use) */
+    float *ex_x, *ex_g, *ex_u, *ex_y;   /* GPU experts: gathered rows, gate, up, down output */
+    int ex_inter;
     cublasHandle_t blas;
     struct gemm_fp8 *gemm;
     /* FP8 linear scratch */
@@ -444,6 +451,49 @@ static void cu_lin_destroy(struct ops *o, struct ops_lin *l)
     free(l);
 }
 
+/* One expert projection as an FP8 linear on the device: FP8 views as they are; any other type
+ * (GGML blocks, floats) dequantized with the exact scalar dequantizers and re-quantized to e4m3
+ * with 128x128 block scales (amax / 448 per block, as DeepSeek's checkpoints are made). So GPU
+ * experts are not bit-identical to the CPU pool's GGML ones: e4m3 keeps 3 mantissa bits where
+ * Q4_K keeps a 4-bit code on a 6-bit scale; docs/gpu.md gives the measured effect. Load time
+ * only (host memory for one projection). */
+static int expert_lin(struct ops_cuda *c, const struct wt_view *v, struct ops_lin **out, char *err)
+{
+    if (v->type == QTYPE_F8_E4M3) return cu_lin_create(&c->base, v, out, err);
+    if (!c->scalar && cpuq_ops_get(CPUQ_ISA_SCALAR, &c->scalar, err)) return ERR_INTERNAL;
+    const int64_t R = v->rows, K = v->cols, sr = (R + 127) / 128, sc = (K + 127) / 128;
+    if (v->type < 0 || v->type >= QTYPE_COUNT_ || !c->scalar->type[v->type].to_float)
+        return err_set(err, ERR_UNSUPPORTED, "cuda ops: GPU experts: cannot convert %s",
+                       qtype_name(v->type));
+    float *f = malloc((size_t)R * K * sizeof(float)), *s = calloc((size_t)(sr * sc), sizeof(float));
+    uint8_t *q = malloc((size_t)R * K);
+    int rc = 0;
+    if (!f || !s || !q) rc = err_set(err, ERR_NOMEM, "cuda ops: out of memory (GPU experts)");
+    for (int64_t r = 0; !rc && r < R; r++)
+        c->scalar->type[v->type].to_float((const char *)v->data + r * v->row_bytes, f + r * K, K);
+    for (int64_t br = 0; !rc && br < sr; br++)
+        for (int64_t bc = 0; bc < sc; bc++) {
+            float amax = 0.0f;
+            for (int64_t r = br * 128; r < R && r < br * 128 + 128; r++)
+                for (int64_t k = bc * 128; k < K && k < bc * 128 + 128; k++)
+                    amax = fmaxf(amax, fabsf(f[r * K + k]));
+            float sv = amax > 0.0f ? amax / 448.0f : 1.0f;
+            s[br * sc + bc] = sv;
+            for (int64_t r = br * 128; r < R && r < br * 128 + 128; r++)
+                for (int64_t k = bc * 128; k < K && k < bc * 128 + 128; k++)
+                    q[r * K + k] = fp_f32_to_e4m3(f[r * K + k] / sv);
+        }
+    if (!rc) {
+        struct wt_view fv = {.type = QTYPE_F8_E4M3, .rows = R, .cols = K, .data = q,
+                             .row_bytes = (size_t)K, .scale = s};
+        rc = cu_lin_create(&c->base, &fv, out, err);
+    }
+    free(f);
+    free(s);
+    free(q);
+    return rc;
+}
+
 static int cu_moe_create(struct ops *o, int n_expert, const struct wt_view *gate,
                          const struct wt_view *up, const struct wt_view *down,
                          struct ops_moe **out, char *err)
@@ -452,8 +502,38 @@ static int cu_moe_create(struct ops *o, int n_expert, const struct wt_view *gate
     struct ops_moe *m = calloc(1, sizeof *m);
     if (!m) return err_set(err, ERR_NOMEM, "cuda ops: out of memory");
     m->hidden = (int)gate[0].cols;
-    int rc = ops_moe_create(c->cpu, n_expert, gate, up, down, &m->cpu, err);
+    m->inter = (int)gate[0].rows;
+    m->n_expert = n_expert;
+    int rc = 0;
+    if (c->expert_layers != 0) {        /* this layer's experts go to the GPU */
+        if (c->expert_layers > 0) c->expert_layers--;
+        m->gpu = calloc((size_t)3 * n_expert, sizeof *m->gpu);
+        if (!m->gpu) rc = err_set(err, ERR_NOMEM, "cuda ops: out of memory");
+        for (int e = 0; !rc && e < n_expert; e++)
+            if ((rc = expert_lin(c, &gate[e], &m->gpu[3 * e], err)) ||
+                (rc = expert_lin(c, &up[e], &m->gpu[3 * e + 1], err)) ||
+                (rc = expert_lin(c, &down[e], &m->gpu[3 * e + 2], err)))
+                break;
+        if (!rc && m->inter > c->ex_inter) {    /* work buffers for max_tokens rows */
+            size_t hb = (size_t)c->max_pad * m->hidden * 4, ib = (size_t)c->max_pad * m->inter * 4;
+            cudaFree(c->ex_g);
+            cudaFree(c->ex_u);
+            c->ex_g = c->ex_u = NULL;
+            if (cudaMalloc((void **)&c->ex_g, ib) != cudaSuccess ||
+                cudaMalloc((void **)&c->ex_u, ib) != cudaSuccess ||
+                (!c->ex_x && cudaMalloc((void **)&c->ex_x, hb) != cudaSuccess) ||
+                (!c->ex_y && cudaMalloc((void **)&c->ex_y, hb) != cudaSuccess))
+                rc = err_set(err, ERR_NOMEM, "cuda ops: out of device memory (GPU experts)");
+            else
+                c->ex_inter = m->inter;
+        }
+    } else {
+        rc = ops_moe_create(c->cpu, n_expert, gate, up, down, &m->cpu, err);
+    }
     if (rc) {
+        for (int i = 0; m->gpu && i < 3 * n_expert; i++)
+            if (m->gpu[i]) cu_lin_destroy(o, m->gpu[i]);
+        free(m->gpu);
         free(m);
         return rc;
     }
@@ -465,7 +545,10 @@ static void cu_moe_destroy(struct ops *o, struct ops_moe *m)
 {
     struct ops_cuda *c = C(o);
     host_sync(c);
-    ops_moe_destroy(c->cpu, m->cpu);
+    if (m->cpu) ops_moe_destroy(c->cpu, m->cpu);
+    for (int i = 0; m->gpu && i < 3 * m->n_expert; i++)
+        if (m->gpu[i]) cu_lin_destroy(o, m->gpu[i]);
+    free(m->gpu);
     free(m);
 }
 
@@ -946,6 +1029,56 @@ static void CUDART_CB moe_host(void *ud)
     }
 }
 
+static void cu_swiglu(struct ops *o, const float *gate, const float *up, int64_t n, float *y);
+
+/* Routed experts on the GPU (gpu.placement = gpu, or the first gpu.expert_layers MoE layers):
+ * the routes come to the host (one synchronization per layer), then per active expert its
+ * tokens' rows are gathered, run through gate/up (FP8 linears), SwiGLU and down, and added into
+ * y scaled by their routing weights. A loop of small launches: meant for small models, where the
+ * experts fit the GPU; big models keep the CPU pool. */
+static void moe_gpu(struct ops_cuda *c, const struct ops_moe *m, const float *x, int n,
+                    const int32_t *ids, const float *w, int top_k, float *y)
+{
+    size_t kb = (size_t)n * top_k * sizeof(float), hb = (size_t)m->hidden * sizeof(float);
+    const int32_t *hid = (const int32_t *)to_host(c, 0, ids, kb);
+    const float *hw = to_host(c, 1, w, kb);
+    if (!hid || !hw) return;
+    host_sync(c);
+    CK(c, cudaMemsetAsync(y, 0, (size_t)n * hb, c->st), "memset");
+    int32_t *rows = malloc((size_t)n * top_k * sizeof(int32_t));
+    float *wts = malloc((size_t)n * top_k * sizeof(float));
+    if (!rows || !wts) {
+        free(rows);
+        free(wts);
+        ops__fail(&c->base, ERR_NOMEM, "cuda ops: out of memory (GPU experts)");
+        return;
+    }
+    for (int e = 0; e < m->n_expert; e++) {
+        int ne = 0;
+        for (int t = 0; t < n; t++)
+            for (int j = 0; j < top_k; j++)
+                if (hid[t * top_k + j] == e) {
+                    rows[ne] = t;
+                    wts[ne++] = hw[t * top_k + j];
+                }
+        if (!ne) continue;
+        for (int i = 0; i < ne; i++)
+            CK(c, cudaMemcpyAsync(c->ex_x + (size_t)i * m->hidden, x + (size_t)rows[i] * m->hidden,
+                                  hb, cudaMemcpyDeviceToDevice, c->st), "gather");
+        cu_linear(&c->base, m->gpu[3 * e], c->ex_x, ne, c->ex_g);
+        cu_linear(&c->base, m->gpu[3 * e + 1], c->ex_x, ne, c->ex_u);
+        cu_swiglu(&c->base, c->ex_g, c->ex_u, (int64_t)ne * m->inter, c->ex_g);
+        cu_linear(&c->base, m->gpu[3 * e + 2], c->ex_g, ne, c->ex_y);
+        for (int i = 0; i < ne; i++) {
+            struct cuk_add_args a = {.n = (size_t)m->hidden, .y = y + (size_t)rows[i] * m->hidden,
+                                     .x = c->ex_y + (size_t)i * m->hidden, .alpha = wts[i]};
+            KR(c, cuk_add(&a, c->st), "add");
+        }
+    }
+    free(rows);
+    free(wts);
+}
+
 /* No host synchronization: the engine thread enqueues and goes on with the next layers, so their
  * launches hide under the CPU experts. The pinned buffers are shared by consecutive jobs: job
  * i+1's input copy is ordered on the main stream after its wait for job i's result, i.e. after
@@ -957,6 +1090,10 @@ static void cu_moe(struct ops *o, const struct ops_moe *m, const float *x, int n
     struct ops_cuda *c = C(o);
     join(c, NULL);
     prof(c, OPS_PROF_MOE_IN);
+    if (m->gpu) {
+        moe_gpu(c, m, x, n, ids, w, top_k, y);
+        return;
+    }
     struct moe_job *j = &c->jobs[c->next_job];
     if (j->state) {     /* N_JOBS layers ago: joined long since; wait for it on the host */
         CK(c, cudaEventSynchronize(j->ev_j), "synchronize");
@@ -1059,6 +1196,10 @@ static void cu_destroy(struct ops *o)
     free(c->cs_pos);
     cudaFree(c->mla_ws);
     cudaFree(c->heads_f32);
+    cudaFree(c->ex_x);
+    cudaFree(c->ex_g);
+    cudaFree(c->ex_u);
+    cudaFree(c->ex_y);
     cudaFree(c->kv_dev);
     free(c->kv_dev_layer);
     for (int i = 0; i < N_HOST; i++) cudaFreeHost(c->h[i].p);
@@ -1174,6 +1315,7 @@ int ops_cuda_create(const struct ops_params *p, int device, int max_tokens, stru
     }
     if ((rc = gemm_fp8_create(0, &c->gemm, err))) goto fail;
     c->exact_gemm = !p->gpu_cublaslt;
+    c->expert_layers = p->gpu_expert_layers;
     gemm_fp8_set_exact(c->gemm, c->exact_gemm);
     size_t ni = (size_t)c->max_pad * 2 + 64;
     if (cudaMalloc((void **)&c->d_i32, ni * sizeof(int32_t)) != cudaSuccess ||

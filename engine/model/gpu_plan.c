@@ -19,7 +19,11 @@
  * growth rule of ops_cuda); with gpu.fp8_gemm = cublaslt the swapped-operand buffer is counted
  * at its largest (max_pad x max_n fp32) although it exists only when cuBLASLt refuses the direct
  * operand order (exact mode plans no cuBLASLt shape, its 32 MiB workspace is still allocated);
- * the block-table buffer assumes every batch row belongs to a longest sequence. The kernels'
+ * the block-table buffer assumes every batch row belongs to a longest sequence (and, like the MLA
+ * workspace and the staging ring, is sized for max_batch_tokens rows although model.c now passes
+ * at most ATT_CHUNK rows to ops_mla_attn: a safe upper bound). model.c's work buffers are
+ * counted exactly: max_batch_tokens rows of most, ATT_CHUNK rows of q~ / o~, and gate / up of
+ * max(max_batch_tokens x shared width, min(max_batch_tokens, FFN_CHUNK) x dense width). The kernels'
  * split-planning formulas (mla.cu mla_plan, gemv_fp8.cu gemv_plan_make) are restated here with the
  * SM count as a parameter: keep them in step when those change.
  * Sizes are doubles (bytes): exact integers far beyond any model (2^53).
@@ -37,6 +41,8 @@
 #define MIB (1024.0 * 1024.0)
 #define GIB (1024.0 * 1024.0 * 1024.0)
 #define LOGIT_ROWS 16           /* model.c: lm_head rows per pass */
+#define ATT_CHUNK 256           /* model.c: tokens per absorbed-attention pass (q~ / o~ rows) */
+#define FFN_CHUNK 512           /* model.c: tokens per dense-FFN pass (gate / up rows) */
 #define CUBLASLT_WS (32.0 * MIB) /* gemm_fp8_create(0, ...) */
 #define GEMV_CTAS_PER_SM 2      /* every production tuning of gemv_fp8.cu */
 #define GEMV_WARPS 8
@@ -307,15 +313,27 @@ int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *
     if (pl->kv_on_gpu) pl->kv = al(pl, pl->kv_bytes_per_token * (double)p->kv_tokens);
 
     /* ---- activations: model.c alloc_bufs + the FP8 linear scratch (grow_scratch) */
-    int64_t ffn_max = hp->inter > 0 ? hp->inter : 1;
-    if ((int64_t)hp->n_shared * I > ffn_max) ffn_max = (int64_t)hp->n_shared * I;
+    int64_t dense_w = 0, shared_w = 0;      /* the FFN widths the layers use */
+    for (int l = 0; l < hp->n_layers; l++) {
+        if (!wt_layer_is_moe(hp, l)) dense_w = hp->inter;
+        else if (hp->n_shared > 0) shared_w = (int64_t)hp->n_shared * I;
+    }
+    int64_t ffn_max = dense_w > shared_w ? dense_w : shared_w;
+    if (ffn_max < 1) ffn_max = 1;
+    const int64_t att_rows = T < ATT_CHUNK ? T : ATT_CHUNK;
+    const int64_t dense_rows = T < FFN_CHUNK ? T : FFN_CHUNK;
+    int64_t ffn_cap = T * shared_w > dense_rows * dense_w ? T * shared_w : dense_rows * dense_w;
+    if (ffn_cap < 1) ffn_cap = 1;
     int64_t K = hp->top_k > 0 ? hp->top_k : 1, EE = E > 0 ? E : 1, QLa = QL > 0 ? QL : 1;
-    /* h, a, qa, q, kv, kvn, qabs, att, ov, tmp, ro, g, u, rl, rw, rid (per token), fin, logits */
-    const int64_t bufs[] = {D, D, QLa, H * QD, L + R, L + R, H * (L + R), H * L, H * V, D, D,
-                            ffn_max, ffn_max, EE, K, K};
+    /* per token of max_batch_tokens: h, a, qa, q, kv, kvn, ov, tmp, ro, rl, rw, rid */
+    const int64_t bufs[] = {D, D, QLa, H * QD, L + R, L + R, H * V, D, D, EE, K, K};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         pl->act_model += al(pl, 4.0 * (double)T * (double)bufs[i]);
-    pl->act_model += al(pl, 4.0 * LOGIT_ROWS * (double)D) +
+    /* qabs, att (att_rows tokens), g, u (ffn_cap floats), fin, logits (LOGIT_ROWS) */
+    pl->act_model += al(pl, 4.0 * (double)att_rows * (double)(H * (L + R))) +
+                     al(pl, 4.0 * (double)att_rows * (double)(H * L)) +
+                     al(pl, 4.0 * (double)ffn_cap) + al(pl, 4.0 * (double)ffn_cap) +
+                     al(pl, 4.0 * LOGIT_ROWS * (double)D) +
                      al(pl, 4.0 * LOGIT_ROWS * (double)hp->vocab_size);
     int64_t max_pad = round4(T);
     if (pl->max_k > 0)
@@ -359,8 +377,8 @@ int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *
         if ((double)T * wide * 4 > s0) s0 = (double)T * wide * 4;
         s1 = s0;
     }
-    if (!pl->kv_on_gpu) {       /* CPU attention: q down, o up */
-        double q = (double)T * H * (L + R) * 4, o = (double)T * H * L * 4;
+    if (!pl->kv_on_gpu) {       /* CPU attention, one pass (att_rows tokens): q down, o up */
+        double q = (double)att_rows * H * (L + R) * 4, o = (double)att_rows * H * L * 4;
         if (q > s0) s0 = q;
         if (o > s1) s1 = o;
     }

@@ -14,7 +14,8 @@
  *   kv           the device mirror of the engine's paged latent cache (ops_cuda kv_mirror):
  *                n_layers x kv_tokens x (kv_lora + rope) bf16; only where attention runs on the
  *                GPU (kv_lora 512, rope 64, heads % 16 == 0), else the cache stays on the host
- *   activations  model.c's work buffers for max_batch_tokens + ops_cuda's FP8 linear scratch
+ *   activations  model.c's work buffers for max_batch_tokens (q~ / o~ for one attention pass,
+ *                the dense FFN's gate / up for one FFN pass) + ops_cuda's FP8 linear scratch
  *   workspace    cuBLASLt, the small-M FP8 kernel, MLA split-K, block tables, small inputs
  *   rounding     cudaMalloc granularity: every allocation above 1 MiB takes whole 2 MiB pages
  *   runtime      CUDA context, cuBLAS handle, small allocations: params.runtime_reserve, default

@@ -28,7 +28,17 @@
  *
  * Threads: one caller at a time (the engine thread); the backend uses its own workers.
  * Memory: work buffers are sized for max_batch_tokens at create time; forward allocates nothing
- * (the backend's scratch grows on the first forward of a given size and is then reused).
+ * (the backend's scratch grows on the first forward of a given size and is then reused). The
+ * widest per-token buffers are not kept for a whole step (docs/gpu-memory.md): the absorbed part
+ * of attention (q~ = W_UK^T q_nope | rope(q_pe), the attention, W_UV o~) runs in passes of at
+ * most ATT_CHUNK tokens, so q~ and o~ (H x (L + rope) and H x L floats a token, 557 KB for V3)
+ * have ATT_CHUNK rows; the dense FFN runs in passes of FFN_CHUNK tokens, so the gate/up buffers
+ * hold FFN_CHUNK rows of the dense width and max_batch_tokens rows only of the shared experts'
+ * (narrower) width. A pass is a sub-range of the batch's tokens (for attention: the same
+ * sequences and block tables, the tokens' own positions; every token's KV row is stored before
+ * the first pass), and every op computes each token on its own, so the results are bitwise those
+ * of one pass. Passes are of even size (the fewest passes of at most the limit), so no pass is a
+ * tiny remainder.
  */
 #include "engine/model/model.h"
 
@@ -46,6 +56,8 @@
 #include "kernels/cpu/fpconv.h"
 
 #define LOGIT_ROWS 16           /* lm_head rows computed per pass */
+#define ATT_CHUNK 256           /* tokens per absorbed-attention pass (rows of q~ / o~) */
+#define FFN_CHUNK 512           /* tokens per dense-FFN pass (rows of gate / up at the dense width) */
 #define LATENT_EPS 1e-6f        /* q_a / kv_a norms: 1e-6 regardless of config (spec §3.2) */
 
 struct layer {
@@ -60,7 +72,9 @@ struct layer {
 };
 
 struct bufs {                   /* [max_batch_tokens, ...] work buffers in backend memory */
-    float *h, *a, *qa, *q, *kv, *kvn, *qabs, *att, *ov, *tmp, *g, *u, *rl, *rw, *ro;
+    float *h, *a, *qa, *q, *kv, *kvn, *ov, *tmp, *rl, *rw, *ro;
+    float *qabs, *att;          /* [att_rows, H, L + rope], [att_rows, H, L] */
+    float *g, *u;               /* ffn_cap floats each: gate / up of one FFN pass */
     int32_t *rid;
     float *fin, *logits;        /* [LOGIT_ROWS, D], [LOGIT_ROWS, V] */
 };
@@ -72,7 +86,9 @@ struct model {
     int max_tokens;
     int H, L, R, NOPE, V, QD;   /* heads, kv_lora, rope dims, nope dims, v dims, q dims per head */
     int kv_dim;
-    int ffn_max;                /* widest dense / shared hidden width */
+    int att_rows;               /* tokens per attention pass: min(max_tokens, ATT_CHUNK) */
+    int64_t ffn_cap;            /* floats of g / u: max(max_tokens x shared width,
+                                 * min(max_tokens, FFN_CHUNK) x dense width) */
     float tau;                  /* softmax scale */
     float rope_freq[64];
     struct ops_rope rope;
@@ -377,13 +393,13 @@ static int alloc_bufs(struct model *m, char *err)
     A(b->q, T * H * m->QD);
     A(b->kv, T * m->kv_dim);
     A(b->kvn, T * m->kv_dim);
-    A(b->qabs, T * H * m->kv_dim);
-    A(b->att, T * H * m->L);
+    A(b->qabs, (size_t)m->att_rows * H * m->kv_dim);
+    A(b->att, (size_t)m->att_rows * H * m->L);
     A(b->ov, T * H * m->V);
     A(b->tmp, T * D);
     A(b->ro, T * D);
-    A(b->g, T * (size_t)m->ffn_max);
-    A(b->u, T * (size_t)m->ffn_max);
+    A(b->g, (size_t)m->ffn_cap);
+    A(b->u, (size_t)m->ffn_cap);
     A(b->rl, T * E);
     A(b->rw, T * K);
     A(b->rid, T * K);
@@ -434,8 +450,17 @@ int model_create(const struct wt_model *w, const struct model_params *p, struct 
     m->V = hp->v_head;
     m->QD = hp->qk_nope + hp->qk_rope;
     m->kv_dim = m->L + m->R;
-    m->ffn_max = hp->inter > 0 ? hp->inter : 1;
-    if (hp->n_shared * hp->moe_inter > m->ffn_max) m->ffn_max = hp->n_shared * hp->moe_inter;
+    m->att_rows = m->max_tokens < ATT_CHUNK ? m->max_tokens : ATT_CHUNK;
+    {   /* the FFN widths the layers use: dense (inter), shared experts (n_shared x moe_inter) */
+        int64_t dense = 0, shared = 0;
+        for (int l = 0; l < hp->n_layers; l++) {
+            if (!wt_layer_is_moe(hp, l)) dense = hp->inter;
+            else if (hp->n_shared > 0) shared = (int64_t)hp->n_shared * hp->moe_inter;
+        }
+        int64_t T = m->max_tokens, dense_rows = T < FFN_CHUNK ? T : FFN_CHUNK;
+        m->ffn_cap = T * shared > dense_rows * dense ? T * shared : dense_rows * dense;
+        if (m->ffn_cap < 1) m->ffn_cap = 1;
+    }
     rope_setup(m);
     m->router = (struct ops_router){
         .n_expert = hp->n_routed, .top_k = hp->top_k,
@@ -604,25 +629,57 @@ static int check_batch(const struct model *m, const struct model_kv *kv,
     return 0;
 }
 
+/* The test hook's host copy: rows [t0, t0 + n) of an input of `total` rows x cols, downloaded
+ * from x (n rows) into lin_host at row t0. 0 when the host copy could not grow (the hook is then
+ * skipped, as without a hook). */
+static int hook_rows(struct model *m, const float *x, int t0, int n, int total, int cols)
+{
+    size_t need = (size_t)total * cols;
+    if (need > m->lin_host_n) {
+        float *p = realloc(m->lin_host, need * sizeof(float));
+        if (!p) return 0;
+        m->lin_host = p;
+        m->lin_host_n = need;
+    }
+    ops_download(m->ops, m->lin_host + (size_t)t0 * cols, x, (size_t)n * cols * sizeof(float));
+    return 1;
+}
+
+/* the test hook on a linear's whole input x [n, cols] */
+static void hook(struct model *m, int layer, int which, int cols, const float *x, int n)
+{
+    if (m->lin_fn && hook_rows(m, x, 0, n, n, cols))
+        m->lin_fn(m->lin_ud, layer, which, n, cols, m->lin_host);
+}
+
 /* ops_linear, with the test hook (input cols = the weight's columns) */
 static void lin(struct model *m, int layer, int which, const struct ops_lin *w, int cols,
                 const float *x, int n, float *y)
 {
-    if (m->lin_fn) {
-        size_t need = (size_t)n * cols;
-        if (need > m->lin_host_n) {
-            float *p = realloc(m->lin_host, need * sizeof(float));
-            if (p) {
-                m->lin_host = p;
-                m->lin_host_n = need;
-            }
-        }
-        if (need <= m->lin_host_n) {
-            ops_download(m->ops, m->lin_host, x, need * sizeof(float));
-            m->lin_fn(m->lin_ud, layer, which, n, cols, m->lin_host);
-        }
-    }
+    hook(m, layer, which, cols, x, n);
     ops_linear(m->ops, w, x, n, y);
+}
+
+/* Tokens per pass when n tokens are run in passes of at most max: the fewest passes, of even
+ * size (the last one may be shorter by less than the number of passes). */
+static int pass_tokens(int n, int max)
+{
+    if (max < 1) max = 1;
+    int k = (n + max - 1) / max;
+    return (n + k - 1) / k;
+}
+
+/* Tokens [t0, t0 + n) of batch bt as a batch: the same sequences, no logits rows. */
+static struct model_batch sub_batch(const struct model_batch *bt, int t0, int n)
+{
+    struct model_batch s = *bt;
+    s.n_tokens = n;
+    s.tokens = bt->tokens + t0;
+    s.pos = bt->pos + t0;
+    s.seq = bt->seq + t0;
+    s.n_logits = 0;
+    s.logits_idx = NULL;
+    return s;
 }
 
 /* the residual stream entering layer l, for the test hook */
@@ -663,27 +720,50 @@ static void attention(struct model *m, int l, const struct model_kv *kv,
     ops_rmsnorm(o, b->kv, KD, ly->kv_a_norm, n, L, LATENT_EPS, b->kvn, KD);
     ops_rope(o, &m->rope, bt->pos, n, 1, b->kv + L, KD, 0, b->kvn + L, KD, 0);
     ops_kv_store(o, kv, l, bt, b->kvn);
-    /* absorbed query: q~ = W_UK^T q_nope | rope(q_pe) */
-    ops_head_matmul(o, ly->wkvb, 0, (int64_t)(m->NOPE + m->V) * L, m->NOPE, L, 1, n, H, b->q,
-                    H * QD, QD, b->qabs, H * KD, KD);
-    ops_rope(o, &m->rope, bt->pos, n, H, b->q + m->NOPE, H * QD, QD, b->qabs + L, H * KD, KD);
-    ops_mla_attn(o, kv, l, bt, H, L, m->tau, b->qabs, b->att);
-    /* o = W_UV o~ per head, then o_proj */
-    ops_head_matmul(o, ly->wkvb, (int64_t)m->NOPE * L, (int64_t)(m->NOPE + m->V) * L, m->V, L, 0,
-                    n, H, b->att, H * L, L, b->ov, H * m->V, m->V);
+    /* the absorbed part in passes of at most att_rows tokens (every token's KV row is stored) */
+    const int step = pass_tokens(n, m->att_rows);
+    for (int t0 = 0; t0 < n; t0 += step) {
+        const int nc = n - t0 < step ? n - t0 : step;
+        const struct model_batch sb = sub_batch(bt, t0, nc);
+        const float *q = b->q + (size_t)t0 * H * QD;
+        /* absorbed query: q~ = W_UK^T q_nope | rope(q_pe) */
+        ops_head_matmul(o, ly->wkvb, 0, (int64_t)(m->NOPE + m->V) * L, m->NOPE, L, 1, nc, H, q,
+                        H * QD, QD, b->qabs, H * KD, KD);
+        ops_rope(o, &m->rope, sb.pos, nc, H, q + m->NOPE, H * QD, QD, b->qabs + L, H * KD, KD);
+        ops_mla_attn(o, kv, l, &sb, H, L, m->tau, b->qabs, b->att);
+        /* W_UV o~ per head */
+        ops_head_matmul(o, ly->wkvb, (int64_t)m->NOPE * L, (int64_t)(m->NOPE + m->V) * L, m->V, L,
+                        0, nc, H, b->att, H * L, L, b->ov + (size_t)t0 * H * m->V, H * m->V,
+                        m->V);
+    }
     lin(m, l, MODEL_LIN_O, ly->o, H * m->V, b->ov, n, b->tmp);
     ops_add(o, b->h, b->tmp, (int64_t)n * m->hp.hidden);
 }
 
-/* down(silu(gate x) * up x) into out, for the dense FFN and the shared experts */
+/* down(silu(gate x) * up x) into out [n, D], for the dense FFN and the shared experts: in passes
+ * of as many tokens as the gate / up buffers hold at this width (all n for the shared experts,
+ * FFN_CHUNK or more for the dense FFN). The hook sees each linear's whole input once, as if in one
+ * pass (down's input is gathered on the host pass by pass). */
 static void mlp(struct model *m, int l, const struct layer *ly, const float *x, int n, float *out)
 {
     const struct wt_hparams *hp = &m->hp;
-    int64_t I = ly->moe ? (int64_t)hp->n_shared * hp->moe_inter : hp->inter;
-    lin(m, l, MODEL_LIN_GATE, ly->gate, hp->hidden, x, n, m->b.g);
-    lin(m, l, MODEL_LIN_UP, ly->up, hp->hidden, x, n, m->b.u);
-    ops_swiglu(m->ops, m->b.g, m->b.u, (int64_t)n * I, m->b.g);
-    lin(m, l, MODEL_LIN_DOWN, ly->down, (int)I, m->b.g, n, out);
+    struct ops *o = m->ops;
+    const int D = hp->hidden;
+    const int64_t I = ly->moe ? (int64_t)hp->n_shared * hp->moe_inter : hp->inter;
+    const int64_t fit = m->ffn_cap / I;
+    const int step = pass_tokens(n, fit < n ? (int)fit : n);
+    int hooked = m->lin_fn != NULL;
+    hook(m, l, MODEL_LIN_GATE, D, x, n);
+    hook(m, l, MODEL_LIN_UP, D, x, n);
+    for (int t0 = 0; t0 < n; t0 += step) {
+        const int nc = n - t0 < step ? n - t0 : step;
+        ops_linear(o, ly->gate, x + (size_t)t0 * D, nc, m->b.g);
+        ops_linear(o, ly->up, x + (size_t)t0 * D, nc, m->b.u);
+        ops_swiglu(o, m->b.g, m->b.u, (int64_t)nc * I, m->b.g);
+        if (hooked) hooked = hook_rows(m, m->b.g, t0, nc, n, (int)I);
+        ops_linear(o, ly->down, m->b.g, nc, out + (size_t)t0 * D);
+    }
+    if (hooked) m->lin_fn(m->lin_ud, l, MODEL_LIN_DOWN, n, (int)I, m->lin_host);
 }
 
 static void ffn(struct model *m, int l, int n)

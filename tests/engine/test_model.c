@@ -12,8 +12,12 @@
  *   3. decode with the KV cache equals recomputing the whole sequence in one forward;
  *   4. chunked prefill (uneven chunks) equals one-shot prefill;
  *   5. two sequences interleaved in one batch equal each run alone;
- *   6. malformed batches give ERR_INVAL / ERR_CTX_OVERFLOW, never a crash.
- * Batch-shape invariants (3-5) use a 1e-4 bound (they hold bitwise today).
+ *   6. malformed batches give ERR_INVAL / ERR_CTX_OVERFLOW, never a crash;
+ *   7. a batch larger than model.c's attention and dense-FFN passes (ATT_CHUNK 256, FFN_CHUNK
+ *      512 tokens): 400 + 200 tokens of two sequences interleaved in one forward give bitwise
+ *      the logits of each sequence alone in chunks of 100, and the test hook sees the dense
+ *      FFN's down input once, whole, bitwise as chunk by chunk.
+ * Batch-shape invariants (3-5) use a 1e-4 bound (they hold bitwise today); 7 is bitwise.
  *
  * Why the reference gets hints (docs/numerics.md): FP8/int8 activation quantization makes the
  * forward chaotic at rounding-noise level; a 1e-7 difference that flips one e4m3 rounding changes
@@ -262,6 +266,131 @@ static void check_invariants(const struct wt_model *w, const int32_t *toks, cons
     model_destroy(m);
 }
 
+/* 7. batches larger than model.c's passes (scalar kernels: bitwise). One forward of PASS_N
+ * tokens from two sequences, interleaved, runs its attention in 3 passes and its dense FFN in 2,
+ * with pass boundaries inside both sequences; each sequence alone in chunks of PASS_CHUNK runs
+ * none. */
+#define PASS_N 600              /* > 2 x ATT_CHUNK, > FFN_CHUNK */
+#define PASS_A 400              /* sequence A's tokens in the batch; B has the rest */
+#define PASS_CHUNK 100          /* the comparison: below both pass sizes */
+struct down_rec {
+    const int32_t *seq, *pos;   /* the batch's rows; NULL: sequence seq0, positions p0 + t */
+    int seq0, p0, cols, calls, bad;
+    float *x[2];                /* per sequence [PASS_N][cols]: layer 0's (dense) down input */
+};
+
+static void on_down(void *ud, int layer, int which, int n, int cols, const float *x)
+{
+    struct down_rec *r = ud;
+    if (layer != 0 || which != MODEL_LIN_DOWN) return;
+    if (!r->x[0]) {
+        r->x[0] = calloc((size_t)PASS_N * cols, sizeof(float));
+        r->x[1] = calloc((size_t)PASS_N * cols, sizeof(float));
+        r->cols = cols;
+    }
+    if (!r->x[0] || !r->x[1] || cols != r->cols) {
+        r->bad = 1;
+        return;
+    }
+    for (int t = 0; t < n; t++) {
+        int s = r->seq ? r->seq[t] : r->seq0, p = r->pos ? r->pos[t] : r->p0 + t;
+        if (s < 0 || s > 1 || p < 0 || p >= PASS_N) {
+            r->bad = 1;
+            return;
+        }
+        memcpy(r->x[s] + (size_t)p * cols, x + (size_t)t * cols, (size_t)cols * sizeof(float));
+    }
+    r->calls++;
+}
+
+/* n tokens of one sequence in forwards of PASS_CHUNK into slot `slot`; logits of every position */
+static void run_chunks(struct model *m, struct tkv *kv, int slot, int seq, const int32_t *toks,
+                       int n, float *lg, struct down_rec *rec)
+{
+    char err[ERR_LEN] = "";
+    const int V = model_vocab(m);
+    rec->seq0 = seq;
+    for (int p = 0; p < n; p += PASS_CHUNK) {
+        int c = n - p < PASS_CHUNK ? n - p : PASS_CHUNK;
+        rec->p0 = p;
+        int rc = run_seq(m, kv, slot, toks + p, c, p, lg + (size_t)p * V, err);
+        if (rc) fprintf(stderr, "forward: %s\n", err);
+        CHECK_EQ(rc, 0);
+    }
+}
+
+static void check_passes(const struct wt_model *w, const char *label)
+{
+    char err[ERR_LEN] = "";
+    struct model *big = NULL, *small = NULL;
+    struct model_params mp = {.isa = "scalar", .n_threads = 2, .max_batch_tokens = PASS_N};
+    CHECK_EQ(model_create(w, &mp, &big, err), 0);
+    mp.max_batch_tokens = PASS_CHUNK;
+    CHECK_EQ(model_create(w, &mp, &small, err), 0);
+    CHECK(!wt_layer_is_moe(wt_hparams(w), 0));
+    const int V = model_vocab(big), NA = PASS_A, NB = PASS_N - PASS_A;
+    struct tkv kv;
+    CHECK_EQ(tkv_init(&kv, model_n_layers(big), model_kv_dim(big), 4, PASS_N, 16), 0);
+    int32_t *toks = malloc((size_t)PASS_N * 5 * sizeof(int32_t));
+    float *got = malloc((size_t)PASS_N * V * sizeof(float));
+    float *alone = malloc((size_t)PASS_N * V * sizeof(float));     /* A's rows, then B's */
+    CHECK(toks && got && alone);
+    int32_t *bt = toks + PASS_N, *bp = bt + PASS_N, *bs = bp + PASS_N, *li = bs + PASS_N;
+    for (int i = 0; i < PASS_N; i++) toks[i] = (int32_t)(rnd() % (unsigned)V);
+
+    /* each alone in chunks (slots 0, 1) */
+    struct down_rec r1 = {0}, r2 = {0};
+    model_set_lin_hook(small, on_down, &r2);
+    run_chunks(small, &kv, 0, 0, toks, NA, alone, &r2);
+    run_chunks(small, &kv, 1, 1, toks + NA, NB, alone + (size_t)NA * V, &r2);
+    model_set_lin_hook(small, NULL, NULL);
+    /* interleaved in one forward (slots 2, 3): two of every three rows from A */
+    int ia = 0, ib = 0;
+    for (int i = 0; i < PASS_N; i++) {
+        int take_a = ib >= NB || (ia < NA && i % 3 != 2);
+        bt[i] = take_a ? toks[ia] : toks[NA + ib];
+        bp[i] = take_a ? ia++ : ib++;
+        bs[i] = !take_a;
+        li[i] = i;
+    }
+    struct model_seq sq[2] = {tkv_seq(&kv, 2), tkv_seq(&kv, 3)};
+    struct model_batch b = {.n_tokens = PASS_N, .tokens = bt, .pos = bp, .seq = bs, .n_seqs = 2,
+                            .seqs = sq, .n_logits = PASS_N, .logits_idx = li};
+    r1.seq = bs;
+    r1.pos = bp;
+    model_set_lin_hook(big, on_down, &r1);
+    int rc = model_forward(big, &kv.kv, &b, got, err);
+    model_set_lin_hook(big, NULL, NULL);
+    if (rc) fprintf(stderr, "batched: %s\n", err);
+    CHECK_EQ(rc, 0);
+    int diff = 0;
+    for (int i = 0; i < PASS_N; i++) {
+        const float *want = alone + ((size_t)(bs[i] ? NA : 0) + bp[i]) * V;
+        diff += memcmp(got + (size_t)i * V, want, (size_t)V * sizeof(float)) != 0;
+    }
+    CHECK(!r1.bad && !r2.bad && r1.x[0] && r2.x[0]);
+    int hdiff = memcmp(r1.x[0], r2.x[0], (size_t)NA * r1.cols * sizeof(float)) != 0 ||
+                memcmp(r1.x[1], r2.x[1], (size_t)NB * r1.cols * sizeof(float)) != 0;
+    fprintf(stderr, "[%s] %d + %d tokens of two sequences interleaved in one forward vs each "
+            "alone in chunks of %d: %d rows differ (bitwise); dense down input: hooked %d / %d "
+            "times, %s\n", label, NA, NB, PASS_CHUNK, diff, r1.calls, r2.calls,
+            hdiff ? "DIFFERS" : "bitwise equal");
+    CHECK_EQ(diff, 0);
+    CHECK_EQ(r1.calls, 1);
+    CHECK_EQ(r2.calls, (NA + PASS_CHUNK - 1) / PASS_CHUNK + (NB + PASS_CHUNK - 1) / PASS_CHUNK);
+    CHECK_EQ(hdiff, 0);
+    for (int s = 0; s < 2; s++) {
+        free(r1.x[s]);
+        free(r2.x[s]);
+    }
+    free(toks);
+    free(got);
+    free(alone);
+    tkv_free(&kv);
+    model_destroy(big);
+    model_destroy(small);
+}
+
 /* 6. malformed batches give an error, never a crash */
 static void check_malformed(struct model *m, struct tkv *kv, int V, const char *label)
 {
@@ -422,6 +551,7 @@ static void check_model(const char *mdir, const char *label, double resync_gate,
         fprintf(stderr, "[%s] %s kernels: cached decode vs full recompute: max rel err %.3g "
                 "(informational)\n", label, model_isa(m), wa);
         check_invariants(w, toks, label);
+        check_passes(w, label);
         check_malformed(m, &kv, V, label);
     }
 

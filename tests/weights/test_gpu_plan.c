@@ -2,7 +2,10 @@
  *   - full DeepSeek-V3 (tests/weights/test_gpu_plan_v3.json, spec section 1): every weight part
  *     equals the bytes computed here from the shapes of spec section 2 and ops_cuda's upload
  *     rules; the layout tandem uses today and the proposed one (embeddings on the host, kv_b in
- *     FP8) are printed; the proposed layout fits 22 GB with a 32K-token KV cache, hybrid;
+ *     FP8) are printed; the proposed layout (ops_cuda's now) fits 22 GB with a 32K-token KV
+ *     cache, hybrid, at the default 2048 tokens per step and at 1024; model.c's work buffers
+ *     (q~ / o~ for one 256-token attention pass, gate / up for one 512-token dense-FFN pass) are
+ *     checked byte for byte at batch sizes around the pass sizes;
  *   - monotone in the KV size, the batch size and the GPU expert layers; gpu = all experts;
  *     cpu = nothing; gpu_plan_kv_tokens_fit agrees with gpu_plan_compute;
  *   - the tiny and v3-slice presets' shapes give sane values; bad params are refused;
@@ -36,6 +39,20 @@ static void load_v3(struct wt_hparams *hp)
     CHECK_EQ(rc, 0);
     CHECK_EQ(hp->n_layers, 61);
     CHECK_EQ(hp->hidden, 7168);
+}
+
+/* model.c's work buffers for V3 at max_batch_tokens T, in bytes: per token h, a, tmp, ro (D
+ * each), qa (QL), q (H x 192), kv, kvn (576 each), ov (H x 128), router logits (256), ids and
+ * weights (8 each); q~ (H x 576) and o~ (H x 512) for min(T, 256) tokens (one attention pass);
+ * gate and up of max(T x 2048 (shared expert), min(T, 512) x 18432 (dense FFN, one pass));
+ * 16 rows of (D + vocab) for the logits. */
+static double v3_act_model(double T)
+{
+    const double D = 7168, H = 128, QL = 1536, VOC = 129280;
+    double per_tok = 4 * D + QL + H * 192 + 2 * 576 + H * 128 + 256 + 2 * 8;
+    double att = T < 256 ? T : 256, dense = T < 512 ? T : 512;
+    double gu = T * 2048 > dense * 18432 ? T * 2048 : dense * 18432;
+    return 4 * (T * per_tok + att * H * (576 + 512) + 2 * gu + 16 * (D + VOC));
 }
 
 static void print_plan(const char *title, const struct gpu_plan *pl, const struct gpu_plan_params *p)
@@ -77,11 +94,20 @@ static void v3_exact(const struct wt_hparams *hp)
     CHECK_EQ(pl.moe_layers, 58);
     CHECK_EQ(pl.max_k, 18432);          /* dense down_proj */
     CHECK_EQ(pl.max_n, 24576);          /* q_b */
-    /* model.c work buffers for 2048 tokens: per token 4D + ql + H*192 + 2*576 + H*576 + H*512 +
-     * H*128 + 2*18432 + 256 + 2*8 floats; plus 16 rows of (D + vocab) */
-    double per_tok = 4 * D + QL + H * 192 + 2 * 576 + H * 576 + H * 512 + H * 128 + 2 * 18432 +
-                     256 + 16;
-    CHECK_EQ(pl.act_model, 4 * (2048 * per_tok + 16 * (D + VOC)));
+    /* model.c work buffers (v3_act_model), at the default 2048 tokens and around the pass sizes */
+    CHECK_EQ(pl.act_model, v3_act_model(2048));
+    CHECK_EQ(v3_act_model(2048), 4 * (2048 * (4 * D + QL + H * 192 + 2 * 576 + H * 128 + 256 + 16) +
+                                      256 * H * 1088 + 2 * 512 * 18432 + 16 * (D + VOC)));
+    {
+        const int ts[] = {1, 100, 255, 256, 257, 511, 512, 513, 1024, 4608, 4609, 8192};
+        struct gpu_plan_params pt = p;
+        struct gpu_plan pq;
+        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
+            pt.max_batch_tokens = ts[i];
+            CHECK_EQ(gpu_plan_compute(hp, &pt, &pq, err), 0);
+            CHECK_EQ(pq.act_model, v3_act_model(ts[i]));
+        }
+    }
     CHECK_EQ(pl.act_fp8, 2048.0 * 18432 + 144.0 * 2048 * 4);   /* exact GEMM: no padded-y scratch */
     CHECK_EQ(pl.ws_cublaslt, 32 << 20);
     CHECK(pl.ws_gemv > 0 && pl.ws_gemv < 16 * 1048576.0);
@@ -114,13 +140,18 @@ static void v3_exact(const struct wt_hparams *hp)
     CHECK_EQ(o.w.kv_b, 61 * H * (NOPE + V) * L * 2);
     printf("%.2f GB\n", o.total / 1e9);
 
-    /* proposed: both; at the default batch (2048 tokens) the fp32 activation buffers tip it
-     * over, so the assertion is made at 1024 tokens per step */
+    /* proposed: both (what ops_cuda does); fits at the default batch (2048 tokens) and at 1024 */
     q = p;
     q.embed_on_gpu = 0;
     q.kvb_type = QTYPE_F8_E4M3;
     CHECK_EQ(gpu_plan_compute(hp, &q, &o, err), 0);
-    printf("  embeddings on the host + kv_b FP8, max_batch_tokens 2048: %.2f GB\n", o.total / 1e9);
+    print_plan("DeepSeek-V3, hybrid, 32K context, embeddings on the host, kv_b FP8, "
+               "max_batch_tokens 2048 (the default):", &o, &q);
+    printf("  -> %.2f GB (%.2f GiB): %s 22 GB\n", o.total / 1e9, o.total / GIB,
+           o.total <= BUDGET ? "fits" : "does NOT fit");
+    CHECK(o.total <= BUDGET);
+    printf("  KV tokens that fit 22 GB with this layout: %lld\n",
+           (long long)gpu_plan_kv_tokens_fit(hp, &q, BUDGET));
     q.max_batch_tokens = 1024;
     CHECK_EQ(gpu_plan_compute(hp, &q, &o, err), 0);
     print_plan("DeepSeek-V3, hybrid, 32K context, embeddings on the host, kv_b FP8, "

@@ -377,8 +377,11 @@ int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *
         if ((double)T * wide * 4 > s0) s0 = (double)T * wide * 4;
         s1 = s0;
     }
-    if (!pl->kv_on_gpu) {       /* CPU attention, one pass (att_rows tokens): q down, o up */
+    if (!pl->kv_on_gpu) {       /* CPU attention: the step's KV rows down (kv_flush), then per
+                                 * pass (att_rows tokens) q down, o up */
+        double kvr = (double)T * (L + R) * 4;
         double q = (double)att_rows * H * (L + R) * 4, o = (double)att_rows * H * L * 4;
+        if (kvr > s0) s0 = kvr;
         if (q > s0) s0 = q;
         if (o > s1) s1 = o;
     }

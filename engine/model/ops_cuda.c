@@ -494,6 +494,17 @@ static int expert_lin(struct ops_cuda *c, const struct wt_view *v, struct ops_li
     return rc;
 }
 
+static void cu_moe_destroy(struct ops *o, struct ops_moe *m)
+{
+    struct ops_cuda *c = C(o);
+    host_sync(c);
+    if (m->cpu) ops_moe_destroy(c->cpu, m->cpu);
+    for (int i = 0; m->gpu && i < 3 * m->n_expert; i++)
+        if (m->gpu[i]) cu_lin_destroy(o, m->gpu[i]);
+    free(m->gpu);
+    free(m);
+}
+
 static int cu_moe_create(struct ops *o, int n_expert, const struct wt_view *gate,
                          const struct wt_view *up, const struct wt_view *down,
                          struct ops_moe **out, char *err)
@@ -531,26 +542,13 @@ static int cu_moe_create(struct ops *o, int n_expert, const struct wt_view *gate
         rc = ops_moe_create(c->cpu, n_expert, gate, up, down, &m->cpu, err);
     }
     if (rc) {
-        for (int i = 0; m->gpu && i < 3 * n_expert; i++)
-            if (m->gpu[i]) cu_lin_destroy(o, m->gpu[i]);
-        free(m->gpu);
-        free(m);
+        cu_moe_destroy(o, m);
         return rc;
     }
     *out = m;
     return 0;
 }
 
-static void cu_moe_destroy(struct ops *o, struct ops_moe *m)
-{
-    struct ops_cuda *c = C(o);
-    host_sync(c);
-    if (m->cpu) ops_moe_destroy(c->cpu, m->cpu);
-    for (int i = 0; m->gpu && i < 3 * m->n_expert; i++)
-        if (m->gpu[i]) cu_lin_destroy(o, m->gpu[i]);
-    free(m->gpu);
-    free(m);
-}
 
 /* ---------------------------------------------------------------- CPU fallbacks */
 

@@ -171,6 +171,34 @@ int main(void)
     CHECK_EQ(wt_synth(&o, err), 0);
     CHECK(!files_equal(a, b));
 
+    /* ---- --zero-but-routing: zero weights except what decides routing and sampling */
+    {
+        char dz[512];
+        path(dz, "synthz");
+        struct wt_synth_opts z = o;
+        z.out = dz;
+        z.zero = 2;
+        z.seed = seed;
+        CHECK_EQ(wt_synth(&z, err), 0);
+        struct wt_model *zm = open_ok(dz);
+        const char *nonzero[] = {"token_embd.weight", "output.weight", "output_norm.weight",
+                                 "blk.1.ffn_gate_inp.weight", "blk.1.ffn_norm.weight"};
+        const char *zero[] = {"blk.0.attn_q_a.weight", "blk.1.attn_output.weight",
+                              "blk.1.ffn_gate_exps.weight", "blk.1.ffn_down_shexp.weight"};
+        for (size_t i = 0; i < sizeof nonzero / sizeof nonzero[0] + sizeof zero / sizeof zero[0]; i++) {
+            int nz = i < sizeof nonzero / sizeof nonzero[0];
+            const char *nm = nz ? nonzero[i] : zero[i - sizeof nonzero / sizeof nonzero[0]];
+            const struct wt_tensor *zt = wt_get(zm, nm);
+            if (!zt) fprintf(stderr, "missing %s\n", nm);
+            CHECK(zt != NULL);
+            size_t nbytes_nonzero = 0;
+            for (size_t k = 0; k < zt->nbytes; k++) nbytes_nonzero += ((const uint8_t *)zt->data)[k] != 0;
+            if (nz != (nbytes_nonzero > 0)) fprintf(stderr, "%s: %zu non-zero bytes\n", nm, nbytes_nonzero);
+            CHECK(nz ? nbytes_nonzero > zt->nbytes / 4 : nbytes_nonzero == 0);
+        }
+        wt_close(zm);
+    }
+
     /* ---- dequant -> reopen (HF per-expert F32) */
     if (wt_convert_dequant(d1, d3, QTYPE_F32, 2, err)) { fprintf(stderr, "%s\n", err); return 1; }
     struct wt_model *dq = open_ok(d3);

@@ -36,9 +36,10 @@
  * hold FFN_CHUNK rows of the dense width and max_batch_tokens rows only of the shared experts'
  * (narrower) width. A pass is a sub-range of the batch's tokens (for attention: the same
  * sequences and block tables, the tokens' own positions; every token's KV row is stored before
- * the first pass), and every op computes each token on its own, so the results are bitwise those
- * of one pass. Passes are of even size (the fewest passes of at most the limit), so no pass is a
- * tiny remainder.
+ * the first pass). The CPU backend computes each token on its own, so there the results are
+ * bitwise those of one pass; on ops_cuda a GEMM's rounding may depend on its row count (as with
+ * chunked prefill). Passes are of even size (the fewest passes of at most the limit), so no pass
+ * is a tiny remainder.
  */
 #include "engine/model/model.h"
 

@@ -20,8 +20,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 steps=() quick=
 for a in "$@"; do
-  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|prof|hf|eval|serve) steps+=("$a") ;;
-    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [prof] [hf] [eval] [serve] [--quick]"; exit 2 ;; esac
+  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|prof|hf|hfdefault|eval|serve) steps+=("$a") ;;
+    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [prof] [hf] [hfdefault] [eval] [serve] [--quick]"; exit 2 ;; esac
 done
 [ ${#steps[@]} -eq 0 ] && steps=(tests bench)
 has() { local s; for s in "${steps[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
@@ -125,6 +125,39 @@ if has engine; then
     timeout 60 $ebin/bench_hybrid --model /tmp/tandem-v3z3 --batch 1 --steps 2 --prompt $p 2>&1 |
         grep prefill | tee -a "$log"
   done
+fi
+
+# hfdefault: the same HF comparison on the trained models/default, over 256 tokens of held-out
+# style chats (train/data.py, seed 7, rendered with the DeepSeek-V3 special tokens): CPU and GPU
+# backends, and CPU --w8a16.
+if has hfdefault; then
+  log="$out/hfdefault.log"
+  d=/tmp/hf-default
+  rm -rf $d $d-hf && mkdir -p $d
+  python3 - > $d/chat.txt <<'PY'
+import random, sys
+sys.path.insert(0, "train")
+import data
+rng, out = random.Random(7), []
+for _ in range(12):
+    msgs, _, _ = data.conversation(rng)
+    s = "<｜begin▁of▁sentence｜>"
+    for m in msgs:
+        s += ("<｜User｜>" + m["content"]) if m["role"] == "user" else \
+             ("<｜Assistant｜>" + m["content"] + "<｜end▁of▁sentence｜>")
+    out.append(s)
+sys.stdout.write("".join(out))
+PY
+  $tb tokenize --model models/default --special < $d/chat.txt 2> /dev/null |
+      python3 -c "import json,sys; print(' '.join(map(str, json.load(sys.stdin)[:256])))" > $d/ids.txt
+  $tb convert dequant --model models/default --out $d-hf >> "$log" 2>&1
+  cp models/default/tokenizer*.json $d-hf/ 2> /dev/null
+  $ebin/dump_logits --model models/default --ids $d/ids.txt --out $d/cpu.f32 >> "$log" 2>&1
+  $ebin/dump_logits --model models/default --ids $d/ids.txt --out $d/gpu.f32 --placement hybrid >> "$log" 2>&1
+  $ebin/dump_logits --model models/default --ids $d/ids.txt --out $d/cpu-w8a16.f32 --w8a16 >> "$log" 2>&1
+  echo "==== models/default: hf_compare (cpu, gpu, cpu W8A16), $(wc -w < $d/ids.txt) chat tokens" | tee -a "$log"
+  timeout 300 python3 tests/reference/hf_compare.py --model $d-hf --ids $d/ids.txt \
+      --tandem-logits $d/cpu.f32 $d/gpu.f32 $d/cpu-w8a16.f32 2>&1 | grep -v -i "warning\|Loading" | tee -a "$log"
 fi
 
 # prof: where the main stream's time goes in a decode step (bench_hybrid --profile 1: an event

@@ -173,10 +173,11 @@ if has prof; then
   done
   # the expert pool's idle spin (cpu.spin_us, default 50): workers that sleep between two
   # expert calls (the GPU's ~0.4 ms of attention) must be woken for the next
-  for sp in 50 2000; do
-    echo "==== bench_hybrid batch 1, cpu.spin_us $sp" | tee -a "$log"
+  for tsp in "16 50" "16 2000" "15 50" "15 2000" "14 2000"; do
+    set -- $tsp
+    echo "==== bench_hybrid batch 1, cpu.threads $1, cpu.spin_us $2" | tee -a "$log"
     timeout 60 $ebin/bench_hybrid --model /tmp/tandem-v3z3 --batch 1 --steps 32 --prompt 256 \
-        --spin-us $sp 2>&1 | grep -E 'decode:|CPU experts' | tee -a "$log"
+        --threads $1 --spin-us $2 2>&1 | grep -E 'decode:|CPU experts' | tee -a "$log"
   done
 fi
 

@@ -59,6 +59,9 @@ int opsk_rmsnorm(const float *x, int ldx, const float *g, int n, int dim, float 
                  int ldy, cudaStream_t st);
 int opsk_fp8_to_f32(const uint8_t *q, const float *scale, int64_t rows, int64_t cols, int sld,
                     float *out, cudaStream_t st);
+int opsk_head_matmul_fp8(const uint8_t *q, const float *scale, int sld, int64_t r0, int64_t hrows,
+                         int rows, int cols, int trans, int n, int nh, const float *x, int ldx_tok,
+                         int ldx_head, float *y, int ldy_tok, int ldy_head, cudaStream_t st);
 
 #define N_HOST 5                /* pinned host scratch: 0-1 CPU fallbacks, 2-4 expert jobs */
 #define N_JOBS 4                /* expert jobs the engine thread may run ahead by */
@@ -755,9 +758,10 @@ static void cu_rope(struct ops *o, const struct ops_rope *r, const int32_t *pos,
 }
 
 /* Per-head weights: an FP8 view stays e4m3 + its scales on the device (kv_b: 16 MiB a layer for
- * DeepSeek-V3 instead of 64 MiB in fp32) and is expanded into one shared fp32 scratch by the
- * first head_matmul that uses it (W_UK then W_UV of the same layer share one expansion; ~25 us
- * per layer at 3 TB/s); other types keep the fp32 copy. */
+ * DeepSeek-V3 instead of 64 MiB in fp32). Up to 16 tokens head_matmul reads it directly
+ * (opsk_head_matmul_fp8); larger batches expand it into one shared fp32 scratch at the first
+ * head_matmul that uses it (W_UK then W_UV of a layer share one expansion; ~35 us a V3 layer) and
+ * run SGEMM. Other types keep an fp32 copy. */
 static int cu_heads_create(struct ops *o, const struct wt_view *v, const float *f32,
                            struct ops_heads **out, char *err)
 {
@@ -825,6 +829,19 @@ static void cu_head_matmul(struct ops *o, const struct ops_heads *h, int64_t w_o
     join(c, NULL);
     prof(c, OPS_PROF_HEADMM);
     const float *w = h->f32;
+    /* decode-sized batches read the FP8 weights directly (ops_cuda_norm.cu; -1: not a shape it
+     * takes, then expand) */
+    if (!w && cols == h->cols && w_off % h->cols == 0 && w_head % h->cols == 0) {
+        int sld = (int)((h->cols + 127) / 128);
+        int r = opsk_head_matmul_fp8(h->q, h->scale, sld, w_off / h->cols, w_head / h->cols, rows,
+                                     cols, trans, n, nh, x, ldx_tok, ldx_head, y, ldy_tok,
+                                     ldy_head, c->st);
+        if (r == 0) return;
+        if (r != -1) {
+            cfail(c, ERR_CUDA, "head matmul fp8", cudaSuccess);
+            return;
+        }
+    }
     if (!w) {
         if (c->heads_cur != h) {
             int sld = (int)((h->cols + 127) / 128);

@@ -91,3 +91,136 @@ extern "C" int opsk_fp8_to_f32(const uint8_t *q, const float *scale, int64_t row
                                                                            sld, out);
     return cudaGetLastError() == cudaSuccess ? 0 : -1;
 }
+
+/* ---- per-head matmul on FP8 weights for decode-sized batches (n <= 16 tokens)
+ * W: e4m3 [*][cols] with 128x128 block scales [.][sld]; head h's matrix = rows r0 + h * hrows ..
+ * + rows of W. trans = 0: y[t,h,r] = sum_c W_h[r][c] x[t,h,c] (cols = 512);
+ * trans = 1: y[t,h,c] = sum_r W_h[r][c] x[t,h,r] (cols = 512, rows <= 256). One CTA per head
+ * reads that head's bytes once with 16-byte (trans 0) or 4-byte (trans 1) coalesced loads; each
+ * weight is e4m3 -> fp32 through a table in shared memory, times its block scale with one
+ * rounding (__fmul_rn: the value the CPU backend's fp32 copy holds), and summed in fp32 (another
+ * order than the CPU's: rounding-level differences). NT = tokens rounded up to a power of two
+ * (x rows beyond n are zero, their outputs not written). */
+#define HMM_COLS 512
+#define HMM_MAXROWS 256
+
+static __device__ __forceinline__ void hmm_table(float *lut)
+{
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) {
+        __half_raw hr = __nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)i, __NV_E4M3);
+        lut[i] = __half2float(__half(hr));
+    }
+}
+
+template <int NT>
+static __global__ void __launch_bounds__(256)
+hmm_rows_k(const uint8_t *q, const float *scale, int sld, int64_t r0, int64_t hrows, int rows,
+           int n, const float *x, int ldx_tok, int ldx_head, float *y, int ldy_tok, int ldy_head)
+{
+    __shared__ float lut[256];
+    __shared__ float xs[NT][HMM_COLS + HMM_COLS / 16];   /* column c at c + c/16: lane l's 16
+                                                             columns start at 17 l, no conflicts */
+    const int h = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    hmm_table(lut);
+    for (int i = threadIdx.x; i < NT * HMM_COLS; i += blockDim.x) {
+        int t = i / HMM_COLS, c = i % HMM_COLS;
+        xs[t][c + (c >> 4)] = t < n ? x[(size_t)t * ldx_tok + (size_t)h * ldx_head + c] : 0.0f;
+    }
+    __syncthreads();
+    const int c0 = lane * 16, p0 = lane * 17;
+    for (int r = warp; r < rows; r += 8) {
+        const int64_t row = r0 + (int64_t)h * hrows + r;
+        const uint4 v = *(const uint4 *)(q + row * HMM_COLS + c0);
+        const float s = scale[(row / 128) * sld + c0 / 128];
+        const uint8_t *b = (const uint8_t *)&v;
+        float w[16];
+#pragma unroll
+        for (int k = 0; k < 16; k++) w[k] = __fmul_rn(lut[b[k]], s);
+        float acc[NT];
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            float a = 0.0f;
+#pragma unroll
+            for (int k = 0; k < 16; k++) a = fmaf(w[k], xs[t][p0 + k], a);
+            acc[t] = a;
+        }
+#pragma unroll
+        for (int t = 0; t < NT; t++)
+            for (int o = 16; o > 0; o >>= 1) acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], o);
+        if (lane < NT && lane < n) {
+            float out = acc[0];
+#pragma unroll
+            for (int t = 1; t < NT; t++) out = lane == t ? acc[t] : out;
+            y[(size_t)lane * ldy_tok + (size_t)h * ldy_head + r] = out;
+        }
+    }
+}
+
+template <int NT>
+static __global__ void __launch_bounds__(128)
+hmm_cols_k(const uint8_t *q, const float *scale, int sld, int64_t r0, int64_t hrows, int rows,
+           int n, const float *x, int ldx_tok, int ldx_head, float *y, int ldy_tok, int ldy_head)
+{
+    __shared__ float lut[256];
+    __shared__ float xs[HMM_MAXROWS][NT];
+    const int h = blockIdx.x, c0 = threadIdx.x * 4;      /* 128 threads x 4 columns = 512 */
+    hmm_table(lut);
+    for (int i = threadIdx.x; i < rows * NT; i += blockDim.x) {
+        int r = i / NT, t = i % NT;
+        xs[r][t] = t < n ? x[(size_t)t * ldx_tok + (size_t)h * ldx_head + r] : 0.0f;
+    }
+    __syncthreads();
+    float acc[NT][4];
+#pragma unroll
+    for (int t = 0; t < NT; t++) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.0f;
+    for (int r = 0; r < rows; r++) {
+        const int64_t row = r0 + (int64_t)h * hrows + r;
+        const uchar4 v = *(const uchar4 *)(q + row * HMM_COLS + c0);
+        const float s = scale[(row / 128) * sld + c0 / 128];
+        const float w0 = __fmul_rn(lut[v.x], s), w1 = __fmul_rn(lut[v.y], s);
+        const float w2 = __fmul_rn(lut[v.z], s), w3 = __fmul_rn(lut[v.w], s);
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            const float xv = xs[r][t];
+            acc[t][0] = fmaf(w0, xv, acc[t][0]);
+            acc[t][1] = fmaf(w1, xv, acc[t][1]);
+            acc[t][2] = fmaf(w2, xv, acc[t][2]);
+            acc[t][3] = fmaf(w3, xv, acc[t][3]);
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < NT; t++)
+        if (t < n)
+            *(float4 *)(y + (size_t)t * ldy_tok + (size_t)h * ldy_head + c0) =
+                make_float4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]);
+}
+
+template <int NT>
+static void hmm_launch(const uint8_t *q, const float *scale, int sld, int64_t r0, int64_t hrows,
+                       int rows, int trans, int n, int nh, const float *x, int ldx_tok,
+                       int ldx_head, float *y, int ldy_tok, int ldy_head, cudaStream_t st)
+{
+    if (trans)
+        hmm_cols_k<NT><<<nh, 128, 0, st>>>(q, scale, sld, r0, hrows, rows, n, x, ldx_tok,
+                                           ldx_head, y, ldy_tok, ldy_head);
+    else
+        hmm_rows_k<NT><<<nh, 256, 0, st>>>(q, scale, sld, r0, hrows, rows, n, x, ldx_tok,
+                                           ldx_head, y, ldy_tok, ldy_head);
+}
+
+/* Returns -1 (nothing launched) when the shape is not one it handles; the caller then expands. */
+extern "C" int opsk_head_matmul_fp8(const uint8_t *q, const float *scale, int sld, int64_t r0,
+                                    int64_t hrows, int rows, int cols, int trans, int n, int nh,
+                                    const float *x, int ldx_tok, int ldx_head, float *y,
+                                    int ldy_tok, int ldy_head, cudaStream_t st)
+{
+    if (n < 1 || n > 16 || cols != HMM_COLS || rows < 1 || rows > HMM_MAXROWS ||
+        (trans && (ldy_tok % 4 || ldy_head % 4 || ((uintptr_t)y & 15))))
+        return -1;
+    if (n == 1) hmm_launch<1>(q, scale, sld, r0, hrows, rows, trans, n, nh, x, ldx_tok, ldx_head, y, ldy_tok, ldy_head, st);
+    else if (n <= 2) hmm_launch<2>(q, scale, sld, r0, hrows, rows, trans, n, nh, x, ldx_tok, ldx_head, y, ldy_tok, ldy_head, st);
+    else if (n <= 4) hmm_launch<4>(q, scale, sld, r0, hrows, rows, trans, n, nh, x, ldx_tok, ldx_head, y, ldy_tok, ldy_head, st);
+    else if (n <= 8) hmm_launch<8>(q, scale, sld, r0, hrows, rows, trans, n, nh, x, ldx_tok, ldx_head, y, ldy_tok, ldy_head, st);
+    else hmm_launch<16>(q, scale, sld, r0, hrows, rows, trans, n, nh, x, ldx_tok, ldx_head, y, ldy_tok, ldy_head, st);
+    return cudaGetLastError() == cudaSuccess ? 0 : -2;
+}

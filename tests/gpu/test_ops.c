@@ -401,6 +401,56 @@ static void test_gemv_bf16(int m, int n, int k, int acc)
     cudaFree(w); cudaFree(x); cudaFree(y);
 }
 
+/* engine/model/ops_cuda_norm.cu: the hybrid backend's per-head matmul on FP8 weights (kv_b's
+ * absorbed halves at decode), against a float64 reference of the dequantized weights */
+int opsk_head_matmul_fp8(const uint8_t *q, const float *scale, int sld, int64_t r0, int64_t hrows,
+                         int rows, int cols, int trans, int n, int nh, const float *x, int ldx_tok,
+                         int ldx_head, float *y, int ldy_tok, int ldy_head, cudaStream_t st);
+
+static void test_head_matmul_fp8(int n, int trans, int r0)
+{
+    const int H = 4, hrows = 256, rows = 128, cols = 512, R = H * hrows, sld = cols / 128;
+    const int in = trans ? rows : cols, out = trans ? cols : rows;
+    const int ldx_head = in + 8, ldx_tok = H * ldx_head, ldy_head = out + 4, ldy_tok = H * ldy_head;
+    uint8_t *hq = malloc((size_t)R * cols);
+    float *hs = malloc((size_t)(R / 128) * sld * 4), *hx = malloc((size_t)n * ldx_tok * 4);
+    float *hy = malloc((size_t)n * ldy_tok * 4);
+    CHECK(hq && hs && hx && hy);
+    for (size_t i = 0; i < (size_t)R * cols; i++) {
+        uint8_t b = (uint8_t)gt_int(0, 255);
+        hq[i] = (b & 0x7f) == 0x7f ? 0x3f : b;          /* no NaN codes */
+    }
+    for (int i = 0; i < (R / 128) * sld; i++) hs[i] = (float)(gt_uniform() * 1e-3 + 1e-4);
+    for (size_t i = 0; i < (size_t)n * ldx_tok; i++) hx[i] = (float)gt_normal();
+    uint8_t *q = gt_up(hq, (size_t)R * cols);
+    float *s = gt_up(hs, (size_t)(R / 128) * sld * 4), *x = gt_up(hx, (size_t)n * ldx_tok * 4);
+    float *y = gt_dev((size_t)n * ldy_tok * 4);
+    CHECK_EQ(opsk_head_matmul_fp8(q, s, sld, r0, hrows, rows, cols, trans, n, H, x, ldx_tok,
+                                  ldx_head, y, ldy_tok, ldy_head, 0), 0);
+    gt_down(hy, y, (size_t)n * ldy_tok * 4);
+    char name[96];
+    snprintf(name, sizeof name, "head matmul fp8 trans=%d n=%d r0=%d", trans, n, r0);
+    struct gt_err e = { 0, 0, 0, name };
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < H; h++)
+            for (int o = 0; o < out; o++) {
+                double acc = 0, mag = 0;
+                for (int k = 0; k < in; k++) {
+                    int r = trans ? k : o, c = trans ? o : k;
+                    int64_t row = r0 + (int64_t)h * hrows + r;
+                    double w = (double)(fp_e4m3_to_f32(hq[row * cols + c]) * hs[(row / 128) * sld + c / 128]);
+                    double xv = hx[(size_t)t * ldx_tok + (size_t)h * ldx_head + k];
+                    acc += w * xv;
+                    mag += fabs(w * xv);
+                }
+                gt_check(&e, hy[(size_t)t * ldy_tok + (size_t)h * ldy_head + o], acc,
+                         4e-6 * mag + 1e-30, (long)(t * 100000 + h * 1000 + o));
+            }
+    gt_report(&e);
+    free(hq); free(hs); free(hx); free(hy);
+    cudaFree(q); cudaFree(s); cudaFree(x); cudaFree(y);
+}
+
 int main(void)
 {
     gt_require_gpu();
@@ -410,6 +460,12 @@ int main(void)
     test_rmsnorm(gt_int(1, 5), 512, CUK_F32, 1);
     test_rmsnorm(gt_int(1, 5), 2048, CUK_F32, 0);
     test_rope();
+    test_head_matmul_fp8(1, 1, 0);                               /* W_UK^T q_nope */
+    test_head_matmul_fp8(gt_int(2, 16), 1, 0);
+    test_head_matmul_fp8(gt_int(9, 16), 1, 0);
+    test_head_matmul_fp8(1, 0, 128);                             /* W_UV o~ */
+    test_head_matmul_fp8(gt_int(2, 8), 0, 128);
+    test_head_matmul_fp8(gt_int(9, 16), 0, 128);
     test_router(256, 8, 4, 8, CUK_ROUTER_SIGMOID, 1, 1, 2.5f);   /* DeepSeek-V3 */
     test_router(64, 1, 1, 6, CUK_ROUTER_SOFTMAX, 0, 0, 1.0f);    /* V2-Lite */
     test_router(384, 1, 1, 8, CUK_ROUTER_SIGMOID, 1, 1, 2.827f); /* Kimi-K2-like */

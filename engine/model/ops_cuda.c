@@ -3,20 +3,24 @@
  *
  * What: buffers from ops_alloc are device memory (cudaMalloc at model_create; none in steady
  * state except the growth noted below). Weights: FP8 linears are uploaded with their scales
- * re-laid to the grid cuBLASLt wants (ld = round_up(k/128, 4)); BF16 linears (router, lm_head,
- * embeddings) as bf16. Other weight types, and FP8 weights whose k is not a multiple of 128,
- * stay on the host and run on the CPU backend (download x, CPU op, upload y).
- *   - FP8 linear: x is quantized per token per 128 channels (cuk_rmsnorm without a norm) into a
- *     scratch of `bucket(n)` rows (n <= 16: n; then powers of two up to round_up(max, 4)), then
- *     gemm_fp8_linear (own small-M kernel or cuBLASLt). Plans for every bucket are built in
- *     lin_create (start-up). When the bucket's padded row count is not n, the result lands in a
- *     scratch and its first n rows are copied out. The norm is not fused into the quantization
- *     yet (ops.h has separate rmsnorm and linear calls): one extra pass over the activations.
+ * re-laid to the grid cuBLASLt wants (ld = round_up(k/128, 4)); BF16 linears (router, lm_head)
+ * as bf16; the embedding table stays in host memory (ops_table_create). Other weight types, and
+ * FP8 weights whose k is not a multiple of 128, stay on the host and run on the CPU backend
+ * (download x, CPU op, upload y).
+ *   - FP8 linear: x is quantized per token per 128 channels (cuk_rmsnorm without a norm), then
+ *     gemm_fp8_linear. Exact mode (gpu.fp8_gemm = exact, the default): the own kernel for every
+ *     row count, > 16 rows in 16-row chunks, fp32-exact block sums. cublaslt mode: a scratch of
+ *     `bucket(n)` rows (n <= 16: n; then powers of two up to round_up(max, 4)) and cuBLASLt for
+ *     > 16 rows; a padded result lands in a scratch and its n rows are copied out. Plans for
+ *     every bucket are built in lin_create (start-up). The norm is not fused into the
+ *     quantization (ops.h has separate rmsnorm and linear calls): one extra pass.
  *   - BF16 linear: cuk_gemv_bf16 in chunks of 16 rows (W16A32, as the CPU backend).
- *   - head_matmul: cuBLAS SGEMM strided-batched over heads (fp32, TF32 off); FP8 per-head
- *     weights (kv_b) stay e4m3 on the device and are expanded per layer into one fp32 scratch.
- *   - RMSNorm: ops_cuda_norm.cu, bit-identical to the CPU backend's (e4m3 ties, see there).
- *   - RoPE: a strided copy into the output, then cuk_rope in place; amplitude must be 1.
+ *   - head_matmul: FP8 per-head weights (kv_b) stay e4m3 on the device; up to 16 tokens
+ *     opsk_head_matmul_fp8 reads them directly, else they are expanded per layer into one fp32
+ *     scratch for cuBLAS SGEMM strided-batched over heads (fp32, TF32 off).
+ *   - RMSNorm and RoPE: bit-identical to the CPU backend's (ops_cuda_norm.cu: the CPU's sum
+ *     order; RoPE: the host's cosf/sinf table, no FMA), because e4m3 and bf16 roundings
+ *     downstream turn 1-ulp differences into visible ones. RoPE amplitude must be 1.
  *   - MLA: on the GPU when the latent is DeepSeek-V3's 512 + 64 and heads % 16 == 0: the KV cache
  *     then lives in a device mirror of the caller's struct model_kv (allocated at the first
  *     forward that uses a given model_kv; the host copy is NOT written). Other shapes (the small
@@ -25,9 +29,13 @@
  *     are copied to pinned host buffers; a side stream waits for that copy, runs the CPU expert
  *     pool in a host-function node (cudaLaunchHostFunc, no CUDA calls inside) and copies the
  *     result back into y. The main stream meanwhile runs the shared expert; the first op that
- *     touches y (ops_add) makes the main stream wait for the side stream's event.
- * Numerics: as ops.h, except MLA's tensor-core path rounds q and P to bf16 (mla.h) and GEMM
- * accumulation orders differ from the CPU's; tests/gpu/test_engine_gpu.c checks the whole forward.
+ *     touches y (ops_add) makes the main stream wait for the side stream's event. The engine
+ *     thread does not wait: job records come from a ring (cu_moe).
+ *   - routed experts on the GPU (gpu.placement = gpu, gpu.expert_layers): FP8 linears made at
+ *     load, run per active expert (moe_gpu).
+ * Numerics: as ops.h, except the tensor-core MLA (two-part bf16 q and P: ~5e-6 relative), the
+ * GPU experts (re-quantized to FP8) and the fp32 summation orders of the GEMMs;
+ * tests/gpu/test_engine_gpu.c checks the whole forward against the CPU backend.
  * Threads: the engine thread; the CUDA host-function thread runs the CPU experts while the engine
  * thread only enqueues GPU work (every CPU fallback op first waits for the side stream).
  * Errors: the sticky ops error (ops__fail); kernel launch errors at the call, asynchronous ones at

@@ -144,6 +144,8 @@ struct ops_cuda {
     float *d_cs;                /* [max_pad][64][2]: RoPE (cos, sin) of the positions in cs_pos */
     int32_t *cs_pos;            /* host copy of the positions d_cs holds (cs_n of them) */
     int cs_n;
+    uintptr_t cs_src;           /* the caller's array they were copied from (a sub-range of it,
+                                 * e.g. an attention pass, is served from the same table) */
     void *mla_ws;
     size_t mla_ws_size;
     /* device mirror of the caller's KV cache (GPU attention only) */
@@ -730,9 +732,14 @@ static void cu_rope(struct ops *o, const struct ops_rope *r, const int32_t *pos,
     }
     /* (cos, sin) computed here exactly as the CPU backend does (cosf/sinf of the fp32 angle), so
      * both rotate bit-identically (device sincosf differs by an ulp now and then, and one ulp
-     * flips bf16 roundings of the cached k_pe). The two RoPE calls of a layer, and every layer of
-     * a forward, share the positions: the table is rebuilt only when they change. */
-    if (n != c->cs_n || memcmp(pos, c->cs_pos, (size_t)n * sizeof *pos)) {
+     * flips bf16 roundings of the cached k_pe). Every RoPE call of a forward uses the batch's
+     * positions or, in model.c's attention passes, a sub-range of the same array: the table is
+     * built once per forward (at the k_pe call over the whole batch) and a sub-range is served
+     * at its offset. The copy in cs_pos checks that the values are still the same. */
+    uintptr_t src = (uintptr_t)pos, off = (src - c->cs_src) / sizeof *pos;
+    if (src < c->cs_src || (src - c->cs_src) % sizeof *pos ||
+        off + (uintptr_t)n > (uintptr_t)c->cs_n ||
+        memcmp(pos, c->cs_pos + off, (size_t)n * sizeof *pos)) {
         size_t cb = (size_t)n * r->n_pairs * 2 * sizeof(float);
         float *h = stage(c, cb);
         if (!h) return;
@@ -747,6 +754,8 @@ static void cu_rope(struct ops *o, const struct ops_rope *r, const int32_t *pos,
         CK(c, cudaMemcpyAsync(c->d_cs, h, cb, cudaMemcpyHostToDevice, c->st), "upload");
         memcpy(c->cs_pos, pos, (size_t)n * sizeof *pos);
         c->cs_n = n;
+        c->cs_src = src;
+        off = 0;
     }
     size_t w = (size_t)2 * r->n_pairs * sizeof(float);
     if (x != y) {
@@ -761,7 +770,8 @@ static void cu_rope(struct ops *o, const struct ops_rope *r, const int32_t *pos,
     }
     struct cuk_rope_args a = {.m = n, .n_heads = nh, .rot_dim = 2 * r->n_pairs, .x = y,
                               .x_ld = ldy_tok, .head_stride = ldy_head, .rot_off = 0,
-                              .pos = ints(c, pos, n, 0), .freqs = c->d_freq, .cs = c->d_cs};
+                              .pos = ints(c, pos, n, 0), .freqs = c->d_freq,
+                              .cs = c->d_cs + (size_t)off * r->n_pairs * 2};
     KR(c, cuk_rope(&a, c->st), "rope");
 }
 

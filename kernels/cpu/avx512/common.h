@@ -19,6 +19,20 @@
 #define AVX512_TG 8 /* tokens per group */
 #define AVX512_INLINE static inline __attribute__((always_inline))
 
+/* vpermw indices: lanes 0..15 <- element 2c, lanes 16..31 <- element 2c+1 of an int16 vector
+ * (broadcasts a pair of per-sub-block scales; used by the Q4_K/Q5_K and IQ4_XS kernels) */
+static const int16_t idx_pair[4][32] = {
+#define P(c)                                                                                       \
+    {                                                                                              \
+        2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, \
+            2 * c, 2 * c, 2 * c, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, \
+            2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1,           \
+            2 * c + 1, 2 * c + 1, 2 * c + 1                                                        \
+    }
+    P(0), P(1), P(2), P(3)
+#undef P
+};
+
 AVX512_INLINE float avx512_f16(uint16_t h)
 {
     return _cvtsh_ss(h);

@@ -16,19 +16,6 @@
 
 /* ---- Q4_K / Q5_K */
 
-/* lanes 0..15 <- element 2c, lanes 16..31 <- element 2c+1 of an int16 vector */
-static const int16_t idx_pair[4][32] = {
-#define P(c)                                                                                       \
-    {                                                                                              \
-        2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, \
-            2 * c, 2 * c, 2 * c, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, \
-            2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1,           \
-            2 * c + 1, 2 * c + 1, 2 * c + 1                                                        \
-    }
-    P(0), P(1), P(2), P(3)
-#undef P
-};
-
 AVX512_INLINE void q45k_scales(const uint8_t *packed, __m512i scv[4], __m256i *mins16)
 {
     uint64_t sc, mn;

@@ -75,18 +75,6 @@ AVX512_INLINE void q80_row(int64_t n, const void *wv, const char *act, size_t ab
 
 /* ---- IQ4_XS */
 
-static const int16_t idx_pair[4][32] = {
-#define P(c)                                                                                       \
-    {                                                                                              \
-        2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, \
-            2 * c, 2 * c, 2 * c, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, \
-            2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1,           \
-            2 * c + 1, 2 * c + 1, 2 * c + 1                                                        \
-    }
-    P(0), P(1), P(2), P(3)
-#undef P
-};
-
 AVX512_INLINE void iq4xs_row(int64_t n, const void *wv, const char *act, size_t ab, int T, float *y,
                              int64_t ldy)
 {

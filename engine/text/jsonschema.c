@@ -69,6 +69,16 @@ static int set_alts(struct cctx *c, uint32_t node, const uint32_t *alts, uint32_
     return 0;
 }
 
+/* An ANYOF node over alts[0..n) (n >= 2), or the one alternative itself when n == 1. */
+static int64_t anyof_node(struct cctx *c, const uint32_t *alts, uint32_t n)
+{
+    if (n == 1) return alts[0];
+    int64_t me = new_node(c, JSK_ANYOF);
+    if (me < 0) return me;
+    int rc = set_alts(c, (uint32_t)me, alts, n);
+    return rc ? rc : me;
+}
+
 static int64_t text_node(struct cctx *c, enum jsonschema_kind k, const char *s, size_t n)
 {
     int64_t i = new_node(c, k);
@@ -422,11 +432,8 @@ static int64_t compile_type(struct cctx *c, const json_t *s, const char *type)
     if (strcmp(type, "boolean") == 0) {
         int64_t a = text_node(c, JSK_CONST, "true", 4), b = text_node(c, JSK_CONST, "false", 5);
         if (a < 0 || b < 0) return a < 0 ? a : b;
-        int64_t me = new_node(c, JSK_ANYOF);
-        if (me < 0) return me;
         uint32_t alts[2] = {(uint32_t)a, (uint32_t)b};
-        int rc = set_alts(c, (uint32_t)me, alts, 2);
-        return rc ? rc : me;
+        return anyof_node(c, alts, 2);
     }
     if (strcmp(type, "null") == 0) return text_node(c, JSK_CONST, "null", 4);
     return err_set(c->err, ERR_INVAL, "unknown JSON schema type \"%.40s\" at #%s", type, c->path);
@@ -498,11 +505,7 @@ static int64_t compile(struct cctx *c, const json_t *s)
             if (a < 0) return a;
             alts[i] = (uint32_t)a;
         }
-        if (n == 1) return alts[0];
-        int64_t me = new_node(c, JSK_ANYOF);
-        if (me < 0) return me;
-        rc = set_alts(c, (uint32_t)me, alts, (uint32_t)n);
-        return rc ? rc : me;
+        return anyof_node(c, alts, (uint32_t)n);
     }
     if (type && !json_is_string(type) && !json_is_array(type))
         return err_set(c->err, ERR_INVAL, "'type' must be a string or an array at #%s", c->path);
@@ -521,11 +524,7 @@ static int64_t compile(struct cctx *c, const json_t *s)
             if (a < 0) return a;
             alts[i] = (uint32_t)a;
         }
-        if (n == 1) return alts[0];
-        int64_t me = new_node(c, JSK_ANYOF);
-        if (me < 0) return me;
-        rc = set_alts(c, (uint32_t)me, alts, (uint32_t)n);
-        return rc ? rc : me;
+        return anyof_node(c, alts, (uint32_t)n);
     }
     /* no type: infer from the keywords, else any value */
     if (json_object_get(s, "properties") || json_object_get(s, "required") ||

@@ -127,6 +127,8 @@ struct ops_cuda {
     const struct cpuq_ops *scalar;  /* GGML dequantizers for expert conversion (first use) */
     float *ex_x, *ex_g, *ex_u, *ex_y;   /* GPU experts: gathered rows, gate, up, down output */
     int ex_inter;
+    int32_t *ex_sort;           /* host: GPU experts' counting sort of the routes (grows) */
+    size_t ex_sort_n;
     cublasHandle_t blas;
     struct gemm_fp8 *gemm;
     /* FP8 linear scratch */
@@ -1078,38 +1080,46 @@ static void moe_gpu(struct ops_cuda *c, const struct ops_moe *m, const float *x,
     if (!hid || !hw) return;
     host_sync(c);
     CK(c, cudaMemsetAsync(y, 0, (size_t)n * hb, c->st), "memset");
-    int32_t *rows = malloc((size_t)n * top_k * sizeof(int32_t));
-    float *wts = malloc((size_t)n * top_k * sizeof(float));
-    if (!rows || !wts) {
-        free(rows);
-        free(wts);
-        ops__fail(&c->base, ERR_NOMEM, "cuda ops: out of memory (GPU experts)");
-        return;
+    /* the (token, k) pairs grouped by expert: counting sort, token order within an expert */
+    const int E = m->n_expert, np = n * top_k;
+    size_t need = (size_t)np + (size_t)E + 1;
+    if (need > c->ex_sort_n) {
+        int32_t *p = realloc(c->ex_sort, need * sizeof *p);
+        if (!p) {
+            ops__fail(&c->base, ERR_NOMEM, "cuda ops: out of memory (GPU experts)");
+            return;
+        }
+        c->ex_sort = p;
+        c->ex_sort_n = need;
     }
-    for (int e = 0; e < m->n_expert; e++) {
-        int ne = 0;
-        for (int t = 0; t < n; t++)
-            for (int j = 0; j < top_k; j++)
-                if (hid[t * top_k + j] == e) {
-                    rows[ne] = t;
-                    wts[ne++] = hw[t * top_k + j];
-                }
+    int32_t *start = c->ex_sort, *pair = c->ex_sort + E + 1;
+    memset(start, 0, ((size_t)E + 1) * sizeof *start);
+    for (int p = 0; p < np; p++)
+        if (hid[p] >= 0 && hid[p] < E) start[hid[p] + 1]++;
+    for (int e = 0; e < E; e++) start[e + 1] += start[e];
+    for (int p = 0; p < np; p++)             /* start[e] moves to the end of expert e */
+        if (hid[p] >= 0 && hid[p] < E) pair[start[hid[p]]++] = p;
+    for (int e = E; e > 0; e--) start[e] = start[e - 1];
+    start[0] = 0;
+    for (int e = 0; e < E; e++) {
+        const int32_t *pe = pair + start[e];
+        int ne = start[e + 1] - start[e];
         if (!ne) continue;
         for (int i = 0; i < ne; i++)
-            CK(c, cudaMemcpyAsync(c->ex_x + (size_t)i * m->hidden, x + (size_t)rows[i] * m->hidden,
-                                  hb, cudaMemcpyDeviceToDevice, c->st), "gather");
+            CK(c, cudaMemcpyAsync(c->ex_x + (size_t)i * m->hidden,
+                                  x + (size_t)(pe[i] / top_k) * m->hidden, hb,
+                                  cudaMemcpyDeviceToDevice, c->st), "gather");
         cu_linear(&c->base, m->gpu[3 * e], c->ex_x, ne, c->ex_g);
         cu_linear(&c->base, m->gpu[3 * e + 1], c->ex_x, ne, c->ex_u);
         cu_swiglu(&c->base, c->ex_g, c->ex_u, (int64_t)ne * m->inter, c->ex_g);
         cu_linear(&c->base, m->gpu[3 * e + 2], c->ex_g, ne, c->ex_y);
         for (int i = 0; i < ne; i++) {
-            struct cuk_add_args a = {.n = (size_t)m->hidden, .y = y + (size_t)rows[i] * m->hidden,
-                                     .x = c->ex_y + (size_t)i * m->hidden, .alpha = wts[i]};
+            struct cuk_add_args a = {.n = (size_t)m->hidden,
+                                     .y = y + (size_t)(pe[i] / top_k) * m->hidden,
+                                     .x = c->ex_y + (size_t)i * m->hidden, .alpha = hw[pe[i]]};
             KR(c, cuk_add(&a, c->st), "add");
         }
     }
-    free(rows);
-    free(wts);
 }
 
 /* No host synchronization: the engine thread enqueues and goes on with the next layers, so their
@@ -1233,6 +1243,7 @@ static void cu_destroy(struct ops *o)
     cudaFree(c->ex_g);
     cudaFree(c->ex_u);
     cudaFree(c->ex_y);
+    free(c->ex_sort);
     cudaFree(c->kv_dev);
     free(c->kv_dev_layer);
     for (int i = 0; i < N_HOST; i++) cudaFreeHost(c->h[i].p);

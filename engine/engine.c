@@ -104,6 +104,8 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         .vocab = model_vocab(em->m),
         .n_layers = model_n_layers(em->m),
         .kv_dim = model_kv_dim(em->m),
+        .kv_type = cfg->engine_kv_cache_type && !strcmp(cfg->engine_kv_cache_type, "f32")
+                       ? MODEL_KV_F32 : MODEL_KV_BF16,
         .forward = backend_forward,
         .destroy = backend_destroy,
     };
@@ -141,7 +143,7 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
     }
     int context = hp->max_pos > 0 ? hp->max_pos : 4096;
     if (cfg->model_context > 0 && cfg->model_context < context) context = (int)cfg->model_context;
-    size_t tok_bytes = (size_t)be.n_layers * be.kv_dim * sizeof(uint16_t);
+    size_t tok_bytes = (size_t)be.n_layers * be.kv_dim * model_kv_elem_size(be.kv_type);
     long long blocks = cfg->engine_kv_blocks;
     if (blocks <= 0) {
         long long bt = sp.kv_block_tokens;
@@ -153,7 +155,10 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         if (blocks > cap) blocks = cap > 1 ? cap : 1;
         if (blocks > 100000000) blocks = 100000000;
     }
-    if (!strcmp(placement, "hybrid")) {
+    if (!strcmp(placement, "hybrid") && be.kv_type == MODEL_KV_F32)
+        LOG_NOTICE("engine", "engine.kv_cache_type = f32: the KV cache stays in host memory and "
+                   "attention runs on the CPU (the GPU MLA kernels read bf16)");
+    if (!strcmp(placement, "hybrid") && be.kv_type == MODEL_KV_BF16) {
         /* The GPU memory plan (engine/model/gpu_plan.h, docs/gpu-memory.md), logged; when the KV
          * cache lives on the device (attention on the GPU kernels) and engine.kv_blocks is not
          * set, it is also capped to what the device has left after the weights and buffers. */

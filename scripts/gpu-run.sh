@@ -183,7 +183,8 @@ fi
 
 # hf: tandem's logits on the CPU and on the GPU backend against HF transformers' DeepseekV3 in
 # fp32 on the dequantized weights (tests/reference/hf_compare.py), for `tiny` and a v3-slice
-# with DeepSeek-V3's true dimensions (1 dense + 2 MoE layers, 16 Q4_K experts), 256 positions.
+# with DeepSeek-V3's true dimensions (1 dense + 2 MoE layers, 16 Q4_K experts), 256 positions;
+# also tandem (CPU) on the dequantized F32 copy HF loads, with an f32 and a bf16 latent cache.
 if has hf; then
   log="$out/hf.log"
   : > "$log"
@@ -205,10 +206,20 @@ if has hf; then
         --fp8-gemm cublaslt >> "$log" 2>&1 || echo "$m: dump_logits cublaslt failed" | tee -a "$log"
     $ebin/dump_logits --model $d --ids $d/ids.txt --out $d/cpu-w8a16.f32 --w8a16 \
         >> "$log" 2>&1 || echo "$m: dump_logits w8a16 failed" | tee -a "$log"
-    echo "==== $m: hf_compare (cpu, gpu, gpu with cuBLASLt prefill, cpu W8A16)" | tee -a "$log"
+    $ebin/dump_logits --model $d --ids $d/ids.txt --out $d/cpu-w8a16-kvf32.f32 --w8a16 --kv f32 \
+        >> "$log" 2>&1 || echo "$m: dump_logits w8a16 kv f32 failed" | tee -a "$log"
+    # tandem on the very weights HF gets (the F32 copy: every linear W32A32, F32 experts), with
+    # the f32 latent cache (engine.kv_cache_type = f32) and with the contract's bf16 cache
+    $ebin/dump_logits --model $d-hf --ids $d/ids.txt --out $d/dq-kvf32.f32 --kv f32 \
+        >> "$log" 2>&1 || echo "$m: dump_logits dequantized kv f32 failed" | tee -a "$log"
+    $ebin/dump_logits --model $d-hf --ids $d/ids.txt --out $d/dq-kvbf16.f32 \
+        >> "$log" 2>&1 || echo "$m: dump_logits dequantized failed" | tee -a "$log"
+    echo "==== $m: hf_compare (cpu, gpu, gpu with cuBLASLt prefill, cpu W8A16, cpu W8A16 + f32" \
+         "cache, dequantized + f32 cache, dequantized)" | tee -a "$log"
     s=$(date +%s)
     timeout 400 python3 tests/reference/hf_compare.py --model $d-hf --ids $d/ids.txt \
-        --tandem-logits $d/cpu.f32 $d/gpu.f32 $d/gpu-cublaslt.f32 $d/cpu-w8a16.f32 2>&1 | grep -v Warning | tee -a "$log"
+        --tandem-logits $d/cpu.f32 $d/gpu.f32 $d/gpu-cublaslt.f32 $d/cpu-w8a16.f32 \
+        $d/cpu-w8a16-kvf32.f32 $d/dq-kvf32.f32 $d/dq-kvbf16.f32 2>&1 | grep -v Warning | tee -a "$log"
     echo "$m: $(( $(date +%s) - s )) s" | tee -a "$log"
     rm -rf $d-hf
   done

@@ -588,9 +588,10 @@ static int check_batch(const struct model *m, const struct model_kv *kv,
 {
     const struct wt_hparams *hp = &m->hp;
     if (!kv || kv->n_layers != hp->n_layers || kv->kv_dim != m->kv_dim || kv->block_tokens < 1 ||
-        kv->n_blocks < 1 || !kv->layer_data)
+        kv->n_blocks < 1 || !kv->layer_data ||
+        (kv->type != MODEL_KV_BF16 && kv->type != MODEL_KV_F32))
         return err_set(err, ERR_INVAL, "model: KV cache does not match the model (%d layers, "
-                       "kv_dim %d)", hp->n_layers, m->kv_dim);
+                       "kv_dim %d, bf16 or f32)", hp->n_layers, m->kv_dim);
     if (b->n_tokens < 1 || b->n_tokens > m->max_tokens)
         return err_set(err, ERR_INVAL, "model: batch of %d tokens (1..%d)", b->n_tokens,
                        m->max_tokens);

@@ -35,11 +35,20 @@ struct wt_hparams;
 struct cfg;
 struct model;
 
+/* Element type of the latent cache: bf16 is the numerics contract (design.md §5); f32 keeps the
+ * latents unrounded at twice the memory (engine.kv_cache_type; the GPU MLA kernels read bf16 only,
+ * so with f32 the hybrid backend runs attention on the CPU). */
+enum model_kv_type { MODEL_KV_BF16 = 0, MODEL_KV_F32 = 1 };
+static inline size_t model_kv_elem_size(int type) { return type == MODEL_KV_F32 ? 4 : 2; }
+
 /* Caller-owned paged KV storage: for each layer, n_blocks blocks of block_tokens rows of
- * kv_dim (= kv_lora_rank + qk_rope) bf16 values: layer_data[l] + (block * block_tokens + row) * kv_dim. */
+ * kv_dim (= kv_lora_rank + qk_rope) values of `type`; row r of layer l starts at byte
+ * (char *)layer_data[l] + r * kv_dim * model_kv_elem_size(type), r = block * block_tokens + i.
+ * A zero-initialized struct is bf16. */
 struct model_kv {
     int n_layers, n_blocks, block_tokens, kv_dim;
-    uint16_t **layer_data;
+    int type;                   /* enum model_kv_type */
+    void **layer_data;
 };
 
 struct model_seq {

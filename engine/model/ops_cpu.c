@@ -470,11 +470,11 @@ static void cpu_gather(struct ops *o, const float *x, int dim, const int32_t *id
 
 /* ---------------------------------------------------------------- KV cache and attention */
 
-static uint16_t *kv_slot(const struct model_kv *kv, int layer, const struct model_seq *s, int p)
+static void *kv_slot(const struct model_kv *kv, int layer, const struct model_seq *s, int p)
 {
     int32_t blk = s->blocks[p / kv->block_tokens];
     size_t row = (size_t)blk * kv->block_tokens + (size_t)(p % kv->block_tokens);
-    return kv->layer_data[layer] + row * kv->kv_dim;
+    return (char *)kv->layer_data[layer] + row * kv->kv_dim * model_kv_elem_size(kv->type);
 }
 
 static void cpu_kv_store(struct ops *o, const struct model_kv *kv, int layer,
@@ -482,10 +482,24 @@ static void cpu_kv_store(struct ops *o, const struct model_kv *kv, int layer,
 {
     (void)o;
     for (int t = 0; t < b->n_tokens; t++) {
-        uint16_t *dst = kv_slot(kv, layer, &b->seqs[b->seq[t]], b->pos[t]);
+        void *dst = kv_slot(kv, layer, &b->seqs[b->seq[t]], b->pos[t]);
         const float *src = x + (size_t)t * kv->kv_dim;
-        for (int i = 0; i < kv->kv_dim; i++) dst[i] = fp_f32_to_bf16(src[i]);
+        if (kv->type == MODEL_KV_F32) {
+            memcpy(dst, src, (size_t)kv->kv_dim * sizeof(float));
+            continue;
+        }
+        uint16_t *d16 = dst;
+        for (int i = 0; i < kv->kv_dim; i++) d16[i] = fp_f32_to_bf16(src[i]);
     }
+}
+
+/* One cached row as fp32 (bf16 -> fp32 is exact). */
+static void kv_load(const struct model_kv *kv, const void *row, float *dst)
+{
+    if (kv->type == MODEL_KV_F32)
+        memcpy(dst, row, (size_t)kv->kv_dim * sizeof(float));
+    else
+        bf16_to_f32_row(row, dst, kv->kv_dim);
 }
 
 /* Attention: flash-style tiles over the paged bf16 latent cache.
@@ -707,7 +721,7 @@ static void att_segment(const struct att_job *j, const struct att_rows *w, int k
         int nc = k1 - p0 < ATT_CHUNK ? k1 - p0 : ATT_CHUNK;
         int nc4 = (nc + 3) & ~3;
         for (int k = 0; k < nc; k++)
-            bf16_to_f32_row(kv_slot(j->kv, j->layer, w->s, p0 + k), kbuf + (size_t)k * D, D);
+            kv_load(j->kv, kv_slot(j->kv, j->layer, w->s, p0 + k), kbuf + (size_t)k * D);
         for (int k = nc; k < nc4; k++)                  /* pad the last key tile (scores unused) */
             memcpy(kbuf + (size_t)k * D, kbuf, (size_t)D * sizeof(float));
         for (int r = 0; r < w->rows2; r += 2)

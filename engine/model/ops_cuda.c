@@ -888,7 +888,8 @@ static void cu_head_matmul(struct ops *o, const struct ops_heads *h, int64_t w_o
 
 static int gpu_mla(const struct model_kv *kv, int n_heads)
 {
-    return kv->kv_dim == CUK_MLA_DIM && n_heads % 16 == 0;     /* the tensor-core path's limits */
+    /* the tensor-core path's limits; an f32 cache stays on the host (CPU attention) */
+    return kv->kv_dim == CUK_MLA_DIM && n_heads % 16 == 0 && kv->type == MODEL_KV_BF16;
 }
 
 /* the device mirror of kv (allocated when kv changes: the first forward on a new cache) */

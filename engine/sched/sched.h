@@ -21,6 +21,7 @@ struct sched_backend {
     int vocab;                  /* logits row width; token ids must be < vocab */
     int n_valid;                /* ids >= n_valid (vocabulary padding) are never sampled */
     int n_layers, kv_dim;       /* KV storage shape per token */
+    int kv_type;                /* enum model_kv_type (0 = bf16) */
     int (*forward)(void *ctx, const struct model_kv *kv, const struct model_batch *b,
                    float *logits, char *err);
     void (*destroy)(void *ctx); /* may be NULL */

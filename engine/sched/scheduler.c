@@ -821,7 +821,8 @@ int eng_create_backend(const struct sched_params *p, const struct sched_backend 
         if ((rc = samp_create(be->vocab, &e->scratch[i], err)) != 0) goto fail;
 
     /* KV storage: one anonymous mapping, pages committed as they are first written */
-    size_t per_layer = (size_t)p->kv_blocks * p->kv_block_tokens * be->kv_dim * sizeof(uint16_t);
+    size_t per_layer = (size_t)p->kv_blocks * p->kv_block_tokens * be->kv_dim *
+                       model_kv_elem_size(be->kv_type);
     e->kv_bytes = per_layer * be->n_layers;
     e->kv_mem = mmap(NULL, e->kv_bytes, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -835,6 +836,7 @@ int eng_create_backend(const struct sched_params *p, const struct sched_backend 
     e->mkv.n_blocks = p->kv_blocks;
     e->mkv.block_tokens = p->kv_block_tokens;
     e->mkv.kv_dim = be->kv_dim;
+    e->mkv.type = be->kv_type;
     e->mkv.layer_data = calloc((size_t)be->n_layers, sizeof *e->mkv.layer_data);
     int mr = e->p.max_running, mb = e->p.max_batch_tokens;
     e->running = calloc((size_t)mr, sizeof *e->running);
@@ -855,7 +857,7 @@ int eng_create_backend(const struct sched_params *p, const struct sched_backend 
         goto fail;
     }
     for (int l = 0; l < be->n_layers; l++)
-        e->mkv.layer_data[l] = (uint16_t *)((char *)e->kv_mem + per_layer * l);
+        e->mkv.layer_data[l] = (char *)e->kv_mem + per_layer * l;
     if (nw > 0) {
         e->n_workers = nw;
         e->workers = calloc((size_t)nw, sizeof *e->workers);

@@ -72,7 +72,8 @@ static inline int fake_forward(void *ctx, const struct model_kv *kv, const struc
         if (pos > 0) {
             int32_t blk = s->blocks[(pos - 1) / bt];
             size_t off = ((size_t)blk * bt + (pos - 1) % bt) * kv->kv_dim;
-            const uint16_t *r0 = kv->layer_data[0] + off, *r1 = kv->layer_data[1] + off;
+            const uint16_t *r0 = (const uint16_t *)kv->layer_data[0] + off,
+                           *r1 = (const uint16_t *)kv->layer_data[1] + off;
             if (r0[1] != (uint16_t)(pos - 1))
                 return err_set(err, ERR_INTERNAL, "fake: KV row of pos %d holds pos %d", pos - 1,
                                r0[1]);
@@ -87,8 +88,8 @@ static inline int fake_forward(void *ctx, const struct model_kv *kv, const struc
         size_t off = ((size_t)blk * bt + pos % bt) * kv->kv_dim;
         uint16_t row[4] = {(uint16_t)b->tokens[i], (uint16_t)pos, (uint16_t)h, (uint16_t)(h >> 16)};
         for (int k = 0; k < 4; k++) {
-            kv->layer_data[0][off + k] = row[k];
-            kv->layer_data[1][off + k] = row[k] ^ 0x5555;
+            ((uint16_t *)kv->layer_data[0])[off + k] = row[k];
+            ((uint16_t *)kv->layer_data[1])[off + k] = row[k] ^ 0x5555;
         }
     }
     for (int j = 0; j < b->n_logits; j++) fake_logits(hs[b->logits_idx[j]], logits + (size_t)j * FAKE_VOCAB);

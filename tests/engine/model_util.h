@@ -21,31 +21,42 @@ struct tkv {
     int blocks_per_seq;
 };
 
-/* max_seqs sequences of up to max_tokens each, block size bt; sequence s owns blocks
- * s*bps .. s*bps+bps-1, listed in reverse order so block order never equals position order. */
-static inline int tkv_init(struct tkv *t, int n_layers, int kv_dim, int max_seqs, int max_tokens,
-                           int bt)
+/* max_seqs sequences of up to max_tokens each, block size bt, elements of `type` (enum
+ * model_kv_type); sequence s owns blocks s*bps .. s*bps+bps-1, listed in reverse order so block
+ * order never equals position order. Unwritten slots hold NaN, so reading one shows. */
+static inline int tkv_init_type(struct tkv *t, int n_layers, int kv_dim, int max_seqs,
+                                int max_tokens, int bt, int type)
 {
     memset(t, 0, sizeof *t);
     t->blocks_per_seq = (max_tokens + bt - 1) / bt;
     t->kv.n_layers = n_layers;
     t->kv.kv_dim = kv_dim;
     t->kv.block_tokens = bt;
+    t->kv.type = type;
     t->kv.n_blocks = t->blocks_per_seq * max_seqs;
-    t->kv.layer_data = calloc((size_t)n_layers, sizeof(uint16_t *));
+    t->kv.layer_data = calloc((size_t)n_layers, sizeof(void *));
     t->tables = malloc((size_t)t->kv.n_blocks * sizeof(int32_t));
     if (!t->kv.layer_data || !t->tables) return -1;
+    size_t n = (size_t)t->kv.n_blocks * bt * kv_dim;
     for (int l = 0; l < n_layers; l++) {
-        t->kv.layer_data[l] = malloc((size_t)t->kv.n_blocks * bt * kv_dim * sizeof(uint16_t));
+        t->kv.layer_data[l] = malloc(n * model_kv_elem_size(type));
         if (!t->kv.layer_data[l]) return -1;
-        /* poison: bf16 NaN, so reading an unwritten slot shows */
-        for (size_t i = 0; i < (size_t)t->kv.n_blocks * bt * kv_dim; i++)
-            t->kv.layer_data[l][i] = 0x7fc0;
+        if (type == MODEL_KV_F32)
+            for (size_t i = 0; i < n; i++) ((float *)t->kv.layer_data[l])[i] = NAN;
+        else
+            for (size_t i = 0; i < n; i++) ((uint16_t *)t->kv.layer_data[l])[i] = 0x7fc0;
     }
     for (int s = 0; s < max_seqs; s++)
         for (int i = 0; i < t->blocks_per_seq; i++)
             t->tables[s * t->blocks_per_seq + i] = s * t->blocks_per_seq + (t->blocks_per_seq - 1 - i);
     return 0;
+}
+
+/* the same with the contract's bf16 cache */
+static inline int tkv_init(struct tkv *t, int n_layers, int kv_dim, int max_seqs, int max_tokens,
+                           int bt)
+{
+    return tkv_init_type(t, n_layers, kv_dim, max_seqs, max_tokens, bt, MODEL_KV_BF16);
 }
 
 static inline void tkv_free(struct tkv *t)

@@ -52,7 +52,7 @@ static void run_case(const struct cfg *cf, struct ops *o1, struct ops *o2)
     }
     for (size_t i = 0; i < (size_t)n_blocks * BT * D; i++)
         cache[i] = fp_f32_to_bf16((float)(urand() * 2 - 1));
-    uint16_t *layers[1] = {cache};
+    void *layers[1] = {cache};
     struct model_kv kv = {.n_layers = 1, .n_blocks = n_blocks, .block_tokens = BT, .kv_dim = D,
                           .layer_data = layers};
     struct model_seq seqs[MAX_SEQ];

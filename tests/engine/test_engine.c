@@ -7,6 +7,7 @@
  *   - requests sharing a prompt prefix reuse cached blocks (n_cached > 0) and produce the same
  *     tokens as without the prefix cache;
  *   - seeded sampling is reproducible (same seed, same batch composition);
+ *   - the same with engine.kv_cache_type = f32;
  *   - cancellation and context overflow; block accounting after every phase (eng_debug_check).
  */
 #include "../check.h"
@@ -53,12 +54,13 @@ static void on_event(void *ud, const struct eng_event *ev)
 
 static char model_dir[512];
 
-static struct engine *make_engine(const char *kv_blocks, const char *max_running,
-                                  const char *prefix, const char *batch)
+static struct engine *make_engine_kv(const char *kv_blocks, const char *max_running,
+                                     const char *prefix, const char *batch, const char *kv_type)
 {
     struct cfg c;
     char err[ERR_LEN];
     cfg_init_defaults(&c);
+    CHECK_EQ(cfg_set(&c, "engine", "kv_cache_type", kv_type, "test", err), 0);
     CHECK_EQ(cfg_set(&c, "model", "path", model_dir, "test", err), 0);
     CHECK_EQ(cfg_set(&c, "engine", "kv_blocks", kv_blocks, "test", err), 0);
     CHECK_EQ(cfg_set(&c, "engine", "kv_block_tokens", "8", "test", err), 0);
@@ -74,6 +76,12 @@ static struct engine *make_engine(const char *kv_blocks, const char *max_running
     }
     cfg_fini(&c);
     return e;
+}
+
+static struct engine *make_engine(const char *kv_blocks, const char *max_running,
+                                  const char *prefix, const char *batch)
+{
+    return make_engine_kv(kv_blocks, max_running, prefix, batch, "bf16");
 }
 
 static void check_engine(struct engine *e)
@@ -230,6 +238,19 @@ int main(void)
     eng_stats(e, &st);
     CHECK(st.preemptions_total > 0);
     eng_destroy(e);
+
+    /* the f32 KV cache (engine.kv_cache_type): concurrent requests with chunked prefill, the
+     * prefix cache and preemption (20 blocks) give each request's tokens alone with that cache */
+    {
+        static struct res alone32[NREQ];
+        e = make_engine_kv("256", "1", "0", "256", "f32");
+        run(e, alone32, 0.0f, 0);
+        eng_destroy(e);
+        e = make_engine_kv("20", "8", "1", "32", "f32");
+        run(e, r, 0.0f, 1);
+        same("f32 cache concurrent", alone32, r);
+        eng_destroy(e);
+    }
 
     /* prefix reuse: sequential, then concurrent */
     e = make_engine("256", "8", "1", "64");

@@ -48,6 +48,9 @@
 #define REF_TOL 1e-3
 #endif
 #define SELF_TOL 1e-4
+/* the unquantized case (exact = 1): fp32 against fp64 with no rounding points in between */
+#define EXACT_TOL 1e-4
+#define EXACT_HINT_TOL 1e-5
 
 /* The fast path's expert choices for sequence slot 0, recorded through model_set_route_hook
  * and offered to the reference as near-tie hints (ref_set_route_hint). */
@@ -120,7 +123,8 @@ static int kv_hint(void *ud, int layer, int pos, uint16_t *row)
     struct model_seq s = tkv_seq(hint_kv, 0);
     size_t slot = (size_t)s.blocks[pos / kv->block_tokens] * kv->block_tokens +
                   pos % kv->block_tokens;
-    memcpy(row, kv->layer_data[layer] + slot * kv->kv_dim, (size_t)kv->kv_dim * sizeof(uint16_t));
+    memcpy(row, (const uint16_t *)kv->layer_data[layer] + slot * kv->kv_dim,
+           (size_t)kv->kv_dim * sizeof(uint16_t));
     return 1;
 }
 
@@ -170,6 +174,16 @@ static int make_model(const char *experts, int v2, unsigned long long mseed, cha
         CHECK(fclose(f) == 0);
     }
     return make_synth(preset, mseed, dir, extra);
+}
+
+/* `$TANDEM_BIN convert dequant --model DIR --out OUT` (every tensor F32, HF names); exit status */
+static int convert_dequant(const char *dir, const char *out)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "'%s' convert dequant --model '%s' --out '%s' >>'%s.log' 2>&1",
+             getenv("TANDEM_BIN"), dir, out, dir);
+    int st = system(cmd);
+    return st == -1 ? -1 : (st >> 8) & 0xff;
 }
 
 /* the model directory in use, removed at exit also when a CHECK fails */
@@ -423,7 +437,13 @@ static void check_malformed(struct model *m, struct tkv *kv, int V, const char *
 }
 
 /* Checks 1-2 (and 3-6 if `full`) on one model directory. */
-static void check_model(const char *mdir, const char *label, double resync_gate, int full)
+/* exact: 0 = the contract (bf16 cache; the reference emulates the quantization, hints at
+ * near-ties); 1 = an unquantized model (`convert dequant`: every linear F32) with an f32 cache
+ * against the reference with no rounding at all (ref_set_exact 7, which equals HF transformers in
+ * float32, docs/numerics.md): no hints but routing near-ties within EXACT_HINT_TOL, bound
+ * EXACT_TOL. */
+static void check_model(const char *mdir, const char *label, double resync_gate, int full,
+                        int exact)
 {
     char err[ERR_LEN] = "";
     struct wt_model *w = NULL;
@@ -456,7 +476,10 @@ static void check_model(const char *mdir, const char *label, double resync_gate,
     int nohints = getenv("TANDEM_TEST_NO_HINTS") != NULL;
     model_set_route_hook(m, on_route, &routes);
     model_set_lin_hook(m, on_lin, &routes);
-    if (!nohints) {
+    if (exact) {
+        ref_set_exact(ref, 7);
+        if (!nohints) ref_set_route_hint(ref, route_hint, &routes, EXACT_HINT_TOL);
+    } else if (!nohints) {
         ref_set_route_hint(ref, route_hint, &routes, HINT_TOL);
         ref_set_act_hint(ref, act_hint, &routes);
         ref_set_resync(ref, resync_gate);
@@ -466,9 +489,11 @@ static void check_model(const char *mdir, const char *label, double resync_gate,
             hp->q_lora_rank, hp->kv_lora_rank, hp->n_routed, hp->top_k, hp->n_group,
             hp->topk_group);
     struct tkv kv;
-    CHECK_EQ(tkv_init(&kv, model_n_layers(m), model_kv_dim(m), 2, CTX, 16), 0);
+    CHECK_EQ(tkv_init_type(&kv, model_n_layers(m), model_kv_dim(m), 2, CTX, 16,
+                           exact ? MODEL_KV_F32 : MODEL_KV_BF16), 0);
     hint_kv = &kv;
-    if (!nohints) ref_set_kv_hint(ref, kv_hint, NULL);
+    if (!nohints && !exact) ref_set_kv_hint(ref, kv_hint, NULL);
+    const double tol = exact ? EXACT_TOL : REF_TOL;
 
     int32_t toks[CTX];
     for (int i = 0; i < PROMPT; i++) toks[i] = (int32_t)(rnd() % (unsigned)V);
@@ -506,8 +531,8 @@ static void check_model(const char *mdir, const char *label, double resync_gate,
         fprintf(stderr, "[%s] no hints: report only\n", label);
         goto out;
     }
-    CHECK(worst <= REF_TOL);
-    CHECK(ref_max_layer_err(ref) <= REF_TOL);
+    CHECK(worst <= tol);
+    CHECK(ref_max_layer_err(ref) <= tol);
 
     /* 2. greedy decode over the cache vs the reference's greedy decode */
     int next = argmax_fl(lg + (size_t)(PROMPT - 1) * V, V);
@@ -534,8 +559,8 @@ static void check_model(const char *mdir, const char *label, double resync_gate,
     fprintf(stderr, "[%s] greedy decode: %d steps identical to the reference; max rel err %.3g, "
             "max per-layer residual diff %.3g (%d resyncs, %d routing near-ties taken)\n", label,
             GEN, worst_dec, ref_max_layer_err(ref), ref_resyncs(ref), ref_hints_taken(ref));
-    CHECK(worst_dec <= REF_TOL);
-    CHECK(ref_max_layer_err(ref) <= REF_TOL);
+    CHECK(worst_dec <= tol);
+    CHECK(ref_max_layer_err(ref) <= tol);
     routes.active = 0;
 
     if (full) {
@@ -575,14 +600,16 @@ int main(void)
     unsigned long long mseed = seed % 1000000007ull;
     const char *given = getenv("TANDEM_TEST_MODEL");  /* an existing model dir instead of synth */
     if (given) {
-        check_model(given, given, RESYNC_GATE, 1);
+        check_model(given, given, RESYNC_GATE, 1, 0);
         return 0;
     }
     atexit(cleanup);
-    /* experts type, resync gate (0: none, pure end-to-end), run the invariants too */
-    static const struct { const char *type; int v2; double gate; int full; } cases[] = {
-        {"q8_0", 0, RESYNC_GATE, 1}, {"q4_K", 0, RESYNC_GATE, 0}, {"f32", 0, 0.0, 0},
-        {"q8_0", 1, RESYNC_GATE, 0}};
+    /* experts type, resync gate (0: none, pure end-to-end), run the invariants too, exact:
+     * dequantize the model to F32 (HF layout, what hf_compare.py feeds transformers) and compare
+     * the f32-cache fast path with the unquantized reference */
+    static const struct { const char *type; int v2; double gate; int full, exact; } cases[] = {
+        {"q8_0", 0, RESYNC_GATE, 1, 0}, {"q4_K", 0, RESYNC_GATE, 0, 0}, {"f32", 0, 0.0, 0, 0},
+        {"q8_0", 1, RESYNC_GATE, 0, 0}, {"q4_K", 0, 0.0, 0, 1}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         char dir[64];
         int st = make_model(cases[c].type, cases[c].v2, mseed + c, dir, sizeof dir);
@@ -601,10 +628,16 @@ int main(void)
             fprintf(stderr, "synth with %s experts failed (exit %d): %s\n", cases[c].type, st, line);
             CHECK(0);
         }
-        char label[32];
-        snprintf(label, sizeof label, "%s/%s", cases[c].v2 ? "tiny-v2" : "tiny", cases[c].type);
-        fprintf(stderr, "model %s: %s (synth seed %llu)\n", label, dir, mseed + c);
-        check_model(dir, label, cases[c].gate, cases[c].full);
+        char label[48], mdir[96];
+        snprintf(label, sizeof label, "%s/%s%s", cases[c].v2 ? "tiny-v2" : "tiny", cases[c].type,
+                 cases[c].exact ? " dequantized, f32 cache, exact" : "");
+        snprintf(mdir, sizeof mdir, "%s", dir);
+        if (cases[c].exact) {   /* the F32 copy inside the model dir: removed with it */
+            snprintf(mdir, sizeof mdir, "%s/f32", dir);
+            CHECK_EQ(convert_dequant(dir, mdir), 0);
+        }
+        fprintf(stderr, "model %s: %s (synth seed %llu)\n", label, mdir, mseed + c);
+        check_model(mdir, label, cases[c].gate, cases[c].full, cases[c].exact);
         remove_model(dir);
         cur_dir[0] = 0;
     }

@@ -11,7 +11,8 @@
  * follows its own roundings, so over many positions it drifts chaotically from the fast path, see
  * docs/numerics.md), --ref-exact the same reference without any quantization (what HF in float32
  * computes; --ref-skip MASK leaves out only some roundings, see ref_set_exact). --w8a16 runs the
- * fast path with unquantized FP8 activations (model_params.fp8_w8a16). --placement hybrid runs
+ * fast path with unquantized FP8 activations (model_params.fp8_w8a16), --kv f32 with an f32
+ * latent cache (engine.kv_cache_type; default bf16). --placement hybrid runs
  * the fast path on the GPU backend (gpu.placement; needs a CUDA build and device), --fp8-gemm
  * cublaslt its cuBLASLt prefill linears. Exit 0 on success, 1 on error, 2 on usage.
  */
@@ -28,8 +29,8 @@
 static int usage(void)
 {
     fprintf(stderr, "usage: dump_logits --model DIR --ids FILE --out FILE [--ref|--ref-exact] [--chunk N] "
-            "[--threads N] [--isa NAME] [--w8a16] [--ref-skip MASK] [--make-ids N [--seed S]] "
-            "[--placement cpu|hybrid] [--fp8-gemm exact|cublaslt]\n");
+            "[--threads N] [--isa NAME] [--w8a16] [--kv bf16|f32] [--ref-skip MASK] "
+            "[--make-ids N [--seed S]] [--placement cpu|hybrid] [--fp8-gemm exact|cublaslt]\n");
     return 2;
 }
 
@@ -38,6 +39,7 @@ int main(int argc, char **argv)
     const char *model_dir = NULL, *ids_path = NULL, *out_path = NULL, *isa = "auto";
     const char *placement = "cpu", *fp8_gemm = NULL;
     int use_ref = 0, chunk = 0, threads = 0, make = 0, exact = 0, w8a16 = 0;
+    int kv_type = MODEL_KV_BF16;
     unsigned long long seed = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -56,6 +58,8 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--make-ids")) make = atoi(v);
         else if (!strcmp(a, "--seed")) seed = strtoull(v, NULL, 0);
         else if (!strcmp(a, "--ref-skip")) { use_ref = 2; exact = atoi(v); }
+        else if (!strcmp(a, "--kv") && !strcmp(v, "f32")) kv_type = MODEL_KV_F32;
+        else if (!strcmp(a, "--kv") && !strcmp(v, "bf16")) kv_type = MODEL_KV_BF16;
         else return usage();
         i++;
     }
@@ -118,7 +122,8 @@ int main(int argc, char **argv)
                                   .gpu_fp8_gemm = fp8_gemm};
         struct tkv kv;
         rc = model_create(w, &mp, &m, err);
-        if (!rc && tkv_init(&kv, model_n_layers(m), model_kv_dim(m), 1, n, 16))
+        if (!rc && tkv_init_type(&kv, model_n_layers(m), model_kv_dim(m), 1, n, 16,
+                                   kv_type))
             rc = err_set(err, ERR_NOMEM, "out of memory for the KV cache");
         for (int p = 0; !rc && p < n; p += chunk) {
             int c = n - p < chunk ? n - p : chunk;

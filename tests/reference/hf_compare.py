@@ -20,6 +20,11 @@ decisions where a 0.0 fill of the masked expert groups (HF 4.x and the hub's rem
 transformers 5.x use; --group-fill chooses the fill HF runs with. Exit status 0 when cosine
 >= 0.999 at every position and top-1 agreement >= 99%, else 1.
 
+The tandem files can come from any run on the same ids: the FP8/GGML model under the contract
+(the default), `dump_logits --w8a16` (FP8 activations unquantized), `--kv f32` (an f32 latent
+cache), or tandem on HF_DIR itself (`dump_logits --model HF_DIR --kv f32`: the very weights HF
+gets, every linear F32, so nothing is rounded on either side but fp32 arithmetic).
+
 --ref-logits takes a second logits file (e.g. `dump_logits --ref-exact`, the float64 reference
 without quantization) and reports it against HF and against tandem as well.
 
@@ -160,6 +165,9 @@ def main():
         bad = np.where(cos < 0.999)[0]
         if bad.size:
             print(f"  positions with cosine < 0.999: {bad[:20].tolist()}{' ...' if bad.size > 20 else ''}")
+        met = cos.min() >= 0.999 and top1.mean() >= 0.99
+        print(f"  targets (cosine >= 0.999 at every position, top-1 >= 99%): "
+              f"{'met' if met else 'not met'}")
         return cos.min(), top1.mean()
 
     print(f"model {args.model}: vocab {V}, {cfg.num_hidden_layers} layers, device {device}, "

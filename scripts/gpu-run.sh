@@ -198,21 +198,21 @@ if has hf; then
           --experts q4_K --seed 11 --out $d >> "$log" 2>&1
     fi
     $tb convert dequant --model $d --out $d-hf >> "$log" 2>&1 || echo "$m: dequant failed" | tee -a "$log"
-    $ebin/dump_logits --model $d --make-ids 256 --seed 1 --ids $d/ids.txt --out $d/cpu.f32 \
+    $ebin/dump_logits --model $d --make-ids 256 --seed 1 --ids $d/ids.txt --out $d/cpu.f32 --routes $d/cpu.routes \
         >> "$log" 2>&1 || echo "$m: dump_logits cpu failed" | tee -a "$log"
-    $ebin/dump_logits --model $d --ids $d/ids.txt --out $d/gpu.f32 --placement hybrid \
+    $ebin/dump_logits --model $d --ids $d/ids.txt --out $d/gpu.f32 --routes $d/gpu.routes --placement hybrid \
         >> "$log" 2>&1 || echo "$m: dump_logits hybrid failed" | tee -a "$log"
-    $ebin/dump_logits --model $d --ids $d/ids.txt --out $d/gpu-cublaslt.f32 --placement hybrid \
+    $ebin/dump_logits --model $d --ids $d/ids.txt --out $d/gpu-cublaslt.f32 --routes $d/gpu-cublaslt.routes --placement hybrid \
         --fp8-gemm cublaslt >> "$log" 2>&1 || echo "$m: dump_logits cublaslt failed" | tee -a "$log"
-    $ebin/dump_logits --model $d --ids $d/ids.txt --out $d/cpu-w8a16.f32 --w8a16 \
+    $ebin/dump_logits --model $d --ids $d/ids.txt --out $d/cpu-w8a16.f32 --routes $d/cpu-w8a16.routes --w8a16 \
         >> "$log" 2>&1 || echo "$m: dump_logits w8a16 failed" | tee -a "$log"
-    $ebin/dump_logits --model $d --ids $d/ids.txt --out $d/cpu-w8a16-kvf32.f32 --w8a16 --kv f32 \
+    $ebin/dump_logits --model $d --ids $d/ids.txt --out $d/cpu-w8a16-kvf32.f32 --routes $d/cpu-w8a16-kvf32.routes --w8a16 --kv f32 \
         >> "$log" 2>&1 || echo "$m: dump_logits w8a16 kv f32 failed" | tee -a "$log"
     # tandem on the very weights HF gets (the F32 copy: every linear W32A32, F32 experts), with
     # the f32 latent cache (engine.kv_cache_type = f32) and with the contract's bf16 cache
-    $ebin/dump_logits --model $d-hf --ids $d/ids.txt --out $d/dq-kvf32.f32 --kv f32 \
+    $ebin/dump_logits --model $d-hf --ids $d/ids.txt --out $d/dq-kvf32.f32 --routes $d/dq-kvf32.routes --kv f32 \
         >> "$log" 2>&1 || echo "$m: dump_logits dequantized kv f32 failed" | tee -a "$log"
-    $ebin/dump_logits --model $d-hf --ids $d/ids.txt --out $d/dq-kvbf16.f32 \
+    $ebin/dump_logits --model $d-hf --ids $d/ids.txt --out $d/dq-kvbf16.f32 --routes $d/dq-kvbf16.routes \
         >> "$log" 2>&1 || echo "$m: dump_logits dequantized failed" | tee -a "$log"
     echo "==== $m: hf_compare (cpu, gpu, gpu with cuBLASLt prefill, cpu W8A16, cpu W8A16 + f32" \
          "cache, dequantized + f32 cache, dequantized)" | tee -a "$log"

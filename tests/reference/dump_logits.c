@@ -12,7 +12,9 @@
  * docs/numerics.md), --ref-exact the same reference without any quantization (what HF in float32
  * computes; --ref-skip MASK leaves out only some roundings, see ref_set_exact). --w8a16 runs the
  * fast path with unquantized FP8 activations (model_params.fp8_w8a16), --kv f32 with an f32
- * latent cache (engine.kv_cache_type; default bf16). --placement hybrid runs
+ * latent cache (engine.kv_cache_type; default bf16); --routes FILE also writes the fast path's
+ * routed-expert choices, one line per (position, MoE layer): `pos layer e1 .. ek`, ascending (for
+ * hf_compare.py's routing report). --placement hybrid runs
  * the fast path on the GPU backend (gpu.placement; needs a CUDA build and device), --fp8-gemm
  * cublaslt its cuBLASLt prefill linears. Exit 0 on success, 1 on error, 2 on usage.
  */
@@ -26,10 +28,37 @@
 #include "tests/engine/model_util.h"
 #include "tests/engine/ref_model.h"
 
+/* --routes: the route hook's choices; positions follow each layer's token count, so passes and
+ * chunks (one sequence, in order) need no bookkeeping */
+struct routes_out {
+    FILE *f;
+    int seen[256];
+};
+
+static void on_route(void *ud, int layer, int n, const int32_t *ids, int top_k)
+{
+    struct routes_out *r = ud;
+    if (layer < 0 || layer >= 256) return;
+    for (int t = 0; t < n; t++) {
+        int32_t e[64];
+        int k = top_k < 64 ? top_k : 64;
+        memcpy(e, ids + (size_t)t * top_k, (size_t)k * sizeof(int32_t));
+        for (int i = 1; i < k; i++)             /* insertion sort: k <= 64 */
+            for (int j = i; j > 0 && e[j - 1] > e[j]; j--) {
+                int32_t x = e[j];
+                e[j] = e[j - 1];
+                e[j - 1] = x;
+            }
+        fprintf(r->f, "%d %d", r->seen[layer]++, layer);
+        for (int i = 0; i < k; i++) fprintf(r->f, " %d", (int)e[i]);
+        fputc('\n', r->f);
+    }
+}
+
 static int usage(void)
 {
     fprintf(stderr, "usage: dump_logits --model DIR --ids FILE --out FILE [--ref|--ref-exact] [--chunk N] "
-            "[--threads N] [--isa NAME] [--w8a16] [--kv bf16|f32] [--ref-skip MASK] "
+            "[--threads N] [--isa NAME] [--w8a16] [--kv bf16|f32] [--routes FILE] [--ref-skip MASK] "
             "[--make-ids N [--seed S]] [--placement cpu|hybrid] [--fp8-gemm exact|cublaslt]\n");
     return 2;
 }
@@ -37,7 +66,7 @@ static int usage(void)
 int main(int argc, char **argv)
 {
     const char *model_dir = NULL, *ids_path = NULL, *out_path = NULL, *isa = "auto";
-    const char *placement = "cpu", *fp8_gemm = NULL;
+    const char *placement = "cpu", *fp8_gemm = NULL, *routes_path = NULL;
     int use_ref = 0, chunk = 0, threads = 0, make = 0, exact = 0, w8a16 = 0;
     int kv_type = MODEL_KV_BF16;
     unsigned long long seed = 1;
@@ -58,6 +87,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--make-ids")) make = atoi(v);
         else if (!strcmp(a, "--seed")) seed = strtoull(v, NULL, 0);
         else if (!strcmp(a, "--ref-skip")) { use_ref = 2; exact = atoi(v); }
+        else if (!strcmp(a, "--routes")) routes_path = v;
         else if (!strcmp(a, "--kv") && !strcmp(v, "f32")) kv_type = MODEL_KV_F32;
         else if (!strcmp(a, "--kv") && !strcmp(v, "bf16")) kv_type = MODEL_KV_BF16;
         else return usage();
@@ -125,10 +155,18 @@ int main(int argc, char **argv)
         if (!rc && tkv_init_type(&kv, model_n_layers(m), model_kv_dim(m), 1, n, 16,
                                    kv_type))
             rc = err_set(err, ERR_NOMEM, "out of memory for the KV cache");
+        struct routes_out ro = {0};
+        if (!rc && routes_path) {
+            if (!(ro.f = fopen(routes_path, "w")))
+                rc = err_set(err, ERR_IO, "%s: cannot write", routes_path);
+            else
+                model_set_route_hook(m, on_route, &ro);
+        }
         for (int p = 0; !rc && p < n; p += chunk) {
             int c = n - p < chunk ? n - p : chunk;
             rc = run_seq(m, &kv, 0, ids + p, c, p, lg + (size_t)p * V, err);
         }
+        if (ro.f && fclose(ro.f) != 0 && !rc) rc = err_set(err, ERR_IO, "%s: write failed", routes_path);
         if (m) tkv_free(&kv);
         model_destroy(m);
     }

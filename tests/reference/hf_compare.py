@@ -64,6 +64,20 @@ def patch_router(fill, stats):
         emask = gmask.unsqueeze(-1).expand(-1, n_group, E // n_group).reshape(-1, E).bool()
         return choice.masked_fill(~emask, value).topk(top_k, dim=-1)[1]
 
+    def margins(choice, n_group, topk_group, top_k):
+        # the -inf selection's closest calls: group cut and expert cut (score units)
+        E = choice.shape[-1]
+        gs = choice.view(-1, n_group, E // n_group).topk(min(2, E // n_group), dim=-1)[0].sum(-1)
+        gsorted = gs.sort(-1, descending=True)[0]
+        inf = torch.full_like(gsorted[:, 0], float("inf"))
+        gm = gsorted[:, topk_group - 1] - gsorted[:, topk_group] if topk_group < n_group else inf
+        gidx = gs.topk(topk_group, dim=-1)[1]
+        gmask = torch.zeros_like(gs).scatter_(1, gidx, 1.0)
+        emask = gmask.unsqueeze(-1).expand(-1, n_group, E // n_group).reshape(-1, E).bool()
+        es = choice.masked_fill(~emask, float("-inf")).sort(-1, descending=True)[0]
+        em = es[:, top_k - 1] - es[:, top_k] if top_k < E else inf
+        return gm, em
+
     def routed(scores, bias, n_group, topk_group, top_k, norm, scale, own):
         choice = scores + bias
         a = select(choice, n_group, topk_group, top_k, 0.0)
@@ -72,6 +86,8 @@ def patch_router(fill, stats):
         stats["tokens"] += int(diff.numel())
         stats["differ"] += int(diff.sum())
         idx = {"0": a, "-inf": b}.get(fill, own)
+        gm, em = margins(choice, n_group, topk_group, top_k)
+        stats["calls"].append((idx.sort(-1)[0].cpu().numpy(), gm.cpu().numpy(), em.cpu().numpy()))
         w = scores.gather(1, idx)
         if norm:
             w = w / (w.sum(-1, keepdim=True) + 1e-20)
@@ -136,7 +152,7 @@ def main():
             sys.exit(f"{path}: {tl.size} floats, expected {n} x {V}")
         tls.append(tl.reshape(n, V).astype(np.float64))
 
-    stats = {"tokens": 0, "differ": 0}
+    stats = {"tokens": 0, "differ": 0, "calls": []}
     where = patch_router(None if args.group_fill == "model" else args.group_fill, stats)
     if where is None:
         print("warning: could not find HF's router selection to patch; routing stats unavailable")
@@ -176,6 +192,30 @@ def main():
     for path, tl in zip(args.tandem_logits[1:], tls[1:]):
         compare(f"tandem ({path}) vs HF", tl, hl)
         compare(f"tandem ({path}) vs tandem ({args.tandem_logits[0]})", tl, tls[0])
+    # routing: HF's choices per MoE layer (router calls in layer order) against tandem's, where
+    # dump_logits --routes wrote them next to a logits file (X.f32 -> X.routes)
+    moe_layers = [l for l in range(cfg.num_hidden_layers) if l >= cfg.first_k_dense_replace]
+    hf_routes = {}
+    for l, (idx, gm, em) in zip(moe_layers, stats["calls"]):
+        for p in range(min(n, idx.shape[0])):
+            hf_routes[(p, l)] = (tuple(int(e) for e in idx[p]), float(gm[p]), float(em[p]))
+    if hf_routes:
+        allm = [min(v[1], v[2]) for v in hf_routes.values()]
+        print(f"HF routing: {len(hf_routes)} (position, MoE layer) selections; smallest margin "
+              f"{min(allm):.3g}, {sum(m < 1e-3 for m in allm)} below 1e-3")
+    for path in args.tandem_logits:
+        rpath = path[:-4] + ".routes" if path.endswith(".f32") else path + ".routes"
+        try:
+            with open(rpath) as f:
+                rows = [list(map(int, line.split())) for line in f if line.strip()]
+        except OSError:
+            continue
+        differ = [(r[0], r[1]) for r in rows
+                  if (r[0], r[1]) in hf_routes and tuple(r[2:]) != hf_routes[(r[0], r[1])][0]]
+        print(f"routing of {path}: {len(differ)} of {len(rows)} selections differ from HF's")
+        for p, l in differ[:12]:
+            _, gm, em = hf_routes[(p, l)]
+            print(f"  position {p} layer {l}: HF's margins: group cut {gm:.3g}, expert cut {em:.3g}")
     if args.ref_logits:
         rl = np.fromfile(args.ref_logits, dtype=np.float32).reshape(n, V).astype(np.float64)
         compare("float64 reference vs HF", rl, hl)

@@ -155,9 +155,16 @@ PY
   $ebin/dump_logits --model models/default --ids $d/ids.txt --out $d/cpu.f32 >> "$log" 2>&1
   $ebin/dump_logits --model models/default --ids $d/ids.txt --out $d/gpu.f32 --placement hybrid >> "$log" 2>&1
   $ebin/dump_logits --model models/default --ids $d/ids.txt --out $d/cpu-w8a16.f32 --w8a16 >> "$log" 2>&1
-  echo "==== models/default: hf_compare (cpu, gpu, cpu W8A16), $(wc -w < $d/ids.txt) chat tokens" | tee -a "$log"
+  # the f32 latent cache on the GPU backend (attention then runs on the CPU), and tandem on the
+  # dequantized copy HF loads with the f32 cache
+  $ebin/dump_logits --model models/default --ids $d/ids.txt --out $d/gpu-kvf32.f32 --placement hybrid \
+      --kv f32 >> "$log" 2>&1
+  $ebin/dump_logits --model $d-hf --ids $d/ids.txt --out $d/dq-kvf32.f32 --kv f32 >> "$log" 2>&1
+  echo "==== models/default: hf_compare (cpu, gpu, cpu W8A16, gpu f32 cache, dequantized + f32" \
+       "cache), $(wc -w < $d/ids.txt) chat tokens" | tee -a "$log"
   timeout 300 python3 tests/reference/hf_compare.py --model $d-hf --ids $d/ids.txt \
-      --tandem-logits $d/cpu.f32 $d/gpu.f32 $d/cpu-w8a16.f32 2>&1 | grep -v -i "warning\|Loading" | tee -a "$log"
+      --tandem-logits $d/cpu.f32 $d/gpu.f32 $d/cpu-w8a16.f32 $d/gpu-kvf32.f32 $d/dq-kvf32.f32 2>&1 |
+      grep -v -i "warning\|Loading" | tee -a "$log"
 fi
 
 # prof: where the main stream's time goes in a decode step (bench_hybrid --profile 1: an event

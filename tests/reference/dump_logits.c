@@ -179,9 +179,10 @@ int main(int argc, char **argv)
         perror(out_path);
         return 1;
     }
-    fprintf(stderr, "dump_logits: %d positions x %d logits -> %s (%s)\n", n, V, out_path,
+    fprintf(stderr, "dump_logits: %d positions x %d logits -> %s (%s%s%s)\n", n, V, out_path,
             use_ref == 2 ? "float64 reference, exact (no quantization)" :
-            use_ref ? "float64 reference" : "tandem CPU forward");
+            use_ref ? "float64 reference" : "tandem forward, placement ",
+            use_ref ? "" : placement, use_ref ? "" : kv_type == MODEL_KV_F32 ? ", f32 cache" : "");
     free(lg);
     free(ids);
     wt_close(w);

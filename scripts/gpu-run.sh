@@ -215,6 +215,9 @@ if has hf; then
         >> "$log" 2>&1 || echo "$m: dump_logits w8a16 failed" | tee -a "$log"
     $ebin/dump_logits --model $d --ids $d/ids.txt --out $d/cpu-w8a16-kvf32.f32 --routes $d/cpu-w8a16-kvf32.routes --w8a16 --kv f32 \
         >> "$log" 2>&1 || echo "$m: dump_logits w8a16 kv f32 failed" | tee -a "$log"
+    # the f32 latent cache on the GPU backend (attention then runs on the CPU backend)
+    $ebin/dump_logits --model $d --ids $d/ids.txt --out $d/gpu-kvf32.f32 --routes $d/gpu-kvf32.routes \
+        --placement hybrid --kv f32 >> "$log" 2>&1 || echo "$m: dump_logits hybrid kv f32 failed" | tee -a "$log"
     # tandem on the very weights HF gets (the F32 copy: every linear W32A32, F32 experts), with
     # the f32 latent cache (engine.kv_cache_type = f32) and with the contract's bf16 cache
     $ebin/dump_logits --model $d-hf --ids $d/ids.txt --out $d/dq-kvf32.f32 --routes $d/dq-kvf32.routes --kv f32 \
@@ -222,11 +225,11 @@ if has hf; then
     $ebin/dump_logits --model $d-hf --ids $d/ids.txt --out $d/dq-kvbf16.f32 --routes $d/dq-kvbf16.routes \
         >> "$log" 2>&1 || echo "$m: dump_logits dequantized failed" | tee -a "$log"
     echo "==== $m: hf_compare (cpu, gpu, gpu with cuBLASLt prefill, cpu W8A16, cpu W8A16 + f32" \
-         "cache, dequantized + f32 cache, dequantized)" | tee -a "$log"
+         "cache, dequantized + f32 cache, dequantized, gpu f32 cache)" | tee -a "$log"
     s=$(date +%s)
     timeout 400 python3 tests/reference/hf_compare.py --model $d-hf --ids $d/ids.txt \
         --tandem-logits $d/cpu.f32 $d/gpu.f32 $d/gpu-cublaslt.f32 $d/cpu-w8a16.f32 \
-        $d/cpu-w8a16-kvf32.f32 $d/dq-kvf32.f32 $d/dq-kvbf16.f32 2>&1 | grep -v Warning | tee -a "$log"
+        $d/cpu-w8a16-kvf32.f32 $d/dq-kvf32.f32 $d/dq-kvbf16.f32 $d/gpu-kvf32.f32 2>&1 | grep -v Warning | tee -a "$log"
     echo "$m: $(( $(date +%s) - s )) s" | tee -a "$log"
     rm -rf $d-hf
   done

@@ -163,7 +163,8 @@ PY
   echo "==== models/default: hf_compare (cpu, gpu, cpu W8A16, gpu f32 cache, dequantized + f32" \
        "cache), $(wc -w < $d/ids.txt) chat tokens" | tee -a "$log"
   timeout 300 python3 tests/reference/hf_compare.py --model $d-hf --ids $d/ids.txt \
-      --tandem-logits $d/cpu.f32 $d/gpu.f32 $d/cpu-w8a16.f32 $d/gpu-kvf32.f32 $d/dq-kvf32.f32 2>&1 |
+      --tandem-logits $d/cpu.f32 $d/gpu.f32 $d/cpu-w8a16.f32 $d/gpu-kvf32.f32 $d/dq-kvf32.f32 \
+      --require $d/dq-kvf32.f32 2>&1 |
       grep -v -i "warning\|Loading" | tee -a "$log"
 fi
 
@@ -229,7 +230,8 @@ if has hf; then
     s=$(date +%s)
     timeout 400 python3 tests/reference/hf_compare.py --model $d-hf --ids $d/ids.txt \
         --tandem-logits $d/cpu.f32 $d/gpu.f32 $d/gpu-cublaslt.f32 $d/cpu-w8a16.f32 \
-        $d/cpu-w8a16-kvf32.f32 $d/dq-kvf32.f32 $d/dq-kvbf16.f32 $d/gpu-kvf32.f32 2>&1 | grep -v Warning | tee -a "$log"
+        $d/cpu-w8a16-kvf32.f32 $d/dq-kvf32.f32 $d/dq-kvbf16.f32 $d/gpu-kvf32.f32 \
+        --require $d/dq-kvf32.f32 2>&1 | grep -v Warning | tee -a "$log"
     echo "$m: $(( $(date +%s) - s )) s" | tee -a "$log"
     rm -rf $d-hf
   done

@@ -879,9 +879,10 @@ int eng_create_backend(const struct sched_params *p, const struct sched_backend 
         goto fail;
     }
     e->thread_started = 1;
-    LOG_INFO("engine", "KV cache: %d blocks x %d tokens (%.2f GiB), context %d, max_running %d, "
-             "max_batch_tokens %d, prefix cache %s", p->kv_blocks, p->kv_block_tokens,
-             (double)e->kv_bytes / (1 << 30), e->p.context, mr, mb, p->prefix_cache ? "on" : "off");
+    LOG_INFO("engine", "KV cache: %d blocks x %d tokens (%.2f GiB, %s), context %d, max_running "
+             "%d, max_batch_tokens %d, prefix cache %s", p->kv_blocks, p->kv_block_tokens,
+             (double)e->kv_bytes / (1 << 30), be->kv_type == MODEL_KV_F32 ? "f32" : "bf16",
+             e->p.context, mr, mb, p->prefix_cache ? "on" : "off");
     *out = e;
     return 0;
 fail:

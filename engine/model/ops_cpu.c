@@ -7,7 +7,7 @@
  * scaled fp32 accumulation); GGML types use cpuq_matmul_rows (activations in the vec_dot_type);
  * BF16/F16/F32 weights run W16A32 (weight rows converted to fp32, fp32 activations, 16-lane fp32
  * accumulation) so the router and lm_head see unrounded activations. Attention: the absorbed MLA
- * form over the bf16 latent cache with an online (chunked) fp32 softmax.
+ * form over the latent cache (bf16, or f32: engine.kv_cache_type) with an online fp32 softmax.
  * Determinism: every output element is computed by exactly one item in a fixed order, so results
  * do not depend on the thread count or on scheduling.
  * Threads: one caller thread at a time (the pool's owner); per-thread scratch is indexed by the
@@ -502,7 +502,7 @@ static void kv_load(const struct model_kv *kv, const void *row, float *dst)
         bf16_to_f32_row(row, dst, kv->kv_dim);
 }
 
-/* Attention: flash-style tiles over the paged bf16 latent cache.
+/* Attention: flash-style tiles over the paged latent cache (bf16, or f32 with kv_cache_type).
  *
  * Rows: a query row is (token, head). A block is up to ATT_ROWS / heads-per-group consecutive
  * batch tokens of one sequence (part of a prefill chunk, or one decode token); a (block, head

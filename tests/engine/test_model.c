@@ -432,6 +432,11 @@ static void check_malformed(struct model *m, struct tkv *kv, int V, const char *
     s1 = 0;
     l1 = 1;
     CHECK_EQ(model_forward(m, &kv->kv, &e, lg, err), ERR_INVAL);        /* bad logits idx */
+    l1 = 0;
+    struct model_kv bad = kv->kv;
+    bad.type = 2;
+    CHECK_EQ(model_forward(m, &bad, &e, lg, err), ERR_INVAL);           /* cache element type */
+    CHECK_CONTAINS(err, "bf16 or f32");
     fprintf(stderr, "[%s] malformed batches rejected (last: %s)\n", label, err);
     free(lg);
 }

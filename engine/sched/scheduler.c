@@ -781,7 +781,8 @@ int eng_create_backend(const struct sched_params *p, const struct sched_backend 
     *out = NULL;
     if (p->max_running < 1 || p->max_batch_tokens < 1 || p->kv_blocks < 1 ||
         p->kv_block_tokens < 1 || p->max_queued < 0 || be->vocab < 1 || be->n_valid < 1 ||
-        be->n_valid > be->vocab || be->n_layers < 1 || be->kv_dim < 1 || !be->forward)
+        be->n_valid > be->vocab || be->n_layers < 1 || be->kv_dim < 1 || !be->forward ||
+        (be->kv_type != MODEL_KV_BF16 && be->kv_type != MODEL_KV_F32))
         return err_set(err, ERR_INVAL, "engine: bad parameters");
     struct engine *e = calloc(1, sizeof *e);
     if (!e) return err_set(err, ERR_NOMEM, "engine: out of memory");

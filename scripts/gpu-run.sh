@@ -225,13 +225,16 @@ if has hf; then
         >> "$log" 2>&1 || echo "$m: dump_logits dequantized kv f32 failed" | tee -a "$log"
     $ebin/dump_logits --model $d-hf --ids $d/ids.txt --out $d/dq-kvbf16.f32 --routes $d/dq-kvbf16.routes \
         >> "$log" 2>&1 || echo "$m: dump_logits dequantized failed" | tee -a "$log"
+    # the same, decoded one token per forward over the cache (--chunk 1: the absorbed decode path)
+    $ebin/dump_logits --model $d-hf --ids $d/ids.txt --out $d/dq-kvf32-decode.f32 --kv f32 --chunk 1 \
+        >> "$log" 2>&1 || echo "$m: dump_logits dequantized decode failed" | tee -a "$log"
     echo "==== $m: hf_compare (cpu, gpu, gpu with cuBLASLt prefill, cpu W8A16, cpu W8A16 + f32" \
-         "cache, dequantized + f32 cache, dequantized, gpu f32 cache)" | tee -a "$log"
+         "cache, dequantized + f32 cache, dequantized, gpu f32 cache, dequantized decode)" | tee -a "$log"
     s=$(date +%s)
     timeout 400 python3 tests/reference/hf_compare.py --model $d-hf --ids $d/ids.txt \
         --tandem-logits $d/cpu.f32 $d/gpu.f32 $d/gpu-cublaslt.f32 $d/cpu-w8a16.f32 \
         $d/cpu-w8a16-kvf32.f32 $d/dq-kvf32.f32 $d/dq-kvbf16.f32 $d/gpu-kvf32.f32 \
-        --require $d/dq-kvf32.f32 2>&1 | grep -v Warning | tee -a "$log"
+        $d/dq-kvf32-decode.f32 --require $d/dq-kvf32.f32 $d/dq-kvf32-decode.f32 2>&1 | grep -v Warning | tee -a "$log"
     echo "$m: $(( $(date +%s) - s )) s" | tee -a "$log"
     rm -rf $d-hf
   done

@@ -71,6 +71,22 @@ static __device__ __forceinline__ uint8_t cuk_f32_to_e4m3(float f)
     return (uint8_t)__nv_cvt_float_to_fp8(f, __NV_SATFINITE, __NV_E4M3);
 }
 
+/* The contract's activation quantization of one 128-channel block held by a warp, 4 channels a
+ * lane (lane l: channels 4l..4l+3 of the block, zero beyond the row): s = max(amax, 1e-4) / 448,
+ * e4m3(v / s). The lane's 4 bytes go to q4 (16-byte aligned rows), lane 0 writes the scale. */
+static __device__ __forceinline__ void cuk_quant_e4m3_block(const float v[4], int lane,
+                                                            uint32_t *q4, float *scale)
+{
+    float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
+    amax = cuk_warp_max(amax);
+    float s = fmaxf(amax, 1e-4f) / 448.0f;
+    uint32_t packed = 0;
+#pragma unroll
+    for (int i = 0; i < 4; i++) packed |= (uint32_t)cuk_f32_to_e4m3(v[i] / s) << (8 * i);
+    *q4 = packed;
+    if (lane == 0) *scale = s;
+}
+
 static __device__ __forceinline__ float cuk_e4m3_to_f32(uint8_t v)
 {
     __half_raw h = __nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)v, __NV_E4M3);

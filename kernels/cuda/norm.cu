@@ -39,16 +39,9 @@ static __global__ void __launch_bounds__(NORM_THREADS) rmsnorm_kernel(const stru
             for (int i = 0; i < 4; i++)
                 if (c0 + i < a.d) cuk_store(a.y, (size_t)row * a.y_ld + c0 + i, a.y_type, v[i], 0);
         }
-        if (a.q) {
-            float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
-            amax = cuk_warp_max(amax);
-            float s = fmaxf(amax, 1e-4f) / 448.0f;
-            uint32_t packed = 0;
-#pragma unroll
-            for (int i = 0; i < 4; i++) packed |= (uint32_t)cuk_f32_to_e4m3(v[i] / s) << (8 * i);
-            *(uint32_t *)(a.q + (size_t)row * a.q_ld + c0) = packed;
-            if (lane == 0) a.q_scale[(size_t)b * a.q_scale_ld + row] = s;
-        }
+        if (a.q)
+            cuk_quant_e4m3_block(v, lane, (uint32_t *)(a.q + (size_t)row * a.q_ld + c0),
+                                 &a.q_scale[(size_t)b * a.q_scale_ld + row]);
     }
 }
 

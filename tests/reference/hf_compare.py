@@ -196,10 +196,10 @@ def main():
     for path in require:
         if path not in args.tandem_logits:
             sys.exit(f"--require {path}: not among --tandem-logits")
-    met = {}
-    met[args.tandem_logits[0]] = compare(f"tandem ({args.tandem_logits[0]}) vs HF", tls[0], hl)
+    res = {}     # path -> (cosine min, top-1 agreement) against HF
+    res[args.tandem_logits[0]] = compare(f"tandem ({args.tandem_logits[0]}) vs HF", tls[0], hl)
     for path, tl in zip(args.tandem_logits[1:], tls[1:]):
-        met[path] = compare(f"tandem ({path}) vs HF", tl, hl)
+        res[path] = compare(f"tandem ({path}) vs HF", tl, hl)
         compare(f"tandem ({path}) vs tandem ({args.tandem_logits[0]})", tl, tls[0])
     # routing: HF's choices per MoE layer (router calls in layer order) against tandem's, where
     # dump_logits --routes wrote them next to a logits file (X.f32 -> X.routes)
@@ -232,7 +232,7 @@ def main():
     if stats["tokens"]:
         print(f"routing: {stats['differ']} of {stats['tokens']} (token, MoE layer) selections would "
               f"differ between a 0.0 and a -inf fill of the dropped groups")
-    ok = all(met[p][0] >= 0.999 and met[p][1] >= 0.99 for p in require)
+    ok = all(res[p][0] >= 0.999 and res[p][1] >= 0.99 for p in require)
     print("PASS" if ok else "FAIL", f"(targets: cosine >= 0.999 at every position, top-1 >= 99%, "
           f"required of {' '.join(require)})")
     return 0 if ok else 1

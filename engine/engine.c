@@ -1,7 +1,8 @@
 /* engine.c - eng_create: load the model and start the engine thread over it.
  *
- * What: opens and validates the weights (engine/weights), builds the forward pass
- * (engine/model), sizes the KV cache from the configuration and hands all of it, wrapped in a
+ * What: opens and validates the weights (engine/weights), creates the compute backend from the
+ * gpu.* and cpu.* options (ops_create) and builds the forward pass on it (engine/model), sizes
+ * the KV cache from the configuration and hands all of it, wrapped in a
  * struct sched_backend, to the scheduler (engine/sched/scheduler.c), which implements the rest
  * of engine.h (submit, cancel, stats, the engine thread). The split keeps the scheduler free of
  * model dependencies so its tests run against a fake model.
@@ -19,12 +20,15 @@
  * Vocabulary: logits rows have the model's (padded) vocab_size; ids at or above the tokenizer's
  * size (tok_load: tokenizer.json or GGUF metadata) are never sampled.
  *
- * Threads: eng_create on the main thread, before the server starts.
+ * Threads: eng_create on the main thread, before the server starts. Ownership: struct eng_model
+ * owns the weights, the backend and the model; the scheduler owns it (backend_destroy: the model
+ * first, then the backend it was built on, then the weights).
  */
 #include "engine.h"
 
 #include "model/gpu_plan.h"
 #include "model/model.h"
+#include "model/ops.h"
 #include "sched/sched.h"
 #include "text/tok.h"
 #include "weights/weights.h"
@@ -40,6 +44,7 @@
 
 struct eng_model {
     struct wt_model *w;
+    struct ops *ops;
     struct model *m;
 };
 
@@ -55,6 +60,7 @@ static void backend_destroy(void *ctx)
     struct eng_model *em = ctx;
     if (!em) return;
     model_destroy(em->m);
+    ops_destroy(em->ops);
     wt_close(em->w);
     free(em);
 }
@@ -84,20 +90,21 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
     const struct wt_hparams *hp = wt_hparams(em->w);
 
     say(progress, progress_ud, 0.4, "building the model");
-    struct model_params mp = {
+    struct ops_params op = {
+        .max_tokens = (int)cfg->engine_max_batch_tokens,
         .isa = cfg->cpu_isa,
         .n_threads = (int)cfg->cpu_threads,
         .pin = cfg->cpu_pin,
         .spin_us = (int)cfg->cpu_spin_us,
-        .max_batch_tokens = (int)cfg->engine_max_batch_tokens,
-        .placement = cfg->gpu_placement,
         .gpu_device = (int)cfg->gpu_device,
-        .gpu_fp8_gemm = cfg->gpu_fp8_gemm,
         .gpu_expert_layers = (int)cfg->gpu_expert_layers,
     };
-    if ((rc = model_create(em->w, &mp, &em->m, err)) != 0) goto fail;
-    /* model_isa names the backend: "cpu/avx512", "hybrid:<GPU>+cpu/..." */
-    const char *placement = strncmp(model_isa(em->m), "hybrid", 6) == 0 ? "hybrid" : "cpu";
+    if ((rc = ops_params_parse(&op, cfg->gpu_placement, cfg->gpu_fp8_gemm, err)) != 0 ||
+        (rc = ops_create(&op, &em->ops, err)) != 0 ||
+        (rc = model_create(em->w, em->ops, (int)cfg->engine_max_batch_tokens, &em->m, err)) != 0)
+        goto fail;
+    /* the scheduler's name for where the model runs: gpu placement is hybrid with GPU experts */
+    const char *placement = ops_backend_of(em->ops) == OPS_BACKEND_CPU ? "cpu" : "hybrid";
 
     struct sched_backend be = {
         .ctx = em,
@@ -166,7 +173,7 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         struct gpu_plan pl;
         char perr[ERR_LEN];
         int sms = 0;
-        size_t free_b = model_gpu_free(em->m, &sms);
+        size_t free_b = ops_device_free(em->ops, &sms);
         gpu_plan_defaults(&pp);
         pp.kv_tokens = blocks * sp.kv_block_tokens;
         pp.max_batch_tokens = sp.max_batch_tokens;
@@ -214,7 +221,7 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
     }
     LOG_INFO("engine", "model %s: %d layers, vocab %d (%d sampled), context %d, %s (%s)",
              sp.model_name, be.n_layers, be.vocab, be.n_valid, sp.context, placement,
-             model_isa(em->m));
+             ops_name(em->ops));
 
     say(progress, progress_ud, 0.9, "allocating the KV cache");
     if ((rc = eng_create_backend(&sp, &be, out, err)) != 0) goto fail;

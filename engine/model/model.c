@@ -2,9 +2,9 @@
  *
  * What: model_create reads hyperparameters and tensors through engine/weights, checks every
  * shape it uses (a missing or misshapen tensor is a load-time error naming it), hands the
- * weights to the backend (ops_lin / ops_moe) and allocates the work buffers for
- * max_batch_tokens once. model_forward runs deepseek-v3-spec.md §3 on a flat batch of tokens
- * from any number of sequences:
+ * weights to the caller's backend (ops_lin / ops_moe) and allocates the work buffers for
+ * max_batch_tokens once. model_forward runs the DeepSeek-V3 forward (MLA attention, dense and
+ * MoE FFN; docs/numerics.md) on a flat batch of tokens from any number of sequences:
  *
  *   h = embed(tokens)                                              residual stream, fp32
  *   per layer:
@@ -23,10 +23,12 @@
  * cache is the only key/value source, and chunked prefill / mixed batches need nothing special
  * (a token attends to slots 0..pos of its sequence, written by earlier steps or earlier in this
  * batch's layer pass). Its cost per key is kv_lora + rope per head instead of nope + rope, i.e.
- * prefill does ~3x the attention FLOPs of the naive form; acceptable on the CPU path (the GPU
- * path may add a naive prefill kernel). W_UK / W_UV (kv_b) are dequantized to fp32 at load.
+ * prefill does ~3x the attention FLOPs of the naive form. W_UK / W_UV (kv_b) are dequantized to
+ * fp32 at load.
  *
  * Threads: one caller at a time (the engine thread); the backend uses its own workers.
+ * Ownership: the model borrows the weights and the backend (see model.h) and owns the backend
+ * handles of its weights and its work buffers, freed by model_destroy.
  * Memory: work buffers are sized for max_batch_tokens at create time; forward allocates nothing
  * (the backend's scratch grows on the first forward of a given size and is then reused). The
  * widest per-token buffers are not kept for a whole step (docs/gpu-memory.md): the absorbed part
@@ -59,7 +61,8 @@
 #define LOGIT_ROWS 16           /* lm_head rows computed per pass */
 #define ATT_CHUNK 256           /* tokens per absorbed-attention pass (rows of q~ / o~) */
 #define FFN_CHUNK 512           /* tokens per dense-FFN pass (rows of gate / up at the dense width) */
-#define LATENT_EPS 1e-6f        /* q_a / kv_a norms: 1e-6 regardless of config (spec §3.2) */
+#define LATENT_EPS 1e-6f        /* q_a / kv_a norms: 1e-6 regardless of config (DeepSeek's
+                                 * reference code hard-codes it; rms_norm_eps is the others') */
 
 struct layer {
     float *attn_norm, *ffn_norm, *q_a_norm, *kv_a_norm;     /* backend vectors */
@@ -231,7 +234,9 @@ static double yarn_mscale(double f, double ms)
     return f <= 1.0 ? 1.0 : 0.1 * ms * log(f) + 1.0;
 }
 
-/* RoPE inverse frequencies (YaRN-adjusted, spec §3.4.4), softmax scale and cos/sin amplitude. */
+/* RoPE inverse frequencies (YaRN-adjusted as DeepSeek's reference: ramp between beta_fast and
+ * beta_slow over the original context), softmax scale (times mscale_all_dim's YaRN factor
+ * squared) and cos/sin amplitude. */
 static void rope_setup(struct model *m)
 {
     const struct wt_hparams *hp = &m->hp;
@@ -410,40 +415,20 @@ static int alloc_bufs(struct model *m, char *err)
     return 0;
 }
 
-/* The backend for p->placement (model_params). */
-static int make_ops(const struct model_params *p, const struct ops_params *op, char *err,
-                    struct ops **out)
-{
-    const char *pl = p->placement ? p->placement : "cpu";
-    if (strcmp(pl, "cpu") && strcmp(pl, "auto") && strcmp(pl, "hybrid") && strcmp(pl, "gpu"))
-        return err_set(err, ERR_CONFIG, "model: gpu.placement '%s' (auto|cpu|hybrid|gpu)", pl);
-#ifdef TANDEM_CUDA
-    if (strcmp(pl, "cpu") && (strcmp(pl, "auto") || ops_cuda_usable(p->gpu_device))) {
-        struct ops_params g = *op;
-        g.gpu_expert_layers = !strcmp(pl, "gpu") ? -1 : p->gpu_expert_layers;
-        return ops_cuda_create(&g, p->gpu_device, p->max_batch_tokens, out, err);
-    }
-#else
-    if (!strcmp(pl, "hybrid") || !strcmp(pl, "gpu"))
-        return err_set(err, ERR_UNSUPPORTED, "model: gpu.placement=%s but tandem was built "
-                       "without CUDA", pl);
-#endif
-    return ops_cpu_create(op, out, err);
-}
-
-int model_create(const struct wt_model *w, const struct model_params *p, struct model **out,
-                 char *err)
+int model_create(const struct wt_model *w, struct ops *o, int max_batch_tokens,
+                 struct model **out, char *err)
 {
     const struct wt_hparams *hp = wt_hparams(w);
     int rc = check_hparams(hp, err);
     if (rc) return rc;
-    if (p->max_batch_tokens < 1)
+    if (max_batch_tokens < 1)
         return err_set(err, ERR_INVAL, "model: max_batch_tokens must be >= 1");
     struct model *m = calloc(1, sizeof *m);
     if (!m) return err_set(err, ERR_NOMEM, "model: out of memory");
     m->w = w;
     m->hp = *hp;
-    m->max_tokens = p->max_batch_tokens;
+    m->ops = o;
+    m->max_tokens = max_batch_tokens;
     m->H = hp->n_heads;
     m->L = hp->kv_lora_rank;
     m->R = hp->qk_rope;
@@ -470,15 +455,6 @@ int model_create(const struct wt_model *w, const struct model_params *p, struct 
         .softmax = hp->scoring == WT_SCORE_SOFTMAX, .norm_topk_prob = hp->norm_topk_prob,
         .scale = hp->routed_scale > 0 ? hp->routed_scale : 1.0f};
 
-    struct ops_params op = {.isa = p->isa, .n_threads = p->n_threads, .pin = p->pin,
-                            .spin_us = p->spin_us, .fp8_w8a16 = p->fp8_w8a16,
-                            .gpu_cublaslt = p->gpu_fp8_gemm && !strcmp(p->gpu_fp8_gemm, "cublaslt")};
-    if (p->gpu_fp8_gemm && strcmp(p->gpu_fp8_gemm, "exact") && !op.gpu_cublaslt) {
-        rc = err_set(err, ERR_CONFIG, "model: gpu.fp8_gemm '%s' (exact|cublaslt)", p->gpu_fp8_gemm);
-        goto fail;
-    }
-    rc = make_ops(p, &op, err, &m->ops);
-    if (rc) goto fail;
     if (!(m->layers = calloc((size_t)hp->n_layers, sizeof *m->layers))) {
         rc = err_set(err, ERR_NOMEM, "model: out of memory");
         goto fail;
@@ -542,7 +518,6 @@ void model_destroy(struct model *m)
         void *all[] = {b->h, b->a, b->qa, b->q, b->kv, b->kvn, b->qabs, b->att, b->ov, b->tmp,
                        b->ro, b->g, b->u, b->rl, b->rw, b->rid, b->fin, b->logits};
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) ops_free(o, all[i]);
-        ops_destroy(o);
     }
     free(m->layers);
     free(m->route_host);
@@ -566,19 +541,6 @@ int model_vocab(const struct model *m) { return m->hp.vocab_size; }
 int model_kv_dim(const struct model *m) { return m->kv_dim; }
 int model_n_layers(const struct model *m) { return m->hp.n_layers; }
 int model_max_batch_tokens(const struct model *m) { return m->max_tokens; }
-const char *model_isa(const struct model *m) { return ops_name(m->ops); }
-struct ops *model_backend(struct model *m) { return m->ops; }
-
-size_t model_gpu_free(struct model *m, int *sms)
-{
-    *sms = 0;
-#ifdef TANDEM_CUDA
-    return ops_cuda_free_memory(m->ops, sms);
-#else
-    (void)m;
-    return 0;
-#endif
-}
 const struct wt_hparams *model_hparams(const struct model *m) { return &m->hp; }
 
 /* ---------------------------------------------------------------- forward */

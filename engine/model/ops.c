@@ -1,15 +1,73 @@
-/* ops.c - the thin dispatch layer of ops.h: each call goes to the backend's table.
+/* ops.c - backend choice (ops_create) and the thin dispatch layer of ops.h.
  *
- * What: ops.h's functions forward to o->vt; the sticky error helpers live here too.
- * Why: model.c is written once against ops.h and the backend (CPU now, CUDA later) is chosen at
- * load time, so the indirection is a table, not #ifdefs.
- * Threads: as the backend (one caller thread at a time).
+ * What: ops_create turns struct ops_params into one backend (the only place that knows which
+ * backends a build has); ops.h's functions then forward to o->vt; the sticky error helpers live
+ * here too. Why: model.c is written once against ops.h and the backend is chosen at load time,
+ * so the indirection is a table, not #ifdefs.
+ * Threads: as the backend (one caller thread at a time); ops_params_parse is pure.
  */
 #include "engine/model/ops_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#ifdef TANDEM_CUDA
+#include "engine/model/ops_cuda.h"
+#endif
+
+int ops_params_parse(struct ops_params *p, const char *placement, const char *fp8_gemm,
+                     char *err)
+{
+    if (fp8_gemm && strcmp(fp8_gemm, "exact") && strcmp(fp8_gemm, "cublaslt"))
+        return err_set(err, ERR_CONFIG, "model: gpu.fp8_gemm '%s' (exact|cublaslt)", fp8_gemm);
+    p->gpu_cublaslt = fp8_gemm && !strcmp(fp8_gemm, "cublaslt");
+    const char *pl = placement ? placement : "cpu";
+    if (!strcmp(pl, "cpu")) p->backend = OPS_BACKEND_CPU;
+    else if (!strcmp(pl, "hybrid")) p->backend = OPS_BACKEND_HYBRID;
+    else if (!strcmp(pl, "gpu")) p->backend = OPS_BACKEND_GPU;
+    else if (!strcmp(pl, "auto")) p->backend = OPS_BACKEND_AUTO;
+    else return err_set(err, ERR_CONFIG, "model: gpu.placement '%s' (auto|cpu|hybrid|gpu)", pl);
+    return 0;
+}
+
+int ops_create(const struct ops_params *p, struct ops **out, char *err)
+{
+    *out = NULL;
+    enum ops_backend b = p->backend;
+    if (b != OPS_BACKEND_CPU && b != OPS_BACKEND_HYBRID && b != OPS_BACKEND_GPU &&
+        b != OPS_BACKEND_AUTO)
+        return err_set(err, ERR_INVAL, "ops: unknown backend %d", (int)b);
+    if (p->max_tokens < 1) return err_set(err, ERR_INVAL, "ops: max_tokens must be >= 1");
+    int rc;
+#ifdef TANDEM_CUDA
+    if (b == OPS_BACKEND_AUTO)
+        b = ops_cuda_usable(p->gpu_device) ? OPS_BACKEND_HYBRID : OPS_BACKEND_CPU;
+    if (b != OPS_BACKEND_CPU) {
+        struct ops_params g = *p;
+        if (b == OPS_BACKEND_GPU) g.gpu_expert_layers = -1;
+        rc = ops_cuda_create(&g, out, err);
+    } else {
+        rc = ops_cpu_create(p, out, err);
+    }
+#else
+    if (b == OPS_BACKEND_AUTO) b = OPS_BACKEND_CPU;
+    if (b != OPS_BACKEND_CPU)
+        return err_set(err, ERR_UNSUPPORTED, "model: gpu.placement=%s but tandem was built "
+                       "without CUDA", b == OPS_BACKEND_GPU ? "gpu" : "hybrid");
+    rc = ops_cpu_create(p, out, err);
+#endif
+    if (!rc) (*out)->backend = b;
+    return rc;
+}
+
+enum ops_backend ops_backend_of(const struct ops *o) { return o->backend; }
+
+size_t ops_device_free(struct ops *o, int *sms)
+{
+    *sms = 0;
+    return o->vt->device_free ? o->vt->device_free(o, sms) : 0;
+}
 
 void ops__fail(struct ops *o, int code, const char *msg)
 {

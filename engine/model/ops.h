@@ -2,10 +2,12 @@
  *
  * model.c describes the forward once as a sequence of whole ops on batches; a backend implements
  * them: ops_cpu.c on kernels/cpu and the worker pool (CPU-only mode, CI, the numerics reference
- * of the GPU path), later ops_cuda.c. Every op works on a batch of n tokens laid out row-major in
- * float buffers that live in the backend's memory (ops_alloc: host memory for the CPU backend,
- * device memory for CUDA). Integer side inputs that describe the batch (token ids, positions,
- * block tables: struct model_batch) are host memory; a device backend copies what it needs.
+ * of the GPU path) and ops_cuda.c on kernels/cuda (hybrid: routed experts on the CPU pool;
+ * docs/gpu.md). ops_create picks one from struct ops_params. Every op works on a batch of n
+ * tokens laid out row-major in float buffers that live in the backend's memory (ops_alloc: host
+ * memory for the CPU backend, device memory for CUDA). Integer side inputs that describe the
+ * batch (token ids, positions, block tables: struct model_batch, batch.h) are host memory; a
+ * device backend copies what it needs.
  *
  * Numerics (docs/numerics.md has the whole contract):
  *   - ops_linear on an FP8 weight: activations quantized per token per 128 channels
@@ -18,8 +20,9 @@
  *   - everything else in fp32: RMSNorm, RoPE, softmax, SwiGLU, router scores.
  *
  * Threads: an ops instance is used by one thread at a time (the engine thread); it may run work
- * on its own workers internally. Ownership: the ops instance owns what ops_alloc / ops_lin_create
- * / ops_moe_create return until freed with the matching call (or ops_destroy); weight data given
+ * on its own workers internally. Ownership: whoever calls ops_create owns the instance and
+ * destroys it (after every model built on it); the instance owns what ops_alloc /
+ * ops_lin_create / ops_moe_create return until freed with the matching call; weight data given
  * as struct wt_view is borrowed and must outlive the handle.
  */
 #ifndef TANDEM_OPS_H
@@ -28,14 +31,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/model/model.h"
+#include "engine/model/batch.h"
 #include "engine/weights/weights.h"
 
 struct ops;         /* a backend instance */
 struct ops_lin;     /* a linear weight [rows, cols] as a backend holds it */
 struct ops_moe;     /* the routed experts of one MoE layer */
 
+/* Which backend ops_create makes (gpu.placement). */
+enum ops_backend {
+    OPS_BACKEND_CPU = 0,        /* ops_cpu: kernels/cpu on the worker pool */
+    OPS_BACKEND_HYBRID,         /* ops_cuda: the GPU, routed experts on the CPU pool */
+    OPS_BACKEND_GPU,            /* ops_cuda with every MoE layer's routed experts on the GPU too
+                                 * (re-quantized to FP8; small models) */
+    OPS_BACKEND_AUTO,           /* hybrid when a CUDA device is usable, else cpu */
+};
+
 struct ops_params {
+    enum ops_backend backend;
+    int max_tokens;             /* the largest batch any op will see (ops_cuda sizes activation
+                                 * scratch and GEMM plans for it; >= 1) */
     const char *isa;            /* CPU kernels: "auto|amx|avx512|avx2|scalar" (NULL = auto) */
     int n_threads;              /* CPU worker pool participants (0 = all cores) */
     int pin, spin_us;           /* pool: pin workers to CPUs, idle spin before sleeping */
@@ -43,17 +58,31 @@ struct ops_params {
                                  * DeepSeek's reference default gemm_impl="bf16" without its bf16
                                  * roundings) instead of the contract's e4m3 activations; for
                                  * numerics comparisons. CPU backend only. */
+    int gpu_device;             /* ops_cuda: the CUDA device */
     int gpu_cublaslt;           /* ops_cuda: FP8 linears of > 16 tokens on cuBLASLt (faster,
                                  * ~1e-4 accumulation error) instead of the exact own kernel */
-    int gpu_expert_layers;      /* ops_cuda: routed experts of the first N MoE layers on the GPU
-                                 * (FP8); -1 = every layer (gpu.placement = gpu); 0 = none */
+    int gpu_expert_layers;      /* hybrid: routed experts of the first N MoE layers on the GPU
+                                 * (FP8); 0 = none. OPS_BACKEND_GPU: every layer. */
 };
 
-/* The CPU backend. Errors: ERR_UNSUPPORTED (ISA not available), ERR_NOMEM, ERR_INTERNAL. */
-int ops_cpu_create(const struct ops_params *p, struct ops **out, char *err);
+/* The configuration strings gpu.placement ("auto|cpu|hybrid|gpu"; NULL = cpu) and gpu.fp8_gemm
+ * ("exact|cublaslt"; NULL = exact) into p->backend and p->gpu_cublaslt. ERR_CONFIG naming the
+ * value when one is neither. */
+int ops_params_parse(struct ops_params *p, const char *placement, const char *fp8_gemm,
+                     char *err);
+
+/* The backend p asks for; OPS_BACKEND_AUTO is resolved here, once. Errors: ERR_UNSUPPORTED (a GPU
+ * backend in a build without CUDA, no such CUDA device, an ISA the CPU lacks), ERR_CUDA,
+ * ERR_NOMEM, ERR_INVAL (bad params), ERR_INTERNAL. */
+int ops_create(const struct ops_params *p, struct ops **out, char *err);
+/* The backend ops_create made: cpu, hybrid or gpu (never auto). */
+enum ops_backend ops_backend_of(const struct ops *o);
 void ops_destroy(struct ops *o);                    /* NULL is fine */
-const char *ops_name(const struct ops *o);          /* "cpu/avx512", ... */
+const char *ops_name(const struct ops *o);          /* "cpu/avx512", "hybrid:<GPU>+cpu/..." */
 int ops_n_threads(const struct ops *o);
+/* Free memory of the backend's device in bytes and its SM count, for sizing what is allocated
+ * after the model's weights and buffers; 0 and 0 for a host-only backend. */
+size_t ops_device_free(struct ops *o, int *sms);
 
 /* The sticky error of the ops run since the last call (0 if none; ERR_NOMEM when scratch could not
  * grow, or a kernel's error), with its detail in err; clears it. Ops return void so a forward is a
@@ -169,42 +198,5 @@ void ops_add(struct ops *o, float *y, const float *x, int64_t n);
 
 /* y[i][:] = x[idx[i]][:] for i < n, rows of dim floats. idx: host. */
 void ops_gather(struct ops *o, const float *x, int dim, const int32_t *idx, int n, float *y);
-
-/* ---- the hybrid CUDA backend (engine/model/ops_cuda.c; only in builds with CUDA) */
-#ifdef TANDEM_CUDA
-/* 1 when CUDA device `device` exists and can be used. */
-int ops_cuda_usable(int device);
-/* GPU ops on `device` plus an inner CPU backend built from p (routed experts, fallbacks);
- * max_tokens: the largest batch (activation scratch and GEMM plans are sized for it).
- * Errors: ERR_UNSUPPORTED (no such device), ERR_CUDA, ERR_NOMEM, or the CPU backend's. */
-int ops_cuda_create(const struct ops_params *p, int device, int max_tokens, struct ops **out,
-                    char *err);
-enum { OPS_PROF_EMBED, OPS_PROF_LIN_FP8, OPS_PROF_LIN_BF16, OPS_PROF_LIN_CPU, OPS_PROF_NORM,
-       OPS_PROF_ROPE, OPS_PROF_HEADMM, OPS_PROF_ATTN, OPS_PROF_ROUTER, OPS_PROF_MOE_IN,
-       OPS_PROF_WAIT, OPS_PROF_SWIGLU, OPS_PROF_ADD, OPS_PROF_GATHER, OPS_PROF_DOWNLOAD,
-       OPS_PROF_N };
-struct ops_cuda_stats {
-    long long moe_calls;
-    double xfer_s, cpu_experts_s, overlap_gpu_s, idle_s;
-    /* with ops_cuda_profile on: main-stream time from the start of each op to the start of the
-     * next (its GPU time plus any launch gap after it), by op kind; WAIT = waiting for the CPU
-     * experts' result */
-    double op_s[OPS_PROF_N];
-    long long op_n[OPS_PROF_N];
-};
-/* Where the routed-expert layers' time went since the last reset (benchmarks). Per expert call:
- * xfer = hidden states / routes to the host + result back (GPU copy time), cpu_experts = the CPU
- * pool's wall time, overlap_gpu = main-stream GPU time between the inputs' arrival on the host and
- * the join (the shared expert), idle = how long the main stream then waited for the result.
- * All zero for a backend that is not ops_cuda's. Synchronizes. */
-void ops_cuda_stats(struct ops *o, struct ops_cuda_stats *out, int reset);
-/* Record an event before every op on the main stream (costs ~2 us of host time per op; for
- * benchmarks). No-op on other backends. */
-void ops_cuda_profile(struct ops *o, int on);
-/* Free device memory in bytes (cudaMemGetInfo) and the device's SM count; 0 and 0 for a
- * backend that is not ops_cuda's. */
-size_t ops_cuda_free_memory(struct ops *o, int *sms);
-const char *ops_cuda_prof_name(int kind);
-#endif
 
 #endif

@@ -1,13 +1,15 @@
 /* ops_cuda.c - the hybrid GPU+CPU backend of ops.h: kernels/cuda on one device, routed experts
  * (and whatever the GPU kernels cannot run) on an inner CPU backend (ops_cpu.c).
  *
- * What: buffers from ops_alloc are device memory (cudaMalloc at model_create; none in steady
- * state except the growth noted below). Weights: FP8 linears are uploaded with their scales
+ * What: an adapter from the ops interface to kernels/cuda (and cuBLAS). Buffers from ops_alloc
+ * are device memory (cudaMalloc at model_create; none in steady state except the growth noted
+ * below). Weights: FP8 linears are uploaded with their scales
  * re-laid to the grid cuBLASLt wants (ld = round_up(k/128, 4)); BF16 linears (router, lm_head)
  * as bf16; the embedding table stays in host memory (ops_table_create). Other weight types, and
  * FP8 weights whose k is not a multiple of 128, stay on the host and run on the CPU backend
  * (download x, CPU op, upload y).
- *   - FP8 linear: x is quantized per token per 128 channels (cuk_rmsnorm without a norm), then
+ *   - FP8 linear: x is quantized per token per 128 channels (cuk_rmsnorm_quant without a norm),
+ *     then
  *     gemm_fp8_linear. Exact mode (gpu.fp8_gemm = exact, the default): the own kernel for every
  *     row count, > 16 rows in 16-row chunks, fp32-exact block sums. cublaslt mode: a scratch of
  *     `bucket(n)` rows (n <= 16: n; then powers of two up to round_up(max, 4)) and cuBLASLt for
@@ -16,9 +18,9 @@
  *     quantization (ops.h has separate rmsnorm and linear calls): one extra pass.
  *   - BF16 linear: cuk_gemv_bf16 in chunks of 16 rows (W16A32, as the CPU backend).
  *   - head_matmul: FP8 per-head weights (kv_b) stay e4m3 on the device; up to 16 tokens
- *     opsk_head_matmul_fp8 reads them directly, else they are expanded per layer into one fp32
+ *     cuk_head_matmul_fp8 reads them directly, else they are expanded per layer into one fp32
  *     scratch for cuBLAS SGEMM strided-batched over heads (fp32, TF32 off).
- *   - RMSNorm and RoPE: bit-identical to the CPU backend's (ops_cuda_norm.cu: the CPU's sum
+ *   - RMSNorm and RoPE: bit-identical to the CPU backend's (cuk_rmsnorm_f32: the CPU's sum
  *     order; RoPE: the host's cosf/sinf table, no FMA), because e4m3 and bf16 roundings
  *     downstream turn 1-ulp differences into visible ones. RoPE amplitude must be 1.
  *   - MLA: on the GPU when the latent is DeepSeek-V3's 512 + 64 and heads % 16 == 0: the KV cache
@@ -52,24 +54,17 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "engine/model/ops_cuda.h"
 #include "kernels/cpu/cpuq.h"
 #include "kernels/cpu/fpconv.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/gemm_fp8.h"
 #include "kernels/cuda/gemv_bf16.h"
+#include "kernels/cuda/head_matmul.h"
 #include "kernels/cuda/mla.h"
 #include "kernels/cuda/norm.h"
 #include "kernels/cuda/rope.h"
 #include "kernels/cuda/router.h"
-
-/* ops_cuda_norm.cu */
-int opsk_rmsnorm(const float *x, int ldx, const float *g, int n, int dim, float eps, float *y,
-                 int ldy, cudaStream_t st);
-int opsk_fp8_to_f32(const uint8_t *q, const float *scale, int64_t rows, int64_t cols, int sld,
-                    float *out, cudaStream_t st);
-int opsk_head_matmul_fp8(const uint8_t *q, const float *scale, int sld, int64_t r0, int64_t hrows,
-                         int rows, int cols, int trans, int n, int nh, const float *x, int ldx_tok,
-                         int ldx_head, float *y, int ldy_tok, int ldy_head, cudaStream_t st);
 
 #define N_HOST 5                /* pinned host scratch: 0-1 CPU fallbacks, 2-4 expert jobs */
 #define N_JOBS 4                /* expert jobs the engine thread may run ahead by */
@@ -137,7 +132,8 @@ struct ops_cuda {
     float *ysc;                 /* [max_pad][max_n] */
     int max_k, max_n;
     /* small device side inputs */
-    int32_t *d_i32;             /* [max_pad * 2]: tokens / positions / slots / seq_len */
+    int32_t *d_i32;             /* [d_i32_n]: tokens / positions / slots / seq_len */
+    size_t d_i32_n;
     int32_t *d_bt;              /* block tables per query row */
     size_t d_bt_n;
     float *d_freq;
@@ -281,6 +277,7 @@ static void host_sync(struct ops_cuda *c)
 
 static void *hbuf(struct ops_cuda *c, int i, size_t bytes)
 {
+    ASSERT(i >= 0 && i < N_HOST);
     struct hbuf *h = &c->h[i];
     if (bytes > h->size) {
         host_sync(c);       /* the slot may be in use by queued copies */
@@ -603,6 +600,7 @@ static void *stage(struct ops_cuda *c, size_t bytes)
         host_sync(c);
         c->ring_off = 0;
     }
+    ASSERT(c->ring && c->ring_off <= c->ring_size && bytes <= c->ring_size - c->ring_off);
     void *p = c->ring + c->ring_off;
     c->ring_off += bytes;
     return p;
@@ -611,6 +609,7 @@ static void *stage(struct ops_cuda *c, size_t bytes)
 /* upload n int32 values already in staging memory (from stage()) */
 static const int32_t *push(struct ops_cuda *c, const int32_t *h, int n, int off)
 {
+    ASSERT(n >= 0 && off >= 0 && (size_t)off + (size_t)n <= c->d_i32_n);
     CK(c, cudaMemcpyAsync(c->d_i32 + off, h, (size_t)n * sizeof(int32_t),
                           cudaMemcpyHostToDevice, c->st), "upload ints");
     return c->d_i32 + off;
@@ -620,6 +619,7 @@ static const int32_t *push(struct ops_cuda *c, const int32_t *h, int n, int off)
  * stream-ordered, so the device buffer can be reused by the next op */
 static const int32_t *ints(struct ops_cuda *c, const int32_t *v, int n, int off)
 {
+    ASSERT(n >= 0 && off >= 0 && (size_t)off + (size_t)n <= c->d_i32_n);
     int32_t *h = stage(c, (size_t)n * sizeof(int32_t));
     if (!h) return c->d_i32 + off;
     memcpy(h, v, (size_t)n * sizeof(int32_t));
@@ -684,9 +684,10 @@ static void cu_linear(struct ops *o, const struct ops_lin *w, const float *x, in
         return;
     }
     int mb = c->exact_gemm ? n : bucket(c, n), mp = round4(mb);
-    struct cuk_rmsnorm_args q = {.m = n, .d = w->cols, .x = x, .x_ld = w->cols, .q = c->xq,
-                                 .q_ld = w->cols, .q_scale = c->xs, .q_scale_ld = mp};
-    KR(c, cuk_rmsnorm(&q, c->st), "act quant");
+    struct cuk_rmsnorm_quant_args q = {.m = n, .d = w->cols, .x = x, .x_ld = w->cols,
+                                       .q = c->xq, .q_ld = w->cols, .q_scale = c->xs,
+                                       .q_scale_ld = mp};
+    KR(c, cuk_rmsnorm_quant(&q, c->st), "act quant");
     int direct = c->exact_gemm || mp == n;     /* exact: the own kernel writes just n rows */
     struct cuk_gemv_fp8_args a = {.m = mb, .n = w->rows, .k = w->cols, .w = w->w,
                                   .w_scale = w->scale, .w_scale_ld = w->sld, .x = c->xq,
@@ -710,8 +711,10 @@ static void cu_rmsnorm(struct ops *o, const float *x, int ldx, const float *g, i
     join(c, x);
     join(c, y);
     prof(c, OPS_PROF_NORM);
-    /* the CPU's summation order (ops_cuda_norm.cu), not cuk_rmsnorm: see there why */
-    KR(c, opsk_rmsnorm(x, ldx, g, n, dim, eps, y, ldy, c->st), "rmsnorm");
+    /* the CPU's summation order, not cuk_rmsnorm_quant's: see kernels/cuda/norm.h why */
+    struct cuk_rmsnorm_f32_args a = {.m = n, .d = dim, .x = x, .x_ld = ldx, .w = g, .eps = eps,
+                                     .y = y, .y_ld = ldy};
+    KR(c, cuk_rmsnorm_f32(&a, c->st), "rmsnorm");
 }
 
 static void cu_rope(struct ops *o, const struct ops_rope *r, const int32_t *pos, int n, int nh,
@@ -725,6 +728,7 @@ static void cu_rope(struct ops *o, const struct ops_rope *r, const int32_t *pos,
         ops__fail(o, ERR_UNSUPPORTED, "cuda ops: RoPE amplitude != 1 or > 128 dims");
         return;
     }
+    ASSERT(n >= 0 && n <= c->max_pad);     /* cs_pos and d_cs hold max_pad positions */
     if (r->n_pairs != c->freq_n || memcmp(r->freq, c->h_freq, (size_t)r->n_pairs * 4)) {
         memcpy(c->h_freq, r->freq, (size_t)r->n_pairs * 4);
         c->freq_n = r->n_pairs;
@@ -779,7 +783,7 @@ static void cu_rope(struct ops *o, const struct ops_rope *r, const int32_t *pos,
 
 /* Per-head weights: an FP8 view stays e4m3 + its scales on the device (kv_b: 16 MiB a layer for
  * DeepSeek-V3 instead of 64 MiB in fp32). Up to 16 tokens head_matmul reads it directly
- * (opsk_head_matmul_fp8); larger batches expand it into one shared fp32 scratch at the first
+ * (cuk_head_matmul_fp8); larger batches expand it into one shared fp32 scratch at the first
  * head_matmul that uses it (W_UK then W_UV of a layer share one expansion; ~35 us a V3 layer) and
  * run SGEMM. Other types keep an fp32 copy. */
 static int cu_heads_create(struct ops *o, const struct wt_view *v, const float *f32,
@@ -849,24 +853,25 @@ static void cu_head_matmul(struct ops *o, const struct ops_heads *h, int64_t w_o
     join(c, NULL);
     prof(c, OPS_PROF_HEADMM);
     const float *w = h->f32;
-    /* decode-sized batches read the FP8 weights directly (ops_cuda_norm.cu; -1: not a shape it
-     * takes, then expand) */
+    /* decode-sized batches read the FP8 weights directly (other shapes: expand) */
     if (!w && cols == h->cols && w_off % h->cols == 0 && w_head % h->cols == 0) {
-        int sld = (int)((h->cols + 127) / 128);
-        int r = opsk_head_matmul_fp8(h->q, h->scale, sld, w_off / h->cols, w_head / h->cols, rows,
-                                     cols, trans, n, nh, x, ldx_tok, ldx_head, y, ldy_tok,
-                                     ldy_head, c->st);
-        if (r == 0) return;
-        if (r != -1) {
-            cfail(c, ERR_CUDA, "head matmul fp8", cudaSuccess);
+        struct cuk_head_matmul_fp8_args a = {
+            .q = h->q, .scale = h->scale, .scale_ld = (int)((h->cols + 127) / 128),
+            .r0 = w_off / h->cols, .head_rows = w_head / h->cols, .rows = rows, .cols = cols,
+            .trans = trans, .n = n, .n_heads = nh, .x = x, .x_ld_tok = ldx_tok,
+            .x_ld_head = ldx_head, .y = y, .y_ld_tok = ldy_tok, .y_ld_head = ldy_head};
+        if (cuk_head_matmul_fp8_fits(&a)) {
+            KR(c, cuk_head_matmul_fp8(&a, c->st), "head matmul fp8");
             return;
         }
     }
     if (!w) {
         if (c->heads_cur != h) {
-            int sld = (int)((h->cols + 127) / 128);
-            KR(c, opsk_fp8_to_f32(h->q, h->scale, h->rows, h->cols, sld, c->heads_f32, c->st),
-               "fp8 expand");
+            struct cuk_fp8_to_f32_args a = {.rows = h->rows, .cols = h->cols, .q = h->q,
+                                            .scale = h->scale,
+                                            .scale_ld = (int)((h->cols + 127) / 128),
+                                            .out = c->heads_f32};
+            KR(c, cuk_fp8_to_f32(&a, c->st), "fp8 expand");
             c->heads_cur = h;
         }
         w = c->heads_f32;
@@ -1138,11 +1143,14 @@ static void cu_moe(struct ops *o, const struct ops_moe *m, const float *x, int n
         moe_gpu(c, m, x, n, ids, w, top_k, y);
         return;
     }
+    ASSERT(c->next_job >= 0 && c->next_job < N_JOBS);
     struct moe_job *j = &c->jobs[c->next_job];
     if (j->state) {     /* N_JOBS layers ago: joined long since; wait for it on the host */
+        ASSERT(j->state == 2 && j != c->pend);
         CK(c, cudaEventSynchronize(j->ev_j), "synchronize");
         retire(c, j);
     }
+    ASSERT(j->state == 0);      /* a record still in use by the host-function thread */
     size_t xb = (size_t)n * m->hidden * sizeof(float), kb = (size_t)n * top_k * sizeof(float);
     float *hx = hbuf(c, 2, xb), *hy = hbuf(c, 3, xb);
     char *hk = hbuf(c, 4, 2 * kb);
@@ -1257,6 +1265,8 @@ static void cu_destroy(struct ops *o)
     free(c);
 }
 
+static size_t cu_device_free(struct ops *o, int *sms);
+
 static const struct ops_vt cuda_vt = {
     .name = cu_name, .n_threads = cu_n_threads, .destroy = cu_destroy, .alloc = cu_alloc,
     .free = cu_free, .upload = cu_upload, .download = cu_download, .lin_create = cu_lin_create,
@@ -1266,12 +1276,11 @@ static const struct ops_vt cuda_vt = {
     .heads_create = cu_heads_create, .heads_destroy = cu_heads_destroy,
     .head_matmul = cu_head_matmul, .kv_store = cu_kv_store, .mla_attn = cu_mla_attn,
     .router = cu_router, .moe = cu_moe, .swiglu = cu_swiglu, .add = cu_add, .gather = cu_gather,
+    .device_free = cu_device_free,
 };
 
-size_t ops_cuda_free_memory(struct ops *o, int *sms)
+static size_t cu_device_free(struct ops *o, int *sms)
 {
-    *sms = 0;
-    if (o->vt != &cuda_vt) return 0;
     struct ops_cuda *c = C(o);
     size_t free_b = 0, total_b = 0;
     if (cudaSetDevice(c->device) != cudaSuccess || cudaMemGetInfo(&free_b, &total_b) != cudaSuccess ||
@@ -1323,9 +1332,9 @@ int ops_cuda_usable(int device)
     return device >= 0 && device < n;
 }
 
-int ops_cuda_create(const struct ops_params *p, int device, int max_tokens, struct ops **out,
-                    char *err)
+int ops_cuda_create(const struct ops_params *p, struct ops **out, char *err)
 {
+    const int device = p->gpu_device, max_tokens = p->max_tokens;
     *out = NULL;
     if (!ops_cuda_usable(device))
         return err_set(err, ERR_UNSUPPORTED, "cuda ops: no usable CUDA device %d", device);
@@ -1363,6 +1372,7 @@ int ops_cuda_create(const struct ops_params *p, int device, int max_tokens, stru
     c->expert_layers = p->gpu_expert_layers;
     gemm_fp8_set_exact(c->gemm, c->exact_gemm);
     size_t ni = (size_t)c->max_pad * 2 + 64;
+    c->d_i32_n = ni;
     if (cudaMalloc((void **)&c->d_i32, ni * sizeof(int32_t)) != cudaSuccess ||
         cudaMalloc((void **)&c->d_freq, 64 * sizeof(float)) != cudaSuccess ||
         cudaMalloc((void **)&c->d_cs, (size_t)c->max_pad * 64 * 2 * sizeof(float)) != cudaSuccess ||

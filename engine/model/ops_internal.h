@@ -1,9 +1,10 @@
-/* ops_internal.h - the backend table behind ops.h, for ops.c and the backends (ops_cpu.c, later
+/* ops_internal.h - the backend table behind ops.h, for ops.c and the backends (ops_cpu.c,
  * ops_cuda.c) only.
  *
  * A backend embeds `struct ops` as the first member of its own state and points vt at a static
  * table. The sticky error: an op that cannot run (e.g. scratch memory could not grow) records the
  * first error in `err_code`/`err` and returns; model_forward checks ops_error() after a forward.
+ * Threads and ownership: as ops.h.
  */
 #ifndef TANDEM_OPS_INTERNAL_H
 #define TANDEM_OPS_INTERNAL_H
@@ -53,6 +54,8 @@ struct ops_vt {
     void (*swiglu)(struct ops *o, const float *gate, const float *up, int64_t n, float *y);
     void (*add)(struct ops *o, float *y, const float *x, int64_t n);
     void (*gather)(struct ops *o, const float *x, int dim, const int32_t *idx, int n, float *y);
+    /* optional (NULL: a host backend, 0 bytes): see ops_device_free */
+    size_t (*device_free)(struct ops *o, int *sms);
 };
 
 /* What ops_heads_create makes. f32: the fp32 values in backend memory (ops_alloc), or NULL when
@@ -66,11 +69,16 @@ struct ops_heads {
 
 struct ops {
     const struct ops_vt *vt;
+    enum ops_backend backend;   /* set by ops_create (ops_backend_of) */
     int err_code;               /* sticky: first error of an op since the last ops_error() */
     char err[ERR_LEN];
 };
 
 /* Record an op failure (keeps the first one). */
 void ops__fail(struct ops *o, int code, const char *msg);
+
+/* The CPU backend (ops_create's for OPS_BACKEND_CPU, and ops_cuda's inner one); uses p's CPU
+ * fields. Errors: ERR_UNSUPPORTED (ISA not available), ERR_NOMEM, ERR_INTERNAL. */
+int ops_cpu_create(const struct ops_params *p, struct ops **out, char *err);
 
 #endif

@@ -1,17 +1,19 @@
-/* norm.cu - RMSNorm fused with FP8 activation quantization (see norm.h).
+/* norm.cu - the two RMSNorms (see norm.h).
  *
- * One CTA of 256 threads per row. Pass 1 sums squares (fp32, block reduction); pass 2 walks the
- * row in 128-channel blocks, one warp per block, 4 channels per lane (16-byte loads), computes
- * the normalized values, stores y, takes the block amax with a warp reduction and quantizes.
- * The second read of x hits L1/L2. 1/sqrt is IEEE (not rsqrtf) so the CPU reference agrees to
- * rounding.
+ * cuk_rmsnorm_quant: one CTA of 256 threads per row. Pass 1 sums squares (fp32, block
+ * reduction); pass 2 walks the row in 128-channel blocks, one warp per block, 4 channels per lane
+ * (16-byte loads), computes the normalized values, stores y, takes the block amax with a warp
+ * reduction and quantizes. The second read of x hits L1/L2. 1/sqrt is IEEE (not rsqrtf) so the
+ * CPU reference agrees to rounding.
+ * cuk_rmsnorm_f32: one CTA per row, the row staged in shared memory, the CPU's lane sums (below).
+ * Threads: launchers hold no state.
  */
 #include "kernels/cuda/norm.h"
 #include "kernels/cuda/common.cuh"
 
 #define NORM_THREADS 256
 
-static __global__ void __launch_bounds__(NORM_THREADS) rmsnorm_kernel(const struct cuk_rmsnorm_args a)
+static __global__ void __launch_bounds__(NORM_THREADS) rmsnorm_quant_kernel(const struct cuk_rmsnorm_quant_args a)
 {
     __shared__ float red[32];
     const int row = blockIdx.x;
@@ -45,16 +47,67 @@ static __global__ void __launch_bounds__(NORM_THREADS) rmsnorm_kernel(const stru
     }
 }
 
-int cuk_rmsnorm(const struct cuk_rmsnorm_args *a, cudaStream_t s)
+int cuk_rmsnorm_quant(const struct cuk_rmsnorm_quant_args *a, cudaStream_t s)
 {
-    const char *op = "rmsnorm";
+    const char *op = "rmsnorm_quant";
     CUK_REQUIRE(op, a && a->m >= 1 && a->d >= 1 && a->x && a->x_ld >= a->d);
     CUK_REQUIRE(op, a->y || a->q);
     CUK_REQUIRE(op, !a->y || (a->y_ld >= a->d && (a->y_type == CUK_F32 || a->y_type == CUK_BF16)));
     CUK_REQUIRE(op, !a->q || (a->d % 128 == 0 && a->q_ld >= a->d && a->q_ld % 16 == 0 &&
                               a->q_scale && a->q_scale_ld >= a->m));
     CUK_REQUIRE(op, !a->w || a->eps >= 0.0f);
-    rmsnorm_kernel<<<a->m, NORM_THREADS, 0, s>>>(*a);
+    rmsnorm_quant_kernel<<<a->m, NORM_THREADS, 0, s>>>(*a);
+    CUK_LAUNCHED(op);
+    return 0;
+}
+
+/* One CTA per row: the row is staged in shared memory by all threads (coalesced), 16 threads of
+ * warp 0 then run the CPU's 16 sequential lane sums out of shared memory (the order is fixed, so
+ * the chains cannot be split further; from shared memory each step is a few cycles instead of a
+ * global-memory round trip), warp 0 reduces as the CPU does (lanes 0..7 += 8..15, then 0..3 +=
+ * 4..7, then (0 + 2) + (1 + 3)), and all threads write y. */
+static __global__ void __launch_bounds__(NORM_THREADS)
+rmsnorm_f32_kernel(const float *x, int ldx, const float *g, int dim, float eps, float *y, int ldy)
+{
+    __shared__ float xs[CUK_RMSNORM_F32_MAX_D];
+    __shared__ float rs;
+    const int row = blockIdx.x, tid = threadIdx.x, lane = tid & 31;
+    const float *xr = x + (size_t)row * ldx;
+    for (int i = tid; i < dim; i += NORM_THREADS) xs[i] = xr[i];
+    __syncthreads();
+    if (tid < 32) {
+        float acc = 0.0f;
+        if (lane < 16) {
+            int full = dim / 16 * 16, i = lane;
+#pragma unroll 8
+            for (; i < full; i += 16) acc = __fadd_rn(acc, __fmul_rn(xs[i], xs[i]));
+            if (i < dim) acc = __fadd_rn(acc, __fmul_rn(xs[i], xs[i]));   /* tail: i & 15 == lane */
+        }
+        float o = __shfl_down_sync(0xffffffffu, acc, 8);
+        if (lane < 8) acc = __fadd_rn(acc, o);
+        o = __shfl_down_sync(0xffffffffu, acc, 4);
+        if (lane < 4) acc = __fadd_rn(acc, o);
+        float a2 = __shfl_down_sync(0xffffffffu, acc, 2);     /* lane 0: acc2, lane 1: acc3 */
+        float p = __fadd_rn(acc, a2);                          /* lane 0: l0+l2, lane 1: l1+l3 */
+        float p1 = __shfl_down_sync(0xffffffffu, p, 1);
+        if (lane == 0)
+            rs = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(__fadd_rn(p, p1), (float)dim), eps)));
+    }
+    __syncthreads();
+    const float r = rs;
+    float *yr = y + (size_t)row * ldy;
+    for (int i = tid; i < dim; i += NORM_THREADS) yr[i] = __fmul_rn(__fmul_rn(xs[i], r), g[i]);
+}
+
+int cuk_rmsnorm_f32(const struct cuk_rmsnorm_f32_args *a, cudaStream_t s)
+{
+    const char *op = "rmsnorm_f32";
+    CUK_REQUIRE(op, a && a->m >= 0);
+    if (a->m == 0) return 0;
+    CUK_REQUIRE(op, a->d >= 1 && a->d <= CUK_RMSNORM_F32_MAX_D && a->x && a->w && a->y &&
+                        a->x_ld >= a->d && a->y_ld >= a->d);
+    rmsnorm_f32_kernel<<<a->m, NORM_THREADS, 0, s>>>(a->x, a->x_ld, a->w, a->d, a->eps, a->y,
+                                                     a->y_ld);
     CUK_LAUNCHED(op);
     return 0;
 }

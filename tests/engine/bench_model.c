@@ -106,9 +106,10 @@ int main(int argc, char **argv)
     }
     char err[ERR_LEN] = "";
     struct wt_model *w = NULL;
+    struct ops *o = NULL;
     struct model *m = NULL;
-    struct model_params mp = {.isa = isa, .n_threads = threads, .max_batch_tokens = chunk};
-    if (wt_open(model_dir, &w, err) || wt_validate(w, err) || model_create(w, &mp, &m, err)) {
+    struct ops_params op = {.isa = isa, .n_threads = threads, .max_tokens = chunk};
+    if (wt_open(model_dir, &w, err) || wt_validate(w, err) || tm_create(w, &op, &o, &m, err)) {
         fprintf(stderr, "bench_model: %s\n", err);
         return 1;
     }
@@ -162,7 +163,7 @@ int main(int argc, char **argv)
     free(toks);
     free(lg);
     tkv_free(&kv);
-    model_destroy(m);
+    tm_destroy(o, m);
     wt_close(w);
     if (made) {
         char cmd[256];

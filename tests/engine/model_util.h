@@ -1,8 +1,8 @@
 /* model_util.h - helpers shared by the model tests, benchmark and dump_logits (header-only).
  *
- * A simple paged KV cache for tests (every sequence gets its own run of blocks), a synth model
- * maker, batch builders and comparisons. Not part of the engine: the scheduler owns the real KV
- * allocator.
+ * A model on its own backend, a simple paged KV cache for tests (every sequence gets its own run
+ * of blocks), a synth model maker, batch builders and comparisons. Not part of the engine: the
+ * scheduler owns the real KV allocator.
  */
 #ifndef TANDEM_TEST_MODEL_UTIL_H
 #define TANDEM_TEST_MODEL_UTIL_H
@@ -13,7 +13,32 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/err.h"
 #include "engine/model/model.h"
+#include "engine/model/ops.h"
+
+/* A backend from p and a model of w on it for batches of up to p->max_tokens tokens. On failure
+ * nothing is left (*o and *m NULL). Free with tm_destroy. */
+static inline int tm_create(const struct wt_model *w, const struct ops_params *p, struct ops **o,
+                            struct model **m, char *err)
+{
+    *m = NULL;
+    int rc = ops_create(p, o, err);
+    if (rc) return rc;
+    rc = model_create(w, *o, p->max_tokens, m, err);
+    if (rc) {
+        ops_destroy(*o);
+        *o = NULL;
+    }
+    return rc;
+}
+
+/* the model first, then the backend it was built on; NULLs are fine */
+static inline void tm_destroy(struct ops *o, struct model *m)
+{
+    model_destroy(m);
+    ops_destroy(o);
+}
 
 struct tkv {
     struct model_kv kv;

@@ -206,9 +206,10 @@ static void remove_model(const char *dir)
 static void check_invariants(const struct wt_model *w, const int32_t *toks, const char *label)
 {
     char err[ERR_LEN] = "";
+    struct ops *o = NULL;
     struct model *m = NULL;
-    struct model_params mp = {.isa = "scalar", .n_threads = 2, .max_batch_tokens = CTX};
-    CHECK_EQ(model_create(w, &mp, &m, err), 0);
+    struct ops_params op = {.isa = "scalar", .n_threads = 2, .max_tokens = CTX};
+    CHECK_EQ(tm_create(w, &op, &o, &m, err), 0);
     const int V = model_vocab(m), total = PROMPT + GEN - 1;
     struct tkv kv;
     CHECK_EQ(tkv_init(&kv, model_n_layers(m), model_kv_dim(m), 5, CTX, 16), 0);
@@ -277,7 +278,7 @@ static void check_invariants(const struct wt_model *w, const int32_t *toks, cons
     free(full);
     free(got);
     tkv_free(&kv);
-    model_destroy(m);
+    tm_destroy(o, m);
 }
 
 /* 7. batches larger than model.c's passes (scalar kernels: bitwise). One forward of PASS_N
@@ -336,11 +337,12 @@ static void run_chunks(struct model *m, struct tkv *kv, int slot, int seq, const
 static void check_passes(const struct wt_model *w, const char *label)
 {
     char err[ERR_LEN] = "";
+    struct ops *ob = NULL, *os = NULL;
     struct model *big = NULL, *small = NULL;
-    struct model_params mp = {.isa = "scalar", .n_threads = 2, .max_batch_tokens = PASS_N};
-    CHECK_EQ(model_create(w, &mp, &big, err), 0);
-    mp.max_batch_tokens = PASS_CHUNK;
-    CHECK_EQ(model_create(w, &mp, &small, err), 0);
+    struct ops_params op = {.isa = "scalar", .n_threads = 2, .max_tokens = PASS_N};
+    CHECK_EQ(tm_create(w, &op, &ob, &big, err), 0);
+    op.max_tokens = PASS_CHUNK;
+    CHECK_EQ(tm_create(w, &op, &os, &small, err), 0);
     CHECK(!wt_layer_is_moe(wt_hparams(w), 0));
     const int V = model_vocab(big), NA = PASS_A, NB = PASS_N - PASS_A;
     struct tkv kv;
@@ -401,8 +403,8 @@ static void check_passes(const struct wt_model *w, const char *label)
     free(got);
     free(alone);
     tkv_free(&kv);
-    model_destroy(big);
-    model_destroy(small);
+    tm_destroy(ob, big);
+    tm_destroy(os, small);
 }
 
 /* 6. malformed batches give an error, never a crash */
@@ -460,9 +462,10 @@ static void check_model(const char *mdir, const char *label, double resync_gate,
 #ifndef E1_SKIP_VALIDATE
     CHECK_EQ(rc, 0);
 #endif
+    struct ops *o = NULL;
     struct model *m = NULL;
-    struct model_params mp = {.isa = "auto", .n_threads = 2, .max_batch_tokens = CTX};
-    rc = model_create(w, &mp, &m, err);
+    struct ops_params op = {.isa = "auto", .n_threads = 2, .max_tokens = CTX};
+    rc = tm_create(w, &op, &o, &m, err);
     if (rc) fprintf(stderr, "model_create: %s\n", err);
     CHECK_EQ(rc, 0);
     struct ref_model *ref = NULL;
@@ -579,7 +582,7 @@ static void check_model(const char *mdir, const char *label, double resync_gate,
             wa = e > wa ? e : wa;
         }
         fprintf(stderr, "[%s] %s kernels: cached decode vs full recompute: max rel err %.3g "
-                "(informational)\n", label, model_isa(m), wa);
+                "(informational)\n", label, ops_name(o), wa);
         check_invariants(w, toks, label);
         check_passes(w, label);
         check_malformed(m, &kv, V, label);
@@ -594,7 +597,7 @@ out:
     free(rl);
     tkv_free(&kv);
     ref_destroy(ref);
-    model_destroy(m);
+    tm_destroy(o, m);
     wt_close(w);
 }
 

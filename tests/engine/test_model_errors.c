@@ -55,9 +55,10 @@ int main(void)
     {
         struct wt_model *w = NULL;
         CHECK_EQ(wt_open(dir, &w, err), 0);
+        struct ops *o = NULL;
         struct model *m = NULL;
-        struct model_params mp = {.isa = "auto", .n_threads = 1, .max_batch_tokens = 4};
-        CHECK_EQ(model_create(w, &mp, &m, err), 0);
+        struct ops_params op = {.isa = "auto", .n_threads = 1, .max_tokens = 4};
+        CHECK_EQ(tm_create(w, &op, &o, &m, err), 0);
         int max_pos = model_hparams(m)->max_pos;
         CHECK(max_pos > 0);
         struct tkv kv;
@@ -79,7 +80,7 @@ int main(void)
         CHECK_EQ(model_forward(m, &kv.kv, &b, lg, err), 0);
         free(lg);
         tkv_free(&kv);
-        model_destroy(m);
+        tm_destroy(o, m);
         wt_close(w);
     }
 
@@ -95,13 +96,16 @@ int main(void)
         fprintf(stderr, "wt_open refused the patched model: %s\n", err);
         CHECK(strlen(err) > 0);
     } else {
+        struct ops *o = NULL;
         struct model *m = NULL;
-        struct model_params mp = {.isa = "auto", .n_threads = 1, .max_batch_tokens = 4};
-        rc = model_create(w, &mp, &m, err);
+        struct ops_params op = {.isa = "auto", .n_threads = 1, .max_tokens = 4};
+        CHECK_EQ(ops_create(&op, &o, err), 0);
+        rc = model_create(w, o, 4, &m, err);
         fprintf(stderr, "model_create on a model without o_proj of layer 1: %s\n", err);
         CHECK_EQ(rc, ERR_FORMAT);
         CHECK_CONTAINS(err, "blk.1.attn_output.weight");
         CHECK(m == NULL);
+        ops_destroy(o);
         wt_close(w);
     }
     char cmd[512];

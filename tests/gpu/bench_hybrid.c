@@ -10,7 +10,7 @@
  * experts). The projection to DeepSeek-V3's 61 layers (3 dense + 58 MoE) scales the measured step:
  * t61 = t_step * 58 / n_moe (dense layers and lm_head counted as if MoE layers: an upper bound),
  * shown beside the bandwidth bound --dram-gbs / 11.5 GB per token (default 103 GB/s, the DRAM
- * read bandwidth measured on the GPU machine, design.md §2). scripts/gpu-run.sh engine instead
+ * read bandwidth measured on the GPU machine). scripts/gpu-run.sh engine instead
  * derives the per-MoE-layer cost from two slices with 1 and 3 MoE layers (the honest projection).
  * --profile 1 also prints the main stream's time per op kind and step (ops_cuda_profile: an event
  * before every op, so each op's GPU time plus the launch gap after it).
@@ -23,6 +23,7 @@
 #include "common/err.h"
 #include "engine/model/model.h"
 #include "engine/model/ops.h"
+#include "engine/model/ops_cuda.h"
 #include "engine/weights/weights.h"
 #include "tests/engine/model_util.h"
 
@@ -61,11 +62,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_hybrid: %s\n", err);
         return 1;
     }
+    struct ops *o = NULL;
     struct model *m = NULL;
-    struct model_params mp = {.max_batch_tokens = P > B ? P : B, .placement = placement,
-                              .n_threads = threads, .pin = 1, .spin_us = spin_us};
+    struct ops_params op = {.max_tokens = P > B ? P : B, .n_threads = threads, .pin = 1,
+                            .spin_us = spin_us};
     double t0 = now();
-    if (model_create(w, &mp, &m, err)) {
+    if (ops_params_parse(&op, placement, NULL, err) || tm_create(w, &op, &o, &m, err)) {
         fprintf(stderr, "bench_hybrid: %s\n", err);
         return 1;
     }
@@ -73,7 +75,7 @@ int main(int argc, char **argv)
     int n_moe = 0;
     for (int l = 0; l < hp->n_layers; l++) n_moe += wt_layer_is_moe(hp, l);
     printf("model %s: %d layers (%d MoE), backend %s, load %.1f s\n", dir, hp->n_layers, n_moe,
-           model_isa(m), now() - t0);
+           ops_name(o), now() - t0);
     struct tkv kv;
     if (tkv_init(&kv, model_n_layers(m), model_kv_dim(m), B, P + S + 1, 64)) return 1;
     int V = model_vocab(m);
@@ -105,8 +107,8 @@ int main(int argc, char **argv)
     }
     printf("prefill: %d x %d tokens, %.1f tokens/s (one forward per sequence, logits for the last token)\n", B, P, B * P / tp);
     struct ops_cuda_stats st;
-    if (profile) ops_cuda_profile(model_backend(m), 1);
-    ops_cuda_stats(model_backend(m), &st, 1);
+    if (profile) ops_cuda_profile(o, 1);
+    ops_cuda_stats(o, &st, 1);
     int32_t dt[64], pos[64], seq[64], li[64];
     struct model_seq sq[64];
     for (int s = 0; s < B; s++) {
@@ -129,13 +131,13 @@ int main(int argc, char **argv)
         }
         double t = now() - a;
         if (step == 0) {            /* warm-up (first use of the decode shapes) */
-            ops_cuda_stats(model_backend(m), &st, 1);
+            ops_cuda_stats(o, &st, 1);
             continue;
         }
         sum += t;
         best = t < best ? t : best;
     }
-    ops_cuda_stats(model_backend(m), &st, 0);
+    ops_cuda_stats(o, &st, 0);
     double step = sum / S;
     printf("decode: batch %d, %d steps: mean %.3f ms/step (best %.3f), %.1f tokens/s\n", B, S,
            step * 1e3, best * 1e3, B / step);
@@ -164,7 +166,7 @@ int main(int argc, char **argv)
     free(logits);
     free(tok);
     tkv_free(&kv);
-    model_destroy(m);
+    tm_destroy(o, m);
     wt_close(w);
     return 0;
 }

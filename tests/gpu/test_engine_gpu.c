@@ -107,7 +107,8 @@ static const char *lin_name(int w)
     return w >= 0 && w < MODEL_LIN_COUNT ? nm[w] : "?";
 }
 
-struct side {                   /* one engine: model + KV + its sequences' tokens */
+struct side {                   /* one engine: backend + model + KV + its sequences' tokens */
+    struct ops *o;
     struct model *m;
     struct tkv kv;
     int32_t toks[NRUN][PMAX + STEPS + 1];
@@ -117,8 +118,8 @@ static int make_side(struct wt_model *w, const char *placement, const char *isa,
                      struct side *s)
 {
     char err[ERR_LEN];
-    struct model_params p = {.max_batch_tokens = max_tokens, .placement = placement, .isa = isa};
-    if (model_create(w, &p, &s->m, err)) {
+    struct ops_params p = {.max_tokens = max_tokens, .isa = isa};
+    if (ops_params_parse(&p, placement, NULL, err) || tm_create(w, &p, &s->o, &s->m, err)) {
         fprintf(stderr, "model_create(%s): %s\n", placement, err);
         return -1;
     }
@@ -131,7 +132,7 @@ static int make_side(struct wt_model *w, const char *placement, const char *isa,
 
 static void free_side(struct side *s)
 {
-    model_destroy(s->m);
+    tm_destroy(s->o, s->m);
     tkv_free(&s->kv);
 }
 
@@ -158,7 +159,7 @@ static int fwd(struct side *s, const int *rs, int nr, const int *p0, const int *
                             .seqs = sq, .n_logits = n, .logits_idx = li};
     char err[ERR_LEN];
     int rc = model_forward(s->m, &s->kv.kv, &b, logits, err);
-    if (rc) fprintf(stderr, "model_forward(%s): %s\n", model_isa(s->m), err);
+    if (rc) fprintf(stderr, "model_forward(%s): %s\n", ops_name(s->o), err);
     free(tok);
     free(pos);
     free(seq);
@@ -231,8 +232,8 @@ static int run_model(const char *name, const char *dir, int chat, const char *gp
         wt_close(w);
         return 1;
     }
-    printf("%s: reference %s, gpu %s, control %s\n", name, model_isa(sd[0].m), model_isa(sd[1].m),
-           model_isa(sd[2].m));
+    printf("%s: reference %s, gpu %s, control %s\n", name, ops_name(sd[0].o), ops_name(sd[1].o),
+           ops_name(sd[2].o));
     const int V = model_vocab(sd[0].m);
     int rs[NRUN], p0[NRUN], len[NRUN], plen[NRUN], chats = 0;
     struct tok *tk = NULL;

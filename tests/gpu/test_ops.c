@@ -1,10 +1,15 @@
-/* test_ops.c - RMSNorm(+FP8 quant), RoPE/YaRN, router, SwiGLU(+quant), add, embedding on the
- * GPU vs naive CPU references (float64 unless the op's result depends on fp32 rounding, as the
- * router's selection does), fresh random inputs, outputs poisoned before each call. */
+/* test_ops.c - RMSNorm(+FP8 quant), the CPU-order RMSNorm, FP8 per-head weights (expansion and
+ * the decode matmul), RoPE/YaRN, router, SwiGLU(+quant), add, embedding on the GPU vs naive CPU
+ * references (float64 unless the op's result depends on fp32 rounding, as the router's selection
+ * does, or is specified bit for bit against a CPU kernel), fresh random inputs, outputs poisoned
+ * before each call. */
 #include "tests/gpu/gpu_test.h"
 
 #include "kernels/cuda/elementwise.h"
+#include "kernels/cpu/f32.h"
+#include "kernels/cpu/fp8.h"
 #include "kernels/cuda/gemv_bf16.h"
+#include "kernels/cuda/head_matmul.h"
 #include "kernels/cuda/norm.h"
 #include "kernels/cuda/rope.h"
 #include "kernels/cuda/router.h"
@@ -51,10 +56,10 @@ static void test_rmsnorm(int m, int d, int type, int with_w)
     uint8_t *q = gt_dev((size_t)m * d);
     int qs_ld = m + 3;
     float *qs = gt_dev((size_t)(d / 128) * qs_ld * 4);
-    struct cuk_rmsnorm_args a = { .m = m, .d = d, .x = x, .x_ld = d, .w = with_w ? w : NULL, .eps = eps,
+    struct cuk_rmsnorm_quant_args a = { .m = m, .d = d, .x = x, .x_ld = d, .w = with_w ? w : NULL, .eps = eps,
                                   .y = y, .y_type = type, .y_ld = d, .q = q, .q_ld = d, .q_scale = qs,
                                   .q_scale_ld = qs_ld };
-    CHECK_EQ(cuk_rmsnorm(&a, 0), 0);
+    CHECK_EQ(cuk_rmsnorm_quant(&a, 0), 0);
     void *hy = malloc((size_t)m * d * es);
     uint8_t *hq = malloc((size_t)m * d);
     float *hqs = malloc((size_t)(d / 128) * qs_ld * 4);
@@ -90,7 +95,7 @@ static void test_rmsnorm(int m, int d, int type, int with_w)
 
 static void test_rope(void)
 {
-    /* YaRN table of DeepSeek-V3 (spec 3.4.4, double precision) */
+    /* YaRN inverse frequencies of DeepSeek-V3 (its reference code, double precision) */
     static const double spec[32] = {
         1.000000e+00, 7.498942e-01, 5.623413e-01, 4.216965e-01, 3.162278e-01, 2.371374e-01, 1.778279e-01, 1.333521e-01,
         1.000000e-01, 7.498942e-02, 5.623413e-02, 3.900693e-02, 2.687936e-02, 1.837815e-02, 1.244796e-02, 8.334509e-03,
@@ -98,7 +103,7 @@ static void test_rope(void)
         2.500000e-05, 1.874736e-05, 1.405853e-05, 1.054241e-05, 7.905694e-06, 5.928434e-06, 4.445699e-06, 3.333804e-06 };
     float fr[32];
     CHECK_EQ(cuk_rope_freqs(64, 10000.0, 40.0, 4096, 32.0, 1.0, fr), 0);
-    struct gt_err ef = { 0, 0, 0, "rope yarn freqs vs spec table" };
+    struct gt_err ef = { 0, 0, 0, "rope yarn freqs vs reference table" };
     for (int i = 0; i < 32; i++) gt_check(&ef, fr[i], spec[i], 2e-6 * spec[i], i);
     gt_report(&ef);
 
@@ -163,7 +168,7 @@ static void test_rope(void)
     cudaFree(x); cudaFree(f); cudaFree(p);
 }
 
-/* CPU reference of the router in fp32, written out step by step (spec 3.6) */
+/* CPU reference of the router in fp32, written out step by step (kernels/cuda/router.h) */
 static void router_ref(const struct cuk_router_args *a, const float *lg, const float *bias, int32_t *ids, float *wts)
 {
     int E = a->n_experts;
@@ -401,11 +406,63 @@ static void test_gemv_bf16(int m, int n, int k, int acc)
     cudaFree(w); cudaFree(x); cudaFree(y);
 }
 
-/* engine/model/ops_cuda_norm.cu: the hybrid backend's per-head matmul on FP8 weights (kv_b's
- * absorbed halves at decode), against a float64 reference of the dequantized weights */
-int opsk_head_matmul_fp8(const uint8_t *q, const float *scale, int sld, int64_t r0, int64_t hrows,
-                         int rows, int cols, int trans, int n, int nh, const float *x, int ldx_tok,
-                         int ldx_head, float *y, int ldy_tok, int ldy_head, cudaStream_t st);
+/* cuk_rmsnorm_f32: bit for bit the CPU kernel cpuq_rmsnorm_f32 (strided rows, and in place) */
+static void test_rmsnorm_f32(int m, int d, int ld)
+{
+    float *hx = malloc((size_t)m * ld * 4), *hw = malloc((size_t)d * 4);
+    float *ref = malloc((size_t)m * ld * 4), *hy = malloc((size_t)m * ld * 4);
+    CHECK(hx && hw && ref && hy);
+    for (size_t i = 0; i < (size_t)m * ld; i++) hx[i] = (float)(gt_normal() * (1 + 3 * gt_uniform()));
+    for (int i = 0; i < d; i++) hw[i] = (float)(0.5 + gt_uniform());
+    float eps = 1e-6f;
+    cpuq_rmsnorm_f32(hx, ld, hw, m, d, eps, ref, ld);
+    float *x = gt_up(hx, (size_t)m * ld * 4), *w = gt_up(hw, (size_t)d * 4);
+    float *y = gt_dev((size_t)m * ld * 4);
+    struct cuk_rmsnorm_f32_args a = { .m = m, .d = d, .x = x, .x_ld = ld, .w = w, .eps = eps,
+                                      .y = y, .y_ld = ld };
+    CHECK_EQ(cuk_rmsnorm_f32(&a, 0), 0);
+    gt_down(hy, y, (size_t)m * ld * 4);
+    for (int t = 0; t < m; t++)
+        CHECK(memcmp(hy + (size_t)t * ld, ref + (size_t)t * ld, (size_t)d * 4) == 0);
+    a.y = x;                                                    /* in place */
+    CHECK_EQ(cuk_rmsnorm_f32(&a, 0), 0);
+    gt_down(hy, x, (size_t)m * ld * 4);
+    for (int t = 0; t < m; t++)
+        CHECK(memcmp(hy + (size_t)t * ld, ref + (size_t)t * ld, (size_t)d * 4) == 0);
+    fprintf(stderr, "rmsnorm_f32 m=%d d=%d: bit-exact vs the CPU kernel\n", m, d);
+    free(hx); free(hw); free(ref); free(hy);
+    cudaFree(x); cudaFree(w); cudaFree(y);
+}
+
+/* cuk_fp8_to_f32: bit for bit cpuq_fp8_dequant (rows and cols not multiples of 128) */
+static void test_fp8_to_f32(int64_t rows, int64_t cols)
+{
+    int64_t sr = (rows + 127) / 128, sc = (cols + 127) / 128;
+    uint8_t *hq = malloc((size_t)(rows * cols));
+    float *hs = malloc((size_t)(sr * sc) * 4), *ref = malloc((size_t)(rows * cols) * 4);
+    float *hy = malloc((size_t)(rows * cols) * 4);
+    CHECK(hq && hs && ref && hy);
+    for (int64_t i = 0; i < rows * cols; i++) {
+        uint8_t b = (uint8_t)gt_int(0, 255);
+        hq[i] = (b & 0x7f) == 0x7f ? 0x3f : b;                 /* no NaN codes */
+    }
+    for (int64_t i = 0; i < sr * sc; i++) hs[i] = (float)(gt_uniform() * 1e-2 + 1e-4);
+    cpuq_fp8_dequant(hq, hs, rows, cols, 0, rows, ref);
+    uint8_t *q = gt_up(hq, (size_t)(rows * cols));
+    float *s = gt_up(hs, (size_t)(sr * sc) * 4), *y = gt_dev((size_t)(rows * cols) * 4);
+    struct cuk_fp8_to_f32_args a = { .rows = rows, .cols = cols, .q = q, .scale = s,
+                                     .scale_ld = (int)sc, .out = y };
+    CHECK_EQ(cuk_fp8_to_f32(&a, 0), 0);
+    gt_down(hy, y, (size_t)(rows * cols) * 4);
+    CHECK(memcmp(hy, ref, (size_t)(rows * cols) * 4) == 0);
+    fprintf(stderr, "fp8_to_f32 %lldx%lld: bit-exact vs cpuq_fp8_dequant\n", (long long)rows,
+            (long long)cols);
+    free(hq); free(hs); free(ref); free(hy);
+    cudaFree(q); cudaFree(s); cudaFree(y);
+}
+
+/* cuk_head_matmul_fp8: the hybrid backend's per-head matmul on FP8 weights (kv_b's absorbed
+ * halves at decode), against a float64 reference of the dequantized weights */
 
 static void test_head_matmul_fp8(int n, int trans, int r0)
 {
@@ -425,8 +482,13 @@ static void test_head_matmul_fp8(int n, int trans, int r0)
     uint8_t *q = gt_up(hq, (size_t)R * cols);
     float *s = gt_up(hs, (size_t)(R / 128) * sld * 4), *x = gt_up(hx, (size_t)n * ldx_tok * 4);
     float *y = gt_dev((size_t)n * ldy_tok * 4);
-    CHECK_EQ(opsk_head_matmul_fp8(q, s, sld, r0, hrows, rows, cols, trans, n, H, x, ldx_tok,
-                                  ldx_head, y, ldy_tok, ldy_head, 0), 0);
+    struct cuk_head_matmul_fp8_args a = { .q = q, .scale = s, .scale_ld = sld, .r0 = r0,
+                                          .head_rows = hrows, .rows = rows, .cols = cols,
+                                          .trans = trans, .n = n, .n_heads = H, .x = x,
+                                          .x_ld_tok = ldx_tok, .x_ld_head = ldx_head, .y = y,
+                                          .y_ld_tok = ldy_tok, .y_ld_head = ldy_head };
+    CHECK(cuk_head_matmul_fp8_fits(&a));
+    CHECK_EQ(cuk_head_matmul_fp8(&a, 0), 0);
     gt_down(hy, y, (size_t)n * ldy_tok * 4);
     char name[96];
     snprintf(name, sizeof name, "head matmul fp8 trans=%d n=%d r0=%d", trans, n, r0);
@@ -459,6 +521,11 @@ int main(void)
     test_rmsnorm(gt_int(1, 5), 1536, CUK_BF16, 1);
     test_rmsnorm(gt_int(1, 5), 512, CUK_F32, 1);
     test_rmsnorm(gt_int(1, 5), 2048, CUK_F32, 0);
+    test_rmsnorm_f32(gt_int(1, 17), 7168, 7168);
+    test_rmsnorm_f32(gt_int(1, 5), 512, 576);                   /* kv_a latent: ld = kv_dim */
+    test_rmsnorm_f32(gt_int(1, 5), gt_int(1, 3000), 3001);
+    test_fp8_to_f32(gt_int(1, 700), gt_int(1, 700));
+    test_fp8_to_f32(32768, 512);                                /* a DeepSeek-V3 kv_b */
     test_rope();
     test_head_matmul_fp8(1, 1, 0);                               /* W_UK^T q_nope */
     test_head_matmul_fp8(gt_int(2, 16), 1, 0);

@@ -11,7 +11,7 @@
  * follows its own roundings, so over many positions it drifts chaotically from the fast path, see
  * docs/numerics.md), --ref-exact the same reference without any quantization (what HF in float32
  * computes; --ref-skip MASK leaves out only some roundings, see ref_set_exact). --w8a16 runs the
- * fast path with unquantized FP8 activations (model_params.fp8_w8a16), --kv f32 with an f32
+ * fast path with unquantized FP8 activations (ops_params.fp8_w8a16), --kv f32 with an f32
  * latent cache (engine.kv_cache_type; default bf16); --routes FILE also writes the fast path's
  * routed-expert choices, one line per (position, MoE layer): `pos layer e1 .. ek`, ascending (for
  * hf_compare.py's routing report). --placement hybrid runs
@@ -146,12 +146,13 @@ int main(int argc, char **argv)
         free(row);
     } else {
         if (chunk <= 0 || chunk > n) chunk = n;
+        struct ops *o = NULL;
         struct model *m = NULL;
-        struct model_params mp = {.isa = isa, .n_threads = threads, .max_batch_tokens = chunk,
-                                  .fp8_w8a16 = w8a16, .placement = placement,
-                                  .gpu_fp8_gemm = fp8_gemm};
+        struct ops_params op = {.isa = isa, .n_threads = threads, .max_tokens = chunk,
+                                .fp8_w8a16 = w8a16};
         struct tkv kv;
-        rc = model_create(w, &mp, &m, err);
+        rc = ops_params_parse(&op, placement, fp8_gemm, err);
+        if (!rc) rc = tm_create(w, &op, &o, &m, err);
         if (!rc && tkv_init_type(&kv, model_n_layers(m), model_kv_dim(m), 1, n, 16,
                                    kv_type))
             rc = err_set(err, ERR_NOMEM, "out of memory for the KV cache");
@@ -168,7 +169,7 @@ int main(int argc, char **argv)
         }
         if (ro.f && fclose(ro.f) != 0 && !rc) rc = err_set(err, ERR_IO, "%s: write failed", routes_path);
         if (m) tkv_free(&kv);
-        model_destroy(m);
+        tm_destroy(o, m);
     }
     if (rc) {
         fprintf(stderr, "dump_logits: %s\n", err);

@@ -1,0 +1,49 @@
+/* ops_cuda.h - the hybrid CUDA backend's own API beside ops.h: creation (for ops_create) and the
+ * statistics and profiling that benchmarks read. Only in builds with CUDA (TANDEM_CUDA).
+ *
+ * Threads: as ops.h (the thread that uses the ops instance). Ownership: the caller's stats
+ * struct is filled in place; nothing is handed out.
+ */
+#ifndef TANDEM_OPS_CUDA_H
+#define TANDEM_OPS_CUDA_H
+
+#include <stddef.h>
+
+#include "engine/model/ops.h"
+
+/* 1 when CUDA device `device` exists and can be used. */
+int ops_cuda_usable(int device);
+
+/* GPU ops on p->gpu_device plus an inner CPU backend built from p (routed experts, fallbacks);
+ * activation scratch and GEMM plans are sized for p->max_tokens; p->gpu_expert_layers MoE layers
+ * (-1: all) get their routed experts on the GPU. Use ops_create, which calls this.
+ * Errors: ERR_UNSUPPORTED (no such device), ERR_INVAL, ERR_CUDA, ERR_NOMEM, or the CPU
+ * backend's. */
+int ops_cuda_create(const struct ops_params *p, struct ops **out, char *err);
+
+enum { OPS_PROF_EMBED, OPS_PROF_LIN_FP8, OPS_PROF_LIN_BF16, OPS_PROF_LIN_CPU, OPS_PROF_NORM,
+       OPS_PROF_ROPE, OPS_PROF_HEADMM, OPS_PROF_ATTN, OPS_PROF_ROUTER, OPS_PROF_MOE_IN,
+       OPS_PROF_WAIT, OPS_PROF_SWIGLU, OPS_PROF_ADD, OPS_PROF_GATHER, OPS_PROF_DOWNLOAD,
+       OPS_PROF_N };
+struct ops_cuda_stats {
+    long long moe_calls;
+    double xfer_s, cpu_experts_s, overlap_gpu_s, idle_s;
+    /* with ops_cuda_profile on: main-stream time from the start of each op to the start of the
+     * next (its GPU time plus any launch gap after it), by op kind; WAIT = waiting for the CPU
+     * experts' result */
+    double op_s[OPS_PROF_N];
+    long long op_n[OPS_PROF_N];
+};
+/* Where the routed-expert layers' time went since the last reset (benchmarks). Per expert call:
+ * xfer = hidden states / routes to the host + result back (GPU copy time), cpu_experts = the CPU
+ * pool's wall time, overlap_gpu = main-stream GPU time between the inputs' arrival on the host and
+ * the join (the shared expert), idle = how long the main stream then waited for the result.
+ * All zero for a backend that is not ops_cuda's. Synchronizes. */
+void ops_cuda_stats(struct ops *o, struct ops_cuda_stats *out, int reset);
+/* Record an event before every op on the main stream (costs ~2 us of host time per op; for
+ * benchmarks). No-op on other backends. */
+void ops_cuda_profile(struct ops *o, int on);
+/* "rmsnorm", ...: the name of an OPS_PROF_* kind */
+const char *ops_cuda_prof_name(int kind);
+
+#endif

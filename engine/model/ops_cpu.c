@@ -11,7 +11,8 @@
  * Determinism: every output element is computed by exactly one item in a fixed order, so results
  * do not depend on the thread count or on scheduling.
  * Threads: one caller thread at a time (the pool's owner); per-thread scratch is indexed by the
- * pool's thread_idx. Memory: scratch grows on demand (first forward of a given size) and is then
+ * pool's thread_idx. Ownership: as ops.h; linear and expert handles keep the caller's weight
+ * views (no copies). Memory: scratch grows on demand (first forward of a given size) and is then
  * reused; a failed growth sets the sticky error (ops__fail) and the op does nothing.
  */
 #include "engine/model/ops_internal.h"

@@ -3,14 +3,12 @@
  *
  * What: an adapter from the ops interface to kernels/cuda (and cuBLAS). Buffers from ops_alloc
  * are device memory (cudaMalloc at model_create; none in steady state except the growth noted
- * below). Weights: FP8 linears are uploaded with their scales
- * re-laid to the grid cuBLASLt wants (ld = round_up(k/128, 4)); BF16 linears (router, lm_head)
- * as bf16; the embedding table stays in host memory (ops_table_create). Other weight types, and
- * FP8 weights whose k is not a multiple of 128, stay on the host and run on the CPU backend
- * (download x, CPU op, upload y).
+ * below). Weights: FP8 linears are uploaded with their scales re-laid to the grid cuBLASLt wants
+ * (ld = round_up(k/128, 4)); BF16 linears (router, lm_head) as bf16; the embedding table stays
+ * in host memory (ops_table_create). Other weight types, and FP8 weights whose k is not a
+ * multiple of 128, stay on the host and run on the CPU backend (download x, CPU op, upload y).
  *   - FP8 linear: x is quantized per token per 128 channels (cuk_rmsnorm_quant without a norm),
- *     then
- *     gemm_fp8_linear. Exact mode (gpu.fp8_gemm = exact, the default): the own kernel for every
+ *     then gemm_fp8_linear. Exact mode (gpu.fp8_gemm = exact, the default): the own kernel for every
  *     row count, > 16 rows in 16-row chunks, fp32-exact block sums. cublaslt mode: a scratch of
  *     `bucket(n)` rows (n <= 16: n; then powers of two up to round_up(max, 4)) and cuBLASLt for
  *     > 16 rows; a padded result lands in a scratch and its n rows are copied out. Plans for
@@ -40,6 +38,10 @@
  * tests/gpu/test_engine_gpu.c checks the whole forward against the CPU backend.
  * Threads: the engine thread; the CUDA host-function thread runs the CPU experts while the engine
  * thread only enqueues GPU work (every CPU fallback op first waits for the side stream).
+ * Ownership: as ops.h; the instance owns its streams, device copies of the weights, scratch,
+ * pinned staging and the inner CPU backend, all freed by ops_destroy. Invariants that would
+ * corrupt memory if broken (staging ring offsets, upload buffer bounds, expert job records) are
+ * ASSERTed.
  * Errors: the sticky ops error (ops__fail); kernel launch errors at the call, asynchronous ones at
  * the next download (every forward ends with one).
  */

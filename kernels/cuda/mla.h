@@ -1,14 +1,15 @@
-/* mla.h - Multi-head Latent Attention over the paged bf16 latent cache (absorbed form, spec 3.4.5).
+/* mla.h - Multi-head Latent Attention over the paged bf16 latent cache (absorbed form: scores
+ * against the cached latent instead of per-head keys; docs/gpu.md).
  *
  * Cache: rows of CUK_MLA_DIM = 576 bf16 values (512 normalized latent c_kv, then 64 rotated k_pe);
  * the row of position p of a sequence is block_table[p / block_tokens] * block_tokens +
- * p % block_tokens (engine/model/model.h's struct model_kv, one layer's base pointer).
+ * p % block_tokens (one layer of the caller's paged cache, given as its base pointer).
  *
  * cuk_mla_kv_store: for each of m new tokens, from the kv_a output row kv [m][kv_ld] (fp32):
  *   cache[slot] = bf16( RMSNorm(kv[0:512]; w, eps) ++ RoPE_pos(kv[512:576]) )
  * w = NULL skips the norm and freqs = NULL the rotation (a row that is already normalized and
- * rotated, as ops_kv_store passes it). slots[r] < 0 skips the token. Budget: reads 2304*m bytes,
- * writes 1152*m.
+ * rotated, as the hybrid backend passes it). slots[r] < 0 skips the token. Budget: reads 2304*m
+ * bytes, writes 1152*m.
  *
  * cuk_mla_decode: for each query row b (a decode token, or one prefill token: causal attention is
  * expressed by seq_len[b] = pos[b] + 1), each head h:

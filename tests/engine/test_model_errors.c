@@ -5,7 +5,11 @@
  *     ERR_FORMAT naming blk.1.attn_output.weight (wt_validate is not called first, so the model's
  *     own checks are what is tested);
  *   - a position at or beyond max_position_embeddings: ERR_CTX_OVERFLOW;
- *   - a KV cache that does not match the model: ERR_INVAL.
+ *   - a KV cache that does not match the model: ERR_INVAL;
+ *   - backend choice (ops_params_parse, ops_create): an unknown gpu.placement or gpu.fp8_gemm is
+ *     ERR_CONFIG naming the value; auto resolves to cpu or hybrid, never stays auto; hybrid and
+ *     gpu fail with ERR_UNSUPPORTED exactly where auto chose cpu (no CUDA build or no device);
+ *     max_tokens < 1 is ERR_INVAL.
  * Skips (77) only when TANDEM_BIN is unset (not run through meson).
  */
 #include <stdio.h>
@@ -15,11 +19,54 @@
 
 #include "common/err.h"
 #include "engine/model/model.h"
+#include "engine/model/ops.h"
 #include "engine/weights/weights.h"
 #include "tests/check.h"
 #include "tests/engine/model_util.h"
 
 /* Replace the first occurrence of `from` with `to` (same length) in the file's first 1 MiB. */
+static void check_backend_choice(void)
+{
+    char err[ERR_LEN] = "";
+    struct ops_params p = {.max_tokens = 4, .n_threads = 1};
+    CHECK_EQ(ops_params_parse(&p, "tpu", NULL, err), ERR_CONFIG);
+    CHECK_CONTAINS(err, "gpu.placement 'tpu'");
+    CHECK_EQ(ops_params_parse(&p, "cpu", "fast", err), ERR_CONFIG);
+    CHECK_CONTAINS(err, "gpu.fp8_gemm 'fast'");
+    CHECK_EQ(ops_params_parse(&p, NULL, NULL, err), 0);
+    CHECK_EQ(p.backend, OPS_BACKEND_CPU);
+    CHECK_EQ(p.gpu_cublaslt, 0);
+    CHECK_EQ(ops_params_parse(&p, "gpu", "cublaslt", err), 0);
+    CHECK_EQ(p.backend, OPS_BACKEND_GPU);
+    CHECK_EQ(p.gpu_cublaslt, 1);
+    CHECK_EQ(ops_params_parse(&p, "auto", "exact", err), 0);
+    CHECK_EQ(p.backend, OPS_BACKEND_AUTO);
+    CHECK_EQ(p.gpu_cublaslt, 0);
+    struct ops *o = NULL;
+    CHECK_EQ(ops_create(&p, &o, err), 0);
+    enum ops_backend chosen = ops_backend_of(o);
+    CHECK(chosen == OPS_BACKEND_CPU || chosen == OPS_BACKEND_HYBRID);
+    fprintf(stderr, "gpu.placement auto: %s\n", ops_name(o));
+    ops_destroy(o);
+    for (int b = OPS_BACKEND_HYBRID; b <= OPS_BACKEND_GPU; b++) {
+        p.backend = (enum ops_backend)b;
+        o = NULL;
+        int rc = ops_create(&p, &o, err);
+        if (chosen == OPS_BACKEND_CPU) {
+            fprintf(stderr, "backend %d without a usable GPU: %s\n", b, err);
+            CHECK_EQ(rc, ERR_UNSUPPORTED);
+            CHECK(o == NULL);
+        } else {
+            CHECK_EQ(rc, 0);
+            CHECK_EQ(ops_backend_of(o), b);
+            ops_destroy(o);
+        }
+    }
+    p.backend = OPS_BACKEND_CPU;
+    p.max_tokens = 0;
+    CHECK_EQ(ops_create(&p, &o, err), ERR_INVAL);
+}
+
 static int patch_file(const char *path, const char *from, const char *to)
 {
     FILE *f = fopen(path, "r+b");
@@ -50,6 +97,7 @@ int main(void)
     if (st != 0) fprintf(stderr, "tandem convert synth failed (exit %d), see %s.log\n", st, dir);
     CHECK_EQ(st, 0);
     char err[ERR_LEN] = "";
+    check_backend_choice();
 
     /* a good model: forward-level errors */
     {

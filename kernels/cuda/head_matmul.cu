@@ -35,11 +35,11 @@ int cuk_fp8_to_f32(const struct cuk_fp8_to_f32_args *a, cudaStream_t s)
 }
 
 /* ---- per-head matmul on FP8 weights for decode-sized batches (n <= 16 tokens)
- * One CTA per head reads that head's bytes once with 16-byte (trans 0) or 4-byte (trans 1) coalesced loads; each
- * weight is e4m3 -> fp32 through a table in shared memory, times its block scale with one
- * rounding (__fmul_rn: the value the CPU backend's fp32 copy holds), and summed in fp32 (another
- * order than the CPU's: rounding-level differences). NT = tokens rounded up to a power of two
- * (x rows beyond n are zero, their outputs not written). */
+ * One CTA per head reads that head's bytes once with 16-byte (trans 0) or 4-byte (trans 1)
+ * coalesced loads; each weight is e4m3 -> fp32 through a table in shared memory, times its block
+ * scale with one rounding (__fmul_rn: the value the CPU backend's fp32 copy holds), and summed in
+ * fp32 (another order than the CPU's: rounding-level differences). NT = tokens rounded up to a
+ * power of two (x rows beyond n are zero, their outputs not written). */
 
 static __device__ __forceinline__ void hmm_table(float *lut)
 {
@@ -133,16 +133,16 @@ hmm_cols_k(const uint8_t *q, const float *scale, int sld, int64_t r0, int64_t hr
 }
 
 template <int NT>
-static void hmm_launch(const uint8_t *q, const float *scale, int sld, int64_t r0, int64_t hrows,
-                       int rows, int trans, int n, int nh, const float *x, int ldx_tok,
-                       int ldx_head, float *y, int ldy_tok, int ldy_head, cudaStream_t st)
+static void hmm_launch(const struct cuk_head_matmul_fp8_args *a, cudaStream_t st)
 {
-    if (trans)
-        hmm_cols_k<NT><<<nh, 128, 0, st>>>(q, scale, sld, r0, hrows, rows, n, x, ldx_tok,
-                                           ldx_head, y, ldy_tok, ldy_head);
+    if (a->trans)
+        hmm_cols_k<NT><<<a->n_heads, 128, 0, st>>>(a->q, a->scale, a->scale_ld, a->r0,
+                                                   a->head_rows, a->rows, a->n, a->x, a->x_ld_tok,
+                                                   a->x_ld_head, a->y, a->y_ld_tok, a->y_ld_head);
     else
-        hmm_rows_k<NT><<<nh, 256, 0, st>>>(q, scale, sld, r0, hrows, rows, n, x, ldx_tok,
-                                           ldx_head, y, ldy_tok, ldy_head);
+        hmm_rows_k<NT><<<a->n_heads, 256, 0, st>>>(a->q, a->scale, a->scale_ld, a->r0,
+                                                   a->head_rows, a->rows, a->n, a->x, a->x_ld_tok,
+                                                   a->x_ld_head, a->y, a->y_ld_tok, a->y_ld_head);
 }
 
 int cuk_head_matmul_fp8_fits(const struct cuk_head_matmul_fp8_args *a)
@@ -158,18 +158,12 @@ int cuk_head_matmul_fp8(const struct cuk_head_matmul_fp8_args *a, cudaStream_t s
     const char *op = "head_matmul_fp8";
     CUK_REQUIRE(op, a && cuk_head_matmul_fp8_fits(a) && a->n_heads >= 1 && a->q && a->scale &&
                         a->x && a->y);
-    const uint8_t *q = a->q;
-    const float *scale = a->scale, *x = a->x;
-    float *y = a->y;
-    const int sld = a->scale_ld, rows = a->rows, trans = a->trans, n = a->n, nh = a->n_heads;
-    const int64_t r0 = a->r0, hrows = a->head_rows;
-    const int ldx_tok = a->x_ld_tok, ldx_head = a->x_ld_head;
-    const int ldy_tok = a->y_ld_tok, ldy_head = a->y_ld_head;
-    if (n == 1) hmm_launch<1>(q, scale, sld, r0, hrows, rows, trans, n, nh, x, ldx_tok, ldx_head, y, ldy_tok, ldy_head, s);
-    else if (n <= 2) hmm_launch<2>(q, scale, sld, r0, hrows, rows, trans, n, nh, x, ldx_tok, ldx_head, y, ldy_tok, ldy_head, s);
-    else if (n <= 4) hmm_launch<4>(q, scale, sld, r0, hrows, rows, trans, n, nh, x, ldx_tok, ldx_head, y, ldy_tok, ldy_head, s);
-    else if (n <= 8) hmm_launch<8>(q, scale, sld, r0, hrows, rows, trans, n, nh, x, ldx_tok, ldx_head, y, ldy_tok, ldy_head, s);
-    else hmm_launch<16>(q, scale, sld, r0, hrows, rows, trans, n, nh, x, ldx_tok, ldx_head, y, ldy_tok, ldy_head, s);
+    /* NT: the tokens rounded up to a power of two */
+    if (a->n == 1) hmm_launch<1>(a, s);
+    else if (a->n <= 2) hmm_launch<2>(a, s);
+    else if (a->n <= 4) hmm_launch<4>(a, s);
+    else if (a->n <= 8) hmm_launch<8>(a, s);
+    else hmm_launch<16>(a, s);
     CUK_LAUNCHED(op);
     return 0;
 }

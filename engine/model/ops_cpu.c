@@ -344,23 +344,24 @@ static void cpu_gather(struct ops *o, const float *x, int dim, const int32_t *id
 
 /* ---------------------------------------------------------------- KV cache and attention */
 
-/* The kernels' view of layer `layer` of kv and of batch b; NULL (sticky error) when the block
- * table list cannot grow. */
-static const int32_t *const *mla_views(struct ops_cpu *c, const struct model_kv *kv, int layer,
-                                       const struct model_batch *b, struct cpuq_mla_cache *cache,
-                                       struct cpuq_mla_batch *mb)
+/* The kernels' view of layer `layer` of kv and of batch b (the sequences' block tables as a
+ * list of pointers); 0 (sticky error) when that list cannot grow. */
+static int mla_views(struct ops_cpu *c, const struct model_kv *kv, int layer,
+                     const struct model_batch *b, struct cpuq_mla_cache *cache,
+                     struct cpuq_mla_batch *mb)
 {
     if (scratch_reserve(&c->seqs, (size_t)b->n_seqs * sizeof(const int32_t *))) {
         ops__fail(&c->base, ERR_NOMEM, "ops_cpu: out of memory for block tables");
-        return NULL;
+        return 0;
     }
     const int32_t **tables = c->seqs.p;
     for (int s = 0; s < b->n_seqs; s++) tables[s] = b->seqs[s].blocks;
-    *cache = (struct cpuq_mla_cache){.data = kv->layer_data[layer], .f32 = kv->type == MODEL_KV_F32,
-                                     .kv_dim = kv->kv_dim, .block_tokens = kv->block_tokens};
+    *cache = (struct cpuq_mla_cache){.data = kv->layer_data[layer],
+                                     .f32 = kv->type == MODEL_KV_F32, .kv_dim = kv->kv_dim,
+                                     .block_tokens = kv->block_tokens};
     *mb = (struct cpuq_mla_batch){.n = b->n_tokens, .pos = b->pos, .seq = b->seq,
                                   .blocks = tables};
-    return tables;
+    return 1;
 }
 
 static void cpu_kv_store(struct ops *o, const struct model_kv *kv, int layer,

@@ -8,11 +8,13 @@
  *     the reference rounded to nearest even bit for bit, padding columns stay poisoned.
  * (b) cuk_moe_ggml against cpuq_moe_forward on the same blocks (DeepSeek-V3 widths and scaled
  *     shapes, every type, empty and hot experts, dropped slots, a token routed twice to one expert,
- *     chunked experts, both summation orders, padded strides): every element within the bound of
- *     docs/numerics.md ("Routed experts on the GPU from GGML blocks"), derived per element in
- *     float64 from the exact dequantized weights; and, tighter, every token within 1e-3 relative
- *     (L2) of a float64 emulation of the GPU's own rounding points (bf16 x, W, h); bitwise
- *     identical on a second run.
+ *     chunked experts, both summation orders, padded strides). Per element, |gpu - cpu| within
+ *     8 standard deviations of the difference that independent rounding errors on both sides give
+ *     (CPU: Q8 activations; GPU: bf16 x, W, h), and within the hard worst-case bound, both derived
+ *     in float64 from the exact dequantized weights (docs/numerics.md, "Routed experts on the GPU
+ *     from GGML blocks"); all tokens together within 1e-3 relative L2 of a float64 emulation of the
+ *     GPU's own rounding points; bitwise identical on a second run.
+ *     TANDEM_TEST_QUICK skips the two cases at DeepSeek-V3 widths (for compute-sanitizer).
  * (c) argument errors: ERR_UNSUPPORTED for a routed expert without a GPU kernel (and none for an
  *     unrouted one), ERR_INVAL for bad ids / a small workspace, no-ops.
  * Fresh seed each run (TANDEM_TEST_SEED replays). Exits 77 without a GPU.
@@ -33,6 +35,8 @@ static const int all_types[] = { QTYPE_Q4_0, QTYPE_Q4_1, QTYPE_Q5_0, QTYPE_Q5_1,
                                  QTYPE_Q2_K, QTYPE_Q3_K, QTYPE_Q4_K, QTYPE_Q5_K, QTYPE_Q6_K,
                                  QTYPE_IQ4_NL, QTYPE_IQ4_XS, QTYPE_F32, QTYPE_F16, QTYPE_BF16 };
 #define N_TYPES ((int)(sizeof all_types / sizeof all_types[0]))
+/* the statistical tolerance: STAT_Z standard deviations of cpu - gpu (docs/numerics.md) */
+#define STAT_Z 8.0
 
 static int blck(int t) { return qtype_traits(t)->blck; }
 
@@ -187,9 +191,10 @@ struct mcase {
     int dup;            /* the last token takes one expert twice */
 };
 
-/* CPU activation quantization error bound per element for weights of type wt, given upper
- * bounds m[j] of |value| (docs/numerics.md) */
-static void act_err(int wt, const double *m, int n, double *a)
+/* The CPU's activation rounding for weights of type wt, given magnitudes m[j] (upper bounds of |value|
+ * for the hard bound, the values for the variance): a[j] bounds the error, v[j] is its variance
+ * as a uniform rounding error (half-width^2 / 3). docs/numerics.md. */
+static void act_err(int wt, const double *m, int n, double *a, double *v)
 {
     const int vdt = o_fast->type[wt].vec_dot_type;
     if (vdt == QTYPE_Q8_K || vdt == QTYPE_Q8_0 || vdt == QTYPE_Q8_1) {
@@ -198,15 +203,24 @@ static void act_err(int wt, const double *m, int n, double *a)
         for (int b = 0; b < n; b += bs) {
             double amax = 0;
             for (int j = b; j < b + bs; j++) amax = fmax(amax, m[j]);
-            for (int j = b; j < b + bs; j++) a[j] = c * amax / 127 + fl;
+            for (int j = b; j < b + bs; j++) {
+                a[j] = c * amax / 127 + fl;
+                v[j] = (amax / 254) * (amax / 254) / 3;
+            }
         }
     } else if (vdt == QTYPE_F16) {
-        for (int j = 0; j < n; j++) a[j] = m[j] * 0x1p-11 + 0x1p-25;
+        for (int j = 0; j < n; j++) {
+            a[j] = m[j] * 0x1p-11 + 0x1p-25;
+            v[j] = a[j] * a[j] / 3;
+        }
     } else if (vdt == QTYPE_BF16) {
-        for (int j = 0; j < n; j++) a[j] = m[j] * 0x1p-9;
+        for (int j = 0; j < n; j++) {
+            a[j] = m[j] * 0x1p-9;
+            v[j] = a[j] * a[j] / 3;
+        }
     } else {
         CHECK_EQ(vdt, QTYPE_F32);
-        for (int j = 0; j < n; j++) a[j] = 0;
+        for (int j = 0; j < n; j++) a[j] = v[j] = 0;
     }
 }
 
@@ -322,7 +336,16 @@ static void run_case(const struct mcase *c)
         gd[e] = (struct cuk_ggml_mat){ c->td, H, I, ex[e].dd, rbd };
     }
 
-    /* CPU op */
+    /* CPU op. Unrouted experts keep their type (data NULL): cpuq_moe_forward (moe.c as of 651094c)
+     * takes the activation formats from expert 0's structs (c->gate->type, c->up->type,
+     * c->down->type), so a zeroed expert 0 (type F32) would make it quantize activations to F32
+     * for Q8 dots; moe.h allows zeroed structs for unrouted experts. */
+    for (int e = 0; e < E; e++)
+        if (!cnt[e]) {
+            cg[e].type = c->tg;
+            cu[e].type = c->tu;
+            cd[e].type = c->td;
+        }
     float *out_cpu = malloc((size_t)T * H * 4);
     struct cpuq_moe_scratch *scr = NULL;
     CHECK(out_cpu);
@@ -371,13 +394,15 @@ static void run_case(const struct mcase *c)
             CHECK(b == 0xffffffffu);                                  /* padding untouched */
         }
 
-    /* float64 reference: per slot the exact down output d*, the bound on |cpu - gpu| of it,
-     * and the emulation of the GPU's rounding points */
+    /* float64 reference, per slot and output element: the exact down output d*, the hard bound on
+     * |cpu - gpu| (dtol), the standard deviation of cpu - gpu under independent rounding errors
+     * (dsig, squared), and the emulation of the GPU's rounding points (demu) */
     double *dstar = calloc((size_t)S * H, 8), *dtol = calloc((size_t)S * H, 8),
-           *demu = calloc((size_t)S * H, 8);
-    CHECK(dstar && dtol && demu);
+           *dsig = calloc((size_t)S * H, 8), *demu = calloc((size_t)S * H, 8);
+    CHECK(dstar && dtol && dsig && demu);
     const double gcg = gamma_cpu(c->tg, H), gcu = gamma_cpu(c->tu, H), gcd = gamma_cpu(c->td, I);
-    const double ggH = gamma_gpu(H), ggI = gamma_gpu(I), L = 1.1;
+    /* vb: variance of a bf16 rounding per unit value^2, with the largest relative half-ulp (2^-8) */
+    const double ggH = gamma_gpu(H), ggI = gamma_gpu(I), L = 1.1, vb = 0x1p-16 / 3;
     for (int e = 0; e < E; e++) {
         if (!cnt[e]) continue;
         const int n = cnt[e];
@@ -397,51 +422,66 @@ static void run_case(const struct mcase *c)
             Wub[i] = (float)bf16r(Wu[i]);
             Wdb[i] = (float)bf16r(Wd[i]);
         }
-        /* per pair: |x|, bf16(x), CPU activation error bounds for gate and up */
-        double *ax = malloc(sizeof(double) * n * H), *xb = malloc(sizeof(double) * n * H),
-               *ag = malloc(sizeof(double) * n * H), *au = malloc(sizeof(double) * n * H);
-        double *G = calloc((size_t)n * I, 8), *Mg = calloc((size_t)n * I, 8), *Ag = calloc((size_t)n * I, 8),
-               *GB = calloc((size_t)n * I, 8), *U = calloc((size_t)n * I, 8), *Mu = calloc((size_t)n * I, 8),
-               *Au = calloc((size_t)n * I, 8), *UB = calloc((size_t)n * I, 8);
-        CHECK(ax && xb && ag && au && G && Mg && Ag && GB && U && Mu && Au && UB);
+        /* per pair and input element: |x|, bf16(x), the CPU's activation error bound and rounding
+         * variance (gate's and up's formats), x^2 */
+        const size_t nH = (size_t)n * H, nI = (size_t)n * I;
+        double *ax = malloc(8 * nH), *xb = malloc(8 * nH), *ag = malloc(8 * nH), *au = malloc(8 * nH),
+               *vg = malloc(8 * nH), *vu = malloc(8 * nH), *x2 = malloc(8 * nH);
+        /* per pair and intermediate element: g, u exact; sum |W||x|; sum |W| a; sum W^2 v (CPU);
+         * sum (W x)^2 (GPU); the bf16 emulation */
+        double *G = calloc(nI, 8), *Mg = calloc(nI, 8), *Ag = calloc(nI, 8), *Vgc = calloc(nI, 8),
+               *Vgg = calloc(nI, 8), *GB = calloc(nI, 8), *U = calloc(nI, 8), *Mu = calloc(nI, 8),
+               *Au = calloc(nI, 8), *Vuc = calloc(nI, 8), *Vug = calloc(nI, 8), *UB = calloc(nI, 8);
+        CHECK(ax && xb && ag && au && vg && vu && x2 && G && Mg && Ag && Vgc && Vgg && GB && U && Mu &&
+              Au && Vuc && Vug && UB);
         for (int p = 0; p < n; p++) {
             const float *xt = x + (size_t)(slot[p] / K) * H;
+            const size_t o = (size_t)p * H;
             for (int j = 0; j < H; j++) {
-                ax[(size_t)p * H + j] = fabs(xt[j]);
-                xb[(size_t)p * H + j] = bf16r(xt[j]);
+                ax[o + j] = fabs(xt[j]);
+                xb[o + j] = bf16r(xt[j]);
+                x2[o + j] = (double)xt[j] * xt[j];
             }
-            act_err(c->tg, ax + (size_t)p * H, H, ag + (size_t)p * H);
-            act_err(c->tu, ax + (size_t)p * H, H, au + (size_t)p * H);
+            act_err(c->tg, ax + o, H, ag + o, vg + o);
+            act_err(c->tu, ax + o, H, au + o, vu + o);
         }
         for (int r = 0; r < I; r++) {
             const float *wg = Wg + (size_t)r * H, *wu = Wu + (size_t)r * H, *wgb = Wgb + (size_t)r * H,
                         *wub = Wub + (size_t)r * H;
             for (int p = 0; p < n; p++) {
                 const float *xt = x + (size_t)(slot[p] / K) * H;
-                const double *axp = ax + (size_t)p * H, *xbp = xb + (size_t)p * H,
-                             *agp = ag + (size_t)p * H, *aup = au + (size_t)p * H;
-                double g = 0, mg = 0, agv = 0, gb = 0, u = 0, mu = 0, auv = 0, ub = 0;
+                const size_t q = (size_t)p * H;
+                const double *axp = ax + q, *xbp = xb + q, *agp = ag + q, *aup = au + q, *vgp = vg + q,
+                             *vup = vu + q, *x2p = x2 + q;
+                double g = 0, mg = 0, agv = 0, vgc = 0, vgg = 0, gb = 0;
+                double u = 0, mu = 0, auv = 0, vuc = 0, vug = 0, ub = 0;
                 for (int j = 0; j < H; j++) {
-                    const double a1 = fabs(wg[j]), a2 = fabs(wu[j]);
-                    g += (double)wg[j] * xt[j];
+                    const double w1 = wg[j], w2 = wu[j], a1 = fabs(w1), a2 = fabs(w2);
+                    const double s1 = w1 * w1, s2 = w2 * w2;
+                    g += w1 * xt[j];
                     mg += a1 * axp[j];
                     agv += a1 * agp[j];
+                    vgc += s1 * vgp[j];
+                    vgg += s1 * x2p[j];
                     gb += (double)wgb[j] * xbp[j];
-                    u += (double)wu[j] * xt[j];
+                    u += w2 * xt[j];
                     mu += a2 * axp[j];
                     auv += a2 * aup[j];
+                    vuc += s2 * vup[j];
+                    vug += s2 * x2p[j];
                     ub += (double)wub[j] * xbp[j];
                 }
                 const size_t o = (size_t)p * I + r;
-                G[o] = g; Mg[o] = mg; Ag[o] = agv; GB[o] = gb;
-                U[o] = u; Mu[o] = mu; Au[o] = auv; UB[o] = ub;
+                G[o] = g; Mg[o] = mg; Ag[o] = agv; Vgc[o] = vgc; Vgg[o] = 2 * vb * vgg; GB[o] = gb;
+                U[o] = u; Mu[o] = mu; Au[o] = auv; Vuc[o] = vuc; Vug[o] = 2 * vb * vug; UB[o] = ub;
             }
         }
-        /* SiLU * up per pair: h*, the down-input deviations of either side, the GPU emulation */
-        double *hs = malloc(sizeof(double) * n * I), *Tj = malloc(sizeof(double) * n * I),
-               *hb = malloc(sizeof(double) * n * I), *mc = malloc(sizeof(double) * I),
-               *ah = malloc(sizeof(double) * I), *dhc = malloc(sizeof(double) * I);
-        CHECK(hs && Tj && hb && mc && ah && dhc);
+        /* SiLU * up per pair: h*; per side the bound on the down input's deviation from h* and its
+         * variance; the GPU emulation */
+        double *hs = malloc(8 * nI), *Tj = malloc(8 * nI), *Vj = malloc(8 * nI), *hb = malloc(8 * nI),
+               *mc = malloc(8 * I), *ah = malloc(8 * I), *vh = malloc(8 * I), *dhc = malloc(8 * I),
+               *ma = malloc(8 * I), *ahs = malloc(8 * I), *vhs = malloc(8 * I);
+        CHECK(hs && Tj && Vj && hb && mc && ah && vh && dhc && ma && ahs && vhs);
         for (int p = 0; p < n; p++) {
             for (int j = 0; j < I; j++) {
                 const size_t o = (size_t)p * I + j;
@@ -452,85 +492,104 @@ static void run_case(const struct mcase *c)
                 hs[o] = h;
                 dhc[j] = dc;
                 mc[j] = fabs(h) + dc;
+                ma[j] = fabs(h);
                 /* GPU emulation: fp32 g, u; fp32 SiLU as the kernel; bf16 */
                 const float gf = (float)GB[o], uf = (float)UB[o];
                 const float hf = gf / (1.0f + expf(-gf)) * uf;
                 hb[o] = bf16r(hf);
             }
-            act_err(c->td, mc, I, ah);
+            act_err(c->td, mc, I, ah, vh);          /* hard bound: CPU's h may exceed h* by dc */
+            act_err(c->td, ma, I, ahs, vhs);        /* rounding variance at h* */
             for (int j = 0; j < I; j++) {
                 const size_t o = (size_t)p * I + j;
                 const double g = G[o], u = U[o], s = silu(g), h = hs[o];
+                const double sg = 1.0 / (1.0 + exp(-g)), ds = sg * (1.0 + g * (1.0 - sg));
                 const double dgg = (0x1p-8 + 0x1p-16 + ggH * (1 + 0x1p-7)) * Mg[o];
                 const double dug = (0x1p-8 + 0x1p-16 + ggH * (1 + 0x1p-7)) * Mu[o];
                 double dg = L * dgg * fabs(u) + fabs(s) * dug + L * dgg * dug;
                 dg += 0x1p-20 * (fabs(h) + dg);
                 const double DHc = dhc[j] + ah[j], DHg = dg + 0x1p-9 * (fabs(h) + dg);
                 Tj[o] = DHc + DHg + gcd * (fabs(h) + DHc) + (0x1p-9 + ggI * (1 + 0x1p-8)) * (fabs(h) + DHg);
+                /* variances: gate and up errors share the input's rounding, so their stds add */
+                const double sc = fabs(ds * u) * sqrt(Vgc[o]) + fabs(s) * sqrt(Vuc[o]);
+                const double sgp = fabs(ds * u) * sqrt(Vgg[o]) + fabs(s) * sqrt(Vug[o]);
+                Vj[o] = sc * sc + sgp * sgp + vhs[j] + vb * h * h;
             }
         }
         for (int r = 0; r < H; r++) {
             const float *wd = Wd + (size_t)r * I, *wdb = Wdb + (size_t)r * I;
             for (int p = 0; p < n; p++) {
-                const double *hp = hs + (size_t)p * I, *tp = Tj + (size_t)p * I, *bp = hb + (size_t)p * I;
-                double d = 0, tl = 0, db = 0;
+                const double *hp = hs + (size_t)p * I, *tp = Tj + (size_t)p * I, *vp = Vj + (size_t)p * I,
+                             *bp = hb + (size_t)p * I;
+                double d = 0, tl = 0, vs = 0, db = 0;
                 for (int j = 0; j < I; j++) {
-                    d += (double)wd[j] * hp[j];
-                    tl += fabs(wd[j]) * tp[j];
+                    const double wv = wd[j], wh = wv * hp[j];
+                    d += wh;
+                    tl += fabs(wv) * tp[j];
+                    vs += wv * wv * vp[j] + vb * wh * wh;
                     db += (double)wdb[j] * bp[j];
                 }
                 const size_t o = (size_t)slot[p] * H + r;
-                dstar[o] = d; dtol[o] = tl; demu[o] = db;
+                dstar[o] = d; dtol[o] = tl; dsig[o] = vs; demu[o] = db;
             }
         }
         free(slot); free(Wg); free(Wu); free(Wd); free(Wgb); free(Wub); free(Wdb);
-        free(ax); free(xb); free(ag); free(au); free(G); free(Mg); free(Ag); free(GB);
-        free(U); free(Mu); free(Au); free(UB); free(hs); free(Tj); free(hb); free(mc); free(ah); free(dhc);
+        free(ax); free(xb); free(ag); free(au); free(vg); free(vu); free(x2);
+        free(G); free(Mg); free(Ag); free(Vgc); free(Vgg); free(GB);
+        free(U); free(Mu); free(Au); free(Vuc); free(Vug); free(UB);
+        free(hs); free(Tj); free(Vj); free(hb); free(mc); free(ah); free(vh); free(dhc); free(ma); free(ahs); free(vhs);
     }
 
     /* checks */
-    char what[160];
+    char what[160], what2[200];
     snprintf(what, sizeof what, "moe %s (%s/%s/%s, %d tok, %d active, %s)", c->name, qtype_name(c->tg),
              qtype_name(c->tu), qtype_name(c->td), T, n_active, c->k_order ? "k order" : "expert order");
-    struct gt_err ea = { 0, 0, 0, what };
-    double worst_emu = 0, worst_cpu = 0;
-    long bad_emu = 0;
+    snprintf(what2, sizeof what2, "  the same against the hard bound");
+    struct gt_err ea = { 0, 0, 0, what }, eh = { 0, 0, 0, what2 };
+    double worst_emu = 0, worst_cpu = 0, ne_all = 0, de_all = 0;
     for (int t = 0; t < T; t++) {
         double ne = 0, de = 0, nc = 0, dc = 0;
         int routed = 0;
         for (int k = 0; k < K; k++) routed |= ids[(size_t)t * K + k] >= 0;
         for (int i = 0; i < H; i++) {
-            double tol = 1e-30, emu = 0, mag = 0;
+            double tol = 1e-30, sig = 0, emu = 0, mag = 0;
             for (int k = 0; k < K; k++) {
                 const int64_t sl = (int64_t)t * K + k;
                 if (ids[sl] < 0) continue;
                 const double aw = fabs(w[sl]);
                 const size_t o = (size_t)sl * H + i;
                 tol += aw * dtol[o];
+                sig += aw * sqrt(dsig[o]);
                 mag += aw * (fabs(dstar[o]) + dtol[o]);
                 emu += (double)w[sl] * demu[o];
             }
             tol += 2 * K * 0x1p-23 * mag;
             const double gv = got[(size_t)t * out_ld + i], cv = out_cpu[(size_t)t * H + i];
-            gt_check(&ea, gv, cv, tol, (long)t * H + i);
+            gt_check(&ea, gv, cv, STAT_Z * sig + 0x1p-20 * mag + 1e-30, (long)t * H + i);
+            gt_check(&eh, gv, cv, tol, (long)t * H + i);
             if (!routed) CHECK(gv == 0.0 && cv == 0.0);
             ne += (gv - emu) * (gv - emu);
             de += emu * emu;
             nc += (gv - cv) * (gv - cv);
             dc += cv * cv;
         }
+        ne_all += ne;
+        de_all += de;
         if (routed && de > 0) {
             const double re = sqrt(ne / de), rcpu = sqrt(nc / dc);
             if (re > worst_emu) worst_emu = re;
             if (rcpu > worst_cpu) worst_cpu = rcpu;
-            if (!(re <= 1e-3) && bad_emu++ < 5)
-                fprintf(stderr, "  token %d: relative L2 distance to the bf16 emulation %.3g\n", t, re);
         }
     }
     gt_report(&ea);
-    fprintf(stderr, "  per token relative L2: vs bf16 emulation worst %.2e (bound 1e-3), vs CPU op worst %.2e\n",
-            worst_emu, worst_cpu);
-    CHECK_EQ(bad_emu, 0);
+    gt_report(&eh);
+    /* Against the emulation of the GPU's rounding points the distance is fp32 accumulation order
+     * plus the odd h element whose bf16 rounding flips (one flip moves a token's output by about
+     * 2^-8 / sqrt(inter) relative), so it is checked over all tokens together. */
+    const double rel_all = de_all > 0 ? sqrt(ne_all / de_all) : 0;
+    fprintf(stderr, "  relative L2 vs the bf16 emulation %.2e (bound 1e-3; worst token %.2e); vs the CPU op: "
+            "worst token %.2e\n", rel_all, worst_emu, worst_cpu);
+    CHECK(rel_all <= 1e-3);
 
     for (int e = 0; e < E; e++) {
         if (!cnt[e]) continue;
@@ -539,7 +598,7 @@ static void run_case(const struct mcase *c)
     }
     free(ex); free(cg); free(cu); free(cd); free(gg); free(gu); free(gd); free(tmp);
     free(ids); free(w); free(pool); free(cnt); free(x); free(xpad); free(out_cpu); free(got); free(again);
-    free(dstar); free(dtol); free(demu);
+    free(dstar); free(dtol); free(dsig); free(demu);
     cudaFree(dx); cudaFree(dw); cudaFree(dids); cudaFree(dout); cudaFree(ws);
 }
 
@@ -621,14 +680,15 @@ int main(void)
     }
     test_dequant_unsupported();
 
-    /* (b) DeepSeek-V3 widths: Q4_K_M-style experts, a hot expert; IQ4_XS with Q8_0 down in k order,
-     * chunks of 2 rows */
+    /* (b) DeepSeek-V3 widths (skipped with TANDEM_TEST_QUICK, e.g. under compute-sanitizer):
+     * Q4_K_M-style experts, a hot expert; IQ4_XS with Q8_0 down in k order, chunks of 2 rows */
+    const int quick = getenv("TANDEM_TEST_QUICK") != NULL;
     struct mcase v3a = { "v3 dims", 7168, 2048, 16, 8, 4, QTYPE_Q4_K, QTYPE_Q4_K, QTYPE_Q6_K, 0, 0, 0,
                          0, 0, 0, 5, 9, 0, 0 };
-    run_case(&v3a);
+    if (!quick) run_case(&v3a);
     struct mcase v3b = { "v3 dims, chunks of 2", 7168, 2048, 16, 8, 3, QTYPE_IQ4_XS, QTYPE_IQ4_XS,
                          QTYPE_Q8_0, 0, 2, 1, 4, 8, 0, 11, 10, 0, 0 };
-    run_case(&v3b);
+    if (!quick) run_case(&v3b);
     /* every type, weights from the reference quantizer */
     for (int i = 0; i < N_TYPES; i++) {
         const int t = all_types[i];

@@ -12,7 +12,7 @@
  *     8 standard deviations of the difference that independent rounding errors on both sides give
  *     (CPU: Q8 activations; GPU: bf16 x, W, h), and within the hard worst-case bound, both derived
  *     in float64 from the exact dequantized weights (docs/numerics.md, "Routed experts on the GPU
- *     from GGML blocks"); all tokens together within 1e-3 relative L2 of a float64 emulation of the
+ *     from GGML blocks"); all tokens together within 1e-2 relative L2 of a float64 emulation of the
  *     GPU's own rounding points; bitwise identical on a second run.
  *     TANDEM_TEST_QUICK skips the two cases at DeepSeek-V3 widths (for compute-sanitizer).
  * (c) argument errors: ERR_UNSUPPORTED for a routed expert without a GPU kernel (and none for an
@@ -588,13 +588,15 @@ static void run_case(const struct mcase *c)
     gt_report(&ea);
     gt_report(&eh);
     /* Against the emulation of the GPU's rounding points the distance is fp32 accumulation order
-     * plus the odd h element whose bf16 rounding flips (one flip moves a token's output by about
-     * 2^-8 / sqrt(inter) relative), so it is checked over all tokens together. */
+     * plus the odd h element whose bf16 rounding flips between the two accumulation orders: one
+     * flip moves a token by ~2^-8 / sqrt(inter) relative, but by up to 2^-7 where one h element
+     * dominates the token's output (an activation outlier). So all tokens together, bound 1e-2:
+     * this check is for misrouted pairs, wrong rows or chunk offsets (errors of order 1). */
     const double rel_all = de_all > 0 ? sqrt(ne_all / de_all) : 0;
-    fprintf(stderr, "  relative L2 vs the bf16 emulation %.2e (bound 1e-3; worst token %.2e); vs the CPU op: "
+    fprintf(stderr, "  relative L2 vs the bf16 emulation %.2e (bound 1e-2; worst token %.2e); vs the CPU op: "
             "worst token %.2e; to the exact result: GPU %.2e, CPU %.2e\n", rel_all, worst_emu, worst_cpu,
             xs_all > 0 ? sqrt(xg_all / xs_all) : 0.0, xs_all > 0 ? sqrt(xc_all / xs_all) : 0.0);
-    CHECK(rel_all <= 1e-3);
+    CHECK(rel_all <= 1e-2);
 
     for (int e = 0; e < E; e++) {
         if (!cnt[e]) continue;

@@ -16,12 +16,13 @@
 # model, so expert weights stream from DRAM rather than from the 300 MB L3);
 # uses binaries built on the developer machine and carried in build-ibin/ when they load here,
 # else builds them in build-gpu. Writes engine.log.
+# moe (helper D): tests/gpu/test_moe_ggml (+ memcheck) and tests/gpu/bench_moe_ggml; moe.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 steps=() quick=
 for a in "$@"; do
-  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|prof|hf|hfdefault|eval|serve) steps+=("$a") ;;
-    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [prof] [hf] [hfdefault] [eval] [serve] [--quick]"; exit 2 ;; esac
+  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|prof|hf|hfdefault|eval|serve|moe) steps+=("$a") ;;
+    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [prof] [hf] [hfdefault] [eval] [serve] [moe] [--quick]"; exit 2 ;; esac
 done
 [ ${#steps[@]} -eq 0 ] && steps=(tests bench)
 has() { local s; for s in "${steps[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
@@ -33,6 +34,59 @@ export PATH=/usr/local/cuda/bin:$PATH
 device=$(nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem \
          --format=csv,noheader 2>&1 | head -1)
 echo "device: $device; $(nvcc --version | tail -1)"
+
+# moe (helper D): routed experts on the GPU from raw GGML blocks (kernels/cuda/moe_ggml.h):
+# tests/gpu/test_moe_ggml (bit-exact dequantization of every type, the op against
+# cpuq_moe_forward), the same under compute-sanitizer memcheck (TANDEM_TEST_QUICK: without the two
+# DeepSeek-V3-width cases), then tests/gpu/bench_moe_ggml (pinned PCIe GB/s and the op's
+# throughput per type at 512/2K/8K tokens). Builds only its two programs in build-gpu (or uses
+# them from a carried build-ibin). Writes moe.log; `moe` alone skips the other steps' build.
+if has moe; then
+  log="$out/moe.log"
+  : > "$log"
+  export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib64
+  mb=build-ibin
+  if [ ! -x $mb/test_moe_ggml ] || [ ! -x $mb/bench_moe_ggml ] || ldd $mb/test_moe_ggml | grep -q 'not found'; then
+    mb=build-gpu/tests/gpu
+    s=$(date +%s)
+    { [ -f build-gpu/build.ninja ] || meson setup build-gpu -Dcuda=enabled -Dwerror=true; } > "$out/moe-build.log" 2>&1
+    if ninja -C build-gpu tests/gpu/test_moe_ggml tests/gpu/bench_moe_ggml >> "$out/moe-build.log" 2>&1; then
+      rm -f "$out/moe-build.log"
+    else
+      grep -E 'error|FAILED' "$out/moe-build.log" | head -30; echo "moe: build failed"
+    fi
+    echo "moe build: $(( $(date +%s) - s )) s" | tee -a "$log"
+  fi
+  moe_sum=()
+  for mode in test sanitize; do
+    s=$(date +%s)
+    echo "==== test_moe_ggml ($mode)" >> "$log"
+    if [ $mode = sanitize ]; then
+      TANDEM_TEST_QUICK=1 timeout 400 compute-sanitizer --tool memcheck --error-exitcode 9 \
+          $mb/test_moe_ggml >> "$log" 2>&1
+    else
+      timeout 300 $mb/test_moe_ggml >> "$log" 2>&1
+    fi
+    rc=$?
+    case $rc in 0) r=PASS ;; 77) r=SKIP ;; *) r="FAIL($rc)" ;; esac
+    moe_sum+=("$(printf '%-9s %-14s %-8s %4ss  %s' "moe-$mode" test_moe_ggml "$r" $(( $(date +%s) - s )) \
+                "$(grep TANDEM_TEST_SEED "$log" | tail -1)")")
+    [ $rc -eq 0 ] || { echo "---- test_moe_ggml ($mode) failed:"; tail -25 "$log"; }
+  done
+  echo "==== bench_moe_ggml" >> "$log"
+  s=$(date +%s)
+  { echo "device: $device"; timeout 400 $mb/bench_moe_ggml $quick; } >> "$log" 2>&1
+  moe_sum+=("$(printf '%-9s %-14s rc=%s %4ss' moe-bench bench_moe_ggml $? $(( $(date +%s) - s )))")
+  echo; echo "==== test_moe_ggml: worst error/tolerance per check (full log: moe.log)"
+  sed -n '/==== test_moe_ggml (test)/,/==== test_moe_ggml (sanitize)/p' "$log" |
+      grep -E 'worst|exact|MISMATCH|relative L2|errors:|PASS|FAIL' | sed 's/  */ /g' | cut -c1-150
+  echo; echo "==== compute-sanitizer memcheck (test_moe_ggml, quick)"
+  sed -n '/==== test_moe_ggml (sanitize)/,/==== bench_moe_ggml/p' "$log" |
+      grep -E 'ERROR SUMMARY|Invalid|error' | sort | uniq -c | head -20
+  echo; sed -n '/==== bench_moe_ggml/,$p' "$log"
+  echo; printf '%s\n' "${moe_sum[@]}"
+  [ "${steps[*]}" = moe ] && exit 0
+fi
 
 t0=$(date +%s)
 export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib64

@@ -135,6 +135,7 @@ struct moe_ctx {
     struct cpuq_fp8_kern k8;
     const struct cpuq_mat *gate, *up, *down;
     int n_tok, top_k, hidden, inter, share_gu;
+    int gt, ut, dt;             /* the routed experts' types (an unrouted expert may be zeroed) */
     const float *x, *w;
     float *out;
     const int32_t *cnt, *base, *active, *pair_of;
@@ -156,10 +157,10 @@ static void job_quant_tokens(void *arg, int64_t b, int64_t e, int thread_idx)
             int p = c->pair_of[t * c->top_k + k];
             if (p < 0) continue;
             if (first < 0) {
-                act_quant(c->o, &c->k8, c->gate->type, xt, c->hidden,
+                act_quant(c->o, &c->k8, c->gt, xt, c->hidden,
                           c->act_g + (size_t)p * c->ab_g);
                 if (!c->share_gu)
-                    act_quant(c->o, &c->k8, c->up->type, xt, c->hidden,
+                    act_quant(c->o, &c->k8, c->ut, xt, c->hidden,
                               c->act_u + (size_t)p * c->ab_u);
                 first = p;
             } else {
@@ -202,7 +203,7 @@ static void job_quant_inter(void *arg, int64_t b, int64_t e, int thread_idx)
     struct moe_ctx *c = arg;
     (void)thread_idx;
     for (int64_t p = b; p < e; p++)
-        act_quant(c->o, &c->k8, c->down->type, c->g + p * c->inter, c->inter,
+        act_quant(c->o, &c->k8, c->dt, c->g + p * c->inter, c->inter,
                   c->act_d + (size_t)p * c->ab_d);
 }
 
@@ -344,6 +345,7 @@ int cpuq_moe_forward(struct wpool *p, const struct cpuq_ops *o, const struct cpu
         .hidden = hidden,
         .inter = (int)inter,
         .share_gu = same_act(o, gt, ut),
+        .gt = gt, .ut = ut, .dt = dt,
         .x = x,
         .w = w,
         .out = out,

@@ -28,6 +28,7 @@
  */
 #include "../common/err.h"
 #include "../common/log.h"
+#include "../common/utf8.h"
 #include "../engine/text/constrain.h"
 #include "../engine/text/detok.h"
 #include "../engine/text/reasoning.h"
@@ -60,7 +61,7 @@ struct choice {
     double t_last;              /* engine thread: time of the previous token (ITL) */
     /* HTTP-thread state */
     struct detok *dt;
-    struct tok_str text;        /* non-stream: the whole text; stream: text not yet sent */
+    struct sbuf text;        /* non-stream: the whole text; stream: text not yet sent */
     json_t *lp;                 /* logprobs entries not yet emitted (chat: array; legacy: object) */
     size_t text_off;            /* legacy logprobs text_offset */
     int n_gen, n_cached;
@@ -102,7 +103,7 @@ struct gen {
     char request_id[64];
     long long created;
     int stream;
-    struct tok_str sse;
+    struct sbuf sse;
     size_t sse_off;
     int stream_done;
     int err_code;
@@ -116,7 +117,7 @@ static void gen_free(struct gen *g)
     if (!g) return;
     for (int i = 0; g->ch && i < g->n_choices; i++) {
         detok_destroy(g->ch[i].dt);
-        tok_str_fini(&g->ch[i].text);
+        sbuf_fini(&g->ch[i].text);
         if (g->ch[i].pipe_on) toolparse_pipe_fini(&g->ch[i].pipe);
         json_decref(g->ch[i].lp);
     }
@@ -126,7 +127,7 @@ static void gen_free(struct gen *g)
     free(g->prompt_len);
     free(g->ev);
     free(g->work);
-    tok_str_fini(&g->sse);
+    sbuf_fini(&g->sse);
     api_params_fini(&g->p);
     json_decref(g->root);
     pthread_mutex_destroy(&g->mu);
@@ -143,7 +144,7 @@ static json_t *json_lossy(const char *s, size_t n)
     size_t o = 0;
     for (size_t i = 0; i < n;) {
         size_t bad;
-        if (tok_utf8_check(s + i, n - i, &bad) == 0) {
+        if (utf8_check(s + i, n - i, &bad) == 0) {
             memcpy(buf + o, s + i, n - i);
             o += n - i;
             break;
@@ -297,8 +298,8 @@ static void sse_event(struct gen *g, json_t *obj)
         g->err_code = ERR_NOMEM;
         return;
     }
-    if (tok_str_append(&g->sse, "data: ", 6) || tok_str_append(&g->sse, s, strlen(s)) ||
-        tok_str_append(&g->sse, "\n\n", 2))
+    if (sbuf_append(&g->sse, "data: ", 6) || sbuf_append(&g->sse, s, strlen(s)) ||
+        sbuf_append(&g->sse, "\n\n", 2))
         g->err_code = ERR_NOMEM;
     free(s);
 }
@@ -428,7 +429,7 @@ static void sse_end(struct gen *g)
         json_object_set_new(o, "usage", usage_json(g));
         sse_event(g, o);
     }
-    tok_str_append(&g->sse, "data: [DONE]\n\n", 14);
+    sbuf_append(&g->sse, "data: [DONE]\n\n", 14);
     g->stream_done = 1;
 }
 
@@ -597,13 +598,13 @@ static enum MHD_Result reply_full(struct http_conn *hc, struct gen *g)
                           json_lossy(c->text.s ? c->text.s : "", c->text.n), "refusal",
                           "logprobs", lp, "finish_reason", c->finish ? c->finish : "stop");
         } else {
-            struct tok_str t = {0};
-            if (g->p.echo) tok_str_append(&t, g->echo[c->prompt], strlen(g->echo[c->prompt]));
-            tok_str_append(&t, c->text.s ? c->text.s : "", c->text.n);
+            struct sbuf t = {0};
+            if (g->p.echo) sbuf_append(&t, g->echo[c->prompt], strlen(g->echo[c->prompt]));
+            sbuf_append(&t, c->text.s ? c->text.s : "", c->text.n);
             o = json_pack("{s:i, s:o, s:o, s:s}", "index", c->index, "text",
                           json_lossy(t.s ? t.s : "", t.n), "logprobs", lp, "finish_reason",
                           c->finish ? c->finish : "stop");
-            tok_str_fini(&t);
+            sbuf_fini(&t);
         }
         json_array_append_new(choices, o);
     }
@@ -707,11 +708,11 @@ void api_gen_probe(struct srv *s) { cancel_where(s, 1); }
 /* ---- building the requests ---- */
 
 int api_render_chat(struct srv *s, const json_t *messages, const struct toolparse_req *tools,
-                    struct tok_str *out, char *err)
+                    struct sbuf *out, char *err)
 {
     size_t n_in = json_array_size(messages);
     /* the tool list joins the first system message, or becomes one in front (msgs[0]) */
-    struct tok_str tools_text = {0};
+    struct sbuf tools_text = {0};
     if (tools && toolparse_tools_prompt(tools, &tools_text) != 0)
         return err_set(err, ERR_NOMEM, "out of memory");
     int sys_first = 0;
@@ -746,17 +747,17 @@ int api_render_chat(struct srv *s, const json_t *messages, const struct toolpars
             msgs[i].content = texts[i];
         }
         if (i == 0 && tools_text.n) {   /* a system message first: the tool list joins it */
-            struct tok_str joined = {0};
+            struct sbuf joined = {0};
             const char *own = texts[0] ? texts[0] : "";
-            if (tok_str_append(&joined, own, strlen(own)) ||
-                (own[0] && tok_str_append(&joined, "\n\n", 2)) ||
-                tok_str_append(&joined, tools_text.s, tools_text.n)) {
-                tok_str_fini(&joined);
+            if (sbuf_append(&joined, own, strlen(own)) ||
+                (own[0] && sbuf_append(&joined, "\n\n", 2)) ||
+                sbuf_append(&joined, tools_text.s, tools_text.n)) {
+                sbuf_fini(&joined);
                 rc = err_set(err, ERR_NOMEM, "out of memory");
                 goto out;
             }
             free(texts[0]);
-            texts[0] = joined.s;        /* NUL-terminated by tok_str_append */
+            texts[0] = joined.s;        /* NUL-terminated by sbuf_append */
             msgs[0].content = texts[0];
         }
         size_t n_calls = 0;
@@ -774,7 +775,7 @@ out:
     free(calls);
     free(texts);
     free(msgs);
-    tok_str_fini(&tools_text);
+    sbuf_fini(&tools_text);
     return rc;
 }
 
@@ -786,11 +787,11 @@ static int prompt_tokens(struct gen *g, int i, int32_t **ids, int *n, const char
     int rc = 0;
     *param = g->p.chat ? "messages" : "prompt";
     if (g->p.chat) {
-        struct tok_str text = {0};
+        struct sbuf text = {0};
         rc = api_render_chat(s, g->p.messages, &g->p.tools, &text, err);
         if (rc == 0) g->think_open = reasoning_prompt_open(text.s ? text.s : "", text.n);
         if (rc == 0) rc = tok_encode(s->tok, text.s ? text.s : "", text.n, TOK_ENC_SPECIAL, &out, err);
-        tok_str_fini(&text);
+        sbuf_fini(&text);
     } else {
         const json_t *pr = g->p.prompt;
         const json_t *one = json_is_array(pr) && !json_is_integer(json_array_get(pr, 0))
@@ -812,11 +813,11 @@ static int prompt_tokens(struct gen *g, int i, int32_t **ids, int *n, const char
                     rc = tok_ids_push(&out, (int32_t)id);
             }
             if (rc == 0 && g->p.echo) {
-                struct tok_str t = {0};
+                struct sbuf t = {0};
                 rc = tok_decode(s->tok, out.v, out.n, 0, &t, err);
                 g->echo[i] = rc == 0 ? strndup(t.s ? t.s : "", t.n) : NULL;
                 if (rc == 0 && !g->echo[i]) rc = err_set(err, ERR_NOMEM, "out of memory");
-                tok_str_fini(&t);
+                sbuf_fini(&t);
             }
         }
     }
@@ -903,7 +904,7 @@ static enum MHD_Result generate(struct http_conn *hc, int chat)
     const char *param = NULL;
     size_t bad_at = 0;
 
-    if (tok_utf8_check(hc->body, hc->body_len, &bad_at) != 0) {
+    if (utf8_check(hc->body, hc->body_len, &bad_at) != 0) {
         snprintf(err, sizeof err, "the request body is not valid UTF-8 (byte %zu)", bad_at);
         return http_reply_error(hc, ERR_UTF8, err, NULL);
     }

@@ -129,7 +129,7 @@ enum MHD_Result api_detokenize(struct http_conn *hc);
  * to the system text (toolparse_tools_prompt). */
 struct toolparse_req;
 int api_render_chat(struct srv *s, const json_t *messages, const struct toolparse_req *tools,
-                    struct tok_str *out, char *err);
+                    struct sbuf *out, char *err);
 
 /* api_gen.c: the registry of live generation requests, for the main loop */
 int api_gen_count(struct srv *s);               /* live generation requests */

@@ -25,26 +25,77 @@
 #include <sys/random.h>
 #include <time.h>
 
-void gen_free(struct gen *g)
+/* ---- the gen from the body */
+
+static int count_prompts(const struct api_params *p)
 {
-    if (!g) return;
-    for (int i = 0; g->ch && i < g->n_choices; i++) {
-        detok_destroy(g->ch[i].dt);
-        sbuf_fini(&g->ch[i].text);
-        if (g->ch[i].pipe_on) toolparse_pipe_fini(&g->ch[i].pipe);
-        json_decref(g->ch[i].lp);
-    }
-    for (int i = 0; g->echo && i < g->n_prompts; i++) free(g->echo[i]);
-    free(g->echo);
-    free(g->ch);
-    free(g->prompt_len);
-    gen_queue_fini(&g->q);
-    sbuf_fini(&g->sse);
-    api_params_fini(&g->p);
-    json_decref(g->root);
-    pthread_mutex_destroy(&g->mu);
-    free(g);
+    if (p->chat || json_is_string(p->prompt)) return 1;
+    if (json_is_integer(json_array_get(p->prompt, 0))) return 1;
+    return (int)json_array_size(p->prompt);
 }
+
+/* ERR_NOMEM with the table's message and no "param". */
+static int nomem(const char **param, char *err)
+{
+    *param = NULL;
+    err[0] = 0;
+    return ERR_NOMEM;
+}
+
+int gen_create(struct http_conn *hc, int chat, struct gen **out, const char **param, char *err)
+{
+    struct srv *s = hc->srv;
+    size_t bad_at = 0;
+    *out = NULL;
+    *param = NULL;
+    if (utf8_check(hc->body, hc->body_len, &bad_at) != 0)
+        return err_set(err, ERR_UTF8, "the request body is not valid UTF-8 (byte %zu)", bad_at);
+    json_error_t je;
+    json_t *root = json_loadb(hc->body, hc->body_len, 0, &je);
+    if (!root)
+        return err_set(err, ERR_JSON, "malformed JSON at line %d column %d: %s", je.line,
+                       je.column, je.text);
+    struct gen *g = calloc(1, sizeof *g);
+    if (!g) {
+        json_decref(root);
+        return nomem(param, err);
+    }
+    *out = g;
+    pthread_mutex_init(&g->mu, NULL);
+    g->srv = s;
+    g->root = root;
+    snprintf(g->request_id, sizeof g->request_id, "%s", hc->request_id);
+    int rc = api_params_parse(root, chat, &g->p, param, err);
+    if (rc) return rc;
+
+    uint64_t idn = atomic_fetch_add(&s->next_id, 1);
+    snprintf(g->id, sizeof g->id, "%s-%s%016llx", chat ? "chatcmpl" : "cmpl", s->fingerprint + 3,
+             (unsigned long long)idn);
+    g->created = (long long)time(NULL);
+    g->stream = g->p.stream;
+    g->n_prompts = count_prompts(&g->p);
+    g->n_choices = g->n_prompts * g->p.n;
+    if (g->n_choices > GEN_MAX_CHOICES) {
+        *param = "n";
+        return err_set(err, ERR_INVAL, "too many choices (prompts x n)");
+    }
+    g->ch = calloc((size_t)g->n_choices, sizeof *g->ch);
+    g->prompt_len = calloc((size_t)g->n_prompts, sizeof *g->prompt_len);
+    g->echo = calloc((size_t)g->n_prompts, sizeof *g->echo);
+    if (!g->ch || !g->prompt_len || !g->echo) return nomem(param, err);
+    for (int i = 0; i < g->p.samp.n_logit_bias; i++)
+        if (g->p.samp.logit_bias_ids[i] >= s->info.vocab_size) {
+            *param = "logit_bias";
+            return err_set(err, ERR_INVAL, "'logit_bias' token id %d is outside the vocabulary "
+                           "(0..%d)", g->p.samp.logit_bias_ids[i], s->info.vocab_size - 1);
+        }
+    if (!g->p.seed_set && getrandom(&g->p.samp.seed, sizeof g->p.samp.seed, 0) !=
+                              (ssize_t)sizeof g->p.samp.seed)
+        g->p.samp.seed = (uint64_t)time(NULL) ^ idn;
+    return 0;
+}
+
+/* ---- prompts and engine requests */
 
 int api_render_chat(struct srv *s, const json_t *messages, const struct toolparse_req *tools,
                     struct sbuf *out, char *err)
@@ -170,124 +221,6 @@ static int prompt_tokens(struct gen *g, int i, int32_t **ids, int *n, const char
     return 0;
 }
 
-static int count_prompts(const struct api_params *p)
-{
-    if (p->chat || json_is_string(p->prompt)) return 1;
-    if (json_is_integer(json_array_get(p->prompt, 0))) return 1;
-    return (int)json_array_size(p->prompt);
-}
-
-void gen_request_free(struct eng_request *r)
-{
-    if (!r) return;
-    free(r->prompt);
-    free(r->samp.logit_bias_ids);
-    free(r->samp.logit_bias_vals);
-    if (r->constraint.destroy) r->constraint.destroy(r->constraint.ud);  /* not submitted */
-    free(r);
-}
-
-/* The engine request of choice c (the k-th sample of its prompt ids[0..n)). 0 or ERR_NOMEM. */
-static int build_request(struct gen *g, struct choice *c, const int32_t *ids, int n,
-                         int max_tokens, int k, struct eng_request **out, char *err)
-{
-    struct eng_request *r = calloc(1, sizeof *r);
-    if (!r) return ERR_NOMEM;
-    *out = r;
-    snprintf(r->request_id, sizeof r->request_id, "%s", g->request_id);
-    r->n_prompt = n;
-    r->prompt = malloc((size_t)n * sizeof(int32_t));
-    if (!r->prompt) return ERR_NOMEM;
-    memcpy(r->prompt, ids, (size_t)n * sizeof(int32_t));
-    r->samp = g->p.samp;
-    r->samp.seed = g->p.samp.seed + (uint64_t)k;
-    r->samp.logit_bias_ids = NULL;
-    r->samp.logit_bias_vals = NULL;
-    size_t nb = (size_t)g->p.samp.n_logit_bias;
-    if (nb) {
-        r->samp.logit_bias_ids = malloc(nb * sizeof(int32_t));
-        r->samp.logit_bias_vals = malloc(nb * sizeof(float));
-        if (!r->samp.logit_bias_ids || !r->samp.logit_bias_vals) return ERR_NOMEM;
-        memcpy(r->samp.logit_bias_ids, g->p.samp.logit_bias_ids, nb * sizeof(int32_t));
-        memcpy(r->samp.logit_bias_vals, g->p.samp.logit_bias_vals, nb * sizeof(float));
-    }
-    r->max_tokens = max_tokens;
-    r->min_tokens = g->p.min_tokens < max_tokens ? g->p.min_tokens : max_tokens;
-    r->ignore_eos = g->p.ignore_eos;
-    r->priority = g->p.priority;
-    r->on_event = gen_on_event;
-    r->ud = c;
-    if (g->p.grammar) {     /* structured output / forced tool call: one automaton per choice */
-        struct constrain *con = NULL;
-        int rc = constrain_create(g->srv->cvocab, g->p.grammar, &con, err);
-        if (rc) return rc;
-        r->constraint = (struct eng_constraint){con, constrain_hook_mask, constrain_hook_accept,
-                                                constrain_hook_destroy};
-    }
-    return 0;
-}
-
-/* ERR_NOMEM with the table's message and no "param". */
-static int nomem(const char **param, char *err)
-{
-    *param = NULL;
-    err[0] = 0;
-    return ERR_NOMEM;
-}
-
-int gen_create(struct http_conn *hc, int chat, struct gen **out, const char **param, char *err)
-{
-    struct srv *s = hc->srv;
-    size_t bad_at = 0;
-    *out = NULL;
-    *param = NULL;
-    if (utf8_check(hc->body, hc->body_len, &bad_at) != 0)
-        return err_set(err, ERR_UTF8, "the request body is not valid UTF-8 (byte %zu)", bad_at);
-    json_error_t je;
-    json_t *root = json_loadb(hc->body, hc->body_len, 0, &je);
-    if (!root)
-        return err_set(err, ERR_JSON, "malformed JSON at line %d column %d: %s", je.line,
-                       je.column, je.text);
-    struct gen *g = calloc(1, sizeof *g);
-    if (!g) {
-        json_decref(root);
-        return nomem(param, err);
-    }
-    *out = g;
-    pthread_mutex_init(&g->mu, NULL);
-    g->srv = s;
-    g->root = root;
-    snprintf(g->request_id, sizeof g->request_id, "%s", hc->request_id);
-    int rc = api_params_parse(root, chat, &g->p, param, err);
-    if (rc) return rc;
-
-    uint64_t idn = atomic_fetch_add(&s->next_id, 1);
-    snprintf(g->id, sizeof g->id, "%s-%s%016llx", chat ? "chatcmpl" : "cmpl", s->fingerprint + 3,
-             (unsigned long long)idn);
-    g->created = (long long)time(NULL);
-    g->stream = g->p.stream;
-    g->n_prompts = count_prompts(&g->p);
-    g->n_choices = g->n_prompts * g->p.n;
-    if (g->n_choices > GEN_MAX_CHOICES) {
-        *param = "n";
-        return err_set(err, ERR_INVAL, "too many choices (prompts x n)");
-    }
-    g->ch = calloc((size_t)g->n_choices, sizeof *g->ch);
-    g->prompt_len = calloc((size_t)g->n_prompts, sizeof *g->prompt_len);
-    g->echo = calloc((size_t)g->n_prompts, sizeof *g->echo);
-    if (!g->ch || !g->prompt_len || !g->echo) return nomem(param, err);
-    for (int i = 0; i < g->p.samp.n_logit_bias; i++)
-        if (g->p.samp.logit_bias_ids[i] >= s->info.vocab_size) {
-            *param = "logit_bias";
-            return err_set(err, ERR_INVAL, "'logit_bias' token id %d is outside the vocabulary "
-                           "(0..%d)", g->p.samp.logit_bias_ids[i], s->info.vocab_size - 1);
-        }
-    if (!g->p.seed_set && getrandom(&g->p.samp.seed, sizeof g->p.samp.seed, 0) !=
-                              (ssize_t)sizeof g->p.samp.seed)
-        g->p.samp.seed = (uint64_t)time(NULL) ^ idn;
-    return 0;
-}
-
 /* A prompt of n tokens and the completion asked for must fit the context: ERR_CTX_OVERFLOW
  * otherwise, with OpenAI's message. */
 static int check_context(const struct gen *g, int n, const char **param, char *err)
@@ -333,6 +266,46 @@ static int choice_init(struct gen *g, int pi, int k, const char **param, char *e
     return 0;
 }
 
+/* The engine request of choice c (the k-th sample of its prompt ids[0..n)). 0 or ERR_NOMEM. */
+static int build_request(struct gen *g, struct choice *c, const int32_t *ids, int n,
+                         int max_tokens, int k, struct eng_request **out, char *err)
+{
+    struct eng_request *r = calloc(1, sizeof *r);
+    if (!r) return ERR_NOMEM;
+    *out = r;
+    snprintf(r->request_id, sizeof r->request_id, "%s", g->request_id);
+    r->n_prompt = n;
+    r->prompt = malloc((size_t)n * sizeof(int32_t));
+    if (!r->prompt) return ERR_NOMEM;
+    memcpy(r->prompt, ids, (size_t)n * sizeof(int32_t));
+    r->samp = g->p.samp;
+    r->samp.seed = g->p.samp.seed + (uint64_t)k;
+    r->samp.logit_bias_ids = NULL;
+    r->samp.logit_bias_vals = NULL;
+    size_t nb = (size_t)g->p.samp.n_logit_bias;
+    if (nb) {
+        r->samp.logit_bias_ids = malloc(nb * sizeof(int32_t));
+        r->samp.logit_bias_vals = malloc(nb * sizeof(float));
+        if (!r->samp.logit_bias_ids || !r->samp.logit_bias_vals) return ERR_NOMEM;
+        memcpy(r->samp.logit_bias_ids, g->p.samp.logit_bias_ids, nb * sizeof(int32_t));
+        memcpy(r->samp.logit_bias_vals, g->p.samp.logit_bias_vals, nb * sizeof(float));
+    }
+    r->max_tokens = max_tokens;
+    r->min_tokens = g->p.min_tokens < max_tokens ? g->p.min_tokens : max_tokens;
+    r->ignore_eos = g->p.ignore_eos;
+    r->priority = g->p.priority;
+    r->on_event = gen_on_event;
+    r->ud = c;
+    if (g->p.grammar) {     /* structured output / forced tool call: one automaton per choice */
+        struct constrain *con = NULL;
+        int rc = constrain_create(g->srv->cvocab, g->p.grammar, &con, err);
+        if (rc) return rc;
+        r->constraint = (struct eng_constraint){con, constrain_hook_mask, constrain_hook_accept,
+                                                constrain_hook_destroy};
+    }
+    return 0;
+}
+
 int gen_build_requests(struct gen *g, struct eng_request ***out, const char **param, char *err)
 {
     struct srv *s = g->srv;
@@ -374,4 +347,37 @@ int gen_build_requests(struct gen *g, struct eng_request ***out, const char **pa
     }
     *out = reqs;
     return 0;
+}
+
+/* ---- freeing */
+
+void gen_request_free(struct eng_request *r)
+{
+    if (!r) return;
+    free(r->prompt);
+    free(r->samp.logit_bias_ids);
+    free(r->samp.logit_bias_vals);
+    if (r->constraint.destroy) r->constraint.destroy(r->constraint.ud);  /* not submitted */
+    free(r);
+}
+
+void gen_free(struct gen *g)
+{
+    if (!g) return;
+    for (int i = 0; g->ch && i < g->n_choices; i++) {
+        detok_destroy(g->ch[i].dt);
+        sbuf_fini(&g->ch[i].text);
+        if (g->ch[i].pipe_on) toolparse_pipe_fini(&g->ch[i].pipe);
+        json_decref(g->ch[i].lp);
+    }
+    for (int i = 0; g->echo && i < g->n_prompts; i++) free(g->echo[i]);
+    free(g->echo);
+    free(g->ch);
+    free(g->prompt_len);
+    gen_queue_fini(&g->q);
+    sbuf_fini(&g->sse);
+    api_params_fini(&g->p);
+    json_decref(g->root);
+    pthread_mutex_destroy(&g->mu);
+    free(g);
 }

@@ -80,7 +80,8 @@ static void *engine_main(void *arg)
         pthread_mutex_unlock(&e->mu);
 
         for (int i = 0; i < n_ib; i++)
-            if (sched_enqueue(e, inbox[i]) != 0) sched_seq_finish(e, inbox[i], ENG_FINISH_ERROR, ERR_NOMEM);
+            if (sched_enqueue(e, inbox[i]) != 0)
+                sched_seq_finish(e, inbox[i], ENG_FINISH_ERROR, ERR_NOMEM);
         sched_cancel(e, cancels, nc);
         if (check) {
             char cerr[ERR_LEN] = "";

@@ -766,7 +766,8 @@ int constrain_vocab_create_pieces(const char *const *pieces, const size_t *lens,
     v->str.pv = malloc((size_t)n);
     int ok = v->boff && v->blen && v->tail && v->bytes && v->added && v->added_ids && v->all.tok &&
              v->all.off && v->str.tok && v->str.off && v->str.pv;
-    for (int u = 0; u < UTF8_DFA_STATES && ok; u++) ok = (v->plain[u] = calloc(v->words, 8)) != NULL;
+    for (int u = 0; u < UTF8_DFA_STATES && ok; u++)
+        ok = (v->plain[u] = calloc(v->words, 8)) != NULL;
     if (!ok) {
         constrain_vocab_destroy(v);
         return err_set(err, ERR_NOMEM, "out of memory");

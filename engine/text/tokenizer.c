@@ -145,7 +145,7 @@ int tok_ids_push(struct tok_ids *a, int32_t id)
     return 0;
 }
 
-/* JavaScript's \s set (see the design block). */
+/* JavaScript's \s set (see the top of the file). */
 static int is_js_space(uint32_t c)
 {
     return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0xA0 || c == 0x1680 ||
@@ -338,7 +338,8 @@ void tok_destroy(struct tok *t)
     free(t);
 }
 
-/* Rewrite a pattern written for JavaScript/Oniguruma into PCRE2 syntax (see the design block). */
+/* Rewrite a pattern written for JavaScript/Oniguruma into PCRE2 syntax (see the top of the
+ * file). */
 static int rewrite_pattern(const char *src, size_t n, char **out, char *err)
 {
     static const char ws[] = "\\t\\n\\x0b\\f\\r \\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}"

@@ -6,6 +6,7 @@
  * the engine has not failed and the server is not draining.
  */
 #include "../common/err.h"
+#include "../common/utf8.h"
 #include "http.h"
 #include "metrics.h"
 #include "reqparse.h"
@@ -54,7 +55,7 @@ static json_t *body_json(struct http_conn *hc, enum MHD_Result *ret)
 {
     char err[ERR_LEN];
     size_t bad_at = 0;
-    if (tok_utf8_check(hc->body, hc->body_len, &bad_at) != 0) {
+    if (utf8_check(hc->body, hc->body_len, &bad_at) != 0) {
         snprintf(err, sizeof err, "the request body is not valid UTF-8 (byte %zu)", bad_at);
         *ret = http_reply_error(hc, ERR_UTF8, err, NULL);
         return NULL;
@@ -82,7 +83,7 @@ enum MHD_Result api_tokenize(struct http_conn *hc)
     json_t *root = body_json(hc, &ret);
     if (!root) return ret;
     char err[ERR_LEN] = "";
-    struct tok_str text = {0};
+    struct sbuf text = {0};
     struct tok_ids ids = {0};
     int rc = 0;
     const char *param = NULL;
@@ -130,7 +131,7 @@ enum MHD_Result api_tokenize(struct http_conn *hc)
         ret = r ? http_reply_json(hc, 200, r) : http_reply_error(hc, ERR_NOMEM, NULL, NULL);
     }
     tok_ids_fini(&ids);
-    tok_str_fini(&text);
+    sbuf_fini(&text);
     json_decref(root);
     return ret;
 }
@@ -163,7 +164,7 @@ enum MHD_Result api_detokenize(struct http_conn *hc)
         else
             ids[i] = (int32_t)json_integer_value(v);
     }
-    struct tok_str out = {0};
+    struct sbuf out = {0};
     if (rc == 0) rc = tok_decode(s->tok, ids, n, 0, &out, err);
     if (rc) {
         ret = http_reply_error(hc, rc, err, "tokens");
@@ -171,24 +172,15 @@ enum MHD_Result api_detokenize(struct http_conn *hc)
         /* ids may end inside a UTF-8 character: show such bytes as U+FFFD */
         json_t *str = json_stringn(out.s ? out.s : "", out.n);
         if (!str) {
-            struct tok_str fixed = {0};
-            for (size_t i = 0; i < out.n;) {
-                size_t bad = 0;
-                if (tok_utf8_check(out.s + i, out.n - i, &bad) == 0) {
-                    tok_str_append(&fixed, out.s + i, out.n - i);
-                    break;
-                }
-                tok_str_append(&fixed, out.s + i, bad);
-                tok_str_append(&fixed, "\xEF\xBF\xBD", 3);
-                i += bad + 1;
-            }
-            str = json_stringn(fixed.s ? fixed.s : "", fixed.n);
-            tok_str_fini(&fixed);
+            struct sbuf fixed = {0};
+            if (utf8_append_lossy(&fixed, out.s, out.n) == 0)
+                str = json_stringn(fixed.s ? fixed.s : "", fixed.n);
+            sbuf_fini(&fixed);
         }
         json_t *r = str ? json_pack("{s:o}", "prompt", str) : NULL;
         ret = r ? http_reply_json(hc, 200, r) : http_reply_error(hc, ERR_NOMEM, NULL, NULL);
     }
-    tok_str_fini(&out);
+    sbuf_fini(&out);
     free(ids);
     json_decref(root);
     return ret;

@@ -96,7 +96,7 @@ struct turn_result {
 
 /* Submit ids, stream the reply to stdout (and into reply, if not NULL). Returns 0 or an ERR_*. */
 static int generate(struct engine *eng, const struct tok *tk, const struct opts *o,
-                    const struct tok_ids *ids, struct tok_str *reply, struct turn_result *res,
+                    const struct tok_ids *ids, struct sbuf *reply, struct turn_result *res,
                     char *err)
 {
     struct inbox q = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
@@ -129,7 +129,7 @@ static int generate(struct engine *eng, const struct tok *tk, const struct opts 
         detok_destroy(dt);
         return rc;
     }
-    struct tok_str out = {0};
+    struct sbuf out = {0};
     int done = 0, cancelled = 0;
     memset(res, 0, sizeof *res);
     while (!done) {
@@ -187,10 +187,10 @@ static int generate(struct engine *eng, const struct tok *tk, const struct opts 
     detok_finish(dt, &out);
     if (out.n > before) fwrite(out.s + before, 1, out.n - before, stdout);
     fflush(stdout);
-    if (reply && out.n) tok_str_append(reply, out.s, out.n);
+    if (reply && out.n) sbuf_append(reply, out.s, out.n);
     res->ttft = t_first ? t_first - t0 : 0;
     res->decode_s = t_first ? t_last - t_first : 0;
-    tok_str_fini(&out);
+    sbuf_fini(&out);
     detok_destroy(dt);
     pthread_mutex_destroy(&q.mu);
     pthread_cond_destroy(&q.cv);
@@ -308,12 +308,12 @@ static void history_clear(struct history *h)
 static int encode_turn(const struct tok *tk, enum tmpl_kind kind, const struct history *h,
                        struct tok_ids *ids, char *err)
 {
-    struct tok_str text = {0};
+    struct sbuf text = {0};
     struct tmpl_opts to = {.add_generation_prompt = 1, .bos_token = tok_bos_text(tk)};
     int rc = tmpl_render(kind, h->m, h->n, &to, &text, err);
     ids->n = 0;
     if (rc == 0) rc = tok_encode(tk, text.s, text.n, TOK_ENC_SPECIAL, ids, err);
-    tok_str_fini(&text);
+    sbuf_fini(&text);
     return rc;
 }
 
@@ -411,7 +411,7 @@ int cmd_chat(int argc, char **argv)
             history_clear(&hist);
             continue;
         }
-        struct tok_str reply = {0};
+        struct sbuf reply = {0};
         int rc = history_add(&hist, "user", line, (size_t)n);
         int added = rc == 0;
         if (rc == 0) rc = encode_turn(tk, kind, &hist, &ids, err);
@@ -425,7 +425,7 @@ int cmd_chat(int argc, char **argv)
             history_add(&hist, "assistant", reply.s ? reply.s : "", reply.n);
             if (o.stats) print_stats(&res);
         }
-        tok_str_fini(&reply);
+        sbuf_fini(&reply);
     }
     free(line);
 

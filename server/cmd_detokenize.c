@@ -42,7 +42,7 @@ int cmd_detokenize(int argc, char **argv)
     json_error_t je;
     json_t *arr = json_loadf(stdin, JSON_DISABLE_EOF_CHECK, &je);
     struct tok_ids ids = {0};
-    struct tok_str out = {0};
+    struct sbuf out = {0};
     if (!json_is_array(arr)) {
         fprintf(stderr, "tandem detokenize: stdin is not a JSON array of token ids%s%s\n",
                 arr ? "" : ": ", arr ? "" : je.text);
@@ -63,7 +63,7 @@ int cmd_detokenize(int argc, char **argv)
     if (!rc) fwrite(out.s, 1, out.n, stdout);
     json_decref(arr);
     tok_ids_fini(&ids);
-    tok_str_fini(&out);
+    sbuf_fini(&out);
     tok_destroy(t);
     return rc ? 1 : 0;
 }

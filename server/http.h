@@ -7,7 +7,7 @@
  *
  * Threads:
  *   - handlers run on MHD's pool threads, one thread per connection at a time;
- *   - the engine thread only touches a request through api_gen.c's event callback, which
+ *   - the engine thread only touches a request through gen_events.c's event callback, which
  *     resumes suspended connections (MHD_resume_connection is thread-safe);
  *   - main (libuv loop) reads srv->ready/draining and walks srv's generation registry.
  * Ownership: an http_conn owns its body; a handler that needs to live past its first call
@@ -53,7 +53,7 @@ struct srv {
     _Atomic int draining;           /* SIGTERM received: no new work */
     _Atomic uint64_t next_id;       /* for generated request / completion ids */
     struct http_socks *socks;       /* http.c: open connections, for the request deadline */
-    /* registry of live generation requests (api_gen.c), for drain and disconnect probing */
+    /* registry of live generation requests (gen_registry.c), for drain and disconnect probing */
     pthread_mutex_t gens_mu;
     struct gen *gens;
     int n_gens;
@@ -124,14 +124,14 @@ enum MHD_Result api_metrics(struct http_conn *hc);
 enum MHD_Result api_tokenize(struct http_conn *hc);
 enum MHD_Result api_detokenize(struct http_conn *hc);
 
-/* api_gen.c: render chat messages (validated by api_params_parse) with the model's template. */
-/* Render validated chat messages with the template; `tools` (may be NULL) adds the tool list
- * to the system text (toolparse_tools_prompt). */
+/* gen_request.c: render chat messages (validated by api_params_parse) with the model's
+ * template; `tools` (may be NULL) adds the tool list to the system text
+ * (toolparse_tools_prompt). */
 struct toolparse_req;
 int api_render_chat(struct srv *s, const json_t *messages, const struct toolparse_req *tools,
-                    struct tok_str *out, char *err);
+                    struct sbuf *out, char *err);
 
-/* api_gen.c: the registry of live generation requests, for the main loop */
+/* gen_registry.c: the registry of live generation requests, for the main loop */
 int api_gen_count(struct srv *s);               /* live generation requests */
 void api_gen_cancel_all(struct srv *s);         /* drain deadline: cancel everything in flight */
 void api_gen_probe(struct srv *s);              /* cancel requests whose client went away */

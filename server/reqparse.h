@@ -4,7 +4,7 @@
  * for type and range; the first bad one gives ERR_INVAL with *param set to its name (for the
  * error's "param" field) and a message in err. Unknown fields are ignored; null means absent.
  * The prompt/messages themselves are only shape-checked here (api_params.messages/prompt stay
- * borrowed from the root object); templating and tokenization happen in api_gen.c.
+ * borrowed from the root object); templating and tokenization happen in gen_request.c.
  *
  * Chat requests also get tools (toolparse_req_parse), the grammar of a forced tool call or of
  * response_format (jsonschema.h) and the reasoning option; assistant messages may carry

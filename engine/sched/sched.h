@@ -1,5 +1,5 @@
-/* sched.h - engine internals shared by engine/engine.c (model loading) and
- * engine/sched/scheduler.c (the engine thread and the scheduler), and the hooks tests use.
+/* sched.h - engine internals shared by engine/engine.c (model loading) and engine/sched (the
+ * engine thread and its API: engine_thread.c; the scheduler: scheduler.c), and test hooks.
  *
  * The scheduler never calls the model directly: it drives a struct sched_backend, whose forward
  * has model_forward's contract (engine/model/model.h). engine.c wraps the real model in one;
@@ -31,7 +31,7 @@ struct sched_params {
     int max_running, max_queued, max_batch_tokens;
     int kv_blocks, kv_block_tokens, prefix_cache;
     int context;                /* prompt + generated; capped at kv_blocks * kv_block_tokens */
-    double prefill_step_ratio;  /* > 1: limit prefill chunks while decoding (see scheduler.c) */
+    double prefill_step_ratio;  /* > 1: limit prefill chunks while decoding (scheduler.c) */
     int sample_threads;         /* threads sampling beside the engine thread (0 = none) */
     int sample_min_work;        /* parallel sampling only when rows x vocab >= this */
     int32_t bos_id, eos_id;     /* eos_id < 0: none */

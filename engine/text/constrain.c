@@ -22,6 +22,7 @@
 #include "constrain.h"
 
 #include "../../common/err.h"
+#include "../../common/utf8.h"
 
 #include <limits.h>
 #include <math.h>
@@ -45,7 +46,7 @@ enum { A_START = 0, A_FIRST, A_NEXT, A_AFTER };
 /* 24 bytes, no padding (stacks are compared with memcmp) */
 struct cframe {
     uint32_t node;
-    uint8_t fk, st, ws, u8;   /* frame kind, state, whitespace run, UTF-8 state */
+    uint8_t fk, st, ws, u8;   /* frame kind, state, whitespace run, UTF-8 state (utf8.h DFA) */
     uint16_t pos, aux;        /* literal/key/digit position; object: current prop + 1; hex flags */
     uint32_t cnt;             /* array: items so far */
     uint64_t bits;            /* object: props used; key: candidate props */
@@ -106,7 +107,7 @@ struct constrain_vocab {
     uint32_t n_added;
     int maxlen;
     size_t words;
-    uint64_t *plain[8];       /* tokens made only of string bytes, valid from UTF-8 state u */
+    uint64_t *plain[UTF8_DFA_STATES]; /* tokens of string bytes only, valid from state u */
     struct wlist all, str;
 };
 
@@ -120,32 +121,6 @@ struct constrain {
     uint64_t *bits;
     int ended;                /* EOS accepted */
 };
-
-/* ---- UTF-8 states: 0 boundary, 1..3 continuation bytes left, 4 after E0, 5 after ED, 6 after
- * F0, 7 after F4 (restricted second byte) ---- */
-
-static int u8_next(int st, uint8_t b)
-{
-    switch (st) {
-    case 0:
-        if (b < 0x80) return 0;
-        if (b >= 0xC2 && b <= 0xDF) return 1;
-        if (b == 0xE0) return 4;
-        if (b == 0xED) return 5;
-        if (b >= 0xE1 && b <= 0xEF) return 2;
-        if (b == 0xF0) return 6;
-        if (b >= 0xF1 && b <= 0xF3) return 3;
-        if (b == 0xF4) return 7;
-        return -1;
-    case 1: case 2: case 3:
-        return b >= 0x80 && b <= 0xBF ? st - 1 : -1;
-    case 4: return b >= 0xA0 && b <= 0xBF ? 1 : -1;
-    case 5: return b >= 0x80 && b <= 0x9F ? 1 : -1;
-    case 6: return b >= 0x90 && b <= 0xBF ? 2 : -1;
-    case 7: return b >= 0x80 && b <= 0x8F ? 2 : -1;
-    }
-    return -1;
-}
 
 static int is_plain(uint8_t b) { return b != '"' && b != '\\' && b >= 0x20; }
 static int is_ws(uint8_t b) { return b == ' ' || b == '\n' || b == '\r' || b == '\t'; }
@@ -298,7 +273,7 @@ static void key_byte(const struct jsonschema_grammar *g, struct cstack *s, struc
         return;
     }
     if (b == '\\' || b < 0x20 || b == '"') return;
-    int u = u8_next(k->u8, b);
+    int u = utf8_dfa_next(k->u8, b);
     if (u < 0) return;
     k->u8 = (uint8_t)u;
     uint64_t cand = 0;
@@ -356,7 +331,7 @@ static void feed(const struct jsonschema_grammar *g, struct cstack *s, uint8_t b
                 }
                 if (b < 0x20) return;
                 {
-                    int u = u8_next(f->u8, b);
+                    int u = utf8_dfa_next(f->u8, b);
                     if (u < 0) return;
                     f->u8 = (uint8_t)u;
                 }
@@ -758,7 +733,7 @@ void constrain_vocab_destroy(struct constrain_vocab *v)
 {
     if (!v) return;
     free(v->boff), free(v->blen), free(v->tail), free(v->bytes), free(v->added), free(v->added_ids);
-    for (int u = 0; u < 8; u++) free(v->plain[u]);
+    for (int u = 0; u < UTF8_DFA_STATES; u++) free(v->plain[u]);
     wlist_free(&v->all);
     wlist_free(&v->str);
     free(v);
@@ -791,7 +766,8 @@ int constrain_vocab_create_pieces(const char *const *pieces, const size_t *lens,
     v->str.pv = malloc((size_t)n);
     int ok = v->boff && v->blen && v->tail && v->bytes && v->added && v->added_ids && v->all.tok &&
              v->all.off && v->str.tok && v->str.off && v->str.pv;
-    for (int u = 0; u < 8 && ok; u++) ok = (v->plain[u] = calloc(v->words, 8)) != NULL;
+    for (int u = 0; u < UTF8_DFA_STATES && ok; u++)
+        ok = (v->plain[u] = calloc(v->words, 8)) != NULL;
     if (!ok) {
         constrain_vocab_destroy(v);
         return err_set(err, ERR_NOMEM, "out of memory");
@@ -819,9 +795,9 @@ int constrain_vocab_create_pieces(const char *const *pieces, const size_t *lens,
         while (k < len && is_plain(p[k])) k++;
         /* plain prefix p[0..k): valid from which UTF-8 states, ending where */
         uint8_t pv = 0;
-        for (int u = 0; u < 8; u++) {
+        for (int u = 0; u < UTF8_DFA_STATES; u++) {
             int st = u;
-            for (size_t j = 0; j < k && st >= 0; j++) st = u8_next(st, p[j]);
+            for (size_t j = 0; j < k && st >= 0; j++) st = utf8_dfa_next(st, p[j]);
             if (st < 0) continue;
             if (k == len) v->plain[u][i / 64] |= 1ull << (i % 64);
             else if (st == 0) pv |= (uint8_t)(1u << u);
@@ -952,7 +928,7 @@ static void walk(struct constrain *c, const struct wlist *L, const struct cset *
             if (d >= e->tail && lv[d].n == 1 && absorbs_plain(c->g, &lv[d].s[0])) {
                 /* inside a string with only string bytes left: just check UTF-8 */
                 int st = lv[d].s[0].f[lv[d].s[0].depth - 1].u8;
-                for (int k = d; k < len && st >= 0; k++) st = u8_next(st, p[k]);
+                for (int k = d; k < len && st >= 0; k++) st = utf8_dfa_next(st, p[k]);
                 ok = st >= 0;
                 break;
             }

@@ -17,9 +17,8 @@
  */
 #include "detok.h"
 
-#include "text_internal.h"
-
 #include "../../common/err.h"
+#include "../../common/utf8.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -32,12 +31,10 @@ struct detok {
     size_t stop_len[DETOK_MAX_STOPS];
     unsigned char raw[4];
     int n_raw;
-    struct tok_str text;
+    struct sbuf text;
     int done;          /* finished or stopped */
     int stop_index;    /* matched stop string, -1 */
 };
-
-static const char fffd[3] = {(char)0xEF, (char)0xBF, (char)0xBD};
 
 int detok_create(struct detok **out, const struct tok *t, const char *const *stops,
                  size_t n_stops, unsigned flags, char *err)
@@ -56,7 +53,7 @@ int detok_create(struct detok **out, const struct tok *t, const char *const *sto
             rc = err_set(err, ERR_INVAL, "too many stop strings (at most %d)", DETOK_MAX_STOPS);
         else if (n > DETOK_MAX_STOP_LEN)
             rc = err_set(err, ERR_INVAL, "stop string %zu is longer than %d bytes", i, DETOK_MAX_STOP_LEN);
-        else if (tok_utf8_check(stops[i], n, NULL))
+        else if (utf8_check(stops[i], n, NULL))
             rc = err_set(err, ERR_INVAL, "stop string %zu is not valid UTF-8", i);
         else if (!(d->stop[d->n_stops] = strdup(stops[i])))
             rc = ERR_NOMEM;
@@ -74,37 +71,8 @@ void detok_destroy(struct detok *d)
 {
     if (!d) return;
     for (int i = 0; i < d->n_stops; i++) free(d->stop[i]);
-    tok_str_fini(&d->text);
+    sbuf_fini(&d->text);
     free(d);
-}
-
-/* One step of UTF-8 decoding at s[0..n): >0 = a complete valid character of that length;
- * <0 = an invalid maximal subpart of -ret bytes; 0 = a valid but unfinished prefix (needs more). */
-static int utf8_step(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    int len;
-    unsigned lo = 0x80, hi = 0xBF;   /* range of the first continuation byte */
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) len = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        if (c == 0xE0) lo = 0xA0;
-        if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        if (c == 0xF0) lo = 0x90;
-        if (c == 0xF4) hi = 0x8F;
-    } else {
-        return -1;
-    }
-    for (int k = 1; k < len; k++) {
-        if ((size_t)k >= n) return 0;
-        unsigned b = s[k];
-        unsigned l = k == 1 ? lo : 0x80, h = k == 1 ? hi : 0xBF;
-        if (b < l || b > h) return -k;
-    }
-    return len;
 }
 
 /* Decode the pending raw bytes followed by p[0..n) into d->text. */
@@ -122,15 +90,15 @@ static int absorb(struct detok *d, const char *p0, size_t n0)
     while (i < n && !rc) {
         size_t start = i;
         int r = 0;
-        while (i < n && (r = utf8_step((const unsigned char *)p + i, n - i)) > 0) i += (size_t)r;
-        if (i > start) rc = tok_str_append(&d->text, p + start, i - start);
+        while (i < n && (r = utf8_step(p + i, n - i)) > 0) i += (size_t)r;
+        if (i > start) rc = sbuf_append(&d->text, p + start, i - start);
         if (rc || i >= n) break;
         if (r == 0) {                        /* unfinished character at the end: keep it */
             memcpy(d->raw, p + i, n - i);
             d->n_raw = (int)(n - i);
             break;
         }
-        rc = tok_str_append(&d->text, fffd, 3);
+        rc = sbuf_append(&d->text, UTF8_REPLACEMENT, 3);
         i += (size_t)-r;
     }
     if (p != small) free(p);
@@ -138,9 +106,9 @@ static int absorb(struct detok *d, const char *p0, size_t n0)
 }
 
 /* Emit text[0..n) to out and drop it from d->text. */
-static int emit(struct detok *d, size_t n, struct tok_str *out)
+static int emit(struct detok *d, size_t n, struct sbuf *out)
 {
-    if (n && tok_str_append(out, d->text.s, n)) return ERR_NOMEM;
+    if (n && sbuf_append(out, d->text.s, n)) return ERR_NOMEM;
     if (d->text.n > n) memmove(d->text.s, d->text.s + n, d->text.n - n);
     d->text.n -= n;
     if (d->text.s) d->text.s[d->text.n] = 0;
@@ -149,7 +117,7 @@ static int emit(struct detok *d, size_t n, struct tok_str *out)
 
 /* Stop matching and hold-back on d->text; emits what is final. Returns 0, DETOK_STOPPED or an
  * error. */
-static int settle(struct detok *d, struct tok_str *out, int final)
+static int settle(struct detok *d, struct sbuf *out, int final)
 {
     const char *s = d->text.s;
     size_t n = d->text.n;
@@ -184,7 +152,7 @@ static int settle(struct detok *d, struct tok_str *out, int final)
     return emit(d, n - hold, out);
 }
 
-int detok_feed(struct detok *d, int32_t id, struct tok_str *out, char *err)
+int detok_feed(struct detok *d, int32_t id, struct sbuf *out, char *err)
 {
     if (d->done) return d->stop_index >= 0 ? DETOK_STOPPED : 0;
     size_t len;
@@ -198,7 +166,7 @@ int detok_feed(struct detok *d, int32_t id, struct tok_str *out, char *err)
     return settle(d, out, 0);
 }
 
-int detok_feed_n(struct detok *d, const int32_t *ids, size_t n, struct tok_str *out, char *err)
+int detok_feed_n(struct detok *d, const int32_t *ids, size_t n, struct sbuf *out, char *err)
 {
     for (size_t i = 0; i < n; i++) {
         int rc = detok_feed(d, ids[i], out, err);
@@ -207,11 +175,11 @@ int detok_feed_n(struct detok *d, const int32_t *ids, size_t n, struct tok_str *
     return 0;
 }
 
-int detok_finish(struct detok *d, struct tok_str *out)
+int detok_finish(struct detok *d, struct sbuf *out)
 {
     if (d->done) return d->stop_index >= 0 ? DETOK_STOPPED : 0;
     if (d->n_raw) {        /* an unfinished character at the end is one U+FFFD */
-        if (tok_str_append(&d->text, fffd, 3)) return ERR_NOMEM;
+        if (sbuf_append(&d->text, UTF8_REPLACEMENT, 3)) return ERR_NOMEM;
         d->n_raw = 0;
     }
     int rc = settle(d, out, 1);

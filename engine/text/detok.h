@@ -46,15 +46,15 @@ void detok_destroy(struct detok *d); /* accepts NULL */
  * (a stop string matched: final text appended; the detok ignores further input), ERR_INVAL (a
  * negative id; nothing changes) or ERR_NOMEM. Ids >= tok_vocab_size() (a model's padded
  * embedding rows) produce no text, as in Hugging Face's decode. */
-int detok_feed(struct detok *d, int32_t id, struct tok_str *out, char *err);
+int detok_feed(struct detok *d, int32_t id, struct sbuf *out, char *err);
 
 /* Feed several tokens; stops at the first stop match. Same returns as detok_feed. */
-int detok_feed_n(struct detok *d, const int32_t *ids, size_t n, struct tok_str *out, char *err);
+int detok_feed_n(struct detok *d, const int32_t *ids, size_t n, struct sbuf *out, char *err);
 
 /* End of generation: append the held text (nothing after a stop match). Returns 0,
  * DETOK_STOPPED (a stop string had matched earlier, or matches only now that a trailing partial
  * character became U+FFFD) or ERR_NOMEM. Afterwards the detok accepts no more input. */
-int detok_finish(struct detok *d, struct tok_str *out);
+int detok_finish(struct detok *d, struct sbuf *out);
 
 /* Index of the stop string that matched, or -1. */
 int detok_stop_index(const struct detok *d);

@@ -21,15 +21,15 @@ static int is_ws(char c)
 }
 
 /* Append s[0..n) to the output of the current state, dropping leading whitespace after a tag. */
-static int emit(struct reasoning *r, const char *s, size_t n, struct tok_str *content,
-                struct tok_str *reasoning)
+static int emit(struct reasoning *r, const char *s, size_t n, struct sbuf *content,
+                struct sbuf *reasoning)
 {
     if (r->skip_ws) {
         while (n && is_ws(*s)) s++, n--;
         if (!n) return 0;
         r->skip_ws = 0;
     }
-    return tok_str_append(r->thinking ? reasoning : content, s, n);
+    return sbuf_append(r->thinking ? reasoning : content, s, n);
 }
 
 void reasoning_init(struct reasoning *r, unsigned flags)
@@ -45,16 +45,16 @@ void reasoning_fini(struct reasoning *r)
     (void)r;
 }
 
-int reasoning_feed(struct reasoning *r, const char *text, size_t n, struct tok_str *content,
-                   struct tok_str *reasoning)
+int reasoning_feed(struct reasoning *r, const char *text, size_t n, struct sbuf *content,
+                   struct sbuf *reasoning)
 {
     int rc;
     if (r->flags & REASONING_INLINE) {
         if (!r->started && (r->flags & REASONING_START_THINKING)) {
-            if ((rc = tok_str_append(content, "<think>\n", 8))) return rc;
+            if ((rc = sbuf_append(content, "<think>\n", 8))) return rc;
         }
         r->started = 1;
-        return tok_str_append(content, text, n);
+        return sbuf_append(content, text, n);
     }
     size_t i = 0;
     while (i < n) {
@@ -90,12 +90,12 @@ int reasoning_feed(struct reasoning *r, const char *text, size_t n, struct tok_s
     return 0;
 }
 
-int reasoning_finish(struct reasoning *r, struct tok_str *content, struct tok_str *reasoning)
+int reasoning_finish(struct reasoning *r, struct sbuf *content, struct sbuf *reasoning)
 {
     if (r->flags & REASONING_INLINE) {
         if (!r->started && (r->flags & REASONING_START_THINKING)) {
             r->started = 1;
-            return tok_str_append(content, "<think>\n", 8);
+            return sbuf_append(content, "<think>\n", 8);
         }
         return 0;
     }

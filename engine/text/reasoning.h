@@ -60,11 +60,11 @@ void reasoning_fini(struct reasoning *r); /* nothing to free today; accepts NULL
 
 /* Route text[0..n) (may be empty). Appends to content and/or reasoning. Returns 0 or
  * ERR_NOMEM. */
-int reasoning_feed(struct reasoning *r, const char *text, size_t n, struct tok_str *content,
-                   struct tok_str *reasoning);
+int reasoning_feed(struct reasoning *r, const char *text, size_t n, struct sbuf *content,
+                   struct sbuf *reasoning);
 
 /* End of generation: flush a held partial tag as plain text. Returns 0 or ERR_NOMEM. */
-int reasoning_finish(struct reasoning *r, struct tok_str *content, struct tok_str *reasoning);
+int reasoning_finish(struct reasoning *r, struct sbuf *content, struct sbuf *reasoning);
 
 /* 1 when the rendered prompt leaves a think block open (its last "<think>" has no "</think>"
  * after it, e.g. deepseek-r1's generation prompt "<｜Assistant｜><think>\n"): start the splitter

@@ -330,13 +330,13 @@ int tmpl_select(const char *option, const char *chat_template, enum tmpl_kind *o
 /* ---------------------------------------------------------------- rendering */
 
 struct rbuf {
-    struct tok_str *o;
+    struct sbuf *o;
     int rc;
 };
 
 static void put(struct rbuf *b, const char *s)
 {
-    if (!b->rc) b->rc = tok_str_append(b->o, s, strlen(s));
+    if (!b->rc) b->rc = sbuf_append(b->o, s, strlen(s));
 }
 
 /* The text after the last "</think>" (the R1 templates' content.split('</think>')[-1]). */
@@ -503,7 +503,7 @@ static int render_r1_0528(struct rbuf *b, const struct tmpl_msg *msgs, size_t n,
 }
 
 int tmpl_render(enum tmpl_kind k, const struct tmpl_msg *msgs, size_t n_msgs,
-                const struct tmpl_opts *o, struct tok_str *out, char *err)
+                const struct tmpl_opts *o, struct sbuf *out, char *err)
 {
     size_t n0 = out->n;
     struct rbuf b = {out, 0};

@@ -19,7 +19,7 @@
  * tests/text/ref_templates.mjs (see there for provenance).
  *
  * Threads: everything here is pure; call from any thread. Ownership: messages are borrowed; the
- * output string belongs to the caller (struct tok_str from tok.h, appended to).
+ * output string belongs to the caller (struct sbuf of common/sbuf.h, appended to).
  */
 #ifndef TANDEM_TMPL_H
 #define TANDEM_TMPL_H
@@ -75,7 +75,7 @@ int tmpl_select(const char *option, const char *chat_template, enum tmpl_kind *o
  * would fail on: content missing where it is required, unknown kind; err names the message
  * index) or ERR_NOMEM. Nothing is appended on error (out->n is restored). */
 int tmpl_render(enum tmpl_kind k, const struct tmpl_msg *msgs, size_t n_msgs,
-                const struct tmpl_opts *o, struct tok_str *out, char *err);
+                const struct tmpl_opts *o, struct sbuf *out, char *err);
 
 /* tandem's own Jinja source of a built-in template, by name ("deepseek-v3", "deepseek-r1",
  * "deepseek-r1-0528"), or NULL for an unknown name. It renders byte-identically to the official

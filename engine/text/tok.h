@@ -26,11 +26,14 @@
  * Threads: create/destroy on one thread. After creation a struct tok is read-only; tok_encode,
  * tok_decode and every query may be called from any number of threads at once (per-call state
  * lives on the caller's stack or in the output buffers; PCRE2 match data is per call).
- * Ownership: the caller owns output buffers (struct tok_ids / struct tok_str), which grow with
- * realloc and are reused across calls to avoid heap churn; release them with *_fini.
+ * Ownership: the caller owns output buffers (struct tok_ids, struct sbuf of common/sbuf.h),
+ * which grow with realloc and are reused across calls to avoid heap churn; release them with
+ * tok_ids_fini / sbuf_fini.
  */
 #ifndef TANDEM_TOK_H
 #define TANDEM_TOK_H
+
+#include "../../common/sbuf.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -44,15 +47,6 @@ struct tok_ids {
 };
 void tok_ids_fini(struct tok_ids *a);
 int tok_ids_push(struct tok_ids *a, int32_t id);          /* 0 or ERR_NOMEM */
-
-/* A growable byte string, always NUL-terminated after a successful call (s[n] == 0).
- * Zero-initialize ({0}) before first use. May contain NUL bytes; n is authoritative. */
-struct tok_str {
-    char *s;
-    size_t n, cap;
-};
-void tok_str_fini(struct tok_str *s);
-int tok_str_append(struct tok_str *s, const char *p, size_t n); /* 0 or ERR_NOMEM */
 
 /* Token types (GGUF tokenizer.ggml.token_type values). */
 enum tok_type {
@@ -123,7 +117,7 @@ int tok_encode(const struct tok *t, const char *text, size_t len, unsigned flags
 /* Append the bytes of ids[0..n) to out. Returns 0, ERR_INVAL (an id out of range; err names it;
  * out unchanged), ERR_NOMEM. */
 int tok_decode(const struct tok *t, const int32_t *ids, size_t n, unsigned flags,
-               struct tok_str *out, char *err);
+               struct sbuf *out, char *err);
 
 /* The decoded bytes of one token (ByteLevel symbols mapped back to bytes; special tokens give
  * their content). Returns a pointer into the tokenizer (valid until tok_destroy, not
@@ -148,9 +142,5 @@ const char *tok_chat_template(const struct tok *t);
 /* The BOS/EOS token text ("<｜begin▁of▁sentence｜>"), or "" when there is none. */
 const char *tok_bos_text(const struct tok *t);
 const char *tok_eos_text(const struct tok *t);
-
-/* Check that s[0..n) is valid UTF-8. Returns 0 or ERR_UTF8 with the offset of the first bad
- * byte in *bad_at (when not NULL). */
-int tok_utf8_check(const char *s, size_t n, size_t *bad_at);
 
 #endif

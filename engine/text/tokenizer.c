@@ -36,10 +36,10 @@
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "tok.h"
-#include "text_internal.h"
 
 #include "../../common/err.h"
 #include "../../common/log.h"
+#include "../../common/utf8.h"
 
 #include <jansson.h>
 #include <malloc.h>
@@ -145,109 +145,7 @@ int tok_ids_push(struct tok_ids *a, int32_t id)
     return 0;
 }
 
-void tok_str_fini(struct tok_str *s)
-{
-    if (!s) return;
-    free(s->s);
-    s->s = NULL;
-    s->n = s->cap = 0;
-}
-
-int tok_str_append(struct tok_str *s, const char *p, size_t n)
-{
-    if (s->n + n + 1 > s->cap) {
-        size_t cap = s->cap ? s->cap : 64;
-        while (cap < s->n + n + 1) cap *= 2;
-        char *q = realloc(s->s, cap);
-        if (!q) return ERR_NOMEM;
-        s->s = q;
-        s->cap = cap;
-    }
-    if (n) memcpy(s->s + s->n, p, n);
-    s->n += n;
-    s->s[s->n] = 0;
-    return 0;
-}
-
-/* ---------------------------------------------------------------- UTF-8 */
-
-/* Length of the valid UTF-8 sequence at s[0..n), or 0 if invalid (overlong, surrogate, > U+10FFFF,
- * truncated). */
-static size_t utf8_seq(const unsigned char *s, size_t n, uint32_t *cp)
-{
-    unsigned c = s[0];
-    if (c < 0x80) { *cp = c; return 1; }
-    if (c < 0xC2) return 0;
-    if (c < 0xE0) {
-        if (n < 2 || (s[1] & 0xC0) != 0x80) return 0;
-        *cp = ((c & 0x1F) << 6) | (s[1] & 0x3F);
-        return 2;
-    }
-    if (c < 0xF0) {
-        if (n < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80) return 0;
-        if (c == 0xE0 && s[1] < 0xA0) return 0;        /* overlong */
-        if (c == 0xED && s[1] >= 0xA0) return 0;       /* surrogates */
-        *cp = ((c & 0x0F) << 12) | ((s[1] & 0x3F) << 6) | (s[2] & 0x3F);
-        return 3;
-    }
-    if (c < 0xF5) {
-        if (n < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80)
-            return 0;
-        if (c == 0xF0 && s[1] < 0x90) return 0;        /* overlong */
-        if (c == 0xF4 && s[1] >= 0x90) return 0;       /* > U+10FFFF */
-        *cp = ((c & 0x07) << 18) | ((s[1] & 0x3F) << 12) | ((s[2] & 0x3F) << 6) | (s[3] & 0x3F);
-        return 4;
-    }
-    return 0;
-}
-
-int tok_utf8_check(const char *s, size_t n, size_t *bad_at)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0;
-    while (i < n) {
-        /* ASCII fast path, 8 bytes at a time */
-        while (i + 8 <= n) {
-            uint64_t w;
-            memcpy(&w, p + i, 8);
-            if (w & 0x8080808080808080ull) break;
-            i += 8;
-        }
-        if (i >= n) break;
-        if (p[i] < 0x80) { i++; continue; }
-        uint32_t cp;
-        size_t l = utf8_seq(p + i, n - i, &cp);
-        if (!l) {
-            if (bad_at) *bad_at = i;
-            return ERR_UTF8;
-        }
-        i += l;
-    }
-    return 0;
-}
-
-static int utf8_put(char *out, uint32_t cp)
-{
-    if (cp < 0x80) { out[0] = (char)cp; return 1; }
-    if (cp < 0x800) {
-        out[0] = (char)(0xC0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    out[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
-/* JavaScript's \s set (see the design block). */
+/* JavaScript's \s set (see the top of the file). */
 static int is_js_space(uint32_t c)
 {
     return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0xA0 || c == 0x1680 ||
@@ -272,12 +170,11 @@ static uint32_t byte_to_cp(unsigned b)
  * a character is outside the alphabet or the string is not valid UTF-8. */
 static long bytelevel_decode(const int16_t *cp2byte, const char *s, size_t n, char *out)
 {
-    const unsigned char *p = (const unsigned char *)s;
     size_t i = 0;
     long o = 0;
     while (i < n) {
         uint32_t cp;
-        size_t l = utf8_seq(p + i, n - i, &cp);
+        size_t l = utf8_decode(s + i, n - i, &cp);
         if (!l || cp >= 324 || cp2byte[cp] < 0) return -1;
         out[o++] = (char)cp2byte[cp];
         i += l;
@@ -441,7 +338,8 @@ void tok_destroy(struct tok *t)
     free(t);
 }
 
-/* Rewrite a pattern written for JavaScript/Oniguruma into PCRE2 syntax (see the design block). */
+/* Rewrite a pattern written for JavaScript/Oniguruma into PCRE2 syntax (see the top of the
+ * file). */
 static int rewrite_pattern(const char *src, size_t n, char **out, char *err)
 {
     static const char ws[] = "\\t\\n\\x0b\\f\\r \\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}"
@@ -1282,7 +1180,7 @@ static size_t ws_suffix(const char *s, size_t n)
         size_t st = end - 1;
         while (st > 0 && ((unsigned char)s[st] & 0xC0) == 0x80) st--;
         uint32_t cp;
-        if (!utf8_seq((const unsigned char *)s + st, end - st, &cp) || !is_js_space(cp)) break;
+        if (!utf8_decode(s + st, end - st, &cp) || !is_js_space(cp)) break;
         end = st;
     }
     return n - end;
@@ -1293,7 +1191,7 @@ static size_t ws_prefix(const char *s, size_t n)
     size_t i = 0;
     while (i < n) {
         uint32_t cp;
-        size_t l = utf8_seq((const unsigned char *)s + i, n - i, &cp);
+        size_t l = utf8_decode(s + i, n - i, &cp);
         if (!l || !is_js_space(cp)) break;
         i += l;
     }
@@ -1304,7 +1202,7 @@ int tok_encode(const struct tok *t, const char *text, size_t len, unsigned flags
                struct tok_ids *out, char *err)
 {
     size_t bad;
-    if (tok_utf8_check(text, len, &bad))
+    if (utf8_check(text, len, &bad))
         return err_set(err, ERR_UTF8, "invalid UTF-8 at byte %zu of %zu", bad, len);
     size_t n0 = out->n;
     struct enc e = {.t = t, .out = out};
@@ -1372,7 +1270,7 @@ static int mark_whole_tokens(struct tok *t)
 /* ---------------------------------------------------------------- decoding and queries */
 
 int tok_decode(const struct tok *t, const int32_t *ids, size_t n, unsigned flags,
-               struct tok_str *out, char *err)
+               struct sbuf *out, char *err)
 {
     for (size_t i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= t->n_vocab)
@@ -1437,6 +1335,3 @@ int32_t tok_find(const struct tok *t, const char *text)
     return str_lookup(t, text, n);
 }
 
-/* shared with detok.c (text_internal.h) */
-int tok__utf8_put(char *out, uint32_t cp) { return utf8_put(out, cp); }
-size_t tok__utf8_seq(const unsigned char *s, size_t n, uint32_t *cp) { return utf8_seq(s, n, cp); }

@@ -25,7 +25,7 @@ struct toolparse {
     int in_block;
     char hold[64];
     size_t n_hold;
-    struct tok_str block;
+    struct sbuf block;
     size_t scan_from;               /* where to resume looking for the end marker in block */
     struct toolparse_call *calls;
     size_t n_calls, cap_calls;
@@ -77,7 +77,7 @@ void toolparse_destroy(struct toolparse *tp)
     free(tp->calls);
     for (size_t i = 0; i < tp->n_names; i++) free(tp->names[i]);
     free(tp->names);
-    tok_str_fini(&tp->block);
+    sbuf_fini(&tp->block);
     free(tp);
 }
 
@@ -212,17 +212,17 @@ out:
 }
 
 /* The block failed: its text (with the begin marker, and the end marker when seen) is content. */
-static int block_as_content(struct toolparse *tp, struct tok_str *content)
+static int block_as_content(struct toolparse *tp, struct sbuf *content)
 {
-    int rc = tok_str_append(content, MARK_BEGIN, strlen(MARK_BEGIN));
-    if (!rc && tp->block.n) rc = tok_str_append(content, tp->block.s, tp->block.n);
+    int rc = sbuf_append(content, MARK_BEGIN, strlen(MARK_BEGIN));
+    if (!rc && tp->block.n) rc = sbuf_append(content, tp->block.s, tp->block.n);
     return rc;
 }
 
 /* In BLOCK: look for the end marker in what was buffered. Returns 0 and sets *rest and *n_rest to
  * the text after the marker (to be fed again) when the block ended; 0 with *rest NULL when it
  * is still open. */
-static int block_check(struct toolparse *tp, struct tok_str *content, char **rest, size_t *n_rest)
+static int block_check(struct toolparse *tp, struct sbuf *content, char **rest, size_t *n_rest)
 {
     *rest = NULL;
     size_t le = strlen(MARK_END);
@@ -238,8 +238,8 @@ static int block_check(struct toolparse *tp, struct tok_str *content, char **res
     if (rc < 0) return rc;
     if (rc == 1) {
         /* malformed: the block through its end marker is content */
-        rc = tok_str_append(content, MARK_BEGIN, strlen(MARK_BEGIN));
-        if (!rc) rc = tok_str_append(content, s, after);
+        rc = sbuf_append(content, MARK_BEGIN, strlen(MARK_BEGIN));
+        if (!rc) rc = sbuf_append(content, s, after);
         if (rc) return rc;
     }
     *n_rest = tp->block.n - after;
@@ -257,14 +257,14 @@ static int block_check(struct toolparse *tp, struct tok_str *content, char **res
     return 0;
 }
 
-int toolparse_feed(struct toolparse *tp, const char *text, size_t n, struct tok_str *content)
+int toolparse_feed(struct toolparse *tp, const char *text, size_t n, struct sbuf *content)
 {
     const size_t lb = strlen(MARK_BEGIN);
     char *own = NULL;   /* text after an end marker, re-fed in CONTENT state */
     int rc = 0;
     while (n) {
         if (tp->in_block) {
-            if ((rc = tok_str_append(&tp->block, text, n))) break;
+            if ((rc = sbuf_append(&tp->block, text, n))) break;
             char *rest;
             size_t n_rest = 0;
             if ((rc = block_check(tp, content, &rest, &n_rest))) break;
@@ -281,7 +281,7 @@ int toolparse_feed(struct toolparse *tp, const char *text, size_t n, struct tok_
             if (tp->n_hold == 0) {
                 const char *lt = memchr(text + i, MARK_BEGIN[0], n - i);
                 size_t run = lt ? (size_t)(lt - (text + i)) : n - i;
-                if (run && (rc = tok_str_append(content, text + i, run))) goto done;
+                if (run && (rc = sbuf_append(content, text + i, run))) goto done;
                 i += run;
                 if (i == n) break;
                 tp->hold[tp->n_hold++] = text[i++];
@@ -300,7 +300,7 @@ int toolparse_feed(struct toolparse *tp, const char *text, size_t n, struct tok_
                 continue;
             }
             /* mismatch: '<' occurs only first in the marker, so the held bytes are text */
-            if ((rc = tok_str_append(content, tp->hold, tp->n_hold))) goto done;
+            if ((rc = sbuf_append(content, tp->hold, tp->n_hold))) goto done;
             tp->n_hold = 0;
         }
         text += i;
@@ -312,7 +312,7 @@ done:
     return rc;
 }
 
-int toolparse_finish(struct toolparse *tp, struct tok_str *content)
+int toolparse_finish(struct toolparse *tp, struct sbuf *content)
 {
     int rc = 0;
     if (tp->in_block) {
@@ -323,7 +323,7 @@ int toolparse_finish(struct toolparse *tp, struct tok_str *content)
         tp->in_block = 0;
         tp->block.n = 0;
     }
-    if (!rc && tp->n_hold) rc = tok_str_append(content, tp->hold, tp->n_hold);
+    if (!rc && tp->n_hold) rc = sbuf_append(content, tp->hold, tp->n_hold);
     tp->n_hold = 0;
     return rc;
 }
@@ -473,9 +473,9 @@ int toolparse_req_parse(const json_t *root, struct toolparse_req *r, const char 
     return 0;
 }
 
-static int put(struct tok_str *o, const char *s) { return tok_str_append(o, s, strlen(s)); }
+static int put(struct sbuf *o, const char *s) { return sbuf_append(o, s, strlen(s)); }
 
-int toolparse_tools_prompt(const struct toolparse_req *r, struct tok_str *out)
+int toolparse_tools_prompt(const struct toolparse_req *r, struct sbuf *out)
 {
     if (r->choice == TOOLPARSE_CHOICE_NONE || !r->n_tools) return 0;
     int rc = put(out, "## Tools\n\nYou can call the following functions.\n");
@@ -489,7 +489,7 @@ int toolparse_tools_prompt(const struct toolparse_req *r, struct tok_str *out)
         if (!rc) rc = put(out, name);
         if (!rc && json_is_string(desc)) {
             rc = put(out, "\nDescription: ");
-            if (!rc) rc = tok_str_append(out, json_string_value(desc), json_string_length(desc));
+            if (!rc) rc = sbuf_append(out, json_string_value(desc), json_string_length(desc));
         }
         if (!rc) rc = put(out, "\nParameters: ");
         if (!rc) {
@@ -586,16 +586,16 @@ void toolparse_pipe_fini(struct toolparse_pipe *p)
 {
     if (!p) return;
     toolparse_destroy(p->tp);
-    tok_str_fini(&p->content);
-    tok_str_fini(&p->reasoning);
-    tok_str_fini(&p->scratch);
+    sbuf_fini(&p->content);
+    sbuf_fini(&p->reasoning);
+    sbuf_fini(&p->scratch);
     p->tp = NULL;
 }
 
 /* content text after the reasoning split -> the tool parser (or straight to content) */
 static int pipe_content(struct toolparse_pipe *p, const char *s, size_t n)
 {
-    if (!p->tp) return n ? tok_str_append(&p->content, s, n) : 0;
+    if (!p->tp) return n ? sbuf_append(&p->content, s, n) : 0;
     return toolparse_feed(p->tp, s, n, &p->content);
 }
 
@@ -620,7 +620,7 @@ int toolparse_pipe_finish(struct toolparse_pipe *p)
     return rc;
 }
 
-static json_t *text_json(const struct tok_str *t)
+static json_t *text_json(const struct sbuf *t)
 {
     return json_stringn(t->s ? t->s : "", t->n);
 }

@@ -70,10 +70,10 @@ void toolparse_destroy(struct toolparse *tp); /* accepts NULL */
 
 /* Feed text[0..n). Content text that is final is appended to `content`; completed tool calls
  * are added to the parser's list (see toolparse_n_calls). Returns 0 or ERR_NOMEM. */
-int toolparse_feed(struct toolparse *tp, const char *text, size_t n, struct tok_str *content);
+int toolparse_feed(struct toolparse *tp, const char *text, size_t n, struct sbuf *content);
 
 /* End of generation: decide an open block, flush held text. Returns 0 or ERR_NOMEM. */
-int toolparse_finish(struct toolparse *tp, struct tok_str *content);
+int toolparse_finish(struct toolparse *tp, struct sbuf *content);
 
 size_t toolparse_n_calls(const struct toolparse *tp);
 const struct toolparse_call *toolparse_get(const struct toolparse *tp, size_t i); /* or NULL */
@@ -127,7 +127,7 @@ int toolparse_req_parse(const json_t *root, struct toolparse_req *r, const char 
  * tools): each function's name, description and parameters schema, the exact call syntax, and
  * for REQUIRED/NAMED an instruction to call. The server joins it to the system message (after
  * the user's system text, "\n\n"-separated; or as the only system message). 0 or ERR_NOMEM. */
-int toolparse_tools_prompt(const struct toolparse_req *r, struct tok_str *out);
+int toolparse_tools_prompt(const struct toolparse_req *r, struct sbuf *out);
 
 /* An assistant message's "tool_calls" (OpenAI shape) -> tmpl.h calls. *calls is malloc'd (free
  * it), its strings are borrowed from msg; *calls = NULL, *n = 0 when the key is absent/null.
@@ -143,9 +143,9 @@ struct toolparse_pipe {
     int split_reasoning;         /* reasoning_content is produced */
     struct reasoning rs;
     struct toolparse *tp;        /* NULL when tool calls are not parsed */
-    struct tok_str content;      /* pending content (streaming) / all of it (non-streaming) */
-    struct tok_str reasoning;    /* pending reasoning_content / all of it */
-    struct tok_str scratch;
+    struct sbuf content;      /* pending content (streaming) / all of it (non-streaming) */
+    struct sbuf reasoning;    /* pending reasoning_content / all of it */
+    struct sbuf scratch;
     size_t calls_sent;
 };
 

@@ -18,6 +18,7 @@
 #include "weights_internal.h"
 
 #include "../../common/err.h"
+#include "../../common/utf8.h"
 #include "../../kernels/cpu/qtype.h"
 
 #include <errno.h>
@@ -135,30 +136,10 @@ static int rd_str(struct cur *c, const uint8_t **s, uint64_t *len, const char *w
     return 0;
 }
 
-static int utf8_valid(const uint8_t *s, size_t n)
+/* Names and keys: valid UTF-8 without NUL bytes. */
+static int name_valid(const uint8_t *s, size_t n)
 {
-    size_t i = 0;
-    while (i < n) {
-        uint8_t b = s[i];
-        if (b == 0) return 0;
-        if (b < 0x80) { i++; continue; }
-        int len;
-        uint32_t cp;
-        if ((b & 0xe0) == 0xc0) { len = 2; cp = b & 0x1f; }
-        else if ((b & 0xf0) == 0xe0) { len = 3; cp = b & 0x0f; }
-        else if ((b & 0xf8) == 0xf0) { len = 4; cp = b & 0x07; }
-        else return 0;
-        if (i + (size_t)len > n) return 0;
-        for (int k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80) return 0;
-            cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
-        i += (size_t)len;
-    }
-    return 1;
+    return !memchr(s, 0, n) && utf8_check((const char *)s, n, NULL) == 0;
 }
 
 static char *dup_name(const uint8_t *s, uint64_t n)
@@ -262,7 +243,7 @@ static int parse_kv(struct gguf_ctx *g, struct cur *c)
         uint32_t t;
         int rc = rd_str(c, &ks, &kl, "metadata key");
         if (rc) return rc;
-        if (kl == 0 || kl > GGUF_MAX_NAME || !utf8_valid(ks, (size_t)kl))
+        if (kl == 0 || kl > GGUF_MAX_NAME || !name_valid(ks, (size_t)kl))
             return err_set(c->err, ERR_FORMAT, "%s: metadata key %lld: empty, too long or not UTF-8",
                            c->path, (long long)i);
         kv->key = dup_name(ks, kl);
@@ -315,7 +296,7 @@ static int parse_tensors(struct gguf_ctx *g, struct cur *c)
         uint32_t nd, type;
         int rc = rd_str(c, &ns, &nl, "tensor name");
         if (rc) return rc;
-        if (nl == 0 || nl > GGUF_MAX_NAME || !utf8_valid(ns, (size_t)nl))
+        if (nl == 0 || nl > GGUF_MAX_NAME || !name_valid(ns, (size_t)nl))
             return err_set(c->err, ERR_FORMAT, "%s: tensor %lld: name empty, too long or not UTF-8",
                            c->path, (long long)i);
         t->name = dup_name(ns, nl);

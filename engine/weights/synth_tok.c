@@ -13,6 +13,7 @@
 #include "synth_internal.h"
 
 #include "../../common/err.h"
+#include "../../common/utf8.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -69,14 +70,6 @@ static unsigned byte_cp(int b)
     return 256u + (unsigned)n;
 }
 
-static int put_utf8(char *o, unsigned cp)
-{
-    if (cp < 0x80) { o[0] = (char)cp; return 1; }
-    o[0] = (char)(0xc0 | (cp >> 6));
-    o[1] = (char)(0x80 | (cp & 0x3f));
-    return 2;   /* byte-level code points are < 0x800 */
-}
-
 static int cls(unsigned char c)
 {
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return 1;
@@ -97,7 +90,7 @@ int wt__synth_tokenizer(const char *dir, int *n_vocab, char *err)
     if (!tokstr) return err_set(err, ERR_NOMEM, "out of memory");
     int ntok = FIRST_BYTE + 256;
     for (int b = 0; b < 256; b++) {
-        int k = put_utf8(tokstr[FIRST_BYTE + b], byte_cp(b));
+        int k = utf8_encode(byte_cp(b), tokstr[FIRST_BYTE + b]);
         tokstr[FIRST_BYTE + b][k] = 0;
     }
     /* pre-split the corpus: optional space + run of one class; digits one at a time */

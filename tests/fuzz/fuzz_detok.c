@@ -10,6 +10,7 @@
  * vocabulary produces nothing.
  */
 #include "fuzz_common.h"
+#include "common/utf8.h"
 #include "engine/text/detok.h"
 
 #include <stdint.h>
@@ -25,7 +26,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-static int contains(const struct tok_str *s, const char *needle)
+static int contains(const struct sbuf *s, const char *needle)
 {
     return s->n && memmem(s->s, s->n, needle, strlen(needle)) != NULL;
 }
@@ -53,7 +54,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (rc != ERR_INVAL || !err[0]) abort(); /* e.g. a stop string that is not UTF-8 */
         goto out;
     }
-    struct tok_str text = {0};
+    struct sbuf text = {0};
     int vocab = tok_vocab_size(tk), stopped = 0;
     size_t bad = 0;
     for (; pos + 1 < size; pos += 2) {
@@ -71,7 +72,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             stopped = 1;
             if (detok_stop_index(d) < 0 || detok_stop_index(d) >= (int)n_stops) abort();
         }
-        if (tok_utf8_check(text.s, text.n, &bad) != 0) {
+        if (utf8_check(text.s, text.n, &bad) != 0) {
             fprintf(stderr, "detok: invalid UTF-8 at byte %zu of %zu after id %d\n", bad, text.n,
                     (int)id);
             for (size_t i = 0; i < text.n; i++) fprintf(stderr, "%02x", (unsigned char)text.s[i]);
@@ -89,7 +90,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (stopped && text.n != before) abort();
     if (rc == DETOK_STOPPED) stopped = 1;
-    if (tok_utf8_check(text.s, text.n, &bad) != 0) {
+    if (utf8_check(text.s, text.n, &bad) != 0) {
         fprintf(stderr, "detok_finish: invalid UTF-8 at byte %zu of %zu:\n", bad, text.n);
         for (size_t i = 0; i < text.n; i++) fprintf(stderr, "%02x", (unsigned char)text.s[i]);
         fprintf(stderr, "\n");
@@ -98,7 +99,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (stopped)
         for (size_t i = 0; i < n_stops; i++)
             if (stops[i][0] && contains(&text, stops[i])) abort();
-    tok_str_fini(&text);
+    sbuf_fini(&text);
     detok_destroy(d);
 out:
     for (size_t i = 0; i < 4; i++) free(stops[i]);

@@ -1,6 +1,6 @@
 /* fuzz_reqparse.c - libFuzzer target: request body -> validated request -> prompt tokens.
  *
- * Follows the daemon's path for /v1/chat/completions and /v1/completions (server/api_gen.c):
+ * Follows the daemon's path for /v1/chat/completions and /v1/completions (server/gen_request.c):
  * UTF-8 check, json_loadb, api_params_parse, then for chat requests the template rendering of
  * the validated messages (as api_render_chat does) and tokenization, for completions the string prompt's
  * tokenization. Byte 0 of the input picks chat (bit 0) and the template family (bits 1-2); the
@@ -8,6 +8,7 @@
  * message; the JSON accepted for chat has a messages array.
  */
 #include "fuzz_common.h"
+#include "common/utf8.h"
 #include "engine/text/tmpl.h"
 #include "server/reqparse.h"
 
@@ -16,9 +17,9 @@
 
 static struct tok *tk;
 
-/* What api_render_chat (server/api_gen.c) does with validated messages; repeated here so the
+/* What api_render_chat (server/gen_request.c) does with validated messages; repeated here so the
  * target needs only reqparse.c and engine/text, not the whole daemon. */
-static int render_chat(enum tmpl_kind kind, const json_t *messages, struct tok_str *out,
+static int render_chat(enum tmpl_kind kind, const json_t *messages, struct sbuf *out,
                        char *err)
 {
     size_t n = json_array_size(messages);
@@ -65,7 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     enum tmpl_kind kind = kinds[(data[0] >> 1) & 3];
     const char *body = (const char *)data + 1;
     size_t n = size - 1;
-    if (tok_utf8_check(body, n, NULL) != 0) return 0;
+    if (utf8_check(body, n, NULL) != 0) return 0;
     json_error_t je;
     json_t *root = json_loadb(body, n, 0, &je);
     if (!root) return 0;
@@ -78,11 +79,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (rc != ERR_INVAL || !err[0] || !param) abort();
     } else if (chat) {
         if (!json_is_array(p.messages)) abort();
-        struct tok_str text = {0};
+        struct sbuf text = {0};
         struct tok_ids ids = {0};
         if (render_chat(kind, p.messages, &text, err) == 0)
             tok_encode(tk, text.s ? text.s : "", text.n, TOK_ENC_SPECIAL, &ids, err);
-        tok_str_fini(&text);
+        sbuf_fini(&text);
         tok_ids_fini(&ids);
     } else if (json_is_string(p.prompt)) {
         struct tok_ids ids = {0};

@@ -69,15 +69,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         n_msgs++;
         p = m_end + 1;
     }
-    struct tok_str out = {0};
+    struct sbuf out = {0};
     char err[ERR_LEN] = "";
-    if (tok_str_append(&out, "pre", 3) != 0) abort();
+    if (sbuf_append(&out, "pre", 3) != 0) abort();
     int rc = tmpl_render(kind, msgs, n_msgs, &o, &out, err);
     if (rc != 0 && (rc != ERR_INVAL || out.n != 3 || !err[0])) {
         fprintf(stderr, "tmpl_render: rc %d (%s), output %zu bytes\n", rc, err, out.n);
         abort();
     }
-    tok_str_fini(&out);
+    sbuf_fini(&out);
     free(buf);
     return 0;
 }

@@ -9,6 +9,7 @@
  * unchanged; tok_piece must agree with tok_decode on one id.
  */
 #include "fuzz_common.h"
+#include "common/utf8.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -27,7 +28,7 @@ static void fuzz_encode(const char *text, size_t n, unsigned flags)
 {
     struct tok_ids ids = {0};
     char err[ERR_LEN] = "";
-    int bad = tok_utf8_check(text, n, NULL) != 0;
+    int bad = utf8_check(text, n, NULL) != 0;
     int rc = tok_encode(tk, text, n, flags, &ids, err);
     if (bad) {
         if (rc != ERR_UTF8 || ids.n != 0) abort();
@@ -39,10 +40,10 @@ static void fuzz_encode(const char *text, size_t n, unsigned flags)
     for (size_t i = 0; i < ids.n; i++)
         if (ids.v[i] < 0 || ids.v[i] >= vocab) abort();
     if (flags == 0) {
-        struct tok_str back = {0};
+        struct sbuf back = {0};
         if (tok_decode(tk, ids.v, ids.n, 0, &back, err) != 0) abort();
         if (back.n != n || (n && memcmp(back.s, text, n) != 0)) abort();
-        tok_str_fini(&back);
+        sbuf_fini(&back);
     }
     tok_ids_fini(&ids);
 }
@@ -58,20 +59,20 @@ static void fuzz_decode(const uint8_t *p, size_t n, unsigned flags)
         ids[i] = (int32_t)((p[2 * i] | p[2 * i + 1] << 8) % (vocab + 8));
         if (ids[i] >= vocab) any_bad = 1;
     }
-    struct tok_str out = {0};
+    struct sbuf out = {0};
     char err[ERR_LEN] = "";
-    if (tok_str_append(&out, "x", 1) != 0) abort();
+    if (sbuf_append(&out, "x", 1) != 0) abort();
     int rc = tok_decode(tk, ids, k, flags, &out, err);
     if (any_bad ? (rc != ERR_INVAL || out.n != 1) : rc != 0) abort();
     if (k && ids[0] < vocab) {
         size_t len;
         const char *piece = tok_piece(tk, ids[0], &len);
-        struct tok_str one = {0};
+        struct sbuf one = {0};
         if (!piece || tok_decode(tk, ids, 1, 0, &one, err) != 0) abort();
         if (one.n != len || (len && memcmp(one.s, piece, len) != 0)) abort();
-        tok_str_fini(&one);
+        sbuf_fini(&one);
     }
-    tok_str_fini(&out);
+    sbuf_fini(&out);
     free(ids);
 }
 

@@ -12,6 +12,7 @@
  * and tool calls (name, arguments, id per index) add up to the non-streamed message.
  */
 #include "fuzz_common.h"
+#include "common/utf8.h"
 #include "engine/text/toolparse.h"
 
 #include <stdint.h>
@@ -32,16 +33,16 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 }
 
 /* Accumulate a streamed delta array into content/reasoning strings and a calls array. */
-static void accumulate(json_t *deltas, struct tok_str *content, struct tok_str *reasoning,
+static void accumulate(json_t *deltas, struct sbuf *content, struct sbuf *reasoning,
                        json_t *calls)
 {
     size_t i;
     json_t *d;
     json_array_foreach(deltas, i, d) {
         json_t *c = json_object_get(d, "content"), *r = json_object_get(d, "reasoning_content");
-        if (json_is_string(c)) tok_str_append(content, json_string_value(c), json_string_length(c));
+        if (json_is_string(c)) sbuf_append(content, json_string_value(c), json_string_length(c));
         if (json_is_string(r))
-            tok_str_append(reasoning, json_string_value(r), json_string_length(r));
+            sbuf_append(reasoning, json_string_value(r), json_string_length(r));
         size_t k;
         json_t *tc;
         json_array_foreach(json_object_get(d, "tool_calls"), k, tc) {
@@ -69,7 +70,7 @@ static void accumulate(json_t *deltas, struct tok_str *content, struct tok_str *
     }
 }
 
-static int same_str(const json_t *v, const struct tok_str *s)
+static int same_str(const json_t *v, const struct sbuf *s)
 {
     size_t n = json_is_string(v) ? json_string_length(v) : 0;
     return n == s->n && (n == 0 || memcmp(json_string_value(v), s->s, n) == 0);
@@ -96,15 +97,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static const char *marks[8] = {NULL, TOOLPARSE_CALLS_BEGIN, TOOLPARSE_CALL_BEGIN,
                                    TOOLPARSE_SEP, TOOLPARSE_CALL_END, TOOLPARSE_CALLS_END,
                                    "<think>", "</think>"};
-    struct tok_str text = {0};
+    struct sbuf text = {0};
     for (size_t i = 2; i < size; i++) {
         if (data[i] >= 1 && data[i] <= 7)
-            tok_str_append(&text, marks[data[i]], strlen(marks[data[i]]));
+            sbuf_append(&text, marks[data[i]], strlen(marks[data[i]]));
         else
-            tok_str_append(&text, (const char *)data + i, 1);
+            sbuf_append(&text, (const char *)data + i, 1);
     }
-    if (tok_utf8_check(text.s, text.n, NULL) != 0) { /* the detokenizer only emits UTF-8 */
-        tok_str_fini(&text);
+    if (utf8_check(text.s, text.n, NULL) != 0) { /* the detokenizer only emits UTF-8 */
+        sbuf_fini(&text);
         return 0;
     }
     /* non-streaming */
@@ -117,7 +118,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* streaming, in chunks */
     if (toolparse_pipe_init(&b, flags, &req, 42, err) != 0) abort();
     json_t *deltas = json_array(), *calls = json_array();
-    struct tok_str content = {0}, reasoning = {0};
+    struct sbuf content = {0}, reasoning = {0};
     uint32_t rng = data[1] * 2654435761u + 1;
     for (size_t pos = 0; pos < text.n;) {
         rng = rng * 1103515245u + 12345u;
@@ -151,9 +152,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     json_decref(msg);
     json_decref(deltas);
     json_decref(calls);
-    tok_str_fini(&content);
-    tok_str_fini(&reasoning);
-    tok_str_fini(&text);
+    sbuf_fini(&content);
+    sbuf_fini(&reasoning);
+    sbuf_fini(&text);
     toolparse_pipe_fini(&a);
     toolparse_pipe_fini(&b);
     return 0;

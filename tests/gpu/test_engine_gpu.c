@@ -195,7 +195,7 @@ static int chat_prompt(const struct tok *tk, int r, int32_t *out)
     }
     struct tmpl_msg msg = {.role = "user", .content = q};
     struct tmpl_opts o = {.add_generation_prompt = 1};
-    struct tok_str txt = {0};
+    struct sbuf txt = {0};
     struct tok_ids ids = {0};
     char err[ERR_LEN];
     int n = 0;
@@ -205,7 +205,7 @@ static int chat_prompt(const struct tok *tk, int r, int32_t *out)
         for (size_t i = 0; i < ids.n; i++) out[i] = ids.v[i];
         n = (int)ids.n;
     }
-    tok_str_fini(&txt);
+    sbuf_fini(&txt);
     tok_ids_fini(&ids);
     return n;
 }

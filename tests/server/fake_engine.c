@@ -76,7 +76,7 @@ static void emit_done(struct engine *e, struct freq *q, enum eng_finish f, int e
 
 static void make_script(struct engine *e, struct freq *q)
 {
-    struct tok_str text = {0};
+    struct sbuf text = {0};
     tok_decode(e->tok, q->r->prompt, (size_t)q->r->n_prompt, TOK_DEC_SKIP_SPECIAL, &text, NULL);
     const char *src = "The quick brown fox jumps over the lazy dog.";
     char buf[256];
@@ -91,7 +91,7 @@ static void make_script(struct engine *e, struct freq *q)
     }
     const char *end = m ? strstr(src, "|OHCE") : NULL;
     tok_encode(e->tok, src, end ? (size_t)(end - src) : strlen(src), 0, &q->script, NULL);
-    tok_str_fini(&text);
+    sbuf_fini(&text);
 }
 
 static int ctx_full(struct engine *e, struct freq *q)

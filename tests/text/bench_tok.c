@@ -47,7 +47,7 @@ int main(int argc, char **argv)
     if (!text || fread(text, 1, (size_t)n, f) != (size_t)n) return 1;
     fclose(f);
     struct tok_ids ids = {0};
-    struct tok_str s = {0};
+    struct sbuf s = {0};
     double best_enc = 1e30, best_dec = 1e30, best_sp = 1e30, best_docs = 1e30;
     /* the file may hold NUL-separated documents: encoded as one text, NULs are plain bytes */
     for (int r = 0; r < reps; r++) {
@@ -87,7 +87,7 @@ int main(int argc, char **argv)
            n / best_enc / 1e6, n / best_dec / 1e6, n / best_sp / 1e6, n / best_docs / 1e6);
     free(text);
     tok_ids_fini(&ids);
-    tok_str_fini(&s);
+    sbuf_fini(&s);
     tok_destroy(t);
     return 0;
 }

@@ -10,6 +10,7 @@
 #include "../check.h"
 
 #include "../../common/err.h"
+#include "../../common/utf8.h"
 #include "../../engine/text/detok.h"
 #include "../../engine/text/tok.h"
 
@@ -70,7 +71,7 @@ static int prefix_of_valid(const unsigned char *s, int k)
             unsigned char b[4];
             memcpy(b, s, (size_t)k);
             for (int q = k; q < L; q++) b[q] = q == 1 ? second[j] : 0x80;
-            if (tok_utf8_check((const char *)b, (size_t)L, NULL) == 0 && (b[0] & 0xC0) == 0xC0) {
+            if (utf8_check((const char *)b, (size_t)L, NULL) == 0 && (b[0] & 0xC0) == 0xC0) {
                 /* exactly one character of length L */
                 int want = b[0] >= 0xF0 ? 4 : b[0] >= 0xE0 ? 3 : 2;
                 if (want == L) return 1;
@@ -85,7 +86,7 @@ static size_t oracle_decode(const unsigned char *s, size_t n, int final, char *o
     size_t i = 0, o = 0;
     while (i < n) {
         int len = s[i] < 0x80 ? 1 : s[i] >= 0xF0 ? 4 : s[i] >= 0xE0 ? 3 : 2;
-        if ((size_t)len <= n - i && tok_utf8_check((const char *)s + i, (size_t)len, NULL) == 0) {
+        if ((size_t)len <= n - i && utf8_check((const char *)s + i, (size_t)len, NULL) == 0) {
             memcpy(out + o, s + i, (size_t)len);
             o += (size_t)len;
             i += (size_t)len;
@@ -108,7 +109,7 @@ static int run_case(struct tok *t, const int32_t *ids, size_t n, const char *con
     struct detok *d;
     char err[ERR_LEN];
     CHECK_EQ(detok_create(&d, t, stops, (size_t)ns, flags, err), 0);
-    struct tok_str out = {0};
+    struct sbuf out = {0};
     unsigned char *bytes = malloc(n * 16 + 16);
     char *full = malloc(n * 48 + 64);
     size_t nb = 0, expect_len = 0;
@@ -137,7 +138,7 @@ static int run_case(struct tok *t, const int32_t *ids, size_t n, const char *con
         }
         if (rc == DETOK_STOPPED) { stopped = 1; break; }
         /* nothing emitted may be a prefix of a stop or a partial character: checked below */
-        CHECK_EQ(tok_utf8_check(out.s ? out.s : "", out.n, NULL), 0);
+        CHECK_EQ(utf8_check(out.s ? out.s : "", out.n, NULL), 0);
     }
     if (!stopped) {
         int rc = detok_finish(d, &out);
@@ -169,10 +170,10 @@ static int run_case(struct tok *t, const int32_t *ids, size_t n, const char *con
     CHECK(ok);
     n_stopped += stopped;
     n_fffd += memmem(full, fl, "\xef\xbf\xbd", 3) != NULL;
-    CHECK_EQ(tok_utf8_check(out.s ? out.s : "", out.n, NULL), 0);
+    CHECK_EQ(utf8_check(out.s ? out.s : "", out.n, NULL), 0);
     for (int k = 0; k < ns; k++)
         if (stops[k][0]) CHECK(!memmem(out.s ? out.s : "", out.n, stops[k], strlen(stops[k])));
-    tok_str_fini(&out);
+    sbuf_fini(&out);
     free(bytes);
     free(full);
     detok_destroy(d);
@@ -181,7 +182,7 @@ static int run_case(struct tok *t, const int32_t *ids, size_t n, const char *con
 
 static void feed_expect(struct tok *t, struct detok *d, int32_t id, const char *want, int want_rc)
 {
-    struct tok_str out = {0};
+    struct sbuf out = {0};
     char err[ERR_LEN];
     int rc = detok_feed(d, id, &out, err);
     if (rc != want_rc || out.n != strlen(want))
@@ -190,7 +191,7 @@ static void feed_expect(struct tok *t, struct detok *d, int32_t id, const char *
     CHECK_EQ(rc, want_rc);
     CHECK_EQ(out.n, strlen(want));
     CHECK(out.n == 0 || memcmp(out.s, want, out.n) == 0);
-    tok_str_fini(&out);
+    sbuf_fini(&out);
     (void)t;
 }
 
@@ -199,7 +200,7 @@ int main(void)
     struct tok *t = make_tok();
     struct detok *d;
     char err[ERR_LEN];
-    struct tok_str out = {0};
+    struct sbuf out = {0};
 
     /* a 2-byte and a 4-byte character split over tokens */
     CHECK_EQ(detok_create(&d, t, NULL, 0, 0, err), 0);
@@ -294,7 +295,7 @@ int main(void)
         run_case(t, ids, n, st, ns, (rnd() & 1) ? DETOK_SKIP_SPECIAL : 0);
     }
     fprintf(stderr, "3000 random cases: %d ended by a stop string, %d with U+FFFD\n", n_stopped, n_fffd);
-    tok_str_fini(&out);
+    sbuf_fini(&out);
     tok_destroy(t);
     return 0;
 }

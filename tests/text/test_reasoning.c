@@ -32,7 +32,7 @@ static const struct tcase cases[] = {
 static void run(const struct tcase *tc, const size_t *cuts, size_t n_cuts)
 {
     struct reasoning r;
-    struct tok_str c = {0}, t = {0};
+    struct sbuf c = {0}, t = {0};
     reasoning_init(&r, tc->flags);
     size_t len = strlen(tc->in), at = 0;
     for (size_t i = 0; i <= n_cuts; i++) {
@@ -41,8 +41,8 @@ static void run(const struct tcase *tc, const size_t *cuts, size_t n_cuts)
         at = end;
     }
     CHECK_EQ(reasoning_finish(&r, &c, &t), 0);
-    tok_str_append(&c, "", 0);
-    tok_str_append(&t, "", 0);
+    sbuf_append(&c, "", 0);
+    sbuf_append(&t, "", 0);
     if (strcmp(c.s, tc->content) || strcmp(t.s, tc->reasoning)) {
         fprintf(stderr, "input \"%s\" flags %u cuts:", tc->in, tc->flags);
         for (size_t i = 0; i < n_cuts; i++) fprintf(stderr, " %zu", cuts[i]);
@@ -51,8 +51,8 @@ static void run(const struct tcase *tc, const size_t *cuts, size_t n_cuts)
     CHECK_STR(c.s, tc->content);
     CHECK_STR(t.s, tc->reasoning);
     reasoning_fini(&r);
-    tok_str_fini(&c);
-    tok_str_fini(&t);
+    sbuf_fini(&c);
+    sbuf_fini(&t);
 }
 
 int main(void)

@@ -8,6 +8,7 @@
 #include "../check.h"
 
 #include "../../common/err.h"
+#include "../../common/utf8.h"
 #include "../../engine/text/tmpl.h"
 #include "../../engine/text/tok.h"
 
@@ -44,7 +45,7 @@ static void test_templates(void)
     CHECK_EQ(k, TMPL_DEEPSEEK_V3);
     CHECK(tmpl_builtin_jinja("nope") == NULL);
 
-    struct tok_str out = {0};
+    struct sbuf out = {0};
     struct tmpl_opts o = {.add_generation_prompt = 1, .bos_token = "<B>"};
     struct tmpl_msg m1[] = {{.role = "system", .content = "S"},
                             {.role = "user", .content = "hi"},
@@ -61,13 +62,13 @@ static void test_templates(void)
     CHECK_STR(out.s, "<B>S<｜User｜>hi<｜Assistant｜>\n\nanswer<｜end▁of▁sentence｜><｜User｜>q<｜Assistant｜>");
 
     /* null content where text is needed: ERR_INVAL, output untouched */
-    tok_str_append(&out, "keep", 0);
+    sbuf_append(&out, "keep", 0);
     size_t n0 = out.n;
     struct tmpl_msg m2[] = {{.role = "user", .content = "a"}, {.role = "tool", .content = NULL}};
     CHECK_EQ(tmpl_render(TMPL_DEEPSEEK_V3, m2, 2, &o, &out, err), ERR_INVAL);
     CHECK_CONTAINS(err, "messages[1]");
     CHECK_EQ(out.n, n0);
-    tok_str_fini(&out);
+    sbuf_fini(&out);
 }
 
 struct job {
@@ -98,7 +99,7 @@ static void test_tokenizer(struct tok *t)
 {
     char err[ERR_LEN];
     struct tok_ids ids = {0};
-    struct tok_str s = {0};
+    struct sbuf s = {0};
     static const char *bad[] = {"\xff", "a\xc3", "\xc0\xaf", "\xe0\x80\xaf", "\xed\xa0\x80",
                                 "\xf4\x90\x80\x80", "\xf8\x88\x80\x80\x80", "ok\x80ok", "\xe4\xb8"};
     CHECK_EQ(tok_ids_push(&ids, 7), 0);
@@ -183,7 +184,7 @@ static void test_tokenizer(struct tok *t)
         int rc = tok_encode(t, (const char *)buf, len, (seed >> 40) & 1 ? TOK_ENC_SPECIAL : 0, &ids, err);
         if (rc == ERR_UTF8) { n_bad++; CHECK_EQ(ids.n, 0); continue; }
         CHECK_EQ(rc, 0);
-        CHECK_EQ(tok_utf8_check((const char *)buf, len, NULL), 0);
+        CHECK_EQ(utf8_check((const char *)buf, len, NULL), 0);
         s.n = 0;
         CHECK_EQ(tok_decode(t, ids.v, ids.n, 0, &s, err), 0);
         CHECK_EQ(s.n, len);
@@ -210,7 +211,7 @@ static void test_tokenizer(struct tok *t)
     }
     for (int i = 0; i < nt; i++) tok_ids_fini(&want[i]);
     tok_ids_fini(&ids);
-    tok_str_fini(&s);
+    sbuf_fini(&s);
 }
 
 int main(void)

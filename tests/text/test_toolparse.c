@@ -68,7 +68,7 @@ static void run(const struct tcase *tc, const size_t *cuts, size_t n_cuts)
     struct toolparse *tp;
     char err[ERR_LEN];
     CHECK_EQ(toolparse_create(&tp, 42, names, 2, err), 0);
-    struct tok_str c = {0};
+    struct sbuf c = {0};
     size_t len = strlen(tc->in), at = 0;
     for (size_t i = 0; i <= n_cuts; i++) {
         size_t end = i < n_cuts ? cuts[i] : len;
@@ -76,7 +76,7 @@ static void run(const struct tcase *tc, const size_t *cuts, size_t n_cuts)
         at = end;
     }
     CHECK_EQ(toolparse_finish(tp, &c), 0);
-    tok_str_append(&c, "", 0);
+    sbuf_append(&c, "", 0);
     if (strcmp(c.s, tc->content) || (int)toolparse_n_calls(tp) != tc->n_calls) {
         fprintf(stderr, "input \"%s\" cuts:", tc->in);
         for (size_t i = 0; i < n_cuts; i++) fprintf(stderr, " %zu", cuts[i]);
@@ -131,7 +131,7 @@ static void run(const struct tcase *tc, const size_t *cuts, size_t n_cuts)
         json_decref(msg);
     }
     toolparse_destroy(tp);
-    tok_str_fini(&c);
+    sbuf_fini(&c);
 }
 
 static void test_chunkings(uint64_t seed)
@@ -210,14 +210,14 @@ static void test_request(void)
     snprintf(buf, sizeof buf, "{%s, \"tool_choice\":\"required\"}", tools);
     json_t *root = json_loads(buf, 0, &je);
     CHECK_EQ(toolparse_req_parse(root, &r, &param, err), 0);
-    struct tok_str p = {0};
+    struct sbuf p = {0};
     CHECK_EQ(toolparse_tools_prompt(&r, &p), 0);
-    tok_str_append(&p, "", 0);
+    sbuf_append(&p, "", 0);
     CHECK_CONTAINS(p.s, "### get_time");
     CHECK_CONTAINS(p.s, "Time now");
     CHECK_CONTAINS(p.s, B CB "function" S);
     CHECK_CONTAINS(p.s, "must call");
-    tok_str_fini(&p);
+    sbuf_fini(&p);
     json_decref(root);
 
     /* history: assistant tool_calls -> template structs (object arguments get serialized) */
@@ -281,7 +281,7 @@ static void test_pipe(uint64_t seed)
         CHECK_EQ(toolparse_pipe_finish(&p), 0);
         CHECK_EQ(toolparse_pipe_deltas(&p, deltas), 0);
         /* accumulate */
-        struct tok_str c = {0}, r = {0};
+        struct sbuf c = {0}, r = {0};
         json_t *calls = json_array();
         for (size_t i = 0; i < json_array_size(deltas); i++) {
             json_t *d = json_array_get(deltas, i);
@@ -289,9 +289,9 @@ static void test_pipe(uint64_t seed)
             CHECK(!(tc && (json_object_get(d, "content") || json_object_get(d, "reasoning_content"))));
             json_t *x;
             if ((x = json_object_get(d, "content")))
-                tok_str_append(&c, json_string_value(x), json_string_length(x));
+                sbuf_append(&c, json_string_value(x), json_string_length(x));
             if ((x = json_object_get(d, "reasoning_content")))
-                tok_str_append(&r, json_string_value(x), json_string_length(x));
+                sbuf_append(&r, json_string_value(x), json_string_length(x));
             for (size_t k = 0; tc && k < json_array_size(tc); k++) {
                 json_t *e = json_array_get(tc, k);
                 size_t idx = (size_t)json_integer_value(json_object_get(e, "index"));
@@ -304,25 +304,25 @@ static void test_pipe(uint64_t seed)
                                           json_object_get(fn, "arguments")));
                 } else {
                     json_t *af = json_object_get(json_array_get(calls, idx), "function");
-                    struct tok_str a = {0};
+                    struct sbuf a = {0};
                     json_t *prev = json_object_get(af, "arguments");
                     json_t *add = json_object_get(fn, "arguments");
-                    tok_str_append(&a, json_string_value(prev), json_string_length(prev));
-                    tok_str_append(&a, json_string_value(add), json_string_length(add));
+                    sbuf_append(&a, json_string_value(prev), json_string_length(prev));
+                    sbuf_append(&a, json_string_value(add), json_string_length(add));
                     json_object_set_new(af, "arguments", json_stringn(a.s, a.n));
-                    tok_str_fini(&a);
+                    sbuf_fini(&a);
                 }
             }
         }
-        tok_str_append(&c, "", 0);
-        tok_str_append(&r, "", 0);
+        sbuf_append(&c, "", 0);
+        sbuf_append(&r, "", 0);
         CHECK_STR(c.s, json_string_value(json_object_get(msg, "content")));
         CHECK_STR(r.s, json_string_value(json_object_get(msg, "reasoning_content")));
         CHECK(json_equal(calls, json_object_get(msg, "tool_calls")));
         json_decref(calls);
         json_decref(deltas);
-        tok_str_fini(&c);
-        tok_str_fini(&r);
+        sbuf_fini(&c);
+        sbuf_fini(&r);
         toolparse_pipe_fini(&p);
     }
     /* no tools, no splitting: a pass-through; content null only with tool calls */
@@ -366,7 +366,7 @@ static void test_soup(uint64_t seed)
         for (int mode = 0; mode < 2; mode++) {
             struct toolparse *tp;
             CHECK_EQ(toolparse_create(&tp, 3, names, 2, NULL), 0);
-            struct tok_str c = {0};
+            struct sbuf c = {0};
             for (size_t at = 0; at < len;) {
                 seed = seed * 6364136223846793005ull + 1442695040888963407ull;
                 size_t k = mode == 0 ? len : 1 + (seed >> 33) % 7;
@@ -375,11 +375,11 @@ static void test_soup(uint64_t seed)
                 at += k;
             }
             CHECK_EQ(toolparse_finish(tp, &c), 0);
-            tok_str_append(&c, "", 0);
+            sbuf_append(&c, "", 0);
             calls[mode] = toolparse_n_calls(tp);
             res[mode] = strdup(c.s);
             if (!calls[mode]) CHECK_STR(c.s, in);
-            tok_str_fini(&c);
+            sbuf_fini(&c);
             toolparse_destroy(tp);
         }
         CHECK_STR(res[0], res[1]);

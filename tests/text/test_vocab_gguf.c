@@ -69,11 +69,11 @@ static int run_vocab(const char *dir, const char *name)
             bad++;
         }
         /* decoding gives the input back */
-        struct tok_str s = {0};
+        struct sbuf s = {0};
         CHECK_EQ(tok_decode(t, ids.v, ids.n, 0, &s, err), 0);
         CHECK_EQ(s.n, (size_t)(q - p));
         CHECK(s.n == 0 || memcmp(s.s, p, s.n) == 0);
-        tok_str_fini(&s);
+        sbuf_fini(&s);
         cases++;
         p = q + strlen(sep);
         line = nl + 1;

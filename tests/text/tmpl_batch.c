@@ -100,7 +100,7 @@ int main(int argc, char **argv)
         }
         struct tmpl_opts o = {.add_generation_prompt = json_is_true(json_object_get(c, "add_generation_prompt")),
                               .bos_token = argv[3]};
-        struct tok_str out = {0};
+        struct sbuf out = {0};
         int rc = tmpl_render(kind, m, n, &o, &out, err);
         if (rc) {
             json_t *e = json_object();
@@ -109,7 +109,7 @@ int main(int argc, char **argv)
         } else {
             json_array_append_new(res, json_stringn(out.s ? out.s : "", out.n));
         }
-        tok_str_fini(&out);
+        sbuf_fini(&out);
         for (size_t k = 0; k < n; k++) free(calls[k]);
         free(calls);
         free(m);

@@ -135,7 +135,7 @@ int main(int argc, char **argv)
     }
     json_t *out = json_array();
     struct tok_ids ids = {0};
-    struct tok_str s = {0};
+    struct sbuf s = {0};
     size_t i;
     json_t *v;
     int bad = 0;
@@ -160,7 +160,7 @@ int main(int argc, char **argv)
     json_decref(in);
     json_decref(out);
     tok_ids_fini(&ids);
-    tok_str_fini(&s);
+    sbuf_fini(&s);
     tok_destroy(t);
     return bad;
 }

@@ -1,0 +1,31 @@
+/* sbuf.c - see sbuf.h. */
+#include "sbuf.h"
+
+#include "err.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void sbuf_fini(struct sbuf *b)
+{
+    if (!b) return;
+    free(b->s);
+    b->s = NULL;
+    b->n = b->cap = 0;
+}
+
+int sbuf_append(struct sbuf *b, const char *p, size_t n)
+{
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 64;
+        while (cap < b->n + n + 1) cap *= 2;
+        char *q = realloc(b->s, cap);
+        if (!q) return ERR_NOMEM;
+        b->s = q;
+        b->cap = cap;
+    }
+    if (n) memcpy(b->s + b->n, p, n);
+    b->n += n;
+    b->s[b->n] = 0;
+    return 0;
+}

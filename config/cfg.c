@@ -6,7 +6,7 @@
  */
 #include "cfg.h"
 
-#include "../common/err.h"
+#include "common/err.h"
 
 #include <ctype.h>
 #include <errno.h>

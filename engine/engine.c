@@ -26,16 +26,16 @@
  */
 #include "engine.h"
 
-#include "model/gpu_plan.h"
-#include "model/model.h"
-#include "model/ops.h"
-#include "sched/sched.h"
-#include "text/tok.h"
-#include "weights/weights.h"
+#include "engine/model/gpu_plan.h"
+#include "engine/model/model.h"
+#include "engine/model/ops.h"
+#include "engine/sched/sched.h"
+#include "engine/text/tok.h"
+#include "engine/weights/weights.h"
 
-#include "../common/err.h"
-#include "../common/log.h"
-#include "../config/cfg.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "config/cfg.h"
 
 #include <stdio.h>
 #include <stdlib.h>

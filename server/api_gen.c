@@ -12,7 +12,7 @@
  */
 #include "gen.h"
 
-#include "../common/log.h"
+#include "common/log.h"
 
 #include <stdlib.h>
 #include <string.h>

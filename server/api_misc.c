@@ -5,8 +5,8 @@
  * "max_model_len"}; {"tokens"} -> {"prompt"}). /health is 200 only when the model is loaded,
  * the engine has not failed and the server is not draining.
  */
-#include "../common/err.h"
-#include "../common/utf8.h"
+#include "common/err.h"
+#include "common/utf8.h"
 #include "http.h"
 #include "metrics.h"
 #include "reqparse.h"

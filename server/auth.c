@@ -8,7 +8,7 @@
  */
 #include "auth.h"
 
-#include "../common/err.h"
+#include "common/err.h"
 
 #include <errno.h>
 #include <pthread.h>

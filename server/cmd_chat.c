@@ -19,13 +19,13 @@
  */
 #include "cmd.h"
 
-#include "../common/err.h"
-#include "../common/log.h"
-#include "../config/cfg.h"
-#include "../engine/engine.h"
-#include "../engine/text/detok.h"
-#include "../engine/text/tmpl.h"
-#include "../engine/text/tok.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "config/cfg.h"
+#include "engine/engine.h"
+#include "engine/text/detok.h"
+#include "engine/text/tmpl.h"
+#include "engine/text/tok.h"
 
 #include <errno.h>
 #include <pthread.h>

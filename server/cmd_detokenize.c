@@ -6,9 +6,9 @@
  */
 #include "cmd.h"
 
-#include "../common/err.h"
-#include "../config/cfg.h"
-#include "../engine/text/tok.h"
+#include "common/err.h"
+#include "config/cfg.h"
+#include "engine/text/tok.h"
 
 #include <jansson.h>
 #include <stdio.h>

@@ -8,9 +8,9 @@
  */
 #include "cmd.h"
 
-#include "../common/err.h"
-#include "../config/cfg.h"
-#include "../engine/text/tok.h"
+#include "common/err.h"
+#include "config/cfg.h"
+#include "engine/text/tok.h"
 
 #include <stdio.h>
 #include <stdlib.h>

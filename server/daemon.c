@@ -14,10 +14,10 @@
  * Threads: this file runs on main only. Shutdown order: stop the loop, stop MHD (completes and
  * releases every connection), destroy the engine (delivers the last DONE events), free the rest.
  */
-#include "../common/err.h"
-#include "../common/log.h"
-#include "../config/cfg.h"
-#include "../engine/text/constrain.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "config/cfg.h"
+#include "engine/text/constrain.h"
 #include "auth.h"
 #include "daemon.h"
 #include "http.h"

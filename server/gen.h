@@ -39,9 +39,9 @@
 #ifndef TANDEM_SERVER_GEN_H
 #define TANDEM_SERVER_GEN_H
 
-#include "../common/err.h"
-#include "../engine/text/detok.h"
-#include "../engine/text/toolparse.h"
+#include "common/err.h"
+#include "engine/text/detok.h"
+#include "engine/text/toolparse.h"
 #include "http.h"
 #include "reqparse.h"
 

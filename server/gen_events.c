@@ -15,7 +15,7 @@
  */
 #include "gen.h"
 
-#include "../common/log.h"
+#include "common/log.h"
 #include "metrics.h"
 
 #include <stdio.h>

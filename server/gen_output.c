@@ -15,7 +15,7 @@
  */
 #include "gen.h"
 
-#include "../common/utf8.h"
+#include "common/utf8.h"
 #include "metrics.h"
 
 #include <math.h>

@@ -14,7 +14,7 @@
  */
 #include "gen.h"
 
-#include "../common/log.h"
+#include "common/log.h"
 
 #include <errno.h>
 #include <sys/socket.h>

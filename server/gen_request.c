@@ -14,10 +14,10 @@
  */
 #include "gen.h"
 
-#include "../common/err.h"
-#include "../common/utf8.h"
-#include "../engine/text/constrain.h"
-#include "../engine/text/reasoning.h"
+#include "common/err.h"
+#include "common/utf8.h"
+#include "engine/text/constrain.h"
+#include "engine/text/reasoning.h"
 
 #include <stdio.h>
 #include <stdlib.h>

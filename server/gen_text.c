@@ -13,7 +13,7 @@
  */
 #include "gen.h"
 
-#include "../common/log.h"
+#include "common/log.h"
 
 #include <stdio.h>
 

@@ -22,8 +22,8 @@
  */
 #include "http.h"
 
-#include "../common/err.h"
-#include "../common/log.h"
+#include "common/err.h"
+#include "common/log.h"
 #include "auth.h"
 #include "metrics.h"
 

@@ -17,10 +17,10 @@
 #ifndef TANDEM_SERVER_HTTP_H
 #define TANDEM_SERVER_HTTP_H
 
-#include "../config/cfg.h"
-#include "../engine/engine.h"
-#include "../engine/text/tmpl.h"
-#include "../engine/text/tok.h"
+#include "config/cfg.h"
+#include "engine/engine.h"
+#include "engine/text/tmpl.h"
+#include "engine/text/tok.h"
 
 #include <microhttpd.h>
 #include <jansson.h>

@@ -7,7 +7,7 @@
  */
 #include "metrics.h"
 
-#include "../common/err.h"
+#include "common/err.h"
 
 #include <stdatomic.h>
 #include <stdint.h>

@@ -11,7 +11,7 @@
 #ifndef TANDEM_SERVER_METRICS_H
 #define TANDEM_SERVER_METRICS_H
 
-#include "../engine/engine.h"
+#include "engine/engine.h"
 
 #include <stddef.h>
 

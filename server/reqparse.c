@@ -9,7 +9,7 @@
  */
 #include "reqparse.h"
 
-#include "../common/err.h"
+#include "common/err.h"
 
 #include <errno.h>
 #include <math.h>

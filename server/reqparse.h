@@ -17,9 +17,9 @@
 #ifndef TANDEM_SERVER_REQPARSE_H
 #define TANDEM_SERVER_REQPARSE_H
 
-#include "../engine/engine.h"
-#include "../engine/text/jsonschema.h"
-#include "../engine/text/toolparse.h"
+#include "engine/engine.h"
+#include "engine/text/jsonschema.h"
+#include "engine/text/toolparse.h"
 
 #include <jansson.h>
 #include <stdint.h>

@@ -18,8 +18,8 @@
  */
 #include "sched_internal.h"
 
-#include "../../common/err.h"
-#include "../../common/log.h"
+#include "common/err.h"
+#include "common/log.h"
 
 #include <pthread.h>
 #include <stdio.h>

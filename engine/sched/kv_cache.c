@@ -17,7 +17,7 @@
  */
 #include "kv.h"
 
-#include "../../common/err.h"
+#include "common/err.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -21,7 +21,7 @@
 #ifndef TANDEM_SAMP_H
 #define TANDEM_SAMP_H
 
-#include "../engine.h"
+#include "engine/engine.h"
 
 #include <stdint.h>
 

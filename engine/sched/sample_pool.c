@@ -7,8 +7,8 @@
  */
 #include "sample_pool.h"
 
-#include "../../common/err.h"
-#include "../../common/log.h"
+#include "common/err.h"
+#include "common/log.h"
 
 #include <stdlib.h>
 

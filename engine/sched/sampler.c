@@ -14,7 +14,7 @@
  */
 #include "samp.h"
 
-#include "../../common/err.h"
+#include "common/err.h"
 
 #include <math.h>
 #include <stdlib.h>

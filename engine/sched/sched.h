@@ -11,8 +11,8 @@
 #ifndef TANDEM_SCHED_H
 #define TANDEM_SCHED_H
 
-#include "../engine.h"
-#include "../model/model.h"
+#include "engine/engine.h"
+#include "engine/model/model.h"
 
 #include <stdint.h>
 

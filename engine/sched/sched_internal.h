@@ -21,7 +21,7 @@
 #include "samp.h"
 #include "sample_pool.h"
 
-#include "../../common/err.h"
+#include "common/err.h"
 
 #include <pthread.h>
 #include <stddef.h>

@@ -52,8 +52,8 @@
  */
 #include "sched_internal.h"
 
-#include "../../common/err.h"
-#include "../../common/log.h"
+#include "common/err.h"
+#include "common/log.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -21,8 +21,8 @@
  */
 #include "constrain.h"
 
-#include "../../common/err.h"
-#include "../../common/utf8.h"
+#include "common/err.h"
+#include "common/utf8.h"
 
 #include <limits.h>
 #include <math.h>

@@ -17,8 +17,8 @@
  */
 #include "detok.h"
 
-#include "../../common/err.h"
-#include "../../common/utf8.h"
+#include "common/err.h"
+#include "common/utf8.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -12,7 +12,7 @@
  */
 #include "jsonschema.h"
 
-#include "../../common/err.h"
+#include "common/err.h"
 #include "toolparse.h"
 
 #include <stdatomic.h>

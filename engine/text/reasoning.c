@@ -8,7 +8,7 @@
  */
 #include "reasoning.h"
 
-#include "../../common/err.h"
+#include "common/err.h"
 
 #include <string.h>
 

@@ -26,7 +26,7 @@
 #include "tmpl.h"
 #include "text_internal.h"
 
-#include "../../common/err.h"
+#include "common/err.h"
 
 #include <stdint.h>
 #include <string.h>

@@ -33,7 +33,7 @@
 #ifndef TANDEM_TOK_H
 #define TANDEM_TOK_H
 
-#include "../../common/sbuf.h"
+#include "common/sbuf.h"
 
 #include <stddef.h>
 #include <stdint.h>

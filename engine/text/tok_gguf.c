@@ -9,8 +9,8 @@
  */
 #include "tok.h"
 
-#include "../../common/err.h"
-#include "../weights/gguf.h"
+#include "common/err.h"
+#include "engine/weights/gguf.h"
 
 #include <dirent.h>
 #include <stdio.h>

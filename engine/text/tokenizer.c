@@ -37,9 +37,9 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "tok.h"
 
-#include "../../common/err.h"
-#include "../../common/log.h"
-#include "../../common/utf8.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "common/utf8.h"
 
 #include <jansson.h>
 #include <malloc.h>

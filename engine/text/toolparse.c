@@ -11,7 +11,7 @@
  */
 #include "toolparse.h"
 
-#include "../../common/err.h"
+#include "common/err.h"
 
 #include <ctype.h>
 #include <stdio.h>

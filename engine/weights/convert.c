@@ -13,11 +13,11 @@
 #include "convert.h"
 #include "safetensors.h"
 #include "synth_internal.h"
-#include "../text/tmpl.h"
+#include "engine/text/tmpl.h"
 
-#include "../../common/err.h"
-#include "../../kernels/cpu/cpuq.h"
-#include "../../kernels/cpu/fpconv.h"
+#include "common/err.h"
+#include "kernels/cpu/cpuq.h"
+#include "kernels/cpu/fpconv.h"
 
 #include <jansson.h>
 #include <errno.h>

@@ -17,10 +17,10 @@
 #include "gguf.h"
 #include "safetensors.h"
 
-#include "../../common/err.h"
-#include "../../common/log.h"
-#include "../../kernels/cpu/cpuq.h"
-#include "../../kernels/cpu/fpconv.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "kernels/cpu/cpuq.h"
+#include "kernels/cpu/fpconv.h"
 
 #include <errno.h>
 #include <math.h>

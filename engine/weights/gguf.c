@@ -17,9 +17,9 @@
 #include "gguf.h"
 #include "weights_internal.h"
 
-#include "../../common/err.h"
-#include "../../common/utf8.h"
-#include "../../kernels/cpu/qtype.h"
+#include "common/err.h"
+#include "common/utf8.h"
+#include "kernels/cpu/qtype.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -20,8 +20,8 @@
 #include "weights_internal.h"
 #include "gguf.h"
 
-#include "../../common/err.h"
-#include "../../common/log.h"
+#include "common/err.h"
+#include "common/log.h"
 
 #include <jansson.h>
 #include <math.h>

@@ -3,7 +3,7 @@
  * Threads: any; no shared state. */
 #include "weights_internal.h"
 
-#include "../../common/err.h"
+#include "common/err.h"
 
 #include <errno.h>
 #include <fcntl.h>

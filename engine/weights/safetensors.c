@@ -14,8 +14,8 @@
 #include "safetensors.h"
 #include "weights_internal.h"
 
-#include "../../common/err.h"
-#include "../../kernels/cpu/qtype.h"
+#include "common/err.h"
+#include "kernels/cpu/qtype.h"
 
 #include <errno.h>
 #include <fcntl.h>

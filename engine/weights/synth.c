@@ -14,11 +14,11 @@
  * Threads: wt_synth runs on the calling thread plus the emitter's workers.
  */
 #include "convert.h"
-#include "../text/tmpl.h"
+#include "engine/text/tmpl.h"
 #include "synth_internal.h"
 
-#include "../../common/err.h"
-#include "../../kernels/cpu/cpuq.h"
+#include "common/err.h"
+#include "kernels/cpu/cpuq.h"
 
 #include <math.h>
 #include <stdio.h>

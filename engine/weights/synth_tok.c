@@ -12,8 +12,8 @@
  */
 #include "synth_internal.h"
 
-#include "../../common/err.h"
-#include "../../common/utf8.h"
+#include "common/err.h"
+#include "common/utf8.h"
 
 #include <jansson.h>
 #include <stdio.h>

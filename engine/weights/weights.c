@@ -25,8 +25,8 @@
 #include "gguf.h"
 #include "safetensors.h"
 
-#include "../../common/err.h"
-#include "../../common/log.h"
+#include "common/err.h"
+#include "common/log.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -42,7 +42,7 @@
 #ifndef TANDEM_WEIGHTS_H
 #define TANDEM_WEIGHTS_H
 
-#include "../../kernels/cpu/qtype.h"
+#include "kernels/cpu/qtype.h"
 
 #include <stddef.h>
 #include <stdint.h>

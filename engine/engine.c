@@ -3,8 +3,8 @@
  * What: opens and validates the weights (engine/weights), creates the compute backend from the
  * gpu.* and cpu.* options (ops_create) and builds the forward pass on it (engine/model), sizes
  * the KV cache from the configuration and hands all of it, wrapped in a
- * struct sched_backend, to the scheduler (engine/sched/scheduler.c), which implements the rest
- * of engine.h (submit, cancel, stats, the engine thread). The split keeps the scheduler free of
+ * struct sched_backend, to engine/sched (engine_thread.c implements the rest of engine.h:
+ * submit, cancel, stats, the engine thread; scheduler.c the policy). The split keeps the scheduler free of
  * model dependencies so its tests run against a fake model.
  *
  * KV sizing: context = model.context if set (capped by max_position_embeddings), else

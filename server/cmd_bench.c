@@ -1,6 +1,6 @@
 /* cmd_bench.c - `tandem bench <name> [options]`: dispatch to the benchmark of each area.
  *
- * Each benchmark lives beside the code it measures and prints its own ceiling (see design.md §8);
+ * Each benchmark lives beside the code it measures and prints its own ceiling (docs/model.md §4);
  * this file only picks one by name. Names without a benchmark yet answer "unknown benchmark".
  */
 #include "cmd.h"

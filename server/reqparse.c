@@ -2,7 +2,7 @@
  *
  * What: one small getter per JSON type (number in a range, integer in a range, bool, string)
  * that treats null/absent as "use the default" and reports the field name on a type or range
- * error, then the field list of the chat and completions APIs (anchors.md's table) in order.
+ * error, then the field list of the chat and completions APIs (docs/api.md) in order.
  * Why: every 400 names its parameter (OpenAI's "param"), and no request can reach the engine
  * with a value it would have to re-check.
  * Invariants: on any error, everything allocated so far is released by api_params_fini.

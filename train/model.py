@@ -1,6 +1,6 @@
-"""model.py - a small DeepSeek-V3 in plain PyTorch, written from the spec, for training tandem's
+"""model.py - a small DeepSeek-V3 in plain PyTorch, written from docs/model.md, for training tandem's
 default model. Parameter names and math follow Hugging Face's DeepseekV3ForCausalLM checkpoints
-(../../shared/docs/deepseek-v3-spec.md §2-§3): MLA with q_lora, interleaved RoPE with YaRN and the
+(docs/model.md): MLA with q_lora, interleaved RoPE with YaRN and the
 mscale^2 softmax factor, sigmoid router with correction bias (selection only), group-limited
 top-k, normalized weights times routed_scaling_factor, a shared expert, dense first layers.
 The correction bias is not trained by gradients: train.py nudges it toward balanced expert load
@@ -26,7 +26,7 @@ class RMSNorm(nn.Module):
 
 
 def yarn_freqs(cfg):
-    """omega_i for i in 0..rope_dim/2-1 (spec §3.4.4)."""
+    """omega_i for i in 0..rope_dim/2-1 (docs/model.md §2, RoPE)."""
     dim, theta = cfg["qk_rope_head_dim"], cfg["rope_theta"]
     base = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
     rs = cfg.get("rope_scaling")

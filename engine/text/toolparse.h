@@ -1,6 +1,6 @@
 /* toolparse.h - DeepSeek tool-call markup in generated text -> OpenAI tool_calls.
  *
- * DeepSeek-V3/R1 write tool calls as (spec §6.2; "<｜x｜>" are single added tokens, which the
+ * DeepSeek-V3/R1 write tool calls as ("<｜x｜>" are single added tokens, which the
  * detokenizer emits as their text because they are not "special" in tokenizer.json):
  *
  *   <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME\n```json\nARGS\n```<｜tool▁call▁end｜>

@@ -1,7 +1,7 @@
 /* fp8.h - DeepSeek FP8 (e4m3, 128x128 block scales) on the CPU: dequantize, activation
  * quantization and the W8A8 block linear y = W x, scalar reference plus per-ISA fast paths.
  *
- * Formats (deepseek-v3-spec.md §4):
+ * Formats (docs/model.md §3):
  *   weight  w[rows][cols] e4m3 bytes; scale[ceil(rows/128)][ceil(cols/128)] fp32 multipliers
  *           (`weight_scale_inv`): W[r][c] = e4m3(w[r][c]) * scale[r/128][c/128]; partial edge
  *           blocks reuse their block's scale.

@@ -1,6 +1,6 @@
 /* gemv_fp8.h - FP8 block-scaled linear for decode-sized M (1..16 tokens): y = x W^T.
  *
- * Semantics (DeepSeek fp8_gemm, deepseek-v3-spec.md 4.4):
+ * Semantics (DeepSeek's fp8_gemm; docs/model.md §3):
  *   y[m,n] = sum_j ( sum_{k in block j} qx[m,k] qw[n,k] ) * sx[j,m] * sw[n/128, j]
  * Each 128-wide K block is a separate dot (tensor-core mma, e4m3 x e4m3 -> f32), scaled, then
  * added to an fp32 accumulator. N need not be a multiple of 128 (kv_a: 576 rows); K must be a

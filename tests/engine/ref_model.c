@@ -1,6 +1,6 @@
 /* ref_model.c - the naive float64 reference forward (see ref_model.h).
  *
- * What: deepseek-v3-spec.md §3 written as plainly as possible in double: every weight decoded
+ * What: the forward of docs/model.md written as plainly as possible in double: every weight decoded
  * to a double matrix at create time, one token per step, naive MLA (k_h = [W_UK^h c ; k_pe],
  * v_h = W_UV^h c per head and per cached position, softmax over scores in double), fp64 router,
  * experts, norms and residual stream.

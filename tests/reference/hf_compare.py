@@ -47,7 +47,7 @@ def read_ids(path):
 
 
 def patch_router(fill, stats):
-    """Wrap HF's DeepSeek-V3 expert selection (written from the spec, deepseek-v3-spec.md §3.6:
+    """Wrap HF's DeepSeek-V3 expert selection (docs/model.md §2, MoE:
     sigmoid scores, + correction bias for selection only, top-2-sum group scores, keep topk_group
     groups, top-k; weights from unbiased scores, normalized, scaled). Counts the (token, layer)
     selections that differ between a 0.0 and a -inf fill of the dropped groups, and selects with

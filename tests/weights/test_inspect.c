@@ -2,7 +2,7 @@
  *   - tiny: human and --json output, --tensors lists every tensor with its placement;
  *   - v3-slice with 1 dense + 2 MoE layers and 16 routed experts (all-zero sparse files, so
  *     nothing big is written): per-layer parameter counts equal the ones computed here from the
- *     shapes of deepseek-v3-spec.md section 2;
+ *     shapes in docs/model.md §1;
  *   - errors: missing directory, bad option, unknown preset -> non-zero exit with a message. */
 #include "check.h"
 

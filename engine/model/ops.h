@@ -68,7 +68,7 @@ struct ops_params {
     int gpu_prefill_experts;    /* 0 off, 1 on (setup failures are errors), 2 auto (they log
                                  * and turn it off) */
     int gpu_prefill_min_tokens; /* batches of at least this many tokens stream (<= 0: 256) */
-    int gpu_stream_buffer_mb;   /* staging, two slots (<= 0: 448) */
+    int gpu_stream_buffer_mb;   /* staging, two slots (<= 0: 400) */
     int gpu_prefill_split_tokens;   /* 0: split experts GPU/CPU from measured rates; N: experts
                                      * with >= N tokens on the GPU (1: all) */
 };

@@ -1487,7 +1487,7 @@ int ops_cuda_create(const struct ops_params *p, struct ops **out, char *err)
         struct cus_opts so = {
             .mode = p->gpu_prefill_experts,
             .min_tokens = p->gpu_prefill_min_tokens > 0 ? p->gpu_prefill_min_tokens : 256,
-            .buffer_bytes = (size_t)(p->gpu_stream_buffer_mb > 0 ? p->gpu_stream_buffer_mb : 448)
+            .buffer_bytes = (size_t)(p->gpu_stream_buffer_mb > 0 ? p->gpu_stream_buffer_mb : 400)
                             << 20,
             .split_tokens = p->gpu_prefill_split_tokens, .max_tokens = max_tokens};
         char e2[ERR_LEN];

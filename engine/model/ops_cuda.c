@@ -172,6 +172,7 @@ struct ops_cuda {
     size_t heads_size;
     const struct ops_heads *heads_cur;
     struct cus *cus;            /* expert streaming (gpu.prefill_experts; NULL: off) */
+    int prefill_experts;        /* ops_params.gpu_prefill_experts */
     float *s_acc;               /* streamed layer split with the CPU: the GPU part [max_pad][hidden] */
     int s_acc_hidden;
     cudaEvent_t ev_g;           /* main stream: the GPU part of a split layer is done */
@@ -268,7 +269,7 @@ static void retire(struct ops_cuda *c, struct moe_job *j)
     struct ops_cuda_stats *t = &c->stats;
     t->moe_calls++;
     t->cpu_experts_s += j->seconds;
-    cus_cpu_sample(c->cus, j->seconds, j->pairs);
+    cus_cpu_sample(c->cus, j->n, j->seconds, j->pairs);
     t->xfer_s += (ev_ms(j->ev_a, j->ev_in) + ev_ms(j->ev_c, j->ev_out)) / 1e3;
     float gpu = ev_ms(j->ev_in, j->ev_j), idle = ev_ms(j->ev_j, j->ev_out);
     t->overlap_gpu_s += gpu / 1e3;
@@ -564,8 +565,12 @@ static int cu_moe_create(struct ops *o, int n_expert, const struct wt_view *gate
         }
     } else {
         rc = ops_moe_create(c->cpu, n_expert, gate, up, down, &m->cpu, err);
-        if (!rc && c->cus && (m->st = cus_layer_create(c->cus, n_expert, gate, up, down)) &&
-            m->hidden > c->s_acc_hidden) {
+        if (!rc && c->cus && !(m->st = cus_layer_create(c->cus, n_expert, gate, up, down)) &&
+            c->prefill_experts == 1 && cus_failed(c->cus))
+            rc = err_set(err, ERR_CUDA, "cuda ops: gpu.prefill_experts = on, but the expert "
+                         "streaming could not be set up (the log says why; auto turns it off "
+                         "instead)");
+        if (!rc && m->st && m->hidden > c->s_acc_hidden) {
             cudaFree(c->s_acc);
             c->s_acc = NULL;
             c->s_acc_hidden = 0;
@@ -1483,6 +1488,7 @@ int ops_cuda_create(const struct ops_params *p, struct ops **out, char *err)
     }
     c->ring_off = 0;
     if ((rc = ops_cpu_create(p, &c->cpu, err))) goto fail;
+    c->prefill_experts = p->gpu_prefill_experts;
     if (p->gpu_prefill_experts) {      /* expert streaming for long prefills */
         struct cus_opts so = {
             .mode = p->gpu_prefill_experts,

@@ -606,9 +606,11 @@ void cus_collect(struct cus *s, struct ops_cuda_stats *st)
     st->stream_cpu_us_pair = s->cpu_s_pair * 1e6;
 }
 
-void cus_cpu_sample(struct cus *s, double seconds, long long pairs)
+int cus_failed(const struct cus *s) { return s && s->off; }
+
+void cus_cpu_sample(struct cus *s, int n, double seconds, long long pairs)
 {
-    if (!s || pairs < 256 || !(seconds > 0)) return;
+    if (!s || n < s->o.min_tokens || pairs < 256 || !(seconds > 0)) return;
     double v = seconds / (double)pairs;
     s->cpu_s_pair = s->cpu_measured ? (1 - EMA) * s->cpu_s_pair + EMA * v : v;
     s->cpu_measured = 1;

@@ -77,7 +77,12 @@ int cus_run(struct cus *s, struct cus_layer *l, const float *x, int n, int top_k
 
 /* After st was synchronized: fold the copy timings of the last run into the rates and stats. */
 void cus_collect(struct cus *s, struct ops_cuda_stats *st);
-/* A CPU expert job's wall time over its (expert, token) pairs (ignored below 256 pairs). */
-void cus_cpu_sample(struct cus *s, double seconds, long long pairs);
+/* A CPU expert job of n tokens: its wall time over its (expert, token) pairs. Only jobs of at
+ * least min_tokens tokens (prefill-sized; decode jobs are weight-read bound) and 256 pairs count.
+ * The model "CPU time = pairs x seconds per pair" ignores the per-expert weight read, so it
+ * underestimates experts with very few tokens: they stay on the CPU slightly too readily. */
+void cus_cpu_sample(struct cus *s, int n, double seconds, long long pairs);
+/* 1 once streaming was turned off by a failure (registration, memory; logged). */
+int cus_failed(const struct cus *s);
 
 #endif

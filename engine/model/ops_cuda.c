@@ -537,8 +537,12 @@ static int cu_moe_create(struct ops *o, int n_expert, const struct wt_view *gate
     struct ops_cuda *c = C(o);
     struct ops_moe *m = calloc(1, sizeof *m);
     if (!m) return err_set(err, ERR_NOMEM, "cuda ops: out of memory");
-    m->hidden = (int)gate[0].cols;
-    m->inter = (int)gate[0].rows;
+    for (int e = 0; e < n_expert; e++)       /* an unrouted expert may be a zeroed view */
+        if (gate[e].data || e == n_expert - 1) {
+            m->hidden = (int)gate[e].cols;
+            m->inter = (int)gate[e].rows;
+            break;
+        }
     m->n_expert = n_expert;
     int rc = 0;
     if (c->expert_layers != 0) {        /* this layer's experts go to the GPU */

@@ -272,8 +272,12 @@ struct cus_layer *cus_layer_create(struct cus *s, int n_expert, const struct wt_
         goto off;
     }
     l->n_expert = n_expert;
-    l->hidden = (int)gate[0].cols;
-    l->inter = (int)gate[0].rows;
+    for (int e = 0; e < n_expert; e++)       /* an unrouted expert may be a zeroed view */
+        if (gate[e].data) {
+            l->hidden = (int)gate[e].cols;
+            l->inter = (int)gate[e].rows;
+            break;
+        }
     int nr = 0;
     for (int e = 0; e < n_expert; e++) {
         const struct wt_view *v[3] = {&gate[e], &up[e], &down[e]};

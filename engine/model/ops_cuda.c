@@ -33,6 +33,10 @@
  *     thread does not wait: job records come from a ring (cu_moe).
  *   - routed experts on the GPU (gpu.placement = gpu, gpu.expert_layers): FP8 linears made at
  *     load, run per active expert (moe_gpu).
+ *   - routed experts streamed to the GPU for long prefills (gpu.prefill_experts, off by default):
+ *     moe_stream with ops_cuda_stream.c (registered expert memory copied per expert group on a
+ *     copy stream into two staging slots, cuk_moe_ggml on the main stream, the experts with few
+ *     tokens on the CPU pool at the same time; docs/gpu.md).
  * Numerics: as ops.h, except the tensor-core MLA (two-part bf16 q and P: ~5e-6 relative), the
  * GPU experts (re-quantized to FP8) and the fp32 summation orders of the GEMMs;
  * tests/gpu/test_engine_gpu.c checks the whole forward against the CPU backend.

@@ -526,10 +526,10 @@ int gpu_plan_format(const struct gpu_plan *pl, const struct gpu_plan_params *p, 
         pl->ws_cublaslt / MIB, pl->ws_gemv / MIB, pl->ws_gemm_swap / MIB, pl->ws_mla / MIB,
         pl->ws_block_tables / MIB);
     if (pl->stream_size > 0)
-        put(&o, "%s  stream        %8.2f GiB  %s: staging 2 x %.0f MiB (%d %s experts a slot), "
-            "expert op workspace %.0f MiB, buffers %.0f MiB\n", ind, pl->stream / GIB,
-            p->prefill_experts ? "gpu.prefill_experts" : "off (gpu.prefill_experts would add "
-            "this much)", pl->stream_slots / 2 / MIB, pl->stream_group,
+        put(&o, "%s  stream        %8.2f GiB  gpu.prefill_experts %s %.2f GiB: staging 2 x %.0f "
+            "MiB (%d %s experts a slot), expert op workspace %.0f MiB, buffers %.0f MiB\n", ind,
+            pl->stream / GIB, p->prefill_experts ? "on:" : "off; on would add",
+            pl->stream_size / GIB, pl->stream_slots / 2 / MIB, pl->stream_group,
             tname(p->stream_expert_type), pl->stream_ws / MIB,
             (pl->stream_size - pl->stream_slots - pl->stream_ws) / MIB);
     put(&o, "%s  rounding      %8.2f GiB  cudaMalloc granularity (2 MiB pages above 1 MiB)\n",

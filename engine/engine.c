@@ -98,6 +98,12 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         .spin_us = (int)cfg->cpu_spin_us,
         .gpu_device = (int)cfg->gpu_device,
         .gpu_expert_layers = (int)cfg->gpu_expert_layers,
+        .gpu_prefill_experts = !cfg->gpu_prefill_experts ? 0
+                               : !strcmp(cfg->gpu_prefill_experts, "on") ? 1
+                               : !strcmp(cfg->gpu_prefill_experts, "auto") ? 2 : 0,
+        .gpu_prefill_min_tokens = (int)cfg->gpu_prefill_min_tokens,
+        .gpu_stream_buffer_mb = (int)cfg->gpu_stream_buffer_mb,
+        .gpu_prefill_split_tokens = (int)cfg->gpu_prefill_split_tokens,
     };
     if ((rc = ops_params_parse(&op, cfg->gpu_placement, cfg->gpu_fp8_gemm, err)) != 0 ||
         (rc = ops_create(&op, &em->ops, err)) != 0 ||
@@ -182,6 +188,8 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         pp.fp8_gemm_cublaslt = cfg->gpu_fp8_gemm && !strcmp(cfg->gpu_fp8_gemm, "cublaslt");
         if (cfg->gpu_placement && !strcmp(cfg->gpu_placement, "gpu")) pp.placement = GPU_PLACE_GPU;
         pp.gpu_expert_layers = (int)cfg->gpu_expert_layers;
+        pp.prefill_experts = cfg->gpu_prefill_experts && strcmp(cfg->gpu_prefill_experts, "off");
+        pp.stream_buffer_mb = (int)cfg->gpu_stream_buffer_mb;
         if (gpu_plan_compute(hp, &pp, &pl, perr) == 0) {
             gpu_plan_log(&pl, &pp);
             const double margin = 512.0 * (1 << 20);   /* MLA workspace growth, block tables */

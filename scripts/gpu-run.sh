@@ -17,12 +17,19 @@
 # uses binaries built on the developer machine and carried in build-ibin/ when they load here,
 # else builds them in build-gpu. Writes engine.log.
 # moe (helper D): tests/gpu/test_moe_ggml (+ memcheck) and tests/gpu/bench_moe_ggml; moe.log.
+# stream (helper E): routed experts streamed to the GPU during prefill (gpu.prefill_experts):
+# tests/gpu/test_engine_stream (streamed forwards against the CPU engine), then bench_hybrid
+# prefills of 512..8192 tokens on v3-slices (1 dense + 0 / 3 MoE layers, 256 Q4_K experts,
+# --zero-but-routing) in four modes: off (CPU experts), all (every expert streamed), split (experts
+# above the mean token count streamed, the rest on the CPU), auto (rate-based split); per MoE
+# layer = (best forward with 3 MoE layers - with 0) / 3, beside the H2D GB/s measured in the same
+# run and the PCIe bound (expert bytes copied / that rate). stream.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 steps=() quick=
 for a in "$@"; do
-  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|prof|hf|hfdefault|eval|serve|moe) steps+=("$a") ;;
-    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [prof] [hf] [hfdefault] [eval] [serve] [moe] [--quick]"; exit 2 ;; esac
+  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|prof|hf|hfdefault|eval|serve|moe|stream) steps+=("$a") ;;
+    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [prof] [hf] [hfdefault] [eval] [serve] [moe] [stream] [--quick]"; exit 2 ;; esac
 done
 [ ${#steps[@]} -eq 0 ] && steps=(tests bench)
 has() { local s; for s in "${steps[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
@@ -93,6 +100,7 @@ export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib6
 # Binaries: those built on the developer machine and carried in build-ibin/ when they all load
 # here (saves the device the build), else build-gpu/ built now.
 progs="tandem test_gemm_fp8 test_ops test_mla bench_gpu test_engine_gpu bench_hybrid dump_logits"
+has stream && progs="$progs test_engine_stream"
 ebin=build-ibin
 for p in $progs; do
   if [ ! -x $ebin/$p ] || ldd $ebin/$p | grep -q 'not found'; then ebin=build-gpu; break; fi
@@ -104,7 +112,7 @@ else
     { tail -30 "$out/build.log"; echo "meson setup failed"; exit 1; }
   if ninja -C build-gpu tandem tests/gpu/test_gemm_fp8 tests/gpu/test_ops tests/gpu/test_mla \
        tests/gpu/bench_gpu tests/gpu/test_engine_gpu tests/gpu/bench_hybrid tests/engine/dump_logits \
-       >> "$out/build.log" 2>&1; then
+       $(has stream && echo tests/gpu/test_engine_stream) >> "$out/build.log" 2>&1; then
     rm -f "$out/build.log"
   else
     grep -E 'error|FAILED' "$out/build.log" | head -30; echo "build failed"; exit 1
@@ -178,6 +186,42 @@ if has engine; then
   for p in 1024 4096; do
     timeout 60 $ebin/bench_hybrid --model /tmp/tandem-v3z3 --batch 1 --steps 2 --prompt $p 2>&1 |
         grep prefill | tee -a "$log"
+  done
+fi
+
+if has stream; then
+  log="$out/stream.log"
+  : > "$log"
+  s=$(date +%s)
+  TANDEM_SRC=$PWD TANDEM_BIN=$tb timeout 300 $ebin/test_engine_stream >> "$log" 2>&1
+  rc=$?
+  case $rc in 0) r=PASS ;; 77) r=SKIP ;; *) r="FAIL($rc)" ;; esac
+  summary+=("$(printf '%-9s %-14s %-8s %4ss  %s' stream test_engine_stream "$r" $(( $(date +%s) - s )) \
+              "$(grep TANDEM_TEST_SEED "$log" | tail -1)")")
+  grep -E 'streamed|logits vs|FAIL|PASS' "$log"
+  for nm in 0 3; do
+    [ -d /tmp/tandem-v3z$nm ] || $tb convert synth --preset v3-slice --dense-layers 1 --moe-layers $nm \
+        --experts-n 256 --experts q4_K --zero-but-routing --out /tmp/tandem-v3z$nm > /dev/null 2>&1 ||
+        echo "synth v3-slice failed" | tee -a "$log"
+  done
+  for p in 512 1024 2048 4096 8192; do
+    for mode in off all split auto; do
+      for nm in 0 3; do
+        echo "==== bench_hybrid v3-slice 1 dense + $nm MoE, prefill $p tokens, stream $mode" >> "$log"
+        timeout 300 $ebin/bench_hybrid --model /tmp/tandem-v3z$nm --batch 2 --steps 1 --prompt $p \
+            --stream $mode 2>&1 | grep -v 'tandem\[' | tee -a "$log" > /tmp/bs-$nm.txt
+      done
+      awk -v p=$p -v mode=$mode '
+        /best .* ms per forward/ { for (i = 1; i <= NF; i++) if ($i == "best") b[FILENAME] = $(i + 1) }
+        /^stream:/ && FILENAME ~ /bs-3/ { for (i = 1; i <= NF; i++) {
+            if ($i == "H2D") g = $(i + 1); if ($i == "bound") pb = $(i + 1); if ($i == "copied;") mb = $(i - 2) } }
+        END { b0 = b["/tmp/bs-0.txt"]; b3 = b["/tmp/bs-3.txt"];
+              if (b0 == "" || b3 == "") { printf "prompt %5d %-5s: failed\n", p, mode; exit }
+              per = (b3 - b0) / 3; t61 = b0 + 58 * per;
+              printf "prompt %5d %-5s: per MoE layer %8.2f ms; 61-layer projection %7.0f tokens/s", p, mode, per, p * 1000 / t61;
+              if (g != "") printf "; %s MB/layer copied at %s GB/s (H2D measured), PCIe bound %s ms/layer", mb, g, pb;
+              printf "\n" }' /tmp/bs-0.txt /tmp/bs-3.txt | tee -a "$log"
+    done
   done
 fi
 

@@ -73,6 +73,9 @@ void gpu_plan_defaults(struct gpu_plan_params *p)
     p->kv_block_tokens = 16;
     p->sms = 132;
     p->runtime_reserve = 600 * MIB;     /* measured: docs/gpu-memory.md */
+    p->prefill_experts = 0;
+    p->stream_buffer_mb = 400;
+    p->stream_expert_type = QTYPE_Q4_K;
 }
 
 int gpu_placement_parse(const char *s)
@@ -363,9 +366,36 @@ int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *
                    (p->kvb_type == QTYPE_F8_E4M3 ? al(pl, (double)H * (NOPE + V) * L * 4) : 0);
     pl->workspace = pl->ws_cublaslt + pl->ws_gemv + pl->ws_gemm_swap + pl->ws_mla +
                     pl->ws_block_tables + pl->ws_small;
+    /* ---- expert streaming (ops_cuda_stream.c), counted only when on */
+    double s_gids = 0;
+    if (pl->moe_layers && E > 0 && p->stream_buffer_mb > 0) {
+        const double rnd0 = pl->rounding;
+        int ok1 = 0, ok2 = 0;
+        size_t rb1 = qtype_row_bytes(p->stream_expert_type, D, &ok1);
+        size_t rb2 = qtype_row_bytes(p->stream_expert_type, I, &ok2);
+        double a256 = 256;
+        double eb = ok1 && ok2 ? 2 * ceil((double)I * rb1 / a256) * a256 +
+                                 ceil((double)D * rb2 / a256) * a256 : 0;
+        double slot = (double)(((int64_t)p->stream_buffer_mb << 20) / 2 & ~(int64_t)255);
+        pl->stream_group = eb > 0 ? (int)(slot / eb) : 0;
+        pl->stream_slots = 2 * al(pl, slot);
+        /* cuk_moe_ggml_workspace (moe_ggml.cu's layout, top_k of the model, chunk 1024 rows) */
+        double S = (double)T * K, C = S < 1024 ? S : 1024, segs = ceil(S / 512);
+#define UP(x) (ceil((x) / a256) * a256)
+        pl->stream_ws = al(pl, UP(32.0 * MIB) + UP(2.0 * I * D * 2) + UP((double)D * I * 2) +
+                               UP(C * D * 2) + UP(C * 2 * I * 4) + UP(C * I * 2) + UP(C * D * 4) +
+                               3 * UP(S * 4) + UP(segs * (double)E * 4));
+#undef UP
+        int64_t groups = pl->stream_group > 0 ? cdiv(E, pl->stream_group) : E;
+        s_gids = (double)groups * T * K * 4;
+        pl->stream_size = pl->stream_slots + pl->stream_ws + al(pl, (double)T * D * 4) +
+                          al(pl, (double)max_pad * D * 4) + al(pl, s_gids);
+        if (p->prefill_experts) pl->stream = pl->stream_size;
+        else pl->rounding = rnd0;
+    }
     pl->runtime = p->runtime_reserve;
-    pl->total = pl->weights + pl->kv + pl->activations + pl->workspace + pl->rounding +
-                pl->runtime;
+    pl->total = pl->weights + pl->kv + pl->activations + pl->workspace + pl->stream +
+                pl->rounding + pl->runtime;
 
     /* ---- pinned host: hbuf slots 0-1 (CPU fallbacks: a host embedding table, host linears,
      * CPU attention), 2-4 (expert jobs: x, y, ids + weights), the staging ring */
@@ -391,6 +421,12 @@ int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *
         double need = (double)T * (cdiv(max_seq > 0 ? max_seq : 1, p->kv_block_tokens) + 1) * 4;
         need = (double)(((int64_t)need + 255) & ~(int64_t)255);
         if (2 * need > ring) ring = 2 * need;
+    }
+    if (pl->stream > 0) {       /* moe_stream: routes down (slot 0), CPU routes (slot 1), and
+                                 * every group's routes (cus_run) */
+        if ((double)T * K * 4 > s0) s0 = (double)T * K * 4;
+        if ((double)T * K * 4 > s1) s1 = (double)T * K * 4;
+        ring += s_gids;
     }
     pl->pinned_host = hbuf_size(s0) + hbuf_size(s1) + 2 * hbuf_size(x) +
                       (pl->moe_layers ? hbuf_size(2.0 * T * K * 4) : 0) + ring;
@@ -489,6 +525,13 @@ int gpu_plan_format(const struct gpu_plan *pl, const struct gpu_plan_params *p, 
         "MiB, mla <= %.1f MiB, block tables <= %.1f MiB\n", ind, pl->workspace / GIB,
         pl->ws_cublaslt / MIB, pl->ws_gemv / MIB, pl->ws_gemm_swap / MIB, pl->ws_mla / MIB,
         pl->ws_block_tables / MIB);
+    if (pl->stream_size > 0)
+        put(&o, "%s  stream        %8.2f GiB  gpu.prefill_experts %s %.2f GiB: staging 2 x %.0f "
+            "MiB (%d %s experts a slot), expert op workspace %.0f MiB, buffers %.0f MiB\n", ind,
+            pl->stream / GIB, p->prefill_experts ? "on:" : "off; on would add",
+            pl->stream_size / GIB, pl->stream_slots / 2 / MIB, pl->stream_group,
+            tname(p->stream_expert_type), pl->stream_ws / MIB,
+            (pl->stream_size - pl->stream_slots - pl->stream_ws) / MIB);
     put(&o, "%s  rounding      %8.2f GiB  cudaMalloc granularity (2 MiB pages above 1 MiB)\n",
         ind, pl->rounding / GIB);
     put(&o, "%s  runtime       %8.2f GiB  CUDA context, cuBLAS, small allocations (measured)\n",

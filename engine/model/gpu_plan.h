@@ -18,6 +18,10 @@
  *                the dense FFN's gate / up for one FFN pass) + ops_cuda's FP8 linear scratch
  *   workspace    cuBLASLt, the small-M FP8 kernel, MLA split-K, block tables, small inputs
  *   rounding     cudaMalloc granularity: every allocation above 1 MiB takes whole 2 MiB pages
+ *   stream       gpu.prefill_experts: two staging slots (gpu.stream_buffer_mb), the routed-expert
+ *                op's workspace (kernels/cuda/moe_ggml.h), two [max_batch_tokens][hidden] fp32
+ *                buffers and every group's routes; the pinned source is the registered expert
+ *                memory itself (not counted: it is the weights)
  *   runtime      CUDA context, cuBLAS handle, small allocations: params.runtime_reserve, default
  *                600 MiB from a measurement (nvidia-smi peak minus the counted pools on an H100;
  *                docs/gpu-memory.md), not counted from code
@@ -58,6 +62,9 @@ struct gpu_plan_params {
     int fp8_gemm_cublaslt;          /* gpu.fp8_gemm = cublaslt: cuBLASLt plans for > 16 rows (and
                                        their swapped-operand buffer); 0 = exact (own kernel) */
     double runtime_reserve;         /* bytes for the CUDA context and cuBLAS (measured) */
+    int prefill_experts;            /* gpu.prefill_experts on/auto: the streaming pool counts */
+    int stream_buffer_mb;           /* gpu.stream_buffer_mb (two staging slots) */
+    int stream_expert_type;         /* enum qtype of the streamed (host) experts: slot capacity */
 };
 
 /* Weight bytes on the device, by part (0 where the part stays on the host). */
@@ -81,6 +88,10 @@ struct gpu_plan {
     double weights, kv, activations, workspace;
     double rounding;                /* cudaMalloc granularity over every allocation above */
     double runtime;                 /* params.runtime_reserve */
+    double stream;                  /* expert streaming (ops_cuda_stream.c): staging slots, the
+                                       cuk_moe_ggml workspace, group output / GPU-part
+                                       accumulator, per-group routes; counted in total only with
+                                       params.prefill_experts (stream_size has it either way) */
     double total;                   /* device: all of the above */
     double pinned_host;
     /* details */
@@ -92,11 +103,13 @@ struct gpu_plan {
     int kv_on_gpu;                  /* 0: attention and the cache stay on the host */
     int moe_layers, gpu_expert_layers;
     int64_t max_k, max_n;           /* widest FP8 linear on the device (scratch sizing) */
+    double stream_size, stream_slots, stream_ws;    /* the streaming pool's size and parts */
+    int stream_group;               /* experts of stream_expert_type per staging slot */
 };
 
 /* Defaults: hybrid, FP8 linears, kv_b FP8, embeddings on the host (what ops_cuda does), FP8 GPU
  * experts, 32768 KV tokens, max_batch_tokens 2048, 16-token blocks, 132 SMs, exact FP8 GEMM
- * (no cuBLASLt plans), 600 MiB runtime. */
+ * (no cuBLASLt plans), 600 MiB runtime, expert streaming off (400 MiB staging, Q4_K experts). */
 void gpu_plan_defaults(struct gpu_plan_params *p);
 
 /* Compute the plan. Errors: ERR_INVAL (bad params or hparams; err says which). */

@@ -63,6 +63,14 @@ struct ops_params {
                                  * ~1e-4 accumulation error) instead of the exact own kernel */
     int gpu_expert_layers;      /* hybrid: routed experts of the first N MoE layers on the GPU
                                  * (FP8); 0 = none. OPS_BACKEND_GPU: every layer. */
+    /* hybrid: routed experts streamed to the GPU for long prefills (docs/gpu.md "Streaming
+     * routed experts during prefill"); zero values: off / defaults */
+    int gpu_prefill_experts;    /* 0 off, 1 on (setup failures are errors), 2 auto (they log
+                                 * and turn it off) */
+    int gpu_prefill_min_tokens; /* batches of at least this many tokens stream (<= 0: 256) */
+    int gpu_stream_buffer_mb;   /* staging, two slots (<= 0: 400) */
+    int gpu_prefill_split_tokens;   /* 0: split experts GPU/CPU from measured rates; N: experts
+                                     * with >= N tokens on the GPU (1: all) */
 };
 
 /* The configuration strings gpu.placement ("auto|cpu|hybrid|gpu"; NULL = cpu) and gpu.fp8_gemm

@@ -33,6 +33,10 @@
  *     thread does not wait: job records come from a ring (cu_moe).
  *   - routed experts on the GPU (gpu.placement = gpu, gpu.expert_layers): FP8 linears made at
  *     load, run per active expert (moe_gpu).
+ *   - routed experts streamed to the GPU for long prefills (gpu.prefill_experts, off by default):
+ *     moe_stream with ops_cuda_stream.c (registered expert memory copied per expert group on a
+ *     copy stream into two staging slots, cuk_moe_ggml on the main stream, the experts with few
+ *     tokens on the CPU pool at the same time; docs/gpu.md).
  * Numerics: as ops.h, except the tensor-core MLA (two-part bf16 q and P: ~5e-6 relative), the
  * GPU experts (re-quantized to FP8) and the fp32 summation orders of the GEMMs;
  * tests/gpu/test_engine_gpu.c checks the whole forward against the CPU backend.
@@ -57,6 +61,7 @@
 
 #include "common/log.h"
 #include "engine/model/ops_cuda.h"
+#include "engine/model/ops_cuda_stream.h"
 #include "kernels/cpu/cpuq.h"
 #include "kernels/cpu/fpconv.h"
 #include "kernels/cuda/elementwise.h"
@@ -87,6 +92,7 @@ struct ops_moe {
     struct ops_moe *cpu;        /* the inner CPU backend's experts (NULL when on the GPU) */
     int hidden, inter, n_expert;
     struct ops_lin **gpu;       /* GPU experts: [3 * n_expert] gate, up, down as FP8 linears */
+    struct cus_layer *st;       /* streaming state for long prefills (NULL: never streamed) */
 };
 
 struct hbuf {                   /* pinned host scratch */
@@ -99,6 +105,7 @@ struct hbuf {                   /* pinned host scratch */
 struct moe_job {
     struct ops *cpu;
     double seconds;             /* wall time of the CPU experts (host function) */
+    long long pairs;            /* (token, expert) pairs it computed (host function) */
     const struct ops_moe *m;
     float *x, *w, *y;           /* pinned */
     int32_t *ids;
@@ -168,6 +175,11 @@ struct ops_cuda {
     float *heads_f32;           /* fp32 expansion of one FP8 ops_heads (heads_cur) */
     size_t heads_size;
     const struct ops_heads *heads_cur;
+    struct cus *cus;            /* expert streaming (gpu.prefill_experts; NULL: off) */
+    int prefill_experts;        /* ops_params.gpu_prefill_experts */
+    float *s_acc;               /* streamed layer split with the CPU: the GPU part [max_pad][hidden] */
+    int s_acc_hidden;
+    cudaEvent_t ev_g;           /* main stream: the GPU part of a split layer is done */
     float *pend_y;              /* pend's output (device) */
     size_t pend_bytes;
     struct {                    /* ops_cuda_profile: an event before every op (main stream) */
@@ -261,6 +273,7 @@ static void retire(struct ops_cuda *c, struct moe_job *j)
     struct ops_cuda_stats *t = &c->stats;
     t->moe_calls++;
     t->cpu_experts_s += j->seconds;
+    cus_cpu_sample(c->cus, j->n, j->seconds, j->pairs);
     t->xfer_s += (ev_ms(j->ev_a, j->ev_in) + ev_ms(j->ev_c, j->ev_out)) / 1e3;
     float gpu = ev_ms(j->ev_in, j->ev_j), idle = ev_ms(j->ev_j, j->ev_out);
     t->overlap_gpu_s += gpu / 1e3;
@@ -275,6 +288,7 @@ static void host_sync(struct ops_cuda *c)
     CK(c, cudaStreamSynchronize(c->st), "synchronize");
     for (int i = 0; i < N_JOBS; i++) retire(c, &c->jobs[i]);
     prof_fold(c);
+    cus_collect(c->cus, &c->stats);
 }
 
 static void *hbuf(struct ops_cuda *c, int i, size_t bytes)
@@ -513,6 +527,7 @@ static void cu_moe_destroy(struct ops *o, struct ops_moe *m)
     struct ops_cuda *c = C(o);
     host_sync(c);
     if (m->cpu) ops_moe_destroy(c->cpu, m->cpu);
+    cus_layer_destroy(c->cus, m->st);
     for (int i = 0; m->gpu && i < 3 * m->n_expert; i++)
         if (m->gpu[i]) cu_lin_destroy(o, m->gpu[i]);
     free(m->gpu);
@@ -526,8 +541,12 @@ static int cu_moe_create(struct ops *o, int n_expert, const struct wt_view *gate
     struct ops_cuda *c = C(o);
     struct ops_moe *m = calloc(1, sizeof *m);
     if (!m) return err_set(err, ERR_NOMEM, "cuda ops: out of memory");
-    m->hidden = (int)gate[0].cols;
-    m->inter = (int)gate[0].rows;
+    for (int e = 0; e < n_expert; e++)       /* an unrouted expert may be a zeroed view */
+        if (gate[e].data || e == n_expert - 1) {
+            m->hidden = (int)gate[e].cols;
+            m->inter = (int)gate[e].rows;
+            break;
+        }
     m->n_expert = n_expert;
     int rc = 0;
     if (c->expert_layers != 0) {        /* this layer's experts go to the GPU */
@@ -554,6 +573,21 @@ static int cu_moe_create(struct ops *o, int n_expert, const struct wt_view *gate
         }
     } else {
         rc = ops_moe_create(c->cpu, n_expert, gate, up, down, &m->cpu, err);
+        if (!rc && c->cus && !(m->st = cus_layer_create(c->cus, n_expert, gate, up, down)) &&
+            c->prefill_experts == 1 && cus_failed(c->cus))
+            rc = err_set(err, ERR_CUDA, "cuda ops: gpu.prefill_experts = on, but the expert "
+                         "streaming could not be set up (the log says why; auto turns it off "
+                         "instead)");
+        if (!rc && m->st && m->hidden > c->s_acc_hidden) {
+            cudaFree(c->s_acc);
+            c->s_acc = NULL;
+            c->s_acc_hidden = 0;
+            if (cudaMalloc((void **)&c->s_acc, (size_t)c->max_pad * m->hidden * sizeof(float)) !=
+                cudaSuccess)
+                rc = err_set(err, ERR_NOMEM, "cuda ops: out of device memory (expert streaming)");
+            else
+                c->s_acc_hidden = m->hidden;
+        }
     }
     if (rc) {
         cu_moe_destroy(o, m);
@@ -1063,6 +1097,9 @@ static void CUDART_CB moe_host(void *ud)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     ops_moe(j->cpu, j->m->cpu, j->x, j->n, j->ids, j->w, j->top_k, j->y);
     clock_gettime(CLOCK_MONOTONIC, &t1);
+    long long pairs = 0;
+    for (long long i = 0; i < (long long)j->n * j->top_k; i++) pairs += j->ids[i] >= 0;
+    j->pairs = pairs;
     j->seconds = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
     char e2[ERR_LEN];
     int rc = ops_error(j->cpu, e2);
@@ -1130,6 +1167,57 @@ static void moe_gpu(struct ops_cuda *c, const struct ops_moe *m, const float *x,
     }
 }
 
+/* Enqueue the CPU experts of a layer as a job on the side stream (see cu_moe). Routes: device
+ * ids (copied with x and w), or host_ids (any host memory; only after a host synchronization,
+ * when no job uses the pinned slots). finish = 0 leaves the job open: the caller enqueues more
+ * side-stream work after the result's copy into y and then calls job_finish. */
+static struct moe_job *job_enqueue(struct ops_cuda *c, const struct ops_moe *m, const float *x,
+                                   int n, const int32_t *ids, const int32_t *host_ids,
+                                   const float *w, int top_k, float *y, int finish);
+static void job_finish(struct ops_cuda *c, struct moe_job *j, float *y, size_t bytes);
+
+/* Routed experts streamed to the GPU (long prefills; ops_cuda_stream.h): the routes come to the
+ * host (one synchronization per layer), cus_plan splits the active experts between the GPU and
+ * the CPU pool; the CPU part runs as an ordinary expert job on the side stream while the main
+ * stream computes the GPU part (cus_run) into s_acc; the side stream then waits for the GPU part
+ * and adds it into y after the CPU result's copy, so the join (ev_out) covers both. A layer with
+ * no CPU part writes y on the main stream directly; one with no GPU part is an ordinary job. */
+static void moe_stream(struct ops_cuda *c, const struct ops_moe *m, const float *x, int n,
+                       const int32_t *ids, const float *w, int top_k, float *y)
+{
+    size_t kb = (size_t)n * top_k * sizeof(int32_t);
+    const int32_t *hid = (const int32_t *)to_host(c, 0, ids, kb);
+    int32_t *cids = hbuf(c, 1, kb);
+    if (!hid || !cids) return;
+    host_sync(c);
+    long long cpairs = 0;
+    int ngx = cus_plan(c->cus, m->st, hid, n, top_k, cids, &cpairs);
+    if (ngx == 0) {
+        job_enqueue(c, m, x, n, ids, NULL, w, top_k, y, 1);
+        return;
+    }
+    struct moe_job *j = NULL;
+    float *gout = y;
+    if (cpairs > 0) {
+        ASSERT(c->s_acc && c->s_acc_hidden >= m->hidden && n <= c->max_pad);
+        if (!(j = job_enqueue(c, m, x, n, NULL, cids, w, top_k, y, 0))) return;
+        gout = c->s_acc;
+    }
+    char e2[ERR_LEN];
+    int rc = cus_run(c->cus, m->st, x, n, top_k, w, gout, c->st, e2);
+    if (rc) ops__fail(&c->base, rc, e2);
+    if (!j) return;
+    /* side stream: after the CPU part's copy into y, wait for the GPU part and add it */
+    size_t yb = (size_t)n * m->hidden * sizeof(float);
+    CK(c, cudaEventRecord(c->ev_g, c->st), "event");
+    CK(c, cudaStreamWaitEvent(c->side, c->ev_g, 0), "stream wait");
+    if (!rc) {
+        struct cuk_add_args a = {.n = (size_t)n * m->hidden, .y = y, .x = c->s_acc, .alpha = 1.0f};
+        KR(c, cuk_add(&a, c->side), "add");
+    }
+    job_finish(c, j, y, yb);
+}
+
 /* No host synchronization: the engine thread enqueues and goes on with the next layers, so their
  * launches hide under the CPU experts. The pinned buffers are shared by consecutive jobs: job
  * i+1's input copy is ordered on the main stream after its wait for job i's result, i.e. after
@@ -1145,6 +1233,17 @@ static void cu_moe(struct ops *o, const struct ops_moe *m, const float *x, int n
         moe_gpu(c, m, x, n, ids, w, top_k, y);
         return;
     }
+    if (cus_wants(c->cus, m->st, n)) {
+        moe_stream(c, m, x, n, ids, w, top_k, y);
+        return;
+    }
+    job_enqueue(c, m, x, n, ids, NULL, w, top_k, y, 1);
+}
+
+static struct moe_job *job_enqueue(struct ops_cuda *c, const struct ops_moe *m, const float *x,
+                                   int n, const int32_t *ids, const int32_t *host_ids,
+                                   const float *w, int top_k, float *y, int finish)
+{
     ASSERT(c->next_job >= 0 && c->next_job < N_JOBS);
     struct moe_job *j = &c->jobs[c->next_job];
     if (j->state) {     /* N_JOBS layers ago: joined long since; wait for it on the host */
@@ -1156,10 +1255,11 @@ static void cu_moe(struct ops *o, const struct ops_moe *m, const float *x, int n
     size_t xb = (size_t)n * m->hidden * sizeof(float), kb = (size_t)n * top_k * sizeof(float);
     float *hx = hbuf(c, 2, xb), *hy = hbuf(c, 3, xb);
     char *hk = hbuf(c, 4, 2 * kb);
-    if (!hx || !hy || !hk) return;
+    if (!hx || !hy || !hk) return NULL;
     c->next_job = (c->next_job + 1) % N_JOBS;
     j->cpu = c->cpu;
     j->seconds = 0;
+    j->pairs = 0;
     j->m = m;
     j->x = hx;
     j->y = hy;
@@ -1170,19 +1270,27 @@ static void cu_moe(struct ops *o, const struct ops_moe *m, const float *x, int n
     j->rc = 0;
     j->err[0] = 0;
     j->state = 1;
+    if (host_ids) memcpy(j->ids, host_ids, kb);
     CK(c, cudaEventRecord(j->ev_a, c->st), "event");
     CK(c, cudaMemcpyAsync(hx, x, xb, cudaMemcpyDeviceToHost, c->st), "moe in");
-    CK(c, cudaMemcpyAsync(j->ids, ids, kb, cudaMemcpyDeviceToHost, c->st), "moe in");
+    if (!host_ids)
+        CK(c, cudaMemcpyAsync(j->ids, ids, kb, cudaMemcpyDeviceToHost, c->st), "moe in");
     CK(c, cudaMemcpyAsync(j->w, w, kb, cudaMemcpyDeviceToHost, c->st), "moe in");
     CK(c, cudaEventRecord(j->ev_in, c->st), "event");
     CK(c, cudaStreamWaitEvent(c->side, j->ev_in, 0), "stream wait");
     CK(c, cudaLaunchHostFunc(c->side, moe_host, j), "host func");
     CK(c, cudaEventRecord(j->ev_c, c->side), "event");
     CK(c, cudaMemcpyAsync(y, hy, xb, cudaMemcpyHostToDevice, c->side), "moe out");
+    if (finish) job_finish(c, j, y, xb);
+    return j;
+}
+
+static void job_finish(struct ops_cuda *c, struct moe_job *j, float *y, size_t bytes)
+{
     CK(c, cudaEventRecord(j->ev_out, c->side), "event");
     c->pend = j;
     c->pend_y = y;
-    c->pend_bytes = xb;
+    c->pend_bytes = bytes;
 }
 
 static void cu_swiglu(struct ops *o, const float *gate, const float *up, int64_t n, float *y)
@@ -1254,6 +1362,9 @@ static void cu_destroy(struct ops *o)
     cudaFree(c->ex_g);
     cudaFree(c->ex_u);
     cudaFree(c->ex_y);
+    cus_destroy(c->cus);
+    cudaFree(c->s_acc);
+    if (c->ev_g) cudaEventDestroy(c->ev_g);
     free(c->ex_sort);
     cudaFree(c->kv_dev);
     free(c->kv_dev_layer);
@@ -1385,6 +1496,28 @@ int ops_cuda_create(const struct ops_params *p, struct ops **out, char *err)
     }
     c->ring_off = 0;
     if ((rc = ops_cpu_create(p, &c->cpu, err))) goto fail;
+    c->prefill_experts = p->gpu_prefill_experts;
+    if (p->gpu_prefill_experts) {      /* expert streaming for long prefills */
+        struct cus_opts so = {
+            .mode = p->gpu_prefill_experts,
+            .min_tokens = p->gpu_prefill_min_tokens > 0 ? p->gpu_prefill_min_tokens : 256,
+            .buffer_bytes = (size_t)(p->gpu_stream_buffer_mb > 0 ? p->gpu_stream_buffer_mb : 400)
+                            << 20,
+            .split_tokens = p->gpu_prefill_split_tokens, .max_tokens = max_tokens};
+        char e2[ERR_LEN];
+        if (cudaEventCreateWithFlags(&c->ev_g, cudaEventDisableTiming) != cudaSuccess) {
+            rc = err_set(err, ERR_CUDA, "cuda ops: event creation failed on device %d", device);
+            goto fail;
+        }
+        if ((rc = cus_create(&so, &c->cus, e2))) {
+            if (p->gpu_prefill_experts == 1) {      /* on: an error; auto: off */
+                rc = err_set(err, rc, "%s", e2);
+                goto fail;
+            }
+            LOG_WARN("gpu", "expert streaming off: %s", e2);
+            rc = 0;
+        }
+    }
     struct cudaDeviceProp prop;
     if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) prop.name[0] = 0;
     snprintf(c->name, sizeof c->name, "hybrid:%.16s+%s", prop.name, ops_name(c->cpu));

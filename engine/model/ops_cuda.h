@@ -33,6 +33,14 @@ struct ops_cuda_stats {
      * experts' result */
     double op_s[OPS_PROF_N];
     long long op_n[OPS_PROF_N];
+    /* streamed prefill layers (gpu.prefill_experts; ops_cuda_stream.h): layers streamed, experts
+     * and (expert, token) pairs computed on the GPU / left to the CPU pool, expert bytes copied
+     * host -> device and the copy stream's time for them (sum over groups: bytes / copy_s is the
+     * measured H2D rate); the current rate estimates the split uses */
+    long long stream_layers, stream_gpu_experts, stream_cpu_experts;
+    long long stream_gpu_pairs, stream_cpu_pairs;
+    double stream_bytes, stream_copy_s;
+    double stream_gbs, stream_cpu_us_pair;
 };
 /* Where the routed-expert layers' time went since the last reset (benchmarks). Per expert call:
  * xfer = hidden states / routes to the host + result back (GPU copy time), cpu_experts = the CPU

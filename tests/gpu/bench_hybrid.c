@@ -2,6 +2,8 @@
  *
  *   bench_hybrid --model DIR [--batch B] [--steps S] [--prompt P] [--placement hybrid|cpu]
  *                [--threads N] [--spin-us N] [--dram-gbs X] [--profile 1]
+ *                [--stream off|all|split|auto] [--split-tokens N] [--buffer-mb N]
+ *                [--min-tokens N]
  *
  * Builds the model with the given placement (default hybrid), prefills B sequences of P random
  * tokens each (one forward per sequence, last-token logits: tokens/s), then runs S decode steps of B tokens (one per
@@ -14,6 +16,13 @@
  * derives the per-MoE-layer cost from two slices with 1 and 3 MoE layers (the honest projection).
  * --profile 1 also prints the main stream's time per op kind and step (ops_cuda_profile: an event
  * before every op, so each op's GPU time plus the launch gap after it).
+ * --stream: routed experts streamed to the GPU during prefill (gpu.prefill_experts on,
+ * ops_cuda_stream.c): all = every routed expert on the GPU (prefill_split_tokens 1), split = those
+ * with >= --split-tokens tokens (default: the mean per expert), auto = the backend's rate-based
+ * split; --min-tokens (default 256) and --buffer-mb (default 400) as the options. Prints the best
+ * prefill forward time and, per streamed layer call, the experts on each side, the expert bytes
+ * copied, the H2D rate measured in this run (copy-stream time only) and the PCIe bound (bytes /
+ * that rate). Prompts up to 16384 tokens (one forward each; --batch 2 gives a warm second one).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +47,8 @@ int main(int argc, char **argv)
 {
     const char *dir = NULL, *placement = "hybrid";
     int B = 1, S = 16, P = 64, threads = 0, profile = 0, spin_us = 50;
+    int split_tokens = -1, buffer_mb = 400, min_tokens = 256;
+    const char *stream = "off";
     double dram = 103.0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--model")) dir = argv[i + 1];
@@ -49,11 +60,19 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--placement")) placement = argv[i + 1];
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--dram-gbs")) dram = atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "--stream")) stream = argv[i + 1];
+        else if (!strcmp(argv[i], "--split-tokens")) split_tokens = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--buffer-mb")) buffer_mb = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--min-tokens")) min_tokens = atoi(argv[i + 1]);
         else dir = NULL, i = argc;
     }
-    if (!dir || B < 1 || B > 64 || S < 1 || P < 1 || P > 4096) {
+    int smode = !strcmp(stream, "off") ? 0 : !strcmp(stream, "all") ? 1 : !strcmp(stream, "split")
+                ? 2 : !strcmp(stream, "auto") ? 3 : -1;
+    if (!dir || B < 1 || B > 64 || S < 1 || P < 1 || P > 16384 || smode < 0) {
         fprintf(stderr, "usage: bench_hybrid --model DIR [--batch 1..64] [--steps S] "
-                "[--prompt 1..4096] [--placement hybrid|cpu] [--threads N] [--dram-gbs X]\n");
+                "[--prompt 1..16384] [--placement hybrid|cpu] [--threads N] [--dram-gbs X] "
+                "[--stream off|all|split|auto] [--split-tokens N] [--buffer-mb N] "
+                "[--min-tokens N]\n");
         return 2;
     }
     char err[ERR_LEN];
@@ -66,6 +85,12 @@ int main(int argc, char **argv)
     struct model *m = NULL;
     struct ops_params op = {.max_tokens = P > B ? P : B, .n_threads = threads, .pin = 1,
                             .spin_us = spin_us};
+    if (smode) {
+        op.gpu_prefill_experts = 1;
+        op.gpu_prefill_min_tokens = min_tokens;
+        op.gpu_stream_buffer_mb = buffer_mb;
+        op.gpu_prefill_split_tokens = smode == 1 ? 1 : smode == 3 ? 0 : split_tokens;
+    }
     double t0 = now();
     if (ops_params_parse(&op, placement, NULL, err) || tm_create(w, &op, &o, &m, err)) {
         fprintf(stderr, "bench_hybrid: %s\n", err);
@@ -74,16 +99,28 @@ int main(int argc, char **argv)
     const struct wt_hparams *hp = model_hparams(m);
     int n_moe = 0;
     for (int l = 0; l < hp->n_layers; l++) n_moe += wt_layer_is_moe(hp, l);
+    if (smode == 2 && split_tokens < 0) {   /* split at the mean tokens per expert */
+        op.gpu_prefill_split_tokens = P * hp->top_k / (hp->n_routed > 0 ? hp->n_routed : 1);
+        if (op.gpu_prefill_split_tokens < 2) op.gpu_prefill_split_tokens = 2;
+        tm_destroy(o, m);
+        if (tm_create(w, &op, &o, &m, err)) {
+            fprintf(stderr, "bench_hybrid: %s\n", err);
+            return 1;
+        }
+        hp = model_hparams(m);
+    }
     printf("model %s: %d layers (%d MoE), backend %s, load %.1f s\n", dir, hp->n_layers, n_moe,
            ops_name(o), now() - t0);
     struct tkv kv;
     if (tkv_init(&kv, model_n_layers(m), model_kv_dim(m), B, P + S + 1, 64)) return 1;
     int V = model_vocab(m);
-    float *logits = malloc((size_t)P * V * sizeof(float));
+    float *logits = malloc((size_t)B * V * sizeof(float));
     int32_t *tok = malloc((size_t)P * 4);
     if (!logits || !tok) return 1;
     unsigned long long r = 88172645463325252ull;
-    double tp = 0;
+    double tp = 0, tbest = 1e30;
+    struct ops_cuda_stats st;
+    ops_cuda_stats(o, &st, 1);
     for (int s = 0; s < B; s++) {
         for (int i = 0; i < P; i++) {
             r ^= r << 13, r ^= r >> 7, r ^= r << 17;
@@ -103,10 +140,24 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_hybrid: prefill: %s\n", err);
             return 1;
         }
-        tp += now() - a;
+        double ta = now() - a;
+        tp += ta;
+        tbest = ta < tbest ? ta : tbest;
     }
-    printf("prefill: %d x %d tokens, %.1f tokens/s (one forward per sequence, logits for the last token)\n", B, P, B * P / tp);
-    struct ops_cuda_stats st;
+    printf("prefill: %d x %d tokens, %.1f tokens/s (one forward per sequence, logits for the last token); best %.3f ms per forward (stream %s)\n", B, P, B * P / tp, tbest * 1e3, stream);
+    ops_cuda_stats(o, &st, 1);
+    if (smode && st.stream_layers > 0) {
+        double k = 1.0 / (double)st.stream_layers;
+        double gbs = st.stream_copy_s > 0 ? st.stream_bytes / st.stream_copy_s / 1e9 : 0;
+        printf("stream: %lld layer calls (split tokens %d); per layer call: GPU %.1f experts "
+               "(%.0f pairs), CPU %.1f experts (%.0f pairs), %.1f MB copied; H2D %.2f GB/s "
+               "measured; PCIe bound %.3f ms/layer; CPU experts %.3f ms/layer; rates now %.1f "
+               "GB/s, %.2f us per CPU pair\n", st.stream_layers, op.gpu_prefill_split_tokens,
+               st.stream_gpu_experts * k, st.stream_gpu_pairs * k, st.stream_cpu_experts * k,
+               st.stream_cpu_pairs * k, st.stream_bytes * k / 1e6, gbs,
+               gbs > 0 ? st.stream_bytes * k / (gbs * 1e9) * 1e3 : 0.0,
+               st.cpu_experts_s * k * 1e3, st.stream_gbs, st.stream_cpu_us_pair);
+    }
     if (profile) ops_cuda_profile(o, 1);
     ops_cuda_stats(o, &st, 1);
     int32_t dt[64], pos[64], seq[64], li[64];

@@ -113,8 +113,10 @@ static void v3_exact(const struct wt_hparams *hp)
     CHECK(pl.ws_gemv > 0 && pl.ws_gemv < 16 * 1048576.0);
     CHECK(pl.ws_mla > 0 && pl.ws_mla < 256 * 1048576.0);
     CHECK_EQ(pl.ws_block_tables, 2048.0 * (32768 / 16) * 8);
-    CHECK_NEAR(pl.total, pl.weights + pl.kv + pl.activations + pl.workspace + pl.rounding +
-                         pl.runtime, 1);
+    CHECK_NEAR(pl.total, pl.weights + pl.kv + pl.activations + pl.workspace + pl.stream +
+                         pl.rounding + pl.runtime, 1);
+    CHECK_EQ(pl.stream, 0);                 /* gpu.prefill_experts off: not counted */
+    CHECK(pl.stream_size > 0);
     CHECK(pl.rounding > 0 && pl.rounding < 0.5 * GIB);
     print_plan("DeepSeek-V3, hybrid, 32K context, the earlier layout (embeddings on the GPU, kv_b "
                "fp32):", &pl, &p);
@@ -163,6 +165,24 @@ static void v3_exact(const struct wt_hparams *hp)
     int64_t fit = gpu_plan_kv_tokens_fit(hp, &q, BUDGET);
     printf("  KV tokens that fit 22 GB with this layout: %lld\n", (long long)fit);
     CHECK(fit >= 32768);
+
+    /* expert streaming for long prefills (gpu.prefill_experts, default 400 MiB staging, Q4_K):
+     * 8 experts of 24.8 MB a slot; the default layout at 32K context stays within 24 GB */
+    q.max_batch_tokens = 2048;
+    double off_total = 0;
+    CHECK_EQ(gpu_plan_compute(hp, &q, &o, err), 0);
+    off_total = o.total;
+    q.prefill_experts = 1;
+    CHECK_EQ(gpu_plan_compute(hp, &q, &o, err), 0);
+    print_plan("DeepSeek-V3, hybrid, 32K context, max_batch_tokens 2048, gpu.prefill_experts on:",
+               &o, &q);
+    printf("  -> %.2f GB (%.2f GiB): %s 24 GB\n", o.total / 1e9, o.total / GIB,
+           o.total <= 24e9 ? "fits" : "does NOT fit");
+    CHECK_EQ(o.stream_group, 8);
+    CHECK(o.stream == o.stream_size && o.stream > 400 * 1048576.0 && o.stream < 1.0 * GIB);
+    CHECK(o.total > off_total && o.total <= 24e9);
+    CHECK_NEAR(o.total, o.weights + o.kv + o.activations + o.workspace + o.stream + o.rounding +
+                        o.runtime, 1);
 
     /* the largest step per layout (for the report) */
     for (int lay = 0; lay < 4; lay++) {

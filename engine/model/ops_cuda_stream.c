@@ -1,0 +1,621 @@
+/* ops_cuda_stream.c - routed experts streamed host -> device during long prefills (see
+ * ops_cuda_stream.h for the contract and docs/gpu.md for the design).
+ *
+ * Invariants that would corrupt memory if broken (slot offsets within a slot, group ids within
+ * the staging arrays, registration list bounds) are ASSERTed.
+ */
+#include "engine/model/ops_cuda_stream.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "common/log.h"
+#include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/moe_ggml.h"
+
+#define EMA 0.3                 /* weight of a new rate sample */
+#define DEF_GBS 16.0            /* H2D GB/s until measured (the link does 51-55 pinned) */
+#define DEF_CPU_S_PAIR 20e-6    /* CPU seconds per (expert, token) until measured (~48 us for
+                                 * DeepSeek-V3 Q4_K at 45 tokens/s prefill: this favours the CPU) */
+#define ALIGN 256
+
+struct reg {                    /* one cudaHostRegister'ed range */
+    uintptr_t lo, hi;
+    const struct cus_layer *owner;
+};
+
+struct cus_layer {
+    int n_expert, hidden, inter;
+    struct cuk_ggml_mat *src;   /* [3][n_expert]: gate, up, down with HOST data pointers */
+    size_t *eb;                 /* [n_expert]: the expert's bytes in a slot (aligned parts) */
+};
+
+struct cus {
+    struct cus_opts o;
+    int off;                    /* streaming turned off (a failure, logged) */
+    cudaStream_t cp;            /* the copy stream */
+    cudaEvent_t ev_copied[2], ev_free[2];
+    int slot_next;
+    void *slot[2];
+    size_t slot_bytes;
+    cudaEvent_t *ev_t;          /* [2 * n_ev_t]: per group, copy start / end (copy stream) */
+    int n_ev_t;
+    double *grp_bytes;          /* [n_ev_t] */
+    int pend_groups;            /* groups of the last run whose timings are not folded yet */
+    /* cuk_moe_ggml */
+    struct cuk_moe_ggml *mg;
+    struct cuk_moe_ggml_dims dims;
+    void *ws;
+    size_t ws_bytes;
+    float *go;                  /* device [max_tokens][hidden]: one group's output */
+    /* routes per group: pinned host and device [n_groups][n * top_k] */
+    int32_t *h_gids, *d_gids;
+    size_t gids_n;
+    /* the last plan */
+    int plan_E, n_groups, plan_n, plan_k;
+    const int32_t *plan_hid;    /* the caller's routes, valid until cus_run */
+    int32_t *count, *order, *grp, *gexp, *gstart;   /* [E], [E], [E], [E], [E + 1] */
+    int plan_cap;
+    struct cuk_ggml_mat *tab;   /* [3][E]: the device table of one group */
+    /* rates */
+    double gbs, cpu_s_pair;
+    int gbs_measured, cpu_measured;
+    /* counters not yet folded into the stats */
+    long long n_layers, n_gx, n_cx, n_gp, n_cp;
+    /* registrations */
+    struct reg *regs;
+    int n_regs, cap_regs;
+};
+
+static size_t up_align(size_t x) { return (x + ALIGN - 1) & ~(size_t)(ALIGN - 1); }
+
+static size_t mat_bytes(const struct cuk_ggml_mat *m)
+{
+    if (m->rows <= 0) return 0;
+    return (size_t)(m->rows - 1) * m->row_bytes + cuk_ggml_row_size(m->type, m->cols);
+}
+
+int cus_create(const struct cus_opts *o, struct cus **out, char *err)
+{
+    *out = NULL;
+    if (o->mode == 0) return 0;
+    struct cus *s = calloc(1, sizeof *s);
+    if (!s) return err_set(err, ERR_NOMEM, "cuda ops: out of memory (expert streaming)");
+    s->o = *o;
+    s->gbs = DEF_GBS;
+    s->cpu_s_pair = DEF_CPU_S_PAIR;
+    s->slot_bytes = (o->buffer_bytes / 2) & ~(size_t)(ALIGN - 1);
+    int rc = 0;
+    if (cudaStreamCreateWithFlags(&s->cp, cudaStreamNonBlocking) != cudaSuccess)
+        rc = err_set(err, ERR_CUDA, "cuda ops: expert streaming: copy stream");
+    for (int i = 0; !rc && i < 2; i++)
+        if (cudaEventCreateWithFlags(&s->ev_copied[i], cudaEventDisableTiming) != cudaSuccess ||
+            cudaEventCreateWithFlags(&s->ev_free[i], cudaEventDisableTiming) != cudaSuccess)
+            rc = err_set(err, ERR_CUDA, "cuda ops: expert streaming: events");
+    for (int i = 0; !rc && i < 2; i++)
+        if (cudaMalloc(&s->slot[i], s->slot_bytes ? s->slot_bytes : ALIGN) != cudaSuccess)
+            rc = err_set(err, ERR_NOMEM, "cuda ops: expert streaming: out of device memory for "
+                         "the staging slots (gpu.stream_buffer_mb = %zu)", o->buffer_bytes >> 20);
+    if (!rc) rc = cuk_moe_ggml_create(&s->mg, err);
+    if (rc) {
+        cus_destroy(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+void cus_destroy(struct cus *s)
+{
+    if (!s) return;
+    if (s->cp) cudaStreamSynchronize(s->cp);
+    for (int i = 0; i < 2; i++) {
+        if (s->ev_copied[i]) cudaEventDestroy(s->ev_copied[i]);
+        if (s->ev_free[i]) cudaEventDestroy(s->ev_free[i]);
+        cudaFree(s->slot[i]);
+    }
+    for (int i = 0; i < 2 * s->n_ev_t; i++)
+        if (s->ev_t[i]) cudaEventDestroy(s->ev_t[i]);
+    free(s->ev_t);
+    free(s->grp_bytes);
+    cuk_moe_ggml_destroy(s->mg);
+    cudaFree(s->ws);
+    cudaFree(s->go);
+    cudaFree(s->d_gids);
+    cudaFreeHost(s->h_gids);
+    free(s->count);
+    free(s->order);
+    free(s->grp);
+    free(s->gexp);
+    free(s->gstart);
+    free(s->tab);
+    for (int i = 0; i < s->n_regs; i++) cudaHostUnregister((void *)s->regs[i].lo);
+    free(s->regs);
+    if (s->cp) cudaStreamDestroy(s->cp);
+    free(s);
+}
+
+/* ---------------------------------------------------------------- registration */
+
+static int reg_add(struct cus *s, const struct cus_layer *l, uintptr_t lo, uintptr_t hi)
+{
+    if (s->n_regs == s->cap_regs) {
+        int cap = s->cap_regs ? 2 * s->cap_regs : 64;
+        struct reg *r = realloc(s->regs, (size_t)cap * sizeof *r);
+        if (!r) return ERR_NOMEM;
+        s->regs = r;
+        s->cap_regs = cap;
+    }
+    cudaError_t e = cudaHostRegister((void *)lo, hi - lo,
+                                     cudaHostRegisterPortable | cudaHostRegisterReadOnly);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        e = cudaHostRegister((void *)lo, hi - lo, cudaHostRegisterPortable);
+    }
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        LOG_WARN("gpu", "expert streaming off: cudaHostRegister of %.1f MiB of expert weights "
+                 "failed (%s); long prompts keep the CPU experts", (double)(hi - lo) / (1 << 20),
+                 cudaGetErrorString(e));
+        return ERR_CUDA;
+    }
+    ASSERT(s->n_regs < s->cap_regs);
+    s->regs[s->n_regs++] = (struct reg){.lo = lo, .hi = hi, .owner = l};
+    return 0;
+}
+
+/* register [lo, hi) (page-rounded) minus what is registered already */
+static int reg_range(struct cus *s, const struct cus_layer *l, uintptr_t lo, uintptr_t hi)
+{
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    lo &= ~(pg - 1);
+    hi = (hi + pg - 1) & ~(pg - 1);
+    while (lo < hi) {
+        const struct reg *b = NULL;
+        for (int i = 0; i < s->n_regs; i++) {
+            const struct reg *r = &s->regs[i];
+            if (r->hi > lo && r->lo < hi && (!b || r->lo < b->lo)) b = r;
+        }
+        uintptr_t end = b ? (b->lo > lo ? b->lo : lo) : hi;
+        uintptr_t next = b ? b->hi : hi;
+        if (end > lo) {
+            int rc = reg_add(s, l, lo, end);
+            if (rc) return rc;
+        }
+        lo = next;
+    }
+    return 0;
+}
+
+static int cmp_range(const void *a, const void *b)
+{
+    const uintptr_t *x = a, *y = b;
+    return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+/* copy src (registered host) -> dst on the copy stream, split at registration boundaries */
+static int copy_h2d(struct cus *s, void *dst, const void *src, size_t bytes)
+{
+    uintptr_t p = (uintptr_t)src;
+    char *d = dst;
+    while (bytes) {
+        size_t n = bytes;
+        for (int i = 0; i < s->n_regs; i++)
+            if (s->regs[i].lo <= p && p < s->regs[i].hi) {
+                if (s->regs[i].hi - p < n) n = s->regs[i].hi - p;
+                break;
+            }
+        if (cudaMemcpyAsync(d, (const void *)p, n, cudaMemcpyHostToDevice, s->cp) != cudaSuccess)
+            return ERR_CUDA;
+        p += n;
+        d += n;
+        bytes -= n;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- layers */
+
+static int grow_plan(struct cus *s, int E)
+{
+    if (E <= s->plan_cap) return 0;
+    int32_t *a = realloc(s->count, (size_t)E * 4), *b = NULL, *c = NULL, *d = NULL, *g = NULL;
+    if (a) s->count = a;
+    if (a && (b = realloc(s->order, (size_t)E * 4))) s->order = b;
+    if (b && (c = realloc(s->grp, (size_t)E * 4))) s->grp = c;
+    if (c && (d = realloc(s->gexp, (size_t)E * 4))) s->gexp = d;
+    if (d && (g = realloc(s->gstart, ((size_t)E + 1) * 4))) s->gstart = g;
+    struct cuk_ggml_mat *t = g ? realloc(s->tab, (size_t)3 * E * sizeof *t) : NULL;
+    if (!t) return ERR_NOMEM;
+    s->tab = t;
+    memset(t, 0, (size_t)3 * E * sizeof *t);
+    /* timing events: up to one group per expert */
+    cudaEvent_t *ev = realloc(s->ev_t, (size_t)2 * E * sizeof *ev);
+    if (!ev) return ERR_NOMEM;
+    s->ev_t = ev;
+    double *gb = realloc(s->grp_bytes, (size_t)E * sizeof *gb);
+    if (!gb) return ERR_NOMEM;
+    s->grp_bytes = gb;
+    for (int i = 2 * s->n_ev_t; i < 2 * E; i++) ev[i] = NULL;
+    for (int i = 2 * s->n_ev_t; i < 2 * E; i++)
+        if (cudaEventCreate(&ev[i]) != cudaSuccess) {
+            for (int j = 2 * s->n_ev_t; j < i; j++) cudaEventDestroy(ev[j]);
+            return ERR_CUDA;
+        }
+    s->n_ev_t = E;
+    s->plan_cap = E;
+    return 0;
+}
+
+static void layer_free(struct cus_layer *l)
+{
+    if (!l) return;
+    free(l->src);
+    free(l->eb);
+    free(l);
+}
+
+struct cus_layer *cus_layer_create(struct cus *s, int n_expert, const struct wt_view *gate,
+                                   const struct wt_view *up, const struct wt_view *down)
+{
+    if (!s || s->off) return NULL;
+    const char *why = NULL;
+    struct cus_layer *l = calloc(1, sizeof *l);
+    uintptr_t *rg = NULL;
+    if (!l || !(l->src = calloc((size_t)3 * n_expert, sizeof *l->src)) ||
+        !(l->eb = calloc((size_t)n_expert, sizeof *l->eb)) ||
+        !(rg = malloc((size_t)6 * n_expert * sizeof *rg))) {
+        why = "out of memory";
+        goto off;
+    }
+    l->n_expert = n_expert;
+    for (int e = 0; e < n_expert; e++)       /* an unrouted expert may be a zeroed view */
+        if (gate[e].data) {
+            l->hidden = (int)gate[e].cols;
+            l->inter = (int)gate[e].rows;
+            break;
+        }
+    int nr = 0;
+    for (int e = 0; e < n_expert; e++) {
+        const struct wt_view *v[3] = {&gate[e], &up[e], &down[e]};
+        for (int p = 0; p < 3; p++) {
+            struct cuk_ggml_mat *m = &l->src[p * n_expert + e];
+            *m = (struct cuk_ggml_mat){.type = v[p]->type, .rows = v[p]->rows,
+                                      .cols = v[p]->cols, .data = v[p]->data,
+                                      .row_bytes = v[p]->row_bytes};
+            if (!v[p]->data) continue;              /* an absent expert is never routed to */
+            if (!cuk_dequant_ggml_supported(m->type) || !mat_bytes(m)) {
+                why = "an expert type without a GPU dequantizer";
+                goto skip;
+            }
+            l->eb[e] += up_align(mat_bytes(m));
+            rg[2 * nr] = (uintptr_t)m->data;
+            rg[2 * nr + 1] = (uintptr_t)m->data + mat_bytes(m);
+            nr++;
+        }
+        if (l->eb[e] > s->slot_bytes) {
+            why = "an expert larger than a staging slot (raise gpu.stream_buffer_mb)";
+            goto skip;
+        }
+    }
+    if (grow_plan(s, n_expert)) {
+        why = "out of memory";
+        goto off;
+    }
+    /* the workspace: sized by the first layer, later layers must fit it */
+    struct cuk_moe_ggml_dims d = {.hidden = l->hidden, .inter = l->inter, .n_experts = n_expert,
+                                  .top_k = 8,
+                                  .max_tok = s->o.max_tokens};
+    if (!s->ws) {
+        s->dims = d;
+        s->ws_bytes = cuk_moe_ggml_workspace(&d);
+        if (!s->ws_bytes) {
+            why = "expert shapes the GPU op does not take";
+            goto skip;
+        }
+        if (cudaMalloc(&s->ws, s->ws_bytes) != cudaSuccess ||
+            cudaMalloc((void **)&s->go, (size_t)s->o.max_tokens * l->hidden * sizeof(float)) !=
+                cudaSuccess) {
+            why = "out of device memory for the workspace";
+            goto off;
+        }
+    } else if (d.hidden != s->dims.hidden || d.inter != s->dims.inter ||
+               d.n_experts != s->dims.n_experts) {
+        why = "expert shapes differ from the first MoE layer's";
+        goto skip;
+    }
+    /* register the expert memory: merged ranges */
+    qsort(rg, (size_t)nr, 2 * sizeof *rg, cmp_range);
+    for (int i = 0; i < nr;) {
+        uintptr_t lo = rg[2 * i], hi = rg[2 * i + 1];
+        int j = i + 1;
+        for (; j < nr && rg[2 * j] <= hi + (uintptr_t)sysconf(_SC_PAGESIZE); j++)
+            if (rg[2 * j + 1] > hi) hi = rg[2 * j + 1];
+        if (reg_range(s, l, lo, hi)) {
+            why = NULL;                             /* reg_add logged it */
+            goto off_quiet;
+        }
+        i = j;
+    }
+    free(rg);
+    return l;
+skip:                           /* this layer keeps the CPU pool */
+    LOG_INFO("gpu", "expert streaming: a MoE layer stays on the CPU pool: %s", why);
+    free(rg);
+    layer_free(l);
+    return NULL;
+off:
+    LOG_WARN("gpu", "expert streaming off: %s", why);
+off_quiet:
+    s->off = 1;
+    free(rg);
+    if (l) {                    /* its registrations go (none of them is in use yet) */
+        for (int i = 0; i < s->n_regs;)
+            if (s->regs[i].owner == l) {
+                cudaHostUnregister((void *)s->regs[i].lo);
+                s->regs[i] = s->regs[--s->n_regs];
+            } else {
+                i++;
+            }
+    }
+    layer_free(l);
+    return NULL;
+}
+
+void cus_layer_destroy(struct cus *s, struct cus_layer *l)
+{
+    if (!l) return;
+    if (s) {
+        if (s->cp) cudaStreamSynchronize(s->cp);
+        for (int i = 0; i < s->n_regs;)
+            if (s->regs[i].owner == l) {
+                cudaHostUnregister((void *)s->regs[i].lo);
+                s->regs[i] = s->regs[--s->n_regs];
+            } else {
+                i++;
+            }
+    }
+    layer_free(l);
+}
+
+int cus_wants(const struct cus *s, const struct cus_layer *l, int n)
+{
+    return s && l && !s->off && n >= s->o.min_tokens && n <= s->o.max_tokens;
+}
+
+/* ---------------------------------------------------------------- plan and run */
+
+static const int32_t *sort_count;
+static int cmp_count_desc(const void *a, const void *b)
+{
+    int x = *(const int32_t *)a, y = *(const int32_t *)b;
+    if (sort_count[x] != sort_count[y]) return sort_count[x] > sort_count[y] ? -1 : 1;
+    return x < y ? -1 : x > y;
+}
+
+int cus_plan(struct cus *s, struct cus_layer *l, const int32_t *hid, int n, int top_k,
+             int32_t *cpu_ids, long long *cpu_pairs)
+{
+    const int E = l->n_expert;
+    const int64_t np = (int64_t)n * top_k;
+    ASSERT(E <= s->plan_cap);
+    memset(s->count, 0, (size_t)E * 4);
+    for (int64_t p = 0; p < np; p++)
+        if (hid[p] >= 0 && hid[p] < E) s->count[hid[p]]++;
+    int na = 0;
+    for (int e = 0; e < E; e++) {
+        s->grp[e] = -1;
+        if (s->count[e]) s->order[na++] = e;
+    }
+    /* which experts go to the GPU */
+    if (s->o.split_tokens > 0) {
+        for (int i = 0; i < na; i++)
+            if (s->count[s->order[i]] >= s->o.split_tokens) s->grp[s->order[i]] = 0;
+    } else {
+        sort_count = s->count;      /* engine thread only */
+        qsort(s->order, (size_t)na, sizeof *s->order, cmp_count_desc);
+        double cpu_rest = 0, link = 0;
+        for (int i = 0; i < na; i++) cpu_rest += s->count[s->order[i]] * s->cpu_s_pair;
+        for (int i = 0; i < na; i++) {
+            int e = s->order[i];
+            double g = (double)l->eb[e] / (s->gbs * 1e9);
+            if (link + g >= cpu_rest) break;
+            link += g;
+            cpu_rest -= s->count[e] * s->cpu_s_pair;
+            s->grp[e] = 0;
+        }
+    }
+    /* groups of GPU experts in ascending id, each filling one slot */
+    int G = 0, ng = 0, gx = 0;
+    size_t fill = 0;
+    for (int e = 0; e < E; e++) {
+        if (s->grp[e] < 0) continue;
+        if (G == 0 || fill + l->eb[e] > s->slot_bytes) {
+            s->gstart[G++] = ng;
+            fill = 0;
+        }
+        fill += l->eb[e];
+        s->grp[e] = G - 1;
+        s->gexp[ng++] = e;
+        gx++;
+    }
+    s->gstart[G] = ng;
+    s->n_groups = G;
+    s->plan_E = E;
+    s->plan_n = n;
+    s->plan_k = top_k;
+    s->plan_hid = hid;
+    /* the CPU's routes, and each group's */
+    long long cp = 0, gp = 0;
+    for (int64_t p = 0; p < np; p++) {
+        int e = hid[p] >= 0 && hid[p] < E ? hid[p] : -1;
+        int on_gpu = e >= 0 && s->grp[e] >= 0;
+        cpu_ids[p] = on_gpu ? -1 : e;
+        cp += e >= 0 && !on_gpu;
+        gp += on_gpu;
+    }
+    *cpu_pairs = cp;
+    s->n_layers++;
+    s->n_gx += gx;
+    s->n_cx += na - gx;
+    s->n_gp += gp;
+    s->n_cp += cp;
+    return gx;
+}
+
+int cus_run(struct cus *s, struct cus_layer *l, const float *x, int n, int top_k, const float *w,
+            float *out, cudaStream_t st, char *err)
+{
+    ASSERT(n == s->plan_n && top_k == s->plan_k && l->n_expert == s->plan_E);
+    const int E = l->n_expert, G = s->n_groups;
+    const size_t np = (size_t)n * top_k;
+    if (G == 0) return 0;
+    if (top_k != s->dims.top_k) {       /* the workspace was planned for top-8 */
+        struct cuk_moe_ggml_dims d = s->dims;
+        d.top_k = top_k;
+        size_t need = cuk_moe_ggml_workspace(&d);
+        if (need > s->ws_bytes) {
+            cudaFree(s->ws);
+            s->ws = NULL;
+            if (cudaMalloc(&s->ws, need) != cudaSuccess) {
+                s->ws_bytes = 0;
+                s->off = 1;
+                return err_set(err, ERR_NOMEM, "cuda ops: expert streaming: workspace");
+            }
+            s->ws_bytes = need;
+        }
+        s->dims.top_k = top_k;
+    }
+    /* every group's routes: the host copy and one upload (st was synchronized by the caller) */
+    if ((size_t)G * np > s->gids_n) {
+        cudaFreeHost(s->h_gids);
+        cudaFree(s->d_gids);
+        s->h_gids = s->d_gids = NULL;
+        s->gids_n = 0;
+        size_t want = (size_t)G * np;
+        if (cudaHostAlloc((void **)&s->h_gids, want * 4, cudaHostAllocDefault) != cudaSuccess ||
+            cudaMalloc((void **)&s->d_gids, want * 4) != cudaSuccess) {
+            cudaFreeHost(s->h_gids);
+            s->h_gids = NULL;
+            return err_set(err, ERR_NOMEM, "cuda ops: expert streaming: routes buffer");
+        }
+        s->gids_n = want;
+    }
+    const int32_t *hid = s->plan_hid;
+    for (int g = 0; g < G; g++) {
+        int32_t *gi = s->h_gids + (size_t)g * np;
+        for (size_t p = 0; p < np; p++) {
+            int e = hid[p];
+            gi[p] = e >= 0 && e < E && s->grp[e] == g ? e : -1;
+        }
+    }
+    if (cudaMemcpyAsync(s->d_gids, s->h_gids, (size_t)G * np * 4, cudaMemcpyHostToDevice, st) !=
+        cudaSuccess)
+        return err_set(err, ERR_CUDA, "cuda ops: expert streaming: routes upload");
+    struct cuk_ggml_mat *tg = s->tab, *tu = s->tab + E, *td = s->tab + 2 * E;
+    int rc = 0;
+    for (int g = 0; !rc && g < G; g++) {
+        const int k = s->slot_next;
+        s->slot_next ^= 1;
+        /* copy stream: the slot's previous group must be computed; copy this group into it */
+        char *base = s->slot[k];
+        size_t off = 0;
+        double bytes = 0;
+        if (cudaStreamWaitEvent(s->cp, s->ev_free[k], 0) != cudaSuccess ||
+            cudaEventRecord(s->ev_t[2 * g], s->cp) != cudaSuccess) {
+            rc = err_set(err, ERR_CUDA, "cuda ops: expert streaming: copy stream");
+            break;
+        }
+        for (int i = s->gstart[g]; !rc && i < s->gstart[g + 1]; i++) {
+            int e = s->gexp[i];
+            for (int p = 0; p < 3; p++) {
+                const struct cuk_ggml_mat *m = &l->src[p * E + e];
+                struct cuk_ggml_mat *t = &s->tab[p * E + e];
+                size_t b = mat_bytes(m);
+                ASSERT(off + b <= s->slot_bytes);
+                *t = *m;
+                t->data = base + off;
+                if (copy_h2d(s, base + off, m->data, b)) {
+                    rc = err_set(err, ERR_CUDA, "cuda ops: expert streaming: copy");
+                    break;
+                }
+                off += up_align(b);
+                bytes += (double)b;
+            }
+        }
+        s->grp_bytes[g] = bytes;
+        if (rc || cudaEventRecord(s->ev_t[2 * g + 1], s->cp) != cudaSuccess ||
+            cudaEventRecord(s->ev_copied[k], s->cp) != cudaSuccess) {
+            rc = rc ? rc : err_set(err, ERR_CUDA, "cuda ops: expert streaming: copy stream");
+            break;
+        }
+        s->pend_groups = g + 1;
+        /* main stream: wait for the copy, compute the group, free the slot */
+        if (cudaStreamWaitEvent(st, s->ev_copied[k], 0) != cudaSuccess) {
+            rc = err_set(err, ERR_CUDA, "cuda ops: expert streaming: stream wait");
+            break;
+        }
+        float *o = g == 0 ? out : s->go;
+        struct cuk_moe_ggml_args a = {.dims = s->dims, .gate = tg, .up = tu, .down = td,
+                                      .n_tok = n, .x = x, .x_ld = l->hidden,
+                                      .ids = s->d_gids + (size_t)g * np,
+                                      .ids_host = s->h_gids + (size_t)g * np, .w = w, .out = o,
+                                      .out_ld = l->hidden, .ws = s->ws, .ws_bytes = s->ws_bytes};
+        rc = cuk_moe_ggml(s->mg, &a, st, err);
+        if (!rc && g > 0) {
+            struct cuk_add_args ad = {.n = (size_t)n * l->hidden, .y = out, .x = s->go,
+                                      .alpha = 1.0f};
+            if (cuk_add(&ad, st)) rc = err_set(err, ERR_CUDA, "cuda ops: expert streaming: add");
+        }
+        if (!rc && cudaEventRecord(s->ev_free[k], st) != cudaSuccess)
+            rc = err_set(err, ERR_CUDA, "cuda ops: expert streaming: event");
+        for (int i = s->gstart[g]; i < s->gstart[g + 1]; i++)    /* the table back to zeroes */
+            for (int p = 0; p < 3; p++) s->tab[p * E + s->gexp[i]] = (struct cuk_ggml_mat){0};
+    }
+    if (rc) s->off = 1;     /* the failure is reported; later layers keep the CPU pool */
+    return rc;
+}
+
+void cus_collect(struct cus *s, struct ops_cuda_stats *st)
+{
+    if (!s) return;
+    double bytes = 0, sec = 0;
+    for (int g = 0; g < s->pend_groups; g++) {
+        float ms = 0;
+        if (cudaEventElapsedTime(&ms, s->ev_t[2 * g], s->ev_t[2 * g + 1]) != cudaSuccess) {
+            (void)cudaGetLastError();
+            continue;
+        }
+        bytes += s->grp_bytes[g];
+        sec += ms / 1e3;
+    }
+    s->pend_groups = 0;
+    if (sec > 0 && bytes >= 64e6) {             /* enough bytes for a meaningful rate */
+        double gbs = bytes / sec / 1e9;
+        s->gbs = s->gbs_measured ? (1 - EMA) * s->gbs + EMA * gbs : gbs;
+        s->gbs_measured = 1;
+    }
+    st->stream_bytes += bytes;
+    st->stream_copy_s += sec;
+    st->stream_layers += s->n_layers;
+    st->stream_gpu_experts += s->n_gx;
+    st->stream_cpu_experts += s->n_cx;
+    st->stream_gpu_pairs += s->n_gp;
+    st->stream_cpu_pairs += s->n_cp;
+    s->n_layers = s->n_gx = s->n_cx = s->n_gp = s->n_cp = 0;
+    st->stream_gbs = s->gbs;
+    st->stream_cpu_us_pair = s->cpu_s_pair * 1e6;
+}
+
+int cus_failed(const struct cus *s) { return s && s->off; }
+
+void cus_cpu_sample(struct cus *s, int n, double seconds, long long pairs)
+{
+    if (!s || n < s->o.min_tokens || pairs < 256 || !(seconds > 0)) return;
+    double v = seconds / (double)pairs;
+    s->cpu_s_pair = s->cpu_measured ? (1 - EMA) * s->cpu_s_pair + EMA * v : v;
+    s->cpu_measured = 1;
+}

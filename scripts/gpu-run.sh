@@ -10,20 +10,21 @@
 # compute-sanitizer memcheck, then tests/gpu/bench_gpu. Writes to $OUT (or ./gpu-out):
 # tests.log, sanitize.log, bench.log (with the device line), bench-full.txt, build.log on failure.
 # A short summary is printed last.
-# engine (helper I): the hybrid forward: tests/gpu/test_engine_gpu (GPU vs CPU engine) and
+# engine: the hybrid forward: tests/gpu/test_engine_gpu (GPU vs CPU engine) and
 # tests/gpu/bench_hybrid on v3-slices with zero weights but a random embedding, norms and router
 # (`convert synth --zero-but-routing`: timing only, tokens spread over the experts as in a real
 # model, so expert weights stream from DRAM rather than from the 300 MB L3);
 # uses binaries built on the developer machine and carried in build-ibin/ when they load here,
 # else builds them in build-gpu. Writes engine.log.
-# moe (helper D): tests/gpu/test_moe_ggml (+ memcheck) and tests/gpu/bench_moe_ggml; moe.log.
-# stream (helper E): routed experts streamed to the GPU during prefill (gpu.prefill_experts):
+# moe: tests/gpu/test_moe_ggml (+ memcheck) and tests/gpu/bench_moe_ggml; moe.log.
+# stream: routed experts streamed to the GPU during prefill (gpu.prefill_experts):
 # tests/gpu/test_engine_stream (streamed forwards against the CPU engine), then bench_hybrid
 # prefills of 512..8192 tokens on v3-slices (1 dense + 0 / 3 MoE layers, 256 Q4_K experts,
 # --zero-but-routing) in four modes: off (CPU experts), all (every expert streamed), split (experts
 # above the mean token count streamed, the rest on the CPU), auto (rate-based split); per MoE
 # layer = (best forward with 3 MoE layers - with 0) / 3, beside the H2D GB/s measured in the same
-# run and the PCIe bound (expert bytes copied / that rate). stream.log.
+# run and the PCIe bound (expert bytes copied / that rate). stream.log. STREAM_PROMPTS and
+# STREAM_MODES narrow the sweep.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 steps=() quick=
@@ -42,7 +43,7 @@ device=$(nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,c
          --format=csv,noheader 2>&1 | head -1)
 echo "device: $device; $(nvcc --version | tail -1)"
 
-# moe (helper D): routed experts on the GPU from raw GGML blocks (kernels/cuda/moe_ggml.h):
+# moe: routed experts on the GPU from raw GGML blocks (kernels/cuda/moe_ggml.h):
 # tests/gpu/test_moe_ggml (bit-exact dequantization of every type, the op against
 # cpuq_moe_forward), the same under compute-sanitizer memcheck (TANDEM_TEST_QUICK: without the two
 # DeepSeek-V3-width cases), then tests/gpu/bench_moe_ggml (pinned PCIe GB/s and the op's
@@ -204,8 +205,8 @@ if has stream; then
         --experts-n 256 --experts q4_K --zero-but-routing --out /tmp/tandem-v3z$nm > /dev/null 2>&1 ||
         echo "synth v3-slice failed" | tee -a "$log"
   done
-  for p in 512 1024 2048 4096 8192; do
-    for mode in off all split auto; do
+  for p in ${STREAM_PROMPTS:-512 1024 2048 4096 8192}; do
+    for mode in ${STREAM_MODES:-off all split auto}; do
       for nm in 0 3; do
         echo "==== bench_hybrid v3-slice 1 dense + $nm MoE, prefill $p tokens, stream $mode" >> "$log"
         timeout 300 $ebin/bench_hybrid --model /tmp/tandem-v3z$nm --batch 2 --steps 1 --prompt $p \

@@ -16,6 +16,7 @@ need_cmd cc gcc
 need_cmd curl curl
 need_cmd python3 python3
 need_cmd clang clang
+need_cmd clang-format clang-format
 need_cmd node nodejs
 command -v node >/dev/null 2>&1 && ! command -v npm >/dev/null 2>&1 && missing="$missing npm"
 if command -v pkg-config >/dev/null 2>&1; then

@@ -17,7 +17,7 @@ struct sbuf {
     size_t n, cap;
 };
 
-void sbuf_fini(struct sbuf *b);                              /* accepts NULL */
-int sbuf_append(struct sbuf *b, const char *p, size_t n);   /* 0 or ERR_NOMEM */
+void sbuf_fini(struct sbuf *b);                           /* accepts NULL */
+int sbuf_append(struct sbuf *b, const char *p, size_t n); /* 0 or ERR_NOMEM */
 
 #endif

@@ -30,7 +30,10 @@ int utf8_check(const char *s, size_t n, size_t *bad_at)
             i += 8;
         }
         if (i >= n) break;
-        if (p[i] < 0x80) { i++; continue; }
+        if (p[i] < 0x80) {
+            i++;
+            continue;
+        }
         uint32_t cp;
         size_t l = utf8_decode(s + i, n - i, &cp);
         if (!l) {
@@ -44,7 +47,10 @@ int utf8_check(const char *s, size_t n, size_t *bad_at)
 
 int utf8_encode(uint32_t cp, char *out)
 {
-    if (cp < 0x80) { out[0] = (char)cp; return 1; }
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
     if (cp < 0x800) {
         out[0] = (char)(0xC0 | (cp >> 6));
         out[1] = (char)(0x80 | (cp & 0x3F));
@@ -68,8 +74,7 @@ int utf8_append_lossy(struct sbuf *out, const char *s, size_t n)
     for (size_t i = 0; i < n;) {
         size_t bad = 0;
         if (utf8_check(s + i, n - i, &bad) == 0) return sbuf_append(out, s + i, n - i);
-        if (sbuf_append(out, s + i, bad) || sbuf_append(out, UTF8_REPLACEMENT, 3))
-            return ERR_NOMEM;
+        if (sbuf_append(out, s + i, bad) || sbuf_append(out, UTF8_REPLACEMENT, 3)) return ERR_NOMEM;
         i += bad + 1;
     }
     return 0;

@@ -21,7 +21,7 @@
 
 struct sbuf;
 
-#define UTF8_REPLACEMENT "\xEF\xBF\xBD"     /* U+FFFD, 3 bytes */
+#define UTF8_REPLACEMENT "\xEF\xBF\xBD" /* U+FFFD, 3 bytes */
 
 /* Length (1..4) of the valid UTF-8 sequence at s[0..n) (n >= 1) with its code point in *cp, or 0
  * when the bytes there are not a complete valid sequence. */
@@ -29,7 +29,10 @@ static inline size_t utf8_decode(const char *str, size_t n, uint32_t *cp)
 {
     const unsigned char *s = (const unsigned char *)str;
     unsigned c = s[0];
-    if (c < 0x80) { *cp = c; return 1; }
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    }
     if (c < 0xC2) return 0;
     if (c < 0xE0) {
         if (n < 2 || (s[1] & 0xC0) != 0x80) return 0;
@@ -38,16 +41,16 @@ static inline size_t utf8_decode(const char *str, size_t n, uint32_t *cp)
     }
     if (c < 0xF0) {
         if (n < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80) return 0;
-        if (c == 0xE0 && s[1] < 0xA0) return 0;        /* overlong */
-        if (c == 0xED && s[1] >= 0xA0) return 0;       /* surrogates */
+        if (c == 0xE0 && s[1] < 0xA0) return 0;  /* overlong */
+        if (c == 0xED && s[1] >= 0xA0) return 0; /* surrogates */
         *cp = ((c & 0x0F) << 12) | ((s[1] & 0x3F) << 6) | (s[2] & 0x3F);
         return 3;
     }
     if (c < 0xF5) {
         if (n < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80)
             return 0;
-        if (c == 0xF0 && s[1] < 0x90) return 0;        /* overlong */
-        if (c == 0xF4 && s[1] >= 0x90) return 0;       /* > U+10FFFF */
+        if (c == 0xF0 && s[1] < 0x90) return 0;  /* overlong */
+        if (c == 0xF4 && s[1] >= 0x90) return 0; /* > U+10FFFF */
         *cp = ((c & 0x07) << 18) | ((s[1] & 0x3F) << 12) | ((s[2] & 0x3F) << 6) | (s[3] & 0x3F);
         return 4;
     }
@@ -72,8 +75,9 @@ static inline int utf8_dfa_next(int st, uint8_t b)
         if (b >= 0xF1 && b <= 0xF3) return 3;
         if (b == 0xF4) return 7;
         return -1;
-    case 1: case 2: case 3:
-        return b >= 0x80 && b <= 0xBF ? st - 1 : -1;
+    case 1:
+    case 2:
+    case 3: return b >= 0x80 && b <= 0xBF ? st - 1 : -1;
     case 4: return b >= 0xA0 && b <= 0xBF ? 1 : -1;
     case 5: return b >= 0x80 && b <= 0x9F ? 1 : -1;
     case 6: return b >= 0x90 && b <= 0xBF ? 2 : -1;

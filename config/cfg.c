@@ -29,11 +29,16 @@ struct opt {
 };
 
 static const struct opt cfg_opts[] = {
-#define OPT_INT(s, k, d, lo, hi, h) {K_INT, #s, #k, offsetof(struct cfg, s##_##k), lo, hi, d, 0, 0, 0, NULL, NULL, h},
-#define OPT_DBL(s, k, d, lo, hi, h) {K_DBL, #s, #k, offsetof(struct cfg, s##_##k), 0, 0, 0, lo, hi, d, NULL, NULL, h},
-#define OPT_BOOL(s, k, d, h) {K_BOOL, #s, #k, offsetof(struct cfg, s##_##k), 0, 1, d, 0, 0, 0, NULL, NULL, h},
-#define OPT_STR(s, k, d, h) {K_STR, #s, #k, offsetof(struct cfg, s##_##k), 0, 0, 0, 0, 0, 0, d, NULL, h},
-#define OPT_ENUM(s, k, d, ch, h) {K_ENUM, #s, #k, offsetof(struct cfg, s##_##k), 0, 0, 0, 0, 0, 0, d, ch, h},
+#define OPT_INT(s, k, d, lo, hi, h)                                                                \
+    {K_INT, #s, #k, offsetof(struct cfg, s##_##k), lo, hi, d, 0, 0, 0, NULL, NULL, h},
+#define OPT_DBL(s, k, d, lo, hi, h)                                                                \
+    {K_DBL, #s, #k, offsetof(struct cfg, s##_##k), 0, 0, 0, lo, hi, d, NULL, NULL, h},
+#define OPT_BOOL(s, k, d, h)                                                                       \
+    {K_BOOL, #s, #k, offsetof(struct cfg, s##_##k), 0, 1, d, 0, 0, 0, NULL, NULL, h},
+#define OPT_STR(s, k, d, h)                                                                        \
+    {K_STR, #s, #k, offsetof(struct cfg, s##_##k), 0, 0, 0, 0, 0, 0, d, NULL, h},
+#define OPT_ENUM(s, k, d, ch, h)                                                                   \
+    {K_ENUM, #s, #k, offsetof(struct cfg, s##_##k), 0, 0, 0, 0, 0, 0, d, ch, h},
 #include "options.def"
 #undef OPT_INT
 #undef OPT_DBL
@@ -44,7 +49,10 @@ static const struct opt cfg_opts[] = {
 #define N_OPTS (sizeof cfg_opts / sizeof cfg_opts[0])
 
 static void *field(struct cfg *c, const struct opt *o) { return (char *)c + o->off; }
-static const void *cfield(const struct cfg *c, const struct opt *o) { return (const char *)c + o->off; }
+static const void *cfield(const struct cfg *c, const struct opt *o)
+{
+    return (const char *)c + o->off;
+}
 
 static int set_str(char **dst, const char *v)
 {
@@ -136,8 +144,14 @@ int cfg_set(struct cfg *c, const char *section, const char *key, const char *val
     case K_BOOL: {
         static const char *yes[] = {"1", "true", "yes", "on"}, *no[] = {"0", "false", "no", "off"};
         for (int i = 0; i < 4; i++) {
-            if (strcasecmp(value, yes[i]) == 0) { *(int *)field(c, o) = 1; return 0; }
-            if (strcasecmp(value, no[i]) == 0) { *(int *)field(c, o) = 0; return 0; }
+            if (strcasecmp(value, yes[i]) == 0) {
+                *(int *)field(c, o) = 1;
+                return 0;
+            }
+            if (strcasecmp(value, no[i]) == 0) {
+                *(int *)field(c, o) = 0;
+                return 0;
+            }
         }
         return err_set(err, ERR_CONFIG, "%s: %s.%s = '%s': expected true or false", source, section,
                        key, value);
@@ -156,27 +170,30 @@ int cfg_set(struct cfg *c, const char *section, const char *key, const char *val
 
 /* Debian's libinih does not pass line numbers to the handler; ini_parse_file() returns the line
  * of the first line the handler rejected, so the first message is kept and prefixed afterwards. */
-struct ini_ctx { struct cfg *c; int rc; char msg[ERR_LEN]; };
+struct ini_ctx {
+    struct cfg *c;
+    int rc;
+    char msg[ERR_LEN];
+};
 
 static int ini_on_value(void *user, const char *section, const char *name, const char *value)
 {
     struct ini_ctx *x = user;
     if (x->rc) return 0;
-    if (!*section)
-        x->rc = err_set(x->msg, ERR_CONFIG, "key '%s' outside of a [section]", name);
-    else
-        x->rc = cfg_set(x->c, section, name, value, "", x->msg);
+    if (!*section) x->rc = err_set(x->msg, ERR_CONFIG, "key '%s' outside of a [section]", name);
+    else x->rc = cfg_set(x->c, section, name, value, "", x->msg);
     return x->rc == 0;
 }
 
 static int load_file(struct cfg *c, const char *path, char *err)
 {
     FILE *f = fopen(path, "r");
-    if (!f) return err_set(err, ERR_CONFIG, "%s: cannot open config file: %s", path, strerror(errno));
+    if (!f)
+        return err_set(err, ERR_CONFIG, "%s: cannot open config file: %s", path, strerror(errno));
     struct ini_ctx x = {.c = c};
     int line = ini_parse_file(f, ini_on_value, &x);
     fclose(f);
-    const char *msg = x.msg[0] == ':' ? x.msg + 2 : x.msg;   /* drop cfg_set's empty source */
+    const char *msg = x.msg[0] == ':' ? x.msg + 2 : x.msg; /* drop cfg_set's empty source */
     if (x.rc) return err_set(err, x.rc, "%s:%d: %s", path, line, msg);
     if (line > 0) return err_set(err, ERR_CONFIG, "%s:%d: syntax error", path, line);
     if (line < 0) return err_set(err, ERR_CONFIG, "%s: cannot read config file", path);
@@ -245,7 +262,10 @@ int cfg_load(struct cfg *c, int *argc, char **argv, char *err)
             while (i < *argc) argv[out++] = argv[i++];
             break;
         }
-        if (strcmp(argv[i], "--config") == 0) { i++; continue; }
+        if (strcmp(argv[i], "--config") == 0) {
+            i++;
+            continue;
+        }
         if (strncmp(argv[i], "--config=", 9) == 0) continue;
         if (strcmp(argv[i], "--model") == 0 || strncmp(argv[i], "--model=", 8) == 0) {
             const char *v = argv[i][7] == '=' ? argv[i] + 8 : (i + 1 < *argc ? argv[++i] : NULL);
@@ -280,9 +300,13 @@ void cfg_print(const struct cfg *c, FILE *f)
             sec = o->section;
         }
         switch (o->kind) {
-        case K_INT: fprintf(f, "%s = %lld\n", o->key, (long long)*(const int64_t *)cfield(c, o)); break;
+        case K_INT:
+            fprintf(f, "%s = %lld\n", o->key, (long long)*(const int64_t *)cfield(c, o));
+            break;
         case K_DBL: fprintf(f, "%s = %g\n", o->key, *(const double *)cfield(c, o)); break;
-        case K_BOOL: fprintf(f, "%s = %s\n", o->key, *(const int *)cfield(c, o) ? "true" : "false"); break;
+        case K_BOOL:
+            fprintf(f, "%s = %s\n", o->key, *(const int *)cfield(c, o) ? "true" : "false");
+            break;
         case K_STR:
         case K_ENUM: fprintf(f, "%s = %s\n", o->key, *(char *const *)cfield(c, o)); break;
         }
@@ -300,7 +324,10 @@ void cfg_write_markdown(FILE *f)
         for (char *p = env; *p; p++) *p = (char)toupper((unsigned char)*p);
         fprintf(f, "| `%s.%s` | ", o->section, o->key);
         switch (o->kind) {
-        case K_INT: fprintf(f, "int | %lld | %lld..%lld", (long long)o->idef, (long long)o->ilo, (long long)o->ihi); break;
+        case K_INT:
+            fprintf(f, "int | %lld | %lld..%lld", (long long)o->idef, (long long)o->ilo,
+                    (long long)o->ihi);
+            break;
         case K_DBL: fprintf(f, "number | %g | %g..%g", o->ddef, o->dlo, o->dhi); break;
         case K_BOOL: fprintf(f, "bool | %s | true, false", o->idef ? "true" : "false"); break;
         case K_STR: fprintf(f, "string | `%s` | ", o->sdef); break;

@@ -38,7 +38,7 @@ void cfg_fini(struct cfg *c);
 int cfg_set(struct cfg *c, const char *section, const char *key, const char *value,
             const char *source, char *err);
 
-void cfg_print(const struct cfg *c, FILE *f);          /* effective config as INI */
-void cfg_write_markdown(FILE *f);                      /* the reference table of docs/configuration.md */
+void cfg_print(const struct cfg *c, FILE *f); /* effective config as INI */
+void cfg_write_markdown(FILE *f);             /* the reference table of docs/configuration.md */
 
 #endif

@@ -4,8 +4,8 @@
  * gpu.* and cpu.* options (ops_create) and builds the forward pass on it (engine/model), sizes
  * the KV cache from the configuration and hands all of it, wrapped in a
  * struct sched_backend, to engine/sched (engine_thread.c implements the rest of engine.h:
- * submit, cancel, stats, the engine thread; scheduler.c the policy). The split keeps the scheduler free of
- * model dependencies so its tests run against a fake model.
+ * submit, cancel, stats, the engine thread; scheduler.c the policy). The split keeps the scheduler
+ * free of model dependencies so its tests run against a fake model.
  *
  * KV sizing: context = model.context if set (capped by max_position_embeddings), else
  * max_position_embeddings. Blocks = engine.kv_blocks if set, else enough for max_running full
@@ -98,9 +98,10 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         .spin_us = (int)cfg->cpu_spin_us,
         .gpu_device = (int)cfg->gpu_device,
         .gpu_expert_layers = (int)cfg->gpu_expert_layers,
-        .gpu_prefill_experts = !cfg->gpu_prefill_experts ? 0
-                               : !strcmp(cfg->gpu_prefill_experts, "on") ? 1
-                               : !strcmp(cfg->gpu_prefill_experts, "auto") ? 2 : 0,
+        .gpu_prefill_experts = !cfg->gpu_prefill_experts                   ? 0
+                               : !strcmp(cfg->gpu_prefill_experts, "on")   ? 1
+                               : !strcmp(cfg->gpu_prefill_experts, "auto") ? 2
+                                                                           : 0,
         .gpu_prefill_min_tokens = (int)cfg->gpu_prefill_min_tokens,
         .gpu_stream_buffer_mb = (int)cfg->gpu_stream_buffer_mb,
         .gpu_prefill_split_tokens = (int)cfg->gpu_prefill_split_tokens,
@@ -118,14 +119,17 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         .n_layers = model_n_layers(em->m),
         .kv_dim = model_kv_dim(em->m),
         .kv_type = cfg->engine_kv_cache_type && !strcmp(cfg->engine_kv_cache_type, "f32")
-                       ? MODEL_KV_F32 : MODEL_KV_BF16,
+                       ? MODEL_KV_F32
+                       : MODEL_KV_BF16,
         .forward = backend_forward,
         .destroy = backend_destroy,
     };
     be.n_valid = be.vocab;
     if (hp->eos_id < 0 || hp->eos_id >= be.vocab || hp->bos_id < 0 || hp->bos_id >= be.vocab) {
-        rc = err_set(err, ERR_FORMAT, "%s: bos_token_id %d / eos_token_id %d outside the vocabulary "
-                     "(%d tokens)", cfg->model_path, hp->bos_id, hp->eos_id, be.vocab);
+        rc = err_set(err, ERR_FORMAT,
+                     "%s: bos_token_id %d / eos_token_id %d outside the vocabulary "
+                     "(%d tokens)",
+                     cfg->model_path, hp->bos_id, hp->eos_id, be.vocab);
         goto fail;
     }
     {
@@ -148,7 +152,7 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         .bos_id = hp->bos_id,
         .eos_id = hp->eos_id,
         .placement = placement,
-        .sample_min_work = 1 << 17,   /* about one DeepSeek-V3 row: below, one thread is faster */
+        .sample_min_work = 1 << 17, /* about one DeepSeek-V3 row: below, one thread is faster */
     };
     {
         long cores = cfg->cpu_threads > 0 ? (long)cfg->cpu_threads : sysconf(_SC_NPROCESSORS_ONLN);
@@ -170,7 +174,7 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
     }
     if (!strcmp(placement, "hybrid") && be.kv_type == MODEL_KV_F32)
         LOG_NOTICE("engine", "engine.kv_cache_type = f32: the KV cache stays in host memory and "
-                   "attention runs on the CPU (the GPU MLA kernels read bf16)");
+                             "attention runs on the CPU (the GPU MLA kernels read bf16)");
     if (!strcmp(placement, "hybrid") && be.kv_type == MODEL_KV_BF16) {
         /* The GPU memory plan (engine/model/gpu_plan.h, docs/gpu-memory.md), logged; when the KV
          * cache lives on the device (attention on the GPU kernels) and engine.kv_blocks is not
@@ -192,14 +196,15 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         pp.stream_buffer_mb = (int)cfg->gpu_stream_buffer_mb;
         if (gpu_plan_compute(hp, &pp, &pl, perr) == 0) {
             gpu_plan_log(&pl, &pp);
-            const double margin = 512.0 * (1 << 20);   /* MLA workspace growth, block tables */
+            const double margin = 512.0 * (1 << 20); /* MLA workspace growth, block tables */
             if (pl.kv_on_gpu && cfg->engine_kv_blocks <= 0 && free_b > 0) {
                 double room = (double)free_b - margin - pl.ws_mla - pl.ws_block_tables;
-                long long fit = room > 0 ? (long long)(room / (pl.kv_bytes_per_token *
-                                                              sp.kv_block_tokens)) : 0;
+                long long fit =
+                    room > 0 ? (long long)(room / (pl.kv_bytes_per_token * sp.kv_block_tokens)) : 0;
                 if (fit < 1) fit = 1;
                 if (blocks > fit) {
-                    LOG_NOTICE("engine", "KV cache capped from %lld to %lld blocks: the device has "
+                    LOG_NOTICE("engine",
+                               "KV cache capped from %lld to %lld blocks: the device has "
                                "%.2f GiB free after the weights (set engine.kv_blocks to choose)",
                                blocks, fit, (double)free_b / (1 << 30));
                     blocks = fit;

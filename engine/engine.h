@@ -35,27 +35,27 @@ struct engine;
 #define ENG_MAX_STOP_IDS 8
 
 struct eng_sampling {
-    float temperature;          /* 0 = greedy (argmax); default 1 */
-    float top_p;                /* 1 = off */
-    int top_k;                  /* 0 = off */
-    float min_p;                /* 0 = off */
-    float presence_penalty;     /* OpenAI semantics, -2..2 */
-    float frequency_penalty;    /* -2..2 */
-    float repetition_penalty;   /* 1 = off (llama.cpp / HF semantics) */
-    uint64_t seed;              /* per-request RNG seed (server picks a random one if unset) */
+    float temperature;        /* 0 = greedy (argmax); default 1 */
+    float top_p;              /* 1 = off */
+    int top_k;                /* 0 = off */
+    float min_p;              /* 0 = off */
+    float presence_penalty;   /* OpenAI semantics, -2..2 */
+    float frequency_penalty;  /* -2..2 */
+    float repetition_penalty; /* 1 = off (llama.cpp / HF semantics) */
+    uint64_t seed;            /* per-request RNG seed (server picks a random one if unset) */
     int n_logit_bias;
-    int32_t *logit_bias_ids;    /* malloc'd, owned by the request */
+    int32_t *logit_bias_ids; /* malloc'd, owned by the request */
     float *logit_bias_vals;
-    int logprobs;               /* report the chosen token's logprob */
-    int top_logprobs;           /* 0..ENG_MAX_TOP_LOGPROBS alternatives */
+    int logprobs;     /* report the chosen token's logprob */
+    int top_logprobs; /* 0..ENG_MAX_TOP_LOGPROBS alternatives */
 };
 
 enum eng_finish {
     ENG_FINISH_NONE = 0,
-    ENG_FINISH_STOP,            /* EOS or a stop token */
-    ENG_FINISH_LENGTH,          /* max_tokens or the context end */
-    ENG_FINISH_CANCELLED,       /* eng_cancel or engine shutdown */
-    ENG_FINISH_ERROR,           /* see eng_event.err */
+    ENG_FINISH_STOP,      /* EOS or a stop token */
+    ENG_FINISH_LENGTH,    /* max_tokens or the context end */
+    ENG_FINISH_CANCELLED, /* eng_cancel or engine shutdown */
+    ENG_FINISH_ERROR,     /* see eng_event.err */
 };
 
 /* Every sampled token is reported as ENG_EV_TOKEN, also the one that ends the request: a token
@@ -68,18 +68,18 @@ struct eng_event {
     enum eng_event_kind kind;
     /* ENG_EV_TOKEN */
     int32_t token;
-    float logprob;              /* if samp.logprobs or top_logprobs (else 0): log-softmax of
-                                   the logits after logit bias, penalties, bans and the
-                                   constraint's mask, before temperature / top-k / top-p */
+    float logprob; /* if samp.logprobs or top_logprobs (else 0): log-softmax of
+                      the logits after logit bias, penalties, bans and the
+                      constraint's mask, before temperature / top-k / top-p */
     int n_top;
     int32_t top_ids[ENG_MAX_TOP_LOGPROBS];
     float top_logprobs[ENG_MAX_TOP_LOGPROBS];
     /* ENG_EV_DONE (finish/err); counts are valid in both kinds */
     enum eng_finish finish;
-    int err;                    /* ERR_* when finish == ENG_FINISH_ERROR */
-    int n_prompt;               /* prompt tokens */
-    int n_cached;               /* prompt tokens served from the prefix cache */
-    int n_generated;            /* tokens generated so far */
+    int err;         /* ERR_* when finish == ENG_FINISH_ERROR */
+    int n_prompt;    /* prompt tokens */
+    int n_cached;    /* prompt tokens served from the prefix cache */
+    int n_generated; /* tokens generated so far */
 };
 
 typedef void (*eng_event_cb)(void *ud, const struct eng_event *ev);
@@ -105,18 +105,18 @@ struct eng_constraint {
 };
 
 struct eng_request {
-    uint64_t id;                /* assigned by eng_submit; use it for eng_cancel */
-    char request_id[64];        /* the X-Request-Id, for logs */
-    int32_t *prompt;            /* malloc'd token ids, owned by the request */
+    uint64_t id;         /* assigned by eng_submit; use it for eng_cancel */
+    char request_id[64]; /* the X-Request-Id, for logs */
+    int32_t *prompt;     /* malloc'd token ids, owned by the request */
     int n_prompt;
     struct eng_sampling samp;
-    int max_tokens;             /* >= 1 */
-    int min_tokens;             /* EOS/stop tokens are suppressed before this many tokens */
+    int max_tokens; /* >= 1 */
+    int min_tokens; /* EOS/stop tokens are suppressed before this many tokens */
     int ignore_eos;
-    int priority;               /* lower runs first; FCFS among equals */
-    int n_stop_ids;             /* extra stop token ids besides the model's EOS */
+    int priority;   /* lower runs first; FCFS among equals */
+    int n_stop_ids; /* extra stop token ids besides the model's EOS */
     int32_t stop_ids[ENG_MAX_STOP_IDS];
-    struct eng_constraint constraint;   /* zeroed = none; see above */
+    struct eng_constraint constraint; /* zeroed = none; see above */
     eng_event_cb on_event;
     void *ud;
 };
@@ -124,24 +124,24 @@ struct eng_request {
 struct eng_info {
     char model_name[128];
     int vocab_size;
-    int context;                /* maximum prompt + generated tokens */
+    int context; /* maximum prompt + generated tokens */
     int32_t bos_id, eos_id;
     int kv_blocks, kv_block_tokens;
-    const char *placement;      /* "cpu", "hybrid", "gpu" */
+    const char *placement; /* "cpu", "hybrid", "gpu" */
 };
 
-#define ENG_ITER_BUCKETS 12     /* iteration_tokens histogram: <=1,2,4,...,2048, +Inf */
+#define ENG_ITER_BUCKETS 12 /* iteration_tokens histogram: <=1,2,4,...,2048, +Inf */
 
 struct eng_stats {
     int running, waiting;
-    double kv_usage;            /* 0..1 */
+    double kv_usage; /* 0..1 */
     uint64_t prompt_tokens_total, generation_tokens_total;
-    uint64_t prefix_cache_queries, prefix_cache_hits;   /* in tokens, like vLLM */
+    uint64_t prefix_cache_queries, prefix_cache_hits; /* in tokens, like vLLM */
     uint64_t preemptions_total;
-    uint64_t steps;             /* heartbeat: advances while the engine makes progress */
-    uint64_t iter_tokens_bucket[ENG_ITER_BUCKETS];     /* cumulative counts per le bucket */
+    uint64_t steps; /* heartbeat: advances while the engine makes progress */
+    uint64_t iter_tokens_bucket[ENG_ITER_BUCKETS]; /* cumulative counts per le bucket */
     uint64_t iter_tokens_count, iter_tokens_sum;
-    int failed;                 /* sticky: a fatal engine error happened */
+    int failed; /* sticky: a fatal engine error happened */
 };
 
 /* Loads the model named by cfg->model_path (weights, validation, KV cache, expert pool) and

@@ -128,8 +128,8 @@ static int submit_all(struct http_conn *hc, struct gen *g, struct eng_request **
     pthread_mutex_unlock(&g->mu);
     for (int i = 0; i < g->n_choices; i++)
         if (g->ch[i].submitted) eng_cancel(s->eng, g->ch[i].eng_id);
-    *reply = http_reply_error(hc, rc, err, rc == ERR_CTX_OVERFLOW ?
-                              (g->p.chat ? "messages" : "prompt") : NULL);
+    *reply = http_reply_error(hc, rc, err,
+                              rc == ERR_CTX_OVERFLOW ? (g->p.chat ? "messages" : "prompt") : NULL);
     pthread_mutex_lock(&g->mu);
     int last = --g->refs == 0;
     pthread_mutex_unlock(&g->mu);
@@ -175,8 +175,8 @@ static enum MHD_Result generate(struct http_conn *hc, int chat)
     gen_registry_add(hc->srv, g);
     hc->ud = g;
     hc->on_complete = on_complete;
-    LOG_DEBUG("gen", "%s: %d choice(s), prompt %d tokens, stream %d", hc->request_id,
-              g->n_choices, g->prompt_len[0], g->stream);
+    LOG_DEBUG("gen", "%s: %d choice(s), prompt %d tokens, stream %d", hc->request_id, g->n_choices,
+              g->prompt_len[0], g->stream);
     /* 4. answer */
     if (g->stream) return start_stream(hc, g);
     hc->on_resume = nonstream_step;

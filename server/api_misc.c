@@ -45,7 +45,8 @@ enum MHD_Result api_metrics(struct http_conn *hc)
     size_t len = 0;
     char *text = metrics_render(s->metrics, have ? &st : NULL, &len);
     if (!text) return http_reply_error(hc, ERR_NOMEM, NULL, NULL);
-    enum MHD_Result r = http_reply_buf(hc, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+    enum MHD_Result r =
+        http_reply_buf(hc, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
     free(text);
     return r;
 }
@@ -95,8 +96,8 @@ enum MHD_Result api_tokenize(struct http_conn *hc)
         param = "add_special_tokens";
     } else if (json_is_string(prompt)) {
         unsigned flags = TOK_ENC_SPECIAL | (json_is_false(special) ? 0 : TOK_ENC_BOS);
-        rc = tok_encode(s->tok, json_string_value(prompt), json_string_length(prompt), flags,
-                        &ids, err);
+        rc = tok_encode(s->tok, json_string_value(prompt), json_string_length(prompt), flags, &ids,
+                        err);
         param = "prompt";
     } else if (messages) {
         /* validate as a chat request would, then render the template */
@@ -125,7 +126,8 @@ enum MHD_Result api_tokenize(struct http_conn *hc)
         ret = http_reply_error(hc, rc, err, rc == ERR_NOMEM ? NULL : param);
     } else {
         json_t *arr = json_array();
-        for (size_t i = 0; arr && i < ids.n; i++) json_array_append_new(arr, json_integer(ids.v[i]));
+        for (size_t i = 0; arr && i < ids.n; i++)
+            json_array_append_new(arr, json_integer(ids.v[i]));
         json_t *r = json_pack("{s:o, s:I, s:i}", "tokens", arr, "count", (json_int_t)ids.n,
                               "max_model_len", s->info.context);
         ret = r ? http_reply_json(hc, 200, r) : http_reply_error(hc, ERR_NOMEM, NULL, NULL);
@@ -161,8 +163,7 @@ enum MHD_Result api_detokenize(struct http_conn *hc)
             json_integer_value(v) >= s->info.vocab_size)
             rc = err_set(err, ERR_INVAL, "'tokens[%zu]' must be a token id in 0..%d", i,
                          s->info.vocab_size - 1);
-        else
-            ids[i] = (int32_t)json_integer_value(v);
+        else ids[i] = (int32_t)json_integer_value(v);
     }
     struct sbuf out = {0};
     if (rc == 0) rc = tok_decode(s->tok, ids, n, 0, &out, err);

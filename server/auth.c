@@ -18,10 +18,13 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-struct key { unsigned char b[AUTH_MAX_KEY + 1]; size_t len; };
+struct key {
+    unsigned char b[AUTH_MAX_KEY + 1];
+    size_t len;
+};
 
 struct auth {
-    char *path;                 /* NULL: authentication disabled */
+    char *path; /* NULL: authentication disabled */
     pthread_rwlock_t lock;
     struct key *keys;
     int n_keys;
@@ -59,7 +62,10 @@ static int load_keys(const char *path, struct key **out, int *n_out, char *err)
         if (n == cap) {
             cap = cap ? cap * 2 : 8;
             struct key *k = realloc(keys, (size_t)cap * sizeof *k);
-            if (!k) { rc = err_set(err, ERR_NOMEM, "out of memory"); break; }
+            if (!k) {
+                rc = err_set(err, ERR_NOMEM, "out of memory");
+                break;
+            }
             keys = k;
         }
         memset(&keys[n], 0, sizeof keys[n]);

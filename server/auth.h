@@ -19,7 +19,7 @@ struct auth;
 int auth_create(const char *path, struct auth **out, char *err);
 void auth_destroy(struct auth *a);
 int auth_reload(struct auth *a, char *err);
-int auth_enabled(const struct auth *a);      /* 0 when no key file is configured */
+int auth_enabled(const struct auth *a); /* 0 when no key file is configured */
 int auth_key_count(struct auth *a);
 
 /* 1 when the Authorization header value ("Bearer KEY", may be NULL) carries a valid key, or

@@ -22,7 +22,8 @@ struct bench {
 static const struct bench benches[] = {
     {"cpu", cpuq_bench_cpu, "DRAM read bandwidth, MoE expert decode/prefill at DeepSeek-V3 shapes"},
 #ifdef TANDEM_CUDA
-    {"gpu", bench_gpu_main, "HBM copy bandwidth, FP8 linears at DeepSeek-V3 shapes vs cuBLASLt, MLA decode"},
+    {"gpu", bench_gpu_main,
+     "HBM copy bandwidth, FP8 linears at DeepSeek-V3 shapes vs cuBLASLt, MLA decode"},
 #endif
 };
 #define N_BENCHES (int)(sizeof benches / sizeof benches[0])

@@ -58,7 +58,7 @@ static void on_event(void *ud, const struct eng_event *ev)
         }
     }
     if (q->n < q->cap) q->ev[q->n++] = *ev;
-    else if (ev->kind == ENG_EV_DONE) q->oom = 2;   /* never lose the DONE: flag it */
+    else if (ev->kind == ENG_EV_DONE) q->oom = 2; /* never lose the DONE: flag it */
     else q->oom = 1;
     pthread_cond_signal(&q->cv);
     pthread_mutex_unlock(&q->mu);
@@ -175,10 +175,11 @@ static int generate(struct engine *eng, const struct tok *tk, const struct opts 
             }
             t_last = now_s();
             if (!t_first) t_first = t_last;
-            if (ev->finish == ENG_FINISH_STOP) continue;    /* EOS: not part of the text */
+            if (ev->finish == ENG_FINISH_STOP) continue; /* EOS: not part of the text */
             size_t before = out.n;
             if (detok_feed(dt, ev->token, &out, NULL) < 0) continue;
-            if (out.n > before) fwrite(out.s + before, 1, out.n - before, stdout); /* s may be NULL */
+            if (out.n > before)
+                fwrite(out.s + before, 1, out.n - before, stdout); /* s may be NULL */
             fflush(stdout);
         }
         free(evs);
@@ -391,8 +392,10 @@ int cmd_chat(int argc, char **argv)
     /* interactive */
     int in_tty = isatty(0);
     if (in_tty)
-        fprintf(stderr, "tandem chat (%s template). /reset starts over, /quit or Ctrl-D ends, "
-                        "Ctrl-C stops a reply.\n", tmpl_kind_name(kind));
+        fprintf(stderr,
+                "tandem chat (%s template). /reset starts over, /quit or Ctrl-D ends, "
+                "Ctrl-C stops a reply.\n",
+                tmpl_kind_name(kind));
     char *line = NULL;
     size_t cap = 0;
     status = 0;
@@ -420,7 +423,7 @@ int cmd_chat(int argc, char **argv)
         fflush(stdout);
         if (rc != 0) {
             fprintf(stderr, "tandem chat: %s\n", err[0] ? err : err_message(rc));
-            if (added) free(hist.owned[--hist.n]);     /* drop the failed user turn */
+            if (added) free(hist.owned[--hist.n]); /* drop the failed user turn */
         } else {
             history_add(&hist, "assistant", reply.s ? reply.s : "", reply.n);
             if (o.stats) print_stats(&res);

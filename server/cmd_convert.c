@@ -50,7 +50,8 @@ static int parse_type(const char *v, int *out)
     }
     int t = qtype_from_name(v);
     if (t < 0) {
-        fprintf(stderr, "tandem convert: unknown type '%s' (e.g. q4_K, q4_K_M, q8_0, bf16, f32)\n", v);
+        fprintf(stderr, "tandem convert: unknown type '%s' (e.g. q4_K, q4_K_M, q8_0, bf16, f32)\n",
+                v);
         return -1;
     }
     *out = t;
@@ -85,15 +86,21 @@ int cmd_convert(int argc, char **argv)
         else if (!strcmp(a, "--fp8")) fp8 = v;
         else if (!strcmp(a, "--gguf")) gguf = v;
         else if (!strcmp(a, "--model")) model = v;
-        else if (!strcmp(a, "--seed")) { if (parse_int(a, v, 0, (long long)(~0ull >> 1), &seed)) return 2; }
-        else if (!strcmp(a, "--dense-layers")) { if (parse_int(a, v, 0, 1024, &dense)) return 2; }
-        else if (!strcmp(a, "--moe-layers")) { if (parse_int(a, v, 0, 1024, &moe)) return 2; }
-        else if (!strcmp(a, "--experts-n")) { if (parse_int(a, v, 1, 4096, &nexp)) return 2; }
-        else if (!strcmp(a, "--threads")) { if (parse_int(a, v, 0, 1024, &threads)) return 2; }
-        else if (!strcmp(a, "--experts")) { if (parse_type(v, &etype)) return 2; }
-        else if (!strcmp(a, "--dtype")) {
+        else if (!strcmp(a, "--seed")) {
+            if (parse_int(a, v, 0, (long long)(~0ull >> 1), &seed)) return 2;
+        } else if (!strcmp(a, "--dense-layers")) {
+            if (parse_int(a, v, 0, 1024, &dense)) return 2;
+        } else if (!strcmp(a, "--moe-layers")) {
+            if (parse_int(a, v, 0, 1024, &moe)) return 2;
+        } else if (!strcmp(a, "--experts-n")) {
+            if (parse_int(a, v, 1, 4096, &nexp)) return 2;
+        } else if (!strcmp(a, "--threads")) {
+            if (parse_int(a, v, 0, 1024, &threads)) return 2;
+        } else if (!strcmp(a, "--experts")) {
+            if (parse_type(v, &etype)) return 2;
+        } else if (!strcmp(a, "--dtype")) {
             if (parse_type(v, &dtype)) return 2;
-            if (dtype != QTYPE_F32 && dtype != QTYPE_BF16) {   /* also rejects q4_K_M */
+            if (dtype != QTYPE_F32 && dtype != QTYPE_BF16) { /* also rejects q4_K_M */
                 fprintf(stderr, "tandem convert: --dtype must be f32 or bf16\n");
                 return 2;
             }
@@ -107,7 +114,8 @@ int cmd_convert(int argc, char **argv)
     int rc;
     if (!strcmp(sub, "synth")) {
         if (!preset || !out) {
-            fprintf(stderr, "tandem convert synth: --preset and --out are required\n%s", usage_text);
+            fprintf(stderr, "tandem convert synth: --preset and --out are required\n%s",
+                    usage_text);
             return 2;
         }
         struct wt_synth_opts o = {0};
@@ -132,13 +140,15 @@ int cmd_convert(int argc, char **argv)
         rc = wt_convert_merge(fp8, gguf, out, err);
     } else if (!strcmp(sub, "dequant")) {
         if (!model || !out) {
-            fprintf(stderr, "tandem convert dequant: --model and --out are required\n%s", usage_text);
+            fprintf(stderr, "tandem convert dequant: --model and --out are required\n%s",
+                    usage_text);
             return 2;
         }
         rc = wt_convert_dequant(model, out, dtype, (int)threads, err);
     } else if (!strcmp(sub, "quantize")) {
         if (!model || !out) {
-            fprintf(stderr, "tandem convert quantize: --model and --out are required\n%s", usage_text);
+            fprintf(stderr, "tandem convert quantize: --model and --out are required\n%s",
+                    usage_text);
             return 2;
         }
         rc = wt_convert_quantize(model, out, etype, (int)threads, err);

@@ -50,14 +50,16 @@ int cmd_detokenize(int argc, char **argv)
     }
     size_t i;
     json_t *v;
-    if (!rc) json_array_foreach(arr, i, v) {
-        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT32_MAX) {
-            fprintf(stderr, "tandem detokenize: element %zu is not a token id\n", i);
-            rc = ERR_INVAL;
-            break;
+    if (!rc) json_array_foreach(arr, i, v)
+        {
+            if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+                json_integer_value(v) > INT32_MAX) {
+                fprintf(stderr, "tandem detokenize: element %zu is not a token id\n", i);
+                rc = ERR_INVAL;
+                break;
+            }
+            if ((rc = tok_ids_push(&ids, (int32_t)json_integer_value(v)))) break;
         }
-        if ((rc = tok_ids_push(&ids, (int32_t)json_integer_value(v)))) break;
-    }
     if (!rc && (rc = tok_decode(t, ids.v, ids.n, flags, &out, err)) != 0)
         fprintf(stderr, "tandem detokenize: %s\n", err);
     if (!rc) fwrite(out.s, 1, out.n, stdout);

@@ -7,8 +7,8 @@
  * the GPU memory plan (engine/model/gpu_plan.h), computed from the shapes alone.
  *
  * Otherwise opens the model with the weights index (engine/weights), validates it (unless told
- * not to), and reports: architecture and hyperparameters; the files; per-layer parameter counts by part
- * (attention = q/kv projections, their latent norms and o_proj; norms = attn_norm + ffn_norm;
+ * not to), and reports: architecture and hyperparameters; the files; per-layer parameter counts by
+ * part (attention = q/kv projections, their latent norms and o_proj; norms = attn_norm + ffn_norm;
  * dense FFN; router = gate + correction bias; shared experts; one routed expert and all routed
  * experts); per-tensor name, shape, type, bytes and placement (with --tensors); totals per
  * placement (GPU side vs CPU routed experts); and the memory serving needs: hybrid = GPU-side
@@ -37,7 +37,7 @@
 #include <sys/stat.h>
 
 enum part { P_ATTN, P_NORM, P_DENSE, P_ROUTER, P_SHARED, P_ROUTED, P_OTHER, P_COUNT };
-static const char *part_names[P_COUNT] = {"attention", "norms", "dense_ffn", "router",
+static const char *part_names[P_COUNT] = {"attention",     "norms",          "dense_ffn", "router",
                                           "shared_expert", "routed_experts", "other"};
 
 static int64_t numel(const struct wt_tensor *t)
@@ -67,7 +67,8 @@ static int classify(const char *n, enum part *p)
     else if (!strncmp(s, "ffn_gate_inp", 12) || !strncmp(s, "exp_probs_b", 11)) *p = P_ROUTER;
     else if (!strncmp(s, "attn_norm", 9) || !strncmp(s, "ffn_norm", 8)) *p = P_NORM;
     else if (!strncmp(s, "attn_", 5)) *p = P_ATTN;
-    else if (!strncmp(s, "ffn_gate.", 9) || !strncmp(s, "ffn_up.", 7) || !strncmp(s, "ffn_down.", 9))
+    else if (!strncmp(s, "ffn_gate.", 9) || !strncmp(s, "ffn_up.", 7) ||
+             !strncmp(s, "ffn_down.", 9))
         *p = P_DENSE;
     return l;
 }
@@ -96,25 +97,25 @@ static json_t *hparams_json(const struct wt_hparams *hp)
         "{s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i,"
         " s:i, s:i, s:f, s:b, s:s, s:f, s:f, s:i, s:i, s:i, s:i}",
         "arch", hp->arch, "vocab_size", hp->vocab_size, "hidden_size", hp->hidden,
-        "intermediate_size", hp->inter, "moe_intermediate_size", hp->moe_inter,
-        "num_hidden_layers", hp->n_layers, "num_attention_heads", hp->n_heads,
-        "q_lora_rank", hp->q_lora_rank, "kv_lora_rank", hp->kv_lora_rank,
-        "qk_nope_head_dim", hp->qk_nope, "qk_rope_head_dim", hp->qk_rope,
-        "v_head_dim", hp->v_head, "n_routed_experts", hp->n_routed,
-        "n_shared_experts", hp->n_shared, "num_experts_per_tok", hp->top_k,
-        "n_group", hp->n_group, "topk_group", hp->topk_group,
-        "first_k_dense_replace", hp->first_k_dense, "moe_layer_freq", hp->moe_layer_freq,
-        "routed_scaling_factor", (double)hp->routed_scale, "norm_topk_prob", hp->norm_topk_prob,
-        "scoring_func", hp->scoring == WT_SCORE_SIGMOID ? "sigmoid" : "softmax",
+        "intermediate_size", hp->inter, "moe_intermediate_size", hp->moe_inter, "num_hidden_layers",
+        hp->n_layers, "num_attention_heads", hp->n_heads, "q_lora_rank", hp->q_lora_rank,
+        "kv_lora_rank", hp->kv_lora_rank, "qk_nope_head_dim", hp->qk_nope, "qk_rope_head_dim",
+        hp->qk_rope, "v_head_dim", hp->v_head, "n_routed_experts", hp->n_routed, "n_shared_experts",
+        hp->n_shared, "num_experts_per_tok", hp->top_k, "n_group", hp->n_group, "topk_group",
+        hp->topk_group, "first_k_dense_replace", hp->first_k_dense, "moe_layer_freq",
+        hp->moe_layer_freq, "routed_scaling_factor", (double)hp->routed_scale, "norm_topk_prob",
+        hp->norm_topk_prob, "scoring_func", hp->scoring == WT_SCORE_SIGMOID ? "sigmoid" : "softmax",
         "rms_norm_eps", (double)hp->rms_eps, "rope_theta", (double)hp->rope_theta,
-        "max_position_embeddings", hp->max_pos, "bos_token_id", hp->bos_id,
-        "eos_token_id", hp->eos_id, "num_nextn_predict_layers", hp->n_nextn);
+        "max_position_embeddings", hp->max_pos, "bos_token_id", hp->bos_id, "eos_token_id",
+        hp->eos_id, "num_nextn_predict_layers", hp->n_nextn);
     if (hp->yarn)
-        json_object_set_new(o, "rope_scaling", json_pack(
-            "{s:s, s:f, s:i, s:f, s:f, s:f, s:f}", "type", "yarn", "factor", (double)hp->yarn_factor,
-            "original_max_position_embeddings", hp->yarn_orig_ctx, "beta_fast",
-            (double)hp->yarn_beta_fast, "beta_slow", (double)hp->yarn_beta_slow, "mscale",
-            (double)hp->yarn_mscale, "mscale_all_dim", (double)hp->yarn_mscale_all_dim));
+        json_object_set_new(o, "rope_scaling",
+                            json_pack("{s:s, s:f, s:i, s:f, s:f, s:f, s:f}", "type", "yarn",
+                                      "factor", (double)hp->yarn_factor,
+                                      "original_max_position_embeddings", hp->yarn_orig_ctx,
+                                      "beta_fast", (double)hp->yarn_beta_fast, "beta_slow",
+                                      (double)hp->yarn_beta_slow, "mscale", (double)hp->yarn_mscale,
+                                      "mscale_all_dim", (double)hp->yarn_mscale_all_dim));
     return o;
 }
 
@@ -160,28 +161,27 @@ static json_t *plan_json(const struct gpu_plan *pl, const struct gpu_plan_params
 {
     const struct gpu_plan_weights *w = &pl->w;
 #define I(x) ((json_int_t)(x))
-    json_t *wj = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
-                           "attention", I(w->attention), "kv_b", I(w->kv_b), "dense_ffn",
-                           I(w->dense_ffn), "shared_experts", I(w->shared_experts), "router",
-                           I(w->router), "norms", I(w->norms), "embed", I(w->embed), "lm_head",
-                           I(w->lm_head), "gpu_experts", I(w->gpu_experts), "host_linears",
-                           I(w->host_linears), "total", I(pl->weights));
-    json_t *dj = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "work_buffers",
-                           I(pl->act_model), "fp8_scratch", I(pl->act_fp8), "cublaslt",
-                           I(pl->ws_cublaslt), "gemv", I(pl->ws_gemv), "gemm_swap",
-                           I(pl->ws_gemm_swap), "mla", I(pl->ws_mla), "block_tables",
-                           I(pl->ws_block_tables), "small", I(pl->ws_small));
-    json_t *o = json_pack("{s:s, s:I, s:i, s:i, s:i, s:b, s:b, s:s, s:o, s:I, s:I, s:I, s:I, s:I,"
-                          " s:I, s:I, s:I, s:o}",
-                          "placement", gpu_placement_name(p->placement), "kv_tokens",
-                          (json_int_t)pl->kv_tokens, "max_batch_tokens", p->max_batch_tokens,
-                          "gpu_expert_layers", pl->gpu_expert_layers, "moe_layers", pl->moe_layers,
-                          "kv_on_gpu", pl->kv_on_gpu, "embed_on_gpu", p->embed_on_gpu, "kv_b_type",
-                          qtype_name(p->kvb_type), "weights", wj, "kv", I(pl->kv),
-                          "kv_bytes_per_token", I(pl->kv_bytes_per_token), "activations",
-                          I(pl->activations), "workspace", I(pl->workspace), "rounding", I(pl->rounding), "runtime",
-                          I(pl->runtime), "total", I(pl->total), "pinned_host", I(pl->pinned_host),
-                          "detail", dj);
+    json_t *wj =
+        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "attention",
+                  I(w->attention), "kv_b", I(w->kv_b), "dense_ffn", I(w->dense_ffn),
+                  "shared_experts", I(w->shared_experts), "router", I(w->router), "norms",
+                  I(w->norms), "embed", I(w->embed), "lm_head", I(w->lm_head), "gpu_experts",
+                  I(w->gpu_experts), "host_linears", I(w->host_linears), "total", I(pl->weights));
+    json_t *dj =
+        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "work_buffers", I(pl->act_model),
+                  "fp8_scratch", I(pl->act_fp8), "cublaslt", I(pl->ws_cublaslt), "gemv",
+                  I(pl->ws_gemv), "gemm_swap", I(pl->ws_gemm_swap), "mla", I(pl->ws_mla),
+                  "block_tables", I(pl->ws_block_tables), "small", I(pl->ws_small));
+    json_t *o = json_pack(
+        "{s:s, s:I, s:i, s:i, s:i, s:b, s:b, s:s, s:o, s:I, s:I, s:I, s:I, s:I,"
+        " s:I, s:I, s:I, s:o}",
+        "placement", gpu_placement_name(p->placement), "kv_tokens", (json_int_t)pl->kv_tokens,
+        "max_batch_tokens", p->max_batch_tokens, "gpu_expert_layers", pl->gpu_expert_layers,
+        "moe_layers", pl->moe_layers, "kv_on_gpu", pl->kv_on_gpu, "embed_on_gpu", p->embed_on_gpu,
+        "kv_b_type", qtype_name(p->kvb_type), "weights", wj, "kv", I(pl->kv), "kv_bytes_per_token",
+        I(pl->kv_bytes_per_token), "activations", I(pl->activations), "workspace", I(pl->workspace),
+        "rounding", I(pl->rounding), "runtime", I(pl->runtime), "total", I(pl->total),
+        "pinned_host", I(pl->pinned_host), "detail", dj);
 #undef I
     return o;
 }
@@ -191,12 +191,13 @@ static void print_header(const char *path, const struct wt_hparams *hp)
     int L = hp->n_layers, n_moe = 0;
     printf("model      %s\n", path);
     for (int l = 0; l < L; l++) n_moe += wt_layer_is_moe(hp, l);
-    printf("arch       %s: %d layers (%d dense, %d MoE), hidden %d, %d heads, vocab %d\n",
-           hp->arch, L, L - n_moe, n_moe, hp->hidden, hp->n_heads, hp->vocab_size);
+    printf("arch       %s: %d layers (%d dense, %d MoE), hidden %d, %d heads, vocab %d\n", hp->arch,
+           L, L - n_moe, n_moe, hp->hidden, hp->n_heads, hp->vocab_size);
     printf("attention  MLA q_lora %d, kv_lora %d, qk %d+%d, v %d\n", hp->q_lora_rank,
            hp->kv_lora_rank, hp->qk_nope, hp->qk_rope, hp->v_head);
     printf("experts    %d routed (top-%d, %d groups keep %d, %s, scale %.3g) + %d shared, "
-           "inter %d; dense inter %d\n", hp->n_routed, hp->top_k, hp->n_group, hp->topk_group,
+           "inter %d; dense inter %d\n",
+           hp->n_routed, hp->top_k, hp->n_group, hp->topk_group,
            hp->scoring == WT_SCORE_SIGMOID ? "sigmoid" : "softmax", (double)hp->routed_scale,
            hp->n_shared, hp->moe_inter, hp->inter);
     printf("rope       theta %g", (double)hp->rope_theta);
@@ -245,11 +246,11 @@ static int inspect_config(const char *path, const char *cfg, int as_json, long l
     if (make_plan(&hp, pp, context, &pl)) return 1;
     double kv_tok = (double)(hp.kv_lora_rank + hp.qk_rope) * 2.0 * hp.n_layers;
     if (as_json) {
-        json_t *root = json_pack("{s:s, s:s, s:b, s:o, s:{s:I, s:I, s:I}, s:o}", "path", path,
-                                 "config", cfg, "config_only", 1, "hparams", hparams_json(&hp),
-                                 "memory", "context", (json_int_t)context, "kv_bytes_per_token",
-                                 (json_int_t)kv_tok, "kv_bytes", (json_int_t)(kv_tok * context),
-                                 "gpu_plan", plan_json(&pl, pp));
+        json_t *root =
+            json_pack("{s:s, s:s, s:b, s:o, s:{s:I, s:I, s:I}, s:o}", "path", path, "config", cfg,
+                      "config_only", 1, "hparams", hparams_json(&hp), "memory", "context",
+                      (json_int_t)context, "kv_bytes_per_token", (json_int_t)kv_tok, "kv_bytes",
+                      (json_int_t)(kv_tok * context), "gpu_plan", plan_json(&pl, pp));
         json_dumpf(root, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         fputc('\n', stdout);
         json_decref(root);
@@ -304,8 +305,10 @@ int cmd_inspect(int argc, char **argv)
             pp.embed_on_gpu = !strcmp(val, "gpu");
         } else if (!strcmp(a, "--kv-b") && val) {
             i++;
-            pp.kvb_type = !strcmp(val, "f32") ? QTYPE_F32 : !strcmp(val, "bf16") ? QTYPE_BF16
-                        : !strcmp(val, "fp8") ? QTYPE_F8_E4M3 : -1;
+            pp.kvb_type = !strcmp(val, "f32")    ? QTYPE_F32
+                          : !strcmp(val, "bf16") ? QTYPE_BF16
+                          : !strcmp(val, "fp8")  ? QTYPE_F8_E4M3
+                                                 : -1;
             if (pp.kvb_type < 0) {
                 fprintf(stderr, "tandem inspect: --kv-b must be f32, bf16 or fp8\n");
                 return 2;
@@ -346,8 +349,9 @@ int cmd_inspect(int argc, char **argv)
     }
 
     /* per layer, per part: params and bytes */
-    int64_t (*lp)[P_COUNT] = calloc((size_t)L + 1, sizeof *lp);
-    double *lgpu = calloc((size_t)L + 1, sizeof(double)), *lcpu = calloc((size_t)L + 1, sizeof(double));
+    int64_t(*lp)[P_COUNT] = calloc((size_t)L + 1, sizeof *lp);
+    double *lgpu = calloc((size_t)L + 1, sizeof(double)),
+           *lcpu = calloc((size_t)L + 1, sizeof(double));
     if (!lp || !lgpu || !lcpu) {
         fprintf(stderr, "tandem inspect: out of memory\n");
         free(lp);
@@ -356,7 +360,7 @@ int cmd_inspect(int argc, char **argv)
         wt_close(m);
         return 1;
     }
-    int64_t gp[P_COUNT] = {0};   /* global tensors (embedding, head, final norm) -> P_OTHER */
+    int64_t gp[P_COUNT] = {0}; /* global tensors (embedding, head, final norm) -> P_OTHER */
     double gpu_bytes = 0, cpu_bytes = 0, total_params = 0;
     double type_bytes[QTYPE_COUNT_] = {0};
     json_t *jt = json_array();
@@ -397,26 +401,31 @@ int cmd_inspect(int argc, char **argv)
         }
         json_t *pj = json_object();
         for (int p = 0; p < P_COUNT; p++)
-            if (p != P_OTHER || lp[l][p]) json_object_set_new(pj, part_names[p], json_integer(lp[l][p]));
+            if (p != P_OTHER || lp[l][p])
+                json_object_set_new(pj, part_names[p], json_integer(lp[l][p]));
         json_object_set_new(pj, "routed_expert", json_integer(per_exp));
-        json_array_append_new(layers, json_pack("{s:i, s:s, s:o, s:I, s:I}", "layer", l, "kind",
-                                                moe ? "moe" : "dense", "params", pj, "gpu_bytes",
-                                                (json_int_t)lgpu[l], "cpu_bytes", (json_int_t)lcpu[l]));
+        json_array_append_new(layers,
+                              json_pack("{s:i, s:s, s:o, s:I, s:I}", "layer", l, "kind",
+                                        moe ? "moe" : "dense", "params", pj, "gpu_bytes",
+                                        (json_int_t)lgpu[l], "cpu_bytes", (json_int_t)lcpu[l]));
     }
     json_t *files = json_array();
-    for (int f = 0; f < wt_n_files(m); f++) json_array_append_new(files, json_string(wt_file_name(m, f)));
-    json_t *root = json_pack(
-        "{s:s, s:o, s:o, s:o, s:{s:f, s:I, s:I, s:I, s:i}, s:{s:I, s:I, s:I, s:{s:I, s:I}, s:{s:I}}}",
-        "path", path, "hparams", hparams_json(hp), "files", files, "layers", layers, "totals",
-        "params", total_params, "global_params", (json_int_t)gp[P_OTHER], "gpu_bytes",
-        (json_int_t)gpu_bytes, "cpu_expert_bytes", (json_int_t)cpu_bytes, "tensors", wt_count(m),
-        "memory", "context", (json_int_t)context, "kv_bytes_per_token", (json_int_t)kv_tok,
-        "kv_bytes", (json_int_t)kv, "hybrid", "gpu_bytes", (json_int_t)(gpu_bytes + kv),
-        "host_bytes", (json_int_t)cpu_bytes, "cpu_only", "host_bytes",
-        (json_int_t)(gpu_bytes + cpu_bytes + kv));
+    for (int f = 0; f < wt_n_files(m); f++)
+        json_array_append_new(files, json_string(wt_file_name(m, f)));
+    json_t *root =
+        json_pack("{s:s, s:o, s:o, s:o, s:{s:f, s:I, s:I, s:I, s:i}, s:{s:I, s:I, s:I, s:{s:I, "
+                  "s:I}, s:{s:I}}}",
+                  "path", path, "hparams", hparams_json(hp), "files", files, "layers", layers,
+                  "totals", "params", total_params, "global_params", (json_int_t)gp[P_OTHER],
+                  "gpu_bytes", (json_int_t)gpu_bytes, "cpu_expert_bytes", (json_int_t)cpu_bytes,
+                  "tensors", wt_count(m), "memory", "context", (json_int_t)context,
+                  "kv_bytes_per_token", (json_int_t)kv_tok, "kv_bytes", (json_int_t)kv, "hybrid",
+                  "gpu_bytes", (json_int_t)(gpu_bytes + kv), "host_bytes", (json_int_t)cpu_bytes,
+                  "cpu_only", "host_bytes", (json_int_t)(gpu_bytes + cpu_bytes + kv));
     json_t *bt = json_object();
     for (int ty = 0; ty < QTYPE_COUNT_; ty++)
-        if (type_bytes[ty] > 0) json_object_set_new(bt, qtype_name(ty), json_integer((json_int_t)type_bytes[ty]));
+        if (type_bytes[ty] > 0)
+            json_object_set_new(bt, qtype_name(ty), json_integer((json_int_t)type_bytes[ty]));
     json_object_set_new(json_object_get(root, "totals"), "bytes_by_type", bt);
     if (tensors) json_object_set_new(root, "tensor_list", jt);
     else json_decref(jt);
@@ -475,7 +484,8 @@ int cmd_inspect(int argc, char **argv)
         printf("\n%s", buf);
         if (kva && kva->type != QTYPE_F8_E4M3 && kva->type != QTYPE_BF16)
             printf("  (the plan assumes FP8 projections; this model's are %s: ops_cuda runs those "
-                   "on the CPU backend)\n", qtype_name(kva->type));
+                   "on the CPU backend)\n",
+                   qtype_name(kva->type));
     }
     json_decref(root);
     free(lp);

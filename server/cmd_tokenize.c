@@ -25,14 +25,20 @@ static char *read_all(FILE *f, size_t *len)
     for (;;) {
         if (n + 1 >= cap) {
             char *nb = realloc(b, cap *= 2);
-            if (!nb) { free(b); return NULL; }
+            if (!nb) {
+                free(b);
+                return NULL;
+            }
             b = nb;
         }
         size_t r = fread(b + n, 1, cap - n - 1, f);
         if (r == 0) break;
         n += r;
     }
-    if (ferror(f)) { free(b); return NULL; }
+    if (ferror(f)) {
+        free(b);
+        return NULL;
+    }
     b[n] = 0;
     *len = n;
     return b;

@@ -343,9 +343,9 @@ int daemon_serve(int argc, char **argv)
     }
     int rc = serve(d, &cfg);
     struct srv *s = &d->srv;
-    http_stop(s);              /* closes every connection: on_complete releases each request */
-    eng_destroy(s->eng);       /* the last DONE events free what the engine still held */
-    constrain_vocab_destroy(s->cvocab);   /* after the engine: constraints borrow it */
+    http_stop(s);        /* closes every connection: on_complete releases each request */
+    eng_destroy(s->eng); /* the last DONE events free what the engine still held */
+    constrain_vocab_destroy(s->cvocab); /* after the engine: constraints borrow it */
     tok_destroy(s->tok);
     auth_destroy(s->auth);
     metrics_destroy(s->metrics);

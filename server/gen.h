@@ -52,7 +52,7 @@
 
 /* One engine event, queued for the HTTP side. */
 struct gev {
-    int choice;                 /* index into gen.ch */
+    int choice; /* index into gen.ch */
     struct eng_event ev;
 };
 
@@ -63,7 +63,7 @@ struct gen_queue {
     /* under gen.mu */
     struct gev *ev;
     size_t n, cap;
-    int oom;                    /* an event could not be queued: fail the request */
+    int oom; /* an event could not be queued: fail the request */
     /* HTTP thread only: the array handed out by the last take, reused by the next */
     struct gev *work;
     size_t cap_work;
@@ -71,29 +71,29 @@ struct gen_queue {
 
 struct choice {
     struct gen *g;
-    int index;                  /* OpenAI choice index */
-    int prompt;                 /* which prompt it continues */
+    int index;  /* OpenAI choice index */
+    int prompt; /* which prompt it continues */
     uint64_t eng_id;
     int submitted;
-    int eng_done;               /* DONE received (under g->mu) */
-    double t_last;              /* engine thread: time of the previous token (ITL) */
+    int eng_done;  /* DONE received (under g->mu) */
+    double t_last; /* engine thread: time of the previous token (ITL) */
     /* HTTP-thread state */
     struct detok *dt;
-    struct sbuf text;           /* non-stream: the whole text; stream: text not yet sent */
-    json_t *lp;                 /* logprobs entries not yet emitted (chat: array; legacy: object) */
-    size_t text_off;            /* legacy logprobs text_offset */
+    struct sbuf text; /* non-stream: the whole text; stream: text not yet sent */
+    json_t *lp;       /* logprobs entries not yet emitted (chat: array; legacy: object) */
+    size_t text_off;  /* legacy logprobs text_offset */
     int n_gen, n_cached;
     int finished;
-    const char *finish;         /* "stop" / "length" */
+    const char *finish; /* "stop" / "length" */
     int finish_sent;
-    int pipe_on;                /* chat: text goes through `pipe` */
-    int pipe_done;              /* toolparse_pipe_finish called */
+    int pipe_on;   /* chat: text goes through `pipe` */
+    int pipe_done; /* toolparse_pipe_finish called */
     struct toolparse_pipe pipe;
 };
 
 struct gen {
     struct srv *srv;
-    struct gen *next, *prev;    /* srv->gens registry (srv->gens_mu) */
+    struct gen *next, *prev; /* srv->gens registry (srv->gens_mu) */
     pthread_mutex_t mu;
     /* under mu */
     int refs;
@@ -109,15 +109,15 @@ struct gen {
     struct api_params p;
     json_t *root;
     int n_prompts, n_choices, n_finished;
-    int *prompt_len;            /* tokens per prompt */
-    int think_open;             /* chat: the rendered prompt left "<think>" open (R1) */
-    char **echo;                /* completions echo: prompt text per prompt */
+    int *prompt_len; /* tokens per prompt */
+    int think_open;  /* chat: the rendered prompt left "<think>" open (R1) */
+    char **echo;     /* completions echo: prompt text per prompt */
     struct choice *ch;
     char id[64];
     char request_id[64];
     long long created;
     int stream;
-    struct sbuf sse;            /* SSE bytes not yet handed to MHD, from sse_off */
+    struct sbuf sse; /* SSE bytes not yet handed to MHD, from sse_off */
     size_t sse_off;
     int stream_done;
     int err_code;
@@ -132,11 +132,11 @@ int gen_create(struct http_conn *hc, int chat, struct gen **out, const char **pa
  * before anything is submitted). On error nothing is left to free but the gen, and rc, err and
  * *param are what the error reply says. */
 int gen_build_requests(struct gen *g, struct eng_request ***out, const char **param, char *err);
-void gen_request_free(struct eng_request *r);   /* an engine request (its arrays, if still held) */
-void gen_free(struct gen *g);                   /* accepts NULL */
+void gen_request_free(struct eng_request *r); /* an engine request (its arrays, if still held) */
+void gen_free(struct gen *g);                 /* accepts NULL */
 
 /* gen_events.c */
-void gen_on_event(void *ud, const struct eng_event *ev);   /* engine thread; ud = the choice */
+void gen_on_event(void *ud, const struct eng_event *ev); /* engine thread; ud = the choice */
 /* HTTP thread: take every queued event (valid until the next take); a failed queueing sets the
  * request's error. */
 size_t gen_take_events(struct gen *g, const struct gev **evs);
@@ -152,10 +152,10 @@ int gen_text_update(struct gen *g, uint64_t *cancel);
 
 /* gen_output.c */
 void gen_logprobs_add(struct gen *g, struct choice *c, const struct eng_event *ev);
-void gen_sse_start(struct gen *g);      /* the first chunk of each choice */
-void gen_sse_pending(struct gen *g);    /* chunks for whatever each choice has ready */
-void gen_sse_end(struct gen *g);        /* the error or usage chunk, then [DONE] */
-enum MHD_Result gen_reply_full(struct http_conn *hc, struct gen *g);   /* non-streaming */
+void gen_sse_start(struct gen *g);   /* the first chunk of each choice */
+void gen_sse_pending(struct gen *g); /* chunks for whatever each choice has ready */
+void gen_sse_end(struct gen *g);     /* the error or usage chunk, then [DONE] */
+enum MHD_Result gen_reply_full(struct http_conn *hc, struct gen *g); /* non-streaming */
 
 /* gen_registry.c (and api_gen_count / api_gen_cancel_all / api_gen_probe of http.h) */
 void gen_registry_add(struct srv *s, struct gen *g);

@@ -62,9 +62,10 @@ static void observe(struct gen *g, struct choice *c, const struct eng_event *ev)
     } else {
         metrics_observe(m, MET_PROMPT_TOKENS, ev->n_prompt);
         metrics_observe(m, MET_GEN_TOKENS, ev->n_generated);
-        metrics_finished(m, ev->finish == ENG_FINISH_STOP ? MET_FIN_STOP
-                            : ev->finish == ENG_FINISH_LENGTH ? MET_FIN_LENGTH
-                            : ev->finish == ENG_FINISH_CANCELLED ? MET_FIN_ABORT : MET_FIN_ERROR);
+        metrics_finished(m, ev->finish == ENG_FINISH_STOP        ? MET_FIN_STOP
+                            : ev->finish == ENG_FINISH_LENGTH    ? MET_FIN_LENGTH
+                            : ev->finish == ENG_FINISH_CANCELLED ? MET_FIN_ABORT
+                                                                 : MET_FIN_ERROR);
         if (++g->n_done_engine == g->n_choices) metrics_observe(m, MET_E2E, now - g->t_submit);
     }
 }
@@ -78,7 +79,7 @@ void gen_on_event(void *ud, const struct eng_event *ev)
 
     pthread_mutex_lock(&g->mu);
     if (queue_push(&g->q, c->index, ev) != 0)
-        g->q.oom = 1;        /* never silently drop a token: the request fails instead */
+        g->q.oom = 1; /* never silently drop a token: the request fails instead */
     if (ev->kind == ENG_EV_DONE) {
         c->eng_done = 1;
         g->refs--;

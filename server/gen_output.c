@@ -34,15 +34,13 @@ static json_t *json_lossy(const char *s, size_t n)
     return j;
 }
 
-static json_t *json_lp(float v)
-{
-    return json_real(isfinite(v) ? v : -9999.0);
-}
+static json_t *json_lp(float v) { return json_real(isfinite(v) ? v : -9999.0); }
 
 static json_t *token_bytes(const char *piece, size_t n)
 {
     json_t *a = json_array();
-    for (size_t i = 0; a && i < n; i++) json_array_append_new(a, json_integer((unsigned char)piece[i]));
+    for (size_t i = 0; a && i < n; i++)
+        json_array_append_new(a, json_integer((unsigned char)piece[i]));
     return a;
 }
 
@@ -83,7 +81,8 @@ void gen_logprobs_add(struct gen *g, struct choice *c, const struct eng_event *e
             size_t tn = 0;
             const char *tp = tok_piece(t, ev->top_ids[i], &tn);
             json_t *key = json_lossy(tp ? tp : "", tp ? tn : 0);
-            if (key) json_object_set_new(tops, json_string_value(key), json_lp(ev->top_logprobs[i]));
+            if (key)
+                json_object_set_new(tops, json_string_value(key), json_lp(ev->top_logprobs[i]));
             json_decref(key);
         }
         json_array_append_new(json_object_get(c->lp, "top_logprobs"), tops);
@@ -125,8 +124,8 @@ static json_t *chunk_base(struct gen *g)
 {
     json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[]}", "id", g->id, "object",
                           g->p.chat ? "chat.completion.chunk" : "text_completion", "created",
-                          (json_int_t)g->created, "model", g->srv->model_name,
-                          "system_fingerprint", g->srv->fingerprint, "choices");
+                          (json_int_t)g->created, "model", g->srv->model_name, "system_fingerprint",
+                          g->srv->fingerprint, "choices");
     if (o && g->p.include_usage) json_object_set_new(o, "usage", json_null());
     return o;
 }
@@ -174,7 +173,8 @@ static void sse_chat_chunks(struct gen *g, struct choice *c, int with_finish)
     if (json_array_size(deltas) == 0 && c->lp) json_array_append_new(deltas, json_object());
     size_t i;
     json_t *d;
-    json_array_foreach(deltas, i, d) {
+    json_array_foreach(deltas, i, d)
+    {
         json_t *o = chunk_base(g);
         json_t *lp = json_null();
         if (c->lp) {
@@ -211,7 +211,7 @@ void gen_sse_start(struct gen *g)
             const char *e = g->p.echo ? g->echo[c->prompt] : "";
             ch = json_pack("{s:i, s:s, s:n, s:n}", "index", c->index, "text", e, "logprobs",
                            "finish_reason");
-            if (g->p.echo == 0) {       /* nothing to say yet for legacy completions */
+            if (g->p.echo == 0) { /* nothing to say yet for legacy completions */
                 json_decref(ch);
                 json_decref(o);
                 continue;
@@ -258,10 +258,10 @@ enum MHD_Result gen_reply_full(struct http_conn *hc, struct gen *g)
         struct choice *c = &g->ch[i];
         json_t *lp = json_null();
         if (g->p.logprobs) {
-            if (!c->lp) c->lp = g->p.chat ? json_array()
-                                          : json_pack("{s:[], s:[], s:[], s:[]}", "tokens",
-                                                      "token_logprobs", "top_logprobs",
-                                                      "text_offset");
+            if (!c->lp)
+                c->lp = g->p.chat ? json_array()
+                                  : json_pack("{s:[], s:[], s:[], s:[]}", "tokens",
+                                              "token_logprobs", "top_logprobs", "text_offset");
             lp = g->p.chat ? json_pack("{s:o}", "content", c->lp) : c->lp;
             c->lp = NULL;
         }
@@ -275,14 +275,14 @@ enum MHD_Result gen_reply_full(struct http_conn *hc, struct gen *g)
                 json_decref(choices);
                 return http_reply_error(hc, ERR_NOMEM, NULL, NULL);
             }
-            o = json_pack("{s:i, s:o, s:o, s:s}", "index", c->index, "message", msg, "logprobs",
-                          lp, "finish_reason",
+            o = json_pack("{s:i, s:o, s:o, s:s}", "index", c->index, "message", msg, "logprobs", lp,
+                          "finish_reason",
                           toolparse_pipe_finish_reason(&c->pipe, c->finish ? c->finish : "stop"));
         } else if (g->p.chat) {
             o = json_pack("{s:i, s:{s:s, s:o, s:n}, s:o, s:s}", "index", c->index, "message",
                           "role", "assistant", "content",
-                          json_lossy(c->text.s ? c->text.s : "", c->text.n), "refusal",
-                          "logprobs", lp, "finish_reason", c->finish ? c->finish : "stop");
+                          json_lossy(c->text.s ? c->text.s : "", c->text.n), "refusal", "logprobs",
+                          lp, "finish_reason", c->finish ? c->finish : "stop");
         } else {
             struct sbuf t = {0};
             if (g->p.echo) sbuf_append(&t, g->echo[c->prompt], strlen(g->echo[c->prompt]));
@@ -296,9 +296,8 @@ enum MHD_Result gen_reply_full(struct http_conn *hc, struct gen *g)
     }
     json_t *r = json_pack("{s:s, s:s, s:I, s:s, s:s, s:o, s:o}", "id", g->id, "object",
                           g->p.chat ? "chat.completion" : "text_completion", "created",
-                          (json_int_t)g->created, "model", g->srv->model_name,
-                          "system_fingerprint", g->srv->fingerprint, "choices", choices, "usage",
-                          usage_json(g));
+                          (json_int_t)g->created, "model", g->srv->model_name, "system_fingerprint",
+                          g->srv->fingerprint, "choices", choices, "usage", usage_json(g));
     if (!r) return http_reply_error(hc, ERR_NOMEM, NULL, NULL);
     return http_reply_json(hc, 200, r);
 }

@@ -65,7 +65,7 @@ static void cancel_where(struct srv *s, int only_gone_clients)
                 cancel = 1;
                 g->client_gone = 1;
                 g->suspended = 0;
-                MHD_resume_connection(g->conn);   /* lets MHD close it and run on_complete */
+                MHD_resume_connection(g->conn); /* lets MHD close it and run on_complete */
             }
         }
         if (cancel)

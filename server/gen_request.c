@@ -53,8 +53,8 @@ int gen_create(struct http_conn *hc, int chat, struct gen **out, const char **pa
     json_error_t je;
     json_t *root = json_loadb(hc->body, hc->body_len, 0, &je);
     if (!root)
-        return err_set(err, ERR_JSON, "malformed JSON at line %d column %d: %s", je.line,
-                       je.column, je.text);
+        return err_set(err, ERR_JSON, "malformed JSON at line %d column %d: %s", je.line, je.column,
+                       je.text);
     struct gen *g = calloc(1, sizeof *g);
     if (!g) {
         json_decref(root);
@@ -86,11 +86,13 @@ int gen_create(struct http_conn *hc, int chat, struct gen **out, const char **pa
     for (int i = 0; i < g->p.samp.n_logit_bias; i++)
         if (g->p.samp.logit_bias_ids[i] >= s->info.vocab_size) {
             *param = "logit_bias";
-            return err_set(err, ERR_INVAL, "'logit_bias' token id %d is outside the vocabulary "
-                           "(0..%d)", g->p.samp.logit_bias_ids[i], s->info.vocab_size - 1);
+            return err_set(err, ERR_INVAL,
+                           "'logit_bias' token id %d is outside the vocabulary "
+                           "(0..%d)",
+                           g->p.samp.logit_bias_ids[i], s->info.vocab_size - 1);
         }
-    if (!g->p.seed_set && getrandom(&g->p.samp.seed, sizeof g->p.samp.seed, 0) !=
-                              (ssize_t)sizeof g->p.samp.seed)
+    if (!g->p.seed_set &&
+        getrandom(&g->p.samp.seed, sizeof g->p.samp.seed, 0) != (ssize_t)sizeof g->p.samp.seed)
         g->p.samp.seed = (uint64_t)time(NULL) ^ idn;
     return 0;
 }
@@ -136,7 +138,7 @@ int api_render_chat(struct srv *s, const json_t *messages, const struct toolpars
             }
             msgs[i].content = texts[i];
         }
-        if (i == 0 && tools_text.n) {   /* a system message first: the tool list joins it */
+        if (i == 0 && tools_text.n) { /* a system message first: the tool list joins it */
             struct sbuf joined = {0};
             const char *own = texts[0] ? texts[0] : "";
             if (sbuf_append(&joined, own, strlen(own)) ||
@@ -147,12 +149,12 @@ int api_render_chat(struct srv *s, const json_t *messages, const struct toolpars
                 goto out;
             }
             free(texts[0]);
-            texts[0] = joined.s;        /* NUL-terminated by sbuf_append */
+            texts[0] = joined.s; /* NUL-terminated by sbuf_append */
             msgs[0].content = texts[0];
         }
         size_t n_calls = 0;
         if ((rc = toolparse_history_calls(m, &calls[i], &n_calls, err)) != 0) goto out;
-        msgs[i].tool_calls = calls[i];      /* NULL when absent; non-NULL for [] too */
+        msgs[i].tool_calls = calls[i]; /* NULL when absent; non-NULL for [] too */
         msgs[i].n_tool_calls = n_calls;
         json_t *tcid = json_object_get(m, "tool_call_id");
         if (json_is_string(tcid)) msgs[i].tool_call_id = json_string_value(tcid);
@@ -180,12 +182,14 @@ static int prompt_tokens(struct gen *g, int i, int32_t **ids, int *n, const char
         struct sbuf text = {0};
         rc = api_render_chat(s, g->p.messages, &g->p.tools, &text, err);
         if (rc == 0) g->think_open = reasoning_prompt_open(text.s ? text.s : "", text.n);
-        if (rc == 0) rc = tok_encode(s->tok, text.s ? text.s : "", text.n, TOK_ENC_SPECIAL, &out, err);
+        if (rc == 0)
+            rc = tok_encode(s->tok, text.s ? text.s : "", text.n, TOK_ENC_SPECIAL, &out, err);
         sbuf_fini(&text);
     } else {
         const json_t *pr = g->p.prompt;
         const json_t *one = json_is_array(pr) && !json_is_integer(json_array_get(pr, 0))
-                                ? json_array_get(pr, (size_t)i) : pr;
+                                ? json_array_get(pr, (size_t)i)
+                                : pr;
         if (json_is_string(one)) {
             rc = tok_encode(s->tok, json_string_value(one), json_string_length(one),
                             TOK_ENC_SPECIAL | TOK_ENC_BOS, &out, err);
@@ -197,10 +201,11 @@ static int prompt_tokens(struct gen *g, int i, int32_t **ids, int *n, const char
             for (size_t k = 0; rc == 0 && k < json_array_size(one); k++) {
                 json_int_t id = json_integer_value(json_array_get(one, k));
                 if (id < 0 || id >= s->info.vocab_size)
-                    rc = err_set(err, ERR_INVAL, "'prompt' token id %lld is outside the "
-                                 "vocabulary (0..%d)", (long long)id, s->info.vocab_size - 1);
-                else
-                    rc = tok_ids_push(&out, (int32_t)id);
+                    rc = err_set(err, ERR_INVAL,
+                                 "'prompt' token id %lld is outside the "
+                                 "vocabulary (0..%d)",
+                                 (long long)id, s->info.vocab_size - 1);
+                else rc = tok_ids_push(&out, (int32_t)id);
             }
             if (rc == 0 && g->p.echo) {
                 struct sbuf t = {0};
@@ -229,13 +234,16 @@ static int check_context(const struct gen *g, int n, const char **param, char *e
     if (n + 1 <= ctx && (!max_tokens || n + max_tokens <= ctx)) return 0;
     *param = max_tokens && n + 1 <= ctx ? "max_tokens" : (g->p.chat ? "messages" : "prompt");
     if (max_tokens)
-        return err_set(err, ERR_CTX_OVERFLOW, "This model's maximum context length is %d tokens. "
+        return err_set(err, ERR_CTX_OVERFLOW,
+                       "This model's maximum context length is %d tokens. "
                        "However, you requested %d tokens (%d in the prompt, %d for the "
-                       "completion). Please reduce the prompt or max_tokens.", ctx,
-                       n + max_tokens, n, max_tokens);
-    return err_set(err, ERR_CTX_OVERFLOW, "This model's maximum context length is %d tokens. "
+                       "completion). Please reduce the prompt or max_tokens.",
+                       ctx, n + max_tokens, n, max_tokens);
+    return err_set(err, ERR_CTX_OVERFLOW,
+                   "This model's maximum context length is %d tokens. "
                    "However, the prompt has %d tokens (at least %d are needed with one "
-                   "generated token).", ctx, n, n + 1);
+                   "generated token).",
+                   ctx, n, n + 1);
 }
 
 /* The k-th choice of prompt pi: its detokenizer (with the stop strings) and, for chat, its pipe
@@ -267,8 +275,8 @@ static int choice_init(struct gen *g, int pi, int k, const char **param, char *e
 }
 
 /* The engine request of choice c (the k-th sample of its prompt ids[0..n)). 0 or ERR_NOMEM. */
-static int build_request(struct gen *g, struct choice *c, const int32_t *ids, int n,
-                         int max_tokens, int k, struct eng_request **out, char *err)
+static int build_request(struct gen *g, struct choice *c, const int32_t *ids, int n, int max_tokens,
+                         int k, struct eng_request **out, char *err)
 {
     struct eng_request *r = calloc(1, sizeof *r);
     if (!r) return ERR_NOMEM;
@@ -296,7 +304,7 @@ static int build_request(struct gen *g, struct choice *c, const int32_t *ids, in
     r->priority = g->p.priority;
     r->on_event = gen_on_event;
     r->ud = c;
-    if (g->p.grammar) {     /* structured output / forced tool call: one automaton per choice */
+    if (g->p.grammar) { /* structured output / forced tool call: one automaton per choice */
         struct constrain *con = NULL;
         int rc = constrain_create(g->srv->cvocab, g->p.grammar, &con, err);
         if (rc) return rc;
@@ -357,7 +365,7 @@ void gen_request_free(struct eng_request *r)
     free(r->prompt);
     free(r->samp.logit_bias_ids);
     free(r->samp.logit_bias_vals);
-    if (r->constraint.destroy) r->constraint.destroy(r->constraint.ud);  /* not submitted */
+    if (r->constraint.destroy) r->constraint.destroy(r->constraint.ud); /* not submitted */
     free(r);
 }
 

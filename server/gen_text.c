@@ -36,7 +36,7 @@ static int take_token(struct gen *g, struct choice *c, const struct eng_event *e
 {
     char err[ERR_LEN];
     c->n_gen++;
-    if (ev->finish == ENG_FINISH_STOP) return 0;   /* EOS / stop id: not part of the text */
+    if (ev->finish == ENG_FINISH_STOP) return 0; /* EOS / stop id: not part of the text */
     if (g->p.logprobs) gen_logprobs_add(g, c, ev);
     int rc = detok_feed(c->dt, ev->token, &c->text, err);
     if (rc == DETOK_STOPPED) {
@@ -57,8 +57,7 @@ static void take_done(struct gen *g, struct choice *c, const struct eng_event *e
 {
     if (ev->finish == ENG_FINISH_ERROR) {
         g->err_code = ev->err ? ev->err : ERR_INTERNAL;
-        snprintf(g->err_msg, sizeof g->err_msg, "generation failed: %s",
-                 err_message(g->err_code));
+        snprintf(g->err_msg, sizeof g->err_msg, "generation failed: %s", err_message(g->err_code));
     }
     /* the U+FFFD that replaces an unfinished last character can complete a stop string: then
      * the choice ends with "stop" */

@@ -31,7 +31,8 @@ static const struct command commands[] = {
      "tandem inspect DIR|FILE [--tensors] [--json]\n"},
     {"chat", cmd_chat, "chat with a model in the terminal, or generate from a prompt",
      "tandem chat --model DIR                       interactive chat (DeepSeek template)\n"
-     "tandem chat --model DIR --prompt TEXT [--max-tokens N] [--temperature T] [--seed N] [--raw]\n"},
+     "tandem chat --model DIR --prompt TEXT [--max-tokens N] [--temperature T] [--seed N] "
+     "[--raw]\n"},
     {"bench", cmd_bench, "benchmarks: CPU kernels, tokenizer, GPU kernels, serving",
      "tandem bench cpu|tokenizer|gpu|model [options]\n"},
     {"tokenize", cmd_tokenize, "text on stdin -> JSON array of token ids",
@@ -43,8 +44,10 @@ static const struct command commands[] = {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "tandem %s - DeepSeek-V3/R1 MoE inference server (GPU + CPU hybrid)\n\n"
-               "usage: tandem <command> [options]\n\ncommands:\n", TANDEM_VERSION);
+    fprintf(f,
+            "tandem %s - DeepSeek-V3/R1 MoE inference server (GPU + CPU hybrid)\n\n"
+            "usage: tandem <command> [options]\n\ncommands:\n",
+            TANDEM_VERSION);
     for (int i = 0; i < N_COMMANDS; i++)
         fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\n'tandem <command> --help' for details. Configuration: docs/configuration.md.\n");

@@ -24,38 +24,49 @@ struct hist_def {
 };
 
 static const struct hist_def hist_defs[MET_HIST_COUNT] = {
-    [MET_TTFT] = {"time_to_first_token_seconds", "Time to first token in seconds.", 18,
-                  {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
-                   5.0, 7.5, 10.0, 20.0, 40.0}},
-    [MET_ITL] = {"inter_token_latency_seconds", "Time between consecutive output tokens.", 18,
-                 {0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
-                  1.0, 2.5, 5.0, 7.5, 10.0}},
-    [MET_E2E] = {"e2e_request_latency_seconds", "End-to-end request latency in seconds.", 19,
-                 {0.05, 0.1, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0,
-                  60.0, 120.0, 240.0, 480.0, 960.0}},
+    [MET_TTFT] = {"time_to_first_token_seconds",
+                  "Time to first token in seconds.",
+                  18,
+                  {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
+                   7.5, 10.0, 20.0, 40.0}},
+    [MET_ITL] = {"inter_token_latency_seconds",
+                 "Time between consecutive output tokens.",
+                 18,
+                 {0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0,
+                  2.5, 5.0, 7.5, 10.0}},
+    [MET_E2E] = {"e2e_request_latency_seconds",
+                 "End-to-end request latency in seconds.",
+                 19,
+                 {0.05, 0.1, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0,
+                  120.0, 240.0, 480.0, 960.0}},
     [MET_QUEUE] = {"request_queue_time_seconds",
                    "Time from submission until the engine reported the first event (queue wait "
-                   "plus prefill).", 19,
+                   "plus prefill).",
+                   19,
                    {0.001, 0.005, 0.01, 0.05, 0.1, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0,
                     15.0, 20.0, 30.0, 60.0, 120.0}},
-    [MET_PROMPT_TOKENS] = {"request_prompt_tokens", "Prompt tokens per request.", 16,
+    [MET_PROMPT_TOKENS] = {"request_prompt_tokens",
+                           "Prompt tokens per request.",
+                           16,
                            {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000,
                             50000, 100000}},
-    [MET_GEN_TOKENS] = {"request_generation_tokens", "Generated tokens per request.", 16,
-                        {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000,
-                         50000, 100000}},
+    [MET_GEN_TOKENS] = {"request_generation_tokens",
+                        "Generated tokens per request.",
+                        16,
+                        {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000,
+                         100000}},
 };
 
 static const char *finish_names[MET_FIN_COUNT] = {"stop", "length", "abort", "error"};
 
 struct hist {
-    _Atomic uint64_t bucket[MAX_BUCKETS + 1];   /* last = +Inf */
+    _Atomic uint64_t bucket[MAX_BUCKETS + 1]; /* last = +Inf */
     _Atomic uint64_t count;
     _Atomic uint64_t sum_micro;
 };
 
 struct metrics {
-    char model[160];                            /* label-escaped model name */
+    char model[160]; /* label-escaped model name */
     struct hist hist[MET_HIST_COUNT];
     _Atomic uint64_t finished[MET_FIN_COUNT];
     _Atomic uint64_t errors[ERR_IDX_COUNT];
@@ -69,7 +80,11 @@ int metrics_create(const char *model_name, struct metrics **out)
     size_t j = 0;
     for (const char *s = model_name ? model_name : ""; *s && j + 3 < sizeof m->model; s++) {
         if (*s == '\\' || *s == '"') m->model[j++] = '\\';
-        if (*s == '\n') { m->model[j++] = '\\'; m->model[j++] = 'n'; continue; }
+        if (*s == '\n') {
+            m->model[j++] = '\\';
+            m->model[j++] = 'n';
+            continue;
+        }
         m->model[j++] = *s;
     }
     m->model[j] = 0;
@@ -155,8 +170,10 @@ char *metrics_render(struct metrics *m, const struct eng_stats *st, size_t *len)
     for (int i = 1; i < ERR_IDX_COUNT; i++) {
         uint64_t c = ld(&m->errors[i]);
         if (c)
-            fprintf(f, "tandem:http_errors_total{model_name=\"%s\",code=\"%s\",status=\"%d\"} "
-                    "%llu\n", mn, err_name(-i), err_http_status(-i), (unsigned long long)c);
+            fprintf(f,
+                    "tandem:http_errors_total{model_name=\"%s\",code=\"%s\",status=\"%d\"} "
+                    "%llu\n",
+                    mn, err_name(-i), err_http_status(-i), (unsigned long long)c);
     }
 
     for (int h = 0; h < MET_HIST_COUNT; h++) {

@@ -18,12 +18,12 @@
 struct metrics;
 
 enum metrics_hist {
-    MET_TTFT,           /* time_to_first_token_seconds */
-    MET_ITL,            /* inter_token_latency_seconds */
-    MET_E2E,            /* e2e_request_latency_seconds */
-    MET_QUEUE,          /* request_queue_time_seconds */
-    MET_PROMPT_TOKENS,  /* request_prompt_tokens */
-    MET_GEN_TOKENS,     /* request_generation_tokens */
+    MET_TTFT,          /* time_to_first_token_seconds */
+    MET_ITL,           /* inter_token_latency_seconds */
+    MET_E2E,           /* e2e_request_latency_seconds */
+    MET_QUEUE,         /* request_queue_time_seconds */
+    MET_PROMPT_TOKENS, /* request_prompt_tokens */
+    MET_GEN_TOKENS,    /* request_generation_tokens */
     MET_HIST_COUNT
 };
 
@@ -35,7 +35,7 @@ void metrics_destroy(struct metrics *m);
 
 void metrics_observe(struct metrics *m, enum metrics_hist h, double value);
 void metrics_finished(struct metrics *m, enum metrics_finish f);
-void metrics_error(struct metrics *m, int code);          /* an ERR_* sent as an HTTP error */
+void metrics_error(struct metrics *m, int code); /* an ERR_* sent as an HTTP error */
 
 /* The whole exposition text (malloc'd, *len bytes, NUL-terminated) or NULL on ENOMEM. `st` may
  * be NULL before the engine exists. */

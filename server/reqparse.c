@@ -73,8 +73,8 @@ static int get_int64(const json_t *o, const char *name, int64_t lo, int64_t hi, 
     return 0;
 }
 
-static int get_int(const json_t *o, const char *name, int lo, int hi, int *out,
-                   const char **param, char *err)
+static int get_int(const json_t *o, const char *name, int lo, int hi, int *out, const char **param,
+                   char *err)
 {
     int64_t x = *out;
     int rc = get_int64(o, name, lo, hi, &x, NULL, param, err);
@@ -115,7 +115,8 @@ static int parse_stop(const json_t *o, struct api_params *p, const char **param,
         for (size_t i = 0; i < json_array_size(v); i++) {
             items[n] = json_array_get(v, i);
             if (!json_is_string(items[n]))
-                return bad(err, param, "stop", "'%s' must be a string or an array of strings%s", "");
+                return bad(err, param, "stop", "'%s' must be a string or an array of strings%s",
+                           "");
             n++;
         }
     } else {
@@ -123,7 +124,7 @@ static int parse_stop(const json_t *o, struct api_params *p, const char **param,
     }
     for (int i = 0; i < n; i++) {
         size_t len = json_string_length(items[i]);
-        if (len == 0) continue;   /* an empty stop string can never match: ignore it */
+        if (len == 0) continue; /* an empty stop string can never match: ignore it */
         if (len > API_MAX_STOP_LEN) {
             *param = "stop";
             return err_set(err, ERR_INVAL, "'stop' strings may be at most %d bytes",
@@ -157,7 +158,8 @@ static int parse_logit_bias(const json_t *o, struct api_params *p, const char **
         return err_set(err, ERR_NOMEM, "out of memory");
     const char *key;
     json_t *val;
-    json_object_foreach(v, key, val) {
+    json_object_foreach(v, key, val)
+    {
         char *end;
         errno = 0;
         long id = strtol(key, &end, 10);
@@ -166,8 +168,8 @@ static int parse_logit_bias(const json_t *o, struct api_params *p, const char **
             return err_set(err, ERR_INVAL, "'logit_bias' keys must be token ids, got \"%.40s\"",
                            key);
         }
-        if (!json_is_number(val) || !(json_number_value(val) >= -100 &&
-                                      json_number_value(val) <= 100)) {
+        if (!json_is_number(val) ||
+            !(json_number_value(val) >= -100 && json_number_value(val) <= 100)) {
             *param = "logit_bias";
             return err_set(err, ERR_INVAL, "'logit_bias' values must be numbers in -100..100");
         }
@@ -183,8 +185,7 @@ static int parse_messages(const json_t *o, struct api_params *p, const char **pa
     static const char *roles[] = {"system", "developer", "user", "assistant", "tool"};
     json_t *m = json_object_get(o, "messages");
     *param = "messages";
-    if (!m || json_is_null(m))
-        return err_set(err, ERR_INVAL, "'messages' is required");
+    if (!m || json_is_null(m)) return err_set(err, ERR_INVAL, "'messages' is required");
     if (!json_is_array(m) || json_array_size(m) == 0)
         return err_set(err, ERR_INVAL, "'messages' must be a non-empty array");
     for (size_t i = 0; i < json_array_size(m); i++) {
@@ -198,9 +199,10 @@ static int parse_messages(const json_t *o, struct api_params *p, const char **pa
         for (size_t r = 0; r < sizeof roles / sizeof roles[0]; r++)
             known |= strcmp(json_string_value(role), roles[r]) == 0;
         if (!known)
-            return err_set(err, ERR_INVAL, "'messages[%zu].role' must be one of system, "
-                           "developer, user, assistant, tool; got \"%.40s\"", i,
-                           json_string_value(role));
+            return err_set(err, ERR_INVAL,
+                           "'messages[%zu].role' must be one of system, "
+                           "developer, user, assistant, tool; got \"%.40s\"",
+                           i, json_string_value(role));
         json_t *c = json_object_get(msg, "content");
         int is_assistant = strcmp(json_string_value(role), "assistant") == 0;
         if (!c || json_is_null(c)) {
@@ -211,19 +213,26 @@ static int parse_messages(const json_t *o, struct api_params *p, const char **pa
                 json_t *part = json_array_get(c, j);
                 json_t *type = json_object_get(part, "type");
                 if (!json_is_object(part) || !json_is_string(type))
-                    return err_set(err, ERR_INVAL, "'messages[%zu].content[%zu]' must be an "
-                                   "object with a 'type'", i, j);
+                    return err_set(err, ERR_INVAL,
+                                   "'messages[%zu].content[%zu]' must be an "
+                                   "object with a 'type'",
+                                   i, j);
                 if (strcmp(json_string_value(type), "text") != 0)
-                    return err_set(err, ERR_INVAL, "'messages[%zu].content[%zu].type' \"%.40s\" "
-                                   "is not supported (only \"text\")", i, j,
-                                   json_string_value(type));
+                    return err_set(err, ERR_INVAL,
+                                   "'messages[%zu].content[%zu].type' \"%.40s\" "
+                                   "is not supported (only \"text\")",
+                                   i, j, json_string_value(type));
                 if (!json_is_string(json_object_get(part, "text")))
-                    return err_set(err, ERR_INVAL, "'messages[%zu].content[%zu].text' must be "
-                                   "a string", i, j);
+                    return err_set(err, ERR_INVAL,
+                                   "'messages[%zu].content[%zu].text' must be "
+                                   "a string",
+                                   i, j);
             }
         } else if (!json_is_string(c)) {
-            return err_set(err, ERR_INVAL, "'messages[%zu].content' must be a string or an "
-                           "array of text parts", i);
+            return err_set(err, ERR_INVAL,
+                           "'messages[%zu].content' must be a string or an "
+                           "array of text parts",
+                           i);
         }
         json_t *name = json_object_get(msg, "name");
         if (name && !json_is_null(name) && !json_is_string(name))
@@ -231,8 +240,10 @@ static int parse_messages(const json_t *o, struct api_params *p, const char **pa
         json_t *tcs = json_object_get(msg, "tool_calls");
         if (tcs && !json_is_null(tcs)) {
             if (!is_assistant)
-                return err_set(err, ERR_INVAL, "'messages[%zu].tool_calls' is only allowed in "
-                               "assistant messages", i);
+                return err_set(err, ERR_INVAL,
+                               "'messages[%zu].tool_calls' is only allowed in "
+                               "assistant messages",
+                               i);
             struct tmpl_tool_call *calls = NULL;
             size_t n_calls = 0;
             char terr[ERR_LEN];
@@ -261,27 +272,31 @@ static int parse_prompt(const json_t *o, struct api_params *p, const char **para
         return 0;
     }
     if (!json_is_array(v) || json_array_size(v) == 0)
-        return err_set(err, ERR_INVAL, "'prompt' must be a string, an array of strings or an "
+        return err_set(err, ERR_INVAL,
+                       "'prompt' must be a string, an array of strings or an "
                        "array of token ids");
     json_t *first = json_array_get(v, 0);
-    if (json_is_integer(first)) {           /* [int, ...]: one tokenized prompt */
+    if (json_is_integer(first)) { /* [int, ...]: one tokenized prompt */
         for (size_t i = 0; i < json_array_size(v); i++)
             if (!json_is_integer(json_array_get(v, i)))
                 return err_set(err, ERR_INVAL, "'prompt' token arrays must hold only integers");
-    } else {                                /* [string, ...] or [[int, ...], ...] */
+    } else { /* [string, ...] or [[int, ...], ...] */
         if (json_array_size(v) > API_MAX_PROMPTS)
-            return err_set(err, ERR_INVAL, "'prompt' may hold at most %d prompts",
-                           API_MAX_PROMPTS);
+            return err_set(err, ERR_INVAL, "'prompt' may hold at most %d prompts", API_MAX_PROMPTS);
         for (size_t i = 0; i < json_array_size(v); i++) {
             json_t *e = json_array_get(v, i);
             if (json_is_string(e)) continue;
             if (!json_is_array(e) || json_array_size(e) == 0)
-                return err_set(err, ERR_INVAL, "'prompt[%zu]' must be a string or a non-empty "
-                               "array of token ids", i);
+                return err_set(err, ERR_INVAL,
+                               "'prompt[%zu]' must be a string or a non-empty "
+                               "array of token ids",
+                               i);
             for (size_t j = 0; j < json_array_size(e); j++)
                 if (!json_is_integer(json_array_get(e, j)))
-                    return err_set(err, ERR_INVAL, "'prompt[%zu]' token arrays must hold only "
-                                   "integers", i);
+                    return err_set(err, ERR_INVAL,
+                                   "'prompt[%zu]' token arrays must hold only "
+                                   "integers",
+                                   i);
         }
     }
     p->prompt = v;
@@ -303,7 +318,10 @@ int api_params_parse(const json_t *root, int chat, struct api_params *p, const c
     if (!json_is_object(root))
         return err_set(err, ERR_INVAL, "the request body must be a JSON object");
 
-#define TRY(x) do { if ((rc = (x)) != 0) goto fail; } while (0)
+#define TRY(x)                                                                                     \
+    do {                                                                                           \
+        if ((rc = (x)) != 0) goto fail;                                                            \
+    } while (0)
     TRY(check_string_or_null(root, "model", param, err));
     json_t *model = json_object_get(root, "model");
     p->model = json_is_string(model) ? json_string_value(model) : NULL;
@@ -342,7 +360,7 @@ int api_params_parse(const json_t *root, int chat, struct api_params *p, const c
         goto fail;
     }
     TRY(get_int(root, "top_k", -1, 1 << 30, &p->samp.top_k, param, err));
-    if (p->samp.top_k < 0) p->samp.top_k = 0;      /* vLLM: -1 = off */
+    if (p->samp.top_k < 0) p->samp.top_k = 0; /* vLLM: -1 = off */
     TRY(get_float(root, "min_p", 0, 1, &p->samp.min_p, param, err));
     TRY(get_float(root, "presence_penalty", -2, 2, &p->samp.presence_penalty, param, err));
     TRY(get_float(root, "frequency_penalty", -2, 2, &p->samp.frequency_penalty, param, err));
@@ -360,8 +378,7 @@ int api_params_parse(const json_t *root, int chat, struct api_params *p, const c
 
     if (chat) {
         TRY(get_bool(root, "logprobs", &p->logprobs, param, err));
-        TRY(get_int(root, "top_logprobs", 0, ENG_MAX_TOP_LOGPROBS, &p->top_logprobs, param,
-                    err));
+        TRY(get_int(root, "top_logprobs", 0, ENG_MAX_TOP_LOGPROBS, &p->top_logprobs, param, err));
         if (p->top_logprobs > 0 && !p->logprobs) {
             *param = "top_logprobs";
             rc = err_set(err, ERR_INVAL, "'top_logprobs' requires 'logprobs': true");
@@ -371,8 +388,7 @@ int api_params_parse(const json_t *root, int chat, struct api_params *p, const c
         /* legacy completions: logprobs is the number of alternatives (null = none) */
         json_t *lp = json_object_get(root, "logprobs");
         if (lp && !json_is_null(lp)) {
-            TRY(get_int(root, "logprobs", 0, ENG_MAX_TOP_LOGPROBS, &p->top_logprobs, param,
-                        err));
+            TRY(get_int(root, "logprobs", 0, ENG_MAX_TOP_LOGPROBS, &p->top_logprobs, param, err));
             p->logprobs = 1;
         }
         TRY(get_bool(root, "echo", &p->echo, param, err));
@@ -402,10 +418,10 @@ int api_params_parse(const json_t *root, int chat, struct api_params *p, const c
         TRY(toolparse_req_parse(root, &p->tools, param, err));
         if (p->tools.choice == TOOLPARSE_CHOICE_REQUIRED ||
             p->tools.choice == TOOLPARSE_CHOICE_NAMED) {
-            rc = jsonschema_compile_tool_call(p->tools.tools,
-                                              p->tools.choice == TOOLPARSE_CHOICE_NAMED
-                                                  ? p->tools.choice_name : NULL,
-                                              &p->grammar, err);
+            rc = jsonschema_compile_tool_call(
+                p->tools.tools,
+                p->tools.choice == TOOLPARSE_CHOICE_NAMED ? p->tools.choice_name : NULL,
+                &p->grammar, err);
             if (rc) {
                 *param = "tools";
                 goto fail;
@@ -417,9 +433,11 @@ int api_params_parse(const json_t *root, int chat, struct api_params *p, const c
         if (rfmt && !json_is_null(rfmt)) {
             const char *v = json_string_value(rfmt);
             if (!v || (strcmp(v, "none") && strcmp(v, "deepseek") && strcmp(v, "auto"))) {
-                rc = bad(err, param, "reasoning_format", "'%s' must be \"deepseek\" (split into "
+                rc = bad(err, param, "reasoning_format",
+                         "'%s' must be \"deepseek\" (split into "
                          "reasoning_content, the default), \"auto\" (the same) or \"none\" (keep "
-                         "it inline in content)%s", "");
+                         "it inline in content)%s",
+                         "");
                 goto fail;
             }
             p->reasoning_inline = strcmp(v, "none") == 0;

@@ -31,28 +31,28 @@
 #define API_MAX_LOGIT_BIAS 1024
 
 struct api_params {
-    int chat;                   /* 1: chat completions, 0: legacy completions */
-    const char *model;          /* borrowed from the JSON; NULL when absent */
-    const json_t *messages;     /* chat: validated array of messages (borrowed) */
-    const json_t *prompt;       /* completions: string, [string], [int] or [[int]] (borrowed) */
+    int chat;               /* 1: chat completions, 0: legacy completions */
+    const char *model;      /* borrowed from the JSON; NULL when absent */
+    const json_t *messages; /* chat: validated array of messages (borrowed) */
+    const json_t *prompt;   /* completions: string, [string], [int] or [[int]] (borrowed) */
     int stream, include_usage;
-    int max_tokens;             /* 0 = not given */
+    int max_tokens; /* 0 = not given */
     int min_tokens;
-    struct eng_sampling samp;   /* logit_bias arrays owned here until handed to the engine */
+    struct eng_sampling samp; /* logit_bias arrays owned here until handed to the engine */
     int seed_set;
-    int n;                      /* choices per prompt, 1..API_MAX_N */
-    int logprobs;               /* report logprobs at all */
-    int top_logprobs;           /* 0..ENG_MAX_TOP_LOGPROBS */
+    int n;            /* choices per prompt, 1..API_MAX_N */
+    int logprobs;     /* report logprobs at all */
+    int top_logprobs; /* 0..ENG_MAX_TOP_LOGPROBS */
     int ignore_eos;
     int priority;
-    int echo;                   /* completions: prepend the prompt to the text */
+    int echo; /* completions: prepend the prompt to the text */
     int n_stop;
-    char *stop[API_MAX_STOP];   /* malloc'd, non-empty */
+    char *stop[API_MAX_STOP]; /* malloc'd, non-empty */
     /* chat only (docs/structured-output.md) */
     struct toolparse_req tools; /* tools / tool_choice / parallel_tool_calls (borrows root) */
     struct jsonschema_grammar *grammar; /* constrained decoding: a forced tool call, else
                                            response_format; NULL = none (owned reference) */
-    int reasoning_inline;       /* "reasoning_format": "none": keep <think>...</think> in content */
+    int reasoning_inline; /* "reasoning_format": "none": keep <think>...</think> in content */
 };
 
 /* Validate `root` (must be an object). Returns 0, or ERR_INVAL with *param (static or borrowed

@@ -29,24 +29,24 @@ static inline size_t model_kv_elem_size(int type) { return type == MODEL_KV_F32 
  * A zero-initialized struct is bf16. */
 struct model_kv {
     int n_layers, n_blocks, block_tokens, kv_dim;
-    int type;                   /* enum model_kv_type */
+    int type; /* enum model_kv_type */
     void **layer_data;
 };
 
 struct model_seq {
-    const int32_t *blocks;      /* block table: block ids covering positions 0..n_pos-1 */
+    const int32_t *blocks; /* block table: block ids covering positions 0..n_pos-1 */
     int n_blocks;
 };
 
 struct model_batch {
     int n_tokens;
-    const int32_t *tokens;      /* [n_tokens] */
-    const int32_t *pos;         /* [n_tokens] absolute positions */
-    const int32_t *seq;         /* [n_tokens] index into seqs */
+    const int32_t *tokens; /* [n_tokens] */
+    const int32_t *pos;    /* [n_tokens] absolute positions */
+    const int32_t *seq;    /* [n_tokens] index into seqs */
     int n_seqs;
     const struct model_seq *seqs;
     int n_logits;
-    const int32_t *logits_idx;  /* [n_logits] batch indices whose logits are wanted */
+    const int32_t *logits_idx; /* [n_logits] batch indices whose logits are wanted */
 };
 
 #endif

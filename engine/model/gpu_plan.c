@@ -23,10 +23,10 @@
  * workspace and the staging ring, is sized for max_batch_tokens rows although model.c now passes
  * at most ATT_CHUNK rows to ops_mla_attn: a safe upper bound). model.c's work buffers are
  * counted exactly: max_batch_tokens rows of most, ATT_CHUNK rows of q~ / o~, and gate / up of
- * max(max_batch_tokens x shared width, min(max_batch_tokens, FFN_CHUNK) x dense width). The kernels'
- * split-planning formulas (mla.cu mla_plan, gemv_fp8.cu gemv_plan_make) are restated here with the
- * SM count as a parameter: keep them in step when those change.
- * Sizes are doubles (bytes): exact integers far beyond any model (2^53).
+ * max(max_batch_tokens x shared width, min(max_batch_tokens, FFN_CHUNK) x dense width). The
+ * kernels' split-planning formulas (mla.cu mla_plan, gemv_fp8.cu gemv_plan_make) are restated here
+ * with the SM count as a parameter: keep them in step when those change. Sizes are doubles (bytes):
+ * exact integers far beyond any model (2^53).
  */
 #include "engine/model/gpu_plan.h"
 
@@ -40,14 +40,14 @@
 
 #define MIB (1024.0 * 1024.0)
 #define GIB (1024.0 * 1024.0 * 1024.0)
-#define LOGIT_ROWS 16           /* model.c: lm_head rows per pass */
-#define ATT_CHUNK 256           /* model.c: tokens per absorbed-attention pass (q~ / o~ rows) */
-#define FFN_CHUNK 512           /* model.c: tokens per dense-FFN pass (gate / up rows) */
+#define LOGIT_ROWS 16            /* model.c: lm_head rows per pass */
+#define ATT_CHUNK 256            /* model.c: tokens per absorbed-attention pass (q~ / o~ rows) */
+#define FFN_CHUNK 512            /* model.c: tokens per dense-FFN pass (gate / up rows) */
 #define CUBLASLT_WS (32.0 * MIB) /* gemm_fp8_create(0, ...) */
-#define GEMV_CTAS_PER_SM 2      /* every production tuning of gemv_fp8.cu */
+#define GEMV_CTAS_PER_SM 2       /* every production tuning of gemv_fp8.cu */
 #define GEMV_WARPS 8
 #define GEMV_PART_OFFSET (4096.0 * 4)
-#define MLA_HG 8                /* mla.cu: heads per CTA, CUDA-core and tensor-core kernels */
+#define MLA_HG 8 /* mla.cu: heads per CTA, CUDA-core and tensor-core kernels */
 #define TC_HEADS 16
 #define TC_T 32
 #define ALLOC_BIG (1024.0 * 1024.0) /* cudaMalloc: larger blocks take whole 2 MiB pages */
@@ -56,7 +56,10 @@
 
 static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 static int64_t round4(int64_t x) { return (x + 3) & ~(int64_t)3; }
-static double hbuf_size(double bytes) { return bytes > 0 ? bytes + (double)((int64_t)bytes / 4) + 4096 : 0; }
+static double hbuf_size(double bytes)
+{
+    return bytes > 0 ? bytes + (double)((int64_t)bytes / 4) + 4096 : 0;
+}
 
 void gpu_plan_defaults(struct gpu_plan_params *p)
 {
@@ -65,14 +68,14 @@ void gpu_plan_defaults(struct gpu_plan_params *p)
     p->gpu_expert_layers = 0;
     p->expert_type = QTYPE_F8_E4M3;
     p->linear_type = QTYPE_F8_E4M3;
-    p->kvb_type = QTYPE_F8_E4M3;    /* ops_cuda_heads: FP8 kv_b stays FP8 on the device */
-    p->embed_on_gpu = 0;            /* ops_table_create: the table stays in host memory */
+    p->kvb_type = QTYPE_F8_E4M3; /* ops_cuda_heads: FP8 kv_b stays FP8 on the device */
+    p->embed_on_gpu = 0;         /* ops_table_create: the table stays in host memory */
     p->kv_tokens = 32768;
     p->max_seq_tokens = 0;
     p->max_batch_tokens = 2048;
     p->kv_block_tokens = 16;
     p->sms = 132;
-    p->runtime_reserve = 600 * MIB;     /* measured: docs/gpu-memory.md */
+    p->runtime_reserve = 600 * MIB; /* measured: docs/gpu-memory.md */
     p->prefill_experts = 0;
     p->stream_buffer_mb = 400;
     p->stream_expert_type = QTYPE_Q4_K;
@@ -204,7 +207,7 @@ static double lin(struct acc *a, int type, int64_t rows, int64_t cols)
 static int expert_bytes(struct acc *a, int64_t I, int64_t D, double *out, char *err)
 {
     int t = a->p->expert_type;
-    if (t == QTYPE_F8_E4M3) {       /* stacked per layer: no per-expert rounding counted */
+    if (t == QTYPE_F8_E4M3) { /* stacked per layer: no per-expert rounding counted */
         fp8_shape(a, I, D);
         fp8_shape(a, D, I);
         *out = fp8_bytes(I, D) * 2 + fp8_bytes(D, I);
@@ -213,8 +216,10 @@ static int expert_bytes(struct acc *a, int64_t I, int64_t D, double *out, char *
     int ok1 = 1, ok2 = 1;
     size_t r1 = qtype_row_bytes(t, D, &ok1), r2 = qtype_row_bytes(t, I, &ok2);
     if (!ok1 || !ok2 || t == QTYPE_U8)
-        return err_set(err, ERR_INVAL, "gpu plan: expert type %s does not fit rows of %lld and "
-                       "%lld values", qtype_name(t), (long long)D, (long long)I);
+        return err_set(err, ERR_INVAL,
+                       "gpu plan: expert type %s does not fit rows of %lld and "
+                       "%lld values",
+                       qtype_name(t), (long long)D, (long long)I);
     *out = 2.0 * (double)I * (double)r1 + (double)D * (double)r2;
     return 0;
 }
@@ -234,9 +239,9 @@ static int check(const struct wt_hparams *hp, const struct gpu_plan_params *p, c
         hp->n_shared < 0 || hp->top_k < 0)
         return err_set(err, ERR_INVAL, "gpu plan: hyperparameters missing or not positive");
     /* bounds that keep every product below 2^53 (doubles stay exact) */
-    const int dims[] = {hp->hidden, hp->inter, hp->moe_inter, hp->n_heads, hp->q_lora_rank,
-                        hp->kv_lora_rank, hp->qk_nope, hp->qk_rope, hp->v_head, hp->n_shared,
-                        hp->top_k};
+    const int dims[] = {hp->hidden,      hp->inter,        hp->moe_inter, hp->n_heads,
+                        hp->q_lora_rank, hp->kv_lora_rank, hp->qk_nope,   hp->qk_rope,
+                        hp->v_head,      hp->n_shared,     hp->top_k};
     for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
         if (dims[i] > (1 << 20))
             return err_set(err, ERR_INVAL, "gpu plan: a dimension of %d is beyond 2^20", dims[i]);
@@ -254,7 +259,8 @@ static int check(const struct wt_hparams *hp, const struct gpu_plan_params *p, c
     if (p->kv_tokens < 0 || p->kv_tokens > ((int64_t)1 << 40) || p->max_seq_tokens < 0 ||
         p->max_batch_tokens < 1 || p->max_batch_tokens > (1 << 24) || p->kv_block_tokens < 1 ||
         p->sms < 1 || p->sms > 4096 || p->gpu_expert_layers < 0 || !(p->runtime_reserve >= 0))
-        return err_set(err, ERR_INVAL, "gpu plan: kv_tokens, max_batch_tokens, kv_block_tokens, "
+        return err_set(err, ERR_INVAL,
+                       "gpu plan: kv_tokens, max_batch_tokens, kv_block_tokens, "
                        "sms, gpu_expert_layers or runtime_reserve out of range");
     return 0;
 }
@@ -274,15 +280,16 @@ int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *
     for (int l = 0; l < hp->n_layers; l++) pl->moe_layers += wt_layer_is_moe(hp, l) != 0;
     pl->kv_bytes_per_token = (double)hp->n_layers * (double)(L + R) * 2;
     pl->kv_tokens = p->kv_tokens;
-    if (p->placement == GPU_PLACE_CPU) return 0;   /* nothing on the device */
+    if (p->placement == GPU_PLACE_CPU) return 0; /* nothing on the device */
 
     /* ---- weights (model_create, load_layer) */
     struct gpu_plan_weights *w = &pl->w;
     w->embed = p->embed_on_gpu ? lin(&a, QTYPE_BF16, hp->vocab_size, D) : 0;
     w->lm_head = lin(&a, QTYPE_BF16, hp->vocab_size, D);
-    w->norms = al(pl, (double)D * 4);               /* output_norm */
-    int n_gpu = p->placement == GPU_PLACE_GPU ? pl->moe_layers
-              : p->gpu_expert_layers < pl->moe_layers ? p->gpu_expert_layers : pl->moe_layers;
+    w->norms = al(pl, (double)D * 4); /* output_norm */
+    int n_gpu = p->placement == GPU_PLACE_GPU           ? pl->moe_layers
+                : p->gpu_expert_layers < pl->moe_layers ? p->gpu_expert_layers
+                                                        : pl->moe_layers;
     pl->gpu_expert_layers = n_gpu;
     double one_expert = 0;
     if (n_gpu > 0 && (rc = expert_bytes(&a, I, D, &one_expert, err))) return rc;
@@ -299,24 +306,24 @@ int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *
             continue;
         }
         w->router += lin(&a, QTYPE_BF16, E, D);
-        if (hp->scoring == WT_SCORE_SIGMOID) w->router += al(pl, (double)E * 4);   /* bias */
+        if (hp->scoring == WT_SCORE_SIGMOID) w->router += al(pl, (double)E * 4); /* bias */
         if (hp->n_shared > 0) {
             int64_t si = (int64_t)hp->n_shared * I;
             w->shared_experts += 2 * lin(&a, lt, si, D) + lin(&a, lt, D, si);
         }
         if (moe_seen++ < n_gpu) w->gpu_experts += al(pl, (double)E * one_expert);
     }
-    pl->weights = w->attention + w->kv_b + w->norms + w->dense_ffn + w->shared_experts +
-                  w->router + w->embed + w->lm_head + w->gpu_experts;
+    pl->weights = w->attention + w->kv_b + w->norms + w->dense_ffn + w->shared_experts + w->router +
+                  w->embed + w->lm_head + w->gpu_experts;
 
     /* ---- KV cache (kv_mirror): only where cuk_mla_decode runs the attention */
     pl->kv_on_gpu = L == 512 && R == 64 && H % 16 == 0;
-    int64_t max_seq = p->max_seq_tokens > 0 && p->max_seq_tokens < p->kv_tokens
-                    ? p->max_seq_tokens : p->kv_tokens;
+    int64_t max_seq = p->max_seq_tokens > 0 && p->max_seq_tokens < p->kv_tokens ? p->max_seq_tokens
+                                                                                : p->kv_tokens;
     if (pl->kv_on_gpu) pl->kv = al(pl, pl->kv_bytes_per_token * (double)p->kv_tokens);
 
     /* ---- activations: model.c alloc_bufs + the FP8 linear scratch (grow_scratch) */
-    int64_t dense_w = 0, shared_w = 0;      /* the FFN widths the layers use */
+    int64_t dense_w = 0, shared_w = 0; /* the FFN widths the layers use */
     for (int l = 0; l < hp->n_layers; l++) {
         if (!wt_layer_is_moe(hp, l)) dense_w = hp->inter;
         else if (hp->n_shared > 0) shared_w = (int64_t)hp->n_shared * I;
@@ -356,8 +363,8 @@ int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *
     if (pl->kv_on_gpu) {
         double ws = mla_ws_max(T, H, max_seq, p->sms);
         pl->ws_mla = al(pl, ws + (double)((int64_t)ws / 2));
-        pl->ws_block_tables = al(pl, (double)T * cdiv(max_seq > 0 ? max_seq : 1,
-                                                      p->kv_block_tokens) * 2 * 4);
+        pl->ws_block_tables =
+            al(pl, (double)T * cdiv(max_seq > 0 ? max_seq : 1, p->kv_block_tokens) * 2 * 4);
     }
     /* small inputs, YaRN frequencies, the RoPE (cos, sin) table, and the fp32 expansion of one
      * layer's FP8 kv_b */
@@ -375,7 +382,8 @@ int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *
         size_t rb2 = qtype_row_bytes(p->stream_expert_type, I, &ok2);
         double a256 = 256;
         double eb = ok1 && ok2 ? 2 * ceil((double)I * rb1 / a256) * a256 +
-                                 ceil((double)D * rb2 / a256) * a256 : 0;
+                                     ceil((double)D * rb2 / a256) * a256
+                               : 0;
         double slot = (double)(((int64_t)p->stream_buffer_mb << 20) / 2 & ~(int64_t)255);
         pl->stream_group = eb > 0 ? (int)(slot / eb) : 0;
         pl->stream_slots = 2 * al(pl, slot);
@@ -383,8 +391,8 @@ int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *
         double S = (double)T * K, C = S < 1024 ? S : 1024, segs = ceil(S / 512);
 #define UP(x) (ceil((x) / a256) * a256)
         pl->stream_ws = al(pl, UP(32.0 * MIB) + UP(2.0 * I * D * 2) + UP((double)D * I * 2) +
-                               UP(C * D * 2) + UP(C * 2 * I * 4) + UP(C * I * 2) + UP(C * D * 4) +
-                               3 * UP(S * 4) + UP(segs * (double)E * 4));
+                                   UP(C * D * 2) + UP(C * 2 * I * 4) + UP(C * I * 2) +
+                                   UP(C * D * 4) + 3 * UP(S * 4) + UP(segs * (double)E * 4));
 #undef UP
         int64_t groups = pl->stream_group > 0 ? cdiv(E, pl->stream_group) : E;
         s_gids = (double)groups * T * K * 4;
@@ -394,21 +402,21 @@ int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *
         else pl->rounding = rnd0;
     }
     pl->runtime = p->runtime_reserve;
-    pl->total = pl->weights + pl->kv + pl->activations + pl->workspace + pl->stream +
-                pl->rounding + pl->runtime;
+    pl->total = pl->weights + pl->kv + pl->activations + pl->workspace + pl->stream + pl->rounding +
+                pl->runtime;
 
     /* ---- pinned host: hbuf slots 0-1 (CPU fallbacks: a host embedding table, host linears,
      * CPU attention), 2-4 (expert jobs: x, y, ids + weights), the staging ring */
     double s0 = 0, s1 = 0;
     if (!p->embed_on_gpu) s0 = (double)T * D * 4;
-    if (w->host_linears > 0) {  /* the widest possible host linear: bounded by the widest dim */
+    if (w->host_linears > 0) { /* the widest possible host linear: bounded by the widest dim */
         int64_t wide = D > H * QD ? D : H * QD;
         if (ffn_max > wide) wide = ffn_max;
         if ((double)T * wide * 4 > s0) s0 = (double)T * wide * 4;
         s1 = s0;
     }
-    if (!pl->kv_on_gpu) {       /* CPU attention: the step's KV rows down (kv_flush), then per
-                                 * pass (att_rows tokens) q down, o up */
+    if (!pl->kv_on_gpu) { /* CPU attention: the step's KV rows down (kv_flush), then per
+                           * pass (att_rows tokens) q down, o up */
         double kvr = (double)T * (L + R) * 4;
         double q = (double)att_rows * H * (L + R) * 4, o = (double)att_rows * H * L * 4;
         if (kvr > s0) s0 = kvr;
@@ -422,8 +430,8 @@ int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *
         need = (double)(((int64_t)need + 255) & ~(int64_t)255);
         if (2 * need > ring) ring = 2 * need;
     }
-    if (pl->stream > 0) {       /* moe_stream: routes down (slot 0), CPU routes (slot 1), and
-                                 * every group's routes (cus_run) */
+    if (pl->stream > 0) { /* moe_stream: routes down (slot 0), CPU routes (slot 1), and
+                           * every group's routes (cus_run) */
         if ((double)T * K * 4 > s0) s0 = (double)T * K * 4;
         if ((double)T * K * 4 > s1) s1 = (double)T * K * 4;
         ring += s_gids;
@@ -441,7 +449,7 @@ int64_t gpu_plan_kv_tokens_fit(const struct wt_hparams *hp, const struct gpu_pla
     int64_t bt = p->kv_block_tokens > 0 ? p->kv_block_tokens : 1;
     q.kv_tokens = 0;
     if (gpu_plan_compute(hp, &q, &pl, NULL) || !pl.kv_on_gpu || pl.total > budget) return 0;
-    int64_t lo = 0, hi = 1;     /* in blocks: lo fits, hi does not (after the doubling) */
+    int64_t lo = 0, hi = 1; /* in blocks: lo fits, hi does not (after the doubling) */
     for (;;) {
         q.kv_tokens = hi * bt;
         if (gpu_plan_compute(hp, &q, &pl, NULL) || pl.total > budget) break;
@@ -478,8 +486,10 @@ static void put(struct out *o, const char *fmt, ...)
 
 static const char *tname(int t)
 {
-    return t == QTYPE_F8_E4M3 ? "fp8" : t == QTYPE_BF16 ? "bf16" : t == QTYPE_F32 ? "fp32"
-                                                                   : qtype_name(t);
+    return t == QTYPE_F8_E4M3 ? "fp8"
+           : t == QTYPE_BF16  ? "bf16"
+           : t == QTYPE_F32   ? "fp32"
+                              : qtype_name(t);
 }
 
 int gpu_plan_format(const struct gpu_plan *pl, const struct gpu_plan_params *p, const char *ind,
@@ -489,9 +499,11 @@ int gpu_plan_format(const struct gpu_plan *pl, const struct gpu_plan_params *p, 
     if (n) buf[0] = 0;
     if (!ind) ind = "";
     const struct gpu_plan_weights *w = &pl->w;
-    put(&o, "%sGPU plan: placement %s, %lld KV tokens, max_batch_tokens %d, %d of %d MoE layers' "
-        "experts on the GPU\n", ind, gpu_placement_name(p->placement), (long long)pl->kv_tokens,
-        p->max_batch_tokens, pl->gpu_expert_layers, pl->moe_layers);
+    put(&o,
+        "%sGPU plan: placement %s, %lld KV tokens, max_batch_tokens %d, %d of %d MoE layers' "
+        "experts on the GPU\n",
+        ind, gpu_placement_name(p->placement), (long long)pl->kv_tokens, p->max_batch_tokens,
+        pl->gpu_expert_layers, pl->moe_layers);
     if (p->placement == GPU_PLACE_CPU) {
         put(&o, "%s  nothing on the GPU (cpu placement)\n", ind);
         return (int)o.len;
@@ -521,19 +533,21 @@ int gpu_plan_format(const struct gpu_plan *pl, const struct gpu_plan_params *p, 
             ind, 0.0);
     put(&o, "%s  activations   %8.2f GiB  work buffers %.2f + fp8 scratch %.2f\n", ind,
         pl->activations / GIB, pl->act_model / GIB, pl->act_fp8 / GIB);
-    put(&o, "%s  workspace     %8.2f GiB  cublasLt %.0f MiB, gemv %.1f MiB, gemm swap <= %.0f "
-        "MiB, mla <= %.1f MiB, block tables <= %.1f MiB\n", ind, pl->workspace / GIB,
-        pl->ws_cublaslt / MIB, pl->ws_gemv / MIB, pl->ws_gemm_swap / MIB, pl->ws_mla / MIB,
-        pl->ws_block_tables / MIB);
+    put(&o,
+        "%s  workspace     %8.2f GiB  cublasLt %.0f MiB, gemv %.1f MiB, gemm swap <= %.0f "
+        "MiB, mla <= %.1f MiB, block tables <= %.1f MiB\n",
+        ind, pl->workspace / GIB, pl->ws_cublaslt / MIB, pl->ws_gemv / MIB, pl->ws_gemm_swap / MIB,
+        pl->ws_mla / MIB, pl->ws_block_tables / MIB);
     if (pl->stream_size > 0)
-        put(&o, "%s  stream        %8.2f GiB  gpu.prefill_experts %s %.2f GiB: staging 2 x %.0f "
-            "MiB (%d %s experts a slot), expert op workspace %.0f MiB, buffers %.0f MiB\n", ind,
-            pl->stream / GIB, p->prefill_experts ? "on:" : "off; on would add",
+        put(&o,
+            "%s  stream        %8.2f GiB  gpu.prefill_experts %s %.2f GiB: staging 2 x %.0f "
+            "MiB (%d %s experts a slot), expert op workspace %.0f MiB, buffers %.0f MiB\n",
+            ind, pl->stream / GIB, p->prefill_experts ? "on:" : "off; on would add",
             pl->stream_size / GIB, pl->stream_slots / 2 / MIB, pl->stream_group,
             tname(p->stream_expert_type), pl->stream_ws / MIB,
             (pl->stream_size - pl->stream_slots - pl->stream_ws) / MIB);
-    put(&o, "%s  rounding      %8.2f GiB  cudaMalloc granularity (2 MiB pages above 1 MiB)\n",
-        ind, pl->rounding / GIB);
+    put(&o, "%s  rounding      %8.2f GiB  cudaMalloc granularity (2 MiB pages above 1 MiB)\n", ind,
+        pl->rounding / GIB);
     put(&o, "%s  runtime       %8.2f GiB  CUDA context, cuBLAS, small allocations (measured)\n",
         ind, pl->runtime / GIB);
     put(&o, "%s  total         %8.2f GiB  (%.2f GB)\n", ind, pl->total / GIB, pl->total / 1e9);

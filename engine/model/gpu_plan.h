@@ -41,70 +41,70 @@
 enum gpu_placement { GPU_PLACE_CPU = 0, GPU_PLACE_HYBRID = 1, GPU_PLACE_GPU = 2 };
 
 struct gpu_plan_params {
-    enum gpu_placement placement;   /* gpu = routed experts of every MoE layer on the GPU too */
-    int gpu_expert_layers;          /* hybrid: experts of the first N MoE layers on the GPU */
-    int expert_type;                /* enum qtype of GPU-resident routed experts (F8_E4M3: with
-                                       re-laid block scales; a GGML type: its row bytes) */
-    int linear_type;                /* non-expert projections: QTYPE_F8_E4M3 (V3/R1 checkpoint)
-                                       or QTYPE_BF16 (V2-Lite, Moonlight) */
-    int kvb_type;                   /* absorbed W_UK/W_UV (kv_b) on the device: QTYPE_F8_E4M3
-                                       (ops_cuda for an FP8 checkpoint: e4m3 + scales, one layer
-                                       expanded to fp32 at a time) or QTYPE_F32 (other types) */
-    int embed_on_gpu;               /* 0: rows gathered on the host, uploaded per forward
-                                       (ops_cuda); 1: a bf16 table on the device */
-    int64_t kv_tokens;              /* tokens of the device KV cache (engine: kv_blocks x
-                                       kv_block_tokens; the sum over all sequences) */
-    int64_t max_seq_tokens;         /* longest single sequence (MLA split-K workspace, block
-                                       tables); 0: kv_tokens */
-    int max_batch_tokens;           /* engine.max_batch_tokens */
-    int kv_block_tokens;            /* engine.kv_block_tokens */
-    int sms;                        /* SMs of the device (132 on H100/H200 SXM) */
-    int fp8_gemm_cublaslt;          /* gpu.fp8_gemm = cublaslt: cuBLASLt plans for > 16 rows (and
-                                       their swapped-operand buffer); 0 = exact (own kernel) */
-    double runtime_reserve;         /* bytes for the CUDA context and cuBLAS (measured) */
-    int prefill_experts;            /* gpu.prefill_experts on/auto: the streaming pool counts */
-    int stream_buffer_mb;           /* gpu.stream_buffer_mb (two staging slots) */
-    int stream_expert_type;         /* enum qtype of the streamed (host) experts: slot capacity */
+    enum gpu_placement placement; /* gpu = routed experts of every MoE layer on the GPU too */
+    int gpu_expert_layers;        /* hybrid: experts of the first N MoE layers on the GPU */
+    int expert_type;              /* enum qtype of GPU-resident routed experts (F8_E4M3: with
+                                     re-laid block scales; a GGML type: its row bytes) */
+    int linear_type;              /* non-expert projections: QTYPE_F8_E4M3 (V3/R1 checkpoint)
+                                     or QTYPE_BF16 (V2-Lite, Moonlight) */
+    int kvb_type;                 /* absorbed W_UK/W_UV (kv_b) on the device: QTYPE_F8_E4M3
+                                     (ops_cuda for an FP8 checkpoint: e4m3 + scales, one layer
+                                     expanded to fp32 at a time) or QTYPE_F32 (other types) */
+    int embed_on_gpu;             /* 0: rows gathered on the host, uploaded per forward
+                                     (ops_cuda); 1: a bf16 table on the device */
+    int64_t kv_tokens;            /* tokens of the device KV cache (engine: kv_blocks x
+                                     kv_block_tokens; the sum over all sequences) */
+    int64_t max_seq_tokens;       /* longest single sequence (MLA split-K workspace, block
+                                     tables); 0: kv_tokens */
+    int max_batch_tokens;         /* engine.max_batch_tokens */
+    int kv_block_tokens;          /* engine.kv_block_tokens */
+    int sms;                      /* SMs of the device (132 on H100/H200 SXM) */
+    int fp8_gemm_cublaslt;        /* gpu.fp8_gemm = cublaslt: cuBLASLt plans for > 16 rows (and
+                                     their swapped-operand buffer); 0 = exact (own kernel) */
+    double runtime_reserve;       /* bytes for the CUDA context and cuBLAS (measured) */
+    int prefill_experts;          /* gpu.prefill_experts on/auto: the streaming pool counts */
+    int stream_buffer_mb;         /* gpu.stream_buffer_mb (two staging slots) */
+    int stream_expert_type;       /* enum qtype of the streamed (host) experts: slot capacity */
 };
 
 /* Weight bytes on the device, by part (0 where the part stays on the host). */
 struct gpu_plan_weights {
-    double attention;               /* q_a, q_b (or q), kv_a, o: data + re-laid scales */
-    double kv_b;                    /* absorbed W_UK / W_UV halves, in params.kvb_type */
-    double norms;                   /* every RMSNorm vector (fp32), incl. the final norm */
-    double dense_ffn;               /* dense layers' gate/up/down */
+    double attention; /* q_a, q_b (or q), kv_a, o: data + re-laid scales */
+    double kv_b;      /* absorbed W_UK / W_UV halves, in params.kvb_type */
+    double norms;     /* every RMSNorm vector (fp32), incl. the final norm */
+    double dense_ffn; /* dense layers' gate/up/down */
     double shared_experts;
-    double router;                  /* bf16 gate weight + fp32 correction bias */
-    double embed;                   /* bf16 table, or 0 on the host */
-    double lm_head;                 /* bf16 */
-    double gpu_experts;             /* routed experts placed on the GPU */
-    double host_linears;            /* host bytes of non-expert linears the GPU cannot take
-                                       (k % 128 != 0 for FP8): they run on the CPU backend */
+    double router;       /* bf16 gate weight + fp32 correction bias */
+    double embed;        /* bf16 table, or 0 on the host */
+    double lm_head;      /* bf16 */
+    double gpu_experts;  /* routed experts placed on the GPU */
+    double host_linears; /* host bytes of non-expert linears the GPU cannot take
+                            (k % 128 != 0 for FP8): they run on the CPU backend */
 };
 
 struct gpu_plan {
     struct gpu_plan_weights w;
     /* pools, bytes */
     double weights, kv, activations, workspace;
-    double rounding;                /* cudaMalloc granularity over every allocation above */
-    double runtime;                 /* params.runtime_reserve */
-    double stream;                  /* expert streaming (ops_cuda_stream.c): staging slots, the
-                                       cuk_moe_ggml workspace, group output / GPU-part
-                                       accumulator, per-group routes; counted in total only with
-                                       params.prefill_experts (stream_size has it either way) */
-    double total;                   /* device: all of the above */
+    double rounding; /* cudaMalloc granularity over every allocation above */
+    double runtime;  /* params.runtime_reserve */
+    double stream;   /* expert streaming (ops_cuda_stream.c): staging slots, the
+                        cuk_moe_ggml workspace, group output / GPU-part
+                        accumulator, per-group routes; counted in total only with
+                        params.prefill_experts (stream_size has it either way) */
+    double total;    /* device: all of the above */
     double pinned_host;
     /* details */
-    double act_model;               /* model.c work buffers */
-    double act_fp8;                 /* FP8 activation scratch: e4m3 x, scales, padded y */
+    double act_model; /* model.c work buffers */
+    double act_fp8;   /* FP8 activation scratch: e4m3 x, scales, padded y */
     double ws_cublaslt, ws_gemv, ws_gemm_swap, ws_mla, ws_block_tables, ws_small;
-    double kv_bytes_per_token;      /* all layers */
+    double kv_bytes_per_token; /* all layers */
     int64_t kv_tokens;
-    int kv_on_gpu;                  /* 0: attention and the cache stay on the host */
+    int kv_on_gpu; /* 0: attention and the cache stay on the host */
     int moe_layers, gpu_expert_layers;
-    int64_t max_k, max_n;           /* widest FP8 linear on the device (scratch sizing) */
-    double stream_size, stream_slots, stream_ws;    /* the streaming pool's size and parts */
-    int stream_group;               /* experts of stream_expert_type per staging slot */
+    int64_t max_k, max_n; /* widest FP8 linear on the device (scratch sizing) */
+    double stream_size, stream_slots, stream_ws; /* the streaming pool's size and parts */
+    int stream_group; /* experts of stream_expert_type per staging slot */
 };
 
 /* Defaults: hybrid, FP8 linears, kv_b FP8, embeddings on the host (what ops_cuda does), FP8 GPU

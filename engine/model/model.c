@@ -58,29 +58,30 @@
 #include "kernels/cpu/fp8.h"
 #include "kernels/cpu/fpconv.h"
 
-#define LOGIT_ROWS 16           /* lm_head rows computed per pass */
-#define ATT_CHUNK 256           /* tokens per absorbed-attention pass (rows of q~ / o~) */
-#define FFN_CHUNK 512           /* tokens per dense-FFN pass (rows of gate / up at the dense width) */
-#define LATENT_EPS 1e-6f        /* q_a / kv_a norms: 1e-6 regardless of config (DeepSeek's
-                                 * reference code hard-codes it; rms_norm_eps is the others') */
+#define LOGIT_ROWS 16 /* lm_head rows computed per pass */
+#define ATT_CHUNK 256 /* tokens per absorbed-attention pass (rows of q~ / o~) */
+#define FFN_CHUNK 512 /* tokens per dense-FFN pass (rows of gate / up at the dense width) */
+#define LATENT_EPS                                                                                 \
+    1e-6f /* q_a / kv_a norms: 1e-6 regardless of config (DeepSeek's                               \
+           * reference code hard-codes it; rms_norm_eps is the others') */
 
 struct layer {
-    float *attn_norm, *ffn_norm, *q_a_norm, *kv_a_norm;     /* backend vectors */
+    float *attn_norm, *ffn_norm, *q_a_norm, *kv_a_norm; /* backend vectors */
     struct ops_lin *q_a, *q_b, *q, *kv_a, *o;
-    struct ops_heads *wkvb;     /* [H][nope + v][L]: W_UK^h rows then W_UV^h rows */
+    struct ops_heads *wkvb; /* [H][nope + v][L]: W_UK^h rows then W_UV^h rows */
     int moe;
-    struct ops_lin *gate, *up, *down;                       /* dense FFN or shared experts */
+    struct ops_lin *gate, *up, *down; /* dense FFN or shared experts */
     struct ops_lin *router;
-    float *router_bias;         /* NULL when absent */
+    float *router_bias; /* NULL when absent */
     struct ops_moe *experts;
 };
 
-struct bufs {                   /* [max_batch_tokens, ...] work buffers in backend memory */
+struct bufs { /* [max_batch_tokens, ...] work buffers in backend memory */
     float *h, *a, *qa, *q, *kv, *kvn, *ov, *tmp, *rl, *rw, *ro;
-    float *qabs, *att;          /* [att_rows, H, L + rope], [att_rows, H, L] */
-    float *g, *u;               /* ffn_cap floats each: gate / up of one FFN pass */
+    float *qabs, *att; /* [att_rows, H, L + rope], [att_rows, H, L] */
+    float *g, *u;      /* ffn_cap floats each: gate / up of one FFN pass */
     int32_t *rid;
-    float *fin, *logits;        /* [LOGIT_ROWS, D], [LOGIT_ROWS, V] */
+    float *fin, *logits; /* [LOGIT_ROWS, D], [LOGIT_ROWS, V] */
 };
 
 struct model {
@@ -88,12 +89,12 @@ struct model {
     struct wt_hparams hp;
     struct ops *ops;
     int max_tokens;
-    int H, L, R, NOPE, V, QD;   /* heads, kv_lora, rope dims, nope dims, v dims, q dims per head */
+    int H, L, R, NOPE, V, QD; /* heads, kv_lora, rope dims, nope dims, v dims, q dims per head */
     int kv_dim;
-    int att_rows;               /* tokens per attention pass: min(max_tokens, ATT_CHUNK) */
-    int64_t ffn_cap;            /* floats of g / u: max(max_tokens x shared width,
-                                 * min(max_tokens, FFN_CHUNK) x dense width) */
-    float tau;                  /* softmax scale */
+    int att_rows;    /* tokens per attention pass: min(max_tokens, ATT_CHUNK) */
+    int64_t ffn_cap; /* floats of g / u: max(max_tokens x shared width,
+                      * min(max_tokens, FFN_CHUNK) x dense width) */
+    float tau;       /* softmax scale */
     float rope_freq[64];
     struct ops_rope rope;
     struct ops_router router;
@@ -105,10 +106,10 @@ struct model {
     void *route_ud;
     model_lin_fn lin_fn;
     void *lin_ud;
-    float *lin_host;            /* host copy of a linear's input for the hook */
+    float *lin_host; /* host copy of a linear's input for the hook */
     size_t lin_host_n;
-    int32_t *route_host;        /* [max_tokens][top_k] host copy for the hook */
-    const struct cpuq_ops *scalar;  /* load-time conversions */
+    int32_t *route_host;           /* [max_tokens][top_k] host copy for the hook */
+    const struct cpuq_ops *scalar; /* load-time conversions */
 };
 
 /* ---------------------------------------------------------------- loading helpers */
@@ -119,10 +120,11 @@ static int tensor_2d(const struct model *m, const char *name, int64_t rows, int6
     const struct wt_tensor *t = wt_get(m->w, name);
     if (!t) return err_set(err, ERR_FORMAT, "model: tensor %s is missing", name);
     if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols)
-        return err_set(err, ERR_FORMAT, "model: tensor %s has shape [%lld, %lld] (ndim %d), "
-                       "expected [%lld, %lld]", name, (long long)t->shape[0],
-                       t->ndim > 1 ? (long long)t->shape[1] : 0LL, t->ndim, (long long)rows,
-                       (long long)cols);
+        return err_set(err, ERR_FORMAT,
+                       "model: tensor %s has shape [%lld, %lld] (ndim %d), "
+                       "expected [%lld, %lld]",
+                       name, (long long)t->shape[0], t->ndim > 1 ? (long long)t->shape[1] : 0LL,
+                       t->ndim, (long long)rows, (long long)cols);
     int ok = 1;
     size_t rb = qtype_row_bytes(t->type, cols, &ok);
     if (!ok || rb * (size_t)rows > t->nbytes)
@@ -138,8 +140,10 @@ static int tensor_2d(const struct model *m, const char *name, int64_t rows, int6
         const struct wt_tensor *s = t->scale;
         int64_t sr = cpuq_fp8_nblk(rows), scn = cpuq_fp8_nblk(cols);
         if (!s || s->type != QTYPE_F32 || s->nbytes < (size_t)(sr * scn) * sizeof(float))
-            return err_set(err, ERR_FORMAT, "model: FP8 tensor %s lacks a [%lld, %lld] F32 "
-                           "weight_scale_inv", name, (long long)sr, (long long)scn);
+            return err_set(err, ERR_FORMAT,
+                           "model: FP8 tensor %s lacks a [%lld, %lld] F32 "
+                           "weight_scale_inv",
+                           name, (long long)sr, (long long)scn);
         v->scale = s->data;
     }
     return 0;
@@ -212,8 +216,7 @@ static int get_vec(struct model *m, const char *name, int64_t n, int optional, f
                        (long long)cnt, (long long)n);
     int ok = 1;
     size_t rb = qtype_row_bytes(t->type, n, &ok);
-    if (!ok || rb > t->nbytes)
-        return err_set(err, ERR_FORMAT, "model: tensor %s: bad size", name);
+    if (!ok || rb > t->nbytes) return err_set(err, ERR_FORMAT, "model: tensor %s: bad size", name);
     struct wt_view v = {.type = t->type, .rows = 1, .cols = n, .data = t->data, .row_bytes = rb};
     if (t->type == QTYPE_F8_E4M3)
         return err_set(err, ERR_UNSUPPORTED, "model: tensor %s: FP8 vector", name);
@@ -229,10 +232,7 @@ static int get_vec(struct model *m, const char *name, int64_t n, int optional, f
     return rc;
 }
 
-static double yarn_mscale(double f, double ms)
-{
-    return f <= 1.0 ? 1.0 : 0.1 * ms * log(f) + 1.0;
-}
+static double yarn_mscale(double f, double ms) { return f <= 1.0 ? 1.0 : 0.1 * ms * log(f) + 1.0; }
 
 /* RoPE inverse frequencies (YaRN-adjusted as DeepSeek's reference: ramp between beta_fast and
  * beta_slow over the original context), softmax scale (times mscale_all_dim's YaRN factor
@@ -286,13 +286,15 @@ static int check_hparams(const struct wt_hparams *hp, char *err)
     for (int l = 0; l < hp->n_layers; l++) {
         if (!wt_layer_is_moe(hp, l)) continue;
         if (hp->n_routed <= 0 || hp->top_k <= 0 || hp->top_k > hp->n_routed || hp->moe_inter <= 0)
-            return err_set(err, ERR_FORMAT, "model: MoE layers need n_routed_experts >= "
+            return err_set(err, ERR_FORMAT,
+                           "model: MoE layers need n_routed_experts >= "
                            "num_experts_per_tok >= 1 and moe_intermediate_size");
         int ng = hp->n_group > 0 ? hp->n_group : 1, tg = hp->topk_group > 0 ? hp->topk_group : 1;
         if (hp->n_routed % ng || tg > ng || (long)tg * (hp->n_routed / ng) < hp->top_k)
-            return err_set(err, ERR_FORMAT, "model: bad expert groups: %d experts, n_group %d, "
-                           "topk_group %d, top_k %d", hp->n_routed, hp->n_group, hp->topk_group,
-                           hp->top_k);
+            return err_set(err, ERR_FORMAT,
+                           "model: bad expert groups: %d experts, n_group %d, "
+                           "topk_group %d, top_k %d",
+                           hp->n_routed, hp->n_group, hp->topk_group, hp->top_k);
         break;
     }
     if (hp->inter <= 0 && hp->first_k_dense > 0)
@@ -312,8 +314,7 @@ static int load_layer(struct model *m, int l, char *err)
         (rc = get_vec(m, NAME("blk.%d.ffn_norm.weight", l), D, 0, &ly->ffn_norm, err)) ||
         (rc = get_vec(m, NAME("blk.%d.attn_kv_a_norm.weight", l), L, 0, &ly->kv_a_norm, err)) ||
         (rc = get_lin(m, NAME("blk.%d.attn_kv_a_mqa.weight", l), L + m->R, D, &ly->kv_a, err)) ||
-        (rc = get_lin(m, NAME("blk.%d.attn_output.weight", l), D, (int64_t)H * m->V, &ly->o,
-                      err)))
+        (rc = get_lin(m, NAME("blk.%d.attn_output.weight", l), D, (int64_t)H * m->V, &ly->o, err)))
         return rc;
     if (hp->q_lora_rank > 0) {
         int ql = hp->q_lora_rank;
@@ -369,8 +370,13 @@ static int load_layer(struct model *m, int l, char *err)
             rc = wt_expert(m->w, l, (enum wt_proj)p, e, v, err);
             int64_t er = p == WT_DOWN ? D : I, ec = p == WT_DOWN ? I : D;
             if (!rc && (v->rows != er || v->cols != ec))
-                rc = err_set(err, ERR_FORMAT, "model: layer %d expert %d %s is [%lld, %lld], "
-                             "expected [%lld, %lld]", l, e, p == 0 ? "gate" : p == 1 ? "up" : "down",
+                rc = err_set(err, ERR_FORMAT,
+                             "model: layer %d expert %d %s is [%lld, %lld], "
+                             "expected [%lld, %lld]",
+                             l, e,
+                             p == 0   ? "gate"
+                             : p == 1 ? "up"
+                                      : "down",
                              (long long)v->rows, (long long)v->cols, (long long)er, (long long)ec);
         }
     }
@@ -391,8 +397,11 @@ static int alloc_bufs(struct model *m, char *err)
     size_t K = hp->top_k > 0 ? (size_t)hp->top_k : 1;
     size_t ql = hp->q_lora_rank > 0 ? (size_t)hp->q_lora_rank : 1;
     struct bufs *b = &m->b;
-#define A(ptr, n) do { if (!((ptr) = ops_alloc(m->ops, (n) * sizeof *(ptr)))) \
-    return err_set(err, ERR_NOMEM, "model: out of memory for work buffers"); } while (0)
+#define A(ptr, n)                                                                                  \
+    do {                                                                                           \
+        if (!((ptr) = ops_alloc(m->ops, (n) * sizeof *(ptr))))                                     \
+            return err_set(err, ERR_NOMEM, "model: out of memory for work buffers");               \
+    } while (0)
     A(b->h, T * D);
     A(b->a, T * D);
     A(b->qa, T * ql);
@@ -415,8 +424,8 @@ static int alloc_bufs(struct model *m, char *err)
     return 0;
 }
 
-int model_create(const struct wt_model *w, struct ops *o, int max_batch_tokens,
-                 struct model **out, char *err)
+int model_create(const struct wt_model *w, struct ops *o, int max_batch_tokens, struct model **out,
+                 char *err)
 {
     const struct wt_hparams *hp = wt_hparams(w);
     int rc = check_hparams(hp, err);
@@ -437,7 +446,7 @@ int model_create(const struct wt_model *w, struct ops *o, int max_batch_tokens,
     m->QD = hp->qk_nope + hp->qk_rope;
     m->kv_dim = m->L + m->R;
     m->att_rows = m->max_tokens < ATT_CHUNK ? m->max_tokens : ATT_CHUNK;
-    {   /* the FFN widths the layers use: dense (inter), shared experts (n_shared x moe_inter) */
+    { /* the FFN widths the layers use: dense (inter), shared experts (n_shared x moe_inter) */
         int64_t dense = 0, shared = 0;
         for (int l = 0; l < hp->n_layers; l++) {
             if (!wt_layer_is_moe(hp, l)) dense = hp->inter;
@@ -448,12 +457,13 @@ int model_create(const struct wt_model *w, struct ops *o, int max_batch_tokens,
         if (m->ffn_cap < 1) m->ffn_cap = 1;
     }
     rope_setup(m);
-    m->router = (struct ops_router){
-        .n_expert = hp->n_routed, .top_k = hp->top_k,
-        .n_group = hp->n_group > 0 ? hp->n_group : 1,
-        .topk_group = hp->topk_group > 0 ? hp->topk_group : 1,
-        .softmax = hp->scoring == WT_SCORE_SOFTMAX, .norm_topk_prob = hp->norm_topk_prob,
-        .scale = hp->routed_scale > 0 ? hp->routed_scale : 1.0f};
+    m->router = (struct ops_router){.n_expert = hp->n_routed,
+                                    .top_k = hp->top_k,
+                                    .n_group = hp->n_group > 0 ? hp->n_group : 1,
+                                    .topk_group = hp->topk_group > 0 ? hp->topk_group : 1,
+                                    .softmax = hp->scoring == WT_SCORE_SOFTMAX,
+                                    .norm_topk_prob = hp->norm_topk_prob,
+                                    .scale = hp->routed_scale > 0 ? hp->routed_scale : 1.0f};
 
     if (!(m->layers = calloc((size_t)hp->n_layers, sizeof *m->layers))) {
         rc = err_set(err, ERR_NOMEM, "model: out of memory");
@@ -463,21 +473,24 @@ int model_create(const struct wt_model *w, struct ops *o, int max_batch_tokens,
     char e2[ERR_LEN];
     if ((rc = tensor_2d(m, "token_embd.weight", hp->vocab_size, hp->hidden, &ev, err)) ||
         (rc = ops_table_create(m->ops, &ev, &m->embed, e2)
-                  ? err_set(err, rc, "model: token_embd.weight: %s", e2) : 0) ||
+                  ? err_set(err, rc, "model: token_embd.weight: %s", e2)
+                  : 0) ||
         (rc = get_lin(m, "output.weight", hp->vocab_size, hp->hidden, &m->out, err)) ||
         (rc = get_vec(m, "output_norm.weight", hp->hidden, 0, &m->out_norm, err)))
         goto fail;
     for (int l = 0; l < hp->n_layers; l++)
         if ((rc = load_layer(m, l, err))) goto fail;
     if ((rc = alloc_bufs(m, err))) goto fail;
-    if (!(m->route_host = malloc((size_t)m->max_tokens * (hp->top_k > 0 ? hp->top_k : 1) *
-                                 sizeof(int32_t)))) {
+    if (!(m->route_host =
+              malloc((size_t)m->max_tokens * (hp->top_k > 0 ? hp->top_k : 1) * sizeof(int32_t)))) {
         rc = err_set(err, ERR_NOMEM, "model: out of memory");
         goto fail;
     }
-    LOG_INFO("model", "%d layers, hidden %d, %d heads, vocab %d on %s (%d threads), "
-             "max %d tokens per forward", hp->n_layers, hp->hidden, m->H, hp->vocab_size,
-             ops_name(m->ops), ops_n_threads(m->ops), m->max_tokens);
+    LOG_INFO("model",
+             "%d layers, hidden %d, %d heads, vocab %d on %s (%d threads), "
+             "max %d tokens per forward",
+             hp->n_layers, hp->hidden, m->H, hp->vocab_size, ops_name(m->ops),
+             ops_n_threads(m->ops), m->max_tokens);
     *out = m;
     return 0;
 fail:
@@ -515,8 +528,8 @@ void model_destroy(struct model *m)
         ops_lin_destroy(o, m->out);
         ops_free(o, m->out_norm);
         struct bufs *b = &m->b;
-        void *all[] = {b->h, b->a, b->qa, b->q, b->kv, b->kvn, b->qabs, b->att, b->ov, b->tmp,
-                       b->ro, b->g, b->u, b->rl, b->rw, b->rid, b->fin, b->logits};
+        void *all[] = {b->h,   b->a,  b->qa, b->q, b->kv, b->kvn, b->qabs, b->att, b->ov,
+                       b->tmp, b->ro, b->g,  b->u, b->rl, b->rw,  b->rid,  b->fin, b->logits};
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) ops_free(o, all[i]);
     }
     free(m->layers);
@@ -552,8 +565,10 @@ static int check_batch(const struct model *m, const struct model_kv *kv,
     if (!kv || kv->n_layers != hp->n_layers || kv->kv_dim != m->kv_dim || kv->block_tokens < 1 ||
         kv->n_blocks < 1 || !kv->layer_data ||
         (kv->type != MODEL_KV_BF16 && kv->type != MODEL_KV_F32))
-        return err_set(err, ERR_INVAL, "model: KV cache does not match the model (%d layers, "
-                       "kv_dim %d, bf16 or f32)", hp->n_layers, m->kv_dim);
+        return err_set(err, ERR_INVAL,
+                       "model: KV cache does not match the model (%d layers, "
+                       "kv_dim %d, bf16 or f32)",
+                       hp->n_layers, m->kv_dim);
     if (b->n_tokens < 1 || b->n_tokens > m->max_tokens)
         return err_set(err, ERR_INVAL, "model: batch of %d tokens (1..%d)", b->n_tokens,
                        m->max_tokens);
@@ -579,17 +594,19 @@ static int check_batch(const struct model *m, const struct model_kv *kv,
             return err_set(err, ERR_INVAL, "model: token %d has sequence %d of %d", t, b->seq[t],
                            b->n_seqs);
         if (b->pos[t] < 0 || (hp->max_pos > 0 && b->pos[t] >= hp->max_pos))
-            return err_set(err, ERR_CTX_OVERFLOW, "model: position %d outside the context of "
-                           "%d", b->pos[t], hp->max_pos);
+            return err_set(err, ERR_CTX_OVERFLOW,
+                           "model: position %d outside the context of "
+                           "%d",
+                           b->pos[t], hp->max_pos);
         if (b->pos[t] / kv->block_tokens >= b->seqs[b->seq[t]].n_blocks)
-            return err_set(err, ERR_INVAL, "model: position %d beyond its block table (%d "
-                           "blocks of %d)", b->pos[t], b->seqs[b->seq[t]].n_blocks,
-                           kv->block_tokens);
+            return err_set(err, ERR_INVAL,
+                           "model: position %d beyond its block table (%d "
+                           "blocks of %d)",
+                           b->pos[t], b->seqs[b->seq[t]].n_blocks, kv->block_tokens);
     }
     for (int i = 0; i < b->n_logits; i++)
         if (b->logits_idx[i] < 0 || b->logits_idx[i] >= b->n_tokens)
-            return err_set(err, ERR_INVAL, "model: logits index %d out of range",
-                           b->logits_idx[i]);
+            return err_set(err, ERR_INVAL, "model: logits index %d out of range", b->logits_idx[i]);
     return 0;
 }
 
@@ -697,8 +714,7 @@ static void attention(struct model *m, int l, const struct model_kv *kv,
         ops_mla_attn(o, kv, l, &sb, H, L, m->tau, b->qabs, b->att);
         /* W_UV o~ per head */
         ops_head_matmul(o, ly->wkvb, (int64_t)m->NOPE * L, (int64_t)(m->NOPE + m->V) * L, m->V, L,
-                        0, nc, H, b->att, H * L, L, b->ov + (size_t)t0 * H * m->V, H * m->V,
-                        m->V);
+                        0, nc, H, b->att, H * L, L, b->ov + (size_t)t0 * H * m->V, H * m->V, m->V);
     }
     lin(m, l, MODEL_LIN_O, ly->o, H * m->V, b->ov, n, b->tmp);
     ops_add(o, b->h, b->tmp, (int64_t)n * m->hp.hidden);

@@ -34,8 +34,8 @@ struct model;
 
 /* Load the weights of w onto the backend o and allocate work buffers for batches of up to
  * max_batch_tokens tokens (o must take batches that large: ops_params.max_tokens). */
-int model_create(const struct wt_model *w, struct ops *o, int max_batch_tokens,
-                 struct model **out, char *err);
+int model_create(const struct wt_model *w, struct ops *o, int max_batch_tokens, struct model **out,
+                 char *err);
 void model_destroy(struct model *m);
 int model_vocab(const struct model *m);
 int model_kv_dim(const struct model *m);
@@ -53,11 +53,18 @@ void model_set_route_hook(struct model *m, model_route_fn fn, void *ud);
  * float64 reference take the fast path's rounding direction where its own FP8 activation
  * quantization sits within rounding noise of a tie. NULL disables it (the default). */
 enum model_lin {
-    MODEL_LIN_Q_A, MODEL_LIN_Q_B, MODEL_LIN_Q, MODEL_LIN_KV_A, MODEL_LIN_O,
-    MODEL_LIN_GATE, MODEL_LIN_UP, MODEL_LIN_DOWN,   /* dense FFN, or the shared experts */
-    MODEL_LIN_ROUTER, MODEL_LIN_OUT,
-    MODEL_LIN_RESID,            /* not a linear: the residual stream entering layer `layer`
-                                 * (layer == n_layers: before the final norm) */
+    MODEL_LIN_Q_A,
+    MODEL_LIN_Q_B,
+    MODEL_LIN_Q,
+    MODEL_LIN_KV_A,
+    MODEL_LIN_O,
+    MODEL_LIN_GATE,
+    MODEL_LIN_UP,
+    MODEL_LIN_DOWN, /* dense FFN, or the shared experts */
+    MODEL_LIN_ROUTER,
+    MODEL_LIN_OUT,
+    MODEL_LIN_RESID, /* not a linear: the residual stream entering layer `layer`
+                      * (layer == n_layers: before the final norm) */
     MODEL_LIN_COUNT
 };
 typedef void (*model_lin_fn)(void *ud, int layer, int which, int n_tokens, int cols,

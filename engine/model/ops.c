@@ -16,8 +16,7 @@
 #include "engine/model/ops_cuda.h"
 #endif
 
-int ops_params_parse(struct ops_params *p, const char *placement, const char *fp8_gemm,
-                     char *err)
+int ops_params_parse(struct ops_params *p, const char *placement, const char *fp8_gemm, char *err)
 {
     if (fp8_gemm && strcmp(fp8_gemm, "exact") && strcmp(fp8_gemm, "cublaslt"))
         return err_set(err, ERR_CONFIG, "model: gpu.fp8_gemm '%s' (exact|cublaslt)", fp8_gemm);
@@ -53,8 +52,10 @@ int ops_create(const struct ops_params *p, struct ops **out, char *err)
 #else
     if (b == OPS_BACKEND_AUTO) b = OPS_BACKEND_CPU;
     if (b != OPS_BACKEND_CPU)
-        return err_set(err, ERR_UNSUPPORTED, "model: gpu.placement=%s but tandem was built "
-                       "without CUDA", b == OPS_BACKEND_GPU ? "gpu" : "hybrid");
+        return err_set(err, ERR_UNSUPPORTED,
+                       "model: gpu.placement=%s but tandem was built "
+                       "without CUDA",
+                       b == OPS_BACKEND_GPU ? "gpu" : "hybrid");
     rc = ops_cpu_create(p, out, err);
 #endif
     if (!rc) (*out)->backend = b;
@@ -116,7 +117,8 @@ int ops_lin_create(struct ops *o, const struct wt_view *w, struct ops_lin **out,
 
 int ops_table_create(struct ops *o, const struct wt_view *w, struct ops_lin **out, char *err)
 {
-    return o->vt->table_create ? o->vt->table_create(o, w, out, err) : o->vt->lin_create(o, w, out, err);
+    return o->vt->table_create ? o->vt->table_create(o, w, out, err)
+                               : o->vt->lin_create(o, w, out, err);
 }
 
 void ops_lin_destroy(struct ops *o, struct ops_lin *l)
@@ -146,8 +148,8 @@ void ops_linear(struct ops *o, const struct ops_lin *w, const float *x, int n, f
     o->vt->linear(o, w, x, n, y);
 }
 
-void ops_rmsnorm(struct ops *o, const float *x, int ldx, const float *g, int n, int dim,
-                 float eps, float *y, int ldy)
+void ops_rmsnorm(struct ops *o, const float *x, int ldx, const float *g, int n, int dim, float eps,
+                 float *y, int ldy)
 {
     o->vt->rmsnorm(o, x, ldx, g, n, dim, eps, y, ldy);
 }
@@ -188,11 +190,11 @@ void ops_heads_destroy(struct ops *o, struct ops_heads *h)
 }
 
 void ops_head_matmul(struct ops *o, const struct ops_heads *w, int64_t w_off, int64_t w_head,
-                     int rows, int cols, int trans, int n, int n_heads, const float *x,
-                     int ldx_tok, int ldx_head, float *y, int ldy_tok, int ldy_head)
+                     int rows, int cols, int trans, int n, int n_heads, const float *x, int ldx_tok,
+                     int ldx_head, float *y, int ldy_tok, int ldy_head)
 {
-    o->vt->head_matmul(o, w, w_off, w_head, rows, cols, trans, n, n_heads, x, ldx_tok, ldx_head,
-                       y, ldy_tok, ldy_head);
+    o->vt->head_matmul(o, w, w_off, w_head, rows, cols, trans, n, n_heads, x, ldx_tok, ldx_head, y,
+                       ldy_tok, ldy_head);
 }
 
 void ops_kv_store(struct ops *o, const struct model_kv *kv, int layer, const struct model_batch *b,

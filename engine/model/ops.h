@@ -34,50 +34,49 @@
 #include "engine/model/batch.h"
 #include "engine/weights/weights.h"
 
-struct ops;         /* a backend instance */
-struct ops_lin;     /* a linear weight [rows, cols] as a backend holds it */
-struct ops_moe;     /* the routed experts of one MoE layer */
+struct ops;     /* a backend instance */
+struct ops_lin; /* a linear weight [rows, cols] as a backend holds it */
+struct ops_moe; /* the routed experts of one MoE layer */
 
 /* Which backend ops_create makes (gpu.placement). */
 enum ops_backend {
-    OPS_BACKEND_CPU = 0,        /* ops_cpu: kernels/cpu on the worker pool */
-    OPS_BACKEND_HYBRID,         /* ops_cuda: the GPU, routed experts on the CPU pool */
-    OPS_BACKEND_GPU,            /* ops_cuda with every MoE layer's routed experts on the GPU too
-                                 * (re-quantized to FP8; small models) */
-    OPS_BACKEND_AUTO,           /* hybrid when a CUDA device is usable, else cpu */
+    OPS_BACKEND_CPU = 0, /* ops_cpu: kernels/cpu on the worker pool */
+    OPS_BACKEND_HYBRID,  /* ops_cuda: the GPU, routed experts on the CPU pool */
+    OPS_BACKEND_GPU,     /* ops_cuda with every MoE layer's routed experts on the GPU too
+                          * (re-quantized to FP8; small models) */
+    OPS_BACKEND_AUTO,    /* hybrid when a CUDA device is usable, else cpu */
 };
 
 struct ops_params {
     enum ops_backend backend;
-    int max_tokens;             /* the largest batch any op will see (ops_cuda sizes activation
-                                 * scratch and GEMM plans for it; >= 1) */
-    const char *isa;            /* CPU kernels: "auto|amx|avx512|avx2|scalar" (NULL = auto) */
-    int n_threads;              /* CPU worker pool participants (0 = all cores) */
-    int pin, spin_us;           /* pool: pin workers to CPUs, idle spin before sleeping */
-    int fp8_w8a16;              /* FP8 linears with unquantized fp32 activations (W8A16, like
-                                 * DeepSeek's reference default gemm_impl="bf16" without its bf16
-                                 * roundings) instead of the contract's e4m3 activations; for
-                                 * numerics comparisons. CPU backend only. */
-    int gpu_device;             /* ops_cuda: the CUDA device */
-    int gpu_cublaslt;           /* ops_cuda: FP8 linears of > 16 tokens on cuBLASLt (faster,
-                                 * ~1e-4 accumulation error) instead of the exact own kernel */
-    int gpu_expert_layers;      /* hybrid: routed experts of the first N MoE layers on the GPU
-                                 * (FP8); 0 = none. OPS_BACKEND_GPU: every layer. */
+    int max_tokens;        /* the largest batch any op will see (ops_cuda sizes activation
+                            * scratch and GEMM plans for it; >= 1) */
+    const char *isa;       /* CPU kernels: "auto|amx|avx512|avx2|scalar" (NULL = auto) */
+    int n_threads;         /* CPU worker pool participants (0 = all cores) */
+    int pin, spin_us;      /* pool: pin workers to CPUs, idle spin before sleeping */
+    int fp8_w8a16;         /* FP8 linears with unquantized fp32 activations (W8A16, like
+                            * DeepSeek's reference default gemm_impl="bf16" without its bf16
+                            * roundings) instead of the contract's e4m3 activations; for
+                            * numerics comparisons. CPU backend only. */
+    int gpu_device;        /* ops_cuda: the CUDA device */
+    int gpu_cublaslt;      /* ops_cuda: FP8 linears of > 16 tokens on cuBLASLt (faster,
+                            * ~1e-4 accumulation error) instead of the exact own kernel */
+    int gpu_expert_layers; /* hybrid: routed experts of the first N MoE layers on the GPU
+                            * (FP8); 0 = none. OPS_BACKEND_GPU: every layer. */
     /* hybrid: routed experts streamed to the GPU for long prefills (docs/gpu.md "Streaming
      * routed experts during prefill"); zero values: off / defaults */
-    int gpu_prefill_experts;    /* 0 off, 1 on (setup failures are errors), 2 auto (they log
-                                 * and turn it off) */
-    int gpu_prefill_min_tokens; /* batches of at least this many tokens stream (<= 0: 256) */
-    int gpu_stream_buffer_mb;   /* staging, two slots (<= 0: 400) */
-    int gpu_prefill_split_tokens;   /* 0: split experts GPU/CPU from measured rates; N: experts
-                                     * with >= N tokens on the GPU (1: all) */
+    int gpu_prefill_experts;      /* 0 off, 1 on (setup failures are errors), 2 auto (they log
+                                   * and turn it off) */
+    int gpu_prefill_min_tokens;   /* batches of at least this many tokens stream (<= 0: 256) */
+    int gpu_stream_buffer_mb;     /* staging, two slots (<= 0: 400) */
+    int gpu_prefill_split_tokens; /* 0: split experts GPU/CPU from measured rates; N: experts
+                                   * with >= N tokens on the GPU (1: all) */
 };
 
 /* The configuration strings gpu.placement ("auto|cpu|hybrid|gpu"; NULL = cpu) and gpu.fp8_gemm
  * ("exact|cublaslt"; NULL = exact) into p->backend and p->gpu_cublaslt. ERR_CONFIG naming the
  * value when one is neither. */
-int ops_params_parse(struct ops_params *p, const char *placement, const char *fp8_gemm,
-                     char *err);
+int ops_params_parse(struct ops_params *p, const char *placement, const char *fp8_gemm, char *err);
 
 /* The backend p asks for; OPS_BACKEND_AUTO is resolved here, once. Errors: ERR_UNSUPPORTED (a GPU
  * backend in a build without CUDA, no such CUDA device, an ISA the CPU lacks), ERR_CUDA,
@@ -85,8 +84,8 @@ int ops_params_parse(struct ops_params *p, const char *placement, const char *fp
 int ops_create(const struct ops_params *p, struct ops **out, char *err);
 /* The backend ops_create made: cpu, hybrid or gpu (never auto). */
 enum ops_backend ops_backend_of(const struct ops *o);
-void ops_destroy(struct ops *o);                    /* NULL is fine */
-const char *ops_name(const struct ops *o);          /* "cpu/avx512", "hybrid:<GPU>+cpu/..." */
+void ops_destroy(struct ops *o);           /* NULL is fine */
+const char *ops_name(const struct ops *o); /* "cpu/avx512", "hybrid:<GPU>+cpu/..." */
 int ops_n_threads(const struct ops *o);
 /* Free memory of the backend's device in bytes and its SM count, for sizing what is allocated
  * after the model's weights and buffers; 0 and 0 for a host-only backend. */
@@ -98,8 +97,8 @@ size_t ops_device_free(struct ops *o, int *sms);
 int ops_error(struct ops *o, char *err);
 
 /* ---- memory: buffers in the backend's address space */
-void *ops_alloc(struct ops *o, size_t bytes);       /* zeroed; NULL when out of memory */
-void ops_free(struct ops *o, void *p);              /* NULL is fine */
+void *ops_alloc(struct ops *o, size_t bytes); /* zeroed; NULL when out of memory */
+void ops_free(struct ops *o, void *p);        /* NULL is fine */
 /* host -> backend (dst from ops_alloc) and backend -> host copies */
 void ops_upload(struct ops *o, void *dst, const void *src, size_t bytes);
 void ops_download(struct ops *o, void *dst, const void *src, size_t bytes);
@@ -123,25 +122,25 @@ void ops_moe_destroy(struct ops *o, struct ops_moe *m);
 /* ---- ops on a batch of n tokens */
 
 /* y[t][:] = row tokens[t] of the table (any type with a to_float), as fp32. tokens: host. */
-void ops_embed(struct ops *o, const struct ops_lin *table, const int32_t *tokens, int n,
-               float *y);
+void ops_embed(struct ops *o, const struct ops_lin *table, const int32_t *tokens, int n, float *y);
 
 /* y[t][r] = W[r] . x[t] for r < rows; x [n, cols] and y [n, rows] contiguous. */
 void ops_linear(struct ops *o, const struct ops_lin *w, const float *x, int n, float *y);
 
 /* y[t][i] = g[i] * x[t][i] / sqrt(mean_i(x[t][i]^2) + eps), fp32; rows have strides ldx / ldy
  * (in floats), y may equal x. g: dim floats in backend memory. */
-void ops_rmsnorm(struct ops *o, const float *x, int ldx, const float *g, int n, int dim,
-                 float eps, float *y, int ldy);
+void ops_rmsnorm(struct ops *o, const float *x, int ldx, const float *g, int n, int dim, float eps,
+                 float *y, int ldy);
 
 /* DeepSeek's interleaved-pair RoPE on n tokens x n_heads vectors of 2 * n_pairs floats:
  * in at x + t*ldx_tok + h*ldx_head, out at y + t*ldy_tok + h*ldy_head (may equal x):
  *   y[2i] = A (x[2i] cos - x[2i+1] sin),  y[2i+1] = A (x[2i] sin + x[2i+1] cos),
- * angle = float(pos[t]) * freq[i] in fp32, A = amp. freq: n_pairs floats in host memory, pos: host. */
+ * angle = float(pos[t]) * freq[i] in fp32, A = amp. freq: n_pairs floats in host memory, pos: host.
+ */
 struct ops_rope {
-    int n_pairs;                /* qk_rope / 2 */
-    const float *freq;          /* [n_pairs] (YaRN-adjusted) inverse frequencies */
-    float amp;                  /* cos/sin amplitude (YaRN mscale ratio; 1 for every shipped model) */
+    int n_pairs;       /* qk_rope / 2 */
+    const float *freq; /* [n_pairs] (YaRN-adjusted) inverse frequencies */
+    float amp;         /* cos/sin amplitude (YaRN mscale ratio; 1 for every shipped model) */
 };
 void ops_rope(struct ops *o, const struct ops_rope *r, const int32_t *pos, int n, int n_heads,
               const float *x, int ldx_tok, int ldx_head, float *y, int ldy_tok, int ldy_head);
@@ -162,8 +161,8 @@ void ops_heads_destroy(struct ops *o, struct ops_heads *h);
  *   trans = 1: y[t,h,c] = sum_r W_h[r][c] x[t,h,r]      (x has rows, y has cols per head)
  * x[t,h,:] at x + t*ldx_tok + h*ldx_head, likewise y. Used for the absorbed MLA projections. */
 void ops_head_matmul(struct ops *o, const struct ops_heads *w, int64_t w_off, int64_t w_head,
-                     int rows, int cols, int trans, int n, int n_heads, const float *x, int ldx_tok, int ldx_head, float *y,
-                     int ldy_tok, int ldy_head);
+                     int rows, int cols, int trans, int n, int n_heads, const float *x, int ldx_tok,
+                     int ldx_head, float *y, int ldy_tok, int ldy_head);
 
 /* Write the batch's latent KV rows (x [n, kv->kv_dim] fp32: normalized latent | rotated k_pe)
  * into layer `layer` of the paged cache as bf16, token t at its sequence's slot pos[t]. The batch
@@ -186,9 +185,9 @@ void ops_mla_attn(struct ops *o, const struct model_kv *kv, int layer, const str
  * normalized if norm_topk_prob, * scale. All fp32. */
 struct ops_router {
     int n_expert, top_k, n_group, topk_group;
-    int softmax;                /* 0 = sigmoid (noaux_tc), 1 = softmax (V2) */
+    int softmax; /* 0 = sigmoid (noaux_tc), 1 = softmax (V2) */
     int norm_topk_prob;
-    float scale;                /* routed_scaling_factor */
+    float scale; /* routed_scaling_factor */
 };
 void ops_router(struct ops *o, const struct ops_router *r, const float *logits, const float *bias,
                 int n, int32_t *ids, float *w);

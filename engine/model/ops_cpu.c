@@ -38,7 +38,7 @@ struct ops_lin {
 struct ops_moe {
     int n_expert;
     int hidden;
-    struct cpuq_mat *mats;      /* [3][n_expert]: gate, up, down */
+    struct cpuq_mat *mats; /* [3][n_expert]: gate, up, down */
 };
 
 struct scratch {
@@ -53,10 +53,10 @@ struct ops_cpu {
     struct wpool *pool;
     int n_threads;
     char name[32];
-    int w8a16;                  /* ops_params.fp8_w8a16 */
-    struct scratch act;         /* quantized activations of the current linear */
-    struct scratch *thr;        /* [n_threads] per-thread scratch */
-    struct scratch seqs;        /* attention, KV store: the batch's block tables */
+    int w8a16;           /* ops_params.fp8_w8a16 */
+    struct scratch act;  /* quantized activations of the current linear */
+    struct scratch *thr; /* [n_threads] per-thread scratch */
+    struct scratch seqs; /* attention, KV store: the batch's block tables */
     struct cpuq_mla_scratch *mla;
     struct cpuq_moe_scratch *moe;
 };
@@ -157,9 +157,12 @@ static int cpu_moe_create(struct ops *o, int n_expert, const struct wt_view *gat
     for (int p = 0; p < 3; p++)
         for (int e = 0; e < n_expert; e++) {
             const struct wt_view *v = &src[p][e];
-            m->mats[(size_t)p * n_expert + e] = (struct cpuq_mat){
-                .type = v->type, .rows = v->rows, .cols = v->cols, .data = v->data,
-                .row_bytes = v->row_bytes, .scale = v->scale};
+            m->mats[(size_t)p * n_expert + e] = (struct cpuq_mat){.type = v->type,
+                                                                  .rows = v->rows,
+                                                                  .cols = v->cols,
+                                                                  .data = v->data,
+                                                                  .row_bytes = v->row_bytes,
+                                                                  .scale = v->scale};
         }
     m->n_expert = n_expert;
     m->hidden = (int)gate[0].cols;
@@ -180,12 +183,9 @@ static void row_to_f32(const struct ops_cpu *c, const struct wt_view *w, int64_t
     const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
     if (w->type == QTYPE_F8_E4M3)
         cpuq_fp8_dequant((const uint8_t *)w->data, w->scale, w->rows, w->cols, r, r + 1, dst);
-    else if (w->type == QTYPE_F32)
-        memcpy(dst, row, (size_t)w->cols * sizeof(float));
-    else if (w->type == QTYPE_BF16)
-        cpuq_bf16_to_f32((const uint16_t *)row, dst, w->cols);
-    else
-        c->q->type[w->type].to_float(row, dst, w->cols);
+    else if (w->type == QTYPE_F32) memcpy(dst, row, (size_t)w->cols * sizeof(float));
+    else if (w->type == QTYPE_BF16) cpuq_bf16_to_f32((const uint16_t *)row, dst, w->cols);
+    else c->q->type[w->type].to_float(row, dst, w->cols);
 }
 
 static void cpu_embed(struct ops *o, const struct ops_lin *table, const int32_t *tokens, int n,
@@ -200,9 +200,9 @@ static void cpu_embed(struct ops *o, const struct ops_lin *table, const int32_t 
 struct lin_job {
     struct ops_cpu *c;
     const struct wt_view *w;
-    const float *x;             /* fp32 activations (W16A32) */
-    const void *act;            /* quantized activations (GGML) or FP8 qa */
-    const float *as;            /* FP8 activation scales */
+    const float *x;  /* fp32 activations (W16A32) */
+    const void *act; /* quantized activations (GGML) or FP8 qa */
+    const float *as; /* FP8 activation scales */
     int n;
     float *y;
 };
@@ -221,8 +221,8 @@ static void lin_ggml_rows(void *ctx, int64_t r0, int64_t r1, int ti)
     (void)ti;
     struct lin_job *j = ctx;
     const struct wt_view *w = j->w;
-    cpuq_matmul_rows(j->c->q, w->type, w->data, w->row_bytes, r0, r1, w->cols, j->act, j->n,
-                     j->y, w->rows);
+    cpuq_matmul_rows(j->c->q, w->type, w->data, w->row_bytes, r0, r1, w->cols, j->act, j->n, j->y,
+                     w->rows);
 }
 
 static void lin_w16a32_rows(void *ctx, int64_t r0, int64_t r1, int ti)
@@ -232,8 +232,9 @@ static void lin_w16a32_rows(void *ctx, int64_t r0, int64_t r1, int ti)
     float *row = j->c->thr[ti].p;
     for (int64_t r = r0; r < r1; r++) {
         const float *wr = row;
-        if (w->type == QTYPE_BF16 && j->n <= 4) {      /* decode: no conversion pass */
-            const uint16_t *wb = (const uint16_t *)((const uint8_t *)w->data + (size_t)r * w->row_bytes);
+        if (w->type == QTYPE_BF16 && j->n <= 4) { /* decode: no conversion pass */
+            const uint16_t *wb =
+                (const uint16_t *)((const uint8_t *)w->data + (size_t)r * w->row_bytes);
             for (int t = 0; t < j->n; t++)
                 j->y[(size_t)t * w->rows + r] =
                     cpuq_dot_bf16(wb, j->x + (size_t)t * w->cols, w->cols);
@@ -241,8 +242,7 @@ static void lin_w16a32_rows(void *ctx, int64_t r0, int64_t r1, int ti)
         }
         if (w->type == QTYPE_F32)
             wr = (const float *)((const uint8_t *)w->data + (size_t)r * w->row_bytes);
-        else
-            row_to_f32(j->c, w, r, row);
+        else row_to_f32(j->c, w, r, row);
         for (int t = 0; t < j->n; t++)
             j->y[(size_t)t * w->rows + r] = cpuq_dot_f32(wr, j->x + (size_t)t * w->cols, w->cols);
     }
@@ -274,7 +274,7 @@ static void cpu_linear(struct ops *o, const struct ops_lin *l, const float *x, i
             for (size_t i = 0; i < (size_t)n * nb; i++) as[i] = 1.0f;
             qa = (float *)x;
         } else {
-            for (int t = 0; t < n; t++)  /* ISA kernel, bitwise equal to cpuq_fp8_act_quant */
+            for (int t = 0; t < n; t++) /* ISA kernel, bitwise equal to cpuq_fp8_act_quant */
                 c->fp8.act_quant(w->cols, x + (size_t)t * w->cols, qa + (size_t)t * w->cols,
                                  as + (size_t)t * nb);
         }
@@ -306,21 +306,20 @@ static void cpu_rmsnorm(struct ops *o, const float *x, int ldx, const float *g, 
 }
 
 static void cpu_rope(struct ops *o, const struct ops_rope *r, const int32_t *pos, int n,
-                     int n_heads, const float *x, int ldx_tok, int ldx_head, float *y,
-                     int ldy_tok, int ldy_head)
+                     int n_heads, const float *x, int ldx_tok, int ldx_head, float *y, int ldy_tok,
+                     int ldy_head)
 {
     (void)o;
     cpuq_rope_f32(r->n_pairs, r->freq, r->amp, pos, n, n_heads, x, ldx_tok, ldx_head, y, ldy_tok,
                   ldy_head);
 }
 
-static void cpu_head_matmul(struct ops *o, const struct ops_heads *h, int64_t w_off,
-                            int64_t w_head, int rows, int cols, int trans, int n, int n_heads,
-                            const float *x, int ldx_tok, int ldx_head, float *y, int ldy_tok,
-                            int ldy_head)
+static void cpu_head_matmul(struct ops *o, const struct ops_heads *h, int64_t w_off, int64_t w_head,
+                            int rows, int cols, int trans, int n, int n_heads, const float *x,
+                            int ldx_tok, int ldx_head, float *y, int ldy_tok, int ldy_head)
 {
-    cpuq_head_matmul_f32(cpu_of(o)->pool, h->f32 + w_off, w_head, rows, cols, trans, n, n_heads,
-                         x, ldx_tok, ldx_head, y, ldy_tok, ldy_head);
+    cpuq_head_matmul_f32(cpu_of(o)->pool, h->f32 + w_off, w_head, rows, cols, trans, n, n_heads, x,
+                         ldx_tok, ldx_head, y, ldy_tok, ldy_head);
 }
 
 static void cpu_swiglu(struct ops *o, const float *gate, const float *up, int64_t n, float *y)
@@ -357,10 +356,10 @@ static int mla_views(struct ops_cpu *c, const struct model_kv *kv, int layer,
     const int32_t **tables = c->seqs.p;
     for (int s = 0; s < b->n_seqs; s++) tables[s] = b->seqs[s].blocks;
     *cache = (struct cpuq_mla_cache){.data = kv->layer_data[layer],
-                                     .f32 = kv->type == MODEL_KV_F32, .kv_dim = kv->kv_dim,
+                                     .f32 = kv->type == MODEL_KV_F32,
+                                     .kv_dim = kv->kv_dim,
                                      .block_tokens = kv->block_tokens};
-    *mb = (struct cpuq_mla_batch){.n = b->n_tokens, .pos = b->pos, .seq = b->seq,
-                                  .blocks = tables};
+    *mb = (struct cpuq_mla_batch){.n = b->n_tokens, .pos = b->pos, .seq = b->seq, .blocks = tables};
     return 1;
 }
 
@@ -391,9 +390,12 @@ static void cpu_router(struct ops *o, const struct ops_router *r, const float *l
                        const float *bias, int n, int32_t *ids, float *w)
 {
     struct ops_cpu *c = cpu_of(o);
-    const struct cpuq_router cr = {.n_expert = r->n_expert, .top_k = r->top_k,
-                                   .n_group = r->n_group, .topk_group = r->topk_group,
-                                   .softmax = r->softmax, .norm_topk_prob = r->norm_topk_prob,
+    const struct cpuq_router cr = {.n_expert = r->n_expert,
+                                   .top_k = r->top_k,
+                                   .n_group = r->n_group,
+                                   .topk_group = r->topk_group,
+                                   .softmax = r->softmax,
+                                   .norm_topk_prob = r->norm_topk_prob,
                                    .scale = r->scale};
     if (!thr_reserve(c, cpuq_route_scratch(&cr) * sizeof(float))) return;
     cpuq_route(&cr, logits, bias, n, ids, w, c->thr[0].p);
@@ -407,8 +409,8 @@ static void cpu_moe(struct ops *o, const struct ops_moe *m, const float *x, int 
     struct ops_cpu *c = cpu_of(o);
     char err[ERR_LEN];
     const struct cpuq_mat *g = m->mats, *u = g + m->n_expert, *d = u + m->n_expert;
-    int rc = cpuq_moe_forward(c->pool, c->q, g, u, d, m->n_expert, n, m->hidden, x, top_k, ids,
-                              w, y, c->moe, err);
+    int rc = cpuq_moe_forward(c->pool, c->q, g, u, d, m->n_expert, n, m->hidden, x, top_k, ids, w,
+                              y, c->moe, err);
     if (rc) ops__fail(o, rc, err);
 }
 

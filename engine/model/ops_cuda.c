@@ -8,8 +8,8 @@
  * in host memory (ops_table_create). Other weight types, and FP8 weights whose k is not a
  * multiple of 128, stay on the host and run on the CPU backend (download x, CPU op, upload y).
  *   - FP8 linear: x is quantized per token per 128 channels (cuk_rmsnorm_quant without a norm),
- *     then gemm_fp8_linear. Exact mode (gpu.fp8_gemm = exact, the default): the own kernel for every
- *     row count, > 16 rows in 16-row chunks, fp32-exact block sums. cublaslt mode: a scratch of
+ *     then gemm_fp8_linear. Exact mode (gpu.fp8_gemm = exact, the default): the own kernel for
+ * every row count, > 16 rows in 16-row chunks, fp32-exact block sums. cublaslt mode: a scratch of
  *     `bucket(n)` rows (n <= 16: n; then powers of two up to round_up(max, 4)) and cuBLASLt for
  *     > 16 rows; a padded result lands in a scratch and its n rows are copied out. Plans for
  *     every bucket are built in lin_create (start-up). The norm is not fused into the
@@ -73,29 +73,29 @@
 #include "kernels/cuda/rope.h"
 #include "kernels/cuda/router.h"
 
-#define N_HOST 5                /* pinned host scratch: 0-1 CPU fallbacks, 2-4 expert jobs */
-#define N_JOBS 4                /* expert jobs the engine thread may run ahead by */
-#define PROF_EVENTS 1024        /* profile marks between two host synchronizations */
+#define N_HOST 5         /* pinned host scratch: 0-1 CPU fallbacks, 2-4 expert jobs */
+#define N_JOBS 4         /* expert jobs the engine thread may run ahead by */
+#define PROF_EVENTS 1024 /* profile marks between two host synchronizations */
 
 enum lin_kind { LIN_FP8, LIN_BF16, LIN_CPU };
 
 struct ops_lin {
     enum lin_kind kind;
     int rows, cols;
-    uint8_t *w;                 /* device: e4m3 [rows][cols] or bf16 [rows][cols] */
-    float *scale;               /* device: [ceil(rows/128)][sld] (FP8) */
+    uint8_t *w;   /* device: e4m3 [rows][cols] or bf16 [rows][cols] */
+    float *scale; /* device: [ceil(rows/128)][sld] (FP8) */
     int sld;
-    struct ops_lin *cpu;        /* LIN_CPU: the inner backend's handle */
+    struct ops_lin *cpu; /* LIN_CPU: the inner backend's handle */
 };
 
 struct ops_moe {
-    struct ops_moe *cpu;        /* the inner CPU backend's experts (NULL when on the GPU) */
+    struct ops_moe *cpu; /* the inner CPU backend's experts (NULL when on the GPU) */
     int hidden, inter, n_expert;
-    struct ops_lin **gpu;       /* GPU experts: [3 * n_expert] gate, up, down as FP8 linears */
-    struct cus_layer *st;       /* streaming state for long prefills (NULL: never streamed) */
+    struct ops_lin **gpu; /* GPU experts: [3 * n_expert] gate, up, down as FP8 linears */
+    struct cus_layer *st; /* streaming state for long prefills (NULL: never streamed) */
 };
 
-struct hbuf {                   /* pinned host scratch */
+struct hbuf { /* pinned host scratch */
     void *p;
     size_t size;
 };
@@ -104,85 +104,85 @@ struct hbuf {                   /* pinned host scratch */
  * the CUDA host-function thread while it runs, reused only after its events completed */
 struct moe_job {
     struct ops *cpu;
-    double seconds;             /* wall time of the CPU experts (host function) */
-    long long pairs;            /* (token, expert) pairs it computed (host function) */
+    double seconds;  /* wall time of the CPU experts (host function) */
+    long long pairs; /* (token, expert) pairs it computed (host function) */
     const struct ops_moe *m;
-    float *x, *w, *y;           /* pinned */
+    float *x, *w, *y; /* pinned */
     int32_t *ids;
     int n, top_k;
     int rc;
     char err[ERR_LEN];
-    int state;                  /* 0 free, 1 enqueued, 2 joined (its ev_j recorded) */
-    cudaEvent_t ev_a, ev_in;    /* main stream: before / after the inputs' copy to the host */
-    cudaEvent_t ev_c, ev_out;   /* side stream: CPU experts done / result back on the device */
-    cudaEvent_t ev_j;           /* main stream: where it waits for the result (the join) */
+    int state;                /* 0 free, 1 enqueued, 2 joined (its ev_j recorded) */
+    cudaEvent_t ev_a, ev_in;  /* main stream: before / after the inputs' copy to the host */
+    cudaEvent_t ev_c, ev_out; /* side stream: CPU experts done / result back on the device */
+    cudaEvent_t ev_j;         /* main stream: where it waits for the result (the join) */
 };
 
 struct ops_cuda {
     struct ops base;
-    struct ops *cpu;            /* inner CPU backend: experts and fallbacks */
+    struct ops *cpu; /* inner CPU backend: experts and fallbacks */
     int device, max_tokens, max_pad;
     char name[48];
     cudaStream_t st, side;
     struct ops_cuda_stats stats;
-    int exact_gemm;             /* ops_params.gpu_cublaslt == 0 (gemm_fp8_set_exact) */
-    int expert_layers;          /* ops_params.gpu_expert_layers: MoE layers left to put on the GPU
-                                 * (-1: all) */
-    const struct cpuq_ops *scalar;  /* GGML dequantizers for expert conversion (first use) */
-    float *ex_x, *ex_g, *ex_u, *ex_y;   /* GPU experts: gathered rows, gate, up, down output */
+    int exact_gemm;    /* ops_params.gpu_cublaslt == 0 (gemm_fp8_set_exact) */
+    int expert_layers; /* ops_params.gpu_expert_layers: MoE layers left to put on the GPU
+                        * (-1: all) */
+    const struct cpuq_ops *scalar;    /* GGML dequantizers for expert conversion (first use) */
+    float *ex_x, *ex_g, *ex_u, *ex_y; /* GPU experts: gathered rows, gate, up, down output */
     int ex_inter;
-    int32_t *ex_sort;           /* host: GPU experts' counting sort of the routes (grows) */
+    int32_t *ex_sort; /* host: GPU experts' counting sort of the routes (grows) */
     size_t ex_sort_n;
     cublasHandle_t blas;
     struct gemm_fp8 *gemm;
     /* FP8 linear scratch */
-    uint8_t *xq;                /* [max_pad][max_k] */
-    float *xs;                  /* [max_k/128][max_pad] */
-    float *ysc;                 /* [max_pad][max_n] */
+    uint8_t *xq; /* [max_pad][max_k] */
+    float *xs;   /* [max_k/128][max_pad] */
+    float *ysc;  /* [max_pad][max_n] */
     int max_k, max_n;
     /* small device side inputs */
-    int32_t *d_i32;             /* [d_i32_n]: tokens / positions / slots / seq_len */
+    int32_t *d_i32; /* [d_i32_n]: tokens / positions / slots / seq_len */
     size_t d_i32_n;
-    int32_t *d_bt;              /* block tables per query row */
+    int32_t *d_bt; /* block tables per query row */
     size_t d_bt_n;
     float *d_freq;
     float h_freq[64];
     int freq_n;
-    float *d_cs;                /* [max_pad][64][2]: RoPE (cos, sin) of the positions in cs_pos */
-    int32_t *cs_pos;            /* host copy of the positions d_cs holds (cs_n of them) */
+    float *d_cs;     /* [max_pad][64][2]: RoPE (cos, sin) of the positions in cs_pos */
+    int32_t *cs_pos; /* host copy of the positions d_cs holds (cs_n of them) */
     int cs_n;
-    uintptr_t cs_src;           /* the caller's array they were copied from (a sub-range of it,
-                                 * e.g. an attention pass, is served from the same table) */
+    uintptr_t cs_src; /* the caller's array they were copied from (a sub-range of it,
+                       * e.g. an attention pass, is served from the same table) */
     void *mla_ws;
     size_t mla_ws_size;
     /* device mirror of the caller's KV cache (GPU attention only) */
     const struct model_kv *kv_key;
-    uint16_t **kv_dev_layer;    /* host array of device pointers */
+    uint16_t **kv_dev_layer; /* host array of device pointers */
     void *kv_dev;
     int kv_layers, kv_blocks, kv_bt, kv_dim;
     struct hbuf h[N_HOST];
-    char *ring;                 /* pinned staging of small host -> device inputs (ring) */
+    char *ring; /* pinned staging of small host -> device inputs (ring) */
     size_t ring_size, ring_off;
-    struct moe_job jobs[N_JOBS];    /* ring; next_job is the next to use */
+    struct moe_job jobs[N_JOBS]; /* ring; next_job is the next to use */
     int next_job;
-    struct moe_job *pend;       /* the job whose output is not joined yet (NULL: none) */
-    struct {                    /* ops_kv_store's call, run by the next ops_mla_attn */
+    struct moe_job *pend; /* the job whose output is not joined yet (NULL: none) */
+    struct {              /* ops_kv_store's call, run by the next ops_mla_attn */
         const struct model_kv *kv;
         const struct model_batch *b;
         const float *x;
         int layer;
     } kvs;
-    float *heads_f32;           /* fp32 expansion of one FP8 ops_heads (heads_cur) */
+    float *heads_f32; /* fp32 expansion of one FP8 ops_heads (heads_cur) */
     size_t heads_size;
     const struct ops_heads *heads_cur;
-    struct cus *cus;            /* expert streaming (gpu.prefill_experts; NULL: off) */
-    int prefill_experts;        /* ops_params.gpu_prefill_experts */
-    float *s_acc;               /* streamed layer split with the CPU: the GPU part [max_pad][hidden] */
+    struct cus *cus;     /* expert streaming (gpu.prefill_experts; NULL: off) */
+    int prefill_experts; /* ops_params.gpu_prefill_experts */
+    float *s_acc;        /* streamed layer split with the CPU: the GPU part [max_pad][hidden] */
     int s_acc_hidden;
-    cudaEvent_t ev_g;           /* main stream: the GPU part of a split layer is done */
-    float *pend_y;              /* pend's output (device) */
+    cudaEvent_t ev_g; /* main stream: the GPU part of a split layer is done */
+    float *pend_y;    /* pend's output (device) */
     size_t pend_bytes;
-    struct {                    /* ops_cuda_profile: an event before every op (main stream) */
+    struct { /* ops_cuda_profile: an event before every op (main stream) */
         int on, n;
         cudaEvent_t ev[PROF_EVENTS];
         uint8_t kind[PROF_EVENTS];
@@ -198,10 +198,15 @@ static void cfail(struct ops_cuda *c, int code, const char *what, cudaError_t e)
     ops__fail(&c->base, code, msg);
 }
 
-#define CK(c, call, what) do { cudaError_t e_ = (call); \
-    if (e_ != cudaSuccess) cfail((c), ERR_CUDA, (what), e_); } while (0)
-#define KR(c, call, what) do { if ((call) != 0) cfail((c), ERR_CUDA, (what), cudaSuccess); } \
-    while (0)
+#define CK(c, call, what)                                                                          \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) cfail((c), ERR_CUDA, (what), e_);                                   \
+    } while (0)
+#define KR(c, call, what)                                                                          \
+    do {                                                                                           \
+        if ((call) != 0) cfail((c), ERR_CUDA, (what), cudaSuccess);                                \
+    } while (0)
 
 static int round4(int x) { return (x + 3) & ~3; }
 
@@ -226,7 +231,7 @@ static float ev_ms(cudaEvent_t a, cudaEvent_t b)
 static void prof(struct ops_cuda *c, int kind)
 {
     if (!c->prof.on) return;
-    if (c->prof.n == PROF_EVENTS) {             /* full: drop the newest interval's end */
+    if (c->prof.n == PROF_EVENTS) { /* full: drop the newest interval's end */
         c->prof.kind[PROF_EVENTS - 1] = (uint8_t)kind;
         return;
     }
@@ -296,7 +301,7 @@ static void *hbuf(struct ops_cuda *c, int i, size_t bytes)
     ASSERT(i >= 0 && i < N_HOST);
     struct hbuf *h = &c->h[i];
     if (bytes > h->size) {
-        host_sync(c);       /* the slot may be in use by queued copies */
+        host_sync(c); /* the slot may be in use by queued copies */
         cudaFreeHost(h->p);
         h->p = NULL;
         h->size = 0;
@@ -314,7 +319,10 @@ static void *hbuf(struct ops_cuda *c, int i, size_t bytes)
 /* ---------------------------------------------------------------- backend table: basics */
 
 static const char *cu_name(const struct ops *o) { return ((const struct ops_cuda *)o)->name; }
-static int cu_n_threads(const struct ops *o) { return ops_n_threads(((const struct ops_cuda *)o)->cpu); }
+static int cu_n_threads(const struct ops *o)
+{
+    return ops_n_threads(((const struct ops_cuda *)o)->cpu);
+}
 
 static void *cu_alloc(struct ops *o, size_t bytes)
 {
@@ -339,7 +347,7 @@ static void cu_upload(struct ops *o, void *dst, const void *src, size_t bytes)
     struct ops_cuda *c = C(o);
     join(c, dst);
     CK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->st), "upload");
-    CK(c, cudaStreamSynchronize(c->st), "upload");     /* src may be pageable and short-lived */
+    CK(c, cudaStreamSynchronize(c->st), "upload"); /* src may be pageable and short-lived */
 }
 
 static void cu_download(struct ops *o, void *dst, const void *src, size_t bytes)
@@ -385,7 +393,7 @@ static int grow_scratch(struct ops_cuda *c, int n, int k, char *err)
             cudaMemset(c->xs, 0, (size_t)(k / 128) * c->max_pad * sizeof(float)) != cudaSuccess)
             return err_set(err, ERR_NOMEM, "cuda ops: out of device memory (scratch)");
     }
-    if (n > c->max_n && !c->exact_gemm) {    /* padded results: cuBLASLt's row buckets only */
+    if (n > c->max_n && !c->exact_gemm) { /* padded results: cuBLASLt's row buckets only */
         cudaFree(c->ysc);
         c->ysc = NULL;
         c->max_n = n;
@@ -411,9 +419,9 @@ static int cu_lin_create(struct ops *o, const struct wt_view *w, struct ops_lin 
         if (!hs) rc = err_set(err, ERR_NOMEM, "cuda ops: out of memory");
         for (int r = 0; !rc && r < sr; r++)
             memcpy(hs + (size_t)r * l->sld, w->scale + (size_t)r * sc, (size_t)sc * sizeof(float));
-        if (!rc && (cudaMalloc((void **)&l->w, (size_t)w->rows * w->cols) != cudaSuccess ||
-                    cudaMalloc((void **)&l->scale, (size_t)sr * l->sld * sizeof(float)) !=
-                        cudaSuccess))
+        if (!rc &&
+            (cudaMalloc((void **)&l->w, (size_t)w->rows * w->cols) != cudaSuccess ||
+             cudaMalloc((void **)&l->scale, (size_t)sr * l->sld * sizeof(float)) != cudaSuccess))
             rc = err_set(err, ERR_NOMEM, "cuda ops: out of device memory for a weight");
         for (int64_t r = 0; !rc && r < w->rows; r++)
             if (cudaMemcpy(l->w + r * w->cols, (const char *)w->data + r * w->row_bytes,
@@ -432,7 +440,8 @@ static int cu_lin_create(struct ops *o, const struct wt_view *w, struct ops_lin 
             rc = err_set(err, ERR_NOMEM, "cuda ops: out of device memory for a weight");
         else if (w->row_bytes == rb)
             rc = cudaMemcpy(l->w, w->data, (size_t)w->rows * rb, cudaMemcpyHostToDevice)
-                     ? err_set(err, ERR_CUDA, "cuda ops: weight upload failed") : 0;
+                     ? err_set(err, ERR_CUDA, "cuda ops: weight upload failed")
+                     : 0;
         for (int64_t r = 0; !rc && w->row_bytes != rb && r < w->rows; r++)
             if (cudaMemcpy(l->w + r * rb, (const char *)w->data + r * w->row_bytes, rb,
                            cudaMemcpyHostToDevice) != cudaSuccess)
@@ -512,8 +521,12 @@ static int expert_lin(struct ops_cuda *c, const struct wt_view *v, struct ops_li
                     q[r * K + k] = fp_f32_to_e4m3(f[r * K + k] / sv);
         }
     if (!rc) {
-        struct wt_view fv = {.type = QTYPE_F8_E4M3, .rows = R, .cols = K, .data = q,
-                             .row_bytes = (size_t)K, .scale = s};
+        struct wt_view fv = {.type = QTYPE_F8_E4M3,
+                             .rows = R,
+                             .cols = K,
+                             .data = q,
+                             .row_bytes = (size_t)K,
+                             .scale = s};
         rc = cu_lin_create(&c->base, &fv, out, err);
     }
     free(f);
@@ -535,13 +548,13 @@ static void cu_moe_destroy(struct ops *o, struct ops_moe *m)
 }
 
 static int cu_moe_create(struct ops *o, int n_expert, const struct wt_view *gate,
-                         const struct wt_view *up, const struct wt_view *down,
-                         struct ops_moe **out, char *err)
+                         const struct wt_view *up, const struct wt_view *down, struct ops_moe **out,
+                         char *err)
 {
     struct ops_cuda *c = C(o);
     struct ops_moe *m = calloc(1, sizeof *m);
     if (!m) return err_set(err, ERR_NOMEM, "cuda ops: out of memory");
-    for (int e = 0; e < n_expert; e++)       /* an unrouted expert may be a zeroed view */
+    for (int e = 0; e < n_expert; e++) /* an unrouted expert may be a zeroed view */
         if (gate[e].data || e == n_expert - 1) {
             m->hidden = (int)gate[e].cols;
             m->inter = (int)gate[e].rows;
@@ -549,7 +562,7 @@ static int cu_moe_create(struct ops *o, int n_expert, const struct wt_view *gate
         }
     m->n_expert = n_expert;
     int rc = 0;
-    if (c->expert_layers != 0) {        /* this layer's experts go to the GPU */
+    if (c->expert_layers != 0) { /* this layer's experts go to the GPU */
         if (c->expert_layers > 0) c->expert_layers--;
         m->gpu = calloc((size_t)3 * n_expert, sizeof *m->gpu);
         if (!m->gpu) rc = err_set(err, ERR_NOMEM, "cuda ops: out of memory");
@@ -558,7 +571,7 @@ static int cu_moe_create(struct ops *o, int n_expert, const struct wt_view *gate
                 (rc = expert_lin(c, &up[e], &m->gpu[3 * e + 1], err)) ||
                 (rc = expert_lin(c, &down[e], &m->gpu[3 * e + 2], err)))
                 break;
-        if (!rc && m->inter > c->ex_inter) {    /* work buffers for max_tokens rows */
+        if (!rc && m->inter > c->ex_inter) { /* work buffers for max_tokens rows */
             size_t hb = (size_t)c->max_pad * m->hidden * 4, ib = (size_t)c->max_pad * m->inter * 4;
             cudaFree(c->ex_g);
             cudaFree(c->ex_u);
@@ -568,14 +581,14 @@ static int cu_moe_create(struct ops *o, int n_expert, const struct wt_view *gate
                 (!c->ex_x && cudaMalloc((void **)&c->ex_x, hb) != cudaSuccess) ||
                 (!c->ex_y && cudaMalloc((void **)&c->ex_y, hb) != cudaSuccess))
                 rc = err_set(err, ERR_NOMEM, "cuda ops: out of device memory (GPU experts)");
-            else
-                c->ex_inter = m->inter;
+            else c->ex_inter = m->inter;
         }
     } else {
         rc = ops_moe_create(c->cpu, n_expert, gate, up, down, &m->cpu, err);
         if (!rc && c->cus && !(m->st = cus_layer_create(c->cus, n_expert, gate, up, down)) &&
             c->prefill_experts == 1 && cus_failed(c->cus))
-            rc = err_set(err, ERR_CUDA, "cuda ops: gpu.prefill_experts = on, but the expert "
+            rc = err_set(err, ERR_CUDA,
+                         "cuda ops: gpu.prefill_experts = on, but the expert "
                          "streaming could not be set up (the log says why; auto turns it off "
                          "instead)");
         if (!rc && m->st && m->hidden > c->s_acc_hidden) {
@@ -585,8 +598,7 @@ static int cu_moe_create(struct ops *o, int n_expert, const struct wt_view *gate
             if (cudaMalloc((void **)&c->s_acc, (size_t)c->max_pad * m->hidden * sizeof(float)) !=
                 cudaSuccess)
                 rc = err_set(err, ERR_NOMEM, "cuda ops: out of device memory (expert streaming)");
-            else
-                c->s_acc_hidden = m->hidden;
+            else c->s_acc_hidden = m->hidden;
         }
     }
     if (rc) {
@@ -596,7 +608,6 @@ static int cu_moe_create(struct ops *o, int n_expert, const struct wt_view *gate
     *out = m;
     return 0;
 }
-
 
 /* ---------------------------------------------------------------- CPU fallbacks */
 
@@ -612,7 +623,7 @@ static float *to_host(struct ops_cuda *c, int i, const void *p, size_t bytes)
 static void to_dev(struct ops_cuda *c, void *d, const void *h, size_t bytes)
 {
     CK(c, cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, c->st), "upload");
-    CK(c, cudaStreamSynchronize(c->st), "upload");     /* the pinned slot is reused next */
+    CK(c, cudaStreamSynchronize(c->st), "upload"); /* the pinned slot is reused next */
 }
 
 /* Pinned staging space for a small input of the next kernel: taken from a ring, so no
@@ -646,8 +657,10 @@ static void *stage(struct ops_cuda *c, size_t bytes)
 static const int32_t *push(struct ops_cuda *c, const int32_t *h, int n, int off)
 {
     ASSERT(n >= 0 && off >= 0 && (size_t)off + (size_t)n <= c->d_i32_n);
-    CK(c, cudaMemcpyAsync(c->d_i32 + off, h, (size_t)n * sizeof(int32_t),
-                          cudaMemcpyHostToDevice, c->st), "upload ints");
+    CK(c,
+       cudaMemcpyAsync(c->d_i32 + off, h, (size_t)n * sizeof(int32_t), cudaMemcpyHostToDevice,
+                       c->st),
+       "upload ints");
     return c->d_i32 + off;
 }
 
@@ -659,23 +672,28 @@ static const int32_t *ints(struct ops_cuda *c, const int32_t *v, int n, int off)
     int32_t *h = stage(c, (size_t)n * sizeof(int32_t));
     if (!h) return c->d_i32 + off;
     memcpy(h, v, (size_t)n * sizeof(int32_t));
-    CK(c, cudaMemcpyAsync(c->d_i32 + off, h, (size_t)n * sizeof(int32_t),
-                          cudaMemcpyHostToDevice, c->st), "upload ints");
+    CK(c,
+       cudaMemcpyAsync(c->d_i32 + off, h, (size_t)n * sizeof(int32_t), cudaMemcpyHostToDevice,
+                       c->st),
+       "upload ints");
     return c->d_i32 + off;
 }
 
 /* ---------------------------------------------------------------- ops */
 
-static void cu_embed(struct ops *o, const struct ops_lin *t, const int32_t *tokens, int n,
-                     float *y)
+static void cu_embed(struct ops *o, const struct ops_lin *t, const int32_t *tokens, int n, float *y)
 {
     struct ops_cuda *c = C(o);
     join(c, NULL);
     prof(c, OPS_PROF_EMBED);
     if (t->kind == LIN_BF16) {
-        struct cuk_embed_args a = {.m = n, .d = t->cols, .vocab = t->rows,
-                                   .tokens = ints(c, tokens, n, 0), .table = (uint16_t *)t->w,
-                                   .out = y, .out_ld = t->cols};
+        struct cuk_embed_args a = {.m = n,
+                                   .d = t->cols,
+                                   .vocab = t->rows,
+                                   .tokens = ints(c, tokens, n, 0),
+                                   .table = (uint16_t *)t->w,
+                                   .out = y,
+                                   .out_ld = t->cols};
         KR(c, cuk_embed(&a, c->st), "embed");
         return;
     }
@@ -696,15 +714,20 @@ static void cu_linear(struct ops *o, const struct ops_lin *w, const float *x, in
     struct ops_cuda *c = C(o);
     join(c, x);
     join(c, y);
-    prof(c, w->kind == LIN_BF16 ? OPS_PROF_LIN_BF16
-            : w->kind == LIN_CPU ? OPS_PROF_LIN_CPU : OPS_PROF_LIN_FP8);
+    prof(c, w->kind == LIN_BF16  ? OPS_PROF_LIN_BF16
+            : w->kind == LIN_CPU ? OPS_PROF_LIN_CPU
+                                 : OPS_PROF_LIN_FP8);
     if (w->kind == LIN_BF16) {
         for (int i = 0; i < n; i += CUK_GEMV_BF16_MAX_M) {
             int m = n - i < CUK_GEMV_BF16_MAX_M ? n - i : CUK_GEMV_BF16_MAX_M;
-            struct cuk_gemv_bf16_args a = {.m = m, .n = w->rows, .k = w->cols,
+            struct cuk_gemv_bf16_args a = {.m = m,
+                                           .n = w->rows,
+                                           .k = w->cols,
                                            .w = (const uint16_t *)w->w,
-                                           .x = x + (size_t)i * w->cols, .x_ld = w->cols,
-                                           .y = y + (size_t)i * w->rows, .y_ld = w->rows};
+                                           .x = x + (size_t)i * w->cols,
+                                           .x_ld = w->cols,
+                                           .y = y + (size_t)i * w->rows,
+                                           .y_ld = w->rows};
             KR(c, cuk_gemv_bf16(&a, c->st), "gemv_bf16");
         }
         return;
@@ -720,15 +743,28 @@ static void cu_linear(struct ops *o, const struct ops_lin *w, const float *x, in
         return;
     }
     int mb = c->exact_gemm ? n : bucket(c, n), mp = round4(mb);
-    struct cuk_rmsnorm_quant_args q = {.m = n, .d = w->cols, .x = x, .x_ld = w->cols,
-                                       .q = c->xq, .q_ld = w->cols, .q_scale = c->xs,
+    struct cuk_rmsnorm_quant_args q = {.m = n,
+                                       .d = w->cols,
+                                       .x = x,
+                                       .x_ld = w->cols,
+                                       .q = c->xq,
+                                       .q_ld = w->cols,
+                                       .q_scale = c->xs,
                                        .q_scale_ld = mp};
     KR(c, cuk_rmsnorm_quant(&q, c->st), "act quant");
-    int direct = c->exact_gemm || mp == n;     /* exact: the own kernel writes just n rows */
-    struct cuk_gemv_fp8_args a = {.m = mb, .n = w->rows, .k = w->cols, .w = w->w,
-                                  .w_scale = w->scale, .w_scale_ld = w->sld, .x = c->xq,
-                                  .x_ld = w->cols, .x_scale = c->xs, .x_scale_ld = mp,
-                                  .y = direct ? (void *)y : (void *)c->ysc, .y_ld = w->rows,
+    int direct = c->exact_gemm || mp == n; /* exact: the own kernel writes just n rows */
+    struct cuk_gemv_fp8_args a = {.m = mb,
+                                  .n = w->rows,
+                                  .k = w->cols,
+                                  .w = w->w,
+                                  .w_scale = w->scale,
+                                  .w_scale_ld = w->sld,
+                                  .x = c->xq,
+                                  .x_ld = w->cols,
+                                  .x_scale = c->xs,
+                                  .x_scale_ld = mp,
+                                  .y = direct ? (void *)y : (void *)c->ysc,
+                                  .y_ld = w->rows,
                                   .y_type = CUK_F32};
     char e2[ERR_LEN];
     if (gemm_fp8_linear(c->gemm, &a, c->st, e2)) {
@@ -736,8 +772,10 @@ static void cu_linear(struct ops *o, const struct ops_lin *w, const float *x, in
         return;
     }
     if (!direct)
-        CK(c, cudaMemcpyAsync(y, c->ysc, (size_t)n * w->rows * sizeof(float),
-                              cudaMemcpyDeviceToDevice, c->st), "copy");
+        CK(c,
+           cudaMemcpyAsync(y, c->ysc, (size_t)n * w->rows * sizeof(float), cudaMemcpyDeviceToDevice,
+                           c->st),
+           "copy");
 }
 
 static void cu_rmsnorm(struct ops *o, const float *x, int ldx, const float *g, int n, int dim,
@@ -748,14 +786,13 @@ static void cu_rmsnorm(struct ops *o, const float *x, int ldx, const float *g, i
     join(c, y);
     prof(c, OPS_PROF_NORM);
     /* the CPU's summation order, not cuk_rmsnorm_quant's: see kernels/cuda/norm.h why */
-    struct cuk_rmsnorm_f32_args a = {.m = n, .d = dim, .x = x, .x_ld = ldx, .w = g, .eps = eps,
-                                     .y = y, .y_ld = ldy};
+    struct cuk_rmsnorm_f32_args a = {
+        .m = n, .d = dim, .x = x, .x_ld = ldx, .w = g, .eps = eps, .y = y, .y_ld = ldy};
     KR(c, cuk_rmsnorm_f32(&a, c->st), "rmsnorm");
 }
 
 static void cu_rope(struct ops *o, const struct ops_rope *r, const int32_t *pos, int n, int nh,
-                    const float *x, int ldx_tok, int ldx_head, float *y, int ldy_tok,
-                    int ldy_head)
+                    const float *x, int ldx_tok, int ldx_head, float *y, int ldy_tok, int ldy_head)
 {
     struct ops_cuda *c = C(o);
     join(c, NULL);
@@ -764,7 +801,7 @@ static void cu_rope(struct ops *o, const struct ops_rope *r, const int32_t *pos,
         ops__fail(o, ERR_UNSUPPORTED, "cuda ops: RoPE amplitude != 1 or > 128 dims");
         return;
     }
-    ASSERT(n >= 0 && n <= c->max_pad);     /* cs_pos and d_cs hold max_pad positions */
+    ASSERT(n >= 0 && n <= c->max_pad); /* cs_pos and d_cs hold max_pad positions */
     if (r->n_pairs != c->freq_n || memcmp(r->freq, c->h_freq, (size_t)r->n_pairs * 4)) {
         memcpy(c->h_freq, r->freq, (size_t)r->n_pairs * 4);
         c->freq_n = r->n_pairs;
@@ -802,17 +839,27 @@ static void cu_rope(struct ops *o, const struct ops_rope *r, const int32_t *pos,
     size_t w = (size_t)2 * r->n_pairs * sizeof(float);
     if (x != y) {
         if (ldx_tok == nh * ldx_head && ldy_tok == nh * ldy_head)
-            CK(c, cudaMemcpy2DAsync(y, (size_t)ldy_head * 4, x, (size_t)ldx_head * 4, w,
-                                    (size_t)n * nh, cudaMemcpyDeviceToDevice, c->st), "copy");
+            CK(c,
+               cudaMemcpy2DAsync(y, (size_t)ldy_head * 4, x, (size_t)ldx_head * 4, w,
+                                 (size_t)n * nh, cudaMemcpyDeviceToDevice, c->st),
+               "copy");
         else
             for (int h = 0; h < nh; h++)
-                CK(c, cudaMemcpy2DAsync(y + (size_t)h * ldy_head, (size_t)ldy_tok * 4,
-                                        x + (size_t)h * ldx_head, (size_t)ldx_tok * 4, w, n,
-                                        cudaMemcpyDeviceToDevice, c->st), "copy");
+                CK(c,
+                   cudaMemcpy2DAsync(y + (size_t)h * ldy_head, (size_t)ldy_tok * 4,
+                                     x + (size_t)h * ldx_head, (size_t)ldx_tok * 4, w, n,
+                                     cudaMemcpyDeviceToDevice, c->st),
+                   "copy");
     }
-    struct cuk_rope_args a = {.m = n, .n_heads = nh, .rot_dim = 2 * r->n_pairs, .x = y,
-                              .x_ld = ldy_tok, .head_stride = ldy_head, .rot_off = 0,
-                              .pos = ints(c, pos, n, 0), .freqs = c->d_freq,
+    struct cuk_rope_args a = {.m = n,
+                              .n_heads = nh,
+                              .rot_dim = 2 * r->n_pairs,
+                              .x = y,
+                              .x_ld = ldy_tok,
+                              .head_stride = ldy_head,
+                              .rot_off = 0,
+                              .pos = ints(c, pos, n, 0),
+                              .freqs = c->d_freq,
                               .cs = c->d_cs + (size_t)off * r->n_pairs * 2};
     KR(c, cuk_rope(&a, c->st), "rope");
 }
@@ -880,10 +927,9 @@ static void cu_heads_destroy(struct ops *o, struct ops_heads *h)
     free(h);
 }
 
-static void cu_head_matmul(struct ops *o, const struct ops_heads *h, int64_t w_off,
-                           int64_t w_head, int rows, int cols, int trans, int n, int nh,
-                           const float *x, int ldx_tok, int ldx_head, float *y, int ldy_tok,
-                           int ldy_head)
+static void cu_head_matmul(struct ops *o, const struct ops_heads *h, int64_t w_off, int64_t w_head,
+                           int rows, int cols, int trans, int n, int nh, const float *x,
+                           int ldx_tok, int ldx_head, float *y, int ldy_tok, int ldy_head)
 {
     struct ops_cuda *c = C(o);
     join(c, NULL);
@@ -891,11 +937,22 @@ static void cu_head_matmul(struct ops *o, const struct ops_heads *h, int64_t w_o
     const float *w = h->f32;
     /* decode-sized batches read the FP8 weights directly (other shapes: expand) */
     if (!w && cols == h->cols && w_off % h->cols == 0 && w_head % h->cols == 0) {
-        struct cuk_head_matmul_fp8_args a = {
-            .q = h->q, .scale = h->scale, .scale_ld = (int)((h->cols + 127) / 128),
-            .r0 = w_off / h->cols, .head_rows = w_head / h->cols, .rows = rows, .cols = cols,
-            .trans = trans, .n = n, .n_heads = nh, .x = x, .x_ld_tok = ldx_tok,
-            .x_ld_head = ldx_head, .y = y, .y_ld_tok = ldy_tok, .y_ld_head = ldy_head};
+        struct cuk_head_matmul_fp8_args a = {.q = h->q,
+                                             .scale = h->scale,
+                                             .scale_ld = (int)((h->cols + 127) / 128),
+                                             .r0 = w_off / h->cols,
+                                             .head_rows = w_head / h->cols,
+                                             .rows = rows,
+                                             .cols = cols,
+                                             .trans = trans,
+                                             .n = n,
+                                             .n_heads = nh,
+                                             .x = x,
+                                             .x_ld_tok = ldx_tok,
+                                             .x_ld_head = ldx_head,
+                                             .y = y,
+                                             .y_ld_tok = ldy_tok,
+                                             .y_ld_head = ldy_head};
         if (cuk_head_matmul_fp8_fits(&a)) {
             KR(c, cuk_head_matmul_fp8(&a, c->st), "head matmul fp8");
             return;
@@ -903,7 +960,9 @@ static void cu_head_matmul(struct ops *o, const struct ops_heads *h, int64_t w_o
     }
     if (!w) {
         if (c->heads_cur != h) {
-            struct cuk_fp8_to_f32_args a = {.rows = h->rows, .cols = h->cols, .q = h->q,
+            struct cuk_fp8_to_f32_args a = {.rows = h->rows,
+                                            .cols = h->cols,
+                                            .q = h->q,
                                             .scale = h->scale,
                                             .scale_ld = (int)((h->cols + 127) / 128),
                                             .out = c->heads_f32};
@@ -948,8 +1007,10 @@ static int kv_mirror(struct ops_cuda *c, const struct model_kv *kv)
     if (!c->kv_dev_layer || cudaMalloc(&c->kv_dev, per * kv->n_layers) != cudaSuccess) {
         c->kv_dev = NULL;
         char msg[ERR_LEN];
-        snprintf(msg, sizeof msg, "cuda ops: no device memory for the KV cache (%.2f GiB; lower "
-                 "engine.kv_blocks)", (double)per * kv->n_layers / (1 << 30));
+        snprintf(msg, sizeof msg,
+                 "cuda ops: no device memory for the KV cache (%.2f GiB; lower "
+                 "engine.kv_blocks)",
+                 (double)per * kv->n_layers / (1 << 30));
         ops__fail(&c->base, ERR_NOMEM, msg);
         return -1;
     }
@@ -960,9 +1021,8 @@ static int kv_mirror(struct ops_cuda *c, const struct model_kv *kv)
     c->kv_blocks = kv->n_blocks;
     c->kv_bt = kv->block_tokens;
     c->kv_dim = kv->kv_dim;
-    LOG_INFO("ops", "device KV cache: %d layers x %d blocks of %d tokens (%.2f GiB)",
-             kv->n_layers, kv->n_blocks, kv->block_tokens,
-             (double)per * kv->n_layers / (1 << 30));
+    LOG_INFO("ops", "device KV cache: %d layers x %d blocks of %d tokens (%.2f GiB)", kv->n_layers,
+             kv->n_blocks, kv->block_tokens, (double)per * kv->n_layers / (1 << 30));
     return 0;
 }
 
@@ -989,7 +1049,9 @@ static void kv_flush(struct ops_cuda *c, int gpu)
         int p = b->pos[t];
         slots[t] = s->blocks[p / kv->block_tokens] * kv->block_tokens + p % kv->block_tokens;
     }
-    struct cuk_mla_kv_store_args a = {.m = n, .kv = c->kvs.x, .kv_ld = kv->kv_dim,
+    struct cuk_mla_kv_store_args a = {.m = n,
+                                      .kv = c->kvs.x,
+                                      .kv_ld = kv->kv_dim,
                                       .slots = push(c, slots, n, 0),
                                       .cache = c->kv_dev_layer[c->kvs.layer]};
     KR(c, cuk_mla_kv_store(&a, c->st), "kv_store");
@@ -1034,7 +1096,7 @@ static void cu_mla_attn(struct ops *o, const struct model_kv *kv, int layer,
     for (int s = 0; s < b->n_seqs; s++)
         if (b->seqs[s].n_blocks > bt_ld) bt_ld = b->seqs[s].n_blocks;
     size_t need = (size_t)n * bt_ld;
-    int32_t *len = stage(c, (need + n) * sizeof(int32_t)), *hb = len + n;  /* one piece */
+    int32_t *len = stage(c, (need + n) * sizeof(int32_t)), *hb = len + n; /* one piece */
     if (!len) return;
     if (need > c->d_bt_n) {
         cudaFree(c->d_bt);
@@ -1066,12 +1128,20 @@ static void cu_mla_attn(struct ops *o, const struct model_kv *kv, int layer,
     }
     CK(c, cudaMemcpyAsync(c->d_bt, hb, need * sizeof(int32_t), cudaMemcpyHostToDevice, c->st),
        "upload");
-    struct cuk_mla_decode_args a = {.n_q = n, .n_heads = nh, .q = q, .q_ld = nh * CUK_MLA_DIM,
+    struct cuk_mla_decode_args a = {.n_q = n,
+                                    .n_heads = nh,
+                                    .q = q,
+                                    .q_ld = nh * CUK_MLA_DIM,
                                     .cache = c->kv_dev_layer[layer],
-                                    .block_tokens = kv->block_tokens, .block_table = c->d_bt,
-                                    .bt_ld = bt_ld, .seq_len = push(c, len, n, 0),
-                                    .max_seq_len = max_len, .scale = scale, .out = out,
-                                    .out_ld = nh * kv_lora, .workspace = c->mla_ws,
+                                    .block_tokens = kv->block_tokens,
+                                    .block_table = c->d_bt,
+                                    .bt_ld = bt_ld,
+                                    .seq_len = push(c, len, n, 0),
+                                    .max_seq_len = max_len,
+                                    .scale = scale,
+                                    .out = out,
+                                    .out_ld = nh * kv_lora,
+                                    .workspace = c->mla_ws,
                                     .workspace_size = c->mla_ws_size};
     KR(c, cuk_mla_decode(&a, c->st), "mla_decode");
 }
@@ -1082,11 +1152,18 @@ static void cu_router(struct ops *o, const struct ops_router *r, const float *lo
     struct ops_cuda *c = C(o);
     join(c, NULL);
     prof(c, OPS_PROF_ROUTER);
-    struct cuk_router_args a = {.m = n, .n_experts = r->n_expert, .n_group = r->n_group,
-                                .topk_group = r->topk_group, .top_k = r->top_k,
+    struct cuk_router_args a = {.m = n,
+                                .n_experts = r->n_expert,
+                                .n_group = r->n_group,
+                                .topk_group = r->topk_group,
+                                .top_k = r->top_k,
                                 .scoring = r->softmax ? CUK_ROUTER_SOFTMAX : CUK_ROUTER_SIGMOID,
-                                .norm_topk = r->norm_topk_prob, .scaling = r->scale,
-                                .logits = logits, .bias = bias, .ids = ids, .weights = w};
+                                .norm_topk = r->norm_topk_prob,
+                                .scaling = r->scale,
+                                .logits = logits,
+                                .bias = bias,
+                                .ids = ids,
+                                .weights = w};
     KR(c, cuk_router(&a, c->st), "router");
 }
 
@@ -1142,7 +1219,7 @@ static void moe_gpu(struct ops_cuda *c, const struct ops_moe *m, const float *x,
     for (int p = 0; p < np; p++)
         if (hid[p] >= 0 && hid[p] < E) start[hid[p] + 1]++;
     for (int e = 0; e < E; e++) start[e + 1] += start[e];
-    for (int p = 0; p < np; p++)             /* start[e] moves to the end of expert e */
+    for (int p = 0; p < np; p++) /* start[e] moves to the end of expert e */
         if (hid[p] >= 0 && hid[p] < E) pair[start[hid[p]]++] = p;
     for (int e = E; e > 0; e--) start[e] = start[e - 1];
     start[0] = 0;
@@ -1151,9 +1228,11 @@ static void moe_gpu(struct ops_cuda *c, const struct ops_moe *m, const float *x,
         int ne = start[e + 1] - start[e];
         if (!ne) continue;
         for (int i = 0; i < ne; i++)
-            CK(c, cudaMemcpyAsync(c->ex_x + (size_t)i * m->hidden,
-                                  x + (size_t)(pe[i] / top_k) * m->hidden, hb,
-                                  cudaMemcpyDeviceToDevice, c->st), "gather");
+            CK(c,
+               cudaMemcpyAsync(c->ex_x + (size_t)i * m->hidden,
+                               x + (size_t)(pe[i] / top_k) * m->hidden, hb,
+                               cudaMemcpyDeviceToDevice, c->st),
+               "gather");
         cu_linear(&c->base, m->gpu[3 * e], c->ex_x, ne, c->ex_g);
         cu_linear(&c->base, m->gpu[3 * e + 1], c->ex_x, ne, c->ex_u);
         cu_swiglu(&c->base, c->ex_g, c->ex_u, (int64_t)ne * m->inter, c->ex_g);
@@ -1161,7 +1240,8 @@ static void moe_gpu(struct ops_cuda *c, const struct ops_moe *m, const float *x,
         for (int i = 0; i < ne; i++) {
             struct cuk_add_args a = {.n = (size_t)m->hidden,
                                      .y = y + (size_t)(pe[i] / top_k) * m->hidden,
-                                     .x = c->ex_y + (size_t)i * m->hidden, .alpha = hw[pe[i]]};
+                                     .x = c->ex_y + (size_t)i * m->hidden,
+                                     .alpha = hw[pe[i]]};
             KR(c, cuk_add(&a, c->st), "add");
         }
     }
@@ -1246,12 +1326,12 @@ static struct moe_job *job_enqueue(struct ops_cuda *c, const struct ops_moe *m, 
 {
     ASSERT(c->next_job >= 0 && c->next_job < N_JOBS);
     struct moe_job *j = &c->jobs[c->next_job];
-    if (j->state) {     /* N_JOBS layers ago: joined long since; wait for it on the host */
+    if (j->state) { /* N_JOBS layers ago: joined long since; wait for it on the host */
         ASSERT(j->state == 2 && j != c->pend);
         CK(c, cudaEventSynchronize(j->ev_j), "synchronize");
         retire(c, j);
     }
-    ASSERT(j->state == 0);      /* a record still in use by the host-function thread */
+    ASSERT(j->state == 0); /* a record still in use by the host-function thread */
     size_t xb = (size_t)n * m->hidden * sizeof(float), kb = (size_t)n * top_k * sizeof(float);
     float *hx = hbuf(c, 2, xb), *hy = hbuf(c, 3, xb);
     char *hk = hbuf(c, 4, 2 * kb);
@@ -1273,8 +1353,7 @@ static struct moe_job *job_enqueue(struct ops_cuda *c, const struct ops_moe *m, 
     if (host_ids) memcpy(j->ids, host_ids, kb);
     CK(c, cudaEventRecord(j->ev_a, c->st), "event");
     CK(c, cudaMemcpyAsync(hx, x, xb, cudaMemcpyDeviceToHost, c->st), "moe in");
-    if (!host_ids)
-        CK(c, cudaMemcpyAsync(j->ids, ids, kb, cudaMemcpyDeviceToHost, c->st), "moe in");
+    if (!host_ids) CK(c, cudaMemcpyAsync(j->ids, ids, kb, cudaMemcpyDeviceToHost, c->st), "moe in");
     CK(c, cudaMemcpyAsync(j->w, w, kb, cudaMemcpyDeviceToHost, c->st), "moe in");
     CK(c, cudaEventRecord(j->ev_in, c->st), "event");
     CK(c, cudaStreamWaitEvent(c->side, j->ev_in, 0), "stream wait");
@@ -1307,8 +1386,14 @@ static void cu_swiglu(struct ops *o, const float *gate, const float *up, int64_t
             f = fs[i];
             break;
         }
-    struct cuk_swiglu_args a = {.m = (int)(n / f), .f = f, .gate = gate, .gate_ld = f, .up = up,
-                                .up_ld = f, .y = y, .y_ld = f};
+    struct cuk_swiglu_args a = {.m = (int)(n / f),
+                                .f = f,
+                                .gate = gate,
+                                .gate_ld = f,
+                                .up = up,
+                                .up_ld = f,
+                                .y = y,
+                                .y_ld = f};
     KR(c, cuk_swiglu(&a, c->st), "swiglu");
 }
 
@@ -1328,8 +1413,9 @@ static void cu_gather(struct ops *o, const float *x, int dim, const int32_t *idx
     join(c, NULL);
     prof(c, OPS_PROF_GATHER);
     for (int i = 0; i < n; i++)
-        CK(c, cudaMemcpyAsync(y + (size_t)i * dim, x + (size_t)idx[i] * dim,
-                              (size_t)dim * sizeof(float), cudaMemcpyDeviceToDevice, c->st),
+        CK(c,
+           cudaMemcpyAsync(y + (size_t)i * dim, x + (size_t)idx[i] * dim,
+                           (size_t)dim * sizeof(float), cudaMemcpyDeviceToDevice, c->st),
            "gather");
 }
 
@@ -1381,14 +1467,32 @@ static void cu_destroy(struct ops *o)
 static size_t cu_device_free(struct ops *o, int *sms);
 
 static const struct ops_vt cuda_vt = {
-    .name = cu_name, .n_threads = cu_n_threads, .destroy = cu_destroy, .alloc = cu_alloc,
-    .free = cu_free, .upload = cu_upload, .download = cu_download, .lin_create = cu_lin_create,
+    .name = cu_name,
+    .n_threads = cu_n_threads,
+    .destroy = cu_destroy,
+    .alloc = cu_alloc,
+    .free = cu_free,
+    .upload = cu_upload,
+    .download = cu_download,
+    .lin_create = cu_lin_create,
     .table_create = cu_table_create,
-    .lin_destroy = cu_lin_destroy, .moe_create = cu_moe_create, .moe_destroy = cu_moe_destroy,
-    .embed = cu_embed, .linear = cu_linear, .rmsnorm = cu_rmsnorm, .rope = cu_rope,
-    .heads_create = cu_heads_create, .heads_destroy = cu_heads_destroy,
-    .head_matmul = cu_head_matmul, .kv_store = cu_kv_store, .mla_attn = cu_mla_attn,
-    .router = cu_router, .moe = cu_moe, .swiglu = cu_swiglu, .add = cu_add, .gather = cu_gather,
+    .lin_destroy = cu_lin_destroy,
+    .moe_create = cu_moe_create,
+    .moe_destroy = cu_moe_destroy,
+    .embed = cu_embed,
+    .linear = cu_linear,
+    .rmsnorm = cu_rmsnorm,
+    .rope = cu_rope,
+    .heads_create = cu_heads_create,
+    .heads_destroy = cu_heads_destroy,
+    .head_matmul = cu_head_matmul,
+    .kv_store = cu_kv_store,
+    .mla_attn = cu_mla_attn,
+    .router = cu_router,
+    .moe = cu_moe,
+    .swiglu = cu_swiglu,
+    .add = cu_add,
+    .gather = cu_gather,
     .device_free = cu_device_free,
 };
 
@@ -1396,7 +1500,8 @@ static size_t cu_device_free(struct ops *o, int *sms)
 {
     struct ops_cuda *c = C(o);
     size_t free_b = 0, total_b = 0;
-    if (cudaSetDevice(c->device) != cudaSuccess || cudaMemGetInfo(&free_b, &total_b) != cudaSuccess ||
+    if (cudaSetDevice(c->device) != cudaSuccess ||
+        cudaMemGetInfo(&free_b, &total_b) != cudaSuccess ||
         cudaDeviceGetAttribute(sms, cudaDevAttrMultiProcessorCount, c->device) != cudaSuccess)
         return 0;
     return free_b;
@@ -1419,10 +1524,10 @@ void ops_cuda_profile(struct ops *o, int on)
 
 const char *ops_cuda_prof_name(int kind)
 {
-    static const char *names[OPS_PROF_N] = {
-        "embed", "linear fp8", "linear bf16", "linear cpu", "rmsnorm", "rope", "head matmul",
-        "attention", "router", "experts in", "wait experts", "swiglu", "add", "gather",
-        "download"};
+    static const char *names[OPS_PROF_N] = {"embed",   "linear fp8", "linear bf16",  "linear cpu",
+                                            "rmsnorm", "rope",       "head matmul",  "attention",
+                                            "router",  "experts in", "wait experts", "swiglu",
+                                            "add",     "gather",     "download"};
     return kind >= 0 && kind < OPS_PROF_N ? names[kind] : "?";
 }
 
@@ -1468,7 +1573,8 @@ int ops_cuda_create(const struct ops_params *p, struct ops **out, char *err)
     for (int i = 0; i < N_JOBS; i++) {
         struct moe_job *j = &c->jobs[i];
         if (cudaEventCreate(&j->ev_a) != cudaSuccess || cudaEventCreate(&j->ev_in) != cudaSuccess ||
-            cudaEventCreate(&j->ev_c) != cudaSuccess || cudaEventCreate(&j->ev_out) != cudaSuccess ||
+            cudaEventCreate(&j->ev_c) != cudaSuccess ||
+            cudaEventCreate(&j->ev_out) != cudaSuccess ||
             cudaEventCreate(&j->ev_j) != cudaSuccess) {
             rc = err_set(err, ERR_CUDA, "cuda ops: event creation failed on device %d", device);
             goto fail;
@@ -1489,28 +1595,28 @@ int ops_cuda_create(const struct ops_params *p, struct ops **out, char *err)
     if (cudaMalloc((void **)&c->d_i32, ni * sizeof(int32_t)) != cudaSuccess ||
         cudaMalloc((void **)&c->d_freq, 64 * sizeof(float)) != cudaSuccess ||
         cudaMalloc((void **)&c->d_cs, (size_t)c->max_pad * 64 * 2 * sizeof(float)) != cudaSuccess ||
-        !(c->cs_pos = malloc((size_t)c->max_pad * sizeof(int32_t))) ||
-        !stage(c, (size_t)1 << 20)) {
+        !(c->cs_pos = malloc((size_t)c->max_pad * sizeof(int32_t))) || !stage(c, (size_t)1 << 20)) {
         rc = err_set(err, ERR_NOMEM, "cuda ops: out of device or pinned memory");
         goto fail;
     }
     c->ring_off = 0;
     if ((rc = ops_cpu_create(p, &c->cpu, err))) goto fail;
     c->prefill_experts = p->gpu_prefill_experts;
-    if (p->gpu_prefill_experts) {      /* expert streaming for long prefills */
+    if (p->gpu_prefill_experts) { /* expert streaming for long prefills */
         struct cus_opts so = {
             .mode = p->gpu_prefill_experts,
             .min_tokens = p->gpu_prefill_min_tokens > 0 ? p->gpu_prefill_min_tokens : 256,
             .buffer_bytes = (size_t)(p->gpu_stream_buffer_mb > 0 ? p->gpu_stream_buffer_mb : 400)
                             << 20,
-            .split_tokens = p->gpu_prefill_split_tokens, .max_tokens = max_tokens};
+            .split_tokens = p->gpu_prefill_split_tokens,
+            .max_tokens = max_tokens};
         char e2[ERR_LEN];
         if (cudaEventCreateWithFlags(&c->ev_g, cudaEventDisableTiming) != cudaSuccess) {
             rc = err_set(err, ERR_CUDA, "cuda ops: event creation failed on device %d", device);
             goto fail;
         }
         if ((rc = cus_create(&so, &c->cus, e2))) {
-            if (p->gpu_prefill_experts == 1) {      /* on: an error; auto: off */
+            if (p->gpu_prefill_experts == 1) { /* on: an error; auto: off */
                 rc = err_set(err, rc, "%s", e2);
                 goto fail;
             }

@@ -21,10 +21,24 @@ int ops_cuda_usable(int device);
  * backend's. */
 int ops_cuda_create(const struct ops_params *p, struct ops **out, char *err);
 
-enum { OPS_PROF_EMBED, OPS_PROF_LIN_FP8, OPS_PROF_LIN_BF16, OPS_PROF_LIN_CPU, OPS_PROF_NORM,
-       OPS_PROF_ROPE, OPS_PROF_HEADMM, OPS_PROF_ATTN, OPS_PROF_ROUTER, OPS_PROF_MOE_IN,
-       OPS_PROF_WAIT, OPS_PROF_SWIGLU, OPS_PROF_ADD, OPS_PROF_GATHER, OPS_PROF_DOWNLOAD,
-       OPS_PROF_N };
+enum {
+    OPS_PROF_EMBED,
+    OPS_PROF_LIN_FP8,
+    OPS_PROF_LIN_BF16,
+    OPS_PROF_LIN_CPU,
+    OPS_PROF_NORM,
+    OPS_PROF_ROPE,
+    OPS_PROF_HEADMM,
+    OPS_PROF_ATTN,
+    OPS_PROF_ROUTER,
+    OPS_PROF_MOE_IN,
+    OPS_PROF_WAIT,
+    OPS_PROF_SWIGLU,
+    OPS_PROF_ADD,
+    OPS_PROF_GATHER,
+    OPS_PROF_DOWNLOAD,
+    OPS_PROF_N
+};
 struct ops_cuda_stats {
     long long moe_calls;
     double xfer_s, cpu_experts_s, overlap_gpu_s, idle_s;

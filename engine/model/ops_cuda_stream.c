@@ -16,50 +16,51 @@
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/moe_ggml.h"
 
-#define EMA 0.3                 /* weight of a new rate sample */
-#define DEF_GBS 16.0            /* H2D GB/s until measured (the link does 51-55 pinned) */
-#define DEF_CPU_S_PAIR 20e-6    /* CPU seconds per (expert, token) until measured (~48 us for
-                                 * DeepSeek-V3 Q4_K at 45 tokens/s prefill: this favours the CPU) */
+#define EMA 0.3      /* weight of a new rate sample */
+#define DEF_GBS 16.0 /* H2D GB/s until measured (the link does 51-55 pinned) */
+#define DEF_CPU_S_PAIR                                                                             \
+    20e-6 /* CPU seconds per (expert, token) until measured (~48 us for                            \
+           * DeepSeek-V3 Q4_K at 45 tokens/s prefill: this favours the CPU) */
 #define ALIGN 256
 
-struct reg {                    /* one cudaHostRegister'ed range */
+struct reg { /* one cudaHostRegister'ed range */
     uintptr_t lo, hi;
     const struct cus_layer *owner;
 };
 
 struct cus_layer {
     int n_expert, hidden, inter;
-    struct cuk_ggml_mat *src;   /* [3][n_expert]: gate, up, down with HOST data pointers */
-    size_t *eb;                 /* [n_expert]: the expert's bytes in a slot (aligned parts) */
+    struct cuk_ggml_mat *src; /* [3][n_expert]: gate, up, down with HOST data pointers */
+    size_t *eb;               /* [n_expert]: the expert's bytes in a slot (aligned parts) */
 };
 
 struct cus {
     struct cus_opts o;
-    int off;                    /* streaming turned off (a failure, logged) */
-    cudaStream_t cp;            /* the copy stream */
+    int off;         /* streaming turned off (a failure, logged) */
+    cudaStream_t cp; /* the copy stream */
     cudaEvent_t ev_copied[2], ev_free[2];
     int slot_next;
     void *slot[2];
     size_t slot_bytes;
-    cudaEvent_t *ev_t;          /* [2 * n_ev_t]: per group, copy start / end (copy stream) */
+    cudaEvent_t *ev_t; /* [2 * n_ev_t]: per group, copy start / end (copy stream) */
     int n_ev_t;
-    double *grp_bytes;          /* [n_ev_t] */
-    int pend_groups;            /* groups of the last run whose timings are not folded yet */
+    double *grp_bytes; /* [n_ev_t] */
+    int pend_groups;   /* groups of the last run whose timings are not folded yet */
     /* cuk_moe_ggml */
     struct cuk_moe_ggml *mg;
     struct cuk_moe_ggml_dims dims;
     void *ws;
     size_t ws_bytes;
-    float *go;                  /* device [max_tokens][hidden]: one group's output */
+    float *go; /* device [max_tokens][hidden]: one group's output */
     /* routes per group: pinned host and device [n_groups][n * top_k] */
     int32_t *h_gids, *d_gids;
     size_t gids_n;
     /* the last plan */
     int plan_E, n_groups, plan_n, plan_k;
-    const int32_t *plan_hid;    /* the caller's routes, valid until cus_run */
-    int32_t *count, *order, *grp, *gexp, *gstart;   /* [E], [E], [E], [E], [E + 1] */
+    const int32_t *plan_hid;                      /* the caller's routes, valid until cus_run */
+    int32_t *count, *order, *grp, *gexp, *gstart; /* [E], [E], [E], [E], [E + 1] */
     int plan_cap;
-    struct cuk_ggml_mat *tab;   /* [3][E]: the device table of one group */
+    struct cuk_ggml_mat *tab; /* [3][E]: the device table of one group */
     /* rates */
     double gbs, cpu_s_pair;
     int gbs_measured, cpu_measured;
@@ -97,8 +98,10 @@ int cus_create(const struct cus_opts *o, struct cus **out, char *err)
             rc = err_set(err, ERR_CUDA, "cuda ops: expert streaming: events");
     for (int i = 0; !rc && i < 2; i++)
         if (cudaMalloc(&s->slot[i], s->slot_bytes ? s->slot_bytes : ALIGN) != cudaSuccess)
-            rc = err_set(err, ERR_NOMEM, "cuda ops: expert streaming: out of device memory for "
-                         "the staging slots (gpu.stream_buffer_mb = %zu)", o->buffer_bytes >> 20);
+            rc = err_set(err, ERR_NOMEM,
+                         "cuda ops: expert streaming: out of device memory for "
+                         "the staging slots (gpu.stream_buffer_mb = %zu)",
+                         o->buffer_bytes >> 20);
     if (!rc) rc = cuk_moe_ggml_create(&s->mg, err);
     if (rc) {
         cus_destroy(s);
@@ -149,17 +152,18 @@ static int reg_add(struct cus *s, const struct cus_layer *l, uintptr_t lo, uintp
         s->regs = r;
         s->cap_regs = cap;
     }
-    cudaError_t e = cudaHostRegister((void *)lo, hi - lo,
-                                     cudaHostRegisterPortable | cudaHostRegisterReadOnly);
+    cudaError_t e =
+        cudaHostRegister((void *)lo, hi - lo, cudaHostRegisterPortable | cudaHostRegisterReadOnly);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
         e = cudaHostRegister((void *)lo, hi - lo, cudaHostRegisterPortable);
     }
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
-        LOG_WARN("gpu", "expert streaming off: cudaHostRegister of %.1f MiB of expert weights "
-                 "failed (%s); long prompts keep the CPU experts", (double)(hi - lo) / (1 << 20),
-                 cudaGetErrorString(e));
+        LOG_WARN("gpu",
+                 "expert streaming off: cudaHostRegister of %.1f MiB of expert weights "
+                 "failed (%s); long prompts keep the CPU experts",
+                 (double)(hi - lo) / (1 << 20), cudaGetErrorString(e));
         return ERR_CUDA;
     }
     ASSERT(s->n_regs < s->cap_regs);
@@ -272,7 +276,7 @@ struct cus_layer *cus_layer_create(struct cus *s, int n_expert, const struct wt_
         goto off;
     }
     l->n_expert = n_expert;
-    for (int e = 0; e < n_expert; e++)       /* an unrouted expert may be a zeroed view */
+    for (int e = 0; e < n_expert; e++) /* an unrouted expert may be a zeroed view */
         if (gate[e].data) {
             l->hidden = (int)gate[e].cols;
             l->inter = (int)gate[e].rows;
@@ -283,10 +287,12 @@ struct cus_layer *cus_layer_create(struct cus *s, int n_expert, const struct wt_
         const struct wt_view *v[3] = {&gate[e], &up[e], &down[e]};
         for (int p = 0; p < 3; p++) {
             struct cuk_ggml_mat *m = &l->src[p * n_expert + e];
-            *m = (struct cuk_ggml_mat){.type = v[p]->type, .rows = v[p]->rows,
-                                      .cols = v[p]->cols, .data = v[p]->data,
-                                      .row_bytes = v[p]->row_bytes};
-            if (!v[p]->data) continue;              /* an absent expert is never routed to */
+            *m = (struct cuk_ggml_mat){.type = v[p]->type,
+                                       .rows = v[p]->rows,
+                                       .cols = v[p]->cols,
+                                       .data = v[p]->data,
+                                       .row_bytes = v[p]->row_bytes};
+            if (!v[p]->data) continue; /* an absent expert is never routed to */
             if (!cuk_dequant_ggml_supported(m->type) || !mat_bytes(m)) {
                 why = "an expert type without a GPU dequantizer";
                 goto skip;
@@ -306,7 +312,9 @@ struct cus_layer *cus_layer_create(struct cus *s, int n_expert, const struct wt_
         goto off;
     }
     /* the workspace: sized by the first layer, later layers must fit it */
-    struct cuk_moe_ggml_dims d = {.hidden = l->hidden, .inter = l->inter, .n_experts = n_expert,
+    struct cuk_moe_ggml_dims d = {.hidden = l->hidden,
+                                  .inter = l->inter,
+                                  .n_experts = n_expert,
                                   .top_k = 8,
                                   .max_tok = s->o.max_tokens};
     if (!s->ws) {
@@ -335,14 +343,14 @@ struct cus_layer *cus_layer_create(struct cus *s, int n_expert, const struct wt_
         for (; j < nr && rg[2 * j] <= hi + (uintptr_t)sysconf(_SC_PAGESIZE); j++)
             if (rg[2 * j + 1] > hi) hi = rg[2 * j + 1];
         if (reg_range(s, l, lo, hi)) {
-            why = NULL;                             /* reg_add logged it */
+            why = NULL; /* reg_add logged it */
             goto off_quiet;
         }
         i = j;
     }
     free(rg);
     return l;
-skip:                           /* this layer keeps the CPU pool */
+skip: /* this layer keeps the CPU pool */
     LOG_INFO("gpu", "expert streaming: a MoE layer stays on the CPU pool: %s", why);
     free(rg);
     layer_free(l);
@@ -352,7 +360,7 @@ off:
 off_quiet:
     s->off = 1;
     free(rg);
-    if (l) {                    /* its registrations go (none of them is in use yet) */
+    if (l) { /* its registrations go (none of them is in use yet) */
         for (int i = 0; i < s->n_regs;)
             if (s->regs[i].owner == l) {
                 cudaHostUnregister((void *)s->regs[i].lo);
@@ -415,7 +423,7 @@ int cus_plan(struct cus *s, struct cus_layer *l, const int32_t *hid, int n, int 
         for (int i = 0; i < na; i++)
             if (s->count[s->order[i]] >= s->o.split_tokens) s->grp[s->order[i]] = 0;
     } else {
-        sort_count = s->count;      /* engine thread only */
+        sort_count = s->count; /* engine thread only */
         qsort(s->order, (size_t)na, sizeof *s->order, cmp_count_desc);
         double cpu_rest = 0, link = 0;
         for (int i = 0; i < na; i++) cpu_rest += s->count[s->order[i]] * s->cpu_s_pair;
@@ -473,7 +481,7 @@ int cus_run(struct cus *s, struct cus_layer *l, const float *x, int n, int top_k
     const int E = l->n_expert, G = s->n_groups;
     const size_t np = (size_t)n * top_k;
     if (G == 0) return 0;
-    if (top_k != s->dims.top_k) {       /* the workspace was planned for top-8 */
+    if (top_k != s->dims.top_k) { /* the workspace was planned for top-8 */
         struct cuk_moe_ggml_dims d = s->dims;
         d.top_k = top_k;
         size_t need = cuk_moe_ggml_workspace(&d);
@@ -559,23 +567,32 @@ int cus_run(struct cus *s, struct cus_layer *l, const float *x, int n, int top_k
             break;
         }
         float *o = g == 0 ? out : s->go;
-        struct cuk_moe_ggml_args a = {.dims = s->dims, .gate = tg, .up = tu, .down = td,
-                                      .n_tok = n, .x = x, .x_ld = l->hidden,
+        struct cuk_moe_ggml_args a = {.dims = s->dims,
+                                      .gate = tg,
+                                      .up = tu,
+                                      .down = td,
+                                      .n_tok = n,
+                                      .x = x,
+                                      .x_ld = l->hidden,
                                       .ids = s->d_gids + (size_t)g * np,
-                                      .ids_host = s->h_gids + (size_t)g * np, .w = w, .out = o,
-                                      .out_ld = l->hidden, .ws = s->ws, .ws_bytes = s->ws_bytes};
+                                      .ids_host = s->h_gids + (size_t)g * np,
+                                      .w = w,
+                                      .out = o,
+                                      .out_ld = l->hidden,
+                                      .ws = s->ws,
+                                      .ws_bytes = s->ws_bytes};
         rc = cuk_moe_ggml(s->mg, &a, st, err);
         if (!rc && g > 0) {
-            struct cuk_add_args ad = {.n = (size_t)n * l->hidden, .y = out, .x = s->go,
-                                      .alpha = 1.0f};
+            struct cuk_add_args ad = {
+                .n = (size_t)n * l->hidden, .y = out, .x = s->go, .alpha = 1.0f};
             if (cuk_add(&ad, st)) rc = err_set(err, ERR_CUDA, "cuda ops: expert streaming: add");
         }
         if (!rc && cudaEventRecord(s->ev_free[k], st) != cudaSuccess)
             rc = err_set(err, ERR_CUDA, "cuda ops: expert streaming: event");
-        for (int i = s->gstart[g]; i < s->gstart[g + 1]; i++)    /* the table back to zeroes */
+        for (int i = s->gstart[g]; i < s->gstart[g + 1]; i++) /* the table back to zeroes */
             for (int p = 0; p < 3; p++) s->tab[p * E + s->gexp[i]] = (struct cuk_ggml_mat){0};
     }
-    if (rc) s->off = 1;     /* the failure is reported; later layers keep the CPU pool */
+    if (rc) s->off = 1; /* the failure is reported; later layers keep the CPU pool */
     return rc;
 }
 
@@ -593,7 +610,7 @@ void cus_collect(struct cus *s, struct ops_cuda_stats *st)
         sec += ms / 1e3;
     }
     s->pend_groups = 0;
-    if (sec > 0 && bytes >= 64e6) {             /* enough bytes for a meaningful rate */
+    if (sec > 0 && bytes >= 64e6) { /* enough bytes for a meaningful rate */
         double gbs = bytes / sec / 1e9;
         s->gbs = s->gbs_measured ? (1 - EMA) * s->gbs + EMA * gbs : gbs;
         s->gbs_measured = 1;

@@ -40,16 +40,16 @@ struct cus;
 struct cus_layer;
 
 struct cus_opts {
-    int mode;                   /* ops_params.gpu_prefill_experts: 0 off, 1 on, 2 auto */
-    int min_tokens;             /* batches of fewer tokens keep the CPU pool */
-    size_t buffer_bytes;        /* staging: two slots of half of it */
-    int split_tokens;           /* 0: rate-based split; N: experts with >= N tokens on the GPU */
-    int max_tokens;             /* the backend's largest batch */
+    int mode;            /* ops_params.gpu_prefill_experts: 0 off, 1 on, 2 auto */
+    int min_tokens;      /* batches of fewer tokens keep the CPU pool */
+    size_t buffer_bytes; /* staging: two slots of half of it */
+    int split_tokens;    /* 0: rate-based split; N: experts with >= N tokens on the GPU */
+    int max_tokens;      /* the backend's largest batch */
 };
 
 /* NULL *out (and 0) when o->mode is off. Errors: ERR_CUDA, ERR_NOMEM. */
 int cus_create(const struct cus_opts *o, struct cus **out, char *err);
-void cus_destroy(struct cus *s);                     /* NULL is fine; the device must be idle */
+void cus_destroy(struct cus *s); /* NULL is fine; the device must be idle */
 
 /* The layer's streaming state: registers its expert memory, sizes the staging slots and the
  * cuk_moe_ggml workspace (first layer; later layers must fit). NULL when this layer cannot stream
@@ -57,14 +57,15 @@ void cus_destroy(struct cus *s);                     /* NULL is fine; the device
  * is off for every later layer too); the reason is logged once. */
 struct cus_layer *cus_layer_create(struct cus *s, int n_expert, const struct wt_view *gate,
                                    const struct wt_view *up, const struct wt_view *down);
-void cus_layer_destroy(struct cus *s, struct cus_layer *l);   /* after a host synchronization */
+void cus_layer_destroy(struct cus *s, struct cus_layer *l); /* after a host synchronization */
 
 /* 1 when a batch of n tokens on layer l (may be NULL) streams. */
 int cus_wants(const struct cus *s, const struct cus_layer *l, int n);
 
-/* Split the layer: hid [n][top_k] (host, kept valid until cus_run) are the routes. Writes cpu_ids (host, [n][top_k]): the
- * routes of experts left on the CPU, -1 elsewhere. Returns the number of GPU experts; *cpu_pairs
- * the pairs left to the CPU. Must be followed by cus_run when it returns > 0. */
+/* Split the layer: hid [n][top_k] (host, kept valid until cus_run) are the routes. Writes cpu_ids
+ * (host, [n][top_k]): the routes of experts left on the CPU, -1 elsewhere. Returns the number of
+ * GPU experts; *cpu_pairs the pairs left to the CPU. Must be followed by cus_run when it returns >
+ * 0. */
 int cus_plan(struct cus *s, struct cus_layer *l, const int32_t *hid, int n, int top_k,
              int32_t *cpu_ids, long long *cpu_pairs);
 

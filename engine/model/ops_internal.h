@@ -69,8 +69,8 @@ struct ops_heads {
 
 struct ops {
     const struct ops_vt *vt;
-    enum ops_backend backend;   /* set by ops_create (ops_backend_of) */
-    int err_code;               /* sticky: first error of an op since the last ops_error() */
+    enum ops_backend backend; /* set by ops_create (ops_backend_of) */
+    int err_code;             /* sticky: first error of an op since the last ops_error() */
     char err[ERR_LEN];
 };
 

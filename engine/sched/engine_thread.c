@@ -188,8 +188,8 @@ int eng_create_backend(const struct sched_params *p, const struct sched_backend 
     if ((rc = samp_pool_init(&e->pool, p->sample_threads, be->vocab, err)) != 0) goto fail;
 
     /* KV storage: one anonymous mapping, pages committed as they are first written */
-    size_t per_layer = (size_t)p->kv_blocks * p->kv_block_tokens * be->kv_dim *
-                       model_kv_elem_size(be->kv_type);
+    size_t per_layer =
+        (size_t)p->kv_blocks * p->kv_block_tokens * be->kv_dim * model_kv_elem_size(be->kv_type);
     e->kv_bytes = per_layer * be->n_layers;
     e->kv_mem = mmap(NULL, e->kv_bytes, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -217,14 +217,13 @@ int eng_create_backend(const struct sched_params *p, const struct sched_backend 
     e->logits = malloc((size_t)mr * be->vocab * sizeof *e->logits);
     e->b_row_owner = malloc((size_t)mr * sizeof *e->b_row_owner);
     e->b_out = malloc((size_t)mr * sizeof *e->b_out);
-    if (!e->mkv.layer_data || !e->running || !e->b_tokens || !e->b_pos || !e->b_seq ||
-        !e->b_seqs || !e->b_owner || !e->b_logits_idx || !e->b_logit_row || !e->logits ||
-        !e->b_row_owner || !e->b_out) {
+    if (!e->mkv.layer_data || !e->running || !e->b_tokens || !e->b_pos || !e->b_seq || !e->b_seqs ||
+        !e->b_owner || !e->b_logits_idx || !e->b_logit_row || !e->logits || !e->b_row_owner ||
+        !e->b_out) {
         rc = err_set(err, ERR_NOMEM, "engine: out of memory for batch buffers");
         goto fail;
     }
-    for (int l = 0; l < be->n_layers; l++)
-        e->mkv.layer_data[l] = (char *)e->kv_mem + per_layer * l;
+    for (int l = 0; l < be->n_layers; l++) e->mkv.layer_data[l] = (char *)e->kv_mem + per_layer * l;
     if ((rc = samp_pool_start(&e->pool, err)) != 0) goto fail;
     e->next_id = 1;
     publish(e);
@@ -233,10 +232,12 @@ int eng_create_backend(const struct sched_params *p, const struct sched_backend 
         goto fail;
     }
     e->thread_started = 1;
-    LOG_INFO("engine", "KV cache: %d blocks x %d tokens (%.2f GiB, %s), context %d, max_running "
-             "%d, max_batch_tokens %d, prefix cache %s", p->kv_blocks, p->kv_block_tokens,
-             (double)e->kv_bytes / (1 << 30), be->kv_type == MODEL_KV_F32 ? "f32" : "bf16",
-             e->p.context, mr, mb, p->prefix_cache ? "on" : "off");
+    LOG_INFO("engine",
+             "KV cache: %d blocks x %d tokens (%.2f GiB, %s), context %d, max_running "
+             "%d, max_batch_tokens %d, prefix cache %s",
+             p->kv_blocks, p->kv_block_tokens, (double)e->kv_bytes / (1 << 30),
+             be->kv_type == MODEL_KV_F32 ? "f32" : "bf16", e->p.context, mr, mb,
+             p->prefix_cache ? "on" : "off");
     *out = e;
     return 0;
 fail:
@@ -280,7 +281,8 @@ int eng_submit(struct engine *e, struct eng_request *req, char *err)
     if (req->n_prompt + 1 > e->p.context)
         return err_set(err, ERR_CTX_OVERFLOW,
                        "this model's maximum context length is %d tokens, but the prompt has %d "
-                       "tokens (plus at least 1 to generate)", e->p.context, req->n_prompt);
+                       "tokens (plus at least 1 to generate)",
+                       e->p.context, req->n_prompt);
 
     struct seq *s = sched_seq_new(e, req);
     if (!s) return err_set(err, ERR_NOMEM, "out of memory");
@@ -319,7 +321,7 @@ int eng_submit(struct engine *e, struct eng_request *req, char *err)
     req->prompt = NULL;
     req->samp.logit_bias_ids = NULL;
     req->samp.logit_bias_vals = NULL;
-    memset(&req->constraint, 0, sizeof req->constraint);   /* the engine destroys it now */
+    memset(&req->constraint, 0, sizeof req->constraint); /* the engine destroys it now */
     e->inbox[e->n_inbox++] = s;
     pthread_cond_signal(&e->cv);
     pthread_mutex_unlock(&e->mu);
@@ -333,7 +335,7 @@ void eng_cancel(struct engine *e, uint64_t id)
     if (e->n_cancels == e->cap_cancels) {
         int cap = e->cap_cancels ? e->cap_cancels * 2 : 64;
         uint64_t *c = realloc(e->cancels, (size_t)cap * sizeof *c);
-        if (!c) {       /* cannot record it; the request still ends by its own limits */
+        if (!c) { /* cannot record it; the request still ends by its own limits */
             pthread_mutex_unlock(&e->mu);
             LOG_WARN("engine", "out of memory recording a cancellation");
             return;

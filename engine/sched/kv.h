@@ -30,18 +30,18 @@
 struct kv_cache;
 
 struct kv_seq {
-    int32_t *blocks;            /* block table */
+    int32_t *blocks; /* block table */
     int n_blocks, cap;
-    int n_keyed;                /* leading blocks whose prefix key is known (cached or dup) */
-    int32_t key_parent;         /* canonical cached block of block n_keyed-1, or -1 */
+    int n_keyed;        /* leading blocks whose prefix key is known (cached or dup) */
+    int32_t key_parent; /* canonical cached block of block n_keyed-1, or -1 */
     uint32_t key_parent_gen;
-    uint64_t key_hash;          /* hash chain up to block n_keyed-1 */
+    uint64_t key_hash; /* hash chain up to block n_keyed-1 */
 };
 
 struct kv_params {
     int n_blocks;
     int block_tokens;
-    int prefix_cache;           /* 0: no keys, freed blocks go straight to the free list */
+    int prefix_cache; /* 0: no keys, freed blocks go straight to the free list */
 };
 
 /* Errors: ERR_INVAL (sizes), ERR_NOMEM. */
@@ -71,9 +71,9 @@ void kv_seq_commit(struct kv_cache *kv, struct kv_seq *s, const int32_t *tokens,
 
 int kv_block_tokens(const struct kv_cache *kv);
 int kv_n_blocks(const struct kv_cache *kv);
-int kv_n_free(const struct kv_cache *kv);      /* free list only */
-int kv_n_cached_idle(const struct kv_cache *kv);  /* cached with ref 0 (evictable) */
-int kv_n_available(const struct kv_cache *kv); /* free + evictable */
+int kv_n_free(const struct kv_cache *kv);        /* free list only */
+int kv_n_cached_idle(const struct kv_cache *kv); /* cached with ref 0 (evictable) */
+int kv_n_available(const struct kv_cache *kv);   /* free + evictable */
 /* Blocks needed to hold n tokens. */
 static inline int kv_blocks_for(const struct kv_cache *kv, int n)
 {

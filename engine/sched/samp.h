@@ -32,7 +32,7 @@ struct samp_rng {
 
 void samp_rng_seed(struct samp_rng *r, uint64_t seed);
 uint64_t samp_rng_next(struct samp_rng *r);
-double samp_rng_uniform(struct samp_rng *r);     /* [0, 1) with 53 random bits */
+double samp_rng_uniform(struct samp_rng *r); /* [0, 1) with 53 random bits */
 
 struct samp;
 
@@ -43,19 +43,19 @@ void samp_destroy(struct samp *s);
 /* What samp_sample needs besides the logits. Arrays are borrowed for the call. */
 struct samp_input {
     const struct eng_sampling *p;
-    const int32_t *prompt;      /* for the repetition penalty */
+    const int32_t *prompt; /* for the repetition penalty */
     int n_prompt;
-    const int32_t *gen;         /* generated so far (penalties) */
+    const int32_t *gen; /* generated so far (penalties) */
     int n_gen;
-    const int32_t *banned;      /* ids that must not be drawn (-inf) */
+    const int32_t *banned; /* ids that must not be drawn (-inf) */
     int n_banned;
 };
 
 struct samp_out {
     int32_t token;
-    float logprob;              /* of `token`, when logprobs or top_logprobs are asked for */
-    int n_top;                  /* = p->top_logprobs (capped by n_valid) */
-    int32_t top_ids[ENG_MAX_TOP_LOGPROBS];  /* descending logprob, ties by lower id */
+    float logprob; /* of `token`, when logprobs or top_logprobs are asked for */
+    int n_top;     /* = p->top_logprobs (capped by n_valid) */
+    int32_t top_ids[ENG_MAX_TOP_LOGPROBS]; /* descending logprob, ties by lower id */
     float top_logprobs[ENG_MAX_TOP_LOGPROBS];
 };
 

@@ -28,12 +28,12 @@ static void *worker(void *arg)
     uint64_t seen = 0;
     struct samp *sc = NULL;
     pthread_mutex_lock(&p->mu);
-    for (int i = 1; i <= p->n_workers && !sc; i++)  /* claim a scratch: the first unclaimed */
+    for (int i = 1; i <= p->n_workers && !sc; i++) /* claim a scratch: the first unclaimed */
         if (p->scratch[i]) {
             sc = p->scratch[i];
             p->scratch[i] = NULL;
         }
-    ASSERT(sc != NULL);     /* one scratch per worker was made before any worker started */
+    ASSERT(sc != NULL); /* one scratch per worker was made before any worker started */
     for (;;) {
         while (!p->stop && p->round == seen) pthread_cond_wait(&p->work, &p->mu);
         if (p->stop) break;
@@ -78,7 +78,7 @@ int samp_pool_start(struct samp_pool *p, char *err)
     if (!p->workers) return err_set(err, ERR_NOMEM, "engine: out of memory");
     for (int i = 0; i < nw; i++)
         if (pthread_create(&p->workers[i], NULL, worker, p) != 0) {
-            p->n_workers = i;       /* join the ones started; their scratch is theirs */
+            p->n_workers = i; /* join the ones started; their scratch is theirs */
             return err_set(err, ERR_NOMEM, "engine: cannot start sampling threads");
         }
     return 0;
@@ -107,7 +107,7 @@ void samp_pool_run(struct samp_pool *p, int n_rows, int parallel, samp_row_fn fn
 
 void samp_pool_fini(struct samp_pool *p)
 {
-    if (!p->scratch) return;        /* never initialized (or its mutex already destroyed) */
+    if (!p->scratch) return; /* never initialized (or its mutex already destroyed) */
     if (p->workers) {
         pthread_mutex_lock(&p->mu);
         p->stop = 1;

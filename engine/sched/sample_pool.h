@@ -23,20 +23,20 @@
 typedef void (*samp_row_fn)(void *ctx, struct samp *sc, int row);
 
 struct samp_pool {
-    struct samp **scratch;      /* [n_scratch]; [0] is the caller's, workers take (and free)
-                                   one each */
+    struct samp **scratch; /* [n_scratch]; [0] is the caller's, workers take (and free)
+                              one each */
     int n_scratch;
     pthread_t *workers;
     int n_workers;
     pthread_mutex_t mu;
     pthread_cond_t work, done;
-    uint64_t round;             /* bumped once per parallel round (under mu) */
-    int stop, active;           /* under mu */
+    uint64_t round;   /* bumped once per parallel round (under mu) */
+    int stop, active; /* under mu */
     /* this round, set before the workers are woken */
     int rows;
     samp_row_fn fn;
     void *ctx;
-    atomic_int next;            /* the next row to take */
+    atomic_int next; /* the next row to take */
 };
 
 /* Scratch for the caller and n_threads workers (capped at 64), for vocabularies of up to

@@ -52,10 +52,7 @@ uint64_t samp_rng_next(struct samp_rng *r)
     return result;
 }
 
-double samp_rng_uniform(struct samp_rng *r)
-{
-    return (double)(samp_rng_next(r) >> 11) * 0x1.0p-53;
-}
+double samp_rng_uniform(struct samp_rng *r) { return (double)(samp_rng_next(r) >> 11) * 0x1.0p-53; }
 
 /* ---- a fast exp for probabilities
  *
@@ -67,7 +64,7 @@ static inline float fast_exp(float x)
 {
     float c = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
     float y = c * 1.44269504088896341f;
-    float n = (y + 12582912.0f) - 12582912.0f;   /* round to nearest (|y| < 2^22), no libm */
+    float n = (y + 12582912.0f) - 12582912.0f; /* round to nearest (|y| < 2^22), no libm */
     float f = y - n;
     float p = 1.5403530e-4f;
     p = p * f + 1.3333558e-3f;
@@ -76,7 +73,10 @@ static inline float fast_exp(float x)
     p = p * f + 2.4022651e-1f;
     p = p * f + 6.9314718e-1f;
     p = p * f + 1.0f;
-    union { uint32_t u; float f; } b = {.u = (uint32_t)((int32_t)n + 127) << 23};
+    union {
+        uint32_t u;
+        float f;
+    } b = {.u = (uint32_t)((int32_t)n + 127) << 23};
     return x >= -87.0f ? p * b.f : 0.0f;
 }
 
@@ -85,10 +85,7 @@ static inline float fast_exp(float x)
 typedef float v4f __attribute__((vector_size(16)));
 typedef int32_t v4i __attribute__((vector_size(16)));
 
-static inline v4f v4_sel(v4i m, v4f a, v4f b)
-{
-    return (v4f)(((v4i)a & m) | ((v4i)b & ~m));
-}
+static inline v4f v4_sel(v4i m, v4f a, v4f b) { return (v4f)(((v4i)a & m) | ((v4i)b & ~m)); }
 
 static inline v4f fast_exp4(v4f x)
 {
@@ -151,19 +148,19 @@ static double log_sum_exp(const float *l, int n, float m, float *pr)
 #define SAMP_BLK 1024
 
 struct cand {
-    float v;                    /* logit, then unnormalized probability */
+    float v; /* logit, then unnormalized probability */
     int32_t id;
 };
 
 struct samp {
     int vocab;
-    struct cand *c;             /* [vocab] candidates */
-    float *pr;                  /* [vocab] unnormalized probabilities */
-    double *blk;                /* [vocab / SAMP_BLK + 1] their block sums */
-    double tp_mass[1024];       /* top-p buckets (TOP_P_BUCKETS) */
+    struct cand *c;       /* [vocab] candidates */
+    float *pr;            /* [vocab] unnormalized probabilities */
+    double *blk;          /* [vocab / SAMP_BLK + 1] their block sums */
+    double tp_mass[1024]; /* top-p buckets (TOP_P_BUCKETS) */
     int tp_count[1024];
-    int32_t *cnt;               /* [vocab] occurrence counts, all zero between calls */
-    uint8_t *seen;              /* [vocab] repetition-penalty marks, all zero between calls */
+    int32_t *cnt;  /* [vocab] occurrence counts, all zero between calls */
+    uint8_t *seen; /* [vocab] repetition-penalty marks, all zero between calls */
 };
 
 int samp_create(int vocab, struct samp **out, char *err)
@@ -301,8 +298,7 @@ static int select_mass(struct cand *c, int n, double target)
  * cumulative mass crosses the target are wholly in, and only that boundary bucket is
  * partitioned. The result is the same set as select_mass's. */
 #define TOP_P_BUCKETS 1024
-static int select_top_p(struct cand *c, int n, double total, double top_p,
-                        double *mass, int *count)
+static int select_top_p(struct cand *c, int n, double total, double top_p, double *mass, int *count)
 {
     double target = top_p * total;
     if (n < 4096) return select_mass(c, n, target);
@@ -342,7 +338,7 @@ static int top_n_logits(const float *l, int n_valid, int n, int32_t *ids, float 
     int have = 0;
     for (int i = 0; i < n_valid; i++) {
         float v = l[i];
-        if (have == n && !(v > vals[n - 1])) continue;  /* equal values keep the lower id */
+        if (have == n && !(v > vals[n - 1])) continue; /* equal values keep the lower id */
         int j = have < n ? have++ : n - 1;
         while (j > 0 && v > vals[j - 1]) {
             vals[j] = vals[j - 1];
@@ -420,12 +416,15 @@ void samp_sample(struct samp *s, float *l, int n_valid, const struct samp_input 
     int32_t tok;
     if (p->temperature <= 0.0f || p->top_k == 1 || lmax == -INFINITY) {
         tok = amax < 0 ? 0 : amax;
-        if (lmax == -INFINITY) {                     /* everything banned: lowest unbanned id */
+        if (lmax == -INFINITY) { /* everything banned: lowest unbanned id */
             tok = 0;
             for (int32_t id = 0; id < n_valid; id++) {
                 int banned = 0;
                 for (int j = 0; j < in->n_banned; j++) banned |= in->banned[j] == id;
-                if (!banned) { tok = id; break; }
+                if (!banned) {
+                    tok = id;
+                    break;
+                }
             }
         }
     } else if (p->top_k == 0 && p->top_p >= 1.0f) {
@@ -444,13 +443,13 @@ void samp_sample(struct samp *s, float *l, int n_valid, const struct samp_input 
         double r = samp_rng_uniform(rng) * total, acc = 0.0;
         int b = 0;
         while (b < nb - 1 && !(r < acc + s->blk[b])) acc += s->blk[b++];
-        while (b > 0 && s->blk[b] <= 0.0) b--;           /* rounding at the very end */
+        while (b > 0 && s->blk[b] <= 0.0) b--; /* rounding at the very end */
         int lo = b * SAMP_BLK, hi = lo + SAMP_BLK < n_valid ? lo + SAMP_BLK : n_valid;
         tok = amax;
         for (int i = lo; i < hi; i++) {
             float v = s->pr[i];
             if (!(v >= thr) || v <= 0.0f) continue;
-            tok = i;                                     /* the last eligible if r is not reached */
+            tok = i; /* the last eligible if r is not reached */
             acc += v;
             if (r < acc) break;
         }
@@ -478,7 +477,7 @@ void samp_sample(struct samp *s, float *l, int n_valid, const struct samp_input 
             for (int i = 0; i < n_valid; i++)
                 if (s->pr[i] >= 4.25e-18f) c[n++] = (struct cand){s->pr[i], i};
             if (p->top_k > 0 && p->top_k < n) {
-                select_top_k(c, n, p->top_k);        /* exp is monotonic: same set */
+                select_top_k(c, n, p->top_k); /* exp is monotonic: same set */
                 n = p->top_k;
             }
             for (int i = 0; i < n; i++) total += c[i].v;
@@ -492,7 +491,7 @@ void samp_sample(struct samp *s, float *l, int n_valid, const struct samp_input 
             int m = 0;
             total = 0.0;
             for (int i = 0; i < n; i++)
-                if (c[i].v >= p->min_p) {            /* p_max is 1 */
+                if (c[i].v >= p->min_p) { /* p_max is 1 */
                     c[m++] = c[i];
                     total += c[i].v;
                 }

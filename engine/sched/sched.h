@@ -18,25 +18,25 @@
 
 struct sched_backend {
     void *ctx;
-    int vocab;                  /* logits row width; token ids must be < vocab */
-    int n_valid;                /* ids >= n_valid (vocabulary padding) are never sampled */
-    int n_layers, kv_dim;       /* KV storage shape per token */
-    int kv_type;                /* enum model_kv_type (0 = bf16) */
-    int (*forward)(void *ctx, const struct model_kv *kv, const struct model_batch *b,
-                   float *logits, char *err);
+    int vocab;            /* logits row width; token ids must be < vocab */
+    int n_valid;          /* ids >= n_valid (vocabulary padding) are never sampled */
+    int n_layers, kv_dim; /* KV storage shape per token */
+    int kv_type;          /* enum model_kv_type (0 = bf16) */
+    int (*forward)(void *ctx, const struct model_kv *kv, const struct model_batch *b, float *logits,
+                   char *err);
     void (*destroy)(void *ctx); /* may be NULL */
 };
 
 struct sched_params {
     int max_running, max_queued, max_batch_tokens;
     int kv_blocks, kv_block_tokens, prefix_cache;
-    int context;                /* prompt + generated; capped at kv_blocks * kv_block_tokens */
-    double prefill_step_ratio;  /* > 1: limit prefill chunks while decoding (scheduler.c) */
-    int sample_threads;         /* threads sampling beside the engine thread (0 = none) */
-    int sample_min_work;        /* parallel sampling only when rows x vocab >= this */
-    int32_t bos_id, eos_id;     /* eos_id < 0: none */
+    int context;               /* prompt + generated; capped at kv_blocks * kv_block_tokens */
+    double prefill_step_ratio; /* > 1: limit prefill chunks while decoding (scheduler.c) */
+    int sample_threads;        /* threads sampling beside the engine thread (0 = none) */
+    int sample_min_work;       /* parallel sampling only when rows x vocab >= this */
+    int32_t bos_id, eos_id;    /* eos_id < 0: none */
     char model_name[128];
-    const char *placement;      /* static string */
+    const char *placement; /* static string */
 };
 
 /* Start an engine over a backend. On success the engine owns the backend (destroy is called by

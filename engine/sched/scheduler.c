@@ -60,7 +60,7 @@
 #include <string.h>
 #include <time.h>
 
-#define PACE_PROBE 4            /* pacing: prefill tokens of a step while c_prefill is unknown */
+#define PACE_PROBE 4 /* pacing: prefill tokens of a step while c_prefill is unknown */
 
 int sched_iter_bucket(int n)
 {
@@ -160,7 +160,7 @@ int sched_enqueue(struct engine *e, struct seq *s)
 
 static void running_insert(struct engine *e, struct seq *s)
 {
-    ASSERT(e->n_running < e->p.max_running);   /* running holds max_running */
+    ASSERT(e->n_running < e->p.max_running); /* running holds max_running */
     int i = e->n_running;
     while (i > 0 && seq_before(s, e->running[i - 1])) {
         e->running[i] = e->running[i - 1];
@@ -223,7 +223,7 @@ static void admit(struct engine *e)
         int need = kv_blocks_for(e->kv, s->n_tokens) - s->kv.n_blocks;
         if (e->n_running > 0 && need > kv_n_available(e->kv) - e->n_running) {
             kv_seq_free(e->kv, &s->kv);
-            ASSERT(e->n_waiting < e->cap_waiting);      /* s's own slot, just vacated */
+            ASSERT(e->n_waiting < e->cap_waiting); /* s's own slot, just vacated */
             memmove(&e->waiting[1], &e->waiting[0], (size_t)e->n_waiting * sizeof *e->waiting);
             e->waiting[0] = s;
             e->n_waiting++;
@@ -327,8 +327,8 @@ static int take_sample(struct engine *e, int i, const struct samp_out *out)
         s->n_tokens--;
         fin = ENG_FINISH_ERROR;
         err = ERR_INTERNAL;
-        LOG_ERR("engine", "request %s: constrained decoding rejected token %d",
-                s->req.request_id, (int)so.token);
+        LOG_ERR("engine", "request %s: constrained decoding rejected token %d", s->req.request_id,
+                (int)so.token);
     } else {
         s->n_generated++;
         e->st.generation_tokens_total++;
@@ -395,9 +395,9 @@ static int build_batch(struct engine *e)
     }
     /* prefill chunks in what is left (paced while decoding, see the top of the file) */
     if (n_tok > 0 && e->p.prefill_step_ratio > 1.0) {
-        int icap = 0;                                   /* t_decode unknown: decode-only step */
+        int icap = 0; /* t_decode unknown: decode-only step */
         if (e->t_decode > 0 && e->c_prefill <= 0) {
-            icap = PACE_PROBE;                          /* c_prefill unknown: a small chunk */
+            icap = PACE_PROBE; /* c_prefill unknown: a small chunk */
         } else if (e->t_decode > 0) {
             double cap = (e->p.prefill_step_ratio - 1.0) * e->t_decode / e->c_prefill;
             icap = cap < 1 ? 1 : cap > budget ? budget : (int)cap;
@@ -494,8 +494,14 @@ int sched_step(struct engine *e, char *err)
         ns++;
     }
     struct model_batch b = {
-        .n_tokens = nt, .tokens = e->b_tokens, .pos = e->b_pos, .seq = e->b_seq,
-        .n_seqs = ns, .seqs = e->b_seqs, .n_logits = nl, .logits_idx = e->b_logits_idx,
+        .n_tokens = nt,
+        .tokens = e->b_tokens,
+        .pos = e->b_pos,
+        .seq = e->b_seq,
+        .n_seqs = ns,
+        .seqs = e->b_seqs,
+        .n_logits = nl,
+        .logits_idx = e->b_logits_idx,
     };
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -527,7 +533,7 @@ int sched_step(struct engine *e, char *err)
         struct seq *s = e->b_row_owner[r];
         int i = 0;
         while (i < e->n_running && e->running[i] != s) i++;
-        ASSERT(i < e->n_running);   /* rows belong to running sequences, in batch order */
+        ASSERT(i < e->n_running); /* rows belong to running sequences, in batch order */
         take_sample(e, i, &e->b_out[r]);
     }
     return 0;

@@ -29,8 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CMAXD 48         /* frames per stack */
-#define CMAXS 8          /* live alternatives */
+#define CMAXD 48 /* frames per stack */
+#define CMAXS 8  /* live alternatives */
 
 enum { FK_ROOT = 1, FK_VAL, FK_KEY };
 enum { R_BEFORE = 0, R_IN, R_DONE };
@@ -46,10 +46,10 @@ enum { A_START = 0, A_FIRST, A_NEXT, A_AFTER };
 /* 24 bytes, no padding (stacks are compared with memcmp) */
 struct cframe {
     uint32_t node;
-    uint8_t fk, st, ws, u8;   /* frame kind, state, whitespace run, UTF-8 state (utf8.h DFA) */
-    uint16_t pos, aux;        /* literal/key/digit position; object: current prop + 1; hex flags */
-    uint32_t cnt;             /* array: items so far */
-    uint64_t bits;            /* object: props used; key: candidate props */
+    uint8_t fk, st, ws, u8; /* frame kind, state, whitespace run, UTF-8 state (utf8.h DFA) */
+    uint16_t pos, aux;      /* literal/key/digit position; object: current prop + 1; hex flags */
+    uint32_t cnt;           /* array: items so far */
+    uint64_t bits;          /* object: props used; key: candidate props */
 };
 
 struct cstack {
@@ -66,16 +66,16 @@ struct cset {
 /* A token list in trie order: entry i is token tok[i] from byte off[i]; lcp[i] = common prefix
  * (from the offsets) with entry i-1. */
 struct wlist {
-    const struct constrain_vocab *v;   /* for the sort comparator */
+    const struct constrain_vocab *v; /* for the sort comparator */
     uint32_t n;
     uint32_t *tok;
     uint16_t *off;
     uint16_t *lcp;
-    uint8_t *pv;              /* string list: bit u = the plain prefix is valid UTF-8 from
-                                 state u and ends on a character boundary */
-    uint32_t *base;           /* the trie nodes that start at entry i (depths lcp[i] + 1 ..
-                                 length) have their subtree end (one past the last entry) at
-                                 ends[base[i] + depth - lcp[i] - 1] */
+    uint8_t *pv;    /* string list: bit u = the plain prefix is valid UTF-8 from
+                       state u and ends on a character boundary */
+    uint32_t *base; /* the trie nodes that start at entry i (depths lcp[i] + 1 ..
+                       length) have their subtree end (one past the last entry) at
+                       ends[base[i] + depth - lcp[i] - 1] */
     uint32_t *ends;
     /* what walk() reads, in trie order and contiguous (the walk runs with cold caches between
      * decode steps, so it should stream through memory rather than chase token ids) */
@@ -85,11 +85,11 @@ struct wlist {
 
 struct wentry {
     uint32_t tok;
-    uint32_t boff;            /* bytes at ebytes + boff (from the entry's offset on) */
-    uint32_t ends_base;       /* = base[i] */
-    uint16_t len;             /* bytes from the offset */
+    uint32_t boff;      /* bytes at ebytes + boff (from the entry's offset on) */
+    uint32_t ends_base; /* = base[i] */
+    uint16_t len;       /* bytes from the offset */
     uint16_t lcp;
-    uint16_t tail;            /* bytes[tail..len) are string bytes (relative to the offset) */
+    uint16_t tail; /* bytes[tail..len) are string bytes (relative to the offset) */
     uint8_t pv;
     uint8_t pad;
 };
@@ -97,10 +97,10 @@ struct wentry {
 struct constrain_vocab {
     int n;
     int32_t eos;
-    uint32_t *boff;           /* token i: bytes[boff[i] .. boff[i] + blen[i]) */
+    uint32_t *boff; /* token i: bytes[boff[i] .. boff[i] + blen[i]) */
     uint16_t *blen;
-    uint16_t *tail;           /* token i: bytes[tail[i]..) are all string bytes (no '"', '\\',
-                                 control) */
+    uint16_t *tail; /* token i: bytes[tail[i]..) are all string bytes (no '"', '\\',
+                       control) */
     uint8_t *bytes;
     uint8_t *added;
     uint32_t *added_ids;
@@ -115,11 +115,11 @@ struct constrain {
     const struct constrain_vocab *v;
     struct jsonschema_grammar *g;
     struct cset cur;
-    struct cset *levels;      /* [maxlen + 1] walk scratch */
+    struct cset *levels; /* [maxlen + 1] walk scratch */
     struct cset tmp[2];
-    struct cset one;          /* single-stack start set */
+    struct cset one; /* single-stack start set */
     uint64_t *bits;
-    int ended;                /* EOS accepted */
+    int ended; /* EOS accepted */
 };
 
 static int is_plain(uint8_t b) { return b != '"' && b != '\\' && b >= 0x20; }
@@ -133,7 +133,7 @@ static void set_add(struct cset *out, const struct cstack *s)
     size_t sz = s->depth * sizeof(struct cframe);
     for (int i = 0; i < out->n; i++)
         if (out->s[i].depth == s->depth && memcmp(out->s[i].f, s->f, sz) == 0) return;
-    if (out->n == CMAXS) return;      /* too many alternatives: drop (sound, see above) */
+    if (out->n == CMAXS) return; /* too many alternatives: drop (sound, see above) */
     struct cstack *d = &out->s[out->n++];
     d->depth = s->depth;
     memcpy(d->f, s->f, sz);
@@ -174,8 +174,7 @@ static void child_done(const struct jsonschema_grammar *g, struct cstack *s)
     }
 }
 
-static void feed(const struct jsonschema_grammar *g, struct cstack *s, uint8_t b,
-                 struct cset *out);
+static void feed(const struct jsonschema_grammar *g, struct cstack *s, uint8_t b, struct cset *out);
 
 /* Start a value of `node` with byte b on stack s (s is consumed). */
 static void push_value(const struct jsonschema_grammar *g, struct cstack *s, uint32_t node,
@@ -193,7 +192,7 @@ static void push_value(const struct jsonschema_grammar *g, struct cstack *s, uin
     if (n->kind == JSK_ANY) {
         int k;
         if (b == '{' || b == '[') {
-            if (s->depth + 4 > CMAXD) return;   /* too deep: only scalars from here */
+            if (s->depth + 4 > CMAXD) return; /* too deep: only scalars from here */
             k = b == '{' ? 0 : 1;
         } else if (b == '"') k = 2;
         else if (b == '-' || is_digit(b)) k = 3;
@@ -259,7 +258,7 @@ static void key_byte(const struct jsonschema_grammar *g, struct cstack *s, struc
             }
         }
         if (found >= 0) {
-            if ((o->bits >> found) & 1) return;          /* duplicate key */
+            if ((o->bits >> found) & 1) return; /* duplicate key */
             o->bits |= 1ull << found;
             o->aux = (uint16_t)(found + 1);
         } else {
@@ -291,15 +290,14 @@ static void key_byte(const struct jsonschema_grammar *g, struct cstack *s, struc
 }
 
 /* Consume b on stack s; add the resulting stacks to out. s is scratch (modified). */
-static void feed(const struct jsonschema_grammar *g, struct cstack *s, uint8_t b,
-                 struct cset *out)
+static void feed(const struct jsonschema_grammar *g, struct cstack *s, uint8_t b, struct cset *out)
 {
     for (;;) {
         struct cframe *f = top(s);
         if (f->fk == FK_ROOT) {
             if (f->st != R_BEFORE) return;
             int raw = g->nodes[g->root].kind == JSK_SEQ || g->nodes[g->root].kind == JSK_LITERAL;
-            if (!raw && ws_byte(s, f, b, out)) return;   /* JSON may start after whitespace */
+            if (!raw && ws_byte(s, f, b, out)) return; /* JSON may start after whitespace */
             f->st = R_IN;
             push_value(g, s, g->root, b, out);
             return;
@@ -356,8 +354,8 @@ static void feed(const struct jsonschema_grammar *g, struct cstack *s, uint8_t b
                 else if (b >= 'A' && b <= 'F') v = b - 'A' + 10;
                 else return;
                 if (f->pos == 0 && v == 0xd) f->aux |= 1;
-                if (f->pos == 1 && (f->aux & 1) && v >= 8) return;   /* no surrogates */
-                if (f->pos == 3 && !(f->aux & 2) && v == 0) return;  /* no \u0000 */
+                if (f->pos == 1 && (f->aux & 1) && v >= 8) return;  /* no surrogates */
+                if (f->pos == 3 && !(f->aux & 2) && v == 0) return; /* no \u0000 */
                 if (v) f->aux |= 2;
                 if (++f->pos == 4) f->st = S_BODY;
                 set_add(out, s);
@@ -397,8 +395,10 @@ static void feed(const struct jsonschema_grammar *g, struct cstack *s, uint8_t b
                 return;
             default: /* final states: ZERO, INT, FRAC, EXP */
                 if (is_digit(b)) {
-                    int cap = f->st == N_INT ? MAX_INT_DIGITS : f->st == N_FRAC ? MAX_FRAC_DIGITS
-                              : f->st == N_EXP ? MAX_EXP_DIGITS : 0;
+                    int cap = f->st == N_INT    ? MAX_INT_DIGITS
+                              : f->st == N_FRAC ? MAX_FRAC_DIGITS
+                              : f->st == N_EXP  ? MAX_EXP_DIGITS
+                                                : 0;
                     if (f->pos < cap) {
                         f->pos++;
                         set_add(out, s);
@@ -431,7 +431,7 @@ static void feed(const struct jsonschema_grammar *g, struct cstack *s, uint8_t b
             }
             uint32_t lo = f->cnt, hi = (uint32_t)f->bits, pos = f->pos;
             uint32_t a = lo;
-            if (a < hi && n->text_lens[a] == pos) a++;   /* the one text that ends here */
+            if (a < hi && n->text_lens[a] == pos) a++; /* the one text that ends here */
             /* [a, hi) is sorted by the byte at pos: find the run equal to b */
             uint32_t x = a, y = hi;
             while (x < y) {
@@ -474,9 +474,7 @@ static void feed(const struct jsonschema_grammar *g, struct cstack *s, uint8_t b
             }
             set_add(out, s);
             return;
-        case JSK_SEQ:
-            push_value(g, s, n->alts[f->pos], b, out);
-            return;
+        case JSK_SEQ: push_value(g, s, n->alts[f->pos], b, out); return;
         case JSK_OBJECT:
             switch (f->st) {
             case O_START:
@@ -506,8 +504,8 @@ static void feed(const struct jsonschema_grammar *g, struct cstack *s, uint8_t b
                 return;
             case O_VAL:
                 if (ws_byte(s, f, b, out)) return;
-                push_value(g, s, f->aux ? n->props[f->aux - 1].node : (uint32_t)n->additional,
-                           b, out);
+                push_value(g, s, f->aux ? n->props[f->aux - 1].node : (uint32_t)n->additional, b,
+                           out);
                 return;
             case O_AFTER:
                 if (ws_byte(s, f, b, out)) return;
@@ -559,8 +557,7 @@ static void feed(const struct jsonschema_grammar *g, struct cstack *s, uint8_t b
             }
             return;
         case JSK_ANY:
-        case JSK_ANYOF:
-            return;   /* never frames */
+        case JSK_ANYOF: return; /* never frames */
         }
         return;
     }
@@ -674,7 +671,8 @@ static int wlist_sort(const struct constrain_vocab *v, struct wlist *L)
         uint16_t l = 0;
         size_t m = v->blen[tok[i]] - off[i];
         if (i) {
-            const uint8_t *p = tok_bytes(v, tok[i - 1]) + off[i - 1], *q = tok_bytes(v, tok[i]) + off[i];
+            const uint8_t *p = tok_bytes(v, tok[i - 1]) + off[i - 1],
+                          *q = tok_bytes(v, tok[i]) + off[i];
             size_t n = v->blen[tok[i - 1]] - off[i - 1];
             while (l < n && l < m && p[l] == q[l]) l++;
         }
@@ -684,7 +682,7 @@ static int wlist_sort(const struct constrain_vocab *v, struct wlist *L)
     }
     L->base[L->n] = total;
     L->ends = malloc((total ? total : 1) * sizeof *L->ends);
-    uint32_t *open = malloc(((size_t)v->maxlen + 1) * sizeof *open);   /* ends slot per depth */
+    uint32_t *open = malloc(((size_t)v->maxlen + 1) * sizeof *open); /* ends slot per depth */
     if (!L->ends || !open) {
         free(open);
         return ERR_NOMEM;
@@ -692,7 +690,7 @@ static int wlist_sort(const struct constrain_vocab *v, struct wlist *L)
     uint32_t depth = 0;
     for (uint32_t i = 0; i <= L->n; i++) {
         uint32_t l = i < L->n ? L->lcp[i] : 0;
-        for (; depth > l; depth--) L->ends[open[depth]] = i;   /* close deeper nodes */
+        for (; depth > l; depth--) L->ends[open[depth]] = i; /* close deeper nodes */
         if (i == L->n) break;
         uint32_t m = v->blen[tok[i]] - off[i];
         for (uint32_t d = l + 1; d <= m; d++) open[d] = L->base[i] + d - l - 1;
@@ -774,7 +772,7 @@ int constrain_vocab_create_pieces(const char *const *pieces, const size_t *lens,
     }
     size_t at = 0;
     for (int i = 0; i < n; i++) {
-        size_t len = lens[i] > CONSTRAIN_MAX_TOKEN_BYTES ? 0 : lens[i];   /* never allowed */
+        size_t len = lens[i] > CONSTRAIN_MAX_TOKEN_BYTES ? 0 : lens[i]; /* never allowed */
         v->boff[i] = (uint32_t)at;
         v->blen[i] = (uint16_t)len;
         memcpy(v->bytes + at, pieces[i], len);
@@ -1025,7 +1023,7 @@ void constrain_mask(struct constrain *c, float *logits, int vocab)
     const uint64_t *b = c->bits;
     int full = n / 64;
     for (int w = 0; w < full; w++) {
-        uint64_t m = ~b[w];               /* the masked ones */
+        uint64_t m = ~b[w]; /* the masked ones */
         float *l = logits + (size_t)w * 64;
         if (m == ~0ull) {
             for (int k = 0; k < 64; k++) l[k] = -INFINITY;

@@ -58,13 +58,13 @@ int constrain_vocab_create(const struct tok *t, struct constrain_vocab **out, ch
 int constrain_vocab_create_pieces(const char *const *pieces, const size_t *lens,
                                   const uint8_t *added, int n, int32_t eos,
                                   struct constrain_vocab **out, char *err);
-void constrain_vocab_destroy(struct constrain_vocab *v);   /* accepts NULL */
+void constrain_vocab_destroy(struct constrain_vocab *v); /* accepts NULL */
 int constrain_vocab_size(const struct constrain_vocab *v);
 
 /* A fresh constraint at the start of the output. Errors: ERR_NOMEM. */
 int constrain_create(const struct constrain_vocab *v, struct jsonschema_grammar *g,
                      struct constrain **out, char *err);
-void constrain_destroy(struct constrain *c);   /* accepts NULL */
+void constrain_destroy(struct constrain *c); /* accepts NULL */
 
 /* Set logits[i] = -inf for every token i < vocab that may not come next (ids >= the
  * vocabulary's size are masked too). */

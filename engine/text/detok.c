@@ -32,12 +32,12 @@ struct detok {
     unsigned char raw[4];
     int n_raw;
     struct sbuf text;
-    int done;          /* finished or stopped */
-    int stop_index;    /* matched stop string, -1 */
+    int done;       /* finished or stopped */
+    int stop_index; /* matched stop string, -1 */
 };
 
-int detok_create(struct detok **out, const struct tok *t, const char *const *stops,
-                 size_t n_stops, unsigned flags, char *err)
+int detok_create(struct detok **out, const struct tok *t, const char *const *stops, size_t n_stops,
+                 unsigned flags, char *err)
 {
     *out = NULL;
     struct detok *d = calloc(1, sizeof *d);
@@ -52,11 +52,11 @@ int detok_create(struct detok **out, const struct tok *t, const char *const *sto
         if (d->n_stops == DETOK_MAX_STOPS)
             rc = err_set(err, ERR_INVAL, "too many stop strings (at most %d)", DETOK_MAX_STOPS);
         else if (n > DETOK_MAX_STOP_LEN)
-            rc = err_set(err, ERR_INVAL, "stop string %zu is longer than %d bytes", i, DETOK_MAX_STOP_LEN);
+            rc = err_set(err, ERR_INVAL, "stop string %zu is longer than %d bytes", i,
+                         DETOK_MAX_STOP_LEN);
         else if (utf8_check(stops[i], n, NULL))
             rc = err_set(err, ERR_INVAL, "stop string %zu is not valid UTF-8", i);
-        else if (!(d->stop[d->n_stops] = strdup(stops[i])))
-            rc = ERR_NOMEM;
+        else if (!(d->stop[d->n_stops] = strdup(stops[i]))) rc = ERR_NOMEM;
         if (rc) {
             detok_destroy(d);
             return rc;
@@ -93,7 +93,7 @@ static int absorb(struct detok *d, const char *p0, size_t n0)
         while (i < n && (r = utf8_step(p + i, n - i)) > 0) i += (size_t)r;
         if (i > start) rc = sbuf_append(&d->text, p + start, i - start);
         if (rc || i >= n) break;
-        if (r == 0) {                        /* unfinished character at the end: keep it */
+        if (r == 0) { /* unfinished character at the end: keep it */
             memcpy(d->raw, p + i, n - i);
             d->n_raw = (int)(n - i);
             break;
@@ -178,7 +178,7 @@ int detok_feed_n(struct detok *d, const int32_t *ids, size_t n, struct sbuf *out
 int detok_finish(struct detok *d, struct sbuf *out)
 {
     if (d->done) return d->stop_index >= 0 ? DETOK_STOPPED : 0;
-    if (d->n_raw) {        /* an unfinished character at the end is one U+FFFD */
+    if (d->n_raw) { /* an unfinished character at the end is one U+FFFD */
         if (sbuf_append(&d->text, UTF8_REPLACEMENT, 3)) return ERR_NOMEM;
         d->n_raw = 0;
     }

@@ -28,18 +28,18 @@
 
 struct detok;
 
-#define DETOK_MAX_STOPS 16           /* OpenAI allows 4; we accept up to this many */
-#define DETOK_MAX_STOP_LEN 4096      /* bytes per stop string */
+#define DETOK_MAX_STOPS 16      /* OpenAI allows 4; we accept up to this many */
+#define DETOK_MAX_STOP_LEN 4096 /* bytes per stop string */
 
-#define DETOK_SKIP_SPECIAL 1u        /* special (control) tokens produce no text */
+#define DETOK_SKIP_SPECIAL 1u /* special (control) tokens produce no text */
 
-#define DETOK_STOPPED 1              /* detok_feed return value: a stop string matched */
+#define DETOK_STOPPED 1 /* detok_feed return value: a stop string matched */
 
 /* Create a detokenizer. stops[0..n_stops) are non-empty NUL-terminated UTF-8 strings (empty
  * strings are ignored). Returns 0, ERR_INVAL (too many / too long / invalid UTF-8 stop string;
  * err says which) or ERR_NOMEM. */
-int detok_create(struct detok **out, const struct tok *t, const char *const *stops,
-                 size_t n_stops, unsigned flags, char *err);
+int detok_create(struct detok **out, const struct tok *t, const char *const *stops, size_t n_stops,
+                 unsigned flags, char *err);
 void detok_destroy(struct detok *d); /* accepts NULL */
 
 /* Feed one token. Appends newly final text to out (possibly nothing). Returns 0, DETOK_STOPPED

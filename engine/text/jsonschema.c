@@ -26,7 +26,7 @@ struct cctx {
     unsigned flags;
     char *err;
     char path[256];
-    int depth;                 /* object/array nesting */
+    int depth; /* object/array nesting */
     int ref_depth;
 };
 
@@ -107,13 +107,18 @@ static int64_t any_node(struct cctx *c)
     int64_t nul = text_node(c, JSK_CONST, "null", 4);
     if (obj < 0 || arr < 0 || str < 0 || num < 0 || t < 0 || f < 0 || nul < 0) {
         g->any = -1;
-        return obj < 0 ? obj : arr < 0 ? arr : str < 0 ? str : num < 0 ? num : t < 0 ? t
-               : f < 0 ? f : nul;
+        return obj < 0   ? obj
+               : arr < 0 ? arr
+               : str < 0 ? str
+               : num < 0 ? num
+               : t < 0   ? t
+               : f < 0   ? f
+                         : nul;
     }
     g->nodes[obj].additional = any;
     g->nodes[arr].items = (uint32_t)any;
-    uint32_t alts[7] = {(uint32_t)obj, (uint32_t)arr, (uint32_t)str, (uint32_t)num, (uint32_t)t,
-                        (uint32_t)f, (uint32_t)nul};
+    uint32_t alts[7] = {(uint32_t)obj, (uint32_t)arr, (uint32_t)str, (uint32_t)num,
+                        (uint32_t)t,   (uint32_t)f,   (uint32_t)nul};
     int rc = set_alts(c, (uint32_t)any, alts, 7);
     return rc ? rc : any;
 }
@@ -130,18 +135,22 @@ static void pop_path(struct cctx *c, size_t saved) { c->path[saved] = 0; }
 static int64_t compile(struct cctx *c, const json_t *s);
 
 static const char *const annotations[] = {
-    "title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated",
-    "readOnly", "writeOnly", "$defs", "definitions", NULL,
+    "title",      "description", "default",   "examples", "$schema",     "$id", "$comment",
+    "deprecated", "readOnly",    "writeOnly", "$defs",    "definitions", NULL,
 };
 static const char *const supported[] = {
-    "type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems",
-    "enum", "const", "anyOf", "allOf", "$ref", NULL,
+    "type",  "properties", "required", "additionalProperties",
+    "items", "minItems",   "maxItems", "enum",
+    "const", "anyOf",      "allOf",    "$ref",
+    NULL,
 };
 /* validation keywords that JSONSCHEMA_LENIENT ignores */
 static const char *const lenient_ok[] = {
-    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minLength",
-    "maxLength", "pattern", "format", "uniqueItems", "minProperties", "maxProperties",
-    "oneOf", "strict", "contentEncoding", "contentMediaType", NULL,
+    "minimum",    "maximum",     "exclusiveMinimum", "exclusiveMaximum",
+    "multipleOf", "minLength",   "maxLength",        "pattern",
+    "format",     "uniqueItems", "minProperties",    "maxProperties",
+    "oneOf",      "strict",      "contentEncoding",  "contentMediaType",
+    NULL,
 };
 
 static int in_list(const char *const *l, const char *k)
@@ -155,7 +164,8 @@ static int check_keywords(struct cctx *c, const json_t *s)
 {
     const char *k;
     json_t *v;
-    json_object_foreach((json_t *)s, k, v) {
+    json_object_foreach((json_t *)s, k, v)
+    {
         if (in_list(annotations, k) || in_list(supported, k)) continue;
         if ((c->flags & JSONSCHEMA_LENIENT) && in_list(lenient_ok, k)) continue;
         return err_set(c->err, ERR_INVAL, "unsupported JSON schema keyword '%.64s' at #%s", k,
@@ -175,16 +185,19 @@ static int64_t compile_ref(struct cctx *c, const char *ref)
         name = ref + 14;
         defs = json_object_get(c->root, "definitions");
     } else if (strcmp(ref, "#") == 0) {
-        return err_set(c->err, ERR_INVAL, "recursive JSON schema ($ref \"#\") at #%s is not "
-                       "supported", c->path);
+        return err_set(c->err, ERR_INVAL,
+                       "recursive JSON schema ($ref \"#\") at #%s is not "
+                       "supported",
+                       c->path);
     }
     json_t *target = name ? json_object_get(defs, name) : NULL;
     if (!target)
-        return err_set(c->err, ERR_INVAL, "unsupported or unresolvable $ref \"%.80s\" at #%s "
-                       "(only #/$defs/NAME and #/definitions/NAME)", ref, c->path);
+        return err_set(c->err, ERR_INVAL,
+                       "unsupported or unresolvable $ref \"%.80s\" at #%s "
+                       "(only #/$defs/NAME and #/definitions/NAME)",
+                       ref, c->path);
     if (c->ref_depth >= JSONSCHEMA_MAX_DEPTH)
-        return err_set(c->err, ERR_INVAL, "JSON schema too deep at #%s (recursive $ref?)",
-                       c->path);
+        return err_set(c->err, ERR_INVAL, "JSON schema too deep at #%s (recursive $ref?)", c->path);
     c->ref_depth++;
     int64_t r = compile(c, target);
     c->ref_depth--;
@@ -201,12 +214,14 @@ static int64_t compile_object(struct cctx *c, const json_t *s)
     if (req && !json_is_array(req))
         return err_set(c->err, ERR_INVAL, "'required' must be an array at #%s", c->path);
     if (addl && !json_is_boolean(addl) && !json_is_object(addl))
-        return err_set(c->err, ERR_INVAL, "'additionalProperties' must be a boolean or a schema "
-                       "at #%s", c->path);
+        return err_set(c->err, ERR_INVAL,
+                       "'additionalProperties' must be a boolean or a schema "
+                       "at #%s",
+                       c->path);
     size_t n_props = json_object_size(props), n_req = json_array_size(req);
     if (n_props + n_req > JSONSCHEMA_MAX_PROPS)
-        return err_set(c->err, ERR_INVAL, "more than %d properties at #%s",
-                       JSONSCHEMA_MAX_PROPS, c->path);
+        return err_set(c->err, ERR_INVAL, "more than %d properties at #%s", JSONSCHEMA_MAX_PROPS,
+                       c->path);
     int64_t me = new_node(c, JSK_OBJECT);
     if (me < 0) return me;
     /* additional properties */
@@ -227,12 +242,14 @@ static int64_t compile_object(struct cctx *c, const json_t *s)
     uint32_t n = 0;
     const char *key;
     json_t *sub;
-    json_object_foreach(props, key, sub) {
+    json_object_foreach(props, key, sub)
+    {
         for (const char *q = key; *q; q++)
             if (*q == '"' || *q == '\\' || (unsigned char)*q < 0x20)
-                return err_set(c->err, ERR_INVAL, "property name \"%.64s\" at #%s contains a "
-                               "quote, backslash or control character (not supported)", key,
-                               c->path);
+                return err_set(c->err, ERR_INVAL,
+                               "property name \"%.64s\" at #%s contains a "
+                               "quote, backslash or control character (not supported)",
+                               key, c->path);
         if (!key[0])
             return err_set(c->err, ERR_INVAL, "empty property name at #%s is not supported",
                            c->path);
@@ -259,19 +276,22 @@ static int64_t compile_object(struct cctx *c, const json_t *s)
         if (k == n) {
             /* required but not declared: a declared property with the additional schema */
             if (add < 0 && addl)
-                return err_set(c->err, ERR_INVAL, "required property \"%.64s\" at #%s is not in "
-                               "'properties' and additionalProperties is false", rn, c->path);
+                return err_set(c->err, ERR_INVAL,
+                               "required property \"%.64s\" at #%s is not in "
+                               "'properties' and additionalProperties is false",
+                               rn, c->path);
             for (const char *q = rn; *q; q++)
                 if (*q == '"' || *q == '\\' || (unsigned char)*q < 0x20)
-                    return err_set(c->err, ERR_INVAL, "property name \"%.64s\" at #%s contains a "
-                                   "quote, backslash or control character", rn, c->path);
-            if (!rn[0])
-                return err_set(c->err, ERR_INVAL, "empty property name at #%s", c->path);
+                    return err_set(c->err, ERR_INVAL,
+                                   "property name \"%.64s\" at #%s contains a "
+                                   "quote, backslash or control character",
+                                   rn, c->path);
+            if (!rn[0]) return err_set(c->err, ERR_INVAL, "empty property name at #%s", c->path);
             p = c->g->nodes[me].props;
             p[n].name = strdup(rn);
             if (!p[n].name) return err_set(c->err, ERR_NOMEM, "out of memory");
             p[n].name_len = strlen(rn);
-            int64_t an = add >= 0 ? add : any_node(c);   /* absent additionalProperties */
+            int64_t an = add >= 0 ? add : any_node(c); /* absent additionalProperties */
             if (an < 0) return an;
             p = c->g->nodes[me].props;
             p[n].node = (uint32_t)an;
@@ -289,8 +309,7 @@ static int get_count(struct cctx *c, const json_t *s, const char *k, uint32_t *o
     json_t *v = json_object_get(s, k);
     if (!v) return 0;
     if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 1000000)
-        return err_set(c->err, ERR_INVAL, "'%s' must be an integer 0..1000000 at #%s", k,
-                       c->path);
+        return err_set(c->err, ERR_INVAL, "'%s' must be an integer 0..1000000 at #%s", k, c->path);
     *out = (uint32_t)json_integer_value(v);
     return 0;
 }
@@ -301,12 +320,13 @@ static int64_t compile_array(struct cctx *c, const json_t *s)
     int rc = get_count(c, s, "minItems", &mn);
     if (!rc) rc = get_count(c, s, "maxItems", &mx);
     if (rc) return rc;
-    if (mn > mx)
-        return err_set(c->err, ERR_INVAL, "minItems > maxItems at #%s", c->path);
+    if (mn > mx) return err_set(c->err, ERR_INVAL, "minItems > maxItems at #%s", c->path);
     json_t *items = json_object_get(s, "items");
     if (items && !json_is_object(items) && !json_is_boolean(items))
-        return err_set(c->err, ERR_INVAL, "'items' must be one schema at #%s (tuple form is not "
-                       "supported)", c->path);
+        return err_set(c->err, ERR_INVAL,
+                       "'items' must be one schema at #%s (tuple form is not "
+                       "supported)",
+                       c->path);
     int64_t me = new_node(c, JSK_ARRAY);
     if (me < 0) return me;
     int64_t it;
@@ -385,13 +405,15 @@ static int64_t compile_enum(struct cctx *c, const json_t *s, const json_t *type)
         texts[n++] = t;
     }
     if (n == 0) {
-        rc = err_set(c->err, ERR_INVAL, "no value of 'enum'/'const' at #%s is possible (empty "
-                     "or contradicting 'type')", c->path);
+        rc = err_set(c->err, ERR_INVAL,
+                     "no value of 'enum'/'const' at #%s is possible (empty "
+                     "or contradicting 'type')",
+                     c->path);
         goto out;
     }
     qsort(texts, n, sizeof *texts, cmp_text);
     uint32_t k = 0;
-    for (uint32_t i = 0; i < n; i++) {   /* drop duplicates */
+    for (uint32_t i = 0; i < n; i++) { /* drop duplicates */
         if (k && strcmp(texts[k - 1], texts[i]) == 0) free(texts[i]);
         else texts[k++] = texts[i];
     }
@@ -452,7 +474,7 @@ static int64_t compile(struct cctx *c, const json_t *s)
     json_t *ref = json_object_get(s, "$ref");
     json_t *anyof = json_object_get(s, "anyOf");
     json_t *allof = json_object_get(s, "allOf");
-    json_t *oneof = json_object_get(s, "oneOf");   /* lenient only: treated as anyOf */
+    json_t *oneof = json_object_get(s, "oneOf"); /* lenient only: treated as anyOf */
     json_t *type = json_object_get(s, "type");
     json_t *en = json_object_get(s, "enum"), *cn = json_object_get(s, "const");
     int n_comb = !!ref + !!anyof + !!allof + !!oneof;
@@ -460,17 +482,22 @@ static int64_t compile(struct cctx *c, const json_t *s)
         /* a combinator may only sit beside annotations */
         const char *k;
         json_t *v;
-        json_object_foreach((json_t *)s, k, v) {
+        json_object_foreach((json_t *)s, k, v)
+        {
             if (in_list(annotations, k) || strcmp(k, "$ref") == 0 || strcmp(k, "anyOf") == 0 ||
                 strcmp(k, "allOf") == 0 || strcmp(k, "oneOf") == 0)
                 continue;
             if ((c->flags & JSONSCHEMA_LENIENT) && in_list(lenient_ok, k)) continue;
-            return err_set(c->err, ERR_INVAL, "'%.40s' beside $ref/anyOf/allOf at #%s is not "
-                           "supported", k, c->path);
+            return err_set(c->err, ERR_INVAL,
+                           "'%.40s' beside $ref/anyOf/allOf at #%s is not "
+                           "supported",
+                           k, c->path);
         }
         if (n_comb > 1)
-            return err_set(c->err, ERR_INVAL, "more than one of $ref/anyOf/allOf at #%s is not "
-                           "supported", c->path);
+            return err_set(c->err, ERR_INVAL,
+                           "more than one of $ref/anyOf/allOf at #%s is not "
+                           "supported",
+                           c->path);
     }
     if (ref) {
         if (!json_is_string(ref))
@@ -479,8 +506,10 @@ static int64_t compile(struct cctx *c, const json_t *s)
     }
     if (allof) {
         if (!json_is_array(allof) || json_array_size(allof) != 1)
-            return err_set(c->err, ERR_INVAL, "'allOf' at #%s is only supported with exactly one "
-                           "schema", c->path);
+            return err_set(c->err, ERR_INVAL,
+                           "'allOf' at #%s is only supported with exactly one "
+                           "schema",
+                           c->path);
         size_t sv;
         push_path(c, "allOf", "0", &sv);
         int64_t r = compile(c, json_array_get(allof, 0));
@@ -492,8 +521,8 @@ static int64_t compile(struct cctx *c, const json_t *s)
         const char *kw = anyof ? "anyOf" : "oneOf";
         size_t n = json_array_size(arr);
         if (!json_is_array(arr) || n == 0 || n > 64)
-            return err_set(c->err, ERR_INVAL, "'%s' must be an array of 1..64 schemas at #%s",
-                           kw, c->path);
+            return err_set(c->err, ERR_INVAL, "'%s' must be an array of 1..64 schemas at #%s", kw,
+                           c->path);
         uint32_t alts[64];
         for (size_t i = 0; i < n; i++) {
             char idx[16];
@@ -615,15 +644,18 @@ int jsonschema_response_format(const json_t *root, struct jsonschema_grammar **o
     if (strcmp(t, "text") == 0) return 0;
     if (strcmp(t, "json_object") == 0) return jsonschema_compile_json_object(out, err);
     if (strcmp(t, "json_schema") != 0)
-        return err_set(err, ERR_INVAL, "'response_format' type must be \"text\", \"json_object\" "
-                       "or \"json_schema\"; got \"%.40s\"", t);
+        return err_set(err, ERR_INVAL,
+                       "'response_format' type must be \"text\", \"json_object\" "
+                       "or \"json_schema\"; got \"%.40s\"",
+                       t);
     json_t *js = json_object_get(rf, "json_schema");
     if (!json_is_object(js))
         return err_set(err, ERR_INVAL, "'response_format.json_schema' must be an object");
     json_t *name = json_object_get(js, "name"), *strict = json_object_get(js, "strict");
     if ((name && !json_is_null(name) && !json_is_string(name)) ||
         (strict && !json_is_null(strict) && !json_is_boolean(strict)))
-        return err_set(err, ERR_INVAL, "'response_format.json_schema': name must be a string, "
+        return err_set(err, ERR_INVAL,
+                       "'response_format.json_schema': name must be a string, "
                        "strict a boolean");
     json_t *schema = json_object_get(js, "schema");
     if (!schema || json_is_null(schema)) return jsonschema_compile_json_object(out, err);
@@ -659,8 +691,8 @@ int jsonschema_compile_tool_call(const json_t *tools, const char *only_name,
         c.root = params;
         snprintf(c.path, sizeof c.path, "/tools/%zu/function/parameters", i);
         int64_t body = json_is_object(params) ? compile(&c, params) : -1;
-        if (!json_is_object(params) || (body >= 0 && g->nodes[body].kind != JSK_OBJECT &&
-                                        g->nodes[body].kind != JSK_ANYOF)) {
+        if (!json_is_object(params) ||
+            (body >= 0 && g->nodes[body].kind != JSK_OBJECT && g->nodes[body].kind != JSK_ANYOF)) {
             /* absent parameters (or a non-object schema): any object */
             json_t *o = json_pack("{s:s}", "type", "object");
             body = o ? compile(&c, o) : err_set(e2, ERR_NOMEM, "out of memory");

@@ -37,29 +37,29 @@
 #include <stdint.h>
 
 #define JSONSCHEMA_MAX_PROPS 64
-#define JSONSCHEMA_MAX_DEPTH 20      /* nesting of schema objects/arrays */
-#define JSONSCHEMA_MAX_NODES 20000   /* bounds the work a hostile schema can cause */
+#define JSONSCHEMA_MAX_DEPTH 20    /* nesting of schema objects/arrays */
+#define JSONSCHEMA_MAX_NODES 20000 /* bounds the work a hostile schema can cause */
 #define JSONSCHEMA_LENIENT 1u
 
 enum jsonschema_kind {
-    JSK_ANY = 1,       /* any JSON value: alts = {object, array, string, number, true, false,
-                          null}, chosen by the first byte */
+    JSK_ANY = 1, /* any JSON value: alts = {object, array, string, number, true, false,
+                    null}, chosen by the first byte */
     JSK_OBJECT,
     JSK_ARRAY,
     JSK_STRING,
     JSK_NUMBER,
     JSK_INTEGER,
-    JSK_CONST,         /* exactly `text` (a compact JSON text) */
-    JSK_ENUM,          /* one of texts[] (compact JSON texts, sorted bytewise, shorter first,
-                          distinct): enum and const */
-    JSK_LITERAL,       /* exactly `text`, raw (not JSON; e.g. tool-call markup); added tokens
-                          whose text matches may be used here */
-    JSK_ANYOF,         /* one of alts */
-    JSK_SEQ,           /* alts one after another, nothing in between */
+    JSK_CONST,   /* exactly `text` (a compact JSON text) */
+    JSK_ENUM,    /* one of texts[] (compact JSON texts, sorted bytewise, shorter first,
+                    distinct): enum and const */
+    JSK_LITERAL, /* exactly `text`, raw (not JSON; e.g. tool-call markup); added tokens
+                    whose text matches may be used here */
+    JSK_ANYOF,   /* one of alts */
+    JSK_SEQ,     /* alts one after another, nothing in between */
 };
 
 struct jsonschema_prop {
-    char *name;        /* the key as written between the quotes */
+    char *name; /* the key as written between the quotes */
     size_t name_len;
     uint32_t node;
 };
@@ -69,11 +69,11 @@ struct jsonschema_node {
     /* OBJECT */
     struct jsonschema_prop *props;
     uint32_t n_props;
-    uint64_t required;         /* bit i: props[i] is required */
-    int64_t additional;        /* node of additional properties, -1 = none allowed */
+    uint64_t required;  /* bit i: props[i] is required */
+    int64_t additional; /* node of additional properties, -1 = none allowed */
     /* ARRAY */
     uint32_t items;
-    uint32_t min_items, max_items;   /* max UINT32_MAX = unbounded */
+    uint32_t min_items, max_items; /* max UINT32_MAX = unbounded */
     /* CONST, LITERAL */
     char *text;
     size_t text_len;
@@ -87,12 +87,12 @@ struct jsonschema_node {
 };
 
 struct jsonschema_grammar {
-    int refs;                  /* atomic */
+    int refs; /* atomic */
     struct jsonschema_node *nodes;
     uint32_t n_nodes, cap_nodes;
     uint32_t root;
-    int has_literals;          /* some JSK_LITERAL node exists */
-    int64_t any;               /* the shared JSK_ANY node, -1 until needed (compile-time only) */
+    int has_literals; /* some JSK_LITERAL node exists */
+    int64_t any;      /* the shared JSK_ANY node, -1 until needed (compile-time only) */
 };
 
 /* Compile a JSON schema (object or boolean). Returns 0 or ERR_INVAL (err names the keyword and
@@ -124,6 +124,6 @@ int jsonschema_compile_tool_call(const json_t *tools, const char *only_name,
 int jsonschema_add_prefix(struct jsonschema_grammar *g, const char *prefix);
 
 struct jsonschema_grammar *jsonschema_ref(struct jsonschema_grammar *g);
-void jsonschema_unref(struct jsonschema_grammar *g);   /* frees at 0; accepts NULL */
+void jsonschema_unref(struct jsonschema_grammar *g); /* frees at 0; accepts NULL */
 
 #endif

@@ -15,10 +15,7 @@
 static const char TAG_OPEN[] = "<think>";
 static const char TAG_CLOSE[] = "</think>";
 
-static int is_ws(char c)
-{
-    return c == ' ' || c == '\n' || c == '\r' || c == '\t';
-}
+static int is_ws(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
 
 /* Append s[0..n) to the output of the current state, dropping leading whitespace after a tag. */
 static int emit(struct reasoning *r, const char *s, size_t n, struct sbuf *content,
@@ -40,10 +37,7 @@ void reasoning_init(struct reasoning *r, unsigned flags)
     r->skip_ws = r->thinking;
 }
 
-void reasoning_fini(struct reasoning *r)
-{
-    (void)r;
-}
+void reasoning_fini(struct reasoning *r) { (void)r; }
 
 int reasoning_feed(struct reasoning *r, const char *text, size_t n, struct sbuf *content,
                    struct sbuf *reasoning)

@@ -48,10 +48,10 @@
 
 struct reasoning {
     unsigned flags;
-    int thinking;                   /* 1: inside a think block */
-    int skip_ws;                    /* drop whitespace until the next non-space byte */
-    int started;                    /* inline mode: the synthetic "<think>\n" was written */
-    char hold[16];                  /* partial tag held back */
+    int thinking;  /* 1: inside a think block */
+    int skip_ws;   /* drop whitespace until the next non-space byte */
+    int started;   /* inline mode: the synthetic "<think>\n" was written */
+    char hold[16]; /* partial tag held back */
     size_t n_hold;
 };
 

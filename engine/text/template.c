@@ -36,10 +36,7 @@
 static const char *const kind_names[] = {"auto", "deepseek-v3", "deepseek-r1", "deepseek-r1-0528"};
 #define N_KINDS 4
 
-const char *tmpl_kind_name(enum tmpl_kind k)
-{
-    return (unsigned)k < N_KINDS ? kind_names[k] : "?";
-}
+const char *tmpl_kind_name(enum tmpl_kind k) { return (unsigned)k < N_KINDS ? kind_names[k] : "?"; }
 
 int tmpl_kind_parse(const char *name, enum tmpl_kind *out, char *err)
 {
@@ -48,15 +45,18 @@ int tmpl_kind_parse(const char *name, enum tmpl_kind *out, char *err)
             *out = (enum tmpl_kind)i;
             return 0;
         }
-    return err_set(err, ERR_CONFIG, "model.template: unknown template '%s' "
-                   "(auto|deepseek-v3|deepseek-r1|deepseek-r1-0528)", name ? name : "(null)");
+    return err_set(err, ERR_CONFIG,
+                   "model.template: unknown template '%s' "
+                   "(auto|deepseek-v3|deepseek-r1|deepseek-r1-0528)",
+                   name ? name : "(null)");
 }
 
 /* ---------------------------------------------------------------- tandem's own Jinja */
 
 static const char jinja_v3[] =
     "{%- set tandem_template = 'deepseek-v3' -%}\n"
-    "{%- set ns = namespace(first_call=false, in_tool=false, first_output=true, system='', first_system=true) -%}\n"
+    "{%- set ns = namespace(first_call=false, in_tool=false, first_output=true, system='', "
+    "first_system=true) -%}\n"
     "{%- for message in messages -%}\n"
     "    {%- if message['role'] == 'system' -%}\n"
     "        {%- if ns.first_system -%}\n"
@@ -77,10 +77,14 @@ static const char jinja_v3[] =
     "        {%- if message['tool_calls'] is defined and message['tool_calls'] is not none -%}\n"
     "            {%- for call in message['tool_calls'] -%}\n"
     "                {%- if not ns.first_call -%}\n"
-    "                    {{- '<｜Assistant｜><｜tool▁calls▁begin｜><｜tool▁call▁begin｜>' + call['type'] + '<｜tool▁sep｜>' + call['function']['name'] + '\\n```json\\n' + call['function']['arguments'] + '\\n```<｜tool▁call▁end｜>' -}}\n"
+    "                    {{- '<｜Assistant｜><｜tool▁calls▁begin｜><｜tool▁call▁begin｜>' + "
+    "call['type'] + '<｜tool▁sep｜>' + call['function']['name'] + '\\n```json\\n' + "
+    "call['function']['arguments'] + '\\n```<｜tool▁call▁end｜>' -}}\n"
     "                    {%- set ns.first_call = true -%}\n"
     "                {%- else -%}\n"
-    "                    {{- '\\n<｜tool▁call▁begin｜>' + call['type'] + '<｜tool▁sep｜>' + call['function']['name'] + '\\n```json\\n' + call['function']['arguments'] + '\\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜><｜end▁of▁sentence｜>' -}}\n"
+    "                    {{- '\\n<｜tool▁call▁begin｜>' + call['type'] + '<｜tool▁sep｜>' + "
+    "call['function']['name'] + '\\n```json\\n' + call['function']['arguments'] + "
+    "'\\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜><｜end▁of▁sentence｜>' -}}\n"
     "                {%- endif -%}\n"
     "            {%- endfor -%}\n"
     "        {%- endif -%}\n"
@@ -94,10 +98,12 @@ static const char jinja_v3[] =
     "    {%- elif message['role'] == 'tool' -%}\n"
     "        {%- set ns.in_tool = true -%}\n"
     "        {%- if ns.first_output -%}\n"
-    "            {{- '<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>' + message['content'] + '<｜tool▁output▁end｜>' -}}\n"
+    "            {{- '<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>' + message['content'] + "
+    "'<｜tool▁output▁end｜>' -}}\n"
     "            {%- set ns.first_output = false -%}\n"
     "        {%- else -%}\n"
-    "            {{- '\\n<｜tool▁output▁begin｜>' + message['content'] + '<｜tool▁output▁end｜>' -}}\n"
+    "            {{- '\\n<｜tool▁output▁begin｜>' + message['content'] + '<｜tool▁output▁end｜>' "
+    "-}}\n"
     "        {%- endif -%}\n"
     "    {%- endif -%}\n"
     "{%- endfor -%}\n"
@@ -109,7 +115,8 @@ static const char jinja_v3[] =
  * generation prompt opens the reasoning block. */
 static const char jinja_r1[] =
     "{%- set tandem_template = 'deepseek-r1' -%}\n"
-    "{%- set ns = namespace(first_call=false, in_tool=false, first_output=true, system='', first_system=true) -%}\n"
+    "{%- set ns = namespace(first_call=false, in_tool=false, first_output=true, system='', "
+    "first_system=true) -%}\n"
     "{%- for message in messages -%}\n"
     "    {%- if message['role'] == 'system' -%}\n"
     "        {%- if ns.first_system -%}\n"
@@ -130,10 +137,14 @@ static const char jinja_r1[] =
     "        {%- if message['tool_calls'] is defined and message['tool_calls'] is not none -%}\n"
     "            {%- for call in message['tool_calls'] -%}\n"
     "                {%- if not ns.first_call -%}\n"
-    "                    {{- '<｜Assistant｜><｜tool▁calls▁begin｜><｜tool▁call▁begin｜>' + call['type'] + '<｜tool▁sep｜>' + call['function']['name'] + '\\n```json\\n' + call['function']['arguments'] + '\\n```<｜tool▁call▁end｜>' -}}\n"
+    "                    {{- '<｜Assistant｜><｜tool▁calls▁begin｜><｜tool▁call▁begin｜>' + "
+    "call['type'] + '<｜tool▁sep｜>' + call['function']['name'] + '\\n```json\\n' + "
+    "call['function']['arguments'] + '\\n```<｜tool▁call▁end｜>' -}}\n"
     "                    {%- set ns.first_call = true -%}\n"
     "                {%- else -%}\n"
-    "                    {{- '\\n<｜tool▁call▁begin｜>' + call['type'] + '<｜tool▁sep｜>' + call['function']['name'] + '\\n```json\\n' + call['function']['arguments'] + '\\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜><｜end▁of▁sentence｜>' -}}\n"
+    "                    {{- '\\n<｜tool▁call▁begin｜>' + call['type'] + '<｜tool▁sep｜>' + "
+    "call['function']['name'] + '\\n```json\\n' + call['function']['arguments'] + "
+    "'\\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜><｜end▁of▁sentence｜>' -}}\n"
     "                {%- endif -%}\n"
     "            {%- endfor -%}\n"
     "        {%- endif -%}\n"
@@ -146,7 +157,8 @@ static const char jinja_r1[] =
     "            {%- if '</think>' in content -%}\n"
     "                {%- set cut = namespace(at=0) -%}\n"
     "                {%- for i in range(content | length) -%}\n"
-    "                    {%- if content[i:i + 8] == '</think>' -%}{%- set cut.at = i + 8 -%}{%- endif -%}\n"
+    "                    {%- if content[i:i + 8] == '</think>' -%}{%- set cut.at = i + 8 -%}{%- "
+    "endif -%}\n"
     "                {%- endfor -%}\n"
     "                {%- set content = content[cut.at:] -%}\n"
     "            {%- endif -%}\n"
@@ -155,21 +167,25 @@ static const char jinja_r1[] =
     "    {%- elif message['role'] == 'tool' -%}\n"
     "        {%- set ns.in_tool = true -%}\n"
     "        {%- if ns.first_output -%}\n"
-    "            {{- '<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>' + message['content'] + '<｜tool▁output▁end｜>' -}}\n"
+    "            {{- '<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>' + message['content'] + "
+    "'<｜tool▁output▁end｜>' -}}\n"
     "            {%- set ns.first_output = false -%}\n"
     "        {%- else -%}\n"
-    "            {{- '\\n<｜tool▁output▁begin｜>' + message['content'] + '<｜tool▁output▁end｜>' -}}\n"
+    "            {{- '\\n<｜tool▁output▁begin｜>' + message['content'] + '<｜tool▁output▁end｜>' "
+    "-}}\n"
     "        {%- endif -%}\n"
     "    {%- endif -%}\n"
     "{%- endfor -%}\n"
     "{%- if ns.in_tool -%}{{- '<｜tool▁outputs▁end｜>' -}}{%- endif -%}\n"
-    "{%- if add_generation_prompt and not ns.in_tool -%}{{- '<｜Assistant｜><think>\\n' -}}{%- endif -%}";
+    "{%- if add_generation_prompt and not ns.in_tool -%}{{- '<｜Assistant｜><think>\\n' -}}{%- "
+    "endif -%}";
 
 /* R1-0528: user turns end with the assistant prefix; assistant messages may carry both content
  * and tool calls; tool outputs are closed before the next tool-call message. */
 static const char jinja_r1_0528[] =
     "{%- set tandem_template = 'deepseek-r1-0528' -%}\n"
-    "{%- set ns = namespace(first_call=false, in_tool=false, first_output=true, system='', first_system=true, after_user=false) -%}\n"
+    "{%- set ns = namespace(first_call=false, in_tool=false, first_output=true, system='', "
+    "first_system=true, after_user=false) -%}\n"
     "{%- for message in messages -%}\n"
     "    {%- if message['role'] == 'system' -%}\n"
     "        {%- if ns.first_system -%}\n"
@@ -187,7 +203,8 @@ static const char jinja_r1_0528[] =
     "        {%- set ns.first_call = false -%}\n"
     "        {%- set ns.after_user = true -%}\n"
     "        {{- '<｜User｜>' + message['content'] + '<｜Assistant｜>' -}}\n"
-    "    {%- elif message['role'] == 'assistant' and message['tool_calls'] is defined and message['tool_calls'] is not none -%}\n"
+    "    {%- elif message['role'] == 'assistant' and message['tool_calls'] is defined and "
+    "message['tool_calls'] is not none -%}\n"
     "        {%- set ns.after_user = false -%}\n"
     "        {%- if ns.in_tool -%}{{- '<｜tool▁outputs▁end｜>' -}}{%- endif -%}\n"
     "        {%- set ns.first_call = false -%}\n"
@@ -195,11 +212,16 @@ static const char jinja_r1_0528[] =
     "        {%- set ns.first_output = true -%}\n"
     "        {%- for call in message['tool_calls'] -%}\n"
     "            {%- if not ns.first_call -%}\n"
-    "                {%- if message['content'] is not none -%}{{- message['content'] -}}{%- endif -%}\n"
-    "                {{- '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>' + call['type'] + '<｜tool▁sep｜>' + call['function']['name'] + '\\n```json\\n' + call['function']['arguments'] + '\\n```<｜tool▁call▁end｜>' -}}\n"
+    "                {%- if message['content'] is not none -%}{{- message['content'] -}}{%- endif "
+    "-%}\n"
+    "                {{- '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>' + call['type'] + "
+    "'<｜tool▁sep｜>' + call['function']['name'] + '\\n```json\\n' + call['function']['arguments'] "
+    "+ '\\n```<｜tool▁call▁end｜>' -}}\n"
     "                {%- set ns.first_call = true -%}\n"
     "            {%- else -%}\n"
-    "                {{- '\\n<｜tool▁call▁begin｜>' + call['type'] + '<｜tool▁sep｜>' + call['function']['name'] + '\\n```json\\n' + call['function']['arguments'] + '\\n```<｜tool▁call▁end｜>' -}}\n"
+    "                {{- '\\n<｜tool▁call▁begin｜>' + call['type'] + '<｜tool▁sep｜>' + "
+    "call['function']['name'] + '\\n```json\\n' + call['function']['arguments'] + "
+    "'\\n```<｜tool▁call▁end｜>' -}}\n"
     "            {%- endif -%}\n"
     "        {%- endfor -%}\n"
     "        {{- '<｜tool▁calls▁end｜><｜end▁of▁sentence｜>' -}}\n"
@@ -213,7 +235,8 @@ static const char jinja_r1_0528[] =
     "            {%- if '</think>' in content -%}\n"
     "                {%- set cut = namespace(at=0) -%}\n"
     "                {%- for i in range(content | length) -%}\n"
-    "                    {%- if content[i:i + 8] == '</think>' -%}{%- set cut.at = i + 8 -%}{%- endif -%}\n"
+    "                    {%- if content[i:i + 8] == '</think>' -%}{%- set cut.at = i + 8 -%}{%- "
+    "endif -%}\n"
     "                {%- endfor -%}\n"
     "                {%- set content = content[cut.at:] -%}\n"
     "            {%- endif -%}\n"
@@ -223,15 +246,18 @@ static const char jinja_r1_0528[] =
     "        {%- set ns.after_user = false -%}\n"
     "        {%- set ns.in_tool = true -%}\n"
     "        {%- if ns.first_output -%}\n"
-    "            {{- '<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>' + message['content'] + '<｜tool▁output▁end｜>' -}}\n"
+    "            {{- '<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>' + message['content'] + "
+    "'<｜tool▁output▁end｜>' -}}\n"
     "            {%- set ns.first_output = false -%}\n"
     "        {%- else -%}\n"
-    "            {{- '\\n<｜tool▁output▁begin｜>' + message['content'] + '<｜tool▁output▁end｜>' -}}\n"
+    "            {{- '\\n<｜tool▁output▁begin｜>' + message['content'] + '<｜tool▁output▁end｜>' "
+    "-}}\n"
     "        {%- endif -%}\n"
     "    {%- endif -%}\n"
     "{%- endfor -%}\n"
     "{%- if ns.in_tool -%}{{- '<｜tool▁outputs▁end｜>' -}}{%- endif -%}\n"
-    "{%- if add_generation_prompt and not ns.after_user and not ns.in_tool -%}{{- '<｜Assistant｜>' -}}{%- endif -%}";
+    "{%- if add_generation_prompt and not ns.after_user and not ns.in_tool -%}{{- "
+    "'<｜Assistant｜>' -}}{%- endif -%}";
 
 const char *tmpl_builtin_jinja(const char *name)
 {
@@ -255,7 +281,7 @@ uint64_t tmpl__fingerprint(const char *s)
         if (!in_tag) {
             if (c == '{' && (s[i + 1] == '{' || s[i + 1] == '%')) in_tag = 1;
         } else if (quote) {
-            if (c == '\\' && s[i + 1]) {      /* escaped character: hash both bytes */
+            if (c == '\\' && s[i + 1]) { /* escaped character: hash both bytes */
                 h = (h ^ (unsigned char)c) * 0x100000001b3ull;
                 c = s[++i];
             } else if (c == quote) {
@@ -292,7 +318,8 @@ static const struct {
 int tmpl_detect(const char *chat_template, enum tmpl_kind *out, char *err)
 {
     if (!chat_template)
-        return err_set(err, ERR_UNSUPPORTED, "the model has no chat template; set "
+        return err_set(err, ERR_UNSUPPORTED,
+                       "the model has no chat template; set "
                        "model.template=deepseek-v3|deepseek-r1|deepseek-r1-0528");
     uint64_t fp = tmpl__fingerprint(chat_template);
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
@@ -305,7 +332,8 @@ int tmpl_detect(const char *chat_template, enum tmpl_kind *out, char *err)
             *out = (enum tmpl_kind)k;
             return 0;
         }
-    return err_set(err, ERR_UNSUPPORTED, "unrecognized chat template in tokenizer_config.json "
+    return err_set(err, ERR_UNSUPPORTED,
+                   "unrecognized chat template in tokenizer_config.json "
                    "(fingerprint %016llx); tandem renders built-in templates only: set "
                    "model.template=deepseek-v3|deepseek-r1|deepseek-r1-0528 to choose one",
                    (unsigned long long)fp);
@@ -321,7 +349,8 @@ int tmpl_select(const char *option, const char *chat_template, enum tmpl_kind *o
         return 0;
     }
     if (!chat_template)
-        return err_set(err, ERR_CONFIG, "model.template=auto but the model has no chat_template; "
+        return err_set(err, ERR_CONFIG,
+                       "model.template=auto but the model has no chat_template; "
                        "set model.template=deepseek-v3|deepseek-r1|deepseek-r1-0528");
     rc = tmpl_detect(chat_template, out, err);
     return rc == ERR_UNSUPPORTED ? ERR_CONFIG : rc;
@@ -366,8 +395,8 @@ static void put_call(struct rbuf *b, const struct tmpl_tool_call *c, const char 
 static int need(const char *s, size_t i, const char *what, char *err)
 {
     if (s) return 0;
-    return err_set(err, ERR_INVAL, "messages[%zu]: %s is null, but the chat template needs text there",
-                   i, what);
+    return err_set(err, ERR_INVAL,
+                   "messages[%zu]: %s is null, but the chat template needs text there", i, what);
 }
 
 static int is_role(const struct tmpl_msg *m, const char *r)
@@ -465,7 +494,8 @@ static int render_r1_0528(struct rbuf *b, const struct tmpl_msg *msgs, size_t n,
             for (size_t k = 0; k < m->n_tool_calls; k++) {
                 if (!is_first) {
                     if (m->content) put(b, m->content);
-                    put_call(b, &m->tool_calls[k], "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>", "");
+                    put_call(b, &m->tool_calls[k], "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>",
+                             "");
                     is_first = 1;
                 } else {
                     put_call(b, &m->tool_calls[k], "\n<｜tool▁call▁begin｜>", "");

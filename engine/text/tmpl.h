@@ -29,7 +29,7 @@
 #include <stddef.h>
 
 enum tmpl_kind {
-    TMPL_AUTO = 0,          /* only as an option value: recognize from the chat_template */
+    TMPL_AUTO = 0, /* only as an option value: recognize from the chat_template */
     TMPL_DEEPSEEK_V3,
     TMPL_DEEPSEEK_R1,
     TMPL_DEEPSEEK_R1_0528,
@@ -37,17 +37,17 @@ enum tmpl_kind {
 
 /* One tool call of an assistant message (OpenAI message.tool_calls[i]). */
 struct tmpl_tool_call {
-    const char *id;         /* may be NULL (the DeepSeek templates do not render it) */
-    const char *type;       /* NULL = "function" */
-    const char *name;       /* function.name */
-    const char *arguments;  /* function.arguments: a JSON text, rendered verbatim */
+    const char *id;        /* may be NULL (the DeepSeek templates do not render it) */
+    const char *type;      /* NULL = "function" */
+    const char *name;      /* function.name */
+    const char *arguments; /* function.arguments: a JSON text, rendered verbatim */
 };
 
 /* One chat message. Strings are NUL-terminated UTF-8. */
 struct tmpl_msg {
-    const char *role;       /* "system", "user", "assistant", "tool" (others are ignored, as the
-                               templates ignore them) */
-    const char *content;    /* NULL = null/absent content (assistant tool-call messages) */
+    const char *role;    /* "system", "user", "assistant", "tool" (others are ignored, as the
+                            templates ignore them) */
+    const char *content; /* NULL = null/absent content (assistant tool-call messages) */
     const struct tmpl_tool_call *tool_calls; /* NULL = no "tool_calls" key (or null); non-NULL
                                                 with n_tool_calls 0 = an empty array */
     size_t n_tool_calls;
@@ -61,7 +61,7 @@ struct tmpl_opts {
 
 /* "auto"|"deepseek-v3"|"deepseek-r1"|"deepseek-r1-0528" -> kind. Returns 0 or ERR_CONFIG. */
 int tmpl_kind_parse(const char *name, enum tmpl_kind *out, char *err);
-const char *tmpl_kind_name(enum tmpl_kind k);       /* "deepseek-v3", ...; "auto" for AUTO */
+const char *tmpl_kind_name(enum tmpl_kind k); /* "deepseek-v3", ...; "auto" for AUTO */
 
 /* Recognize a chat_template string. Returns 0 and the kind, or ERR_UNSUPPORTED with a message
  * telling the user to set model.template=deepseek-v3|deepseek-r1|deepseek-r1-0528. */

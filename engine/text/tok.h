@@ -46,7 +46,7 @@ struct tok_ids {
     size_t n, cap;
 };
 void tok_ids_fini(struct tok_ids *a);
-int tok_ids_push(struct tok_ids *a, int32_t id);          /* 0 or ERR_NOMEM */
+int tok_ids_push(struct tok_ids *a, int32_t id); /* 0 or ERR_NOMEM */
 
 /* Token types (GGUF tokenizer.ggml.token_type values). */
 enum tok_type {
@@ -61,20 +61,20 @@ enum tok_type {
 /* Everything needed to build a tokenizer from GGUF metadata. All pointers are borrowed for the
  * duration of tok_create_vocab only (it copies what it keeps). */
 struct tok_vocab {
-    const char *model;          /* tokenizer.ggml.model: must be "gpt2" (byte-level BPE) */
-    const char *pre;            /* tokenizer.ggml.pre: "deepseek-llm", "deepseek-coder",
-                                   "deepseek-v3" (NULL or "default": GPT-2 regex) */
+    const char *model; /* tokenizer.ggml.model: must be "gpt2" (byte-level BPE) */
+    const char *pre;   /* tokenizer.ggml.pre: "deepseek-llm", "deepseek-coder",
+                          "deepseek-v3" (NULL or "default": GPT-2 regex) */
     size_t n_tokens;
     const char *const *tokens;  /* [n_tokens] ByteLevel-encoded pieces (as in tokenizer.json) */
     const size_t *token_lens;   /* [n_tokens] byte lengths, or NULL = NUL-terminated strings */
     const int32_t *token_types; /* [n_tokens] enum tok_type, or NULL = all NORMAL */
     size_t n_merges;
-    const char *const *merges;  /* [n_merges] "left right", rank = index */
-    const size_t *merge_lens;   /* [n_merges] byte lengths, or NULL = NUL-terminated */
-    int32_t bos_id;             /* -1 = none */
-    int32_t eos_id;             /* -1 = none */
-    int add_bos;                /* tokenizer.ggml.add_bos_token (informational) */
-    const char *chat_template;  /* tokenizer.chat_template, or NULL */
+    const char *const *merges; /* [n_merges] "left right", rank = index */
+    const size_t *merge_lens;  /* [n_merges] byte lengths, or NULL = NUL-terminated */
+    int32_t bos_id;            /* -1 = none */
+    int32_t eos_id;            /* -1 = none */
+    int add_bos;               /* tokenizer.ggml.add_bos_token (informational) */
+    const char *chat_template; /* tokenizer.chat_template, or NULL */
 };
 
 /* Load tokenizer.json and (optionally) tokenizer_config.json from directory `dir`.
@@ -101,10 +101,11 @@ int tok_load(struct tok **out, const char *path, char *err);
 void tok_destroy(struct tok *t); /* accepts NULL */
 
 /* Encoding flags. */
-#define TOK_ENC_SPECIAL 1u /* match added tokens (special or not) in the text, as HF does;
-                              templates need this. Without it the whole text is plain text:
-                              "<｜User｜>" typed by a user becomes ordinary BPE tokens. */
-#define TOK_ENC_BOS 2u     /* prepend the BOS id (when the vocabulary has one) */
+#define TOK_ENC_SPECIAL                                                                            \
+    1u                 /* match added tokens (special or not) in the text, as HF does;             \
+                          templates need this. Without it the whole text is plain text:            \
+                          "<｜User｜>" typed by a user becomes ordinary BPE tokens. */
+#define TOK_ENC_BOS 2u /* prepend the BOS id (when the vocabulary has one) */
 
 /* Append the ids of text[0..len) to out. Returns 0, ERR_UTF8 (invalid UTF-8; err says where;
  * out unchanged), ERR_NOMEM. */
@@ -116,8 +117,8 @@ int tok_encode(const struct tok *t, const char *text, size_t len, unsigned flags
 
 /* Append the bytes of ids[0..n) to out. Returns 0, ERR_INVAL (an id out of range; err names it;
  * out unchanged), ERR_NOMEM. */
-int tok_decode(const struct tok *t, const int32_t *ids, size_t n, unsigned flags,
-               struct sbuf *out, char *err);
+int tok_decode(const struct tok *t, const int32_t *ids, size_t n, unsigned flags, struct sbuf *out,
+               char *err);
 
 /* The decoded bytes of one token (ByteLevel symbols mapped back to bytes; special tokens give
  * their content). Returns a pointer into the tokenizer (valid until tok_destroy, not
@@ -125,9 +126,9 @@ int tok_decode(const struct tok *t, const int32_t *ids, size_t n, unsigned flags
  * constrained decoding to see every token's bytes. */
 const char *tok_piece(const struct tok *t, int32_t id, size_t *len);
 
-int tok_vocab_size(const struct tok *t);   /* number of ids (max id + 1) */
-int32_t tok_bos(const struct tok *t);      /* BOS id or -1 */
-int32_t tok_eos(const struct tok *t);      /* EOS id or -1 */
+int tok_vocab_size(const struct tok *t); /* number of ids (max id + 1) */
+int32_t tok_bos(const struct tok *t);    /* BOS id or -1 */
+int32_t tok_eos(const struct tok *t);    /* EOS id or -1 */
 /* Id of the token whose content is exactly `text` (e.g. "<｜tool▁calls▁begin｜>"), or -1. */
 int32_t tok_find(const struct tok *t, const char *text);
 int tok_is_special(const struct tok *t, int32_t id); /* 1 for special/control tokens, else 0 */

@@ -31,8 +31,10 @@ static int get_str_arr(const struct gguf_ctx *g, const char *key, int required, 
     uint64_t cnt;
     int rc = gguf_get_arr(g, k, &et, &cnt, err);
     if (rc) return rc;
-    if (et != GGUF_TYPE_STRING) return err_set(err, ERR_FORMAT, "GGUF: %s is not a string array", key);
-    if (cnt > (1u << 24)) return err_set(err, ERR_FORMAT, "GGUF: %s has %llu entries", key, (unsigned long long)cnt);
+    if (et != GGUF_TYPE_STRING)
+        return err_set(err, ERR_FORMAT, "GGUF: %s is not a string array", key);
+    if (cnt > (1u << 24))
+        return err_set(err, ERR_FORMAT, "GGUF: %s has %llu entries", key, (unsigned long long)cnt);
     *s = malloc((cnt ? cnt : 1) * sizeof **s);
     *lens = malloc((cnt ? cnt : 1) * sizeof **lens);
     if (!*s || !*lens) return err_set(err, ERR_NOMEM, "GGUF: %s: out of memory", key);
@@ -62,7 +64,8 @@ int tok_create_gguf(struct tok **out, const struct gguf_ctx *g, char *err)
             uint64_t cnt;
             rc = gguf_get_arr(g, k, &et, &cnt, err);
             if (!rc && cnt != nt)
-                rc = err_set(err, ERR_FORMAT, "GGUF: tokenizer.ggml.token_type has %llu entries, tokens %zu",
+                rc = err_set(err, ERR_FORMAT,
+                             "GGUF: tokenizer.ggml.token_type has %llu entries, tokens %zu",
                              (unsigned long long)cnt, nt);
             if (!rc && !(types = malloc((nt ? nt : 1) * sizeof *types)))
                 rc = err_set(err, ERR_NOMEM, "GGUF: token types: out of memory");
@@ -129,7 +132,8 @@ static int load_gguf_file(struct tok **out, const char *path, char *err)
 int tok_load(struct tok **out, const char *path, char *err)
 {
     *out = NULL;
-    if (!path || !*path) return err_set(err, ERR_CONFIG, "no model given (model.path / --model DIR)");
+    if (!path || !*path)
+        return err_set(err, ERR_CONFIG, "no model given (model.path / --model DIR)");
     struct stat st;
     if (stat(path, &st) != 0) return err_set(err, ERR_IO, "cannot open model path %s", path);
     if (!S_ISDIR(st.st_mode)) return load_gguf_file(out, path, err);

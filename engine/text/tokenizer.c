@@ -52,34 +52,34 @@
 #define TOK_MAX_VOCAB (1 << 24)
 
 struct tok_entry {
-    uint32_t off, len;   /* bytes in t->pool */
-    uint8_t type;        /* enum tok_type */
-    uint8_t special;     /* CONTROL: skipped by TOK_DEC_SKIP_SPECIAL, matched only with flag */
-    uint8_t added;       /* an added token (matched before BPE) */
+    uint32_t off, len; /* bytes in t->pool */
+    uint8_t type;      /* enum tok_type */
+    uint8_t special;   /* CONTROL: skipped by TOK_DEC_SKIP_SPECIAL, matched only with flag */
+    uint8_t added;     /* an added token (matched before BPE) */
     uint8_t lstrip, rstrip;
-    uint8_t whole;       /* BPE of this token's own bytes gives exactly this token */
+    uint8_t whole; /* BPE of this token's own bytes gives exactly this token */
 };
 
-struct merge_slot {      /* open addressing: key 0 = empty (pair (0,0) stored as key+1 trick) */
-    uint64_t key;        /* ((uint64)left << 32 | right) + 1 */
+struct merge_slot { /* open addressing: key 0 = empty (pair (0,0) stored as key+1 trick) */
+    uint64_t key;   /* ((uint64)left << 32 | right) + 1 */
     int32_t rank;
     int32_t merged;
 };
 
-struct trie_node {       /* first-child / next-sibling byte trie */
+struct trie_node { /* first-child / next-sibling byte trie */
     int32_t child, sibling;
-    int32_t id;          /* added token ending here, -1 if none */
+    int32_t id; /* added token ending here, -1 if none */
     unsigned char byte;
 };
 
 struct byte_pair {
-    int32_t rank;        /* -1 = no merge */
+    int32_t rank; /* -1 = no merge */
     int32_t merged;
 };
 
 struct str_slot {
     uint32_t off, len;
-    int32_t id;          /* -1 = empty */
+    int32_t id; /* -1 = empty */
 };
 
 struct tok {
@@ -91,23 +91,23 @@ struct tok {
     int32_t byte_id[256];        /* id of the token for each single byte, -1 if none */
     struct byte_pair *byte_pair; /* [256 * 256]: the merge of two single-byte tokens */
 
-    struct merge_slot *merges;   /* capacity merge_mask + 1 */
+    struct merge_slot *merges; /* capacity merge_mask + 1 */
     uint64_t merge_mask;
 
-    struct str_slot *strs;       /* bytes -> id over normal tokens */
+    struct str_slot *strs; /* bytes -> id over normal tokens */
     uint64_t str_mask;
 
     /* added tokens, for matching before BPE */
-    int32_t *added;              /* ids, longest first */
+    int32_t *added; /* ids, longest first */
     int n_added;
-    uint8_t added_first[256];    /* 1 if some added token starts with this byte */
+    uint8_t added_first[256]; /* 1 if some added token starts with this byte */
     size_t added_maxlen;
-    struct trie_node *trie;      /* byte trie over added tokens; node 0 is the root */
+    struct trie_node *trie; /* byte trie over added tokens; node 0 is the root */
     int n_trie;
 
     int n_stages;
     pcre2_code *stage[TOK_MAX_STAGES];
-    int stage_jit[TOK_MAX_STAGES];   /* JIT-compiled: call pcre2_jit_match directly */
+    int stage_jit[TOK_MAX_STAGES]; /* JIT-compiled: call pcre2_jit_match directly */
     int ignore_merges;
 
     int32_t bos, eos;
@@ -186,7 +186,7 @@ static long bytelevel_decode(const int16_t *cp2byte, const char *s, size_t n, ch
 
 static uint64_t hash_bytes(const char *s, size_t n)
 {
-    uint64_t h = 0xcbf29ce484222325ull;   /* FNV-1a */
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
     for (size_t i = 0; i < n; i++) {
         h ^= (unsigned char)s[i];
         h *= 0x100000001b3ull;
@@ -278,9 +278,10 @@ static int build_byte_pairs(struct tok *t)
     for (int a = 0; a < 256; a++)
         for (int b = 0; b < 256; b++) {
             const struct merge_slot *m = t->byte_id[a] >= 0 && t->byte_id[b] >= 0
-                                             ? merge_lookup(t, t->byte_id[a], t->byte_id[b]) : NULL;
-            t->byte_pair[a * 256 + b] = m ? (struct byte_pair){m->rank, m->merged}
-                                          : (struct byte_pair){-1, -1};
+                                             ? merge_lookup(t, t->byte_id[a], t->byte_id[b])
+                                             : NULL;
+            t->byte_pair[a * 256 + b] =
+                m ? (struct byte_pair){m->rank, m->merged} : (struct byte_pair){-1, -1};
         }
     return 0;
 }
@@ -352,7 +353,10 @@ static int rewrite_pattern(const char *src, size_t n, char **out, char *err)
         if (o + sizeof ws + 8 > cap) {
             cap *= 2;
             char *nd = realloc(d, cap);
-            if (!nd) { free(d); return ERR_NOMEM; }
+            if (!nd) {
+                free(d);
+                return ERR_NOMEM;
+            }
             d = nd;
         }
         char c = src[i];
@@ -361,7 +365,8 @@ static int rewrite_pattern(const char *src, size_t n, char **out, char *err)
             if (e == 's' || e == 'S') {
                 if (in_class && e == 'S') {
                     free(d);
-                    return err_set(err, ERR_UNSUPPORTED, "pre-tokenizer regex: \\S inside [] is not supported");
+                    return err_set(err, ERR_UNSUPPORTED,
+                                   "pre-tokenizer regex: \\S inside [] is not supported");
                 }
                 if (!in_class) d[o++] = '[';
                 if (e == 'S') d[o++] = '^';
@@ -459,12 +464,9 @@ static const char *const pre_deepseek_llm[] = {
     NULL,
 };
 static const char *const pre_deepseek_coder[] = {
-    "[\r\n]",
-    "\\s?\\p{L}+",
-    "\\s?\\p{P}+",
-    "[\xe4\xb8\x80-\xe9\xbe\xa5\xe0\xa0\x80-\xe4\xb8\x80\xea\xb0\x80-\xed\x9f\xbf]+",
-    "\\p{N}",
-    NULL,
+    "[\r\n]",      "\\s?\\p{L}+",
+    "\\s?\\p{P}+", "[\xe4\xb8\x80-\xe9\xbe\xa5\xe0\xa0\x80-\xe4\xb8\x80\xea\xb0\x80-\xed\x9f\xbf]+",
+    "\\p{N}",      NULL,
 };
 static const char *const pre_deepseek_v3[] = {
     "\\p{N}{1,3}",
@@ -539,12 +541,11 @@ static int finish_vocab(struct tok *t, char *err)
 }
 
 /* Add one merge given as two ByteLevel strings. Unknown parts are reported as ERR_FORMAT. */
-static int add_merge(struct tok *t, const int16_t *cp2byte, const char *a, size_t na,
-                     const char *b, size_t nb, int32_t rank, char *err)
+static int add_merge(struct tok *t, const int16_t *cp2byte, const char *a, size_t na, const char *b,
+                     size_t nb, int32_t rank, char *err)
 {
     char buf[1024];
-    if (na + nb > sizeof buf)
-        return err_set(err, ERR_FORMAT, "merge %d is too long", (int)rank);
+    if (na + nb > sizeof buf) return err_set(err, ERR_FORMAT, "merge %d is too long", (int)rank);
     long la = bytelevel_decode(cp2byte, a, na, buf);
     long lb = la < 0 ? -1 : bytelevel_decode(cp2byte, b, nb, buf + la);
     if (la <= 0 || lb <= 0)
@@ -554,7 +555,8 @@ static int add_merge(struct tok *t, const int16_t *cp2byte, const char *a, size_
     int32_t r = str_lookup(t, buf + la, (size_t)lb);
     int32_t m = str_lookup(t, buf, (size_t)(la + lb));
     if (l < 0 || r < 0 || m < 0)
-        return err_set(err, ERR_FORMAT, "merge %d (\"%.*s %.*s\") uses a token missing from the vocabulary",
+        return err_set(err, ERR_FORMAT,
+                       "merge %d (\"%.*s %.*s\") uses a token missing from the vocabulary",
                        (int)rank, (int)na, a, (int)nb, b);
     merge_insert(t, l, r, rank, m);
     return 0;
@@ -582,8 +584,8 @@ static int set_token(struct tok *t, const int16_t *cp2byte, int32_t id, const ch
     char *buf = n <= sizeof small ? small : malloc(n);
     if (!buf) return ERR_NOMEM;
     long l = bytelevel ? bytelevel_decode(cp2byte, s, n, buf) : -1;
-    int rc = l >= 0 ? pool_add(t, buf, (size_t)l, &t->tok[id].off)
-                    : pool_add(t, s, n, &t->tok[id].off);
+    int rc =
+        l >= 0 ? pool_add(t, buf, (size_t)l, &t->tok[id].off) : pool_add(t, s, n, &t->tok[id].off);
     t->tok[id].len = (uint32_t)(l >= 0 ? (size_t)l : n);
     if (buf != small) free(buf);
     return rc;
@@ -602,7 +604,8 @@ int tok_create_vocab(struct tok **out, const struct tok_vocab *v, char *err)
 {
     *out = NULL;
     if (!v->model || strcmp(v->model, "gpt2") != 0)
-        return err_set(err, ERR_UNSUPPORTED, "tokenizer model '%s' is not supported (only byte-level BPE, \"gpt2\")",
+        return err_set(err, ERR_UNSUPPORTED,
+                       "tokenizer model '%s' is not supported (only byte-level BPE, \"gpt2\")",
                        v->model ? v->model : "(none)");
     if (v->n_tokens == 0 || v->n_tokens > TOK_MAX_VOCAB)
         return err_set(err, ERR_FORMAT, "tokenizer vocabulary size %zu out of range", v->n_tokens);
@@ -612,8 +615,10 @@ int tok_create_vocab(struct tok **out, const struct tok_vocab *v, char *err)
     else if (strcmp(pname, "deepseek-coder") == 0) pre = pre_deepseek_coder;
     else if (strcmp(pname, "deepseek-v3") == 0) pre = pre_deepseek_v3;
     else if (strcmp(pname, "default") != 0 && strcmp(pname, "gpt2") != 0)
-        return err_set(err, ERR_UNSUPPORTED, "tokenizer.ggml.pre '%s' is not supported "
-                       "(deepseek-v3, deepseek-llm, deepseek-coder, gpt2)", pname);
+        return err_set(err, ERR_UNSUPPORTED,
+                       "tokenizer.ggml.pre '%s' is not supported "
+                       "(deepseek-v3, deepseek-llm, deepseek-coder, gpt2)",
+                       pname);
 
     struct tok *t = tok_alloc((int)v->n_tokens);
     if (!t) return ERR_NOMEM;
@@ -653,9 +658,11 @@ int tok_create_vocab(struct tok **out, const struct tok_vocab *v, char *err)
         if (v->chat_template && !(t->chat_template = strdup(v->chat_template))) rc = ERR_NOMEM;
     }
     if (!rc && t->bos >= 0 &&
-        !(t->bos_text = strndup(t->pool + t->tok[t->bos].off, t->tok[t->bos].len))) rc = ERR_NOMEM;
+        !(t->bos_text = strndup(t->pool + t->tok[t->bos].off, t->tok[t->bos].len)))
+        rc = ERR_NOMEM;
     if (!rc && t->eos >= 0 &&
-        !(t->eos_text = strndup(t->pool + t->tok[t->eos].off, t->tok[t->eos].len))) rc = ERR_NOMEM;
+        !(t->eos_text = strndup(t->pool + t->tok[t->eos].off, t->tok[t->eos].len)))
+        rc = ERR_NOMEM;
     if (rc) {
         tok_destroy(t);
         return rc;
@@ -674,10 +681,12 @@ static int json_pre_tokenizer(struct tok *t, json_t *pt, char *err)
     if (strcmp(type, "Sequence") == 0) {
         json_t *arr = json_object_get(pt, "pretokenizers");
         if (!json_is_array(arr))
-            return err_set(err, ERR_FORMAT, "tokenizer.json: pre_tokenizer Sequence without pretokenizers");
+            return err_set(err, ERR_FORMAT,
+                           "tokenizer.json: pre_tokenizer Sequence without pretokenizers");
         size_t i;
         json_t *x;
-        json_array_foreach(arr, i, x) {
+        json_array_foreach(arr, i, x)
+        {
             int rc = json_pre_tokenizer(t, x, err);
             if (rc) return rc;
         }
@@ -686,14 +695,17 @@ static int json_pre_tokenizer(struct tok *t, json_t *pt, char *err)
     if (strcmp(type, "Split") == 0) {
         const char *beh = json_string_value(json_object_get(pt, "behavior"));
         if (!beh || strcmp(beh, "Isolated") != 0)
-            return err_set(err, ERR_UNSUPPORTED, "tokenizer.json: Split behavior '%s' (only Isolated)",
+            return err_set(err, ERR_UNSUPPORTED,
+                           "tokenizer.json: Split behavior '%s' (only Isolated)",
                            beh ? beh : "(none)");
         if (json_is_true(json_object_get(pt, "invert")))
             return err_set(err, ERR_UNSUPPORTED, "tokenizer.json: Split with invert=true");
         json_t *pat = json_object_get(pt, "pattern");
         json_t *re = json_object_get(pat, "Regex"), *str = json_object_get(pat, "String");
-        if (json_is_string(re)) return add_stage(t, json_string_value(re), json_string_length(re), 0, err);
-        if (json_is_string(str)) return add_stage(t, json_string_value(str), json_string_length(str), 1, err);
+        if (json_is_string(re))
+            return add_stage(t, json_string_value(re), json_string_length(re), 0, err);
+        if (json_is_string(str))
+            return add_stage(t, json_string_value(str), json_string_length(str), 1, err);
         return err_set(err, ERR_FORMAT, "tokenizer.json: Split without Regex/String pattern");
     }
     if (strcmp(type, "ByteLevel") == 0) {
@@ -716,7 +728,11 @@ static char *read_file(const char *path, size_t *len)
         if (n + 65536 + 1 > cap) {
             cap = cap ? cap * 2 : 1 << 20;
             char *b = realloc(buf, cap);
-            if (!b) { free(buf); fclose(f); return NULL; }
+            if (!b) {
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
             buf = b;
         }
         size_t r = fread(buf + n, 1, cap - n - 1, f);
@@ -725,7 +741,10 @@ static char *read_file(const char *path, size_t *len)
     }
     int bad = ferror(f);
     fclose(f);
-    if (bad) { free(buf); return NULL; }
+    if (bad) {
+        free(buf);
+        return NULL;
+    }
     buf[n] = 0;
     *len = n;
     return buf;
@@ -748,7 +767,7 @@ static int load_config(struct tok *t, const char *dir, char *err)
     json_t *cfg = json_load_file(path, 0, &je);
     if (!cfg) {
         FILE *f = fopen(path, "rb");
-        if (!f) return 0;   /* optional */
+        if (!f) return 0; /* optional */
         fclose(f);
         return err_set(err, ERR_FORMAT, "%s:%d: %s", path, je.line, je.text);
     }
@@ -761,10 +780,11 @@ static int load_config(struct tok *t, const char *dir, char *err)
     const char *tmpl = NULL;
     if (json_is_string(ct)) {
         tmpl = json_string_value(ct);
-    } else if (json_is_array(ct)) {   /* [{"name": "default", "template": "..."}, ...] */
+    } else if (json_is_array(ct)) { /* [{"name": "default", "template": "..."}, ...] */
         size_t i;
         json_t *x;
-        json_array_foreach(ct, i, x) {
+        json_array_foreach(ct, i, x)
+        {
             const char *name = json_string_value(json_object_get(x, "name"));
             const char *tt = json_string_value(json_object_get(x, "template"));
             if (tt && (!tmpl || (name && strcmp(name, "default") == 0))) tmpl = tt;
@@ -807,14 +827,16 @@ int tok_create_dir(struct tok **out, const char *dir, char *err)
     if (json_is_true(json_object_get(model, "byte_fallback")) ||
         json_is_string(json_object_get(model, "continuing_subword_prefix")) ||
         json_is_string(json_object_get(model, "end_of_word_suffix"))) {
-        rc = err_set(err, ERR_UNSUPPORTED, "%s: BPE with byte_fallback / subword prefix or suffix", path);
+        rc = err_set(err, ERR_UNSUPPORTED, "%s: BPE with byte_fallback / subword prefix or suffix",
+                     path);
         goto done;
     }
     if (norm && !json_is_null(norm)) {
         const char *nt = json_string_value(json_object_get(norm, "type"));
         json_t *list = json_object_get(norm, "normalizers");
         if (!nt || strcmp(nt, "Sequence") != 0 || json_array_size(list) != 0) {
-            rc = err_set(err, ERR_UNSUPPORTED, "%s: normalizer '%s' is not supported", path, nt ? nt : "?");
+            rc = err_set(err, ERR_UNSUPPORTED, "%s: normalizer '%s' is not supported", path,
+                         nt ? nt : "?");
             goto done;
         }
     }
@@ -822,7 +844,8 @@ int tok_create_dir(struct tok **out, const char *dir, char *err)
     long long max_id = -1;
     const char *key;
     json_t *val;
-    json_object_foreach(vocab, key, val) {
+    json_object_foreach(vocab, key, val)
+    {
         if (!json_is_integer(val) || json_integer_value(val) < 0 ||
             json_integer_value(val) >= TOK_MAX_VOCAB) {
             rc = err_set(err, ERR_FORMAT, "%s: bad id for vocab entry \"%.60s\"", path, key);
@@ -831,11 +854,14 @@ int tok_create_dir(struct tok **out, const char *dir, char *err)
         if (json_integer_value(val) > max_id) max_id = json_integer_value(val);
     }
     size_t i;
-    json_array_foreach(added, i, val) {
+    json_array_foreach(added, i, val)
+    {
         json_t *id = json_object_get(val, "id");
-        if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) >= TOK_MAX_VOCAB ||
+        if (!json_is_integer(id) || json_integer_value(id) < 0 ||
+            json_integer_value(id) >= TOK_MAX_VOCAB ||
             !json_is_string(json_object_get(val, "content"))) {
-            rc = err_set(err, ERR_FORMAT, "%s: added_tokens[%zu] lacks a valid id/content", path, i);
+            rc =
+                err_set(err, ERR_FORMAT, "%s: added_tokens[%zu] lacks a valid id/content", path, i);
             goto done;
         }
         if (json_integer_value(id) > max_id) max_id = json_integer_value(id);
@@ -845,10 +871,14 @@ int tok_create_dir(struct tok **out, const char *dir, char *err)
         goto done;
     }
     t = tok_alloc((int)max_id + 1);
-    if (!t) { rc = ERR_NOMEM; goto done; }
+    if (!t) {
+        rc = ERR_NOMEM;
+        goto done;
+    }
     int16_t cp2byte[324];
     make_cp2byte(cp2byte);
-    json_array_foreach(added, i, val) {   /* mark added tokens first, so set_token knows */
+    json_array_foreach(added, i, val)
+    { /* mark added tokens first, so set_token knows */
         struct tok_entry *e = &t->tok[json_integer_value(json_object_get(val, "id"))];
         e->added = 1;
         e->special = json_is_true(json_object_get(val, "special"));
@@ -856,30 +886,39 @@ int tok_create_dir(struct tok **out, const char *dir, char *err)
         e->lstrip = json_is_true(json_object_get(val, "lstrip"));
         e->rstrip = json_is_true(json_object_get(val, "rstrip"));
     }
-    json_array_foreach(added, i, val) {
+    json_array_foreach(added, i, val)
+    {
         json_t *c = json_object_get(val, "content");
         int32_t id = (int32_t)json_integer_value(json_object_get(val, "id"));
-        if ((rc = set_token(t, cp2byte, id, json_string_value(c), json_string_length(c), 0))) goto done;
+        if ((rc = set_token(t, cp2byte, id, json_string_value(c), json_string_length(c), 0)))
+            goto done;
     }
-    json_object_foreach(vocab, key, val) {
+    json_object_foreach(vocab, key, val)
+    {
         int32_t id = (int32_t)json_integer_value(val);
         if (t->tok[id].added) continue;
         if ((rc = set_token(t, cp2byte, id, key, strlen(key), 1))) goto done;
     }
     if ((rc = finish_vocab(t, err))) goto done;
     if ((rc = alloc_merges(t, json_array_size(merges)))) goto done;
-    json_array_foreach(merges, i, val) {
-        if (json_is_string(val)) {          /* "left right" */
+    json_array_foreach(merges, i, val)
+    {
+        if (json_is_string(val)) { /* "left right" */
             const char *m = json_string_value(val);
             size_t n = json_string_length(val);
             const char *sp = memchr(m, ' ', n);
-            if (!sp) { rc = err_set(err, ERR_FORMAT, "%s: merges[%zu] has no space", path, i); goto done; }
-            rc = add_merge(t, cp2byte, m, (size_t)(sp - m), sp + 1, n - (size_t)(sp - m) - 1, (int32_t)i, err);
+            if (!sp) {
+                rc = err_set(err, ERR_FORMAT, "%s: merges[%zu] has no space", path, i);
+                goto done;
+            }
+            rc = add_merge(t, cp2byte, m, (size_t)(sp - m), sp + 1, n - (size_t)(sp - m) - 1,
+                           (int32_t)i, err);
         } else if (json_is_array(val) && json_array_size(val) == 2 &&
-                   json_is_string(json_array_get(val, 0)) && json_is_string(json_array_get(val, 1))) {
+                   json_is_string(json_array_get(val, 0)) &&
+                   json_is_string(json_array_get(val, 1))) {
             json_t *a = json_array_get(val, 0), *b = json_array_get(val, 1);
-            rc = add_merge(t, cp2byte, json_string_value(a), json_string_length(a), json_string_value(b),
-                           json_string_length(b), (int32_t)i, err);
+            rc = add_merge(t, cp2byte, json_string_value(a), json_string_length(a),
+                           json_string_value(b), json_string_length(b), (int32_t)i, err);
         } else {
             rc = err_set(err, ERR_FORMAT, "%s: merges[%zu] is neither \"a b\" nor [a, b]", path, i);
         }
@@ -891,11 +930,14 @@ int tok_create_dir(struct tok **out, const char *dir, char *err)
     if ((rc = json_pre_tokenizer(t, json_object_get(root, "pre_tokenizer"), err))) goto done;
     if (t->n_stages == 0 && (rc = add_stage(t, gpt2_re, strlen(gpt2_re), 0, err))) goto done;
     if ((rc = load_config(t, dir, err))) goto done;
-    if (t->bos >= 0 && !(t->bos_text = strndup(t->pool + t->tok[t->bos].off, t->tok[t->bos].len))) rc = ERR_NOMEM;
-    if (!rc && t->eos >= 0 && !(t->eos_text = strndup(t->pool + t->tok[t->eos].off, t->tok[t->eos].len))) rc = ERR_NOMEM;
+    if (t->bos >= 0 && !(t->bos_text = strndup(t->pool + t->tok[t->bos].off, t->tok[t->bos].len)))
+        rc = ERR_NOMEM;
+    if (!rc && t->eos >= 0 &&
+        !(t->eos_text = strndup(t->pool + t->tok[t->eos].off, t->tok[t->eos].len)))
+        rc = ERR_NOMEM;
 done:
     json_decref(root);
-    malloc_trim(0);   /* the parsed JSON (~200 MB of small objects) is gone: give it back */
+    malloc_trim(0); /* the parsed JSON (~200 MB of small objects) is gone: give it back */
     if (rc) {
         tok_destroy(t);
         return rc;
@@ -917,21 +959,21 @@ struct heap_ent {
 };
 
 struct bpe_sym {
-    int32_t id;          /* -1 = merged away */
-    int32_t prev, next;  /* -1 = none */
-    int32_t rank;        /* rank of the merge (this, next); -1 = none */
-    int32_t merged;      /* its result */
-    int32_t hpos;        /* index in the heap; -1 = not queued */
+    int32_t id;         /* -1 = merged away */
+    int32_t prev, next; /* -1 = none */
+    int32_t rank;       /* rank of the merge (this, next); -1 = none */
+    int32_t merged;     /* its result */
+    int32_t hpos;       /* index in the heap; -1 = not queued */
 };
 
 /* A per-call cache of BPE results for short pieces (words repeat a lot in long texts). Keys
  * point into the text being encoded, so the cache never outlives the call. */
-#define CACHE_MAX_SLOTS 8192       /* power of two; about one slot per 8 bytes of text */
+#define CACHE_MAX_SLOTS 8192 /* power of two; about one slot per 8 bytes of text */
 #define CACHE_MAX_PIECE 64
-#define CACHE_MIN_TEXT 512         /* shorter texts are not worth the allocation */
+#define CACHE_MIN_TEXT 512 /* shorter texts are not worth the allocation */
 
 struct cache_slot {
-    const char *key;               /* NULL = empty */
+    const char *key; /* NULL = empty */
     uint32_t len, ids_off, n_ids;
 };
 
@@ -941,9 +983,9 @@ struct enc {
     struct tok_ids *out;
     pcre2_match_data *md;
     struct bpe_sym *sym;
-    struct heap_ent *heap;         /* candidate merges ordered by (rank, symbol index) */
+    struct heap_ent *heap; /* candidate merges ordered by (rank, symbol index) */
     size_t sym_cap, heap_n;
-    struct cache_slot *cache;      /* NULL = no cache */
+    struct cache_slot *cache; /* NULL = no cache */
     size_t cache_used, cache_mask;
     struct tok_ids cache_ids;
 };
@@ -976,7 +1018,10 @@ static void heap_down(struct enc *e, size_t i)
     for (;;) {
         size_t l = 2 * i + 1, m = i;
         struct heap_ent best = v;
-        if (l < e->heap_n && ent_less(e->heap[l], best)) { m = l; best = e->heap[l]; }
+        if (l < e->heap_n && ent_less(e->heap[l], best)) {
+            m = l;
+            best = e->heap[l];
+        }
         if (l + 1 < e->heap_n && ent_less(e->heap[l + 1], best)) m = l + 1;
         if (m == i) break;
         heap_set(e, i, e->heap[m]);
@@ -1008,7 +1053,8 @@ static void set_pair(struct enc *e, int32_t l)
 {
     if (l < 0) return;
     struct bpe_sym *L = &e->sym[l];
-    const struct merge_slot *m = L->next >= 0 ? merge_lookup(e->t, L->id, e->sym[L->next].id) : NULL;
+    const struct merge_slot *m =
+        L->next >= 0 ? merge_lookup(e->t, L->id, e->sym[L->next].id) : NULL;
     if (!m) {
         L->rank = -1;
         if (L->hpos >= 0) heap_remove(e, l);
@@ -1054,7 +1100,7 @@ static int bpe_piece(struct enc *e, const unsigned char *p, size_t n)
     int rc = bpe_merge(e, p, n);
     if (rc || e->cache_used >= (e->cache_mask + 1) * 3 / 4) return rc;
     size_t k = e->out->n - before;
-    if (ids_reserve(&e->cache_ids, k)) return 0;   /* no room: just do not cache */
+    if (ids_reserve(&e->cache_ids, k)) return 0; /* no room: just do not cache */
     memcpy(e->cache_ids.v + e->cache_ids.n, e->out->v + before, k * sizeof(int32_t));
     *c = (struct cache_slot){(const char *)p, (uint32_t)n, (uint32_t)e->cache_ids.n, (uint32_t)k};
     e->cache_ids.n += k;
@@ -1092,7 +1138,7 @@ static int bpe_merge(struct enc *e, const unsigned char *p, size_t n)
     }
     e->heap_n = 0;
     for (int32_t i = 0; i + 1 < ns; i++) {
-        if (ns == (int32_t)n) {   /* every byte has a token: the first merges from the byte table */
+        if (ns == (int32_t)n) { /* every byte has a token: the first merges from the byte table */
             const struct byte_pair *bp = &t->byte_pair[p[i] * 256 + p[i + 1]];
             if (bp->rank < 0) continue;
             e->sym[i].rank = bp->rank;
@@ -1135,10 +1181,10 @@ static int pre_split(struct enc *e, int k, const char *s, size_t n)
                     ? pcre2_jit_match(re, (PCRE2_SPTR)s, n, from, PCRE2_NO_UTF_CHECK, e->md, NULL)
                     : pcre2_match(re, (PCRE2_SPTR)s, n, from, PCRE2_NO_UTF_CHECK, e->md, NULL);
         if (m == PCRE2_ERROR_NOMATCH) break;
-        if (m < 0) return ERR_INTERNAL;   /* match limit etc.: cannot happen for these patterns */
+        if (m < 0) return ERR_INTERNAL; /* match limit etc.: cannot happen for these patterns */
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
         size_t a = ov[0], b = ov[1];
-        if (b == a) {                     /* empty match: skip one character, keep the gap */
+        if (b == a) { /* empty match: skip one character, keep the gap */
             from = a + 1;
             while (from < n && ((unsigned char)s[from] & 0xC0) == 0x80) from++;
             continue;
@@ -1208,7 +1254,7 @@ int tok_encode(const struct tok *t, const char *text, size_t len, unsigned flags
     struct enc e = {.t = t, .out = out};
     e.md = pcre2_match_data_create(4, NULL);
     if (!e.md) return ERR_NOMEM;
-    if (len >= CACHE_MIN_TEXT) {   /* optional: without it BPE just runs for every piece */
+    if (len >= CACHE_MIN_TEXT) { /* optional: without it BPE just runs for every piece */
         size_t slots = 64;
         while (slots < CACHE_MAX_SLOTS && slots * 8 < len) slots *= 2;
         e.cache = calloc(slots, sizeof *e.cache);
@@ -1221,7 +1267,7 @@ int tok_encode(const struct tok *t, const char *text, size_t len, unsigned flags
         size_t at = len;
         int32_t id = -1;
         if ((flags & TOK_ENC_SPECIAL) && t->n_added) id = find_added(t, text, len, pos, &at);
-        size_t end = at;      /* plain text is text[pos..end) */
+        size_t end = at; /* plain text is text[pos..end) */
         size_t next = len;
         if (id >= 0) {
             const struct tok_entry *te = &t->tok[id];
@@ -1269,12 +1315,13 @@ static int mark_whole_tokens(struct tok *t)
 
 /* ---------------------------------------------------------------- decoding and queries */
 
-int tok_decode(const struct tok *t, const int32_t *ids, size_t n, unsigned flags,
-               struct sbuf *out, char *err)
+int tok_decode(const struct tok *t, const int32_t *ids, size_t n, unsigned flags, struct sbuf *out,
+               char *err)
 {
     for (size_t i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= t->n_vocab)
-            return err_set(err, ERR_INVAL, "token id %lld at position %zu is out of range (vocabulary: %d)",
+            return err_set(err, ERR_INVAL,
+                           "token id %lld at position %zu is out of range (vocabulary: %d)",
                            (long long)ids[i], i, t->n_vocab);
     size_t total = 0;
     for (size_t i = 0; i < n; i++) total += t->tok[ids[i]].len;
@@ -1334,4 +1381,3 @@ int32_t tok_find(const struct tok *t, const char *text)
     }
     return str_lookup(t, text, n);
 }
-

@@ -26,7 +26,7 @@ struct toolparse {
     char hold[64];
     size_t n_hold;
     struct sbuf block;
-    size_t scan_from;               /* where to resume looking for the end marker in block */
+    size_t scan_from; /* where to resume looking for the end marker in block */
     struct toolparse_call *calls;
     size_t n_calls, cap_calls;
     char **names;
@@ -260,7 +260,7 @@ static int block_check(struct toolparse *tp, struct sbuf *content, char **rest, 
 int toolparse_feed(struct toolparse *tp, const char *text, size_t n, struct sbuf *content)
 {
     const size_t lb = strlen(MARK_BEGIN);
-    char *own = NULL;   /* text after an end marker, re-fed in CONTENT state */
+    char *own = NULL; /* text after an end marker, re-fed in CONTENT state */
     int rc = 0;
     while (n) {
         if (tp->in_block) {
@@ -350,11 +350,11 @@ int toolparse_stream_deltas(const struct toolparse *tp, size_t *n_sent, json_t *
 {
     for (size_t i = *n_sent; i < tp->n_calls; i++) {
         const struct toolparse_call *c = &tp->calls[i];
-        json_t *a = json_pack("[{s:I, s:s, s:s, s:{s:s, s:s}}]", "index", (json_int_t)i, "id",
-                              c->id, "type", "function", "function", "name", c->name,
-                              "arguments", "");
-        json_t *b = json_pack("[{s:I, s:{s:s}}]", "index", (json_int_t)i, "function",
-                              "arguments", c->arguments);
+        json_t *a =
+            json_pack("[{s:I, s:s, s:s, s:{s:s, s:s}}]", "index", (json_int_t)i, "id", c->id,
+                      "type", "function", "function", "name", c->name, "arguments", "");
+        json_t *b = json_pack("[{s:I, s:{s:s}}]", "index", (json_int_t)i, "function", "arguments",
+                              c->arguments);
         if (!a || !b || json_array_append_new(deltas, a)) {
             json_decref(b);
             return ERR_NOMEM;
@@ -382,8 +382,7 @@ static int valid_name(const char *s)
     return 1;
 }
 
-int toolparse_req_parse(const json_t *root, struct toolparse_req *r, const char **param,
-                        char *err)
+int toolparse_req_parse(const json_t *root, struct toolparse_req *r, const char **param, char *err)
 {
     memset(r, 0, sizeof *r);
     r->parallel = 1;
@@ -401,8 +400,10 @@ int toolparse_req_parse(const json_t *root, struct toolparse_req *r, const char 
             if (!json_is_object(t) || !json_is_string(type) ||
                 strcmp(json_string_value(type), "function") != 0 || !json_is_object(fn)) {
                 *param = "tools";
-                return err_set(err, ERR_INVAL, "'tools[%zu]' must be {\"type\": \"function\", "
-                               "\"function\": {...}}", i);
+                return err_set(err, ERR_INVAL,
+                               "'tools[%zu]' must be {\"type\": \"function\", "
+                               "\"function\": {...}}",
+                               i);
             }
             json_t *name = json_object_get(fn, "name");
             json_t *desc = json_object_get(fn, "description");
@@ -410,15 +411,19 @@ int toolparse_req_parse(const json_t *root, struct toolparse_req *r, const char 
             json_t *strict = json_object_get(fn, "strict");
             if (!json_is_string(name) || !valid_name(json_string_value(name))) {
                 *param = "tools";
-                return err_set(err, ERR_INVAL, "'tools[%zu].function.name' must be 1-64 "
-                               "characters of a-z, A-Z, 0-9, '_', '-' or '.'", i);
+                return err_set(err, ERR_INVAL,
+                               "'tools[%zu].function.name' must be 1-64 "
+                               "characters of a-z, A-Z, 0-9, '_', '-' or '.'",
+                               i);
             }
             if ((desc && !json_is_null(desc) && !json_is_string(desc)) ||
                 (params && !json_is_null(params) && !json_is_object(params)) ||
                 (strict && !json_is_null(strict) && !json_is_boolean(strict))) {
                 *param = "tools";
-                return err_set(err, ERR_INVAL, "'tools[%zu].function': description must be a "
-                               "string, parameters an object, strict a boolean", i);
+                return err_set(err, ERR_INVAL,
+                               "'tools[%zu].function': description must be a "
+                               "string, parameters an object, strict a boolean",
+                               i);
             }
             const char *nm = json_string_value(name);
             for (size_t k = 0; k < r->n_tools; k++)
@@ -434,40 +439,50 @@ int toolparse_req_parse(const json_t *root, struct toolparse_req *r, const char 
     if (tc && !json_is_null(tc)) {
         if (json_is_string(tc)) {
             const char *s = json_string_value(tc);
-            if (strcmp(s, "auto") == 0) r->choice = r->n_tools ? TOOLPARSE_CHOICE_AUTO
-                                                               : TOOLPARSE_CHOICE_NONE;
+            if (strcmp(s, "auto") == 0)
+                r->choice = r->n_tools ? TOOLPARSE_CHOICE_AUTO : TOOLPARSE_CHOICE_NONE;
             else if (strcmp(s, "none") == 0) r->choice = TOOLPARSE_CHOICE_NONE;
             else if (strcmp(s, "required") == 0) r->choice = TOOLPARSE_CHOICE_REQUIRED;
-            else return bad(err, param, "tool_choice", "'tool_choice' must be \"auto\", "
-                            "\"none\", \"required\" or a function object; got \"%.40s\"", s);
+            else
+                return bad(err, param, "tool_choice",
+                           "'tool_choice' must be \"auto\", "
+                           "\"none\", \"required\" or a function object; got \"%.40s\"",
+                           s);
         } else if (json_is_object(tc)) {
             json_t *fn = json_object_get(tc, "function");
             json_t *name = json_object_get(fn, "name");
             json_t *type = json_object_get(tc, "type");
             if (!json_is_string(type) || strcmp(json_string_value(type), "function") != 0 ||
                 !json_is_string(name))
-                return bad(err, param, "tool_choice", "'tool_choice' object must be {\"type\": "
-                           "\"function\", \"function\": {\"name\": ...}}%s", "");
+                return bad(err, param, "tool_choice",
+                           "'tool_choice' object must be {\"type\": "
+                           "\"function\", \"function\": {\"name\": ...}}%s",
+                           "");
             r->choice = TOOLPARSE_CHOICE_NAMED;
             r->choice_name = json_string_value(name);
             size_t k = 0;
             while (k < r->n_tools && strcmp(r->names[k], r->choice_name) != 0) k++;
             if (k == r->n_tools)
-                return bad(err, param, "tool_choice", "'tool_choice' names function \"%.64s\", "
-                           "which is not in 'tools'", r->choice_name);
+                return bad(err, param, "tool_choice",
+                           "'tool_choice' names function \"%.64s\", "
+                           "which is not in 'tools'",
+                           r->choice_name);
         } else {
-            return bad(err, param, "tool_choice", "'tool_choice' must be a string or an "
-                       "object%s", "");
+            return bad(err, param, "tool_choice",
+                       "'tool_choice' must be a string or an "
+                       "object%s",
+                       "");
         }
         if (r->choice == TOOLPARSE_CHOICE_REQUIRED && !r->n_tools)
-            return bad(err, param, "tool_choice", "'tool_choice' \"required\" needs 'tools'%s",
-                       "");
+            return bad(err, param, "tool_choice", "'tool_choice' \"required\" needs 'tools'%s", "");
     }
     json_t *par = json_object_get(root, "parallel_tool_calls");
     if (par && !json_is_null(par)) {
         if (!json_is_boolean(par))
-            return bad(err, param, "parallel_tool_calls", "'parallel_tool_calls' must be a "
-                       "boolean%s", "");
+            return bad(err, param, "parallel_tool_calls",
+                       "'parallel_tool_calls' must be a "
+                       "boolean%s",
+                       "");
         r->parallel = json_is_true(par);
     }
     return 0;
@@ -500,14 +515,15 @@ int toolparse_tools_prompt(const struct toolparse_req *r, struct sbuf *out)
         }
         if (!rc) rc = put(out, "\n");
     }
-    if (!rc) rc = put(out, "\nTo call a function, reply with exactly this, the arguments being "
-                          "a JSON object that matches its parameters:\n"
-                          TOOLPARSE_CALLS_BEGIN TOOLPARSE_CALL_BEGIN "function" TOOLPARSE_SEP
-                          "FUNCTION_NAME\n```json\n{\"argument\": \"value\"}\n```"
-                          TOOLPARSE_CALL_END TOOLPARSE_CALLS_END "\n");
+    if (!rc)
+        rc = put(out, "\nTo call a function, reply with exactly this, the arguments being "
+                      "a JSON object that matches its parameters:\n" TOOLPARSE_CALLS_BEGIN
+                          TOOLPARSE_CALL_BEGIN "function" TOOLPARSE_SEP
+                      "FUNCTION_NAME\n```json\n{\"argument\": \"value\"}\n```" TOOLPARSE_CALL_END
+                          TOOLPARSE_CALLS_END "\n");
     if (!rc && r->parallel)
-        rc = put(out, "Several calls go one after another inside the same "
-                      TOOLPARSE_CALLS_BEGIN "..." TOOLPARSE_CALLS_END ", separated by \"\\n\".\n");
+        rc = put(out, "Several calls go one after another inside the same " TOOLPARSE_CALLS_BEGIN
+                      "..." TOOLPARSE_CALLS_END ", separated by \"\\n\".\n");
     if (!rc && r->choice == TOOLPARSE_CHOICE_AUTO)
         rc = put(out, "Call a function only when it helps to answer; otherwise answer directly.\n");
     if (!rc && r->choice == TOOLPARSE_CHOICE_REQUIRED)
@@ -520,8 +536,7 @@ int toolparse_tools_prompt(const struct toolparse_req *r, struct sbuf *out)
     return rc;
 }
 
-int toolparse_history_calls(const json_t *msg, struct tmpl_tool_call **calls, size_t *n,
-                            char *err)
+int toolparse_history_calls(const json_t *msg, struct tmpl_tool_call **calls, size_t *n, char *err)
 {
     *calls = NULL;
     *n = 0;
@@ -543,9 +558,11 @@ int toolparse_history_calls(const json_t *msg, struct tmpl_tool_call **calls, si
             (type && !json_is_null(type) && !json_is_string(type)) ||
             (id && !json_is_null(id) && !json_is_string(id))) {
             free(c);
-            return err_set(err, ERR_INVAL, "'tool_calls[%zu]' must be {\"id\": string, \"type\": "
+            return err_set(err, ERR_INVAL,
+                           "'tool_calls[%zu]' must be {\"id\": string, \"type\": "
                            "\"function\", \"function\": {\"name\": string, \"arguments\": "
-                           "string}}", i);
+                           "string}}",
+                           i);
         }
         if (json_is_object(args)) {
             /* some clients send the arguments as an object; the template needs text. The
@@ -620,10 +637,7 @@ int toolparse_pipe_finish(struct toolparse_pipe *p)
     return rc;
 }
 
-static json_t *text_json(const struct sbuf *t)
-{
-    return json_stringn(t->s ? t->s : "", t->n);
-}
+static json_t *text_json(const struct sbuf *t) { return json_stringn(t->s ? t->s : "", t->n); }
 
 int toolparse_pipe_deltas(struct toolparse_pipe *p, json_t *deltas)
 {
@@ -659,8 +673,7 @@ int toolparse_pipe_message(struct toolparse_pipe *p, json_t *message)
     return rc ? ERR_NOMEM : 0;
 }
 
-const char *toolparse_pipe_finish_reason(const struct toolparse_pipe *p,
-                                         const char *engine_reason)
+const char *toolparse_pipe_finish_reason(const struct toolparse_pipe *p, const char *engine_reason)
 {
     if (p->tp && toolparse_n_calls(p->tp) && engine_reason && strcmp(engine_reason, "stop") == 0)
         return "tool_calls";

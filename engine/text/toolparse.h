@@ -57,9 +57,9 @@
 struct toolparse;
 
 struct toolparse_call {
-    char id[32];            /* "call_" + 24 alphanumerics */
-    char *name;             /* function.name */
-    char *arguments;        /* function.arguments: a JSON object text */
+    char id[32];     /* "call_" + 24 alphanumerics */
+    char *name;      /* function.name */
+    char *arguments; /* function.arguments: a JSON object text */
 };
 
 /* names[0..n_names): the request's function names (copied); n_names 0 = accept any name.
@@ -98,19 +98,19 @@ int toolparse_stream_deltas(const struct toolparse *tp, size_t *n_sent, json_t *
 /* ---- request side ---- */
 
 enum toolparse_choice {
-    TOOLPARSE_CHOICE_AUTO = 0,   /* default when tools are given */
-    TOOLPARSE_CHOICE_NONE,       /* default without tools: tools are not shown to the model */
-    TOOLPARSE_CHOICE_REQUIRED,   /* must call some tool */
-    TOOLPARSE_CHOICE_NAMED,      /* must call `name` */
+    TOOLPARSE_CHOICE_AUTO = 0, /* default when tools are given */
+    TOOLPARSE_CHOICE_NONE,     /* default without tools: tools are not shown to the model */
+    TOOLPARSE_CHOICE_REQUIRED, /* must call some tool */
+    TOOLPARSE_CHOICE_NAMED,    /* must call `name` */
 };
 
 struct toolparse_req {
-    const json_t *tools;         /* validated "tools" array (borrowed), NULL when absent/empty */
+    const json_t *tools; /* validated "tools" array (borrowed), NULL when absent/empty */
     size_t n_tools;
-    const char *names[64];       /* function names, borrowed from `tools` */
+    const char *names[64]; /* function names, borrowed from `tools` */
     enum toolparse_choice choice;
-    const char *choice_name;     /* NAMED: borrowed from the request */
-    int parallel;                /* parallel_tool_calls, default 1 */
+    const char *choice_name; /* NAMED: borrowed from the request */
+    int parallel;            /* parallel_tool_calls, default 1 */
 };
 #define TOOLPARSE_MAX_TOOLS 64
 
@@ -120,8 +120,7 @@ struct toolparse_req {
  * TOOLPARSE_MAX_TOOLS. tool_choice: "auto"|"none"|"required"|{"type":"function","function":
  * {"name": one of the tools}}; "required"/named without tools is an error. Returns 0, or
  * ERR_INVAL with *param naming the field ("tools", "tool_choice", "parallel_tool_calls"). */
-int toolparse_req_parse(const json_t *root, struct toolparse_req *r, const char **param,
-                        char *err);
+int toolparse_req_parse(const json_t *root, struct toolparse_req *r, const char **param, char *err);
 
 /* Append the tool list as system-prompt text (nothing when the choice is NONE or there are no
  * tools): each function's name, description and parameters schema, the exact call syntax, and
@@ -132,19 +131,18 @@ int toolparse_tools_prompt(const struct toolparse_req *r, struct sbuf *out);
 /* An assistant message's "tool_calls" (OpenAI shape) -> tmpl.h calls. *calls is malloc'd (free
  * it), its strings are borrowed from msg; *calls = NULL, *n = 0 when the key is absent/null.
  * Errors: ERR_INVAL (wrong shape; err says which field), ERR_NOMEM. */
-int toolparse_history_calls(const json_t *msg, struct tmpl_tool_call **calls, size_t *n,
-                            char *err);
+int toolparse_history_calls(const json_t *msg, struct tmpl_tool_call **calls, size_t *n, char *err);
 
 /* ---- per-choice output pipeline for the server ----
  *
  * Detokenized text -> reasoning split (R1 templates) -> tool-call parsing (when tools are on)
  * -> OpenAI message / delta fields. One per choice, HTTP thread. Caller storage (init/fini). */
 struct toolparse_pipe {
-    int split_reasoning;         /* reasoning_content is produced */
+    int split_reasoning; /* reasoning_content is produced */
     struct reasoning rs;
-    struct toolparse *tp;        /* NULL when tool calls are not parsed */
-    struct sbuf content;      /* pending content (streaming) / all of it (non-streaming) */
-    struct sbuf reasoning;    /* pending reasoning_content / all of it */
+    struct toolparse *tp;  /* NULL when tool calls are not parsed */
+    struct sbuf content;   /* pending content (streaming) / all of it (non-streaming) */
+    struct sbuf reasoning; /* pending reasoning_content / all of it */
     struct sbuf scratch;
     size_t calls_sent;
 };
@@ -172,7 +170,6 @@ int toolparse_pipe_message(struct toolparse_pipe *p, json_t *message);
 
 /* The finish_reason to report: "tool_calls" when calls were made and the engine said "stop",
  * else engine_reason. */
-const char *toolparse_pipe_finish_reason(const struct toolparse_pipe *p,
-                                         const char *engine_reason);
+const char *toolparse_pipe_finish_reason(const struct toolparse_pipe *p, const char *engine_reason);
 
 #endif

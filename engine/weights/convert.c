@@ -34,9 +34,7 @@ static int row_f32(const struct cpuq_ops *ops, int type, int64_t cols, size_t ro
 {
     const uint8_t *p = (const uint8_t *)data + (size_t)r * row_bytes;
     switch (type) {
-    case QTYPE_F32:
-        memcpy(out, p, (size_t)cols * 4);
-        return 0;
+    case QTYPE_F32: memcpy(out, p, (size_t)cols * 4); return 0;
     case QTYPE_BF16:
     case QTYPE_F16:
         for (int64_t c = 0; c < cols; c++) {
@@ -51,7 +49,7 @@ static int row_f32(const struct cpuq_ops *ops, int type, int64_t cols, size_t ro
         const float *srow = scale + (r / 128) * ncb;
         for (int64_t c = 0; c < cols; c++) {
             float s;
-            memcpy(&s, srow + c / 128, 4);   /* the mapping may be unaligned */
+            memcpy(&s, srow + c / 128, 4); /* the mapping may be unaligned */
             out[c] = fp_e4m3_to_f32(p[c]) * s;
         }
         return 0;
@@ -75,8 +73,9 @@ static int fill_model(const struct wt__emitter *em, const struct wt__job *j, int
         int ok;
         int64_t cols = t->ndim ? t->shape[t->ndim - 1] : 1;
         size_t rb = qtype_row_bytes(t->type, cols, &ok);
-        if (cols != j->cols) return err_set(err, ERR_FORMAT, "'%s': %lld columns, expected %lld",
-                                            j->canon, (long long)cols, (long long)j->cols);
+        if (cols != j->cols)
+            return err_set(err, ERR_FORMAT, "'%s': %lld columns, expected %lld", j->canon,
+                           (long long)cols, (long long)j->cols);
         const float *sc = t->scale ? t->scale->data : NULL;
         for (int64_t i = 0; i < n; i++) {
             int rc = row_f32(em->ops, t->type, cols, rb, t->data, sc, r0 + i, out + i * cols,
@@ -93,11 +92,11 @@ static int fill_model(const struct wt__emitter *em, const struct wt__job *j, int
         int rc = wt_expert(m, j->layer, (enum wt_proj)j->proj, e, &v, err);
         if (rc) return rc;
         if (v.cols != j->cols || v.rows != R)
-            return err_set(err, ERR_FORMAT, "expert %d of layer %d: %lldx%lld, expected %lldx%lld", e,
-                           j->layer, (long long)v.rows, (long long)v.cols, (long long)R,
+            return err_set(err, ERR_FORMAT, "expert %d of layer %d: %lldx%lld, expected %lldx%lld",
+                           e, j->layer, (long long)v.rows, (long long)v.cols, (long long)R,
                            (long long)j->cols);
-        rc = row_f32(em->ops, v.type, v.cols, v.row_bytes, v.data, v.scale, r % R, out + i * j->cols,
-                     j->name, err);
+        rc = row_f32(em->ops, v.type, v.cols, v.row_bytes, v.data, v.scale, r % R,
+                     out + i * j->cols, j->name, err);
         if (rc) return rc;
     }
     return 0;
@@ -111,7 +110,7 @@ static int copy_file(const char *src_dir, const char *dst_dir, const char *name,
     snprintf(a, sizeof a, "%s/%s", src_dir, name);
     snprintf(b, sizeof b, "%s/%s", dst_dir, name);
     FILE *in = fopen(a, "rb");
-    if (!in) return 0;   /* optional */
+    if (!in) return 0; /* optional */
     FILE *out = fopen(b, "wb");
     if (!out) {
         fclose(in);
@@ -139,7 +138,8 @@ static int fill_chat_template(const char *dst, char *err)
     if (!root) return 0; /* absent: nothing to fill */
     int rc = 0;
     json_t *t = json_object_get(root, "chat_template");
-    if (json_is_object(root) && !(json_is_string(t) && json_string_length(t) > 0) && !json_is_array(t)) {
+    if (json_is_object(root) && !(json_is_string(t) && json_string_length(t) > 0) &&
+        !json_is_array(t)) {
         json_object_set_new(root, "chat_template", json_string(tmpl_builtin_jinja("deepseek-v3")));
         if (json_dump_file(root, p, JSON_INDENT(2)))
             rc = err_set(err, ERR_IO, "%s: write failed", p);
@@ -242,7 +242,9 @@ int wt_convert_dequant(const char *model_dir, const char *out, int type, int thr
                 int layer = -1;
                 sscanf(t->name, "blk.%d.", &layer);
                 const char *pn = strstr(t->name, "ffn_") + 4;
-                j->proj = !strncmp(pn, "gate", 4) ? WT_GATE : !strncmp(pn, "up", 2) ? WT_UP : WT_DOWN;
+                j->proj = !strncmp(pn, "gate", 4) ? WT_GATE
+                          : !strncmp(pn, "up", 2) ? WT_UP
+                                                  : WT_DOWN;
                 j->layer = layer;
                 j->expert = e;
                 j->src = WT_SRC_EXPERT;
@@ -250,13 +252,14 @@ int wt_convert_dequant(const char *model_dir, const char *out, int type, int thr
                 j->shape[0] = t->shape[1];
                 j->shape[1] = t->shape[2];
                 char c[WT_NAME_LEN];
-                snprintf(c, sizeof c, "blk.%d.ffn_%s_exps.%d.weight", layer, wt_proj_name(j->proj), e);
+                snprintf(c, sizeof c, "blk.%d.ffn_%s_exps.%d.weight", layer, wt_proj_name(j->proj),
+                         e);
                 if (wt_hf_name(c, j->name, sizeof j->name)) continue;
             } else {
                 int pl = -1, pe = -1;
                 char pn[16] = "";
                 if (sscanf(t->name, "blk.%d.ffn_%15[a-z]_exps.%d.weight", &pl, pn, &pe) == 3) {
-                    j->src = WT_SRC_EXPERT;   /* per-expert source: through wt_expert (FP8 scale) */
+                    j->src = WT_SRC_EXPERT; /* per-expert source: through wt_expert (FP8 scale) */
                     j->layer = pl;
                     j->proj = !strcmp(pn, "gate") ? WT_GATE : !strcmp(pn, "up") ? WT_UP : WT_DOWN;
                     j->expert = pe;
@@ -264,7 +267,8 @@ int wt_convert_dequant(const char *model_dir, const char *out, int type, int thr
                 j->ndim = t->ndim;
                 for (int d = 0; d < t->ndim && d < 3; d++) j->shape[d] = t->shape[d];
                 if (t->ndim > 3 || wt_hf_name(t->name, j->name, sizeof j->name)) continue;
-                if (strstr(t->name, "exp_probs_b")) j->fmt = WT_FMT_F32;   /* HF keeps the correction bias in fp32 */
+                if (strstr(t->name, "exp_probs_b"))
+                    j->fmt = WT_FMT_F32; /* HF keeps the correction bias in fp32 */
             }
             j->cols = j->ndim ? j->shape[j->ndim - 1] : 1;
             j->rows = 1;
@@ -326,14 +330,15 @@ static int write_group(const struct wt_model *m, const char *out, int group, con
             snprintf(k, sizeof k, "tandem.ggml_type.%s", t->name);
             rc = sft_writer_meta(w, k, qtype_name(t->type), err);
             for (int d = 0; d < t->ndim; d++)
-                snprintf(v + strlen(v), sizeof v - strlen(v), "%s%lld", d ? "," : "", (long long)t->shape[d]);
+                snprintf(v + strlen(v), sizeof v - strlen(v), "%s%lld", d ? "," : "",
+                         (long long)t->shape[d]);
             snprintf(k, sizeof k, "tandem.shape.%s", t->name);
             if (!rc) rc = sft_writer_meta(w, k, v, err);
             int64_t nb = (int64_t)t->nbytes;
             if (!rc) rc = sft_writer_add(w, t->name, QTYPE_U8, 1, &nb, err);
         }
     }
-    if (!rc && !any && group > 0) {   /* nothing in this layer: no file */
+    if (!rc && !any && group > 0) { /* nothing in this layer: no file */
         sft_writer_destroy(w);
         return 0;
     }
@@ -350,7 +355,8 @@ int wt_convert_merge(const char *fp8_dir, const char *gguf_dir, const char *out,
     const struct wt_hparams *hp = wt_hparams(m);
     char *cfg = wt_hparams_to_json(hp, 1);
     rc = cfg ? wt__mkdirs(out, err) : err_set(err, ERR_NOMEM, "out of memory");
-    for (int g = 0; !rc && g <= hp->n_layers; g++) rc = write_group(m, out, g, g == 0 ? cfg : NULL, err);
+    for (int g = 0; !rc && g <= hp->n_layers; g++)
+        rc = write_group(m, out, g, g == 0 ? cfg : NULL, err);
     if (!rc) rc = write_config(hp, 1, out, err);
     if (!rc) rc = copy_tokenizer(wt_dir(m), out, err);
     free(cfg);

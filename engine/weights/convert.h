@@ -29,9 +29,9 @@
 #define WT_EXPERTS_Q4_K_M 1000
 
 struct wt_synth_opts {
-    const char *preset;        /* "tiny" or "v3-slice"; NULL when config is given */
-    const char *config;        /* a config.json to take the shape from (instead of a preset) */
-    const char *out;           /* output directory (created) */
+    const char *preset; /* "tiny" or "v3-slice"; NULL when config is given */
+    const char *config; /* a config.json to take the shape from (instead of a preset) */
+    const char *out;    /* output directory (created) */
     uint64_t seed;
     int experts_type;          /* enum qtype of the routed experts, WT_EXPERTS_Q4_K_M; -1 = q8_0 */
     int dense_layers;          /* -1 = the preset's */

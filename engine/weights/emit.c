@@ -44,14 +44,17 @@ int wt__nthreads(int threads)
 int wt__mkdirs(const char *dir, char *err)
 {
     char p[4096];
-    if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p) return err_set(err, ERR_INVAL, "path too long");
+    if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p)
+        return err_set(err, ERR_INVAL, "path too long");
     for (char *s = p + 1; *s; s++) {
         if (*s != '/') continue;
         *s = 0;
-        if (mkdir(p, 0755) != 0 && errno != EEXIST) return err_set(err, ERR_IO, "%s: %s", p, strerror(errno));
+        if (mkdir(p, 0755) != 0 && errno != EEXIST)
+            return err_set(err, ERR_IO, "%s: %s", p, strerror(errno));
         *s = '/';
     }
-    if (mkdir(p, 0755) != 0 && errno != EEXIST) return err_set(err, ERR_IO, "%s: %s", p, strerror(errno));
+    if (mkdir(p, 0755) != 0 && errno != EEXIST)
+        return err_set(err, ERR_IO, "%s: %s", p, strerror(errno));
     return 0;
 }
 
@@ -96,10 +99,10 @@ int wt__job_declare_gguf(struct gguf_writer *w, const struct wt__job *j, char *e
 struct batch {
     const struct wt__emitter *em;
     const struct wt__job *j;
-    int64_t b0, b1;               /* blocks of this batch */
+    int64_t b0, b1; /* blocks of this batch */
     atomic_llong next;
-    uint8_t **slot;               /* per block of the batch: output bytes */
-    float *scales;                /* FP8: [n_blocks][scale_cols] */
+    uint8_t **slot; /* per block of the batch: output bytes */
+    float *scales;  /* FP8: [n_blocks][scale_cols] */
     pthread_mutex_t mu;
     int rc;
     char err[ERR_LEN];
@@ -111,9 +114,7 @@ static void convert_block(const struct wt__emitter *em, const struct wt__job *j,
     int64_t C = j->cols;
     size_t rb = row_bytes(j);
     switch (j->fmt) {
-    case WT_FMT_F32:
-        memcpy(out, x, (size_t)(nr * C) * 4);
-        break;
+    case WT_FMT_F32: memcpy(out, x, (size_t)(nr * C) * 4); break;
     case WT_FMT_BF16:
         for (int64_t i = 0; i < nr * C; i++) {
             uint16_t h = fp_f32_to_bf16(x[i]);
@@ -134,7 +135,8 @@ static void convert_block(const struct wt__emitter *em, const struct wt__job *j,
             float inv = 1.0f / s;
             scales[blk * ncb + cb] = s;
             for (int64_t r = 0; r < nr; r++)
-                for (int64_t c = c0; c < c1; c++) out[r * C + c] = fp_f32_to_e4m3(x[r * C + c] * inv);
+                for (int64_t c = c0; c < c1; c++)
+                    out[r * C + c] = fp_f32_to_e4m3(x[r * C + c] * inv);
         }
         break;
     }
@@ -147,7 +149,7 @@ static void convert_block(const struct wt__emitter *em, const struct wt__job *j,
 
 struct wargs {
     struct batch *b;
-    float *x;                     /* this worker's 128 x cols scratch */
+    float *x; /* this worker's 128 x cols scratch */
 };
 
 static void *worker(void *arg)
@@ -186,9 +188,9 @@ static int sink(struct sft_writer *sw, struct gguf_writer *gw, const void *p, si
  * streams real text) */
 static int routing_input(const char *name)
 {
-    static const char *keep[] = {"embed_tokens", "token_embd", "norm.weight", "mlp.gate.weight",
-                                 "ffn_gate_inp", "e_score_correction_bias", "exp_probs_b",
-                                 "lm_head", "output.weight"};
+    static const char *keep[] = {"embed_tokens",    "token_embd",   "norm.weight",
+                                 "mlp.gate.weight", "ffn_gate_inp", "e_score_correction_bias",
+                                 "exp_probs_b",     "lm_head",      "output.weight"};
     for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
         if (strstr(name, keep[i])) return 1;
     return 0;
@@ -200,9 +202,9 @@ int wt__emit(const struct wt__emitter *em, const struct wt__job *j, struct sft_w
     int64_t nb = n_blocks(j), ncb = scale_cols(j);
     size_t rb = row_bytes(j);
     int rc;
-    if (j->fmt == WT_FMT_GGML &&
-        (!em->ops || !em->ops->type[j->gtype].from_float))
-        return err_set(err, ERR_UNSUPPORTED, "%s: no quantizer for %s", j->name, qtype_name(j->gtype));
+    if (j->fmt == WT_FMT_GGML && (!em->ops || !em->ops->type[j->gtype].from_float))
+        return err_set(err, ERR_UNSUPPORTED, "%s: no quantizer for %s", j->name,
+                       qtype_name(j->gtype));
     if (em->zero && !(em->zero == 2 && routing_input(j->name))) {
         rc = sink(sw, gw, NULL, wt__job_bytes(j), err);
         if (!rc && j->fmt == WT_FMT_FP8) rc = sink(sw, gw, NULL, (size_t)(nb * ncb) * 4, err);
@@ -239,7 +241,7 @@ int wt__emit(const struct wt__emitter *em, const struct wt__job *j, struct sft_w
             if (nt == 1 || pthread_create(&th[t], NULL, worker, &wa[t]) != 0) break;
             started++;
         }
-        if (started == 0) worker(&wa[0]);   /* one thread, or none could start: do it here */
+        if (started == 0) worker(&wa[0]); /* one thread, or none could start: do it here */
         for (int t = 0; t < started; t++) pthread_join(th[t], NULL);
         if (b.rc) {
             rc = b.rc;
@@ -247,7 +249,8 @@ int wt__emit(const struct wt__emitter *em, const struct wt__job *j, struct sft_w
             break;
         }
         for (int64_t blk = b.b0; !rc && blk < b.b1; blk++) {
-            int64_t nr = j->rows - blk * BLOCK_ROWS < BLOCK_ROWS ? j->rows - blk * BLOCK_ROWS : BLOCK_ROWS;
+            int64_t nr =
+                j->rows - blk * BLOCK_ROWS < BLOCK_ROWS ? j->rows - blk * BLOCK_ROWS : BLOCK_ROWS;
             rc = sink(sw, gw, b.slot[blk - b.b0], rb * (size_t)nr, err);
         }
     }
@@ -339,9 +342,11 @@ int wt__plan(const struct wt_hparams *hp, int gtype, struct wt__job **st, int *n
         } else {
             lin(&p, l, "self_attn.q_proj", "attn_q", H * qk, D);
         }
-        lin(&p, l, "self_attn.kv_a_proj_with_mqa", "attn_kv_a_mqa", hp->kv_lora_rank + hp->qk_rope, D);
+        lin(&p, l, "self_attn.kv_a_proj_with_mqa", "attn_kv_a_mqa", hp->kv_lora_rank + hp->qk_rope,
+            D);
         vec(&p, l, "self_attn.kv_a_layernorm", "attn_kv_a_norm", hp->kv_lora_rank);
-        lin(&p, l, "self_attn.kv_b_proj", "attn_kv_b", H * (hp->qk_nope + hp->v_head), hp->kv_lora_rank);
+        lin(&p, l, "self_attn.kv_b_proj", "attn_kv_b", H * (hp->qk_nope + hp->v_head),
+            hp->kv_lora_rank);
         lin(&p, l, "self_attn.o_proj", "attn_output", D, H * hp->v_head);
         vec(&p, l, "post_attention_layernorm", "ffn_norm", D);
         if (!wt_layer_is_moe(hp, l)) {
@@ -368,8 +373,8 @@ int wt__plan(const struct wt_hparams *hp, int gtype, struct wt__job **st, int *n
             char n[WT_NAME_LEN];
             snprintf(n, sizeof n, "blk.%d.ffn_%s_exps.weight", l, wt_proj_name(k));
             int64_t r = k == 2 ? D : Im, cc = k == 2 ? Im : D;
-            struct wt__job *j = add(&q, n, n, WT_FMT_GGML, 3, E, r, cc, WT_INIT_NORMAL,
-                                    1.0f / sqrtf((float)cc));
+            struct wt__job *j =
+                add(&q, n, n, WT_FMT_GGML, 3, E, r, cc, WT_INIT_NORMAL, 1.0f / sqrtf((float)cc));
             if (j) {
                 j->gtype = gtype == WT_EXPERTS_Q4_K_M ? (k == 2 ? QTYPE_Q6_K : QTYPE_Q4_K) : gtype;
                 j->src = WT_SRC_STACKED;
@@ -399,8 +404,16 @@ static int gguf_meta(struct gguf_writer *w, const struct wt_hparams *hp)
     char k[128];
     int rc = gguf_writer_set_str(w, "general.architecture", a);
     if (!rc) rc = gguf_writer_set_str(w, "general.name", "tandem routed experts");
-#define U32(key, v) if (!rc) { snprintf(k, sizeof k, "%s.%s", a, key); rc = gguf_writer_set_u32(w, k, (uint32_t)(v)); }
-#define F32(key, v) if (!rc) { snprintf(k, sizeof k, "%s.%s", a, key); rc = gguf_writer_set_f32(w, k, (float)(v)); }
+#define U32(key, v)                                                                                \
+    if (!rc) {                                                                                     \
+        snprintf(k, sizeof k, "%s.%s", a, key);                                                    \
+        rc = gguf_writer_set_u32(w, k, (uint32_t)(v));                                             \
+    }
+#define F32(key, v)                                                                                \
+    if (!rc) {                                                                                     \
+        snprintf(k, sizeof k, "%s.%s", a, key);                                                    \
+        rc = gguf_writer_set_f32(w, k, (float)(v));                                                \
+    }
     U32("block_count", hp->n_layers);
     U32("context_length", hp->max_pos);
     U32("embedding_length", hp->hidden);
@@ -469,8 +482,8 @@ int wt__write_model(const struct wt__emitter *em, const struct wt_hparams *hp, i
         int ok;
         qtype_row_bytes(gg[i].gtype, gg[i].cols, &ok);
         if (!ok) {
-            rc = err_set(err, ERR_INVAL, "%s: %lld columns are not whole %s blocks of %d", gg[i].name,
-                         (long long)gg[i].cols, qtype_name(gg[i].gtype),
+            rc = err_set(err, ERR_INVAL, "%s: %lld columns are not whole %s blocks of %d",
+                         gg[i].name, (long long)gg[i].cols, qtype_name(gg[i].gtype),
                          qtype_traits(gg[i].gtype)->blck);
             goto out;
         }
@@ -484,7 +497,8 @@ int wt__write_model(const struct wt__emitter *em, const struct wt_hparams *hp, i
     free(cfg);
     if (!rc) {
         char gen[256];
-        snprintf(gen, sizeof gen, "{\n  \"bos_token_id\": %d,\n  \"eos_token_id\": %d,\n"
+        snprintf(gen, sizeof gen,
+                 "{\n  \"bos_token_id\": %d,\n  \"eos_token_id\": %d,\n"
                  "  \"do_sample\": true,\n  \"temperature\": 0.6,\n  \"top_p\": 0.95\n}\n",
                  hp->bos_id, hp->eos_id);
         rc = write_text(dir, "generation_config.json", gen, err);

@@ -33,17 +33,17 @@
 
 #define GGUF_MAGIC "GGUF"
 #define GGUF_MAX_NEST 8
-#define GGUF_MAX_NAME 1024   /* longest key or tensor name accepted */
+#define GGUF_MAX_NAME 1024 /* longest key or tensor name accepted */
 
 struct gguf_kv {
     char *key;
     int type;
-    const uint8_t *val;     /* the value bytes (after the type field) */
-    int elem_type;          /* arrays */
+    const uint8_t *val; /* the value bytes (after the type field) */
+    int elem_type;      /* arrays */
     uint64_t n;
-    const uint8_t *elems;   /* first element */
-    uint64_t *str_off;      /* string arrays: offset of element j's length prefix from elems */
-    char *str;              /* scalar strings: NUL-terminated copy */
+    const uint8_t *elems; /* first element */
+    uint64_t *str_off;    /* string arrays: offset of element j's length prefix from elems */
+    char *str;            /* scalar strings: NUL-terminated copy */
 };
 
 struct gguf_tensor {
@@ -61,8 +61,8 @@ struct gguf_ctx {
     int64_t n_kv, n_tensors;
     struct gguf_kv *kv;
     struct gguf_tensor *t;
-    int64_t *kv_sorted;     /* indices sorted by key */
-    int64_t *t_sorted;      /* indices sorted by name */
+    int64_t *kv_sorted; /* indices sorted by key */
+    int64_t *t_sorted;  /* indices sorted by name */
 };
 
 static const char *vtype_names[GGUF_TYPE_COUNT_] = {
@@ -78,10 +78,17 @@ const char *gguf_vtype_name(int t)
 static size_t vtype_size(int t)
 {
     switch (t) {
-    case GGUF_TYPE_UINT8: case GGUF_TYPE_INT8: case GGUF_TYPE_BOOL: return 1;
-    case GGUF_TYPE_UINT16: case GGUF_TYPE_INT16: return 2;
-    case GGUF_TYPE_UINT32: case GGUF_TYPE_INT32: case GGUF_TYPE_FLOAT32: return 4;
-    case GGUF_TYPE_UINT64: case GGUF_TYPE_INT64: case GGUF_TYPE_FLOAT64: return 8;
+    case GGUF_TYPE_UINT8:
+    case GGUF_TYPE_INT8:
+    case GGUF_TYPE_BOOL: return 1;
+    case GGUF_TYPE_UINT16:
+    case GGUF_TYPE_INT16: return 2;
+    case GGUF_TYPE_UINT32:
+    case GGUF_TYPE_INT32:
+    case GGUF_TYPE_FLOAT32: return 4;
+    case GGUF_TYPE_UINT64:
+    case GGUF_TYPE_INT64:
+    case GGUF_TYPE_FLOAT64: return 8;
     default: return 0;
     }
 }
@@ -129,8 +136,9 @@ static int rd_str(struct cur *c, const uint8_t **s, uint64_t *len, const char *w
     int rc = rd_u64(c, len, what);
     if (rc) return rc;
     if (*len > cur_left(c))
-        return err_set(c->err, ERR_FORMAT, "%s: %s at offset %zu: string length %llu exceeds the file",
-                       c->path, what, c->pos - 8, (unsigned long long)*len);
+        return err_set(c->err, ERR_FORMAT,
+                       "%s: %s at offset %zu: string length %llu exceeds the file", c->path, what,
+                       c->pos - 8, (unsigned long long)*len);
     *s = c->p + c->pos;
     c->pos += (size_t)*len;
     return 0;
@@ -215,7 +223,10 @@ static int64_t *sorted_index(struct name_idx *v, int64_t n, const char **dup)
     qsort(v, (size_t)n, sizeof *v, cmp_name_idx);
     *dup = NULL;
     for (int64_t i = 1; i < n; i++)
-        if (strcmp(v[i - 1].name, v[i].name) == 0) { *dup = v[i].name; break; }
+        if (strcmp(v[i - 1].name, v[i].name) == 0) {
+            *dup = v[i].name;
+            break;
+        }
     int64_t *idx = malloc(sizeof *idx * (size_t)(n ? n : 1));
     if (!idx) return NULL;
     for (int64_t i = 0; i < n; i++) idx[i] = v[i].idx;
@@ -244,8 +255,9 @@ static int parse_kv(struct gguf_ctx *g, struct cur *c)
         int rc = rd_str(c, &ks, &kl, "metadata key");
         if (rc) return rc;
         if (kl == 0 || kl > GGUF_MAX_NAME || !name_valid(ks, (size_t)kl))
-            return err_set(c->err, ERR_FORMAT, "%s: metadata key %lld: empty, too long or not UTF-8",
-                           c->path, (long long)i);
+            return err_set(c->err, ERR_FORMAT,
+                           "%s: metadata key %lld: empty, too long or not UTF-8", c->path,
+                           (long long)i);
         kv->key = dup_name(ks, kl);
         if (!kv->key) return err_set(c->err, ERR_NOMEM, "out of memory");
         rc = rd_u32(c, &t, kv->key);
@@ -279,7 +291,7 @@ static int parse_kv(struct gguf_ctx *g, struct cur *c)
                     uint64_t len;
                     kv->str_off[j] = off;
                     memcpy(&len, kv->elems + off, 8);
-                    off += 8 + len;   /* already validated by skip_value */
+                    off += 8 + len; /* already validated by skip_value */
                 }
             }
         }
@@ -314,8 +326,8 @@ static int parse_tensors(struct gguf_ctx *g, struct cur *c)
             rc = rd_u64(c, &ne, t->name);
             if (rc) return rc;
             if (ne > (uint64_t)INT64_MAX)
-                return err_set(c->err, ERR_FORMAT, "%s: tensor '%s': dimension %u is %llu",
-                               c->path, t->name, d, (unsigned long long)ne);
+                return err_set(c->err, ERR_FORMAT, "%s: tensor '%s': dimension %u is %llu", c->path,
+                               t->name, d, (unsigned long long)ne);
             t->info.ne[d] = (int64_t)ne;
         }
         rc = rd_u32(c, &type, t->name);
@@ -349,8 +361,10 @@ static int check_layout(struct gguf_ctx *g, char *err)
 {
     if (g->n_tensors == 0) return 0;
     if (g->data_off > g->size)
-        return err_set(err, ERR_FORMAT, "%s: truncated: data section starts at %zu beyond the file "
-                       "(%zu bytes)", g->path, g->data_off, g->size);
+        return err_set(err, ERR_FORMAT,
+                       "%s: truncated: data section starts at %zu beyond the file "
+                       "(%zu bytes)",
+                       g->path, g->data_off, g->size);
     size_t avail = g->size - g->data_off;
     struct off_idx *o = malloc(sizeof *o * (size_t)g->n_tensors);
     if (!o) return err_set(err, ERR_NOMEM, "out of memory");
@@ -358,14 +372,15 @@ static int check_layout(struct gguf_ctx *g, char *err)
     for (int64_t i = 0; i < g->n_tensors; i++) {
         struct gguf_tensor_info *ti = &g->t[i].info;
         if (ti->offset % g->alignment) {
-            rc = err_set(err, ERR_FORMAT, "%s: tensor '%s': offset %llu not aligned to %zu", g->path,
-                         ti->name, (unsigned long long)ti->offset, g->alignment);
+            rc = err_set(err, ERR_FORMAT, "%s: tensor '%s': offset %llu not aligned to %zu",
+                         g->path, ti->name, (unsigned long long)ti->offset, g->alignment);
             goto out;
         }
         if (ti->offset > avail || ti->nbytes > avail - ti->offset) {
-            rc = err_set(err, ERR_FORMAT,
-                         "%s: tensor '%s': data [%llu, +%zu) beyond the end of the file (truncated?)",
-                         g->path, ti->name, (unsigned long long)ti->offset, ti->nbytes);
+            rc = err_set(
+                err, ERR_FORMAT,
+                "%s: tensor '%s': data [%llu, +%zu) beyond the end of the file (truncated?)",
+                g->path, ti->name, (unsigned long long)ti->offset, ti->nbytes);
             goto out;
         }
         ti->data = g->map + g->data_off + ti->offset;
@@ -426,8 +441,8 @@ int gguf_open(const char *path, struct gguf_ctx **out, char *err)
     uint64_t nt, nkv;
     rd_u32(&c, &ver, "version");
     if (ver == 1 || ver > 3) {
-        rc = err_set(err, ERR_UNSUPPORTED, "%s: GGUF version %u not supported (2 and 3 are)%s", path,
-                     ver, (ver & 0xffff) == 0 ? " (big-endian file?)" : "");
+        rc = err_set(err, ERR_UNSUPPORTED, "%s: GGUF version %u not supported (2 and 3 are)%s",
+                     path, ver, (ver & 0xffff) == 0 ? " (big-endian file?)" : "");
         goto fail;
     }
     if (ver == 0) {
@@ -438,8 +453,8 @@ int gguf_open(const char *path, struct gguf_ctx **out, char *err)
     rd_u64(&c, &nt, "tensor count");
     rd_u64(&c, &nkv, "metadata count");
     if (nkv > cur_left(&c) / 13) {
-        rc = err_set(err, ERR_FORMAT, "%s: metadata count %llu exceeds what the file can hold", path,
-                     (unsigned long long)nkv);
+        rc = err_set(err, ERR_FORMAT, "%s: metadata count %llu exceeds what the file can hold",
+                     path, (unsigned long long)nkv);
         goto fail;
     }
     if (nt > cur_left(&c) / 24) {
@@ -464,7 +479,8 @@ int gguf_open(const char *path, struct gguf_ctx **out, char *err)
         uint32_t a;
         if ((rc = gguf_get_u32(g, ai, &a, err))) goto fail;
         if (a == 0 || (a & (a - 1)) || a > (1u << 20)) {
-            rc = err_set(err, ERR_FORMAT, "%s: general.alignment %u is not a power of two", path, a);
+            rc =
+                err_set(err, ERR_FORMAT, "%s: general.alignment %u is not a power of two", path, a);
             goto fail;
         }
         g->alignment = a;
@@ -565,27 +581,76 @@ struct num {
 
 static int num_read(int t, const uint8_t *p, struct num *n)
 {
-    union { uint8_t u8; int8_t i8; uint16_t u16; int16_t i16; uint32_t u32; int32_t i32;
-            float f32; uint64_t u64; int64_t i64; double f64; } v;
+    union {
+        uint8_t u8;
+        int8_t i8;
+        uint16_t u16;
+        int16_t i16;
+        uint32_t u32;
+        int32_t i32;
+        float f32;
+        uint64_t u64;
+        int64_t i64;
+        double f64;
+    } v;
     size_t sz = vtype_size(t);
     if (!sz) return -1;
     memcpy(&v, p, sz);
     switch (t) {
-    case GGUF_TYPE_UINT8: n->kind = NUM_UNSIGNED; n->u = v.u8; break;
-    case GGUF_TYPE_BOOL: n->kind = NUM_UNSIGNED; n->u = v.u8 != 0; break;
-    case GGUF_TYPE_UINT16: n->kind = NUM_UNSIGNED; n->u = v.u16; break;
-    case GGUF_TYPE_UINT32: n->kind = NUM_UNSIGNED; n->u = v.u32; break;
-    case GGUF_TYPE_UINT64: n->kind = NUM_UNSIGNED; n->u = v.u64; break;
-    case GGUF_TYPE_INT8: n->kind = NUM_SIGNED; n->s = v.i8; break;
-    case GGUF_TYPE_INT16: n->kind = NUM_SIGNED; n->s = v.i16; break;
-    case GGUF_TYPE_INT32: n->kind = NUM_SIGNED; n->s = v.i32; break;
-    case GGUF_TYPE_INT64: n->kind = NUM_SIGNED; n->s = v.i64; break;
-    case GGUF_TYPE_FLOAT32: n->kind = NUM_FLOAT; n->f = v.f32; break;
-    case GGUF_TYPE_FLOAT64: n->kind = NUM_FLOAT; n->f = v.f64; break;
+    case GGUF_TYPE_UINT8:
+        n->kind = NUM_UNSIGNED;
+        n->u = v.u8;
+        break;
+    case GGUF_TYPE_BOOL:
+        n->kind = NUM_UNSIGNED;
+        n->u = v.u8 != 0;
+        break;
+    case GGUF_TYPE_UINT16:
+        n->kind = NUM_UNSIGNED;
+        n->u = v.u16;
+        break;
+    case GGUF_TYPE_UINT32:
+        n->kind = NUM_UNSIGNED;
+        n->u = v.u32;
+        break;
+    case GGUF_TYPE_UINT64:
+        n->kind = NUM_UNSIGNED;
+        n->u = v.u64;
+        break;
+    case GGUF_TYPE_INT8:
+        n->kind = NUM_SIGNED;
+        n->s = v.i8;
+        break;
+    case GGUF_TYPE_INT16:
+        n->kind = NUM_SIGNED;
+        n->s = v.i16;
+        break;
+    case GGUF_TYPE_INT32:
+        n->kind = NUM_SIGNED;
+        n->s = v.i32;
+        break;
+    case GGUF_TYPE_INT64:
+        n->kind = NUM_SIGNED;
+        n->s = v.i64;
+        break;
+    case GGUF_TYPE_FLOAT32:
+        n->kind = NUM_FLOAT;
+        n->f = v.f32;
+        break;
+    case GGUF_TYPE_FLOAT64:
+        n->kind = NUM_FLOAT;
+        n->f = v.f64;
+        break;
     default: return -1;
     }
-    if (n->kind == NUM_UNSIGNED) { n->f = (double)n->u; n->s = (int64_t)n->u; }
-    if (n->kind == NUM_SIGNED) { n->f = (double)n->s; n->u = (uint64_t)n->s; }
+    if (n->kind == NUM_UNSIGNED) {
+        n->f = (double)n->u;
+        n->s = (int64_t)n->u;
+    }
+    if (n->kind == NUM_SIGNED) {
+        n->f = (double)n->s;
+        n->u = (uint64_t)n->s;
+    }
     return 0;
 }
 
@@ -654,7 +719,8 @@ int gguf_get_u64(const struct gguf_ctx *g, int64_t i, uint64_t *v, char *err)
     struct num n;
     int rc = kv_num(g, i, &n, err);
     if (rc) return rc;
-    if (n.kind == NUM_FLOAT || (n.kind == NUM_SIGNED && n.s < 0)) return range_err(g, i, "u64", err);
+    if (n.kind == NUM_FLOAT || (n.kind == NUM_SIGNED && n.s < 0))
+        return range_err(g, i, "u64", err);
     *v = n.u;
     return 0;
 }
@@ -714,8 +780,9 @@ static int arr_num(const struct gguf_ctx *g, int64_t i, uint64_t j, struct num *
     uint64_t cnt;
     int rc = gguf_get_arr(g, i, &et, &cnt, err);
     if (rc) return rc;
-    if (j >= cnt) return err_set(err, ERR_INVAL, "%s: key '%s': index %llu out of range", g->path,
-                                 g->kv[i].key, (unsigned long long)j);
+    if (j >= cnt)
+        return err_set(err, ERR_INVAL, "%s: key '%s': index %llu out of range", g->path,
+                       g->kv[i].key, (unsigned long long)j);
     size_t sz = vtype_size(et);
     if (!sz || num_read(et, g->kv[i].elems + j * sz, n))
         return err_set(err, ERR_FORMAT, "%s: key '%s' is an array of %s, expected numbers", g->path,
@@ -752,8 +819,9 @@ int gguf_arr_str(const struct gguf_ctx *g, int64_t i, uint64_t j, const char **s
     if (et != GGUF_TYPE_STRING)
         return err_set(err, ERR_FORMAT, "%s: key '%s' is an array of %s, expected strings", g->path,
                        g->kv[i].key, gguf_vtype_name(et));
-    if (j >= cnt) return err_set(err, ERR_INVAL, "%s: key '%s': index %llu out of range", g->path,
-                                 g->kv[i].key, (unsigned long long)j);
+    if (j >= cnt)
+        return err_set(err, ERR_INVAL, "%s: key '%s': index %llu out of range", g->path,
+                       g->kv[i].key, (unsigned long long)j);
     const uint8_t *p = g->kv[i].elems + g->kv[i].str_off[j];
     uint64_t l;
     memcpy(&l, p, 8);
@@ -764,7 +832,8 @@ int gguf_arr_str(const struct gguf_ctx *g, int64_t i, uint64_t j, const char **s
 
 const void *gguf_arr_data(const struct gguf_ctx *g, int64_t i)
 {
-    if (i < 0 || i >= g->n_kv || g->kv[i].type != GGUF_TYPE_ARRAY || !vtype_size(g->kv[i].elem_type))
+    if (i < 0 || i >= g->n_kv || g->kv[i].type != GGUF_TYPE_ARRAY ||
+        !vtype_size(g->kv[i].elem_type))
         return NULL;
     return g->kv[i].elems;
 }
@@ -800,17 +869,17 @@ struct wtensor {
 struct gguf_writer {
     char *path, *tmp;
     FILE *f;
-    uint8_t *kv;            /* serialized key/value pairs */
+    uint8_t *kv; /* serialized key/value pairs */
     size_t kv_len, kv_cap;
     uint64_t n_kv;
-    char **keys;            /* for duplicate detection */
+    char **keys; /* for duplicate detection */
     struct wtensor *t;
     int64_t n_t, cap_t;
     uint32_t alignment;
     int began, failed;
-    int64_t cur;            /* tensor being written */
-    size_t cur_done;        /* bytes of it written */
-    uint64_t pos;           /* bytes written into the data section */
+    int64_t cur;     /* tensor being written */
+    size_t cur_done; /* bytes of it written */
+    uint64_t pos;    /* bytes written into the data section */
 };
 
 int gguf_writer_create(const char *path, struct gguf_writer **out, char *err)
@@ -883,11 +952,11 @@ static int kv_begin(struct gguf_writer *w, const char *key, uint32_t type)
     return rc ? rc : kv_put(w, &type, 4);
 }
 
-#define SETTER(fn, ctype, vt)                                                       \
-    int fn(struct gguf_writer *w, const char *key, ctype v)                        \
-    {                                                                               \
-        int rc = kv_begin(w, key, vt);                                              \
-        return rc ? rc : kv_put(w, &v, sizeof v);                                   \
+#define SETTER(fn, ctype, vt)                                                                      \
+    int fn(struct gguf_writer *w, const char *key, ctype v)                                        \
+    {                                                                                              \
+        int rc = kv_begin(w, key, vt);                                                             \
+        return rc ? rc : kv_put(w, &v, sizeof v);                                                  \
     }
 SETTER(gguf_writer_set_u32, uint32_t, GGUF_TYPE_UINT32)
 SETTER(gguf_writer_set_i32, int32_t, GGUF_TYPE_INT32)
@@ -943,13 +1012,15 @@ int gguf_writer_set_alignment(struct gguf_writer *w, uint32_t a)
 int gguf_writer_add_tensor(struct gguf_writer *w, const char *name, int type, int n_dims,
                            const int64_t *ne, char *err)
 {
-    if (w->began) return err_set(err, ERR_INVAL, "%s: tensor '%s' declared after begin", w->path, name);
+    if (w->began)
+        return err_set(err, ERR_INVAL, "%s: tensor '%s' declared after begin", w->path, name);
     if (n_dims < 1 || n_dims > GGUF_MAX_DIMS || type >= 100 || !qtype_traits(type))
         return err_set(err, ERR_INVAL, "%s: tensor '%s': bad type or dims", w->path, name);
     int ok;
     size_t nb = qtype_row_bytes(type, ne[0], &ok);
-    if (!ok) return err_set(err, ERR_INVAL, "%s: tensor '%s': row of %lld is not whole %s blocks",
-                            w->path, name, (long long)ne[0], qtype_name(type));
+    if (!ok)
+        return err_set(err, ERR_INVAL, "%s: tensor '%s': row of %lld is not whole %s blocks",
+                       w->path, name, (long long)ne[0], qtype_name(type));
     for (int d = 1; d < n_dims; d++) nb *= (size_t)ne[d];
     if (w->n_t == w->cap_t) {
         int64_t cap = w->cap_t ? w->cap_t * 2 : 64;
@@ -1046,7 +1117,8 @@ int gguf_writer_skip(struct gguf_writer *w, size_t n, char *err)
 
 int gguf_writer_write(struct gguf_writer *w, const void *data, size_t n, char *err)
 {
-    if (!w->began || w->failed) return err_set(err, ERR_INVAL, "%s: write before begin or after error", w->path);
+    if (!w->began || w->failed)
+        return err_set(err, ERR_INVAL, "%s: write before begin or after error", w->path);
     const uint8_t *p = data;
     int rc = advance(w, err);
     while (!rc && n) {

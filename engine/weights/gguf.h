@@ -47,37 +47,37 @@ enum gguf_vtype {
     GGUF_TYPE_COUNT_
 };
 
-const char *gguf_vtype_name(int t);  /* "u32", "string", ...; "?" if unknown */
+const char *gguf_vtype_name(int t); /* "u32", "string", ...; "?" if unknown */
 
 struct gguf_ctx;
 
 struct gguf_tensor_info {
-    const char *name;                /* NUL-terminated, owned by the context */
+    const char *name; /* NUL-terminated, owned by the context */
     int n_dims;
-    int64_t ne[GGUF_MAX_DIMS];       /* GGUF order: ne[0] is the row length; unused dims = 1 */
-    int type;                        /* enum qtype (a GGML type) */
-    uint64_t offset;                 /* relative to the data section */
+    int64_t ne[GGUF_MAX_DIMS]; /* GGUF order: ne[0] is the row length; unused dims = 1 */
+    int type;                  /* enum qtype (a GGML type) */
+    uint64_t offset;           /* relative to the data section */
     size_t nbytes;
-    const void *data;                /* inside the mapping */
+    const void *data; /* inside the mapping */
 };
 
 /* ---- reader ---------------------------------------------------------------------------------- */
 
 /* Map and validate `path`. On error *out is NULL and err names the file (and tensor/key). */
 int gguf_open(const char *path, struct gguf_ctx **out, char *err);
-void gguf_close(struct gguf_ctx *ctx);   /* NULL ok */
+void gguf_close(struct gguf_ctx *ctx); /* NULL ok */
 
 const char *gguf_path(const struct gguf_ctx *ctx);
 int gguf_version(const struct gguf_ctx *ctx);
 size_t gguf_alignment(const struct gguf_ctx *ctx);
 size_t gguf_file_size(const struct gguf_ctx *ctx);
-size_t gguf_data_offset(const struct gguf_ctx *ctx);  /* file offset of the data section */
+size_t gguf_data_offset(const struct gguf_ctx *ctx); /* file offset of the data section */
 
 /* Key/value pairs: index 0..n_kv-1. */
 int64_t gguf_n_kv(const struct gguf_ctx *ctx);
-const char *gguf_key(const struct gguf_ctx *ctx, int64_t i);         /* NUL-terminated */
-int64_t gguf_find_key(const struct gguf_ctx *ctx, const char *key);  /* -1 if absent */
-int gguf_kv_type(const struct gguf_ctx *ctx, int64_t i);             /* enum gguf_vtype, -1 bad i */
+const char *gguf_key(const struct gguf_ctx *ctx, int64_t i);        /* NUL-terminated */
+int64_t gguf_find_key(const struct gguf_ctx *ctx, const char *key); /* -1 if absent */
+int gguf_kv_type(const struct gguf_ctx *ctx, int64_t i);            /* enum gguf_vtype, -1 bad i */
 
 /* Scalar getters. Integer getters accept any integer (or bool) value type whose value fits the
  * destination; float getters accept floats and integers. Return 0, or ERR_FORMAT (type mismatch,
@@ -114,7 +114,7 @@ int gguf_find_str(const struct gguf_ctx *ctx, const char *key, const char **v, c
 /* Tensors: index 0..n_tensors-1 in file order. */
 int64_t gguf_n_tensors(const struct gguf_ctx *ctx);
 int gguf_tensor_info(const struct gguf_ctx *ctx, int64_t i, struct gguf_tensor_info *info);
-int64_t gguf_find_tensor(const struct gguf_ctx *ctx, const char *name);  /* -1 if absent */
+int64_t gguf_find_tensor(const struct gguf_ctx *ctx, const char *name); /* -1 if absent */
 
 /* ---- writer ---------------------------------------------------------------------------------- */
 /* Streaming: set metadata and declare every tensor (name, type, ne), then gguf_writer_begin()

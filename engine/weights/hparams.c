@@ -9,11 +9,11 @@
  *
  * GGUF: llama.cpp's deepseek2 keys. Group routing keys (expert_group_count/_used_count) are
  * optional: old files lack them; then DeepSeek-V3's exact shape (256 experts, hidden 7168,
- * sigmoid) gets V3's 8/4 groups with a warning, anything else no grouping. MLA-split files (key_length_mla) are read
- * for the head dims. YaRN's beta_fast/slow are not stored in GGUF: the defaults 32/1 apply;
- * mscale_all_dim = rope.scaling.yarn_log_multiplier / 0.1. Float keys get the same ranges as in
- * config.json (rope base >= 1, RMS epsilon in [0, 1], YaRN factor >= 1), so NaN or a zero base
- * is a load error rather than NaN logits.
+ * sigmoid) gets V3's 8/4 groups with a warning, anything else no grouping. MLA-split files
+ * (key_length_mla) are read for the head dims. YaRN's beta_fast/slow are not stored in GGUF: the
+ * defaults 32/1 apply; mscale_all_dim = rope.scaling.yarn_log_multiplier / 0.1. Float keys get the
+ * same ranges as in config.json (rope base >= 1, RMS epsilon in [0, 1], YaRN factor >= 1), so NaN
+ * or a zero base is a load error rather than NaN logits.
  *
  * Pure functions, thread-safe.
  */
@@ -93,8 +93,8 @@ static int check_hp(const struct wt_hparams *hp, const char *src, char *err)
     if (hp->top_k > hp->n_routed || (hp->n_routed && hp->top_k < 1))
         return err_set(err, ERR_FORMAT, "%s: num_experts_per_tok %d vs %d experts", src, hp->top_k,
                        hp->n_routed);
-    if (hp->n_group < 1 || (hp->n_routed && hp->n_routed % hp->n_group) ||
-        hp->topk_group < 1 || hp->topk_group > hp->n_group)
+    if (hp->n_group < 1 || (hp->n_routed && hp->n_routed % hp->n_group) || hp->topk_group < 1 ||
+        hp->topk_group > hp->n_group)
         return err_set(err, ERR_FORMAT, "%s: n_group %d / topk_group %d do not fit %d experts", src,
                        hp->n_group, hp->topk_group, hp->n_routed);
     if (hp->n_routed && hp->moe_inter < 1)
@@ -116,14 +116,16 @@ static int parse_rope(struct jctx *c, json_t *rs, struct wt_hparams *hp)
     const char *ty = json_string_value(t);
     if (strcmp(ty, "default") == 0) return 0;
     if (strcmp(ty, "yarn") != 0)
-        return err_set(c->err, ERR_UNSUPPORTED, "%s: rope scaling type '%s' (only yarn)", c->src, ty);
+        return err_set(c->err, ERR_UNSUPPORTED, "%s: rope scaling type '%s' (only yarn)", c->src,
+                       ty);
     hp->yarn = 1;
     int rc = jflt(c, rs, "factor", 1, 1, 1e6, &hp->yarn_factor);
     if (!rc) rc = jflt(c, rs, "beta_fast", 32, 0, 1e6, &hp->yarn_beta_fast);
     if (!rc) rc = jflt(c, rs, "beta_slow", 1, 0, 1e6, &hp->yarn_beta_slow);
     if (!rc) rc = jflt(c, rs, "mscale", 1, 0, 1e3, &hp->yarn_mscale);
     if (!rc) rc = jflt(c, rs, "mscale_all_dim", 0, 0, 1e3, &hp->yarn_mscale_all_dim);
-    if (!rc) rc = jint(c, rs, "original_max_position_embeddings", 4096, 1, 1 << 26, &hp->yarn_orig_ctx);
+    if (!rc)
+        rc = jint(c, rs, "original_max_position_embeddings", 4096, 1, 1 << 26, &hp->yarn_orig_ctx);
     return rc;
 }
 
@@ -138,7 +140,8 @@ int wt__hparams_json(const char *text, size_t len, const char *src, struct wt_hp
     memset(hp, 0, sizeof *hp);
     json_error_t je;
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
-    if (!root) return err_set(err, ERR_FORMAT, "%s: bad JSON at line %d: %s", src, je.line, je.text);
+    if (!root)
+        return err_set(err, ERR_FORMAT, "%s: bad JSON at line %d: %s", src, je.line, je.text);
     struct jctx c = {root, src, err};
     int rc = 0;
     if (!json_is_object(root)) {
@@ -148,10 +151,12 @@ int wt__hparams_json(const char *text, size_t len, const char *src, struct wt_hp
     json_t *mt = json_object_get(root, "model_type");
     const char *mts = json_is_string(mt) ? json_string_value(mt) : "deepseek_v3";
     if (strcmp(mts, "deepseek_v3") && strcmp(mts, "deepseek_v2") && strcmp(mts, "kimi_k2")) {
-        rc = err_set(err, ERR_UNSUPPORTED, "%s: model_type '%s' is not a DeepSeek-V3/V2 model", src, mts);
+        rc = err_set(err, ERR_UNSUPPORTED, "%s: model_type '%s' is not a DeepSeek-V3/V2 model", src,
+                     mts);
         goto out;
     }
-    snprintf(hp->arch, sizeof hp->arch, "%s", strcmp(mts, "deepseek_v2") ? "deepseek_v3" : "deepseek_v2");
+    snprintf(hp->arch, sizeof hp->arch, "%s",
+             strcmp(mts, "deepseek_v2") ? "deepseek_v3" : "deepseek_v2");
     int v2 = strcmp(hp->arch, "deepseek_v2") == 0;
     json_t *q = json_object_get(root, "q_lora_rank");
     if ((rc = jreq(&c, root, "vocab_size", 1, 1 << 24, &hp->vocab_size)) ||
@@ -238,43 +243,42 @@ char *wt_hparams_to_json(const struct wt_hparams *hp, int fp8)
     int v2 = strcmp(hp->arch, "deepseek_v2") == 0;
     json_t *o = json_pack(
         "{s:[s], s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i,"
-        " s:i, s:i, s:i, s:f, s:b, s:s, s:s, s:f, s:f, s:i, s:i, s:i, s:s, s:b, s:b, s:f, s:i, s:i}",
-        "architectures", v2 ? "DeepseekV2ForCausalLM" : "DeepseekV3ForCausalLM",
-        "model_type", hp->arch,
-        "vocab_size", hp->vocab_size, "hidden_size", hp->hidden,
-        "intermediate_size", hp->inter, "moe_intermediate_size", hp->moe_inter,
-        "num_hidden_layers", hp->n_layers, "num_attention_heads", hp->n_heads,
-        "num_key_value_heads", hp->n_heads, "kv_lora_rank", hp->kv_lora_rank,
-        "qk_nope_head_dim", hp->qk_nope, "qk_rope_head_dim", hp->qk_rope,
-        "v_head_dim", hp->v_head, "n_routed_experts", hp->n_routed,
-        "n_shared_experts", hp->n_shared, "num_experts_per_tok", hp->top_k,
-        "n_group", hp->n_group, "topk_group", hp->topk_group,
-        "first_k_dense_replace", hp->first_k_dense, "moe_layer_freq", hp->moe_layer_freq,
-        "routed_scaling_factor", f2d(hp->routed_scale), "norm_topk_prob", hp->norm_topk_prob,
-        "scoring_func", hp->scoring == WT_SCORE_SIGMOID ? "sigmoid" : "softmax",
-        "topk_method", hp->scoring == WT_SCORE_SIGMOID ? "noaux_tc" : "greedy",
-        "rms_norm_eps", f2d(hp->rms_eps), "rope_theta", f2d(hp->rope_theta),
-        "max_position_embeddings", hp->max_pos, "bos_token_id", hp->bos_id,
-        "eos_token_id", hp->eos_id, "hidden_act", "silu", "tie_word_embeddings", 0,
-        "attention_bias", 0, "attention_dropout", 0.0, "num_nextn_predict_layers", 0,
-        "head_dim", hp->qk_rope);
+        " s:i, s:i, s:i, s:f, s:b, s:s, s:s, s:f, s:f, s:i, s:i, s:i, s:s, s:b, s:b, s:f, s:i, "
+        "s:i}",
+        "architectures", v2 ? "DeepseekV2ForCausalLM" : "DeepseekV3ForCausalLM", "model_type",
+        hp->arch, "vocab_size", hp->vocab_size, "hidden_size", hp->hidden, "intermediate_size",
+        hp->inter, "moe_intermediate_size", hp->moe_inter, "num_hidden_layers", hp->n_layers,
+        "num_attention_heads", hp->n_heads, "num_key_value_heads", hp->n_heads, "kv_lora_rank",
+        hp->kv_lora_rank, "qk_nope_head_dim", hp->qk_nope, "qk_rope_head_dim", hp->qk_rope,
+        "v_head_dim", hp->v_head, "n_routed_experts", hp->n_routed, "n_shared_experts",
+        hp->n_shared, "num_experts_per_tok", hp->top_k, "n_group", hp->n_group, "topk_group",
+        hp->topk_group, "first_k_dense_replace", hp->first_k_dense, "moe_layer_freq",
+        hp->moe_layer_freq, "routed_scaling_factor", f2d(hp->routed_scale), "norm_topk_prob",
+        hp->norm_topk_prob, "scoring_func", hp->scoring == WT_SCORE_SIGMOID ? "sigmoid" : "softmax",
+        "topk_method", hp->scoring == WT_SCORE_SIGMOID ? "noaux_tc" : "greedy", "rms_norm_eps",
+        f2d(hp->rms_eps), "rope_theta", f2d(hp->rope_theta), "max_position_embeddings", hp->max_pos,
+        "bos_token_id", hp->bos_id, "eos_token_id", hp->eos_id, "hidden_act", "silu",
+        "tie_word_embeddings", 0, "attention_bias", 0, "attention_dropout", 0.0,
+        "num_nextn_predict_layers", 0, "head_dim", hp->qk_rope);
     if (!o) return NULL;
     json_object_set_new(o, "q_lora_rank",
                         hp->q_lora_rank ? json_integer(hp->q_lora_rank) : json_null());
     json_object_set_new(o, "torch_dtype", json_string("bfloat16"));
     json_object_set_new(o, "rope_interleave", json_true());
     if (hp->yarn)
-        json_object_set_new(o, "rope_scaling", json_pack(
-            "{s:s, s:s, s:f, s:i, s:f, s:f, s:f, s:f}", "type", "yarn", "rope_type", "yarn",
-            "factor", f2d(hp->yarn_factor), "original_max_position_embeddings", hp->yarn_orig_ctx,
-            "beta_fast", f2d(hp->yarn_beta_fast), "beta_slow", f2d(hp->yarn_beta_slow),
-            "mscale", f2d(hp->yarn_mscale), "mscale_all_dim", f2d(hp->yarn_mscale_all_dim)));
-    else
-        json_object_set_new(o, "rope_scaling", json_null());
+        json_object_set_new(o, "rope_scaling",
+                            json_pack("{s:s, s:s, s:f, s:i, s:f, s:f, s:f, s:f}", "type", "yarn",
+                                      "rope_type", "yarn", "factor", f2d(hp->yarn_factor),
+                                      "original_max_position_embeddings", hp->yarn_orig_ctx,
+                                      "beta_fast", f2d(hp->yarn_beta_fast), "beta_slow",
+                                      f2d(hp->yarn_beta_slow), "mscale", f2d(hp->yarn_mscale),
+                                      "mscale_all_dim", f2d(hp->yarn_mscale_all_dim)));
+    else json_object_set_new(o, "rope_scaling", json_null());
     if (fp8)
-        json_object_set_new(o, "quantization_config", json_pack(
-            "{s:s, s:s, s:[i,i], s:s}", "quant_method", "fp8", "fmt", "e4m3", "weight_block_size",
-            128, 128, "activation_scheme", "dynamic"));
+        json_object_set_new(o, "quantization_config",
+                            json_pack("{s:s, s:s, s:[i,i], s:s}", "quant_method", "fp8", "fmt",
+                                      "e4m3", "weight_block_size", 128, 128, "activation_scheme",
+                                      "dynamic"));
     char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
     json_decref(o);
     return s;
@@ -303,8 +307,8 @@ static int g_int(const struct gguf_ctx *g, const char *arch, const char *key, in
 }
 
 /* float key; absent -> def. Ranges as for config.json (NaN fails the range test). */
-static int g_flt(const struct gguf_ctx *g, const char *arch, const char *key, double def,
-                 double lo, double hi, float *out, char *err)
+static int g_flt(const struct gguf_ctx *g, const char *arch, const char *key, double def, double lo,
+                 double hi, float *out, char *err)
 {
     char k[128];
     snprintf(k, sizeof k, "%s.%s", arch, key);
@@ -313,8 +317,8 @@ static int g_flt(const struct gguf_ctx *g, const char *arch, const char *key, do
     if (rc == ERR_NOT_FOUND) v = def;
     else if (rc) return rc;
     if (!(v >= lo && v <= hi))
-        return err_set(err, ERR_FORMAT, "%s: %s = %g out of range [%g, %g]", gguf_path(g), k, v,
-                       lo, hi);
+        return err_set(err, ERR_FORMAT, "%s: %s = %g out of range [%g, %g]", gguf_path(g), k, v, lo,
+                       hi);
     *out = (float)v;
     return 0;
 }
@@ -336,7 +340,8 @@ int wt__hparams_gguf(const struct gguf_ctx *g, struct wt_hparams *hp, char *err)
         (rc = g_int(g, arch, "nextn_predict_layers", 0, 0, 0, 64, &hp->n_nextn, err)) ||
         (rc = g_int(g, arch, "embedding_length", 1, 0, 1, DIM_MAX, &hp->hidden, err)) ||
         (rc = g_int(g, arch, "feed_forward_length", 1, 0, 1, DIM_MAX, &hp->inter, err)) ||
-        (rc = g_int(g, arch, "expert_feed_forward_length", 0, 0, 0, DIM_MAX, &hp->moe_inter, err)) ||
+        (rc =
+             g_int(g, arch, "expert_feed_forward_length", 0, 0, 0, DIM_MAX, &hp->moe_inter, err)) ||
         (rc = g_int(g, arch, "attention.head_count", 1, 0, 1, 4096, &hp->n_heads, err)) ||
         (rc = g_int(g, arch, "attention.q_lora_rank", 0, 0, 0, DIM_MAX, &hp->q_lora_rank, err)) ||
         (rc = g_int(g, arch, "attention.kv_lora_rank", 1, 0, 1, DIM_MAX, &hp->kv_lora_rank, err)) ||
@@ -350,7 +355,8 @@ int wt__hparams_gguf(const struct gguf_ctx *g, struct wt_hparams *hp, char *err)
         (rc = g_int(g, arch, "expert_used_count", 0, 0, 0, 4096, &hp->top_k, err)) ||
         (rc = g_int(g, arch, "expert_group_count", 0, 1, 1, 4096, &hp->n_group, err)) ||
         (rc = g_int(g, arch, "expert_group_used_count", 0, 1, 1, 4096, &hp->topk_group, err)) ||
-        (rc = g_int(g, arch, "leading_dense_block_count", 0, 0, 0, 1100, &hp->first_k_dense, err)) ||
+        (rc =
+             g_int(g, arch, "leading_dense_block_count", 0, 0, 0, 1100, &hp->first_k_dense, err)) ||
         (rc = g_int(g, arch, "expert_gating_func", 0, 2, 0, 3, &gating, err)) ||
         (rc = g_int(g, arch, "context_length", 0, 4096, 1, 1 << 26, &hp->max_pos, err)) ||
         (rc = g_flt(g, arch, "expert_weights_scale", 1.0, 0, 1e6, &hp->routed_scale, err)) ||
@@ -373,7 +379,8 @@ int wt__hparams_gguf(const struct gguf_ctx *g, struct wt_hparams *hp, char *err)
     hp->moe_layer_freq = 1;
     int qk = kl_mla ? kl_mla : key_len, v = vl_mla ? vl_mla : val_len;
     if (qk <= hp->qk_rope)
-        return err_set(err, ERR_FORMAT, "%s: key_length %d <= rope dims %d", gguf_path(g), qk, hp->qk_rope);
+        return err_set(err, ERR_FORMAT, "%s: key_length %d <= rope dims %d", gguf_path(g), qk,
+                       hp->qk_rope);
     hp->qk_nope = qk - hp->qk_rope;
     hp->v_head = v;
     hp->scoring = gating == 1 ? WT_SCORE_SOFTMAX : WT_SCORE_SIGMOID;
@@ -392,7 +399,7 @@ int wt__hparams_gguf(const struct gguf_ctx *g, struct wt_hparams *hp, char *err)
         uint64_t n = 0;
         if (ki >= 0 && gguf_get_arr(g, ki, &et, &n, err) == 0 && n <= (1 << 24)) vs = (int)n;
     }
-    hp->vocab_size = vs;   /* 0: taken from token_embd by the caller */
+    hp->vocab_size = vs; /* 0: taken from token_embd by the caller */
     hp->bos_id = 0;
     hp->eos_id = 1;
     if (gguf_find_i64(g, "tokenizer.ggml.bos_token_id", &b, NULL) == 0 && b >= 0 && b < (1 << 24))
@@ -442,8 +449,7 @@ int wt_expected_shape(const struct wt_hparams *hp, const char *name, int64_t *s)
     int n = 0;
     if (strcmp(base, "token_embd.weight") == 0 || strcmp(base, "output.weight") == 0)
         n = set_shape(s, 2, V, D, 0);
-    else if (strcmp(base, "output_norm.weight") == 0)
-        n = set_shape(s, 1, D, 0, 0);
+    else if (strcmp(base, "output_norm.weight") == 0) n = set_shape(s, 1, D, 0, 0);
     else if (strncmp(base, "blk.", 4) == 0) {
         const char *p = strchr(base + 4, '.');
         if (!p) return 0;
@@ -453,26 +459,33 @@ int wt_expected_shape(const struct wt_hparams *hp, const char *name, int64_t *s)
         if (strstr(p, "_exps.") &&
             ((sscanf(p, "ffn_%63[a-z]_exps.%d.weight%n", tail, &e, &end) == 2 && !p[end]) ||
              (sscanf(p, "ffn_%63[a-z]_exps.weight%n", tail, &end) == 1 && !p[end]))) {
-            k = strcmp(tail, "gate") == 0 ? 0 : strcmp(tail, "up") == 0 ? 1 : strcmp(tail, "down") == 0 ? 2 : -1;
+            k = strcmp(tail, "gate") == 0   ? 0
+                : strcmp(tail, "up") == 0   ? 1
+                : strcmp(tail, "down") == 0 ? 2
+                                            : -1;
             if (k < 0) return 0;
             int64_t r = k == 2 ? D : Im, c = k == 2 ? Im : D;
             if (strstr(p, "_exps.weight")) n = set_shape(s, 3, E, r, c);
             else n = set_shape(s, 2, r, c, 0);
-        }
-        else if (!strcmp(p, "attn_norm.weight") || !strcmp(p, "ffn_norm.weight")) n = set_shape(s, 1, D, 0, 0);
+        } else if (!strcmp(p, "attn_norm.weight") || !strcmp(p, "ffn_norm.weight"))
+            n = set_shape(s, 1, D, 0, 0);
         else if (!strcmp(p, "attn_q_a.weight")) n = set_shape(s, 2, hp->q_lora_rank, D, 0);
         else if (!strcmp(p, "attn_q_a_norm.weight")) n = set_shape(s, 1, hp->q_lora_rank, 0, 0);
         else if (!strcmp(p, "attn_q_b.weight")) n = set_shape(s, 2, H * qk, hp->q_lora_rank, 0);
         else if (!strcmp(p, "attn_q.weight")) n = set_shape(s, 2, H * qk, D, 0);
-        else if (!strcmp(p, "attn_kv_a_mqa.weight")) n = set_shape(s, 2, hp->kv_lora_rank + hp->qk_rope, D, 0);
+        else if (!strcmp(p, "attn_kv_a_mqa.weight"))
+            n = set_shape(s, 2, hp->kv_lora_rank + hp->qk_rope, D, 0);
         else if (!strcmp(p, "attn_kv_a_norm.weight")) n = set_shape(s, 1, hp->kv_lora_rank, 0, 0);
-        else if (!strcmp(p, "attn_kv_b.weight")) n = set_shape(s, 2, H * (hp->qk_nope + hp->v_head), hp->kv_lora_rank, 0);
+        else if (!strcmp(p, "attn_kv_b.weight"))
+            n = set_shape(s, 2, H * (hp->qk_nope + hp->v_head), hp->kv_lora_rank, 0);
         else if (!strcmp(p, "attn_output.weight")) n = set_shape(s, 2, D, H * hp->v_head, 0);
-        else if (!strcmp(p, "ffn_gate.weight") || !strcmp(p, "ffn_up.weight")) n = set_shape(s, 2, hp->inter, D, 0);
+        else if (!strcmp(p, "ffn_gate.weight") || !strcmp(p, "ffn_up.weight"))
+            n = set_shape(s, 2, hp->inter, D, 0);
         else if (!strcmp(p, "ffn_down.weight")) n = set_shape(s, 2, D, hp->inter, 0);
         else if (!strcmp(p, "ffn_gate_inp.weight")) n = set_shape(s, 2, E, D, 0);
         else if (!strcmp(p, "exp_probs_b.bias")) n = set_shape(s, 1, E, 0, 0);
-        else if (!strcmp(p, "ffn_gate_shexp.weight") || !strcmp(p, "ffn_up_shexp.weight")) n = set_shape(s, 2, Is, D, 0);
+        else if (!strcmp(p, "ffn_gate_shexp.weight") || !strcmp(p, "ffn_up_shexp.weight"))
+            n = set_shape(s, 2, Is, D, 0);
         else if (!strcmp(p, "ffn_down_shexp.weight")) n = set_shape(s, 2, D, Is, 0);
     }
     if (!n || !scale) return n;

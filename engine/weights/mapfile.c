@@ -52,7 +52,7 @@ int wt__tmp_create(const char *path, char **tmp, FILE **f, char *err)
 int wt__tmp_commit(FILE *f, const char *tmp, const char *path, char *err)
 {
     off_t end = ftello(f);
-    if (fflush(f) != 0 || ftruncate(fileno(f), end) != 0) {   /* a trailing hole */
+    if (fflush(f) != 0 || ftruncate(fileno(f), end) != 0) { /* a trailing hole */
         int rc = err_set(err, ERR_IO, "%s: %s", tmp, strerror(errno));
         fclose(f);
         unlink(tmp);

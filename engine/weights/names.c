@@ -101,7 +101,7 @@ int wt__canon_name(const char *src, char *out, size_t n, struct wt__name_info *n
                 }
             }
         }
-        goto keep;   /* e.g. MTP-only tensors (enorm, eh_proj): layer is set, so they get skipped */
+        goto keep; /* e.g. MTP-only tensors (enorm, eh_proj): layer is set, so they get skipped */
     } else if (strncmp(s, "blk.", 4) == 0) {
         const char *p = s + 4;
         long l = parse_index(&p);
@@ -132,7 +132,7 @@ int wt__natural_cmp(const char *a, const char *b)
             char *ea, *eb;
             unsigned long long x = strtoull(a, &ea, 10), y = strtoull(b, &eb, 10);
             if (x != y) return x < y ? -1 : 1;
-            if ((ea - a) != (eb - b)) return (ea - a) < (eb - b) ? -1 : 1;  /* leading zeros */
+            if ((ea - a) != (eb - b)) return (ea - a) < (eb - b) ? -1 : 1; /* leading zeros */
             a = ea;
             b = eb;
             continue;
@@ -144,15 +144,9 @@ int wt__natural_cmp(const char *a, const char *b)
     return (unsigned char)*a - (unsigned char)*b;
 }
 
-const char *wt_proj_name(enum wt_proj p)
-{
-    return (p >= 0 && p <= 2) ? proj_names[p] : "?";
-}
+const char *wt_proj_name(enum wt_proj p) { return (p >= 0 && p <= 2) ? proj_names[p] : "?"; }
 
-int wt_name_is_routed_expert(const char *canon)
-{
-    return strstr(canon, "_exps.") != NULL;
-}
+int wt_name_is_routed_expert(const char *canon) { return strstr(canon, "_exps.") != NULL; }
 
 int wt_hf_name(const char *canon, char *out, size_t n)
 {
@@ -165,8 +159,10 @@ int wt_hf_name(const char *canon, char *out, size_t n)
         strcpy(suffix, "_scale_inv");
     }
     int w = -1;
-    if (strcmp(base, "token_embd.weight") == 0) w = snprintf(out, n, "model.embed_tokens.weight%s", suffix);
-    else if (strcmp(base, "output_norm.weight") == 0) w = snprintf(out, n, "model.norm.weight%s", suffix);
+    if (strcmp(base, "token_embd.weight") == 0)
+        w = snprintf(out, n, "model.embed_tokens.weight%s", suffix);
+    else if (strcmp(base, "output_norm.weight") == 0)
+        w = snprintf(out, n, "model.norm.weight%s", suffix);
     else if (strcmp(base, "output.weight") == 0) w = snprintf(out, n, "lm_head.weight%s", suffix);
     else if (strncmp(base, "blk.", 4) == 0) {
         const char *p = base + 4;

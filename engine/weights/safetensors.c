@@ -33,19 +33,31 @@ struct sft_file {
     size_t size;
     int n;
     struct sft_tensor *t;
-    int *sorted;            /* tensor indices sorted by name */
+    int *sorted; /* tensor indices sorted by name */
     int n_meta;
     char **meta_k, **meta_v;
 };
 
 static const struct {
     const char *name;
-    int type;               /* -2: known, unsupported */
+    int type; /* -2: known, unsupported */
 } dtypes[] = {
-    {"F8_E4M3", QTYPE_F8_E4M3}, {"BF16", QTYPE_BF16}, {"F16", QTYPE_F16}, {"F32", QTYPE_F32},
-    {"F64", QTYPE_F64},         {"U8", QTYPE_U8},     {"I8", QTYPE_I8},   {"I16", QTYPE_I16},
-    {"I32", QTYPE_I32},         {"I64", QTYPE_I64},   {"BOOL", QTYPE_U8}, {"F8_E5M2", -2},
-    {"U16", -2},                {"U32", -2},          {"U64", -2},        {"F8_E8M0", -2},
+    {"F8_E4M3", QTYPE_F8_E4M3},
+    {"BF16", QTYPE_BF16},
+    {"F16", QTYPE_F16},
+    {"F32", QTYPE_F32},
+    {"F64", QTYPE_F64},
+    {"U8", QTYPE_U8},
+    {"I8", QTYPE_I8},
+    {"I16", QTYPE_I16},
+    {"I32", QTYPE_I32},
+    {"I64", QTYPE_I64},
+    {"BOOL", QTYPE_U8},
+    {"F8_E5M2", -2},
+    {"U16", -2},
+    {"U32", -2},
+    {"U64", -2},
+    {"F8_E8M0", -2},
 };
 
 int sft_dtype_from_name(const char *dtype)
@@ -58,7 +70,7 @@ int sft_dtype_from_name(const char *dtype)
 const char *sft_dtype_name(int type)
 {
     for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
-        if (dtypes[i].type == type) return dtypes[i].name;   /* U8 before BOOL */
+        if (dtypes[i].type == type) return dtypes[i].name; /* U8 before BOOL */
     return NULL;
 }
 
@@ -119,7 +131,8 @@ static int parse_entry(struct sft_file *f, json_t *v, struct sft_tensor *t, uint
 {
     const char *nm = t->name;
     if (!json_is_object(v))
-        return err_set(err, ERR_FORMAT, "%s: tensor '%s': header entry is not an object", f->path, nm);
+        return err_set(err, ERR_FORMAT, "%s: tensor '%s': header entry is not an object", f->path,
+                       nm);
     json_t *jd = json_object_get(v, "dtype"), *js = json_object_get(v, "shape"),
            *jo = json_object_get(v, "data_offsets");
     if (!json_is_string(jd) || !json_is_array(js) || !json_is_array(jo) || json_array_size(jo) != 2)
@@ -158,13 +171,14 @@ static int parse_entry(struct sft_file *f, json_t *v, struct sft_tensor *t, uint
     if (oe > data_size)
         return err_set(err, ERR_FORMAT,
                        "%s: tensor '%s': data_offsets [%llu, %llu) beyond the data section (%llu "
-                       "bytes; truncated file?)", f->path, nm, (unsigned long long)ob,
-                       (unsigned long long)oe, (unsigned long long)data_size);
+                       "bytes; truncated file?)",
+                       f->path, nm, (unsigned long long)ob, (unsigned long long)oe,
+                       (unsigned long long)data_size);
     uint64_t want = nel * (uint64_t)qtype_traits(type)->type_size;
     if (oe - ob != want)
-        return err_set(err, ERR_FORMAT, "%s: tensor '%s': %llu bytes of data for %llu elements of %s",
-                       f->path, nm, (unsigned long long)(oe - ob), (unsigned long long)nel,
-                       json_string_value(jd));
+        return err_set(
+            err, ERR_FORMAT, "%s: tensor '%s': %llu bytes of data for %llu elements of %s", f->path,
+            nm, (unsigned long long)(oe - ob), (unsigned long long)nel, json_string_value(jd));
     t->offset = ob;
     t->nbytes = (size_t)want;
     return 0;
@@ -206,8 +220,10 @@ int sft_open(const char *path, struct sft_file **out, char *err)
     uint64_t hl;
     memcpy(&hl, f->map, 8);
     if (hl > SFT_MAX_HEADER || hl > f->size - 8 || hl < 2) {
-        rc = err_set(err, ERR_FORMAT, "%s: header length %llu is invalid for a %zu-byte file "
-                     "(not safetensors, or truncated)", path, (unsigned long long)hl, f->size);
+        rc = err_set(err, ERR_FORMAT,
+                     "%s: header length %llu is invalid for a %zu-byte file "
+                     "(not safetensors, or truncated)",
+                     path, (unsigned long long)hl, f->size);
         goto fail;
     }
     json_error_t je;
@@ -232,7 +248,8 @@ int sft_open(const char *path, struct sft_file **out, char *err)
     }
     const char *key;
     json_t *v;
-    json_object_foreach(root, key, v) {
+    json_object_foreach(root, key, v)
+    {
         if (strcmp(key, "__metadata__") == 0) {
             if (!json_is_object(v)) {
                 rc = err_set(err, ERR_FORMAT, "%s: __metadata__ is not an object", path);
@@ -247,9 +264,11 @@ int sft_open(const char *path, struct sft_file **out, char *err)
             }
             const char *mk;
             json_t *mv;
-            json_object_foreach(v, mk, mv) {
+            json_object_foreach(v, mk, mv)
+            {
                 if (!json_is_string(mv)) {
-                    rc = err_set(err, ERR_FORMAT, "%s: __metadata__ '%s' is not a string", path, mk);
+                    rc =
+                        err_set(err, ERR_FORMAT, "%s: __metadata__ '%s' is not a string", path, mk);
                     goto fail;
                 }
                 f->meta_k[f->n_meta] = strdup(mk);
@@ -276,7 +295,8 @@ int sft_open(const char *path, struct sft_file **out, char *err)
     for (int i = 1; i < f->n; i++) {
         const struct sft_tensor *a = &f->t[o[i - 1].idx], *b = &f->t[o[i].idx];
         if (a->nbytes && b->nbytes && a->offset + a->nbytes > b->offset) {
-            rc = err_set(err, ERR_FORMAT, "%s: tensors '%s' and '%s' overlap", path, a->name, b->name);
+            rc = err_set(err, ERR_FORMAT, "%s: tensors '%s' and '%s' overlap", path, a->name,
+                         b->name);
             goto fail;
         }
     }
@@ -307,7 +327,7 @@ struct sft_writer {
     char *path, *tmp;
     FILE *f;
     json_t *hdr, *meta;
-    size_t *sizes;          /* per declared tensor, in order */
+    size_t *sizes; /* per declared tensor, in order */
     int n, cap;
     uint64_t next_off;
     int began, failed, cur;
@@ -355,8 +375,8 @@ int sft_writer_meta(struct sft_writer *w, const char *key, const char *value, ch
     return 0;
 }
 
-int sft_writer_add(struct sft_writer *w, const char *name, int type, int ndim,
-                   const int64_t *shape, char *err)
+int sft_writer_add(struct sft_writer *w, const char *name, int type, int ndim, const int64_t *shape,
+                   char *err)
 {
     const char *dt = sft_dtype_name(type);
     if (w->began || !dt || ndim < 0 || ndim > SFT_MAX_DIMS || !*name ||
@@ -418,7 +438,8 @@ int sft_writer_skip(struct sft_writer *w, size_t n, char *err)
 
 int sft_writer_write(struct sft_writer *w, const void *data, size_t n, char *err)
 {
-    if (!w->began || w->failed) return err_set(err, ERR_INVAL, "%s: write before begin or after error", w->path);
+    if (!w->began || w->failed)
+        return err_set(err, ERR_INVAL, "%s: write before begin or after error", w->path);
     const uint8_t *p = data;
     while (n) {
         while (w->cur < w->n && w->cur_done == w->sizes[w->cur]) {
@@ -445,7 +466,8 @@ int sft_writer_finish(struct sft_writer *w, char *err)
         w->cur++;
         w->cur_done = 0;
     }
-    if (w->cur < w->n) return err_set(err, ERR_INVAL, "%s: tensor %d not fully written", w->path, w->cur);
+    if (w->cur < w->n)
+        return err_set(err, ERR_INVAL, "%s: tensor %d not fully written", w->path, w->cur);
     FILE *f = w->f;
     w->f = NULL;
     return wt__tmp_commit(f, w->tmp, w->path, err);

@@ -27,23 +27,23 @@
 
 struct sft_tensor {
     const char *name;
-    int type;                      /* enum qtype */
+    int type; /* enum qtype */
     int ndim;
-    int64_t shape[SFT_MAX_DIMS];   /* row-major, outermost first */
-    uint64_t offset;               /* relative to the data section */
+    int64_t shape[SFT_MAX_DIMS]; /* row-major, outermost first */
+    uint64_t offset;             /* relative to the data section */
     size_t nbytes;
-    const void *data;              /* inside the mapping */
+    const void *data; /* inside the mapping */
 };
 
 struct sft_file;
 
 int sft_open(const char *path, struct sft_file **out, char *err);
-void sft_close(struct sft_file *f);   /* NULL ok */
+void sft_close(struct sft_file *f); /* NULL ok */
 
 const char *sft_path(const struct sft_file *f);
 int sft_n_tensors(const struct sft_file *f);
-const struct sft_tensor *sft_at(const struct sft_file *f, int i);           /* file order */
-const struct sft_tensor *sft_find(const struct sft_file *f, const char *name);  /* NULL if absent */
+const struct sft_tensor *sft_at(const struct sft_file *f, int i);              /* file order */
+const struct sft_tensor *sft_find(const struct sft_file *f, const char *name); /* NULL if absent */
 /* __metadata__ entries; NULL if absent. */
 int sft_n_meta(const struct sft_file *f);
 const char *sft_meta_key(const struct sft_file *f, int i);
@@ -51,7 +51,7 @@ const char *sft_meta(const struct sft_file *f, const char *key);
 
 /* The safetensors dtype name of a qtype ("BF16", "F8_E4M3"...), NULL if none. */
 const char *sft_dtype_name(int type);
-int sft_dtype_from_name(const char *dtype);   /* enum qtype, -1 unknown, -2 known but unsupported */
+int sft_dtype_from_name(const char *dtype); /* enum qtype, -1 unknown, -2 known but unsupported */
 
 /* ---- writer ---------------------------------------------------------------------------------- */
 /* Declare metadata and tensors, begin() writes the header, then write() streams each tensor's
@@ -60,11 +60,11 @@ int sft_dtype_from_name(const char *dtype);   /* enum qtype, -1 unknown, -2 know
 struct sft_writer;
 
 int sft_writer_create(const char *path, struct sft_writer **out, char *err);
-void sft_writer_destroy(struct sft_writer *w);   /* abandons an unfinished file; NULL ok */
+void sft_writer_destroy(struct sft_writer *w); /* abandons an unfinished file; NULL ok */
 int sft_writer_meta(struct sft_writer *w, const char *key, const char *value, char *err);
 /* type must have a safetensors dtype (sft_dtype_name != NULL). */
-int sft_writer_add(struct sft_writer *w, const char *name, int type, int ndim,
-                   const int64_t *shape, char *err);
+int sft_writer_add(struct sft_writer *w, const char *name, int type, int ndim, const int64_t *shape,
+                   char *err);
 int sft_writer_begin(struct sft_writer *w, char *err);
 int sft_writer_write(struct sft_writer *w, const void *data, size_t n, char *err);
 /* Like write, but leaves a hole of n bytes (zeros; sparse file). */

@@ -121,7 +121,6 @@ static void preset_v3(struct wt_hparams *hp)
     hp->max_pos = 163840;
 }
 
-
 int wt_synth(const struct wt_synth_opts *o, char *err)
 {
     struct wt_hparams hp;
@@ -155,18 +154,19 @@ int wt_synth(const struct wt_synth_opts *o, char *err)
         if (hp.n_group == 1) hp.topk_group = 1;
     }
     int gtype = o->experts_type >= 0 ? o->experts_type : QTYPE_Q8_0;
-    if (gtype != WT_EXPERTS_Q4_K_M && (gtype == QTYPE_F8_E4M3 || gtype == QTYPE_U8 || !qtype_traits(gtype) || gtype >= 100 ||
-        gtype == QTYPE_Q8_K || gtype == QTYPE_Q8_1 ||
-        (!qtype_traits(gtype)->is_quant && gtype != QTYPE_F32 && gtype != QTYPE_F16 &&
-         gtype != QTYPE_BF16)))
+    if (gtype != WT_EXPERTS_Q4_K_M &&
+        (gtype == QTYPE_F8_E4M3 || gtype == QTYPE_U8 || !qtype_traits(gtype) || gtype >= 100 ||
+         gtype == QTYPE_Q8_K || gtype == QTYPE_Q8_1 ||
+         (!qtype_traits(gtype)->is_quant && gtype != QTYPE_F32 && gtype != QTYPE_F16 &&
+          gtype != QTYPE_BF16)))
         return err_set(err, ERR_INVAL, "experts type %s cannot hold weights", qtype_name(gtype));
     if ((rc = wt__mkdirs(o->out, err))) return rc;
     int ntok;
     if ((rc = wt__synth_tokenizer(o->out, &ntok, err))) return rc;
     if (!hp.vocab_size || hp.vocab_size < ntok) hp.vocab_size = (ntok + 127) / 128 * 128;
-    if ((rc = wt__synth_tokenizer_config(o->out, o->chat_template ? o->chat_template
-                                                                  : tmpl_builtin_jinja("deepseek-v3"),
-                                         hp.max_pos, err)))
+    if ((rc = wt__synth_tokenizer_config(
+             o->out, o->chat_template ? o->chat_template : tmpl_builtin_jinja("deepseek-v3"),
+             hp.max_pos, err)))
         return rc;
     const struct cpuq_ops *ops = NULL;
     if ((rc = cpuq_ops_get(cpuq_isa_detect(), &ops, err))) return rc;

@@ -26,23 +26,23 @@ enum wt__init { WT_INIT_NORMAL, WT_INIT_NORM, WT_INIT_BIAS };
 enum wt__src { WT_SRC_TENSOR, WT_SRC_STACKED, WT_SRC_EXPERT };
 
 struct wt__job {
-    char name[WT_NAME_LEN];       /* output name */
-    char canon[WT_NAME_LEN];      /* canonical name (the source for quantize/dequant) */
-    int fmt;                      /* enum wt__fmt */
-    int gtype;                    /* WT_FMT_GGML: enum qtype */
+    char name[WT_NAME_LEN];  /* output name */
+    char canon[WT_NAME_LEN]; /* canonical name (the source for quantize/dequant) */
+    int fmt;                 /* enum wt__fmt */
+    int gtype;               /* WT_FMT_GGML: enum qtype */
     int ndim;
     int64_t shape[3];
-    int64_t rows, cols;           /* flattened: rows = product of all but the last dim */
-    int init;                     /* synth: enum wt__init */
+    int64_t rows, cols; /* flattened: rows = product of all but the last dim */
+    int init;           /* synth: enum wt__init */
     float std;
-    int src;                      /* quantize/dequant: enum wt__src */
+    int src; /* quantize/dequant: enum wt__src */
     int layer, proj, expert;
 };
 
 struct wt__emitter {
     const struct cpuq_ops *ops;
     int threads;
-    int zero;                     /* skip: sparse all-zero output */
+    int zero; /* skip: sparse all-zero output */
     uint64_t seed;
     const struct wt_model *model; /* source model (quantize/dequant) */
     /* rows [r0, r0 + n) of job j as f32 (n x cols) */

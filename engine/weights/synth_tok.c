@@ -45,13 +45,23 @@ static const struct {
     const char *s;
     int special;
 } added_tail[] = {
-    {"<｜fim▁hole｜>", 0}, {"<｜fim▁begin｜>", 0}, {"<｜fim▁end｜>", 0},
-    {"<｜User｜>", 0}, {"<｜Assistant｜>", 0}, {"<|EOT|>", 1},
-    {"<｜tool▁calls▁begin｜>", 0}, {"<｜tool▁calls▁end｜>", 0},
-    {"<｜tool▁call▁begin｜>", 0}, {"<｜tool▁call▁end｜>", 0},
-    {"<｜tool▁outputs▁begin｜>", 0}, {"<｜tool▁outputs▁end｜>", 0},
-    {"<｜tool▁output▁begin｜>", 0}, {"<｜tool▁output▁end｜>", 0},
-    {"<｜tool▁sep｜>", 0}, {"<think>", 0}, {"</think>", 0},
+    {"<｜fim▁hole｜>", 0},
+    {"<｜fim▁begin｜>", 0},
+    {"<｜fim▁end｜>", 0},
+    {"<｜User｜>", 0},
+    {"<｜Assistant｜>", 0},
+    {"<|EOT|>", 1},
+    {"<｜tool▁calls▁begin｜>", 0},
+    {"<｜tool▁calls▁end｜>", 0},
+    {"<｜tool▁call▁begin｜>", 0},
+    {"<｜tool▁call▁end｜>", 0},
+    {"<｜tool▁outputs▁begin｜>", 0},
+    {"<｜tool▁outputs▁end｜>", 0},
+    {"<｜tool▁output▁begin｜>", 0},
+    {"<｜tool▁output▁end｜>", 0},
+    {"<｜tool▁sep｜>", 0},
+    {"<think>", 0},
+    {"</think>", 0},
 };
 static const char *added_head[3] = {"<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>",
                                     "<｜▁pad▁｜>"};
@@ -63,7 +73,8 @@ static const char *added_head[3] = {"<｜begin▁of▁sentence｜>", "<｜end▁
 /* GPT-2 byte -> unicode code point */
 static unsigned byte_cp(int b)
 {
-    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255)) return (unsigned)b;
+    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255))
+        return (unsigned)b;
     int n = 0;
     for (int x = 0; x < b; x++)
         if (!((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255))) n++;
@@ -86,7 +97,7 @@ struct word {
 int wt__synth_tokenizer(const char *dir, int *n_vocab, char *err)
 {
     /* strings of every token */
-    char (*tokstr)[64] = calloc(MAX_TOK, sizeof *tokstr);
+    char(*tokstr)[64] = calloc(MAX_TOK, sizeof *tokstr);
     if (!tokstr) return err_set(err, ERR_NOMEM, "out of memory");
     int ntok = FIRST_BYTE + 256;
     for (int b = 0; b < 256; b++) {
@@ -113,7 +124,8 @@ int wt__synth_tokenizer(const char *dir, int *n_vocab, char *err)
         if (s[i] == ' ' && i + 1 < len && cls(s[i + 1]) != 3) i++;
         int c = cls(s[i]);
         i++;
-        if (c != 2) while (i < len && cls(s[i]) == c) i++;
+        if (c != 2)
+            while (i < len && cls(s[i]) == c) i++;
         w[nw].tok = pool + used;
         w[nw].n = (int)(i - st);
         for (size_t k = st; k < i; k++) pool[used++] = FIRST_BYTE + s[k];
@@ -163,7 +175,7 @@ int wt__synth_tokenizer(const char *dir, int *n_vocab, char *err)
     json_t *vocab = json_object(), *jm = json_array(), *added = json_array();
     for (int k = 0; k < 3; k++) json_object_set_new(vocab, added_head[k], json_integer(k));
     for (int k = FIRST_BYTE; k < ntok; k++) {
-        if (json_object_get(vocab, tokstr[k])) continue;   /* cannot happen for BPE; be safe */
+        if (json_object_get(vocab, tokstr[k])) continue; /* cannot happen for BPE; be safe */
         json_object_set_new(vocab, tokstr[k], json_integer(k));
     }
     for (int k = 0; k < nm; k++) {
@@ -175,42 +187,45 @@ int wt__synth_tokenizer(const char *dir, int *n_vocab, char *err)
     int id = ntok;
     for (int k = 0; k < 3; k++)
         json_array_append_new(added, json_pack("{s:i, s:s, s:b, s:b, s:b, s:b, s:b}", "id", k,
-                              "content", added_head[k], "single_word", 0, "lstrip", 0, "rstrip", 0,
-                              "normalized", 0, "special", 1));
+                                               "content", added_head[k], "single_word", 0, "lstrip",
+                                               0, "rstrip", 0, "normalized", 0, "special", 1));
     for (size_t k = 0; k < sizeof added_tail / sizeof added_tail[0]; k++, id++) {
         json_object_set_new(vocab, added_tail[k].s, json_integer(id));
-        json_array_append_new(added, json_pack("{s:i, s:s, s:b, s:b, s:b, s:b, s:b}", "id", id,
-                              "content", added_tail[k].s, "single_word", 0, "lstrip", 0,
-                              "rstrip", 0, "normalized", 0, "special", added_tail[k].special));
+        json_array_append_new(added,
+                              json_pack("{s:i, s:s, s:b, s:b, s:b, s:b, s:b}", "id", id, "content",
+                                        added_tail[k].s, "single_word", 0, "lstrip", 0, "rstrip", 0,
+                                        "normalized", 0, "special", added_tail[k].special));
     }
     json_t *pre = json_pack(
         "{s:s, s:[{s:s, s:{s:s}, s:s, s:b}, {s:s, s:{s:s}, s:s, s:b}, {s:s, s:{s:s}, s:s, s:b},"
         " {s:s, s:b, s:b, s:b}]}",
-        "type", "Sequence", "pretokenizers",
-        "type", "Split", "pattern", "Regex", "\\p{N}{1,3}", "behavior", "Isolated", "invert", 0,
-        "type", "Split", "pattern", "Regex", "[一-龥぀-ゟ゠-ヿ]+", "behavior", "Isolated", "invert", 0,
-        "type", "Split", "pattern", "Regex",
-        "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+|"
+        "type", "Sequence", "pretokenizers", "type", "Split", "pattern", "Regex", "\\p{N}{1,3}",
+        "behavior", "Isolated", "invert", 0, "type", "Split", "pattern", "Regex",
+        "[一-龥぀-ゟ゠-ヿ]+", "behavior", "Isolated", "invert", 0, "type", "Split", "pattern",
+        "Regex",
+        "[!\"#$%&'()*+,\\-./"
+        ":;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+|"
         " ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+",
-        "behavior", "Isolated", "invert", 0,
-        "type", "ByteLevel", "add_prefix_space", 0, "trim_offsets", 1, "use_regex", 0);
-    json_t *post = json_pack(
-        "{s:s, s:[{s:{s:s, s:i}}, {s:{s:s, s:i}}], s:[{s:{s:s, s:i}}, {s:{s:s, s:i}}, {s:{s:s, s:i}}, {s:{s:s, s:i}}],"
-        " s:{s:{s:s, s:[i], s:[s]}}}",
-        "type", "TemplateProcessing",
-        "single", "SpecialToken", "id", added_head[0], "type_id", 0, "Sequence", "id", "A", "type_id", 0,
-        "pair", "SpecialToken", "id", added_head[0], "type_id", 0, "Sequence", "id", "A", "type_id", 0,
-        "SpecialToken", "id", added_head[0], "type_id", 1, "Sequence", "id", "B", "type_id", 1,
-        "special_tokens", added_head[0], "id", added_head[0], "ids", 0, "tokens", added_head[0]);
-    json_t *model = json_pack(
-        "{s:s, s:n, s:n, s:n, s:n, s:b, s:b, s:b, s:o, s:o}", "type", "BPE", "dropout", "unk_token",
-        "continuing_subword_prefix", "end_of_word_suffix", "fuse_unk", 0, "byte_fallback", 0,
-        "ignore_merges", 0, "vocab", vocab, "merges", jm);
-    json_t *root = json_pack(
-        "{s:s, s:n, s:n, s:o, s:n, s:o, s:o, s:{s:s, s:b, s:b, s:b}, s:o}", "version", "1.0",
-        "truncation", "padding", "added_tokens", added, "normalizer", "pre_tokenizer", pre,
-        "post_processor", post, "decoder", "type", "ByteLevel", "add_prefix_space", 1,
-        "trim_offsets", 1, "use_regex", 1, "model", model);
+        "behavior", "Isolated", "invert", 0, "type", "ByteLevel", "add_prefix_space", 0,
+        "trim_offsets", 1, "use_regex", 0);
+    json_t *post = json_pack("{s:s, s:[{s:{s:s, s:i}}, {s:{s:s, s:i}}], s:[{s:{s:s, s:i}}, "
+                             "{s:{s:s, s:i}}, {s:{s:s, s:i}}, {s:{s:s, s:i}}],"
+                             " s:{s:{s:s, s:[i], s:[s]}}}",
+                             "type", "TemplateProcessing", "single", "SpecialToken", "id",
+                             added_head[0], "type_id", 0, "Sequence", "id", "A", "type_id", 0,
+                             "pair", "SpecialToken", "id", added_head[0], "type_id", 0, "Sequence",
+                             "id", "A", "type_id", 0, "SpecialToken", "id", added_head[0],
+                             "type_id", 1, "Sequence", "id", "B", "type_id", 1, "special_tokens",
+                             added_head[0], "id", added_head[0], "ids", 0, "tokens", added_head[0]);
+    json_t *model =
+        json_pack("{s:s, s:n, s:n, s:n, s:n, s:b, s:b, s:b, s:o, s:o}", "type", "BPE", "dropout",
+                  "unk_token", "continuing_subword_prefix", "end_of_word_suffix", "fuse_unk", 0,
+                  "byte_fallback", 0, "ignore_merges", 0, "vocab", vocab, "merges", jm);
+    json_t *root =
+        json_pack("{s:s, s:n, s:n, s:o, s:n, s:o, s:o, s:{s:s, s:b, s:b, s:b}, s:o}", "version",
+                  "1.0", "truncation", "padding", "added_tokens", added, "normalizer",
+                  "pre_tokenizer", pre, "post_processor", post, "decoder", "type", "ByteLevel",
+                  "add_prefix_space", 1, "trim_offsets", 1, "use_regex", 1, "model", model);
     if (!root) return err_set(err, ERR_INTERNAL, "building tokenizer.json failed");
     char p[4096];
     snprintf(p, sizeof p, "%s/tokenizer.json", dir);

@@ -47,9 +47,9 @@ struct wt_file {
 };
 
 struct ent {
-    struct wt_tensor t;     /* first member: a struct wt_tensor * is a struct ent * */
+    struct wt_tensor t; /* first member: a struct wt_tensor * is a struct ent * */
     int layer, proj, expert;
-    int stacked;            /* a whole ffn_X_exps tensor */
+    int stacked; /* a whole ffn_X_exps tensor */
     int dead;
 };
 
@@ -60,9 +60,9 @@ struct wt_model {
     int n_files, cap_files;
     struct ent **ents;
     int n_ents, cap_ents;
-    int *hash;              /* open addressing: ent index + 1, 0 = empty */
+    int *hash; /* open addressing: ent index + 1, 0 = empty */
     size_t hash_cap;
-    struct ent **sorted;    /* live entries, natural name order */
+    struct ent **sorted; /* live entries, natural name order */
     int n_sorted;
     int n_skipped_mtp;
 };
@@ -185,13 +185,14 @@ static int add_ent(struct wt_model *m, const char *canon, const struct wt__name_
     if (m->hash[slot]) {
         struct ent *old = m->ents[m->hash[slot] - 1];
         if (old->t.file == file)
-            return err_set(err, ERR_FORMAT, "%s: tensor '%s' appears twice", m->files[file].path, canon);
+            return err_set(err, ERR_FORMAT, "%s: tensor '%s' appears twice", m->files[file].path,
+                           canon);
         if (!(stacked && old->stacked)) {
             LOG_DEBUG("weights", "%s: '%s' already from %s; ignored", m->files[file].path, canon,
                       m->files[old->t.file].path);
             return 0;
         }
-        old->dead = 1;   /* later stacked experts win (experts_from) */
+        old->dead = 1; /* later stacked experts win (experts_from) */
     }
     if (m->n_ents == m->cap_ents) {
         int cap = m->cap_ents ? m->cap_ents * 2 : 1024;
@@ -268,7 +269,7 @@ static int index_sft(struct wt_model *m, int fi, char *err)
                        path, ver);
     for (int i = 0; i < sft_n_tensors(f); i++) {
         const struct sft_tensor *t = sft_at(f, i);
-        if (ends_with(t->name, ".ggml_type")) continue;   /* consumed with its blob */
+        if (ends_with(t->name, ".ggml_type")) continue; /* consumed with its blob */
         char canon[256];
         struct wt__name_info ni;
         if (wt__canon_name(t->name, canon, sizeof canon, &ni))
@@ -303,8 +304,10 @@ static int index_sft(struct wt_model *m, int fi, char *err)
                         return err_set(err, ERR_FORMAT, "%s: '%s' must be one int64", path, key);
                     memcpy(&v, gt->data, 8);
                     if (v < 0 || v >= 100 || !qtype_traits((int)v))
-                        return err_set(err, ERR_UNSUPPORTED, "%s: tensor '%s': unsupported ggml "
-                                       "type %lld", path, t->name, (long long)v);
+                        return err_set(err, ERR_UNSUPPORTED,
+                                       "%s: tensor '%s': unsupported ggml "
+                                       "type %lld",
+                                       path, t->name, (long long)v);
                     gtype = (int)v;
                 }
             }
@@ -318,8 +321,10 @@ static int index_sft(struct wt_model *m, int fi, char *err)
                 int ok;
                 size_t want = shape_bytes(gtype, ndim, shape, &ok);
                 if (!ok || want != t->nbytes)
-                    return err_set(err, ERR_FORMAT, "%s: tensor '%s': %zu bytes, but %s of this "
-                                   "shape needs %zu", path, t->name, t->nbytes, qtype_name(gtype), want);
+                    return err_set(err, ERR_FORMAT,
+                                   "%s: tensor '%s': %zu bytes, but %s of this "
+                                   "shape needs %zu",
+                                   path, t->name, t->nbytes, qtype_name(gtype), want);
                 type = gtype;
             }
         }
@@ -361,11 +366,13 @@ static int finalize(struct wt_model *m, char *err)
     if (!stk) return err_set(err, ERR_NOMEM, "out of memory");
     for (int i = 0; i < m->n_ents; i++) {
         struct ent *e = m->ents[i];
-        if (!e->dead && e->stacked && e->layer >= 0 && e->layer < nl) stk[e->layer * 3 + e->proj] = 1;
+        if (!e->dead && e->stacked && e->layer >= 0 && e->layer < nl)
+            stk[e->layer * 3 + e->proj] = 1;
     }
     for (int i = 0; i < m->n_ents; i++) {
         struct ent *e = m->ents[i];
-        if (!e->dead && e->expert >= 0 && e->proj >= 0 && e->layer < nl && stk[e->layer * 3 + e->proj])
+        if (!e->dead && e->expert >= 0 && e->proj >= 0 && e->layer < nl &&
+            stk[e->layer * 3 + e->proj])
             e->dead = 1;
     }
     free(stk);
@@ -391,8 +398,10 @@ static int finalize(struct wt_model *m, char *err)
     if (m->hp.vocab_size == 0) {
         const struct wt_tensor *t = wt_get(m, "token_embd.weight");
         if (!t || t->ndim != 2 || t->shape[0] > (1 << 24))
-            return err_set(err, ERR_FORMAT, "%s: vocabulary size unknown (no config.json, no "
-                           "vocab in GGUF metadata, no token_embd)", m->dir);
+            return err_set(err, ERR_FORMAT,
+                           "%s: vocabulary size unknown (no config.json, no "
+                           "vocab in GGUF metadata, no token_embd)",
+                           m->dir);
         m->hp.vocab_size = (int)t->shape[0];
     }
     return 0;
@@ -444,7 +453,8 @@ static int check_splits(char **names, int n, const char *dir, char *err)
         unsigned a, b;
         char tail[8];
         /* "-00001-of-00003.gguf" is 20 characters */
-        if (l < 21 || sscanf(s + l - 20, "-%5u-of-%5u%7s", &a, &b, tail) != 3 || strcmp(tail, ".gguf"))
+        if (l < 21 || sscanf(s + l - 20, "-%5u-of-%5u%7s", &a, &b, tail) != 3 ||
+            strcmp(tail, ".gguf"))
             continue;
         if (b == 0 || a == 0 || a > b)
             return err_set(err, ERR_FORMAT, "%s/%s: bad split numbering", dir, s);
@@ -454,7 +464,8 @@ static int check_splits(char **names, int n, const char *dir, char *err)
             int found = 0;
             for (int j = 0; j < n && !found; j++) found = strcmp(names[j], want) == 0;
             if (!found)
-                return err_set(err, ERR_FORMAT, "%s: split GGUF incomplete: %s is missing", dir, want);
+                return err_set(err, ERR_FORMAT, "%s: split GGUF incomplete: %s is missing", dir,
+                               want);
         }
     }
     return 0;
@@ -474,10 +485,16 @@ static int open_dir_files(struct wt_model *m, const char *dir, char *err)
         if (n == cap) {
             cap = cap ? cap * 2 : 64;
             char **nn = realloc(names, sizeof *nn * (size_t)cap);
-            if (!nn) { rc = err_set(err, ERR_NOMEM, "out of memory"); break; }
+            if (!nn) {
+                rc = err_set(err, ERR_NOMEM, "out of memory");
+                break;
+            }
             names = nn;
         }
-        if (!(names[n] = strdup(de->d_name))) { rc = err_set(err, ERR_NOMEM, "out of memory"); break; }
+        if (!(names[n] = strdup(de->d_name))) {
+            rc = err_set(err, ERR_NOMEM, "out of memory");
+            break;
+        }
         n++;
     }
     closedir(d);
@@ -521,8 +538,10 @@ static int load_hparams(struct wt_model *m, char *err)
         const char *c = m->files[i].st ? sft_meta(m->files[i].st, "tandem.config") : NULL;
         if (c) return wt__hparams_json(c, strlen(c), m->files[i].path, &m->hp, err);
     }
-    return err_set(err, ERR_NOT_FOUND, "%s: no config.json and no GGUF metadata to read the "
-                   "hyperparameters from", m->dir);
+    return err_set(err, ERR_NOT_FOUND,
+                   "%s: no config.json and no GGUF metadata to read the "
+                   "hyperparameters from",
+                   m->dir);
 }
 
 int wt_open(const char *path, struct wt_model **out, char *err)
@@ -573,7 +592,7 @@ static int type_ok(int type, enum kind k)
     if (k == K_VEC) return 0;
     const struct qtype_traits *t = qtype_traits(type);
     if (type == QTYPE_F8_E4M3) return 1;
-    return t && t->is_quant && type != QTYPE_Q8_K && type != QTYPE_Q8_1;   /* activation-only types */
+    return t && t->is_quant && type != QTYPE_Q8_K && type != QTYPE_Q8_1; /* activation-only types */
 }
 
 static int check_scale(const struct wt_model *m, const struct wt_tensor *t, char *err)
@@ -596,8 +615,7 @@ static int check_scale(const struct wt_model *m, const struct wt_tensor *t, char
 static int check_tensor(const struct wt_model *m, const char *name, enum kind k, char *err)
 {
     const struct wt_tensor *t = wt_get(m, name);
-    if (!t)
-        return err_set(err, ERR_FORMAT, "%s: missing tensor '%s'", m->dir, name);
+    if (!t) return err_set(err, ERR_FORMAT, "%s: missing tensor '%s'", m->dir, name);
     int64_t want[WT_MAX_DIMS] = {0};
     int nd = wt_expected_shape(&m->hp, name, want);
     int same = nd == t->ndim;
@@ -605,9 +623,11 @@ static int check_tensor(const struct wt_model *m, const char *name, enum kind k,
     if (!same) {
         char a[80] = "", b[80] = "";
         for (int d = 0; d < t->ndim; d++)
-            snprintf(a + strlen(a), sizeof a - strlen(a), "%s%lld", d ? "," : "", (long long)t->shape[d]);
+            snprintf(a + strlen(a), sizeof a - strlen(a), "%s%lld", d ? "," : "",
+                     (long long)t->shape[d]);
         for (int d = 0; d < nd; d++)
-            snprintf(b + strlen(b), sizeof b - strlen(b), "%s%lld", d ? "," : "", (long long)want[d]);
+            snprintf(b + strlen(b), sizeof b - strlen(b), "%s%lld", d ? "," : "",
+                     (long long)want[d]);
         return err_set(err, ERR_FORMAT, "%s: tensor '%s' has shape [%s], config says [%s]",
                        wt_file_name(m, t->file), name, a, b);
     }
@@ -626,8 +646,11 @@ int wt_validate(const struct wt_model *m, char *err)
         (rc = check_tensor(m, "output_norm.weight", K_VEC, err)) ||
         (rc = check_tensor(m, "output.weight", K_MAT, err)))
         return rc;
-#define CHK(kind, ...) do { snprintf(n, sizeof n, __VA_ARGS__); \
-        if ((rc = check_tensor(m, n, kind, err))) return rc; } while (0)
+#define CHK(kind, ...)                                                                             \
+    do {                                                                                           \
+        snprintf(n, sizeof n, __VA_ARGS__);                                                        \
+        if ((rc = check_tensor(m, n, kind, err))) return rc;                                       \
+    } while (0)
     for (int l = 0; l < hp->n_layers; l++) {
         CHK(K_VEC, "blk.%d.attn_norm.weight", l);
         if (hp->q_lora_rank) {

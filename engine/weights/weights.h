@@ -9,16 +9,16 @@
  *
  * Canonical names (GGUF style, llama.cpp's deepseek2 names):
  *   token_embd.weight  output_norm.weight  output.weight
- *   blk.N.attn_norm.weight  blk.N.attn_q_a.weight  blk.N.attn_q_a_norm.weight  blk.N.attn_q_b.weight
+ *   blk.N.attn_norm.weight  blk.N.attn_q_a.weight  blk.N.attn_q_a_norm.weight blk.N.attn_q_b.weight
  *   blk.N.attn_q.weight (no q_lora)  blk.N.attn_kv_a_mqa.weight  blk.N.attn_kv_a_norm.weight
  *   blk.N.attn_kv_b.weight  blk.N.attn_output.weight  blk.N.ffn_norm.weight
  *   dense:  blk.N.ffn_gate.weight  blk.N.ffn_up.weight  blk.N.ffn_down.weight
  *   MoE:    blk.N.ffn_gate_inp.weight (router)  blk.N.exp_probs_b.bias (correction bias)
  *           blk.N.ffn_{gate,up,down}_shexp.weight  (shared experts)
  *           blk.N.ffn_{gate,up,down}_exps.weight   (routed experts, stacked; see wt_expert())
- *           blk.N.ffn_{gate,up,down}_exps.E.weight (one routed expert E, from per-expert HF tensors)
- * HF names map as: model.embed_tokens -> token_embd, model.norm -> output_norm, lm_head -> output,
- *   model.layers.N.{input_layernorm -> attn_norm, self_attn.q_a_proj -> attn_q_a,
+ *           blk.N.ffn_{gate,up,down}_exps.E.weight (one routed expert E, from per-expert HF
+ * tensors) HF names map as: model.embed_tokens -> token_embd, model.norm -> output_norm, lm_head ->
+ * output, model.layers.N.{input_layernorm -> attn_norm, self_attn.q_a_proj -> attn_q_a,
  *   q_a_layernorm -> attn_q_a_norm, q_b_proj -> attn_q_b, q_proj -> attn_q,
  *   kv_a_proj_with_mqa -> attn_kv_a_mqa, kv_a_layernorm -> attn_kv_a_norm, kv_b_proj -> attn_kv_b,
  *   o_proj -> attn_output, post_attention_layernorm -> ffn_norm, mlp.{gate,up,down}_proj ->
@@ -54,15 +54,15 @@ enum wt_scoring { WT_SCORE_SIGMOID = 0, WT_SCORE_SOFTMAX = 1 };
 
 /* Everything the forward pass needs from config.json / GGUF metadata. */
 struct wt_hparams {
-    char arch[32];              /* "deepseek_v3" or "deepseek_v2" */
+    char arch[32]; /* "deepseek_v3" or "deepseek_v2" */
     int vocab_size;
-    int hidden;                 /* hidden_size (D) */
-    int inter;                  /* intermediate_size (dense FFN) */
-    int moe_inter;              /* moe_intermediate_size (per routed expert) */
-    int n_layers;               /* num_hidden_layers (MTP layers excluded) */
+    int hidden;    /* hidden_size (D) */
+    int inter;     /* intermediate_size (dense FFN) */
+    int moe_inter; /* moe_intermediate_size (per routed expert) */
+    int n_layers;  /* num_hidden_layers (MTP layers excluded) */
     int n_heads;
-    int q_lora_rank;            /* 0 = plain q_proj (V2-Lite, Moonlight) */
-    int kv_lora_rank;           /* 512 */
+    int q_lora_rank;              /* 0 = plain q_proj (V2-Lite, Moonlight) */
+    int kv_lora_rank;             /* 512 */
     int qk_nope, qk_rope, v_head; /* 128, 64, 128 */
     int n_routed, n_shared, top_k;
     int n_group, topk_group;
@@ -72,26 +72,27 @@ struct wt_hparams {
     enum wt_scoring scoring;
     float rms_eps;
     float rope_theta;
-    int yarn;                   /* rope_scaling type yarn present */
+    int yarn; /* rope_scaling type yarn present */
     float yarn_factor, yarn_beta_fast, yarn_beta_slow, yarn_mscale, yarn_mscale_all_dim;
     int yarn_orig_ctx;
-    int max_pos;                /* max_position_embeddings */
+    int max_pos; /* max_position_embeddings */
     int bos_id, eos_id;
-    int n_nextn;                /* MTP layers present on disk (skipped) */
+    int n_nextn; /* MTP layers present on disk (skipped) */
 };
 
 /* is layer l a MoE layer? */
 int wt_layer_is_moe(const struct wt_hparams *hp, int l);
 
 struct wt_tensor {
-    char name[WT_NAME_LEN];     /* canonical name */
-    int type;                   /* enum qtype */
+    char name[WT_NAME_LEN]; /* canonical name */
+    int type;               /* enum qtype */
     int ndim;
     int64_t shape[WT_MAX_DIMS]; /* row-major, outermost first */
     const void *data;           /* mapped, read-only */
     size_t nbytes;
-    const struct wt_tensor *scale; /* FP8: F32 [ceil(rows/128), ceil(cols/128)] multipliers; else NULL */
-    int file;                   /* index into the file list, for messages */
+    const struct wt_tensor
+        *scale; /* FP8: F32 [ceil(rows/128), ceil(cols/128)] multipliers; else NULL */
+    int file;   /* index into the file list, for messages */
 };
 
 /* One routed expert's matrix, wherever it is stored (stacked GGUF tensor, per-expert HF tensors,
@@ -101,7 +102,7 @@ struct wt_view {
     int64_t rows, cols;
     const void *data;
     size_t row_bytes;
-    const float *scale;         /* FP8 only: [ceil(rows/128)][ceil(cols/128)] */
+    const float *scale; /* FP8 only: [ceil(rows/128)][ceil(cols/128)] */
 };
 
 enum wt_proj { WT_GATE = 0, WT_UP = 1, WT_DOWN = 2 };
@@ -118,10 +119,10 @@ int wt_validate(const struct wt_model *m, char *err);
 void wt_close(struct wt_model *m);
 
 const struct wt_hparams *wt_hparams(const struct wt_model *m);
-const char *wt_dir(const struct wt_model *m);        /* the model directory */
+const char *wt_dir(const struct wt_model *m); /* the model directory */
 int wt_count(const struct wt_model *m);
 const struct wt_tensor *wt_at(const struct wt_model *m, int i);
-const struct wt_tensor *wt_get(const struct wt_model *m, const char *name);  /* NULL if absent */
+const struct wt_tensor *wt_get(const struct wt_model *m, const char *name); /* NULL if absent */
 /* printf-style lookup: wt_getf(m, "blk.%d.attn_norm.weight", l) */
 const struct wt_tensor *wt_getf(const struct wt_model *m, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -132,8 +133,8 @@ const char *wt_file_name(const struct wt_model *m, int file);
 int wt_n_files(const struct wt_model *m);
 
 /* ---- helpers (pure, thread-safe) */
-const char *wt_proj_name(enum wt_proj p);                 /* "gate", "up", "down" */
-int wt_name_is_routed_expert(const char *canonical);      /* ffn_*_exps (stacked or per expert) */
+const char *wt_proj_name(enum wt_proj p);            /* "gate", "up", "down" */
+int wt_name_is_routed_expert(const char *canonical); /* ffn_*_exps (stacked or per expert) */
 /* canonical -> Hugging Face name (per-expert form for blk.N.ffn_X_exps.E.weight); -1 if none */
 int wt_hf_name(const char *canonical, char *out, size_t n);
 /* Parse a config.json (DeepSeek-V3/V2 family; rope_scaling or rope_parameters). */

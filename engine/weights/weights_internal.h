@@ -9,10 +9,10 @@
 #include <stdio.h>
 
 struct wt__name_info {
-    int layer;      /* -1: not a per-layer tensor */
-    int expert;     /* per-expert HF tensor: expert index, else -1 */
-    int proj;       /* routed expert projection (enum wt_proj), else -1 */
-    int nextn;      /* GGUF blk.N.nextn.* (MTP) */
+    int layer;  /* -1: not a per-layer tensor */
+    int expert; /* per-expert HF tensor: expert index, else -1 */
+    int proj;   /* routed expert projection (enum wt_proj), else -1 */
+    int nextn;  /* GGUF blk.N.nextn.* (MTP) */
 };
 
 /* HF/GGUF/KT name -> canonical name (out, n bytes). -1 if it does not fit. */
@@ -37,7 +37,8 @@ int wt__tmp_write(FILE *f, const char *tmp, int *failed, const void *p, size_t n
 
 struct gguf_ctx;
 /* config.json text -> hp; src names the source in messages */
-int wt__hparams_json(const char *text, size_t len, const char *src, struct wt_hparams *hp, char *err);
+int wt__hparams_json(const char *text, size_t len, const char *src, struct wt_hparams *hp,
+                     char *err);
 /* GGUF deepseek2.* metadata -> hp (vocab_size 0 if the file does not say) */
 int wt__hparams_gguf(const struct gguf_ctx *g, struct wt_hparams *hp, char *err);
 

@@ -126,8 +126,7 @@ static int dram_read_gbs(struct wpool *p, double size_gb, int passes, double out
     if (posix_memalign((void **)&buf, 4096, bytes) != 0) return -1;
     out[0] = out[1] = 0;
     char tile[4096];
-    for (int i = 0; i < 4096; i++)
-        tile[i] = (char)rnd();
+    for (int i = 0; i < 4096; i++) tile[i] = (char)rnd();
     fill(p, (char *)buf, bytes, tile, sizeof tile);
     int64_t items = (int64_t)(bytes >> 22);
     struct rd_ctx c = {buf, (1 << 22) / 8, 0, calloc((size_t)items, 8)};
@@ -191,8 +190,7 @@ static int experts_make(struct wpool *p, const struct cpuq_ops *o, int type, int
     enum { TR = 16 };
     float *f = malloc(sizeof(float) * HIDDEN * TR);
     char *tg = malloc(rb_h * TR), *td = malloc(rb_i * TR);
-    for (int i = 0; i < HIDDEN * TR; i++)
-        f[i] = ((float)rnd() / 4294967296.0f - 0.5f) * 0.1f;
+    for (int i = 0; i < HIDDEN * TR; i++) f[i] = ((float)rnd() / 4294967296.0f - 0.5f) * 0.1f;
     cpuq_quantize_rows(o, type, f, tg, TR, HIDDEN);
     cpuq_quantize_rows(o, type, f, td, TR, INTER);
     for (int b = 0; b < n_buf; b++) {
@@ -339,8 +337,7 @@ int cpuq_bench_cpu(int argc, char **argv)
     }
     for (size_t i = 0; i < (size_t)max_tok * HIDDEN; i++)
         xin[i] = (float)rnd() / 4294967296.0f - 0.5f;
-    for (int i = 0; i < max_tok * TOP_K; i++)
-        w[i] = 0.3f;
+    for (int i = 0; i < max_tok * TOP_K; i++) w[i] = 0.3f;
 
     int rc = 0;
     for (int ti = 0; ti < b.n_types && rc == 0; ti++) {
@@ -364,8 +361,7 @@ int cpuq_bench_cpu(int argc, char **argv)
         if (reps < 8) reps = 8;
         double t1 = 0, best1 = 1e9;
         for (int r = 0; r < reps + 2 && rc == 0; r++) {
-            for (int k = 0; k < TOP_K; k++)
-                ids[k] = (int32_t)((r * TOP_K + k) % n);
+            for (int k = 0; k < TOP_K; k++) ids[k] = (int32_t)((r * TOP_K + k) % n);
             double t = moe_call(p, o, &x, 1, xin, ids, w, out, s, err, &rc);
             if (r >= 2) t1 += t; /* two warm-up calls */
             if (t < best1) best1 = t;
@@ -413,8 +409,7 @@ int cpuq_bench_cpu(int argc, char **argv)
                         do {
                             e = (int)(rnd() % 64);
                             dup = 0;
-                            for (int j = 0; j < k; j++)
-                                dup |= pick[j] == e;
+                            for (int j = 0; j < k; j++) dup |= pick[j] == e;
                         } while (dup);
                         pick[k] = e;
                         used[e] = 1;
@@ -425,8 +420,7 @@ int cpuq_bench_cpu(int argc, char **argv)
                 if (r >= 1) {
                     tt += t;
                     int na = 0;
-                    for (int e = 0; e < 64; e++)
-                        na += used[e];
+                    for (int e = 0; e < 64; e++) na += used[e];
                     bytes += (double)na * (double)one;
                 }
             }
@@ -452,8 +446,7 @@ int cpuq_bench_cpu(int argc, char **argv)
                     do {
                         e = (int)(rnd() % 256);
                         dup = 0;
-                        for (int j = 0; j < k; j++)
-                            dup |= ids[t * TOP_K + j] == e;
+                        for (int j = 0; j < k; j++) dup |= ids[t * TOP_K + j] == e;
                     } while (dup);
                     ids[t * TOP_K + k] = e;
                 }

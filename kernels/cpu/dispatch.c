@@ -104,16 +104,11 @@ static const unsigned need_amx = CPUQ_F_AVX2 | CPUQ_F_FMA | CPUQ_F_F16C | CPUQ_F
 static int isa_supported(int isa, unsigned f)
 {
     switch (isa) {
-    case CPUQ_ISA_SCALAR:
-        return 1;
-    case CPUQ_ISA_AVX2:
-        return CPUQ_X86 && (f & need_avx2) == need_avx2;
-    case CPUQ_ISA_AVX512:
-        return CPUQ_X86 && (f & need_avx512) == need_avx512;
-    case CPUQ_ISA_AMX:
-        return CPUQ_X86 && (f & need_amx) == need_amx;
-    default:
-        return 0;
+    case CPUQ_ISA_SCALAR: return 1;
+    case CPUQ_ISA_AVX2: return CPUQ_X86 && (f & need_avx2) == need_avx2;
+    case CPUQ_ISA_AVX512: return CPUQ_X86 && (f & need_avx512) == need_avx512;
+    case CPUQ_ISA_AMX: return CPUQ_X86 && (f & need_amx) == need_amx;
+    default: return 0;
     }
 }
 
@@ -166,8 +161,7 @@ static void build_tables(void)
     unsigned f = cpuq_cpu_features();
     for (int i = 0; i < CPUQ_ISA_COUNT; i++) {
         struct cpuq_ops *o = &tables[i];
-        for (int t = 0; t < QTYPE_COUNT_; t++)
-            o->type[t].vec_dot_type = -1;
+        for (int t = 0; t < QTYPE_COUNT_; t++) o->type[t].vec_dot_type = -1;
         cpuq__fill_scalar(o);
         o->isa = (enum cpuq_isa)i;
         o->isa_name = isa_names[i];
@@ -209,10 +203,7 @@ int cpuq_ops_select(const char *name, const struct cpuq_ops **out, char *err)
 
 /* ---- helpers */
 
-size_t cpuq_row_size(int type, int64_t n)
-{
-    return qtype_row_bytes(type, n, NULL);
-}
+size_t cpuq_row_size(int type, int64_t n) { return qtype_row_bytes(type, n, NULL); }
 
 void cpuq_quantize_rows(const struct cpuq_ops *o, int type, const float *src, void *dst,
                         int64_t nrows, int64_t ncols)

@@ -67,8 +67,8 @@ CPUQ_CLONES void cpuq_scale_f32(float *y, float a, int64_t n)
     for (; i < n; i++) y[i] *= a;
 }
 
-void cpuq_rmsnorm_f32(const float *x, int ldx, const float *g, int n, int dim, float eps,
-                      float *y, int ldy)
+void cpuq_rmsnorm_f32(const float *x, int ldx, const float *g, int n, int dim, float eps, float *y,
+                      int ldy)
 {
     for (int t = 0; t < n; t++) {
         const float *xt = x + (size_t)t * ldx;
@@ -138,10 +138,10 @@ CPUQ_CLONES static void hmm_items(void *ctx, int64_t i0, int64_t i1, int ti)
 }
 
 void cpuq_head_matmul_f32(struct wpool *p, const float *w, int64_t w_head, int rows, int cols,
-                          int trans, int n, int n_heads, const float *x, int ldx_tok,
-                          int ldx_head, float *y, int ldy_tok, int ldy_head)
+                          int trans, int n, int n_heads, const float *x, int ldx_tok, int ldx_head,
+                          float *y, int ldy_tok, int ldy_head)
 {
-    struct hmm_job j = {w, w_head, rows, cols, trans, n_heads, x, ldx_tok, ldx_head, y, ldy_tok,
-                        ldy_head};
+    struct hmm_job j = {w, w_head,  rows,     cols, trans,   n_heads,
+                        x, ldx_tok, ldx_head, y,    ldy_tok, ldy_head};
     wpool_run(p, hmm_items, &j, (int64_t)n * n_heads, 1);
 }

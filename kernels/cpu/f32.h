@@ -39,8 +39,8 @@ void cpuq_scale_f32(float *y, float a, int64_t n);
 
 /* For n rows t: r = 1 / sqrtf(cpuq_dot_f32(x_t, x_t, dim) / dim + eps), y_t[i] = (x_t[i] * r) *
  * g[i]. Rows ldx / ldy floats apart; y may equal x. */
-void cpuq_rmsnorm_f32(const float *x, int ldx, const float *g, int n, int dim, float eps,
-                      float *y, int ldy);
+void cpuq_rmsnorm_f32(const float *x, int ldx, const float *g, int n, int dim, float eps, float *y,
+                      int ldy);
 
 /* DeepSeek's interleaved-pair RoPE on n tokens x n_heads vectors of 2 * n_pairs floats, in at
  * x + t*ldx_tok + h*ldx_head, out at y + t*ldy_tok + h*ldy_head (y may equal x):
@@ -59,7 +59,7 @@ void cpuq_swiglu_f32(const float *gate, const float *up, int64_t n, float *y);
  *   trans = 1: y[t,h,c] = sum_r W_h[r][c] x[t,h,r], accumulated in r order (cpuq_axpy_f32)
  * One work item per (token, head) on pool p (NULL: the caller alone). */
 void cpuq_head_matmul_f32(struct wpool *p, const float *w, int64_t w_head, int rows, int cols,
-                          int trans, int n, int n_heads, const float *x, int ldx_tok,
-                          int ldx_head, float *y, int ldy_tok, int ldy_head);
+                          int trans, int n, int n_heads, const float *x, int ldx_tok, int ldx_head,
+                          float *y, int ldy_tok, int ldy_head);
 
 #endif

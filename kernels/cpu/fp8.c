@@ -26,8 +26,7 @@ void cpuq_fp8_dequant(const uint8_t *w, const float *scale, int64_t rows, int64_
         const float *srow = scale + (r / CPUQ_FP8_BLOCK) * nb;
         const uint8_t *wr = w + r * cols;
         float *o = out + (r - r0) * cols;
-        for (int64_t c = 0; c < cols; c++)
-            o[c] = fp_e4m3_to_f32(wr[c]) * srow[c / CPUQ_FP8_BLOCK];
+        for (int64_t c = 0; c < cols; c++) o[c] = fp_e4m3_to_f32(wr[c]) * srow[c / CPUQ_FP8_BLOCK];
     }
 }
 
@@ -36,24 +35,19 @@ void cpuq_fp8_act_quant(int64_t n, const float *x, float *qa, float *s)
     for (int64_t b = 0; b * CPUQ_FP8_BLOCK < n; b++) {
         int64_t k0 = b * CPUQ_FP8_BLOCK, k1 = k0 + CPUQ_FP8_BLOCK < n ? k0 + CPUQ_FP8_BLOCK : n;
         float amax = 0;
-        for (int64_t k = k0; k < k1; k++)
-            amax = fmaxf(amax, fabsf(x[k]));
+        for (int64_t k = k0; k < k1; k++) amax = fmaxf(amax, fabsf(x[k]));
         float sc = fmaxf(amax, 1e-4f) / 448.0f;
         s[b] = sc;
-        for (int64_t k = k0; k < k1; k++)
-            qa[k] = fp_e4m3_to_f32(fp_f32_to_e4m3(x[k] / sc));
+        for (int64_t k = k0; k < k1; k++) qa[k] = fp_e4m3_to_f32(fp_f32_to_e4m3(x[k] / sc));
     }
 }
 
 /* The canonical 16-lane reduction of fp8.h. */
 static float lanes_reduce(float v[16])
 {
-    for (int i = 0; i < 8; i++)
-        v[i] += v[i + 8];
-    for (int i = 0; i < 4; i++)
-        v[i] += v[i + 4];
-    for (int i = 0; i < 2; i++)
-        v[i] += v[i + 2];
+    for (int i = 0; i < 8; i++) v[i] += v[i + 8];
+    for (int i = 0; i < 4; i++) v[i] += v[i + 4];
+    for (int i = 0; i < 2; i++) v[i] += v[i + 2];
     return v[0] + v[1];
 }
 
@@ -87,20 +81,13 @@ int cpuq_fp8_kern_get(int isa, struct cpuq_fp8_kern *k, char *err)
 {
     memset(k, 0, sizeof *k);
     switch (isa) {
-    case CPUQ_ISA_SCALAR:
-        cpuq__fp8_fill_scalar(k);
-        return 0;
+    case CPUQ_ISA_SCALAR: cpuq__fp8_fill_scalar(k); return 0;
 #if defined(__x86_64__)
-    case CPUQ_ISA_AVX2:
-        cpuq__fp8_fill_avx2(k);
-        return 0;
+    case CPUQ_ISA_AVX2: cpuq__fp8_fill_avx2(k); return 0;
     case CPUQ_ISA_AVX512:
-    case CPUQ_ISA_AMX:
-        cpuq__fp8_fill_avx512(k);
-        return 0;
+    case CPUQ_ISA_AMX: cpuq__fp8_fill_avx512(k); return 0;
 #endif
-    default:
-        return err_set(err, ERR_INVAL, "fp8: unknown isa %d", isa);
+    default: return err_set(err, ERR_INVAL, "fp8: unknown isa %d", isa);
     }
 }
 

@@ -48,10 +48,7 @@ struct cpuq_fp8_kern {
 int cpuq_fp8_kern_get(int isa, struct cpuq_fp8_kern *k, char *err);
 
 /* Scales: number of 128-blocks covering n. */
-static inline int64_t cpuq_fp8_nblk(int64_t n)
-{
-    return (n + CPUQ_FP8_BLOCK - 1) / CPUQ_FP8_BLOCK;
-}
+static inline int64_t cpuq_fp8_nblk(int64_t n) { return (n + CPUQ_FP8_BLOCK - 1) / CPUQ_FP8_BLOCK; }
 
 /* Dequantize rows [r0, r1) of an FP8 weight into out[(r - r0) * cols + c] (fp32). */
 void cpuq_fp8_dequant(const uint8_t *w, const float *scale, int64_t rows, int64_t cols, int64_t r0,

@@ -14,10 +14,10 @@
 #include "kernels/cpu/f32.h"
 #include "kernels/cpu/fpconv.h"
 
-#define ATT_CHUNK 64    /* keys per online-softmax step */
-#define ATT_HEADS 8     /* heads per attention work item */
-#define ATT_ROWS 16     /* (token, head) query rows per attention work item at most */
-#define ATT_SEG 256     /* keys per attention segment (split mode: per work item) */
+#define ATT_CHUNK 64 /* keys per online-softmax step */
+#define ATT_HEADS 8  /* heads per attention work item */
+#define ATT_ROWS 16  /* (token, head) query rows per attention work item at most */
+#define ATT_SEG 256  /* keys per attention segment (split mode: per work item) */
 
 struct buf {
     void *p;
@@ -25,12 +25,12 @@ struct buf {
 };
 
 struct cpuq_mla_scratch {
-    struct buf *thr;            /* [n_thr] per-thread scratch */
+    struct buf *thr; /* [n_thr] per-thread scratch */
     int n_thr;
-    float **thr_p;              /* [n_thr] the same pointers, for the job */
-    struct buf blk;             /* first batch token of each query block */
-    struct buf tab;             /* split-mode item tables */
-    struct buf part;            /* split-mode partial results */
+    float **thr_p;   /* [n_thr] the same pointers, for the job */
+    struct buf blk;  /* first batch token of each query block */
+    struct buf tab;  /* split-mode item tables */
+    struct buf part; /* split-mode partial results */
 };
 
 /* Grow a buffer to at least `size` bytes (64-byte aligned); 0 or ERR_NOMEM. */
@@ -92,8 +92,7 @@ static void *kv_slot(const struct cpuq_mla_cache *c, const int32_t *blocks, int 
     return (char *)c->data + row * c->kv_dim * elem_size(c);
 }
 
-void cpuq_mla_store(const struct cpuq_mla_cache *c, const struct cpuq_mla_batch *b,
-                    const float *x)
+void cpuq_mla_store(const struct cpuq_mla_cache *c, const struct cpuq_mla_batch *b, const float *x)
 {
     for (int t = 0; t < b->n; t++) {
         void *dst = kv_slot(c, b->blocks[b->seq[t]], b->pos[t]);
@@ -110,10 +109,8 @@ void cpuq_mla_store(const struct cpuq_mla_cache *c, const struct cpuq_mla_batch 
 /* One cached row as fp32 (bf16 -> fp32 is exact). */
 static void kv_load(const struct cpuq_mla_cache *c, const void *row, float *dst)
 {
-    if (c->f32)
-        memcpy(dst, row, (size_t)c->kv_dim * sizeof(float));
-    else
-        cpuq_bf16_to_f32(row, dst, c->kv_dim);
+    if (c->f32) memcpy(dst, row, (size_t)c->kv_dim * sizeof(float));
+    else cpuq_bf16_to_f32(row, dst, c->kv_dim);
 }
 
 /* Attention: flash-style tiles over the paged latent cache (bf16, or fp32).
@@ -141,21 +138,21 @@ static void kv_load(const struct cpuq_mla_cache *c, const void *row, float *dst)
 struct att_job {
     const struct cpuq_mla_cache *kv;
     const struct cpuq_mla_batch *b;
-    float *const *thr;          /* [n_threads] per-thread scratch (att_scratch_floats) */
+    float *const *thr; /* [n_threads] per-thread scratch (att_scratch_floats) */
     int n_threads;
     int n_heads, kv_lora, groups;
     float scale;
     const float *q;
     float *out;
-    const int32_t *blk;         /* [n_blk + 1] first batch token of each block */
+    const int32_t *blk; /* [n_blk + 1] first batch token of each block */
     int n_blk;
     /* split mode (att_plan_split) */
-    const int32_t *item_bg;     /* [n_items] the (block, group) of each item: block * groups + g */
-    const int32_t *item_seg;    /* [n_items] its key segment, -1 = all of them */
-    const int32_t *big_item0;   /* [n_big + 1] first item of each split (block, group) */
+    const int32_t *item_bg;   /* [n_items] the (block, group) of each item: block * groups + g */
+    const int32_t *item_seg;  /* [n_items] its key segment, -1 = all of them */
+    const int32_t *big_item0; /* [n_big + 1] first item of each split (block, group) */
     int64_t n_items;
     int n_big;
-    float *part;                /* per segment item, its partial result (att_part_floats) */
+    float *part; /* per segment item, its partial result (att_part_floats) */
 };
 
 /* GCC/clang vector extension: 16 fp32 lanes, the lane layout of cpuq_dot_f32's accumulators.
@@ -177,12 +174,11 @@ static inline float v16_reduce(const att_v16 *v)
 
 /* s[r * lds + c] = scale * cpuq_dot_f32(q[r], k + c * D, D) for 2 rows x 4 keys: 8 independent
  * lane accumulators (cpuq_dot_f32 alone is bound by one add chain). */
-CPUQ_CLONES static void att_qk(const float *q0, const float *q1, const float *k, int D,
-                              float scale, float *s, int lds)
+CPUQ_CLONES static void att_qk(const float *q0, const float *q1, const float *k, int D, float scale,
+                               float *s, int lds)
 {
     const float *k1 = k + D, *k2 = k1 + D, *k3 = k2 + D;
-    att_v16 a00 = {0}, a01 = {0}, a02 = {0}, a03 = {0}, a10 = {0}, a11 = {0}, a12 = {0},
-            a13 = {0};
+    att_v16 a00 = {0}, a01 = {0}, a02 = {0}, a03 = {0}, a10 = {0}, a11 = {0}, a12 = {0}, a13 = {0};
     int i = 0;
     for (; i + 16 <= D; i += 16) {
         att_v16 x0, x1, y;
@@ -201,7 +197,7 @@ CPUQ_CLONES static void att_qk(const float *q0, const float *q1, const float *k,
         a03 += x0 * y;
         a13 += x1 * y;
     }
-    for (; i < D; i++) {                                /* cpuq_dot_f32's tail: lane i & 15 */
+    for (; i < D; i++) { /* cpuq_dot_f32's tail: lane i & 15 */
         a00[i & 15] += q0[i] * k[i];
         a01[i & 15] += q0[i] * k1[i];
         a02[i & 15] += q0[i] * k2[i];
@@ -223,10 +219,10 @@ CPUQ_CLONES static void att_qk(const float *q0, const float *q1, const float *k,
 
 /* For rows r < rows (even): acc_r = acc_r * corr_r, then acc_r += p_r[k] * v_k for k < nk in
  * order (the same rounding as cpuq_scale_f32 then one cpuq_axpy_f32 per key). Rows at
- * pr + r * ATT_CHUNK, v rows D floats apart, L columns. 64 columns at a time for every row pair, so those columns
- * of the chunk's values stay in L1 while the pairs go by. */
+ * pr + r * ATT_CHUNK, v rows D floats apart, L columns. 64 columns at a time for every row pair, so
+ * those columns of the chunk's values stay in L1 while the pairs go by. */
 CPUQ_CLONES static void att_pv(float *acc, const float *corr, const float *pr, int rows,
-                              const float *v, int D, int L, int nk)
+                               const float *v, int D, int L, int nk)
 {
     int c = 0;
     for (; c + 64 <= L; c += 64)
@@ -276,7 +272,7 @@ CPUQ_CLONES static void att_pv(float *acc, const float *corr, const float *pr, i
             memcpy(acc1 + 32, &b2, 64);
             memcpy(acc1 + 48, &b3, 64);
         }
-    for (int r = 0; r < rows; r++)                      /* columns past the last 64 */
+    for (int r = 0; r < rows; r++) /* columns past the last 64 */
         for (int cc = c; cc < L; cc++) {
             float x = acc[(size_t)r * L + cc] * corr[r];
             for (int k = 0; k < nk; k++) x += pr[(size_t)r * ATT_CHUNK + k] * v[(size_t)k * D + cc];
@@ -294,9 +290,9 @@ static size_t att_scratch_floats(int D, int L)
 /* The query rows of one (block, head group): row r = token t0 + r / nh, head h0 + r % nh. */
 struct att_rows {
     int t0, h0, nh, rows, rows2, npmax;
-    const int32_t *blocks;                              /* the rows' sequence's block table */
-    const float *qr[ATT_ROWS + 1];                      /* + the pad row of an odd count */
-    int np[ATT_ROWS];                                   /* keys each row sees: pos + 1 */
+    const int32_t *blocks;         /* the rows' sequence's block table */
+    const float *qr[ATT_ROWS + 1]; /* + the pad row of an odd count */
+    int np[ATT_ROWS];              /* keys each row sees: pos + 1 */
 };
 
 static void att_rows_init(const struct att_job *j, int bi, int g, struct att_rows *w)
@@ -307,7 +303,7 @@ static void att_rows_init(const struct att_job *j, int bi, int g, struct att_row
     w->h0 = g * ATT_HEADS;
     w->nh = j->n_heads - w->h0 < ATT_HEADS ? j->n_heads - w->h0 : ATT_HEADS;
     w->rows = nt * w->nh;
-    w->rows2 = (w->rows + 1) & ~1;                      /* an odd last row pairs with itself */
+    w->rows2 = (w->rows + 1) & ~1; /* an odd last row pairs with itself */
     w->blocks = j->b->blocks[j->b->seq[w->t0]];
     w->npmax = 0;
     for (int r = 0; r < w->rows; r++) {
@@ -336,18 +332,18 @@ static void att_segment(const struct att_job *j, const struct att_rows *w, int k
         int nc4 = (nc + 3) & ~3;
         for (int k = 0; k < nc; k++)
             kv_load(j->kv, kv_slot(j->kv, w->blocks, p0 + k), kbuf + (size_t)k * D);
-        for (int k = nc; k < nc4; k++)                  /* pad the last key tile (scores unused) */
+        for (int k = nc; k < nc4; k++) /* pad the last key tile (scores unused) */
             memcpy(kbuf + (size_t)k * D, kbuf, (size_t)D * sizeof(float));
         for (int r = 0; r < w->rows2; r += 2)
             for (int k = 0; k < nc4; k += 4)
                 att_qk(w->qr[r], w->qr[r + 1], kbuf + (size_t)k * D, D, j->scale,
                        pr + (size_t)r * ATT_CHUNK + k, ATT_CHUNK);
-        int kmax = 0;                                   /* keys any row still sees */
+        int kmax = 0; /* keys any row still sees */
         for (int r = 0; r < w->rows2; r++) {
             float *p = pr + (size_t)r * ATT_CHUNK;
             int nk = r < w->rows ? w->np[r] - p0 : 0;
             nk = nk < nc ? nk : nc;
-            if (nk <= 0) {                              /* this row's keys have ended */
+            if (nk <= 0) { /* this row's keys have ended */
                 corr[r] = 1.0f;
                 for (int k = 0; k < nc; k++) p[k] = 0.0f;
                 continue;
@@ -355,7 +351,7 @@ static void att_segment(const struct att_job *j, const struct att_rows *w, int k
             kmax = nk > kmax ? nk : kmax;
             float mx = m[r];
             for (int k = 0; k < nk; k++) mx = p[k] > mx ? p[k] : mx;
-            corr[r] = expf(m[r] - mx);                  /* 0 on the first chunk (m = -inf) */
+            corr[r] = expf(m[r] - mx); /* 0 on the first chunk (m = -inf) */
             float sum = l[r] * corr[r];
             for (int k = 0; k < nk; k++) {
                 p[k] = expf(p[k] - mx);
@@ -371,7 +367,7 @@ static void att_segment(const struct att_job *j, const struct att_rows *w, int k
 
 /* A = A * ca + a * cb over n floats */
 CPUQ_CLONES static void att_blend(float *restrict A, float ca, const float *restrict a, float cb,
-                                 int n)
+                                  int n)
 {
     int i = 0;
     for (; i + 16 <= n; i += 16)
@@ -486,8 +482,8 @@ static void att_combine(void *ctx, int64_t i0, int64_t i1, int ti)
             const float *part = j->part + (size_t)it * att_part_floats(L);
             const float *m = part + (size_t)ATT_ROWS * L, *l = m + ATT_ROWS;
             for (int r = 0; r < w.rows; r++)
-                att_merge(&M[r], &Lt[r], tot + (size_t)r * L, m[r], l[r], part + (size_t)r * L,
-                          L, it == j->big_item0[k]);
+                att_merge(&M[r], &Lt[r], tot + (size_t)r * L, m[r], l[r], part + (size_t)r * L, L,
+                          it == j->big_item0[k]);
         }
         att_finish(j, &w, tot, Lt);
     }
@@ -503,10 +499,11 @@ static int att_plan_split(struct cpuq_mla_scratch *sc, struct att_job *j)
     const struct cpuq_mla_batch *b = j->b;
     const int64_t n_bg = (int64_t)j->n_blk * j->groups;
     if (j->n_threads == 1) return 0;
-    double total = 0, maxw = 0;                         /* work: rows x keys */
+    double total = 0, maxw = 0; /* work: rows x keys */
     for (int bi = 0; bi < j->n_blk; bi++) {
         int np = 0;
-        for (int t = j->blk[bi]; t < j->blk[bi + 1]; t++) np = b->pos[t] + 1 > np ? b->pos[t] + 1 : np;
+        for (int t = j->blk[bi]; t < j->blk[bi + 1]; t++)
+            np = b->pos[t] + 1 > np ? b->pos[t] + 1 : np;
         double w = (double)(j->blk[bi + 1] - j->blk[bi]) * np;
         total += w * j->n_heads;
         maxw = w > maxw ? w : maxw;
@@ -516,9 +513,9 @@ static int att_plan_split(struct cpuq_mla_scratch *sc, struct att_job *j)
     if (maxw * hg <= thresh) return 0;
     int64_t n_seg = 0, n_big = 0;
     int32_t *item_bg = NULL, *item_seg = NULL, *big_item0 = NULL;
-    for (int pass = 0; pass < 2; pass++) {              /* count, then fill */
+    for (int pass = 0; pass < 2; pass++) { /* count, then fill */
         int64_t it = 0, k = 0;
-        for (int phase = 0; phase < 2; phase++)         /* big segments first, then the rest */
+        for (int phase = 0; phase < 2; phase++) /* big segments first, then the rest */
             for (int bi = j->n_blk - 1; bi >= 0; bi--) {
                 int np = 0;
                 for (int t = j->blk[bi]; t < j->blk[bi + 1]; t++)
@@ -552,8 +549,7 @@ static int att_plan_split(struct cpuq_mla_scratch *sc, struct att_job *j)
             int64_t n_items = n_seg + n_bg - n_big;
             size_t ints = (size_t)(2 * n_items + n_big + 1);
             if (buf_reserve(&sc->tab, ints * sizeof(int32_t)) ||
-                buf_reserve(&sc->part, (size_t)n_seg * att_part_floats(j->kv_lora) *
-                                           sizeof(float)))
+                buf_reserve(&sc->part, (size_t)n_seg * att_part_floats(j->kv_lora) * sizeof(float)))
                 return ERR_NOMEM;
             item_bg = sc->tab.p;
             item_seg = item_bg + n_items;
@@ -587,13 +583,20 @@ int cpuq_mla_attn(struct wpool *p, const struct cpuq_mla_cache *c, const struct 
     int32_t *blk = s->blk.p;
     int n_blk = 0;
     for (int t = 0; t < n; t++)
-        if (t == 0 || b->seq[t] != b->seq[t - 1] || t - blk[n_blk - 1] == per_blk)
-            blk[n_blk++] = t;
+        if (t == 0 || b->seq[t] != b->seq[t - 1] || t - blk[n_blk - 1] == per_blk) blk[n_blk++] = t;
     blk[n_blk] = n;
-    struct att_job j = {.kv = c, .b = b, .thr = s->thr_p, .n_threads = n_threads,
-                        .n_heads = n_heads, .kv_lora = kv_lora,
-                        .groups = (n_heads + ATT_HEADS - 1) / ATT_HEADS, .scale = scale, .q = q,
-                        .out = out, .blk = blk, .n_blk = n_blk};
+    struct att_job j = {.kv = c,
+                        .b = b,
+                        .thr = s->thr_p,
+                        .n_threads = n_threads,
+                        .n_heads = n_heads,
+                        .kv_lora = kv_lora,
+                        .groups = (n_heads + ATT_HEADS - 1) / ATT_HEADS,
+                        .scale = scale,
+                        .q = q,
+                        .out = out,
+                        .blk = blk,
+                        .n_blk = n_blk};
     int rc = att_plan_split(s, &j);
     if (rc < 0) goto nomem;
     if (rc == 0) {

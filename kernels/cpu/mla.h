@@ -30,10 +30,10 @@
 
 /* One layer of the paged latent cache (caller-owned). */
 struct cpuq_mla_cache {
-    void *data;                 /* row r at data + r * kv_dim * (f32 ? 4 : 2) bytes */
-    int f32;                    /* 1: fp32 rows; 0: bf16 rows (the numerics contract) */
-    int kv_dim;                 /* values per row: kv_lora + rope */
-    int block_tokens;           /* rows per block */
+    void *data;       /* row r at data + r * kv_dim * (f32 ? 4 : 2) bytes */
+    int f32;          /* 1: fp32 rows; 0: bf16 rows (the numerics contract) */
+    int kv_dim;       /* values per row: kv_lora + rope */
+    int block_tokens; /* rows per block */
 };
 
 /* The batch's tokens: token t belongs to sequence seq[t] at absolute position pos[t]; blocks[s]
@@ -41,15 +41,15 @@ struct cpuq_mla_cache {
  * that follow each other in the batch are attended together (share key loads). */
 struct cpuq_mla_batch {
     int n;
-    const int32_t *pos;         /* [n] */
-    const int32_t *seq;         /* [n] */
-    const int32_t *const *blocks;   /* [number of sequences] */
+    const int32_t *pos;           /* [n] */
+    const int32_t *seq;           /* [n] */
+    const int32_t *const *blocks; /* [number of sequences] */
 };
 
 /* Buffers reused across calls: they grow to the largest call seen and are never shrunk. */
 struct cpuq_mla_scratch;
 int cpuq_mla_scratch_create(struct cpuq_mla_scratch **out, char *err);
-void cpuq_mla_scratch_destroy(struct cpuq_mla_scratch *s);     /* NULL is fine */
+void cpuq_mla_scratch_destroy(struct cpuq_mla_scratch *s); /* NULL is fine */
 
 /* Attention of every token of b (see above) into out. kv_lora <= c->kv_dim. Errors: ERR_NOMEM
  * (scratch growth; out is then not written). */
@@ -59,7 +59,6 @@ int cpuq_mla_attn(struct wpool *p, const struct cpuq_mla_cache *c, const struct 
 
 /* Write x [b->n][c->kv_dim] (fp32) into the cache rows of the batch's positions, rounded to bf16
  * (round to nearest even) or copied as fp32. */
-void cpuq_mla_store(const struct cpuq_mla_cache *c, const struct cpuq_mla_batch *b,
-                    const float *x);
+void cpuq_mla_store(const struct cpuq_mla_cache *c, const struct cpuq_mla_batch *b, const float *x);
 
 #endif

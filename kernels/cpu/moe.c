@@ -48,8 +48,7 @@ static int buf_need(struct buf *b, size_t n)
 {
     if (n <= b->cap) return 0;
     size_t cap = b->cap ? b->cap : 4096;
-    while (cap < n)
-        cap *= 2;
+    while (cap < n) cap *= 2;
     void *p = NULL;
     if (posix_memalign(&p, 64, cap) != 0) return ERR_NOMEM;
     free(b->p);
@@ -69,8 +68,7 @@ void cpuq_moe_scratch_destroy(struct cpuq_moe_scratch *s)
     if (!s) return;
     struct buf *all[] = {&s->cnt,   &s->base,  &s->active, &s->pair_tok, &s->pair_of, &s->act_g,
                          &s->act_u, &s->act_d, &s->g,      &s->u,        &s->d};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        free(all[i]->p);
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]->p);
     free(s);
 }
 
@@ -107,8 +105,7 @@ static void prefetch_rows(const struct cpuq_mat *m, int64_t r0, int64_t r1)
     size_t n = (size_t)(r1 - r0) * m->row_bytes;
     if (n > 4096) n = 4096;
     const char *p = (const char *)m->data + (size_t)r0 * m->row_bytes;
-    for (size_t o = 0; o < n; o += 64)
-        __builtin_prefetch(p + o);
+    for (size_t o = 0; o < n; o += 64) __builtin_prefetch(p + o);
 }
 
 /* y[t * ldy + r] = row r of m . act row t, r in [r0, r1), t < ntok */
@@ -135,7 +132,7 @@ struct moe_ctx {
     struct cpuq_fp8_kern k8;
     const struct cpuq_mat *gate, *up, *down;
     int n_tok, top_k, hidden, inter, share_gu;
-    int gt, ut, dt;             /* the routed experts' types (an unrouted expert may be zeroed) */
+    int gt, ut, dt; /* the routed experts' types (an unrouted expert may be zeroed) */
     const float *x, *w;
     float *out;
     const int32_t *cnt, *base, *active, *pair_of;
@@ -157,11 +154,9 @@ static void job_quant_tokens(void *arg, int64_t b, int64_t e, int thread_idx)
             int p = c->pair_of[t * c->top_k + k];
             if (p < 0) continue;
             if (first < 0) {
-                act_quant(c->o, &c->k8, c->gt, xt, c->hidden,
-                          c->act_g + (size_t)p * c->ab_g);
+                act_quant(c->o, &c->k8, c->gt, xt, c->hidden, c->act_g + (size_t)p * c->ab_g);
                 if (!c->share_gu)
-                    act_quant(c->o, &c->k8, c->ut, xt, c->hidden,
-                              c->act_u + (size_t)p * c->ab_u);
+                    act_quant(c->o, &c->k8, c->ut, xt, c->hidden, c->act_u + (size_t)p * c->ab_u);
                 first = p;
             } else {
                 memcpy(c->act_g + (size_t)p * c->ab_g, c->act_g + (size_t)first * c->ab_g, c->ab_g);
@@ -345,7 +340,9 @@ int cpuq_moe_forward(struct wpool *p, const struct cpuq_ops *o, const struct cpu
         .hidden = hidden,
         .inter = (int)inter,
         .share_gu = same_act(o, gt, ut),
-        .gt = gt, .ut = ut, .dt = dt,
+        .gt = gt,
+        .ut = ut,
+        .dt = dt,
         .x = x,
         .w = w,
         .out = out,

@@ -3,6 +3,7 @@
 
 #include <strings.h>
 
+/* clang-format off */
 static const struct qtype_traits qtype_table[QTYPE_COUNT_] = {
     [QTYPE_F32] = {"f32", 1, 4, 0},
     [QTYPE_F16] = {"f16", 1, 2, 0},
@@ -29,6 +30,7 @@ static const struct qtype_traits qtype_table[QTYPE_COUNT_] = {
     [QTYPE_F8_E4M3] = {"f8_e4m3", 1, 1, 0},
     [QTYPE_U8] = {"u8", 1, 1, 0},
 };
+/* clang-format on */
 
 const struct qtype_traits *qtype_traits(int type)
 {
@@ -52,7 +54,8 @@ int qtype_from_name(const char *name)
 size_t qtype_row_bytes(int type, int64_t n, int *ok)
 {
     const struct qtype_traits *t = qtype_traits(type);
-    if (!t || n < 0 || n % t->blck != 0 || n / t->blck > (int64_t)(SIZE_MAX / 2 / (size_t)t->type_size)) {
+    if (!t || n < 0 || n % t->blck != 0 ||
+        n / t->blck > (int64_t)(SIZE_MAX / 2 / (size_t)t->type_size)) {
         if (ok) *ok = 0;
         return 0;
     }

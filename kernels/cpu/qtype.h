@@ -41,17 +41,18 @@ enum qtype {
 };
 
 struct qtype_traits {
-    const char *name;  /* ggml's lowercase name: "q4_K", "bf16", ...; tandem: "f8_e4m3", "u8" */
-    int blck;          /* elements per block (1 for plain types) */
-    int type_size;     /* bytes per block */
-    int is_quant;      /* a GGML block format */
+    const char *name; /* ggml's lowercase name: "q4_K", "bf16", ...; tandem: "f8_e4m3", "u8" */
+    int blck;         /* elements per block (1 for plain types) */
+    int type_size;    /* bytes per block */
+    int is_quant;     /* a GGML block format */
 };
 
 /* NULL for values that are not a known type (e.g. read from a corrupt file). */
 const struct qtype_traits *qtype_traits(int type);
-const char *qtype_name(int type);                   /* "?" for unknown */
-int qtype_from_name(const char *name);              /* case-insensitive; -1 if unknown */
-/* Bytes for n elements; returns 0 (and *ok = 0) if n is not a multiple of the block or overflows. */
+const char *qtype_name(int type);      /* "?" for unknown */
+int qtype_from_name(const char *name); /* case-insensitive; -1 if unknown */
+/* Bytes for n elements; returns 0 (and *ok = 0) if n is not a multiple of the block or overflows.
+ */
 size_t qtype_row_bytes(int type, int64_t n, int *ok);
 
 #endif

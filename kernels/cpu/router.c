@@ -42,9 +42,9 @@ void cpuq_route(const struct cpuq_router *r, const float *logits, const float *b
             int gsz = E / r->n_group;
             for (int g = 0; g < r->n_group; g++) {
                 const float *v = sel + (size_t)g * gsz;
-                if (r->softmax) {                       /* V2: max score of the group */
+                if (r->softmax) { /* V2: max score of the group */
                     gs[g] = v[argmax_f(v, gsz)];
-                } else {                                /* V3: sum of the two largest */
+                } else { /* V3: sum of the two largest */
                     memcpy(tmp, v, (size_t)gsz * sizeof(float));
                     int a = argmax_f(tmp, gsz);
                     float top = tmp[a];
@@ -69,7 +69,7 @@ void cpuq_route(const struct cpuq_router *r, const float *logits, const float *b
         float *wt = w + (size_t)t * r->top_k, sum = 0.0f;
         for (int k = 0; k < r->top_k; k++) {
             int e = argmax_f(sel, E);
-            if (e < 0) e = 0;                           /* cannot happen with top_k <= kept experts */
+            if (e < 0) e = 0; /* cannot happen with top_k <= kept experts */
             sel[e] = -INFINITY;
             it[k] = e;
             wt[k] = s[e];

@@ -21,10 +21,10 @@
 
 struct cpuq_router {
     int n_expert, top_k;
-    int n_group, topk_group;    /* 1, 1: no group limit; n_expert % n_group == 0 */
-    int softmax;                /* 0 = sigmoid (noaux_tc), 1 = softmax (V2) */
+    int n_group, topk_group; /* 1, 1: no group limit; n_expert % n_group == 0 */
+    int softmax;             /* 0 = sigmoid (noaux_tc), 1 = softmax (V2) */
     int norm_topk_prob;
-    float scale;                /* routed_scaling_factor */
+    float scale; /* routed_scaling_factor */
 };
 
 /* Floats of scratch cpuq_route needs: 3 * n_expert + n_group. */

@@ -191,16 +191,12 @@ void wpool_destroy(struct wpool *p)
     atomic_store(&p->stop, 1);
     atomic_fetch_add(&p->seq, 1);
     futex(&p->seq, FUTEX_WAKE_PRIVATE, INT_MAX);
-    for (int i = 0; i < p->n_started; i++)
-        pthread_join(p->workers[i].tid, NULL);
+    for (int i = 0; i < p->n_started; i++) pthread_join(p->workers[i].tid, NULL);
     free(p->workers);
     free(p);
 }
 
-int wpool_n_threads(const struct wpool *p)
-{
-    return p ? p->n_threads : 1;
-}
+int wpool_n_threads(const struct wpool *p) { return p ? p->n_threads : 1; }
 
 void wpool_run(struct wpool *p, wpool_fn fn, void *ctx, int64_t n_items, int64_t chunk)
 {

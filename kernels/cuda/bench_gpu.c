@@ -25,26 +25,29 @@
 #include "kernels/cuda/gemv_bf16.h"
 #include "kernels/cuda/mla.h"
 
-struct bshape { const char *name; int n, k; };
+struct bshape {
+    const char *name;
+    int n, k;
+};
 
 static const struct bshape bench_shapes[] = {
-    { "q_a", 1536, 7168 },      { "q_b", 24576, 1536 },     { "kv_a", 576, 7168 },
-    { "kv_b", 32768, 512 },     { "o", 7168, 16384 },       { "sh_gate", 2048, 7168 },
-    { "sh_down", 7168, 2048 },  { "gate", 18432, 7168 },    { "down", 7168, 18432 },
+    {"q_a", 1536, 7168},     {"q_b", 24576, 1536},  {"kv_a", 576, 7168},
+    {"kv_b", 32768, 512},    {"o", 7168, 16384},    {"sh_gate", 2048, 7168},
+    {"sh_down", 7168, 2048}, {"gate", 18432, 7168}, {"down", 7168, 18432},
 };
-static const int bench_ms[] = { 1, 4, 8, 16, 64, 512, 4096 };
+static const int bench_ms[] = {1, 4, 8, 16, 64, 512, 4096};
 
 #define NS (int)(sizeof bench_shapes / sizeof bench_shapes[0])
 #define NM (int)(sizeof bench_ms / sizeof bench_ms[0])
 
 /* small-M kernel variants compared in the same run (variant 0 = the production tuning) */
 static const struct cuk_gemv_fp8_tune bench_tunes[] = {
-    { 2, 0, 2, 0 }, { 4, 0, 2, 0 }, { 4, 0, 1, 0 }, { 4, 0, 3, 0 }, { 2, 1, 2, 1 }, { 2, 1, 1, 1 },
+    {2, 0, 2, 0}, {4, 0, 2, 0}, {4, 0, 1, 0}, {4, 0, 3, 0}, {2, 1, 2, 1}, {2, 1, 1, 1},
 };
 #define NV (int)(sizeof bench_tunes / sizeof bench_tunes[0])
 
 struct result {
-    double own_us, cub_us;     /* < 0: not run */
+    double own_us, cub_us; /* < 0: not run */
     double var_us[NV];
     double bytes, flop;
 };
@@ -104,8 +107,12 @@ static double time_graph(bench_fn fn, void *ctx, int iters, cudaStream_t st)
         cudaEventElapsedTime(&ms, e0, e1);
         t[r] = ms * 1000.0 / iters;
     }
-    for (int i = 0; i < 5; i++)              /* insertion sort, take the median */
-        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) { double x = t[j]; t[j] = t[j - 1]; t[j - 1] = x; }
+    for (int i = 0; i < 5; i++) /* insertion sort, take the median */
+        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
+            double x = t[j];
+            t[j] = t[j - 1];
+            t[j - 1] = x;
+        }
     res = t[2];
 out:
     if (e0) cudaEventDestroy(e0);
@@ -116,14 +123,18 @@ out:
     return res;
 }
 
-struct copy_ctx { void *a, *b; size_t n; int kernel; };
+struct copy_ctx {
+    void *a, *b;
+    size_t n;
+    int kernel;
+};
 static int copy_fn(void *c, int i, cudaStream_t st)
 {
     struct copy_ctx *x = c;
     void *dst = i & 1 ? x->a : x->b;
     const void *src = i & 1 ? x->b : x->a;
     if (x->kernel) {
-        struct cuk_copy_args a = { x->n, dst, src };
+        struct cuk_copy_args a = {x->n, dst, src};
         return cuk_copy(&a, st);
     }
     return cudaMemcpyAsync(dst, src, x->n, cudaMemcpyDeviceToDevice, st) != cudaSuccess;
@@ -131,8 +142,8 @@ static int copy_fn(void *c, int i, cudaStream_t st)
 
 struct lin_ctx {
     struct gemm_fp8 *g;
-    const struct cuk_gemv_fp8_tune *tune;   /* non-NULL: cuk_gemv_fp8_tuned with a.workspace */
-    int own;                                /* cuk_gemv_fp8 (production tuning), a.workspace */
+    const struct cuk_gemv_fp8_tune *tune; /* non-NULL: cuk_gemv_fp8_tuned with a.workspace */
+    int own;                              /* cuk_gemv_fp8 (production tuning), a.workspace */
     struct cuk_gemv_fp8_args a;
     const uint8_t *w0;
     const float *ws0;
@@ -147,10 +158,13 @@ static int lin_fn(void *c, int i, cudaStream_t st)
     a.w_scale = (const float *)((const char *)x->ws0 + (size_t)(i % x->copies) * x->sbytes);
     if (x->tune) return cuk_gemv_fp8_tuned(&a, x->tune, st);
     if (x->own) return cuk_gemv_fp8(&a, st);
-    return x->cublas ? gemm_fp8_run_cublas(x->g, &a, st, NULL) : gemm_fp8_linear(x->g, &a, st, NULL);
+    return x->cublas ? gemm_fp8_run_cublas(x->g, &a, st, NULL)
+                     : gemm_fp8_linear(x->g, &a, st, NULL);
 }
 
-struct mla_ctx { struct cuk_mla_decode_args a; };
+struct mla_ctx {
+    struct cuk_mla_decode_args a;
+};
 static int mla_fn(void *c, int i, cudaStream_t st)
 {
     (void)i;
@@ -162,7 +176,8 @@ static double max_rel_diff_bf16(const uint16_t *a, const uint16_t *b, int rows, 
     double md = 0.0, mb = 0.0;
     for (int r = 0; r < rows; r++)
         for (int j = 0; j < n; j++) {
-            double x = fp_bf16_to_f32(a[(size_t)r * ld + j]), y = fp_bf16_to_f32(b[(size_t)r * ld + j]);
+            double x = fp_bf16_to_f32(a[(size_t)r * ld + j]),
+                   y = fp_bf16_to_f32(b[(size_t)r * ld + j]);
             if (isnan(x) || isnan(y)) return INFINITY;
             if (fabs(x - y) > md) md = fabs(x - y);
             if (fabs(y) > mb) mb = fabs(y);
@@ -179,7 +194,8 @@ static int bench_linear(const struct bshape *sh, const int *ms, int nm, struct g
     int copies = (int)(((size_t)256 << 20) / wbytes) + 1;
     if (copies > 64) copies = 64;
     int mmax = 0;
-    for (int i = 0; i < nm; i++) if (ms[i] > mmax) mmax = ms[i];
+    for (int i = 0; i < nm; i++)
+        if (ms[i] > mmax) mmax = ms[i];
     int mpmax = (mmax + 3) / 4 * 4;
     uint8_t *w = NULL, *x = NULL;
     float *ws = NULL, *xs = NULL;
@@ -215,7 +231,8 @@ static int bench_linear(const struct bshape *sh, const int *ms, int nm, struct g
     fill_e4m3(hw, wbytes, seed);
     fill_scales(hs, sbytes / sizeof(float), seed);
     fill_e4m3(hx, (size_t)mpmax * k, seed);
-    for (size_t i = 0; i < (size_t)kb * mpmax; i++) hxs[i] = 1.0f / 448.0f * (float)(1 + (rng_next(seed) & 7));
+    for (size_t i = 0; i < (size_t)kb * mpmax; i++)
+        hxs[i] = 1.0f / 448.0f * (float)(1 + (rng_next(seed) & 7));
     cudaMemcpy(w, hw, wbytes, cudaMemcpyHostToDevice);
     cudaMemcpy(ws, hs, sbytes, cudaMemcpyHostToDevice);
     for (int c = 1; c < copies; c++) {
@@ -247,15 +264,25 @@ static int bench_linear(const struct bshape *sh, const int *ms, int nm, struct g
         c.wbytes = wbytes;
         c.sbytes = sbytes;
         c.copies = copies;
-        c.a = (struct cuk_gemv_fp8_args){ .m = m, .n = n, .k = k, .w = w, .w_scale = ws,
-                                          .w_scale_ld = wsld, .x = x, .x_ld = k, .x_scale = xs,
-                                          .x_scale_ld = mp, .y = y, .y_ld = n, .y_type = CUK_BF16 };
-        double est_us = r->bytes / 2.5e6 + r->flop / 0.8e9;   /* rough: 2.5 TB/s, 800 TFLOP/s */
+        c.a = (struct cuk_gemv_fp8_args){.m = m,
+                                         .n = n,
+                                         .k = k,
+                                         .w = w,
+                                         .w_scale = ws,
+                                         .w_scale_ld = wsld,
+                                         .x = x,
+                                         .x_ld = k,
+                                         .x_scale = xs,
+                                         .x_scale_ld = mp,
+                                         .y = y,
+                                         .y_ld = n,
+                                         .y_type = CUK_BF16};
+        double est_us = r->bytes / 2.5e6 + r->flop / 0.8e9; /* rough: 2.5 TB/s, 800 TFLOP/s */
         int iters = (int)(20000.0 / est_us);
         if (iters < 10) iters = 10;
         if (iters > 200) iters = 200;
         char err[ERR_LEN] = "";
-        struct gemm_fp8_shape s = { m, n, k, CUK_BF16, 0, k, n };
+        struct gemm_fp8_shape s = {m, n, k, CUK_BF16, 0, k, n};
         if (m <= CUK_GEMV_FP8_MAX_M) {
             if (gemm_fp8_plan(g, &s, 0, err) == 0) {
                 struct lin_ctx co = c;
@@ -294,20 +321,39 @@ static int bench_linear(const struct bshape *sh, const int *ms, int nm, struct g
                 cudaMemcpy(hy, y, (size_t)m * n * 2, cudaMemcpyDeviceToHost);
                 cudaMemcpy(hy2, y2, (size_t)m * n * 2, cudaMemcpyDeviceToHost);
                 double d = max_rel_diff_bf16(hy2, hy, m, n, n);
-                fprintf(log, "check %-8s m=%-4d own vs cuBLASLt: max|diff|/max|y| = %.3g\n", sh->name, m, d);
-                if (log != stdout) printf("check %-8s m=%-4d own vs cuBLASLt: max|diff|/max|y| = %.3g\n", sh->name, m, d);
+                fprintf(log, "check %-8s m=%-4d own vs cuBLASLt: max|diff|/max|y| = %.3g\n",
+                        sh->name, m, d);
+                if (log != stdout)
+                    printf("check %-8s m=%-4d own vs cuBLASLt: max|diff|/max|y| = %.3g\n", sh->name,
+                           m, d);
             }
         }
     }
     rc = 0;
 out:
-    cudaFree(w); cudaFree(ws); cudaFree(x); cudaFree(xs); cudaFree(y); cudaFree(y2); cudaFree(vws);
-    free(hw); free(hs); free(hx); free(hxs); free(hy); free(hy2);
+    cudaFree(w);
+    cudaFree(ws);
+    cudaFree(x);
+    cudaFree(xs);
+    cudaFree(y);
+    cudaFree(y2);
+    cudaFree(vws);
+    free(hw);
+    free(hs);
+    free(hx);
+    free(hxs);
+    free(hy);
+    free(hy2);
     cudaGetLastError();
     return rc;
 }
 
-struct bf16_ctx { struct cuk_gemv_bf16_args a; const uint16_t *w0; size_t wbytes; int copies; };
+struct bf16_ctx {
+    struct cuk_gemv_bf16_args a;
+    const uint16_t *w0;
+    size_t wbytes;
+    int copies;
+};
 static int bf16_fn(void *c, int i, cudaStream_t st)
 {
     struct bf16_ctx *x = c;
@@ -319,8 +365,11 @@ static int bf16_fn(void *c, int i, cudaStream_t st)
 /* W16A32 small-M linear: lm_head and the router logits (bf16 weights, fp32 activations) */
 static void bench_bf16(cudaStream_t st, unsigned long long *seed, double copy_gbs, FILE *log)
 {
-    static const struct { const char *name; int n, k; } sh[] = { { "lm_head", 129280, 7168 }, { "router", 256, 7168 } };
-    static const int ms[] = { 1, 4, 8, 16 };
+    static const struct {
+        const char *name;
+        int n, k;
+    } sh[] = {{"lm_head", 129280, 7168}, {"router", 256, 7168}};
+    static const int ms[] = {1, 4, 8, 16};
     for (int si = 0; si < 2; si++) {
         size_t wbytes = (size_t)sh[si].n * sh[si].k * 2;
         int copies = (int)(((size_t)256 << 20) / wbytes) + 1;
@@ -331,35 +380,52 @@ static void bench_bf16(cudaStream_t st, unsigned long long *seed, double copy_gb
             cudaMalloc((void **)&x, (size_t)16 * sh[si].k * 4) != cudaSuccess ||
             cudaMalloc((void **)&y, (size_t)16 * sh[si].n * 4) != cudaSuccess)
             goto next;
-        for (size_t i = 0; i < wbytes / 2; i++) hw[i] = fp_f32_to_bf16((float)((rng_next(seed) >> 11) * 0x1.0p-53 - 0.5));
-        for (size_t i = 0; i < (size_t)16 * sh[si].k; i++) hx[i] = (float)((rng_next(seed) >> 11) * 0x1.0p-53 - 0.5);
+        for (size_t i = 0; i < wbytes / 2; i++)
+            hw[i] = fp_f32_to_bf16((float)((rng_next(seed) >> 11) * 0x1.0p-53 - 0.5));
+        for (size_t i = 0; i < (size_t)16 * sh[si].k; i++)
+            hx[i] = (float)((rng_next(seed) >> 11) * 0x1.0p-53 - 0.5);
         cudaMemcpy(w, hw, wbytes, cudaMemcpyHostToDevice);
-        for (int c = 1; c < copies; c++) cudaMemcpy((char *)w + (size_t)c * wbytes, w, wbytes, cudaMemcpyDeviceToDevice);
+        for (int c = 1; c < copies; c++)
+            cudaMemcpy((char *)w + (size_t)c * wbytes, w, wbytes, cudaMemcpyDeviceToDevice);
         cudaMemcpy(x, hx, (size_t)16 * sh[si].k * 4, cudaMemcpyHostToDevice);
         for (int mi = 0; mi < 4; mi++) {
             int m = ms[mi];
-            struct bf16_ctx c = { { .m = m, .n = sh[si].n, .k = sh[si].k, .w = w, .x = x, .x_ld = sh[si].k,
-                                    .y = y, .y_ld = sh[si].n }, w, wbytes, copies };
+            struct bf16_ctx c = {{.m = m,
+                                  .n = sh[si].n,
+                                  .k = sh[si].k,
+                                  .w = w,
+                                  .x = x,
+                                  .x_ld = sh[si].k,
+                                  .y = y,
+                                  .y_ld = sh[si].n},
+                                 w,
+                                 wbytes,
+                                 copies};
             int iters = wbytes > ((size_t)100 << 20) ? 10 : 100;
             double us = time_graph(bf16_fn, &c, iters, st);
             double bytes = (double)wbytes + (double)m * sh[si].k * 4 + (double)m * sh[si].n * 4;
             char line[200];
-            snprintf(line, sizeof line, "gemv_bf16 %-8s M=%-3d %6d x %5d  %9.2f us  %7.0f GB/s (%5.1f%% of copy)  %6.1f TFLOP/s",
-                     sh[si].name, m, sh[si].n, sh[si].k, us, bytes / us / 1e3, 100.0 * bytes / us / 1e3 / copy_gbs,
-                     2.0 * m * sh[si].n * sh[si].k / us / 1e6);
+            snprintf(line, sizeof line,
+                     "gemv_bf16 %-8s M=%-3d %6d x %5d  %9.2f us  %7.0f GB/s (%5.1f%% of copy)  "
+                     "%6.1f TFLOP/s",
+                     sh[si].name, m, sh[si].n, sh[si].k, us, bytes / us / 1e3,
+                     100.0 * bytes / us / 1e3 / copy_gbs, 2.0 * m * sh[si].n * sh[si].k / us / 1e6);
             fprintf(log, "%s\n", line);
             if (log != stdout) printf("%s\n", line);
         }
-next:
-        cudaFree(w); cudaFree(x); cudaFree(y);
-        free(hw); free(hx);
+    next:
+        cudaFree(w);
+        cudaFree(x);
+        cudaFree(y);
+        free(hw);
+        free(hx);
         cudaGetLastError();
     }
 }
 
 static void bench_mla(cudaStream_t st, unsigned long long *seed, double copy_gbs, FILE *log)
 {
-    static const int cases[][2] = { { 1, 4096 }, { 8, 4096 }, { 1, 32768 }, { 16, 8192 } };
+    static const int cases[][2] = {{1, 4096}, {8, 4096}, {1, 32768}, {16, 8192}};
     const int H = 128, bt = 64;
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         int nq = cases[ci][0], len = cases[ci][1];
@@ -380,7 +446,8 @@ static void bench_mla(cudaStream_t st, unsigned long long *seed, double copy_gbs
             hq[i] = (float)((rng_next(seed) >> 11) * 0x1.0p-53 - 0.5);
         for (int b = 0; b < nq; b++) {
             hl[b] = len;
-            for (int j = 0; j < nblk; j++) ht[b * nblk + j] = (nq - 1 - b) * nblk + j;   /* shuffled */
+            for (int j = 0; j < nblk; j++)
+                ht[b * nblk + j] = (nq - 1 - b) * nblk + j; /* shuffled */
         }
         if (cudaMalloc((void **)&cache, rows * CUK_MLA_DIM * 2) != cudaSuccess ||
             cudaMalloc((void **)&q, (size_t)nq * H * CUK_MLA_DIM * 4) != cudaSuccess ||
@@ -394,24 +461,45 @@ static void bench_mla(cudaStream_t st, unsigned long long *seed, double copy_gbs
         cudaMemcpy(table, ht, (size_t)nq * nblk * 4, cudaMemcpyHostToDevice);
         cudaMemcpy(lens, hl, (size_t)nq * 4, cudaMemcpyHostToDevice);
         for (int exact = 0; exact < 2; exact++) {
-            struct mla_ctx c = { { .n_q = nq, .n_heads = H, .q = q, .q_ld = H * CUK_MLA_DIM,
-                                   .cache = cache, .block_tokens = bt, .block_table = table,
-                                   .bt_ld = nblk, .seq_len = lens, .max_seq_len = len,
-                                   .scale = 0.1352337789f, .out = o, .out_ld = H * CUK_MLA_LORA,
-                                   .exact = exact, .workspace = wsp, .workspace_size = wsz } };
+            struct mla_ctx c = {{.n_q = nq,
+                                 .n_heads = H,
+                                 .q = q,
+                                 .q_ld = H * CUK_MLA_DIM,
+                                 .cache = cache,
+                                 .block_tokens = bt,
+                                 .block_table = table,
+                                 .bt_ld = nblk,
+                                 .seq_len = lens,
+                                 .max_seq_len = len,
+                                 .scale = 0.1352337789f,
+                                 .out = o,
+                                 .out_ld = H * CUK_MLA_LORA,
+                                 .exact = exact,
+                                 .workspace = wsp,
+                                 .workspace_size = wsz}};
             double us = time_graph(mla_fn, &c, 20, st);
             double bytes = (double)nq * len * CUK_MLA_DIM * 2;
             double flop = 2.0 * nq * H * len * (CUK_MLA_DIM + CUK_MLA_LORA);
             char line[256];
-            snprintf(line, sizeof line, "mla_decode %-11s n_q=%-3d ctx=%-6d H=%d %9.1f us %7.1f GB/s (%4.1f%% of copy) %6.1f TFLOP/s",
+            snprintf(line, sizeof line,
+                     "mla_decode %-11s n_q=%-3d ctx=%-6d H=%d %9.1f us %7.1f GB/s (%4.1f%% of "
+                     "copy) %6.1f TFLOP/s",
                      exact ? "fp32 cores" : "tensor core", nq, len, H, us, bytes / us / 1e3,
                      100.0 * bytes / us / 1e3 / copy_gbs, flop / us / 1e6);
             fprintf(log, "%s\n", line);
             if (log != stdout) printf("%s\n", line);
         }
-next:
-        cudaFree(cache); cudaFree(q); cudaFree(o); cudaFree(table); cudaFree(lens); cudaFree(wsp);
-        free(hc); free(hq); free(ht); free(hl);
+    next:
+        cudaFree(cache);
+        cudaFree(q);
+        cudaFree(o);
+        cudaFree(table);
+        cudaFree(lens);
+        cudaFree(wsp);
+        free(hc);
+        free(hq);
+        free(ht);
+        free(hl);
         cudaGetLastError();
     }
 }
@@ -448,7 +536,7 @@ int bench_gpu_main(int argc, char **argv)
 
     /* HBM copy ceiling: 1 GiB device-to-device, bytes read + written, cudaMemcpy and a kernel;
      * the larger is the ceiling the ratios use */
-    struct copy_ctx cc = { NULL, NULL, (size_t)1 << 30, 0 };
+    struct copy_ctx cc = {NULL, NULL, (size_t)1 << 30, 0};
     double copy_gbs = 0.0, memcpy_gbs = 0.0, kcopy_gbs = 0.0;
     if (cudaMalloc(&cc.a, cc.n) == cudaSuccess && cudaMalloc(&cc.b, cc.n) == cudaSuccess) {
         cudaMemset(cc.a, 1, cc.n);
@@ -462,8 +550,10 @@ int bench_gpu_main(int argc, char **argv)
     cudaFree(cc.a);
     cudaFree(cc.b);
     copy_gbs = memcpy_gbs > kcopy_gbs ? memcpy_gbs : kcopy_gbs;
-    fprintf(log, "HBM copy bandwidth (1 GiB D2D, read+write): cudaMemcpy %.0f GB/s, copy kernel %.0f GB/s\n",
-            memcpy_gbs, kcopy_gbs);
+    fprintf(
+        log,
+        "HBM copy bandwidth (1 GiB D2D, read+write): cudaMemcpy %.0f GB/s, copy kernel %.0f GB/s\n",
+        memcpy_gbs, kcopy_gbs);
     if (copy_gbs <= 0) return 1;
 
     struct gemm_fp8 *g = NULL;
@@ -472,7 +562,7 @@ int bench_gpu_main(int argc, char **argv)
         fprintf(stderr, "bench gpu: %s\n", err);
         return 1;
     }
-    static const int quick_ms[] = { 1, 16, 4096 };
+    static const int quick_ms[] = {1, 16, 4096};
     const int *ms = quick ? quick_ms : bench_ms;
     int nm = quick ? 3 : NM;
     struct result res[NS][NM];
@@ -481,31 +571,40 @@ int bench_gpu_main(int argc, char **argv)
             memset(&res[si][mi], 0, sizeof res[si][mi]);
             res[si][mi].own_us = res[si][mi].cub_us = res[si][mi].var_us[0] = -1.0;
         }
-    fprintf(log, "\n%-8s %5s %6s %6s | %9s %8s %6s %7s | %9s %8s %6s %7s | %s\n", "shape", "M", "N", "K",
-            "own us", "GB/s", "%copy", "TFLOP/s", "cuBLASLt", "GB/s", "%copy", "TFLOP/s",
+    fprintf(log, "\n%-8s %5s %6s %6s | %9s %8s %6s %7s | %9s %8s %6s %7s | %s\n", "shape", "M", "N",
+            "K", "own us", "GB/s", "%copy", "TFLOP/s", "cuBLASLt", "GB/s", "%copy", "TFLOP/s",
             "cuBLASLt/own, path of gemm_fp8_linear");
     for (int si = 0; si < NS; si++) {
         if (bench_linear(&bench_shapes[si], ms, nm, g, st, &seed, res[si], log)) continue;
         for (int mi = 0; mi < nm; mi++) {
             struct result *r = &res[si][mi];
-            char a[64] = "        -        -      -       -", b[64] = "        -        -      -       -", sp[32] = "-";
+            char a[64] = "        -        -      -       -",
+                 b[64] = "        -        -      -       -", sp[32] = "-";
             if (r->own_us > 0)
-                snprintf(a, sizeof a, "%9.2f %8.0f %5.1f%% %7.1f", r->own_us, r->bytes / r->own_us / 1e3,
-                         100.0 * r->bytes / r->own_us / 1e3 / copy_gbs, r->flop / r->own_us / 1e6);
+                snprintf(a, sizeof a, "%9.2f %8.0f %5.1f%% %7.1f", r->own_us,
+                         r->bytes / r->own_us / 1e3, 100.0 * r->bytes / r->own_us / 1e3 / copy_gbs,
+                         r->flop / r->own_us / 1e6);
             if (r->cub_us > 0)
-                snprintf(b, sizeof b, "%9.2f %8.0f %5.1f%% %7.1f", r->cub_us, r->bytes / r->cub_us / 1e3,
-                         100.0 * r->bytes / r->cub_us / 1e3 / copy_gbs, r->flop / r->cub_us / 1e6);
-            const char *path = cuk_gemv_fp8_prefer(ms[mi], bench_shapes[si].n, bench_shapes[si].k) ? "own" : "cuBLASLt";
-            if (r->own_us > 0 && r->cub_us > 0) snprintf(sp, sizeof sp, "%.2f  %s", r->cub_us / r->own_us, path);
+                snprintf(b, sizeof b, "%9.2f %8.0f %5.1f%% %7.1f", r->cub_us,
+                         r->bytes / r->cub_us / 1e3, 100.0 * r->bytes / r->cub_us / 1e3 / copy_gbs,
+                         r->flop / r->cub_us / 1e6);
+            const char *path = cuk_gemv_fp8_prefer(ms[mi], bench_shapes[si].n, bench_shapes[si].k)
+                                   ? "own"
+                                   : "cuBLASLt";
+            if (r->own_us > 0 && r->cub_us > 0)
+                snprintf(sp, sizeof sp, "%.2f  %s", r->cub_us / r->own_us, path);
             else snprintf(sp, sizeof sp, "-     %s", path);
             fprintf(log, "%-8s %5d %6d %6d | %s | %s | %s\n", bench_shapes[si].name, ms[mi],
                     bench_shapes[si].n, bench_shapes[si].k, a, b, sp);
         }
     }
     /* small-M variants: time per call, and the mean time ratio to variant 0 over M = 1..16 */
-    double vsum[NV] = { 0 };
-    int vcnt[NV] = { 0 };
-    fprintf(log, "\nsmall-M kernel variants (unroll, occupancy, CTAs/SM target, late x), us per call:\n%-8s %5s", "shape", "M");
+    double vsum[NV] = {0};
+    int vcnt[NV] = {0};
+    fprintf(log,
+            "\nsmall-M kernel variants (unroll, occupancy, CTAs/SM target, late x), us per "
+            "call:\n%-8s %5s",
+            "shape", "M");
     for (int v = 0; v < NV; v++)
         fprintf(log, " v%d(%d,%d,%d,%d)", v, bench_tunes[v].unroll, bench_tunes[v].occupancy,
                 bench_tunes[v].ctas_per_sm, bench_tunes[v].late_x);
@@ -517,14 +616,18 @@ int bench_gpu_main(int argc, char **argv)
             fprintf(log, "%-8s %5d", bench_shapes[si].name, ms[mi]);
             for (int v = 0; v < NV; v++) {
                 fprintf(log, " %13.2f", r->var_us[v]);
-                if (r->var_us[v] > 0) { vsum[v] += r->var_us[v] / r->var_us[0]; vcnt[v]++; }
+                if (r->var_us[v] > 0) {
+                    vsum[v] += r->var_us[v] / r->var_us[0];
+                    vcnt[v]++;
+                }
             }
             fprintf(log, "\n");
         }
     char vline[256];
     int vl = snprintf(vline, sizeof vline, "variants, mean time vs v0 over all shapes, M<=16:");
     for (int v = 0; v < NV && vl < (int)sizeof vline; v++)
-        vl += snprintf(vline + vl, sizeof vline - vl, " v%d %.3f", v, vcnt[v] ? vsum[v] / vcnt[v] : 0.0);
+        vl += snprintf(vline + vl, sizeof vline - vl, " v%d %.3f", v,
+                       vcnt[v] ? vsum[v] / vcnt[v] : 0.0);
     fprintf(log, "%s\n\n", vline);
     bench_mla(st, &seed, copy_gbs, log);
     bench_bf16(st, &seed, copy_gbs, log);
@@ -534,10 +637,11 @@ int bench_gpu_main(int argc, char **argv)
 
     /* the short table, last */
     printf("%s\n", vline);
-    printf("\nHBM copy: cudaMemcpy %.0f GB/s, kernel %.0f GB/s. FP8 linear per call (graph replay), own vs cuBLASLt:\n",
+    printf("\nHBM copy: cudaMemcpy %.0f GB/s, kernel %.0f GB/s. FP8 linear per call (graph "
+           "replay), own vs cuBLASLt:\n",
            memcpy_gbs, kcopy_gbs);
-    printf("%-8s %6s | %7s %6s %7s | %7s %6s %7s %-8s | %9s %7s\n", "shape", "W MB", "M=1 own", "%copy",
-           "cuBL M4", "M16 own", "%copy", "cuBL", "path", "M4096 us", "TFLOP/s");
+    printf("%-8s %6s | %7s %6s %7s | %7s %6s %7s %-8s | %9s %7s\n", "shape", "W MB", "M=1 own",
+           "%copy", "cuBL M4", "M16 own", "%copy", "cuBL", "path", "M4096 us", "TFLOP/s");
     for (int si = 0; si < NS; si++) {
         const struct bshape *sh = &bench_shapes[si];
         double w_mb = (double)sh->n * sh->k / 1e6;
@@ -547,10 +651,11 @@ int bench_gpu_main(int argc, char **argv)
             if (ms[mi] == 16) r16 = &res[si][mi];
             if (ms[mi] == 4096) rb = &res[si][mi];
         }
-        printf("%-8s %6.1f | %7.2f %5.1f%% %7.2f | %7.2f %5.1f%% %7.2f %-8s | %9.1f %7.0f\n", sh->name, w_mb,
-               r1 ? r1->own_us : -1, r1 && r1->own_us > 0 ? 100.0 * r1->bytes / r1->own_us / 1e3 / copy_gbs : 0,
-               r1 ? r1->cub_us : -1,
-               r16 ? r16->own_us : -1, r16 && r16->own_us > 0 ? 100.0 * r16->bytes / r16->own_us / 1e3 / copy_gbs : 0,
+        printf("%-8s %6.1f | %7.2f %5.1f%% %7.2f | %7.2f %5.1f%% %7.2f %-8s | %9.1f %7.0f\n",
+               sh->name, w_mb, r1 ? r1->own_us : -1,
+               r1 && r1->own_us > 0 ? 100.0 * r1->bytes / r1->own_us / 1e3 / copy_gbs : 0,
+               r1 ? r1->cub_us : -1, r16 ? r16->own_us : -1,
+               r16 && r16->own_us > 0 ? 100.0 * r16->bytes / r16->own_us / 1e3 / copy_gbs : 0,
                r16 ? r16->cub_us : -1, cuk_gemv_fp8_prefer(16, sh->n, sh->k) ? "own" : "cuBLASLt",
                rb ? rb->cub_us : -1, rb && rb->cub_us > 0 ? rb->flop / rb->cub_us / 1e6 : 0);
     }

@@ -13,7 +13,7 @@
 #include <cuda_fp8.h>
 #include <stdint.h>
 
-extern "C" {               /* the project's C headers carry no extern "C" guards of their own */
+extern "C" { /* the project's C headers carry no extern "C" guards of their own */
 #include "common/err.h"
 #include "common/log.h"
 }
@@ -21,10 +21,20 @@ extern "C" {               /* the project's C headers carry no extern "C" guards
 
 /* Launcher-side checks: a false condition is a caller bug (bad shape, NULL pointer), reported as
  * ERR_INVAL with a log line naming the op; a failed launch is ERR_CUDA. */
-#define CUK_REQUIRE(op, cond) do { if (!(cond)) { \
-    LOG_ERR("cuda", "%s: invalid argument: %s", (op), #cond); return ERR_INVAL; } } while (0)
-#define CUK_LAUNCHED(op) do { cudaError_t e_ = cudaGetLastError(); if (e_ != cudaSuccess) { \
-    LOG_ERR("cuda", "%s: launch failed: %s", (op), cudaGetErrorString(e_)); return ERR_CUDA; } \
+#define CUK_REQUIRE(op, cond)                                                                      \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            LOG_ERR("cuda", "%s: invalid argument: %s", (op), #cond);                              \
+            return ERR_INVAL;                                                                      \
+        }                                                                                          \
+    } while (0)
+#define CUK_LAUNCHED(op)                                                                           \
+    do {                                                                                           \
+        cudaError_t e_ = cudaGetLastError();                                                       \
+        if (e_ != cudaSuccess) {                                                                   \
+            LOG_ERR("cuda", "%s: launch failed: %s", (op), cudaGetErrorString(e_));                \
+            return ERR_CUDA;                                                                       \
+        }                                                                                          \
     } while (0)
 
 static __device__ __forceinline__ float cuk_warp_sum(float v)
@@ -122,7 +132,8 @@ static __device__ __forceinline__ uint4 cuk_ld_stream16(const void *p)
 {
     uint4 r;
     asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+        : "l"(p));
     return r;
 }
 

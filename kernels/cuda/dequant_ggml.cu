@@ -25,7 +25,10 @@ extern "C" {
 
 /* ---- per-type block geometry (GGML's): elements per block, bytes per block */
 template <int T> struct dq_geo;
-#define DQ_GEO(t, QK_, TS_) template <> struct dq_geo<t> { static const int qk = QK_, ts = TS_; };
+#define DQ_GEO(t, QK_, TS_)                                                                        \
+    template <> struct dq_geo<t> {                                                                 \
+        static const int qk = QK_, ts = TS_;                                                       \
+    };
 DQ_GEO(QTYPE_Q4_0, 32, 18)
 DQ_GEO(QTYPE_Q4_1, 32, 20)
 DQ_GEO(QTYPE_Q5_0, 32, 22)
@@ -49,8 +52,8 @@ template <int T> struct dq_smem {
 };
 
 /* ggml's kvalues_iq4nl (= cpuq_kvalues_iq4nl) */
-static __device__ const int8_t dq_kvalues_iq4nl[16] = { -127, -104, -83, -65, -49, -35, -22, -10,
-                                                        1,    13,   25,  38,  53,  69,  89,  113 };
+static __device__ const int8_t dq_kvalues_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                                       1,    13,   25,  38,  53,  69,  89,  113};
 
 static __device__ __forceinline__ float dq_f16(const uint8_t *p)
 {
@@ -94,7 +97,8 @@ template <> struct dq_dec<QTYPE_Q4_1> {
 /* 5-bit quant of element j of a Q5_0/Q5_1 block: nibble as Q4_0, bit 4 = bit j of qh (LE u32) */
 static __device__ __forceinline__ int dq_q5(const uint8_t *qh, const uint8_t *qs, int j)
 {
-    uint32_t h = (uint32_t)qh[0] | ((uint32_t)qh[1] << 8) | ((uint32_t)qh[2] << 16) | ((uint32_t)qh[3] << 24);
+    uint32_t h = (uint32_t)qh[0] | ((uint32_t)qh[1] << 8) | ((uint32_t)qh[2] << 16) |
+                 ((uint32_t)qh[3] << 24);
     int lo = j < 16 ? qs[j] & 0xf : qs[j - 16] >> 4;
     return lo | (int)(((h >> j) & 1u) << 4);
 }
@@ -115,7 +119,8 @@ template <> struct dq_dec<QTYPE_Q5_1> {
     {
         const float d = dq_f16(b), m = dq_f16(b + 2);
 #pragma unroll
-        for (int i = 0; i < 8; i++) v[i] = __fadd_rn(__fmul_rn((float)dq_q5(b + 4, b + 8, e0 + i), d), m);
+        for (int i = 0; i < 8; i++)
+            v[i] = __fadd_rn(__fmul_rn((float)dq_q5(b + 4, b + 8, e0 + i), d), m);
     }
 };
 
@@ -194,7 +199,8 @@ template <> struct dq_dec<QTYPE_Q4_K> {
         const float dl = __fmul_rn(d, (float)sc), ml = __fmul_rn(mn, (float)m);
         const uint8_t *q = b + 16 + 32 * (j / 2) + l0;
 #pragma unroll
-        for (int i = 0; i < 8; i++) v[i] = __fsub_rn(__fmul_rn(dl, (float)((q[i] >> shift) & 0xf)), ml);
+        for (int i = 0; i < 8; i++)
+            v[i] = __fsub_rn(__fmul_rn(dl, (float)((q[i] >> shift) & 0xf)), ml);
     }
 };
 
@@ -238,7 +244,8 @@ template <> struct dq_dec<QTYPE_Q6_K> {
 
 /* IQ4_NL (d @0, qs[16] @2): dst = d * kvalues[nibble], nibbles as Q4_0 */
 template <> struct dq_dec<QTYPE_IQ4_NL> {
-    static __device__ __forceinline__ void run(const uint8_t *b, int e0, float v[8], const int8_t *kv)
+    static __device__ __forceinline__ void run(const uint8_t *b, int e0, float v[8],
+                                               const int8_t *kv)
     {
         const float d = dq_f16(b);
         const uint8_t *qs = b + 2;
@@ -254,12 +261,14 @@ template <> struct dq_dec<QTYPE_IQ4_NL> {
  * ls = (scales_l[ib/2] >> 4(ib%2) & 0xf) | ((scales_h >> 2ib) & 3) << 4, dl = d * (ls - 32),
  * dst = dl * kvalues[nibble of qs[16ib + ...] as IQ4_NL] */
 template <> struct dq_dec<QTYPE_IQ4_XS> {
-    static __device__ __forceinline__ void run(const uint8_t *b, int e0, float v[8], const int8_t *kv)
+    static __device__ __forceinline__ void run(const uint8_t *b, int e0, float v[8],
+                                               const int8_t *kv)
     {
         const float d = dq_f16(b);
         const int ib = e0 / 32, j0 = e0 % 32;
         const uint32_t sh = (uint32_t)b[2] | ((uint32_t)b[3] << 8);
-        const int ls = ((b[4 + ib / 2] >> (4 * (ib % 2))) & 0xf) | (int)(((sh >> (2 * ib)) & 3u) << 4);
+        const int ls =
+            ((b[4 + ib / 2] >> (4 * (ib % 2))) & 0xf) | (int)(((sh >> (2 * ib)) & 3u) << 4);
         const float dl = __fmul_rn(d, (float)(ls - 32));
         const uint8_t *qs = b + 8 + 16 * ib;
 #pragma unroll
@@ -293,7 +302,8 @@ template <> struct dq_dec<QTYPE_BF16> {
     static __device__ __forceinline__ void run(const uint8_t *b, int, float v[8], const int8_t *)
     {
 #pragma unroll
-        for (int i = 0; i < 8; i++) v[i] = __uint_as_float(((uint32_t)b[2 * i] | ((uint32_t)b[2 * i + 1] << 8)) << 16);
+        for (int i = 0; i < 8; i++)
+            v[i] = __uint_as_float(((uint32_t)b[2 * i] | ((uint32_t)b[2 * i + 1] << 8)) << 16);
     }
 };
 
@@ -321,7 +331,7 @@ static __device__ __forceinline__ int dq_stage(const uint8_t *src, int n, uint8_
 
 template <int T, int F32OUT>
 static __global__ void __launch_bounds__(DQ_THREADS)
-dq_kernel(const uint8_t *src, size_t row_bytes, int cols, void *dst, int64_t dst_ld)
+    dq_kernel(const uint8_t *src, size_t row_bytes, int cols, void *dst, int64_t dst_ld)
 {
     typedef dq_geo<T> G;
     __shared__ __align__(16) uint8_t sm[dq_smem<T>::n];
@@ -330,9 +340,9 @@ dq_kernel(const uint8_t *src, size_t row_bytes, int cols, void *dst, int64_t dst
     const int64_t row = blockIdx.x;
     const uint8_t *rs = src + (size_t)row * row_bytes;
     for (int c0 = 0; c0 < cols; c0 += DQ_CHUNK) {
-        const int ne = min(DQ_CHUNK, cols - c0);                 /* a multiple of 8 and of qk */
+        const int ne = min(DQ_CHUNK, cols - c0); /* a multiple of 8 and of qk */
         const int off = dq_stage(rs + (size_t)(c0 / G::qk) * G::ts, (ne / G::qk) * G::ts, sm);
-        const int e = DQ_PER_THREAD * threadIdx.x;                /* element within the pass */
+        const int e = DQ_PER_THREAD * threadIdx.x; /* element within the pass */
         if (e < ne) {
             float v[8];
             dq_dec<T>::run(sm + off + (e / G::qk) * G::ts, e % G::qk, v, kv);
@@ -350,7 +360,7 @@ dq_kernel(const uint8_t *src, size_t row_bytes, int cols, void *dst, int64_t dst
                 *(uint4 *)((uint16_t *)dst + o) = u;
             }
         }
-        __syncthreads();                                          /* sm is reused next pass */
+        __syncthreads(); /* sm is reused next pass */
     }
 }
 
@@ -359,12 +369,17 @@ dq_kernel(const uint8_t *src, size_t row_bytes, int cols, void *dst, int64_t dst
 static int dq_geometry(int type, int *qk, int *ts)
 {
     switch (type) {
-#define G(t) case t: *qk = dq_geo<t>::qk; *ts = dq_geo<t>::ts; return 1;
-    G(QTYPE_Q4_0) G(QTYPE_Q4_1) G(QTYPE_Q5_0) G(QTYPE_Q5_1) G(QTYPE_Q8_0) G(QTYPE_Q2_K)
-    G(QTYPE_Q3_K) G(QTYPE_Q4_K) G(QTYPE_Q5_K) G(QTYPE_Q6_K) G(QTYPE_IQ4_NL) G(QTYPE_IQ4_XS)
-    G(QTYPE_F32) G(QTYPE_F16) G(QTYPE_BF16)
+#define G(t)                                                                                       \
+    case t:                                                                                        \
+        *qk = dq_geo<t>::qk;                                                                       \
+        *ts = dq_geo<t>::ts;                                                                       \
+        return 1;
+        G(QTYPE_Q4_0)
+        G(QTYPE_Q4_1) G(QTYPE_Q5_0) G(QTYPE_Q5_1) G(QTYPE_Q8_0) G(QTYPE_Q2_K) G(QTYPE_Q3_K)
+            G(QTYPE_Q4_K) G(QTYPE_Q5_K) G(QTYPE_Q6_K) G(QTYPE_IQ4_NL) G(QTYPE_IQ4_XS) G(QTYPE_F32)
+                G(QTYPE_F16) G(QTYPE_BF16)
 #undef G
-    default: return 0;
+                    default : return 0;
     }
 }
 
@@ -381,16 +396,15 @@ extern "C" size_t cuk_ggml_row_size(int type, int64_t n)
     return (size_t)(n / qk) * (size_t)ts;
 }
 
-template <int T>
-static void dq_launch(const struct cuk_dequant_ggml_args *a, cudaStream_t s)
+template <int T> static void dq_launch(const struct cuk_dequant_ggml_args *a, cudaStream_t s)
 {
     const dim3 grid((unsigned)a->src.rows);
     if (a->dst_type == CUK_F32)
         dq_kernel<T, 1><<<grid, DQ_THREADS, 0, s>>>((const uint8_t *)a->src.data, a->src.row_bytes,
-                                                   (int)a->src.cols, a->dst, a->dst_ld);
+                                                    (int)a->src.cols, a->dst, a->dst_ld);
     else
         dq_kernel<T, 0><<<grid, DQ_THREADS, 0, s>>>((const uint8_t *)a->src.data, a->src.row_bytes,
-                                                   (int)a->src.cols, a->dst, a->dst_ld);
+                                                    (int)a->src.cols, a->dst, a->dst_ld);
 }
 
 extern "C" int cuk_dequant_ggml(const struct cuk_dequant_ggml_args *a, cudaStream_t s)
@@ -409,12 +423,14 @@ extern "C" int cuk_dequant_ggml(const struct cuk_dequant_ggml_args *a, cudaStrea
     CUK_REQUIRE(op, ((uintptr_t)a->dst & 15) == 0);
     CUK_REQUIRE(op, a->src.row_bytes >= (size_t)(a->src.cols / qk) * (size_t)ts);
     switch (a->src.type) {
-#define L(t) case t: dq_launch<t>(a, s); break;
-    L(QTYPE_Q4_0) L(QTYPE_Q4_1) L(QTYPE_Q5_0) L(QTYPE_Q5_1) L(QTYPE_Q8_0) L(QTYPE_Q2_K)
-    L(QTYPE_Q3_K) L(QTYPE_Q4_K) L(QTYPE_Q5_K) L(QTYPE_Q6_K) L(QTYPE_IQ4_NL) L(QTYPE_IQ4_XS)
-    L(QTYPE_F32) L(QTYPE_F16) L(QTYPE_BF16)
+#define L(t)                                                                                       \
+    case t: dq_launch<t>(a, s); break;
+        L(QTYPE_Q4_0)
+        L(QTYPE_Q4_1) L(QTYPE_Q5_0) L(QTYPE_Q5_1) L(QTYPE_Q8_0) L(QTYPE_Q2_K) L(QTYPE_Q3_K)
+            L(QTYPE_Q4_K) L(QTYPE_Q5_K) L(QTYPE_Q6_K) L(QTYPE_IQ4_NL) L(QTYPE_IQ4_XS) L(QTYPE_F32)
+                L(QTYPE_F16) L(QTYPE_BF16)
 #undef L
-    default: return ERR_UNSUPPORTED;
+                    default : return ERR_UNSUPPORTED;
     }
     CUK_LAUNCHED(op);
     return 0;

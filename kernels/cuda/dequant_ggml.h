@@ -32,10 +32,10 @@ CUK_EXTERN_C_BEGIN
 
 /* One GGML-typed weight matrix [rows][cols] in device memory (the GPU twin of cpuq_mat). */
 struct cuk_ggml_mat {
-    int type;               /* enum qtype */
+    int type; /* enum qtype */
     int64_t rows, cols;
-    const void *data;       /* device pointer to row 0 */
-    size_t row_bytes;       /* distance between rows, >= cols / blck * type_size */
+    const void *data; /* device pointer to row 0 */
+    size_t row_bytes; /* distance between rows, >= cols / blck * type_size */
 };
 
 /* 1 if cuk_dequant_ggml has a kernel for `type`, else 0. */
@@ -46,9 +46,9 @@ size_t cuk_ggml_row_size(int type, int64_t n);
 
 struct cuk_dequant_ggml_args {
     struct cuk_ggml_mat src;
-    void *dst;              /* [src.rows][dst_ld] */
-    int dst_type;           /* CUK_BF16 or CUK_F32 */
-    int64_t dst_ld;         /* elements */
+    void *dst;      /* [src.rows][dst_ld] */
+    int dst_type;   /* CUK_BF16 or CUK_F32 */
+    int64_t dst_ld; /* elements */
 };
 
 /* Errors: ERR_UNSUPPORTED (type without a kernel), ERR_INVAL (shapes, pointers, alignment; logged),

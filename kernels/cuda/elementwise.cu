@@ -94,14 +94,16 @@ static __global__ void transpose_kernel(const struct cuk_transpose_args a)
         float v = 0.0f;
         if (r < a.rows && c < a.cols) {
             size_t o = (size_t)r * a.in_ld + c;
-            v = a.type == CUK_BF16 ? cuk_bf16_to_f32(((const uint16_t *)a.in)[o]) : ((const float *)a.in)[o];
+            v = a.type == CUK_BF16 ? cuk_bf16_to_f32(((const uint16_t *)a.in)[o])
+                                   : ((const float *)a.in)[o];
         }
         tile[i][threadIdx.x] = v;
     }
     __syncthreads();
     for (int i = threadIdx.y; i < 32; i += blockDim.y) {
         int c = c0 + i, r = r0 + threadIdx.x;
-        if (r < a.rows && c < a.cols) cuk_store(a.out, (size_t)c * a.out_ld + r, a.type, tile[threadIdx.x][i], a.accumulate);
+        if (r < a.rows && c < a.cols)
+            cuk_store(a.out, (size_t)c * a.out_ld + r, a.type, tile[threadIdx.x][i], a.accumulate);
     }
 }
 
@@ -123,10 +125,14 @@ static __global__ void copy_kernel(const struct cuk_copy_args a)
     uint4 *dst = (uint4 *)a.dst;
     size_t n = a.n / 16, stride = (size_t)gridDim.x * blockDim.x;
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    for (; i + 3 * stride < n; i += 4 * stride) {       /* 4 loads in flight per thread */
+    for (; i + 3 * stride < n; i += 4 * stride) { /* 4 loads in flight per thread */
         uint4 v0 = cuk_ld_stream16(src + i), v1 = cuk_ld_stream16(src + i + stride);
-        uint4 v2 = cuk_ld_stream16(src + i + 2 * stride), v3 = cuk_ld_stream16(src + i + 3 * stride);
-        dst[i] = v0; dst[i + stride] = v1; dst[i + 2 * stride] = v2; dst[i + 3 * stride] = v3;
+        uint4 v2 = cuk_ld_stream16(src + i + 2 * stride),
+              v3 = cuk_ld_stream16(src + i + 3 * stride);
+        dst[i] = v0;
+        dst[i + stride] = v1;
+        dst[i + 2 * stride] = v2;
+        dst[i + 3 * stride] = v3;
     }
     for (; i < n; i += stride) dst[i] = cuk_ld_stream16(src + i);
 }
@@ -138,7 +144,8 @@ int cuk_copy(const struct cuk_copy_args *a, cudaStream_t s)
     CUK_REQUIRE(op, ((uintptr_t)a->dst & 15) == 0 && ((uintptr_t)a->src & 15) == 0);
     if (a->n == 0) return 0;
     int dev = 0, sms = 132;
-    if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    if (cudaGetDevice(&dev) == cudaSuccess)
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
     copy_kernel<<<sms * 8, 256, 0, s>>>(*a);
     CUK_LAUNCHED(op);
     return 0;

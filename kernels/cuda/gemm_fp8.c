@@ -25,8 +25,8 @@
 #include "common/log.h"
 
 struct gemm_plan {
-    struct gemm_fp8_shape key;            /* key.m is mp */
-    int swapped;                          /* 0: A = W, D = y; 1: A = x, D = y^T in g->tbuf */
+    struct gemm_fp8_shape key; /* key.m is mp */
+    int swapped;               /* 0: A = W, D = y; 1: A = x, D = y^T in g->tbuf */
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t la, lb, lc;
     cublasLtMatmulAlgo_t algo;
@@ -34,15 +34,15 @@ struct gemm_plan {
 
 struct gemm_fp8 {
     cublasLtHandle_t lt;
-    void *ws;                             /* cuBLASLt workspace */
+    void *ws; /* cuBLASLt workspace */
     size_t ws_size;
-    void *gemv_ws;                        /* small-M kernel workspace (zeroed; self-resetting) */
+    void *gemv_ws; /* small-M kernel workspace (zeroed; self-resetting) */
     size_t gemv_ws_size;
-    void *tbuf;                           /* y^T scratch of swapped plans */
+    void *tbuf; /* y^T scratch of swapped plans */
     size_t tbuf_size;
     struct gemm_plan *plans;
     int n_plans, cap_plans;
-    int exact;                            /* gemm_fp8_set_exact: own kernel for every m */
+    int exact; /* gemm_fp8_set_exact: own kernel for every m */
 };
 
 static int round4(int v) { return (v + 3) / 4 * 4; }
@@ -103,10 +103,16 @@ void gemm_fp8_destroy(struct gemm_fp8 *g)
     free(g);
 }
 
-#define LT_TRY(call, what) do { cublasStatus_t st_ = (call); if (st_ != CUBLAS_STATUS_SUCCESS) { \
-    rc = err_set(err, st_ == CUBLAS_STATUS_NOT_SUPPORTED ? ERR_UNSUPPORTED : ERR_CUDA, \
-                 "gemm_fp8 %dx%dx%d: %s: %s", k.m, k.n, k.k, (what), cublasGetStatusName(st_)); \
-    goto fail; } } while (0)
+#define LT_TRY(call, what)                                                                         \
+    do {                                                                                           \
+        cublasStatus_t st_ = (call);                                                               \
+        if (st_ != CUBLAS_STATUS_SUCCESS) {                                                        \
+            rc = err_set(err, st_ == CUBLAS_STATUS_NOT_SUPPORTED ? ERR_UNSUPPORTED : ERR_CUDA,     \
+                         "gemm_fp8 %dx%dx%d: %s: %s", k.m, k.n, k.k, (what),                       \
+                         cublasGetStatusName(st_));                                                \
+            goto fail;                                                                             \
+        }                                                                                          \
+    } while (0)
 
 /* One cuBLASLt configuration. swapped = 0: A = W (k x n, op T, BLK128x128 scales), B = x (k x mp,
  * VEC128), D = y (n x mp, ld y_ld). swapped = 1 (NVIDIA's sample order): A = x (k x mp, op T,
@@ -125,17 +131,28 @@ static int plan_try(struct gemm_fp8 *g, const struct gemm_fp8_shape *key, int sw
     cudaDataType_t yt = k.y_type == CUK_BF16 ? CUDA_R_16BF : CUDA_R_32F;
     LT_TRY(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "desc");
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    LT_TRY(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), "transa");
-    LT_TRY(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), "transb");
-    int32_t blk = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, vec = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+    LT_TRY(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta),
+           "transa");
+    LT_TRY(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb),
+           "transb");
+    int32_t blk = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F,
+            vec = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
     int32_t ma = swapped ? vec : blk, mb = swapped ? blk : vec;
-    LT_TRY(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &ma, sizeof ma), "a scale mode");
-    LT_TRY(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mb, sizeof mb), "b scale mode");
+    LT_TRY(
+        cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &ma, sizeof ma),
+        "a scale mode");
+    LT_TRY(
+        cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mb, sizeof mb),
+        "b scale mode");
     /* the heuristic rejects block scaling without scale pointers: any device pointer will do here,
      * runs set the real ones */
     const void *dummy = g->ws;
-    LT_TRY(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &dummy, sizeof dummy), "a scale");
-    LT_TRY(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &dummy, sizeof dummy), "b scale");
+    LT_TRY(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &dummy,
+                                          sizeof dummy),
+           "a scale");
+    LT_TRY(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &dummy,
+                                          sizeof dummy),
+           "b scale");
     if (!swapped) {
         LT_TRY(cublasLtMatrixLayoutCreate(&p.la, CUDA_R_8F_E4M3, k.k, k.n, k.k), "layout a");
         LT_TRY(cublasLtMatrixLayoutCreate(&p.lb, CUDA_R_8F_E4M3, k.k, k.m, k.x_ld), "layout b");
@@ -147,13 +164,16 @@ static int plan_try(struct gemm_fp8 *g, const struct gemm_fp8_shape *key, int sw
     }
     LT_TRY(cublasLtMatmulPreferenceCreate(&pref), "preference");
     LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                &g->ws_size, sizeof g->ws_size), "workspace pref");
+                                                &g->ws_size, sizeof g->ws_size),
+           "workspace pref");
     cublasLtMatmulHeuristicResult_t res;
     int found = 0;
-    LT_TRY(cublasLtMatmulAlgoGetHeuristic(g->lt, p.desc, p.la, p.lb, p.lc, p.lc, pref, 1, &res, &found),
+    LT_TRY(cublasLtMatmulAlgoGetHeuristic(g->lt, p.desc, p.la, p.lb, p.lc, p.lc, pref, 1, &res,
+                                          &found),
            "heuristic");
     if (found < 1) {
-        rc = err_set(err, ERR_UNSUPPORTED, "gemm_fp8 %dx%dx%d: cuBLASLt found no algorithm", k.m, k.n, k.k);
+        rc = err_set(err, ERR_UNSUPPORTED, "gemm_fp8 %dx%dx%d: cuBLASLt found no algorithm", k.m,
+                     k.n, k.k);
         goto fail;
     }
     p.algo = res.algo;
@@ -186,7 +206,8 @@ static int plan_cublas(struct gemm_fp8 *g, const struct gemm_fp8_shape *key, cha
             cudaError_t e = cudaMalloc(&t, need);
             if (e != cudaSuccess) {
                 plan_fini(&p);
-                return err_set(err, ERR_CUDA, "gemm_fp8_plan: %zu bytes: %s", need, cudaGetErrorString(e));
+                return err_set(err, ERR_CUDA, "gemm_fp8_plan: %zu bytes: %s", need,
+                               cudaGetErrorString(e));
             }
             cudaFree(g->tbuf);
             g->tbuf = t;
@@ -221,9 +242,9 @@ int gemm_fp8_plan(struct gemm_fp8 *g, const struct gemm_fp8_shape *s, int use_cu
     if (!g->exact && !cuk_gemv_fp8_prefer(s->m, s->n, s->k)) use_cublas = 1;
     if (m_own <= CUK_GEMV_FP8_MAX_M) {
         size_t need = cuk_gemv_fp8_workspace_size(m_own, s->n, s->k);
-        if (g->exact && s->m > CUK_GEMV_FP8_MAX_M) {   /* the last chunk may be shorter */
-            size_t r = cuk_gemv_fp8_workspace_size(s->m % CUK_GEMV_FP8_MAX_M ? s->m % CUK_GEMV_FP8_MAX_M
-                                                                               : m_own, s->n, s->k);
+        if (g->exact && s->m > CUK_GEMV_FP8_MAX_M) { /* the last chunk may be shorter */
+            size_t r = cuk_gemv_fp8_workspace_size(
+                s->m % CUK_GEMV_FP8_MAX_M ? s->m % CUK_GEMV_FP8_MAX_M : m_own, s->n, s->k);
             need = r > need ? r : need;
         }
         if (need > g->gemv_ws_size) {
@@ -232,9 +253,10 @@ int gemm_fp8_plan(struct gemm_fp8 *g, const struct gemm_fp8_shape *s, int use_cu
             if (e == cudaSuccess) e = cudaMemset(p, 0, need);
             if (e != cudaSuccess) {
                 cudaFree(p);
-                return err_set(err, ERR_CUDA, "gemm_fp8_plan: %zu bytes: %s", need, cudaGetErrorString(e));
+                return err_set(err, ERR_CUDA, "gemm_fp8_plan: %zu bytes: %s", need,
+                               cudaGetErrorString(e));
             }
-            cudaFree(g->gemv_ws);     /* synchronizes: plans are made at start-up */
+            cudaFree(g->gemv_ws); /* synchronizes: plans are made at start-up */
             g->gemv_ws = p;
             g->gemv_ws_size = need;
         }
@@ -247,12 +269,13 @@ int gemm_fp8_plan(struct gemm_fp8 *g, const struct gemm_fp8_shape *s, int use_cu
 int gemm_fp8_run_cublas(struct gemm_fp8 *g, const struct cuk_gemv_fp8_args *a, cudaStream_t st,
                         char *err)
 {
-    struct gemm_fp8_shape s = { a->m, a->n, a->k, a->y_type, a->accumulate, a->x_ld, a->y_ld }, k;
+    struct gemm_fp8_shape s = {a->m, a->n, a->k, a->y_type, a->accumulate, a->x_ld, a->y_ld}, k;
     shape_norm(&s, &k);
     struct gemm_plan *p = plan_find(g, &k);
     if (!p)
-        return err_set(err, ERR_INVAL, "gemm_fp8: no plan for m=%d n=%d k=%d (plan shapes at start-up)",
-                       a->m, a->n, a->k);
+        return err_set(err, ERR_INVAL,
+                       "gemm_fp8: no plan for m=%d n=%d k=%d (plan shapes at start-up)", a->m, a->n,
+                       a->k);
     if (a->x_scale_ld != k.m || a->w_scale_ld != round4(a->k / 128))
         return err_set(err, ERR_INVAL, "gemm_fp8: scale strides %d/%d, cuBLASLt needs %d/%d",
                        a->x_scale_ld, a->w_scale_ld, k.m, round4(a->k / 128));
@@ -271,9 +294,14 @@ int gemm_fp8_run_cublas(struct gemm_fp8 *g, const struct cuk_gemv_fp8_args *a, c
         return err_set(err, ERR_CUDA, "gemm_fp8 %dx%dx%d: cublasLtMatmul: %s", k.m, k.n, k.k,
                        cublasGetStatusName(r));
     if (p->swapped) {
-        struct cuk_transpose_args t = { .rows = a->n, .cols = a->m, .type = a->y_type, .in = g->tbuf,
-                                        .in_ld = k.m, .out = a->y, .out_ld = a->y_ld,
-                                        .accumulate = a->accumulate };
+        struct cuk_transpose_args t = {.rows = a->n,
+                                       .cols = a->m,
+                                       .type = a->y_type,
+                                       .in = g->tbuf,
+                                       .in_ld = k.m,
+                                       .out = a->y,
+                                       .out_ld = a->y_ld,
+                                       .accumulate = a->accumulate};
         int rc = cuk_transpose(&t, st);
         if (rc) return err_set(err, rc, "gemm_fp8: transpose failed");
     }
@@ -293,12 +321,14 @@ int gemm_fp8_linear(struct gemm_fp8 *g, const struct cuk_gemv_fp8_args *a, cudaS
         struct cuk_gemv_fp8_args b = *a;
         b.m = a->m - i < CUK_GEMV_FP8_MAX_M ? a->m - i : CUK_GEMV_FP8_MAX_M;
         b.x = a->x + (size_t)i * a->x_ld;
-        b.x_scale = a->x_scale + i;           /* [k/128][x_scale_ld], token-contiguous */
+        b.x_scale = a->x_scale + i; /* [k/128][x_scale_ld], token-contiguous */
         b.y = (char *)a->y + (size_t)i * a->y_ld * ysz;
         b.workspace = g->gemv_ws;
         b.workspace_size = g->gemv_ws_size;
         int rc = cuk_gemv_fp8(&b, st);
-        if (rc) return err_set(err, rc, "gemm_fp8: small-M kernel failed (m=%d n=%d k=%d)", b.m, a->n, a->k);
+        if (rc)
+            return err_set(err, rc, "gemm_fp8: small-M kernel failed (m=%d n=%d k=%d)", b.m, a->n,
+                           a->k);
     }
     return 0;
 }

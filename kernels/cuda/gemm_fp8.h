@@ -29,7 +29,7 @@ struct gemm_fp8;
 /* what a plan is keyed on; x_ld/y_ld 0 mean k/n */
 struct gemm_fp8_shape {
     int m, n, k;
-    int y_type;            /* enum cuk_dtype */
+    int y_type; /* enum cuk_dtype */
     int accumulate;
     int x_ld, y_ld;
 };

@@ -14,12 +14,13 @@
 #define GB_WARPS 8
 
 template <int MT>
-static __global__ void __launch_bounds__(GB_WARPS * 32) gemv_bf16_kernel(const struct cuk_gemv_bf16_args a)
+static __global__ void __launch_bounds__(GB_WARPS * 32)
+    gemv_bf16_kernel(const struct cuk_gemv_bf16_args a)
 {
     __shared__ float red[GB_WARPS][GB_ROWS * MT];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int row0 = blockIdx.x * GB_ROWS;
-    const int chunks = a.k / 8;                                 /* 16-byte weight chunks per row */
+    const int chunks = a.k / 8; /* 16-byte weight chunks per row */
     const int per = (chunks + GB_WARPS - 1) / GB_WARPS;
     const int c0 = warp * per, c1 = min(chunks, c0 + per);
     const uint16_t *wr[GB_ROWS];
@@ -38,7 +39,7 @@ static __global__ void __launch_bounds__(GB_WARPS * 32) gemv_bf16_kernel(const s
         float wf[GB_ROWS][8];
 #pragma unroll
         for (int r = 0; r < GB_ROWS; r++) {
-            const uint32_t u[4] = { wv[r].x, wv[r].y, wv[r].z, wv[r].w };
+            const uint32_t u[4] = {wv[r].x, wv[r].y, wv[r].z, wv[r].w};
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 wf[r][2 * i] = __uint_as_float(u[i] << 16);
@@ -50,7 +51,7 @@ static __global__ void __launch_bounds__(GB_WARPS * 32) gemv_bf16_kernel(const s
             if (t >= a.m) break;
             const float4 *xp = (const float4 *)(a.x + (size_t)t * a.x_ld + (size_t)c * 8);
             float4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
-            const float xv[8] = { x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w };
+            const float xv[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
 #pragma unroll
             for (int r = 0; r < GB_ROWS; r++)
 #pragma unroll

@@ -28,10 +28,10 @@
 #define GEMV_WARPS 8
 
 struct gemv_plan {
-    int tiles, kb;         /* row tiles of 16, K blocks of 128 */
-    int tpc, wk;           /* tiles per CTA, warps per tile (tpc * wk = 8) */
-    int groups, splits;    /* grid = groups x splits */
-    int kps;               /* K blocks per split */
+    int tiles, kb;      /* row tiles of 16, K blocks of 128 */
+    int tpc, wk;        /* tiles per CTA, warps per tile (tpc * wk = 8) */
+    int groups, splits; /* grid = groups x splits */
+    int kps;            /* K blocks per split */
 };
 
 struct gemv_params {
@@ -46,8 +46,8 @@ struct gemv_params {
     void *y;
     int y_ld, y_type, acc;
     int tpc, wk, kps, splits, kb;
-    float *part;           /* [splits][groups*tpc*16 rows][16 tokens] */
-    unsigned *count;       /* [groups] */
+    float *part;     /* [splits][groups*tpc*16 rows][16 tokens] */
+    unsigned *count; /* [groups] */
 };
 
 static void gemv_plan_make(int m, int n, int k, int sms, int ctas_per_sm, struct gemv_plan *p)
@@ -56,14 +56,14 @@ static void gemv_plan_make(int m, int n, int k, int sms, int ctas_per_sm, struct
     p->tiles = cuk_cdiv(n, 16);
     p->kb = k / 128;
     p->wk = GEMV_WARPS;
-    while (p->wk > 1 && p->kb < 2 * p->wk) p->wk /= 2;   /* >= 2 K blocks per warp if possible */
+    while (p->wk > 1 && p->kb < 2 * p->wk) p->wk /= 2; /* >= 2 K blocks per warp if possible */
     p->tpc = GEMV_WARPS / p->wk;
     p->groups = cuk_cdiv(p->tiles, p->tpc);
     p->splits = 1;
     int target = ctas_per_sm * sms;
     if (p->groups < target) {
         int s = cuk_cdiv(target, p->groups);
-        int smax = p->kb / p->wk;                            /* every warp keeps >= 1 K block */
+        int smax = p->kb / p->wk; /* every warp keeps >= 1 K block */
         if (s > smax) s = smax;
         if (s > 16) s = 16;
         if (s > 1) p->splits = s;
@@ -88,7 +88,8 @@ static int gemv_sms(void)
 {
     int dev = 0, sms = 0;
     if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || sms <= 0)
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        sms <= 0)
         sms = 132;
     return sms;
 }
@@ -127,7 +128,8 @@ static __device__ __forceinline__ uint4 ld_stream16_ordered(const void *p)
 {
     uint4 r;
     asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "l"(p));
     return r;
 }
 
@@ -135,14 +137,16 @@ static __device__ __forceinline__ uint4 ld_cached16_ordered(const void *p)
 {
     uint4 r;
     asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "l"(p));
     return r;
 }
 
 template <int NT, int U, bool LATE>
-static __device__ __forceinline__ void process_blocks(const struct gemv_params &p, int kbi,
-        const uint8_t *wpa, const uint8_t *wpb, const uint8_t *const xp[NT], const bool xok[NT],
-        const float *wsp, const int tok0[NT], float acc[NT][4])
+static __device__ __forceinline__ void
+process_blocks(const struct gemv_params &p, int kbi, const uint8_t *wpa, const uint8_t *wpb,
+               const uint8_t *const xp[NT], const bool xok[NT], const float *wsp,
+               const int tok0[NT], float acc[NT][4])
 {
     const uint4 zero = make_uint4(0, 0, 0, 0);
     uint4 wa[U][2], wb[U][2];
@@ -197,7 +201,7 @@ static __device__ __forceinline__ void process_blocks(const struct gemv_params &
  * allocator (0: no bound) */
 template <int NT, int U, int MINB, bool LATE>
 static __global__ void __launch_bounds__(GEMV_WARPS * 32, MINB)
-gemv_fp8_kernel(const struct gemv_params p)
+    gemv_fp8_kernel(const struct gemv_params p)
 {
     __shared__ float red[GEMV_WARPS][NT * 4][32];
     __shared__ unsigned last;
@@ -238,7 +242,7 @@ gemv_fp8_kernel(const struct gemv_params p)
     for (; kbi < kb1; kbi += p.wk)
         process_blocks<NT, 1, LATE>(p, kbi, wpa, wpb, xp, xok, wsp, tok0, acc);
 
-    /* sum the wk warps of each tile in warp order */
+        /* sum the wk warps of each tile in warp order */
 #pragma unroll
     for (int j = 0; j < NT; j++)
 #pragma unroll
@@ -289,11 +293,12 @@ gemv_fp8_kernel(const struct gemv_params p)
         int r = e / mt, tok = e % mt;
         float v = 0.0f;
         for (int s2 = 0; s2 < p.splits; s2++)
-            v += __ldcg(p.part + ((size_t)s2 * gridDim.x + blockIdx.x) * rows_cta * 16 + r * 16 + tok);
+            v += __ldcg(p.part + ((size_t)s2 * gridDim.x + blockIdx.x) * rows_cta * 16 + r * 16 +
+                        tok);
         int row = blockIdx.x * rows_cta + r;
         if (row < p.n) cuk_store(p.y, (size_t)tok * p.y_ld + row, p.y_type, v, p.acc);
     }
-    if (threadIdx.x == 0) p.count[blockIdx.x] = 0;     /* ready for the next call */
+    if (threadIdx.x == 0) p.count[blockIdx.x] = 0; /* ready for the next call */
 }
 
 /* Production tuning, from bench_gpu's variant table on the H100 (docs/performance.md). What
@@ -303,8 +308,8 @@ gemv_fp8_kernel(const struct gemv_params p)
  * (deeper loads) unless the grid fits one wave only with unroll 2. m > 8: unroll 2, late x,
  * 3 CTAs per SM; a grid of 1 to 1.5 waves (the N = 7168 shapes) loses its tail to cuBLASLt, so
  * cuk_gemv_fp8_prefer() sends those to cuBLASLt. */
-static const struct cuk_gemv_fp8_tune tune_m8_u2 = { 2, 0, 2, 0 }, tune_m8_u4 = { 4, 0, 2, 0 };
-static const struct cuk_gemv_fp8_tune tune_m16 = { 2, 1, 2, 1 };
+static const struct cuk_gemv_fp8_tune tune_m8_u2 = {2, 0, 2, 0}, tune_m8_u4 = {4, 0, 2, 0};
+static const struct cuk_gemv_fp8_tune tune_m16 = {2, 1, 2, 1};
 
 static int gemv_grid_ctas(int m, int n, int k, int sms, const struct cuk_gemv_fp8_tune *t)
 {
@@ -331,7 +336,7 @@ int cuk_gemv_fp8_prefer(int m, int n, int k)
 size_t cuk_gemv_fp8_workspace_size_tuned(int m, int n, int k, const struct cuk_gemv_fp8_tune *t)
 {
     if (m < 1 || n < 1 || k < 128 || k % 128) return 0;
-    if (!t) {                                   /* a workspace that fits every production tuning */
+    if (!t) { /* a workspace that fits every production tuning */
         size_t a = cuk_gemv_fp8_workspace_size_tuned(m, n, k, &tune_m8_u2);
         size_t b = cuk_gemv_fp8_workspace_size_tuned(m, n, k, &tune_m8_u4);
         size_t c = cuk_gemv_fp8_workspace_size_tuned(m, n, k, &tune_m16);
@@ -348,9 +353,10 @@ size_t cuk_gemv_fp8_workspace_size(int m, int n, int k)
 }
 
 template <int NT, bool LATE>
-static void gemv_launch2(const struct gemv_params &p, dim3 grid, int unroll, int occ, cudaStream_t s)
+static void gemv_launch2(const struct gemv_params &p, dim3 grid, int unroll, int occ,
+                         cudaStream_t s)
 {
-    const int OCC = NT == 1 ? 4 : 3;                  /* CTAs per SM asked for with occ */
+    const int OCC = NT == 1 ? 4 : 3; /* CTAs per SM asked for with occ */
     if (unroll >= 4) {
         if (occ) gemv_fp8_kernel<NT, 4, OCC, LATE><<<grid, GEMV_WARPS * 32, 0, s>>>(p);
         else gemv_fp8_kernel<NT, 4, 0, LATE><<<grid, GEMV_WARPS * 32, 0, s>>>(p);
@@ -388,19 +394,31 @@ int cuk_gemv_fp8_tuned(const struct cuk_gemv_fp8_args *a, const struct cuk_gemv_
     CUK_REQUIRE(op, need == 0 || (a->workspace && a->workspace_size >= need));
 
     struct gemv_params p;
-    p.m = a->m; p.n = a->n; p.k = a->k;
-    p.w = a->w; p.ws = a->w_scale; p.ws_ld = a->w_scale_ld;
-    p.x = a->x; p.x_ld = a->x_ld; p.xs = a->x_scale; p.xs_ld = a->x_scale_ld;
-    p.y = a->y; p.y_ld = a->y_ld; p.y_type = a->y_type; p.acc = a->accumulate;
-    p.tpc = pl.tpc; p.wk = pl.wk; p.kps = pl.kps; p.splits = pl.splits; p.kb = pl.kb;
+    p.m = a->m;
+    p.n = a->n;
+    p.k = a->k;
+    p.w = a->w;
+    p.ws = a->w_scale;
+    p.ws_ld = a->w_scale_ld;
+    p.x = a->x;
+    p.x_ld = a->x_ld;
+    p.xs = a->x_scale;
+    p.xs_ld = a->x_scale_ld;
+    p.y = a->y;
+    p.y_ld = a->y_ld;
+    p.y_type = a->y_type;
+    p.acc = a->accumulate;
+    p.tpc = pl.tpc;
+    p.wk = pl.wk;
+    p.kps = pl.kps;
+    p.splits = pl.splits;
+    p.kb = pl.kb;
     CUK_REQUIRE(op, need == 0 || pl.groups <= GEMV_COUNTERS);
     p.count = (unsigned *)a->workspace;
     p.part = need ? (float *)((char *)a->workspace + GEMV_PART_OFFSET) : NULL;
     dim3 grid(pl.groups, pl.splits);
-    if (a->m <= 8)
-        gemv_launch<1>(p, grid, t, s);
-    else
-        gemv_launch<2>(p, grid, t, s);
+    if (a->m <= 8) gemv_launch<1>(p, grid, t, s);
+    else gemv_launch<2>(p, grid, t, s);
     CUK_LAUNCHED(op);
     return 0;
 }

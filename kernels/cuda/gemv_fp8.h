@@ -42,9 +42,9 @@ struct cuk_gemv_fp8_args {
     int x_scale_ld;
     void *y;
     int y_ld;
-    int y_type;            /* enum cuk_dtype */
+    int y_type; /* enum cuk_dtype */
     int accumulate;
-    void *workspace;       /* may be NULL when cuk_gemv_fp8_workspace_size() is 0 */
+    void *workspace; /* may be NULL when cuk_gemv_fp8_workspace_size() is 0 */
     size_t workspace_size;
 };
 

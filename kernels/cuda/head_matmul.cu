@@ -27,9 +27,8 @@ int cuk_fp8_to_f32(const struct cuk_fp8_to_f32_args *a, cudaStream_t s)
     if (a->rows == 0 || a->cols == 0) return 0;
     CUK_REQUIRE(op, a->q && a->scale && a->out && a->scale_ld >= (a->cols + 127) / 128);
     int64_t n = a->rows * a->cols, blocks = (n + 255) / 256;
-    fp8_to_f32<<<(unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, s>>>(a->q, a->scale, a->rows,
-                                                                          a->cols, a->scale_ld,
-                                                                          a->out);
+    fp8_to_f32<<<(unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, s>>>(
+        a->q, a->scale, a->rows, a->cols, a->scale_ld, a->out);
     CUK_LAUNCHED(op);
     return 0;
 }
@@ -51,8 +50,9 @@ static __device__ __forceinline__ void hmm_table(float *lut)
 
 template <int NT>
 static __global__ void __launch_bounds__(256)
-hmm_rows_k(const uint8_t *q, const float *scale, int sld, int64_t r0, int64_t hrows, int rows,
-           int n, const float *x, int ldx_tok, int ldx_head, float *y, int ldy_tok, int ldy_head)
+    hmm_rows_k(const uint8_t *q, const float *scale, int sld, int64_t r0, int64_t hrows, int rows,
+               int n, const float *x, int ldx_tok, int ldx_head, float *y, int ldy_tok,
+               int ldy_head)
 {
     __shared__ float lut[256];
     /* column c at c + c/16: lane l's 16 columns start at 17 l, no bank conflicts */
@@ -95,12 +95,13 @@ hmm_rows_k(const uint8_t *q, const float *scale, int sld, int64_t r0, int64_t hr
 
 template <int NT>
 static __global__ void __launch_bounds__(128)
-hmm_cols_k(const uint8_t *q, const float *scale, int sld, int64_t r0, int64_t hrows, int rows,
-           int n, const float *x, int ldx_tok, int ldx_head, float *y, int ldy_tok, int ldy_head)
+    hmm_cols_k(const uint8_t *q, const float *scale, int sld, int64_t r0, int64_t hrows, int rows,
+               int n, const float *x, int ldx_tok, int ldx_head, float *y, int ldy_tok,
+               int ldy_head)
 {
     __shared__ float lut[256];
     __shared__ float xs[CUK_HMM_MAX_ROWS][NT];
-    const int h = blockIdx.x, c0 = threadIdx.x * 4;      /* 128 threads x 4 columns = 512 */
+    const int h = blockIdx.x, c0 = threadIdx.x * 4; /* 128 threads x 4 columns = 512 */
     hmm_table(lut);
     for (int i = threadIdx.x; i < rows * NT; i += blockDim.x) {
         int r = i / NT, t = i % NT;
@@ -132,25 +133,24 @@ hmm_cols_k(const uint8_t *q, const float *scale, int sld, int64_t r0, int64_t hr
                 make_float4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]);
 }
 
-template <int NT>
-static void hmm_launch(const struct cuk_head_matmul_fp8_args *a, cudaStream_t st)
+template <int NT> static void hmm_launch(const struct cuk_head_matmul_fp8_args *a, cudaStream_t st)
 {
     if (a->trans)
-        hmm_cols_k<NT><<<a->n_heads, 128, 0, st>>>(a->q, a->scale, a->scale_ld, a->r0,
-                                                   a->head_rows, a->rows, a->n, a->x, a->x_ld_tok,
-                                                   a->x_ld_head, a->y, a->y_ld_tok, a->y_ld_head);
+        hmm_cols_k<NT><<<a->n_heads, 128, 0, st>>>(a->q, a->scale, a->scale_ld, a->r0, a->head_rows,
+                                                   a->rows, a->n, a->x, a->x_ld_tok, a->x_ld_head,
+                                                   a->y, a->y_ld_tok, a->y_ld_head);
     else
-        hmm_rows_k<NT><<<a->n_heads, 256, 0, st>>>(a->q, a->scale, a->scale_ld, a->r0,
-                                                   a->head_rows, a->rows, a->n, a->x, a->x_ld_tok,
-                                                   a->x_ld_head, a->y, a->y_ld_tok, a->y_ld_head);
+        hmm_rows_k<NT><<<a->n_heads, 256, 0, st>>>(a->q, a->scale, a->scale_ld, a->r0, a->head_rows,
+                                                   a->rows, a->n, a->x, a->x_ld_tok, a->x_ld_head,
+                                                   a->y, a->y_ld_tok, a->y_ld_head);
 }
 
 int cuk_head_matmul_fp8_fits(const struct cuk_head_matmul_fp8_args *a)
 {
     return a->n >= 1 && a->n <= CUK_HMM_MAX_TOKENS && a->cols == CUK_HMM_COLS && a->rows >= 1 &&
            a->rows <= CUK_HMM_MAX_ROWS &&
-           (!a->trans || (a->y_ld_tok % 4 == 0 && a->y_ld_head % 4 == 0 &&
-                          ((uintptr_t)a->y & 15) == 0));
+           (!a->trans ||
+            (a->y_ld_tok % 4 == 0 && a->y_ld_head % 4 == 0 && ((uintptr_t)a->y & 15) == 0));
 }
 
 int cuk_head_matmul_fp8(const struct cuk_head_matmul_fp8_args *a, cudaStream_t s)

@@ -28,10 +28,10 @@ CUK_EXTERN_C_BEGIN
 
 struct cuk_fp8_to_f32_args {
     int64_t rows, cols;
-    const uint8_t *q;           /* [rows][cols] e4m3 */
-    const float *scale;         /* [ceil(rows/128)][scale_ld] */
+    const uint8_t *q;   /* [rows][cols] e4m3 */
+    const float *scale; /* [ceil(rows/128)][scale_ld] */
     int scale_ld;
-    float *out;                 /* [rows][cols] */
+    float *out; /* [rows][cols] */
 };
 
 int cuk_fp8_to_f32(const struct cuk_fp8_to_f32_args *a, cudaStream_t s);
@@ -41,12 +41,12 @@ int cuk_fp8_to_f32(const struct cuk_fp8_to_f32_args *a, cudaStream_t s);
 #define CUK_HMM_MAX_TOKENS 16
 
 struct cuk_head_matmul_fp8_args {
-    const uint8_t *q;           /* W: e4m3 [*][CUK_HMM_COLS] */
-    const float *scale;         /* [*][scale_ld] */
+    const uint8_t *q;   /* W: e4m3 [*][CUK_HMM_COLS] */
+    const float *scale; /* [*][scale_ld] */
     int scale_ld;
-    int64_t r0, head_rows;      /* head h's first row: r0 + h * head_rows */
+    int64_t r0, head_rows; /* head h's first row: r0 + h * head_rows */
     int rows, cols, trans;
-    int n, n_heads;             /* tokens, heads */
+    int n, n_heads; /* tokens, heads */
     const float *x;
     int x_ld_tok, x_ld_head;
     float *y;

@@ -17,8 +17,8 @@
 
 #define MLA_HG 8
 #define MLA_T 16
-#define MLA_DVEC (CUK_MLA_DIM / 8)     /* 72 uint4 per cache row */
-#define TC_T 32                        /* positions per tile of the tensor-core kernel */
+#define MLA_DVEC (CUK_MLA_DIM / 8) /* 72 uint4 per cache row */
+#define TC_T 32                    /* positions per tile of the tensor-core kernel */
 
 static __global__ void __launch_bounds__(128) kv_store_kernel(const struct cuk_mla_kv_store_args a)
 {
@@ -64,8 +64,8 @@ int cuk_mla_kv_store(const struct cuk_mla_kv_store_args *a, cudaStream_t s)
 struct mla_params {
     struct cuk_mla_decode_args a;
     int splits, chunk;
-    float *part_o;         /* [n_q*H*splits][512] */
-    float *part_ml;        /* [n_q*H*splits][2] */
+    float *part_o;  /* [n_q*H*splits][512] */
+    float *part_ml; /* [n_q*H*splits][2] */
 };
 
 static __global__ void __launch_bounds__(MLA_HG * 32) mla_decode_kernel(const struct mla_params p)
@@ -77,8 +77,7 @@ static __global__ void __launch_bounds__(MLA_HG * 32) mla_decode_kernel(const st
     const int b = blockIdx.x, hg = blockIdx.y, sp = blockIdx.z;
     const int lane = threadIdx.x & 31, h = threadIdx.x >> 5;
     const float *qg = a.q + (size_t)b * a.q_ld + (size_t)hg * MLA_HG * CUK_MLA_DIM;
-    for (int i = threadIdx.x; i < MLA_HG * CUK_MLA_DIM; i += blockDim.x)
-        (&q_s[0][0])[i] = qg[i];
+    for (int i = threadIdx.x; i < MLA_HG * CUK_MLA_DIM; i += blockDim.x) (&q_s[0][0])[i] = qg[i];
     const int len = a.seq_len[b];
     const int start = sp * p.chunk, end = min(len, start + p.chunk);
     const int32_t *bt = a.block_table + (size_t)b * a.bt_ld;
@@ -88,12 +87,13 @@ static __global__ void __launch_bounds__(MLA_HG * 32) mla_decode_kernel(const st
     for (int i = 0; i < CUK_MLA_LORA / 32; i++) acc[i] = 0.0f;
 
     for (int t0 = start; t0 < end; t0 += MLA_T) {
-        __syncthreads();                                   /* previous tile consumed, q_s ready */
+        __syncthreads(); /* previous tile consumed, q_s ready */
         for (int i = threadIdx.x; i < MLA_T * MLA_DVEC; i += blockDim.x) {
             int r = i / MLA_DVEC, c = i % MLA_DVEC, pos = t0 + r;
             uint4 v = make_uint4(0, 0, 0, 0);
             if (pos < end) {
-                size_t row = (size_t)bt[pos / a.block_tokens] * a.block_tokens + pos % a.block_tokens;
+                size_t row =
+                    (size_t)bt[pos / a.block_tokens] * a.block_tokens + pos % a.block_tokens;
                 v = __ldg((const uint4 *)(a.cache + row * CUK_MLA_DIM) + c);
             }
             ((uint4 *)&kv_s[r][0])[c] = v;
@@ -111,8 +111,8 @@ static __global__ void __launch_bounds__(MLA_HG * 32) mla_decode_kernel(const st
         __syncwarp();
         float sv = sc_s[h][lane & (MLA_T - 1)];
         float mnew = fmaxf(m, cuk_warp_max(sv));
-        float corr = expf(m - mnew);                       /* m = -inf on the first tile: 0 */
-        float pe = expf(sv - mnew);                        /* lanes t and t+16 hold the same */
+        float corr = expf(m - mnew); /* m = -inf on the first tile: 0 */
+        float pe = expf(sv - mnew);  /* lanes t and t+16 hold the same */
         float psum = cuk_warp_sum(lane < MLA_T ? pe : 0.0f);
         __syncwarp();
         if (lane < MLA_T) sc_s[h][lane] = pe;
@@ -164,11 +164,11 @@ static __global__ void mla_combine_kernel(const struct mla_params p)
         float v = 0.0f;
         for (int s = 0; s < p.splits; s++)
             if (ml[2 * s + 1] > 0.0f)
-                v += p.part_o[((size_t)bh * p.splits + s) * CUK_MLA_LORA + d] * expf(ml[2 * s] - mx);
+                v +=
+                    p.part_o[((size_t)bh * p.splits + s) * CUK_MLA_LORA + d] * expf(ml[2 * s] - mx);
         o[d] = v * inv;
     }
 }
-
 
 /* ---- tensor-core decode (exact = 0) ----
  * CTA = 4 warps, 16 heads of one query, tiles of TC_T = 32 positions. Scores: warp w computes the
@@ -178,19 +178,19 @@ static __global__ void mla_combine_kernel(const struct mla_params p)
  * shared memory. Softmax: 8 lanes per head, online max/sum in fp32, P stored as two bf16 parts.
  * The cache itself is bf16, so hi + lo makes the products as exact as an fp32 kernel's (rounding
  * q and P to one bf16 each, as DeepSeek's reference does, cost 2e-3 relative error at the
- * attention output, which FP8 re-quantization downstream amplified into GPU/CPU divergence). Output: warp w owns dims [128w, 128w+128) of all 16 heads
- * (16 n8 tiles, 64 f32 accumulators per lane), O = O*corr + P V with mma (A = P, B = cache rows
- * read as k-pairs of one column). The next tile's cache rows stream into the second buffer with
- * cp.async while this one is computed. */
+ * attention output, which FP8 re-quantization downstream amplified into GPU/CPU divergence).
+ * Output: warp w owns dims [128w, 128w+128) of all 16 heads (16 n8 tiles, 64 f32 accumulators per
+ * lane), O = O*corr + P V with mma (A = P, B = cache rows read as k-pairs of one column). The next
+ * tile's cache rows stream into the second buffer with cp.async while this one is computed. */
 #define TC_HEADS 16
 #define TC_WARPS 4
-#define TC_LD 584          /* 576 + 8: row stride of 292 words -> rows g land on banks 4g + t */
+#define TC_LD 584 /* 576 + 8: row stride of 292 words -> rows g land on banks 4g + t */
 #define TC_PLD 40
 
 struct tc_smem {
-    uint16_t kv[2][TC_T][TC_LD];      /* double buffer: tile i+1 loads (cp.async) under tile i */
+    uint16_t kv[2][TC_T][TC_LD]; /* double buffer: tile i+1 loads (cp.async) under tile i */
     float spart[TC_WARPS][TC_HEADS][TC_T];
-    uint16_t p[TC_HEADS][TC_PLD], pl[TC_HEADS][TC_PLD];   /* P = p + pl, two bf16 parts */
+    uint16_t p[TC_HEADS][TC_PLD], pl[TC_HEADS][TC_PLD]; /* P = p + pl, two bf16 parts */
     float corr[TC_HEADS], m[TC_HEADS], l[TC_HEADS];
 };
 
@@ -209,7 +209,8 @@ static __device__ __forceinline__ uint32_t lds32(const uint16_t *p) { return *(c
 static __device__ __forceinline__ void split_bf16x2(float x, float y, uint32_t *hi, uint32_t *lo)
 {
     uint16_t hx = cuk_f32_to_bf16(x), hy = cuk_f32_to_bf16(y);
-    uint16_t lx = cuk_f32_to_bf16(x - cuk_bf16_to_f32(hx)), ly = cuk_f32_to_bf16(y - cuk_bf16_to_f32(hy));
+    uint16_t lx = cuk_f32_to_bf16(x - cuk_bf16_to_f32(hx)),
+             ly = cuk_f32_to_bf16(y - cuk_bf16_to_f32(hy));
     *hi = (uint32_t)hx | ((uint32_t)hy << 16);
     *lo = (uint32_t)lx | ((uint32_t)ly << 16);
 }
@@ -218,16 +219,18 @@ static __device__ __forceinline__ void split_bf16x2(float x, float y, uint32_t *
 static __device__ __forceinline__ void cp_async16(void *dst, const void *src, int src_bytes)
 {
     unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(d), "l"(src), "r"(src_bytes) : "memory");
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(src_bytes)
+                 : "memory");
 }
 
 /* issue the loads of the tile at t0 (positions >= end read as zeros) into kv buffer buf */
-static __device__ __forceinline__ void tc_load_tile(struct tc_smem &S, int buf, const struct cuk_mla_decode_args &a,
+static __device__ __forceinline__ void tc_load_tile(struct tc_smem &S, int buf,
+                                                    const struct cuk_mla_decode_args &a,
                                                     const int32_t *bt, int t0, int end, int tid)
 {
     for (int i = tid; i < TC_T * MLA_DVEC; i += TC_WARPS * 32) {
         int r = i / MLA_DVEC, c = i % MLA_DVEC, pos = t0 + r;
-        const uint16_t *src = a.cache;                     /* any valid address when zero-filling */
+        const uint16_t *src = a.cache; /* any valid address when zero-filling */
         int bytes = 0;
         if (pos < end) {
             size_t row = (size_t)bt[pos / a.block_tokens] * a.block_tokens + pos % a.block_tokens;
@@ -239,7 +242,8 @@ static __device__ __forceinline__ void tc_load_tile(struct tc_smem &S, int buf, 
     asm volatile("cp.async.commit_group;" ::: "memory");
 }
 
-static __global__ void __launch_bounds__(TC_WARPS * 32) mla_decode_tc_kernel(const struct mla_params p)
+static __global__ void __launch_bounds__(TC_WARPS * 32)
+    mla_decode_tc_kernel(const struct mla_params p)
 {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     struct tc_smem &S = *reinterpret_cast<struct tc_smem *>(smem_raw);
@@ -248,8 +252,8 @@ static __global__ void __launch_bounds__(TC_WARPS * 32) mla_decode_tc_kernel(con
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane >> 2, t = lane & 3;
 
     /* this warp's q fragments (dims [144w, 144w + 144) of 16 heads), straight from global into
-     * registers, each fp32 value split into two bf16 parts q = qh + ql (|q - qh - ql| <= 2^-18 |q|),
-     * so the scores are q.k to fp32 accuracy with two mmas instead of one */
+     * registers, each fp32 value split into two bf16 parts q = qh + ql (|q - qh - ql| <= 2^-18
+     * |q|), so the scores are q.k to fp32 accuracy with two mmas instead of one */
     const float *qg = a.q + (size_t)b * a.q_ld + (size_t)hg * TC_HEADS * CUK_MLA_DIM;
     uint32_t qh[9][4], ql[9][4];
 #pragma unroll
@@ -276,13 +280,13 @@ static __global__ void __launch_bounds__(TC_WARPS * 32) mla_decode_tc_kernel(con
     if (start < end) tc_load_tile(S, 0, a, bt, start, end, tid);
     for (int t0 = start, it = 0; t0 < end; t0 += TC_T, it++) {
         const int cur = it & 1;
-        if (t0 + TC_T < end) {                             /* prefetch the next tile */
+        if (t0 + TC_T < end) { /* prefetch the next tile */
             tc_load_tile(S, cur ^ 1, a, bt, t0 + TC_T, end, tid);
             asm volatile("cp.async.wait_group 1;" ::: "memory");
         } else {
             asm volatile("cp.async.wait_group 0;" ::: "memory");
         }
-        __syncthreads();                                   /* tile cur (and q, m, l) visible */
+        __syncthreads(); /* tile cur (and q, m, l) visible */
         /* partial scores over dims [144w, 144w + 144) */
         float sc[4][4];
 #pragma unroll
@@ -292,7 +296,8 @@ static __global__ void __launch_bounds__(TC_WARPS * 32) mla_decode_tc_kernel(con
             int k0 = w * 144 + kc * 16 + 2 * t;
 #pragma unroll
             for (int j = 0; j < 4; j++) {
-                uint32_t b0 = lds32(&S.kv[cur][8 * j + g][k0]), b1 = lds32(&S.kv[cur][8 * j + g][k0 + 8]);
+                uint32_t b0 = lds32(&S.kv[cur][8 * j + g][k0]),
+                         b1 = lds32(&S.kv[cur][8 * j + g][k0 + 8]);
                 mma_bf16(sc[j], qh[kc][0], qh[kc][1], qh[kc][2], qh[kc][3], b0, b1);
                 mma_bf16(sc[j], ql[kc][0], ql[kc][1], ql[kc][2], ql[kc][3], b0, b1);
             }
@@ -342,8 +347,10 @@ static __global__ void __launch_bounds__(TC_WARPS * 32) mla_decode_tc_kernel(con
         float cg = S.corr[g], cg8 = S.corr[g + 8];
 #pragma unroll
         for (int nt = 0; nt < 16; nt++) {
-            acc[nt][0] *= cg; acc[nt][1] *= cg;
-            acc[nt][2] *= cg8; acc[nt][3] *= cg8;
+            acc[nt][0] *= cg;
+            acc[nt][1] *= cg;
+            acc[nt][2] *= cg8;
+            acc[nt][3] *= cg8;
         }
 #pragma unroll
         for (int kc = 0; kc < 2; kc++) {
@@ -356,12 +363,13 @@ static __global__ void __launch_bounds__(TC_WARPS * 32) mla_decode_tc_kernel(con
             for (int nt = 0; nt < 16; nt++) {
                 int d = w * 128 + nt * 8 + g;
                 uint32_t b0 = (uint32_t)S.kv[cur][k0][d] | ((uint32_t)S.kv[cur][k0 + 1][d] << 16);
-                uint32_t b1 = (uint32_t)S.kv[cur][k0 + 8][d] | ((uint32_t)S.kv[cur][k0 + 9][d] << 16);
+                uint32_t b1 =
+                    (uint32_t)S.kv[cur][k0 + 8][d] | ((uint32_t)S.kv[cur][k0 + 9][d] << 16);
                 mma_bf16(acc[nt], a0, a1, a2, a3, b0, b1);
                 mma_bf16(acc[nt], l0, l1, l2, l3, b0, b1);
             }
         }
-        __syncthreads();                                   /* buffer cur free for the prefetch after next */
+        __syncthreads(); /* buffer cur free for the prefetch after next */
     }
     const int h0 = hg * TC_HEADS;
     if (p.splits == 1) {
@@ -371,8 +379,10 @@ static __global__ void __launch_bounds__(TC_WARPS * 32) mla_decode_tc_kernel(con
 #pragma unroll
         for (int nt = 0; nt < 16; nt++) {
             int d = w * 128 + nt * 8 + 2 * t;
-            *(float2 *)(o + (size_t)(h0 + g) * CUK_MLA_LORA + d) = make_float2(acc[nt][0] * ig, acc[nt][1] * ig);
-            *(float2 *)(o + (size_t)(h0 + g + 8) * CUK_MLA_LORA + d) = make_float2(acc[nt][2] * ig8, acc[nt][3] * ig8);
+            *(float2 *)(o + (size_t)(h0 + g) * CUK_MLA_LORA + d) =
+                make_float2(acc[nt][0] * ig, acc[nt][1] * ig);
+            *(float2 *)(o + (size_t)(h0 + g + 8) * CUK_MLA_LORA + d) =
+                make_float2(acc[nt][2] * ig8, acc[nt][3] * ig8);
         }
         return;
     }
@@ -395,7 +405,8 @@ static void mla_plan(int n_q, int n_heads, int hg, int max_len, int *splits, int
 {
     int dev = 0, sms = 0;
     if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || sms <= 0)
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        sms <= 0)
         sms = 132;
     int base = n_q * (n_heads / hg);
     /* tensor-core CTAs: 2 fit an SM (103 KB of shared memory); splits of >= 128 positions */
@@ -405,7 +416,8 @@ static void mla_plan(int n_q, int n_heads, int hg, int max_len, int *splits, int
     if (s > smax) s = smax;
     if (s > 64) s = 64;
     if (s < 1) s = 1;
-    int c = cuk_cdiv(cuk_cdiv(max_len > 0 ? max_len : 1, s), TC_T) * TC_T;   /* both tiles divide it */
+    int c =
+        cuk_cdiv(cuk_cdiv(max_len > 0 ? max_len : 1, s), TC_T) * TC_T; /* both tiles divide it */
     *chunk = c;
     *splits = cuk_cdiv(max_len > 0 ? max_len : 1, c);
 }

@@ -40,11 +40,11 @@ struct cuk_mla_kv_store_args {
     int m;
     const float *kv;
     int kv_ld;
-    const float *w;        /* kv_a_layernorm weight [512], fp32; NULL: no norm */
+    const float *w; /* kv_a_layernorm weight [512], fp32; NULL: no norm */
     float eps;
-    const int32_t *pos;    /* [m]; may be NULL without freqs */
-    const float *freqs;    /* [32] from cuk_rope_freqs(64, ...); NULL: no rotation */
-    const int32_t *slots;  /* [m] cache row of each token */
+    const int32_t *pos;   /* [m]; may be NULL without freqs */
+    const float *freqs;   /* [32] from cuk_rope_freqs(64, ...); NULL: no rotation */
+    const int32_t *slots; /* [m] cache row of each token */
     uint16_t *cache;
 };
 int cuk_mla_kv_store(const struct cuk_mla_kv_store_args *a, cudaStream_t s);
@@ -62,9 +62,9 @@ struct cuk_mla_decode_args {
     float scale;
     float *out;
     int out_ld;
-    int exact;             /* 0: tensor cores, q and P each split into two bf16 parts (hi + lo),
-                              so scores and P V are fp32-accurate (~1e-6 relative) at twice the
-                              mma count; 1: fp32 CUDA-core path (slower, kept as a check) */
+    int exact; /* 0: tensor cores, q and P each split into two bf16 parts (hi + lo),
+                  so scores and P V are fp32-accurate (~1e-6 relative) at twice the
+                  mma count; 1: fp32 CUDA-core path (slower, kept as a check) */
     void *workspace;
     size_t workspace_size;
 };

@@ -33,7 +33,7 @@ extern "C" {
 #include "kernels/cpu/qtype.h"
 }
 
-#define MG_SEG 512            /* slots per grouping segment (one warp) */
+#define MG_SEG 512 /* slots per grouping segment (one warp) */
 #define MG_THREADS 256
 #define MG_ALIGN 256
 
@@ -44,9 +44,9 @@ struct cuk_moe_ggml {
 /* ---- workspace layout */
 
 struct mg_layout {
-    int64_t slots;            /* max_tok * top_k */
-    int chunk;                /* GEMM rows per step */
-    int64_t nseg;             /* grouping segments of MG_SEG slots */
+    int64_t slots; /* max_tok * top_k */
+    int chunk;     /* GEMM rows per step */
+    int64_t nseg;  /* grouping segments of MG_SEG slots */
     size_t cublas, wgu, wd, xg, c, h, d, pair_tok, pair_w, pair_of, segcnt, total;
 };
 
@@ -72,17 +72,28 @@ static int mg_layout_of(const struct cuk_moe_ggml_dims *d, struct mg_layout *L)
     L->nseg = (L->slots + MG_SEG - 1) / MG_SEG;
     const size_t S = (size_t)L->slots, C = (size_t)L->chunk;
     size_t o = 0;
-    L->cublas = o; o += mg_up(CUK_MOE_GGML_CUBLAS_WS);
-    L->wgu = o;    o += mg_up(2 * I * H * 2);
-    L->wd = o;     o += mg_up(H * I * 2);
-    L->xg = o;     o += mg_up(C * H * 2);
-    L->c = o;      o += mg_up(C * 2 * I * 4);
-    L->h = o;      o += mg_up(C * I * 2);
-    L->d = o;      o += mg_up((d->k_order ? S : C) * H * 4);
-    L->pair_tok = o; o += mg_up(S * 4);
-    L->pair_w = o;   o += mg_up(S * 4);
-    L->pair_of = o;  o += mg_up(S * 4);
-    L->segcnt = o;   o += mg_up((size_t)L->nseg * (size_t)d->n_experts * 4);
+    L->cublas = o;
+    o += mg_up(CUK_MOE_GGML_CUBLAS_WS);
+    L->wgu = o;
+    o += mg_up(2 * I * H * 2);
+    L->wd = o;
+    o += mg_up(H * I * 2);
+    L->xg = o;
+    o += mg_up(C * H * 2);
+    L->c = o;
+    o += mg_up(C * 2 * I * 4);
+    L->h = o;
+    o += mg_up(C * I * 2);
+    L->d = o;
+    o += mg_up((d->k_order ? S : C) * H * 4);
+    L->pair_tok = o;
+    o += mg_up(S * 4);
+    L->pair_w = o;
+    o += mg_up(S * 4);
+    L->pair_of = o;
+    o += mg_up(S * 4);
+    L->segcnt = o;
+    o += mg_up((size_t)L->nseg * (size_t)d->n_experts * 4);
     L->total = o;
     return 1;
 }
@@ -105,11 +116,11 @@ static __device__ __forceinline__ int mg_expert(const int32_t *ids, int64_t i, i
 
 /* segcnt[seg][e] = pairs of expert e in segment seg (segcnt zeroed before) */
 static __global__ void __launch_bounds__(MG_THREADS)
-mg_count(const int32_t *ids, int64_t slots, int E, int64_t nseg, int32_t *segcnt)
+    mg_count(const int32_t *ids, int64_t slots, int E, int64_t nseg, int32_t *segcnt)
 {
     const int lane = threadIdx.x & 31;
     const int64_t seg = ((int64_t)blockIdx.x * MG_THREADS + threadIdx.x) >> 5;
-    if (seg >= nseg) return;                                       /* whole warps exit together */
+    if (seg >= nseg) return; /* whole warps exit together */
     int32_t *cnt = segcnt + seg * E;
     for (int st = 0; st < MG_SEG / 32; st++) {
         const int64_t i = seg * MG_SEG + st * 32 + lane;
@@ -122,8 +133,7 @@ mg_count(const int32_t *ids, int64_t slots, int E, int64_t nseg, int32_t *segcnt
 
 /* One CTA of 1024 threads (E <= 1024): expert totals, their exclusive prefix (the expert's first
  * pair), then segcnt[seg][e] <- the position of the first pair of expert e in segment seg. */
-static __global__ void __launch_bounds__(1024)
-mg_scan(int E, int64_t nseg, int32_t *segcnt)
+static __global__ void __launch_bounds__(1024) mg_scan(int E, int64_t nseg, int32_t *segcnt)
 {
     __shared__ int32_t sc[1024];
     const int e = threadIdx.x;
@@ -132,14 +142,14 @@ mg_scan(int E, int64_t nseg, int32_t *segcnt)
         for (int64_t s = 0; s < nseg; s++) tot += segcnt[s * E + e];
     sc[e] = tot;
     __syncthreads();
-    for (int o = 1; o < 1024; o <<= 1) {                           /* inclusive Hillis-Steele */
+    for (int o = 1; o < 1024; o <<= 1) { /* inclusive Hillis-Steele */
         int32_t v = e >= o ? sc[e - o] : 0;
         __syncthreads();
         sc[e] += v;
         __syncthreads();
     }
     if (e < E) {
-        int32_t run = sc[e] - tot;                                 /* exclusive */
+        int32_t run = sc[e] - tot; /* exclusive */
         for (int64_t s = 0; s < nseg; s++) {
             int32_t c = segcnt[s * E + e];
             segcnt[s * E + e] = run;
@@ -149,8 +159,8 @@ mg_scan(int E, int64_t nseg, int32_t *segcnt)
 }
 
 static __global__ void __launch_bounds__(MG_THREADS)
-mg_place(const int32_t *ids, const float *w, int64_t slots, int top_k, int E, int64_t nseg,
-         int32_t *segcnt, int32_t *pair_tok, float *pair_w, int32_t *pair_of)
+    mg_place(const int32_t *ids, const float *w, int64_t slots, int top_k, int E, int64_t nseg,
+             int32_t *segcnt, int32_t *pair_tok, float *pair_w, int32_t *pair_of)
 {
     const int lane = threadIdx.x & 31;
     const int64_t seg = ((int64_t)blockIdx.x * MG_THREADS + threadIdx.x) >> 5;
@@ -177,8 +187,8 @@ mg_place(const int32_t *ids, const float *w, int64_t slots, int top_k, int E, in
 
 /* xg[r][:] = bf16(x[tok][:]), tok = pair_tok[r]; a token index out of range gives a zero row */
 static __global__ void __launch_bounds__(MG_THREADS)
-mg_gather(const float *x, int64_t x_ld, const int32_t *pair_tok, int n_tok, int hidden,
-          __nv_bfloat16 *xg)
+    mg_gather(const float *x, int64_t x_ld, const int32_t *pair_tok, int n_tok, int hidden,
+              __nv_bfloat16 *xg)
 {
     const int64_t r = blockIdx.x;
     const int tok = pair_tok[r];
@@ -195,7 +205,7 @@ mg_gather(const float *x, int64_t x_ld, const int32_t *pair_tok, int n_tok, int 
 /* h[r][j] = bf16(SiLU(g) * u), g = c[r][j], u = c[r][inter + j]; fp32 as the CPU op:
  * g / (1 + expf(-g)) * u, correctly rounded ops, no contraction */
 static __global__ void __launch_bounds__(MG_THREADS)
-mg_silu(const float *c, int inter, __nv_bfloat16 *h)
+    mg_silu(const float *c, int inter, __nv_bfloat16 *h)
 {
     const int64_t r = blockIdx.x;
     const float4 *g4 = (const float4 *)(c + (size_t)r * 2 * inter);
@@ -203,7 +213,7 @@ mg_silu(const float *c, int inter, __nv_bfloat16 *h)
     __nv_bfloat162 *dst = (__nv_bfloat162 *)(h + (size_t)r * inter);
     for (int j = threadIdx.x; j < inter / 4; j += blockDim.x) {
         const float4 g = g4[j], u = u4[j];
-        const float gv[4] = { g.x, g.y, g.z, g.w }, uv[4] = { u.x, u.y, u.z, u.w };
+        const float gv[4] = {g.x, g.y, g.z, g.w}, uv[4] = {u.x, u.y, u.z, u.w};
         float o[4];
 #pragma unroll
         for (int i = 0; i < 4; i++)
@@ -224,8 +234,8 @@ static __device__ __forceinline__ float4 mg_axpy(float4 o, float w, float4 d)
 
 /* out[tok] += w * d[r] for the chunk's rows (distinct tokens), one CTA per row */
 static __global__ void __launch_bounds__(MG_THREADS)
-mg_scatter(const float *d, const int32_t *pair_tok, const float *pair_w, int n_tok, int hidden,
-           float *out, int64_t out_ld)
+    mg_scatter(const float *d, const int32_t *pair_tok, const float *pair_w, int n_tok, int hidden,
+               float *out, int64_t out_ld)
 {
     const int64_t r = blockIdx.x;
     const int tok = pair_tok[r];
@@ -238,8 +248,8 @@ mg_scatter(const float *d, const int32_t *pair_tok, const float *pair_w, int n_t
 
 /* the same with repeated tokens: a thread owns 4 columns and adds the rows in order */
 static __global__ void __launch_bounds__(MG_THREADS)
-mg_scatter_serial(const float *d, int m, const int32_t *pair_tok, const float *pair_w, int n_tok,
-                  int hidden, float *out, int64_t out_ld)
+    mg_scatter_serial(const float *d, int m, const int32_t *pair_tok, const float *pair_w,
+                      int n_tok, int hidden, float *out, int64_t out_ld)
 {
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= hidden / 4) return;
@@ -253,8 +263,8 @@ mg_scatter_serial(const float *d, int m, const int32_t *pair_tok, const float *p
 
 /* k order: out[t] = 0 + w[t][0] d[pair_of[t][0]] + ... (skipping -1), one CTA per token */
 static __global__ void __launch_bounds__(MG_THREADS)
-mg_reduce_k(const float *d, const int32_t *pair_of, const float *w, int top_k, int hidden,
-            float *out, int64_t out_ld)
+    mg_reduce_k(const float *d, const int32_t *pair_of, const float *w, int top_k, int hidden,
+                float *out, int64_t out_ld)
 {
     const int64_t t = blockIdx.x;
     float4 *o = (float4 *)(out + (size_t)t * (size_t)out_ld);
@@ -305,8 +315,9 @@ static int mg_check_mat(const struct cuk_ggml_mat *m, const char *what, int e, i
                        (long long)cols);
     size_t rb = cuk_ggml_row_size(m->type, cols);
     if (rb == 0)
-        return err_set(err, ERR_INVAL, "moe_ggml: %s of expert %d: %lld columns are not whole %s blocks",
-                       what, e, (long long)cols, qtype_name(m->type));
+        return err_set(err, ERR_INVAL,
+                       "moe_ggml: %s of expert %d: %lld columns are not whole %s blocks", what, e,
+                       (long long)cols, qtype_name(m->type));
     if (!m->data || m->row_bytes < rb)
         return err_set(err, ERR_INVAL, "moe_ggml: %s of expert %d: no data or row_bytes too small",
                        what, e);
@@ -317,17 +328,21 @@ static int mg_gemm(cublasHandle_t h, int n, int m, int k, const void *W, const v
                    char *err)
 {
     const float one = 1.0f, zero = 0.0f;
-    cublasStatus_t st = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &one, W, CUDA_R_16BF, k,
-                                     X, CUDA_R_16BF, k, &zero, Y, CUDA_R_32F, n, CUBLAS_COMPUTE_32F,
-                                     CUBLAS_GEMM_DEFAULT);
+    cublasStatus_t st =
+        cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &one, W, CUDA_R_16BF, k, X, CUDA_R_16BF,
+                     k, &zero, Y, CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     if (st != CUBLAS_STATUS_SUCCESS)
         return err_set(err, ERR_CUDA, "moe_ggml: cublasGemmEx %dx%dx%d failed (status %d)", n, m, k,
                        (int)st);
     return 0;
 }
 
-#define MG_LAUNCHED(what) do { cudaError_t e_ = cudaGetLastError(); if (e_ != cudaSuccess) \
-    return err_set(err, ERR_CUDA, "moe_ggml: %s: %s", (what), cudaGetErrorString(e_)); } while (0)
+#define MG_LAUNCHED(what)                                                                          \
+    do {                                                                                           \
+        cudaError_t e_ = cudaGetLastError();                                                       \
+        if (e_ != cudaSuccess)                                                                     \
+            return err_set(err, ERR_CUDA, "moe_ggml: %s: %s", (what), cudaGetErrorString(e_));     \
+    } while (0)
 
 static int mg_dequant(const struct cuk_ggml_mat *src, void *dst, int64_t ld, cudaStream_t s,
                       char *err)
@@ -348,8 +363,10 @@ extern "C" int cuk_moe_ggml(struct cuk_moe_ggml *m, const struct cuk_moe_ggml_ar
     const struct cuk_moe_ggml_dims *dm = &a->dims;
     struct mg_layout L;
     if (!mg_layout_of(dm, &L))
-        return err_set(err, ERR_INVAL, "moe_ggml: bad dims (hidden %d, inter %d, experts %d, top_k %d, "
-                       "max_tok %d)", dm->hidden, dm->inter, dm->n_experts, dm->top_k, dm->max_tok);
+        return err_set(err, ERR_INVAL,
+                       "moe_ggml: bad dims (hidden %d, inter %d, experts %d, top_k %d, "
+                       "max_tok %d)",
+                       dm->hidden, dm->inter, dm->n_experts, dm->top_k, dm->max_tok);
     if (a->n_tok < 0 || a->n_tok > dm->max_tok)
         return err_set(err, ERR_INVAL, "moe_ggml: %d tokens, planned for at most %d", a->n_tok,
                        dm->max_tok);
@@ -360,12 +377,14 @@ extern "C" int cuk_moe_ggml(struct cuk_moe_ggml *m, const struct cuk_moe_ggml_ar
         return err_set(err, ERR_INVAL, "moe_ggml: NULL argument");
     if (a->x_ld < H || a->x_ld % 4 || ((uintptr_t)a->x & 15) || a->out_ld < H || a->out_ld % 4 ||
         ((uintptr_t)a->out & 15))
-        return err_set(err, ERR_INVAL, "moe_ggml: x/out need 16-byte alignment and strides >= hidden, "
-                       "multiples of 4 (x_ld %lld, out_ld %lld)", (long long)a->x_ld,
-                       (long long)a->out_ld);
+        return err_set(err, ERR_INVAL,
+                       "moe_ggml: x/out need 16-byte alignment and strides >= hidden, "
+                       "multiples of 4 (x_ld %lld, out_ld %lld)",
+                       (long long)a->x_ld, (long long)a->out_ld);
     if (((uintptr_t)a->ws % MG_ALIGN) || a->ws_bytes < L.total)
-        return err_set(err, ERR_INVAL, "moe_ggml: workspace of %zu bytes (need %zu, 256-byte aligned)",
-                       a->ws_bytes, L.total);
+        return err_set(err, ERR_INVAL,
+                       "moe_ggml: workspace of %zu bytes (need %zu, 256-byte aligned)", a->ws_bytes,
+                       L.total);
 
     /* pairs per expert from the host ids; repeated experts within a token */
     int32_t cnt[CUK_MOE_GGML_MAX_EXPERTS];
@@ -400,9 +419,11 @@ extern "C" int cuk_moe_ggml(struct cuk_moe_ggml *m, const struct cuk_moe_ggml_ar
     /* 1. out = 0 (k order overwrites every row) */
     if (!dm->k_order) {
         cudaError_t ce = a->out_ld == H
-            ? cudaMemsetAsync(a->out, 0, (size_t)n_tok * (size_t)H * 4, s)
-            : cudaMemset2DAsync(a->out, (size_t)a->out_ld * 4, 0, (size_t)H * 4, (size_t)n_tok, s);
-        if (ce != cudaSuccess) return err_set(err, ERR_CUDA, "moe_ggml: memset: %s", cudaGetErrorString(ce));
+                             ? cudaMemsetAsync(a->out, 0, (size_t)n_tok * (size_t)H * 4, s)
+                             : cudaMemset2DAsync(a->out, (size_t)a->out_ld * 4, 0, (size_t)H * 4,
+                                                 (size_t)n_tok, s);
+        if (ce != cudaSuccess)
+            return err_set(err, ERR_CUDA, "moe_ggml: memset: %s", cudaGetErrorString(ce));
     }
 
     /* 2. grouping */
@@ -439,11 +460,12 @@ extern "C" int cuk_moe_ggml(struct cuk_moe_ggml *m, const struct cuk_moe_ggml_ar
             if ((rc = mg_gemm(m->blas, H, mr, I, wd, hb, dd, err))) return rc;
             if (!dm->k_order) {
                 if (dup)
-                    mg_scatter_serial<<<(unsigned)((H / 4 + MG_THREADS - 1) / MG_THREADS), MG_THREADS, 0, s>>>(
-                        dd, mr, pair_tok + p0, pair_w + p0, n_tok, H, a->out, a->out_ld);
+                    mg_scatter_serial<<<(unsigned)((H / 4 + MG_THREADS - 1) / MG_THREADS),
+                                        MG_THREADS, 0, s>>>(dd, mr, pair_tok + p0, pair_w + p0,
+                                                            n_tok, H, a->out, a->out_ld);
                 else
                     mg_scatter<<<mr, MG_THREADS, 0, s>>>(dd, pair_tok + p0, pair_w + p0, n_tok, H,
-                                                          a->out, a->out_ld);
+                                                         a->out, a->out_ld);
                 MG_LAUNCHED("scatter");
             }
         }

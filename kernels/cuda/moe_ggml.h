@@ -54,12 +54,12 @@ CUK_EXTERN_C_BEGIN
 
 /* What a workspace is planned for. */
 struct cuk_moe_ggml_dims {
-    int hidden, inter;      /* x / out width; expert intermediate width (multiples of 32) */
-    int n_experts, top_k;   /* 1..CUK_MOE_GGML_MAX_EXPERTS, 1..CUK_MOE_GGML_MAX_TOP_K */
-    int max_tok;            /* most tokens a call takes (max_tok * top_k < 2^31) */
-    int chunk_rows;         /* GEMM rows per step; 0: CUK_MOE_GGML_CHUNK_DEFAULT; capped at
-                               max_tok * top_k */
-    int k_order;            /* 1: sum each token's terms in k order (keeps every pair's output) */
+    int hidden, inter;    /* x / out width; expert intermediate width (multiples of 32) */
+    int n_experts, top_k; /* 1..CUK_MOE_GGML_MAX_EXPERTS, 1..CUK_MOE_GGML_MAX_TOP_K */
+    int max_tok;          /* most tokens a call takes (max_tok * top_k < 2^31) */
+    int chunk_rows;       /* GEMM rows per step; 0: CUK_MOE_GGML_CHUNK_DEFAULT; capped at
+                             max_tok * top_k */
+    int k_order;          /* 1: sum each token's terms in k order (keeps every pair's output) */
 };
 
 /* Workspace bytes for these dims (0 if the dims are invalid). Parts, for DeepSeek-V3 (hidden 7168,
@@ -76,21 +76,21 @@ int cuk_moe_ggml_create(struct cuk_moe_ggml **out, char *err);
 void cuk_moe_ggml_destroy(struct cuk_moe_ggml *m);
 
 struct cuk_moe_ggml_args {
-    struct cuk_moe_ggml_dims dims;          /* those the workspace was sized for */
+    struct cuk_moe_ggml_dims dims; /* those the workspace was sized for */
     /* host arrays [dims.n_experts]: gate[e], up[e] [inter][hidden], down[e] [hidden][inter];
      * .data are device pointers. Only experts some pair routes to are read (others may be
      * zeroed structs). */
     const struct cuk_ggml_mat *gate, *up, *down;
-    int n_tok;                              /* 0..dims.max_tok */
-    const float *x;                         /* device [n_tok][x_ld] fp32, 16-byte aligned */
-    int64_t x_ld;                           /* >= hidden, % 4 == 0 */
-    const int32_t *ids;                     /* device [n_tok][top_k]; -1 = no expert */
-    const int32_t *ids_host;                /* host copy of ids */
-    const float *w;                         /* device [n_tok][top_k] */
-    float *out;                             /* device [n_tok][out_ld], overwritten, 16-B aligned */
-    int64_t out_ld;                         /* >= hidden, % 4 == 0; columns beyond hidden untouched */
-    void *ws;                               /* device, 256-byte aligned */
-    size_t ws_bytes;                        /* >= cuk_moe_ggml_workspace(&dims) */
+    int n_tok;               /* 0..dims.max_tok */
+    const float *x;          /* device [n_tok][x_ld] fp32, 16-byte aligned */
+    int64_t x_ld;            /* >= hidden, % 4 == 0 */
+    const int32_t *ids;      /* device [n_tok][top_k]; -1 = no expert */
+    const int32_t *ids_host; /* host copy of ids */
+    const float *w;          /* device [n_tok][top_k] */
+    float *out;              /* device [n_tok][out_ld], overwritten, 16-B aligned */
+    int64_t out_ld;          /* >= hidden, % 4 == 0; columns beyond hidden untouched */
+    void *ws;                /* device, 256-byte aligned */
+    size_t ws_bytes;         /* >= cuk_moe_ggml_workspace(&dims) */
 };
 
 /* Enqueue the layer on stream s. Errors (nothing is enqueued): ERR_INVAL (shapes, ids_host out of

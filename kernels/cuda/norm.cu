@@ -13,7 +13,8 @@
 
 #define NORM_THREADS 256
 
-static __global__ void __launch_bounds__(NORM_THREADS) rmsnorm_quant_kernel(const struct cuk_rmsnorm_quant_args a)
+static __global__ void __launch_bounds__(NORM_THREADS)
+    rmsnorm_quant_kernel(const struct cuk_rmsnorm_quant_args a)
 {
     __shared__ float red[32];
     const int row = blockIdx.x;
@@ -67,7 +68,8 @@ int cuk_rmsnorm_quant(const struct cuk_rmsnorm_quant_args *a, cudaStream_t s)
  * global-memory round trip), warp 0 reduces as the CPU does (lanes 0..7 += 8..15, then 0..3 +=
  * 4..7, then (0 + 2) + (1 + 3)), and all threads write y. */
 static __global__ void __launch_bounds__(NORM_THREADS)
-rmsnorm_f32_kernel(const float *x, int ldx, const float *g, int dim, float eps, float *y, int ldy)
+    rmsnorm_f32_kernel(const float *x, int ldx, const float *g, int dim, float eps, float *y,
+                       int ldy)
 {
     __shared__ float xs[CUK_RMSNORM_F32_MAX_D];
     __shared__ float rs;
@@ -81,17 +83,18 @@ rmsnorm_f32_kernel(const float *x, int ldx, const float *g, int dim, float eps, 
             int full = dim / 16 * 16, i = lane;
 #pragma unroll 8
             for (; i < full; i += 16) acc = __fadd_rn(acc, __fmul_rn(xs[i], xs[i]));
-            if (i < dim) acc = __fadd_rn(acc, __fmul_rn(xs[i], xs[i]));   /* tail: i & 15 == lane */
+            if (i < dim) acc = __fadd_rn(acc, __fmul_rn(xs[i], xs[i])); /* tail: i & 15 == lane */
         }
         float o = __shfl_down_sync(0xffffffffu, acc, 8);
         if (lane < 8) acc = __fadd_rn(acc, o);
         o = __shfl_down_sync(0xffffffffu, acc, 4);
         if (lane < 4) acc = __fadd_rn(acc, o);
-        float a2 = __shfl_down_sync(0xffffffffu, acc, 2);     /* lane 0: acc2, lane 1: acc3 */
-        float p = __fadd_rn(acc, a2);                          /* lane 0: l0+l2, lane 1: l1+l3 */
+        float a2 = __shfl_down_sync(0xffffffffu, acc, 2); /* lane 0: acc2, lane 1: acc3 */
+        float p = __fadd_rn(acc, a2);                     /* lane 0: l0+l2, lane 1: l1+l3 */
         float p1 = __shfl_down_sync(0xffffffffu, p, 1);
         if (lane == 0)
-            rs = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(__fadd_rn(p, p1), (float)dim), eps)));
+            rs = __fdiv_rn(1.0f,
+                           __fsqrt_rn(__fadd_rn(__fdiv_rn(__fadd_rn(p, p1), (float)dim), eps)));
     }
     __syncthreads();
     const float r = rs;

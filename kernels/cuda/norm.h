@@ -37,11 +37,11 @@ struct cuk_rmsnorm_quant_args {
     int m, d;
     const float *x;
     int x_ld;
-    const float *w;        /* NULL: no normalization (plain act_quant / copy) */
+    const float *w; /* NULL: no normalization (plain act_quant / copy) */
     float eps;
-    void *y;               /* optional */
+    void *y; /* optional */
     int y_type, y_ld;
-    uint8_t *q;            /* optional */
+    uint8_t *q; /* optional */
     int q_ld;
     float *q_scale;
     int q_scale_ld;
@@ -49,7 +49,7 @@ struct cuk_rmsnorm_quant_args {
 
 int cuk_rmsnorm_quant(const struct cuk_rmsnorm_quant_args *a, cudaStream_t s);
 
-#define CUK_RMSNORM_F32_MAX_D 12288    /* the row is staged in 48 KB of shared memory */
+#define CUK_RMSNORM_F32_MAX_D 12288 /* the row is staged in 48 KB of shared memory */
 
 struct cuk_rmsnorm_f32_args {
     int m, d;

@@ -32,7 +32,8 @@ int cuk_rope(const struct cuk_rope_args *a, cudaStream_t s)
     const char *op = "rope";
     CUK_REQUIRE(op, a && a->m >= 1 && a->n_heads >= 1 && a->x && a->pos && a->freqs);
     CUK_REQUIRE(op, a->rot_dim >= 2 && a->rot_dim % 2 == 0 && a->rot_dim <= CUK_ROPE_MAX_DIM);
-    CUK_REQUIRE(op, a->rot_off >= 0 && (a->n_heads == 1 || a->head_stride >= a->rot_off + a->rot_dim));
+    CUK_REQUIRE(op,
+                a->rot_off >= 0 && (a->n_heads == 1 || a->head_stride >= a->rot_off + a->rot_dim));
     CUK_REQUIRE(op, a->x_ld >= (a->n_heads - 1) * a->head_stride + a->rot_off + a->rot_dim);
     long long total = (long long)a->m * a->n_heads * (a->rot_dim / 2);
     int threads = 256;
@@ -59,7 +60,8 @@ extern "C" int cuk_rope_freqs(int rot_dim, double theta, double yarn_factor, int
         if (low == high) high += 0.001f;
     }
     for (int i = 0; i < half; i++) {
-        float base = 1.0f / powf((float)theta, (float)(2 * i) / (float)rot_dim);   /* as the reference */
+        float base =
+            1.0f / powf((float)theta, (float)(2 * i) / (float)rot_dim); /* as the reference */
         if (yarn) {
             float ramp = ((float)i - low) / (high - low);
             ramp = fminf(fmaxf(ramp, 0.0f), 1.0f);

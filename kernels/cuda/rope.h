@@ -23,11 +23,11 @@ struct cuk_rope_args {
     int m, n_heads, rot_dim;
     float *x;
     int x_ld, head_stride, rot_off;
-    const int32_t *pos;    /* [m] absolute positions */
-    const float *freqs;    /* [rot_dim/2] device copy of cuk_rope_freqs() */
-    const float *cs;       /* optional [m][rot_dim/2][2] (cos, sin) per row and pair, computed by
-                              the caller (the hybrid engine passes the CPU's cosf/sinf values, so
-                              both backends rotate bit-identically); NULL = sincosf here */
+    const int32_t *pos; /* [m] absolute positions */
+    const float *freqs; /* [rot_dim/2] device copy of cuk_rope_freqs() */
+    const float *cs;    /* optional [m][rot_dim/2][2] (cos, sin) per row and pair, computed by
+                           the caller (the hybrid engine passes the CPU's cosf/sinf values, so
+                           both backends rotate bit-identically); NULL = sincosf here */
 };
 
 int cuk_rope(const struct cuk_rope_args *a, cudaStream_t s);

@@ -50,7 +50,12 @@ static __global__ void router_kernel(const struct cuk_router_args a)
             float t1 = -INFINITY, t2 = -INFINITY;
             for (int i = e * gs; i < (e + 1) * gs; i++) {
                 float v = b[i];
-                if (v > t1) { t2 = t1; t1 = v; } else if (v > t2) { t2 = v; }
+                if (v > t1) {
+                    t2 = t1;
+                    t1 = v;
+                } else if (v > t2) {
+                    t2 = v;
+                }
             }
             gscore[e] = gs >= 2 ? t1 + t2 : t1;
             keep[e] = 0;
@@ -77,15 +82,24 @@ static __global__ void router_kernel(const struct cuk_router_args a)
         for (int o = 16; o > 0; o >>= 1) {
             float v2 = __shfl_xor_sync(0xffffffffu, v, o);
             int i2 = __shfl_xor_sync(0xffffffffu, idx, o);
-            if (better(v2, i2, v, idx)) { v = v2; idx = i2; }
+            if (better(v2, i2, v, idx)) {
+                v = v2;
+                idx = i2;
+            }
         }
-        if (lane == 0) { wv[warp] = v; wi[warp] = idx; }
+        if (lane == 0) {
+            wv[warp] = v;
+            wi[warp] = idx;
+        }
         __syncthreads();
         if (e == 0) {
             float bv = wv[0];
             int bi = wi[0];
             for (int w = 1; w < nw; w++)
-                if (better(wv[w], wi[w], bv, bi)) { bv = wv[w]; bi = wi[w]; }
+                if (better(wv[w], wi[w], bv, bi)) {
+                    bv = wv[w];
+                    bi = wi[w];
+                }
             sel[k] = bi;
         }
         __syncthreads();

@@ -22,13 +22,13 @@ enum cuk_router_scoring { CUK_ROUTER_SIGMOID = 0, CUK_ROUTER_SOFTMAX = 1 };
 
 struct cuk_router_args {
     int m, n_experts, n_group, topk_group, top_k;
-    int scoring;           /* enum cuk_router_scoring */
+    int scoring; /* enum cuk_router_scoring */
     int norm_topk;
-    float scaling;         /* routed_scaling_factor */
-    const float *logits;   /* [m][n_experts] */
-    const float *bias;     /* [n_experts] e_score_correction_bias, or NULL */
-    int32_t *ids;          /* [m][top_k] */
-    float *weights;        /* [m][top_k] */
+    float scaling;       /* routed_scaling_factor */
+    const float *logits; /* [m][n_experts] */
+    const float *bias;   /* [n_experts] e_score_correction_bias, or NULL */
+    int32_t *ids;        /* [m][top_k] */
+    float *weights;      /* [m][top_k] */
 };
 
 int cuk_router(const struct cuk_router_args *a, cudaStream_t s);

@@ -96,7 +96,8 @@ int main(int argc, char **argv)
     }
     struct eng_info info;
     eng_info(e, &info);
-    printf("model %s, %d routed experts, top-%d; prompt %d, generate %d tokens, greedy, cpu.threads=%lld\n",
+    printf("model %s, %d routed experts, top-%d; prompt %d, generate %d tokens, greedy, "
+           "cpu.threads=%lld\n",
            info.model_name, E, k, plen, glen, (long long)c.cpu_threads);
     printf("   B   decode tok/s   per-stream tok/s   bound tok/s   ratio   steps\n");
     double t1 = 0;
@@ -113,7 +114,8 @@ int main(int argc, char **argv)
             memset(&q, 0, sizeof q);
             q.n_prompt = plen;
             q.prompt = malloc(sizeof(int32_t) * (size_t)plen);
-            for (int j = 0; j < plen; j++) q.prompt[j] = 3 + (int32_t)(rand_r(&rs) % (unsigned)(info.vocab_size - 3));
+            for (int j = 0; j < plen; j++)
+                q.prompt[j] = 3 + (int32_t)(rand_r(&rs) % (unsigned)(info.vocab_size - 3));
             q.samp.top_p = 1;
             q.samp.repetition_penalty = 1;
             q.max_tokens = glen;

@@ -5,10 +5,11 @@
  *
  * Without --model it makes a synth model with `tandem convert synth --preset P` in a temporary
  * directory (default preset tiny). Prefill: one forward of --prompt tokens (in --chunk pieces,
- * default all; logits for the last token of each chunk only, as a server does). Decode: --decode single-token forwards over the KV cache after the prompt.
- * Printed beside the results, as the ceiling: the weight bytes one decode step reads (every
- * non-expert tensor plus top_k experts per MoE layer) and this machine's single-pass read
- * bandwidth, and the bandwidth bound on decode tokens/s they imply.
+ * default all; logits for the last token of each chunk only, as a server does). Decode: --decode
+ * single-token forwards over the KV cache after the prompt. Printed beside the results, as the
+ * ceiling: the weight bytes one decode step reads (every non-expert tensor plus top_k experts per
+ * MoE layer) and this machine's single-pass read bandwidth, and the bandwidth bound on decode
+ * tokens/s they imply.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -149,17 +150,18 @@ int main(int argc, char **argv)
     }
     double t_dec = now() - t0;
     double bytes = decode_bytes(w), bw = read_bw();
-    printf("model %s: %d layers, hidden %d, %d experts (top-%d), vocab %d; %s\n", made ? preset :
-           model_dir, hp->n_layers, hp->hidden, hp->n_routed, hp->top_k, V, err[0] ? err : "");
+    printf("model %s: %d layers, hidden %d, %d experts (top-%d), vocab %d; %s\n",
+           made ? preset : model_dir, hp->n_layers, hp->hidden, hp->n_routed, hp->top_k, V,
+           err[0] ? err : "");
     printf("threads %d, isa %s\n", threads, isa);
-    printf("prefill: %d tokens (chunks of %d) in %.3f s = %.1f tokens/s\n",
-           prompt, chunk, t_pre, prompt / t_pre);
+    printf("prefill: %d tokens (chunks of %d) in %.3f s = %.1f tokens/s\n", prompt, chunk, t_pre,
+           prompt / t_pre);
     if (decode)
         printf("decode:  %d tokens in %.3f s = %.2f tokens/s (%.2f ms/token, context %d..%d)\n",
                decode, t_dec, decode / t_dec, t_dec * 1e3 / decode, prompt, total);
     printf("ceiling: %.1f MB of weights per decode token, single-thread read bandwidth %.1f GB/s "
-           "-> %.0f tokens/s bandwidth bound (1 thread); measured/bound = %.2f\n", bytes / 1e6, bw,
-           bw * 1e9 / bytes, decode ? (decode / t_dec) / (bw * 1e9 / bytes) : 0.0);
+           "-> %.0f tokens/s bandwidth bound (1 thread); measured/bound = %.2f\n",
+           bytes / 1e6, bw, bw * 1e9 / bytes, decode ? (decode / t_dec) / (bw * 1e9 / bytes) : 0.0);
     free(toks);
     free(lg);
     tkv_free(&kv);

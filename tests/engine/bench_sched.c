@@ -68,7 +68,8 @@ static void bench_sampler(void)
         p.presence_penalty = cases[c].pen ? 0.5f : 0.0f;
         p.frequency_penalty = cases[c].pen ? 0.5f : 0.0f;
         p.top_logprobs = cases[c].top_lp;
-        struct samp_input in = {.p = &p, .prompt = gen, .n_prompt = 500, .gen = gen + 500, .n_gen = 500};
+        struct samp_input in = {
+            .p = &p, .prompt = gen, .n_prompt = 500, .gen = gen + 500, .n_gen = 500};
         struct samp_out o;
         int iters = 200;
         double t0 = now_s();
@@ -132,8 +133,8 @@ static void bench_scheduler(int n_req, int n_tok, int max_running)
     struct eng_stats st;
     eng_stats(e, &st);
     printf("scheduler  %d requests x (32 prompt + %d generated), max_running %d: %llu steps, "
-           "%.2f us/step, %.3f us/generated token (fake model, vocab %d)\n", n_req, n_tok,
-           max_running, (unsigned long long)st.steps, dt / (double)st.steps * 1e6,
+           "%.2f us/step, %.3f us/generated token (fake model, vocab %d)\n",
+           n_req, n_tok, max_running, (unsigned long long)st.steps, dt / (double)st.steps * 1e6,
            dt / (double)st.generation_tokens_total * 1e6, FAKE_VOCAB);
     eng_destroy(e);
 }
@@ -146,7 +147,8 @@ static int big_forward(void *ctx, const struct model_kv *kv, const struct model_
 {
     (void)ctx, (void)kv, (void)err;
     for (int j = 0; j < b->n_logits; j++) {
-        uint32_t x = (uint32_t)b->tokens[b->logits_idx[j]] * 2654435761u + (uint32_t)b->pos[b->logits_idx[j]];
+        uint32_t x = (uint32_t)b->tokens[b->logits_idx[j]] * 2654435761u +
+                     (uint32_t)b->pos[b->logits_idx[j]];
         float *row = logits + (size_t)j * BIG_VOCAB;
         for (int v = 0; v < BIG_VOCAB; v++) {
             x = x * 1664525u + 1013904223u;
@@ -158,8 +160,11 @@ static int big_forward(void *ctx, const struct model_kv *kv, const struct model_
 
 static void bench_big_vocab(int sample_threads, float temperature)
 {
-    struct sched_backend be = {.vocab = BIG_VOCAB, .n_valid = BIG_VOCAB, .n_layers = 1,
-                               .kv_dim = 1, .forward = big_forward};
+    struct sched_backend be = {.vocab = BIG_VOCAB,
+                               .n_valid = BIG_VOCAB,
+                               .n_layers = 1,
+                               .kv_dim = 1,
+                               .forward = big_forward};
     struct sched_params p;
     memset(&p, 0, sizeof p);
     p.max_running = 16;
@@ -196,9 +201,10 @@ static void bench_big_vocab(int sample_threads, float temperature)
     double dt = now_s() - t0;
     struct eng_stats st;
     eng_stats(e, &st);
-    printf("engine sampling  16 rows x vocab %d, temperature %.1f, %d sampling worker(s): %.0f us/step "
-           "(incl. writing the logits)\n", BIG_VOCAB, temperature, sample_threads,
-           dt / (double)st.steps * 1e6);
+    printf("engine sampling  16 rows x vocab %d, temperature %.1f, %d sampling worker(s): %.0f "
+           "us/step "
+           "(incl. writing the logits)\n",
+           BIG_VOCAB, temperature, sample_threads, dt / (double)st.steps * 1e6);
     eng_destroy(e);
 }
 

@@ -28,9 +28,9 @@
 #define FAKE_H0 0x2545f491u
 
 struct fake {
-    atomic_int delay_us;        /* sleep per forward (to keep requests running) */
-    atomic_int delay_token_us;  /* and per token of the batch (prefill costs show) */
-    atomic_int fail_token;      /* forward fails when it sees this token id (-1 = never) */
+    atomic_int delay_us;       /* sleep per forward (to keep requests running) */
+    atomic_int delay_token_us; /* and per token of the batch (prefill costs show) */
+    atomic_int fail_token;     /* forward fails when it sees this token id (-1 = never) */
     atomic_long n_forward, n_tokens;
     atomic_int max_seqs_in_batch;
 };
@@ -53,7 +53,7 @@ static inline void fake_logits(uint32_t h, float *row)
 }
 
 static inline int fake_forward(void *ctx, const struct model_kv *kv, const struct model_batch *b,
-                        float *logits, char *err)
+                               float *logits, char *err)
 {
     struct fake *f = ctx;
     uint32_t hs[4096];
@@ -92,10 +92,12 @@ static inline int fake_forward(void *ctx, const struct model_kv *kv, const struc
             ((uint16_t *)kv->layer_data[1])[off + k] = row[k] ^ 0x5555;
         }
     }
-    for (int j = 0; j < b->n_logits; j++) fake_logits(hs[b->logits_idx[j]], logits + (size_t)j * FAKE_VOCAB);
+    for (int j = 0; j < b->n_logits; j++)
+        fake_logits(hs[b->logits_idx[j]], logits + (size_t)j * FAKE_VOCAB);
     atomic_fetch_add(&f->n_forward, 1);
     atomic_fetch_add(&f->n_tokens, b->n_tokens);
-    if (b->n_seqs > atomic_load(&f->max_seqs_in_batch)) atomic_store(&f->max_seqs_in_batch, b->n_seqs);
+    if (b->n_seqs > atomic_load(&f->max_seqs_in_batch))
+        atomic_store(&f->max_seqs_in_batch, b->n_seqs);
     return 0;
 }
 
@@ -104,16 +106,21 @@ static inline struct sched_backend fake_backend(struct fake *f)
     memset(f, 0, sizeof *f);
     atomic_store(&f->fail_token, -1);
     struct sched_backend be = {
-        .ctx = f, .vocab = FAKE_VOCAB, .n_valid = FAKE_VALID, .n_layers = FAKE_LAYERS,
-        .kv_dim = FAKE_KV_DIM, .forward = fake_forward, .destroy = NULL,
+        .ctx = f,
+        .vocab = FAKE_VOCAB,
+        .n_valid = FAKE_VALID,
+        .n_layers = FAKE_LAYERS,
+        .kv_dim = FAKE_KV_DIM,
+        .forward = fake_forward,
+        .destroy = NULL,
     };
     return be;
 }
 
 /* What `req` must produce alone: tokens into out (up to max_out), returns the count and the
  * finish reason. Mirrors the scheduler's stop rules. */
-static inline int fake_ref_generate(const struct eng_request *req, const int32_t *prompt, int context,
-                             int32_t *out, int max_out, enum eng_finish *fin)
+static inline int fake_ref_generate(const struct eng_request *req, const int32_t *prompt,
+                                    int context, int32_t *out, int max_out, enum eng_finish *fin)
 {
     struct samp *s;
     char err[ERR_LEN];
@@ -137,8 +144,12 @@ static inline int fake_ref_generate(const struct eng_request *req, const int32_t
             if (!req->ignore_eos) banned[nb++] = FAKE_EOS;
             for (int i = 0; i < req->n_stop_ids; i++) banned[nb++] = req->stop_ids[i];
         }
-        struct samp_input in = {.p = &req->samp, .prompt = all, .n_prompt = req->n_prompt,
-                                .gen = all + req->n_prompt, .n_gen = n, .banned = banned,
+        struct samp_input in = {.p = &req->samp,
+                                .prompt = all,
+                                .n_prompt = req->n_prompt,
+                                .gen = all + req->n_prompt,
+                                .n_gen = n,
+                                .banned = banned,
                                 .n_banned = nb};
         struct samp_out o;
         samp_sample(s, row, FAKE_VALID, &in, &rng, &o);

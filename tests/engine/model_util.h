@@ -42,7 +42,7 @@ static inline void tm_destroy(struct ops *o, struct model *m)
 
 struct tkv {
     struct model_kv kv;
-    int32_t *tables;            /* [max_seqs][blocks_per_seq] */
+    int32_t *tables; /* [max_seqs][blocks_per_seq] */
     int blocks_per_seq;
 };
 
@@ -73,7 +73,8 @@ static inline int tkv_init_type(struct tkv *t, int n_layers, int kv_dim, int max
     }
     for (int s = 0; s < max_seqs; s++)
         for (int i = 0; i < t->blocks_per_seq; i++)
-            t->tables[s * t->blocks_per_seq + i] = s * t->blocks_per_seq + (t->blocks_per_seq - 1 - i);
+            t->tables[s * t->blocks_per_seq + i] =
+                s * t->blocks_per_seq + (t->blocks_per_seq - 1 - i);
     return 0;
 }
 
@@ -116,8 +117,13 @@ static inline int run_seq_ex(struct model *m, struct tkv *t, int s, const int32_
         pos[i] = p0 + i;
         li[i] = i;
     }
-    struct model_batch b = {.n_tokens = n, .tokens = tokens, .pos = pos, .seq = seq, .n_seqs = 1,
-                            .seqs = &sq, .n_logits = last_only ? 1 : n,
+    struct model_batch b = {.n_tokens = n,
+                            .tokens = tokens,
+                            .pos = pos,
+                            .seq = seq,
+                            .n_seqs = 1,
+                            .seqs = &sq,
+                            .n_logits = last_only ? 1 : n,
                             .logits_idx = last_only ? li + n - 1 : li};
     int rc = model_forward(m, &t->kv, &b, logits, err);
     free(pos);
@@ -171,8 +177,10 @@ static inline int make_synth(const char *preset, unsigned long long seed, const 
     const char *bin = getenv("TANDEM_BIN");
     if (!bin) return -1;
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "'%s' convert synth --preset %s --seed %llu --out '%s' %s "
-             ">'%s.log' 2>&1", bin, preset, seed, dir, extra ? extra : "", dir);
+    snprintf(cmd, sizeof cmd,
+             "'%s' convert synth --preset %s --seed %llu --out '%s' %s "
+             ">'%s.log' 2>&1",
+             bin, preset, seed, dir, extra ? extra : "", dir);
     int st = system(cmd);
     return st == -1 ? -1 : (st >> 8) & 0xff;
 }

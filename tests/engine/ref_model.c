@@ -39,31 +39,31 @@ enum act { ACT_NONE, ACT_FP8, ACT_VDT };
 
 struct rmat {
     int rows, cols;
-    double *w;                  /* [rows][cols] exact decoded weights */
+    double *w; /* [rows][cols] exact decoded weights */
     enum act act;
-    int vdt;                    /* ACT_VDT: the activation type */
+    int vdt; /* ACT_VDT: the activation type */
 };
 
 struct rlayer {
     double *attn_norm, *ffn_norm, *q_a_norm, *kv_a_norm;
     struct rmat q_a, q_b, q, kv_a, kv_b, o;
     int moe;
-    struct rmat gate, up, down;         /* dense or shared */
+    struct rmat gate, up, down; /* dense or shared */
     struct rmat router;
     double *bias;
-    struct rmat *eg, *eu, *ed;          /* [n_routed] */
+    struct rmat *eg, *eu, *ed; /* [n_routed] */
     /* naive cache: per position, per head K (nope + rope) and V */
     double *K, *V;
 };
 
 struct ref_model {
     struct wt_hparams hp;
-    const struct cpuq_ops *sq;  /* scalar table: dequantizers and activation quantizers */
+    const struct cpuq_ops *sq; /* scalar table: dequantizers and activation quantizers */
     int max_ctx, n_pos;
     int H, L, R, NOPE, VD;
     double tau, amp;
     double freq[64];
-    double *embed;              /* [V][D] */
+    double *embed; /* [V][D] */
     struct rmat out;
     double *out_norm;
     struct rlayer *layers;
@@ -83,7 +83,7 @@ struct ref_model {
     void *kv_ud;
     int kv_ties, kv_ties_hinted;
     uint16_t *hrow;
-    float *hx;                  /* hinted input */
+    float *hx; /* hinted input */
     /* scratch */
     double *x, *a, *t1, *t2, *t3, *t4, *qv, *kv, *att, *sc, *ffo;
     float *fq;
@@ -104,7 +104,8 @@ static int decode_rows(const struct ref_model *r, int type, const void *data, si
         switch (type) {
         case QTYPE_F8_E4M3:
             for (int64_t c = 0; c < cols; c++)
-                o[c] = (double)fp_e4m3_to_f32(row[c]) * (double)scale[(i / 128) * sc_cols + c / 128];
+                o[c] =
+                    (double)fp_e4m3_to_f32(row[c]) * (double)scale[(i / 128) * sc_cols + c / 128];
             break;
         case QTYPE_BF16:
             for (int64_t c = 0; c < cols; c++) {
@@ -166,15 +167,18 @@ static int get_mat(const struct ref_model *r, const struct wt_model *w, const ch
     const struct wt_tensor *t = wt_get(w, name);
     if (!t || t->ndim != 2) return err_set(err, ERR_FORMAT, "ref: missing 2-D tensor %s", name);
     int ok = 1;
-    struct wt_view v = {.type = t->type, .rows = t->shape[0], .cols = t->shape[1],
-                        .data = t->data, .row_bytes = qtype_row_bytes(t->type, t->shape[1], &ok),
+    struct wt_view v = {.type = t->type,
+                        .rows = t->shape[0],
+                        .cols = t->shape[1],
+                        .data = t->data,
+                        .row_bytes = qtype_row_bytes(t->type, t->shape[1], &ok),
                         .scale = t->scale ? t->scale->data : NULL};
     if (!ok) return err_set(err, ERR_FORMAT, "ref: %s: bad row size", name);
     return mat_from_view(r, &v, 0, m, err);
 }
 
-static int get_vec(const struct ref_model *r, const struct wt_model *w, const char *name,
-                   int n, int optional, double **out, char *err)
+static int get_vec(const struct ref_model *r, const struct wt_model *w, const char *name, int n,
+                   int optional, double **out, char *err)
 {
     const struct wt_tensor *t = wt_get(w, name);
     *out = NULL;
@@ -224,7 +228,7 @@ static void act_emulate(struct ref_model *r, const struct rmat *m, int which, co
                     r->n_pos - 1, r->cur_layer, which, d / nx);
     }
     if (m->act == ACT_FP8) {
-        int hinted = -1;        /* -1: not asked yet, 0: none, 1: r->hx holds the other input */
+        int hinted = -1; /* -1: not asked yet, 0: none, 1: r->hx holds the other input */
         for (int b0 = 0; b0 < n; b0 += 128) {
             int b1 = b0 + 128 < n ? b0 + 128 : n;
             float amax = 0.0f;
@@ -236,11 +240,13 @@ static void act_emulate(struct ref_model *r, const struct rmat *m, int which, co
                 if (e4m3_near_tie(v)) {
                     r->act_ties++;
                     if (hinted < 0)
-                        hinted = which >= 0 && r->act_hint &&
-                                 r->act_hint(r->act_ud, r->cur_layer, which, r->n_pos - 1, r->hx, n);
+                        hinted =
+                            which >= 0 && r->act_hint &&
+                            r->act_hint(r->act_ud, r->cur_layer, which, r->n_pos - 1, r->hx, n);
                     if (hinted > 0) {
                         float am2 = 0.0f;
-                        for (int j = b0; j < b1; j++) am2 = fabsf(r->hx[j]) > am2 ? fabsf(r->hx[j]) : am2;
+                        for (int j = b0; j < b1; j++)
+                            am2 = fabsf(r->hx[j]) > am2 ? fabsf(r->hx[j]) : am2;
                         float s2 = (am2 > 1e-4f ? am2 : 1e-4f) / 448.0f;
                         uint8_t q2 = fp_f32_to_e4m3(fp8_ratio(r->hx[i], s2));
                         /* only a neighbour of our own value: the other rounding of this tie */
@@ -277,8 +283,7 @@ static void act_emulate(struct ref_model *r, const struct rmat *m, int which, co
 }
 
 /* y = W x (with the activation emulation of W); x and y must not overlap */
-static void matvec(struct ref_model *r, const struct rmat *m, int which, const double *x,
-                   double *y)
+static void matvec(struct ref_model *r, const struct rmat *m, int which, const double *x, double *y)
 {
     double *xq = r->t4;
     act_emulate(r, m, which, x, xq);
@@ -328,7 +333,7 @@ static void cache_round(struct ref_model *r, int pos, double *v, int off, int n)
             }
             if (have && (r->hrow[off + i] == fp_f32_to_bf16(f + band) ||
                          r->hrow[off + i] == fp_f32_to_bf16(f - band))) {
-                b = r->hrow[off + i];   /* the other rounding of this tie, nothing else */
+                b = r->hrow[off + i]; /* the other rounding of this tie, nothing else */
                 r->kv_ties_hinted++;
             }
         }
@@ -353,8 +358,8 @@ static void mlp(struct ref_model *r, const struct rmat *g, const struct rmat *u,
 
 /* ---------------------------------------------------------------- router */
 
-static void route(struct ref_model *r, const struct rlayer *ly, int layer, int pos,
-                  const double *x, int *ids, double *wts)
+static void route(struct ref_model *r, const struct rlayer *ly, int layer, int pos, const double *x,
+                  int *ids, double *wts)
 {
     const struct wt_hparams *hp = &r->hp;
     const int E = hp->n_routed, K = hp->top_k;
@@ -591,7 +596,7 @@ static void ffn(struct ref_model *r, struct rlayer *ly, int layer, int pos)
     for (int k = 0; k < hp->top_k; k++) {
         const struct rmat *g = &ly->eg[ids[k]], *u = &ly->eu[ids[k]], *d = &ly->ed[ids[k]];
         double *gv = r->t1, *uv = r->t2, *xq = r->t4;
-        matvec(r, g, MODEL_LIN_ROUTER, f, gv);     /* the experts' input is the router's */
+        matvec(r, g, MODEL_LIN_ROUTER, f, gv); /* the experts' input is the router's */
         matvec(r, u, MODEL_LIN_ROUTER, f, uv);
         for (int i = 0; i < g->rows; i++) gv[i] = silu(gv[i]) * uv[i];
         act_emulate(r, d, -1, gv, xq);
@@ -620,8 +625,7 @@ static void ffn(struct ref_model *r, struct rlayer *ly, int layer, int pos)
     /* Resolve those ties the way the other implementation did, judged by its residual stream
      * after this layer: flip a tie when that brings us closer (the changes are nearly
      * orthogonal columns of W_down, so one greedy pass suffices). */
-    if (nt && r->act_hint &&
-        r->act_hint(r->act_ud, layer + 1, MODEL_LIN_RESID, pos, r->hx, D)) {
+    if (nt && r->act_hint && r->act_hint(r->act_ud, layer + 1, MODEL_LIN_RESID, pos, r->hx, D)) {
         double *dv = tmp;
         for (int j = 0; j < nt; j++) {
             const struct rmat *d = &ly->ed[ids[tk[j]]];
@@ -677,7 +681,7 @@ int ref_step(struct ref_model *r, int32_t token, double *logits, char *err)
         attention(r, &r->layers[l], pos);
         ffn(r, &r->layers[l], l, pos);
     }
-    resync(r, hp->n_layers);            /* compare only: the logits come from our own stream */
+    resync(r, hp->n_layers); /* compare only: the logits come from our own stream */
     r->cur_layer = -1;
     rmsnorm(r->x, r->out_norm, hp->hidden, hp->rms_eps, r->a);
     matvec(r, &r->out, MODEL_LIN_OUT, r->a, logits);
@@ -734,8 +738,8 @@ void ref_destroy(struct ref_model *r)
             free(ly->q_a_norm);
             free(ly->kv_a_norm);
             free(ly->bias);
-            struct rmat *ms[] = {&ly->q_a, &ly->q_b, &ly->q, &ly->kv_a, &ly->kv_b, &ly->o,
-                                 &ly->gate, &ly->up, &ly->down, &ly->router};
+            struct rmat *ms[] = {&ly->q_a, &ly->q_b,  &ly->q,  &ly->kv_a, &ly->kv_b,
+                                 &ly->o,   &ly->gate, &ly->up, &ly->down, &ly->router};
             for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) free_mat(ms[i]);
             for (int e = 0; ly->eg && e < r->hp.n_routed; e++) {
                 free_mat(&ly->eg[e]);
@@ -819,7 +823,8 @@ static int load_layer(struct ref_model *r, const struct wt_model *w, int l, char
     char nm[WT_NAME_LEN];
     int rc;
 #define NM(...) (snprintf(nm, sizeof nm, __VA_ARGS__), nm)
-    if ((rc = get_vec(r, w, NM("blk.%d.attn_norm.weight", l), hp->hidden, 0, &ly->attn_norm, err)) ||
+    if ((rc =
+             get_vec(r, w, NM("blk.%d.attn_norm.weight", l), hp->hidden, 0, &ly->attn_norm, err)) ||
         (rc = get_vec(r, w, NM("blk.%d.ffn_norm.weight", l), hp->hidden, 0, &ly->ffn_norm, err)) ||
         (rc = get_vec(r, w, NM("blk.%d.attn_kv_a_norm.weight", l), r->L, 0, &ly->kv_a_norm, err)) ||
         (rc = get_mat(r, w, NM("blk.%d.attn_kv_a_mqa.weight", l), &ly->kv_a, err)) ||
@@ -843,8 +848,7 @@ static int load_layer(struct ref_model *r, const struct wt_model *w, int l, char
             return rc;
     } else {
         if ((rc = get_mat(r, w, NM("blk.%d.ffn_gate_inp.weight", l), &ly->router, err)) ||
-            (rc = get_vec(r, w, NM("blk.%d.exp_probs_b.bias", l), hp->n_routed, 1, &ly->bias,
-                          err)))
+            (rc = get_vec(r, w, NM("blk.%d.exp_probs_b.bias", l), hp->n_routed, 1, &ly->bias, err)))
             return rc;
         if (hp->n_shared > 0 &&
             ((rc = get_mat(r, w, NM("blk.%d.ffn_gate_shexp.weight", l), &ly->gate, err)) ||
@@ -894,15 +898,20 @@ int ref_create(const struct wt_model *w, int max_ctx, struct ref_model **out, ch
     setup_rope(r);
     /* scratch sized by the widest vector */
     size_t wmax = (size_t)hp->vocab_size;
-    size_t cand[] = {(size_t)hp->hidden, (size_t)hp->inter,
+    size_t cand[] = {(size_t)hp->hidden,
+                     (size_t)hp->inter,
                      (size_t)hp->moe_inter * (hp->n_shared > 0 ? hp->n_shared : 1),
-                     (size_t)r->H * (r->NOPE + r->R), (size_t)r->H * r->VD,
-                     (size_t)(r->L + r->R), (size_t)hp->q_lora_rank, (size_t)max_ctx,
+                     (size_t)r->H * (r->NOPE + r->R),
+                     (size_t)r->H * r->VD,
+                     (size_t)(r->L + r->R),
+                     (size_t)hp->q_lora_rank,
+                     (size_t)max_ctx,
                      (size_t)hp->n_routed * 3};
-    for (size_t i = 0; i < sizeof cand / sizeof cand[0]; i++) wmax = cand[i] > wmax ? cand[i] : wmax;
+    for (size_t i = 0; i < sizeof cand / sizeof cand[0]; i++)
+        wmax = cand[i] > wmax ? cand[i] : wmax;
     wmax += 256;
-    double **sc[] = {&r->x, &r->a, &r->t1, &r->t2, &r->t3, &r->t4, &r->qv, &r->kv, &r->att,
-                     &r->sc, &r->ffo};
+    double **sc[] = {&r->x,  &r->a,  &r->t1,  &r->t2, &r->t3, &r->t4,
+                     &r->qv, &r->kv, &r->att, &r->sc, &r->ffo};
     for (size_t i = 0; i < sizeof sc / sizeof sc[0]; i++)
         if (!(*sc[i] = calloc(wmax, sizeof(double)))) {
             rc = err_set(err, ERR_NOMEM, "ref: out of memory");

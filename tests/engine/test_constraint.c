@@ -24,12 +24,12 @@ static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 #define MAXG 256
 
 struct con {
-    int kind;                   /* 0 script, 1 parity, 2 nothing */
+    int kind; /* 0 script, 1 parity, 2 nothing */
     int32_t script[32];
     int n_script;
-    int pos;                    /* accepted tokens */
+    int pos; /* accepted tokens */
     int32_t accepted[MAXG];
-    int n_destroy;              /* under mu */
+    int n_destroy; /* under mu */
     int rejected;
 };
 
@@ -45,10 +45,8 @@ static void con_mask(void *ud, float *logits, int n)
     struct con *c = ud;
     for (int i = 0; i < n; i++) {
         int ok = 0;
-        if (c->kind == 0)
-            ok = c->pos < c->n_script ? i == c->script[c->pos] : i == FAKE_EOS;
-        else if (c->kind == 1)
-            ok = i % 2 == 0 || i == FAKE_EOS;
+        if (c->kind == 0) ok = c->pos < c->n_script ? i == c->script[c->pos] : i == FAKE_EOS;
+        else if (c->kind == 1) ok = i % 2 == 0 || i == FAKE_EOS;
         if (!ok) logits[i] = -INFINITY;
     }
 }
@@ -56,8 +54,9 @@ static void con_mask(void *ud, float *logits, int n)
 static int con_accept(void *ud, int32_t tok)
 {
     struct con *c = ud;
-    int ok = c->kind == 0 ? tok == (c->pos < c->n_script ? c->script[c->pos] : FAKE_EOS)
-           : c->kind == 1 ? (tok % 2 == 0 || tok == FAKE_EOS) : 0;
+    int ok = c->kind == 0   ? tok == (c->pos < c->n_script ? c->script[c->pos] : FAKE_EOS)
+             : c->kind == 1 ? (tok % 2 == 0 || tok == FAKE_EOS)
+                            : 0;
     if (!ok) {
         c->rejected++;
         return ERR_INVAL;
@@ -159,7 +158,7 @@ int main(void)
         q.ignore_eos = 1;
         q.min_tokens = 50;
         CHECK(eng_submit(e, &q, err) == 0);
-        CHECK(q.constraint.mask == NULL);     /* taken by the engine */
+        CHECK(q.constraint.mask == NULL); /* taken by the engine */
         wait_done(&r, 1);
         CHECK(r.fin == ENG_FINISH_STOP);
         CHECK(r.n == c.n_script + 1);
@@ -232,12 +231,12 @@ int main(void)
         memset(&cf, 0, sizeof cf);
         struct eng_request q;
         request(&q, &rf, &cf, &rs, 4, 10);
-        q.max_tokens = 0;                      /* invalid: the caller keeps the constraint */
+        q.max_tokens = 0; /* invalid: the caller keeps the constraint */
         CHECK(eng_submit(e, &q, err) == ERR_INVAL);
         CHECK(q.constraint.ud == &cf && cf.n_destroy == 0);
         free(q.prompt);
 
-        eng_destroy(e);                        /* running and waiting ones are cancelled */
+        eng_destroy(e); /* running and waiting ones are cancelled */
         for (int i = 1; i < N; i++) CHECK(r[i].n_done == 1 && c[i].n_destroy == 1);
     }
 

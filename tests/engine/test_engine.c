@@ -30,7 +30,7 @@ static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 
 struct res {
     int32_t toks[MAXG];
-    float gap[MAXG];            /* logprob of the best minus the second best token */
+    float gap[MAXG]; /* logprob of the best minus the second best token */
     int n, done, n_cached;
     enum eng_finish fin;
 };
@@ -96,7 +96,8 @@ static void check_engine(struct engine *e)
 static int32_t prompts[NREQ][200];
 static int n_prompt[NREQ];
 
-static uint64_t submit(struct engine *e, int i, struct res *r, float temp, uint64_t seed, int max_tok)
+static uint64_t submit(struct engine *e, int i, struct res *r, float temp, uint64_t seed,
+                       int max_tok)
 {
     char err[ERR_LEN];
     struct eng_request q;
@@ -175,11 +176,13 @@ int main(void)
     if (!mkdtemp(tmpl)) SKIP("no temporary directory");
     snprintf(model_dir, sizeof model_dir, "%s/tiny", tmpl);
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "'%s' convert synth --preset tiny --seed %llu --out '%s' >'%s.log' 2>&1",
-             bin, seed % 1000, model_dir, model_dir);
+    snprintf(cmd, sizeof cmd,
+             "'%s' convert synth --preset tiny --seed %llu --out '%s' >'%s.log' 2>&1", bin,
+             seed % 1000, model_dir, model_dir);
     if (system(cmd) != 0) {
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpl);
-        if (system(cmd)) {}
+        if (system(cmd)) {
+        }
         SKIP("tandem convert synth --preset tiny is not available");
     }
 
@@ -191,7 +194,7 @@ int main(void)
     int32_t shared[64];
     for (int j = 0; j < 64; j++) shared[j] = 3 + rand() % (info.vocab_size - 3);
     for (int i = 0; i < NREQ; i++) {
-        int shared_part = i >= NREQ / 2 ? 48 : 0;    /* the second half share 48 tokens */
+        int shared_part = i >= NREQ / 2 ? 48 : 0; /* the second half share 48 tokens */
         n_prompt[i] = shared_part + 5 + rand() % 60;
         for (int j = 0; j < n_prompt[i]; j++)
             prompts[i][j] = j < shared_part ? shared[j] : 3 + rand() % (info.vocab_size - 3);
@@ -290,7 +293,8 @@ int main(void)
         CHECK_CONTAINS(err, "/nonexistent/model");
         cfg_fini(&c);
         /* an EOS id outside the vocabulary would never stop a request: refused at load */
-        snprintf(cmd, sizeof cmd, "cp '%s/config.json' '%s/config.json.orig' && "
+        snprintf(cmd, sizeof cmd,
+                 "cp '%s/config.json' '%s/config.json.orig' && "
                  "sed -i 's/\"eos_token_id\": *1/\"eos_token_id\": 999999/' '%s/config.json'",
                  model_dir, model_dir, model_dir);
         CHECK_EQ(system(cmd), 0);
@@ -300,7 +304,8 @@ int main(void)
         CHECK(bad == NULL);
         CHECK_CONTAINS(err, "eos_token_id 999999");
         cfg_fini(&c);
-        snprintf(cmd, sizeof cmd, "mv '%s/config.json.orig' '%s/config.json'", model_dir, model_dir);
+        snprintf(cmd, sizeof cmd, "mv '%s/config.json.orig' '%s/config.json'", model_dir,
+                 model_dir);
         CHECK_EQ(system(cmd), 0);
         /* the model without its experts file: a tensor is missing */
         snprintf(cmd, sizeof cmd, "rm -f '%s/experts.gguf'", model_dir);
@@ -315,8 +320,9 @@ int main(void)
         cfg_fini(&c);
     }
 
-    CHECK(n_near_ties <= 2);              /* a rare event, not the rule */
+    CHECK(n_near_ties <= 2); /* a rare event, not the rule */
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpl);
-    if (system(cmd)) {}
+    if (system(cmd)) {
+    }
     return 0;
 }

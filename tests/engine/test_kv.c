@@ -57,7 +57,7 @@ int main(void)
     /* commit the two full blocks; a prefix of the same tokens hits them */
     kv_seq_commit(kv, &a, t, 10);
     CHECK_EQ(a.n_keyed, 2);
-    CHECK_EQ(kv_seq_match(kv, &b, t, 12), 8);     /* 2 blocks; (12-1)/4 = 2 */
+    CHECK_EQ(kv_seq_match(kv, &b, t, 12), 8); /* 2 blocks; (12-1)/4 = 2 */
     CHECK_EQ(b.blocks[0], a.blocks[0]);
     CHECK_EQ(b.blocks[1], a.blocks[1]);
     check_ok(all, 3);
@@ -109,9 +109,9 @@ int main(void)
         CHECK_EQ(kv_seq_reserve(kv, &b, (nfree + 1) * BT), 0);
         check_ok(all, 3);
         CHECK_EQ(kv_seq_match(kv, &c, t, 12), 4);  /* t's second block was evicted first */
-        kv_seq_free(kv, &c);                      /* LRU: u2 u1 u0 t0 */
+        kv_seq_free(kv, &c);                       /* LRU: u2 u1 u0 t0 */
         CHECK_EQ(kv_seq_match(kv, &c, u, 13), 12); /* u untouched */
-        kv_seq_free(kv, &c);                      /* LRU: t0 u2 u1 u0 (use refreshes) */
+        kv_seq_free(kv, &c);                       /* LRU: t0 u2 u1 u0 (use refreshes) */
         /* evict two more: t's first block, then u's tail */
         CHECK_EQ(kv_seq_reserve(kv, &b, (nfree + 3) * BT), 0);
         CHECK_EQ(kv_seq_match(kv, &c, t, 12), 0);
@@ -135,21 +135,21 @@ int main(void)
         kv_seq_init(&e2);
         fill(t, 12, 1);
         fill(u, 12, 500);
-        CHECK_EQ(kv_seq_reserve(kv, &a, 4), 0);   /* P = t[0..4) */
+        CHECK_EQ(kv_seq_reserve(kv, &a, 4), 0); /* P = t[0..4) */
         kv_seq_commit(kv, &a, t, 4);
         int32_t P = a.blocks[0];
-        kv_seq_free(kv, &a);                      /* P idle in the LRU */
-        CHECK_EQ(kv_seq_reserve(kv, &b, 8), 0);   /* b computes t[0..8) itself: block 0 is a dup */
-        kv_seq_commit(kv, &b, t, 8);              /* its block 1 (C) is keyed under P */
+        kv_seq_free(kv, &a);                    /* P idle in the LRU */
+        CHECK_EQ(kv_seq_reserve(kv, &b, 8), 0); /* b computes t[0..8) itself: block 0 is a dup */
+        kv_seq_commit(kv, &b, t, 8);            /* its block 1 (C) is keyed under P */
         CHECK(b.blocks[0] != P);
         CHECK_EQ(kv_seq_reserve(kv, &d, kv_n_free(kv) * BT), 0);
         CHECK_EQ(kv_seq_reserve(kv, &e2, BT), 0); /* evicts P */
         CHECK_EQ(e2.blocks[0], P);
-        kv_seq_commit(kv, &e2, u, 4);             /* P's id now holds u[0..4) */
+        kv_seq_commit(kv, &e2, u, 4); /* P's id now holds u[0..4) */
         int32_t mixed[9];
         memcpy(mixed, u, 4 * sizeof *mixed);
         memcpy(mixed + 4, t + 4, 5 * sizeof *mixed);
-        CHECK_EQ(kv_seq_match(kv, &c, mixed, 9), 4);   /* u's block, but not C */
+        CHECK_EQ(kv_seq_match(kv, &c, mixed, 9), 4); /* u's block, but not C */
         kv_seq_free(kv, &c);
         struct kv_seq *ps[5] = {&a, &b, &c, &d, &e2};
         check_ok(ps, 5);
@@ -182,13 +182,13 @@ int main(void)
         for (int it = 0; it < 4000; it++) {
             int i = rand() % NS;
             int op = rand() % 4;
-            if (op == 0 || len[i] == 0) {            /* (re)start with a random small-alphabet prompt */
+            if (op == 0 || len[i] == 0) { /* (re)start with a random small-alphabet prompt */
                 kv_seq_free(kv, &s[i]);
                 len[i] = 1 + rand() % (LEN - 1);
                 for (int j = 0; j < len[i]; j++) toks[i][j] = rand() % 2;
                 done[i] = kv_seq_match(kv, &s[i], toks[i], len[i]);
                 CHECK(done[i] < len[i] && done[i] % BT == 0);
-            } else if (op == 1) {                    /* compute what is pending */
+            } else if (op == 1) { /* compute what is pending */
                 if (kv_seq_reserve(kv, &s[i], len[i]) == 0) {
                     done[i] = len[i];
                     kv_seq_commit(kv, &s[i], toks[i], done[i]);

@@ -59,7 +59,7 @@
 #define RESYNC_GATE 1e-3
 struct routes {
     int active, p0, top_k;
-    int32_t *ids;               /* [MAX_LAYERS][CTX][top_k] */
+    int32_t *ids; /* [MAX_LAYERS][CTX][top_k] */
     unsigned char have[MAX_LAYERS][CTX];
     /* the fast path's fp32 linear inputs: [layer][which] -> [CTX][cols] */
     float *x[MAX_LAYERS][MODEL_LIN_COUNT];
@@ -121,8 +121,8 @@ static int kv_hint(void *ud, int layer, int pos, uint16_t *row)
     const struct model_kv *kv = &hint_kv->kv;
     if (layer < 0 || layer >= kv->n_layers || pos < 0 || pos >= CTX) return 0;
     struct model_seq s = tkv_seq(hint_kv, 0);
-    size_t slot = (size_t)s.blocks[pos / kv->block_tokens] * kv->block_tokens +
-                  pos % kv->block_tokens;
+    size_t slot =
+        (size_t)s.blocks[pos / kv->block_tokens] * kv->block_tokens + pos % kv->block_tokens;
     memcpy(row, (const uint16_t *)kv->layer_data[layer] + slot * kv->kv_dim,
            (size_t)kv->kv_dim * sizeof(uint16_t));
     return 1;
@@ -158,8 +158,7 @@ static const char v2_config[] =
 
 /* Make a tiny model with `experts` routed experts (preset tiny, or the V2-style config if v2);
  * 0 or the synth exit status. */
-static int make_model(const char *experts, int v2, unsigned long long mseed, char *dir,
-                      size_t dirn)
+static int make_model(const char *experts, int v2, unsigned long long mseed, char *dir, size_t dirn)
 {
     snprintf(dir, dirn, "/tmp/tandem-test-model-XXXXXX");
     CHECK(mkdtemp(dir));
@@ -234,14 +233,15 @@ static void check_invariants(const struct wt_model *w, const int32_t *toks, cons
     int cuts[] = {0, 7, 27, 28, PROMPT};
     for (int c = 0; c < 4; c++)
         CHECK_EQ(run_seq(m, &kv, 2, toks + cuts[c], cuts[c + 1] - cuts[c], cuts[c],
-                         got + (size_t)cuts[c] * V, err), 0);
+                         got + (size_t)cuts[c] * V, err),
+                 0);
     double wc = 0;
     for (int p = 0; p < PROMPT; p++) {
         double e = rel_err_f(got + (size_t)p * V, full + (size_t)p * V, V);
         wc = e > wc ? e : wc;
     }
-    fprintf(stderr, "[%s] scalar kernels: chunked prefill vs one-shot: max rel err %.3g\n",
-            label, wc);
+    fprintf(stderr, "[%s] scalar kernels: chunked prefill vs one-shot: max rel err %.3g\n", label,
+            wc);
     CHECK(wc <= SELF_TOL);
 
     /* 5. two sequences interleaved in one batch: seq A = toks[0..40) in slot 3, seq B =
@@ -260,8 +260,14 @@ static void check_invariants(const struct wt_model *w, const int32_t *toks, cons
     CHECK(alone);
     CHECK_EQ(run_seq(m, &kv, 4, toks + PROMPT, nb, 0, alone, err), 0);
     struct model_seq sq[2] = {tkv_seq(&kv, 3), tkv_seq(&kv, 4)};
-    struct model_batch b = {.n_tokens = n, .tokens = bt, .pos = bp, .seq = bs, .n_seqs = 2,
-                            .seqs = sq, .n_logits = n, .logits_idx = li};
+    struct model_batch b = {.n_tokens = n,
+                            .tokens = bt,
+                            .pos = bp,
+                            .seq = bs,
+                            .n_seqs = 2,
+                            .seqs = sq,
+                            .n_logits = n,
+                            .logits_idx = li};
     int rc = model_forward(m, &kv.kv, &b, got, err);
     if (rc) fprintf(stderr, "batched: %s\n", err);
     CHECK_EQ(rc, 0);
@@ -285,13 +291,13 @@ static void check_invariants(const struct wt_model *w, const int32_t *toks, cons
  * tokens from two sequences, interleaved, runs its attention in 3 passes and its dense FFN in 2,
  * with pass boundaries inside both sequences; each sequence alone in chunks of PASS_CHUNK runs
  * none. */
-#define PASS_N 600              /* > 2 x ATT_CHUNK, > FFN_CHUNK */
-#define PASS_A 400              /* sequence A's tokens in the batch; B has the rest */
-#define PASS_CHUNK 100          /* the comparison: below both pass sizes */
+#define PASS_N 600     /* > 2 x ATT_CHUNK, > FFN_CHUNK */
+#define PASS_A 400     /* sequence A's tokens in the batch; B has the rest */
+#define PASS_CHUNK 100 /* the comparison: below both pass sizes */
 struct down_rec {
-    const int32_t *seq, *pos;   /* the batch's rows; NULL: sequence seq0, positions p0 + t */
+    const int32_t *seq, *pos; /* the batch's rows; NULL: sequence seq0, positions p0 + t */
     int seq0, p0, cols, calls, bad;
-    float *x[2];                /* per sequence [PASS_N][cols]: layer 0's (dense) down input */
+    float *x[2]; /* per sequence [PASS_N][cols]: layer 0's (dense) down input */
 };
 
 static void on_down(void *ud, int layer, int which, int n, int cols, const float *x)
@@ -349,7 +355,7 @@ static void check_passes(const struct wt_model *w, const char *label)
     CHECK_EQ(tkv_init(&kv, model_n_layers(big), model_kv_dim(big), 4, PASS_N, 16), 0);
     int32_t *toks = malloc((size_t)PASS_N * 5 * sizeof(int32_t));
     float *got = malloc((size_t)PASS_N * V * sizeof(float));
-    float *alone = malloc((size_t)PASS_N * V * sizeof(float));     /* A's rows, then B's */
+    float *alone = malloc((size_t)PASS_N * V * sizeof(float)); /* A's rows, then B's */
     CHECK(toks && got && alone);
     int32_t *bt = toks + PASS_N, *bp = bt + PASS_N, *bs = bp + PASS_N, *li = bs + PASS_N;
     for (int i = 0; i < PASS_N; i++) toks[i] = (int32_t)(rnd() % (unsigned)V);
@@ -370,8 +376,14 @@ static void check_passes(const struct wt_model *w, const char *label)
         li[i] = i;
     }
     struct model_seq sq[2] = {tkv_seq(&kv, 2), tkv_seq(&kv, 3)};
-    struct model_batch b = {.n_tokens = PASS_N, .tokens = bt, .pos = bp, .seq = bs, .n_seqs = 2,
-                            .seqs = sq, .n_logits = PASS_N, .logits_idx = li};
+    struct model_batch b = {.n_tokens = PASS_N,
+                            .tokens = bt,
+                            .pos = bp,
+                            .seq = bs,
+                            .n_seqs = 2,
+                            .seqs = sq,
+                            .n_logits = PASS_N,
+                            .logits_idx = li};
     r1.seq = bs;
     r1.pos = bp;
     model_set_lin_hook(big, on_down, &r1);
@@ -387,9 +399,11 @@ static void check_passes(const struct wt_model *w, const char *label)
     CHECK(!r1.bad && !r2.bad && r1.x[0] && r2.x[0]);
     int hdiff = memcmp(r1.x[0], r2.x[0], (size_t)NA * r1.cols * sizeof(float)) != 0 ||
                 memcmp(r1.x[1], r2.x[1], (size_t)NB * r1.cols * sizeof(float)) != 0;
-    fprintf(stderr, "[%s] %d + %d tokens of two sequences interleaved in one forward vs each "
+    fprintf(stderr,
+            "[%s] %d + %d tokens of two sequences interleaved in one forward vs each "
             "alone in chunks of %d: %d rows differ (bitwise); dense down input: hooked %d / %d "
-            "times, %s\n", label, NA, NB, PASS_CHUNK, diff, r1.calls, r2.calls,
+            "times, %s\n",
+            label, NA, NB, PASS_CHUNK, diff, r1.calls, r2.calls,
             hdiff ? "DIFFERS" : "bitwise equal");
     CHECK_EQ(diff, 0);
     CHECK_EQ(r1.calls, 1);
@@ -415,29 +429,35 @@ static void check_malformed(struct model *m, struct tkv *kv, int V, const char *
     CHECK(lg);
     int32_t t1 = V, p1 = 0, s1 = 0, l1 = 0;
     struct model_seq sq0 = tkv_seq(kv, 0);
-    struct model_batch e = {.n_tokens = 1, .tokens = &t1, .pos = &p1, .seq = &s1, .n_seqs = 1,
-                            .seqs = &sq0, .n_logits = 1, .logits_idx = &l1};
-    CHECK_EQ(model_forward(m, &kv->kv, &e, lg, err), ERR_INVAL);        /* token id */
+    struct model_batch e = {.n_tokens = 1,
+                            .tokens = &t1,
+                            .pos = &p1,
+                            .seq = &s1,
+                            .n_seqs = 1,
+                            .seqs = &sq0,
+                            .n_logits = 1,
+                            .logits_idx = &l1};
+    CHECK_EQ(model_forward(m, &kv->kv, &e, lg, err), ERR_INVAL); /* token id */
     t1 = 0;
     p1 = kv->blocks_per_seq * kv->kv.block_tokens;
-    CHECK(model_forward(m, &kv->kv, &e, lg, err) < 0);                  /* past the table */
+    CHECK(model_forward(m, &kv->kv, &e, lg, err) < 0); /* past the table */
     p1 = -1;
     CHECK(model_forward(m, &kv->kv, &e, lg, err) < 0);
     p1 = 0;
     e.n_tokens = 0;
-    CHECK_EQ(model_forward(m, &kv->kv, &e, lg, err), ERR_INVAL);        /* empty */
+    CHECK_EQ(model_forward(m, &kv->kv, &e, lg, err), ERR_INVAL); /* empty */
     e.n_tokens = CTX + 1;
-    CHECK_EQ(model_forward(m, &kv->kv, &e, lg, err), ERR_INVAL);        /* too many */
+    CHECK_EQ(model_forward(m, &kv->kv, &e, lg, err), ERR_INVAL); /* too many */
     e.n_tokens = 1;
     s1 = 1;
-    CHECK_EQ(model_forward(m, &kv->kv, &e, lg, err), ERR_INVAL);        /* bad seq index */
+    CHECK_EQ(model_forward(m, &kv->kv, &e, lg, err), ERR_INVAL); /* bad seq index */
     s1 = 0;
     l1 = 1;
-    CHECK_EQ(model_forward(m, &kv->kv, &e, lg, err), ERR_INVAL);        /* bad logits idx */
+    CHECK_EQ(model_forward(m, &kv->kv, &e, lg, err), ERR_INVAL); /* bad logits idx */
     l1 = 0;
     struct model_kv bad = kv->kv;
     bad.type = 2;
-    CHECK_EQ(model_forward(m, &bad, &e, lg, err), ERR_INVAL);           /* cache element type */
+    CHECK_EQ(model_forward(m, &bad, &e, lg, err), ERR_INVAL); /* cache element type */
     CHECK_CONTAINS(err, "bf16 or f32");
     fprintf(stderr, "[%s] malformed batches rejected (last: %s)\n", label, err);
     free(lg);
@@ -492,13 +512,15 @@ static void check_model(const char *mdir, const char *label, double resync_gate,
         ref_set_act_hint(ref, act_hint, &routes);
         ref_set_resync(ref, resync_gate);
     }
-    fprintf(stderr, "[%s] vocab %d hidden %d layers %d heads %d q_lora %d kv_lora %d experts %d "
-            "top-%d groups %d/%d\n", label, V, hp->hidden, hp->n_layers, hp->n_heads,
-            hp->q_lora_rank, hp->kv_lora_rank, hp->n_routed, hp->top_k, hp->n_group,
-            hp->topk_group);
+    fprintf(stderr,
+            "[%s] vocab %d hidden %d layers %d heads %d q_lora %d kv_lora %d experts %d "
+            "top-%d groups %d/%d\n",
+            label, V, hp->hidden, hp->n_layers, hp->n_heads, hp->q_lora_rank, hp->kv_lora_rank,
+            hp->n_routed, hp->top_k, hp->n_group, hp->topk_group);
     struct tkv kv;
     CHECK_EQ(tkv_init_type(&kv, model_n_layers(m), model_kv_dim(m), 2, CTX, 16,
-                           exact ? MODEL_KV_F32 : MODEL_KV_BF16), 0);
+                           exact ? MODEL_KV_F32 : MODEL_KV_BF16),
+             0);
     hint_kv = &kv;
     if (!nohints && !exact) ref_set_kv_hint(ref, kv_hint, NULL);
     const double tol = exact ? EXACT_TOL : REF_TOL;
@@ -527,14 +549,16 @@ static void check_model(const char *mdir, const char *label, double resync_gate,
             worst_pos = p;
         }
     }
-    fprintf(stderr, "[%s] prefill vs float64 reference: max rel err %.3g at position %d; max "
+    fprintf(stderr,
+            "[%s] prefill vs float64 reference: max rel err %.3g at position %d; max "
             "per-layer residual diff %.3g (%d resyncs); routing: min margin %.3g, near-ties "
             "taken %d, refused %d; e4m3 near-ties %d (%d by the fast path's input); bf16 cache "
             "near-ties %d (%d from the fast path's cache); expert int8 near-ties %d (%d "
-            "flipped)\n", label, worst, worst_pos, ref_max_layer_err(ref), ref_resyncs(ref),
+            "flipped)\n",
+            label, worst, worst_pos, ref_max_layer_err(ref), ref_resyncs(ref),
             ref_min_route_margin(ref), ref_hints_taken(ref), ref_hints_refused(ref),
-            ref_act_ties(ref), ref_act_ties_hinted(ref), ref_kv_ties(ref),
-            ref_kv_ties_hinted(ref), ref_moe_ties(ref), ref_moe_ties_flipped(ref));
+            ref_act_ties(ref), ref_act_ties_hinted(ref), ref_kv_ties(ref), ref_kv_ties_hinted(ref),
+            ref_moe_ties(ref), ref_moe_ties_flipped(ref));
     if (nohints) {
         fprintf(stderr, "[%s] no hints: report only\n", label);
         goto out;
@@ -564,9 +588,10 @@ static void check_model(const char *mdir, const char *label, double resync_gate,
                     e);
         CHECK_EQ(next, ref_next);
     }
-    fprintf(stderr, "[%s] greedy decode: %d steps identical to the reference; max rel err %.3g, "
-            "max per-layer residual diff %.3g (%d resyncs, %d routing near-ties taken)\n", label,
-            GEN, worst_dec, ref_max_layer_err(ref), ref_resyncs(ref), ref_hints_taken(ref));
+    fprintf(stderr,
+            "[%s] greedy decode: %d steps identical to the reference; max rel err %.3g, "
+            "max per-layer residual diff %.3g (%d resyncs, %d routing near-ties taken)\n",
+            label, GEN, worst_dec, ref_max_layer_err(ref), ref_resyncs(ref), ref_hints_taken(ref));
     CHECK(worst_dec <= tol);
     CHECK(ref_max_layer_err(ref) <= tol);
     routes.active = 0;
@@ -574,15 +599,17 @@ static void check_model(const char *mdir, const char *label, double resync_gate,
     if (full) {
         /* the auto-ISA kernels round multi-token dots differently from single-token ones, and
          * quantization amplifies that (see above): report, do not assert */
-        int total = PROMPT + GEN - 1;   /* positions with logits from steps 1 and 2 */
+        int total = PROMPT + GEN - 1; /* positions with logits from steps 1 and 2 */
         CHECK_EQ(run_seq(m, &kv, 1, toks, total, 0, lg2, err), 0);
         double wa = 0;
         for (int p = 0; p < total; p++) {
             double e = rel_err_f(lg + (size_t)p * V, lg2 + (size_t)p * V, V);
             wa = e > wa ? e : wa;
         }
-        fprintf(stderr, "[%s] %s kernels: cached decode vs full recompute: max rel err %.3g "
-                "(informational)\n", label, ops_name(o), wa);
+        fprintf(stderr,
+                "[%s] %s kernels: cached decode vs full recompute: max rel err %.3g "
+                "(informational)\n",
+                label, ops_name(o), wa);
         check_invariants(w, toks, label);
         check_passes(w, label);
         check_malformed(m, &kv, V, label);
@@ -606,7 +633,7 @@ int main(void)
     unsigned long long seed = check_seed();
     rng_state = seed ^ 0x5bd1e995ull;
     unsigned long long mseed = seed % 1000000007ull;
-    const char *given = getenv("TANDEM_TEST_MODEL");  /* an existing model dir instead of synth */
+    const char *given = getenv("TANDEM_TEST_MODEL"); /* an existing model dir instead of synth */
     if (given) {
         check_model(given, given, RESYNC_GATE, 1, 0);
         return 0;
@@ -615,9 +642,16 @@ int main(void)
     /* experts type, resync gate (0: none, pure end-to-end), run the invariants too, exact:
      * dequantize the model to F32 (HF layout, what hf_compare.py feeds transformers) and compare
      * the f32-cache fast path with the unquantized reference */
-    static const struct { const char *type; int v2; double gate; int full, exact; } cases[] = {
-        {"q8_0", 0, RESYNC_GATE, 1, 0}, {"q4_K", 0, RESYNC_GATE, 0, 0}, {"f32", 0, 0.0, 0, 0},
-        {"q8_0", 1, RESYNC_GATE, 0, 0}, {"q4_K", 0, 0.0, 0, 1}};
+    static const struct {
+        const char *type;
+        int v2;
+        double gate;
+        int full, exact;
+    } cases[] = {{"q8_0", 0, RESYNC_GATE, 1, 0},
+                 {"q4_K", 0, RESYNC_GATE, 0, 0},
+                 {"f32", 0, 0.0, 0, 0},
+                 {"q8_0", 1, RESYNC_GATE, 0, 0},
+                 {"q4_K", 0, 0.0, 0, 1}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         char dir[64];
         int st = make_model(cases[c].type, cases[c].v2, mseed + c, dir, sizeof dir);
@@ -633,14 +667,15 @@ int main(void)
             remove_model(dir);
             cur_dir[0] = 0;
             if (st == -1) SKIP("TANDEM_BIN is not set: cannot run tandem convert synth");
-            fprintf(stderr, "synth with %s experts failed (exit %d): %s\n", cases[c].type, st, line);
+            fprintf(stderr, "synth with %s experts failed (exit %d): %s\n", cases[c].type, st,
+                    line);
             CHECK(0);
         }
         char label[48], mdir[96];
         snprintf(label, sizeof label, "%s/%s%s", cases[c].v2 ? "tiny-v2" : "tiny", cases[c].type,
                  cases[c].exact ? " dequantized, f32 cache, exact" : "");
         snprintf(mdir, sizeof mdir, "%s", dir);
-        if (cases[c].exact) {   /* the F32 copy inside the model dir: removed with it */
+        if (cases[c].exact) { /* the F32 copy inside the model dir: removed with it */
             snprintf(mdir, sizeof mdir, "%s/f32", dir);
             CHECK_EQ(convert_dequant(dir, mdir), 0);
         }

@@ -121,8 +121,14 @@ int main(void)
         bad.kv_dim += 1;
         int32_t pos = 0, sq = 0, li = 0;
         struct model_seq s = tkv_seq(&kv, 0);
-        struct model_batch b = {.n_tokens = 1, .tokens = &tok, .pos = &pos, .seq = &sq,
-                                .n_seqs = 1, .seqs = &s, .n_logits = 1, .logits_idx = &li};
+        struct model_batch b = {.n_tokens = 1,
+                                .tokens = &tok,
+                                .pos = &pos,
+                                .seq = &sq,
+                                .n_seqs = 1,
+                                .seqs = &s,
+                                .n_logits = 1,
+                                .logits_idx = &li};
         CHECK_EQ(model_forward(m, &bad, &b, lg, err), ERR_INVAL);
         fprintf(stderr, "mismatched cache: %s\n", err);
         CHECK_EQ(model_forward(m, &kv.kv, &b, lg, err), 0);
@@ -136,7 +142,8 @@ int main(void)
     char path[256];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     CHECK_EQ(patch_file(path, "model.layers.1.self_attn.o_proj.weight\"",
-                        "model.layers.1.self_attn.o_proj.weighx\""), 0);
+                        "model.layers.1.self_attn.o_proj.weighx\""),
+             0);
     struct wt_model *w = NULL;
     int rc = wt_open(dir, &w, err);
     if (rc) {

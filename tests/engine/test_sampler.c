@@ -95,7 +95,7 @@ int main(void)
     /* top-k: only the k largest; roughly uniform when they are equal */
     {
         struct eng_sampling p = defaults();
-        const int V2 = 3000;                  /* frequencies on a small row; one full-size draw */
+        const int V2 = 3000; /* frequencies on a small row; one full-size draw */
         fill_random(row, V, &gen, 1.0f);
         int top[5] = {5, 1000, 1500, 2000, 2999};
         for (int i = 0; i < 5; i++) row[top[i]] = 10.0f;
@@ -123,7 +123,7 @@ int main(void)
         float small[20];
         for (int i = 0; i < n; i++) small[i] = (float)(-i * log(2.0));
         struct eng_sampling p = defaults();
-        p.top_p = 0.7f;              /* nucleus = {0, 1}: 0.5 + 0.25 >= 0.7 */
+        p.top_p = 0.7f; /* nucleus = {0, 1}: 0.5 + 0.25 >= 0.7 */
         samp_rng_seed(&rng, seed);
         int c0 = 0, c1 = 0;
         for (int it = 0; it < 3000; it++) {
@@ -133,14 +133,14 @@ int main(void)
             c1 += t == 1;
         }
         CHECK_NEAR((double)c0 / 3000, 2.0 / 3, 0.05);
-        p.top_p = 0.5f;              /* exactly the first */
+        p.top_p = 0.5f; /* exactly the first */
         for (int it = 0; it < 100; it++) CHECK_EQ(draw(s, small, n, &p, &rng, &o), 0);
         /* the same on a shuffled full-size row */
         fill_random(row, V, &gen, 1.0f);
         for (int i = 0; i < V; i++) row[i] -= 40.0f;
         int ids[4] = {9, 70000, 3, 129000};
         for (int i = 0; i < 4; i++) row[ids[i]] = (float)(-i * log(2.0));
-        p.top_p = 0.8f;              /* 0.5 + 0.25 + 0.125 (of ~0.9375) */
+        p.top_p = 0.8f; /* 0.5 + 0.25 + 0.125 (of ~0.9375) */
         for (int it = 0; it < 500; it++) {
             int32_t t = draw(s, row, V, &p, &rng, &o);
             CHECK(t == 9 || t == 70000 || t == 3);
@@ -151,7 +151,7 @@ int main(void)
     {
         struct eng_sampling p = defaults();
         p.top_p = 0.6f;
-        for (int i = 0; i < V; i++) {          /* a peaked row: a few hundred ids carry the mass */
+        for (int i = 0; i < V; i++) { /* a peaked row: a few hundred ids carry the mass */
             double u = samp_rng_uniform(&gen);
             row[i] = (float)(u < 0.003 ? 8.0 + 4.0 * samp_rng_uniform(&gen) : 6.0 * u - 3.0);
         }
@@ -161,7 +161,7 @@ int main(void)
         double z = 0;
         for (int i = 0; i < V; i++) z += exp((double)row[i] - m);
         memcpy(sorted, row, sizeof sorted);
-        qsort(sorted, (size_t)V, sizeof *sorted, cmp);     /* descending */
+        qsort(sorted, (size_t)V, sizeof *sorted, cmp); /* descending */
         double acc = 0;
         float cutoff = sorted[0];
         for (int i = 0; i < V && acc < 0.6 * z; i++) {
@@ -197,12 +197,12 @@ int main(void)
     {
         float small[2] = {1.0f, 0.0f};
         struct eng_sampling p = defaults();
-        p.temperature = 0.1f;        /* p(1) = 1/(1+e^10) ~ 4.5e-5 */
+        p.temperature = 0.1f; /* p(1) = 1/(1+e^10) ~ 4.5e-5 */
         samp_rng_seed(&rng, seed);
         int c1 = 0;
         for (int it = 0; it < 2000; it++) c1 += draw(s, small, 2, &p, &rng, &o) == 1;
         CHECK(c1 <= 3);
-        p.temperature = 1.0f;        /* p(1) = 0.269 */
+        p.temperature = 1.0f; /* p(1) = 0.269 */
         c1 = 0;
         for (int it = 0; it < 4000; it++) c1 += draw(s, small, 2, &p, &rng, &o) == 1;
         CHECK_NEAR((double)c1 / 4000, 1.0 / (1.0 + exp(1.0)), 0.03);
@@ -245,7 +245,8 @@ int main(void)
         p.frequency_penalty = 0.25f;
         float buf[4];
         memcpy(buf, small, sizeof buf);
-        struct samp_input in = {.p = &p, .prompt = prompt, .n_prompt = 2, .gen = gen_ids, .n_gen = 3};
+        struct samp_input in = {
+            .p = &p, .prompt = prompt, .n_prompt = 2, .gen = gen_ids, .n_gen = 3};
         samp_sample(s, buf, 4, &in, &rng, &o);
         /* 0: 2/2 = 1; 1: -1*2 = -2; 2: 1/2 - 0.5 - 0.5 = -0.5; 3: 0.5/2 - 0.5 - 0.25 = -0.5 */
         CHECK_NEAR(buf[0], 1.0, 1e-6);
@@ -267,7 +268,8 @@ int main(void)
         struct eng_sampling q = defaults();
         q.temperature = 0;
         memcpy(buf, small, sizeof buf);
-        struct samp_input in2 = {.p = &q, .prompt = prompt, .n_prompt = 2, .gen = gen_ids, .n_gen = 3};
+        struct samp_input in2 = {
+            .p = &q, .prompt = prompt, .n_prompt = 2, .gen = gen_ids, .n_gen = 3};
         samp_sample(s, buf, 4, &in2, &rng, &o);
         for (int i = 0; i < 4; i++) CHECK_NEAR(buf[i], small[i], 0);
     }
@@ -277,7 +279,7 @@ int main(void)
         struct eng_sampling p = defaults();
         fill_random(row, V, &gen, 1.0f);
         row[100] = 30.0f;
-        for (int i = V - 500; i < V; i++) row[i] = 60.0f;     /* padding rows, huge logits */
+        for (int i = V - 500; i < V; i++) row[i] = 60.0f; /* padding rows, huge logits */
         int32_t banned[1] = {100};
         samp_rng_seed(&rng, seed);
         for (int it = 0; it < 50; it++) {
@@ -310,7 +312,7 @@ int main(void)
             CHECK_NEAR(o.top_logprobs[i], ref[o.top_ids[i]] - lse, 1e-4);
             if (i) CHECK(o.top_logprobs[i] <= o.top_logprobs[i - 1]);
         }
-        int above = 0;            /* the top list holds exactly the largest values */
+        int above = 0; /* the top list holds exactly the largest values */
         for (int i = 0; i < V; i++) above += ref[i] > ref[o.top_ids[o.n_top - 1]];
         CHECK_EQ(above, o.n_top - 1);
     }

@@ -25,10 +25,10 @@ struct res {
     int n;
     int n_done;
     enum eng_finish fin;
-    int token_stop_flag;        /* a TOKEN event carried finish = STOP */
+    int token_stop_flag; /* a TOKEN event carried finish = STOP */
     int err;
     int n_cached, n_generated, n_prompt;
-    int start_order;            /* order of the first token among all requests */
+    int start_order; /* order of the first token among all requests */
     float logprob0;
     int n_top0;
 };
@@ -105,7 +105,7 @@ static void check_engine(struct engine *e)
 struct spec {
     int32_t prompt[600];
     int n_prompt;
-    struct eng_request req;     /* template: prompt/bias pointers unset */
+    struct eng_request req; /* template: prompt/bias pointers unset */
     int32_t bias_id;
     float bias_val;
     int has_bias;
@@ -203,7 +203,7 @@ static void check_against_ref(const struct spec *s, const struct res *r, int con
 
 /* Run all specs concurrently on an engine with the given shape; check each against its
  * reference; return the engine's stats. */
-static int token_delay_us;      /* fake cost per batch token in run_all */
+static int token_delay_us; /* fake cost per batch token in run_all */
 
 static struct eng_stats run_all(const struct spec *specs, int n, struct sched_params p)
 {
@@ -254,8 +254,8 @@ int main(void)
         run_all(specs, N, params(1, 64, 512, 16));
         struct eng_stats st = run_all(specs, N, params(8, 64, 512, 16));
         CHECK_EQ(st.preemptions_total, 0);
-        run_all(specs, N, params(16, 16, 512, 4));     /* tiny budget: lots of chunking */
-        run_all(specs, N, params(32, 2048, 1024, 1));  /* block = 1 token */
+        run_all(specs, N, params(16, 16, 512, 4));    /* tiny budget: lots of chunking */
+        run_all(specs, N, params(32, 2048, 1024, 1)); /* block = 1 token */
     }
 
     /* 1a. rows sampled on 3 extra threads: same outputs */
@@ -302,7 +302,7 @@ int main(void)
             CHECK_EQ(submit_spec(e, &ps[i], &r[i], err), 0);
             wait_done(&r[i], 1);
             check_against_ref(&ps[i], &r[i], p.context);
-            if (i > 0) CHECK(r[i].n_cached >= 192);    /* 12 full blocks of the prefix */
+            if (i > 0) CHECK(r[i].n_cached >= 192); /* 12 full blocks of the prefix */
             check_engine(e);
         }
         /* a multi-turn continuation: prompt + its own answer + more reuses beyond the prefix */
@@ -358,16 +358,16 @@ int main(void)
         }
         wait_tokens(&r[0], 3);
         wait_tokens(&r[1], 3);
-        eng_cancel(e, ids[0]);                      /* running */
-        eng_cancel(e, ids[4]);                      /* waiting */
-        eng_cancel(e, 99999);                       /* unknown: ignored */
+        eng_cancel(e, ids[0]); /* running */
+        eng_cancel(e, ids[4]); /* waiting */
+        eng_cancel(e, 99999);  /* unknown: ignored */
         wait_done(&r[0], 1);
         wait_done(&r[4], 1);
         CHECK_EQ(r[0].fin, ENG_FINISH_CANCELLED);
         CHECK_EQ(r[4].fin, ENG_FINISH_CANCELLED);
         CHECK_EQ(r[4].n, 0);
         check_engine(e);
-        eng_cancel(e, ids[0]);                      /* finished: ignored */
+        eng_cancel(e, ids[0]); /* finished: ignored */
         /* drain: no new requests, running ones continue */
         eng_drain(e);
         struct res rx;
@@ -411,12 +411,12 @@ int main(void)
                 ids[accepted++] = q.id;
             } else {
                 CHECK_EQ(rc, ERR_QUEUE_FULL);
-                CHECK(q.prompt != NULL);            /* still the caller's */
+                CHECK(q.prompt != NULL); /* still the caller's */
                 free(q.prompt);
                 full++;
             }
         }
-        CHECK_EQ(accepted, 5);                      /* 2 running slots + 3 queued */
+        CHECK_EQ(accepted, 5); /* 2 running slots + 3 queued */
         CHECK_EQ(full, 1);
         /* context: prompt + 1 > 300 */
         struct spec big;
@@ -474,7 +474,7 @@ int main(void)
             ls[i].req.n_stop_ids = 0;
             ls[i].req.priority = prio[i];
             CHECK_EQ(submit_spec(e, &ls[i], &r[i], err), 0);
-            if (i == 0) wait_tokens(&r[0], 1);     /* the first one is running */
+            if (i == 0) wait_tokens(&r[0], 1); /* the first one is running */
         }
         wait_done(r, 5);
         CHECK_EQ(r[0].start_order < r[4].start_order, 1);
@@ -502,7 +502,7 @@ int main(void)
             int rc = submit_spec(e, &ls[i], &r[n_ok], err);
             if (i == 0) CHECK_EQ(rc, 0);
             if (rc == 0) n_ok++;
-            else CHECK_EQ(rc, ERR_UNAVAILABLE);     /* the engine already failed */
+            else CHECK_EQ(rc, ERR_UNAVAILABLE); /* the engine already failed */
         }
         wait_done(r, n_ok);
         for (int i = 0; i < n_ok; i++) CHECK_EQ(r[i].fin, ENG_FINISH_ERROR);
@@ -525,7 +525,7 @@ int main(void)
         CHECK_EQ(eng_create_backend(&p, &be, &e, err), 0);
         struct eng_info info;
         eng_info(e, &info);
-        CHECK_EQ(info.context, 160);                /* capped by the KV cache */
+        CHECK_EQ(info.context, 160); /* capped by the KV cache */
         CHECK_EQ(info.vocab_size, FAKE_VOCAB);
         CHECK_EQ(info.eos_id, FAKE_EOS);
         CHECK_STR(info.model_name, "fake");

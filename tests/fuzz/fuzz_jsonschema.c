@@ -19,8 +19,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct jsonschema_grammar *g = NULL;
     char err[ERR_LEN] = "";
     const char *param = NULL;
-    int rc = (data[0] & 2) ? jsonschema_response_format(root, &g, &param, err)
-                           : jsonschema_compile(root, data[0] & 1 ? JSONSCHEMA_LENIENT : 0, &g, err);
+    int rc = (data[0] & 2)
+                 ? jsonschema_response_format(root, &g, &param, err)
+                 : jsonschema_compile(root, data[0] & 1 ? JSONSCHEMA_LENIENT : 0, &g, err);
     if (rc != 0 && (rc != ERR_INVAL || !err[0])) abort();
     if (rc == 0 && g && g->n_nodes > JSONSCHEMA_MAX_NODES) abort();
     jsonschema_unref(g);

@@ -2,9 +2,9 @@
  *
  * Follows the daemon's path for /v1/chat/completions and /v1/completions (server/gen_request.c):
  * UTF-8 check, json_loadb, api_params_parse, then for chat requests the template rendering of
- * the validated messages (as api_render_chat does) and tokenization, for completions the string prompt's
- * tokenization. Byte 0 of the input picks chat (bit 0) and the template family (bits 1-2); the
- * rest is the body. Properties checked besides "no crash/leak/UB": a rejected request names a
+ * the validated messages (as api_render_chat does) and tokenization, for completions the string
+ * prompt's tokenization. Byte 0 of the input picks chat (bit 0) and the template family (bits 1-2);
+ * the rest is the body. Properties checked besides "no crash/leak/UB": a rejected request names a
  * message; the JSON accepted for chat has a messages array.
  */
 #include "fuzz_common.h"
@@ -19,8 +19,7 @@ static struct tok *tk;
 
 /* What api_render_chat (server/gen_request.c) does with validated messages; repeated here so the
  * target needs only reqparse.c and engine/text, not the whole daemon. */
-static int render_chat(enum tmpl_kind kind, const json_t *messages, struct sbuf *out,
-                       char *err)
+static int render_chat(enum tmpl_kind kind, const json_t *messages, struct sbuf *out, char *err)
 {
     size_t n = json_array_size(messages);
     struct tmpl_msg *msgs = calloc(n ? n : 1, sizeof *msgs);

@@ -21,8 +21,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1) return 0;
     static const enum tmpl_kind kinds[4] = {TMPL_DEEPSEEK_V3, TMPL_DEEPSEEK_R1,
                                             TMPL_DEEPSEEK_R1_0528, TMPL_DEEPSEEK_V3};
-    static const char *roles[8] = {"system", "user", "assistant", "tool", "developer", "",
-                                   "assistant", "user"};
+    static const char *roles[8] = {"system",    "user", "assistant", "tool",
+                                   "developer", "",     "assistant", "user"};
     enum tmpl_kind kind = kinds[data[0] & 3];
     struct tmpl_opts o = {.add_generation_prompt = (data[0] >> 2) & 1,
                           .bos_token = (data[0] >> 3) & 1 ? "<｜begin▁of▁sentence｜>" : NULL};

@@ -79,10 +79,10 @@ static void fuzz_decode(const uint8_t *p, size_t n, unsigned flags)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1) return 0;
-    if (data[0] & 1)
-        fuzz_decode(data + 1, size - 1, (data[0] >> 1) & 1 ? TOK_DEC_SKIP_SPECIAL : 0);
+    if (data[0] & 1) fuzz_decode(data + 1, size - 1, (data[0] >> 1) & 1 ? TOK_DEC_SKIP_SPECIAL : 0);
     else
         fuzz_encode((const char *)data + 1, size - 1,
-                    ((data[0] >> 1) & 1 ? TOK_ENC_SPECIAL : 0) | ((data[0] >> 2) & 1 ? TOK_ENC_BOS : 0));
+                    ((data[0] >> 1) & 1 ? TOK_ENC_SPECIAL : 0) |
+                        ((data[0] >> 2) & 1 ? TOK_ENC_BOS : 0));
     return 0;
 }

@@ -25,32 +25,33 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     json_error_t je;
-    tools_root = json_loads(
-        "{\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}},"
-        "{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}", 0, &je);
+    tools_root =
+        json_loads("{\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}},"
+                   "{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}",
+                   0, &je);
     if (!tools_root) abort();
     return 0;
 }
 
 /* Accumulate a streamed delta array into content/reasoning strings and a calls array. */
-static void accumulate(json_t *deltas, struct sbuf *content, struct sbuf *reasoning,
-                       json_t *calls)
+static void accumulate(json_t *deltas, struct sbuf *content, struct sbuf *reasoning, json_t *calls)
 {
     size_t i;
     json_t *d;
-    json_array_foreach(deltas, i, d) {
+    json_array_foreach(deltas, i, d)
+    {
         json_t *c = json_object_get(d, "content"), *r = json_object_get(d, "reasoning_content");
         if (json_is_string(c)) sbuf_append(content, json_string_value(c), json_string_length(c));
-        if (json_is_string(r))
-            sbuf_append(reasoning, json_string_value(r), json_string_length(r));
+        if (json_is_string(r)) sbuf_append(reasoning, json_string_value(r), json_string_length(r));
         size_t k;
         json_t *tc;
-        json_array_foreach(json_object_get(d, "tool_calls"), k, tc) {
+        json_array_foreach(json_object_get(d, "tool_calls"), k, tc)
+        {
             json_int_t idx = json_integer_value(json_object_get(tc, "index"));
             if (idx < 0 || idx > 1000) abort();
             while (json_array_size(calls) <= (size_t)idx)
-                json_array_append_new(calls, json_pack("{s:s, s:s, s:s}", "id", "", "name", "",
-                                                       "arguments", ""));
+                json_array_append_new(
+                    calls, json_pack("{s:s, s:s, s:s}", "id", "", "name", "", "arguments", ""));
             json_t *acc = json_array_get(calls, (size_t)idx);
             json_t *fn = json_object_get(tc, "function");
             const char *id = json_string_value(json_object_get(tc, "id"));
@@ -94,15 +95,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else {
         req.choice = TOOLPARSE_CHOICE_NONE;
     }
-    static const char *marks[8] = {NULL, TOOLPARSE_CALLS_BEGIN, TOOLPARSE_CALL_BEGIN,
-                                   TOOLPARSE_SEP, TOOLPARSE_CALL_END, TOOLPARSE_CALLS_END,
-                                   "<think>", "</think>"};
+    static const char *marks[8] = {NULL,
+                                   TOOLPARSE_CALLS_BEGIN,
+                                   TOOLPARSE_CALL_BEGIN,
+                                   TOOLPARSE_SEP,
+                                   TOOLPARSE_CALL_END,
+                                   TOOLPARSE_CALLS_END,
+                                   "<think>",
+                                   "</think>"};
     struct sbuf text = {0};
     for (size_t i = 2; i < size; i++) {
         if (data[i] >= 1 && data[i] <= 7)
             sbuf_append(&text, marks[data[i]], strlen(marks[data[i]]));
-        else
-            sbuf_append(&text, (const char *)data + i, 1);
+        else sbuf_append(&text, (const char *)data + i, 1);
     }
     if (utf8_check(text.s, text.n, NULL) != 0) { /* the detokenizer only emits UTF-8 */
         sbuf_fini(&text);

@@ -2,7 +2,4 @@
  * `tandem bench gpu` calls the same bench_gpu_main. */
 #include "kernels/cuda/bench_gpu.h"
 
-int main(int argc, char **argv)
-{
-    return bench_gpu_main(argc, argv);
-}
+int main(int argc, char **argv) { return bench_gpu_main(argc, argv); }

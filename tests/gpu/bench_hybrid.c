@@ -6,13 +6,13 @@
  *                [--min-tokens N]
  *
  * Builds the model with the given placement (default hybrid), prefills B sequences of P random
- * tokens each (one forward per sequence, last-token logits: tokens/s), then runs S decode steps of B tokens (one per
- * sequence) and prints the step time and, per MoE layer and step, where the routed-expert layers'
- * time went (ops_cuda_stats: CPU experts, transfers, GPU work overlapped, GPU idle waiting for the
- * experts). The projection to DeepSeek-V3's 61 layers (3 dense + 58 MoE) scales the measured step:
- * t61 = t_step * 58 / n_moe (dense layers and lm_head counted as if MoE layers: an upper bound),
- * shown beside the bandwidth bound --dram-gbs / 11.5 GB per token (default 103 GB/s, the DRAM
- * read bandwidth measured on the GPU machine). scripts/gpu-run.sh engine instead
+ * tokens each (one forward per sequence, last-token logits: tokens/s), then runs S decode steps of
+ * B tokens (one per sequence) and prints the step time and, per MoE layer and step, where the
+ * routed-expert layers' time went (ops_cuda_stats: CPU experts, transfers, GPU work overlapped, GPU
+ * idle waiting for the experts). The projection to DeepSeek-V3's 61 layers (3 dense + 58 MoE)
+ * scales the measured step: t61 = t_step * 58 / n_moe (dense layers and lm_head counted as if MoE
+ * layers: an upper bound), shown beside the bandwidth bound --dram-gbs / 11.5 GB per token (default
+ * 103 GB/s, the DRAM read bandwidth measured on the GPU machine). scripts/gpu-run.sh engine instead
  * derives the per-MoE-layer cost from two slices with 1 and 3 MoE layers (the honest projection).
  * --profile 1 also prints the main stream's time per op kind and step (ops_cuda_profile: an event
  * before every op, so each op's GPU time plus the launch gap after it).
@@ -66,13 +66,16 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--min-tokens")) min_tokens = atoi(argv[i + 1]);
         else dir = NULL, i = argc;
     }
-    int smode = !strcmp(stream, "off") ? 0 : !strcmp(stream, "all") ? 1 : !strcmp(stream, "split")
-                ? 2 : !strcmp(stream, "auto") ? 3 : -1;
+    int smode = !strcmp(stream, "off")     ? 0
+                : !strcmp(stream, "all")   ? 1
+                : !strcmp(stream, "split") ? 2
+                : !strcmp(stream, "auto")  ? 3
+                                           : -1;
     if (!dir || B < 1 || B > 64 || S < 1 || P < 1 || P > 16384 || smode < 0) {
         fprintf(stderr, "usage: bench_hybrid --model DIR [--batch 1..64] [--steps S] "
-                "[--prompt 1..16384] [--placement hybrid|cpu] [--threads N] [--dram-gbs X] "
-                "[--stream off|all|split|auto] [--split-tokens N] [--buffer-mb N] "
-                "[--min-tokens N]\n");
+                        "[--prompt 1..16384] [--placement hybrid|cpu] [--threads N] [--dram-gbs X] "
+                        "[--stream off|all|split|auto] [--split-tokens N] [--buffer-mb N] "
+                        "[--min-tokens N]\n");
         return 2;
     }
     char err[ERR_LEN];
@@ -83,8 +86,8 @@ int main(int argc, char **argv)
     }
     struct ops *o = NULL;
     struct model *m = NULL;
-    struct ops_params op = {.max_tokens = P > B ? P : B, .n_threads = threads, .pin = 1,
-                            .spin_us = spin_us};
+    struct ops_params op = {
+        .max_tokens = P > B ? P : B, .n_threads = threads, .pin = 1, .spin_us = spin_us};
     if (smode) {
         op.gpu_prefill_experts = 1;
         op.gpu_prefill_min_tokens = min_tokens;
@@ -99,7 +102,7 @@ int main(int argc, char **argv)
     const struct wt_hparams *hp = model_hparams(m);
     int n_moe = 0;
     for (int l = 0; l < hp->n_layers; l++) n_moe += wt_layer_is_moe(hp, l);
-    if (smode == 2 && split_tokens < 0) {   /* split at the mean tokens per expert */
+    if (smode == 2 && split_tokens < 0) { /* split at the mean tokens per expert */
         op.gpu_prefill_split_tokens = P * hp->top_k / (hp->n_routed > 0 ? hp->n_routed : 1);
         if (op.gpu_prefill_split_tokens < 2) op.gpu_prefill_split_tokens = 2;
         tm_destroy(o, m);
@@ -130,8 +133,14 @@ int main(int argc, char **argv)
         if (!pp || !ps) return 1;
         for (int i = 0; i < P; i++) pp[i] = i;
         struct model_seq q = tkv_seq(&kv, s);
-        struct model_batch pb = {.n_tokens = P, .tokens = tok, .pos = pp, .seq = ps, .n_seqs = 1,
-                                 .seqs = &q, .n_logits = 1, .logits_idx = &last};
+        struct model_batch pb = {.n_tokens = P,
+                                 .tokens = tok,
+                                 .pos = pp,
+                                 .seq = ps,
+                                 .n_seqs = 1,
+                                 .seqs = &q,
+                                 .n_logits = 1,
+                                 .logits_idx = &last};
         double a = now();
         int rc = model_forward(m, &kv.kv, &pb, logits, err);
         free(pp);
@@ -144,7 +153,9 @@ int main(int argc, char **argv)
         tp += ta;
         tbest = ta < tbest ? ta : tbest;
     }
-    printf("prefill: %d x %d tokens, %.1f tokens/s (one forward per sequence, logits for the last token); best %.3f ms per forward (stream %s)\n", B, P, B * P / tp, tbest * 1e3, stream);
+    printf("prefill: %d x %d tokens, %.1f tokens/s (one forward per sequence, logits for the last "
+           "token); best %.3f ms per forward (stream %s)\n",
+           B, P, B * P / tp, tbest * 1e3, stream);
     ops_cuda_stats(o, &st, 1);
     if (smode && st.stream_layers > 0) {
         double k = 1.0 / (double)st.stream_layers;
@@ -152,11 +163,12 @@ int main(int argc, char **argv)
         printf("stream: %lld layer calls (split tokens %d); per layer call: GPU %.1f experts "
                "(%.0f pairs), CPU %.1f experts (%.0f pairs), %.1f MB copied; H2D %.2f GB/s "
                "measured; PCIe bound %.3f ms/layer; CPU experts %.3f ms/layer; rates now %.1f "
-               "GB/s, %.2f us per CPU pair\n", st.stream_layers, op.gpu_prefill_split_tokens,
-               st.stream_gpu_experts * k, st.stream_gpu_pairs * k, st.stream_cpu_experts * k,
-               st.stream_cpu_pairs * k, st.stream_bytes * k / 1e6, gbs,
-               gbs > 0 ? st.stream_bytes * k / (gbs * 1e9) * 1e3 : 0.0,
-               st.cpu_experts_s * k * 1e3, st.stream_gbs, st.stream_cpu_us_pair);
+               "GB/s, %.2f us per CPU pair\n",
+               st.stream_layers, op.gpu_prefill_split_tokens, st.stream_gpu_experts * k,
+               st.stream_gpu_pairs * k, st.stream_cpu_experts * k, st.stream_cpu_pairs * k,
+               st.stream_bytes * k / 1e6, gbs,
+               gbs > 0 ? st.stream_bytes * k / (gbs * 1e9) * 1e3 : 0.0, st.cpu_experts_s * k * 1e3,
+               st.stream_gbs, st.stream_cpu_us_pair);
     }
     if (profile) ops_cuda_profile(o, 1);
     ops_cuda_stats(o, &st, 1);
@@ -173,15 +185,21 @@ int main(int argc, char **argv)
             dt[s] = 2 + (step * 31 + s * 7) % (V - 2);
             pos[s] = P + step;
         }
-        struct model_batch b = {.n_tokens = B, .tokens = dt, .pos = pos, .seq = seq, .n_seqs = B,
-                                .seqs = sq, .n_logits = B, .logits_idx = li};
+        struct model_batch b = {.n_tokens = B,
+                                .tokens = dt,
+                                .pos = pos,
+                                .seq = seq,
+                                .n_seqs = B,
+                                .seqs = sq,
+                                .n_logits = B,
+                                .logits_idx = li};
         double a = now();
         if (model_forward(m, &kv.kv, &b, logits, err)) {
             fprintf(stderr, "bench_hybrid: decode: %s\n", err);
             return 1;
         }
         double t = now() - a;
-        if (step == 0) {            /* warm-up (first use of the decode shapes) */
+        if (step == 0) { /* warm-up (first use of the decode shapes) */
             ops_cuda_stats(o, &st, 1);
             continue;
         }
@@ -195,10 +213,10 @@ int main(int argc, char **argv)
     if (st.moe_calls > 0) {
         double k = 1e3 / (double)st.moe_calls;
         printf("per MoE layer and step (%lld expert calls): CPU experts %.3f ms, transfers %.3f "
-               "ms, GPU overlapped %.3f ms, GPU idle waiting %.3f ms\n", st.moe_calls,
-               st.cpu_experts_s * k, st.xfer_s * k, st.overlap_gpu_s * k, st.idle_s * k);
-        printf("step time / sum of CPU expert time: %.2f\n",
-               step / (st.cpu_experts_s / S));
+               "ms, GPU overlapped %.3f ms, GPU idle waiting %.3f ms\n",
+               st.moe_calls, st.cpu_experts_s * k, st.xfer_s * k, st.overlap_gpu_s * k,
+               st.idle_s * k);
+        printf("step time / sum of CPU expert time: %.2f\n", step / (st.cpu_experts_s / S));
     }
     if (profile) {
         printf("main stream per step, by op kind (ms; calls):");
@@ -211,8 +229,8 @@ int main(int argc, char **argv)
     if (n_moe > 0) {
         double t61 = step * 58.0 / n_moe;
         printf("projection to 61 layers: %.1f ms/step, %.2f tokens/s at batch %d; bandwidth "
-               "bound %.2f tokens/s (%.0f GB/s / 11.5 GB) at batch 1\n", t61 * 1e3, B / t61, B,
-               dram / 11.5, dram);
+               "bound %.2f tokens/s (%.0f GB/s / 11.5 GB) at batch 1\n",
+               t61 * 1e3, B / t61, B, dram / 11.5, dram);
     }
     free(logits);
     free(tok);

@@ -43,20 +43,33 @@ static void fill_blocks(int t, uint8_t *dst, int64_t rows, int64_t cols)
     const size_t rs = cuk_ggml_row_size(t, cols);
     uint64_t s = 0x243f6a8885a308d3ull ^ (uint64_t)t;
     for (size_t i = 0; i < rs * (size_t)rows; i += 8) {
-        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
         size_t n = rs * (size_t)rows - i < 8 ? rs * (size_t)rows - i : 8;
         memcpy(dst + i, &s, n);
     }
-    int offs[2] = { -1, -1 };
+    int offs[2] = {-1, -1};
     switch (t) {
-    case QTYPE_Q4_1: case QTYPE_Q5_1: case QTYPE_Q4_K: case QTYPE_Q5_K: offs[0] = 0; offs[1] = 2; break;
-    case QTYPE_Q2_K: offs[0] = 80; offs[1] = 82; break;
+    case QTYPE_Q4_1:
+    case QTYPE_Q5_1:
+    case QTYPE_Q4_K:
+    case QTYPE_Q5_K:
+        offs[0] = 0;
+        offs[1] = 2;
+        break;
+    case QTYPE_Q2_K:
+        offs[0] = 80;
+        offs[1] = 82;
+        break;
     case QTYPE_Q3_K: offs[0] = 108; break;
     case QTYPE_Q6_K: offs[0] = 208; break;
-    case QTYPE_F32: case QTYPE_F16: case QTYPE_BF16: offs[0] = -2; break;
+    case QTYPE_F32:
+    case QTYPE_F16:
+    case QTYPE_BF16: offs[0] = -2; break;
     default: offs[0] = 0; break;
     }
-    if (offs[0] == -2) {                                  /* plain: small finite values */
+    if (offs[0] == -2) { /* plain: small finite values */
         for (int64_t i = 0; i < rows * cols; i++) {
             float v = (float)((int)(i % 97) - 48) * 4e-4f;
             if (t == QTYPE_F32) memcpy(dst + 4 * i, &v, 4);
@@ -77,7 +90,7 @@ static void fill_blocks(int t, uint8_t *dst, int64_t rows, int64_t cols)
 
 static void pcie(double *gbs_1g, double *gbs_expert)
 {
-    const size_t big = (size_t)1 << 30, ex = 24772608;      /* 3 x 2048 x 7168 Q4_K */
+    const size_t big = (size_t)1 << 30, ex = 24772608; /* 3 x 2048 x 7168 Q4_K */
     void *h, *d;
     CUDA_CHECK(cudaHostAlloc(&h, big, cudaHostAllocDefault));
     CUDA_CHECK(cudaMalloc(&d, big));
@@ -87,7 +100,7 @@ static void pcie(double *gbs_1g, double *gbs_expert)
     CUDA_CHECK(cudaStreamCreate(&s));
     CUDA_CHECK(cudaEventCreate(&a));
     CUDA_CHECK(cudaEventCreate(&b));
-    CUDA_CHECK(cudaMemcpyAsync(d, h, big, cudaMemcpyHostToDevice, s));     /* warm-up */
+    CUDA_CHECK(cudaMemcpyAsync(d, h, big, cudaMemcpyHostToDevice, s)); /* warm-up */
     CUDA_CHECK(cudaEventRecord(a, s));
     for (int i = 0; i < 4; i++) CUDA_CHECK(cudaMemcpyAsync(d, h, big, cudaMemcpyHostToDevice, s));
     CUDA_CHECK(cudaEventRecord(b, s));
@@ -101,14 +114,17 @@ static void pcie(double *gbs_1g, double *gbs_expert)
     CUDA_CHECK(cudaEventRecord(b, s));
     CUDA_CHECK(cudaEventSynchronize(b));
     *gbs_expert = (double)n * ex / (now_ms(a, b) * 1e6);
-    cudaEventDestroy(a); cudaEventDestroy(b); cudaStreamDestroy(s);
-    cudaFreeHost(h); cudaFree(d);
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    cudaStreamDestroy(s);
+    cudaFreeHost(h);
+    cudaFree(d);
 }
 
 int main(int argc, char **argv)
 {
     int reps = 3, quick = 0, k_order = 0, chunk = 0;
-    int toks[8] = { 512, 2048, 8192 }, n_toks = 3;
+    int toks[8] = {512, 2048, 8192}, n_toks = 3;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) quick = 1;
         else if (!strcmp(argv[i], "--k-order")) k_order = 1;
@@ -116,9 +132,12 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--chunk") && i + 1 < argc) chunk = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) {
             n_toks = 0;
-            for (char *p = strtok(argv[++i], ","); p && n_toks < 8; p = strtok(NULL, ",")) toks[n_toks++] = atoi(p);
+            for (char *p = strtok(argv[++i], ","); p && n_toks < 8; p = strtok(NULL, ","))
+                toks[n_toks++] = atoi(p);
         } else {
-            fprintf(stderr, "usage: %s [--quick] [--reps N] [--tokens a,b,c] [--k-order] [--chunk N]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--quick] [--reps N] [--tokens a,b,c] [--k-order] [--chunk N]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -127,7 +146,10 @@ int main(int argc, char **argv)
     gt_state = 12345;
     int max_tok = 0;
     for (int i = 0; i < n_toks; i++) {
-        if (toks[i] < 1 || toks[i] > 65536) { fprintf(stderr, "bad token count %d\n", toks[i]); return 2; }
+        if (toks[i] < 1 || toks[i] > 65536) {
+            fprintf(stderr, "bad token count %d\n", toks[i]);
+            return 2;
+        }
         if (toks[i] > max_tok) max_tok = toks[i];
     }
     struct cudaDeviceProp prop;
@@ -136,12 +158,13 @@ int main(int argc, char **argv)
            prop.totalGlobalMem / 1073741824.0);
     double pc, pce;
     pcie(&pc, &pce);
-    printf("pinned H2D cudaMemcpyAsync: %.1f GB/s (1 GiB copies), %.1f GB/s (24.8 MB expert-sized copies)\n",
+    printf("pinned H2D cudaMemcpyAsync: %.1f GB/s (1 GiB copies), %.1f GB/s (24.8 MB expert-sized "
+           "copies)\n",
            pc, pce);
 
-    const int all[] = { QTYPE_Q4_K, QTYPE_Q5_K, QTYPE_Q6_K, QTYPE_Q8_0, QTYPE_IQ4_XS, QTYPE_Q2_K,
-                        QTYPE_Q3_K, QTYPE_Q4_0, QTYPE_Q4_1, QTYPE_Q5_0, QTYPE_Q5_1, QTYPE_IQ4_NL,
-                        QTYPE_BF16, QTYPE_F16 };
+    const int all[] = {QTYPE_Q4_K, QTYPE_Q5_K,   QTYPE_Q6_K, QTYPE_Q8_0, QTYPE_IQ4_XS,
+                       QTYPE_Q2_K, QTYPE_Q3_K,   QTYPE_Q4_0, QTYPE_Q4_1, QTYPE_Q5_0,
+                       QTYPE_Q5_1, QTYPE_IQ4_NL, QTYPE_BF16, QTYPE_F16};
     const int n_types = quick ? 5 : (int)(sizeof all / sizeof all[0]);
 
     /* inputs for the largest prompt */
@@ -163,8 +186,13 @@ int main(int argc, char **argv)
     float *dx = gt_up(hx, (size_t)max_tok * HID * 4), *dw = gt_up(hw, (size_t)max_tok * TOPK * 4);
     int32_t *dids = gt_up(hids, (size_t)max_tok * TOPK * 4);
     float *dout = gt_dev((size_t)max_tok * HID * 4);
-    struct cuk_moe_ggml_dims dims = { .hidden = HID, .inter = INTER, .n_experts = NEXP, .top_k = TOPK,
-                                      .max_tok = max_tok, .chunk_rows = chunk, .k_order = k_order };
+    struct cuk_moe_ggml_dims dims = {.hidden = HID,
+                                     .inter = INTER,
+                                     .n_experts = NEXP,
+                                     .top_k = TOPK,
+                                     .max_tok = max_tok,
+                                     .chunk_rows = chunk,
+                                     .k_order = k_order};
     const size_t wsb = cuk_moe_ggml_workspace(&dims);
     void *ws = gt_dev(wsb);
     printf("workspace: %.1f MiB (chunk_rows %d, %s order)\n", wsb / 1048576.0,
@@ -196,19 +224,19 @@ int main(int argc, char **argv)
         }
         struct cuk_ggml_mat g[NEXP], u[NEXP], d[NEXP];
         for (int e = 0; e < NEXP; e++) {
-            g[e] = (struct cuk_ggml_mat){ t, INTER, HID, dgm[e % NDIST], rg };
-            u[e] = (struct cuk_ggml_mat){ t, INTER, HID, dum[e % NDIST], rg };
-            d[e] = (struct cuk_ggml_mat){ t, HID, INTER, ddm[e % NDIST], rd };
+            g[e] = (struct cuk_ggml_mat){t, INTER, HID, dgm[e % NDIST], rg};
+            u[e] = (struct cuk_ggml_mat){t, INTER, HID, dum[e % NDIST], rg};
+            d[e] = (struct cuk_ggml_mat){t, HID, INTER, ddm[e % NDIST], rd};
         }
         /* dequantization alone: all 256 experts' three matrices */
-        void *scratch = (char *)ws + 0;                       /* any 88 MB of the workspace */
+        void *scratch = (char *)ws + 0; /* any 88 MB of the workspace */
         CHECK(wsb >= (size_t)3 * INTER * HID * 2);
         double dq_ms = 1e30;
         for (int r = 0; r < reps + 1; r++) {
             CUDA_CHECK(cudaEventRecord(ea, st));
             for (int e = 0; e < NEXP; e++) {
-                struct cuk_dequant_ggml_args da = { .src = g[e], .dst = scratch, .dst_type = CUK_BF16,
-                                                    .dst_ld = HID };
+                struct cuk_dequant_ggml_args da = {
+                    .src = g[e], .dst = scratch, .dst_type = CUK_BF16, .dst_ld = HID};
                 CHECK_EQ(cuk_dequant_ggml(&da, st), 0);
                 da.src = u[e];
                 da.dst = (char *)scratch + (size_t)INTER * HID * 2;
@@ -225,13 +253,24 @@ int main(int argc, char **argv)
         const double dq_gbs = (double)NEXP * per_exp / (dq_ms * 1e6);
         for (int ni = 0; ni < n_toks; ni++) {
             const int n = toks[ni];
-            int act[NEXP] = { 0 }, n_active = 0;
+            int act[NEXP] = {0}, n_active = 0;
             for (int i = 0; i < n * TOPK; i++) act[hids[i]] = 1;
             for (int e = 0; e < NEXP; e++) n_active += act[e];
-            struct cuk_moe_ggml_args a = { .dims = dims, .gate = g, .up = u, .down = d, .n_tok = n,
-                                           .x = dx, .x_ld = HID, .ids = dids, .ids_host = hids, .w = dw,
-                                           .out = dout, .out_ld = HID, .ws = ws, .ws_bytes = wsb };
-            int rc = cuk_moe_ggml(m, &a, st, err);                /* warm-up (cuBLAS heuristics) */
+            struct cuk_moe_ggml_args a = {.dims = dims,
+                                          .gate = g,
+                                          .up = u,
+                                          .down = d,
+                                          .n_tok = n,
+                                          .x = dx,
+                                          .x_ld = HID,
+                                          .ids = dids,
+                                          .ids_host = hids,
+                                          .w = dw,
+                                          .out = dout,
+                                          .out_ld = HID,
+                                          .ws = ws,
+                                          .ws_bytes = wsb};
+            int rc = cuk_moe_ggml(m, &a, st, err); /* warm-up (cuBLAS heuristics) */
             if (rc) {
                 printf("%-7s cuk_moe_ggml failed: %s\n", qtype_name(t), err);
                 break;
@@ -251,15 +290,31 @@ int main(int argc, char **argv)
                    n / (best * 1e-3), dq_gbs);
         }
         fflush(stdout);
-        for (int i = 0; i < NDIST; i++) { cudaFree(dgm[i]); cudaFree(dum[i]); cudaFree(ddm[i]); }
-        free(hg); free(hd);
+        for (int i = 0; i < NDIST; i++) {
+            cudaFree(dgm[i]);
+            cudaFree(dum[i]);
+            cudaFree(ddm[i]);
+        }
+        free(hg);
+        free(hd);
     }
-    printf("\n/PCIe: blocks consumed per second over the 1 GiB pinned copy rate (%.1f GB/s); > 1 means a\n"
+    printf("\n/PCIe: blocks consumed per second over the 1 GiB pinned copy rate (%.1f GB/s); > 1 "
+           "means a\n"
            "layer's experts are dequantized and multiplied faster than the link delivers them.\n"
-           "tok/s: prompt tokens per second through one MoE layer's routed experts on the GPU alone.\n", pc);
+           "tok/s: prompt tokens per second through one MoE layer's routed experts on the GPU "
+           "alone.\n",
+           pc);
     cuk_moe_ggml_destroy(m);
-    cudaEventDestroy(ea); cudaEventDestroy(eb); cudaStreamDestroy(st);
-    cudaFree(dx); cudaFree(dw); cudaFree(dids); cudaFree(dout); cudaFree(ws);
-    free(hx); free(hw); free(hids);
+    cudaEventDestroy(ea);
+    cudaEventDestroy(eb);
+    cudaStreamDestroy(st);
+    cudaFree(dx);
+    cudaFree(dw);
+    cudaFree(dids);
+    cudaFree(dout);
+    cudaFree(ws);
+    free(hx);
+    free(hw);
+    free(hids);
     return 0;
 }

@@ -14,8 +14,13 @@
 #include "kernels/cpu/fpconv.h"
 #include "tests/check.h"
 
-#define CUDA_CHECK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { \
-    fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); exit(1); } \
+#define CUDA_CHECK(x)                                                                              \
+    do {                                                                                           \
+        cudaError_t e_ = (x);                                                                      \
+        if (e_ != cudaSuccess) {                                                                   \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));    \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 
 static inline void gt_require_gpu(void)
@@ -34,7 +39,7 @@ static inline unsigned long long gt_u64(void)
     return z ^ (z >> 31);
 }
 
-static inline double gt_uniform(void) { return (gt_u64() >> 11) * 0x1.0p-53; }   /* [0, 1) */
+static inline double gt_uniform(void) { return (gt_u64() >> 11) * 0x1.0p-53; } /* [0, 1) */
 
 static inline double gt_normal(void)
 {
@@ -42,7 +47,10 @@ static inline double gt_normal(void)
     return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
 }
 
-static inline int gt_int(int lo, int hi) { return lo + (int)(gt_u64() % (unsigned long long)(hi - lo + 1)); }
+static inline int gt_int(int lo, int hi)
+{
+    return lo + (int)(gt_u64() % (unsigned long long)(hi - lo + 1));
+}
 
 /* random e4m3 byte from a gaussian of the given scale (never NaN) */
 static inline uint8_t gt_e4m3(double sigma) { return fp_f32_to_e4m3((float)(gt_normal() * sigma)); }
@@ -51,7 +59,7 @@ static inline void *gt_dev(size_t bytes)
 {
     void *p = NULL;
     CUDA_CHECK(cudaMalloc(&p, bytes ? bytes : 1));
-    CUDA_CHECK(cudaMemset(p, 0xff, bytes ? bytes : 1));   /* NaN for f32, bf16 and e4m3 */
+    CUDA_CHECK(cudaMemset(p, 0xff, bytes ? bytes : 1)); /* NaN for f32, bf16 and e4m3 */
     return p;
 }
 
@@ -73,7 +81,12 @@ static inline void gt_down(void *h, const void *d, size_t bytes)
 static inline double gt_bf16_tol(double v) { return fabs(v) * (0x1.0p-8 + 1e-5) + 1e-30; }
 
 /* worst |got - ref| / (atol + rtol*scale) over a test; > 1 fails */
-struct gt_err { double worst; long bad; long n; const char *what; };
+struct gt_err {
+    double worst;
+    long bad;
+    long n;
+    const char *what;
+};
 
 static inline void gt_check(struct gt_err *e, double got, double ref, double tol, long idx)
 {
@@ -82,14 +95,16 @@ static inline void gt_check(struct gt_err *e, double got, double ref, double tol
     if (r > e->worst) e->worst = r;
     if (!(r <= 1.0)) {
         if (e->bad < 5)
-            fprintf(stderr, "  %s[%ld]: got %.9g ref %.9g (tol %.3g)\n", e->what, idx, got, ref, tol);
+            fprintf(stderr, "  %s[%ld]: got %.9g ref %.9g (tol %.3g)\n", e->what, idx, got, ref,
+                    tol);
         e->bad++;
     }
 }
 
 static inline void gt_report(const struct gt_err *e)
 {
-    fprintf(stderr, "%-40s %8ld elements, worst err/tol %.3f, %ld bad\n", e->what, e->n, e->worst, e->bad);
+    fprintf(stderr, "%-40s %8ld elements, worst err/tol %.3f, %ld bad\n", e->what, e->n, e->worst,
+            e->bad);
     CHECK_EQ(e->bad, 0);
 }
 

@@ -47,7 +47,7 @@
 #define NRUN 20
 #define STEPS 64
 #define TOL 1e-2
-#define PMAX 40                 /* longest prompt */
+#define PMAX 40 /* longest prompt */
 
 static unsigned long long rng;
 
@@ -85,8 +85,8 @@ static void lin_hook(void *ud, int layer, int which, int n, int cols, const floa
     }
     int i = r->idx++;
     if (i >= MAX_LIN) return;
-    if (i >= r->count || !r->x[i] || r->layer[i] != layer || r->which[i] != which ||
-        r->n[i] != n || r->cols[i] != cols) {
+    if (i >= r->count || !r->x[i] || r->layer[i] != layer || r->which[i] != which || r->n[i] != n ||
+        r->cols[i] != cols) {
         r->med[i] = r->max[i] = 1e30;
         return;
     }
@@ -102,12 +102,12 @@ static void lin_hook(void *ud, int layer, int which, int n, int cols, const floa
 
 static const char *lin_name(int w)
 {
-    static const char *nm[] = {"q_a", "q_b", "q", "kv_a", "o", "gate", "up", "down", "router",
-                               "lm_head", "resid"};
+    static const char *nm[] = {"q_a", "q_b",  "q",      "kv_a",    "o",    "gate",
+                               "up",  "down", "router", "lm_head", "resid"};
     return w >= 0 && w < MODEL_LIN_COUNT ? nm[w] : "?";
 }
 
-struct side {                   /* one engine: backend + model + KV + its sequences' tokens */
+struct side { /* one engine: backend + model + KV + its sequences' tokens */
     struct ops *o;
     struct model *m;
     struct tkv kv;
@@ -142,8 +142,8 @@ static int fwd(struct side *s, const int *rs, int nr, const int *p0, const int *
 {
     int n = 0;
     for (int i = 0; i < nr; i++) n += len[i];
-    int32_t *tok = malloc((size_t)n * 4), *pos = malloc((size_t)n * 4), *seq = malloc((size_t)n * 4),
-            *li = malloc((size_t)n * 4);
+    int32_t *tok = malloc((size_t)n * 4), *pos = malloc((size_t)n * 4),
+            *seq = malloc((size_t)n * 4), *li = malloc((size_t)n * 4);
     struct model_seq sq[NRUN];
     int k = 0;
     for (int i = 0; i < nr; i++) {
@@ -155,8 +155,14 @@ static int fwd(struct side *s, const int *rs, int nr, const int *p0, const int *
             li[k] = k;
         }
     }
-    struct model_batch b = {.n_tokens = n, .tokens = tok, .pos = pos, .seq = seq, .n_seqs = nr,
-                            .seqs = sq, .n_logits = n, .logits_idx = li};
+    struct model_batch b = {.n_tokens = n,
+                            .tokens = tok,
+                            .pos = pos,
+                            .seq = seq,
+                            .n_seqs = nr,
+                            .seqs = sq,
+                            .n_logits = n,
+                            .logits_idx = li};
     char err[ERR_LEN];
     int rc = model_forward(s->m, &s->kv.kv, &b, logits, err);
     if (rc) fprintf(stderr, "model_forward(%s): %s\n", ops_name(s->o), err);
@@ -174,14 +180,14 @@ static int finite_rows(const float *l, size_t n)
     return 1;
 }
 
-static const char *placement = "hybrid";   /* TANDEM_TEST_PLACEMENT (cpu: check the test) */
+static const char *placement = "hybrid"; /* TANDEM_TEST_PLACEMENT (cpu: check the test) */
 
 /* Prompt r for the trained default model: a chat question of its training tasks (train/data.py)
  * with fresh numbers/words, rendered with the DeepSeek-V3 template. Returns its length, or 0
  * when the model has no tokenizer or the prompt would not fit (the caller uses random tokens). */
 static int chat_prompt(const struct tok *tk, int r, int32_t *out)
 {
-    static const char *words[] = {"stone", "river", "planet", "garden", "silver", "market",
+    static const char *words[] = {"stone",  "river",  "planet", "garden", "silver", "market",
                                   "window", "yellow", "candle", "forest", "bridge", "summer"};
     char q[160];
     int a = (int)(rnd() % 10000), b = (int)(rnd() % 10000);
@@ -220,7 +226,7 @@ static int run_model(const char *name, const char *dir, int chat, const char *gp
         wt_close(w);
         return 1;
     }
-    static struct side sd[3];   /* 0 = cpu (reference), 1 = gpu, 2 = cpu scalar (control) */
+    static struct side sd[3]; /* 0 = cpu (reference), 1 = gpu, 2 = cpu scalar (control) */
     memset(sd, 0, sizeof sd);
     static struct lin_rec rec;
     memset(&rec, 0, sizeof rec);
@@ -253,7 +259,7 @@ static int run_model(const char *name, const char *dir, int chat, const char *gp
             for (int k = 0; k < 3; k++) sd[k].toks[r][j] = t;
         }
     }
-    int eos = tk ? tok_eos(tk) : -1;   /* chat runs end at the CPU engine's EOS */
+    int eos = tk ? tok_eos(tk) : -1; /* chat runs end at the CPU engine's EOS */
     tok_destroy(tk);
     if (chat) printf("  %d of %d prompts are chat questions\n", chats, NRUN);
     float *lg[3];
@@ -285,7 +291,7 @@ static int run_model(const char *name, const char *dir, int chat, const char *gp
     for (int i = 0; i < rec.count && i < rec.idx; i++) {
         printf("    L%-2d %-7s %.2e / %.2e%s", rec.layer[i], lin_name(rec.which[i]), rec.med[i],
                rec.max[i], i % 3 == 2 || i + 1 == rec.count ? "\n" : "   ");
-        if (i <= 1 && rec.max[i] > 1e-5) {   /* the embedding (resid L0), the first linear */
+        if (i <= 1 && rec.max[i] > 1e-5) { /* the embedding (resid L0), the first linear */
             printf("\n  FAIL: L0 %s input differs by %.3g (> 1e-5)\n", lin_name(rec.which[i]),
                    rec.max[i]);
             fails++;
@@ -347,7 +353,7 @@ static int run_model(const char *name, const char *dir, int chat, const char *gp
                 fails++;
                 goto done;
             }
-        for (int r = 0; r < NRUN; r++)    /* the previous step's CPU token was EOS */
+        for (int r = 0; r < NRUN; r++) /* the previous step's CPU token was EOS */
             if (eos >= 0 && sd[0].toks[r][plen[r] + st - 1] == eos) ended[r] = 1;
         for (int r = 0; r < NRUN; r++) {
             const float *c = lg[0] + (size_t)r * V;
@@ -369,8 +375,8 @@ static int run_model(const char *name, const char *dir, int chat, const char *gp
                     hi = c[i] > hi ? c[i] : hi;
                 }
                 printf("  run %2d: gpu diverges at step %2d: cpu %d (%.4f) vs gpu %d (cpu %.4f): "
-                       "gap %.3g = %.3g of the logit range\n", r, st, a, c[a], b, c[b],
-                       c[a] - c[b], (c[a] - c[b]) / (hi - lo + 1e-30));
+                       "gap %.3g = %.3g of the logit range\n",
+                       r, st, a, c[a], b, c[b], c[a] - c[b], (c[a] - c[b]) / (hi - lo + 1e-30));
             }
         }
     }
@@ -378,8 +384,9 @@ static int run_model(const char *name, const char *dir, int chat, const char *gp
         int same = 0;
         for (int r = 0; r < NRUN; r++) same += div[k][r] < 0;
         printf("  greedy %-7s: %d/%d runs of %d tokens%s identical to the cpu; worst logits rel "
-               "err while identical %.3g\n", k == 1 ? "gpu" : "control", same, NRUN, STEPS,
-               eos >= 0 ? " (or up to the EOS)" : "", dworst[k]);
+               "err while identical %.3g\n",
+               k == 1 ? "gpu" : "control", same, NRUN, STEPS, eos >= 0 ? " (or up to the EOS)" : "",
+               dworst[k]);
         if (k == 1)
             printf("  issue targets (rel err <= %g everywhere, >= 95%% identical runs): %s\n", TOL,
                    same * 100 >= 95 * NRUN && dworst[1] <= TOL ? "met" : "NOT met");
@@ -433,21 +440,24 @@ int main(void)
         snprintf(cfg, sizeof cfg, "%s/tiny16.json", base);
         FILE *f = fopen(cfg, "w");
         CHECK(f);
-        fprintf(f, "{\"architectures\": [\"DeepseekV3ForCausalLM\"], \"model_type\": \"deepseek_v3\", \"vocab_size\": 768,"
-                " \"hidden_size\": 512, \"intermediate_size\": 1024, \"moe_intermediate_size\": 256,"
-                " \"num_hidden_layers\": 3, \"num_attention_heads\": 16, \"num_key_value_heads\": 16,"
-                " \"kv_lora_rank\": 512, \"qk_nope_head_dim\": 128, \"qk_rope_head_dim\": 64,"
-                " \"v_head_dim\": 128, \"q_lora_rank\": 256, \"n_routed_experts\": 16,"
-                " \"n_shared_experts\": 1, \"num_experts_per_tok\": 4, \"n_group\": 4,"
-                " \"topk_group\": 2, \"first_k_dense_replace\": 1, \"moe_layer_freq\": 1,"
-                " \"routed_scaling_factor\": 2.5, \"norm_topk_prob\": true,"
-                " \"scoring_func\": \"sigmoid\", \"topk_method\": \"noaux_tc\","
-                " \"rms_norm_eps\": 1e-6, \"rope_theta\": 10000.0,"
-                " \"max_position_embeddings\": 4096, \"bos_token_id\": 0, \"eos_token_id\": 1,"
-                " \"hidden_act\": \"silu\", \"tie_word_embeddings\": false,"
-                " \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4.0,"
-                " \"original_max_position_embeddings\": 1024, \"beta_fast\": 32.0,"
-                " \"beta_slow\": 1.0, \"mscale\": 1.0, \"mscale_all_dim\": 1.0}}\n");
+        fprintf(
+            f,
+            "{\"architectures\": [\"DeepseekV3ForCausalLM\"], \"model_type\": \"deepseek_v3\", "
+            "\"vocab_size\": 768,"
+            " \"hidden_size\": 512, \"intermediate_size\": 1024, \"moe_intermediate_size\": 256,"
+            " \"num_hidden_layers\": 3, \"num_attention_heads\": 16, \"num_key_value_heads\": 16,"
+            " \"kv_lora_rank\": 512, \"qk_nope_head_dim\": 128, \"qk_rope_head_dim\": 64,"
+            " \"v_head_dim\": 128, \"q_lora_rank\": 256, \"n_routed_experts\": 16,"
+            " \"n_shared_experts\": 1, \"num_experts_per_tok\": 4, \"n_group\": 4,"
+            " \"topk_group\": 2, \"first_k_dense_replace\": 1, \"moe_layer_freq\": 1,"
+            " \"routed_scaling_factor\": 2.5, \"norm_topk_prob\": true,"
+            " \"scoring_func\": \"sigmoid\", \"topk_method\": \"noaux_tc\","
+            " \"rms_norm_eps\": 1e-6, \"rope_theta\": 10000.0,"
+            " \"max_position_embeddings\": 4096, \"bos_token_id\": 0, \"eos_token_id\": 1,"
+            " \"hidden_act\": \"silu\", \"tie_word_embeddings\": false,"
+            " \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4.0,"
+            " \"original_max_position_embeddings\": 1024, \"beta_fast\": 32.0,"
+            " \"beta_slow\": 1.0, \"mscale\": 1.0, \"mscale_all_dim\": 1.0}}\n");
         fclose(f);
         if (synth("tiny", "tiny", base, dir) == 0) fails += run_model("tiny", dir, 0, placement);
         else fails++;

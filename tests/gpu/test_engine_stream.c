@@ -43,8 +43,8 @@
 
 #define P1 256
 #define P2 96
-#define ND 4                    /* decode-size forwards */
-#define NDT 4                   /* their tokens */
+#define ND 4  /* decode-size forwards */
+#define NDT 4 /* their tokens */
 #define TOL_MED 0.1
 
 static int cmp_d(const void *a, const void *b)
@@ -54,7 +54,7 @@ static int cmp_d(const void *a, const void *b)
 }
 
 struct run {
-    float *lg;                  /* (P1 + P2 + ND * NDT) x V logits */
+    float *lg; /* (P1 + P2 + ND * NDT) x V logits */
     struct ops_cuda_stats st;
 };
 
@@ -98,8 +98,8 @@ static int compare(const char *tag, const float *a, const float *c, int V, int n
     qsort(e, (size_t)n, sizeof *e, cmp_d);
     double med = e[n / 2], mx = e[n - 1];
     printf("%-6s logits vs CPU over %d positions: rel L2 median %.2e, max %.2e; top-1 agreement "
-           "%d/%d (%.1f%%)%s\n", tag, n, med, mx, agree, n, 100.0 * agree / n,
-           finite ? "" : "; NON-FINITE logits");
+           "%d/%d (%.1f%%)%s\n",
+           tag, n, med, mx, agree, n, 100.0 * agree / n, finite ? "" : "; NON-FINITE logits");
     free(e);
     int fails = 0;
     if (!finite) fails++;
@@ -122,7 +122,9 @@ int main(void)
     snprintf(dir, sizeof dir, "%s/model", base);
     FILE *f = fopen(cfg, "w");
     CHECK(f);
-    fprintf(f, "{\"architectures\": [\"DeepseekV3ForCausalLM\"], \"model_type\": \"deepseek_v3\", \"vocab_size\": 768,"
+    fprintf(f,
+            "{\"architectures\": [\"DeepseekV3ForCausalLM\"], \"model_type\": \"deepseek_v3\", "
+            "\"vocab_size\": 768,"
             " \"hidden_size\": 512, \"intermediate_size\": 1024, \"moe_intermediate_size\": 256,"
             " \"num_hidden_layers\": 3, \"num_attention_heads\": 16, \"num_key_value_heads\": 16,"
             " \"kv_lora_rank\": 512, \"qk_nope_head_dim\": 128, \"qk_rope_head_dim\": 64,"
@@ -172,7 +174,9 @@ int main(void)
     int fails = 0;
     for (int i = 0; i < NC; i++) {
         struct run g = {.lg = malloc((size_t)n * V * sizeof(float))};
-        struct ops_params q = {.max_tokens = P1, .n_threads = 0, .pin = 0,
+        struct ops_params q = {.max_tokens = P1,
+                               .n_threads = 0,
+                               .pin = 0,
                                .gpu_prefill_experts = cs[i].mode,
                                .gpu_prefill_min_tokens = cs[i].min_tokens,
                                .gpu_stream_buffer_mb = cs[i].buffer_mb,
@@ -188,18 +192,19 @@ int main(void)
         const struct ops_cuda_stats *s = &g.st;
         printf("%-6s streamed %lld layer calls: GPU %lld experts / %lld pairs, CPU %lld experts / "
                "%lld pairs; %.1f MB copied in %.3f ms (%.1f GB/s); rates now %.1f GB/s, %.2f us "
-               "per CPU pair\n", cs[i].tag, s->stream_layers, s->stream_gpu_experts,
-               s->stream_gpu_pairs, s->stream_cpu_experts, s->stream_cpu_pairs,
-               s->stream_bytes / 1e6, s->stream_copy_s * 1e3,
-               s->stream_copy_s > 0 ? s->stream_bytes / s->stream_copy_s / 1e9 : 0.0,
-               s->stream_gbs, s->stream_cpu_us_pair);
+               "per CPU pair\n",
+               cs[i].tag, s->stream_layers, s->stream_gpu_experts, s->stream_gpu_pairs,
+               s->stream_cpu_experts, s->stream_cpu_pairs, s->stream_bytes / 1e6,
+               s->stream_copy_s * 1e3,
+               s->stream_copy_s > 0 ? s->stream_bytes / s->stream_copy_s / 1e9 : 0.0, s->stream_gbs,
+               s->stream_cpu_us_pair);
         fails += compare(cs[i].tag, g.lg, cpu.lg, V, n);
         if (cs[i].mode == 0 && s->stream_layers) {
             printf("FAIL off: streamed\n");
             fails++;
         }
-        if (cs[i].mode && (s->stream_layers < 2 * (hp->n_layers - 1) ||
-                           s->stream_gpu_experts < 1 || s->stream_bytes <= 0)) {
+        if (cs[i].mode && (s->stream_layers < 2 * (hp->n_layers - 1) || s->stream_gpu_experts < 1 ||
+                           s->stream_bytes <= 0)) {
             printf("FAIL %s: did not stream every MoE layer of the two prefill chunks\n",
                    cs[i].tag);
             fails++;

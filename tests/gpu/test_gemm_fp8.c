@@ -39,9 +39,11 @@ static void lin_make(struct lin *L, int m, int n, int k)
     for (size_t i = 0; i < (size_t)n * k; i++) L->hw[i] = gt_e4m3(60.0);
     for (size_t i = 0; i < (size_t)L->mp * k; i++) L->hx[i] = gt_e4m3(60.0);
     for (int i = 0; i < L->nb; i++)
-        for (int j = 0; j < L->kb; j++) L->hws[i * L->wsld + j] = (float)(1e-3 * (0.5 + 1.5 * gt_uniform()));
+        for (int j = 0; j < L->kb; j++)
+            L->hws[i * L->wsld + j] = (float)(1e-3 * (0.5 + 1.5 * gt_uniform()));
     for (int j = 0; j < L->kb; j++)
-        for (int t = 0; t < L->mp; t++) L->hxs[j * L->mp + t] = (float)(1e-2 * (0.5 + 1.5 * gt_uniform()));
+        for (int t = 0; t < L->mp; t++)
+            L->hxs[j * L->mp + t] = (float)(1e-2 * (0.5 + 1.5 * gt_uniform()));
     float wtab[256];
     for (int v = 0; v < 256; v++) wtab[v] = fp_e4m3_to_f32((uint8_t)v);
     for (int t = 0; t < m; t++)
@@ -49,7 +51,8 @@ static void lin_make(struct lin *L, int m, int n, int k)
             double acc = 0.0, S = 0.0;
             for (int j = 0; j < L->kb; j++) {
                 double d = 0.0, da = 0.0;
-                const uint8_t *wr = L->hw + (size_t)r * k + j * 128, *xr = L->hx + (size_t)t * k + j * 128;
+                const uint8_t *wr = L->hw + (size_t)r * k + j * 128,
+                              *xr = L->hx + (size_t)t * k + j * 128;
                 for (int i = 0; i < 128; i++) {
                     double p = (double)wtab[wr[i]] * wtab[xr[i]];
                     d += p;
@@ -66,18 +69,25 @@ static void lin_make(struct lin *L, int m, int n, int k)
 
 static void lin_free(struct lin *L)
 {
-    free(L->hw); free(L->hx); free(L->hws); free(L->hxs); free(L->ref); free(L->S);
+    free(L->hw);
+    free(L->hx);
+    free(L->hws);
+    free(L->hxs);
+    free(L->ref);
+    free(L->S);
 }
 
 /* compare y (host copy, [rows][n] of type) against the reference (+ base when accumulating) */
-static double lin_check(const struct lin *L, const void *y, int type, const float *base, const char *what)
+static double lin_check(const struct lin *L, const void *y, int type, const float *base,
+                        const char *what)
 {
-    struct gt_err e = { 0, 0, 0, what };
+    struct gt_err e = {0, 0, 0, what};
     double num = 0.0, den = 0.0;
     for (int t = 0; t < L->m; t++)
         for (int r = 0; r < L->n; r++) {
             size_t i = (size_t)t * L->n + r;
-            double got = type == CUK_BF16 ? fp_bf16_to_f32(((const uint16_t *)y)[i]) : ((const float *)y)[i];
+            double got =
+                type == CUK_BF16 ? fp_bf16_to_f32(((const uint16_t *)y)[i]) : ((const float *)y)[i];
             double ref = L->ref[i] + (base ? base[i] : 0.0);
             double tol = 2e-3 * L->S[i] + (type == CUK_BF16 ? gt_bf16_tol(ref) : 0.0) + 1e-30;
             gt_check(&e, got, ref, tol, (long)i);
@@ -98,8 +108,9 @@ static void test_gemv_tuned(int m, int n, int k, int type, const struct cuk_gemv
     lin_make(&L, m, n, k);
     size_t es = type == CUK_BF16 ? 2 : 4;
     uint8_t *w = gt_up(L.hw, (size_t)n * k), *x = gt_up(L.hx, (size_t)L.mp * k);
-    float *ws = gt_up(L.hws, (size_t)L.nb * L.wsld * 4), *xs = gt_up(L.hxs, (size_t)L.kb * L.mp * 4);
-    int yld = n + 8;                                   /* a padded stride: columns n..n+7 untouched */
+    float *ws = gt_up(L.hws, (size_t)L.nb * L.wsld * 4),
+          *xs = gt_up(L.hxs, (size_t)L.kb * L.mp * 4);
+    int yld = n + 8; /* a padded stride: columns n..n+7 untouched */
     void *y = gt_dev((size_t)m * yld * es);
     size_t wsz = cuk_gemv_fp8_workspace_size_tuned(m, n, k, tune);
     void *wsp = NULL;
@@ -107,16 +118,28 @@ static void test_gemv_tuned(int m, int n, int k, int type, const struct cuk_gemv
         CUDA_CHECK(cudaMalloc(&wsp, wsz));
         CUDA_CHECK(cudaMemset(wsp, 0, wsz));
     }
-    struct cuk_gemv_fp8_args a = { .m = m, .n = n, .k = k, .w = w, .w_scale = ws, .w_scale_ld = L.wsld,
-                                   .x = x, .x_ld = k, .x_scale = xs, .x_scale_ld = L.mp, .y = y,
-                                   .y_ld = yld, .y_type = type, .workspace = wsp, .workspace_size = wsz };
+    struct cuk_gemv_fp8_args a = {.m = m,
+                                  .n = n,
+                                  .k = k,
+                                  .w = w,
+                                  .w_scale = ws,
+                                  .w_scale_ld = L.wsld,
+                                  .x = x,
+                                  .x_ld = k,
+                                  .x_scale = xs,
+                                  .x_scale_ld = L.mp,
+                                  .y = y,
+                                  .y_ld = yld,
+                                  .y_type = type,
+                                  .workspace = wsp,
+                                  .workspace_size = wsz};
     char *hy = malloc((size_t)m * yld * es), *packed = malloc((size_t)m * n * es);
     float *base = malloc((size_t)m * n * 4);
     CHECK(hy && packed && base);
     char what[96];
     for (int rep = 0; rep < 3; rep++) {
         int acc = rep == 2;
-        if (acc) {                                      /* accumulate onto random fp32/bf16 values */
+        if (acc) { /* accumulate onto random fp32/bf16 values */
             for (int t = 0; t < m; t++)
                 for (int r = 0; r < yld; r++) {
                     float v = (float)gt_normal();
@@ -137,25 +160,32 @@ static void test_gemv_tuned(int m, int n, int k, int type, const struct cuk_gemv
         gt_down(hy, y, (size_t)m * yld * es);
         for (int t = 0; t < m; t++) {
             memcpy(packed + (size_t)t * n * es, hy + (size_t)t * yld * es, (size_t)n * es);
-            for (int r = n; r < yld && !acc; r++) {          /* padding columns stay poisoned */
+            for (int r = n; r < yld && !acc; r++) { /* padding columns stay poisoned */
                 double v = type == CUK_BF16 ? fp_bf16_to_f32(((uint16_t *)hy)[(size_t)t * yld + r])
                                             : ((float *)hy)[(size_t)t * yld + r];
                 CHECK(isnan(v));
             }
         }
         snprintf(what, sizeof what, "gemv%s m=%d n=%d k=%d %s%s", tune ? " (variant)" : "", m, n, k,
-                 type == CUK_BF16 ? "bf16" : "f32", acc ? " acc" : rep ? " again" : "");
+                 type == CUK_BF16 ? "bf16" : "f32",
+                 acc   ? " acc"
+                 : rep ? " again"
+                       : "");
         lin_check(&L, packed, type, acc ? base : NULL, what);
     }
-    free(hy); free(packed); free(base);
-    cudaFree(w); cudaFree(x); cudaFree(ws); cudaFree(xs); cudaFree(y); cudaFree(wsp);
+    free(hy);
+    free(packed);
+    free(base);
+    cudaFree(w);
+    cudaFree(x);
+    cudaFree(ws);
+    cudaFree(xs);
+    cudaFree(y);
+    cudaFree(wsp);
     lin_free(&L);
 }
 
-static void test_gemv(int m, int n, int k, int type)
-{
-    test_gemv_tuned(m, n, k, type, NULL);
-}
+static void test_gemv(int m, int n, int k, int type) { test_gemv_tuned(m, n, k, type, NULL); }
 
 /* through gemm_fp8: cuBLASLt (use_cublas) or the dispatch (gemm_fp8_linear); returns the
  * relative Frobenius error (0 when cuBLASLt has no algorithm for fp32 output) */
@@ -166,20 +196,32 @@ static double test_gemm(struct gemm_fp8 *g, int m, int n, int k, int type, int c
     lin_make(&L, m, n, k);
     size_t es = type == CUK_BF16 ? 2 : 4;
     uint8_t *w = gt_up(L.hw, (size_t)n * k), *x = gt_up(L.hx, (size_t)L.mp * k);
-    float *ws = gt_up(L.hws, (size_t)L.nb * L.wsld * 4), *xs = gt_up(L.hxs, (size_t)L.kb * L.mp * 4);
+    float *ws = gt_up(L.hws, (size_t)L.nb * L.wsld * 4),
+          *xs = gt_up(L.hxs, (size_t)L.kb * L.mp * 4);
     void *y = gt_dev((size_t)L.mp * n * es);
     char err[ERR_LEN] = "";
-    struct gemm_fp8_shape s = { m, n, k, type, 0, 0, 0 };
+    struct gemm_fp8_shape s = {m, n, k, type, 0, 0, 0};
     int rc = gemm_fp8_plan(g, &s, cublas, err);
     if (rc == ERR_UNSUPPORTED && type == CUK_F32) {
-        fprintf(stderr, "NOTE: cuBLASLt m=%d n=%d k=%d fp32 output: %s (not used by tandem)\n", m, n, k, err);
+        fprintf(stderr, "NOTE: cuBLASLt m=%d n=%d k=%d fp32 output: %s (not used by tandem)\n", m,
+                n, k, err);
         goto out;
     }
     if (rc) fprintf(stderr, "plan: %s\n", err);
     CHECK_EQ(rc, 0);
-    struct cuk_gemv_fp8_args a = { .m = m, .n = n, .k = k, .w = w, .w_scale = ws, .w_scale_ld = L.wsld,
-                                   .x = x, .x_ld = k, .x_scale = xs, .x_scale_ld = L.mp, .y = y,
-                                   .y_ld = n, .y_type = type };
+    struct cuk_gemv_fp8_args a = {.m = m,
+                                  .n = n,
+                                  .k = k,
+                                  .w = w,
+                                  .w_scale = ws,
+                                  .w_scale_ld = L.wsld,
+                                  .x = x,
+                                  .x_ld = k,
+                                  .x_scale = xs,
+                                  .x_scale_ld = L.mp,
+                                  .y = y,
+                                  .y_ld = n,
+                                  .y_type = type};
     rc = cublas ? gemm_fp8_run_cublas(g, &a, 0, err) : gemm_fp8_linear(g, &a, 0, err);
     if (rc) fprintf(stderr, "run: %s\n", err);
     CHECK_EQ(rc, 0);
@@ -192,7 +234,11 @@ static double test_gemm(struct gemm_fp8 *g, int m, int n, int k, int type, int c
     rel = lin_check(&L, hy, type, NULL, what);
     free(hy);
 out:
-    cudaFree(w); cudaFree(x); cudaFree(ws); cudaFree(xs); cudaFree(y);
+    cudaFree(w);
+    cudaFree(x);
+    cudaFree(ws);
+    cudaFree(xs);
+    cudaFree(y);
     lin_free(&L);
     return rel;
 }
@@ -210,8 +256,8 @@ int main(void)
     test_gemv(gt_int(1, 16), gt_int(1, 40) * 8 + gt_int(0, 7), 128 * gt_int(1, 20), CUK_F32);
     test_gemv(8, 2048, 2048, CUK_BF16);
     /* every compiled variant of the kernel (bench_gpu compares their speed) */
-    static const struct cuk_gemv_fp8_tune tunes[] = { { 4, 0, 2, 0 }, { 2, 1, 2, 0 }, { 2, 0, 4, 1 },
-                                                      { 4, 1, 4, 1 }, { 4, 0, 2, 1 } };
+    static const struct cuk_gemv_fp8_tune tunes[] = {
+        {4, 0, 2, 0}, {2, 1, 2, 0}, {2, 0, 4, 1}, {4, 1, 4, 1}, {4, 0, 2, 1}};
     for (int i = 0; i < 5; i++) {
         test_gemv_tuned(gt_int(1, 8), 576, 7168, CUK_F32, &tunes[i]);
         test_gemv_tuned(gt_int(9, 16), 1536, 128 * gt_int(9, 40), CUK_BF16, &tunes[i]);
@@ -223,11 +269,11 @@ int main(void)
         fprintf(stderr, "%s\n", err);
         return 1;
     }
-    test_gemm(g, 3, 576, 7168, CUK_BF16, 0);           /* dispatch -> own kernel */
-    test_gemm(g, 64, 576, 7168, CUK_BF16, 0);          /* dispatch -> cuBLASLt */
-    test_gemm(g, 16, 7168, 2048, CUK_BF16, 0);         /* m 9..16 with a 1..1.5-wave grid -> cuBLASLt */
-    test_gemm(g, 12, 4096, 7168, CUK_F32, 0);          /* m 9..16 -> own kernel */
-    test_gemm(g, 1, 576, 7168, CUK_BF16, 1);           /* M=1 padded to 4 */
+    test_gemm(g, 3, 576, 7168, CUK_BF16, 0);   /* dispatch -> own kernel */
+    test_gemm(g, 64, 576, 7168, CUK_BF16, 0);  /* dispatch -> cuBLASLt */
+    test_gemm(g, 16, 7168, 2048, CUK_BF16, 0); /* m 9..16 with a 1..1.5-wave grid -> cuBLASLt */
+    test_gemm(g, 12, 4096, 7168, CUK_F32, 0);  /* m 9..16 -> own kernel */
+    test_gemm(g, 1, 576, 7168, CUK_BF16, 1);   /* M=1 padded to 4 */
     test_gemm(g, 16, 1536, 7168, CUK_BF16, 1);
     test_gemm(g, gt_int(17, 300), 1024, 512, CUK_BF16, 1);
     test_gemm(g, 128, 2048, 1536, CUK_F32, 1);

@@ -31,9 +31,9 @@
 static const struct cpuq_ops *o_ref, *o_fast;
 static struct cuk_moe_ggml *g_moe;
 
-static const int all_types[] = { QTYPE_Q4_0, QTYPE_Q4_1, QTYPE_Q5_0, QTYPE_Q5_1, QTYPE_Q8_0,
-                                 QTYPE_Q2_K, QTYPE_Q3_K, QTYPE_Q4_K, QTYPE_Q5_K, QTYPE_Q6_K,
-                                 QTYPE_IQ4_NL, QTYPE_IQ4_XS, QTYPE_F32, QTYPE_F16, QTYPE_BF16 };
+static const int all_types[] = {QTYPE_Q4_0,   QTYPE_Q4_1,   QTYPE_Q5_0, QTYPE_Q5_1, QTYPE_Q8_0,
+                                QTYPE_Q2_K,   QTYPE_Q3_K,   QTYPE_Q4_K, QTYPE_Q5_K, QTYPE_Q6_K,
+                                QTYPE_IQ4_NL, QTYPE_IQ4_XS, QTYPE_F32,  QTYPE_F16,  QTYPE_BF16};
 #define N_TYPES ((int)(sizeof all_types / sizeof all_types[0]))
 /* the statistical tolerance: STAT_Z standard deviations of cpu - gpu (docs/numerics.md) */
 #define STAT_Z 8.0
@@ -42,17 +42,24 @@ static int blck(int t) { return qtype_traits(t)->blck; }
 
 /* ---- random blocks: random bytes, then every f16 scale field set to a sane random value
  * (magnitudes that give weights of ~0.01-0.05, random signs, some f16 subnormals) */
-struct scale_field { int type, off[2]; double mag[2]; };
+struct scale_field {
+    int type, off[2];
+    double mag[2];
+};
 static const struct scale_field scale_fields[] = {
-    { QTYPE_Q4_0, { 0, -1 }, { 4e-3, 0 } },        { QTYPE_Q4_1, { 0, 2 }, { 3e-3, 3e-2 } },
-    { QTYPE_Q5_0, { 0, -1 }, { 2e-3, 0 } },        { QTYPE_Q5_1, { 0, 2 }, { 1.5e-3, 3e-2 } },
-    { QTYPE_Q8_0, { 0, -1 }, { 2.5e-4, 0 } },      { QTYPE_Q2_K, { 80, 82 }, { 1e-3, 1e-3 } },
-    { QTYPE_Q3_K, { 108, -1 }, { 3e-4, 0 } },      { QTYPE_Q4_K, { 0, 2 }, { 4e-5, 4e-5 } },
-    { QTYPE_Q5_K, { 0, 2 }, { 2e-5, 2e-5 } },      { QTYPE_Q6_K, { 208, -1 }, { 8e-6, 0 } },
-    { QTYPE_IQ4_NL, { 0, -1 }, { 2e-4, 0 } },      { QTYPE_IQ4_XS, { 0, -1 }, { 1e-5, 0 } },
+    {QTYPE_Q4_0, {0, -1}, {4e-3, 0}},   {QTYPE_Q4_1, {0, 2}, {3e-3, 3e-2}},
+    {QTYPE_Q5_0, {0, -1}, {2e-3, 0}},   {QTYPE_Q5_1, {0, 2}, {1.5e-3, 3e-2}},
+    {QTYPE_Q8_0, {0, -1}, {2.5e-4, 0}}, {QTYPE_Q2_K, {80, 82}, {1e-3, 1e-3}},
+    {QTYPE_Q3_K, {108, -1}, {3e-4, 0}}, {QTYPE_Q4_K, {0, 2}, {4e-5, 4e-5}},
+    {QTYPE_Q5_K, {0, 2}, {2e-5, 2e-5}}, {QTYPE_Q6_K, {208, -1}, {8e-6, 0}},
+    {QTYPE_IQ4_NL, {0, -1}, {2e-4, 0}}, {QTYPE_IQ4_XS, {0, -1}, {1e-5, 0}},
 };
 
-static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static void put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
 
 static void fill_random_row(int t, uint8_t *dst, int64_t cols)
 {
@@ -97,11 +104,12 @@ static void fill_quant_row(int t, uint8_t *dst, int64_t cols, float *tmp)
 static void test_dequant(int t, int quantized)
 {
     const int qk = blck(t), rows = gt_int(1, 37);
-    const int64_t cols = qk == 256 ? 256 * gt_int(1, 12) : qk == 32 ? 32 * gt_int(1, 100)
-                                                                  : 8 * gt_int(1, 400);
+    const int64_t cols = qk == 256  ? 256 * gt_int(1, 12)
+                         : qk == 32 ? 32 * gt_int(1, 100)
+                                    : 8 * gt_int(1, 400);
     const size_t rs = cpuq_row_size(t, cols), rb = rs + (size_t)gt_int(0, 9);
     const int off = gt_int(0, 15);
-    const size_t bytes = (size_t)(rows - 1) * rb + rs;      /* the last row ends the allocation */
+    const size_t bytes = (size_t)(rows - 1) * rb + rs; /* the last row ends the allocation */
     uint8_t *h = calloc(bytes, 1);
     float *tmp = malloc((size_t)cols * 4), *ref = malloc((size_t)rows * cols * 4);
     CHECK(h && tmp && ref);
@@ -115,9 +123,11 @@ static void test_dequant(int t, int quantized)
     const int64_t ld = cols + 8 * gt_int(0, 2);
     float *y32 = gt_dev((size_t)rows * ld * 4);
     uint16_t *y16 = gt_dev((size_t)rows * ld * 2);
-    struct cuk_dequant_ggml_args a = { .src = { .type = t, .rows = rows, .cols = cols, .data = d + off,
-                                                .row_bytes = rb },
-                                       .dst = y32, .dst_type = CUK_F32, .dst_ld = ld };
+    struct cuk_dequant_ggml_args a = {
+        .src = {.type = t, .rows = rows, .cols = cols, .data = d + off, .row_bytes = rb},
+        .dst = y32,
+        .dst_type = CUK_F32,
+        .dst_ld = ld};
     CHECK_EQ(cuk_dequant_ggml(&a, 0), 0);
     a.dst = y16;
     a.dst_type = CUK_BF16;
@@ -142,32 +152,42 @@ static void test_dequant(int t, int quantized)
             memcpy(&rbits, &rv, 4);
             if (gb != rbits) {
                 if (bad32++ < 5)
-                    fprintf(stderr, "  %s row %d col %lld: fp32 got %.9g (0x%08x) ref %.9g (0x%08x)\n",
+                    fprintf(stderr,
+                            "  %s row %d col %lld: fp32 got %.9g (0x%08x) ref %.9g (0x%08x)\n",
                             qtype_name(t), r, (long long)c, g32[i], gb, rv, rbits);
             }
             if (g16[i] != fp_f32_to_bf16(rv)) {
                 if (bad16++ < 5)
-                    fprintf(stderr, "  %s row %d col %lld: bf16 got 0x%04x ref 0x%04x\n", qtype_name(t),
-                            r, (long long)c, g16[i], fp_f32_to_bf16(rv));
+                    fprintf(stderr, "  %s row %d col %lld: bf16 got 0x%04x ref 0x%04x\n",
+                            qtype_name(t), r, (long long)c, g16[i], fp_f32_to_bf16(rv));
             }
         }
-    fprintf(stderr, "dequant %-7s %-9s %2d x %5lld (src +%d, row_bytes %zu, ld %lld): fp32 %s, bf16 %s\n",
+    fprintf(stderr,
+            "dequant %-7s %-9s %2d x %5lld (src +%d, row_bytes %zu, ld %lld): fp32 %s, bf16 %s\n",
             qtype_name(t), quantized ? "quantized" : "random", rows, (long long)cols, off, rb,
             (long long)ld, bad32 ? "MISMATCH" : "bit-exact", bad16 ? "MISMATCH" : "bit-exact");
     CHECK_EQ(bad32, 0);
     CHECK_EQ(bad16, 0);
     CHECK_EQ(badpad, 0);
-    free(h); free(tmp); free(ref); free(g32); free(g16);
-    cudaFree(d); cudaFree(y32); cudaFree(y16);
+    free(h);
+    free(tmp);
+    free(ref);
+    free(g32);
+    free(g16);
+    cudaFree(d);
+    cudaFree(y32);
+    cudaFree(y16);
 }
 
 static void test_dequant_unsupported(void)
 {
-    const int bad[] = { QTYPE_Q8_K, QTYPE_Q8_1, QTYPE_F8_E4M3, QTYPE_I8, QTYPE_U8, 4, 99, -1 };
+    const int bad[] = {QTYPE_Q8_K, QTYPE_Q8_1, QTYPE_F8_E4M3, QTYPE_I8, QTYPE_U8, 4, 99, -1};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        struct cuk_dequant_ggml_args a = { .src = { .type = bad[i], .rows = 1, .cols = 256,
-                                                    .data = (void *)16, .row_bytes = 1024 },
-                                           .dst = (void *)16, .dst_type = CUK_BF16, .dst_ld = 256 };
+        struct cuk_dequant_ggml_args a = {
+            .src = {.type = bad[i], .rows = 1, .cols = 256, .data = (void *)16, .row_bytes = 1024},
+            .dst = (void *)16,
+            .dst_type = CUK_BF16,
+            .dst_ld = 256};
         CHECK_EQ(cuk_dequant_ggml(&a, 0), ERR_UNSUPPORTED);
         CHECK_EQ(cuk_dequant_ggml_supported(bad[i]), 0);
     }
@@ -181,7 +201,7 @@ struct mcase {
     const char *name;
     int H, I, E, K, n_tok;
     int tg, tu, td;
-    int quantized;      /* weights from the reference quantizer, else random blocks */
+    int quantized; /* weights from the reference quantizer, else random blocks */
     int chunk_rows, k_order;
     int x_pad, out_pad; /* extra columns of x_ld / out_ld */
     int row_pad;        /* extra bytes per weight row (multiple of 4: the CPU op wants alignment) */
@@ -191,15 +211,16 @@ struct mcase {
     int dup;            /* the last token takes one expert twice */
 };
 
-/* The CPU's activation rounding for weights of type wt, given magnitudes m[j] (upper bounds of |value|
- * for the hard bound, the values for the variance): a[j] bounds the error, v[j] is its variance
- * as a uniform rounding error (half-width^2 / 3). docs/numerics.md. */
+/* The CPU's activation rounding for weights of type wt, given magnitudes m[j] (upper bounds of
+ * |value| for the hard bound, the values for the variance): a[j] bounds the error, v[j] is its
+ * variance as a uniform rounding error (half-width^2 / 3). docs/numerics.md. */
 static void act_err(int wt, const double *m, int n, double *a, double *v)
 {
     const int vdt = o_fast->type[wt].vec_dot_type;
     if (vdt == QTYPE_Q8_K || vdt == QTYPE_Q8_0 || vdt == QTYPE_Q8_1) {
         const int bs = vdt == QTYPE_Q8_K ? 256 : 32;
-        const double c = vdt == QTYPE_Q8_K ? 0.51 : 0.57, fl = vdt == QTYPE_Q8_K ? 0.0 : 127 * 0x1p-25;
+        const double c = vdt == QTYPE_Q8_K ? 0.51 : 0.57,
+                     fl = vdt == QTYPE_Q8_K ? 0.0 : 127 * 0x1p-25;
         for (int b = 0; b < n; b += bs) {
             double amax = 0;
             for (int j = b; j < b + bs; j++) amax = fmax(amax, m[j]);
@@ -239,7 +260,10 @@ static double bf16r(double v) { return fp_bf16_to_f32(fp_f32_to_bf16((float)v));
 
 static double silu(double g) { return g / (1.0 + exp(-g)); }
 
-struct expert_host { uint8_t *g, *u, *d; void *dg, *du, *dd; };
+struct expert_host {
+    uint8_t *g, *u, *d;
+    void *dg, *du, *dd;
+};
 
 static void run_case(const struct mcase *c)
 {
@@ -252,11 +276,18 @@ static void run_case(const struct mcase *c)
     int *pool = malloc(sizeof(int) * E);
     CHECK(ids && w && pool);
     for (int e = 0; e < E; e++) pool[e] = e;
-    for (int e = E - 1; e > 0; e--) { int j = gt_int(0, e), t = pool[e]; pool[e] = pool[j]; pool[j] = t; }
+    for (int e = E - 1; e > 0; e--) {
+        int j = gt_int(0, e), t = pool[e];
+        pool[e] = pool[j];
+        pool[j] = t;
+    }
     const int np = c->n_pool;
     CHECK(np >= 1 && (np < E || c->hot < 0));
-    for (int i = 0; i < np; i++)                               /* keep the hot expert out of the pool */
-        if (pool[i] == c->hot) { pool[i] = pool[np]; pool[np] = c->hot; }
+    for (int i = 0; i < np; i++) /* keep the hot expert out of the pool */
+        if (pool[i] == c->hot) {
+            pool[i] = pool[np];
+            pool[np] = c->hot;
+        }
     CHECK(np >= K - (c->hot >= 0));
     for (int t = 0; t < T; t++) {
         int32_t *r = ids + (size_t)t * K;
@@ -276,14 +307,15 @@ static void run_case(const struct mcase *c)
             for (int k = 0; k < K; k++)
                 if (t == 0 || gt_uniform() < 0.1) r[k] = -1;
     }
-    if (c->dup && K >= 2) {                                      /* slot 1 repeats slot 0's expert */
+    if (c->dup && K >= 2) { /* slot 1 repeats slot 0's expert */
         int32_t *r = ids + (size_t)(T - 1) * K;
         if (r[0] < 0) r[0] = pool[0];
         r[1] = r[0];
     }
     int *cnt = calloc((size_t)E, sizeof(int));
     CHECK(cnt);
-    for (int64_t i = 0; i < S; i++) if (ids[i] >= 0) cnt[ids[i]]++;
+    for (int64_t i = 0; i < S; i++)
+        if (ids[i] >= 0) cnt[ids[i]]++;
 
     /* inputs: gaussian tokens of varied scale, a few massive activations */
     float *x = malloc((size_t)T * H * 4);
@@ -295,7 +327,8 @@ static void run_case(const struct mcase *c)
     }
 
     /* weights of the routed experts */
-    const size_t rbg = cpuq_row_size(c->tg, H) + c->row_pad, rbu = cpuq_row_size(c->tu, H) + c->row_pad,
+    const size_t rbg = cpuq_row_size(c->tg, H) + c->row_pad,
+                 rbu = cpuq_row_size(c->tu, H) + c->row_pad,
                  rbd = cpuq_row_size(c->td, I) + c->row_pad;
     struct expert_host *ex = calloc((size_t)E, sizeof *ex);
     struct cpuq_mat *cg = calloc((size_t)E, sizeof *cg), *cu = calloc((size_t)E, sizeof *cu),
@@ -328,12 +361,12 @@ static void run_case(const struct mcase *c)
         ex[e].dg = gt_up(ex[e].g, (size_t)I * rbg);
         ex[e].du = gt_up(ex[e].u, (size_t)I * rbu);
         ex[e].dd = gt_up(ex[e].d, (size_t)H * rbd);
-        cg[e] = (struct cpuq_mat){ c->tg, I, H, ex[e].g, rbg, NULL };
-        cu[e] = (struct cpuq_mat){ c->tu, I, H, ex[e].u, rbu, NULL };
-        cd[e] = (struct cpuq_mat){ c->td, H, I, ex[e].d, rbd, NULL };
-        gg[e] = (struct cuk_ggml_mat){ c->tg, I, H, ex[e].dg, rbg };
-        gu[e] = (struct cuk_ggml_mat){ c->tu, I, H, ex[e].du, rbu };
-        gd[e] = (struct cuk_ggml_mat){ c->td, H, I, ex[e].dd, rbd };
+        cg[e] = (struct cpuq_mat){c->tg, I, H, ex[e].g, rbg, NULL};
+        cu[e] = (struct cpuq_mat){c->tu, I, H, ex[e].u, rbu, NULL};
+        cd[e] = (struct cpuq_mat){c->td, H, I, ex[e].d, rbd, NULL};
+        gg[e] = (struct cuk_ggml_mat){c->tg, I, H, ex[e].dg, rbg};
+        gu[e] = (struct cuk_ggml_mat){c->tu, I, H, ex[e].du, rbu};
+        gd[e] = (struct cuk_ggml_mat){c->td, H, I, ex[e].dd, rbd};
     }
 
     /* CPU op. Unrouted experts keep their type (data NULL): cpuq_moe_forward (moe.c as of 651094c)
@@ -359,20 +392,35 @@ static void run_case(const struct mcase *c)
     const int64_t x_ld = H + c->x_pad, out_ld = H + c->out_pad;
     float *xpad = malloc((size_t)T * x_ld * 4);
     CHECK(xpad);
-    memset(xpad, 0xff, (size_t)T * x_ld * 4);                       /* NaN padding */
+    memset(xpad, 0xff, (size_t)T * x_ld * 4); /* NaN padding */
     for (int t = 0; t < T; t++) memcpy(xpad + (size_t)t * x_ld, x + (size_t)t * H, (size_t)H * 4);
     float *dx = gt_up(xpad, (size_t)T * x_ld * 4), *dw = gt_up(w, S * 4);
     int32_t *dids = gt_up(ids, S * 4);
     float *dout = gt_dev((size_t)T * out_ld * 4);
-    struct cuk_moe_ggml_dims dims = { .hidden = H, .inter = I, .n_experts = E, .top_k = K,
-                                      .max_tok = T + gt_int(0, 3), .chunk_rows = c->chunk_rows,
-                                      .k_order = c->k_order };
+    struct cuk_moe_ggml_dims dims = {.hidden = H,
+                                     .inter = I,
+                                     .n_experts = E,
+                                     .top_k = K,
+                                     .max_tok = T + gt_int(0, 3),
+                                     .chunk_rows = c->chunk_rows,
+                                     .k_order = c->k_order};
     const size_t wsb = cuk_moe_ggml_workspace(&dims);
     CHECK(wsb > 0);
     void *ws = gt_dev(wsb);
-    struct cuk_moe_ggml_args a = { .dims = dims, .gate = gg, .up = gu, .down = gd, .n_tok = T,
-                                   .x = dx, .x_ld = x_ld, .ids = dids, .ids_host = ids, .w = dw,
-                                   .out = dout, .out_ld = out_ld, .ws = ws, .ws_bytes = wsb };
+    struct cuk_moe_ggml_args a = {.dims = dims,
+                                  .gate = gg,
+                                  .up = gu,
+                                  .down = gd,
+                                  .n_tok = T,
+                                  .x = dx,
+                                  .x_ld = x_ld,
+                                  .ids = dids,
+                                  .ids_host = ids,
+                                  .w = dw,
+                                  .out = dout,
+                                  .out_ld = out_ld,
+                                  .ws = ws,
+                                  .ws_bytes = wsb};
     cudaStream_t st;
     CUDA_CHECK(cudaStreamCreate(&st));
     rc = cuk_moe_ggml(g_moe, &a, st, err);
@@ -385,13 +433,13 @@ static void run_case(const struct mcase *c)
     CUDA_CHECK(cudaMemset(dout, 0xff, (size_t)T * out_ld * 4));
     CHECK_EQ(cuk_moe_ggml(g_moe, &a, st, err), 0);
     gt_down(again, dout, (size_t)T * out_ld * 4);
-    CHECK(memcmp(got, again, (size_t)T * out_ld * 4) == 0);         /* deterministic */
+    CHECK(memcmp(got, again, (size_t)T * out_ld * 4) == 0); /* deterministic */
     CUDA_CHECK(cudaStreamDestroy(st));
     for (int t = 0; t < T; t++)
         for (int64_t j = H; j < out_ld; j++) {
             uint32_t b;
             memcpy(&b, &got[(size_t)t * out_ld + j], 4);
-            CHECK(b == 0xffffffffu);                                  /* padding untouched */
+            CHECK(b == 0xffffffffu); /* padding untouched */
         }
 
     /* float64 reference, per slot and output element: the exact down output d*, the hard bound on
@@ -401,22 +449,27 @@ static void run_case(const struct mcase *c)
            *dsig = calloc((size_t)S * H, 8), *demu = calloc((size_t)S * H, 8);
     CHECK(dstar && dtol && dsig && demu);
     const double gcg = gamma_cpu(c->tg, H), gcu = gamma_cpu(c->tu, H), gcd = gamma_cpu(c->td, I);
-    /* vb: variance of a bf16 rounding per unit value^2, with the largest relative half-ulp (2^-8) */
+    /* vb: variance of a bf16 rounding per unit value^2, with the largest relative half-ulp (2^-8)
+     */
     const double ggH = gamma_gpu(H), ggI = gamma_gpu(I), L = 1.1, vb = 0x1p-16 / 3;
     for (int e = 0; e < E; e++) {
         if (!cnt[e]) continue;
         const int n = cnt[e];
         int64_t *slot = malloc(sizeof(int64_t) * n);
         CHECK(slot);
-        for (int64_t i = 0, p = 0; i < S; i++) if (ids[i] == e) slot[p++] = i;
-        float *Wg = malloc((size_t)I * H * 4), *Wu = malloc((size_t)I * H * 4), *Wd = malloc((size_t)H * I * 4);
-        float *Wgb = malloc((size_t)I * H * 4), *Wub = malloc((size_t)I * H * 4), *Wdb = malloc((size_t)H * I * 4);
+        for (int64_t i = 0, p = 0; i < S; i++)
+            if (ids[i] == e) slot[p++] = i;
+        float *Wg = malloc((size_t)I * H * 4), *Wu = malloc((size_t)I * H * 4),
+              *Wd = malloc((size_t)H * I * 4);
+        float *Wgb = malloc((size_t)I * H * 4), *Wub = malloc((size_t)I * H * 4),
+              *Wdb = malloc((size_t)H * I * 4);
         CHECK(Wg && Wu && Wd && Wgb && Wub && Wdb);
         for (int r = 0; r < I; r++) {
             o_ref->type[c->tg].to_float(ex[e].g + (size_t)r * rbg, Wg + (size_t)r * H, H);
             o_ref->type[c->tu].to_float(ex[e].u + (size_t)r * rbu, Wu + (size_t)r * H, H);
         }
-        for (int r = 0; r < H; r++) o_ref->type[c->td].to_float(ex[e].d + (size_t)r * rbd, Wd + (size_t)r * I, I);
+        for (int r = 0; r < H; r++)
+            o_ref->type[c->td].to_float(ex[e].d + (size_t)r * rbd, Wd + (size_t)r * I, I);
         for (size_t i = 0; i < (size_t)I * H; i++) {
             Wgb[i] = (float)bf16r(Wg[i]);
             Wub[i] = (float)bf16r(Wu[i]);
@@ -425,15 +478,16 @@ static void run_case(const struct mcase *c)
         /* per pair and input element: |x|, bf16(x), the CPU's activation error bound and rounding
          * variance (gate's and up's formats), x^2 */
         const size_t nH = (size_t)n * H, nI = (size_t)n * I;
-        double *ax = malloc(8 * nH), *xb = malloc(8 * nH), *ag = malloc(8 * nH), *au = malloc(8 * nH),
-               *vg = malloc(8 * nH), *vu = malloc(8 * nH), *x2 = malloc(8 * nH);
+        double *ax = malloc(8 * nH), *xb = malloc(8 * nH), *ag = malloc(8 * nH),
+               *au = malloc(8 * nH), *vg = malloc(8 * nH), *vu = malloc(8 * nH),
+               *x2 = malloc(8 * nH);
         /* per pair and intermediate element: g, u exact; sum |W||x|; sum |W| a; sum W^2 v (CPU);
          * sum (W x)^2 (GPU); the bf16 emulation */
         double *G = calloc(nI, 8), *Mg = calloc(nI, 8), *Ag = calloc(nI, 8), *Vgc = calloc(nI, 8),
                *Vgg = calloc(nI, 8), *GB = calloc(nI, 8), *U = calloc(nI, 8), *Mu = calloc(nI, 8),
                *Au = calloc(nI, 8), *Vuc = calloc(nI, 8), *Vug = calloc(nI, 8), *UB = calloc(nI, 8);
-        CHECK(ax && xb && ag && au && vg && vu && x2 && G && Mg && Ag && Vgc && Vgg && GB && U && Mu &&
-              Au && Vuc && Vug && UB);
+        CHECK(ax && xb && ag && au && vg && vu && x2 && G && Mg && Ag && Vgc && Vgg && GB && U &&
+              Mu && Au && Vuc && Vug && UB);
         for (int p = 0; p < n; p++) {
             const float *xt = x + (size_t)(slot[p] / K) * H;
             const size_t o = (size_t)p * H;
@@ -446,13 +500,13 @@ static void run_case(const struct mcase *c)
             act_err(c->tu, ax + o, H, au + o, vu + o);
         }
         for (int r = 0; r < I; r++) {
-            const float *wg = Wg + (size_t)r * H, *wu = Wu + (size_t)r * H, *wgb = Wgb + (size_t)r * H,
-                        *wub = Wub + (size_t)r * H;
+            const float *wg = Wg + (size_t)r * H, *wu = Wu + (size_t)r * H,
+                        *wgb = Wgb + (size_t)r * H, *wub = Wub + (size_t)r * H;
             for (int p = 0; p < n; p++) {
                 const float *xt = x + (size_t)(slot[p] / K) * H;
                 const size_t q = (size_t)p * H;
-                const double *axp = ax + q, *xbp = xb + q, *agp = ag + q, *aup = au + q, *vgp = vg + q,
-                             *vup = vu + q, *x2p = x2 + q;
+                const double *axp = ax + q, *xbp = xb + q, *agp = ag + q, *aup = au + q,
+                             *vgp = vg + q, *vup = vu + q, *x2p = x2 + q;
                 double g = 0, mg = 0, agv = 0, vgc = 0, vgg = 0, gb = 0;
                 double u = 0, mu = 0, auv = 0, vuc = 0, vug = 0, ub = 0;
                 for (int j = 0; j < H; j++) {
@@ -472,21 +526,33 @@ static void run_case(const struct mcase *c)
                     ub += (double)wub[j] * xbp[j];
                 }
                 const size_t o = (size_t)p * I + r;
-                G[o] = g; Mg[o] = mg; Ag[o] = agv; Vgc[o] = vgc; Vgg[o] = 2 * vb * vgg; GB[o] = gb;
-                U[o] = u; Mu[o] = mu; Au[o] = auv; Vuc[o] = vuc; Vug[o] = 2 * vb * vug; UB[o] = ub;
+                G[o] = g;
+                Mg[o] = mg;
+                Ag[o] = agv;
+                Vgc[o] = vgc;
+                Vgg[o] = 2 * vb * vgg;
+                GB[o] = gb;
+                U[o] = u;
+                Mu[o] = mu;
+                Au[o] = auv;
+                Vuc[o] = vuc;
+                Vug[o] = 2 * vb * vug;
+                UB[o] = ub;
             }
         }
         /* SiLU * up per pair: h*; per side the bound on the down input's deviation from h* and its
          * variance; the GPU emulation */
-        double *hs = malloc(8 * nI), *Tj = malloc(8 * nI), *Vj = malloc(8 * nI), *hb = malloc(8 * nI),
-               *mc = malloc(8 * I), *ah = malloc(8 * I), *vh = malloc(8 * I), *dhc = malloc(8 * I),
-               *ma = malloc(8 * I), *ahs = malloc(8 * I), *vhs = malloc(8 * I);
+        double *hs = malloc(8 * nI), *Tj = malloc(8 * nI), *Vj = malloc(8 * nI),
+               *hb = malloc(8 * nI), *mc = malloc(8 * I), *ah = malloc(8 * I), *vh = malloc(8 * I),
+               *dhc = malloc(8 * I), *ma = malloc(8 * I), *ahs = malloc(8 * I),
+               *vhs = malloc(8 * I);
         CHECK(hs && Tj && Vj && hb && mc && ah && vh && dhc && ma && ahs && vhs);
         for (int p = 0; p < n; p++) {
             for (int j = 0; j < I; j++) {
                 const size_t o = (size_t)p * I + j;
                 const double g = G[o], u = U[o], s = silu(g), h = s * u;
-                const double dgc = Ag[o] + gcg * (Mg[o] + Ag[o]), duc = Au[o] + gcu * (Mu[o] + Au[o]);
+                const double dgc = Ag[o] + gcg * (Mg[o] + Ag[o]),
+                             duc = Au[o] + gcu * (Mu[o] + Au[o]);
                 double dc = L * dgc * fabs(u) + fabs(s) * duc + L * dgc * duc;
                 dc += 0x1p-20 * (fabs(h) + dc);
                 hs[o] = h;
@@ -498,8 +564,8 @@ static void run_case(const struct mcase *c)
                 const float hf = gf / (1.0f + expf(-gf)) * uf;
                 hb[o] = bf16r(hf);
             }
-            act_err(c->td, mc, I, ah, vh);          /* hard bound: CPU's h may exceed h* by dc */
-            act_err(c->td, ma, I, ahs, vhs);        /* rounding variance at h* */
+            act_err(c->td, mc, I, ah, vh);   /* hard bound: CPU's h may exceed h* by dc */
+            act_err(c->td, ma, I, ahs, vhs); /* rounding variance at h* */
             for (int j = 0; j < I; j++) {
                 const size_t o = (size_t)p * I + j;
                 const double g = G[o], u = U[o], s = silu(g), h = hs[o];
@@ -509,7 +575,8 @@ static void run_case(const struct mcase *c)
                 double dg = L * dgg * fabs(u) + fabs(s) * dug + L * dgg * dug;
                 dg += 0x1p-20 * (fabs(h) + dg);
                 const double DHc = dhc[j] + ah[j], DHg = dg + 0x1p-9 * (fabs(h) + dg);
-                Tj[o] = DHc + DHg + gcd * (fabs(h) + DHc) + (0x1p-9 + ggI * (1 + 0x1p-8)) * (fabs(h) + DHg);
+                Tj[o] = DHc + DHg + gcd * (fabs(h) + DHc) +
+                        (0x1p-9 + ggI * (1 + 0x1p-8)) * (fabs(h) + DHg);
                 /* variances: gate and up errors share the input's rounding, so their stds add */
                 const double sc = fabs(ds * u) * sqrt(Vgc[o]) + fabs(s) * sqrt(Vuc[o]);
                 const double sgp = fabs(ds * u) * sqrt(Vgg[o]) + fabs(s) * sqrt(Vug[o]);
@@ -519,8 +586,8 @@ static void run_case(const struct mcase *c)
         for (int r = 0; r < H; r++) {
             const float *wd = Wd + (size_t)r * I, *wdb = Wdb + (size_t)r * I;
             for (int p = 0; p < n; p++) {
-                const double *hp = hs + (size_t)p * I, *tp = Tj + (size_t)p * I, *vp = Vj + (size_t)p * I,
-                             *bp = hb + (size_t)p * I;
+                const double *hp = hs + (size_t)p * I, *tp = Tj + (size_t)p * I,
+                             *vp = Vj + (size_t)p * I, *bp = hb + (size_t)p * I;
                 double d = 0, tl = 0, vs = 0, db = 0;
                 for (int j = 0; j < I; j++) {
                     const double wv = wd[j], wh = wv * hp[j];
@@ -530,22 +597,58 @@ static void run_case(const struct mcase *c)
                     db += (double)wdb[j] * bp[j];
                 }
                 const size_t o = (size_t)slot[p] * H + r;
-                dstar[o] = d; dtol[o] = tl; dsig[o] = vs; demu[o] = db;
+                dstar[o] = d;
+                dtol[o] = tl;
+                dsig[o] = vs;
+                demu[o] = db;
             }
         }
-        free(slot); free(Wg); free(Wu); free(Wd); free(Wgb); free(Wub); free(Wdb);
-        free(ax); free(xb); free(ag); free(au); free(vg); free(vu); free(x2);
-        free(G); free(Mg); free(Ag); free(Vgc); free(Vgg); free(GB);
-        free(U); free(Mu); free(Au); free(Vuc); free(Vug); free(UB);
-        free(hs); free(Tj); free(Vj); free(hb); free(mc); free(ah); free(vh); free(dhc); free(ma); free(ahs); free(vhs);
+        free(slot);
+        free(Wg);
+        free(Wu);
+        free(Wd);
+        free(Wgb);
+        free(Wub);
+        free(Wdb);
+        free(ax);
+        free(xb);
+        free(ag);
+        free(au);
+        free(vg);
+        free(vu);
+        free(x2);
+        free(G);
+        free(Mg);
+        free(Ag);
+        free(Vgc);
+        free(Vgg);
+        free(GB);
+        free(U);
+        free(Mu);
+        free(Au);
+        free(Vuc);
+        free(Vug);
+        free(UB);
+        free(hs);
+        free(Tj);
+        free(Vj);
+        free(hb);
+        free(mc);
+        free(ah);
+        free(vh);
+        free(dhc);
+        free(ma);
+        free(ahs);
+        free(vhs);
     }
 
     /* checks */
     char what[160], what2[200];
-    snprintf(what, sizeof what, "moe %s (%s/%s/%s, %d tok, %d active, %s)", c->name, qtype_name(c->tg),
-             qtype_name(c->tu), qtype_name(c->td), T, n_active, c->k_order ? "k order" : "expert order");
+    snprintf(what, sizeof what, "moe %s (%s/%s/%s, %d tok, %d active, %s)", c->name,
+             qtype_name(c->tg), qtype_name(c->tu), qtype_name(c->td), T, n_active,
+             c->k_order ? "k order" : "expert order");
     snprintf(what2, sizeof what2, "  the same against the hard bound");
-    struct gt_err ea = { 0, 0, 0, what }, eh = { 0, 0, 0, what2 };
+    struct gt_err ea = {0, 0, 0, what}, eh = {0, 0, 0, what2};
     double worst_emu = 0, worst_cpu = 0, ne_all = 0, de_all = 0, xg_all = 0, xc_all = 0, xs_all = 0;
     for (int t = 0; t < T; t++) {
         double ne = 0, de = 0, nc = 0, dc = 0;
@@ -593,20 +696,49 @@ static void run_case(const struct mcase *c)
      * dominates the token's output (an activation outlier). So all tokens together, bound 1e-2:
      * this check is for misrouted pairs, wrong rows or chunk offsets (errors of order 1). */
     const double rel_all = de_all > 0 ? sqrt(ne_all / de_all) : 0;
-    fprintf(stderr, "  relative L2 vs the bf16 emulation %.2e (bound 1e-2; worst token %.2e); vs the CPU op: "
-            "worst token %.2e; to the exact result: GPU %.2e, CPU %.2e\n", rel_all, worst_emu, worst_cpu,
-            xs_all > 0 ? sqrt(xg_all / xs_all) : 0.0, xs_all > 0 ? sqrt(xc_all / xs_all) : 0.0);
+    fprintf(
+        stderr,
+        "  relative L2 vs the bf16 emulation %.2e (bound 1e-2; worst token %.2e); vs the CPU op: "
+        "worst token %.2e; to the exact result: GPU %.2e, CPU %.2e\n",
+        rel_all, worst_emu, worst_cpu, xs_all > 0 ? sqrt(xg_all / xs_all) : 0.0,
+        xs_all > 0 ? sqrt(xc_all / xs_all) : 0.0);
     CHECK(rel_all <= 1e-2);
 
     for (int e = 0; e < E; e++) {
         if (!cnt[e]) continue;
-        free(ex[e].g); free(ex[e].u); free(ex[e].d);
-        cudaFree(ex[e].dg); cudaFree(ex[e].du); cudaFree(ex[e].dd);
+        free(ex[e].g);
+        free(ex[e].u);
+        free(ex[e].d);
+        cudaFree(ex[e].dg);
+        cudaFree(ex[e].du);
+        cudaFree(ex[e].dd);
     }
-    free(ex); free(cg); free(cu); free(cd); free(gg); free(gu); free(gd); free(tmp);
-    free(ids); free(w); free(pool); free(cnt); free(x); free(xpad); free(out_cpu); free(got); free(again);
-    free(dstar); free(dtol); free(dsig); free(demu);
-    cudaFree(dx); cudaFree(dw); cudaFree(dids); cudaFree(dout); cudaFree(ws);
+    free(ex);
+    free(cg);
+    free(cu);
+    free(cd);
+    free(gg);
+    free(gu);
+    free(gd);
+    free(tmp);
+    free(ids);
+    free(w);
+    free(pool);
+    free(cnt);
+    free(x);
+    free(xpad);
+    free(out_cpu);
+    free(got);
+    free(again);
+    free(dstar);
+    free(dtol);
+    free(dsig);
+    free(demu);
+    cudaFree(dx);
+    cudaFree(dw);
+    cudaFree(dids);
+    cudaFree(dout);
+    cudaFree(ws);
 }
 
 /* ================================================================ (c) errors and no-ops */
@@ -615,8 +747,8 @@ static void test_errors(void)
 {
     enum { H = 256, I = 256, E = 4, K = 2, T = 3 };
     char err[ERR_LEN];
-    int32_t ids[T * K] = { 0, 1, -1, -1, 1, 0 };
-    float w[T * K] = { 1, 1, 1, 1, 1, 1 };
+    int32_t ids[T * K] = {0, 1, -1, -1, 1, 0};
+    float w[T * K] = {1, 1, 1, 1, 1, 1};
     const size_t rb = cpuq_row_size(QTYPE_Q8_0, 256);
     uint8_t *h = calloc((size_t)256, rb);
     CHECK(h);
@@ -624,36 +756,49 @@ static void test_errors(void)
     void *dwt = gt_up(h, (size_t)256 * rb);
     struct cuk_ggml_mat m[E], bad[E];
     for (int e = 0; e < E; e++) {
-        m[e] = (struct cuk_ggml_mat){ QTYPE_Q8_0, 256, 256, dwt, rb };
+        m[e] = (struct cuk_ggml_mat){QTYPE_Q8_0, 256, 256, dwt, rb};
         bad[e] = m[e];
     }
-    bad[3].type = QTYPE_Q8_K;                                     /* expert 3: no GPU kernel */
-    float *dx = gt_dev((size_t)T * H * 4), *dw = gt_up(w, sizeof w), *dout = gt_dev((size_t)T * H * 4);
+    bad[3].type = QTYPE_Q8_K; /* expert 3: no GPU kernel */
+    float *dx = gt_dev((size_t)T * H * 4), *dw = gt_up(w, sizeof w),
+          *dout = gt_dev((size_t)T * H * 4);
     CUDA_CHECK(cudaMemset(dx, 0, (size_t)T * H * 4));
     int32_t *dids = gt_up(ids, sizeof ids);
-    struct cuk_moe_ggml_dims dims = { .hidden = H, .inter = I, .n_experts = E, .top_k = K, .max_tok = T };
+    struct cuk_moe_ggml_dims dims = {
+        .hidden = H, .inter = I, .n_experts = E, .top_k = K, .max_tok = T};
     const size_t wsb = cuk_moe_ggml_workspace(&dims);
     void *ws = gt_dev(wsb);
-    struct cuk_moe_ggml_args a = { .dims = dims, .gate = bad, .up = m, .down = m, .n_tok = T, .x = dx,
-                                   .x_ld = H, .ids = dids, .ids_host = ids, .w = dw, .out = dout,
-                                   .out_ld = H, .ws = ws, .ws_bytes = wsb };
-    CHECK_EQ(cuk_moe_ggml(g_moe, &a, 0, err), 0);                 /* expert 3 is not routed */
+    struct cuk_moe_ggml_args a = {.dims = dims,
+                                  .gate = bad,
+                                  .up = m,
+                                  .down = m,
+                                  .n_tok = T,
+                                  .x = dx,
+                                  .x_ld = H,
+                                  .ids = dids,
+                                  .ids_host = ids,
+                                  .w = dw,
+                                  .out = dout,
+                                  .out_ld = H,
+                                  .ws = ws,
+                                  .ws_bytes = wsb};
+    CHECK_EQ(cuk_moe_ggml(g_moe, &a, 0, err), 0); /* expert 3 is not routed */
     float ho[T * H];
     gt_down(ho, dout, sizeof ho);
-    for (int i = H; i < 2 * H; i++) CHECK(ho[i] == 0.0f);         /* token 1 routes nowhere */
-    for (int i = 0; i < H; i++) CHECK(ho[i] == 0.0f);             /* zero x */
+    for (int i = H; i < 2 * H; i++) CHECK(ho[i] == 0.0f); /* token 1 routes nowhere */
+    for (int i = 0; i < H; i++) CHECK(ho[i] == 0.0f);     /* zero x */
     ids[2] = 3;
     CUDA_CHECK(cudaMemcpy(dids, ids, sizeof ids, cudaMemcpyHostToDevice));
     CHECK_EQ(cuk_moe_ggml(g_moe, &a, 0, err), ERR_UNSUPPORTED);
     fprintf(stderr, "  unsupported: %s\n", err);
     a.gate = m;
-    ids[2] = 4;                                                   /* out of range on the host */
+    ids[2] = 4; /* out of range on the host */
     CHECK_EQ(cuk_moe_ggml(g_moe, &a, 0, err), ERR_INVAL);
     ids[2] = -1;
     a.ws_bytes = wsb - 1;
     CHECK_EQ(cuk_moe_ggml(g_moe, &a, 0, err), ERR_INVAL);
     a.ws_bytes = wsb;
-    a.n_tok = T + 1;                                              /* more than max_tok */
+    a.n_tok = T + 1; /* more than max_tok */
     CHECK_EQ(cuk_moe_ggml(g_moe, &a, 0, err), ERR_INVAL);
     a.n_tok = 0;
     CHECK_EQ(cuk_moe_ggml(g_moe, &a, 0, err), 0);
@@ -665,10 +810,16 @@ static void test_errors(void)
     bd.n_experts = CUK_MOE_GGML_MAX_EXPERTS + 1;
     CHECK_EQ(cuk_moe_ggml_workspace(&bd), 0);
     CUDA_CHECK(cudaDeviceSynchronize());
-    fprintf(stderr, "moe errors: unsupported routed expert, bad ids, small workspace, too many tokens, "
+    fprintf(stderr,
+            "moe errors: unsupported routed expert, bad ids, small workspace, too many tokens, "
             "bad dims rejected; unrouted unsupported expert and n_tok = 0 accepted\n");
     free(h);
-    cudaFree(dwt); cudaFree(dx); cudaFree(dw); cudaFree(dout); cudaFree(dids); cudaFree(ws);
+    cudaFree(dwt);
+    cudaFree(dx);
+    cudaFree(dw);
+    cudaFree(dout);
+    cudaFree(dids);
+    cudaFree(ws);
 }
 
 int main(void)
@@ -690,26 +841,77 @@ int main(void)
     /* (b) DeepSeek-V3 widths (skipped with TANDEM_TEST_QUICK, e.g. under compute-sanitizer):
      * Q4_K_M-style experts, a hot expert; IQ4_XS with Q8_0 down in k order, chunks of 2 rows */
     const int quick = getenv("TANDEM_TEST_QUICK") != NULL;
-    struct mcase v3a = { "v3 dims", 7168, 2048, 16, 8, 4, QTYPE_Q4_K, QTYPE_Q4_K, QTYPE_Q6_K, 0, 0, 0,
-                         0, 0, 0, 5, 9, 0, 0 };
+    struct mcase v3a = {"v3 dims", 7168, 2048, 16, 8, 4, QTYPE_Q4_K, QTYPE_Q4_K, QTYPE_Q6_K, 0,
+                        0,         0,    0,    0,  0, 5, 9,          0,          0};
     if (!quick) run_case(&v3a);
-    struct mcase v3b = { "v3 dims, chunks of 2", 7168, 2048, 16, 8, 3, QTYPE_IQ4_XS, QTYPE_IQ4_XS,
-                         QTYPE_Q8_0, 0, 2, 1, 4, 8, 0, 11, 10, 0, 0 };
+    struct mcase v3b = {"v3 dims, chunks of 2",
+                        7168,
+                        2048,
+                        16,
+                        8,
+                        3,
+                        QTYPE_IQ4_XS,
+                        QTYPE_IQ4_XS,
+                        QTYPE_Q8_0,
+                        0,
+                        2,
+                        1,
+                        4,
+                        8,
+                        0,
+                        11,
+                        10,
+                        0,
+                        0};
     if (!quick) run_case(&v3b);
     /* every type, weights from the reference quantizer */
     for (int i = 0; i < N_TYPES; i++) {
         const int t = all_types[i];
-        struct mcase s = { "scaled", 512, 256, 8, 3, gt_int(12, 24), t, t, t, 1, gt_int(0, 1) ? 0 : 5,
-                           i & 1, 0, 0, 0, gt_int(0, 1) ? 2 : -1, 6, 0, 0 };
+        struct mcase s = {"scaled",
+                          512,
+                          256,
+                          8,
+                          3,
+                          gt_int(12, 24),
+                          t,
+                          t,
+                          t,
+                          1,
+                          gt_int(0, 1) ? 0 : 5,
+                          i & 1,
+                          0,
+                          0,
+                          0,
+                          gt_int(0, 1) ? 2 : -1,
+                          6,
+                          0,
+                          0};
         run_case(&s);
     }
-    struct mcase mixed = { "mixed types", 512, 256, 8, 4, 16, QTYPE_Q2_K, QTYPE_Q3_K, QTYPE_Q5_K, 1, 0,
-                           0, 0, 0, 0, -1, 7, 0, 0 };
+    struct mcase mixed = {"mixed types",
+                          512,
+                          256,
+                          8,
+                          4,
+                          16,
+                          QTYPE_Q2_K,
+                          QTYPE_Q3_K,
+                          QTYPE_Q5_K,
+                          1,
+                          0,
+                          0,
+                          0,
+                          0,
+                          0,
+                          -1,
+                          7,
+                          0,
+                          0};
     run_case(&mixed);
     /* dropped slots, a token routed twice to one expert, chunks of 7, padded strides and rows */
     for (int ko = 0; ko <= 1; ko++) {
-        struct mcase e = { "edges", 256, 512, 6, 4, 50, QTYPE_Q5_0, QTYPE_Q4_1, QTYPE_Q8_0, 1, 7, ko,
-                           4, 12, 4, 2, 5, 1, 1 };
+        struct mcase e = {"edges", 256, 512, 6,  4, 50, QTYPE_Q5_0, QTYPE_Q4_1, QTYPE_Q8_0, 1,
+                          7,       ko,  4,   12, 4, 2,  5,          1,          1};
         run_case(&e);
     }
 

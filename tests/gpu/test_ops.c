@@ -19,7 +19,7 @@
 static void check_quant(const char *what, int m, int d, const double *v, const uint8_t *q,
                         const float *qs, int qs_ld)
 {
-    struct gt_err es = { 0, 0, 0, "scales" }, eq = { 0, 0, 0, what };
+    struct gt_err es = {0, 0, 0, "scales"}, eq = {0, 0, 0, what};
     for (int t = 0; t < m; t++)
         for (int b = 0; b < d / 128; b++) {
             double amax = 0.0;
@@ -41,14 +41,16 @@ static void test_rmsnorm(int m, int d, int type, int with_w)
     float *hx = malloc((size_t)m * d * 4), *hw = malloc((size_t)d * 4);
     double *v = malloc((size_t)m * d * sizeof(double));
     CHECK(hx && hw && v);
-    for (size_t i = 0; i < (size_t)m * d; i++) hx[i] = (float)(gt_normal() * (1 + 3 * gt_uniform()));
+    for (size_t i = 0; i < (size_t)m * d; i++)
+        hx[i] = (float)(gt_normal() * (1 + 3 * gt_uniform()));
     for (int i = 0; i < d; i++) hw[i] = (float)(0.5 + gt_uniform());
     float eps = 1e-6f;
     for (int t = 0; t < m; t++) {
         double ss = 0.0;
         for (int i = 0; i < d; i++) ss += (double)hx[t * d + i] * hx[t * d + i];
         double inv = with_w ? 1.0 / sqrt(ss / d + eps) : 1.0;
-        for (int i = 0; i < d; i++) v[(size_t)t * d + i] = with_w ? hx[t * d + i] * inv * hw[i] : hx[t * d + i];
+        for (int i = 0; i < d; i++)
+            v[(size_t)t * d + i] = with_w ? hx[t * d + i] * inv * hw[i] : hx[t * d + i];
     }
     size_t es = type == CUK_BF16 ? 2 : 4;
     float *x = gt_up(hx, (size_t)m * d * 4), *w = gt_up(hw, (size_t)d * 4);
@@ -56,9 +58,19 @@ static void test_rmsnorm(int m, int d, int type, int with_w)
     uint8_t *q = gt_dev((size_t)m * d);
     int qs_ld = m + 3;
     float *qs = gt_dev((size_t)(d / 128) * qs_ld * 4);
-    struct cuk_rmsnorm_quant_args a = { .m = m, .d = d, .x = x, .x_ld = d, .w = with_w ? w : NULL, .eps = eps,
-                                  .y = y, .y_type = type, .y_ld = d, .q = q, .q_ld = d, .q_scale = qs,
-                                  .q_scale_ld = qs_ld };
+    struct cuk_rmsnorm_quant_args a = {.m = m,
+                                       .d = d,
+                                       .x = x,
+                                       .x_ld = d,
+                                       .w = with_w ? w : NULL,
+                                       .eps = eps,
+                                       .y = y,
+                                       .y_type = type,
+                                       .y_ld = d,
+                                       .q = q,
+                                       .q_ld = d,
+                                       .q_scale = qs,
+                                       .q_scale_ld = qs_ld};
     CHECK_EQ(cuk_rmsnorm_quant(&a, 0), 0);
     void *hy = malloc((size_t)m * d * es);
     uint8_t *hq = malloc((size_t)m * d);
@@ -68,8 +80,9 @@ static void test_rmsnorm(int m, int d, int type, int with_w)
     gt_down(hq, q, (size_t)m * d);
     gt_down(hqs, qs, (size_t)(d / 128) * qs_ld * 4);
     char what[80];
-    snprintf(what, sizeof what, "rmsnorm%s m=%d d=%d %s", with_w ? "" : "(none)", m, d, type == CUK_BF16 ? "bf16" : "f32");
-    struct gt_err e = { 0, 0, 0, what };
+    snprintf(what, sizeof what, "rmsnorm%s m=%d d=%d %s", with_w ? "" : "(none)", m, d,
+             type == CUK_BF16 ? "bf16" : "f32");
+    struct gt_err e = {0, 0, 0, what};
     for (size_t i = 0; i < (size_t)m * d; i++) {
         double got = type == CUK_BF16 ? fp_bf16_to_f32(((uint16_t *)hy)[i]) : ((float *)hy)[i];
         double tol = type == CUK_BF16 ? gt_bf16_tol(v[i]) : fabs(v[i]) * 1e-6 + 1e-30;
@@ -78,32 +91,44 @@ static void test_rmsnorm(int m, int d, int type, int with_w)
     gt_report(&e);
     snprintf(what, sizeof what, "  quant of rmsnorm%s m=%d d=%d", with_w ? "" : "(none)", m, d);
     check_quant(what, m, d, v, hq, hqs, qs_ld);
-    if (!with_w) {                          /* plain act_quant: bit-exact against the C reference */
+    if (!with_w) { /* plain act_quant: bit-exact against the C reference */
         for (int t = 0; t < m; t++)
             for (int b = 0; b < d / 128; b++) {
                 float amax = 0.0f;
                 for (int i = 0; i < 128; i++) amax = fmaxf(amax, fabsf(hx[t * d + b * 128 + i]));
                 float s = fmaxf(amax, 1e-4f) / 448.0f;
                 CHECK(hqs[b * qs_ld + t] == s);
-                for (int i = 0; i < 128; i++) CHECK_EQ(hq[t * d + b * 128 + i], fp_f32_to_e4m3(hx[t * d + b * 128 + i] / s));
+                for (int i = 0; i < 128; i++)
+                    CHECK_EQ(hq[t * d + b * 128 + i], fp_f32_to_e4m3(hx[t * d + b * 128 + i] / s));
             }
         fprintf(stderr, "  act_quant bit-exact vs C reference\n");
     }
-    free(hx); free(hw); free(v); free(hy); free(hq); free(hqs);
-    cudaFree(x); cudaFree(w); cudaFree(y); cudaFree(q); cudaFree(qs);
+    free(hx);
+    free(hw);
+    free(v);
+    free(hy);
+    free(hq);
+    free(hqs);
+    cudaFree(x);
+    cudaFree(w);
+    cudaFree(y);
+    cudaFree(q);
+    cudaFree(qs);
 }
 
 static void test_rope(void)
 {
     /* YaRN inverse frequencies of DeepSeek-V3 (its reference code, double precision) */
     static const double spec[32] = {
-        1.000000e+00, 7.498942e-01, 5.623413e-01, 4.216965e-01, 3.162278e-01, 2.371374e-01, 1.778279e-01, 1.333521e-01,
-        1.000000e-01, 7.498942e-02, 5.623413e-02, 3.900693e-02, 2.687936e-02, 1.837815e-02, 1.244796e-02, 8.334509e-03,
-        5.500000e-03, 3.561997e-03, 2.249365e-03, 1.370514e-03, 7.905694e-04, 4.149904e-04, 1.778279e-04, 3.333804e-05,
-        2.500000e-05, 1.874736e-05, 1.405853e-05, 1.054241e-05, 7.905694e-06, 5.928434e-06, 4.445699e-06, 3.333804e-06 };
+        1.000000e+00, 7.498942e-01, 5.623413e-01, 4.216965e-01, 3.162278e-01, 2.371374e-01,
+        1.778279e-01, 1.333521e-01, 1.000000e-01, 7.498942e-02, 5.623413e-02, 3.900693e-02,
+        2.687936e-02, 1.837815e-02, 1.244796e-02, 8.334509e-03, 5.500000e-03, 3.561997e-03,
+        2.249365e-03, 1.370514e-03, 7.905694e-04, 4.149904e-04, 1.778279e-04, 3.333804e-05,
+        2.500000e-05, 1.874736e-05, 1.405853e-05, 1.054241e-05, 7.905694e-06, 5.928434e-06,
+        4.445699e-06, 3.333804e-06};
     float fr[32];
     CHECK_EQ(cuk_rope_freqs(64, 10000.0, 40.0, 4096, 32.0, 1.0, fr), 0);
-    struct gt_err ef = { 0, 0, 0, "rope yarn freqs vs reference table" };
+    struct gt_err ef = {0, 0, 0, "rope yarn freqs vs reference table"};
     for (int i = 0; i < 32; i++) gt_check(&ef, fr[i], spec[i], 2e-6 * spec[i], i);
     gt_report(&ef);
 
@@ -115,23 +140,31 @@ static void test_rope(void)
     for (int t = 0; t < m; t++) hp[t] = t == 0 ? 0 : gt_int(1, 163839);
     float *x = gt_up(hx, (size_t)m * ld * 4), *f = gt_up(fr, sizeof fr);
     int32_t *p = gt_up(hp, (size_t)m * 4);
-    struct cuk_rope_args a = { .m = m, .n_heads = H, .rot_dim = 64, .x = x, .x_ld = ld, .head_stride = 192,
-                               .rot_off = 128, .pos = p, .freqs = f };
+    struct cuk_rope_args a = {.m = m,
+                              .n_heads = H,
+                              .rot_dim = 64,
+                              .x = x,
+                              .x_ld = ld,
+                              .head_stride = 192,
+                              .rot_off = 128,
+                              .pos = p,
+                              .freqs = f};
     CHECK_EQ(cuk_rope(&a, 0), 0);
     gt_down(hy, x, (size_t)m * ld * 4);
-    struct gt_err e = { 0, 0, 0, "rope q_pe (128 heads, interleaved)" };
+    struct gt_err e = {0, 0, 0, "rope q_pe (128 heads, interleaved)"};
     for (int t = 0; t < m; t++)
         for (int h = 0; h < H; h++)
             for (int j = 0; j < 192; j++) {
                 size_t o = (size_t)t * ld + h * 192 + j;
-                if (j < 128) {                       /* nope part untouched */
+                if (j < 128) { /* nope part untouched */
                     CHECK(hy[o] == hx[o]);
                     continue;
                 }
                 int i = (j - 128) / 2;
                 double ang = (double)((float)hp[t] * fr[i]);
                 double y0 = hx[o - (j & 1)], y1 = hx[o - (j & 1) + 1];
-                double ref = (j & 1) ? y0 * sin(ang) + y1 * cos(ang) : y0 * cos(ang) - y1 * sin(ang);
+                double ref =
+                    (j & 1) ? y0 * sin(ang) + y1 * cos(ang) : y0 * cos(ang) - y1 * sin(ang);
                 gt_check(&e, hy[o], ref, 2e-6 * (fabs(y0) + fabs(y1)) + 1e-30, (long)o);
             }
     gt_report(&e);
@@ -156,20 +189,27 @@ static void test_rope(void)
             for (int i = 0; i < 32; i++) {
                 size_t o = (size_t)t * ld + h * 192 + 128 + 2 * i;
                 volatile float c0 = hcs[(t * 32 + i) * 2], s0 = hcs[(t * 32 + i) * 2 + 1];
-                volatile float p0 = hx[o] * c0, p1 = hx[o + 1] * s0, p2 = hx[o] * s0, p3 = hx[o + 1] * c0;
+                volatile float p0 = hx[o] * c0, p1 = hx[o + 1] * s0, p2 = hx[o] * s0,
+                               p3 = hx[o + 1] * c0;
                 float r0 = p0 - p1, r1 = p2 + p3;
                 bad += memcmp(&hy[o], &r0, 4) != 0 || memcmp(&hy[o + 1], &r1, 4) != 0;
             }
-    fprintf(stderr, "rope with a (cos, sin) table: %ld of %d pairs differ from the C arithmetic\n", bad, m * H * 32);
+    fprintf(stderr, "rope with a (cos, sin) table: %ld of %d pairs differ from the C arithmetic\n",
+            bad, m * H * 32);
     CHECK_EQ(bad, 0);
     free(hcs);
     cudaFree(cs);
-    free(hx); free(hy); free(hp);
-    cudaFree(x); cudaFree(f); cudaFree(p);
+    free(hx);
+    free(hy);
+    free(hp);
+    cudaFree(x);
+    cudaFree(f);
+    cudaFree(p);
 }
 
 /* CPU reference of the router in fp32, written out step by step (kernels/cuda/router.h) */
-static void router_ref(const struct cuk_router_args *a, const float *lg, const float *bias, int32_t *ids, float *wts)
+static void router_ref(const struct cuk_router_args *a, const float *lg, const float *bias,
+                       int32_t *ids, float *wts)
 {
     int E = a->n_experts;
     float s[1024], b[1024];
@@ -185,12 +225,15 @@ static void router_ref(const struct cuk_router_args *a, const float *lg, const f
         }
         for (int e = 0; e < E; e++) b[e] = bias ? s[e] + bias[e] : s[e];
         if (a->n_group > 1) {
-            int gs = E / a->n_group, keep[64] = { 0 };
+            int gs = E / a->n_group, keep[64] = {0};
             float gsc[64];
             for (int g = 0; g < a->n_group; g++) {
                 float t1 = -INFINITY, t2 = -INFINITY;
                 for (int e = g * gs; e < (g + 1) * gs; e++) {
-                    if (b[e] > t1) { t2 = t1; t1 = b[e]; } else if (b[e] > t2) t2 = b[e];
+                    if (b[e] > t1) {
+                        t2 = t1;
+                        t1 = b[e];
+                    } else if (b[e] > t2) t2 = b[e];
                 }
                 gsc[g] = t1 + t2;
             }
@@ -200,9 +243,10 @@ static void router_ref(const struct cuk_router_args *a, const float *lg, const f
                     if (!keep[g] && (best < 0 || gsc[g] > gsc[best])) best = g;
                 keep[best] = 1;
             }
-            for (int e = 0; e < E; e++) if (!keep[e / gs]) b[e] = -INFINITY;
+            for (int e = 0; e < E; e++)
+                if (!keep[e / gs]) b[e] = -INFINITY;
         }
-        int taken[1024] = { 0 };
+        int taken[1024] = {0};
         float sum = 0.0f;
         for (int k = 0; k < a->top_k; k++) {
             int best = -1;
@@ -231,9 +275,18 @@ static void test_router(int E, int n_group, int topk_group, int top_k, int scori
     float *l = gt_up(hl, (size_t)m * E * 4), *b = gt_up(hb, (size_t)E * 4);
     int32_t *ids = gt_dev((size_t)m * top_k * 4);
     float *w = gt_dev((size_t)m * top_k * 4);
-    struct cuk_router_args a = { .m = m, .n_experts = E, .n_group = n_group, .topk_group = topk_group,
-                                 .top_k = top_k, .scoring = scoring, .norm_topk = norm, .scaling = scaling,
-                                 .logits = l, .bias = with_bias ? b : NULL, .ids = ids, .weights = w };
+    struct cuk_router_args a = {.m = m,
+                                .n_experts = E,
+                                .n_group = n_group,
+                                .topk_group = topk_group,
+                                .top_k = top_k,
+                                .scoring = scoring,
+                                .norm_topk = norm,
+                                .scaling = scaling,
+                                .logits = l,
+                                .bias = with_bias ? b : NULL,
+                                .ids = ids,
+                                .weights = w};
     CHECK_EQ(cuk_router(&a, 0), 0);
     int32_t *hid = malloc((size_t)m * top_k * 4), *rid = malloc((size_t)m * top_k * 4);
     float *hw = malloc((size_t)m * top_k * 4), *rw = malloc((size_t)m * top_k * 4);
@@ -244,20 +297,28 @@ static void test_router(int E, int n_group, int topk_group, int top_k, int scori
     char what[80];
     snprintf(what, sizeof what, "router E=%d groups=%d/%d top%d %s", E, topk_group, n_group, top_k,
              scoring == CUK_ROUTER_SOFTMAX ? "softmax" : "sigmoid");
-    struct gt_err e = { 0, 0, 0, what };
+    struct gt_err e = {0, 0, 0, what};
     for (int i = 0; i < m * top_k; i++) {
         if (hid[i] != rid[i]) fprintf(stderr, "  id[%d]: got %d ref %d\n", i, hid[i], rid[i]);
         CHECK_EQ(hid[i], rid[i]);
         gt_check(&e, hw[i], rw[i], 1e-5 * fabs(rw[i]) + 1e-7, i);
     }
     gt_report(&e);
-    free(hl); free(hb); free(hid); free(rid); free(hw); free(rw);
-    cudaFree(l); cudaFree(b); cudaFree(ids); cudaFree(w);
+    free(hl);
+    free(hb);
+    free(hid);
+    free(rid);
+    free(hw);
+    free(rw);
+    cudaFree(l);
+    cudaFree(b);
+    cudaFree(ids);
+    cudaFree(w);
 }
 
 static void test_swiglu(void)
 {
-    int m = gt_int(1, 9), f = 2048, ld = 2 * f;          /* gate|up fused in one row */
+    int m = gt_int(1, 9), f = 2048, ld = 2 * f; /* gate|up fused in one row */
     float *hgu = malloc((size_t)m * ld * 4), *hy = malloc((size_t)m * f * 4);
     double *v = malloc((size_t)m * f * sizeof(double));
     CHECK(hgu && hy && v);
@@ -270,8 +331,18 @@ static void test_swiglu(void)
     float *gu = gt_up(hgu, (size_t)m * ld * 4), *y = gt_dev((size_t)m * f * 4);
     uint8_t *q = gt_dev((size_t)m * f);
     float *qs = gt_dev((size_t)(f / 128) * m * 4);
-    struct cuk_swiglu_args a = { .m = m, .f = f, .gate = gu, .gate_ld = ld, .up = gu + f, .up_ld = ld,
-                                 .y = y, .y_ld = f, .q = q, .q_ld = f, .q_scale = qs, .q_scale_ld = m };
+    struct cuk_swiglu_args a = {.m = m,
+                                .f = f,
+                                .gate = gu,
+                                .gate_ld = ld,
+                                .up = gu + f,
+                                .up_ld = ld,
+                                .y = y,
+                                .y_ld = f,
+                                .q = q,
+                                .q_ld = f,
+                                .q_scale = qs,
+                                .q_scale_ld = m};
     CHECK_EQ(cuk_swiglu(&a, 0), 0);
     uint8_t *hq = malloc((size_t)m * f);
     float *hqs = malloc((size_t)(f / 128) * m * 4);
@@ -279,12 +350,20 @@ static void test_swiglu(void)
     gt_down(hy, y, (size_t)m * f * 4);
     gt_down(hq, q, (size_t)m * f);
     gt_down(hqs, qs, (size_t)(f / 128) * m * 4);
-    struct gt_err e = { 0, 0, 0, "swiglu f32" };
-    for (size_t i = 0; i < (size_t)m * f; i++) gt_check(&e, hy[i], v[i], 4e-6 * fabs(v[i]) + 1e-30, (long)i);
+    struct gt_err e = {0, 0, 0, "swiglu f32"};
+    for (size_t i = 0; i < (size_t)m * f; i++)
+        gt_check(&e, hy[i], v[i], 4e-6 * fabs(v[i]) + 1e-30, (long)i);
     gt_report(&e);
     check_quant("  quant of swiglu", m, f, v, hq, hqs, m);
-    free(hgu); free(hy); free(v); free(hq); free(hqs);
-    cudaFree(gu); cudaFree(y); cudaFree(q); cudaFree(qs);
+    free(hgu);
+    free(hy);
+    free(v);
+    free(hq);
+    free(hqs);
+    cudaFree(gu);
+    cudaFree(y);
+    cudaFree(q);
+    cudaFree(qs);
 }
 
 static void test_add_embed(void)
@@ -292,19 +371,25 @@ static void test_add_embed(void)
     size_t n = (size_t)gt_int(1, 300000);
     float *hy = malloc(n * 4), *hx = malloc(n * 4), *hr = malloc(n * 4);
     CHECK(hy && hx && hr);
-    for (size_t i = 0; i < n; i++) { hy[i] = (float)gt_normal(); hx[i] = (float)gt_normal(); }
+    for (size_t i = 0; i < n; i++) {
+        hy[i] = (float)gt_normal();
+        hx[i] = (float)gt_normal();
+    }
     float *y = gt_up(hy, n * 4), *x = gt_up(hx, n * 4);
-    struct cuk_add_args a = { .n = n, .y = y, .x = x, .alpha = 0.75f };
+    struct cuk_add_args a = {.n = n, .y = y, .x = x, .alpha = 0.75f};
     CHECK_EQ(cuk_add(&a, 0), 0);
     gt_down(hr, y, n * 4);
-    struct gt_err e = { 0, 0, 0, "add" };
+    struct gt_err e = {0, 0, 0, "add"};
     for (size_t i = 0; i < n; i++) {
         double ref = (double)hy[i] + 0.75 * hx[i];
         gt_check(&e, hr[i], ref, 1.2e-7 * (fabs(hy[i]) + fabs(hx[i])) + 1e-30, (long)i);
     }
     gt_report(&e);
-    free(hy); free(hx); free(hr);
-    cudaFree(y); cudaFree(x);
+    free(hy);
+    free(hx);
+    free(hr);
+    cudaFree(y);
+    cudaFree(x);
 
     int vocab = 1000, d = 7168, m = gt_int(3, 12);
     uint16_t *ht = malloc((size_t)vocab * d * 2);
@@ -314,11 +399,12 @@ static void test_add_embed(void)
     for (size_t i = 0; i < (size_t)vocab * d; i++) ht[i] = fp_f32_to_bf16((float)gt_normal());
     for (int t = 0; t < m; t++) hk[t] = gt_int(0, vocab - 1);
     hk[0] = -1;
-    hk[1] = vocab;                                   /* out of range: zero rows */
+    hk[1] = vocab; /* out of range: zero rows */
     uint16_t *tb = gt_up(ht, (size_t)vocab * d * 2);
     int32_t *tk = gt_up(hk, (size_t)m * 4);
     float *o = gt_dev((size_t)m * d * 4);
-    struct cuk_embed_args ea = { .m = m, .d = d, .vocab = vocab, .tokens = tk, .table = tb, .out = o, .out_ld = d };
+    struct cuk_embed_args ea = {
+        .m = m, .d = d, .vocab = vocab, .tokens = tk, .table = tb, .out = o, .out_ld = d};
     CHECK_EQ(cuk_embed(&ea, 0), 0);
     gt_down(ho, o, (size_t)m * d * 4);
     for (int t = 0; t < m; t++)
@@ -327,46 +413,67 @@ static void test_add_embed(void)
             CHECK(ho[(size_t)t * d + i] == ref);
         }
     fprintf(stderr, "%-40s %8ld elements exact\n", "embed", (long)m * d);
-    free(ht); free(hk); free(ho);
-    cudaFree(tb); cudaFree(tk); cudaFree(o);
+    free(ht);
+    free(hk);
+    free(ho);
+    cudaFree(tb);
+    cudaFree(tk);
+    cudaFree(o);
 }
 
 static void test_transpose(int type, int acc)
 {
-    int rows = gt_int(1, 300), cols = gt_int(1, 70), in_ld = cols + gt_int(0, 5), out_ld = rows + gt_int(0, 5);
+    int rows = gt_int(1, 300), cols = gt_int(1, 70), in_ld = cols + gt_int(0, 5),
+        out_ld = rows + gt_int(0, 5);
     size_t es = type == CUK_BF16 ? 2 : 4;
     char *hin = malloc((size_t)rows * in_ld * es), *hout = malloc((size_t)cols * out_ld * es);
     float *base = malloc((size_t)cols * out_ld * 4);
     CHECK(hin && hout && base);
     for (size_t i = 0; i < (size_t)rows * in_ld; i++) {
         float v = (float)gt_normal();
-        if (type == CUK_BF16) ((uint16_t *)hin)[i] = fp_f32_to_bf16(v); else ((float *)hin)[i] = v;
+        if (type == CUK_BF16) ((uint16_t *)hin)[i] = fp_f32_to_bf16(v);
+        else ((float *)hin)[i] = v;
     }
     for (size_t i = 0; i < (size_t)cols * out_ld; i++) {
         float v = (float)gt_normal();
-        if (type == CUK_BF16) { ((uint16_t *)hout)[i] = fp_f32_to_bf16(v); v = fp_bf16_to_f32(fp_f32_to_bf16(v)); }
-        else ((float *)hout)[i] = v;
+        if (type == CUK_BF16) {
+            ((uint16_t *)hout)[i] = fp_f32_to_bf16(v);
+            v = fp_bf16_to_f32(fp_f32_to_bf16(v));
+        } else ((float *)hout)[i] = v;
         base[i] = v;
     }
-    void *in = gt_up(hin, (size_t)rows * in_ld * es), *out = acc ? gt_up(hout, (size_t)cols * out_ld * es)
-                                                                 : gt_dev((size_t)cols * out_ld * es);
-    struct cuk_transpose_args a = { .rows = rows, .cols = cols, .type = type, .in = in, .in_ld = in_ld,
-                                    .out = out, .out_ld = out_ld, .accumulate = acc };
+    void *in = gt_up(hin, (size_t)rows * in_ld * es),
+         *out = acc ? gt_up(hout, (size_t)cols * out_ld * es) : gt_dev((size_t)cols * out_ld * es);
+    struct cuk_transpose_args a = {.rows = rows,
+                                   .cols = cols,
+                                   .type = type,
+                                   .in = in,
+                                   .in_ld = in_ld,
+                                   .out = out,
+                                   .out_ld = out_ld,
+                                   .accumulate = acc};
     CHECK_EQ(cuk_transpose(&a, 0), 0);
     gt_down(hout, out, (size_t)cols * out_ld * es);
-    struct gt_err e = { 0, 0, 0, type == CUK_BF16 ? (acc ? "transpose bf16 acc" : "transpose bf16")
-                                                   : (acc ? "transpose f32 acc" : "transpose f32") };
+    struct gt_err e = {0, 0, 0,
+                       type == CUK_BF16 ? (acc ? "transpose bf16 acc" : "transpose bf16")
+                                        : (acc ? "transpose f32 acc" : "transpose f32")};
     for (int c = 0; c < cols; c++)
         for (int r = 0; r < rows; r++) {
             size_t o = (size_t)c * out_ld + r, i = (size_t)r * in_ld + c;
-            double got = type == CUK_BF16 ? fp_bf16_to_f32(((uint16_t *)hout)[o]) : ((float *)hout)[o];
+            double got =
+                type == CUK_BF16 ? fp_bf16_to_f32(((uint16_t *)hout)[o]) : ((float *)hout)[o];
             double v = type == CUK_BF16 ? fp_bf16_to_f32(((uint16_t *)hin)[i]) : ((float *)hin)[i];
             double ref = v + (acc ? base[o] : 0.0);
-            gt_check(&e, got, ref, type == CUK_BF16 && acc ? gt_bf16_tol(ref) : fabs(ref) * 1e-7 + 1e-30, (long)o);
+            gt_check(&e, got, ref,
+                     type == CUK_BF16 && acc ? gt_bf16_tol(ref) : fabs(ref) * 1e-7 + 1e-30,
+                     (long)o);
         }
     gt_report(&e);
-    free(hin); free(hout); free(base);
-    cudaFree(in); cudaFree(out);
+    free(hin);
+    free(hout);
+    free(base);
+    cudaFree(in);
+    cudaFree(out);
 }
 
 /* W16A32 linear: y = x W^T with bf16 weights, fp32 activations and accumulation */
@@ -374,20 +481,29 @@ static void test_gemv_bf16(int m, int n, int k, int acc)
 {
     int x_ld = k + 4 * gt_int(0, 3), y_ld = n + gt_int(0, 5);
     uint16_t *hw = malloc((size_t)n * k * 2);
-    float *hx = malloc((size_t)m * x_ld * 4), *hy = malloc((size_t)m * y_ld * 4), *base = malloc((size_t)m * y_ld * 4);
+    float *hx = malloc((size_t)m * x_ld * 4), *hy = malloc((size_t)m * y_ld * 4),
+          *base = malloc((size_t)m * y_ld * 4);
     CHECK(hw && hx && hy && base);
     for (size_t i = 0; i < (size_t)n * k; i++) hw[i] = fp_f32_to_bf16((float)(gt_normal() * 0.05));
     for (size_t i = 0; i < (size_t)m * x_ld; i++) hx[i] = (float)gt_normal();
     for (size_t i = 0; i < (size_t)m * y_ld; i++) base[i] = (float)gt_normal();
     uint16_t *w = gt_up(hw, (size_t)n * k * 2);
-    float *x = gt_up(hx, (size_t)m * x_ld * 4), *y = acc ? gt_up(base, (size_t)m * y_ld * 4) : gt_dev((size_t)m * y_ld * 4);
-    struct cuk_gemv_bf16_args a = { .m = m, .n = n, .k = k, .w = w, .x = x, .x_ld = x_ld, .y = y, .y_ld = y_ld,
-                                    .accumulate = acc };
+    float *x = gt_up(hx, (size_t)m * x_ld * 4),
+          *y = acc ? gt_up(base, (size_t)m * y_ld * 4) : gt_dev((size_t)m * y_ld * 4);
+    struct cuk_gemv_bf16_args a = {.m = m,
+                                   .n = n,
+                                   .k = k,
+                                   .w = w,
+                                   .x = x,
+                                   .x_ld = x_ld,
+                                   .y = y,
+                                   .y_ld = y_ld,
+                                   .accumulate = acc};
     CHECK_EQ(cuk_gemv_bf16(&a, 0), 0);
     gt_down(hy, y, (size_t)m * y_ld * 4);
     char what[80];
     snprintf(what, sizeof what, "gemv_bf16 m=%d n=%d k=%d%s", m, n, k, acc ? " acc" : "");
-    struct gt_err e = { 0, 0, 0, what };
+    struct gt_err e = {0, 0, 0, what};
     for (int t = 0; t < m; t++) {
         for (int r = 0; r < n; r++) {
             double d = 0.0, S = 0.0;
@@ -397,13 +513,20 @@ static void test_gemv_bf16(int m, int n, int k, int acc)
                 S += fabs(p);
             }
             double ref = d + (acc ? base[(size_t)t * y_ld + r] : 0.0);
-            gt_check(&e, hy[(size_t)t * y_ld + r], ref, 2e-5 * S + 1e-6 * fabs(ref) + 1e-30, (long)t * n + r);
+            gt_check(&e, hy[(size_t)t * y_ld + r], ref, 2e-5 * S + 1e-6 * fabs(ref) + 1e-30,
+                     (long)t * n + r);
         }
-        for (int r = n; r < y_ld && !acc; r++) CHECK(isnan(hy[(size_t)t * y_ld + r]));   /* untouched */
+        for (int r = n; r < y_ld && !acc; r++)
+            CHECK(isnan(hy[(size_t)t * y_ld + r])); /* untouched */
     }
     gt_report(&e);
-    free(hw); free(hx); free(hy); free(base);
-    cudaFree(w); cudaFree(x); cudaFree(y);
+    free(hw);
+    free(hx);
+    free(hy);
+    free(base);
+    cudaFree(w);
+    cudaFree(x);
+    cudaFree(y);
 }
 
 /* cuk_rmsnorm_f32: bit for bit the CPU kernel cpuq_rmsnorm_f32 (strided rows, and in place) */
@@ -412,26 +535,32 @@ static void test_rmsnorm_f32(int m, int d, int ld)
     float *hx = malloc((size_t)m * ld * 4), *hw = malloc((size_t)d * 4);
     float *ref = malloc((size_t)m * ld * 4), *hy = malloc((size_t)m * ld * 4);
     CHECK(hx && hw && ref && hy);
-    for (size_t i = 0; i < (size_t)m * ld; i++) hx[i] = (float)(gt_normal() * (1 + 3 * gt_uniform()));
+    for (size_t i = 0; i < (size_t)m * ld; i++)
+        hx[i] = (float)(gt_normal() * (1 + 3 * gt_uniform()));
     for (int i = 0; i < d; i++) hw[i] = (float)(0.5 + gt_uniform());
     float eps = 1e-6f;
     cpuq_rmsnorm_f32(hx, ld, hw, m, d, eps, ref, ld);
     float *x = gt_up(hx, (size_t)m * ld * 4), *w = gt_up(hw, (size_t)d * 4);
     float *y = gt_dev((size_t)m * ld * 4);
-    struct cuk_rmsnorm_f32_args a = { .m = m, .d = d, .x = x, .x_ld = ld, .w = w, .eps = eps,
-                                      .y = y, .y_ld = ld };
+    struct cuk_rmsnorm_f32_args a = {
+        .m = m, .d = d, .x = x, .x_ld = ld, .w = w, .eps = eps, .y = y, .y_ld = ld};
     CHECK_EQ(cuk_rmsnorm_f32(&a, 0), 0);
     gt_down(hy, y, (size_t)m * ld * 4);
     for (int t = 0; t < m; t++)
         CHECK(memcmp(hy + (size_t)t * ld, ref + (size_t)t * ld, (size_t)d * 4) == 0);
-    a.y = x;                                                    /* in place */
+    a.y = x; /* in place */
     CHECK_EQ(cuk_rmsnorm_f32(&a, 0), 0);
     gt_down(hy, x, (size_t)m * ld * 4);
     for (int t = 0; t < m; t++)
         CHECK(memcmp(hy + (size_t)t * ld, ref + (size_t)t * ld, (size_t)d * 4) == 0);
     fprintf(stderr, "rmsnorm_f32 m=%d d=%d: bit-exact vs the CPU kernel\n", m, d);
-    free(hx); free(hw); free(ref); free(hy);
-    cudaFree(x); cudaFree(w); cudaFree(y);
+    free(hx);
+    free(hw);
+    free(ref);
+    free(hy);
+    cudaFree(x);
+    cudaFree(w);
+    cudaFree(y);
 }
 
 /* cuk_fp8_to_f32: bit for bit cpuq_fp8_dequant (rows and cols not multiples of 128) */
@@ -444,21 +573,26 @@ static void test_fp8_to_f32(int64_t rows, int64_t cols)
     CHECK(hq && hs && ref && hy);
     for (int64_t i = 0; i < rows * cols; i++) {
         uint8_t b = (uint8_t)gt_int(0, 255);
-        hq[i] = (b & 0x7f) == 0x7f ? 0x3f : b;                 /* no NaN codes */
+        hq[i] = (b & 0x7f) == 0x7f ? 0x3f : b; /* no NaN codes */
     }
     for (int64_t i = 0; i < sr * sc; i++) hs[i] = (float)(gt_uniform() * 1e-2 + 1e-4);
     cpuq_fp8_dequant(hq, hs, rows, cols, 0, rows, ref);
     uint8_t *q = gt_up(hq, (size_t)(rows * cols));
     float *s = gt_up(hs, (size_t)(sr * sc) * 4), *y = gt_dev((size_t)(rows * cols) * 4);
-    struct cuk_fp8_to_f32_args a = { .rows = rows, .cols = cols, .q = q, .scale = s,
-                                     .scale_ld = (int)sc, .out = y };
+    struct cuk_fp8_to_f32_args a = {
+        .rows = rows, .cols = cols, .q = q, .scale = s, .scale_ld = (int)sc, .out = y};
     CHECK_EQ(cuk_fp8_to_f32(&a, 0), 0);
     gt_down(hy, y, (size_t)(rows * cols) * 4);
     CHECK(memcmp(hy, ref, (size_t)(rows * cols) * 4) == 0);
     fprintf(stderr, "fp8_to_f32 %lldx%lld: bit-exact vs cpuq_fp8_dequant\n", (long long)rows,
             (long long)cols);
-    free(hq); free(hs); free(ref); free(hy);
-    cudaFree(q); cudaFree(s); cudaFree(y);
+    free(hq);
+    free(hs);
+    free(ref);
+    free(hy);
+    cudaFree(q);
+    cudaFree(s);
+    cudaFree(y);
 }
 
 /* cuk_head_matmul_fp8: the hybrid backend's per-head matmul on FP8 weights (kv_b's absorbed
@@ -475,24 +609,35 @@ static void test_head_matmul_fp8(int n, int trans, int r0)
     CHECK(hq && hs && hx && hy);
     for (size_t i = 0; i < (size_t)R * cols; i++) {
         uint8_t b = (uint8_t)gt_int(0, 255);
-        hq[i] = (b & 0x7f) == 0x7f ? 0x3f : b;          /* no NaN codes */
+        hq[i] = (b & 0x7f) == 0x7f ? 0x3f : b; /* no NaN codes */
     }
     for (int i = 0; i < (R / 128) * sld; i++) hs[i] = (float)(gt_uniform() * 1e-3 + 1e-4);
     for (size_t i = 0; i < (size_t)n * ldx_tok; i++) hx[i] = (float)gt_normal();
     uint8_t *q = gt_up(hq, (size_t)R * cols);
     float *s = gt_up(hs, (size_t)(R / 128) * sld * 4), *x = gt_up(hx, (size_t)n * ldx_tok * 4);
     float *y = gt_dev((size_t)n * ldy_tok * 4);
-    struct cuk_head_matmul_fp8_args a = { .q = q, .scale = s, .scale_ld = sld, .r0 = r0,
-                                          .head_rows = hrows, .rows = rows, .cols = cols,
-                                          .trans = trans, .n = n, .n_heads = H, .x = x,
-                                          .x_ld_tok = ldx_tok, .x_ld_head = ldx_head, .y = y,
-                                          .y_ld_tok = ldy_tok, .y_ld_head = ldy_head };
+    struct cuk_head_matmul_fp8_args a = {.q = q,
+                                         .scale = s,
+                                         .scale_ld = sld,
+                                         .r0 = r0,
+                                         .head_rows = hrows,
+                                         .rows = rows,
+                                         .cols = cols,
+                                         .trans = trans,
+                                         .n = n,
+                                         .n_heads = H,
+                                         .x = x,
+                                         .x_ld_tok = ldx_tok,
+                                         .x_ld_head = ldx_head,
+                                         .y = y,
+                                         .y_ld_tok = ldy_tok,
+                                         .y_ld_head = ldy_head};
     CHECK(cuk_head_matmul_fp8_fits(&a));
     CHECK_EQ(cuk_head_matmul_fp8(&a, 0), 0);
     gt_down(hy, y, (size_t)n * ldy_tok * 4);
     char name[96];
     snprintf(name, sizeof name, "head matmul fp8 trans=%d n=%d r0=%d", trans, n, r0);
-    struct gt_err e = { 0, 0, 0, name };
+    struct gt_err e = {0, 0, 0, name};
     for (int t = 0; t < n; t++)
         for (int h = 0; h < H; h++)
             for (int o = 0; o < out; o++) {
@@ -500,7 +645,8 @@ static void test_head_matmul_fp8(int n, int trans, int r0)
                 for (int k = 0; k < in; k++) {
                     int r = trans ? k : o, c = trans ? o : k;
                     int64_t row = r0 + (int64_t)h * hrows + r;
-                    double w = (double)(fp_e4m3_to_f32(hq[row * cols + c]) * hs[(row / 128) * sld + c / 128]);
+                    double w = (double)(fp_e4m3_to_f32(hq[row * cols + c]) *
+                                        hs[(row / 128) * sld + c / 128]);
                     double xv = hx[(size_t)t * ldx_tok + (size_t)h * ldx_head + k];
                     acc += w * xv;
                     mag += fabs(w * xv);
@@ -509,8 +655,14 @@ static void test_head_matmul_fp8(int n, int trans, int r0)
                          4e-6 * mag + 1e-30, (long)(t * 100000 + h * 1000 + o));
             }
     gt_report(&e);
-    free(hq); free(hs); free(hx); free(hy);
-    cudaFree(q); cudaFree(s); cudaFree(x); cudaFree(y);
+    free(hq);
+    free(hs);
+    free(hx);
+    free(hy);
+    cudaFree(q);
+    cudaFree(s);
+    cudaFree(x);
+    cudaFree(y);
 }
 
 int main(void)
@@ -522,15 +674,15 @@ int main(void)
     test_rmsnorm(gt_int(1, 5), 512, CUK_F32, 1);
     test_rmsnorm(gt_int(1, 5), 2048, CUK_F32, 0);
     test_rmsnorm_f32(gt_int(1, 17), 7168, 7168);
-    test_rmsnorm_f32(gt_int(1, 5), 512, 576);                   /* kv_a latent: ld = kv_dim */
+    test_rmsnorm_f32(gt_int(1, 5), 512, 576); /* kv_a latent: ld = kv_dim */
     test_rmsnorm_f32(gt_int(1, 5), gt_int(1, 3000), 3001);
     test_fp8_to_f32(gt_int(1, 700), gt_int(1, 700));
-    test_fp8_to_f32(32768, 512);                                /* a DeepSeek-V3 kv_b */
+    test_fp8_to_f32(32768, 512); /* a DeepSeek-V3 kv_b */
     test_rope();
-    test_head_matmul_fp8(1, 1, 0);                               /* W_UK^T q_nope */
+    test_head_matmul_fp8(1, 1, 0); /* W_UK^T q_nope */
     test_head_matmul_fp8(gt_int(2, 16), 1, 0);
     test_head_matmul_fp8(gt_int(9, 16), 1, 0);
-    test_head_matmul_fp8(1, 0, 128);                             /* W_UV o~ */
+    test_head_matmul_fp8(1, 0, 128); /* W_UV o~ */
     test_head_matmul_fp8(gt_int(2, 8), 0, 128);
     test_head_matmul_fp8(gt_int(9, 16), 0, 128);
     test_router(256, 8, 4, 8, CUK_ROUTER_SIGMOID, 1, 1, 2.5f);   /* DeepSeek-V3 */
@@ -538,7 +690,7 @@ int main(void)
     test_router(384, 1, 1, 8, CUK_ROUTER_SIGMOID, 1, 1, 2.827f); /* Kimi-K2-like */
     test_swiglu();
     test_add_embed();
-    test_gemv_bf16(1, 256, 7168, 0);                            /* router logits */
+    test_gemv_bf16(1, 256, 7168, 0); /* router logits */
     test_gemv_bf16(gt_int(2, 16), gt_int(1, 3000), 8 * gt_int(1, 900), 0);
     test_gemv_bf16(gt_int(1, 16), 1027, 7168, 1);
     for (int m = 1; m <= 16; m++) test_gemv_bf16(m, 37, 64, m & 1);

@@ -24,7 +24,7 @@
 
 static unsigned long long rng;
 
-static double urand(void)               /* [0, 1) */
+static double urand(void) /* [0, 1) */
 {
     rng = rng * 6364136223846793005ull + 1442695040888963407ull;
     return (double)(rng >> 11) / 9007199254740992.0;
@@ -105,7 +105,7 @@ static void test_rmsnorm(void)
                 CHECK(fabs(yi - xt[i] * rd * g[i]) <= 1e-5 * fabs(xt[i] * rd * g[i]) + 1e-30);
             }
         }
-        float *z = malloc((size_t)n * ld * 4);          /* in place */
+        float *z = malloc((size_t)n * ld * 4); /* in place */
         CHECK(z);
         memcpy(z, x, (size_t)n * ld * 4);
         cpuq_rmsnorm_f32(z, ld, g, n, dim, eps, z, ld);
@@ -166,7 +166,7 @@ static void test_swiglu(void)
         double r = g[i] / (1.0 + exp(-(double)g[i])) * u[i];
         CHECK(fabs(y[i] - r) <= 1e-6 * fabs(r) + 1e-30);
     }
-    cpuq_swiglu_f32(g, u, n, g);                        /* in place */
+    cpuq_swiglu_f32(g, u, n, g); /* in place */
     CHECK(memcmp(g, y, (size_t)n * 4) == 0);
     free(g);
     free(u);

@@ -16,10 +16,7 @@ static uint32_t rnd(void)
     rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
     return (uint32_t)(rng_state >> 33);
 }
-static float frand(void)
-{
-    return (float)rnd() / 2147483648.0f - 1.0f;
-} /* [-1, 1) */
+static float frand(void) { return (float)rnd() / 2147483648.0f - 1.0f; } /* [-1, 1) */
 
 /* a random non-NaN e4m3 byte */
 static uint8_t rand_e4m3(void)
@@ -33,16 +30,13 @@ static uint8_t rand_e4m3(void)
 static void check_act_quant(void)
 {
     float x[300], qa[300], s[3];
-    for (int i = 0; i < 300; i++)
-        x[i] = frand() * (i < 128 ? 100.0f : 0.01f);
-    for (int i = 256; i < 300; i++)
-        x[i] = 0; /* all-zero block: scale clamps to 1e-4/448 */
+    for (int i = 0; i < 300; i++) x[i] = frand() * (i < 128 ? 100.0f : 0.01f);
+    for (int i = 256; i < 300; i++) x[i] = 0; /* all-zero block: scale clamps to 1e-4/448 */
     cpuq_fp8_act_quant(300, x, qa, s);
     CHECK_NEAR(s[2], 1e-4f / 448.0f, 0);
     for (int b = 0; b < 3; b++) {
         float amax = 0;
-        for (int i = b * 128; i < 300 && i < b * 128 + 128; i++)
-            amax = fmaxf(amax, fabsf(x[i]));
+        for (int i = b * 128; i < 300 && i < b * 128 + 128; i++) amax = fmaxf(amax, fabsf(x[i]));
         CHECK_NEAR(s[b], fmaxf(amax, 1e-4f) / 448.0f, 0);
         for (int i = b * 128; i < 300 && i < b * 128 + 128; i++) {
             CHECK(fabsf(qa[i]) <= 448.0f);
@@ -64,12 +58,9 @@ static void check_shape(int64_t rows, int64_t cols, int ntok)
     float *yref = malloc(sizeof(float) * (size_t)(ntok * rows));
     float *y = malloc(sizeof(float) * (size_t)(ntok * rows));
     CHECK(w && scale && x && qa && as && wd && yref && y);
-    for (int64_t i = 0; i < rows * cols; i++)
-        w[i] = rand_e4m3();
-    for (int64_t i = 0; i < nbr * nbc; i++)
-        scale[i] = (0.5f + (frand() + 1.0f)) * 1e-3f;
-    for (int64_t i = 0; i < ntok * cols; i++)
-        x[i] = frand() * (1.0f + (float)(i % 7));
+    for (int64_t i = 0; i < rows * cols; i++) w[i] = rand_e4m3();
+    for (int64_t i = 0; i < nbr * nbc; i++) scale[i] = (0.5f + (frand() + 1.0f)) * 1e-3f;
+    for (int64_t i = 0; i < ntok * cols; i++) x[i] = frand() * (1.0f + (float)(i % 7));
     for (int t = 0; t < ntok; t++)
         cpuq_fp8_act_quant(cols, x + t * cols, qa + t * cols, as + t * nbc);
 
@@ -104,8 +95,7 @@ static void check_shape(int64_t rows, int64_t cols, int ntok)
         if (cpuq_ops_get(isa, &o, err) != 0) continue;
         struct cpuq_fp8_kern k;
         CHECK_EQ(cpuq_fp8_kern_get(isa, &k, err), 0);
-        for (int64_t i = 0; i < ntok * rows; i++)
-            y[i] = NAN;
+        for (int64_t i = 0; i < ntok * rows; i++) y[i] = NAN;
         int64_t r0 = rows > 3 ? 1 : 0;
         cpuq_fp8_linear(&k, w, scale, rows, cols, r0, rows, ntok, qa, as, y, rows);
         for (int t = 0; t < ntok; t++)

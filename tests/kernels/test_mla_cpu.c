@@ -30,7 +30,7 @@
 
 static unsigned long long rng;
 
-static double urand(void)               /* [0, 1) */
+static double urand(void) /* [0, 1) */
 {
     rng = rng * 6364136223846793005ull + 1442695040888963407ull;
     return (double)(rng >> 11) / 9007199254740992.0;
@@ -43,7 +43,7 @@ struct cfg {
 };
 
 struct ctx {
-    struct wpool *p1, *p2;              /* one thread, two threads */
+    struct wpool *p1, *p2; /* one thread, two threads */
     struct cpuq_mla_scratch *s1, *s2;
 };
 
@@ -62,7 +62,7 @@ static void run_case(const struct cfg *cf, struct ctx *cx)
     int32_t *perm = malloc((size_t)n_blocks * sizeof(int32_t));
     CHECK(cache && before && perm);
     for (int i = 0; i < n_blocks; i++) perm[i] = i;
-    for (int i = n_blocks - 1; i > 0; i--) {            /* shuffled block tables */
+    for (int i = n_blocks - 1; i > 0; i--) { /* shuffled block tables */
         int k = irand(i + 1), t = perm[i];
         perm[i] = perm[k];
         perm[k] = t;
@@ -72,8 +72,8 @@ static void run_case(const struct cfg *cf, struct ctx *cx)
         if (cf->f32) ((float *)cache)[i] = v;
         else ((uint16_t *)cache)[i] = fp_f32_to_bf16(v);
     }
-    const struct cpuq_mla_cache kc = {.data = cache, .f32 = cf->f32, .kv_dim = D,
-                                      .block_tokens = BT};
+    const struct cpuq_mla_cache kc = {
+        .data = cache, .f32 = cf->f32, .kv_dim = D, .block_tokens = BT};
     const int32_t *tables[MAX_SEQ];
     for (int s = 0; s < MAX_SEQ; s++) tables[s] = perm + (size_t)s * blocks_per_seq;
 
@@ -108,8 +108,8 @@ static void run_case(const struct cfg *cf, struct ctx *cx)
         }
     }
     for (size_t r = 0; r < (size_t)n_blocks * BT; r++)
-        if (!written[r]) CHECK(memcmp((char *)cache + r * D * esz, (char *)before + r * D * esz,
-                                      D * esz) == 0);
+        if (!written[r])
+            CHECK(memcmp((char *)cache + r * D * esz, (char *)before + r * D * esz, D * esz) == 0);
     free(written);
     free(x);
 
@@ -125,7 +125,7 @@ static void run_case(const struct cfg *cf, struct ctx *cx)
 
     CHECK_EQ(cpuq_mla_attn(cx->p1, &kc, &b, H, L, scale, q, out1, cx->s1, err), 0);
     CHECK_EQ(cpuq_mla_attn(cx->p2, &kc, &b, H, L, scale, q, out2, cx->s2, err), 0);
-    CHECK(memcmp(out1, out2, (size_t)n * H * L * sizeof(float)) == 0);        /* 3 */
+    CHECK(memcmp(out1, out2, (size_t)n * H * L * sizeof(float)) == 0); /* 3 */
 
     double worst = 0;
     for (int t = 0; t < n; t++) {
@@ -157,17 +157,18 @@ static void run_case(const struct cfg *cf, struct ctx *cx)
             worst = rel > worst ? rel : worst;
             if (!(rel <= 2e-5))
                 fprintf(stderr, "token %d (pos %d) head %d: rel err %.3g\n", t, pos[t], h, rel);
-            CHECK(rel <= 2e-5);                                                /* 1 */
+            CHECK(rel <= 2e-5); /* 1 */
         }
-        const struct cpuq_mla_batch b1 = {.n = 1, .pos = pos + t, .seq = seq + t,
-                                          .blocks = tables};
-        CHECK_EQ(cpuq_mla_attn(cx->p2, &kc, &b1, H, L, scale, q + (size_t)t * H * D, one, cx->s2,
-                               err), 0);
+        const struct cpuq_mla_batch b1 = {.n = 1, .pos = pos + t, .seq = seq + t, .blocks = tables};
+        CHECK_EQ(
+            cpuq_mla_attn(cx->p2, &kc, &b1, H, L, scale, q + (size_t)t * H * D, one, cx->s2, err),
+            0);
         CHECK(memcmp(one, out1 + (size_t)t * H * L, (size_t)H * L * sizeof(float)) == 0); /* 2 */
     }
-    fprintf(stderr, "heads %d, kv_lora %d, rope %d, block %d, %s cache: %d tokens of %d "
-            "sequences, max rel err %.3g\n", H, L, cf->rope, BT, cf->f32 ? "f32" : "bf16", n,
-            n_seqs, worst);
+    fprintf(stderr,
+            "heads %d, kv_lora %d, rope %d, block %d, %s cache: %d tokens of %d "
+            "sequences, max rel err %.3g\n",
+            H, L, cf->rope, BT, cf->f32 ? "f32" : "bf16", n, n_seqs, worst);
     free(q);
     free(out1);
     free(out2);
@@ -189,10 +190,10 @@ int main(void)
     CHECK_EQ(cpuq_mla_scratch_create(&cx.s1, err), 0);
     CHECK_EQ(cpuq_mla_scratch_create(&cx.s2, err), 0);
     const struct cfg fixed[] = {
-        {2, 512, 64, 16, 0},                            /* tiny */
-        {9, 512, 64, 16, 0},                            /* two head groups, odd rows */
-        {3, 40, 7, 5, 0},                               /* tails: L % 64, D % 16 */
-        {4, 512, 64, 16, 1},                            /* fp32 cache */
+        {2, 512, 64, 16, 0}, /* tiny */
+        {9, 512, 64, 16, 0}, /* two head groups, odd rows */
+        {3, 40, 7, 5, 0},    /* tails: L % 64, D % 16 */
+        {4, 512, 64, 16, 1}, /* fp32 cache */
     };
     for (int i = 0; i < 4; i++) run_case(&fixed[i], &cx);
     for (int i = 0; i < 6; i++) {

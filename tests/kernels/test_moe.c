@@ -18,10 +18,7 @@ static uint32_t rnd(void)
     rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
     return (uint32_t)(rng_state >> 33);
 }
-static float frand(void)
-{
-    return (float)rnd() / 2147483648.0f - 1.0f;
-}
+static float frand(void) { return (float)rnd() / 2147483648.0f - 1.0f; }
 
 struct expert_set {
     struct cpuq_mat *gate, *up, *down;
@@ -34,8 +31,7 @@ static void make_mat(const struct cpuq_ops *o, int type, int64_t rows, int64_t c
 {
     float *f = malloc(sizeof(float) * (size_t)(rows * cols));
     CHECK(f);
-    for (int64_t i = 0; i < rows * cols; i++)
-        f[i] = frand() * 0.1f;
+    for (int64_t i = 0; i < rows * cols; i++) f[i] = frand() * 0.1f;
     m->type = type;
     m->rows = rows;
     m->cols = cols;
@@ -45,8 +41,7 @@ static void make_mat(const struct cpuq_ops *o, int type, int64_t rows, int64_t c
         uint8_t *q = malloc((size_t)(rows * cols));
         float *sc = malloc(sizeof(float) * (size_t)(nbr * nbc));
         CHECK(q && sc);
-        for (int64_t i = 0; i < nbr * nbc; i++)
-            sc[i] = (1.0f + frand() * 0.5f) * (0.1f / 448.0f);
+        for (int64_t i = 0; i < nbr * nbc; i++) sc[i] = (1.0f + frand() * 0.5f) * (0.1f / 448.0f);
         for (int64_t i = 0; i < rows * cols; i++)
             q[i] = fp_f32_to_e4m3(f[i] / sc[(i / cols / 128) * nbc + (i % cols) / 128]);
         cpuq_fp8_dequant(q, sc, rows, cols, 0, rows, f);
@@ -79,8 +74,7 @@ static void reference(const struct expert_set *es, int n_tok, int hidden, int in
     double *h = malloc(sizeof(double) * (size_t)inter);
     for (int t = 0; t < n_tok; t++) {
         const float *xt = x + (size_t)t * hidden;
-        for (int i = 0; i < hidden; i++)
-            ref[(size_t)t * hidden + i] = 0;
+        for (int i = 0; i < hidden; i++) ref[(size_t)t * hidden + i] = 0;
         for (int k = 0; k < top_k; k++) {
             int e = ids[t * top_k + k];
             if (e < 0) continue;
@@ -136,8 +130,7 @@ static void run_case(int isa, int type, int hidden, int inter, int n_experts, in
     float *x = malloc(sizeof(float) * (size_t)n_tok * hidden);
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)n_tok * top_k);
     float *w = malloc(sizeof(float) * (size_t)n_tok * top_k);
-    for (int i = 0; i < n_tok * hidden; i++)
-        x[i] = frand() * 2.0f;
+    for (int i = 0; i < n_tok * hidden; i++) x[i] = frand() * 2.0f;
     for (int i = 0; i < n_tok * top_k; i++) {
         ids[i] = (int32_t)(rnd() % (unsigned)n_experts);
         if (rnd() % 13 == 0) ids[i] = -1;

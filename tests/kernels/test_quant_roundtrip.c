@@ -53,10 +53,7 @@ static uint64_t rnd(void)
     rng_state ^= rng_state << 17;
     return rng_state;
 }
-static double urand(void)
-{
-    return (double)(rnd() >> 11) / 9007199254740992.0;
-}
+static double urand(void) { return (double)(rnd() >> 11) / 9007199254740992.0; }
 static float nrand(void)
 {
     double u1 = urand(), u2 = urand();
@@ -83,24 +80,19 @@ static void add_structured(float *x, int64_t n, int type)
     if (c == 3 && type == QTYPE_F16) c = 4; /* x 1e4 would overflow f16 */
     switch (c) {
     case 0:
-        for (int j = 0; j < 32; j++)
-            x[b + j] = 0.75f;
+        for (int j = 0; j < 32; j++) x[b + j] = 0.75f;
         break; /* constant */
     case 1:
-        for (int j = 0; j < 32; j++)
-            x[b + j] = j == 7 ? -3.0f : 0.0f;
+        for (int j = 0; j < 32; j++) x[b + j] = j == 7 ? -3.0f : 0.0f;
         break; /* one spike */
     case 2:
-        for (int j = 0; j < 32; j++)
-            x[b + j] *= 1e-20f;
+        for (int j = 0; j < 32; j++) x[b + j] *= 1e-20f;
         break; /* tiny */
     case 3:
-        for (int j = 0; j < 32; j++)
-            x[b + j] *= 1e4f;
+        for (int j = 0; j < 32; j++) x[b + j] *= 1e4f;
         break; /* huge */
     default:
-        for (int j = 0; j < 32; j++)
-            x[b + j] = fabsf(x[b + j]);
+        for (int j = 0; j < 32; j++) x[b + j] = fabsf(x[b + j]);
         break; /* one-signed */
     }
 }
@@ -113,15 +105,9 @@ static void *xmalloc(size_t n)
 }
 
 /* a pointer off bytes past a malloc'd buffer start (off < 64): misaligned on purpose */
-static void *mis(void *p, int off)
-{
-    return (char *)p + off;
-}
+static void *mis(void *p, int off) { return (char *)p + off; }
 
-static int blck(int type)
-{
-    return qtype_traits(type)->blck;
-}
+static int blck(int type) { return qtype_traits(type)->blck; }
 
 /* length: a multiple of the block (and of 256 for K-quants), varied to hit SIMD tails */
 static int64_t pick_len(int type)
@@ -265,8 +251,7 @@ static void check_isa(const struct cpuq_ops *ref, const struct cpuq_ops *o)
                 CHECK(memcmp(ar, ao, ab) == 0); /* activation quantizer: bitwise too */
                 ref->type[vt].to_float(ar, ad, n);
                 double mag = 0;
-                for (int64_t i = 0; i < n; i++)
-                    mag += fabs((double)yr[i] * ad[i]);
+                for (int64_t i = 0; i < n; i++) mag += fabs((double)yr[i] * ad[i]);
                 float sr = NAN, so = NAN;
                 rt->vec_dot(n, &sr, qr, ar);
                 ot->vec_dot(n, &so, qr, ar);
@@ -321,8 +306,7 @@ static void check_matmul(const struct cpuq_ops *ref, const struct cpuq_ops *o)
                           r1 = r0 + 1 + (int64_t)(rnd() % (uint64_t)(rows - r0));
             const int64_t ldy = rows + 3;
             float *ys = xmalloc(sizeof(float) * (size_t)(ldy * ntok));
-            for (int64_t i = 0; i < ldy * ntok; i++)
-                ys[i] = -12345.0f;
+            for (int64_t i = 0; i < ldy * ntok; i++) ys[i] = -12345.0f;
             cpuq_matmul_rows(o, type, wq, rb, r0, r1, cols, act_o, ntok, ys, ldy);
             float *wd = xmalloc(sizeof(float) * (size_t)cols),
                   *ad = xmalloc(sizeof(float) * (size_t)cols);
@@ -333,8 +317,7 @@ static void check_matmul(const struct cpuq_ops *ref, const struct cpuq_ops *o)
                 for (int64_t r = 0; r < rows; r++) {
                     ref->type[type].to_float(wq + (size_t)r * rb, wd, cols);
                     double mag = 0;
-                    for (int64_t k = 0; k < cols; k++)
-                        mag += fabs((double)wd[k] * ad[k]);
+                    for (int64_t k = 0; k < cols; k++) mag += fabs((double)wd[k] * ad[k]);
                     double tol = 1e-5 * mag + 1e-30;
                     double e1 = fabs((double)yr[t * rows + r] - yo[t * rows + r]);
                     if (!(e1 <= tol)) {

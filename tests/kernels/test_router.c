@@ -19,7 +19,7 @@
 
 static unsigned long long rng;
 
-static double urand(void)               /* [0, 1) */
+static double urand(void) /* [0, 1) */
 {
     rng = rng * 6364136223846793005ull + 1442695040888963407ull;
     return (double)(rng >> 11) / 9007199254740992.0;
@@ -40,8 +40,8 @@ static int by_value_desc(const void *a, const void *b)
 }
 
 /* one token's routing, the reference way */
-static void ref_route(const struct cpuq_router *r, const float *lg, const float *bias,
-                      int32_t *ids, float *w)
+static void ref_route(const struct cpuq_router *r, const float *lg, const float *bias, int32_t *ids,
+                      float *w)
 {
     const int E = r->n_expert, G = r->n_group, gsz = E / G;
     float *s = malloc((size_t)E * sizeof(float)), *b = malloc((size_t)E * sizeof(float));
@@ -122,9 +122,11 @@ static void run_case(int c)
             int32_t got = ids[(size_t)t * r.top_k + k];
             float gw = w[(size_t)t * r.top_k + k];
             if (got != rid[k] || !(fabsf(gw - rw[k]) <= 1e-6f * fabsf(rw[k])))
-                fprintf(stderr, "case %d token %d k %d: expert %d weight %g, reference %d %g "
-                        "(E %d, groups %d/%d, top_k %d, %s)\n", c, t, k, got, gw, rid[k], rw[k],
-                        E, r.topk_group, r.n_group, r.top_k, r.softmax ? "softmax" : "sigmoid");
+                fprintf(stderr,
+                        "case %d token %d k %d: expert %d weight %g, reference %d %g "
+                        "(E %d, groups %d/%d, top_k %d, %s)\n",
+                        c, t, k, got, gw, rid[k], rw[k], E, r.topk_group, r.n_group, r.top_k,
+                        r.softmax ? "softmax" : "sigmoid");
             CHECK_EQ(got, rid[k]);
             CHECK(fabsf(gw - rw[k]) <= 1e-6f * fabsf(rw[k]));
         }

@@ -15,10 +15,7 @@ static uint32_t rnd(void)
     rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
     return (uint32_t)(rng_state >> 33);
 }
-static float frand(void)
-{
-    return (float)rnd() / 2147483648.0f - 1.0f;
-}
+static float frand(void) { return (float)rnd() / 2147483648.0f - 1.0f; }
 
 enum { NR = 5, NT = 19, K = 1024 };
 
@@ -40,12 +37,9 @@ int main(void)
             CHECK_EQ(ot->vec_dot_type, vt);
             size_t wrb = cpuq_row_size(type, K), arb = cpuq_row_size(vt, K);
             CHECK(wrb && arb && wrb <= sizeof wq / NR && arb <= sizeof aq / NT);
-            for (int i = 0; i < NR * K; i++)
-                wf[i] = frand() * (1 + (i % 5));
-            for (int i = 0; i < NT * K; i++)
-                x[i] = frand() * (i % 300 == 7 ? 30.0f : 1.0f);
-            for (int r = 0; r < NR; r++)
-                rt->from_float(wf + r * K, wq + r * wrb, K);
+            for (int i = 0; i < NR * K; i++) wf[i] = frand() * (1 + (i % 5));
+            for (int i = 0; i < NT * K; i++) x[i] = frand() * (i % 300 == 7 ? 30.0f : 1.0f);
+            for (int r = 0; r < NR; r++) rt->from_float(wf + r * K, wq + r * wrb, K);
             /* activation quantizer: bitwise equal to the reference */
             for (int t = 0; t < NT; t++) {
                 ref->type[vt].from_float(x + t * K, aq + t * arb, K);
@@ -58,23 +52,18 @@ int main(void)
             }
             /* the weight quantizer of this type too (used by convert) */
             static char wq2[NR * K * 4];
-            for (int r = 0; r < NR; r++)
-                ot->from_float(wf + r * K, wq2 + r * wrb, K);
+            for (int r = 0; r < NR; r++) ot->from_float(wf + r * K, wq2 + r * wrb, K);
             CHECK(memcmp(wq, wq2, wrb * NR) == 0);
             /* |terms| bound for the tolerance, from the dequantized operands */
             static float wd[NR * K], ad[NT * K];
-            for (int r = 0; r < NR; r++)
-                rt->to_float(wq + r * wrb, wd + r * K, K);
+            for (int r = 0; r < NR; r++) rt->to_float(wq + r * wrb, wd + r * K, K);
             if (ref->type[vt].to_float)
-                for (int t = 0; t < NT; t++)
-                    ref->type[vt].to_float(aq + t * arb, ad + t * K, K);
-            else
-                memcpy(ad, x, sizeof x);
+                for (int t = 0; t < NT; t++) ref->type[vt].to_float(aq + t * arb, ad + t * K, K);
+            else memcpy(ad, x, sizeof x);
             for (int t = 0; t < NT; t++)
                 for (int r = 0; r < NR; r++) {
                     double m = 0;
-                    for (int k = 0; k < K; k++)
-                        m += fabs((double)wd[r * K + k] * ad[t * K + k]);
+                    for (int k = 0; k < K; k++) m += fabs((double)wd[r * K + k] * ad[t * K + k]);
                     mag[t * NR + r] = (float)m;
                     rt->vec_dot(K, &yr[t * NR + r], wq + r * wrb, aq + t * arb);
                 }
@@ -85,8 +74,7 @@ int main(void)
                     CHECK_NEAR(s, yr[t * NR + r], 2e-6 * mag[t * NR + r] + 1e-6);
                 }
             for (int ntok = 1; ntok <= NT; ntok++) {
-                for (int i = 0; i < NT * NR; i++)
-                    y[i] = NAN;
+                for (int i = 0; i < NT * NR; i++) y[i] = NAN;
                 cpuq_matmul_rows(o, type, wq, wrb, 1, NR, K, aq, ntok, y, NR);
                 for (int t = 0; t < ntok; t++)
                     for (int r = 1; r < NR; r++)

@@ -19,8 +19,7 @@ static void fn(void *ctx, int64_t b, int64_t e, int thread_idx)
 {
     struct job *j = ctx;
     if (thread_idx < 0 || thread_idx >= j->n_threads) atomic_store(&j->bad_idx, 1);
-    for (int64_t i = b; i < e; i++)
-        atomic_fetch_add(&j->hits[i], 1);
+    for (int64_t i = b; i < e; i++) atomic_fetch_add(&j->hits[i], 1);
 }
 
 static uint64_t rng_state;
@@ -45,13 +44,11 @@ int main(void)
             for (int rep = 0; rep < 300; rep++) {
                 int64_t n = rnd() % MAXN, chunk = 1 + rnd() % 64;
                 if (rep % 50 == 0) n = 0;
-                for (int64_t i = 0; i < n; i++)
-                    atomic_store(&hits[i], 0);
+                for (int64_t i = 0; i < n; i++) atomic_store(&hits[i], 0);
                 struct job j = {hits, 0, counts[ci]};
                 wpool_run(p, fn, &j, n, chunk);
                 CHECK_EQ(atomic_load(&j.bad_idx), 0);
-                for (int64_t i = 0; i < n; i++)
-                    CHECK_EQ(atomic_load(&hits[i]), 1);
+                for (int64_t i = 0; i < n; i++) CHECK_EQ(atomic_load(&hits[i]), 1);
                 if (rep == 150) usleep(5000); /* let workers fall asleep, then wake them */
             }
             wpool_destroy(p);
@@ -59,11 +56,9 @@ int main(void)
     }
     /* NULL pool runs on the caller; destroy(NULL) is fine */
     struct job j = {hits, 0, 1};
-    for (int i = 0; i < 10; i++)
-        atomic_store(&hits[i], 0);
+    for (int i = 0; i < 10; i++) atomic_store(&hits[i], 0);
     wpool_run(NULL, fn, &j, 10, 3);
-    for (int i = 0; i < 10; i++)
-        CHECK_EQ(atomic_load(&hits[i]), 1);
+    for (int i = 0; i < 10; i++) CHECK_EQ(atomic_load(&hits[i]), 1);
     wpool_destroy(NULL);
     struct wpool *p;
     CHECK(wpool_create(-1, 0, 0, &p, err) == ERR_INVAL);

@@ -43,7 +43,7 @@ static void on_route(void *ud, int layer, int n, const int32_t *ids, int top_k)
         int32_t e[64];
         int k = top_k < 64 ? top_k : 64;
         memcpy(e, ids + (size_t)t * top_k, (size_t)k * sizeof(int32_t));
-        for (int i = 1; i < k; i++)             /* insertion sort: k <= 64 */
+        for (int i = 1; i < k; i++) /* insertion sort: k <= 64 */
             for (int j = i; j > 0 && e[j - 1] > e[j]; j--) {
                 int32_t x = e[j];
                 e[j] = e[j - 1];
@@ -57,9 +57,11 @@ static void on_route(void *ud, int layer, int n, const int32_t *ids, int top_k)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: dump_logits --model DIR --ids FILE --out FILE [--ref|--ref-exact] [--chunk N] "
-            "[--threads N] [--isa NAME] [--w8a16] [--kv bf16|f32] [--routes FILE] [--ref-skip MASK] "
-            "[--make-ids N [--seed S]] [--placement cpu|hybrid] [--fp8-gemm exact|cublaslt]\n");
+    fprintf(
+        stderr,
+        "usage: dump_logits --model DIR --ids FILE --out FILE [--ref|--ref-exact] [--chunk N] "
+        "[--threads N] [--isa NAME] [--w8a16] [--kv bf16|f32] [--routes FILE] [--ref-skip MASK] "
+        "[--make-ids N [--seed S]] [--placement cpu|hybrid] [--fp8-gemm exact|cublaslt]\n");
     return 2;
 }
 
@@ -72,9 +74,19 @@ int main(int argc, char **argv)
     unsigned long long seed = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--ref")) { use_ref = 1; continue; }
-        if (!strcmp(a, "--ref-exact")) { use_ref = 2; exact = 7; continue; }
-        if (!strcmp(a, "--w8a16")) { w8a16 = 1; continue; }
+        if (!strcmp(a, "--ref")) {
+            use_ref = 1;
+            continue;
+        }
+        if (!strcmp(a, "--ref-exact")) {
+            use_ref = 2;
+            exact = 7;
+            continue;
+        }
+        if (!strcmp(a, "--w8a16")) {
+            w8a16 = 1;
+            continue;
+        }
         if (!v) return usage();
         if (!strcmp(a, "--model")) model_dir = v;
         else if (!strcmp(a, "--ids")) ids_path = v;
@@ -86,8 +98,10 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--fp8-gemm")) fp8_gemm = v;
         else if (!strcmp(a, "--make-ids")) make = atoi(v);
         else if (!strcmp(a, "--seed")) seed = strtoull(v, NULL, 0);
-        else if (!strcmp(a, "--ref-skip")) { use_ref = 2; exact = atoi(v); }
-        else if (!strcmp(a, "--routes")) routes_path = v;
+        else if (!strcmp(a, "--ref-skip")) {
+            use_ref = 2;
+            exact = atoi(v);
+        } else if (!strcmp(a, "--routes")) routes_path = v;
         else if (!strcmp(a, "--kv") && !strcmp(v, "f32")) kv_type = MODEL_KV_F32;
         else if (!strcmp(a, "--kv") && !strcmp(v, "bf16")) kv_type = MODEL_KV_BF16;
         else return usage();
@@ -104,7 +118,10 @@ int main(int argc, char **argv)
     const int V = wt_hparams(w)->vocab_size;
     if (make > 0) {
         FILE *f = fopen(ids_path, "w");
-        if (!f) { perror(ids_path); return 1; }
+        if (!f) {
+            perror(ids_path);
+            return 1;
+        }
         unsigned long long s = seed * 2862933555777941757ull + 3037000493ull;
         for (int i = 0; i < make; i++) {
             s = s * 6364136223846793005ull + 1442695040888963407ull;
@@ -114,7 +131,10 @@ int main(int argc, char **argv)
         if (!out_path) return 0;
     }
     FILE *f = fopen(ids_path, "r");
-    if (!f) { perror(ids_path); return 1; }
+    if (!f) {
+        perror(ids_path);
+        return 1;
+    }
     int n = 0, cap = 256;
     int32_t *ids = malloc((size_t)cap * sizeof *ids);
     int v;
@@ -123,14 +143,20 @@ int main(int argc, char **argv)
         if (ids) ids[n++] = v;
     }
     fclose(f);
-    if (!ids || n == 0) { fprintf(stderr, "dump_logits: no ids in %s\n", ids_path); return 1; }
+    if (!ids || n == 0) {
+        fprintf(stderr, "dump_logits: no ids in %s\n", ids_path);
+        return 1;
+    }
     for (int i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= V) {
             fprintf(stderr, "dump_logits: id %d out of range (vocab %d)\n", ids[i], V);
             return 1;
         }
     float *lg = malloc((size_t)n * V * sizeof(float));
-    if (!lg) { fprintf(stderr, "dump_logits: out of memory\n"); return 1; }
+    if (!lg) {
+        fprintf(stderr, "dump_logits: out of memory\n");
+        return 1;
+    }
 
     int rc;
     if (use_ref) {
@@ -148,26 +174,25 @@ int main(int argc, char **argv)
         if (chunk <= 0 || chunk > n) chunk = n;
         struct ops *o = NULL;
         struct model *m = NULL;
-        struct ops_params op = {.isa = isa, .n_threads = threads, .max_tokens = chunk,
-                                .fp8_w8a16 = w8a16};
+        struct ops_params op = {
+            .isa = isa, .n_threads = threads, .max_tokens = chunk, .fp8_w8a16 = w8a16};
         struct tkv kv;
         rc = ops_params_parse(&op, placement, fp8_gemm, err);
         if (!rc) rc = tm_create(w, &op, &o, &m, err);
-        if (!rc && tkv_init_type(&kv, model_n_layers(m), model_kv_dim(m), 1, n, 16,
-                                   kv_type))
+        if (!rc && tkv_init_type(&kv, model_n_layers(m), model_kv_dim(m), 1, n, 16, kv_type))
             rc = err_set(err, ERR_NOMEM, "out of memory for the KV cache");
         struct routes_out ro = {0};
         if (!rc && routes_path) {
             if (!(ro.f = fopen(routes_path, "w")))
                 rc = err_set(err, ERR_IO, "%s: cannot write", routes_path);
-            else
-                model_set_route_hook(m, on_route, &ro);
+            else model_set_route_hook(m, on_route, &ro);
         }
         for (int p = 0; !rc && p < n; p += chunk) {
             int c = n - p < chunk ? n - p : chunk;
             rc = run_seq(m, &kv, 0, ids + p, c, p, lg + (size_t)p * V, err);
         }
-        if (ro.f && fclose(ro.f) != 0 && !rc) rc = err_set(err, ERR_IO, "%s: write failed", routes_path);
+        if (ro.f && fclose(ro.f) != 0 && !rc)
+            rc = err_set(err, ERR_IO, "%s: write failed", routes_path);
         if (m) tkv_free(&kv);
         tm_destroy(o, m);
     }
@@ -181,9 +206,13 @@ int main(int argc, char **argv)
         return 1;
     }
     fprintf(stderr, "dump_logits: %d positions x %d logits -> %s (%s%s%s)\n", n, V, out_path,
-            use_ref == 2 ? "float64 reference, exact (no quantization)" :
-            use_ref ? "float64 reference" : "tandem forward, placement ",
-            use_ref ? "" : placement, use_ref ? "" : kv_type == MODEL_KV_F32 ? ", f32 cache" : "");
+            use_ref == 2 ? "float64 reference, exact (no quantization)"
+            : use_ref    ? "float64 reference"
+                         : "tandem forward, placement ",
+            use_ref ? "" : placement,
+            use_ref                   ? ""
+            : kv_type == MODEL_KV_F32 ? ", f32 cache"
+                                      : "");
     free(lg);
     free(ids);
     wt_close(w);

@@ -32,8 +32,8 @@
 #include <unistd.h>
 
 struct freq {
-    struct eng_request *r;      /* points at req below */
-    struct eng_request req;     /* the engine's copy (the caller keeps its struct) */
+    struct eng_request *r;  /* points at req below */
+    struct eng_request req; /* the engine's copy (the caller keeps its struct) */
     struct freq *next;
     struct tok_ids script;
     size_t pos;
@@ -157,7 +157,7 @@ static void step(struct engine *e)
     e->st.kv_usage = e->kv_tokens ? (double)used / e->kv_tokens : 0;
     e->st.iter_tokens_count++;
     e->st.iter_tokens_sum += (uint64_t)e->n_run;
-    int b = 0;                  /* per-bucket counts, like the engine: le 1, 2, ..., then the rest */
+    int b = 0; /* per-bucket counts, like the engine: le 1, 2, ..., then the rest */
     while (b < ENG_ITER_BUCKETS - 1 && e->n_run > (1 << b)) b++;
     e->st.iter_tokens_bucket[b]++;
 }
@@ -242,7 +242,7 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         return rc;
     }
     if (progress) progress(progress_ud, 0.5, "fake engine: tokenizer loaded");
-    const char *load_ms = getenv("TANDEM_FAKE_LOAD_MS");   /* pretend loading takes a while */
+    const char *load_ms = getenv("TANDEM_FAKE_LOAD_MS"); /* pretend loading takes a while */
     if (load_ms) usleep((useconds_t)atoi(load_ms) * 1000);
     e->max_running = (int)cfg->engine_max_running;
     e->max_queued = (int)cfg->engine_max_queued;
@@ -299,12 +299,12 @@ int eng_submit(struct engine *e, struct eng_request *req, char *err)
     if (!rc && !q) rc = err_set(err, ERR_NOMEM, "out of memory");
     if (!rc) {
         req->id = e->next_id++;
-        q->req = *req;              /* copy the struct, take the arrays */
+        q->req = *req; /* copy the struct, take the arrays */
         q->r = &q->req;
         req->prompt = NULL;
         req->samp.logit_bias_ids = NULL;
         req->samp.logit_bias_vals = NULL;
-        memset(&req->constraint, 0, sizeof req->constraint);   /* taken: destroyed at DONE */
+        memset(&req->constraint, 0, sizeof req->constraint); /* taken: destroyed at DONE */
         struct freq **tail = &e->waiting;
         while (*tail) tail = &(*tail)->next;
         *tail = q;

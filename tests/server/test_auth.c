@@ -33,7 +33,7 @@ int main(void)
     auth_destroy(a);
 
     write_file(path, "# comment\n  sk-one  \n\nsk-two\r\n", 0644);
-    CHECK_EQ(auth_create(path, &a, err), ERR_CONFIG);        /* world-readable */
+    CHECK_EQ(auth_create(path, &a, err), ERR_CONFIG); /* world-readable */
     CHECK_CONTAINS(err, "world-readable");
     CHECK(!strstr(err, "sk-one"));
 

@@ -32,18 +32,31 @@ int main(void)
     CHECK_CONTAINS(t, "tandem:num_requests_running{model_name=\"tiny \\\"x\\\"\"} 3\n");
     CHECK_CONTAINS(t, "tandem:num_requests_waiting{model_name=\"tiny \\\"x\\\"\"} 2\n");
     CHECK_CONTAINS(t, "tandem:kv_cache_usage_perc{model_name=\"tiny \\\"x\\\"\"} 0.250000\n");
-    CHECK_CONTAINS(t, "tandem:time_to_first_token_seconds_bucket{model_name=\"tiny \\\"x\\\"\",le=\"0.005\"} 1\n");
-    CHECK_CONTAINS(t, "tandem:time_to_first_token_seconds_bucket{model_name=\"tiny \\\"x\\\"\",le=\"0.5\"} 2\n");
-    CHECK_CONTAINS(t, "tandem:time_to_first_token_seconds_bucket{model_name=\"tiny \\\"x\\\"\",le=\"+Inf\"} 3\n");
-    CHECK_CONTAINS(t, "tandem:time_to_first_token_seconds_count{model_name=\"tiny \\\"x\\\"\"} 3\n");
-    CHECK_CONTAINS(t, "tandem:request_generation_tokens_bucket{model_name=\"tiny \\\"x\\\"\",le=\"5\"} 0\n");
-    CHECK_CONTAINS(t, "tandem:request_generation_tokens_bucket{model_name=\"tiny \\\"x\\\"\",le=\"10\"} 1\n");
-    CHECK_CONTAINS(t, "tandem:request_success_total{model_name=\"tiny \\\"x\\\"\",finished_reason=\"length\"} 2\n");
-    CHECK_CONTAINS(t, "tandem:http_errors_total{model_name=\"tiny \\\"x\\\"\",code=\"QUEUE_FULL\",status=\"429\"} 1\n");
+    CHECK_CONTAINS(t, "tandem:time_to_first_token_seconds_bucket{model_name=\"tiny "
+                      "\\\"x\\\"\",le=\"0.005\"} 1\n");
+    CHECK_CONTAINS(
+        t,
+        "tandem:time_to_first_token_seconds_bucket{model_name=\"tiny \\\"x\\\"\",le=\"0.5\"} 2\n");
+    CHECK_CONTAINS(
+        t,
+        "tandem:time_to_first_token_seconds_bucket{model_name=\"tiny \\\"x\\\"\",le=\"+Inf\"} 3\n");
+    CHECK_CONTAINS(t,
+                   "tandem:time_to_first_token_seconds_count{model_name=\"tiny \\\"x\\\"\"} 3\n");
+    CHECK_CONTAINS(
+        t, "tandem:request_generation_tokens_bucket{model_name=\"tiny \\\"x\\\"\",le=\"5\"} 0\n");
+    CHECK_CONTAINS(
+        t, "tandem:request_generation_tokens_bucket{model_name=\"tiny \\\"x\\\"\",le=\"10\"} 1\n");
+    CHECK_CONTAINS(t, "tandem:request_success_total{model_name=\"tiny "
+                      "\\\"x\\\"\",finished_reason=\"length\"} 2\n");
+    CHECK_CONTAINS(t, "tandem:http_errors_total{model_name=\"tiny "
+                      "\\\"x\\\"\",code=\"QUEUE_FULL\",status=\"429\"} 1\n");
     /* per-bucket counts (the engine's form): accumulated, last bucket = over 1024 */
-    CHECK_CONTAINS(t, "tandem:iteration_tokens_total_bucket{model_name=\"tiny \\\"x\\\"\",le=\"1\"} 1\n");
-    CHECK_CONTAINS(t, "tandem:iteration_tokens_total_bucket{model_name=\"tiny \\\"x\\\"\",le=\"1024\"} 1\n");
-    CHECK_CONTAINS(t, "tandem:iteration_tokens_total_bucket{model_name=\"tiny \\\"x\\\"\",le=\"+Inf\"} 5\n");
+    CHECK_CONTAINS(
+        t, "tandem:iteration_tokens_total_bucket{model_name=\"tiny \\\"x\\\"\",le=\"1\"} 1\n");
+    CHECK_CONTAINS(
+        t, "tandem:iteration_tokens_total_bucket{model_name=\"tiny \\\"x\\\"\",le=\"1024\"} 1\n");
+    CHECK_CONTAINS(
+        t, "tandem:iteration_tokens_total_bucket{model_name=\"tiny \\\"x\\\"\",le=\"+Inf\"} 5\n");
     CHECK_CONTAINS(t, "tandem:iteration_tokens_total_count{model_name=\"tiny \\\"x\\\"\"} 5\n");
     CHECK_CONTAINS(t, "tandem:e2e_request_latency_seconds_count");
     CHECK_CONTAINS(t, "tandem:request_queue_time_seconds_count");
@@ -51,7 +64,7 @@ int main(void)
     CHECK_CONTAINS(t, "tandem:request_prompt_tokens_count");
     CHECK_CONTAINS(t, "tandem:prefix_cache_hits_total");
     free(t);
-    t = metrics_render(m, NULL, &len);   /* before the engine exists */
+    t = metrics_render(m, NULL, &len); /* before the engine exists */
     CHECK(t);
     free(t);
     metrics_destroy(m);

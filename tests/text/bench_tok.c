@@ -53,7 +53,10 @@ int main(int argc, char **argv)
     for (int r = 0; r < reps; r++) {
         ids.n = 0;
         double a = now();
-        if (tok_encode(t, text, (size_t)n, 0, &ids, err)) { fprintf(stderr, "%s\n", err); return 1; }
+        if (tok_encode(t, text, (size_t)n, 0, &ids, err)) {
+            fprintf(stderr, "%s\n", err);
+            return 1;
+        }
         double b = now();
         s.n = 0;
         if (tok_decode(t, ids.v, ids.n, 0, &s, err)) return 1;
@@ -82,9 +85,11 @@ int main(int argc, char **argv)
         ids.n = nsp;
     }
     if (s.n != (size_t)n) fprintf(stderr, "bench_tok: decode does not round-trip!\n");
-    printf("{\"bytes\":%ld,\"tokens\":%zu,\"load_ms\":%.1f,\"encode_mb_s\":%.2f,\"decode_mb_s\":%.2f,"
-           "\"encode_special_mb_s\":%.2f,\"docs_mb_s\":%.2f}\n", n, ids.n, load * 1e3,
-           n / best_enc / 1e6, n / best_dec / 1e6, n / best_sp / 1e6, n / best_docs / 1e6);
+    printf(
+        "{\"bytes\":%ld,\"tokens\":%zu,\"load_ms\":%.1f,\"encode_mb_s\":%.2f,\"decode_mb_s\":%.2f,"
+        "\"encode_special_mb_s\":%.2f,\"docs_mb_s\":%.2f}\n",
+        n, ids.n, load * 1e3, n / best_enc / 1e6, n / best_dec / 1e6, n / best_sp / 1e6,
+        n / best_docs / 1e6);
     free(text);
     tok_ids_fini(&ids);
     sbuf_fini(&s);

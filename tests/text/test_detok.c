@@ -26,7 +26,8 @@ static uint32_t rnd(void)
     return (uint32_t)(rs >> 16);
 }
 
-static const char *words[] = {"Hello", " world", "\xc3\xa9t\xc3\xa9", "ST", "OP", "\xe4\xb8\xad", "\n\n"};
+static const char *words[] = {"Hello",        " world", "\xc3\xa9t\xc3\xa9", "ST", "OP",
+                              "\xe4\xb8\xad", "\n\n"};
 #define N_WORDS 7
 
 static struct tok *make_tok(void)
@@ -39,8 +40,14 @@ static struct tok *make_tok(void)
     for (int b = 0; b < 256; b++) {
         int printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
         unsigned cp = printable ? (unsigned)b : 256u + (unsigned)k++;
-        if (cp < 0x80) { bufs[b][0] = (char)cp; bufs[b][1] = 0; }
-        else { bufs[b][0] = (char)(0xC0 | (cp >> 6)); bufs[b][1] = (char)(0x80 | (cp & 63)); bufs[b][2] = 0; }
+        if (cp < 0x80) {
+            bufs[b][0] = (char)cp;
+            bufs[b][1] = 0;
+        } else {
+            bufs[b][0] = (char)(0xC0 | (cp >> 6));
+            bufs[b][1] = (char)(0x80 | (cp & 63));
+            bufs[b][2] = 0;
+        }
         tokens[b] = bufs[b];
         types[b] = TOK_TYPE_NORMAL;
     }
@@ -51,8 +58,13 @@ static struct tok *make_tok(void)
         tokens[257 + i] = words[i];
         types[257 + i] = TOK_TYPE_USER_DEFINED;
     }
-    struct tok_vocab v = {.model = "gpt2", .pre = "default", .n_tokens = 256 + 1 + N_WORDS,
-                          .tokens = tokens, .token_types = types, .bos_id = -1, .eos_id = 256};
+    struct tok_vocab v = {.model = "gpt2",
+                          .pre = "default",
+                          .n_tokens = 256 + 1 + N_WORDS,
+                          .tokens = tokens,
+                          .token_types = types,
+                          .bos_id = -1,
+                          .eos_id = 256};
     struct tok *t;
     char err[ERR_LEN] = "";
     int rc = tok_create_vocab(&t, &v, err);
@@ -92,7 +104,7 @@ static size_t oracle_decode(const unsigned char *s, size_t n, int final, char *o
             i += (size_t)len;
             continue;
         }
-        int k = 1;   /* the maximal prefix of a valid sequence (1..3 bytes) */
+        int k = 1; /* the maximal prefix of a valid sequence (1..3 bytes) */
         if (prefix_of_valid(s + i, 1))
             while (i + (size_t)k < n && k < 4 && prefix_of_valid(s + i, k + 1)) k++;
         if (i + (size_t)k == n && prefix_of_valid(s + i, k) && !final) break; /* unfinished */
@@ -136,7 +148,10 @@ static int run_case(struct tok *t, const int32_t *ids, size_t n, const char *con
                 expect_len = best;
             }
         }
-        if (rc == DETOK_STOPPED) { stopped = 1; break; }
+        if (rc == DETOK_STOPPED) {
+            stopped = 1;
+            break;
+        }
         /* nothing emitted may be a prefix of a stop or a partial character: checked below */
         CHECK_EQ(utf8_check(out.s ? out.s : "", out.n, NULL), 0);
     }
@@ -153,7 +168,10 @@ static int run_case(struct tok *t, const int32_t *ids, size_t n, const char *con
             const char *m = memmem(full, fl, stops[k], strlen(stops[k]));
             if (m && (size_t)(m - full) < best) best = (size_t)(m - full);
         }
-        if (best != (size_t)-1) { expect_stopped = 1; expect_len = best; }
+        if (best != (size_t)-1) {
+            expect_stopped = 1;
+            expect_len = best;
+        }
     }
     if (!expect_stopped) expect_len = fl;
     int ok = out.n == expect_len && memcmp(out.s ? out.s : "", full, expect_len) == 0 &&
@@ -214,7 +232,10 @@ int main(void)
     /* invalid bytes: replacement, and a byte after a broken sequence is kept */
     feed_expect(t, d, 0xFF, "\xef\xbf\xbd", 0);
     feed_expect(t, d, 0xC3, "", 0);
-    feed_expect(t, d, 'A', "\xef\xbf\xbd" "A", 0);
+    feed_expect(t, d, 'A',
+                "\xef\xbf\xbd"
+                "A",
+                0);
     feed_expect(t, d, 0xE4, "", 0);
     feed_expect(t, d, 0xB8, "", 0);
     CHECK_EQ(detok_finish(d, &out), 0);
@@ -227,11 +248,11 @@ int main(void)
     const char *stops[] = {"STOP", "\n\n"};
     CHECK_EQ(detok_create(&d, t, stops, 2, DETOK_SKIP_SPECIAL, err), 0);
     feed_expect(t, d, 257, "Hello", 0);
-    feed_expect(t, d, 260, "", 0);            /* "ST" held */
+    feed_expect(t, d, 260, "", 0); /* "ST" held */
     CHECK_EQ(detok_held(d), 2);
-    feed_expect(t, d, 256, "", 0);            /* special, skipped */
-    feed_expect(t, d, 'O', "", 0);            /* "STO" held */
-    feed_expect(t, d, 'X', "STOX", 0);        /* no match: released */
+    feed_expect(t, d, 256, "", 0);     /* special, skipped */
+    feed_expect(t, d, 'O', "", 0);     /* "STO" held */
+    feed_expect(t, d, 'X', "STOX", 0); /* no match: released */
     feed_expect(t, d, 'S', "", 0);
     feed_expect(t, d, 'T', "", 0);
     feed_expect(t, d, 261, "", DETOK_STOPPED); /* "ST" + "OP": stop, nothing emitted */
@@ -245,7 +266,7 @@ int main(void)
     CHECK_EQ(detok_create(&d, t, stops, 2, 0, err), 0);
     feed_expect(t, d, 'a', "a", 0);
     feed_expect(t, d, 'S', "", 0);
-    feed_expect(t, d, '\n', "S", 0);         /* "\n" may start "\n\n" */
+    feed_expect(t, d, '\n', "S", 0); /* "\n" may start "\n\n" */
     CHECK_EQ(detok_finish(d, &out), 0);
     CHECK_EQ(out.n, 1);
     CHECK(memcmp(out.s, "\n", 1) == 0);
@@ -264,13 +285,14 @@ int main(void)
     CHECK_EQ(detok_create(&d, t, bad, 1, 0, err), ERR_INVAL);
     CHECK_EQ(detok_create(&d, t, NULL, 0, 0, err), 0);
     CHECK_EQ(detok_feed(d, -5, &out, err), ERR_INVAL);
-    CHECK_EQ(detok_feed(d, 99999, &out, err), 0);   /* past the vocabulary: no text */
+    CHECK_EQ(detok_feed(d, 99999, &out, err), 0); /* past the vocabulary: no text */
     CHECK_EQ(out.n, 0);
     detok_destroy(d);
 
     /* randomized: random ids biased towards UTF-8 lead/continuation bytes and stop pieces */
     rs = check_seed() | 1;
-    static const char *alpha[] = {"a", "S", "T", "O", "P", "\xc3\xa9", "\xe4\xb8\xad", "\n", "\xf0\x9f\xa6\x99"};
+    static const char *alpha[] = {
+        "a", "S", "T", "O", "P", "\xc3\xa9", "\xe4\xb8\xad", "\n", "\xf0\x9f\xa6\x99"};
     for (int iter = 0; iter < 3000; iter++) {
         char sbuf[4][32];
         const char *st[4];
@@ -285,16 +307,17 @@ int main(void)
         int32_t ids[64];
         for (size_t i = 0; i < n; i++) {
             uint32_t r = rnd() % 100;
-            if (r < 30) ids[i] = (int32_t)"aSTOP\n"[rnd() % 6];
-            else if (r < 55) ids[i] = (int32_t)(0x80 + rnd() % 0x40);       /* continuation */
-            else if (r < 70) ids[i] = (int32_t)(0xC0 + rnd() % 0x40);       /* lead / invalid */
+            if (r < 30) ids[i] = (int32_t) "aSTOP\n"[rnd() % 6];
+            else if (r < 55) ids[i] = (int32_t)(0x80 + rnd() % 0x40); /* continuation */
+            else if (r < 70) ids[i] = (int32_t)(0xC0 + rnd() % 0x40); /* lead / invalid */
             else if (r < 80) ids[i] = 256;
             else if (r < 95) ids[i] = 257 + (int32_t)(rnd() % N_WORDS);
             else ids[i] = (int32_t)(rnd() % 256);
         }
         run_case(t, ids, n, st, ns, (rnd() & 1) ? DETOK_SKIP_SPECIAL : 0);
     }
-    fprintf(stderr, "3000 random cases: %d ended by a stop string, %d with U+FFFD\n", n_stopped, n_fffd);
+    fprintf(stderr, "3000 random cases: %d ended by a stop string, %d with U+FFFD\n", n_stopped,
+            n_fffd);
     sbuf_fini(&out);
     tok_destroy(t);
     return 0;

@@ -17,18 +17,21 @@ static int rnd(int n)
 
 static json_t *junk(int depth)
 {
-    static const char *const kw[] = {"type", "properties", "required", "additionalProperties",
-                                     "items", "minItems", "maxItems", "enum", "const", "anyOf",
-                                     "allOf", "$ref", "$defs", "title", "pattern", "oneOf"};
-    static const char *const strs[] = {"object", "array", "string", "integer", "null", "number",
-                                       "boolean", "#/$defs/a", "#", "a", ""};
+    static const char *const kw[] = {"type",  "properties", "required", "additionalProperties",
+                                     "items", "minItems",   "maxItems", "enum",
+                                     "const", "anyOf",      "allOf",    "$ref",
+                                     "$defs", "title",      "pattern",  "oneOf"};
+    static const char *const strs[] = {"object", "array",  "string",  "integer",
+                                       "null",   "number", "boolean", "#/$defs/a",
+                                       "#",      "a",      ""};
     switch (depth > 3 ? rnd(5) : rnd(9)) {
     case 0: return json_integer(rnd(7) - 2);
     case 1: return json_string(strs[rnd(11)]);
     case 2: return json_boolean(rnd(2));
     case 3: return json_null();
     case 4: return json_real(0.5);
-    case 5: case 6: {
+    case 5:
+    case 6: {
         json_t *a = json_array();
         for (int i = rnd(4); i > 0; i--) json_array_append_new(a, junk(depth + 1));
         return a;
@@ -102,7 +105,7 @@ int main(void)
        "\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/P\"}}");
     ok("{\"definitions\":{\"P\":{\"type\":\"integer\"}},\"properties\":{\"p\":{\"$ref\":"
        "\"#/definitions/P\"}}}");
-    ok("{\"type\":\"object\",\"required\":[\"x\"]}");   /* required, undeclared: any value */
+    ok("{\"type\":\"object\",\"required\":[\"x\"]}"); /* required, undeclared: any value */
     ok("{\"type\":\"object\",\"additionalProperties\":{\"type\":\"number\"}}");
 
     bad("{\"type\":\"string\",\"pattern\":\"^a\"}", "'pattern'");
@@ -120,11 +123,13 @@ int main(void)
     bad("{\"type\":\"array\",\"items\":[{}]}", "tuple");
     bad("{\"properties\":{\"a\\\"b\":{}}}", "quote");
     bad("{\"type\":\"object\",\"properties\":{},\"additionalProperties\":false,"
-        "\"required\":[\"x\"]}", "additionalProperties is false");
+        "\"required\":[\"x\"]}",
+        "additionalProperties is false");
     bad("{\"$ref\":\"#/$defs/missing\"}", "$ref");
     bad("{\"$ref\":\"https://example.com/s.json\"}", "$ref");
     bad("{\"$defs\":{\"L\":{\"type\":\"object\",\"properties\":{\"next\":{\"$ref\":"
-        "\"#/$defs/L\"}}}},\"$ref\":\"#/$defs/L\"}", "deep");
+        "\"#/$defs/L\"}}}},\"$ref\":\"#/$defs/L\"}",
+        "deep");
     bad("{\"anyOf\":[{\"type\":\"string\"}],\"type\":\"string\"}", "beside");
     bad("{\"allOf\":[{},{}]}", "allOf");
     bad("3", "must be an object or a boolean");
@@ -132,7 +137,8 @@ int main(void)
 
     /* depth limit */
     char deep[4096] = "";
-    for (int i = 0; i < JSONSCHEMA_MAX_DEPTH + 1; i++) strcat(deep, "{\"type\":\"array\",\"items\":");
+    for (int i = 0; i < JSONSCHEMA_MAX_DEPTH + 1; i++)
+        strcat(deep, "{\"type\":\"array\",\"items\":");
     strcat(deep, "{}");
     for (int i = 0; i < JSONSCHEMA_MAX_DEPTH + 1; i++) strcat(deep, "}");
     bad(deep, "deeper");
@@ -145,10 +151,11 @@ int main(void)
                             json_pack("{s:s}", "type", "string"));
     }
     json_t *a64 = json_array(), *a8 = json_array();
-    for (int k = 0; k < 64; k++) json_array_append_new(a64, json_pack("{s:s}", "$ref", "#/$defs/D"));
+    for (int k = 0; k < 64; k++)
+        json_array_append_new(a64, json_pack("{s:s}", "$ref", "#/$defs/D"));
     for (int k = 0; k < 8; k++) json_array_append_new(a8, json_pack("{s:s}", "$ref", "#/$defs/A"));
-    json_t *big = json_pack("{s:{s:o, s:{s:o}}, s:o}", "$defs", "D", d, "A", "anyOf", a64,
-                            "anyOf", a8);
+    json_t *big =
+        json_pack("{s:{s:o, s:{s:o}}, s:o}", "$defs", "D", d, "A", "anyOf", a64, "anyOf", a8);
     struct jsonschema_grammar *g = NULL;
     char err[ERR_LEN];
     CHECK_EQ(jsonschema_compile(big, 0, &g, err), ERR_INVAL);
@@ -158,7 +165,9 @@ int main(void)
     /* lenient mode (tool parameters) ignores what the grammar cannot enforce */
     CHECK_EQ(compile_js("{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\","
                         "\"minimum\":1,\"maximum\":9},\"s\":{\"type\":\"string\",\"format\":"
-                        "\"date\"}}}", JSONSCHEMA_LENIENT, err), 0);
+                        "\"date\"}}}",
+                        JSONSCHEMA_LENIENT, err),
+             0);
     CHECK_EQ(compile_js("{\"not\":{}}", JSONSCHEMA_LENIENT, err), ERR_INVAL);
 
     /* junk never crashes: 0 or ERR_INVAL with a message */
@@ -189,13 +198,15 @@ int main(void)
     jsonschema_unref(g);
     CHECK_EQ(response_format("{\"response_format\":{\"type\":\"json_schema\",\"json_schema\":"
                              "{\"name\":\"x\",\"strict\":true,\"schema\":{\"type\":\"object\","
-                             "\"properties\":{\"a\":{\"type\":\"string\"}}}}}}", &g, &param,
-                             err), 0);
+                             "\"properties\":{\"a\":{\"type\":\"string\"}}}}}}",
+                             &g, &param, err),
+             0);
     CHECK(g != NULL);
     jsonschema_unref(g);
     CHECK_EQ(response_format("{\"response_format\":{\"type\":\"json_schema\",\"json_schema\":"
-                             "{\"schema\":{\"type\":\"string\",\"pattern\":\"x\"}}}}", &g,
-                             &param, err), ERR_INVAL);
+                             "{\"schema\":{\"type\":\"string\",\"pattern\":\"x\"}}}}",
+                             &g, &param, err),
+             ERR_INVAL);
     CHECK_STR(param, "response_format");
     CHECK_CONTAINS(err, "'pattern'");
     CHECK_EQ(response_format("{\"response_format\":{\"type\":\"yaml\"}}", &g, &param, err),
@@ -205,10 +216,12 @@ int main(void)
     CHECK_EQ(response_format("{\"response_format\":\"json\"}", &g, &param, err), ERR_INVAL);
 
     /* tool-call grammar */
-    json_t *tools = json_loads("[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":"
-                               "{\"type\":\"object\",\"properties\":{\"x\":{\"type\":\"integer\","
-                               "\"minimum\":0}}}}},{\"type\":\"function\",\"function\":{\"name\":"
-                               "\"g\"}}]", 0, NULL);
+    json_t *tools =
+        json_loads("[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":"
+                   "{\"type\":\"object\",\"properties\":{\"x\":{\"type\":\"integer\","
+                   "\"minimum\":0}}}}},{\"type\":\"function\",\"function\":{\"name\":"
+                   "\"g\"}}]",
+                   0, NULL);
     CHECK_EQ(jsonschema_compile_tool_call(tools, NULL, &g, err), 0);
     CHECK(g->has_literals);
     CHECK_EQ(jsonschema_add_prefix(g, "</think>\n\n"), 0);
@@ -218,7 +231,8 @@ int main(void)
     CHECK_EQ(jsonschema_compile_tool_call(tools, "nope", &g, err), ERR_INVAL);
     json_decref(tools);
     tools = json_loads("[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":"
-                       "{\"not\":{}}}}]", 0, NULL);
+                       "{\"not\":{}}}}]",
+                       0, NULL);
     CHECK_EQ(jsonschema_compile_tool_call(tools, NULL, &g, err), ERR_INVAL);
     CHECK_CONTAINS(err, "'not' at #/tools/0/function/parameters");
     json_decref(tools);

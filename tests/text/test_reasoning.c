@@ -90,7 +90,7 @@ int main(void)
     CHECK_EQ(reasoning_prompt_open(p1, strlen(p1)), 1);
     CHECK_EQ(reasoning_prompt_open(p2, strlen(p2)), 0);
     CHECK_EQ(reasoning_prompt_open("", 0), 0);
-    CHECK_EQ(reasoning_prompt_open("<think>", 6), 0);   /* length is authoritative */
+    CHECK_EQ(reasoning_prompt_open("<think>", 6), 0); /* length is authoritative */
     fprintf(stderr, "%zu chunkings ok\n", n_runs);
     return 0;
 }

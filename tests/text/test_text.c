@@ -23,7 +23,8 @@ static struct tok *load_real(void)
     struct tok *t = NULL;
     if (tok_create_dir(&t, path, err) == 0) return t;
     const char *sh = getenv("TANDEM_SHARED");
-    snprintf(path, sizeof path, "%s/testdata/llama-vocab/ggml-vocab-deepseek-llm.gguf", sh ? sh : "../shared");
+    snprintf(path, sizeof path, "%s/testdata/llama-vocab/ggml-vocab-deepseek-llm.gguf",
+             sh ? sh : "../shared");
     if (tok_load(&t, path, err) == 0) return t;
     return NULL;
 }
@@ -52,14 +53,19 @@ static void test_templates(void)
                             {.role = "assistant", .content = "<think>x</think>y</think>\n\nanswer"},
                             {.role = "user", .content = "q"}};
     CHECK_EQ(tmpl_render(TMPL_DEEPSEEK_V3, m1, 4, &o, &out, err), 0);
-    CHECK_STR(out.s, "<B>S<｜User｜>hi<｜Assistant｜><think>x</think>y</think>\n\nanswer<｜end▁of▁sentence｜>"
-                     "<｜User｜>q<｜Assistant｜>");
+    CHECK_STR(
+        out.s,
+        "<B>S<｜User｜>hi<｜Assistant｜><think>x</think>y</think>\n\nanswer<｜end▁of▁sentence｜>"
+        "<｜User｜>q<｜Assistant｜>");
     out.n = 0;
     CHECK_EQ(tmpl_render(TMPL_DEEPSEEK_R1, m1, 4, &o, &out, err), 0);
-    CHECK_STR(out.s, "<B>S<｜User｜>hi<｜Assistant｜>\n\nanswer<｜end▁of▁sentence｜><｜User｜>q<｜Assistant｜><think>\n");
+    CHECK_STR(out.s, "<B>S<｜User｜>hi<｜Assistant｜>\n\nanswer<｜end▁of▁sentence｜><｜User｜>q<"
+                     "｜Assistant｜><think>\n");
     out.n = 0;
     CHECK_EQ(tmpl_render(TMPL_DEEPSEEK_R1_0528, m1, 4, &o, &out, err), 0);
-    CHECK_STR(out.s, "<B>S<｜User｜>hi<｜Assistant｜>\n\nanswer<｜end▁of▁sentence｜><｜User｜>q<｜Assistant｜>");
+    CHECK_STR(
+        out.s,
+        "<B>S<｜User｜>hi<｜Assistant｜>\n\nanswer<｜end▁of▁sentence｜><｜User｜>q<｜Assistant｜>");
 
     /* null content where text is needed: ERR_INVAL, output untouched */
     sbuf_append(&out, "keep", 0);
@@ -100,8 +106,15 @@ static void test_tokenizer(struct tok *t)
     char err[ERR_LEN];
     struct tok_ids ids = {0};
     struct sbuf s = {0};
-    static const char *bad[] = {"\xff", "a\xc3", "\xc0\xaf", "\xe0\x80\xaf", "\xed\xa0\x80",
-                                "\xf4\x90\x80\x80", "\xf8\x88\x80\x80\x80", "ok\x80ok", "\xe4\xb8"};
+    static const char *bad[] = {"\xff",
+                                "a\xc3",
+                                "\xc0\xaf",
+                                "\xe0\x80\xaf",
+                                "\xed\xa0\x80",
+                                "\xf4\x90\x80\x80",
+                                "\xf8\x88\x80\x80\x80",
+                                "ok\x80ok",
+                                "\xe4\xb8"};
     CHECK_EQ(tok_ids_push(&ids, 7), 0);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         CHECK_EQ(tok_encode(t, bad[i], strlen(bad[i]), TOK_ENC_SPECIAL, &ids, err), ERR_UTF8);
@@ -137,7 +150,7 @@ static void test_tokenizer(struct tok *t)
         CHECK_EQ(ids.n, 1);
         ids.n = 0;
         CHECK_EQ(tok_encode(t, bt, strlen(bt), 0, &ids, err), 0);
-        CHECK(ids.n > 1);   /* plain text: no added token */
+        CHECK(ids.n > 1); /* plain text: no added token */
         s.n = 0;
         CHECK_EQ(tok_decode(t, ids.v, ids.n, 0, &s, err), 0);
         CHECK_STR(s.s, bt);
@@ -153,7 +166,7 @@ static void test_tokenizer(struct tok *t)
     CHECK_EQ(tok_decode(t, ids.v, ids.n, 0, &s, err), 0);
     CHECK_EQ(s.n, n);
     CHECK(memcmp(s.s, big_text, n) == 0);
-    memset(big_text, ' ', n);   /* one whitespace run: one long BPE piece */
+    memset(big_text, ' ', n); /* one whitespace run: one long BPE piece */
     ids.n = 0;
     CHECK_EQ(tok_encode(t, big_text, n, 0, &ids, err), 0);
     free(big_text);
@@ -163,26 +176,42 @@ static void test_tokenizer(struct tok *t)
     unsigned long long seed = check_seed();
     int n_ok = 0, n_bad = 0;
     for (int iter = 0; iter < 3000; iter++) {
-        static const char *const parts[] = {"<", "\xef\xbd\x9c", ">", " ", "\n", "1", "a", "\xc3\xa9",
-                                            "\xe4\xb8\xad", "\xf0\x9f\x98\x80", "User", "\t"};
+        static const char *const parts[] = {"<",
+                                            "\xef\xbd\x9c",
+                                            ">",
+                                            " ",
+                                            "\n",
+                                            "1",
+                                            "a",
+                                            "\xc3\xa9",
+                                            "\xe4\xb8\xad",
+                                            "\xf0\x9f\x98\x80",
+                                            "User",
+                                            "\t"};
         unsigned char buf[160];
         size_t len = 0, want = (size_t)(seed % 96);
         while (len < want) {
             seed = seed * 6364136223846793005ull + 1442695040888963407ull;
             unsigned r = (unsigned)(seed >> 33);
-            if (iter & 1) {               /* valid UTF-8 pieces */
+            if (iter & 1) { /* valid UTF-8 pieces */
                 const char *q = parts[r % 12];
                 memcpy(buf + len, q, strlen(q));
                 len += strlen(q);
-            } else {                      /* arbitrary bytes, biased to UTF-8 structure */
-                buf[len++] = r % 3 == 0 ? (unsigned char)(0x80 + r % 64)
-                           : r % 3 == 1 ? (unsigned char)(0xC0 + r % 64) : (unsigned char)(r & 0x7f);
+            } else { /* arbitrary bytes, biased to UTF-8 structure */
+                buf[len++] = r % 3 == 0   ? (unsigned char)(0x80 + r % 64)
+                             : r % 3 == 1 ? (unsigned char)(0xC0 + r % 64)
+                                          : (unsigned char)(r & 0x7f);
             }
         }
         seed = seed * 6364136223846793005ull + 1442695040888963407ull;
         ids.n = 0;
-        int rc = tok_encode(t, (const char *)buf, len, (seed >> 40) & 1 ? TOK_ENC_SPECIAL : 0, &ids, err);
-        if (rc == ERR_UTF8) { n_bad++; CHECK_EQ(ids.n, 0); continue; }
+        int rc = tok_encode(t, (const char *)buf, len, (seed >> 40) & 1 ? TOK_ENC_SPECIAL : 0, &ids,
+                            err);
+        if (rc == ERR_UTF8) {
+            n_bad++;
+            CHECK_EQ(ids.n, 0);
+            continue;
+        }
         CHECK_EQ(rc, 0);
         CHECK_EQ(utf8_check((const char *)buf, len, NULL), 0);
         s.n = 0;
@@ -191,14 +220,20 @@ static void test_tokenizer(struct tok *t)
         CHECK(len == 0 || memcmp(s.s, buf, len) == 0);
         n_ok++;
     }
-    fprintf(stderr, "random bytes: %d valid (round-tripped), %d rejected as invalid UTF-8\n", n_ok, n_bad);
+    fprintf(stderr, "random bytes: %d valid (round-tripped), %d rejected as invalid UTF-8\n", n_ok,
+            n_bad);
 
     /* concurrency: 4 threads encoding the same texts get the single-threaded result */
-    static const char *texts[] = {"Hello world", "  def f(x):\n\treturn x**2\n", "数字 12345678 と カタカナ",
-                                  "<｜User｜>hi<｜Assistant｜>", "emoji 👨‍👩‍👧 ok", "x"};
+    static const char *texts[] = {"Hello world",
+                                  "  def f(x):\n\treturn x**2\n",
+                                  "数字 12345678 と カタカナ",
+                                  "<｜User｜>hi<｜Assistant｜>",
+                                  "emoji 👨‍👩‍👧 ok",
+                                  "x"};
     int nt = (int)(sizeof texts / sizeof texts[0]);
     struct tok_ids want[6] = {{0}};
-    for (int i = 0; i < nt; i++) CHECK_EQ(tok_encode(t, texts[i], strlen(texts[i]), TOK_ENC_SPECIAL, &want[i], err), 0);
+    for (int i = 0; i < nt; i++)
+        CHECK_EQ(tok_encode(t, texts[i], strlen(texts[i]), TOK_ENC_SPECIAL, &want[i], err), 0);
     pthread_t th[4];
     struct job jobs[4];
     for (int i = 0; i < 4; i++) {
@@ -222,7 +257,8 @@ int main(void)
     CHECK_EQ(tok_load(&t, "/nonexistent/model", err), ERR_IO);
     CHECK_EQ(tok_load(&t, "", err), ERR_CONFIG);
     t = load_real();
-    if (!t) SKIP("no tokenizer available (tests/node_modules and ../shared absent); templates passed");
+    if (!t)
+        SKIP("no tokenizer available (tests/node_modules and ../shared absent); templates passed");
     test_tokenizer(t);
     tok_destroy(t);
     return 0;

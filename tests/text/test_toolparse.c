@@ -22,41 +22,70 @@ struct tcase {
 
 static const struct tcase cases[] = {
     {"just text", "just text", 0, {0}, {0}},
-    {B CB "function" S "get_weather\n```json\n{\"city\": \"Paris\"}\n```" CE E, "", 1,
-     {"get_weather"}, {"{\"city\": \"Paris\"}"}},
+    {B CB "function" S "get_weather\n```json\n{\"city\": \"Paris\"}\n```" CE E,
+     "",
+     1,
+     {"get_weather"},
+     {"{\"city\": \"Paris\"}"}},
     {"Let me check." B CB "function" S "get_weather\n```json\n{\"city\":\"a\"}\n```" CE "\n" CB
-     "function" S "get_time\n```json\n{}\n```" CE E, "Let me check.", 2,
-     {"get_weather", "get_time"}, {"{\"city\":\"a\"}", "{}"}},
+     "function" S "get_time\n```json\n{}\n```" CE E,
+     "Let me check.",
+     2,
+     {"get_weather", "get_time"},
+     {"{\"city\":\"a\"}", "{}"}},
     /* missing calls_end at the end of generation: complete calls are accepted */
-    {B CB "function" S "get_time\n```json\n{\"tz\": \"UTC\"}\n```" CE, "", 1, {"get_time"},
+    {B CB "function" S "get_time\n```json\n{\"tz\": \"UTC\"}\n```" CE,
+     "",
+     1,
+     {"get_time"},
      {"{\"tz\": \"UTC\"}"}},
     /* bare JSON arguments (no fence) */
     {B CB "function" S "get_time\n{\"tz\":1}" CE E, "", 1, {"get_time"}, {"{\"tz\":1}"}},
     /* invalid JSON -> the whole block is content */
     {B CB "function" S "get_time\n```json\n{\"tz\": }\n```" CE E "tail",
-     B CB "function" S "get_time\n```json\n{\"tz\": }\n```" CE E "tail", 0, {0}, {0}},
+     B CB "function" S "get_time\n```json\n{\"tz\": }\n```" CE E "tail",
+     0,
+     {0},
+     {0}},
     /* arguments not an object */
     {B CB "function" S "get_time\n```json\n[1]\n```" CE E,
-     B CB "function" S "get_time\n```json\n[1]\n```" CE E, 0, {0}, {0}},
+     B CB "function" S "get_time\n```json\n[1]\n```" CE E,
+     0,
+     {0},
+     {0}},
     /* unknown function name */
-    {B CB "function" S "rm_rf\n```json\n{}\n```" CE E, B CB "function" S "rm_rf\n```json\n{}\n```"
-     CE E, 0, {0}, {0}},
+    {B CB "function" S "rm_rf\n```json\n{}\n```" CE E,
+     B CB "function" S "rm_rf\n```json\n{}\n```" CE E,
+     0,
+     {0},
+     {0}},
     /* truncated in the middle of a call */
-    {"x" B CB "function" S "get_time\n```json\n{\"tz\"", "x" B CB "function" S
-     "get_time\n```json\n{\"tz\"", 0, {0}, {0}},
+    {"x" B CB "function" S "get_time\n```json\n{\"tz\"",
+     "x" B CB "function" S "get_time\n```json\n{\"tz\"",
+     0,
+     {0},
+     {0}},
     /* second call broken: all of the block is content */
-    {B CB "function" S "get_time\n```json\n{}\n```" CE CB "function" S "get_time\n```json\n{"
-     CE E, B CB "function" S "get_time\n```json\n{}\n```" CE CB "function" S
-     "get_time\n```json\n{" CE E, 0, {0}, {0}},
+    {B CB "function" S "get_time\n```json\n{}\n```" CE CB "function" S "get_time\n```json\n{" CE E,
+     B CB "function" S "get_time\n```json\n{}\n```" CE CB "function" S "get_time\n```json\n{" CE E,
+     0,
+     {0},
+     {0}},
     /* a partial marker that is not one */
     {"a <｜tool▁calls not a marker <", "a <｜tool▁calls not a marker <", 0, {0}, {0}},
     /* content around, two blocks */
     {"a" B CB "function" S "get_time\n```json\n{}\n```" CE E "b" B CB "function" S
-     "get_weather\n```json\n{\"c\":[1,2]}\n```" CE E "c", "abc", 2, {"get_time", "get_weather"},
+     "get_weather\n```json\n{\"c\":[1,2]}\n```" CE E "c",
+     "abc",
+     2,
+     {"get_time", "get_weather"},
      {"{}", "{\"c\":[1,2]}"}},
     /* wrong type */
-    {B CB "method" S "get_time\n```json\n{}\n```" CE E, B CB "method" S
-     "get_time\n```json\n{}\n```" CE E, 0, {0}, {0}},
+    {B CB "method" S "get_time\n```json\n{}\n```" CE E,
+     B CB "method" S "get_time\n```json\n{}\n```" CE E,
+     0,
+     {0},
+     {0}},
     /* empty block */
     {B E, B E, 0, {0}, {0}},
 };
@@ -106,13 +135,12 @@ static void run(const struct tcase *tc, const size_t *cuts, size_t n_cuts)
             size_t idx = (size_t)json_integer_value(json_object_get(d, "index"));
             json_t *fn = json_object_get(d, "function");
             if (idx == json_array_size(acc)) {
-                CHECK(json_object_get(fn, "name") != NULL);   /* name first, alone */
+                CHECK(json_object_get(fn, "name") != NULL); /* name first, alone */
                 CHECK_STR(json_string_value(json_object_get(fn, "arguments")), "");
                 json_array_append_new(acc, json_pack("{s:O, s:O, s:{s:O, s:s}}", "id",
                                                      json_object_get(d, "id"), "type",
-                                                     json_object_get(d, "type"), "function",
-                                                     "name", json_object_get(fn, "name"),
-                                                     "arguments", ""));
+                                                     json_object_get(d, "type"), "function", "name",
+                                                     json_object_get(fn, "name"), "arguments", ""));
             } else {
                 CHECK(json_object_get(fn, "name") == NULL);
                 json_t *af = json_object_get(json_array_get(acc, idx), "function");
@@ -163,7 +191,7 @@ static int parse_req(const char *js, struct toolparse_req *r, const char **param
     json_t *root = json_loads(js, 0, &je);
     CHECK(root != NULL);
     int rc = toolparse_req_parse(root, r, param, err);
-    json_decref(root);   /* the tests below only look at scalars */
+    json_decref(root); /* the tests below only look at scalars */
     return rc;
 }
 
@@ -182,24 +210,30 @@ static void test_request(void)
     CHECK_EQ(r.parallel, 1);
     CHECK_EQ(parse_req("{}", &r, &param, err), 0);
     CHECK_EQ(r.choice, TOOLPARSE_CHOICE_NONE);
-    snprintf(buf, sizeof buf, "{%s, \"tool_choice\":{\"type\":\"function\",\"function\":"
-             "{\"name\":\"get_time\"}}, \"parallel_tool_calls\": false}", tools);
+    snprintf(buf, sizeof buf,
+             "{%s, \"tool_choice\":{\"type\":\"function\",\"function\":"
+             "{\"name\":\"get_time\"}}, \"parallel_tool_calls\": false}",
+             tools);
     CHECK_EQ(parse_req(buf, &r, &param, err), 0);
     CHECK_EQ(r.choice, TOOLPARSE_CHOICE_NAMED);
     CHECK_EQ(r.parallel, 0);
-    snprintf(buf, sizeof buf, "{%s, \"tool_choice\":{\"type\":\"function\",\"function\":"
-             "{\"name\":\"nope\"}}}", tools);
+    snprintf(buf, sizeof buf,
+             "{%s, \"tool_choice\":{\"type\":\"function\",\"function\":"
+             "{\"name\":\"nope\"}}}",
+             tools);
     CHECK_EQ(parse_req(buf, &r, &param, err), ERR_INVAL);
     CHECK_STR(param, "tool_choice");
     CHECK_CONTAINS(err, "nope");
     CHECK_EQ(parse_req("{\"tool_choice\":\"required\"}", &r, &param, err), ERR_INVAL);
     CHECK_EQ(parse_req("{\"tool_choice\":\"sometimes\"}", &r, &param, err), ERR_INVAL);
-    CHECK_EQ(parse_req("{\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"a b\"}}]}",
-                       &r, &param, err), ERR_INVAL);
+    CHECK_EQ(parse_req("{\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"a b\"}}]}", &r,
+                       &param, err),
+             ERR_INVAL);
     CHECK_STR(param, "tools");
     CHECK_EQ(parse_req("{\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"a\"}},"
                        "{\"type\":\"function\",\"function\":{\"name\":\"a\"}}]}",
-                       &r, &param, err), ERR_INVAL);
+                       &r, &param, err),
+             ERR_INVAL);
     CHECK_CONTAINS(err, "duplicate");
     CHECK_EQ(parse_req("{\"tools\":{}}", &r, &param, err), ERR_INVAL);
     CHECK_EQ(parse_req("{\"parallel_tool_calls\":1}", &r, &param, err), ERR_INVAL);
@@ -224,7 +258,8 @@ static void test_request(void)
     root = json_loads("{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"call_1\","
                       "\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":"
                       "\"{\\\"a\\\":1}\"}},{\"id\":\"call_2\",\"type\":\"function\",\"function\":"
-                      "{\"name\":\"g\",\"arguments\":{\"b\":2}}}]}", 0, &je);
+                      "{\"name\":\"g\",\"arguments\":{\"b\":2}}}]}",
+                      0, &je);
     CHECK(root);
     struct tmpl_tool_call *calls;
     size_t n;
@@ -251,7 +286,8 @@ static void test_pipe(uint64_t seed)
     const char *param;
     char err[ERR_LEN];
     json_t *root = json_loads("{\"tools\":[{\"type\":\"function\",\"function\":{\"name\":"
-                              "\"get_time\"}}]}", 0, NULL);
+                              "\"get_time\"}}]}",
+                              0, NULL);
     CHECK_EQ(toolparse_req_parse(root, &req, &param, err), 0);
     struct toolparse_pipe whole;
     CHECK_EQ(toolparse_pipe_init(&whole, REASONING_START_THINKING, &req, 7, err), 0);
@@ -286,7 +322,8 @@ static void test_pipe(uint64_t seed)
         for (size_t i = 0; i < json_array_size(deltas); i++) {
             json_t *d = json_array_get(deltas, i);
             json_t *tc = json_object_get(d, "tool_calls");
-            CHECK(!(tc && (json_object_get(d, "content") || json_object_get(d, "reasoning_content"))));
+            CHECK(!(tc &&
+                    (json_object_get(d, "content") || json_object_get(d, "reasoning_content"))));
             json_t *x;
             if ((x = json_object_get(d, "content")))
                 sbuf_append(&c, json_string_value(x), json_string_length(x));
@@ -297,11 +334,11 @@ static void test_pipe(uint64_t seed)
                 size_t idx = (size_t)json_integer_value(json_object_get(e, "index"));
                 json_t *fn = json_object_get(e, "function");
                 if (idx == json_array_size(calls)) {
-                    json_array_append_new(calls, json_pack("{s:O, s:O, s:{s:O, s:O}}", "id",
-                                          json_object_get(e, "id"), "type",
-                                          json_object_get(e, "type"), "function", "name",
-                                          json_object_get(fn, "name"), "arguments",
-                                          json_object_get(fn, "arguments")));
+                    json_array_append_new(
+                        calls, json_pack("{s:O, s:O, s:{s:O, s:O}}", "id", json_object_get(e, "id"),
+                                         "type", json_object_get(e, "type"), "function", "name",
+                                         json_object_get(fn, "name"), "arguments",
+                                         json_object_get(fn, "arguments")));
                 } else {
                     json_t *af = json_object_get(json_array_get(calls, idx), "function");
                     struct sbuf a = {0};
@@ -347,9 +384,26 @@ static void test_pipe(uint64_t seed)
  * calls the content is exactly the input (nothing is lost or invented). */
 static void test_soup(uint64_t seed)
 {
-    static const char *const frag[] = {B, E, CB, CE, S, "function", "get_time", "get_weather",
-                                       "\n```json\n", "\n```", "{}", "{\"a\":1}", "{", "}", "\n",
-                                       " ", "text", "<", "<｜", "<｜tool▁call"};
+    static const char *const frag[] = {B,
+                                       E,
+                                       CB,
+                                       CE,
+                                       S,
+                                       "function",
+                                       "get_time",
+                                       "get_weather",
+                                       "\n```json\n",
+                                       "\n```",
+                                       "{}",
+                                       "{\"a\":1}",
+                                       "{",
+                                       "}",
+                                       "\n",
+                                       " ",
+                                       "text",
+                                       "<",
+                                       "<｜",
+                                       "<｜tool▁call"};
     for (int rep = 0; rep < 3000; rep++) {
         char in[1024];
         size_t len = 0;

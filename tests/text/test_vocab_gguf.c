@@ -32,11 +32,17 @@ static int run_vocab(const char *dir, const char *name)
     snprintf(path, sizeof path, "%s/%s.gguf", dir, name);
     struct gguf_ctx *g;
     int rc = gguf_open(path, &g, err);
-    if (rc) { fprintf(stderr, "%s\n", err); return 1; }
+    if (rc) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
     struct tok *t;
     rc = tok_create_gguf(&t, g, err);
     gguf_close(g);
-    if (rc) { fprintf(stderr, "%s: %s\n", name, err); return 1; }
+    if (rc) {
+        fprintf(stderr, "%s: %s\n", name, err);
+        return 1;
+    }
 
     size_t ni, no;
     snprintf(path, sizeof path, "%s/%s.gguf.inp", dir, name);
@@ -97,6 +103,7 @@ int main(void)
     FILE *f = fopen(probe, "rb");
     if (!f) SKIP("%s absent", probe);
     fclose(f);
-    int bad = run_vocab(dir, "ggml-vocab-deepseek-llm") + run_vocab(dir, "ggml-vocab-deepseek-coder");
+    int bad =
+        run_vocab(dir, "ggml-vocab-deepseek-llm") + run_vocab(dir, "ggml-vocab-deepseek-coder");
     return bad ? 1 : 0;
 }

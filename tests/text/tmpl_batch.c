@@ -73,7 +73,8 @@ int main(int argc, char **argv)
     json_t *res = json_array();
     size_t i;
     json_t *c;
-    json_array_foreach(convs, i, c) {
+    json_array_foreach(convs, i, c)
+    {
         json_t *msgs = json_object_get(c, "messages");
         size_t n = json_array_size(msgs);
         struct tmpl_msg *m = calloc(n + 1, sizeof *m);
@@ -98,7 +99,8 @@ int main(int argc, char **argv)
                 m[k].n_tool_calls = nc;
             }
         }
-        struct tmpl_opts o = {.add_generation_prompt = json_is_true(json_object_get(c, "add_generation_prompt")),
+        struct tmpl_opts o = {.add_generation_prompt =
+                                  json_is_true(json_object_get(c, "add_generation_prompt")),
                               .bos_token = argv[3]};
         struct sbuf out = {0};
         int rc = tmpl_render(kind, m, n, &o, &out, err);

@@ -35,23 +35,31 @@ static int load_via_vocab(struct tok **out, const char *dir, const char *pre, ch
     size_t n = 0;
     const char *key;
     json_t *v;
-    json_object_foreach(vocab, key, v) if ((size_t)json_integer_value(v) + 1 > n) n = (size_t)json_integer_value(v) + 1;
+    json_object_foreach(vocab, key, v) if ((size_t)json_integer_value(v) + 1 > n) n =
+        (size_t)json_integer_value(v) + 1;
     size_t i;
-    json_array_foreach(added, i, v) {
+    json_array_foreach(added, i, v)
+    {
         size_t id = (size_t)json_integer_value(json_object_get(v, "id"));
         if (id + 1 > n) n = id + 1;
     }
     const char **tokens = calloc(n, sizeof *tokens);
     int32_t *types = calloc(n, sizeof *types);
-    for (size_t k = 0; k < n; k++) { tokens[k] = ""; types[k] = TOK_TYPE_UNUSED; }
-    json_object_foreach(vocab, key, v) {
+    for (size_t k = 0; k < n; k++) {
+        tokens[k] = "";
+        types[k] = TOK_TYPE_UNUSED;
+    }
+    json_object_foreach(vocab, key, v)
+    {
         tokens[json_integer_value(v)] = key;
         types[json_integer_value(v)] = TOK_TYPE_NORMAL;
     }
-    json_array_foreach(added, i, v) {
+    json_array_foreach(added, i, v)
+    {
         size_t id = (size_t)json_integer_value(json_object_get(v, "id"));
         tokens[id] = json_string_value(json_object_get(v, "content"));
-        types[id] = json_is_true(json_object_get(v, "special")) ? TOK_TYPE_CONTROL : TOK_TYPE_USER_DEFINED;
+        types[id] =
+            json_is_true(json_object_get(v, "special")) ? TOK_TYPE_CONTROL : TOK_TYPE_USER_DEFINED;
     }
     size_t nm = json_array_size(merges);
     char **ms = calloc(nm + 1, sizeof *ms);
@@ -60,14 +68,21 @@ static int load_via_vocab(struct tok **out, const char *dir, const char *pre, ch
         if (json_is_string(m)) {
             ms[k] = strdup(json_string_value(m));
         } else {
-            const char *a = json_string_value(json_array_get(m, 0)), *b = json_string_value(json_array_get(m, 1));
+            const char *a = json_string_value(json_array_get(m, 0)),
+                       *b = json_string_value(json_array_get(m, 1));
             ms[k] = malloc(strlen(a) + strlen(b) + 2);
             sprintf(ms[k], "%s %s", a, b);
         }
     }
-    struct tok_vocab tv = {.model = "gpt2", .pre = pre, .n_tokens = n, .tokens = tokens,
-                           .token_types = types, .n_merges = nm, .merges = (const char *const *)ms,
-                           .bos_id = 0, .eos_id = 1};
+    struct tok_vocab tv = {.model = "gpt2",
+                           .pre = pre,
+                           .n_tokens = n,
+                           .tokens = tokens,
+                           .token_types = types,
+                           .n_merges = nm,
+                           .merges = (const char *const *)ms,
+                           .bos_id = 0,
+                           .eos_id = 1};
     int rc = tok_create_vocab(out, &tv, err);
     for (size_t k = 0; k < nm; k++) free(ms[k]);
     free(ms);
@@ -86,7 +101,8 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "--cn-ranges") == 0) {
         int ec;
         PCRE2_SIZE eo;
-        pcre2_code *re = pcre2_compile((PCRE2_SPTR) "^\\p{Cn}$", PCRE2_ZERO_TERMINATED, PCRE2_UTF, &ec, &eo, NULL);
+        pcre2_code *re = pcre2_compile((PCRE2_SPTR) "^\\p{Cn}$", PCRE2_ZERO_TERMINATED, PCRE2_UTF,
+                                       &ec, &eo, NULL);
         pcre2_match_data *md = pcre2_match_data_create(1, NULL);
         long lo = -1;
         int first = 1;
@@ -96,11 +112,15 @@ int main(int argc, char **argv)
             if (cp < 0x110000 && !(cp >= 0xD800 && cp <= 0xDFFF)) {
                 char b[4];
                 int n = cp < 0x80 ? (b[0] = (char)cp, 1)
-                      : cp < 0x800 ? (b[0] = (char)(0xC0 | (cp >> 6)), b[1] = (char)(0x80 | (cp & 63)), 2)
-                      : cp < 0x10000 ? (b[0] = (char)(0xE0 | (cp >> 12)), b[1] = (char)(0x80 | ((cp >> 6) & 63)),
-                                        b[2] = (char)(0x80 | (cp & 63)), 3)
-                      : (b[0] = (char)(0xF0 | (cp >> 18)), b[1] = (char)(0x80 | ((cp >> 12) & 63)),
-                         b[2] = (char)(0x80 | ((cp >> 6) & 63)), b[3] = (char)(0x80 | (cp & 63)), 4);
+                        : cp < 0x800
+                            ? (b[0] = (char)(0xC0 | (cp >> 6)), b[1] = (char)(0x80 | (cp & 63)), 2)
+                        : cp < 0x10000 ? (b[0] = (char)(0xE0 | (cp >> 12)),
+                                          b[1] = (char)(0x80 | ((cp >> 6) & 63)),
+                                          b[2] = (char)(0x80 | (cp & 63)), 3)
+                                       : (b[0] = (char)(0xF0 | (cp >> 18)),
+                                          b[1] = (char)(0x80 | ((cp >> 12) & 63)),
+                                          b[2] = (char)(0x80 | ((cp >> 6) & 63)),
+                                          b[3] = (char)(0x80 | (cp & 63)), 4);
                 cn = pcre2_match(re, (PCRE2_SPTR)b, (size_t)n, 0, 0, md, NULL) > 0;
             }
             if (cn && lo < 0) lo = cp;
@@ -139,7 +159,8 @@ int main(int argc, char **argv)
     size_t i;
     json_t *v;
     int bad = 0;
-    json_array_foreach(in, i, v) {
+    json_array_foreach(in, i, v)
+    {
         ids.n = 0;
         int rc = tok_encode(t, json_string_value(v), json_string_length(v), flags, &ids, err);
         if (rc) {

@@ -127,8 +127,10 @@ int main(int argc, char **argv)
     fclose(df);
     doc[n] = 0;
     if (!strstr(doc, table)) {
-        fprintf(stderr, "docs/configuration.md is out of date; regenerate the table with:\n"
-                        "  build/tests/unit/test_config --write-table\n---\n%s", table);
+        fprintf(stderr,
+                "docs/configuration.md is out of date; regenerate the table with:\n"
+                "  build/tests/unit/test_config --write-table\n---\n%s",
+                table);
         return 1;
     }
     free(doc);

@@ -18,8 +18,14 @@ int main(void)
     /* every e4m3 code decodes and re-encodes to itself (NaN aside) */
     for (int v = 0; v < 256; v++) {
         float f = fp_e4m3_to_f32((uint8_t)v);
-        if ((v & 0x7f) == 0x7f) { CHECK(isnan(f)); continue; }
-        if (v == 0x80) { CHECK(f == 0.0f && signbit(f)); continue; }
+        if ((v & 0x7f) == 0x7f) {
+            CHECK(isnan(f));
+            continue;
+        }
+        if (v == 0x80) {
+            CHECK(f == 0.0f && signbit(f));
+            continue;
+        }
         CHECK_EQ(fp_f32_to_e4m3(f), v);
     }
     CHECK_NEAR(fp_e4m3_to_f32(0x7e), 448.0, 0);

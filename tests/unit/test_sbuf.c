@@ -16,7 +16,7 @@ int main(void)
 {
     rng_state = check_seed();
     struct sbuf b = {0};
-    sbuf_fini(&b);                      /* an empty buffer may be finished */
+    sbuf_fini(&b); /* an empty buffer may be finished */
     sbuf_fini(NULL);
     CHECK_EQ(sbuf_append(&b, "", 0), 0);
     CHECK(b.s && b.s[0] == 0 && b.n == 0);
@@ -29,7 +29,7 @@ int main(void)
     static char want[1 << 20], piece[5000];
     for (int round = 0; round < 20; round++) {
         size_t n = 0;
-        b.n = 0;                        /* reuse keeps the capacity */
+        b.n = 0; /* reuse keeps the capacity */
         while (n + sizeof piece < sizeof want) {
             size_t k = rnd() % (rnd() % 8 == 0 ? sizeof piece : 40);
             for (size_t i = 0; i < k; i++) piece[i] = (char)rnd();

@@ -74,7 +74,7 @@ static int ref_step(const uint8_t *s, size_t n)
     size_t k = 0;
     while (k < n && k < 4 && ref_prefix(s, k + 1)) k++;
     int full = ref_len(s[0]);
-    if (k == n && full > 0 && k < (size_t)full) return 0;   /* unfinished */
+    if (k == n && full > 0 && k < (size_t)full) return 0; /* unfinished */
     return -(int)(k > 0 ? k : 1);
 }
 
@@ -153,17 +153,32 @@ int main(void)
     rng_state = check_seed();
 
     /* boundaries of each length and of the excluded ranges */
-    const char *valid[] = {"\x7F", "\xC2\x80", "\xDF\xBF", "\xE0\xA0\x80", "\xED\x9F\xBF",
-                           "\xEE\x80\x80", "\xEF\xBF\xBF", "\xF0\x90\x80\x80", "\xF4\x8F\xBF\xBF",
+    const char *valid[] = {"\x7F",         "\xC2\x80",         "\xDF\xBF",
+                           "\xE0\xA0\x80", "\xED\x9F\xBF",     "\xEE\x80\x80",
+                           "\xEF\xBF\xBF", "\xF0\x90\x80\x80", "\xF4\x8F\xBF\xBF",
                            "\xE2\x82\xAC", "\xF0\x9F\x98\x80"};
     const char *invalid[] = {
-        "\xC0\x80", "\xC1\xBF", "\xE0\x80\x80", "\xE0\x9F\xBF", "\xF0\x80\x80\x80",
-        "\xF0\x8F\xBF\xBF",                             /* overlong */
-        "\xED\xA0\x80", "\xED\xBF\xBF", "\xED\xB0\x80", /* surrogates */
-        "\xF4\x90\x80\x80", "\xF5\x80\x80\x80", "\xF7\xBF\xBF\xBF", "\xF8\x88\x80\x80\x80",
-        "\xFF",                                         /* above U+10FFFF / never a lead */
-        "\xC2", "\xE2\x82", "\xF0\x9F\x98",             /* truncated */
-        "\x80", "\xBF", "\xC2\x41", "\xE2\x28\xA1",     /* stray / missing continuation */
+        "\xC0\x80",
+        "\xC1\xBF",
+        "\xE0\x80\x80",
+        "\xE0\x9F\xBF",
+        "\xF0\x80\x80\x80",
+        "\xF0\x8F\xBF\xBF", /* overlong */
+        "\xED\xA0\x80",
+        "\xED\xBF\xBF",
+        "\xED\xB0\x80", /* surrogates */
+        "\xF4\x90\x80\x80",
+        "\xF5\x80\x80\x80",
+        "\xF7\xBF\xBF\xBF",
+        "\xF8\x88\x80\x80\x80",
+        "\xFF", /* above U+10FFFF / never a lead */
+        "\xC2",
+        "\xE2\x82",
+        "\xF0\x9F\x98", /* truncated */
+        "\x80",
+        "\xBF",
+        "\xC2\x41",
+        "\xE2\x28\xA1", /* stray / missing continuation */
     };
     for (size_t i = 0; i < sizeof valid / sizeof *valid; i++) check_known(valid[i], 1);
     for (size_t i = 0; i < sizeof invalid / sizeof *invalid; i++) check_known(invalid[i], 0);
@@ -171,9 +186,15 @@ int main(void)
     /* step: unfinished prefixes wait, invalid ones give their maximal subpart */
     CHECK_EQ(utf8_step("\xE2\x82", 2), 0);
     CHECK_EQ(utf8_step("\xF0\x9F\x98", 3), 0);
-    CHECK_EQ(utf8_step("\xE2\x82" "A", 3), -2);
+    CHECK_EQ(utf8_step("\xE2\x82"
+                       "A",
+                       3),
+             -2);
     CHECK_EQ(utf8_step("\xED\xA0\x80", 3), -1);
-    CHECK_EQ(utf8_step("\xF0\x9F\x98" "A", 4), -3);
+    CHECK_EQ(utf8_step("\xF0\x9F\x98"
+                       "A",
+                       4),
+             -3);
     CHECK_EQ(utf8_step("\xC0\x80", 2), -1);
 
     /* every string of 1..3 bytes */
@@ -198,7 +219,7 @@ int main(void)
     /* random code points: encode, then decode, step and check agree with the reference */
     for (int i = 0; i < 1000000; i++) {
         uint32_t cp;
-        switch (rnd() % 4) {            /* every length about equally often */
+        switch (rnd() % 4) { /* every length about equally often */
         case 0: cp = rnd() % 0x80; break;
         case 1: cp = 0x80 + rnd() % (0x800 - 0x80); break;
         case 2: cp = 0x800 + rnd() % (0x10000 - 0x800); break;
@@ -215,7 +236,7 @@ int main(void)
         CHECK_EQ(back, cp);
         CHECK_EQ(utf8_step(e, (size_t)len), len);
         CHECK_EQ(utf8_check(e, (size_t)len, NULL), 0);
-        for (int k = 1; k < len; k++) {     /* every proper prefix is unfinished, not valid */
+        for (int k = 1; k < len; k++) { /* every proper prefix is unfinished, not valid */
             CHECK_EQ(utf8_step(e, (size_t)k), 0);
             CHECK_EQ(utf8_decode(e, (size_t)k, &back), 0);
             CHECK_EQ(utf8_check(e, (size_t)k, NULL), ERR_UTF8);
@@ -229,7 +250,7 @@ int main(void)
         int noise = rnd() % 4 == 0;
         while (n < want) {
             if (noise) {
-                uint32_t r = rnd();         /* favour the bytes near the interesting ranges */
+                uint32_t r = rnd(); /* favour the bytes near the interesting ranges */
                 s[n++] = (uint8_t)(r % 3 == 0 ? 0x80 + (r >> 8) % 0x80 : r >> 8);
                 continue;
             }
@@ -241,7 +262,7 @@ int main(void)
             n += (size_t)len;
         }
         if (n == 0) continue;
-        if (!noise && rnd() % 2) {          /* damage: flip, cut or insert a byte */
+        if (!noise && rnd() % 2) { /* damage: flip, cut or insert a byte */
             size_t at = rnd() % n;
             switch (rnd() % 3) {
             case 0: s[at] ^= (uint8_t)(1u << (rnd() % 8)); break;

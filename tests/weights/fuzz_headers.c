@@ -45,7 +45,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     int64_t ne[2] = {32, 2};
     const char *toks[2] = {"a", "bc"};
     int32_t ints[2] = {1, 2};
-    if (gguf_writer_create(p, &w, err) || gguf_writer_set_str(w, "general.architecture", "deepseek2") ||
+    if (gguf_writer_create(p, &w, err) ||
+        gguf_writer_set_str(w, "general.architecture", "deepseek2") ||
         gguf_writer_set_u32(w, "deepseek2.block_count", 1) ||
         gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", toks, 2) ||
         gguf_writer_set_arr(w, "x", GGUF_TYPE_INT32, ints, 2) ||
@@ -61,8 +62,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     struct sft_writer *s;
     int64_t sh[2] = {2, 3};
     if (sft_writer_create(p, &s, err) || sft_writer_meta(s, "k", "v", err) ||
-        sft_writer_add(s, "a", QTYPE_BF16, 2, sh, err) || sft_writer_add(s, "b", QTYPE_F32, 1, sh, err) ||
-        sft_writer_begin(s, err) || sft_writer_write(s, z, 12 + 8, err) || sft_writer_finish(s, err))
+        sft_writer_add(s, "a", QTYPE_BF16, 2, sh, err) ||
+        sft_writer_add(s, "b", QTYPE_F32, 1, sh, err) || sft_writer_begin(s, err) ||
+        sft_writer_write(s, z, 12 + 8, err) || sft_writer_finish(s, err))
         abort();
     sft_writer_destroy(s);
     good[1] = slurp(p, &good_n[1]);
@@ -119,7 +121,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         const char *s;
                         size_t l;
                         int64_t v;
-                        if (gguf_arr_str(g, i, j, &s, &l, NULL) == 0 && l) sum += (unsigned char)s[l - 1];
+                        if (gguf_arr_str(g, i, j, &s, &l, NULL) == 0 && l)
+                            sum += (unsigned char)s[l - 1];
                         if (gguf_arr_i64(g, i, j, &v, NULL) == 0) sum += (unsigned)v;
                     }
             }

@@ -44,7 +44,8 @@ static void expect_fail(const unsigned char *b, size_t n, const char *want)
     struct gguf_ctx *g = (struct gguf_ctx *)1;
     int rc = gguf_open(p, &g, err);
     if (rc == 0) {
-        fprintf(stderr, "malformed file (%zu bytes) opened fine; expected '%s'\n", n, want ? want : "");
+        fprintf(stderr, "malformed file (%zu bytes) opened fine; expected '%s'\n", n,
+                want ? want : "");
         exit(1);
     }
     CHECK(g == NULL);
@@ -84,27 +85,30 @@ int main(void)
     CHECK_EQ(gguf_writer_set_arr(w, "ints", GGUF_TYPE_INT32, arr, 3), 0);
     const char *toks[3] = {"a", "<｜User｜>", ""};
     CHECK_EQ(gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", toks, 3), 0);
-    CHECK(gguf_writer_set_u32(w, "neg", 1) != 0);   /* duplicate key */
+    CHECK(gguf_writer_set_u32(w, "neg", 1) != 0); /* duplicate key */
     CHECK_EQ(gguf_writer_set_alignment(w, 64), 0);
     int64_t ne_a[2] = {64, 3}, ne_b[3] = {32, 2, 2};
     CHECK_EQ(gguf_writer_add_tensor(w, "blk.0.attn_norm.weight", QTYPE_F32, 2, ne_a, err), 0);
     CHECK_EQ(gguf_writer_add_tensor(w, "blk.1.ffn_up_exps.weight", QTYPE_Q8_0, 3, ne_b, err), 0);
-    CHECK(gguf_writer_add_tensor(w, "bad", QTYPE_Q4_K, 1, ne_a, err) != 0);  /* 64 % 256 */
+    CHECK(gguf_writer_add_tensor(w, "bad", QTYPE_Q4_K, 1, ne_a, err) != 0); /* 64 % 256 */
     CHECK_EQ(gguf_writer_begin(w, err), 0);
     float a[192];
     for (int i = 0; i < 192; i++) a[i] = (float)rand() / RAND_MAX;
-    CHECK_EQ(gguf_writer_write(w, a, 100, err), 0);      /* chunked */
+    CHECK_EQ(gguf_writer_write(w, a, 100, err), 0); /* chunked */
     CHECK_EQ(gguf_writer_write(w, (char *)a + 100, sizeof a - 100, err), 0);
     unsigned char q[4 * 34];
     for (size_t i = 0; i < sizeof q; i++) q[i] = (unsigned char)rand();
     CHECK_EQ(gguf_writer_write(w, q, sizeof q, err), 0);
-    CHECK(gguf_writer_write(w, q, 1, err) != 0);          /* too much */
+    CHECK(gguf_writer_write(w, q, 1, err) != 0); /* too much */
     CHECK_EQ(gguf_writer_finish(w, err), 0);
     gguf_writer_destroy(w);
 
     /* ---- read back */
     struct gguf_ctx *g;
-    if (gguf_open(p, &g, err)) { fprintf(stderr, "%s\n", err); return 1; }
+    if (gguf_open(p, &g, err)) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
     CHECK_EQ(gguf_version(g), 3);
     CHECK_EQ(gguf_alignment(g), 64);
     CHECK_EQ(gguf_n_kv(g), 9);
@@ -117,7 +121,7 @@ int main(void)
     CHECK_EQ(gguf_find_i64(g, "big", &v, err), 0);
     CHECK_EQ(v, 1ll << 40);
     uint32_t u32;
-    CHECK(gguf_get_u32(g, gguf_find_key(g, "big"), &u32, err) != 0);   /* out of range */
+    CHECK(gguf_get_u32(g, gguf_find_key(g, "big"), &u32, err) != 0); /* out of range */
     CHECK_CONTAINS(err, "big");
     CHECK(gguf_get_u32(g, gguf_find_key(g, "neg"), &u32, err) != 0);
     int32_t i32;
@@ -159,7 +163,7 @@ int main(void)
     CHECK_EQ(ti.nbytes, sizeof q);
     CHECK(memcmp(ti.data, q, sizeof q) == 0);
     CHECK_EQ(gguf_find_tensor(g, "nope"), -1);
-    size_t used = gguf_data_offset(g) + ti.offset + ti.nbytes;   /* trailing padding is optional */
+    size_t used = gguf_data_offset(g) + ti.offset + ti.nbytes; /* trailing padding is optional */
     gguf_close(g);
 
     /* ---- malformed */
@@ -168,7 +172,8 @@ int main(void)
     unsigned char *b = malloc(sz + 64);
     size_t data_start = find(good, sz, "blk.1.ffn_up_exps.weight") + 24 + 4 + 24 + 4 + 8;
     /* truncated at every point of the header and at several points of the data */
-    for (size_t cut = 0; cut < used; cut += (cut < data_start + 8 ? 1 : 37)) expect_fail(good, cut, NULL);
+    for (size_t cut = 0; cut < used; cut += (cut < data_start + 8 ? 1 : 37))
+        expect_fail(good, cut, NULL);
     memcpy(b, good, sz);
     b[0] = 'X';
     expect_fail(b, sz, "magic");
@@ -176,13 +181,14 @@ int main(void)
     b[4] = 1;
     expect_fail(b, sz, "version");
     memcpy(b, good, sz);
-    b[4] = 0; b[7] = 3;   /* big-endian looking version */
+    b[4] = 0;
+    b[7] = 3; /* big-endian looking version */
     expect_fail(b, sz, "version");
     memcpy(b, good, sz);
-    memset(b + 8, 0xff, 8);    /* tensor count */
+    memset(b + 8, 0xff, 8); /* tensor count */
     expect_fail(b, sz, "tensor count");
     memcpy(b, good, sz);
-    memset(b + 16, 0x7f, 8);   /* kv count */
+    memset(b + 16, 0x7f, 8); /* kv count */
     expect_fail(b, sz, "metadata count");
     /* huge string length of the first key */
     memcpy(b, good, sz);
@@ -190,7 +196,7 @@ int main(void)
     expect_fail(b, sz, "string length");
     /* huge array count */
     memcpy(b, good, sz);
-    size_t ai = find(b, sz, "ints") + 4 + 4 + 4;   /* key, type, elem type -> count */
+    size_t ai = find(b, sz, "ints") + 4 + 4 + 4; /* key, type, elem type -> count */
     memset(b + ai, 0x7f, 8);
     expect_fail(b, sz, "ints");
     /* unknown value type */
@@ -201,25 +207,25 @@ int main(void)
     /* tensor fields of the second tensor */
     size_t t1 = find(good, sz, "blk.1.ffn_up_exps.weight") + 24;
     memcpy(b, good, sz);
-    b[t1] = 9;   /* n_dims */
+    b[t1] = 9; /* n_dims */
     expect_fail(b, sz, "n_dims");
     memcpy(b, good, sz);
-    b[t1 + 4 + 24] = 77;   /* unknown ggml type */
+    b[t1 + 4 + 24] = 77; /* unknown ggml type */
     expect_fail(b, sz, "blk.1.ffn_up_exps.weight");
     memcpy(b, good, sz);
-    b[t1 + 4] = 33;   /* ne[0] not a multiple of q8_0's 32 */
+    b[t1 + 4] = 33; /* ne[0] not a multiple of q8_0's 32 */
     expect_fail(b, sz, "multiple");
     memcpy(b, good, sz);
-    memset(b + t1 + 4 + 8, 0xff, 8);   /* ne[1] huge -> overflow */
+    memset(b + t1 + 4 + 8, 0xff, 8); /* ne[1] huge -> overflow */
     expect_fail(b, sz, "blk.1.ffn_up_exps.weight");
     memcpy(b, good, sz);
-    b[t1 + 4 + 24 + 4] += 1;   /* unaligned offset */
+    b[t1 + 4 + 24 + 4] += 1; /* unaligned offset */
     expect_fail(b, sz, "aligned");
     memcpy(b, good, sz);
-    b[t1 + 4 + 24 + 4 + 5] = 1;   /* offset way out */
+    b[t1 + 4 + 24 + 4 + 5] = 1; /* offset way out */
     expect_fail(b, sz, "beyond");
     memcpy(b, good, sz);
-    memset(b + t1 + 4 + 24 + 4, 0, 8);   /* offset 0: overlaps tensor 0 */
+    memset(b + t1 + 4 + 24 + 4, 0, 8); /* offset 0: overlaps tensor 0 */
     expect_fail(b, sz, "overlap");
     /* duplicate key */
     memcpy(b, good, sz);
@@ -252,7 +258,8 @@ int main(void)
     /* files written by llama.cpp/ggml (in ../shared/testdata, when present) */
     const char *sh = getenv("TANDEM_SHARED");
     char rp[1024];
-    snprintf(rp, sizeof rp, "%s/testdata/ggml-quants/ggml-quants-512x64.gguf", sh ? sh : "/nonexistent");
+    snprintf(rp, sizeof rp, "%s/testdata/ggml-quants/ggml-quants-512x64.gguf",
+             sh ? sh : "/nonexistent");
     if (sh && access(rp, R_OK) == 0) {
         CHECK_EQ(gguf_open(rp, &g, err), 0);
         int64_t i = gguf_find_tensor(g, "w.q4_K");

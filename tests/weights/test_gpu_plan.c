@@ -24,9 +24,12 @@
 #include <unistd.h>
 
 #define GIB (1024.0 * 1024.0 * 1024.0)
-#define BUDGET 22e9             /* issue 7: the GPU side of full V3 at 32K in 22 GB */
+#define BUDGET 22e9 /* issue 7: the GPU side of full V3 at 32K in 22 GB */
 
-static double fp8(double r, double c) { return r * c + ceil(r / 128) * (4 * ceil(ceil(c / 128) / 4)) * 4; }
+static double fp8(double r, double c)
+{
+    return r * c + ceil(r / 128) * (4 * ceil(ceil(c / 128) / 4)) * 4;
+}
 
 static void load_v3(struct wt_hparams *hp)
 {
@@ -55,7 +58,8 @@ static double v3_act_model(double T)
     return 4 * (T * per_tok + att * H * (576 + 512) + 2 * gu + 16 * (D + VOC));
 }
 
-static void print_plan(const char *title, const struct gpu_plan *pl, const struct gpu_plan_params *p)
+static void print_plan(const char *title, const struct gpu_plan *pl,
+                       const struct gpu_plan_params *p)
 {
     char buf[4096];
     int n = gpu_plan_format(pl, p, "  ", buf, sizeof buf);
@@ -69,7 +73,7 @@ static void v3_exact(const struct wt_hparams *hp)
     struct gpu_plan pl;
     char err[ERR_LEN];
     gpu_plan_defaults(&p);
-    CHECK_EQ(p.kvb_type, QTYPE_F8_E4M3);     /* what ops_cuda does */
+    CHECK_EQ(p.kvb_type, QTYPE_F8_E4M3); /* what ops_cuda does */
     CHECK_EQ(p.embed_on_gpu, 0);
     /* the checks below start from the earlier layout: fp32 kv_b, a device embedding table */
     p.kvb_type = QTYPE_F32;
@@ -79,7 +83,7 @@ static void v3_exact(const struct wt_hparams *hp)
     double attn = fp8(QL, D) + fp8(H * (NOPE + R), QL) + fp8(L + R, D) + fp8(D, H * V);
     CHECK_EQ(attn, 11010048 + 2688 + 37748736 + 9216 + 4128768 + 1120 + 117440512 + 28672);
     CHECK_EQ(pl.w.attention, 61 * attn);
-    CHECK_EQ(pl.w.kv_b, 61 * H * (NOPE + V) * L * 4);          /* fp32, as model.c uploads */
+    CHECK_EQ(pl.w.kv_b, 61 * H * (NOPE + V) * L * 4); /* fp32, as model.c uploads */
     CHECK_EQ(pl.w.dense_ffn, 3 * (2 * fp8(18432, D) + fp8(D, 18432)));
     CHECK_EQ(pl.w.shared_experts, 58 * (2 * fp8(2048, D) + fp8(D, 2048)));
     CHECK_EQ(pl.w.router, 58 * (256 * D * 2 + 256 * 4));
@@ -92,8 +96,8 @@ static void v3_exact(const struct wt_hparams *hp)
     CHECK_EQ(pl.kv, 32768.0 * 61 * 576 * 2);
     CHECK(pl.kv_on_gpu);
     CHECK_EQ(pl.moe_layers, 58);
-    CHECK_EQ(pl.max_k, 18432);          /* dense down_proj */
-    CHECK_EQ(pl.max_n, 24576);          /* q_b */
+    CHECK_EQ(pl.max_k, 18432); /* dense down_proj */
+    CHECK_EQ(pl.max_n, 24576); /* q_b */
     /* model.c work buffers (v3_act_model), at the default 2048 tokens and around the pass sizes */
     CHECK_EQ(pl.act_model, v3_act_model(2048));
     CHECK_EQ(v3_act_model(2048), 4 * (2048 * (4 * D + QL + H * 192 + 2 * 576 + H * 128 + 256 + 16) +
@@ -108,19 +112,23 @@ static void v3_exact(const struct wt_hparams *hp)
             CHECK_EQ(pq.act_model, v3_act_model(ts[i]));
         }
     }
-    CHECK_EQ(pl.act_fp8, 2048.0 * 18432 + 144.0 * 2048 * 4);   /* exact GEMM: no padded-y scratch */
+    CHECK_EQ(pl.act_fp8, 2048.0 * 18432 + 144.0 * 2048 * 4); /* exact GEMM: no padded-y scratch */
     CHECK_EQ(pl.ws_cublaslt, 32 << 20);
     CHECK(pl.ws_gemv > 0 && pl.ws_gemv < 16 * 1048576.0);
     CHECK(pl.ws_mla > 0 && pl.ws_mla < 256 * 1048576.0);
     CHECK_EQ(pl.ws_block_tables, 2048.0 * (32768 / 16) * 8);
-    CHECK_NEAR(pl.total, pl.weights + pl.kv + pl.activations + pl.workspace + pl.stream +
-                         pl.rounding + pl.runtime, 1);
-    CHECK_EQ(pl.stream, 0);                 /* gpu.prefill_experts off: not counted */
+    CHECK_NEAR(pl.total,
+               pl.weights + pl.kv + pl.activations + pl.workspace + pl.stream + pl.rounding +
+                   pl.runtime,
+               1);
+    CHECK_EQ(pl.stream, 0); /* gpu.prefill_experts off: not counted */
     CHECK(pl.stream_size > 0);
     CHECK(pl.rounding > 0 && pl.rounding < 0.5 * GIB);
     print_plan("DeepSeek-V3, hybrid, 32K context, the earlier layout (embeddings on the GPU, kv_b "
-               "fp32):", &pl, &p);
-    printf("  -> %.2f GB: %s 22 GB\n", pl.total / 1e9, pl.total <= BUDGET ? "fits" : "does NOT fit");
+               "fp32):",
+               &pl, &p);
+    printf("  -> %.2f GB: %s 22 GB\n", pl.total / 1e9,
+           pl.total <= BUDGET ? "fits" : "does NOT fit");
     double today = pl.total, today_w = pl.weights;
 
     /* the options, one at a time */
@@ -148,7 +156,8 @@ static void v3_exact(const struct wt_hparams *hp)
     q.kvb_type = QTYPE_F8_E4M3;
     CHECK_EQ(gpu_plan_compute(hp, &q, &o, err), 0);
     print_plan("DeepSeek-V3, hybrid, 32K context, embeddings on the host, kv_b FP8, "
-               "max_batch_tokens 2048 (the default):", &o, &q);
+               "max_batch_tokens 2048 (the default):",
+               &o, &q);
     printf("  -> %.2f GB (%.2f GiB): %s 22 GB\n", o.total / 1e9, o.total / GIB,
            o.total <= BUDGET ? "fits" : "does NOT fit");
     CHECK(o.total <= BUDGET);
@@ -157,7 +166,8 @@ static void v3_exact(const struct wt_hparams *hp)
     q.max_batch_tokens = 1024;
     CHECK_EQ(gpu_plan_compute(hp, &q, &o, err), 0);
     print_plan("DeepSeek-V3, hybrid, 32K context, embeddings on the host, kv_b FP8, "
-               "max_batch_tokens 1024:", &o, &q);
+               "max_batch_tokens 1024:",
+               &o, &q);
     printf("  -> %.2f GB (%.2f GiB): %s 22 GB\n", o.total / 1e9, o.total / GIB,
            o.total <= BUDGET ? "fits" : "does NOT fit");
     CHECK(o.total <= BUDGET);
@@ -174,15 +184,16 @@ static void v3_exact(const struct wt_hparams *hp)
     off_total = o.total;
     q.prefill_experts = 1;
     CHECK_EQ(gpu_plan_compute(hp, &q, &o, err), 0);
-    print_plan("DeepSeek-V3, hybrid, 32K context, max_batch_tokens 2048, gpu.prefill_experts on:",
-               &o, &q);
+    print_plan(
+        "DeepSeek-V3, hybrid, 32K context, max_batch_tokens 2048, gpu.prefill_experts on:", &o, &q);
     printf("  -> %.2f GB (%.2f GiB): %s 24 GB\n", o.total / 1e9, o.total / GIB,
            o.total <= 24e9 ? "fits" : "does NOT fit");
     CHECK_EQ(o.stream_group, 8);
     CHECK(o.stream == o.stream_size && o.stream > 400 * 1048576.0 && o.stream < 1.0 * GIB);
     CHECK(o.total > off_total && o.total <= 24e9);
-    CHECK_NEAR(o.total, o.weights + o.kv + o.activations + o.workspace + o.stream + o.rounding +
-                        o.runtime, 1);
+    CHECK_NEAR(o.total,
+               o.weights + o.kv + o.activations + o.workspace + o.stream + o.rounding + o.runtime,
+               1);
 
     /* the largest step per layout (for the report) */
     for (int lay = 0; lay < 4; lay++) {
@@ -247,7 +258,7 @@ static void monotone(const struct wt_hparams *hp)
     p.expert_type = QTYPE_Q4_K;
     CHECK_EQ(gpu_plan_compute(hp, &p, &b, err), 0);
     CHECK_EQ(b.w.gpu_experts, 58.0 * 256 * 3 * 2048 * 7168 / 256 * 144);
-    p.expert_type = QTYPE_Q4_0;     /* 2048 and 7168 are multiples of 32 */
+    p.expert_type = QTYPE_Q4_0; /* 2048 and 7168 are multiples of 32 */
     CHECK_EQ(gpu_plan_compute(hp, &p, &b, err), 0);
     p.placement = GPU_PLACE_CPU;
     CHECK_EQ(gpu_plan_compute(hp, &p, &b, err), 0);
@@ -273,17 +284,30 @@ static void monotone(const struct wt_hparams *hp)
         CHECK_EQ(gpu_plan_compute(hp, &p, &a, err), 0);
         CHECK(a.total > budget);
     }
-    CHECK_EQ(gpu_plan_kv_tokens_fit(hp, &p, 1e9), 0);   /* the weights alone do not fit */
+    CHECK_EQ(gpu_plan_kv_tokens_fit(hp, &p, 1e9), 0); /* the weights alone do not fit */
 }
 
 static void presets(void)
 {
     /* tiny (synth.c): hidden 256, 2 heads: attention and the KV cache stay on the host */
-    struct wt_hparams hp = {.vocab_size = 1024, .hidden = 256, .inter = 512, .moe_inter = 256,
-                            .n_layers = 3, .n_heads = 2, .q_lora_rank = 256, .kv_lora_rank = 512,
-                            .qk_nope = 128, .qk_rope = 64, .v_head = 128, .n_routed = 8,
-                            .n_shared = 1, .top_k = 4, .n_group = 4, .topk_group = 2,
-                            .first_k_dense = 1, .moe_layer_freq = 1,
+    struct wt_hparams hp = {.vocab_size = 1024,
+                            .hidden = 256,
+                            .inter = 512,
+                            .moe_inter = 256,
+                            .n_layers = 3,
+                            .n_heads = 2,
+                            .q_lora_rank = 256,
+                            .kv_lora_rank = 512,
+                            .qk_nope = 128,
+                            .qk_rope = 64,
+                            .v_head = 128,
+                            .n_routed = 8,
+                            .n_shared = 1,
+                            .top_k = 4,
+                            .n_group = 4,
+                            .topk_group = 2,
+                            .first_k_dense = 1,
+                            .moe_layer_freq = 1,
                             .scoring = WT_SCORE_SIGMOID};
     struct gpu_plan_params p;
     struct gpu_plan pl;
@@ -325,7 +349,8 @@ static void presets(void)
     CHECK_EQ(gpu_plan_compute(&v3, &p, &pl, err), 0);
     CHECK(pl.kv_on_gpu);
     CHECK_EQ(pl.moe_layers, 2);
-    CHECK(pl.weights > 2 * GIB && pl.weights < 4 * GIB);   /* lm_head 1.73 GiB + 3 layers (embeddings on the host) */
+    CHECK(pl.weights > 2 * GIB &&
+          pl.weights < 4 * GIB); /* lm_head 1.73 GiB + 3 layers (embeddings on the host) */
     print_plan("v3-slice (1 dense + 2 MoE), hybrid:", &pl, &p);
 
     /* bad input */
@@ -341,7 +366,7 @@ static void presets(void)
     gpu_plan_defaults(&p);
     p.placement = GPU_PLACE_GPU;
     p.expert_type = QTYPE_Q4_K;
-    v3.moe_inter = 2000;            /* not a multiple of 256 */
+    v3.moe_inter = 2000; /* not a multiple of 256 */
     CHECK_EQ(gpu_plan_compute(&v3, &p, &pl, err), ERR_INVAL);
     CHECK_CONTAINS(err, "q4_K");
     v3.moe_inter = 2048;
@@ -418,11 +443,13 @@ static void inspect(void)
     CHECK_EQ(json_integer_value(json_object_get(gp, "gpu_expert_layers")), 58);
     json_t *wj = json_object_get(gp, "weights");
     CHECK(json_integer_value(json_object_get(wj, "gpu_experts")) > 600e9);
-    CHECK_EQ(json_integer_value(json_object_get(gp, "kv_tokens")), 163840);  /* max positions */
+    CHECK_EQ(json_integer_value(json_object_get(gp, "kv_tokens")), 163840); /* max positions */
     json_decref(j);
     free(out);
-    snprintf(cmd, sizeof cmd, "'%s' inspect '%s' --json --context 4096 --gpu-expert-layers 2 "
-             "2>/dev/null", bin, cfg);
+    snprintf(cmd, sizeof cmd,
+             "'%s' inspect '%s' --json --context 4096 --gpu-expert-layers 2 "
+             "2>/dev/null",
+             bin, cfg);
     out = run(cmd, &st);
     CHECK_EQ(st, 0);
     j = json_loads(out, 0, NULL);

@@ -20,9 +20,13 @@ static int read_hp(const char *bad_key, float bad_val, struct wt_hparams *hp, ch
     struct gguf_writer *w;
     CHECK_EQ(gguf_writer_create(p, &w, err), 0);
     CHECK_EQ(gguf_writer_set_str(w, "general.architecture", "deepseek2"), 0);
-    const char *ints[] = {"block_count", "embedding_length", "feed_forward_length",
-                          "attention.head_count", "attention.kv_lora_rank",
-                          "attention.key_length", "attention.value_length",
+    const char *ints[] = {"block_count",
+                          "embedding_length",
+                          "feed_forward_length",
+                          "attention.head_count",
+                          "attention.kv_lora_rank",
+                          "attention.key_length",
+                          "attention.value_length",
                           "rope.dimension_count"};
     const uint32_t vals[] = {2, 64, 128, 4, 32, 48, 32, 16};
     char k[128];

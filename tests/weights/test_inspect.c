@@ -72,7 +72,8 @@ int main(void)
 
     /* ---- tiny */
     snprintf(dir, sizeof dir, "%s/tiny", root);
-    snprintf(cmd, sizeof cmd, "'%s' convert synth --preset tiny --seed 7 --out '%s' 2>&1", bin, dir);
+    snprintf(cmd, sizeof cmd, "'%s' convert synth --preset tiny --seed 7 --out '%s' 2>&1", bin,
+             dir);
     free(run(cmd, &st));
     CHECK_EQ(st, 0);
     snprintf(cmd, sizeof cmd, "'%s' inspect '%s' --tensors 2>/dev/null", bin, dir);
@@ -110,8 +111,10 @@ int main(void)
 
     /* ---- v3-slice: 1 dense + 2 MoE, 16 experts, shapes only */
     snprintf(dir, sizeof dir, "%s/v3", root);
-    snprintf(cmd, sizeof cmd, "'%s' convert synth --preset v3-slice --dense-layers 1 --moe-layers 2 "
-             "--experts-n 16 --zero --seed 1 --out '%s' 2>&1", bin, dir);
+    snprintf(cmd, sizeof cmd,
+             "'%s' convert synth --preset v3-slice --dense-layers 1 --moe-layers 2 "
+             "--experts-n 16 --zero --seed 1 --out '%s' 2>&1",
+             bin, dir);
     free(run(cmd, &st));
     CHECK_EQ(st, 0);
     j = inspect_json(dir, "--context 4096");
@@ -143,8 +146,8 @@ int main(void)
         CHECK_EQ(jget(j, k), 0);
     }
     long long vocab = 129280;
-    CHECK_EQ(jget(j, "totals.params"), 2 * vocab * D + D + 3 * (attn + 2 * D) + dense +
-                                       2 * (router + shared + 16 * expert));
+    CHECK_EQ(jget(j, "totals.params"),
+             2 * vocab * D + D + 3 * (attn + 2 * D) + dense + 2 * (router + shared + 16 * expert));
     CHECK_EQ(jget(j, "memory.kv_bytes"), 4096LL * 576 * 2 * 3);
     /* q8_0 experts: 34 bytes per 32 weights */
     CHECK_EQ(jget(j, "totals.cpu_expert_bytes"), 2 * 16 * expert / 32 * 34);
@@ -166,7 +169,7 @@ int main(void)
     free(out);
     snprintf(cmd, sizeof cmd, "'%s' convert synth --preset tiny --experts q4_K --out '%s/x' 2>&1",
              bin, root);
-    out = run(cmd, &st);   /* tiny's dims are multiples of 256: q4_K works */
+    out = run(cmd, &st); /* tiny's dims are multiples of 256: q4_K works */
     CHECK_EQ(st, 0);
     free(out);
     snprintf(dir, sizeof dir, "%s/mix", root);
@@ -175,7 +178,7 @@ int main(void)
     free(run(cmd, &st));
     CHECK_EQ(st, 0);
     j = inspect_json(dir, "");
-    CHECK_EQ(jget(j, "totals.bytes_by_type.q6_K"), 2 * 8 * 256 * 256 / 256 * 210);   /* down */
+    CHECK_EQ(jget(j, "totals.bytes_by_type.q6_K"), 2 * 8 * 256 * 256 / 256 * 210); /* down */
     CHECK_EQ(jget(j, "totals.bytes_by_type.q4_K"), 2 * 2 * 8 * 256 * 256 / 256 * 144);
     json_decref(j);
 

@@ -74,7 +74,10 @@ int main(void)
     sft_writer_destroy(w);
 
     struct sft_file *f;
-    if (sft_open(p, &f, err)) { fprintf(stderr, "%s\n", err); return 1; }
+    if (sft_open(p, &f, err)) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
     CHECK_EQ(sft_n_tensors(f), 3);
     CHECK_STR(sft_meta(f, "format"), "pt");
     const struct sft_tensor *t = sft_find(f, "a.weight");
@@ -102,27 +105,41 @@ int main(void)
     memset(b2, 0xff, 8);
     expect_bytes(b2, sz, "header length");
     expect_hdr("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}", 8, "JSON");
-    expect_hdr("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}} trailing", 8, "JSON");
+    expect_hdr("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}} trailing", 8,
+               "JSON");
     expect_hdr("[1,2,3]", 8, "not an object");
     expect_hdr("{\"a\xff\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "JSON");
     expect_hdr("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-               "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "JSON");
-    expect_hdr("{\"a\":{\"dtype\":\"F99\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "unknown dtype");
-    expect_hdr("{\"a\":{\"dtype\":\"F8_E5M2\",\"shape\":[2],\"data_offsets\":[0,2]}}", 8, "not supported");
+               "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+               8, "JSON");
+    expect_hdr("{\"a\":{\"dtype\":\"F99\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8,
+               "unknown dtype");
+    expect_hdr("{\"a\":{\"dtype\":\"F8_E5M2\",\"shape\":[2],\"data_offsets\":[0,2]}}", 8,
+               "not supported");
     expect_hdr("{\"a\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", 8, "shape");
-    expect_hdr("{\"a\":{\"dtype\":\"F32\",\"shape\":[2,2,2,2,2],\"data_offsets\":[0,128]}}", 128, "rank");
-    expect_hdr("{\"a\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904,8],\"data_offsets\":[0,8]}}", 8, "overflow");
-    expect_hdr("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,12]}}", 16, "bytes of data");
+    expect_hdr("{\"a\":{\"dtype\":\"F32\",\"shape\":[2,2,2,2,2],\"data_offsets\":[0,128]}}", 128,
+               "rank");
+    expect_hdr(
+        "{\"a\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904,8],\"data_offsets\":[0,8]}}", 8,
+        "overflow");
+    expect_hdr("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,12]}}", 16,
+               "bytes of data");
     expect_hdr("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}", 8, "beyond");
-    expect_hdr("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}}", 8, "data_offsets");
+    expect_hdr("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}}", 8,
+               "data_offsets");
     expect_hdr("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-               "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 16, "overlap");
+               "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
+               16, "overlap");
     expect_hdr("{\"a\":{\"dtype\":\"F32\",\"shape\":[2]}}", 8, "data_offsets");
     expect_hdr("{\"a\":5}", 8, "not an object");
     expect_hdr("{\"__metadata__\":{\"k\":1}}", 8, "__metadata__");
     /* random flips in the header: never a crash */
     size_t hl;
-    { uint64_t h; memcpy(&h, buf, 8); hl = (size_t)h; }
+    {
+        uint64_t h;
+        memcpy(&h, buf, 8);
+        hl = (size_t)h;
+    }
     for (int it = 0; it < 800; it++) {
         memcpy(b2, buf, sz);
         for (int j = 0; j < 1 + rand() % 3; j++) b2[8 + rand() % hl] = (unsigned char)rand();

@@ -121,9 +121,18 @@ int main(void)
     path(d7, "bad");
 
     /* ---- synth tiny */
-    struct wt_synth_opts o = {.preset = "tiny", .out = d1, .seed = seed, .experts_type = -1,
-                              .dense_layers = -1, .moe_layers = -1, .n_experts = -1, .threads = 2};
-    if (wt_synth(&o, err)) { fprintf(stderr, "%s\n", err); return 1; }
+    struct wt_synth_opts o = {.preset = "tiny",
+                              .out = d1,
+                              .seed = seed,
+                              .experts_type = -1,
+                              .dense_layers = -1,
+                              .moe_layers = -1,
+                              .n_experts = -1,
+                              .threads = 2};
+    if (wt_synth(&o, err)) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
     struct wt_model *m = open_ok(d1);
     const struct wt_hparams *hp = wt_hparams(m);
     CHECK_STR(hp->arch, "deepseek_v3");
@@ -145,14 +154,15 @@ int main(void)
     struct wt_view v;
     CHECK_EQ(wt_expert(m, 1, WT_DOWN, 7, &v, err), 0);
     CHECK(v.rows == 256 && v.cols == 256 && v.type == QTYPE_Q8_0 && v.row_bytes == 8 * 34);
-    CHECK(wt_expert(m, 0, WT_DOWN, 0, &v, err) != 0);   /* dense layer */
+    CHECK(wt_expert(m, 0, WT_DOWN, 0, &v, err) != 0); /* dense layer */
     /* weights look like N(0, 1/in): q_a std ~ 1/16 */
     t = wt_get(m, "blk.0.attn_q_a.weight");
     double s2 = 0;
     const float *sc = t->scale->data;
     for (int r = 0; r < 256; r++)
         for (int c = 0; c < 256; c++) {
-            float x = fp_e4m3_to_f32(((const uint8_t *)t->data)[r * 256 + c]) * sc[(r / 128) * 2 + c / 128];
+            float x = fp_e4m3_to_f32(((const uint8_t *)t->data)[r * 256 + c]) *
+                      sc[(r / 128) * 2 + c / 128];
             s2 += (double)x * x;
         }
     CHECK_NEAR(sqrt(s2 / 65536), 1.0 / 16, 0.01);
@@ -185,24 +195,30 @@ int main(void)
                                  "blk.1.ffn_gate_inp.weight", "blk.1.ffn_norm.weight"};
         const char *zero[] = {"blk.0.attn_q_a.weight", "blk.1.attn_output.weight",
                               "blk.1.ffn_gate_exps.weight", "blk.1.ffn_down_shexp.weight"};
-        for (size_t i = 0; i < sizeof nonzero / sizeof nonzero[0] + sizeof zero / sizeof zero[0]; i++) {
+        for (size_t i = 0; i < sizeof nonzero / sizeof nonzero[0] + sizeof zero / sizeof zero[0];
+             i++) {
             int nz = i < sizeof nonzero / sizeof nonzero[0];
             const char *nm = nz ? nonzero[i] : zero[i - sizeof nonzero / sizeof nonzero[0]];
             const struct wt_tensor *zt = wt_get(zm, nm);
             if (!zt) fprintf(stderr, "missing %s\n", nm);
             CHECK(zt != NULL);
             size_t nbytes_nonzero = 0;
-            for (size_t k = 0; k < zt->nbytes; k++) nbytes_nonzero += ((const uint8_t *)zt->data)[k] != 0;
-            if (nz != (nbytes_nonzero > 0)) fprintf(stderr, "%s: %zu non-zero bytes\n", nm, nbytes_nonzero);
+            for (size_t k = 0; k < zt->nbytes; k++)
+                nbytes_nonzero += ((const uint8_t *)zt->data)[k] != 0;
+            if (nz != (nbytes_nonzero > 0))
+                fprintf(stderr, "%s: %zu non-zero bytes\n", nm, nbytes_nonzero);
             CHECK(nz ? nbytes_nonzero > zt->nbytes / 4 : nbytes_nonzero == 0);
         }
         wt_close(zm);
     }
 
     /* ---- dequant -> reopen (HF per-expert F32) */
-    if (wt_convert_dequant(d1, d3, QTYPE_F32, 2, err)) { fprintf(stderr, "%s\n", err); return 1; }
+    if (wt_convert_dequant(d1, d3, QTYPE_F32, 2, err)) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
     struct wt_model *dq = open_ok(d3);
-    CHECK(wt_get(dq, "blk.1.ffn_up_exps.3.weight") != NULL);   /* per expert now */
+    CHECK(wt_get(dq, "blk.1.ffn_up_exps.3.weight") != NULL); /* per expert now */
     CHECK(wt_get(dq, "blk.1.ffn_up_exps.weight") == NULL);
     t = wt_get(dq, "blk.0.attn_q_a.weight");
     CHECK(t->type == QTYPE_F32 && t->scale == NULL);
@@ -219,14 +235,20 @@ int main(void)
         CHECK_NEAR(((const float *)v.data)[3], want, 0);
     }
     /* ---- quantize(dequant) == synth, byte for byte */
-    if (wt_convert_quantize(d3, d4, QTYPE_Q8_0, 2, err)) { fprintf(stderr, "%s\n", err); return 1; }
+    if (wt_convert_quantize(d3, d4, QTYPE_Q8_0, 2, err)) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
     struct wt_model *qm = open_ok(d4);
     same_tensors(m, qm);
     wt_close(qm);
     wt_close(dq);
 
     /* ---- merge -> hybrid */
-    if (wt_convert_merge(d1, NULL, d5, err)) { fprintf(stderr, "%s\n", err); return 1; }
+    if (wt_convert_merge(d1, NULL, d5, err)) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
     struct wt_model *hm = open_ok(d5);
     t = wt_getf(hm, "blk.%d.ffn_down_exps.weight", 1);
     CHECK(t && t->type == QTYPE_Q8_0 && t->ndim == 3);
@@ -266,7 +288,7 @@ int main(void)
                 CHECK_EQ(sft_writer_write(w, t->data, t->nbytes, err), 0);
             }
         }
-        if (!pass) {   /* an MTP layer tensor: must be skipped */
+        if (!pass) { /* an MTP layer tensor: must be skipped */
             int64_t s = 256;
             CHECK_EQ(sft_writer_add(w, "blk.3.attn_norm.weight", QTYPE_F32, 1, &s, err), 0);
             CHECK_EQ(sft_writer_add(w, "blk.2.nextn.enorm.weight", QTYPE_F32, 1, &s, err), 0);
@@ -286,7 +308,10 @@ int main(void)
     wt_close(km);
     /* merge accepts the KTransformers layout as input */
     path(a, "merged-kt");
-    if (wt_convert_merge(d6, NULL, a, err)) { fprintf(stderr, "%s\n", err); return 1; }
+    if (wt_convert_merge(d6, NULL, a, err)) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
     km = open_ok(a);
     same_tensors(m, km);
     wt_close(km);
@@ -317,7 +342,7 @@ int main(void)
         CHECK_NEAR(g->yarn_factor, hp->yarn_factor, 0);
         CHECK_NEAR(g->yarn_mscale_all_dim, hp->yarn_mscale_all_dim, 1e-6);
         CHECK_NEAR(g->routed_scale, hp->routed_scale, 0);
-        CHECK(wt_validate(gm, err) != 0);   /* only experts in there */
+        CHECK(wt_validate(gm, err) != 0); /* only experts in there */
         CHECK_CONTAINS(err, "missing tensor");
         wt_close(gm);
     }
@@ -357,7 +382,8 @@ int main(void)
         if (pass) CHECK_EQ(sft_writer_begin(w, err), 0);
         for (int i = 0; i < wt_count(m); i++) {
             t = wt_at(m, i);
-            if (wt_name_is_routed_expert(t->name) || !strcmp(t->name, "blk.1.attn_output.weight_scale_inv"))
+            if (wt_name_is_routed_expert(t->name) ||
+                !strcmp(t->name, "blk.1.attn_output.weight_scale_inv"))
                 continue;
             char hf[128];
             CHECK_EQ(wt_hf_name(t->name, hf, sizeof hf), 0);

@@ -5,8 +5,8 @@
  * configuration is per thread; amx_tiles_config() loads it only when this thread's current one
  * differs, which assumes nothing else on the thread loads or releases a tile configuration
  * (true in tandem: this is the only AMX code; anything that adds some must call
- * amx_tiles_config before each use, or the cache below must go). Linux must have granted XTILEDATA to the process (dispatch.c does, before the AMX
- * table can be chosen).
+ * amx_tiles_config before each use, or the cache below must go). Linux must have granted XTILEDATA
+ * to the process (dispatch.c does, before the AMX table can be chosen).
  */
 #ifndef TANDEM_CPUQ_AMX_H
 #define TANDEM_CPUQ_AMX_H

@@ -165,8 +165,7 @@ mul_mat_q45k(int q5, int64_t n, const void *w, size_t w_row_bytes, int64_t nrows
                             (const uint8_t *)w + (size_t)(r0 + ri) * w_row_bytes + (size_t)s0 * bsz;
                     }
                     __m512 f[16];
-                    for (int i = 0; i < 16; i++)
-                        f[i] = _mm512_load_ps(acc[rt + i]);
+                    for (int i = 0; i < 16; i++) f[i] = _mm512_load_ps(acc[rt + i]);
                     unpack_rows(rows, 0, q5, alo[0], ahi[0], dw[0], dmn[0], mp[0]);
                     for (int s = 0; s <= ns; s++) {
                         if (s < ns) {
@@ -207,13 +206,11 @@ mul_mat_q45k(int q5, int64_t n, const void *w, size_t w_row_bytes, int64_t nrows
                             }
                         }
                     }
-                    for (int i = 0; i < 16; i++)
-                        _mm512_store_ps(acc[rt + i], f[i]);
+                    for (int i = 0; i < 16; i++) _mm512_store_ps(acc[rt + i], f[i]);
                 }
             }
             for (int r = 0; r < nr; r++)
-                for (int t = 0; t < nt; t++)
-                    y[(t0 + t) * ldy + r0 + r] = acc[r][t];
+                for (int t = 0; t < nt; t++) y[(t0 + t) * ldy + r0 + r] = acc[r][t];
         }
     }
 }
@@ -224,8 +221,7 @@ void cpuq_mul_mat_q4_k_q8_k_amx(int64_t n, const void *w, size_t w_row_bytes, in
 {
     if (ntok < AMX_MIN_TOK)
         cpuq_mul_mat_q4_k_q8_k_mixed(n, w, w_row_bytes, nrows, act, act_row_bytes, ntok, y, ldy);
-    else
-        mul_mat_q45k(0, n, w, w_row_bytes, nrows, act, act_row_bytes, ntok, y, ldy);
+    else mul_mat_q45k(0, n, w, w_row_bytes, nrows, act, act_row_bytes, ntok, y, ldy);
 }
 
 void cpuq_mul_mat_q5_k_q8_k_amx(int64_t n, const void *w, size_t w_row_bytes, int64_t nrows,
@@ -234,6 +230,5 @@ void cpuq_mul_mat_q5_k_q8_k_amx(int64_t n, const void *w, size_t w_row_bytes, in
 {
     if (ntok < AMX_MIN_TOK)
         cpuq_mul_mat_q5_k_q8_k_mixed(n, w, w_row_bytes, nrows, act, act_row_bytes, ntok, y, ldy);
-    else
-        mul_mat_q45k(1, n, w, w_row_bytes, nrows, act, act_row_bytes, ntok, y, ldy);
+    else mul_mat_q45k(1, n, w, w_row_bytes, nrows, act, act_row_bytes, ntok, y, ldy);
 }

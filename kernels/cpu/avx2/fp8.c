@@ -29,8 +29,7 @@ static void dot_avx2(int64_t n, const uint8_t *w, const float *ws, int ntok, con
 {
     uint8_t wpad[128];
     float apad[128];
-    for (int t = 0; t < ntok; t++)
-        y[t * y_stride] = 0.0f;
+    for (int t = 0; t < ntok; t++) y[t * y_stride] = 0.0f;
     for (int64_t b = 0, k0 = 0; k0 < n; b++, k0 += 128) {
         int64_t len = n - k0 < 128 ? n - k0 : 128;
         const uint8_t *wb = w + k0;
@@ -40,8 +39,7 @@ static void dot_avx2(int64_t n, const uint8_t *w, const float *ws, int ntok, con
             wb = wpad;
         }
         __m256 wv[16];
-        for (int v = 0; v < 16; v++)
-            wv[v] = e4m3x8_scaled(wb + 8 * v);
+        for (int v = 0; v < 16; v++) wv[v] = e4m3x8_scaled(wb + 8 * v);
         for (int t = 0; t < ntok; t++) {
             const float *a = qa + t * a_stride + k0;
             if (len < 128) {

@@ -20,10 +20,7 @@
 #define AVX2_TG 4
 #define AVX2_INLINE static inline __attribute__((always_inline))
 
-AVX2_INLINE float f16(uint16_t h)
-{
-    return _cvtsh_ss(h);
-}
+AVX2_INLINE float f16(uint16_t h) { return _cvtsh_ss(h); }
 
 /* software prefetch ahead of the weights (see avx512/common.h) */
 #ifndef CPUQ_PF_BYTES
@@ -31,8 +28,7 @@ AVX2_INLINE float f16(uint16_t h)
 #endif
 AVX2_INLINE void prefetch(const void *p, int n)
 {
-    for (int o = 0; o < n; o += 64)
-        _mm_prefetch((const char *)p + CPUQ_PF_BYTES + o, _MM_HINT_T0);
+    for (int o = 0; o < n; o += 64) _mm_prefetch((const char *)p + CPUQ_PF_BYTES + o, _MM_HINT_T0);
 }
 
 AVX2_INLINE float hsum(__m256 v)
@@ -76,8 +72,7 @@ AVX2_INLINE void q45k_row(int q5, int64_t n, const void *wv, const char *act, si
         q5 ? (int)offsetof(struct block_q5_K, qs) : (int)offsetof(struct block_q4_K, qs);
     const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
     __m256 facc[AVX2_TG], macc[AVX2_TG];
-    for (int t = 0; t < T; t++)
-        facc[t] = macc[t] = _mm256_setzero_ps();
+    for (int t = 0; t < T; t++) facc[t] = macc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
         const struct block_q4_K *b =
             (const struct block_q4_K *)((const char *)wv + (size_t)i * (size_t)bsz);
@@ -103,8 +98,7 @@ AVX2_INLINE void q45k_row(int q5, int64_t n, const void *wv, const char *act, si
         const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(mn8, dup));
         const float dw = f16(b->d), dmw = f16(b->dmin);
         __m256i iacc[AVX2_TG];
-        for (int t = 0; t < T; t++)
-            iacc[t] = _mm256_setzero_si256();
+        for (int t = 0; t < T; t++) iacc[t] = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
             __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
             __m256i lo = _mm256_and_si256(q, m4),
@@ -138,8 +132,7 @@ AVX2_INLINE void q45k_row(int q5, int64_t n, const void *wv, const char *act, si
             macc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mm), _mm256_set1_ps(a->d * dmw), macc[t]);
         }
     }
-    for (int t = 0; t < T; t++)
-        y[t * ldy] = hsum(facc[t]) - hsum(macc[t]);
+    for (int t = 0; t < T; t++) y[t * ldy] = hsum(facc[t]) - hsum(macc[t]);
 }
 
 AVX2_INLINE void q4k_row(int64_t n, const void *w, const char *act, size_t ab, int T, float *y,
@@ -162,16 +155,14 @@ AVX2_INLINE void q6k_row(int64_t n, const void *wv, const char *act, size_t ab, 
     const struct block_q6_K *w = wv;
     const __m256i m4 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(3);
     __m256 facc[AVX2_TG], macc[AVX2_TG];
-    for (int t = 0; t < T; t++)
-        facc[t] = macc[t] = _mm256_setzero_ps();
+    for (int t = 0; t < T; t++) facc[t] = macc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
         const struct block_q6_K *b = w + i;
         prefetch(b, sizeof *b);
         const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
         const float dw = f16(b->d);
         __m256i iacc[AVX2_TG];
-        for (int t = 0; t < T; t++)
-            iacc[t] = _mm256_setzero_si256();
+        for (int t = 0; t < T; t++) iacc[t] = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
             __m256i ql0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h));
             __m256i ql1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32));
@@ -201,8 +192,7 @@ AVX2_INLINE void q6k_row(int64_t n, const void *wv, const char *act, size_t ab, 
             macc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mm), _mm256_set1_ps(32.0f * d), macc[t]);
         }
     }
-    for (int t = 0; t < T; t++)
-        y[t * ldy] = hsum(facc[t]) - hsum(macc[t]);
+    for (int t = 0; t < T; t++) y[t * ldy] = hsum(facc[t]) - hsum(macc[t]);
 }
 
 /* ---- IQ4_XS: nibbles index the non-linear table (vpshufb), signs moved onto the activations */
@@ -231,14 +221,12 @@ AVX2_INLINE void iq4xs_row(int64_t n, const void *wv, const char *act, size_t ab
         _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)cpuq_kvalues_iq4nl));
     const __m128i m4 = _mm_set1_epi8(0x0f);
     __m256 facc[AVX2_TG];
-    for (int t = 0; t < T; t++)
-        facc[t] = _mm256_setzero_ps();
+    for (int t = 0; t < T; t++) facc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
         const struct block_iq4_xs *b = w + i;
         prefetch(b, sizeof *b);
         __m256i iacc[AVX2_TG];
-        for (int t = 0; t < T; t++)
-            iacc[t] = _mm256_setzero_si256();
+        for (int t = 0; t < T; t++) iacc[t] = _mm256_setzero_si256();
         _Alignas(32) int32_t ls[8];
         _mm256_store_si256((__m256i *)ls, iq4xs_scales(b));
         for (int ib = 0; ib < 8; ib++) {
@@ -264,8 +252,7 @@ AVX2_INLINE void iq4xs_row(int64_t n, const void *wv, const char *act, size_t ab
                 _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[t]), _mm256_set1_ps(dw * a->d), facc[t]);
         }
     }
-    for (int t = 0; t < T; t++)
-        y[t * ldy] = hsum(facc[t]);
+    for (int t = 0; t < T; t++) y[t * ldy] = hsum(facc[t]);
 }
 
 /* ---- Q8_0 */
@@ -276,8 +263,7 @@ AVX2_INLINE void q80_row(int64_t n, const void *wv, const char *act, size_t ab, 
     const struct block_q8_0 *w = wv;
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 facc[AVX2_TG];
-    for (int t = 0; t < T; t++)
-        facc[t] = _mm256_setzero_ps();
+    for (int t = 0; t < T; t++) facc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK8_0; i++) {
         const struct block_q8_0 *b = w + i;
         if ((i & 1) == 0) prefetch(b, 2 * sizeof *b);
@@ -292,8 +278,7 @@ AVX2_INLINE void q80_row(int64_t n, const void *wv, const char *act, size_t ab, 
                 _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * f16(a->d)), facc[t]);
         }
     }
-    for (int t = 0; t < T; t++)
-        y[t * ldy] = hsum(facc[t]);
+    for (int t = 0; t < T; t++) y[t * ldy] = hsum(facc[t]);
 }
 
 #define DEFINE_DOT(name, rowfn)                                                                    \

@@ -33,10 +33,7 @@ static const int16_t idx_pair[4][32] = {
 #undef P
 };
 
-AVX512_INLINE float avx512_f16(uint16_t h)
-{
-    return _cvtsh_ss(h);
-}
+AVX512_INLINE float avx512_f16(uint16_t h) { return _cvtsh_ss(h); }
 
 /* Run kern(T) over every (row, token group): kern is an always-inline function taking
  * (n, w_row, act, act_row_bytes, T, y, ldy) that writes y[t * ldy] for t < T; each case passes
@@ -73,10 +70,7 @@ AVX512_INLINE void avx512_kscales(const uint8_t *q, uint64_t *sc, uint64_t *mn)
     *mn = (uint64_t)m_lo | (uint64_t)m_hi << 32;
 }
 
-AVX512_INLINE float avx512_hsum(__m512 v)
-{
-    return _mm512_reduce_add_ps(v);
-}
+AVX512_INLINE float avx512_hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
 
 /* Software prefetch CPUQ_PF_BYTES ahead of the weight bytes a row kernel is about to read: the
  * hardware prefetcher alone left 1-token decode at ~52% of DRAM bandwidth on 16 cores; 2-4 KB
@@ -87,12 +81,11 @@ AVX512_INLINE float avx512_hsum(__m512 v)
 #endif
 AVX512_INLINE void avx512_prefetch(const void *p, int n)
 {
-    for (int o = 0; o < n; o += 64)
-        _mm_prefetch((const char *)p + CPUQ_PF_BYTES + o, _MM_HINT_T0);
+    for (int o = 0; o < n; o += 64) _mm_prefetch((const char *)p + CPUQ_PF_BYTES + o, _MM_HINT_T0);
 }
 
 /* The vec_dot (one token) and mul_mat (several) entry points of a row kernel `rowfn`. */
-#define AVX512_DEFINE_DOT(name, rowfn)                                                                     \
+#define AVX512_DEFINE_DOT(name, rowfn)                                                             \
     void cpuq_vec_dot_##name##_avx512(int64_t n, float *s, const void *w, const void *act)         \
     {                                                                                              \
         rowfn(n, w, act, 0, 1, s, 0);                                                              \

@@ -36,8 +36,7 @@ static void dot_avx512(int64_t n, const uint8_t *w, const float *ws, int ntok, c
                        int64_t a_stride, const float *as, int64_t as_stride, float *y,
                        int64_t y_stride)
 {
-    for (int t = 0; t < ntok; t++)
-        y[t * y_stride] = 0.0f;
+    for (int t = 0; t < ntok; t++) y[t * y_stride] = 0.0f;
     for (int64_t b = 0, k0 = 0; k0 < n; b++, k0 += 128) {
         int64_t len = n - k0 < 128 ? n - k0 : 128;
         int nv = (int)((len + 15) / 16);

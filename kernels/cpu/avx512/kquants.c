@@ -56,8 +56,7 @@ AVX512_INLINE float hsum256(__m256 v)
 }
 
 #define ROW_STORE(T)                                                                               \
-    for (int t = 0; t < (T); t++)                                                                  \
-        y[t * ldy] = avx512_hsum(facc[t]) - hsum256(macc[t]);
+    for (int t = 0; t < (T); t++) y[t * ldy] = avx512_hsum(facc[t]) - hsum256(macc[t]);
 
 AVX512_INLINE void q4k_row(int64_t n, const void *wv, const char *act, size_t ab, int T, float *y,
                            int64_t ldy)

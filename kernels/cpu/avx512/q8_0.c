@@ -69,8 +69,7 @@ AVX512_INLINE void q80_row(int64_t n, const void *wv, const char *act, size_t ab
                                       hacc[t]);
         }
     }
-    for (int t = 0; t < T; t++)
-        y[t * ldy] = avx512_hsum(facc[t]) + hsum256(hacc[t]);
+    for (int t = 0; t < T; t++) y[t * ldy] = avx512_hsum(facc[t]) + hsum256(hacc[t]);
 }
 
 /* ---- IQ4_XS */
@@ -86,8 +85,7 @@ AVX512_INLINE void iq4xs_row(int64_t n, const void *wv, const char *act, size_t 
                                             0x0004000400040004ll, 0x0004000400040004ll);
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     __m512 facc[AVX512_TG];
-    for (int t = 0; t < T; t++)
-        facc[t] = _mm512_setzero_ps();
+    for (int t = 0; t < T; t++) facc[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
         const struct block_iq4_xs *b = w + i;
         avx512_prefetch(b, sizeof *b);
@@ -129,8 +127,7 @@ AVX512_INLINE void iq4xs_row(int64_t n, const void *wv, const char *act, size_t 
             facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(dw * a->d), facc[t]);
         }
     }
-    for (int t = 0; t < T; t++)
-        y[t * ldy] = avx512_hsum(facc[t]);
+    for (int t = 0; t < T; t++) y[t * ldy] = avx512_hsum(facc[t]);
 }
 
 AVX512_DEFINE_DOT(q8_0_q8_0, q80_row)

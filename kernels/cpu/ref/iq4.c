@@ -50,8 +50,7 @@ static void iq4_quantize_block(int sbs, const float *x, uint16_t *dh, uint8_t *q
     for (int ib = 0; ib < nsub; ib++) {
         const float *xb = x + 32 * ib;
         uint8_t *Lb = L + 32 * ib;
-        for (int j = 0; j < 32; j++)
-            weight[j] = xb[j] * xb[j];
+        for (int j = 0; j < 32; j++) weight[j] = xb[j] * xb[j];
         float amax = 0, max = 0;
         for (int j = 0; j < 32; j++) {
             float ax = fabsf(xb[j]);
@@ -110,18 +109,15 @@ static void iq4_quantize_block(int sbs, const float *x, uint16_t *dh, uint8_t *q
             for (int j = 0; j < 32; j++)
                 L[32 * ib + j] = (uint8_t)best_index(values, idl * x[32 * ib + j]);
             l += 32;
-            if (ib % 2 == 0)
-                scales_l[ib / 2] = (uint8_t)(l & 0xf);
-            else
-                scales_l[ib / 2] |= (uint8_t)((l & 0xf) << 4);
+            if (ib % 2 == 0) scales_l[ib / 2] = (uint8_t)(l & 0xf);
+            else scales_l[ib / 2] |= (uint8_t)((l & 0xf) << 4);
             *scales_h |= (uint16_t)((l >> 4) << (2 * ib));
         }
     } else {
         *dh = TO_F16(scales[0]);
         if (ntry > 0) {
             float id = scales[0] ? 1 / scales[0] : 0;
-            for (int j = 0; j < 32; j++)
-                L[j] = (uint8_t)best_index(values, id * x[j]);
+            for (int j = 0; j < 32; j++) L[j] = (uint8_t)best_index(values, id * x[j]);
         }
     }
     for (int i = 0; i < sbs / 32; i++)
@@ -199,8 +195,7 @@ void cpuq_vec_dot_iq4_nl_q8_0_ref(int64_t n, float *s, const void *wrow, const v
         int8_t v[32];
         unpack32(x[i].qs, v);
         int isum = 0;
-        for (int j = 0; j < 32; j++)
-            isum += v[j] * y[i].qs[j];
+        for (int j = 0; j < 32; j++) isum += v[j] * y[i].qs[j];
         sum += F16(x[i].d) * F16(y[i].d) * isum;
     }
     *s = sum;
@@ -218,8 +213,7 @@ void cpuq_vec_dot_iq4_xs_q8_k_ref(int64_t n, float *s, const void *wrow, const v
             unpack32(x[i].qs + 16 * ib, v);
             const int8_t *a = y[i].qs + 32 * ib;
             int si = 0;
-            for (int j = 0; j < 32; j++)
-                si += v[j] * a[j];
+            for (int j = 0; j < 32; j++) si += v[j] * a[j];
             isum += iq4xs_scale(&x[i], ib) * si;
         }
         sum += F16(x[i].d) * y[i].d * isum;

@@ -34,14 +34,8 @@
 #define TO_F16(f) fp_f32_to_f16(f)
 #define GROUP_MAX_EPS 1e-15f
 
-static inline int imin(int a, int b)
-{
-    return a < b ? a : b;
-}
-static inline int imax(int a, int b)
-{
-    return a > b ? a : b;
-}
+static inline int imin(int a, int b) { return a < b ? a : b; }
+static inline int imax(int a, int b) { return a > b ? a : b; }
 
 /* ---- scale searches (ggml's make_*_quants semantics) */
 
@@ -59,8 +53,7 @@ static float qx_quants(int n, int nmax, const float *x, int8_t *L)
         }
     }
     if (amax < GROUP_MAX_EPS) {
-        for (int i = 0; i < n; i++)
-            L[i] = 0;
+        for (int i = 0; i < n; i++) L[i] = 0;
         return 0.f;
     }
     float iscale = -nmax / max;
@@ -108,8 +101,7 @@ static float q3_quants(int n, int nmax, const float *x, int8_t *L)
         }
     }
     if (amax < GROUP_MAX_EPS) {
-        for (int i = 0; i < n; i++)
-            L[i] = 0;
+        for (int i = 0; i < n; i++) L[i] = 0;
         return 0.f;
     }
     float iscale = -nmax / max;
@@ -143,8 +135,7 @@ static float q3_quants(int n, int nmax, const float *x, int8_t *L)
         }
         if (!changed) break;
     }
-    for (int i = 0; i < n; i++)
-        L[i] = (int8_t)(L[i] + nmax);
+    for (int i = 0; i < n; i++) L[i] = (int8_t)(L[i] + nmax);
     return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
 }
 
@@ -168,8 +159,7 @@ static float qkx2_quants(int n, int nmax, const float *x, const float *weights, 
     }
     if (min > 0) min = 0;
     if (max == min) {
-        for (int i = 0; i < n; i++)
-            L[i] = 0;
+        for (int i = 0; i < n; i++) L[i] = 0;
         *the_min = -min;
         return 0.f;
     }
@@ -298,8 +288,7 @@ static void unpack_q6(const struct block_q6_K *b, int8_t *q)
 static inline int dot16(const int8_t *a, const int8_t *b)
 {
     int s = 0;
-    for (int l = 0; l < 16; l++)
-        s += a[l] * b[l];
+    for (int l = 0; l < 16; l++) s += a[l] * b[l];
     return s;
 }
 
@@ -315,8 +304,7 @@ void cpuq_quant_q2_k_ref(const float *src, void *dst, int64_t n)
         const float *x = src;
         float max_scale = 0, max_min = 0;
         for (int j = 0; j < QK_K / 16; j++) {
-            for (int l = 0; l < 16; l++)
-                weights[l] = fabsf(x[16 * j + l]);
+            for (int l = 0; l < 16; l++) weights[l] = fabsf(x[16 * j + l]);
             scales[j] = qkx2_quants(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.5f,
                                     0.1f, 15, 1);
             if (scales[j] > max_scale) max_scale = scales[j];
@@ -328,8 +316,7 @@ void cpuq_quant_q2_k_ref(const float *src, void *dst, int64_t n)
                 y[i].scales[j] = (uint8_t)cpuq__nearest_int(iscale * scales[j]);
             y[i].d = TO_F16(max_scale / q4scale);
         } else {
-            for (int j = 0; j < QK_K / 16; j++)
-                y[i].scales[j] = 0;
+            for (int j = 0; j < QK_K / 16; j++) y[i].scales[j] = 0;
             y[i].d = TO_F16(0.f);
         }
         if (max_min > 0) {
@@ -363,8 +350,7 @@ void cpuq_dequant_q2_k_ref(const void *src, float *dst, int64_t n)
         for (int j = 0; j < QK_K / 16; j++) {
             const uint8_t sc = x[i].scales[j];
             const float dl = d * (sc & 0xf), ml = min * (sc >> 4);
-            for (int l = 0; l < 16; l++)
-                dst[16 * j + l] = dl * q[16 * j + l] - ml;
+            for (int l = 0; l < 16; l++) dst[16 * j + l] = dl * q[16 * j + l] - ml;
         }
     }
 }
@@ -393,10 +379,8 @@ void cpuq_quant_q3_k_ref(const float *src, void *dst, int64_t n)
             for (int j = 0; j < QK_K / 16; j++) {
                 int8_t l8 = (int8_t)cpuq__nearest_int(iscale * scales[j]);
                 int l = imax(-32, imin(31, l8)) + 32;
-                if (j < 8)
-                    y[i].scales[j] = (uint8_t)(l & 0xf);
-                else
-                    y[i].scales[j - 8] |= (uint8_t)((l & 0xf) << 4);
+                if (j < 8) y[i].scales[j] = (uint8_t)(l & 0xf);
+                else y[i].scales[j - 8] |= (uint8_t)((l & 0xf) << 4);
                 y[i].scales[j % 4 + 8] |= (uint8_t)((l >> 4) << (2 * (j / 4)));
             }
             y[i].d = TO_F16(1 / iscale);
@@ -434,8 +418,7 @@ void cpuq_dequant_q3_k_ref(const void *src, float *dst, int64_t n)
         unpack_q3(&x[i], q);
         for (int j = 0; j < QK_K / 16; j++) {
             const float dl = d_all * q3_scale(x[i].scales, j);
-            for (int l = 0; l < 16; l++)
-                dst[16 * j + l] = dl * q[16 * j + l];
+            for (int l = 0; l < 16; l++) dst[16 * j + l] = dl * q[16 * j + l];
         }
     }
 }
@@ -450,11 +433,9 @@ static void q45k_scales(const float *x, int nmax, float rmin, float rdelta, int 
     float max_scale = 0, max_min = 0;
     for (int j = 0; j < QK_K / 32; j++) {
         float sum_x2 = 0;
-        for (int l = 0; l < 32; l++)
-            sum_x2 += x[32 * j + l] * x[32 * j + l];
+        for (int l = 0; l < 32; l++) sum_x2 += x[32 * j + l] * x[32 * j + l];
         float av_x = sqrtf(sum_x2 / 32);
-        for (int l = 0; l < 32; l++)
-            weights[l] = av_x + fabsf(x[32 * j + l]);
+        for (int l = 0; l < 32; l++) weights[l] = av_x + fabsf(x[32 * j + l]);
         scales[j] = qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin,
                                 rdelta, nstep, 0);
         if (scales[j] > max_scale) max_scale = scales[j];
@@ -507,8 +488,7 @@ void cpuq_dequant_q4_k_ref(const void *src, float *dst, int64_t n)
             const float dl = d * sc, ml = min * m;
             const uint8_t *q = x[i].qs + 32 * (j / 2);
             const int shift = (j & 1) * 4;
-            for (int l = 0; l < 32; l++)
-                *dst++ = dl * ((q[l] >> shift) & 0xf) - ml;
+            for (int l = 0; l < 32; l++) *dst++ = dl * ((q[l] >> shift) & 0xf) - ml;
         }
     }
 }
@@ -606,8 +586,7 @@ void cpuq_dequant_q6_k_ref(const void *src, float *dst, int64_t n)
     for (int64_t i = 0; i < n / QK_K; i++, dst += QK_K) {
         const float d = F16(x[i].d);
         unpack_q6(&x[i], q);
-        for (int e = 0; e < QK_K; e++)
-            dst[e] = d * x[i].scales[e / 16] * q[e];
+        for (int e = 0; e < QK_K; e++) dst[e] = d * x[i].scales[e / 16] * q[e];
     }
 }
 
@@ -634,8 +613,7 @@ void cpuq_quant_q8_k_ref(const float *src, void *dst, int64_t n)
             y[i].qs[j] = (int8_t)imin(127, cpuq__nearest_int(iscale * src[j]));
         for (int j = 0; j < QK_K / 16; j++) {
             int sum = 0;
-            for (int l = 0; l < 16; l++)
-                sum += y[i].qs[16 * j + l];
+            for (int l = 0; l < 16; l++) sum += y[i].qs[16 * j + l];
             y[i].bsums[j] = (int16_t)sum;
         }
         y[i].d = 1 / iscale;
@@ -646,8 +624,7 @@ void cpuq_dequant_q8_k_ref(const void *src, float *dst, int64_t n)
 {
     const struct block_q8_K *x = src;
     for (int64_t i = 0; i < n / QK_K; i++, dst += QK_K)
-        for (int j = 0; j < QK_K; j++)
-            dst[j] = x[i].d * x[i].qs[j];
+        for (int j = 0; j < QK_K; j++) dst[j] = x[i].d * x[i].qs[j];
 }
 
 /* ---- dots against Q8_K */
@@ -701,8 +678,7 @@ void cpuq_vec_dot_q4_k_q8_k_ref(int64_t n, float *s, const void *wrow, const voi
             const int shift = (j & 1) * 4;
             const int8_t *a = y[i].qs + 32 * j;
             int si = 0;
-            for (int l = 0; l < 32; l++)
-                si += ((q[l] >> shift) & 0xf) * a[l];
+            for (int l = 0; l < 32; l++) si += ((q[l] >> shift) & 0xf) * a[l];
             isum += sc * si;
             summs += m * (y[i].bsums[2 * j] + y[i].bsums[2 * j + 1]);
         }

@@ -150,8 +150,7 @@ void cpuq_dequant_q5_0_ref(const void *src, float *dst, int64_t n)
         const float d = F16(x[i].d);
         uint8_t q[QK5_0];
         get_q5(x[i].qs, x[i].qh, q);
-        for (int j = 0; j < QK5_0; j++)
-            dst[j] = (q[j] - 16) * d;
+        for (int j = 0; j < QK5_0; j++) dst[j] = (q[j] - 16) * d;
     }
 }
 
@@ -168,8 +167,7 @@ void cpuq_quant_q5_1_ref(const float *src, void *dst, int64_t n)
         uint8_t q[QK5_1];
         y[i].d = TO_F16(d);
         y[i].m = TO_F16(mn);
-        for (int j = 0; j < QK5_1; j++)
-            q[j] = (uint8_t)((src[j] - mn) * id + 0.5f);
+        for (int j = 0; j < QK5_1; j++) q[j] = (uint8_t)((src[j] - mn) * id + 0.5f);
         put_q5(y[i].qs, y[i].qh, q);
     }
 }
@@ -181,8 +179,7 @@ void cpuq_dequant_q5_1_ref(const void *src, float *dst, int64_t n)
         const float d = F16(x[i].d), m = F16(x[i].m);
         uint8_t q[QK5_1];
         get_q5(x[i].qs, x[i].qh, q);
-        for (int j = 0; j < QK5_1; j++)
-            dst[j] = q[j] * d + m;
+        for (int j = 0; j < QK5_1; j++) dst[j] = q[j] * d + m;
     }
 }
 
@@ -193,13 +190,11 @@ void cpuq_quant_q8_0_ref(const float *src, void *dst, int64_t n)
     struct block_q8_0 *y = dst;
     for (int64_t i = 0; i < n / QK8_0; i++, src += QK8_0) {
         float amax = 0;
-        for (int j = 0; j < QK8_0; j++)
-            amax = fmaxf(amax, fabsf(src[j]));
+        for (int j = 0; j < QK8_0; j++) amax = fmaxf(amax, fabsf(src[j]));
         const float d = amax / 127;
         const float id = d ? 1.0f / d : 0.0f;
         y[i].d = TO_F16(d);
-        for (int j = 0; j < QK8_0; j++)
-            y[i].qs[j] = (int8_t)roundf(src[j] * id);
+        for (int j = 0; j < QK8_0; j++) y[i].qs[j] = (int8_t)roundf(src[j] * id);
     }
 }
 
@@ -208,8 +203,7 @@ void cpuq_dequant_q8_0_ref(const void *src, float *dst, int64_t n)
     const struct block_q8_0 *x = src;
     for (int64_t i = 0; i < n / QK8_0; i++, dst += QK8_0) {
         const float d = F16(x[i].d);
-        for (int j = 0; j < QK8_0; j++)
-            dst[j] = x[i].qs[j] * d;
+        for (int j = 0; j < QK8_0; j++) dst[j] = x[i].qs[j] * d;
     }
 }
 
@@ -218,8 +212,7 @@ void cpuq_quant_q8_1_ref(const float *src, void *dst, int64_t n)
     struct block_q8_1 *y = dst;
     for (int64_t i = 0; i < n / QK8_1; i++, src += QK8_1) {
         float amax = 0;
-        for (int j = 0; j < QK8_1; j++)
-            amax = fmaxf(amax, fabsf(src[j]));
+        for (int j = 0; j < QK8_1; j++) amax = fmaxf(amax, fabsf(src[j]));
         const float d = amax / 127;
         const float id = d ? 1.0f / d : 0.0f;
         int sum = 0;
@@ -237,8 +230,7 @@ void cpuq_dequant_q8_1_ref(const void *src, float *dst, int64_t n)
     const struct block_q8_1 *x = src;
     for (int64_t i = 0; i < n / QK8_1; i++, dst += QK8_1) {
         const float d = F16(x[i].d);
-        for (int j = 0; j < QK8_1; j++)
-            dst[j] = x[i].qs[j] * d;
+        for (int j = 0; j < QK8_1; j++) dst[j] = x[i].qs[j] * d;
     }
 }
 
@@ -282,8 +274,7 @@ void cpuq_vec_dot_q5_0_q8_0_ref(int64_t n, float *s, const void *wrow, const voi
         uint8_t q[QK5_0];
         get_q5(x[i].qs, x[i].qh, q);
         int isum = 0;
-        for (int j = 0; j < QK5_0; j++)
-            isum += (q[j] - 16) * y[i].qs[j];
+        for (int j = 0; j < QK5_0; j++) isum += (q[j] - 16) * y[i].qs[j];
         sum += isum * (F16(x[i].d) * F16(y[i].d));
     }
     *s = sum;
@@ -298,8 +289,7 @@ void cpuq_vec_dot_q5_1_q8_1_ref(int64_t n, float *s, const void *wrow, const voi
         uint8_t q[QK5_1];
         get_q5(x[i].qs, x[i].qh, q);
         int isum = 0;
-        for (int j = 0; j < QK5_1; j++)
-            isum += q[j] * y[i].qs[j];
+        for (int j = 0; j < QK5_1; j++) isum += q[j] * y[i].qs[j];
         sum += (F16(x[i].d) * F16(y[i].d)) * isum + F16(x[i].m) * F16(y[i].s);
     }
     *s = sum;
@@ -312,8 +302,7 @@ void cpuq_vec_dot_q8_0_q8_0_ref(int64_t n, float *s, const void *wrow, const voi
     float sum = 0;
     for (int64_t i = 0; i < n / QK8_0; i++) {
         int isum = 0;
-        for (int j = 0; j < QK8_0; j++)
-            isum += x[i].qs[j] * y[i].qs[j];
+        for (int j = 0; j < QK8_0; j++) isum += x[i].qs[j] * y[i].qs[j];
         sum += isum * (F16(x[i].d) * F16(y[i].d));
     }
     *s = sum;

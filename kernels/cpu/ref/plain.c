@@ -22,37 +22,32 @@ void cpuq_quant_f32_ref(const float *src, void *dst, int64_t n)
 void cpuq_dequant_f16_ref(const void *src, float *dst, int64_t n)
 {
     const uint16_t *h = src;
-    for (int64_t i = 0; i < n; i++)
-        dst[i] = fp_f16_to_f32(h[i]);
+    for (int64_t i = 0; i < n; i++) dst[i] = fp_f16_to_f32(h[i]);
 }
 
 void cpuq_quant_f16_ref(const float *src, void *dst, int64_t n)
 {
     uint16_t *h = dst;
-    for (int64_t i = 0; i < n; i++)
-        h[i] = fp_f32_to_f16(src[i]);
+    for (int64_t i = 0; i < n; i++) h[i] = fp_f32_to_f16(src[i]);
 }
 
 void cpuq_dequant_bf16_ref(const void *src, float *dst, int64_t n)
 {
     const uint16_t *h = src;
-    for (int64_t i = 0; i < n; i++)
-        dst[i] = fp_bf16_to_f32(h[i]);
+    for (int64_t i = 0; i < n; i++) dst[i] = fp_bf16_to_f32(h[i]);
 }
 
 void cpuq_quant_bf16_ref(const float *src, void *dst, int64_t n)
 {
     uint16_t *h = dst;
-    for (int64_t i = 0; i < n; i++)
-        h[i] = fp_f32_to_bf16(src[i]);
+    for (int64_t i = 0; i < n; i++) h[i] = fp_f32_to_bf16(src[i]);
 }
 
 void cpuq_vec_dot_f32_f32_ref(int64_t n, float *s, const void *wrow, const void *act)
 {
     const float *w = wrow, *a = act;
     double sum = 0;
-    for (int64_t i = 0; i < n; i++)
-        sum += (double)(w[i] * a[i]);
+    for (int64_t i = 0; i < n; i++) sum += (double)(w[i] * a[i]);
     *s = (float)sum;
 }
 
@@ -60,8 +55,7 @@ void cpuq_vec_dot_f16_f16_ref(int64_t n, float *s, const void *wrow, const void 
 {
     const uint16_t *w = wrow, *a = act;
     double sum = 0;
-    for (int64_t i = 0; i < n; i++)
-        sum += (double)(fp_f16_to_f32(w[i]) * fp_f16_to_f32(a[i]));
+    for (int64_t i = 0; i < n; i++) sum += (double)(fp_f16_to_f32(w[i]) * fp_f16_to_f32(a[i]));
     *s = (float)sum;
 }
 
@@ -69,7 +63,6 @@ void cpuq_vec_dot_bf16_bf16_ref(int64_t n, float *s, const void *wrow, const voi
 {
     const uint16_t *w = wrow, *a = act;
     double sum = 0;
-    for (int64_t i = 0; i < n; i++)
-        sum += (double)(fp_bf16_to_f32(w[i]) * fp_bf16_to_f32(a[i]));
+    for (int64_t i = 0; i < n; i++) sum += (double)(fp_bf16_to_f32(w[i]) * fp_bf16_to_f32(a[i]));
     *s = (float)sum;
 }

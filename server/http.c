@@ -143,31 +143,13 @@ enum MHD_Result http_reply_json(struct http_conn *hc, unsigned status, json_t *b
     return queue(hc, status, r);
 }
 
-static const char *error_code_name(int code)
-{
-    switch (code) {
-    case ERR_INVAL: return "invalid_value";
-    case ERR_JSON: return "invalid_json";
-    case ERR_UTF8: return "invalid_utf8";
-    case ERR_CTX_OVERFLOW: return "context_length_exceeded";
-    case ERR_AUTH: return "invalid_api_key";
-    case ERR_NOT_FOUND: return "not_found";
-    case ERR_METHOD: return "method_not_allowed";
-    case ERR_TOO_LARGE: return "request_too_large";
-    case ERR_QUEUE_FULL: return "queue_full";
-    case ERR_UNAVAILABLE: return "service_unavailable";
-    case ERR_NOT_IMPLEMENTED: return "not_implemented";
-    default: return "internal_error";
-    }
-}
-
 json_t *http_error_body(int code, const char *err, const char *param)
 {
     if (code >= 0) code = ERR_INTERNAL;
     const char *msg = err && *err ? err : err_message(code);
     return json_pack("{s:{s:s, s:s, s:o, s:s}}", "error", "message", msg, "type", err_type(code),
                      "param", param && *param ? json_string(param) : json_null(), "code",
-                     error_code_name(code));
+                     err_openai_code(code));
 }
 
 enum MHD_Result http_reply_error(struct http_conn *hc, int code, const char *err,

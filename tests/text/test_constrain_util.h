@@ -255,10 +255,140 @@ static inline int has_closer(const char *p, size_t n)
     return 0;
 }
 
+static inline int is_ws_piece(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\n' && p[i] != '\r') return 0;
+    return n > 0;
+}
+
+/* What the driver's closing phase needs to know of the JSON text so far (which the grammar
+ * has accepted): the lexical nesting (open containers, plus one inside a string) and whether an
+ * object key comes next. Text outside JSON (the literals of a tool call) has no brackets or
+ * quotes, so it passes through. */
+#define JLEX_MAX 64
+struct jlex {
+    int depth, in_str, esc;
+    int key_pos;                /* in an object after '{' or ',': a key or '}' comes next */
+    uint32_t serial;            /* containers opened so far */
+    uint8_t obj[JLEX_MAX];      /* per open container: 1 object, 0 array */
+    uint32_t id[JLEX_MAX];      /* per open container: its serial */
+};
+
+static inline void jlex_feed(struct jlex *l, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (l->in_str) {
+            if (l->esc) l->esc = 0;
+            else if (ch == '\\') l->esc = 1;
+            else if (ch == '"') l->in_str = 0;
+            continue;
+        }
+        if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r') continue;
+        l->key_pos = 0;
+        if (ch == '"') {
+            l->in_str = 1;
+        } else if (ch == '{' || ch == '[') {
+            if (l->depth >= 0 && l->depth < JLEX_MAX) {
+                l->obj[l->depth] = ch == '{';
+                l->id[l->depth] = ++l->serial;
+            }
+            l->depth++;
+            l->key_pos = ch == '{';
+        } else if (ch == '}' || ch == ']') {
+            l->depth--;
+        } else if (ch == ',') {
+            l->key_pos = l->depth > 0 && l->depth <= JLEX_MAX && l->obj[l->depth - 1];
+        }
+    }
+}
+
+static inline int jlex_level(const struct jlex *l) { return l->depth + l->in_str; }
+
+/* jlex_level after p[0..n), l unchanged */
+static inline int jlex_level_after(const struct jlex *l, const char *p, size_t n)
+{
+    int depth = l->depth, in_str = l->in_str, esc = l->esc;
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (in_str) {
+            if (esc) esc = 0;
+            else if (ch == '\\') esc = 1;
+            else if (ch == '"') in_str = 0;
+        } else if (ch == '"') {
+            in_str = 1;
+        } else if (ch == '{' || ch == '[') {
+            depth++;
+        } else if (ch == '}' || ch == ']') {
+            depth--;
+        }
+    }
+    return depth + in_str;
+}
+
+/* Every property name gen_schema uses, and the fallback tool parameter: a required key is one
+ * of these ("extra" first: it is the one required without being declared). */
+static const char *const drive_keys[] = {"extra", "a", "ab", "abc", "name", "n", "id", "x_y",
+                                         "caf\xc3\xa9", "\xe6\x97\xa5\xe6\x9c\xac",
+                                         "long property name", "b", "city"};
+/* Values that close at once, tried before a value to be written token by token. */
+static const char *const drive_values[] = {"null", "0", "true", "false", "\"\"", "{}", "[]"};
+#define N_DRIVE_KEYS ((int)(sizeof drive_keys / sizeof drive_keys[0]))
+
+/* Would the grammar accept out[0..at) followed by s? (a replay from scratch) */
+static inline int drive_probe(const struct constrain_vocab *cv, struct jsonschema_grammar *g,
+                              const char *out, size_t at, const char *s)
+{
+    struct constrain *o;
+    CHECK_EQ(constrain_create(cv, g, &o, NULL), 0);
+    CHECK_EQ(constrain_accept_bytes(o, out, at), 0);
+    int ok = constrain_accept_bytes(o, s, strlen(s)) == 0;
+    constrain_destroy(o);
+    return ok;
+}
+
+/* Of ids[0..m), the token with the longest piece that is a prefix of s[0..n), or -1. */
+static inline int32_t drive_prefix_token(const int32_t *ids, int m, const char *s, size_t n,
+                                         const char *(*piece)(void *, int, size_t *), void *pud,
+                                         size_t *len)
+{
+    int32_t t = -1;
+    *len = 0;
+    for (int i = 0; i < m; i++) {
+        size_t pl;
+        const char *p = piece(pud, ids[i], &pl);
+        if (pl > *len && pl <= n && memcmp(p, s, pl) == 0) {
+            *len = pl;
+            t = ids[i];
+        }
+    }
+    return t;
+}
+
 /* Sample random allowed tokens until EOS. Returns the output (malloc'd, *len) or NULL when it
  * did not finish within max_steps. piece(i) gives token bytes. With oracle_every > 0, every
  * that many steps a sample of tokens is checked against a replay from scratch (the mask must
- * say exactly what constrain_accept says). */
+ * say exactly what constrain_accept says).
+ *
+ * Two phases. For the first max_steps / 2 steps the walk is free: any allowed token, with a
+ * mild preference for tokens holding a closing character, EOS one time in three when allowed.
+ * That walk alone need not end, and how often it does depends on the draw: whether opening or
+ * closing tokens are more often allowed depends on the vocabulary drawn, and where openers win,
+ * the nesting climbs to the grammar's depth limit and stays there; and an object whose schema
+ * requires a key but also allows any other key is left only when a random walk happens to spell
+ * the required key. So the second half closes the output:
+ *   - EOS as soon as it is allowed;
+ *   - otherwise a random one of the allowed tokens that leave the lexical nesting lowest, pure
+ *     whitespace only when nothing else is allowed: strings close, containers close as soon as
+ *     the grammar lets them;
+ *   - where a key must come but '}' is not allowed (a required key is missing), the first key
+ *     of drive_keys not yet tried in that object that the grammar accepts there followed by a
+ *     value of drive_values, else followed by anything (its value is then closed as above),
+ *     spelled out with the longest allowed tokens. Each key is tried once per object, and every
+ *     required key is one of drive_keys, so the object can close after at most that many keys.
+ * Each level thus closes within a bounded number of tokens (whitespace, numbers and enums are
+ * bounded by the grammar), so the output finishes within the budget whatever was drawn. */
 static inline char *drive(const struct constrain_vocab *cv, struct jsonschema_grammar *g,
                    const char *(*piece)(void *, int, size_t *), void *pud, int32_t eos_id,
                    struct trng *r,
@@ -269,11 +399,17 @@ static inline char *drive(const struct constrain_vocab *cv, struct jsonschema_gr
     char err[ERR_LEN];
     CHECK_EQ(constrain_create(cv, g, &c, err), 0);
     uint64_t *bits = malloc(((size_t)n + 63) / 64 * 8);
-    int32_t *ids = malloc((size_t)n * sizeof *ids);
+    int32_t *ids = malloc((size_t)n * sizeof *ids), *low = malloc((size_t)n * sizeof *low);
     size_t cap = 256, at = 0;
     char *out = malloc(cap);
     int finished = 0;
+    struct jlex lex;
+    memset(&lex, 0, sizeof lex);
+    char forced[64];                /* closing phase: a key being spelled out */
+    size_t forced_len = 0, forced_at = 0;
+    uint32_t keys_obj[JLEX_MAX] = {0}, keys_tried[JLEX_MAX] = {0};
     for (int step = 0; step < max_steps; step++) {
+        int closing = step >= max_steps / 2;
         int k = constrain_allowed(c, bits);
         CHECK(k > 0);
         int m = 0, eos_ok = 0, n_close = 0;
@@ -312,13 +448,68 @@ static inline char *drive(const struct constrain_vocab *cv, struct jsonschema_gr
                 st->oracle_checks++;
             }
         }
-        if (eos_ok && (m == 0 || trng_int(r, 3) == 0)) {
+        if (eos_ok && (m == 0 || closing || trng_int(r, 3) == 0)) {
             CHECK_EQ(constrain_accept(c, eos), 0);
             finished = 1;
             break;
         }
-        int32_t t;
-        if (n_close && trng_int(r, 2) == 0) {
+        int32_t t = -1;
+        if (closing && forced_at < forced_len) {
+            size_t tl;
+            t = drive_prefix_token(ids, m, forced + forced_at, forced_len - forced_at, piece, pud,
+                                   &tl);
+            CHECK(t >= 0);                          /* the whole key was accepted: see below */
+            forced_at += tl;
+        } else if (closing) {
+            /* the lowest-nesting tokens into low[0..kept), of the non-whitespace ones if any */
+            int best = INT32_MAX, best_ws = 2, kept = 0;
+            for (int i = 0; i < m; i++) {
+                size_t pl;
+                const char *p = piece(pud, ids[i], &pl);
+                int lv = jlex_level_after(&lex, p, pl), ws = is_ws_piece(p, pl);
+                if (ws > best_ws || (ws == best_ws && lv > best)) continue;
+                if (ws < best_ws || lv < best) kept = 0;
+                best = lv;
+                best_ws = ws;
+                low[kept++] = ids[i];
+            }
+            int d = lex.depth - 1;
+            if (lex.key_pos && !lex.in_str && best >= jlex_level(&lex) && d >= 0 && d < JLEX_MAX) {
+                /* a key must come and '}' may not: see above */
+                if (keys_obj[d] != lex.id[d]) {
+                    keys_obj[d] = lex.id[d];
+                    keys_tried[d] = 0;
+                }
+                forced_len = forced_at = 0;
+                for (int pass = 0; pass < 2 && !forced_len; pass++)
+                    for (int h = 0; h < N_DRIVE_KEYS && !forced_len; h++) {
+                        if (keys_tried[d] >> h & 1) continue;
+                        if (pass == 0) {                /* a key not allowed here at all */
+                            snprintf(forced, sizeof forced, "\"%s\":", drive_keys[h]);
+                            if (!drive_probe(cv, g, out, at, forced)) {
+                                keys_tried[d] |= 1u << h;
+                                continue;
+                            }
+                        }
+                        int nv = pass == 0 ? (int)(sizeof drive_values / sizeof *drive_values) : 1;
+                        for (int v = 0; v < nv && !forced_len; v++) {
+                            snprintf(forced, sizeof forced, "\"%s\":%s", drive_keys[h],
+                                     pass == 0 ? drive_values[v] : "");
+                            if (drive_probe(cv, g, out, at, forced)) forced_len = strlen(forced);
+                        }
+                        if (forced_len || pass == 1) keys_tried[d] |= 1u << h;
+                    }
+                if (forced_len) {
+                    /* accepted as a whole, so its first byte is allowed: with a byte-level
+                     * vocabulary some token is a prefix of it, and so on to its end */
+                    size_t tl;
+                    t = drive_prefix_token(ids, m, forced, forced_len, piece, pud, &tl);
+                    CHECK(t >= 0);
+                    forced_at = tl;
+                }
+            }
+            if (t < 0) t = low[trng_int(r, kept)];
+        } else if (n_close && trng_int(r, 2) == 0) {
             int pick = trng_int(r, n_close);
             t = -1;
             for (int i = 0; i < m; i++) {
@@ -335,6 +526,7 @@ static inline char *drive(const struct constrain_vocab *cv, struct jsonschema_gr
         size_t pl;
         const char *p = piece(pud, t, &pl);
         CHECK_EQ(constrain_accept(c, t), 0);
+        jlex_feed(&lex, p, pl);
         while (at + pl + 1 > cap) out = realloc(out, cap *= 2);
         memcpy(out + at, p, pl);
         at += pl;
@@ -345,6 +537,7 @@ static inline char *drive(const struct constrain_vocab *cv, struct jsonschema_gr
     constrain_destroy(c);
     free(bits);
     free(ids);
+    free(low);
     out[at] = 0;
     *len = at;
     if (!finished) {

@@ -441,6 +441,7 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
 int http_start(struct srv *s, char *err)
 {
     const struct cfg *c = s->cfg;
+    s->quiesced_fd = -1;
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
                      MHD_USE_ERROR_LOG;
     struct sockaddr_storage ss;
@@ -493,16 +494,28 @@ int http_start(struct srv *s, char *err)
     return 0;
 }
 
+/* MHD_quiesce_daemon only asks MHD's threads to drop the listening socket: each removes it
+ * from its epoll set when it next wakes, after the call has returned. So the socket is closed
+ * only after MHD_stop_daemon has joined them (http_stop); closing it here would race with them
+ * (and the fd number could be reused meanwhile). A socket of our own stops listening at once
+ * (shutdown), so new connections are refused during the drain; one passed by systemd is shared
+ * with it and is left listening there, for the next instance. */
 void http_quiesce(struct srv *s)
 {
-    if (!s->mhd) return;
+    if (!s->mhd || s->quiesced_fd >= 0) return;
     MHD_socket fd = MHD_quiesce_daemon(s->mhd);
-    if (fd != MHD_INVALID_SOCKET) close(fd);
+    if (fd == MHD_INVALID_SOCKET) return;
+    if (s->listen_fd < 0) shutdown(fd, SHUT_RDWR);
+    s->quiesced_fd = fd;
 }
 
 void http_stop(struct srv *s)
 {
-    if (s->mhd) MHD_stop_daemon(s->mhd);
+    if (s->mhd) {
+        MHD_stop_daemon(s->mhd);
+        if (s->quiesced_fd >= 0) close(s->quiesced_fd);
+        s->quiesced_fd = -1;
+    }
     s->mhd = NULL;
     socks_stop(s); /* after MHD: every connection has been closed and unregistered */
 }

@@ -49,6 +49,7 @@ struct srv {
     struct auth *auth;
     struct MHD_Daemon *mhd;
     int listen_fd;                  /* socket-activated fd, or -1 */
+    int quiesced_fd;                /* http.c: the listening socket after http_quiesce, or -1 */
     _Atomic int ready;              /* model loaded and engine running */
     _Atomic int draining;           /* SIGTERM received: no new work */
     _Atomic uint64_t next_id;       /* for generated request / completion ids */

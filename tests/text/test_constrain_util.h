@@ -332,9 +332,10 @@ static inline int jlex_level_after(const struct jlex *l, const char *p, size_t n
 static const char *const drive_keys[] = {"extra", "a", "ab", "abc", "name", "n", "id", "x_y",
                                          "caf\xc3\xa9", "\xe6\x97\xa5\xe6\x9c\xac",
                                          "long property name", "b", "city"};
-/* Values that close at once, tried before a value to be written token by token. */
+/* Short values, written whole with their key when the grammar takes one of them. */
 static const char *const drive_values[] = {"null", "0", "true", "false", "\"\"", "{}", "[]"};
 #define N_DRIVE_KEYS ((int)(sizeof drive_keys / sizeof drive_keys[0]))
+#define N_DRIVE_VALUES ((int)(sizeof drive_values / sizeof drive_values[0]))
 
 /* Would the grammar accept out[0..at) followed by s? (a replay from scratch) */
 static inline int drive_probe(const struct constrain_vocab *cv, struct jsonschema_grammar *g,
@@ -346,6 +347,30 @@ static inline int drive_probe(const struct constrain_vocab *cv, struct jsonschem
     int ok = constrain_accept_bytes(o, s, strlen(s)) == 0;
     constrain_destroy(o);
     return ok;
+}
+
+/* What writing key drive_keys[h] after out[0..at) (at a key position) costs: 0 the grammar does
+ * not take it there; 1 + v with the short value drive_values[v]; after those, a value that
+ * starts as a scalar, then one that starts as an array, then one that starts as an object (whose
+ * own required keys may have to be written too). */
+static inline int drive_key_class(const struct constrain_vocab *cv, struct jsonschema_grammar *g,
+                                  const char *out, size_t at, int h)
+{
+    static const char *const starts[] = {"\"", "-", "0", "1", "2", "3", "4", "5", "6", "7", "8",
+                                         "9", "t", "f", "n", "[", "{"};
+    char buf[96];
+    snprintf(buf, sizeof buf, "\"%s\":", drive_keys[h]);
+    if (!drive_probe(cv, g, out, at, buf)) return 0;
+    for (int v = 0; v < N_DRIVE_VALUES; v++) {
+        snprintf(buf, sizeof buf, "\"%s\":%s", drive_keys[h], drive_values[v]);
+        if (drive_probe(cv, g, out, at, buf)) return 1 + v;
+    }
+    for (size_t i = 0; i < sizeof starts / sizeof starts[0]; i++) {
+        snprintf(buf, sizeof buf, "\"%s\":%s", drive_keys[h], starts[i]);
+        if (drive_probe(cv, g, out, at, buf))
+            return 1 + N_DRIVE_VALUES + (starts[i][0] == '[') + 2 * (starts[i][0] == '{');
+    }
+    return 1 + N_DRIVE_VALUES + 3;                  /* (whitespace first, say) */
 }
 
 /* Of ids[0..m), the token with the longest piece that is a prefix of s[0..n), or -1. */
@@ -382,11 +407,12 @@ static inline int32_t drive_prefix_token(const int32_t *ids, int m, const char *
  *   - otherwise a random one of the allowed tokens that leave the lexical nesting lowest, pure
  *     whitespace only when nothing else is allowed: strings close, containers close as soon as
  *     the grammar lets them;
- *   - where a key must come but '}' is not allowed (a required key is missing), the first key
- *     of drive_keys not yet tried in that object that the grammar accepts there followed by a
- *     value of drive_values, else followed by anything (its value is then closed as above),
- *     spelled out with the longest allowed tokens. Each key is tried once per object, and every
- *     required key is one of drive_keys, so the object can close after at most that many keys.
+ *   - where a key must come but '}' is not allowed (a required key is missing), a key of
+ *     drive_keys not yet written in that object, the cheapest the grammar accepts there
+ *     (drive_key_class: with a short value, else a scalar, array, object value; the value is
+ *     then closed as above), spelled out with the longest allowed tokens. Every required key is
+ *     one of drive_keys and each is written at most once per object, so the object can close
+ *     after at most that many keys.
  * Each level thus closes within a bounded number of tokens (whitespace, numbers and enums are
  * bounded by the grammar), so the output finishes within the budget whatever was drawn. */
 static inline char *drive(const struct constrain_vocab *cv, struct jsonschema_grammar *g,
@@ -405,9 +431,12 @@ static inline char *drive(const struct constrain_vocab *cv, struct jsonschema_gr
     int finished = 0;
     struct jlex lex;
     memset(&lex, 0, sizeof lex);
-    char forced[64];                /* closing phase: a key being spelled out */
+    char forced[96];                /* closing phase: a key being spelled out */
     size_t forced_len = 0, forced_at = 0;
+    /* per open object (by nesting level): its id, the keys written or found not allowed, and
+     * each key's drive_key_class, found when the object first needs a key */
     uint32_t keys_obj[JLEX_MAX] = {0}, keys_tried[JLEX_MAX] = {0};
+    uint8_t keys_class[JLEX_MAX][N_DRIVE_KEYS];
     for (int step = 0; step < max_steps; step++) {
         int closing = step >= max_steps / 2;
         int k = constrain_allowed(c, bits);
@@ -479,26 +508,31 @@ static inline char *drive(const struct constrain_vocab *cv, struct jsonschema_gr
                 if (keys_obj[d] != lex.id[d]) {
                     keys_obj[d] = lex.id[d];
                     keys_tried[d] = 0;
+                    for (int h = 0; h < N_DRIVE_KEYS; h++)
+                        keys_class[d][h] = (uint8_t)drive_key_class(cv, g, out, at, h);
                 }
                 forced_len = forced_at = 0;
-                for (int pass = 0; pass < 2 && !forced_len; pass++)
-                    for (int h = 0; h < N_DRIVE_KEYS && !forced_len; h++) {
-                        if (keys_tried[d] >> h & 1) continue;
-                        if (pass == 0) {                /* a key not allowed here at all */
-                            snprintf(forced, sizeof forced, "\"%s\":", drive_keys[h]);
-                            if (!drive_probe(cv, g, out, at, forced)) {
-                                keys_tried[d] |= 1u << h;
-                                continue;
-                            }
-                        }
-                        int nv = pass == 0 ? (int)(sizeof drive_values / sizeof *drive_values) : 1;
-                        for (int v = 0; v < nv && !forced_len; v++) {
-                            snprintf(forced, sizeof forced, "\"%s\":%s", drive_keys[h],
-                                     pass == 0 ? drive_values[v] : "");
-                            if (drive_probe(cv, g, out, at, forced)) forced_len = strlen(forced);
-                        }
-                        if (forced_len || pass == 1) keys_tried[d] |= 1u << h;
+                while (!forced_len) {
+                    int pick = -1;
+                    for (int h = 0; h < N_DRIVE_KEYS; h++)
+                        if (!(keys_tried[d] >> h & 1) && keys_class[d][h] &&
+                            (pick < 0 || keys_class[d][h] < keys_class[d][pick]))
+                            pick = h;
+                    if (pick < 0) break;
+                    int cl = keys_class[d][pick], v = cl - 1;
+                    snprintf(forced, sizeof forced, "\"%s\":%s", drive_keys[pick],
+                             v < N_DRIVE_VALUES ? drive_values[v] : "");
+                    if (drive_probe(cv, g, out, at, forced)) {
+                        forced_len = strlen(forced);
+                        keys_tried[d] |= 1u << pick;
+                    } else {
+                        /* the class is out of date: an anyOf alternative has been ruled out
+                         * since the object's first key */
+                        keys_class[d][pick] = (uint8_t)drive_key_class(cv, g, out, at, pick);
+                        if (keys_class[d][pick] == cl || keys_class[d][pick] == 0)
+                            keys_tried[d] |= 1u << pick;
                     }
+                }
                 if (forced_len) {
                     /* accepted as a whole, so its first byte is allowed: with a byte-level
                      * vocabulary some token is a prefix of it, and so on to its end */

@@ -349,28 +349,45 @@ static inline int drive_probe(const struct constrain_vocab *cv, struct jsonschem
     return ok;
 }
 
-/* What writing key drive_keys[h] after out[0..at) (at a key position) costs: 0 the grammar does
- * not take it there; 1 + v with the short value drive_values[v]; after those, a value that
- * starts as a scalar, then one that starts as an array, then one that starts as an object (whose
- * own required keys may have to be written too). */
+/* What writing `key` after out[0..at) (at a key position) costs: 0 the grammar does not take it
+ * there; 1 + v with the short value drive_values[v]; after those, a value that starts as a
+ * scalar, then one that starts as an array, then one that starts as an object (whose own required
+ * keys may have to be written too). */
 static inline int drive_key_class(const struct constrain_vocab *cv, struct jsonschema_grammar *g,
-                                  const char *out, size_t at, int h)
+                                  const char *out, size_t at, const char *key)
 {
     static const char *const starts[] = {"\"", "-", "0", "1", "2", "3", "4", "5", "6", "7", "8",
                                          "9", "t", "f", "n", "[", "{"};
     char buf[96];
-    snprintf(buf, sizeof buf, "\"%s\":", drive_keys[h]);
+    snprintf(buf, sizeof buf, "\"%s\":", key);
     if (!drive_probe(cv, g, out, at, buf)) return 0;
     for (int v = 0; v < N_DRIVE_VALUES; v++) {
-        snprintf(buf, sizeof buf, "\"%s\":%s", drive_keys[h], drive_values[v]);
+        snprintf(buf, sizeof buf, "\"%s\":%s", key, drive_values[v]);
         if (drive_probe(cv, g, out, at, buf)) return 1 + v;
     }
     for (size_t i = 0; i < sizeof starts / sizeof starts[0]; i++) {
-        snprintf(buf, sizeof buf, "\"%s\":%s", drive_keys[h], starts[i]);
+        snprintf(buf, sizeof buf, "\"%s\":%s", key, starts[i]);
         if (drive_probe(cv, g, out, at, buf))
             return 1 + N_DRIVE_VALUES + (starts[i][0] == '[') + 2 * (starts[i][0] == '{');
     }
     return 1 + N_DRIVE_VALUES + 3;                  /* (whitespace first, say) */
+}
+
+/* Would the grammar close the object after out[0..at) (at a key position) with the keys of
+ * mask, each with its short value (class 1 + v: drive_values[v])? */
+static inline int drive_closes_with(const struct constrain_vocab *cv,
+                                    struct jsonschema_grammar *g, const char *out, size_t at,
+                                    uint32_t mask, const uint8_t *cls)
+{
+    char buf[1024];
+    size_t n = 0;
+    for (int h = 0; h < N_DRIVE_KEYS; h++)
+        if (mask >> h & 1)
+            n += (size_t)snprintf(buf + n, sizeof buf - n, "\"%s\":%s,", drive_keys[h],
+                                  drive_values[cls[h] - 1]);
+    if (n == 0) return 0;
+    buf[n - 1] = '}';
+    return drive_probe(cv, g, out, at, buf);
 }
 
 /* Of ids[0..m), the token with the longest piece that is a prefix of s[0..n), or -1. */
@@ -408,11 +425,14 @@ static inline int32_t drive_prefix_token(const int32_t *ids, int m, const char *
  *     whitespace only when nothing else is allowed: strings close, containers close as soon as
  *     the grammar lets them;
  *   - where a key must come but '}' is not allowed (a required key is missing), a key of
- *     drive_keys not yet written in that object, the cheapest the grammar accepts there
- *     (drive_key_class: with a short value, else a scalar, array, object value; the value is
- *     then closed as above), spelled out with the longest allowed tokens. Every required key is
- *     one of drive_keys and each is written at most once per object, so the object can close
- *     after at most that many keys.
+ *     drive_keys not yet written in that object that the grammar accepts there: first those
+ *     whose value differs from an undeclared key's (declared properties), then the others;
+ *     within each, the cheapest (drive_key_class: with a short value, else a scalar, array,
+ *     object value; the value is then closed as above); and where keys with short values are
+ *     enough to close the object, only the ones it needs (drive_closes_with, one key left out
+ *     at a time). It is spelled out with the longest allowed tokens. Every required key is one
+ *     of drive_keys and each is written at most once per object, so the object can close after
+ *     at most that many keys.
  * Each level thus closes within a bounded number of tokens (whitespace, numbers and enums are
  * bounded by the grammar), so the output finishes within the budget whatever was drawn. */
 static inline char *drive(const struct constrain_vocab *cv, struct jsonschema_grammar *g,
@@ -433,10 +453,12 @@ static inline char *drive(const struct constrain_vocab *cv, struct jsonschema_gr
     memset(&lex, 0, sizeof lex);
     char forced[96];                /* closing phase: a key being spelled out */
     size_t forced_len = 0, forced_at = 0;
-    /* per open object (by nesting level): its id, the keys written or found not allowed, and
-     * each key's drive_key_class, found when the object first needs a key */
+    /* per open object (by nesting level): its id, the keys written or found not allowed, each
+     * key's drive_key_class and that of a key no schema declares, found when the object first
+     * needs a key */
     uint32_t keys_obj[JLEX_MAX] = {0}, keys_tried[JLEX_MAX] = {0};
-    uint8_t keys_class[JLEX_MAX][N_DRIVE_KEYS];
+    uint8_t keys_class[JLEX_MAX][N_DRIVE_KEYS], keys_free[JLEX_MAX];
+    uint32_t keys_later[JLEX_MAX];  /* keys the object can close without */
     for (int step = 0; step < max_steps; step++) {
         int closing = step >= max_steps / 2;
         int k = constrain_allowed(c, bits);
@@ -509,15 +531,41 @@ static inline char *drive(const struct constrain_vocab *cv, struct jsonschema_gr
                     keys_obj[d] = lex.id[d];
                     keys_tried[d] = 0;
                     for (int h = 0; h < N_DRIVE_KEYS; h++)
-                        keys_class[d][h] = (uint8_t)drive_key_class(cv, g, out, at, h);
+                        keys_class[d][h] =
+                            (uint8_t)drive_key_class(cv, g, out, at, drive_keys[h]);
+                    keys_free[d] = (uint8_t)drive_key_class(cv, g, out, at, "undeclared");
+                    /* if the keys with short values are enough to close the object, find the
+                     * few of them it needs (the others can only be optional) */
+                    uint32_t short_keys = 0;
+                    for (int h = 0; h < N_DRIVE_KEYS; h++)
+                        if (keys_class[d][h] >= 1 && keys_class[d][h] <= N_DRIVE_VALUES)
+                            short_keys |= 1u << h;
+                    keys_later[d] = 0;
+                    if (drive_closes_with(cv, g, out, at, short_keys, keys_class[d])) {
+                        uint32_t need = short_keys;
+                        for (int h = 0; h < N_DRIVE_KEYS; h++)
+                            if ((need >> h & 1) &&
+                                drive_closes_with(cv, g, out, at, need & ~(1u << h),
+                                                  keys_class[d]))
+                                need &= ~(1u << h);
+                        keys_later[d] = ((1u << N_DRIVE_KEYS) - 1) & ~need;
+                    }
                 }
                 forced_len = forced_at = 0;
                 while (!forced_len) {
-                    int pick = -1;
-                    for (int h = 0; h < N_DRIVE_KEYS; h++)
-                        if (!(keys_tried[d] >> h & 1) && keys_class[d][h] &&
-                            (pick < 0 || keys_class[d][h] < keys_class[d][pick]))
+                    /* not the keys the object can close without; declared keys first (a class
+                     * other than an undeclared key's): only they and "extra" can be required;
+                     * then the cheapest */
+                    int pick = -1, pick_rank = 0;
+                    for (int h = 0; h < N_DRIVE_KEYS; h++) {
+                        if ((keys_tried[d] >> h & 1) || !keys_class[d][h]) continue;
+                        int rank = (int)(keys_later[d] >> h & 1) * 512 +
+                                   (keys_class[d][h] == keys_free[d]) * 256 + keys_class[d][h];
+                        if (pick < 0 || rank < pick_rank) {
                             pick = h;
+                            pick_rank = rank;
+                        }
+                    }
                     if (pick < 0) break;
                     int cl = keys_class[d][pick], v = cl - 1;
                     snprintf(forced, sizeof forced, "\"%s\":%s", drive_keys[pick],
@@ -528,7 +576,8 @@ static inline char *drive(const struct constrain_vocab *cv, struct jsonschema_gr
                     } else {
                         /* the class is out of date: an anyOf alternative has been ruled out
                          * since the object's first key */
-                        keys_class[d][pick] = (uint8_t)drive_key_class(cv, g, out, at, pick);
+                        keys_class[d][pick] =
+                            (uint8_t)drive_key_class(cv, g, out, at, drive_keys[pick]);
                         if (keys_class[d][pick] == cl || keys_class[d][pick] == 0)
                             keys_tried[d] |= 1u << pick;
                     }

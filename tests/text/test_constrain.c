@@ -1,9 +1,10 @@
 /* test_constrain.c - constrained decoding end to end on a synthetic byte-level vocabulary:
  *   - hand-written cases (EOS only when complete and forced after a closed value, whitespace
  *     bound, escapes, numbers, duplicate keys, added tokens);
- *   - hundreds of random schemas from a generator (fresh seed): random allowed tokens until EOS;
- *     the output must parse with jansson and validate against the schema, and the mask is
- *     cross-checked against constrain_accept replayed from scratch;
+ *   - hundreds of random schemas from a generator (fresh seed): random allowed tokens, then a
+ *     phase that closes the output (drive() in test_constrain_util.h), until EOS; the output
+ *     must parse with jansson and validate against the schema, and the mask is cross-checked
+ *     against constrain_accept replayed from scratch;
  *   - json_object mode likewise; forced tool-call grammars, whose output toolparse must turn
  *     into exactly one call with valid arguments. */
 #include "../../engine/text/tok.h"
@@ -259,7 +260,9 @@ static void test_json_object(const struct constrain_vocab *cv, struct trng *r, i
         free(out);
     }
     fprintf(stderr, "json_object: %d/%d finished and valid\n", finished, n);
-    CHECK(finished >= n / 2);
+    /* every one: with no required keys, drive()'s closing phase ends any output within its
+     * budget, whatever vocabulary was drawn */
+    CHECK_EQ(finished, n);
     jsonschema_unref(g);
 }
 

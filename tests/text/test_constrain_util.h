@@ -356,8 +356,6 @@ static inline int drive_probe(const struct constrain_vocab *cv, struct jsonschem
 static inline int drive_key_class(const struct constrain_vocab *cv, struct jsonschema_grammar *g,
                                   const char *out, size_t at, const char *key)
 {
-    static const char *const starts[] = {"\"", "-", "0", "1", "2", "3", "4", "5", "6", "7", "8",
-                                         "9", "t", "f", "n", "[", "{"};
     char buf[96];
     snprintf(buf, sizeof buf, "\"%s\":", key);
     if (!drive_probe(cv, g, out, at, buf)) return 0;
@@ -365,12 +363,11 @@ static inline int drive_key_class(const struct constrain_vocab *cv, struct jsons
         snprintf(buf, sizeof buf, "\"%s\":%s", key, drive_values[v]);
         if (drive_probe(cv, g, out, at, buf)) return 1 + v;
     }
-    for (size_t i = 0; i < sizeof starts / sizeof starts[0]; i++) {
-        snprintf(buf, sizeof buf, "\"%s\":%s", key, starts[i]);
-        if (drive_probe(cv, g, out, at, buf))
-            return 1 + N_DRIVE_VALUES + (starts[i][0] == '[') + 2 * (starts[i][0] == '{');
-    }
-    return 1 + N_DRIVE_VALUES + 3;                  /* (whitespace first, say) */
+    snprintf(buf, sizeof buf, "\"%s\":{", key);
+    if (drive_probe(cv, g, out, at, buf)) return 1 + N_DRIVE_VALUES + 2;
+    snprintf(buf, sizeof buf, "\"%s\":[", key);
+    if (drive_probe(cv, g, out, at, buf)) return 1 + N_DRIVE_VALUES + 1;
+    return 1 + N_DRIVE_VALUES;                      /* a scalar */
 }
 
 /* Would the grammar close the object after out[0..at) (at a key position) with the keys of
@@ -459,6 +456,7 @@ static inline char *drive(const struct constrain_vocab *cv, struct jsonschema_gr
     uint32_t keys_obj[JLEX_MAX] = {0}, keys_tried[JLEX_MAX] = {0};
     uint8_t keys_class[JLEX_MAX][N_DRIVE_KEYS], keys_free[JLEX_MAX];
     uint32_t keys_later[JLEX_MAX];  /* keys the object can close without */
+    uint8_t keys_known[JLEX_MAX];   /* keys_class, keys_free and keys_later are set */
     for (int step = 0; step < max_steps; step++) {
         int closing = step >= max_steps / 2;
         int k = constrain_allowed(c, bits);
@@ -530,6 +528,21 @@ static inline char *drive(const struct constrain_vocab *cv, struct jsonschema_gr
                 if (keys_obj[d] != lex.id[d]) {
                     keys_obj[d] = lex.id[d];
                     keys_tried[d] = 0;
+                    keys_known[d] = 0;
+                }
+                forced_len = forced_at = 0;
+                /* the cheap case first (any object that only needs some key: json_object's):
+                 * one key with a null value that lets the object close */
+                for (int h = 0; h < N_DRIVE_KEYS && !keys_known[d] && !forced_len; h++) {
+                    if (keys_tried[d] >> h & 1) continue;
+                    snprintf(forced, sizeof forced, "\"%s\":null}", drive_keys[h]);
+                    if (drive_probe(cv, g, out, at, forced)) {
+                        forced_len = strlen(forced) - 1;
+                        keys_tried[d] |= 1u << h;
+                    }
+                }
+                if (!forced_len && !keys_known[d]) {
+                    keys_known[d] = 1;
                     for (int h = 0; h < N_DRIVE_KEYS; h++)
                         keys_class[d][h] =
                             (uint8_t)drive_key_class(cv, g, out, at, drive_keys[h]);
@@ -551,7 +564,6 @@ static inline char *drive(const struct constrain_vocab *cv, struct jsonschema_gr
                         keys_later[d] = ((1u << N_DRIVE_KEYS) - 1) & ~need;
                     }
                 }
-                forced_len = forced_at = 0;
                 while (!forced_len) {
                     /* not the keys the object can close without; declared keys first (a class
                      * other than an undeclared key's): only they and "extra" can be required;

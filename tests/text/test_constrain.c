@@ -238,7 +238,10 @@ static void test_random_schemas(const struct constrain_vocab *cv, struct trng *r
     }
     fprintf(stderr, "random schemas: %d, outputs finished and valid %d, tokens %ld, oracle "
             "checks %ld\n", n, finished, st.steps, st.oracle_checks);
-    CHECK(finished >= n);   /* most runs finish (two tries per schema) */
+    /* drive() closes every output of these schemas in practice (360,000 drives over 600
+     * vocabularies: all finished); the margin is for a schema the generator could draw that
+     * its closing phase handles badly, which would show here long before it failed the check */
+    CHECK(finished >= 2 * n - n / 10);
 }
 
 static void test_json_object(const struct constrain_vocab *cv, struct trng *r, int n)
@@ -316,7 +319,7 @@ static void test_tool_call(const struct constrain_vocab *cv, struct trng *r, int
         json_decref(params);
     }
     fprintf(stderr, "tool calls: %d/%d finished and parsed\n", finished, n);
-    CHECK(finished >= n / 2);
+    CHECK(finished >= n - n / 10);   /* as for the random schemas: all, in practice */
 }
 
 static const char *real_piece(void *ud, int i, size_t *len)
@@ -403,7 +406,7 @@ static void test_real_vocab(struct trng *r)
     json_decref(tools);
     fprintf(stderr, "real vocabulary: %d/%d schemas finished and valid, %ld tokens, %ld oracle "
             "checks\n", finished, n, st.steps, st.oracle_checks);
-    CHECK(finished >= n / 2);
+    CHECK(finished >= n - n / 5);    /* as for the random schemas: all, in practice */
     constrain_vocab_destroy(cv);
     tok_destroy(t);
 }

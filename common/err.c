@@ -4,12 +4,17 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-struct err_row { const char *name; int http; const char *type; const char *msg; };
+struct err_row {
+    const char *name;
+    int http;
+    const char *type; /* OpenAI error type */
+    const char *code; /* OpenAI error code string */
+    const char *msg;
+};
 
-static const struct err_row err_rows[] = {
-    {"OK", 200, "", "ok"},
-#define XX(name, http, type, msg) {#name, http, type, msg},
-    ERR_MAP(XX)
+static const struct err_row err_rows[] = {{"OK", 200, "", "", "ok"},
+#define XX(name, http, type, code, msg) {#name, http, type, code, msg},
+                                          ERR_MAP(XX)
 #undef XX
 };
 
@@ -20,10 +25,35 @@ static const struct err_row *err_row(int code)
     return &err_rows[i];
 }
 
-const char *err_name(int code) { const struct err_row *r = err_row(code); return r ? r->name : "UNKNOWN"; }
-const char *err_message(int code) { const struct err_row *r = err_row(code); return r ? r->msg : "unknown error"; }
-int err_http_status(int code) { const struct err_row *r = err_row(code); return r ? r->http : 500; }
-const char *err_type(int code) { const struct err_row *r = err_row(code); return r ? r->type : "server_error"; }
+const char *err_name(int code)
+{
+    const struct err_row *r = err_row(code);
+    return r ? r->name : "UNKNOWN";
+}
+
+const char *err_message(int code)
+{
+    const struct err_row *r = err_row(code);
+    return r ? r->msg : "unknown error";
+}
+
+int err_http_status(int code)
+{
+    const struct err_row *r = err_row(code);
+    return r ? r->http : 500;
+}
+
+const char *err_type(int code)
+{
+    const struct err_row *r = err_row(code);
+    return r ? r->type : "server_error";
+}
+
+const char *err_openai_code(int code)
+{
+    const struct err_row *r = err_row(code);
+    return r ? r->code : "internal_error";
+}
 
 int err_set(char *err, int code, const char *fmt, ...)
 {

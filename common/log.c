@@ -28,8 +28,10 @@ void log_write(int level, const char *tag, const char *fmt, ...)
     fprintf(stderr, "<%d>tandem[%s] %s\n", level, tag, line);
 }
 
-void log__assert_fail(const char *expr, const char *file, int line)
+void log__assert_fail(const char *expr, const char *file, int line, const char *func)
 {
-    fprintf(stderr, "<2>tandem[assert] %s:%d: assertion failed: %s\n", file, line, expr);
+    /* straight to stderr (unbuffered): the level check and log_write's buffer are not needed */
+    fprintf(stderr, "<%d>tandem[assert] %s:%d: %s: assertion failed: %s\n", LOG_LVL_CRIT, file,
+            line, func, expr);
     abort();
 }

@@ -1,8 +1,9 @@
 #!/bin/sh
 # test.sh - the README's second command (and CI's): set up, build with warnings as errors, run
-# every test suite, then the sanitizer build (ASan + UBSan, leak checks: scripts/sanitize.sh) and
-# the bounded libFuzzer runs (scripts/fuzz.sh), and end with "N passed, N failed, N skipped".
-# TANDEM_QUICK=1 skips the sanitizer and fuzz passes (for quick local iterations only).
+# every test suite, then the sanitizer build (ASan + UBSan, leak checks: scripts/sanitize.sh), the
+# bounded libFuzzer runs (scripts/fuzz.sh) and the ThreadSanitizer pass over the threaded tests
+# (scripts/tsan.sh), and end with "N passed, N failed, N skipped".
+# TANDEM_QUICK=1 skips the sanitizer, fuzz and TSan passes (for quick local iterations only).
 set -eu
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -43,8 +44,11 @@ if [ "${TANDEM_QUICK:-0}" != 1 ]; then
   if command -v clang >/dev/null 2>&1; then
     scripts/fuzz.sh > build/fuzz-output.txt 2>&1 || true
     extra build/fuzz-output.txt
+    scripts/tsan.sh > build/tsan-output.txt 2>&1 || true
+    extra build/tsan-output.txt
   else
     echo "fuzz: skipped (clang not installed)"; skip=$((skip + 1))
+    echo "tsan: skipped (clang not installed)"; skip=$((skip + 1))
   fi
 fi
 echo "$ok passed, $failed failed, $skip skipped"

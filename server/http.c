@@ -42,12 +42,12 @@
 
 static const struct http_route routes[] = {
     {"/v1/chat/completions", "POST", api_chat_completions, 1, 1},
-    {"/v1/completions",      "POST", api_completions,      1, 1},
-    {"/v1/models",           "GET",  api_models,           1, 1},
-    {"/tokenize",            "POST", api_tokenize,         1, 1},
-    {"/detokenize",          "POST", api_detokenize,       1, 1},
-    {"/health",              "GET",  api_health,           0, 0},
-    {"/metrics",             "GET",  api_metrics,          0, 0},
+    {"/v1/completions", "POST", api_completions, 1, 1},
+    {"/v1/models", "GET", api_models, 1, 1},
+    {"/tokenize", "POST", api_tokenize, 1, 1},
+    {"/detokenize", "POST", api_detokenize, 1, 1},
+    {"/health", "GET", api_health, 0, 0},
+    {"/metrics", "GET", api_metrics, 0, 0},
 };
 #define N_ROUTES (sizeof routes / sizeof routes[0])
 
@@ -55,17 +55,17 @@ static const struct http_route routes[] = {
 struct http_sock {
     struct http_sock *prev, *next;
     int fd;
-    int receiving;                  /* waiting for (the rest of) a request */
-    int shut;                       /* the sweeper shut it down */
-    double t0;                      /* when receiving began */
+    int receiving; /* waiting for (the rest of) a request */
+    int shut;      /* the sweeper shut it down */
+    double t0;     /* when receiving began */
 };
 
 struct http_socks {
     pthread_mutex_t mu;
-    pthread_cond_t cv;              /* CLOCK_MONOTONIC; signalled to stop the sweeper */
+    pthread_cond_t cv; /* CLOCK_MONOTONIC; signalled to stop the sweeper */
     struct http_sock *head;
     int stop;
-    double timeout;                 /* server.request_timeout_s */
+    double timeout; /* server.request_timeout_s */
     pthread_t th;
     int started;
 };
@@ -143,35 +143,16 @@ enum MHD_Result http_reply_json(struct http_conn *hc, unsigned status, json_t *b
     return queue(hc, status, r);
 }
 
-static const char *error_code_name(int code)
-{
-    switch (code) {
-    case ERR_INVAL: return "invalid_value";
-    case ERR_JSON: return "invalid_json";
-    case ERR_UTF8: return "invalid_utf8";
-    case ERR_CTX_OVERFLOW: return "context_length_exceeded";
-    case ERR_AUTH: return "invalid_api_key";
-    case ERR_NOT_FOUND: return "not_found";
-    case ERR_METHOD: return "method_not_allowed";
-    case ERR_TOO_LARGE: return "request_too_large";
-    case ERR_QUEUE_FULL: return "queue_full";
-    case ERR_UNAVAILABLE: return "service_unavailable";
-    case ERR_NOT_IMPLEMENTED: return "not_implemented";
-    default: return "internal_error";
-    }
-}
-
 json_t *http_error_body(int code, const char *err, const char *param)
 {
     if (code >= 0) code = ERR_INTERNAL;
     const char *msg = err && *err ? err : err_message(code);
     return json_pack("{s:{s:s, s:s, s:o, s:s}}", "error", "message", msg, "type", err_type(code),
                      "param", param && *param ? json_string(param) : json_null(), "code",
-                     error_code_name(code));
+                     err_openai_code(code));
 }
 
-enum MHD_Result http_reply_error(struct http_conn *hc, int code, const char *err,
-                                 const char *param)
+enum MHD_Result http_reply_error(struct http_conn *hc, int code, const char *err, const char *param)
 {
     if (code >= 0) code = ERR_INTERNAL;
     const char *msg = err && *err ? err : err_message(code);
@@ -181,8 +162,7 @@ enum MHD_Result http_reply_error(struct http_conn *hc, int code, const char *err
     if (status >= 500 && code != ERR_UNAVAILABLE)
         LOG_WARN("http", "%s %s -> %u: %s", hc->request_id, hc->route ? hc->route->path : "?",
                  status, msg);
-    else
-        LOG_DEBUG("http", "%s -> %u: %s", hc->request_id, status, msg);
+    else LOG_DEBUG("http", "%s -> %u: %s", hc->request_id, status, msg);
     char *text = e ? json_dumps(e, JSON_COMPACT) : NULL;
     json_decref(e);
     if (!text) return MHD_NO;
@@ -193,7 +173,8 @@ enum MHD_Result http_reply_error(struct http_conn *hc, int code, const char *err
         return MHD_NO;
     }
     MHD_add_response_header(r, "Content-Type", "application/json");
-    if (code == ERR_QUEUE_FULL || code == ERR_UNAVAILABLE) MHD_add_response_header(r, "Retry-After", "1");
+    if (code == ERR_QUEUE_FULL || code == ERR_UNAVAILABLE)
+        MHD_add_response_header(r, "Retry-After", "1");
     if (code == ERR_AUTH) MHD_add_response_header(r, "WWW-Authenticate", "Bearer");
     if (code == ERR_METHOD && hc->route) MHD_add_response_header(r, "Allow", hc->route->method);
     return queue(hc, status, r);
@@ -233,8 +214,10 @@ static enum MHD_Result route_first_call(struct http_conn *hc, const char *url, c
         return http_reply_error(hc, ERR_METHOD, msg, NULL);
     }
     if (hc->route->auth && !auth_check(s->auth, http_header(hc, "Authorization")))
-        return http_reply_error(hc, ERR_AUTH, "invalid or missing API key (send "
-                                "'Authorization: Bearer KEY')", NULL);
+        return http_reply_error(hc, ERR_AUTH,
+                                "invalid or missing API key (send "
+                                "'Authorization: Bearer KEY')",
+                                NULL);
     if (hc->route->needs_ready) {
         if (atomic_load(&s->draining))
             return http_reply_error(hc, ERR_UNAVAILABLE, "the server is shutting down", NULL);
@@ -247,8 +230,10 @@ static enum MHD_Result route_first_call(struct http_conn *hc, const char *url, c
         unsigned long long n = strtoull(cl, &end, 10);
         if (n > (unsigned long long)s->cfg->server_max_body_bytes) {
             char msg[ERR_LEN];
-            snprintf(msg, sizeof msg, "request body of %llu bytes exceeds the limit of %lld "
-                     "(server.max_body_bytes)", n, (long long)s->cfg->server_max_body_bytes);
+            snprintf(msg, sizeof msg,
+                     "request body of %llu bytes exceeds the limit of %lld "
+                     "(server.max_body_bytes)",
+                     n, (long long)s->cfg->server_max_body_bytes);
             return http_reply_error(hc, ERR_TOO_LARGE, msg, NULL);
         }
     }
@@ -286,8 +271,8 @@ static void sock_set_receiving(struct http_socks *ss, struct http_sock *k, int o
 }
 
 static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
-                                 const char *method, const char *version,
-                                 const char *upload, size_t *upload_size, void **con_cls)
+                                 const char *method, const char *version, const char *upload,
+                                 size_t *upload_size, void **con_cls)
 {
     (void)version;
     struct srv *s = cls;
@@ -321,8 +306,10 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
     hc->started = 1;
     if (hc->too_large) {
         char msg[ERR_LEN];
-        snprintf(msg, sizeof msg, "request body exceeds the limit of %lld bytes "
-                 "(server.max_body_bytes)", (long long)s->cfg->server_max_body_bytes);
+        snprintf(msg, sizeof msg,
+                 "request body exceeds the limit of %lld bytes "
+                 "(server.max_body_bytes)",
+                 (long long)s->cfg->server_max_body_bytes);
         return http_reply_error(hc, ERR_TOO_LARGE, msg, NULL);
     }
     if (!hc->body) {
@@ -404,8 +391,10 @@ static void *sweeper_main(void *arg)
             n++;
         }
         if (n)
-            LOG_INFO("http", "closed %d connection(s) that sent no complete request within %.0fs "
-                     "(server.request_timeout_s)", n, ss->timeout);
+            LOG_INFO("http",
+                     "closed %d connection(s) that sent no complete request within %.0fs "
+                     "(server.request_timeout_s)",
+                     n, ss->timeout);
     }
     pthread_mutex_unlock(&ss->mu);
     return NULL;
@@ -459,8 +448,9 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
 int http_start(struct srv *s, char *err)
 {
     const struct cfg *c = s->cfg;
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
-                     MHD_USE_ERROR_LOG;
+    s->quiesced_fd = -1;
+    unsigned flags =
+        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
     if (s->listen_fd < 0) {
@@ -503,24 +493,37 @@ int http_start(struct srv *s, char *err)
     if (!s->mhd) {
         socks_stop(s);
         if (s->listen_fd >= 0)
-            return err_set(err, ERR_IO, "cannot serve on the socket-activated fd %d",
-                           s->listen_fd);
-        return err_set(err, ERR_IO, "cannot listen on %s:%lld (address in use or not "
-                       "permitted?)", c->server_host, (long long)c->server_port);
+            return err_set(err, ERR_IO, "cannot serve on the socket-activated fd %d", s->listen_fd);
+        return err_set(err, ERR_IO,
+                       "cannot listen on %s:%lld (address in use or not "
+                       "permitted?)",
+                       c->server_host, (long long)c->server_port);
     }
     return 0;
 }
 
+/* MHD_quiesce_daemon only asks MHD's threads to drop the listening socket: each removes it
+ * from its epoll set when it next wakes, after the call has returned. So the socket is closed
+ * only after MHD_stop_daemon has joined them (http_stop); closing it here would race with them
+ * (and the fd number could be reused meanwhile). A socket of our own stops listening at once
+ * (shutdown), so new connections are refused during the drain; one passed by systemd is shared
+ * with it and is left listening there, for the next instance. */
 void http_quiesce(struct srv *s)
 {
-    if (!s->mhd) return;
+    if (!s->mhd || s->quiesced_fd >= 0) return;
     MHD_socket fd = MHD_quiesce_daemon(s->mhd);
-    if (fd != MHD_INVALID_SOCKET) close(fd);
+    if (fd == MHD_INVALID_SOCKET) return;
+    if (s->listen_fd < 0) shutdown(fd, SHUT_RDWR);
+    s->quiesced_fd = fd;
 }
 
 void http_stop(struct srv *s)
 {
-    if (s->mhd) MHD_stop_daemon(s->mhd);
+    if (s->mhd) {
+        MHD_stop_daemon(s->mhd);
+        if (s->quiesced_fd >= 0) close(s->quiesced_fd);
+        s->quiesced_fd = -1;
+    }
     s->mhd = NULL;
     socks_stop(s); /* after MHD: every connection has been closed and unregistered */
 }

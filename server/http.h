@@ -43,16 +43,17 @@ struct srv {
     enum tmpl_kind tmpl;
     struct eng_info info;
     char model_name[128];
-    char fingerprint[32];           /* system_fingerprint */
-    long long created;              /* unix time of start (models' "created") */
+    char fingerprint[32]; /* system_fingerprint */
+    long long created;    /* unix time of start (models' "created") */
     struct metrics *metrics;
     struct auth *auth;
     struct MHD_Daemon *mhd;
-    int listen_fd;                  /* socket-activated fd, or -1 */
-    _Atomic int ready;              /* model loaded and engine running */
-    _Atomic int draining;           /* SIGTERM received: no new work */
-    _Atomic uint64_t next_id;       /* for generated request / completion ids */
-    struct http_socks *socks;       /* http.c: open connections, for the request deadline */
+    int listen_fd;            /* socket-activated fd, or -1 */
+    int quiesced_fd;          /* http.c: the listening socket after http_quiesce, or -1 */
+    _Atomic int ready;        /* model loaded and engine running */
+    _Atomic int draining;     /* SIGTERM received: no new work */
+    _Atomic uint64_t next_id; /* for generated request / completion ids */
+    struct http_socks *socks; /* http.c: open connections, for the request deadline */
     /* registry of live generation requests (gen_registry.c), for drain and disconnect probing */
     pthread_mutex_t gens_mu;
     struct gen *gens;
@@ -67,25 +68,25 @@ struct http_conn {
     struct MHD_Connection *conn;
     const struct http_route *route;
     char request_id[64];
-    char *body;                     /* NUL-terminated; body_len bytes */
+    char *body; /* NUL-terminated; body_len bytes */
     size_t body_len, body_cap;
-    size_t body_seen;               /* bytes received, kept or not */
+    size_t body_seen; /* bytes received, kept or not */
     int too_large;
-    int started;                    /* the handler has run once */
+    int started; /* the handler has run once */
     int responded;
-    double t_start;                 /* monotonic seconds */
-    struct http_sock *sock;         /* its connection (http.c), for the request deadline */
-    void *ud;                       /* handler state */
+    double t_start;         /* monotonic seconds */
+    struct http_sock *sock; /* its connection (http.c), for the request deadline */
+    void *ud;               /* handler state */
     enum MHD_Result (*on_resume)(struct http_conn *hc);
     void (*on_complete)(struct http_conn *hc, enum MHD_RequestTerminationCode toe);
 };
 
 struct http_route {
     const char *path;
-    const char *method;             /* "GET" or "POST" */
+    const char *method; /* "GET" or "POST" */
     http_handler_fn fn;
-    int auth;                       /* requires an API key when keys are configured */
-    int needs_ready;                /* 503 until the model is loaded, and while draining */
+    int auth;        /* requires an API key when keys are configured */
+    int needs_ready; /* 503 until the model is loaded, and while draining */
 };
 
 /* Start the daemon on cfg's host/port (or srv->listen_fd), and the thread that closes
@@ -94,9 +95,9 @@ struct http_route {
 int http_start(struct srv *s, char *err);
 /* Stop accepting connections (MHD_quiesce_daemon); existing ones continue. */
 void http_quiesce(struct srv *s);
-void http_stop(struct srv *s);       /* accepts a srv that never started */
+void http_stop(struct srv *s); /* accepts a srv that never started */
 
-double http_now(void);              /* CLOCK_MONOTONIC seconds */
+double http_now(void); /* CLOCK_MONOTONIC seconds */
 
 /* Replies (call at most once per request). All add X-Request-Id (and CORS when configured). */
 enum MHD_Result http_reply_json(struct http_conn *hc, unsigned status, json_t *body_take);
@@ -132,8 +133,8 @@ int api_render_chat(struct srv *s, const json_t *messages, const struct toolpars
                     struct sbuf *out, char *err);
 
 /* gen_registry.c: the registry of live generation requests, for the main loop */
-int api_gen_count(struct srv *s);               /* live generation requests */
-void api_gen_cancel_all(struct srv *s);         /* drain deadline: cancel everything in flight */
-void api_gen_probe(struct srv *s);              /* cancel requests whose client went away */
+int api_gen_count(struct srv *s);       /* live generation requests */
+void api_gen_cancel_all(struct srv *s); /* drain deadline: cancel everything in flight */
+void api_gen_probe(struct srv *s);      /* cancel requests whose client went away */
 
 #endif

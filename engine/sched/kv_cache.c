@@ -12,12 +12,17 @@
  * generation, so keys of children stored under the old generation can never match again.
  *
  * Invariants: ref[b] = number of table entries naming b; ref 0 => b is on the free stack (not
- * keyed) or on the LRU list (keyed); ref > 0 => on neither. kv_check verifies this.
+ * keyed) or on the LRU list (keyed); ref > 0 => on neither. kv_check verifies this in full (the
+ * tests call it after every step); the ASSERTs below check the parts that are cheap at each
+ * operation (ids in range, refs never negative, list and stack counts within n_blocks, LRU links
+ * consistent, a block keyed at most once), so that broken accounting stops the process at the
+ * operation that broke it instead of handing one block to two sequences.
  * Threads: engine thread only.
  */
 #include "kv.h"
 
 #include "common/err.h"
+#include "common/log.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -29,11 +34,11 @@ struct kv_cache {
     int32_t *ref;
     uint8_t *keyed;
     uint32_t *gen;
-    uint64_t *hash;             /* keyed: chain hash */
-    int32_t *parent;            /* keyed: parent block id or -1 */
+    uint64_t *hash;  /* keyed: chain hash */
+    int32_t *parent; /* keyed: parent block id or -1 */
     uint32_t *parent_gen;
-    int32_t *toks;              /* keyed: [n_blocks][bt] the block's tokens */
-    int32_t *hnext;             /* bucket chain */
+    int32_t *toks;  /* keyed: [n_blocks][bt] the block's tokens */
+    int32_t *hnext; /* bucket chain */
     int32_t *buckets;
     uint32_t bucket_mask;
     int32_t *free_stack;
@@ -103,6 +108,9 @@ void kv_destroy(struct kv_cache *kv)
     free(kv);
 }
 
+/* b names a block of this cache */
+#define ASSERT_BLOCK(kv, b) ASSERT((b) >= 0 && (b) < (kv)->n_blocks)
+
 int kv_block_tokens(const struct kv_cache *kv) { return kv->bt; }
 int kv_n_blocks(const struct kv_cache *kv) { return kv->n_blocks; }
 int kv_n_free(const struct kv_cache *kv) { return kv->n_free; }
@@ -128,16 +136,20 @@ static uint64_t chain_hash(uint64_t parent, const int32_t *t, int n)
 static int32_t key_find(const struct kv_cache *kv, uint64_t h, int32_t parent, uint32_t pgen,
                         const int32_t *t)
 {
-    for (int32_t b = kv->buckets[h & kv->bucket_mask]; b >= 0; b = kv->hnext[b])
+    for (int32_t b = kv->buckets[h & kv->bucket_mask]; b >= 0; b = kv->hnext[b]) {
+        ASSERT_BLOCK(kv, b);
         if (kv->hash[b] == h && kv->parent[b] == parent && kv->parent_gen[b] == pgen &&
             memcmp(&kv->toks[(size_t)b * kv->bt], t, (size_t)kv->bt * sizeof *t) == 0)
             return b;
+    }
     return -1;
 }
 
 static void key_insert(struct kv_cache *kv, int32_t b, uint64_t h, int32_t parent, uint32_t pgen,
                        const int32_t *t)
 {
+    ASSERT_BLOCK(kv, b);
+    ASSERT(!kv->keyed[b]); /* one key per block, one chain entry */
     kv->keyed[b] = 1;
     kv->hash[b] = h;
     kv->parent[b] = parent;
@@ -150,8 +162,13 @@ static void key_insert(struct kv_cache *kv, int32_t b, uint64_t h, int32_t paren
 
 static void key_remove(struct kv_cache *kv, int32_t b)
 {
+    ASSERT_BLOCK(kv, b);
+    ASSERT(kv->keyed[b]);
     int32_t *pp = &kv->buckets[kv->hash[b] & kv->bucket_mask];
-    while (*pp != b) pp = &kv->hnext[*pp];
+    while (*pp != b) {
+        ASSERT(*pp >= 0); /* a keyed block is on its bucket's chain */
+        pp = &kv->hnext[*pp];
+    }
     *pp = kv->hnext[b];
     kv->keyed[b] = 0;
     kv->gen[b]++;
@@ -161,6 +178,8 @@ static void key_remove(struct kv_cache *kv, int32_t b)
 
 static void lru_push_tail(struct kv_cache *kv, int32_t b)
 {
+    ASSERT(kv->keyed[b] && kv->ref[b] == 0);
+    ASSERT(kv->n_lru + kv->n_free < kv->n_blocks);
     kv->lru_prev[b] = kv->lru_tail;
     kv->lru_next[b] = -1;
     if (kv->lru_tail >= 0) kv->lru_next[kv->lru_tail] = b;
@@ -171,7 +190,10 @@ static void lru_push_tail(struct kv_cache *kv, int32_t b)
 
 static void lru_unlink(struct kv_cache *kv, int32_t b)
 {
+    ASSERT(kv->n_lru > 0 && kv->keyed[b]);
     int32_t p = kv->lru_prev[b], n = kv->lru_next[b];
+    ASSERT(p >= 0 ? kv->lru_next[p] == b : kv->lru_head == b);
+    ASSERT(n >= 0 ? kv->lru_prev[n] == b : kv->lru_tail == b);
     if (p >= 0) kv->lru_next[p] = n;
     else kv->lru_head = n;
     if (n >= 0) kv->lru_prev[n] = p;
@@ -209,14 +231,23 @@ static int table_push(struct kv_seq *s, int32_t b)
 
 static void ref_take(struct kv_cache *kv, int32_t b)
 {
+    ASSERT_BLOCK(kv, b);
+    ASSERT(kv->ref[b] >= 0);
+    ASSERT(kv->ref[b] > 0 || kv->keyed[b]); /* an unreferenced block is taken only cached */
     if (kv->ref[b]++ == 0 && kv->keyed[b]) lru_unlink(kv, b);
 }
 
 static void ref_drop(struct kv_cache *kv, int32_t b)
 {
+    ASSERT_BLOCK(kv, b);
+    ASSERT(kv->ref[b] > 0); /* refs never go negative */
     if (--kv->ref[b] > 0) return;
-    if (kv->keyed[b]) lru_push_tail(kv, b);
-    else kv->free_stack[kv->n_free++] = b;
+    if (kv->keyed[b]) {
+        lru_push_tail(kv, b);
+    } else {
+        ASSERT(kv->n_free + kv->n_lru < kv->n_blocks);
+        kv->free_stack[kv->n_free++] = b;
+    }
 }
 
 void kv_seq_free(struct kv_cache *kv, struct kv_seq *s)
@@ -258,14 +289,18 @@ int kv_seq_reserve(struct kv_cache *kv, struct kv_seq *s, int n_tokens)
         int32_t b;
         if (kv->n_free > 0) {
             b = kv->free_stack[--kv->n_free];
+            ASSERT_BLOCK(kv, b);
+            ASSERT(kv->ref[b] == 0 && !kv->keyed[b]);
         } else {
-            b = kv->lru_head;                       /* evict the least recently used */
+            b = kv->lru_head;    /* evict the least recently used */
+            ASSERT_BLOCK(kv, b); /* n_lru > 0 here, so the list is not empty */
+            ASSERT(kv->ref[b] == 0);
             lru_unlink(kv, b);
             key_remove(kv, b);
         }
         if (table_push(s, b) != 0) {
             kv->free_stack[kv->n_free++] = b;
-            return ERR_NOMEM;                       /* earlier blocks stay in the table */
+            return ERR_NOMEM; /* earlier blocks stay in the table */
         }
         kv->ref[b] = 1;
     }
@@ -282,8 +317,10 @@ void kv_seq_commit(struct kv_cache *kv, struct kv_seq *s, const int32_t *tokens,
         const int32_t *t = tokens + (size_t)i * kv->bt;
         uint64_t h = chain_hash(s->key_hash, t, kv->bt);
         int32_t canon = key_find(kv, h, s->key_parent, s->key_parent_gen, t);
-        if (canon < 0) {                            /* first of its kind: key our own block */
+        if (canon < 0) { /* first of its kind: key our own block */
             canon = s->blocks[i];
+            ASSERT_BLOCK(kv, canon);
+            ASSERT(kv->ref[canon] > 0); /* our table holds it */
             key_insert(kv, canon, h, s->key_parent, s->key_parent_gen, t);
         }
         s->key_hash = h;
@@ -297,7 +334,7 @@ int kv_check(const struct kv_cache *kv, const struct kv_seq *const *seqs, int n_
 {
     int rc = 0;
     int32_t *want = calloc((size_t)kv->n_blocks, sizeof *want);
-    uint8_t *where = calloc((size_t)kv->n_blocks, 1);   /* 1 free, 2 lru */
+    uint8_t *where = calloc((size_t)kv->n_blocks, 1); /* 1 free, 2 lru */
     if (!want || !where) {
         rc = err_set(err, ERR_NOMEM, "kv_check: out of memory");
         goto out;
@@ -337,8 +374,9 @@ int kv_check(const struct kv_cache *kv, const struct kv_seq *const *seqs, int n_
                          want[b]);
             goto out;
         }
-        int ok = kv->ref[b] > 0 ? where[b] == 0
-                                : (where[b] == 1 && !kv->keyed[b]) || (where[b] == 2 && kv->keyed[b]);
+        int ok = kv->ref[b] > 0
+                     ? where[b] == 0
+                     : (where[b] == 1 && !kv->keyed[b]) || (where[b] == 2 && kv->keyed[b]);
         if (!ok) {
             rc = err_set(err, ERR_INTERNAL, "block %d: ref %d, keyed %d, list %d", b, kv->ref[b],
                          kv->keyed[b], where[b]);

@@ -368,19 +368,16 @@ static __global__ void __launch_bounds__(DQ_THREADS)
 
 static int dq_geometry(int type, int *qk, int *ts)
 {
+    /* clang-format off */
     switch (type) {
-#define G(t)                                                                                       \
-    case t:                                                                                        \
-        *qk = dq_geo<t>::qk;                                                                       \
-        *ts = dq_geo<t>::ts;                                                                       \
-        return 1;
-        G(QTYPE_Q4_0)
-        G(QTYPE_Q4_1) G(QTYPE_Q5_0) G(QTYPE_Q5_1) G(QTYPE_Q8_0) G(QTYPE_Q2_K) G(QTYPE_Q3_K)
-            G(QTYPE_Q4_K) G(QTYPE_Q5_K) G(QTYPE_Q6_K) G(QTYPE_IQ4_NL) G(QTYPE_IQ4_XS) G(QTYPE_F32)
-                G(QTYPE_F16) G(QTYPE_BF16)
+#define G(t) case t: *qk = dq_geo<t>::qk; *ts = dq_geo<t>::ts; return 1;
+        G(QTYPE_Q4_0) G(QTYPE_Q4_1) G(QTYPE_Q5_0) G(QTYPE_Q5_1) G(QTYPE_Q8_0) G(QTYPE_Q2_K)
+        G(QTYPE_Q3_K) G(QTYPE_Q4_K) G(QTYPE_Q5_K) G(QTYPE_Q6_K) G(QTYPE_IQ4_NL) G(QTYPE_IQ4_XS)
+        G(QTYPE_F32) G(QTYPE_F16) G(QTYPE_BF16)
 #undef G
-                    default : return 0;
+    default: return 0;
     }
+    /* clang-format on */
 }
 
 extern "C" int cuk_dequant_ggml_supported(int type)
@@ -422,16 +419,16 @@ extern "C" int cuk_dequant_ggml(const struct cuk_dequant_ggml_args *a, cudaStrea
     CUK_REQUIRE(op, a->src.data != NULL && a->dst != NULL);
     CUK_REQUIRE(op, ((uintptr_t)a->dst & 15) == 0);
     CUK_REQUIRE(op, a->src.row_bytes >= (size_t)(a->src.cols / qk) * (size_t)ts);
+    /* clang-format off */
     switch (a->src.type) {
-#define L(t)                                                                                       \
-    case t: dq_launch<t>(a, s); break;
-        L(QTYPE_Q4_0)
-        L(QTYPE_Q4_1) L(QTYPE_Q5_0) L(QTYPE_Q5_1) L(QTYPE_Q8_0) L(QTYPE_Q2_K) L(QTYPE_Q3_K)
-            L(QTYPE_Q4_K) L(QTYPE_Q5_K) L(QTYPE_Q6_K) L(QTYPE_IQ4_NL) L(QTYPE_IQ4_XS) L(QTYPE_F32)
-                L(QTYPE_F16) L(QTYPE_BF16)
+#define L(t) case t: dq_launch<t>(a, s); break;
+        L(QTYPE_Q4_0) L(QTYPE_Q4_1) L(QTYPE_Q5_0) L(QTYPE_Q5_1) L(QTYPE_Q8_0) L(QTYPE_Q2_K)
+        L(QTYPE_Q3_K) L(QTYPE_Q4_K) L(QTYPE_Q5_K) L(QTYPE_Q6_K) L(QTYPE_IQ4_NL) L(QTYPE_IQ4_XS)
+        L(QTYPE_F32) L(QTYPE_F16) L(QTYPE_BF16)
 #undef L
-                    default : return ERR_UNSUPPORTED;
+    default: return ERR_UNSUPPORTED;
     }
+    /* clang-format on */
     CUK_LAUNCHED(op);
     return 0;
 }

@@ -1,9 +1,10 @@
 /* test_constrain.c - constrained decoding end to end on a synthetic byte-level vocabulary:
  *   - hand-written cases (EOS only when complete and forced after a closed value, whitespace
  *     bound, escapes, numbers, duplicate keys, added tokens);
- *   - hundreds of random schemas from a generator (fresh seed): random allowed tokens until EOS;
- *     the output must parse with jansson and validate against the schema, and the mask is
- *     cross-checked against constrain_accept replayed from scratch;
+ *   - hundreds of random schemas from a generator (fresh seed): random allowed tokens, then a
+ *     phase that closes the output (drive() in test_constrain_util.h), until EOS; the output
+ *     must parse with jansson and validate against the schema, and the mask is cross-checked
+ *     against constrain_accept replayed from scratch;
  *   - json_object mode likewise; forced tool-call grammars, whose output toolparse must turn
  *     into exactly one call with valid arguments. */
 #include "../../engine/text/tok.h"
@@ -56,14 +57,14 @@ static void test_cases(const struct constrain_vocab *cv)
     CHECK(accepts(cv, g, "-0", 1));
     CHECK(!accepts(cv, g, "01", 0));
     CHECK(!accepts(cv, g, "1.5", 0));
-    CHECK(!accepts(cv, g, "1234567890123456", 0));   /* 16 digits: over the bound */
+    CHECK(!accepts(cv, g, "1234567890123456", 0)); /* 16 digits: over the bound */
     CHECK(accepts(cv, g, "  7", 1));
-    CHECK(!accepts(cv, g, "7 ", 0));                  /* nothing after the value */
+    CHECK(!accepts(cv, g, "7 ", 0)); /* nothing after the value */
     jsonschema_unref(g);
 
     g = compile_str("{\"type\":\"number\"}");
     CHECK(accepts(cv, g, "-1.25e+10", 1));
-    CHECK(!accepts(cv, g, "1e100", 0));               /* 3-digit exponent */
+    CHECK(!accepts(cv, g, "1e100", 0)); /* 3-digit exponent */
     CHECK(!accepts(cv, g, "1.", 1));
     jsonschema_unref(g);
 
@@ -71,19 +72,19 @@ static void test_cases(const struct constrain_vocab *cv)
     CHECK(accepts(cv, g, "\"a\\n\\u00e9\\\"\xc3\xa9\"", 1));
     CHECK(!accepts(cv, g, "\"\\u0000\"", 0));
     CHECK(!accepts(cv, g, "\"\\ud800\"", 0));
-    CHECK(!accepts(cv, g, "\"\xc3\"", 0));           /* truncated UTF-8 */
-    CHECK(!accepts(cv, g, "\"\xed\xa0\x80\"", 0));   /* encoded surrogate */
-    CHECK(!accepts(cv, g, "\"a\nb\"", 0));           /* raw control character */
+    CHECK(!accepts(cv, g, "\"\xc3\"", 0));         /* truncated UTF-8 */
+    CHECK(!accepts(cv, g, "\"\xed\xa0\x80\"", 0)); /* encoded surrogate */
+    CHECK(!accepts(cv, g, "\"a\nb\"", 0));         /* raw control character */
     jsonschema_unref(g);
 
     g = compile_str("{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},"
                     "\"ab\":{\"type\":\"boolean\"}},\"required\":[\"ab\"]}");
     CHECK(accepts(cv, g, "{\"ab\":true}", 1));
     CHECK(accepts(cv, g, "{ \"a\" : 1 , \"ab\" : false }", 1));
-    CHECK(!accepts(cv, g, "{\"a\":1}", 1));           /* ab is required */
-    CHECK(!accepts(cv, g, "{\"a\":1,\"a\":2", 0));    /* duplicate key */
-    CHECK(!accepts(cv, g, "{\"c\":1", 0));            /* not declared */
-    CHECK(accepts(cv, g, "{\"ab\":true,", 0));        /* "a" still possible */
+    CHECK(!accepts(cv, g, "{\"a\":1}", 1));             /* ab is required */
+    CHECK(!accepts(cv, g, "{\"a\":1,\"a\":2", 0));      /* duplicate key */
+    CHECK(!accepts(cv, g, "{\"c\":1", 0));              /* not declared */
+    CHECK(accepts(cv, g, "{\"ab\":true,", 0));          /* "a" still possible */
     CHECK(!accepts(cv, g, "{\"ab\":true,\"a\":1,", 0)); /* nothing left */
     /* whitespace bound */
     char ws[64] = "{";
@@ -147,7 +148,7 @@ static void test_cases(const struct constrain_vocab *cv)
             CHECK(accepts(cv, g, buf, 1));
         }
         CHECK(!accepts(cv, g, "\"v1\"", 0));
-        CHECK(accepts(cv, g, "\"v70", 0));                  /* a prefix of "v70" and "v700" */
+        CHECK(accepts(cv, g, "\"v70", 0)); /* a prefix of "v70" and "v700" */
         CHECK(accepts(cv, g, "1", 1));
         CHECK(accepts(cv, g, "12", 1));
         CHECK(accepts(cv, g, "1.5", 1));
@@ -155,8 +156,8 @@ static void test_cases(const struct constrain_vocab *cv)
         CHECK(!accepts(cv, g, "1.", 1));
         jsonschema_unref(g);
         /* inside an object: a number value ends at ',' or '}' */
-        json_t *o = json_pack("{s:s, s:{s:O, s:{s:s}}, s:b}", "type", "object", "properties",
-                              "a", sc, "b", "type", "null", "additionalProperties", 0);
+        json_t *o = json_pack("{s:s, s:{s:O, s:{s:s}}, s:b}", "type", "object", "properties", "a",
+                              sc, "b", "type", "null", "additionalProperties", 0);
         CHECK_EQ(jsonschema_compile(o, 0, &g, err), 0);
         CHECK(accepts(cv, g, "{\"a\":1,\"b\":null}", 1));
         CHECK(accepts(cv, g, "{\"a\":12}", 1));
@@ -215,8 +216,7 @@ static void test_random_schemas(const struct constrain_vocab *cv, struct trng *r
         CHECK_EQ(rc, 0);
         for (int rep = 0; rep < 2; rep++) {
             size_t len;
-            char *out = drive(cv, g, tv_piece, NULL, V.eos, r, 1500, i % 8 == 0 ? 7 : 0, &len,
-                              &st);
+            char *out = drive(cv, g, tv_piece, NULL, V.eos, r, 1500, i % 8 == 0 ? 7 : 0, &len, &st);
             if (!out) continue;
             finished++;
             json_error_t je;
@@ -224,8 +224,8 @@ static void test_random_schemas(const struct constrain_vocab *cv, struct trng *r
             int ok = v && validate(schema, v);
             if (!ok) {
                 char *s = json_dumps(schema, JSON_ENCODE_ANY);
-                fprintf(stderr, "schema %s\noutput %s\n%s\n", s, out, v ? "does not validate"
-                        : je.text);
+                fprintf(stderr, "schema %s\noutput %s\n%s\n", s, out,
+                        v ? "does not validate" : je.text);
                 free(s);
             }
             CHECK(ok);
@@ -235,9 +235,14 @@ static void test_random_schemas(const struct constrain_vocab *cv, struct trng *r
         jsonschema_unref(g);
         json_decref(schema);
     }
-    fprintf(stderr, "random schemas: %d, outputs finished and valid %d, tokens %ld, oracle "
-            "checks %ld\n", n, finished, st.steps, st.oracle_checks);
-    CHECK(finished >= n);   /* most runs finish (two tries per schema) */
+    fprintf(stderr,
+            "random schemas: %d, outputs finished and valid %d, tokens %ld, oracle "
+            "checks %ld\n",
+            n, finished, st.steps, st.oracle_checks);
+    /* drive() closes every output of these schemas in practice (360,000 drives over 600
+     * vocabularies: all finished); the margin is for a schema the generator could draw that
+     * its closing phase handles badly, which would show here long before it failed the check */
+    CHECK(finished >= 2 * n - n / 10);
 }
 
 static void test_json_object(const struct constrain_vocab *cv, struct trng *r, int n)
@@ -259,7 +264,9 @@ static void test_json_object(const struct constrain_vocab *cv, struct trng *r, i
         free(out);
     }
     fprintf(stderr, "json_object: %d/%d finished and valid\n", finished, n);
-    CHECK(finished >= n / 2);
+    /* every one: with no required keys, drive()'s closing phase ends any output within its
+     * budget, whatever vocabulary was drawn */
+    CHECK_EQ(finished, n);
     jsonschema_unref(g);
 }
 
@@ -272,12 +279,12 @@ static void test_tool_call(const struct constrain_vocab *cv, struct trng *r, int
         const char *ty = json_string_value(json_object_get(params, "type"));
         if (!json_is_object(params) || !ty || strcmp(ty, "object") != 0) {
             json_decref(params);
-            params = json_pack("{s:s, s:{s:{s:s}}, s:[s]}", "type", "object", "properties",
-                               "city", "type", "string", "required", "city");
+            params = json_pack("{s:s, s:{s:{s:s}}, s:[s]}", "type", "object", "properties", "city",
+                               "type", "string", "required", "city");
         }
         json_t *tools = json_pack("[{s:s, s:{s:s, s:O}}, {s:s, s:{s:s}}]", "type", "function",
-                                  "function", "name", "get_weather", "parameters", params,
-                                  "type", "function", "function", "name", "get_time");
+                                  "function", "name", "get_weather", "parameters", params, "type",
+                                  "function", "function", "name", "get_time");
         struct jsonschema_grammar *g;
         char err[ERR_LEN] = "";
         int rc = jsonschema_compile_tool_call(tools, i % 2 ? "get_weather" : NULL, &g, err);
@@ -295,7 +302,8 @@ static void test_tool_call(const struct constrain_vocab *cv, struct trng *r, int
             CHECK_EQ(toolparse_finish(tp, &content), 0);
             if (toolparse_n_calls(tp) != 1) fprintf(stderr, "tool output: %s\n", out);
             CHECK_EQ(toolparse_n_calls(tp), 1);
-            if (content.n) fprintf(stderr, "tool output: %s\ncontent: %.*s\n", out, (int)content.n, content.s);
+            if (content.n)
+                fprintf(stderr, "tool output: %s\ncontent: %.*s\n", out, (int)content.n, content.s);
             CHECK_EQ(content.n, 0);
             const struct toolparse_call *call = toolparse_get(tp, 0);
             if (i % 2) CHECK_STR(call->name, "get_weather");
@@ -313,7 +321,7 @@ static void test_tool_call(const struct constrain_vocab *cv, struct trng *r, int
         json_decref(params);
     }
     fprintf(stderr, "tool calls: %d/%d finished and parsed\n", finished, n);
-    CHECK(finished >= n / 2);
+    CHECK(finished >= n - n / 10); /* as for the random schemas: all, in practice */
 }
 
 static const char *real_piece(void *ud, int i, size_t *len)
@@ -344,8 +352,7 @@ static void test_real_vocab(struct trng *r)
         struct jsonschema_grammar *g;
         CHECK_EQ(jsonschema_compile(schema, 0, &g, err), 0);
         size_t len;
-        char *out = drive(cv, g, real_piece, t, tok_eos(t), r, 600, i % 5 == 0 ? 40 : 0, &len,
-                          &st);
+        char *out = drive(cv, g, real_piece, t, tok_eos(t), r, 600, i % 5 == 0 ? 40 : 0, &len, &st);
         if (out) {
             finished++;
             json_error_t je;
@@ -361,7 +368,8 @@ static void test_real_vocab(struct trng *r)
     /* a forced tool call uses the added tool tokens; toolparse reads it back */
     json_t *tools = json_loads("[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
                                "\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":"
-                               "{\"type\":\"string\"}},\"required\":[\"city\"]}}}]", 0, NULL);
+                               "{\"type\":\"string\"}},\"required\":[\"city\"]}}}]",
+                               0, NULL);
     struct jsonschema_grammar *g;
     CHECK_EQ(jsonschema_compile_tool_call(tools, NULL, &g, err), 0);
     struct constrain *c;
@@ -370,7 +378,7 @@ static void test_real_vocab(struct trng *r)
     constrain_allowed(c, bits);
     int32_t begin = tok_find(t, TOOLPARSE_CALLS_BEGIN);
     CHECK(begin >= 0);
-    CHECK(bits[begin / 64] >> (begin % 64) & 1);          /* the added token itself */
+    CHECK(bits[begin / 64] >> (begin % 64) & 1); /* the added token itself */
     int32_t user = tok_find(t, "<｜User｜>");
     CHECK(!(bits[user / 64] >> (user % 64) & 1));
     CHECK_EQ(constrain_accept(c, begin), 0);
@@ -398,9 +406,11 @@ static void test_real_vocab(struct trng *r)
     free(bits);
     jsonschema_unref(g);
     json_decref(tools);
-    fprintf(stderr, "real vocabulary: %d/%d schemas finished and valid, %ld tokens, %ld oracle "
-            "checks\n", finished, n, st.steps, st.oracle_checks);
-    CHECK(finished >= n / 2);
+    fprintf(stderr,
+            "real vocabulary: %d/%d schemas finished and valid, %ld tokens, %ld oracle "
+            "checks\n",
+            finished, n, st.steps, st.oracle_checks);
+    CHECK(finished >= n - n / 5); /* as for the random schemas: all, in practice */
     constrain_vocab_destroy(cv);
     tok_destroy(t);
 }
@@ -452,7 +462,8 @@ int main(void)
     struct constrain_vocab *cv;
     char err[ERR_LEN];
     CHECK_EQ(constrain_vocab_create_pieces((const char *const *)V.pieces, V.lens, V.added, V.n,
-                                           V.eos, &cv, err), 0);
+                                           V.eos, &cv, err),
+             0);
     test_cases(cv);
     test_random_schemas(cv, &r, 300);
     test_json_object(cv, &r, 100);

@@ -31,6 +31,8 @@ struct fake {
     atomic_int delay_us;       /* sleep per forward (to keep requests running) */
     atomic_int delay_token_us; /* and per token of the batch (prefill costs show) */
     atomic_int fail_token;     /* forward fails when it sees this token id (-1 = never) */
+    atomic_int hold;           /* while set, a forward waits before it starts (tests order
+                                * what happens while the engine is busy, whatever the timing) */
     atomic_long n_forward, n_tokens;
     atomic_int max_seqs_in_batch;
 };
@@ -58,6 +60,7 @@ static inline int fake_forward(void *ctx, const struct model_kv *kv, const struc
     struct fake *f = ctx;
     uint32_t hs[4096];
     if (b->n_tokens > 4096) return err_set(err, ERR_INVAL, "fake: batch too large");
+    while (atomic_load(&f->hold)) usleep(200);
     int us = atomic_load(&f->delay_us) + atomic_load(&f->delay_token_us) * b->n_tokens;
     if (us) usleep((useconds_t)us);
     for (int i = 0; i < b->n_tokens; i++) {

@@ -469,13 +469,18 @@ int main(void)
         int prio[5] = {0, 5, 0, 5, -1};
         for (int i = 0; i < 5; i++) {
             spec_random(&ls[i], &rs, 0, NULL);
-            ls[i].req.max_tokens = 3;
+            ls[i].req.max_tokens = i == 0 ? 8 : 3;
             ls[i].req.ignore_eos = 1;
             ls[i].req.n_stop_ids = 0;
             ls[i].req.priority = prio[i];
             CHECK_EQ(submit_spec(e, &ls[i], &r[i], err), 0);
-            if (i == 0) wait_tokens(&r[0], 1); /* the first one is running */
+            if (i == 0) { /* the first one is running and stays so until all are queued: at
+                           * most the forward in flight completes before the hold */
+                wait_tokens(&r[0], 1);
+                atomic_store(&f.hold, 1);
+            }
         }
+        atomic_store(&f.hold, 0);
         wait_done(r, 5);
         CHECK_EQ(r[0].start_order < r[4].start_order, 1);
         CHECK(r[4].start_order < r[2].start_order);

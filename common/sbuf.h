@@ -19,5 +19,8 @@ struct sbuf {
 
 void sbuf_fini(struct sbuf *b);                           /* accepts NULL */
 int sbuf_append(struct sbuf *b, const char *p, size_t n); /* 0 or ERR_NOMEM */
+/* Room for `extra` more bytes and the terminating NUL without another allocation; 0 or
+ * ERR_NOMEM (also when the size would overflow). */
+int sbuf_reserve(struct sbuf *b, size_t extra);
 
 #endif

@@ -1327,14 +1327,7 @@ int tok_decode(const struct tok *t, const int32_t *ids, size_t n, unsigned flags
     for (size_t i = 0; i < n; i++) total += t->tok[ids[i]].len;
     size_t n0 = out->n;
     /* reserve once, then copy */
-    if (out->n + total + 1 > out->cap) {
-        size_t cap = out->cap ? out->cap : 64;
-        while (cap < out->n + total + 1) cap *= 2;
-        char *q = realloc(out->s, cap);
-        if (!q) return ERR_NOMEM;
-        out->s = q;
-        out->cap = cap;
-    }
+    if (sbuf_reserve(out, total)) return ERR_NOMEM;
     char *d = out->s + n0;
     for (size_t i = 0; i < n; i++) {
         const struct tok_entry *te = &t->tok[ids[i]];

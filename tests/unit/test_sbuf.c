@@ -1,6 +1,7 @@
 /* test_sbuf.c - common/sbuf: appends of random lengths against a plain array, termination,
  * embedded NUL bytes, reuse after n = 0, and fini. */
 #include "../check.h"
+#include "common/err.h"
 #include "common/sbuf.h"
 
 #include <stdint.h>
@@ -42,6 +43,21 @@ int main(void)
         }
         CHECK(memcmp(b.s, want, n) == 0);
     }
+    /* reserve: room for that many more bytes, then appends within it do not move the buffer */
+    for (int round = 0; round < 20; round++) {
+        size_t extra = rnd() % 100000, used = 0;
+        CHECK_EQ(sbuf_reserve(&b, extra), 0);
+        CHECK(b.cap >= b.n + extra + 1);
+        const char *s0 = b.s;
+        while (used < extra) {
+            size_t k = rnd() % 300;
+            if (k > extra - used) k = extra - used;
+            CHECK_EQ(sbuf_append(&b, piece, k), 0);
+            used += k;
+        }
+        CHECK(b.s == s0);
+    }
+    CHECK_EQ(sbuf_reserve(&b, (size_t)-1), ERR_NOMEM); /* overflow is refused, not wrapped */
     sbuf_fini(&b);
     return 0;
 }

@@ -299,6 +299,7 @@ int kv_seq_reserve(struct kv_cache *kv, struct kv_seq *s, int n_tokens)
             key_remove(kv, b);
         }
         if (table_push(s, b) != 0) {
+            ASSERT(kv->n_free + kv->n_lru < kv->n_blocks);
             kv->free_stack[kv->n_free++] = b;
             return ERR_NOMEM;                       /* earlier blocks stay in the table */
         }

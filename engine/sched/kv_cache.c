@@ -233,7 +233,7 @@ static void ref_take(struct kv_cache *kv, int32_t b)
 {
     ASSERT_BLOCK(kv, b);
     ASSERT(kv->ref[b] >= 0);
-    ASSERT(kv->ref[b] > 0 || kv->keyed[b]);          /* an unreferenced block is taken only cached */
+    ASSERT(kv->ref[b] > 0 || kv->keyed[b]);         /* unreferenced: only a cached block */
     if (kv->ref[b]++ == 0 && kv->keyed[b]) lru_unlink(kv, b);
 }
 

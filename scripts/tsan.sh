@@ -28,7 +28,8 @@ TARGETS=${TSAN_TARGETS:-tandem tests/server/tandem-fake tests/integration/notify
 if [ ! -f "$B/build.ninja" ]; then
   # werror off here only: clang warns where gcc (the werror build) does not
   CC=clang meson setup "$B" -Db_sanitize=thread -Db_lundef=false -Dcuda=disabled \
-    -Dwerror=false >"$B.setup.log" 2>&1 || { cat "$B.setup.log"; echo "tsan: 0 passed, 1 failed"; exit 1; }
+    -Dwerror=false >"$B.setup.log" 2>&1 || {
+    cat "$B.setup.log"; echo "tsan: 0 passed, 1 failed"; exit 1; }
 fi
 # shellcheck disable=SC2086
 if ! ninja -C "$B" $TARGETS >"$B/tsan-build.log" 2>&1; then
@@ -40,10 +41,10 @@ fi
 
 # second_deadlock_stack: both stacks of a lock-order inversion; history_size 4: deeper access
 # history, so that the earlier access of a race is reported with its stack
-export TSAN_OPTIONS=halt_on_error=1:exitcode=66:second_deadlock_stack=1:history_size=4:print_suppressions=0
+export TSAN_OPTIONS=halt_on_error=1:exitcode=66:second_deadlock_stack=1:history_size=4
 # shellcheck disable=SC2086
-meson test -C "$B" --no-rebuild $TESTS --timeout-multiplier 4 --num-processes "$(nproc)" --print-errorlogs \
-  >"$B/tsan-test.txt" 2>&1
+meson test -C "$B" --no-rebuild $TESTS --timeout-multiplier 4 --num-processes "$(nproc)" \
+  --print-errorlogs >"$B/tsan-test.txt" 2>&1
 grep -E '^ *[0-9]+/[0-9]+ ' "$B/tsan-test.txt"
 ok=$(sed -n 's/^Ok: *\([0-9]*\).*/\1/p' "$B/tsan-test.txt")
 skip=$(sed -n 's/^Skipped: *\([0-9]*\).*/\1/p' "$B/tsan-test.txt")
@@ -53,8 +54,8 @@ pass=${ok:-0}; failed=$(( ${fail:-0} + ${tmo:-0} ))
 if [ -z "$ok" ] && [ -z "$fail" ]; then
   tail -40 "$B/tsan-test.txt"; failed=1   # meson itself failed: never report green
 fi
-if [ "$failed" -gt 0 ]; then
-  grep -E -A30 'WARNING: ThreadSanitizer' "$B/tsan-test.txt" | head -120
+if [ "$failed" -gt 0 ]; then   # the reports in full (meson's own output keeps 100 lines a test)
+  grep -E -A40 'WARNING: ThreadSanitizer' "$B/meson-logs/testlog.txt" | head -160
 fi
 [ "${skip:-0}" -gt 0 ] && echo "tsan: ${skip} skipped (see $B/tsan-test.txt)"
 echo "tsan: $pass passed, $failed failed"

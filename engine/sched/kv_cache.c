@@ -233,7 +233,7 @@ static void ref_take(struct kv_cache *kv, int32_t b)
 {
     ASSERT_BLOCK(kv, b);
     ASSERT(kv->ref[b] >= 0);
-    ASSERT(kv->ref[b] > 0 || kv->keyed[b]); /* an unreferenced block is taken only cached */
+    ASSERT(kv->ref[b] > 0 || kv->keyed[b]); /* unreferenced: only a cached block */
     if (kv->ref[b]++ == 0 && kv->keyed[b]) lru_unlink(kv, b);
 }
 
@@ -299,6 +299,7 @@ int kv_seq_reserve(struct kv_cache *kv, struct kv_seq *s, int n_tokens)
             key_remove(kv, b);
         }
         if (table_push(s, b) != 0) {
+            ASSERT(kv->n_free + kv->n_lru < kv->n_blocks);
             kv->free_stack[kv->n_free++] = b;
             return ERR_NOMEM; /* earlier blocks stay in the table */
         }

@@ -336,68 +336,76 @@ static inline int is_ws_piece(const char *p, size_t n)
 }
 
 /* What the driver's closing phase needs to know of the JSON text so far (which the grammar
- * has accepted): the lexical nesting (open containers, plus one inside a string) and whether an
- * object key comes next. Text outside JSON (the literals of a tool call) has no brackets or
- * quotes, so it passes through. */
+ * has accepted): the lexical nesting and whether an object key comes next. Text outside JSON
+ * (the literals of a tool call) has no brackets or quotes, so it passes through. */
 #define JLEX_MAX 64
-struct jlex {
+struct jlex_core {
     int depth, in_str, esc;
-    int key_pos;           /* in an object after '{' or ',': a key or '}' comes next */
+    int pending;      /* after ',' or ':', until the value that must follow starts */
+    int key_pos;      /* in an object after '{' or ',': a key or '}' comes next */
+    uint64_t objects; /* bit d: the container open at depth d is an object */
+};
+struct jlex {
+    struct jlex_core c;
     uint32_t serial;       /* containers opened so far */
-    uint8_t obj[JLEX_MAX]; /* per open container: 1 object, 0 array */
     uint32_t id[JLEX_MAX]; /* per open container: its serial */
 };
+
+static inline void jlex_step(struct jlex_core *c, char ch)
+{
+    if (c->in_str) {
+        if (c->esc) c->esc = 0;
+        else if (ch == '\\') c->esc = 1;
+        else if (ch == '"') c->in_str = 0;
+        return;
+    }
+    if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r') return;
+    int key = c->key_pos;
+    c->key_pos = 0;
+    if (ch == ',' || ch == ':') c->pending = 1;
+    else if (!(ch == '"' && key)) c->pending = 0; /* a key is still part of what is owed */
+    if (ch == '"') {
+        c->in_str = 1;
+    } else if (ch == '{' || ch == '[') {
+        if (c->depth >= 0 && c->depth < JLEX_MAX) {
+            if (ch == '{') c->objects |= 1ull << c->depth;
+            else c->objects &= ~(1ull << c->depth);
+        }
+        c->depth++;
+        c->key_pos = ch == '{';
+    } else if (ch == '}' || ch == ']') {
+        c->depth--;
+    } else if (ch == ',') {
+        c->key_pos = c->depth > 0 && c->depth <= JLEX_MAX && (c->objects >> (c->depth - 1) & 1);
+    }
+}
 
 static inline void jlex_feed(struct jlex *l, const char *p, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        char ch = p[i];
-        if (l->in_str) {
-            if (l->esc) l->esc = 0;
-            else if (ch == '\\') l->esc = 1;
-            else if (ch == '"') l->in_str = 0;
-            continue;
-        }
-        if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r') continue;
-        l->key_pos = 0;
-        if (ch == '"') {
-            l->in_str = 1;
-        } else if (ch == '{' || ch == '[') {
-            if (l->depth >= 0 && l->depth < JLEX_MAX) {
-                l->obj[l->depth] = ch == '{';
-                l->id[l->depth] = ++l->serial;
-            }
-            l->depth++;
-            l->key_pos = ch == '{';
-        } else if (ch == '}' || ch == ']') {
-            l->depth--;
-        } else if (ch == ',') {
-            l->key_pos = l->depth > 0 && l->depth <= JLEX_MAX && l->obj[l->depth - 1];
-        }
+        if (!l->c.in_str && (p[i] == '{' || p[i] == '[') && l->c.depth >= 0 &&
+            l->c.depth < JLEX_MAX)
+            l->id[l->c.depth] = ++l->serial;
+        jlex_step(&l->c, p[i]);
     }
 }
 
-static inline int jlex_level(const struct jlex *l) { return l->depth + l->in_str; }
+/* The nesting: open containers, plus one inside a string, plus two from a ',' or ':' until the
+ * value it wants starts (a key included), because closing the container is never a longer way
+ * to the end than going on after a ','. */
+static inline int jlex_level_core(const struct jlex_core *c)
+{
+    return c->depth + c->in_str + 2 * c->pending;
+}
+
+static inline int jlex_level(const struct jlex *l) { return jlex_level_core(&l->c); }
 
 /* jlex_level after p[0..n), l unchanged */
 static inline int jlex_level_after(const struct jlex *l, const char *p, size_t n)
 {
-    int depth = l->depth, in_str = l->in_str, esc = l->esc;
-    for (size_t i = 0; i < n; i++) {
-        char ch = p[i];
-        if (in_str) {
-            if (esc) esc = 0;
-            else if (ch == '\\') esc = 1;
-            else if (ch == '"') in_str = 0;
-        } else if (ch == '"') {
-            in_str = 1;
-        } else if (ch == '{' || ch == '[') {
-            depth++;
-        } else if (ch == '}' || ch == ']') {
-            depth--;
-        }
-    }
-    return depth + in_str;
+    struct jlex_core c = l->c;
+    for (size_t i = 0; i < n; i++) jlex_step(&c, p[i]);
+    return jlex_level_core(&c);
 }
 
 /* Every property name gen_schema uses, and the fallback tool parameter: a required key is one
@@ -606,8 +614,13 @@ static inline char *drive(const struct constrain_vocab *cv, struct jsonschema_gr
                 best_ws = ws;
                 low[kept++] = ids[i];
             }
-            int d = lex.depth - 1;
-            if (lex.key_pos && !lex.in_str && best >= jlex_level(&lex) && d >= 0 && d < JLEX_MAX) {
+            int d = lex.c.depth - 1, close_ok = 0;
+            for (int i = 0; i < m && lex.c.key_pos && !close_ok; i++) {
+                size_t pl;
+                const char *p = piece(pud, ids[i], &pl);
+                close_ok = pl == 1 && p[0] == '}';
+            }
+            if (lex.c.key_pos && !lex.c.in_str && !close_ok && d >= 0 && d < JLEX_MAX) {
                 /* a key must come and '}' may not: see above */
                 if (keys_obj[d] != lex.id[d]) {
                     keys_obj[d] = lex.id[d];

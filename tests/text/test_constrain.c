@@ -297,7 +297,7 @@ static void test_tool_call(const struct constrain_vocab *cv, struct trng *r, int
             struct toolparse *tp;
             const char *names[] = {"get_weather", "get_time"};
             CHECK_EQ(toolparse_create(&tp, 1, names, 2, err), 0);
-            struct tok_str content = {0};
+            struct sbuf content = {0};
             CHECK_EQ(toolparse_feed(tp, out, len, &content), 0);
             CHECK_EQ(toolparse_finish(tp, &content), 0);
             if (toolparse_n_calls(tp) != 1) fprintf(stderr, "tool output: %s\n", out);
@@ -313,7 +313,7 @@ static void test_tool_call(const struct constrain_vocab *cv, struct trng *r, int
                 json_decref(a);
             }
             toolparse_destroy(tp);
-            tok_str_fini(&content);
+            sbuf_fini(&content);
             free(out);
         }
         jsonschema_unref(g);
@@ -394,13 +394,13 @@ static void test_real_vocab(struct trng *r)
         struct toolparse *tp;
         const char *names[] = {"get_weather"};
         CHECK_EQ(toolparse_create(&tp, 1, names, 1, err), 0);
-        struct tok_str content = {0};
+        struct sbuf content = {0};
         CHECK_EQ(toolparse_feed(tp, out, len, &content), 0);
         CHECK_EQ(toolparse_finish(tp, &content), 0);
         CHECK_EQ(toolparse_n_calls(tp), 1);
         CHECK_EQ(content.n, 0);
         toolparse_destroy(tp);
-        tok_str_fini(&content);
+        sbuf_fini(&content);
         free(out);
     }
     free(bits);

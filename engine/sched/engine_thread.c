@@ -289,17 +289,19 @@ int eng_submit(struct engine *e, struct eng_request *req, char *err)
 
     pthread_mutex_lock(&e->mu);
     if (e->stop || e->draining || e->failed) {
+        int failed = e->failed;
         pthread_mutex_unlock(&e->mu);
         sched_seq_free(s);
-        return err_set(err, ERR_UNAVAILABLE, e->failed ? "engine failed" : "server is draining");
+        return err_set(err, ERR_UNAVAILABLE, failed ? "engine failed" : "server is draining");
     }
     int free_slots = e->p.max_running - e->pub_running;
     if (free_slots < 0) free_slots = 0;
-    if (e->pub_waiting + e->n_inbox >= e->p.max_queued + free_slots) {
+    int queued = e->pub_waiting + e->n_inbox;
+    if (queued >= e->p.max_queued + free_slots) {
         pthread_mutex_unlock(&e->mu);
         sched_seq_free(s);
         return err_set(err, ERR_QUEUE_FULL, "server busy: %d requests waiting (engine.max_queued)",
-                       e->pub_waiting + e->n_inbox);
+                       queued);
     }
     if (e->n_inbox == e->cap_inbox) {
         int cap = e->cap_inbox ? e->cap_inbox * 2 : 64;

@@ -105,6 +105,7 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         .gpu_prefill_min_tokens = (int)cfg->gpu_prefill_min_tokens,
         .gpu_stream_buffer_mb = (int)cfg->gpu_stream_buffer_mb,
         .gpu_prefill_split_tokens = (int)cfg->gpu_prefill_split_tokens,
+        .gpu_keep_ggml = !cfg->gpu_requant_ggml,
     };
     if ((rc = ops_params_parse(&op, cfg->gpu_placement, cfg->gpu_fp8_gemm, err)) != 0 ||
         (rc = ops_create(&op, &em->ops, err)) != 0 ||

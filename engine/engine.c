@@ -195,6 +195,8 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         pp.gpu_expert_layers = (int)cfg->gpu_expert_layers;
         pp.prefill_experts = cfg->gpu_prefill_experts && strcmp(cfg->gpu_prefill_experts, "off");
         pp.stream_buffer_mb = (int)cfg->gpu_stream_buffer_mb;
+        pp.requant_ggml = cfg->gpu_requant_ggml;
+        gpu_plan_types_from(&pp, em->w); /* a BF16 or GGUF checkpoint's weight types */
         if (gpu_plan_compute(hp, &pp, &pl, perr) == 0) {
             gpu_plan_log(&pl, &pp);
             const double margin = 512.0 * (1 << 20); /* MLA workspace growth, block tables */

@@ -162,8 +162,9 @@ void ops_rope(struct ops *o, const struct ops_rope *r, const int32_t *pos, int n
  * values (host, v->rows x v->cols, e.g. FP8 blocks times scales): the CPU backend keeps the fp32
  * copy; ops_cuda keeps an FP8 view as e4m3 + scales on the device (a quarter of the memory) and
  * expands it to fp32 into one scratch when a forward first uses it, so both compute with the same
- * fp32 values. Any other type is re-quantized there from f32 to FP8 (unless gpu_keep_ggml): then
- * the GPU computes with the FP8 values, within e4m3's rounding of the CPU's. Destroy with
+ * fp32 values. A GGML, F16 or F32 view is re-quantized there from f32 to FP8 (unless
+ * gpu_keep_ggml): then the GPU computes with the FP8 values, within e4m3's rounding of the CPU's;
+ * BF16 keeps the fp32 copy. Destroy with
  * ops_heads_destroy. */
 struct ops_heads;
 int ops_heads_create(struct ops *o, const struct wt_view *v, const float *f32,

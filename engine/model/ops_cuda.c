@@ -990,7 +990,8 @@ static void cu_rope(struct ops *o, const struct ops_rope *r, const int32_t *pos,
 }
 
 /* Per-head weights: an FP8 view stays e4m3 + its scales on the device (kv_b: 16 MiB a layer for
- * DeepSeek-V3 instead of 64 MiB in fp32). Up to 16 tokens head_matmul reads it directly
+ * DeepSeek-V3 instead of 64 MiB in fp32); so does a GGML / F16 / F32 one after re-quantization
+ * (unless gpu.requant_ggml = off). Up to 16 tokens head_matmul reads it directly
  * (cuk_head_matmul_fp8); larger batches expand it into one shared fp32 scratch at the first
  * head_matmul that uses it (W_UK then W_UV of a layer share one expansion; ~35 us a V3 layer) and
  * run SGEMM. Other types keep an fp32 copy. */
@@ -1004,7 +1005,9 @@ static int cu_heads_create(struct ops *o, const struct wt_view *v, const float *
     h->cols = v->cols;
     size_t n = (size_t)v->rows * (size_t)v->cols, fb = n * sizeof(float);
     int rc = 0;
-    if (v->type != QTYPE_F8_E4M3 && !c->keep_ggml) { /* re-quantize the fp32 values to FP8 */
+    if (v->type != QTYPE_F8_E4M3 && v->type != QTYPE_BF16 && !c->keep_ggml) {
+        /* GGML / F16 / F32: re-quantize the fp32 values to FP8 (BF16 keeps the fp32 copy, as
+         * BF16 linears stay bf16) */
         free(h);
         struct wt_view fv = {.type = QTYPE_F32,
                              .rows = v->rows,

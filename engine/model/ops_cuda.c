@@ -136,7 +136,7 @@ struct ops_cuda {
     int exact_gemm;    /* ops_params.gpu_cublaslt == 0 (gemm_fp8_set_exact) */
     int expert_layers; /* ops_params.gpu_expert_layers: MoE layers left to put on the GPU
                         * (-1: all) */
-    const struct cpuq_ops *scalar;    /* GGML dequantizers for expert conversion (first use) */
+    const struct cpuq_ops *rq_ops;    /* dequantizers for load-time conversions (first use) */
     float *ex_x, *ex_g, *ex_u, *ex_y; /* GPU experts: gathered rows, gate, up, down output */
     int ex_inter;
     int32_t *ex_sort; /* host: GPU experts' counting sort of the routes (grows) */
@@ -484,11 +484,12 @@ static double now_s(void)
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-/* The exact (scalar) dequantizers and the load-time pool, made on first use. */
+/* The dequantizers (this CPU's best ISA: to_float is exact in every ISA, cpuq.h) and the
+ * load-time pool, made on first use. */
 static int load_tools(struct ops_cuda *c, char *err)
 {
     int rc = 0;
-    if (!c->scalar) rc = cpuq_ops_get(CPUQ_ISA_SCALAR, &c->scalar, err);
+    if (!c->rq_ops) rc = cpuq_ops_get(cpuq_isa_detect(), &c->rq_ops, err);
     if (!rc && !c->rq_pool) rc = wpool_create(ops_n_threads(c->cpu), 0, 0, &c->rq_pool, err);
     return rc;
 }
@@ -498,7 +499,7 @@ static int convertible(struct ops_cuda *c, int type)
 {
     char e[ERR_LEN];
     return type >= 0 && type < QTYPE_COUNT_ && type != QTYPE_F8_E4M3 && !load_tools(c, e) &&
-           c->scalar->type[type].to_float;
+           c->rq_ops->type[type].to_float;
 }
 
 /* v re-quantized to FP8 on the host: *q [rows][cols] e4m3 and *s the ceil-divided scale grid,
@@ -521,7 +522,7 @@ static int requant_host(struct ops_cuda *c, const struct wt_view *v, double file
                                    .rows = v->rows,
                                    .cols = v->cols};
     double t0 = now_s();
-    if (!rc) rc = cpuq_requant_fp8(c->scalar, c->rq_pool, &src, *q, *s, err);
+    if (!rc) rc = cpuq_requant_fp8(c->rq_ops, c->rq_pool, &src, *q, *s, err);
     if (rc) {
         free(*q);
         free(*s);
@@ -581,7 +582,7 @@ static int cu_lin_create_w16(struct ops *o, const struct wt_view *w, struct ops_
                                    .row_bytes = w->row_bytes,
                                    .rows = w->rows,
                                    .cols = w->cols};
-    int rc = cpuq_requant_fp8_check(c->scalar, &src, err);
+    int rc = cpuq_requant_fp8_check(c->rq_ops, &src, err);
     if (rc) return rc;
     double t0 = now_s();
     uint16_t *b = malloc((size_t)w->rows * (size_t)w->cols * 2);
@@ -589,7 +590,7 @@ static int cu_lin_create_w16(struct ops *o, const struct wt_view *w, struct ops_
     long long rounded = 0;
     if (!b || !f) rc = err_set(err, ERR_NOMEM, "cuda ops: out of memory converting a weight");
     for (int64_t r = 0; !rc && r < w->rows; r++) {
-        c->scalar->type[w->type].to_float((const char *)w->data + r * w->row_bytes, f, w->cols);
+        c->rq_ops->type[w->type].to_float((const char *)w->data + r * w->row_bytes, f, w->cols);
         uint16_t *br = b + r * w->cols;
         for (int64_t k = 0; !rc && k < w->cols; k++) {
             if (!isfinite(f[k]))

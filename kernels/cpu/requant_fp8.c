@@ -2,7 +2,9 @@
  *
  * What: per block row, dequantize 128 rows with the ops table's exact to_float into a scratch,
  * reject non-finite values, then per 128-column block take amax, s = amax / 448 and round every
- * element to e4m3 (fpconv.h). Plain scalar code: the only per-ISA part is to_float, which is
+ * element to e4m3 with cpuq_e4m3_rne: bitwise fpconv.h's fp_f32_to_e4m3 (the reference, which
+ * test_requant_fp8 compares it with), in integer steps instead of frexpf / nearbyintf calls
+ * (about 4x faster overall). Plain scalar code: the only per-ISA part is to_float, which is
  * exact in every ISA, so results do not depend on the ISA or the thread count.
  * Threads: _rows is pure; cpuq_requant_fp8 uses the caller's pool (owner thread only).
  */
@@ -16,10 +18,30 @@
 
 #include "common/err.h"
 #include "kernels/cpu/fp8.h"
-#include "kernels/cpu/fpconv.h"
 #include "kernels/cpu/qtype.h"
 
 #define BLK CPUQ_FP8_BLOCK
+
+uint8_t cpuq_e4m3_rne(float f)
+{
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    const uint8_t sign = (uint8_t)((b >> 24) & 0x80);
+    const uint32_t a = b & 0x7fffffffu;
+    if (a > 0x7f800000u) return 0x7f;         /* NaN */
+    if (a >= 0x43e00000u) return sign | 0x7e; /* >= 448 (and Inf): saturate */
+    if (a < 0x3c800000u) {                    /* below 2^-6: subnormal, step 2^-9 */
+        float t;
+        memcpy(&t, &a, 4);
+        t *= 512.0f;                       /* exact: 0 <= t < 8 */
+        t = (t + 8388608.0f) - 8388608.0f; /* round to the nearest integer, ties to even */
+        return sign | (uint8_t)t;
+    }
+    /* keep 3 mantissa bits, round to nearest even (a carry moves to the exponent), rebias 127 ->
+     * 7: the result stays <= 0x7e because a < 448 */
+    uint32_t r = (a + 0x7ffffu + ((a >> 20) & 1u)) >> 20;
+    return sign | (uint8_t)(r - ((127u - 7u) << 3));
+}
 
 size_t cpuq_requant_fp8_scratch(int64_t cols)
 {
@@ -72,7 +94,7 @@ int cpuq_requant_fp8_rows(const struct cpuq_ops *o, const struct cpuq_requant_sr
             scale[br * nbc + bc] = sc;
             for (int64_t r = r0; r < r1; r++)
                 for (int64_t c = c0; c < c1; c++)
-                    q[r * K + c] = fp_f32_to_e4m3(scratch[(r - r0) * K + c] / sc);
+                    q[r * K + c] = cpuq_e4m3_rne(scratch[(r - r0) * K + c] / sc);
         }
     }
     return 0;

@@ -36,6 +36,10 @@ struct cpuq_requant_src {
     int64_t rows, cols;
 };
 
+/* fp_f32_to_e4m3 (fpconv.h: round to nearest even, saturating at 448, NaN -> 0x7f) bit for bit,
+ * computed with integer operations: the fast path of the conversion above. */
+uint8_t cpuq_e4m3_rne(float f);
+
 /* Bytes of fp32 scratch for one block row: 128 x cols floats. */
 size_t cpuq_requant_fp8_scratch(int64_t cols);
 

@@ -9,7 +9,9 @@
  *   - the FP8 dequantization D obeys, per element, |D - G| <= 2^-4 |G| + 2^-10 s (3 mantissa bits:
  *     half an ulp of a normal e4m3 value is at most 2^-4 of it; subnormals have a fixed step of
  *     2^-9, half of it 2^-10, in units of s), plus 2^-20 |G| for the fp32 division and product;
- *   - the result is bitwise the same on a pool of 3 threads and on the caller alone.
+ *   - the result is bitwise the same on a pool of 3 threads and on the caller alone;
+ *   - the fast e4m3 conversion (cpuq_e4m3_rne) equals fpconv.h's fp_f32_to_e4m3 on every rounding
+ *     boundary, special values and random floats.
  * The relative L2 error ||D - G|| / ||G|| per type is printed for Gaussian weights and for
  * "realistic" ones (heavy tails, a few outlier columns 20x larger, rows of varied scale);
  * docs/numerics.md quotes these. Hostile input: NaN / Inf in F16, BF16, F32 weights and in a
@@ -269,6 +271,55 @@ static void check_bad_args(void)
     CHECK(cpuq_requant_fp8_scratch(7168) == (size_t)128 * 7168 * 4);
 }
 
+/* the fast e4m3 conversion equals fpconv.h's reference on every rounding boundary (each
+ * midpoint between adjacent e4m3 values and its float neighbours, both signs), special values
+ * and 2^22 random bit patterns */
+static void check_e4m3(void)
+{
+    float vals[128];
+    int nv = 0;
+    for (int c = 0; c <= 0x7e; c++) vals[nv++] = fp_e4m3_to_f32((uint8_t)c); /* 0 .. 448 */
+    long n = 0;
+    for (int i = 0; i + 1 < nv; i++) {
+        float mid = (vals[i] + vals[i + 1]) / 2, xs[7];
+        xs[0] = mid;
+        xs[1] = nextafterf(mid, 0);
+        xs[2] = nextafterf(mid, INFINITY);
+        xs[3] = vals[i];
+        xs[4] = nextafterf(vals[i], INFINITY);
+        xs[5] = nextafterf(vals[i + 1], 0);
+        xs[6] = vals[i + 1];
+        for (int k = 0; k < 7; k++)
+            for (int sg = 0; sg < 2; sg++) {
+                float x = sg ? -xs[k] : xs[k];
+                if (cpuq_e4m3_rne(x) != fp_f32_to_e4m3(x)) {
+                    fprintf(stderr, "e4m3(%a): %02x, reference %02x\n", (double)x, cpuq_e4m3_rne(x),
+                            fp_f32_to_e4m3(x));
+                    exit(1);
+                }
+                n++;
+            }
+    }
+    const float sp[] = {0.0f,      -0.0f,         448.0f,         464.0f,        464.0001f,
+                        480.0f,    1e30f,         INFINITY,       -INFINITY,     NAN,
+                        -NAN,      FLT_MIN,       1e-45f,         -1e-45f,       FLT_MAX,
+                        0.015625f, 0.0009765625f, 0.00048828125f, 0.0146484375f, 447.99997f};
+    for (size_t i = 0; i < sizeof sp / sizeof sp[0]; i++)
+        CHECK_EQ(cpuq_e4m3_rne(sp[i]), fp_f32_to_e4m3(sp[i]));
+    for (long i = 0; i < (1l << 22); i++) {
+        uint32_t b = (uint32_t)rnd();
+        float x;
+        if (i & 1) b = (b & 0x807fffffu) | ((uint32_t)(110 + rnd() % 32) << 23); /* near range */
+        memcpy(&x, &b, 4);
+        if (cpuq_e4m3_rne(x) != fp_f32_to_e4m3(x)) {
+            fprintf(stderr, "e4m3(%a): %02x, reference %02x\n", (double)x, cpuq_e4m3_rne(x),
+                    fp_f32_to_e4m3(x));
+            exit(1);
+        }
+    }
+    fprintf(stderr, "e4m3 fast conversion: %ld boundary values and 2^22 random floats match\n", n);
+}
+
 /* BF16 weights far below FLT_MIN * 448: the scale stays normal (FLT_MIN) and the error small */
 static void check_tiny(void)
 {
@@ -295,6 +346,7 @@ int main(void)
     char err[ERR_LEN];
     CHECK_EQ(cpuq_ops_get(cpuq_isa_detect(), &ops, err), 0);
     CHECK_EQ(wpool_create(3, 0, 0, &pool, err), 0);
+    check_e4m3();
     check_bad_args();
     check_tiny();
     for (int i = 0; i < 3; i++) {

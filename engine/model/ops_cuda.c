@@ -491,6 +491,7 @@ static int load_tools(struct ops_cuda *c, char *err)
     int rc = 0;
     if (!c->rq_ops) rc = cpuq_ops_get(cpuq_isa_detect(), &c->rq_ops, err);
     if (!rc && !c->rq_pool) rc = wpool_create(ops_n_threads(c->cpu), 0, 0, &c->rq_pool, err);
+    if (!rc) c->load.threads = wpool_n_threads(c->rq_pool);
     return rc;
 }
 
@@ -1629,7 +1630,7 @@ static void cu_load_done(struct ops *o)
                  "converted to bf16, %.2f GiB as stored -> %.2f GiB on the device, %.2f s of "
                  "conversion on %d threads",
                  l->fp8, l->bf16, l->src_bytes / (1 << 30), l->dev_bytes / (1 << 30), l->seconds,
-                 c->rq_pool ? wpool_n_threads(c->rq_pool) : 1);
+                 l->threads);
     if (l->bf16_rounded)
         LOG_INFO("gpu", "load: bf16 conversion rounded %lld values (router / lm_head)",
                  l->bf16_rounded);

@@ -29,6 +29,7 @@ struct ops_cuda_load {
     double src_bytes;       /* the converted weights' bytes as stored */
     double dev_bytes;       /* their bytes on the device (e4m3 + scales, bf16) */
     double seconds;         /* host time converting (not the upload) */
+    int threads;            /* the load-time pool's threads */
     long long bf16_rounded; /* values the bf16 conversion changed */
 };
 /* Fills *out (zeros for another backend). */

@@ -569,8 +569,38 @@ static int cu_lin_create(struct ops *o, const struct wt_view *w, struct ops_lin 
     return lin_requant(c, w, out, err);
 }
 
-/* W16A32 linears (router, lm_head): a convertible type becomes bf16 (round to nearest even, one
- * row of fp32 at a time), never FP8; non-finite values are an error. */
+/* bf16 conversion of rows on the load-time pool: per thread a row of fp32 scratch, the count
+ * of values it rounded and its first non-finite value (lowest row) */
+struct bf16_job {
+    const struct cpuq_ops *ops;
+    const struct wt_view *w;
+    uint16_t *b;
+    float **f;
+    long long *rounded;
+    int64_t *bad_r, *bad_c; /* -1: none */
+};
+
+static void bf16_rows(void *ctx, int64_t r0, int64_t r1, int t)
+{
+    struct bf16_job *j = ctx;
+    const struct wt_view *w = j->w;
+    float *f = j->f[t];
+    for (int64_t r = r0; r < r1; r++) {
+        j->ops->type[w->type].to_float((const char *)w->data + r * w->row_bytes, f, w->cols);
+        uint16_t *br = j->b + r * w->cols;
+        for (int64_t k = 0; k < w->cols; k++) {
+            if (!isfinite(f[k]) && (j->bad_r[t] < 0 || r < j->bad_r[t])) {
+                j->bad_r[t] = r;
+                j->bad_c[t] = k;
+            }
+            br[k] = fp_f32_to_bf16(f[k]);
+            j->rounded[t] += fp_bf16_to_f32(br[k]) != f[k];
+        }
+    }
+}
+
+/* W16A32 linears (router, lm_head): a convertible type becomes bf16 (round to nearest even, on
+ * the load-time pool), never FP8; non-finite values are an error. */
 static int cu_lin_create_w16(struct ops *o, const struct wt_view *w, struct ops_lin **out,
                              char *err)
 {
@@ -586,22 +616,34 @@ static int cu_lin_create_w16(struct ops *o, const struct wt_view *w, struct ops_
     int rc = cpuq_requant_fp8_check(c->rq_ops, &src, err);
     if (rc) return rc;
     double t0 = now_s();
-    uint16_t *b = malloc((size_t)w->rows * (size_t)w->cols * 2);
-    float *f = malloc((size_t)w->cols * sizeof(float));
+    const int nt = c->load.threads;
+    struct bf16_job j = {.ops = c->rq_ops, .w = w};
+    j.b = malloc((size_t)w->rows * (size_t)w->cols * 2);
+    j.f = calloc((size_t)nt, sizeof *j.f);
+    j.rounded = calloc((size_t)nt, sizeof *j.rounded);
+    j.bad_r = malloc((size_t)nt * sizeof *j.bad_r);
+    j.bad_c = malloc((size_t)nt * sizeof *j.bad_c);
+    if (!j.b || !j.f || !j.rounded || !j.bad_r || !j.bad_c) rc = ERR_NOMEM;
+    for (int t = 0; !rc && t < nt; t++) {
+        j.bad_r[t] = -1;
+        if (!(j.f[t] = malloc((size_t)w->cols * sizeof(float)))) rc = ERR_NOMEM;
+    }
+    if (rc) err_set(err, rc, "cuda ops: out of memory converting a weight");
+    else wpool_run(c->rq_pool, bf16_rows, &j, w->rows, 64);
     long long rounded = 0;
-    if (!b || !f) rc = err_set(err, ERR_NOMEM, "cuda ops: out of memory converting a weight");
-    for (int64_t r = 0; !rc && r < w->rows; r++) {
-        c->rq_ops->type[w->type].to_float((const char *)w->data + r * w->row_bytes, f, w->cols);
-        uint16_t *br = b + r * w->cols;
-        for (int64_t k = 0; !rc && k < w->cols; k++) {
-            if (!isfinite(f[k]))
-                rc = err_set(err, ERR_FORMAT,
-                             "cuda ops: %s weight has a non-finite value (%g) at row %lld, "
-                             "column %lld",
-                             qtype_name(w->type), (double)f[k], (long long)r, (long long)k);
-            br[k] = fp_f32_to_bf16(f[k]);
-            rounded += fp_bf16_to_f32(br[k]) != f[k];
-        }
+    int bad = -1;
+    for (int t = 0; !rc && t < nt; t++) {
+        rounded += j.rounded[t];
+        if (j.bad_r[t] >= 0 && (bad < 0 || j.bad_r[t] < j.bad_r[bad])) bad = t;
+    }
+    if (!rc && bad >= 0) { /* the value itself: that row converted again */
+        float *row = j.f[0];
+        c->rq_ops->type[w->type].to_float((const char *)w->data + j.bad_r[bad] * w->row_bytes, row,
+                                          w->cols);
+        rc = err_set(err, ERR_FORMAT,
+                     "cuda ops: %s weight has a non-finite value (%g) at row %lld, column %lld",
+                     qtype_name(w->type), (double)row[j.bad_c[bad]], (long long)j.bad_r[bad],
+                     (long long)j.bad_c[bad]);
     }
     if (!rc) {
         c->load.seconds += now_s() - t0;
@@ -612,12 +654,16 @@ static int cu_lin_create_w16(struct ops *o, const struct wt_view *w, struct ops_
         struct wt_view bv = {.type = QTYPE_BF16,
                              .rows = w->rows,
                              .cols = w->cols,
-                             .data = b,
+                             .data = j.b,
                              .row_bytes = (size_t)w->cols * 2};
         rc = lin_upload(c, &bv, out, err);
     }
-    free(b);
-    free(f);
+    for (int t = 0; j.f && t < nt; t++) free(j.f[t]);
+    free(j.f);
+    free(j.b);
+    free(j.rounded);
+    free(j.bad_r);
+    free(j.bad_c);
     return rc;
 }
 

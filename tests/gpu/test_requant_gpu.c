@@ -235,7 +235,7 @@ static void check_w16(int type, int64_t rows, int64_t cols)
            "median\n",
            qtype_name(type), (long long)rows, (long long)cols, n, xb, qtype_name(type), mc);
     CHECK(xb <= 1e-5);
-    CHECK(mc <= 1e-2);
+    CHECK(mc <= 2e-2); /* the CPU rounds activations to Q8_K for a GGML weight: ~0.6% */
     ops_lin_destroy(gpu, lg);
     ops_lin_destroy(cpu, lb);
     ops_lin_destroy(cpu, lc);

@@ -123,6 +123,7 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         .gpu_prefill_min_tokens = (int)cfg->gpu_prefill_min_tokens,
         .gpu_stream_buffer_mb = (int)cfg->gpu_stream_buffer_mb,
         .gpu_prefill_split_tokens = (int)cfg->gpu_prefill_split_tokens,
+        .gpu_keep_ggml = !cfg->gpu_requant_ggml,
     };
     if ((rc = ops_params_parse(&op, cfg->gpu_placement, cfg->gpu_fp8_gemm, err)) != 0 ||
         (rc = ops_create(&op, &em->ops, err)) != 0 ||
@@ -217,6 +218,8 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         pp.gpu_expert_layers = (int)cfg->gpu_expert_layers;
         pp.prefill_experts = cfg->gpu_prefill_experts && strcmp(cfg->gpu_prefill_experts, "off");
         pp.stream_buffer_mb = (int)cfg->gpu_stream_buffer_mb;
+        pp.requant_ggml = cfg->gpu_requant_ggml;
+        gpu_plan_types_from(&pp, em->w); /* a BF16 or GGUF checkpoint's weight types */
         if (gpu_plan_compute(hp, &pp, &pl, perr) == 0) {
             gpu_plan_log(&pl, &pp);
             const double margin = 512.0 * (1 << 20); /* MLA workspace growth, block tables */

@@ -167,6 +167,19 @@ static int get_lin(struct model *m, const char *name, int64_t rows, int64_t cols
     return 0;
 }
 
+/* get_lin for the W16A32 linears (router, lm_head): never converted to FP8 by a backend. */
+static int get_lin_w16(struct model *m, const char *name, int64_t rows, int64_t cols,
+                       struct ops_lin **out, char *err)
+{
+    struct wt_view v;
+    int rc = tensor_2d(m, name, rows, cols, &v, err);
+    if (rc) return rc;
+    char e2[ERR_LEN];
+    rc = ops_lin_create_w16(m->ops, &v, out, e2);
+    if (rc) return err_set(err, rc, "model: %s: %s", name, e2);
+    return 0;
+}
+
 /* Convert rows of a 2-D view to fp32 on the host (load time only). */
 static int view_to_f32(struct model *m, const struct wt_view *v, float *dst, char *err)
 {
@@ -357,7 +370,7 @@ static int load_layer(struct model *m, int l, char *err)
         return 0;
     }
     const int E = hp->n_routed, I = hp->moe_inter;
-    if ((rc = get_lin(m, NAME("blk.%d.ffn_gate_inp.weight", l), E, D, &ly->router, err)) ||
+    if ((rc = get_lin_w16(m, NAME("blk.%d.ffn_gate_inp.weight", l), E, D, &ly->router, err)) ||
         (rc = get_vec(m, NAME("blk.%d.exp_probs_b.bias", l), E, 1, &ly->router_bias, err)))
         return rc;
     if (hp->n_shared > 0) {
@@ -481,11 +494,12 @@ int model_create(const struct wt_model *w, struct ops *o, int max_batch_tokens, 
         (rc = ops_table_create(m->ops, &ev, &m->embed, e2)
                   ? err_set(err, rc, "model: token_embd.weight: %s", e2)
                   : 0) ||
-        (rc = get_lin(m, "output.weight", hp->vocab_size, hp->hidden, &m->out, err)) ||
+        (rc = get_lin_w16(m, "output.weight", hp->vocab_size, hp->hidden, &m->out, err)) ||
         (rc = get_vec(m, "output_norm.weight", hp->hidden, 0, &m->out_norm, err)))
         goto fail;
     for (int l = 0; l < hp->n_layers; l++)
         if ((rc = load_layer(m, l, err))) goto fail;
+    ops_load_done(m->ops); /* the backend's load report (weights it converted) */
     if ((rc = alloc_bufs(m, err))) goto fail;
     if (!(m->route_host =
               malloc((size_t)m->max_tokens * (hp->top_k > 0 ? hp->top_k : 1) * sizeof(int32_t)))) {

@@ -42,6 +42,9 @@ struct wt_synth_opts {
                                 * lm_head (random), so tokens still spread over the experts as in
                                 * a real model: timing models with realistic expert traffic */
     int threads;               /* 0 = all cores */
+    int mla_split;             /* 1: kv_b as llama.cpp's split attn_k_b / attn_v_b (F32) in the
+                                * GGUF instead of kv_b_proj in the safetensors; same values */
+    int gguf_split;            /* > 1: the GGUF as a gguf-split set of that many files */
     const char *chat_template; /* Jinja for tokenizer_config.json (NULL: a minimal placeholder) */
 };
 

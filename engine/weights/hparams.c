@@ -478,6 +478,10 @@ int wt_expected_shape(const struct wt_hparams *hp, const char *name, int64_t *s)
         else if (!strcmp(p, "attn_kv_a_norm.weight")) n = set_shape(s, 1, hp->kv_lora_rank, 0, 0);
         else if (!strcmp(p, "attn_kv_b.weight"))
             n = set_shape(s, 2, H * (hp->qk_nope + hp->v_head), hp->kv_lora_rank, 0);
+        else if (!strcmp(p, "attn_k_b.weight")) /* llama.cpp's split kv_b (mla.c) */
+            n = set_shape(s, 3, H, hp->kv_lora_rank, hp->qk_nope);
+        else if (!strcmp(p, "attn_v_b.weight"))
+            n = set_shape(s, 3, H, hp->v_head, hp->kv_lora_rank);
         else if (!strcmp(p, "attn_output.weight")) n = set_shape(s, 2, D, H * hp->v_head, 0);
         else if (!strcmp(p, "ffn_gate.weight") || !strcmp(p, "ffn_up.weight"))
             n = set_shape(s, 2, hp->inter, D, 0);

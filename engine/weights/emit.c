@@ -465,6 +465,8 @@ static int gguf_meta(struct gguf_writer *w, const struct wt_hparams *hp)
         F32("rope.scaling.factor", hp->yarn_factor);
         U32("rope.scaling.original_context_length", hp->yarn_orig_ctx);
         F32("rope.scaling.yarn_log_multiplier", 0.1f * hp->yarn_mscale_all_dim);
+        F32("rope.scaling.yarn_beta_fast", hp->yarn_beta_fast);
+        F32("rope.scaling.yarn_beta_slow", hp->yarn_beta_slow);
     }
 #undef U32
 #undef F32

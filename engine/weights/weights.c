@@ -65,9 +65,10 @@ struct wt_model {
     struct ent **sorted; /* live entries, natural name order */
     int n_sorted;
     int n_skipped_mtp;
-    int mtp_layers[8], n_mtp_layers; /* distinct layers skipped (the first 8) */
-    int mtp_more;                    /* more distinct layers than listed */
-    char skipped[256];               /* wt_skipped() */
+    int mtp_layers[8],
+        n_mtp_layers;  /* distinct patterns skipped (the first 8): layer * 2 + nextn */
+    int mtp_more;      /* more distinct layers than listed */
+    char skipped[256]; /* wt_skipped() */
 };
 
 /* ---- small helpers --------------------------------------------------------------------------- */
@@ -227,9 +228,10 @@ static int is_mtp(struct wt_model *m, const struct wt__name_info *ni)
 {
     if (!ni->nextn && !(ni->layer >= 0 && ni->layer >= m->hp.n_layers)) return 0;
     m->n_skipped_mtp++;
+    int key = ni->layer * 2 + (ni->nextn != 0); /* blk.N.* or blk.N.nextn.* */
     int seen = ni->layer < 0;
-    for (int i = 0; i < m->n_mtp_layers && !seen; i++) seen = m->mtp_layers[i] == ni->layer;
-    if (!seen && m->n_mtp_layers < 8) m->mtp_layers[m->n_mtp_layers++] = ni->layer;
+    for (int i = 0; i < m->n_mtp_layers && !seen; i++) seen = m->mtp_layers[i] == key;
+    if (!seen && m->n_mtp_layers < 8) m->mtp_layers[m->n_mtp_layers++] = key;
     else if (!seen) m->mtp_more = 1;
     return 1;
 }
@@ -244,7 +246,8 @@ static void skipped_summary(struct wt_model *m)
     int k = snprintf(s, n, "%d MTP tensor%s (multi-token prediction, unused):", m->n_skipped_mtp,
                      m->n_skipped_mtp == 1 ? "" : "s");
     for (int i = 0; i < m->n_mtp_layers && k > 0 && (size_t)k < n; i++)
-        k += snprintf(s + k, n - (size_t)k, "%s blk.%d.*", i ? "," : "", m->mtp_layers[i]);
+        k += snprintf(s + k, n - (size_t)k, "%s blk.%d.%s*", i ? "," : "", m->mtp_layers[i] / 2,
+                      m->mtp_layers[i] % 2 ? "nextn." : "");
     if (m->mtp_more && k > 0 && (size_t)k < n) snprintf(s + k, n - (size_t)k, ", ...");
 }
 
@@ -612,10 +615,32 @@ static int load_hparams(struct wt_model *m, char *err)
         const char *c = m->files[i].st ? sft_meta(m->files[i].st, "tandem.config") : NULL;
         if (c) return wt__hparams_json(c, strlen(c), m->files[i].path, &m->hp, err);
     }
+    /* a merged directory made next to (inside) the original model: its config.json above */
+    char up[4096];
+    snprintf(up, sizeof up, "%s/..", m->dir);
+    char *real = realpath(up, NULL);
+    if (real) {
+        snprintf(p, sizeof p, "%s/config.json", real);
+        free(real);
+        if (stat(p, &st) == 0) {
+            LOG_INFO("weights", "%s has no config.json; using %s", m->dir, p);
+            return wt_hparams_from_json_file(p, &m->hp, err);
+        }
+    }
+    int kt = 0; /* KTransformers' merged safetensors: X.weight blobs + X.ggml_type */
+    for (int i = 0; i < m->n_files && !kt; i++)
+        for (int j = 0; m->files[i].st && j < sft_n_tensors(m->files[i].st) && !kt; j++)
+            kt = ends_with(sft_at(m->files[i].st, j)->name, ".ggml_type");
+    if (kt)
+        return err_set(err, ERR_NOT_FOUND,
+                       "%s is a KTransformers merged directory without config.json: copy "
+                       "config.json from the original model directory (the safetensors "
+                       "directory given to KTransformers' merge script) to %s/config.json",
+                       m->dir, m->dir);
     return err_set(err, ERR_NOT_FOUND,
-                   "%s: no config.json and no GGUF metadata to read the "
-                   "hyperparameters from",
-                   m->dir);
+                   "%s: no config.json and no GGUF metadata to read the hyperparameters from: "
+                   "copy the model's config.json to %s/config.json",
+                   m->dir, m->dir);
 }
 
 int wt_open(const char *path, struct wt_model **out, char *err)

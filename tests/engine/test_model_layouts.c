@@ -3,7 +3,8 @@
  * With a fresh synth seed (printed; TANDEM_TEST_SEED replays):
  *   1. `--mla-layout split` (llama.cpp's attn_k_b / attn_v_b instead of kv_b_proj) and the
  *      default kv_b layout give the same kv_b rows and bitwise-identical CPU logits for the same
- *      random tokens; `convert dequant` of the split model writes kv_b_proj with those rows.
+ *      random tokens; `convert merge` keeps the split form (same logits); `convert dequant` of the
+ *      split model writes kv_b_proj with those rows.
  *   2. `--split-count 3` writes a gguf-split set; the model directory and a path naming any one
  *      shard open the whole set; a missing shard is an error naming it.
  */
@@ -112,12 +113,25 @@ int main(void)
         r = r * 6364136223846793005ull + 1442695040888963407ull;
         toks[i] = (int32_t)((r >> 33) % (uint64_t)hp->vocab_size);
     }
+    size_t nl = sizeof(float) * (size_t)NTOK * (size_t)hp->vocab_size;
     float *la = logits(a, toks), *lb = logits(b, toks);
-    CHECK(memcmp(la, lb, sizeof *la * (size_t)NTOK * (size_t)hp->vocab_size) == 0);
-    free(la);
+    CHECK(memcmp(la, lb, nl) == 0);
     free(lb);
+    /* convert merge keeps the split form */
+    char merged[600];
+    snprintf(merged, sizeof merged, "%s/merged", root);
+    int rc = wt_convert_merge(split, NULL, merged, err);
+    if (rc) fprintf(stderr, "%s\n", err);
+    CHECK_EQ(rc, 0);
+    struct wt_model *mg = open_ok(merged);
+    CHECK(wt_kv_b_split(mg, 0));
+    float *lm = logits(mg, toks);
+    CHECK(memcmp(la, lm, nl) == 0);
+    free(lm);
+    free(la);
+    wt_close(mg);
     snprintf(deq, sizeof deq, "%s/dequant", root);
-    int rc = wt_convert_dequant(split, deq, QTYPE_F32, 2, err);
+    rc = wt_convert_dequant(split, deq, QTYPE_F32, 2, err);
     if (rc) fprintf(stderr, "%s\n", err);
     CHECK_EQ(rc, 0);
     struct wt_model *d = open_ok(deq);

@@ -332,7 +332,8 @@ static int load_layer(struct model *m, int l, char *err)
     {
         struct wt_view v;
         int64_t rows = (int64_t)H * (m->NOPE + m->V);
-        int split = wt_kv_b_split(m->w, l);
+        int split =
+            !wt_getf(m->w, "blk.%d.attn_kv_b.weight", l); /* wt_kv_b_rows names what is missing */
         if (!split && (rc = tensor_2d(m, NAME("blk.%d.attn_kv_b.weight", l), rows, L, &v, err)))
             return rc;
         size_t bytes = (size_t)rows * L * sizeof(float);

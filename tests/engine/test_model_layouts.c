@@ -11,6 +11,7 @@
 #include "tests/check.h"
 #include "common/err.h"
 #include "engine/weights/convert.h"
+#include "engine/weights/gguf.h"
 #include "engine/weights/weights.h"
 #include "tests/engine/model_util.h"
 
@@ -84,6 +85,47 @@ static void same_kv_b(const struct wt_model *a, const struct wt_model *b)
     free(y);
 }
 
+/* dir: src's config.json and model.safetensors (no kv_b_proj) + a GGUF with layer 0's k_b of
+ * b declared with GGUF ne kb_ne and, if with_v, its v_b: a damaged split model */
+static void damaged(const char *src, const struct wt_model *b, const char *name,
+                    const int64_t *kb_ne, int with_v, char *dir)
+{
+    char err[ERR_LEN] = "", p[600];
+    snprintf(dir, 512, "%s/%s", root, name);
+    CHECK(mkdir(dir, 0700) == 0);
+    snprintf(p, sizeof p, "cp '%s/config.json' '%s/model.safetensors' '%s/'", src, src, dir);
+    CHECK(system(p) == 0);
+    const struct wt_tensor *k = wt_get(b, "blk.0.attn_k_b.weight");
+    const struct wt_tensor *v = wt_get(b, "blk.0.attn_v_b.weight");
+    int64_t v_ne[3] = {v->shape[2], v->shape[1], v->shape[0]};
+    struct gguf_writer *w;
+    snprintf(p, sizeof p, "%s/bad.gguf", dir);
+    CHECK_EQ(gguf_writer_create(p, &w, err), 0);
+    CHECK_EQ(gguf_writer_add_tensor(w, k->name, k->type, 3, kb_ne, err), 0);
+    if (with_v) CHECK_EQ(gguf_writer_add_tensor(w, v->name, v->type, 3, v_ne, err), 0);
+    CHECK_EQ(gguf_writer_begin(w, err), 0);
+    CHECK_EQ(gguf_writer_write(w, k->data, k->nbytes, err), 0);
+    if (with_v) CHECK_EQ(gguf_writer_write(w, v->data, v->nbytes, err), 0);
+    CHECK_EQ(gguf_writer_finish(w, err), 0);
+    gguf_writer_destroy(w);
+}
+
+/* a damaged model: validation and the model both fail with a message containing want */
+static void expect_bad(const char *dir, const char *want_validate, const char *want_model)
+{
+    char err[ERR_LEN] = "";
+    struct wt_model *w;
+    CHECK_EQ(wt_open(dir, &w, err), 0);
+    CHECK(wt_validate(w, err) != 0);
+    CHECK_CONTAINS(err, want_validate);
+    struct ops *o = NULL;
+    struct model *m = NULL;
+    struct ops_params op = {.isa = "scalar", .n_threads = 1, .max_tokens = 4};
+    CHECK(tm_create(w, &op, &o, &m, err) != 0);
+    CHECK_CONTAINS(err, want_model);
+    wt_close(w);
+}
+
 int main(void)
 {
     unsigned long long seed = check_seed(), mseed = seed % 1000000007ull;
@@ -153,7 +195,18 @@ int main(void)
         }
         wt_close(s);
     }
+
+    /* 3. damaged split tensors: clear errors, from validation and from the model */
+    const struct wt_tensor *kb0 = wt_get(b, "blk.0.attn_k_b.weight");
+    int64_t good[3] = {kb0->shape[2], kb0->shape[1], kb0->shape[0]};
+    int64_t swapped[3] = {kb0->shape[1], kb0->shape[2], kb0->shape[0]};
+    char bad[512];
+    damaged(split, b, "no-v_b", good, 0, bad);
+    expect_bad(bad, "'blk.0.attn_v_b.weight'", "attn_v_b.weight");
+    damaged(split, b, "k_b-transposed", swapped, 1, bad);
+    expect_bad(bad, "'blk.0.attn_k_b.weight' has shape", "blk.0.attn_k_b.weight: shape is not");
     wt_close(b);
+
     snprintf(p, sizeof p, "%s/experts-00002-of-00003.gguf", split);
     snprintf(q, sizeof q, "%s/moved.bin", root);
     CHECK(rename(p, q) == 0);

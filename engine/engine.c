@@ -194,6 +194,9 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         pp.gpu_expert_layers = (int)cfg->gpu_expert_layers;
         pp.prefill_experts = cfg->gpu_prefill_experts && strcmp(cfg->gpu_prefill_experts, "off");
         pp.stream_buffer_mb = (int)cfg->gpu_stream_buffer_mb;
+        /* ops_cuda keeps only an FP8 kv_b as FP8; other types and llama.cpp's split form: fp32 */
+        const struct wt_tensor *kvb = wt_get(em->w, "blk.0.attn_kv_b.weight");
+        if (!kvb || kvb->type != QTYPE_F8_E4M3) pp.kvb_type = QTYPE_F32;
         if (gpu_plan_compute(hp, &pp, &pl, perr) == 0) {
             gpu_plan_log(&pl, &pp);
             const double margin = 512.0 * (1 << 20); /* MLA workspace growth, block tables */

@@ -272,7 +272,7 @@ static int inspect_config(const char *path, const char *cfg, int as_json, long l
 int cmd_inspect(int argc, char **argv)
 {
     const char *path = NULL;
-    int tensors = 0, as_json = 0, validate = 1;
+    int tensors = 0, as_json = 0, validate = 1, kvb_given = 0;
     long long context = 0, v;
     struct gpu_plan_params pp;
     gpu_plan_defaults(&pp);
@@ -305,6 +305,7 @@ int cmd_inspect(int argc, char **argv)
             pp.embed_on_gpu = !strcmp(val, "gpu");
         } else if (!strcmp(a, "--kv-b") && val) {
             i++;
+            kvb_given = 1;
             pp.kvb_type = !strcmp(val, "f32")    ? QTYPE_F32
                           : !strcmp(val, "bf16") ? QTYPE_BF16
                           : !strcmp(val, "fp8")  ? QTYPE_F8_E4M3
@@ -342,6 +343,10 @@ int cmd_inspect(int argc, char **argv)
     /* the plan assumes the FP8 checkpoint's formats; a BF16 checkpoint's linears are bf16 */
     const struct wt_tensor *kva = wt_get(m, "blk.0.attn_kv_a_mqa.weight");
     if (kva && kva->type == QTYPE_BF16) pp.linear_type = QTYPE_BF16;
+    /* ops_cuda keeps only an FP8 kv_b as FP8; any other type and llama.cpp's split form reach it
+     * as fp32 halves */
+    const struct wt_tensor *kvb = wt_get(m, "blk.0.attn_kv_b.weight");
+    if (!kvb_given && (!kvb || kvb->type != QTYPE_F8_E4M3)) pp.kvb_type = QTYPE_F32;
     struct gpu_plan plan;
     if (make_plan(hp, &pp, context, &plan)) {
         wt_close(m);

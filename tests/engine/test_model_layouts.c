@@ -4,7 +4,8 @@
  *   1. `--mla-layout split` (llama.cpp's attn_k_b / attn_v_b instead of kv_b_proj) and the
  *      default kv_b layout give the same kv_b rows and bitwise-identical CPU logits for the same
  *      random tokens; `convert merge` keeps the split form (same logits); `convert dequant` of the
- *      split model writes kv_b_proj with those rows.
+ *      split model writes kv_b_proj with those rows; `tandem inspect --json` reports the layout
+ *      and plans fp32 kv_b halves on the GPU for the split form.
  *   2. `--split-count 3` writes a gguf-split set; the model directory and a path naming any one
  *      shard open the whole set; a missing shard is an error naming it.
  */
@@ -126,6 +127,19 @@ static void expect_bad(const char *dir, const char *want_validate, const char *w
     wt_close(w);
 }
 
+/* `tandem inspect --json dir` contains want */
+static void inspect_says(const char *dir, const char *want)
+{
+    char cmd[1200], buf[1 << 16];
+    snprintf(cmd, sizeof cmd, "'%s' inspect --json '%s'", getenv("TANDEM_BIN"), dir);
+    FILE *f = popen(cmd, "r");
+    CHECK(f != NULL);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = 0;
+    CHECK(pclose(f) == 0);
+    CHECK_CONTAINS(buf, want);
+}
+
 int main(void)
 {
     unsigned long long seed = check_seed(), mseed = seed % 1000000007ull;
@@ -149,6 +163,10 @@ int main(void)
         CHECK_EQ(kb->shape[2], hp->qk_nope);
     }
     same_kv_b(a, b);
+    inspect_says(split, "\"mla_layout\": \"split\"");
+    inspect_says(split, "\"kv_b_type\": \"f32\""); /* the GPU plan: fp32 halves */
+    inspect_says(kvb, "\"mla_layout\": \"kv_b\"");
+    inspect_says(kvb, "\"kv_b_type\": \"f8_e4m3\"");
     int32_t toks[NTOK];
     uint64_t r = seed;
     for (int i = 0; i < NTOK; i++) {

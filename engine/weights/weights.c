@@ -1,14 +1,15 @@
 /* weights.c - the model on disk: open every weight file of a directory, one tensor index over
  * them, hyperparameters, validation, routed-expert views.
  *
- * Open: list the directory (*.safetensors, then *.gguf, each sorted by name; split GGUF sets
- * `X-0000N-of-0000M.gguf` must be complete), open each file with its validating reader, read
- * hyperparameters (config.json; else GGUF deepseek2 metadata; else a tandem hybrid file's
- * `tandem.config`), then index every tensor under its canonical name (names.c). MTP tensors
- * (layer >= n_layers, blk.N.nextn.*) are skipped. Two kinds of 1-D U8 blobs are decoded into
- * typed tensors: KTransformers' `X.weight` + `X.ggml_type` (shape from the hyperparameters) and
- * tandem's hybrid files (`tandem.ggml_type.X` / `tandem.shape.X` in __metadata__); their byte
- * size must match exactly.
+ * Open: list the directory (*.safetensors, then *.gguf, each sorted by name; gguf-split sets
+ * `X-0000N-of-0000M.gguf` must be complete and are opened in shard order; a path naming one shard
+ * opens its whole set), open each file with its validating reader, read hyperparameters
+ * (config.json; else GGUF deepseek2 metadata; else a tandem hybrid file's `tandem.config`; else
+ * config.json in the directory above), then index every tensor under its canonical name
+ * (names.c). MTP tensors (layer >= n_layers, blk.N.nextn.*) are skipped and summarized once. Two
+ * kinds of 1-D U8 blobs are decoded into typed tensors: KTransformers' `X.weight` + `X.ggml_type`
+ * (shape from the hyperparameters) and tandem's hybrid files (`tandem.ggml_type.X` /
+ * `tandem.shape.X` in __metadata__); their byte size must match exactly.
  *
  * Duplicates (the same canonical name from two files): the first wins, except stacked routed
  * experts where the last wins; per-expert tensors of a (layer, projection) that has a stacked
@@ -65,8 +66,8 @@ struct wt_model {
     struct ent **sorted; /* live entries, natural name order */
     int n_sorted;
     int n_skipped_mtp;
-    int mtp_layers[8],
-        n_mtp_layers;  /* distinct patterns skipped (the first 8): layer * 2 + nextn */
+    int mtp_layers[8]; /* distinct patterns skipped (the first 8): layer * 2 + nextn */
+    int n_mtp_layers;
     int mtp_more;      /* more distinct layers than listed */
     char skipped[256]; /* wt_skipped() */
 };

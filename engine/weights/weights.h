@@ -110,8 +110,10 @@ enum wt_proj { WT_GATE = 0, WT_UP = 1, WT_DOWN = 2 };
 
 struct wt_model;
 
-/* Open a model directory or file. Maps every weight file; parses config.json (if present) or
- * GGUF metadata into hparams. Errors (ERR_IO, ERR_FORMAT, ERR_UNSUPPORTED) name file and tensor. */
+/* Open a model directory or file (a path to one shard of a gguf-split set opens the set). Maps
+ * every weight file; parses config.json (if present; else GGUF metadata, a hybrid file's
+ * tandem.config, or config.json in the directory above) into hparams. Errors (ERR_IO,
+ * ERR_FORMAT, ERR_UNSUPPORTED, ERR_NOT_FOUND) name file and tensor, or the file to copy where. */
 int wt_open(const char *path, struct wt_model **out, char *err);
 /* Add GGUF (or other) weight files of another directory, e.g. --experts-from. */
 int wt_add_dir(struct wt_model *m, const char *dir, char *err);

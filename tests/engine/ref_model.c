@@ -188,8 +188,14 @@ static int get_kv_b(const struct ref_model *r, const struct wt_model *w, int l, 
     const struct wt_tensor *kb = wt_getf(w, "blk.%d.attn_k_b.weight", l);
     const struct wt_tensor *vb = wt_getf(w, "blk.%d.attn_v_b.weight", l);
     int H = r->H, L = r->L, N = r->NOPE, VD = r->VD, ok = 1;
-    if (!kb || !vb || kb->ndim != 3 || vb->ndim != 3 || kb->shape[0] != H || kb->shape[1] != L ||
-        kb->shape[2] != N || vb->shape[0] != H || vb->shape[1] != VD || vb->shape[2] != L)
+    /* [H, a, b], or stored flat as [H * a, b]; not FP8 (no per-head scales) */
+    if (!kb || !vb || kb->ndim < 2 || vb->ndim < 2 || kb->ndim > 3 || vb->ndim > 3 ||
+        kb->type == QTYPE_F8_E4M3 || vb->type == QTYPE_F8_E4M3 || kb->shape[kb->ndim - 1] != N ||
+        vb->shape[vb->ndim - 1] != L ||
+        kb->nbytes < qtype_row_bytes(kb->type, N, &ok) * (size_t)H * L ||
+        vb->nbytes < qtype_row_bytes(vb->type, L, &ok) * (size_t)H * VD ||
+        kb->shape[0] * (kb->ndim == 3 ? kb->shape[1] : 1) != (int64_t)H * L ||
+        vb->shape[0] * (vb->ndim == 3 ? vb->shape[1] : 1) != (int64_t)H * VD)
         return err_set(err, ERR_FORMAT,
                        "ref: layer %d: no attn_kv_b and no [%d,%d,%d] k_b + "
                        "[%d,%d,%d] v_b",

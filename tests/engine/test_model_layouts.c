@@ -8,6 +8,9 @@
  *      and plans fp32 kv_b halves on the GPU for the split form.
  *   2. `--split-count 3` writes a gguf-split set; the model directory and a path naming any one
  *      shard open the whole set; a missing shard is an error naming it.
+ *   3. a split model missing attn_v_b, or with attn_k_b's dims swapped, fails validation and
+ *      model creation with errors naming the tensor; attn_k_b stored flat ([H * L, nope]) is
+ *      accepted with the same values.
  */
 #include "tests/check.h"
 #include "common/err.h"
@@ -87,9 +90,10 @@ static void same_kv_b(const struct wt_model *a, const struct wt_model *b)
 }
 
 /* dir: src's config.json and model.safetensors (no kv_b_proj) + a GGUF with layer 0's k_b of
- * b declared with GGUF ne kb_ne and, if with_v, its v_b: a damaged split model */
+ * b declared with GGUF ne kb_ne (kb_nd dims) and, if with_v, its v_b: a split model with only
+ * layer 0's kv_b */
 static void damaged(const char *src, const struct wt_model *b, const char *name,
-                    const int64_t *kb_ne, int with_v, char *dir)
+                    const int64_t *kb_ne, int kb_nd, int with_v, char *dir)
 {
     char err[ERR_LEN] = "", p[600];
     snprintf(dir, 512, "%s/%s", root, name);
@@ -102,7 +106,7 @@ static void damaged(const char *src, const struct wt_model *b, const char *name,
     struct gguf_writer *w;
     snprintf(p, sizeof p, "%s/bad.gguf", dir);
     CHECK_EQ(gguf_writer_create(p, &w, err), 0);
-    CHECK_EQ(gguf_writer_add_tensor(w, k->name, k->type, 3, kb_ne, err), 0);
+    CHECK_EQ(gguf_writer_add_tensor(w, k->name, k->type, kb_nd, kb_ne, err), 0);
     if (with_v) CHECK_EQ(gguf_writer_add_tensor(w, v->name, v->type, 3, v_ne, err), 0);
     CHECK_EQ(gguf_writer_begin(w, err), 0);
     CHECK_EQ(gguf_writer_write(w, k->data, k->nbytes, err), 0);
@@ -219,10 +223,29 @@ int main(void)
     int64_t good[3] = {kb0->shape[2], kb0->shape[1], kb0->shape[0]};
     int64_t swapped[3] = {kb0->shape[1], kb0->shape[2], kb0->shape[0]};
     char bad[512];
-    damaged(split, b, "no-v_b", good, 0, bad);
+    damaged(split, b, "no-v_b", good, 3, 0, bad);
     expect_bad(bad, "'blk.0.attn_v_b.weight'", "attn_v_b.weight");
-    damaged(split, b, "k_b-transposed", swapped, 1, bad);
+    damaged(split, b, "k_b-transposed", swapped, 3, 1, bad);
     expect_bad(bad, "'blk.0.attn_k_b.weight' has shape", "blk.0.attn_k_b.weight: shape is not");
+    /* k_b stored flat as GGUF ne {nope, L * H}: layer 0 passes (layer 1 then lacks kv_b) and
+     * gives the same rows */
+    int64_t flat[2] = {kb0->shape[2], kb0->shape[1] * kb0->shape[0]};
+    damaged(split, b, "k_b-flat", flat, 2, 1, bad);
+    expect_bad(bad, "'blk.1.attn_kv_b.weight' (or llama.cpp's split", "layer 1");
+    {
+        struct wt_model *fw;
+        CHECK_EQ(wt_open(bad, &fw, err), 0);
+        int64_t rows = (int64_t)hp->n_heads * (hp->qk_nope + hp->v_head), L = hp->kv_lora_rank;
+        float *x = malloc(sizeof *x * (size_t)(rows * L)),
+              *y = malloc(sizeof *y * (size_t)(rows * L));
+        CHECK(x && y);
+        CHECK_EQ(wt_kv_b_rows(fw, 0, 0, rows, x, err), 0);
+        CHECK_EQ(wt_kv_b_rows(b, 0, 0, rows, y, err), 0);
+        CHECK(memcmp(x, y, sizeof *x * (size_t)(rows * L)) == 0);
+        free(x);
+        free(y);
+        wt_close(fw);
+    }
     wt_close(b);
 
     snprintf(p, sizeof p, "%s/experts-00002-of-00003.gguf", split);

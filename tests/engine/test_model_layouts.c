@@ -4,7 +4,8 @@
  *   1. `--mla-layout split` (llama.cpp's attn_k_b / attn_v_b instead of kv_b_proj) and the
  *      default kv_b layout give the same kv_b rows and bitwise-identical CPU logits for the same
  *      random tokens; `convert merge` keeps the split form (same logits); `convert dequant` of the
- *      split model writes kv_b_proj with those rows; `tandem inspect --json` reports the layout
+ *      split model writes kv_b_proj with those rows, `convert quantize` of either layout the same
+ *      model (same logits); `tandem inspect --json` reports the layout
  *      and plans fp32 kv_b halves on the GPU for the split form.
  *   2. `--split-count 3` writes a gguf-split set; the model directory and a path naming any one
  *      shard open the whole set; a missing shard is an error naming it.
@@ -202,6 +203,23 @@ int main(void)
     CHECK(!wt_kv_b_split(d, 0));
     same_kv_b(a, d);
     wt_close(d);
+    /* convert quantize of either layout: the same kv_b_proj, the same logits */
+    char qa[600], qb[600];
+    snprintf(qa, sizeof qa, "%s/quant-kv_b", root);
+    snprintf(qb, sizeof qb, "%s/quant-split", root);
+    CHECK_EQ(wt_convert_quantize(kvb, qa, QTYPE_Q8_0, 2, err), 0);
+    rc = wt_convert_quantize(split, qb, QTYPE_Q8_0, 2, err);
+    if (rc) fprintf(stderr, "%s\n", err);
+    CHECK_EQ(rc, 0);
+    struct wt_model *ma = open_ok(qa), *mb = open_ok(qb);
+    CHECK(!wt_kv_b_split(mb, 0));
+    la = logits(ma, toks);
+    float *lq = logits(mb, toks);
+    CHECK(memcmp(la, lq, nl) == 0);
+    free(la);
+    free(lq);
+    wt_close(ma);
+    wt_close(mb);
     wt_close(a);
 
     /* 2. the gguf-split set: from the directory (above) and from any shard */

@@ -157,7 +157,7 @@ int main(void)
 
     /* 1. both MLA layouts: same rows, same logits */
     struct wt_model *a = open_ok(kvb), *b = open_ok(split);
-    const struct wt_hparams *hp = wt_hparams(a);
+    const struct wt_hparams hpv = *wt_hparams(a), *hp = &hpv; /* a is closed before the end */
     for (int l = 0; l < hp->n_layers; l++) {
         CHECK(!wt_kv_b_split(a, l) && wt_getf(a, "blk.%d.attn_kv_b.weight", l));
         CHECK(wt_kv_b_split(b, l) && !wt_getf(b, "blk.%d.attn_kv_b.weight", l));

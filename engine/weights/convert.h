@@ -6,7 +6,9 @@
  *    128x128 `weight_scale_inv`, BF16 embeddings/norms/router/lm_head, F32 correction bias),
  *    experts.gguf (routed experts as stacked `blk.N.ffn_{gate,up,down}_exps.weight` of one GGML
  *    type, with deepseek2 metadata), tokenizer.json, tokenizer_config.json,
- *    generation_config.json.
+ *    generation_config.json. synth can instead write kv_b as llama.cpp's split
+ *    `blk.N.attn_k_b` / `attn_v_b` (F32, in the GGUF) and the GGUF as a gguf-split set
+ *    `experts-0000K-of-0000N.gguf`; quantize always writes kv_b_proj.
  *  - dequant writes model.safetensors with HF names (per-expert), every tensor F32 or BF16, plus
  *    config.json without quantization_config and the tokenizer files: loadable by transformers.
  *  - merge writes tandem's self-describing hybrid safetensors (docs/formats.md): canonical GGUF

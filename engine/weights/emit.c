@@ -8,7 +8,9 @@
  * the thread count or timing: each block is converted independently.
  *
  * wt__plan lists the tensors of tandem's no-merge layout for a set of hyperparameters, in file
- * order; wt__write_model writes the layout's weight files and config.json.
+ * order (with mla_split, kv_b goes to the GGUF as llama.cpp's attn_k_b / attn_v_b);
+ * wt__write_model writes the layout's weight files (the GGUF as one file or a gguf-split set)
+ * and config.json.
  *
  * Threads: called from one thread; spawns and joins its own workers per batch.
  */

@@ -266,6 +266,7 @@ int main(void)
     }
     wt_close(b);
 
+    /* 2, continued: a shard missing, opened as the directory and as another shard */
     snprintf(p, sizeof p, "%s/experts-00002-of-00003.gguf", split);
     snprintf(q, sizeof q, "%s/moved.bin", root);
     CHECK(rename(p, q) == 0);

@@ -416,7 +416,7 @@ int wt__plan(const struct wt_hparams *hp, const struct wt__layout *lay, struct w
     return 0;
 }
 
-static int gguf_meta(struct gguf_writer *w, const struct wt_hparams *hp)
+int wt__gguf_meta(struct gguf_writer *w, const struct wt_hparams *hp)
 {
     const char *a = "deepseek2";
     char k[128];
@@ -497,7 +497,7 @@ static int write_gguf(const struct wt__emitter *em, const struct wt_hparams *hp,
     struct gguf_writer *gw = NULL;
     int rc = gguf_writer_create(path, &gw, err);
     int meta = 0;
-    if (!rc && no == 0) meta = gguf_meta(gw, hp);
+    if (!rc && no == 0) meta = wt__gguf_meta(gw, hp);
     if (!rc && ns > 1 && !meta)
         meta = gguf_writer_set_u16(gw, "split.no", (uint16_t)no) ||
                gguf_writer_set_u16(gw, "split.count", (uint16_t)ns) ||

@@ -53,6 +53,9 @@ struct wt__emitter {
                 float *out, char *err);
 };
 
+/* hp as llama.cpp's deepseek2.* GGUF metadata (+ general.architecture, bos/eos ids); 0 or an
+ * error code (out of memory) */
+int wt__gguf_meta(struct gguf_writer *w, const struct wt_hparams *hp);
 /* bytes of the job's output tensor (not counting an FP8 scale) */
 size_t wt__job_bytes(const struct wt__job *j);
 /* declare job (and its FP8 scale tensor) in a writer */

@@ -440,6 +440,11 @@ int cmd_inspect(int argc, char **argv)
     if (tensors) json_object_set_new(root, "tensor_list", jt);
     else json_decref(jt);
     json_object_set_new(root, "gpu_plan", plan_json(&plan, &pp));
+    /* kv_b as stored: one kv_b_proj, or llama.cpp's split attn_k_b + attn_v_b
+     * (engine/weights/mla.c) */
+    const char *mla = wt_kv_b_split(m, 0) ? "split" : "kv_b";
+    json_object_set_new(root, "mla_layout", json_string(mla));
+    if (wt_skipped(m)[0]) json_object_set_new(root, "skipped", json_string(wt_skipped(m)));
 
     if (as_json) {
         json_dumpf(root, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -447,6 +452,9 @@ int cmd_inspect(int argc, char **argv)
     } else {
         char a[32], b[32], c[32];
         print_header(path, hp);
+        printf("mla kv_b   %s\n", !strcmp(mla, "split") ? "split: llama.cpp's attn_k_b + attn_v_b"
+                                                        : "attn_kv_b (kv_b_proj)");
+        if (wt_skipped(m)[0]) printf("skipped    %s\n", wt_skipped(m));
         printf("files      %d\n", wt_n_files(m));
         for (int f = 0; f < wt_n_files(m); f++) printf("  %s\n", wt_file_name(m, f));
         printf("\nlayer kind  %12s %10s %12s %10s %12s %12s %14s\n", "attention", "norms",

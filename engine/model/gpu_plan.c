@@ -94,6 +94,9 @@ void gpu_plan_types_from(struct gpu_plan_params *p, const struct wt_model *m)
         p->kvb_type = kvb->type == QTYPE_F8_E4M3 || (kvb->type != QTYPE_BF16 && p->requant_ggml)
                           ? QTYPE_F8_E4M3
                           : QTYPE_F32;
+    /* llama.cpp's split form (attn_k_b / attn_v_b, never FP8) reaches ops_cuda as fp32 values */
+    if (!kvb && wt_get(m, "blk.0.attn_k_b.weight"))
+        p->kvb_type = p->requant_ggml ? QTYPE_F8_E4M3 : QTYPE_F32;
 }
 
 int gpu_placement_parse(const char *s)

@@ -23,8 +23,8 @@
  * cache is the only key/value source, and chunked prefill / mixed batches need nothing special
  * (a token attends to slots 0..pos of its sequence, written by earlier steps or earlier in this
  * batch's layer pass). Its cost per key is kv_lora + rope per head instead of nope + rope, i.e.
- * prefill does ~3x the attention FLOPs of the naive form. W_UK / W_UV (kv_b) are dequantized to
- * fp32 at load.
+ * prefill does ~3x the attention FLOPs of the naive form. W_UK / W_UV (kv_b, or llama.cpp's split
+ * attn_k_b / attn_v_b) are dequantized to fp32 at load.
  *
  * Threads: one caller at a time (the engine thread); the backend uses its own workers.
  * Ownership: the model borrows the weights and the backend (see model.h) and owns the backend
@@ -346,16 +346,30 @@ static int load_layer(struct model *m, int l, char *err)
                              err))) {
         return rc;
     }
-    /* kv_b -> fp32 [H][nope + v][L] (absorbed halves) */
+    /* kv_b -> fp32 [H][nope + v][L] (absorbed halves). llama.cpp's split attn_k_b / attn_v_b
+     * are rearranged into the same rows and handed over as an fp32 view. */
     {
         struct wt_view v;
         int64_t rows = (int64_t)H * (m->NOPE + m->V);
-        if ((rc = tensor_2d(m, NAME("blk.%d.attn_kv_b.weight", l), rows, L, &v, err))) return rc;
+        int split =
+            !wt_getf(m->w, "blk.%d.attn_kv_b.weight", l); /* wt_kv_b_rows names what is missing */
+        if (!split && (rc = tensor_2d(m, NAME("blk.%d.attn_kv_b.weight", l), rows, L, &v, err)))
+            return rc;
         size_t bytes = (size_t)rows * L * sizeof(float);
         float *host = malloc(bytes);
         if (!host) return err_set(err, ERR_NOMEM, "model: out of memory for kv_b");
-        rc = view_to_f32(m, &v, host, err);
         char e2[ERR_LEN];
+        if (split) {
+            v = (struct wt_view){.type = QTYPE_F32,
+                                 .rows = rows,
+                                 .cols = L,
+                                 .data = host,
+                                 .row_bytes = (size_t)L * sizeof(float)};
+            if ((rc = wt_kv_b_rows(m->w, l, 0, rows, host, e2)))
+                err_set(err, rc, "model: kv_b of layer %d: %s", l, e2);
+        } else {
+            rc = view_to_f32(m, &v, host, err);
+        }
         if (!rc && (rc = ops_heads_create(m->ops, &v, host, &ly->wkvb, e2)))
             err_set(err, rc, "model: kv_b of layer %d: %s", l, e2);
         free(host);

@@ -137,10 +137,10 @@ static void expect_bad(const char *dir, const char *want_validate, const char *w
 }
 
 /* `tandem inspect --json dir` contains want */
-static void inspect_says(const char *dir, const char *want)
+static void inspect_says(const char *dir, const char *opts, const char *want)
 {
     char cmd[1200], buf[1 << 16];
-    snprintf(cmd, sizeof cmd, "'%s' inspect --json '%s'", getenv("TANDEM_BIN"), dir);
+    snprintf(cmd, sizeof cmd, "'%s' inspect --json %s '%s'", getenv("TANDEM_BIN"), opts, dir);
     FILE *f = popen(cmd, "r");
     CHECK(f != NULL);
     size_t n = fread(buf, 1, sizeof buf - 1, f);
@@ -237,10 +237,12 @@ int main(void)
         CHECK_EQ(kb->shape[2], hp->qk_nope);
     }
     same_kv_b(a, b);
-    inspect_says(split, "\"mla_layout\": \"split\"");
-    inspect_says(split, "\"kv_b_type\": \"f32\""); /* the GPU plan: fp32 halves */
-    inspect_says(kvb, "\"mla_layout\": \"kv_b\"");
-    inspect_says(kvb, "\"kv_b_type\": \"f8_e4m3\"");
+    inspect_says(split, "", "\"mla_layout\": \"split\"");
+    /* the GPU plan: the split halves are re-quantized to FP8 (gpu.requant_ggml), else fp32 */
+    inspect_says(split, "", "\"kv_b_type\": \"f8_e4m3\"");
+    inspect_says(split, "--requant-ggml off", "\"kv_b_type\": \"f32\"");
+    inspect_says(kvb, "", "\"mla_layout\": \"kv_b\"");
+    inspect_says(kvb, "--requant-ggml off", "\"kv_b_type\": \"f8_e4m3\"");
     int32_t toks[NTOK];
     uint64_t r = seed;
     for (int i = 0; i < NTOK; i++) {

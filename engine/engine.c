@@ -217,6 +217,8 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         if (cfg->gpu_placement && !strcmp(cfg->gpu_placement, "gpu")) pp.placement = GPU_PLACE_GPU;
         pp.gpu_expert_layers = (int)cfg->gpu_expert_layers;
         pp.prefill_experts = cfg->gpu_prefill_experts && strcmp(cfg->gpu_prefill_experts, "off");
+        pp.layered_prefill =
+            cfg->engine_prefill_step_ratio > 1.0 && cfg->engine_layered_prefill_tokens > 0;
         pp.stream_buffer_mb = (int)cfg->gpu_stream_buffer_mb;
         pp.requant_ggml = cfg->gpu_requant_ggml;
         gpu_plan_types_from(&pp, em->w); /* a BF16 or GGUF checkpoint's weight types */

@@ -17,7 +17,8 @@
  *                n_layers x kv_tokens x (kv_lora + rope) bf16; only where attention runs on the
  *                GPU (kv_lora 512, rope 64, heads % 16 == 0), else the cache stays on the host
  *   activations  model.c's work buffers for max_batch_tokens (q~ / o~ for one attention pass,
- *                the dense FFN's gate / up for one FFN pass) + ops_cuda's FP8 linear scratch
+ *                the dense FFN's gate / up for one FFN pass; with layered_prefill a layered
+ *                pass's own residual stream) + ops_cuda's FP8 linear scratch
  *   workspace    cuBLASLt, the small-M FP8 kernel, MLA split-K, block tables, small inputs
  *   rounding     cudaMalloc granularity: every allocation above 1 MiB takes whole 2 MiB pages
  *   stream       gpu.prefill_experts: two staging slots (gpu.stream_buffer_mb), the routed-expert
@@ -72,6 +73,9 @@ struct gpu_plan_params {
     int prefill_experts;          /* gpu.prefill_experts on/auto: the streaming pool counts */
     int stream_buffer_mb;         /* gpu.stream_buffer_mb (two staging slots) */
     int stream_expert_type;       /* enum qtype of the streamed (host) experts: slot capacity */
+    int layered_prefill;          /* engine.prefill_step_ratio > 1 with
+                                     engine.layered_prefill_tokens > 0: a layered pass's
+                                     residual stream (max_batch_tokens x hidden fp32) counts */
 };
 
 /* Weight bytes on the device, by part (0 where the part stays on the host). */

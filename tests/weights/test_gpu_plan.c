@@ -194,6 +194,15 @@ static void v3_exact(const struct wt_hparams *hp)
     CHECK_NEAR(o.total,
                o.weights + o.kv + o.activations + o.workspace + o.stream + o.rounding + o.runtime,
                1);
+    /* with layered prefill on, a pass's residual stream (2048 x 7168 fp32, one 2 MiB-rounded
+     * allocation) more; still within 24 GB */
+    double layered_off = o.total;
+    q.layered_prefill = 1;
+    CHECK_EQ(gpu_plan_compute(hp, &q, &o, err), 0);
+    CHECK_NEAR(o.total - layered_off, 2048.0 * hp->hidden * 4, 2 * 1048576.0);
+    CHECK(o.total > layered_off && o.total <= 24e9);
+    printf("  with layered prefill: %.2f GB\n", o.total / 1e9);
+    q.layered_prefill = 0;
 
     /* the largest step per layout (for the report) */
     for (int lay = 0; lay < 4; lay++) {

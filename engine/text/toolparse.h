@@ -13,10 +13,10 @@
  *     as a whole. It becomes tool calls only if every call in it is well formed: type
  *     "function" (or empty), a non-empty NAME without whitespace (one of the request's tools
  *     when names were given), and ARGS (fenced in ```json ... ``` or bare) that parse as a JSON
- *     object with jansson. Otherwise the whole block, markers included, is content. Never an
- *     error. A block still open at toolparse_finish() (EOS or max_tokens before
- *     "<｜tool▁calls▁end｜>") is accepted when it holds at least one complete call and nothing
- *     but whitespace after the last one; else it is content.
+ *     object with jansson. Otherwise the whole block is dropped: the model's markers never
+ *     reach a client. Never an error. A block still open at toolparse_finish() (EOS or
+ *     max_tokens before "<｜tool▁calls▁end｜>") is accepted when it holds at least one complete
+ *     call and nothing but whitespace after the last one; else it is dropped.
  *   - function.arguments is the model's ARGS text trimmed of surrounding whitespace (valid JSON,
  *     passed on verbatim, as the chat template renders it back verbatim).
  *   - ids are "call_" + 24 alphanumerics from a per-request seed (deterministic for a seed).

@@ -636,6 +636,12 @@ static const char *next_literal(const struct jsonschema_grammar *g, const struct
     return g->nodes[node].text;
 }
 
+/* Does the raw literal next on s start with the whole text of an added token (a tool-call
+ * marker, "</think>")? Then that token is the only way on: the marker is never spelled out in
+ * ordinary tokens, which a client would see as text. */
+static int marker_next(const struct constrain_vocab *v, const struct jsonschema_grammar *g,
+                       const struct cstack *s);
+
 /* ---- vocabulary ---- */
 
 static const uint8_t *tok_bytes(const struct constrain_vocab *v, uint32_t t)
@@ -969,6 +975,20 @@ static void walk(struct constrain *c, const struct wlist *L, const struct cset *
     }
 }
 
+static int marker_next(const struct constrain_vocab *v, const struct jsonschema_grammar *g,
+                       const struct cstack *s)
+{
+    if (!g->has_literals) return 0;
+    size_t ll = 0;
+    const char *lit = next_literal(g, s, &ll);
+    for (uint32_t k = 0; lit && k < v->n_added; k++) {
+        uint32_t t = v->added_ids[k];
+        if (v->blen[t] > 0 && v->blen[t] <= ll && memcmp(lit, tok_bytes(v, t), v->blen[t]) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 /* Fill bits; returns 1 if any token is allowed. */
 static int allowed(struct constrain *c, uint64_t *bits)
 {
@@ -981,6 +1001,7 @@ static int allowed(struct constrain *c, uint64_t *bits)
     for (int i = 0; i < c->cur.n; i++) {
         const struct cstack *s = &c->cur.s[i];
         if (at_end(c->g, s)) eos_ok = 1;
+        if (marker_next(v, c->g, s)) continue; /* only the added token, below */
         if (!absorbs_plain(c->g, s)) {
             set_add(&rest, s);
             continue;
@@ -1053,9 +1074,10 @@ void constrain_mask(struct constrain *c, float *logits, int vocab)
     for (int i = n; i < vocab; i++) logits[i] = -INFINITY;
 }
 
-static int advance(struct constrain *c, const uint8_t *p, size_t n)
+/* cur = the states after p[0..n) from `from` (cur itself, or a subset); ERR_INVAL if none. */
+static int advance(struct constrain *c, const struct cset *from, const uint8_t *p, size_t n)
 {
-    set_copy(&c->tmp[0], &c->cur);
+    set_copy(&c->tmp[0], from);
     int a = 0;
     for (size_t i = 0; i < n; i++) {
         step_set(c->g, &c->tmp[a], p[i], &c->tmp[a ^ 1]);
@@ -1086,14 +1108,21 @@ int constrain_accept(struct constrain *c, int32_t token)
             ok = lit && ll >= len && memcmp(lit, p, len) == 0;
         }
         if (!ok) return ERR_INVAL;
+    } else {
+        /* only the alternatives that may go on in ordinary tokens (as the mask) */
+        c->one.n = 0;
+        for (int i = 0; i < c->cur.n; i++)
+            if (!marker_next(v, c->g, &c->cur.s[i])) set_add(&c->one, &c->cur.s[i]);
+        if (c->one.n == 0) return ERR_INVAL;
+        if (c->one.n < c->cur.n) return advance(c, &c->one, p, len);
     }
-    return advance(c, p, len);
+    return advance(c, &c->cur, p, len);
 }
 
 int constrain_accept_bytes(struct constrain *c, const char *s, size_t n)
 {
     if (c->ended) return ERR_INVAL;
-    return advance(c, (const uint8_t *)s, n);
+    return advance(c, &c->cur, (const uint8_t *)s, n);
 }
 
 int constrain_done(const struct constrain *c)

@@ -505,14 +505,17 @@ static void test_real_vocab(struct trng *r)
     struct constrain *c;
     CHECK_EQ(constrain_create(cv, g, &c, err), 0);
     uint64_t *bits = calloc(((size_t)tok_vocab_size(t) + 63) / 64, 8);
-    constrain_allowed(c, bits);
+    CHECK_EQ(constrain_allowed(c, bits), 1); /* forced from the first token: never spelled out */
+    int32_t lt = tok_find(t, "<");
+    CHECK(lt >= 0);
+    CHECK_EQ(constrain_accept(c, lt), ERR_INVAL);
     int32_t begin = tok_find(t, TOOLPARSE_CALLS_BEGIN);
     CHECK(begin >= 0);
     CHECK(bits[begin / 64] >> (begin % 64) & 1); /* the added token itself */
     int32_t user = tok_find(t, "<｜User｜>");
     CHECK(!(bits[user / 64] >> (user % 64) & 1));
     CHECK_EQ(constrain_accept(c, begin), 0);
-    constrain_allowed(c, bits);
+    CHECK_EQ(constrain_allowed(c, bits), 1);
     int32_t cb = tok_find(t, TOOLPARSE_CALL_BEGIN);
     CHECK(bits[cb / 64] >> (cb % 64) & 1);
     CHECK(!(bits[begin / 64] >> (begin % 64) & 1));

@@ -597,6 +597,22 @@ void toolparse_pipe_fini(struct toolparse_pipe *p)
     p->tp = NULL;
 }
 
+static int piece_is(const char *piece, size_t len, const char *s)
+{
+    return len == strlen(s) && memcmp(piece, s, len) == 0;
+}
+
+int toolparse_pipe_wants(const struct toolparse_pipe *p, const char *piece, size_t len)
+{
+    if (p->tp &&
+        (piece_is(piece, len, TOOLPARSE_CALLS_BEGIN) || piece_is(piece, len, TOOLPARSE_CALLS_END) ||
+         piece_is(piece, len, TOOLPARSE_CALL_BEGIN) || piece_is(piece, len, TOOLPARSE_CALL_END) ||
+         piece_is(piece, len, TOOLPARSE_SEP)))
+        return 1;
+    return p->split_reasoning &&
+           (piece_is(piece, len, "<think>") || piece_is(piece, len, "</think>"));
+}
+
 /* content text after the reasoning split -> the tool parser (or straight to content) */
 static int pipe_content(struct toolparse_pipe *p, const char *s, size_t n)
 {

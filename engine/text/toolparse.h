@@ -154,6 +154,12 @@ int toolparse_pipe_init(struct toolparse_pipe *p, int reasoning_flags,
                         const struct toolparse_req *req, uint64_t seed, char *err);
 void toolparse_pipe_fini(struct toolparse_pipe *p);
 
+/* Does this pipe consume the text of an added token (piece[0..len))? 1 for the five tool-call
+ * markers when tool calls are parsed and for "<think>" / "</think>" when reasoning is split (or
+ * kept inline); else 0. The server gives the pipe no text of an added token it does not consume,
+ * so no other marker of the model (<｜User｜>, <｜fim▁hole｜>, ...) reaches a client. */
+int toolparse_pipe_wants(const struct toolparse_pipe *p, const char *piece, size_t len);
+
 /* Feed detokenized text; end of generation. Return 0 or ERR_NOMEM. */
 int toolparse_pipe_feed(struct toolparse_pipe *p, const char *text, size_t n);
 int toolparse_pipe_finish(struct toolparse_pipe *p);

@@ -29,7 +29,9 @@ const model = path.join(work, 'fake-model');
   const r = spawnSync('node', [path.join(SRC, 'tests/server/make_tokenizer.mjs'), model]);
   assert.equal(r.status, 0, String(r.stderr));
 }
-const common = ['--model.template=deepseek-v3', '--model.name=fake-model', '--log.level=warn'];
+// 'x', the model most requests name, is served as an alias (model.served_names)
+const common = ['--model.template=deepseek-v3', '--model.name=fake-model',
+  '--model.served_names=fake-model,x', '--log.level=warn'];
 
 function isError(res, status, type, param) {
   assert.equal(res.status, status, res.text);
@@ -57,8 +59,7 @@ describe('fake engine daemon', () => {
 
   test('models, health, request id', async () => {
     const models = await client.models.list();
-    assert.equal(models.data.length, 1);
-    assert.equal(models.data[0].id, 'fake-model');
+    assert.deepEqual(models.data.map((m) => m.id), ['fake-model', 'x']);
     assert.equal(models.data[0].object, 'model');
     const h = await fetch(d.base + '/health', { headers: { 'X-Request-Id': 'abc-123<script>' } });
     assert.equal(h.status, 200);

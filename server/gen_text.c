@@ -36,7 +36,7 @@ static void choice_finish(struct gen *g, struct choice *c, const char *reason)
 /* chat: an added or special token whose text the choice's pipe does not consume
  * (toolparse_pipe_wants) produces no text, so the model's markers never reach a client; the
  * chat detokenizer keeps special tokens (a tokenizer may mark the tool markers special) */
-static int hidden_token(const struct gen *g, const struct choice *c, int32_t id)
+static int hidden_token(const struct gen *g, struct choice *c, int32_t id)
 {
     if (!c->pipe_on || !(tok_is_added(g->srv->tok, id) || tok_is_special(g->srv->tok, id)))
         return 0;

@@ -582,6 +582,7 @@ int toolparse_pipe_init(struct toolparse_pipe *p, int reasoning_flags,
     memset(p, 0, sizeof *p);
     p->split_reasoning = reasoning_flags >= 0;
     if (p->split_reasoning) reasoning_init(&p->rs, (unsigned)reasoning_flags);
+    p->think_tok = p->split_reasoning && (reasoning_flags & REASONING_START_THINKING);
     if (req && req->choice != TOOLPARSE_CHOICE_NONE && req->n_tools)
         return toolparse_create(&p->tp, seed, req->names, req->n_tools, err);
     return 0;
@@ -602,15 +603,28 @@ static int piece_is(const char *piece, size_t len, const char *s)
     return len == strlen(s) && memcmp(piece, s, len) == 0;
 }
 
-int toolparse_pipe_wants(const struct toolparse_pipe *p, const char *piece, size_t len)
+int toolparse_pipe_wants(struct toolparse_pipe *p, const char *piece, size_t len)
 {
-    if (p->tp &&
-        (piece_is(piece, len, TOOLPARSE_CALLS_BEGIN) || piece_is(piece, len, TOOLPARSE_CALLS_END) ||
-         piece_is(piece, len, TOOLPARSE_CALL_BEGIN) || piece_is(piece, len, TOOLPARSE_CALL_END) ||
-         piece_is(piece, len, TOOLPARSE_SEP)))
+    int open = piece_is(piece, len, "<think>"), close = piece_is(piece, len, "</think>");
+    if (p->split_reasoning && (open || close)) {
+        if (open == p->think_tok) return 0; /* a stray tag: no text */
+        p->think_tok = open;
         return 1;
-    return p->split_reasoning &&
-           (piece_is(piece, len, "<think>") || piece_is(piece, len, "</think>"));
+    }
+    /* tool markers: parsed in the content only (not inside a think block); outside a block only
+     * the begin marker, inside it every marker (a stray one leaves the block malformed) */
+    if (!p->tp || p->think_tok) return 0;
+    if (piece_is(piece, len, TOOLPARSE_CALLS_BEGIN)) {
+        p->tool_tok = 1;
+        return 1;
+    }
+    if (!p->tool_tok) return 0;
+    if (piece_is(piece, len, TOOLPARSE_CALLS_END)) {
+        p->tool_tok = 0;
+        return 1;
+    }
+    return piece_is(piece, len, TOOLPARSE_CALL_BEGIN) || piece_is(piece, len, TOOLPARSE_CALL_END) ||
+           piece_is(piece, len, TOOLPARSE_SEP);
 }
 
 /* content text after the reasoning split -> the tool parser (or straight to content) */

@@ -145,6 +145,8 @@ struct toolparse_pipe {
     struct sbuf reasoning; /* pending reasoning_content / all of it */
     struct sbuf scratch;
     size_t calls_sent;
+    int think_tok; /* toolparse_pipe_wants: a <think> token opened a block not yet closed */
+    int tool_tok;  /* ... and a tool-calls-begin token opened a block not yet closed */
 };
 
 /* reasoning_flags: -1 = no splitting (deepseek-v3 template), else REASONING_* flags (see
@@ -154,11 +156,14 @@ int toolparse_pipe_init(struct toolparse_pipe *p, int reasoning_flags,
                         const struct toolparse_req *req, uint64_t seed, char *err);
 void toolparse_pipe_fini(struct toolparse_pipe *p);
 
-/* Does this pipe consume the text of an added token (piece[0..len))? 1 for the five tool-call
- * markers when tool calls are parsed and for "<think>" / "</think>" when reasoning is split (or
- * kept inline); else 0. The server gives the pipe no text of an added token it does not consume,
- * so no other marker of the model (<｜User｜>, <｜fim▁hole｜>, ...) reaches a client. */
-int toolparse_pipe_wants(const struct toolparse_pipe *p, const char *piece, size_t len);
+/* Does this pipe consume the text of an added token (piece[0..len))? When reasoning is split
+ * (or kept inline): 1 for a "<think>" that opens a block and a "</think>" that closes one
+ * (tracked per token: call it for every added token, in order). When tool calls are parsed,
+ * outside a think block: 1 for the calls-begin marker, and inside the block it opens for the
+ * other four markers. Else 0. The server gives the pipe no text of an
+ * added token it does not consume, so no other marker of the model (<｜User｜>, a stray <think>,
+ * ...) reaches a client. */
+int toolparse_pipe_wants(struct toolparse_pipe *p, const char *piece, size_t len);
 
 /* Feed detokenized text; end of generation. Return 0 or ERR_NOMEM. */
 int toolparse_pipe_feed(struct toolparse_pipe *p, const char *text, size_t n);

@@ -7,6 +7,9 @@
 //     finish_reason "length" with no model markers anywhere, streamed or not;
 //   - logit_bias pushing every special token up: no marker text in content (chat) or text
 //     (completions);
+//   - logprobs describe every token, markers included (api.md): a forced call's first token is
+//     <｜tool▁calls▁begin｜>;
+//   - R1 template: no marker in content or reasoning_content, json_schema closes <think> first;
 //   - an unknown `model` is the SDK's NotFoundError with code model_not_found; served names
 //     (model.served_names) are listed by /v1/models and accepted; an absent `model` is accepted.
 // Random seeds are printed. Exits 77 when the openai or zod package is missing.
@@ -169,6 +172,20 @@ describe('agent-ready API on the embedded model', () => {
     }
   });
 
+  test('logprobs describe every token: a forced call starts with the marker token', async () => {
+    const s = nextSeed();
+    const r = await client.chat.completions.create({
+      model: name, seed: s, max_tokens: 300, tools: [weatherTool], tool_choice: 'required',
+      logprobs: true, messages: [{ role: 'user', content: 'Weather in Paris?' }],
+    });
+    const c = r.choices[0];
+    assert.equal(c.finish_reason, 'tool_calls', `seed ${s}`);
+    noMarkers(c.message.content, 'content');
+    const toks = c.logprobs.content.map((e) => e.token);
+    assert.equal(toks[0], '<｜tool▁calls▁begin｜>', `seed ${s}: ${toks.slice(0, 4)}`);
+    assert.equal(toks[1], '<｜tool▁call▁begin｜>');
+  });
+
   test('special tokens pushed by logit_bias never reach a client', async () => {
     const bias = {};
     for (let id = 2; id <= 16; id++) bias[id] = 100; // every added token but BOS/EOS
@@ -205,5 +222,51 @@ describe('agent-ready API on the embedded model', () => {
     const bare = await postJSON(d.base, '/v1/chat/completions',
       { messages: [{ role: 'user', content: 'x' }], max_tokens: 2 });
     assert.equal(bare.status, 200);
+  });
+});
+
+describe('R1 template on the embedded model: reasoning_content', () => {
+  let d, client;
+  before(async () => {
+    d = await startDaemon({ bin: BIN, model: MODEL_DIR, timeoutMs: 120000,
+      args: ['--log.level=warn', '--model.template=deepseek-r1'] });
+    client = new OpenAI({ baseURL: d.base + '/v1', apiKey: 'none', maxRetries: 0 });
+  });
+  after(async () => { if (d) await d.stop(); });
+
+  test('special tokens pushed by logit_bias reach neither content nor reasoning_content', async () => {
+    const bias = {};
+    for (let id = 2; id <= 16; id++) bias[id] = 100;
+    for (const tools of [undefined, [weatherTool]]) {
+      const s = nextSeed();
+      const req = { seed: s, max_tokens: 16, logit_bias: bias, ignore_eos: true, tools,
+        messages: [{ role: 'user', content: 'hi' }] };
+      const r = await client.chat.completions.create(req);
+      noMarkers(r.choices[0].message.content, `seed ${s} content`);
+      noMarkers(r.choices[0].message.reasoning_content, `seed ${s} reasoning_content`);
+      let content = '', reasoning = '';
+      for await (const ch of await client.chat.completions.create({ ...req, stream: true })) {
+        content += ch.choices[0]?.delta?.content ?? '';
+        reasoning += ch.choices[0]?.delta?.reasoning_content ?? '';
+      }
+      noMarkers(content, `seed ${s} streamed content`);
+      noMarkers(reasoning, `seed ${s} streamed reasoning_content`);
+    }
+  });
+
+  test('json_schema under R1: the answer closes the think block first, compact JSON', async () => {
+    const s = nextSeed();
+    const r = await client.chat.completions.create({
+      seed: s, max_tokens: 200, messages: [{ role: 'user', content: 'JSON please' }],
+      response_format: { type: 'json_schema', json_schema: { name: 'x', strict: true, schema: {
+        type: 'object', properties: { a: { type: 'integer' }, b: { type: 'string', maxLength: 5 } },
+        required: ['a', 'b'], additionalProperties: false } } },
+    });
+    const c = r.choices[0];
+    assert.equal(c.finish_reason, 'stop', `seed ${s}: ${c.message.content}`);
+    const v = JSON.parse(c.message.content);
+    assert.ok(Number.isInteger(v.a) && typeof v.b === 'string' && [...v.b].length <= 5);
+    assert.equal(wsOutsideStrings(c.message.content), 0);
+    noMarkers(c.message.reasoning_content, 'reasoning_content');
   });
 });

@@ -424,6 +424,44 @@ static void test_soup(uint64_t seed)
     }
 }
 
+static int wants(struct toolparse_pipe *p, const char *s)
+{
+    return toolparse_pipe_wants(p, s, strlen(s));
+}
+
+/* Which added tokens' text the pipe takes: think tags that open/close, tool markers outside a
+ * think block and, but for the begin marker, only inside a tool block; nothing else. */
+static void test_wants(void)
+{
+    char err[ERR_LEN];
+    struct toolparse_req req = {0};
+    req.n_tools = 1;
+    req.names[0] = "get_time";
+    struct toolparse_pipe p;
+    CHECK_EQ(toolparse_pipe_init(&p, REASONING_START_THINKING, &req, 1, err), 0);
+    CHECK(!wants(&p, "<think>"));    /* already inside */
+    CHECK(!wants(&p, B));            /* tool markup inside a think block */
+    CHECK(!wants(&p, "<｜User｜>")); /* never */
+    CHECK(wants(&p, "</think>"));
+    CHECK(!wants(&p, "</think>")); /* stray */
+    CHECK(!wants(&p, CE));         /* outside a tool block */
+    CHECK(!wants(&p, E));
+    CHECK(wants(&p, B));
+    CHECK(wants(&p, CB));
+    CHECK(wants(&p, S));
+    CHECK(wants(&p, CE));
+    CHECK(wants(&p, E));
+    CHECK(!wants(&p, S));
+    CHECK(wants(&p, "<think>"));
+    toolparse_pipe_fini(&p);
+    /* no tools, no reasoning split: nothing */
+    CHECK_EQ(toolparse_pipe_init(&p, -1, NULL, 1, err), 0);
+    CHECK(!wants(&p, B));
+    CHECK(!wants(&p, "<think>"));
+    CHECK(!wants(&p, "</think>"));
+    toolparse_pipe_fini(&p);
+}
+
 int main(void)
 {
     uint64_t seed = check_seed();
@@ -431,5 +469,6 @@ int main(void)
     test_chunkings(seed);
     test_request();
     test_pipe(seed);
+    test_wants();
     return 0;
 }

@@ -22,6 +22,7 @@
 #include "daemon.h"
 #include "http.h"
 #include "metrics.h"
+#include "served.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -208,6 +209,10 @@ static int serve(struct daemon *d, const struct cfg *cfg)
     atomic_store(&s->next_id, seed & 0x0000ffffffffffffull);
     model_name(s, cfg);
     fingerprint(s, cfg->model_path);
+    if (served_check(cfg->model_served_names, err) != 0) {
+        LOG_ERR("serve", "%s", err);
+        return 1;
+    }
 
     if ((rc = metrics_create(s->model_name, &s->metrics)) != 0) {
         LOG_ERR("serve", "out of memory");

@@ -18,6 +18,7 @@
 #include "common/utf8.h"
 #include "engine/text/constrain.h"
 #include "engine/text/reasoning.h"
+#include "served.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,6 +68,10 @@ int gen_create(struct http_conn *hc, int chat, struct gen **out, const char **pa
     snprintf(g->request_id, sizeof g->request_id, "%s", hc->request_id);
     int rc = api_params_parse(root, chat, &g->p, param, err);
     if (rc) return rc;
+    if (g->p.model && !served_has(s->cfg->model_served_names, s->model_name, g->p.model)) {
+        *param = "model";
+        return err_set(err, ERR_MODEL_NOT_FOUND, "The model '%.100s' does not exist", g->p.model);
+    }
 
     uint64_t idn = atomic_fetch_add(&s->next_id, 1);
     snprintf(g->id, sizeof g->id, "%s-%s%016llx", chat ? "chatcmpl" : "cmpl", s->fingerprint + 3,
@@ -256,8 +261,9 @@ static int choice_init(struct gen *g, int pi, int k, const char **param, char *e
     c->g = g;
     c->index = ci;
     c->prompt = pi;
+    /* chat: special tokens are dropped by gen_text.c, except those the pipe parses */
     int rc = detok_create(&c->dt, s->tok, (const char *const *)g->p.stop, (size_t)g->p.n_stop,
-                          DETOK_SKIP_SPECIAL, err);
+                          g->p.chat ? 0 : DETOK_SKIP_SPECIAL, err);
     if (rc) {
         *param = "stop";
         return rc;
@@ -314,6 +320,13 @@ static int build_request(struct gen *g, struct choice *c, const int32_t *ids, in
     return 0;
 }
 
+/* The grammar's whitespace limit for a structured.whitespace value (docs/structured-output.md). */
+static uint16_t grammar_ws(const char *mode)
+{
+    if (strcmp(mode, "free") == 0) return JSONSCHEMA_WS_FREE;
+    return strcmp(mode, "bounded") == 0 ? CONSTRAIN_MAX_WS : 0;
+}
+
 int gen_build_requests(struct gen *g, struct eng_request ***out, const char **param, char *err)
 {
     struct srv *s = g->srv;
@@ -328,6 +341,8 @@ int gen_build_requests(struct gen *g, struct eng_request ***out, const char **pa
         if (rc) break;
         g->prompt_len[pi] = n;
         rc = check_context(g, n, param, err);
+        if (rc == 0 && pi == 0 && g->p.grammar) /* structured.whitespace */
+            jsonschema_set_whitespace(g->p.grammar, grammar_ws(s->cfg->structured_whitespace));
         /* an R1 prompt that opened <think>: the constrained answer closes it first */
         if (rc == 0 && g->p.chat && pi == 0 && g->think_open && g->p.grammar &&
             jsonschema_add_prefix(g->p.grammar, "</think>\n\n") != 0)

@@ -4,7 +4,7 @@
  * Each follows Python Jinja2 (and Python's str/dict/list) for the arguments chat templates use;
  * an unknown filter, test or method is a clear error naming it. Case mapping (upper, lower,
  * title, capitalize, the case-insensitive sort and unique) is ASCII-only; whitespace for strip
- * and split is ASCII whitespace.
+ * and split is Python's (str.isspace).
  * Threads: pure, on the render's arena.
  */
 #include "jinja_internal.h"
@@ -58,22 +58,45 @@ static int need_str(struct jrender *r, struct jvalue v, const char *what)
 
 static int is_ws(char c)
 {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+    return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f);
 }
 
-static int in_chars(char c, struct jvalue chars)
+/* bytes of the Python whitespace character (str.isspace) starting at p, or 0 */
+static size_t ws_at(const char *p, const char *end)
 {
-    if (chars.t != JV_STR) return is_ws(c);
-    return memchr(chars.u.s.p, c, chars.u.s.n) != NULL;
+    const unsigned char *u = (const unsigned char *)p;
+    size_t n = (size_t)(end - p);
+    if (n >= 1 && u[0] < 0x80) return is_ws((char)u[0]) ? 1 : 0;
+    if (n >= 2 && u[0] == 0xC2 && (u[1] == 0x85 || u[1] == 0xA0)) return 2;
+    if (n < 3) return 0;
+    unsigned cp = ((u[0] & 0x0Fu) << 12) | ((u[1] & 0x3Fu) << 6) | (u[2] & 0x3Fu);
+    if ((u[0] & 0xF0) != 0xE0) return 0;
+    if (cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 ||
+        cp == 0x202F || cp == 0x205F || cp == 0x3000)
+        return 3;
+    return 0;
+}
+
+/* bytes of the whitespace character ending at end (after begin), or 0 */
+static size_t ws_before(const char *begin, const char *end)
+{
+    for (size_t k = 1; k <= 3 && (size_t)(end - begin) >= k; k++)
+        if (ws_at(end - k, end) == k) return k;
+    return 0;
 }
 
 static struct jvalue strip(struct jvalue s, struct jvalue chars, int left, int right)
 {
-    const char *p = s.u.s.p;
-    size_t b = 0, e = s.u.s.n;
-    while (left && b < e && in_chars(p[b], chars)) b++;
-    while (right && e > b && in_chars(p[e - 1], chars)) e--;
-    return jv_str(p + b, e - b);
+    const char *p = s.u.s.p, *b = p, *e = p + s.u.s.n;
+    size_t k;
+    if (chars.t == JV_STR) {
+        while (left && b < e && memchr(chars.u.s.p, *b, chars.u.s.n)) b++;
+        while (right && e > b && memchr(chars.u.s.p, e[-1], chars.u.s.n)) e--;
+    } else {
+        while (left && b < e && (k = ws_at(b, e))) b += k;
+        while (right && e > b && (k = ws_before(b, e))) e -= k;
+    }
+    return jv_str(b, (size_t)(e - b));
 }
 
 /* ASCII case mapping: mode 'u' upper, 'l' lower, 't' title, 'c' capitalize */
@@ -148,16 +171,17 @@ static int split(struct jrender *r, struct jvalue s, struct jvalue sep, int64_t 
     if (rc) return rc;
     if (sep.t == JV_STR && sep.u.s.n == 0) return jr_fail(r, "split: empty separator");
     if (sep.t != JV_STR) { /* runs of whitespace; no empty strings */
+        size_t k;
         while (!rc) {
-            while (p < end && is_ws(*p)) p++;
+            while (p < end && (k = ws_at(p, end))) p += k;
             if (p >= end) break;
             const char *q = p;
             if (maxsplit >= 0 && done >= maxsplit) {
                 const char *e = end;
-                while (e > p && is_ws(e[-1])) e--;
+                while (e > p && (k = ws_before(p, e))) e -= k;
                 return jl_push(r, out->u.l, jv_str(p, (size_t)(e - p)));
             }
-            while (q < end && !is_ws(*q)) q++;
+            while (q < end && !ws_at(q, end)) q++;
             rc = jl_push(r, out->u.l, jv_str(p, (size_t)(q - p)));
             done++;
             p = q;

@@ -425,6 +425,7 @@ static int parse_compare(struct parser *P, struct jnode **out)
 {
     static const char *const ops[] = {"==", "!=", "<=", ">=", "<", ">"};
     static const int codes[] = {JOP_EQ, JOP_NE, JOP_LE, JOP_GE, JOP_LT, JOP_GT};
+    struct jnode *last = NULL; /* the previous comparison of a chain */
     int rc = parse_level(P, 0, out);
     while (rc == 0) {
         struct jtok *t = cur(P);
@@ -442,9 +443,16 @@ static int parse_compare(struct parser *P, struct jnode **out)
         } else {
             break;
         }
-        struct jnode *b;
+        struct jnode *b, *cmp = NULL;
         if ((rc = parse_level(P, 0, &b))) break;
-        rc = binary(P, t, op, *out, b, out);
+        if (last) { /* a < b < c is (a < b) and (b < c), as in Python */
+            if ((rc = binary(P, t, op, last->b, b, &cmp))) break;
+            rc = binary(P, t, JOP_AND, *out, cmp, out);
+            last = cmp;
+        } else {
+            rc = binary(P, t, op, *out, b, out);
+            last = *out;
+        }
     }
     return rc;
 }

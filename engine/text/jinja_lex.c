@@ -14,6 +14,7 @@
 #include "common/err.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -181,9 +182,9 @@ static int lex_number(struct lexer *L, const char **pp)
     if (is_float) {
         t->f = strtod(buf, NULL);
     } else {
-        char *e;
-        t->i = strtoll(buf, &e, 10);
-        if (n > 18) return fail_at(L, start, "integer literal too large");
+        errno = 0;
+        t->i = strtoll(buf, NULL, 10);
+        if (errno == ERANGE) return fail_at(L, start, "integer literal too large");
     }
     *pp = p;
     return 0;

@@ -696,7 +696,9 @@ static int parse_body(struct parser *P, const char *const *ends, struct nvec *bo
         struct jnode *n = NULL;
         if (t->kind == JT_EOF) {
             if (!ends) break;
-            return fail(P, t, "unexpected end of template, expected ", ends[0]);
+            int last = 0;
+            while (ends[last + 1]) last++;
+            return fail(P, t, "unexpected end of template, expected ", ends[last]);
         }
         P->i++;
         if (t->kind == JT_TEXT) {

@@ -734,7 +734,15 @@ int jinja_parse(const char *text, struct jinja **out, char *err)
     struct jinja *t = calloc(1, sizeof *t);
     if (!t) return err_set(err, ERR_NOMEM, "out of memory");
     struct parser P = {.a = &t->arena, .err = err};
-    int rc = jinja_lex(&t->arena, text, &P.t, &P.n, err);
+    /* text nodes point into the source: keep a copy, so the caller's text may go */
+    size_t len = strlen(text);
+    char *src = ja_alloc(&t->arena, len + 1);
+    if (!src) {
+        jinja_free(t);
+        return err_set(err, ERR_NOMEM, "out of memory");
+    }
+    memcpy(src, text, len);
+    int rc = jinja_lex(&t->arena, src, &P.t, &P.n, err);
     struct nvec body = {0};
     int which;
     if (rc == 0) rc = parse_body(&P, NULL, &body, &which);

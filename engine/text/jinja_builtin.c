@@ -140,6 +140,7 @@ static int replace(struct jrender *r, struct jvalue s, struct jvalue old, struct
             size_t k = 1;
             while (p + k < end && ((unsigned char)p[k] & 0xC0) == 0x80) k++;
             if (!rc && sbuf_append(&b, p, k)) rc = jr_nomem(r);
+            if (!rc && r->arena.limit && b.n > r->arena.limit) rc = jr_nomem(r);
             p += k;
         }
     }

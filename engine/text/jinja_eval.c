@@ -97,7 +97,7 @@ static int concat(struct jrender *r, const char *a, size_t na, const char *b, si
 
 static int repeat(struct jrender *r, struct jvalue v, int64_t times, struct jvalue *out)
 {
-    if (times < 0) times = 0;
+    if (times < 0 || (v.t == JV_STR ? v.u.s.n == 0 : v.u.l->n == 0)) times = 0;
     if (v.t == JV_STR) {
         if (v.u.s.n && (uint64_t)times > r->arena.limit / v.u.s.n) return jr_nomem(r);
         char *s = ja_alloc(&r->arena, v.u.s.n * (size_t)times + 1);

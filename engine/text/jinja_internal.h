@@ -106,6 +106,7 @@ struct jvalue;
 struct jnode {
     enum jnode_kind kind;
     int line, col;
+    int depth; /* expressions: height of the subtree (bounded at parse time) */
     int op, neg;
     const char *s;
     size_t sn;

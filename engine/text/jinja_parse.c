@@ -17,6 +17,7 @@
 #include <string.h>
 
 #define MAX_NEST 200
+#define MAX_EXPR_DEPTH 400 /* height of an expression tree: evaluation recurses over it */
 
 struct parser {
     struct jarena *a;
@@ -122,6 +123,20 @@ static int push_name(struct parser *P, const char ***names, size_t *n, size_t *c
         *cap = c;
     }
     (*names)[(*n)++] = s;
+    return 0;
+}
+
+/* n's height from its operand children; an error past MAX_EXPR_DEPTH (`a + a + ... + a` or
+ * `x.a.a...a` chains are iterative to parse, but recursive to evaluate) */
+static int deepen(struct parser *P, struct jnode *n)
+{
+    int d = 0;
+    const struct jnode *kids[3] = {n->a, n->b, n->c};
+    for (int k = 0; k < 3; k++)
+        if (kids[k] && kids[k]->depth > d) d = kids[k]->depth;
+    n->depth = d + 1;
+    if (n->depth > MAX_EXPR_DEPTH)
+        return fail(P, &P->t[P->i], "expression nested too deeply", NULL);
     return 0;
 }
 
@@ -308,6 +323,7 @@ static int parse_postfix(struct parser *P, struct jnode **e)
         } else {
             return 0;
         }
+        if ((rc = deepen(P, n))) return rc;
         *e = n;
     }
 }
@@ -349,6 +365,7 @@ static int parse_filters(struct parser *P, struct jnode **e)
         } else {
             return 0;
         }
+        if ((rc = deepen(P, n))) return rc;
         *e = n;
     }
 }
@@ -369,7 +386,7 @@ static int parse_unary(struct parser *P, int with_filter, struct jnode **out)
         struct jnode *n = node(P, JN_UNARY, t);
         if (!n) return nomem(P);
         n->op = *t->s;
-        if ((rc = parse_unary(P, 0, &n->a))) return rc;
+        if ((rc = parse_unary(P, 0, &n->a)) || (rc = deepen(P, n))) return rc;
         *out = n;
     } else {
         if ((rc = parse_primary(P, out)) || (rc = parse_postfix(P, out))) return rc;
@@ -388,7 +405,7 @@ static int binary(struct parser *P, const struct jtok *t, int op, struct jnode *
     n->a = a;
     n->b = b;
     *out = n;
-    return 0;
+    return deepen(P, n);
 }
 
 /* one level of left-associative binary operators */
@@ -465,7 +482,7 @@ static int parse_not(struct parser *P, struct jnode **out)
         if (!n) return nomem(P);
         n->op = 'n';
         int rc = nest_in(P);
-        if (rc || (rc = parse_not(P, &n->a))) return rc;
+        if (rc || (rc = parse_not(P, &n->a)) || (rc = deepen(P, n))) return rc;
         P->nest--;
         *out = n;
         return 0;
@@ -511,6 +528,7 @@ static int parse_expr(struct parser *P, struct jnode **out)
         n->b = *out;
         if ((rc = parse_or(P, &n->a))) return rc;
         if (accept_name(P, "else") && (rc = parse_expr(P, &n->c))) return rc;
+        if ((rc = deepen(P, n))) return rc;
         *out = n;
     }
     P->nest--;

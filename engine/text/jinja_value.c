@@ -204,8 +204,16 @@ int jv_truthy(struct jvalue v)
     }
 }
 
-int jv_equal(struct jvalue a, struct jvalue b)
+/* nested values compare to this depth (a list may contain itself) */
+#define MAX_VALUE_DEPTH 200
+
+static int equal_at(struct jvalue a, struct jvalue b, int depth);
+
+int jv_equal(struct jvalue a, struct jvalue b) { return equal_at(a, b, 0); }
+
+static int equal_at(struct jvalue a, struct jvalue b, int depth)
 {
+    if (depth > MAX_VALUE_DEPTH) return 0;
     if (jv_is_num(a) && jv_is_num(b)) {
         if (a.t != JV_FLOAT && b.t != JV_FLOAT)
             return (a.t == JV_INT ? a.u.i : a.u.b) == (b.t == JV_INT ? b.u.i : b.u.b);
@@ -219,13 +227,13 @@ int jv_equal(struct jvalue a, struct jvalue b)
     case JV_LIST:
         if (a.u.l->n != b.u.l->n) return 0;
         for (size_t i = 0; i < a.u.l->n; i++)
-            if (!jv_equal(a.u.l->v[i], b.u.l->v[i])) return 0;
+            if (!equal_at(a.u.l->v[i], b.u.l->v[i], depth + 1)) return 0;
         return 1;
     case JV_DICT:
         if (a.u.d->n != b.u.d->n) return 0;
         for (size_t i = 0; i < a.u.d->n; i++) {
             struct jvalue *o = jd_getv(b.u.d, a.u.d->k[i]);
-            if (!o || !jv_equal(a.u.d->v[i], *o)) return 0;
+            if (!o || !equal_at(a.u.d->v[i], *o, depth + 1)) return 0;
         }
         return 1;
     case JV_NS: return a.u.d == b.u.d;
@@ -243,8 +251,16 @@ const char *jv_type_name(struct jvalue v)
     return names[v.t];
 }
 
+static int compare_at(struct jrender *r, struct jvalue a, struct jvalue b, int *cmp, int depth);
+
 int jv_compare(struct jrender *r, struct jvalue a, struct jvalue b, int *cmp)
 {
+    return compare_at(r, a, b, cmp, 0);
+}
+
+static int compare_at(struct jrender *r, struct jvalue a, struct jvalue b, int *cmp, int depth)
+{
+    if (depth > MAX_VALUE_DEPTH) return jr_fail(r, "values nested too deeply to compare");
     if (jv_is_num(a) && jv_is_num(b)) {
         double x = jv_num(a), y = jv_num(b);
         if (a.t == JV_INT && b.t == JV_INT) *cmp = a.u.i < b.u.i ? -1 : a.u.i > b.u.i;
@@ -261,7 +277,7 @@ int jv_compare(struct jrender *r, struct jvalue a, struct jvalue b, int *cmp)
         size_t n = a.u.l->n < b.u.l->n ? a.u.l->n : b.u.l->n;
         for (size_t i = 0; i < n; i++) {
             if (jv_equal(a.u.l->v[i], b.u.l->v[i])) continue;
-            return jv_compare(r, a.u.l->v[i], b.u.l->v[i], cmp);
+            return compare_at(r, a.u.l->v[i], b.u.l->v[i], cmp, depth + 1);
         }
         *cmp = a.u.l->n < b.u.l->n ? -1 : a.u.l->n > b.u.l->n;
         return 0;

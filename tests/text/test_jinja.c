@@ -187,6 +187,15 @@ static void limits(void)
              ERR_NOMEM);
     CHECK_CONTAINS(err, "limit is 1048576 bytes");
     CHECK_EQ(render_lim("{{ 'x' * 100000000000 }}", NULL, &lim), ERR_NOMEM);
+    /* self-reference, empty repetition, long operator chains: errors or quick answers */
+    ok("{% set l = [] %}{% set _ = l.append(l) %}{{ l == l }}", NULL, "False");
+    CHECK_EQ(render("{% set l = [] %}{% set _ = l.append(l) %}{{ l }}", NULL), ERR_INVAL);
+    ok("{{ '' * 1000000000000000000 }}{{ ([] * 1000000000000000000)|length }}", NULL, "0");
+    char chain[8000] = "{{ 1";
+    for (int i = 0; i < 1000; i++) strcat(chain, " + 1");
+    strcat(chain, " }}");
+    CHECK_EQ(render(chain, NULL), ERR_FORMAT);
+    CHECK_CONTAINS(err, "expression nested too deeply");
     /* deep nesting is a syntax error, not a stack overflow */
     char deep[2100];
     size_t n = 0;

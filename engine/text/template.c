@@ -1,10 +1,11 @@
 /* template.c - built-in renderers of the DeepSeek chat templates, and template recognition.
  *
- * Why built-in renderers rather than a Jinja interpreter: the three templates are short and
- * fixed, their exact output (quirks included) is what the models were trained on, and a C
- * transliteration is easy to review line by line against the Jinja and to test byte for byte
- * against a reference renderer. Each render_* function below follows its template statement by
- * statement, with the template's namespace variables as locals, so quirks carry over:
+ * Why built-in renderers beside the Jinja interpreter (jinja.h, for every other template): the
+ * three templates are short and fixed, their exact output (quirks included) is what the models
+ * were trained on, and a C transliteration is easy to review line by line against the Jinja,
+ * to test byte for byte against a reference renderer, and is a fast path. Each render_* function
+ * below follows its template statement by statement, with the template's namespace variables as
+ * locals, so quirks carry over:
  *   - deepseek-v3 / -r1: `is_first` is never reset, so only the very first tool call of the whole
  *     conversation opens "<｜Assistant｜><｜tool▁calls▁begin｜>"; later calls (also in later
  *     messages) take the "\n<｜tool▁call▁begin｜>" path, which closes with

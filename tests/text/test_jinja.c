@@ -7,6 +7,7 @@
 #include "tests/check.h"
 
 #include <jansson.h>
+#include <pthread.h>
 
 static char out_buf[1 << 16];
 static char err[ERR_LEN];
@@ -257,6 +258,51 @@ static void chat_glue(void)
     CHECK(!m.deepseek_tools && !m.think);
 }
 
+/* one parsed template rendered by several threads at once gives each the same text */
+struct job {
+    const struct jinja *t;
+    const json_t *vars;
+    char out[256];
+    int rc;
+};
+
+static void *render_many(void *arg)
+{
+    struct job *j = arg;
+    for (int i = 0; i < 200 && j->rc == 0; i++) {
+        struct sbuf out = {0};
+        char e[ERR_LEN];
+        j->rc = jinja_render(j->t, j->vars, NULL, &out, e);
+        if (j->rc == 0) snprintf(j->out, sizeof j->out, "%s", out.s ? out.s : "");
+        sbuf_fini(&out);
+    }
+    return NULL;
+}
+
+static void concurrent(void)
+{
+    struct jinja *t = NULL;
+    CHECK_EQ(jinja_parse("{% set ns = namespace(n=0) %}{% for m in messages %}{% set ns.n = ns.n + "
+                         "1 %}{{ m.role|upper }}{{ ' ' if not loop.last }}{% endfor %}={{ ns.n }}",
+                         &t, err),
+             0);
+    json_t *vars = json_loads("{\"messages\": [{\"role\": \"a\"}, {\"role\": \"b\"}]}", 0, NULL);
+    CHECK(vars);
+    struct job jobs[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = (struct job){.t = t, .vars = vars};
+        CHECK_EQ(pthread_create(&th[i], NULL, render_many, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_EQ(jobs[i].rc, 0);
+        CHECK_STR(jobs[i].out, "A B=2");
+    }
+    json_decref(vars);
+    jinja_free(t);
+}
+
 int main(void)
 {
     python_semantics();
@@ -264,6 +310,7 @@ int main(void)
     errors();
     limits();
     chat_glue();
+    concurrent();
     printf("jinja: ok\n");
     return 0;
 }

@@ -2,8 +2,9 @@
 //
 // Templates: the official DeepSeek-V3 template, the R1 and R1-0528 references (ref_templates.mjs),
 // tandem's own Jinja for the three (tmpl_batch builtin), and the fixtures in templates/ (a
-// ChatML/Qwen-style and a Llama-3-style template with tools, and two exercising namespace,
-// macros, loop variables, filters, tests and methods). Contexts: random conversations (system,
+// ChatML/Qwen2.5-style, a Qwen3-style (reasoning, string methods, reversed slices) and a
+// Llama-3-style template with tools, and two exercising namespace, macros, loop variables,
+// filters, tests and methods). Contexts: random conversations (system,
 // user, assistant, tool turns, tool calls, unicode text), random tool lists, both values of
 // add_generation_prompt; the seed is printed (TANDEM_TEST_SEED=... replays it).
 // Where both renderers fail, both are counted as agreeing; where only one fails, that is a

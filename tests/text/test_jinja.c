@@ -71,6 +71,7 @@ static void python_semantics(void)
     ok("{{ [1,2,3,4][1:-1] }} {{ [1,2,3][-1] }} {{ [1][5] }}|", NULL, "[2, 3] 3 |");
     ok("{{ '\\u3000 x\\u00a0'.strip() }}|{{ ' a  b '.split() }}|{{ 'a,b,,c'.split(',') }}", NULL,
        "x|['a', 'b']|['a', 'b', '', 'c']");
+    ok("{{ 'xxaxx'.strip('x') }}|{{ '\\n\\fa'.lstrip('\\n') }}", NULL, "a|\fa");
     ok("{{ 'Hello'.startswith(('x', 'He')) }} {{ 'abc'.replace('', '-') }} {{ 'aXbX'.count('X') }}",
        NULL, "True -a-b-c- 2");
     ok("{{ '{} and {name}'.format(1, name='n') }} {{ ', '.join(['a', 'b']) }}", NULL,

@@ -126,8 +126,8 @@ static const char *find(const char *h, size_t hn, const char *n, size_t nn)
 static int replace(struct jrender *r, struct jvalue s, struct jvalue old, struct jvalue new_,
                    int64_t count, struct jvalue *out)
 {
-    int rc =
-        need_str(r, old, "replace") ? need_str(r, old, "replace") : need_str(r, new_, "replace");
+    int rc = need_str(r, old, "replace");
+    if (!rc) rc = need_str(r, new_, "replace");
     if (rc) return rc;
     struct sbuf b = {0};
     const char *p = s.u.s.p, *end = p + s.u.s.n;
@@ -565,6 +565,7 @@ static int get_path(struct jrender *r, struct jvalue obj, struct jvalue path, st
         return 0;
     }
     int rc = need_str(r, path, "attribute");
+    if (rc) return rc;
     const char *p = path.u.s.p, *end = p + path.u.s.n;
     *out = obj;
     while (!rc && p <= end) {

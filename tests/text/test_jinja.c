@@ -161,6 +161,7 @@ static void errors(void)
     fails("{{ 9223372036854775807 + 1 }}", NULL, ERR_INVAL, "overflow");
     fails("{% set x = 1 %}{% set x.a = 2 %}", NULL, ERR_INVAL, "non-namespace");
     fails("{{ 'a' < 1 }}", NULL, ERR_INVAL, "cannot order");
+    fails("{{ [{}]|selectattr(1.5)|list }}", NULL, ERR_INVAL, "attribute expects a string");
 }
 
 static void limits(void)

@@ -519,7 +519,7 @@ int jb_test(struct jrender *r, const char *name, struct jvalue v, struct jvalue 
         int64_t i = v.t == JV_INT ? v.u.i : v.u.b,
                 d = name[0] == 'd' ? (x.t == JV_INT ? x.u.i : 0) : 2;
         if (d == 0) return jr_fail(r, "divisibleby needs a non-zero integer");
-        *out = name[0] == 'o' ? i % 2 != 0 : i % d == 0;
+        *out = name[0] == 'o' ? i % 2 != 0 : d == -1 || i % d == 0; /* INT64_MIN % -1 is UB */
     } else if (!strcmp(name, "equalto") || !strcmp(name, "eq") || !strcmp(name, "==") ||
                !strcmp(name, "sameas"))
         *out = jv_equal(v, x);
@@ -879,8 +879,14 @@ int jb_filter(struct jrender *r, const char *name, struct jvalue v, struct jvalu
             if (attr.t != JV_NONE && (rc = get_path(r, x, attr, &x))) break;
             if (name[1] == 'u') {
                 if (!jv_is_num(x) || !jv_is_num(*out)) return jr_fail(r, "sum needs numbers");
-                *out = out->t == JV_INT && x.t == JV_INT ? jv_int(out->u.i + x.u.i)
-                                                         : jv_float(jv_num(*out) + jv_num(x));
+                int64_t acc;
+                if (out->t == JV_INT && x.t == JV_INT) {
+                    if (__builtin_add_overflow(out->u.i, x.u.i, &acc))
+                        return jr_fail(r, "integer overflow in sum");
+                    *out = jv_int(acc);
+                } else {
+                    *out = jv_float(jv_num(*out) + jv_num(x));
+                }
             } else if (out->t == JV_UNDEF || ((rc = key_cmp(r, x, *out, 0, &c)) == 0 &&
                                               (name[1] == 'a' ? c > 0 : c < 0))) {
                 *out = x;

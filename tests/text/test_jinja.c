@@ -162,6 +162,8 @@ static void errors(void)
     fails("{% set x = 1 %}{% set x.a = 2 %}", NULL, ERR_INVAL, "non-namespace");
     fails("{{ 'a' < 1 }}", NULL, ERR_INVAL, "cannot order");
     fails("{{ [{}]|selectattr(1.5)|list }}", NULL, ERR_INVAL, "attribute expects a string");
+    fails("{{ [9223372036854775807, 1]|sum }}", NULL, ERR_INVAL, "overflow");
+    ok("{{ (-9223372036854775807 - 1) is divisibleby(-1) }}", NULL, "True");
 }
 
 static void limits(void)

@@ -3,11 +3,12 @@
 // Templates: the official DeepSeek-V3 template, the R1 and R1-0528 references (ref_templates.mjs),
 // tandem's own Jinja for the three (tmpl_batch builtin), and the fixtures in templates/ (a
 // ChatML/Qwen2.5-style, a Qwen3-style (reasoning, string methods, reversed slices) and a
-// Llama-3-style template with tools, and two exercising namespace, macros, loop variables,
+// Llama-3-style template with tools, a Mistral-style one that raises on non-alternating roles, and two exercising namespace, macros, loop variables,
 // filters, tests and methods). Contexts: random conversations (system,
 // user, assistant, tool turns, tool calls, unicode text), random tool lists, both values of
 // add_generation_prompt; the seed is printed (TANDEM_TEST_SEED=... replays it).
-// Where both renderers fail, both are counted as agreeing; where only one fails, that is a
+// Where both renderers fail, both are counted as agreeing (raise_exception must raise the same
+// message); where only one fails, that is a
 // failure unless the reference's failure is a known gap of the JavaScript port (jsGaps: Python's
 // Jinja2 applies trim to None as to the string 'None').
 //
@@ -78,9 +79,18 @@ function randomConv() {
   return msgs;
 }
 
+// user/assistant turns alternating after an optional system message (what stricter templates
+// accept instead of raising an exception)
+function alternatingConv() {
+  const msgs = rng.chance(0.5) ? [{ role: "system", content: text() }] : [];
+  const n = rng.range(1, 6);
+  for (let i = 0; i < n; i++) msgs.push({ role: i % 2 ? "assistant" : "user", content: text() });
+  return msgs;
+}
+
 const contexts = [];
 for (let i = 0; i < nRandom; i++) {
-  const c = { messages: randomConv(), add_generation_prompt: rng.chance(0.5),
+  const c = { messages: rng.chance(0.25) ? alternatingConv() : randomConv(), add_generation_prompt: rng.chance(0.5),
     bos_token: "<s>", eos_token: "</s>" };
   if (rng.chance(0.4)) c.tools = Array.from({ length: rng.range(1, 3) }, tool);
   contexts.push(c);
@@ -102,7 +112,13 @@ for (const [name, src] of Object.entries(templates)) {
     let want;
     try { want = tmpl.render(structuredClone(ctx)); } catch (e) { want = { error: e.message }; }
     const got = out[i];
-    if (typeof want !== "string" && typeof got !== "string") { bothFailed++; return; }
+    if (typeof want !== "string" && typeof got !== "string") {
+      // raise_exception: the same message
+      const raised = got.error.split("chat template error: ")[1];
+      if (raised !== undefined && raised !== want.error && !jsGaps.some((re) => re.test(want.error))) fail(`${name} context ${i}: raised "${raised}", the reference "${want.error}"`);
+      bothFailed++;
+      return;
+    }
     if (typeof want !== "string") {
       if (jsGaps.some((re) => re.test(want.error))) { bothFailed++; return; }
       fail(`${name} context ${i}: the reference failed (${want.error}), tandem rendered\n  ${JSON.stringify(ctx).slice(0, 300)}`);

@@ -114,15 +114,16 @@ enum MHD_Result api_tokenize(struct http_conn *hc)
         /* validate as a chat request would, then render the template */
         json_t *probe = json_pack("{s:O}", "messages", messages);
         /* tools are part of the rendered prompt (the system text lists them) */
-        static const char *const tool_keys[] = {"tools", "tool_choice", "parallel_tool_calls"};
-        for (size_t k = 0; probe && k < 3; k++) {
+        static const char *const tool_keys[] = {"tools", "tool_choice", "parallel_tool_calls",
+                                                "chat_template_kwargs"};
+        for (size_t k = 0; probe && k < 4; k++) {
             json_t *v = json_object_get(root, tool_keys[k]);
             if (v) json_object_set(probe, tool_keys[k], v);
         }
         struct api_params p;
         rc = probe ? api_params_parse(probe, 1, &p, &param, err) : ERR_NOMEM;
         if (rc == 0) {
-            rc = api_render_chat(s, messages, &p.tools, &text, err);
+            rc = api_render_chat(s, messages, &p.tools, p.chat_template_kwargs, &text, err);
             if (rc == 0)
                 rc = tok_encode(s->tok, text.s ? text.s : "", text.n, TOK_ENC_SPECIAL, &ids, err);
             api_params_fini(&p);

@@ -41,6 +41,8 @@ struct srv {
     struct tok *tok;
     struct constrain_vocab *cvocab; /* constrained decoding tables for tok (constrain.h) */
     enum tmpl_kind tmpl;
+    struct jinja *jinja;          /* TMPL_JINJA: the parsed template (immutable; NULL otherwise) */
+    struct tmpl_modes tmpl_modes; /* TMPL_JINJA: tool-call and reasoning parsing it implies */
     struct eng_info info;
     char model_name[128];
     char fingerprint[32]; /* system_fingerprint */
@@ -127,10 +129,11 @@ enum MHD_Result api_detokenize(struct http_conn *hc);
 
 /* gen_request.c: render chat messages (validated by api_params_parse) with the model's
  * template; `tools` (may be NULL) adds the tool list to the system text
- * (toolparse_tools_prompt). */
+ * (toolparse_tools_prompt) of the DeepSeek templates, or is the `tools` variable of an
+ * interpreted one; kwargs (may be NULL): chat_template_kwargs, for interpreted templates. */
 struct toolparse_req;
 int api_render_chat(struct srv *s, const json_t *messages, const struct toolparse_req *tools,
-                    struct sbuf *out, char *err);
+                    const json_t *kwargs, struct sbuf *out, char *err);
 
 /* gen_registry.c: the registry of live generation requests, for the main loop */
 int api_gen_count(struct srv *s);       /* live generation requests */

@@ -46,20 +46,20 @@ static const char *block_type(const json_t *b)
     return json_string_value(json_object_get(b, "type"));
 }
 
-/* Text of content that is a string or an array of text blocks, appended to out. what names
- * the field for errors. */
-static int text_of(const json_t *content, const char *what, struct sbuf *out, const char **param,
-                   char *err)
+/* Text of content that is a string or an array of text blocks, appended to out. field and
+ * what name it for errors. */
+static int text_of(const json_t *content, const char *field, const char *what, struct sbuf *out,
+                   const char **param, char *err)
 {
-    *param = what;
+    *param = field;
     if (json_is_string(content))
         return sbuf_append(out, json_string_value(content), json_string_length(content))
                    ? nomem(err)
                    : 0;
     if (!json_is_array(content))
-        return err_set(err, ERR_INVAL, "'%s' must be a string or an array of text blocks", what);
+        return err_set(err, ERR_INVAL, "%s must be a string or an array of text blocks", what);
     if (json_array_size(content) > ANTHROPIC_MAX_BLOCKS)
-        return err_set(err, ERR_INVAL, "'%s' has more than %d blocks", what, ANTHROPIC_MAX_BLOCKS);
+        return err_set(err, ERR_INVAL, "%s has more than %d blocks", what, ANTHROPIC_MAX_BLOCKS);
     size_t i;
     json_t *b;
     json_array_foreach(content, i, b)
@@ -67,8 +67,8 @@ static int text_of(const json_t *content, const char *what, struct sbuf *out, co
         const char *t = block_type(b);
         json_t *text = json_object_get(b, "text");
         if (!t || strcmp(t, "text") != 0 || !json_is_string(text))
-            return err_set(err, ERR_INVAL, "'%s' blocks must be {\"type\":\"text\",\"text\":...}",
-                           what);
+            return err_set(err, ERR_INVAL,
+                           "%s must hold only text blocks {\"type\":\"text\",\"text\":...}", what);
         if (sbuf_append(out, json_string_value(text), json_string_length(text))) return nomem(err);
     }
     return 0;
@@ -96,7 +96,7 @@ static int tool_result(const json_t *b, json_t *msgs, const char **param, char *
     if (json_is_true(is_err) && sbuf_append(&text, "Error: ", 7)) rc = nomem(err);
     json_t *content = json_object_get(b, "content");
     if (rc == 0 && content && !json_is_null(content))
-        rc = text_of(content, "messages.content.content", &text, param, err);
+        rc = text_of(content, "messages", "a tool_result's content", &text, param, err);
     if (rc == 0) {
         json_t *m = chat_msg("tool", text.s, text.n);
         if (m && json_object_set(m, "tool_call_id", id) != 0) {
@@ -314,7 +314,7 @@ int anthropic_to_chat(const json_t *in, int count_tokens, json_t **out, const ch
     json_t *sys = json_object_get(in, "system");
     if (sys && !json_is_null(sys)) {
         struct sbuf text = {0};
-        rc = text_of(sys, "system", &text, param, err);
+        rc = text_of(sys, "system", "'system'", &text, param, err);
         if (rc == 0) rc = push(msgs, chat_msg("system", text.s, text.n), err);
         sbuf_fini(&text);
         if (rc) goto out;

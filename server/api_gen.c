@@ -158,11 +158,25 @@ static enum MHD_Result generate(struct http_conn *hc, int chat)
     char err[ERR_LEN] = "";
     const char *param = NULL;
     struct gen *g = NULL;
+
+    /* 1. validate everything before the engine sees anything */
+    int rc = gen_create(hc, chat, &g, &param, err);
+    if (rc) {
+        enum MHD_Result r = http_reply_error(hc, rc, err, param);
+        gen_free(g);
+        return r;
+    }
+    return gen_start(hc, g);
+}
+
+enum MHD_Result gen_start(struct http_conn *hc, struct gen *g)
+{
+    char err[ERR_LEN] = "";
+    const char *param = NULL;
     struct eng_request **reqs = NULL;
 
-    /* 1. validate and tokenize everything before the engine sees anything */
-    int rc = gen_create(hc, chat, &g, &param, err);
-    if (rc == 0) rc = gen_build_requests(g, &reqs, &param, err);
+    /* 1b. tokenize, build the engine requests */
+    int rc = gen_build_requests(g, &reqs, &param, err);
     if (rc) {
         enum MHD_Result r = http_reply_error(hc, rc, err, param);
         gen_free(g);

@@ -13,6 +13,7 @@
  *   gen_text.c      queued events -> text per choice: detokenization with stop strings, the
  *                   chat pipe (R1 reasoning split, tool calls);
  *   gen_output.c    the JSON the client sees: SSE chunks, the final JSON body, logprobs, usage;
+ *   gen_anthropic.c the same in Anthropic's Messages shape (/v1/messages, api_messages.c);
  *   gen_registry.c  the live requests, for the main loop (drain, disconnect probing).
  *
  * Threads and handoff:
@@ -122,9 +123,18 @@ struct gen {
     int stream_done;
     int err_code;
     char err_msg[ERR_LEN];
+    /* /v1/messages: the answer has Anthropic's shape (gen_anthropic.c) */
+    int anthropic;
+    int anth_blocks; /* streaming: content blocks started so far */
+    int anth_open;   /* streaming: the open block, 0 none, else 'k' thinking, 't' text, 'u' tool */
 };
 
 /* gen_request.c */
+/* The body as JSON: UTF-8 and JSON checked (ERR_UTF8, ERR_JSON with err). */
+int gen_parse_body(struct http_conn *hc, json_t **root, char *err);
+/* gen_create for a parsed body (root: taken, also on error). */
+int gen_create_root(struct http_conn *hc, json_t *root, int chat, struct gen **out,
+                    const char **param, char *err);
 /* Check the body (UTF-8, JSON, parameters) and create the gen. On error *out may hold a gen to
  * free, and rc, err and *param are what the error reply says. */
 int gen_create(struct http_conn *hc, int chat, struct gen **out, const char **param, char *err);
@@ -134,6 +144,9 @@ int gen_create(struct http_conn *hc, int chat, struct gen **out, const char **pa
 int gen_build_requests(struct gen *g, struct eng_request ***out, const char **param, char *err);
 void gen_request_free(struct eng_request *r); /* an engine request (its arrays, if still held) */
 void gen_free(struct gen *g);                 /* accepts NULL */
+
+/* api_gen.c: build, submit and answer a created gen (the gen is no longer the caller's). */
+enum MHD_Result gen_start(struct http_conn *hc, struct gen *g);
 
 /* gen_events.c */
 void gen_on_event(void *ud, const struct eng_event *ev); /* engine thread; ud = the choice */
@@ -156,6 +169,12 @@ void gen_sse_start(struct gen *g);   /* the first chunk of each choice */
 void gen_sse_pending(struct gen *g); /* chunks for whatever each choice has ready */
 void gen_sse_end(struct gen *g);     /* the error or usage chunk, then [DONE] */
 enum MHD_Result gen_reply_full(struct http_conn *hc, struct gen *g); /* non-streaming */
+
+/* gen_anthropic.c: gen_output.c's four for a gen with `anthropic` set */
+void gen_anth_sse_start(struct gen *g);
+void gen_anth_sse_pending(struct gen *g);
+void gen_anth_sse_end(struct gen *g);
+enum MHD_Result gen_anth_reply_full(struct http_conn *hc, struct gen *g);
 
 /* gen_registry.c (and api_gen_count / api_gen_cancel_all / api_gen_probe of http.h) */
 void gen_registry_add(struct srv *s, struct gen *g);

@@ -43,19 +43,35 @@ static int nomem(const char **param, char *err)
     return ERR_NOMEM;
 }
 
-int gen_create(struct http_conn *hc, int chat, struct gen **out, const char **param, char *err)
+int gen_parse_body(struct http_conn *hc, json_t **root, char *err)
 {
-    struct srv *s = hc->srv;
     size_t bad_at = 0;
-    *out = NULL;
-    *param = NULL;
+    *root = NULL;
     if (utf8_check(hc->body, hc->body_len, &bad_at) != 0)
         return err_set(err, ERR_UTF8, "the request body is not valid UTF-8 (byte %zu)", bad_at);
     json_error_t je;
-    json_t *root = json_loadb(hc->body, hc->body_len, 0, &je);
-    if (!root)
+    *root = json_loadb(hc->body, hc->body_len, 0, &je);
+    if (!*root)
         return err_set(err, ERR_JSON, "malformed JSON at line %d column %d: %s", je.line, je.column,
                        je.text);
+    return 0;
+}
+
+int gen_create(struct http_conn *hc, int chat, struct gen **out, const char **param, char *err)
+{
+    json_t *root = NULL;
+    *out = NULL;
+    *param = NULL;
+    int rc = gen_parse_body(hc, &root, err);
+    return rc ? rc : gen_create_root(hc, root, chat, out, param, err);
+}
+
+int gen_create_root(struct http_conn *hc, json_t *root, int chat, struct gen **out,
+                    const char **param, char *err)
+{
+    struct srv *s = hc->srv;
+    *out = NULL;
+    *param = NULL;
     struct gen *g = calloc(1, sizeof *g);
     if (!g) {
         json_decref(root);

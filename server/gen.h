@@ -1,5 +1,5 @@
-/* gen.h - one generation request (/v1/chat/completions, /v1/completions), shared by the files
- * that handle it; nothing outside them uses it.
+/* gen.h - one generation request (/v1/chat/completions, /v1/completions, /v1/responses), shared
+ * by the files that handle it; nothing outside them uses it.
  *
  * What: one struct gen per HTTP request, with one struct choice per engine request (n choices
  * per prompt; several prompts for legacy completions). The files, in the order a request meets
@@ -14,6 +14,7 @@
  *                   chat pipe (R1 reasoning split, tool calls);
  *   gen_output.c    the JSON the client sees: SSE chunks, the final JSON body, logprobs, usage;
  *   gen_registry.c  the live requests, for the main loop (drain, disconnect probing).
+ * /v1/responses takes the chat path with its own request translation and output (resp.h).
  *
  * Threads and handoff:
  *   - engine thread: gen_on_event() appends a copy of the event to g->q under g->mu, updates the
@@ -44,11 +45,15 @@
 #include "engine/text/toolparse.h"
 #include "http.h"
 #include "reqparse.h"
+#include "resp.h"
 
 #include <pthread.h>
 #include <stdint.h>
 
 #define GEN_MAX_CHOICES (API_MAX_N * API_MAX_PROMPTS)
+
+/* which API a request came through */
+enum gen_api { GEN_COMPLETIONS = 0, GEN_CHAT = 1, GEN_RESPONSES = 2 };
 
 /* One engine event, queued for the HTTP side. */
 struct gev {
@@ -122,12 +127,14 @@ struct gen {
     int stream_done;
     int err_code;
     char err_msg[ERR_LEN];
+    struct resp *resp; /* /v1/responses: its request and output state (resp.h), else NULL */
 };
 
 /* gen_request.c */
 /* Check the body (UTF-8, JSON, parameters) and create the gen. On error *out may hold a gen to
  * free, and rc, err and *param are what the error reply says. */
-int gen_create(struct http_conn *hc, int chat, struct gen **out, const char **param, char *err);
+int gen_create(struct http_conn *hc, enum gen_api api, struct gen **out, const char **param,
+               char *err);
 /* Tokenize every prompt and build one engine request per choice (in *out, n_choices of them,
  * before anything is submitted). On error nothing is left to free but the gen, and rc, err and
  * *param are what the error reply says. */

@@ -43,8 +43,10 @@ static int nomem(const char **param, char *err)
     return ERR_NOMEM;
 }
 
-int gen_create(struct http_conn *hc, int chat, struct gen **out, const char **param, char *err)
+int gen_create(struct http_conn *hc, enum gen_api api, struct gen **out, const char **param,
+               char *err)
 {
+    int chat = api != GEN_COMPLETIONS;
     struct srv *s = hc->srv;
     size_t bad_at = 0;
     *out = NULL;
@@ -66,7 +68,13 @@ int gen_create(struct http_conn *hc, int chat, struct gen **out, const char **pa
     g->srv = s;
     g->root = root;
     snprintf(g->request_id, sizeof g->request_id, "%s", hc->request_id);
-    int rc = api_params_parse(root, chat, &g->p, param, err);
+    const json_t *body = root;
+    if (api == GEN_RESPONSES) { /* validated as the chat body it translates to */
+        int rc = resp_create(root, &g->resp, param, err);
+        if (rc) return rc;
+        body = g->resp->chat;
+    }
+    int rc = api_params_parse(body, chat, &g->p, param, err);
     if (rc) return rc;
     if (g->p.model && !served_has(s->cfg->model_served_names, s->model_name, g->p.model)) {
         *param = "model";
@@ -84,8 +92,12 @@ int gen_create(struct http_conn *hc, int chat, struct gen **out, const char **pa
     }
 
     uint64_t idn = atomic_fetch_add(&s->next_id, 1);
-    snprintf(g->id, sizeof g->id, "%s-%s%016llx", chat ? "chatcmpl" : "cmpl", s->fingerprint + 3,
-             (unsigned long long)idn);
+    if (api == GEN_RESPONSES)
+        snprintf(g->id, sizeof g->id, "resp_%s%016llx", s->fingerprint + 3,
+                 (unsigned long long)idn);
+    else
+        snprintf(g->id, sizeof g->id, "%s-%s%016llx", chat ? "chatcmpl" : "cmpl",
+                 s->fingerprint + 3, (unsigned long long)idn);
     g->created = (long long)time(NULL);
     g->stream = g->p.stream;
     g->n_prompts = count_prompts(&g->p);
@@ -465,6 +477,7 @@ void gen_free(struct gen *g)
     gen_queue_fini(&g->q);
     sbuf_fini(&g->sse);
     api_params_fini(&g->p);
+    resp_free(g->resp); /* after the params, which borrow its chat body */
     json_decref(g->root);
     pthread_mutex_destroy(&g->mu);
     free(g);

@@ -346,7 +346,15 @@ void resp_sse_pending(struct gen *g)
     json_decref(deltas);
     if (!c->finished) return;
     close_item(g);
-    if (json_array_size(g->resp->output) == 0) { /* always a message, if an empty one */
+    /* as resp_reply_full: a message (if an empty one) unless a function was called */
+    size_t answers = 0;
+    json_t *it;
+    json_array_foreach(g->resp->output, i, it)
+    {
+        const char *type = json_string_value(json_object_get(it, "type"));
+        if (!type || strcmp(type, "reasoning") != 0) answers++;
+    }
+    if (answers == 0) {
         open_item(g, RESP_ITEM_MESSAGE);
         close_item(g);
     }

@@ -32,7 +32,7 @@ enum MHD_Result api_messages(struct http_conn *hc)
     json_t *chat = NULL;
     struct gen *g = NULL;
     int rc = translate(hc, 0, &chat, &param, err);
-    if (rc == 0) rc = gen_create_root(hc, chat, 1, &g, &param, err);
+    if (rc == 0) rc = gen_create_root(hc, chat, GEN_CHAT, &g, &param, err);
     if (rc) {
         enum MHD_Result r = http_reply_error(hc, rc, err, param);
         gen_free(g);

@@ -1,5 +1,5 @@
-/* gen.h - one generation request (/v1/chat/completions, /v1/completions), shared by the files
- * that handle it; nothing outside them uses it.
+/* gen.h - one generation request (/v1/chat/completions, /v1/completions, /v1/responses), shared
+ * by the files that handle it; nothing outside them uses it.
  *
  * What: one struct gen per HTTP request, with one struct choice per engine request (n choices
  * per prompt; several prompts for legacy completions). The files, in the order a request meets
@@ -15,6 +15,7 @@
  *   gen_output.c    the JSON the client sees: SSE chunks, the final JSON body, logprobs, usage;
  *   gen_anthropic.c the same in Anthropic's Messages shape (/v1/messages, api_messages.c);
  *   gen_registry.c  the live requests, for the main loop (drain, disconnect probing).
+ * /v1/responses takes the chat path with its own request translation and output (resp.h).
  *
  * Threads and handoff:
  *   - engine thread: gen_on_event() appends a copy of the event to g->q under g->mu, updates the
@@ -45,11 +46,15 @@
 #include "engine/text/toolparse.h"
 #include "http.h"
 #include "reqparse.h"
+#include "resp.h"
 
 #include <pthread.h>
 #include <stdint.h>
 
 #define GEN_MAX_CHOICES (API_MAX_N * API_MAX_PROMPTS)
+
+/* which API a request came through */
+enum gen_api { GEN_COMPLETIONS = 0, GEN_CHAT = 1, GEN_RESPONSES = 2 };
 
 /* One engine event, queued for the HTTP side. */
 struct gev {
@@ -127,17 +132,19 @@ struct gen {
     int anthropic;
     int anth_blocks; /* streaming: content blocks started so far */
     int anth_open;   /* streaming: the open block, 0 none, else 'k' thinking, 't' text, 'u' tool */
+    struct resp *resp; /* /v1/responses: its request and output state (resp.h), else NULL */
 };
 
 /* gen_request.c */
 /* The body as JSON: UTF-8 and JSON checked (ERR_UTF8, ERR_JSON with err). */
 int gen_parse_body(struct http_conn *hc, json_t **root, char *err);
 /* gen_create for a parsed body (root: taken, also on error). */
-int gen_create_root(struct http_conn *hc, json_t *root, int chat, struct gen **out,
+int gen_create_root(struct http_conn *hc, json_t *root, enum gen_api api, struct gen **out,
                     const char **param, char *err);
 /* Check the body (UTF-8, JSON, parameters) and create the gen. On error *out may hold a gen to
  * free, and rc, err and *param are what the error reply says. */
-int gen_create(struct http_conn *hc, int chat, struct gen **out, const char **param, char *err);
+int gen_create(struct http_conn *hc, enum gen_api api, struct gen **out, const char **param,
+               char *err);
 /* Tokenize every prompt and build one engine request per choice (in *out, n_choices of them,
  * before anything is submitted). On error nothing is left to free but the gen, and rc, err and
  * *param are what the error reply says. */

@@ -201,6 +201,10 @@ static void sse_chat_chunks(struct gen *g, struct choice *c, int with_finish)
 void gen_sse_start(struct gen *g)
 {
     if (g->anthropic) return gen_anth_sse_start(g);
+    if (g->resp) {
+        resp_sse_start(g);
+        return;
+    }
     for (int i = 0; i < g->n_choices; i++) {
         struct choice *c = &g->ch[i];
         json_t *o = chunk_base(g);
@@ -226,6 +230,10 @@ void gen_sse_start(struct gen *g)
 void gen_sse_pending(struct gen *g)
 {
     if (g->anthropic) return gen_anth_sse_pending(g);
+    if (g->resp) {
+        resp_sse_pending(g);
+        return;
+    }
     for (int i = 0; i < g->n_choices; i++) {
         struct choice *c = &g->ch[i];
         if (c->finish_sent) continue;
@@ -241,6 +249,10 @@ void gen_sse_pending(struct gen *g)
 void gen_sse_end(struct gen *g)
 {
     if (g->anthropic) return gen_anth_sse_end(g);
+    if (g->resp) {
+        resp_sse_end(g);
+        return;
+    }
     if (g->err_code) {
         metrics_error(g->srv->metrics, g->err_code);
         sse_event(g, http_error_body(g->err_code, g->err_msg, NULL));
@@ -256,6 +268,7 @@ void gen_sse_end(struct gen *g)
 enum MHD_Result gen_reply_full(struct http_conn *hc, struct gen *g)
 {
     if (g->anthropic) return gen_anth_reply_full(hc, g);
+    if (g->resp) return resp_reply_full(hc, g);
     if (g->err_code) return http_reply_error(hc, g->err_code, g->err_msg, NULL);
     json_t *choices = json_array();
     for (int i = 0; i < g->n_choices; i++) {

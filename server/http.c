@@ -44,6 +44,7 @@
 static const struct http_route routes[] = {
     {"/v1/chat/completions", "POST", api_chat_completions, 1, 1},
     {"/v1/completions", "POST", api_completions, 1, 1},
+    {"/v1/responses", "POST", api_responses, 1, 1},
     {"/v1/models", "GET", api_models, 1, 1},
     {"/tokenize", "POST", api_tokenize, 1, 1},
     {"/detokenize", "POST", api_detokenize, 1, 1},

@@ -122,6 +122,7 @@ const char *http_header(struct http_conn *hc, const char *name);
 /* The route table entries implemented in api_*.c */
 enum MHD_Result api_chat_completions(struct http_conn *hc);
 enum MHD_Result api_completions(struct http_conn *hc);
+enum MHD_Result api_responses(struct http_conn *hc); /* resp.h */
 enum MHD_Result api_models(struct http_conn *hc);
 enum MHD_Result api_health(struct http_conn *hc);
 enum MHD_Result api_metrics(struct http_conn *hc);

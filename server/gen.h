@@ -171,6 +171,12 @@ void gen_queue_fini(struct gen_queue *q);
 int gen_text_update(struct gen *g, uint64_t *cancel);
 
 /* gen_output.c */
+void gen_oom(struct gen *g); /* the gen ends with ERR_NOMEM */
+/* Append one SSE event, "event: NAME\n" (when name is not NULL) and "data: JSON\n\n" (takes obj;
+ * NULL or a failed write ends the gen with ERR_NOMEM). */
+void gen_sse_event(struct gen *g, const char *name, json_t *obj);
+/* The deltas c's chat pipe has ready (toolparse_pipe_deltas), or NULL (ERR_NOMEM set). */
+json_t *gen_pipe_deltas(struct gen *g, struct choice *c);
 void gen_logprobs_add(struct gen *g, struct choice *c, const struct eng_event *ev);
 void gen_sse_start(struct gen *g);   /* the first chunk of each choice */
 void gen_sse_pending(struct gen *g); /* chunks for whatever each choice has ready */

@@ -20,24 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void oom(struct gen *g)
-{
-    g->err_code = ERR_NOMEM;
-    snprintf(g->err_msg, sizeof g->err_msg, "out of memory");
-}
-
-/* "event: NAME\ndata: JSON\n\n" (takes obj) */
-static void sse_event(struct gen *g, const char *name, json_t *obj)
-{
-    char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
-    json_decref(obj);
-    if (!s || sbuf_append(&g->sse, "event: ", 7) || sbuf_append(&g->sse, name, strlen(name)) ||
-        sbuf_append(&g->sse, "\ndata: ", 7) || sbuf_append(&g->sse, s, strlen(s)) ||
-        sbuf_append(&g->sse, "\n\n", 2))
-        oom(g);
-    free(s);
-}
-
 static int cached_tokens(const struct gen *g)
 {
     int c = g->ch[0].n_cached;
@@ -86,14 +68,16 @@ void gen_anth_sse_start(struct gen *g)
                             "type", "message", "role", "assistant", "model", g->srv->model_name,
                             "content", "stop_reason", "stop_sequence", "usage", "input_tokens",
                             g->prompt_len[0], "output_tokens", 0);
-    sse_event(g, "message_start", json_pack("{s:s, s:o}", "type", "message_start", "message", msg));
+    gen_sse_event(g, "message_start",
+                  json_pack("{s:s, s:o}", "type", "message_start", "message", msg));
 }
 
 static void block_stop(struct gen *g)
 {
     if (!g->anth_open) return;
-    sse_event(g, "content_block_stop",
-              json_pack("{s:s, s:i}", "type", "content_block_stop", "index", g->anth_blocks - 1));
+    gen_sse_event(
+        g, "content_block_stop",
+        json_pack("{s:s, s:i}", "type", "content_block_stop", "index", g->anth_blocks - 1));
     g->anth_open = 0;
 }
 
@@ -101,9 +85,9 @@ static void block_stop(struct gen *g)
 static void block_start(struct gen *g, int kind, json_t *block)
 {
     block_stop(g);
-    sse_event(g, "content_block_start",
-              json_pack("{s:s, s:i, s:o}", "type", "content_block_start", "index", g->anth_blocks,
-                        "content_block", block));
+    gen_sse_event(g, "content_block_start",
+                  json_pack("{s:s, s:i, s:o}", "type", "content_block_start", "index",
+                            g->anth_blocks, "content_block", block));
     g->anth_blocks++;
     g->anth_open = kind;
 }
@@ -111,9 +95,9 @@ static void block_start(struct gen *g, int kind, json_t *block)
 /* A delta of the open block: {"type": type, key: text} */
 static void block_delta(struct gen *g, const char *type, const char *key, const char *text)
 {
-    sse_event(g, "content_block_delta",
-              json_pack("{s:s, s:i, s:{s:s, s:s}}", "type", "content_block_delta", "index",
-                        g->anth_blocks - 1, "delta", "type", type, key, text));
+    gen_sse_event(g, "content_block_delta",
+                  json_pack("{s:s, s:i, s:{s:s, s:s}}", "type", "content_block_delta", "index",
+                            g->anth_blocks - 1, "delta", "type", type, key, text));
 }
 
 /* One delta of the pipe (toolparse_pipe_deltas) as block events. */
@@ -150,12 +134,8 @@ void gen_anth_sse_pending(struct gen *g)
 {
     struct choice *c = &g->ch[0];
     if (c->finish_sent || !c->pipe_on) return;
-    json_t *deltas = json_array();
-    if (!deltas || toolparse_pipe_deltas(&c->pipe, deltas) != 0) {
-        json_decref(deltas);
-        oom(g);
-        return;
-    }
+    json_t *deltas = gen_pipe_deltas(g, c);
+    if (!deltas) return;
     size_t i;
     json_t *d;
     json_array_foreach(deltas, i, d) pipe_delta(g, d);
@@ -165,9 +145,9 @@ void gen_anth_sse_pending(struct gen *g)
     json_t *seq;
     const char *reason = stop_reason(g, &seq);
     json_t *usage = usage_json(g);
-    sse_event(g, "message_delta",
-              json_pack("{s:s, s:{s:s, s:o}, s:o}", "type", "message_delta", "delta", "stop_reason",
-                        reason, "stop_sequence", seq, "usage", usage));
+    gen_sse_event(g, "message_delta",
+                  json_pack("{s:s, s:{s:s, s:o}, s:o}", "type", "message_delta", "delta",
+                            "stop_reason", reason, "stop_sequence", seq, "usage", usage));
     c->finish_sent = 1;
 }
 
@@ -175,9 +155,9 @@ void gen_anth_sse_end(struct gen *g)
 {
     if (g->err_code) {
         metrics_error(g->srv->metrics, g->err_code);
-        sse_event(g, "error", anthropic_error_body(g->err_code, g->err_msg));
+        gen_sse_event(g, "error", anthropic_error_body(g->err_code, g->err_msg));
     } else {
-        sse_event(g, "message_stop", json_pack("{s:s}", "type", "message_stop"));
+        gen_sse_event(g, "message_stop", json_pack("{s:s}", "type", "message_stop"));
     }
     g->stream_done = 1;
 }

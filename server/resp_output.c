@@ -191,18 +191,12 @@ enum MHD_Result resp_reply_full(struct http_conn *hc, struct gen *g)
 static void emit(struct gen *g, const char *type, json_t *o)
 {
     struct resp *r = g->resp;
-    char *s = NULL;
-    if (o && json_object_set_new(o, "type", json_string(type)) == 0 &&
-        json_object_set_new(o, "sequence_number", json_integer(r->seq++)) == 0)
-        s = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    if (!s || sbuf_append(&g->sse, "event: ", 7) || sbuf_append(&g->sse, type, strlen(type)) ||
-        sbuf_append(&g->sse, "\ndata: ", 7) || sbuf_append(&g->sse, s, strlen(s)) ||
-        sbuf_append(&g->sse, "\n\n", 2)) {
-        g->err_code = ERR_NOMEM;
-        snprintf(g->err_msg, sizeof g->err_msg, "out of memory");
+    if (o && (json_object_set_new(o, "type", json_string(type)) != 0 ||
+              json_object_set_new(o, "sequence_number", json_integer(r->seq++)) != 0)) {
+        json_decref(o);
+        o = NULL;
     }
-    free(s);
+    gen_sse_event(g, type, o);
 }
 
 /* An event about the open item: {item_id, output_index, content_index, ...} */
@@ -255,7 +249,7 @@ static void close_item(struct gen *g)
     emit(g, "response.output_item.done",
          json_pack("{s:I, s:O}", "output_index", (json_int_t)json_array_size(r->output), "item",
                    item));
-    if (!item || json_array_append_new(r->output, item)) g->err_code = ERR_NOMEM;
+    if (!item || json_array_append_new(r->output, item)) gen_oom(g);
     r->open = RESP_ITEM_NONE;
 }
 
@@ -271,7 +265,7 @@ static void add_text(struct gen *g, enum resp_item kind, const json_t *s)
     if (sbuf_append(&r->open_text, json_string_value(s), json_string_length(s)) ||
         (kind == RESP_ITEM_REASONING &&
          sbuf_append(&r->reasoning, json_string_value(s), json_string_length(s))))
-        g->err_code = ERR_NOMEM;
+        gen_oom(g);
     json_t *e = part_event(r);
     if (e) json_object_set(e, "delta", (json_t *)s);
     if (e && kind == RESP_ITEM_MESSAGE) json_object_set_new(e, "logprobs", json_array());
@@ -310,7 +304,7 @@ static void add_call(struct gen *g, const json_t *tc)
     json_object_set_new(r->call, "status", json_string("completed"));
     emit(g, "response.output_item.done",
          json_pack("{s:I, s:O}", "output_index", idx, "item", r->call));
-    if (json_array_append_new(r->output, r->call)) g->err_code = ERR_NOMEM;
+    if (json_array_append_new(r->output, r->call)) gen_oom(g);
     r->call = NULL;
 }
 
@@ -328,13 +322,8 @@ void resp_sse_pending(struct gen *g)
 {
     struct choice *c = &g->ch[0];
     if (c->finish_sent || !c->pipe_on) return;
-    json_t *deltas = json_array();
-    if (!deltas || toolparse_pipe_deltas(&c->pipe, deltas) != 0) {
-        json_decref(deltas);
-        g->err_code = ERR_NOMEM;
-        snprintf(g->err_msg, sizeof g->err_msg, "out of memory");
-        return;
-    }
+    json_t *deltas = gen_pipe_deltas(g, c);
+    if (!deltas) return;
     size_t i, k;
     json_t *d, *tc;
     json_array_foreach(deltas, i, d)

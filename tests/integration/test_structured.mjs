@@ -5,6 +5,11 @@
 //     validate once generation stops (constrained decoding), json_object mode, a forced tool call
 //     round trip (tool_calls -> tool message -> final answer) non-streaming and streaming, the
 //     SDK's stream helper accumulating the streamed deltas into the non-streamed message;
+//   - the property under adversarial logits (random biases over the vocabulary, whitespace and
+//     every added token pushed up): random schemas and forced calls with random parameter
+//     schemas give valid JSON / one valid call, or finish_reason length (no call, no content);
+//     compact, streamed equal to non-streamed, and no output holds an added token's text; the
+//     same under the deepseek-r1 template (empty reasoning_content);
 //   - fake engine (`tandem-fake serve`, whose output is the text after "ECHO:" in the prompt, up
 //     to "|OHCE"), deepseek-r1 template: reasoning_content split and reasoning_format "none",
 //     tool-call markup parsed in auto mode (two calls), the delta shape (name first, arguments
@@ -57,6 +62,13 @@ function genSchema(depth) {
   const leafs = [
     () => ({ type: 'integer' }), () => ({ type: 'number' }), () => ({ type: 'boolean' }),
     () => ({ type: 'null' }), () => ({ type: 'string' }), () => ({ type: ['integer', 'null'] }),
+    () => { // a bounded string (minLength and/or maxLength)
+      const s = { type: 'string' };
+      const min = Math.floor(rnd() * 3);
+      if (rnd() < 0.5) s.minLength = min;
+      if (rnd() < 0.8) s.maxLength = min + Math.floor(rnd() * 6);
+      return s;
+    },
     () => ({ enum: Array.from({ length: 1 + Math.floor(rnd() * 3) }, () => pick(ENUMS)) }),
     () => ({ const: pick(ENUMS) }), () => ({}),
   ];
@@ -101,6 +113,11 @@ function validate(s, v, where = '#') {
     const types = Array.isArray(s.type) ? s.type : [s.type];
     const t = typeOf(v);
     if (!types.some((x) => x === t || (x === 'number' && t === 'integer'))) fail(`type ${t}`);
+  }
+  if (typeof v === 'string') { // lengths in characters (code points)
+    const n = [...v].length;
+    if (s.minLength !== undefined && n < s.minLength) fail('minLength');
+    if (s.maxLength !== undefined && n > s.maxLength) fail('maxLength');
   }
   if (typeOf(v) === 'object' && s.properties) {
     for (const k of s.required ?? []) if (!(k in v)) fail(`missing ${k}`);
@@ -149,6 +166,44 @@ function biasForTools() {
   for (const t of tj.added_tokens)
     if (t.content.includes('tool▁') || t.content === '</think>') bias[t.id] = 10;
   return bias;
+}
+
+// Adversarial logits for the tiny vocabulary: random biases over the whole vocabulary,
+// whitespace-only tokens pushed up by a random amount, every added token (markers, BOS, EOS,
+// think tags) at +100 (EOS left alone now and then). Uses rnd(), so the schema seed replays it.
+function adversarial() {
+  const tj = JSON.parse(fs.readFileSync(path.join(model, 'tokenizer.json'), 'utf8'));
+  const added = tj.added_tokens.map((t) => t.content);
+  const nvocab = 1 + Math.max(...Object.values(tj.model.vocab), ...tj.added_tokens.map((t) => t.id));
+  const bj = biasForJson();
+  const wsIds = Object.keys(bj).filter((id) => bj[id] === -100);
+  const eos = tj.added_tokens.find((t) => t.content.includes('end▁of▁sentence')).id;
+  return {
+    bias(i) {
+      const b = {};
+      for (let id = 0; id < nvocab; id++) if (rnd() < 0.3) b[id] = Math.round(rnd() * 40 - 20);
+      const ws = Math.round(rnd() * 100);
+      for (const id of wsIds) b[id] = ws;
+      for (const t of tj.added_tokens) b[t.id] = 100;
+      if (i % 3 === 2) delete b[eos]; // EOS at its own logit now and then
+      return b;
+    },
+    // no output may hold the text of an added token
+    noAdded(text, what) {
+      for (const a of added) assert.ok(!(text ?? '').includes(a), `${what} holds ${a}: ${text}`);
+    },
+  };
+}
+
+// whitespace outside JSON strings
+function wsOutside(t) {
+  let inStr = false, esc = false, n = 0;
+  for (const ch of t) {
+    if (inStr) { if (esc) esc = false; else if (ch === '\\') esc = true; else if (ch === '"') inStr = false; }
+    else if (ch === '"') inStr = true;
+    else if (' \n\r\t'.includes(ch)) n++;
+  }
+  return n;
 }
 
 async function pool(n, conc, fn) {
@@ -232,6 +287,114 @@ describe('real engine: structured output and forced tool calls', () => {
     assert.match(r.json.error.message, /pattern/);
   });
 
+  // Property: for random schemas and random adversarial logits (random biases over the whole
+  // vocabulary, whitespace pushed up, every added token -- markers, EOS, BOS -- pushed to +100),
+  // an answer is valid JSON for the schema (finish_reason stop) or is cut (length); it is
+  // compact (no whitespace between JSON tokens); the streamed answer equals the non-streamed
+  // one; and no output ever holds the text of an added token. Forced tool calls likewise: one
+  // call whose arguments validate (tool_calls), or length with no call and empty content.
+  test('adversarial logit_bias: valid JSON or length, compact, never a special token', async () => {
+    const adv = adversarial(), advBias = (i) => adv.bias(i), noAdded = adv.noAdded;
+    async function both(req) { // non-streamed and streamed answers to the same seeded request
+      const a = await client.chat.completions.create(req);
+      const m = a.choices[0].message;
+      let content = '', finish, calls = [];
+      for await (const ch of await client.chat.completions.create({ ...req, stream: true })) {
+        const dl = ch.choices[0]?.delta ?? {};
+        content += dl.content ?? '';
+        for (const tc of dl.tool_calls ?? []) {
+          calls[tc.index] ??= { name: '', arguments: '' };
+          calls[tc.index].name += tc.function?.name ?? '';
+          calls[tc.index].arguments += tc.function?.arguments ?? '';
+        }
+        finish = ch.choices[0]?.finish_reason ?? finish;
+      }
+      assert.equal(finish, a.choices[0].finish_reason, `seed ${req.seed}: streamed finish_reason`);
+      assert.equal(content, m.content ?? '', `seed ${req.seed}: streamed content`);
+      assert.deepEqual(calls, (m.tool_calls ?? []).map((t) =>
+        ({ name: t.function.name, arguments: t.function.arguments })), `seed ${req.seed}: calls`);
+      return a.choices[0];
+    }
+
+    const N = 32;
+    const res = await pool(N, 16, async (i) => {
+      const schema = i % 4 === 0 ? genSchema(0) : genObject(0);
+      const req = { model: 'tiny', messages: [{ role: 'user', content: `adversarial ${i}` }],
+        max_tokens: 120, temperature: 1, seed: 5000 + i, logit_bias: advBias(i),
+        response_format: { type: 'json_schema', json_schema: { name: 't', schema, strict: true } } };
+      const c = await both(req);
+      const text = c.message.content ?? '';
+      noAdded(text, `case ${i}`);
+      assert.equal(wsOutside(text), 0, `case ${i}: whitespace in ${text}`);
+      if (c.finish_reason !== 'stop') {
+        assert.equal(c.finish_reason, 'length', `case ${i}`);
+        return 0;
+      }
+      let v;
+      try { v = JSON.parse(text); } catch (e) {
+        throw new Error(`case ${i}: not JSON (${e.message}): ${text}\nschema ${JSON.stringify(schema)}`);
+      }
+      try { validate(schema, v); } catch (e) {
+        throw new Error(`case ${i}: ${e.message}\nschema ${JSON.stringify(schema)}\ntext ${text}`);
+      }
+      return 1;
+    });
+    const stops = res.reduce((x, y) => x + y, 0);
+    console.error(`# adversarial json_schema: ${stops}/${N} complete, the rest cut by max_tokens`);
+    assert.ok(stops >= N / 2, `only ${stops}/${N} adversarial outputs completed`);
+
+    const M = 12;
+    const calls = await pool(M, 16, async (i) => {
+      const params = genObject(1);
+      const toolsN = [{ type: 'function', function: { name: 'f', parameters: params } },
+        { type: 'function', function: { name: 'g', parameters: { type: 'object',
+          properties: { k: { enum: ['x', 'y'] } }, additionalProperties: false } } }];
+      const tool_choice = i % 2 ? 'required' : { type: 'function', function: { name: 'f' } };
+      // a budget from very short to enough: the short ones are cut inside the call
+      const max_tokens = i % 3 === 0 ? 1 + (i % 17) : 150;
+      const req = { model: 'tiny', messages: [{ role: 'user', content: `call ${i}` }],
+        tools: toolsN, tool_choice, max_tokens, temperature: 1, seed: 7000 + i,
+        logit_bias: advBias(i) };
+      const c = await both(req);
+      noAdded(c.message.content, `call ${i} content`);
+      if (c.finish_reason !== 'tool_calls') {
+        assert.equal(c.finish_reason, 'length', `call ${i}: ${JSON.stringify(c)}`);
+        assert.ok(!c.message.tool_calls?.length, `call ${i}: ${JSON.stringify(c)}`);
+        assert.ok(!c.message.content, `call ${i}: content ${c.message.content}`);
+        return 0;
+      }
+      assert.equal(c.message.tool_calls.length, 1, `call ${i}`);
+      const fn = c.message.tool_calls[0].function;
+      noAdded(fn.arguments, `call ${i} arguments`);
+      if (typeof tool_choice === 'object') assert.equal(fn.name, 'f');
+      const t = toolsN.find((x) => x.function.name === fn.name);
+      assert.ok(t, fn.name);
+      assert.equal(wsOutside(fn.arguments), 0, fn.arguments);
+      try { validate(t.function.parameters, JSON.parse(fn.arguments)); } catch (e) {
+        throw new Error(`call ${i}: ${e.message}\nschema ${JSON.stringify(params)}\nargs ${fn.arguments}`);
+      }
+      return 1;
+    });
+    const made = calls.reduce((x, y) => x + y, 0);
+    console.error(`# adversarial forced calls: ${made}/${M} made, the rest cut by max_tokens`);
+    assert.ok(made >= M / 4, `only ${made}/${M} forced calls completed`);
+
+    // json_object under the same logits
+    for (let i = 0; i < 4; i++) {
+      const c = await both({ model: 'tiny', messages: [{ role: 'user', content: 'obj' }],
+        max_tokens: 120, temperature: 1, seed: 9000 + i, logit_bias: advBias(i),
+        response_format: { type: 'json_object' } });
+      const text = c.message.content ?? '';
+      noAdded(text, `json_object ${i}`);
+      assert.equal(wsOutside(text), 0, text);
+      assert.ok(text.startsWith('{'), text);
+      if (c.finish_reason === 'stop') {
+        const v = JSON.parse(text);
+        assert.ok(v && typeof v === 'object' && !Array.isArray(v), text);
+      } else assert.equal(c.finish_reason, 'length');
+    }
+  });
+
   const tools = [{ type: 'function', function: { name: 'get_weather', description: 'Weather in a city',
     parameters: { type: 'object', properties: { city: { type: 'string', enum: ['Paris', 'Rome', 'Oslo'] },
       unit: { enum: ['c', 'f'] }, days: { type: 'integer' } }, required: ['city', 'unit'],
@@ -312,6 +475,33 @@ describe('real engine, deepseek-r1 template: constrained output after </think>',
     assert.equal(t.choices[0].finish_reason, 'tool_calls', JSON.stringify(t));
     assert.equal(t.choices[0].message.reasoning_content, '');
     validate(schema, JSON.parse(t.choices[0].message.tool_calls[0].function.arguments));
+  });
+  test('adversarial logit_bias under R1: no marker in reasoning or content, valid or length', async () => {
+    const adv = adversarial();
+    let stops = 0;
+    for (let i = 0; i < 6; i++) {
+      const schema = genObject(0);
+      const req = { model: 'tiny', max_tokens: 100, temperature: 1, seed: 300 + i,
+        logit_bias: adv.bias(i), messages: [{ role: 'user', content: 'json' }],
+        response_format: { type: 'json_schema', json_schema: { name: 's', schema } } };
+      const a = await client.chat.completions.create(req);
+      const m = a.choices[0].message;
+      let content = '', reasoning = '';
+      for await (const ch of await client.chat.completions.create({ ...req, stream: true })) {
+        content += ch.choices[0]?.delta?.content ?? '';
+        reasoning += ch.choices[0]?.delta?.reasoning_content ?? '';
+      }
+      assert.equal(content, m.content ?? '', `seed ${req.seed}`);
+      assert.equal(m.reasoning_content, '', `seed ${req.seed}`);
+      assert.equal(reasoning, '');
+      adv.noAdded(m.content, `seed ${req.seed} content`);
+      assert.equal(wsOutside(m.content), 0, m.content);
+      if (a.choices[0].finish_reason === 'stop') {
+        validate(schema, JSON.parse(m.content));
+        stops++;
+      } else assert.equal(a.choices[0].finish_reason, 'length');
+    }
+    assert.ok(stops >= 2, `${stops}/6 complete`);
   });
 });
 

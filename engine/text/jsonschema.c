@@ -160,6 +160,37 @@ static int in_list(const char *const *l, const char *k)
     return 0;
 }
 
+/* The largest integer the grammar can write: constrain.c allows at most MAX_INT_DIGITS = 15
+ * integer digits, and `integer` no fraction or exponent. */
+#define GRAMMAR_INT_MAX 999999999999999.0
+
+/* A numeric bound that every value the grammar allows for s already meets: s has a `type` without
+ * "number" (so a number in it is an integer of at most 15 digits; the bound does not apply to
+ * other types) and the bound lies beyond +-GRAMMAR_INT_MAX. zod's .int() writes
+ * minimum/maximum +-(2^53-1), which is such a bound; any other bound stays refused. */
+static int implied_bound(const json_t *s, const char *k, const json_t *v)
+{
+    int lo = strcmp(k, "minimum") == 0, xlo = strcmp(k, "exclusiveMinimum") == 0;
+    int hi = strcmp(k, "maximum") == 0, xhi = strcmp(k, "exclusiveMaximum") == 0;
+    if (!(lo || xlo || hi || xhi) || !json_is_number(v)) return 0;
+    const json_t *t = json_object_get(s, "type");
+    if (json_is_string(t)) {
+        if (strcmp(json_string_value(t), "number") == 0) return 0;
+    } else if (json_is_array(t) && json_array_size(t) > 0) {
+        for (size_t i = 0; i < json_array_size(t); i++) {
+            const char *e = json_string_value(json_array_get(t, i));
+            if (!e || strcmp(e, "number") == 0) return 0;
+        }
+    } else {
+        return 0;
+    }
+    double x = json_number_value(v);
+    if (lo) return x <= -GRAMMAR_INT_MAX;
+    if (xlo) return x < -GRAMMAR_INT_MAX;
+    if (hi) return x >= GRAMMAR_INT_MAX;
+    return x > GRAMMAR_INT_MAX;
+}
+
 static int check_keywords(struct cctx *c, const json_t *s)
 {
     const char *k;
@@ -167,6 +198,7 @@ static int check_keywords(struct cctx *c, const json_t *s)
     json_object_foreach((json_t *)s, k, v)
     {
         if (in_list(annotations, k) || in_list(supported, k)) continue;
+        if (implied_bound(s, k, v)) continue;
         if ((c->flags & JSONSCHEMA_LENIENT) && in_list(lenient_ok, k)) continue;
         return err_set(c->err, ERR_INVAL, "unsupported JSON schema keyword '%.64s' at #%s", k,
                        c->path);

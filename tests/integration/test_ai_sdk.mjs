@@ -4,7 +4,7 @@
 //     HTTP request with the fields the SDK sent (max_tokens, seed, temperature);
 //   - streamText with includeUsage: stream_options.include_usage is sent, the streamed text
 //     equals the non-streamed one for the same seed, usage arrives and equals it;
-//   - generateObject with a bounded zod schema (response_format json_schema): always
+//   - generateObject with a bounded zod schema (response_format json_schema, an .int() field): always
 //     finishes, and the object validates against the schema;
 //   - a tool round trip through the SDK's step loop: step 1 forced (toolChoice 'required'),
 //     the SDK runs `execute` on the parsed input, step 2 sends the call and its result back
@@ -58,7 +58,8 @@ const noMarkers = (s, what) => assert.ok(!MARKER.test(s ?? ''), `${what} leaks a
 const Weather = z.object({
   city: z.string().max(12),
   sky: z.enum(['sun', 'rain', 'snow']),
-  temp: z.number(),
+  temp: z.number().int(), // zod writes minimum/maximum +-(2^53-1): accepted (implied bounds)
+  rain_mm: z.number(),
   windy: z.boolean(),
   alerts: z.array(z.enum(['heat', 'storm', 'flood'])).max(2),
 });

@@ -64,7 +64,8 @@ const noMarkers = (s, what) => assert.ok(!MARKER.test(s ?? ''), `${what} leaks a
 const Weather = z.object({
   city: z.string().max(12),
   sky: z.enum(['sun', 'rain', 'snow']),
-  temp: z.number(),
+  temp: z.number().int(), // zod writes minimum/maximum +-(2^53-1): accepted (implied bounds)
+  rain_mm: z.number(),
   windy: z.boolean(),
   alerts: z.array(z.enum(['heat', 'storm', 'flood'])).max(2),
 });

@@ -111,6 +111,19 @@ int main(void)
     bad("{\"type\":\"string\",\"pattern\":\"^a\"}", "'pattern'");
     bad("{\"type\":\"string\",\"format\":\"email\"}", "'format'");
     bad("{\"type\":\"number\",\"minimum\":0}", "'minimum'");
+    /* bounds every grammar integer meets (at most 15 digits) are accepted: zod's .int() */
+    ok("{\"type\":\"integer\",\"minimum\":-9007199254740991,\"maximum\":9007199254740991}");
+    ok("{\"type\":[\"integer\",\"null\"],\"minimum\":-999999999999999,"
+       "\"exclusiveMaximum\":1e300}");
+    ok("{\"type\":\"string\",\"maximum\":1e15}"); /* does not apply to strings */
+    bad("{\"type\":\"integer\",\"minimum\":-999999999999998}", "'minimum'");
+    bad("{\"type\":\"integer\",\"maximum\":999999999999998.5}", "'maximum'");
+    bad("{\"type\":\"integer\",\"maximum\":\"9e99\"}", "'maximum'");
+    bad("{\"type\":\"number\",\"minimum\":-9007199254740991}", "'minimum'"); /* 1e99 */
+    bad("{\"type\":[\"integer\",\"number\"],\"maximum\":1e300}", "'maximum'");
+    bad("{\"minimum\":-1e300}", "'minimum'"); /* no type: any number */
+    bad("{\"type\":\"integer\",\"exclusiveMinimum\":-999999999999999}", "'exclusiveMinimum'");
+    ok("{\"type\":\"integer\",\"exclusiveMinimum\":-1000000000000000}");
     bad("{\"properties\":{\"a\":{\"type\":\"string\",\"minLength\":4,\"maxLength\":3}}}",
         "minLength > maxLength at #/properties/a");
     bad("{\"type\":\"string\",\"maxLength\":-1}", "'maxLength' must be an integer");

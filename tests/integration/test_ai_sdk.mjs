@@ -4,8 +4,8 @@
 //     HTTP request with the fields the SDK sent (max_tokens, seed, temperature);
 //   - streamText with includeUsage: stream_options.include_usage is sent, the streamed text
 //     equals the non-streamed one for the same seed, usage arrives and equals it;
-//   - generateObject with a bounded zod schema (response_format json_schema, an .int() field): always
-//     finishes, and the object validates against the schema;
+//   - generateObject with a bounded zod schema (response_format json_schema, an .int()
+//     field): always finishes, and the object validates against the schema;
 //   - a tool round trip through the SDK's step loop: step 1 forced (toolChoice 'required'),
 //     the SDK runs `execute` on the parsed input, step 2 sends the call and its result back
 //     (the assistant tool_calls message and the tool message with the same id) and the model

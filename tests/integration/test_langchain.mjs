@@ -13,6 +13,8 @@
 //     back (assistant tool_calls + tool message with the same id) and the model answers in text;
 //   - streamed tool calls: the chunks' tool_call_chunks concatenate into one tool call whose
 //     args validate and equal the invoked call for the same seed;
+//   - useResponsesApi (ChatOpenAI over /v1/responses): invoke, stream with usage (the same
+//     text and usage for the same seed), withStructuredOutput through text.format json_schema;
 //   - errors as the openai SDK's exceptions that LangChain raises, with LangChain's
 //     lc_error_code: 400 BadRequestError, a prompt over the context is LangChain's
 //     ContextOverflowError, 401 AuthenticationError (MODEL_AUTHENTICATION), 404 NotFoundError
@@ -74,9 +76,12 @@ const TzArg = z.object({ tz: z.enum(['UTC', 'CET', 'PST']) });
 
 describe('LangChain ChatOpenAI on the embedded model', () => {
   let d;
-  const bodies = []; // the JSON bodies LangChain sent, in order
+  const bodies = [], urls = []; // the JSON bodies LangChain sent and where, in order
   const recordingFetch = async (url, init) => {
-    if (typeof init?.body === 'string') bodies.push(JSON.parse(init.body));
+    if (typeof init?.body === 'string') {
+      bodies.push(JSON.parse(init.body));
+      urls.push(String(url));
+    }
     return fetch(url, init);
   };
   const lastBody = () => bodies[bodies.length - 1];
@@ -229,6 +234,34 @@ describe('LangChain ChatOpenAI on the embedded model', () => {
       assert.equal(full.content, '');
     }
   });
+
+  test('useResponsesApi: invoke, stream with usage, withStructuredOutput over /v1/responses',
+    async () => {
+      const s = nextSeed();
+      const m = chat({ useResponsesApi: true, maxTokens: 20, temperature: 1, streamUsage: true,
+        modelKwargs: { seed: s } });
+      const msg = await m.invoke('Tell me about foxes.');
+      assert.match(urls[urls.length - 1], /\/v1\/responses$/);
+      assert.equal(lastBody().max_output_tokens, 20);
+      assert.equal(lastBody().seed, s);
+      const text = (c) => (typeof c === 'string' ? c
+        : c.filter((b) => b.type === 'text').map((b) => b.text).join(''));
+      noMarkers(text(msg.content), 'content');
+      assert.ok(['completed', 'incomplete'].includes(msg.response_metadata.status), `seed ${s}`);
+      const u = msg.usage_metadata;
+      assert.ok(u.input_tokens > 0 && u.output_tokens >= 1 && u.output_tokens <= 20, JSON.stringify(u));
+      let full;
+      for await (const ch of await m.stream('Tell me about foxes.')) full = full ? concat(full, ch) : ch;
+      assert.equal(lastBody().stream, true);
+      assert.equal(text(full.content), text(msg.content), `seed ${s}`);
+      assert.deepEqual([full.usage_metadata.input_tokens, full.usage_metadata.output_tokens],
+        [u.input_tokens, u.output_tokens], `seed ${s}`);
+      const so = await chat({ useResponsesApi: true, maxTokens: 300, modelKwargs: { seed: s } })
+        .withStructuredOutput(Weather, { name: 'weather', method: 'jsonSchema' })
+        .invoke('What is the weather in Oslo? Answer in JSON.');
+      assert.equal(lastBody().text.format.type, 'json_schema');
+      Weather.parse(so);
+    });
 
   test('errors: BadRequestError, ContextOverflowError, AuthenticationError, NotFoundError', async () => {
     await assert.rejects(chat({ temperature: 2.5 }).invoke('x'),

@@ -14,7 +14,8 @@
 //   - streamed tool calls: the chunks' tool_call_chunks concatenate into one tool call whose
 //     args validate and equal the invoked call for the same seed;
 //   - useResponsesApi (ChatOpenAI over /v1/responses): invoke, stream with usage (the same
-//     text and usage for the same seed), withStructuredOutput through text.format json_schema;
+//     text and usage for the same seed), withStructuredOutput through text.format json_schema,
+//     a forced named tool call (function_call item) streamed and not;
 //   - errors as the openai SDK's exceptions that LangChain raises, with LangChain's
 //     lc_error_code: 400 BadRequestError, a prompt over the context is LangChain's
 //     ContextOverflowError, 401 AuthenticationError (MODEL_AUTHENTICATION), 404 NotFoundError
@@ -261,6 +262,19 @@ describe('LangChain ChatOpenAI on the embedded model', () => {
         .invoke('What is the weather in Oslo? Answer in JSON.');
       assert.equal(lastBody().text.format.type, 'json_schema');
       Weather.parse(so);
+      // a forced call by name ({type:"function", name}); LangChain 1.5.8 drops a string
+      // tool_choice such as 'any' on this path, so the named form is the one that reaches us
+      const tm = chat({ useResponsesApi: true, maxTokens: 200, modelKwargs: { seed: s } })
+        .bindTools([weatherTool, timeTool], { tool_choice: 'get_weather' });
+      const call = await tm.invoke('What is the weather in Paris?');
+      assert.deepEqual(lastBody().tool_choice, { type: 'function', name: 'get_weather' });
+      assert.equal(call.tool_calls.length, 1, `seed ${s}: ${JSON.stringify(call.content)}`);
+      assert.equal(call.tool_calls[0].name, 'get_weather');
+      CityArg.parse(call.tool_calls[0].args);
+      let fc;
+      for await (const ch of await tm.stream('What is the weather in Paris?')) fc = fc ? concat(fc, ch) : ch;
+      assert.equal(fc.tool_calls.length, 1, `seed ${s}`);
+      assert.deepEqual(fc.tool_calls[0].args, call.tool_calls[0].args, `seed ${s}`);
     });
 
   test('errors: BadRequestError, ContextOverflowError, AuthenticationError, NotFoundError', async () => {

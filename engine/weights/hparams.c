@@ -5,6 +5,8 @@
  * `rope_scaling` (type or rope_type "yarn") or from newer transformers' `rope_parameters`.
  * topk_method must fit scoring_func (noaux_tc: sigmoid; greedy, group_limited_greedy:
  * softmax); greedy routes without groups (n_group = topk_group = 1 whatever the file says).
+ * deepseek_v2 with norm_topk_prob ignores routed_scaling_factor (DeepSeek's V2 gate scales only
+ * unnormalized weights), so the scale becomes 1.
  * Every value is range-checked (a corrupt config must not drive later allocations): dims up to
  * 2^20, layers up to 1024, experts up to 4096, and the routing constraints (top_k <= experts,
  * n_group divides experts, topk_group <= n_group).
@@ -221,6 +223,12 @@ int wt__hparams_json(const char *text, size_t len, const char *src, struct wt_hp
     (void)q;
     json_t *ntp = json_object_get(root, "norm_topk_prob");
     hp->norm_topk_prob = ntp ? json_is_true(ntp) : !v2;
+    /* DeepSeek-V2's gate scales by routed_scaling_factor only when it does not renormalize */
+    if (v2 && hp->norm_topk_prob && hp->top_k > 1 && hp->routed_scale != 1) {
+        LOG_WARN("weights", "%s: deepseek_v2 with norm_topk_prob: routed_scaling_factor %g unused",
+                 src, (double)hp->routed_scale);
+        hp->routed_scale = 1;
+    }
     json_t *sf = json_object_get(root, "scoring_func");
     const char *sfs = json_is_string(sf) ? json_string_value(sf) : (v2 ? "softmax" : "sigmoid");
     if (strcmp(sfs, "sigmoid") == 0) hp->scoring = WT_SCORE_SIGMOID;

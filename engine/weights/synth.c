@@ -228,6 +228,8 @@ static void preset_v2(struct wt_hparams *hp)
     hp->n_group = 8;
     hp->topk_group = 3;
     hp->routed_scale = 16;
+    hp->yarn_mscale = 1; /* V2 / V2.5's rope_scaling: mscale 1.0 / 1.0 */
+    hp->yarn_mscale_all_dim = 1;
 }
 
 static const struct {

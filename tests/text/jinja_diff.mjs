@@ -4,7 +4,8 @@
 // tandem's own Jinja for the three (tmpl_batch builtin), and the fixtures in templates/ (a
 // ChatML/Qwen2.5-style, a Qwen3-style (reasoning, string methods, reversed slices) and a
 // Llama-3-style template with tools, a Mistral-style one that raises on non-alternating roles, and two exercising namespace, macros, loop variables,
-// filters, tests and methods). Contexts: random conversations (system,
+// filters, tests and methods; deepseek_v2_chat.jinja is DeepSeek-V2(-Lite)-Chat's chat_template
+// from its published tokenizer_config.json, as quoted in public copies). Contexts: random conversations (system,
 // user, assistant, tool turns, tool calls, unicode text), random tool lists, both values of
 // add_generation_prompt; the seed is printed (TANDEM_TEST_SEED=... replays it).
 // Where both renderers fail, both are counted as agreeing (raise_exception must raise the same

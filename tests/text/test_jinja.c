@@ -284,9 +284,9 @@ static void chat_glue(void)
                          &ta, err),
              0);
     json_t *calls_msgs = json_loads("[{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{"
-                              "\"type\":\"function\",\"function\":{\"name\":\"f\","
-                              "\"arguments\":\"{\\\"a\\\":1}\"}}]}]",
-                              0, NULL);
+                                    "\"type\":\"function\",\"function\":{\"name\":\"f\","
+                                    "\"arguments\":\"{\\\"a\\\":1}\"}}]}]",
+                                    0, NULL);
     CHECK(calls_msgs != NULL);
     for (int as_text = 0; as_text < 2; as_text++) {
         struct tmpl_jinja_ctx c = {.messages = calls_msgs, .args_text = as_text};

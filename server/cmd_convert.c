@@ -32,7 +32,8 @@ static const char usage_text[] =
     "                            [--experts-n N] [--vocab N] [--zero | --zero-but-routing]\n"
     "                            [--threads N]\n"
     "                            [--mla-layout kv_b|split] [--split-count N]\n"
-    "       (PRESET: tiny, v3-slice, tiny-v2, v2-lite-slice, v2-slice)\n"
+    "       (PRESET: tiny, v3-slice, tiny-v2, v2-lite-slice, v2-slice, tiny-moonlight,\n"
+    "        tiny-kimi)\n"
     "       tandem convert merge --fp8 DIR [--gguf DIR] --out DIR\n"
     "       tandem convert dequant --model DIR --out DIR [--dtype f32|bf16] [--threads N]\n"
     "       tandem convert quantize --model DIR --out DIR [--experts TYPE] [--threads N]\n";

@@ -6,7 +6,8 @@
  * kv_a's 576 rows exercise FP8's ceil-divided scale grid) and `v3-slice` (DeepSeek-V3's true
  * dims, vocab 129280, default 1 dense + 2 MoE layers and 256 experts); DeepSeek-V2's shapes:
  * `tiny-v2` (tiny with V2-Lite's attention and routing), `v2-lite-slice` and `v2-slice` (the
- * true dims of V2-Lite and of V2 / V2.5 236B). Or any config.json. --vocab overrides the
+ * true dims of V2-Lite and of V2 / V2.5 236B), `tiny-moonlight` and `tiny-kimi` (tiny with
+ * Moonlight's and Kimi-K2's attention, routing and RoPE). Or any config.json. --vocab overrides the
  * vocabulary (raised to the synth tokenizer's size if smaller).
  *
  * Values: linears N(0, 1/in) so activations stay O(1), norm weights 1 + N(0, 0.1^2), embedding
@@ -232,14 +233,44 @@ static void preset_v2(struct wt_hparams *hp)
     hp->yarn_mscale_all_dim = 1;
 }
 
+/* Moonlight-16B-A3B's attention and routing at tiny's scale: no q_lora, sigmoid with the
+ * correction bias and no groups, top-3 of 8 renormalized times 2.446, 2 shared experts, eps
+ * 1e-5, plain RoPE (theta 50000, no YaRN) */
+static void preset_tiny_moonlight(struct wt_hparams *hp)
+{
+    preset_tiny(hp);
+    hp->q_lora_rank = 0;
+    hp->n_shared = 2;
+    hp->top_k = 3;
+    hp->n_group = 1;
+    hp->topk_group = 1;
+    hp->routed_scale = 2.446f;
+    hp->rms_eps = 1e-5f;
+    hp->rope_theta = 50000;
+    hp->yarn = 0;
+}
+
+/* Kimi-K2's at tiny's scale: q_lora, one group, top-4 of 8 times 2.827, YaRN x32 with
+ * beta_fast = beta_slow = 1, theta 50000 */
+static void preset_tiny_kimi(struct wt_hparams *hp)
+{
+    preset_tiny(hp);
+    hp->n_group = 1;
+    hp->topk_group = 1;
+    hp->routed_scale = 2.827f;
+    hp->rope_theta = 50000;
+    hp->yarn_factor = 32;
+    hp->yarn_beta_fast = 1;
+    hp->yarn_beta_slow = 1;
+}
+
 static const struct {
     const char *name;
     void (*fn)(struct wt_hparams *);
-} presets[] = {{"tiny", preset_tiny},
-               {"v3-slice", preset_v3},
-               {"tiny-v2", preset_tiny_v2},
-               {"v2-lite-slice", preset_v2_lite},
-               {"v2-slice", preset_v2}};
+} presets[] = {{"tiny", preset_tiny},          {"v3-slice", preset_v3},
+               {"tiny-v2", preset_tiny_v2},    {"v2-lite-slice", preset_v2_lite},
+               {"v2-slice", preset_v2},        {"tiny-moonlight", preset_tiny_moonlight},
+               {"tiny-kimi", preset_tiny_kimi}};
 
 int wt_synth(const struct wt_synth_opts *o, char *err)
 {
@@ -253,7 +284,7 @@ int wt_synth(const struct wt_synth_opts *o, char *err)
         if (p == np)
             return err_set(err, ERR_INVAL,
                            "unknown preset '%s' (tiny, v3-slice, tiny-v2, v2-lite-slice, "
-                           "v2-slice or a config.json)",
+                           "v2-slice, tiny-moonlight, tiny-kimi or a config.json)",
                            o->preset ? o->preset : "");
         presets[p].fn(&hp);
     }

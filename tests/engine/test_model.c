@@ -5,7 +5,9 @@
  * DeepSeek-V2-style tiny config with V2.5's routing (plain q_proj, softmax group-limited greedy
  * routing without renormalization, YaRN mscale 0.707), and on the `tiny-v2` preset (V2-Lite:
  * softmax greedy top-3, 2 shared experts) from the no-merge layout, from its dequantized HF
- * directory and from that as one GGUF file (hyperparameters from the GGUF metadata alone).
+ * directory and from that as one GGUF file (hyperparameters from the GGUF metadata alone), and
+ * on `tiny-moonlight` (plain q_proj with sigmoid routing and the correction bias, no YaRN, eps
+ * 1e-5) and `tiny-kimi` (one group, YaRN betas 1/1).
  * Built with -DSLICE_CASES (test `model_v2_slice`): the `v2-lite-slice` preset (V2-Lite's true
  * dims, 16 experts, vocabulary 4096), no-merge layout and one GGUF, with a shorter prompt.
  *   1. logits of a 64-token prompt (one-shot prefill) vs the float64 reference at every position:
@@ -732,10 +734,16 @@ int main(void)
         {"v2-lite-slice", "q8_0", "--dense-layers 1 --moe-layers 1 --experts-n 16 --vocab 4096",
          0.0, 0, 2},
 #else
-        {"tiny", "q8_0", NULL, RESYNC_GATE, 1, 0}, {"tiny", "q4_K", NULL, RESYNC_GATE, 0, 0},
-        {"tiny", "f32", NULL, 0.0, 0, 0},          {"v2grp", "q8_0", NULL, RESYNC_GATE, 0, 0},
-        {"tiny", "q4_K", NULL, 0.0, 0, 1},         {"tiny-v2", "q8_0", NULL, RESYNC_GATE, 0, 0},
-        {"tiny-v2", "q8_0", NULL, 0.0, 0, 1},      {"tiny-v2", "q4_K", NULL, 0.0, 0, 2},
+        {"tiny", "q8_0", NULL, RESYNC_GATE, 1, 0},
+        {"tiny", "q4_K", NULL, RESYNC_GATE, 0, 0},
+        {"tiny", "f32", NULL, 0.0, 0, 0},
+        {"v2grp", "q8_0", NULL, RESYNC_GATE, 0, 0},
+        {"tiny", "q4_K", NULL, 0.0, 0, 1},
+        {"tiny-v2", "q8_0", NULL, RESYNC_GATE, 0, 0},
+        {"tiny-v2", "q8_0", NULL, 0.0, 0, 1},
+        {"tiny-v2", "q4_K", NULL, 0.0, 0, 2},
+        {"tiny-moonlight", "q8_0", NULL, RESYNC_GATE, 0, 0},
+        {"tiny-kimi", "q8_0", NULL, RESYNC_GATE, 0, 0},
 #endif
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {

@@ -1,7 +1,8 @@
 /* cmd_convert.c - `tandem convert synth|merge|dequant|quantize`: argument parsing around
  * engine/weights/convert.h. Runs on the main thread (the conversions use worker threads).
  *
- *   synth    --preset tiny|v3-slice|tiny-v2|v2-lite-slice|v2-slice|CONFIG.json --out DIR
+ *   synth    --preset PRESET|CONFIG.json --out DIR (PRESET: tiny, v3-slice, tiny-v2,
+ *            v2-lite-slice, v2-slice, tiny-moonlight, tiny-kimi)
  *            [--seed N] [--experts TYPE] [--dense-layers N] [--moe-layers N] [--experts-n N]
  *            [--vocab N] [--zero] [--threads N]
  *            [--mla-layout kv_b|split] [--split-count N]

@@ -1,8 +1,10 @@
 /* cmd_convert.c - `tandem convert synth|merge|dequant|quantize`: argument parsing around
  * engine/weights/convert.h. Runs on the main thread (the conversions use worker threads).
  *
- *   synth    --preset tiny|v3-slice|CONFIG.json --out DIR [--seed N] [--experts TYPE]
- *            [--dense-layers N] [--moe-layers N] [--experts-n N] [--zero] [--threads N]
+ *   synth    --preset PRESET|CONFIG.json --out DIR (PRESET: tiny, v3-slice, tiny-v2,
+ *            v2-lite-slice, v2-slice, tiny-moonlight, tiny-kimi)
+ *            [--seed N] [--experts TYPE] [--dense-layers N] [--moe-layers N] [--experts-n N]
+ *            [--vocab N] [--zero] [--threads N]
  *            [--mla-layout kv_b|split] [--split-count N]
  *   (--mla-layout split: llama.cpp's attn_k_b / attn_v_b instead of kv_b_proj, same values;
  *    --split-count N: the GGUF as a gguf-split set of N files)
@@ -26,10 +28,13 @@
 #include <strings.h>
 
 static const char usage_text[] =
-    "usage: tandem convert synth --preset tiny|v3-slice|CONFIG.json --out DIR [--seed N]\n"
+    "usage: tandem convert synth --preset PRESET|CONFIG.json --out DIR [--seed N]\n"
     "                            [--experts TYPE] [--dense-layers N] [--moe-layers N]\n"
-    "                            [--experts-n N] [--zero | --zero-but-routing] [--threads N]\n"
+    "                            [--experts-n N] [--vocab N] [--zero | --zero-but-routing]\n"
+    "                            [--threads N]\n"
     "                            [--mla-layout kv_b|split] [--split-count N]\n"
+    "       (PRESET: tiny, v3-slice, tiny-v2, v2-lite-slice, v2-slice, tiny-moonlight,\n"
+    "        tiny-kimi)\n"
     "       tandem convert merge --fp8 DIR [--gguf DIR] --out DIR\n"
     "       tandem convert dequant --model DIR --out DIR [--dtype f32|bf16] [--threads N]\n"
     "       tandem convert quantize --model DIR --out DIR [--experts TYPE] [--threads N]\n";
@@ -70,7 +75,7 @@ int cmd_convert(int argc, char **argv)
     }
     const char *sub = argv[1];
     const char *preset = NULL, *out = NULL, *fp8 = NULL, *gguf = NULL, *model = NULL;
-    long long seed = 0, dense = -1, moe = -1, nexp = -1, threads = 0, nsplit = 1;
+    long long seed = 0, dense = -1, moe = -1, nexp = -1, threads = 0, nsplit = 1, vocab = 0;
     int etype = -1, dtype = QTYPE_F32, zero = 0, mla_split = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -98,6 +103,8 @@ int cmd_convert(int argc, char **argv)
             if (parse_int(a, v, 0, 1024, &moe)) return 2;
         } else if (!strcmp(a, "--experts-n")) {
             if (parse_int(a, v, 1, 4096, &nexp)) return 2;
+        } else if (!strcmp(a, "--vocab")) {
+            if (parse_int(a, v, 1, 1 << 24, &vocab)) return 2;
         } else if (!strcmp(a, "--split-count")) {
             if (parse_int(a, v, 1, 65535, &nsplit)) return 2;
         } else if (!strcmp(a, "--mla-layout")) {
@@ -140,6 +147,7 @@ int cmd_convert(int argc, char **argv)
         o.dense_layers = (int)dense;
         o.moe_layers = (int)moe;
         o.n_experts = (int)nexp;
+        o.vocab = (int)vocab;
         o.zero = zero;
         o.threads = (int)threads;
         o.mla_split = mla_split;

@@ -95,7 +95,7 @@ static json_t *hparams_json(const struct wt_hparams *hp)
 {
     json_t *o = json_pack(
         "{s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i,"
-        " s:i, s:i, s:f, s:b, s:s, s:f, s:f, s:i, s:i, s:i, s:i}",
+        " s:i, s:i, s:f, s:b, s:s, s:s, s:f, s:f, s:i, s:i, s:i, s:i}",
         "arch", hp->arch, "vocab_size", hp->vocab_size, "hidden_size", hp->hidden,
         "intermediate_size", hp->inter, "moe_intermediate_size", hp->moe_inter, "num_hidden_layers",
         hp->n_layers, "num_attention_heads", hp->n_heads, "q_lora_rank", hp->q_lora_rank,
@@ -105,9 +105,9 @@ static json_t *hparams_json(const struct wt_hparams *hp)
         hp->topk_group, "first_k_dense_replace", hp->first_k_dense, "moe_layer_freq",
         hp->moe_layer_freq, "routed_scaling_factor", (double)hp->routed_scale, "norm_topk_prob",
         hp->norm_topk_prob, "scoring_func", hp->scoring == WT_SCORE_SIGMOID ? "sigmoid" : "softmax",
-        "rms_norm_eps", (double)hp->rms_eps, "rope_theta", (double)hp->rope_theta,
-        "max_position_embeddings", hp->max_pos, "bos_token_id", hp->bos_id, "eos_token_id",
-        hp->eos_id, "num_nextn_predict_layers", hp->n_nextn);
+        "topk_method", wt_topk_method(hp), "rms_norm_eps", (double)hp->rms_eps, "rope_theta",
+        (double)hp->rope_theta, "max_position_embeddings", hp->max_pos, "bos_token_id", hp->bos_id,
+        "eos_token_id", hp->eos_id, "num_nextn_predict_layers", hp->n_nextn);
     if (hp->yarn)
         json_object_set_new(o, "rope_scaling",
                             json_pack("{s:s, s:f, s:i, s:f, s:f, s:f, s:f}", "type", "yarn",
@@ -196,11 +196,11 @@ static void print_header(const char *path, const struct wt_hparams *hp)
            L, L - n_moe, n_moe, hp->hidden, hp->n_heads, hp->vocab_size);
     printf("attention  MLA q_lora %d, kv_lora %d, qk %d+%d, v %d\n", hp->q_lora_rank,
            hp->kv_lora_rank, hp->qk_nope, hp->qk_rope, hp->v_head);
-    printf("experts    %d routed (top-%d, %d groups keep %d, %s, scale %.3g) + %d shared, "
+    printf("experts    %d routed (top-%d, %d groups keep %d, %s %s, scale %.3g) + %d shared, "
            "inter %d; dense inter %d\n",
            hp->n_routed, hp->top_k, hp->n_group, hp->topk_group,
-           hp->scoring == WT_SCORE_SIGMOID ? "sigmoid" : "softmax", (double)hp->routed_scale,
-           hp->n_shared, hp->moe_inter, hp->inter);
+           hp->scoring == WT_SCORE_SIGMOID ? "sigmoid" : "softmax", wt_topk_method(hp),
+           (double)hp->routed_scale, hp->n_shared, hp->moe_inter, hp->inter);
     printf("rope       theta %g", (double)hp->rope_theta);
     if (hp->yarn)
         printf(", yarn x%g from %d (beta %g/%g, mscale %g/%g)", (double)hp->yarn_factor,

@@ -175,8 +175,9 @@ static void model_name(struct srv *s, const struct cfg *c)
     s->model_name[len] = 0;
 }
 
-/* The tokenizer lives beside the weights: model.path itself (tokenizer.json, or the GGUF
- * metadata of a GGUF-only directory or file, as tok_load decides), or the directory of a file. */
+/* The tokenizer lives beside the weights: model.path itself (tokenizer.json, tiktoken.model, or
+ * the GGUF metadata of a GGUF-only directory or file, as tok_load decides), or the directory of
+ * a file. */
 static int load_tokenizer(struct srv *s, const char *path, char *err)
 {
     struct stat st;
@@ -188,10 +189,10 @@ static int load_tokenizer(struct srv *s, const char *path, char *err)
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", path);
     char *slash = strrchr(dir, '/');
-    if (!slash) return tok_create_dir(&s->tok, ".", err);
+    if (!slash) return tok_load(&s->tok, ".", err);
     if (slash == dir) slash++;
     *slash = 0;
-    return tok_create_dir(&s->tok, dir, err);
+    return tok_load(&s->tok, dir, err);
 }
 
 /* The chat template: model.chat_template_file or the tokenizer's, rendered by a built-in
@@ -219,7 +220,9 @@ static int select_template(struct srv *s, const struct cfg *cfg, char *err)
             LOG_NOTICE("serve",
                        "chat template: no built-in renderer recognizes it; interpreting it as "
                        "Jinja (DeepSeek tool-call markers: %s, <think> reasoning: %s)",
-                       s->tmpl_modes.deepseek_tools ? "yes" : "no",
+                       !s->tmpl_modes.deepseek_tools ? "no"
+                       : s->tmpl_modes.v31_tools     ? "yes, V3.1's form"
+                                                     : "yes",
                        s->tmpl_modes.think ? "yes" : "no");
     }
     free(file_text);

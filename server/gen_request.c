@@ -96,6 +96,23 @@ int gen_create_root(struct http_conn *hc, json_t *root, enum gen_api api, struct
         *param = "model";
         return err_set(err, ERR_MODEL_NOT_FOUND, "The model '%.100s' does not exist", g->p.model);
     }
+    if (chat && s->tmpl == TMPL_JINJA && s->tmpl_modes.v31_tools) {
+        /* DeepSeek-V3.1's call syntax: parsed, prompted and forced in that form */
+        g->p.tools.format = TOOLPARSE_FMT_V31;
+        if (g->p.tools.choice == TOOLPARSE_CHOICE_REQUIRED ||
+            g->p.tools.choice == TOOLPARSE_CHOICE_NAMED) {
+            jsonschema_unref(g->p.grammar);
+            g->p.grammar = NULL;
+            rc = jsonschema_compile_tool_call(
+                g->p.tools.tools,
+                g->p.tools.choice == TOOLPARSE_CHOICE_NAMED ? g->p.tools.choice_name : NULL,
+                TOOLPARSE_FMT_V31, &g->p.grammar, err);
+            if (rc) {
+                *param = "tools";
+                return rc;
+            }
+        }
+    }
     if (chat && s->tmpl == TMPL_JINJA && !s->tmpl_modes.deepseek_tools &&
         (g->p.tools.choice == TOOLPARSE_CHOICE_REQUIRED ||
          g->p.tools.choice == TOOLPARSE_CHOICE_NAMED)) {
@@ -184,7 +201,8 @@ static int render_jinja(struct srv *s, const json_t *messages, const struct tool
                                .kwargs = kwargs,
                                .add_generation_prompt = 1,
                                .bos_token = tok_bos_text(s->tok),
-                               .eos_token = tok_eos_text(s->tok)};
+                               .eos_token = tok_eos_text(s->tok),
+                               .args_text = s->tmpl_modes.args_text};
     rc = tmpl_jinja_render(s->jinja, &c, out, err);
 out:
     json_decref(msgs);

@@ -23,8 +23,11 @@ static const struct command commands[] = {
      "  /metrics, /tokenize and /detokenize on server.host:server.port (127.0.0.1:8080).\n"
      "  --print-config   print the effective configuration and exit\n"},
     {"convert", cmd_convert, "write models: merge FP8 + GGUF, or synthesize random test models",
-     "tandem convert synth --preset tiny|v3-slice|CONFIG.json --out DIR [--seed N]\n"
+     "tandem convert synth --preset PRESET|CONFIG.json --out DIR [--seed N]\n"
      "                     [--experts TYPE] [--dense-layers N] [--moe-layers N] [--experts-n N]\n"
+     "                     [--vocab N]   (PRESET: tiny, v3-slice, tiny-v2, v2-lite-slice, "
+     "v2-slice,\n"
+     "                     tiny-moonlight, tiny-kimi)\n"
      "tandem convert merge --fp8 DIR --gguf DIR --out DIR\n"
      "tandem convert dequant --model DIR --out DIR   (float safetensors for reference tools)\n"},
     {"inspect", cmd_inspect, "describe a model: hyperparameters, tensors, memory plan",

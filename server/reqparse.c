@@ -446,7 +446,7 @@ int api_params_parse(const json_t *root, int chat, struct api_params *p, const c
             rc = jsonschema_compile_tool_call(
                 p->tools.tools,
                 p->tools.choice == TOOLPARSE_CHOICE_NAMED ? p->tools.choice_name : NULL,
-                &p->grammar, err);
+                TOOLPARSE_FMT_V3, &p->grammar, err);
             if (rc) {
                 *param = "tools";
                 goto fail;

@@ -119,8 +119,11 @@ int jsonschema_response_format(const json_t *root, struct jsonschema_grammar **o
  *   <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME\n```json\nARGS\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>
  * with NAME one of the tools (only `only_name` when not NULL) and ARGS matching that tool's
  * parameters (compiled with JSONSCHEMA_LENIENT; absent parameters = any object). `tools` is a
- * "tools" array that toolparse_req_parse accepted. Errors as jsonschema_compile. */
-int jsonschema_compile_tool_call(const json_t *tools, const char *only_name,
+ * "tools" array that toolparse_req_parse accepted. format TOOLPARSE_FMT_V31 (toolparse.h):
+ * DeepSeek-V3.1's call instead,
+ *   <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>NAME<｜tool▁sep｜>ARGS<｜tool▁call▁end｜><｜tool▁calls▁end｜>
+ * Errors as jsonschema_compile. */
+int jsonschema_compile_tool_call(const json_t *tools, const char *only_name, int format,
                                  struct jsonschema_grammar **out, char *err);
 
 /* Make the output start with the raw text `prefix` before the grammar (e.g. "</think>\n\n"

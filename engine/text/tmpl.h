@@ -97,13 +97,14 @@ struct jinja;
  * request's, with normalizations as OpenAI-compatible servers do: role "developer" is "system",
  * content given as an array of text parts becomes one string, and a tool call's
  * function.arguments that is a JSON text of an object becomes that object (templates render it
- * with tojson). */
+ * with tojson) unless args_text is set. */
 struct tmpl_jinja_ctx {
     const json_t *messages; /* array of message objects (borrowed) */
     const json_t *tools;    /* array or NULL */
     const json_t *kwargs;   /* object or NULL */
     int add_generation_prompt;
     const char *bos_token, *eos_token; /* NULL = "" */
+    int args_text; /* 1: tool-call arguments stay JSON text (tmpl_modes.args_text) */
 };
 
 /* Render; 0, ERR_INVAL (the template failed: raise_exception, a type error, a limit; err says
@@ -113,10 +114,13 @@ int tmpl_jinja_render(const struct jinja *t, const struct tmpl_jinja_ctx *c, str
 
 /* What an interpreted template implies for parsing the model's output (docs/chat-templates.md):
  * deepseek_tools: it writes DeepSeek's tool-call markers, so tool calls in the output use them
- * (else tool calls are not parsed: the text stays content); think: it mentions "<think>", so
+ * (else tool calls are not parsed: the text stays content); v31_tools: it writes them without a
+ * "```json" fence, NAME<｜tool▁sep｜>ARGS (DeepSeek-V3.1: toolparse.h TOOLPARSE_FMT_V31);
+ * args_text: it never applies tojson to a tool call's arguments (V3.1 concatenates them as a
+ * string), so they reach it as the request's JSON text; think: it mentions "<think>", so
  * reasoning is split as for DeepSeek-R1. */
 struct tmpl_modes {
-    int deepseek_tools, think;
+    int deepseek_tools, v31_tools, args_text, think;
 };
 void tmpl_modes_of(const char *chat_template, struct tmpl_modes *m);
 

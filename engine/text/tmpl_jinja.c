@@ -4,7 +4,8 @@
  * The context is built as Hugging Face's apply_chat_template builds it: messages, tools,
  * add_generation_prompt, bos_token, eos_token, then the chat_template_kwargs keys. Messages are
  * shallow copies of the request's with content parts joined into one string and tool-call
- * arguments parsed from their JSON text (what templates that write `arguments | tojson` expect).
+ * arguments parsed from their JSON text (what templates that write `arguments | tojson` expect;
+ * kept as text for templates that never do, which concatenate them: DeepSeek-V3.1's).
  * Threads: pure; the parsed template is only read.
  */
 #include "jinja.h"
@@ -71,7 +72,7 @@ fail:
     return NULL;
 }
 
-static json_t *messages_for_template(const json_t *messages)
+static json_t *messages_for_template(const json_t *messages, int args_text)
 {
     json_t *out = json_array();
     size_t i;
@@ -90,7 +91,8 @@ static json_t *messages_for_template(const json_t *messages)
         if (json_is_array(content) && json_object_set_new(m2, "content", content_text(content)))
             goto fail;
         json_t *calls = json_object_get(m2, "tool_calls");
-        if (json_is_array(calls) && json_object_set_new(m2, "tool_calls", parsed_calls(calls)))
+        if (!args_text && json_is_array(calls) &&
+            json_object_set_new(m2, "tool_calls", parsed_calls(calls)))
             goto fail;
     }
     return out;
@@ -104,7 +106,7 @@ int tmpl_jinja_render(const struct jinja *t, const struct tmpl_jinja_ctx *c, str
 {
     if (!t) return err_set(err, ERR_INVAL, "no chat template selected");
     json_t *vars = json_object();
-    json_t *msgs = messages_for_template(c->messages);
+    json_t *msgs = messages_for_template(c->messages, c->args_text);
     int rc = 0;
     if (!vars || !msgs || json_object_set_new(vars, "messages", msgs) ||
         (c->tools && json_object_set(vars, "tools", (json_t *)c->tools)) ||
@@ -137,7 +139,19 @@ void tmpl_modes_of(const char *chat_template, struct tmpl_modes *m)
 {
     const char *t = chat_template ? chat_template : "";
     m->deepseek_tools = strstr(t, "<｜tool▁calls▁begin｜>") != NULL;
+    m->v31_tools = m->deepseek_tools && !strstr(t, "```json");
     m->think = strstr(t, "<think>") != NULL;
+    /* does "arguments" ever reach a tojson filter ("arguments'] | tojson", "arguments|tojson")? */
+    m->args_text = 1;
+    for (const char *p = strstr(t, "arguments"); p && m->args_text;
+         p = strstr(p + 1, "arguments")) {
+        const char *q = p + 9;
+        while (*q == '\'' || *q == '"' || *q == ']' || *q == ' ') q++;
+        if (*q != '|') continue;
+        q++;
+        while (*q == ' ') q++;
+        if (strncmp(q, "tojson", 6) == 0) m->args_text = 0;
+    }
 }
 
 int tmpl_read_file(const char *path, char **out, char *err)

@@ -61,7 +61,8 @@ enum tok_type {
 /* Everything needed to build a tokenizer from GGUF metadata. All pointers are borrowed for the
  * duration of tok_create_vocab only (it copies what it keeps). */
 struct tok_vocab {
-    const char *model; /* tokenizer.ggml.model: must be "gpt2" (byte-level BPE) */
+    const char *model; /* tokenizer.ggml.model: "gpt2" (byte-level BPE), or "tiktoken" (tokens
+                          are raw bytes, merges are merge_ids; tok_tiktoken.c) */
     const char *pre;   /* tokenizer.ggml.pre: "deepseek-llm", "deepseek-coder",
                           "deepseek-v3" (NULL or "default": GPT-2 regex) */
     size_t n_tokens;
@@ -75,6 +76,7 @@ struct tok_vocab {
     int32_t eos_id;            /* -1 = none */
     int add_bos;               /* tokenizer.ggml.add_bos_token (informational) */
     const char *chat_template; /* tokenizer.chat_template, or NULL */
+    const int32_t *merge_ids;  /* "tiktoken": [n_merges][3] left id, right id, rank */
 };
 
 /* Load tokenizer.json and (optionally) tokenizer_config.json from directory `dir`.
@@ -93,8 +95,17 @@ int tok_create_vocab(struct tok **out, const struct tok_vocab *v, char *err);
 struct gguf_ctx;
 int tok_create_gguf(struct tok **out, const struct gguf_ctx *g, char *err);
 
-/* Load the tokenizer of a model path: a directory with tokenizer.json (preferred), else the
- * GGUF file in the directory (the first part of a split set), or a .gguf file itself.
+/* A tiktoken-style BPE directory (Kimi-K2, Moonlight): tiktoken.model (one "BASE64 RANK" line
+ * per token, rank = id) plus tokenizer_config.json (added_tokens_decoder, bos/eos, chat_template);
+ * the special tokens fill ids from the last rank + 1 on, 256 of them, unnamed ones as
+ * "<|reserved_token_ID|>" (tokenization_kimi.py); Kimi's pre-tokenizer pattern. Encoding is
+ * tiktoken's: a piece that is a token is that token, else byte pairs merge lowest rank of their
+ * concatenation first, leftmost on ties. Errors: ERR_IO, ERR_FORMAT (file and line), ERR_NOMEM. */
+int tok_create_tiktoken(struct tok **out, const char *dir, char *err);
+
+/* Load the tokenizer of a model path: a directory with tokenizer.json (preferred), else
+ * tiktoken.model, else the GGUF file in the directory (the first part of a split set), or a
+ * .gguf file itself.
  * Errors: ERR_CONFIG (empty path), ERR_IO, and those of the loaders above. */
 int tok_load(struct tok **out, const char *path, char *err);
 

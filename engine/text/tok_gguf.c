@@ -140,6 +140,8 @@ int tok_load(struct tok **out, const char *path, char *err)
     char p[4096];
     snprintf(p, sizeof p, "%s/tokenizer.json", path);
     if (access(p, R_OK) == 0) return tok_create_dir(out, path, err);
+    snprintf(p, sizeof p, "%s/tiktoken.model", path);
+    if (access(p, R_OK) == 0) return tok_create_tiktoken(out, path, err);
     /* a GGUF directory: the single file or the first split part, in name order */
     DIR *d = opendir(path);
     if (!d) return err_set(err, ERR_IO, "cannot read directory %s", path);

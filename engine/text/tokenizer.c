@@ -109,6 +109,7 @@ struct tok {
     pcre2_code *stage[TOK_MAX_STAGES];
     int stage_jit[TOK_MAX_STAGES]; /* JIT-compiled: call pcre2_jit_match directly */
     int ignore_merges;
+    int whole_pieces; /* tiktoken: a piece that is a token is that token */
 
     int32_t bos, eos;
     int add_bos;
@@ -476,6 +477,23 @@ static const char *const pre_deepseek_v3[] = {
     NULL,
 };
 static const char *const pre_gpt2[] = {gpt2_re, NULL};
+/* Kimi-K2 / Moonlight (tokenization_kimi.py's pat_str, as tiktoken's Rust regex reads it). Its
+ * class intersections [X&&[^\p{Han}]] become (?:(?!\p{Han})[X]); (?i:'s|'t|...) is spelled out
+ * with Unicode's simple case folds ('s also matches U+017F); \s is Unicode White_Space (Rust's,
+ * not the JavaScript set that rewrite_pattern gives \s). */
+#define KIMI_UP "(?:(?!\\p{sc:Han})[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}])"
+#define KIMI_LO "(?:(?!\\p{sc:Han})[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}])"
+#define KIMI_CONTR "(?:'[sS\xc5\xbf]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?"
+#define KIMI_WS                                                                                    \
+    "\\t-\\r "                                                                                     \
+    "\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}"
+static const char *const pre_kimi[] = {
+    "\\p{sc:Han}+|[^\\r\\n\\p{L}\\p{N}]?" KIMI_UP "*" KIMI_LO "+" KIMI_CONTR
+    "|[^\\r\\n\\p{L}\\p{N}]?" KIMI_UP "+" KIMI_LO "*" KIMI_CONTR "|\\p{N}{1,3}| ?[^" KIMI_WS
+    "\\p{L}\\p{N}]+[\\r\\n]*|[" KIMI_WS "]*[\\r\\n]+|[" KIMI_WS "]+(?![^" KIMI_WS "])|[" KIMI_WS
+    "]+",
+    NULL,
+};
 
 /* Byte tables, merges and the string index, once tokens and their bytes are in place. */
 static int finish_vocab(struct tok *t, char *err)
@@ -562,6 +580,26 @@ static int add_merge(struct tok *t, const int16_t *cp2byte, const char *a, size_
     return 0;
 }
 
+/* Add the merge of tokens l and r (their bytes concatenated must be a token) with this rank. */
+static int add_id_merge(struct tok *t, int32_t l, int32_t r, int32_t rank, char *err)
+{
+    if (l < 0 || r < 0 || l >= t->n_vocab || r >= t->n_vocab)
+        return err_set(err, ERR_FORMAT, "merge %d: token id out of range", (int)rank);
+    const struct tok_entry *a = &t->tok[l], *b = &t->tok[r];
+    char small[512];
+    size_t n = (size_t)a->len + b->len;
+    char *buf = n <= sizeof small ? small : malloc(n);
+    if (!buf) return ERR_NOMEM;
+    memcpy(buf, t->pool + a->off, a->len);
+    memcpy(buf + a->len, t->pool + b->off, b->len);
+    int32_t m = str_lookup(t, buf, n);
+    if (buf != small) free(buf);
+    if (m < 0)
+        return err_set(err, ERR_FORMAT, "merge %d: the merged bytes are no token", (int)rank);
+    merge_insert(t, l, r, rank, m);
+    return 0;
+}
+
 static int alloc_merges(struct tok *t, size_t n)
 {
     t->merge_mask = pow2_at_least((uint64_t)n * 2 + 16) - 1;
@@ -603,7 +641,8 @@ static int set_pre_list(struct tok *t, const char *const *list, char *err)
 int tok_create_vocab(struct tok **out, const struct tok_vocab *v, char *err)
 {
     *out = NULL;
-    if (!v->model || strcmp(v->model, "gpt2") != 0)
+    int tiktoken = v->model && strcmp(v->model, "tiktoken") == 0 && v->merge_ids;
+    if (!tiktoken && (!v->model || strcmp(v->model, "gpt2") != 0))
         return err_set(err, ERR_UNSUPPORTED,
                        "tokenizer model '%s' is not supported (only byte-level BPE, \"gpt2\")",
                        v->model ? v->model : "(none)");
@@ -614,6 +653,7 @@ int tok_create_vocab(struct tok **out, const struct tok_vocab *v, char *err)
     if (strcmp(pname, "deepseek-llm") == 0) pre = pre_deepseek_llm;
     else if (strcmp(pname, "deepseek-coder") == 0) pre = pre_deepseek_coder;
     else if (strcmp(pname, "deepseek-v3") == 0) pre = pre_deepseek_v3;
+    else if (strcmp(pname, "kimi") == 0) pre = pre_kimi;
     else if (strcmp(pname, "default") != 0 && strcmp(pname, "gpt2") != 0)
         return err_set(err, ERR_UNSUPPORTED,
                        "tokenizer.ggml.pre '%s' is not supported "
@@ -633,11 +673,15 @@ int tok_create_vocab(struct tok **out, const struct tok_vocab *v, char *err)
         e->type = (uint8_t)(type >= 1 && type <= 6 ? type : TOK_TYPE_NORMAL);
         e->special = e->type == TOK_TYPE_CONTROL;
         e->added = e->type == TOK_TYPE_CONTROL || e->type == TOK_TYPE_USER_DEFINED;
-        rc = set_token(t, cp2byte, (int32_t)i, s, n, !e->added);
+        rc = set_token(t, cp2byte, (int32_t)i, s, n, !e->added && !tiktoken);
     }
     if (!rc) rc = finish_vocab(t, err);
     if (!rc) rc = alloc_merges(t, v->n_merges);
-    for (size_t i = 0; i < v->n_merges && !rc; i++) {
+    for (size_t i = 0; tiktoken && i < v->n_merges && !rc; i++) {
+        const int32_t *m = v->merge_ids + 3 * i;
+        rc = add_id_merge(t, m[0], m[1], m[2], err);
+    }
+    for (size_t i = 0; !tiktoken && i < v->n_merges && !rc; i++) {
         const char *m = v->merges[i] ? v->merges[i] : "";
         size_t n = v->merge_lens ? v->merge_lens[i] : strlen(m);
         const char *sp = memchr(m, ' ', n);
@@ -651,6 +695,7 @@ int tok_create_vocab(struct tok **out, const struct tok_vocab *v, char *err)
     if (!rc) rc = build_byte_pairs(t);
     if (!rc) rc = mark_whole_tokens(t);
     if (!rc) rc = set_pre_list(t, pre, err);
+    t->whole_pieces = tiktoken;
     if (!rc) {
         t->bos = v->bos_id >= 0 && v->bos_id < t->n_vocab ? v->bos_id : -1;
         t->eos = v->eos_id >= 0 && v->eos_id < t->n_vocab ? v->eos_id : -1;
@@ -1081,7 +1126,7 @@ static int bpe_piece(struct enc *e, const unsigned char *p, size_t n)
     if (n == 1) return t->byte_id[p[0]] >= 0 ? tok_ids_push(e->out, t->byte_id[p[0]]) : 0;
     /* most words are one token: known at load time (mark_whole_tokens), so no merging */
     int32_t whole = str_lookup(t, (const char *)p, n);
-    if (whole >= 0 && t->tok[whole].whole) return tok_ids_push(e->out, whole);
+    if (whole >= 0 && (t->tok[whole].whole || t->whole_pieces)) return tok_ids_push(e->out, whole);
     if (!e->cache || n > CACHE_MAX_PIECE) return bpe_merge(e, p, n);
     uint64_t h = hash_bytes((const char *)p, n) & e->cache_mask;
     struct cache_slot *c;
@@ -1180,6 +1225,11 @@ static int pre_split(struct enc *e, int k, const char *s, size_t n)
         int m = e->t->stage_jit[k]
                     ? pcre2_jit_match(re, (PCRE2_SPTR)s, n, from, PCRE2_NO_UTF_CHECK, e->md, NULL)
                     : pcre2_match(re, (PCRE2_SPTR)s, n, from, PCRE2_NO_UTF_CHECK, e->md, NULL);
+        /* the JIT's stack (32 KiB) can run out on long runs of a lookahead-per-character class
+         * (Kimi's pattern): the interpreter keeps its frames on the heap */
+        if (m == PCRE2_ERROR_JIT_STACKLIMIT)
+            m = pcre2_match(re, (PCRE2_SPTR)s, n, from, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, e->md,
+                            NULL);
         if (m == PCRE2_ERROR_NOMATCH) break;
         if (m < 0) return ERR_INTERNAL; /* match limit etc.: cannot happen for these patterns */
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);

@@ -33,6 +33,7 @@ struct toolparse {
     char **names;
     size_t n_names;
     uint64_t rng;
+    enum toolparse_format format;
 };
 
 static uint64_t splitmix(uint64_t *s)
@@ -62,6 +63,8 @@ nomem:
     toolparse_destroy(tp);
     return err_set(err, ERR_NOMEM, "out of memory");
 }
+
+void toolparse_set_format(struct toolparse *tp, enum toolparse_format f) { tp->format = f; }
 
 static void calls_clear(struct toolparse_call *c, size_t n)
 {
@@ -133,16 +136,25 @@ static const char *parse_call(struct toolparse *tp, const char *p, const char *e
     const char *sep = find(p, end, TOOLPARSE_SEP);
     const char *cend = find(p, end, TOOLPARSE_CALL_END);
     if (!sep || !cend || sep > cend) return NULL;
-    const char *ta = p, *tb = sep;
+    const char *ta = p, *tb = sep, *na, *nb, *aa;
     trim(&ta, &tb);
-    if (tb > ta && !(tb - ta == 8 && memcmp(ta, "function", 8) == 0)) return NULL;
-    const char *q = sep + strlen(TOOLPARSE_SEP);
-    /* name: up to the first whitespace or '{' */
-    const char *na = skip_ws(q, cend), *nb = na;
-    while (nb < cend && !is_space(*nb) && *nb != '{' && *nb != '`') nb++;
+    if (tp->format == TOOLPARSE_FMT_V31) { /* NAME<sep>ARGS */
+        na = ta;
+        nb = tb;
+        for (const char *x = na; x < nb; x++)
+            if (is_space(*x)) return NULL;
+        aa = sep + strlen(TOOLPARSE_SEP);
+    } else { /* function<sep>NAME ARGS */
+        if (tb > ta && !(tb - ta == 8 && memcmp(ta, "function", 8) == 0)) return NULL;
+        /* name: up to the first whitespace or '{' */
+        na = nb = skip_ws(sep + strlen(TOOLPARSE_SEP), cend);
+        while (nb < cend && !is_space(*nb) && *nb != '{' && *nb != '`') nb++;
+        aa = nb;
+    }
     if (nb == na || !name_known(tp, na, (size_t)(nb - na))) return NULL;
     /* arguments: fenced ```json ... ``` or bare */
-    const char *aa = skip_ws(nb, cend), *ab = cend;
+    const char *ab = cend;
+    aa = skip_ws(aa, cend);
     trim(&aa, &ab);
     if (ab - aa >= 3 && memcmp(aa, "```", 3) == 0) {
         aa += 3;
@@ -503,15 +515,24 @@ int toolparse_tools_prompt(const struct toolparse_req *r, struct sbuf *out)
         }
         if (!rc) rc = put(out, "\n");
     }
+    int v31 = r->format == TOOLPARSE_FMT_V31;
     if (!rc)
         rc = put(out, "\nTo call a function, reply with exactly this, the arguments being "
                       "a JSON object that matches its parameters:\n" TOOLPARSE_CALLS_BEGIN
-                          TOOLPARSE_CALL_BEGIN "function" TOOLPARSE_SEP
+                          TOOLPARSE_CALL_BEGIN);
+    if (!rc && v31)
+        rc = put(out, "FUNCTION_NAME" TOOLPARSE_SEP
+                      "{\"argument\": \"value\"}" TOOLPARSE_CALL_END TOOLPARSE_CALLS_END "\n");
+    else if (!rc)
+        rc = put(out, "function" TOOLPARSE_SEP
                       "FUNCTION_NAME\n```json\n{\"argument\": \"value\"}\n```" TOOLPARSE_CALL_END
                           TOOLPARSE_CALLS_END "\n");
     if (!rc && r->parallel)
-        rc = put(out, "Several calls go one after another inside the same " TOOLPARSE_CALLS_BEGIN
-                      "..." TOOLPARSE_CALLS_END ", separated by \"\\n\".\n");
+        rc = put(out,
+                 v31 ? "Several calls go one after another inside the same " TOOLPARSE_CALLS_BEGIN
+                       "..." TOOLPARSE_CALLS_END ", with nothing between them.\n"
+                     : "Several calls go one after another inside the same " TOOLPARSE_CALLS_BEGIN
+                       "..." TOOLPARSE_CALLS_END ", separated by \"\\n\".\n");
     if (!rc && r->choice == TOOLPARSE_CHOICE_AUTO)
         rc = put(out, "Call a function only when it helps to answer; otherwise answer directly.\n");
     if (!rc && r->choice == TOOLPARSE_CHOICE_REQUIRED)
@@ -583,8 +604,11 @@ int toolparse_pipe_init(struct toolparse_pipe *p, int reasoning_flags,
     p->split_reasoning = reasoning_flags >= 0;
     if (p->split_reasoning) reasoning_init(&p->rs, (unsigned)reasoning_flags);
     p->think_tok = p->split_reasoning && (reasoning_flags & REASONING_START_THINKING);
-    if (req && req->choice != TOOLPARSE_CHOICE_NONE && req->n_tools)
-        return toolparse_create(&p->tp, seed, req->names, req->n_tools, err);
+    if (req && req->choice != TOOLPARSE_CHOICE_NONE && req->n_tools) {
+        int rc = toolparse_create(&p->tp, seed, req->names, req->n_tools, err);
+        if (rc == 0) toolparse_set_format(p->tp, req->format);
+        return rc;
+    }
     return 0;
 }
 

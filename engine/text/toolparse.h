@@ -6,6 +6,13 @@
  *   <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME\n```json\nARGS\n```<｜tool▁call▁end｜>
  *   \n<｜tool▁call▁begin｜>...<｜tool▁call▁end｜><｜tool▁calls▁end｜>
  *
+ * DeepSeek-V3.1 (and V3.1-Terminus) drop the type and the json fence (TOOLPARSE_FMT_V31):
+ *
+ *   <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>NAME<｜tool▁sep｜>ARGS<｜tool▁call▁end｜>...<｜tool▁calls▁end｜>
+ *
+ * The format follows the chat template (tmpl_modes_of: a template that writes the markers
+ * without a "```json" fence is V3.1's); the rules below hold for both.
+ *
  * Parsing (struct toolparse, one per choice, fed the detokenized text in any chunking):
  *   - Text outside a tool block is content. A tail that is a proper prefix of
  *     "<｜tool▁calls▁begin｜>" is held back until the next chunk decides it.
@@ -56,6 +63,11 @@
 
 struct toolparse;
 
+enum toolparse_format {
+    TOOLPARSE_FMT_V3 = 0, /* function<sep>NAME\n```json\nARGS\n``` (V3, R1, R1-0528) */
+    TOOLPARSE_FMT_V31,    /* NAME<sep>ARGS (V3.1, V3.1-Terminus) */
+};
+
 struct toolparse_call {
     char id[32];     /* "call_" + 24 alphanumerics */
     char *name;      /* function.name */
@@ -67,6 +79,8 @@ struct toolparse_call {
 int toolparse_create(struct toolparse **out, uint64_t id_seed, const char *const *names,
                      size_t n_names, char *err);
 void toolparse_destroy(struct toolparse *tp); /* accepts NULL */
+/* The call syntax to parse (TOOLPARSE_FMT_V3 after create); set before the first feed. */
+void toolparse_set_format(struct toolparse *tp, enum toolparse_format f);
 
 /* Feed text[0..n). Content text that is final is appended to `content`; completed tool calls
  * are added to the parser's list (see toolparse_n_calls). Returns 0 or ERR_NOMEM. */
@@ -109,8 +123,9 @@ struct toolparse_req {
     size_t n_tools;
     const char *names[64]; /* function names, borrowed from `tools` */
     enum toolparse_choice choice;
-    const char *choice_name; /* NAMED: borrowed from the request */
-    int parallel;            /* parallel_tool_calls, default 1 */
+    const char *choice_name;      /* NAMED: borrowed from the request */
+    int parallel;                 /* parallel_tool_calls, default 1 */
+    enum toolparse_format format; /* the model's call syntax (set by the server, not parsed) */
 };
 #define TOOLPARSE_MAX_TOOLS 64
 
@@ -123,7 +138,8 @@ struct toolparse_req {
 int toolparse_req_parse(const json_t *root, struct toolparse_req *r, const char **param, char *err);
 
 /* Append the tool list as system-prompt text (nothing when the choice is NONE or there are no
- * tools): each function's name, description and parameters schema, the exact call syntax, and
+ * tools): each function's name, description and parameters schema, the exact call syntax (of
+ * r->format), and
  * for REQUIRED/NAMED an instruction to call. The server joins it to the system message (after
  * the user's system text, "\n\n"-separated; or as the only system message). 0 or ERR_NOMEM. */
 int toolparse_tools_prompt(const struct toolparse_req *r, struct sbuf *out);
@@ -150,8 +166,8 @@ struct toolparse_pipe {
 };
 
 /* reasoning_flags: -1 = no splitting (deepseek-v3 template), else REASONING_* flags (see
- * reasoning.h and reasoning_prompt_open). req: the parsed tools; NULL or choice NONE = no tool
- * parsing. seed: for the call ids. Returns 0 or ERR_NOMEM. */
+ * reasoning.h and reasoning_prompt_open). req: the parsed tools (and req->format); NULL or
+ * choice NONE = no tool parsing. seed: for the call ids. Returns 0 or ERR_NOMEM. */
 int toolparse_pipe_init(struct toolparse_pipe *p, int reasoning_flags,
                         const struct toolparse_req *req, uint64_t seed, char *err);
 void toolparse_pipe_fini(struct toolparse_pipe *p);

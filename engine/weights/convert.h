@@ -31,7 +31,8 @@
 #define WT_EXPERTS_Q4_K_M 1000
 
 struct wt_synth_opts {
-    const char *preset; /* "tiny" or "v3-slice"; NULL when config is given */
+    const char *preset; /* "tiny", "v3-slice", "tiny-v2", "v2-lite-slice", "v2-slice";
+                         * NULL when config is given */
     const char *config; /* a config.json to take the shape from (instead of a preset) */
     const char *out;    /* output directory (created) */
     uint64_t seed;
@@ -39,6 +40,7 @@ struct wt_synth_opts {
     int dense_layers;          /* -1 = the preset's */
     int moe_layers;            /* -1 = the preset's */
     int n_experts;             /* routed experts per MoE layer; -1 = the preset's */
+    int vocab;                 /* vocabulary size; 0 = the preset's */
     int zero;                  /* 1: all-zero weights written as sparse files (shape-only
                                 * models); 2: the same except the embeddings, norms, router and
                                 * lm_head (random), so tokens still spread over the experts as in

@@ -3,13 +3,18 @@
  *
  * config.json follows HF's DeepseekV3Config / DeepseekV2Config field names; YaRN comes from
  * `rope_scaling` (type or rope_type "yarn") or from newer transformers' `rope_parameters`.
+ * topk_method must fit scoring_func (noaux_tc: sigmoid; greedy, group_limited_greedy:
+ * softmax); greedy routes without groups (n_group = topk_group = 1 whatever the file says).
+ * deepseek_v2 with norm_topk_prob ignores routed_scaling_factor (DeepSeek's V2 gate scales only
+ * unnormalized weights), so the scale becomes 1.
  * Every value is range-checked (a corrupt config must not drive later allocations): dims up to
  * 2^20, layers up to 1024, experts up to 4096, and the routing constraints (top_k <= experts,
  * n_group divides experts, topk_group <= n_group).
  *
  * GGUF: llama.cpp's deepseek2 keys. Group routing keys (expert_group_count/_used_count) are
  * optional: old files lack them; then DeepSeek-V3's exact shape (256 experts, hidden 7168,
- * sigmoid) gets V3's 8/4 groups with a warning, anything else no grouping. MLA-split files
+ * sigmoid) gets V3's 8/4 groups and V2/V2.5's (160 experts, hidden 5120, softmax) 8/3, with a
+ * warning, anything else no grouping. Softmax gating makes arch "deepseek_v2". MLA-split files
  * (key_length_mla) are read for the head dims. YaRN's beta_fast/slow come from
  * rope.scaling.yarn_beta_fast/_slow when present (newer converters write them), else DeepSeek's
  * 32/1; mscale_all_dim = rope.scaling.yarn_log_multiplier / 0.1. expert_gating_func absent (or 0,
@@ -35,6 +40,13 @@ int wt_layer_is_moe(const struct wt_hparams *hp, int l)
 {
     return hp->n_routed > 0 && l >= hp->first_k_dense &&
            (hp->moe_layer_freq <= 1 || l % hp->moe_layer_freq == 0);
+}
+
+const char *wt_topk_method(const struct wt_hparams *hp)
+{
+    return hp->scoring == WT_SCORE_SIGMOID ? "noaux_tc"
+           : hp->n_group > 1               ? "group_limited_greedy"
+                                           : "greedy";
 }
 
 /* ---- config.json ----------------------------------------------------------------------------- */
@@ -131,6 +143,28 @@ static int parse_rope(struct jctx *c, json_t *rs, struct wt_hparams *hp)
     return rc;
 }
 
+/* topk_method (HF's default: greedy for V2, noaux_tc for V3) against scoring_func: noaux_tc
+ * is sigmoid with the correction bias and top-2-sum group scores; greedy and
+ * group_limited_greedy are softmax (V2), greedy ignoring n_group / topk_group. */
+static int parse_topk_method(struct jctx *c, json_t *root, int v2, struct wt_hparams *hp)
+{
+    json_t *tm = json_object_get(root, "topk_method");
+    if (tm && !json_is_null(tm) && !json_is_string(tm))
+        return err_set(c->err, ERR_FORMAT, "%s: 'topk_method' must be a string", c->src);
+    const char *m = json_is_string(tm) ? json_string_value(tm) : (v2 ? "greedy" : "noaux_tc");
+    int sig = hp->scoring == WT_SCORE_SIGMOID, noaux = strcmp(m, "noaux_tc") == 0;
+    int greedy = strcmp(m, "greedy") == 0, limited = strcmp(m, "group_limited_greedy") == 0;
+    if (!noaux && !greedy && !limited)
+        return err_set(c->err, ERR_UNSUPPORTED,
+                       "%s: topk_method '%s' (greedy, group_limited_greedy or noaux_tc)", c->src,
+                       m);
+    if (noaux != sig)
+        return err_set(c->err, ERR_UNSUPPORTED, "%s: topk_method '%s' with scoring_func '%s'",
+                       c->src, m, sig ? "sigmoid" : "softmax");
+    if (greedy) hp->n_group = hp->topk_group = 1;
+    return 0;
+}
+
 int wt_hparams_from_json_text(const char *text, size_t len, struct wt_hparams *hp, char *err)
 {
     return wt__hparams_json(text, len, "config.json", hp, err);
@@ -189,6 +223,12 @@ int wt__hparams_json(const char *text, size_t len, const char *src, struct wt_hp
     (void)q;
     json_t *ntp = json_object_get(root, "norm_topk_prob");
     hp->norm_topk_prob = ntp ? json_is_true(ntp) : !v2;
+    /* DeepSeek-V2's gate scales by routed_scaling_factor only when it does not renormalize */
+    if (v2 && hp->norm_topk_prob && hp->top_k > 1 && hp->routed_scale != 1) {
+        LOG_WARN("weights", "%s: deepseek_v2 with norm_topk_prob: routed_scaling_factor %g unused",
+                 src, (double)hp->routed_scale);
+        hp->routed_scale = 1;
+    }
     json_t *sf = json_object_get(root, "scoring_func");
     const char *sfs = json_is_string(sf) ? json_string_value(sf) : (v2 ? "softmax" : "sigmoid");
     if (strcmp(sfs, "sigmoid") == 0) hp->scoring = WT_SCORE_SIGMOID;
@@ -197,6 +237,7 @@ int wt__hparams_json(const char *text, size_t len, const char *src, struct wt_hp
         rc = err_set(err, ERR_UNSUPPORTED, "%s: scoring_func '%s'", src, sfs);
         goto out;
     }
+    if ((rc = parse_topk_method(&c, root, v2, hp))) goto out;
     json_t *rp = json_object_get(root, "rope_parameters");
     json_t *rs = json_object_get(root, "rope_scaling");
     float theta = 10000;
@@ -257,11 +298,11 @@ char *wt_hparams_to_json(const struct wt_hparams *hp, int fp8)
         hp->topk_group, "first_k_dense_replace", hp->first_k_dense, "moe_layer_freq",
         hp->moe_layer_freq, "routed_scaling_factor", f2d(hp->routed_scale), "norm_topk_prob",
         hp->norm_topk_prob, "scoring_func", hp->scoring == WT_SCORE_SIGMOID ? "sigmoid" : "softmax",
-        "topk_method", hp->scoring == WT_SCORE_SIGMOID ? "noaux_tc" : "greedy", "rms_norm_eps",
-        f2d(hp->rms_eps), "rope_theta", f2d(hp->rope_theta), "max_position_embeddings", hp->max_pos,
-        "bos_token_id", hp->bos_id, "eos_token_id", hp->eos_id, "hidden_act", "silu",
-        "tie_word_embeddings", 0, "attention_bias", 0, "attention_dropout", 0.0,
-        "num_nextn_predict_layers", 0, "head_dim", hp->qk_rope);
+        "topk_method", wt_topk_method(hp), "rms_norm_eps", f2d(hp->rms_eps), "rope_theta",
+        f2d(hp->rope_theta), "max_position_embeddings", hp->max_pos, "bos_token_id", hp->bos_id,
+        "eos_token_id", hp->eos_id, "hidden_act", "silu", "tie_word_embeddings", 0,
+        "attention_bias", 0, "attention_dropout", 0.0, "num_nextn_predict_layers", 0, "head_dim",
+        hp->qk_rope);
     if (!o) return NULL;
     json_object_set_new(o, "q_lora_rank",
                         hp->q_lora_rank ? json_integer(hp->q_lora_rank) : json_null());
@@ -375,6 +416,13 @@ int wt__hparams_gguf(const struct gguf_ctx *g, struct wt_hparams *hp, char *err)
         LOG_WARN("weights", "%s: no %s; assuming DeepSeek-V3's 8 groups / top-4 groups",
                  gguf_path(g), gk);
     }
+    /* likewise DeepSeek-V2 / V2.5 (236B: 160 experts, hidden 5120, softmax): 8 groups, top-3 */
+    if (gguf_find_key(g, gk) < 0 && hp->n_routed == 160 && hp->hidden == 5120 && gating != 2) {
+        hp->n_group = 8;
+        hp->topk_group = 3;
+        LOG_WARN("weights", "%s: no %s; assuming DeepSeek-V2's 8 groups / top-3 groups",
+                 gguf_path(g), gk);
+    }
     if (hp->n_nextn >= blocks)
         return err_set(err, ERR_FORMAT, "%s: nextn_predict_layers >= block_count", gguf_path(g));
     hp->n_layers = blocks - hp->n_nextn;
@@ -385,8 +433,10 @@ int wt__hparams_gguf(const struct gguf_ctx *g, struct wt_hparams *hp, char *err)
                        hp->qk_rope);
     hp->qk_nope = qk - hp->qk_rope;
     hp->v_head = v;
-    /* 0 (none: files older than the key) -> softmax, as llama.cpp; 1 softmax; 2 sigmoid */
+    /* 0 (none: files older than the key) -> softmax, as llama.cpp; 1 softmax; 2 sigmoid.
+     * Softmax routing is DeepSeek-V2's (greedy, or group-limited with max group scores). */
     hp->scoring = gating == 2 ? WT_SCORE_SIGMOID : WT_SCORE_SOFTMAX;
+    if (hp->scoring == WT_SCORE_SOFTMAX) snprintf(hp->arch, sizeof hp->arch, "deepseek_v2");
     int64_t b;
     char k[128];
     snprintf(k, sizeof k, "%s.expert_weights_norm", arch);

@@ -4,7 +4,11 @@
  * 1 dense + 2 MoE layers, 8 routed experts in 4 groups (topk_group 2, top-4), 1 shared expert,
  * moe_inter 256, YaRN; a few MB: every dim is a multiple of 256 so any GGML type applies, and
  * kv_a's 576 rows exercise FP8's ceil-divided scale grid) and `v3-slice` (DeepSeek-V3's true
- * dims, vocab 129280, default 1 dense + 2 MoE layers and 256 experts). Or any config.json.
+ * dims, vocab 129280, default 1 dense + 2 MoE layers and 256 experts); DeepSeek-V2's shapes:
+ * `tiny-v2` (tiny with V2-Lite's attention and routing), `v2-lite-slice` and `v2-slice` (the
+ * true dims of V2-Lite and of V2 / V2.5 236B), `tiny-moonlight` and `tiny-kimi` (tiny with
+ * Moonlight's and Kimi-K2's attention, routing and RoPE). Or any config.json. --vocab overrides the
+ * vocabulary (raised to the synth tokenizer's size if smaller).
  *
  * Values: linears N(0, 1/in) so activations stay O(1), norm weights 1 + N(0, 0.1^2), embedding
  * N(0, 1), correction bias N(0, 0.02^2). Every block of 128 rows of a tensor draws from its own
@@ -175,20 +179,116 @@ static void preset_v3(struct wt_hparams *hp)
     hp->max_pos = 163840;
 }
 
+/* DeepSeek-V2-Lite's routing and attention at tiny's scale: no q_lora (plain q_proj), softmax
+ * greedy top-3 of 8 experts without groups, bias or renormalization, 2 shared experts, YaRN
+ * with V2's mscale 0.707. */
+static void preset_tiny_v2(struct wt_hparams *hp)
+{
+    preset_tiny(hp);
+    snprintf(hp->arch, sizeof hp->arch, "deepseek_v2");
+    hp->q_lora_rank = 0;
+    hp->n_shared = 2;
+    hp->top_k = 3;
+    hp->n_group = 1;
+    hp->topk_group = 1;
+    hp->routed_scale = 1;
+    hp->norm_topk_prob = 0;
+    hp->scoring = WT_SCORE_SOFTMAX;
+    hp->yarn_mscale = 0.707f;
+    hp->yarn_mscale_all_dim = 0.707f;
+}
+
+/* DeepSeek-V2-Lite's true dims (config_16B): hidden 2048, 16 heads, 64 experts (inter 1408),
+ * 2 shared, top-6, dense inter 10944, vocab 102400, YaRN x40 from 4096 */
+static void preset_v2_lite(struct wt_hparams *hp)
+{
+    preset_tiny_v2(hp);
+    hp->vocab_size = 102400;
+    hp->hidden = 2048;
+    hp->inter = 10944;
+    hp->moe_inter = 1408;
+    hp->n_heads = 16;
+    hp->n_routed = 64;
+    hp->top_k = 6;
+    hp->yarn_factor = 40;
+    hp->yarn_orig_ctx = 4096;
+    hp->max_pos = 163840;
+}
+
+/* DeepSeek-V2 / V2.5 (236B, config_236B): hidden 5120, 128 heads, q_lora 1536, 160 experts
+ * (inter 1536) in 8 groups keeping 3 (group_limited_greedy), top-6, scale 16 */
+static void preset_v2(struct wt_hparams *hp)
+{
+    preset_v2_lite(hp);
+    hp->hidden = 5120;
+    hp->inter = 12288;
+    hp->moe_inter = 1536;
+    hp->n_heads = 128;
+    hp->q_lora_rank = 1536;
+    hp->n_routed = 160;
+    hp->n_group = 8;
+    hp->topk_group = 3;
+    hp->routed_scale = 16;
+    hp->yarn_mscale = 1; /* V2 / V2.5's rope_scaling: mscale 1.0 / 1.0 */
+    hp->yarn_mscale_all_dim = 1;
+}
+
+/* Moonlight-16B-A3B's attention and routing at tiny's scale: no q_lora, sigmoid with the
+ * correction bias and no groups, top-3 of 8 renormalized times 2.446, 2 shared experts, eps
+ * 1e-5, plain RoPE (theta 50000, no YaRN) */
+static void preset_tiny_moonlight(struct wt_hparams *hp)
+{
+    preset_tiny(hp);
+    hp->q_lora_rank = 0;
+    hp->n_shared = 2;
+    hp->top_k = 3;
+    hp->n_group = 1;
+    hp->topk_group = 1;
+    hp->routed_scale = 2.446f;
+    hp->rms_eps = 1e-5f;
+    hp->rope_theta = 50000;
+    hp->yarn = 0;
+}
+
+/* Kimi-K2's at tiny's scale: q_lora, one group, top-4 of 8 times 2.827, YaRN x32 with
+ * beta_fast = beta_slow = 1, theta 50000 */
+static void preset_tiny_kimi(struct wt_hparams *hp)
+{
+    preset_tiny(hp);
+    hp->n_group = 1;
+    hp->topk_group = 1;
+    hp->routed_scale = 2.827f;
+    hp->rope_theta = 50000;
+    hp->yarn_factor = 32;
+    hp->yarn_beta_fast = 1;
+    hp->yarn_beta_slow = 1;
+}
+
+static const struct {
+    const char *name;
+    void (*fn)(struct wt_hparams *);
+} presets[] = {{"tiny", preset_tiny},          {"v3-slice", preset_v3},
+               {"tiny-v2", preset_tiny_v2},    {"v2-lite-slice", preset_v2_lite},
+               {"v2-slice", preset_v2},        {"tiny-moonlight", preset_tiny_moonlight},
+               {"tiny-kimi", preset_tiny_kimi}};
+
 int wt_synth(const struct wt_synth_opts *o, char *err)
 {
     struct wt_hparams hp;
     int rc;
+    size_t np = sizeof presets / sizeof presets[0], p = 0;
     if (o->config) {
         if ((rc = wt_hparams_from_json_file(o->config, &hp, err))) return rc;
-    } else if (o->preset && strcmp(o->preset, "tiny") == 0) {
-        preset_tiny(&hp);
-    } else if (o->preset && strcmp(o->preset, "v3-slice") == 0) {
-        preset_v3(&hp);
     } else {
-        return err_set(err, ERR_INVAL, "unknown preset '%s' (tiny, v3-slice or a config.json)",
-                       o->preset ? o->preset : "");
+        while (p < np && (!o->preset || strcmp(o->preset, presets[p].name))) p++;
+        if (p == np)
+            return err_set(err, ERR_INVAL,
+                           "unknown preset '%s' (tiny, v3-slice, tiny-v2, v2-lite-slice, "
+                           "v2-slice, tiny-moonlight, tiny-kimi or a config.json)",
+                           o->preset ? o->preset : "");
+        presets[p].fn(&hp);
     }
+    if (o->vocab > 0) hp.vocab_size = o->vocab;
     if (o->dense_layers >= 0 || o->moe_layers >= 0) {
         int d = o->dense_layers >= 0 ? o->dense_layers : hp.first_k_dense;
         int m = o->moe_layers >= 0 ? o->moe_layers : hp.n_layers - hp.first_k_dense;

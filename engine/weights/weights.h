@@ -70,7 +70,7 @@ struct wt_hparams {
     int first_k_dense, moe_layer_freq;
     float routed_scale;
     int norm_topk_prob;
-    enum wt_scoring scoring;
+    enum wt_scoring scoring; /* softmax: DeepSeek-V2 routing (group score = max, no bias) */
     float rms_eps;
     float rope_theta;
     int yarn; /* rope_scaling type yarn present */
@@ -83,6 +83,9 @@ struct wt_hparams {
 
 /* is layer l a MoE layer? */
 int wt_layer_is_moe(const struct wt_hparams *hp, int l);
+/* HF's topk_method for these hparams: noaux_tc (sigmoid), group_limited_greedy (softmax with
+ * n_group > 1) or greedy */
+const char *wt_topk_method(const struct wt_hparams *hp);
 
 struct wt_tensor {
     char name[WT_NAME_LEN]; /* canonical name */

@@ -57,7 +57,8 @@ static __global__ void router_kernel(const struct cuk_router_args a)
                     t2 = v;
                 }
             }
-            gscore[e] = gs >= 2 ? t1 + t2 : t1;
+            /* softmax (V2 group_limited_greedy): the group's max; sigmoid: top-2 sum */
+            gscore[e] = a.scoring == CUK_ROUTER_SOFTMAX || gs < 2 ? t1 : t1 + t2;
             keep[e] = 0;
         }
         __syncthreads();

@@ -4,7 +4,8 @@
  *   s = sigmoid(logits) (CUK_ROUTER_SIGMOID) or softmax(logits) (CUK_ROUTER_SOFTMAX), fp32
  *   b = s + bias (bias may be NULL) -- used only for selection
  *   n_group > 1: group score = sum of the two largest b in each group of n_experts/n_group
- *                consecutive experts; keep the topk_group best groups, b = -inf elsewhere
+ *                consecutive experts (softmax: the largest, V2's group_limited_greedy); keep
+ *                the topk_group best groups, b = -inf elsewhere
  *   ids = top_k experts by b (ties: lower index first), in descending order of b
  *   w = s[ids]; if norm_topk: w /= sum(w); w *= scaling
  * Outputs ids [m][top_k] int32 and weights [m][top_k] fp32. n_experts <= 1024, top_k <= 32.

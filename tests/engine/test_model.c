@@ -1,9 +1,15 @@
 /* test_model.c - the CPU forward pass against the float64 reference, and its own invariants.
  *
  * On `tiny` synth models made fresh with a random seed (printed; TANDEM_TEST_SEED replays), with
- * routed experts in F32, Q8_0 (Q8_0 activations) and Q4_K (Q8_K activations), and on a
- * DeepSeek-V2-style tiny config (plain q_proj, softmax group-limited greedy routing without
- * renormalization, YaRN mscale 0.707):
+ * routed experts in F32, Q8_0 (Q8_0 activations) and Q4_K (Q8_K activations), on a
+ * DeepSeek-V2-style tiny config with V2.5's routing (plain q_proj, softmax group-limited greedy
+ * routing without renormalization, YaRN mscale 0.707), and on the `tiny-v2` preset (V2-Lite:
+ * softmax greedy top-3, 2 shared experts) from the no-merge layout, from its dequantized HF
+ * directory and from that as one GGUF file (hyperparameters from the GGUF metadata alone), and
+ * on `tiny-moonlight` (plain q_proj with sigmoid routing and the correction bias, no YaRN, eps
+ * 1e-5) and `tiny-kimi` (one group, YaRN betas 1/1).
+ * Built with -DSLICE_CASES (test `model_v2_slice`): the `v2-lite-slice` preset (V2-Lite's true
+ * dims, 16 experts, vocabulary 4096), no-merge layout and one GGUF, with a shorter prompt.
  *   1. logits of a 64-token prompt (one-shot prefill) vs the float64 reference at every position:
  *      relative L2 error <= 1e-3;
  *   2. greedy decoding, one token per forward over the KV cache, for 64 steps: identical tokens
@@ -32,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/err.h"
@@ -40,9 +47,14 @@
 #include "tests/check.h"
 #include "tests/engine/model_util.h"
 #include "tests/engine/ref_model.h"
+#include "tests/engine/single_gguf.h"
 
+#ifndef PROMPT
 #define PROMPT 64
+#endif
+#ifndef GEN
 #define GEN 64
+#endif
 #define CTX (PROMPT + GEN)
 #ifndef REF_TOL
 #define REF_TOL 1e-3
@@ -137,9 +149,10 @@ static unsigned rnd(void)
 
 static struct routes routes;
 
-/* A DeepSeek-V2-style tiny config: no q_lora (plain q_proj), softmax scores with group-limited
- * greedy selection (max score per group), no renormalization, scale 1, YaRN with mscale 0.707
- * (V2-Lite's), eps 1e-5. */
+/* A DeepSeek-V2-style tiny config with V2 / V2.5's group-limited routing: no q_lora (plain
+ * q_proj), softmax scores with group_limited_greedy selection (max score per group), no
+ * renormalization, scale 1, YaRN with mscale 0.707 (V2-Lite's), eps 1e-5. (The preset tiny-v2 is
+ * V2-Lite's greedy routing.) */
 static const char v2_config[] =
     "{\"architectures\": [\"DeepseekV2ForCausalLM\"], \"model_type\": \"deepseek_v2\", "
     "\"vocab_size\": 768, \"hidden_size\": 256, \"intermediate_size\": 512, "
@@ -156,16 +169,17 @@ static const char v2_config[] =
     "\"original_max_position_embeddings\": 1024, \"beta_fast\": 32.0, \"beta_slow\": 1.0, "
     "\"mscale\": 0.707, \"mscale_all_dim\": 0.707}}";
 
-/* Make a tiny model with `experts` routed experts (preset tiny, or the V2-style config if v2);
- * 0 or the synth exit status. */
-static int make_model(const char *experts, int v2, unsigned long long mseed, char *dir, size_t dirn)
+/* Make a model of a synth preset ("v2grp": the config above) with `experts` routed experts and
+ * more synth options `more`; 0 or the synth exit status. */
+static int make_model(const char *name, const char *experts, const char *more,
+                      unsigned long long mseed, char *dir, size_t dirn)
 {
     snprintf(dir, dirn, "/tmp/tandem-test-model-XXXXXX");
     CHECK(mkdtemp(dir));
-    char extra[64], preset[96];
-    snprintf(extra, sizeof extra, "--experts %s", experts);
-    snprintf(preset, sizeof preset, "tiny");
-    if (v2) {
+    char extra[256], preset[96];
+    snprintf(extra, sizeof extra, "--threads 2 --experts %s %s", experts, more ? more : "");
+    snprintf(preset, sizeof preset, "%s", name);
+    if (!strcmp(name, "v2grp")) {
         snprintf(preset, sizeof preset, "%s.v2.json", dir);
         FILE *f = fopen(preset, "w");
         CHECK(f);
@@ -662,6 +676,35 @@ out:
     wt_close(w);
 }
 
+/* the F32 model in dir as one GGUF file at path; its metadata must give the directory's
+ * hyperparameters */
+static void gguf_from(const char *dir, const char *path)
+{
+    char err[ERR_LEN] = "";
+    struct wt_model *d = NULL, *g = NULL;
+    CHECK_EQ(wt_open(dir, &d, err), 0);
+    write_single_gguf(d, path);
+    int rc = wt_open(path, &g, err);
+    if (rc) fprintf(stderr, "%s: %s\n", path, err);
+    CHECK_EQ(rc, 0);
+    const struct wt_hparams *a = wt_hparams(d), *b = wt_hparams(g);
+    CHECK_STR(b->arch, a->arch);
+    CHECK_EQ(b->q_lora_rank, a->q_lora_rank);
+    CHECK_EQ(b->scoring, a->scoring);
+    CHECK_EQ(b->n_routed, a->n_routed);
+    CHECK_EQ(b->n_shared, a->n_shared);
+    CHECK_EQ(b->top_k, a->top_k);
+    CHECK_EQ(b->n_group, a->n_group);
+    CHECK_EQ(b->topk_group, a->topk_group);
+    CHECK_EQ(b->norm_topk_prob, a->norm_topk_prob);
+    CHECK_EQ(b->first_k_dense, a->first_k_dense);
+    CHECK_NEAR(b->routed_scale, a->routed_scale, 0);
+    CHECK_NEAR(b->yarn_mscale_all_dim, a->yarn_mscale_all_dim, 0);
+    CHECK_EQ(wt_n_files(g), 1);
+    wt_close(g);
+    wt_close(d);
+}
+
 int main(void)
 {
     unsigned long long seed = check_seed();
@@ -673,22 +716,40 @@ int main(void)
         return 0;
     }
     atexit(cleanup);
-    /* experts type, resync gate (0: none, pure end-to-end), run the invariants too, exact:
-     * dequantize the model to F32 (HF layout, what hf_compare.py feeds transformers) and compare
-     * the f32-cache fast path with the unquantized reference */
+    /* preset, experts type, more synth options, resync gate (0: none, pure end-to-end), run the
+     * invariants too, exact: 1 = dequantize the model to F32 (HF layout, what hf_compare.py feeds
+     * transformers) and compare the f32-cache fast path with the unquantized reference; 2 = the
+     * same from that F32 model written as one GGUF file (llama.cpp's form, hyperparameters from
+     * its metadata alone) */
     static const struct {
-        const char *type;
-        int v2;
+        const char *preset, *type, *more;
         double gate;
         int full, exact;
-    } cases[] = {{"q8_0", 0, RESYNC_GATE, 1, 0},
-                 {"q4_K", 0, RESYNC_GATE, 0, 0},
-                 {"f32", 0, 0.0, 0, 0},
-                 {"q8_0", 1, RESYNC_GATE, 0, 0},
-                 {"q4_K", 0, 0.0, 0, 1}};
+    } cases[] = {
+#ifdef SLICE_CASES
+        /* DeepSeek-V2-Lite's true dims (hidden 2048, 16 heads, moe_inter 1408, dense 10944, top-6,
+         * 2 shared); fewer experts and a small vocabulary keep the float64 reference in memory */
+        {"v2-lite-slice", "q8_0", "--dense-layers 1 --moe-layers 1 --experts-n 16 --vocab 4096",
+         RESYNC_GATE, 0, 0},
+        {"v2-lite-slice", "q8_0", "--dense-layers 1 --moe-layers 1 --experts-n 16 --vocab 4096",
+         0.0, 0, 2},
+#else
+        {"tiny", "q8_0", NULL, RESYNC_GATE, 1, 0},
+        {"tiny", "q4_K", NULL, RESYNC_GATE, 0, 0},
+        {"tiny", "f32", NULL, 0.0, 0, 0},
+        {"v2grp", "q8_0", NULL, RESYNC_GATE, 0, 0},
+        {"tiny", "q4_K", NULL, 0.0, 0, 1},
+        {"tiny-v2", "q8_0", NULL, RESYNC_GATE, 0, 0},
+        {"tiny-v2", "q8_0", NULL, 0.0, 0, 1},
+        {"tiny-v2", "q4_K", NULL, 0.0, 0, 2},
+        {"tiny-moonlight", "q8_0", NULL, RESYNC_GATE, 0, 0},
+        {"tiny-kimi", "q8_0", NULL, RESYNC_GATE, 0, 0},
+#endif
+    };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         char dir[64];
-        int st = make_model(cases[c].type, cases[c].v2, mseed + c, dir, sizeof dir);
+        int st =
+            make_model(cases[c].preset, cases[c].type, cases[c].more, mseed + c, dir, sizeof dir);
         snprintf(cur_dir, sizeof cur_dir, "%s", dir);
         if (st != 0) {
             char log[96], line[512] = "";
@@ -705,13 +766,23 @@ int main(void)
                     line);
             CHECK(0);
         }
-        char label[48], mdir[96];
-        snprintf(label, sizeof label, "%s/%s%s", cases[c].v2 ? "tiny-v2" : "tiny", cases[c].type,
-                 cases[c].exact ? " dequantized, f32 cache, exact" : "");
+        static const char *const how[] = {"", " dequantized, f32 cache, exact",
+                                          " as one GGUF, f32 cache, exact"};
+        char label[96], mdir[96];
+        snprintf(label, sizeof label, "%s/%s%s", cases[c].preset, cases[c].type,
+                 how[cases[c].exact]);
         snprintf(mdir, sizeof mdir, "%s", dir);
         if (cases[c].exact) { /* the F32 copy inside the model dir: removed with it */
             snprintf(mdir, sizeof mdir, "%s/f32", dir);
             CHECK_EQ(convert_dequant(dir, mdir), 0);
+        }
+        if (cases[c].exact == 2) {
+            char gdir[96];
+            snprintf(gdir, sizeof gdir, "%s/gguf", dir);
+            CHECK(mkdir(gdir, 0700) == 0);
+            snprintf(gdir, sizeof gdir, "%s/gguf/model.gguf", dir);
+            gguf_from(mdir, gdir);
+            snprintf(mdir, sizeof mdir, "%s/gguf", dir);
         }
         fprintf(stderr, "model %s: %s (synth seed %llu)\n", label, mdir, mseed + c);
         check_model(mdir, label, cases[c].gate, cases[c].full, cases[c].exact);

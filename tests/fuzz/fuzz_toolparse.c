@@ -2,7 +2,8 @@
  * parsing, toolparse_pipe) on arbitrary model output, streamed vs not.
  *
  * Byte 0: reasoning (bits 0-1: off, 0, START_THINKING, INLINE) and tools (bit 2: two named
- * tools, else any name; bit 3: tool parsing off). Byte 1 seeds the chunking. The rest is the
+ * tools, else any name; bit 3: tool parsing off; bit 4: DeepSeek-V3.1's call syntax). Byte 1 seeds
+ * the chunking. The rest is the
  * generated text, with a few bytes expanded to the markers so calls are likely: 0x01..0x05 ->
  * calls-begin, call-begin, sep, call-end, calls-end; 0x06 -> "<think>", 0x07 -> "</think>".
  * The text is fed once whole (non-streaming: toolparse_pipe_message) and once in chunks of 1..16
@@ -95,6 +96,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else {
         req.choice = TOOLPARSE_CHOICE_NONE;
     }
+    req.format = data[0] & 16 ? TOOLPARSE_FMT_V31 : TOOLPARSE_FMT_V3; /* DeepSeek-V3.1's syntax */
     static const char *marks[8] = {NULL,
                                    TOOLPARSE_CALLS_BEGIN,
                                    TOOLPARSE_CALL_BEGIN,

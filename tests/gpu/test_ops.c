@@ -235,7 +235,7 @@ static void router_ref(const struct cuk_router_args *a, const float *lg, const f
                         t1 = b[e];
                     } else if (b[e] > t2) t2 = b[e];
                 }
-                gsc[g] = t1 + t2;
+                gsc[g] = a->scoring == CUK_ROUTER_SOFTMAX || gs < 2 ? t1 : t1 + t2;
             }
             for (int r = 0; r < a->topk_group; r++) {
                 int best = -1;
@@ -687,6 +687,7 @@ int main(void)
     test_head_matmul_fp8(gt_int(9, 16), 0, 128);
     test_router(256, 8, 4, 8, CUK_ROUTER_SIGMOID, 1, 1, 2.5f);   /* DeepSeek-V3 */
     test_router(64, 1, 1, 6, CUK_ROUTER_SOFTMAX, 0, 0, 1.0f);    /* V2-Lite */
+    test_router(160, 8, 3, 6, CUK_ROUTER_SOFTMAX, 0, 0, 16.0f);  /* V2 / V2.5: max per group */
     test_router(384, 1, 1, 8, CUK_ROUTER_SIGMOID, 1, 1, 2.827f); /* Kimi-K2-like */
     test_swiglu();
     test_add_embed();

@@ -128,3 +128,96 @@ test('a template with a syntax error stops start-up', async () => {
   await assert.rejects(startDaemon({ bin: BIN, model, args: [...common, `--model.chat_template_file=${file}`] }),
     /line 2 column/);
 });
+
+// DeepSeek-V3.1's published template (tests/text/templates/deepseek_v3.1.jinja): hybrid thinking
+// through chat_template_kwargs, its tool-call syntax NAME<sep>ARGS, arguments rendered as text.
+describe('DeepSeek-V3.1 template', () => {
+  const V31 = fs.readFileSync(path.join(SRC, 'tests/text/templates/deepseek_v3.1.jinja'), 'utf8');
+  const CB = '<｜tool▁calls▁begin｜>', CE = '<｜tool▁calls▁end｜>', B = '<｜tool▁call▁begin｜>';
+  const E = '<｜tool▁call▁end｜>', SEP = '<｜tool▁sep｜>';
+  const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object' } } },
+    { type: 'function', function: { name: 'get_time' } }];
+  let d;
+  before(async () => {
+    const file = path.join(work, 'v31.jinja');
+    fs.writeFileSync(file, V31);
+    // as in DeepSeek's tokenizer.json, the tool-call markers are added tokens that are not
+    // "special" (so the fake engine's echo keeps them)
+    const m31 = path.join(work, 'v31-model');
+    fs.cpSync(model, m31, { recursive: true });
+    const tj = JSON.parse(fs.readFileSync(path.join(m31, 'tokenizer.json'), 'utf8'));
+    for (const t of tj.added_tokens) if (t.content.includes('tool')) t.special = false;
+    fs.writeFileSync(path.join(m31, 'tokenizer.json'), JSON.stringify(tj));
+    d = await startDaemon({ bin: BIN, model: m31, args: [...common, `--model.chat_template_file=${file}`] });
+  });
+  after(async () => {
+    const r = await d.stop();
+    assert.equal(r.code, 0, d.log());
+  });
+
+  test('the prompt equals the reference rendering, thinking off, on and absent', async () => {
+    const messages = [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Weather?' },
+      { role: 'assistant', content: null, tool_calls: [{ id: 'call_1', type: 'function',
+        function: { name: 'get_weather', arguments: '{"city": "Paris"}' } }] },
+      { role: 'tool', tool_call_id: 'call_1', content: '22C' },
+      { role: 'assistant', content: 'It is 22C.' }, { role: 'user', content: 'Thanks' }];
+    for (const kw of [undefined, { thinking: false }, { thinking: true }]) {
+      const got = await renderedPrompt(d.base, { messages, ...(kw ? { chat_template_kwargs: kw } : {}) });
+      const want = new Template(V31).render({ messages, add_generation_prompt: true, bos_token: BOS,
+        eos_token: EOS, ...(kw || {}) });
+      assert.equal(got, want);
+      assert.ok(want.endsWith(kw?.thinking ? '<｜Assistant｜><think>' : '<｜Assistant｜></think>'), want);
+    }
+  });
+
+  test('thinking on: reasoning_content is split off; off: all is content', async () => {
+    const on = await postJSON(d.base, '/v1/chat/completions', { chat_template_kwargs: { thinking: true },
+      messages: [{ role: 'user', content: 'ECHO:Let me think. 2+2.</think>The answer is 4.|OHCE' }] });
+    assert.equal(on.status, 200, on.text);
+    assert.equal(on.json.choices[0].message.reasoning_content, 'Let me think. 2+2.');
+    assert.equal(on.json.choices[0].message.content, 'The answer is 4.');
+    const off = await postJSON(d.base, '/v1/chat/completions', { chat_template_kwargs: { thinking: false },
+      messages: [{ role: 'user', content: 'ECHO:The answer is 4.|OHCE' }] });
+    assert.equal(off.status, 200, off.text);
+    assert.equal(off.json.choices[0].message.content, 'The answer is 4.');
+    assert.ok(!off.json.choices[0].message.reasoning_content, off.text);
+  });
+
+  test('tool calls in V3.1 syntax: message and stream', async () => {
+    const out = `Looking it up.${CB}${B}get_weather${SEP}{"city": "Paris"}${E}${B}get_time${SEP}{}${E}${CE}`;
+    const body = { messages: [{ role: 'user', content: `ECHO:${out}|OHCE` }], tools, seed: 5 };
+    const a = await postJSON(d.base, '/v1/chat/completions', body);
+    assert.equal(a.status, 200, a.text);
+    const m = a.json.choices[0].message;
+    assert.equal(a.json.choices[0].finish_reason, 'tool_calls', a.text);
+    assert.equal(m.content, 'Looking it up.');
+    assert.deepEqual(m.tool_calls.map((t) => [t.type, t.function.name, t.function.arguments]),
+      [['function', 'get_weather', '{"city": "Paris"}'], ['function', 'get_time', '{}']]);
+    const s = await postJSON(d.base, '/v1/chat/completions', { ...body, stream: true });
+    const { events, done } = parseSSE(s.text);
+    assert.ok(done, s.text);
+    const calls = [];
+    let content = '';
+    for (const e of events) {
+      const dl = e.choices[0]?.delta ?? {};
+      content += dl.content ?? '';
+      for (const tc of dl.tool_calls ?? []) {
+        calls[tc.index] ??= { name: '', arguments: '' };
+        calls[tc.index].name += tc.function?.name ?? '';
+        calls[tc.index].arguments += tc.function?.arguments ?? '';
+      }
+    }
+    assert.equal(content, 'Looking it up.');
+    assert.deepEqual(calls, [{ name: 'get_weather', arguments: '{"city": "Paris"}' },
+      { name: 'get_time', arguments: '{}' }]);
+    // the V3 form is not this model's: its markers are dropped, no call is made
+    const v3 = `${CB}${B}function${SEP}get_time\n\`\`\`json\n{}\n\`\`\`${E}${CE}`;
+    const c = await postJSON(d.base, '/v1/chat/completions', { ...body,
+      messages: [{ role: 'user', content: `ECHO:${v3}|OHCE` }] });
+    assert.equal(c.status, 200, c.text);
+    assert.ok(!c.json.choices[0].message.tool_calls, c.text);
+    // a forced call is accepted (its grammar is V3.1's)
+    const f = await postJSON(d.base, '/v1/chat/completions', { ...body, tool_choice: 'required' });
+    assert.equal(f.status, 200, f.text);
+  });
+});

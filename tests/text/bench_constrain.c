@@ -9,6 +9,7 @@
  * default 300] */
 #include "../../engine/text/constrain.h"
 #include "../../engine/text/tok.h"
+#include "../../engine/text/toolparse.h"
 #include "test_constrain_util.h"
 
 #include <time.h>
@@ -80,7 +81,7 @@ int main(int argc, char **argv)
     CHECK_EQ(jsonschema_compile(s, 0, &grammars[1], err), 0);
     json_t *tools = json_pack("[{s:s, s:{s:s, s:O}}]", "type", "function", "function", "name",
                               "lookup_user", "parameters", s);
-    CHECK_EQ(jsonschema_compile_tool_call(tools, NULL, &grammars[2], err), 0);
+    CHECK_EQ(jsonschema_compile_tool_call(tools, NULL, TOOLPARSE_FMT_V3, &grammars[2], err), 0);
     json_t *s4 = json_loads("{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},"
                             "\"nickname\":{\"type\":\"string\"},\"age\":{\"type\":\"integer\"}},"
                             "\"additionalProperties\":true}",

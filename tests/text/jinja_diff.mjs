@@ -4,7 +4,11 @@
 // tandem's own Jinja for the three (tmpl_batch builtin), and the fixtures in templates/ (a
 // ChatML/Qwen2.5-style, a Qwen3-style (reasoning, string methods, reversed slices) and a
 // Llama-3-style template with tools, a Mistral-style one that raises on non-alternating roles, and two exercising namespace, macros, loop variables,
-// filters, tests and methods). Contexts: random conversations (system,
+// filters, tests and methods; deepseek_v2_chat.jinja is DeepSeek-V2(-Lite)-Chat's chat_template
+// from its published tokenizer_config.json, as quoted in public copies; deepseek_v3.1.jinja and
+// deepseek_v3.1_terminus.jinja are the chat_template of DeepSeek-V3.1's and V3.1-Terminus's
+// tokenizer_config.json (hybrid thinking through the `thinking` variable), as logged by
+// llama.cpp-based servers and embedded in public scripts). Contexts: random conversations (system,
 // user, assistant, tool turns, tool calls, unicode text), random tool lists, both values of
 // add_generation_prompt; the seed is printed (TANDEM_TEST_SEED=... replays it).
 // Where both renderers fail, both are counted as agreeing (raise_exception must raise the same
@@ -76,7 +80,7 @@ function randomConv() {
     const k = rng.int(12);
     if (k < 1) msgs.push({ role: "system", content: text() });
     else if (k < 5) msgs.push({ role: "user", content: rng.chance(0.1) ? "!run  this now " : rng.chance(0.1) ? "Why?" : text() });
-    else if (k < 7) msgs.push({ role: "assistant", content: think() });
+    else if (k < 7) msgs.push({ role: "assistant", content: think(), ...(rng.chance(0.1) ? { prefix: true } : {}) });
     else if (k < 9) msgs.push({ role: "assistant", content: null, tool_calls: Array.from({ length: rng.range(1, 3) }, call) });
     else if (k < 10) msgs.push({ role: "assistant", content: think(), tool_calls: [call()] });
     else msgs.push({ role: "tool", tool_call_id: "x", content: text() });
@@ -98,9 +102,12 @@ for (let i = 0; i < nRandom; i++) {
   const c = { messages: rng.chance(0.25) ? alternatingConv() : randomConv(), add_generation_prompt: rng.chance(0.5),
     bos_token: "<s>", eos_token: "</s>" };
   if (rng.chance(0.4)) c.tools = Array.from({ length: rng.range(1, 3) }, tool);
+  if (rng.chance(0.6)) c.thinking = rng.chance(0.5); // chat_template_kwargs of V3.1's hybrid thinking
   contexts.push(c);
 }
-contexts.push({ messages: [{ role: "user", content: "Hello" }], add_generation_prompt: true, bos_token: "<s>", eos_token: "</s>" });
+for (const thinking of [undefined, false, true])
+  contexts.push({ messages: [{ role: "user", content: "Hello" }], add_generation_prompt: true, bos_token: "<s>", eos_token: "</s>",
+    ...(thinking === undefined ? {} : { thinking }) });
 
 const jsGaps = [/Cannot apply filter "trim" to type: NullValue/];
 let failures = 0, compared = 0, bothFailed = 0;

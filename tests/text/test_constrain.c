@@ -322,7 +322,9 @@ static void test_tool_call(const struct constrain_vocab *cv, struct trng *r, int
                                   "function", "function", "name", "get_time");
         struct jsonschema_grammar *g;
         char err[ERR_LEN] = "";
-        int rc = jsonschema_compile_tool_call(tools, i % 2 ? "get_weather" : NULL, &g, err);
+        /* every third: DeepSeek-V3.1's syntax, grammar and parser alike */
+        int fmt = i % 3 == 2 ? TOOLPARSE_FMT_V31 : TOOLPARSE_FMT_V3;
+        int rc = jsonschema_compile_tool_call(tools, i % 2 ? "get_weather" : NULL, fmt, &g, err);
         if (rc) fprintf(stderr, "tool grammar: %s\n", err);
         CHECK_EQ(rc, 0);
         size_t len;
@@ -332,6 +334,7 @@ static void test_tool_call(const struct constrain_vocab *cv, struct trng *r, int
             struct toolparse *tp;
             const char *names[] = {"get_weather", "get_time"};
             CHECK_EQ(toolparse_create(&tp, 1, names, 2, err), 0);
+            toolparse_set_format(tp, (enum toolparse_format)fmt);
             struct sbuf content = {0};
             CHECK_EQ(toolparse_feed(tp, out, len, &content), 0);
             CHECK_EQ(toolparse_finish(tp, &content), 0);
@@ -501,7 +504,7 @@ static void test_real_vocab(struct trng *r)
                                "{\"type\":\"string\"}},\"required\":[\"city\"]}}}]",
                                0, NULL);
     struct jsonschema_grammar *g;
-    CHECK_EQ(jsonschema_compile_tool_call(tools, NULL, &g, err), 0);
+    CHECK_EQ(jsonschema_compile_tool_call(tools, NULL, TOOLPARSE_FMT_V3, &g, err), 0);
     struct constrain *c;
     CHECK_EQ(constrain_create(cv, g, &c, err), 0);
     uint64_t *bits = calloc(((size_t)tok_vocab_size(t) + 63) / 64, 8);

@@ -261,8 +261,43 @@ static void chat_glue(void)
     struct tmpl_modes m;
     tmpl_modes_of(tmpl_builtin_jinja("deepseek-r1"), &m);
     CHECK(m.deepseek_tools && m.think);
+    CHECK(!m.v31_tools);
     tmpl_modes_of("<|im_start|>{{ x }}", &m);
     CHECK(!m.deepseek_tools && !m.think);
+    /* DeepSeek-V3.1: markers without the json fence, arguments concatenated as text */
+    tmpl_modes_of("{{'<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>' + tool['function']['name'] + "
+                  "'<｜tool▁sep｜>' + tool['function']['arguments'] + '<｜tool▁call▁end｜>'}}"
+                  "{% if thinking %}<think>{% endif %}",
+                  &m);
+    CHECK(m.deepseek_tools && m.v31_tools && m.args_text && m.think);
+    tmpl_modes_of("{{ tool_call.arguments | tojson }}", &m);
+    CHECK(!m.args_text);
+    tmpl_modes_of("{{ c['function']['arguments']|tojson }}", &m);
+    CHECK(!m.args_text);
+    tmpl_modes_of("{{ c.arguments }} {{ c.arguments_x | tojson }}", &m);
+    CHECK(m.args_text);
+
+    /* arguments reach such a template as the request's text, else parsed into an object */
+    struct jinja *ta = NULL;
+    CHECK_EQ(jinja_parse("{% for m in messages %}{% for c in m.tool_calls %}"
+                         "{{ c.function.arguments is string }}{% endfor %}{% endfor %}",
+                         &ta, err),
+             0);
+    json_t *calls_msgs = json_loads("[{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{"
+                                    "\"type\":\"function\",\"function\":{\"name\":\"f\","
+                                    "\"arguments\":\"{\\\"a\\\":1}\"}}]}]",
+                                    0, NULL);
+    CHECK(calls_msgs != NULL);
+    for (int as_text = 0; as_text < 2; as_text++) {
+        struct tmpl_jinja_ctx c = {.messages = calls_msgs, .args_text = as_text};
+        struct sbuf o = {0};
+        CHECK_EQ(tmpl_jinja_render(ta, &c, &o, err), 0);
+        sbuf_append(&o, "", 0);
+        CHECK_STR(o.s, as_text ? "True" : "False");
+        sbuf_fini(&o);
+    }
+    json_decref(calls_msgs);
+    jinja_free(ta);
 }
 
 /* one parsed template rendered by several threads at once gives each the same text */

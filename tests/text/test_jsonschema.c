@@ -3,6 +3,7 @@
  * forced tool-call grammar; limits (depth, size). */
 #include "../../common/err.h"
 #include "../../engine/text/jsonschema.h"
+#include "../../engine/text/toolparse.h"
 #include "../check.h"
 
 #include <stdint.h>
@@ -238,18 +239,18 @@ int main(void)
                    "\"minimum\":0}}}}},{\"type\":\"function\",\"function\":{\"name\":"
                    "\"g\"}}]",
                    0, NULL);
-    CHECK_EQ(jsonschema_compile_tool_call(tools, NULL, &g, err), 0);
+    CHECK_EQ(jsonschema_compile_tool_call(tools, NULL, TOOLPARSE_FMT_V3, &g, err), 0);
     CHECK(g->has_literals);
     CHECK_EQ(jsonschema_add_prefix(g, "</think>\n\n"), 0);
     jsonschema_unref(g);
-    CHECK_EQ(jsonschema_compile_tool_call(tools, "g", &g, err), 0);
+    CHECK_EQ(jsonschema_compile_tool_call(tools, "g", TOOLPARSE_FMT_V3, &g, err), 0);
     jsonschema_unref(g);
-    CHECK_EQ(jsonschema_compile_tool_call(tools, "nope", &g, err), ERR_INVAL);
+    CHECK_EQ(jsonschema_compile_tool_call(tools, "nope", TOOLPARSE_FMT_V3, &g, err), ERR_INVAL);
     json_decref(tools);
     tools = json_loads("[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":"
                        "{\"not\":{}}}}]",
                        0, NULL);
-    CHECK_EQ(jsonschema_compile_tool_call(tools, NULL, &g, err), ERR_INVAL);
+    CHECK_EQ(jsonschema_compile_tool_call(tools, NULL, TOOLPARSE_FMT_V3, &g, err), ERR_INVAL);
     CHECK_CONTAINS(err, "'not' at #/tools/0/function/parameters");
     json_decref(tools);
     return 0;

@@ -1,6 +1,9 @@
 /* test_toolparse.c - DeepSeek tool-call markup -> calls/content under every chunking (whole, every
  * 2-chunk split, byte by byte, random chunks); malformed blocks are dropped; the
- * streaming deltas accumulate to the non-streaming message.tool_calls; request validation. */
+ * streaming deltas accumulate to the non-streaming message.tool_calls; request validation.
+ * The same for DeepSeek-V3.1's syntax (NAME<sep>ARGS, TOOLPARSE_FMT_V31): fixed cases, each
+ * format's blocks dropped by the other's parser, and random calls (seeded) rendered as V3.1's
+ * template writes them parsed back exactly; the tools prompt shows each format's syntax. */
 #include "../../common/err.h"
 #include "../../engine/text/toolparse.h"
 #include "../check.h"
@@ -70,13 +73,46 @@ static const struct tcase cases[] = {
     {B E, "", 0, {0}, {0}},
 };
 
+/* DeepSeek-V3.1: NAME<sep>ARGS, no type, no fence */
+static const struct tcase cases31[] = {
+    {B CB "get_weather" S "{\"city\": \"Paris\"}" CE E,
+     "",
+     1,
+     {"get_weather"},
+     {"{\"city\": \"Paris\"}"}},
+    {"Sure." B CB "get_weather" S "{\"city\":\"a\"}" CE CB "get_time" S "{}" CE E " Done.",
+     "Sure. Done.",
+     2,
+     {"get_weather", "get_time"},
+     {"{\"city\":\"a\"}", "{}"}},
+    /* cut before calls_end: complete calls are accepted */
+    {B CB "get_time" S "{\"tz\": \"UTC\"}" CE, "", 1, {"get_time"}, {"{\"tz\": \"UTC\"}"}},
+    /* V3's form is not V3.1's: dropped */
+    {B CB "function" S "get_time\n```json\n{}\n```" CE E "x", "x", 0, {0}, {0}},
+    /* a name with a space, an unknown name, arguments that are no object: dropped */
+    {B CB "get time" S "{}" CE E, "", 0, {0}, {0}},
+    {B CB "rm_rf" S "{}" CE E, "", 0, {0}, {0}},
+    {B CB "get_time" S "[1]" CE E, "", 0, {0}, {0}},
+    {B CB "get_time" S "{\"tz\":" CE E, "", 0, {0}, {0}},
+    /* no name */
+    {B CB S "{}" CE E, "", 0, {0}, {0}},
+    /* arguments holding markup-like text and braces */
+    {B CB "get_weather" S "{\"q\": \"} <｜tool not a marker {\"}" CE E "end",
+     "end",
+     1,
+     {"get_weather"},
+     {"{\"q\": \"} <｜tool not a marker {\"}"}},
+};
+
 static const char *names[] = {"get_weather", "get_time"};
+static enum toolparse_format cur_format = TOOLPARSE_FMT_V3;
 
 static void run(const struct tcase *tc, const size_t *cuts, size_t n_cuts)
 {
     struct toolparse *tp;
     char err[ERR_LEN];
     CHECK_EQ(toolparse_create(&tp, 42, names, 2, err), 0);
+    toolparse_set_format(tp, cur_format);
     struct sbuf c = {0};
     size_t len = strlen(tc->in), at = 0;
     for (size_t i = 0; i <= n_cuts; i++) {
@@ -142,10 +178,10 @@ static void run(const struct tcase *tc, const size_t *cuts, size_t n_cuts)
     sbuf_fini(&c);
 }
 
-static void test_chunkings(uint64_t seed)
+static void test_chunkings(const struct tcase *cs, size_t n_cases, uint64_t seed)
 {
-    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
-        const struct tcase *tc = &cases[k];
+    for (size_t k = 0; k < n_cases; k++) {
+        const struct tcase *tc = &cs[k];
         size_t len = strlen(tc->in);
         run(tc, NULL, 0);
         for (size_t a = 0; a <= len; a++) run(tc, &a, 1);
@@ -162,6 +198,91 @@ static void test_chunkings(uint64_t seed)
             run(tc, all, n);
         }
         free(all);
+    }
+}
+
+/* Random V3.1 blocks as its chat template writes them (content + calls_begin + calls + end),
+ * with random arguments (nested objects, unicode, braces, escaped quotes), fed in random chunks:
+ * the calls come back exactly, the content is what surrounded the block. */
+static uint64_t rng31;
+static unsigned rnd31(unsigned n)
+{
+    rng31 = rng31 * 6364136223846793005ull + 1442695040888963407ull;
+    return (unsigned)((rng31 >> 33) % n);
+}
+
+static json_t *rand_value(int depth)
+{
+    static const char *const words[] = {"Paris", "}", "{", "\"q\"", "ü€𝄞", "a b", "<｜", "", "\\"};
+    switch (depth > 2 ? rnd31(3) : rnd31(5)) {
+    case 0: return json_integer((json_int_t)rnd31(100000) - 500);
+    case 1: return json_string(words[rnd31(9)]);
+    case 2: return rnd31(2) ? json_true() : json_null();
+    case 3: {
+        json_t *a = json_array();
+        for (unsigned i = rnd31(3); i > 0; i--) json_array_append_new(a, rand_value(depth + 1));
+        return a;
+    }
+    default: {
+        json_t *o = json_object();
+        for (unsigned i = rnd31(3); i > 0; i--) {
+            char k[16];
+            snprintf(k, sizeof k, "k%u", rnd31(50));
+            json_object_set_new(o, k, rand_value(depth + 1));
+        }
+        return o;
+    }
+    }
+}
+
+static void test_random31(uint64_t seed)
+{
+    rng31 = seed ^ 0x31;
+    for (int it = 0; it < 300; it++) {
+        struct sbuf in = {0}, want_content = {0};
+        const char *pre = rnd31(2) ? "Checking. " : "", *post = rnd31(3) ? "" : " ok";
+        sbuf_append(&in, pre, strlen(pre));
+        sbuf_append(&want_content, pre, strlen(pre));
+        int n = 1 + (int)rnd31(3);
+        char *args[3];
+        const char *nm[3];
+        sbuf_append(&in, B, strlen(B));
+        for (int i = 0; i < n; i++) {
+            json_t *o = json_object();
+            for (unsigned k = rnd31(4); k > 0; k--) {
+                char key[16];
+                snprintf(key, sizeof key, "p%u", k);
+                json_object_set_new(o, key, rand_value(0));
+            }
+            args[i] = json_dumps(o, rnd31(2) ? JSON_COMPACT : 0);
+            json_decref(o);
+            nm[i] = names[rnd31(2)];
+            sbuf_append(&in, CB, strlen(CB));
+            sbuf_append(&in, nm[i], strlen(nm[i]));
+            sbuf_append(&in, S, strlen(S));
+            sbuf_append(&in, args[i], strlen(args[i]));
+            sbuf_append(&in, CE, strlen(CE));
+        }
+        sbuf_append(&in, E, strlen(E));
+        sbuf_append(&in, post, strlen(post));
+        sbuf_append(&want_content, post, strlen(post));
+        sbuf_append(&in, "", 0);
+        sbuf_append(&want_content, "", 0);
+        struct tcase tc = {in.s,
+                           want_content.s,
+                           n,
+                           {nm[0], nm[1], nm[2]},
+                           {args[0], n > 1 ? args[1] : NULL, n > 2 ? args[2] : NULL}};
+        size_t cuts[64], nc = 0, at = 0;
+        while (nc < 64) {
+            at += 1 + rnd31(12);
+            if (at >= in.n) break;
+            cuts[nc++] = at;
+        }
+        run(&tc, cuts, nc);
+        for (int i = 0; i < n; i++) free(args[i]);
+        sbuf_fini(&in);
+        sbuf_fini(&want_content);
     }
 }
 
@@ -231,6 +352,13 @@ static void test_request(void)
     CHECK_CONTAINS(p.s, "Time now");
     CHECK_CONTAINS(p.s, B CB "function" S);
     CHECK_CONTAINS(p.s, "must call");
+    sbuf_fini(&p);
+    /* V3.1's syntax: NAME<sep>ARGS without the type or the fence */
+    r.format = TOOLPARSE_FMT_V31;
+    CHECK_EQ(toolparse_tools_prompt(&r, &p), 0);
+    sbuf_append(&p, "", 0);
+    CHECK_CONTAINS(p.s, B CB "FUNCTION_NAME" S "{");
+    CHECK(strstr(p.s, "```") == NULL && strstr(p.s, "function" S) == NULL);
     sbuf_fini(&p);
     json_decref(root);
 
@@ -466,7 +594,11 @@ int main(void)
 {
     uint64_t seed = check_seed();
     test_soup(seed);
-    test_chunkings(seed);
+    test_chunkings(cases, sizeof cases / sizeof cases[0], seed);
+    cur_format = TOOLPARSE_FMT_V31;
+    test_chunkings(cases31, sizeof cases31 / sizeof cases31[0], seed);
+    test_random31(seed);
+    cur_format = TOOLPARSE_FMT_V3;
     test_request();
     test_pipe(seed);
     test_wants();

@@ -3,6 +3,9 @@
  *   - v3-slice with 1 dense + 2 MoE layers and 16 routed experts (all-zero sparse files, so
  *     nothing big is written): per-layer parameter counts equal the ones computed here from the
  *     shapes in docs/model.md §1;
+ *   - v2-lite-slice and v2-slice (DeepSeek-V2-Lite's and V2 / V2.5's true dims, 1 dense + 1 MoE
+ *     layer, zero weights): attention with a plain q_proj (V2-Lite) or q LoRA (V2), no
+ *     correction bias, 2 shared experts, the routing setup in the hyperparameters;
  *   - errors: missing directory, bad option, unknown preset -> non-zero exit with a message. */
 #include "check.h"
 
@@ -152,6 +155,46 @@ int main(void)
     /* q8_0 experts: 34 bytes per 32 weights */
     CHECK_EQ(jget(j, "totals.cpu_expert_bytes"), 2 * 16 * expert / 32 * 34);
     json_decref(j);
+
+    /* ---- DeepSeek-V2 shapes: V2-Lite (q_proj, 64 experts, greedy) and V2 / V2.5 (q LoRA, 160
+     * experts in 8 groups keeping 3, scale 16); 1 dense + 1 MoE layer, zero weights */
+    static const struct {
+        const char *preset;
+        long long D, H, QL, inter, I, E, groups, topk_groups, scale;
+        const char *method;
+    } v2s[] = {{"v2-lite-slice", 2048, 16, 0, 10944, 1408, 64, 1, 1, 1, "greedy"},
+               {"v2-slice", 5120, 128, 1536, 12288, 1536, 160, 8, 3, 16, "group_limited_greedy"}};
+    for (int c = 0; c < 2; c++) {
+        snprintf(dir, sizeof dir, "%s/%s", root, v2s[c].preset);
+        snprintf(cmd, sizeof cmd,
+                 "'%s' convert synth --preset %s --dense-layers 1 --moe-layers 1 --zero "
+                 "--out '%s' 2>&1",
+                 bin, v2s[c].preset, dir);
+        free(run(cmd, &st));
+        CHECK_EQ(st, 0);
+        j = inspect_json(dir, "");
+        long long d = v2s[c].D, h = v2s[c].H, ql = v2s[c].QL, e = v2s[c].E, i = v2s[c].I;
+        long long q = ql ? ql * d + ql + h * (NOPE + ROPE) * ql : h * (NOPE + ROPE) * d;
+        long long at = q + (KL + ROPE) * d + KL + h * (NOPE + V) * KL + d * h * V;
+        CHECK_EQ(jget(j, "layers.0.params.attention"), at);
+        CHECK_EQ(jget(j, "layers.0.params.dense_ffn"), 3 * v2s[c].inter * d);
+        CHECK_EQ(jget(j, "layers.1.params.attention"), at);
+        CHECK_EQ(jget(j, "layers.1.params.router"), e * d); /* no correction bias */
+        CHECK_EQ(jget(j, "layers.1.params.shared_expert"), 3 * 2 * i * d);
+        CHECK_EQ(jget(j, "layers.1.params.routed_experts"), e * 3 * i * d);
+        CHECK_EQ(jget(j, "hparams.q_lora_rank"), ql);
+        CHECK_EQ(jget(j, "hparams.n_group"), v2s[c].groups);
+        CHECK_EQ(jget(j, "hparams.topk_group"), v2s[c].topk_groups);
+        CHECK_EQ(jget(j, "hparams.num_experts_per_tok"), 6);
+        CHECK_EQ(jget(j, "hparams.vocab_size"), 102400);
+        json_t *hj = json_object_get(j, "hparams");
+        CHECK_STR(json_string_value(json_object_get(hj, "arch")), "deepseek_v2");
+        CHECK_STR(json_string_value(json_object_get(hj, "scoring_func")), "softmax");
+        CHECK_STR(json_string_value(json_object_get(hj, "topk_method")), v2s[c].method);
+        CHECK_NEAR(json_number_value(json_object_get(hj, "routed_scaling_factor")), v2s[c].scale,
+                   0);
+        json_decref(j);
+    }
 
     /* ---- errors */
     snprintf(cmd, sizeof cmd, "'%s' inspect '%s/nope' 2>&1", bin, root);

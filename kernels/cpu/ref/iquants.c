@@ -22,9 +22,11 @@
  * Meant for synthetic models and tests, not for production quantization.
  *
  * Every grid index is masked to its table's size when decoded, so any bytes are safe to decode.
- * Pure functions: thread-safe.
+ * Threads: pure functions, except that the first quantizer call builds the encoder's read-only
+ * pattern maps under pthread_once.
  */
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "kernels/cpu/fpconv.h"
@@ -411,22 +413,19 @@ struct iq_fmt {
     int nlev;         /* sub-block scale levels (8 or 16) */
     float la, lb;     /* sub-block scale s multiplies d by la + lb * s */
     float gmax;       /* largest grid magnitude */
+    int map;          /* which grid_maps[] entry indexes this grid */
 };
 
-static const struct iq_fmt fmt_iq2xxs = {cpuq_iq2xxs_grid, 8,     256, SIGN_PARITY, 32, 0, 16,
-                                         0.125f,           0.25f, 43};
-static const struct iq_fmt fmt_iq2xs = {cpuq_iq2xs_grid, 8,     512, SIGN_PARITY, 16, 0, 16,
-                                        0.125f,          0.25f, 43};
-static const struct iq_fmt fmt_iq2s = {cpuq_iq2s_grid, 8,     1024, SIGN_FULL, 16, 0, 16,
-                                       0.125f,         0.25f, 43};
-static const struct iq_fmt fmt_iq3xxs = {
-    cpuq_iq3xxs_grid, 4, 256, SIGN_PARITY, 32, 0, 16, 0.25f, 0.5f, 62};
-static const struct iq_fmt fmt_iq3s = {cpuq_iq3s_grid, 4,    512, SIGN_FULL, 32, 0, 16,
-                                       1.0f,           2.0f, 15};
-static const struct iq_fmt fmt_iq1s = {cpuq_iq1s_grid, 8,    2048,  SIGN_SHIFT, 32, 32, 8,
-                                       1.0f,           2.0f, 1.125f};
-static const struct iq_fmt fmt_iq1m = {cpuq_iq1s_grid, 8,    2048,  SIGN_SHIFT, 16, 8, 8,
-                                       1.0f,           2.0f, 1.125f};
+/* clang-format off */
+/*                                      grid              gsz ngrid sign         sub dsub nlev la      lb     gmax    map */
+static const struct iq_fmt fmt_iq2xxs = {cpuq_iq2xxs_grid, 8, 256,  SIGN_PARITY, 32, 0,  16, 0.125f, 0.25f, 43,     0};
+static const struct iq_fmt fmt_iq2xs  = {cpuq_iq2xs_grid,  8, 512,  SIGN_PARITY, 16, 0,  16, 0.125f, 0.25f, 43,     1};
+static const struct iq_fmt fmt_iq2s   = {cpuq_iq2s_grid,   8, 1024, SIGN_FULL,   16, 0,  16, 0.125f, 0.25f, 43,     2};
+static const struct iq_fmt fmt_iq3xxs = {cpuq_iq3xxs_grid, 4, 256,  SIGN_PARITY, 32, 0,  16, 0.25f,  0.5f,  62,     3};
+static const struct iq_fmt fmt_iq3s   = {cpuq_iq3s_grid,   4, 512,  SIGN_FULL,   32, 0,  16, 1.0f,   2.0f,  15,     4};
+static const struct iq_fmt fmt_iq1s   = {cpuq_iq1s_grid,   8, 2048, SIGN_SHIFT,  32, 32, 8,  1.0f,   2.0f,  1.125f, 5};
+static const struct iq_fmt fmt_iq1m   = {cpuq_iq1s_grid,   8, 2048, SIGN_SHIFT,  16, 8,  8,  1.0f,   2.0f,  1.125f, 5};
+/* clang-format on */
 
 /* value j (0..gsz-1) of grid entry idx: a magnitude (IQ2/IQ3) or -1/0/+1 (IQ1) */
 static inline int grid_val(const struct iq_fmt *f, int idx, int j)
@@ -444,6 +443,46 @@ struct iq_codes {
     uint8_t neg[QK_K / 8];  /* per 8 values: IQ1 delta is -1/8 */
 };
 
+/* The grids use few distinct values per coordinate (IQ2: 3, IQ3: 8, IQ1: 3). A map from the
+ * pattern of per-coordinate nearest values to the grid entry with exactly that pattern finds the
+ * nearest entry without a search whenever that pattern is on the grid (the squared distance is
+ * separable, so it is then the nearest entry). Built once (pthread_once), read-only after. */
+#define IQ_MAP_MAX 6561 /* 3^8 >= 8^4 */
+struct iq_map {
+    int nlev;                /* distinct values, ascending in lev[] */
+    float lev[8];            /* as grid_val() decodes them */
+    int16_t idx[IQ_MAP_MAX]; /* pattern key -> grid entry, -1 if not on the grid */
+};
+static struct iq_map grid_maps[6];
+static pthread_once_t grid_maps_once = PTHREAD_ONCE_INIT;
+
+static const struct iq_fmt *const map_fmt[6] = {&fmt_iq2xxs, &fmt_iq2xs, &fmt_iq2s,
+                                                &fmt_iq3xxs, &fmt_iq3s,  &fmt_iq1s};
+
+static void build_grid_maps(void)
+{
+    for (int m = 0; m < 6; m++) {
+        const struct iq_fmt *f = map_fmt[m];
+        struct iq_map *mp = &grid_maps[m];
+        int seen[256] = {0};
+        for (int k = 0; k < f->ngrid; k++)
+            for (int j = 0; j < f->gsz; j++) seen[grid_val(f, k, j) + 128] = 1;
+        mp->nlev = 0;
+        for (int v = 0; v < 256; v++)
+            if (seen[v] && mp->nlev < 8) mp->lev[mp->nlev++] = (float)(v - 128);
+        for (int i = 0; i < IQ_MAP_MAX; i++) mp->idx[i] = -1;
+        for (int k = f->ngrid - 1; k >= 0; k--) {
+            int key = 0;
+            for (int j = f->gsz - 1; j >= 0; j--) {
+                int l = 0;
+                while (l < mp->nlev - 1 && mp->lev[l] != (float)grid_val(f, k, j)) l++;
+                key = key * mp->nlev + l;
+            }
+            if (key < IQ_MAP_MAX) mp->idx[key] = (int16_t)k;
+        }
+    }
+}
+
 /* squared distance of t[0..n) to grid entry g, given up once it reaches `stop` */
 static inline float dist(const uint8_t *g, const float *t, int n, int sgn, float stop)
 {
@@ -455,15 +494,77 @@ static inline float dist(const uint8_t *g, const float *t, int n, int sgn, float
     return e;
 }
 
-/* nearest grid entry to t[0..gsz) (t >= 0 for IQ2/IQ3), by squared distance. The entry `hint`
- * (the previous pass's choice) is measured first, so that most entries are given up after a few
- * values. */
+/* Nearest grid entry to t[0..gsz) (t >= 0 for IQ2/IQ3) by squared distance, exactly. The
+ * distance to an entry is the separable optimum plus a cost c[j][v] >= 0 per coordinate where the
+ * entry leaves that coordinate's nearest value. So: the optimum pattern if it is on the grid;
+ * else the cheapest entry among those leaving it in 1 or 2 coordinates (pattern map lookups),
+ * kept if no entry leaving 3 or more coordinates can cost less (a lower bound from the 3
+ * smallest per-coordinate costs); else a search over all entries, starting from the best found
+ * (or `hint`), giving an entry up as soon as its partial distance reaches the best so far. */
 static int nearest(const struct iq_fmt *f, const float *t, int hint)
 {
+    const struct iq_map *mp = &grid_maps[f->map];
+    const int n = f->gsz, nl = mp->nlev;
+    int l0[8], pw[8], key0 = 0;
+    float c[8][8], cmin[8];
+    for (int j = n - 1; j >= 0; j--) {
+        int l = 0;
+        for (int v = 1; v < nl; v++)
+            if (fabsf(t[j] - mp->lev[v]) < fabsf(t[j] - mp->lev[l])) l = v;
+        l0[j] = l;
+        key0 = key0 * nl + l;
+    }
+    if (mp->idx[key0] >= 0) return mp->idx[key0];
+    for (int j = 0, p = 1; j < n; j++, p *= nl) {
+        pw[j] = p;
+        const float e0 = (t[j] - mp->lev[l0[j]]) * (t[j] - mp->lev[l0[j]]);
+        cmin[j] = INFINITY;
+        for (int v = 0; v < nl; v++) {
+            c[j][v] = (t[j] - mp->lev[v]) * (t[j] - mp->lev[v]) - e0;
+            if (v != l0[j] && c[j][v] < cmin[j]) cmin[j] = c[j][v];
+        }
+    }
+    int best = -1;
+    float best_c = INFINITY;
+    for (int j = 0; j < n; j++)
+        for (int a = 0; a < nl; a++) {
+            if (a == l0[j]) continue;
+            const int k1 = key0 + (a - l0[j]) * pw[j];
+            if (mp->idx[k1] >= 0 && c[j][a] < best_c) {
+                best_c = c[j][a];
+                best = mp->idx[k1];
+            }
+            for (int i = j + 1; i < n; i++)
+                for (int b2 = 0; b2 < nl; b2++) {
+                    if (b2 == l0[i]) continue;
+                    const int k2 = k1 + (b2 - l0[i]) * pw[i];
+                    if (mp->idx[k2] >= 0 && c[j][a] + c[i][b2] < best_c) {
+                        best_c = c[j][a] + c[i][b2];
+                        best = mp->idx[k2];
+                    }
+                }
+        }
+    /* the 3 smallest per-coordinate costs bound every entry leaving 3 or more coordinates */
+    float m1 = INFINITY, m2 = INFINITY, m3 = INFINITY;
+    for (int j = 0; j < n; j++) {
+        const float v = cmin[j];
+        if (v < m1) {
+            m3 = m2;
+            m2 = m1;
+            m1 = v;
+        } else if (v < m2) {
+            m3 = m2;
+            m2 = v;
+        } else if (v < m3) {
+            m3 = v;
+        }
+    }
+    if (best >= 0 && (n < 3 || best_c <= m1 + m2 + m3)) return best;
+
     const uint8_t *g = f->grid;
-    const int n = f->gsz, sgn = f->sign == SIGN_SHIFT;
-    int best = hint;
-    float best_e = dist(g + hint * n, t, n, sgn, INFINITY);
+    const int sgn = f->sign == SIGN_SHIFT;
+    if (best < 0) best = hint;
+    float best_e = dist(g + best * n, t, n, sgn, INFINITY);
     for (int k = 0; k < f->ngrid; k++, g += n) {
         const float e = dist(g, t, n, sgn, best_e);
         if (e < best_e) {
@@ -595,6 +696,7 @@ static void iq_quantize_block(const struct iq_fmt *f, const float *x, struct iq_
 {
     const int nsub = QK_K / f->sub;
     float dl[QK_K / 16];
+    pthread_once(&grid_maps_once, build_grid_maps);
     memset(c, 0, sizeof *c);
     float dmax = 0;
     for (int k = 0; k < nsub; k++) {

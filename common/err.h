@@ -23,6 +23,7 @@
     XX(CTX_OVERFLOW,    400, "invalid_request_error", "context_length_exceeded", "context length exceeded")         \
     XX(AUTH,            401, "authentication_error",  "invalid_api_key",         "invalid or missing API key")      \
     XX(NOT_FOUND,       404, "not_found_error",       "not_found",               "not found")                       \
+    XX(MODEL_NOT_FOUND, 404, "invalid_request_error", "model_not_found",         "model not found")                 \
     XX(METHOD,          405, "invalid_request_error", "method_not_allowed",      "method not allowed")              \
     XX(TOO_LARGE,       413, "invalid_request_error", "request_too_large",       "request body too large")          \
     XX(QUEUE_FULL,      429, "rate_limit_error",      "queue_full",              "server busy: request queue full") \

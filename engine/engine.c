@@ -55,6 +55,24 @@ static int backend_forward(void *ctx, const struct model_kv *kv, const struct mo
     return model_forward(em->m, kv, b, logits, err);
 }
 
+static int backend_pass_begin(void *ctx, const struct model_kv *kv, const struct model_batch *b,
+                              char *err)
+{
+    return model_pass_begin(((struct eng_model *)ctx)->m, kv, b, err);
+}
+
+static int backend_pass_run(void *ctx, int n_layers, int *left, char *err)
+{
+    return model_pass_run(((struct eng_model *)ctx)->m, n_layers, left, err);
+}
+
+static int backend_pass_finish(void *ctx, float *logits, char *err)
+{
+    return model_pass_finish(((struct eng_model *)ctx)->m, logits, err);
+}
+
+static void backend_pass_abort(void *ctx) { model_pass_abort(((struct eng_model *)ctx)->m); }
+
 static void backend_destroy(void *ctx)
 {
     struct eng_model *em = ctx;
@@ -105,6 +123,7 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         .gpu_prefill_min_tokens = (int)cfg->gpu_prefill_min_tokens,
         .gpu_stream_buffer_mb = (int)cfg->gpu_stream_buffer_mb,
         .gpu_prefill_split_tokens = (int)cfg->gpu_prefill_split_tokens,
+        .gpu_keep_ggml = !cfg->gpu_requant_ggml,
     };
     if ((rc = ops_params_parse(&op, cfg->gpu_placement, cfg->gpu_fp8_gemm, err)) != 0 ||
         (rc = ops_create(&op, &em->ops, err)) != 0 ||
@@ -123,6 +142,10 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
                        : MODEL_KV_BF16,
         .forward = backend_forward,
         .destroy = backend_destroy,
+        .pass_begin = backend_pass_begin,
+        .pass_run = backend_pass_run,
+        .pass_finish = backend_pass_finish,
+        .pass_abort = backend_pass_abort,
     };
     be.n_valid = be.vocab;
     if (hp->eos_id < 0 || hp->eos_id >= be.vocab || hp->bos_id < 0 || hp->bos_id >= be.vocab) {
@@ -149,6 +172,7 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         .kv_block_tokens = (int)cfg->engine_kv_block_tokens,
         .prefix_cache = cfg->engine_prefix_cache,
         .prefill_step_ratio = cfg->engine_prefill_step_ratio,
+        .layered_prefill_tokens = (int)cfg->engine_layered_prefill_tokens,
         .bos_id = hp->bos_id,
         .eos_id = hp->eos_id,
         .placement = placement,
@@ -193,7 +217,11 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         if (cfg->gpu_placement && !strcmp(cfg->gpu_placement, "gpu")) pp.placement = GPU_PLACE_GPU;
         pp.gpu_expert_layers = (int)cfg->gpu_expert_layers;
         pp.prefill_experts = cfg->gpu_prefill_experts && strcmp(cfg->gpu_prefill_experts, "off");
+        pp.layered_prefill =
+            cfg->engine_prefill_step_ratio > 1.0 && cfg->engine_layered_prefill_tokens > 0;
         pp.stream_buffer_mb = (int)cfg->gpu_stream_buffer_mb;
+        pp.requant_ggml = cfg->gpu_requant_ggml;
+        gpu_plan_types_from(&pp, em->w); /* a BF16 or GGUF checkpoint's weight types */
         if (gpu_plan_compute(hp, &pp, &pl, perr) == 0) {
             gpu_plan_log(&pl, &pp);
             const double margin = 512.0 * (1 << 20); /* MLA workspace growth, block tables */

@@ -42,6 +42,8 @@ tmo=$(sed -n 's/^Timeout: *\([0-9]*\).*/\1/p' "$B/sanitize-test.txt")
 pass=${ok:-0}; failed=$(( ${fail:-0} + ${tmo:-0} ))
 if [ "$failed" -gt 0 ]; then
   grep -E 'ERROR: (Address|Leak)Sanitizer|runtime error:|SUMMARY:' "$B/sanitize-test.txt" | head -20
+  # the failed assertions of node tests and C tests, so a CI log shows why
+  grep -E -A3 '^ *not ok |^ *error: |FAIL[: ]|Assertion' "$B/sanitize-test.txt" | head -60
 fi
 
 # leak checks: the fake-engine daemon (every HTTP path) and the real engine on models/default

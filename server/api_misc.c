@@ -1,4 +1,5 @@
-/* api_misc.c - GET /v1/models, /health, /metrics; POST /tokenize, /detokenize.
+/* api_misc.c - GET /v1/models (every served name, served.h), /health, /metrics; POST /tokenize,
+ * /detokenize.
  *
  * Small synchronous handlers: each answers on its first call from the HTTP thread. /tokenize
  * and /detokenize follow vLLM's shapes ({"prompt"|"messages"} -> {"tokens","count",
@@ -10,6 +11,7 @@
 #include "http.h"
 #include "metrics.h"
 #include "reqparse.h"
+#include "served.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -17,9 +19,18 @@
 enum MHD_Result api_models(struct http_conn *hc)
 {
     struct srv *s = hc->srv;
-    json_t *r = json_pack("{s:s, s:[{s:s, s:s, s:I, s:s, s:i}]}", "object", "list", "data", "id",
-                          s->model_name, "object", "model", "created", (json_int_t)s->created,
-                          "owned_by", "tandem", "max_model_len", s->info.context);
+    json_t *data = json_array();
+    char name[SERVED_MAX_NAME_LEN + 1];
+    for (int i = 0; data && served_name(s->cfg->model_served_names, s->model_name, i, name); i++) {
+        json_t *m = json_pack("{s:s, s:s, s:I, s:s, s:i}", "id", name, "object", "model", "created",
+                              (json_int_t)s->created, "owned_by", "tandem", "max_model_len",
+                              s->info.context);
+        if (!m || json_array_append_new(data, m)) {
+            json_decref(data);
+            data = NULL;
+        }
+    }
+    json_t *r = data ? json_pack("{s:s, s:o}", "object", "list", "data", data) : NULL;
     return r ? http_reply_json(hc, 200, r) : http_reply_error(hc, ERR_NOMEM, NULL, NULL);
 }
 
@@ -103,15 +114,16 @@ enum MHD_Result api_tokenize(struct http_conn *hc)
         /* validate as a chat request would, then render the template */
         json_t *probe = json_pack("{s:O}", "messages", messages);
         /* tools are part of the rendered prompt (the system text lists them) */
-        static const char *const tool_keys[] = {"tools", "tool_choice", "parallel_tool_calls"};
-        for (size_t k = 0; probe && k < 3; k++) {
+        static const char *const tool_keys[] = {"tools", "tool_choice", "parallel_tool_calls",
+                                                "chat_template_kwargs"};
+        for (size_t k = 0; probe && k < 4; k++) {
             json_t *v = json_object_get(root, tool_keys[k]);
             if (v) json_object_set(probe, tool_keys[k], v);
         }
         struct api_params p;
         rc = probe ? api_params_parse(probe, 1, &p, &param, err) : ERR_NOMEM;
         if (rc == 0) {
-            rc = api_render_chat(s, messages, &p.tools, &text, err);
+            rc = api_render_chat(s, messages, &p.tools, p.chat_template_kwargs, &text, err);
             if (rc == 0)
                 rc = tok_encode(s->tok, text.s ? text.s : "", text.n, TOK_ENC_SPECIAL, &ids, err);
             api_params_fini(&p);

@@ -24,6 +24,7 @@
 #include "config/cfg.h"
 #include "engine/engine.h"
 #include "engine/text/detok.h"
+#include "engine/text/jinja.h"
 #include "engine/text/tmpl.h"
 #include "engine/text/tok.h"
 
@@ -306,12 +307,34 @@ static void history_clear(struct history *h)
     h->n = 0;
 }
 
-static int encode_turn(const struct tok *tk, enum tmpl_kind kind, const struct history *h,
-                       struct tok_ids *ids, char *err)
+/* the history as OpenAI messages, for an interpreted template */
+static int render_jinja(const struct tok *tk, const struct jinja *jt, const struct history *h,
+                        struct sbuf *out, char *err)
+{
+    json_t *msgs = json_array();
+    for (size_t i = 0; msgs && i < h->n; i++)
+        if (json_array_append_new(
+                msgs, json_pack("{s:s,s:s}", "role", h->m[i].role, "content", h->m[i].content))) {
+            json_decref(msgs);
+            msgs = NULL;
+        }
+    if (!msgs) return err_set(err, ERR_NOMEM, "out of memory");
+    struct tmpl_jinja_ctx c = {.messages = msgs,
+                               .add_generation_prompt = 1,
+                               .bos_token = tok_bos_text(tk),
+                               .eos_token = tok_eos_text(tk)};
+    int rc = tmpl_jinja_render(jt, &c, out, err);
+    json_decref(msgs);
+    return rc;
+}
+
+static int encode_turn(const struct tok *tk, enum tmpl_kind kind, const struct jinja *jt,
+                       const struct history *h, struct tok_ids *ids, char *err)
 {
     struct sbuf text = {0};
     struct tmpl_opts to = {.add_generation_prompt = 1, .bos_token = tok_bos_text(tk)};
-    int rc = tmpl_render(kind, h->m, h->n, &to, &text, err);
+    int rc = kind == TMPL_JINJA ? render_jinja(tk, jt, h, &text, err)
+                                : tmpl_render(kind, h->m, h->n, &to, &text, err);
     ids->n = 0;
     if (rc == 0) rc = tok_encode(tk, text.s, text.n, TOK_ENC_SPECIAL, ids, err);
     sbuf_fini(&text);
@@ -349,14 +372,24 @@ int cmd_chat(int argc, char **argv)
     struct tok_ids ids = {0};
     struct history hist = {0};
     enum tmpl_kind kind = TMPL_DEEPSEEK_V3;
+    struct jinja *jt = NULL;
+    char *file_text = NULL;
     if (tok_load(&tk, cfg.model_path, err) != 0) goto out;
-    if (!(o.prompt && o.raw) &&
-        tmpl_select(cfg.model_template, tok_chat_template(tk), &kind, err) != 0) {
-        if (strcmp(cfg.model_template, "auto") != 0) goto out;
-        /* a chat tool should still chat: say so and use the DeepSeek-V3 template */
-        LOG_WARN("chat", "%s; using deepseek-v3", err);
-        kind = TMPL_DEEPSEEK_V3;
-        err[0] = 0;
+    if (!(o.prompt && o.raw)) {
+        const char *text = tok_chat_template(tk);
+        if (cfg.model_chat_template_file[0]) {
+            if (tmpl_read_file(cfg.model_chat_template_file, &file_text, err) != 0) goto out;
+            text = file_text;
+        }
+        int rc = tmpl_select(cfg.model_template, text, &kind, err);
+        if (rc == 0 && kind == TMPL_JINJA) rc = jinja_parse(text, &jt, err);
+        if (rc != 0) {
+            if (strcmp(cfg.model_template, "auto") != 0) goto out;
+            /* a chat tool should still chat: say so and use the DeepSeek-V3 template */
+            LOG_WARN("chat", "%s; using deepseek-v3", err);
+            kind = TMPL_DEEPSEEK_V3;
+            err[0] = 0;
+        }
     }
     int tty = isatty(2);
     if (eng_create(&cfg, progress, &tty, &eng, err) != 0) {
@@ -379,7 +412,7 @@ int cmd_chat(int argc, char **argv)
             rc = tok_encode(tk, o.prompt, strlen(o.prompt), fl, &ids, err);
         } else {
             rc = history_add(&hist, "user", o.prompt, strlen(o.prompt));
-            if (rc == 0) rc = encode_turn(tk, kind, &hist, &ids, err);
+            if (rc == 0) rc = encode_turn(tk, kind, jt, &hist, &ids, err);
         }
         if (rc == 0) rc = generate(eng, tk, &o, &ids, NULL, &res, err);
         if (rc != 0) goto out;
@@ -417,7 +450,7 @@ int cmd_chat(int argc, char **argv)
         struct sbuf reply = {0};
         int rc = history_add(&hist, "user", line, (size_t)n);
         int added = rc == 0;
-        if (rc == 0) rc = encode_turn(tk, kind, &hist, &ids, err);
+        if (rc == 0) rc = encode_turn(tk, kind, jt, &hist, &ids, err);
         if (rc == 0) rc = generate(eng, tk, &o, &ids, &reply, &res, err);
         printf("\n");
         fflush(stdout);
@@ -440,6 +473,8 @@ out:
     free(hist.owned);
     tok_ids_fini(&ids);
     tok_destroy(tk);
+    jinja_free(jt);
+    free(file_text);
     cfg_fini(&cfg);
     return status;
 }

@@ -3,6 +3,9 @@
  *
  *   synth    --preset tiny|v3-slice|CONFIG.json --out DIR [--seed N] [--experts TYPE]
  *            [--dense-layers N] [--moe-layers N] [--experts-n N] [--zero] [--threads N]
+ *            [--mla-layout kv_b|split] [--split-count N]
+ *   (--mla-layout split: llama.cpp's attn_k_b / attn_v_b instead of kv_b_proj, same values;
+ *    --split-count N: the GGUF as a gguf-split set of N files)
  *   (--experts takes a GGML type name, or q4_K_M: gate/up q4_K + down q6_K as llama.cpp's mix)
  *   merge    --fp8 DIR [--gguf DIR] --out DIR
  *   dequant  --model DIR --out DIR [--dtype f32|bf16] [--threads N]
@@ -26,6 +29,7 @@ static const char usage_text[] =
     "usage: tandem convert synth --preset tiny|v3-slice|CONFIG.json --out DIR [--seed N]\n"
     "                            [--experts TYPE] [--dense-layers N] [--moe-layers N]\n"
     "                            [--experts-n N] [--zero | --zero-but-routing] [--threads N]\n"
+    "                            [--mla-layout kv_b|split] [--split-count N]\n"
     "       tandem convert merge --fp8 DIR [--gguf DIR] --out DIR\n"
     "       tandem convert dequant --model DIR --out DIR [--dtype f32|bf16] [--threads N]\n"
     "       tandem convert quantize --model DIR --out DIR [--experts TYPE] [--threads N]\n";
@@ -66,8 +70,8 @@ int cmd_convert(int argc, char **argv)
     }
     const char *sub = argv[1];
     const char *preset = NULL, *out = NULL, *fp8 = NULL, *gguf = NULL, *model = NULL;
-    long long seed = 0, dense = -1, moe = -1, nexp = -1, threads = 0;
-    int etype = -1, dtype = QTYPE_F32, zero = 0;
+    long long seed = 0, dense = -1, moe = -1, nexp = -1, threads = 0, nsplit = 1;
+    int etype = -1, dtype = QTYPE_F32, zero = 0, mla_split = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -94,6 +98,14 @@ int cmd_convert(int argc, char **argv)
             if (parse_int(a, v, 0, 1024, &moe)) return 2;
         } else if (!strcmp(a, "--experts-n")) {
             if (parse_int(a, v, 1, 4096, &nexp)) return 2;
+        } else if (!strcmp(a, "--split-count")) {
+            if (parse_int(a, v, 1, 65535, &nsplit)) return 2;
+        } else if (!strcmp(a, "--mla-layout")) {
+            if (strcmp(v, "kv_b") && strcmp(v, "split")) {
+                fprintf(stderr, "tandem convert: --mla-layout must be kv_b or split\n");
+                return 2;
+            }
+            mla_split = !strcmp(v, "split");
         } else if (!strcmp(a, "--threads")) {
             if (parse_int(a, v, 0, 1024, &threads)) return 2;
         } else if (!strcmp(a, "--experts")) {
@@ -130,6 +142,8 @@ int cmd_convert(int argc, char **argv)
         o.n_experts = (int)nexp;
         o.zero = zero;
         o.threads = (int)threads;
+        o.mla_split = mla_split;
+        o.gguf_split = (int)nsplit;
         o.chat_template = tmpl_builtin_jinja("deepseek-v3");
         rc = wt_synth(&o, err);
     } else if (!strcmp(sub, "merge")) {

@@ -1,6 +1,6 @@
 /* cmd_inspect.c - `tandem inspect DIR|FILE [--tensors] [--json] [--context N] [--no-validate]
  *                  [--placement cpu|hybrid|gpu] [--gpu-expert-layers N] [--max-batch-tokens N]
- *                  [--embed gpu|host] [--kv-b f32|bf16|fp8]`.
+ *                  [--embed gpu|host] [--kv-b f32|bf16|fp8] [--requant-ggml on|off]`.
  *
  * Config only: when FILE is a .json file, or DIR holds a config.json and no .safetensors/.gguf
  * file, nothing is opened but the config: the report is the hyperparameters, the KV cache and
@@ -124,7 +124,8 @@ static void usage(void)
     fprintf(stderr, "usage: tandem inspect DIR|FILE|CONFIG.json [--tensors] [--json] [--context N] "
                     "[--no-validate]\n"
                     "         [--placement cpu|hybrid|gpu] [--gpu-expert-layers N] "
-                    "[--max-batch-tokens N] [--embed gpu|host] [--kv-b f32|bf16|fp8]\n");
+                    "[--max-batch-tokens N] [--embed gpu|host] [--kv-b f32|bf16|fp8]\n"
+                    "         [--requant-ggml on|off]\n");
 }
 
 static int ends_with(const char *s, const char *suf)
@@ -272,7 +273,7 @@ static int inspect_config(const char *path, const char *cfg, int as_json, long l
 int cmd_inspect(int argc, char **argv)
 {
     const char *path = NULL;
-    int tensors = 0, as_json = 0, validate = 1;
+    int tensors = 0, as_json = 0, validate = 1, kvb_set = 0;
     long long context = 0, v;
     struct gpu_plan_params pp;
     gpu_plan_defaults(&pp);
@@ -303,8 +304,16 @@ int cmd_inspect(int argc, char **argv)
                 return 2;
             }
             pp.embed_on_gpu = !strcmp(val, "gpu");
+        } else if (!strcmp(a, "--requant-ggml") && val) {
+            i++;
+            if (strcmp(val, "on") && strcmp(val, "off")) {
+                fprintf(stderr, "tandem inspect: --requant-ggml must be on or off\n");
+                return 2;
+            }
+            pp.requant_ggml = !strcmp(val, "on");
         } else if (!strcmp(a, "--kv-b") && val) {
             i++;
+            kvb_set = 1;
             pp.kvb_type = !strcmp(val, "f32")    ? QTYPE_F32
                           : !strcmp(val, "bf16") ? QTYPE_BF16
                           : !strcmp(val, "fp8")  ? QTYPE_F8_E4M3
@@ -339,9 +348,10 @@ int cmd_inspect(int argc, char **argv)
     const struct wt_hparams *hp = wt_hparams(m);
     int L = hp->n_layers;
     if (!context) context = hp->max_pos > 0 ? hp->max_pos : 4096;
-    /* the plan assumes the FP8 checkpoint's formats; a BF16 checkpoint's linears are bf16 */
-    const struct wt_tensor *kva = wt_get(m, "blk.0.attn_kv_a_mqa.weight");
-    if (kva && kva->type == QTYPE_BF16) pp.linear_type = QTYPE_BF16;
+    /* the plan assumes the FP8 checkpoint's formats; a BF16 or GGUF checkpoint's are its own */
+    int kvb_opt = pp.kvb_type; /* --kv-b, if given, wins over the file's type */
+    gpu_plan_types_from(&pp, m);
+    if (kvb_set) pp.kvb_type = kvb_opt;
     struct gpu_plan plan;
     if (make_plan(hp, &pp, context, &plan)) {
         wt_close(m);
@@ -430,6 +440,11 @@ int cmd_inspect(int argc, char **argv)
     if (tensors) json_object_set_new(root, "tensor_list", jt);
     else json_decref(jt);
     json_object_set_new(root, "gpu_plan", plan_json(&plan, &pp));
+    /* kv_b as stored: one kv_b_proj, or llama.cpp's split attn_k_b + attn_v_b
+     * (engine/weights/mla.c) */
+    const char *mla = wt_kv_b_split(m, 0) ? "split" : "kv_b";
+    json_object_set_new(root, "mla_layout", json_string(mla));
+    if (wt_skipped(m)[0]) json_object_set_new(root, "skipped", json_string(wt_skipped(m)));
 
     if (as_json) {
         json_dumpf(root, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -437,6 +452,9 @@ int cmd_inspect(int argc, char **argv)
     } else {
         char a[32], b[32], c[32];
         print_header(path, hp);
+        printf("mla kv_b   %s\n", !strcmp(mla, "split") ? "split: llama.cpp's attn_k_b + attn_v_b"
+                                                        : "attn_kv_b (kv_b_proj)");
+        if (wt_skipped(m)[0]) printf("skipped    %s\n", wt_skipped(m));
         printf("files      %d\n", wt_n_files(m));
         for (int f = 0; f < wt_n_files(m); f++) printf("  %s\n", wt_file_name(m, f));
         printf("\nlayer kind  %12s %10s %12s %10s %12s %12s %14s\n", "attention", "norms",
@@ -482,10 +500,6 @@ int cmd_inspect(int argc, char **argv)
         char buf[4096];
         gpu_plan_format(&plan, &pp, "", buf, sizeof buf);
         printf("\n%s", buf);
-        if (kva && kva->type != QTYPE_F8_E4M3 && kva->type != QTYPE_BF16)
-            printf("  (the plan assumes FP8 projections; this model's are %s: ops_cuda runs those "
-                   "on the CPU backend)\n",
-                   qtype_name(kva->type));
     }
     json_decref(root);
     free(lp);

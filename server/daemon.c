@@ -18,10 +18,12 @@
 #include "common/log.h"
 #include "config/cfg.h"
 #include "engine/text/constrain.h"
+#include "engine/text/jinja.h"
 #include "auth.h"
 #include "daemon.h"
 #include "http.h"
 #include "metrics.h"
+#include "served.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -192,6 +194,38 @@ static int load_tokenizer(struct srv *s, const char *path, char *err)
     return tok_create_dir(&s->tok, dir, err);
 }
 
+/* The chat template: model.chat_template_file or the tokenizer's, rendered by a built-in
+ * renderer when recognized, else parsed once for the Jinja interpreter. A model without any
+ * template falls back to DeepSeek-V3's, loudly (like `tandem chat`; synthetic test models). */
+static int select_template(struct srv *s, const struct cfg *cfg, char *err)
+{
+    char *file_text = NULL;
+    const char *text = tok_chat_template(s->tok);
+    int rc = 0;
+    if (cfg->model_chat_template_file[0]) {
+        if ((rc = tmpl_read_file(cfg->model_chat_template_file, &file_text, err)) != 0) return rc;
+        text = file_text;
+    }
+    if (!text && strcmp(cfg->model_template, "auto") == 0) {
+        LOG_WARN("serve", "the model has no chat template; using deepseek-v3");
+        s->tmpl = TMPL_DEEPSEEK_V3;
+        return 0;
+    }
+    rc = tmpl_select(cfg->model_template, text, &s->tmpl, err);
+    if (rc == 0 && s->tmpl == TMPL_JINJA) {
+        rc = jinja_parse(text, &s->jinja, err);
+        tmpl_modes_of(text, &s->tmpl_modes);
+        if (rc == 0)
+            LOG_NOTICE("serve",
+                       "chat template: no built-in renderer recognizes it; interpreting it as "
+                       "Jinja (DeepSeek tool-call markers: %s, <think> reasoning: %s)",
+                       s->tmpl_modes.deepseek_tools ? "yes" : "no",
+                       s->tmpl_modes.think ? "yes" : "no");
+    }
+    free(file_text);
+    return rc;
+}
+
 static int serve(struct daemon *d, const struct cfg *cfg)
 {
     struct srv *s = &d->srv;
@@ -208,6 +242,10 @@ static int serve(struct daemon *d, const struct cfg *cfg)
     atomic_store(&s->next_id, seed & 0x0000ffffffffffffull);
     model_name(s, cfg);
     fingerprint(s, cfg->model_path);
+    if (served_check(cfg->model_served_names, err) != 0) {
+        LOG_ERR("serve", "%s", err);
+        return 1;
+    }
 
     if ((rc = metrics_create(s->model_name, &s->metrics)) != 0) {
         LOG_ERR("serve", "out of memory");
@@ -234,15 +272,9 @@ static int serve(struct daemon *d, const struct cfg *cfg)
         LOG_ERR("serve", "tokenizer: %s", err);
         return 1;
     }
-    if ((rc = tmpl_select(cfg->model_template, tok_chat_template(s->tok), &s->tmpl, err)) != 0) {
-        if (strcmp(cfg->model_template, "auto") != 0) {
-            LOG_ERR("serve", "chat template: %s", err);
-            return 1;
-        }
-        /* like `tandem chat`: an unknown template (e.g. a synthetic test model's) falls back to
-         * DeepSeek-V3's, loudly */
-        LOG_WARN("serve", "chat template: %s; using deepseek-v3", err);
-        s->tmpl = TMPL_DEEPSEEK_V3;
+    if ((rc = select_template(s, cfg, err)) != 0) {
+        LOG_ERR("serve", "chat template: %s", err);
+        return 1;
     }
     if ((rc = constrain_vocab_create(s->tok, &s->cvocab, err)) != 0) {
         LOG_ERR("serve", "constrained decoding tables: %s", err);
@@ -347,6 +379,7 @@ int daemon_serve(int argc, char **argv)
     eng_destroy(s->eng); /* the last DONE events free what the engine still held */
     constrain_vocab_destroy(s->cvocab); /* after the engine: constraints borrow it */
     tok_destroy(s->tok);
+    jinja_free(s->jinja);
     auth_destroy(s->auth);
     metrics_destroy(s->metrics);
     pthread_mutex_destroy(&s->gens_mu);

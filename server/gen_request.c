@@ -18,6 +18,7 @@
 #include "common/utf8.h"
 #include "engine/text/constrain.h"
 #include "engine/text/reasoning.h"
+#include "served.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,19 +43,37 @@ static int nomem(const char **param, char *err)
     return ERR_NOMEM;
 }
 
-int gen_create(struct http_conn *hc, int chat, struct gen **out, const char **param, char *err)
+int gen_parse_body(struct http_conn *hc, json_t **root, char *err)
 {
-    struct srv *s = hc->srv;
     size_t bad_at = 0;
-    *out = NULL;
-    *param = NULL;
+    *root = NULL;
     if (utf8_check(hc->body, hc->body_len, &bad_at) != 0)
         return err_set(err, ERR_UTF8, "the request body is not valid UTF-8 (byte %zu)", bad_at);
     json_error_t je;
-    json_t *root = json_loadb(hc->body, hc->body_len, 0, &je);
-    if (!root)
+    *root = json_loadb(hc->body, hc->body_len, 0, &je);
+    if (!*root)
         return err_set(err, ERR_JSON, "malformed JSON at line %d column %d: %s", je.line, je.column,
                        je.text);
+    return 0;
+}
+
+int gen_create(struct http_conn *hc, enum gen_api api, struct gen **out, const char **param,
+               char *err)
+{
+    json_t *root = NULL;
+    *out = NULL;
+    *param = NULL;
+    int rc = gen_parse_body(hc, &root, err);
+    return rc ? rc : gen_create_root(hc, root, api, out, param, err);
+}
+
+int gen_create_root(struct http_conn *hc, json_t *root, enum gen_api api, struct gen **out,
+                    const char **param, char *err)
+{
+    int chat = api != GEN_COMPLETIONS;
+    struct srv *s = hc->srv;
+    *out = NULL;
+    *param = NULL;
     struct gen *g = calloc(1, sizeof *g);
     if (!g) {
         json_decref(root);
@@ -65,12 +84,36 @@ int gen_create(struct http_conn *hc, int chat, struct gen **out, const char **pa
     g->srv = s;
     g->root = root;
     snprintf(g->request_id, sizeof g->request_id, "%s", hc->request_id);
-    int rc = api_params_parse(root, chat, &g->p, param, err);
+    const json_t *body = root;
+    if (api == GEN_RESPONSES) { /* validated as the chat body it translates to */
+        int rc = resp_create(root, &g->resp, param, err);
+        if (rc) return rc;
+        body = g->resp->chat;
+    }
+    int rc = api_params_parse(body, chat, &g->p, param, err);
     if (rc) return rc;
+    if (g->p.model && !served_has(s->cfg->model_served_names, s->model_name, g->p.model)) {
+        *param = "model";
+        return err_set(err, ERR_MODEL_NOT_FOUND, "The model '%.100s' does not exist", g->p.model);
+    }
+    if (chat && s->tmpl == TMPL_JINJA && !s->tmpl_modes.deepseek_tools &&
+        (g->p.tools.choice == TOOLPARSE_CHOICE_REQUIRED ||
+         g->p.tools.choice == TOOLPARSE_CHOICE_NAMED)) {
+        /* forcing a call constrains the output to DeepSeek's markup, which such a template
+         * does not use */
+        *param = "tool_choice";
+        return err_set(err, ERR_INVAL,
+                       "this model's chat template has no tool-call format tandem parses: "
+                       "'tool_choice' must be \"auto\" or \"none\"");
+    }
 
     uint64_t idn = atomic_fetch_add(&s->next_id, 1);
-    snprintf(g->id, sizeof g->id, "%s-%s%016llx", chat ? "chatcmpl" : "cmpl", s->fingerprint + 3,
-             (unsigned long long)idn);
+    if (api == GEN_RESPONSES)
+        snprintf(g->id, sizeof g->id, "resp_%s%016llx", s->fingerprint + 3,
+                 (unsigned long long)idn);
+    else
+        snprintf(g->id, sizeof g->id, "%s-%s%016llx", chat ? "chatcmpl" : "cmpl",
+                 s->fingerprint + 3, (unsigned long long)idn);
     g->created = (long long)time(NULL);
     g->stream = g->p.stream;
     g->n_prompts = count_prompts(&g->p);
@@ -99,9 +142,60 @@ int gen_create(struct http_conn *hc, int chat, struct gen **out, const char **pa
 
 /* ---- prompts and engine requests */
 
-int api_render_chat(struct srv *s, const json_t *messages, const struct toolparse_req *tools,
-                    struct sbuf *out, char *err)
+/* An interpreted template: the messages, and `tools` as a variable; a template that writes
+ * DeepSeek's tool-call markers also gets the tool list in its system text, as the built-ins do
+ * (the DeepSeek templates never render `tools`). */
+static int render_jinja(struct srv *s, const json_t *messages, const struct toolparse_req *tools,
+                        const json_t *kwargs, struct sbuf *out, char *err)
 {
+    int on = tools && tools->n_tools && tools->choice != TOOLPARSE_CHOICE_NONE;
+    struct sbuf tools_text = {0};
+    json_t *msgs = json_incref((json_t *)messages);
+    int rc = 0;
+    if (on && s->tmpl_modes.deepseek_tools) {
+        json_t *first = json_array_get(messages, 0);
+        const char *r0 = json_string_value(json_object_get(first, "role"));
+        int sys_first = r0 && (strcmp(r0, "system") == 0 || strcmp(r0, "developer") == 0);
+        char *own = NULL;
+        if (toolparse_tools_prompt(tools, &tools_text) ||
+            (sys_first && api_content_text(json_object_get(first, "content"), &own))) {
+            rc = err_set(err, ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        struct sbuf joined = {0};
+        if ((own && own[0] &&
+             (sbuf_append(&joined, own, strlen(own)) || sbuf_append(&joined, "\n\n", 2))) ||
+            sbuf_append(&joined, tools_text.s, tools_text.n))
+            rc = ERR_NOMEM;
+        free(own);
+        json_t *sys =
+            rc ? NULL : json_pack("{s:s,s:s%}", "role", "system", "content", joined.s, joined.n);
+        sbuf_fini(&joined);
+        json_decref(msgs);
+        msgs = sys ? json_copy((json_t *)messages) : NULL;
+        if (!sys || !msgs ||
+            (sys_first ? json_array_set_new(msgs, 0, sys) : json_array_insert_new(msgs, 0, sys))) {
+            rc = err_set(err, ERR_NOMEM, "out of memory");
+            goto out;
+        }
+    }
+    struct tmpl_jinja_ctx c = {.messages = msgs,
+                               .tools = on ? tools->tools : NULL,
+                               .kwargs = kwargs,
+                               .add_generation_prompt = 1,
+                               .bos_token = tok_bos_text(s->tok),
+                               .eos_token = tok_eos_text(s->tok)};
+    rc = tmpl_jinja_render(s->jinja, &c, out, err);
+out:
+    json_decref(msgs);
+    sbuf_fini(&tools_text);
+    return rc;
+}
+
+int api_render_chat(struct srv *s, const json_t *messages, const struct toolparse_req *tools,
+                    const json_t *kwargs, struct sbuf *out, char *err)
+{
+    if (s->tmpl == TMPL_JINJA) return render_jinja(s, messages, tools, kwargs, out, err);
     size_t n_in = json_array_size(messages);
     /* the tool list joins the first system message, or becomes one in front (msgs[0]) */
     struct sbuf tools_text = {0};
@@ -180,7 +274,7 @@ static int prompt_tokens(struct gen *g, int i, int32_t **ids, int *n, const char
     *param = g->p.chat ? "messages" : "prompt";
     if (g->p.chat) {
         struct sbuf text = {0};
-        rc = api_render_chat(s, g->p.messages, &g->p.tools, &text, err);
+        rc = api_render_chat(s, g->p.messages, &g->p.tools, g->p.chat_template_kwargs, &text, err);
         if (rc == 0) g->think_open = reasoning_prompt_open(text.s ? text.s : "", text.n);
         if (rc == 0)
             rc = tok_encode(s->tok, text.s ? text.s : "", text.n, TOK_ENC_SPECIAL, &out, err);
@@ -256,8 +350,9 @@ static int choice_init(struct gen *g, int pi, int k, const char **param, char *e
     c->g = g;
     c->index = ci;
     c->prompt = pi;
+    /* chat: special tokens are dropped by gen_text.c, except those the pipe parses */
     int rc = detok_create(&c->dt, s->tok, (const char *const *)g->p.stop, (size_t)g->p.n_stop,
-                          DETOK_SKIP_SPECIAL, err);
+                          g->p.chat ? 0 : DETOK_SKIP_SPECIAL, err);
     if (rc) {
         *param = "stop";
         return rc;
@@ -265,10 +360,14 @@ static int choice_init(struct gen *g, int pi, int k, const char **param, char *e
     if (!g->p.chat) return 0;
     /* reasoning split for the R1 templates (-1: none), tool parsing when tools */
     int rflags = -1;
-    if (s->tmpl == TMPL_DEEPSEEK_R1 || s->tmpl == TMPL_DEEPSEEK_R1_0528)
+    if (s->tmpl == TMPL_DEEPSEEK_R1 || s->tmpl == TMPL_DEEPSEEK_R1_0528 ||
+        (s->tmpl == TMPL_JINJA && s->tmpl_modes.think))
         rflags = (int)((g->think_open ? REASONING_START_THINKING : 0) |
                        (g->p.reasoning_inline ? REASONING_INLINE : 0));
-    rc = toolparse_pipe_init(&c->pipe, rflags, &g->p.tools, g->p.samp.seed + k, err);
+    /* an interpreted template without DeepSeek's tool-call markers: the output is plain text */
+    int parse_tools = s->tmpl != TMPL_JINJA || s->tmpl_modes.deepseek_tools;
+    rc = toolparse_pipe_init(&c->pipe, rflags, parse_tools ? &g->p.tools : NULL, g->p.samp.seed + k,
+                             err);
     if (rc) return rc;
     c->pipe_on = 1;
     return 0;
@@ -314,6 +413,13 @@ static int build_request(struct gen *g, struct choice *c, const int32_t *ids, in
     return 0;
 }
 
+/* The grammar's whitespace limit for a structured.whitespace value (docs/structured-output.md). */
+static uint16_t grammar_ws(const char *mode)
+{
+    if (strcmp(mode, "free") == 0) return JSONSCHEMA_WS_FREE;
+    return strcmp(mode, "bounded") == 0 ? CONSTRAIN_MAX_WS : 0;
+}
+
 int gen_build_requests(struct gen *g, struct eng_request ***out, const char **param, char *err)
 {
     struct srv *s = g->srv;
@@ -328,6 +434,8 @@ int gen_build_requests(struct gen *g, struct eng_request ***out, const char **pa
         if (rc) break;
         g->prompt_len[pi] = n;
         rc = check_context(g, n, param, err);
+        if (rc == 0 && pi == 0 && g->p.grammar) /* structured.whitespace */
+            jsonschema_set_whitespace(g->p.grammar, grammar_ws(s->cfg->structured_whitespace));
         /* an R1 prompt that opened <think>: the constrained answer closes it first */
         if (rc == 0 && g->p.chat && pi == 0 && g->think_open && g->p.grammar &&
             jsonschema_add_prefix(g->p.grammar, "</think>\n\n") != 0)
@@ -385,6 +493,7 @@ void gen_free(struct gen *g)
     gen_queue_fini(&g->q);
     sbuf_fini(&g->sse);
     api_params_fini(&g->p);
+    resp_free(g->resp); /* after the params, which borrow its chat body */
     json_decref(g->root);
     pthread_mutex_destroy(&g->mu);
     free(g);

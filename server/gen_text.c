@@ -2,7 +2,9 @@
  *
  * What: gen_text_update takes the queued events (gen_events.c) and, per choice, counts tokens,
  * collects logprobs, feeds the token to the choice's detokenizer (complete UTF-8 only, stop
- * strings held back; detok.h) and records how the choice finished. For chat the new text then
+ * strings held back; detok.h) and records how the choice finished. For chat, an added token
+ * that the choice's pipe does not parse (a stray <｜User｜>, tool markers without tools) gives
+ * no text. For chat the new text then
  * goes through the choice's pipe (R1 reasoning split, tool calls; toolparse.h), which keeps it
  * until the SSE chunks or the final JSON take it (gen_output.c). A choice that hit a stop
  * string (or failed) is finished here; its engine request is returned to be cancelled, which
@@ -31,6 +33,18 @@ static void choice_finish(struct gen *g, struct choice *c, const char *reason)
     g->n_finished++;
 }
 
+/* chat: an added or special token whose text the choice's pipe does not consume
+ * (toolparse_pipe_wants) produces no text, so the model's markers never reach a client; the
+ * chat detokenizer keeps special tokens (a tokenizer may mark the tool markers special) */
+static int hidden_token(const struct gen *g, struct choice *c, int32_t id)
+{
+    if (!c->pipe_on || !(tok_is_added(g->srv->tok, id) || tok_is_special(g->srv->tok, id)))
+        return 0;
+    size_t len = 0;
+    const char *piece = tok_piece(g->srv->tok, id, &len);
+    return !piece || !toolparse_pipe_wants(&c->pipe, piece, len);
+}
+
 /* One token of choice c. Returns 1 when the choice ended here (its request is to be cancelled). */
 static int take_token(struct gen *g, struct choice *c, const struct eng_event *ev)
 {
@@ -38,6 +52,7 @@ static int take_token(struct gen *g, struct choice *c, const struct eng_event *e
     c->n_gen++;
     if (ev->finish == ENG_FINISH_STOP) return 0; /* EOS / stop id: not part of the text */
     if (g->p.logprobs) gen_logprobs_add(g, c, ev);
+    if (hidden_token(g, c, ev->token)) return 0;
     int rc = detok_feed(c->dt, ev->token, &c->text, err);
     if (rc == DETOK_STOPPED) {
         choice_finish(g, c, "stop");

@@ -304,6 +304,31 @@ static int parse_prompt(const json_t *o, struct api_params *p, const char **para
     return 0;
 }
 
+/* chat_template_kwargs: an object of JSON values, bounded in keys and size */
+static int parse_template_kwargs(const json_t *root, struct api_params *p, const char **param,
+                                 char *err)
+{
+    json_t *kw = json_object_get(root, "chat_template_kwargs");
+    if (!kw || json_is_null(kw)) return 0;
+    *param = "chat_template_kwargs";
+    if (!json_is_object(kw))
+        return err_set(err, ERR_INVAL, "'chat_template_kwargs' must be an object");
+    if (json_object_size(kw) > API_MAX_KWARGS)
+        return err_set(err, ERR_INVAL, "'chat_template_kwargs' has more than %d keys",
+                       API_MAX_KWARGS);
+    size_t n = json_dumpb(kw, NULL, 0, JSON_COMPACT);
+    if (n == 0 || n > API_MAX_KWARGS_BYTES)
+        return err_set(err, ERR_INVAL, "'chat_template_kwargs' is larger than %d bytes of JSON",
+                       API_MAX_KWARGS_BYTES);
+    if (json_object_get(kw, "messages") || json_object_get(kw, "tools"))
+        return err_set(err, ERR_INVAL,
+                       "'chat_template_kwargs' may not set 'messages' or 'tools' (give them as "
+                       "request fields)");
+    *param = "";
+    p->chat_template_kwargs = kw;
+    return 0;
+}
+
 int api_params_parse(const json_t *root, int chat, struct api_params *p, const char **param,
                      char *err)
 {
@@ -429,6 +454,7 @@ int api_params_parse(const json_t *root, int chat, struct api_params *p, const c
         } else {
             TRY(jsonschema_response_format(root, &p->grammar, param, err));
         }
+        TRY(parse_template_kwargs(root, p, param, err));
         json_t *rfmt = json_object_get(root, "reasoning_format");
         if (rfmt && !json_is_null(rfmt)) {
             const char *v = json_string_value(rfmt);

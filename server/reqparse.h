@@ -53,7 +53,12 @@ struct api_params {
     struct jsonschema_grammar *grammar; /* constrained decoding: a forced tool call, else
                                            response_format; NULL = none (owned reference) */
     int reasoning_inline; /* "reasoning_format": "none": keep <think>...</think> in content */
+    const json_t *chat_template_kwargs; /* object of extra template variables, or NULL
+                                           (borrowed; at most API_MAX_KWARGS keys and
+                                           API_MAX_KWARGS_BYTES of JSON) */
 };
+#define API_MAX_KWARGS 64
+#define API_MAX_KWARGS_BYTES 65536
 
 /* Validate `root` (must be an object). Returns 0, or ERR_INVAL with *param (static or borrowed
  * string naming the field, "" when none) and err. On error p is finalized-safe. */

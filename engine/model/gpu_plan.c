@@ -8,6 +8,9 @@
  *     fp32 scale grid re-laid to ceil(rows/128) x round_up(k/128, 4); else it stays on the host;
  *   - a BF16 linear (router, embeddings, lm_head, or every projection of a BF16 checkpoint) goes
  *     to the GPU when k % 8 == 0;
+ *   - a GGML / F16 / F32 projection (a GGUF) is re-quantized to FP8 at load (requant_ggml) and
+ *     then counts as an FP8 linear; with requant_ggml off it stays on the host at its stored
+ *     size; a GGUF's router and lm_head become bf16 (counted as BF16 always);
  *   - RMSNorm weights and the correction bias are fp32 vectors (get_vec);
  *   - kv_b is the absorbed W_UK / W_UV pair: ops_cuda keeps an FP8 kv_b as e4m3 + scales and
  *     expands one layer at a time into an fp32 scratch (counted in ws_small); other types are
@@ -68,6 +71,7 @@ void gpu_plan_defaults(struct gpu_plan_params *p)
     p->gpu_expert_layers = 0;
     p->expert_type = QTYPE_F8_E4M3;
     p->linear_type = QTYPE_F8_E4M3;
+    p->requant_ggml = 1;         /* gpu.requant_ggml's default */
     p->kvb_type = QTYPE_F8_E4M3; /* ops_cuda_heads: FP8 kv_b stays FP8 on the device */
     p->embed_on_gpu = 0;         /* ops_table_create: the table stays in host memory */
     p->kv_tokens = 32768;
@@ -79,6 +83,20 @@ void gpu_plan_defaults(struct gpu_plan_params *p)
     p->prefill_experts = 0;
     p->stream_buffer_mb = 400;
     p->stream_expert_type = QTYPE_Q4_K;
+}
+
+void gpu_plan_types_from(struct gpu_plan_params *p, const struct wt_model *m)
+{
+    const struct wt_tensor *kva = wt_get(m, "blk.0.attn_kv_a_mqa.weight");
+    const struct wt_tensor *kvb = wt_get(m, "blk.0.attn_kv_b.weight");
+    if (kva && kva->type != QTYPE_U8) p->linear_type = kva->type;
+    if (kvb && kvb->type != QTYPE_U8)
+        p->kvb_type = kvb->type == QTYPE_F8_E4M3 || (kvb->type != QTYPE_BF16 && p->requant_ggml)
+                          ? QTYPE_F8_E4M3
+                          : QTYPE_F32;
+    /* llama.cpp's split form (attn_k_b / attn_v_b, never FP8) reaches ops_cuda as fp32 values */
+    if (!kvb && wt_get(m, "blk.0.attn_k_b.weight"))
+        p->kvb_type = p->requant_ggml ? QTYPE_F8_E4M3 : QTYPE_F32;
 }
 
 int gpu_placement_parse(const char *s)
@@ -183,14 +201,28 @@ static double fp8_bytes(int64_t rows, int64_t cols)
     return (double)rows * cols + fp8_scales(rows, cols);
 }
 
+/* bytes of [rows, cols] stored as `type` (GGML row sizes; 4 a value if the rows are not whole
+ * blocks, which the loader rejects anyway) */
+static double stored_bytes(int type, int64_t rows, int64_t cols)
+{
+    if (type == QTYPE_F8_E4M3) return fp8_bytes(rows, cols);
+    int ok = 0;
+    size_t rb = qtype_row_bytes(type, cols, &ok);
+    return ok ? (double)rows * (double)rb : (double)rows * (double)cols * 4;
+}
+
 /* one non-expert projection [rows, cols] in the checkpoint's linear type: device bytes (0 when
  * the backend keeps it on the host; then counted in host_linears) */
 static double lin(struct acc *a, int type, int64_t rows, int64_t cols)
 {
     struct gpu_plan *pl = a->pl;
-    if (type == QTYPE_F8_E4M3) {
+    if (type != QTYPE_F8_E4M3 && type != QTYPE_BF16 && !a->p->requant_ggml) {
+        pl->w.host_linears += stored_bytes(type, rows, cols);
+        return 0;
+    }
+    if (type != QTYPE_BF16) { /* FP8, or re-quantized to it */
         if (cols % 128) {
-            pl->w.host_linears += fp8_bytes(rows, cols);
+            pl->w.host_linears += stored_bytes(type, rows, cols);
             return 0;
         }
         fp8_shape(a, rows, cols);
@@ -250,8 +282,9 @@ static int check(const struct wt_hparams *hp, const struct gpu_plan_params *p, c
     if (p->placement != GPU_PLACE_CPU && p->placement != GPU_PLACE_HYBRID &&
         p->placement != GPU_PLACE_GPU)
         return err_set(err, ERR_INVAL, "gpu plan: placement %d", (int)p->placement);
-    if (p->linear_type != QTYPE_F8_E4M3 && p->linear_type != QTYPE_BF16)
-        return err_set(err, ERR_INVAL, "gpu plan: linear type must be f8_e4m3 or bf16");
+    if (p->linear_type < 0 || p->linear_type >= QTYPE_COUNT_ || !qtype_traits(p->linear_type) ||
+        p->linear_type == QTYPE_U8)
+        return err_set(err, ERR_INVAL, "gpu plan: linear type %d", p->linear_type);
     if (p->kvb_type != QTYPE_F32 && p->kvb_type != QTYPE_BF16 && p->kvb_type != QTYPE_F8_E4M3)
         return err_set(err, ERR_INVAL, "gpu plan: kv_b type must be f32, bf16 or f8_e4m3");
     if (p->expert_type < 0 || p->expert_type >= QTYPE_COUNT_)
@@ -302,14 +335,16 @@ int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *
         else w->attention += lin(&a, lt, H * QD, D);
         w->kv_b += kvb_type_alloc(pl, p->kvb_type, H * (NOPE + V), L);
         if (!wt_layer_is_moe(hp, l)) {
-            w->dense_ffn += 2 * lin(&a, lt, hp->inter, D) + lin(&a, lt, D, hp->inter);
+            /* gate and up: two allocations (a host linear and the rounding count each) */
+            w->dense_ffn +=
+                lin(&a, lt, hp->inter, D) + lin(&a, lt, hp->inter, D) + lin(&a, lt, D, hp->inter);
             continue;
         }
         w->router += lin(&a, QTYPE_BF16, E, D);
         if (hp->scoring == WT_SCORE_SIGMOID) w->router += al(pl, (double)E * 4); /* bias */
         if (hp->n_shared > 0) {
             int64_t si = (int64_t)hp->n_shared * I;
-            w->shared_experts += 2 * lin(&a, lt, si, D) + lin(&a, lt, D, si);
+            w->shared_experts += lin(&a, lt, si, D) + lin(&a, lt, si, D) + lin(&a, lt, D, si);
         }
         if (moe_seen++ < n_gpu) w->gpu_experts += al(pl, (double)E * one_expert);
     }
@@ -339,6 +374,7 @@ int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *
     const int64_t bufs[] = {D, D, QLa, H * QD, L + R, L + R, H * V, D, D, EE, K, K};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         pl->act_model += al(pl, 4.0 * (double)T * (double)bufs[i]);
+    if (p->layered_prefill) pl->act_model += al(pl, 4.0 * (double)T * (double)D);
     /* qabs, att (att_rows tokens), g, u (ffn_cap floats), fin, logits (LOGIT_ROWS) */
     pl->act_model += al(pl, 4.0 * (double)att_rows * (double)(H * (L + R))) +
                      al(pl, 4.0 * (double)att_rows * (double)(H * L)) +
@@ -509,12 +545,17 @@ int gpu_plan_format(const struct gpu_plan *pl, const struct gpu_plan_params *p, 
         return (int)o.len;
     }
     put(&o, "%s  weights       %8.2f GiB\n", ind, pl->weights / GIB);
-    put(&o, "%s    attention   %8.2f GiB  q_a/q_b/kv_a/o, %s + scales\n", ind, w->attention / GIB,
-        tname(p->linear_type));
+    const int lt = p->linear_type, ggml = lt != QTYPE_F8_E4M3 && lt != QTYPE_BF16;
+    char lts[96];
+    if (!ggml) snprintf(lts, sizeof lts, "%s%s", tname(lt), lt == QTYPE_BF16 ? "" : " + scales");
+    else if (p->requant_ggml)
+        snprintf(lts, sizeof lts, "fp8 + scales, re-quantized from %s at load", tname(lt));
+    else snprintf(lts, sizeof lts, "%s stays on the host (gpu.requant_ggml = off)", tname(lt));
+    put(&o, "%s    attention   %8.2f GiB  q_a/q_b/kv_a/o, %s\n", ind, w->attention / GIB, lts);
     put(&o, "%s    kv_b        %8.2f GiB  absorbed W_UK/W_UV, %s\n", ind, w->kv_b / GIB,
         tname(p->kvb_type));
-    put(&o, "%s    dense_ffn   %8.2f GiB\n", ind, w->dense_ffn / GIB);
-    put(&o, "%s    shared_exp  %8.2f GiB\n", ind, w->shared_experts / GIB);
+    put(&o, "%s    dense_ffn   %8.2f GiB  %s\n", ind, w->dense_ffn / GIB, lts);
+    put(&o, "%s    shared_exp  %8.2f GiB  %s\n", ind, w->shared_experts / GIB, lts);
     put(&o, "%s    router      %8.2f GiB  bf16 + fp32 bias\n", ind, w->router / GIB);
     put(&o, "%s    norms       %8.2f GiB  fp32\n", ind, w->norms / GIB);
     put(&o, "%s    embed       %8.2f GiB  %s\n", ind, w->embed / GIB,
@@ -523,8 +564,8 @@ int gpu_plan_format(const struct gpu_plan *pl, const struct gpu_plan_params *p, 
     put(&o, "%s    gpu_experts %8.2f GiB  %d layers, %s\n", ind, w->gpu_experts / GIB,
         pl->gpu_expert_layers, tname(p->expert_type));
     if (w->host_linears > 0)
-        put(&o, "%s    (%.2f GiB of linears stay on the host: k not a multiple of 128/8)\n", ind,
-            w->host_linears / GIB);
+        put(&o, "%s    (%.2f GiB of linears stay on the host: %s)\n", ind, w->host_linears / GIB,
+            ggml && !p->requant_ggml ? "gpu.requant_ggml = off" : "k not a multiple of 128/8");
     if (pl->kv_on_gpu)
         put(&o, "%s  kv            %8.2f GiB  %.0f B/token (bf16 latent, all layers)\n", ind,
             pl->kv / GIB, pl->kv_bytes_per_token);

@@ -7,7 +7,9 @@
  * prints the plan of a bare config.json, and the engine can size its KV cache from it before
  * touching a weight. The weight formats assumed are those of the DeepSeek FP8 checkpoint (every
  * projection e4m3 with 128x128 fp32 block scales, router / embeddings / lm_head bf16, norms and
- * the correction bias fp32 once uploaded) unless gpu_plan_params says otherwise.
+ * the correction bias fp32 once uploaded) unless gpu_plan_params says otherwise; a GGUF's
+ * GGML-typed projections count at their FP8 size when ops_cuda re-quantizes them
+ * (gpu.requant_ggml, the default), its router and lm_head as bf16.
  *
  * Pools (device unless said):
  *   weights      uploaded once at model_create (breakdown in struct gpu_plan_weights)
@@ -15,7 +17,8 @@
  *                n_layers x kv_tokens x (kv_lora + rope) bf16; only where attention runs on the
  *                GPU (kv_lora 512, rope 64, heads % 16 == 0), else the cache stays on the host
  *   activations  model.c's work buffers for max_batch_tokens (q~ / o~ for one attention pass,
- *                the dense FFN's gate / up for one FFN pass) + ops_cuda's FP8 linear scratch
+ *                the dense FFN's gate / up for one FFN pass; with layered_prefill a layered
+ *                pass's own residual stream) + ops_cuda's FP8 linear scratch
  *   workspace    cuBLASLt, the small-M FP8 kernel, MLA split-K, block tables, small inputs
  *   rounding     cudaMalloc granularity: every allocation above 1 MiB takes whole 2 MiB pages
  *   stream       gpu.prefill_experts: two staging slots (gpu.stream_buffer_mb), the routed-expert
@@ -45,11 +48,16 @@ struct gpu_plan_params {
     int gpu_expert_layers;        /* hybrid: experts of the first N MoE layers on the GPU */
     int expert_type;              /* enum qtype of GPU-resident routed experts (F8_E4M3: with
                                      re-laid block scales; a GGML type: its row bytes) */
-    int linear_type;              /* non-expert projections: QTYPE_F8_E4M3 (V3/R1 checkpoint)
-                                     or QTYPE_BF16 (V2-Lite, Moonlight) */
+    int linear_type;              /* non-expert projections as stored: QTYPE_F8_E4M3 (V3/R1
+                                     checkpoint), QTYPE_BF16 (V2-Lite, Moonlight), or a GGML /
+                                     F16 / F32 type (a GGUF): see requant_ggml */
+    int requant_ggml;             /* gpu.requant_ggml: GGML / F16 / F32 projections count as
+                                     FP8 (ops_cuda re-quantizes them at load; k % 128 != 0:
+                                     host); 0: they stay on the host (host_linears) */
     int kvb_type;                 /* absorbed W_UK/W_UV (kv_b) on the device: QTYPE_F8_E4M3
-                                     (ops_cuda for an FP8 checkpoint: e4m3 + scales, one layer
-                                     expanded to fp32 at a time) or QTYPE_F32 (other types) */
+                                     (ops_cuda for an FP8 checkpoint, and for a GGML / F16 / F32
+                                     one with requant_ggml: e4m3 + scales, one layer expanded to
+                                     fp32 at a time) or QTYPE_F32 (other types) */
     int embed_on_gpu;             /* 0: rows gathered on the host, uploaded per forward
                                      (ops_cuda); 1: a bf16 table on the device */
     int64_t kv_tokens;            /* tokens of the device KV cache (engine: kv_blocks x
@@ -65,6 +73,9 @@ struct gpu_plan_params {
     int prefill_experts;          /* gpu.prefill_experts on/auto: the streaming pool counts */
     int stream_buffer_mb;         /* gpu.stream_buffer_mb (two staging slots) */
     int stream_expert_type;       /* enum qtype of the streamed (host) experts: slot capacity */
+    int layered_prefill;          /* engine.prefill_step_ratio > 1 with
+                                     engine.layered_prefill_tokens > 0: a layered pass's
+                                     residual stream (max_batch_tokens x hidden fp32) counts */
 };
 
 /* Weight bytes on the device, by part (0 where the part stays on the host). */
@@ -79,7 +90,8 @@ struct gpu_plan_weights {
     double lm_head;      /* bf16 */
     double gpu_experts;  /* routed experts placed on the GPU */
     double host_linears; /* host bytes of non-expert linears the GPU cannot take
-                            (k % 128 != 0 for FP8): they run on the CPU backend */
+                            (k % 128 != 0 for FP8, GGML types with requant_ggml off):
+                            they run on the CPU backend */
 };
 
 struct gpu_plan {
@@ -107,10 +119,17 @@ struct gpu_plan {
     int stream_group; /* experts of stream_expert_type per staging slot */
 };
 
-/* Defaults: hybrid, FP8 linears, kv_b FP8, embeddings on the host (what ops_cuda does), FP8 GPU
- * experts, 32768 KV tokens, max_batch_tokens 2048, 16-token blocks, 132 SMs, exact FP8 GEMM
- * (no cuBLASLt plans), 600 MiB runtime, expert streaming off (400 MiB staging, Q4_K experts). */
+/* Defaults: hybrid, FP8 linears (GGML ones re-quantized), kv_b FP8, embeddings on the host (what
+ * ops_cuda does), FP8 GPU experts, 32768 KV tokens, max_batch_tokens 2048, 16-token blocks, 132
+ * SMs, exact FP8 GEMM (no cuBLASLt plans), 600 MiB runtime, expert streaming off (400 MiB staging,
+ * Q4_K experts). */
 void gpu_plan_defaults(struct gpu_plan_params *p);
+
+/* linear_type and kvb_type from a loaded model's tensors (layer 0's kv_a and kv_b), as ops_cuda
+ * will place them given p->requant_ggml (set that first): a BF16 or GGUF checkpoint's
+ * projections, its kv_b as FP8 (FP8, or re-quantized) or fp32. Tensors that are absent leave
+ * the defaults. */
+void gpu_plan_types_from(struct gpu_plan_params *p, const struct wt_model *m);
 
 /* Compute the plan. Errors: ERR_INVAL (bad params or hparams; err says which). */
 int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *p,

@@ -23,8 +23,8 @@
  * cache is the only key/value source, and chunked prefill / mixed batches need nothing special
  * (a token attends to slots 0..pos of its sequence, written by earlier steps or earlier in this
  * batch's layer pass). Its cost per key is kv_lora + rope per head instead of nope + rope, i.e.
- * prefill does ~3x the attention FLOPs of the naive form. W_UK / W_UV (kv_b) are dequantized to
- * fp32 at load.
+ * prefill does ~3x the attention FLOPs of the naive form. W_UK / W_UV (kv_b, or llama.cpp's split
+ * attn_k_b / attn_v_b) are dequantized to fp32 at load.
  *
  * Threads: one caller at a time (the engine thread); the backend uses its own workers.
  * Ownership: the model borrows the weights and the backend (see model.h) and owns the backend
@@ -110,6 +110,12 @@ struct model {
     size_t lin_host_n;
     int32_t *route_host;           /* [max_tokens][top_k] host copy for the hook */
     const struct cpuq_ops *scalar; /* load-time conversions */
+    struct {                       /* the forward in slices (model_pass_*): NULL b = none */
+        const struct model_kv *kv;
+        const struct model_batch *b;
+        int next; /* the next layer to run */
+        float *h; /* its residual stream [max_tokens, hidden] (allocated on first use) */
+    } pass;
 };
 
 /* ---------------------------------------------------------------- loading helpers */
@@ -157,6 +163,19 @@ static int get_lin(struct model *m, const char *name, int64_t rows, int64_t cols
     if (rc) return rc;
     char e2[ERR_LEN];
     rc = ops_lin_create(m->ops, &v, out, e2);
+    if (rc) return err_set(err, rc, "model: %s: %s", name, e2);
+    return 0;
+}
+
+/* get_lin for the W16A32 linears (router, lm_head): never converted to FP8 by a backend. */
+static int get_lin_w16(struct model *m, const char *name, int64_t rows, int64_t cols,
+                       struct ops_lin **out, char *err)
+{
+    struct wt_view v;
+    int rc = tensor_2d(m, name, rows, cols, &v, err);
+    if (rc) return rc;
+    char e2[ERR_LEN];
+    rc = ops_lin_create_w16(m->ops, &v, out, e2);
     if (rc) return err_set(err, rc, "model: %s: %s", name, e2);
     return 0;
 }
@@ -327,16 +346,30 @@ static int load_layer(struct model *m, int l, char *err)
                              err))) {
         return rc;
     }
-    /* kv_b -> fp32 [H][nope + v][L] (absorbed halves) */
+    /* kv_b -> fp32 [H][nope + v][L] (absorbed halves). llama.cpp's split attn_k_b / attn_v_b
+     * are rearranged into the same rows and handed over as an fp32 view. */
     {
         struct wt_view v;
         int64_t rows = (int64_t)H * (m->NOPE + m->V);
-        if ((rc = tensor_2d(m, NAME("blk.%d.attn_kv_b.weight", l), rows, L, &v, err))) return rc;
+        int split =
+            !wt_getf(m->w, "blk.%d.attn_kv_b.weight", l); /* wt_kv_b_rows names what is missing */
+        if (!split && (rc = tensor_2d(m, NAME("blk.%d.attn_kv_b.weight", l), rows, L, &v, err)))
+            return rc;
         size_t bytes = (size_t)rows * L * sizeof(float);
         float *host = malloc(bytes);
         if (!host) return err_set(err, ERR_NOMEM, "model: out of memory for kv_b");
-        rc = view_to_f32(m, &v, host, err);
         char e2[ERR_LEN];
+        if (split) {
+            v = (struct wt_view){.type = QTYPE_F32,
+                                 .rows = rows,
+                                 .cols = L,
+                                 .data = host,
+                                 .row_bytes = (size_t)L * sizeof(float)};
+            if ((rc = wt_kv_b_rows(m->w, l, 0, rows, host, e2)))
+                err_set(err, rc, "model: kv_b of layer %d: %s", l, e2);
+        } else {
+            rc = view_to_f32(m, &v, host, err);
+        }
         if (!rc && (rc = ops_heads_create(m->ops, &v, host, &ly->wkvb, e2)))
             err_set(err, rc, "model: kv_b of layer %d: %s", l, e2);
         free(host);
@@ -351,7 +384,7 @@ static int load_layer(struct model *m, int l, char *err)
         return 0;
     }
     const int E = hp->n_routed, I = hp->moe_inter;
-    if ((rc = get_lin(m, NAME("blk.%d.ffn_gate_inp.weight", l), E, D, &ly->router, err)) ||
+    if ((rc = get_lin_w16(m, NAME("blk.%d.ffn_gate_inp.weight", l), E, D, &ly->router, err)) ||
         (rc = get_vec(m, NAME("blk.%d.exp_probs_b.bias", l), E, 1, &ly->router_bias, err)))
         return rc;
     if (hp->n_shared > 0) {
@@ -475,11 +508,12 @@ int model_create(const struct wt_model *w, struct ops *o, int max_batch_tokens, 
         (rc = ops_table_create(m->ops, &ev, &m->embed, e2)
                   ? err_set(err, rc, "model: token_embd.weight: %s", e2)
                   : 0) ||
-        (rc = get_lin(m, "output.weight", hp->vocab_size, hp->hidden, &m->out, err)) ||
+        (rc = get_lin_w16(m, "output.weight", hp->vocab_size, hp->hidden, &m->out, err)) ||
         (rc = get_vec(m, "output_norm.weight", hp->hidden, 0, &m->out_norm, err)))
         goto fail;
     for (int l = 0; l < hp->n_layers; l++)
         if ((rc = load_layer(m, l, err))) goto fail;
+    ops_load_done(m->ops); /* the backend's load report (weights it converted) */
     if ((rc = alloc_bufs(m, err))) goto fail;
     if (!(m->route_host =
               malloc((size_t)m->max_tokens * (hp->top_k > 0 ? hp->top_k : 1) * sizeof(int32_t)))) {
@@ -531,6 +565,7 @@ void model_destroy(struct model *m)
         void *all[] = {b->h,   b->a,  b->qa, b->q, b->kv, b->kvn, b->qabs, b->att, b->ov,
                        b->tmp, b->ro, b->g,  b->u, b->rl, b->rw,  b->rid,  b->fin, b->logits};
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) ops_free(o, all[i]);
+        ops_free(o, m->pass.h);
     }
     free(m->layers);
     free(m->route_host);
@@ -664,7 +699,7 @@ static struct model_batch sub_batch(const struct model_batch *bt, int t0, int n)
 }
 
 /* the residual stream entering layer l, for the test hook */
-static void resid_hook(struct model *m, int l, int n)
+static void resid_hook(struct model *m, const float *h, int l, int n)
 {
     if (!m->lin_fn) return;
     size_t need = (size_t)n * m->hp.hidden;
@@ -674,7 +709,7 @@ static void resid_hook(struct model *m, int l, int n)
         m->lin_host = p;
         m->lin_host_n = need;
     }
-    ops_download(m->ops, m->lin_host, m->b.h, need * sizeof(float));
+    ops_download(m->ops, m->lin_host, h, need * sizeof(float));
     m->lin_fn(m->lin_ud, l, MODEL_LIN_RESID, n, m->hp.hidden, m->lin_host);
 }
 
@@ -772,28 +807,88 @@ static void ffn(struct model *m, int l, int n)
     ops_add(o, b->h, b->ro, (int64_t)n * D);
 }
 
+/* Layers [l0, l1) of batch bt on the residual stream h (the forward's own b->h, or a pass's):
+ * the layer code works on b->h, so it is pointed at h for the duration. */
+static void run_layers(struct model *m, float *h, int l0, int l1, const struct model_kv *kv,
+                       const struct model_batch *bt)
+{
+    float *keep = m->b.h;
+    m->b.h = h;
+    for (int l = l0; l < l1; l++) {
+        resid_hook(m, h, l, bt->n_tokens);
+        attention(m, l, kv, bt);
+        ffn(m, l, bt->n_tokens);
+    }
+    m->b.h = keep;
+}
+
+/* Final norm and lm_head of the rows bt->logits_idx of h, into logits (host). */
+static void head(struct model *m, const float *h, const struct model_batch *bt, float *logits)
+{
+    struct ops *o = m->ops;
+    struct bufs *b = &m->b;
+    const int D = m->hp.hidden, V = m->hp.vocab_size;
+    for (int i0 = 0; i0 < bt->n_logits; i0 += LOGIT_ROWS) {
+        int nr = bt->n_logits - i0 < LOGIT_ROWS ? bt->n_logits - i0 : LOGIT_ROWS;
+        ops_gather(o, h, D, bt->logits_idx + i0, nr, b->fin);
+        ops_rmsnorm(o, b->fin, D, m->out_norm, nr, D, m->hp.rms_eps, b->fin, D);
+        ops_linear(o, m->out, b->fin, nr, b->logits);
+        ops_download(o, logits + (size_t)i0 * V, b->logits, (size_t)nr * V * sizeof(float));
+    }
+}
+
 int model_forward(struct model *m, const struct model_kv *kv, const struct model_batch *bt,
                   float *logits, char *err)
 {
     int rc = check_batch(m, kv, bt, err);
     if (rc) return rc;
-    struct ops *o = m->ops;
-    struct bufs *b = &m->b;
-    const int n = bt->n_tokens, D = m->hp.hidden, V = m->hp.vocab_size;
-
-    ops_embed(o, m->embed, bt->tokens, n, b->h);
-    for (int l = 0; l < m->hp.n_layers; l++) {
-        resid_hook(m, l, n);
-        attention(m, l, kv, bt);
-        ffn(m, l, n);
-    }
-    resid_hook(m, m->hp.n_layers, n);
-    for (int i0 = 0; i0 < bt->n_logits; i0 += LOGIT_ROWS) {
-        int nr = bt->n_logits - i0 < LOGIT_ROWS ? bt->n_logits - i0 : LOGIT_ROWS;
-        ops_gather(o, b->h, D, bt->logits_idx + i0, nr, b->fin);
-        ops_rmsnorm(o, b->fin, D, m->out_norm, nr, D, m->hp.rms_eps, b->fin, D);
-        ops_linear(o, m->out, b->fin, nr, b->logits);
-        ops_download(o, logits + (size_t)i0 * V, b->logits, (size_t)nr * V * sizeof(float));
-    }
-    return ops_error(o, err);
+    const int n = bt->n_tokens, L = m->hp.n_layers;
+    ops_embed(m->ops, m->embed, bt->tokens, n, m->b.h);
+    run_layers(m, m->b.h, 0, L, kv, bt);
+    resid_hook(m, m->b.h, L, n);
+    head(m, m->b.h, bt, logits);
+    return ops_error(m->ops, err);
 }
+
+int model_pass_begin(struct model *m, const struct model_kv *kv, const struct model_batch *bt,
+                     char *err)
+{
+    if (m->pass.b) return err_set(err, ERR_INVAL, "model: a layered pass is already running");
+    int rc = check_batch(m, kv, bt, err);
+    if (rc) return rc;
+    if (!m->pass.h &&
+        !(m->pass.h = ops_alloc(m->ops, (size_t)m->max_tokens * m->hp.hidden * sizeof(float))))
+        return err_set(err, ERR_NOMEM, "model: out of memory for a layered pass's buffer");
+    ops_embed(m->ops, m->embed, bt->tokens, bt->n_tokens, m->pass.h);
+    if ((rc = ops_error(m->ops, err)) != 0) return rc;
+    m->pass.kv = kv;
+    m->pass.b = bt;
+    m->pass.next = 0;
+    return 0;
+}
+
+int model_pass_run(struct model *m, int n_layers, int *left, char *err)
+{
+    if (!m->pass.b) return err_set(err, ERR_INVAL, "model: no layered pass is running");
+    int l1 = m->pass.next + (n_layers > 0 ? n_layers : 1);
+    if (l1 > m->hp.n_layers) l1 = m->hp.n_layers;
+    run_layers(m, m->pass.h, m->pass.next, l1, m->pass.kv, m->pass.b);
+    m->pass.next = l1;
+    *left = m->hp.n_layers - l1;
+    int rc = ops_error(m->ops, err);
+    if (rc) m->pass.b = NULL;
+    return rc;
+}
+
+int model_pass_finish(struct model *m, float *logits, char *err)
+{
+    const struct model_batch *bt = m->pass.b;
+    if (!bt || m->pass.next < m->hp.n_layers)
+        return err_set(err, ERR_INVAL, "model: the layered pass has layers left");
+    m->pass.b = NULL;
+    resid_hook(m, m->pass.h, m->hp.n_layers, bt->n_tokens);
+    head(m, m->pass.h, bt, logits);
+    return ops_error(m->ops, err);
+}
+
+void model_pass_abort(struct model *m) { m->pass.b = NULL; }

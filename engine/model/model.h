@@ -79,4 +79,20 @@ int model_max_batch_tokens(const struct model *m);
 int model_forward(struct model *m, const struct model_kv *kv, const struct model_batch *b,
                   float *logits, char *err);
 
+/* The forward of one batch in slices of layers, so that other batches can run between them (a
+ * long prefill spread over decode steps: engine/sched/scheduler.c "Layered prefill").
+ * model_pass_begin checks b as model_forward does and embeds it into the pass's own residual
+ * buffer (max_batch_tokens x hidden floats of backend memory, allocated on first use);
+ * model_pass_run runs the next n_layers (>= 1) layers and sets *left to how many remain;
+ * model_pass_finish, once none remain, writes the logits as model_forward would and ends the
+ * pass; model_pass_abort drops it (the KV rows it wrote are garbage to the caller). The result
+ * equals model_forward's bit for bit. Until the pass ends, b, its arrays and kv stay unchanged,
+ * and batches run between slices (model_forward) involve none of its sequences. One pass at a
+ * time; an error ends the pass. */
+int model_pass_begin(struct model *m, const struct model_kv *kv, const struct model_batch *b,
+                     char *err);
+int model_pass_run(struct model *m, int n_layers, int *left, char *err);
+int model_pass_finish(struct model *m, float *logits, char *err);
+void model_pass_abort(struct model *m);
+
 #endif

@@ -115,6 +115,17 @@ int ops_lin_create(struct ops *o, const struct wt_view *w, struct ops_lin **out,
     return o->vt->lin_create(o, w, out, err);
 }
 
+int ops_lin_create_w16(struct ops *o, const struct wt_view *w, struct ops_lin **out, char *err)
+{
+    return o->vt->lin_create_w16 ? o->vt->lin_create_w16(o, w, out, err)
+                                 : o->vt->lin_create(o, w, out, err);
+}
+
+void ops_load_done(struct ops *o)
+{
+    if (o->vt->load_done) o->vt->load_done(o);
+}
+
 int ops_table_create(struct ops *o, const struct wt_view *w, struct ops_lin **out, char *err)
 {
     return o->vt->table_create ? o->vt->table_create(o, w, out, err)

@@ -71,6 +71,11 @@ struct ops_params {
     int gpu_stream_buffer_mb;     /* staging, two slots (<= 0: 400) */
     int gpu_prefill_split_tokens; /* 0: split experts GPU/CPU from measured rates; N: experts
                                    * with >= N tokens on the GPU (1: all) */
+    int gpu_keep_ggml;            /* ops_cuda, gpu.requant_ggml = off: non-expert weights of a
+                                   * GGML or F16/F32 type stay on the CPU backend. 0 (default):
+                                   * they are converted at load, projections and kv_b to FP8
+                                   * e4m3 with 128x128 block scales, W16A32 linears to bf16
+                                   * (docs/gpu.md "Whole-GGUF models") */
 };
 
 /* The configuration strings gpu.placement ("auto|cpu|hybrid|gpu"; NULL = cpu) and gpu.fp8_gemm
@@ -107,6 +112,14 @@ void ops_download(struct ops *o, void *dst, const void *src, size_t bytes);
 /* A linear weight from a 2-D view (FP8 with scale, BF16, F16, F32 or any GGML block type with a
  * dot product). ERR_UNSUPPORTED for a type the backend cannot multiply. */
 int ops_lin_create(struct ops *o, const struct wt_view *w, struct ops_lin **out, char *err);
+/* A linear computed W16A32 by the contract (router, lm_head: docs/model.md §3). As
+ * ops_lin_create, except that a backend which converts weight types at load (ops_cuda) never
+ * converts it to FP8: a GGML or F32/F16 weight becomes bf16 there (fp32 activations kept). */
+int ops_lin_create_w16(struct ops *o, const struct wt_view *w, struct ops_lin **out, char *err);
+/* Model loading is over: the backend logs what loading cost it (ops_cuda: the weights it
+ * converted, their sizes and the seconds it took) and frees load-time helpers. Optional; a
+ * backend stays usable for more ops_*_create calls afterwards. */
+void ops_load_done(struct ops *o);
 /* An embedding table: only gathered (ops_embed), never multiplied, so a backend may keep it
  * where a gather is cheapest (ops_cuda: host memory, saving vocab x hidden x 2 bytes of device
  * memory, 1.7 GiB for DeepSeek-V3). Destroy with ops_lin_destroy. */
@@ -149,7 +162,10 @@ void ops_rope(struct ops *o, const struct ops_rope *r, const int32_t *pos, int n
  * values (host, v->rows x v->cols, e.g. FP8 blocks times scales): the CPU backend keeps the fp32
  * copy; ops_cuda keeps an FP8 view as e4m3 + scales on the device (a quarter of the memory) and
  * expands it to fp32 into one scratch when a forward first uses it, so both compute with the same
- * fp32 values. Destroy with ops_heads_destroy. */
+ * fp32 values. A GGML, F16 or F32 view is re-quantized there from f32 to FP8 (unless
+ * gpu_keep_ggml): then the GPU computes with the FP8 values, within e4m3's rounding of the CPU's;
+ * BF16 keeps the fp32 copy. Destroy with
+ * ops_heads_destroy. */
 struct ops_heads;
 int ops_heads_create(struct ops *o, const struct wt_view *v, const float *f32,
                      struct ops_heads **out, char *err);

@@ -5,8 +5,13 @@
  * are device memory (cudaMalloc at model_create; none in steady state except the growth noted
  * below). Weights: FP8 linears are uploaded with their scales re-laid to the grid cuBLASLt wants
  * (ld = round_up(k/128, 4)); BF16 linears (router, lm_head) as bf16; the embedding table stays
- * in host memory (ops_table_create). Other weight types, and FP8 weights whose k is not a
- * multiple of 128, stay on the host and run on the CPU backend (download x, CPU op, upload y).
+ * in host memory (ops_table_create). Weights of other types (GGML blocks, F16, F32: a GGUF
+ * model) are converted at load unless gpu.requant_ggml = off (ops_params.gpu_keep_ggml):
+ * projections and kv_b re-quantized to FP8 e4m3 with 128x128 block scales
+ * (kernels/cpu/requant_fp8.h, on a load-time worker pool), W16A32 linears (ops_lin_create_w16:
+ * router, lm_head) to bf16. What stays on the host and runs on the CPU backend (download x, CPU
+ * op, upload y): FP8 or convertible weights whose k is not a multiple of 128 (bf16: of 8), and
+ * with gpu.requant_ggml = off every weight of another type.
  *   - FP8 linear: x is quantized per token per 128 channels (cuk_rmsnorm_quant without a norm),
  *     then gemm_fp8_linear. Exact mode (gpu.fp8_gemm = exact, the default): the own kernel for
  * every row count, > 16 rows in 16-row chunks, fp32-exact block sums. cublaslt mode: a scratch of
@@ -63,7 +68,10 @@
 #include "engine/model/ops_cuda.h"
 #include "engine/model/ops_cuda_stream.h"
 #include "kernels/cpu/cpuq.h"
+#include "kernels/cpu/fp8.h"
 #include "kernels/cpu/fpconv.h"
+#include "kernels/cpu/requant_fp8.h"
+#include "kernels/cpu/wpool.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/gemm_fp8.h"
 #include "kernels/cuda/gemv_bf16.h"
@@ -128,7 +136,7 @@ struct ops_cuda {
     int exact_gemm;    /* ops_params.gpu_cublaslt == 0 (gemm_fp8_set_exact) */
     int expert_layers; /* ops_params.gpu_expert_layers: MoE layers left to put on the GPU
                         * (-1: all) */
-    const struct cpuq_ops *scalar;    /* GGML dequantizers for expert conversion (first use) */
+    const struct cpuq_ops *rq_ops;    /* dequantizers for load-time conversions (first use) */
     float *ex_x, *ex_g, *ex_u, *ex_y; /* GPU experts: gathered rows, gate, up, down output */
     int ex_inter;
     int32_t *ex_sort; /* host: GPU experts' counting sort of the routes (grows) */
@@ -182,7 +190,10 @@ struct ops_cuda {
     cudaEvent_t ev_g; /* main stream: the GPU part of a split layer is done */
     float *pend_y;    /* pend's output (device) */
     size_t pend_bytes;
-    struct { /* ops_cuda_profile: an event before every op (main stream) */
+    int keep_ggml;             /* ops_params.gpu_keep_ggml: no load-time conversions */
+    struct wpool *rq_pool;     /* load-time conversions (freed by ops_load_done) */
+    struct ops_cuda_load load; /* what loading converted */
+    struct {                   /* ops_cuda_profile: an event before every op (main stream) */
         int on, n;
         cudaEvent_t ev[PROF_EVENTS];
         uint8_t kind[PROF_EVENTS];
@@ -403,9 +414,10 @@ static int grow_scratch(struct ops_cuda *c, int n, int k, char *err)
     return 0;
 }
 
-static int cu_lin_create(struct ops *o, const struct wt_view *w, struct ops_lin **out, char *err)
+/* A weight as the GPU takes it: FP8 (k % 128 == 0) and BF16 (k % 8 == 0) views uploaded, the
+ * rest left to the inner CPU backend. */
+static int lin_upload(struct ops_cuda *c, const struct wt_view *w, struct ops_lin **out, char *err)
 {
-    struct ops_cuda *c = C(o);
     struct ops_lin *l = calloc(1, sizeof *l);
     if (!l) return err_set(err, ERR_NOMEM, "cuda ops: out of memory");
     l->rows = (int)w->rows;
@@ -423,7 +435,11 @@ static int cu_lin_create(struct ops *o, const struct wt_view *w, struct ops_lin 
             (cudaMalloc((void **)&l->w, (size_t)w->rows * w->cols) != cudaSuccess ||
              cudaMalloc((void **)&l->scale, (size_t)sr * l->sld * sizeof(float)) != cudaSuccess))
             rc = err_set(err, ERR_NOMEM, "cuda ops: out of device memory for a weight");
-        for (int64_t r = 0; !rc && r < w->rows; r++)
+        if (!rc && w->row_bytes == (size_t)w->cols &&
+            cudaMemcpy(l->w, w->data, (size_t)w->rows * w->cols, cudaMemcpyHostToDevice) !=
+                cudaSuccess)
+            rc = err_set(err, ERR_CUDA, "cuda ops: weight upload failed");
+        for (int64_t r = 0; !rc && w->row_bytes != (size_t)w->cols && r < w->rows; r++)
             if (cudaMemcpy(l->w + r * w->cols, (const char *)w->data + r * w->row_bytes,
                            (size_t)w->cols, cudaMemcpyHostToDevice) != cudaSuccess)
                 rc = err_set(err, ERR_CUDA, "cuda ops: weight upload failed");
@@ -449,6 +465,7 @@ static int cu_lin_create(struct ops *o, const struct wt_view *w, struct ops_lin 
     } else {
         l->kind = LIN_CPU;
         rc = ops_lin_create(c->cpu, w, &l->cpu, err);
+        c->load.cpu++;
     }
     if (rc) {
         cudaFree(l->w);
@@ -458,6 +475,196 @@ static int cu_lin_create(struct ops *o, const struct wt_view *w, struct ops_lin 
     }
     *out = l;
     return 0;
+}
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* The dequantizers (this CPU's best ISA: to_float is exact in every ISA, cpuq.h) and the
+ * load-time pool, made on first use. */
+static int load_tools(struct ops_cuda *c, char *err)
+{
+    int rc = 0;
+    if (!c->rq_ops) rc = cpuq_ops_get(cpuq_isa_detect(), &c->rq_ops, err);
+    if (!rc && !c->rq_pool) rc = wpool_create(ops_n_threads(c->cpu), 0, 0, &c->rq_pool, err);
+    if (!rc) c->load.threads = wpool_n_threads(c->rq_pool);
+    return rc;
+}
+
+/* Whether a weight of `type` can be converted on the host (a dequantizer exists). */
+static int convertible(struct ops_cuda *c, int type)
+{
+    char e[ERR_LEN];
+    return type >= 0 && type < QTYPE_COUNT_ && type != QTYPE_F8_E4M3 && !load_tools(c, e) &&
+           c->rq_ops->type[type].to_float;
+}
+
+/* v re-quantized to FP8 on the host: *q [rows][cols] e4m3 and *s the ceil-divided scale grid,
+ * both malloc'd (the caller frees them). file_bytes: v's size as stored, for the load report. */
+static int requant_host(struct ops_cuda *c, const struct wt_view *v, double file_bytes, uint8_t **q,
+                        float **s, char *err)
+{
+    *q = NULL;
+    *s = NULL;
+    int rc = load_tools(c, err);
+    if (rc) return rc;
+    size_t n = (size_t)v->rows * (size_t)v->cols;
+    size_t ns = (size_t)cpuq_fp8_nblk(v->rows) * (size_t)cpuq_fp8_nblk(v->cols);
+    *q = malloc(n ? n : 1);
+    *s = malloc((ns ? ns : 1) * sizeof(float));
+    if (!*q || !*s) rc = err_set(err, ERR_NOMEM, "cuda ops: out of memory re-quantizing a weight");
+    struct cpuq_requant_src src = {.type = v->type,
+                                   .data = v->data,
+                                   .row_bytes = v->row_bytes,
+                                   .rows = v->rows,
+                                   .cols = v->cols};
+    double t0 = now_s();
+    if (!rc) rc = cpuq_requant_fp8(c->rq_ops, c->rq_pool, &src, *q, *s, err);
+    if (rc) {
+        free(*q);
+        free(*s);
+        *q = NULL;
+        *s = NULL;
+        return rc;
+    }
+    c->load.seconds += now_s() - t0;
+    c->load.fp8++;
+    c->load.src_bytes += file_bytes;
+    c->load.dev_bytes += (double)n + (double)ns * sizeof(float);
+    return 0;
+}
+
+/* A projection of a convertible type as an FP8 linear: re-quantized on the host, uploaded. */
+static int lin_requant(struct ops_cuda *c, const struct wt_view *w, struct ops_lin **out, char *err)
+{
+    uint8_t *q;
+    float *s;
+    double fb = (double)cpuq_row_size(w->type, w->cols) * (double)w->rows;
+    int rc = requant_host(c, w, fb, &q, &s, err);
+    if (rc) return rc;
+    struct wt_view fv = {.type = QTYPE_F8_E4M3,
+                         .rows = w->rows,
+                         .cols = w->cols,
+                         .data = q,
+                         .row_bytes = (size_t)w->cols,
+                         .scale = s};
+    rc = lin_upload(c, &fv, out, err);
+    free(q);
+    free(s);
+    return rc;
+}
+
+/* Projections: FP8 and BF16 as they are; other types re-quantized to FP8 when the FP8 kernels
+ * take the shape (k % 128 == 0) and gpu.requant_ggml is on, else the CPU backend. */
+static int cu_lin_create(struct ops *o, const struct wt_view *w, struct ops_lin **out, char *err)
+{
+    struct ops_cuda *c = C(o);
+    if (c->keep_ggml || w->type == QTYPE_F8_E4M3 || w->type == QTYPE_BF16 || w->cols % 128 ||
+        !convertible(c, w->type))
+        return lin_upload(c, w, out, err);
+    return lin_requant(c, w, out, err);
+}
+
+/* bf16 conversion of rows on the load-time pool: per thread a row of fp32 scratch, the count
+ * of values it rounded and its first non-finite value (lowest row) */
+struct bf16_job {
+    const struct cpuq_ops *ops;
+    const struct wt_view *w;
+    uint16_t *b;
+    float **f;
+    long long *rounded;
+    int64_t *bad_r, *bad_c; /* -1: none */
+};
+
+static void bf16_rows(void *ctx, int64_t r0, int64_t r1, int t)
+{
+    struct bf16_job *j = ctx;
+    const struct wt_view *w = j->w;
+    float *f = j->f[t];
+    for (int64_t r = r0; r < r1; r++) {
+        j->ops->type[w->type].to_float((const char *)w->data + r * w->row_bytes, f, w->cols);
+        uint16_t *br = j->b + r * w->cols;
+        for (int64_t k = 0; k < w->cols; k++) {
+            if (!isfinite(f[k]) && (j->bad_r[t] < 0 || r < j->bad_r[t])) {
+                j->bad_r[t] = r;
+                j->bad_c[t] = k;
+            }
+            br[k] = fp_f32_to_bf16(f[k]);
+            j->rounded[t] += fp_bf16_to_f32(br[k]) != f[k];
+        }
+    }
+}
+
+/* W16A32 linears (router, lm_head): a convertible type becomes bf16 (round to nearest even, on
+ * the load-time pool), never FP8; non-finite values are an error. */
+static int cu_lin_create_w16(struct ops *o, const struct wt_view *w, struct ops_lin **out,
+                             char *err)
+{
+    struct ops_cuda *c = C(o);
+    if (c->keep_ggml || w->type == QTYPE_F8_E4M3 || w->type == QTYPE_BF16 || w->cols % 8 ||
+        !convertible(c, w->type))
+        return lin_upload(c, w, out, err);
+    struct cpuq_requant_src src = {.type = w->type,
+                                   .data = w->data,
+                                   .row_bytes = w->row_bytes,
+                                   .rows = w->rows,
+                                   .cols = w->cols};
+    int rc = cpuq_requant_fp8_check(c->rq_ops, &src, err);
+    if (rc) return rc;
+    double t0 = now_s();
+    const int nt = c->load.threads;
+    struct bf16_job j = {.ops = c->rq_ops, .w = w};
+    j.b = malloc((size_t)w->rows * (size_t)w->cols * 2);
+    j.f = calloc((size_t)nt, sizeof *j.f);
+    j.rounded = calloc((size_t)nt, sizeof *j.rounded);
+    j.bad_r = malloc((size_t)nt * sizeof *j.bad_r);
+    j.bad_c = malloc((size_t)nt * sizeof *j.bad_c);
+    if (!j.b || !j.f || !j.rounded || !j.bad_r || !j.bad_c) rc = ERR_NOMEM;
+    for (int t = 0; !rc && t < nt; t++) {
+        j.bad_r[t] = -1;
+        if (!(j.f[t] = malloc((size_t)w->cols * sizeof(float)))) rc = ERR_NOMEM;
+    }
+    if (rc) err_set(err, rc, "cuda ops: out of memory converting a weight");
+    else wpool_run(c->rq_pool, bf16_rows, &j, w->rows, 64);
+    long long rounded = 0;
+    int bad = -1;
+    for (int t = 0; !rc && t < nt; t++) {
+        rounded += j.rounded[t];
+        if (j.bad_r[t] >= 0 && (bad < 0 || j.bad_r[t] < j.bad_r[bad])) bad = t;
+    }
+    if (!rc && bad >= 0) { /* the value itself: that row converted again */
+        float *row = j.f[0];
+        c->rq_ops->type[w->type].to_float((const char *)w->data + j.bad_r[bad] * w->row_bytes, row,
+                                          w->cols);
+        rc = err_set(err, ERR_FORMAT,
+                     "cuda ops: %s weight has a non-finite value (%g) at row %lld, column %lld",
+                     qtype_name(w->type), (double)row[j.bad_c[bad]], (long long)j.bad_r[bad],
+                     (long long)j.bad_c[bad]);
+    }
+    if (!rc) {
+        c->load.seconds += now_s() - t0;
+        c->load.bf16++;
+        c->load.bf16_rounded += rounded;
+        c->load.src_bytes += (double)cpuq_row_size(w->type, w->cols) * (double)w->rows;
+        c->load.dev_bytes += (double)w->rows * (double)w->cols * 2;
+        struct wt_view bv = {.type = QTYPE_BF16,
+                             .rows = w->rows,
+                             .cols = w->cols,
+                             .data = j.b,
+                             .row_bytes = (size_t)w->cols * 2};
+        rc = lin_upload(c, &bv, out, err);
+    }
+    for (int t = 0; j.f && t < nt; t++) free(j.f[t]);
+    free(j.f);
+    free(j.b);
+    free(j.rounded);
+    free(j.bad_r);
+    free(j.bad_c);
+    return rc;
 }
 
 /* the embedding table stays in host memory (the inner CPU backend's); cu_embed gathers there */
@@ -489,50 +696,16 @@ static void cu_lin_destroy(struct ops *o, struct ops_lin *l)
 }
 
 /* One expert projection as an FP8 linear on the device: FP8 views as they are; any other type
- * (GGML blocks, floats) dequantized with the exact scalar dequantizers and re-quantized to e4m3
- * with 128x128 block scales (amax / 448 per block, as DeepSeek's checkpoints are made). So GPU
+ * (GGML blocks, floats) re-quantized to e4m3 with 128x128 block scales (requant_host). So GPU
  * experts are not bit-identical to the CPU pool's GGML ones: e4m3 keeps 3 mantissa bits where
- * Q4_K keeps a 4-bit code on a 6-bit scale; docs/gpu.md gives the measured effect. Load time
- * only (host memory for one projection). */
+ * Q4_K keeps a 4-bit code on a 6-bit scale; docs/gpu.md gives the measured effect. */
 static int expert_lin(struct ops_cuda *c, const struct wt_view *v, struct ops_lin **out, char *err)
 {
-    if (v->type == QTYPE_F8_E4M3) return cu_lin_create(&c->base, v, out, err);
-    if (!c->scalar && cpuq_ops_get(CPUQ_ISA_SCALAR, &c->scalar, err)) return ERR_INTERNAL;
-    const int64_t R = v->rows, K = v->cols, sr = (R + 127) / 128, sc = (K + 127) / 128;
-    if (v->type < 0 || v->type >= QTYPE_COUNT_ || !c->scalar->type[v->type].to_float)
+    if (v->type == QTYPE_F8_E4M3) return lin_upload(c, v, out, err);
+    if (!convertible(c, v->type))
         return err_set(err, ERR_UNSUPPORTED, "cuda ops: GPU experts: cannot convert %s",
                        qtype_name(v->type));
-    float *f = malloc((size_t)R * K * sizeof(float)), *s = calloc((size_t)(sr * sc), sizeof(float));
-    uint8_t *q = malloc((size_t)R * K);
-    int rc = 0;
-    if (!f || !s || !q) rc = err_set(err, ERR_NOMEM, "cuda ops: out of memory (GPU experts)");
-    for (int64_t r = 0; !rc && r < R; r++)
-        c->scalar->type[v->type].to_float((const char *)v->data + r * v->row_bytes, f + r * K, K);
-    for (int64_t br = 0; !rc && br < sr; br++)
-        for (int64_t bc = 0; bc < sc; bc++) {
-            float amax = 0.0f;
-            for (int64_t r = br * 128; r < R && r < br * 128 + 128; r++)
-                for (int64_t k = bc * 128; k < K && k < bc * 128 + 128; k++)
-                    amax = fmaxf(amax, fabsf(f[r * K + k]));
-            float sv = amax > 0.0f ? amax / 448.0f : 1.0f;
-            s[br * sc + bc] = sv;
-            for (int64_t r = br * 128; r < R && r < br * 128 + 128; r++)
-                for (int64_t k = bc * 128; k < K && k < bc * 128 + 128; k++)
-                    q[r * K + k] = fp_f32_to_e4m3(f[r * K + k] / sv);
-        }
-    if (!rc) {
-        struct wt_view fv = {.type = QTYPE_F8_E4M3,
-                             .rows = R,
-                             .cols = K,
-                             .data = q,
-                             .row_bytes = (size_t)K,
-                             .scale = s};
-        rc = cu_lin_create(&c->base, &fv, out, err);
-    }
-    free(f);
-    free(s);
-    free(q);
-    return rc;
+    return lin_requant(c, v, out, err);
 }
 
 static void cu_moe_destroy(struct ops *o, struct ops_moe *m)
@@ -865,7 +1038,8 @@ static void cu_rope(struct ops *o, const struct ops_rope *r, const int32_t *pos,
 }
 
 /* Per-head weights: an FP8 view stays e4m3 + its scales on the device (kv_b: 16 MiB a layer for
- * DeepSeek-V3 instead of 64 MiB in fp32). Up to 16 tokens head_matmul reads it directly
+ * DeepSeek-V3 instead of 64 MiB in fp32); so does a GGML / F16 / F32 one after re-quantization
+ * (unless gpu.requant_ggml = off). Up to 16 tokens head_matmul reads it directly
  * (cuk_head_matmul_fp8); larger batches expand it into one shared fp32 scratch at the first
  * head_matmul that uses it (W_UK then W_UV of a layer share one expansion; ~35 us a V3 layer) and
  * run SGEMM. Other types keep an fp32 copy. */
@@ -879,6 +1053,30 @@ static int cu_heads_create(struct ops *o, const struct wt_view *v, const float *
     h->cols = v->cols;
     size_t n = (size_t)v->rows * (size_t)v->cols, fb = n * sizeof(float);
     int rc = 0;
+    if (v->type != QTYPE_F8_E4M3 && v->type != QTYPE_BF16 && !c->keep_ggml) {
+        /* GGML / F16 / F32: re-quantize the fp32 values to FP8 (BF16 keeps the fp32 copy, as
+         * BF16 linears stay bf16) */
+        free(h);
+        struct wt_view fv = {.type = QTYPE_F32,
+                             .rows = v->rows,
+                             .cols = v->cols,
+                             .data = f32,
+                             .row_bytes = (size_t)v->cols * sizeof(float)};
+        uint8_t *q;
+        float *s;
+        int ok = 1;
+        size_t rb = qtype_row_bytes(v->type, v->cols, &ok);
+        rc = requant_host(c, &fv, ok ? (double)rb * (double)v->rows : (double)fb, &q, &s, err);
+        if (rc) return rc;
+        fv.type = QTYPE_F8_E4M3;
+        fv.data = q;
+        fv.row_bytes = (size_t)v->cols;
+        fv.scale = s;
+        rc = cu_heads_create(o, &fv, NULL, out, err);
+        free(q);
+        free(s);
+        return rc;
+    }
     if (v->type == QTYPE_F8_E4M3) {
         size_t sb = (size_t)((v->rows + 127) / 128) * (size_t)((v->cols + 127) / 128) * 4;
         if (cudaMalloc((void **)&h->q, n) != cudaSuccess ||
@@ -1449,6 +1647,7 @@ static void cu_destroy(struct ops *o)
     cudaFree(c->ex_u);
     cudaFree(c->ex_y);
     cus_destroy(c->cus);
+    wpool_destroy(c->rq_pool);
     cudaFree(c->s_acc);
     if (c->ev_g) cudaEventDestroy(c->ev_g);
     free(c->ex_sort);
@@ -1466,6 +1665,32 @@ static void cu_destroy(struct ops *o)
 
 static size_t cu_device_free(struct ops *o, int *sms);
 
+/* the load report (ops_load_done): what was converted, sizes, host seconds; the pool goes */
+static void cu_load_done(struct ops *o)
+{
+    struct ops_cuda *c = C(o);
+    const struct ops_cuda_load *l = &c->load;
+    if (l->fp8 || l->bf16)
+        LOG_INFO("gpu",
+                 "load: %d weights re-quantized to FP8 e4m3 (128x128 block scales) and %d "
+                 "converted to bf16, %.2f GiB as stored -> %.2f GiB on the device, %.2f s of "
+                 "conversion on %d threads",
+                 l->fp8, l->bf16, l->src_bytes / (1 << 30), l->dev_bytes / (1 << 30), l->seconds,
+                 l->threads);
+    if (l->bf16_rounded)
+        LOG_INFO("gpu", "load: bf16 conversion rounded %lld values (router / lm_head)",
+                 l->bf16_rounded);
+    if (l->cpu)
+        LOG_NOTICE("gpu",
+                   "load: %d linears stay on the CPU backend (%s; each call copies its input "
+                   "and output over PCIe)",
+                   l->cpu,
+                   c->keep_ggml ? "gpu.requant_ggml = off, or k not a multiple of 128"
+                                : "k not a multiple of 128, or a type without a dequantizer");
+    wpool_destroy(c->rq_pool);
+    c->rq_pool = NULL;
+}
+
 static const struct ops_vt cuda_vt = {
     .name = cu_name,
     .n_threads = cu_n_threads,
@@ -1475,6 +1700,8 @@ static const struct ops_vt cuda_vt = {
     .upload = cu_upload,
     .download = cu_download,
     .lin_create = cu_lin_create,
+    .lin_create_w16 = cu_lin_create_w16,
+    .load_done = cu_load_done,
     .table_create = cu_table_create,
     .lin_destroy = cu_lin_destroy,
     .moe_create = cu_moe_create,
@@ -1529,6 +1756,15 @@ const char *ops_cuda_prof_name(int kind)
                                             "router",  "experts in", "wait experts", "swiglu",
                                             "add",     "gather",     "download"};
     return kind >= 0 && kind < OPS_PROF_N ? names[kind] : "?";
+}
+
+void ops_cuda_load_stats(struct ops *o, struct ops_cuda_load *out)
+{
+    if (o->vt != &cuda_vt) {
+        memset(out, 0, sizeof *out);
+        return;
+    }
+    *out = C(o)->load;
 }
 
 void ops_cuda_stats(struct ops *o, struct ops_cuda_stats *out, int reset)
@@ -1589,6 +1825,7 @@ int ops_cuda_create(const struct ops_params *p, struct ops **out, char *err)
     if ((rc = gemm_fp8_create(0, &c->gemm, err))) goto fail;
     c->exact_gemm = !p->gpu_cublaslt;
     c->expert_layers = p->gpu_expert_layers;
+    c->keep_ggml = p->gpu_keep_ggml;
     gemm_fp8_set_exact(c->gemm, c->exact_gemm);
     size_t ni = (size_t)c->max_pad * 2 + 64;
     c->d_i32_n = ni;

@@ -21,6 +21,20 @@ int ops_cuda_usable(int device);
  * backend's. */
 int ops_cuda_create(const struct ops_params *p, struct ops **out, char *err);
 
+/* What model loading converted (ops_params.gpu_keep_ggml = 0; logged by ops_load_done). */
+struct ops_cuda_load {
+    int fp8;                /* weights re-quantized to FP8: linears, kv_b, GPU experts */
+    int bf16;               /* W16A32 linears (router, lm_head) converted to bf16 */
+    int cpu;                /* linears left on the inner CPU backend */
+    double src_bytes;       /* the converted weights' bytes as stored */
+    double dev_bytes;       /* their bytes on the device (e4m3 + scales, bf16) */
+    double seconds;         /* host time converting (not the upload) */
+    int threads;            /* the load-time pool's threads */
+    long long bf16_rounded; /* values the bf16 conversion changed */
+};
+/* Fills *out (zeros for another backend). */
+void ops_cuda_load_stats(struct ops *o, struct ops_cuda_load *out);
+
 enum {
     OPS_PROF_EMBED,
     OPS_PROF_LIN_FP8,

@@ -23,6 +23,10 @@ struct ops_vt {
     int (*lin_create)(struct ops *o, const struct wt_view *w, struct ops_lin **out, char *err);
     /* optional (NULL: lin_create): see ops_table_create */
     int (*table_create)(struct ops *o, const struct wt_view *w, struct ops_lin **out, char *err);
+    /* optional (NULL: lin_create): see ops_lin_create_w16 */
+    int (*lin_create_w16)(struct ops *o, const struct wt_view *w, struct ops_lin **out, char *err);
+    /* optional (NULL: nothing to report): see ops_load_done */
+    void (*load_done)(struct ops *o);
     void (*lin_destroy)(struct ops *o, struct ops_lin *l);
     int (*moe_create)(struct ops *o, int n_expert, const struct wt_view *gate,
                       const struct wt_view *up, const struct wt_view *down, struct ops_moe **out,

@@ -146,6 +146,10 @@ static void engine_free(struct engine *e)
     free(e->b_logits_idx);
     free(e->b_logit_row);
     free(e->logits);
+    free(e->pass.tokens);
+    free(e->pass.pos);
+    free(e->pass.seq_idx);
+    free(e->pass.logits);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
     pthread_cond_destroy(&e->cv_check);
@@ -159,7 +163,9 @@ int eng_create_backend(const struct sched_params *p, const struct sched_backend 
     if (p->max_running < 1 || p->max_batch_tokens < 1 || p->kv_blocks < 1 ||
         p->kv_block_tokens < 1 || p->max_queued < 0 || be->vocab < 1 || be->n_valid < 1 ||
         be->n_valid > be->vocab || be->n_layers < 1 || be->kv_dim < 1 || !be->forward ||
-        (be->kv_type != MODEL_KV_BF16 && be->kv_type != MODEL_KV_F32))
+        (be->kv_type != MODEL_KV_BF16 && be->kv_type != MODEL_KV_F32) ||
+        p->layered_prefill_tokens < 0 ||
+        (!be->pass_begin + !be->pass_run + !be->pass_finish + !be->pass_abort) % 4 != 0)
         return err_set(err, ERR_INVAL, "engine: bad parameters");
     struct engine *e = calloc(1, sizeof *e);
     if (!e) return err_set(err, ERR_NOMEM, "engine: out of memory");
@@ -222,6 +228,17 @@ int eng_create_backend(const struct sched_params *p, const struct sched_backend 
         !e->b_out) {
         rc = err_set(err, ERR_NOMEM, "engine: out of memory for batch buffers");
         goto fail;
+    }
+    if (!be->pass_begin) e->p.layered_prefill_tokens = 0;
+    if (e->p.layered_prefill_tokens > 0) {
+        e->pass.tokens = malloc((size_t)mb * sizeof *e->pass.tokens);
+        e->pass.pos = malloc((size_t)mb * sizeof *e->pass.pos);
+        e->pass.seq_idx = calloc((size_t)mb, sizeof *e->pass.seq_idx);
+        e->pass.logits = malloc((size_t)be->vocab * sizeof *e->pass.logits);
+        if (!e->pass.tokens || !e->pass.pos || !e->pass.seq_idx || !e->pass.logits) {
+            rc = err_set(err, ERR_NOMEM, "engine: out of memory for batch buffers");
+            goto fail;
+        }
     }
     for (int l = 0; l < be->n_layers; l++) e->mkv.layer_data[l] = (char *)e->kv_mem + per_layer * l;
     if ((rc = samp_pool_start(&e->pool, err)) != 0) goto fail;

@@ -25,16 +25,24 @@ struct sched_backend {
     int (*forward)(void *ctx, const struct model_kv *kv, const struct model_batch *b, float *logits,
                    char *err);
     void (*destroy)(void *ctx); /* may be NULL */
+    /* optional (all NULL: no layered prefill): one batch's forward in slices of layers, with
+     * other forwards between them (model.h, model_pass_*) */
+    int (*pass_begin)(void *ctx, const struct model_kv *kv, const struct model_batch *b, char *err);
+    int (*pass_run)(void *ctx, int n_layers, int *left, char *err);
+    int (*pass_finish)(void *ctx, float *logits, char *err);
+    void (*pass_abort)(void *ctx);
 };
 
 struct sched_params {
     int max_running, max_queued, max_batch_tokens;
     int kv_blocks, kv_block_tokens, prefix_cache;
-    int context;               /* prompt + generated; capped at kv_blocks * kv_block_tokens */
-    double prefill_step_ratio; /* > 1: limit prefill chunks while decoding (scheduler.c) */
-    int sample_threads;        /* threads sampling beside the engine thread (0 = none) */
-    int sample_min_work;       /* parallel sampling only when rows x vocab >= this */
-    int32_t bos_id, eos_id;    /* eos_id < 0: none */
+    int context;                /* prompt + generated; capped at kv_blocks * kv_block_tokens */
+    double prefill_step_ratio;  /* > 1: limit prefill chunks while decoding (scheduler.c) */
+    int layered_prefill_tokens; /* while pacing, a prompt with at least this many tokens left
+                                 * prefills as a layered pass (0: never; scheduler.c) */
+    int sample_threads;         /* threads sampling beside the engine thread (0 = none) */
+    int sample_min_work;        /* parallel sampling only when rows x vocab >= this */
+    int32_t bos_id, eos_id;     /* eos_id < 0: none */
     char model_name[128];
     const char *placement; /* static string */
 };

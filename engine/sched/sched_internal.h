@@ -78,6 +78,19 @@ struct engine {
     int n_running;
     struct eng_stats st;        /* counters being accumulated */
     double t_decode, c_prefill; /* pacing: EMA seconds per decode-only step, per prefill token */
+    struct {                    /* the layered prefill in flight (scheduler.c); seq NULL: none */
+        struct seq *seq;
+        int chunk;                       /* its tokens */
+        int started;                     /* pass_begin done */
+        int left;                        /* layers still to run */
+        double c_layer;                  /* EMA seconds per layer of a pass (0: unknown) */
+        int32_t *tokens, *pos, *seq_idx; /* [max_batch_tokens] its batch */
+        struct model_seq mseq;
+        int32_t logits_idx;
+        struct model_batch b;
+        float *logits; /* [vocab] */
+        struct samp_out out;
+    } pass;
     /* batch buffers */
     int32_t *b_tokens, *b_pos, *b_seq; /* [max_batch_tokens] */
     struct model_seq *b_seqs;          /* [max_running] */

@@ -42,6 +42,17 @@
  * (attention over more keys); chunks move through a prompt gradually, so the moving average
  * follows. Without decodes, prefill uses the whole max_batch_tokens.
  *
+ * Layered prefill (engine.layered_prefill_tokens = N > 0, with pacing on and a backend that runs
+ * a forward in slices of layers, model.h model_pass_*): small paced chunks are slow where the
+ * cost of a chunk is mostly reading weights (routed experts read once per chunk, or streamed to
+ * the GPU), so while sequences decode, a prompt with at least N tokens left instead prefills a
+ * whole chunk (up to max_batch_tokens) as a pass whose layers are spread over the following
+ * steps: each step runs the decode batch, then k layers of the pass, k = (r - 1) * t_decode /
+ * c_layer (at least 1; c_layer the learned seconds per pass layer), so decodes wait for k
+ * layers, never for the whole chunk. Without decodes the pass runs its remaining layers at once.
+ * The pass's sequence takes no other tokens meanwhile; preempting or cancelling it aborts the
+ * pass (its KV rows are then freed with it). One pass at a time.
+ *
  * Threads: the engine thread only; no lock is held here. Sampling may run on the pool's
  * workers (sample_pool.c): each row touches only its own sequence's RNG and constraint and the
  * worker's scratch, and events are emitted by the engine thread afterwards in batch order, so
@@ -177,11 +188,20 @@ static void array_remove(struct seq **a, int *n, int i)
     (*n)--;
 }
 
+/* End the layered pass of s, if it has one, without its results. */
+static void pass_drop(struct engine *e, const struct seq *s)
+{
+    if (!e->pass.seq || e->pass.seq != s) return;
+    if (e->pass.started) e->be.pass_abort(e->be.ctx);
+    e->pass.seq = NULL;
+}
+
 /* Free the last running sequence's blocks and put it back in the waiting queue. */
 static void preempt_last(struct engine *e)
 {
     ASSERT(e->n_running > 0);
     struct seq *s = e->running[--e->n_running];
+    pass_drop(e, s);
     kv_seq_free(e->kv, &s->kv);
     s->n_computed = 0;
     e->st.preemptions_total++;
@@ -197,6 +217,7 @@ void sched_cancel(struct engine *e, const uint64_t *ids, int n)
         for (int i = 0; i < e->n_running; i++)
             if (e->running[i]->req.id == ids[k]) {
                 struct seq *s = e->running[i];
+                pass_drop(e, s);
                 array_remove(e->running, &e->n_running, i);
                 sched_seq_finish(e, s, ENG_FINISH_CANCELLED, 0);
                 goto next;
@@ -360,6 +381,7 @@ void sched_finish_all(struct engine *e, enum eng_finish fin, int err)
 {
     while (e->n_running > 0) {
         struct seq *s = e->running[--e->n_running];
+        pass_drop(e, s);
         sched_seq_finish(e, s, fin, err);
     }
     while (e->n_waiting > 0) {
@@ -393,6 +415,21 @@ static int build_batch(struct engine *e)
         budget--;
         n_tok++;
     }
+    /* a long prompt while decoding: a layered pass (see the top of the file) */
+    if (n_tok > 0 && e->p.prefill_step_ratio > 1.0 && e->p.layered_prefill_tokens > 0 &&
+        !e->pass.seq) {
+        for (int i = 0; i < e->n_running; i++) {
+            struct seq *s = e->running[i];
+            int pending = s->n_tokens - s->n_computed;
+            if (pending < 2 || pending < e->p.layered_prefill_tokens) continue;
+            int chunk = pending < e->p.max_batch_tokens ? pending : e->p.max_batch_tokens;
+            if (kv_seq_reserve(kv, &s->kv, s->n_computed + chunk) != 0) continue;
+            e->pass.seq = s;
+            e->pass.chunk = chunk;
+            e->pass.started = 0;
+            break;
+        }
+    }
     /* prefill chunks in what is left (paced while decoding, see the top of the file) */
     if (n_tok > 0 && e->p.prefill_step_ratio > 1.0) {
         int icap = 0; /* t_decode unknown: decode-only step */
@@ -407,7 +444,7 @@ static int build_batch(struct engine *e)
     for (int i = 0; i < e->n_running && budget > 0; i++) {
         struct seq *s = e->running[i];
         int pending = s->n_tokens - s->n_computed;
-        if (pending <= 1) continue;
+        if (pending <= 1 || s == e->pass.seq) continue;
         int chunk = pending < budget ? pending : budget;
         if (kv_seq_reserve(kv, &s->kv, s->n_computed + chunk) != 0) {
             int fit = (s->kv.n_blocks + kv_n_available(kv)) * kv_block_tokens(kv) - s->n_computed;
@@ -450,26 +487,103 @@ static void pace_update(struct engine *e, int n_pre, int n_dec, double dt)
     }
 }
 
-/* One scheduling step; returns 0 or a fatal error. */
-int sched_step(struct engine *e, char *err)
+/* Sample the layered pass's logits row (a sample_pool job on the engine thread). */
+static void sample_pass(void *ctx, struct samp *sc, int r)
 {
-    admit(e);
-    int n_tok = build_batch(e);
-    while (n_tok == 0 && e->n_running > 1) {
-        /* every running sequence is prefilling and none can get a block: make room */
-        preempt_last(e);
-        n_tok = build_batch(e);
-    }
-    if (n_tok == 0) {
-        /* cannot happen: context <= KV capacity, so a lone sequence always fits */
-        if (e->n_running == 1) {
-            struct seq *s = e->running[--e->n_running];
-            LOG_ERR("engine", "request %s cannot get KV blocks", s->req.request_id);
-            sched_seq_finish(e, s, ENG_FINISH_ERROR, ERR_INTERNAL);
-        }
-        return 0;
-    }
+    struct engine *e = ctx;
+    (void)r;
+    sample_row(e, sc, e->pass.seq, e->pass.logits, &e->pass.out);
+}
 
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) * 1e-9;
+}
+
+/* Advance the layered pass: begin it, run its next layers (all of them when nothing decodes),
+ * and when none are left, finish it like a batch of its own. 0 or a fatal error. */
+static int pass_step(struct engine *e, int decoding, char *err)
+{
+    struct seq *s = e->pass.seq;
+    const struct sched_backend *be = &e->be;
+    int rc;
+    if (!e->pass.started) {
+        int c = e->pass.chunk;
+        for (int j = 0; j < c; j++) {
+            e->pass.tokens[j] = s->tokens[s->n_computed + j];
+            e->pass.pos[j] = s->n_computed + j;
+        }
+        e->pass.mseq = (struct model_seq){.blocks = s->kv.blocks, .n_blocks = s->kv.n_blocks};
+        e->pass.logits_idx = c - 1;
+        e->pass.b = (struct model_batch){
+            .n_tokens = c,
+            .tokens = e->pass.tokens,
+            .pos = e->pass.pos,
+            .seq = e->pass.seq_idx,
+            .n_seqs = 1,
+            .seqs = &e->pass.mseq,
+            .n_logits = s->n_computed + c == s->n_tokens,
+            .logits_idx = &e->pass.logits_idx,
+        };
+        if ((rc = be->pass_begin(be->ctx, &e->mkv, &e->pass.b, err)) != 0) {
+            e->pass.seq = NULL;
+            return rc;
+        }
+        e->pass.started = 1;
+        e->pass.left = be->n_layers;
+    }
+    int k = e->pass.left;
+    if (decoding) {
+        k = 1;
+        if (e->pass.c_layer > 0 && e->t_decode > 0) {
+            double cap = (e->p.prefill_step_ratio - 1.0) * e->t_decode / e->pass.c_layer;
+            k = cap < 1 ? 1 : cap > e->pass.left ? e->pass.left : (int)cap;
+        }
+    }
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int left = 0;
+    if ((rc = be->pass_run(be->ctx, k, &left, err)) != 0) {
+        e->pass.seq = NULL;
+        return rc;
+    }
+    double c = seconds_since(&t0) / (e->pass.left - left > 0 ? e->pass.left - left : 1);
+    e->pass.c_layer = e->pass.c_layer > 0 ? 0.875 * e->pass.c_layer + 0.125 * c : c;
+    e->pass.left = left;
+    if (left > 0) return 0;
+
+    rc = be->pass_finish(be->ctx, e->pass.logits, err);
+    if (rc != 0) {
+        e->pass.seq = NULL;
+        return rc;
+    }
+    e->st.steps++;
+    e->st.iter_tokens_bucket[sched_iter_bucket(e->pass.chunk)]++;
+    e->st.iter_tokens_count++;
+    e->st.iter_tokens_sum += (uint64_t)e->pass.chunk;
+    s->n_computed += e->pass.chunk;
+    kv_seq_commit(e->kv, &s->kv, s->tokens, s->n_computed);
+    if (!s->prompt_counted && s->n_computed >= s->n_prompt) {
+        s->prompt_counted = 1;
+        e->st.prompt_tokens_total += (uint64_t)s->n_prompt;
+    }
+    int sample = e->pass.b.n_logits > 0;
+    if (sample) samp_pool_run(&e->pool, 1, 0, sample_pass, e);
+    e->pass.seq = NULL;
+    if (sample) {
+        int i = 0;
+        while (i < e->n_running && e->running[i] != s) i++;
+        ASSERT(i < e->n_running); /* the pass's sequence is running until it ends */
+        take_sample(e, i, &e->pass.out);
+    }
+    return 0;
+}
+
+/* Run the batch build_batch chose: forward, commit, sample, report. n_dec: its decode tokens. */
+static int step_batch(struct engine *e, int *n_dec_out, char *err)
+{
     int nt = 0, ns = 0, nl = 0, n_dec = 0;
     for (int i = 0; i < e->n_running; i++) {
         struct seq *s = e->running[i];
@@ -503,13 +617,12 @@ int sched_step(struct engine *e, char *err)
         .n_logits = nl,
         .logits_idx = e->b_logits_idx,
     };
-    struct timespec t0, t1;
+    struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int rc = e->be.forward(e->be.ctx, &e->mkv, &b, e->logits, err);
     if (rc != 0) return rc;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    pace_update(e, nt - n_dec, n_dec,
-                (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9);
+    pace_update(e, nt - n_dec, n_dec, seconds_since(&t0));
+    *n_dec_out = n_dec;
 
     e->st.steps++;
     e->st.iter_tokens_bucket[sched_iter_bucket(nt)]++;
@@ -537,6 +650,30 @@ int sched_step(struct engine *e, char *err)
         take_sample(e, i, &e->b_out[r]);
     }
     return 0;
+}
+
+/* One scheduling step; returns 0 or a fatal error. */
+int sched_step(struct engine *e, char *err)
+{
+    admit(e);
+    int n_tok = build_batch(e);
+    while (n_tok == 0 && !e->pass.seq && e->n_running > 1) {
+        /* every running sequence is prefilling and none can get a block: make room */
+        preempt_last(e);
+        n_tok = build_batch(e);
+    }
+    if (n_tok == 0 && !e->pass.seq) {
+        /* cannot happen: context <= KV capacity, so a lone sequence always fits */
+        if (e->n_running == 1) {
+            struct seq *s = e->running[--e->n_running];
+            LOG_ERR("engine", "request %s cannot get KV blocks", s->req.request_id);
+            sched_seq_finish(e, s, ENG_FINISH_ERROR, ERR_INTERNAL);
+        }
+        return 0;
+    }
+    int n_dec = 0, rc = n_tok > 0 ? step_batch(e, &n_dec, err) : 0;
+    if (rc == 0 && e->pass.seq) rc = pass_step(e, n_dec > 0, err);
+    return rc;
 }
 
 /* The KV accounting checked against every sequence's block table (eng_debug_check). */

@@ -211,15 +211,25 @@ static void push_value(const struct jsonschema_grammar *g, struct cstack *s, uin
     feed(g, s, b, out);
 }
 
-/* Whitespace in a structural position: count it. Returns 1 if b was whitespace (handled). */
-static int ws_byte(struct cstack *s, struct cframe *f, uint8_t b, struct cset *out)
+/* Whitespace in a structural position: count it against the grammar's max_ws (not counted
+ * when free, so free whitespace adds no states). Returns 1 if b was whitespace (handled). */
+static int ws_byte(const struct jsonschema_grammar *g, struct cstack *s, struct cframe *f,
+                   uint8_t b, struct cset *out)
 {
     if (!is_ws(b)) return 0;
-    if (f->ws < CONSTRAIN_MAX_WS) {
+    if (g->max_ws == JSONSCHEMA_WS_FREE) {
+        set_add(out, s);
+    } else if (f->ws < g->max_ws && f->ws < UINT8_MAX) {
         f->ws++;
         set_add(out, s);
     }
     return 1;
+}
+
+/* Does the string node limit its length? (Then its frame counts characters in cnt.) */
+static int str_bounded(const struct jsonschema_node *n)
+{
+    return n->min_items > 0 || n->max_items != UINT32_MAX;
 }
 
 static int more_keys(const struct jsonschema_node *n, uint64_t used)
@@ -297,7 +307,7 @@ static void feed(const struct jsonschema_grammar *g, struct cstack *s, uint8_t b
         if (f->fk == FK_ROOT) {
             if (f->st != R_BEFORE) return;
             int raw = g->nodes[g->root].kind == JSK_SEQ || g->nodes[g->root].kind == JSK_LITERAL;
-            if (!raw && ws_byte(s, f, b, out)) return; /* JSON may start after whitespace */
+            if (!raw && ws_byte(g, s, f, b, out)) return; /* JSON may start after whitespace */
             f->st = R_IN;
             push_value(g, s, g->root, b, out);
             return;
@@ -317,10 +327,15 @@ static void feed(const struct jsonschema_grammar *g, struct cstack *s, uint8_t b
                 return;
             case S_BODY:
                 if (f->u8 == 0 && b == '"') {
+                    if (f->cnt < n->min_items) return;
                     s->depth--;
                     child_done(g, s);
                     set_add(out, s);
                     return;
+                }
+                if (f->u8 == 0 && str_bounded(n)) { /* a character starts */
+                    if (f->cnt >= n->max_items) return;
+                    f->cnt++;
                 }
                 if (f->u8 == 0 && b == '\\') {
                     f->st = S_ESC;
@@ -484,7 +499,7 @@ static void feed(const struct jsonschema_grammar *g, struct cstack *s, uint8_t b
                 return;
             case O_FIRST:
             case O_NEXT:
-                if (ws_byte(s, f, b, out)) return;
+                if (ws_byte(g, s, f, b, out)) return;
                 if (b == '"') {
                     push_key(n, s, out);
                     return;
@@ -496,19 +511,19 @@ static void feed(const struct jsonschema_grammar *g, struct cstack *s, uint8_t b
                 }
                 return;
             case O_COLON:
-                if (ws_byte(s, f, b, out)) return;
+                if (ws_byte(g, s, f, b, out)) return;
                 if (b != ':') return;
                 f->st = O_VAL;
                 f->ws = 0;
                 set_add(out, s);
                 return;
             case O_VAL:
-                if (ws_byte(s, f, b, out)) return;
+                if (ws_byte(g, s, f, b, out)) return;
                 push_value(g, s, f->aux ? n->props[f->aux - 1].node : (uint32_t)n->additional, b,
                            out);
                 return;
             case O_AFTER:
-                if (ws_byte(s, f, b, out)) return;
+                if (ws_byte(g, s, f, b, out)) return;
                 if (b == ',' && more_keys(n, f->bits)) {
                     f->st = O_NEXT;
                     f->ws = 0;
@@ -530,7 +545,7 @@ static void feed(const struct jsonschema_grammar *g, struct cstack *s, uint8_t b
                 return;
             case A_FIRST:
             case A_NEXT:
-                if (ws_byte(s, f, b, out)) return;
+                if (ws_byte(g, s, f, b, out)) return;
                 if (b == ']' && f->st == A_FIRST) {
                     if (n->min_items == 0) {
                         s->depth--;
@@ -543,7 +558,7 @@ static void feed(const struct jsonschema_grammar *g, struct cstack *s, uint8_t b
                 push_value(g, s, n->items, b, out);
                 return;
             case A_AFTER:
-                if (ws_byte(s, f, b, out)) return;
+                if (ws_byte(g, s, f, b, out)) return;
                 if (b == ',' && f->cnt < n->max_items) {
                     f->st = A_NEXT;
                     f->ws = 0;
@@ -620,6 +635,12 @@ static const char *next_literal(const struct jsonschema_grammar *g, const struct
     *len = g->nodes[node].text_len;
     return g->nodes[node].text;
 }
+
+/* Does the raw literal next on s start with the whole text of an added token (a tool-call
+ * marker, "</think>")? Then that token is the only way on: the marker is never spelled out in
+ * ordinary tokens, which a client would see as text. */
+static int marker_next(const struct constrain_vocab *v, const struct jsonschema_grammar *g,
+                       const struct cstack *s);
 
 /* ---- vocabulary ---- */
 
@@ -886,7 +907,9 @@ static void set_copy(struct cset *d, const struct cset *s)
 static int absorbs_plain(const struct jsonschema_grammar *g, const struct cstack *s)
 {
     const struct cframe *f = &s->f[s->depth - 1];
-    if (f->fk == FK_VAL) return g->nodes[f->node].kind == JSK_STRING && f->st == S_BODY;
+    if (f->fk == FK_VAL)
+        return g->nodes[f->node].kind == JSK_STRING && f->st == S_BODY &&
+               !str_bounded(&g->nodes[f->node]);
     if (f->fk == FK_KEY) return g->nodes[f->node].additional >= 0;
     return 0;
 }
@@ -952,6 +975,20 @@ static void walk(struct constrain *c, const struct wlist *L, const struct cset *
     }
 }
 
+static int marker_next(const struct constrain_vocab *v, const struct jsonschema_grammar *g,
+                       const struct cstack *s)
+{
+    if (!g->has_literals) return 0;
+    size_t ll = 0;
+    const char *lit = next_literal(g, s, &ll);
+    for (uint32_t k = 0; lit && k < v->n_added; k++) {
+        uint32_t t = v->added_ids[k];
+        if (v->blen[t] > 0 && v->blen[t] <= ll && memcmp(lit, tok_bytes(v, t), v->blen[t]) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 /* Fill bits; returns 1 if any token is allowed. */
 static int allowed(struct constrain *c, uint64_t *bits)
 {
@@ -964,6 +1001,7 @@ static int allowed(struct constrain *c, uint64_t *bits)
     for (int i = 0; i < c->cur.n; i++) {
         const struct cstack *s = &c->cur.s[i];
         if (at_end(c->g, s)) eos_ok = 1;
+        if (marker_next(v, c->g, s)) continue; /* only the added token, below */
         if (!absorbs_plain(c->g, s)) {
             set_add(&rest, s);
             continue;
@@ -1036,9 +1074,10 @@ void constrain_mask(struct constrain *c, float *logits, int vocab)
     for (int i = n; i < vocab; i++) logits[i] = -INFINITY;
 }
 
-static int advance(struct constrain *c, const uint8_t *p, size_t n)
+/* cur = the states after p[0..n) from `from` (cur itself, or a subset); ERR_INVAL if none. */
+static int advance(struct constrain *c, const struct cset *from, const uint8_t *p, size_t n)
 {
-    set_copy(&c->tmp[0], &c->cur);
+    set_copy(&c->tmp[0], from);
     int a = 0;
     for (size_t i = 0; i < n; i++) {
         step_set(c->g, &c->tmp[a], p[i], &c->tmp[a ^ 1]);
@@ -1069,14 +1108,21 @@ int constrain_accept(struct constrain *c, int32_t token)
             ok = lit && ll >= len && memcmp(lit, p, len) == 0;
         }
         if (!ok) return ERR_INVAL;
+    } else {
+        /* only the alternatives that may go on in ordinary tokens (as the mask) */
+        c->one.n = 0;
+        for (int i = 0; i < c->cur.n; i++)
+            if (!marker_next(v, c->g, &c->cur.s[i])) set_add(&c->one, &c->cur.s[i]);
+        if (c->one.n == 0) return ERR_INVAL;
+        if (c->one.n < c->cur.n) return advance(c, &c->one, p, len);
     }
-    return advance(c, p, len);
+    return advance(c, &c->cur, p, len);
 }
 
 int constrain_accept_bytes(struct constrain *c, const char *s, size_t n)
 {
     if (c->ended) return ERR_INVAL;
-    return advance(c, (const uint8_t *)s, n);
+    return advance(c, &c->cur, (const uint8_t *)s, n);
 }
 
 int constrain_done(const struct constrain *c)

@@ -18,9 +18,10 @@
  * when their text is exactly the next part of the literal. Should no token at all be allowed
  * (cannot happen with a byte-level vocabulary, which has all 256 single bytes), EOS is allowed
  * so the request ends instead of looping.
- * Whitespace policy: at most CONSTRAIN_MAX_WS bytes of JSON whitespace in one place (before a
- * value, around ':' and ',', before '}' / ']'), none after the complete value, so a model cannot
- * pad forever.
+ * Whitespace policy: at most the grammar's max_ws bytes of JSON whitespace in one place (before
+ * a value, around ':' and ',', before '}' / ']'; jsonschema_set_whitespace: 0 by default,
+ * CONSTRAIN_MAX_WS for the server's "bounded" mode), none after the complete value. A raw literal
+ * that goes on with the whole text of an added token (a tool-call marker) takes only that token.
  *
  * Cost: one mask is a few hundred microseconds at most on one core for the DeepSeek-V3
  * vocabulary (see docs/performance.md, "Structured output"); inside a string it is a bitset
@@ -40,7 +41,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CONSTRAIN_MAX_WS 16
+#define CONSTRAIN_MAX_WS 16 /* max_ws of structured.whitespace = bounded */
 /* Tokens longer than this are never allowed under a constraint (real vocabularies stay far
  * below: DeepSeek-V3's longest token is 128 bytes). It bounds the per-request walk scratch, one
  * state set (~9 KiB) per byte of the longest token, whatever the tokenizer file holds. */

@@ -139,10 +139,10 @@ static const char *const annotations[] = {
     "deprecated", "readOnly",    "writeOnly", "$defs",    "definitions", NULL,
 };
 static const char *const supported[] = {
-    "type",  "properties", "required", "additionalProperties",
-    "items", "minItems",   "maxItems", "enum",
-    "const", "anyOf",      "allOf",    "$ref",
-    NULL,
+    "type",      "properties", "required", "additionalProperties",
+    "items",     "minItems",   "maxItems", "minLength",
+    "maxLength", "enum",       "const",    "anyOf",
+    "allOf",     "$ref",       NULL,
 };
 /* validation keywords that JSONSCHEMA_LENIENT ignores */
 static const char *const lenient_ok[] = {
@@ -350,6 +350,21 @@ static int64_t compile_array(struct cctx *c, const json_t *s)
     return me;
 }
 
+/* A string node; minLength/maxLength count characters (an escape is one). */
+static int64_t compile_string(struct cctx *c, const json_t *s)
+{
+    uint32_t mn = 0, mx = UINT32_MAX;
+    int rc = get_count(c, s, "minLength", &mn);
+    if (!rc) rc = get_count(c, s, "maxLength", &mx);
+    if (rc) return rc;
+    if (mn > mx) return err_set(c->err, ERR_INVAL, "minLength > maxLength at #%s", c->path);
+    int64_t me = new_node(c, JSK_STRING);
+    if (me < 0) return me;
+    c->g->nodes[me].min_items = mn;
+    c->g->nodes[me].max_items = mx;
+    return me;
+}
+
 static int type_matches(const char *type, const json_t *v)
 {
     if (strcmp(type, "object") == 0) return json_is_object(v);
@@ -448,7 +463,7 @@ static int64_t compile_type(struct cctx *c, const json_t *s, const char *type)
         c->depth--;
         return r;
     }
-    if (strcmp(type, "string") == 0) return new_node(c, JSK_STRING);
+    if (strcmp(type, "string") == 0) return compile_string(c, s);
     if (strcmp(type, "number") == 0) return new_node(c, JSK_NUMBER);
     if (strcmp(type, "integer") == 0) return new_node(c, JSK_INTEGER);
     if (strcmp(type, "boolean") == 0) {
@@ -562,6 +577,8 @@ static int64_t compile(struct cctx *c, const json_t *s)
     if (json_object_get(s, "items") || json_object_get(s, "minItems") ||
         json_object_get(s, "maxItems"))
         return compile_type(c, s, "array");
+    if (json_object_get(s, "minLength") || json_object_get(s, "maxLength"))
+        return compile_type(c, s, "string");
     return any_node(c);
 }
 
@@ -589,6 +606,11 @@ static void grammar_free(struct jsonschema_grammar *g)
     }
     free(g->nodes);
     free(g);
+}
+
+void jsonschema_set_whitespace(struct jsonschema_grammar *g, uint16_t max_ws)
+{
+    g->max_ws = max_ws;
 }
 
 struct jsonschema_grammar *jsonschema_ref(struct jsonschema_grammar *g)

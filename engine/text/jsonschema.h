@@ -7,7 +7,8 @@
  * Supported schema keywords (everything else -> ERR_INVAL naming the keyword, a 400):
  *   type (a name or a list of names: object, array, string, number, integer, boolean, null),
  *   properties, required, additionalProperties (true/false/a schema), items (one schema),
- *   minItems, maxItems, enum, const, anyOf, allOf with exactly one schema, $ref to
+ *   minItems, maxItems, minLength, maxLength (characters; an escape is one), enum, const, anyOf,
+ * allOf with exactly one schema, $ref to
  *   "#/$defs/NAME" or "#/definitions/NAME" (expanded inline; recursive references fail with a
  *   "too deep" error), $defs/definitions, and the annotations title, description, default,
  *   examples, $schema, $id, $comment, deprecated, readOnly, writeOnly (ignored).
@@ -18,7 +19,8 @@
  *     keys are allowed (any object).
  *   - property names may not contain '"', '\\' or control characters; generated keys never
  *     contain escapes; at most JSONSCHEMA_MAX_PROPS properties per object.
- *   - strings: no length limits, no formats; escapes allowed, except \u0000 and surrogates.
+ *   - strings: minLength/maxLength when given, no formats; escapes allowed, except \u0000
+ *     and surrogates.
  *   - numbers: at most 15 integer and 15 fraction digits and a 2-digit exponent (so jansson
  *     never overflows); integers: no fraction, no exponent.
  * JSONSCHEMA_LENIENT (used for tool parameters, which the model only fills in when a tool is
@@ -40,6 +42,7 @@
 #define JSONSCHEMA_MAX_DEPTH 20    /* nesting of schema objects/arrays */
 #define JSONSCHEMA_MAX_NODES 20000 /* bounds the work a hostile schema can cause */
 #define JSONSCHEMA_LENIENT 1u
+#define JSONSCHEMA_WS_FREE UINT16_MAX /* max_ws: any amount of whitespace */
 
 enum jsonschema_kind {
     JSK_ANY = 1, /* any JSON value: alts = {object, array, string, number, true, false,
@@ -71,7 +74,7 @@ struct jsonschema_node {
     uint32_t n_props;
     uint64_t required;  /* bit i: props[i] is required */
     int64_t additional; /* node of additional properties, -1 = none allowed */
-    /* ARRAY */
+    /* ARRAY; STRING: min_items/max_items are minLength/maxLength in characters */
     uint32_t items;
     uint32_t min_items, max_items; /* max UINT32_MAX = unbounded */
     /* CONST, LITERAL */
@@ -92,6 +95,8 @@ struct jsonschema_grammar {
     uint32_t n_nodes, cap_nodes;
     uint32_t root;
     int has_literals; /* some JSK_LITERAL node exists */
+    uint16_t max_ws;  /* whitespace bytes per place: 0 (compact, the default) ..
+                         JSONSCHEMA_WS_FREE */
     int64_t any;      /* the shared JSK_ANY node, -1 until needed (compile-time only) */
 };
 
@@ -122,6 +127,11 @@ int jsonschema_compile_tool_call(const json_t *tools, const char *only_name,
  * when an R1 prompt opened a think block that the constrained answer must close first).
  * 0 or ERR_NOMEM. */
 int jsonschema_add_prefix(struct jsonschema_grammar *g, const char *prefix);
+
+/* Whitespace between JSON tokens: at most max_ws bytes in each place (0 = compact JSON, the
+ * default of every compiled grammar; JSONSCHEMA_WS_FREE = unbounded). Set it before the first
+ * constrain_create on g. */
+void jsonschema_set_whitespace(struct jsonschema_grammar *g, uint16_t max_ws);
 
 struct jsonschema_grammar *jsonschema_ref(struct jsonschema_grammar *g);
 void jsonschema_unref(struct jsonschema_grammar *g); /* frees at 0; accepts NULL */

@@ -1,10 +1,11 @@
 /* template.c - built-in renderers of the DeepSeek chat templates, and template recognition.
  *
- * Why built-in renderers rather than a Jinja interpreter: the three templates are short and
- * fixed, their exact output (quirks included) is what the models were trained on, and a C
- * transliteration is easy to review line by line against the Jinja and to test byte for byte
- * against a reference renderer. Each render_* function below follows its template statement by
- * statement, with the template's namespace variables as locals, so quirks carry over:
+ * Why built-in renderers beside the Jinja interpreter (jinja.h, for every other template): the
+ * three templates are short and fixed, their exact output (quirks included) is what the models
+ * were trained on, and a C transliteration is easy to review line by line against the Jinja,
+ * to test byte for byte against a reference renderer, and is a fast path. Each render_* function
+ * below follows its template statement by statement, with the template's namespace variables as
+ * locals, so quirks carry over:
  *   - deepseek-v3 / -r1: `is_first` is never reset, so only the very first tool call of the whole
  *     conversation opens "<｜Assistant｜><｜tool▁calls▁begin｜>"; later calls (also in later
  *     messages) take the "\n<｜tool▁call▁begin｜>" path, which closes with
@@ -33,8 +34,9 @@
 
 /* ---------------------------------------------------------------- kinds */
 
-static const char *const kind_names[] = {"auto", "deepseek-v3", "deepseek-r1", "deepseek-r1-0528"};
-#define N_KINDS 4
+static const char *const kind_names[] = {"auto", "deepseek-v3", "deepseek-r1", "deepseek-r1-0528",
+                                         "jinja"};
+#define N_KINDS 5
 
 const char *tmpl_kind_name(enum tmpl_kind k) { return (unsigned)k < N_KINDS ? kind_names[k] : "?"; }
 
@@ -47,7 +49,7 @@ int tmpl_kind_parse(const char *name, enum tmpl_kind *out, char *err)
         }
     return err_set(err, ERR_CONFIG,
                    "model.template: unknown template '%s' "
-                   "(auto|deepseek-v3|deepseek-r1|deepseek-r1-0528)",
+                   "(auto|deepseek-v3|deepseek-r1|deepseek-r1-0528|jinja)",
                    name ? name : "(null)");
 }
 
@@ -327,14 +329,15 @@ int tmpl_detect(const char *chat_template, enum tmpl_kind *out, char *err)
             *out = known[i].kind;
             return 0;
         }
-    for (int k = TMPL_DEEPSEEK_V3; k < N_KINDS; k++)
+    for (int k = TMPL_DEEPSEEK_V3; k <= TMPL_DEEPSEEK_R1_0528; k++)
         if (tmpl__fingerprint(tmpl_builtin_jinja(kind_names[k])) == fp) {
             *out = (enum tmpl_kind)k;
             return 0;
         }
     return err_set(err, ERR_UNSUPPORTED,
                    "unrecognized chat template in tokenizer_config.json "
-                   "(fingerprint %016llx); tandem renders built-in templates only: set "
+                   "(fingerprint %016llx): no built-in renderer; it is interpreted as Jinja "
+                   "(model.template=jinja), or set "
                    "model.template=deepseek-v3|deepseek-r1|deepseek-r1-0528 to choose one",
                    (unsigned long long)fp);
 }
@@ -344,16 +347,18 @@ int tmpl_select(const char *option, const char *chat_template, enum tmpl_kind *o
     enum tmpl_kind k;
     int rc = tmpl_kind_parse(option ? option : "auto", &k, err);
     if (rc) return rc;
-    if (k != TMPL_AUTO) {
+    if (k != TMPL_AUTO && k != TMPL_JINJA) {
         *out = k;
         return 0;
     }
     if (!chat_template)
         return err_set(err, ERR_CONFIG,
-                       "model.template=auto but the model has no chat_template; "
-                       "set model.template=deepseek-v3|deepseek-r1|deepseek-r1-0528");
-    rc = tmpl_detect(chat_template, out, err);
-    return rc == ERR_UNSUPPORTED ? ERR_CONFIG : rc;
+                       "model.template=%s but the model has no chat_template; "
+                       "set model.template=deepseek-v3|deepseek-r1|deepseek-r1-0528 or "
+                       "model.chat_template_file",
+                       kind_names[k]);
+    if (k == TMPL_JINJA || tmpl_detect(chat_template, out, err) != 0) *out = TMPL_JINJA;
+    return 0;
 }
 
 /* ---------------------------------------------------------------- rendering */

@@ -1,11 +1,12 @@
 /* tmpl.h - chat templates: OpenAI-style messages -> the prompt text the model was trained on.
  *
- * tandem does not interpret Jinja. It has built-in renderers for the DeepSeek-V3, DeepSeek-R1
- * and DeepSeek-R1-0528 chat templates, each byte-identical to the reference Jinja rendering
- * (including its quirks), and recognizes which one a model uses by fingerprinting the
- * chat_template string of tokenizer_config.json (the official templates, known variants of them,
- * and tandem's own Jinja from tmpl_builtin_jinja()). An unrecognized template is a start-up error
- * that tells the user to set model.template.
+ * tandem has built-in renderers for the DeepSeek-V3, DeepSeek-R1 and DeepSeek-R1-0528 chat
+ * templates, each byte-identical to the reference Jinja rendering (including its quirks), and
+ * recognizes which one a model uses by fingerprinting the chat_template string of
+ * tokenizer_config.json (the official templates, known variants of them, and tandem's own Jinja
+ * from tmpl_builtin_jinja()). Any other template (TMPL_JINJA) is rendered by the Jinja
+ * interpreter of jinja.h through tmpl_jinja_render below; the built-ins stay as fast paths for
+ * the templates they recognize (tests/text/jinja_diff.mjs checks both against the same reference).
  *
  * Family differences (all join several system messages with "\n\n" and put them after BOS):
  *   deepseek-v3      generation prompt "<｜Assistant｜>"
@@ -26,6 +27,8 @@
 
 #include "tok.h"
 
+#include <jansson.h>
+
 #include <stddef.h>
 
 enum tmpl_kind {
@@ -33,6 +36,7 @@ enum tmpl_kind {
     TMPL_DEEPSEEK_V3,
     TMPL_DEEPSEEK_R1,
     TMPL_DEEPSEEK_R1_0528,
+    TMPL_JINJA, /* the model's own template, interpreted (jinja.h) */
 };
 
 /* One tool call of an assistant message (OpenAI message.tool_calls[i]). */
@@ -59,7 +63,7 @@ struct tmpl_opts {
     const char *bos_token;     /* text of BOS (tok_bos_text()); NULL = "" */
 };
 
-/* "auto"|"deepseek-v3"|"deepseek-r1"|"deepseek-r1-0528" -> kind. Returns 0 or ERR_CONFIG. */
+/* "auto"|"deepseek-v3"|"deepseek-r1"|"deepseek-r1-0528"|"jinja" -> kind. 0 or ERR_CONFIG. */
 int tmpl_kind_parse(const char *name, enum tmpl_kind *out, char *err);
 const char *tmpl_kind_name(enum tmpl_kind k); /* "deepseek-v3", ...; "auto" for AUTO */
 
@@ -68,7 +72,8 @@ const char *tmpl_kind_name(enum tmpl_kind k); /* "deepseek-v3", ...; "auto" for 
 int tmpl_detect(const char *chat_template, enum tmpl_kind *out, char *err);
 
 /* Start-up selection: `option` is the model.template value; with "auto" the template string is
- * recognized (NULL template with "auto" is an ERR_CONFIG naming model.template). */
+ * recognized, and an unrecognized one is TMPL_JINJA (NULL template with "auto" or "jinja" is an
+ * ERR_CONFIG naming model.template). */
 int tmpl_select(const char *option, const char *chat_template, enum tmpl_kind *out, char *err);
 
 /* Append the rendered prompt to out. Returns 0, ERR_INVAL (a message the reference template
@@ -81,5 +86,42 @@ int tmpl_render(enum tmpl_kind k, const struct tmpl_msg *msgs, size_t n_msgs,
  * "deepseek-r1-0528"), or NULL for an unknown name. It renders byte-identically to the official
  * template, and tmpl_detect recognizes it. Static storage. */
 const char *tmpl_builtin_jinja(const char *name);
+
+/* ---- interpreted templates (TMPL_JINJA) */
+
+struct jinja;
+
+/* One conversation for an interpreted template. The template sees the variables messages,
+ * tools (when non-NULL), add_generation_prompt, bos_token, eos_token and every key of kwargs
+ * (chat_template_kwargs; "messages" and "tools" there are ERR_INVAL). messages are the
+ * request's, with normalizations as OpenAI-compatible servers do: role "developer" is "system",
+ * content given as an array of text parts becomes one string, and a tool call's
+ * function.arguments that is a JSON text of an object becomes that object (templates render it
+ * with tojson). */
+struct tmpl_jinja_ctx {
+    const json_t *messages; /* array of message objects (borrowed) */
+    const json_t *tools;    /* array or NULL */
+    const json_t *kwargs;   /* object or NULL */
+    int add_generation_prompt;
+    const char *bos_token, *eos_token; /* NULL = "" */
+};
+
+/* Render; 0, ERR_INVAL (the template failed: raise_exception, a type error, a limit; err says
+ * which) or ERR_NOMEM. Nothing is appended on error. Any thread; t is only read. */
+int tmpl_jinja_render(const struct jinja *t, const struct tmpl_jinja_ctx *c, struct sbuf *out,
+                      char *err);
+
+/* What an interpreted template implies for parsing the model's output (docs/chat-templates.md):
+ * deepseek_tools: it writes DeepSeek's tool-call markers, so tool calls in the output use them
+ * (else tool calls are not parsed: the text stays content); think: it mentions "<think>", so
+ * reasoning is split as for DeepSeek-R1. */
+struct tmpl_modes {
+    int deepseek_tools, think;
+};
+void tmpl_modes_of(const char *chat_template, struct tmpl_modes *m);
+
+/* The text of a template file (model.chat_template_file), at most 1 MiB, into *out (malloc'd,
+ * NUL-terminated). 0, ERR_CONFIG (unreadable, too large, or holding a NUL byte) or ERR_NOMEM. */
+int tmpl_read_file(const char *path, char **out, char *err);
 
 #endif

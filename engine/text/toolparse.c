@@ -5,9 +5,10 @@
  * it, then the block body is parsed in one go by parse_block() with plain string searches; a
  * block is all-or-nothing, so nothing streamed ever has to be taken back. After a block the
  * parser is back in CONTENT (a second block is parsed the same way).
+ * A block that does not parse (malformed, or cut by the end of generation) is dropped: the
+ * model's markers never reach the content.
  * Invariants: in CONTENT, hold[0..n_hold) is a proper prefix of the begin marker; in BLOCK,
- * `block` holds the text after the begin marker (the marker itself is re-added when the block
- * turns out to be content).
+ * `block` holds the text after the begin marker.
  */
 #include "toolparse.h"
 
@@ -211,18 +212,10 @@ out:
     return nomem ? ERR_NOMEM : rc;
 }
 
-/* The block failed: its text (with the begin marker, and the end marker when seen) is content. */
-static int block_as_content(struct toolparse *tp, struct sbuf *content)
-{
-    int rc = sbuf_append(content, MARK_BEGIN, strlen(MARK_BEGIN));
-    if (!rc && tp->block.n) rc = sbuf_append(content, tp->block.s, tp->block.n);
-    return rc;
-}
-
 /* In BLOCK: look for the end marker in what was buffered. Returns 0 and sets *rest and *n_rest to
  * the text after the marker (to be fed again) when the block ended; 0 with *rest NULL when it
  * is still open. */
-static int block_check(struct toolparse *tp, struct sbuf *content, char **rest, size_t *n_rest)
+static int block_check(struct toolparse *tp, char **rest, size_t *n_rest)
 {
     *rest = NULL;
     size_t le = strlen(MARK_END);
@@ -236,12 +229,7 @@ static int block_check(struct toolparse *tp, struct sbuf *content, char **rest, 
     size_t body = (size_t)(e - s), after = body + le;
     int rc = parse_block(tp, s, e);
     if (rc < 0) return rc;
-    if (rc == 1) {
-        /* malformed: the block through its end marker is content */
-        rc = sbuf_append(content, MARK_BEGIN, strlen(MARK_BEGIN));
-        if (!rc) rc = sbuf_append(content, s, after);
-        if (rc) return rc;
-    }
+    /* rc == 1, malformed: the block is dropped (its markers never reach the content) */
     *n_rest = tp->block.n - after;
     if (*n_rest) {
         *rest = malloc(*n_rest);
@@ -267,7 +255,7 @@ int toolparse_feed(struct toolparse *tp, const char *text, size_t n, struct sbuf
             if ((rc = sbuf_append(&tp->block, text, n))) break;
             char *rest;
             size_t n_rest = 0;
-            if ((rc = block_check(tp, content, &rest, &n_rest))) break;
+            if ((rc = block_check(tp, &rest, &n_rest))) break;
             free(own);
             own = rest;
             text = rest;
@@ -319,7 +307,7 @@ int toolparse_finish(struct toolparse *tp, struct sbuf *content)
         /* end marker missing: accept complete calls only */
         rc = parse_block(tp, tp->block.s ? tp->block.s : "",
                          (tp->block.s ? tp->block.s : "") + tp->block.n);
-        if (rc == 1) rc = block_as_content(tp, content);
+        if (rc == 1) rc = 0; /* cut or malformed: dropped, like a malformed closed block */
         tp->in_block = 0;
         tp->block.n = 0;
     }
@@ -594,6 +582,7 @@ int toolparse_pipe_init(struct toolparse_pipe *p, int reasoning_flags,
     memset(p, 0, sizeof *p);
     p->split_reasoning = reasoning_flags >= 0;
     if (p->split_reasoning) reasoning_init(&p->rs, (unsigned)reasoning_flags);
+    p->think_tok = p->split_reasoning && (reasoning_flags & REASONING_START_THINKING);
     if (req && req->choice != TOOLPARSE_CHOICE_NONE && req->n_tools)
         return toolparse_create(&p->tp, seed, req->names, req->n_tools, err);
     return 0;
@@ -607,6 +596,35 @@ void toolparse_pipe_fini(struct toolparse_pipe *p)
     sbuf_fini(&p->reasoning);
     sbuf_fini(&p->scratch);
     p->tp = NULL;
+}
+
+static int piece_is(const char *piece, size_t len, const char *s)
+{
+    return len == strlen(s) && memcmp(piece, s, len) == 0;
+}
+
+int toolparse_pipe_wants(struct toolparse_pipe *p, const char *piece, size_t len)
+{
+    int open = piece_is(piece, len, "<think>"), close = piece_is(piece, len, "</think>");
+    if (p->split_reasoning && (open || close)) {
+        if (open == p->think_tok) return 0; /* a stray tag: no text */
+        p->think_tok = open;
+        return 1;
+    }
+    /* tool markers: parsed in the content only (not inside a think block); outside a block only
+     * the begin marker, inside it every marker (a stray one leaves the block malformed) */
+    if (!p->tp || p->think_tok) return 0;
+    if (piece_is(piece, len, TOOLPARSE_CALLS_BEGIN)) {
+        p->tool_tok = 1;
+        return 1;
+    }
+    if (!p->tool_tok) return 0;
+    if (piece_is(piece, len, TOOLPARSE_CALLS_END)) {
+        p->tool_tok = 0;
+        return 1;
+    }
+    return piece_is(piece, len, TOOLPARSE_CALL_BEGIN) || piece_is(piece, len, TOOLPARSE_CALL_END) ||
+           piece_is(piece, len, TOOLPARSE_SEP);
 }
 
 /* content text after the reasoning split -> the tool parser (or straight to content) */

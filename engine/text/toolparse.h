@@ -13,10 +13,10 @@
  *     as a whole. It becomes tool calls only if every call in it is well formed: type
  *     "function" (or empty), a non-empty NAME without whitespace (one of the request's tools
  *     when names were given), and ARGS (fenced in ```json ... ``` or bare) that parse as a JSON
- *     object with jansson. Otherwise the whole block, markers included, is content. Never an
- *     error. A block still open at toolparse_finish() (EOS or max_tokens before
- *     "<｜tool▁calls▁end｜>") is accepted when it holds at least one complete call and nothing
- *     but whitespace after the last one; else it is content.
+ *     object with jansson. Otherwise the whole block is dropped: the model's markers never
+ *     reach a client. Never an error. A block still open at toolparse_finish() (EOS or
+ *     max_tokens before "<｜tool▁calls▁end｜>") is accepted when it holds at least one complete
+ *     call and nothing but whitespace after the last one; else it is dropped.
  *   - function.arguments is the model's ARGS text trimmed of surrounding whitespace (valid JSON,
  *     passed on verbatim, as the chat template renders it back verbatim).
  *   - ids are "call_" + 24 alphanumerics from a per-request seed (deterministic for a seed).
@@ -145,6 +145,8 @@ struct toolparse_pipe {
     struct sbuf reasoning; /* pending reasoning_content / all of it */
     struct sbuf scratch;
     size_t calls_sent;
+    int think_tok; /* toolparse_pipe_wants: a <think> token opened a block not yet closed */
+    int tool_tok;  /* ... and a tool-calls-begin token opened a block not yet closed */
 };
 
 /* reasoning_flags: -1 = no splitting (deepseek-v3 template), else REASONING_* flags (see
@@ -153,6 +155,15 @@ struct toolparse_pipe {
 int toolparse_pipe_init(struct toolparse_pipe *p, int reasoning_flags,
                         const struct toolparse_req *req, uint64_t seed, char *err);
 void toolparse_pipe_fini(struct toolparse_pipe *p);
+
+/* Does this pipe consume the text of an added token (piece[0..len))? When reasoning is split
+ * (or kept inline): 1 for a "<think>" that opens a block and a "</think>" that closes one
+ * (tracked per token: call it for every added token, in order). When tool calls are parsed,
+ * outside a think block: 1 for the calls-begin marker, and inside the block it opens for the
+ * other four markers. Else 0. The server gives the pipe no text of an
+ * added token it does not consume, so no other marker of the model (<｜User｜>, a stray <think>,
+ * ...) reaches a client. */
+int toolparse_pipe_wants(struct toolparse_pipe *p, const char *piece, size_t len);
 
 /* Feed detokenized text; end of generation. Return 0 or ERR_NOMEM. */
 int toolparse_pipe_feed(struct toolparse_pipe *p, const char *text, size_t n);

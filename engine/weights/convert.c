@@ -13,11 +13,11 @@
 #include "convert.h"
 #include "safetensors.h"
 #include "synth_internal.h"
+#include "weights_internal.h"
 #include "engine/text/tmpl.h"
 
 #include "common/err.h"
 #include "kernels/cpu/cpuq.h"
-#include "kernels/cpu/fpconv.h"
 
 #include <jansson.h>
 #include <errno.h>
@@ -25,50 +25,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- reading rows as f32 --------------------------------------------------------------------- */
-
-/* row r of a matrix (type, cols, row_bytes, data, FP8 scale grid) -> out[cols] */
-static int row_f32(const struct cpuq_ops *ops, int type, int64_t cols, size_t row_bytes,
-                   const void *data, const float *scale, int64_t r, float *out, const char *name,
-                   char *err)
-{
-    const uint8_t *p = (const uint8_t *)data + (size_t)r * row_bytes;
-    switch (type) {
-    case QTYPE_F32: memcpy(out, p, (size_t)cols * 4); return 0;
-    case QTYPE_BF16:
-    case QTYPE_F16:
-        for (int64_t c = 0; c < cols; c++) {
-            uint16_t h;
-            memcpy(&h, p + 2 * c, 2);
-            out[c] = type == QTYPE_BF16 ? fp_bf16_to_f32(h) : fp_f16_to_f32(h);
-        }
-        return 0;
-    case QTYPE_F8_E4M3: {
-        if (!scale) return err_set(err, ERR_FORMAT, "%s: FP8 without scale", name);
-        int64_t ncb = (cols + 127) / 128;
-        const float *srow = scale + (r / 128) * ncb;
-        for (int64_t c = 0; c < cols; c++) {
-            float s;
-            memcpy(&s, srow + c / 128, 4); /* the mapping may be unaligned */
-            out[c] = fp_e4m3_to_f32(p[c]) * s;
-        }
-        return 0;
-    }
-    default:
-        if (type >= 0 && type < QTYPE_COUNT_ && ops->type[type].to_float) {
-            ops->type[type].to_float(p, out, cols);
-            return 0;
-        }
-        return err_set(err, ERR_UNSUPPORTED, "%s: cannot dequantize %s", name, qtype_name(type));
-    }
-}
-
 static int fill_model(const struct wt__emitter *em, const struct wt__job *j, int64_t r0, int64_t n,
                       float *out, char *err)
 {
     const struct wt_model *m = em->model;
     if (j->src == WT_SRC_TENSOR) {
         const struct wt_tensor *t = wt_get(m, j->canon);
+        int kl = -1, end = 0;
+        if (!t && sscanf(j->canon, "blk.%d.attn_kv_b.weight%n", &kl, &end) == 1 && !j->canon[end] &&
+            j->cols == wt_hparams(m)->kv_lora_rank)
+            return wt_kv_b_rows(m, kl, r0, n, out, err); /* from llama.cpp's split form */
         if (!t) return err_set(err, ERR_FORMAT, "%s: missing tensor '%s'", wt_dir(m), j->canon);
         int ok;
         int64_t cols = t->ndim ? t->shape[t->ndim - 1] : 1;
@@ -78,8 +44,8 @@ static int fill_model(const struct wt__emitter *em, const struct wt__job *j, int
                            (long long)cols, (long long)j->cols);
         const float *sc = t->scale ? t->scale->data : NULL;
         for (int64_t i = 0; i < n; i++) {
-            int rc = row_f32(em->ops, t->type, cols, rb, t->data, sc, r0 + i, out + i * cols,
-                             t->name, err);
+            int rc = wt__row_f32(em->ops, t->type, cols, rb, t->data, sc, r0 + i, out + i * cols,
+                                 t->name, err);
             if (rc) return rc;
         }
         return 0;
@@ -95,8 +61,8 @@ static int fill_model(const struct wt__emitter *em, const struct wt__job *j, int
             return err_set(err, ERR_FORMAT, "expert %d of layer %d: %lldx%lld, expected %lldx%lld",
                            e, j->layer, (long long)v.rows, (long long)v.cols, (long long)R,
                            (long long)j->cols);
-        rc = row_f32(em->ops, v.type, v.cols, v.row_bytes, v.data, v.scale, r % R,
-                     out + i * j->cols, j->name, err);
+        rc = wt__row_f32(em->ops, v.type, v.cols, v.row_bytes, v.data, v.scale, r % R,
+                         out + i * j->cols, j->name, err);
         if (rc) return rc;
     }
     return 0;
@@ -196,9 +162,10 @@ int wt_convert_quantize(const char *model_dir, const char *out, int experts_type
     int rc = open_model(model_dir, NULL, &m, &ops, err);
     if (rc) return rc;
     int gtype = experts_type >= 0 ? experts_type : QTYPE_Q4_K;
-    struct wt__emitter em = {ops, threads, 0, 0, m, fill_model};
+    struct wt__emitter em = {ops, threads, 0, 0, m, wt_hparams(m), fill_model};
+    struct wt__layout lay = {gtype, 0, 1}; /* kv_b_proj whatever the source's MLA layout */
     rc = wt__mkdirs(out, err);
-    if (!rc) rc = wt__write_model(&em, wt_hparams(m), gtype, out, err);
+    if (!rc) rc = wt__write_model(&em, wt_hparams(m), &lay, out, err);
     if (!rc) rc = copy_tokenizer(wt_dir(m), out, err);
     wt_close(m);
     return rc;
@@ -220,6 +187,11 @@ int wt_convert_dequant(const char *model_dir, const char *out, int type, int thr
         const struct wt_tensor *t = wt_at(m, i);
         size_t l = strlen(t->name);
         if (l > 10 && !strcmp(t->name + l - 10, "_scale_inv")) continue;
+        int kl = -1, end = 0; /* llama.cpp's split kv_b: written as kv_b_proj, from k_b's entry */
+        if (sscanf(t->name, "blk.%d.attn_v_b.weight%n", &kl, &end) == 1 && !t->name[end]) continue;
+        if (!(sscanf(t->name, "blk.%d.attn_k_b.weight%n", &kl, &end) == 1 && !t->name[end]) ||
+            !wt_kv_b_split(m, kl))
+            kl = -1;
         int stacked = wt_name_is_routed_expert(t->name) && t->ndim == 3;
         int count = stacked ? (int)t->shape[0] : 1;
         for (int e = 0; e < count; e++) {
@@ -266,7 +238,13 @@ int wt_convert_dequant(const char *model_dir, const char *out, int type, int thr
                 }
                 j->ndim = t->ndim;
                 for (int d = 0; d < t->ndim && d < 3; d++) j->shape[d] = t->shape[d];
-                if (t->ndim > 3 || wt_hf_name(t->name, j->name, sizeof j->name)) continue;
+                if (kl >= 0) {
+                    snprintf(j->canon, sizeof j->canon, "blk.%d.attn_kv_b.weight", kl);
+                    j->ndim = 2;
+                    j->shape[0] = (int64_t)hp->n_heads * (hp->qk_nope + hp->v_head);
+                    j->shape[1] = hp->kv_lora_rank;
+                }
+                if (j->ndim > 3 || wt_hf_name(j->canon, j->name, sizeof j->name)) continue;
                 if (strstr(t->name, "exp_probs_b"))
                     j->fmt = WT_FMT_F32; /* HF keeps the correction bias in fp32 */
             }
@@ -285,7 +263,7 @@ int wt_convert_dequant(const char *model_dir, const char *out, int type, int thr
     if (!rc) rc = sft_writer_meta(w, "format", "pt", err);
     for (int i = 0; !rc && i < n; i++) rc = wt__job_declare_sft(w, &jobs[i], err);
     if (!rc) rc = sft_writer_begin(w, err);
-    struct wt__emitter em = {ops, threads, 0, 0, m, fill_model};
+    struct wt__emitter em = {ops, threads, 0, 0, m, hp, fill_model};
     for (int i = 0; !rc && i < n; i++) rc = wt__emit(&em, &jobs[i], w, NULL, err);
     if (!rc) rc = sft_writer_finish(w, err);
     sft_writer_destroy(w);

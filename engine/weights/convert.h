@@ -6,7 +6,9 @@
  *    128x128 `weight_scale_inv`, BF16 embeddings/norms/router/lm_head, F32 correction bias),
  *    experts.gguf (routed experts as stacked `blk.N.ffn_{gate,up,down}_exps.weight` of one GGML
  *    type, with deepseek2 metadata), tokenizer.json, tokenizer_config.json,
- *    generation_config.json.
+ *    generation_config.json. synth can instead write kv_b as llama.cpp's split
+ *    `blk.N.attn_k_b` / `attn_v_b` (F32, in the GGUF) and the GGUF as a gguf-split set
+ *    `experts-0000K-of-0000N.gguf`; quantize always writes kv_b_proj.
  *  - dequant writes model.safetensors with HF names (per-expert), every tensor F32 or BF16, plus
  *    config.json without quantization_config and the tokenizer files: loadable by transformers.
  *  - merge writes tandem's self-describing hybrid safetensors (docs/formats.md): canonical GGUF
@@ -42,6 +44,9 @@ struct wt_synth_opts {
                                 * lm_head (random), so tokens still spread over the experts as in
                                 * a real model: timing models with realistic expert traffic */
     int threads;               /* 0 = all cores */
+    int mla_split;             /* 1: kv_b as llama.cpp's split attn_k_b / attn_v_b (F32) in the
+                                * GGUF instead of kv_b_proj in the safetensors; same values */
+    int gguf_split;            /* > 1: the GGUF as a gguf-split set of that many files */
     const char *chat_template; /* Jinja for tokenizer_config.json (NULL: a minimal placeholder) */
 };
 

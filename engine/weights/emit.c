@@ -8,7 +8,9 @@
  * the thread count or timing: each block is converted independently.
  *
  * wt__plan lists the tensors of tandem's no-merge layout for a set of hyperparameters, in file
- * order; wt__write_model writes the layout's weight files and config.json.
+ * order (with mla_split, kv_b goes to the GGUF as llama.cpp's attn_k_b / attn_v_b);
+ * wt__write_model writes the layout's weight files (the GGUF as one file or a gguf-split set)
+ * and config.json.
  *
  * Threads: called from one thread; spawns and joins its own workers per batch.
  */
@@ -108,6 +110,24 @@ struct batch {
     char err[ERR_LEN];
 };
 
+void wt__fp8_block(const float *x, int64_t nr, int64_t C, uint8_t *q, float *scales)
+{
+    for (int64_t cb = 0; cb * 128 < C; cb++) {
+        int64_t c0 = cb * 128, c1 = c0 + 128 < C ? c0 + 128 : C;
+        float amax = 0;
+        for (int64_t r = 0; r < nr; r++)
+            for (int64_t c = c0; c < c1; c++) {
+                float a = fabsf(x[r * C + c]);
+                if (a > amax) amax = a;
+            }
+        float s = amax > 0 ? amax / 448.0f : 1.0f;
+        float inv = 1.0f / s;
+        scales[cb] = s;
+        for (int64_t r = 0; r < nr; r++)
+            for (int64_t c = c0; c < c1; c++) q[r * C + c] = fp_f32_to_e4m3(x[r * C + c] * inv);
+    }
+}
+
 static void convert_block(const struct wt__emitter *em, const struct wt__job *j, int64_t blk,
                           int64_t nr, float *x, uint8_t *out, float *scales)
 {
@@ -121,25 +141,7 @@ static void convert_block(const struct wt__emitter *em, const struct wt__job *j,
             memcpy(out + 2 * i, &h, 2);
         }
         break;
-    case WT_FMT_FP8: {
-        int64_t ncb = scale_cols(j);
-        for (int64_t cb = 0; cb < ncb; cb++) {
-            int64_t c0 = cb * 128, c1 = c0 + 128 < C ? c0 + 128 : C;
-            float amax = 0;
-            for (int64_t r = 0; r < nr; r++)
-                for (int64_t c = c0; c < c1; c++) {
-                    float a = fabsf(x[r * C + c]);
-                    if (a > amax) amax = a;
-                }
-            float s = amax > 0 ? amax / 448.0f : 1.0f;
-            float inv = 1.0f / s;
-            scales[blk * ncb + cb] = s;
-            for (int64_t r = 0; r < nr; r++)
-                for (int64_t c = c0; c < c1; c++)
-                    out[r * C + c] = fp_f32_to_e4m3(x[r * C + c] * inv);
-        }
-        break;
-    }
+    case WT_FMT_FP8: wt__fp8_block(x, nr, C, out, scales + blk * scale_cols(j)); break;
     default:
         for (int64_t r = 0; r < nr; r++)
             em->ops->type[j->gtype].from_float(x + r * C, out + (size_t)r * rb, C);
@@ -325,9 +327,23 @@ static void vec(struct plan *p, int l, const char *hf, const char *canon, int64_
     add(p, h, c, WT_FMT_BF16, 1, n, 0, 0, WT_INIT_NORM, 0.1f);
 }
 
-int wt__plan(const struct wt_hparams *hp, int gtype, struct wt__job **st, int *n_st,
-             struct wt__job **gg, int *n_gg, char *err)
+/* llama.cpp's split kv_b of layer l, F32 in the GGUF (values: see WT_INIT_K_B) */
+static void mla_split(struct plan *q, const struct wt_hparams *hp, int l)
 {
+    char n[WT_NAME_LEN];
+    int64_t H = hp->n_heads, L = hp->kv_lora_rank;
+    snprintf(n, sizeof n, "blk.%d.attn_k_b.weight", l);
+    struct wt__job *k = add(q, n, n, WT_FMT_F32, 3, H, L, hp->qk_nope, WT_INIT_K_B, 0);
+    if (k) k->layer = l;
+    snprintf(n, sizeof n, "blk.%d.attn_v_b.weight", l);
+    struct wt__job *v = add(q, n, n, WT_FMT_F32, 3, H, hp->v_head, L, WT_INIT_V_B, 0);
+    if (v) v->layer = l;
+}
+
+int wt__plan(const struct wt_hparams *hp, const struct wt__layout *lay, struct wt__job **st,
+             int *n_st, struct wt__job **gg, int *n_gg, char *err)
+{
+    int gtype = lay->experts_type;
     struct plan p = {0}, q = {0};
     int64_t D = hp->hidden, H = hp->n_heads, V = hp->vocab_size, E = hp->n_routed;
     int64_t qk = hp->qk_nope + hp->qk_rope, Im = hp->moe_inter, Is = (int64_t)hp->n_shared * Im;
@@ -345,8 +361,10 @@ int wt__plan(const struct wt_hparams *hp, int gtype, struct wt__job **st, int *n
         lin(&p, l, "self_attn.kv_a_proj_with_mqa", "attn_kv_a_mqa", hp->kv_lora_rank + hp->qk_rope,
             D);
         vec(&p, l, "self_attn.kv_a_layernorm", "attn_kv_a_norm", hp->kv_lora_rank);
-        lin(&p, l, "self_attn.kv_b_proj", "attn_kv_b", H * (hp->qk_nope + hp->v_head),
-            hp->kv_lora_rank);
+        if (lay->mla_split) mla_split(&q, hp, l);
+        else
+            lin(&p, l, "self_attn.kv_b_proj", "attn_kv_b", H * (hp->qk_nope + hp->v_head),
+                hp->kv_lora_rank);
         lin(&p, l, "self_attn.o_proj", "attn_output", D, H * hp->v_head);
         vec(&p, l, "post_attention_layernorm", "ffn_norm", D);
         if (!wt_layer_is_moe(hp, l)) {
@@ -398,7 +416,7 @@ int wt__plan(const struct wt_hparams *hp, int gtype, struct wt__job **st, int *n
     return 0;
 }
 
-static int gguf_meta(struct gguf_writer *w, const struct wt_hparams *hp)
+int wt__gguf_meta(struct gguf_writer *w, const struct wt_hparams *hp)
 {
     const char *a = "deepseek2";
     char k[128];
@@ -449,6 +467,8 @@ static int gguf_meta(struct gguf_writer *w, const struct wt_hparams *hp)
         F32("rope.scaling.factor", hp->yarn_factor);
         U32("rope.scaling.original_context_length", hp->yarn_orig_ctx);
         F32("rope.scaling.yarn_log_multiplier", 0.1f * hp->yarn_mscale_all_dim);
+        F32("rope.scaling.yarn_beta_fast", hp->yarn_beta_fast);
+        F32("rope.scaling.yarn_beta_slow", hp->yarn_beta_slow);
     }
 #undef U32
 #undef F32
@@ -468,18 +488,52 @@ static int write_text(const char *dir, const char *name, const char *text, char 
     return bad ? err_set(err, ERR_IO, "%s: write failed", p) : 0;
 }
 
-int wt__write_model(const struct wt__emitter *em, const struct wt_hparams *hp, int gtype,
-                    const char *dir, char *err)
+/* one GGUF file of jobs gg[0..n): shard no of ns (llama.cpp's gguf-split keys when ns > 1;
+ * the model metadata in the first file only, as gguf-split writes it) */
+static int write_gguf(const struct wt__emitter *em, const struct wt_hparams *hp,
+                      const struct wt__job *gg, int n, int no, int ns, int total, const char *path,
+                      char *err)
+{
+    struct gguf_writer *gw = NULL;
+    int rc = gguf_writer_create(path, &gw, err);
+    int meta = 0;
+    if (!rc && no == 0) meta = wt__gguf_meta(gw, hp);
+    if (!rc && ns > 1 && !meta)
+        meta = gguf_writer_set_u16(gw, "split.no", (uint16_t)no) ||
+               gguf_writer_set_u16(gw, "split.count", (uint16_t)ns) ||
+               gguf_writer_set_i32(gw, "split.tensors.count", total);
+    if (!rc && meta) rc = err_set(err, ERR_NOMEM, "out of memory");
+    for (int i = 0; !rc && i < n; i++) rc = wt__job_declare_gguf(gw, &gg[i], err);
+    if (!rc) rc = gguf_writer_begin(gw, err);
+    for (int i = 0; !rc && i < n; i++) {
+        rc = wt__emit(em, &gg[i], NULL, gw, err);
+        if (!rc && wt__job_bytes(&gg[i]) >= (64u << 20))
+            LOG_INFO("convert", "%s: %s %s", gg[i].name,
+                     qtype_name(gg[i].fmt == WT_FMT_GGML ? gg[i].gtype : QTYPE_F32),
+                     em->zero ? "zeros" : "done");
+    }
+    if (!rc) rc = gguf_writer_finish(gw, err);
+    gguf_writer_destroy(gw);
+    return rc;
+}
+
+int wt__write_model(const struct wt__emitter *em, const struct wt_hparams *hp,
+                    const struct wt__layout *lay, const char *dir, char *err)
 {
     struct wt__job *st = NULL, *gg = NULL;
     int n_st = 0, n_gg = 0;
     struct sft_writer *sw = NULL;
-    struct gguf_writer *gw = NULL;
     char p[4096];
-    int rc = wt__plan(hp, gtype, &st, &n_st, &gg, &n_gg, err);
+    int rc = wt__plan(hp, lay, &st, &n_st, &gg, &n_gg, err);
     if (rc) return rc;
+    int ns = lay->gguf_split > 1 ? lay->gguf_split : 1;
+    if (ns > 1 && (ns > n_gg || ns > 65535)) {
+        rc = err_set(err, ERR_INVAL, "cannot split %d GGUF tensors into %d files", n_gg, ns);
+        goto out;
+    }
     for (int i = 0; i < n_gg; i++) {
         int ok;
+        if (gg[i].fmt != WT_FMT_GGML) continue;
         qtype_row_bytes(gg[i].gtype, gg[i].cols, &ok);
         if (!ok) {
             rc = err_set(err, ERR_INVAL, "%s: %lld columns are not whole %s blocks of %d",
@@ -514,23 +568,14 @@ int wt__write_model(const struct wt__emitter *em, const struct wt_hparams *hp, i
             LOG_INFO("convert", "%s: %s", st[i].name, em->zero ? "zeros" : "done");
     }
     if (!rc) rc = sft_writer_finish(sw, err);
-    if (!rc && n_gg) {
-        snprintf(p, sizeof p, "%s/experts.gguf", dir);
-        rc = gguf_writer_create(p, &gw, err);
-        if (!rc && gguf_meta(gw, hp)) rc = err_set(err, ERR_NOMEM, "out of memory");
-        for (int i = 0; !rc && i < n_gg; i++) rc = wt__job_declare_gguf(gw, &gg[i], err);
-        if (!rc) rc = gguf_writer_begin(gw, err);
-        for (int i = 0; !rc && i < n_gg; i++) {
-            rc = wt__emit(em, &gg[i], NULL, gw, err);
-            if (!rc && wt__job_bytes(&gg[i]) >= (64u << 20))
-                LOG_INFO("convert", "%s: %s %s", gg[i].name, qtype_name(gg[i].gtype),
-                         em->zero ? "zeros" : "done");
-        }
-        if (!rc) rc = gguf_writer_finish(gw, err);
+    for (int k = 0; !rc && n_gg && k < ns; k++) {
+        int a = (int)((int64_t)n_gg * k / ns), b = (int)((int64_t)n_gg * (k + 1) / ns);
+        if (ns == 1) snprintf(p, sizeof p, "%s/experts.gguf", dir);
+        else snprintf(p, sizeof p, "%s/experts-%05d-of-%05d.gguf", dir, k + 1, ns);
+        rc = write_gguf(em, hp, gg + a, b - a, k, ns, n_gg, p, err);
     }
 out:
     sft_writer_destroy(sw);
-    gguf_writer_destroy(gw);
     free(st);
     free(gg);
     return rc;

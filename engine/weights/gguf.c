@@ -958,6 +958,7 @@ static int kv_begin(struct gguf_writer *w, const char *key, uint32_t type)
         int rc = kv_begin(w, key, vt);                                                             \
         return rc ? rc : kv_put(w, &v, sizeof v);                                                  \
     }
+SETTER(gguf_writer_set_u16, uint16_t, GGUF_TYPE_UINT16)
 SETTER(gguf_writer_set_u32, uint32_t, GGUF_TYPE_UINT32)
 SETTER(gguf_writer_set_i32, int32_t, GGUF_TYPE_INT32)
 SETTER(gguf_writer_set_u64, uint64_t, GGUF_TYPE_UINT64)

@@ -129,6 +129,7 @@ int gguf_writer_create(const char *path, struct gguf_writer **out, char *err);
 /* Abandon (removes the temporary file) or free after finish. NULL ok. */
 void gguf_writer_destroy(struct gguf_writer *w);
 
+int gguf_writer_set_u16(struct gguf_writer *w, const char *key, uint16_t v);
 int gguf_writer_set_u32(struct gguf_writer *w, const char *key, uint32_t v);
 int gguf_writer_set_i32(struct gguf_writer *w, const char *key, int32_t v);
 int gguf_writer_set_u64(struct gguf_writer *w, const char *key, uint64_t v);

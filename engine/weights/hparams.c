@@ -10,10 +10,12 @@
  * GGUF: llama.cpp's deepseek2 keys. Group routing keys (expert_group_count/_used_count) are
  * optional: old files lack them; then DeepSeek-V3's exact shape (256 experts, hidden 7168,
  * sigmoid) gets V3's 8/4 groups with a warning, anything else no grouping. MLA-split files
- * (key_length_mla) are read for the head dims. YaRN's beta_fast/slow are not stored in GGUF: the
- * defaults 32/1 apply; mscale_all_dim = rope.scaling.yarn_log_multiplier / 0.1. Float keys get the
- * same ranges as in config.json (rope base >= 1, RMS epsilon in [0, 1], YaRN factor >= 1), so NaN
- * or a zero base is a load error rather than NaN logits.
+ * (key_length_mla) are read for the head dims. YaRN's beta_fast/slow come from
+ * rope.scaling.yarn_beta_fast/_slow when present (newer converters write them), else DeepSeek's
+ * 32/1; mscale_all_dim = rope.scaling.yarn_log_multiplier / 0.1. expert_gating_func absent (or 0,
+ * "none") means softmax, as llama.cpp reads old DeepSeek-V2 files; 2 is sigmoid. Float keys get
+ * the same ranges as in config.json (rope base >= 1, RMS epsilon in [0, 1], YaRN factor >= 1,
+ * betas > 0), so NaN or a zero base is a load error rather than NaN logits.
  *
  * Pure functions, thread-safe.
  */
@@ -120,8 +122,8 @@ static int parse_rope(struct jctx *c, json_t *rs, struct wt_hparams *hp)
                        ty);
     hp->yarn = 1;
     int rc = jflt(c, rs, "factor", 1, 1, 1e6, &hp->yarn_factor);
-    if (!rc) rc = jflt(c, rs, "beta_fast", 32, 0, 1e6, &hp->yarn_beta_fast);
-    if (!rc) rc = jflt(c, rs, "beta_slow", 1, 0, 1e6, &hp->yarn_beta_slow);
+    if (!rc) rc = jflt(c, rs, "beta_fast", 32, 1e-3, 1e6, &hp->yarn_beta_fast);
+    if (!rc) rc = jflt(c, rs, "beta_slow", 1, 1e-3, 1e6, &hp->yarn_beta_slow);
     if (!rc) rc = jflt(c, rs, "mscale", 1, 0, 1e3, &hp->yarn_mscale);
     if (!rc) rc = jflt(c, rs, "mscale_all_dim", 0, 0, 1e3, &hp->yarn_mscale_all_dim);
     if (!rc)
@@ -357,7 +359,7 @@ int wt__hparams_gguf(const struct gguf_ctx *g, struct wt_hparams *hp, char *err)
         (rc = g_int(g, arch, "expert_group_used_count", 0, 1, 1, 4096, &hp->topk_group, err)) ||
         (rc =
              g_int(g, arch, "leading_dense_block_count", 0, 0, 0, 1100, &hp->first_k_dense, err)) ||
-        (rc = g_int(g, arch, "expert_gating_func", 0, 2, 0, 3, &gating, err)) ||
+        (rc = g_int(g, arch, "expert_gating_func", 0, 0, 0, 2, &gating, err)) ||
         (rc = g_int(g, arch, "context_length", 0, 4096, 1, 1 << 26, &hp->max_pos, err)) ||
         (rc = g_flt(g, arch, "expert_weights_scale", 1.0, 0, 1e6, &hp->routed_scale, err)) ||
         (rc = g_flt(g, arch, "attention.layer_norm_rms_epsilon", 1e-6, 0, 1, &hp->rms_eps, err)) ||
@@ -367,7 +369,7 @@ int wt__hparams_gguf(const struct gguf_ctx *g, struct wt_hparams *hp, char *err)
      * keeping 4: recognize V3's exact shape rather than silently routing without groups. */
     char gk[128];
     snprintf(gk, sizeof gk, "%s.expert_group_count", arch);
-    if (gguf_find_key(g, gk) < 0 && hp->n_routed == 256 && hp->hidden == 7168 && gating != 1) {
+    if (gguf_find_key(g, gk) < 0 && hp->n_routed == 256 && hp->hidden == 7168 && gating == 2) {
         hp->n_group = 8;
         hp->topk_group = 4;
         LOG_WARN("weights", "%s: no %s; assuming DeepSeek-V3's 8 groups / top-4 groups",
@@ -383,7 +385,8 @@ int wt__hparams_gguf(const struct gguf_ctx *g, struct wt_hparams *hp, char *err)
                        hp->qk_rope);
     hp->qk_nope = qk - hp->qk_rope;
     hp->v_head = v;
-    hp->scoring = gating == 1 ? WT_SCORE_SOFTMAX : WT_SCORE_SIGMOID;
+    /* 0 (none: files older than the key) -> softmax, as llama.cpp; 1 softmax; 2 sigmoid */
+    hp->scoring = gating == 2 ? WT_SCORE_SIGMOID : WT_SCORE_SOFTMAX;
     int64_t b;
     char k[128];
     snprintf(k, sizeof k, "%s.expert_weights_norm", arch);
@@ -411,9 +414,11 @@ int wt__hparams_gguf(const struct gguf_ctx *g, struct wt_hparams *hp, char *err)
     if (gguf_find_str(g, k, &st, NULL) == 0 && strcmp(st, "yarn") == 0) {
         float lm = 0;
         hp->yarn = 1;
-        hp->yarn_beta_fast = 32;
-        hp->yarn_beta_slow = 1;
         if ((rc = g_flt(g, arch, "rope.scaling.factor", 1, 1, 1e6, &hp->yarn_factor, err)) ||
+            (rc = g_flt(g, arch, "rope.scaling.yarn_beta_fast", 32, 1e-3, 1e6, &hp->yarn_beta_fast,
+                        err)) ||
+            (rc = g_flt(g, arch, "rope.scaling.yarn_beta_slow", 1, 1e-3, 1e6, &hp->yarn_beta_slow,
+                        err)) ||
             (rc = g_int(g, arch, "rope.scaling.original_context_length", 0, 4096, 1, 1 << 26,
                         &hp->yarn_orig_ctx, err)) ||
             (rc = g_flt(g, arch, "rope.scaling.yarn_log_multiplier", 0.1, 0, 100, &lm, err)))
@@ -478,6 +483,10 @@ int wt_expected_shape(const struct wt_hparams *hp, const char *name, int64_t *s)
         else if (!strcmp(p, "attn_kv_a_norm.weight")) n = set_shape(s, 1, hp->kv_lora_rank, 0, 0);
         else if (!strcmp(p, "attn_kv_b.weight"))
             n = set_shape(s, 2, H * (hp->qk_nope + hp->v_head), hp->kv_lora_rank, 0);
+        else if (!strcmp(p, "attn_k_b.weight")) /* llama.cpp's split kv_b (mla.c) */
+            n = set_shape(s, 3, H, hp->kv_lora_rank, hp->qk_nope);
+        else if (!strcmp(p, "attn_v_b.weight"))
+            n = set_shape(s, 3, H, hp->v_head, hp->kv_lora_rank);
         else if (!strcmp(p, "attn_output.weight")) n = set_shape(s, 2, D, H * hp->v_head, 0);
         else if (!strcmp(p, "ffn_gate.weight") || !strcmp(p, "ffn_up.weight"))
             n = set_shape(s, 2, hp->inter, D, 0);

@@ -10,6 +10,9 @@
  * N(0, 1), correction bias N(0, 0.02^2). Every block of 128 rows of a tensor draws from its own
  * generator, seeded from (seed, tensor name, block), so the model depends only on the seed, never
  * on the thread count. Normal deviates: Irwin-Hall sum of four uniforms (fast, adequate here).
+ * With mla_split, kv_b is written as llama.cpp's split attn_k_b / attn_v_b (F32, in the GGUF)
+ * holding exactly the values the kv_b layout's FP8 kv_b_proj dequantizes to, so one seed gives
+ * the same model in both layouts.
  *
  * Threads: wt_synth runs on the calling thread plus the emitter's workers.
  */
@@ -19,6 +22,7 @@
 
 #include "common/err.h"
 #include "kernels/cpu/cpuq.h"
+#include "kernels/cpu/fp8.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -50,9 +54,59 @@ static float gauss(uint64_t *s)
 }
 
 static int fill_random(const struct wt__emitter *em, const struct wt__job *j, int64_t r0, int64_t n,
+                       float *out, char *err);
+
+/* Rows [r0, r0 + n) of llama.cpp's split attn_k_b [H, L, nope] / attn_v_b [H, v, L] of a layer,
+ * holding the values of that layer's kv_b as the kv_b layout stores them (random, then FP8 per
+ * 128-row block as the emitter writes it, then back to f32 as the loader reads it): the kv_b
+ * blocks the rows touch are made and round-tripped here. */
+static int fill_mla_split(const struct wt__emitter *em, const struct wt__job *j, int64_t r0,
+                          int64_t n, float *out, char *err)
+{
+    const struct wt_hparams *hp = em->hp;
+    const int64_t L = hp->kv_lora_rank, NOPE = hp->qk_nope, HR = NOPE + hp->v_head;
+    const int kb = j->init == WT_INIT_K_B;
+    struct wt__job kv = {.fmt = WT_FMT_FP8, .ndim = 2, .init = WT_INIT_NORMAL};
+    snprintf(kv.name, sizeof kv.name, "model.layers.%d.self_attn.kv_b_proj.weight", j->layer);
+    kv.shape[0] = kv.rows = hp->n_heads * HR;
+    kv.shape[1] = kv.cols = L;
+    kv.std = 1.0f / sqrtf((float)L); /* as emit.c's lin() */
+    /* kv_b rows of the first and last output row: k_b row (h, c) -> rows h*HR + [0, NOPE);
+     * v_b row (h, i) -> row h*HR + NOPE + i */
+    int64_t per = kb ? L : hp->v_head, h0 = r0 / per, h1 = (r0 + n - 1) / per;
+    int64_t k0 = kb ? h0 * HR : h0 * HR + NOPE + r0 % per;
+    int64_t k1 = kb ? h1 * HR + NOPE : h1 * HR + NOPE + (r0 + n - 1) % per + 1;
+    int64_t b0 = k0 / 128, b1 = (k1 + 127) / 128, nr = (b1 - b0) * 128;
+    if (nr > kv.rows - b0 * 128) nr = kv.rows - b0 * 128;
+    float *x = malloc(sizeof *x * (size_t)(nr * L)), *sc = malloc(sizeof *sc * (size_t)L);
+    uint8_t *q = malloc((size_t)(nr * L));
+    int rc = (!x || !sc || !q) ? err_set(err, ERR_NOMEM, "out of memory for split kv_b") : 0;
+    for (int64_t b = b0; !rc && b < b1; b++) {
+        int64_t rows = kv.rows - b * 128 < 128 ? kv.rows - b * 128 : 128;
+        float *xb = x + (b - b0) * 128 * L;
+        rc = fill_random(em, &kv, b * 128, rows, xb, err);
+        if (rc) break;
+        wt__fp8_block(xb, rows, L, q, sc);
+        cpuq_fp8_dequant(q, sc, rows, L, 0, rows, xb);
+    }
+    for (int64_t i = 0; !rc && i < n; i++) {
+        int64_t r = r0 + i, h = r / per, a = r % per;
+        float *o = out + i * j->cols;
+        if (kb) /* k_b[h][c][k] = kv_b[h*HR + k][c] */
+            for (int64_t k = 0; k < NOPE; k++) o[k] = x[(h * HR + k - b0 * 128) * L + a];
+        else memcpy(o, x + (h * HR + NOPE + a - b0 * 128) * L, sizeof *o * (size_t)L);
+    }
+    free(x);
+    free(sc);
+    free(q);
+    return rc;
+}
+
+static int fill_random(const struct wt__emitter *em, const struct wt__job *j, int64_t r0, int64_t n,
                        float *out, char *err)
 {
-    (void)err;
+    if (j->init == WT_INIT_K_B || j->init == WT_INIT_V_B)
+        return fill_mla_split(em, j, r0, n, out, err);
     uint64_t s = em->seed ^ hash_str(j->name) ^ ((uint64_t)(r0 / 128) * 0xd1342543de82ef95ull);
     splitmix(&s);
     int64_t cnt = n * j->cols;
@@ -170,6 +224,7 @@ int wt_synth(const struct wt_synth_opts *o, char *err)
         return rc;
     const struct cpuq_ops *ops = NULL;
     if ((rc = cpuq_ops_get(cpuq_isa_detect(), &ops, err))) return rc;
-    struct wt__emitter em = {ops, o->threads, o->zero, o->seed, NULL, fill_random};
-    return wt__write_model(&em, &hp, gtype, o->out, err);
+    struct wt__emitter em = {ops, o->threads, o->zero, o->seed, NULL, &hp, fill_random};
+    struct wt__layout lay = {gtype, o->mla_split, o->gguf_split};
+    return wt__write_model(&em, &hp, &lay, o->out, err);
 }

@@ -22,7 +22,9 @@ int wt__synth_tokenizer(const char *dir, int *n_vocab, char *err);
 int wt__synth_tokenizer_config(const char *dir, const char *chat_template, int max_len, char *err);
 
 enum wt__fmt { WT_FMT_BF16, WT_FMT_F32, WT_FMT_FP8, WT_FMT_GGML };
-enum wt__init { WT_INIT_NORMAL, WT_INIT_NORM, WT_INIT_BIAS };
+/* WT_INIT_K_B / WT_INIT_V_B: synth's split MLA tensors, taken from layer `layer`'s random kv_b
+ * after its FP8 round trip, so both MLA layouts hold the same values */
+enum wt__init { WT_INIT_NORMAL, WT_INIT_NORM, WT_INIT_BIAS, WT_INIT_K_B, WT_INIT_V_B };
 enum wt__src { WT_SRC_TENSOR, WT_SRC_STACKED, WT_SRC_EXPERT };
 
 struct wt__job {
@@ -45,11 +47,15 @@ struct wt__emitter {
     int zero; /* skip: sparse all-zero output */
     uint64_t seed;
     const struct wt_model *model; /* source model (quantize/dequant) */
+    const struct wt_hparams *hp;  /* the model being written */
     /* rows [r0, r0 + n) of job j as f32 (n x cols) */
     int (*fill)(const struct wt__emitter *em, const struct wt__job *j, int64_t r0, int64_t n,
                 float *out, char *err);
 };
 
+/* hp as llama.cpp's deepseek2.* GGUF metadata (+ general.architecture, bos/eos ids); 0 or an
+ * error code (out of memory) */
+int wt__gguf_meta(struct gguf_writer *w, const struct wt_hparams *hp);
 /* bytes of the job's output tensor (not counting an FP8 scale) */
 size_t wt__job_bytes(const struct wt__job *j);
 /* declare job (and its FP8 scale tensor) in a writer */
@@ -58,12 +64,22 @@ int wt__job_declare_gguf(struct gguf_writer *w, const struct wt__job *j, char *e
 /* produce job's data (and FP8 scale) into exactly one of the writers */
 int wt__emit(const struct wt__emitter *em, const struct wt__job *j, struct sft_writer *sw,
              struct gguf_writer *gw, char *err);
-/* the no-merge layout's tensor plan for hp: *st (safetensors, HF names), *gg (GGUF experts) */
-int wt__plan(const struct wt_hparams *hp, int experts_type, struct wt__job **st, int *n_st,
-             struct wt__job **gg, int *n_gg, char *err);
+/* The no-merge layout's choices beyond the hyperparameters. */
+struct wt__layout {
+    int experts_type; /* enum qtype of the routed experts, or WT_EXPERTS_Q4_K_M */
+    int mla_split;    /* 1: kv_b as llama.cpp's split attn_k_b / attn_v_b (F32) in the GGUF */
+    int gguf_split;   /* 1: experts.gguf; N > 1: a gguf-split set experts-0000K-of-0000N.gguf */
+};
+
+/* FP8 e4m3 of nr rows x C floats as the emitter writes it: q[nr x C], scales[ceil(C/128)] (one
+ * per 128 columns: amax / 448, 1 for an all-zero block) */
+void wt__fp8_block(const float *x, int64_t nr, int64_t C, uint8_t *q, float *scales);
+/* the no-merge layout's tensor plan for hp: *st (safetensors, HF names), *gg (GGUF) */
+int wt__plan(const struct wt_hparams *hp, const struct wt__layout *lay, struct wt__job **st,
+             int *n_st, struct wt__job **gg, int *n_gg, char *err);
 /* write a whole no-merge-layout model (weights, config, generation config) to dir */
-int wt__write_model(const struct wt__emitter *em, const struct wt_hparams *hp, int experts_type,
-                    const char *dir, char *err);
+int wt__write_model(const struct wt__emitter *em, const struct wt_hparams *hp,
+                    const struct wt__layout *lay, const char *dir, char *err);
 /* mkdir -p */
 int wt__mkdirs(const char *dir, char *err);
 int wt__nthreads(int threads);

@@ -1,14 +1,15 @@
 /* weights.c - the model on disk: open every weight file of a directory, one tensor index over
  * them, hyperparameters, validation, routed-expert views.
  *
- * Open: list the directory (*.safetensors, then *.gguf, each sorted by name; split GGUF sets
- * `X-0000N-of-0000M.gguf` must be complete), open each file with its validating reader, read
- * hyperparameters (config.json; else GGUF deepseek2 metadata; else a tandem hybrid file's
- * `tandem.config`), then index every tensor under its canonical name (names.c). MTP tensors
- * (layer >= n_layers, blk.N.nextn.*) are skipped. Two kinds of 1-D U8 blobs are decoded into
- * typed tensors: KTransformers' `X.weight` + `X.ggml_type` (shape from the hyperparameters) and
- * tandem's hybrid files (`tandem.ggml_type.X` / `tandem.shape.X` in __metadata__); their byte
- * size must match exactly.
+ * Open: list the directory (*.safetensors, then *.gguf, each sorted by name; gguf-split sets
+ * `X-0000N-of-0000M.gguf` must be complete and are opened in shard order; a path naming one shard
+ * opens its whole set), open each file with its validating reader, read hyperparameters
+ * (config.json; else GGUF deepseek2 metadata; else a tandem hybrid file's `tandem.config`; else
+ * config.json in the directory above), then index every tensor under its canonical name
+ * (names.c). MTP tensors (layer >= n_layers, blk.N.nextn.*) are skipped and summarized once. Two
+ * kinds of 1-D U8 blobs are decoded into typed tensors: KTransformers' `X.weight` + `X.ggml_type`
+ * (shape from the hyperparameters) and tandem's hybrid files (`tandem.ggml_type.X` /
+ * `tandem.shape.X` in __metadata__); their byte size must match exactly.
  *
  * Duplicates (the same canonical name from two files): the first wins, except stacked routed
  * experts where the last wins; per-expert tensors of a (layer, projection) that has a stacked
@@ -65,6 +66,10 @@ struct wt_model {
     struct ent **sorted; /* live entries, natural name order */
     int n_sorted;
     int n_skipped_mtp;
+    int mtp_layers[8]; /* distinct patterns skipped (the first 8): layer * 2 + nextn */
+    int n_mtp_layers;
+    int mtp_more;      /* more distinct layers than listed */
+    char skipped[256]; /* wt_skipped() */
 };
 
 /* ---- small helpers --------------------------------------------------------------------------- */
@@ -219,15 +224,35 @@ static int add_ent(struct wt_model *m, const char *canon, const struct wt__name_
     return 0;
 }
 
-/* skip MTP layers; 1 = skip */
+/* skip MTP layers; 1 = skip (counted and their layers noted for wt_skipped) */
 static int is_mtp(struct wt_model *m, const struct wt__name_info *ni)
 {
-    if (ni->nextn || (ni->layer >= 0 && ni->layer >= m->hp.n_layers)) {
-        m->n_skipped_mtp++;
-        return 1;
-    }
-    return 0;
+    if (!ni->nextn && !(ni->layer >= 0 && ni->layer >= m->hp.n_layers)) return 0;
+    m->n_skipped_mtp++;
+    int key = ni->layer * 2 + (ni->nextn != 0); /* blk.N.* or blk.N.nextn.* */
+    int seen = ni->layer < 0;
+    for (int i = 0; i < m->n_mtp_layers && !seen; i++) seen = m->mtp_layers[i] == key;
+    if (!seen && m->n_mtp_layers < 8) m->mtp_layers[m->n_mtp_layers++] = key;
+    else if (!seen) m->mtp_more = 1;
+    return 1;
 }
+
+/* "N MTP tensors: blk.61.*, ..." (or "") */
+static void skipped_summary(struct wt_model *m)
+{
+    char *s = m->skipped;
+    size_t n = sizeof m->skipped;
+    s[0] = 0;
+    if (!m->n_skipped_mtp) return;
+    int k = snprintf(s, n, "%d MTP tensor%s (multi-token prediction, unused):", m->n_skipped_mtp,
+                     m->n_skipped_mtp == 1 ? "" : "s");
+    for (int i = 0; i < m->n_mtp_layers && k > 0 && (size_t)k < n; i++)
+        k += snprintf(s + k, n - (size_t)k, "%s blk.%d.%s*", i ? "," : "", m->mtp_layers[i] / 2,
+                      m->mtp_layers[i] % 2 ? "nextn." : "");
+    if (m->mtp_more && k > 0 && (size_t)k < n) snprintf(s + k, n - (size_t)k, ", ...");
+}
+
+const char *wt_skipped(const struct wt_model *m) { return m->skipped; }
 
 /* bytes of a tensor of `type` with this shape; 0 on mismatch (*ok = 0) */
 static size_t shape_bytes(int type, int ndim, const int64_t *shape, int *ok)
@@ -444,23 +469,71 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* llama.cpp's gguf-split name "X-0000N-of-0000M.gguf": *plen = strlen("X"), *no = N, *count =
+ * M; 0 if name is not one */
+static int split_name(const char *name, size_t *plen, unsigned *no, unsigned *count)
+{
+    size_t l = strlen(name);
+    char tail[8];
+    /* "-00001-of-00003.gguf" is 20 characters */
+    if (l < 21 || sscanf(name + l - 20, "-%5u-of-%5u%7s", no, count, tail) != 3 ||
+        strcmp(tail, ".gguf"))
+        return 0;
+    *plen = l - 20;
+    return 1;
+}
+
+/* Open the whole gguf-split set that `name` (any shard) belongs to, in shard order: a missing
+ * shard is an error naming it; gguf-split's keys split.no / split.count / split.tensors.count
+ * must agree with the names and the files where present. */
+static int add_split_set(struct wt_model *m, const char *dir, const char *name, char *err)
+{
+    size_t plen;
+    unsigned no, count;
+    if (!split_name(name, &plen, &no, &count) || no == 0 || count == 0 || no > count)
+        return err_set(err, ERR_FORMAT, "%s/%s: bad split numbering", dir, name);
+    char p[4096];
+    struct stat st;
+    for (unsigned k = 1; k <= count; k++) { /* all present before opening any */
+        snprintf(p, sizeof p, "%s/%.*s-%05u-of-%05u.gguf", dir, (int)plen, name, k, count);
+        if (stat(p, &st) != 0)
+            return err_set(err, ERR_NOT_FOUND, "split GGUF set incomplete: %s is missing", p);
+    }
+    int64_t total = 0, declared = -1, v;
+    for (unsigned k = 1; k <= count; k++) {
+        snprintf(p, sizeof p, "%s/%.*s-%05u-of-%05u.gguf", dir, (int)plen, name, k, count);
+        int rc = add_file(m, p, err);
+        if (rc) return rc;
+        const struct gguf_ctx *g = m->files[m->n_files - 1].gg;
+        total += gguf_n_tensors(g);
+        if (gguf_find_i64(g, "split.no", &v, NULL) == 0 && v != (int64_t)k - 1)
+            return err_set(err, ERR_FORMAT, "%s: split.no is %lld, the name says shard %u of %u", p,
+                           (long long)v, k, count);
+        if (gguf_find_i64(g, "split.count", &v, NULL) == 0 && v != (int64_t)count)
+            return err_set(err, ERR_FORMAT, "%s: split.count is %lld, the name says %u files", p,
+                           (long long)v, count);
+        if (k == 1 && gguf_find_i64(g, "split.tensors.count", &v, NULL) == 0) declared = v;
+    }
+    if (declared >= 0 && declared != total)
+        return err_set(err, ERR_FORMAT,
+                       "%s/%.*s-*-of-%05u.gguf: split.tensors.count is %lld, the files hold %lld",
+                       dir, (int)plen, name, count, (long long)declared, (long long)total);
+    return 0;
+}
+
 /* X-0000N-of-0000M.gguf: check the whole set is present */
 static int check_splits(char **names, int n, const char *dir, char *err)
 {
     for (int i = 0; i < n; i++) {
         const char *s = names[i];
-        size_t l = strlen(s);
+        size_t plen;
         unsigned a, b;
-        char tail[8];
-        /* "-00001-of-00003.gguf" is 20 characters */
-        if (l < 21 || sscanf(s + l - 20, "-%5u-of-%5u%7s", &a, &b, tail) != 3 ||
-            strcmp(tail, ".gguf"))
-            continue;
+        if (!split_name(s, &plen, &a, &b)) continue;
         if (b == 0 || a == 0 || a > b)
             return err_set(err, ERR_FORMAT, "%s/%s: bad split numbering", dir, s);
         for (unsigned k = 1; k <= b; k++) {
             char want[1024];
-            snprintf(want, sizeof want, "%.*s-%05u-of-%05u.gguf", (int)(l - 20), s, k, b);
+            snprintf(want, sizeof want, "%.*s-%05u-of-%05u.gguf", (int)plen, s, k, b);
             int found = 0;
             for (int j = 0; j < n && !found; j++) found = strcmp(names[j], want) == 0;
             if (!found)
@@ -505,11 +578,16 @@ static int open_dir_files(struct wt_model *m, const char *dir, char *err)
     }
     for (int pass = 0; !rc && pass < 2; pass++)
         for (int i = 0; !rc && i < n; i++) {
-            if (ends_with(names[i], pass ? ".gguf" : ".safetensors")) {
-                char p[4096];
-                snprintf(p, sizeof p, "%s/%s", dir, names[i]);
-                rc = add_file(m, p, err);
+            if (!ends_with(names[i], pass ? ".gguf" : ".safetensors")) continue;
+            size_t plen;
+            unsigned no, count;
+            if (pass && split_name(names[i], &plen, &no, &count)) {
+                if (no == 1) rc = add_split_set(m, dir, names[i], err); /* the set, once */
+                continue;
             }
+            char p[4096];
+            snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+            rc = add_file(m, p, err);
         }
     for (int i = 0; i < n; i++) free(names[i]);
     free(names);
@@ -538,10 +616,32 @@ static int load_hparams(struct wt_model *m, char *err)
         const char *c = m->files[i].st ? sft_meta(m->files[i].st, "tandem.config") : NULL;
         if (c) return wt__hparams_json(c, strlen(c), m->files[i].path, &m->hp, err);
     }
+    /* a merged directory made next to (inside) the original model: its config.json above */
+    char up[4096];
+    snprintf(up, sizeof up, "%s/..", m->dir);
+    char *real = realpath(up, NULL);
+    if (real) {
+        snprintf(p, sizeof p, "%s/config.json", real);
+        free(real);
+        if (stat(p, &st) == 0) {
+            LOG_INFO("weights", "%s has no config.json; using %s", m->dir, p);
+            return wt_hparams_from_json_file(p, &m->hp, err);
+        }
+    }
+    int kt = 0; /* KTransformers' merged safetensors: X.weight blobs + X.ggml_type */
+    for (int i = 0; i < m->n_files && !kt; i++)
+        for (int j = 0; m->files[i].st && j < sft_n_tensors(m->files[i].st) && !kt; j++)
+            kt = ends_with(sft_at(m->files[i].st, j)->name, ".ggml_type");
+    if (kt)
+        return err_set(err, ERR_NOT_FOUND,
+                       "%s is a KTransformers merged directory without config.json: copy "
+                       "config.json from the original model directory (the safetensors "
+                       "directory given to KTransformers' merge script) to %s/config.json",
+                       m->dir, m->dir);
     return err_set(err, ERR_NOT_FOUND,
-                   "%s: no config.json and no GGUF metadata to read the "
-                   "hyperparameters from",
-                   m->dir);
+                   "%s: no config.json and no GGUF metadata to read the hyperparameters from: "
+                   "copy the model's config.json to %s/config.json",
+                   m->dir, m->dir);
 }
 
 int wt_open(const char *path, struct wt_model **out, char *err)
@@ -559,7 +659,13 @@ int wt_open(const char *path, struct wt_model **out, char *err)
         char *tmp = strdup(path);
         m->dir = tmp ? strdup(dirname(tmp)) : NULL;
         free(tmp);
-        rc = m->dir ? add_file(m, path, err) : err_set(err, ERR_NOMEM, "out of memory");
+        const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+        size_t plen;
+        unsigned no, count;
+        if (!m->dir) rc = err_set(err, ERR_NOMEM, "out of memory");
+        else if (split_name(base, &plen, &no, &count)) /* one shard names the whole set */
+            rc = add_split_set(m, m->dir, base, err);
+        else rc = add_file(m, path, err);
     }
     if (!rc) rc = load_hparams(m, err);
     if (!rc) rc = hash_rebuild(m, 1024) ? err_set(err, ERR_NOMEM, "out of memory") : 0;
@@ -568,23 +674,25 @@ int wt_open(const char *path, struct wt_model **out, char *err)
         wt_close(m);
         return rc;
     }
-    if (m->n_skipped_mtp)
-        LOG_DEBUG("weights", "%s: skipped %d MTP tensors", path, m->n_skipped_mtp);
+    skipped_summary(m);
+    if (m->skipped[0]) LOG_INFO("weights", "%s: skipped %s", path, m->skipped);
     *out = m;
     return 0;
 }
 
 int wt_add_dir(struct wt_model *m, const char *dir, char *err)
 {
-    int from = m->n_files;
+    int from = m->n_files, before = m->n_skipped_mtp;
     int rc = open_dir_files(m, dir, err);
     if (!rc) rc = index_files(m, from, err);
+    skipped_summary(m);
+    if (!rc && m->n_skipped_mtp > before) LOG_INFO("weights", "%s: skipped %s", dir, m->skipped);
     return rc;
 }
 
 /* ---- validation ------------------------------------------------------------------------------ */
 
-enum kind { K_VEC, K_MAT, K_EXPERTS };
+enum kind { K_VEC, K_MAT, K_EXPERTS, K_HEADS };
 
 static int type_ok(int type, enum kind k)
 {
@@ -615,11 +723,17 @@ static int check_scale(const struct wt_model *m, const struct wt_tensor *t, char
 static int check_tensor(const struct wt_model *m, const char *name, enum kind k, char *err)
 {
     const struct wt_tensor *t = wt_get(m, name);
-    if (!t) return err_set(err, ERR_FORMAT, "%s: missing tensor '%s'", m->dir, name);
+    if (!t)
+        return err_set(err, ERR_FORMAT, "%s: missing tensor '%s'%s", m->dir, name,
+                       ends_with(name, ".attn_kv_b.weight")
+                           ? " (or llama.cpp's split attn_k_b.weight + attn_v_b.weight)"
+                           : "");
     int64_t want[WT_MAX_DIMS] = {0};
     int nd = wt_expected_shape(&m->hp, name, want);
     int same = nd == t->ndim;
     for (int d = 0; same && d < nd; d++) same = want[d] == t->shape[d];
+    if (k == K_HEADS && nd == 3 && t->ndim == 2) /* [H, a, b] stored flat as [H * a, b] */
+        same = t->shape[0] == want[0] * want[1] && t->shape[1] == want[2];
     if (!same) {
         char a[80] = "", b[80] = "";
         for (int d = 0; d < t->ndim; d++)
@@ -631,7 +745,8 @@ static int check_tensor(const struct wt_model *m, const char *name, enum kind k,
         return err_set(err, ERR_FORMAT, "%s: tensor '%s' has shape [%s], config says [%s]",
                        wt_file_name(m, t->file), name, a, b);
     }
-    if (!type_ok(t->type, k) || (k == K_EXPERTS && t->type == QTYPE_F8_E4M3 && t->ndim == 3))
+    if (!type_ok(t->type, k) ||
+        (t->type == QTYPE_F8_E4M3 && ((k == K_EXPERTS && t->ndim == 3) || k == K_HEADS)))
         return err_set(err, ERR_UNSUPPORTED, "%s: tensor '%s' has unsupported type %s",
                        wt_file_name(m, t->file), name, qtype_name(t->type));
     return check_scale(m, t, err);
@@ -662,7 +777,12 @@ int wt_validate(const struct wt_model *m, char *err)
         }
         CHK(K_MAT, "blk.%d.attn_kv_a_mqa.weight", l);
         CHK(K_VEC, "blk.%d.attn_kv_a_norm.weight", l);
-        CHK(K_MAT, "blk.%d.attn_kv_b.weight", l);
+        if (wt_getf(m, "blk.%d.attn_kv_b.weight", l) || !wt_getf(m, "blk.%d.attn_k_b.weight", l)) {
+            CHK(K_MAT, "blk.%d.attn_kv_b.weight", l);
+        } else { /* llama.cpp's split form; FP8 would need per-head scales */
+            CHK(K_HEADS, "blk.%d.attn_k_b.weight", l);
+            CHK(K_HEADS, "blk.%d.attn_v_b.weight", l);
+        }
         CHK(K_MAT, "blk.%d.attn_output.weight", l);
         CHK(K_VEC, "blk.%d.ffn_norm.weight", l);
         if (!wt_layer_is_moe(hp, l)) {

@@ -12,6 +12,7 @@
  *   blk.N.attn_norm.weight  blk.N.attn_q_a.weight  blk.N.attn_q_a_norm.weight blk.N.attn_q_b.weight
  *   blk.N.attn_q.weight (no q_lora)  blk.N.attn_kv_a_mqa.weight  blk.N.attn_kv_a_norm.weight
  *   blk.N.attn_kv_b.weight  blk.N.attn_output.weight  blk.N.ffn_norm.weight
+ *   or, instead of attn_kv_b, llama.cpp's split blk.N.attn_k_b.weight + blk.N.attn_v_b.weight
  *   dense:  blk.N.ffn_gate.weight  blk.N.ffn_up.weight  blk.N.ffn_down.weight
  *   MoE:    blk.N.ffn_gate_inp.weight (router)  blk.N.exp_probs_b.bias (correction bias)
  *           blk.N.ffn_{gate,up,down}_shexp.weight  (shared experts)
@@ -109,8 +110,10 @@ enum wt_proj { WT_GATE = 0, WT_UP = 1, WT_DOWN = 2 };
 
 struct wt_model;
 
-/* Open a model directory or file. Maps every weight file; parses config.json (if present) or
- * GGUF metadata into hparams. Errors (ERR_IO, ERR_FORMAT, ERR_UNSUPPORTED) name file and tensor. */
+/* Open a model directory or file (a path to one shard of a gguf-split set opens the set). Maps
+ * every weight file; parses config.json (if present; else GGUF metadata, a hybrid file's
+ * tandem.config, or config.json in the directory above) into hparams. Errors (ERR_IO,
+ * ERR_FORMAT, ERR_UNSUPPORTED, ERR_NOT_FOUND) name file and tensor, or the file to copy where. */
 int wt_open(const char *path, struct wt_model **out, char *err);
 /* Add GGUF (or other) weight files of another directory, e.g. --experts-from. */
 int wt_add_dir(struct wt_model *m, const char *dir, char *err);
@@ -129,6 +132,15 @@ const struct wt_tensor *wt_getf(const struct wt_model *m, const char *fmt, ...)
 /* Routed expert e of MoE layer l. */
 int wt_expert(const struct wt_model *m, int layer, enum wt_proj p, int e, struct wt_view *out,
               char *err);
+/* MLA's kv_b of layer l in kv_b_proj's layout (per head: nope rows of W_UK, then v rows of
+ * W_UV; kv_lora_rank columns) as f32 rows [r0, r0 + n), read from `blk.l.attn_kv_b.weight` or
+ * from llama.cpp's split `blk.l.attn_k_b.weight` [H, L, nope] + `blk.l.attn_v_b.weight`
+ * [H, v, L] (mla.c). wt_kv_b_split: 1 if layer l has only the split form. */
+int wt_kv_b_rows(const struct wt_model *m, int layer, int64_t r0, int64_t n, float *out, char *err);
+int wt_kv_b_split(const struct wt_model *m, int layer);
+/* What loading skipped, for the log and `tandem inspect`: "" or e.g. "19 MTP tensors (...):
+ * blk.61.*" (logged once at open, never per tensor). */
+const char *wt_skipped(const struct wt_model *m);
 const char *wt_file_name(const struct wt_model *m, int file);
 int wt_n_files(const struct wt_model *m);
 

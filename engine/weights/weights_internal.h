@@ -35,6 +35,13 @@ int wt__tmp_commit(FILE *f, const char *tmp, const char *path, char *err);
  * *failed and returns ERR_IO naming tmp. */
 int wt__tmp_write(FILE *f, const char *tmp, int *failed, const void *p, size_t n, char *err);
 
+struct cpuq_ops;
+/* Row r of a matrix (type, cols, row_bytes, data; FP8: its scale grid) -> out[cols] as f32.
+ * ERR_UNSUPPORTED for a type ops cannot dequantize; name is for messages. (rows.c) */
+int wt__row_f32(const struct cpuq_ops *ops, int type, int64_t cols, size_t row_bytes,
+                const void *data, const float *scale, int64_t r, float *out, const char *name,
+                char *err);
+
 struct gguf_ctx;
 /* config.json text -> hp; src names the source in messages */
 int wt__hparams_json(const char *text, size_t len, const char *src, struct wt_hparams *hp,

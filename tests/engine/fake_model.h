@@ -35,6 +35,15 @@ struct fake {
                                 * what happens while the engine is busy, whatever the timing) */
     atomic_long n_forward, n_tokens;
     atomic_int max_seqs_in_batch;
+    /* a layered pass (fake_backend_layered): layer 0 computes the chain and writes layer-0 rows,
+     * layer 1 writes the layer-1 rows; a decode that reads a row of the pass before its layer 1
+     * ran fails ("layers disagree") */
+    const struct model_kv *p_kv;
+    const struct model_batch *p_b;
+    int p_next;
+    uint32_t p_h[4096];
+    atomic_long n_pass, n_pass_slices, n_pass_abort, max_forwards_in_pass, p_forwards_at_begin;
+    atomic_int hold_pass; /* while set, pass_begin waits (after counting the pass) */
 };
 
 static inline uint32_t fake_mix(uint32_t h, int32_t tok, int32_t pos)
@@ -104,6 +113,94 @@ static inline int fake_forward(void *ctx, const struct model_kv *kv, const struc
     return 0;
 }
 
+/* Row offset of position pos of batch sequence si (checked against the block table). */
+static inline int fake_row(const struct model_kv *kv, const struct model_seq *s, int pos,
+                           size_t *off, char *err)
+{
+    int bt = kv->block_tokens;
+    if (pos < 0 || pos / bt >= s->n_blocks)
+        return err_set(err, ERR_INVAL, "fake: pos beyond table");
+    *off = ((size_t)s->blocks[pos / bt] * bt + pos % bt) * kv->kv_dim;
+    return 0;
+}
+
+static inline int fake_pass_begin(void *ctx, const struct model_kv *kv, const struct model_batch *b,
+                                  char *err)
+{
+    struct fake *f = ctx;
+    if (f->p_b) return err_set(err, ERR_INTERNAL, "fake: a pass is already running");
+    if (b->n_tokens > 4096 || b->n_seqs != 1) return err_set(err, ERR_INVAL, "fake: bad pass");
+    f->p_kv = kv;
+    f->p_b = b;
+    f->p_next = 0;
+    atomic_fetch_add(&f->n_pass, 1);
+    atomic_store(&f->p_forwards_at_begin, atomic_load(&f->n_forward));
+    while (atomic_load(&f->hold_pass)) usleep(200);
+    return 0;
+}
+
+static inline int fake_pass_run(void *ctx, int n_layers, int *left, char *err)
+{
+    struct fake *f = ctx;
+    const struct model_batch *b = f->p_b;
+    const struct model_kv *kv = f->p_kv;
+    if (!b) return err_set(err, ERR_INTERNAL, "fake: no pass");
+    atomic_fetch_add(&f->n_pass_slices, 1);
+    long during = atomic_load(&f->n_forward) - atomic_load(&f->p_forwards_at_begin);
+    if (during > atomic_load(&f->max_forwards_in_pass))
+        atomic_store(&f->max_forwards_in_pass, during);
+    const struct model_seq *s = &b->seqs[0];
+    for (int k = 0; k < n_layers && f->p_next < FAKE_LAYERS; k++, f->p_next++) {
+        usleep((useconds_t)(atomic_load(&f->delay_token_us) * b->n_tokens / FAKE_LAYERS));
+        uint16_t *l0 = kv->layer_data[0], *l1 = kv->layer_data[1];
+        for (int i = 0; i < b->n_tokens; i++) {
+            int pos = b->pos[i];
+            size_t off = 0, poff = 0;
+            if (fake_row(kv, s, pos, &off, err)) return ERR_INVAL;
+            if (f->p_next == 1) {
+                if (l0[off + 1] != (uint16_t)pos)
+                    return err_set(err, ERR_INTERNAL, "fake: pass row of pos %d lost", pos);
+                for (int c = 0; c < 4; c++) l1[off + c] = l0[off + c] ^ 0x5555;
+                continue;
+            }
+            uint32_t prev = FAKE_H0;
+            if (pos > 0) {
+                if (fake_row(kv, s, pos - 1, &poff, err)) return ERR_INVAL;
+                if (l0[poff + 1] != (uint16_t)(pos - 1))
+                    return err_set(err, ERR_INTERNAL, "fake: KV row of pos %d holds pos %d",
+                                   pos - 1, l0[poff + 1]);
+                prev = (uint32_t)l0[poff + 2] | (uint32_t)l0[poff + 3] << 16;
+            }
+            uint32_t h = fake_mix(prev, b->tokens[i], pos);
+            f->p_h[i] = h;
+            uint16_t row[4] = {(uint16_t)b->tokens[i], (uint16_t)pos, (uint16_t)h,
+                               (uint16_t)(h >> 16)};
+            memcpy(l0 + off, row, sizeof row);
+        }
+    }
+    *left = FAKE_LAYERS - f->p_next;
+    return 0;
+}
+
+static inline int fake_pass_finish(void *ctx, float *logits, char *err)
+{
+    struct fake *f = ctx;
+    const struct model_batch *b = f->p_b;
+    if (!b || f->p_next < FAKE_LAYERS) return err_set(err, ERR_INTERNAL, "fake: pass not done");
+    for (int j = 0; j < b->n_logits; j++)
+        fake_logits(f->p_h[b->logits_idx[j]], logits + (size_t)j * FAKE_VOCAB);
+    atomic_fetch_add(&f->n_tokens, b->n_tokens);
+    f->p_b = NULL;
+    return 0;
+}
+
+static inline void fake_pass_abort(void *ctx)
+{
+    struct fake *f = ctx;
+    f->p_b = NULL;
+    atomic_fetch_add(&f->n_pass_abort, 1);
+}
+
 static inline struct sched_backend fake_backend(struct fake *f)
 {
     memset(f, 0, sizeof *f);
@@ -170,6 +267,17 @@ static inline int fake_ref_generate(const struct eng_request *req, const int32_t
     free(all);
     samp_destroy(s);
     return n;
+}
+
+/* fake_backend with layered passes. */
+static inline struct sched_backend fake_backend_layered(struct fake *f)
+{
+    struct sched_backend be = fake_backend(f);
+    be.pass_begin = fake_pass_begin;
+    be.pass_run = fake_pass_run;
+    be.pass_finish = fake_pass_finish;
+    be.pass_abort = fake_pass_abort;
+    return be;
 }
 
 #endif

@@ -177,6 +177,51 @@ static int get_mat(const struct ref_model *r, const struct wt_model *w, const ch
     return mat_from_view(r, &v, 0, m, err);
 }
 
+/* kv_b [H * (nope + v), L] of layer l; from llama.cpp's split attn_k_b [H, L, nope] (W_UK
+ * transposed) and attn_v_b [H, v, L] when the file has no attn_kv_b */
+static int get_kv_b(const struct ref_model *r, const struct wt_model *w, int l, struct rmat *m,
+                    char *err)
+{
+    char nm[WT_NAME_LEN];
+    snprintf(nm, sizeof nm, "blk.%d.attn_kv_b.weight", l);
+    if (wt_get(w, nm)) return get_mat(r, w, nm, m, err);
+    const struct wt_tensor *kb = wt_getf(w, "blk.%d.attn_k_b.weight", l);
+    const struct wt_tensor *vb = wt_getf(w, "blk.%d.attn_v_b.weight", l);
+    int H = r->H, L = r->L, N = r->NOPE, VD = r->VD, ok = 1;
+    /* [H, a, b], or stored flat as [H * a, b]; not FP8 (no per-head scales) */
+    if (!kb || !vb || kb->ndim < 2 || vb->ndim < 2 || kb->ndim > 3 || vb->ndim > 3 ||
+        kb->type == QTYPE_F8_E4M3 || vb->type == QTYPE_F8_E4M3 || kb->shape[kb->ndim - 1] != N ||
+        vb->shape[vb->ndim - 1] != L ||
+        kb->nbytes < qtype_row_bytes(kb->type, N, &ok) * (size_t)H * L ||
+        vb->nbytes < qtype_row_bytes(vb->type, L, &ok) * (size_t)H * VD ||
+        kb->shape[0] * (kb->ndim == 3 ? kb->shape[1] : 1) != (int64_t)H * L ||
+        vb->shape[0] * (vb->ndim == 3 ? vb->shape[1] : 1) != (int64_t)H * VD)
+        return err_set(err, ERR_FORMAT,
+                       "ref: layer %d: no attn_kv_b and no [%d,%d,%d] k_b + "
+                       "[%d,%d,%d] v_b",
+                       l, H, L, N, H, VD, L);
+    double *k = malloc(sizeof *k * (size_t)H * L * N), *v = malloc(sizeof *v * (size_t)H * VD * L);
+    m->rows = H * (N + VD);
+    m->cols = L;
+    m->act = ACT_NONE;
+    m->w = malloc(sizeof *m->w * (size_t)m->rows * L);
+    int rc = (!k || !v || !m->w) ? err_set(err, ERR_NOMEM, "ref: out of memory") : 0;
+    if (!rc)
+        rc = decode_rows(r, kb->type, kb->data, qtype_row_bytes(kb->type, N, &ok), NULL,
+                         (int64_t)H * L, N, k, err);
+    if (!rc)
+        rc = decode_rows(r, vb->type, vb->data, qtype_row_bytes(vb->type, L, &ok), NULL,
+                         (int64_t)H * VD, L, v, err);
+    for (int h = 0; !rc && h < H; h++)
+        for (int i = 0; i < N + VD; i++)
+            for (int c = 0; c < L; c++)
+                m->w[((size_t)h * (N + VD) + i) * L + c] =
+                    i < N ? k[((size_t)h * L + c) * N + i] : v[((size_t)h * VD + i - N) * L + c];
+    free(k);
+    free(v);
+    return rc;
+}
+
 static int get_vec(const struct ref_model *r, const struct wt_model *w, const char *name, int n,
                    int optional, double **out, char *err)
 {
@@ -828,7 +873,7 @@ static int load_layer(struct ref_model *r, const struct wt_model *w, int l, char
         (rc = get_vec(r, w, NM("blk.%d.ffn_norm.weight", l), hp->hidden, 0, &ly->ffn_norm, err)) ||
         (rc = get_vec(r, w, NM("blk.%d.attn_kv_a_norm.weight", l), r->L, 0, &ly->kv_a_norm, err)) ||
         (rc = get_mat(r, w, NM("blk.%d.attn_kv_a_mqa.weight", l), &ly->kv_a, err)) ||
-        (rc = get_mat(r, w, NM("blk.%d.attn_kv_b.weight", l), &ly->kv_b, err)) ||
+        (rc = get_kv_b(r, w, l, &ly->kv_b, err)) ||
         (rc = get_mat(r, w, NM("blk.%d.attn_output.weight", l), &ly->o, err)))
         return rc;
     if (hp->q_lora_rank > 0) {

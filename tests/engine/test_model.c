@@ -406,6 +406,40 @@ static void check_passes(const struct wt_model *w, const char *label)
             label, NA, NB, PASS_CHUNK, diff, r1.calls, r2.calls,
             hdiff ? "DIFFERS" : "bitwise equal");
     CHECK_EQ(diff, 0);
+
+    /* the same batch as a layered pass, in slices of 1..3 layers, with a forward of another
+     * sequence (slot 0, one token) between slices: bitwise the same logits */
+    float *sliced = malloc((size_t)PASS_N * V * sizeof(float));
+    float *one = malloc((size_t)V * sizeof(float));
+    CHECK(sliced && one);
+    int left = -1, slices = 0, l0 = rnd() % 2;
+    CHECK_EQ(model_pass_run(big, 1, &left, err), ERR_INVAL); /* no pass */
+    CHECK_EQ(model_pass_begin(big, &kv.kv, &b, err), 0);
+    CHECK_EQ(model_pass_begin(big, &kv.kv, &b, err), ERR_INVAL); /* one at a time */
+    CHECK_EQ(model_pass_finish(big, sliced, err), ERR_INVAL);    /* layers left */
+    for (left = model_n_layers(big); left > 0; slices++) {
+        CHECK_EQ(model_pass_run(big, 1 + (int)((rnd() + l0) % 3), &left, err), 0);
+        int32_t t1 = toks[NA - 1], p1 = NA - 1, s1 = 0, i1 = 0;
+        struct model_seq q1 = tkv_seq(&kv, 0);
+        struct model_batch b1 = {.n_tokens = 1,
+                                 .tokens = &t1,
+                                 .pos = &p1,
+                                 .seq = &s1,
+                                 .n_seqs = 1,
+                                 .seqs = &q1,
+                                 .n_logits = 1,
+                                 .logits_idx = &i1};
+        CHECK_EQ(model_forward(big, &kv.kv, &b1, one, err), 0);
+        CHECK(memcmp(one, alone + (size_t)(NA - 1) * V, (size_t)V * sizeof(float)) == 0);
+    }
+    CHECK_EQ(model_pass_finish(big, sliced, err), 0);
+    int sdiff = memcmp(sliced, got, (size_t)PASS_N * V * sizeof(float)) != 0;
+    fprintf(stderr, "[%s] the batch as a layered pass in %d slices with forwards between: %s\n",
+            label, slices, sdiff ? "DIFFERS" : "bitwise equal");
+    CHECK_EQ(sdiff, 0);
+    model_pass_abort(big);
+    free(sliced);
+    free(one);
     CHECK_EQ(r1.calls, 1);
     CHECK_EQ(r2.calls, (NA + PASS_CHUNK - 1) / PASS_CHUNK + (NB + PASS_CHUNK - 1) / PASS_CHUNK);
     CHECK_EQ(hdiff, 0);

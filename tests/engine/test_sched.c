@@ -29,6 +29,7 @@ struct res {
     int err;
     int n_cached, n_generated, n_prompt;
     int start_order; /* order of the first token among all requests */
+    uint64_t id;     /* the engine's id (submit_spec) */
     float logprob0;
     int n_top0;
 };
@@ -166,6 +167,7 @@ static int submit_spec(struct engine *e, const struct spec *s, struct res *r, ch
     q.ud = r;
     memset(r, 0, sizeof *r);
     int rc = eng_submit(e, &q, err);
+    if (rc == 0) r->id = q.id;
     if (rc != 0) {
         free(q.prompt);
         free(q.samp.logit_bias_ids);
@@ -203,12 +205,14 @@ static void check_against_ref(const struct spec *s, const struct res *r, int con
 
 /* Run all specs concurrently on an engine with the given shape; check each against its
  * reference; return the engine's stats. */
-static int token_delay_us; /* fake cost per batch token in run_all */
+static int token_delay_us;                      /* fake cost per batch token in run_all */
+static int layered;                             /* run_all: the fake backend runs layered passes */
+static long last_passes, last_forwards_in_pass; /* of the last run_all */
 
 static struct eng_stats run_all(const struct spec *specs, int n, struct sched_params p)
 {
     struct fake f;
-    struct sched_backend be = fake_backend(&f);
+    struct sched_backend be = layered ? fake_backend_layered(&f) : fake_backend(&f);
     atomic_store(&f.delay_token_us, token_delay_us);
     struct engine *e;
     char err[ERR_LEN];
@@ -235,9 +239,67 @@ static struct eng_stats run_all(const struct spec *specs, int n, struct sched_pa
     CHECK_EQ(st.iter_tokens_sum, (uint64_t)atomic_load(&f.n_tokens));
     CHECK(st.steps > 0);
     CHECK(n < 2 || atomic_load(&f.max_seqs_in_batch) > 1 || p.max_running == 1);
+    last_passes = atomic_load(&f.n_pass);
+    last_forwards_in_pass = atomic_load(&f.max_forwards_in_pass);
     eng_destroy(e);
     free(r);
     return st;
+}
+
+/* A request that decodes for a long time (ignore_eos, greedy). */
+static void spec_long_decode(struct spec *s, unsigned *rs, int n_prompt, int max_tokens)
+{
+    memset(s, 0, sizeof *s);
+    s->n_prompt = n_prompt;
+    for (int i = 0; i < n_prompt; i++) s->prompt[i] = rand_r(rs) % FAKE_VOCAB;
+    s->req.max_tokens = max_tokens;
+    s->req.ignore_eos = 1;
+    s->req.samp.top_p = 1.0f;
+    s->req.samp.repetition_penalty = 1.0f;
+    s->req.samp.seed = (uint64_t)rand_r(rs);
+}
+
+/* Layered passes step by step: a long prompt arriving while a stream decodes runs as a pass with
+ * a decode step between its two layers, gives its reference output, and a pass cancelled in
+ * flight is aborted with its blocks freed. */
+static void layered_pass_checks(unsigned *rs)
+{
+    char err[ERR_LEN];
+    struct fake f;
+    struct sched_backend be = fake_backend_layered(&f);
+    atomic_store(&f.delay_us, 500);      /* a decode step: ~0.5 ms */
+    atomic_store(&f.delay_token_us, 50); /* a pass layer of 256 tokens: ~6 ms, so k = 1 */
+    struct sched_params p = params(4, 256, 512, 16);
+    p.prefill_step_ratio = 2.0;
+    p.layered_prefill_tokens = 64;
+    struct engine *e;
+    CHECK_EQ(eng_create_backend(&p, &be, &e, err), 0);
+    static struct spec a, b, c;
+    static struct res ra, rb, rc;
+    spec_long_decode(&a, rs, 5, 400);
+    spec_long_decode(&b, rs, 300, 5);
+    spec_long_decode(&c, rs, 300, 5);
+    CHECK_EQ(submit_spec(e, &a, &ra, err), 0);
+    wait_tokens(&ra, 3);
+    CHECK_EQ(submit_spec(e, &b, &rb, err), 0);
+    wait_done(&rb, 1);
+    check_against_ref(&b, &rb, p.context);
+    CHECK_EQ(atomic_load(&f.n_pass), 1); /* 256 tokens as a pass, the last 44 paced */
+    CHECK(atomic_load(&f.max_forwards_in_pass) >= 1);
+    CHECK_EQ(ra.n_done, 0); /* a still decoding: c's pass starts beside it */
+    atomic_store(&f.hold_pass, 1);
+    CHECK_EQ(submit_spec(e, &c, &rc, err), 0);
+    while (atomic_load(&f.n_pass) < 2) usleep(100);
+    eng_cancel(e, rc.id);
+    atomic_store(&f.hold_pass, 0);
+    wait_done(&rc, 1);
+    CHECK_EQ(rc.fin, ENG_FINISH_CANCELLED);
+    CHECK_EQ(atomic_load(&f.n_pass_abort), 1);
+    check_engine(e);
+    wait_done(&ra, 1);
+    check_against_ref(&a, &ra, p.context);
+    check_engine(e);
+    eng_destroy(e);
 }
 
 int main(void)
@@ -274,6 +336,29 @@ int main(void)
         run_all(specs, N, p);
         token_delay_us = 0;
     }
+
+    /* 1c. layered prefill (long prompts while others decode): same outputs, passes ran, and
+     * decode steps ran in the middle of passes; with preemption too */
+    {
+        struct sched_params p = params(8, 256, 512, 16);
+        p.prefill_step_ratio = 1.5;
+        p.layered_prefill_tokens = 32;
+        token_delay_us = 20;
+        layered = 1;
+        run_all(specs, N, p);
+        CHECK(last_passes > 0);
+        CHECK(last_forwards_in_pass > 0);
+        run_all(specs, N, params(8, 256, 512, 16)); /* pacing off: no passes */
+        CHECK_EQ(last_passes, 0);
+        p = params(8, 256, 24, 8);
+        p.prefill_step_ratio = 1.5;
+        p.layered_prefill_tokens = 32;
+        struct eng_stats st = run_all(specs, N, p);
+        CHECK(st.preemptions_total > 0);
+        layered = 0;
+        token_delay_us = 0;
+    }
+    layered_pass_checks(&rs);
 
     /* 2. preemption: a KV cache of 24 blocks x 8 tokens = 192 tokens for 8 running */
     {

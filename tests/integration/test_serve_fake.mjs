@@ -29,7 +29,9 @@ const model = path.join(work, 'fake-model');
   const r = spawnSync('node', [path.join(SRC, 'tests/server/make_tokenizer.mjs'), model]);
   assert.equal(r.status, 0, String(r.stderr));
 }
-const common = ['--model.template=deepseek-v3', '--model.name=fake-model', '--log.level=warn'];
+// 'x', the model most requests name, is served as an alias (model.served_names)
+const common = ['--model.template=deepseek-v3', '--model.name=fake-model',
+  '--model.served_names=fake-model,x', '--log.level=warn'];
 
 function isError(res, status, type, param) {
   assert.equal(res.status, status, res.text);
@@ -57,8 +59,7 @@ describe('fake engine daemon', () => {
 
   test('models, health, request id', async () => {
     const models = await client.models.list();
-    assert.equal(models.data.length, 1);
-    assert.equal(models.data[0].id, 'fake-model');
+    assert.deepEqual(models.data.map((m) => m.id), ['fake-model', 'x']);
     assert.equal(models.data[0].object, 'model');
     const h = await fetch(d.base + '/health', { headers: { 'X-Request-Id': 'abc-123<script>' } });
     assert.equal(h.status, 200);
@@ -308,7 +309,7 @@ describe('fake engine daemon', () => {
     assert.equal(m.get('num_requests_running'), 0);
   });
 
-  test('300 mutated requests: only 200 or 400, always the error shape, daemon healthy', async () => {
+  test('300 mutated requests: only 200, 400 or 404 (model), always the error shape, daemon healthy', async () => {
     let seed = Number(process.env.TANDEM_TEST_SEED ?? Math.floor(Math.random() * 1e9));
     console.error(`TANDEM_TEST_SEED=${seed}`);
     const rnd = () => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed / 2147483648; };
@@ -330,8 +331,12 @@ describe('fake engine daemon', () => {
       if (rnd() < 0.1) body = body.slice(0, Math.floor(rnd() * body.length));
       const ep = rnd() < 0.7 ? '/v1/chat/completions' : '/v1/completions';
       const r = await postJSON(d.base, ep, body);
-      assert.ok(r.status === 200 || r.status === 400, `${r.status} for ${body.slice(0, 200)}: ${r.text.slice(0, 200)}`);
+      // a string model other than 'x' (and 'fake-model') is not served: 404 model_not_found
+      const unserved = typeof o.model === 'string' && o.model !== 'x' && o.model !== 'fake-model';
+      assert.ok(r.status === 200 || r.status === 400 || (r.status === 404 && unserved),
+        `${r.status} for ${body.slice(0, 200)}: ${r.text.slice(0, 200)}`);
       if (r.status === 400) isError(r, 400, 'invalid_request_error');
+      if (r.status === 404) assert.equal(isError(r, 404, 'invalid_request_error').code, 'model_not_found');
     }
     assert.equal((await fetch(d.base + '/health')).status, 200);
   });

@@ -409,11 +409,11 @@ describe('fake engine, deepseek-r1 template: reasoning and tool-call parsing', (
     assert.equal(b.choices[0].message.content, 'Sunny, 21 C.');
     assert.equal(b.choices[0].message.tool_calls, undefined);
 
-    // malformed markup is plain content, never an error
-    const bad = `x</think>\n\n${CB}${fence('nope', '{"a":')}${CE}`;
+    // a malformed block is dropped (its markers never reach the client), never an error
+    const bad = `x</think>\n\nbefore ${CB}${fence('nope', '{"a":')}${CE} after`;
     const c = await client.chat.completions.create({ model: 'fake', tools,
       messages: [{ role: 'user', content: `ECHO:${bad}|OHCE` }] });
     assert.equal(c.choices[0].finish_reason, 'stop');
-    assert.equal(c.choices[0].message.content, `${CB}${fence('nope', '{"a":')}${CE}`);
+    assert.equal(c.choices[0].message.content, 'before  after');
   });
 });

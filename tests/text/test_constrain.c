@@ -6,7 +6,9 @@
  *     must parse with jansson and validate against the schema, and the mask is cross-checked
  *     against constrain_accept replayed from scratch;
  *   - json_object mode likewise; forced tool-call grammars, whose output toolparse must turn
- *     into exactly one call with valid arguments. */
+ *     into exactly one call with valid arguments;
+ *   - adversarial logits (whitespace and added tokens pushed up) under each whitespace mode:
+ *     no added token, no whitespace beyond the mode's bound, valid output or a length cut. */
 #include "../../engine/text/tok.h"
 #include "../../engine/text/toolparse.h"
 #include "test_constrain_util.h"
@@ -58,8 +60,11 @@ static void test_cases(const struct constrain_vocab *cv)
     CHECK(!accepts(cv, g, "01", 0));
     CHECK(!accepts(cv, g, "1.5", 0));
     CHECK(!accepts(cv, g, "1234567890123456", 0)); /* 16 digits: over the bound */
+    CHECK(!accepts(cv, g, "  7", 0));              /* compact by default */
+    CHECK(!accepts(cv, g, "7 ", 0));               /* nothing after the value */
+    jsonschema_set_whitespace(g, CONSTRAIN_MAX_WS);
     CHECK(accepts(cv, g, "  7", 1));
-    CHECK(!accepts(cv, g, "7 ", 0)); /* nothing after the value */
+    CHECK(!accepts(cv, g, "7 ", 0));
     jsonschema_unref(g);
 
     g = compile_str("{\"type\":\"number\"}");
@@ -80,6 +85,13 @@ static void test_cases(const struct constrain_vocab *cv)
     g = compile_str("{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},"
                     "\"ab\":{\"type\":\"boolean\"}},\"required\":[\"ab\"]}");
     CHECK(accepts(cv, g, "{\"ab\":true}", 1));
+    CHECK(!accepts(cv, g, "{ \"a\":1", 0));
+    CHECK(!accepts(cv, g, "{\"a\" :1", 0));
+    CHECK(!accepts(cv, g, "{\"a\": 1", 0));
+    CHECK(!accepts(cv, g, "{\"a\":1 ", 0));
+    CHECK(!accepts(cv, g, "{\"a\":1,\n", 0));
+    CHECK(accepts(cv, g, "{\"a\":1,\"ab\":false}", 1));
+    jsonschema_set_whitespace(g, CONSTRAIN_MAX_WS);
     CHECK(accepts(cv, g, "{ \"a\" : 1 , \"ab\" : false }", 1));
     CHECK(!accepts(cv, g, "{\"a\":1}", 1));             /* ab is required */
     CHECK(!accepts(cv, g, "{\"a\":1,\"a\":2", 0));      /* duplicate key */
@@ -92,6 +104,14 @@ static void test_cases(const struct constrain_vocab *cv)
     CHECK(accepts(cv, g, ws, 0));
     strcat(ws, " ");
     CHECK(!accepts(cv, g, ws, 0));
+    jsonschema_set_whitespace(g, JSONSCHEMA_WS_FREE);
+    {
+        char big[1100] = "{";
+        memset(big + 1, ' ', 1000);
+        strcat(big, "\"ab\"\n\n:\t true  }");
+        CHECK(accepts(cv, g, big, 1));
+    }
+    jsonschema_set_whitespace(g, 0);
     /* EOS: not before the end, forced after it */
     struct constrain *c;
     uint64_t *bits = calloc(((size_t)V.n + 63) / 64, 8);
@@ -161,26 +181,41 @@ static void test_cases(const struct constrain_vocab *cv)
         CHECK_EQ(jsonschema_compile(o, 0, &g, err), 0);
         CHECK(accepts(cv, g, "{\"a\":1,\"b\":null}", 1));
         CHECK(accepts(cv, g, "{\"a\":12}", 1));
-        CHECK(accepts(cv, g, "{\"a\":\"v7\" }", 1));
+        CHECK(accepts(cv, g, "{\"a\":\"v7\"}", 1));
         CHECK(!accepts(cv, g, "{\"a\":123", 0));
         jsonschema_unref(g);
         json_decref(o);
         json_decref(sc);
     }
 
+    /* strings: minLength / maxLength in characters (an escape or a UTF-8 character is one) */
+    g = compile_str("{\"type\":\"string\",\"minLength\":2,\"maxLength\":3}");
+    CHECK(!accepts(cv, g, "\"a\"", 0));
+    CHECK(accepts(cv, g, "\"ab\"", 1));
+    CHECK(accepts(cv, g, "\"\\n\xc3\xa9\\u00e9\"", 1));
+    CHECK(!accepts(cv, g, "\"abcd", 0));
+    CHECK(!accepts(cv, g, "\"ab\\n\xc3\xa9", 0));
+    CHECK_EQ(constrain_create(cv, g, &c, NULL), 0);
+    CHECK_EQ(feed_text(c, "\"abc"), 0);
+    CHECK_EQ(constrain_allowed(c, bits), 1); /* only the closing quote */
+    CHECK(bits['"' / 64] >> ('"' % 64) & 1);
+    constrain_destroy(c);
+    jsonschema_unref(g);
+
     /* arrays: bounds */
     g = compile_str("{\"type\":\"array\",\"items\":{\"type\":\"null\"},\"minItems\":1,"
                     "\"maxItems\":2}");
     CHECK(!accepts(cv, g, "[]", 0));
     CHECK(accepts(cv, g, "[null]", 1));
-    CHECK(accepts(cv, g, "[null, null]", 1));
+    CHECK(!accepts(cv, g, "[null, null]", 0));
+    CHECK(accepts(cv, g, "[null,null]", 1));
     CHECK(!accepts(cv, g, "[null,null,", 0));
     jsonschema_unref(g);
 
     /* the engine-hook adapters: the mask matches the allowed set; padding ids are masked */
     g = compile_str("{\"type\":\"object\"}");
     CHECK_EQ(constrain_create(cv, g, &c, NULL), 0);
-    CHECK_EQ(feed_text(c, "{\"k\": \"v"), 0);
+    CHECK_EQ(feed_text(c, "{\"k\":\"v"), 0);
     int n_ok = constrain_allowed(c, bits);
     float *logits = calloc((size_t)V.n + 10, sizeof *logits);
     constrain_hook_mask(c, logits, V.n + 10);
@@ -324,6 +359,101 @@ static void test_tool_call(const struct constrain_vocab *cv, struct trng *r, int
     CHECK(finished >= n - n / 10); /* as for the random schemas: all, in practice */
 }
 
+/* JSON whitespace outside strings in out[0..n): the longest run, and the total */
+static void ws_runs(const char *out, size_t n, size_t *longest, size_t *total)
+{
+    int in_str = 0, esc = 0;
+    size_t run = 0;
+    *longest = *total = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = out[i];
+        if (in_str) {
+            if (esc) esc = 0;
+            else if (ch == '\\') esc = 1;
+            else if (ch == '"') in_str = 0;
+            continue;
+        }
+        if (ch == ' ' || ch == '\n' || ch == '\t' || ch == '\r') {
+            (*total)++;
+            if (++run > *longest) *longest = run;
+            continue;
+        }
+        run = 0;
+        if (ch == '"') in_str = 1;
+    }
+}
+
+/* Adversarial logits: random, with whitespace and added tokens (EOS included) pushed up, greedy
+ * pick of what the mask leaves. Whatever the logits, a
+ * sampled token is allowed and never an added one, compact output has no whitespace between
+ * tokens and bounded output at most CONSTRAIN_MAX_WS in a row; EOS comes only after a complete
+ * value that validates, otherwise the output stops by length (the step budget). */
+static void test_adversarial(const struct constrain_vocab *cv, struct trng *r, int n)
+{
+    float *logits = malloc((size_t)V.n * sizeof *logits);
+    int done[3] = {0}, cut[3] = {0};
+    for (int i = 0; i < n; i++) {
+        int mode = i % 3; /* compact, bounded, free */
+        json_t *schema = gen_schema(r, 0);
+        struct jsonschema_grammar *g;
+        char err[ERR_LEN] = "";
+        CHECK_EQ(jsonschema_compile(schema, 0, &g, err), 0);
+        jsonschema_set_whitespace(g, mode == 0   ? 0
+                                     : mode == 1 ? CONSTRAIN_MAX_WS
+                                                 : JSONSCHEMA_WS_FREE);
+        struct constrain *c;
+        CHECK_EQ(constrain_create(cv, g, &c, err), 0);
+        char out[4096];
+        size_t len = 0;
+        int ended = 0;
+        float ws_push = (float)trng_int(r, 40), added_push = 1000.0f;
+        for (int step = 0; step < 400 && !ended; step++) {
+            for (int t = 0; t < V.n; t++) {
+                float x = (float)trng_int(r, 1000) / 100.0f;
+                if (is_ws_piece(V.pieces[t], V.lens[t])) x += ws_push;
+                if (V.added[t]) x += added_push;
+                logits[t] = x;
+            }
+            constrain_mask(c, logits, V.n);
+            int best = -1;
+            for (int t = 0; t < V.n; t++)
+                if (isfinite(logits[t]) && (best < 0 || logits[t] > logits[best])) best = t;
+            CHECK(best >= 0);
+            CHECK(!V.added[best] || best == V.eos); /* never an added token's text */
+            CHECK_EQ(constrain_accept(c, best), 0);
+            if (best == V.eos) {
+                ended = 1;
+                break;
+            }
+            if (len + V.lens[best] >= sizeof out) break;
+            memcpy(out + len, V.pieces[best], V.lens[best]);
+            len += V.lens[best];
+        }
+        size_t longest, total;
+        ws_runs(out, len, &longest, &total);
+        if (mode == 0) CHECK_EQ(total, 0);
+        if (mode == 1) CHECK(longest <= CONSTRAIN_MAX_WS);
+        if (ended) {
+            json_error_t je;
+            json_t *v = json_loadb(out, len, JSON_DECODE_ANY, &je);
+            int ok = v && validate(schema, v);
+            if (!ok) fprintf(stderr, "adversarial output %.*s: %s\n", (int)len, out, je.text);
+            CHECK(ok);
+            json_decref(v);
+            done[mode]++;
+        } else {
+            cut[mode]++;
+        }
+        constrain_destroy(c);
+        jsonschema_unref(g);
+        json_decref(schema);
+    }
+    fprintf(stderr,
+            "adversarial logits: compact %d ended / %d cut, bounded %d / %d, free %d / %d\n",
+            done[0], cut[0], done[1], cut[1], done[2], cut[2]);
+    free(logits);
+}
+
 static const char *real_piece(void *ud, int i, size_t *len)
 {
     const char *p = tok_piece(ud, i, len);
@@ -375,14 +505,17 @@ static void test_real_vocab(struct trng *r)
     struct constrain *c;
     CHECK_EQ(constrain_create(cv, g, &c, err), 0);
     uint64_t *bits = calloc(((size_t)tok_vocab_size(t) + 63) / 64, 8);
-    constrain_allowed(c, bits);
+    CHECK_EQ(constrain_allowed(c, bits), 1); /* forced from the first token: never spelled out */
+    int32_t lt = tok_find(t, "<");
+    CHECK(lt >= 0);
+    CHECK_EQ(constrain_accept(c, lt), ERR_INVAL);
     int32_t begin = tok_find(t, TOOLPARSE_CALLS_BEGIN);
     CHECK(begin >= 0);
     CHECK(bits[begin / 64] >> (begin % 64) & 1); /* the added token itself */
     int32_t user = tok_find(t, "<｜User｜>");
     CHECK(!(bits[user / 64] >> (user % 64) & 1));
     CHECK_EQ(constrain_accept(c, begin), 0);
-    constrain_allowed(c, bits);
+    CHECK_EQ(constrain_allowed(c, bits), 1);
     int32_t cb = tok_find(t, TOOLPARSE_CALL_BEGIN);
     CHECK(bits[cb / 64] >> (cb % 64) & 1);
     CHECK(!(bits[begin / 64] >> (begin % 64) & 1));
@@ -468,6 +601,7 @@ int main(void)
     test_random_schemas(cv, &r, 300);
     test_json_object(cv, &r, 100);
     test_tool_call(cv, &r, 60);
+    test_adversarial(cv, &r, 150);
     test_long_token();
     constrain_vocab_destroy(cv);
     tvocab_free(&V);

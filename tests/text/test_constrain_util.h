@@ -82,7 +82,17 @@ static inline json_t *gen_schema(struct trng *r, int depth)
     case 1:
     case 2:
     case 3:
-    case 4: return json_pack("{s:s}", "type", scalars[k]);
+    case 4: {
+        json_t *t = json_pack("{s:s}", "type", scalars[k]);
+        if (k == 0 && trng_int(r, 2)) { /* a string with length bounds */
+            int mn = trng_int(r, 4);
+            if (trng_int(r, 2)) json_object_set_new(t, "minLength", json_integer(mn));
+            else mn = 0;
+            if (trng_int(r, 2))
+                json_object_set_new(t, "maxLength", json_integer(mn + trng_int(r, 6)));
+        }
+        return t;
+    }
     case 5: {
         json_t *e = json_array();
         for (int i = 1 + trng_int(r, 4); i > 0; i--) json_array_append_new(e, gen_value(r, 1));
@@ -186,6 +196,13 @@ static inline int validate(const json_t *s, const json_t *v)
         json_t *req = json_object_get(s, "required");
         for (size_t i = 0; i < json_array_size(req); i++)
             if (!json_object_get(v, json_string_value(json_array_get(req, i)))) return 0;
+    }
+    if (json_is_string(v)) { /* lengths in characters: UTF-8 lead bytes */
+        json_int_t chars = 0;
+        for (const char *p = json_string_value(v); *p; p++) chars += ((uint8_t)*p & 0xc0) != 0x80;
+        json_t *mn = json_object_get(s, "minLength"), *mx = json_object_get(s, "maxLength");
+        if (mn && chars < json_integer_value(mn)) return 0;
+        if (mx && chars > json_integer_value(mx)) return 0;
     }
     if (json_is_array(v)) {
         json_t *items = json_object_get(s, "items");

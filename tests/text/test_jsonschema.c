@@ -111,8 +111,11 @@ int main(void)
     bad("{\"type\":\"string\",\"pattern\":\"^a\"}", "'pattern'");
     bad("{\"type\":\"string\",\"format\":\"email\"}", "'format'");
     bad("{\"type\":\"number\",\"minimum\":0}", "'minimum'");
-    bad("{\"properties\":{\"a\":{\"type\":\"string\",\"maxLength\":3}}}",
-        "'maxLength' at #/properties/a");
+    bad("{\"properties\":{\"a\":{\"type\":\"string\",\"minLength\":4,\"maxLength\":3}}}",
+        "minLength > maxLength at #/properties/a");
+    bad("{\"type\":\"string\",\"maxLength\":-1}", "'maxLength' must be an integer");
+    ok("{\"type\":\"string\",\"minLength\":1,\"maxLength\":3}");
+    ok("{\"maxLength\":3}");
     bad("{\"not\":{}}", "'not'");
     bad("{\"oneOf\":[{\"type\":\"string\"}]}", "'oneOf'");
     bad("{\"type\":\"strang\"}", "unknown JSON schema type");

@@ -1,5 +1,5 @@
 /* test_toolparse.c - DeepSeek tool-call markup -> calls/content under every chunking (whole, every
- * 2-chunk split, byte by byte, random chunks); malformed blocks come back as content; the
+ * 2-chunk split, byte by byte, random chunks); malformed blocks are dropped; the
  * streaming deltas accumulate to the non-streaming message.tool_calls; request validation. */
 #include "../../common/err.h"
 #include "../../engine/text/toolparse.h"
@@ -41,33 +41,17 @@ static const struct tcase cases[] = {
      {"{\"tz\": \"UTC\"}"}},
     /* bare JSON arguments (no fence) */
     {B CB "function" S "get_time\n{\"tz\":1}" CE E, "", 1, {"get_time"}, {"{\"tz\":1}"}},
-    /* invalid JSON -> the whole block is content */
-    {B CB "function" S "get_time\n```json\n{\"tz\": }\n```" CE E "tail",
-     B CB "function" S "get_time\n```json\n{\"tz\": }\n```" CE E "tail",
-     0,
-     {0},
-     {0}},
+    /* invalid JSON -> the whole block is dropped */
+    {B CB "function" S "get_time\n```json\n{\"tz\": }\n```" CE E "tail", "tail", 0, {0}, {0}},
     /* arguments not an object */
-    {B CB "function" S "get_time\n```json\n[1]\n```" CE E,
-     B CB "function" S "get_time\n```json\n[1]\n```" CE E,
-     0,
-     {0},
-     {0}},
+    {B CB "function" S "get_time\n```json\n[1]\n```" CE E, "", 0, {0}, {0}},
     /* unknown function name */
-    {B CB "function" S "rm_rf\n```json\n{}\n```" CE E,
-     B CB "function" S "rm_rf\n```json\n{}\n```" CE E,
-     0,
-     {0},
-     {0}},
+    {B CB "function" S "rm_rf\n```json\n{}\n```" CE E, "", 0, {0}, {0}},
     /* truncated in the middle of a call */
-    {"x" B CB "function" S "get_time\n```json\n{\"tz\"",
-     "x" B CB "function" S "get_time\n```json\n{\"tz\"",
-     0,
-     {0},
-     {0}},
-    /* second call broken: all of the block is content */
+    {"x" B CB "function" S "get_time\n```json\n{\"tz\"", "x", 0, {0}, {0}},
+    /* second call broken: all of the block is dropped */
     {B CB "function" S "get_time\n```json\n{}\n```" CE CB "function" S "get_time\n```json\n{" CE E,
-     B CB "function" S "get_time\n```json\n{}\n```" CE CB "function" S "get_time\n```json\n{" CE E,
+     "",
      0,
      {0},
      {0}},
@@ -81,13 +65,9 @@ static const struct tcase cases[] = {
      {"get_time", "get_weather"},
      {"{}", "{\"c\":[1,2]}"}},
     /* wrong type */
-    {B CB "method" S "get_time\n```json\n{}\n```" CE E,
-     B CB "method" S "get_time\n```json\n{}\n```" CE E,
-     0,
-     {0},
-     {0}},
+    {B CB "method" S "get_time\n```json\n{}\n```" CE E, "", 0, {0}, {0}},
     /* empty block */
-    {B E, B E, 0, {0}, {0}},
+    {B E, "", 0, {0}, {0}},
 };
 
 static const char *names[] = {"get_weather", "get_time"};
@@ -380,8 +360,8 @@ static void test_pipe(uint64_t seed)
     json_decref(root);
 }
 
-/* Random soups of markup fragments: the result never depends on the chunking, and without
- * calls the content is exactly the input (nothing is lost or invented). */
+/* Random soups of markup fragments: the result never depends on the chunking, without a block
+ * the content is exactly the input, and a block's begin marker never reaches the content. */
 static void test_soup(uint64_t seed)
 {
     static const char *const frag[] = {B,
@@ -432,7 +412,8 @@ static void test_soup(uint64_t seed)
             sbuf_append(&c, "", 0);
             calls[mode] = toolparse_n_calls(tp);
             res[mode] = strdup(c.s);
-            if (!calls[mode]) CHECK_STR(c.s, in);
+            if (!strstr(in, B)) CHECK_STR(c.s, in); /* no block: a pass-through */
+            CHECK(strstr(c.s, B) == NULL);          /* a block never leaks its markers */
             sbuf_fini(&c);
             toolparse_destroy(tp);
         }
@@ -443,6 +424,44 @@ static void test_soup(uint64_t seed)
     }
 }
 
+static int wants(struct toolparse_pipe *p, const char *s)
+{
+    return toolparse_pipe_wants(p, s, strlen(s));
+}
+
+/* Which added tokens' text the pipe takes: think tags that open/close, tool markers outside a
+ * think block and, but for the begin marker, only inside a tool block; nothing else. */
+static void test_wants(void)
+{
+    char err[ERR_LEN];
+    struct toolparse_req req = {0};
+    req.n_tools = 1;
+    req.names[0] = "get_time";
+    struct toolparse_pipe p;
+    CHECK_EQ(toolparse_pipe_init(&p, REASONING_START_THINKING, &req, 1, err), 0);
+    CHECK(!wants(&p, "<think>"));    /* already inside */
+    CHECK(!wants(&p, B));            /* tool markup inside a think block */
+    CHECK(!wants(&p, "<｜User｜>")); /* never */
+    CHECK(wants(&p, "</think>"));
+    CHECK(!wants(&p, "</think>")); /* stray */
+    CHECK(!wants(&p, CE));         /* outside a tool block */
+    CHECK(!wants(&p, E));
+    CHECK(wants(&p, B));
+    CHECK(wants(&p, CB));
+    CHECK(wants(&p, S));
+    CHECK(wants(&p, CE));
+    CHECK(wants(&p, E));
+    CHECK(!wants(&p, S));
+    CHECK(wants(&p, "<think>"));
+    toolparse_pipe_fini(&p);
+    /* no tools, no reasoning split: nothing */
+    CHECK_EQ(toolparse_pipe_init(&p, -1, NULL, 1, err), 0);
+    CHECK(!wants(&p, B));
+    CHECK(!wants(&p, "<think>"));
+    CHECK(!wants(&p, "</think>"));
+    toolparse_pipe_fini(&p);
+}
+
 int main(void)
 {
     uint64_t seed = check_seed();
@@ -450,5 +469,6 @@ int main(void)
     test_chunkings(seed);
     test_request();
     test_pipe(seed);
+    test_wants();
     return 0;
 }

@@ -194,6 +194,15 @@ static void v3_exact(const struct wt_hparams *hp)
     CHECK_NEAR(o.total,
                o.weights + o.kv + o.activations + o.workspace + o.stream + o.rounding + o.runtime,
                1);
+    /* with layered prefill on, a pass's residual stream (2048 x 7168 fp32, one 2 MiB-rounded
+     * allocation) more; still within 24 GB */
+    double layered_off = o.total;
+    q.layered_prefill = 1;
+    CHECK_EQ(gpu_plan_compute(hp, &q, &o, err), 0);
+    CHECK_NEAR(o.total - layered_off, 2048.0 * hp->hidden * 4, 2 * 1048576.0);
+    CHECK(o.total > layered_off && o.total <= 24e9);
+    printf("  with layered prefill: %.2f GB\n", o.total / 1e9);
+    q.layered_prefill = 0;
 
     /* the largest step per layout (for the report) */
     for (int lay = 0; lay < 4; lay++) {
@@ -495,11 +504,58 @@ static void inspect(void)
     CHECK(system(cmd) == 0);
 }
 
+/* A GGUF checkpoint (GGML-typed projections): re-quantized at load (gpu.requant_ggml, the
+ * default) the plan is the FP8 checkpoint's byte for byte; with requant off the projections stay
+ * on the host at their stored size and nothing of them is on the device. */
+static void v3_ggml(const struct wt_hparams *hp)
+{
+    struct gpu_plan_params p, q;
+    struct gpu_plan a, b;
+    char err[ERR_LEN];
+    gpu_plan_defaults(&p);
+    CHECK_EQ(p.requant_ggml, 1);
+    CHECK_EQ(gpu_plan_compute(hp, &p, &a, err), 0);
+    const int types[] = {QTYPE_Q4_K, QTYPE_Q6_K, QTYPE_Q8_0, QTYPE_F16, QTYPE_F32, QTYPE_IQ4_XS};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        q = p;
+        q.linear_type = types[i];
+        CHECK_EQ(gpu_plan_compute(hp, &q, &b, err), 0);
+        CHECK_EQ(b.w.attention, a.w.attention);
+        CHECK_EQ(b.w.dense_ffn, a.w.dense_ffn);
+        CHECK_EQ(b.w.shared_experts, a.w.shared_experts);
+        CHECK_EQ(b.w.kv_b, a.w.kv_b);
+        CHECK_EQ(b.w.host_linears, 0);
+        CHECK_EQ(b.total, a.total);
+    }
+    q = p;
+    q.linear_type = QTYPE_Q4_K;
+    print_plan("DeepSeek-V3, Q4_K GGUF, re-quantized (gpu.requant_ggml = on):", &b, &q);
+    q.requant_ggml = 0;
+    q.kvb_type = QTYPE_F32;
+    CHECK_EQ(gpu_plan_compute(hp, &q, &b, err), 0);
+    CHECK_EQ(b.w.attention, 0);
+    CHECK_EQ(b.w.dense_ffn, 0);
+    CHECK_EQ(b.w.shared_experts, 0);
+    CHECK_EQ(b.max_k, 0); /* no FP8 linear on the device: no FP8 scratch */
+    CHECK_EQ(b.act_fp8, 0);
+    const double D = 7168;
+    double att = 1536 * D + 24576 * 1536 + 576 * D + D * 16384;
+    double el = 61 * att + 3 * 3 * 18432 * D + 58 * 3 * 2048 * D;
+    CHECK_EQ(b.w.host_linears, el / 256 * 144); /* Q4_K: 144 bytes a 256-value block */
+    CHECK_EQ(b.w.kv_b, 61 * 128.0 * 256 * 512 * 4);
+    CHECK(b.total < a.total);
+    print_plan("DeepSeek-V3, Q4_K GGUF, gpu.requant_ggml = off:", &b, &q);
+    /* a GGML type whose blocks do not fit is counted at 4 bytes a value, never an error */
+    q.linear_type = QTYPE_U8;
+    CHECK_EQ(gpu_plan_compute(hp, &q, &b, err), ERR_INVAL);
+}
+
 int main(void)
 {
     struct wt_hparams hp;
     load_v3(&hp);
     v3_exact(&hp);
+    v3_ggml(&hp);
     monotone(&hp);
     presets();
     inspect();

@@ -1,6 +1,8 @@
 /* test_hparams.c - GGUF deepseek2.* metadata -> wt_hparams: a minimal valid header reads back;
  * out-of-range or non-finite float keys (rope base, RMS epsilon, expert weight scale, YaRN
- * factor and log multiplier) and out-of-range integer keys give ERR_FORMAT naming the key. */
+ * factor, log multiplier and betas) and out-of-range integer keys give ERR_FORMAT naming the key.
+ * rope.scaling.yarn_beta_fast/_slow are read when present (random values, TANDEM_TEST_SEED),
+ * 32/1 otherwise; expert_gating_func absent or 0 means softmax (llama.cpp), 2 sigmoid. */
 #include "check.h"
 #include "common/err.h"
 #include "engine/weights/gguf.h"
@@ -11,6 +13,7 @@
 #include <unistd.h>
 
 static char dir[256];
+static int gating = -1; /* >= 0: write deepseek2.expert_gating_func */
 
 /* a header-only deepseek2 GGUF with the required keys; bad_key (if set) gets bad_val */
 static int read_hp(const char *bad_key, float bad_val, struct wt_hparams *hp, char *err)
@@ -35,6 +38,8 @@ static int read_hp(const char *bad_key, float bad_val, struct wt_hparams *hp, ch
         CHECK_EQ(gguf_writer_set_u32(w, k, vals[i]), 0);
     }
     CHECK_EQ(gguf_writer_set_str(w, "deepseek2.rope.scaling.type", "yarn"), 0);
+    if (gating >= 0)
+        CHECK_EQ(gguf_writer_set_u32(w, "deepseek2.expert_gating_func", (uint32_t)gating), 0);
     if (bad_key) {
         snprintf(k, sizeof k, "deepseek2.%s", bad_key);
         CHECK_EQ(gguf_writer_set_f32(w, k, bad_val), 0);
@@ -73,6 +78,29 @@ int main(void)
     CHECK_EQ(hp.yarn, 1);
     CHECK_NEAR(hp.rope_theta, 10000, 0);
     CHECK_NEAR(hp.yarn_mscale, 1, 1e-6);
+    CHECK_NEAR(hp.yarn_beta_fast, 32, 0); /* no beta keys: DeepSeek's defaults */
+    CHECK_NEAR(hp.yarn_beta_slow, 1, 0);
+    CHECK_EQ(hp.scoring, WT_SCORE_SOFTMAX); /* no gating key: an old V2 file */
+
+    /* the beta keys, when present, are what RoPE gets */
+    unsigned long long seed = check_seed();
+    float bf = 2.0f + (float)(seed % 1000) / 16.0f, bs = 0.25f + (float)(seed / 1000 % 64) / 32.0f;
+    CHECK_EQ(read_hp("rope.scaling.yarn_beta_fast", bf, &hp, err), 0);
+    CHECK_NEAR(hp.yarn_beta_fast, bf, 0);
+    CHECK_NEAR(hp.yarn_beta_slow, 1, 0);
+    CHECK_EQ(read_hp("rope.scaling.yarn_beta_slow", bs, &hp, err), 0);
+    CHECK_NEAR(hp.yarn_beta_slow, bs, 0);
+    CHECK_NEAR(hp.yarn_beta_fast, 32, 0);
+
+    const int scoring[3] = {WT_SCORE_SOFTMAX, WT_SCORE_SOFTMAX, WT_SCORE_SIGMOID};
+    for (gating = 0; gating < 3; gating++) {
+        CHECK_EQ(read_hp(NULL, 0, &hp, err), 0);
+        CHECK_EQ(hp.scoring, scoring[gating]);
+    }
+    gating = 3; /* llama.cpp's softmax_weight: not a DeepSeek gating */
+    CHECK_EQ(read_hp(NULL, 0, &hp, err), ERR_FORMAT);
+    CHECK_CONTAINS(err, "expert_gating_func");
+    gating = -1;
 
     expect_bad("rope.freq_base", 0);
     expect_bad("rope.freq_base", -1);
@@ -84,6 +112,9 @@ int main(void)
     expect_bad("rope.scaling.factor", NAN);
     expect_bad("rope.scaling.yarn_log_multiplier", -0.1f);
     expect_bad("rope.scaling.yarn_log_multiplier", 1e9f);
+    expect_bad("rope.scaling.yarn_beta_fast", 0);
+    expect_bad("rope.scaling.yarn_beta_fast", NAN);
+    expect_bad("rope.scaling.yarn_beta_slow", -1);
 
     char p[512];
     snprintf(p, sizeof p, "%s/h.gguf", dir);

@@ -4,8 +4,9 @@
  *   dequant -> HF float layout (per-expert) -> reopen: same values;
  *   quantize(dequant(synth)) reproduces synth's FP8/BF16/q8_0 bytes exactly;
  *   merge -> tandem hybrid -> same bytes; a hand-made KTransformers layout -> same bytes;
- *   MTP tensors skipped; missing tensor / wrong shape / missing scale / incomplete split set
- *   give errors naming the tensor or file. */
+ *   KTransformers output without config.json: the error says what to copy where, a config.json
+ *   above is used; MTP tensors skipped and summarized once (wt_skipped); missing tensor / wrong
+ * shape / missing scale / incomplete split set give errors naming the tensor or file. */
 #include "check.h"
 #include "common/err.h"
 #include "engine/weights/convert.h"
@@ -315,6 +316,23 @@ int main(void)
     km = open_ok(a);
     same_tensors(m, km);
     wt_close(km);
+    /* KTransformers output without config.json: the error names the file to copy and where to;
+     * a config.json in the directory above is used; the skipped MTP tensors are named once */
+    path(a, "kt/config.json");
+    CHECK(unlink(a) == 0);
+    CHECK_EQ(wt_open(d6, &km, err), ERR_NOT_FOUND);
+    CHECK_CONTAINS(err, "KTransformers");
+    CHECK_CONTAINS(err, a);
+    run("cp '%s/config.json' '%s/'", d1, root);
+    km = open_ok(d6);
+    same_tensors(m, km);
+    CHECK_CONTAINS(wt_skipped(km), "2 MTP tensors");
+    CHECK_CONTAINS(wt_skipped(km), "blk.3.*");
+    CHECK_CONTAINS(wt_skipped(km), "blk.2.nextn.*");
+    wt_close(km);
+    path(a, "config.json");
+    CHECK(unlink(a) == 0);
+    CHECK_STR(wt_skipped(m), "");
 
     /* ---- hyperparameters from GGUF metadata alone (no config.json beside it) */
     path(a, "gguf-only");

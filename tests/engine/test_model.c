@@ -3,7 +3,10 @@
  * On `tiny` synth models made fresh with a random seed (printed; TANDEM_TEST_SEED replays), with
  * routed experts in F32, Q8_0 (Q8_0 activations) and Q4_K (Q8_K activations), and on a
  * DeepSeek-V2-style tiny config (plain q_proj, softmax group-limited greedy routing without
- * renormalization, YaRN mscale 0.707):
+ * renormalization, YaRN mscale 0.707); built with TEST_IQUANTS (the model_iquants test) instead
+ * on i-quant experts in unsloth-like mixes (IQ2_XXS/IQ3_XXS, IQ1_S/Q4_K, IQ1_M/IQ2_XS,
+ * IQ2_S/IQ3_S: all seven types, Q8_K activations) and on a whole-GGUF gguf-split model in the
+ * split-MLA layout with IQ2_XXS experts and IQ3_S linears (embedding and lm_head included):
  *   1. logits of a 64-token prompt (one-shot prefill) vs the float64 reference at every position:
  *      relative L2 error <= 1e-3;
  *   2. greedy decoding, one token per forward over the KV cache, for 64 steps: identical tokens
@@ -67,9 +70,13 @@ struct routes {
     unsigned char xhave[MAX_LAYERS][MODEL_LIN_COUNT][CTX];
 };
 
+/* lm_head's input (layer -1) is kept in the last layer slot (models have fewer layers) */
+#define OUT_SLOT(layer) ((layer) < 0 ? MAX_LAYERS - 1 : (layer))
+
 static void on_lin(void *ud, int layer, int which, int n, int cols, const float *x)
 {
     struct routes *R = ud;
+    layer = OUT_SLOT(layer);
     if (!R->active || layer < 0 || layer >= MAX_LAYERS) return;
     if (!R->x[layer][which]) {
         R->x[layer][which] = calloc((size_t)CTX * cols, sizeof(float));
@@ -87,6 +94,7 @@ static void on_lin(void *ud, int layer, int which, int n, int cols, const float 
 static int act_hint(void *ud, int layer, int which, int pos, float *x, int cols)
 {
     struct routes *R = ud;
+    layer = OUT_SLOT(layer);
     if (layer < 0 || layer >= MAX_LAYERS || which < 0 || which >= MODEL_LIN_COUNT || pos < 0 ||
         pos >= CTX || !R->xhave[layer][which][pos] || R->xcols[layer][which] != cols)
         return 0;
@@ -156,14 +164,15 @@ static const char v2_config[] =
     "\"original_max_position_embeddings\": 1024, \"beta_fast\": 32.0, \"beta_slow\": 1.0, "
     "\"mscale\": 0.707, \"mscale_all_dim\": 0.707}}";
 
-/* Make a tiny model with `experts` routed experts (preset tiny, or the V2-style config if v2);
- * 0 or the synth exit status. */
-static int make_model(const char *experts, int v2, unsigned long long mseed, char *dir, size_t dirn)
+/* Make a tiny model with `experts` routed experts (preset tiny, or the V2-style config if v2) and
+ * more synth options opts; 0 or the synth exit status. */
+static int make_model(const char *experts, const char *opts, int v2, unsigned long long mseed,
+                      char *dir, size_t dirn)
 {
     snprintf(dir, dirn, "/tmp/tandem-test-model-XXXXXX");
     CHECK(mkdtemp(dir));
-    char extra[64], preset[96];
-    snprintf(extra, sizeof extra, "--experts %s", experts);
+    char extra[256], preset[96];
+    snprintf(extra, sizeof extra, "--experts %s %s", experts, opts);
     snprintf(preset, sizeof preset, "tiny");
     if (v2) {
         snprintf(preset, sizeof preset, "%s.v2.json", dir);
@@ -529,7 +538,7 @@ static void check_model(const char *mdir, const char *label, double resync_gate,
 
     const int V = model_vocab(m);
     const struct wt_hparams *hp = wt_hparams(w);
-    CHECK(hp->n_layers < MAX_LAYERS);
+    CHECK(hp->n_layers < MAX_LAYERS - 1); /* the last slot is lm_head's */
     memset(&routes, 0, sizeof routes);
     routes.top_k = hp->top_k > 0 ? hp->top_k : 1;
     routes.ids = calloc((size_t)MAX_LAYERS * CTX * routes.top_k, sizeof(int32_t));
@@ -673,22 +682,34 @@ int main(void)
         return 0;
     }
     atexit(cleanup);
-    /* experts type, resync gate (0: none, pure end-to-end), run the invariants too, exact:
-     * dequantize the model to F32 (HF layout, what hf_compare.py feeds transformers) and compare
-     * the f32-cache fast path with the unquantized reference */
+    /* experts type (GATEUP/DOWN: a mix), more synth options, V2 config, resync gate (0: none,
+     * pure end-to-end), run the invariants too, exact: dequantize the model to F32 (HF layout,
+     * what hf_compare.py feeds transformers) and compare the f32-cache fast path with the
+     * unquantized reference */
     static const struct {
-        const char *type;
+        const char *type, *opts;
         int v2;
         double gate;
         int full, exact;
-    } cases[] = {{"q8_0", 0, RESYNC_GATE, 1, 0},
-                 {"q4_K", 0, RESYNC_GATE, 0, 0},
-                 {"f32", 0, 0.0, 0, 0},
-                 {"q8_0", 1, RESYNC_GATE, 0, 0},
-                 {"q4_K", 0, 0.0, 0, 1}};
+    } cases[] = {
+#ifdef TEST_IQUANTS
+        /* the grid i-quants, in mixes like unsloth's dynamic quants, and a whole-GGUF model
+         * (llama.cpp's form, split MLA, gguf-split set) with i-quant linears too */
+        {"iq2_xxs/iq3_xxs", "", 0, RESYNC_GATE, 0, 0},
+        {"iq1_s/q4_K", "", 0, RESYNC_GATE, 0, 0},
+        {"iq1_m/iq2_xs", "", 0, RESYNC_GATE, 0, 0},
+        {"iq2_s/iq3_s", "", 0, RESYNC_GATE, 0, 0},
+        {"iq2_xxs", "--layout gguf --mla-layout split --split-count 3 --linears iq3_s", 0,
+         RESYNC_GATE, 0, 0},
+#else
+        {"q8_0", "", 0, RESYNC_GATE, 1, 0}, {"q4_K", "", 0, RESYNC_GATE, 0, 0},
+        {"f32", "", 0, 0.0, 0, 0},          {"q8_0", "", 1, RESYNC_GATE, 0, 0},
+        {"q4_K", "", 0, 0.0, 0, 1},
+#endif
+    };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         char dir[64];
-        int st = make_model(cases[c].type, cases[c].v2, mseed + c, dir, sizeof dir);
+        int st = make_model(cases[c].type, cases[c].opts, cases[c].v2, mseed + c, dir, sizeof dir);
         snprintf(cur_dir, sizeof cur_dir, "%s", dir);
         if (st != 0) {
             char log[96], line[512] = "";
@@ -706,7 +727,8 @@ int main(void)
             CHECK(0);
         }
         char label[48], mdir[96];
-        snprintf(label, sizeof label, "%s/%s%s", cases[c].v2 ? "tiny-v2" : "tiny", cases[c].type,
+        snprintf(label, sizeof label, "%s/%s%s%s", cases[c].v2 ? "tiny-v2" : "tiny", cases[c].type,
+                 cases[c].opts[0] ? " gguf" : "",
                  cases[c].exact ? " dequantized, f32 cache, exact" : "");
         snprintf(mdir, sizeof mdir, "%s", dir);
         if (cases[c].exact) { /* the F32 copy inside the model dir: removed with it */

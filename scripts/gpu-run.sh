@@ -485,10 +485,16 @@ fi
 # metadata, nothing else in the directory; zero but routing like the other timing models, since
 # random experts at these widths take the reference encoder ~20 CPU-minutes) serves chat
 # completions: tests/integration/test_serve_gguf.mjs on it (TANDEM_TEST_MODEL), once per
-# gpu.placement (hybrid, gpu). Writes gguf.log.
+# gpu.placement (hybrid, gpu). First the i-quant decode figures owed to docs/performance.md
+# ("Grid i-quants"): `tandem bench cpu` for Q4_K beside the seven grid i-quants. Writes gguf.log
+# and iquant-bench.log.
 if has gguf; then
   log="$out/gguf.log"
   : > "$log"
+  { echo "device: $device"; timeout 500 $tb bench cpu --quick \
+      --types q4_K,iq2_xxs,iq3_xxs,iq1_s,iq1_m,iq2_xs,iq2_s,iq3_s --prefill 512; } \
+      > "$out/iquant-bench.log" 2>&1
+  grep -E 'DRAM read|^[a-z0-9_]+:|decode 1 tok|shared: 8 tok|prefill' "$out/iquant-bench.log" | tee -a "$log"
   g=/tmp/tandem-v3-gguf
   s=$(date +%s)
   [ -d $g ] || $tb convert synth --preset v3-slice --layout gguf --mla-layout split --split-count 4 \

@@ -29,8 +29,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 steps=() quick=
 for a in "$@"; do
-  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|prof|hf|hfdefault|eval|serve|moe|stream|layered|fulldepth) steps+=("$a") ;;
-    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [prof] [hf] [hfdefault] [eval] [serve] [moe] [stream] [layered] [fulldepth] [--quick]"; exit 2 ;; esac
+  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|prof|hf|hfdefault|eval|serve|moe|stream|layered|fulldepth|gguf) steps+=("$a") ;;
+    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [prof] [hf] [hfdefault] [eval] [serve] [moe] [stream] [layered] [fulldepth] [gguf] [--quick]"; exit 2 ;; esac
 done
 [ ${#steps[@]} -eq 0 ] && steps=(tests bench)
 has() { local s; for s in "${steps[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
@@ -346,7 +346,7 @@ fi
 # 2K-token prefills arrive (engine.prefill_step_ratio 0 and 2), prefix-cache second-turn TTFT.
 # node is not installed on the GPU machine: it comes in the carried .gpunode/ (node.xz and
 # node_modules.tar.xz, made on the developer machine from /usr/bin/node and tests/node_modules).
-if has eval || has serve || has layered || has fulldepth; then
+if has eval || has serve || has layered || has fulldepth || has gguf; then
   log="$out/serve.log"
   : > "$log"
   mkdir -p /tmp/gnode && xz -dc .gpunode/node.xz > /tmp/gnode/node && chmod +x /tmp/gnode/node
@@ -477,6 +477,40 @@ if has fulldepth; then
     grep -E 'plan|stream|load' /tmp/serve-$port.log | head -8 >> "$log"
     stop_srv
   fi
+fi
+# gguf: issue 20's "done when" at DeepSeek-V3's dimensions: a directory holding only an
+# unsloth-style gguf-split set (`convert synth --preset v3-slice --layout gguf --mla-layout split
+# --split-count 4 --experts iq2_xxs/iq3_xxs --linears q8_0`: 1 dense + 2 MoE layers, 256 IQ2_XXS
+# experts with IQ3_XXS down, split attn_k_b / attn_v_b, tokenizer and chat template in the
+# metadata, nothing else in the directory; zero but routing like the other timing models, since
+# random experts at these widths take the reference encoder ~20 CPU-minutes) serves chat
+# completions: tests/integration/test_serve_gguf.mjs on it (TANDEM_TEST_MODEL), once per
+# gpu.placement (hybrid, gpu). First the i-quant decode figures owed to docs/performance.md
+# ("Grid i-quants"): `tandem bench cpu` for Q4_K beside the seven grid i-quants. Writes gguf.log
+# and iquant-bench.log.
+if has gguf; then
+  log="$out/gguf.log"
+  : > "$log"
+  { echo "device: $device"; timeout 500 $tb bench cpu --quick \
+      --types q4_K,iq2_xxs,iq3_xxs,iq1_s,iq1_m,iq2_xs,iq2_s,iq3_s --prefill 512; } \
+      > "$out/iquant-bench.log" 2>&1
+  grep -E 'DRAM read|^[a-z0-9_]+:|decode 1 tok|shared: 8 tok|prefill' "$out/iquant-bench.log" | tee -a "$log"
+  g=/tmp/tandem-v3-gguf
+  s=$(date +%s)
+  [ -d $g ] || $tb convert synth --preset v3-slice --layout gguf --mla-layout split --split-count 4 \
+      --experts iq2_xxs/iq3_xxs --linears q8_0 --seed 5 --zero-but-routing --out $g \
+      > /dev/null 2>&1 || echo "synth v3-slice gguf failed" | tee -a "$log"
+  echo "synth v3-slice gguf: $(( $(date +%s) - s )) s, $(du -sh $g | cut -f1): $(ls $g | tr '\n' ' ')" | tee -a "$log"
+  for pl in hybrid gpu; do
+    s=$(date +%s)
+    echo "==== test_serve_gguf on $g, gpu.placement=$pl" >> "$log"
+    TANDEM_BIN=$tb TANDEM_TEST_MODEL=$g TANDEM_SERVE_ARGS="--gpu.placement=$pl" \
+        timeout 500 $NODE tests/integration/test_serve_gguf.mjs >> "$log" 2>&1
+    rc=$?
+    case $rc in 0) r=PASS ;; 77) r=SKIP ;; *) r="FAIL($rc)" ;; esac
+    summary+=("$(printf '%-9s %-18s %-8s %4ss' gguf "serve_gguf $pl" "$r" $(( $(date +%s) - s )))")
+    [ $rc -eq 0 ] || { echo "---- test_serve_gguf ($pl) failed:"; tail -25 "$log"; }
+  done
 fi
 
 if [ -f "$out/tests.log" ]; then

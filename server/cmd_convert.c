@@ -5,10 +5,14 @@
  *            v2-lite-slice, v2-slice, tiny-moonlight, tiny-kimi)
  *            [--seed N] [--experts TYPE] [--dense-layers N] [--moe-layers N] [--experts-n N]
  *            [--vocab N] [--zero] [--threads N]
- *            [--mla-layout kv_b|split] [--split-count N]
+ *            [--mla-layout kv_b|split] [--split-count N] [--layout no-merge|gguf]
+ *            [--linears TYPE]
  *   (--mla-layout split: llama.cpp's attn_k_b / attn_v_b instead of kv_b_proj, same values;
- *    --split-count N: the GGUF as a gguf-split set of N files)
- *   (--experts takes a GGML type name, or q4_K_M: gate/up q4_K + down q6_K as llama.cpp's mix)
+ *    --split-count N: the GGUF as a gguf-split set of N files;
+ *    --layout gguf: the whole model as llama.cpp's GGUF alone, 2-D weights of --linears TYPE,
+ *    default q8_0)
+ *   (--experts takes a GGML type name, q4_K_M: gate/up q4_K + down q6_K as llama.cpp's mix, or
+ *    GATEUP/DOWN for another mix, e.g. iq2_xxs/iq3_xxs as unsloth's dynamic quants)
  *   merge    --fp8 DIR [--gguf DIR] --out DIR
  *   dequant  --model DIR --out DIR [--dtype f32|bf16] [--threads N]
  *   quantize --model DIR --out DIR [--experts TYPE] [--threads N]
@@ -33,6 +37,7 @@ static const char usage_text[] =
     "                            [--experts-n N] [--vocab N] [--zero | --zero-but-routing]\n"
     "                            [--threads N]\n"
     "                            [--mla-layout kv_b|split] [--split-count N]\n"
+    "                            [--layout no-merge|gguf] [--linears TYPE]\n"
     "       (PRESET: tiny, v3-slice, tiny-v2, v2-lite-slice, v2-slice, tiny-moonlight,\n"
     "        tiny-kimi)\n"
     "       tandem convert merge --fp8 DIR [--gguf DIR] --out DIR\n"
@@ -76,7 +81,8 @@ int cmd_convert(int argc, char **argv)
     const char *sub = argv[1];
     const char *preset = NULL, *out = NULL, *fp8 = NULL, *gguf = NULL, *model = NULL;
     long long seed = 0, dense = -1, moe = -1, nexp = -1, threads = 0, nsplit = 1, vocab = 0;
-    int etype = -1, dtype = QTYPE_F32, zero = 0, mla_split = 0;
+    int etype = -1, edown = -1, dtype = QTYPE_F32, zero = 0, mla_split = 0, gguf_only = 0;
+    int ltype = -1;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -116,7 +122,22 @@ int cmd_convert(int argc, char **argv)
         } else if (!strcmp(a, "--threads")) {
             if (parse_int(a, v, 0, 1024, &threads)) return 2;
         } else if (!strcmp(a, "--experts")) {
-            if (parse_type(v, &etype)) return 2;
+            char gu[32];
+            const char *slash = strchr(v, '/');
+            snprintf(gu, sizeof gu, "%.*s", slash ? (int)(slash - v) : (int)strlen(v), v);
+            if (parse_type(gu, &etype) || (slash && parse_type(slash + 1, &edown))) return 2;
+            if (slash && (etype == WT_EXPERTS_Q4_K_M || edown == WT_EXPERTS_Q4_K_M)) {
+                fprintf(stderr, "tandem convert: --experts GATEUP/DOWN takes two type names\n");
+                return 2;
+            }
+        } else if (!strcmp(a, "--layout")) {
+            if (strcmp(v, "no-merge") && strcmp(v, "gguf")) {
+                fprintf(stderr, "tandem convert: --layout must be no-merge or gguf\n");
+                return 2;
+            }
+            gguf_only = !strcmp(v, "gguf");
+        } else if (!strcmp(a, "--linears")) {
+            if (parse_type(v, &ltype)) return 2;
         } else if (!strcmp(a, "--dtype")) {
             if (parse_type(v, &dtype)) return 2;
             if (dtype != QTYPE_F32 && dtype != QTYPE_BF16) { /* also rejects q4_K_M */
@@ -153,6 +174,13 @@ int cmd_convert(int argc, char **argv)
         o.mla_split = mla_split;
         o.gguf_split = (int)nsplit;
         o.chat_template = tmpl_builtin_jinja("deepseek-v3");
+        o.experts_down_type = edown;
+        o.gguf_only = gguf_only;
+        o.linears_type = ltype;
+        if (ltype >= 0 && !gguf_only) {
+            fprintf(stderr, "tandem convert synth: --linears needs --layout gguf\n");
+            return 2;
+        }
         rc = wt_synth(&o, err);
     } else if (!strcmp(sub, "merge")) {
         if (!fp8 || !out) {
@@ -171,6 +199,10 @@ int cmd_convert(int argc, char **argv)
         if (!model || !out) {
             fprintf(stderr, "tandem convert quantize: --model and --out are required\n%s",
                     usage_text);
+            return 2;
+        }
+        if (edown >= 0) {
+            fprintf(stderr, "tandem convert quantize: --experts takes one type\n");
             return 2;
         }
         rc = wt_convert_quantize(model, out, etype, (int)threads, err);

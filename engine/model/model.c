@@ -828,13 +828,17 @@ static void head(struct model *m, const float *h, const struct model_batch *bt, 
     struct ops *o = m->ops;
     struct bufs *b = &m->b;
     const int D = m->hp.hidden, V = m->hp.vocab_size;
+    int hooked = m->lin_fn != NULL;
     for (int i0 = 0; i0 < bt->n_logits; i0 += LOGIT_ROWS) {
         int nr = bt->n_logits - i0 < LOGIT_ROWS ? bt->n_logits - i0 : LOGIT_ROWS;
         ops_gather(o, h, D, bt->logits_idx + i0, nr, b->fin);
         ops_rmsnorm(o, b->fin, D, m->out_norm, nr, D, m->hp.rms_eps, b->fin, D);
+        if (hooked) hooked = hook_rows(m, b->fin, i0, nr, bt->n_logits, D);
         ops_linear(o, m->out, b->fin, nr, b->logits);
         ops_download(o, logits + (size_t)i0 * V, b->logits, (size_t)nr * V * sizeof(float));
     }
+    /* the lm_head's input, one row per logits row */
+    if (hooked) m->lin_fn(m->lin_ud, -1, MODEL_LIN_OUT, bt->n_logits, D, m->lin_host);
 }
 
 int model_forward(struct model *m, const struct model_kv *kv, const struct model_batch *bt,

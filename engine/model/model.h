@@ -49,7 +49,8 @@ typedef void (*model_route_fn)(void *ud, int layer, int n_tokens, const int32_t 
 void model_set_route_hook(struct model *m, model_route_fn fn, void *ud);
 
 /* Test/debug hook: before each linear of the forward, fn gets its fp32 input ([n_tokens][cols],
- * host memory, batch order). `which` is an enum model_lin; layer is -1 for lm_head. Lets the
+ * host memory, batch order). `which` is an enum model_lin; layer is -1 for lm_head, whose input
+ * has one row per logits row (after the forward's last linear). Lets the
  * float64 reference take the fast path's rounding direction where its own FP8 activation
  * quantization sits within rounding noise of a tie. NULL disables it (the default). */
 enum model_lin {

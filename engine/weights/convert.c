@@ -163,7 +163,8 @@ int wt_convert_quantize(const char *model_dir, const char *out, int experts_type
     if (rc) return rc;
     int gtype = experts_type >= 0 ? experts_type : QTYPE_Q4_K;
     struct wt__emitter em = {ops, threads, 0, 0, m, wt_hparams(m), fill_model};
-    struct wt__layout lay = {gtype, 0, 1}; /* kv_b_proj whatever the source's MLA layout */
+    /* kv_b_proj whatever the source's MLA layout */
+    struct wt__layout lay = {.experts_type = gtype, .experts_down = -1, .gguf_split = 1};
     rc = wt__mkdirs(out, err);
     if (!rc) rc = wt__write_model(&em, wt_hparams(m), &lay, out, err);
     if (!rc) rc = copy_tokenizer(wt_dir(m), out, err);

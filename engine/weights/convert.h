@@ -9,6 +9,11 @@
  *    generation_config.json. synth can instead write kv_b as llama.cpp's split
  *    `blk.N.attn_k_b` / `attn_v_b` (F32, in the GGUF) and the GGUF as a gguf-split set
  *    `experts-0000K-of-0000N.gguf`; quantize always writes kv_b_proj.
+ *  - synth with gguf_only writes llama.cpp's form instead: the whole model in GGUF (model.gguf or
+ *    a gguf-split set `model-0000K-of-0000N.gguf`), canonical names, hyperparameters and the
+ *    tokenizer (tokenizer.ggml.*, tokenizer.chat_template) as metadata of the first file, and
+ *    nothing else in the directory: 2-D weights (embedding, attention, dense and shared FFN,
+ *    lm_head) of linears_type, norms, router and correction bias F32, routed experts as above.
  *  - dequant writes model.safetensors with HF names (per-expert), every tensor F32 or BF16, plus
  *    config.json without quantization_config and the tokenizer files: loadable by transformers.
  *  - merge writes tandem's self-describing hybrid safetensors (docs/formats.md): canonical GGUF
@@ -50,6 +55,10 @@ struct wt_synth_opts {
                                 * GGUF instead of kv_b_proj in the safetensors; same values */
     int gguf_split;            /* > 1: the GGUF as a gguf-split set of that many files */
     const char *chat_template; /* Jinja for tokenizer_config.json (NULL: a minimal placeholder) */
+    int experts_down_type;     /* enum qtype of ffn_down_exps; -1 = as experts_type (a mix like
+                                * unsloth's: IQ2_XXS gate/up with IQ3_XXS or Q4_K down) */
+    int gguf_only;             /* 1: llama.cpp's whole-model GGUF (see above) */
+    int linears_type;          /* gguf_only: enum qtype of the other 2-D weights; -1 = q8_0 */
 };
 
 int wt_synth(const struct wt_synth_opts *o, char *err);

@@ -8,9 +8,10 @@
  * the thread count or timing: each block is converted independently.
  *
  * wt__plan lists the tensors of tandem's no-merge layout for a set of hyperparameters, in file
- * order (with mla_split, kv_b goes to the GGUF as llama.cpp's attn_k_b / attn_v_b);
+ * order (with mla_split, kv_b goes to the GGUF as llama.cpp's attn_k_b / attn_v_b; with
+ * gguf_only every tensor goes to the GGUF, llama.cpp's whole-model form);
  * wt__write_model writes the layout's weight files (the GGUF as one file or a gguf-split set)
- * and config.json.
+ * and config.json (not with gguf_only: the GGUF metadata says it all).
  *
  * Threads: called from one thread; spawns and joins its own workers per batch.
  */
@@ -192,7 +193,8 @@ static int routing_input(const char *name)
 {
     static const char *keep[] = {"embed_tokens",    "token_embd",   "norm.weight",
                                  "mlp.gate.weight", "ffn_gate_inp", "e_score_correction_bias",
-                                 "exp_probs_b",     "lm_head",      "output.weight"};
+                                 "exp_probs_b",     "lm_head"};
+    if (!strcmp(name, "output.weight")) return 1; /* not blk.N.attn_output.weight */
     for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
         if (strstr(name, keep[i])) return 1;
     return 0;
@@ -340,6 +342,36 @@ static void mla_split(struct plan *q, const struct wt_hparams *hp, int l)
     if (v) v->layer = l;
 }
 
+/* llama.cpp's whole-model GGUF from the no-merge plan: the safetensors jobs p move in front of
+ * the GGUF jobs q under their canonical names; FP8 linears and 2-D BF16 weights (embedding,
+ * lm_head) become GGML `linears`, the router and 1-D BF16 weights F32. */
+static void to_gguf_only(struct plan *p, struct plan *q, int linears)
+{
+    struct wt__job *v = malloc(sizeof *v * (size_t)(p->n + q->n + 1));
+    if (!v) {
+        p->rc = ERR_NOMEM;
+        return;
+    }
+    for (int i = 0; i < p->n; i++) {
+        struct wt__job *j = &v[i];
+        *j = p->v[i];
+        snprintf(j->name, sizeof j->name, "%s", j->canon);
+        if (j->fmt == WT_FMT_FP8 ||
+            (j->fmt == WT_FMT_BF16 && j->ndim == 2 && !strstr(j->name, "ffn_gate_inp"))) {
+            j->fmt = WT_FMT_GGML;
+            j->gtype = linears;
+        } else if (j->fmt == WT_FMT_BF16) {
+            j->fmt = WT_FMT_F32;
+        }
+    }
+    if (q->n) memcpy(v + p->n, q->v, sizeof *v * (size_t)q->n);
+    free(q->v);
+    q->v = v;
+    q->n += p->n;
+    q->cap = q->n;
+    p->n = 0;
+}
+
 int wt__plan(const struct wt_hparams *hp, const struct wt__layout *lay, struct wt__job **st,
              int *n_st, struct wt__job **gg, int *n_gg, char *err)
 {
@@ -395,6 +427,7 @@ int wt__plan(const struct wt_hparams *hp, const struct wt__layout *lay, struct w
                 add(&q, n, n, WT_FMT_GGML, 3, E, r, cc, WT_INIT_NORMAL, 1.0f / sqrtf((float)cc));
             if (j) {
                 j->gtype = gtype == WT_EXPERTS_Q4_K_M ? (k == 2 ? QTYPE_Q6_K : QTYPE_Q4_K) : gtype;
+                if (k == 2 && lay->experts_down >= 0) j->gtype = lay->experts_down;
                 j->src = WT_SRC_STACKED;
                 j->layer = l;
                 j->proj = k;
@@ -404,6 +437,7 @@ int wt__plan(const struct wt_hparams *hp, const struct wt__layout *lay, struct w
     add(&p, "model.norm.weight", "output_norm.weight", WT_FMT_BF16, 1, D, 0, 0, WT_INIT_NORM, 0.1f);
     add(&p, "lm_head.weight", "output.weight", WT_FMT_BF16, 2, V, D, 0, WT_INIT_NORMAL,
         1.0f / sqrtf((float)D));
+    if (!p.rc && !q.rc && lay->gguf_only) to_gguf_only(&p, &q, lay->linears);
     if (p.rc || q.rc) {
         free(p.v);
         free(q.v);
@@ -489,10 +523,11 @@ static int write_text(const char *dir, const char *name, const char *text, char 
 }
 
 /* one GGUF file of jobs gg[0..n): shard no of ns (llama.cpp's gguf-split keys when ns > 1;
- * the model metadata in the first file only, as gguf-split writes it) */
+ * the model metadata, and the tokenizer of tok_dir when given, in the first file only, as
+ * gguf-split writes it) */
 static int write_gguf(const struct wt__emitter *em, const struct wt_hparams *hp,
                       const struct wt__job *gg, int n, int no, int ns, int total, const char *path,
-                      char *err)
+                      const char *tok_dir, char *err)
 {
     struct gguf_writer *gw = NULL;
     int rc = gguf_writer_create(path, &gw, err);
@@ -503,6 +538,7 @@ static int write_gguf(const struct wt__emitter *em, const struct wt_hparams *hp,
                gguf_writer_set_u16(gw, "split.count", (uint16_t)ns) ||
                gguf_writer_set_i32(gw, "split.tensors.count", total);
     if (!rc && meta) rc = err_set(err, ERR_NOMEM, "out of memory");
+    if (!rc && no == 0 && tok_dir) rc = wt__synth_tokenizer_gguf(gw, tok_dir, err);
     for (int i = 0; !rc && i < n; i++) rc = wt__job_declare_gguf(gw, &gg[i], err);
     if (!rc) rc = gguf_writer_begin(gw, err);
     for (int i = 0; !rc && i < n; i++) {
@@ -517,37 +553,15 @@ static int write_gguf(const struct wt__emitter *em, const struct wt_hparams *hp,
     return rc;
 }
 
-int wt__write_model(const struct wt__emitter *em, const struct wt_hparams *hp,
-                    const struct wt__layout *lay, const char *dir, char *err)
+/* the no-merge layout's config.json, generation_config.json and model.safetensors (jobs st) */
+static int write_sft_side(const struct wt__emitter *em, const struct wt_hparams *hp,
+                          const struct wt__job *st, int n_st, const char *dir, char *err)
 {
-    struct wt__job *st = NULL, *gg = NULL;
-    int n_st = 0, n_gg = 0;
     struct sft_writer *sw = NULL;
     char p[4096];
-    int rc = wt__plan(hp, lay, &st, &n_st, &gg, &n_gg, err);
-    if (rc) return rc;
-    int ns = lay->gguf_split > 1 ? lay->gguf_split : 1;
-    if (ns > 1 && (ns > n_gg || ns > 65535)) {
-        rc = err_set(err, ERR_INVAL, "cannot split %d GGUF tensors into %d files", n_gg, ns);
-        goto out;
-    }
-    for (int i = 0; i < n_gg; i++) {
-        int ok;
-        if (gg[i].fmt != WT_FMT_GGML) continue;
-        qtype_row_bytes(gg[i].gtype, gg[i].cols, &ok);
-        if (!ok) {
-            rc = err_set(err, ERR_INVAL, "%s: %lld columns are not whole %s blocks of %d",
-                         gg[i].name, (long long)gg[i].cols, qtype_name(gg[i].gtype),
-                         qtype_traits(gg[i].gtype)->blck);
-            goto out;
-        }
-    }
     char *cfg = wt_hparams_to_json(hp, 1);
-    if (!cfg) {
-        rc = err_set(err, ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    rc = write_text(dir, "config.json", cfg, err);
+    if (!cfg) return err_set(err, ERR_NOMEM, "out of memory");
+    int rc = write_text(dir, "config.json", cfg, err);
     free(cfg);
     if (!rc) {
         char gen[256];
@@ -568,14 +582,43 @@ int wt__write_model(const struct wt__emitter *em, const struct wt_hparams *hp,
             LOG_INFO("convert", "%s: %s", st[i].name, em->zero ? "zeros" : "done");
     }
     if (!rc) rc = sft_writer_finish(sw, err);
+    sft_writer_destroy(sw);
+    return rc;
+}
+
+int wt__write_model(const struct wt__emitter *em, const struct wt_hparams *hp,
+                    const struct wt__layout *lay, const char *dir, char *err)
+{
+    struct wt__job *st = NULL, *gg = NULL;
+    int n_st = 0, n_gg = 0;
+    char p[4096];
+    int rc = wt__plan(hp, lay, &st, &n_st, &gg, &n_gg, err);
+    if (rc) return rc;
+    int ns = lay->gguf_split > 1 ? lay->gguf_split : 1;
+    if (ns > 1 && (ns > n_gg || ns > 65535)) {
+        rc = err_set(err, ERR_INVAL, "cannot split %d GGUF tensors into %d files", n_gg, ns);
+        goto out;
+    }
+    for (int i = 0; i < n_gg; i++) {
+        int ok;
+        if (gg[i].fmt != WT_FMT_GGML) continue;
+        qtype_row_bytes(gg[i].gtype, gg[i].cols, &ok);
+        if (!ok) {
+            rc = err_set(err, ERR_INVAL, "%s: %lld columns are not whole %s blocks of %d",
+                         gg[i].name, (long long)gg[i].cols, qtype_name(gg[i].gtype),
+                         qtype_traits(gg[i].gtype)->blck);
+            goto out;
+        }
+    }
+    if (!lay->gguf_only) rc = write_sft_side(em, hp, st, n_st, dir, err);
+    const char *stem = lay->gguf_only ? "model" : "experts";
     for (int k = 0; !rc && n_gg && k < ns; k++) {
         int a = (int)((int64_t)n_gg * k / ns), b = (int)((int64_t)n_gg * (k + 1) / ns);
-        if (ns == 1) snprintf(p, sizeof p, "%s/experts.gguf", dir);
-        else snprintf(p, sizeof p, "%s/experts-%05d-of-%05d.gguf", dir, k + 1, ns);
-        rc = write_gguf(em, hp, gg + a, b - a, k, ns, n_gg, p, err);
+        if (ns == 1) snprintf(p, sizeof p, "%s/%s.gguf", dir, stem);
+        else snprintf(p, sizeof p, "%s/%s-%05d-of-%05d.gguf", dir, stem, k + 1, ns);
+        rc = write_gguf(em, hp, gg + a, b - a, k, ns, n_gg, p, lay->gguf_only ? dir : NULL, err);
     }
 out:
-    sft_writer_destroy(sw);
     free(st);
     free(gg);
     return rc;

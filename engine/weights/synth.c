@@ -16,7 +16,8 @@
  * on the thread count. Normal deviates: Irwin-Hall sum of four uniforms (fast, adequate here).
  * With mla_split, kv_b is written as llama.cpp's split attn_k_b / attn_v_b (F32, in the GGUF)
  * holding exactly the values the kv_b layout's FP8 kv_b_proj dequantizes to, so one seed gives
- * the same model in both layouts.
+ * the same model in both layouts. Routed experts take any GGML type, with another for down (a
+ * mix like unsloth's dynamic i-quants); gguf_only writes llama.cpp's whole-model GGUF (convert.h).
  *
  * Threads: wt_synth runs on the calling thread plus the emitter's workers.
  */
@@ -272,6 +273,14 @@ static const struct {
                {"v2-slice", preset_v2},        {"tiny-moonlight", preset_tiny_moonlight},
                {"tiny-kimi", preset_tiny_kimi}};
 
+/* a GGML type or F32/F16/BF16 that can store weights (not FP8, integers or activation types) */
+static int weight_type(int t)
+{
+    const struct qtype_traits *tr = t >= 0 && t < 100 ? qtype_traits(t) : NULL;
+    if (!tr || t == QTYPE_F8_E4M3 || t == QTYPE_U8 || t == QTYPE_Q8_K || t == QTYPE_Q8_1) return 0;
+    return tr->is_quant || t == QTYPE_F32 || t == QTYPE_F16 || t == QTYPE_BF16;
+}
+
 int wt_synth(const struct wt_synth_opts *o, char *err)
 {
     struct wt_hparams hp;
@@ -308,12 +317,14 @@ int wt_synth(const struct wt_synth_opts *o, char *err)
         if (hp.n_group == 1) hp.topk_group = 1;
     }
     int gtype = o->experts_type >= 0 ? o->experts_type : QTYPE_Q8_0;
-    if (gtype != WT_EXPERTS_Q4_K_M &&
-        (gtype == QTYPE_F8_E4M3 || gtype == QTYPE_U8 || !qtype_traits(gtype) || gtype >= 100 ||
-         gtype == QTYPE_Q8_K || gtype == QTYPE_Q8_1 ||
-         (!qtype_traits(gtype)->is_quant && gtype != QTYPE_F32 && gtype != QTYPE_F16 &&
-          gtype != QTYPE_BF16)))
+    int dtype = o->experts_down_type, ltype = o->linears_type >= 0 ? o->linears_type : QTYPE_Q8_0;
+    if (gtype != WT_EXPERTS_Q4_K_M && !weight_type(gtype))
         return err_set(err, ERR_INVAL, "experts type %s cannot hold weights", qtype_name(gtype));
+    if (dtype >= 0 && !weight_type(dtype))
+        return err_set(err, ERR_INVAL, "experts down type %s cannot hold weights",
+                       qtype_name(dtype));
+    if (o->gguf_only && !weight_type(ltype))
+        return err_set(err, ERR_INVAL, "linears type %s cannot hold weights", qtype_name(ltype));
     if ((rc = wt__mkdirs(o->out, err))) return rc;
     int ntok;
     if ((rc = wt__synth_tokenizer(o->out, &ntok, err))) return rc;
@@ -325,6 +336,19 @@ int wt_synth(const struct wt_synth_opts *o, char *err)
     const struct cpuq_ops *ops = NULL;
     if ((rc = cpuq_ops_get(cpuq_isa_detect(), &ops, err))) return rc;
     struct wt__emitter em = {ops, o->threads, o->zero, o->seed, NULL, &hp, fill_random};
-    struct wt__layout lay = {gtype, o->mla_split, o->gguf_split};
-    return wt__write_model(&em, &hp, &lay, o->out, err);
+    struct wt__layout lay = {.experts_type = gtype,
+                             .experts_down = dtype,
+                             .mla_split = o->mla_split,
+                             .gguf_split = o->gguf_split,
+                             .gguf_only = o->gguf_only,
+                             .linears = ltype};
+    rc = wt__write_model(&em, &hp, &lay, o->out, err);
+    /* the whole-GGUF form carries the tokenizer in its metadata: nothing else in the directory */
+    const char *tok_files[2] = {"tokenizer.json", "tokenizer_config.json"};
+    for (int i = 0; !rc && o->gguf_only && i < 2; i++) {
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s", o->out, tok_files[i]);
+        if (remove(p) != 0) rc = err_set(err, ERR_IO, "cannot remove %s", p);
+    }
+    return rc;
 }

@@ -20,6 +20,9 @@ struct gguf_writer;
 int wt__synth_tokenizer(const char *dir, int *n_vocab, char *err);
 /* Write dir/tokenizer_config.json with the given chat template. */
 int wt__synth_tokenizer_config(const char *dir, const char *chat_template, int max_len, char *err);
+/* Set the tokenizer.ggml.* keys and tokenizer.chat_template of w from the tokenizer.json and
+ * tokenizer_config.json in dir (as llama.cpp's converter writes them for a BPE tokenizer). */
+int wt__synth_tokenizer_gguf(struct gguf_writer *w, const char *dir, char *err);
 
 enum wt__fmt { WT_FMT_BF16, WT_FMT_F32, WT_FMT_FP8, WT_FMT_GGML };
 /* WT_INIT_K_B / WT_INIT_V_B: synth's split MLA tensors, taken from layer `layer`'s random kv_b
@@ -67,17 +70,24 @@ int wt__emit(const struct wt__emitter *em, const struct wt__job *j, struct sft_w
 /* The no-merge layout's choices beyond the hyperparameters. */
 struct wt__layout {
     int experts_type; /* enum qtype of the routed experts, or WT_EXPERTS_Q4_K_M */
+    int experts_down; /* enum qtype of ffn_down_exps; -1: as experts_type */
     int mla_split;    /* 1: kv_b as llama.cpp's split attn_k_b / attn_v_b (F32) in the GGUF */
-    int gguf_split;   /* 1: experts.gguf; N > 1: a gguf-split set experts-0000K-of-0000N.gguf */
+    int gguf_split;   /* 1: one GGUF file; N > 1: a gguf-split set X-0000K-of-0000N.gguf */
+    int gguf_only;    /* 1: every tensor in the GGUF (model*.gguf), canonical names, no
+                       * safetensors or config.json; 0: the no-merge layout (experts*.gguf) */
+    int linears;      /* gguf_only: enum qtype of the 2-D non-expert weights */
 };
 
 /* FP8 e4m3 of nr rows x C floats as the emitter writes it: q[nr x C], scales[ceil(C/128)] (one
  * per 128 columns: amax / 448, 1 for an all-zero block) */
 void wt__fp8_block(const float *x, int64_t nr, int64_t C, uint8_t *q, float *scales);
-/* the no-merge layout's tensor plan for hp: *st (safetensors, HF names), *gg (GGUF) */
+/* the layout's tensor plan for hp: *st (safetensors, HF names), *gg (GGUF; with gguf_only
+ * every tensor, *st empty) */
 int wt__plan(const struct wt_hparams *hp, const struct wt__layout *lay, struct wt__job **st,
              int *n_st, struct wt__job **gg, int *n_gg, char *err);
-/* write a whole no-merge-layout model (weights, config, generation config) to dir */
+/* write a whole model to dir: the no-merge layout (weights, config, generation config), or
+ * with gguf_only the GGUF file(s) alone, the tokenizer taken from dir's tokenizer files (which
+ * the caller removes afterwards) */
 int wt__write_model(const struct wt__emitter *em, const struct wt_hparams *hp,
                     const struct wt__layout *lay, const char *dir, char *err);
 /* mkdir -p */

@@ -7,9 +7,13 @@
  * tokens, <think>/</think>). The pre-tokenizer is DeepSeek-V3's Sequence of three Split regexes
  * plus ByteLevel, the decoder ByteLevel, and a post-processor that prepends BOS.
  * Deterministic: no seed involved, so every synthetic model shares one tokenizer.
+ * wt__synth_tokenizer_gguf copies the written files into GGUF tokenizer metadata for the
+ * whole-GGUF layout (token types: added special tokens control, other added tokens
+ * user-defined, the rest normal).
  *
  * Single-threaded; used only by synth.c.
  */
+#include "gguf.h"
 #include "synth_internal.h"
 
 #include "common/err.h"
@@ -249,4 +253,69 @@ int wt__synth_tokenizer_config(const char *dir, const char *chat_template, int m
     int rc = json_dump_file(o, p, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(o);
     return rc ? err_set(err, ERR_IO, "%s: write failed", p) : 0;
+}
+
+/* token type of an added token, as llama.cpp's converter assigns it */
+#define TT_NORMAL 1
+#define TT_CONTROL 3
+#define TT_USER 4
+
+int wt__synth_tokenizer_gguf(struct gguf_writer *w, const char *dir, char *err)
+{
+    char p[4096];
+    json_error_t je;
+    snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+    json_t *tj = json_load_file(p, 0, &je);
+    snprintf(p, sizeof p, "%s/tokenizer_config.json", dir);
+    json_t *cj = json_load_file(p, 0, &je);
+    json_t *vocab = json_object_get(json_object_get(tj, "model"), "vocab");
+    json_t *merges = json_object_get(json_object_get(tj, "model"), "merges");
+    json_t *added = json_object_get(tj, "added_tokens");
+    const char *tmpl = json_string_value(json_object_get(cj, "chat_template"));
+    int rc = 0;
+    if (!json_is_object(vocab) || !json_is_array(merges) || !json_is_array(added) || !tmpl)
+        rc = err_set(err, ERR_FORMAT, "%s: the synthetic tokenizer files are incomplete", dir);
+    /* ids are dense 0..n-1 (synth_tok.c assigns them so) */
+    size_t n = rc ? 0 : json_object_size(vocab), nm = rc ? 0 : json_array_size(merges);
+    const char **tok = calloc(n + 1, sizeof *tok), **mer = calloc(nm + 1, sizeof *mer);
+    int32_t *type = calloc(n + 1, sizeof *type);
+    if (!rc && (!tok || !mer || !type)) rc = err_set(err, ERR_NOMEM, "out of memory");
+    const char *key;
+    json_t *val;
+    json_object_foreach(vocab, key, val)
+    {
+        json_int_t id = json_integer_value(val);
+        if (rc || id < 0 || (size_t)id >= n || tok[id]) {
+            if (!rc) rc = err_set(err, ERR_FORMAT, "tokenizer.json: token ids are not 0..%zu", n);
+            break;
+        }
+        tok[id] = key;
+        type[id] = TT_NORMAL;
+    }
+    for (size_t i = 0; !rc && i < json_array_size(added); i++) {
+        json_t *a = json_array_get(added, i);
+        json_int_t id = json_integer_value(json_object_get(a, "id"));
+        if (id >= 0 && (size_t)id < n)
+            type[id] = json_is_true(json_object_get(a, "special")) ? TT_CONTROL : TT_USER;
+    }
+    for (size_t i = 0; !rc && i < nm; i++)
+        if (!(mer[i] = json_string_value(json_array_get(merges, i))))
+            rc = err_set(err, ERR_FORMAT, "tokenizer.json: merge %zu is not a string", i);
+    int bad = 0;
+    if (!rc) {
+        bad |= gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2");
+        bad |= gguf_writer_set_str(w, "tokenizer.ggml.pre", "deepseek-v3");
+        bad |= gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", tok, n);
+        bad |= gguf_writer_set_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, type, n);
+        bad |= gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", mer, nm);
+        bad |= gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", 1);
+        bad |= gguf_writer_set_str(w, "tokenizer.chat_template", tmpl);
+        if (bad) rc = err_set(err, ERR_NOMEM, "out of memory for the GGUF tokenizer");
+    }
+    free(tok);
+    free(mer);
+    free(type);
+    json_decref(tj);
+    json_decref(cj);
+    return rc;
 }

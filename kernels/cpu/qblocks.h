@@ -14,6 +14,9 @@
  *   K-quants: 256-element super-blocks split into 16 or 32 element sub-blocks with quantized
  *   scales (see ref/kquants.c for the exact bit layout of scales/qh/hmask).
  *   IQ4_NL / IQ4_XS: 4-bit indices into the non-linear table cpuq_kvalues_iq4nl (ref/iq4.c).
+ *   IQ2_XXS .. IQ1_M: 256-element super-blocks of groups of 8 (IQ3: pairs of 4) whose values are
+ *   one entry of a fixed grid (ref/iq_grids.h) times a sub-block scale, with sign bits (IQ2/IQ3)
+ *   or a +-1/8 shift (IQ1); the bit layout is spelled out in ref/iquants.c.
  */
 #ifndef TANDEM_QBLOCKS_H
 #define TANDEM_QBLOCKS_H
@@ -127,6 +130,64 @@ struct block_iq4_xs {
     uint8_t qs[QK_K / 2];
 };
 
+/* 2.0625 bits/weight: per 32 elements 4 u16 = 4 grid bytes (8 bits each), then one u32 with
+ * 4 x 7 sign bits and a 4-bit scale in bits 28-31 */
+struct block_iq2_xxs {
+    uint16_t d;
+    uint16_t qs[QK_K / 8];
+};
+
+/* 2.3125 bits/weight: per group of 8 a u16 = 9-bit grid index | 7 sign bits << 9; two 4-bit
+ * scales per 32 elements */
+struct block_iq2_xs {
+    uint16_t d;
+    uint16_t qs[QK_K / 8];
+    uint8_t scales[QK_K / 32];
+};
+
+/* 2.5625 bits/weight: 10-bit grid indices (low 8 in qs[0..31], high 2 in qh), 8 explicit sign
+ * bits per group (qs[32..63]), two 4-bit scales per 32 elements */
+struct block_iq2_s {
+    uint16_t d;
+    uint8_t qs[QK_K / 4];
+    uint8_t qh[QK_K / 32];
+    uint8_t scales[QK_K / 32];
+};
+
+/* 3.0625 bits/weight: 8-bit indices of 4-value grid points (qs[0..63]), then per 32 elements a
+ * u32 of 4 x 7 sign bits and a 4-bit scale (qs[64..95]) */
+struct block_iq3_xxs {
+    uint16_t d;
+    uint8_t qs[3 * QK_K / 8];
+};
+
+/* 3.4375 bits/weight: 9-bit indices of 4-value grid points (low 8 in qs, 9th in qh), 8 explicit
+ * sign bits per group of 8, one 4-bit scale per 32 elements */
+struct block_iq3_s {
+    uint16_t d;
+    uint8_t qs[QK_K / 4];
+    uint8_t qh[QK_K / 32];
+    uint8_t signs[QK_K / 8];
+    uint8_t scales[QK_K / 64];
+};
+
+/* 1.5625 bits/weight: 11-bit indices of ternary grid points (low 8 in qs, 3 high in qh), per 32
+ * elements qh = 4 x 3 index bits | 3-bit scale << 12 | delta sign << 15 */
+struct block_iq1_s {
+    uint16_t d;
+    uint8_t qs[QK_K / 8];
+    uint16_t qh[QK_K / 32];
+};
+
+/* 1.75 bits/weight: 11-bit indices (low 8 in qs; per group a nibble of qh = 3 high bits | delta
+ * sign << 3), 3-bit scales per 16 elements; the f16 super-block scale is spread over the top
+ * nibbles of the four u16 words of scales */
+struct block_iq1_m {
+    uint8_t qs[QK_K / 8];
+    uint8_t qh[QK_K / 16];
+    uint8_t scales[QK_K / 32];
+};
+
 _Static_assert(sizeof(struct block_q4_0) == 18, "block_q4_0 size");
 _Static_assert(sizeof(struct block_q4_1) == 20, "block_q4_1 size");
 _Static_assert(sizeof(struct block_q5_0) == 22, "block_q5_0 size");
@@ -141,6 +202,13 @@ _Static_assert(sizeof(struct block_q6_K) == 210, "block_q6_K size");
 _Static_assert(sizeof(struct block_q8_K) == 292, "block_q8_K size");
 _Static_assert(sizeof(struct block_iq4_nl) == 18, "block_iq4_nl size");
 _Static_assert(sizeof(struct block_iq4_xs) == 136, "block_iq4_xs size");
+_Static_assert(sizeof(struct block_iq2_xxs) == 66, "block_iq2_xxs size");
+_Static_assert(sizeof(struct block_iq2_xs) == 74, "block_iq2_xs size");
+_Static_assert(sizeof(struct block_iq2_s) == 82, "block_iq2_s size");
+_Static_assert(sizeof(struct block_iq3_xxs) == 98, "block_iq3_xxs size");
+_Static_assert(sizeof(struct block_iq3_s) == 110, "block_iq3_s size");
+_Static_assert(sizeof(struct block_iq1_s) == 50, "block_iq1_s size");
+_Static_assert(sizeof(struct block_iq1_m) == 56, "block_iq1_m size");
 
 /* the 16 values an IQ4_NL / IQ4_XS nibble indexes (ggml's kvalues_iq4nl) */
 extern const int8_t cpuq_kvalues_iq4nl[16];

@@ -7,10 +7,9 @@
  * bytes, Q8_0 34; rows may start anywhere), so no byte outside [src, src + n) is read. Each thread
  * then decodes 8 consecutive elements of one block from shared memory (byte reads, so alignment
  * never matters) with the reference's formula (kernels/cpu/ref: legacy.c, kquants.c, iq4.c,
- * plain.c) written with explicit __fmul_rn / __fadd_rn / __fsub_rn, so nvcc cannot contract
- * a*b-c into an FMA: the fp32 values
- * equal cpuq_dequant_<type>_ref's bit for bit. The 8 values go out as one 16-byte store (bf16)
- * or two (fp32).
+ * iquants.c, plain.c) written with explicit __fmul_rn / __fadd_rn / __fsub_rn, so nvcc cannot
+ * contract a*b-c into an FMA: the fp32 values equal cpuq_dequant_<type>_ref's bit for bit. The 8
+ * values go out as one 16-byte store (bf16) or two (fp32).
  */
 #include "kernels/cuda/dequant_ggml.h"
 #include "kernels/cuda/common.cuh"
@@ -41,6 +40,13 @@ DQ_GEO(QTYPE_Q5_K, 256, 176)
 DQ_GEO(QTYPE_Q6_K, 256, 210)
 DQ_GEO(QTYPE_IQ4_NL, 32, 18)
 DQ_GEO(QTYPE_IQ4_XS, 256, 136)
+DQ_GEO(QTYPE_IQ2_XXS, 256, 66)
+DQ_GEO(QTYPE_IQ2_XS, 256, 74)
+DQ_GEO(QTYPE_IQ2_S, 256, 82)
+DQ_GEO(QTYPE_IQ3_XXS, 256, 98)
+DQ_GEO(QTYPE_IQ3_S, 256, 110)
+DQ_GEO(QTYPE_IQ1_S, 256, 50)
+DQ_GEO(QTYPE_IQ1_M, 256, 56)
 DQ_GEO(QTYPE_F32, 1, 4)
 DQ_GEO(QTYPE_F16, 1, 2)
 DQ_GEO(QTYPE_BF16, 1, 2)
@@ -279,6 +285,141 @@ template <> struct dq_dec<QTYPE_IQ4_XS> {
     }
 };
 
+/* ---- grid i-quants (kernels/cpu/ref/iquants.c). The thread's 8 elements are exactly one group
+ * of 8 (e0 % 8 == 0): one 8-value grid entry (IQ3: two 4-value ones) times the sub-block scale,
+ * with signs (IQ2/IQ3) or a +-1/8 shift (IQ1). Grid indices are masked bit fields of their
+ * table's size, so any bytes decode in bounds. Device copies of the CPU's tables: */
+#define IQ_TABLE(type, name, n, ...) static __device__ const type dq_##name[n] = {__VA_ARGS__};
+#include "kernels/cpu/ref/iq_grids.inc"
+#undef IQ_TABLE
+
+static __device__ __forceinline__ uint32_t dq_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+/* v[j] = +-(dl * magnitude j of e), negative where bit j of signs is set */
+static __device__ __forceinline__ void dq_put8(float v[8], float dl, uint64_t e, unsigned signs)
+{
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        const float m = __fmul_rn(dl, (float)(unsigned)((e >> (8 * j)) & 0xff));
+        v[j] = (signs >> j) & 1 ? -m : m;
+    }
+}
+
+/* IQ1: v[j] = dl * (value j of e + delta) */
+static __device__ __forceinline__ void dq_put8_iq1(float v[8], float dl, uint64_t e, float delta)
+{
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+        v[j] = __fmul_rn(dl, __fadd_rn((float)(int8_t)((e >> (8 * j)) & 0xff), delta));
+}
+
+/* the 4-bit-scale formula of IQ2 (k = 0.25) and IQ3_XXS (k = 0.5): d * (0.5 + s) * k */
+static __device__ __forceinline__ float dq_half_scale(float d, unsigned s, float k)
+{
+    return __fmul_rn(__fmul_rn(d, __fadd_rn(0.5f, (float)s)), k);
+}
+
+/* IQ2_XXS (d @0, per 32: 4 grid bytes then u32 of 4 x 7 sign bits | scale << 28 @2 + 8ib) */
+template <> struct dq_dec<QTYPE_IQ2_XXS> {
+    static __device__ __forceinline__ void run(const uint8_t *b, int e0, float v[8], const int8_t *)
+    {
+        const int ib = e0 / 32, l = (e0 / 8) % 4;
+        const uint8_t *q = b + 2 + 8 * ib;
+        const uint32_t aux = dq_u32(q + 4);
+        dq_put8(v, dq_half_scale(dq_f16(b), aux >> 28, 0.25f), dq_iq2xxs_grid[q[l]],
+                dq_iq_ksigns[(aux >> (7 * l)) & 127]);
+    }
+};
+
+/* IQ2_XS (d @0, u16 qs[32] = 9-bit index | 7 sign bits << 9 @2, scales[8] @66) */
+template <> struct dq_dec<QTYPE_IQ2_XS> {
+    static __device__ __forceinline__ void run(const uint8_t *b, int e0, float v[8], const int8_t *)
+    {
+        const int g = e0 / 8, ib = e0 / 32, l = g % 4;
+        const unsigned q = (unsigned)b[2 + 2 * g] | ((unsigned)b[3 + 2 * g] << 8);
+        const unsigned sc = b[66 + ib];
+        dq_put8(v, dq_half_scale(dq_f16(b), l < 2 ? sc & 0xf : sc >> 4, 0.25f),
+                dq_iq2xs_grid[q & 511], dq_iq_ksigns[q >> 9]);
+    }
+};
+
+/* IQ2_S (d @0, qs[32] low index bytes @2, signs[32] @34, qh[8] @66, scales[8] @74) */
+template <> struct dq_dec<QTYPE_IQ2_S> {
+    static __device__ __forceinline__ void run(const uint8_t *b, int e0, float v[8], const int8_t *)
+    {
+        const int g = e0 / 8, ib = e0 / 32, l = g % 4;
+        const unsigned idx = b[2 + g] | (((unsigned)b[66 + ib] << (8 - 2 * l)) & 0x300);
+        const unsigned sc = b[74 + ib];
+        dq_put8(v, dq_half_scale(dq_f16(b), l < 2 ? sc & 0xf : sc >> 4, 0.25f), dq_iq2s_grid[idx],
+                b[34 + g]);
+    }
+};
+
+/* IQ3_XXS (d @0, qs[64] 4-value grid indices @2, per 32 a u32 of 4 x 7 sign bits | scale << 28
+ * @66 + 4ib) */
+template <> struct dq_dec<QTYPE_IQ3_XXS> {
+    static __device__ __forceinline__ void run(const uint8_t *b, int e0, float v[8], const int8_t *)
+    {
+        const int g = e0 / 8, ib = e0 / 32, l = g % 4;
+        const uint32_t aux = dq_u32(b + 66 + 4 * ib);
+        const uint64_t e =
+            dq_iq3xxs_grid[b[2 + 2 * g]] | ((uint64_t)dq_iq3xxs_grid[b[3 + 2 * g]] << 32);
+        dq_put8(v, dq_half_scale(dq_f16(b), aux >> 28, 0.5f), e,
+                dq_iq_ksigns[(aux >> (7 * l)) & 127]);
+    }
+};
+
+/* IQ3_S (d @0, qs[64] @2, qh[8] @66 (9th index bits), signs[32] @74, scales[4] @106):
+ * dl = d * (1 + 2s) */
+template <> struct dq_dec<QTYPE_IQ3_S> {
+    static __device__ __forceinline__ void run(const uint8_t *b, int e0, float v[8], const int8_t *)
+    {
+        const int g = e0 / 8, ib = e0 / 32, l = g % 4;
+        const unsigned qh = b[66 + ib];
+        const unsigned i0 = b[2 + 2 * g] | (((qh >> (2 * l)) & 1) << 8);
+        const unsigned i1 = b[3 + 2 * g] | (((qh >> (2 * l + 1)) & 1) << 8);
+        const int s = (b[106 + ib / 2] >> (4 * (ib % 2))) & 0xf;
+        dq_put8(v, __fmul_rn(dq_f16(b), (float)(1 + 2 * s)),
+                dq_iq3s_grid[i0] | ((uint64_t)dq_iq3s_grid[i1] << 32), b[74 + g]);
+    }
+};
+
+/* IQ1_S (d @0, qs[32] @2, u16 qh[8] @34 = 4 x 3 index bits | scale << 12 | delta sign << 15):
+ * dl = d * (2s + 1), dst = dl * (grid + delta) */
+template <> struct dq_dec<QTYPE_IQ1_S> {
+    static __device__ __forceinline__ void run(const uint8_t *b, int e0, float v[8], const int8_t *)
+    {
+        const int g = e0 / 8, ib = e0 / 32, l = g % 4;
+        const unsigned qh = (unsigned)b[34 + 2 * ib] | ((unsigned)b[35 + 2 * ib] << 8);
+        const float dl = __fmul_rn(dq_f16(b), (float)(2 * ((qh >> 12) & 7) + 1));
+        dq_put8_iq1(v, dl, dq_iq1s_grid[b[2 + g] | (((qh >> (3 * l)) & 7) << 8)],
+                    qh & 0x8000 ? -0.125f : 0.125f);
+    }
+};
+
+/* IQ1_M (qs[32] @0, qh[16] @32 = per group a nibble: 3 index bits | delta sign << 3, scales @48
+ * = 4 u16: 3-bit scales per 16 elements, the f16 d in their top nibbles) */
+template <> struct dq_dec<QTYPE_IQ1_M> {
+    static __device__ __forceinline__ void run(const uint8_t *b, int e0, float v[8], const int8_t *)
+    {
+        const int g = e0 / 8, ib = e0 / 32, l = g % 4;
+        unsigned sc[4];
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+            sc[k] = (unsigned)b[48 + 2 * k] | ((unsigned)b[49 + 2 * k] << 8);
+        const unsigned dh =
+            (sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000);
+        const float d = __half2float(__ushort_as_half((unsigned short)dh));
+        const float dl =
+            __fmul_rn(d, (float)(2 * ((sc[ib / 2] >> (6 * (ib % 2) + 3 * (l / 2))) & 7) + 1));
+        const unsigned nib = (b[32 + 2 * ib + l / 2] >> (4 * (l % 2))) & 0xf;
+        dq_put8_iq1(v, dl, dq_iq1s_grid[b[g] | ((nib & 7) << 8)], nib & 8 ? -0.125f : 0.125f);
+    }
+};
+
 /* plain types: b points at element e0's bytes (blck 1), e0 == 0 */
 template <> struct dq_dec<QTYPE_F32> {
     static __device__ __forceinline__ void run(const uint8_t *b, int, float v[8], const int8_t *)
@@ -373,7 +514,8 @@ static int dq_geometry(int type, int *qk, int *ts)
 #define G(t) case t: *qk = dq_geo<t>::qk; *ts = dq_geo<t>::ts; return 1;
         G(QTYPE_Q4_0) G(QTYPE_Q4_1) G(QTYPE_Q5_0) G(QTYPE_Q5_1) G(QTYPE_Q8_0) G(QTYPE_Q2_K)
         G(QTYPE_Q3_K) G(QTYPE_Q4_K) G(QTYPE_Q5_K) G(QTYPE_Q6_K) G(QTYPE_IQ4_NL) G(QTYPE_IQ4_XS)
-        G(QTYPE_F32) G(QTYPE_F16) G(QTYPE_BF16)
+        G(QTYPE_IQ2_XXS) G(QTYPE_IQ2_XS) G(QTYPE_IQ2_S) G(QTYPE_IQ3_XXS) G(QTYPE_IQ3_S)
+        G(QTYPE_IQ1_S) G(QTYPE_IQ1_M) G(QTYPE_F32) G(QTYPE_F16) G(QTYPE_BF16)
 #undef G
     default: return 0;
     }
@@ -424,7 +566,8 @@ extern "C" int cuk_dequant_ggml(const struct cuk_dequant_ggml_args *a, cudaStrea
 #define L(t) case t: dq_launch<t>(a, s); break;
         L(QTYPE_Q4_0) L(QTYPE_Q4_1) L(QTYPE_Q5_0) L(QTYPE_Q5_1) L(QTYPE_Q8_0) L(QTYPE_Q2_K)
         L(QTYPE_Q3_K) L(QTYPE_Q4_K) L(QTYPE_Q5_K) L(QTYPE_Q6_K) L(QTYPE_IQ4_NL) L(QTYPE_IQ4_XS)
-        L(QTYPE_F32) L(QTYPE_F16) L(QTYPE_BF16)
+        L(QTYPE_IQ2_XXS) L(QTYPE_IQ2_XS) L(QTYPE_IQ2_S) L(QTYPE_IQ3_XXS) L(QTYPE_IQ3_S)
+        L(QTYPE_IQ1_S) L(QTYPE_IQ1_M) L(QTYPE_F32) L(QTYPE_F16) L(QTYPE_BF16)
 #undef L
     default: return ERR_UNSUPPORTED;
     }

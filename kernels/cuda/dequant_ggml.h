@@ -9,7 +9,8 @@
  * exposes the exact fp32 values.
  *
  * Types (enum qtype numbering, kernels/cpu/qtype.h): Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K,
- * Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, F32, F16, BF16. Any other type (Q8_K, Q8_1, FP8, integers,
+ * Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, the grid i-quants IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S,
+ * IQ1_S, IQ1_M, F32, F16, BF16. Any other type (Q8_K, Q8_1, FP8, integers,
  * unknown values) gives ERR_UNSUPPORTED with nothing launched, so callers can keep that tensor
  * on the CPU.
  *

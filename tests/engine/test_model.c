@@ -10,6 +10,10 @@
  * 1e-5) and `tiny-kimi` (one group, YaRN betas 1/1).
  * Built with -DSLICE_CASES (test `model_v2_slice`): the `v2-lite-slice` preset (V2-Lite's true
  * dims, 16 experts, vocabulary 4096), no-merge layout and one GGUF, with a shorter prompt.
+ * Built with -DTEST_IQUANTS (test `model_iquants`): instead, i-quant experts in unsloth-like
+ * mixes (IQ2_XXS/IQ3_XXS, IQ1_S/Q4_K, IQ1_M/IQ2_XS, IQ2_S/IQ3_S) and a whole-GGUF model (a
+ * gguf-split set in the split-MLA layout with IQ2_XXS experts and IQ3_S linears, embedding and
+ * lm_head included).
  *   1. logits of a 64-token prompt (one-shot prefill) vs the float64 reference at every position:
  *      relative L2 error <= 1e-3;
  *   2. greedy decoding, one token per forward over the KV cache, for 64 steps: identical tokens
@@ -79,9 +83,13 @@ struct routes {
     unsigned char xhave[MAX_LAYERS][MODEL_LIN_COUNT][CTX];
 };
 
+/* lm_head's input (layer -1) is kept in the last layer slot (models have fewer layers) */
+#define OUT_SLOT(layer) ((layer) < 0 ? MAX_LAYERS - 1 : (layer))
+
 static void on_lin(void *ud, int layer, int which, int n, int cols, const float *x)
 {
     struct routes *R = ud;
+    layer = OUT_SLOT(layer);
     if (!R->active || layer < 0 || layer >= MAX_LAYERS) return;
     if (!R->x[layer][which]) {
         R->x[layer][which] = calloc((size_t)CTX * cols, sizeof(float));
@@ -99,6 +107,7 @@ static void on_lin(void *ud, int layer, int which, int n, int cols, const float 
 static int act_hint(void *ud, int layer, int which, int pos, float *x, int cols)
 {
     struct routes *R = ud;
+    layer = OUT_SLOT(layer);
     if (layer < 0 || layer >= MAX_LAYERS || which < 0 || which >= MODEL_LIN_COUNT || pos < 0 ||
         pos >= CTX || !R->xhave[layer][which][pos] || R->xcols[layer][which] != cols)
         return 0;
@@ -543,7 +552,7 @@ static void check_model(const char *mdir, const char *label, double resync_gate,
 
     const int V = model_vocab(m);
     const struct wt_hparams *hp = wt_hparams(w);
-    CHECK(hp->n_layers < MAX_LAYERS);
+    CHECK(hp->n_layers < MAX_LAYERS - 1); /* the last slot is lm_head's */
     memset(&routes, 0, sizeof routes);
     routes.top_k = hp->top_k > 0 ? hp->top_k : 1;
     routes.ids = calloc((size_t)MAX_LAYERS * CTX * routes.top_k, sizeof(int32_t));
@@ -733,6 +742,15 @@ int main(void)
          RESYNC_GATE, 0, 0},
         {"v2-lite-slice", "q8_0", "--dense-layers 1 --moe-layers 1 --experts-n 16 --vocab 4096",
          0.0, 0, 2},
+#elif defined(TEST_IQUANTS)
+        /* the grid i-quants, in mixes like unsloth's dynamic quants, and a whole-GGUF model
+         * (llama.cpp's form, split MLA, gguf-split set) with i-quant linears too */
+        {"tiny", "iq2_xxs/iq3_xxs", NULL, RESYNC_GATE, 0, 0},
+        {"tiny", "iq1_s/q4_K", NULL, RESYNC_GATE, 0, 0},
+        {"tiny", "iq1_m/iq2_xs", NULL, RESYNC_GATE, 0, 0},
+        {"tiny", "iq2_s/iq3_s", NULL, RESYNC_GATE, 0, 0},
+        {"tiny", "iq2_xxs", "--layout gguf --mla-layout split --split-count 3 --linears iq3_s",
+         RESYNC_GATE, 0, 0},
 #else
         {"tiny", "q8_0", NULL, RESYNC_GATE, 1, 0},
         {"tiny", "q4_K", NULL, RESYNC_GATE, 0, 0},
@@ -769,7 +787,8 @@ int main(void)
         static const char *const how[] = {"", " dequantized, f32 cache, exact",
                                           " as one GGUF, f32 cache, exact"};
         char label[96], mdir[96];
-        snprintf(label, sizeof label, "%s/%s%s", cases[c].preset, cases[c].type,
+        snprintf(label, sizeof label, "%s/%s%s%s", cases[c].preset, cases[c].type,
+                 cases[c].more && strstr(cases[c].more, "--layout gguf") ? " gguf" : "",
                  how[cases[c].exact]);
         snprintf(mdir, sizeof mdir, "%s", dir);
         if (cases[c].exact) { /* the F32 copy inside the model dir: removed with it */

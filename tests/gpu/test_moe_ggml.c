@@ -1,7 +1,8 @@
 /* test_moe_ggml.c - GGML block dequantization and the routed-expert op on the GPU
  * (kernels/cuda/dequant_ggml.h, moe_ggml.h).
  *
- * (a) cuk_dequant_ggml for every supported type, on blocks made by the CPU reference quantizers
+ * (a) cuk_dequant_ggml for every supported type (the grid i-quants included), on blocks made by
+ *     the CPU reference quantizers
  *     and on random bytes with sane f16 scales, rows at odd addresses and odd strides, the last row
  *     ending at the end of its allocation: the fp32 output equals the scalar reference
  *     (cpuq_dequant_<type>_ref through the scalar ops table) bit for bit, the bf16 output equals
@@ -31,9 +32,11 @@
 static const struct cpuq_ops *o_ref, *o_fast;
 static struct cuk_moe_ggml *g_moe;
 
-static const int all_types[] = {QTYPE_Q4_0,   QTYPE_Q4_1,   QTYPE_Q5_0, QTYPE_Q5_1, QTYPE_Q8_0,
-                                QTYPE_Q2_K,   QTYPE_Q3_K,   QTYPE_Q4_K, QTYPE_Q5_K, QTYPE_Q6_K,
-                                QTYPE_IQ4_NL, QTYPE_IQ4_XS, QTYPE_F32,  QTYPE_F16,  QTYPE_BF16};
+static const int all_types[] = {
+    QTYPE_Q4_0,    QTYPE_Q4_1,   QTYPE_Q5_0,  QTYPE_Q5_1,    QTYPE_Q8_0,   QTYPE_Q2_K,
+    QTYPE_Q3_K,    QTYPE_Q4_K,   QTYPE_Q5_K,  QTYPE_Q6_K,    QTYPE_IQ4_NL, QTYPE_IQ4_XS,
+    QTYPE_IQ2_XXS, QTYPE_IQ2_XS, QTYPE_IQ2_S, QTYPE_IQ3_XXS, QTYPE_IQ3_S,  QTYPE_IQ1_S,
+    QTYPE_IQ1_M,   QTYPE_F32,    QTYPE_F16,   QTYPE_BF16};
 #define N_TYPES ((int)(sizeof all_types / sizeof all_types[0]))
 /* the statistical tolerance: STAT_Z standard deviations of cpu - gpu (docs/numerics.md) */
 #define STAT_Z 8.0
@@ -47,12 +50,16 @@ struct scale_field {
     double mag[2];
 };
 static const struct scale_field scale_fields[] = {
-    {QTYPE_Q4_0, {0, -1}, {4e-3, 0}},   {QTYPE_Q4_1, {0, 2}, {3e-3, 3e-2}},
-    {QTYPE_Q5_0, {0, -1}, {2e-3, 0}},   {QTYPE_Q5_1, {0, 2}, {1.5e-3, 3e-2}},
-    {QTYPE_Q8_0, {0, -1}, {2.5e-4, 0}}, {QTYPE_Q2_K, {80, 82}, {1e-3, 1e-3}},
-    {QTYPE_Q3_K, {108, -1}, {3e-4, 0}}, {QTYPE_Q4_K, {0, 2}, {4e-5, 4e-5}},
-    {QTYPE_Q5_K, {0, 2}, {2e-5, 2e-5}}, {QTYPE_Q6_K, {208, -1}, {8e-6, 0}},
-    {QTYPE_IQ4_NL, {0, -1}, {2e-4, 0}}, {QTYPE_IQ4_XS, {0, -1}, {1e-5, 0}},
+    {QTYPE_Q4_0, {0, -1}, {4e-3, 0}},    {QTYPE_Q4_1, {0, 2}, {3e-3, 3e-2}},
+    {QTYPE_Q5_0, {0, -1}, {2e-3, 0}},    {QTYPE_Q5_1, {0, 2}, {1.5e-3, 3e-2}},
+    {QTYPE_Q8_0, {0, -1}, {2.5e-4, 0}},  {QTYPE_Q2_K, {80, 82}, {1e-3, 1e-3}},
+    {QTYPE_Q3_K, {108, -1}, {3e-4, 0}},  {QTYPE_Q4_K, {0, 2}, {4e-5, 4e-5}},
+    {QTYPE_Q5_K, {0, 2}, {2e-5, 2e-5}},  {QTYPE_Q6_K, {208, -1}, {8e-6, 0}},
+    {QTYPE_IQ4_NL, {0, -1}, {2e-4, 0}},  {QTYPE_IQ4_XS, {0, -1}, {1e-5, 0}},
+    {QTYPE_IQ2_XXS, {0, -1}, {4e-4, 0}}, {QTYPE_IQ2_XS, {0, -1}, {4e-4, 0}},
+    {QTYPE_IQ2_S, {0, -1}, {4e-4, 0}},   {QTYPE_IQ3_XXS, {0, -1}, {2e-4, 0}},
+    {QTYPE_IQ3_S, {0, -1}, {2e-4, 0}},   {QTYPE_IQ1_S, {0, -1}, {3e-3, 0}},
+    {QTYPE_IQ1_M, {-1, -1}, {3e-3, 0}}, /* d spread over the scale words: see fill_random_row */
 };
 
 static void put16(uint8_t *p, uint16_t v)
@@ -84,6 +91,14 @@ static void fill_random_row(int t, uint8_t *dst, int64_t cols)
             double v = f->mag[k] * (0.25 + 1.75 * gt_uniform()) * (gt_u64() & 1 ? -1 : 1);
             put16(dst + (size_t)b * ts + f->off[k], fp_f32_to_f16((float)v));
         }
+    /* IQ1_M: the f16 d lives in the top nibbles of the four u16 scale words at byte 48 */
+    for (int64_t b = 0; t == QTYPE_IQ1_M && b < cols / blck(t); b++) {
+        double v = f->mag[0] * (0.25 + 1.75 * gt_uniform()) * (gt_u64() & 1 ? -1 : 1);
+        const uint16_t d = fp_f32_to_f16((float)v);
+        uint8_t *sc = dst + (size_t)b * ts + 48;
+        for (int k = 0; k < 4; k++)
+            sc[2 * k + 1] = (uint8_t)((sc[2 * k + 1] & 0x0f) | (((d >> (4 * k)) & 0xf) << 4));
+    }
 }
 
 /* a row made by the reference quantizer from gaussian data (some zero blocks, an outlier) */

@@ -1,6 +1,7 @@
 /* test_weights.c - the tensor index end to end on synthetic models:
  *   synth tiny -> open/validate, hyperparameters, types and FP8 scale shapes, expert views;
  *   determinism (same seed, different thread count: identical bytes; other seed: different);
+ *   the whole-GGUF layout (gguf-split set alone, an i-quant experts mix, 2-D weights' type);
  *   dequant -> HF float layout (per-expert) -> reopen: same values;
  *   quantize(dequant(synth)) reproduces synth's FP8/BF16/q8_0 bytes exactly;
  *   merge -> tandem hybrid -> same bytes; a hand-made KTransformers layout -> same bytes;
@@ -129,7 +130,9 @@ int main(void)
                               .dense_layers = -1,
                               .moe_layers = -1,
                               .n_experts = -1,
-                              .threads = 2};
+                              .threads = 2,
+                              .experts_down_type = -1,
+                              .linears_type = -1};
     if (wt_synth(&o, err)) {
         fprintf(stderr, "%s\n", err);
         return 1;
@@ -211,6 +214,55 @@ int main(void)
             CHECK(nz ? nbytes_nonzero > zt->nbytes / 4 : nbytes_nonzero == 0);
         }
         wt_close(zm);
+    }
+
+    /* ---- the whole-GGUF layout (llama.cpp's form): the gguf-split set alone in the directory,
+     * an i-quant mix of experts, GGML 2-D weights, F32 norms and router, split MLA, the
+     * hyperparameters from the metadata equal synth's */
+    {
+        char dg[512];
+        path(dg, "synthg");
+        struct wt_synth_opts g = o;
+        g.out = dg;
+        g.threads = 2;
+        g.gguf_only = 1;
+        g.gguf_split = 2;
+        g.mla_split = 1;
+        g.experts_type = QTYPE_IQ1_M;
+        g.experts_down_type = QTYPE_Q4_K;
+        g.linears_type = QTYPE_Q5_K; /* i-quant 2-D weights: engine / model_iquants */
+        CHECK_EQ(wt_synth(&g, err), 0);
+        run("test \"$(ls '%s' | tr '\\n' ' ')\" = '%s'", dg,
+            "model-00001-of-00002.gguf model-00002-of-00002.gguf ");
+        struct wt_model *gm = open_ok(dg);
+        CHECK_EQ(wt_n_files(gm), 2);
+        const struct wt_hparams *gh = wt_hparams(gm);
+        CHECK_EQ(gh->hidden, hp->hidden);
+        CHECK_EQ(gh->n_layers, hp->n_layers);
+        CHECK_EQ(gh->vocab_size, hp->vocab_size);
+        CHECK_EQ(gh->n_routed, hp->n_routed);
+        CHECK_EQ(wt_get(gm, "blk.1.ffn_gate_exps.weight")->type, QTYPE_IQ1_M);
+        CHECK_EQ(wt_get(gm, "blk.2.ffn_up_exps.weight")->type, QTYPE_IQ1_M);
+        CHECK_EQ(wt_get(gm, "blk.1.ffn_down_exps.weight")->type, QTYPE_Q4_K);
+        const char *lin[] = {"token_embd.weight", "output.weight", "blk.0.attn_q_a.weight",
+                             "blk.0.ffn_down.weight", "blk.1.ffn_up_shexp.weight"};
+        for (size_t i = 0; i < sizeof lin / sizeof lin[0]; i++)
+            CHECK_EQ(wt_get(gm, lin[i])->type, QTYPE_Q5_K);
+        const char *f32[] = {"blk.1.ffn_gate_inp.weight", "blk.0.attn_norm.weight",
+                             "output_norm.weight", "blk.1.exp_probs_b.bias",
+                             "blk.0.attn_k_b.weight"};
+        for (size_t i = 0; i < sizeof f32 / sizeof f32[0]; i++)
+            CHECK_EQ(wt_get(gm, f32[i])->type, QTYPE_F32);
+        CHECK(wt_get(gm, "blk.0.attn_kv_b.weight") == NULL);
+        wt_close(gm);
+        /* types that cannot hold weights are refused, by name */
+        g.linears_type = QTYPE_Q8_K;
+        CHECK(wt_synth(&g, err) != 0);
+        CHECK_CONTAINS(err, "linears type");
+        g.linears_type = QTYPE_Q5_K;
+        g.experts_down_type = QTYPE_F8_E4M3;
+        CHECK(wt_synth(&g, err) != 0);
+        CHECK_CONTAINS(err, "experts down type");
     }
 
     /* ---- dequant -> reopen (HF per-expert F32) */

@@ -38,6 +38,13 @@ CPUQ_REF_DECL(q6_k)
 CPUQ_REF_DECL(q8_k)
 CPUQ_REF_DECL(iq4_nl)
 CPUQ_REF_DECL(iq4_xs)
+CPUQ_REF_DECL(iq2_xxs)
+CPUQ_REF_DECL(iq2_xs)
+CPUQ_REF_DECL(iq2_s)
+CPUQ_REF_DECL(iq3_xxs)
+CPUQ_REF_DECL(iq3_s)
+CPUQ_REF_DECL(iq1_s)
+CPUQ_REF_DECL(iq1_m)
 #undef CPUQ_REF_DECL
 
 #define CPUQ_REF_DOT(w, a)                                                                         \
@@ -58,6 +65,13 @@ CPUQ_REF_DOT(q5_k, q8_k)
 CPUQ_REF_DOT(q6_k, q8_k)
 CPUQ_REF_DOT(iq4_nl, q8_0)
 CPUQ_REF_DOT(iq4_xs, q8_k)
+CPUQ_REF_DOT(iq2_xxs, q8_k)
+CPUQ_REF_DOT(iq2_xs, q8_k)
+CPUQ_REF_DOT(iq2_s, q8_k)
+CPUQ_REF_DOT(iq3_xxs, q8_k)
+CPUQ_REF_DOT(iq3_s, q8_k)
+CPUQ_REF_DOT(iq1_s, q8_k)
+CPUQ_REF_DOT(iq1_m, q8_k)
 #undef CPUQ_REF_DOT
 
 /* ggml's nearest_int: round to nearest, ties to even, for |x| < 2^22 */

@@ -48,4 +48,16 @@ void cpuq__fill_scalar(struct cpuq_ops *o)
         cpuq_vec_dot_iq4_nl_q8_0_ref);
     set(o, QTYPE_IQ4_XS, cpuq_dequant_iq4_xs_ref, cpuq_quant_iq4_xs_ref, QTYPE_Q8_K,
         cpuq_vec_dot_iq4_xs_q8_k_ref);
+    /* i-quants: the quantizer is a simple encoder, not ggml's (ref/iquants.c) */
+#define IQ(T, t)                                                                                   \
+    set(o, T, cpuq_dequant_##t##_ref, cpuq_quant_##t##_ref, QTYPE_Q8_K,                            \
+        cpuq_vec_dot_##t##_q8_k_ref);
+    IQ(QTYPE_IQ2_XXS, iq2_xxs)
+    IQ(QTYPE_IQ2_XS, iq2_xs)
+    IQ(QTYPE_IQ2_S, iq2_s)
+    IQ(QTYPE_IQ3_XXS, iq3_xxs)
+    IQ(QTYPE_IQ3_S, iq3_s)
+    IQ(QTYPE_IQ1_S, iq1_s)
+    IQ(QTYPE_IQ1_M, iq1_m)
+#undef IQ
 }

@@ -1,0 +1,246 @@
+/* avx2/iquants.c - IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S and IQ1_M x Q8_K dot products
+ * with AVX2 (single token; multi-token calls loop over these).
+ *
+ * Per 32 weights the four grid entries (IQ3: eight half entries) are looked up with scalar
+ * indices (masked to their table's size, so any block bytes are safe) and placed in one
+ * register; the stored signs become +1/-1 bytes moved onto the activations (vpsignb; Q8_K
+ * activations are in [-127, 127], so this is exact). vpmaddubsw then vpmaddwd with the sub-block
+ * scales give exact int32 sums; each super-block's integer sum is reduced and added in f32 in the
+ * same order as the scalar reference (ref/iquants.c), so the results are bit-identical to it.
+ * Threads: pure functions.
+ */
+#include "kernels/cpu/avx2/kernels.h"
+#include "kernels/cpu/qblocks.h"
+#include "kernels/cpu/ref/iq_grids.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+#define AVX2_INLINE static inline __attribute__((always_inline))
+
+AVX2_INLINE float f16(uint16_t h) { return _cvtsh_ss(h); }
+
+AVX2_INLINE uint32_t rd32(const void *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+AVX2_INLINE int hsum_i32(__m256i v)
+{
+    __m128i a = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    a = _mm_add_epi32(a, _mm_shuffle_epi32(a, _MM_SHUFFLE(1, 0, 3, 2)));
+    a = _mm_add_epi32(a, _mm_shuffle_epi32(a, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(a);
+}
+
+/* 32 bytes of +1 / -1: byte k is -1 where bit k % 8 of byte k / 8 of s4 is set */
+AVX2_INLINE __m256i sign_bytes(uint32_t s4)
+{
+    const __m256i pick = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
+                                          2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bits = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)s4), pick);
+    __m256i m = _mm256_cmpeq_epi8(_mm256_and_si256(v, bits), bits);
+    return _mm256_or_si256(m, _mm256_set1_epi8(1));
+}
+
+/* the 4 x 7 stored sign bits of aux expanded to 4 sign bytes (even parity) */
+AVX2_INLINE uint32_t ksigns4(uint32_t aux)
+{
+    return cpuq_iq_ksigns[aux & 127] | (uint32_t)cpuq_iq_ksigns[(aux >> 7) & 127] << 8 |
+           (uint32_t)cpuq_iq_ksigns[(aux >> 14) & 127] << 16 |
+           (uint32_t)cpuq_iq_ksigns[(aux >> 21) & 127] << 24;
+}
+
+/* int32 lanes: sum of magnitudes w times signed activations a, int16 pairs scaled by sc16 */
+AVX2_INLINE __m256i mag_dot(__m256i w, uint32_t s4, const int8_t *a, __m256i sc16)
+{
+    __m256i sa = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)a), sign_bytes(s4));
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(w, sa), sc16);
+}
+
+AVX2_INLINE __m256i grid4(const uint64_t *g, int i0, int i1, int i2, int i3)
+{
+    return _mm256_setr_epi64x((long long)g[i0], (long long)g[i1], (long long)g[i2],
+                              (long long)g[i3]);
+}
+
+AVX2_INLINE __m256i pair16(int lo, int hi) /* int16 lanes 0-7 = lo, 8-15 = hi */
+{
+    return _mm256_setr_m128i(_mm_set1_epi16((short)lo), _mm_set1_epi16((short)hi));
+}
+
+void cpuq_vec_dot_iq2_xxs_q8_k_avx2(int64_t n, float *s, const void *w, const void *act)
+{
+    const struct block_iq2_xxs *x = w;
+    const struct block_q8_K *y = act;
+    float sumf = 0;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        __m256i acc = _mm256_setzero_si256();
+        for (int ib = 0; ib < QK_K / 32; ib++) {
+            const uint32_t g = rd32(x[i].qs + 4 * ib), aux = rd32(x[i].qs + 4 * ib + 2);
+            const __m256i v =
+                grid4(cpuq_iq2xxs_grid, g & 0xff, (g >> 8) & 0xff, (g >> 16) & 0xff, g >> 24);
+            acc = _mm256_add_epi32(acc, mag_dot(v, ksigns4(aux), y[i].qs + 32 * ib,
+                                                _mm256_set1_epi16((short)(2 * (aux >> 28) + 1))));
+        }
+        sumf += f16(x[i].d) * y[i].d * (float)hsum_i32(acc);
+    }
+    *s = 0.125f * sumf;
+}
+
+void cpuq_vec_dot_iq2_xs_q8_k_avx2(int64_t n, float *s, const void *w, const void *act)
+{
+    const struct block_iq2_xs *x = w;
+    const struct block_q8_K *y = act;
+    float sumf = 0;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        __m256i acc = _mm256_setzero_si256();
+        for (int ib = 0; ib < QK_K / 32; ib++) {
+            const uint16_t *q = x[i].qs + 4 * ib;
+            const __m256i v =
+                grid4(cpuq_iq2xs_grid, q[0] & 511, q[1] & 511, q[2] & 511, q[3] & 511);
+            const uint32_t s4 = cpuq_iq_ksigns[q[0] >> 9] |
+                                (uint32_t)cpuq_iq_ksigns[q[1] >> 9] << 8 |
+                                (uint32_t)cpuq_iq_ksigns[q[2] >> 9] << 16 |
+                                (uint32_t)cpuq_iq_ksigns[q[3] >> 9] << 24;
+            const int sc = x[i].scales[ib];
+            acc = _mm256_add_epi32(acc, mag_dot(v, s4, y[i].qs + 32 * ib,
+                                                pair16(2 * (sc & 0xf) + 1, 2 * (sc >> 4) + 1)));
+        }
+        sumf += f16(x[i].d) * y[i].d * (float)hsum_i32(acc);
+    }
+    *s = 0.125f * sumf;
+}
+
+void cpuq_vec_dot_iq2_s_q8_k_avx2(int64_t n, float *s, const void *w, const void *act)
+{
+    const struct block_iq2_s *x = w;
+    const struct block_q8_K *y = act;
+    float sumf = 0;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        __m256i acc = _mm256_setzero_si256();
+        for (int ib = 0; ib < QK_K / 32; ib++) {
+            const uint8_t *qs = x[i].qs + 4 * ib;
+            const int qh = x[i].qh[ib];
+            const __m256i v =
+                grid4(cpuq_iq2s_grid, qs[0] | ((qh << 8) & 0x300), qs[1] | ((qh << 6) & 0x300),
+                      qs[2] | ((qh << 4) & 0x300), qs[3] | ((qh << 2) & 0x300));
+            const int sc = x[i].scales[ib];
+            acc = _mm256_add_epi32(acc,
+                                   mag_dot(v, rd32(x[i].qs + QK_K / 8 + 4 * ib), y[i].qs + 32 * ib,
+                                           pair16(2 * (sc & 0xf) + 1, 2 * (sc >> 4) + 1)));
+        }
+        sumf += f16(x[i].d) * y[i].d * (float)hsum_i32(acc);
+    }
+    *s = 0.125f * sumf;
+}
+
+void cpuq_vec_dot_iq3_xxs_q8_k_avx2(int64_t n, float *s, const void *w, const void *act)
+{
+    const struct block_iq3_xxs *x = w;
+    const struct block_q8_K *y = act;
+    const uint32_t *g = cpuq_iq3xxs_grid;
+    float sumf = 0;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        __m256i acc = _mm256_setzero_si256();
+        for (int ib = 0; ib < QK_K / 32; ib++) {
+            const uint8_t *q = x[i].qs + 8 * ib;
+            const uint32_t aux = rd32(x[i].qs + QK_K / 4 + 4 * ib);
+            const __m256i v =
+                _mm256_setr_epi32((int)g[q[0]], (int)g[q[1]], (int)g[q[2]], (int)g[q[3]],
+                                  (int)g[q[4]], (int)g[q[5]], (int)g[q[6]], (int)g[q[7]]);
+            acc = _mm256_add_epi32(acc, mag_dot(v, ksigns4(aux), y[i].qs + 32 * ib,
+                                                _mm256_set1_epi16((short)(2 * (aux >> 28) + 1))));
+        }
+        sumf += f16(x[i].d) * y[i].d * (float)hsum_i32(acc);
+    }
+    *s = 0.25f * sumf;
+}
+
+void cpuq_vec_dot_iq3_s_q8_k_avx2(int64_t n, float *s, const void *w, const void *act)
+{
+    const struct block_iq3_s *x = w;
+    const struct block_q8_K *y = act;
+    const uint32_t *g = cpuq_iq3s_grid;
+    float sumf = 0;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        __m256i acc = _mm256_setzero_si256();
+        for (int ib = 0; ib < QK_K / 32; ib++) {
+            const uint8_t *q = x[i].qs + 8 * ib;
+            const int qh = x[i].qh[ib];
+#define I3(m) (int)g[q[m] | (((qh >> (m)) & 1) << 8)]
+            const __m256i v =
+                _mm256_setr_epi32(I3(0), I3(1), I3(2), I3(3), I3(4), I3(5), I3(6), I3(7));
+#undef I3
+            const int ls = 2 * ((x[i].scales[ib / 2] >> (4 * (ib % 2))) & 0xf) + 1;
+            acc = _mm256_add_epi32(acc, mag_dot(v, rd32(x[i].signs + 4 * ib), y[i].qs + 32 * ib,
+                                                _mm256_set1_epi16((short)ls)));
+        }
+        sumf += f16(x[i].d) * y[i].d * (float)hsum_i32(acc);
+    }
+    *s = sumf;
+}
+
+/* int32 lanes: sum of IQ1 grid values (-1/0/+1 bytes in g) times activations a, scaled */
+AVX2_INLINE __m256i tern_dot(__m256i g, const int8_t *a, __m256i sc16)
+{
+    __m256i p = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)a), g);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), p), sc16);
+}
+
+void cpuq_vec_dot_iq1_s_q8_k_avx2(int64_t n, float *s, const void *w, const void *act)
+{
+    const struct block_iq1_s *x = w;
+    const struct block_q8_K *y = act;
+    const uint64_t *g = cpuq_iq1s_grid;
+    float sumf = 0;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        __m256i acc = _mm256_setzero_si256();
+        int sumi1 = 0;
+        for (int ib = 0; ib < QK_K / 32; ib++) {
+            const uint8_t *q = x[i].qs + 4 * ib;
+            const int qh = x[i].qh[ib], ls = 2 * ((qh >> 12) & 7) + 1;
+            const __m256i v = grid4(g, q[0] | ((qh << 8) & 0x700), q[1] | ((qh << 5) & 0x700),
+                                    q[2] | ((qh << 2) & 0x700), q[3] | ((qh >> 1) & 0x700));
+            acc =
+                _mm256_add_epi32(acc, tern_dot(v, y[i].qs + 32 * ib, _mm256_set1_epi16((short)ls)));
+            sumi1 += ls * (qh & 0x8000 ? -1 : 1) * (y[i].bsums[2 * ib] + y[i].bsums[2 * ib + 1]);
+        }
+        sumf += f16(x[i].d) * y[i].d * ((float)hsum_i32(acc) + CPUQ_IQ1_DELTA * (float)sumi1);
+    }
+    *s = sumf;
+}
+
+void cpuq_vec_dot_iq1_m_q8_k_avx2(int64_t n, float *s, const void *w, const void *act)
+{
+    const struct block_iq1_m *x = w;
+    const struct block_q8_K *y = act;
+    const uint64_t *g = cpuq_iq1s_grid;
+    const long long pos = 0x0101010101010101ll, neg = -1;
+    float sumf = 0;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        uint16_t sc[4];
+        memcpy(sc, x[i].scales, 8);
+        const float d = f16((uint16_t)((sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) |
+                                       ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000)));
+        __m256i acc1 = _mm256_setzero_si256(), acc2 = _mm256_setzero_si256();
+        for (int ib = 0; ib < QK_K / 32; ib++) {
+            const uint8_t *q = x[i].qs + 4 * ib;
+            const int h0 = x[i].qh[2 * ib], h1 = x[i].qh[2 * ib + 1];
+            const __m256i v = grid4(g, q[0] | ((h0 << 8) & 0x700), q[1] | ((h0 << 4) & 0x700),
+                                    q[2] | ((h1 << 8) & 0x700), q[3] | ((h1 << 4) & 0x700));
+            /* +1 / -1 per group of 8: the sign of each group's delta */
+            const __m256i ds = _mm256_setr_epi64x(h0 & 0x08 ? neg : pos, h0 & 0x80 ? neg : pos,
+                                                  h1 & 0x08 ? neg : pos, h1 & 0x80 ? neg : pos);
+            const int s6 = sc[ib / 2] >> (6 * (ib % 2));
+            const __m256i sc16 = pair16(2 * (s6 & 7) + 1, 2 * ((s6 >> 3) & 7) + 1);
+            acc1 = _mm256_add_epi32(acc1, tern_dot(v, y[i].qs + 32 * ib, sc16));
+            acc2 = _mm256_add_epi32(acc2, tern_dot(ds, y[i].qs + 32 * ib, sc16));
+        }
+        sumf += d * y[i].d * ((float)hsum_i32(acc1) + CPUQ_IQ1_DELTA * (float)hsum_i32(acc2));
+    }
+    *s = sumf;
+}

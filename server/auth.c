@@ -142,18 +142,27 @@ int auth_key_count(struct auth *a)
     return n;
 }
 
+const char *auth_bearer(const char *authorization, size_t *len)
+{
+    if (!authorization) return NULL;
+    const char *p = authorization;
+    while (*p == ' ') p++;
+    if (strncasecmp(p, "Bearer ", 7) != 0) return NULL;
+    p += 7;
+    while (*p == ' ') p++;
+    size_t n = strlen(p);
+    while (n && p[n - 1] == ' ') n--;
+    if (n == 0 || n > AUTH_MAX_KEY) return NULL;
+    *len = n;
+    return p;
+}
+
 int auth_check(struct auth *a, const char *authorization)
 {
     if (!auth_enabled(a)) return 1;
-    if (!authorization) return 0;
-    const char *p = authorization;
-    while (*p == ' ') p++;
-    if (strncasecmp(p, "Bearer ", 7) != 0) return 0;
-    p += 7;
-    while (*p == ' ') p++;
-    size_t len = strlen(p);
-    while (len && p[len - 1] == ' ') len--;
-    if (len == 0 || len > AUTH_MAX_KEY) return 0;
+    size_t len;
+    const char *p = auth_bearer(authorization, &len);
+    if (!p) return 0;
     unsigned char cand[AUTH_MAX_KEY + 1] = {0};
     memcpy(cand, p, len);
 

@@ -11,6 +11,8 @@
 #ifndef TANDEM_SERVER_AUTH_H
 #define TANDEM_SERVER_AUTH_H
 
+#include <stddef.h>
+
 #define AUTH_MAX_KEY 255
 
 struct auth;
@@ -25,5 +27,9 @@ int auth_key_count(struct auth *a);
 /* 1 when the Authorization header value ("Bearer KEY", may be NULL) carries a valid key, or
  * authentication is disabled; else 0. The time taken does not depend on where the key differs. */
 int auth_check(struct auth *a, const char *authorization);
+
+/* The key of an Authorization header value ("Bearer KEY", spaces around KEY trimmed): a
+ * pointer into it and *len, or NULL when it is missing, malformed or longer than AUTH_MAX_KEY. */
+const char *auth_bearer(const char *authorization, size_t *len);
 
 #endif

@@ -18,6 +18,8 @@
 #include "common/utf8.h"
 #include "engine/text/constrain.h"
 #include "engine/text/reasoning.h"
+#include "auth.h"
+#include "cache_scope.h"
 #include "served.h"
 
 #include <stdio.h>
@@ -106,6 +108,9 @@ int gen_create(struct http_conn *hc, int chat, struct gen **out, const char **pa
                            "(0..%d)",
                            g->p.samp.logit_bias_ids[i], s->info.vocab_size - 1);
         }
+    int per_key = auth_enabled(s->auth) && strcmp(s->cfg->engine_prefix_cache_scope, "key") == 0;
+    g->cache_salt = cache_scope_salt(per_key, http_header(hc, "Authorization"), g->p.cache_salt,
+                                     g->p.cache_salt_len);
     if (!g->p.seed_set &&
         getrandom(&g->p.samp.seed, sizeof g->p.samp.seed, 0) != (ssize_t)sizeof g->p.samp.seed)
         g->p.samp.seed = (uint64_t)time(NULL) ^ idn;
@@ -373,6 +378,7 @@ static int build_request(struct gen *g, struct choice *c, const int32_t *ids, in
     r->min_tokens = g->p.min_tokens < max_tokens ? g->p.min_tokens : max_tokens;
     r->ignore_eos = g->p.ignore_eos;
     r->priority = g->p.priority;
+    r->cache_salt = g->cache_salt;
     r->on_event = gen_on_event;
     r->ud = c;
     if (g->p.grammar) { /* structured output / forced tool call: one automaton per choice */

@@ -6,6 +6,7 @@
  * "max_model_len"}; {"tokens"} -> {"prompt"}). /health is 200 only when the model is loaded,
  * the engine has not failed and the server is not draining.
  */
+#include "chat_plain.h"
 #include "common/err.h"
 #include "common/utf8.h"
 #include "http.h"
@@ -123,9 +124,7 @@ enum MHD_Result api_tokenize(struct http_conn *hc)
         struct api_params p;
         rc = probe ? api_params_parse(probe, 1, &p, &param, err) : ERR_NOMEM;
         if (rc == 0) {
-            rc = api_render_chat(s, messages, &p.tools, p.chat_template_kwargs, &text, err);
-            if (rc == 0)
-                rc = tok_encode(s->tok, text.s ? text.s : "", text.n, TOK_ENC_SPECIAL, &ids, err);
+            rc = chat_prompt_tokens(s, messages, &p.tools, p.chat_template_kwargs, &ids, NULL, err);
             api_params_fini(&p);
             param = "messages";
         }

@@ -20,6 +20,7 @@
 #include "engine/text/reasoning.h"
 #include "auth.h"
 #include "cache_scope.h"
+#include "chat_plain.h"
 #include "served.h"
 
 #include <stdio.h>
@@ -250,12 +251,8 @@ static int prompt_tokens(struct gen *g, int i, int32_t **ids, int *n, const char
     int rc = 0;
     *param = g->p.chat ? "messages" : "prompt";
     if (g->p.chat) {
-        struct sbuf text = {0};
-        rc = api_render_chat(s, g->p.messages, &g->p.tools, g->p.chat_template_kwargs, &text, err);
-        if (rc == 0) g->think_open = reasoning_prompt_open(text.s ? text.s : "", text.n);
-        if (rc == 0)
-            rc = tok_encode(s->tok, text.s ? text.s : "", text.n, TOK_ENC_SPECIAL, &out, err);
-        sbuf_fini(&text);
+        rc = chat_prompt_tokens(s, g->p.messages, &g->p.tools, g->p.chat_template_kwargs, &out,
+                                &g->think_open, err);
     } else {
         const json_t *pr = g->p.prompt;
         const json_t *one = json_is_array(pr) && !json_is_integer(json_array_get(pr, 0))

@@ -76,11 +76,10 @@ static size_t field(unsigned char *buf, size_t at, const char *s, size_t n)
     return at + n;
 }
 
-uint64_t cache_scope_salt(int per_key, const char *authorization, const char *cache_salt,
+uint64_t cache_scope_salt(const char *key, size_t key_len, const char *cache_salt,
                           size_t cache_salt_len)
 {
-    size_t key_len = 0;
-    const char *key = per_key ? auth_bearer(authorization, &key_len) : NULL;
+    if (key_len > AUTH_MAX_KEY) key_len = AUTH_MAX_KEY;
     if (!key && !cache_salt) return 0;
     if (cache_salt_len > CACHE_SCOPE_MAX_SALT) cache_salt_len = CACHE_SCOPE_MAX_SALT;
     pthread_once(&secret_once, secret_init);

@@ -21,10 +21,10 @@
 
 #define CACHE_SCOPE_MAX_SALT 256 /* longest cache_salt a request may give (bytes) */
 
-/* The salt for a request: per_key (scope=key and authentication on) and the Authorization
- * header value (may be NULL), and its cache_salt (NULL = none). 0 = the shared namespace,
- * returned only when neither applies. */
-uint64_t cache_scope_salt(int per_key, const char *authorization, const char *cache_salt,
+/* The salt for a request: the API key it was authenticated with (key[0..key_len), NULL under
+ * scope=global or without authentication; auth_request_key gives it) and its cache_salt (NULL =
+ * none). 0 = the shared namespace, returned only when neither is given. */
+uint64_t cache_scope_salt(const char *key, size_t key_len, const char *cache_salt,
                           size_t cache_salt_len);
 
 /* SipHash-2-4 of data[0..n) under the 128-bit key k (exposed for tests). */

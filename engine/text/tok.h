@@ -123,12 +123,12 @@ int tok_encode(const struct tok *t, const char *text, size_t len, unsigned flags
  * TOK_ENC_MARKED then gives the marked spans exactly the ids of the same text without special
  * matching, whatever a template did around them (copying, concatenating, splitting: the marker
  * travels inside the span). Content cannot forge a marker (its own are doubled) and cannot
- * remove one. Exempt: the ordinary (non-control) added tokens "<think>" and "</think>", which
- * templates look for in assistant history. Limit: an added token of a single character cannot
- * be split (DeepSeek vocabularies have none). Returns 0 or ERR_NOMEM (out unchanged); out is
- * NUL-terminated on success. */
+ * remove one. With keep_think, "<think>" and "</think>" are left unmarked: assistant history,
+ * where templates look for them to cut the reasoning out. Limit: an added token of a single
+ * character cannot be split (DeepSeek vocabularies have none). Returns 0 or ERR_NOMEM (out
+ * unchanged); out is NUL-terminated on success. */
 #define TOK_PLAIN_MARK "\xEF\xB7\x90" /* U+FDD0 */
-int tok_mark_plain(const struct tok *t, const char *s, size_t n, struct sbuf *out);
+int tok_mark_plain(const struct tok *t, const char *s, size_t n, int keep_think, struct sbuf *out);
 
 /* Decoding flags. */
 #define TOK_DEC_SKIP_SPECIAL 1u /* leave out special (control) tokens */

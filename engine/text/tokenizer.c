@@ -1223,18 +1223,17 @@ static int32_t find_added(const struct tok *t, const char *s, size_t n, size_t f
 #define MARK TOK_PLAIN_MARK
 #define MARK_LEN (sizeof MARK - 1)
 
-/* The reasoning tags stay recognizable in content when they are ordinary added tokens, so
- * templates can still cut reasoning out of assistant history as the reference ones do. */
-static int mark_exempt(const struct tok *t, int32_t id)
+/* With keep_think, "<think>" and "</think>" stay recognizable (tok.h). */
+static int mark_exempt(const struct tok *t, int32_t id, int keep_think)
 {
     const struct tok_entry *e = &t->tok[id];
     const char *s = t->pool + e->off;
-    return !e->special && ((e->len == 7 && memcmp(s, "<think>", 7) == 0) ||
-                           (e->len == 8 && memcmp(s, "</think>", 8) == 0));
+    return keep_think && ((e->len == 7 && memcmp(s, "<think>", 7) == 0) ||
+                          (e->len == 8 && memcmp(s, "</think>", 8) == 0));
 }
 
 /* 1 when an added token (not exempt) starts at s[i], or s[i..n) is a proper prefix of one. */
-static int needs_mark(const struct tok *t, const char *s, size_t n, size_t i)
+static int needs_mark(const struct tok *t, const char *s, size_t n, size_t i, int keep_think)
 {
     if (!t->added_first[(unsigned char)s[i]]) return 0;
     int32_t node = 0;
@@ -1243,12 +1242,12 @@ static int needs_mark(const struct tok *t, const char *s, size_t n, size_t i)
         while (ch >= 0 && t->trie[ch].byte != (unsigned char)s[k]) ch = t->trie[ch].sibling;
         if (ch < 0) return 0;
         node = ch;
-        if (t->trie[node].id >= 0 && !mark_exempt(t, t->trie[node].id)) return 1;
+        if (t->trie[node].id >= 0 && !mark_exempt(t, t->trie[node].id, keep_think)) return 1;
     }
     return t->trie[node].child >= 0; /* the text ends inside an added token */
 }
 
-int tok_mark_plain(const struct tok *t, const char *s, size_t n, struct sbuf *out)
+int tok_mark_plain(const struct tok *t, const char *s, size_t n, int keep_think, struct sbuf *out)
 {
     size_t n0 = out->n, i = 0;
     int rc = 0;
@@ -1261,7 +1260,8 @@ int tok_mark_plain(const struct tok *t, const char *s, size_t n, struct sbuf *ou
             continue;
         }
         rc = sbuf_append(out, s + i, cl);
-        if (!rc && t->n_added && needs_mark(t, s, n, i)) rc = sbuf_append(out, MARK, MARK_LEN);
+        if (!rc && t->n_added && needs_mark(t, s, n, i, keep_think))
+            rc = sbuf_append(out, MARK, MARK_LEN);
         i += cl;
     }
     if (rc) out->n = n0;

@@ -49,8 +49,8 @@ static void encode_marked(const struct tok *t, const char *a, size_t na, const c
     char err[ERR_LEN] = "";
     struct sbuf text = {0};
     CHECK_EQ(sbuf_append(&text, "<｜User｜>", strlen("<｜User｜>")), 0);
-    CHECK_EQ(tok_mark_plain(t, a, na, &text), 0);
-    CHECK_EQ(tok_mark_plain(t, b, nb, &text), 0);
+    CHECK_EQ(tok_mark_plain(t, a, na, 0, &text), 0);
+    CHECK_EQ(tok_mark_plain(t, b, nb, 0, &text), 0);
     CHECK_EQ(sbuf_append(&text, "<｜Assistant｜>", strlen("<｜Assistant｜>")), 0);
     out->n = 0;
     CHECK_EQ(tok_encode(t, text.s, text.n, TOK_ENC_SPECIAL | TOK_ENC_MARKED, out, err), 0);
@@ -100,8 +100,6 @@ static void test_random(const struct tok *t)
             n += strlen(p);
         }
         s[n] = 0;
-        /* "<think>" is an ordinary added token that stays recognizable (tok.h) */
-        if (strstr(s, "<think>") || strstr(s, "</think>")) continue;
 
         /* the reference: plain text between the two markers */
         want.n = 0;
@@ -180,6 +178,26 @@ static void test_jinja(const struct tok *t)
         sbuf_fini(&out);
         json_decref(m);
     }
+    /* "<think>" and "</think>" stay findable in assistant content only (templates cut the
+     * reasoning out of history there), also in its text parts */
+    json_t *th = json_loads("[{\"role\":\"user\",\"content\":\"<think>u</think>\"},"
+                            "{\"role\":\"assistant\",\"content\":\"<think>a</think>b\"},"
+                            "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\","
+                            "\"text\":\"x</think>y\"}]}]",
+                            0, NULL);
+    json_t *thm = tmpl_plain_json(t, th, 0);
+    CHECK(thm != NULL);
+    const char *u = json_string_value(json_object_get(json_array_get(thm, 0), "content"));
+    const char *a = json_string_value(json_object_get(json_array_get(thm, 1), "content"));
+    json_t *parts = json_object_get(json_array_get(thm, 2), "content");
+    const char *p = json_string_value(json_object_get(json_array_get(parts, 0), "text"));
+    CHECK(u != NULL);
+    if (tok_find(t, "<think>") >= 0) CHECK(!strstr(u, "<think>")); /* an added token here */
+    if (tok_find(t, "</think>") >= 0) CHECK(!strstr(u, "</think>"));
+    CHECK_STR(a, "<think>a</think>b");
+    CHECK_STR(p, "x</think>y");
+    json_decref(th);
+    json_decref(thm);
     /* strings without added-token text are unchanged; other values are shared */
     json_t *v = json_pack("{s:s,s:i,s:[b,n]}", "a", "plain < text", "n", 3, "l", 1);
     json_t *w = tmpl_plain_json(t, v, 0);

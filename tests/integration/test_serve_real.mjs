@@ -243,6 +243,25 @@ describe('real engine: the prefix cache is per API key', () => {
       assert.equal(await cached(d, 'sk-alice', { cache_salt: 'tenant-1' }), 0);
       assert.ok(await cached(d, 'sk-alice', { cache_salt: 'tenant-1' }) > 0);
       assert.equal(await cached(d, 'sk-alice', { cache_salt: 'tenant-2' }), 0);
+      // the key of x-api-key (/v1/messages) counts as the bearer one; Responses pass cache_salt
+      const content = `m ${words.join(' ')}`;
+      const msg = async (key) => {
+        const r = await postJSON(d.base, '/v1/messages', { model: 'tiny', max_tokens: 1,
+          messages: [{ role: 'user', content }] }, { 'x-api-key': key });
+        assert.equal(r.status, 200, r.text);
+        return r.json.usage.cache_read_input_tokens;
+      };
+      assert.equal(await cached(d, 'sk-alice', {}, 'm '), 0);
+      assert.ok(await msg('sk-alice') > 0, "alice's x-api-key sees her bearer prefix");
+      assert.equal(await msg('sk-bob'), 0, "bob's x-api-key never sees alice's prefix");
+      const resp = async (salt) => {
+        const r = await postJSON(d.base, '/v1/responses', { model: 'tiny', max_output_tokens: 1,
+          input: content, cache_salt: salt }, { Authorization: 'Bearer sk-alice' });
+        assert.equal(r.status, 200, r.text);
+        return r.json.usage.input_tokens_details.cached_tokens;
+      };
+      assert.equal(await resp('tenant-9'), 0, 'cache_salt reaches the Responses request');
+      assert.ok(await resp('tenant-9') > 0);
       const c = await postJSON(d.base, '/v1/completions', { prompt: words.join(' '), max_tokens: 1,
         cache_salt: 'x'.repeat(257) }, { Authorization: 'Bearer sk-alice' });
       assert.equal(c.status, 400);

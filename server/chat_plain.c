@@ -6,6 +6,23 @@
 #include "engine/text/tmpl.h"
 #include "engine/text/toolparse.h"
 
+#include <string.h>
+
+/* err without markers: a template's error message may quote the caller's marked text. */
+static void strip_marks(char *err)
+{
+    size_t m = strlen(TOK_PLAIN_MARK);
+    char *w = err;
+    for (const char *r = err; *r;) {
+        if (strncmp(r, TOK_PLAIN_MARK, m) == 0) {
+            r += m;
+            continue;
+        }
+        *w++ = *r++;
+    }
+    *w = 0;
+}
+
 int chat_prompt_tokens(struct srv *s, const json_t *messages, const struct toolparse_req *tools,
                        const json_t *kwargs, struct tok_ids *out, int *think_open, char *err)
 {
@@ -29,6 +46,7 @@ int chat_prompt_tokens(struct srv *s, const json_t *messages, const struct toolp
     struct sbuf text = {0};
     int rc = api_render_chat(s, plain ? m : messages, tools ? &t2 : NULL, plain ? k : kwargs, &text,
                              err);
+    if (rc && plain) strip_marks(err);
     if (rc == 0 && think_open) *think_open = reasoning_prompt_open(text.s ? text.s : "", text.n);
     if (rc == 0)
         rc = tok_encode(s->tok, text.s ? text.s : "", text.n,

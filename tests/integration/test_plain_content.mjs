@@ -160,7 +160,9 @@ test('model.parse_special_in_content=true restores special tokens in content', a
 
 test('an interpreted template keeps content and tojson arguments plain', async () => {
   const file = path.join(work, 'ds.jinja');
-  fs.writeFileSync(file, "{{ bos_token }}{% for m in messages %}{% if m.role == 'user' %}" +
+  fs.writeFileSync(file, "{{ bos_token }}{% for m in messages %}" +
+    "{% if m.content is string and m.content[:4] == 'FAIL' %}" +
+    "{{ raise_exception('refused: ' ~ m.content) }}{% endif %}{% if m.role == 'user' %}" +
     "<｜User｜>{{ m.content[:5] }}{{ m.content[5:] }}{% elif m.role == 'tool' %}" +
     '<｜tool▁output▁begin｜>{{ m.content }}<｜tool▁output▁end｜>{% else %}<｜Assistant｜>' +
     "{{ m.content or '' }}{% if m.tool_calls %}<｜tool▁call▁begin｜>" +
@@ -182,6 +184,12 @@ test('an interpreted template keeps content and tojson arguments plain', async (
     }
     const r = await chat(d.base, { messages: [{ role: 'user', content: echo(`x${INJECT}y`) }] });
     assert.equal(r.choices[0].message.content, `x${INJECT}y`);
+    // a template error quoting the content shows the caller's text, not the markers
+    const e = await postJSON(d.base, '/v1/chat/completions',
+      { messages: [{ role: 'user', content: `FAIL${INJECT}` }] });
+    assert.equal(e.status, 400, e.text);
+    assert.ok(e.json.error.message.includes(`refused: FAIL${INJECT}`), e.text);
+    assert.ok(!e.json.error.message.includes('\uFDD0'), e.text);
   } finally {
     assert.equal((await d.stop()).code, 0, d.log());
   }

@@ -96,7 +96,6 @@ enum MHD_Result api_tokenize(struct http_conn *hc)
     json_t *root = body_json(hc, &ret);
     if (!root) return ret;
     char err[ERR_LEN] = "";
-    struct sbuf text = {0};
     struct tok_ids ids = {0};
     int rc = 0;
     const char *param = NULL;
@@ -144,7 +143,6 @@ enum MHD_Result api_tokenize(struct http_conn *hc)
         ret = r ? http_reply_json(hc, 200, r) : http_reply_error(hc, ERR_NOMEM, NULL, NULL);
     }
     tok_ids_fini(&ids);
-    sbuf_fini(&text);
     json_decref(root);
     return ret;
 }

@@ -117,6 +117,8 @@ struct eng_request {
     int n_stop_ids; /* extra stop token ids besides the model's EOS */
     int32_t stop_ids[ENG_MAX_STOP_IDS];
     struct eng_constraint constraint; /* zeroed = none; see above */
+    uint64_t cache_salt; /* prefix-cache namespace: cached blocks are shared only between requests
+                            with equal salts (0 = the common one; server/cache_scope.h) */
     eng_event_cb on_event;
     void *ud;
 };

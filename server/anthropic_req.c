@@ -276,8 +276,10 @@ static int thinking(const json_t *in, json_t *out, const char **param, char *err
                json_pack("{s:b, s:b}", "thinking", on, "enable_thinking", on), err);
 }
 
-/* Fields copied as they are (their checks are the chat path's). */
-static const char *const copied[] = {"model", "temperature", "top_p", "top_k", "stream"};
+/* Fields copied as they are (their checks are the chat path's); cache_salt is tandem's
+ * prefix-cache namespace (docs/api.md). */
+static const char *const copied[] = {"model", "temperature", "top_p",
+                                     "top_k", "stream",      "cache_salt"};
 
 int anthropic_to_chat(const json_t *in, int count_tokens, json_t **out, const char **param,
                       char *err)
@@ -329,6 +331,13 @@ int anthropic_to_chat(const json_t *in, int count_tokens, json_t **out, const ch
             TRY(err_set(err, ERR_INVAL, "'stop_sequences' must be an array"));
         if (json_array_size(stops) > API_MAX_STOP)
             TRY(err_set(err, ERR_INVAL, "at most %d stop_sequences are supported", API_MAX_STOP));
+        size_t k;
+        json_t *st;
+        json_array_foreach(stops, k, st)
+        {
+            if (json_is_string(st) && json_string_length(st) == 0)
+                TRY(err_set(err, ERR_INVAL, "'stop_sequences' strings must not be empty"));
+        }
         if (json_array_size(stops)) TRY(json_object_set(o, "stop", stops) ? nomem(err) : 0);
     }
     TRY(tools(in, o, param, err));

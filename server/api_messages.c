@@ -8,6 +8,7 @@
  * Threads: MHD's thread of the connection.
  */
 #include "anthropic.h"
+#include "chat_plain.h"
 #include "gen.h"
 #include "served.h"
 
@@ -53,18 +54,16 @@ enum MHD_Result api_messages_count_tokens(struct http_conn *hc)
     const char *param = NULL;
     json_t *chat = NULL;
     struct api_params p;
-    struct sbuf text = {0};
     struct tok_ids ids = {0};
     memset(&p, 0, sizeof p);
     int rc = translate(hc, 1, &chat, &param, err);
     if (rc == 0) rc = api_params_parse(chat, 1, &p, &param, err);
     if (rc == 0 && p.model && !served_has(s->cfg->model_served_names, s->model_name, p.model))
         rc = err_set(err, ERR_MODEL_NOT_FOUND, "The model '%.100s' does not exist", p.model);
-    if (rc == 0) rc = api_render_chat(s, p.messages, &p.tools, p.chat_template_kwargs, &text, err);
-    if (rc == 0) rc = tok_encode(s->tok, text.s ? text.s : "", text.n, TOK_ENC_SPECIAL, &ids, err);
+    if (rc == 0)
+        rc = chat_prompt_tokens(s, p.messages, &p.tools, p.chat_template_kwargs, &ids, NULL, err);
     size_t n = ids.n;
     tok_ids_fini(&ids);
-    sbuf_fini(&text);
     api_params_fini(&p);
     json_decref(chat);
     if (rc) return http_reply_error(hc, rc, err, param);

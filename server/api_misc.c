@@ -6,6 +6,7 @@
  * "max_model_len"}; {"tokens"} -> {"prompt"}). /health is 200 only when the model is loaded,
  * the engine has not failed and the server is not draining.
  */
+#include "chat_plain.h"
 #include "common/err.h"
 #include "common/utf8.h"
 #include "http.h"
@@ -95,7 +96,6 @@ enum MHD_Result api_tokenize(struct http_conn *hc)
     json_t *root = body_json(hc, &ret);
     if (!root) return ret;
     char err[ERR_LEN] = "";
-    struct sbuf text = {0};
     struct tok_ids ids = {0};
     int rc = 0;
     const char *param = NULL;
@@ -123,9 +123,7 @@ enum MHD_Result api_tokenize(struct http_conn *hc)
         struct api_params p;
         rc = probe ? api_params_parse(probe, 1, &p, &param, err) : ERR_NOMEM;
         if (rc == 0) {
-            rc = api_render_chat(s, messages, &p.tools, p.chat_template_kwargs, &text, err);
-            if (rc == 0)
-                rc = tok_encode(s->tok, text.s ? text.s : "", text.n, TOK_ENC_SPECIAL, &ids, err);
+            rc = chat_prompt_tokens(s, messages, &p.tools, p.chat_template_kwargs, &ids, NULL, err);
             api_params_fini(&p);
             param = "messages";
         }
@@ -145,7 +143,6 @@ enum MHD_Result api_tokenize(struct http_conn *hc)
         ret = r ? http_reply_json(hc, 200, r) : http_reply_error(hc, ERR_NOMEM, NULL, NULL);
     }
     tok_ids_fini(&ids);
-    sbuf_fini(&text);
     json_decref(root);
     return ret;
 }

@@ -142,25 +142,59 @@ int auth_key_count(struct auth *a)
     return n;
 }
 
+/* KEY with spaces around it trimmed: a pointer into it and *len, or NULL when empty or longer
+ * than AUTH_MAX_KEY. */
+static const char *trim_key(const char *key, size_t *len)
+{
+    if (!key) return NULL;
+    while (*key == ' ') key++;
+    size_t n = strlen(key);
+    while (n && key[n - 1] == ' ') n--;
+    if (n == 0 || n > AUTH_MAX_KEY) return NULL;
+    *len = n;
+    return key;
+}
+
+const char *auth_bearer(const char *authorization, size_t *len)
+{
+    if (!authorization) return NULL;
+    const char *p = authorization;
+    while (*p == ' ') p++;
+    if (strncasecmp(p, "Bearer ", 7) != 0) return NULL;
+    return trim_key(p + 7, len);
+}
+
+static int check(struct auth *a, const char *p, size_t len);
+
 int auth_check(struct auth *a, const char *authorization)
 {
     if (!auth_enabled(a)) return 1;
-    if (!authorization) return 0;
-    const char *p = authorization;
-    while (*p == ' ') p++;
-    if (strncasecmp(p, "Bearer ", 7) != 0) return 0;
-    return auth_check_key(a, p + 7);
+    size_t len;
+    const char *p = auth_bearer(authorization, &len);
+    return p && check(a, p, len);
 }
 
 int auth_check_key(struct auth *a, const char *key)
 {
     if (!auth_enabled(a)) return 1;
-    if (!key) return 0;
-    const char *p = key;
-    while (*p == ' ') p++;
-    size_t len = strlen(p);
-    while (len && p[len - 1] == ' ') len--;
-    if (len == 0 || len > AUTH_MAX_KEY) return 0;
+    size_t len;
+    const char *p = trim_key(key, &len);
+    return p && check(a, p, len);
+}
+
+const char *auth_request_key(struct auth *a, const char *authorization, const char *x_api_key,
+                             size_t *len)
+{
+    if (!auth_enabled(a)) return NULL;
+    const char *p = auth_bearer(authorization, len);
+    if (p && check(a, p, *len)) return p;
+    p = trim_key(x_api_key, len);
+    return p && check(a, p, *len) ? p : NULL;
+}
+
+/* 1 when p[0..len) (1..AUTH_MAX_KEY bytes) is one of the keys, compared in constant time. */
+static int check(struct auth *a, const char *p, size_t len)
+{
     unsigned char cand[AUTH_MAX_KEY + 1] = {0};
     memcpy(cand, p, len);
 

@@ -11,6 +11,8 @@
 #ifndef TANDEM_SERVER_AUTH_H
 #define TANDEM_SERVER_AUTH_H
 
+#include <stddef.h>
+
 #define AUTH_MAX_KEY 255
 
 struct auth;
@@ -27,5 +29,15 @@ int auth_key_count(struct auth *a);
 int auth_check(struct auth *a, const char *authorization);
 /* The same for a bare key (the x-api-key header; may be NULL): 1 when valid or disabled. */
 int auth_check_key(struct auth *a, const char *key);
+
+/* The key of an Authorization header value ("Bearer KEY", spaces around KEY trimmed): a
+ * pointer into it and *len, or NULL when it is missing, malformed or longer than AUTH_MAX_KEY. */
+const char *auth_bearer(const char *authorization, size_t *len);
+
+/* The key a request was authenticated with: the Authorization bearer key when valid, else the
+ * x-api-key one when valid (a pointer into that header value and *len); NULL when
+ * authentication is off or neither is valid. */
+const char *auth_request_key(struct auth *a, const char *authorization, const char *x_api_key,
+                             size_t *len);
 
 #endif

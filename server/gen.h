@@ -115,9 +115,10 @@ struct gen {
     struct api_params p;
     json_t *root;
     int n_prompts, n_choices, n_finished;
-    int *prompt_len; /* tokens per prompt */
-    int think_open;  /* chat: the rendered prompt left "<think>" open (R1) */
-    char **echo;     /* completions echo: prompt text per prompt */
+    int *prompt_len;     /* tokens per prompt */
+    int think_open;      /* chat: the rendered prompt left "<think>" open (R1) */
+    uint64_t cache_salt; /* the engine requests' prefix-cache namespace (cache_scope.h) */
+    char **echo;         /* completions echo: prompt text per prompt */
     struct choice *ch;
     char id[64];
     char request_id[64];

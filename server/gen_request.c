@@ -18,6 +18,9 @@
 #include "common/utf8.h"
 #include "engine/text/constrain.h"
 #include "engine/text/reasoning.h"
+#include "auth.h"
+#include "cache_scope.h"
+#include "chat_plain.h"
 #include "served.h"
 
 #include <stdio.h>
@@ -151,6 +154,12 @@ int gen_create_root(struct http_conn *hc, json_t *root, enum gen_api api, struct
                            "(0..%d)",
                            g->p.samp.logit_bias_ids[i], s->info.vocab_size - 1);
         }
+    size_t key_len = 0;
+    const char *key = strcmp(s->cfg->engine_prefix_cache_scope, "key") == 0
+                          ? auth_request_key(s->auth, http_header(hc, "Authorization"),
+                                             http_header(hc, "X-Api-Key"), &key_len)
+                          : NULL;
+    g->cache_salt = cache_scope_salt(key, key_len, g->p.cache_salt, g->p.cache_salt_len);
     if (!g->p.seed_set &&
         getrandom(&g->p.samp.seed, sizeof g->p.samp.seed, 0) != (ssize_t)sizeof g->p.samp.seed)
         g->p.samp.seed = (uint64_t)time(NULL) ^ idn;
@@ -291,12 +300,8 @@ static int prompt_tokens(struct gen *g, int i, int32_t **ids, int *n, const char
     int rc = 0;
     *param = g->p.chat ? "messages" : "prompt";
     if (g->p.chat) {
-        struct sbuf text = {0};
-        rc = api_render_chat(s, g->p.messages, &g->p.tools, g->p.chat_template_kwargs, &text, err);
-        if (rc == 0) g->think_open = reasoning_prompt_open(text.s ? text.s : "", text.n);
-        if (rc == 0)
-            rc = tok_encode(s->tok, text.s ? text.s : "", text.n, TOK_ENC_SPECIAL, &out, err);
-        sbuf_fini(&text);
+        rc = chat_prompt_tokens(s, g->p.messages, &g->p.tools, g->p.chat_template_kwargs, &out,
+                                &g->think_open, err);
     } else {
         const json_t *pr = g->p.prompt;
         const json_t *one = json_is_array(pr) && !json_is_integer(json_array_get(pr, 0))
@@ -419,6 +424,7 @@ static int build_request(struct gen *g, struct choice *c, const int32_t *ids, in
     r->min_tokens = g->p.min_tokens < max_tokens ? g->p.min_tokens : max_tokens;
     r->ignore_eos = g->p.ignore_eos;
     r->priority = g->p.priority;
+    r->cache_salt = g->cache_salt;
     r->on_event = gen_on_event;
     r->ud = c;
     if (g->p.grammar) { /* structured output / forced tool call: one automaton per choice */

@@ -9,9 +9,9 @@
  */
 #include "reqparse.h"
 
+#include "cache_scope.h"
 #include "common/err.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,7 +124,8 @@ static int parse_stop(const json_t *o, struct api_params *p, const char **param,
     }
     for (int i = 0; i < n; i++) {
         size_t len = json_string_length(items[i]);
-        if (len == 0) continue; /* an empty stop string can never match: ignore it */
+        if (len == 0) /* it would match everywhere or nowhere: ambiguous, so refused */
+            return bad(err, param, "stop", "'%s' strings must not be empty%s", "");
         if (len > API_MAX_STOP_LEN) {
             *param = "stop";
             return err_set(err, ERR_INVAL, "'stop' strings may be at most %d bytes",
@@ -136,6 +137,33 @@ static int parse_stop(const json_t *o, struct api_params *p, const char **param,
         if (!p->stop[p->n_stop]) return err_set(err, ERR_NOMEM, "out of memory");
         p->n_stop++;
     }
+    return 0;
+}
+
+/* A canonical non-negative decimal token id: digits only, no sign, blank or leading zero, at
+ * most INT32_MAX ("0" itself is canonical). */
+static int canonical_id(const char *key)
+{
+    size_t n = strlen(key);
+    if (n == 0 || n > 10 || (n > 1 && key[0] == '0')) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (key[i] < '0' || key[i] > '9') return 0;
+    return strtoll(key, NULL, 10) <= INT32_MAX;
+}
+
+/* "cache_salt": a non-empty string of at most CACHE_SCOPE_MAX_SALT bytes (vLLM's field). */
+static int parse_cache_salt(const json_t *o, struct api_params *p, const char **param, char *err)
+{
+    json_t *v = json_object_get(o, "cache_salt");
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_string(v) || json_string_length(v) == 0 ||
+        json_string_length(v) > CACHE_SCOPE_MAX_SALT)
+        return bad(err, param, "cache_salt",
+                   "'%s' must be a non-empty string of at most 256 "
+                   "bytes%s",
+                   "");
+    p->cache_salt = json_string_value(v);
+    p->cache_salt_len = json_string_length(v);
     return 0;
 }
 
@@ -160,10 +188,7 @@ static int parse_logit_bias(const json_t *o, struct api_params *p, const char **
     json_t *val;
     json_object_foreach(v, key, val)
     {
-        char *end;
-        errno = 0;
-        long id = strtol(key, &end, 10);
-        if (!*key || *end || errno || id < 0 || id > INT32_MAX) {
+        if (!canonical_id(key)) {
             *param = "logit_bias";
             return err_set(err, ERR_INVAL, "'logit_bias' keys must be token ids, got \"%.40s\"",
                            key);
@@ -173,7 +198,7 @@ static int parse_logit_bias(const json_t *o, struct api_params *p, const char **
             *param = "logit_bias";
             return err_set(err, ERR_INVAL, "'logit_bias' values must be numbers in -100..100");
         }
-        p->samp.logit_bias_ids[p->samp.n_logit_bias] = (int32_t)id;
+        p->samp.logit_bias_ids[p->samp.n_logit_bias] = (int32_t)strtol(key, NULL, 10);
         p->samp.logit_bias_vals[p->samp.n_logit_bias] = (float)json_number_value(val);
         p->samp.n_logit_bias++;
     }
@@ -255,6 +280,12 @@ static int parse_messages(const json_t *o, struct api_params *p, const char **pa
         json_t *tcid = json_object_get(msg, "tool_call_id");
         if (tcid && !json_is_null(tcid) && !json_is_string(tcid))
             return err_set(err, ERR_INVAL, "'messages[%zu].tool_call_id' must be a string", i);
+        if (strcmp(json_string_value(role), "tool") == 0 &&
+            !json_is_string(tcid)) /* OpenAI requires it */
+            return err_set(err, ERR_INVAL,
+                           "'messages[%zu].tool_call_id' is required for a tool "
+                           "message",
+                           i);
     }
     p->messages = m;
     *param = "";
@@ -432,6 +463,7 @@ int api_params_parse(const json_t *root, int chat, struct api_params *p, const c
     TRY(get_bool(root, "ignore_eos", &p->ignore_eos, param, err));
     TRY(get_int(root, "priority", -1000000, 1000000, &p->priority, param, err));
     TRY(check_string_or_null(root, "user", param, err));
+    TRY(parse_cache_salt(root, p, param, err));
     json_t *md = json_object_get(root, "metadata");
     if (md && !json_is_null(md) && !json_is_object(md)) {
         rc = bad(err, param, "metadata", "'%s' must be an object%s", "");

@@ -45,7 +45,9 @@ struct api_params {
     int top_logprobs; /* 0..ENG_MAX_TOP_LOGPROBS */
     int ignore_eos;
     int priority;
-    int echo; /* completions: prepend the prompt to the text */
+    int echo;               /* completions: prepend the prompt to the text */
+    const char *cache_salt; /* prefix-cache namespace (server/cache_scope.h), or NULL; borrowed */
+    size_t cache_salt_len;  /* 1..CACHE_SCOPE_MAX_SALT */
     int n_stop;
     char *stop[API_MAX_STOP]; /* malloc'd, non-empty */
     /* chat only (docs/structured-output.md) */

@@ -280,8 +280,8 @@ static int refused(const json_t *req, const char **param, char *err)
 /* Fields copied as they are; reqparse.c checks their types and ranges. */
 static int copy_fields(const json_t *req, json_t *chat, const char **param, char *err)
 {
-    static const char *same[] = {"model",  "temperature",         "top_p",
-                                 "stream", "parallel_tool_calls", "seed"};
+    static const char *same[] = {"model", "temperature", "top_p", "stream", "parallel_tool_calls",
+                                 "seed",  "cache_salt"};
     for (size_t k = 0; k < sizeof same / sizeof same[0]; k++) {
         json_t *v = field(req, same[k]);
         if (v && json_object_set(chat, same[k], v)) return ERR_NOMEM;

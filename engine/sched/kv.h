@@ -10,11 +10,14 @@
  *   private  ref > 0, no key (a partly filled block, or a full one whose key was already cached);
  *   cached   has a prefix key (it is full and its content is known); ref >= 0; with ref 0 it is on
  *            the LRU list and may be evicted (its key dropped) when the free list is empty.
- * A prefix key is (parent block id, parent generation, the block's block_tokens token ids),
+ * A prefix key is (salt, parent block id, parent generation, the block's block_tokens token ids),
  * bucketed by a hash chain hash(parent hash, tokens). A lookup walks from the first block and
  * compares parent and tokens exactly, so a hit is always exactly the same prefix of tokens: no
  * hash collision can make two different prefixes share KV. A block's generation changes when it
  * is evicted, which orphans the keys of its cached children (they are evicted in turn by LRU).
+ * The salt is the sequence's namespace: a sequence only matches blocks committed under the same
+ * salt (also compared exactly), so callers in different namespaces never see each other's
+ * prefixes (cache hits and timing would tell them; server/cache_scope.h).
  *
  * Accounting invariant (kv_check): every block is exactly one of free / referenced / cached with
  * ref 0 (LRU), and refs equal the number of block-table entries pointing at each block.
@@ -36,6 +39,7 @@ struct kv_seq {
     int32_t key_parent; /* canonical cached block of block n_keyed-1, or -1 */
     uint32_t key_parent_gen;
     uint64_t key_hash; /* hash chain up to block n_keyed-1 */
+    uint64_t salt;     /* prefix-cache namespace (kv_seq_set_salt) */
 };
 
 struct kv_params {
@@ -49,6 +53,9 @@ int kv_create(const struct kv_params *p, struct kv_cache **out, char *err);
 void kv_destroy(struct kv_cache *kv);
 
 void kv_seq_init(struct kv_seq *s);
+/* Put an empty seq (just initialized) in namespace `salt` (0 = the common one, the default);
+ * kv_seq_free keeps it. */
+void kv_seq_set_salt(struct kv_seq *s, uint64_t salt);
 /* Release the table's memory (call kv_seq_free first if it still holds blocks). */
 void kv_seq_fini(struct kv_seq *s);
 /* Drop all of the sequence's references (cached blocks stay cached; others become free). The

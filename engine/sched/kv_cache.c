@@ -35,6 +35,7 @@ struct kv_cache {
     uint8_t *keyed;
     uint32_t *gen;
     uint64_t *hash;  /* keyed: chain hash */
+    uint64_t *salt;  /* keyed: namespace of the sequence that committed it */
     int32_t *parent; /* keyed: parent block id or -1 */
     uint32_t *parent_gen;
     int32_t *toks;  /* keyed: [n_blocks][bt] the block's tokens */
@@ -67,6 +68,7 @@ int kv_create(const struct kv_params *p, struct kv_cache **out, char *err)
     kv->keyed = calloc(n, 1);
     kv->gen = calloc(n, sizeof *kv->gen);
     kv->hash = calloc(n, sizeof *kv->hash);
+    kv->salt = calloc(n, sizeof *kv->salt);
     kv->parent = calloc(n, sizeof *kv->parent);
     kv->parent_gen = calloc(n, sizeof *kv->parent_gen);
     kv->toks = p->prefix_cache ? calloc(n * (size_t)p->block_tokens, sizeof *kv->toks) : NULL;
@@ -75,9 +77,9 @@ int kv_create(const struct kv_params *p, struct kv_cache **out, char *err)
     kv->free_stack = malloc(n * sizeof *kv->free_stack);
     kv->lru_prev = malloc(n * sizeof *kv->lru_prev);
     kv->lru_next = malloc(n * sizeof *kv->lru_next);
-    if (!kv->ref || !kv->keyed || !kv->gen || !kv->hash || !kv->parent || !kv->parent_gen ||
-        (p->prefix_cache && !kv->toks) || !kv->hnext || !kv->buckets || !kv->free_stack ||
-        !kv->lru_prev || !kv->lru_next) {
+    if (!kv->ref || !kv->keyed || !kv->gen || !kv->hash || !kv->salt || !kv->parent ||
+        !kv->parent_gen || (p->prefix_cache && !kv->toks) || !kv->hnext || !kv->buckets ||
+        !kv->free_stack || !kv->lru_prev || !kv->lru_next) {
         kv_destroy(kv);
         return err_set(err, ERR_NOMEM, "kv cache: out of memory for %d blocks", p->n_blocks);
     }
@@ -97,6 +99,7 @@ void kv_destroy(struct kv_cache *kv)
     free(kv->keyed);
     free(kv->gen);
     free(kv->hash);
+    free(kv->salt);
     free(kv->parent);
     free(kv->parent_gen);
     free(kv->toks);
@@ -133,25 +136,30 @@ static uint64_t chain_hash(uint64_t parent, const int32_t *t, int n)
     return h;
 }
 
-static int32_t key_find(const struct kv_cache *kv, uint64_t h, int32_t parent, uint32_t pgen,
-                        const int32_t *t)
+/* The chain hash before the first block of a sequence in namespace salt. */
+static uint64_t root_hash(uint64_t salt) { return salt ? mix64(HASH_ROOT ^ salt) : HASH_ROOT; }
+
+static int32_t key_find(const struct kv_cache *kv, uint64_t salt, uint64_t h, int32_t parent,
+                        uint32_t pgen, const int32_t *t)
 {
     for (int32_t b = kv->buckets[h & kv->bucket_mask]; b >= 0; b = kv->hnext[b]) {
         ASSERT_BLOCK(kv, b);
-        if (kv->hash[b] == h && kv->parent[b] == parent && kv->parent_gen[b] == pgen &&
+        if (kv->hash[b] == h && kv->salt[b] == salt && kv->parent[b] == parent &&
+            kv->parent_gen[b] == pgen &&
             memcmp(&kv->toks[(size_t)b * kv->bt], t, (size_t)kv->bt * sizeof *t) == 0)
             return b;
     }
     return -1;
 }
 
-static void key_insert(struct kv_cache *kv, int32_t b, uint64_t h, int32_t parent, uint32_t pgen,
-                       const int32_t *t)
+static void key_insert(struct kv_cache *kv, int32_t b, uint64_t salt, uint64_t h, int32_t parent,
+                       uint32_t pgen, const int32_t *t)
 {
     ASSERT_BLOCK(kv, b);
     ASSERT(!kv->keyed[b]); /* one key per block, one chain entry */
     kv->keyed[b] = 1;
     kv->hash[b] = h;
+    kv->salt[b] = salt;
     kv->parent[b] = parent;
     kv->parent_gen[b] = pgen;
     memcpy(&kv->toks[(size_t)b * kv->bt], t, (size_t)kv->bt * sizeof *t);
@@ -210,6 +218,13 @@ void kv_seq_init(struct kv_seq *s)
     s->key_hash = HASH_ROOT;
 }
 
+void kv_seq_set_salt(struct kv_seq *s, uint64_t salt)
+{
+    ASSERT(s->n_blocks == 0);
+    s->salt = salt;
+    s->key_hash = root_hash(salt);
+}
+
 void kv_seq_fini(struct kv_seq *s)
 {
     free(s->blocks);
@@ -257,7 +272,7 @@ void kv_seq_free(struct kv_cache *kv, struct kv_seq *s)
     s->n_keyed = 0;
     s->key_parent = -1;
     s->key_parent_gen = 0;
-    s->key_hash = HASH_ROOT;
+    s->key_hash = root_hash(s->salt);
 }
 
 int kv_seq_match(struct kv_cache *kv, struct kv_seq *s, const int32_t *tokens, int n)
@@ -268,7 +283,7 @@ int kv_seq_match(struct kv_cache *kv, struct kv_seq *s, const int32_t *tokens, i
     while (matched < max_blocks) {
         const int32_t *t = tokens + (size_t)matched * kv->bt;
         uint64_t h = chain_hash(s->key_hash, t, kv->bt);
-        int32_t b = key_find(kv, h, s->key_parent, s->key_parent_gen, t);
+        int32_t b = key_find(kv, s->salt, h, s->key_parent, s->key_parent_gen, t);
         if (b < 0 || table_push(s, b) != 0) break;
         ref_take(kv, b);
         s->key_hash = h;
@@ -317,12 +332,12 @@ void kv_seq_commit(struct kv_cache *kv, struct kv_seq *s, const int32_t *tokens,
         int i = s->n_keyed;
         const int32_t *t = tokens + (size_t)i * kv->bt;
         uint64_t h = chain_hash(s->key_hash, t, kv->bt);
-        int32_t canon = key_find(kv, h, s->key_parent, s->key_parent_gen, t);
+        int32_t canon = key_find(kv, s->salt, h, s->key_parent, s->key_parent_gen, t);
         if (canon < 0) { /* first of its kind: key our own block */
             canon = s->blocks[i];
             ASSERT_BLOCK(kv, canon);
             ASSERT(kv->ref[canon] > 0); /* our table holds it */
-            key_insert(kv, canon, h, s->key_parent, s->key_parent_gen, t);
+            key_insert(kv, canon, s->salt, h, s->key_parent, s->key_parent_gen, t);
         }
         s->key_hash = h;
         s->key_parent = canon;

@@ -106,6 +106,7 @@ struct seq *sched_seq_new(const struct engine *e, const struct eng_request *req)
     int room = e->p.context - req->n_prompt;
     s->max_gen = req->max_tokens < room ? req->max_tokens : room;
     kv_seq_init(&s->kv);
+    kv_seq_set_salt(&s->kv, req->cache_salt);
     samp_rng_seed(&s->rng, req->samp.seed);
     return s;
 }

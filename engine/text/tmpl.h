@@ -82,6 +82,27 @@ int tmpl_select(const char *option, const char *chat_template, enum tmpl_kind *o
 int tmpl_render(enum tmpl_kind k, const struct tmpl_msg *msgs, size_t n_msgs,
                 const struct tmpl_opts *o, struct sbuf *out, char *err);
 
+/* ---- caller text stays plain text
+ *
+ * A rendered prompt is encoded with special-token matching on (TOK_ENC_SPECIAL), which the
+ * template's own markers ("<｜User｜>", tool-call blocks) need; text the caller supplied must not
+ * become those control tokens. The server marks the caller's JSON before rendering: every string
+ * (object keys too) goes through tok_mark_plain, which puts the marker U+FDD0 inside each place
+ * where an added token starts. Rendering keeps the markers inside the spans that came from the
+ * caller whatever the template does with them (copying, joining, slicing by character, tojson,
+ * which writes non-ASCII as is), and tok_encode with TOK_ENC_MARKED drops them after matching
+ * added tokens: caller text gets the ids it would get as plain text, template text keeps its
+ * markers. Costs at most 4 bytes per marked character. Limit: a template that ends its own text
+ * with part of an added token that caller text completes joins them (no DeepSeek template does).
+ */
+
+/* A deep copy of v with every string value and object key marked (tok_mark_plain). With
+ * parse_args (interpreted templates), a tool call's function.arguments holding the JSON text of
+ * an object becomes that object, marked: it is what tmpl_jinja_render would parse and render with
+ * tojson, and parsing first means JSON escapes such as \u003c cannot hide a token from the
+ * marking. NULL for NULL v or on ERR_NOMEM. */
+json_t *tmpl_plain_json(const struct tok *t, const json_t *v, int parse_args);
+
 /* tandem's own Jinja source of a built-in template, by name ("deepseek-v3", "deepseek-r1",
  * "deepseek-r1-0528"), or NULL for an unknown name. It renders byte-identically to the official
  * template, and tmpl_detect recognizes it. Static storage. */

@@ -117,11 +117,29 @@ void tok_destroy(struct tok *t); /* accepts NULL */
                           templates need this. Without it the whole text is plain text:            \
                           "<｜User｜>" typed by a user becomes ordinary BPE tokens. */
 #define TOK_ENC_BOS 2u /* prepend the BOS id (when the vocabulary has one) */
+#define TOK_ENC_MARKED                                                                             \
+    4u /* the text holds tok_mark_plain output: markers are dropped (a doubled one is one          \
+          literal U+FDD0) after added tokens are matched, so marked spans stay plain text */
 
 /* Append the ids of text[0..len) to out. Returns 0, ERR_UTF8 (invalid UTF-8; err says where;
  * out unchanged), ERR_NOMEM. */
 int tok_encode(const struct tok *t, const char *text, size_t len, unsigned flags,
                struct tok_ids *out, char *err);
+
+/* Plain-text marking, for text inside a larger one that is encoded with TOK_ENC_SPECIAL (chat
+ * message content inside a rendered template). Appends s[0..n) to out with the marker U+FDD0
+ * (a Unicode noncharacter) written after the first character of every place where an added
+ * token starts, or where the text ends inside one, so that no added token can be matched there;
+ * a U+FDD0 already in the text is written twice. Encoding the whole text with TOK_ENC_SPECIAL |
+ * TOK_ENC_MARKED then gives the marked spans exactly the ids of the same text without special
+ * matching, whatever a template did around them (copying, concatenating, splitting: the marker
+ * travels inside the span). Content cannot forge a marker (its own are doubled) and cannot
+ * remove one. With keep_think, "<think>" and "</think>" are left unmarked: assistant history,
+ * where templates look for them to cut the reasoning out. Limit: an added token of a single
+ * character cannot be split (DeepSeek vocabularies have none). Returns 0 or ERR_NOMEM (out
+ * unchanged); out is NUL-terminated on success. */
+#define TOK_PLAIN_MARK "\xEF\xB7\x90" /* U+FDD0 */
+int tok_mark_plain(const struct tok *t, const char *s, size_t n, int keep_think, struct sbuf *out);
 
 /* Decoding flags. */
 #define TOK_DEC_SKIP_SPECIAL 1u /* leave out special (control) tokens */

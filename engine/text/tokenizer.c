@@ -1268,6 +1268,77 @@ static int32_t find_added(const struct tok *t, const char *s, size_t n, size_t f
     return -1;
 }
 
+/* ---- plain-text marking (tok_mark_plain, TOK_ENC_MARKED) */
+
+#define MARK TOK_PLAIN_MARK
+#define MARK_LEN (sizeof MARK - 1)
+
+/* With keep_think, "<think>" and "</think>" stay recognizable (tok.h). */
+static int mark_exempt(const struct tok *t, int32_t id, int keep_think)
+{
+    const struct tok_entry *e = &t->tok[id];
+    const char *s = t->pool + e->off;
+    return keep_think && ((e->len == 7 && memcmp(s, "<think>", 7) == 0) ||
+                          (e->len == 8 && memcmp(s, "</think>", 8) == 0));
+}
+
+/* 1 when an added token (not exempt) starts at s[i], or s[i..n) is a proper prefix of one. */
+static int needs_mark(const struct tok *t, const char *s, size_t n, size_t i, int keep_think)
+{
+    if (!t->added_first[(unsigned char)s[i]]) return 0;
+    int32_t node = 0;
+    for (size_t k = i; k < n; k++) {
+        int32_t ch = t->trie[node].child;
+        while (ch >= 0 && t->trie[ch].byte != (unsigned char)s[k]) ch = t->trie[ch].sibling;
+        if (ch < 0) return 0;
+        node = ch;
+        if (t->trie[node].id >= 0 && !mark_exempt(t, t->trie[node].id, keep_think)) return 1;
+    }
+    return t->trie[node].child >= 0; /* the text ends inside an added token */
+}
+
+int tok_mark_plain(const struct tok *t, const char *s, size_t n, int keep_think, struct sbuf *out)
+{
+    size_t n0 = out->n, i = 0;
+    int rc = 0;
+    while (!rc && i < n) {
+        size_t cl = 1; /* one character (a stray byte counts alone) */
+        while (i + cl < n && ((unsigned char)s[i + cl] & 0xC0) == 0x80 && cl < 4) cl++;
+        if (n - i >= MARK_LEN && memcmp(s + i, MARK, MARK_LEN) == 0) {
+            rc = sbuf_append(out, MARK MARK, 2 * MARK_LEN); /* a literal marker, doubled */
+            i += MARK_LEN;
+            continue;
+        }
+        rc = sbuf_append(out, s + i, cl);
+        if (!rc && t->n_added && needs_mark(t, s, n, i, keep_think))
+            rc = sbuf_append(out, MARK, MARK_LEN);
+        i += cl;
+    }
+    if (rc) out->n = n0;
+    if (out->s) out->s[out->n] = 0;
+    return rc;
+}
+
+/* s[0..n) without markers: a doubled marker is one literal marker, a single one is dropped.
+ * out has room for n bytes; returns the length. */
+static size_t unmark(const char *s, size_t n, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        if (n - i >= MARK_LEN && memcmp(s + i, MARK, MARK_LEN) == 0) {
+            int twice = n - i >= 2 * MARK_LEN && memcmp(s + i + MARK_LEN, MARK, MARK_LEN) == 0;
+            if (twice) {
+                memcpy(out + o, MARK, MARK_LEN);
+                o += MARK_LEN;
+            }
+            i += twice ? 2 * MARK_LEN : MARK_LEN;
+            continue;
+        }
+        out[o++] = s[i++];
+    }
+    return o;
+}
+
 /* Length of the whitespace run ending at s[n) / starting at s[0]. */
 static size_t ws_suffix(const char *s, size_t n)
 {
@@ -1311,7 +1382,9 @@ int tok_encode(const struct tok *t, const char *text, size_t len, unsigned flags
         e.cache_mask = slots - 1;
     }
     int rc = 0;
-    if ((flags & TOK_ENC_BOS) && t->bos >= 0) rc = tok_ids_push(out, t->bos);
+    char *plain = NULL; /* TOK_ENC_MARKED: scratch for the unmarked text of a piece */
+    if ((flags & TOK_ENC_MARKED) && len > 0 && !(plain = malloc(len))) rc = ERR_NOMEM;
+    if (!rc && (flags & TOK_ENC_BOS) && t->bos >= 0) rc = tok_ids_push(out, t->bos);
     size_t pos = 0;
     while (!rc && pos < len) {
         size_t at = len;
@@ -1325,11 +1398,16 @@ int tok_encode(const struct tok *t, const char *text, size_t len, unsigned flags
             next = at + te->len;
             if (te->rstrip) next += ws_prefix(text + next, len - next);
         }
-        if (end > pos) rc = pre_split(&e, 0, text + pos, end - pos);
+        if (end > pos && plain) {
+            rc = pre_split(&e, 0, plain, unmark(text + pos, end - pos, plain));
+        } else if (end > pos) {
+            rc = pre_split(&e, 0, text + pos, end - pos);
+        }
         if (!rc && id >= 0) rc = tok_ids_push(out, id);
         pos = next;
     }
     pcre2_match_data_free(e.md);
+    free(plain);
     free(e.sym);
     free(e.heap);
     free(e.cache);

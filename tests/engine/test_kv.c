@@ -162,6 +162,45 @@ int main(void)
         kv_seq_fini(&e2);
     }
 
+    /* namespaces: a prefix committed under one salt is found only under that salt */
+    {
+        kv_destroy(kv);
+        struct kv_params q = {.n_blocks = 16, .block_tokens = BT, .prefix_cache = 1};
+        CHECK_EQ(kv_create(&q, &kv, err), 0);
+        srand((unsigned)seed);
+        uint64_t s1 = ((uint64_t)rand() << 32 | (uint64_t)rand()) | 1, s2 = s1 ^ 0x10;
+        struct kv_seq d, e2, f;
+        kv_seq_init(&d);
+        kv_seq_init(&e2);
+        kv_seq_init(&f);
+        struct kv_seq *ns[3] = {&d, &e2, &f};
+        fill(t, 16, 500);
+        kv_seq_set_salt(&d, s1);
+        CHECK_EQ(kv_seq_match(kv, &d, t, 12), 0);
+        CHECK_EQ(kv_seq_reserve(kv, &d, 12), 0);
+        kv_seq_commit(kv, &d, t, 12);
+        kv_seq_free(kv, &d); /* cached, idle, still salted s1 */
+        check_ok(ns, 3);
+        kv_seq_set_salt(&e2, s2);
+        CHECK_EQ(kv_seq_match(kv, &e2, t, 12), 0); /* another namespace: no hit */
+        CHECK_EQ(kv_seq_match(kv, &f, t, 12), 0);  /* the common one (0): no hit either */
+        CHECK_EQ(kv_seq_match(kv, &d, t, 12), 8);  /* the same namespace (kept by free) */
+        /* e2 computes the same tokens: its own copy, then both namespaces hit their own */
+        CHECK_EQ(kv_seq_reserve(kv, &e2, 12), 0);
+        kv_seq_commit(kv, &e2, t, 12);
+        CHECK(e2.blocks[0] != d.blocks[0]);
+        kv_seq_free(kv, &e2);
+        CHECK_EQ(kv_seq_match(kv, &e2, t, 13), 12);
+        CHECK(e2.blocks[0] != d.blocks[0]);
+        check_ok(ns, 3);
+        for (int i = 0; i < 3; i++) {
+            kv_seq_free(kv, ns[i]);
+            kv_seq_fini(ns[i]);
+        }
+        check_ok(ns, 0);
+        CHECK_EQ(kv_n_available(kv), 16);
+    }
+
     /* randomized: sequences grow, commit, share prefixes, get freed; invariant after each op */
     {
         kv_destroy(kv);
@@ -184,6 +223,7 @@ int main(void)
             int op = rand() % 4;
             if (op == 0 || len[i] == 0) { /* (re)start with a random small-alphabet prompt */
                 kv_seq_free(kv, &s[i]);
+                kv_seq_set_salt(&s[i], (uint64_t)(rand() % 3)); /* three namespaces */
                 len[i] = 1 + rand() % (LEN - 1);
                 for (int j = 0; j < len[i]; j++) toks[i][j] = rand() % 2;
                 done[i] = kv_seq_match(kv, &s[i], toks[i], len[i]);

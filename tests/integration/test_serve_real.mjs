@@ -209,3 +209,77 @@ describe('real engine: SIGTERM during a stream', () => {
     assert.equal((await d.exited).code, 0, d.log());
   });
 });
+
+describe('real engine: the prefix cache is per API key', () => {
+  // A fresh random prompt of several KV blocks, so no earlier request shares it.
+  const seed = Number(process.env.TANDEM_TEST_SEED ?? Math.floor(Math.random() * 1e9));
+  console.log(`prefix-cache scope seed: ${seed}`);
+  let x = seed;
+  const words = [];
+  for (let i = 0; i < 80; i++) {
+    x = (x * 1103515245 + 12345) % 2147483648;
+    words.push(`w${x % 9973}`);
+  }
+  const keysFile = () => {
+    const f = path.join(tmpDir(), 'keys');
+    fs.writeFileSync(f, 'sk-alice\nsk-bob\n', { mode: 0o600 });
+    return f;
+  };
+  async function cached(d, key, extra = {}, tag = '') {
+    const r = await postJSON(d.base, '/v1/chat/completions', {
+      messages: [{ role: 'user', content: `${tag}${words.join(' ')}` }], max_tokens: 1, ...extra,
+    }, { Authorization: `Bearer ${key}` });
+    assert.equal(r.status, 200, r.text);
+    return r.json.usage.prompt_tokens_details.cached_tokens;
+  }
+
+  test('scope=key (default): other keys and other cache_salts see no cached tokens', async () => {
+    const d = await startDaemon({ bin: BIN, model, timeoutMs: 120000,
+      args: [...common, `--server.api_key_file=${keysFile()}`] });
+    try {
+      assert.equal(await cached(d, 'sk-alice'), 0);
+      assert.ok(await cached(d, 'sk-alice') > 0, 'the same key hits its own prefix');
+      assert.equal(await cached(d, 'sk-bob'), 0, "another key never sees alice's prefix");
+      assert.equal(await cached(d, 'sk-alice', { cache_salt: 'tenant-1' }), 0);
+      assert.ok(await cached(d, 'sk-alice', { cache_salt: 'tenant-1' }) > 0);
+      assert.equal(await cached(d, 'sk-alice', { cache_salt: 'tenant-2' }), 0);
+      // the key of x-api-key (/v1/messages) counts as the bearer one; Responses pass cache_salt
+      const content = `m ${words.join(' ')}`;
+      const msg = async (key) => {
+        const r = await postJSON(d.base, '/v1/messages', { model: 'tiny', max_tokens: 1,
+          messages: [{ role: 'user', content }] }, { 'x-api-key': key });
+        assert.equal(r.status, 200, r.text);
+        return r.json.usage.cache_read_input_tokens;
+      };
+      assert.equal(await cached(d, 'sk-alice', {}, 'm '), 0);
+      assert.ok(await msg('sk-alice') > 0, "alice's x-api-key sees her bearer prefix");
+      assert.equal(await msg('sk-bob'), 0, "bob's x-api-key never sees alice's prefix");
+      const resp = async (salt) => {
+        const r = await postJSON(d.base, '/v1/responses', { model: 'tiny', max_output_tokens: 1,
+          input: content, cache_salt: salt }, { Authorization: 'Bearer sk-alice' });
+        assert.equal(r.status, 200, r.text);
+        return r.json.usage.input_tokens_details.cached_tokens;
+      };
+      assert.equal(await resp('tenant-9'), 0, 'cache_salt reaches the Responses request');
+      assert.ok(await resp('tenant-9') > 0);
+      const c = await postJSON(d.base, '/v1/completions', { prompt: words.join(' '), max_tokens: 1,
+        cache_salt: 'x'.repeat(257) }, { Authorization: 'Bearer sk-alice' });
+      assert.equal(c.status, 400);
+      assert.equal(c.json.error.param, 'cache_salt');
+    } finally {
+      assert.equal((await d.stop()).code, 0, d.log());
+    }
+  });
+
+  test('scope=global: keys share, cache_salt still separates', async () => {
+    const d = await startDaemon({ bin: BIN, model, timeoutMs: 120000,
+      args: [...common, `--server.api_key_file=${keysFile()}`, '--engine.prefix_cache_scope=global'] });
+    try {
+      assert.equal(await cached(d, 'sk-alice', {}, 'g '), 0);
+      assert.ok(await cached(d, 'sk-bob', {}, 'g ') > 0, 'shared across keys');
+      assert.equal(await cached(d, 'sk-bob', { cache_salt: 's' }, 'g '), 0);
+    } finally {
+      assert.equal((await d.stop()).code, 0, d.log());
+    }
+  });
+});

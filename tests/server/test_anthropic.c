@@ -48,7 +48,7 @@ static void test_round_trip(void)
 {
     const char *req =
         "{\"model\":\"m\",\"max_tokens\":50,\"temperature\":0.5,\"top_k\":3,\"stream\":true,"
-        "\"metadata\":{\"user_id\":\"u\"},"
+        "\"metadata\":{\"user_id\":\"u\"},\"cache_salt\":\"tenant\","
         "\"system\":[{\"type\":\"text\",\"text\":\"Be \"},{\"type\":\"text\",\"text\":\"brief\"}],"
         "\"stop_sequences\":[\"END\"],"
         "\"tools\":[{\"name\":\"get_weather\",\"description\":\"d\",\"input_schema\":"
@@ -69,6 +69,7 @@ static void test_round_trip(void)
     const char *param = NULL;
     char err[ERR_LEN] = "";
     CHECK_EQ(tr(req, 0, &out, &param, err), 0);
+    CHECK_STR(json_string_value(json_object_get(out, "cache_salt")), "tenant");
     json_t *msgs = json_object_get(out, "messages");
     CHECK_EQ(json_array_size(msgs), 6);
     CHECK_STR(role_of(msgs, 0), "system");
@@ -182,6 +183,9 @@ static void test_hostile(void)
     bad("{\"max_tokens\":1,\"stop_sequences\":[\"a\",\"b\",\"c\",\"d\",\"e\"],\"messages\":"
         "[{\"role\":\"user\",\"content\":\"x\"}]}",
         "stop_sequences", "at most");
+    bad("{\"max_tokens\":1,\"stop_sequences\":[\"a\",\"\"],\"messages\":"
+        "[{\"role\":\"user\",\"content\":\"x\"}]}",
+        "stop_sequences", "must not be empty");
     bad("{\"max_tokens\":1,\"tools\":{},\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
         "tools", "array");
     bad("{\"max_tokens\":1,\"tools\":[{\"type\":\"bash_20250124\",\"name\":\"bash\"}],"

@@ -30,6 +30,8 @@ int main(void)
     CHECK_EQ(auth_create("", &a, err), 0);
     CHECK_EQ(auth_enabled(a), 0);
     CHECK_EQ(auth_check(a, NULL), 1);
+    size_t n0;
+    CHECK(auth_request_key(a, "Bearer sk-one", "sk-one", &n0) == NULL); /* no namespace */
     auth_destroy(a);
 
     write_file(path, "# comment\n  sk-one  \n\nsk-two\r\n", 0644);
@@ -49,6 +51,18 @@ int main(void)
     CHECK_EQ(auth_check(a, "sk-one"), 0);
     CHECK_EQ(auth_check(a, NULL), 0);
     CHECK_EQ(auth_check(a, "# comment"), 0);
+    CHECK_EQ(auth_check_key(a, " sk-two "), 1);
+    CHECK_EQ(auth_check_key(a, "sk-tw"), 0);
+    CHECK_EQ(auth_check_key(a, NULL), 0);
+
+    /* the key a request was authenticated with (the prefix-cache namespace) */
+    size_t len = 0;
+    const char *k = auth_request_key(a, "Bearer sk-one ", "sk-two", &len);
+    CHECK(k && len == 6 && memcmp(k, "sk-one", 6) == 0);
+    k = auth_request_key(a, "Bearer sk-bad", " sk-two", &len);
+    CHECK(k && len == 6 && memcmp(k, "sk-two", 6) == 0);
+    CHECK(auth_request_key(a, "Bearer sk-bad", "sk-worse", &len) == NULL);
+    CHECK(auth_request_key(a, NULL, NULL, &len) == NULL);
 
     /* reload: new keys replace old ones */
     write_file(path, "sk-three\n", 0600);

@@ -125,6 +125,16 @@ int main(void)
         {"\"logit_bias\":[1]", "logit_bias"},
         {"\"logit_bias\":{\"abc\":1}", "logit_bias"},
         {"\"logit_bias\":{\"5\":101}", "logit_bias"},
+        {"\"logit_bias\":{\" 1\":1}", "logit_bias"},
+        {"\"logit_bias\":{\"+1\":1}", "logit_bias"},
+        {"\"logit_bias\":{\"01\":1}", "logit_bias"},
+        {"\"logit_bias\":{\"1 \":1}", "logit_bias"},
+        {"\"logit_bias\":{\"-0\":1}", "logit_bias"},
+        {"\"logit_bias\":{\"2147483648\":1}", "logit_bias"},
+        {"\"logit_bias\":{\"\":1}", "logit_bias"},
+        {"\"stop\":[\"\"]", "stop"},
+        {"\"stop\":\"\"", "stop"},
+        {"\"stop\":[\"a\",\"\"]", "stop"},
         {"\"ignore_eos\":1", "ignore_eos"},
         {"\"min_tokens\":-1", "min_tokens"},
         {"\"max_tokens\":2, \"min_tokens\":3", "min_tokens"},
@@ -137,6 +147,23 @@ int main(void)
         snprintf(buf, sizeof buf, "{%s, %s}", msgs, bad[i].field);
         expect_bad(buf, 1, bad[i].param);
     }
+
+    /* canonical ids are accepted, "0" and INT32_MAX included */
+    snprintf(buf, sizeof buf, "{%s, \"logit_bias\":{\"0\":1, \"2147483647\":-1}}", msgs);
+    expect_ok(buf, 1, &p);
+    CHECK_EQ(p.samp.n_logit_bias, 2);
+    CHECK_EQ(p.samp.logit_bias_ids[1], 2147483647);
+    api_params_fini(&p);
+
+    /* a tool message must name the call it answers */
+    expect_bad("{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},"
+               "{\"role\":\"tool\",\"content\":\"r\"}]}",
+               1, "messages");
+    expect_bad("{\"messages\":[{\"role\":\"tool\",\"content\":\"r\",\"tool_call_id\":null}]}", 1,
+               "messages");
+    expect_ok("{\"messages\":[{\"role\":\"tool\",\"content\":\"r\",\"tool_call_id\":\"c\"}]}", 1,
+              &p);
+    api_params_fini(&p);
 
     /* legacy completions */
     expect_ok("{\"prompt\":\"hello\", \"logprobs\":3, \"echo\":true}", 0, &p);

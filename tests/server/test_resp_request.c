@@ -64,13 +64,15 @@ static void expect_chat(const char *json, const char *want)
 int main(void)
 {
     /* plain string input, instructions, copied and renamed fields */
-    expect_chat("{\"model\":\"m\",\"input\":\"hi\",\"instructions\":\"be brief\","
-                "\"max_output_tokens\":5,\"temperature\":0.5,\"top_p\":0.9,\"stream\":true,"
-                "\"seed\":3,\"store\":false,\"metadata\":{\"a\":\"b\"},\"user\":\"u\","
-                "\"reasoning\":{\"effort\":\"low\"},\"truncation\":\"disabled\"}",
-                "{\"model\":\"m\",\"temperature\":0.5,\"top_p\":0.9,\"stream\":true,\"seed\":3,"
-                "\"max_tokens\":5,\"messages\":[{\"role\":\"system\",\"content\":\"be brief\"},"
-                "{\"role\":\"user\",\"content\":\"hi\"}]}");
+    expect_chat(
+        "{\"model\":\"m\",\"input\":\"hi\",\"instructions\":\"be brief\","
+        "\"max_output_tokens\":5,\"temperature\":0.5,\"top_p\":0.9,\"stream\":true,"
+        "\"seed\":3,\"store\":false,\"metadata\":{\"a\":\"b\"},\"user\":\"u\","
+        "\"reasoning\":{\"effort\":\"low\"},\"truncation\":\"disabled\",\"cache_salt\":\"t\"}",
+        "{\"model\":\"m\",\"temperature\":0.5,\"top_p\":0.9,\"stream\":true,\"seed\":3,"
+        "\"cache_salt\":\"t\",\"max_tokens\":5,\"messages\":[{\"role\":\"system\",\"content\":\"be "
+        "brief\"},"
+        "{\"role\":\"user\",\"content\":\"hi\"}]}");
     /* null means absent */
     expect_chat("{\"input\":\"hi\",\"instructions\":null,\"previous_response_id\":null,"
                 "\"tools\":null,\"text\":null,\"max_output_tokens\":null}",

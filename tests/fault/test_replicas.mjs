@@ -1,5 +1,6 @@
 // test_replicas.mjs - three `tandem serve` replicas on models/default behind HAProxy, configured
-// by deploy/haproxy/haproxy.cfg itself (only its ports, log target and log format rewritten).
+// by deploy/haproxy/haproxy.cfg itself (rewritten: ports, log target and format, dontlognull,
+// stats socket path, user/group; each rewrite fails the test if its line is gone).
 //
 // Affinity: conversations of two turns through the balancer. With the X-Session-Id header (or
 // the OpenAI `user` field) both turns reach the same replica, so the second turn reports
@@ -89,7 +90,7 @@ async function main() {
     procs.push(d.proc);
     replicas.push({ name, d });
   }
-  // HAProxy in the foreground (-db), logging to stdout
+  // HAProxy in the foreground (-db)
   const port = await freePort(), statsPort = await freePort();
   const cfgPath = path.join(dir, 'haproxy.cfg');
   fs.writeFileSync(cfgPath, haproxyConfig(port, statsPort, replicas.map((r) => r.d.port)));

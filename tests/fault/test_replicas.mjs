@@ -7,8 +7,8 @@
 // usage.prompt_tokens_details.cached_tokens > 0; without a key the balancer goes round-robin
 // and the second turn mostly lands on a replica that has not seen the history (cached 0).
 // Faults under load: serve_bench.mjs's streaming client at concurrency 16 for 20 s; at 4 s one
-// replica gets SIGTERM (server.drain_grace_s: /health 503 while it still serves, then the
-// drain), at 10 s another gets SIGKILL. Every request carries an X-Request-Id, and HAProxy's
+// replica gets SIGTERM (server.drain_grace_s: /health 503 while it still serves, checked
+// directly, then the drain), at 10 s another gets SIGKILL. Every request carries an X-Request-Id, and HAProxy's
 // log names the replica that served it. Asserted: a request fails only if it went to the killed
 // replica before that process was gone (in flight there, or sent into its dying socket); none
 // fails on the drained one, which exits 0; the third serves on, also after both are gone.
@@ -195,7 +195,12 @@ async function faults(base, replicas, readLog) {
     await sleep(TERM_AT_S * 1000);
     drained.t = Date.now();
     drained.d.proc.kill('SIGTERM');
-    await sleep((KILL_AT_S - TERM_AT_S) * 1000);
+    // the grace: /health says draining (503) while requests are still served
+    await sleep(200);
+    const h = await fetch(`${drained.d.base}/health`);
+    drained.health = { status: h.status, body: await h.json() };
+    drained.direct = await postJSON(drained.d.base, '/v1/completions', { prompt: 'grace', max_tokens: 2 });
+    await sleep((KILL_AT_S - TERM_AT_S) * 1000 - (Date.now() - drained.t));
     killed.t = Date.now();
     killed.d.proc.kill('SIGKILL');
     await killed.d.exited;
@@ -249,6 +254,10 @@ async function faults(base, replicas, readLog) {
 
   // assertions
   assert.equal(drainCode, 0, 'the drained replica exits 0');
+  assert.equal(drained.health.status, 503, 'SIGTERM: /health 503 at once');
+  assert.equal(drained.health.body.state, 'draining');
+  assert.equal(drained.health.body.replica, drained.name);
+  assert.equal(drained.direct.status, 200, `served during the grace: ${drained.direct.text}`);
   assert.ok(results.length - failed.length > 0, 'requests succeed');
   for (const f of failed) {
     const l = routed.get(f.id);

@@ -153,7 +153,7 @@ async function conversations(base, n, keyOf, seed) {
 }
 
 async function affinity(base) {
-  const N = 10;
+  const N = 12;
   const [on, user, off] = await Promise.all([
     conversations(base, N, (i) => ({ header: `conv-${i}` }), 11),
     conversations(base, 5, (i) => ({ user: `user-${i}` }), 12),
@@ -162,14 +162,15 @@ async function affinity(base) {
   console.log(`  X-Session-Id header   ${on.hits}/${on.n} / ${on.same}/${on.n}`);
   console.log(`  "user" field          ${user.hits}/${user.n} / ${user.same}/${user.n}`);
   console.log(`  no key (round-robin)  ${off.hits}/${off.n} / ${off.same}/${off.n}`);
-  // with a key every conversation stays on its replica; without one, round-robin over three
-  // replicas sends the second turn elsewhere (a cache hit there would need a shared 16-token
-  // block, which these random texts do not have)
+  // With a key every conversation stays on its replica. Without one, HAProxy's fallback walks
+  // the hash ring, so the second turn lands on the first turn's replica about 1/3 of the time
+  // (a hit elsewhere would need a shared 16-token block, which these random texts do not
+  // have). At p = 1/3, 9 or more of 12 happens with probability 0.004.
   assert.equal(on.same, on.n, 'X-Session-Id keeps a conversation on one replica');
   assert.equal(user.same, user.n, 'the user field keeps a conversation on one replica');
   assert.ok(on.hits >= N - 1, `cache hits with affinity: ${on.hits}/${N}`);
   assert.ok(user.hits >= user.n - 1, `cache hits with the user field: ${user.hits}/${user.n}`);
-  assert.ok(off.hits <= N / 2 - 2, `cache hits without affinity: ${off.hits}/${N}`);
+  assert.ok(off.hits <= 8, `cache hits without affinity: ${off.hits}/${N}`);
 }
 
 async function faults(base, replicas, readLog) {
@@ -230,8 +231,8 @@ async function faults(base, replicas, readLog) {
     byServer[k][r.ok ? 'ok' : 'failed']++;
   }
   console.log(`  by replica: ${JSON.stringify(byServer)}`);
-  const unlogged = results.filter((r) => !routed.has(r.id)).map((r) => r.id);
-  if (unlogged.length) console.log(`  no HAProxy log line: ${unlogged.join(' ')}`);
+  const noLog = results.filter((r) => !routed.has(r.id)).map((r) => r.id);
+  if (noLog.length) console.log(`  no HAProxy log line: ${noLog.join(' ')}`);
   const retried = results.filter((r) => (routed.get(r.id)?.retries ?? 0) > 0).length;
   console.log(`  retried by HAProxy (connection failures): ${retried}`);
   for (const [rep, sig] of [[drained, 'SIGTERM'], [killed, 'SIGKILL']]) {
@@ -259,12 +260,21 @@ async function faults(base, replicas, readLog) {
   assert.equal(drained.health.body.replica, drained.name);
   assert.equal(drained.direct.status, 200, `served during the grace: ${drained.direct.text}`);
   assert.ok(results.length - failed.length > 0, 'requests succeed');
+  let unlogged = 0;
   for (const f of failed) {
     const l = routed.get(f.id);
-    assert.ok(l, `failed request ${f.id} has a HAProxy log line`);
+    if (!l) {
+      // HAProxy closes a keep-alive client connection without an answer or a log line when the
+      // replica closes before answering (the client may retry); only the dying replica does that
+      assert.ok(f.e >= killed.t && f.s <= killed.gone && /UND_ERR_SOCKET|ECONNRESET/.test(f.error),
+        `failed request ${f.id} (${f.error}) has no HAProxy log line and was not in flight at the SIGKILL`);
+      unlogged++;
+      continue;
+    }
     assert.equal(l.server, killed.name, `failed request ${f.id} (${f.error}) was on ${l.server}, not the killed replica`);
     assert.ok(f.s <= killed.gone, `failed request ${f.id} was sent after the killed replica was gone`);
   }
+  if (unlogged) console.log(`  closed by HAProxy without a log line while the killed replica died: ${unlogged}`);
   const lateOk = results.filter((r) => r.ok && r.s > Math.max(killed.gone, drained.gone) &&
     routed.get(r.id)?.server === kept.name).length;
   console.log(`  served by ${kept.name} after both others were gone: ${lateOk}`);

@@ -18,6 +18,8 @@ need_cmd python3 python3
 need_cmd clang clang
 need_cmd clang-format clang-format
 need_cmd node nodejs
+# tests/fault/test_replicas.mjs, deploy/haproxy (in /usr/sbin, off a user's PATH)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing="$missing haproxy"
 command -v node >/dev/null 2>&1 && ! command -v npm >/dev/null 2>&1 && missing="$missing npm"
 if command -v pkg-config >/dev/null 2>&1; then
   need_pc libmicrohttpd libmicrohttpd-dev

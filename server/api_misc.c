@@ -4,13 +4,14 @@
  * Small synchronous handlers: each answers on its first call from the HTTP thread. /tokenize
  * and /detokenize follow vLLM's shapes ({"prompt"|"messages"} -> {"tokens","count",
  * "max_model_len"}; {"tokens"} -> {"prompt"}). /health is 200 only when the model is loaded,
- * the engine has not failed and the server is not draining.
+ * the engine has not failed and the server is not draining; its body is replica.h's detail.
  */
 #include "chat_plain.h"
 #include "common/err.h"
 #include "common/utf8.h"
 #include "http.h"
 #include "metrics.h"
+#include "replica.h"
 #include "reqparse.h"
 #include "served.h"
 
@@ -37,15 +38,14 @@ enum MHD_Result api_models(struct http_conn *hc)
 
 enum MHD_Result api_health(struct http_conn *hc)
 {
-    struct srv *s = hc->srv;
-    if (atomic_load(&s->draining))
-        return http_reply_error(hc, ERR_UNAVAILABLE, "the server is shutting down", NULL);
-    if (!atomic_load_explicit(&s->ready, memory_order_acquire))
-        return http_reply_error(hc, ERR_UNAVAILABLE, "the model is still loading", NULL);
-    struct eng_stats st;
-    eng_stats(s->eng, &st);
-    if (st.failed) return http_reply_error(hc, ERR_UNAVAILABLE, "the engine has failed", NULL);
-    return http_reply_json(hc, 200, json_pack("{s:s}", "status", "ok"));
+    int code = 0;
+    const char *why = NULL;
+    json_t *r = replica_health(hc->srv, &code, &why);
+    if (!r) return http_reply_error(hc, ERR_NOMEM, NULL, NULL);
+    json_t *e = code ? http_error_body(code, why, NULL) : NULL; /* the error shape too */
+    if (e) json_object_update(r, e);
+    json_decref(e);
+    return http_reply_json(hc, code ? 503 : 200, r);
 }
 
 enum MHD_Result api_metrics(struct http_conn *hc)

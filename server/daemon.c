@@ -3,9 +3,12 @@
  * What: load the configuration, start the HTTP front end (so /health answers 503 while the
  * model loads), load the model and start the engine (progress on a TTY, STATUS= to systemd),
  * then run a libuv loop until a drain completes:
- *   SIGTERM/SIGINT  drain: no new connections (MHD quiesced) or requests (503), the engine stops
- *                   admitting; in-flight requests finish, or are cancelled once
- *                   server.drain_timeout_s has passed; then exit 0.
+ *   SIGTERM/SIGINT  with server.drain_grace_s > 0, first a grace period: /health answers 503
+ *                   (draining) while new requests are still served, so a load balancer's health
+ *                   check takes the replica out before it refuses anything (a second signal ends
+ *                   the grace at once). Then drain: no new connections (MHD quiesced) or
+ *                   requests (503), the engine stops admitting; in-flight requests finish, or are
+ *                   cancelled once server.drain_timeout_s has passed; then exit 0.
  *   SIGHUP          reload the API key file (old keys stay on error).
  *   probe timer     every 100 ms, cancel requests whose client disconnected while suspended.
  *   watchdog timer  WATCHDOG=1 only while the engine heartbeat (eng_stats.steps) advances or the
@@ -23,6 +26,7 @@
 #include "daemon.h"
 #include "http.h"
 #include "metrics.h"
+#include "replica.h"
 #include "served.h"
 
 #include <errno.h>
@@ -43,6 +47,7 @@ struct daemon {
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t probe, watchdog, drain;
     uint64_t last_steps;
+    int leaving; /* in the grace period before the drain */
     int draining;
     int cancelled;
     double drain_deadline;
@@ -104,6 +109,29 @@ static void start_drain(struct daemon *d, int exit_code, const char *why)
     uv_timer_start(&d->drain, on_drain_tick, 0, 50);
 }
 
+static void on_grace_end(uv_timer_t *t)
+{
+    struct daemon *d = t->data;
+    start_drain(d, 0, "grace period over");
+}
+
+/* SIGTERM/SIGINT: the grace period (server.drain_grace_s) if any, then the drain */
+static void begin_leaving(struct daemon *d, const char *why)
+{
+    struct srv *s = &d->srv;
+    long long grace = s->cfg->server_drain_grace_s;
+    if (grace <= 0 || d->leaving) {
+        start_drain(d, 0, why);
+        return;
+    }
+    d->leaving = 1;
+    atomic_store(&s->leaving, 1);
+    LOG_NOTICE("serve", "%s: /health answers 503; still serving for %llds (server.drain_grace_s)",
+               why, grace);
+    sd_notify(0, "STOPPING=1\nSTATUS=leaving the load balancer");
+    uv_timer_start(&d->drain, on_grace_end, (uint64_t)grace * 1000, 0);
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     struct daemon *d = h->data;
@@ -124,7 +152,7 @@ static void on_signal(uv_signal_t *h, int signum)
         d->cancelled = 1;
         return;
     }
-    start_drain(d, 0, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    begin_leaving(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
 static void on_probe(uv_timer_t *t)
@@ -245,7 +273,7 @@ static int serve(struct daemon *d, const struct cfg *cfg)
     atomic_store(&s->next_id, seed & 0x0000ffffffffffffull);
     model_name(s, cfg);
     fingerprint(s, cfg->model_path);
-    if (served_check(cfg->model_served_names, err) != 0) {
+    if (served_check(cfg->model_served_names, err) != 0 || replica_init(s, err) != 0) {
         LOG_ERR("serve", "%s", err);
         return 1;
     }

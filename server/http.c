@@ -107,6 +107,7 @@ static void set_request_id(struct http_conn *hc)
 void http_add_std_headers(struct http_conn *hc, struct MHD_Response *r)
 {
     MHD_add_response_header(r, "X-Request-Id", hc->request_id);
+    if (hc->srv->replica[0]) MHD_add_response_header(r, "X-Tandem-Replica", hc->srv->replica);
     if (hc->srv->cfg->server_cors) {
         MHD_add_response_header(r, "Access-Control-Allow-Origin", "*");
         MHD_add_response_header(r, "Access-Control-Expose-Headers", "X-Request-Id");

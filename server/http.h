@@ -46,6 +46,7 @@ struct srv {
     struct eng_info info;
     char model_name[128];
     char fingerprint[32]; /* system_fingerprint */
+    char replica[64];     /* server.replica_name: X-Tandem-Replica (replica.h); "" = none */
     long long created;    /* unix time of start (models' "created") */
     struct metrics *metrics;
     struct auth *auth;
@@ -53,7 +54,8 @@ struct srv {
     int listen_fd;            /* socket-activated fd, or -1 */
     int quiesced_fd;          /* http.c: the listening socket after http_quiesce, or -1 */
     _Atomic int ready;        /* model loaded and engine running */
-    _Atomic int draining;     /* SIGTERM received: no new work */
+    _Atomic int leaving;      /* SIGTERM received: /health says draining (replica.h) */
+    _Atomic int draining;     /* draining (after the grace): no new work */
     _Atomic uint64_t next_id; /* for generated request / completion ids */
     struct http_socks *socks; /* http.c: open connections, for the request deadline */
     /* registry of live generation requests (gen_registry.c), for drain and disconnect probing */
@@ -101,7 +103,8 @@ void http_stop(struct srv *s); /* accepts a srv that never started */
 
 double http_now(void); /* CLOCK_MONOTONIC seconds */
 
-/* Replies (call at most once per request). All add X-Request-Id (and CORS when configured). */
+/* Replies (call at most once per request). All add X-Request-Id, X-Tandem-Replica (when
+ * server.replica_name is set) and CORS (when configured). */
 enum MHD_Result http_reply_json(struct http_conn *hc, unsigned status, json_t *body_take);
 enum MHD_Result http_reply_buf(struct http_conn *hc, unsigned status, const char *content_type,
                                const char *buf, size_t len);

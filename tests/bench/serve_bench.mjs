@@ -28,9 +28,12 @@
 //          [--prefix-len 0] [--multi-turn] [--turn2-len 64] [--endpoint completions|chat]
 //          [--result-file F.json]
 // Results: a table on stdout and, with --result-file, JSON (one object per sweep point).
+// As a module it exports the client (oneRequest, makePrompts, rng, summary) for other load tests
+// (tests/fault/test_replicas.mjs); main() runs only when the file is the program.
 import OpenAI from 'openai';
-import { writeFileSync } from 'node:fs';
+import { realpathSync, writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
 
 function parseArgs(argv) {
   const o = {
@@ -74,7 +77,7 @@ function parseArgs(argv) {
 }
 
 // small seeded PRNG (mulberry32) so prompts are reproducible
-function rng(seed) {
+export function rng(seed) {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
@@ -87,7 +90,7 @@ function rng(seed) {
 
 const WORDS = 'time person year way day thing man world life hand part child eye woman place work week case point government company number group problem fact'.split(' ');
 
-function makePrompts(o, rand) {
+export function makePrompts(o, rand) {
   const lo = Math.min(10, o.vocab - 1);
   const randIds = (n) => Array.from({ length: n }, () => lo + Math.floor(rand() * (o.vocab - lo)));
   const prefix = randIds(o.prefixLen);
@@ -102,32 +105,36 @@ const percentile = (sorted, p) => {
   const f = Math.floor(idx), c = Math.ceil(idx);
   return sorted[f] + (sorted[c] - sorted[f]) * (idx - f);
 };
-function summary(xs) {
+export function summary(xs) {
   const s = [...xs].sort((a, b) => a - b);
   const mean = s.length ? s.reduce((a, b) => a + b, 0) / s.length : 0;
   return { mean, median: percentile(s, 0.5), p99: percentile(s, 0.99), max: s.length ? s[s.length - 1] : 0, n: s.length };
 }
 
-// One streamed request. Returns {ok, ttft, e2e, itl[], outTokens, inTokens, text, error}.
-async function oneRequest(client, o, prompt, wordsRand) {
+// One streamed request. Returns {ok, ttft, e2e, itl[], outTokens, inTokens, usage, text, error}
+// (usage: the usage chunk arrived, so the stream ran to its end). o.headers (optional) are sent
+// with the request.
+export async function oneRequest(client, o, prompt, wordsRand) {
   const body = {
     model: o.model, max_tokens: o.outputLen, temperature: 0, stream: true,
     stream_options: { include_usage: true }, ignore_eos: true,
   };
   let stream;
   const t0 = performance.now();
-  const r = { ok: false, ttft: 0, e2e: 0, itl: [], outTokens: 0, inTokens: 0, text: '', error: '' };
+  const r = { ok: false, ttft: 0, e2e: 0, itl: [], outTokens: 0, inTokens: 0, usage: false, text: '', error: '' };
+  const opts = o.headers ? { headers: o.headers } : undefined;
   try {
     if (o.endpoint === 'completions') {
-      stream = await client.completions.create({ ...body, prompt });
+      stream = await client.completions.create({ ...body, prompt }, opts);
     } else {
       const text = typeof prompt === 'string' ? prompt
         : prompt.map(() => WORDS[Math.floor(wordsRand() * WORDS.length)]).join(' ');
-      stream = await client.chat.completions.create({ ...body, messages: [{ role: 'user', content: text }] });
+      stream = await client.chat.completions.create({ ...body, messages: [{ role: 'user', content: text }] }, opts);
     }
     let last = 0, chunks = 0;
     for await (const ch of stream) {
       if (ch.usage) {
+        r.usage = true;
         r.outTokens = ch.usage.completion_tokens ?? r.outTokens;
         r.inTokens = ch.usage.prompt_tokens ?? r.inTokens;
       }
@@ -149,6 +156,9 @@ async function oneRequest(client, o, prompt, wordsRand) {
     if (!r.ok) r.error = 'no tokens streamed';
   } catch (e) {
     r.error = String(e && e.message || e);
+    let c = e && e.cause;   // fetch failed <- other side closed (UND_ERR_SOCKET), ECONNRESET, ...
+    while (c && !c.code && c.cause) c = c.cause;
+    if (c) r.error += ` (${c.code || c.message})`;
     r.e2e = performance.now() - t0;
   }
   return r;
@@ -246,4 +256,5 @@ async function main() {
   if (points.some((p) => p.completed === 0)) process.exit(1);
 }
 
-main().catch((e) => { console.error(`serve_bench: ${e.message || e}`); process.exit(2); });
+if (process.argv[1] && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url))
+  main().catch((e) => { console.error(`serve_bench: ${e.message || e}`); process.exit(2); });

@@ -487,6 +487,38 @@ describe('disconnects, limits, drain, notify, keys', () => {
     assert.equal((await d.exited).code, 0);
   });
 
+  test('replica name and drain grace: X-Tandem-Replica, /health detail, 503 while still serving', async () => {
+    const bad = spawnSync(BIN, ['serve', '--model', model, ...common, '--server.replica_name=a\tb',
+      '--server.port=1'], { encoding: 'utf8' });
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /server.replica_name must be printable ASCII/);
+    const d = await startDaemon({ bin: BIN, model,
+      args: [...common, '--server.replica_name=fake-1', '--server.drain_grace_s=2'] });
+    const h = await fetch(d.base + '/health');
+    assert.equal(h.headers.get('x-tandem-replica'), 'fake-1');
+    const body = await h.json();
+    assert.equal(body.status, 'ok');
+    assert.equal(body.state, 'ready');
+    assert.equal(body.replica, 'fake-1');
+    for (const k of ['in_flight', 'running', 'waiting', 'kv_usage']) assert.equal(typeof body[k], 'number', k);
+    const t0 = Date.now();
+    d.proc.kill('SIGTERM');
+    await waitFor(async () => (await fetch(d.base + '/health')).status === 503, '/health 503');
+    const h2 = await fetch(d.base + '/health');
+    const b2 = await h2.json();
+    assert.equal(b2.state, 'draining');
+    assert.equal(b2.error.type, 'unavailable_error');
+    // in the grace new requests are served, streams carry the header too
+    const r = await fetch(d.base + '/v1/chat/completions', { method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ stream: true, messages: [{ role: 'user', content: 'ECHO:still here' }] }) });
+    assert.equal(r.status, 200);
+    assert.equal(r.headers.get('x-tandem-replica'), 'fake-1');
+    assert.ok(parseSSE(await r.text()).done);
+    assert.equal((await d.exited).code, 0);
+    assert.ok(Date.now() - t0 >= 1900, 'exits only after the grace');
+  });
+
   test('API keys: 401, Bearer accepted, world-readable file refused, SIGHUP reload', async () => {
     const dir = tmpDir();
     const keys = path.join(dir, 'keys');

@@ -485,12 +485,26 @@ fi
 # metadata, nothing else in the directory; zero but routing like the other timing models, since
 # random experts at these widths take the reference encoder ~20 CPU-minutes) serves chat
 # completions: tests/integration/test_serve_gguf.mjs on it (TANDEM_TEST_MODEL), once per
-# gpu.placement (hybrid, gpu). First the i-quant decode figures owed to docs/performance.md
-# ("Grid i-quants"): `tandem bench cpu` for Q4_K beside the seven grid i-quants. Writes gguf.log
-# and iquant-bench.log.
+# gpu.placement (hybrid, gpu). First tests/kernels/test_iquants (every ISA table's i-quant dots
+# bitwise against the scalar reference: the AVX-512 ones run only on such a host), then the
+# i-quant decode figures owed to docs/performance.md ("Grid i-quants"): `tandem bench cpu` for
+# Q4_K beside the seven grid i-quants. Writes gguf.log and iquant-bench.log.
 if has gguf; then
   log="$out/gguf.log"
   : > "$log"
+  { [ -f build-gpu/build.ninja ] || meson setup build-gpu -Dcuda=enabled -Dwerror=true; } > "$out/iq-build.log" 2>&1
+  s=$(date +%s)
+  if ninja -C build-gpu tests/kernels/test_iquants >> "$out/iq-build.log" 2>&1; then
+    echo "==== test_iquants" >> "$log"
+    timeout 300 build-gpu/tests/kernels/test_iquants >> "$log" 2>&1
+    rc=$?
+  else
+    grep -E 'error|FAILED' "$out/iq-build.log" | head -20; rc=1
+  fi
+  case $rc in 0) r=PASS ;; 77) r=SKIP ;; *) r="FAIL($rc)" ;; esac
+  summary+=("$(printf '%-9s %-18s %-8s %4ss  %s' gguf test_iquants "$r" $(( $(date +%s) - s )) \
+              "$(grep TANDEM_TEST_SEED "$log" | tail -1)")")
+  [ $rc -eq 0 ] || { echo "---- test_iquants failed:"; tail -25 "$log"; }
   { echo "device: $device"; timeout 500 $tb bench cpu --quick \
       --types q4_K,iq2_xxs,iq3_xxs,iq1_s,iq1_m,iq2_xs,iq2_s,iq3_s --prefill 512; } \
       > "$out/iquant-bench.log" 2>&1

@@ -26,6 +26,14 @@ void cpuq__fill_avx512(struct cpuq_ops *o)
     o->type[QTYPE_IQ4_XS].mul_mat = cpuq_mul_mat_iq4_xs_q8_k_mixed;
     o->type[QTYPE_Q8_0].vec_dot = cpuq_vec_dot_q8_0_q8_0_avx2;
     o->type[QTYPE_Q8_0].mul_mat = cpuq_mul_mat_q8_0_q8_0_mixed;
+    /* grid i-quants: single-token dots only (cpuq_matmul_rows loops over tokens) */
+    o->type[QTYPE_IQ2_XXS].vec_dot = cpuq_vec_dot_iq2_xxs_q8_k_avx512;
+    o->type[QTYPE_IQ2_XS].vec_dot = cpuq_vec_dot_iq2_xs_q8_k_avx512;
+    o->type[QTYPE_IQ2_S].vec_dot = cpuq_vec_dot_iq2_s_q8_k_avx512;
+    o->type[QTYPE_IQ3_XXS].vec_dot = cpuq_vec_dot_iq3_xxs_q8_k_avx512;
+    o->type[QTYPE_IQ3_S].vec_dot = cpuq_vec_dot_iq3_s_q8_k_avx512;
+    o->type[QTYPE_IQ1_S].vec_dot = cpuq_vec_dot_iq1_s_q8_k_avx512;
+    o->type[QTYPE_IQ1_M].vec_dot = cpuq_vec_dot_iq1_m_q8_k_avx512;
     o->type[QTYPE_Q8_K].from_float = cpuq_quant_q8_k_avx512;
     o->type[QTYPE_Q8_0].from_float = cpuq_quant_q8_0_avx512;
 }

@@ -33,6 +33,15 @@ void cpuq_mul_mat_q8_0_q8_0_mixed(int64_t n, const void *w, size_t w_row_bytes, 
                                   const void *act, size_t act_row_bytes, int64_t ntok, float *y,
                                   int64_t ldy);
 
+/* grid i-quants (avx512/iquants.c): single-token dots, bit-identical to the scalar reference */
+void cpuq_vec_dot_iq2_xxs_q8_k_avx512(int64_t n, float *s, const void *w, const void *act);
+void cpuq_vec_dot_iq2_xs_q8_k_avx512(int64_t n, float *s, const void *w, const void *act);
+void cpuq_vec_dot_iq2_s_q8_k_avx512(int64_t n, float *s, const void *w, const void *act);
+void cpuq_vec_dot_iq3_xxs_q8_k_avx512(int64_t n, float *s, const void *w, const void *act);
+void cpuq_vec_dot_iq3_s_q8_k_avx512(int64_t n, float *s, const void *w, const void *act);
+void cpuq_vec_dot_iq1_s_q8_k_avx512(int64_t n, float *s, const void *w, const void *act);
+void cpuq_vec_dot_iq1_m_q8_k_avx512(int64_t n, float *s, const void *w, const void *act);
+
 void cpuq_quant_q8_k_avx512(const float *src, void *dst, int64_t n);
 void cpuq_quant_q8_0_avx512(const float *src, void *dst, int64_t n);
 

@@ -248,9 +248,10 @@ static int select_template(struct srv *s, const struct cfg *cfg, char *err)
             LOG_NOTICE("serve",
                        "chat template: no built-in renderer recognizes it; interpreting it as "
                        "Jinja (DeepSeek tool-call markers: %s, <think> reasoning: %s)",
-                       !s->tmpl_modes.deepseek_tools ? "no"
-                       : s->tmpl_modes.v31_tools     ? "yes, V3.1's form"
-                                                     : "yes",
+                       s->tmpl_modes.kimi_tools        ? "Kimi-K2's"
+                       : !s->tmpl_modes.deepseek_tools ? "no"
+                       : s->tmpl_modes.v31_tools       ? "yes, V3.1's form"
+                                                       : "yes",
                        s->tmpl_modes.think ? "yes" : "no");
     }
     free(file_text);

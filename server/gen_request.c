@@ -99,9 +99,9 @@ int gen_create_root(struct http_conn *hc, json_t *root, enum gen_api api, struct
         *param = "model";
         return err_set(err, ERR_MODEL_NOT_FOUND, "The model '%.100s' does not exist", g->p.model);
     }
-    if (chat && s->tmpl == TMPL_JINJA && s->tmpl_modes.v31_tools) {
-        /* DeepSeek-V3.1's call syntax: parsed, prompted and forced in that form */
-        g->p.tools.format = TOOLPARSE_FMT_V31;
+    if (chat && s->tmpl == TMPL_JINJA && (s->tmpl_modes.v31_tools || s->tmpl_modes.kimi_tools)) {
+        /* DeepSeek-V3.1's or Kimi-K2's call syntax: parsed, prompted and forced in that form */
+        g->p.tools.format = s->tmpl_modes.kimi_tools ? TOOLPARSE_FMT_KIMI : TOOLPARSE_FMT_V31;
         if (g->p.tools.choice == TOOLPARSE_CHOICE_REQUIRED ||
             g->p.tools.choice == TOOLPARSE_CHOICE_NAMED) {
             jsonschema_unref(g->p.grammar);
@@ -109,7 +109,7 @@ int gen_create_root(struct http_conn *hc, json_t *root, enum gen_api api, struct
             rc = jsonschema_compile_tool_call(
                 g->p.tools.tools,
                 g->p.tools.choice == TOOLPARSE_CHOICE_NAMED ? g->p.tools.choice_name : NULL,
-                TOOLPARSE_FMT_V31, &g->p.grammar, err);
+                g->p.tools.format, &g->p.grammar, err);
             if (rc) {
                 *param = "tools";
                 return rc;
@@ -117,6 +117,7 @@ int gen_create_root(struct http_conn *hc, json_t *root, enum gen_api api, struct
         }
     }
     if (chat && s->tmpl == TMPL_JINJA && !s->tmpl_modes.deepseek_tools &&
+        !s->tmpl_modes.kimi_tools &&
         (g->p.tools.choice == TOOLPARSE_CHOICE_REQUIRED ||
          g->p.tools.choice == TOOLPARSE_CHOICE_NAMED)) {
         /* forcing a call constrains the output to DeepSeek's markup, which such a template
@@ -388,7 +389,8 @@ static int choice_init(struct gen *g, int pi, int k, const char **param, char *e
         rflags = (int)((g->think_open ? REASONING_START_THINKING : 0) |
                        (g->p.reasoning_inline ? REASONING_INLINE : 0));
     /* an interpreted template without DeepSeek's tool-call markers: the output is plain text */
-    int parse_tools = s->tmpl != TMPL_JINJA || s->tmpl_modes.deepseek_tools;
+    int parse_tools =
+        s->tmpl != TMPL_JINJA || s->tmpl_modes.deepseek_tools || s->tmpl_modes.kimi_tools;
     rc = toolparse_pipe_init(&c->pipe, rflags, parse_tools ? &g->p.tools : NULL, g->p.samp.seed + k,
                              err);
     if (rc) return rc;

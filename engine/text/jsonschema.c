@@ -722,7 +722,7 @@ int jsonschema_response_format(const json_t *root, struct jsonschema_grammar **o
 int jsonschema_compile_tool_call(const json_t *tools, const char *only_name, int format,
                                  struct jsonschema_grammar **out, char *err)
 {
-    const int v31 = format == TOOLPARSE_FMT_V31;
+    const int v31 = format == TOOLPARSE_FMT_V31, kimi = format == TOOLPARSE_FMT_KIMI;
     struct jsonschema_grammar *g = NULL;
     int rc = grammar_new(&g, err);
     if (rc) return rc;
@@ -737,7 +737,11 @@ int jsonschema_compile_tool_call(const json_t *tools, const char *only_name, int
         if (!name || (only_name && strcmp(name, only_name) != 0)) continue;
         json_t *params = json_object_get(fn, "parameters");
         char head[128];
-        snprintf(head, sizeof head, v31 ? "%s" TOOLPARSE_SEP : "%s\n```json\n", name);
+        snprintf(head, sizeof head,
+                 kimi  ? "%s:0" TOOLPARSE_KIMI_ARGS
+                 : v31 ? "%s" TOOLPARSE_SEP
+                       : "%s\n```json\n",
+                 name);
         int64_t lit = text_node(&c, JSK_LITERAL, head, strlen(head));
         if (lit < 0) {
             r = lit;
@@ -773,10 +777,12 @@ int jsonschema_compile_tool_call(const json_t *tools, const char *only_name, int
         r = err_set(e2, ERR_INVAL, "no tool to call");
         goto fail;
     }
-    const char *pre = v31 ? TOOLPARSE_CALLS_BEGIN TOOLPARSE_CALL_BEGIN
-                          : TOOLPARSE_CALLS_BEGIN TOOLPARSE_CALL_BEGIN "function" TOOLPARSE_SEP;
-    const char *post = v31 ? TOOLPARSE_CALL_END TOOLPARSE_CALLS_END
-                           : "\n```" TOOLPARSE_CALL_END TOOLPARSE_CALLS_END;
+    const char *pre = kimi  ? TOOLPARSE_KIMI_CALLS_BEGIN TOOLPARSE_KIMI_CALL_BEGIN "functions."
+                      : v31 ? TOOLPARSE_CALLS_BEGIN TOOLPARSE_CALL_BEGIN
+                            : TOOLPARSE_CALLS_BEGIN TOOLPARSE_CALL_BEGIN "function" TOOLPARSE_SEP;
+    const char *post = kimi  ? TOOLPARSE_KIMI_CALL_END TOOLPARSE_KIMI_CALLS_END
+                       : v31 ? TOOLPARSE_CALL_END TOOLPARSE_CALLS_END
+                             : "\n```" TOOLPARSE_CALL_END TOOLPARSE_CALLS_END;
     int64_t a = text_node(&c, JSK_LITERAL, pre, strlen(pre));
     int64_t b = text_node(&c, JSK_LITERAL, post, strlen(post));
     int64_t choice = n == 1 ? (int64_t)alts[0] : new_node(&c, JSK_ANYOF);

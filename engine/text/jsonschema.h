@@ -122,6 +122,8 @@ int jsonschema_response_format(const json_t *root, struct jsonschema_grammar **o
  * "tools" array that toolparse_req_parse accepted. format TOOLPARSE_FMT_V31 (toolparse.h):
  * DeepSeek-V3.1's call instead,
  *   <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>NAME<｜tool▁sep｜>ARGS<｜tool▁call▁end｜><｜tool▁calls▁end｜>
+ * TOOLPARSE_FMT_KIMI: Kimi-K2's,
+ *   <|tool_calls_section_begin|><|tool_call_begin|>functions.NAME:0<|tool_call_argument_begin|>ARGS<|tool_call_end|><|tool_calls_section_end|>
  * Errors as jsonschema_compile. */
 int jsonschema_compile_tool_call(const json_t *tools, const char *only_name, int format,
                                  struct jsonschema_grammar **out, char *err);

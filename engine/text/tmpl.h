@@ -138,10 +138,11 @@ int tmpl_jinja_render(const struct jinja *t, const struct tmpl_jinja_ctx *c, str
  * (else tool calls are not parsed: the text stays content); v31_tools: it writes them without a
  * "```json" fence, NAME<｜tool▁sep｜>ARGS (DeepSeek-V3.1: toolparse.h TOOLPARSE_FMT_V31);
  * args_text: it never applies tojson to a tool call's arguments (V3.1 concatenates them as a
- * string), so they reach it as the request's JSON text; think: it mentions "<think>", so
- * reasoning is split as for DeepSeek-R1. */
+ * string), so they reach it as the request's JSON text; kimi_tools: it writes Kimi-K2's
+ * "<|tool_calls_section_begin|>" (TOOLPARSE_FMT_KIMI; such a template renders `tools` itself);
+ * think: it mentions "<think>", so reasoning is split as for DeepSeek-R1. */
 struct tmpl_modes {
-    int deepseek_tools, v31_tools, args_text, think;
+    int deepseek_tools, v31_tools, args_text, kimi_tools, think;
 };
 void tmpl_modes_of(const char *chat_template, struct tmpl_modes *m);
 

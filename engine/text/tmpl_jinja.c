@@ -140,6 +140,7 @@ void tmpl_modes_of(const char *chat_template, struct tmpl_modes *m)
     const char *t = chat_template ? chat_template : "";
     m->deepseek_tools = strstr(t, "<｜tool▁calls▁begin｜>") != NULL;
     m->v31_tools = m->deepseek_tools && !strstr(t, "```json");
+    m->kimi_tools = !m->deepseek_tools && strstr(t, "<|tool_calls_section_begin|>") != NULL;
     m->think = strstr(t, "<think>") != NULL;
     /* does "arguments" ever reach a tojson filter ("arguments'] | tojson", "arguments|tojson")? */
     m->args_text = 1;

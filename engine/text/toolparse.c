@@ -19,8 +19,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MARK_BEGIN TOOLPARSE_CALLS_BEGIN
-#define MARK_END TOOLPARSE_CALLS_END
+/* the markers of a format: block begin / end, call begin, separator, call end */
+struct marks {
+    const char *begin, *end, *call_begin, *sep, *call_end;
+};
+static const struct marks mk_deepseek = {TOOLPARSE_CALLS_BEGIN, TOOLPARSE_CALLS_END,
+                                         TOOLPARSE_CALL_BEGIN, TOOLPARSE_SEP, TOOLPARSE_CALL_END};
+static const struct marks mk_kimi = {TOOLPARSE_KIMI_CALLS_BEGIN, TOOLPARSE_KIMI_CALLS_END,
+                                     TOOLPARSE_KIMI_CALL_BEGIN, TOOLPARSE_KIMI_ARGS,
+                                     TOOLPARSE_KIMI_CALL_END};
 
 struct toolparse {
     int in_block;
@@ -34,6 +41,7 @@ struct toolparse {
     size_t n_names;
     uint64_t rng;
     enum toolparse_format format;
+    const struct marks *mk;
 };
 
 static uint64_t splitmix(uint64_t *s)
@@ -50,6 +58,7 @@ int toolparse_create(struct toolparse **out, uint64_t id_seed, const char *const
     struct toolparse *tp = calloc(1, sizeof *tp);
     if (!tp) return err_set(err, ERR_NOMEM, "out of memory");
     tp->rng = id_seed;
+    tp->mk = &mk_deepseek;
     if (n_names) {
         tp->names = calloc(n_names, sizeof *tp->names);
         if (!tp->names) goto nomem;
@@ -64,7 +73,11 @@ nomem:
     return err_set(err, ERR_NOMEM, "out of memory");
 }
 
-void toolparse_set_format(struct toolparse *tp, enum toolparse_format f) { tp->format = f; }
+void toolparse_set_format(struct toolparse *tp, enum toolparse_format f)
+{
+    tp->format = f;
+    tp->mk = f == TOOLPARSE_FMT_KIMI ? &mk_kimi : &mk_deepseek;
+}
 
 static void calls_clear(struct toolparse_call *c, size_t n)
 {
@@ -130,24 +143,31 @@ static int name_known(const struct toolparse *tp, const char *s, size_t n)
 static const char *parse_call(struct toolparse *tp, const char *p, const char *end,
                               struct toolparse_call *c, int *nomem)
 {
-    size_t lb = strlen(TOOLPARSE_CALL_BEGIN);
-    if ((size_t)(end - p) < lb || memcmp(p, TOOLPARSE_CALL_BEGIN, lb) != 0) return NULL;
+    const struct marks *mk = tp->mk;
+    size_t lb = strlen(mk->call_begin);
+    if ((size_t)(end - p) < lb || memcmp(p, mk->call_begin, lb) != 0) return NULL;
     p += lb;
-    const char *sep = find(p, end, TOOLPARSE_SEP);
-    const char *cend = find(p, end, TOOLPARSE_CALL_END);
+    const char *sep = find(p, end, mk->sep);
+    const char *cend = find(p, end, mk->call_end);
     if (!sep || !cend || sep > cend) return NULL;
     const char *ta = p, *tb = sep, *na, *nb, *aa;
     trim(&ta, &tb);
-    if (tp->format == TOOLPARSE_FMT_V31) { /* NAME<sep>ARGS */
+    if (tp->format != TOOLPARSE_FMT_V3) { /* NAME<sep>ARGS; Kimi: functions.NAME:IDX<sep>ARGS */
         na = ta;
         nb = tb;
         for (const char *x = na; x < nb; x++)
             if (is_space(*x)) return NULL;
-        aa = sep + strlen(TOOLPARSE_SEP);
+        if (tp->format == TOOLPARSE_FMT_KIMI) {
+            if (nb - na > 10 && memcmp(na, "functions.", 10) == 0) na += 10;
+            const char *colon = nb;
+            while (colon > na && colon[-1] >= '0' && colon[-1] <= '9') colon--;
+            if (colon > na && colon < nb && colon[-1] == ':') nb = colon - 1;
+        }
+        aa = sep + strlen(mk->sep);
     } else { /* function<sep>NAME ARGS */
         if (tb > ta && !(tb - ta == 8 && memcmp(ta, "function", 8) == 0)) return NULL;
         /* name: up to the first whitespace or '{' */
-        na = nb = skip_ws(sep + strlen(TOOLPARSE_SEP), cend);
+        na = nb = skip_ws(sep + strlen(mk->sep), cend);
         while (nb < cend && !is_space(*nb) && *nb != '{' && *nb != '`') nb++;
         aa = nb;
     }
@@ -174,7 +194,7 @@ static const char *parse_call(struct toolparse *tp, const char *p, const char *e
         *nomem = 1;
         return NULL;
     }
-    return cend + strlen(TOOLPARSE_CALL_END);
+    return cend + strlen(mk->call_end);
 }
 
 /* Parse block body [p, end) (without the outer markers). Returns 0 (calls appended), 1
@@ -230,10 +250,11 @@ out:
 static int block_check(struct toolparse *tp, char **rest, size_t *n_rest)
 {
     *rest = NULL;
-    size_t le = strlen(MARK_END);
+    const char *mark_end = tp->mk->end;
+    size_t le = strlen(mark_end);
     if (tp->block.n < le) return 0;
     const char *s = tp->block.s;
-    const char *e = memmem(s + tp->scan_from, tp->block.n - tp->scan_from, MARK_END, le);
+    const char *e = memmem(s + tp->scan_from, tp->block.n - tp->scan_from, mark_end, le);
     if (!e) {
         tp->scan_from = tp->block.n - (le - 1);
         return 0;
@@ -259,7 +280,8 @@ static int block_check(struct toolparse *tp, char **rest, size_t *n_rest)
 
 int toolparse_feed(struct toolparse *tp, const char *text, size_t n, struct sbuf *content)
 {
-    const size_t lb = strlen(MARK_BEGIN);
+    const char *mark_begin = tp->mk->begin;
+    const size_t lb = strlen(mark_begin);
     char *own = NULL; /* text after an end marker, re-fed in CONTENT state */
     int rc = 0;
     while (n) {
@@ -279,7 +301,7 @@ int toolparse_feed(struct toolparse *tp, const char *text, size_t n, struct sbuf
         int opened = 0;
         while (i < n) {
             if (tp->n_hold == 0) {
-                const char *lt = memchr(text + i, MARK_BEGIN[0], n - i);
+                const char *lt = memchr(text + i, mark_begin[0], n - i);
                 size_t run = lt ? (size_t)(lt - (text + i)) : n - i;
                 if (run && (rc = sbuf_append(content, text + i, run))) goto done;
                 i += run;
@@ -287,7 +309,7 @@ int toolparse_feed(struct toolparse *tp, const char *text, size_t n, struct sbuf
                 tp->hold[tp->n_hold++] = text[i++];
                 continue;
             }
-            if (text[i] == MARK_BEGIN[tp->n_hold]) {
+            if (text[i] == mark_begin[tp->n_hold]) {
                 tp->hold[tp->n_hold++] = text[i++];
                 if (tp->n_hold == lb) {
                     tp->n_hold = 0;
@@ -638,17 +660,18 @@ int toolparse_pipe_wants(struct toolparse_pipe *p, const char *piece, size_t len
     /* tool markers: parsed in the content only (not inside a think block); outside a block only
      * the begin marker, inside it every marker (a stray one leaves the block malformed) */
     if (!p->tp || p->think_tok) return 0;
-    if (piece_is(piece, len, TOOLPARSE_CALLS_BEGIN)) {
+    const struct marks *mk = p->tp->mk;
+    if (piece_is(piece, len, mk->begin)) {
         p->tool_tok = 1;
         return 1;
     }
     if (!p->tool_tok) return 0;
-    if (piece_is(piece, len, TOOLPARSE_CALLS_END)) {
+    if (piece_is(piece, len, mk->end)) {
         p->tool_tok = 0;
         return 1;
     }
-    return piece_is(piece, len, TOOLPARSE_CALL_BEGIN) || piece_is(piece, len, TOOLPARSE_CALL_END) ||
-           piece_is(piece, len, TOOLPARSE_SEP);
+    return piece_is(piece, len, mk->call_begin) || piece_is(piece, len, mk->call_end) ||
+           piece_is(piece, len, mk->sep);
 }
 
 /* content text after the reasoning split -> the tool parser (or straight to content) */

@@ -10,8 +10,13 @@
  *
  *   <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>NAME<｜tool▁sep｜>ARGS<｜tool▁call▁end｜>...<｜tool▁calls▁end｜>
  *
- * The format follows the chat template (tmpl_modes_of: a template that writes the markers
- * without a "```json" fence is V3.1's); the rules below hold for both.
+ * Kimi-K2 (TOOLPARSE_FMT_KIMI) has markers of its own and names each call functions.NAME:IDX:
+ *
+ *   <|tool_calls_section_begin|><|tool_call_begin|>functions.NAME:0<|tool_call_argument_begin|>ARGS<|tool_call_end|>...<|tool_calls_section_end|>
+ *
+ * The format follows the chat template (tmpl_modes_of: a template that writes DeepSeek's
+ * markers without a "```json" fence is V3.1's, one that writes Kimi's markers Kimi's); the
+ * rules below hold for all three.
  *
  * Parsing (struct toolparse, one per choice, fed the detokenized text in any chunking):
  *   - Text outside a tool block is content. A tail that is a proper prefix of
@@ -60,12 +65,19 @@
 #define TOOLPARSE_CALL_BEGIN "<｜tool▁call▁begin｜>"
 #define TOOLPARSE_CALL_END "<｜tool▁call▁end｜>"
 #define TOOLPARSE_SEP "<｜tool▁sep｜>"
+/* Kimi-K2's (TOOLPARSE_FMT_KIMI) */
+#define TOOLPARSE_KIMI_CALLS_BEGIN "<|tool_calls_section_begin|>"
+#define TOOLPARSE_KIMI_CALLS_END "<|tool_calls_section_end|>"
+#define TOOLPARSE_KIMI_CALL_BEGIN "<|tool_call_begin|>"
+#define TOOLPARSE_KIMI_ARGS "<|tool_call_argument_begin|>"
+#define TOOLPARSE_KIMI_CALL_END "<|tool_call_end|>"
 
 struct toolparse;
 
 enum toolparse_format {
     TOOLPARSE_FMT_V3 = 0, /* function<sep>NAME\n```json\nARGS\n``` (V3, R1, R1-0528) */
     TOOLPARSE_FMT_V31,    /* NAME<sep>ARGS (V3.1, V3.1-Terminus) */
+    TOOLPARSE_FMT_KIMI,   /* Kimi-K2's markers, functions.NAME:IDX<args>ARGS */
 };
 
 struct toolparse_call {

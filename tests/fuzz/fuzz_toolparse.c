@@ -2,9 +2,9 @@
  * parsing, toolparse_pipe) on arbitrary model output, streamed vs not.
  *
  * Byte 0: reasoning (bits 0-1: off, 0, START_THINKING, INLINE) and tools (bit 2: two named
- * tools, else any name; bit 3: tool parsing off; bit 4: DeepSeek-V3.1's call syntax). Byte 1 seeds
- * the chunking. The rest is the
- * generated text, with a few bytes expanded to the markers so calls are likely: 0x01..0x05 ->
+ * tools, else any name; bit 3: tool parsing off; bit 4: DeepSeek-V3.1's call syntax; else bit 5:
+ * Kimi-K2's, whose markers the bytes below then expand to). Byte 1 seeds the chunking. The rest is
+ * the generated text, with a few bytes expanded to the markers so calls are likely: 0x01..0x05 ->
  * calls-begin, call-begin, sep, call-end, calls-end; 0x06 -> "<think>", 0x07 -> "</think>".
  * The text is fed once whole (non-streaming: toolparse_pipe_message) and once in chunks of 1..16
  * bytes, cut at character boundaries as the detokenizer does, with toolparse_pipe_deltas after
@@ -96,15 +96,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else {
         req.choice = TOOLPARSE_CHOICE_NONE;
     }
-    req.format = data[0] & 16 ? TOOLPARSE_FMT_V31 : TOOLPARSE_FMT_V3; /* DeepSeek-V3.1's syntax */
-    static const char *marks[8] = {NULL,
-                                   TOOLPARSE_CALLS_BEGIN,
-                                   TOOLPARSE_CALL_BEGIN,
-                                   TOOLPARSE_SEP,
-                                   TOOLPARSE_CALL_END,
-                                   TOOLPARSE_CALLS_END,
-                                   "<think>",
-                                   "</think>"};
+    req.format = data[0] & 16   ? TOOLPARSE_FMT_V31
+                 : data[0] & 32 ? TOOLPARSE_FMT_KIMI
+                                : TOOLPARSE_FMT_V3;
+    static const char *ds_marks[8] = {NULL,
+                                      TOOLPARSE_CALLS_BEGIN,
+                                      TOOLPARSE_CALL_BEGIN,
+                                      TOOLPARSE_SEP,
+                                      TOOLPARSE_CALL_END,
+                                      TOOLPARSE_CALLS_END,
+                                      "<think>",
+                                      "</think>"};
+    static const char *kimi_marks[8] = {NULL,
+                                        TOOLPARSE_KIMI_CALLS_BEGIN,
+                                        TOOLPARSE_KIMI_CALL_BEGIN,
+                                        TOOLPARSE_KIMI_ARGS,
+                                        TOOLPARSE_KIMI_CALL_END,
+                                        TOOLPARSE_KIMI_CALLS_END,
+                                        "<think>",
+                                        "</think>"};
+    const char *const *marks = req.format == TOOLPARSE_FMT_KIMI ? kimi_marks : ds_marks;
     struct sbuf text = {0};
     for (size_t i = 2; i < size; i++) {
         if (data[i] >= 1 && data[i] <= 7)

@@ -1,10 +1,11 @@
 /* test_engine_gpu.c - the hybrid GPU+CPU forward (ops_cuda.c) against the CPU forward (ops_cpu.c).
  *
  * For each model: the repository's models/default (kv_lora 128: attention on the CPU fallback),
- * a fresh `tiny` synth model (2 heads: CPU attention fallback) and a fresh `tiny16` synth model
+ * a fresh `tiny` synth model (2 heads: CPU attention fallback), a fresh `tiny16` synth model
  * (tiny with 16 heads, so attention, the KV cache and everything but the routed experts run on
- * the GPU kernels). Two models are built from the same weights, placement cpu and hybrid, each
- * with its own KV cache, and driven identically:
+ * the GPU kernels) and `tiny16-v2` (the same with DeepSeek-V2's direct q projection and softmax
+ * group-limited routing). Two models are built from the same weights, placement cpu and hybrid,
+ * each with its own KV cache, and driven identically:
  *   1. one prefill batch holding NRUN prompts (one sequence each: for the trained models/default
  *      chat prompts like its held-out set, "What is 4821 + 377?" rendered with its template and
  *      tokenizer; for the random synth models 8..24 random tokens), logits
@@ -462,6 +463,34 @@ int main(void)
         if (synth("tiny", "tiny", base, dir) == 0) fails += run_model("tiny", dir, 0, placement);
         else fails++;
         if (synth("tiny16", cfg, base, dir) == 0) fails += run_model("tiny16", dir, 0, placement);
+        else fails++;
+        /* the same with DeepSeek-V2's attention and routing: the direct q projection (no
+         * q_lora) and softmax group-limited routing (group max) on the GPU, no correction bias,
+         * 2 shared experts, YaRN mscale 0.707 */
+        snprintf(cfg, sizeof cfg, "%s/tiny16-v2.json", base);
+        f = fopen(cfg, "w");
+        CHECK(f);
+        fprintf(
+            f,
+            "{\"architectures\": [\"DeepseekV2ForCausalLM\"], \"model_type\": \"deepseek_v2\", "
+            "\"vocab_size\": 768,"
+            " \"hidden_size\": 512, \"intermediate_size\": 1024, \"moe_intermediate_size\": 256,"
+            " \"num_hidden_layers\": 3, \"num_attention_heads\": 16, \"num_key_value_heads\": 16,"
+            " \"kv_lora_rank\": 512, \"qk_nope_head_dim\": 128, \"qk_rope_head_dim\": 64,"
+            " \"v_head_dim\": 128, \"q_lora_rank\": null, \"n_routed_experts\": 16,"
+            " \"n_shared_experts\": 2, \"num_experts_per_tok\": 6, \"n_group\": 4,"
+            " \"topk_group\": 2, \"first_k_dense_replace\": 1, \"moe_layer_freq\": 1,"
+            " \"routed_scaling_factor\": 16.0, \"norm_topk_prob\": false,"
+            " \"scoring_func\": \"softmax\", \"topk_method\": \"group_limited_greedy\","
+            " \"rms_norm_eps\": 1e-6, \"rope_theta\": 10000.0,"
+            " \"max_position_embeddings\": 4096, \"bos_token_id\": 0, \"eos_token_id\": 1,"
+            " \"hidden_act\": \"silu\", \"tie_word_embeddings\": false,"
+            " \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4.0,"
+            " \"original_max_position_embeddings\": 1024, \"beta_fast\": 32.0,"
+            " \"beta_slow\": 1.0, \"mscale\": 0.707, \"mscale_all_dim\": 0.707}}\n");
+        fclose(f);
+        if (synth("tiny16-v2", cfg, base, dir) == 0)
+            fails += run_model("tiny16-v2", dir, 0, placement);
         else fails++;
         char cmd[700];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);

@@ -4,6 +4,8 @@
 // chat_template_kwargs reach the template; raise_exception is a 400 naming the message; a
 // forced tool call is refused for a template without DeepSeek's markers; model.chat_template_file
 // replaces the model's template; a template with a syntax error stops start-up with its line.
+// DeepSeek-V3.1's published template: the prompt with thinking off, on and absent, the reasoning
+// split, V3.1 tool calls; a template with Kimi-K2's markers: Kimi tool calls, a forced call.
 // Usage: node test_serve_template.mjs  (env TANDEM_FAKE_BIN, TANDEM_SRC). Exits 77 without
 // tests/node_modules.
 import { spawnSync } from 'node:child_process';
@@ -217,6 +219,49 @@ describe('DeepSeek-V3.1 template', () => {
     assert.equal(c.status, 200, c.text);
     assert.ok(!c.json.choices[0].message.tool_calls, c.text);
     // a forced call is accepted (its grammar is V3.1's)
+    const f = await postJSON(d.base, '/v1/chat/completions', { ...body, tool_choice: 'required' });
+    assert.equal(f.status, 200, f.text);
+  });
+});
+
+// A template writing Kimi-K2's tool-call markers (a stand-in written for this test, in the
+// shape of Kimi's: <|tool_calls_section_begin|>, functions.NAME:IDX, <|tool_call_argument_begin|>)
+describe('Kimi-K2 tool-call markers', () => {
+  const KIMI = "{%- if tools -%}<|im_system|>tool_declare<|im_middle|>{{ tools | tojson }}<|im_end|>{%- endif -%}" +
+    "{%- for m in messages -%}<|im_{{ m.role }}|>{{ m.role }}<|im_middle|>" +
+    "{%- if m.tool_calls -%}<|tool_calls_section_begin|>{%- for c in m.tool_calls -%}<|tool_call_begin|>{{ c.id }}" +
+    "<|tool_call_argument_begin|>{{ c.function.arguments | tojson }}<|tool_call_end|>{%- endfor -%}" +
+    "<|tool_calls_section_end|>{%- else -%}{{ m.content }}{%- endif -%}<|im_end|>{%- endfor -%}" +
+    "{%- if add_generation_prompt -%}<|im_assistant|>assistant<|im_middle|>{%- endif -%}";
+  const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object' } } },
+    { type: 'function', function: { name: 'get_time' } }];
+  let d;
+  before(async () => {
+    const file = path.join(work, 'kimi.jinja');
+    fs.writeFileSync(file, KIMI);
+    d = await startDaemon({ bin: BIN, model, args: [...common, `--model.chat_template_file=${file}`] });
+  });
+  after(async () => {
+    const r = await d.stop();
+    assert.equal(r.code, 0, d.log());
+  });
+
+  test('calls parsed in a message and a stream; a forced call is accepted', async () => {
+    const out = 'Let me look.<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0' +
+      '<|tool_call_argument_begin|>{"city": "Paris"}<|tool_call_end|><|tool_call_begin|>functions.get_time:1' +
+      '<|tool_call_argument_begin|>{}<|tool_call_end|><|tool_calls_section_end|>';
+    const body = { messages: [{ role: 'user', content: `ECHO:${out}|OHCE` }], tools, seed: 3 };
+    const a = await postJSON(d.base, '/v1/chat/completions', body);
+    assert.equal(a.status, 200, a.text);
+    assert.equal(a.json.choices[0].finish_reason, 'tool_calls', a.text);
+    assert.equal(a.json.choices[0].message.content, 'Let me look.');
+    assert.deepEqual(a.json.choices[0].message.tool_calls.map((t) => [t.function.name, t.function.arguments]),
+      [['get_weather', '{"city": "Paris"}'], ['get_time', '{}']]);
+    const s = await postJSON(d.base, '/v1/chat/completions', { ...body, stream: true });
+    const { events, done } = parseSSE(s.text);
+    assert.ok(done, s.text);
+    const names = events.flatMap((e) => (e.choices[0]?.delta?.tool_calls ?? []).map((t) => t.function?.name).filter(Boolean));
+    assert.deepEqual(names, ['get_weather', 'get_time']);
     const f = await postJSON(d.base, '/v1/chat/completions', { ...body, tool_choice: 'required' });
     assert.equal(f.status, 200, f.text);
   });

@@ -322,8 +322,10 @@ static void test_tool_call(const struct constrain_vocab *cv, struct trng *r, int
                                   "function", "function", "name", "get_time");
         struct jsonschema_grammar *g;
         char err[ERR_LEN] = "";
-        /* every third: DeepSeek-V3.1's syntax, grammar and parser alike */
-        int fmt = i % 3 == 2 ? TOOLPARSE_FMT_V31 : TOOLPARSE_FMT_V3;
+        /* by turns DeepSeek-V3's, V3.1's and Kimi-K2's syntax, grammar and parser alike */
+        int fmt = i % 3 == 0   ? TOOLPARSE_FMT_V3
+                  : i % 3 == 1 ? TOOLPARSE_FMT_V31
+                               : TOOLPARSE_FMT_KIMI;
         int rc = jsonschema_compile_tool_call(tools, i % 2 ? "get_weather" : NULL, fmt, &g, err);
         if (rc) fprintf(stderr, "tool grammar: %s\n", err);
         CHECK_EQ(rc, 0);

@@ -276,6 +276,11 @@ static void chat_glue(void)
     CHECK(!m.args_text);
     tmpl_modes_of("{{ c.arguments }} {{ c.arguments_x | tojson }}", &m);
     CHECK(m.args_text);
+    /* Kimi-K2's markers */
+    tmpl_modes_of("<|tool_calls_section_begin|><|tool_call_begin|>{{ c.id }}"
+                  "<|tool_call_argument_begin|>{{ c.function.arguments | tojson }}",
+                  &m);
+    CHECK(m.kimi_tools && !m.deepseek_tools && !m.v31_tools && !m.args_text);
 
     /* arguments reach such a template as the request's text, else parsed into an object */
     struct jinja *ta = NULL;

@@ -3,7 +3,8 @@
  * streaming deltas accumulate to the non-streaming message.tool_calls; request validation.
  * The same for DeepSeek-V3.1's syntax (NAME<sep>ARGS, TOOLPARSE_FMT_V31): fixed cases, each
  * format's blocks dropped by the other's parser, and random calls (seeded) rendered as V3.1's
- * template writes them parsed back exactly; the tools prompt shows each format's syntax. */
+ * template writes them parsed back exactly; the tools prompt shows each format's syntax. And
+ * for Kimi-K2's markers and functions.NAME:IDX call names (TOOLPARSE_FMT_KIMI). */
 #include "../../common/err.h"
 #include "../../engine/text/toolparse.h"
 #include "../check.h"
@@ -102,6 +103,37 @@ static const struct tcase cases31[] = {
      1,
      {"get_weather"},
      {"{\"q\": \"} <｜tool not a marker {\"}"}},
+};
+
+/* Kimi-K2: its own markers, calls named functions.NAME:IDX */
+#define KB TOOLPARSE_KIMI_CALLS_BEGIN
+#define KE TOOLPARSE_KIMI_CALLS_END
+#define KCB TOOLPARSE_KIMI_CALL_BEGIN
+#define KCE TOOLPARSE_KIMI_CALL_END
+#define KA TOOLPARSE_KIMI_ARGS
+static const struct tcase cases_kimi[] = {
+    {KB KCB "functions.get_weather:0" KA "{\"city\": \"Paris\"}" KCE KE,
+     "",
+     1,
+     {"get_weather"},
+     {"{\"city\": \"Paris\"}"}},
+    {"Sure." KB KCB "functions.get_weather:0" KA "{\"city\":\"a\"}" KCE KCB
+     "functions.get_time:1" KA "{}" KCE KE " Done.",
+     "Sure. Done.",
+     2,
+     {"get_weather", "get_time"},
+     {"{\"city\":\"a\"}", "{}"}},
+    /* a bare name, no index */
+    {KB KCB "get_time" KA "{}" KCE KE, "", 1, {"get_time"}, {"{}"}},
+    /* cut before the section end: complete calls are accepted */
+    {KB KCB "functions.get_time:0" KA "{\"tz\": 1}" KCE, "", 1, {"get_time"}, {"{\"tz\": 1}"}},
+    /* DeepSeek's markers are plain text for Kimi's parser */
+    {B CB "get_time" S "{}" CE E, B CB "get_time" S "{}" CE E, 0, {0}, {0}},
+    /* unknown name, bad arguments, a name with a space: dropped */
+    {KB KCB "functions.rm_rf:0" KA "{}" KCE KE "x", "x", 0, {0}, {0}},
+    {KB KCB "functions.get_time:0" KA "[1]" KCE KE, "", 0, {0}, {0}},
+    {KB KCB "functions.get time:0" KA "{}" KCE KE, "", 0, {0}, {0}},
+    {"a <|tool_calls not a marker <", "a <|tool_calls not a marker <", 0, {0}, {0}},
 };
 
 static const char *names[] = {"get_weather", "get_time"};
@@ -235,9 +267,12 @@ static json_t *rand_value(int depth)
     }
 }
 
-static void test_random31(uint64_t seed)
+static void test_random31(uint64_t seed, enum toolparse_format fmt)
 {
-    rng31 = seed ^ 0x31;
+    const int kimi = fmt == TOOLPARSE_FMT_KIMI;
+    const char *begin = kimi ? KB : B, *end = kimi ? KE : E, *cb = kimi ? KCB : CB;
+    const char *sep = kimi ? KA : S, *ce = kimi ? KCE : CE;
+    rng31 = seed ^ (0x31 + (uint64_t)fmt);
     for (int it = 0; it < 300; it++) {
         struct sbuf in = {0}, want_content = {0};
         const char *pre = rnd31(2) ? "Checking. " : "", *post = rnd31(3) ? "" : " ok";
@@ -246,7 +281,7 @@ static void test_random31(uint64_t seed)
         int n = 1 + (int)rnd31(3);
         char *args[3];
         const char *nm[3];
-        sbuf_append(&in, B, strlen(B));
+        sbuf_append(&in, begin, strlen(begin));
         for (int i = 0; i < n; i++) {
             json_t *o = json_object();
             for (unsigned k = rnd31(4); k > 0; k--) {
@@ -257,13 +292,15 @@ static void test_random31(uint64_t seed)
             args[i] = json_dumps(o, rnd31(2) ? JSON_COMPACT : 0);
             json_decref(o);
             nm[i] = names[rnd31(2)];
-            sbuf_append(&in, CB, strlen(CB));
-            sbuf_append(&in, nm[i], strlen(nm[i]));
-            sbuf_append(&in, S, strlen(S));
+            char id[96];
+            snprintf(id, sizeof id, kimi ? "functions.%s:%d" : "%s", nm[i], i);
+            sbuf_append(&in, cb, strlen(cb));
+            sbuf_append(&in, id, strlen(id));
+            sbuf_append(&in, sep, strlen(sep));
             sbuf_append(&in, args[i], strlen(args[i]));
-            sbuf_append(&in, CE, strlen(CE));
+            sbuf_append(&in, ce, strlen(ce));
         }
-        sbuf_append(&in, E, strlen(E));
+        sbuf_append(&in, end, strlen(end));
         sbuf_append(&in, post, strlen(post));
         sbuf_append(&want_content, post, strlen(post));
         sbuf_append(&in, "", 0);
@@ -597,7 +634,10 @@ int main(void)
     test_chunkings(cases, sizeof cases / sizeof cases[0], seed);
     cur_format = TOOLPARSE_FMT_V31;
     test_chunkings(cases31, sizeof cases31 / sizeof cases31[0], seed);
-    test_random31(seed);
+    test_random31(seed, TOOLPARSE_FMT_V31);
+    cur_format = TOOLPARSE_FMT_KIMI;
+    test_chunkings(cases_kimi, sizeof cases_kimi / sizeof cases_kimi[0], seed);
+    test_random31(seed, TOOLPARSE_FMT_KIMI);
     cur_format = TOOLPARSE_FMT_V3;
     test_request();
     test_pipe(seed);

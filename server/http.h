@@ -76,6 +76,7 @@ struct http_conn {
     int too_large;
     int started; /* the handler has run once */
     int responded;
+    int close;              /* the reply closes the connection (Connection: close) */
     double t_start;         /* monotonic seconds */
     struct http_sock *sock; /* its connection (http.c), for the request deadline */
     void *ud;               /* handler state */

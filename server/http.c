@@ -143,6 +143,18 @@ enum MHD_Result http_reply_buf(struct http_conn *hc, unsigned status, const char
     return queue(hc, status, r);
 }
 
+enum MHD_Result http_reply_take(struct http_conn *hc, unsigned status, const char *content_type,
+                                char *buf, size_t len)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, buf, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(buf);
+        return MHD_NO;
+    }
+    if (content_type) MHD_add_response_header(r, "Content-Type", content_type);
+    return queue(hc, status, r);
+}
+
 enum MHD_Result http_reply_json(struct http_conn *hc, unsigned status, json_t *body)
 {
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;

@@ -106,6 +106,9 @@ double http_now(void); /* CLOCK_MONOTONIC seconds */
 enum MHD_Result http_reply_json(struct http_conn *hc, unsigned status, json_t *body_take);
 enum MHD_Result http_reply_buf(struct http_conn *hc, unsigned status, const char *content_type,
                                const char *buf, size_t len);
+/* As http_reply_buf, but takes buf (malloc'ed; freed by MHD, or here on failure). */
+enum MHD_Result http_reply_take(struct http_conn *hc, unsigned status, const char *content_type,
+                                char *buf, size_t len);
 /* The one place an ERR_* becomes an HTTP error: {"error":{"message","type","param","code"}}
  * with the status of err.h's table; message = err (or the table's text when err is NULL/empty);
  * param may be NULL. Adds Retry-After on 429, Allow on 405, WWW-Authenticate on 401; counts the

@@ -29,8 +29,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 steps=() quick=
 for a in "$@"; do
-  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|prof|hf|hfdefault|eval|serve|moe|stream|layered) steps+=("$a") ;;
-    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [prof] [hf] [hfdefault] [eval] [serve] [moe] [stream] [layered] [--quick]"; exit 2 ;; esac
+  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|prof|hf|hfdefault|eval|serve|moe|stream|layered|fulldepth) steps+=("$a") ;;
+    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [prof] [hf] [hfdefault] [eval] [serve] [moe] [stream] [layered] [fulldepth] [--quick]"; exit 2 ;; esac
 done
 [ ${#steps[@]} -eq 0 ] && steps=(tests bench)
 has() { local s; for s in "${steps[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
@@ -346,7 +346,7 @@ fi
 # 2K-token prefills arrive (engine.prefill_step_ratio 0 and 2), prefix-cache second-turn TTFT.
 # node is not installed on the GPU machine: it comes in the carried .gpunode/ (node.xz and
 # node_modules.tar.xz, made on the developer machine from /usr/bin/node and tests/node_modules).
-if has eval || has serve || has layered; then
+if has eval || has serve || has layered || has fulldepth; then
   log="$out/serve.log"
   : > "$log"
   mkdir -p /tmp/gnode && xz -dc .gpunode/node.xz > /tmp/gnode/node && chmod +x /tmp/gnode/node
@@ -445,6 +445,38 @@ if has layered; then
     grep -E 'streamed|layered' /tmp/serve-$port.log | tail -3 >> "$log"
     stop_srv
   done
+fi
+# fulldepth: DeepSeek-V3's true depth and dimensions served over HTTP: 3 dense + 58 MoE layers,
+# FULL_EXPERTS (16) Q4_K experts per layer (zero but routing; 58 x 16 x 24.8 MB = 23 GB of experts
+# plus ~17 GB of FP8 non-expert weights fit the 64 GB disk and 125 GiB RAM), hybrid with
+# gpu.prefill_experts=on: load time, TTFT of a 2K and an 8K prompt, single-stream decode, device
+# memory in use while serving (nvidia-smi), host RSS. Writes fulldepth.log.
+if has fulldepth; then
+  log="$out/fulldepth.log"
+  : > "$log"
+  fd=/tmp/tandem-v3-61
+  s=$(date +%s)
+  [ -d $fd ] || $tb convert synth --preset v3-slice --dense-layers 3 --moe-layers 58 \
+      --experts-n ${FULL_EXPERTS:-16} --experts q4_K --seed 5 --zero-but-routing --out $fd \
+      > /dev/null 2>&1 || echo "synth 61-layer failed" | tee -a "$log"
+  echo "synth 61 layers: $(( $(date +%s) - s )) s, $(du -sh $fd | cut -f1)" | tee -a "$log"
+  s=$(date +%s)
+  if start_srv $fd --model.template=deepseek-v3 --gpu.placement hybrid --gpu.prefill_experts=on \
+      --engine.max_batch_tokens=8192; then
+    echo "load to ready: $(( $(date +%s) - s )) s" | tee -a "$log"
+    for n in 2048 8192; do
+      echo "==== 61 layers: TTFT of a $n-token prompt" | tee -a "$log"
+      sb --input-len $n --output-len 1 --num-prompts 2 --max-concurrency 1 --vocab 120000 \
+         --warmup 0 --seed $n --result-file "$out/fulldepth-ttft-$n.json" 2>&1 | tail -4 | tee -a "$log"
+    done
+    echo "==== 61 layers: single-stream decode" | tee -a "$log"
+    sb --input-len 64 --output-len 64 --num-prompts 2 --max-concurrency 1 --vocab 120000 \
+       --warmup 0 --seed 1 --result-file "$out/fulldepth-decode.json" 2>&1 | tail -4 | tee -a "$log"
+    echo "device memory in use: $(nvidia-smi --query-gpu=memory.used --format=csv,noheader)" | tee -a "$log"
+    echo "host RSS: $(ps -o rss= -p $srv) KiB" | tee -a "$log"
+    grep -E 'plan|stream|load' /tmp/serve-$port.log | head -8 >> "$log"
+    stop_srv
+  fi
 fi
 
 if [ -f "$out/tests.log" ]; then

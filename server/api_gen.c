@@ -1,4 +1,5 @@
-/* api_gen.c - POST /v1/chat/completions and /v1/completions: request -> engine -> response.
+/* api_gen.c - POST /v1/chat/completions, /v1/completions and /v1/responses: request -> engine ->
+ * response.
  *
  * What: the two handlers, as a sequence of steps (generate): create the gen from the body and
  * build its engine requests (gen_request.c), submit them all, list the gen in the registry
@@ -153,17 +154,33 @@ static enum MHD_Result start_stream(struct http_conn *hc, struct gen *g)
     return ret;
 }
 
-static enum MHD_Result generate(struct http_conn *hc, int chat)
+static enum MHD_Result generate(struct http_conn *hc, enum gen_api api)
 {
     char err[ERR_LEN] = "";
     const char *param = NULL;
     struct gen *g = NULL;
+
+    /* 1. validate everything before the engine sees anything */
+    int rc = gen_create(hc, api, &g, &param, err);
+    if (rc) {
+        if (g && g->resp) param = resp_param_name(param);
+        enum MHD_Result r = http_reply_error(hc, rc, err, param);
+        gen_free(g);
+        return r;
+    }
+    return gen_start(hc, g);
+}
+
+enum MHD_Result gen_start(struct http_conn *hc, struct gen *g)
+{
+    char err[ERR_LEN] = "";
+    const char *param = NULL;
     struct eng_request **reqs = NULL;
 
-    /* 1. validate and tokenize everything before the engine sees anything */
-    int rc = gen_create(hc, chat, &g, &param, err);
-    if (rc == 0) rc = gen_build_requests(g, &reqs, &param, err);
+    /* 1b. tokenize, build the engine requests */
+    int rc = gen_build_requests(g, &reqs, &param, err);
     if (rc) {
+        if (g && g->resp) param = resp_param_name(param);
         enum MHD_Result r = http_reply_error(hc, rc, err, param);
         gen_free(g);
         return r;
@@ -183,5 +200,6 @@ static enum MHD_Result generate(struct http_conn *hc, int chat)
     return nonstream_step(hc);
 }
 
-enum MHD_Result api_chat_completions(struct http_conn *hc) { return generate(hc, 1); }
-enum MHD_Result api_completions(struct http_conn *hc) { return generate(hc, 0); }
+enum MHD_Result api_chat_completions(struct http_conn *hc) { return generate(hc, GEN_CHAT); }
+enum MHD_Result api_completions(struct http_conn *hc) { return generate(hc, GEN_COMPLETIONS); }
+enum MHD_Result api_responses(struct http_conn *hc) { return generate(hc, GEN_RESPONSES); }

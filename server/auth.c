@@ -149,7 +149,14 @@ int auth_check(struct auth *a, const char *authorization)
     const char *p = authorization;
     while (*p == ' ') p++;
     if (strncasecmp(p, "Bearer ", 7) != 0) return 0;
-    p += 7;
+    return auth_check_key(a, p + 7);
+}
+
+int auth_check_key(struct auth *a, const char *key)
+{
+    if (!auth_enabled(a)) return 1;
+    if (!key) return 0;
+    const char *p = key;
     while (*p == ' ') p++;
     size_t len = strlen(p);
     while (len && p[len - 1] == ' ') len--;

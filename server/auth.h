@@ -25,5 +25,7 @@ int auth_key_count(struct auth *a);
 /* 1 when the Authorization header value ("Bearer KEY", may be NULL) carries a valid key, or
  * authentication is disabled; else 0. The time taken does not depend on where the key differs. */
 int auth_check(struct auth *a, const char *authorization);
+/* The same for a bare key (the x-api-key header; may be NULL): 1 when valid or disabled. */
+int auth_check_key(struct auth *a, const char *key);
 
 #endif

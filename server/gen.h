@@ -1,5 +1,5 @@
-/* gen.h - one generation request (/v1/chat/completions, /v1/completions), shared by the files
- * that handle it; nothing outside them uses it.
+/* gen.h - one generation request (/v1/chat/completions, /v1/completions, /v1/responses), shared
+ * by the files that handle it; nothing outside them uses it.
  *
  * What: one struct gen per HTTP request, with one struct choice per engine request (n choices
  * per prompt; several prompts for legacy completions). The files, in the order a request meets
@@ -13,7 +13,9 @@
  *   gen_text.c      queued events -> text per choice: detokenization with stop strings, the
  *                   chat pipe (R1 reasoning split, tool calls);
  *   gen_output.c    the JSON the client sees: SSE chunks, the final JSON body, logprobs, usage;
+ *   gen_anthropic.c the same in Anthropic's Messages shape (/v1/messages, api_messages.c);
  *   gen_registry.c  the live requests, for the main loop (drain, disconnect probing).
+ * /v1/responses takes the chat path with its own request translation and output (resp.h).
  *
  * Threads and handoff:
  *   - engine thread: gen_on_event() appends a copy of the event to g->q under g->mu, updates the
@@ -44,11 +46,15 @@
 #include "engine/text/toolparse.h"
 #include "http.h"
 #include "reqparse.h"
+#include "resp.h"
 
 #include <pthread.h>
 #include <stdint.h>
 
 #define GEN_MAX_CHOICES (API_MAX_N * API_MAX_PROMPTS)
+
+/* which API a request came through */
+enum gen_api { GEN_COMPLETIONS = 0, GEN_CHAT = 1, GEN_RESPONSES = 2 };
 
 /* One engine event, queued for the HTTP side. */
 struct gev {
@@ -122,18 +128,32 @@ struct gen {
     int stream_done;
     int err_code;
     char err_msg[ERR_LEN];
+    /* /v1/messages: the answer has Anthropic's shape (gen_anthropic.c) */
+    int anthropic;
+    int anth_blocks; /* streaming: content blocks started so far */
+    int anth_open;   /* streaming: the open block, 0 none, else 'k' thinking, 't' text, 'u' tool */
+    struct resp *resp; /* /v1/responses: its request and output state (resp.h), else NULL */
 };
 
 /* gen_request.c */
+/* The body as JSON: UTF-8 and JSON checked (ERR_UTF8, ERR_JSON with err). */
+int gen_parse_body(struct http_conn *hc, json_t **root, char *err);
+/* gen_create for a parsed body (root: taken, also on error). */
+int gen_create_root(struct http_conn *hc, json_t *root, enum gen_api api, struct gen **out,
+                    const char **param, char *err);
 /* Check the body (UTF-8, JSON, parameters) and create the gen. On error *out may hold a gen to
  * free, and rc, err and *param are what the error reply says. */
-int gen_create(struct http_conn *hc, int chat, struct gen **out, const char **param, char *err);
+int gen_create(struct http_conn *hc, enum gen_api api, struct gen **out, const char **param,
+               char *err);
 /* Tokenize every prompt and build one engine request per choice (in *out, n_choices of them,
  * before anything is submitted). On error nothing is left to free but the gen, and rc, err and
  * *param are what the error reply says. */
 int gen_build_requests(struct gen *g, struct eng_request ***out, const char **param, char *err);
 void gen_request_free(struct eng_request *r); /* an engine request (its arrays, if still held) */
 void gen_free(struct gen *g);                 /* accepts NULL */
+
+/* api_gen.c: build, submit and answer a created gen (the gen is no longer the caller's). */
+enum MHD_Result gen_start(struct http_conn *hc, struct gen *g);
 
 /* gen_events.c */
 void gen_on_event(void *ud, const struct eng_event *ev); /* engine thread; ud = the choice */
@@ -151,11 +171,23 @@ void gen_queue_fini(struct gen_queue *q);
 int gen_text_update(struct gen *g, uint64_t *cancel);
 
 /* gen_output.c */
+void gen_oom(struct gen *g); /* the gen ends with ERR_NOMEM */
+/* Append one SSE event, "event: NAME\n" (when name is not NULL) and "data: JSON\n\n" (takes obj;
+ * NULL or a failed write ends the gen with ERR_NOMEM). */
+void gen_sse_event(struct gen *g, const char *name, json_t *obj);
+/* The deltas c's chat pipe has ready (toolparse_pipe_deltas), or NULL (ERR_NOMEM set). */
+json_t *gen_pipe_deltas(struct gen *g, struct choice *c);
 void gen_logprobs_add(struct gen *g, struct choice *c, const struct eng_event *ev);
 void gen_sse_start(struct gen *g);   /* the first chunk of each choice */
 void gen_sse_pending(struct gen *g); /* chunks for whatever each choice has ready */
 void gen_sse_end(struct gen *g);     /* the error or usage chunk, then [DONE] */
 enum MHD_Result gen_reply_full(struct http_conn *hc, struct gen *g); /* non-streaming */
+
+/* gen_anthropic.c: gen_output.c's four for a gen with `anthropic` set */
+void gen_anth_sse_start(struct gen *g);
+void gen_anth_sse_pending(struct gen *g);
+void gen_anth_sse_end(struct gen *g);
+enum MHD_Result gen_anth_reply_full(struct http_conn *hc, struct gen *g);
 
 /* gen_registry.c (and api_gen_count / api_gen_cancel_all / api_gen_probe of http.h) */
 void gen_registry_add(struct srv *s, struct gen *g);

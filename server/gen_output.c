@@ -92,18 +92,34 @@ void gen_logprobs_add(struct gen *g, struct choice *c, const struct eng_event *e
     }
 }
 
-static void sse_event(struct gen *g, json_t *obj)
+void gen_oom(struct gen *g)
+{
+    g->err_code = ERR_NOMEM;
+    snprintf(g->err_msg, sizeof g->err_msg, "out of memory");
+}
+
+void gen_sse_event(struct gen *g, const char *name, json_t *obj)
 {
     char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
     json_decref(obj);
-    if (!s) {
-        g->err_code = ERR_NOMEM;
-        return;
-    }
-    if (sbuf_append(&g->sse, "data: ", 6) || sbuf_append(&g->sse, s, strlen(s)) ||
+    if (!s ||
+        (name && (sbuf_append(&g->sse, "event: ", 7) || sbuf_append(&g->sse, name, strlen(name)) ||
+                  sbuf_append(&g->sse, "\n", 1))) ||
+        sbuf_append(&g->sse, "data: ", 6) || sbuf_append(&g->sse, s, strlen(s)) ||
         sbuf_append(&g->sse, "\n\n", 2))
-        g->err_code = ERR_NOMEM;
+        gen_oom(g);
     free(s);
+}
+
+json_t *gen_pipe_deltas(struct gen *g, struct choice *c)
+{
+    json_t *deltas = json_array();
+    if (!deltas || toolparse_pipe_deltas(&c->pipe, deltas) != 0) {
+        json_decref(deltas);
+        gen_oom(g);
+        return NULL;
+    }
+    return deltas;
 }
 
 static json_t *usage_json(struct gen *g)
@@ -155,7 +171,7 @@ static void sse_choice_chunk(struct gen *g, struct choice *c, int with_finish)
     if (c->text.s) c->text.s[0] = 0;
     if (with_finish) c->finish_sent = 1;
     json_array_append_new(json_object_get(o, "choices"), ch);
-    sse_event(g, o);
+    gen_sse_event(g, NULL, o);
 }
 
 /* Chat with a pipe: one chunk per delta the pipe has ready (reasoning/content, then two per new
@@ -163,13 +179,8 @@ static void sse_choice_chunk(struct gen *g, struct choice *c, int with_finish)
  * with the finish reason. */
 static void sse_chat_chunks(struct gen *g, struct choice *c, int with_finish)
 {
-    json_t *deltas = json_array();
-    if (!deltas || toolparse_pipe_deltas(&c->pipe, deltas) != 0) {
-        json_decref(deltas);
-        g->err_code = ERR_NOMEM;
-        snprintf(g->err_msg, sizeof g->err_msg, "out of memory");
-        return;
-    }
+    json_t *deltas = gen_pipe_deltas(g, c);
+    if (!deltas) return;
     if (json_array_size(deltas) == 0 && c->lp) json_array_append_new(deltas, json_object());
     size_t i;
     json_t *d;
@@ -185,7 +196,7 @@ static void sse_chat_chunks(struct gen *g, struct choice *c, int with_finish)
                                lp, "finish_reason");
         if (o && ch) json_array_append_new(json_object_get(o, "choices"), ch);
         else json_decref(ch);
-        sse_event(g, o);
+        gen_sse_event(g, NULL, o);
     }
     json_decref(deltas);
     if (!with_finish) return;
@@ -194,12 +205,17 @@ static void sse_chat_chunks(struct gen *g, struct choice *c, int with_finish)
                            "finish_reason", toolparse_pipe_finish_reason(&c->pipe, c->finish));
     if (o && ch) json_array_append_new(json_object_get(o, "choices"), ch);
     else json_decref(ch);
-    sse_event(g, o);
+    gen_sse_event(g, NULL, o);
     c->finish_sent = 1;
 }
 
 void gen_sse_start(struct gen *g)
 {
+    if (g->anthropic) return gen_anth_sse_start(g);
+    if (g->resp) {
+        resp_sse_start(g);
+        return;
+    }
     for (int i = 0; i < g->n_choices; i++) {
         struct choice *c = &g->ch[i];
         json_t *o = chunk_base(g);
@@ -218,12 +234,17 @@ void gen_sse_start(struct gen *g)
             }
         }
         json_array_append_new(json_object_get(o, "choices"), ch);
-        sse_event(g, o);
+        gen_sse_event(g, NULL, o);
     }
 }
 
 void gen_sse_pending(struct gen *g)
 {
+    if (g->anthropic) return gen_anth_sse_pending(g);
+    if (g->resp) {
+        resp_sse_pending(g);
+        return;
+    }
     for (int i = 0; i < g->n_choices; i++) {
         struct choice *c = &g->ch[i];
         if (c->finish_sent) continue;
@@ -238,13 +259,18 @@ void gen_sse_pending(struct gen *g)
 
 void gen_sse_end(struct gen *g)
 {
+    if (g->anthropic) return gen_anth_sse_end(g);
+    if (g->resp) {
+        resp_sse_end(g);
+        return;
+    }
     if (g->err_code) {
         metrics_error(g->srv->metrics, g->err_code);
-        sse_event(g, http_error_body(g->err_code, g->err_msg, NULL));
+        gen_sse_event(g, NULL, http_error_body(g->err_code, g->err_msg, NULL));
     } else if (g->p.include_usage) {
         json_t *o = chunk_base(g);
         json_object_set_new(o, "usage", usage_json(g));
-        sse_event(g, o);
+        gen_sse_event(g, NULL, o);
     }
     sbuf_append(&g->sse, "data: [DONE]\n\n", 14);
     g->stream_done = 1;
@@ -252,6 +278,8 @@ void gen_sse_end(struct gen *g)
 
 enum MHD_Result gen_reply_full(struct http_conn *hc, struct gen *g)
 {
+    if (g->anthropic) return gen_anth_reply_full(hc, g);
+    if (g->resp) return resp_reply_full(hc, g);
     if (g->err_code) return http_reply_error(hc, g->err_code, g->err_msg, NULL);
     json_t *choices = json_array();
     for (int i = 0; i < g->n_choices; i++) {

@@ -43,19 +43,37 @@ static int nomem(const char **param, char *err)
     return ERR_NOMEM;
 }
 
-int gen_create(struct http_conn *hc, int chat, struct gen **out, const char **param, char *err)
+int gen_parse_body(struct http_conn *hc, json_t **root, char *err)
 {
-    struct srv *s = hc->srv;
     size_t bad_at = 0;
-    *out = NULL;
-    *param = NULL;
+    *root = NULL;
     if (utf8_check(hc->body, hc->body_len, &bad_at) != 0)
         return err_set(err, ERR_UTF8, "the request body is not valid UTF-8 (byte %zu)", bad_at);
     json_error_t je;
-    json_t *root = json_loadb(hc->body, hc->body_len, 0, &je);
-    if (!root)
+    *root = json_loadb(hc->body, hc->body_len, 0, &je);
+    if (!*root)
         return err_set(err, ERR_JSON, "malformed JSON at line %d column %d: %s", je.line, je.column,
                        je.text);
+    return 0;
+}
+
+int gen_create(struct http_conn *hc, enum gen_api api, struct gen **out, const char **param,
+               char *err)
+{
+    json_t *root = NULL;
+    *out = NULL;
+    *param = NULL;
+    int rc = gen_parse_body(hc, &root, err);
+    return rc ? rc : gen_create_root(hc, root, api, out, param, err);
+}
+
+int gen_create_root(struct http_conn *hc, json_t *root, enum gen_api api, struct gen **out,
+                    const char **param, char *err)
+{
+    int chat = api != GEN_COMPLETIONS;
+    struct srv *s = hc->srv;
+    *out = NULL;
+    *param = NULL;
     struct gen *g = calloc(1, sizeof *g);
     if (!g) {
         json_decref(root);
@@ -66,7 +84,13 @@ int gen_create(struct http_conn *hc, int chat, struct gen **out, const char **pa
     g->srv = s;
     g->root = root;
     snprintf(g->request_id, sizeof g->request_id, "%s", hc->request_id);
-    int rc = api_params_parse(root, chat, &g->p, param, err);
+    const json_t *body = root;
+    if (api == GEN_RESPONSES) { /* validated as the chat body it translates to */
+        int rc = resp_create(root, &g->resp, param, err);
+        if (rc) return rc;
+        body = g->resp->chat;
+    }
+    int rc = api_params_parse(body, chat, &g->p, param, err);
     if (rc) return rc;
     if (g->p.model && !served_has(s->cfg->model_served_names, s->model_name, g->p.model)) {
         *param = "model";
@@ -84,8 +108,12 @@ int gen_create(struct http_conn *hc, int chat, struct gen **out, const char **pa
     }
 
     uint64_t idn = atomic_fetch_add(&s->next_id, 1);
-    snprintf(g->id, sizeof g->id, "%s-%s%016llx", chat ? "chatcmpl" : "cmpl", s->fingerprint + 3,
-             (unsigned long long)idn);
+    if (api == GEN_RESPONSES)
+        snprintf(g->id, sizeof g->id, "resp_%s%016llx", s->fingerprint + 3,
+                 (unsigned long long)idn);
+    else
+        snprintf(g->id, sizeof g->id, "%s-%s%016llx", chat ? "chatcmpl" : "cmpl",
+                 s->fingerprint + 3, (unsigned long long)idn);
     g->created = (long long)time(NULL);
     g->stream = g->p.stream;
     g->n_prompts = count_prompts(&g->p);
@@ -465,6 +493,7 @@ void gen_free(struct gen *g)
     gen_queue_fini(&g->q);
     sbuf_fini(&g->sse);
     api_params_fini(&g->p);
+    resp_free(g->resp); /* after the params, which borrow its chat body */
     json_decref(g->root);
     pthread_mutex_destroy(&g->mu);
     free(g);

@@ -24,6 +24,7 @@
 
 #include "common/err.h"
 #include "common/log.h"
+#include "anthropic.h"
 #include "auth.h"
 #include "cors.h"
 #include "metrics.h"
@@ -47,9 +48,12 @@
 static const struct http_route routes[] = {
     {"/v1/chat/completions", "POST", api_chat_completions, 1, 1},
     {"/v1/completions", "POST", api_completions, 1, 1},
+    {"/v1/responses", "POST", api_responses, 1, 1},
     {"/v1/models", "GET", api_models, 1, 1},
     {"/tokenize", "POST", api_tokenize, 1, 1},
     {"/detokenize", "POST", api_detokenize, 1, 1},
+    {"/v1/messages", "POST", api_messages, 1, 1},
+    {"/v1/messages/count_tokens", "POST", api_messages_count_tokens, 1, 1},
     {"/health", "GET", api_health, 0, 0},
     {"/metrics", "GET", api_metrics, 0, 0},
 };
@@ -179,12 +183,19 @@ json_t *http_error_body(int code, const char *err, const char *param)
                      err_openai_code(code));
 }
 
+/* Anthropic's routes answer errors in its shape (anthropic.h) */
+static int anthropic_route(const struct http_route *r)
+{
+    return r && (r->fn == api_messages || r->fn == api_messages_count_tokens);
+}
+
 enum MHD_Result http_reply_error(struct http_conn *hc, int code, const char *err, const char *param)
 {
     if (code >= 0) code = ERR_INTERNAL;
     const char *msg = err && *err ? err : err_message(code);
     unsigned status = (unsigned)err_http_status(code);
-    json_t *e = http_error_body(code, msg, param);
+    json_t *e = anthropic_route(hc->route) ? anthropic_error_body(code, msg)
+                                           : http_error_body(code, msg, param);
     metrics_error(hc->srv->metrics, code);
     if (status >= 500 && code != ERR_UNAVAILABLE)
         LOG_WARN("http", "%s %s -> %u: %s", hc->request_id, hc->route ? hc->route->path : "?",
@@ -293,7 +304,8 @@ static enum MHD_Result route_first_call(struct http_conn *hc, const char *url, c
             if (!r) return MHD_NO;
             MHD_add_response_header(r, "Access-Control-Allow-Methods", path_match->method);
             MHD_add_response_header(r, "Access-Control-Allow-Headers",
-                                    "Authorization, Content-Type, X-Request-Id");
+                                    "Authorization, Content-Type, X-Request-Id, X-Api-Key, "
+                                    "Anthropic-Version");
             MHD_add_response_header(r, "Access-Control-Max-Age", "600");
             return queue(hc, 204, r);
         }
@@ -302,10 +314,11 @@ static enum MHD_Result route_first_call(struct http_conn *hc, const char *url, c
                  path_match->method);
         return http_reply_error(hc, ERR_METHOD, msg, NULL);
     }
-    if (hc->route->auth && !auth_check(s->auth, http_header(hc, "Authorization")))
+    if (hc->route->auth && !auth_check(s->auth, http_header(hc, "Authorization")) &&
+        !auth_check_key(s->auth, http_header(hc, "X-Api-Key")))
         return http_reply_error(hc, ERR_AUTH,
                                 "invalid or missing API key (send "
-                                "'Authorization: Bearer KEY')",
+                                "'Authorization: Bearer KEY' or 'x-api-key: KEY')",
                                 NULL);
     if (hc->route->needs_ready) {
         if (atomic_load(&s->draining))

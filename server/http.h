@@ -110,7 +110,8 @@ enum MHD_Result http_reply_buf(struct http_conn *hc, unsigned status, const char
 enum MHD_Result http_reply_take(struct http_conn *hc, unsigned status, const char *content_type,
                                 char *buf, size_t len);
 /* The one place an ERR_* becomes an HTTP error: {"error":{"message","type","param","code"}}
- * with the status of err.h's table; message = err (or the table's text when err is NULL/empty);
+ * (Anthropic's {"type":"error","error":{"type","message"}} on its routes) with the status of
+ * err.h's table; message = err (or the table's text when err is NULL/empty);
  * param may be NULL. Adds Retry-After on 429, Allow on 405, WWW-Authenticate on 401; counts the
  * error in /metrics. */
 enum MHD_Result http_reply_error(struct http_conn *hc, int code, const char *err,
@@ -125,11 +126,14 @@ const char *http_header(struct http_conn *hc, const char *name);
 /* The route table entries implemented in api_*.c */
 enum MHD_Result api_chat_completions(struct http_conn *hc);
 enum MHD_Result api_completions(struct http_conn *hc);
+enum MHD_Result api_responses(struct http_conn *hc); /* resp.h */
 enum MHD_Result api_models(struct http_conn *hc);
 enum MHD_Result api_health(struct http_conn *hc);
 enum MHD_Result api_metrics(struct http_conn *hc);
 enum MHD_Result api_tokenize(struct http_conn *hc);
 enum MHD_Result api_detokenize(struct http_conn *hc);
+enum MHD_Result api_messages(struct http_conn *hc);
+enum MHD_Result api_messages_count_tokens(struct http_conn *hc);
 
 /* gen_request.c: render chat messages (validated by api_params_parse) with the model's
  * template; `tools` (may be NULL) adds the tool list to the system text

@@ -2,21 +2,26 @@
  * and `loop`, and the globals (range, namespace, raise_exception, strftime_now, dict).
  *
  * Each follows Python Jinja2 (and Python's str/dict/list) for the arguments chat templates use;
- * an unknown filter, test or method is a clear error naming it. Case mapping (upper, lower,
- * title, capitalize, the case-insensitive sort and unique) is ASCII-only; whitespace for strip
- * and split is Python's (str.isspace).
+ * an unknown filter, test or method is a clear error naming it. upper and lower map every
+ * Unicode letter one to one (the C library's C.UTF-8 tables; a letter whose mapping is longer,
+ * such as German sharp s, stays); title, capitalize, the `lower`/`upper` tests and the
+ * case-insensitive sort and unique are ASCII-only; whitespace for strip and split is Python's
+ * (str.isspace).
  * Threads: pure, on the render's arena.
  */
 #include "jinja_internal.h"
 
 #include "common/err.h"
+#include "common/utf8.h"
 
 #include <ctype.h>
+#include <locale.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <wctype.h>
 
 enum { FN_RANGE = 1, FN_NAMESPACE, FN_RAISE, FN_STRFTIME, FN_DICT };
 
@@ -99,19 +104,54 @@ static struct jvalue strip(struct jvalue s, struct jvalue chars, int left, int r
     return jv_str(b, (size_t)(e - b));
 }
 
-/* ASCII case mapping: mode 'u' upper, 'l' lower, 't' title, 'c' capitalize */
+/* upper ('u') or lower ('l') of one code point; Unicode when loc is not 0, else ASCII only */
+static uint32_t case_map(uint32_t cp, char mode, locale_t loc)
+{
+    if (cp < 0x80 || !loc) {
+        if (cp >= 0x80) return cp;
+        return (uint32_t)(mode == 'u' ? toupper((int)cp) : tolower((int)cp));
+    }
+    wint_t m = mode == 'u' ? towupper_l((wint_t)cp, loc) : towlower_l((wint_t)cp, loc);
+    return m > 0x10FFFF || (m >= 0xD800 && m <= 0xDFFF) ? cp : (uint32_t)m;
+}
+
+/* Case mapping: mode 'u' upper, 'l' lower (Unicode), 't' title, 'c' capitalize (ASCII) */
 static int recase(struct jrender *r, struct jvalue s, char mode, struct jvalue *out)
 {
-    char *o = ja_alloc(&r->arena, s.u.s.n + 1);
+    /* a mapped letter takes at most 3 bytes where it had 2 */
+    char *o = ja_alloc(&r->arena, s.u.s.n * 2 + 1);
     if (!o) return jr_nomem(r);
-    int prev_alpha = 0;
-    for (size_t i = 0; i < s.u.s.n; i++) {
-        unsigned char c = (unsigned char)s.u.s.p[i];
-        int up = mode == 'u' || (mode == 't' && !prev_alpha) || (mode == 'c' && i == 0);
-        o[i] = (char)(c < 0x80 ? (up ? toupper(c) : (mode == 'u' ? c : tolower(c))) : c);
-        prev_alpha = isalpha(c) || c >= 0x80;
+    locale_t loc = 0;
+    if (mode == 'u' || mode == 'l') {
+        for (size_t i = 0; i < s.u.s.n && !loc; i++)
+            if ((unsigned char)s.u.s.p[i] >= 0x80) loc = newlocale(LC_CTYPE_MASK, "C.UTF-8", 0);
     }
-    *out = jv_str(o, s.u.s.n);
+    size_t n = 0;
+    int prev_alpha = 0;
+    for (size_t i = 0; i < s.u.s.n;) {
+        uint32_t cp;
+        size_t k = utf8_decode(s.u.s.p + i, s.u.s.n - i, &cp);
+        if (k == 0) { /* not UTF-8: the byte passes through */
+            o[n++] = s.u.s.p[i++];
+            prev_alpha = 1;
+            continue;
+        }
+        if (cp < 0x80) {
+            int up = mode == 'u' || (mode == 't' && !prev_alpha) || (mode == 'c' && i == 0);
+            o[n++] = (char)(up ? toupper((int)cp) : (mode == 'u' ? (int)cp : tolower((int)cp)));
+            prev_alpha = isalpha((int)cp);
+        } else if (mode == 'u' || mode == 'l') {
+            n += (size_t)utf8_encode(case_map(cp, mode, loc), o + n);
+            prev_alpha = 1;
+        } else {
+            memcpy(o + n, s.u.s.p + i, k);
+            n += k;
+            prev_alpha = 1;
+        }
+        i += k;
+    }
+    if (loc) freelocale(loc);
+    *out = jv_str(o, n);
     return 0;
 }
 

@@ -3,7 +3,8 @@
 //   - json_schema through chat.completions.parse with a zod schema: compact JSON with bounded
 //     strings fits in max_tokens, so it always finishes and the parsed object validates;
 //   - json_object output has no whitespace between JSON tokens (structured.whitespace=compact);
-//   - tool_choice "required" / named: a tool call with JSON arguments, or, cut by max_tokens,
+//   - tool_choice "required" / named with bounded argument schemas: a tool call with JSON
+//     arguments that validate; a forced call cut by max_tokens:
 //     finish_reason "length" with no model markers anywhere, streamed or not;
 //   - logit_bias pushing every special token up: no marker text in content (chat) or text
 //     (completions);
@@ -70,7 +71,17 @@ const weatherTool = {
     },
   },
 };
-const timeTool = { type: 'function', function: { name: 'get_time', parameters: { type: 'object' } } };
+// bounded arguments: a forced call always fits max_tokens (an open `{type: 'object'}` may not)
+const timeTool = {
+  type: 'function',
+  function: {
+    name: 'get_time',
+    parameters: {
+      type: 'object', properties: { tz: { type: 'string', maxLength: 8 } },
+      additionalProperties: false,
+    },
+  },
+};
 
 describe('agent-ready API on the embedded model', () => {
   let d, client, name;
@@ -143,6 +154,7 @@ describe('agent-ready API on the embedded model', () => {
       const args = JSON.parse(call.arguments);
       assert.equal(typeof args, 'object');
       if (call.name === 'get_weather') assert.ok(args.city.length <= 12);
+      else assert.ok(Object.keys(args).every((k) => k === 'tz') && (args.tz ?? '').length <= 8);
       assert.equal(wsOutsideStrings(call.arguments), 0, call.arguments);
       noMarkers(c.message.content, 'content');
     }

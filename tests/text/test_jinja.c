@@ -78,6 +78,9 @@ static void python_semantics(void)
        "1 and n a, b");
     ok("{{ 'hello world'.title() }} {{ 'hELLO'.capitalize() }} {{ 'x'|upper }}", NULL,
        "Hello World Hello X");
+    /* Unicode letters map one to one; sharp s has no one-letter capital and stays */
+    ok("{{ 'ÄÖÜ Ǆ Σ'|lower }} {{ 'straße ǳ ǆ ɐ'.upper() }} {{ '\u0130'|lower }}", NULL,
+       "äöü ǆ σ STRAßE Ǳ Ǆ Ɐ i");
     ok("{{ x|default('d') }} {{ ''|default('d', true) }} {{ none|default('d') }}", NULL,
        "d d None");
     ok("{{ [3,1,2]|sort }} {{ ['b','A','a']|sort }} {{ ['b','A','a']|unique|list }}", NULL,

@@ -1,6 +1,7 @@
 /* cors.c - matching a request's Origin against server.cors_origins (cors.h). */
 #include "cors.h"
 
+#include <ctype.h>
 #include <string.h>
 #include <strings.h>
 
@@ -10,19 +11,28 @@ const char *cors_origin_list(const struct cfg *c)
     return c->server_cors ? "*" : "";
 }
 
-int cors_allowed(const char *list, const char *origin)
+const char *cors_allow_origin(const char *list, const char *origin)
 {
-    if (!list || !origin || !*origin) return 0;
+    if (!list || !origin || !*origin) return NULL;
     size_t olen = strlen(origin);
+    int wildcard = 0;
     for (const char *p = list; *p;) {
         size_t n = strcspn(p, ",");
         const char *a = p, *b = p + n;
         while (a < b && (*a == ' ' || *a == '\t')) a++;
         while (b > a && (b[-1] == ' ' || b[-1] == '\t')) b--;
-        if (b - a == 1 && *a == '*') return 1;
-        if ((size_t)(b - a) == olen && strncasecmp(a, origin, olen) == 0) return 1;
+        if (b - a == 1 && *a == '*') wildcard = 1;
+        if ((size_t)(b - a) == olen && strncasecmp(a, origin, olen) == 0) return origin;
         p += n;
         if (*p == ',') p++;
     }
-    return 0;
+    return wildcard ? "*" : NULL;
+}
+
+int cors_headers_echoable(const char *value)
+{
+    if (!value || strlen(value) > 512) return 0;
+    for (const unsigned char *p = (const unsigned char *)value; *p; p++)
+        if (!isalnum(*p) && !strchr("-_, ", *p)) return 0;
+    return 1;
 }

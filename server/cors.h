@@ -13,7 +13,12 @@
 /* The effective origin list of c ("" when browsers get no CORS headers). */
 const char *cors_origin_list(const struct cfg *c);
 
-/* 1 when `origin` (the request's Origin header, may be NULL) is in `list`, else 0. */
-int cors_allowed(const char *list, const char *origin);
+/* The Access-Control-Allow-Origin value for a request's Origin header (may be NULL): `origin`
+ * itself when it is in `list`, "*" when only the wildcard matches, NULL when not allowed. */
+const char *cors_allow_origin(const char *list, const char *origin);
+
+/* 1 when an Access-Control-Request-Headers value may be echoed back as it is: at most 512
+ * bytes of header-name characters, commas and spaces. */
+int cors_headers_echoable(const char *value);
 
 #endif

@@ -121,9 +121,9 @@ void http_add_std_headers(struct http_conn *hc, struct MHD_Response *r)
     const char *origins = cors_origin_list(hc->srv->cfg);
     if (!*origins) return;
     MHD_add_response_header(r, "Vary", "Origin");
-    const char *origin = http_header(hc, "Origin");
-    if (cors_allowed(origins, origin)) {
-        MHD_add_response_header(r, "Access-Control-Allow-Origin", origin);
+    const char *allow = cors_allow_origin(origins, http_header(hc, "Origin"));
+    if (allow) {
+        MHD_add_response_header(r, "Access-Control-Allow-Origin", allow);
         MHD_add_response_header(r, "Access-Control-Expose-Headers", "X-Request-Id");
     }
 }
@@ -298,14 +298,19 @@ static enum MHD_Result route_first_call(struct http_conn *hc, const char *url, c
             return http_reply_error(hc, ERR_NOT_FOUND, msg, NULL);
         }
         hc->route = path_match;
+        /* a CORS preflight, answered only for an allowed Origin (else the 405 below); the
+         * headers a client asks for are granted, since its origin is trusted */
         if (strcmp(method, "OPTIONS") == 0 &&
-            cors_allowed(cors_origin_list(s->cfg), http_header(hc, "Origin"))) {
+            cors_allow_origin(cors_origin_list(s->cfg), http_header(hc, "Origin"))) {
             struct MHD_Response *r = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
             if (!r) return MHD_NO;
+            const char *asked = http_header(hc, "Access-Control-Request-Headers");
             MHD_add_response_header(r, "Access-Control-Allow-Methods", path_match->method);
             MHD_add_response_header(r, "Access-Control-Allow-Headers",
-                                    "Authorization, Content-Type, X-Request-Id, X-Api-Key, "
-                                    "Anthropic-Version");
+                                    asked && cors_headers_echoable(asked)
+                                        ? asked
+                                        : "Authorization, Content-Type, X-Request-Id, X-Api-Key, "
+                                          "Anthropic-Version");
             MHD_add_response_header(r, "Access-Control-Max-Age", "600");
             return queue(hc, 204, r);
         }

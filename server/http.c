@@ -18,6 +18,12 @@
  * for more than server.request_timeout_s. A connection waiting for the engine or streaming an
  * answer is not receiving. The registry mutex is also taken by MHD's CLOSED notification, which
  * comes before MHD closes the fd, so the sweeper never touches a closed (or reused) fd.
+ * Idle connections: one that has sent no byte (TCP_INFO) within server.first_byte_timeout_s is
+ * shut down by the sweeper; near server.max_connections, and beyond server.max_connections_per_ip
+ * from one address, each new connection closes the oldest silent one (of that address), so that
+ * a flood of idle sockets cannot keep /health or a real client out.
+ * Framing: conflicting Content-Length headers, or Content-Length with Transfer-Encoding, are a
+ * 400 that closes the connection; a POST body must be declared JSON (415).
  * Invariants: hc is freed only in completed_cb, after hc->on_complete released handler state.
  */
 #include "http.h"
@@ -63,12 +69,14 @@ static const struct http_route routes[] = {
 struct http_sock {
     struct http_sock *prev, *next;
     int fd;
-    int receiving; /* waiting for (the rest of) a request */
-    int requested; /* the headers of a request have arrived on it */
-    int spoke;     /* it is known to have sent at least one byte */
-    int shut;      /* shut down by the sweeper or to make room */
-    double t0;     /* when receiving began */
-    double opened; /* when it was accepted */
+    int receiving;          /* waiting for (the rest of) a request */
+    int requested;          /* the headers of a request have arrived on it */
+    int spoke;              /* it is known to have sent at least one byte */
+    int shut;               /* shut down by the sweeper or to make room */
+    double t0;              /* when receiving began */
+    double opened;          /* when it was accepted */
+    int addr_len;           /* 4 (IPv4), 16 (IPv6) or 0 (not an IP socket: no per-address cap) */
+    unsigned char addr[16]; /* the client's address */
 };
 
 struct http_socks {
@@ -77,6 +85,7 @@ struct http_socks {
     struct http_sock *head, *tail; /* oldest first */
     int count;
     int make_room_at; /* above this many connections, a silent one is closed for each new one */
+    int per_addr;     /* server.max_connections_per_ip (0 = no cap) */
     int stop;
     double timeout;    /* server.request_timeout_s */
     double first_byte; /* server.first_byte_timeout_s */
@@ -481,20 +490,46 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(hc);
 }
 
-/* The connection table is nearly full: close the oldest connection that has sent nothing, so
+static int same_addr(const struct http_sock *a, const struct http_sock *b)
+{
+    return a->addr_len && a->addr_len == b->addr_len && memcmp(a->addr, b->addr, a->addr_len) == 0;
+}
+
+static void sock_set_addr(struct http_sock *k, const struct sockaddr *sa)
+{
+    if (sa && sa->sa_family == AF_INET) {
+        memcpy(k->addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+        k->addr_len = 4;
+    } else if (sa && sa->sa_family == AF_INET6) {
+        memcpy(k->addr, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+        k->addr_len = 16;
+    }
+}
+
+/* Close the oldest connection that has sent nothing (from fresh's address when same_peer), so
  * that a client with a real request (a health check) still finds a slot. Looks at a bounded
- * number of candidates. Called with ss->mu held; `fresh` is the one just accepted. */
-static void make_room(struct http_socks *ss, struct http_sock *fresh)
+ * number of candidates; returns 1 when one was closed. Called with ss->mu held; `fresh` is the
+ * one just accepted. */
+static int make_room(struct http_socks *ss, struct http_sock *fresh, int same_peer)
 {
     int looked = 0;
     for (struct http_sock *k = ss->head; k && k != fresh && looked < 64; k = k->next) {
-        if (k->shut || k->spoke || k->requested) continue;
+        if (k->shut || k->spoke || k->requested || (same_peer && !same_addr(k, fresh))) continue;
         looked++;
         if (!sock_silent(k)) continue;
         sock_shut(k);
         LOG_DEBUG("http", "closed a silent connection to make room (%d open)", ss->count);
-        return;
+        return 1;
     }
+    return 0;
+}
+
+/* Called with ss->mu held: the open connections from fresh's address, fresh included. */
+static int peer_count(struct http_socks *ss, struct http_sock *fresh)
+{
+    int n = 0;
+    for (struct http_sock *k = ss->head; k; k = k->next) n += !k->shut && same_addr(k, fresh);
+    return n;
 }
 
 /* MHD_OPTION_NOTIFY_CONNECTION: register each connection from accept to close. */
@@ -516,7 +551,16 @@ static void conn_notify_cb(void *cls, struct MHD_Connection *conn, void **socket
         if (ss->tail) ss->tail->next = k;
         else ss->head = k;
         ss->tail = k;
-        if (++ss->count > ss->make_room_at) make_room(ss, k);
+        ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        sock_set_addr(k, ci ? ci->client_addr : NULL);
+        /* over the per-address cap: that address's oldest silent connection makes way, else
+         * the new one is refused */
+        if (ss->per_addr && k->addr_len && peer_count(ss, k) > ss->per_addr &&
+            !make_room(ss, k, 1)) {
+            sock_shut(k);
+            LOG_DEBUG("http", "refused a connection over server.max_connections_per_ip");
+        }
+        if (++ss->count > ss->make_room_at) make_room(ss, k, 0);
         pthread_mutex_unlock(&ss->mu);
         *socket_context = k;
     } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && k) {
@@ -587,6 +631,7 @@ static int socks_start(struct srv *s, char *err)
     ss->first_byte = (double)s->cfg->server_first_byte_timeout_s;
     int max = (int)s->cfg->server_max_connections;
     ss->make_room_at = max - (max / 16 > 1 ? max / 16 : 1);
+    ss->per_addr = (int)s->cfg->server_max_connections_per_ip;
     s->socks = ss;
     if (pthread_create(&ss->th, NULL, sweeper_main, ss) != 0)
         return err_set(err, ERR_NOMEM, "cannot start the request-deadline thread");
@@ -669,7 +714,6 @@ int http_start(struct srv *s, char *err)
         {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)conn_notify_cb, s},
         {MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)c->server_threads, NULL},
         {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)c->server_max_connections, NULL},
-        {MHD_OPTION_PER_IP_CONNECTION_LIMIT, (intptr_t)c->server_max_connections_per_ip, NULL},
         {MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape_cb, NULL},
         {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)c->server_idle_timeout_s, NULL},
         {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_logger, NULL},

@@ -234,7 +234,7 @@ describe('/tokenize and /detokenize are bounded (server.tokenize_max_bytes = 1 M
     let rss = 0;
     await waitFor(() => (rss = rssKiB(d.proc.pid)) < rss0 + 65536,
       `RSS back near ${rss0} KiB`, 5000).catch(() => {});
-    console.error(`tokenize-figures: ${JSON.stringify({ rss0_kib: rss0, rss_kib: rss })}`);
+    console.error(`tokenize-figures: ${JSON.stringify({ tokens: one.json.count, rss0_kib: rss0, rss_kib: rss })}`);
     assert.ok(rss < rss0 + 65536, `RSS ${rss} KiB after 17 large /tokenize, ${rss0} KiB before`);
   });
 });

@@ -13,6 +13,10 @@
 /* The effective origin list of c ("" when browsers get no CORS headers). */
 const char *cors_origin_list(const struct cfg *c);
 
+/* Start-up check of server.cors_origins: each entry is "*" or scheme://host[:port] (no path, no
+ * empty entry). 0, or ERR_CONFIG with a message naming the entry. */
+int cors_check(const char *list, char *err);
+
 /* The Access-Control-Allow-Origin value for a request's Origin header (may be NULL): `origin`
  * itself when it is in `list`, "*" when only the wildcard matches, NULL when not allowed. */
 const char *cors_allow_origin(const char *list, const char *origin);

@@ -3,7 +3,9 @@
  *
  * Small synchronous handlers: each answers on its first call from the HTTP thread. /tokenize
  * and /detokenize follow vLLM's shapes ({"prompt"|"messages"} -> {"tokens","count",
- * "max_model_len"}; {"tokens"} -> {"prompt"}). /health is 200 only when the model is loaded,
+ * "max_model_len"}; {"tokens"} -> {"prompt"}); their bodies are bounded by
+ * server.tokenize_max_bytes (413), since every prompt byte costs many bytes of parse trees, token
+ * ids and reply. /health is 200 only when the model is loaded,
  * the engine has not failed and the server is not draining.
  */
 #include "common/err.h"

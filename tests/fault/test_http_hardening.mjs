@@ -233,8 +233,11 @@ describe('/tokenize and /detokenize are bounded (server.tokenize_max_bytes = 1 M
     // freed arenas are trimmed: RSS settles within 64 MiB of where it was before the first
     let rss = 0;
     await waitFor(() => (rss = rssKiB(d.proc.pid)) < rss0 + 65536,
-      `RSS back near ${rss0} KiB`, 5000).catch(() => {});
+      `RSS back near ${rss0} KiB`, process.env.TANDEM_SANITIZED ? 0 : 5000).catch(() => {});
     console.error(`tokenize-figures: ${JSON.stringify({ tokens: one.json.count, rss0_kib: rss0, rss_kib: rss })}`);
-    assert.ok(rss < rss0 + 65536, `RSS ${rss} KiB after 17 large /tokenize, ${rss0} KiB before`);
+    // under AddressSanitizer (TANDEM_SANITIZED) freed memory sits in the quarantine and
+    // malloc_trim has nothing to give back: reported, not checked
+    if (!process.env.TANDEM_SANITIZED)
+      assert.ok(rss < rss0 + 65536, `RSS ${rss} KiB after 17 large /tokenize, ${rss0} KiB before`);
   });
 });

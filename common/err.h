@@ -36,7 +36,8 @@
     XX(CUDA,            500, "server_error",          "internal_error",          "CUDA error")                      \
     XX(INTERNAL,        500, "server_error",          "internal_error",          "internal error")                  \
     XX(NOT_IMPLEMENTED, 501, "server_error",          "not_implemented",         "not implemented yet")             \
-    XX(UNAVAILABLE,     503, "unavailable_error",     "service_unavailable",     "service unavailable")
+    XX(UNAVAILABLE,     503, "unavailable_error",     "service_unavailable",     "service unavailable")             \
+    XX(MEDIA_TYPE,      415, "invalid_request_error", "unsupported_media_type",  "unsupported media type")
 
 /* table position of each code (ERR_IDX_OK = 0) */
 enum err_index {

@@ -3,8 +3,10 @@
  *
  * Small synchronous handlers: each answers on its first call from the HTTP thread. /tokenize
  * and /detokenize follow vLLM's shapes ({"prompt"|"messages"} -> {"tokens","count",
- * "max_model_len"}; {"tokens"} -> {"prompt"}). /health is 200 only when the model is loaded,
- * the engine has not failed and the server is not draining; its body is replica.h's detail.
+ * "max_model_len"}; {"tokens"} -> {"prompt"}); their bodies are bounded by
+ * server.tokenize_max_bytes (413), since every prompt byte costs many bytes of parse trees, token
+ * ids and reply. /health is 200 only when the model is loaded, the engine has not failed and the
+ * server is not draining; its body is replica.h's detail.
  */
 #include "chat_plain.h"
 #include "common/err.h"
@@ -15,6 +17,8 @@
 #include "reqparse.h"
 #include "served.h"
 
+#include <malloc.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -89,10 +93,46 @@ static json_t *body_json(struct http_conn *hc, enum MHD_Result *ret)
     return root;
 }
 
+/* /tokenize and /detokenize: a body over server.tokenize_max_bytes gets a 413 (1 = replied). */
+static int body_too_large(struct http_conn *hc, enum MHD_Result *ret)
+{
+    long long max = hc->srv->cfg->server_tokenize_max_bytes;
+    if (hc->body_len <= (size_t)max) return 0;
+    char err[ERR_LEN];
+    snprintf(err, sizeof err,
+             "a %s body of %zu bytes exceeds the limit of %lld (server.tokenize_max_bytes)",
+             hc->route->path, hc->body_len, max);
+    *ret = http_reply_error(hc, ERR_TOO_LARGE, err, NULL);
+    return 1;
+}
+
+/* {"tokens":[...],"count":N,"max_model_len":C} written straight into one buffer: a JSON array
+ * of integer objects costs tens of bytes per token, hundreds of MiB for a maximal body. */
+static int tokenize_reply(const struct tok_ids *ids, int context, struct sbuf *out)
+{
+    if (sbuf_reserve(out, ids->n * 7 + 64) != 0) return ERR_NOMEM;
+    char num[32];
+    int rc = sbuf_append(out, "{\"tokens\":[", 11);
+    for (size_t i = 0; rc == 0 && i < ids->n; i++) {
+        int len = snprintf(num, sizeof num, i ? ",%d" : "%d", (int)ids->v[i]);
+        rc = sbuf_append(out, num, (size_t)len);
+    }
+    if (rc == 0) {
+        int len = snprintf(num, sizeof num, "],\"count\":%zu,", ids->n);
+        rc = sbuf_append(out, num, (size_t)len);
+    }
+    if (rc == 0) {
+        int len = snprintf(num, sizeof num, "\"max_model_len\":%d}", context);
+        rc = sbuf_append(out, num, (size_t)len);
+    }
+    return rc;
+}
+
 enum MHD_Result api_tokenize(struct http_conn *hc)
 {
     struct srv *s = hc->srv;
     enum MHD_Result ret = MHD_NO;
+    if (body_too_large(hc, &ret)) return ret;
     json_t *root = body_json(hc, &ret);
     if (!root) return ret;
     char err[ERR_LEN] = "";
@@ -132,18 +172,22 @@ enum MHD_Result api_tokenize(struct http_conn *hc)
         rc = err_set(err, ERR_INVAL, "'prompt' (a string) or 'messages' is required");
         param = "prompt";
     }
+    json_decref(root); /* the prompt's copy goes before the reply is built */
+    size_t big = hc->body_len;
     if (rc) {
         ret = http_reply_error(hc, rc, err, rc == ERR_NOMEM ? NULL : param);
     } else {
-        json_t *arr = json_array();
-        for (size_t i = 0; arr && i < ids.n; i++)
-            json_array_append_new(arr, json_integer(ids.v[i]));
-        json_t *r = json_pack("{s:o, s:I, s:i}", "tokens", arr, "count", (json_int_t)ids.n,
-                              "max_model_len", s->info.context);
-        ret = r ? http_reply_json(hc, 200, r) : http_reply_error(hc, ERR_NOMEM, NULL, NULL);
+        struct sbuf out = {0};
+        rc = tokenize_reply(&ids, s->info.context, &out);
+        tok_ids_fini(&ids);
+        ret = rc == 0 ? http_reply_take(hc, 200, "application/json", out.s, out.n)
+                      : http_reply_error(hc, ERR_NOMEM, NULL, NULL);
+        if (rc != 0) sbuf_fini(&out);
+        big += out.n;
     }
     tok_ids_fini(&ids);
-    json_decref(root);
+    /* a large prompt leaves megabytes free in this thread's malloc arena: give them back */
+    if (big > ((size_t)1 << 20)) malloc_trim(0);
     return ret;
 }
 
@@ -151,6 +195,7 @@ enum MHD_Result api_detokenize(struct http_conn *hc)
 {
     struct srv *s = hc->srv;
     enum MHD_Result ret = MHD_NO;
+    if (body_too_large(hc, &ret)) return ret;
     json_t *root = body_json(hc, &ret);
     if (!root) return ret;
     char err[ERR_LEN] = "";

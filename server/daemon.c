@@ -23,6 +23,7 @@
 #include "engine/text/constrain.h"
 #include "engine/text/jinja.h"
 #include "auth.h"
+#include "cors.h"
 #include "daemon.h"
 #include "http.h"
 #include "metrics.h"
@@ -274,7 +275,8 @@ static int serve(struct daemon *d, const struct cfg *cfg)
     atomic_store(&s->next_id, seed & 0x0000ffffffffffffull);
     model_name(s, cfg);
     fingerprint(s, cfg->model_path);
-    if (served_check(cfg->model_served_names, err) != 0 || replica_init(s, err) != 0) {
+    if (served_check(cfg->model_served_names, err) != 0 || replica_init(s, err) != 0 ||
+        cors_check(cfg->server_cors_origins, err) != 0) {
         LOG_ERR("serve", "%s", err);
         return 1;
     }

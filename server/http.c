@@ -18,6 +18,12 @@
  * for more than server.request_timeout_s. A connection waiting for the engine or streaming an
  * answer is not receiving. The registry mutex is also taken by MHD's CLOSED notification, which
  * comes before MHD closes the fd, so the sweeper never touches a closed (or reused) fd.
+ * Idle connections: one that has sent no byte (TCP_INFO) within server.first_byte_timeout_s is
+ * shut down by the sweeper; near server.max_connections, and beyond server.max_connections_per_ip
+ * from one address, each new connection closes the oldest silent one (of that address), so that
+ * a flood of idle sockets cannot keep /health or a real client out.
+ * Framing: conflicting Content-Length headers, or Content-Length with Transfer-Encoding, are a
+ * 400 that closes the connection; a POST body must be declared JSON (415).
  * Invariants: hc is freed only in completed_cb, after hc->on_complete released handler state.
  */
 #include "http.h"
@@ -26,16 +32,20 @@
 #include "common/log.h"
 #include "anthropic.h"
 #include "auth.h"
+#include "cors.h"
 #include "metrics.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/tcp.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <pthread.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -55,21 +65,30 @@ static const struct http_route routes[] = {
 };
 #define N_ROUTES (sizeof routes / sizeof routes[0])
 
-/* One TCP connection, for the request deadline. Fields are guarded by http_socks.mu. */
+/* One TCP connection, for the deadlines. Fields are guarded by http_socks.mu. */
 struct http_sock {
     struct http_sock *prev, *next;
     int fd;
-    int receiving; /* waiting for (the rest of) a request */
-    int shut;      /* the sweeper shut it down */
-    double t0;     /* when receiving began */
+    int receiving;          /* waiting for (the rest of) a request */
+    int requested;          /* the headers of a request have arrived on it */
+    int spoke;              /* it is known to have sent at least one byte */
+    int shut;               /* shut down by the sweeper or to make room */
+    double t0;              /* when receiving began */
+    double opened;          /* when it was accepted */
+    int addr_len;           /* 4 (IPv4), 16 (IPv6) or 0 (not an IP socket: no per-address cap) */
+    unsigned char addr[16]; /* the client's address */
 };
 
 struct http_socks {
     pthread_mutex_t mu;
-    pthread_cond_t cv; /* CLOCK_MONOTONIC; signalled to stop the sweeper */
-    struct http_sock *head;
+    pthread_cond_t cv;             /* CLOCK_MONOTONIC; signalled to stop the sweeper */
+    struct http_sock *head, *tail; /* oldest first */
+    int count;
+    int make_room_at; /* above this many connections, a silent one is closed for each new one */
+    int per_addr;     /* server.max_connections_per_ip (0 = no cap) */
     int stop;
-    double timeout; /* server.request_timeout_s */
+    double timeout;    /* server.request_timeout_s */
+    double first_byte; /* server.first_byte_timeout_s */
     pthread_t th;
     int started;
 };
@@ -108,8 +127,13 @@ void http_add_std_headers(struct http_conn *hc, struct MHD_Response *r)
 {
     MHD_add_response_header(r, "X-Request-Id", hc->request_id);
     if (hc->srv->replica[0]) MHD_add_response_header(r, "X-Tandem-Replica", hc->srv->replica);
-    if (hc->srv->cfg->server_cors) {
-        MHD_add_response_header(r, "Access-Control-Allow-Origin", "*");
+    if (hc->close) MHD_add_response_header(r, "Connection", "close");
+    const char *origins = cors_origin_list(hc->srv->cfg);
+    if (!*origins) return;
+    MHD_add_response_header(r, "Vary", "Origin");
+    const char *allow = cors_allow_origin(origins, http_header(hc, "Origin"));
+    if (allow) {
+        MHD_add_response_header(r, "Access-Control-Allow-Origin", allow);
         MHD_add_response_header(r, "Access-Control-Expose-Headers", "X-Request-Id");
     }
 }
@@ -129,6 +153,18 @@ enum MHD_Result http_reply_buf(struct http_conn *hc, unsigned status, const char
     struct MHD_Response *r =
         MHD_create_response_from_buffer(len, (void *)buf, MHD_RESPMEM_MUST_COPY);
     if (!r) return MHD_NO;
+    if (content_type) MHD_add_response_header(r, "Content-Type", content_type);
+    return queue(hc, status, r);
+}
+
+enum MHD_Result http_reply_take(struct http_conn *hc, unsigned status, const char *content_type,
+                                char *buf, size_t len)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, buf, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(buf);
+        return MHD_NO;
+    }
     if (content_type) MHD_add_response_header(r, "Content-Type", content_type);
     return queue(hc, status, r);
 }
@@ -192,10 +228,70 @@ enum MHD_Result http_reply_error(struct http_conn *hc, int code, const char *err
     return queue(hc, status, r);
 }
 
+/* JSON request bodies: application/json or application/SUBTYPE+json, any parameters. A
+ * browser can send text/plain, a form type or none at all cross-origin without a preflight. */
+static int json_media_type(const char *ct)
+{
+    if (!ct) return 0;
+    while (*ct == ' ' || *ct == '\t') ct++;
+    size_t n = strcspn(ct, ";");
+    while (n && (ct[n - 1] == ' ' || ct[n - 1] == '\t')) n--;
+    if (n == 16 && strncasecmp(ct, "application/json", 16) == 0) return 1;
+    return n > 17 && strncasecmp(ct, "application/", 12) == 0 && !memchr(ct + 12, '/', n - 12) &&
+           strncasecmp(ct + n - 5, "+json", 5) == 0;
+}
+
+/* The framing headers: how many Content-Length lines, whether they agree, Transfer-Encoding. */
+struct framing {
+    int n_length;
+    int lengths_differ;
+    const char *length;
+    int transfer_encoding;
+};
+
+static enum MHD_Result framing_cb(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *value)
+{
+    (void)kind;
+    struct framing *f = cls;
+    if (strcasecmp(key, "Transfer-Encoding") == 0) f->transfer_encoding = 1;
+    if (strcasecmp(key, "Content-Length") != 0) return MHD_YES;
+    if (f->n_length++ && strcmp(f->length, value ? value : "") != 0) f->lengths_differ = 1;
+    if (!f->length) f->length = value ? value : "";
+    return MHD_YES;
+}
+
+/* RFC 9110 8.6 / RFC 9112 6.3: a body framed two ways is a request-smuggling vector. */
+static int framing_bad(struct http_conn *hc, char *msg)
+{
+    struct framing f = {0};
+    MHD_get_connection_values(hc->conn, MHD_HEADER_KIND, framing_cb, &f);
+    if (f.lengths_differ) return snprintf(msg, ERR_LEN, "conflicting Content-Length headers"), 1;
+    if (f.n_length && f.transfer_encoding)
+        return snprintf(msg, ERR_LEN, "both Content-Length and Transfer-Encoding are set"), 1;
+    return 0;
+}
+
+/* A URL with a control character (an escaped NUL arrives as DEL, see unescape_cb) matches no
+ * route, and is not served by its prefix. */
+static int url_has_ctl(const char *url)
+{
+    for (const unsigned char *p = (const unsigned char *)url; *p; p++)
+        if (*p < 0x20 || *p == 0x7f) return 1;
+    return 0;
+}
+
 static enum MHD_Result route_first_call(struct http_conn *hc, const char *url, const char *method)
 {
     struct srv *s = hc->srv;
     const struct http_route *path_match = NULL;
+    char bad[ERR_LEN];
+    if (framing_bad(hc, bad)) {
+        hc->close = 1;
+        return http_reply_error(hc, ERR_INVAL, bad, NULL);
+    }
+    if (url_has_ctl(url))
+        return http_reply_error(hc, ERR_INVAL, "the URL contains a control character", NULL);
     for (size_t i = 0; i < N_ROUTES; i++) {
         if (strcmp(url, routes[i].path) != 0) continue;
         path_match = &routes[i];
@@ -212,13 +308,20 @@ static enum MHD_Result route_first_call(struct http_conn *hc, const char *url, c
             return http_reply_error(hc, ERR_NOT_FOUND, msg, NULL);
         }
         hc->route = path_match;
-        if (strcmp(method, "OPTIONS") == 0 && s->cfg->server_cors) {
+        /* a CORS preflight, answered only for an allowed Origin (else the 405 below); the
+         * headers a client asks for are granted, since its origin is trusted */
+        if (strcmp(method, "OPTIONS") == 0 &&
+            cors_allow_origin(cors_origin_list(s->cfg), http_header(hc, "Origin"))) {
             struct MHD_Response *r = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
             if (!r) return MHD_NO;
+            const char *asked = http_header(hc, "Access-Control-Request-Headers");
             MHD_add_response_header(r, "Access-Control-Allow-Methods", path_match->method);
             MHD_add_response_header(r, "Access-Control-Allow-Headers",
-                                    "Authorization, Content-Type, X-Request-Id, X-Api-Key, "
-                                    "Anthropic-Version");
+                                    asked && cors_headers_echoable(asked)
+                                        ? asked
+                                        : "Authorization, Content-Type, X-Request-Id, X-Api-Key, "
+                                          "Anthropic-Version");
+            MHD_add_response_header(r, "Access-Control-Max-Age", "600");
             return queue(hc, 204, r);
         }
         char msg[ERR_LEN];
@@ -238,6 +341,12 @@ static enum MHD_Result route_first_call(struct http_conn *hc, const char *url, c
         if (!atomic_load_explicit(&s->ready, memory_order_acquire))
             return http_reply_error(hc, ERR_UNAVAILABLE, "the model is still loading", NULL);
     }
+    /* every POST route takes a JSON body */
+    if (strcmp(hc->route->method, "POST") == 0 && !json_media_type(http_header(hc, "Content-Type")))
+        return http_reply_error(hc, ERR_MEDIA_TYPE,
+                                "the request body must be sent as 'Content-Type: "
+                                "application/json'",
+                                NULL);
     const char *cl = http_header(hc, "Content-Length");
     if (cl) {
         char *end;
@@ -284,6 +393,36 @@ static void sock_set_receiving(struct http_socks *ss, struct http_sock *k, int o
     pthread_mutex_unlock(&ss->mu);
 }
 
+static void sock_set_requested(struct http_socks *ss, struct http_sock *k)
+{
+    pthread_mutex_lock(&ss->mu);
+    k->requested = 1;
+    k->spoke = 1;
+    pthread_mutex_unlock(&ss->mu);
+}
+
+/* 1 when k has sent nothing yet: no request and no byte received by the kernel (TCP_INFO). A
+ * socket whose state cannot be read counts as having spoken. Called with ss->mu held. */
+static int sock_silent(struct http_sock *k)
+{
+    if (k->spoke || k->requested) return 0;
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    memset(&ti, 0, sizeof ti);
+    if (getsockopt(k->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
+        len < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof ti.tcpi_bytes_received ||
+        ti.tcpi_bytes_received > 0)
+        k->spoke = 1;
+    return !k->spoke;
+}
+
+/* Called with ss->mu held: shut down k, so that MHD sees EOF and closes it itself. */
+static void sock_shut(struct http_sock *k)
+{
+    shutdown(k->fd, SHUT_RDWR);
+    k->shut = 1;
+}
+
 static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
                                  const char *method, const char *version, const char *upload,
                                  size_t *upload_size, void **con_cls)
@@ -302,6 +441,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
         hc->sock = ci ? ci->socket_context : NULL;
         *con_cls = hc;
         set_request_id(hc);
+        if (hc->sock) sock_set_requested(s->socks, hc->sock);
         return route_first_call(hc, url, method);
     }
     if (*upload_size) {
@@ -351,6 +491,48 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(hc);
 }
 
+static int same_addr(const struct http_sock *a, const struct http_sock *b)
+{
+    return a->addr_len && a->addr_len == b->addr_len && memcmp(a->addr, b->addr, a->addr_len) == 0;
+}
+
+static void sock_set_addr(struct http_sock *k, const struct sockaddr *sa)
+{
+    if (sa && sa->sa_family == AF_INET) {
+        memcpy(k->addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+        k->addr_len = 4;
+    } else if (sa && sa->sa_family == AF_INET6) {
+        memcpy(k->addr, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+        k->addr_len = 16;
+    }
+}
+
+/* Close the oldest connection that has sent nothing (from fresh's address when same_peer), so
+ * that a client with a real request (a health check) still finds a slot. Looks at a bounded
+ * number of candidates; returns 1 when one was closed. Called with ss->mu held; `fresh` is the
+ * one just accepted. */
+static int make_room(struct http_socks *ss, struct http_sock *fresh, int same_peer)
+{
+    int looked = 0;
+    for (struct http_sock *k = ss->head; k && k != fresh && looked < 64; k = k->next) {
+        if (k->shut || k->spoke || k->requested || (same_peer && !same_addr(k, fresh))) continue;
+        looked++;
+        if (!sock_silent(k)) continue;
+        sock_shut(k);
+        LOG_DEBUG("http", "closed a silent connection to make room (%d open)", ss->count);
+        return 1;
+    }
+    return 0;
+}
+
+/* Called with ss->mu held: the open connections from fresh's address, fresh included. */
+static int peer_count(struct http_socks *ss, struct http_sock *fresh)
+{
+    int n = 0;
+    for (struct http_sock *k = ss->head; k; k = k->next) n += !k->shut && same_addr(k, fresh);
+    return n;
+}
+
 /* MHD_OPTION_NOTIFY_CONNECTION: register each connection from accept to close. */
 static void conn_notify_cb(void *cls, struct MHD_Connection *conn, void **socket_context,
                            enum MHD_ConnectionNotificationCode code)
@@ -364,11 +546,22 @@ static void conn_notify_cb(void *cls, struct MHD_Connection *conn, void **socket
         if (!k) return; /* not tracked: only the idle timeout applies to it */
         k->fd = ci->connect_fd;
         k->receiving = 1;
-        k->t0 = http_now();
+        k->t0 = k->opened = http_now();
         pthread_mutex_lock(&ss->mu);
-        k->next = ss->head;
-        if (ss->head) ss->head->prev = k;
-        ss->head = k;
+        k->prev = ss->tail;
+        if (ss->tail) ss->tail->next = k;
+        else ss->head = k;
+        ss->tail = k;
+        ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        sock_set_addr(k, ci ? ci->client_addr : NULL);
+        /* over the per-address cap: that address's oldest silent connection makes way, else
+         * the new one is refused */
+        if (ss->per_addr && k->addr_len && peer_count(ss, k) > ss->per_addr &&
+            !make_room(ss, k, 1)) {
+            sock_shut(k);
+            LOG_DEBUG("http", "refused a connection over server.max_connections_per_ip");
+        }
+        if (++ss->count > ss->make_room_at) make_room(ss, k, 0);
         pthread_mutex_unlock(&ss->mu);
         *socket_context = k;
     } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && k) {
@@ -376,6 +569,8 @@ static void conn_notify_cb(void *cls, struct MHD_Connection *conn, void **socket
         if (k->prev) k->prev->next = k->next;
         else ss->head = k->next;
         if (k->next) k->next->prev = k->prev;
+        else ss->tail = k->prev;
+        ss->count--;
         pthread_mutex_unlock(&ss->mu);
         free(k);
         *socket_context = NULL;
@@ -397,18 +592,27 @@ static void *sweeper_main(void *arg)
         }
         pthread_cond_timedwait(&ss->cv, &ss->mu, &ts);
         double now = http_now();
-        int n = 0;
+        int n = 0, mute = 0;
         for (struct http_sock *k = ss->head; k && !ss->stop; k = k->next) {
-            if (!k->receiving || k->shut || now - k->t0 <= ss->timeout) continue;
-            shutdown(k->fd, SHUT_RDWR);
-            k->shut = 1;
-            n++;
+            if (!k->receiving || k->shut) continue;
+            if (now - k->t0 > ss->timeout) {
+                sock_shut(k);
+                n++;
+            } else if (now - k->opened > ss->first_byte && sock_silent(k)) {
+                sock_shut(k);
+                mute++;
+            }
         }
         if (n)
             LOG_INFO("http",
                      "closed %d connection(s) that sent no complete request within %.0fs "
                      "(server.request_timeout_s)",
                      n, ss->timeout);
+        if (mute)
+            LOG_DEBUG("http",
+                      "closed %d connection(s) that sent nothing within %.0fs "
+                      "(server.first_byte_timeout_s)",
+                      mute, ss->first_byte);
     }
     pthread_mutex_unlock(&ss->mu);
     return NULL;
@@ -425,6 +629,10 @@ static int socks_start(struct srv *s, char *err)
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&ss->mu, NULL);
     ss->timeout = (double)s->cfg->server_request_timeout_s;
+    ss->first_byte = (double)s->cfg->server_first_byte_timeout_s;
+    int max = (int)s->cfg->server_max_connections;
+    ss->make_room_at = max - (max / 16 > 1 ? max / 16 : 1);
+    ss->per_addr = (int)s->cfg->server_max_connections_per_ip;
     s->socks = ss;
     if (pthread_create(&ss->th, NULL, sweeper_main, ss) != 0)
         return err_set(err, ERR_NOMEM, "cannot start the request-deadline thread");
@@ -447,6 +655,18 @@ static void socks_stop(struct srv *s)
     pthread_mutex_destroy(&ss->mu);
     free(ss);
     s->socks = NULL;
+}
+
+/* MHD_OPTION_UNESCAPE_CALLBACK: percent-decoding as MHD does it, except that a decoded NUL
+ * becomes DEL, so that "/health%00" is not cut short to "/health" (url_has_ctl rejects it). */
+static size_t unescape_cb(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls;
+    (void)conn;
+    size_t n = MHD_http_unescape(s);
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == 0) s[i] = 0x7f;
+    return n;
 }
 
 static void mhd_logger(void *cls, const char *fmt, va_list ap)
@@ -495,6 +715,7 @@ int http_start(struct srv *s, char *err)
         {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)conn_notify_cb, s},
         {MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)c->server_threads, NULL},
         {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)c->server_max_connections, NULL},
+        {MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape_cb, NULL},
         {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)c->server_idle_timeout_s, NULL},
         {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_logger, NULL},
         {MHD_OPTION_LISTEN_BACKLOG_SIZE, 512, NULL},

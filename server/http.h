@@ -78,6 +78,7 @@ struct http_conn {
     int too_large;
     int started; /* the handler has run once */
     int responded;
+    int close;              /* the reply closes the connection (Connection: close) */
     double t_start;         /* monotonic seconds */
     struct http_sock *sock; /* its connection (http.c), for the request deadline */
     void *ud;               /* handler state */
@@ -108,6 +109,9 @@ double http_now(void); /* CLOCK_MONOTONIC seconds */
 enum MHD_Result http_reply_json(struct http_conn *hc, unsigned status, json_t *body_take);
 enum MHD_Result http_reply_buf(struct http_conn *hc, unsigned status, const char *content_type,
                                const char *buf, size_t len);
+/* As http_reply_buf, but takes buf (malloc'ed; freed by MHD, or here on failure). */
+enum MHD_Result http_reply_take(struct http_conn *hc, unsigned status, const char *content_type,
+                                char *buf, size_t len);
 /* The one place an ERR_* becomes an HTTP error: {"error":{"message","type","param","code"}}
  * (Anthropic's {"type":"error","error":{"type","message"}} on its routes) with the status of
  * err.h's table; message = err (or the table's text when err is NULL/empty);

@@ -51,6 +51,10 @@ test('defaults: bind 127.0.0.1, CORS off, limits, keys kept out of logs and conf
   assert.match(pc.stdout, /^cors = (false|0)$/m);
   assert.match(pc.stdout, /^max_body_bytes = 4194304$/m);
   assert.match(pc.stdout, /^request_timeout_s = 60$/m);
+  assert.match(pc.stdout, /^cors_origins = $/m);
+  assert.match(pc.stdout, /^first_byte_timeout_s = 5$/m);
+  assert.match(pc.stdout, /^max_connections_per_ip = 256$/m);
+  assert.match(pc.stdout, /^tokenize_max_bytes = 1048576$/m);
 
   // started without --server.host: listens on 127.0.0.1 only
   const keys = path.join(work, 'keys');

@@ -275,11 +275,16 @@ describe('fake engine daemon', () => {
     const sse = parseSSE(out.stdout);
     assert.ok(sse.done);
     assert.equal(sse.events.map((e) => e.choices[0]?.delta?.content ?? '').join(''), 'curl works');
-    const bad = spawnSync('curl', ['-s', '-w', '\n%{http_code}', '-d', '{oops', d.base + '/v1/completions'],
-      { encoding: 'utf8' });
+    const bad = spawnSync('curl', ['-s', '-w', '\n%{http_code}', '-H', 'Content-Type: application/json',
+      '-d', '{oops', d.base + '/v1/completions'], { encoding: 'utf8' });
     assert.match(bad.stdout, /"invalid_json"[\s\S]*\n400$/);
+    // curl -d alone sends a form type: not JSON (415)
+    const form = spawnSync('curl', ['-s', '-w', '\n%{http_code}', '-d', '{"prompt":"x"}',
+      d.base + '/v1/completions'], { encoding: 'utf8' });
+    assert.match(form.stdout, /"unsupported_media_type"[\s\S]*\n415$/);
     const chunked = spawnSync('curl', ['-s', '-w', '\n%{http_code}', '-H', 'Transfer-Encoding: chunked',
-      '--data-binary', '@-', d.base + '/v1/completions'], { encoding: 'utf8', input: 'y'.repeat(20000) });
+      '-H', 'Content-Type: application/json', '--data-binary', '@-', d.base + '/v1/completions'],
+    { encoding: 'utf8', input: 'y'.repeat(20000) });
     assert.match(chunked.stdout, /request_too_large[\s\S]*\n413$/);
   });
 
@@ -630,12 +635,13 @@ describe('disconnects, limits, drain, notify, keys', () => {
       for (const s of socks) s.destroy();
       await waitFor(() => got.startsWith('HTTP/1.1 200'), 'served once a slot is free', 5000);
       extra.destroy();
-      // CORS: preflight and the header on replies
-      const pre = await fetch(d.base + '/v1/chat/completions', { method: 'OPTIONS' });
+      // CORS (server.cors=true is any origin): preflight and the header on replies
+      const origin = { Origin: 'http://app.example' };
+      const pre = await fetch(d.base + '/v1/chat/completions', { method: 'OPTIONS', headers: origin });
       assert.equal(pre.status, 204);
       assert.equal(pre.headers.get('access-control-allow-origin'), '*');
       assert.match(pre.headers.get('access-control-allow-headers'), /Authorization/);
-      const h = await fetch(d.base + '/health', { method: 'HEAD' });
+      const h = await fetch(d.base + '/health', { method: 'HEAD', headers: origin });
       assert.equal(h.status, 200);
       assert.equal(h.headers.get('access-control-allow-origin'), '*');
     } finally {

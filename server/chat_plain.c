@@ -31,8 +31,9 @@ int chat_prompt_tokens(struct srv *s, const json_t *messages, const struct toolp
     struct toolparse_req t2;
     if (tools) t2 = *tools;
     if (plain) {
-        /* an interpreted template parses arguments itself: mark the object it will see */
-        m = tmpl_plain_json(s->tok, messages, s->tmpl == TMPL_JINJA);
+        /* an interpreted template parses arguments itself (unless it keeps them as JSON text):
+         * mark the object it will see */
+        m = tmpl_plain_json(s->tok, messages, s->tmpl == TMPL_JINJA && !s->tmpl_modes.args_text);
         k = tmpl_plain_json(s->tok, kwargs, 0);
         tl = tools ? tmpl_plain_json(s->tok, tools->tools, 0) : NULL;
         if (!m || (kwargs && !k) || (tools && tools->tools && !tl)) {

@@ -55,8 +55,8 @@ enum MHD_Result api_ui(struct http_conn *hc)
     const char *inm = http_header(hc, "If-None-Match");
     int fresh = inm && strstr(inm, a->etag) != NULL;
     int gz = !fresh && a->gz && accepts_gzip(http_header(hc, "Accept-Encoding"));
+    const unsigned char *data = gz ? a->gz : a->data;
     size_t len = fresh ? 0 : gz ? a->gz_len : a->len;
-    const void *data = fresh ? "" : gz ? a->gz : a->data;
     struct MHD_Response *r =
         MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_PERSISTENT);
     if (!r) return MHD_NO;

@@ -9,8 +9,9 @@
 //   - `tandem-fake serve` (the real server/ with a scripted engine: "ECHO:" prompts choose the
 //     exact output, TANDEM_FAKE_STEP_MS slows it down): Stop mid-generation leaves /metrics
 //     with no running request; an answer with Markdown, a code block and HTML/script injection
-//     attempts renders the Markdown and runs none of the scripts; R1 reasoning lands in a
-//     collapsed block apart from the answer; server.ui = false answers 404.
+//     attempts renders the Markdown and runs none of the scripts (and the system prompt and
+//     top_p go into the request); R1 reasoning lands in a collapsed block apart from the
+//     answer; server.ui = false answers 404.
 // Screenshots go to $TANDEM_BUILD/ui-screenshots/. Exits 77 when chromium
 // (TANDEM_CHROMIUM, default /usr/bin/chromium) or puppeteer-core (cd tests && npm ci) is missing.
 import { spawnSync } from 'node:child_process';
@@ -286,8 +287,16 @@ describe('chat page on the scripted engine', () => {
       '<div style="position:fixed;inset:0" onmouseover="window.__pwned = \'hover\'">cover</div>',
       '[safe](https://example.invalid/page)',
     ].join('\n\n');
+    await page.click('#settings summary');
+    await setField(page, '#system', 'Answer in Markdown.');
+    await setField(page, '#top_p', '0.9');
     await ask(page, `ECHO:${attack}|OHCE`);
     await waitIdle(page);
+    const req = p.chats.at(-1).body;
+    assert.deepEqual(req.messages, [{ role: 'system', content: 'Answer in Markdown.' },
+      { role: 'user', content: `ECHO:${attack}|OHCE` }]);
+    assert.equal(req.top_p, 0.9);
+    assert.equal(req.temperature, undefined, 'an empty field leaves the server default');
     const sel = `${lastAnswer} .body`;
     assert.equal(await text(page, `${sel} h1`), 'Result');
     assert.equal(await text(page, `${sel} strong`), 'bold');

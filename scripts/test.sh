@@ -7,7 +7,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-if [ -f tests/package.json ] && [ ! -d tests/node_modules ]; then
+if [ -f tests/package.json ] && { [ ! -d tests/node_modules ] || [ tests/package-lock.json -nt tests/node_modules/.package-lock.json ]; }; then   # missing or stale
   (cd tests && npm ci --no-audit --no-fund --loglevel=error) >&2
 fi
 scripts/default-model.sh >/dev/null

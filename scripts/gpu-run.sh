@@ -57,7 +57,7 @@ if has moe; then
   if [ ! -x $mb/test_moe_ggml ] || [ ! -x $mb/bench_moe_ggml ] || ldd $mb/test_moe_ggml | grep -q 'not found'; then
     mb=build-gpu/tests/gpu
     s=$(date +%s)
-    { [ -f build-gpu/build.ninja ] || meson setup build-gpu -Dcuda=enabled -Dwerror=true; } > "$out/moe-build.log" 2>&1
+    { [ -f build-gpu/build.ninja ] || meson setup build-gpu -Dcuda=enabled -Dui=false -Dwerror=true; } > "$out/moe-build.log" 2>&1
     if ninja -C build-gpu tests/gpu/test_moe_ggml tests/gpu/bench_moe_ggml >> "$out/moe-build.log" 2>&1; then
       rm -f "$out/moe-build.log"
     else
@@ -109,7 +109,7 @@ done
 if [ $ebin = build-ibin ]; then
   echo "binaries: carried in build-ibin"
 else
-  [ -f build-gpu/build.ninja ] || meson setup build-gpu -Dcuda=enabled -Dwerror=true > "$out/build.log" 2>&1 ||
+  [ -f build-gpu/build.ninja ] || meson setup build-gpu -Dcuda=enabled -Dui=false -Dwerror=true > "$out/build.log" 2>&1 ||
     { tail -30 "$out/build.log"; echo "meson setup failed"; exit 1; }
   if ninja -C build-gpu tandem tests/gpu/test_gemm_fp8 tests/gpu/test_ops tests/gpu/test_mla \
        tests/gpu/bench_gpu tests/gpu/test_engine_gpu tests/gpu/bench_hybrid tests/engine/dump_logits \

@@ -23,7 +23,7 @@ fi
 if ! ninja -C "$B" >"$B/sanitize-build.log" 2>&1; then
   tail -40 "$B/sanitize-build.log"; echo "sanitize: 0 passed, 1 failed"; exit 1
 fi
-if [ -f tests/package.json ] && [ ! -d tests/node_modules ]; then
+if [ -f tests/package.json ] && { [ ! -d tests/node_modules ] || [ tests/package-lock.json -nt tests/node_modules/.package-lock.json ]; }; then   # missing or stale
   (cd tests && npm ci --no-audit --no-fund --loglevel=error) >&2
 fi
 

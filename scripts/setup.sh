@@ -17,10 +17,11 @@ need_cmd curl curl
 need_cmd python3 python3
 need_cmd clang clang
 need_cmd clang-format clang-format
-need_cmd node nodejs
+need_cmd node nodejs   # node and npm: the chat page's libraries are bundled at build time
 # tests/fault/test_replicas.mjs, deploy/haproxy (in /usr/sbin, off a user's PATH)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing="$missing haproxy"
 command -v node >/dev/null 2>&1 && ! command -v npm >/dev/null 2>&1 && missing="$missing npm"
+need_cmd chromium chromium   # the chat page's browser tests (tests/integration/test_ui.mjs)
 if command -v pkg-config >/dev/null 2>&1; then
   need_pc libmicrohttpd libmicrohttpd-dev
   need_pc jansson libjansson-dev

@@ -34,6 +34,7 @@
 #include "auth.h"
 #include "cors.h"
 #include "metrics.h"
+#include "ui.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -62,6 +63,9 @@ static const struct http_route routes[] = {
     {"/v1/messages/count_tokens", "POST", api_messages_count_tokens, 1, 1},
     {"/health", "GET", api_health, 0, 0},
     {"/metrics", "GET", api_metrics, 0, 0},
+    {"/", "GET", api_ui, 0, 0}, /* the chat page (ui.h): public; its API calls send the key */
+    {"/ui/app.js", "GET", api_ui, 0, 0},
+    {"/ui/app.css", "GET", api_ui, 0, 0},
 };
 #define N_ROUTES (sizeof routes / sizeof routes[0])
 

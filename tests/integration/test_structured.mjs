@@ -535,8 +535,11 @@ describe('real engine, deepseek-r1 template: constrained output after </think>',
     const adv = adversarial();
     let stops = 0;
     for (let i = 0; i < 6; i++) {
-      const schema = genObject(0);
-      const req = { model: 'tiny', max_tokens: 100, temperature: 1, seed: 300 + i,
+      // odd cases bounded, with room for the answer and the '</think>\n\n' prefix: must finish
+      const bounded = i % 2 === 1;
+      const schema = bounded ? genBounded() : genObject(0);
+      const max_tokens = bounded ? maxBytes(schema) + 12 : 100;
+      const req = { model: 'tiny', max_tokens, temperature: 1, seed: 300 + i,
         logit_bias: adv.bias(i), messages: [{ role: 'user', content: 'json' }],
         response_format: { type: 'json_schema', json_schema: { name: 's', schema } } };
       const a = await client.chat.completions.create(req);
@@ -551,12 +554,13 @@ describe('real engine, deepseek-r1 template: constrained output after </think>',
       assert.equal(reasoning, '');
       adv.noAdded(m.content, `seed ${req.seed} content`);
       assert.equal(wsOutside(m.content), 0, m.content);
+      if (bounded) assert.equal(a.choices[0].finish_reason, 'stop', `seed ${req.seed}: ${m.content}`);
       if (a.choices[0].finish_reason === 'stop') {
         validate(schema, JSON.parse(m.content));
         stops++;
       } else assert.equal(a.choices[0].finish_reason, 'length');
     }
-    assert.ok(stops >= 2, `${stops}/6 complete`);
+    console.error(`# adversarial R1: ${stops}/6 complete (the bounded half always)`);
   });
 });
 

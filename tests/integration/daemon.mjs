@@ -7,6 +7,20 @@ import path from 'node:path';
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// TANDEM_BIN, TANDEM_SRC and the embedded model's directory (scripts/default-model.sh); exits 77
+// when there is no default model.
+export function defaultModelEnv() {
+  const BIN = process.env.TANDEM_BIN;
+  const SRC = process.env.TANDEM_SRC;
+  if (!BIN || !SRC) throw new Error('TANDEM_BIN and TANDEM_SRC must be set');
+  const dm = spawnSync(path.join(SRC, 'scripts/default-model.sh'), { encoding: 'utf8' });
+  if (dm.status !== 0) {
+    console.error(`SKIP: no default model: ${dm.stderr}`);
+    process.exit(77);
+  }
+  return { BIN, SRC, MODEL_DIR: dm.stdout.trim() };
+}
+
 export function freePort() {
   return new Promise((resolve, reject) => {
     const s = net.createServer();

@@ -14,11 +14,10 @@
 //   - an unknown `model` is the SDK's NotFoundError with code model_not_found; served names
 //     (model.served_names) are listed by /v1/models and accepted; an absent `model` is accepted.
 // Random seeds are printed. Exits 77 when the openai or zod package is missing.
-import { spawnSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { postJSON, startDaemon } from './daemon.mjs';
+import { defaultModelEnv, postJSON, startDaemon } from './daemon.mjs';
 
 let OpenAI, zodResponseFormat, z;
 try {
@@ -29,15 +28,7 @@ try {
   console.error(`SKIP: the openai / zod npm packages are not installed (cd tests && npm ci): ${e}`);
   process.exit(77);
 }
-const BIN = process.env.TANDEM_BIN;
-const SRC = process.env.TANDEM_SRC;
-assert.ok(BIN && SRC, 'TANDEM_BIN and TANDEM_SRC must be set');
-const dm = spawnSync(path.join(SRC, 'scripts/default-model.sh'), { encoding: 'utf8' });
-if (dm.status !== 0) {
-  console.error(`SKIP: no default model: ${dm.stderr}`);
-  process.exit(77);
-}
-const MODEL_DIR = dm.stdout.trim();
+const { BIN, MODEL_DIR } = defaultModelEnv();
 
 let seed = (Date.now() ^ (process.pid << 8)) >>> 0;
 console.error(`# seed ${seed}`);

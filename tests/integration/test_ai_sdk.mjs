@@ -18,12 +18,11 @@
 //     arrives as an error part.
 // The model is tiny: structure and validity are asserted, not content quality. Random seeds are
 // printed. Exits 77 when the ai / @ai-sdk/openai-compatible / zod packages are missing.
-import { spawnSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { postJSON, startDaemon, tmpDir } from './daemon.mjs';
+import { defaultModelEnv, postJSON, startDaemon, tmpDir } from './daemon.mjs';
 
 let ai, createOpenAICompatible, z;
 try {
@@ -35,15 +34,7 @@ try {
   process.exit(77);
 }
 const { APICallError, generateObject, generateText, stepCountIs, streamText, tool } = ai;
-const BIN = process.env.TANDEM_BIN;
-const SRC = process.env.TANDEM_SRC;
-assert.ok(BIN && SRC, 'TANDEM_BIN and TANDEM_SRC must be set');
-const dm = spawnSync(path.join(SRC, 'scripts/default-model.sh'), { encoding: 'utf8' });
-if (dm.status !== 0) {
-  console.error(`SKIP: no default model: ${dm.stderr}`);
-  process.exit(77);
-}
-const MODEL_DIR = dm.stdout.trim();
+const { BIN, MODEL_DIR } = defaultModelEnv();
 const KEY = 'sk-ai-sdk-test';
 const MODEL = 'local-model';
 

@@ -23,12 +23,11 @@
 // The model is tiny: structure and validity are asserted, not content quality. Random seeds are
 // printed. Exits 77 when the @langchain/openai / @langchain/core / openai / zod packages are
 // missing.
-import { spawnSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { postJSON, startDaemon, tmpDir } from './daemon.mjs';
+import { defaultModelEnv, postJSON, startDaemon, tmpDir } from './daemon.mjs';
 
 let ChatOpenAI, HumanMessage, SystemMessage, ToolMessage, tool, concat, ContextOverflowError,
   OpenAI, z;
@@ -44,15 +43,7 @@ try {
   console.error(`SKIP: the @langchain/openai / @langchain/core / openai / zod npm packages are not installed (cd tests && npm ci): ${e}`);
   process.exit(77);
 }
-const BIN = process.env.TANDEM_BIN;
-const SRC = process.env.TANDEM_SRC;
-assert.ok(BIN && SRC, 'TANDEM_BIN and TANDEM_SRC must be set');
-const dm = spawnSync(path.join(SRC, 'scripts/default-model.sh'), { encoding: 'utf8' });
-if (dm.status !== 0) {
-  console.error(`SKIP: no default model: ${dm.stderr}`);
-  process.exit(77);
-}
-const MODEL_DIR = dm.stdout.trim();
+const { BIN, MODEL_DIR } = defaultModelEnv();
 const KEY = 'sk-langchain-test';
 const MODEL = 'local-model';
 

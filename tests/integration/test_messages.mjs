@@ -12,12 +12,11 @@
 //     AuthenticationError (a wrong x-api-key), NotFoundError (an unknown model); x-api-key and
 //     Authorization: Bearer are both accepted.
 // Exits 77 when the @anthropic-ai/sdk package is missing.
-import { spawnSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { startDaemon, tmpDir } from './daemon.mjs';
+import { defaultModelEnv, startDaemon, tmpDir } from './daemon.mjs';
 
 let Anthropic;
 try {
@@ -26,15 +25,7 @@ try {
   console.error(`SKIP: the @anthropic-ai/sdk npm package is not installed (cd tests && npm ci): ${e}`);
   process.exit(77);
 }
-const BIN = process.env.TANDEM_BIN;
-const SRC = process.env.TANDEM_SRC;
-assert.ok(BIN && SRC, 'TANDEM_BIN and TANDEM_SRC must be set');
-const dm = spawnSync(path.join(SRC, 'scripts/default-model.sh'), { encoding: 'utf8' });
-if (dm.status !== 0) {
-  console.error(`SKIP: no default model: ${dm.stderr}`);
-  process.exit(77);
-}
-const MODEL_DIR = dm.stdout.trim();
+const { BIN, MODEL_DIR } = defaultModelEnv();
 const KEY = 'sk-messages-test';
 const MODEL = 'claude-local';
 

@@ -11,11 +11,10 @@
 //   - refused: previous_response_id (400), non-function tools (400), unknown model (404).
 // `seed` is a tandem extension the SDK passes through. Random seeds are printed. Exits 77 when
 // the openai or zod package is missing.
-import { spawnSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { postJSON, startDaemon } from './daemon.mjs';
+import { defaultModelEnv, postJSON, startDaemon } from './daemon.mjs';
 
 let OpenAI, zodTextFormat, z;
 try {
@@ -26,15 +25,7 @@ try {
   console.error(`SKIP: the openai / zod npm packages are not installed (cd tests && npm ci): ${e}`);
   process.exit(77);
 }
-const BIN = process.env.TANDEM_BIN;
-const SRC = process.env.TANDEM_SRC;
-assert.ok(BIN && SRC, 'TANDEM_BIN and TANDEM_SRC must be set');
-const dm = spawnSync(path.join(SRC, 'scripts/default-model.sh'), { encoding: 'utf8' });
-if (dm.status !== 0) {
-  console.error(`SKIP: no default model: ${dm.stderr}`);
-  process.exit(77);
-}
-const MODEL_DIR = dm.stdout.trim();
+const { BIN, MODEL_DIR } = defaultModelEnv();
 
 let seed = (Date.now() ^ (process.pid << 8)) >>> 0;
 console.error(`# seed ${seed}`);

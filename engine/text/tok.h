@@ -63,7 +63,7 @@ enum tok_type {
 struct tok_vocab {
     const char *model; /* tokenizer.ggml.model: "gpt2" (byte-level BPE), or "tiktoken" (tokens
                           are raw bytes, merges are merge_ids; tok_tiktoken.c) */
-    const char *pre;   /* tokenizer.ggml.pre: "deepseek-llm", "deepseek-coder",
+    const char *pre;   /* tokenizer.ggml.pre: "deepseek-llm", "deepseek-coder", "kimi-k2",
                           "deepseek-v3" (NULL or "default": GPT-2 regex) */
     size_t n_tokens;
     const char *const *tokens;  /* [n_tokens] ByteLevel-encoded pieces (as in tokenizer.json) */

@@ -5,7 +5,8 @@
 // forced tool call is refused for a template without DeepSeek's markers; model.chat_template_file
 // replaces the model's template; a template with a syntax error stops start-up with its line.
 // DeepSeek-V3.1's published template: the prompt with thinking off, on and absent, the reasoning
-// split, V3.1 tool calls; a template with Kimi-K2's markers: Kimi tool calls, a forced call;
+// split, V3.1 tool calls; a template with Kimi-K2's markers: Kimi tool calls (ids the model's
+// functions.NAME:IDX), a forced call;
 // Kimi-K2-Thinking's published template: the prompt, the reasoning split, Kimi tool calls.
 // Usage: node test_serve_template.mjs  (env TANDEM_FAKE_BIN, TANDEM_SRC). Exits 77 without
 // tests/node_modules.
@@ -256,13 +257,16 @@ describe('Kimi-K2 tool-call markers', () => {
     assert.equal(a.status, 200, a.text);
     assert.equal(a.json.choices[0].finish_reason, 'tool_calls', a.text);
     assert.equal(a.json.choices[0].message.content, 'Let me look.');
-    assert.deepEqual(a.json.choices[0].message.tool_calls.map((t) => [t.function.name, t.function.arguments]),
-      [['get_weather', '{"city": "Paris"}'], ['get_time', '{}']]);
+    assert.deepEqual(a.json.choices[0].message.tool_calls.map((t) => [t.id, t.function.name, t.function.arguments]),
+      [['functions.get_weather:0', 'get_weather', '{"city": "Paris"}'], ['functions.get_time:1', 'get_time', '{}']]);
     const s = await postJSON(d.base, '/v1/chat/completions', { ...body, stream: true });
     const { events, done } = parseSSE(s.text);
     assert.ok(done, s.text);
     const names = events.flatMap((e) => (e.choices[0]?.delta?.tool_calls ?? []).map((t) => t.function?.name).filter(Boolean));
     assert.deepEqual(names, ['get_weather', 'get_time']);
+    // the ids are the model's functions.NAME:IDX, in the stream as in the message
+    const ids = events.flatMap((e) => (e.choices[0]?.delta?.tool_calls ?? []).map((t) => t.id).filter(Boolean));
+    assert.deepEqual(ids, ['functions.get_weather:0', 'functions.get_time:1']);
     const f = await postJSON(d.base, '/v1/chat/completions', { ...body, tool_choice: 'required' });
     assert.equal(f.status, 200, f.text);
   });
@@ -312,8 +316,8 @@ describe('Kimi-K2-Thinking published template', () => {
     assert.equal(a.status, 200, a.text);
     assert.equal(a.json.choices[0].finish_reason, 'tool_calls', a.text);
     assert.equal(a.json.choices[0].message.reasoning_content, 'Need the weather.');
-    assert.deepEqual(a.json.choices[0].message.tool_calls.map((t) => [t.function.name, t.function.arguments]),
-      [['get_weather', '{"city": "Paris"}']]);
+    assert.deepEqual(a.json.choices[0].message.tool_calls.map((t) => [t.id, t.function.name, t.function.arguments]),
+      [['functions.get_weather:0', 'get_weather', '{"city": "Paris"}']]);
     const s = await postJSON(d.base, '/v1/chat/completions', { ...body, stream: true });
     const { events, done } = parseSSE(s.text);
     assert.ok(done, s.text);

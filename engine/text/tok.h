@@ -63,7 +63,7 @@ enum tok_type {
 struct tok_vocab {
     const char *model; /* tokenizer.ggml.model: "gpt2" (byte-level BPE), or "tiktoken" (tokens
                           are raw bytes, merges are merge_ids; tok_tiktoken.c) */
-    const char *pre;   /* tokenizer.ggml.pre: "deepseek-llm", "deepseek-coder",
+    const char *pre;   /* tokenizer.ggml.pre: "deepseek-llm", "deepseek-coder", "kimi-k2",
                           "deepseek-v3" (NULL or "default": GPT-2 regex) */
     size_t n_tokens;
     const char *const *tokens;  /* [n_tokens] ByteLevel-encoded pieces (as in tokenizer.json) */
@@ -90,7 +90,9 @@ int tok_create_vocab(struct tok **out, const struct tok_vocab *v, char *err);
 
 /* Build from the tokenizer.ggml.* keys of an open GGUF file (tokenizer.ggml.model, .tokens,
  * .merges, .token_type, .pre, .bos_token_id, .eos_token_id, .add_bos_token and
- * tokenizer.chat_template). The context is only read during the call. Errors: ERR_FORMAT
+ * tokenizer.chat_template). Pre "kimi-k2" (llama.cpp's conversion of Kimi's tiktoken ranks):
+ * Kimi's pattern, and a piece that is a token is that token, as tiktoken encodes.
+ * The context is only read during the call. Errors: ERR_FORMAT
  * (a key missing or of the wrong type, named in err), ERR_UNSUPPORTED, ERR_NOMEM. */
 struct gguf_ctx;
 int tok_create_gguf(struct tok **out, const struct gguf_ctx *g, char *err);

@@ -653,11 +653,11 @@ int tok_create_vocab(struct tok **out, const struct tok_vocab *v, char *err)
     if (strcmp(pname, "deepseek-llm") == 0) pre = pre_deepseek_llm;
     else if (strcmp(pname, "deepseek-coder") == 0) pre = pre_deepseek_coder;
     else if (strcmp(pname, "deepseek-v3") == 0) pre = pre_deepseek_v3;
-    else if (strcmp(pname, "kimi") == 0) pre = pre_kimi;
+    else if (strcmp(pname, "kimi") == 0 || strcmp(pname, "kimi-k2") == 0) pre = pre_kimi;
     else if (strcmp(pname, "default") != 0 && strcmp(pname, "gpt2") != 0)
         return err_set(err, ERR_UNSUPPORTED,
                        "tokenizer.ggml.pre '%s' is not supported "
-                       "(deepseek-v3, deepseek-llm, deepseek-coder, gpt2)",
+                       "(deepseek-v3, deepseek-llm, deepseek-coder, kimi-k2, gpt2)",
                        pname);
 
     struct tok *t = tok_alloc((int)v->n_tokens);
@@ -695,7 +695,8 @@ int tok_create_vocab(struct tok **out, const struct tok_vocab *v, char *err)
     if (!rc) rc = build_byte_pairs(t);
     if (!rc) rc = mark_whole_tokens(t);
     if (!rc) rc = set_pre_list(t, pre, err);
-    t->whole_pieces = tiktoken;
+    /* llama.cpp's "kimi-k2" GGUF holds a tiktoken vocabulary: tiktoken's whole-piece rule */
+    t->whole_pieces = tiktoken || strcmp(pname, "kimi-k2") == 0;
     if (!rc) {
         t->bos = v->bos_id >= 0 && v->bos_id < t->n_vocab ? v->bos_id : -1;
         t->eos = v->eos_id >= 0 && v->eos_id < t->n_vocab ? v->eos_id : -1;

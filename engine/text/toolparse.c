@@ -158,10 +158,15 @@ static const char *parse_call(struct toolparse *tp, const char *p, const char *e
         for (const char *x = na; x < nb; x++)
             if (is_space(*x)) return NULL;
         if (tp->format == TOOLPARSE_FMT_KIMI) {
-            if (nb - na > 10 && memcmp(na, "functions.", 10) == 0) na += 10;
+            int prefixed = nb - na > 10 && memcmp(na, "functions.", 10) == 0;
+            if (prefixed) na += 10;
             const char *colon = nb;
             while (colon > na && colon[-1] >= '0' && colon[-1] <= '9') colon--;
-            if (colon > na && colon < nb && colon[-1] == ':') nb = colon - 1;
+            int indexed = colon > na && colon < nb && colon[-1] == ':';
+            if (indexed) nb = colon - 1;
+            /* the model's functions.NAME:IDX is the call's id, as Kimi's own API returns it */
+            if (prefixed && indexed && (size_t)(tb - ta) < sizeof c->id)
+                memcpy(c->id, ta, (size_t)(tb - ta));
         }
         aa = sep + strlen(mk->sep);
     } else { /* function<sep>NAME ARGS */
@@ -233,9 +238,11 @@ static int parse_block(struct toolparse *tp, const char *p, const char *end)
     for (size_t i = 0; i < n; i++) {
         static const char alnum[] =
             "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-        memcpy(tmp[i].id, "call_", 5);
-        for (int k = 0; k < 24; k++) tmp[i].id[5 + k] = alnum[splitmix(&tp->rng) % 62];
-        tmp[i].id[29] = 0;
+        if (!tmp[i].id[0]) {
+            memcpy(tmp[i].id, "call_", 5);
+            for (int k = 0; k < 24; k++) tmp[i].id[5 + k] = alnum[splitmix(&tp->rng) % 62];
+            tmp[i].id[29] = 0;
+        }
         tp->calls[tp->n_calls++] = tmp[i];
     }
     return 0;

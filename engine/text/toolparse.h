@@ -31,7 +31,10 @@
  *     call and nothing but whitespace after the last one; else it is dropped.
  *   - function.arguments is the model's ARGS text trimmed of surrounding whitespace (valid JSON,
  *     passed on verbatim, as the chat template renders it back verbatim).
- *   - ids are "call_" + 24 alphanumerics from a per-request seed (deterministic for a seed).
+ *   - ids are "call_" + 24 alphanumerics from a per-request seed (deterministic for a seed);
+ *     in Kimi's format, a call the model wrote as functions.NAME:IDX has that text as its id
+ *     (what Kimi's templates render back as tool_call.id and "## Return of ID"); a shorter form
+ *     (no prefix or no index) or one too long for the id gets a call_ id.
  * Because a block is committed only once it is complete and valid, the streamed and the
  * non-streamed results are always the same (the calls of one block arrive together, at its
  * end; for streaming each call still gets its own chunks, see toolparse_stream_deltas).
@@ -81,7 +84,7 @@ enum toolparse_format {
 };
 
 struct toolparse_call {
-    char id[32];     /* "call_" + 24 alphanumerics */
+    char id[96];     /* "call_" + 24 alphanumerics; Kimi: the model's functions.NAME:IDX */
     char *name;      /* function.name */
     char *arguments; /* function.arguments: a JSON object text */
 };

@@ -5,7 +5,9 @@
 // forced tool call is refused for a template without DeepSeek's markers; model.chat_template_file
 // replaces the model's template; a template with a syntax error stops start-up with its line.
 // DeepSeek-V3.1's published template: the prompt with thinking off, on and absent, the reasoning
-// split, V3.1 tool calls; a template with Kimi-K2's markers: Kimi tool calls, a forced call.
+// split, V3.1 tool calls; a template with Kimi-K2's markers: Kimi tool calls (ids the model's
+// functions.NAME:IDX), a forced call;
+// Kimi-K2-Thinking's published template: the prompt, the reasoning split, Kimi tool calls.
 // Usage: node test_serve_template.mjs  (env TANDEM_FAKE_BIN, TANDEM_SRC). Exits 77 without
 // tests/node_modules.
 import { spawnSync } from 'node:child_process';
@@ -255,14 +257,71 @@ describe('Kimi-K2 tool-call markers', () => {
     assert.equal(a.status, 200, a.text);
     assert.equal(a.json.choices[0].finish_reason, 'tool_calls', a.text);
     assert.equal(a.json.choices[0].message.content, 'Let me look.');
-    assert.deepEqual(a.json.choices[0].message.tool_calls.map((t) => [t.function.name, t.function.arguments]),
-      [['get_weather', '{"city": "Paris"}'], ['get_time', '{}']]);
+    assert.deepEqual(a.json.choices[0].message.tool_calls.map((t) => [t.id, t.function.name, t.function.arguments]),
+      [['functions.get_weather:0', 'get_weather', '{"city": "Paris"}'], ['functions.get_time:1', 'get_time', '{}']]);
     const s = await postJSON(d.base, '/v1/chat/completions', { ...body, stream: true });
     const { events, done } = parseSSE(s.text);
     assert.ok(done, s.text);
     const names = events.flatMap((e) => (e.choices[0]?.delta?.tool_calls ?? []).map((t) => t.function?.name).filter(Boolean));
     assert.deepEqual(names, ['get_weather', 'get_time']);
+    // the ids are the model's functions.NAME:IDX, in the stream as in the message
+    const ids = events.flatMap((e) => (e.choices[0]?.delta?.tool_calls ?? []).map((t) => t.id).filter(Boolean));
+    assert.deepEqual(ids, ['functions.get_weather:0', 'functions.get_time:1']);
     const f = await postJSON(d.base, '/v1/chat/completions', { ...body, tool_choice: 'required' });
     assert.equal(f.status, 200, f.text);
+  });
+});
+
+// Kimi-K2-Thinking's published template (tests/text/templates/kimi_k2_thinking.jinja, see
+// jinja_diff.mjs for its source): the prompt, the reasoning split, Kimi tool calls
+describe('Kimi-K2-Thinking published template', () => {
+  const file = path.join(SRC, 'tests/text/templates/kimi_k2_thinking.jinja');
+  const K2T = fs.readFileSync(file, 'utf8');
+  const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object' } } }];
+  let d;
+  before(async () => {
+    d = await startDaemon({ bin: BIN, model, args: [...common, `--model.chat_template_file=${file}`] });
+  });
+  after(async () => {
+    const r = await d.stop();
+    assert.equal(r.code, 0, d.log());
+  });
+
+  test('the prompt equals the reference rendering', async () => {
+    const messages = [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Weather in Paris?' },
+      { role: 'assistant', content: '', tool_calls: [{ id: 'functions.get_weather:0', type: 'function',
+        function: { name: 'get_weather', arguments: '{"city": "Paris"}' } }] },
+      { role: 'tool', tool_call_id: 'functions.get_weather:0', content: '22C' },
+      { role: 'assistant', content: 'It is 22C.' }, { role: 'user', content: 'Thanks 👋' }];
+    for (const extra of [{}, { tools }]) {
+      const got = await renderedPrompt(d.base, { messages, ...extra });
+      const want = new Template(K2T).render({ messages, add_generation_prompt: true, bos_token: BOS,
+        eos_token: EOS, ...extra });
+      assert.equal(got, want);
+      assert.ok(want.endsWith('<|im_assistant|>assistant<|im_middle|>'), want);
+      assert.ok(want.includes('## Return of functions.get_weather:0\n22C'), want);
+    }
+  });
+
+  test('reasoning is split off; tool calls parsed in a message and a stream', async () => {
+    const r = await postJSON(d.base, '/v1/chat/completions', {
+      messages: [{ role: 'user', content: 'ECHO:<think>Let me think.</think>It is 4.|OHCE' }] });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.choices[0].message.reasoning_content, 'Let me think.');
+    assert.equal(r.json.choices[0].message.content, 'It is 4.');
+    const out = '<think>Need the weather.</think><|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0' +
+      '<|tool_call_argument_begin|>{"city": "Paris"}<|tool_call_end|><|tool_calls_section_end|>';
+    const body = { messages: [{ role: 'user', content: `ECHO:${out}|OHCE` }], tools, seed: 7 };
+    const a = await postJSON(d.base, '/v1/chat/completions', body);
+    assert.equal(a.status, 200, a.text);
+    assert.equal(a.json.choices[0].finish_reason, 'tool_calls', a.text);
+    assert.equal(a.json.choices[0].message.reasoning_content, 'Need the weather.');
+    assert.deepEqual(a.json.choices[0].message.tool_calls.map((t) => [t.id, t.function.name, t.function.arguments]),
+      [['functions.get_weather:0', 'get_weather', '{"city": "Paris"}']]);
+    const s = await postJSON(d.base, '/v1/chat/completions', { ...body, stream: true });
+    const { events, done } = parseSSE(s.text);
+    assert.ok(done, s.text);
+    const names = events.flatMap((e) => (e.choices[0]?.delta?.tool_calls ?? []).map((t) => t.function?.name).filter(Boolean));
+    assert.deepEqual(names, ['get_weather']);
   });
 });

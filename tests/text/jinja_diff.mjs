@@ -8,7 +8,11 @@
 // from its published tokenizer_config.json, as quoted in public copies; deepseek_v3.1.jinja and
 // deepseek_v3.1_terminus.jinja are the chat_template of DeepSeek-V3.1's and V3.1-Terminus's
 // tokenizer_config.json (hybrid thinking through the `thinking` variable), as logged by
-// llama.cpp-based servers and embedded in public scripts). Contexts: random conversations (system,
+// llama.cpp-based servers and embedded in public scripts; kimi_k2.jinja is Kimi-K2-Instruct's
+// first published chat_template and kimi_k2_thinking.jinja Kimi-K2-Thinking's chat_template.jinja,
+// both as copied into llama.cpp's models/templates/ (moonshotai-Kimi-K2.jinja,
+// moonshotai-Kimi-K2-Thinking.jinja; the first there with CRLF line ends, here LF: every line
+// break of it sits inside trimmed whitespace, so the output is the same). Contexts: random conversations (system,
 // user, assistant, tool turns, tool calls, unicode text), random tool lists, both values of
 // add_generation_prompt; the seed is printed (TANDEM_TEST_SEED=... replays it).
 // Where both renderers fail, both are counted as agreeing (raise_exception must raise the same
@@ -64,9 +68,14 @@ const text = () => (rng.chance(0.1) ? "" : [...rng.pick(corpus)].slice(0, 200).j
 const cut = (s, n) => [...s].slice(0, n).join(""); // whole code points
 const think = () => (rng.chance(0.3) ? `<think>\n${text()}\n</think>\n\n${text()}` : text());
 let callId = 0;
-const call = () => ({ id: `call_${callId++}`, type: "function",
-  function: { name: rng.pick(["get_weather", "search", "f", "lookup_user"]),
-    arguments: JSON.stringify({ q: cut(text(), 40), n: rng.int(100) }) } });
+const call = () => {
+  const name = rng.pick(["get_weather", "search", "f", "lookup_user"]);
+  return { id: rng.chance(0.3) ? `functions.${name}:${callId++}` : `call_${callId++}`, type: "function", // Kimi's ids too
+    function: { name, arguments: JSON.stringify({ q: cut(text(), 40), n: rng.int(100) }) } };
+};
+// Kimi-K2-Thinking's template keeps reasoning_content after the last plain assistant turn and
+// names roles by `name`; the other templates ignore both
+const extra = () => ({ ...(rng.chance(0.3) ? { reasoning_content: text() } : {}), ...(rng.chance(0.1) ? { name: rng.pick(["alice", "bob"]) } : {}) });
 const tool = () => ({ type: "function", function: { name: rng.pick(["get_weather", "search", "calc"]),
   ...(rng.chance(0.7) ? { description: cut(text(), 60) } : {}),
   parameters: { type: "object", properties: { q: { type: "string", description: cut(text(), 30) },
@@ -80,9 +89,9 @@ function randomConv() {
     const k = rng.int(12);
     if (k < 1) msgs.push({ role: "system", content: text() });
     else if (k < 5) msgs.push({ role: "user", content: rng.chance(0.1) ? "!run  this now " : rng.chance(0.1) ? "Why?" : text() });
-    else if (k < 7) msgs.push({ role: "assistant", content: think(), ...(rng.chance(0.1) ? { prefix: true } : {}) });
-    else if (k < 9) msgs.push({ role: "assistant", content: null, tool_calls: Array.from({ length: rng.range(1, 3) }, call) });
-    else if (k < 10) msgs.push({ role: "assistant", content: think(), tool_calls: [call()] });
+    else if (k < 7) msgs.push({ role: "assistant", content: think(), ...(rng.chance(0.1) ? { prefix: true } : {}), ...extra() });
+    else if (k < 9) msgs.push({ role: "assistant", content: null, tool_calls: Array.from({ length: rng.range(1, 3) }, call), ...extra() });
+    else if (k < 10) msgs.push({ role: "assistant", content: think(), tool_calls: [call()], ...extra() });
     else msgs.push({ role: "tool", tool_call_id: "x", content: text() });
   }
   return msgs;

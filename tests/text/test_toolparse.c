@@ -4,7 +4,8 @@
  * The same for DeepSeek-V3.1's syntax (NAME<sep>ARGS, TOOLPARSE_FMT_V31): fixed cases, each
  * format's blocks dropped by the other's parser, and random calls (seeded) rendered as V3.1's
  * template writes them parsed back exactly; the tools prompt shows each format's syntax. And
- * for Kimi-K2's markers and functions.NAME:IDX call names (TOOLPARSE_FMT_KIMI). */
+ * for Kimi-K2's markers and functions.NAME:IDX call names (TOOLPARSE_FMT_KIMI), that text
+ * becoming the call's id (a bare NAME or NAME:IDX gets a call_ id). */
 #include "../../common/err.h"
 #include "../../engine/text/toolparse.h"
 #include "../check.h"
@@ -123,8 +124,10 @@ static const struct tcase cases_kimi[] = {
      2,
      {"get_weather", "get_time"},
      {"{\"city\":\"a\"}", "{}"}},
-    /* a bare name, no index */
+    /* a bare name, no index, or no prefix: call_ ids */
     {KB KCB "get_time" KA "{}" KCE KE, "", 1, {"get_time"}, {"{}"}},
+    {KB KCB "get_time:3" KA "{}" KCE KE, "", 1, {"get_time"}, {"{}"}},
+    {KB KCB "functions.get_time" KA "{}" KCE KE, "", 1, {"get_time"}, {"{}"}},
     /* cut before the section end: complete calls are accepted */
     {KB KCB "functions.get_time:0" KA "{\"tz\": 1}" KCE, "", 1, {"get_time"}, {"{\"tz\": 1}"}},
     /* DeepSeek's markers are plain text for Kimi's parser */
@@ -136,8 +139,26 @@ static const struct tcase cases_kimi[] = {
     {"a <|tool_calls not a marker <", "a <|tool_calls not a marker <", 0, {0}, {0}},
 };
 
+/* the ids of cases_kimi's calls: the model's functions.NAME:IDX, else (NULL) a call_ id */
+static const char *const kimi_ids[][3] = {
+    {"functions.get_weather:0"},
+    {"functions.get_weather:0", "functions.get_time:1"},
+    {NULL},
+    {NULL},
+    {NULL},
+    {"functions.get_time:0"},
+    {NULL},
+    {NULL},
+    {NULL},
+    {NULL},
+    {NULL},
+};
+
 static const char *names[] = {"get_weather", "get_time"};
 static enum toolparse_format cur_format = TOOLPARSE_FMT_V3;
+/* Kimi: the ids expected for the calls of the case being run, from the functions.NAME:IDX in
+ * its input (NULL: a call_ id) */
+static const char *cur_ids[3];
 
 static void run(const struct tcase *tc, const size_t *cuts, size_t n_cuts)
 {
@@ -165,8 +186,12 @@ static void run(const struct tcase *tc, const size_t *cuts, size_t n_cuts)
         const struct toolparse_call *k = toolparse_get(tp, (size_t)i);
         CHECK_STR(k->name, tc->name[i]);
         CHECK_STR(k->arguments, tc->args[i]);
-        CHECK_EQ(strlen(k->id), 29);
-        CHECK(strncmp(k->id, "call_", 5) == 0);
+        if (cur_ids[i]) {
+            CHECK_STR(k->id, cur_ids[i]);
+        } else {
+            CHECK_EQ(strlen(k->id), 29);
+            CHECK(strncmp(k->id, "call_", 5) == 0);
+        }
     }
     /* streaming deltas accumulate (as the openai SDK does) into message.tool_calls */
     json_t *msg = toolparse_message_json(tp);
@@ -210,10 +235,12 @@ static void run(const struct tcase *tc, const size_t *cuts, size_t n_cuts)
     sbuf_fini(&c);
 }
 
-static void test_chunkings(const struct tcase *cs, size_t n_cases, uint64_t seed)
+static void test_chunkings(const struct tcase *cs, size_t n_cases, const char *const (*ids)[3],
+                           uint64_t seed)
 {
     for (size_t k = 0; k < n_cases; k++) {
         const struct tcase *tc = &cs[k];
+        for (int i = 0; i < 3; i++) cur_ids[i] = ids ? ids[k][i] : NULL;
         size_t len = strlen(tc->in);
         run(tc, NULL, 0);
         for (size_t a = 0; a <= len; a++) run(tc, &a, 1);
@@ -279,7 +306,7 @@ static void test_random31(uint64_t seed, enum toolparse_format fmt)
         sbuf_append(&in, pre, strlen(pre));
         sbuf_append(&want_content, pre, strlen(pre));
         int n = 1 + (int)rnd31(3);
-        char *args[3];
+        char *args[3], ids[3][96];
         const char *nm[3];
         sbuf_append(&in, begin, strlen(begin));
         for (int i = 0; i < n; i++) {
@@ -292,8 +319,8 @@ static void test_random31(uint64_t seed, enum toolparse_format fmt)
             args[i] = json_dumps(o, rnd31(2) ? JSON_COMPACT : 0);
             json_decref(o);
             nm[i] = names[rnd31(2)];
-            char id[96];
-            snprintf(id, sizeof id, kimi ? "functions.%s:%d" : "%s", nm[i], i);
+            char *id = ids[i];
+            snprintf(id, sizeof ids[i], kimi ? "functions.%s:%d" : "%s", nm[i], i);
             sbuf_append(&in, cb, strlen(cb));
             sbuf_append(&in, id, strlen(id));
             sbuf_append(&in, sep, strlen(sep));
@@ -305,11 +332,14 @@ static void test_random31(uint64_t seed, enum toolparse_format fmt)
         sbuf_append(&want_content, post, strlen(post));
         sbuf_append(&in, "", 0);
         sbuf_append(&want_content, "", 0);
-        struct tcase tc = {in.s,
-                           want_content.s,
-                           n,
-                           {nm[0], nm[1], nm[2]},
-                           {args[0], n > 1 ? args[1] : NULL, n > 2 ? args[2] : NULL}};
+        struct tcase tc = {
+            in.s,
+            want_content.s,
+            n,
+            {nm[0], nm[1], nm[2]},
+            {args[0], n > 1 ? args[1] : NULL, n > 2 ? args[2] : NULL},
+        };
+        for (int i = 0; i < 3; i++) cur_ids[i] = kimi && i < n ? ids[i] : NULL;
         size_t cuts[64], nc = 0, at = 0;
         while (nc < 64) {
             at += 1 + rnd31(12);
@@ -317,6 +347,7 @@ static void test_random31(uint64_t seed, enum toolparse_format fmt)
             cuts[nc++] = at;
         }
         run(&tc, cuts, nc);
+        memset(cur_ids, 0, sizeof cur_ids);
         for (int i = 0; i < n; i++) free(args[i]);
         sbuf_fini(&in);
         sbuf_fini(&want_content);
@@ -631,12 +662,13 @@ int main(void)
 {
     uint64_t seed = check_seed();
     test_soup(seed);
-    test_chunkings(cases, sizeof cases / sizeof cases[0], seed);
+    test_chunkings(cases, sizeof cases / sizeof cases[0], NULL, seed);
     cur_format = TOOLPARSE_FMT_V31;
-    test_chunkings(cases31, sizeof cases31 / sizeof cases31[0], seed);
+    test_chunkings(cases31, sizeof cases31 / sizeof cases31[0], NULL, seed);
     test_random31(seed, TOOLPARSE_FMT_V31);
     cur_format = TOOLPARSE_FMT_KIMI;
-    test_chunkings(cases_kimi, sizeof cases_kimi / sizeof cases_kimi[0], seed);
+    CHECK_EQ(sizeof kimi_ids / sizeof kimi_ids[0], sizeof cases_kimi / sizeof cases_kimi[0]);
+    test_chunkings(cases_kimi, sizeof cases_kimi / sizeof cases_kimi[0], kimi_ids, seed);
     test_random31(seed, TOOLPARSE_FMT_KIMI);
     cur_format = TOOLPARSE_FMT_V3;
     test_request();

@@ -138,10 +138,7 @@ int tok_encode(const struct tok *t, const char *text, size_t len, unsigned flags
  * travels inside the span). Content cannot forge a marker (its own are doubled) and cannot
  * remove one. With keep_think, "<think>" and "</think>" are left unmarked: assistant history,
  * where templates look for them to cut the reasoning out. Limits: an added token of a single
- * character cannot be split (DeepSeek vocabularies have none); text that itself holds U+FDD0
- * stays plain text (no added token is made from it) but, where a template cuts it (e.g. at
- * "</think>") next to such a literal marker, its ids may not decode back byte for byte
- * (fuzz_reqparse found one; its round-trip property skips bodies holding U+FDD0). Returns 0 or
+ * character cannot be split (DeepSeek vocabularies have none). Returns 0 or
  * ERR_NOMEM (out unchanged); out is NUL-terminated on success. */
 #define TOK_PLAIN_MARK "\xEF\xB7\x90" /* U+FDD0 */
 int tok_mark_plain(const struct tok *t, const char *s, size_t n, int keep_think, struct sbuf *out);

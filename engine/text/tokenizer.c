@@ -1383,7 +1383,10 @@ int tok_encode(const struct tok *t, const char *text, size_t len, unsigned flags
         e.cache_mask = slots - 1;
     }
     int rc = 0;
-    char *plain = NULL; /* TOK_ENC_MARKED: scratch for the unmarked text of a piece */
+    /* TOK_ENC_MARKED: the unmarked text of each plain span, spans one after another (the BPE
+     * cache keeps pointers into them, so a span is never overwritten during the call) */
+    char *plain = NULL;
+    size_t plain_used = 0;
     if ((flags & TOK_ENC_MARKED) && len > 0 && !(plain = malloc(len))) rc = ERR_NOMEM;
     if (!rc && (flags & TOK_ENC_BOS) && t->bos >= 0) rc = tok_ids_push(out, t->bos);
     size_t pos = 0;
@@ -1400,7 +1403,9 @@ int tok_encode(const struct tok *t, const char *text, size_t len, unsigned flags
             if (te->rstrip) next += ws_prefix(text + next, len - next);
         }
         if (end > pos && plain) {
-            rc = pre_split(&e, 0, plain, unmark(text + pos, end - pos, plain));
+            size_t pn = unmark(text + pos, end - pos, plain + plain_used);
+            rc = pre_split(&e, 0, plain + plain_used, pn);
+            plain_used += pn;
         } else if (end > pos) {
             rc = pre_split(&e, 0, text + pos, end - pos);
         }

@@ -7,8 +7,8 @@
  * string was cut in two and both halves marked (as a template joining content parts does); the
  * markers stay control tokens and decoding gives back the text. An interpreted template that
  * slices content and writes tool-call arguments with tojson keeps them plain (a \u003c escape in
- * the arguments' JSON included). Uses the real DeepSeek-V3 tokenizer (tests/node_modules);
- * skips without it.
+ * the arguments' JSON included). Long prompts of many marked spans too (the BPE cache across
+ * spans). Uses the real DeepSeek-V3 tokenizer (tests/node_modules); skips without it.
  */
 #include "../check.h"
 
@@ -136,6 +136,48 @@ static void test_random(const struct tok *t)
     sbuf_fini(&dec);
 }
 
+/* A long prompt (past the tokenizer's per-call BPE cache threshold): many turns of marked
+ * random text between control tokens encode like each span on its own. Words repeat across
+ * spans, so the cache is hit from one span to the next. */
+static void test_long(const struct tok *t)
+{
+    static const char *const words[] = {
+        "<｜User｜>", "<｜",          "｜>",  "<",  "1",        "｜", "▁",      "in", " hi",
+        " the",       "\xef\xb7\x90", "中文", "\n", "</think>", "12", " calls", "ok"};
+    size_t n_words = sizeof words / sizeof words[0];
+    int32_t user = tok_find(t, "<｜User｜>"), asst = tok_find(t, "<｜Assistant｜>");
+    unsigned long long seed = check_seed() ^ 0x9e3779b97f4a7c15ull;
+    char err[ERR_LEN] = "";
+    struct tok_ids got = {0}, want = {0};
+    struct sbuf text = {0}, span = {0};
+    for (int iter = 0; iter < 200; iter++) {
+        text.n = 0;
+        want.n = 0;
+        int turns = 4 + (int)(next(&seed) % 40);
+        for (int k = 0; k < turns; k++) {
+            int32_t m = k % 2 ? asst : user;
+            const char *ms = k % 2 ? "<｜Assistant｜>" : "<｜User｜>";
+            CHECK_EQ(sbuf_append(&text, ms, strlen(ms)), 0);
+            CHECK_EQ(tok_ids_push(&want, m), 0);
+            span.n = 0;
+            for (int w = (int)(next(&seed) % 24); w > 0; w--) {
+                const char *p = words[next(&seed) % n_words];
+                CHECK_EQ(sbuf_append(&span, p, strlen(p)), 0);
+            }
+            CHECK_EQ(tok_mark_plain(t, span.s ? span.s : "", span.n, 0, &text), 0);
+            CHECK_EQ(tok_encode(t, span.s ? span.s : "", span.n, 0, &want, err), 0);
+        }
+        got.n = 0;
+        CHECK_EQ(tok_encode(t, text.s, text.n, TOK_ENC_SPECIAL | TOK_ENC_MARKED, &got, err), 0);
+        CHECK_EQ(got.n, want.n);
+        CHECK(memcmp(got.v, want.v, want.n * sizeof *want.v) == 0);
+    }
+    tok_ids_fini(&got);
+    tok_ids_fini(&want);
+    sbuf_fini(&text);
+    sbuf_fini(&span);
+}
+
 /* An interpreted template that slices content, joins it and writes arguments with tojson. */
 static void test_jinja(const struct tok *t)
 {
@@ -213,6 +255,7 @@ int main(void)
     struct tok *t = load_v3();
     if (!t) SKIP("the DeepSeek-V3 tokenizer is absent (cd tests && npm ci)");
     test_random(t);
+    test_long(t);
     test_jinja(t);
     tok_destroy(t);
     return 0;

@@ -105,6 +105,24 @@ int tok_create_gguf(struct tok **out, const struct gguf_ctx *g, char *err);
  * concatenation first, leftmost on ties. Errors: ERR_IO, ERR_FORMAT (file and line), ERR_NOMEM. */
 int tok_create_tiktoken(struct tok **out, const char *dir, char *err);
 
+/* llama.cpp's GGUF form of a tiktoken.model directory (convert_hf_to_gguf.py's conversion of
+ * Kimi-K2 / Moonlight) into w: tokenizer.ggml.model "gpt2", .pre "kimi-k2", .tokens (the ranks
+ * as GPT-2 byte-to-unicode strings, the 256 special ids by name, "[PADID]" for the ids from the
+ * tokenizer's size up to n_vocab - 1), .token_type (NORMAL; CONTROL for every special id; UNUSED
+ * for the padding), .merges (one per base token of two or more bytes, in rank order: tiktoken's
+ * BPE replayed on its bytes with the lower ranks, when that ends in two parts; a token no pair
+ * of tokens builds has none) and, from tokenizer_config.json, tokenizer.chat_template and
+ * tokenizer.ggml.add_bos_token. The bos/eos ids are left to the caller (the model's config).
+ * n_vocab: the model's vocabulary (0: the tokenizer's size). tok_create_gguf reads the result
+ * back as the directory encodes. Errors: those of tok_create_tiktoken, ERR_INVAL (n_vocab below
+ * the tokenizer's size), ERR_NOMEM. */
+struct gguf_writer;
+int tok_tiktoken_to_gguf(struct gguf_writer *w, const char *dir, int n_vocab, char *err);
+
+/* GPT-2's byte-to-unicode alphabet (ByteLevel): s[0..n) as UTF-8 into out (room for 2n + 1
+ * bytes), NUL-terminated; returns the length. */
+size_t tok_bytelevel_encode(const char *s, size_t n, char *out);
+
 /* Load the tokenizer of a model path: a directory with tokenizer.json (preferred), else
  * tiktoken.model, else the GGUF file in the directory (the first part of a split set), or a
  * .gguf file itself.

@@ -167,6 +167,15 @@ static uint32_t byte_to_cp(unsigned b)
     return 256 + k;
 }
 
+size_t tok_bytelevel_encode(const char *s, size_t n, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++)
+        o += (size_t)utf8_encode(byte_to_cp((unsigned char)s[i]), out + o);
+    out[o] = 0;
+    return o;
+}
+
 /* Decode a ByteLevel string into bytes (out must hold n bytes). Returns the byte count, or -1 if
  * a character is outside the alphabet or the string is not valid UTF-8. */
 static long bytelevel_decode(const int16_t *cp2byte, const char *s, size_t n, char *out)
@@ -503,8 +512,9 @@ static int finish_vocab(struct tok *t, char *err)
     t->strs = malloc((t->str_mask + 1) * sizeof *t->strs);
     if (!t->strs) return ERR_NOMEM;
     for (uint64_t i = 0; i <= t->str_mask; i++) t->strs[i].id = -1;
-    for (int i = 0; i < t->n_vocab; i++)
-        if (!t->tok[i].added && t->tok[i].len > 0) str_insert(t, i);
+    for (int i = 0; i < t->n_vocab; i++) /* UNUSED ids ("[PAD123]" padding) are never text */
+        if (!t->tok[i].added && t->tok[i].len > 0 && t->tok[i].type != TOK_TYPE_UNUSED)
+            str_insert(t, i);
     for (int b = 0; b < 256; b++) {
         char c = (char)b;
         t->byte_id[b] = str_lookup(t, &c, 1);

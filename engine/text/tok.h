@@ -82,7 +82,7 @@ struct tok_vocab {
 /* Load tokenizer.json and (optionally) tokenizer_config.json from directory `dir`.
  * Errors: ERR_IO (missing/unreadable file), ERR_FORMAT (malformed JSON or unexpected structure,
  * with the field named in err), ERR_UNSUPPORTED (a model/pre-tokenizer/normalizer type other than
- * byte-level BPE with Split/ByteLevel pre-tokenizers), ERR_NOMEM. */
+ * byte-level BPE with Split/Digits/ByteLevel pre-tokenizers), ERR_NOMEM. */
 int tok_create_dir(struct tok **out, const char *dir, char *err);
 
 /* Build from already-parsed GGUF metadata. Errors as tok_create_dir. */
@@ -156,9 +156,11 @@ int tok_encode(const struct tok *t, const char *text, size_t len, unsigned flags
  * travels inside the span). Content cannot forge a marker (its own are doubled) and cannot
  * remove one. With keep_think, "<think>" and "</think>" are left unmarked: assistant history,
  * where templates look for them to cut the reasoning out. Limits: an added token of a single
- * character cannot be split (DeepSeek vocabularies have none); text that itself holds U+FDD0
- * stays plain text (no added token is made from it) but, where a template cuts it (e.g. at
- * "</think>") next to such a literal marker, its ids may not decode back byte for byte
+ * character cannot be split (DeepSeek-V3's vocabulary has none; DeepSeek-V2's has 13 non-special
+ * ones, "ø", "ö", "ü", ..., the byte-level names of the bytes UTF-8 never uses: such a character
+ * in marked text becomes that token, as HF's tokenizer makes it in any text); text that itself
+ * holds U+FDD0 stays plain text (no added token is made from it) but, where a template cuts it
+ * (e.g. at "</think>") next to such a literal marker, its ids may not decode back byte for byte
  * (fuzz_reqparse found one; its round-trip property skips bodies holding U+FDD0). Returns 0 or
  * ERR_NOMEM (out unchanged); out is NUL-terminated on success. */
 #define TOK_PLAIN_MARK "\xEF\xB7\x90" /* U+FDD0 */

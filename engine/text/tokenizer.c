@@ -9,8 +9,8 @@
  *      AddedVocabulary); whitespace next to an lstrip/rstrip token is dropped;
  *   3. every other section runs through the pre-tokenizer: a list of regex stages, each one
  *      splitting every piece of the previous stage into matches and the gaps between them
- *      (HF Split with behaviour "Isolated"); stages recurse depth-first, so no piece list is
- *      ever materialized;
+ *      (HF Split with behaviour "Isolated"; HF Digits is the stage \p{N}, or \p{N}+ without
+ *      individual_digits); stages recurse depth-first, so no piece list is ever materialized;
  *   4. each final piece is BPE-merged directly on its bytes. The ByteLevel alphabet is a
  *      bijection byte <-> character, so a vocabulary string maps to the byte string it stands
  *      for, and merges are stored as (left id, right id) -> (rank, merged id) in a hash table.
@@ -442,7 +442,12 @@ static int add_stage(struct tok *t, const char *pat, size_t n, int literal, char
 static const char gpt2_re[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
-/* llama.cpp's regex sets for GGUF tokenizer.ggml.pre (facts taken from llama-vocab.cpp). */
+/* llama.cpp's regex sets for GGUF tokenizer.ggml.pre (facts taken from llama-vocab.cpp).
+ * "deepseek-llm" (DeepSeek-LLM, DeepSeek-V2 / V2-Lite / V2.5, Coder-V2): the Split regexes of
+ * their tokenizer.json, in order, then its Digits pre-tokenizer with individual_digits, which
+ * is \p{N} one at a time (llama.cpp writes \p{N}+, the same ids only while the vocabulary has
+ * no token of two digits: tandem follows the tokenizer.json). The Greek ranges end at U+1F7D,
+ * U+1FD3 and U+1FDB themselves (a copy normalized to NFC would have descending ranges there). */
 static const char *const pre_deepseek_llm[] = {
     "[\r\n]",
     "\\s?[A-Za-z\xc2\xb5\xc3\x80-\xc3\x96\xc3\x98-\xc3\xb6\xc3\xb8-\xc6\xba\xc6\xbc-\xc6\xbf"
@@ -470,7 +475,7 @@ static const char *const pre_deepseek_llm[] = {
     "\xe3\x80\x80-\xe3\x80\x82]+",
     "\\s+$",
     "[\xe4\xb8\x80-\xe9\xbe\xa5\xe0\xa0\x80-\xe4\xb8\x80\xea\xb0\x80-\xed\x9f\xbf]+",
-    "\\p{N}+",
+    "\\p{N}",
     NULL,
 };
 static const char *const pre_deepseek_coder[] = {
@@ -763,6 +768,13 @@ static int json_pre_tokenizer(struct tok *t, json_t *pt, char *err)
         if (json_is_string(str))
             return add_stage(t, json_string_value(str), json_string_length(str), 1, err);
         return err_set(err, ERR_FORMAT, "tokenizer.json: Split without Regex/String pattern");
+    }
+    if (strcmp(type, "Digits") == 0) {
+        /* HF's Digits: char::is_numeric (general category N) split off, one at a time
+         * (individual_digits, Isolated) or as runs (Contiguous) */
+        const char *re =
+            json_is_true(json_object_get(pt, "individual_digits")) ? "\\p{N}" : "\\p{N}+";
+        return add_stage(t, re, strlen(re), 0, err);
     }
     if (strcmp(type, "ByteLevel") == 0) {
         if (json_is_true(json_object_get(pt, "add_prefix_space")))

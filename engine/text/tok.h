@@ -181,8 +181,11 @@ int tok_decode(const struct tok *t, const int32_t *ids, size_t n, unsigned flags
 const char *tok_piece(const struct tok *t, int32_t id, size_t *len);
 
 int tok_vocab_size(const struct tok *t); /* number of ids (max id + 1) */
-int32_t tok_bos(const struct tok *t);    /* BOS id or -1 */
-int32_t tok_eos(const struct tok *t);    /* EOS id or -1 */
+/* ids in use: tok_vocab_size without the trailing UNUSED ids (a GGUF's "[PADID]" padding up to
+ * the model's vocabulary), so a directory and its GGUF form give the same count */
+int tok_n_used(const struct tok *t);
+int32_t tok_bos(const struct tok *t); /* BOS id or -1 */
+int32_t tok_eos(const struct tok *t); /* EOS id or -1 */
 /* Id of the token whose content is exactly `text` (e.g. "<｜tool▁calls▁begin｜>"), or -1. */
 int32_t tok_find(const struct tok *t, const char *text);
 int tok_is_special(const struct tok *t, int32_t id); /* 1 for special/control tokens, else 0 */

@@ -1499,6 +1499,13 @@ const char *tok_piece(const struct tok *t, int32_t id, size_t *len)
 }
 
 int tok_vocab_size(const struct tok *t) { return t->n_vocab; }
+
+int tok_n_used(const struct tok *t)
+{
+    int n = t->n_vocab;
+    while (n > 0 && t->tok[n - 1].type == TOK_TYPE_UNUSED) n--;
+    return n;
+}
 int32_t tok_bos(const struct tok *t) { return t->bos; }
 int32_t tok_eos(const struct tok *t) { return t->eos; }
 int tok_add_bos(const struct tok *t) { return t->add_bos; }

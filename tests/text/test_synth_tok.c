@@ -8,7 +8,7 @@
  *   - be of the expected form (Kimi's: tiktoken.model and no tokenizer.json, Kimi-K2's special
  *     tokens after the last rank, bos [BOS], eos [EOS], the published Kimi chat template
  *     byte for byte as in tests/text/templates/);
- *   - have the same bos/eos and chat template;
+ *   - have the same bos/eos, chat template and ids in use (the GGUF's padding ids not counted);
  *   - encode 1500 random strings (seed printed; TANDEM_TEST_SEED replays) to the same ids, with
  *     and without special-token matching, and decode them back to the input;
  *   - render random conversations (system, user, assistant with tool calls, tool turns, tools
@@ -236,6 +236,8 @@ static void check_preset(const char *preset, const char *fixture, const char *ro
     snprintf(p, sizeof p, "%s/model.gguf", gdir);
     gguf_pre(p, kimi ? "kimi-k2" : "deepseek-v3");
     CHECK(tok_vocab_size(b) >= tok_vocab_size(a));
+    CHECK_EQ(tok_n_used(a), tok_vocab_size(a)); /* the GGUF's padding ids are not in use */
+    CHECK_EQ(tok_n_used(b), tok_vocab_size(a));
     CHECK_EQ(tok_bos(a), tok_bos(b));
     CHECK_EQ(tok_eos(a), tok_eos(b));
     CHECK_STR(tok_bos_text(a), tok_bos_text(b));

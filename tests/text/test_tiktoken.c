@@ -215,6 +215,7 @@ static void check_gguf(uint64_t seed)
     struct tok *gp = NULL;
     CHECK_EQ(tok_load(&gp, path, err), 0);
     CHECK_EQ(tok_vocab_size(gp), N_RICH + 256 + 40);
+    CHECK_EQ(tok_n_used(gp), N_RICH + 256);
     unlink(path);
     snprintf(path, sizeof path, "%s/kimi.gguf", dir);
     CHECK_EQ(tok_bos(g), N_RICH);

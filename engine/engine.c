@@ -18,7 +18,8 @@
  * of a large vocabulary.
  *
  * Vocabulary: logits rows have the model's (padded) vocab_size; ids at or above the tokenizer's
- * size (tok_load: tokenizer.json or GGUF metadata) are never sampled.
+ * size (tok_load: tokenizer.json or GGUF metadata; tok_n_used: a GGUF's trailing UNUSED padding
+ * ids do not count) are never sampled.
  *
  * Threads: eng_create on the main thread, before the server starts. Ownership: struct eng_model
  * owns the weights, the backend and the model; the scheduler owns it (backend_destroy: the model
@@ -159,7 +160,7 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         struct tok *t = NULL;
         char terr[ERR_LEN];
         if (tok_load(&t, cfg->model_path, terr) == 0) {
-            int tv = tok_vocab_size(t);
+            int tv = tok_n_used(t);
             if (tv > 0 && tv < be.vocab) be.n_valid = tv;
             tok_destroy(t);
         }

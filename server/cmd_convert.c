@@ -17,12 +17,12 @@
  *   dequant  --model DIR --out DIR [--dtype f32|bf16] [--threads N]
  *   quantize --model DIR --out DIR [--experts TYPE] [--threads N]
  *
- * The chat template written by synth is tandem's own DeepSeek-V3 Jinja (engine/text/tmpl.h).
+ * The chat template written by synth is tandem's own DeepSeek-V3 Jinja (engine/text/tmpl.h), or
+ * for tiny-kimi / tiny-moonlight Kimi's published one with Kimi's tokenizer (synth_tok.c).
  */
 #include "cmd.h"
 
 #include "common/err.h"
-#include "engine/text/tmpl.h"
 #include "engine/weights/convert.h"
 #include "kernels/cpu/qtype.h"
 
@@ -173,7 +173,7 @@ int cmd_convert(int argc, char **argv)
         o.threads = (int)threads;
         o.mla_split = mla_split;
         o.gguf_split = (int)nsplit;
-        o.chat_template = tmpl_builtin_jinja("deepseek-v3");
+        o.chat_template = NULL; /* the preset's */
         o.experts_down_type = edown;
         o.gguf_only = gguf_only;
         o.linears_type = ltype;

@@ -82,7 +82,7 @@ struct tok_vocab {
 /* Load tokenizer.json and (optionally) tokenizer_config.json from directory `dir`.
  * Errors: ERR_IO (missing/unreadable file), ERR_FORMAT (malformed JSON or unexpected structure,
  * with the field named in err), ERR_UNSUPPORTED (a model/pre-tokenizer/normalizer type other than
- * byte-level BPE with Split/ByteLevel pre-tokenizers), ERR_NOMEM. */
+ * byte-level BPE with Split/Digits/ByteLevel pre-tokenizers), ERR_NOMEM. */
 int tok_create_dir(struct tok **out, const char *dir, char *err);
 
 /* Build from already-parsed GGUF metadata. Errors as tok_create_dir. */
@@ -104,6 +104,24 @@ int tok_create_gguf(struct tok **out, const struct gguf_ctx *g, char *err);
  * tiktoken's: a piece that is a token is that token, else byte pairs merge lowest rank of their
  * concatenation first, leftmost on ties. Errors: ERR_IO, ERR_FORMAT (file and line), ERR_NOMEM. */
 int tok_create_tiktoken(struct tok **out, const char *dir, char *err);
+
+/* llama.cpp's GGUF form of a tiktoken.model directory (convert_hf_to_gguf.py's conversion of
+ * Kimi-K2 / Moonlight) into w: tokenizer.ggml.model "gpt2", .pre "kimi-k2", .tokens (the ranks
+ * as GPT-2 byte-to-unicode strings, the 256 special ids by name, "[PADID]" for the ids from the
+ * tokenizer's size up to n_vocab - 1), .token_type (NORMAL; CONTROL for every special id; UNUSED
+ * for the padding), .merges (one per base token of two or more bytes, in rank order: tiktoken's
+ * BPE replayed on its bytes with the lower ranks, when that ends in two parts; a token no pair
+ * of tokens builds has none) and, from tokenizer_config.json, tokenizer.chat_template and
+ * tokenizer.ggml.add_bos_token. The bos/eos ids are left to the caller (the model's config).
+ * n_vocab: the model's vocabulary (0: the tokenizer's size). tok_create_gguf reads the result
+ * back as the directory encodes. Errors: those of tok_create_tiktoken, ERR_INVAL (n_vocab below
+ * the tokenizer's size), ERR_NOMEM. */
+struct gguf_writer;
+int tok_tiktoken_to_gguf(struct gguf_writer *w, const char *dir, int n_vocab, char *err);
+
+/* GPT-2's byte-to-unicode alphabet (ByteLevel): s[0..n) as UTF-8 into out (room for 2n + 1
+ * bytes), NUL-terminated; returns the length. */
+size_t tok_bytelevel_encode(const char *s, size_t n, char *out);
 
 /* Load the tokenizer of a model path: a directory with tokenizer.json (preferred), else
  * tiktoken.model, else the GGUF file in the directory (the first part of a split set), or a
@@ -138,7 +156,9 @@ int tok_encode(const struct tok *t, const char *text, size_t len, unsigned flags
  * travels inside the span). Content cannot forge a marker (its own are doubled) and cannot
  * remove one. With keep_think, "<think>" and "</think>" are left unmarked: assistant history,
  * where templates look for them to cut the reasoning out. Limits: an added token of a single
- * character cannot be split (DeepSeek vocabularies have none). Returns 0 or
+ * character cannot be split (DeepSeek-V3's vocabulary has none; DeepSeek-V2's has 13 non-special
+ * ones, "ø", "ö", "ü", ..., the byte-level names of the bytes UTF-8 never uses: such a character
+ * in marked text becomes that token, as HF's tokenizer makes it in any text). Returns 0 or
  * ERR_NOMEM (out unchanged); out is NUL-terminated on success. */
 #define TOK_PLAIN_MARK "\xEF\xB7\x90" /* U+FDD0 */
 int tok_mark_plain(const struct tok *t, const char *s, size_t n, int keep_think, struct sbuf *out);
@@ -158,8 +178,11 @@ int tok_decode(const struct tok *t, const int32_t *ids, size_t n, unsigned flags
 const char *tok_piece(const struct tok *t, int32_t id, size_t *len);
 
 int tok_vocab_size(const struct tok *t); /* number of ids (max id + 1) */
-int32_t tok_bos(const struct tok *t);    /* BOS id or -1 */
-int32_t tok_eos(const struct tok *t);    /* EOS id or -1 */
+/* ids in use: tok_vocab_size without the trailing UNUSED ids (a GGUF's "[PADID]" padding up to
+ * the model's vocabulary), so a directory and its GGUF form give the same count */
+int tok_n_used(const struct tok *t);
+int32_t tok_bos(const struct tok *t); /* BOS id or -1 */
+int32_t tok_eos(const struct tok *t); /* EOS id or -1 */
 /* Id of the token whose content is exactly `text` (e.g. "<｜tool▁calls▁begin｜>"), or -1. */
 int32_t tok_find(const struct tok *t, const char *text);
 int tok_is_special(const struct tok *t, int32_t id); /* 1 for special/control tokens, else 0 */

@@ -12,11 +12,17 @@
  * splits of one token share its rank, so ties stay leftmost), with the "kimi" pre-tokenizer and
  * the rule that a piece which is a token is that token.
  *
+ * tok_tiktoken_to_gguf writes the same directory in llama.cpp's GGUF form (byte-level token
+ * strings, one merge per token found by replaying tiktoken on its bytes with the lower ranks,
+ * pre "kimi-k2"), which tok_create_gguf reads back: synthetic Kimi/Moonlight models use it for
+ * their whole-GGUF layout, the tests for GGUFs of hand-made vocabularies.
+ *
  * Threads: called from one thread; nothing is kept. Ownership: *out as tok_create_vocab.
  */
 #include "tok.h"
 
 #include "common/err.h"
+#include "engine/weights/gguf.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -245,30 +251,39 @@ static int32_t find_id(const struct tt *t, const char *content)
     return -1;
 }
 
-int tok_create_tiktoken(struct tok **out, const char *dir, char *err)
+/* tiktoken.model and tokenizer_config.json of dir -> t (base tokens indexed, the specials
+ * added); *cfg: the parsed config or NULL (the caller's, json_decref) */
+static int load_dir(struct tt *t, const char *dir, size_t *n_base, json_t **cfg, char *err)
 {
-    *out = NULL;
     char path[4096], cpath[4096];
     snprintf(path, sizeof path, "%s/tiktoken.model", dir);
     snprintf(cpath, sizeof cpath, "%s/tokenizer_config.json", dir);
-    struct tt t = {0};
-    size_t n_base = 0, n_merges = 0;
-    int32_t *merges = NULL;
-    json_t *cfg = NULL;
-    int rc = read_ranks(&t, path, &n_base, err);
-    if (!rc) rc = index_tokens(&t, n_base, path, err);
+    *cfg = NULL;
+    int rc = read_ranks(t, path, n_base, err);
+    if (!rc) rc = index_tokens(t, *n_base, path, err);
     if (!rc) {
         FILE *f = fopen(cpath, "rb");
         json_error_t je;
         if (f) {
-            cfg = json_loadf(f, JSON_REJECT_DUPLICATES, &je);
+            *cfg = json_loadf(f, JSON_REJECT_DUPLICATES, &je);
             fclose(f);
-            if (!cfg || !json_is_object(cfg))
+            if (!*cfg || !json_is_object(*cfg))
                 rc = err_set(err, ERR_FORMAT, "%s: bad JSON at line %d: %s", cpath, je.line,
                              je.text);
         }
     }
-    if (!rc) rc = add_specials(&t, n_base, cfg, cpath, err);
+    if (!rc) rc = add_specials(t, *n_base, *cfg, cpath, err);
+    return rc;
+}
+
+int tok_create_tiktoken(struct tok **out, const char *dir, char *err)
+{
+    *out = NULL;
+    struct tt t = {0};
+    size_t n_base = 0, n_merges = 0;
+    int32_t *merges = NULL;
+    json_t *cfg = NULL;
+    int rc = load_dir(&t, dir, &n_base, &cfg, err);
     if (!rc) rc = make_merges(&t, n_base, &merges, &n_merges);
     if (!rc) {
         static const char empty[1] = "";
@@ -294,6 +309,101 @@ int tok_create_tiktoken(struct tok **out, const char *dir, char *err)
         free(toks);
     }
     free(merges);
+    json_decref(cfg);
+    tt_free(&t);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- llama.cpp's GGUF form */
+
+/* convert_hf_to_gguf.py's QwenModel.bpe(mergeable_ranks, token, max_rank=id): tiktoken's BPE on
+ * the bytes of base token id with the ranks below id (the lowest-ranked pair first, leftmost on
+ * ties). 1 and *cut (the length of the left part) when it ends in two parts, else 0. cut is
+ * scratch of len + 1 entries. */
+static int replay_split(const struct tt *t, size_t id, size_t *cut, size_t *left)
+{
+    const char *s = t->tok[id];
+    size_t k = t->len[id]; /* parts: s[cut[i] .. cut[i + 1]) for i < k */
+    for (size_t i = 0; i <= k; i++) cut[i] = i;
+    while (k > 2) {
+        int32_t best = -1;
+        size_t at = 0;
+        for (size_t i = 0; i + 2 <= k; i++) {
+            int32_t r = lookup(t, s + cut[i], cut[i + 2] - cut[i]);
+            if (r >= 0 && (best < 0 || r < best)) {
+                best = r;
+                at = i;
+            }
+        }
+        if (best < 0 || (size_t)best >= id) break;
+        memmove(cut + at + 1, cut + at + 2, (k - at - 1) * sizeof *cut);
+        k--;
+    }
+    *left = cut[1];
+    return k == 2;
+}
+
+int tok_tiktoken_to_gguf(struct gguf_writer *w, const char *dir, int n_vocab, char *err)
+{
+    struct tt t = {0};
+    size_t n_base = 0, nm = 0, maxlen = 0;
+    json_t *cfg = NULL;
+    int rc = load_dir(&t, dir, &n_base, &cfg, err);
+    size_t n = t.n;
+    if (!rc && n_vocab > 0 && (size_t)n_vocab < t.n)
+        rc = err_set(err, ERR_INVAL, "%s: the tokenizer has %zu ids, the model %d", dir, t.n,
+                     n_vocab);
+    if (!rc && n_vocab > 0) n = (size_t)n_vocab;
+    for (size_t i = 0; i < t.n; i++)
+        if (t.len[i] > maxlen) maxlen = t.len[i];
+    char **str = rc ? NULL : calloc(n, sizeof *str), **mer = rc ? NULL : calloc(n, sizeof *mer);
+    int32_t *type = rc ? NULL : malloc(n * sizeof *type);
+    size_t *cut = rc ? NULL : malloc((maxlen + 1) * sizeof *cut);
+    if (!rc && (!str || !mer || !type || !cut)) rc = ERR_NOMEM;
+    for (size_t id = 0; !rc && id < n; id++) {
+        if (id >= t.n || !t.tok[id]) { /* beyond the tokenizer, or a rank not given */
+            type[id] = TOK_TYPE_UNUSED;
+            if ((str[id] = malloc(32))) snprintf(str[id], 32, "[PAD%zu]", id);
+        } else if (id >= n_base) { /* a special id */
+            type[id] = t.typ[id];
+            str[id] = strndup(t.tok[id], t.len[id]);
+        } else {
+            type[id] = TOK_TYPE_NORMAL;
+            if ((str[id] = malloc(2 * t.len[id] + 1)))
+                tok_bytelevel_encode(t.tok[id], t.len[id], str[id]);
+            size_t l;
+            if (str[id] && t.len[id] > 1 && replay_split(&t, id, cut, &l)) {
+                size_t r = t.len[id] - l;
+                if (!(mer[nm] = malloc(2 * (l + r) + 2))) rc = ERR_NOMEM;
+                else {
+                    size_t o = tok_bytelevel_encode(t.tok[id], l, mer[nm]);
+                    mer[nm][o++] = ' ';
+                    tok_bytelevel_encode(t.tok[id] + l, r, mer[nm] + o);
+                    nm++;
+                }
+            }
+        }
+        if (!str[id]) rc = ERR_NOMEM;
+    }
+    if (!rc) {
+        const char *tmpl = json_string_value(json_object_get(cfg, "chat_template"));
+        int bad = gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2");
+        bad |= gguf_writer_set_str(w, "tokenizer.ggml.pre", "kimi-k2");
+        bad |= gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)str, n);
+        bad |= gguf_writer_set_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, type, n);
+        bad |= gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)mer, nm);
+        if (json_is_boolean(json_object_get(cfg, "add_bos_token")))
+            bad |= gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token",
+                                        json_is_true(json_object_get(cfg, "add_bos_token")));
+        if (tmpl) bad |= gguf_writer_set_str(w, "tokenizer.chat_template", tmpl);
+        if (bad) rc = err_set(err, ERR_NOMEM, "out of memory for the GGUF tokenizer");
+    }
+    for (size_t i = 0; str && i < n; i++) free(str[i]);
+    for (size_t i = 0; mer && i < nm; i++) free(mer[i]);
+    free(str);
+    free(mer);
+    free(type);
+    free(cut);
     json_decref(cfg);
     tt_free(&t);
     return rc;

@@ -9,8 +9,8 @@
  *      AddedVocabulary); whitespace next to an lstrip/rstrip token is dropped;
  *   3. every other section runs through the pre-tokenizer: a list of regex stages, each one
  *      splitting every piece of the previous stage into matches and the gaps between them
- *      (HF Split with behaviour "Isolated"); stages recurse depth-first, so no piece list is
- *      ever materialized;
+ *      (HF Split with behaviour "Isolated"; HF Digits is the stage \p{N}, or \p{N}+ without
+ *      individual_digits); stages recurse depth-first, so no piece list is ever materialized;
  *   4. each final piece is BPE-merged directly on its bytes. The ByteLevel alphabet is a
  *      bijection byte <-> character, so a vocabulary string maps to the byte string it stands
  *      for, and merges are stored as (left id, right id) -> (rank, merged id) in a hash table.
@@ -165,6 +165,15 @@ static uint32_t byte_to_cp(unsigned b)
     for (unsigned x = 0; x < b; x++)
         if (!((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255))) k++;
     return 256 + k;
+}
+
+size_t tok_bytelevel_encode(const char *s, size_t n, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++)
+        o += (size_t)utf8_encode(byte_to_cp((unsigned char)s[i]), out + o);
+    out[o] = 0;
+    return o;
 }
 
 /* Decode a ByteLevel string into bytes (out must hold n bytes). Returns the byte count, or -1 if
@@ -433,7 +442,12 @@ static int add_stage(struct tok *t, const char *pat, size_t n, int literal, char
 static const char gpt2_re[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
-/* llama.cpp's regex sets for GGUF tokenizer.ggml.pre (facts taken from llama-vocab.cpp). */
+/* llama.cpp's regex sets for GGUF tokenizer.ggml.pre (facts taken from llama-vocab.cpp).
+ * "deepseek-llm" (DeepSeek-LLM, DeepSeek-V2 / V2-Lite / V2.5, Coder-V2): the Split regexes of
+ * their tokenizer.json, in order, then its Digits pre-tokenizer with individual_digits, which
+ * is \p{N} one at a time (llama.cpp writes \p{N}+, the same ids only while the vocabulary has
+ * no token of two digits: tandem follows the tokenizer.json). The Greek ranges end at U+1F7D,
+ * U+1FD3 and U+1FDB themselves (a copy normalized to NFC would have descending ranges there). */
 static const char *const pre_deepseek_llm[] = {
     "[\r\n]",
     "\\s?[A-Za-z\xc2\xb5\xc3\x80-\xc3\x96\xc3\x98-\xc3\xb6\xc3\xb8-\xc6\xba\xc6\xbc-\xc6\xbf"
@@ -461,7 +475,7 @@ static const char *const pre_deepseek_llm[] = {
     "\xe3\x80\x80-\xe3\x80\x82]+",
     "\\s+$",
     "[\xe4\xb8\x80-\xe9\xbe\xa5\xe0\xa0\x80-\xe4\xb8\x80\xea\xb0\x80-\xed\x9f\xbf]+",
-    "\\p{N}+",
+    "\\p{N}",
     NULL,
 };
 static const char *const pre_deepseek_coder[] = {
@@ -503,8 +517,9 @@ static int finish_vocab(struct tok *t, char *err)
     t->strs = malloc((t->str_mask + 1) * sizeof *t->strs);
     if (!t->strs) return ERR_NOMEM;
     for (uint64_t i = 0; i <= t->str_mask; i++) t->strs[i].id = -1;
-    for (int i = 0; i < t->n_vocab; i++)
-        if (!t->tok[i].added && t->tok[i].len > 0) str_insert(t, i);
+    for (int i = 0; i < t->n_vocab; i++) /* UNUSED ids ("[PAD123]" padding) are never text */
+        if (!t->tok[i].added && t->tok[i].len > 0 && t->tok[i].type != TOK_TYPE_UNUSED)
+            str_insert(t, i);
     for (int b = 0; b < 256; b++) {
         char c = (char)b;
         t->byte_id[b] = str_lookup(t, &c, 1);
@@ -753,6 +768,13 @@ static int json_pre_tokenizer(struct tok *t, json_t *pt, char *err)
         if (json_is_string(str))
             return add_stage(t, json_string_value(str), json_string_length(str), 1, err);
         return err_set(err, ERR_FORMAT, "tokenizer.json: Split without Regex/String pattern");
+    }
+    if (strcmp(type, "Digits") == 0) {
+        /* HF's Digits: char::is_numeric (general category N) split off, one at a time
+         * (individual_digits, Isolated) or as runs (Contiguous) */
+        const char *re =
+            json_is_true(json_object_get(pt, "individual_digits")) ? "\\p{N}" : "\\p{N}+";
+        return add_stage(t, re, strlen(re), 0, err);
     }
     if (strcmp(type, "ByteLevel") == 0) {
         if (json_is_true(json_object_get(pt, "add_prefix_space")))
@@ -1482,6 +1504,13 @@ const char *tok_piece(const struct tok *t, int32_t id, size_t *len)
 }
 
 int tok_vocab_size(const struct tok *t) { return t->n_vocab; }
+
+int tok_n_used(const struct tok *t)
+{
+    int n = t->n_vocab;
+    while (n > 0 && t->tok[n - 1].type == TOK_TYPE_UNUSED) n--;
+    return n;
+}
 int32_t tok_bos(const struct tok *t) { return t->bos; }
 int32_t tok_eos(const struct tok *t) { return t->eos; }
 int tok_add_bos(const struct tok *t) { return t->add_bos; }

@@ -116,7 +116,7 @@ static int fill_chat_template(const char *dst, char *err)
 
 static int copy_tokenizer(const char *src, const char *dst, char *err)
 {
-    static const char *names[] = {"tokenizer.json", "tokenizer_config.json",
+    static const char *names[] = {"tokenizer.json", "tiktoken.model", "tokenizer_config.json",
                                   "generation_config.json", "special_tokens_map.json"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         int rc = copy_file(src, dst, names[i], err);

@@ -5,10 +5,10 @@
  *    quantization_config), model.safetensors with HF names (GPU side: FP8 e4m3 linears +
  *    128x128 `weight_scale_inv`, BF16 embeddings/norms/router/lm_head, F32 correction bias),
  *    experts.gguf (routed experts as stacked `blk.N.ffn_{gate,up,down}_exps.weight` of one GGML
- *    type, with deepseek2 metadata), tokenizer.json, tokenizer_config.json,
- *    generation_config.json. synth can instead write kv_b as llama.cpp's split
- *    `blk.N.attn_k_b` / `attn_v_b` (F32, in the GGUF) and the GGUF as a gguf-split set
- *    `experts-0000K-of-0000N.gguf`; quantize always writes kv_b_proj.
+ *    type, with deepseek2 metadata), tokenizer.json (tiktoken.model for the Kimi / Moonlight
+ *    presets), tokenizer_config.json, generation_config.json. synth can instead write kv_b as
+ *    llama.cpp's split `blk.N.attn_k_b` / `attn_v_b` (F32, in the GGUF) and the GGUF as a
+ *    gguf-split set `experts-0000K-of-0000N.gguf`; quantize always writes kv_b_proj.
  *  - synth with gguf_only writes llama.cpp's form instead: the whole model in GGUF (model.gguf or
  *    a gguf-split set `model-0000K-of-0000N.gguf`), canonical names, hyperparameters and the
  *    tokenizer (tokenizer.ggml.*, tokenizer.chat_template) as metadata of the first file, and

@@ -538,7 +538,7 @@ static int write_gguf(const struct wt__emitter *em, const struct wt_hparams *hp,
                gguf_writer_set_u16(gw, "split.count", (uint16_t)ns) ||
                gguf_writer_set_i32(gw, "split.tensors.count", total);
     if (!rc && meta) rc = err_set(err, ERR_NOMEM, "out of memory");
-    if (!rc && no == 0 && tok_dir) rc = wt__synth_tokenizer_gguf(gw, tok_dir, err);
+    if (!rc && no == 0 && tok_dir) rc = wt__synth_tokenizer_gguf(gw, tok_dir, hp->vocab_size, err);
     for (int i = 0; !rc && i < n; i++) rc = wt__job_declare_gguf(gw, &gg[i], err);
     if (!rc) rc = gguf_writer_begin(gw, err);
     for (int i = 0; !rc && i < n; i++) {

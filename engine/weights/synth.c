@@ -7,8 +7,9 @@
  * dims, vocab 129280, default 1 dense + 2 MoE layers and 256 experts); DeepSeek-V2's shapes:
  * `tiny-v2` (tiny with V2-Lite's attention and routing), `v2-lite-slice` and `v2-slice` (the
  * true dims of V2-Lite and of V2 / V2.5 236B), `tiny-moonlight` and `tiny-kimi` (tiny with
- * Moonlight's and Kimi-K2's attention, routing and RoPE). Or any config.json. --vocab overrides the
- * vocabulary (raised to the synth tokenizer's size if smaller).
+ * Moonlight's and Kimi-K2's attention, routing and RoPE, and Kimi's tiktoken-style tokenizer:
+ * synth_tok.c). Or any config.json. --vocab overrides the vocabulary (raised to the synth
+ * tokenizer's size if smaller).
  *
  * Values: linears N(0, 1/in) so activations stay O(1), norm weights 1 + N(0, 0.1^2), embedding
  * N(0, 1), correction bias N(0, 0.02^2). Every block of 128 rows of a tensor draws from its own
@@ -265,13 +266,16 @@ static void preset_tiny_kimi(struct wt_hparams *hp)
     hp->yarn_beta_slow = 1;
 }
 
+/* kimi: the preset carries Kimi's tiktoken-style tokenizer with Kimi-K2-Thinking's chat
+ * template (1) or Kimi-K2-Instruct's (2); 0: DeepSeek-V3's byte-level BPE */
 static const struct {
     const char *name;
     void (*fn)(struct wt_hparams *);
-} presets[] = {{"tiny", preset_tiny},          {"v3-slice", preset_v3},
-               {"tiny-v2", preset_tiny_v2},    {"v2-lite-slice", preset_v2_lite},
-               {"v2-slice", preset_v2},        {"tiny-moonlight", preset_tiny_moonlight},
-               {"tiny-kimi", preset_tiny_kimi}};
+    int kimi;
+} presets[] = {{"tiny", preset_tiny, 0},          {"v3-slice", preset_v3, 0},
+               {"tiny-v2", preset_tiny_v2, 0},    {"v2-lite-slice", preset_v2_lite, 0},
+               {"v2-slice", preset_v2, 0},        {"tiny-moonlight", preset_tiny_moonlight, 2},
+               {"tiny-kimi", preset_tiny_kimi, 1}};
 
 /* a GGML type or F32/F16/BF16 that can store weights (not FP8, integers or activation types) */
 static int weight_type(int t)
@@ -326,13 +330,19 @@ int wt_synth(const struct wt_synth_opts *o, char *err)
     if (o->gguf_only && !weight_type(ltype))
         return err_set(err, ERR_INVAL, "linears type %s cannot hold weights", qtype_name(ltype));
     if ((rc = wt__mkdirs(o->out, err))) return rc;
-    int ntok;
-    if ((rc = wt__synth_tokenizer(o->out, &ntok, err))) return rc;
+    int ntok, kimi = o->config ? 0 : presets[p].kimi;
+    if (kimi) {
+        const char *t = o->chat_template ? o->chat_template : wt__synth_kimi_template(kimi == 1);
+        if ((rc = wt__synth_tiktoken(o->out, t, hp.max_pos, &ntok, &hp.bos_id, &hp.eos_id, err)))
+            return rc;
+    } else {
+        if ((rc = wt__synth_tokenizer(o->out, &ntok, err))) return rc;
+        if ((rc = wt__synth_tokenizer_config(
+                 o->out, o->chat_template ? o->chat_template : tmpl_builtin_jinja("deepseek-v3"),
+                 hp.max_pos, err)))
+            return rc;
+    }
     if (!hp.vocab_size || hp.vocab_size < ntok) hp.vocab_size = (ntok + 127) / 128 * 128;
-    if ((rc = wt__synth_tokenizer_config(
-             o->out, o->chat_template ? o->chat_template : tmpl_builtin_jinja("deepseek-v3"),
-             hp.max_pos, err)))
-        return rc;
     const struct cpuq_ops *ops = NULL;
     if ((rc = cpuq_ops_get(cpuq_isa_detect(), &ops, err))) return rc;
     struct wt__emitter em = {ops, o->threads, o->zero, o->seed, NULL, &hp, fill_random};
@@ -344,7 +354,8 @@ int wt_synth(const struct wt_synth_opts *o, char *err)
                              .linears = ltype};
     rc = wt__write_model(&em, &hp, &lay, o->out, err);
     /* the whole-GGUF form carries the tokenizer in its metadata: nothing else in the directory */
-    const char *tok_files[2] = {"tokenizer.json", "tokenizer_config.json"};
+    const char *tok_files[2] = {kimi ? "tiktoken.model" : "tokenizer.json",
+                                "tokenizer_config.json"};
     for (int i = 0; !rc && o->gguf_only && i < 2; i++) {
         char p[4096];
         snprintf(p, sizeof p, "%s/%s", o->out, tok_files[i]);

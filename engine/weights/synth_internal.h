@@ -20,9 +20,19 @@ struct gguf_writer;
 int wt__synth_tokenizer(const char *dir, int *n_vocab, char *err);
 /* Write dir/tokenizer_config.json with the given chat template. */
 int wt__synth_tokenizer_config(const char *dir, const char *chat_template, int max_len, char *err);
-/* Set the tokenizer.ggml.* keys and tokenizer.chat_template of w from the tokenizer.json and
- * tokenizer_config.json in dir (as llama.cpp's converter writes them for a BPE tokenizer). */
-int wt__synth_tokenizer_gguf(struct gguf_writer *w, const char *dir, char *err);
+/* Write Kimi's tiktoken-style tokenizer to dir: tiktoken.model and tokenizer_config.json (Kimi's
+ * special tokens, bos [BOS], eos [EOS], the chat template); *n_vocab = ids used (the ranks and
+ * 256 special ids), *bos / *eos their ids. */
+int wt__synth_tiktoken(const char *dir, const char *chat_template, int max_len, int *n_vocab,
+                       int *bos, int *eos, char *err);
+/* Kimi's published chat templates: Kimi-K2-Thinking's (thinking 1) or Kimi-K2-Instruct's first
+ * one. Static storage. */
+const char *wt__synth_kimi_template(int thinking);
+/* Set the tokenizer.ggml.* keys and tokenizer.chat_template of w from the tokenizer files in dir
+ * as llama.cpp's converter writes them: tokenizer.json + tokenizer_config.json (a BPE
+ * tokenizer, pre "deepseek-v3"), or tiktoken.model + tokenizer_config.json (pre "kimi-k2",
+ * tok_tiktoken_to_gguf; ids up to n_vocab - 1 beyond the tokenizer as "[PADID]"). */
+int wt__synth_tokenizer_gguf(struct gguf_writer *w, const char *dir, int n_vocab, char *err);
 
 enum wt__fmt { WT_FMT_BF16, WT_FMT_F32, WT_FMT_FP8, WT_FMT_GGML };
 /* WT_INIT_K_B / WT_INIT_V_B: synth's split MLA tensors, taken from layer `layer`'s random kv_b

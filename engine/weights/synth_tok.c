@@ -1,28 +1,42 @@
-/* synth_tok.c - the small byte-level BPE tokenizer of synthetic models (`tandem convert synth`).
+/* synth_tok.c - the small tokenizers of synthetic models (`tandem convert synth`).
  *
- * Layout mirrors DeepSeek-V3's tokenizer.json: ids 0..2 are <｜begin▁of▁sentence｜>,
- * <｜end▁of▁sentence｜>, <｜▁pad▁｜>; then the 256 byte tokens (GPT-2 byte-to-unicode alphabet);
- * then merges learned deterministically by plain BPE on a built-in English corpus (most frequent
- * adjacent pair, ties to the lowest ids); then DeepSeek-V3's added tokens (roles, FIM, EOT, tool
- * tokens, <think>/</think>). The pre-tokenizer is DeepSeek-V3's Sequence of three Split regexes
- * plus ByteLevel, the decoder ByteLevel, and a post-processor that prepends BOS.
- * Deterministic: no seed involved, so every synthetic model shares one tokenizer.
+ * Both learn the same merges, deterministically, by plain BPE on a built-in English corpus (most
+ * frequent adjacent pair, ties to the lowest ids; no seed involved, so every synthetic model of
+ * a family shares one tokenizer).
+ *
+ * DeepSeek's byte-level BPE (wt__synth_tokenizer) mirrors DeepSeek-V3's tokenizer.json: ids 0..2
+ * are <｜begin▁of▁sentence｜>, <｜end▁of▁sentence｜>, <｜▁pad▁｜>; then the 256 byte tokens (GPT-2
+ * byte-to-unicode alphabet); then the merges; then DeepSeek-V3's added tokens (roles, FIM, EOT,
+ * tool tokens, <think>/</think>). The pre-tokenizer is DeepSeek-V3's Sequence of three Split
+ * regexes plus ByteLevel, the decoder ByteLevel, and a post-processor that prepends BOS.
+ *
+ * Kimi's tiktoken-style BPE (wt__synth_tiktoken, presets tiny-kimi and tiny-moonlight) mirrors
+ * Kimi-K2's files: tiktoken.model with the 256 bytes at ranks 0..255 and the merges after them
+ * (rank = id), then tokenizer_config.json naming Kimi-K2's special tokens at their offsets from
+ * the first id after the last rank (added_tokens_decoder; the other special ids are
+ * "<|reserved_token_ID|>"), bos [BOS], eos [EOS], and a chat template of Kimi's: Kimi-K2-Thinking's
+ * (tool calls, thinking) or Kimi-K2-Instruct's first one, as published (the fixtures
+ * tests/text/templates/kimi_k2_thinking.jinja and kimi_k2.jinja hold the same text).
+ *
  * wt__synth_tokenizer_gguf copies the written files into GGUF tokenizer metadata for the
- * whole-GGUF layout (token types: added special tokens control, other added tokens
- * user-defined, the rest normal).
+ * whole-GGUF layout, as llama.cpp's converter writes them: for tokenizer.json the vocabulary,
+ * merges and token types (added special tokens control, other added tokens user-defined, the
+ * rest normal) with pre "deepseek-v3"; for tiktoken.model the "kimi-k2" form of
+ * tok_tiktoken_to_gguf (engine/text).
  *
- * Single-threaded; used only by synth.c.
+ * Single-threaded; used only by synth.c and emit.c.
  */
 #include "gguf.h"
 #include "synth_internal.h"
 
 #include "common/err.h"
-#include "common/utf8.h"
+#include "engine/text/tok.h"
 
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char corpus[] =
     "The quick brown fox jumps over the lazy dog. A model is a function that maps a sequence of "
@@ -71,19 +85,9 @@ static const char *added_head[3] = {"<｜begin▁of▁sentence｜>", "<｜end▁
                                     "<｜▁pad▁｜>"};
 
 #define N_MERGES 480
-#define FIRST_BYTE 3
-#define MAX_TOK (FIRST_BYTE + 256 + N_MERGES)
-
-/* GPT-2 byte -> unicode code point */
-static unsigned byte_cp(int b)
-{
-    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255))
-        return (unsigned)b;
-    int n = 0;
-    for (int x = 0; x < b; x++)
-        if (!((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255))) n++;
-    return 256u + (unsigned)n;
-}
+#define N_LEARN (256 + N_MERGES) /* learned ids: the 256 bytes, then the merges */
+#define FIRST_BYTE 3             /* where the bytes start in DeepSeek's layout */
+#define TOK_BYTES 64             /* a token's bytes and its ByteLevel string fit in this */
 
 static int cls(unsigned char c)
 {
@@ -98,26 +102,33 @@ struct word {
     int n;
 };
 
-int wt__synth_tokenizer(const char *dir, int *n_vocab, char *err)
+/* the learned vocabulary: id k < 256 is byte k, later ids merge[k - 256] */
+struct learned {
+    char tok[N_LEARN][TOK_BYTES]; /* raw bytes */
+    int len[N_LEARN];
+    int bl[N_LEARN]; /* length of the ByteLevel string (a byte >= 0x80 or a control is 2) */
+    int n;
+    int merge[N_MERGES][2];
+};
+
+static int learn(struct learned *v, char *err)
 {
-    /* strings of every token */
-    char(*tokstr)[64] = calloc(MAX_TOK, sizeof *tokstr);
-    if (!tokstr) return err_set(err, ERR_NOMEM, "out of memory");
-    int ntok = FIRST_BYTE + 256;
     for (int b = 0; b < 256; b++) {
-        int k = utf8_encode(byte_cp(b), tokstr[FIRST_BYTE + b]);
-        tokstr[FIRST_BYTE + b][k] = 0;
+        v->tok[b][0] = (char)b;
+        v->len[b] = 1;
+        char u[4];
+        v->bl[b] = (int)tok_bytelevel_encode(v->tok[b], 1, u);
     }
+    v->n = 256;
     /* pre-split the corpus: optional space + run of one class; digits one at a time */
     int cap = (int)sizeof corpus, nw = 0;
     struct word *w = calloc((size_t)cap, sizeof *w);
     int *pool = malloc(sizeof(int) * sizeof corpus);
-    int *cnt = malloc(sizeof(int) * MAX_TOK * MAX_TOK);
+    int *cnt = malloc(sizeof(int) * N_LEARN * N_LEARN);
     if (!w || !pool || !cnt) {
         free(w);
         free(pool);
         free(cnt);
-        free(tokstr);
         return err_set(err, ERR_NOMEM, "out of memory");
     }
     int used = 0;
@@ -132,32 +143,30 @@ int wt__synth_tokenizer(const char *dir, int *n_vocab, char *err)
             while (i < len && cls(s[i]) == c) i++;
         w[nw].tok = pool + used;
         w[nw].n = (int)(i - st);
-        for (size_t k = st; k < i; k++) pool[used++] = FIRST_BYTE + s[k];
+        for (size_t k = st; k < i; k++) pool[used++] = s[k];
         nw++;
     }
-    int merges[N_MERGES][2], nm = 0;
-    while (nm < N_MERGES) {
-        memset(cnt, 0, sizeof(int) * MAX_TOK * MAX_TOK);
+    while (v->n < N_LEARN) {
+        memset(cnt, 0, sizeof(int) * N_LEARN * N_LEARN);
         int best = 0, ba = 0, bb = 0;
         for (int k = 0; k < nw; k++)
             for (int j = 0; j + 1 < w[k].n; j++) {
                 int a = w[k].tok[j], b = w[k].tok[j + 1];
-                int v = ++cnt[a * MAX_TOK + b];
-                if (v > best || (v == best && (a < ba || (a == ba && b < bb)))) {
-                    best = v;
+                int c = ++cnt[a * N_LEARN + b];
+                if (c > best || (c == best && (a < ba || (a == ba && b < bb)))) {
+                    best = c;
                     ba = a;
                     bb = b;
                 }
             }
-        if (best < 1) break;
-        size_t la = strlen(tokstr[ba]), lb = strlen(tokstr[bb]);
-        if (la + lb >= sizeof tokstr[0]) break;
-        int id = ntok++;
-        memcpy(tokstr[id], tokstr[ba], la);
-        memcpy(tokstr[id] + la, tokstr[bb], lb + 1);
-        merges[nm][0] = ba;
-        merges[nm][1] = bb;
-        nm++;
+        if (best < 1 || v->bl[ba] + v->bl[bb] >= TOK_BYTES) break;
+        int id = v->n++;
+        memcpy(v->tok[id], v->tok[ba], (size_t)v->len[ba]);
+        memcpy(v->tok[id] + v->len[ba], v->tok[bb], (size_t)v->len[bb]);
+        v->len[id] = v->len[ba] + v->len[bb];
+        v->bl[id] = v->bl[ba] + v->bl[bb];
+        v->merge[id - 256][0] = ba;
+        v->merge[id - 256][1] = bb;
         for (int k = 0; k < nw; k++) {
             int o = 0;
             for (int j = 0; j < w[k].n; j++) {
@@ -174,20 +183,41 @@ int wt__synth_tokenizer(const char *dir, int *n_vocab, char *err)
     free(cnt);
     free(pool);
     free(w);
+    return 0;
+}
+
+int wt__synth_tokenizer(const char *dir, int *n_vocab, char *err)
+{
+    struct learned *lv = malloc(sizeof *lv);
+    if (!lv) return err_set(err, ERR_NOMEM, "out of memory");
+    int rc = learn(lv, err);
+    if (rc) {
+        free(lv);
+        return rc;
+    }
+    /* DeepSeek's ids: the learned id k is FIRST_BYTE + k */
+    int ntok = FIRST_BYTE + lv->n, nm = lv->n - 256;
+    char(*tokstr)[2 * TOK_BYTES + 1] = malloc((size_t)lv->n * sizeof *tokstr);
+    if (!tokstr) {
+        free(lv);
+        return err_set(err, ERR_NOMEM, "out of memory");
+    }
+    for (int k = 0; k < lv->n; k++) tok_bytelevel_encode(lv->tok[k], (size_t)lv->len[k], tokstr[k]);
 
     /* tokenizer.json */
     json_t *vocab = json_object(), *jm = json_array(), *added = json_array();
     for (int k = 0; k < 3; k++) json_object_set_new(vocab, added_head[k], json_integer(k));
-    for (int k = FIRST_BYTE; k < ntok; k++) {
+    for (int k = 0; k < lv->n; k++) {
         if (json_object_get(vocab, tokstr[k])) continue; /* cannot happen for BPE; be safe */
-        json_object_set_new(vocab, tokstr[k], json_integer(k));
+        json_object_set_new(vocab, tokstr[k], json_integer(FIRST_BYTE + k));
     }
     for (int k = 0; k < nm; k++) {
-        char m[160];
-        snprintf(m, sizeof m, "%s %s", tokstr[merges[k][0]], tokstr[merges[k][1]]);
+        char m[4 * TOK_BYTES + 2];
+        snprintf(m, sizeof m, "%s %s", tokstr[lv->merge[k][0]], tokstr[lv->merge[k][1]]);
         json_array_append_new(jm, json_string(m));
     }
     free(tokstr);
+    free(lv);
     int id = ntok;
     for (int k = 0; k < 3; k++)
         json_array_append_new(added, json_pack("{s:i, s:s, s:b, s:b, s:b, s:b, s:b}", "id", k,
@@ -233,10 +263,246 @@ int wt__synth_tokenizer(const char *dir, int *n_vocab, char *err)
     if (!root) return err_set(err, ERR_INTERNAL, "building tokenizer.json failed");
     char p[4096];
     snprintf(p, sizeof p, "%s/tokenizer.json", dir);
-    int rc = json_dump_file(root, p, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+    rc = json_dump_file(root, p, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
     json_decref(root);
     if (rc) return err_set(err, ERR_IO, "%s: write failed", p);
     *n_vocab = id;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- Kimi's tiktoken-style BPE */
+
+/* Kimi-K2's named special tokens, by offset from the first id after the last rank (163584 in
+ * Kimi-K2 and Moonlight) */
+static const struct {
+    int off;
+    const char *s;
+} kimi_named[] = {
+    {0, "[BOS]"},
+    {1, "[EOS]"},
+    {2, "<|im_end|>"},
+    {3, "<|im_user|>"},
+    {4, "<|im_assistant|>"},
+    {6, "<|start_header_id|>"},
+    {7, "<|end_header_id|>"},
+    {9, "[EOT]"},
+    {10, "<|im_system|>"},
+    {11, "<|tool_calls_section_begin|>"},
+    {12, "<|tool_calls_section_end|>"},
+    {13, "<|tool_call_begin|>"},
+    {14, "<|tool_call_argument_begin|>"},
+    {15, "<|tool_call_end|>"},
+    {17, "<|im_middle|>"},
+    {254, "[UNK]"},
+    {255, "[PAD]"},
+};
+
+/* Kimi-K2-Thinking's chat template as published (= tests/text/templates/kimi_k2_thinking.jinja) */
+static const char kimi_k2_thinking_jinja[] =
+    "{%- macro render_content(msg) -%}\n"
+    "    {%- set c = msg.get('content') -%}\n"
+    "    {%- if c is string -%}\n"
+    "      {{ c }}\n"
+    "    {%- elif c is not none -%}\n"
+    "      {% for content in c -%}\n"
+    "        {% if content['type'] == 'image' or 'image' in content or 'image_url' in content -%}\n"
+    "          <|media_start|>image<|media_content|><|media_pad|><|media_end|>\n"
+    "        {% else -%}\n"
+    "          {{ content['text'] }}\n"
+    "        {%- endif -%}\n"
+    "      {%- endfor -%}\n"
+    "    {%- endif -%}\n"
+    "{%- endmacro -%}\n"
+    "\n"
+    "{% macro set_roles(message) -%}\n"
+    "  {%- set role_name =  message.get('name') or  message['role'] -%}\n"
+    "  {%- if message['role'] == 'user' -%}\n"
+    "    <|im_user|>{{role_name}}<|im_middle|>\n"
+    "  {%- elif message['role'] == 'assistant' -%}\n"
+    "    <|im_assistant|>{{role_name}}<|im_middle|>\n"
+    "  {%- else -%}\n"
+    "    <|im_system|>{{role_name}}<|im_middle|>\n"
+    "  {%- endif -%}\n"
+    "{%- endmacro -%}\n"
+    "\n"
+    "\n"
+    "{%- macro render_toolcalls(message) -%}\n"
+    "  <|tool_calls_section_begin|>\n"
+    "  {%- for tool_call in message['tool_calls'] -%}\n"
+    "    {%- set formatted_id = tool_call['id'] -%}\n"
+    "    <|tool_call_begin|>{{ formatted_id }}<|tool_call_argument_begin|>{% if "
+    "tool_call['function']['arguments'] is string %}{{ tool_call['function']['arguments'] }}{% "
+    "else %}{{ tool_call['function']['arguments'] | tojson }}{% endif %}<|tool_call_end|>\n"
+    "  {%- endfor -%}\n"
+    "  <|tool_calls_section_end|>\n"
+    "{%- endmacro -%}\n"
+    "\n"
+    "\n"
+    "{# Find last non-tool-call assisitant message #}\n"
+    "{%- set ns = namespace(last_non_tool_call_assistant_msg=-1) -%}\n"
+    "{%- for idx in range(messages|length-1, -1, -1) -%}\n"
+    "    {%- if messages[idx]['role'] == 'assistant' and not messages[idx].get('tool_calls') -%}\n"
+    "        {%- set ns.last_non_tool_call_assistant_msg = idx -%}\n"
+    "        {%- break -%}\n"
+    "    {%- endif -%}\n"
+    "{%- endfor -%}\n"
+    "\n"
+    "{# split all messages into history & suffix, reasoning_content in suffix should be "
+    "reserved.#}\n"
+    "{%- set hist_msgs = messages[:ns.last_non_tool_call_assistant_msg+1] -%}\n"
+    "{%- set suffix_msgs = messages[ns.last_non_tool_call_assistant_msg+1:] -%}\n"
+    "\n"
+    "{%- if tools -%}\n"
+    "  <|im_system|>tool_declare<|im_middle|>{{ tools | tojson() }}<|im_end|>\n"
+    "{%- endif -%}\n"
+    "\n"
+    "{%- if messages|length == 0 or messages[0]['role'] != 'system' -%}\n"
+    "  <|im_system|>system<|im_middle|>You are Kimi, an AI assistant created by Moonshot "
+    "AI.<|im_end|>\n"
+    "{%- endif -%}\n"
+    "  \n"
+    "{%- for message in hist_msgs -%}\n"
+    "  {{set_roles(message)}}\n"
+    "  {%- if message['role'] == 'assistant' -%}\n"
+    "    <think></think>{{render_content(message)}}\n"
+    "    {%- if message.get('tool_calls') -%}\n"
+    "      {{render_toolcalls(message)}}\n"
+    "    {%- endif -%}\n"
+    "  {%- elif message['role'] == 'tool' -%}\n"
+    "    {%- set tool_call_id = message.tool_call_id -%}\n"
+    "    ## Return of {{ tool_call_id }}\n"
+    "{{render_content(message)}}\n"
+    "  {%- elif message['content'] is not none -%}\n"
+    "    {{render_content(message)}}\n"
+    "  {%- endif -%}\n"
+    "  <|im_end|>\n"
+    "{%- endfor -%}\n"
+    "\n"
+    "{%- for message in suffix_msgs -%}\n"
+    "  {{set_roles(message)}}\n"
+    "  {%- if message['role'] == 'assistant' -%}\n"
+    "    {%- set rc = message.get('reasoning_content', '') -%}\n"
+    "    <think>{{rc}}</think>{{render_content(message)}}\n"
+    "    {%- if message.get('tool_calls') -%}\n"
+    "     {{render_toolcalls(message)}}\n"
+    "    {%- endif -%}\n"
+    "  {%- elif message['role'] == 'tool' -%}\n"
+    "    {%- set tool_call_id = message.tool_call_id -%}\n"
+    "    ## Return of {{ tool_call_id }}\n"
+    "{{render_content(message)}}\n"
+    "  {%- elif message['content'] is not none -%}\n"
+    "    {{render_content(message)}}\n"
+    "  {%- endif -%}\n"
+    "  <|im_end|>\n"
+    "{%- endfor -%}\n"
+    "\n"
+    "\n"
+    "{%- if add_generation_prompt -%}\n"
+    "  <|im_assistant|>assistant<|im_middle|>\n"
+    "{%- endif -%}\n";
+
+/* Kimi-K2-Instruct's first chat template as published (= tests/text/templates/kimi_k2.jinja) */
+static const char kimi_k2_jinja[] =
+    "{% if tools -%}\n"
+    "    {{ '<|im_system|>tool_declare<|im_middle|>' -}}\n"
+    "    {{- tools | tojson -}}\n"
+    "    {{ '<|im_end|>' -}}\n"
+    "{%- endif -%}\n"
+    "\n"
+    "{%- for message in messages -%}\n"
+    "  {%- if loop.first and messages[0]['role'] != 'system' -%}\n"
+    "    {{ '<|im_system|>system<|im_middle|>You are a helpful assistant<|im_end|>' }}\n"
+    "  {%- endif -%}\n"
+    "  {%- if message['role'] == 'system' -%}\n"
+    "    {{ '<|im_system|>system<|im_middle|>' }}\n"
+    "  {%- elif message['role'] == 'user' -%}\n"
+    "    {{ '<|im_user|>user<|im_middle|>' }}\n"
+    "  {%- elif message['role'] == 'assistant' -%}\n"
+    "    {{ '<|im_assistant|>assistant<|im_middle|>' }}\n"
+    "  {%- elif message['role'] == 'tool' -%}\n"
+    "    {{ '<|im_system|>tool<|im_middle|>' }}\n"
+    "  {%- endif -%}\n"
+    "\n"
+    "  {%- if message['content'] is string -%}\n"
+    "    {{- message['content'] + '<|im_end|>' -}}\n"
+    "  {%- else -%}\n"
+    "    {%- for content in message['content'] -%}\n"
+    "      {%- if content['type'] == 'image' or 'image' in content or 'image_url' in content -%}\n"
+    "        {{ '<|media_start|>image<|media_content|><|media_pad|><|media_end|>' }}\n"
+    "      {%- else -%}\n"
+    "        {{ content['text'] }}\n"
+    "      {%- endif -%}\n"
+    "    {%- endfor -%}\n"
+    "    {{ '<|im_end|>' }}\n"
+    "  {%- endif -%}\n"
+    "{%- endfor -%}\n"
+    "\n"
+    "{%- if add_generation_prompt -%}\n"
+    "  {{ '<|im_assistant|>assistant<|im_middle|>' }}\n"
+    "{%- endif -%}";
+
+const char *wt__synth_kimi_template(int thinking)
+{
+    return thinking ? kimi_k2_thinking_jinja : kimi_k2_jinja;
+}
+
+static void b64(const char *in, size_t n, char *out)
+{
+    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const unsigned char *s = (const unsigned char *)in;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t x = (uint32_t)s[i] << 16 | (i + 1 < n ? (uint32_t)s[i + 1] << 8 : 0) |
+                     (i + 2 < n ? s[i + 2] : 0);
+        out[o++] = a[x >> 18];
+        out[o++] = a[(x >> 12) & 63];
+        out[o++] = i + 1 < n ? a[(x >> 6) & 63] : '=';
+        out[o++] = i + 2 < n ? a[x & 63] : '=';
+    }
+    out[o] = 0;
+}
+
+int wt__synth_tiktoken(const char *dir, const char *chat_template, int max_len, int *n_vocab,
+                       int *bos, int *eos, char *err)
+{
+    struct learned *lv = malloc(sizeof *lv);
+    if (!lv) return err_set(err, ERR_NOMEM, "out of memory");
+    int rc = learn(lv, err);
+    char p[4096];
+    snprintf(p, sizeof p, "%s/tiktoken.model", dir);
+    FILE *f = rc ? NULL : fopen(p, "w");
+    if (!rc && !f) rc = err_set(err, ERR_IO, "%s: cannot create", p);
+    for (int k = 0; !rc && k < lv->n; k++) {
+        char enc[TOK_BYTES * 2];
+        b64(lv->tok[k], (size_t)lv->len[k], enc);
+        if (fprintf(f, "%s %d\n", enc, k) < 0) rc = err_set(err, ERR_IO, "%s: write failed", p);
+    }
+    if (f && fclose(f) != 0 && !rc) rc = err_set(err, ERR_IO, "%s: write failed", p);
+    int n_base = lv->n;
+    free(lv);
+    if (rc) return rc;
+    json_t *dec = json_object();
+    for (size_t k = 0; k < sizeof kimi_named / sizeof kimi_named[0]; k++) {
+        char id[16];
+        snprintf(id, sizeof id, "%d", n_base + kimi_named[k].off);
+        json_object_set_new(dec, id,
+                            json_pack("{s:s, s:b, s:b, s:b, s:b, s:b}", "content", kimi_named[k].s,
+                                      "lstrip", 0, "normalized", 0, "rstrip", 0, "single_word", 0,
+                                      "special", 1));
+    }
+    json_t *o =
+        json_pack("{s:o, s:s, s:b, s:s, s:i, s:s, s:s, s:s, s:s}", "added_tokens_decoder", dec,
+                  "bos_token", "[BOS]", "clean_up_tokenization_spaces", 0, "eos_token", "[EOS]",
+                  "model_max_length", max_len, "pad_token", "[PAD]", "tokenizer_class",
+                  "TikTokenTokenizer", "unk_token", "[UNK]", "chat_template", chat_template);
+    if (!o) return err_set(err, ERR_INTERNAL, "building tokenizer_config.json failed");
+    snprintf(p, sizeof p, "%s/tokenizer_config.json", dir);
+    rc = json_dump_file(o, p, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    if (rc) return err_set(err, ERR_IO, "%s: write failed", p);
+    *n_vocab = n_base + 256;
+    *bos = n_base;
+    *eos = n_base + 1;
     return 0;
 }
 
@@ -260,10 +526,12 @@ int wt__synth_tokenizer_config(const char *dir, const char *chat_template, int m
 #define TT_CONTROL 3
 #define TT_USER 4
 
-int wt__synth_tokenizer_gguf(struct gguf_writer *w, const char *dir, char *err)
+int wt__synth_tokenizer_gguf(struct gguf_writer *w, const char *dir, int n_vocab, char *err)
 {
     char p[4096];
     json_error_t je;
+    snprintf(p, sizeof p, "%s/tiktoken.model", dir);
+    if (access(p, R_OK) == 0) return tok_tiktoken_to_gguf(w, dir, n_vocab, err);
     snprintf(p, sizeof p, "%s/tokenizer.json", dir);
     json_t *tj = json_load_file(p, 0, &je);
     snprintf(p, sizeof p, "%s/tokenizer_config.json", dir);

@@ -2,8 +2,10 @@
  * one GGUF file in llama.cpp's form, for the model tests.
  *
  * Canonical names, stacked routed experts, kv_b split into attn_k_b / attn_v_b, the
- * hyperparameters only in the deepseek2.* metadata (wt__gguf_meta). Fails the test (CHECK) on
- * any error. Single-threaded; nothing is kept.
+ * hyperparameters only in the deepseek2.* metadata (wt__gguf_meta), and the directory's
+ * tokenizer (tokenizer.json or tiktoken.model, with tokenizer_config.json) as tokenizer.ggml.*
+ * metadata the way synth's whole-GGUF layout writes it (wt__synth_tokenizer_gguf). Fails the
+ * test (CHECK) on any error. Single-threaded; nothing is kept.
  */
 #ifndef TANDEM_TEST_SINGLE_GGUF_H
 #define TANDEM_TEST_SINGLE_GGUF_H
@@ -17,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Model d (all F32: `convert dequant` output) as one GGUF file in llama.cpp's form: canonical
  * names, stacked experts, kv_b split into attn_k_b / attn_v_b, the hyperparameters only in the
@@ -31,6 +34,14 @@ static inline void write_single_gguf(const struct wt_model *d, const char *path)
     struct gguf_writer *w;
     CHECK_EQ(gguf_writer_create(path, &w, err), 0);
     CHECK_EQ(wt__gguf_meta(w, hp), 0);
+    char tp[4096], tq[4096];
+    snprintf(tp, sizeof tp, "%s/tokenizer.json", wt_dir(d));
+    snprintf(tq, sizeof tq, "%s/tiktoken.model", wt_dir(d));
+    if (access(tp, R_OK) == 0 || access(tq, R_OK) == 0) {
+        int rc = wt__synth_tokenizer_gguf(w, wt_dir(d), hp->vocab_size, err);
+        if (rc) fprintf(stderr, "%s: tokenizer: %s\n", wt_dir(d), err);
+        CHECK_EQ(rc, 0);
+    }
     for (int pass = 0; pass < 2; pass++) { /* declare, then write in the same order */
         if (pass) CHECK_EQ(gguf_writer_begin(w, err), 0);
         for (int i = 0; i < wt_count(d); i++) {

@@ -7,7 +7,14 @@
  * softmax greedy top-3, 2 shared experts) from the no-merge layout, from its dequantized HF
  * directory and from that as one GGUF file (hyperparameters from the GGUF metadata alone), and
  * on `tiny-moonlight` (plain q_proj with sigmoid routing and the correction bias, no YaRN, eps
- * 1e-5) and `tiny-kimi` (one group, YaRN betas 1/1).
+ * 1e-5) and `tiny-kimi` (one group, YaRN betas 1/1), both with Kimi's tiktoken-style tokenizer,
+ * each from the no-merge layout, its dequantized HF directory and that as one GGUF (the
+ * tokenizer in llama.cpp's "kimi-k2" metadata form), and tiny-kimi also as synth's own
+ * whole-GGUF layout.
+ * Every model's prompt starts with the ids of a short chat rendered with the model's own chat
+ * template and encoded by its own tokenizer as loaded from that layout (tokenizer.json,
+ * tiktoken.model or GGUF metadata; Kimi's special tokens for the Kimi presets); the layouts of
+ * one preset must give the same ids. The rest of the prompt is random ids.
  * Built with -DSLICE_CASES (test `model_v2_slice`): the `v2-lite-slice` preset (V2-Lite's true
  * dims, 16 experts, vocabulary 4096), no-merge layout and one GGUF, with a shorter prompt.
  * Built with -DTEST_IQUANTS (test `model_iquants`): instead, i-quant experts in unsloth-like
@@ -46,7 +53,11 @@
 #include <unistd.h>
 
 #include "common/err.h"
+#include "common/sbuf.h"
 #include "engine/model/model.h"
+#include "engine/text/jinja.h"
+#include "engine/text/tmpl.h"
+#include "engine/text/tok.h"
 #include "engine/weights/weights.h"
 #include "tests/check.h"
 #include "tests/engine/model_util.h"
@@ -527,7 +538,7 @@ static void check_malformed(struct model *m, struct tkv *kv, int V, const char *
  * float32, docs/numerics.md): no hints but routing near-ties within EXACT_HINT_TOL, bound
  * EXACT_TOL. */
 static void check_model(const char *mdir, const char *label, double resync_gate, int full,
-                        int exact)
+                        int exact, const int32_t *pre, int n_pre)
 {
     char err[ERR_LEN] = "";
     struct wt_model *w = NULL;
@@ -583,7 +594,7 @@ static void check_model(const char *mdir, const char *label, double resync_gate,
     const double tol = exact ? EXACT_TOL : REF_TOL;
 
     int32_t toks[CTX];
-    for (int i = 0; i < PROMPT; i++) toks[i] = (int32_t)(rnd() % (unsigned)V);
+    for (int i = 0; i < PROMPT; i++) toks[i] = i < n_pre ? pre[i] : (int32_t)(rnd() % (unsigned)V);
     float *lg = malloc((size_t)CTX * V * sizeof(float));
     float *lg2 = malloc((size_t)CTX * V * sizeof(float));
     double *rl = malloc((size_t)V * sizeof(double));
@@ -685,6 +696,57 @@ out:
     wt_close(w);
 }
 
+/* The prompt's first ids (at most max) from the model's own tokenizer, loaded as tandem serves
+ * it (tok_load: tokenizer.json, tiktoken.model, or the GGUF's tokenizer.ggml.* metadata): a
+ * short chat rendered with the model's chat template, encoded with special tokens. Kimi's
+ * presets must carry Kimi's tokenizer (the prompt holds <|im_user|>, <|im_middle|>); every id
+ * must be inside the model's vocabulary. Returns the number of ids; with `optional`, 0 when
+ * the model has no tokenizer. */
+static int tokenizer_prompt(const char *mdir, int kimi, int V, int optional, int32_t *ids, int max)
+{
+    char err[ERR_LEN] = "";
+    struct tok *t = NULL;
+    int rc = tok_load(&t, mdir, err);
+    if (rc && optional) return 0;
+    if (rc) fprintf(stderr, "%s: tokenizer: %s\n", mdir, err);
+    CHECK_EQ(rc, 0);
+    CHECK(tok_vocab_size(t) <= V);
+    struct jinja *j = NULL;
+    CHECK(tok_chat_template(t));
+    CHECK_EQ(jinja_parse(tok_chat_template(t), &j, err), 0);
+    json_t *msgs = json_loads("[{\"role\": \"system\", \"content\": \"You are a test.\"}, "
+                              "{\"role\": \"user\", \"content\": \"What is 12 + 30? Answer "
+                              "with a number, please.\"}]",
+                              0, NULL);
+    CHECK(msgs);
+    struct tmpl_jinja_ctx c = {.messages = msgs,
+                               .add_generation_prompt = 1,
+                               .bos_token = tok_bos_text(t),
+                               .eos_token = tok_eos_text(t)};
+    struct sbuf text = {0};
+    rc = tmpl_jinja_render(j, &c, &text, err);
+    if (rc) fprintf(stderr, "%s: chat template: %s\n", mdir, err);
+    CHECK_EQ(rc, 0);
+    struct tok_ids v = {0};
+    CHECK_EQ(tok_encode(t, text.s, text.n, TOK_ENC_SPECIAL, &v, err), 0);
+    int n = (int)v.n < max ? (int)v.n : max, user = 0, middle = 0;
+    for (int i = 0; i < n; i++) {
+        ids[i] = v.v[i];
+        CHECK(ids[i] >= 0 && ids[i] < V);
+        user |= ids[i] == tok_find(t, "<|im_user|>");
+        middle |= ids[i] == tok_find(t, "<|im_middle|>");
+    }
+    if (kimi) CHECK(user && middle && tok_find(t, "<|im_user|>") >= 0);
+    fprintf(stderr, "%s: prompt starts with %d ids of the model's tokenizer and template\n", mdir,
+            n);
+    tok_ids_fini(&v);
+    sbuf_fini(&text);
+    json_decref(msgs);
+    jinja_free(j);
+    tok_destroy(t);
+    return n;
+}
+
 /* the F32 model in dir as one GGUF file at path; its metadata must give the directory's
  * hyperparameters */
 static void gguf_from(const char *dir, const char *path)
@@ -721,7 +783,13 @@ int main(void)
     unsigned long long mseed = seed % 1000000007ull;
     const char *given = getenv("TANDEM_TEST_MODEL"); /* an existing model dir instead of synth */
     if (given) {
-        check_model(given, given, RESYNC_GATE, 1, 0);
+        struct wt_model *w = NULL;
+        char err[ERR_LEN] = "";
+        CHECK_EQ(wt_open(given, &w, err), 0);
+        int32_t pre[PROMPT];
+        int n_pre = tokenizer_prompt(given, 0, wt_hparams(w)->vocab_size, 1, pre, PROMPT);
+        wt_close(w);
+        check_model(given, given, RESYNC_GATE, 1, 0, pre, n_pre);
         return 0;
     }
     atexit(cleanup);
@@ -761,7 +829,12 @@ int main(void)
         {"tiny-v2", "q8_0", NULL, 0.0, 0, 1},
         {"tiny-v2", "q4_K", NULL, 0.0, 0, 2},
         {"tiny-moonlight", "q8_0", NULL, RESYNC_GATE, 0, 0},
+        {"tiny-moonlight", "q8_0", NULL, 0.0, 0, 1},
+        {"tiny-moonlight", "q4_K", NULL, 0.0, 0, 2},
         {"tiny-kimi", "q8_0", NULL, RESYNC_GATE, 0, 0},
+        {"tiny-kimi", "q8_0", NULL, 0.0, 0, 1},
+        {"tiny-kimi", "q4_K", NULL, 0.0, 0, 2},
+        {"tiny-kimi", "q8_0", "--layout gguf", RESYNC_GATE, 0, 0},
 #endif
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
@@ -804,7 +877,31 @@ int main(void)
             snprintf(mdir, sizeof mdir, "%s/gguf", dir);
         }
         fprintf(stderr, "model %s: %s (synth seed %llu)\n", label, mdir, mseed + c);
-        check_model(mdir, label, cases[c].gate, cases[c].full, cases[c].exact);
+        /* the prompt from the model's tokenizer in this layout; the tokenizer does not depend
+         * on the seed, so every layout of a preset gives the same ids */
+        const char *pr = cases[c].preset;
+        int kimi = !strcmp(pr, "tiny-kimi") || !strcmp(pr, "tiny-moonlight");
+        struct wt_model *w = NULL;
+        char err[ERR_LEN] = "";
+        CHECK_EQ(wt_open(mdir, &w, err), 0);
+        int32_t pre[PROMPT];
+        int n_pre = tokenizer_prompt(mdir, kimi, wt_hparams(w)->vocab_size, 0, pre, PROMPT);
+        wt_close(w);
+        static struct {
+            const char *preset;
+            int32_t ids[PROMPT];
+            int n;
+        } seen[sizeof cases / sizeof cases[0]];
+        size_t k = 0;
+        while (k < c && strcmp(seen[k].preset, pr)) k++;
+        if (k < c) {
+            CHECK_EQ(seen[k].n, n_pre);
+            CHECK(memcmp(seen[k].ids, pre, sizeof *pre * (size_t)n_pre) == 0);
+        }
+        seen[c].preset = pr;
+        seen[c].n = n_pre;
+        memcpy(seen[c].ids, pre, sizeof *pre * (size_t)n_pre);
+        check_model(mdir, label, cases[c].gate, cases[c].full, cases[c].exact, pre, n_pre);
         remove_model(dir);
         cur_dir[0] = 0;
     }

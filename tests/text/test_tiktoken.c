@@ -8,10 +8,11 @@
  *   - random byte strings decode back to themselves (seeded);
  *   - malformed files are errors naming the file and line (missing file, bad base64, a rank
  *     given twice, the same bytes twice, bad JSON), never a crash;
- *   - the same vocabulary as llama.cpp's converter writes it into a GGUF (tokenizer.ggml.model
- *     "gpt2", pre "kimi-k2", byte-level token strings, one merge per token replayed with
- *     tiktoken's rule in rank order, specials as control tokens) encodes like the directory on
- *     random strings (seeded). */
+ *   - the same vocabulary as llama.cpp's converter writes it into a GGUF (tok_tiktoken_to_gguf:
+ *     tokenizer.ggml.model "gpt2", pre "kimi-k2", byte-level token strings, one merge per token
+ *     replayed with tiktoken's rule in rank order, specials as control tokens; padded to a larger
+ *     model vocabulary with "[PADID]" UNUSED ids) encodes like the directory on random strings
+ *     (seeded), and no text gives a padding id. */
 #include "../check.h"
 
 #include "../../common/err.h"
@@ -146,101 +147,44 @@ static void expect_error(const char *extra, const char *config, int rc, const ch
     CHECK_CONTAINS(err, want);
 }
 
-/* GPT-2's bytes_to_unicode as UTF-8 */
-static size_t byte_level(const char *s, size_t n, char *out)
+/* The directory as llama.cpp's converter writes it into a GGUF (tok_tiktoken_to_gguf, the
+ * converter tandem's synth uses too), with the model's vocabulary n_vocab (0: the tokenizer's),
+ * bos = the first special id. Returns the number of merges written. */
+static uint64_t write_gguf(const char *path, int n_vocab, int32_t bos)
 {
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned b = (unsigned char)s[i], cp = b;
-        if (!((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174)) {
-            cp = 256;
-            for (unsigned x = 0; x < b; x++)
-                cp += !((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || x >= 174);
-        }
-        if (cp < 0x80) out[o++] = (char)cp;
-        else {
-            out[o++] = (char)(0xc0 | cp >> 6);
-            out[o++] = (char)(0x80 | (cp & 63));
-        }
-    }
-    out[o] = 0;
-    return o;
-}
-
-/* rank of bytes s[0..n) among the base tokens, or -1 */
-static int rank_of(const struct tok *t, const char *s, size_t n)
-{
-    for (int id = 0; id < tok_vocab_size(t) - 256; id++) {
-        size_t l;
-        const char *p = tok_piece(t, id, &l);
-        if (l == n && !memcmp(p, s, n)) return id;
-    }
-    return -1;
-}
-
-/* The merge llama.cpp's converter writes for token `id`: tiktoken's BPE on its bytes with
- * ranks below id; "" where that does not end in two parts. */
-static void merge_for(const struct tok *t, int32_t id, char *out)
-{
-    size_t n;
-    const char *s = tok_piece(t, id, &n);
-    size_t cut[64], k = n; /* part i is s[cut[i]..cut[i+1]) */
-    for (size_t i = 0; i <= n; i++) cut[i] = i;
-    for (;;) {
-        int best = -1;
-        size_t at = 0;
-        for (size_t i = 0; i + 2 <= k; i++) {
-            int r = rank_of(t, s + cut[i], cut[i + 2] - cut[i]);
-            if (r >= 0 && r < id && (best < 0 || r < best)) best = r, at = i;
-        }
-        if (best < 0) break;
-        memmove(cut + at + 1, cut + at + 2, (k - at - 1) * sizeof *cut);
-        k--;
-    }
-    out[0] = 0;
-    if (k != 2) return;
-    size_t o = byte_level(s, cut[1], out);
-    out[o++] = ' ';
-    byte_level(s + cut[1], n - cut[1], out + o);
-}
-
-static void write_gguf(const struct tok *t, const char *path)
-{
-    int nv = tok_vocab_size(t), nb = nv - 256, nm = 0;
-    char(*str)[64] = calloc((size_t)nv, sizeof *str), (*mer)[64] = calloc((size_t)nb, sizeof *mer);
-    const char **tokv = calloc((size_t)nv, sizeof *tokv), **merv = calloc((size_t)nb, sizeof *merv);
-    int32_t *type = calloc((size_t)nv, sizeof *type);
-    CHECK(str && mer && tokv && merv && type);
-    for (int id = 0; id < nv; id++) {
-        size_t n;
-        const char *p = tok_piece(t, id, &n);
-        CHECK(n < 60);
-        if (id < nb) byte_level(p, n, str[id]);
-        else memcpy(str[id], p, n);
-        tokv[id] = str[id];
-        type[id] = id < nb ? 1 : 3;
-        if (id < 256 || id >= nb) continue;
-        merge_for(t, id, mer[nm]);
-        if (mer[nm][0]) merv[nm] = mer[nm], nm++;
-    }
-    CHECK_EQ(nm, nb - 256 - 1); /* all but "pqr" */
     struct gguf_writer *w;
     char err[ERR_LEN] = "";
     CHECK_EQ(gguf_writer_create(path, &w, err), 0);
-    CHECK_EQ(gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2"), 0);
-    CHECK_EQ(gguf_writer_set_str(w, "tokenizer.ggml.pre", "kimi-k2"), 0);
-    CHECK_EQ(gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", tokv, (size_t)nv), 0);
-    CHECK_EQ(gguf_writer_set_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, type, (size_t)nv),
-             0);
-    CHECK_EQ(gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", merv, (size_t)nm), 0);
-    CHECK_EQ(gguf_writer_set_i32(w, "tokenizer.ggml.bos_token_id", nb), 0);
+    int rc = tok_tiktoken_to_gguf(w, dir, n_vocab, err);
+    if (rc) fprintf(stderr, "%s\n", err);
+    CHECK_EQ(rc, 0);
+    CHECK_EQ(gguf_writer_set_i32(w, "tokenizer.ggml.bos_token_id", bos), 0);
     CHECK_EQ(gguf_writer_begin(w, err), 0);
     CHECK_EQ(gguf_writer_finish(w, err), 0);
-    free(str);
-    free(mer);
-    free(tokv);
-    free(merv);
-    free(type);
+    gguf_writer_destroy(w);
+    struct gguf_ctx *g;
+    CHECK_EQ(gguf_open(path, &g, err), 0);
+    int et;
+    uint64_t nm = 0, nt = 0;
+    CHECK_EQ(gguf_get_arr(g, gguf_find_key(g, "tokenizer.ggml.merges"), &et, &nm, err), 0);
+    int64_t k = gguf_find_key(g, "tokenizer.ggml.tokens");
+    CHECK_EQ(gguf_get_arr(g, k, &et, &nt, err), 0);
+    CHECK_EQ(nt, (uint64_t)(n_vocab ? n_vocab : N_RICH + 256));
+    if (n_vocab) { /* the padding: "[PADID]", UNUSED */
+        const char *s;
+        size_t l;
+        char want[32];
+        snprintf(want, sizeof want, "[PAD%d]", n_vocab - 1);
+        CHECK_EQ(gguf_arr_str(g, k, (uint64_t)n_vocab - 1, &s, &l, err), 0);
+        CHECK(l == strlen(want) && !memcmp(s, want, l));
+        int64_t ty = 0;
+        CHECK_EQ(gguf_arr_i64(g, gguf_find_key(g, "tokenizer.ggml.token_type"),
+                              (uint64_t)n_vocab - 1, &ty, err),
+                 0);
+        CHECK_EQ(ty, TOK_TYPE_UNUSED);
+    }
+    gguf_close(g);
+    return nm;
 }
 
 /* the GGUF form of the rich vocabulary encodes like its directory, with and without special
@@ -258,12 +202,22 @@ static void check_gguf(uint64_t seed)
     if (rc) fprintf(stderr, "%s\n", err);
     CHECK_EQ(rc, 0);
     snprintf(path, sizeof path, "%s/kimi.gguf", dir);
-    write_gguf(t, path);
+    /* one merge per token of two or more bytes, all but "pqr" (no pair of tokens builds it) */
+    CHECK_EQ(write_gguf(path, 0, N_RICH), (uint64_t)(N_RICH - 256 - 1));
     struct tok *g = NULL;
     rc = tok_load(&g, path, err);
     if (rc) fprintf(stderr, "%s\n", err);
     CHECK_EQ(rc, 0);
     CHECK_EQ(tok_vocab_size(g), tok_vocab_size(t));
+    /* a model vocabulary larger than the tokenizer: "[PADID]" ids that no text gives */
+    snprintf(path, sizeof path, "%s/kimi-pad.gguf", dir);
+    write_gguf(path, N_RICH + 256 + 40, N_RICH);
+    struct tok *gp = NULL;
+    CHECK_EQ(tok_load(&gp, path, err), 0);
+    CHECK_EQ(tok_vocab_size(gp), N_RICH + 256 + 40);
+    CHECK_EQ(tok_n_used(gp), N_RICH + 256);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/kimi.gguf", dir);
     CHECK_EQ(tok_bos(g), N_RICH);
     CHECK_EQ(tok_find(g, "<|im_end|>"), N_RICH + 1);
     CHECK(tok_is_special(g, N_RICH + 1) && !tok_is_special(g, 'a'));
@@ -315,15 +269,28 @@ static void check_gguf(uint64_t seed)
         }
         unsigned flags = it & 1 ? TOK_ENC_SPECIAL : 0;
         struct tok_ids a = {0}, b = {0};
+        struct tok_ids c = {0};
         CHECK_EQ(tok_encode(t, s, n, flags, &a, err), 0);
         CHECK_EQ(tok_encode(g, s, n, flags, &b, err), 0);
+        CHECK_EQ(tok_encode(gp, s, n, flags, &c, err), 0);
         if (a.n != b.n || memcmp(a.v, b.v, a.n * sizeof *a.v))
             fprintf(stderr, "GGUF differs on \"%.*s\"\n", (int)n, s);
         CHECK_EQ(a.n, b.n);
         CHECK(memcmp(a.v, b.v, a.n * sizeof *a.v) == 0);
+        CHECK_EQ(a.n, c.n);
+        CHECK(memcmp(a.v, c.v, a.n * sizeof *a.v) == 0);
         tok_ids_fini(&a);
         tok_ids_fini(&b);
+        tok_ids_fini(&c);
     }
+    /* the padding ids are never text, also as their own name */
+    struct tok_ids pad = {0};
+    char padname[32];
+    snprintf(padname, sizeof padname, "[PAD%d]", N_RICH + 256 + 3);
+    CHECK_EQ(tok_encode(gp, padname, strlen(padname), TOK_ENC_SPECIAL, &pad, err), 0);
+    for (size_t i = 0; i < pad.n; i++) CHECK(pad.v[i] < N_RICH + 256);
+    tok_ids_fini(&pad);
+    tok_destroy(gp);
     tok_destroy(g);
     tok_destroy(t);
     unlink(path);

@@ -41,7 +41,8 @@ const weatherTool = {
     required: ['city'], additionalProperties: false,
   },
 };
-const timeTool = { type: 'function', name: 'get_time', parameters: { type: 'object' } };
+const timeTool = { type: 'function', name: 'get_time', // bounded: a forced call cannot run past max_output_tokens
+  parameters: { type: 'object', properties: { tz: { type: 'string', maxLength: 8 } }, additionalProperties: false } };
 
 // The events of one streamed message response, in the documented order.
 function checkMessageEvents(events) {

@@ -368,9 +368,16 @@ if has eval || has serve || has layered || has fulldepth || has gguf; then
   sb() { $NODE tests/bench/serve_bench.mjs --base-url http://127.0.0.1:$port/v1 "$@"; }
 fi
 if has eval; then
-  for pl in hybrid gpu; do      # gpu: the routed experts too (re-quantized to FP8 on the GPU)
-    start_srv models/default --gpu.placement $pl || continue
-    echo "==== models/default through the GPU path, gpu.placement=$pl" | tee -a "$log"
+  # gpu: the routed experts too (re-quantized to FP8 on the GPU); stream: hybrid with every
+  # forward's routed experts streamed to the GPU (issue 17's accuracy check with streaming forced)
+  for pl in hybrid gpu stream; do
+    if [ $pl = stream ]; then
+      start_srv models/default --gpu.placement hybrid --gpu.prefill_experts=on \
+          --gpu.prefill_min_tokens=1 --gpu.prefill_split_tokens=1 || continue
+    else
+      start_srv models/default --gpu.placement $pl || continue
+    fi
+    echo "==== models/default through the GPU path, $pl" | tee -a "$log"
     s=$(date +%s)
     python3 train/eval_http.py --url http://127.0.0.1:$port --n 1000 --seed 2 --concurrency 16 \
         > "$out/eval-$pl.json" 2>&1

@@ -21,13 +21,26 @@
  * size (tok_load: tokenizer.json or GGUF metadata; tok_n_used: a GGUF's trailing UNUSED padding
  * ids do not count) are never sampled.
  *
+ * Routing counts and hot experts (engine/model/expert_counts.h, hot_experts.h; docs/gpu.md "Hot
+ * experts"): every MoE layer counts its routes into struct eng_model's counts, loaded at start-up
+ * from gpu.hot_experts_file when set (a missing, corrupt or other model's file is logged and
+ * ignored) and written back by an autosave thread every 60 s while they change and once more at
+ * shutdown. With gpu.hot_experts on (hybrid), after the KV cache is sized, the experts the
+ * counts favour fill the chosen budget of device memory: a number of MiB (taken off the free
+ * memory before the KV cache is capped to it), or auto: what the device has free after the
+ * weights, the work buffers and the planned KV cache, less 512 MiB. The memory plan logged at
+ * start-up includes them.
+ *
  * Threads: eng_create on the main thread, before the server starts. Ownership: struct eng_model
- * owns the weights, the backend and the model; the scheduler owns it (backend_destroy: the model
- * first, then the backend it was built on, then the weights).
+ * owns the weights, the backend, the model and the routing counts; the scheduler owns it
+ * (backend_destroy: the counts' last save, the model, then the backend it was built on, the
+ * counts, then the weights).
  */
 #include "engine.h"
 
+#include "engine/model/expert_counts.h"
 #include "engine/model/gpu_plan.h"
+#include "engine/model/hot_experts.h"
 #include "engine/model/model.h"
 #include "engine/model/ops.h"
 #include "engine/sched/sched.h"
@@ -43,10 +56,15 @@
 #include <string.h>
 #include <unistd.h>
 
+#define COUNTS_SAVE_MS 60000 /* gpu.hot_experts_file: autosave period */
+
 struct eng_model {
     struct wt_model *w;
     struct ops *ops;
     struct model *m;
+    struct expert_counts *ec; /* routing counts; NULL for a model without routed experts */
+    int hot_experts;          /* experts placed in device memory (gpu.hot_experts) */
+    double hot_bytes;
 };
 
 static int backend_forward(void *ctx, const struct model_kv *kv, const struct model_batch *b,
@@ -74,14 +92,50 @@ static int backend_pass_finish(void *ctx, float *logits, char *err)
 
 static void backend_pass_abort(void *ctx) { model_pass_abort(((struct eng_model *)ctx)->m); }
 
+static void backend_stats(void *ctx, struct eng_stats *out)
+{
+    struct eng_model *em = ctx;
+    out->expert_routes_total = ec_routes(em->ec);
+    out->hot_expert_routes_total = ec_hot_routes(em->ec);
+    out->hot_experts = em->hot_experts;
+    out->hot_expert_bytes = (uint64_t)em->hot_bytes;
+}
+
 static void backend_destroy(void *ctx)
 {
     struct eng_model *em = ctx;
     if (!em) return;
+    char e2[ERR_LEN];
+    if (em->ec && ec_autosave_stop(em->ec, e2)) LOG_WARN("engine", "%s", e2); /* last save */
     model_destroy(em->m);
     ops_destroy(em->ops);
+    ec_destroy(em->ec);
     wt_close(em->w);
     free(em);
+}
+
+/* The routing counts of a MoE model: created, loaded from gpu.hot_experts_file (when set) and
+ * fed by every MoE layer. */
+static int counts_setup(struct eng_model *em, const struct cfg *cfg, char *err)
+{
+    if (!model_moe(em->m, 0, NULL)) return 0;
+    int rc = ec_create(wt_hparams(em->w), &em->ec, err);
+    if (rc) return rc;
+    const char *f = cfg->gpu_hot_experts_file;
+    if (f && f[0]) {
+        char e2[ERR_LEN];
+        int lr = ec_load(em->ec, f, e2);
+        if (lr == 0)
+            LOG_INFO("engine", "routing counts: %llu routes recorded earlier, from %s",
+                     (unsigned long long)ec_total(em->ec), f);
+        else if (lr == ERR_NOT_FOUND)
+            LOG_INFO("engine",
+                     "routing counts: %s does not exist yet; counting from none (it is written "
+                     "every %d s while serving and at shutdown)",
+                     f, COUNTS_SAVE_MS / 1000);
+        else LOG_WARN("engine", "%s; ignored: counting from none, the file is rewritten", e2);
+    }
+    return hot_experts_attach(em->m, em->ops, em->ec, err);
 }
 
 static void say(void (*progress)(void *, double, const char *), void *ud, double f, const char *w)
@@ -126,12 +180,20 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         .gpu_prefill_split_tokens = (int)cfg->gpu_prefill_split_tokens,
         .gpu_keep_ggml = !cfg->gpu_requant_ggml,
     };
+    enum ec_hot_mode hot_mode;
+    long long hot_mib;
+    if ((rc = ec_parse_hot(cfg->gpu_hot_experts, &hot_mode, &hot_mib, err)) != 0) goto fail;
+    op.gpu_hot_experts = hot_mode != EC_HOT_OFF;
     if ((rc = ops_params_parse(&op, cfg->gpu_placement, cfg->gpu_fp8_gemm, err)) != 0 ||
         (rc = ops_create(&op, &em->ops, err)) != 0 ||
-        (rc = model_create(em->w, em->ops, (int)cfg->engine_max_batch_tokens, &em->m, err)) != 0)
+        (rc = model_create(em->w, em->ops, (int)cfg->engine_max_batch_tokens, &em->m, err)) != 0 ||
+        (rc = counts_setup(em, cfg, err)) != 0)
         goto fail;
     /* the scheduler's name for where the model runs: gpu placement is hybrid with GPU experts */
     const char *placement = ops_backend_of(em->ops) == OPS_BACKEND_CPU ? "cpu" : "hybrid";
+    if (hot_mode != EC_HOT_OFF && strcmp(placement, "hybrid"))
+        LOG_NOTICE("engine", "gpu.hot_experts = %s is ignored: the model runs on the CPU",
+                   cfg->gpu_hot_experts);
 
     struct sched_backend be = {
         .ctx = em,
@@ -147,6 +209,7 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         .pass_run = backend_pass_run,
         .pass_finish = backend_pass_finish,
         .pass_abort = backend_pass_abort,
+        .stats = backend_stats,
     };
     be.n_valid = be.vocab;
     if (hp->eos_id < 0 || hp->eos_id >= be.vocab || hp->bos_id < 0 || hp->bos_id >= be.vocab) {
@@ -200,15 +263,19 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
     if (!strcmp(placement, "hybrid") && be.kv_type == MODEL_KV_F32)
         LOG_NOTICE("engine", "engine.kv_cache_type = f32: the KV cache stays in host memory and "
                              "attention runs on the CPU (the GPU MLA kernels read bf16)");
+    const double margin = 512.0 * (1 << 20); /* MLA workspace growth, block tables */
+    const double hot_given = hot_mode == EC_HOT_MIB ? (double)hot_mib * (1 << 20) : 0;
+    struct gpu_plan_params pp;
+    struct gpu_plan pl;
+    int plan_ok = 0, sms = 0;
+    size_t free_b = 0;
+    if (!strcmp(placement, "hybrid")) free_b = ops_device_free(em->ops, &sms);
     if (!strcmp(placement, "hybrid") && be.kv_type == MODEL_KV_BF16) {
         /* The GPU memory plan (engine/model/gpu_plan.h, docs/gpu-memory.md), logged; when the KV
          * cache lives on the device (attention on the GPU kernels) and engine.kv_blocks is not
-         * set, it is also capped to what the device has left after the weights and buffers. */
-        struct gpu_plan_params pp;
-        struct gpu_plan pl;
+         * set, it is also capped to what the device has left after the weights and buffers (and
+         * a given gpu.hot_experts size). */
         char perr[ERR_LEN];
-        int sms = 0;
-        size_t free_b = ops_device_free(em->ops, &sms);
         gpu_plan_defaults(&pp);
         pp.kv_tokens = blocks * sp.kv_block_tokens;
         pp.max_batch_tokens = sp.max_batch_tokens;
@@ -224,24 +291,63 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         pp.requant_ggml = cfg->gpu_requant_ggml;
         gpu_plan_types_from(&pp, em->w); /* a BF16 or GGUF checkpoint's weight types */
         if (gpu_plan_compute(hp, &pp, &pl, perr) == 0) {
-            gpu_plan_log(&pl, &pp);
-            const double margin = 512.0 * (1 << 20); /* MLA workspace growth, block tables */
+            plan_ok = 1;
             if (pl.kv_on_gpu && cfg->engine_kv_blocks <= 0 && free_b > 0) {
-                double room = (double)free_b - margin - pl.ws_mla - pl.ws_block_tables;
+                double room = (double)free_b - margin - pl.ws_mla - pl.ws_block_tables - hot_given;
                 long long fit =
                     room > 0 ? (long long)(room / (pl.kv_bytes_per_token * sp.kv_block_tokens)) : 0;
                 if (fit < 1) fit = 1;
                 if (blocks > fit) {
                     LOG_NOTICE("engine",
                                "KV cache capped from %lld to %lld blocks: the device has "
-                               "%.2f GiB free after the weights (set engine.kv_blocks to choose)",
-                               blocks, fit, (double)free_b / (1 << 30));
+                               "%.2f GiB free after the weights%s (set engine.kv_blocks to "
+                               "choose)",
+                               blocks, fit, (double)free_b / (1 << 30),
+                               hot_given > 0 ? " and gpu.hot_experts" : "");
                     blocks = fit;
                 }
             }
         } else {
             LOG_WARN("engine", "GPU memory plan: %s", perr);
         }
+    }
+    if (!strcmp(placement, "hybrid") && hot_mode != EC_HOT_OFF && em->ec) {
+        /* hot experts: a given size, or what is left after the planned KV cache */
+        double budget = hot_given;
+        if (hot_mode == EC_HOT_AUTO) {
+            double kv = plan_ok && pl.kv_on_gpu
+                            ? pl.kv_bytes_per_token * (double)blocks * sp.kv_block_tokens +
+                                  pl.ws_mla + pl.ws_block_tables
+                            : 0;
+            budget = (double)free_b - margin - kv;
+            if (budget < 0) budget = 0;
+        }
+        struct hot_report hr;
+        char e2[ERR_LEN], d[512];
+        if (hot_experts_place(em->m, em->ops, em->ec, budget, &hr, e2) == 0) {
+            hot_experts_describe(&hr, d, sizeof d);
+            LOG_INFO("engine", "hot experts (gpu.hot_experts = %s): %s", cfg->gpu_hot_experts, d);
+            em->hot_experts = hr.ch.chosen;
+            em->hot_bytes = hr.ch.bytes;
+            if (hot_mode == EC_HOT_AUTO && hr.ch.chosen == 0 && hr.ch.candidates > 0)
+                LOG_NOTICE("engine",
+                           "hot experts: auto found no room (%.2f GiB free after the weights, "
+                           "the KV cache takes the rest): set model.context, engine.max_running "
+                           "or engine.kv_blocks lower, or gpu.hot_experts to a size",
+                           (double)free_b / (1 << 30));
+        } else {
+            LOG_WARN("engine", "hot experts off: %s", e2);
+        }
+        if (plan_ok) {
+            pp.hot_mode = 2;
+            pp.hot_bytes = em->hot_bytes;
+            pp.hot_count = em->hot_experts;
+        }
+    }
+    if (plan_ok) { /* the plan as it was set up: KV as capped, hot experts as placed */
+        pp.kv_tokens = blocks * sp.kv_block_tokens;
+        char perr[ERR_LEN];
+        if (gpu_plan_compute(hp, &pp, &pl, perr) == 0) gpu_plan_log(&pl, &pp);
     }
     sp.kv_blocks = (int)blocks;
     long long kv_tokens = blocks * sp.kv_block_tokens;
@@ -267,6 +373,11 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
 
     say(progress, progress_ud, 0.9, "allocating the KV cache");
     if ((rc = eng_create_backend(&sp, &be, out, err)) != 0) goto fail;
+    if (em->ec && cfg->gpu_hot_experts_file && cfg->gpu_hot_experts_file[0]) {
+        char e2[ERR_LEN];
+        if (ec_autosave_start(em->ec, cfg->gpu_hot_experts_file, COUNTS_SAVE_MS, e2))
+            LOG_WARN("engine", "%s: the routing counts are not saved", e2);
+    }
     say(progress, progress_ud, 1.0, "ready");
     return 0;
 fail:

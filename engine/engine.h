@@ -144,6 +144,11 @@ struct eng_stats {
     uint64_t iter_tokens_bucket[ENG_ITER_BUCKETS]; /* cumulative counts per le bucket */
     uint64_t iter_tokens_count, iter_tokens_sum;
     int failed; /* sticky: a fatal engine error happened */
+    /* routed experts (a MoE model): (token, expert) routes computed since start, those computed
+     * by hot experts in device memory, and the hot experts held (gpu.hot_experts) */
+    uint64_t expert_routes_total, hot_expert_routes_total;
+    int hot_experts;
+    uint64_t hot_expert_bytes;
 };
 
 /* Loads the model named by cfg->model_path (weights, validation, KV cache, expert pool) and

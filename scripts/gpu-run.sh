@@ -25,12 +25,14 @@
 # layer = (best forward with 3 MoE layers - with 0) / 3, beside the H2D GB/s measured in the same
 # run and the PCIe bound (expert bytes copied / that rate). stream.log. STREAM_PROMPTS and
 # STREAM_MODES narrow the sweep.
+# hot: hot experts (gpu.hot_experts): tests/gpu/test_engine_hot, then a v3-slice served with and
+# without hot experts: decode tokens/s, hot share of the routes, routing histogram (see the step).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 steps=() quick=
 for a in "$@"; do
-  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|prof|hf|hfdefault|eval|serve|moe|stream|layered|fulldepth|gguf) steps+=("$a") ;;
-    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [prof] [hf] [hfdefault] [eval] [serve] [moe] [stream] [layered] [fulldepth] [gguf] [--quick]"; exit 2 ;; esac
+  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|prof|hf|hfdefault|eval|serve|moe|stream|layered|fulldepth|gguf|hot) steps+=("$a") ;;
+    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [prof] [hf] [hfdefault] [eval] [serve] [moe] [stream] [layered] [fulldepth] [gguf] [hot] [--quick]"; exit 2 ;; esac
 done
 [ ${#steps[@]} -eq 0 ] && steps=(tests bench)
 has() { local s; for s in "${steps[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
@@ -102,6 +104,7 @@ export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib6
 # here (saves the device the build), else build-gpu/ built now.
 progs="tandem test_gemm_fp8 test_ops test_mla bench_gpu test_engine_gpu bench_hybrid dump_logits"
 has stream && progs="$progs test_engine_stream"
+has hot && progs="$progs test_engine_hot"
 ebin=build-ibin
 for p in $progs; do
   if [ ! -x $ebin/$p ] || ldd $ebin/$p | grep -q 'not found'; then ebin=build-gpu; break; fi
@@ -113,7 +116,8 @@ else
     { tail -30 "$out/build.log"; echo "meson setup failed"; exit 1; }
   if ninja -C build-gpu tandem tests/gpu/test_gemm_fp8 tests/gpu/test_ops tests/gpu/test_mla \
        tests/gpu/bench_gpu tests/gpu/test_engine_gpu tests/gpu/bench_hybrid tests/engine/dump_logits \
-       $(has stream && echo tests/gpu/test_engine_stream) >> "$out/build.log" 2>&1; then
+       $(has stream && echo tests/gpu/test_engine_stream) $(has hot && echo tests/gpu/test_engine_hot) \
+       >> "$out/build.log" 2>&1; then
     rm -f "$out/build.log"
   else
     grep -E 'error|FAILED' "$out/build.log" | head -30; echo "build failed"; exit 1
@@ -346,7 +350,7 @@ fi
 # 2K-token prefills arrive (engine.prefill_step_ratio 0 and 2), prefix-cache second-turn TTFT.
 # node is not installed on the GPU machine: it comes in the carried .gpunode/ (node.xz and
 # node_modules.tar.xz, made on the developer machine from /usr/bin/node and tests/node_modules).
-if has eval || has serve || has layered || has fulldepth || has gguf; then
+if has eval || has serve || has layered || has fulldepth || has gguf || has hot; then
   log="$out/serve.log"
   : > "$log"
   mkdir -p /tmp/gnode && xz -dc .gpunode/node.xz > /tmp/gnode/node && chmod +x /tmp/gnode/node
@@ -536,6 +540,83 @@ if has gguf; then
     case $rc in 0) r=PASS ;; 77) r=SKIP ;; *) r="FAIL($rc)" ;; esac
     summary+=("$(printf '%-9s %-18s %-8s %4ss' gguf "serve_gguf $pl" "$r" $(( $(date +%s) - s )))")
     [ $rc -eq 0 ] || { echo "---- test_serve_gguf ($pl) failed:"; tail -25 "$log"; }
+  done
+fi
+
+# hot: hot experts (gpu.hot_experts, docs/gpu.md "Hot experts"). (1) tests/gpu/test_engine_hot:
+# hot placement against all-CPU placement (uniform choice, choice from counts, every expert, with
+# streaming). (2) A v3-slice (1 dense + 3 MoE layers, 256 Q4_K experts of 23.6 MiB: 768 experts,
+# 17.7 GiB; --zero-but-routing) served hybrid with a small KV cache (model.context 4096,
+# engine.max_running 8, so `auto` has room): a first server without hot experts records the
+# routing counts of HOT_WARM (32) random prompts into gpu.hot_experts_file (written at shutdown);
+# then, for each gpu.hot_experts value of HOT_SIZES (default "off 4600 9100 auto": none, about a
+# quarter and half of the experts, and all the free memory, which holds every expert of this
+# slice), a server started on a copy of that file (so every run chooses from the same counts)
+# measures single-stream decode with serve_bench (64-token prompts, 128 tokens, 4 requests one at
+# a time, other prompts than the warm-up's): decode tokens/s = 1000 / mean TPOT, the measured hot
+# share of the routes (/metrics: hot_expert_routes_total / expert_routes_total), device memory in
+# use (nvidia-smi) and the start-up log's hot-experts and plan lines. (3) The routing histogram of
+# the recorded counts (`tandem inspect --expert-counts`: per MoE layer the share of its routes
+# taken by its most routed 1 / 5% / 10% / 25% / 50% of experts, and the share the plan's hot set of
+# each size would take). Writes hot.log and hot-*.json.
+if has hot; then
+  log="$out/hot.log"
+  : > "$log"
+  s=$(date +%s)
+  TANDEM_SRC=$PWD TANDEM_BIN=$tb timeout 300 $ebin/test_engine_hot >> "$log" 2>&1
+  rc=$?
+  case $rc in 0) r=PASS ;; 77) r=SKIP ;; *) r="FAIL($rc)" ;; esac
+  summary+=("$(printf '%-9s %-14s %-8s %4ss  %s' hot test_engine_hot "$r" $(( $(date +%s) - s )) \
+              "$(grep TANDEM_TEST_SEED "$log" | tail -1)")")
+  grep -E 'hot:|calls on layers|logits vs|note|FAIL|PASS' "$log"
+  v3=/tmp/tandem-v3r
+  [ -d $v3 ] || $tb convert synth --preset v3-slice --dense-layers 1 --moe-layers 3 --experts-n 256 \
+      --experts q4_K --seed 5 --zero-but-routing --out $v3 > /dev/null 2>&1 || echo "synth v3-slice failed" | tee -a "$log"
+  cf=/tmp/tandem-hot.counts
+  rm -f $cf
+  o="--model.template=deepseek-v3 --gpu.placement hybrid --model.context=4096 --engine.max_running=8"
+  if start_srv $v3 $o --gpu.hot_experts_file=$cf; then
+    echo "==== hot: recording the routing counts (${HOT_WARM:-32} prompts, no hot experts)" | tee -a "$log"
+    sb --input-len 64 --output-len 128 --num-prompts ${HOT_WARM:-32} --max-concurrency 4 --vocab 120000 \
+       --warmup 0 --seed 11 2>&1 | tail -2 | tee -a "$log"
+    stop_srv
+  fi
+  metric() { curl -s http://127.0.0.1:$port/metrics | awk -v m="tandem:$1" 'index($1, m "{") == 1 { print $2 }'; }
+  for hs in ${HOT_SIZES:-off 4600 9100 auto}; do
+    cp $cf $cf.run 2> /dev/null || rm -f $cf.run
+    start_srv $v3 $o --gpu.hot_experts=$hs --gpu.hot_experts_file=$cf.run || continue
+    echo "==== hot: gpu.hot_experts=$hs" | tee -a "$log"
+    grep -E 'hot experts|  hot  |  total  ' /tmp/serve-$port.log | sed 's/^.*tandem\[[a-z]*\] //' | tee -a "$log"
+    r0=$(metric expert_routes_total); h0=$(metric hot_expert_routes_total)
+    sb --input-len 64 --output-len 128 --num-prompts 4 --max-concurrency 1 --vocab 120000 \
+       --warmup 1 --seed 3 --result-file "$out/hot-$hs.json" 2>&1 | tail -2 | tee -a "$log"
+    r1=$(metric expert_routes_total); h1=$(metric hot_expert_routes_total)
+    echo "device memory in use: $(nvidia-smi --query-gpu=memory.used --format=csv,noheader)" | tee -a "$log"
+    python3 - "$out/hot-$hs.json" "$hs" "${r0:-0}" "${r1:-0}" "${h0:-0}" "${h1:-0}" "$(metric hot_experts)" <<'PY' | tee -a "$log" "$out/hot-summary.txt"
+import json, sys
+f, hs, r0, r1, h0, h1, n = sys.argv[1], sys.argv[2], *map(float, sys.argv[3:7]), sys.argv[7]
+try:
+    d = json.load(open(f))[0]
+    tps = 1000.0 / d["tpot_ms"]["mean"]
+except Exception as e:
+    print(f"gpu.hot_experts={hs}: no result ({e})"); sys.exit(0)
+share = (h1 - h0) / (r1 - r0) if r1 > r0 else 0.0
+print(f"gpu.hot_experts={hs}: {n or 0} hot experts, single-stream decode {tps:.2f} tokens/s, "
+      f"{100 * share:.1f}% of the measured routes on hot experts")
+PY
+    stop_srv
+  done
+  echo "==== hot: decode tokens/s by gpu.hot_experts (the ratio to off beside 1 / (1 - hot share): the" \
+       "speed-up if the step time were the CPU experts' alone)" | tee -a "$log"
+  awk '/single-stream decode/ { for (i = 1; i <= NF; i++) { if ($i == "decode") t = $(i + 1); if ($i == "of") p = $(i - 1) }
+         sub(/%/, "", p); p += 0; if ($1 ~ /=off:/) base = t;
+         printf "%s decode %s tokens/s, x%.2f of off; 1 / (1 - share) = %.2f\n", $1, t, base ? t / base : 0, p < 100 ? 100 / (100 - p) : 0 }' \
+      "$out/hot-summary.txt" | tee -a "$log"
+  rm -f "$out/hot-summary.txt"
+  echo "==== hot: routing histogram of the recorded counts ($cf)" | tee -a "$log"
+  for hs in 4600 9100; do
+    $tb inspect $v3 --no-validate --context 4096 --hot-experts $hs --expert-counts $cf 2>&1 |
+        sed -n '/^routing counts/,$p' | { [ $hs = 4600 ] && cat || grep '^hot experts'; } | tee -a "$log"
   done
 fi
 

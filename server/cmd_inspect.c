@@ -1,6 +1,7 @@
 /* cmd_inspect.c - `tandem inspect DIR|FILE [--tensors] [--json] [--context N] [--no-validate]
  *                  [--placement cpu|hybrid|gpu] [--gpu-expert-layers N] [--max-batch-tokens N]
- *                  [--embed gpu|host] [--kv-b f32|bf16|fp8] [--requant-ggml on|off]`.
+ *                  [--embed gpu|host] [--kv-b f32|bf16|fp8] [--requant-ggml on|off]
+ *                  [--hot-experts off|auto|MiB] [--device-gib G] [--expert-counts FILE]`.
  *
  * Config only: when FILE is a .json file, or DIR holds a config.json and no .safetensors/.gguf
  * file, nothing is opened but the config: the report is the hyperparameters, the KV cache and
@@ -19,13 +20,19 @@
  * Both modes end with the GPU plan for --placement (default hybrid) with --context KV tokens and
  * --max-batch-tokens (default 2048) per step: pools and weight parts in GiB ("gpu_plan" in
  * --json). --embed and --kv-b choose the layout variants the plan can price (default: what
- * ops_cuda uploads today: embeddings on the GPU, kv_b fp32).
+ * ops_cuda uploads today: embeddings on the GPU, kv_b fp32). --hot-experts prices gpu.hot_experts
+ * (auto: what --device-gib leaves after the other pools, less 512 MiB; without it auto is not
+ * priced). --expert-counts reads a gpu.hot_experts_file of this model and prints the routing
+ * histogram: per MoE layer the share of its routes taken by its most routed 1, 5%, 10%, 25% and
+ * 50% of experts, and, with --hot-experts, the share of all recorded routes the plan's hot
+ * experts would take (chosen as the engine chooses them, every expert at the plan's size).
  *
  * Runs on the main thread; output to stdout, errors to stderr.
  */
 #include "cmd.h"
 
 #include "common/err.h"
+#include "engine/model/expert_counts.h"
 #include "engine/model/gpu_plan.h"
 #include "engine/weights/weights.h"
 
@@ -121,11 +128,13 @@ static json_t *hparams_json(const struct wt_hparams *hp)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: tandem inspect DIR|FILE|CONFIG.json [--tensors] [--json] [--context N] "
-                    "[--no-validate]\n"
-                    "         [--placement cpu|hybrid|gpu] [--gpu-expert-layers N] "
-                    "[--max-batch-tokens N] [--embed gpu|host] [--kv-b f32|bf16|fp8]\n"
-                    "         [--requant-ggml on|off]\n");
+    fprintf(stderr,
+            "usage: tandem inspect DIR|FILE|CONFIG.json [--tensors] [--json] [--context N] "
+            "[--no-validate]\n"
+            "         [--placement cpu|hybrid|gpu] [--gpu-expert-layers N] "
+            "[--max-batch-tokens N] [--embed gpu|host] [--kv-b f32|bf16|fp8]\n"
+            "         [--requant-ggml on|off] [--hot-experts off|auto|MiB] [--device-gib G]\n"
+            "         [--expert-counts FILE]\n");
 }
 
 static int ends_with(const char *s, const char *suf)
@@ -183,6 +192,9 @@ static json_t *plan_json(const struct gpu_plan *pl, const struct gpu_plan_params
         I(pl->kv_bytes_per_token), "activations", I(pl->activations), "workspace", I(pl->workspace),
         "rounding", I(pl->rounding), "runtime", I(pl->runtime), "total", I(pl->total),
         "pinned_host", I(pl->pinned_host), "detail", dj);
+    json_object_set_new(o, "hot", json_integer(I(pl->hot)));
+    json_object_set_new(o, "hot_experts", json_integer(I(pl->hot_experts)));
+    json_object_set_new(o, "hot_expert_bytes", json_integer(I(pl->expert_bytes)));
 #undef I
     return o;
 }
@@ -232,8 +244,92 @@ static int make_plan(const struct wt_hparams *hp, struct gpu_plan_params *pp, lo
     return rc;
 }
 
+static int cmp_u64_desc(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x > y ? -1 : x < y;
+}
+
+/* --expert-counts: the routing histogram of a counts file (text; JSON: "expert_counts"), and the
+ * share of the recorded routes the plan's hot experts would take. 0, or 1 after a message. */
+static int expert_counts_report(const struct wt_hparams *hp, const char *file,
+                                const struct gpu_plan *pl, json_t *root)
+{
+    char err[ERR_LEN] = "";
+    struct expert_counts *c = NULL;
+    int rc = ec_create(hp, &c, err);
+    if (!rc) rc = ec_load(c, file, err);
+    if (rc) {
+        fprintf(stderr, "tandem inspect: %s\n", err[0] ? err : err_message(rc));
+        ec_destroy(c);
+        return 1;
+    }
+    const int M = ec_shape(c)->moe_layers, E = ec_shape(c)->n_expert;
+    static const double fr[5] = {0, 0.05, 0.10, 0.25, 0.50}; /* 0: the top expert */
+    uint64_t *row = malloc((size_t)E * sizeof *row);
+    size_t *bytes = malloc((size_t)M * E * sizeof *bytes);
+    uint8_t *hot = malloc((size_t)M * E);
+    double all[5] = {0};
+    json_t *jl = json_array();
+    uint64_t total = ec_total(c);
+    if (!root)
+        printf("\nrouting counts %s: %llu routes over %d MoE layers x %d experts\n", file,
+               (unsigned long long)total, M, E);
+    if (!root)
+        printf("  layer   routes      top 1    top 5%%   top 10%%   top 25%%   top 50%%  (uniform: "
+               "%.1f%%, 5, 10, 25, 50%%)\n",
+               100.0 / E);
+    for (int r = 0; row && r < M; r++) {
+        uint64_t sum = 0, acc = 0;
+        for (int e = 0; e < E; e++) sum += row[e] = ec_get(c, r, e);
+        qsort(row, (size_t)E, sizeof *row, cmp_u64_desc);
+        double sh[5];
+        for (int i = 0, k = 0; i < 5; i++) {
+            int n = i == 0 ? 1 : (int)(fr[i] * E + 0.5);
+            if (n < 1) n = 1;
+            for (; k < n; k++) acc += row[k];
+            sh[i] = sum ? (double)acc / (double)sum : 0;
+            all[i] += sh[i] / M;
+        }
+        if (!root)
+            printf("  %5d %8llu   %7.1f%% %7.1f%% %8.1f%% %8.1f%% %8.1f%%\n", ec_layer_of(c, r),
+                   (unsigned long long)sum, 100 * sh[0], 100 * sh[1], 100 * sh[2], 100 * sh[3],
+                   100 * sh[4]);
+        else
+            json_array_append_new(jl, json_pack("{s:i, s:I, s:[f, f, f, f, f]}", "layer",
+                                                ec_layer_of(c, r), "routes", (json_int_t)sum,
+                                                "top_share", sh[0], sh[1], sh[2], sh[3], sh[4]));
+    }
+    if (!root)
+        printf("  mean           %7.1f%% %7.1f%% %8.1f%% %8.1f%% %8.1f%%\n", 100 * all[0],
+               100 * all[1], 100 * all[2], 100 * all[3], 100 * all[4]);
+    struct ec_choice ch = {0};
+    int have_hot = bytes && hot && pl->hot_experts_bytes > 0 && pl->expert_bytes > 0;
+    if (have_hot) {
+        for (size_t i = 0; i < (size_t)M * E; i++) bytes[i] = (size_t)pl->expert_bytes;
+        ec_choose_hot(c, bytes, pl->hot_experts_bytes, hot, &ch);
+        if (!root)
+            printf("hot experts: the plan's %lld experts would take %.1f%% of these routes "
+                   "(their share of the experts: %.1f%%)\n",
+                   (long long)ch.chosen, total ? 100.0 * (double)ch.routes / (double)total : 0.0,
+                   100.0 * ch.chosen / ((double)M * E));
+    }
+    if (root)
+        json_object_set_new(root, "expert_counts",
+                            json_pack("{s:s, s:I, s:o, s:i, s:f}", "file", file, "routes",
+                                      (json_int_t)total, "layers", jl, "hot_experts",
+                                      have_hot ? ch.chosen : 0, "hot_route_share",
+                                      have_hot && total ? (double)ch.routes / (double)total : 0.0));
+    else json_decref(jl);
+    free(row);
+    free(bytes);
+    free(hot);
+    ec_destroy(c);
+    return 0;
+}
+
 static int inspect_config(const char *path, const char *cfg, int as_json, long long context,
-                          struct gpu_plan_params *pp)
+                          struct gpu_plan_params *pp, const char *counts)
 {
     char err[ERR_LEN] = "";
     struct wt_hparams hp;
@@ -252,6 +348,10 @@ static int inspect_config(const char *path, const char *cfg, int as_json, long l
                       "config_only", 1, "hparams", hparams_json(&hp), "memory", "context",
                       (json_int_t)context, "kv_bytes_per_token", (json_int_t)kv_tok, "kv_bytes",
                       (json_int_t)(kv_tok * context), "gpu_plan", plan_json(&pl, pp));
+        if (counts && expert_counts_report(&hp, counts, &pl, root)) {
+            json_decref(root);
+            return 1;
+        }
         json_dumpf(root, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         fputc('\n', stdout);
         json_decref(root);
@@ -264,10 +364,10 @@ static int inspect_config(const char *path, const char *cfg, int as_json, long l
     human_bytes(kv_tok * (double)context, a, sizeof a);
     printf("KV cache   %.0f bytes/token (%d x %d bf16 per layer); %lld tokens: %s\n", kv_tok,
            hp.kv_lora_rank + hp.qk_rope, hp.n_layers, context, a);
-    char buf[4096];
+    char buf[8192];
     gpu_plan_format(&pl, pp, "", buf, sizeof buf);
     printf("\n%s", buf);
-    return 0;
+    return counts ? expert_counts_report(&hp, counts, &pl, NULL) : 0;
 }
 
 int cmd_inspect(int argc, char **argv)
@@ -275,6 +375,7 @@ int cmd_inspect(int argc, char **argv)
     const char *path = NULL;
     int tensors = 0, as_json = 0, validate = 1, kvb_set = 0;
     long long context = 0, v;
+    const char *counts = NULL;
     struct gpu_plan_params pp;
     gpu_plan_defaults(&pp);
     for (int i = 1; i < argc; i++) {
@@ -304,6 +405,21 @@ int cmd_inspect(int argc, char **argv)
                 return 2;
             }
             pp.embed_on_gpu = !strcmp(val, "gpu");
+        } else if (!strcmp(a, "--hot-experts") && val) {
+            enum ec_hot_mode hm;
+            long long mib;
+            char e2[ERR_LEN];
+            if (ec_parse_hot(argv[++i], &hm, &mib, e2)) {
+                fprintf(stderr, "tandem inspect: --hot-experts: %s\n", e2);
+                return 2;
+            }
+            pp.hot_mode = hm == EC_HOT_AUTO ? 1 : hm == EC_HOT_MIB ? 2 : 0;
+            pp.hot_bytes = (double)mib * (1 << 20);
+        } else if (!strcmp(a, "--device-gib") && val) {
+            if (parse_int("--device-gib", argv[++i], 1, 1 << 20, &v)) return 2;
+            pp.device_bytes = (double)v * (1 << 30);
+        } else if (!strcmp(a, "--expert-counts") && val) {
+            counts = argv[++i];
         } else if (!strcmp(a, "--requant-ggml") && val) {
             i++;
             if (strcmp(val, "on") && strcmp(val, "off")) {
@@ -332,7 +448,8 @@ int cmd_inspect(int argc, char **argv)
         return 2;
     }
     char cfg[4096];
-    if (config_only(path, cfg, sizeof cfg)) return inspect_config(path, cfg, as_json, context, &pp);
+    if (config_only(path, cfg, sizeof cfg))
+        return inspect_config(path, cfg, as_json, context, &pp, counts);
     char err[ERR_LEN] = "";
     struct wt_model *m;
     int rc = wt_open(path, &m, err);
@@ -352,6 +469,14 @@ int cmd_inspect(int argc, char **argv)
     int kvb_opt = pp.kvb_type; /* --kv-b, if given, wins over the file's type */
     gpu_plan_types_from(&pp, m);
     if (kvb_set) pp.kvb_type = kvb_opt;
+    for (int l = 0; l < hp->n_layers; l++) { /* the routed experts' type prices hot experts */
+        struct wt_view ev;
+        if (!wt_layer_is_moe(hp, l)) continue;
+        if (wt_expert(m, l, WT_GATE, 0, &ev, NULL) == 0 && ev.type != QTYPE_F8_E4M3 &&
+            ev.type != QTYPE_BF16)
+            pp.stream_expert_type = ev.type;
+        break;
+    }
     struct gpu_plan plan;
     if (make_plan(hp, &pp, context, &plan)) {
         wt_close(m);
@@ -446,9 +571,13 @@ int cmd_inspect(int argc, char **argv)
     json_object_set_new(root, "mla_layout", json_string(mla));
     if (wt_skipped(m)[0]) json_object_set_new(root, "skipped", json_string(wt_skipped(m)));
 
+    int crc = 0;
     if (as_json) {
-        json_dumpf(root, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        fputc('\n', stdout);
+        if (counts) crc = expert_counts_report(hp, counts, &plan, root);
+        if (!crc) {
+            json_dumpf(root, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+            fputc('\n', stdout);
+        }
     } else {
         char a[32], b[32], c[32];
         print_header(path, hp);
@@ -497,14 +626,15 @@ int cmd_inspect(int argc, char **argv)
         human_bytes(cpu_bytes, b, sizeof b);
         human_bytes(gpu_bytes + cpu_bytes + kv, c, sizeof c);
         printf("serving    hybrid: GPU %s + host %s; CPU-only: host %s\n", a, b, c);
-        char buf[4096];
+        char buf[8192];
         gpu_plan_format(&plan, &pp, "", buf, sizeof buf);
         printf("\n%s", buf);
+        if (counts) crc = expert_counts_report(hp, counts, &plan, NULL);
     }
     json_decref(root);
     free(lp);
     free(lgpu);
     free(lcpu);
     wt_close(m);
-    return 0;
+    return crc;
 }

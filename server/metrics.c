@@ -158,6 +158,17 @@ char *metrics_render(struct metrics *m, const struct eng_stats *st, size_t *len)
     counter(f, mn, "num_preemptions_total", "Requests preempted (recomputed) for KV space.",
             st->preemptions_total);
     counter(f, mn, "engine_steps_total", "Engine iterations (the watchdog heartbeat).", st->steps);
+    counter(f, mn, "expert_routes_total",
+            "Routed (token, expert) pairs computed, all MoE layers (the routing counts).",
+            st->expert_routes_total);
+    counter(f, mn, "hot_expert_routes_total",
+            "Of those, pairs computed by hot experts in device memory (gpu.hot_experts).",
+            st->hot_expert_routes_total);
+    header(f, "hot_experts", "gauge", "Routed experts held in device memory (gpu.hot_experts).");
+    fprintf(f, "tandem:hot_experts{model_name=\"%s\"} %d\n", mn, st->hot_experts);
+    header(f, "hot_expert_bytes", "gauge", "Device memory the hot experts take, bytes.");
+    fprintf(f, "tandem:hot_expert_bytes{model_name=\"%s\"} %llu\n", mn,
+            (unsigned long long)st->hot_expert_bytes);
     header(f, "engine_failed", "gauge", "1 after a fatal engine error.");
     fprintf(f, "tandem:engine_failed{model_name=\"%s\"} %d\n", mn, st->failed ? 1 : 0);
 

@@ -410,26 +410,29 @@ int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *
     pl->workspace = pl->ws_cublaslt + pl->ws_gemv + pl->ws_gemm_swap + pl->ws_mla +
                     pl->ws_block_tables + pl->ws_small;
     /* ---- expert streaming (ops_cuda_stream.c), counted only when on */
-    double s_gids = 0;
-    if (pl->moe_layers && E > 0 && p->stream_buffer_mb > 0) {
-        const double rnd0 = pl->rounding;
+    double s_gids = 0, eb = 0, ws_moe = 0;
+    if (pl->moe_layers && E > 0) { /* one expert in its GGML blocks, 256-byte aligned parts */
         int ok1 = 0, ok2 = 0;
         size_t rb1 = qtype_row_bytes(p->stream_expert_type, D, &ok1);
         size_t rb2 = qtype_row_bytes(p->stream_expert_type, I, &ok2);
-        double a256 = 256;
-        double eb = ok1 && ok2 ? 2 * ceil((double)I * rb1 / a256) * a256 +
-                                     ceil((double)D * rb2 / a256) * a256
-                               : 0;
+        eb = ok1 && ok2 ? 2 * ceil((double)I * rb1 / 256) * 256 + ceil((double)D * rb2 / 256) * 256
+                        : 0;
+        pl->expert_bytes = eb;
+        pl->routed_experts = (int64_t)pl->moe_layers * E;
+        /* cuk_moe_ggml_workspace (moe_ggml.cu's layout, top_k of the model, chunk 1024 rows) */
+        double a256 = 256, S = (double)T * K, C = S < 1024 ? S : 1024, segs = ceil(S / 512);
+#define UP(x) (ceil((x) / a256) * a256)
+        ws_moe = UP(32.0 * MIB) + UP(2.0 * I * D * 2) + UP((double)D * I * 2) + UP(C * D * 2) +
+                 UP(C * 2 * I * 4) + UP(C * I * 2) + UP(C * D * 4) + 3 * UP(S * 4) +
+                 UP(segs * (double)E * 4);
+#undef UP
+    }
+    if (pl->moe_layers && E > 0 && p->stream_buffer_mb > 0) {
+        const double rnd0 = pl->rounding;
         double slot = (double)(((int64_t)p->stream_buffer_mb << 20) / 2 & ~(int64_t)255);
         pl->stream_group = eb > 0 ? (int)(slot / eb) : 0;
         pl->stream_slots = 2 * al(pl, slot);
-        /* cuk_moe_ggml_workspace (moe_ggml.cu's layout, top_k of the model, chunk 1024 rows) */
-        double S = (double)T * K, C = S < 1024 ? S : 1024, segs = ceil(S / 512);
-#define UP(x) (ceil((x) / a256) * a256)
-        pl->stream_ws = al(pl, UP(32.0 * MIB) + UP(2.0 * I * D * 2) + UP((double)D * I * 2) +
-                                   UP(C * D * 2) + UP(C * 2 * I * 4) + UP(C * I * 2) +
-                                   UP(C * D * 4) + 3 * UP(S * 4) + UP(segs * (double)E * 4));
-#undef UP
+        pl->stream_ws = al(pl, ws_moe);
         int64_t groups = pl->stream_group > 0 ? cdiv(E, pl->stream_group) : E;
         s_gids = (double)groups * T * K * 4;
         pl->stream_size = pl->stream_slots + pl->stream_ws + al(pl, (double)T * D * 4) +
@@ -438,8 +441,28 @@ int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *
         else pl->rounding = rnd0;
     }
     pl->runtime = p->runtime_reserve;
-    pl->total = pl->weights + pl->kv + pl->activations + pl->workspace + pl->stream + pl->rounding +
-                pl->runtime;
+    /* ---- hot experts: their blocks, and the expert op's workspace and buffers unless the
+     * stream pool has them (one per layer: the blocks' rounding is under a page a layer) */
+    if (p->hot_mode && pl->moe_layers && E > 0 && eb > 0) {
+        if (!pl->stream)
+            pl->hot_ws = al(pl, ws_moe) + al(pl, (double)T * D * 4) +
+                         al(pl, (double)max_pad * D * 4) + al(pl, (double)T * K * 4);
+        double hb = p->hot_mode == 2 ? p->hot_bytes : 0;
+        if (p->hot_mode == 1 && p->device_bytes > 0) {
+            double rest = pl->weights + pl->kv + pl->activations + pl->workspace + pl->stream +
+                          pl->rounding + pl->runtime + pl->hot_ws + 512.0 * MIB;
+            hb = p->device_bytes > rest ? p->device_bytes - rest : 0;
+            hb = floor(hb / eb) * eb;
+        }
+        double all = eb * (double)pl->routed_experts;
+        if (hb > all) hb = all;
+        pl->hot_experts_bytes = hb;
+        pl->hot_experts =
+            p->hot_mode == 2 && p->hot_count > 0 ? p->hot_count : (int64_t)floor(hb / eb);
+        pl->hot = pl->hot_experts_bytes + pl->hot_ws;
+    }
+    pl->total = pl->weights + pl->kv + pl->activations + pl->workspace + pl->stream + pl->hot +
+                pl->rounding + pl->runtime;
 
     /* ---- pinned host: hbuf slots 0-1 (CPU fallbacks: a host embedding table, host linears,
      * CPU attention), 2-4 (expert jobs: x, y, ids + weights), the staging ring */
@@ -466,11 +489,11 @@ int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *
         need = (double)(((int64_t)need + 255) & ~(int64_t)255);
         if (2 * need > ring) ring = 2 * need;
     }
-    if (pl->stream > 0) { /* moe_stream: routes down (slot 0), CPU routes (slot 1), and
-                           * every group's routes (cus_run) */
+    if (pl->stream > 0 || pl->hot > 0) { /* moe_split: routes down (slot 0), CPU routes (slot
+                                          * 1), and every group's routes (cus_run) */
         if ((double)T * K * 4 > s0) s0 = (double)T * K * 4;
         if ((double)T * K * 4 > s1) s1 = (double)T * K * 4;
-        ring += s_gids;
+        ring += pl->stream > 0 ? s_gids : (double)T * K * 4;
     }
     pl->pinned_host = hbuf_size(s0) + hbuf_size(s1) + 2 * hbuf_size(x) +
                       (pl->moe_layers ? hbuf_size(2.0 * T * K * 4) : 0) + ring;
@@ -587,6 +610,28 @@ int gpu_plan_format(const struct gpu_plan *pl, const struct gpu_plan_params *p, 
             pl->stream_size / GIB, pl->stream_slots / 2 / MIB, pl->stream_group,
             tname(p->stream_expert_type), pl->stream_ws / MIB,
             (pl->stream_size - pl->stream_slots - pl->stream_ws) / MIB);
+    if (pl->moe_layers && pl->expert_bytes > 0) {
+        if (!p->hot_mode)
+            put(&o, "%s  hot           %8.2f GiB  gpu.hot_experts off (%.1f MiB a %s expert)\n",
+                ind, 0.0, pl->expert_bytes / MIB, tname(p->stream_expert_type));
+        else if (p->hot_mode == 1 && !(p->device_bytes > 0))
+            put(&o,
+                "%s  hot           %8.2f GiB  gpu.hot_experts auto: what the device has free "
+                "after the pools above, less 512 MiB, at start-up (%.1f MiB a %s expert; give "
+                "the device size to price it); expert op workspace and buffers %.0f MiB\n",
+                ind, pl->hot / GIB, pl->expert_bytes / MIB, tname(p->stream_expert_type),
+                pl->hot_ws / MIB);
+        else
+            put(&o,
+                "%s  hot           %8.2f GiB  gpu.hot_experts %s: %lld of %lld %s experts "
+                "(%.1f%%) at %.1f MiB each, %.2f GiB; expert op workspace and buffers %.0f MiB%s\n",
+                ind, pl->hot / GIB, p->hot_mode == 1 ? "auto" : "given", (long long)pl->hot_experts,
+                (long long)pl->routed_experts, tname(p->stream_expert_type),
+                pl->routed_experts ? 100.0 * (double)pl->hot_experts / (double)pl->routed_experts
+                                   : 0.0,
+                pl->expert_bytes / MIB, pl->hot_experts_bytes / GIB, pl->hot_ws / MIB,
+                pl->stream > 0 ? " (in the stream pool)" : "");
+    }
     put(&o, "%s  rounding      %8.2f GiB  cudaMalloc granularity (2 MiB pages above 1 MiB)\n", ind,
         pl->rounding / GIB);
     put(&o, "%s  runtime       %8.2f GiB  CUDA context, cuBLAS, small allocations (measured)\n",
@@ -598,7 +643,7 @@ int gpu_plan_format(const struct gpu_plan *pl, const struct gpu_plan_params *p, 
 
 void gpu_plan_log(const struct gpu_plan *pl, const struct gpu_plan_params *p)
 {
-    char buf[4096];
+    char buf[8192];
     gpu_plan_format(pl, p, "", buf, sizeof buf);
     for (char *s = buf, *e; *s; s = e + 1) {
         e = strchr(s, '\n');

@@ -25,6 +25,11 @@
  *                op's workspace (kernels/cuda/moe_ggml.h), two [max_batch_tokens][hidden] fp32
  *                buffers and every group's routes; the pinned source is the registered expert
  *                memory itself (not counted: it is the weights)
+ *   hot          gpu.hot_experts: routed experts kept in device memory as their GGML blocks
+ *                (params.hot_bytes, or with auto what params.device_bytes leaves after every other
+ *                pool and a 512 MiB margin, in whole experts of stream_expert_type), plus, when
+ *                the stream pool is not counted, the routed-expert op's workspace and its two
+ *                buffers (the same ones the stream pool holds)
  *   runtime      CUDA context, cuBLAS handle, small allocations: params.runtime_reserve, default
  *                600 MiB from a measurement (nvidia-smi peak minus the counted pools on an H100;
  *                docs/gpu-memory.md), not counted from code
@@ -76,6 +81,13 @@ struct gpu_plan_params {
     int layered_prefill;          /* engine.prefill_step_ratio > 1 with
                                      engine.layered_prefill_tokens > 0: a layered pass's
                                      residual stream (max_batch_tokens x hidden fp32) counts */
+    int hot_mode;                 /* gpu.hot_experts: 0 off, 1 auto (fill device_bytes), 2 the
+                                     hot_bytes given */
+    double hot_bytes;             /* hot_mode 2: the hot experts' bytes (the engine: what it
+                                     placed) */
+    int64_t hot_count;            /* hot_mode 2: how many experts that is (0: hot_bytes / one
+                                     expert of stream_expert_type) */
+    double device_bytes;          /* hot_mode 1: the device's memory (0: unknown, hot 0) */
 };
 
 /* Weight bytes on the device, by part (0 where the part stays on the host). */
@@ -104,6 +116,7 @@ struct gpu_plan {
                         cuk_moe_ggml workspace, group output / GPU-part
                         accumulator, per-group routes; counted in total only with
                         params.prefill_experts (stream_size has it either way) */
+    double hot;      /* hot experts (gpu.hot_experts): hot_experts_bytes + hot_ws */
     double total;    /* device: all of the above */
     double pinned_host;
     /* details */
@@ -116,13 +129,19 @@ struct gpu_plan {
     int moe_layers, gpu_expert_layers;
     int64_t max_k, max_n; /* widest FP8 linear on the device (scratch sizing) */
     double stream_size, stream_slots, stream_ws; /* the streaming pool's size and parts */
-    int stream_group; /* experts of stream_expert_type per staging slot */
+    int stream_group;         /* experts of stream_expert_type per staging slot */
+    double hot_experts_bytes; /* the hot experts themselves */
+    double hot_ws;            /* the expert op's workspace and buffers (0 when the stream pool
+                                 counts them) */
+    double expert_bytes;      /* one routed expert of stream_expert_type on the device */
+    int64_t hot_experts;      /* whole experts hot_experts_bytes holds */
+    int64_t routed_experts;   /* moe_layers x n_routed */
 };
 
 /* Defaults: hybrid, FP8 linears (GGML ones re-quantized), kv_b FP8, embeddings on the host (what
  * ops_cuda does), FP8 GPU experts, 32768 KV tokens, max_batch_tokens 2048, 16-token blocks, 132
  * SMs, exact FP8 GEMM (no cuBLASLt plans), 600 MiB runtime, expert streaming off (400 MiB staging,
- * Q4_K experts). */
+ * Q4_K experts), hot experts off. */
 void gpu_plan_defaults(struct gpu_plan_params *p);
 
 /* linear_type and kvb_type from a loaded model's tensors (layer 0's kv_a and kv_b), as ops_cuda

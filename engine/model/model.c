@@ -591,6 +591,16 @@ int model_n_layers(const struct model *m) { return m->hp.n_layers; }
 int model_max_batch_tokens(const struct model *m) { return m->max_tokens; }
 const struct wt_hparams *model_hparams(const struct model *m) { return &m->hp; }
 
+struct ops_moe *model_moe(const struct model *m, int i, int *layer)
+{
+    for (int l = 0; l < m->hp.n_layers; l++)
+        if (m->layers[l].moe && i-- == 0) {
+            if (layer) *layer = l;
+            return m->layers[l].experts;
+        }
+    return NULL;
+}
+
 /* ---------------------------------------------------------------- forward */
 
 static int check_batch(const struct model *m, const struct model_kv *kv,

@@ -72,6 +72,12 @@ typedef void (*model_lin_fn)(void *ud, int layer, int which, int n_tokens, int c
                              const float *x);
 void model_set_lin_hook(struct model *m, model_lin_fn fn, void *ud);
 
+/* The routed experts of the i-th MoE layer (in layer order; *layer, if given, gets its layer
+ * index), NULL past the last: for wiring per-layer backend state (routing counts, hot experts;
+ * engine/model/hot_experts.h). The handle stays the model's. */
+struct ops_moe;
+struct ops_moe *model_moe(const struct model *m, int i, int *layer);
+
 /* The hyperparameters the model was built with, and the largest batch it accepts. */
 const struct wt_hparams *model_hparams(const struct model *m);
 int model_max_batch_tokens(const struct model *m);

@@ -149,6 +149,23 @@ void ops_moe_destroy(struct ops *o, struct ops_moe *m)
     if (m) o->vt->moe_destroy(o, m);
 }
 
+void ops_moe_set_counts(struct ops *o, struct ops_moe *m, struct expert_counts *c, int row)
+{
+    if (m) o->vt->moe_set_counts(o, m, c, row);
+}
+
+size_t ops_moe_hot_bytes(struct ops *o, const struct ops_moe *m, int e)
+{
+    return m && o->vt->moe_hot_bytes ? o->vt->moe_hot_bytes(o, m, e) : 0;
+}
+
+int ops_moe_set_hot(struct ops *o, struct ops_moe *m, const uint8_t *hot, char *err)
+{
+    if (!m || !o->vt->moe_set_hot)
+        return err_set(err, ERR_UNSUPPORTED, "%s: no hot experts on this backend", ops_name(o));
+    return o->vt->moe_set_hot(o, m, hot, err);
+}
+
 void ops_embed(struct ops *o, const struct ops_lin *table, const int32_t *tokens, int n, float *y)
 {
     o->vt->embed(o, table, tokens, n, y);

@@ -76,6 +76,10 @@ struct ops_params {
                                    * they are converted at load, projections and kv_b to FP8
                                    * e4m3 with 128x128 block scales, W16A32 linears to bf16
                                    * (docs/gpu.md "Whole-GGUF models") */
+    int gpu_hot_experts;          /* hybrid, gpu.hot_experts != off: prepare every MoE layer for
+                                   * hot experts (ops_moe_set_hot; the routed-expert op's
+                                   * workspace and buffers are allocated at model load). 0: none
+                                   * can be placed (ops_moe_hot_bytes is 0) */
 };
 
 /* The configuration strings gpu.placement ("auto|cpu|hybrid|gpu"; NULL = cpu) and gpu.fp8_gemm
@@ -131,6 +135,25 @@ int ops_moe_create(struct ops *o, int n_expert, const struct wt_view *gate,
                    const struct wt_view *up, const struct wt_view *down, struct ops_moe **out,
                    char *err);
 void ops_moe_destroy(struct ops *o, struct ops_moe *m);
+
+/* Routing counts (engine/model/expert_counts.h): from now on every ops_moe on m adds the routes
+ * it computes to row `row` of c, from whichever thread holds them in host memory (ops_cpu: the
+ * caller's; ops_cuda: the expert job's host-function thread, or the engine thread where the
+ * routes come to the host anyway); nothing extra is copied. c NULL stops counting. c must
+ * outlive m (or the next call). Any backend. */
+struct expert_counts;
+void ops_moe_set_counts(struct ops *o, struct ops_moe *m, struct expert_counts *c, int row);
+/* Hot experts: the device bytes expert e of m takes when kept in device memory by
+ * ops_moe_set_hot; 0 when it cannot be (a host backend, ops_params.gpu_hot_experts off, a layer
+ * whose experts are on the GPU already, an expert type without a GPU kernel). */
+size_t ops_moe_hot_bytes(struct ops *o, const struct ops_moe *m, int e);
+/* Keep the experts e with hot[e] != 0 (n_expert entries; NULL = none) in device memory, as the
+ * raw blocks they are stored in, replacing the layer's previous hot set: from the next forward
+ * on, every batch (decode and prefill) computes the routes to them on the GPU and the rest on
+ * the CPU pool at the same time (docs/gpu.md "Hot experts"). Experts with no hot bytes are
+ * skipped. Synchronizes. Errors: ERR_UNSUPPORTED (a backend without hot experts), ERR_NOMEM
+ * (device memory: the layer then has none), ERR_CUDA. */
+int ops_moe_set_hot(struct ops *o, struct ops_moe *m, const uint8_t *hot, char *err);
 
 /* ---- ops on a batch of n tokens */
 

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "engine/model/expert_counts.h"
 #include "kernels/cpu/cpuq.h"
 #include "kernels/cpu/f32.h"
 #include "kernels/cpu/fp8.h"
@@ -38,7 +39,9 @@ struct ops_lin {
 struct ops_moe {
     int n_expert;
     int hidden;
-    struct cpuq_mat *mats; /* [3][n_expert]: gate, up, down */
+    struct cpuq_mat *mats;     /* [3][n_expert]: gate, up, down */
+    struct expert_counts *cnt; /* routing counts (ops_moe_set_counts; NULL: none), row cnt_row */
+    int cnt_row;
 };
 
 struct scratch {
@@ -175,6 +178,13 @@ static void cpu_moe_destroy(struct ops *o, struct ops_moe *m)
     (void)o;
     free(m->mats);
     free(m);
+}
+
+static void cpu_moe_set_counts(struct ops *o, struct ops_moe *m, struct expert_counts *c, int row)
+{
+    (void)o;
+    m->cnt = c;
+    m->cnt_row = row;
 }
 
 /* One row of any supported type to fp32. */
@@ -409,6 +419,7 @@ static void cpu_moe(struct ops *o, const struct ops_moe *m, const float *x, int 
     struct ops_cpu *c = cpu_of(o);
     char err[ERR_LEN];
     const struct cpuq_mat *g = m->mats, *u = g + m->n_expert, *d = u + m->n_expert;
+    ec_add(m->cnt, m->cnt_row, ids, (int64_t)n * top_k); /* routes are host memory here */
     int rc = cpuq_moe_forward(c->pool, c->q, g, u, d, m->n_expert, n, m->hidden, x, top_k, ids, w,
                               y, c->moe, err);
     if (rc) ops__fail(o, rc, err);
@@ -442,6 +453,7 @@ static const struct ops_vt cpu_vt = {
     .lin_destroy = cpu_lin_destroy,
     .moe_create = cpu_moe_create,
     .moe_destroy = cpu_moe_destroy,
+    .moe_set_counts = cpu_moe_set_counts,
     .embed = cpu_embed,
     .linear = cpu_linear,
     .rmsnorm = cpu_rmsnorm,

@@ -38,10 +38,14 @@
  *     thread does not wait: job records come from a ring (cu_moe).
  *   - routed experts on the GPU (gpu.placement = gpu, gpu.expert_layers): FP8 linears made at
  *     load, run per active expert (moe_gpu).
- *   - routed experts streamed to the GPU for long prefills (gpu.prefill_experts, off by default):
- *     moe_stream with ops_cuda_stream.c (registered expert memory copied per expert group on a
- *     copy stream into two staging slots, cuk_moe_ggml on the main stream, the experts with few
- *     tokens on the CPU pool at the same time; docs/gpu.md).
+ *   - routed experts streamed to the GPU for long prefills (gpu.prefill_experts, off by default)
+ *     and hot experts kept in device memory (gpu.hot_experts, off by default): moe_split with
+ *     ops_cuda_stream.c (hot experts from their resident copy, streamed ones copied per expert
+ *     group on a copy stream into two staging slots, cuk_moe_ggml on the main stream, the other
+ *     experts on the CPU pool at the same time; docs/gpu.md).
+ *   - routing counts (ops_moe_set_counts): added where the routes are on the host anyway: by the
+ *     expert job's host function (routes copied from the device for the CPU pool) or, on the
+ *     split and GPU-expert paths, by the engine thread after their synchronization.
  * Numerics: as ops.h, except the tensor-core MLA (two-part bf16 q and P: ~5e-6 relative), the
  * GPU experts (re-quantized to FP8) and the fp32 summation orders of the GEMMs;
  * tests/gpu/test_engine_gpu.c checks the whole forward against the CPU backend.
@@ -66,6 +70,7 @@
 
 #include "common/log.h"
 #include "engine/model/ops_cuda.h"
+#include "engine/model/expert_counts.h"
 #include "engine/model/ops_cuda_stream.h"
 #include "kernels/cpu/cpuq.h"
 #include "kernels/cpu/fp8.h"
@@ -99,8 +104,10 @@ struct ops_lin {
 struct ops_moe {
     struct ops_moe *cpu; /* the inner CPU backend's experts (NULL when on the GPU) */
     int hidden, inter, n_expert;
-    struct ops_lin **gpu; /* GPU experts: [3 * n_expert] gate, up, down as FP8 linears */
-    struct cus_layer *st; /* streaming state for long prefills (NULL: never streamed) */
+    struct ops_lin **gpu;      /* GPU experts: [3 * n_expert] gate, up, down as FP8 linears */
+    struct cus_layer *st;      /* streaming / hot-expert state (NULL: neither) */
+    struct expert_counts *cnt; /* routing counts (ops_moe_set_counts; NULL: none), row cnt_row */
+    int cnt_row;
 };
 
 struct hbuf { /* pinned host scratch */
@@ -118,6 +125,7 @@ struct moe_job {
     float *x, *w, *y; /* pinned */
     int32_t *ids;
     int n, top_k;
+    int count; /* the host function adds ids to m's routing counts (routes from the device) */
     int rc;
     char err[ERR_LEN];
     int state;                /* 0 free, 1 enqueued, 2 joined (its ev_j recorded) */
@@ -183,9 +191,11 @@ struct ops_cuda {
     float *heads_f32; /* fp32 expansion of one FP8 ops_heads (heads_cur) */
     size_t heads_size;
     const struct ops_heads *heads_cur;
-    struct cus *cus;     /* expert streaming (gpu.prefill_experts; NULL: off) */
+    struct cus *cus;     /* expert streaming and hot experts (gpu.prefill_experts,
+                          * gpu.hot_experts; NULL: both off) */
     int prefill_experts; /* ops_params.gpu_prefill_experts */
-    float *s_acc;        /* streamed layer split with the CPU: the GPU part [max_pad][hidden] */
+    int hot;             /* ops_params.gpu_hot_experts */
+    float *s_acc;        /* layer split with the CPU: the GPU part [max_pad][hidden] */
     int s_acc_hidden;
     cudaEvent_t ev_g; /* main stream: the GPU part of a split layer is done */
     float *pend_y;    /* pend's output (device) */
@@ -758,8 +768,8 @@ static int cu_moe_create(struct ops *o, int n_expert, const struct wt_view *gate
         }
     } else {
         rc = ops_moe_create(c->cpu, n_expert, gate, up, down, &m->cpu, err);
-        if (!rc && c->cus && !(m->st = cus_layer_create(c->cus, n_expert, gate, up, down)) &&
-            c->prefill_experts == 1 && cus_failed(c->cus))
+        if (!rc && c->cus) m->st = cus_layer_create(c->cus, n_expert, gate, up, down);
+        if (!rc && c->cus && c->prefill_experts == 1 && cus_failed(c->cus))
             rc = err_set(err, ERR_CUDA,
                          "cuda ops: gpu.prefill_experts = on, but the expert "
                          "streaming could not be set up (the log says why; auto turns it off "
@@ -770,7 +780,8 @@ static int cu_moe_create(struct ops *o, int n_expert, const struct wt_view *gate
             c->s_acc_hidden = 0;
             if (cudaMalloc((void **)&c->s_acc, (size_t)c->max_pad * m->hidden * sizeof(float)) !=
                 cudaSuccess)
-                rc = err_set(err, ERR_NOMEM, "cuda ops: out of device memory (expert streaming)");
+                rc = err_set(err, ERR_NOMEM,
+                             "cuda ops: out of device memory (expert streaming / hot experts)");
             else c->s_acc_hidden = m->hidden;
         }
     }
@@ -780,6 +791,33 @@ static int cu_moe_create(struct ops *o, int n_expert, const struct wt_view *gate
     }
     *out = m;
     return 0;
+}
+
+static void cu_moe_set_counts(struct ops *o, struct ops_moe *m, struct expert_counts *cnt, int row)
+{
+    host_sync(C(o)); /* no expert job in flight reads the old pointer */
+    m->cnt = cnt;
+    m->cnt_row = row;
+}
+
+static size_t cu_moe_hot_bytes(struct ops *o, const struct ops_moe *m, int e)
+{
+    struct ops_cuda *c = C(o);
+    return c->hot && !m->gpu ? cus_expert_bytes(c->cus, m->st, e) : 0;
+}
+
+static int cu_moe_set_hot(struct ops *o, struct ops_moe *m, const uint8_t *hot, char *err)
+{
+    struct ops_cuda *c = C(o);
+    if (!m->st) {
+        if (!hot) return 0;
+        return err_set(err, ERR_UNSUPPORTED, "cuda ops: this MoE layer takes no hot experts (%s)",
+                       !c->hot  ? "ops_params.gpu_hot_experts is off"
+                       : m->gpu ? "its experts are on the GPU already"
+                                : "see the log");
+    }
+    host_sync(c); /* nothing in flight reads the layer's previous hot set */
+    return cus_layer_set_hot(c->cus, m->st, hot, err);
 }
 
 /* ---------------------------------------------------------------- CPU fallbacks */
@@ -1369,6 +1407,7 @@ static void CUDART_CB moe_host(void *ud)
 {
     struct moe_job *j = ud;
     struct timespec t0, t1;
+    if (j->count) ec_add(j->m->cnt, j->m->cnt_row, j->ids, (int64_t)j->n * j->top_k);
     clock_gettime(CLOCK_MONOTONIC, &t0);
     ops_moe(j->cpu, j->m->cpu, j->x, j->n, j->ids, j->w, j->top_k, j->y);
     clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -1399,6 +1438,7 @@ static void moe_gpu(struct ops_cuda *c, const struct ops_moe *m, const float *x,
     const float *hw = to_host(c, 1, w, kb);
     if (!hid || !hw) return;
     host_sync(c);
+    ec_add(m->cnt, m->cnt_row, hid, (int64_t)n * top_k);
     CK(c, cudaMemsetAsync(y, 0, (size_t)n * hb, c->st), "memset");
     /* the (token, k) pairs grouped by expert: counting sort, token order within an expert */
     const int E = m->n_expert, np = n * top_k;
@@ -1446,32 +1486,36 @@ static void moe_gpu(struct ops_cuda *c, const struct ops_moe *m, const float *x,
 }
 
 /* Enqueue the CPU experts of a layer as a job on the side stream (see cu_moe). Routes: device
- * ids (copied with x and w), or host_ids (any host memory; only after a host synchronization,
- * when no job uses the pinned slots). finish = 0 leaves the job open: the caller enqueues more
+ * ids (copied with x and w; the host function adds them to the routing counts), or host_ids
+ * (any host memory; only after a host synchronization, when no job uses the pinned slots; the
+ * caller counted the routes). finish = 0 leaves the job open: the caller enqueues more
  * side-stream work after the result's copy into y and then calls job_finish. */
 static struct moe_job *job_enqueue(struct ops_cuda *c, const struct ops_moe *m, const float *x,
                                    int n, const int32_t *ids, const int32_t *host_ids,
                                    const float *w, int top_k, float *y, int finish);
 static void job_finish(struct ops_cuda *c, struct moe_job *j, float *y, size_t bytes);
 
-/* Routed experts streamed to the GPU (long prefills; ops_cuda_stream.h): the routes come to the
- * host (one synchronization per layer), cus_plan splits the active experts between the GPU and
- * the CPU pool; the CPU part runs as an ordinary expert job on the side stream while the main
- * stream computes the GPU part (cus_run) into s_acc; the side stream then waits for the GPU part
- * and adds it into y after the CPU result's copy, so the join (ev_out) covers both. A layer with
- * no CPU part writes y on the main stream directly; one with no GPU part is an ordinary job. */
-static void moe_stream(struct ops_cuda *c, const struct ops_moe *m, const float *x, int n,
-                       const int32_t *ids, const float *w, int top_k, float *y)
+/* Routed experts partly on the GPU (ops_cuda_stream.h): hot experts at every forward, streamed
+ * ones for long prefills. The routes come to the host (one synchronization per layer) and are
+ * counted there; cus_plan splits the active experts between the GPU and the CPU pool; the CPU
+ * part runs as an ordinary expert job on the side stream while the main stream computes the GPU
+ * part (cus_run) into s_acc; the side stream then waits for the GPU part and adds it into y after
+ * the CPU result's copy, so the join (ev_out) covers both. A layer with no CPU part writes y on
+ * the main stream directly; one with no GPU part is an ordinary job. */
+static void moe_split(struct ops_cuda *c, const struct ops_moe *m, const float *x, int n,
+                      const int32_t *ids, const float *w, int top_k, float *y)
 {
     size_t kb = (size_t)n * top_k * sizeof(int32_t);
     const int32_t *hid = (const int32_t *)to_host(c, 0, ids, kb);
     int32_t *cids = hbuf(c, 1, kb);
     if (!hid || !cids) return;
     host_sync(c);
-    long long cpairs = 0;
-    int ngx = cus_plan(c->cus, m->st, hid, n, top_k, cids, &cpairs);
-    if (ngx == 0) {
-        job_enqueue(c, m, x, n, ids, NULL, w, top_k, y, 1);
+    ec_add(m->cnt, m->cnt_row, hid, (int64_t)n * top_k);
+    long long cpairs = 0, hpairs = 0;
+    int ngx = cus_plan(c->cus, m->st, hid, n, top_k, cids, &cpairs, &hpairs);
+    ec_add_hot(m->cnt, hpairs);
+    if (ngx == 0) { /* every route on the CPU: the routes are on the host (and counted) */
+        job_enqueue(c, m, x, n, NULL, hid, w, top_k, y, 1);
         return;
     }
     struct moe_job *j = NULL;
@@ -1512,7 +1556,7 @@ static void cu_moe(struct ops *o, const struct ops_moe *m, const float *x, int n
         return;
     }
     if (cus_wants(c->cus, m->st, n)) {
-        moe_stream(c, m, x, n, ids, w, top_k, y);
+        moe_split(c, m, x, n, ids, w, top_k, y);
         return;
     }
     job_enqueue(c, m, x, n, ids, NULL, w, top_k, y, 1);
@@ -1547,6 +1591,7 @@ static struct moe_job *job_enqueue(struct ops_cuda *c, const struct ops_moe *m, 
     j->top_k = top_k;
     j->rc = 0;
     j->err[0] = 0;
+    j->count = !host_ids && m->cnt;
     j->state = 1;
     if (host_ids) memcpy(j->ids, host_ids, kb);
     CK(c, cudaEventRecord(j->ev_a, c->st), "event");
@@ -1706,6 +1751,9 @@ static const struct ops_vt cuda_vt = {
     .lin_destroy = cu_lin_destroy,
     .moe_create = cu_moe_create,
     .moe_destroy = cu_moe_destroy,
+    .moe_set_counts = cu_moe_set_counts,
+    .moe_hot_bytes = cu_moe_hot_bytes,
+    .moe_set_hot = cu_moe_set_hot,
     .embed = cu_embed,
     .linear = cu_linear,
     .rmsnorm = cu_rmsnorm,
@@ -1839,9 +1887,11 @@ int ops_cuda_create(const struct ops_params *p, struct ops **out, char *err)
     c->ring_off = 0;
     if ((rc = ops_cpu_create(p, &c->cpu, err))) goto fail;
     c->prefill_experts = p->gpu_prefill_experts;
-    if (p->gpu_prefill_experts) { /* expert streaming for long prefills */
+    c->hot = p->gpu_hot_experts != 0;
+    if (p->gpu_prefill_experts || c->hot) { /* expert streaming for long prefills, hot experts */
         struct cus_opts so = {
             .mode = p->gpu_prefill_experts,
+            .hot = c->hot,
             .min_tokens = p->gpu_prefill_min_tokens > 0 ? p->gpu_prefill_min_tokens : 256,
             .buffer_bytes = (size_t)(p->gpu_stream_buffer_mb > 0 ? p->gpu_stream_buffer_mb : 400)
                             << 20,
@@ -1857,7 +1907,8 @@ int ops_cuda_create(const struct ops_params *p, struct ops **out, char *err)
                 rc = err_set(err, rc, "%s", e2);
                 goto fail;
             }
-            LOG_WARN("gpu", "expert streaming off: %s", e2);
+            LOG_WARN("gpu", "expert streaming and hot experts off: %s", e2);
+            c->hot = 0;
             rc = 0;
         }
     }

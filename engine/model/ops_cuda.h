@@ -69,6 +69,12 @@ struct ops_cuda_stats {
     long long stream_gpu_pairs, stream_cpu_pairs;
     double stream_bytes, stream_copy_s;
     double stream_gbs, stream_cpu_us_pair;
+    /* hot experts (gpu.hot_experts; ops_moe_set_hot): expert calls on layers that hold some,
+     * routes those computed on the GPU from the resident blocks, the other routes of those calls
+     * (CPU pool or streamed); and, not reset, the experts and bytes held now */
+    long long hot_calls, hot_gpu_pairs, hot_rest_pairs;
+    int hot_experts;
+    double hot_bytes;
 };
 /* Where the routed-expert layers' time went since the last reset (benchmarks). Per expert call:
  * xfer = hidden states / routes to the host + result back (GPU copy time), cpu_experts = the CPU

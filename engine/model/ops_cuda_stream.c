@@ -32,6 +32,13 @@ struct cus_layer {
     int n_expert, hidden, inter;
     struct cuk_ggml_mat *src; /* [3][n_expert]: gate, up, down with HOST data pointers */
     size_t *eb;               /* [n_expert]: the expert's bytes in a slot (aligned parts) */
+    int stream_ok;            /* streaming may copy this layer's experts (registered, each
+                               * fits a slot) */
+    /* hot (resident) experts, cus_layer_set_hot */
+    void *res_mem;            /* device: their blocks, one allocation */
+    struct cuk_ggml_mat *res; /* [3][n_expert]: DEVICE data for the hot ones, zeroed elsewhere */
+    int n_res;
+    size_t res_bytes;
 };
 
 struct cus {
@@ -59,6 +66,8 @@ struct cus {
     int plan_E, n_groups, plan_n, plan_k;
     const int32_t *plan_hid;                      /* the caller's routes, valid until cus_run */
     int32_t *count, *order, *grp, *gexp, *gstart; /* [E], [E], [E], [E], [E + 1] */
+    int32_t *sel;                                 /* [E]: 0 CPU, 1 hot, 2 streamed */
+    int n_res_groups;                             /* 1 when group 0 is the hot experts' */
     int plan_cap;
     struct cuk_ggml_mat *tab; /* [3][E]: the device table of one group */
     /* rates */
@@ -66,6 +75,10 @@ struct cus {
     int gbs_measured, cpu_measured;
     /* counters not yet folded into the stats */
     long long n_layers, n_gx, n_cx, n_gp, n_cp;
+    long long n_hot_calls, n_hot_pairs, n_hot_rest;
+    /* hot experts over every layer (cus_layer_set_hot) */
+    int res_experts;
+    double res_bytes;
     /* registrations */
     struct reg *regs;
     int n_regs, cap_regs;
@@ -82,13 +95,13 @@ static size_t mat_bytes(const struct cuk_ggml_mat *m)
 int cus_create(const struct cus_opts *o, struct cus **out, char *err)
 {
     *out = NULL;
-    if (o->mode == 0) return 0;
+    if (o->mode == 0 && !o->hot) return 0;
     struct cus *s = calloc(1, sizeof *s);
     if (!s) return err_set(err, ERR_NOMEM, "cuda ops: out of memory (expert streaming)");
     s->o = *o;
     s->gbs = DEF_GBS;
     s->cpu_s_pair = DEF_CPU_S_PAIR;
-    s->slot_bytes = (o->buffer_bytes / 2) & ~(size_t)(ALIGN - 1);
+    s->slot_bytes = o->mode ? (o->buffer_bytes / 2) & ~(size_t)(ALIGN - 1) : 0;
     int rc = 0;
     if (cudaStreamCreateWithFlags(&s->cp, cudaStreamNonBlocking) != cudaSuccess)
         rc = err_set(err, ERR_CUDA, "cuda ops: expert streaming: copy stream");
@@ -96,7 +109,7 @@ int cus_create(const struct cus_opts *o, struct cus **out, char *err)
         if (cudaEventCreateWithFlags(&s->ev_copied[i], cudaEventDisableTiming) != cudaSuccess ||
             cudaEventCreateWithFlags(&s->ev_free[i], cudaEventDisableTiming) != cudaSuccess)
             rc = err_set(err, ERR_CUDA, "cuda ops: expert streaming: events");
-    for (int i = 0; !rc && i < 2; i++)
+    for (int i = 0; !rc && o->mode && i < 2; i++)
         if (cudaMalloc(&s->slot[i], s->slot_bytes ? s->slot_bytes : ALIGN) != cudaSuccess)
             rc = err_set(err, ERR_NOMEM,
                          "cuda ops: expert streaming: out of device memory for "
@@ -134,6 +147,7 @@ void cus_destroy(struct cus *s)
     free(s->grp);
     free(s->gexp);
     free(s->gstart);
+    free(s->sel);
     free(s->tab);
     for (int i = 0; i < s->n_regs; i++) cudaHostUnregister((void *)s->regs[i].lo);
     free(s->regs);
@@ -232,7 +246,9 @@ static int grow_plan(struct cus *s, int E)
     if (b && (c = realloc(s->grp, (size_t)E * 4))) s->grp = c;
     if (c && (d = realloc(s->gexp, (size_t)E * 4))) s->gexp = d;
     if (d && (g = realloc(s->gstart, ((size_t)E + 1) * 4))) s->gstart = g;
-    struct cuk_ggml_mat *t = g ? realloc(s->tab, (size_t)3 * E * sizeof *t) : NULL;
+    int32_t *sl = g ? realloc(s->sel, (size_t)E * 4) : NULL;
+    if (sl) s->sel = sl;
+    struct cuk_ggml_mat *t = sl ? realloc(s->tab, (size_t)3 * E * sizeof *t) : NULL;
     if (!t) return ERR_NOMEM;
     s->tab = t;
     memset(t, 0, (size_t)3 * E * sizeof *t);
@@ -257,20 +273,34 @@ static int grow_plan(struct cus *s, int E)
 static void layer_free(struct cus_layer *l)
 {
     if (!l) return;
+    cudaFree(l->res_mem);
+    free(l->res);
     free(l->src);
     free(l->eb);
     free(l);
 }
 
+static void unregister_layer(struct cus *s, const struct cus_layer *l)
+{
+    for (int i = 0; i < s->n_regs;)
+        if (s->regs[i].owner == l) {
+            cudaHostUnregister((void *)s->regs[i].lo);
+            s->regs[i] = s->regs[--s->n_regs];
+        } else {
+            i++;
+        }
+}
+
 struct cus_layer *cus_layer_create(struct cus *s, int n_expert, const struct wt_view *gate,
                                    const struct wt_view *up, const struct wt_view *down)
 {
-    if (!s || s->off) return NULL;
+    if (!s || (s->off && !s->o.hot)) return NULL;
     const char *why = NULL;
     struct cus_layer *l = calloc(1, sizeof *l);
     uintptr_t *rg = NULL;
     if (!l || !(l->src = calloc((size_t)3 * n_expert, sizeof *l->src)) ||
         !(l->eb = calloc((size_t)n_expert, sizeof *l->eb)) ||
+        !(l->res = calloc((size_t)3 * n_expert, sizeof *l->res)) ||
         !(rg = malloc((size_t)6 * n_expert * sizeof *rg))) {
         why = "out of memory";
         goto off;
@@ -282,7 +312,7 @@ struct cus_layer *cus_layer_create(struct cus *s, int n_expert, const struct wt_
             l->inter = (int)gate[e].rows;
             break;
         }
-    int nr = 0;
+    int nr = 0, fits = 1;
     for (int e = 0; e < n_expert; e++) {
         const struct wt_view *v[3] = {&gate[e], &up[e], &down[e]};
         for (int p = 0; p < 3; p++) {
@@ -302,10 +332,7 @@ struct cus_layer *cus_layer_create(struct cus *s, int n_expert, const struct wt_
             rg[2 * nr + 1] = (uintptr_t)m->data + mat_bytes(m);
             nr++;
         }
-        if (l->eb[e] > s->slot_bytes) {
-            why = "an expert larger than a staging slot (raise gpu.stream_buffer_mb)";
-            goto skip;
-        }
+        if (l->eb[e] > s->slot_bytes) fits = 0;
     }
     if (grow_plan(s, n_expert)) {
         why = "out of memory";
@@ -335,40 +362,51 @@ struct cus_layer *cus_layer_create(struct cus *s, int n_expert, const struct wt_
         why = "expert shapes differ from the first MoE layer's";
         goto skip;
     }
-    /* register the expert memory: merged ranges */
-    qsort(rg, (size_t)nr, 2 * sizeof *rg, cmp_range);
-    for (int i = 0; i < nr;) {
-        uintptr_t lo = rg[2 * i], hi = rg[2 * i + 1];
-        int j = i + 1;
-        for (; j < nr && rg[2 * j] <= hi + (uintptr_t)sysconf(_SC_PAGESIZE); j++)
-            if (rg[2 * j + 1] > hi) hi = rg[2 * j + 1];
-        if (reg_range(s, l, lo, hi)) {
-            why = NULL; /* reg_add logged it */
-            goto off_quiet;
+    /* streaming: register the expert memory (merged ranges); hot experts alone need none */
+    if (s->o.mode && !s->off && !fits)
+        LOG_INFO("gpu",
+                 "expert streaming: a MoE layer keeps the CPU pool for long prompts: an expert "
+                 "larger than a staging slot (raise gpu.stream_buffer_mb)");
+    if (s->o.mode && !s->off && fits) {
+        qsort(rg, (size_t)nr, 2 * sizeof *rg, cmp_range);
+        int failed = 0;
+        for (int i = 0; !failed && i < nr;) {
+            uintptr_t lo = rg[2 * i], hi = rg[2 * i + 1];
+            int j = i + 1;
+            for (; j < nr && rg[2 * j] <= hi + (uintptr_t)sysconf(_SC_PAGESIZE); j++)
+                if (rg[2 * j + 1] > hi) hi = rg[2 * j + 1];
+            failed = reg_range(s, l, lo, hi) != 0; /* reg_add logged it */
+            i = j;
         }
-        i = j;
+        if (failed) { /* streaming off for every layer; hot experts still may be placed */
+            s->off = 1;
+            unregister_layer(s, l);
+            if (!s->o.hot) {
+                free(rg);
+                layer_free(l);
+                return NULL;
+            }
+        } else {
+            l->stream_ok = 1;
+        }
     }
     free(rg);
+    if (!l->stream_ok && !s->o.hot) {
+        layer_free(l);
+        return NULL;
+    }
     return l;
 skip: /* this layer keeps the CPU pool */
-    LOG_INFO("gpu", "expert streaming: a MoE layer stays on the CPU pool: %s", why);
+    LOG_INFO("gpu", "expert streaming / hot experts: a MoE layer stays on the CPU pool: %s", why);
     free(rg);
     layer_free(l);
     return NULL;
 off:
-    LOG_WARN("gpu", "expert streaming off: %s", why);
-off_quiet:
+    LOG_WARN("gpu", "expert streaming and hot experts off: %s", why);
     s->off = 1;
+    s->o.hot = 0;
     free(rg);
-    if (l) { /* its registrations go (none of them is in use yet) */
-        for (int i = 0; i < s->n_regs;)
-            if (s->regs[i].owner == l) {
-                cudaHostUnregister((void *)s->regs[i].lo);
-                s->regs[i] = s->regs[--s->n_regs];
-            } else {
-                i++;
-            }
-    }
+    if (l) unregister_layer(s, l); /* none of them is in use yet */
     layer_free(l);
     return NULL;
 }
@@ -378,20 +416,79 @@ void cus_layer_destroy(struct cus *s, struct cus_layer *l)
     if (!l) return;
     if (s) {
         if (s->cp) cudaStreamSynchronize(s->cp);
-        for (int i = 0; i < s->n_regs;)
-            if (s->regs[i].owner == l) {
-                cudaHostUnregister((void *)s->regs[i].lo);
-                s->regs[i] = s->regs[--s->n_regs];
-            } else {
-                i++;
-            }
+        unregister_layer(s, l);
+        s->res_experts -= l->n_res;
+        s->res_bytes -= (double)l->res_bytes;
     }
     layer_free(l);
 }
 
+size_t cus_expert_bytes(const struct cus *s, const struct cus_layer *l, int e)
+{
+    if (!s || !s->o.hot || !l || e < 0 || e >= l->n_expert) return 0;
+    return l->eb[e];
+}
+
+int cus_layer_set_hot(struct cus *s, struct cus_layer *l, const uint8_t *hot, char *err)
+{
+    const int E = l->n_expert;
+    cudaFree(l->res_mem); /* the caller synchronized: no work reads it */
+    l->res_mem = NULL;
+    memset(l->res, 0, (size_t)3 * E * sizeof *l->res);
+    s->res_experts -= l->n_res;
+    s->res_bytes -= (double)l->res_bytes;
+    l->n_res = 0;
+    l->res_bytes = 0;
+    if (!hot) return 0;
+    if (!s->o.hot) return err_set(err, ERR_UNSUPPORTED, "cuda ops: hot experts are off");
+    size_t tot = 0;
+    for (int e = 0; e < E; e++)
+        if (hot[e]) tot += l->eb[e];
+    if (!tot) return 0;
+    if (cudaMalloc(&l->res_mem, tot) != cudaSuccess) {
+        (void)cudaGetLastError();
+        l->res_mem = NULL;
+        return err_set(err, ERR_NOMEM, "cuda ops: hot experts: no %.1f MiB of device memory",
+                       (double)tot / (1 << 20));
+    }
+    char *base = l->res_mem;
+    size_t off = 0;
+    int n = 0;
+    for (int e = 0; e < E; e++) {
+        if (!hot[e] || !l->eb[e]) continue;
+        for (int p = 0; p < 3; p++) {
+            const struct cuk_ggml_mat *m = &l->src[p * E + e];
+            size_t b = mat_bytes(m);
+            ASSERT(off + b <= tot);
+            if (cudaMemcpy(base + off, m->data, b, cudaMemcpyHostToDevice) != cudaSuccess) {
+                (void)cudaGetLastError();
+                cudaFree(l->res_mem);
+                l->res_mem = NULL;
+                memset(l->res, 0, (size_t)3 * E * sizeof *l->res);
+                return err_set(err, ERR_CUDA, "cuda ops: hot experts: copy to the device");
+            }
+            l->res[p * E + e] = *m;
+            l->res[p * E + e].data = base + off;
+            off += up_align(b);
+        }
+        n++;
+    }
+    l->n_res = n;
+    l->res_bytes = tot;
+    s->res_experts += n;
+    s->res_bytes += (double)tot;
+    return 0;
+}
+
+/* does a batch of n tokens on l stream its non-hot experts? */
+static int streams(const struct cus *s, const struct cus_layer *l, int n)
+{
+    return s->o.mode && !s->off && l->stream_ok && n >= s->o.min_tokens;
+}
+
 int cus_wants(const struct cus *s, const struct cus_layer *l, int n)
 {
-    return s && l && !s->off && n >= s->o.min_tokens && n <= s->o.max_tokens;
+    return s && l && n >= 1 && n <= s->o.max_tokens && (l->n_res > 0 || streams(s, l, n));
 }
 
 /* ---------------------------------------------------------------- plan and run */
@@ -405,24 +502,32 @@ static int cmp_count_desc(const void *a, const void *b)
 }
 
 int cus_plan(struct cus *s, struct cus_layer *l, const int32_t *hid, int n, int top_k,
-             int32_t *cpu_ids, long long *cpu_pairs)
+             int32_t *cpu_ids, long long *cpu_pairs, long long *hot_pairs)
 {
     const int E = l->n_expert;
     const int64_t np = (int64_t)n * top_k;
+    const int stream = streams(s, l, n);
     ASSERT(E <= s->plan_cap);
     memset(s->count, 0, (size_t)E * 4);
     for (int64_t p = 0; p < np; p++)
         if (hid[p] >= 0 && hid[p] < E) s->count[hid[p]]++;
-    int na = 0;
+    int na = 0, nh = 0;
     for (int e = 0; e < E; e++) {
         s->grp[e] = -1;
-        if (s->count[e]) s->order[na++] = e;
+        s->sel[e] = 0;
+        if (!s->count[e]) continue;
+        if (l->res[e].data) { /* hot: always on the GPU, no copy */
+            s->sel[e] = 1;
+            nh++;
+        } else {
+            s->order[na++] = e; /* the active experts that are not hot */
+        }
     }
-    /* which experts go to the GPU */
-    if (s->o.split_tokens > 0) {
+    /* which of the others are streamed */
+    if (stream && s->o.split_tokens > 0) {
         for (int i = 0; i < na; i++)
-            if (s->count[s->order[i]] >= s->o.split_tokens) s->grp[s->order[i]] = 0;
-    } else {
+            if (s->count[s->order[i]] >= s->o.split_tokens) s->sel[s->order[i]] = 2;
+    } else if (stream) {
         sort_count = s->count; /* engine thread only */
         qsort(s->order, (size_t)na, sizeof *s->order, cmp_count_desc);
         double cpu_rest = 0, link = 0;
@@ -433,17 +538,29 @@ int cus_plan(struct cus *s, struct cus_layer *l, const int32_t *hid, int n, int 
             if (link + g >= cpu_rest) break;
             link += g;
             cpu_rest -= s->count[e] * s->cpu_s_pair;
-            s->grp[e] = 0;
+            s->sel[e] = 2;
         }
     }
-    /* groups of GPU experts in ascending id, each filling one slot */
+    /* groups: the hot experts first (group 0, ascending id, no copy), then the streamed ones in
+     * ascending id, each group filling one slot */
     int G = 0, ng = 0, gx = 0;
+    if (nh) {
+        s->gstart[G++] = 0;
+        for (int e = 0; e < E; e++)
+            if (s->sel[e] == 1) {
+                s->grp[e] = 0;
+                s->gexp[ng++] = e;
+            }
+    }
+    s->n_res_groups = G;
     size_t fill = 0;
+    int first = 1;
     for (int e = 0; e < E; e++) {
-        if (s->grp[e] < 0) continue;
-        if (G == 0 || fill + l->eb[e] > s->slot_bytes) {
+        if (s->sel[e] != 2) continue;
+        if (first || fill + l->eb[e] > s->slot_bytes) {
             s->gstart[G++] = ng;
             fill = 0;
+            first = 0;
         }
         fill += l->eb[e];
         s->grp[e] = G - 1;
@@ -457,28 +574,37 @@ int cus_plan(struct cus *s, struct cus_layer *l, const int32_t *hid, int n, int 
     s->plan_k = top_k;
     s->plan_hid = hid;
     /* the CPU's routes, and each group's */
-    long long cp = 0, gp = 0;
+    long long cp = 0, gp = 0, hp = 0;
     for (int64_t p = 0; p < np; p++) {
         int e = hid[p] >= 0 && hid[p] < E ? hid[p] : -1;
         int on_gpu = e >= 0 && s->grp[e] >= 0;
         cpu_ids[p] = on_gpu ? -1 : e;
         cp += e >= 0 && !on_gpu;
-        gp += on_gpu;
+        gp += on_gpu && s->sel[e] == 2;
+        hp += on_gpu && s->sel[e] == 1;
     }
     *cpu_pairs = cp;
-    s->n_layers++;
-    s->n_gx += gx;
-    s->n_cx += na - gx;
-    s->n_gp += gp;
-    s->n_cp += cp;
-    return gx;
+    *hot_pairs = hp;
+    if (stream) {
+        s->n_layers++;
+        s->n_gx += gx;
+        s->n_cx += na - gx;
+        s->n_gp += gp;
+        s->n_cp += cp;
+    }
+    if (l->n_res) {
+        s->n_hot_calls++;
+        s->n_hot_pairs += hp;
+        s->n_hot_rest += cp + gp;
+    }
+    return ng;
 }
 
 int cus_run(struct cus *s, struct cus_layer *l, const float *x, int n, int top_k, const float *w,
             float *out, cudaStream_t st, char *err)
 {
     ASSERT(n == s->plan_n && top_k == s->plan_k && l->n_expert == s->plan_E);
-    const int E = l->n_expert, G = s->n_groups;
+    const int E = l->n_expert, G = s->n_groups, R = s->n_res_groups;
     const size_t np = (size_t)n * top_k;
     if (G == 0) return 0;
     if (top_k != s->dims.top_k) { /* the workspace was planned for top-8 */
@@ -491,6 +617,7 @@ int cus_run(struct cus *s, struct cus_layer *l, const float *x, int n, int top_k
             if (cudaMalloc(&s->ws, need) != cudaSuccess) {
                 s->ws_bytes = 0;
                 s->off = 1;
+                s->o.hot = 0;
                 return err_set(err, ERR_NOMEM, "cuda ops: expert streaming: workspace");
             }
             s->ws_bytes = need;
@@ -526,45 +653,52 @@ int cus_run(struct cus *s, struct cus_layer *l, const float *x, int n, int top_k
     struct cuk_ggml_mat *tg = s->tab, *tu = s->tab + E, *td = s->tab + 2 * E;
     int rc = 0;
     for (int g = 0; !rc && g < G; g++) {
-        const int k = s->slot_next;
-        s->slot_next ^= 1;
-        /* copy stream: the slot's previous group must be computed; copy this group into it */
-        char *base = s->slot[k];
-        size_t off = 0;
-        double bytes = 0;
-        if (cudaStreamWaitEvent(s->cp, s->ev_free[k], 0) != cudaSuccess ||
-            cudaEventRecord(s->ev_t[2 * g], s->cp) != cudaSuccess) {
-            rc = err_set(err, ERR_CUDA, "cuda ops: expert streaming: copy stream");
-            break;
-        }
-        for (int i = s->gstart[g]; !rc && i < s->gstart[g + 1]; i++) {
-            int e = s->gexp[i];
-            for (int p = 0; p < 3; p++) {
-                const struct cuk_ggml_mat *m = &l->src[p * E + e];
-                struct cuk_ggml_mat *t = &s->tab[p * E + e];
-                size_t b = mat_bytes(m);
-                ASSERT(off + b <= s->slot_bytes);
-                *t = *m;
-                t->data = base + off;
-                if (copy_h2d(s, base + off, m->data, b)) {
-                    rc = err_set(err, ERR_CUDA, "cuda ops: expert streaming: copy");
-                    break;
-                }
-                off += up_align(b);
-                bytes += (double)b;
+        int k = -1;  /* the staging slot of a copied group */
+        if (g < R) { /* the hot experts: their device copies, nothing to wait for */
+            for (int i = s->gstart[g]; i < s->gstart[g + 1]; i++)
+                for (int p = 0; p < 3; p++) s->tab[p * E + s->gexp[i]] = l->res[p * E + s->gexp[i]];
+        } else {
+            const int cg = g - R; /* the copy group (timing events) */
+            k = s->slot_next;
+            s->slot_next ^= 1;
+            /* copy stream: the slot's previous group must be computed; copy this group into it */
+            char *base = s->slot[k];
+            size_t off = 0;
+            double bytes = 0;
+            if (cudaStreamWaitEvent(s->cp, s->ev_free[k], 0) != cudaSuccess ||
+                cudaEventRecord(s->ev_t[2 * cg], s->cp) != cudaSuccess) {
+                rc = err_set(err, ERR_CUDA, "cuda ops: expert streaming: copy stream");
+                break;
             }
-        }
-        s->grp_bytes[g] = bytes;
-        if (rc || cudaEventRecord(s->ev_t[2 * g + 1], s->cp) != cudaSuccess ||
-            cudaEventRecord(s->ev_copied[k], s->cp) != cudaSuccess) {
-            rc = rc ? rc : err_set(err, ERR_CUDA, "cuda ops: expert streaming: copy stream");
-            break;
-        }
-        s->pend_groups = g + 1;
-        /* main stream: wait for the copy, compute the group, free the slot */
-        if (cudaStreamWaitEvent(st, s->ev_copied[k], 0) != cudaSuccess) {
-            rc = err_set(err, ERR_CUDA, "cuda ops: expert streaming: stream wait");
-            break;
+            for (int i = s->gstart[g]; !rc && i < s->gstart[g + 1]; i++) {
+                int e = s->gexp[i];
+                for (int p = 0; p < 3; p++) {
+                    const struct cuk_ggml_mat *m = &l->src[p * E + e];
+                    struct cuk_ggml_mat *t = &s->tab[p * E + e];
+                    size_t b = mat_bytes(m);
+                    ASSERT(off + b <= s->slot_bytes);
+                    *t = *m;
+                    t->data = base + off;
+                    if (copy_h2d(s, base + off, m->data, b)) {
+                        rc = err_set(err, ERR_CUDA, "cuda ops: expert streaming: copy");
+                        break;
+                    }
+                    off += up_align(b);
+                    bytes += (double)b;
+                }
+            }
+            s->grp_bytes[cg] = bytes;
+            if (rc || cudaEventRecord(s->ev_t[2 * cg + 1], s->cp) != cudaSuccess ||
+                cudaEventRecord(s->ev_copied[k], s->cp) != cudaSuccess) {
+                rc = rc ? rc : err_set(err, ERR_CUDA, "cuda ops: expert streaming: copy stream");
+                break;
+            }
+            s->pend_groups = cg + 1;
+            /* main stream: wait for the copy, compute the group, free the slot */
+            if (cudaStreamWaitEvent(st, s->ev_copied[k], 0) != cudaSuccess) {
+                rc = err_set(err, ERR_CUDA, "cuda ops: expert streaming: stream wait");
+                break;
+            }
         }
         float *o = g == 0 ? out : s->go;
         struct cuk_moe_ggml_args a = {.dims = s->dims,
@@ -587,12 +721,12 @@ int cus_run(struct cus *s, struct cus_layer *l, const float *x, int n, int top_k
                 .n = (size_t)n * l->hidden, .y = out, .x = s->go, .alpha = 1.0f};
             if (cuk_add(&ad, st)) rc = err_set(err, ERR_CUDA, "cuda ops: expert streaming: add");
         }
-        if (!rc && cudaEventRecord(s->ev_free[k], st) != cudaSuccess)
+        if (!rc && k >= 0 && cudaEventRecord(s->ev_free[k], st) != cudaSuccess)
             rc = err_set(err, ERR_CUDA, "cuda ops: expert streaming: event");
         for (int i = s->gstart[g]; i < s->gstart[g + 1]; i++) /* the table back to zeroes */
             for (int p = 0; p < 3; p++) s->tab[p * E + s->gexp[i]] = (struct cuk_ggml_mat){0};
     }
-    if (rc) s->off = 1; /* the failure is reported; later layers keep the CPU pool */
+    if (rc && G > R) s->off = 1; /* the failure is reported; later layers keep the CPU pool */
     return rc;
 }
 
@@ -625,6 +759,12 @@ void cus_collect(struct cus *s, struct ops_cuda_stats *st)
     s->n_layers = s->n_gx = s->n_cx = s->n_gp = s->n_cp = 0;
     st->stream_gbs = s->gbs;
     st->stream_cpu_us_pair = s->cpu_s_pair * 1e6;
+    st->hot_calls += s->n_hot_calls;
+    st->hot_gpu_pairs += s->n_hot_pairs;
+    st->hot_rest_pairs += s->n_hot_rest;
+    s->n_hot_calls = s->n_hot_pairs = s->n_hot_rest = 0;
+    st->hot_experts = s->res_experts;
+    st->hot_bytes = s->res_bytes;
 }
 
 int cus_failed(const struct cus *s) { return s && s->off; }

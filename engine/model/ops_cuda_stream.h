@@ -1,4 +1,5 @@
-/* ops_cuda_stream.h - streaming routed experts to the GPU during long prefills (ops_cuda.c's
+/* ops_cuda_stream.h - routed experts computed on the GPU from their GGML blocks beside the CPU
+ * pool: streamed during long prefills, and hot (device-resident) at every forward (ops_cuda.c's
  * helper; internal to the hybrid backend, not an ops.h API).
  *
  * What: for a forward of at least gpu.prefill_min_tokens tokens, a MoE layer's routed experts
@@ -17,13 +18,21 @@
  *   - rates: exponential moving averages (weight 0.3) of the copy GB/s (per group, events on the
  *     copy stream, folded in at the next host synchronization) and of the CPU pool's seconds per
  *     (expert, token) pair; conservative defaults until measured (16 GB/s, 20 us).
+ * Hot experts (gpu.hot_experts; docs/gpu.md "Hot experts"): cus_layer_set_hot copies chosen
+ * experts of a layer into one device allocation, once; from then on every batch that routes to
+ * one of them (decode as well as prefill) takes the same split path: cus_plan puts the hot
+ * experts in a group of their own (group 0, ascending id) that needs no copy, the streamed
+ * experts (if the batch streams) follow in slot groups, the rest stays on the CPU pool; cus_run
+ * computes group 0 straight from the resident blocks. One code path for both: a hot expert is a
+ * streamed expert whose copy was made at start-up.
  * Registration: cudaHostRegister (ReadOnly | Portable, else Portable) of each layer's expert
  * ranges rounded out to pages, minus pages an earlier layer registered (tensors may share a
  * page); copies are split at registration boundaries. A failure turns streaming off for the
- * backend with a log line.
+ * backend with a log line (hot experts need no registration: their one copy is synchronous).
  * Threads: the engine thread (as ops_cuda). Ownership: struct cus owns the copy stream, events,
  * staging slots, workspace and scratch; struct cus_layer its registrations (unregistered by
- * cus_layer_destroy; the weight memory is borrowed and must outlive it).
+ * cus_layer_destroy) and its hot experts' device memory; the weight memory is borrowed and must
+ * outlive it.
  */
 #ifndef TANDEM_OPS_CUDA_STREAM_H
 #define TANDEM_OPS_CUDA_STREAM_H
@@ -41,38 +50,53 @@ struct cus_layer;
 
 struct cus_opts {
     int mode;            /* ops_params.gpu_prefill_experts: 0 off, 1 on, 2 auto */
+    int hot;             /* ops_params.gpu_hot_experts: layers take hot experts */
     int min_tokens;      /* batches of fewer tokens keep the CPU pool */
     size_t buffer_bytes; /* staging: two slots of half of it */
     int split_tokens;    /* 0: rate-based split; N: experts with >= N tokens on the GPU */
     int max_tokens;      /* the backend's largest batch */
 };
 
-/* NULL *out (and 0) when o->mode is off. Errors: ERR_CUDA, ERR_NOMEM. */
+/* NULL *out (and 0) when o->mode is off and o->hot 0. Staging slots only with o->mode. Errors:
+ * ERR_CUDA, ERR_NOMEM. */
 int cus_create(const struct cus_opts *o, struct cus **out, char *err);
 void cus_destroy(struct cus *s); /* NULL is fine; the device must be idle */
 
-/* The layer's streaming state: registers its expert memory, sizes the staging slots and the
- * cuk_moe_ggml workspace (first layer; later layers must fit). NULL when this layer cannot stream
- * (a type without a GPU kernel, an expert larger than a slot, registration failed: then streaming
- * is off for every later layer too); the reason is logged once. */
+/* The layer's state: sizes the cuk_moe_ggml workspace (first layer; later layers must fit);
+ * with streaming on, registers its expert memory. NULL when this layer can neither stream nor
+ * hold hot experts (a type without a GPU kernel; with hot experts off also an expert larger than
+ * a slot or a failed registration, which turns streaming off for every later layer too); the
+ * reason is logged once. */
 struct cus_layer *cus_layer_create(struct cus *s, int n_expert, const struct wt_view *gate,
                                    const struct wt_view *up, const struct wt_view *down);
 void cus_layer_destroy(struct cus *s, struct cus_layer *l); /* after a host synchronization */
 
-/* 1 when a batch of n tokens on layer l (may be NULL) streams. */
+/* 1 when a batch of n tokens on layer l (may be NULL) takes the split path: the layer holds hot
+ * experts, or the batch streams (at least min_tokens tokens, streaming on and working). */
 int cus_wants(const struct cus *s, const struct cus_layer *l, int n);
 
-/* Split the layer: hid [n][top_k] (host, kept valid until cus_run) are the routes. Writes cpu_ids
+/* The device bytes expert e of l takes as a hot expert (its three matrices, 256-byte aligned);
+ * 0 when it cannot be one (hot experts off, an absent expert). */
+size_t cus_expert_bytes(const struct cus *s, const struct cus_layer *l, int e);
+/* Make the experts with hot[e] != 0 the layer's hot set (NULL: none), replacing the previous
+ * one: one cudaMalloc and synchronous copies from the host weights. The caller has synchronized
+ * (nothing in flight reads the old set). ERR_UNSUPPORTED (hot experts off), ERR_NOMEM, ERR_CUDA;
+ * on an error the layer has none. */
+int cus_layer_set_hot(struct cus *s, struct cus_layer *l, const uint8_t *hot, char *err);
+
+/* Split the layer: hid [n][top_k] (host, kept valid until cus_run) are the routes. Hot experts
+ * go to the GPU; when the batch streams, also the experts the split rule picks. Writes cpu_ids
  * (host, [n][top_k]): the routes of experts left on the CPU, -1 elsewhere. Returns the number of
- * GPU experts; *cpu_pairs the pairs left to the CPU. Must be followed by cus_run when it returns >
- * 0. */
+ * GPU experts (hot and streamed); *cpu_pairs the pairs left to the CPU, *hot_pairs those of hot
+ * experts. Must be followed by cus_run when it returns > 0. */
 int cus_plan(struct cus *s, struct cus_layer *l, const int32_t *hid, int n, int top_k,
-             int32_t *cpu_ids, long long *cpu_pairs);
+             int32_t *cpu_ids, long long *cpu_pairs, long long *hot_pairs);
 
 /* Enqueue the GPU experts of the last plan: out[n][hidden] (device) = their weighted sum
- * (overwritten). x, w: device [n][hidden], [n][top_k]. Stream st is the main stream; the staging
- * pinned ids are written here, so the caller must have synchronized st since the previous
- * cus_run (routes come to the host that way). 0 or ERR_* with err. */
+ * (overwritten; the hot group first, then the streamed groups). x, w: device [n][hidden],
+ * [n][top_k]. Stream st is the main stream; the staging pinned ids are written here, so the
+ * caller must have synchronized st since the previous cus_run (routes come to the host that
+ * way). 0 or ERR_* with err. */
 int cus_run(struct cus *s, struct cus_layer *l, const float *x, int n, int top_k, const float *w,
             float *out, cudaStream_t st, char *err);
 
@@ -83,7 +107,8 @@ void cus_collect(struct cus *s, struct ops_cuda_stats *st);
  * The model "CPU time = pairs x seconds per pair" ignores the per-expert weight read, so it
  * underestimates experts with very few tokens: they stay on the CPU slightly too readily. */
 void cus_cpu_sample(struct cus *s, int n, double seconds, long long pairs);
-/* 1 once streaming was turned off by a failure (registration, memory; logged). */
+/* 1 once streaming was turned off by a failure (registration, memory; logged). Hot experts may
+ * still work. */
 int cus_failed(const struct cus *s);
 
 #endif

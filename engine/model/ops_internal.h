@@ -32,6 +32,10 @@ struct ops_vt {
                       const struct wt_view *up, const struct wt_view *down, struct ops_moe **out,
                       char *err);
     void (*moe_destroy)(struct ops *o, struct ops_moe *m);
+    void (*moe_set_counts)(struct ops *o, struct ops_moe *m, struct expert_counts *c, int row);
+    /* optional (NULL: no hot experts; see ops_moe_hot_bytes / ops_moe_set_hot) */
+    size_t (*moe_hot_bytes)(struct ops *o, const struct ops_moe *m, int e);
+    int (*moe_set_hot)(struct ops *o, struct ops_moe *m, const uint8_t *hot, char *err);
     void (*embed)(struct ops *o, const struct ops_lin *table, const int32_t *tokens, int n,
                   float *y);
     void (*linear)(struct ops *o, const struct ops_lin *w, const float *x, int n, float *y);

@@ -394,6 +394,7 @@ void eng_stats(struct engine *e, struct eng_stats *out)
     out->waiting = e->pub_waiting + e->n_inbox;
     out->failed = e->failed;
     pthread_mutex_unlock(&e->mu);
+    if (e->be.stats) e->be.stats(e->be.ctx, out);
 }
 
 int eng_debug_check(struct engine *e, char *err)

@@ -31,6 +31,9 @@ struct sched_backend {
     int (*pass_run)(void *ctx, int n_layers, int *left, char *err);
     int (*pass_finish)(void *ctx, float *logits, char *err);
     void (*pass_abort)(void *ctx);
+    /* optional: the backend's own counters into eng_stats (expert routes, hot experts); called
+     * by eng_stats on the caller's thread, so it reads only thread-safe state */
+    void (*stats)(void *ctx, struct eng_stats *out);
 };
 
 struct sched_params {

@@ -24,6 +24,10 @@ int main(void)
     st.iter_tokens_bucket[0] = 1;
     st.iter_tokens_bucket[11] = 4;
     st.iter_tokens_count = 5;
+    st.expert_routes_total = 1000;
+    st.hot_expert_routes_total = 250;
+    st.hot_experts = 12;
+    st.hot_expert_bytes = 123456789;
     size_t len = 0;
     char *t = metrics_render(m, &st, &len);
     CHECK(t);
@@ -63,6 +67,11 @@ int main(void)
     CHECK_CONTAINS(t, "tandem:inter_token_latency_seconds_count");
     CHECK_CONTAINS(t, "tandem:request_prompt_tokens_count");
     CHECK_CONTAINS(t, "tandem:prefix_cache_hits_total");
+    CHECK_CONTAINS(t, "tandem:expert_routes_total{model_name=\"tiny \\\"x\\\"\"} 1000\n");
+    CHECK_CONTAINS(t, "tandem:hot_expert_routes_total{model_name=\"tiny \\\"x\\\"\"} 250\n");
+    CHECK_CONTAINS(t, "# TYPE tandem:hot_experts gauge\n");
+    CHECK_CONTAINS(t, "tandem:hot_experts{model_name=\"tiny \\\"x\\\"\"} 12\n");
+    CHECK_CONTAINS(t, "tandem:hot_expert_bytes{model_name=\"tiny \\\"x\\\"\"} 123456789\n");
     free(t);
     t = metrics_render(m, NULL, &len); /* before the engine exists */
     CHECK(t);

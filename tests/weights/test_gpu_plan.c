@@ -204,6 +204,50 @@ static void v3_exact(const struct wt_hparams *hp)
     printf("  with layered prefill: %.2f GB\n", o.total / 1e9);
     q.layered_prefill = 0;
 
+    /* hot experts (gpu.hot_experts): a given size holds whole Q4_K experts (23.6 MiB each) and
+     * adds their bytes plus, without the stream pool, the expert op's workspace and buffers;
+     * auto fills a device less every other pool and 512 MiB */
+    q.prefill_experts = 0;
+    CHECK_EQ(gpu_plan_compute(hp, &q, &o, err), 0);
+    CHECK_EQ(o.hot, 0);
+    const double ebq = 2.0 * 2048 * (7168 / 256 * 144) + 7168.0 * (2048 / 256 * 144);
+    CHECK_EQ(o.expert_bytes, ebq);
+    CHECK_EQ(o.routed_experts, 58 * 256);
+    double hot_off = o.total;
+    q.hot_mode = 2;
+    q.hot_bytes = 4600.0 * 1048576;
+    CHECK_EQ(gpu_plan_compute(hp, &q, &o, err), 0);
+    CHECK_EQ(o.hot_experts, (int64_t)(q.hot_bytes / ebq));
+    CHECK(o.hot_ws > 100 * 1048576.0 && o.hot_ws < 300 * 1048576.0);
+    CHECK_NEAR(o.hot, q.hot_bytes + o.hot_ws, 1);
+    CHECK(o.total >= hot_off + o.hot && o.total < hot_off + o.hot + 8 * 1048576.0);
+    CHECK_NEAR(o.total,
+               o.weights + o.kv + o.activations + o.workspace + o.stream + o.hot + o.rounding +
+                   o.runtime,
+               1);
+    q.hot_count = 150; /* the engine's own count of what it placed */
+    CHECK_EQ(gpu_plan_compute(hp, &q, &o, err), 0);
+    CHECK_EQ(o.hot_experts, 150);
+    q.hot_count = 0;
+    q.prefill_experts = 1; /* the stream pool holds the workspace and buffers */
+    CHECK_EQ(gpu_plan_compute(hp, &q, &o, err), 0);
+    CHECK_EQ(o.hot_ws, 0);
+    q.prefill_experts = 0;
+    q.hot_mode = 1;
+    q.device_bytes = 80.0 * GIB;
+    CHECK_EQ(gpu_plan_compute(hp, &q, &o, err), 0);
+    CHECK(o.total <= q.device_bytes - 512 * 1048576.0 &&
+          o.total > q.device_bytes - 512 * 1048576.0 - ebq - 4 * 1048576.0);
+    CHECK_EQ(o.hot_experts_bytes, o.hot_experts * ebq);
+    print_plan("DeepSeek-V3, hybrid, 32K context, gpu.hot_experts auto on an 80 GiB device:", &o,
+               &q);
+    printf("  -> %lld of %lld experts hot (%.1f%%)\n", (long long)o.hot_experts,
+           (long long)o.routed_experts, 100.0 * o.hot_experts / o.routed_experts);
+    q.device_bytes = 0; /* unknown: nothing priced */
+    CHECK_EQ(gpu_plan_compute(hp, &q, &o, err), 0);
+    CHECK_EQ(o.hot_experts_bytes, 0);
+    q.hot_mode = 0;
+
     /* the largest step per layout (for the report) */
     for (int lay = 0; lay < 4; lay++) {
         q = p;

@@ -123,6 +123,7 @@ static json_t *hparams_json(const struct wt_hparams *hp)
                                       "beta_fast", (double)hp->yarn_beta_fast, "beta_slow",
                                       (double)hp->yarn_beta_slow, "mscale", (double)hp->yarn_mscale,
                                       "mscale_all_dim", (double)hp->yarn_mscale_all_dim));
+    if (hp->fp8_ue8m0) json_object_set_new(o, "scale_fmt", json_string("ue8m0"));
     return o;
 }
 
@@ -219,6 +220,7 @@ static void print_header(const char *path, const struct wt_hparams *hp)
                hp->yarn_orig_ctx, (double)hp->yarn_beta_fast, (double)hp->yarn_beta_slow,
                (double)hp->yarn_mscale, (double)hp->yarn_mscale_all_dim);
     printf("; max positions %d\n", hp->max_pos);
+    if (hp->fp8_ue8m0) printf("fp8        activation scales ue8m0 (rounded up to powers of two)\n");
 }
 
 static int parse_int(const char *opt, const char *v, long long lo, long long hi, long long *out)

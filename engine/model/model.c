@@ -470,6 +470,7 @@ int model_create(const struct wt_model *w, struct ops *o, int max_batch_tokens, 
     m->w = w;
     m->hp = *hp;
     m->ops = o;
+    ops_set_fp8_ue8m0(o, hp->fp8_ue8m0); /* DeepSeek-V3.1's power-of-two activation scales */
     m->max_tokens = max_batch_tokens;
     m->H = hp->n_heads;
     m->L = hp->kv_lora_rank;

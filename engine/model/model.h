@@ -33,7 +33,8 @@ struct ops;
 struct model;
 
 /* Load the weights of w onto the backend o and allocate work buffers for batches of up to
- * max_batch_tokens tokens (o must take batches that large: ops_params.max_tokens). */
+ * max_batch_tokens tokens (o must take batches that large: ops_params.max_tokens). Sets o's FP8
+ * activation scale format from w's hparams (ops_set_fp8_ue8m0: one model's format per backend). */
 int model_create(const struct wt_model *w, struct ops *o, int max_batch_tokens, struct model **out,
                  char *err);
 void model_destroy(struct model *m);

@@ -121,6 +121,12 @@ int ops_lin_create_w16(struct ops *o, const struct wt_view *w, struct ops_lin **
                                  : o->vt->lin_create(o, w, out, err);
 }
 
+void ops_set_fp8_ue8m0(struct ops *o, int on)
+{
+    o->fp8_ue8m0 = on != 0;
+    if (o->vt->set_fp8_ue8m0) o->vt->set_fp8_ue8m0(o, o->fp8_ue8m0);
+}
+
 void ops_load_done(struct ops *o)
 {
     if (o->vt->load_done) o->vt->load_done(o);

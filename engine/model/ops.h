@@ -11,8 +11,10 @@
  *
  * Numerics (docs/numerics.md has the whole contract):
  *   - ops_linear on an FP8 weight: activations quantized per token per 128 channels
- *     (s = max(amax, 1e-4) / 448, e4m3 round-to-nearest-even, saturating), fp32 dots per 128-wide
- *     K block, each block scaled by s_act * s_weight and added to an fp32 accumulator.
+ *     (s = max(amax, 1e-4) / 448, rounded up to a power of two in the ue8m0 mode of
+ *     ops_set_fp8_ue8m0; e4m3 round-to-nearest-even, saturating), fp32 dots per 128-wide K block,
+ *     each block scaled by s_act * s_weight and added to an fp32 accumulator. FP8 routed experts
+ *     (ops_moe) quantize their activations the same way.
  *   - on a GGML block type: activations quantized to the type's vec_dot_type (Q8_K / Q8_0 / ...),
  *     GGML dot semantics.
  *   - on BF16 / F16 / F32 weights: fp32 activations (no rounding), fp32 accumulation (W16A32; the
@@ -20,10 +22,11 @@
  *   - everything else in fp32: RMSNorm, RoPE, softmax, SwiGLU, router scores.
  *
  * Threads: an ops instance is used by one thread at a time (the engine thread); it may run work
- * on its own workers internally. Ownership: whoever calls ops_create owns the instance and
- * destroys it (after every model built on it); the instance owns what ops_alloc /
- * ops_lin_create / ops_moe_create return until freed with the matching call; weight data given
- * as struct wt_view is borrowed and must outlive the handle.
+ * on its own workers internally. Besides scratch, an instance holds one numerics setting of the
+ * model built on it (ops_set_fp8_ue8m0, set by model_create). Ownership: whoever calls ops_create
+ * owns the instance and destroys it (after every model built on it); the instance owns what
+ * ops_alloc / ops_lin_create / ops_moe_create return until freed with the matching call; weight
+ * data given as struct wt_view is borrowed and must outlive the handle.
  */
 #ifndef TANDEM_OPS_H
 #define TANDEM_OPS_H
@@ -120,6 +123,13 @@ int ops_lin_create(struct ops *o, const struct wt_view *w, struct ops_lin **out,
  * ops_lin_create, except that a backend which converts weight types at load (ops_cuda) never
  * converts it to FP8: a GGML or F32/F16 weight becomes bf16 there (fp32 activations kept). */
 int ops_lin_create_w16(struct ops *o, const struct wt_view *w, struct ops_lin **out, char *err);
+/* The activation scale format of every later FP8 ops_linear and ops_moe: 0 (the default) exact
+ * scales; nonzero: ue8m0, each scale rounded up to a power of two (DeepSeek-V3.1's
+ * quantization_config.scale_fmt, wt_hparams.fp8_ue8m0; kernels/cpu/fp8.h). One setting per
+ * instance, not per weight: model_create sets it from its model's hparams, so models sharing an
+ * instance must agree. Call it between forwards only (ops_cuda's CPU experts read it on the CUDA
+ * host-function thread while a forward runs). */
+void ops_set_fp8_ue8m0(struct ops *o, int on);
 /* Model loading is over: the backend logs what loading cost it (ops_cuda: the weights it
  * converted, their sizes and the seconds it took) and frees load-time helpers. Optional; a
  * backend stays usable for more ops_*_create calls afterwards. */

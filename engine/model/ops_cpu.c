@@ -4,10 +4,11 @@
  * What: every op of ops.h on host memory. Linears split their output rows over the pool (each
  * weight row is read once for all tokens of the batch); attention (kernels/cpu/mla.h) splits
  * (token, head group) items; the cheap element-wise ops run on the calling thread.
- * Numerics: FP8 linears use kernels/cpu/fp8.h (per-token-per-128 activation quantization, block
- * scaled fp32 accumulation); GGML types use cpuq_matmul_rows (activations in the vec_dot_type);
- * BF16/F16/F32 weights run W16A32 (weight rows converted to fp32, fp32 activations, the 16-lane
- * fp32 dot of kernels/cpu/f32.h) so the router and lm_head see unrounded activations.
+ * Numerics: FP8 linears use kernels/cpu/fp8.h (per-token-per-128 activation quantization with
+ * exact or, after ops_set_fp8_ue8m0, power-of-two scales; block scaled fp32 accumulation); GGML
+ * types use cpuq_matmul_rows (activations in the vec_dot_type); BF16/F16/F32 weights run W16A32
+ * (weight rows converted to fp32, fp32 activations, the 16-lane fp32 dot of kernels/cpu/f32.h) so
+ * the router and lm_head see unrounded activations.
  * Determinism: every output element is computed by exactly one item in a fixed order, so results
  * do not depend on the thread count or on scheduling.
  * Threads: one caller thread at a time (the pool's owner); per-thread scratch is indexed by the
@@ -286,7 +287,7 @@ static void cpu_linear(struct ops *o, const struct ops_lin *l, const float *x, i
         } else {
             for (int t = 0; t < n; t++) /* ISA kernel, bitwise equal to cpuq_fp8_act_quant */
                 c->fp8.act_quant(w->cols, x + (size_t)t * w->cols, qa + (size_t)t * w->cols,
-                                 as + (size_t)t * nb);
+                                 as + (size_t)t * nb, o->fp8_ue8m0);
         }
         j.act = qa;
         j.as = as;
@@ -421,7 +422,7 @@ static void cpu_moe(struct ops *o, const struct ops_moe *m, const float *x, int 
     const struct cpuq_mat *g = m->mats, *u = g + m->n_expert, *d = u + m->n_expert;
     ec_add(m->cnt, m->cnt_row, ids, (int64_t)n * top_k); /* routes are host memory here */
     int rc = cpuq_moe_forward(c->pool, c->q, g, u, d, m->n_expert, n, m->hidden, x, top_k, ids, w,
-                              y, c->moe, err);
+                              y, o->fp8_ue8m0, c->moe, err);
     if (rc) ops__fail(o, rc, err);
 }
 

@@ -12,8 +12,9 @@
  * router, lm_head) to bf16. What stays on the host and runs on the CPU backend (download x, CPU
  * op, upload y): FP8 or convertible weights whose k is not a multiple of 128 (bf16: of 8), and
  * with gpu.requant_ggml = off every weight of another type.
- *   - FP8 linear: x is quantized per token per 128 channels (cuk_rmsnorm_quant without a norm),
- *     then gemm_fp8_linear. Exact mode (gpu.fp8_gemm = exact, the default): the own kernel for
+ *   - FP8 linear: x is quantized per token per 128 channels (cuk_rmsnorm_quant without a norm;
+ *     ue8m0 scales after ops_set_fp8_ue8m0, passed on to the inner CPU backend too), then
+ *     gemm_fp8_linear. Exact mode (gpu.fp8_gemm = exact, the default): the own kernel for
  * every row count, > 16 rows in 16-row chunks, fp32-exact block sums. cublaslt mode: a scratch of
  *     `bucket(n)` rows (n <= 16: n; then powers of two up to round_up(max, 4)) and cuBLASLt for
  *     > 16 rows; a padded result lands in a scratch and its n rows are copied out. Plans for
@@ -961,7 +962,8 @@ static void cu_linear(struct ops *o, const struct ops_lin *w, const float *x, in
                                        .q = c->xq,
                                        .q_ld = w->cols,
                                        .q_scale = c->xs,
-                                       .q_scale_ld = mp};
+                                       .q_scale_ld = mp,
+                                       .ue8m0 = o->fp8_ue8m0};
     KR(c, cuk_rmsnorm_quant(&q, c->st), "act quant");
     int direct = c->exact_gemm || mp == n; /* exact: the own kernel writes just n rows */
     struct cuk_gemv_fp8_args a = {.m = mb,
@@ -1736,6 +1738,9 @@ static void cu_load_done(struct ops *o)
     c->rq_pool = NULL;
 }
 
+/* the inner CPU backend (experts, fallbacks) quantizes FP8 activations the same way */
+static void cu_set_fp8_ue8m0(struct ops *o, int on) { ops_set_fp8_ue8m0(C(o)->cpu, on); }
+
 static const struct ops_vt cuda_vt = {
     .name = cu_name,
     .n_threads = cu_n_threads,
@@ -1769,6 +1774,7 @@ static const struct ops_vt cuda_vt = {
     .add = cu_add,
     .gather = cu_gather,
     .device_free = cu_device_free,
+    .set_fp8_ue8m0 = cu_set_fp8_ue8m0,
 };
 
 static size_t cu_device_free(struct ops *o, int *sms)

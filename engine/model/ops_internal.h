@@ -64,6 +64,9 @@ struct ops_vt {
     void (*gather)(struct ops *o, const float *x, int dim, const int32_t *idx, int n, float *y);
     /* optional (NULL: a host backend, 0 bytes): see ops_device_free */
     size_t (*device_free)(struct ops *o, int *sms);
+    /* optional (NULL: nothing more to do): ops_set_fp8_ue8m0 has set o->fp8_ue8m0; a backend
+     * with an inner backend (ops_cuda's CPU one) passes the setting on */
+    void (*set_fp8_ue8m0)(struct ops *o, int on);
 };
 
 /* What ops_heads_create makes. f32: the fp32 values in backend memory (ops_alloc), or NULL when
@@ -78,6 +81,7 @@ struct ops_heads {
 struct ops {
     const struct ops_vt *vt;
     enum ops_backend backend; /* set by ops_create (ops_backend_of) */
+    int fp8_ue8m0;            /* ops_set_fp8_ue8m0; the FP8 linears and experts read it per op */
     int err_code;             /* sticky: first error of an op since the last ops_error() */
     char err[ERR_LEN];
 };

@@ -7,6 +7,9 @@
  * softmax); greedy routes without groups (n_group = topk_group = 1 whatever the file says).
  * deepseek_v2 with norm_topk_prob ignores routed_scaling_factor (DeepSeek's V2 gate scales only
  * unnormalized weights), so the scale becomes 1.
+ * quantization_config.scale_fmt "ue8m0" (DeepSeek-V3.1) sets fp8_ue8m0; absent or null is the
+ * exact scale; any other value is a load error naming the key. config.json out carries it with
+ * the FP8 quantization_config.
  * Every value is range-checked (a corrupt config must not drive later allocations): dims up to
  * 2^20, layers up to 1024, experts up to 4096, and the routing constraints (top_k <= experts,
  * n_group divides experts, topk_group <= n_group).
@@ -143,6 +146,24 @@ static int parse_rope(struct jctx *c, json_t *rs, struct wt_hparams *hp)
     return rc;
 }
 
+/* quantization_config.scale_fmt: absent or null (exact activation scales) or "ue8m0"
+ * (DeepSeek-V3.1: power-of-two scales); anything else is an error naming the key. */
+static int parse_scale_fmt(struct jctx *c, json_t *root, struct wt_hparams *hp)
+{
+    json_t *qc = json_object_get(root, "quantization_config");
+    json_t *sf = json_is_object(qc) ? json_object_get(qc, "scale_fmt") : NULL;
+    if (!sf || json_is_null(sf)) return 0;
+    if (!json_is_string(sf))
+        return err_set(c->err, ERR_FORMAT, "%s: 'quantization_config.scale_fmt' must be a string",
+                       c->src);
+    if (strcmp(json_string_value(sf), "ue8m0"))
+        return err_set(c->err, ERR_UNSUPPORTED,
+                       "%s: quantization_config.scale_fmt '%s' (only \"ue8m0\" or null)", c->src,
+                       json_string_value(sf));
+    hp->fp8_ue8m0 = 1;
+    return 0;
+}
+
 /* topk_method (HF's default: greedy for V2, noaux_tc for V3) against scoring_func: noaux_tc
  * is sigmoid with the correction bias and top-2-sum group scores; greedy and
  * group_limited_greedy are softmax (V2), greedy ignoring n_group / topk_group. */
@@ -238,6 +259,7 @@ int wt__hparams_json(const char *text, size_t len, const char *src, struct wt_hp
         goto out;
     }
     if ((rc = parse_topk_method(&c, root, v2, hp))) goto out;
+    if ((rc = parse_scale_fmt(&c, root, hp))) goto out;
     json_t *rp = json_object_get(root, "rope_parameters");
     json_t *rs = json_object_get(root, "rope_scaling");
     float theta = 10000;
@@ -317,11 +339,12 @@ char *wt_hparams_to_json(const struct wt_hparams *hp, int fp8)
                                       f2d(hp->yarn_beta_slow), "mscale", f2d(hp->yarn_mscale),
                                       "mscale_all_dim", f2d(hp->yarn_mscale_all_dim)));
     else json_object_set_new(o, "rope_scaling", json_null());
-    if (fp8)
-        json_object_set_new(o, "quantization_config",
-                            json_pack("{s:s, s:s, s:[i,i], s:s}", "quant_method", "fp8", "fmt",
-                                      "e4m3", "weight_block_size", 128, 128, "activation_scheme",
-                                      "dynamic"));
+    if (fp8) {
+        json_t *qc = json_pack("{s:s, s:s, s:[i,i], s:s}", "quant_method", "fp8", "fmt", "e4m3",
+                               "weight_block_size", 128, 128, "activation_scheme", "dynamic");
+        if (qc && hp->fp8_ue8m0) json_object_set_new(qc, "scale_fmt", json_string("ue8m0"));
+        json_object_set_new(o, "quantization_config", qc);
+    }
     char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
     json_decref(o);
     return s;

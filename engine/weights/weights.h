@@ -79,6 +79,9 @@ struct wt_hparams {
     int max_pos; /* max_position_embeddings */
     int bos_id, eos_id;
     int n_nextn; /* MTP layers present on disk (skipped) */
+    /* config.json quantization_config.scale_fmt "ue8m0" (DeepSeek-V3.1): FP8 activation scales
+     * are rounded up to powers of two (kernels/cpu/fp8.h); 0: exact scales (absent, null; GGUF) */
+    int fp8_ue8m0;
 };
 
 /* is layer l a MoE layer? */
@@ -156,7 +159,7 @@ int wt_hf_name(const char *canonical, char *out, size_t n);
 int wt_hparams_from_json_file(const char *path, struct wt_hparams *hp, char *err);
 int wt_hparams_from_json_text(const char *text, size_t len, struct wt_hparams *hp, char *err);
 /* hparams -> config.json text (malloc'd, caller frees); NULL on out of memory. Carries
- * quantization_config for FP8 when fp8 != 0. */
+ * quantization_config for FP8 when fp8 != 0 (with scale_fmt "ue8m0" when hp->fp8_ue8m0). */
 char *wt_hparams_to_json(const struct wt_hparams *hp, int fp8);
 /* Expected shape of a canonical tensor under hp (ndim 0 if the name is not a model tensor).
  * Stacked experts: [n_routed, rows, cols]; per expert: [rows, cols]. */

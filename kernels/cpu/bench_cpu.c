@@ -217,7 +217,7 @@ static double moe_call(struct wpool *p, const struct cpuq_ops *o, struct experts
 {
     double t0 = now_s();
     *rc = cpuq_moe_forward(p, o, x->gate, x->up, x->down, x->n, n_tok, HIDDEN, xin, TOP_K, ids, w,
-                           out, s, err);
+                           out, 0, s, err);
     return now_s() - t0;
 }
 

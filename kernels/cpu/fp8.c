@@ -30,13 +30,14 @@ void cpuq_fp8_dequant(const uint8_t *w, const float *scale, int64_t rows, int64_
     }
 }
 
-void cpuq_fp8_act_quant(int64_t n, const float *x, float *qa, float *s)
+void cpuq_fp8_act_quant(int64_t n, const float *x, float *qa, float *s, int ue8m0)
 {
     for (int64_t b = 0; b * CPUQ_FP8_BLOCK < n; b++) {
         int64_t k0 = b * CPUQ_FP8_BLOCK, k1 = k0 + CPUQ_FP8_BLOCK < n ? k0 + CPUQ_FP8_BLOCK : n;
         float amax = 0;
         for (int64_t k = k0; k < k1; k++) amax = fmaxf(amax, fabsf(x[k]));
         float sc = fmaxf(amax, 1e-4f) / 448.0f;
+        if (ue8m0) sc = cpuq_fp8_ue8m0(sc);
         s[b] = sc;
         for (int64_t k = k0; k < k1; k++) qa[k] = fp_e4m3_to_f32(fp_f32_to_e4m3(x[k] / sc));
     }

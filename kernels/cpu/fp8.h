@@ -6,6 +6,9 @@
  *           (`weight_scale_inv`): W[r][c] = e4m3(w[r][c]) * scale[r/128][c/128]; partial edge
  *           blocks reuse their block's scale.
  *   activation, per token per 128 channels: s = max(amax, 1e-4) / 448, q = e4m3_rne_sat(x / s).
+ *           ue8m0 mode (DeepSeek-V3.1's `scale_fmt: "ue8m0"`): s is first rounded up to a power
+ *           of two, 2^ceil(log2 s) (cpuq_fp8_ue8m0): x / s is then an exact power-of-two
+ *           scaling, and the block's largest |x / s| lies in (224, 448] (when amax >= 1e-4).
  *           Here q is kept as the exact e4m3 *values* in fp32 ("qa"), so kernels never decode
  *           activations per weight row; s has ceil(n/128) entries per token.
  *   linear: y[t][r] = sum_j bd_j * (as[t][j] * ws[r/128][j]), j over 128-wide K blocks, where
@@ -27,6 +30,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define CPUQ_FP8_BLOCK 128
 
@@ -39,7 +43,7 @@ struct cpuq_fp8_kern {
     void (*dot)(int64_t n, const uint8_t *w, const float *ws, int ntok, const float *qa,
                 int64_t a_stride, const float *as, int64_t as_stride, float *y, int64_t y_stride);
     /* cpuq_fp8_act_quant, bitwise equal to it */
-    void (*act_quant)(int64_t n, const float *x, float *qa, float *s);
+    void (*act_quant)(int64_t n, const float *x, float *qa, float *s, int ue8m0);
 };
 
 /* The kernel for an ISA (enum cpuq_isa of cpuq.h; AMX uses the AVX-512 kernel): fills *k and
@@ -54,8 +58,22 @@ static inline int64_t cpuq_fp8_nblk(int64_t n) { return (n + CPUQ_FP8_BLOCK - 1)
 void cpuq_fp8_dequant(const uint8_t *w, const float *scale, int64_t rows, int64_t cols, int64_t r0,
                       int64_t r1, float *out);
 
-/* Quantize one token's activation x[n]: qa[n] (e4m3 values as fp32), s[ceil(n/128)]. */
-void cpuq_fp8_act_quant(int64_t n, const float *x, float *qa, float *s);
+/* s rounded up to a power of two (ue8m0), done on the float's bits: a nonzero mantissa carries
+ * one into the exponent and is cleared; a power of two (or +Inf) is kept. For the positive normal
+ * scales of act_quant (s >= 1e-4 / 448) this is exactly 2^ceil(log2 s), the same bits on every
+ * ISA and on the GPU (kernels/cuda/common.cuh cuk_ue8m0). */
+static inline float cpuq_fp8_ue8m0(float s)
+{
+    uint32_t b;
+    memcpy(&b, &s, sizeof b);
+    b = (b + 0x7fffffu) & 0xff800000u;
+    memcpy(&s, &b, sizeof s);
+    return s;
+}
+
+/* Quantize one token's activation x[n]: qa[n] (e4m3 values as fp32), s[ceil(n/128)]; ue8m0 != 0
+ * rounds each scale up to a power of two (cpuq_fp8_ue8m0) before dividing by it. */
+void cpuq_fp8_act_quant(int64_t n, const float *x, float *qa, float *s, int ue8m0);
 
 /* y[t][r - r0] = row r of W times token t, for rows [r0, r1) and ntok tokens of already
  * quantized activations (qa [ntok][cols], as [ntok][ceil(cols/128)]); y has row stride y_stride

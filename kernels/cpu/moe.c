@@ -80,12 +80,12 @@ static size_t act_bytes(const struct cpuq_ops *o, int type, int64_t cols)
     return cpuq_row_size(o->type[type].vec_dot_type, cols);
 }
 
-static void act_quant(const struct cpuq_ops *o, const struct cpuq_fp8_kern *k8, int type,
+static void act_quant(const struct cpuq_ops *o, const struct cpuq_fp8_kern *k8, int ue8m0, int type,
                       const float *x, int64_t cols, void *dst)
 {
     if (type == QTYPE_F8_E4M3) {
         float *f = dst;
-        k8->act_quant(cols, x, f, f + cols);
+        k8->act_quant(cols, x, f, f + cols, ue8m0);
     } else {
         o->type[o->type[type].vec_dot_type].from_float(x, dst, cols);
     }
@@ -130,6 +130,7 @@ static void mat_rows(const struct cpuq_ops *o, const struct cpuq_fp8_kern *k8,
 struct moe_ctx {
     const struct cpuq_ops *o;
     struct cpuq_fp8_kern k8;
+    int ue8m0; /* FP8 activation scales rounded up to powers of two */
     const struct cpuq_mat *gate, *up, *down;
     int n_tok, top_k, hidden, inter, share_gu;
     int gt, ut, dt; /* the routed experts' types (an unrouted expert may be zeroed) */
@@ -154,9 +155,11 @@ static void job_quant_tokens(void *arg, int64_t b, int64_t e, int thread_idx)
             int p = c->pair_of[t * c->top_k + k];
             if (p < 0) continue;
             if (first < 0) {
-                act_quant(c->o, &c->k8, c->gt, xt, c->hidden, c->act_g + (size_t)p * c->ab_g);
+                act_quant(c->o, &c->k8, c->ue8m0, c->gt, xt, c->hidden,
+                          c->act_g + (size_t)p * c->ab_g);
                 if (!c->share_gu)
-                    act_quant(c->o, &c->k8, c->ut, xt, c->hidden, c->act_u + (size_t)p * c->ab_u);
+                    act_quant(c->o, &c->k8, c->ue8m0, c->ut, xt, c->hidden,
+                              c->act_u + (size_t)p * c->ab_u);
                 first = p;
             } else {
                 memcpy(c->act_g + (size_t)p * c->ab_g, c->act_g + (size_t)first * c->ab_g, c->ab_g);
@@ -198,7 +201,7 @@ static void job_quant_inter(void *arg, int64_t b, int64_t e, int thread_idx)
     struct moe_ctx *c = arg;
     (void)thread_idx;
     for (int64_t p = b; p < e; p++)
-        act_quant(c->o, &c->k8, c->dt, c->g + p * c->inter, c->inter,
+        act_quant(c->o, &c->k8, c->ue8m0, c->dt, c->g + p * c->inter, c->inter,
                   c->act_d + (size_t)p * c->ab_d);
 }
 
@@ -271,7 +274,8 @@ static int check_mat(const struct cpuq_ops *o, const struct cpuq_mat *m, const c
 int cpuq_moe_forward(struct wpool *p, const struct cpuq_ops *o, const struct cpuq_mat *gate,
                      const struct cpuq_mat *up, const struct cpuq_mat *down, int n_experts,
                      int n_tok, int hidden, const float *x, int top_k, const int32_t *ids,
-                     const float *w, float *out, struct cpuq_moe_scratch *s, char *err)
+                     const float *w, float *out, int fp8_ue8m0, struct cpuq_moe_scratch *s,
+                     char *err)
 {
     if (n_tok < 0 || top_k < 0 || n_experts < 1 || hidden < 1)
         return err_set(err, ERR_INVAL,
@@ -332,6 +336,7 @@ int cpuq_moe_forward(struct wpool *p, const struct cpuq_ops *o, const struct cpu
 
     struct moe_ctx c = {
         .o = o,
+        .ue8m0 = fp8_ue8m0,
         .gate = gate,
         .up = up,
         .down = down,

@@ -45,12 +45,14 @@ void cpuq_moe_scratch_destroy(struct cpuq_moe_scratch *s);
 /* gate[e], up[e]: [inter][hidden]; down[e]: [hidden][inter], for e < n_experts (only experts
  * that some token routes to are read; others may be zeroed structs).
  * x: [n_tok][hidden] fp32; ids, w: [n_tok][top_k]; an id of -1 means "no expert" (skipped).
- * out: [n_tok][hidden], overwritten. p may be NULL (single-threaded).
+ * out: [n_tok][hidden], overwritten. p may be NULL (single-threaded). fp8_ue8m0: FP8 experts'
+ * activation scales rounded up to powers of two (fp8.h's ue8m0 mode); ignored for other types.
  * Errors: ERR_INVAL (ids out of range, shape or type mismatch, hidden/inter not whole blocks),
  * ERR_UNSUPPORTED (a type without a dot product), ERR_NOMEM (scratch growth). */
 int cpuq_moe_forward(struct wpool *p, const struct cpuq_ops *o, const struct cpuq_mat *gate,
                      const struct cpuq_mat *up, const struct cpuq_mat *down, int n_experts,
                      int n_tok, int hidden, const float *x, int top_k, const int32_t *ids,
-                     const float *w, float *out, struct cpuq_moe_scratch *s, char *err);
+                     const float *w, float *out, int fp8_ue8m0, struct cpuq_moe_scratch *s,
+                     char *err);
 
 #endif

@@ -81,15 +81,24 @@ static __device__ __forceinline__ uint8_t cuk_f32_to_e4m3(float f)
     return (uint8_t)__nv_cvt_float_to_fp8(f, __NV_SATFINITE, __NV_E4M3);
 }
 
+/* s rounded up to a power of two on its bits (ue8m0 scales), as kernels/cpu/fp8.h
+ * cpuq_fp8_ue8m0: a nonzero mantissa carries one into the exponent and is cleared. */
+static __device__ __forceinline__ float cuk_ue8m0(float s)
+{
+    return __uint_as_float((__float_as_uint(s) + 0x7fffffu) & 0xff800000u);
+}
+
 /* The contract's activation quantization of one 128-channel block held by a warp, 4 channels a
  * lane (lane l: channels 4l..4l+3 of the block, zero beyond the row): s = max(amax, 1e-4) / 448,
- * e4m3(v / s). The lane's 4 bytes go to q4 (16-byte aligned rows), lane 0 writes the scale. */
+ * rounded up to a power of two if ue8m0 (cuk_ue8m0), e4m3(v / s). The lane's 4 bytes go to q4
+ * (16-byte aligned rows), lane 0 writes the scale. */
 static __device__ __forceinline__ void cuk_quant_e4m3_block(const float v[4], int lane,
-                                                            uint32_t *q4, float *scale)
+                                                            uint32_t *q4, float *scale, int ue8m0)
 {
     float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
     amax = cuk_warp_max(amax);
     float s = fmaxf(amax, 1e-4f) / 448.0f;
+    if (ue8m0) s = cuk_ue8m0(s);
     uint32_t packed = 0;
 #pragma unroll
     for (int i = 0; i < 4; i++) packed |= (uint32_t)cuk_f32_to_e4m3(v[i] / s) << (8 * i);

@@ -17,7 +17,8 @@ CUK_EXTERN_C_BEGIN
 /* h = silu(gate) * up = gate / (1 + exp(-gate)) * up, fp32, for m rows of f values.
  * gate [m][gate_ld], up [m][up_ld] (they may be the two halves of one fused gate|up output);
  * y [m][y_ld] fp32 (optional); q [m][q_ld] e4m3 + q_scale [f/128][q_scale_ld] (optional, as in
- * norm.h: per token per 128 channels, s = max(amax, 1e-4)/448; f % 128 == 0). */
+ * norm.h: per token per 128 channels, s = max(amax, 1e-4)/448, rounded up to a power of two if
+ * ue8m0; f % 128 == 0). */
 struct cuk_swiglu_args {
     int m, f;
     const float *gate;
@@ -30,6 +31,7 @@ struct cuk_swiglu_args {
     int q_ld;
     float *q_scale;
     int q_scale_ld;
+    int ue8m0;
 };
 int cuk_swiglu(const struct cuk_swiglu_args *a, cudaStream_t s);
 

@@ -44,7 +44,7 @@ static __global__ void __launch_bounds__(NORM_THREADS)
         }
         if (a.q)
             cuk_quant_e4m3_block(v, lane, (uint32_t *)(a.q + (size_t)row * a.q_ld + c0),
-                                 &a.q_scale[(size_t)b * a.q_scale_ld + row]);
+                                 &a.q_scale[(size_t)b * a.q_scale_ld + row], a.ue8m0);
     }
 }
 

@@ -5,6 +5,8 @@
  *   v = w != NULL ? w * x / sqrt(mean(x^2) + eps) : x          (fp32, one rounding at the store)
  *   y = v                                  if y != NULL (CUK_F32 or CUK_BF16)
  *   per 128 channels j: s = max(amax|v|, 1e-4) / 448; q = e4m3(v / s)     if q != NULL
+ *     with ue8m0 != 0, s is first rounded up to a power of two, 2^ceil(log2 s), on its bits
+ *     (DeepSeek-V3.1's scale_fmt "ue8m0"; bitwise kernels/cpu/fp8.h's ue8m0 mode)
  * q/q_scale are the activation operand of cuk_gemv_fp8 and gemm_fp8 (DeepSeek's act_quant, on
  * fp32 instead of bf16 input; docs/numerics.md). Layouts (row-major):
  *   x [m][x_ld] fp32;  w [d] fp32 (the bf16 norm weight, widened at load);
@@ -45,6 +47,7 @@ struct cuk_rmsnorm_quant_args {
     int q_ld;
     float *q_scale;
     int q_scale_ld;
+    int ue8m0; /* power-of-two scales (above) */
 };
 
 int cuk_rmsnorm_quant(const struct cuk_rmsnorm_quant_args *a, cudaStream_t s);

@@ -6,7 +6,9 @@
  * experts, norms and residual stream.
  * Quantization points emulated (the fast path's contract, docs/numerics.md):
  *   - FP8 linears: the input rounded to fp32, then per 128 channels s = max(amax, 1e-4) / 448
- *     (fp32) and q = e4m3(x / s); the product uses q * s against the exact weights.
+ *     (fp32) and q = e4m3(x / s); the product uses q * s against the exact weights. A model with
+ *     quantization_config.scale_fmt "ue8m0" (hparams fp8_ue8m0) rounds s up to a power of two
+ *     first, here as ldexp(1, ceil(log2 s)) in double (the fast path works on the float's bits).
  *   - GGML weights (routed experts, or any GGML-typed linear): the input quantized to the type's
  *     vec_dot_type with the scalar quantizer and dequantized back, then an exact double dot.
  *     BF16/F16 routed experts likewise (their vec_dot_type rounds the activations); BF16/F16/F32
@@ -249,6 +251,22 @@ static int e4m3_near_tie(float v)
     return fp_f32_to_e4m3(v + band) != q || fp_f32_to_e4m3(v - band) != q;
 }
 
+/* The scale of a block with largest magnitude amax: max(amax, 1e-4) / 448 in fp32, in the ue8m0
+ * mode rounded up to a power of two (computed independently of the fast path's bit trick). */
+static float fp8_scale(const struct ref_model *r, float amax)
+{
+    float s = (amax > 1e-4f ? amax : 1e-4f) / 448.0f;
+    return r->hp.fp8_ue8m0 ? (float)ldexp(1.0, (int)ceil(log2((double)s))) : s;
+}
+
+/* ue8m0: is the exact scale s within TIE_REL of a power of two, where a perturbation of the
+ * block max could double or halve the rounded scale? */
+static int ue8m0_near_tie(float amax)
+{
+    double s = (amax > 1e-4f ? amax : 1e-4f) / 448.0f, p = ldexp(1.0, (int)lround(log2(s)));
+    return fabs(s / p - 1.0) < TIE_REL;
+}
+
 /* The activation the kernels see for a weight of this matrix; which: enum model_lin of the
  * fast path (-1: no hint, e.g. routed experts). */
 static void act_emulate(struct ref_model *r, const struct rmat *m, int which, const double *x,
@@ -278,7 +296,25 @@ static void act_emulate(struct ref_model *r, const struct rmat *m, int which, co
             int b1 = b0 + 128 < n ? b0 + 128 : n;
             float amax = 0.0f;
             for (int i = b0; i < b1; i++) amax = fabsf(r->fq[i]) > amax ? fabsf(r->fq[i]) : amax;
-            float s = (amax > 1e-4f ? amax : 1e-4f) / 448.0f;
+            float s = fp8_scale(r, amax);
+            if (r->hp.fp8_ue8m0 && ue8m0_near_tie(amax)) {
+                /* the power-of-two scale of a block max near a boundary: the other one's, if it
+                 * is one of the two candidates (the same rule as the e4m3 ties below) */
+                r->act_ties++;
+                if (hinted < 0)
+                    hinted = which >= 0 && r->act_hint &&
+                             r->act_hint(r->act_ud, r->cur_layer, which, r->n_pos - 1, r->hx, n);
+                if (hinted > 0) {
+                    float am2 = 0.0f;
+                    for (int j = b0; j < b1; j++)
+                        am2 = fabsf(r->hx[j]) > am2 ? fabsf(r->hx[j]) : am2;
+                    float s2 = fp8_scale(r, am2);
+                    if (s2 == s * 2.0f || s2 == s * 0.5f) {
+                        s = s2;
+                        r->act_ties_hinted++;
+                    }
+                }
+            }
             for (int i = b0; i < b1; i++) {
                 float v = fp8_ratio(r->fq[i], s);
                 uint8_t q = fp_f32_to_e4m3(v);
@@ -292,11 +328,13 @@ static void act_emulate(struct ref_model *r, const struct rmat *m, int which, co
                         float am2 = 0.0f;
                         for (int j = b0; j < b1; j++)
                             am2 = fabsf(r->hx[j]) > am2 ? fabsf(r->hx[j]) : am2;
-                        float s2 = (am2 > 1e-4f ? am2 : 1e-4f) / 448.0f;
+                        float s2 = fp8_scale(r, am2);
                         uint8_t q2 = fp_f32_to_e4m3(fp8_ratio(r->hx[i], s2));
-                        /* only a neighbour of our own value: the other rounding of this tie */
-                        if (q2 == fp_f32_to_e4m3(v + 448.0f * TIE_REL) ||
-                            q2 == fp_f32_to_e4m3(v - 448.0f * TIE_REL)) {
+                        /* only a neighbour of our own value: the other rounding of this tie
+                         * (ue8m0: under the same power-of-two scale) */
+                        if ((!r->hp.fp8_ue8m0 || s2 == s) &&
+                            (q2 == fp_f32_to_e4m3(v + 448.0f * TIE_REL) ||
+                             q2 == fp_f32_to_e4m3(v - 448.0f * TIE_REL))) {
                             q = q2;
                             r->act_ties_hinted++;
                         }

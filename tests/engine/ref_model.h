@@ -5,8 +5,8 @@
  * validated against ggml's own data, for expert blocks), runs attention in the naive
  * (non-absorbed) form with per-head K and V materialized from the cached latents, and does all
  * arithmetic in double. It emulates the contract's quantization points only: FP8 activations per
- * token per 128 channels, GGML activations in the weight type's vec_dot_type for routed experts,
- * and bf16 storage of the latent cache.
+ * token per 128 channels (power-of-two scales for a scale_fmt "ue8m0" model), GGML activations
+ * in the weight type's vec_dot_type for routed experts, and bf16 storage of the latent cache.
  *
  * One sequence at a time, one token per step (the causal forward of a prompt token by token is
  * the same math as a prefill). Threads: single-threaded; not thread-safe.
@@ -46,11 +46,14 @@ void ref_set_route_hint(struct ref_model *r, ref_route_hint_fn fn, void *ud, dou
 /* Activation hints: where the reference's own FP8 activation quantization of a linear's input
  * lies within 1e-5 (relative) of an e4m3 rounding boundary, it asks fn for the other
  * implementation's fp32 input of that linear (which: enum model_lin; fn returns 0 if it has
- * none) and rounds that element the way the contract rounds the other's value. Elsewhere the
- * reference's own values decide. */
+ * none) and rounds that element the way the contract rounds the other's value. Likewise, for a
+ * ue8m0 model (power-of-two scales), a block whose exact scale lies that close to a power of two
+ * takes the other's scale when it is the neighbouring power. Elsewhere the reference's own values
+ * decide. */
 typedef int (*ref_act_hint_fn)(void *ud, int layer, int which, int pos, float *x, int cols);
 void ref_set_act_hint(struct ref_model *r, ref_act_hint_fn fn, void *ud);
-/* e4m3 near-ties met since ref_reset, and how many of them were decided by a hint. */
+/* e4m3 near-ties (and ue8m0 scale near-ties) met since ref_reset, and how many of them were
+ * decided by a hint. */
 int ref_act_ties(const struct ref_model *r);
 int ref_act_ties_hinted(const struct ref_model *r);
 /* Cache hints: where the reference's own bf16 rounding of a latent cache value (normalized c_kv

@@ -17,6 +17,12 @@
  * one preset must give the same ids. The rest of the prompt is random ids.
  * Built with -DSLICE_CASES (test `model_v2_slice`): the `v2-lite-slice` preset (V2-Lite's true
  * dims, 16 experts, vocabulary 4096), no-merge layout and one GGUF, with a shorter prompt.
+ * Built with -DUE8M0_CASES (test `model_ue8m0`): instead, `tiny` with F32 experts whose
+ * config.json says quantization_config.scale_fmt "ue8m0" (DeepSeek-V3.1's power-of-two FP8
+ * activation scales): checks 1-2 against the reference emulating ue8m0, then 8. the same weights
+ * with exact scales (ops_set_fp8_ue8m0(o, 0)) give different logits; both modes' distance from the
+ * reference without FP8 activation quantization (W8A16) is reported; scale_fmt "e8m0" then fails
+ * to load, naming the key.
  * Built with -DTEST_IQUANTS (test `model_iquants`): instead, i-quant experts in unsloth-like
  * mixes (IQ2_XXS/IQ3_XXS, IQ1_S/Q4_K, IQ1_M/IQ2_XS, IQ2_S/IQ3_S) and a whole-GGUF model (a
  * gguf-split set in the split-MLA layout with IQ2_XXS experts and IQ3_S linears, embedding and
@@ -66,6 +72,11 @@
 
 #ifndef PROMPT
 #define PROMPT 64
+#endif
+#ifdef UE8M0_CASES
+#define UE8M0 1 /* every case's config says scale_fmt "ue8m0" */
+#else
+#define UE8M0 0
 #endif
 #ifndef GEN
 #define GEN 64
@@ -696,6 +707,81 @@ out:
     wt_close(w);
 }
 
+/* quantization_config.scale_fmt of dir's config.json set to v (DeepSeek-V3.1's: "ue8m0") */
+static void set_scale_fmt(const char *dir, const char *v)
+{
+    char p[128];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    json_error_t je;
+    json_t *cfg = json_load_file(p, 0, &je);
+    CHECK(cfg);
+    json_t *qc = json_object_get(cfg, "quantization_config");
+    CHECK(json_is_object(qc));
+    CHECK_EQ(json_object_set_new(qc, "scale_fmt", json_string(v)), 0);
+    CHECK_EQ(json_dump_file(cfg, p, JSON_INDENT(2) | JSON_PRESERVE_ORDER), 0);
+    json_decref(cfg);
+}
+
+/* 8. a ue8m0 model: its logits with the power-of-two scales it loads with, and with exact
+ * scales (the same weights, ops_set_fp8_ue8m0(o, 0)), must differ; each mode's relative error
+ * against the reference without FP8 activation quantization (W8A16, ref_set_exact 8) is the
+ * measured accuracy cost of its quantization (informational). */
+static void check_ue8m0_modes(const char *mdir, const char *label, const int32_t *pre, int n_pre)
+{
+    char err[ERR_LEN] = "";
+    struct wt_model *w = NULL;
+    CHECK_EQ(wt_open(mdir, &w, err), 0);
+    CHECK_EQ(wt_hparams(w)->fp8_ue8m0, 1);
+    struct ops *o = NULL;
+    struct model *m = NULL;
+    struct ops_params op = {.isa = "auto", .n_threads = 2, .max_tokens = CTX};
+    CHECK_EQ(tm_create(w, &op, &o, &m, err), 0);
+    struct ref_model *ref = NULL;
+    CHECK_EQ(ref_create(w, CTX, &ref, err), 0);
+    ref_set_exact(ref, 8);
+    const int V = model_vocab(m);
+    struct tkv kv;
+    CHECK_EQ(tkv_init(&kv, model_n_layers(m), model_kv_dim(m), 2, CTX, 16), 0);
+    int32_t toks[PROMPT];
+    for (int i = 0; i < PROMPT; i++) toks[i] = i < n_pre ? pre[i] : (int32_t)(rnd() % (unsigned)V);
+    float *lu = malloc((size_t)PROMPT * V * sizeof(float));
+    float *le = malloc((size_t)PROMPT * V * sizeof(float));
+    double *rl = malloc((size_t)V * sizeof(double));
+    CHECK(lu && le && rl);
+    CHECK_EQ(run_seq(m, &kv, 0, toks, PROMPT, 0, lu, err), 0);
+    ops_set_fp8_ue8m0(o, 0);
+    CHECK_EQ(run_seq(m, &kv, 1, toks, PROMPT, 0, le, err), 0);
+    double dmax = 0, eu = 0, ee = 0, eu_max = 0, ee_max = 0;
+    for (int p = 0; p < PROMPT; p++) {
+        double d = rel_err_f(lu + (size_t)p * V, le + (size_t)p * V, V);
+        dmax = d > dmax ? d : dmax;
+        CHECK_EQ(ref_step(ref, toks[p], rl, err), 0);
+        double a = rel_err_fd(lu + (size_t)p * V, rl, V), b = rel_err_fd(le + (size_t)p * V, rl, V);
+        eu += a / PROMPT;
+        ee += b / PROMPT;
+        eu_max = a > eu_max ? a : eu_max;
+        ee_max = b > ee_max ? b : ee_max;
+    }
+    fprintf(stderr,
+            "[%s] ue8m0 vs exact activation scales: logits differ by max rel err %.3g; vs the "
+            "reference without FP8 activation quantization (W8A16): ue8m0 mean %.3g max %.3g, "
+            "exact mean %.3g max %.3g\n",
+            label, dmax, eu, eu_max, ee, ee_max);
+    CHECK(dmax > 1e-5);
+    free(lu);
+    free(le);
+    free(rl);
+    tkv_free(&kv);
+    ref_destroy(ref);
+    tm_destroy(o, m);
+    wt_close(w);
+    /* another scale_fmt is a load error naming the key */
+    set_scale_fmt(mdir, "e8m0");
+    CHECK_EQ(wt_open(mdir, &w, err), ERR_UNSUPPORTED);
+    fprintf(stderr, "[%s] scale_fmt e8m0: %s\n", label, err);
+    CHECK_CONTAINS(err, "quantization_config.scale_fmt 'e8m0'");
+}
+
 /* The prompt's first ids (at most max) from the model's own tokenizer, loaded as tandem serves
  * it (tok_load: tokenizer.json, tiktoken.model, or the GGUF's tokenizer.ggml.* metadata): a
  * short chat rendered with the model's chat template, encoded with special tokens. Kimi's
@@ -810,6 +896,9 @@ int main(void)
          RESYNC_GATE, 0, 0},
         {"v2-lite-slice", "q8_0", "--dense-layers 1 --moe-layers 1 --experts-n 16 --vocab 4096",
          0.0, 0, 2},
+#elif defined(UE8M0_CASES)
+        /* DeepSeek-V3.1's scale_fmt "ue8m0"; F32 experts: no hidden rounding, no resync */
+        {"tiny", "f32", NULL, 0.0, 0, 0},
 #elif defined(TEST_IQUANTS)
         /* the grid i-quants, in mixes like unsloth's dynamic quants, and a whole-GGUF model
          * (llama.cpp's form, split MLA, gguf-split set) with i-quant linears too */
@@ -860,10 +949,11 @@ int main(void)
         static const char *const how[] = {"", " dequantized, f32 cache, exact",
                                           " as one GGUF, f32 cache, exact"};
         char label[96], mdir[96];
-        snprintf(label, sizeof label, "%s/%s%s%s", cases[c].preset, cases[c].type,
+        snprintf(label, sizeof label, "%s/%s%s%s%s", cases[c].preset, cases[c].type,
                  cases[c].more && strstr(cases[c].more, "--layout gguf") ? " gguf" : "",
-                 how[cases[c].exact]);
+                 how[cases[c].exact], UE8M0 ? " ue8m0" : "");
         snprintf(mdir, sizeof mdir, "%s", dir);
+        if (UE8M0) set_scale_fmt(dir, "ue8m0");
         if (cases[c].exact) { /* the F32 copy inside the model dir: removed with it */
             snprintf(mdir, sizeof mdir, "%s/f32", dir);
             CHECK_EQ(convert_dequant(dir, mdir), 0);
@@ -902,6 +992,7 @@ int main(void)
         seen[c].n = n_pre;
         memcpy(seen[c].ids, pre, sizeof *pre * (size_t)n_pre);
         check_model(mdir, label, cases[c].gate, cases[c].full, cases[c].exact, pre, n_pre);
+        if (UE8M0) check_ue8m0_modes(mdir, label, pre, n_pre);
         remove_model(dir);
         cur_dir[0] = 0;
     }

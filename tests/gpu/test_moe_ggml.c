@@ -398,7 +398,8 @@ static void run_case(const struct mcase *c)
     struct cpuq_moe_scratch *scr = NULL;
     CHECK(out_cpu);
     CHECK_EQ(cpuq_moe_scratch_create(&scr, err), 0);
-    int rc = cpuq_moe_forward(NULL, o_fast, cg, cu, cd, E, T, H, x, K, ids, w, out_cpu, scr, err);
+    int rc =
+        cpuq_moe_forward(NULL, o_fast, cg, cu, cd, E, T, H, x, K, ids, w, out_cpu, 0, scr, err);
     if (rc) fprintf(stderr, "cpuq_moe_forward: %s\n", err);
     CHECK_EQ(rc, 0);
     cpuq_moe_scratch_destroy(scr);

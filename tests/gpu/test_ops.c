@@ -1,4 +1,5 @@
-/* test_ops.c - RMSNorm(+FP8 quant), the CPU-order RMSNorm, FP8 per-head weights (expansion and
+/* test_ops.c - RMSNorm(+FP8 quant, exact and ue8m0 scales; the plain quantization bit for bit
+ * against the CPU's cpuq_fp8_act_quant), the CPU-order RMSNorm, FP8 per-head weights (expansion and
  * the decode matmul), RoPE/YaRN, router, SwiGLU(+quant), add, embedding on the GPU vs naive CPU
  * references (float64 unless the op's result depends on fp32 rounding, as the router's selection
  * does, or is specified bit for bit against a CPU kernel), fresh random inputs, outputs poisoned
@@ -14,18 +15,26 @@
 #include "kernels/cuda/rope.h"
 #include "kernels/cuda/router.h"
 
-/* q/scales vs reference values v: the scale must match max(amax,1e-4)/448 to 1e-5, and each code
- * must decode to within one e4m3 step of v (|v|/8 relative, s*2^-9 in the subnormal range). */
+/* q/scales vs reference values v: the scale must match max(amax,1e-4)/448 to 1e-5 (ue8m0: be a
+ * power of two in [that, twice that), to 1e-5), and each code must decode to within one e4m3 step
+ * of v (|v|/8 relative, s*2^-9 in the subnormal range). */
 static void check_quant(const char *what, int m, int d, const double *v, const uint8_t *q,
-                        const float *qs, int qs_ld)
+                        const float *qs, int qs_ld, int ue8m0)
 {
-    struct gt_err es = {0, 0, 0, "scales"}, eq = {0, 0, 0, what};
+    struct gt_err es = {0, 0, 0, ue8m0 ? "ue8m0 scales" : "scales"}, eq = {0, 0, 0, what};
     for (int t = 0; t < m; t++)
         for (int b = 0; b < d / 128; b++) {
             double amax = 0.0;
             for (int i = 0; i < 128; i++) amax = fmax(amax, fabs(v[(size_t)t * d + b * 128 + i]));
             double sref = fmax(amax, 1e-4) / 448.0, s = qs[(size_t)b * qs_ld + t];
-            gt_check(&es, s, sref, 1e-5 * sref, t * 1000 + b);
+            if (ue8m0) { /* a wrong scale is reported against 2^ceil(log2 sref) */
+                int ex;
+                double r = s / sref, want = ldexp(1.0, (int)ceil(log2(sref)));
+                int ok = frexp(s, &ex) == 0.5 && r >= 1.0 - 1e-5 && r < 2.0 + 2e-5;
+                gt_check(&es, s, ok ? s : want, 1e-6 * want, t * 1000 + b);
+            } else {
+                gt_check(&es, s, sref, 1e-5 * sref, t * 1000 + b);
+            }
             for (int i = 0; i < 128; i++) {
                 size_t j = (size_t)t * d + b * 128 + i;
                 double deq = fp_e4m3_to_f32(q[j]) * s;
@@ -36,13 +45,20 @@ static void check_quant(const char *what, int m, int d, const double *v, const u
     gt_report(&eq);
 }
 
-static void test_rmsnorm(int m, int d, int type, int with_w)
+static void test_rmsnorm(int m, int d, int type, int with_w, int ue8m0)
 {
     float *hx = malloc((size_t)m * d * 4), *hw = malloc((size_t)d * 4);
     double *v = malloc((size_t)m * d * sizeof(double));
     CHECK(hx && hw && v);
     for (size_t i = 0; i < (size_t)m * d; i++)
         hx[i] = (float)(gt_normal() * (1 + 3 * gt_uniform()));
+    if (!with_w) /* every third block's max is 448 * 2^k: its scale is a power of two already */
+        for (int t = 0; t < m; t++)
+            for (int b = 0; b < d / 128; b += 3) {
+                float p = ldexpf(448.0f, gt_int(-8, 2)), *xb = hx + (size_t)t * d + b * 128;
+                for (int i = 0; i < 128; i++) xb[i] = fminf(fmaxf(xb[i], -p), p);
+                xb[gt_int(0, 127)] = gt_uniform() < 0.5 ? p : -p;
+            }
     for (int i = 0; i < d; i++) hw[i] = (float)(0.5 + gt_uniform());
     float eps = 1e-6f;
     for (int t = 0; t < m; t++) {
@@ -70,7 +86,8 @@ static void test_rmsnorm(int m, int d, int type, int with_w)
                                        .q = q,
                                        .q_ld = d,
                                        .q_scale = qs,
-                                       .q_scale_ld = qs_ld};
+                                       .q_scale_ld = qs_ld,
+                                       .ue8m0 = ue8m0};
     CHECK_EQ(cuk_rmsnorm_quant(&a, 0), 0);
     void *hy = malloc((size_t)m * d * es);
     uint8_t *hq = malloc((size_t)m * d);
@@ -80,8 +97,8 @@ static void test_rmsnorm(int m, int d, int type, int with_w)
     gt_down(hq, q, (size_t)m * d);
     gt_down(hqs, qs, (size_t)(d / 128) * qs_ld * 4);
     char what[80];
-    snprintf(what, sizeof what, "rmsnorm%s m=%d d=%d %s", with_w ? "" : "(none)", m, d,
-             type == CUK_BF16 ? "bf16" : "f32");
+    snprintf(what, sizeof what, "rmsnorm%s m=%d d=%d %s%s", with_w ? "" : "(none)", m, d,
+             type == CUK_BF16 ? "bf16" : "f32", ue8m0 ? " ue8m0" : "");
     struct gt_err e = {0, 0, 0, what};
     for (size_t i = 0; i < (size_t)m * d; i++) {
         double got = type == CUK_BF16 ? fp_bf16_to_f32(((uint16_t *)hy)[i]) : ((float *)hy)[i];
@@ -89,19 +106,24 @@ static void test_rmsnorm(int m, int d, int type, int with_w)
         gt_check(&e, got, v[i], tol, (long)i);
     }
     gt_report(&e);
-    snprintf(what, sizeof what, "  quant of rmsnorm%s m=%d d=%d", with_w ? "" : "(none)", m, d);
-    check_quant(what, m, d, v, hq, hqs, qs_ld);
-    if (!with_w) { /* plain act_quant: bit-exact against the C reference */
-        for (int t = 0; t < m; t++)
+    snprintf(what, sizeof what, "  quant of rmsnorm%s m=%d d=%d%s", with_w ? "" : "(none)", m, d,
+             ue8m0 ? " ue8m0" : "");
+    check_quant(what, m, d, v, hq, hqs, qs_ld, ue8m0);
+    if (!with_w) { /* plain act_quant: bit-exact against the CPU's (kernels/cpu/fp8.h) */
+        float *qa = malloc((size_t)d * 4), *sc = malloc((size_t)(d / 128) * 4);
+        CHECK(qa && sc);
+        for (int t = 0; t < m; t++) {
+            cpuq_fp8_act_quant(d, hx + (size_t)t * d, qa, sc, ue8m0);
             for (int b = 0; b < d / 128; b++) {
-                float amax = 0.0f;
-                for (int i = 0; i < 128; i++) amax = fmaxf(amax, fabsf(hx[t * d + b * 128 + i]));
-                float s = fmaxf(amax, 1e-4f) / 448.0f;
-                CHECK(hqs[b * qs_ld + t] == s);
+                CHECK(memcmp(&hqs[b * qs_ld + t], &sc[b], 4) == 0);
                 for (int i = 0; i < 128; i++)
-                    CHECK_EQ(hq[t * d + b * 128 + i], fp_f32_to_e4m3(hx[t * d + b * 128 + i] / s));
+                    CHECK_EQ(hq[t * d + b * 128 + i], fp_f32_to_e4m3(qa[b * 128 + i]));
             }
-        fprintf(stderr, "  act_quant bit-exact vs C reference\n");
+        }
+        free(qa);
+        free(sc);
+        fprintf(stderr, "  act_quant%s bit-exact vs the CPU's cpuq_fp8_act_quant\n",
+                ue8m0 ? " ue8m0" : "");
     }
     free(hx);
     free(hw);
@@ -316,7 +338,7 @@ static void test_router(int E, int n_group, int topk_group, int top_k, int scori
     cudaFree(w);
 }
 
-static void test_swiglu(void)
+static void test_swiglu(int ue8m0)
 {
     int m = gt_int(1, 9), f = 2048, ld = 2 * f; /* gate|up fused in one row */
     float *hgu = malloc((size_t)m * ld * 4), *hy = malloc((size_t)m * f * 4);
@@ -342,7 +364,8 @@ static void test_swiglu(void)
                                 .q = q,
                                 .q_ld = f,
                                 .q_scale = qs,
-                                .q_scale_ld = m};
+                                .q_scale_ld = m,
+                                .ue8m0 = ue8m0};
     CHECK_EQ(cuk_swiglu(&a, 0), 0);
     uint8_t *hq = malloc((size_t)m * f);
     float *hqs = malloc((size_t)(f / 128) * m * 4);
@@ -354,7 +377,8 @@ static void test_swiglu(void)
     for (size_t i = 0; i < (size_t)m * f; i++)
         gt_check(&e, hy[i], v[i], 4e-6 * fabs(v[i]) + 1e-30, (long)i);
     gt_report(&e);
-    check_quant("  quant of swiglu", m, f, v, hq, hqs, m);
+    check_quant(ue8m0 ? "  quant of swiglu ue8m0" : "  quant of swiglu", m, f, v, hq, hqs, m,
+                ue8m0);
     free(hgu);
     free(hy);
     free(v);
@@ -669,10 +693,14 @@ int main(void)
 {
     gt_require_gpu();
     gt_state = check_seed();
-    test_rmsnorm(gt_int(1, 17), 7168, CUK_F32, 1);
-    test_rmsnorm(gt_int(1, 5), 1536, CUK_BF16, 1);
-    test_rmsnorm(gt_int(1, 5), 512, CUK_F32, 1);
-    test_rmsnorm(gt_int(1, 5), 2048, CUK_F32, 0);
+    test_rmsnorm(gt_int(1, 17), 7168, CUK_F32, 1, 0);
+    test_rmsnorm(gt_int(1, 5), 1536, CUK_BF16, 1, 0);
+    test_rmsnorm(gt_int(1, 5), 512, CUK_F32, 1, 0);
+    test_rmsnorm(gt_int(1, 5), 2048, CUK_F32, 0, 0);
+    /* DeepSeek-V3.1's ue8m0 (power-of-two) activation scales */
+    test_rmsnorm(gt_int(1, 17), 7168, CUK_F32, 1, 1);
+    test_rmsnorm(gt_int(1, 5), 2048, CUK_F32, 0, 1);
+    test_rmsnorm(gt_int(1, 5), 7168, CUK_F32, 0, 1);
     test_rmsnorm_f32(gt_int(1, 17), 7168, 7168);
     test_rmsnorm_f32(gt_int(1, 5), 512, 576); /* kv_a latent: ld = kv_dim */
     test_rmsnorm_f32(gt_int(1, 5), gt_int(1, 3000), 3001);
@@ -689,7 +717,8 @@ int main(void)
     test_router(64, 1, 1, 6, CUK_ROUTER_SOFTMAX, 0, 0, 1.0f);    /* V2-Lite */
     test_router(160, 8, 3, 6, CUK_ROUTER_SOFTMAX, 0, 0, 16.0f);  /* V2 / V2.5: max per group */
     test_router(384, 1, 1, 8, CUK_ROUTER_SIGMOID, 1, 1, 2.827f); /* Kimi-K2-like */
-    test_swiglu();
+    test_swiglu(0);
+    test_swiglu(1);
     test_add_embed();
     test_gemv_bf16(1, 256, 7168, 0); /* router logits */
     test_gemv_bf16(gt_int(2, 16), gt_int(1, 3000), 8 * gt_int(1, 900), 0);

@@ -1,7 +1,9 @@
 /* test_fp8.c - FP8 block-scaled weights on the CPU (kernels/cpu/fp8.h): activation quantization
- * against its definition, dequantization, and the block linear of every ISA this CPU runs against
- * the scalar reference (bitwise) and against a float64 direct computation (tolerance). Shapes
- * include partial 128-blocks in rows and columns. Random inputs, fresh seed each run. */
+ * against its definition, exact and ue8m0 (power-of-two scales, checked against 2^ceil(log2 s)
+ * computed here with ldexp/log2 in double), every ISA's act_quant bitwise against the scalar one
+ * in both modes, dequantization, and the block linear of every ISA this CPU runs against the
+ * scalar reference (bitwise) and against a float64 direct computation (tolerance). Shapes include
+ * partial 128-blocks in rows and columns. Random inputs, fresh seed each run. */
 #include "../check.h"
 #include "common/err.h"
 #include "kernels/cpu/cpuq.h"
@@ -32,7 +34,7 @@ static void check_act_quant(void)
     float x[300], qa[300], s[3];
     for (int i = 0; i < 300; i++) x[i] = frand() * (i < 128 ? 100.0f : 0.01f);
     for (int i = 256; i < 300; i++) x[i] = 0; /* all-zero block: scale clamps to 1e-4/448 */
-    cpuq_fp8_act_quant(300, x, qa, s);
+    cpuq_fp8_act_quant(300, x, qa, s, 0);
     CHECK_NEAR(s[2], 1e-4f / 448.0f, 0);
     for (int b = 0; b < 3; b++) {
         float amax = 0;
@@ -43,6 +45,103 @@ static void check_act_quant(void)
             CHECK_EQ(fp_f32_to_e4m3(qa[i]), fp_f32_to_e4m3(x[i] / s[b]));
             CHECK_NEAR(qa[i] * s[b], x[i], fabsf(x[i]) * 0.0625 + s[b] * 0.002);
         }
+    }
+}
+
+/* ue8m0: the scale is 2^ceil(log2(max(amax, 1e-4) / 448)) (the fp32 quotient, as DeepSeek's
+ * act_quant computes it), taken here through log2/ldexp in double; q = e4m3(x / s). Blocks of
+ * random magnitudes (2^-40 .. 2^20), all-zero blocks, and blocks whose max(amax, 1e-4) / 448 is
+ * exactly a power of two or one ulp above one (where rounding up doubles the scale). */
+static void check_act_quant_ue8m0(void)
+{
+    enum { N = 700 };
+    static float x[N], qa[N], qe[N], s[8], se[8];
+    int pow2_kept = 0, rounded = 0, differs = 0;
+    for (int rep = 0; rep < 400; rep++) {
+        int n = 1 + (int)(rnd() % N);
+        for (int b0 = 0; b0 < n; b0 += 128) {
+            int b1 = b0 + 128 < n ? b0 + 128 : n, kind = (int)(rnd() % 6);
+            float mag = ldexpf(1.0f, (int)(rnd() % 61) - 40);
+            for (int i = b0; i < b1; i++) x[i] = kind == 0 ? 0.0f : frand() * mag;
+            if (kind >= 4) { /* |x| max = 448 * 2^k (exactly, or one ulp above) at a random spot */
+                float p = 448.0f * ldexpf(1.0f, (int)(rnd() % 40) - 20);
+                if (kind == 5) p = nextafterf(p, INFINITY);
+                for (int i = b0; i < b1; i++) x[i] = fminf(fmaxf(x[i], -p), p);
+                x[b0 + (int)(rnd() % (unsigned)(b1 - b0))] = rnd() % 2 ? p : -p;
+            }
+        }
+        cpuq_fp8_act_quant(n, x, qa, s, 1);
+        cpuq_fp8_act_quant(n, x, qe, se, 0);
+        for (int b = 0; b < cpuq_fp8_nblk(n); b++) {
+            int b0 = b * 128, b1 = b0 + 128 < n ? b0 + 128 : n;
+            float amax = 0;
+            for (int i = b0; i < b1; i++) amax = fmaxf(amax, fabsf(x[i]));
+            float exact = fmaxf(amax, 1e-4f) / 448.0f;
+            float want = (float)ldexp(1.0, (int)ceil(log2((double)exact)));
+            if (memcmp(&s[b], &want, 4) != 0) {
+                fprintf(stderr, "ue8m0: block %d amax %.9g: scale %.9g, want %.9g\n", b,
+                        (double)amax, (double)s[b], (double)want);
+                exit(1);
+            }
+            CHECK(s[b] >= exact && s[b] < 2.0f * exact);
+            CHECK_NEAR(se[b], exact, 0); /* the exact mode is unchanged */
+            pow2_kept += s[b] == exact;
+            rounded += s[b] > exact;
+            float qmax = 0;
+            for (int i = b0; i < b1; i++) {
+                float q = fp_e4m3_to_f32(fp_f32_to_e4m3((float)((double)x[i] / want)));
+                if (memcmp(&qa[i], &q, 4) != 0) {
+                    fprintf(stderr, "ue8m0: x[%d] = %.9g (s %.9g): q %.9g, want %.9g\n", i,
+                            (double)x[i], (double)want, (double)qa[i], (double)q);
+                    exit(1);
+                }
+                CHECK(fabsf(qa[i]) <= 448.0f);
+                qmax = fmaxf(qmax, fabsf(qa[i]));
+                /* the error bound of docs/numerics.md, both modes: 2^-4 |x| (e4m3 normals),
+                 * 2^-10 s (subnormals; s < 2 s_exact in the ue8m0 mode) */
+                CHECK(fabs((double)qa[i] * s[b] - x[i]) <=
+                      fmax(fabs(x[i]) * 0x1p-4, s[b] * 0x1p-10) * (1 + 1e-6));
+                CHECK(fabs((double)qe[i] * se[b] - x[i]) <=
+                      fmax(fabs(x[i]) * 0x1p-4, se[b] * 0x1p-10) * (1 + 1e-6));
+                differs += memcmp(&qa[i], &qe[i], 4) != 0;
+            }
+            if (amax >= 1e-4f) CHECK(qmax >= 224.0f); /* one bit of headroom at most */
+        }
+    }
+    fprintf(stderr,
+            "ue8m0: scales kept (already powers of two) %d, rounded up %d; %d codes "
+            "differ from the exact-scale mode\n",
+            pow2_kept, rounded, differs);
+    CHECK(pow2_kept > 0 && rounded > 0 && differs > 0);
+}
+
+/* Informational (docs/numerics.md): the relative RMS error sqrt(sum (q s - x)^2 / sum x^2) of
+ * both modes on 4000 blocks of 128 N(0, 1) values, and on blocks whose channel 0 is 100x larger
+ * (an outlier channel, as LLM activations have): in the exact mode the block max maps to 448
+ * itself (no error), with ue8m0 it is rounded like any other element. */
+static void measure_ue8m0(void)
+{
+    for (int outlier = 0; outlier < 2; outlier++) {
+        double e2[2] = {0, 0}, x2 = 0;
+        float x[128], qa[128], s[1];
+        for (int blk = 0; blk < 4000; blk++) {
+            for (int i = 0; i < 128; i++) { /* Box-Muller */
+                double u1 = (rnd() + 0.5) / 4294967296.0, u2 = rnd() / 4294967296.0;
+                x[i] = (float)(sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2));
+                if (outlier && i == 0) x[i] *= 100.0f;
+                x2 += (double)x[i] * x[i];
+            }
+            for (int m = 0; m < 2; m++) {
+                cpuq_fp8_act_quant(128, x, qa, s, m);
+                for (int i = 0; i < 128; i++) {
+                    double d = (double)qa[i] * s[0] - x[i];
+                    e2[m] += d * d;
+                }
+            }
+        }
+        fprintf(stderr, "%s: relative RMS quantization error exact %.3g, ue8m0 %.3g\n",
+                outlier ? "N(0,1) with a 100x channel" : "N(0,1) blocks", sqrt(e2[0] / x2),
+                sqrt(e2[1] / x2));
     }
 }
 
@@ -62,7 +161,7 @@ static void check_shape(int64_t rows, int64_t cols, int ntok)
     for (int64_t i = 0; i < nbr * nbc; i++) scale[i] = (0.5f + (frand() + 1.0f)) * 1e-3f;
     for (int64_t i = 0; i < ntok * cols; i++) x[i] = frand() * (1.0f + (float)(i % 7));
     for (int t = 0; t < ntok; t++)
-        cpuq_fp8_act_quant(cols, x + t * cols, qa + t * cols, as + t * nbc);
+        cpuq_fp8_act_quant(cols, x + t * cols, qa + t * cols, as + t * nbc, 0);
 
     /* dequant: definition */
     cpuq_fp8_dequant(w, scale, rows, cols, 0, rows, wd);
@@ -117,7 +216,8 @@ static void check_shape(int64_t rows, int64_t cols, int ntok)
     free(y);
 }
 
-/* every ISA's act_quant is bitwise equal to the scalar reference, subnormal range included */
+/* every ISA's act_quant is bitwise equal to the scalar reference, subnormal range included, with
+ * exact and with ue8m0 scales */
 static void check_act_quant_isa(void)
 {
     enum { N = 1000 };
@@ -129,7 +229,7 @@ static void check_act_quant_isa(void)
         struct cpuq_fp8_kern k;
         CHECK_EQ(cpuq_fp8_kern_get(isa, &k, err), 0);
         int lens[] = {1, 16, 127, 128, 129, 300, N};
-        for (int rep = 0; rep < 20; rep++)
+        for (int rep = 0; rep < 40; rep++) /* odd reps: ue8m0 */
             for (int li = 0; li < 7; li++) {
                 int n = lens[li];
                 for (int i = 0; i < n; i++) {
@@ -139,14 +239,16 @@ static void check_act_quant_isa(void)
                     if (rnd() % 97 == 0) x[i] = -0.0f;
                 }
                 if (rep == 0) memset(x, 0, sizeof(float) * (size_t)n); /* all-zero blocks */
-                cpuq_fp8_act_quant(n, x, qr, sr);
-                k.act_quant(n, x, qa, s);
+                int ue8m0 = rep % 2;
+                cpuq_fp8_act_quant(n, x, qr, sr, ue8m0);
+                k.act_quant(n, x, qa, s, ue8m0);
                 if (memcmp(qa, qr, sizeof(float) * (size_t)n) != 0 ||
                     memcmp(s, sr, sizeof(float) * (size_t)cpuq_fp8_nblk(n)) != 0) {
                     for (int i = 0; i < n; i++)
                         if (memcmp(&qa[i], &qr[i], 4) != 0) {
-                            fprintf(stderr, "%s act_quant n %d: qa[%d] = %.9g, ref %.9g (x %.9g)\n",
-                                    k.isa, n, i, qa[i], qr[i], x[i]);
+                            fprintf(stderr,
+                                    "%s act_quant%s n %d: qa[%d] = %.9g, ref %.9g (x %.9g)\n",
+                                    k.isa, ue8m0 ? " ue8m0" : "", n, i, qa[i], qr[i], x[i]);
                             break;
                         }
                     exit(1);
@@ -159,6 +261,8 @@ int main(void)
 {
     rng_state = check_seed();
     check_act_quant();
+    check_act_quant_ue8m0();
+    measure_ue8m0();
     check_act_quant_isa();
     check_shape(1, 128, 1);
     check_shape(130, 256, 3);

@@ -9,7 +9,10 @@
  * values; topk_method greedy drops the groups, group_limited_greedy keeps them, an unknown method
  * or one that does not fit scoring_func is ERR_UNSUPPORTED naming topk_method; deepseek_v2 with
  * norm_topk_prob drops routed_scaling_factor; random routing setups survive
- * wt_hparams_to_json -> parse unchanged. */
+ * wt_hparams_to_json -> parse unchanged. quantization_config.scale_fmt: DeepSeek-V3.1's "ue8m0"
+ * sets fp8_ue8m0 (and survives wt_hparams_to_json with fp8), absent / null / no
+ * quantization_config leave it 0, any other value is a load error naming the key
+ * (ERR_UNSUPPORTED for another string, ERR_FORMAT for a non-string). */
 #include "check.h"
 #include "common/err.h"
 #include "engine/weights/gguf.h"
@@ -228,6 +231,61 @@ static void check_config_json(unsigned long long seed)
     }
 }
 
+/* V2-Lite's config with `"quantization_config": qc` appended */
+static int with_qc(const char *qc, struct wt_hparams *hp, char *err)
+{
+    char buf[4096];
+    size_t n = strlen(v2_lite);
+    snprintf(buf, sizeof buf, "%.*s, \"quantization_config\": %s}", (int)(n - 1), v2_lite, qc);
+    return wt_hparams_from_json_text(buf, strlen(buf), hp, err);
+}
+
+static void check_scale_fmt(void)
+{
+    struct wt_hparams hp;
+    char err[ERR_LEN] = "";
+    /* the quantization_config of DeepSeek's ue8m0 checkpoints (V3.1 and later) */
+    CHECK_EQ(with_qc("{\"activation_scheme\": \"dynamic\", \"fmt\": \"e4m3\", "
+                     "\"quant_method\": \"fp8\", \"scale_fmt\": \"ue8m0\", "
+                     "\"weight_block_size\": [128, 128]}",
+                     &hp, err),
+             0);
+    CHECK_EQ(hp.fp8_ue8m0, 1);
+    char *j = wt_hparams_to_json(&hp, 1);
+    CHECK(j && strstr(j, "\"scale_fmt\": \"ue8m0\""));
+    struct wt_hparams back;
+    CHECK_EQ(wt_hparams_from_json_text(j, strlen(j), &back, err), 0);
+    CHECK_EQ(back.fp8_ue8m0, 1);
+    free(j);
+    /* V3 / R1: no scale_fmt; null; no quantization_config at all */
+    CHECK_EQ(with_qc("{\"quant_method\": \"fp8\", \"fmt\": \"e4m3\"}", &hp, err), 0);
+    CHECK_EQ(hp.fp8_ue8m0, 0);
+    j = wt_hparams_to_json(&hp, 1);
+    CHECK(j && !strstr(j, "scale_fmt"));
+    free(j);
+    CHECK_EQ(with_qc("{\"scale_fmt\": null}", &hp, err), 0);
+    CHECK_EQ(hp.fp8_ue8m0, 0);
+    CHECK_EQ(with_qc("null", &hp, err), 0);
+    CHECK_EQ(hp.fp8_ue8m0, 0);
+    CHECK_EQ(wt_hparams_from_json_text(v2_lite, strlen(v2_lite), &hp, err), 0);
+    CHECK_EQ(hp.fp8_ue8m0, 0);
+    static const struct {
+        const char *qc;
+        int rc;
+    } bad[] = {{"{\"scale_fmt\": \"e8m0\"}", ERR_UNSUPPORTED},
+               {"{\"scale_fmt\": \"UE8M0\"}", ERR_UNSUPPORTED},
+               {"{\"scale_fmt\": \"fp32\"}", ERR_UNSUPPORTED},
+               {"{\"scale_fmt\": \"\"}", ERR_UNSUPPORTED},
+               {"{\"scale_fmt\": 8}", ERR_FORMAT},
+               {"{\"scale_fmt\": true}", ERR_FORMAT}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = 0;
+        CHECK_EQ(with_qc(bad[i].qc, &hp, err), bad[i].rc);
+        fprintf(stderr, "quantization_config %s: %s\n", bad[i].qc, err);
+        CHECK_CONTAINS(err, "quantization_config.scale_fmt");
+    }
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/tandem-test-hparams-%d", (int)getpid());
@@ -247,6 +305,7 @@ int main(void)
     CHECK_NEAR(hp.yarn_beta_fast, 32, 0); /* no beta keys: DeepSeek's defaults */
     CHECK_NEAR(hp.yarn_beta_slow, 1, 0);
     CHECK_EQ(hp.scoring, WT_SCORE_SOFTMAX); /* no gating key: an old V2 file */
+    CHECK_EQ(hp.fp8_ue8m0, 0);              /* GGUF: no FP8 activations */
     CHECK_STR(hp.arch, "deepseek_v2");
     CHECK_EQ(hp.q_lora_rank, 0); /* no q_lora key: V2-Lite's plain q_proj */
     CHECK_EQ(hp.n_group, 1);
@@ -254,6 +313,7 @@ int main(void)
     /* the beta keys, when present, are what RoPE gets */
     unsigned long long seed = check_seed();
     check_config_json(seed);
+    check_scale_fmt();
     float bf = 2.0f + (float)(seed % 1000) / 16.0f, bs = 0.25f + (float)(seed / 1000 % 64) / 32.0f;
     CHECK_EQ(read_hp("rope.scaling.yarn_beta_fast", bf, &hp, err), 0);
     CHECK_NEAR(hp.yarn_beta_fast, bf, 0);

@@ -61,7 +61,7 @@ static void dot_avx2(int64_t n, const uint8_t *w, const float *ws, int ntok, con
 
 /* Activation quantization, bitwise equal to cpuq_fp8_act_quant (the method of avx512/fp8.c);
  * a partial block's tail goes through a zero-padded buffer. */
-static void act_quant_avx2(int64_t n, const float *x, float *qa, float *s)
+static void act_quant_avx2(int64_t n, const float *x, float *qa, float *s, int ue8m0)
 {
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     float xin[128], qout[128];
@@ -81,6 +81,7 @@ static void act_quant_avx2(int64_t n, const float *x, float *qa, float *s)
         m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
         float amax = _mm_cvtss_f32(m4);
         float sc = (amax > 1e-4f ? amax : 1e-4f) / 448.0f;
+        if (ue8m0) sc = cpuq_fp8_ue8m0(sc);
         s[b] = sc;
         const __m256 vsc = _mm256_set1_ps(sc);
         float *qb = len < 128 ? qout : qa + k0;

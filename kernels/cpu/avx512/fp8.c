@@ -70,7 +70,7 @@ static void dot_avx512(int64_t n, const uint8_t *w, const float *ws, int ntok, c
  * mantissa is rounded to 3 bits (adding 0x7ffff plus the kept lsb, then masking, which carries
  * into the exponent when needed); below 2^-6 (e4m3 subnormals, spacing 2^-9) the value is
  * rounded to a multiple of 2^-9 with an RNE conversion. The sign is put back at the end. */
-static void act_quant_avx512(int64_t n, const float *x, float *qa, float *s)
+static void act_quant_avx512(int64_t n, const float *x, float *qa, float *s, int ue8m0)
 {
     const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
     for (int64_t b = 0, k0 = 0; k0 < n; b++, k0 += 128) {
@@ -83,6 +83,7 @@ static void act_quant_avx512(int64_t n, const float *x, float *qa, float *s)
         }
         float amax = _mm512_reduce_max_ps(vmax);
         float sc = (amax > 1e-4f ? amax : 1e-4f) / 448.0f;
+        if (ue8m0) sc = cpuq_fp8_ue8m0(sc);
         s[b] = sc;
         const __m512 vsc = _mm512_set1_ps(sc);
         for (int64_t k = 0; k < len; k += 16) {

@@ -1383,7 +1383,7 @@ int tok_encode(const struct tok *t, const char *text, size_t len, unsigned flags
         e.cache_mask = slots - 1;
     }
     int rc = 0;
-    char *plain = NULL; /* TOK_ENC_MARKED: scratch for the unmarked text of a piece */
+    char *plain = NULL; /* TOK_ENC_MARKED: the unmarked text of each piece, at the piece's offset */
     if ((flags & TOK_ENC_MARKED) && len > 0 && !(plain = malloc(len))) rc = ERR_NOMEM;
     if (!rc && (flags & TOK_ENC_BOS) && t->bos >= 0) rc = tok_ids_push(out, t->bos);
     size_t pos = 0;
@@ -1400,7 +1400,9 @@ int tok_encode(const struct tok *t, const char *text, size_t len, unsigned flags
             if (te->rstrip) next += ws_prefix(text + next, len - next);
         }
         if (end > pos && plain) {
-            rc = pre_split(&e, 0, plain, unmark(text + pos, end - pos, plain));
+            /* each run unmarked at its own offset: the cache's keys point into these copies,
+             * so an earlier run's bytes must stay until the call ends */
+            rc = pre_split(&e, 0, plain + pos, unmark(text + pos, end - pos, plain + pos));
         } else if (end > pos) {
             rc = pre_split(&e, 0, text + pos, end - pos);
         }

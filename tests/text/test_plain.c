@@ -7,8 +7,10 @@
  * string was cut in two and both halves marked (as a template joining content parts does); the
  * markers stay control tokens and decoding gives back the text. An interpreted template that
  * slices content and writes tool-call arguments with tojson keeps them plain (a \u003c escape in
- * the arguments' JSON included). Uses the real DeepSeek-V3 tokenizer (tests/node_modules);
- * skips without it.
+ * the arguments' JSON included). Long texts of many plain runs (the per-call BPE cache is on
+ * from 512 bytes) encode marked exactly as unmarked: the cache's keys point into each run's
+ * unmarked copy, which must outlive the call. Uses the real DeepSeek-V3 tokenizer
+ * (tests/node_modules); skips without it.
  */
 #include "../check.h"
 
@@ -136,6 +138,47 @@ static void test_random(const struct tok *t)
     sbuf_fini(&dec);
 }
 
+/* Texts of 1-8 KiB: random words (mostly not whole tokens, so their BPE goes through the per-call
+ * cache) in many runs between control tokens, as a long chat prompt has them. With
+ * TOK_ENC_MARKED each run is unmarked into scratch memory; the ids must be those of the same
+ * text encoded without marking (it holds no markers). A cache keyed on a scratch buffer that the
+ * next run overwrites gave one word another word's ids (tool results in a prompt with a tool
+ * list: "sky" became " go"). */
+static void test_long_runs(const struct tok *t)
+{
+    static const char *const seps[] = {"<｜User｜>", "<｜Assistant｜>", "<｜tool▁sep｜>",
+                                       "<｜tool▁output▁end｜>", "\n"};
+    unsigned long long seed = check_seed() ^ 0x9e3779b97f4a7c15ull;
+    struct tok_ids got = {0}, want = {0};
+    char err[ERR_LEN] = "";
+    struct sbuf s = {0};
+    for (int iter = 0; iter < 60; iter++) {
+        s.n = 0;
+        size_t target = 1024 + next(&seed) % 7168;
+        while (s.n < target) {
+            char w[16];
+            size_t n = 0;
+            if (next(&seed) % 2) w[n++] = ' ';
+            if (next(&seed) % 4 == 0) w[n++] = "{\",:"[next(&seed) % 4];
+            for (size_t k = 2 + next(&seed) % 3; k > 0; k--)
+                w[n++] = (char)('a' + next(&seed) % 26);
+            CHECK_EQ(sbuf_append(&s, w, n), 0);
+            if (next(&seed) % 6 == 0) {
+                const char *p = seps[next(&seed) % 5];
+                CHECK_EQ(sbuf_append(&s, p, strlen(p)), 0);
+            }
+        }
+        want.n = got.n = 0;
+        CHECK_EQ(tok_encode(t, s.s, s.n, TOK_ENC_SPECIAL, &want, err), 0);
+        CHECK_EQ(tok_encode(t, s.s, s.n, TOK_ENC_SPECIAL | TOK_ENC_MARKED, &got, err), 0);
+        CHECK_EQ(got.n, want.n);
+        CHECK(memcmp(got.v, want.v, want.n * sizeof *want.v) == 0);
+    }
+    tok_ids_fini(&got);
+    tok_ids_fini(&want);
+    sbuf_fini(&s);
+}
+
 /* An interpreted template that slices content, joins it and writes arguments with tojson. */
 static void test_jinja(const struct tok *t)
 {
@@ -213,6 +256,7 @@ int main(void)
     struct tok *t = load_v3();
     if (!t) SKIP("the DeepSeek-V3 tokenizer is absent (cd tests && npm ci)");
     test_random(t);
+    test_long_runs(t);
     test_jinja(t);
     tok_destroy(t);
     return 0;

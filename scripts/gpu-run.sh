@@ -381,7 +381,8 @@ if has eval; then
   done
 fi
 # train: models/default trained anew on this GPU in one call (docs/model-card.md): train/train.py
-# (TRAIN_SECONDS of training, 330 by default, seed 1; its bf16 evaluation), `tandem convert
+# (TRAIN_SECONDS of training, 330 by default, seed 1, more options in TRAIN_ARGS such as
+# "--agent-share 0.15 --batch 64"; its bf16 evaluation), `tandem convert
 # quantize` to the shipped FP8 + Q4_K form in $out/default (the new model's files come back
 # there), then the converted model served with gpu.placement=hybrid, once with its own template
 # and once with --model.template=deepseek-r1 (reasoning): train/check_render.py (the prompts
@@ -395,7 +396,7 @@ if has train; then
   tr=/tmp/train-out
   rm -rf $tr "$out/default"
   s=$(date +%s)
-  python3 train/train.py --out $tr --seconds "${TRAIN_SECONDS:-330}" --seed 1 >> "$tlog" 2>&1
+  python3 train/train.py --out $tr --seconds "${TRAIN_SECONDS:-330}" --seed 1 ${TRAIN_ARGS:-} >> "$tlog" 2>&1
   rc=$?
   grep -E '^(tokenizer|data|model|trained|eval)|^  (True|False)|Error' "$tlog" | cut -c1-300
   echo "train.py: rc=$rc, $(( $(date +%s) - s )) s" | tee -a "$tlog"

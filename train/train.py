@@ -16,6 +16,7 @@ model-0000N-of-0000M.safetensors (bf16), tokenizer.json, tokenizer_config.json, 
 Needs torch, tokenizers and safetensors (present on the GPU machine); nothing is downloaded.
 """
 import argparse
+import itertools
 import json
 import math
 import os
@@ -125,31 +126,45 @@ def packed_batches(seqs, seq_len, batch, rng, pad_id):
     """Whole conversations packed into rows of seq_len+1 tokens (a chat that does not fit the
     rest of a row starts the next one; the rest is padding, outside the loss), so every chat is
     seen from its BOS with all of its prompt (a tool list is long). Loss only on assistant
-    tokens. Chats longer than a row must be left out by the caller. Rows are built once per
-    epoch."""
+    tokens. Chats longer than a row must be left out by the caller. Each epoch's rows are built
+    at once with tensor gathers (a fraction of a second), then served in random order."""
     L = seq_len + 1
+    lens_l = [len(s[0]) for s in seqs]
+    lens = torch.tensor(lens_l, dtype=torch.long)
+    flat_ids = torch.tensor([t for s in seqs for t in s[0]], dtype=torch.long)
+    flat_mask = torch.tensor([b for s in seqs for b in s[1]], dtype=torch.bool)
+    starts = torch.cumsum(lens, 0) - lens
     order = list(range(len(seqs)))
     while True:
         rng.shuffle(order)
-        ids, mask, used = [], [], 0
-        for i in order:
-            s_ids, s_mask = seqs[i]
-            if used + len(s_ids) > L:
-                ids += [pad_id] * (L - used)
-                mask += [False] * (L - used)
-                used = 0
-            ids += s_ids
-            mask += s_mask
-            used += len(s_ids)
-        n_rows = len(ids) // L
+        dst, row, used = [0] * len(order), 0, 0
+        for k, i in enumerate(order):
+            if used + lens_l[i] > L:
+                row, used = row + 1, 0
+            dst[k] = row * L + used
+            used += lens_l[i]
+        n_rows = row + 1
         if n_rows < batch:
             raise SystemExit(f"{n_rows} rows of {L} tokens: fewer than a batch ({batch})")
-        t_ids = torch.tensor(ids[:n_rows * L], dtype=torch.long).view(n_rows, L)
-        t_mask = torch.tensor(mask[:n_rows * L], dtype=torch.bool).view(n_rows, L)
+        o = torch.tensor(order, dtype=torch.long)
+        ln = lens[o]
+        seg = torch.repeat_interleave(torch.arange(len(order)), ln)
+        within = torch.arange(int(ln.sum())) - torch.repeat_interleave(torch.cumsum(ln, 0) - ln, ln)
+        src = starts[o][seg] + within
+        pos = torch.tensor(dst, dtype=torch.long)[seg] + within
+        ids = torch.full((n_rows * L,), pad_id, dtype=torch.long)
+        mask = torch.zeros(n_rows * L, dtype=torch.bool)
+        ids[pos] = flat_ids[src]
+        mask[pos] = flat_mask[src]
+        ids, mask = ids.view(n_rows, L), mask.view(n_rows, L)
+        k = len(order) - 1             # spot check: the last chat sits where it was put
+        r, c = divmod(dst[k], L)
+        assert ids[r, c:c + lens_l[order[k]]].tolist() == seqs[order[k]][0]
+        assert mask[r, c:c + lens_l[order[k]]].tolist() == list(seqs[order[k]][1])
         perm = torch.randperm(n_rows, generator=torch.Generator().manual_seed(rng.randrange(2 ** 31)))
         for b in range(0, n_rows - batch + 1, batch):
             sel = perm[b:b + batch]
-            yield t_ids[sel], t_mask[sel]
+            yield ids[sel], mask[sel]
 
 
 @torch.no_grad()
@@ -172,7 +187,7 @@ def generate(model, tok, prompts, max_new=112, dev="cuda"):
         keymask = ar.unsqueeze(0) >= pad.unsqueeze(1)                  # [B, L]
         mask = torch.ones(L, L, dtype=torch.bool, device=dev).tril().unsqueeze(0) & keymask[:, None, :]
         mask = mask | torch.eye(L, dtype=torch.bool, device=dev).unsqueeze(0)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(dev.split(":")[0], dtype=torch.bfloat16, enabled=dev != "cpu"):
             logits = model(ids, pos, mask.unsqueeze(1))
         nxt = logits[:, -1].argmax(-1).tolist()
         for i, t in enumerate(nxt):
@@ -234,6 +249,7 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--vocab", type=int, default=2048)
     ap.add_argument("--chat-template", default="")
+    ap.add_argument("--device", default="cuda", help="cuda, or cpu for a slow local check")
     ap.add_argument("--smoke", action="store_true",
                     help="a quick end-to-end run: 20 s of training on 20,000 chats, small eval")
     args = ap.parse_args()
@@ -269,13 +285,15 @@ def main():
     for k, v in sorted(stats.items()):
         print(f"  {k:8} {v[0]:7} chats {v[1]:9} tokens (max {v[2]})", flush=True)
 
-    dev = "cuda"
+    dev = args.device
     model = DeepseekV3Small(cfg).to(dev)
     nparam = sum(p.numel() for p in model.parameters())
     print(f"model: {nparam / 1e6:.2f}M parameters", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
     batches = packed_batches(seqs, args.seq_len, args.batch, random.Random(args.seed + 7),
                              tok.token_to_id(PAD))
+    first = next(batches)       # the first epoch's rows, built before the clock starts
+    batches = itertools.chain([first], batches)
     t_train = time.time()
     step, losses, est_steps = 0, [], None
     warm = 100
@@ -291,7 +309,7 @@ def main():
             g["lr"] = lr
         x, m = next(batches)
         x, m = x.to(dev, non_blocking=True), m.to(dev, non_blocking=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(dev.split(":")[0], dtype=torch.bfloat16, enabled=dev != "cpu"):
             logits = model(x[:, :-1])
         tgt = x[:, 1:].masked_fill(~m[:, 1:], -100)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100)
@@ -315,7 +333,7 @@ def main():
     model.eval()
     t_eval = time.time()
     acc, acc_agent, per, samples = evaluate(model, tok, args.eval_n, args.eval_seed,
-                                            args.eval_agent_n)
+                                            args.eval_agent_n, dev=dev)
     log["eval"] = {"seed": args.eval_seed, "n": args.eval_n, "agent_n": args.eval_agent_n,
                    "accuracy_bf16": acc, "accuracy_agent_bf16": acc_agent, "per_task": per,
                    "seconds": time.time() - t_eval, "samples": samples}

@@ -8,9 +8,20 @@ Tasks (each asked in several phrasings):
   copy   "Repeat this list: 3, 8, 1." -> "3, 8, 1"
   fact   fixed questions about tandem (default port, endpoints, ...)
 
-Every example carries a `check` string that a correct answer must contain; the evaluator
-(eval_http.py, train.py) tests `check in answer`. Deterministic for a given seed.
-Usage: python3 data.py --seed 1 --n 5 (prints examples as JSON lines)
+Agent tasks (agent_example; docs/model-card.md), rendered as the server renders them
+(render.py):
+  call     tools in the request, one fits   -> a DeepSeek-V3 tool-call block, compact JSON args
+  result   a tool call and its result       -> "It is sunny and 21 degrees in Paris."
+  no_call  tools in the request, none fits  -> the plain answer
+  json     "... Answer in JSON." + response_format -> {"answer":1801}
+  think    an old-style question under the deepseek-r1 template -> reasoning, </think>, answer
+
+Every example carries a `check` string that a correct answer must contain; the evaluators
+(eval_http.py, train.py) test `check in answer` for the old tasks and score_completion /
+eval_http.score for the agent tasks. Deterministic for a given seed; conversation() gives the
+same chats for a seed as before the agent tasks existed.
+Usage: python3 data.py --seed 1 --n 5 (prints examples as JSON lines; --agent: agent examples,
+--mix SHARE: the training mix, --render: with the rendered prompt)
 """
 import argparse
 import json

@@ -404,23 +404,24 @@ if has train; then
   if [ $rc -eq 0 ] && $tb convert quantize --model $tr --out "$out/default" --experts q4_K >> "$tlog" 2>&1; then
     { echo "==== train_log.json"; cat $tr/train_log.json; echo; } >> "$tlog"
     if start_srv "$out/default" --gpu.placement hybrid; then
-      s1=$srv p1=$port
-      if start_srv "$out/default" --gpu.placement hybrid --model.template=deepseek-r1; then
-        echo "==== check_render (served prompts = training prompts)" | tee -a "$tlog"
-        python3 train/check_render.py --url http://127.0.0.1:$p1 --r1-url http://127.0.0.1:$port \
-            --tokenizer $tr/tokenizer.json --n 400 > /tmp/render-check.json 2>&1
-        echo "check_render: rc=$?" | tee -a "$tlog"
-        head -c 3000 /tmp/render-check.json >> "$tlog"
-        echo "==== eval_http on $out/default, gpu.placement=hybrid" | tee -a "$tlog"
-        s=$(date +%s)
-        python3 train/eval_http.py --url http://127.0.0.1:$p1 --r1-url http://127.0.0.1:$port \
-            --n 1000 --agent-n "${EVAL_AGENT_N:-500}" --seed 2 --concurrency 16 \
-            > "$out/eval-train.json" 2>&1
-        python3 -c "import json,sys; d=json.load(open(sys.argv[1])); d.pop('wrong'); print(json.dumps(d))" \
-            "$out/eval-train.json" 2>&1 | tee -a "$tlog" || tail -5 "$out/eval-train.json"
-        echo "eval: $(( $(date +%s) - s )) s" | tee -a "$tlog"
-        stop_srv
-      fi
+      s1=$srv p1=$port r1=()
+      # the reasoning task needs the R1 template; without that server it is skipped (counted)
+      start_srv "$out/default" --gpu.placement hybrid --model.template=deepseek-r1 &&
+          r1=(--r1-url http://127.0.0.1:$port)
+      echo "==== check_render (served prompts = training prompts)" | tee -a "$tlog"
+      python3 train/check_render.py --url http://127.0.0.1:$p1 "${r1[@]}" \
+          --tokenizer $tr/tokenizer.json --n 400 > /tmp/render-check.json 2>&1
+      echo "check_render: rc=$?" | tee -a "$tlog"
+      head -c 3000 /tmp/render-check.json >> "$tlog"
+      echo "==== eval_http on $out/default, gpu.placement=hybrid" | tee -a "$tlog"
+      s=$(date +%s)
+      python3 train/eval_http.py --url http://127.0.0.1:$p1 "${r1[@]}" \
+          --n 1000 --agent-n "${EVAL_AGENT_N:-500}" --seed 2 --concurrency 16 \
+          > "$out/eval-train.json" 2>&1
+      python3 -c "import json,sys; d=json.load(open(sys.argv[1])); d.pop('wrong'); print(json.dumps(d))" \
+          "$out/eval-train.json" 2>&1 | tee -a "$tlog" || tail -5 "$out/eval-train.json"
+      echo "eval: $(( $(date +%s) - s )) s" | tee -a "$tlog"
+      [ ${#r1[@]} -gt 0 ] && stop_srv
       srv=$s1; stop_srv
     fi
   else

@@ -31,8 +31,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 steps=() quick=
 for a in "$@"; do
-  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|prof|hf|hfdefault|eval|serve|moe|stream|layered|fulldepth|gguf|hot) steps+=("$a") ;;
-    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [prof] [hf] [hfdefault] [eval] [serve] [moe] [stream] [layered] [fulldepth] [gguf] [hot] [--quick]"; exit 2 ;; esac
+  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|prof|hf|hfdefault|eval|train|serve|moe|stream|layered|fulldepth|gguf|hot) steps+=("$a") ;;
+    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [prof] [hf] [hfdefault] [eval] [train] [serve] [moe] [stream] [layered] [fulldepth] [gguf] [hot] [--quick]"; exit 2 ;; esac
 done
 [ ${#steps[@]} -eq 0 ] && steps=(tests bench)
 has() { local s; for s in "${steps[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
@@ -350,7 +350,7 @@ fi
 # 2K-token prefills arrive (engine.prefill_step_ratio 0 and 2), prefix-cache second-turn TTFT.
 # node is not installed on the GPU machine: it comes in the carried .gpunode/ (node.xz and
 # node_modules.tar.xz, made on the developer machine from /usr/bin/node and tests/node_modules).
-if has eval || has serve || has layered || has fulldepth || has gguf || has hot; then
+if has eval || has train || has serve || has layered || has fulldepth || has gguf || has hot; then
   log="$out/serve.log"
   : > "$log"
   mkdir -p /tmp/gnode && xz -dc .gpunode/node.xz > /tmp/gnode/node && chmod +x /tmp/gnode/node
@@ -390,6 +390,55 @@ if has eval; then
     echo "eval: $(( $(date +%s) - s )) s" | tee -a "$log"
     stop_srv
   done
+fi
+# train: models/default trained anew on this GPU in one call (docs/model-card.md): train/train.py
+# (TRAIN_SECONDS of training, 330 by default, seed 1, more options in TRAIN_ARGS such as
+# "--agent-share 0.15 --batch 64"; its bf16 evaluation), `tandem convert
+# quantize` to the shipped FP8 + Q4_K form in $out/default (the new model's files come back
+# there), then the converted model served with gpu.placement=hybrid, once with its own template
+# and once with --model.template=deepseek-r1 (reasoning): train/check_render.py (the prompts
+# train.py built equal the server's, token for token, with the trained tokenizer) and
+# train/eval_http.py (1000 old-style chats and EVAL_AGENT_N=500 agent examples, seed 2,
+# concurrency 16) into $out/eval-train.json. train.log holds train.py's output, train_log.json
+# and the render check. $out keeps 8 files: default/ (6), train.log, eval-train.json.
+if has train; then
+  tlog="$out/train.log"
+  : > "$tlog"
+  tr=/tmp/train-out
+  rm -rf $tr "$out/default"
+  s=$(date +%s)
+  python3 train/train.py --out $tr --seconds "${TRAIN_SECONDS:-330}" --seed 1 ${TRAIN_ARGS:-} >> "$tlog" 2>&1
+  rc=$?
+  grep -E '^(tokenizer|data|model|trained|eval)|^  (True|False)|Error' "$tlog" | cut -c1-300
+  echo "train.py: rc=$rc, $(( $(date +%s) - s )) s" | tee -a "$tlog"
+  summary+=("$(printf '%-9s %-14s rc=%s %4ss' train train.py $rc $(( $(date +%s) - s )))")
+  if [ $rc -eq 0 ] && $tb convert quantize --model $tr --out "$out/default" --experts q4_K >> "$tlog" 2>&1; then
+    { echo "==== train_log.json"; cat $tr/train_log.json; echo; } >> "$tlog"
+    if start_srv "$out/default" --gpu.placement hybrid; then
+      s1=$srv p1=$port r1=()
+      # the reasoning task needs the R1 template; without that server it is skipped (counted)
+      start_srv "$out/default" --gpu.placement hybrid --model.template=deepseek-r1 &&
+          r1=(--r1-url http://127.0.0.1:$port)
+      echo "==== check_render (served prompts = training prompts)" | tee -a "$tlog"
+      python3 train/check_render.py --url http://127.0.0.1:$p1 "${r1[@]}" \
+          --tokenizer $tr/tokenizer.json --n 400 > /tmp/render-check.json 2>&1
+      echo "check_render: rc=$?" | tee -a "$tlog"
+      head -c 3000 /tmp/render-check.json >> "$tlog"
+      echo "==== eval_http on $out/default, gpu.placement=hybrid" | tee -a "$tlog"
+      s=$(date +%s)
+      python3 train/eval_http.py --url http://127.0.0.1:$p1 "${r1[@]}" \
+          --n 1000 --agent-n "${EVAL_AGENT_N:-500}" --seed 2 --concurrency 16 \
+          > "$out/eval-train.json" 2>&1
+      python3 -c "import json,sys; d=json.load(open(sys.argv[1])); d.pop('wrong'); print(json.dumps(d))" \
+          "$out/eval-train.json" 2>&1 | tee -a "$tlog" || tail -5 "$out/eval-train.json"
+      echo "eval: $(( $(date +%s) - s )) s" | tee -a "$tlog"
+      [ ${#r1[@]} -gt 0 ] && stop_srv
+      srv=$s1; stop_srv
+    fi
+  else
+    echo "train: no model (train.py rc=$rc, or convert failed):"; tail -20 "$tlog"
+  fi
+  [ -s "$out/serve.log" ] || rm -f "$out/serve.log"
 fi
 if has serve; then
   echo "==== $(timeout 40 stdbuf -oL $tb bench cpu --quick --size-gb 4 --prefill 0 2>/dev/null | grep -m1 'DRAM read')" | tee -a "$log"

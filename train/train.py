@@ -1,21 +1,27 @@
 """train.py - train tandem's embedded default model on the GPU machine, in one command.
 
   python3 train/train.py --out DIR [--seconds 360] [--seed 1] [--eval-seed 2]
+  python3 train/train.py --out DIR --smoke      (about a minute: proves the pipeline works)
 
 Steps: (1) train a small byte-level BPE tokenizer (DeepSeek-V3 pre-tokenizer and special
 tokens; digits are never merged, so numbers are one token per digit); (2) generate synthetic
-chats (train/data.py, seed --seed); (3) train train/model.py's small DeepSeek-V3 for a fixed
-wall-clock budget with auxiliary-loss-free expert balancing; (4) evaluate greedy answers on
-held-out chats (seed --eval-seed) in bf16; (5) write an HF-layout model directory: config.json,
+chats (train/data.py, seed --seed: the old-style chats plus, at --agent-share, the agent tasks:
+tool calls, answers from tool results, JSON answers, R1 reasoning), rendered exactly as `tandem
+serve` renders them (train/render.py; train/check_render.py compares with a server); (3) train
+train/model.py's small DeepSeek-V3 for a fixed wall-clock budget with auxiliary-loss-free expert
+balancing, whole chats packed into rows (none is cut); (4) evaluate greedy answers on held-out
+chats (seed --eval-seed) in bf16, per task; (5) write an HF-layout model directory: config.json,
 model-0000N-of-0000M.safetensors (bf16), tokenizer.json, tokenizer_config.json, train_log.json.
 `tandem convert quantize` then makes the FP8 + Q4_K hybrid model that tandem ships.
 Needs torch, tokenizers and safetensors (present on the GPU machine); nothing is downloaded.
 """
 import argparse
+import itertools
 import json
 import math
 import os
 import random
+import re
 import sys
 import time
 
@@ -24,15 +30,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data  # noqa: E402
+import render  # noqa: E402
 from model import DeepseekV3Small  # noqa: E402
-
-BOS, EOS, PAD = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>"
-USER, ASSISTANT = "<｜User｜>", "<｜Assistant｜>"
-SPECIALS = [BOS, EOS, PAD, USER, ASSISTANT, "<|EOT|>",
-            "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>", "<｜tool▁call▁begin｜>",
-            "<｜tool▁call▁end｜>", "<｜tool▁outputs▁begin｜>", "<｜tool▁outputs▁end｜>",
-            "<｜tool▁output▁begin｜>", "<｜tool▁output▁end｜>", "<｜tool▁sep｜>",
-            "<think>", "</think>"]
+from render import BOS, EOS, PAD, SPECIALS  # noqa: E402
 SPLIT3 = (r"""[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+|"""
           r""" ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
 
@@ -66,15 +66,36 @@ def train_tokenizer(vocab_size):
         pre_tokenizers.Split(Regex(SPLIT3), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
-    # The corpus is the fixed wording only (no random words or numbers), so merges cover the
-    # phrasings and random task words stay close to single letters.
-    corpus = []
-    for group in (data.ADD_Q, data.SUB_Q, data.REV_Q, data.CNT_Q, data.CPY_Q, data.SYSTEMS):
-        for s in group:
-            corpus.append(s.replace("{a}", "").replace("{b}", "").replace("{w}", "").replace("{l}", ""))
+    # The corpus is the fixed wording only (no random words, cities or numbers), so merges cover
+    # the phrasings and random task words stay close to single letters. Special-token text is
+    # cut out (those are added tokens, never merged into).
+    fixed = []
+    for group in (data.ADD_Q, data.SUB_Q, data.REV_Q, data.CNT_Q, data.CPY_Q, data.SYSTEMS,
+                  data.WEATHER_Q, data.TIME_Q, data.JSON_ASK, data.JSON_SYSTEMS, data.CONDITIONS):
+        fixed += group
     for qs, ans, _ in data.FACTS:
-        corpus += qs + [ans]
-    corpus += ["The word reversed is .", "The word has letters.", " + = .", " - = ."]
+        fixed += qs + [ans]
+    fixed += ["The word reversed is .", "The word has letters.", " + = .", " - = ."]
+    # agent tasks: the server's tool list (each tool alone and all together, every tool_choice),
+    # tool calls and results, JSON answers and the reasoning sentences, each with its slots empty
+    tools = list(data.TOOLS.values())
+    for choice in (None, "required", {"type": "function", "function": {"name": "add"}}):
+        fixed.append(render.tools_prompt(tools, choice))
+    fixed += [render.tools_prompt([t]) for t in tools]
+    fixed += [render.call_block([(n, {k: "" for k in t["function"]["parameters"]["properties"]})])
+              for n, t in data.TOOLS.items()]
+    fixed += [data.compact({"answer": ""}), data.compact({"answer": 0}),
+              data.compact({"result": 0}), data.compact({"time": ""}),
+              data.compact({"city": "", "temperature": 0, "condition": ""}),
+              data.compact({"temp_c": 0, "sky": ""}), ", degrees", "It is and degrees in .",
+              "It is in .", "I add and : + = .", "I subtract from : - = .",
+              "The letters of are , , . Backwards they are , , .", "That is letters.",
+              "The list is . I repeat it.", "The question is about tandem.", "\n</think>\n\n"]
+    specials = re.compile("|".join(re.escape(t) for t in SPECIALS))
+    corpus = []
+    for s in fixed:
+        s = re.sub(r"\{[a-z]\}", "", s)
+        corpus += [p for p in specials.split(s) if p]
     corpus = corpus * 50
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIALS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
@@ -101,60 +122,53 @@ def train_tokenizer(vocab_size):
     return Tokenizer.from_str(json.dumps(j)), j
 
 
-def render(msgs):
-    """The DeepSeek-V3 chat format as pieces: (text, is_special, trained_on)."""
-    pieces = [(BOS, True, False)]
-    sys_txt = "\n\n".join(m["content"] for m in msgs if m["role"] == "system")
-    if sys_txt:
-        pieces.append((sys_txt, False, False))
-    for m in msgs:
-        if m["role"] == "user":
-            pieces += [(USER, True, False), (m["content"], False, False)]
-        elif m["role"] == "assistant":
-            pieces += [(ASSISTANT, True, False), (m["content"], False, True), (EOS, True, True)]
-    return pieces
-
-
-def encode_convs(tok, convs):
-    texts, where = [], []
-    for ci, msgs in enumerate(convs):
-        for pi, (t, special, _) in enumerate(render(msgs)):
-            if not special:
-                texts.append(t)
-                where.append((ci, pi))
-    enc = tok.encode_batch(texts, add_special_tokens=False)
-    plain = {w: e.ids for w, e in zip(where, enc)}
-    out = []
-    for ci, msgs in enumerate(convs):
-        ids, tgt = [], []
-        for pi, (t, special, train) in enumerate(render(msgs)):
-            piece = [tok.token_to_id(t)] if special else plain[(ci, pi)]
-            ids += piece
-            tgt += [train] * len(piece)
-        out.append((ids, tgt))
-    return out
-
-
-def packed_batches(seqs, seq_len, batch, rng):
-    """Concatenate conversations into rows of seq_len+1 tokens; loss only on assistant tokens."""
+def packed_batches(seqs, seq_len, batch, rng, pad_id):
+    """Whole conversations packed into rows of seq_len+1 tokens (a chat that does not fit the
+    rest of a row starts the next one; the rest is padding, outside the loss), so every chat is
+    seen from its BOS with all of its prompt (a tool list is long). Loss only on assistant
+    tokens. Chats longer than a row must be left out by the caller. Each epoch's rows are built
+    at once with tensor gathers (a fraction of a second), then served in random order."""
+    L = seq_len + 1
+    lens_l = [len(s[0]) for s in seqs]
+    lens = torch.tensor(lens_l, dtype=torch.long)
+    flat_ids = torch.tensor([t for s in seqs for t in s[0]], dtype=torch.long)
+    flat_mask = torch.tensor([b for s in seqs for b in s[1]], dtype=torch.bool)
+    starts = torch.cumsum(lens, 0) - lens
     order = list(range(len(seqs)))
     while True:
         rng.shuffle(order)
-        ids, mask, rows_i, rows_m = [], [], [], []
-        for i in order:
-            ids += seqs[i][0]
-            mask += seqs[i][1]
-            while len(ids) >= seq_len + 1:
-                rows_i.append(ids[:seq_len + 1])
-                rows_m.append(mask[:seq_len + 1])
-                ids, mask = ids[seq_len + 1:], mask[seq_len + 1:]
-                if len(rows_i) == batch:
-                    yield torch.tensor(rows_i), torch.tensor(rows_m)
-                    rows_i, rows_m = [], []
+        dst, row, used = [0] * len(order), 0, 0
+        for k, i in enumerate(order):
+            if used + lens_l[i] > L:
+                row, used = row + 1, 0
+            dst[k] = row * L + used
+            used += lens_l[i]
+        n_rows = row + 1
+        if n_rows < batch:
+            raise SystemExit(f"{n_rows} rows of {L} tokens: fewer than a batch ({batch})")
+        o = torch.tensor(order, dtype=torch.long)
+        ln = lens[o]
+        seg = torch.repeat_interleave(torch.arange(len(order)), ln)
+        within = torch.arange(int(ln.sum())) - torch.repeat_interleave(torch.cumsum(ln, 0) - ln, ln)
+        src = starts[o][seg] + within
+        pos = torch.tensor(dst, dtype=torch.long)[seg] + within
+        ids = torch.full((n_rows * L,), pad_id, dtype=torch.long)
+        mask = torch.zeros(n_rows * L, dtype=torch.bool)
+        ids[pos] = flat_ids[src]
+        mask[pos] = flat_mask[src]
+        ids, mask = ids.view(n_rows, L), mask.view(n_rows, L)
+        k = len(order) - 1             # spot check: the last chat sits where it was put
+        r, c = divmod(dst[k], L)
+        assert ids[r, c:c + lens_l[order[k]]].tolist() == seqs[order[k]][0]
+        assert mask[r, c:c + lens_l[order[k]]].tolist() == list(seqs[order[k]][1])
+        perm = torch.randperm(n_rows, generator=torch.Generator().manual_seed(rng.randrange(2 ** 31)))
+        for b in range(0, n_rows - batch + 1, batch):
+            sel = perm[b:b + batch]
+            yield ids[sel], mask[sel]
 
 
 @torch.no_grad()
-def generate(model, tok, prompts, max_new=48, dev="cuda"):
+def generate(model, tok, prompts, max_new=112, dev="cuda"):
     """Greedy decoding for a batch of token-id prompts (left padded, recomputed each step)."""
     eos = tok.token_to_id(EOS)
     outs = [[] for _ in prompts]
@@ -173,7 +187,7 @@ def generate(model, tok, prompts, max_new=48, dev="cuda"):
         keymask = ar.unsqueeze(0) >= pad.unsqueeze(1)                  # [B, L]
         mask = torch.ones(L, L, dtype=torch.bool, device=dev).tril().unsqueeze(0) & keymask[:, None, :]
         mask = mask | torch.eye(L, dtype=torch.bool, device=dev).unsqueeze(0)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(dev.split(":")[0], dtype=torch.bfloat16, enabled=dev != "cpu"):
             logits = model(ids, pos, mask.unsqueeze(1))
         nxt = logits[:, -1].argmax(-1).tolist()
         for i, t in enumerate(nxt):
@@ -186,33 +200,37 @@ def generate(model, tok, prompts, max_new=48, dev="cuda"):
                 seqs[i].append(t)
         if all(done):
             break
-    return [tok.decode(o) for o in outs]
+    # special tokens as text: a tool-call block or "</think>" is part of what is checked
+    return [tok.decode(o, skip_special_tokens=False) for o in outs]
 
 
-def evaluate(model, tok, n, seed, dev="cuda"):
-    rng = random.Random(seed)
-    convs = [data.conversation(rng) for _ in range(n)]
-    prompts = []
-    for msgs, _, _ in convs:
-        ids = []
-        for t, special, _ in render(msgs[:-1]):
-            ids += [tok.token_to_id(t)] if special else tok.encode(t, add_special_tokens=False).ids
-        prompts.append(ids + [tok.token_to_id(ASSISTANT)])
-    answers = []
-    for i in range(0, n, 256):
-        answers += generate(model, tok, prompts[i:i + 256], dev=dev)
-    per = {}
-    ok = 0
-    samples = []
-    for (msgs, check, task), a in zip(convs, answers):
-        good = check in a
-        ok += good
-        c = per.setdefault(task, [0, 0])
+def evaluate(model, tok, n, seed, agent_n=0, dev="cuda"):
+    """Greedy answers to the held-out set data.eval_examples(seed, n, agent_n) (the old-style
+    chats as before, then the agent tasks drawn evenly), scored by data.score_completion on the
+    raw completion. Returns (accuracy of the old-style chats, of the agent tasks, per task,
+    samples)."""
+    exs = data.eval_examples(seed, n, agent_n)
+    texts = [render.render_prompt(ex["messages"], ex["tools"], ex["tool_choice"],
+                                  template=ex["template"]) for ex in exs]
+    prompts = [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+    order = sorted(range(len(exs)), key=lambda i: len(prompts[i]))  # batches of like lengths
+    answers = [None] * len(exs)
+    for i in range(0, len(order), 256):
+        part = order[i:i + 256]
+        for j, a in zip(part, generate(model, tok, [prompts[j] for j in part], dev=dev)):
+            answers[j] = a
+    per, ok, samples = {}, [0, 0], []
+    for k, (ex, a) in enumerate(zip(exs, answers)):
+        good = data.score_completion(ex, a)
+        ok[k >= n] += good
+        c = per.setdefault(ex["task"], [0, 0])
         c[0] += good
         c[1] += 1
-        if len(samples) < 12:
-            samples.append({"q": msgs[-2]["content"], "a": a, "ok": good})
-    return ok / n, {k: v[0] / v[1] for k, v in per.items()}, samples
+        if len(samples) < 12 or (not good and len(samples) < 40 and ex["task"] in data.AGENT_TASKS):
+            samples.append({"task": ex["task"], "q": ex["messages"][-1]["content"], "a": a,
+                            "ok": good})
+    return (ok[0] / max(n, 1), ok[1] / max(agent_n, 1),
+            {k: v[0] / v[1] for k, v in sorted(per.items())}, samples)
 
 
 def main():
@@ -222,13 +240,22 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--eval-seed", type=int, default=2)
     ap.add_argument("--eval-n", type=int, default=1000)
+    ap.add_argument("--eval-agent-n", type=int, default=500, help="held-out agent examples")
     ap.add_argument("--n-convs", type=int, default=300000)
+    ap.add_argument("--agent-share", type=float, default=0.2,
+                    help="share of agent examples among the training chats")
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--vocab", type=int, default=2048)
     ap.add_argument("--chat-template", default="")
+    ap.add_argument("--device", default="cuda", help="cuda, or cpu for a slow local check")
+    ap.add_argument("--smoke", action="store_true",
+                    help="a quick end-to-end run: 20 s of training on 20,000 chats, small eval")
     args = ap.parse_args()
+    if args.smoke:
+        args.seconds, args.n_convs = min(args.seconds, 20), min(args.n_convs, 20000)
+        args.eval_n, args.eval_agent_n = min(args.eval_n, 200), min(args.eval_agent_n, 100)
     t0 = time.time()
     torch.manual_seed(args.seed)
     os.makedirs(args.out, exist_ok=True)
@@ -238,17 +265,35 @@ def main():
     cfg = dict(CONFIG, vocab_size=tok.get_vocab_size())
     print(f"tokenizer: {tok.get_vocab_size()} tokens", flush=True)
     rng = random.Random(args.seed)
-    convs = [data.conversation(rng)[0] for _ in range(args.n_convs)]
-    seqs = encode_convs(tok, convs)
+    convs = [data.training_example(rng, args.agent_share) for _ in range(args.n_convs)]
+    seqs = render.encode(tok, convs)
+    long = sum(len(s[0]) > args.seq_len + 1 for s in seqs)
+    stats = {}
+    for ex, (ids, _) in zip(convs, seqs):
+        kind = ex["task"] if ex["task"] in data.AGENT_TASKS else "chat"
+        st = stats.setdefault(kind, [0, 0, 0])
+        st[0] += 1
+        st[1] += len(ids)
+        st[2] = max(st[2], len(ids))
+    seqs = [s for s in seqs if len(s[0]) <= args.seq_len + 1]
     ntok = sum(len(s[0]) for s in seqs)
-    print(f"data: {len(seqs)} chats, {ntok} tokens ({time.time() - t0:.0f}s)", flush=True)
+    log["data"] = {"chats": len(seqs), "tokens": ntok, "left_out_too_long": long,
+                   "per_kind": {k: {"chats": v[0], "tokens": v[1], "max_len": v[2]}
+                                for k, v in sorted(stats.items())}}
+    print(f"data: {len(seqs)} chats, {ntok} tokens, {long} longer than a row left out "
+          f"({time.time() - t0:.0f}s)", flush=True)
+    for k, v in sorted(stats.items()):
+        print(f"  {k:8} {v[0]:7} chats {v[1]:9} tokens (max {v[2]})", flush=True)
 
-    dev = "cuda"
+    dev = args.device
     model = DeepseekV3Small(cfg).to(dev)
     nparam = sum(p.numel() for p in model.parameters())
     print(f"model: {nparam / 1e6:.2f}M parameters", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
-    batches = packed_batches(seqs, args.seq_len, args.batch, random.Random(args.seed + 7))
+    batches = packed_batches(seqs, args.seq_len, args.batch, random.Random(args.seed + 7),
+                             tok.token_to_id(PAD))
+    first = next(batches)       # the first epoch's rows, built before the clock starts
+    batches = itertools.chain([first], batches)
     t_train = time.time()
     step, losses, est_steps = 0, [], None
     warm = 100
@@ -263,8 +308,8 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr
         x, m = next(batches)
-        x, m = x.to(dev), m.to(dev)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        x, m = x.to(dev, non_blocking=True), m.to(dev, non_blocking=True)
+        with torch.autocast(dev.split(":")[0], dtype=torch.bfloat16, enabled=dev != "cpu"):
             logits = model(x[:, :-1])
         tgt = x[:, 1:].masked_fill(~m[:, 1:], -100)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100)
@@ -283,13 +328,20 @@ def main():
     log["steps"] = step
     log["train_seconds"] = time.time() - t_train
     log["losses"] = losses
+    print(f"trained {step} steps in {log['train_seconds']:.0f}s "
+          f"({step / max(log['train_seconds'], 1e-9):.2f} steps/s)", flush=True)
     model.eval()
-    acc, per, samples = evaluate(model, tok, args.eval_n, args.eval_seed)
-    log["eval"] = {"seed": args.eval_seed, "n": args.eval_n, "accuracy_bf16": acc, "per_task": per,
-                   "samples": samples}
-    print(f"eval (bf16 PyTorch, seed {args.eval_seed}, n={args.eval_n}): {acc:.4f} {per}", flush=True)
-    for s in samples[:8]:
-        print(f"  {s['ok']!s:5} {s['q']!r} -> {s['a']!r}")
+    t_eval = time.time()
+    acc, acc_agent, per, samples = evaluate(model, tok, args.eval_n, args.eval_seed,
+                                            args.eval_agent_n, dev=dev)
+    log["eval"] = {"seed": args.eval_seed, "n": args.eval_n, "agent_n": args.eval_agent_n,
+                   "accuracy_bf16": acc, "accuracy_agent_bf16": acc_agent, "per_task": per,
+                   "seconds": time.time() - t_eval, "samples": samples}
+    print(f"eval (bf16 PyTorch, seed {args.eval_seed}, n={args.eval_n} + {args.eval_agent_n} "
+          f"agent): chats {acc:.4f}, agent {acc_agent:.4f} {per} ({time.time() - t_eval:.0f}s)",
+          flush=True)
+    for s in samples[:8] + [s for s in samples[8:] if not s["ok"]][:8]:
+        print(f"  {s['ok']!s:5} {s['task']:7} {s['q']!r} -> {s['a']!r}")
 
     # export: HF layout, bf16 safetensors in shards under 15 MB
     from safetensors.torch import save_file

@@ -913,6 +913,7 @@ int main(void)
         {"tiny", "q4_K", NULL, RESYNC_GATE, 0, 0},
         {"tiny", "f32", NULL, 0.0, 0, 0},
         {"v2grp", "q8_0", NULL, RESYNC_GATE, 0, 0},
+        {"v2grp", "q4_K", NULL, 0.0, 0, 2},
         {"tiny", "q4_K", NULL, 0.0, 0, 1},
         {"tiny-v2", "q8_0", NULL, RESYNC_GATE, 0, 0},
         {"tiny-v2", "q8_0", NULL, 0.0, 0, 1},

@@ -214,18 +214,22 @@ static int cmp_range(const void *a, const void *b)
     return x[0] < y[0] ? -1 : x[0] > y[0];
 }
 
-/* copy src (registered host) -> dst on the copy stream, split at registration boundaries */
+/* copy src (host) -> dst on the copy stream, split at registration boundaries (one copy must not
+ * span two registrations, or registered and pageable memory) */
 static int copy_h2d(struct cus *s, void *dst, const void *src, size_t bytes)
 {
     uintptr_t p = (uintptr_t)src;
     char *d = dst;
     while (bytes) {
         size_t n = bytes;
-        for (int i = 0; i < s->n_regs; i++)
-            if (s->regs[i].lo <= p && p < s->regs[i].hi) {
-                if (s->regs[i].hi - p < n) n = s->regs[i].hi - p;
-                break;
+        for (int i = 0; i < s->n_regs; i++) {
+            const struct reg *r = &s->regs[i];
+            if (r->lo <= p && p < r->hi) {
+                if (r->hi - p < n) n = r->hi - p;
+            } else if (r->lo > p && r->lo - p < n) {
+                n = r->lo - p; /* pageable up to the next registration */
             }
+        }
         if (cudaMemcpyAsync(d, (const void *)p, n, cudaMemcpyHostToDevice, s->cp) != cudaSuccess)
             return ERR_CUDA;
         p += n;
@@ -460,7 +464,8 @@ int cus_layer_set_hot(struct cus *s, struct cus_layer *l, const uint8_t *hot, ch
             const struct cuk_ggml_mat *m = &l->src[p * E + e];
             size_t b = mat_bytes(m);
             ASSERT(off + b <= tot);
-            if (cudaMemcpy(base + off, m->data, b, cudaMemcpyHostToDevice) != cudaSuccess) {
+            if (copy_h2d(s, base + off, m->data, b) ||
+                cudaStreamSynchronize(s->cp) != cudaSuccess) {
                 (void)cudaGetLastError();
                 cudaFree(l->res_mem);
                 l->res_mem = NULL;

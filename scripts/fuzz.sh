@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 B=${FUZZ_BUILD:-build-fuzz}
 SECS=${FUZZ_SECONDS:-10}
 JOBS=${FUZZ_JOBS:-1}
-ALL="fuzz_reqparse fuzz_tok fuzz_tmpl fuzz_detok fuzz_jsonschema fuzz_toolparse fuzz_jinja fuzz_headers"
+ALL="fuzz_reqparse fuzz_tok fuzz_tmpl fuzz_detok fuzz_jsonschema fuzz_toolparse fuzz_jinja fuzz_counts fuzz_headers"
 TARGETS=${*:-$ALL}
 
 command -v clang >/dev/null || { echo "fuzz: clang not found"; echo "fuzz: 0 passed, 1 failed"; exit 1; }

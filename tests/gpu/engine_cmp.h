@@ -42,8 +42,20 @@ static int ecmp_cmp_d(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Writes the model's config.json to cfg; 0 or -1. */
-static inline int ecmp_write_config(const char *cfg) { return tiny16_write_config(cfg); }
+/* Makes the test model in a fresh directory under base (a mkdtemp template, filled in): its
+ * config.json, then `convert synth` into base/model (dir, dir_len bytes). 0, or nonzero with a
+ * line printed (the synth log is dir.log). */
+static inline int ecmp_make_model(char *base, unsigned long long seed, char *dir, size_t dir_len)
+{
+    char cfg[600];
+    if (!mkdtemp(base)) return -1;
+    snprintf(cfg, sizeof cfg, "%s/tiny16.json", base);
+    snprintf(dir, dir_len, "%s/model", base);
+    if (tiny16_write_config(cfg)) return -1;
+    int rc = make_synth(cfg, seed % 1000000007ull, dir, "--experts q4_K_M");
+    if (rc) printf("synth failed (%d), see %s.log\n", rc, dir);
+    return rc;
+}
 
 /* Called after the model is built and before the forwards (e.g. to place hot experts); nonzero
  * fails the drive with err set. */

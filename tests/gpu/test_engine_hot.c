@@ -79,17 +79,9 @@ int main(void)
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev < 1) SKIP("no CUDA device");
     if (!getenv("TANDEM_BIN")) SKIP("TANDEM_BIN unset (convert synth)");
-    char base[] = "/tmp/tandem-hot-XXXXXX", cfg[600], dir[600], file[600], err[ERR_LEN];
-    CHECK(mkdtemp(base));
-    snprintf(cfg, sizeof cfg, "%s/tiny16.json", base);
-    snprintf(dir, sizeof dir, "%s/model", base);
+    char base[] = "/tmp/tandem-hot-XXXXXX", dir[600], file[600], err[ERR_LEN];
+    if (ecmp_make_model(base, seed, dir, sizeof dir)) return 1;
     snprintf(file, sizeof file, "%s/routes.counts", base);
-    CHECK_EQ(ecmp_write_config(cfg), 0);
-    int rc = make_synth(cfg, seed % 1000000007ull, dir, "--experts q4_K_M");
-    if (rc) {
-        printf("synth failed (%d), see %s.log\n", rc, dir);
-        return 1;
-    }
     struct wt_model *w = NULL;
     CHECK_EQ(wt_open(dir, &w, err), 0);
     CHECK_EQ(wt_validate(w, err), 0);
@@ -143,7 +135,7 @@ int main(void)
                                .gpu_stream_buffer_mb = cf[i].stream ? 1 : 0,
                                .gpu_prefill_split_tokens = cf[i].stream ? 1 : 0};
         CHECK_EQ(ops_params_parse(&q, "hybrid", NULL, err), 0);
-        rc = ecmp_drive(w, &q, tok, place, &s, &g, err);
+        int rc = ecmp_drive(w, &q, tok, place, &s, &g, err);
         if (rc) {
             printf("FAIL %s: %s\n", cf[i].tag, err);
             fails++;

@@ -189,6 +189,20 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         (rc = model_create(em->w, em->ops, (int)cfg->engine_max_batch_tokens, &em->m, err)) != 0 ||
         (rc = counts_setup(em, cfg, err)) != 0)
         goto fail;
+    if (cfg->engine_defer_experts > 0) {
+        int k = model_moe(em->m, 0, NULL) ? hp->top_k : 0;
+        if (cfg->engine_defer_experts > k) {
+            rc = err_set(err, ERR_CONFIG,
+                         "engine.defer_experts = %lld: the model routes %d experts per token",
+                         (long long)cfg->engine_defer_experts, k);
+            goto fail;
+        }
+        if ((rc = model_set_defer(em->m, (int)cfg->engine_defer_experts, err)) != 0) goto fail;
+        LOG_NOTICE("engine",
+                   "engine.defer_experts = %lld: of each token's %d routed experts, the %lld of "
+                   "smallest weight are added one layer late (changes the output)",
+                   (long long)cfg->engine_defer_experts, k, (long long)cfg->engine_defer_experts);
+    }
     /* the scheduler's name for where the model runs: gpu placement is hybrid with GPU experts */
     const char *placement = ops_backend_of(em->ops) == OPS_BACKEND_CPU ? "cpu" : "hybrid";
     if (hot_mode != EC_HOT_OFF && strcmp(placement, "hybrid"))

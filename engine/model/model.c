@@ -15,9 +15,14 @@
  *     q~  = W_UK^T q_nope (per head),  q_pe = rope(q_pe, pos)        [n, H, L + rope]
  *     o~  = softmax(tau * q . cache) . cache[:, :L]                  (absorbed MLA, causal)
  *     h  += o_proj(W_UV o~)
+ *     h  += deferred(l - 1)                                          (expert deferral only)
  *     f   = rmsnorm(h, ffn_norm)
  *     h  += dense FFN(f)   or   routed experts(f) + shared experts(f)
  *   logits = lm_head(rmsnorm(h, output_norm)) for the rows asked for
+ *
+ * Expert deferral (model_set_defer, engine.defer_experts; docs/numerics.md): of each token's
+ * routes in every layer but the last, the n with the smallest weights go to deferred(l) instead
+ * of h, and enter h after layer l + 1's attention; with ops_cuda their CPU job runs meanwhile.
  *
  * Attention is the absorbed ("latent") form for prefill and decode alike: one code path, the
  * cache is the only key/value source, and chunked prefill / mixed batches need nothing special
@@ -84,6 +89,13 @@ struct bufs { /* [max_batch_tokens, ...] work buffers in backend memory */
     float *fin, *logits; /* [LOGIT_ROWS, D], [LOGIT_ROWS, V] */
 };
 
+/* Deferred routed-expert output waiting to enter a residual stream (engine.defer_experts): one
+ * per stream, since a layered pass's crosses model_pass_run calls while forwards run between. */
+struct dstate {
+    float *buf;  /* [max_tokens, hidden] backend memory (NULL until deferral is on) */
+    int pending; /* buf holds the last layer's deferred part, not yet added */
+};
+
 struct model {
     const struct wt_model *w;
     struct wt_hparams hp;
@@ -110,11 +122,14 @@ struct model {
     size_t lin_host_n;
     int32_t *route_host;           /* [max_tokens][top_k] host copy for the hook */
     const struct cpuq_ops *scalar; /* load-time conversions */
+    int defer;                     /* routed experts deferred per token (model_set_defer) */
+    struct dstate fwd_d;           /* model_forward's deferred part */
     struct {                       /* the forward in slices (model_pass_*): NULL b = none */
         const struct model_kv *kv;
         const struct model_batch *b;
         int next; /* the next layer to run */
         float *h; /* its residual stream [max_tokens, hidden] (allocated on first use) */
+        struct dstate d;
     } pass;
 };
 
@@ -567,6 +582,8 @@ void model_destroy(struct model *m)
                        b->tmp, b->ro, b->g,  b->u, b->rl, b->rw,  b->rid,  b->fin, b->logits};
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) ops_free(o, all[i]);
         ops_free(o, m->pass.h);
+        ops_free(o, m->fwd_d.buf);
+        ops_free(o, m->pass.d.buf);
     }
     free(m->layers);
     free(m->route_host);
@@ -584,6 +601,19 @@ void model_set_route_hook(struct model *m, model_route_fn fn, void *ud)
 {
     m->route_fn = fn;
     m->route_ud = ud;
+}
+
+int model_set_defer(struct model *m, int n, char *err)
+{
+    const int k = m->hp.top_k > 0 ? m->hp.top_k : 0;
+    if (n < 0 || n > k || n > 64)
+        return err_set(err, ERR_INVAL, "model: %d deferred experts per token (0..%d)", n, k);
+    if (m->pass.b) return err_set(err, ERR_INVAL, "model: a layered pass is running");
+    if (n > 0 && !m->fwd_d.buf &&
+        !(m->fwd_d.buf = ops_alloc(m->ops, (size_t)m->max_tokens * m->hp.hidden * sizeof(float))))
+        return err_set(err, ERR_NOMEM, "model: out of memory for the deferred experts' buffer");
+    m->defer = n;
+    return 0;
 }
 
 int model_vocab(const struct model *m) { return m->hp.vocab_size; }
@@ -792,7 +822,8 @@ static void mlp(struct model *m, int l, const struct layer *ly, const float *x, 
     if (hooked) m->lin_fn(m->lin_ud, l, MODEL_LIN_DOWN, n, (int)I, m->lin_host);
 }
 
-static void ffn(struct model *m, int l, int n)
+/* ds: the stream's deferred part; layer l defers when deferral is on and it is not the last */
+static void ffn(struct model *m, int l, int n, struct dstate *ds)
 {
     struct ops *o = m->ops;
     struct bufs *b = &m->b;
@@ -810,7 +841,13 @@ static void ffn(struct model *m, int l, int n)
         ops_download(o, m->route_host, b->rid, (size_t)n * m->hp.top_k * sizeof(int32_t));
         m->route_fn(m->route_ud, l, n, m->route_host, m->hp.top_k);
     }
-    ops_moe(o, ly->experts, b->a, n, b->rid, b->rw, m->hp.top_k, b->ro);
+    if (m->defer > 0 && l < m->hp.n_layers - 1) {
+        ops_moe_defer(o, ly->experts, b->a, n, b->rid, b->rw, m->hp.top_k, m->defer, b->ro,
+                      ds->buf);
+        ds->pending = 1;
+    } else {
+        ops_moe(o, ly->experts, b->a, n, b->rid, b->rw, m->hp.top_k, b->ro);
+    }
     if (ly->gate) {
         mlp(m, l, ly, b->a, n, b->tmp);
         ops_add(o, b->ro, b->tmp, (int64_t)n * D);
@@ -818,17 +855,22 @@ static void ffn(struct model *m, int l, int n)
     ops_add(o, b->h, b->ro, (int64_t)n * D);
 }
 
-/* Layers [l0, l1) of batch bt on the residual stream h (the forward's own b->h, or a pass's):
- * the layer code works on b->h, so it is pointed at h for the duration. */
-static void run_layers(struct model *m, float *h, int l0, int l1, const struct model_kv *kv,
-                       const struct model_batch *bt)
+/* Layers [l0, l1) of batch bt on the residual stream h (the forward's own b->h, or a pass's)
+ * with its deferred part ds: the layer code works on b->h, so it is pointed at h for the
+ * duration. A part deferred by layer l - 1 enters h after layer l's attention. */
+static void run_layers(struct model *m, float *h, struct dstate *ds, int l0, int l1,
+                       const struct model_kv *kv, const struct model_batch *bt)
 {
     float *keep = m->b.h;
     m->b.h = h;
     for (int l = l0; l < l1; l++) {
         resid_hook(m, h, l, bt->n_tokens);
         attention(m, l, kv, bt);
-        ffn(m, l, bt->n_tokens);
+        if (ds->pending) {
+            ops_add(m->ops, h, ds->buf, (int64_t)bt->n_tokens * m->hp.hidden);
+            ds->pending = 0;
+        }
+        ffn(m, l, bt->n_tokens, ds);
     }
     m->b.h = keep;
 }
@@ -859,7 +901,8 @@ int model_forward(struct model *m, const struct model_kv *kv, const struct model
     if (rc) return rc;
     const int n = bt->n_tokens, L = m->hp.n_layers;
     ops_embed(m->ops, m->embed, bt->tokens, n, m->b.h);
-    run_layers(m, m->b.h, 0, L, kv, bt);
+    m->fwd_d.pending = 0;
+    run_layers(m, m->b.h, &m->fwd_d, 0, L, kv, bt);
     resid_hook(m, m->b.h, L, n);
     head(m, m->b.h, bt, logits);
     return ops_error(m->ops, err);
@@ -874,6 +917,10 @@ int model_pass_begin(struct model *m, const struct model_kv *kv, const struct mo
     if (!m->pass.h &&
         !(m->pass.h = ops_alloc(m->ops, (size_t)m->max_tokens * m->hp.hidden * sizeof(float))))
         return err_set(err, ERR_NOMEM, "model: out of memory for a layered pass's buffer");
+    if (m->defer > 0 && !m->pass.d.buf &&
+        !(m->pass.d.buf = ops_alloc(m->ops, (size_t)m->max_tokens * m->hp.hidden * sizeof(float))))
+        return err_set(err, ERR_NOMEM, "model: out of memory for a layered pass's buffer");
+    m->pass.d.pending = 0;
     ops_embed(m->ops, m->embed, bt->tokens, bt->n_tokens, m->pass.h);
     if ((rc = ops_error(m->ops, err)) != 0) return rc;
     m->pass.kv = kv;
@@ -887,7 +934,7 @@ int model_pass_run(struct model *m, int n_layers, int *left, char *err)
     if (!m->pass.b) return err_set(err, ERR_INVAL, "model: no layered pass is running");
     int l1 = m->pass.next + (n_layers > 0 ? n_layers : 1);
     if (l1 > m->hp.n_layers) l1 = m->hp.n_layers;
-    run_layers(m, m->pass.h, m->pass.next, l1, m->pass.kv, m->pass.b);
+    run_layers(m, m->pass.h, &m->pass.d, m->pass.next, l1, m->pass.kv, m->pass.b);
     m->pass.next = l1;
     *left = m->hp.n_layers - l1;
     int rc = ops_error(m->ops, err);

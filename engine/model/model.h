@@ -79,6 +79,14 @@ void model_set_lin_hook(struct model *m, model_lin_fn fn, void *ud);
 struct ops_moe;
 struct ops_moe *model_moe(const struct model *m, int i, int *layer);
 
+/* Expert deferral (engine.defer_experts; docs/numerics.md "Expert deferral"): from the next
+ * forward on, in every layer but the last, each token's n routes of smallest routing weight are
+ * computed apart and their weighted sum is added to the residual stream after the next layer's
+ * attention instead of after their own layer (so a backend can run them beside that attention).
+ * 0 (the default) is the exact forward of before. Allocates one work buffer the first time n > 0.
+ * Errors: ERR_INVAL (n outside 0..top_k, or a layered pass running), ERR_NOMEM. */
+int model_set_defer(struct model *m, int n, char *err);
+
 /* The hyperparameters the model was built with, and the largest batch it accepts. */
 const struct wt_hparams *model_hparams(const struct model *m);
 int model_max_batch_tokens(const struct model *m);

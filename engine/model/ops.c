@@ -255,6 +255,36 @@ void ops_moe(struct ops *o, const struct ops_moe *m, const float *x, int n, cons
     o->vt->moe(o, m, x, n, ids, w, top_k, y);
 }
 
+void ops_moe_defer(struct ops *o, const struct ops_moe *m, const float *x, int n,
+                   const int32_t *ids, const float *w, int top_k, int n_defer, float *y,
+                   float *y_def)
+{
+    if (n_defer < 1 || n_defer > top_k || top_k > 64) {
+        ops__fail(o, ERR_INVAL, "ops: n_defer outside 1..top_k (top_k <= 64)");
+        return;
+    }
+    o->vt->moe_defer(o, m, x, n, ids, w, top_k, n_defer, y, y_def);
+}
+
+void ops__defer_ids(const int32_t *ids, const float *w, int n, int top_k, int n_defer, int part,
+                    int32_t *out)
+{
+    for (int64_t t = 0; t < n; t++) {
+        const int32_t *it = ids + t * top_k;
+        const float *wt = w + t * top_k;
+        int32_t *ot = out + t * top_k;
+        uint64_t def = 0; /* bit k: slot k deferred (top_k <= 64) */
+        for (int d = 0; d < n_defer; d++) {
+            int best = -1; /* the smallest weight left; from the last slot, so ties go late */
+            for (int k = top_k - 1; k >= 0; k--)
+                if (it[k] >= 0 && !(def >> k & 1) && (best < 0 || wt[k] < wt[best])) best = k;
+            if (best < 0) break;
+            def |= 1ull << best;
+        }
+        for (int k = 0; k < top_k; k++) ot[k] = (int)(def >> k & 1) == part ? it[k] : -1;
+    }
+}
+
 void ops_swiglu(struct ops *o, const float *gate, const float *up, int64_t n, float *y)
 {
     o->vt->swiglu(o, gate, up, n, y);

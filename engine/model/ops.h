@@ -246,6 +246,17 @@ void ops_router(struct ops *o, const struct ops_router *r, const float *logits, 
 void ops_moe(struct ops *o, const struct ops_moe *m, const float *x, int n, const int32_t *ids,
              const float *w, int top_k, float *y);
 
+/* Routed experts with deferral (engine.defer_experts; docs/numerics.md "Expert deferral"): as
+ * ops_moe, but of each token's top_k routes the n_defer with the smallest weights w (equal
+ * weights: the later slot first) are "deferred": y[t] sums the other routes and y_def[t] the
+ * deferred ones, each in slot order as ops_moe (1 <= n_defer <= top_k; n_defer = top_k leaves y
+ * zero). Overwrites y and y_def. y_def may still be being written when the call returns (ops_cuda:
+ * a CPU job that runs while the following ops are enqueued): the caller reads it only through
+ * later ops (ops_add), which are ordered after it, and keeps it untouched until then. */
+void ops_moe_defer(struct ops *o, const struct ops_moe *m, const float *x, int n,
+                   const int32_t *ids, const float *w, int top_k, int n_defer, float *y,
+                   float *y_def);
+
 /* y[i] = silu(gate[i]) * up[i] over n * dim floats (contiguous), fp32. y may equal gate. */
 void ops_swiglu(struct ops *o, const float *gate, const float *up, int64_t n, float *y);
 

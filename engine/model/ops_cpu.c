@@ -61,6 +61,7 @@ struct ops_cpu {
     struct scratch act;  /* quantized activations of the current linear */
     struct scratch *thr; /* [n_threads] per-thread scratch */
     struct scratch seqs; /* attention, KV store: the batch's block tables */
+    struct scratch dids; /* ops_moe_defer: one part's routes */
     struct cpuq_mla_scratch *mla;
     struct cpuq_moe_scratch *moe;
 };
@@ -426,6 +427,30 @@ static void cpu_moe(struct ops *o, const struct ops_moe *m, const float *x, int 
     if (rc) ops__fail(o, rc, err);
 }
 
+/* The routes counted once, then each part as ops_moe with the other part's routes at -1. */
+static void cpu_moe_defer(struct ops *o, const struct ops_moe *m, const float *x, int n,
+                          const int32_t *ids, const float *w, int top_k, int n_defer, float *y,
+                          float *y_def)
+{
+    struct ops_cpu *c = cpu_of(o);
+    char err[ERR_LEN];
+    const struct cpuq_mat *g = m->mats, *u = g + m->n_expert, *d = u + m->n_expert;
+    if (scratch_reserve(&c->dids, (size_t)n * top_k * sizeof(int32_t))) {
+        ops__fail(o, ERR_NOMEM, "ops_cpu: out of memory for deferred routes");
+        return;
+    }
+    ec_add(m->cnt, m->cnt_row, ids, (int64_t)n * top_k);
+    for (int part = 0; part < 2; part++) {
+        ops__defer_ids(ids, w, n, top_k, n_defer, part, c->dids.p);
+        int rc = cpuq_moe_forward(c->pool, c->q, g, u, d, m->n_expert, n, m->hidden, x, top_k,
+                                  c->dids.p, w, part ? y_def : y, o->fp8_ue8m0, c->moe, err);
+        if (rc) {
+            ops__fail(o, rc, err);
+            return;
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- lifecycle */
 
 static void cpu_destroy(struct ops *o)
@@ -438,6 +463,7 @@ static void cpu_destroy(struct ops *o)
     free(c->thr);
     free(c->act.p);
     free(c->seqs.p);
+    free(c->dids.p);
     cpuq_mla_scratch_destroy(c->mla);
     free(c);
 }
@@ -464,6 +490,7 @@ static const struct ops_vt cpu_vt = {
     .mla_attn = cpu_mla_attn,
     .router = cpu_router,
     .moe = cpu_moe,
+    .moe_defer = cpu_moe_defer,
     .swiglu = cpu_swiglu,
     .add = cpu_add,
     .gather = cpu_gather,

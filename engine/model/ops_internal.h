@@ -59,6 +59,9 @@ struct ops_vt {
                    const float *bias, int n, int32_t *ids, float *w);
     void (*moe)(struct ops *o, const struct ops_moe *m, const float *x, int n, const int32_t *ids,
                 const float *w, int top_k, float *y);
+    void (*moe_defer)(struct ops *o, const struct ops_moe *m, const float *x, int n,
+                      const int32_t *ids, const float *w, int top_k, int n_defer, float *y,
+                      float *y_def);
     void (*swiglu)(struct ops *o, const float *gate, const float *up, int64_t n, float *y);
     void (*add)(struct ops *o, float *y, const float *x, int64_t n);
     void (*gather)(struct ops *o, const float *x, int dim, const int32_t *idx, int n, float *y);
@@ -88,6 +91,13 @@ struct ops {
 
 /* Record an op failure (keeps the first one). */
 void ops__fail(struct ops *o, int code, const char *msg);
+
+/* Expert deferral's split of host routes (ops_moe_defer): out = ids with the routes of the other
+ * part set to -1 (part 0: keep the immediate routes, 1: keep the deferred ones). Per token the
+ * n_defer routes of smallest w are deferred, equal weights the later slot first; ids of -1 stay
+ * -1 and are never chosen. */
+void ops__defer_ids(const int32_t *ids, const float *w, int n, int top_k, int n_defer, int part,
+                    int32_t *out);
 
 /* The CPU backend (ops_create's for OPS_BACKEND_CPU, and ops_cuda's inner one); uses p's CPU
  * fields. Errors: ERR_UNSUPPORTED (ISA not available), ERR_NOMEM, ERR_INTERNAL. */

@@ -89,6 +89,13 @@ struct ref_model {
     /* scratch */
     double *x, *a, *t1, *t2, *t3, *t4, *qv, *kv, *att, *sc, *ffo;
     float *fq;
+    /* expert deferral (ref_set_defer) */
+    int defer;
+    double *dfr;       /* the deferred experts' part of the layer before */
+    int dfr_pending;   /* dfr not yet added to x */
+    struct rtie *ptie; /* [MAX_TIES]: the deferred experts' near-ties, resolved one layer on */
+    int n_ptie;
+    double min_defer_margin;
     void *qbuf;
 };
 
@@ -657,53 +664,97 @@ static int vdt_ties(int vdt, const float *x, const double *xq, int n, int *idx, 
 
 #define MAX_TIES 64
 
+/* An unobservable near-tie of a routed expert's down-projection input: flipping it adds
+ * w * d[:, i] * delta to the layer's output. */
+struct rtie {
+    const struct rmat *d;
+    double w, delta;
+    int i;
+};
+
+/* Expert deferral: which of the K slots are deferred (the nd smallest weights; equal weights, the
+ * later slot first), by a stable sort of the slots, and the relative gap at the cut. */
+static void defer_pick(struct ref_model *r, const double *wts, int K, int nd, unsigned char *dfd)
+{
+    int ord[64];
+    for (int k = 0; k < K; k++) ord[k] = k;
+    for (int i = 1; i < K; i++) /* ascending weight; among equals the later slot first */
+        for (int j = i; j > 0; j--) {
+            int a = ord[j - 1], b = ord[j];
+            if (wts[b] < wts[a] || (wts[b] == wts[a] && b > a)) {
+                ord[j - 1] = b;
+                ord[j] = a;
+            } else {
+                break;
+            }
+        }
+    for (int k = 0; k < K; k++) dfd[k] = 0;
+    for (int k = 0; k < nd; k++) dfd[ord[k]] = 1;
+    if (nd > 0 && nd < K) {
+        double mx = 0;
+        for (int k = 0; k < K; k++) mx = fabs(wts[k]) > mx ? fabs(wts[k]) : mx;
+        double gap = (wts[ord[nd]] - wts[ord[nd - 1]]) / (mx > 0 ? mx : 1);
+        if (gap < r->min_defer_margin) r->min_defer_margin = gap;
+    }
+}
+
 static void ffn(struct ref_model *r, struct rlayer *ly, int layer, int pos)
 {
     const struct wt_hparams *hp = &r->hp;
     const int D = hp->hidden;
     double *f = r->a, *y = r->ffo, *tmp = r->t3;
+    /* unobservable near-ties: this layer's immediate experts', and the deferred experts' of the
+     * layer before (their part is in r->x since this layer's attention) */
+    struct rtie ties[2 * MAX_TIES];
+    int nt = 0;
+    for (int j = 0; j < r->n_ptie; j++) ties[nt++] = r->ptie[j];
+    r->n_ptie = 0;
     rmsnorm(r->x, ly->ffn_norm, D, hp->rms_eps, f);
     if (!ly->moe) {
         mlp(r, &ly->gate, &ly->up, &ly->down, 1, f, y);
-        for (int i = 0; i < D; i++) r->x[i] += y[i];
-        return;
-    }
-    int ids[64];
-    double wts[64];
-    route(r, ly, layer, pos, f, ids, wts);
-    for (int i = 0; i < D; i++) y[i] = 0;
-    /* unobservable near-ties of the experts' down-projection inputs: (expert slot, element,
-     * change of the dequantized value if rounded the other way) */
-    int tk[MAX_TIES], ti[MAX_TIES], nt = 0;
-    double td[MAX_TIES];
-    for (int k = 0; k < hp->top_k; k++) {
-        const struct rmat *g = &ly->eg[ids[k]], *u = &ly->eu[ids[k]], *d = &ly->ed[ids[k]];
-        double *gv = r->t1, *uv = r->t2, *xq = r->t4;
-        matvec(r, g, MODEL_LIN_ROUTER, f, gv); /* the experts' input is the router's */
-        matvec(r, u, MODEL_LIN_ROUTER, f, uv);
-        for (int i = 0; i < g->rows; i++) gv[i] = silu(gv[i]) * uv[i];
-        act_emulate(r, d, -1, gv, xq);
-        for (int i = 0; i < d->cols; i++) r->fq[i] = (float)gv[i];
-        if (d->act == ACT_VDT && nt < MAX_TIES) {
-            int idx[MAX_TIES];
-            double alt[MAX_TIES];
-            int c = vdt_ties(d->vdt, r->fq, xq, d->cols, idx, alt, MAX_TIES - nt);
-            for (int j = 0; j < c; j++, nt++) {
-                tk[nt] = k;
-                ti[nt] = idx[j];
-                td[nt] = alt[j] - xq[idx[j]];
+    } else {
+        int ids[64];
+        double wts[64];
+        unsigned char dfd[64];
+        route(r, ly, layer, pos, f, ids, wts);
+        const int nd = r->defer > 0 && layer < hp->n_layers - 1 ? r->defer : 0;
+        defer_pick(r, wts, hp->top_k, nd, dfd);
+        for (int i = 0; i < D; i++) y[i] = 0;
+        if (nd) {
+            for (int i = 0; i < D; i++) r->dfr[i] = 0;
+            r->dfr_pending = 1;
+        }
+        for (int k = 0; k < hp->top_k; k++) {
+            const struct rmat *g = &ly->eg[ids[k]], *u = &ly->eu[ids[k]], *d = &ly->ed[ids[k]];
+            double *gv = r->t1, *uv = r->t2, *xq = r->t4;
+            matvec(r, g, MODEL_LIN_ROUTER, f, gv); /* the experts' input is the router's */
+            matvec(r, u, MODEL_LIN_ROUTER, f, uv);
+            for (int i = 0; i < g->rows; i++) gv[i] = silu(gv[i]) * uv[i];
+            act_emulate(r, d, -1, gv, xq);
+            for (int i = 0; i < d->cols; i++) r->fq[i] = (float)gv[i];
+            /* a deferred expert's ties wait for the next layer's output */
+            struct rtie *tl = dfd[k] ? r->ptie : ties;
+            int *tn = dfd[k] ? &r->n_ptie : &nt;
+            if (d->act == ACT_VDT && *tn < MAX_TIES) {
+                int idx[MAX_TIES];
+                double alt[MAX_TIES];
+                int c = vdt_ties(d->vdt, r->fq, xq, d->cols, idx, alt, MAX_TIES - *tn);
+                for (int j = 0; j < c; j++)
+                    tl[(*tn)++] = (struct rtie){
+                        .d = d, .w = wts[k], .delta = alt[j] - xq[idx[j]], .i = idx[j]};
+            }
+            double *out = dfd[k] ? r->dfr : y;
+            for (int i = 0; i < d->rows; i++) {
+                const double *w = d->w + (size_t)i * d->cols;
+                double acc = 0;
+                for (int c = 0; c < d->cols; c++) acc += w[c] * xq[c];
+                out[i] += wts[k] * acc;
             }
         }
-        for (int i = 0; i < d->rows; i++) {
-            const double *w = d->w + (size_t)i * d->cols;
-            double acc = 0;
-            for (int c = 0; c < d->cols; c++) acc += w[c] * xq[c];
-            y[i] += wts[k] * acc;
+        if (ly->gate.w) {
+            mlp(r, &ly->gate, &ly->up, &ly->down, 1, f, tmp);
+            for (int i = 0; i < D; i++) y[i] += tmp[i];
         }
-    }
-    if (ly->gate.w) {
-        mlp(r, &ly->gate, &ly->up, &ly->down, 1, f, tmp);
-        for (int i = 0; i < D; i++) y[i] += tmp[i];
     }
     /* Resolve those ties the way the other implementation did, judged by its residual stream
      * after this layer: flip a tie when that brings us closer (the changes are nearly
@@ -711,10 +762,10 @@ static void ffn(struct ref_model *r, struct rlayer *ly, int layer, int pos)
     if (nt && r->act_hint && r->act_hint(r->act_ud, layer + 1, MODEL_LIN_RESID, pos, r->hx, D)) {
         double *dv = tmp;
         for (int j = 0; j < nt; j++) {
-            const struct rmat *d = &ly->ed[ids[tk[j]]];
+            const struct rmat *d = ties[j].d;
             double before = 0, after = 0;
             for (int i = 0; i < D; i++) {
-                dv[i] = wts[tk[j]] * d->w[(size_t)i * d->cols + ti[j]] * td[j];
+                dv[i] = ties[j].w * d->w[(size_t)i * d->cols + ties[j].i] * ties[j].delta;
                 double t = r->hx[i] - (r->x[i] + y[i]);
                 before += t * t;
                 after += (t - dv[i]) * (t - dv[i]);
@@ -762,6 +813,10 @@ int ref_step(struct ref_model *r, int32_t token, double *logits, char *err)
         r->cur_layer = l;
         resync(r, l);
         attention(r, &r->layers[l], pos);
+        if (r->dfr_pending) { /* the layer before's deferred experts, after this attention */
+            for (int i = 0; i < hp->hidden; i++) r->x[i] += r->dfr[i];
+            r->dfr_pending = 0;
+        }
         ffn(r, &r->layers[l], l, pos);
     }
     resync(r, hp->n_layers); /* compare only: the logits come from our own stream */
@@ -840,12 +895,14 @@ void ref_destroy(struct ref_model *r)
     free(r->embed);
     free_mat(&r->out);
     free(r->out_norm);
-    double *sc[] = {r->x, r->a, r->t1, r->t2, r->t3, r->t4, r->qv, r->kv, r->att, r->sc, r->ffo};
+    double *sc[] = {r->x,  r->a,  r->t1,  r->t2, r->t3,  r->t4,
+                    r->qv, r->kv, r->att, r->sc, r->ffo, r->dfr};
     for (size_t i = 0; i < sizeof sc / sizeof sc[0]; i++) free(sc[i]);
     free(r->fq);
     free(r->hx);
     free(r->hrow);
     free(r->qbuf);
+    free(r->ptie);
     free(r);
 }
 
@@ -858,7 +915,13 @@ void ref_reset(struct ref_model *r)
     r->kv_ties = r->kv_ties_hinted = 0;
     r->max_layer_err = 0;
     r->resyncs = 0;
+    r->dfr_pending = 0;
+    r->n_ptie = 0;
+    r->min_defer_margin = INFINITY;
 }
+
+void ref_set_defer(struct ref_model *r, int n) { r->defer = n; }
+double ref_min_defer_margin(const struct ref_model *r) { return r->min_defer_margin; }
 
 void ref_set_act_hint(struct ref_model *r, ref_act_hint_fn fn, void *ud)
 {
@@ -993,8 +1056,8 @@ int ref_create(const struct wt_model *w, int max_ctx, struct ref_model **out, ch
     for (size_t i = 0; i < sizeof cand / sizeof cand[0]; i++)
         wmax = cand[i] > wmax ? cand[i] : wmax;
     wmax += 256;
-    double **sc[] = {&r->x,  &r->a,  &r->t1,  &r->t2, &r->t3, &r->t4,
-                     &r->qv, &r->kv, &r->att, &r->sc, &r->ffo};
+    double **sc[] = {&r->x,  &r->a,  &r->t1,  &r->t2, &r->t3,  &r->t4,
+                     &r->qv, &r->kv, &r->att, &r->sc, &r->ffo, &r->dfr};
     for (size_t i = 0; i < sizeof sc / sizeof sc[0]; i++)
         if (!(*sc[i] = calloc(wmax, sizeof(double)))) {
             rc = err_set(err, ERR_NOMEM, "ref: out of memory");
@@ -1004,9 +1067,10 @@ int ref_create(const struct wt_model *w, int max_ctx, struct ref_model **out, ch
     r->hx = calloc(wmax, sizeof(float));
     r->hrow = calloc(wmax, sizeof(uint16_t));
     r->qbuf = calloc(wmax, 8);
+    r->ptie = calloc(MAX_TIES, sizeof *r->ptie);
     r->embed = malloc((size_t)hp->vocab_size * hp->hidden * sizeof(double));
     r->layers = calloc((size_t)hp->n_layers, sizeof *r->layers);
-    if (!r->fq || !r->hx || !r->hrow || !r->qbuf || !r->embed || !r->layers) {
+    if (!r->fq || !r->hx || !r->hrow || !r->qbuf || !r->ptie || !r->embed || !r->layers) {
         rc = err_set(err, ERR_NOMEM, "ref: out of memory");
         goto fail;
     }

@@ -81,4 +81,12 @@ int ref_moe_ties_flipped(const struct ref_model *r);
 int ref_hints_taken(const struct ref_model *r);
 int ref_hints_refused(const struct ref_model *r);
 
+/* Expert deferral (engine.defer_experts, docs/numerics.md): in every layer but the last, the n
+ * routes of smallest weight (equal weights: the later slot) are summed apart and added to the
+ * residual stream after the next layer's attention. 0 (the default): none. Their near-ties of
+ * the down-projection input are resolved with the next layer's (its residual after). */
+void ref_set_defer(struct ref_model *r, int n);
+/* Smallest relative weight gap at the deferral cut since ref_reset: a near-tie indicator. */
+double ref_min_defer_margin(const struct ref_model *r);
+
 #endif

@@ -23,6 +23,13 @@
  * with exact scales (ops_set_fp8_ue8m0(o, 0)) give different logits; both modes' distance from the
  * reference without FP8 activation quantization (W8A16) is reported; scale_fmt "e8m0" then fails
  * to load, naming the key.
+ * Built with -DDEFER_CASES (test `model_defer`): instead, expert deferral (engine.defer_experts,
+ * docs/numerics.md): checks 1-2 with 1 and 2 deferred experts per token against the reference
+ * computing the deferred math itself (ref_set_defer), on `tiny` with 3 MoE layers (F32 experts,
+ * no resync: end to end; Q8_0 and Q4_K with resync) and V2.5's softmax routing; then 9. on one
+ * model: deferral changes the logits, and setting it back to 0 gives bitwise the logits of a model
+ * that never had it; a layered pass one layer per call (the deferred part pending across calls)
+ * gives bitwise model_forward's logits.
  * Built with -DTEST_IQUANTS (test `model_iquants`): instead, i-quant experts in unsloth-like
  * mixes (IQ2_XXS/IQ3_XXS, IQ1_S/Q4_K, IQ1_M/IQ2_XS, IQ2_S/IQ3_S) and a whole-GGUF model (a
  * gguf-split set in the split-MLA layout with IQ2_XXS experts and IQ3_S linears, embedding and
@@ -549,7 +556,7 @@ static void check_malformed(struct model *m, struct tkv *kv, int V, const char *
  * float32, docs/numerics.md): no hints but routing near-ties within EXACT_HINT_TOL, bound
  * EXACT_TOL. */
 static void check_model(const char *mdir, const char *label, double resync_gate, int full,
-                        int exact, const int32_t *pre, int n_pre)
+                        int exact, int defer, const int32_t *pre, int n_pre)
 {
     char err[ERR_LEN] = "";
     struct wt_model *w = NULL;
@@ -571,6 +578,10 @@ static void check_model(const char *mdir, const char *label, double resync_gate,
     rc = ref_create(w, CTX, &ref, err);
     if (rc) fprintf(stderr, "ref_create: %s\n", err);
     CHECK_EQ(rc, 0);
+    if (defer) {
+        CHECK_EQ(model_set_defer(m, defer, err), 0);
+        ref_set_defer(ref, defer);
+    }
 
     const int V = model_vocab(m);
     const struct wt_hparams *hp = wt_hparams(w);
@@ -638,6 +649,9 @@ static void check_model(const char *mdir, const char *label, double resync_gate,
             ref_min_route_margin(ref), ref_hints_taken(ref), ref_hints_refused(ref),
             ref_act_ties(ref), ref_act_ties_hinted(ref), ref_kv_ties(ref), ref_kv_ties_hinted(ref),
             ref_moe_ties(ref), ref_moe_ties_flipped(ref));
+    if (defer)
+        fprintf(stderr, "[%s] %d deferred experts per token: min weight gap at the cut %.3g\n",
+                label, defer, ref_min_defer_margin(ref));
     if (nohints) {
         fprintf(stderr, "[%s] no hints: report only\n", label);
         goto out;
@@ -862,6 +876,78 @@ static void gguf_from(const char *dir, const char *path)
     wt_close(d);
 }
 
+#ifdef DEFER_CASES
+/* the logits of every prompt position, by model_forward or (layers > 0) by a layered pass of
+ * that many layers per call */
+static void defer_logits(struct model *m, struct tkv *kv, const int32_t *toks, int layers,
+                         float *lg)
+{
+    char err[ERR_LEN] = "";
+    if (!layers) {
+        CHECK_EQ(run_seq(m, kv, 0, toks, PROMPT, 0, lg, err), 0);
+        return;
+    }
+    int32_t pos[PROMPT], seq[PROMPT] = {0}, li[PROMPT];
+    for (int i = 0; i < PROMPT; i++) pos[i] = li[i] = i;
+    struct model_seq sq = tkv_seq(kv, 0);
+    struct model_batch b = {.n_tokens = PROMPT,
+                            .tokens = toks,
+                            .pos = pos,
+                            .seq = seq,
+                            .n_seqs = 1,
+                            .seqs = &sq,
+                            .n_logits = PROMPT,
+                            .logits_idx = li};
+    CHECK_EQ(model_pass_begin(m, &kv->kv, &b, err), 0);
+    int left = 1;
+    while (left > 0) CHECK_EQ(model_pass_run(m, layers, &left, err), 0);
+    CHECK_EQ(model_pass_finish(m, lg, err), 0);
+}
+
+/* 9. deferral off is bitwise the forward without it; the layered pass equals the forward */
+static void check_defer_bits(const char *mdir, const char *label, int defer)
+{
+    char err[ERR_LEN] = "";
+    struct wt_model *w = NULL;
+    CHECK_EQ(wt_open(mdir, &w, err), 0);
+    struct ops *o = NULL, *o2 = NULL;
+    struct model *m = NULL, *m2 = NULL;
+    struct ops_params op = {.isa = "auto", .n_threads = 2, .max_tokens = PROMPT};
+    CHECK_EQ(tm_create(w, &op, &o, &m, err), 0);
+    CHECK_EQ(tm_create(w, &op, &o2, &m2, err), 0);
+    const int V = model_vocab(m);
+    struct tkv kv;
+    CHECK_EQ(tkv_init(&kv, model_n_layers(m), model_kv_dim(m), 1, PROMPT, 16), 0);
+    int32_t toks[PROMPT];
+    for (int i = 0; i < PROMPT; i++) toks[i] = (int32_t)(rnd() % (unsigned)V);
+    size_t nb = (size_t)PROMPT * V * sizeof(float);
+    float *never = malloc(nb), *on = malloc(nb), *off = malloc(nb), *pass = malloc(nb);
+    CHECK(never && on && off && pass);
+    defer_logits(m2, &kv, toks, 0, never); /* a model that never had deferral */
+    CHECK_EQ(model_set_defer(m, defer, err), 0);
+    defer_logits(m, &kv, toks, 0, on);
+    defer_logits(m, &kv, toks, 1, pass);
+    CHECK_EQ(model_set_defer(m, 0, err), 0);
+    defer_logits(m, &kv, toks, 0, off);
+    double d = rel_err_f(on, never, PROMPT * V);
+    fprintf(stderr, "[%s] deferral %d vs none: rel diff %.3g; off again: %s; layered pass: %s\n",
+            label, defer, d, memcmp(off, never, nb) ? "DIFFERS" : "bitwise equal",
+            memcmp(pass, on, nb) ? "DIFFERS" : "bitwise equal");
+    CHECK(d > 0);
+    CHECK(memcmp(off, never, nb) == 0);
+    CHECK(memcmp(pass, on, nb) == 0);
+    CHECK_EQ(model_set_defer(m, 5, err), ERR_INVAL); /* tiny routes 4 */
+    free(never);
+    free(on);
+    free(off);
+    free(pass);
+    tkv_free(&kv);
+    tm_destroy(o, m);
+    tm_destroy(o2, m2);
+    wt_close(w);
+}
+#endif
+
 int main(void)
 {
     unsigned long long seed = check_seed();
@@ -875,7 +961,7 @@ int main(void)
         int32_t pre[PROMPT];
         int n_pre = tokenizer_prompt(given, 0, wt_hparams(w)->vocab_size, 1, pre, PROMPT);
         wt_close(w);
-        check_model(given, given, RESYNC_GATE, 1, 0, pre, n_pre);
+        check_model(given, given, RESYNC_GATE, 1, 0, 0, pre, n_pre);
         return 0;
     }
     atexit(cleanup);
@@ -887,46 +973,53 @@ int main(void)
     static const struct {
         const char *preset, *type, *more;
         double gate;
-        int full, exact;
+        int full, exact, defer;
     } cases[] = {
 #ifdef SLICE_CASES
         /* DeepSeek-V2-Lite's true dims (hidden 2048, 16 heads, moe_inter 1408, dense 10944, top-6,
          * 2 shared); fewer experts and a small vocabulary keep the float64 reference in memory */
         {"v2-lite-slice", "q8_0", "--dense-layers 1 --moe-layers 1 --experts-n 16 --vocab 4096",
-         RESYNC_GATE, 0, 0},
+         RESYNC_GATE, 0, 0, 0},
         {"v2-lite-slice", "q8_0", "--dense-layers 1 --moe-layers 1 --experts-n 16 --vocab 4096",
-         0.0, 0, 2},
+         0.0, 0, 2, 0},
 #elif defined(UE8M0_CASES)
         /* DeepSeek-V3.1's scale_fmt "ue8m0"; F32 experts: no hidden rounding, no resync */
-        {"tiny", "f32", NULL, 0.0, 0, 0},
+        {"tiny", "f32", NULL, 0.0, 0, 0, 0},
+#elif defined(DEFER_CASES)
+        /* 1 dense + 3 MoE layers: two of them defer, the last does not */
+        {"tiny", "f32", "--moe-layers 3", 0.0, 0, 0, 1},
+        {"tiny", "f32", "--moe-layers 3", 0.0, 0, 0, 2},
+        {"tiny", "q8_0", "--moe-layers 3", RESYNC_GATE, 0, 0, 2},
+        {"tiny", "q4_K", "--moe-layers 3", RESYNC_GATE, 0, 0, 1},
+        {"v2grp", "q8_0", NULL, RESYNC_GATE, 0, 0, 2},
 #elif defined(TEST_IQUANTS)
         /* the grid i-quants, in mixes like unsloth's dynamic quants, and a whole-GGUF model
          * (llama.cpp's form, split MLA, gguf-split set) with i-quant linears too */
-        {"tiny", "iq2_xxs/iq3_xxs", NULL, RESYNC_GATE, 0, 0},
-        {"tiny", "iq1_s/q4_K", NULL, RESYNC_GATE, 0, 0},
-        {"tiny", "iq1_m/iq2_xs", NULL, RESYNC_GATE, 0, 0},
-        {"tiny", "iq2_s/iq3_s", NULL, RESYNC_GATE, 0, 0},
+        {"tiny", "iq2_xxs/iq3_xxs", NULL, RESYNC_GATE, 0, 0, 0},
+        {"tiny", "iq1_s/q4_K", NULL, RESYNC_GATE, 0, 0, 0},
+        {"tiny", "iq1_m/iq2_xs", NULL, RESYNC_GATE, 0, 0, 0},
+        {"tiny", "iq2_s/iq3_s", NULL, RESYNC_GATE, 0, 0, 0},
         {"tiny", "iq2_xxs", "--layout gguf --mla-layout split --split-count 3 --linears iq3_s",
-         RESYNC_GATE, 0, 0},
+         RESYNC_GATE, 0, 0, 0},
 #else
-        {"tiny", "q8_0", NULL, RESYNC_GATE, 1, 0},
-        {"tiny", "q4_K", NULL, RESYNC_GATE, 0, 0},
-        {"tiny", "f32", NULL, 0.0, 0, 0},
-        {"v2grp", "q8_0", NULL, RESYNC_GATE, 0, 0},
-        {"v2grp", "q4_K", NULL, 0.0, 0, 2},
-        {"tiny", "q4_K", NULL, 0.0, 0, 1},
-        {"tiny-v2", "q8_0", NULL, RESYNC_GATE, 0, 0},
-        {"tiny-v2", "q8_0", NULL, 0.0, 0, 1},
-        {"tiny-v2", "q4_K", NULL, 0.0, 0, 2},
-        {"tiny-moonlight", "q8_0", NULL, RESYNC_GATE, 0, 0},
-        {"tiny-moonlight", "q8_0", NULL, 0.0, 0, 1},
-        {"tiny-moonlight", "q4_K", NULL, 0.0, 0, 2},
-        {"tiny-kimi", "q8_0", NULL, RESYNC_GATE, 0, 0},
-        {"tiny-kimi", "q8_0", NULL, 0.0, 0, 1},
-        {"tiny-kimi", "q4_K", NULL, 0.0, 0, 2},
+        {"tiny", "q8_0", NULL, RESYNC_GATE, 1, 0, 0},
+        {"tiny", "q4_K", NULL, RESYNC_GATE, 0, 0, 0},
+        {"tiny", "f32", NULL, 0.0, 0, 0, 0},
+        {"v2grp", "q8_0", NULL, RESYNC_GATE, 0, 0, 0},
+        {"v2grp", "q4_K", NULL, 0.0, 0, 2, 0},
+        {"tiny", "q4_K", NULL, 0.0, 0, 1, 0},
+        {"tiny-v2", "q8_0", NULL, RESYNC_GATE, 0, 0, 0},
+        {"tiny-v2", "q8_0", NULL, 0.0, 0, 1, 0},
+        {"tiny-v2", "q4_K", NULL, 0.0, 0, 2, 0},
+        {"tiny-moonlight", "q8_0", NULL, RESYNC_GATE, 0, 0, 0},
+        {"tiny-moonlight", "q8_0", NULL, 0.0, 0, 1, 0},
+        {"tiny-moonlight", "q4_K", NULL, 0.0, 0, 2, 0},
+        {"tiny-kimi", "q8_0", NULL, RESYNC_GATE, 0, 0, 0},
+        {"tiny-kimi", "q8_0", NULL, 0.0, 0, 1, 0},
+        {"tiny-kimi", "q4_K", NULL, 0.0, 0, 2, 0},
         /* BF16 linears: Q8_0 ones quantize their input (lm_head included), whose near-ties the
          * reference does not hint for non-expert linears (a seed gave 1.9e-3 at one position) */
-        {"tiny-kimi", "q8_0", "--layout gguf --linears bf16", RESYNC_GATE, 0, 0},
+        {"tiny-kimi", "q8_0", "--layout gguf --linears bf16", RESYNC_GATE, 0, 0, 0},
 #endif
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
@@ -951,10 +1044,11 @@ int main(void)
         }
         static const char *const how[] = {"", " dequantized, f32 cache, exact",
                                           " as one GGUF, f32 cache, exact"};
-        char label[96], mdir[96];
-        snprintf(label, sizeof label, "%s/%s%s%s%s", cases[c].preset, cases[c].type,
+        char label[96], mdir[96], dl[24] = "";
+        if (cases[c].defer) snprintf(dl, sizeof dl, " defer %d", cases[c].defer);
+        snprintf(label, sizeof label, "%s/%s%s%s%s%s", cases[c].preset, cases[c].type,
                  cases[c].more && strstr(cases[c].more, "--layout gguf") ? " gguf" : "",
-                 how[cases[c].exact], UE8M0 ? " ue8m0" : "");
+                 how[cases[c].exact], UE8M0 ? " ue8m0" : "", dl);
         snprintf(mdir, sizeof mdir, "%s", dir);
         if (UE8M0) set_scale_fmt(dir, "ue8m0");
         if (cases[c].exact) { /* the F32 copy inside the model dir: removed with it */
@@ -994,7 +1088,11 @@ int main(void)
         seen[c].preset = pr;
         seen[c].n = n_pre;
         memcpy(seen[c].ids, pre, sizeof *pre * (size_t)n_pre);
-        check_model(mdir, label, cases[c].gate, cases[c].full, cases[c].exact, pre, n_pre);
+        check_model(mdir, label, cases[c].gate, cases[c].full, cases[c].exact, cases[c].defer, pre,
+                    n_pre);
+#ifdef DEFER_CASES
+        if (c == 0) check_defer_bits(mdir, label, 2);
+#endif
         if (UE8M0) check_ue8m0_modes(mdir, label, pre, n_pre);
         remove_model(dir);
         cur_dir[0] = 0;

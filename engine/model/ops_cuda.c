@@ -87,8 +87,8 @@
 #include "kernels/cuda/rope.h"
 #include "kernels/cuda/router.h"
 
-#define N_HOST 5         /* pinned host scratch: 0-1 CPU fallbacks, 2-4 expert jobs */
-#define N_JOBS 4         /* expert jobs the engine thread may run ahead by */
+#define N_HOST 6 /* pinned host scratch: 0-1 CPU fallbacks, 2-4 expert jobs, 5 deferred output */
+#define N_JOBS 4 /* expert jobs the engine thread may run ahead by */
 #define PROF_EVENTS 1024 /* profile marks between two host synchronizations */
 
 enum lin_kind { LIN_FP8, LIN_BF16, LIN_CPU };
@@ -127,6 +127,10 @@ struct moe_job {
     int32_t *ids;
     int n, top_k;
     int count; /* the host function adds ids to m's routing counts (routes from the device) */
+    int part;  /* expert deferral: 0 every route, 1 the immediate ones, 2 the deferred ones */
+    int n_defer;
+    int32_t *mids; /* part > 0: the part's routes (host function; grown by the engine thread) */
+    size_t mids_n;
     int rc;
     char err[ERR_LEN];
     int state;                /* 0 free, 1 enqueued, 2 joined (its ev_j recorded) */
@@ -182,8 +186,14 @@ struct ops_cuda {
     size_t ring_size, ring_off;
     struct moe_job jobs[N_JOBS]; /* ring; next_job is the next to use */
     int next_job;
-    struct moe_job *pend; /* the job whose output is not joined yet (NULL: none) */
-    struct {              /* ops_kv_store's call, run by the next ops_mla_attn */
+    struct moe_job *pend;  /* the job whose output is not joined yet (NULL: none) */
+    struct moe_job *dpend; /* a deferred part's job (ops_moe_defer) not joined yet: joined only
+                            * by ops touching its output, CPU work and synchronizations */
+    float *dpend_y;
+    size_t dpend_bytes;
+    int32_t *d_dids; /* expert deferral off the job path: both parts' routes [2][dids_n] */
+    size_t dids_n;
+    struct { /* ops_kv_store's call, run by the next ops_mla_attn */
         const struct model_kv *kv;
         const struct model_batch *b;
         const float *x;
@@ -277,18 +287,34 @@ static void prof_fold(struct ops_cuda *c)
     c->prof.n = 1;
 }
 
-/* Make the main stream wait for the expert job if p lies in its output (or always: p = NULL). */
+/* the main stream waits for job *jp's result; *jp = NULL */
+static void join_job(struct ops_cuda *c, struct moe_job **jp)
+{
+    prof(c, OPS_PROF_WAIT);
+    CK(c, cudaEventRecord((*jp)->ev_j, c->st), "event");
+    CK(c, cudaStreamWaitEvent(c->st, (*jp)->ev_out, 0), "stream wait");
+    (*jp)->state = 2;
+    *jp = NULL;
+}
+
+static int within(const void *p, const float *y, size_t bytes)
+{
+    return (const char *)p >= (const char *)y && (const char *)p < (const char *)y + bytes;
+}
+
+/* Make the main stream wait for the expert job if p lies in its output (or always: p = NULL),
+ * and for a deferred part's job if p lies in its output. */
 static void join(struct ops_cuda *c, const void *p)
 {
-    if (!c->pend) return;
-    if (p && ((const char *)p < (const char *)c->pend_y ||
-              (const char *)p >= (const char *)c->pend_y + c->pend_bytes))
-        return;
-    prof(c, OPS_PROF_WAIT);
-    CK(c, cudaEventRecord(c->pend->ev_j, c->st), "event");
-    CK(c, cudaStreamWaitEvent(c->st, c->pend->ev_out, 0), "stream wait");
-    c->pend->state = 2;
-    c->pend = NULL;
+    if (c->pend && (!p || within(p, c->pend_y, c->pend_bytes))) join_job(c, &c->pend);
+    if (c->dpend && p && within(p, c->dpend_y, c->dpend_bytes)) join_job(c, &c->dpend);
+}
+
+/* join, and the deferred part's job: before the CPU pool or the jobs' pinned inputs are reused */
+static void join_all(struct ops_cuda *c)
+{
+    join(c, NULL);
+    if (c->dpend) join_job(c, &c->dpend);
 }
 
 /* A joined job whose events have completed: add its times to the stats, report its error, free
@@ -311,7 +337,7 @@ static void retire(struct ops_cuda *c, struct moe_job *j)
 /* Wait for all GPU work and every expert job on the host; retire the jobs. */
 static void host_sync(struct ops_cuda *c)
 {
-    join(c, NULL);
+    join_all(c);
     CK(c, cudaStreamSynchronize(c->st), "synchronize");
     for (int i = 0; i < N_JOBS; i++) retire(c, &c->jobs[i]);
     prof_fold(c);
@@ -1410,11 +1436,16 @@ static void CUDART_CB moe_host(void *ud)
     struct moe_job *j = ud;
     struct timespec t0, t1;
     if (j->count) ec_add(j->m->cnt, j->m->cnt_row, j->ids, (int64_t)j->n * j->top_k);
+    const int32_t *ids = j->ids;
+    if (j->part) { /* expert deferral: this part's routes, the others at -1 */
+        ops__defer_ids(j->ids, j->w, j->n, j->top_k, j->n_defer, j->part - 1, j->mids);
+        ids = j->mids;
+    }
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    ops_moe(j->cpu, j->m->cpu, j->x, j->n, j->ids, j->w, j->top_k, j->y);
+    ops_moe(j->cpu, j->m->cpu, j->x, j->n, ids, j->w, j->top_k, j->y);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     long long pairs = 0;
-    for (long long i = 0; i < (long long)j->n * j->top_k; i++) pairs += j->ids[i] >= 0;
+    for (long long i = 0; i < (long long)j->n * j->top_k; i++) pairs += ids[i] >= 0;
     j->pairs = pairs;
     j->seconds = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
     char e2[ERR_LEN];
@@ -1494,7 +1525,8 @@ static void moe_gpu(struct ops_cuda *c, const struct ops_moe *m, const float *x,
  * side-stream work after the result's copy into y and then calls job_finish. */
 static struct moe_job *job_enqueue(struct ops_cuda *c, const struct ops_moe *m, const float *x,
                                    int n, const int32_t *ids, const int32_t *host_ids,
-                                   const float *w, int top_k, float *y, int finish);
+                                   const float *w, int top_k, float *y, int finish, int part,
+                                   int n_defer);
 static void job_finish(struct ops_cuda *c, struct moe_job *j, float *y, size_t bytes);
 
 /* Routed experts partly on the GPU (ops_cuda_stream.h): hot experts at every forward, streamed
@@ -1517,14 +1549,14 @@ static void moe_split(struct ops_cuda *c, const struct ops_moe *m, const float *
     int ngx = cus_plan(c->cus, m->st, hid, n, top_k, cids, &cpairs, &hpairs);
     ec_add_hot(m->cnt, hpairs);
     if (ngx == 0) { /* every route on the CPU: the routes are on the host (and counted) */
-        job_enqueue(c, m, x, n, NULL, hid, w, top_k, y, 1);
+        job_enqueue(c, m, x, n, NULL, hid, w, top_k, y, 1, 0, 0);
         return;
     }
     struct moe_job *j = NULL;
     float *gout = y;
     if (cpairs > 0) {
         ASSERT(c->s_acc && c->s_acc_hidden >= m->hidden && n <= c->max_pad);
-        if (!(j = job_enqueue(c, m, x, n, NULL, cids, w, top_k, y, 0))) return;
+        if (!(j = job_enqueue(c, m, x, n, NULL, cids, w, top_k, y, 0, 0, 0))) return;
         gout = c->s_acc;
     }
     char e2[ERR_LEN];
@@ -1551,7 +1583,7 @@ static void cu_moe(struct ops *o, const struct ops_moe *m, const float *x, int n
                    const int32_t *ids, const float *w, int top_k, float *y)
 {
     struct ops_cuda *c = C(o);
-    join(c, NULL);
+    join_all(c);
     prof(c, OPS_PROF_MOE_IN);
     if (m->gpu) {
         moe_gpu(c, m, x, n, ids, w, top_k, y);
@@ -1561,21 +1593,131 @@ static void cu_moe(struct ops *o, const struct ops_moe *m, const float *x, int n
         moe_split(c, m, x, n, ids, w, top_k, y);
         return;
     }
-    job_enqueue(c, m, x, n, ids, NULL, w, top_k, y, 1);
+    job_enqueue(c, m, x, n, ids, NULL, w, top_k, y, 1, 0, 0);
 }
 
-static struct moe_job *job_enqueue(struct ops_cuda *c, const struct ops_moe *m, const float *x,
-                                   int n, const int32_t *ids, const int32_t *host_ids,
-                                   const float *w, int top_k, float *y, int finish)
+/* The next job record, free (one used N_JOBS jobs ago has been joined long since: wait for it on
+ * the host), with room for n x top_k part routes; NULL (sticky error) when they cannot grow. */
+static struct moe_job *job_take(struct ops_cuda *c, int n, int top_k)
 {
     ASSERT(c->next_job >= 0 && c->next_job < N_JOBS);
     struct moe_job *j = &c->jobs[c->next_job];
-    if (j->state) { /* N_JOBS layers ago: joined long since; wait for it on the host */
-        ASSERT(j->state == 2 && j != c->pend);
+    if (j->state) {
+        ASSERT(j->state == 2 && j != c->pend && j != c->dpend);
         CK(c, cudaEventSynchronize(j->ev_j), "synchronize");
         retire(c, j);
     }
     ASSERT(j->state == 0); /* a record still in use by the host-function thread */
+    size_t need = (size_t)n * top_k;
+    if (need > j->mids_n) {
+        int32_t *p = realloc(j->mids, need * sizeof *p);
+        if (!p) {
+            ops__fail(&c->base, ERR_NOMEM, "cuda ops: out of memory (deferred routes)");
+            return NULL;
+        }
+        j->mids = p;
+        j->mids_n = need;
+    }
+    return j;
+}
+
+/* Expert deferral, on the job path: the immediate part is an ordinary job (its output y joined as
+ * usual); the deferred part is a second host function on the side stream right after it, on the
+ * same pinned inputs, its result copied into y_def and joined only when an op touches y_def (the
+ * add after the next layer's attention), so it runs beside that attention. Off the job path (GPU
+ * experts, hot or streamed ones) both parts run in turn, each as ops_moe with its routes. */
+static void moe_defer_sync(struct ops_cuda *c, const struct ops_moe *m, const float *x, int n,
+                           const int32_t *ids, const float *w, int top_k, int n_defer, float *y,
+                           float *y_def);
+
+static void cu_moe_defer(struct ops *o, const struct ops_moe *m, const float *x, int n,
+                         const int32_t *ids, const float *w, int top_k, int n_defer, float *y,
+                         float *y_def)
+{
+    struct ops_cuda *c = C(o);
+    join_all(c);
+    prof(c, OPS_PROF_MOE_IN);
+    if (m->gpu || cus_wants(c->cus, m->st, n)) {
+        moe_defer_sync(c, m, x, n, ids, w, top_k, n_defer, y, y_def);
+        return;
+    }
+    struct moe_job *a = job_enqueue(c, m, x, n, ids, NULL, w, top_k, y, 1, 1, n_defer);
+    if (!a) return;
+    size_t xb = (size_t)n * m->hidden * sizeof(float);
+    float *hy = hbuf(c, 5, xb);
+    struct moe_job *j = hy ? job_take(c, n, top_k) : NULL;
+    if (!j) return;
+    c->next_job = (c->next_job + 1) % N_JOBS;
+    j->cpu = c->cpu;
+    j->seconds = 0;
+    j->pairs = 0;
+    j->m = m;
+    j->x = a->x;
+    j->ids = a->ids;
+    j->w = a->w;
+    j->y = hy;
+    j->n = n;
+    j->top_k = top_k;
+    j->rc = 0;
+    j->err[0] = 0;
+    j->count = 0; /* the immediate part's job counted the routes */
+    j->part = 2;
+    j->n_defer = n_defer;
+    j->state = 1;
+    /* no input copy: its "inputs ready" marks are where it starts on the side stream */
+    CK(c, cudaEventRecord(j->ev_a, c->side), "event");
+    CK(c, cudaEventRecord(j->ev_in, c->side), "event");
+    CK(c, cudaLaunchHostFunc(c->side, moe_host, j), "host func");
+    CK(c, cudaEventRecord(j->ev_c, c->side), "event");
+    CK(c, cudaMemcpyAsync(y_def, hy, xb, cudaMemcpyHostToDevice, c->side), "moe out");
+    CK(c, cudaEventRecord(j->ev_out, c->side), "event");
+    c->dpend = j;
+    c->dpend_y = y_def;
+    c->dpend_bytes = xb;
+}
+
+static void moe_defer_sync(struct ops_cuda *c, const struct ops_moe *m, const float *x, int n,
+                           const int32_t *ids, const float *w, int top_k, int n_defer, float *y,
+                           float *y_def)
+{
+    size_t np = (size_t)n * top_k, kb = np * sizeof(int32_t);
+    const int32_t *hid = (const int32_t *)to_host(c, 0, ids, kb);
+    const float *hw = to_host(c, 1, w, kb);
+    if (!hid || !hw) return;
+    host_sync(c);
+    if (np > c->dids_n) {
+        cudaFree(c->d_dids);
+        c->d_dids = NULL;
+        c->dids_n = 0;
+        if (cudaMalloc((void **)&c->d_dids, 2 * kb) != cudaSuccess) {
+            c->d_dids = NULL;
+            ops__fail(&c->base, ERR_NOMEM, "cuda ops: out of device memory (deferred routes)");
+            return;
+        }
+        c->dids_n = np;
+    }
+    for (int part = 0; part < 2; part++) {
+        int32_t *h = stage(c, kb);
+        if (!h) return;
+        ops__defer_ids(hid, hw, n, top_k, n_defer, part, h);
+        CK(c, cudaMemcpyAsync(c->d_dids + part * np, h, kb, cudaMemcpyHostToDevice, c->st),
+           "upload routes");
+    }
+    for (int part = 0; part < 2; part++) {
+        const int32_t *d = c->d_dids + part * np;
+        float *out = part ? y_def : y;
+        if (m->gpu) moe_gpu(c, m, x, n, d, w, top_k, out);
+        else moe_split(c, m, x, n, d, w, top_k, out);
+    }
+}
+
+static struct moe_job *job_enqueue(struct ops_cuda *c, const struct ops_moe *m, const float *x,
+                                   int n, const int32_t *ids, const int32_t *host_ids,
+                                   const float *w, int top_k, float *y, int finish, int part,
+                                   int n_defer)
+{
+    struct moe_job *j = job_take(c, n, top_k);
+    if (!j) return NULL;
     size_t xb = (size_t)n * m->hidden * sizeof(float), kb = (size_t)n * top_k * sizeof(float);
     float *hx = hbuf(c, 2, xb), *hy = hbuf(c, 3, xb);
     char *hk = hbuf(c, 4, 2 * kb);
@@ -1594,6 +1736,8 @@ static struct moe_job *job_enqueue(struct ops_cuda *c, const struct ops_moe *m, 
     j->rc = 0;
     j->err[0] = 0;
     j->count = !host_ids && m->cnt;
+    j->part = part;
+    j->n_defer = n_defer;
     j->state = 1;
     if (host_ids) memcpy(j->ids, host_ids, kb);
     CK(c, cudaEventRecord(j->ev_a, c->st), "event");
@@ -1668,7 +1812,7 @@ static void cu_destroy(struct ops *o)
 {
     struct ops_cuda *c = C(o);
     if (c->st) {
-        join(c, NULL);
+        join_all(c);
         cudaStreamSynchronize(c->st);
     }
     for (int i = 0; i < PROF_EVENTS; i++)
@@ -1678,7 +1822,9 @@ static void cu_destroy(struct ops *o)
         cudaEvent_t *ev[] = {&j->ev_a, &j->ev_in, &j->ev_c, &j->ev_out, &j->ev_j};
         for (int e = 0; e < 5; e++)
             if (*ev[e]) cudaEventDestroy(*ev[e]);
+        free(j->mids);
     }
+    cudaFree(c->d_dids);
     cudaFree(c->xq);
     cudaFree(c->xs);
     cudaFree(c->ysc);
@@ -1770,6 +1916,7 @@ static const struct ops_vt cuda_vt = {
     .mla_attn = cu_mla_attn,
     .router = cu_router,
     .moe = cu_moe,
+    .moe_defer = cu_moe_defer,
     .swiglu = cu_swiglu,
     .add = cu_add,
     .gather = cu_gather,

@@ -1,7 +1,7 @@
 /* bench_model.c - CPU-only prefill and decode throughput of the model forward.
  *
  *   bench_model [--model DIR | --preset tiny|v3-slice [--synth-args "..."]] [--prompt N]
- *               [--decode N] [--threads N] [--isa X] [--chunk N]
+ *               [--decode N] [--threads N] [--isa X] [--chunk N] [--defer N]
  *
  * Without --model it makes a synth model with `tandem convert synth --preset P` in a temporary
  * directory (default preset tiny). Prefill: one forward of --prompt tokens (in --chunk pieces,
@@ -9,7 +9,7 @@
  * single-token forwards over the KV cache after the prompt. Printed beside the results, as the
  * ceiling: the weight bytes one decode step reads (every non-expert tensor plus top_k experts per
  * MoE layer) and this machine's single-pass read bandwidth, and the bandwidth bound on decode
- * tokens/s they imply.
+ * tokens/s they imply. --defer N: expert deferral (engine.defer_experts) with N experts.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,7 +74,7 @@ static double decode_bytes(const struct wt_model *w)
 int main(int argc, char **argv)
 {
     const char *model_dir = NULL, *preset = "tiny", *synth_args = "", *isa = "auto";
-    int prompt = 64, decode = 32, threads = 0, chunk = 0;
+    int prompt = 64, decode = 32, threads = 0, chunk = 0, defer = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
         if (!strcmp(a, "--model")) model_dir = v;
@@ -85,6 +85,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--threads")) threads = atoi(v);
         else if (!strcmp(a, "--isa")) isa = v;
         else if (!strcmp(a, "--chunk")) chunk = atoi(v);
+        else if (!strcmp(a, "--defer")) defer = atoi(v);
         else {
             fprintf(stderr, "unknown option %s\n", a);
             return 2;
@@ -110,7 +111,8 @@ int main(int argc, char **argv)
     struct ops *o = NULL;
     struct model *m = NULL;
     struct ops_params op = {.isa = isa, .n_threads = threads, .max_tokens = chunk};
-    if (wt_open(model_dir, &w, err) || wt_validate(w, err) || tm_create(w, &op, &o, &m, err)) {
+    if (wt_open(model_dir, &w, err) || wt_validate(w, err) || tm_create(w, &op, &o, &m, err) ||
+        model_set_defer(m, defer, err)) {
         fprintf(stderr, "bench_model: %s\n", err);
         return 1;
     }

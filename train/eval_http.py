@@ -23,6 +23,8 @@ answer:
 Examples under the deepseek-r1 template (think, and some json) are skipped without --r1-url.
 Prints per-task accuracy as JSON ("accuracy": the old-style chats, as before;
 "accuracy_agent": the agent examples); exits 1 if either is below --min / --min-agent.
+--answers FILE writes every example's task, correctness and answer, one JSON line each, so two
+runs (e.g. engine.defer_experts on and off) can be compared answer by answer.
 Standard library only.
 """
 import argparse
@@ -106,6 +108,7 @@ def main():
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--min", type=float, default=0.0)
     ap.add_argument("--min-agent", type=float, default=0.0)
+    ap.add_argument("--answers", default="", help="write every answer here (JSON lines)")
     args = ap.parse_args()
     exs = data.eval_examples(args.seed, args.n, args.agent_n)
     convs, agent = exs[:args.n], exs[args.n:]
@@ -119,13 +122,15 @@ def main():
 
     with concurrent.futures.ThreadPoolExecutor(args.concurrency) as pool:
         answers = list(pool.map(one, convs + agent))
-    per, ok, wrong = {}, [0, 0], []
+    per, ok, wrong, lines = {}, [0, 0], [], []
     for k, (ex, a) in enumerate(zip(convs + agent, answers)):
         is_agent = k >= len(convs)
         if is_agent:
             good, got = score(ex, a)
         else:
             good, got = ex["check"] in a, a
+        lines.append(json.dumps({"task": ex["task"], "ok": bool(good), "got": got},
+                                ensure_ascii=False))
         ok[is_agent] += good
         c = per.setdefault(ex["task"], [0, 0])
         c[0] += good
@@ -144,6 +149,9 @@ def main():
         out.update(agent_n=len(agent), agent_skipped=len(skipped), accuracy_agent=acc_agent,
                    agent_per_task_n={t: per[t][1] for t in data.AGENT_TASKS if t in per},
                    accuracy_all=(ok[0] + ok[1]) / max(len(convs) + len(agent), 1))
+    if args.answers:
+        with open(args.answers, "w") as f:
+            f.write("\n".join(lines) + "\n")
     print(json.dumps(out, indent=1, ensure_ascii=False))
     return 0 if acc >= args.min and (acc_agent is None or acc_agent >= args.min_agent) else 1
 

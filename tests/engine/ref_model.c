@@ -96,6 +96,8 @@ struct ref_model {
     struct rtie *ptie; /* [MAX_TIES]: the deferred experts' near-ties, resolved one layer on */
     int n_ptie;
     double min_defer_margin;
+    int defer_ties, defer_ties_swapped;
+    double *slots; /* [top_k][hidden]: each routed slot's weighted output */
     void *qbuf;
 };
 
@@ -673,8 +675,10 @@ struct rtie {
 };
 
 /* Expert deferral: which of the K slots are deferred (the nd smallest weights; equal weights, the
- * later slot first), by a stable sort of the slots, and the relative gap at the cut. */
-static void defer_pick(struct ref_model *r, const double *wts, int K, int nd, unsigned char *dfd)
+ * later slot first), by a stable sort of the slots. Returns the relative weight gap at the cut
+ * (INFINITY when nothing is cut) and the two slots beside it: *lo the last deferred, *hi the
+ * first immediate. */
+static double defer_pick(const double *wts, int K, int nd, unsigned char *dfd, int *lo, int *hi)
 {
     int ord[64];
     for (int k = 0; k < K; k++) ord[k] = k;
@@ -690,70 +694,104 @@ static void defer_pick(struct ref_model *r, const double *wts, int K, int nd, un
         }
     for (int k = 0; k < K; k++) dfd[k] = 0;
     for (int k = 0; k < nd; k++) dfd[ord[k]] = 1;
-    if (nd > 0 && nd < K) {
-        double mx = 0;
-        for (int k = 0; k < K; k++) mx = fabs(wts[k]) > mx ? fabs(wts[k]) : mx;
-        double gap = (wts[ord[nd]] - wts[ord[nd - 1]]) / (mx > 0 ? mx : 1);
-        if (gap < r->min_defer_margin) r->min_defer_margin = gap;
-    }
+    if (nd <= 0 || nd >= K) return INFINITY;
+    double mx = 0;
+    for (int k = 0; k < K; k++) mx = fabs(wts[k]) > mx ? fabs(wts[k]) : mx;
+    *lo = ord[nd - 1];
+    *hi = ord[nd];
+    return (wts[*hi] - wts[*lo]) / (mx > 0 ? mx : 1);
 }
+
+/* below this relative weight gap the fast path's fp32 weights may cut the other way */
+#define DEFER_TIE 1e-5
 
 static void ffn(struct ref_model *r, struct rlayer *ly, int layer, int pos)
 {
     const struct wt_hparams *hp = &r->hp;
     const int D = hp->hidden;
     double *f = r->a, *y = r->ffo, *tmp = r->t3;
-    /* unobservable near-ties: this layer's immediate experts', and the deferred experts' of the
-     * layer before (their part is in r->x since this layer's attention) */
-    struct rtie ties[2 * MAX_TIES];
+    struct rtie ties[MAX_TIES]; /* the immediate experts' unobservable near-ties */
     int nt = 0;
-    for (int j = 0; j < r->n_ptie; j++) ties[nt++] = r->ptie[j];
-    r->n_ptie = 0;
     rmsnorm(r->x, ly->ffn_norm, D, hp->rms_eps, f);
     if (!ly->moe) {
         mlp(r, &ly->gate, &ly->up, &ly->down, 1, f, y);
     } else {
-        int ids[64];
+        const int K = hp->top_k;
+        int ids[64], slot_of[MAX_TIES];
         double wts[64];
         unsigned char dfd[64];
+        struct rtie st[MAX_TIES]; /* the experts' own near-ties, by slot (slot_of) */
+        int ns = 0;
         route(r, ly, layer, pos, f, ids, wts);
-        const int nd = r->defer > 0 && layer < hp->n_layers - 1 ? r->defer : 0;
-        defer_pick(r, wts, hp->top_k, nd, dfd);
-        for (int i = 0; i < D; i++) y[i] = 0;
-        if (nd) {
-            for (int i = 0; i < D; i++) r->dfr[i] = 0;
-            r->dfr_pending = 1;
-        }
-        for (int k = 0; k < hp->top_k; k++) {
+        /* each slot's weighted output, summed into its part once the cut is known */
+        double *c = r->slots;
+        for (int k = 0; k < K; k++) {
             const struct rmat *g = &ly->eg[ids[k]], *u = &ly->eu[ids[k]], *d = &ly->ed[ids[k]];
-            double *gv = r->t1, *uv = r->t2, *xq = r->t4;
+            double *gv = r->t1, *uv = r->t2, *xq = r->t4, *ck = c + (size_t)k * D;
             matvec(r, g, MODEL_LIN_ROUTER, f, gv); /* the experts' input is the router's */
             matvec(r, u, MODEL_LIN_ROUTER, f, uv);
             for (int i = 0; i < g->rows; i++) gv[i] = silu(gv[i]) * uv[i];
             act_emulate(r, d, -1, gv, xq);
             for (int i = 0; i < d->cols; i++) r->fq[i] = (float)gv[i];
-            /* a deferred expert's ties wait for the next layer's output */
-            struct rtie *tl = dfd[k] ? r->ptie : ties;
-            int *tn = dfd[k] ? &r->n_ptie : &nt;
-            if (d->act == ACT_VDT && *tn < MAX_TIES) {
+            if (d->act == ACT_VDT && ns < MAX_TIES) {
                 int idx[MAX_TIES];
                 double alt[MAX_TIES];
-                int c = vdt_ties(d->vdt, r->fq, xq, d->cols, idx, alt, MAX_TIES - *tn);
-                for (int j = 0; j < c; j++)
-                    tl[(*tn)++] = (struct rtie){
+                int cn = vdt_ties(d->vdt, r->fq, xq, d->cols, idx, alt, MAX_TIES - ns);
+                for (int j = 0; j < cn; j++, ns++) {
+                    st[ns] = (struct rtie){
                         .d = d, .w = wts[k], .delta = alt[j] - xq[idx[j]], .i = idx[j]};
+                    slot_of[ns] = k;
+                }
             }
-            double *out = dfd[k] ? r->dfr : y;
             for (int i = 0; i < d->rows; i++) {
                 const double *w = d->w + (size_t)i * d->cols;
                 double acc = 0;
-                for (int c = 0; c < d->cols; c++) acc += w[c] * xq[c];
-                out[i] += wts[k] * acc;
+                for (int cc = 0; cc < d->cols; cc++) acc += w[cc] * xq[cc];
+                ck[i] = wts[k] * acc;
             }
         }
-        if (ly->gate.w) {
-            mlp(r, &ly->gate, &ly->up, &ly->down, 1, f, tmp);
-            for (int i = 0; i < D; i++) y[i] += tmp[i];
+        double *sh = tmp; /* shared experts */
+        if (ly->gate.w) mlp(r, &ly->gate, &ly->up, &ly->down, 1, f, sh);
+        const int nd = r->defer > 0 && layer < hp->n_layers - 1 ? r->defer : 0;
+        int lo = 0, hi = 0;
+        double gap = defer_pick(wts, K, nd, dfd, &lo, &hi);
+        if (gap < r->min_defer_margin) r->min_defer_margin = gap;
+        /* A near-tie at the cut: the two choices differ by a whole expert's output, so the fast
+         * path's residual after this layer tells which one it made. */
+        if (gap < DEFER_TIE && r->act_hint &&
+            r->act_hint(r->act_ud, layer + 1, MODEL_LIN_RESID, pos, r->hx, D)) {
+            double own = 0, swap = 0;
+            for (int i = 0; i < D; i++) {
+                double yi = ly->gate.w ? sh[i] : 0;
+                for (int k = 0; k < K; k++)
+                    if (!dfd[k]) yi += c[(size_t)k * D + i];
+                double t = r->hx[i] - (r->x[i] + yi),
+                       dsw = c[(size_t)lo * D + i] - c[(size_t)hi * D + i];
+                own += t * t;
+                swap += (t - dsw) * (t - dsw);
+            }
+            r->defer_ties++;
+            if (swap < own) {
+                dfd[lo] = 0;
+                dfd[hi] = 1;
+                r->defer_ties_swapped++;
+            }
+        }
+        for (int i = 0; i < D; i++) y[i] = 0;
+        if (nd) {
+            for (int i = 0; i < D; i++) r->dfr[i] = 0;
+            r->dfr_pending = 1;
+        }
+        for (int k = 0; k < K; k++) { /* each part in slot order */
+            double *out = dfd[k] ? r->dfr : y;
+            for (int i = 0; i < D; i++) out[i] += c[(size_t)k * D + i];
+        }
+        if (ly->gate.w)
+            for (int i = 0; i < D; i++) y[i] += sh[i];
+        /* a deferred expert's ties wait for the next layer's output */
+        for (int j = 0; j < ns; j++) {
+            if (dfd[slot_of[j]]) r->ptie[r->n_ptie++] = st[j];
+            else ties[nt++] = st[j];
         }
     }
     /* Resolve those ties the way the other implementation did, judged by its residual stream
@@ -778,6 +816,36 @@ static void ffn(struct ref_model *r, struct rlayer *ly, int layer, int pos)
         r->moe_ties += nt;
     }
     for (int i = 0; i < D; i++) r->x[i] += y[i];
+}
+
+/* The deferred experts' near-ties of the layer before, once their part is in r->x (after this
+ * layer's attention): resolved by this layer's FFN input, which the other implementation shows
+ * (its router's input, or the dense FFN's gate input): flip a tie when the FFN norm of the
+ * stream with it flipped comes closer to that. */
+static void defer_ties(struct ref_model *r, const struct rlayer *ly, int layer, int pos)
+{
+    const int D = r->hp.hidden, n = r->n_ptie;
+    r->n_ptie = 0;
+    if (!n || !r->act_hint ||
+        !r->act_hint(r->act_ud, layer, ly->moe ? MODEL_LIN_ROUTER : MODEL_LIN_GATE, pos, r->hx, D))
+        return;
+    double *f = r->t1, *xs = r->t2, cur = 0;
+    rmsnorm(r->x, ly->ffn_norm, D, r->hp.rms_eps, f);
+    for (int i = 0; i < D; i++) cur += (f[i] - r->hx[i]) * (f[i] - r->hx[i]);
+    for (int j = 0; j < n; j++) {
+        const struct rtie *t = &r->ptie[j];
+        for (int i = 0; i < D; i++)
+            xs[i] = r->x[i] + t->w * t->d->w[(size_t)i * t->d->cols + t->i] * t->delta;
+        rmsnorm(xs, ly->ffn_norm, D, r->hp.rms_eps, f);
+        double alt = 0;
+        for (int i = 0; i < D; i++) alt += (f[i] - r->hx[i]) * (f[i] - r->hx[i]);
+        if (alt < cur) {
+            memcpy(r->x, xs, (size_t)D * sizeof(double));
+            cur = alt;
+            r->moe_ties_flipped++;
+        }
+    }
+    r->moe_ties += n;
 }
 
 /* compare (and maybe replace) the residual stream with the other implementation's */
@@ -816,6 +884,7 @@ int ref_step(struct ref_model *r, int32_t token, double *logits, char *err)
         if (r->dfr_pending) { /* the layer before's deferred experts, after this attention */
             for (int i = 0; i < hp->hidden; i++) r->x[i] += r->dfr[i];
             r->dfr_pending = 0;
+            defer_ties(r, &r->layers[l], l, pos);
         }
         ffn(r, &r->layers[l], l, pos);
     }
@@ -903,6 +972,7 @@ void ref_destroy(struct ref_model *r)
     free(r->hrow);
     free(r->qbuf);
     free(r->ptie);
+    free(r->slots);
     free(r);
 }
 
@@ -918,10 +988,13 @@ void ref_reset(struct ref_model *r)
     r->dfr_pending = 0;
     r->n_ptie = 0;
     r->min_defer_margin = INFINITY;
+    r->defer_ties = r->defer_ties_swapped = 0;
 }
 
 void ref_set_defer(struct ref_model *r, int n) { r->defer = n; }
 double ref_min_defer_margin(const struct ref_model *r) { return r->min_defer_margin; }
+int ref_defer_ties(const struct ref_model *r) { return r->defer_ties; }
+int ref_defer_ties_swapped(const struct ref_model *r) { return r->defer_ties_swapped; }
 
 void ref_set_act_hint(struct ref_model *r, ref_act_hint_fn fn, void *ud)
 {
@@ -1068,9 +1141,11 @@ int ref_create(const struct wt_model *w, int max_ctx, struct ref_model **out, ch
     r->hrow = calloc(wmax, sizeof(uint16_t));
     r->qbuf = calloc(wmax, 8);
     r->ptie = calloc(MAX_TIES, sizeof *r->ptie);
+    r->slots = calloc((size_t)(hp->top_k > 0 ? hp->top_k : 1) * hp->hidden, sizeof(double));
     r->embed = malloc((size_t)hp->vocab_size * hp->hidden * sizeof(double));
     r->layers = calloc((size_t)hp->n_layers, sizeof *r->layers);
-    if (!r->fq || !r->hx || !r->hrow || !r->qbuf || !r->ptie || !r->embed || !r->layers) {
+    if (!r->fq || !r->hx || !r->hrow || !r->qbuf || !r->ptie || !r->slots || !r->embed ||
+        !r->layers) {
         rc = err_set(err, ERR_NOMEM, "ref: out of memory");
         goto fail;
     }

@@ -84,9 +84,15 @@ int ref_hints_refused(const struct ref_model *r);
 /* Expert deferral (engine.defer_experts, docs/numerics.md): in every layer but the last, the n
  * routes of smallest weight (equal weights: the later slot) are summed apart and added to the
  * residual stream after the next layer's attention. 0 (the default): none. Their near-ties of
- * the down-projection input are resolved with the next layer's (its residual after). */
+ * the down-projection input are resolved there, by the next layer's FFN input (activation hint:
+ * its router's input, or a dense layer's gate input). */
 void ref_set_defer(struct ref_model *r, int n);
-/* Smallest relative weight gap at the deferral cut since ref_reset: a near-tie indicator. */
+/* Smallest relative weight gap at the deferral cut since ref_reset: a near-tie indicator. Where
+ * the gap is below 1e-5 the reference takes the cut the other implementation's residual stream
+ * after the layer (activation hint, MODEL_LIN_RESID) shows: its own or the two slots beside the
+ * cut swapped. Such near-ties met, and swapped, since ref_reset. */
 double ref_min_defer_margin(const struct ref_model *r);
+int ref_defer_ties(const struct ref_model *r);
+int ref_defer_ties_swapped(const struct ref_model *r);
 
 #endif

@@ -650,8 +650,11 @@ static void check_model(const char *mdir, const char *label, double resync_gate,
             ref_act_ties(ref), ref_act_ties_hinted(ref), ref_kv_ties(ref), ref_kv_ties_hinted(ref),
             ref_moe_ties(ref), ref_moe_ties_flipped(ref));
     if (defer)
-        fprintf(stderr, "[%s] %d deferred experts per token: min weight gap at the cut %.3g\n",
-                label, defer, ref_min_defer_margin(ref));
+        fprintf(stderr,
+                "[%s] %d deferred experts per token: min weight gap at the cut %.3g (%d near-ties, "
+                "%d swapped by the fast path's residual)\n",
+                label, defer, ref_min_defer_margin(ref), ref_defer_ties(ref),
+                ref_defer_ties_swapped(ref));
     if (nohints) {
         fprintf(stderr, "[%s] no hints: report only\n", label);
         goto out;

@@ -3,7 +3,7 @@
  *   bench_hybrid --model DIR [--batch B] [--steps S] [--prompt P] [--placement hybrid|cpu]
  *                [--threads N] [--spin-us N] [--dram-gbs X] [--profile 1]
  *                [--stream off|all|split|auto] [--split-tokens N] [--buffer-mb N]
- *                [--min-tokens N]
+ *                [--min-tokens N] [--defer N]
  *
  * Builds the model with the given placement (default hybrid), prefills B sequences of P random
  * tokens each (one forward per sequence, last-token logits: tokens/s), then runs S decode steps of
@@ -23,6 +23,7 @@
  * prefill forward time and, per streamed layer call, the experts on each side, the expert bytes
  * copied, the H2D rate measured in this run (copy-stream time only) and the PCIe bound (bytes /
  * that rate). Prompts up to 16384 tokens (one forward each; --batch 2 gives a warm second one).
+ * --defer N: expert deferral (engine.defer_experts) with N experts per token (docs/gpu.md).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,7 +48,7 @@ int main(int argc, char **argv)
 {
     const char *dir = NULL, *placement = "hybrid";
     int B = 1, S = 16, P = 64, threads = 0, profile = 0, spin_us = 50;
-    int split_tokens = -1, buffer_mb = 400, min_tokens = 256;
+    int split_tokens = -1, buffer_mb = 400, min_tokens = 256, defer = 0;
     const char *stream = "off";
     double dram = 103.0;
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -64,6 +65,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--split-tokens")) split_tokens = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--buffer-mb")) buffer_mb = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--min-tokens")) min_tokens = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--defer")) defer = atoi(argv[i + 1]);
         else dir = NULL, i = argc;
     }
     int smode = !strcmp(stream, "off")     ? 0
@@ -75,7 +77,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: bench_hybrid --model DIR [--batch 1..64] [--steps S] "
                         "[--prompt 1..16384] [--placement hybrid|cpu] [--threads N] [--dram-gbs X] "
                         "[--stream off|all|split|auto] [--split-tokens N] [--buffer-mb N] "
-                        "[--min-tokens N]\n");
+                        "[--min-tokens N] [--defer N]\n");
         return 2;
     }
     char err[ERR_LEN];
@@ -112,8 +114,12 @@ int main(int argc, char **argv)
         }
         hp = model_hparams(m);
     }
-    printf("model %s: %d layers (%d MoE), backend %s, load %.1f s\n", dir, hp->n_layers, n_moe,
-           ops_name(o), now() - t0);
+    if (model_set_defer(m, defer, err)) {
+        fprintf(stderr, "bench_hybrid: %s\n", err);
+        return 1;
+    }
+    printf("model %s: %d layers (%d MoE), backend %s, load %.1f s, %d deferred experts\n", dir,
+           hp->n_layers, n_moe, ops_name(o), now() - t0, defer);
     struct tkv kv;
     if (tkv_init(&kv, model_n_layers(m), model_kv_dim(m), B, P + S + 1, 64)) return 1;
     int V = model_vocab(m);
@@ -211,7 +217,8 @@ int main(int argc, char **argv)
     printf("decode: batch %d, %d steps: mean %.3f ms/step (best %.3f), %.1f tokens/s\n", B, S,
            step * 1e3, best * 1e3, B / step);
     if (st.moe_calls > 0) {
-        double k = 1e3 / (double)st.moe_calls;
+        /* with deferral a deferring layer runs two jobs: per layer, not per job */
+        double k = 1e3 / (defer > 0 ? (double)n_moe * S : (double)st.moe_calls);
         printf("per MoE layer and step (%lld expert calls): CPU experts %.3f ms, transfers %.3f "
                "ms, GPU overlapped %.3f ms, GPU idle waiting %.3f ms\n",
                st.moe_calls, st.cpu_experts_s * k, st.xfer_s * k, st.overlap_gpu_s * k,

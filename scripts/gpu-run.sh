@@ -27,12 +27,14 @@
 # STREAM_MODES narrow the sweep.
 # hot: hot experts (gpu.hot_experts): tests/gpu/test_engine_hot, then a v3-slice served with and
 # without hot experts: decode tokens/s, hot share of the routes, routing histogram (see the step).
+# defer: expert deferral (engine.defer_experts): tests/gpu/test_engine_defer, then bench_hybrid at
+# batch 1 on a v3-slice (1 dense + 3 MoE) with 0, 1 and 2 deferred experts, twice (see the step).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 steps=() quick=
 for a in "$@"; do
-  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|prof|hf|hfdefault|eval|train|serve|moe|stream|layered|fulldepth|gguf|hot) steps+=("$a") ;;
-    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [prof] [hf] [hfdefault] [eval] [train] [serve] [moe] [stream] [layered] [fulldepth] [gguf] [hot] [--quick]"; exit 2 ;; esac
+  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|prof|hf|hfdefault|eval|train|serve|moe|stream|layered|fulldepth|gguf|hot|defer) steps+=("$a") ;;
+    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [prof] [hf] [hfdefault] [eval] [train] [serve] [moe] [stream] [layered] [fulldepth] [gguf] [hot] [defer] [--quick]"; exit 2 ;; esac
 done
 [ ${#steps[@]} -eq 0 ] && steps=(tests bench)
 has() { local s; for s in "${steps[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
@@ -105,6 +107,7 @@ export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib6
 progs="tandem test_gemm_fp8 test_ops test_mla bench_gpu test_engine_gpu bench_hybrid dump_logits"
 has stream && progs="$progs test_engine_stream"
 has hot && progs="$progs test_engine_hot"
+has defer && progs="$progs test_engine_defer"
 ebin=build-ibin
 for p in $progs; do
   if [ ! -x $ebin/$p ] || ldd $ebin/$p | grep -q 'not found'; then ebin=build-gpu; break; fi
@@ -117,6 +120,7 @@ else
   if ninja -C build-gpu tandem tests/gpu/test_gemm_fp8 tests/gpu/test_ops tests/gpu/test_mla \
        tests/gpu/bench_gpu tests/gpu/test_engine_gpu tests/gpu/bench_hybrid tests/engine/dump_logits \
        $(has stream && echo tests/gpu/test_engine_stream) $(has hot && echo tests/gpu/test_engine_hot) \
+       $(has defer && echo tests/gpu/test_engine_defer) \
        >> "$out/build.log" 2>&1; then
     rm -f "$out/build.log"
   else
@@ -666,6 +670,33 @@ PY
   for hs in 4600 9100; do
     $tb inspect $v3 --no-validate --context 4096 --hot-experts $hs --expert-counts $cf 2>&1 |
         sed -n '/^routing counts/,$p' | { [ $hs = 4600 ] && cat || grep '^hot experts'; } | tee -a "$log"
+  done
+fi
+
+# defer: expert deferral (engine.defer_experts, docs/gpu.md): (1) tests/gpu/test_engine_defer (the
+# hybrid backend with 0/1/2 deferred experts against the CPU engine's same deferral). (2)
+# bench_hybrid --batch 1 --steps 32 --prompt 256 on the zero-but-routing v3-slice with 1 dense + 3
+# MoE layers (the engine step's), --defer 0, 1, 2, the sweep twice: decode ms/step and tokens/s,
+# the CPU experts' share and the GPU idle time per MoE layer. Writes defer.log.
+if has defer; then
+  log="$out/defer.log"
+  : > "$log"
+  s=$(date +%s)
+  TANDEM_SRC=$PWD TANDEM_BIN=$tb timeout 300 $ebin/test_engine_defer >> "$log" 2>&1
+  rc=$?
+  case $rc in 0) r=PASS ;; 77) r=SKIP ;; *) r="FAIL($rc)" ;; esac
+  summary+=("$(printf '%-9s %-14s %-8s %4ss  %s' defer test_engine_defer "$r" $(( $(date +%s) - s )) \
+              "$(grep TANDEM_TEST_SEED "$log" | tail -1)")")
+  grep -E 'CPU|jobs|logits vs|median|FAIL|PASS' "$log"
+  [ -d /tmp/tandem-v3z3 ] || $tb convert synth --preset v3-slice --dense-layers 1 --moe-layers 3 \
+      --experts-n 256 --experts q4_K --zero-but-routing --out /tmp/tandem-v3z3 > /dev/null 2>&1 ||
+      echo "synth v3-slice failed" | tee -a "$log"
+  for rep in 1 2; do
+    for d in 0 1 2; do
+      echo "==== bench_hybrid v3-slice 1 dense + 3 MoE, batch 1, --defer $d (sweep $rep)" | tee -a "$log"
+      timeout 90 $ebin/bench_hybrid --model /tmp/tandem-v3z3 --batch 1 --steps 32 --prompt 256 \
+          --defer $d 2>&1 | grep -E 'decode:|per MoE layer|step time' | tee -a "$log"
+    done
   done
 fi
 

@@ -7,7 +7,8 @@
  *   - requests sharing a prompt prefix reuse cached blocks (n_cached > 0) and produce the same
  *     tokens as without the prefix cache;
  *   - seeded sampling is reproducible (same seed, same batch composition);
- *   - the same with engine.kv_cache_type = f32;
+ *   - the same with engine.kv_cache_type = f32, and with engine.defer_experts = 2 (expert
+ *     deferral; a value above the model's experts per token is a load error naming it);
  *   - cancellation and context overflow; block accounting after every phase (eng_debug_check).
  */
 #include "../check.h"
@@ -53,6 +54,7 @@ static void on_event(void *ud, const struct eng_event *ev)
 }
 
 static char model_dir[512];
+static const char *defer = "0"; /* engine.defer_experts of the engines made next */
 
 static struct engine *make_engine_kv(const char *kv_blocks, const char *max_running,
                                      const char *prefix, const char *batch, const char *kv_type)
@@ -69,6 +71,7 @@ static struct engine *make_engine_kv(const char *kv_blocks, const char *max_runn
     CHECK_EQ(cfg_set(&c, "engine", "max_batch_tokens", batch, "test", err), 0);
     CHECK_EQ(cfg_set(&c, "cpu", "threads", "2", "test", err), 0);
     CHECK_EQ(cfg_set(&c, "cpu", "pin", "0", "test", err), 0);
+    CHECK_EQ(cfg_set(&c, "engine", "defer_experts", defer, "test", err), 0);
     struct engine *e = NULL;
     if (eng_create(&c, NULL, NULL, &e, err) != 0) {
         fprintf(stderr, "eng_create: %s\n", err);
@@ -255,6 +258,27 @@ int main(void)
         eng_destroy(e);
     }
 
+    /* expert deferral: likewise each request's tokens alone with it (it decides per token, so
+     * batching, chunking and preemption change nothing); greedy output differs from without */
+    {
+        static struct res alone_d[NREQ];
+        defer = "2";
+        e = make_engine("256", "1", "0", "256");
+        run(e, alone_d, 0.0f, 0);
+        eng_destroy(e);
+        e = make_engine_kv("20", "8", "1", "32", "bf16");
+        run(e, r, 0.0f, 1);
+        same("deferral concurrent", alone_d, r);
+        eng_destroy(e);
+        defer = "0";
+        int differ = 0;
+        for (int i = 0; i < NREQ; i++)
+            differ += alone_d[i].n != alone[i].n ||
+                      memcmp(alone_d[i].toks, alone[i].toks, sizeof(int32_t) * alone[i].n) != 0;
+        fprintf(stderr, "deferral 2: %d of %d greedy outputs differ from without\n", differ, NREQ);
+        CHECK(differ > 0); /* the option reaches the model */
+    }
+
     /* prefix reuse: sequential, then concurrent */
     e = make_engine("256", "8", "1", "64");
     run(e, r, 0.0f, 0);
@@ -291,6 +315,15 @@ int main(void)
         CHECK(eng_create(&c, NULL, NULL, &bad, err) != 0);
         CHECK(bad == NULL);
         CHECK_CONTAINS(err, "/nonexistent/model");
+        cfg_fini(&c);
+        /* more deferred experts than the model routes: refused, naming the option */
+        cfg_init_defaults(&c);
+        CHECK_EQ(cfg_set(&c, "model", "path", model_dir, "test", err), 0);
+        CHECK_EQ(cfg_set(&c, "engine", "defer_experts", "9", "test", err), 0);
+        CHECK_EQ(cfg_set(&c, "cpu", "threads", "2", "test", err), 0);
+        CHECK_EQ(eng_create(&c, NULL, NULL, &bad, err), ERR_CONFIG);
+        CHECK(bad == NULL);
+        CHECK_CONTAINS(err, "engine.defer_experts = 9");
         cfg_fini(&c);
         /* an EOS id outside the vocabulary would never stop a request: refused at load */
         snprintf(cmd, sizeof cmd,

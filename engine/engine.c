@@ -302,6 +302,7 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         pp.layered_prefill =
             cfg->engine_prefill_step_ratio > 1.0 && cfg->engine_layered_prefill_tokens > 0;
         pp.stream_buffer_mb = (int)cfg->gpu_stream_buffer_mb;
+        pp.defer_experts = cfg->engine_defer_experts > 0;
         pp.requant_ggml = cfg->gpu_requant_ggml;
         gpu_plan_types_from(&pp, em->w); /* a BF16 or GGUF checkpoint's weight types */
         if (gpu_plan_compute(hp, &pp, &pl, perr) == 0) {

@@ -375,6 +375,8 @@ int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         pl->act_model += al(pl, 4.0 * (double)T * (double)bufs[i]);
     if (p->layered_prefill) pl->act_model += al(pl, 4.0 * (double)T * (double)D);
+    if (p->defer_experts) /* model.c's deferred part: the forward's, and a layered pass's */
+        pl->act_model += (p->layered_prefill ? 2 : 1) * al(pl, 4.0 * (double)T * (double)D);
     /* qabs, att (att_rows tokens), g, u (ffn_cap floats), fin, logits (LOGIT_ROWS) */
     pl->act_model += al(pl, 4.0 * (double)att_rows * (double)(H * (L + R))) +
                      al(pl, 4.0 * (double)att_rows * (double)(H * L)) +

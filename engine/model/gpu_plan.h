@@ -18,7 +18,8 @@
  *                GPU (kv_lora 512, rope 64, heads % 16 == 0), else the cache stays on the host
  *   activations  model.c's work buffers for max_batch_tokens (q~ / o~ for one attention pass,
  *                the dense FFN's gate / up for one FFN pass; with layered_prefill a layered
- *                pass's own residual stream) + ops_cuda's FP8 linear scratch
+ *                pass's own residual stream; with defer_experts the deferred experts' part,
+ *                once more for a layered pass) + ops_cuda's FP8 linear scratch
  *   workspace    cuBLASLt, the small-M FP8 kernel, MLA split-K, block tables, small inputs
  *   rounding     cudaMalloc granularity: every allocation above 1 MiB takes whole 2 MiB pages
  *   stream       gpu.prefill_experts: two staging slots (gpu.stream_buffer_mb), the routed-expert
@@ -81,6 +82,8 @@ struct gpu_plan_params {
     int layered_prefill;          /* engine.prefill_step_ratio > 1 with
                                      engine.layered_prefill_tokens > 0: a layered pass's
                                      residual stream (max_batch_tokens x hidden fp32) counts */
+    int defer_experts;            /* engine.defer_experts > 0: the deferred experts' buffer
+                                     (max_batch_tokens x hidden fp32; a layered pass's own too) */
     int hot_mode;                 /* gpu.hot_experts: 0 off, 1 auto (fill device_bytes), 2 the
                                      hot_bytes given */
     double hot_bytes;             /* hot_mode 2: the hot experts' bytes (the engine: what it

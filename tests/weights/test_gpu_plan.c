@@ -202,7 +202,15 @@ static void v3_exact(const struct wt_hparams *hp)
     CHECK_NEAR(o.total - layered_off, 2048.0 * hp->hidden * 4, 2 * 1048576.0);
     CHECK(o.total > layered_off && o.total <= 24e9);
     printf("  with layered prefill: %.2f GB\n", o.total / 1e9);
+    /* expert deferral: its buffer for the forward and one for the layered pass */
+    double defer_off = o.total;
+    q.defer_experts = 1;
+    CHECK_EQ(gpu_plan_compute(hp, &q, &o, err), 0);
+    CHECK_NEAR(o.total - defer_off, 2 * 2048.0 * hp->hidden * 4, 4 * 1048576.0);
     q.layered_prefill = 0;
+    CHECK_EQ(gpu_plan_compute(hp, &q, &o, err), 0);
+    CHECK_NEAR(o.total - layered_off, 2048.0 * hp->hidden * 4, 2 * 1048576.0);
+    q.defer_experts = 0;
 
     /* hot experts (gpu.hot_experts): a given size holds whole Q4_K experts (23.6 MiB each) and
      * adds their bytes plus, without the stream pool, the expert op's workspace and buffers;

@@ -37,6 +37,10 @@
  *     result back into y. The main stream meanwhile runs the shared expert; the first op that
  *     touches y (ops_add) makes the main stream wait for the side stream's event. The engine
  *     thread does not wait: job records come from a ring (cu_moe).
+ *   - expert deferral (ops_moe_defer, engine.defer_experts): the deferred part is a second host
+ *     function on the side stream after the immediate part's, on the same pinned inputs; its job
+ *     (dpend) is joined only by ops touching its output, CPU work and synchronizations, so the
+ *     next layer's attention runs on the GPU meanwhile (cu_moe_defer).
  *   - routed experts on the GPU (gpu.placement = gpu, gpu.expert_layers): FP8 linears made at
  *     load, run per active expert (moe_gpu).
  *   - routed experts streamed to the GPU for long prefills (gpu.prefill_experts, off by default)

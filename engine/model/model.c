@@ -739,8 +739,9 @@ static struct model_batch sub_batch(const struct model_batch *bt, int t0, int n)
     return s;
 }
 
-/* the residual stream entering layer l, for the test hook */
-static void resid_hook(struct model *m, const float *h, int l, int n)
+/* the residual stream entering layer l (which: MODEL_LIN_RESID), or after its attention and the
+ * deferred part (MODEL_LIN_RESID_DEFER), for the test hook */
+static void resid_hook(struct model *m, const float *h, int l, int n, int which)
 {
     if (!m->lin_fn) return;
     size_t need = (size_t)n * m->hp.hidden;
@@ -751,7 +752,7 @@ static void resid_hook(struct model *m, const float *h, int l, int n)
         m->lin_host_n = need;
     }
     ops_download(m->ops, m->lin_host, h, need * sizeof(float));
-    m->lin_fn(m->lin_ud, l, MODEL_LIN_RESID, n, m->hp.hidden, m->lin_host);
+    m->lin_fn(m->lin_ud, l, which, n, m->hp.hidden, m->lin_host);
 }
 
 static void attention(struct model *m, int l, const struct model_kv *kv,
@@ -864,11 +865,12 @@ static void run_layers(struct model *m, float *h, struct dstate *ds, int l0, int
     float *keep = m->b.h;
     m->b.h = h;
     for (int l = l0; l < l1; l++) {
-        resid_hook(m, h, l, bt->n_tokens);
+        resid_hook(m, h, l, bt->n_tokens, MODEL_LIN_RESID);
         attention(m, l, kv, bt);
         if (ds->pending) {
             ops_add(m->ops, h, ds->buf, (int64_t)bt->n_tokens * m->hp.hidden);
             ds->pending = 0;
+            resid_hook(m, h, l, bt->n_tokens, MODEL_LIN_RESID_DEFER);
         }
         ffn(m, l, bt->n_tokens, ds);
     }
@@ -903,7 +905,7 @@ int model_forward(struct model *m, const struct model_kv *kv, const struct model
     ops_embed(m->ops, m->embed, bt->tokens, n, m->b.h);
     m->fwd_d.pending = 0;
     run_layers(m, m->b.h, &m->fwd_d, 0, L, kv, bt);
-    resid_hook(m, m->b.h, L, n);
+    resid_hook(m, m->b.h, L, n, MODEL_LIN_RESID);
     head(m, m->b.h, bt, logits);
     return ops_error(m->ops, err);
 }
@@ -948,7 +950,7 @@ int model_pass_finish(struct model *m, float *logits, char *err)
     if (!bt || m->pass.next < m->hp.n_layers)
         return err_set(err, ERR_INVAL, "model: the layered pass has layers left");
     m->pass.b = NULL;
-    resid_hook(m, m->pass.h, m->hp.n_layers, bt->n_tokens);
+    resid_hook(m, m->pass.h, m->hp.n_layers, bt->n_tokens, MODEL_LIN_RESID);
     head(m, m->pass.h, bt, logits);
     return ops_error(m->ops, err);
 }

@@ -65,8 +65,11 @@ enum model_lin {
     MODEL_LIN_DOWN, /* dense FFN, or the shared experts */
     MODEL_LIN_ROUTER,
     MODEL_LIN_OUT,
-    MODEL_LIN_RESID, /* not a linear: the residual stream entering layer `layer`
-                      * (layer == n_layers: before the final norm) */
+    MODEL_LIN_RESID,       /* not a linear: the residual stream entering layer `layer`
+                            * (layer == n_layers: before the final norm) */
+    MODEL_LIN_RESID_DEFER, /* not a linear (expert deferral only): the residual stream of layer
+                            * `layer` after its attention and the deferred part of the layer
+                            * before */
     MODEL_LIN_COUNT
 };
 typedef void (*model_lin_fn)(void *ud, int layer, int which, int n_tokens, int cols,

@@ -818,42 +818,31 @@ static void ffn(struct ref_model *r, struct rlayer *ly, int layer, int pos)
     for (int i = 0; i < D; i++) r->x[i] += y[i];
 }
 
-/* The deferred experts' near-ties of the layer before, once their part is in r->x (after this
- * layer's attention): resolved by this layer's FFN input, which the other implementation shows
- * (its router's input, or the dense FFN's gate input): flip a tie when the FFN norm of the
- * stream with it flipped comes closer to that. */
-static void defer_ties(struct ref_model *r, const struct rlayer *ly, int layer, int pos)
+/* compare (and maybe replace) the residual stream with the other implementation's: entering
+ * `layer` (which = MODEL_LIN_RESID), or after its attention and the deferred part of the layer
+ * before (MODEL_LIN_RESID_DEFER), where the deferred experts' near-ties are resolved first */
+static void resync(struct ref_model *r, int layer, int which)
 {
-    const int D = r->hp.hidden, n = r->n_ptie;
-    r->n_ptie = 0;
-    if (!n || !r->act_hint ||
-        !r->act_hint(r->act_ud, layer, ly->moe ? MODEL_LIN_ROUTER : MODEL_LIN_GATE, pos, r->hx, D))
-        return;
-    double *f = r->t1, *xs = r->t2, cur = 0;
-    rmsnorm(r->x, ly->ffn_norm, D, r->hp.rms_eps, f);
-    for (int i = 0; i < D; i++) cur += (f[i] - r->hx[i]) * (f[i] - r->hx[i]);
-    for (int j = 0; j < n; j++) {
+    const int D = r->hp.hidden, nt = which == MODEL_LIN_RESID_DEFER ? r->n_ptie : 0;
+    if (which == MODEL_LIN_RESID_DEFER) r->n_ptie = 0;
+    if (!r->act_hint || !r->act_hint(r->act_ud, layer, which, r->n_pos - 1, r->hx, D)) return;
+    /* the deferred experts' int8 near-ties, their part now in r->x: flip one when that brings
+     * the stream closer to the other's (as for a layer's own experts, in ffn) */
+    for (int j = 0; j < nt; j++) {
         const struct rtie *t = &r->ptie[j];
-        for (int i = 0; i < D; i++)
-            xs[i] = r->x[i] + t->w * t->d->w[(size_t)i * t->d->cols + t->i] * t->delta;
-        rmsnorm(xs, ly->ffn_norm, D, r->hp.rms_eps, f);
-        double alt = 0;
-        for (int i = 0; i < D; i++) alt += (f[i] - r->hx[i]) * (f[i] - r->hx[i]);
-        if (alt < cur) {
-            memcpy(r->x, xs, (size_t)D * sizeof(double));
-            cur = alt;
+        double before = 0, after = 0, *dv = r->t1;
+        for (int i = 0; i < D; i++) {
+            dv[i] = t->w * t->d->w[(size_t)i * t->d->cols + t->i] * t->delta;
+            double e = r->hx[i] - r->x[i];
+            before += e * e;
+            after += (e - dv[i]) * (e - dv[i]);
+        }
+        if (after < before) {
+            for (int i = 0; i < D; i++) r->x[i] += dv[i];
             r->moe_ties_flipped++;
         }
     }
-    r->moe_ties += n;
-}
-
-/* compare (and maybe replace) the residual stream with the other implementation's */
-static void resync(struct ref_model *r, int layer)
-{
-    const int D = r->hp.hidden;
-    if (!r->act_hint || !r->act_hint(r->act_ud, layer, MODEL_LIN_RESID, r->n_pos - 1, r->hx, D))
-        return;
+    r->moe_ties += nt;
     double d = 0, nn = 0;
     for (int i = 0; i < D; i++) {
         d += (r->x[i] - r->hx[i]) * (r->x[i] - r->hx[i]);
@@ -861,8 +850,8 @@ static void resync(struct ref_model *r, int layer)
     }
     double rel = sqrt(d / (nn + 1e-300));
     if (getenv("REF_DEBUG") && rel > 1e-5)
-        fprintf(stderr, "ref: pos %d layer %d: residual differs by %.3g\n", r->n_pos - 1, layer,
-                rel);
+        fprintf(stderr, "ref: pos %d layer %d%s: residual differs by %.3g\n", r->n_pos - 1, layer,
+                which == MODEL_LIN_RESID_DEFER ? " (+ deferred)" : "", rel);
     if (rel > r->max_layer_err) r->max_layer_err = rel;
     if (r->resync_gate > 0 && rel <= r->resync_gate && layer < r->hp.n_layers) {
         if (rel > 0) r->resyncs++;
@@ -879,16 +868,17 @@ int ref_step(struct ref_model *r, int32_t token, double *logits, char *err)
     memcpy(r->x, r->embed + (size_t)token * hp->hidden, (size_t)hp->hidden * sizeof(double));
     for (int l = 0; l < hp->n_layers; l++) {
         r->cur_layer = l;
-        resync(r, l);
+        resync(r, l, MODEL_LIN_RESID);
         attention(r, &r->layers[l], pos);
         if (r->dfr_pending) { /* the layer before's deferred experts, after this attention */
             for (int i = 0; i < hp->hidden; i++) r->x[i] += r->dfr[i];
             r->dfr_pending = 0;
-            defer_ties(r, &r->layers[l], l, pos);
+            resync(r, l, MODEL_LIN_RESID_DEFER);
         }
         ffn(r, &r->layers[l], l, pos);
     }
-    resync(r, hp->n_layers); /* compare only: the logits come from our own stream */
+    resync(r, hp->n_layers,
+           MODEL_LIN_RESID); /* compare only: the logits come from our own stream */
     r->cur_layer = -1;
     rmsnorm(r->x, r->out_norm, hp->hidden, hp->rms_eps, r->a);
     matvec(r, &r->out, MODEL_LIN_OUT, r->a, logits);

@@ -83,9 +83,10 @@ int ref_hints_refused(const struct ref_model *r);
 
 /* Expert deferral (engine.defer_experts, docs/numerics.md): in every layer but the last, the n
  * routes of smallest weight (equal weights: the later slot) are summed apart and added to the
- * residual stream after the next layer's attention. 0 (the default): none. Their near-ties of
- * the down-projection input are resolved there, by the next layer's FFN input (activation hint:
- * its router's input, or a dense layer's gate input). */
+ * residual stream after the next layer's attention. 0 (the default): none. There the reference
+ * resolves their near-ties of the down-projection input and resynchronizes as at a layer start,
+ * against the other implementation's stream at that point (activation hint, which =
+ * MODEL_LIN_RESID_DEFER). */
 void ref_set_defer(struct ref_model *r, int n);
 /* Smallest relative weight gap at the deferral cut since ref_reset: a near-tie indicator. Where
  * the gap is below 1e-5 the reference takes the cut the other implementation's residual stream

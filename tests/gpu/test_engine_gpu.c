@@ -104,8 +104,8 @@ static void lin_hook(void *ud, int layer, int which, int n, int cols, const floa
 
 static const char *lin_name(int w)
 {
-    static const char *nm[] = {"q_a", "q_b",  "q",      "kv_a",    "o",    "gate",
-                               "up",  "down", "router", "lm_head", "resid"};
+    static const char *nm[] = {"q_a", "q_b",  "q",      "kv_a",    "o",     "gate",
+                               "up",  "down", "router", "lm_head", "resid", "resid_defer"};
     return w >= 0 && w < MODEL_LIN_COUNT ? nm[w] : "?";
 }
 

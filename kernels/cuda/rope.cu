@@ -20,14 +20,14 @@ static __device__ __forceinline__ void rope_pair(const struct cuk_rope_args &a, 
     } else {
         sincosf(__fmul_rn((float)a.pos[r], a.freqs[i]), &sn, &cs);
     }
-    const float *src = a.src ? a.src + (size_t)r * a.src_ld + (size_t)h * a.src_head_stride + 2 * i
-                             : y;
+    const float *src =
+        a.src ? a.src + (size_t)r * a.src_ld + (size_t)h * a.src_head_stride + 2 * i : y;
     float y0 = src[0], y1 = src[1];
     y[0] = __fsub_rn(__fmul_rn(y0, cs), __fmul_rn(y1, sn));
     y[1] = __fadd_rn(__fmul_rn(y0, sn), __fmul_rn(y1, cs));
 }
 
-static long long rope_total(const struct cuk_rope_args &a)
+static __host__ __device__ long long rope_total(const struct cuk_rope_args &a)
 {
     return (long long)a.m * a.n_heads * (a.rot_dim / 2);
 }

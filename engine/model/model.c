@@ -19,6 +19,11 @@
  *     h  += dense FFN(f)   or   routed experts(f) + shared experts(f)
  *   logits = lm_head(rmsnorm(h, output_norm)) for the rows asked for
  *
+ * Where the backend fuses (ops.h "fused forms"; ops_cuda): q_a | kv_a and gate | up are one linear
+ * each, the norms before FP8 linears hand over their quantized output (ops_rmsnorm_lin), and a
+ * decode's q_pe / k_pe RoPE is one call. The layers of a forward are bracketed by
+ * ops_graph_begin / ops_graph_end, so a backend can replay them from a CUDA graph.
+ *
  * Attention is the absorbed ("latent") form for prefill and decode alike: one code path, the
  * cache is the only key/value source, and chunked prefill / mixed batches need nothing special
  * (a token attends to slots 0..pos of its sequence, written by earlier steps or earlier in this

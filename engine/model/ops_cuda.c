@@ -18,15 +18,19 @@
  * every row count, > 16 rows in 16-row chunks, fp32-exact block sums. cublaslt mode: a scratch of
  *     `bucket(n)` rows (n <= 16: n; then powers of two up to round_up(max, 4)) and cuBLASLt for
  *     > 16 rows; a padded result lands in a scratch and its n rows are copied out. Plans for
- *     every bucket are built in lin_create (start-up). The norm is not fused into the
- *     quantization (ops.h has separate rmsnorm and linear calls): one extra pass.
+ *     every bucket are built in lin_create (start-up). The quantization is skipped when the
+ *     FP8 scratch holds x's already (pq: written by ops_rmsnorm_lin / ops_swiglu_gu in the
+ *     norm's / SwiGLU's kernel, or by the previous linear on the same x).
+ *   - fused linears (ops_lin_create_cat: q_a|kv_a, gate|up): the FP8 weights concatenated at
+ *     load, one GEMM (rows summed in the fused shape's split-K grouping: not bitwise two calls).
  *   - BF16 linear: cuk_gemv_bf16 in chunks of 16 rows (W16A32, as the CPU backend).
  *   - head_matmul: FP8 per-head weights (kv_b) stay e4m3 on the device; up to 16 tokens
  *     cuk_head_matmul_fp8 reads them directly, else they are expanded per layer into one fp32
  *     scratch for cuBLAS SGEMM strided-batched over heads (fp32, TF32 off).
  *   - RMSNorm and RoPE: bit-identical to the CPU backend's (cuk_rmsnorm_f32: the CPU's sum
  *     order; RoPE: the host's cosf/sinf table, no FMA), because e4m3 and bf16 roundings
- *     downstream turn 1-ulp differences into visible ones. RoPE amplitude must be 1.
+ *     downstream turn 1-ulp differences into visible ones. RoPE amplitude must be 1; it runs out
+ *     of place, two jobs (q_pe, k_pe) in one launch with ops_rope2.
  *   - MLA: on the GPU when the latent is DeepSeek-V3's 512 + 64 and heads % 16 == 0: the KV cache
  *     then lives in a device mirror of the caller's struct model_kv (allocated at the first
  *     forward that uses a given model_kv; the host copy is NOT written). Other shapes (the small
@@ -44,6 +48,11 @@
  *     ops_cuda_stream.c (hot experts from their resident copy, streamed ones copied per expert
  *     group on a copy stream into two staging slots, cuk_moe_ggml on the main stream, the other
  *     experts on the CPU pool at the same time; docs/gpu.md).
+ *   - CUDA graphs (gpu.cuda_graphs, ops_graph_begin/end; docs/gpu.md): forwards of 1..N tokens
+ *     read their per-step inputs from one device block copied before the layers, size attention
+ *     for a length class and take one expert-job record per expert call; per (tokens, class) the
+ *     first runs eagerly, the second is captured (the CPU experts as host nodes) and launched,
+ *     later ones replay. Whatever needs the host mid-forward keeps its shape eager.
  *   - routing counts (ops_moe_set_counts): added where the routes are on the host anyway: by the
  *     expert job's host function (routes copied from the device for the CPU pool) or, on the
  *     split and GPU-expert paths, by the engine thread after their synchronization.
@@ -897,6 +906,7 @@ static int cu_moe_create(struct ops *o, int n_expert, const struct wt_view *gate
                          char *err)
 {
     struct ops_cuda *c = C(o);
+    c->epoch++; /* work buffers of GPU / hot experts may move */
     struct ops_moe *m = calloc(1, sizeof *m);
     if (!m) return err_set(err, ERR_NOMEM, "cuda ops: out of memory");
     for (int e = 0; e < n_expert; e++) /* an unrouted expert may be a zeroed view */
@@ -1333,6 +1343,7 @@ static int cu_heads_create(struct ops *o, const struct wt_view *v, const float *
     if (!h) return err_set(err, ERR_NOMEM, "cuda ops: out of memory");
     h->rows = v->rows;
     h->cols = v->cols;
+    c->epoch++; /* the shared expansion scratch may move */
     size_t n = (size_t)v->rows * (size_t)v->cols, fb = n * sizeof(float);
     int rc = 0;
     if (v->type != QTYPE_F8_E4M3 && v->type != QTYPE_BF16 && !c->keep_ggml) {

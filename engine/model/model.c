@@ -198,10 +198,12 @@ static int get_lin_pair(struct model *m, const char *na, int64_t ra, const char 
     if (!rc) rc = tensor_2d(m, nb, rb, cols, &vb, err);
     if (rc) return rc;
     char e2[ERR_LEN];
-    if (fuse) {
+    if (fuse) { /* a backend that cannot fuse these says ERR_UNSUPPORTED: two linears then */
         rc = ops_lin_create_cat(m->ops, &va, &vb, ab, e2);
-        if (rc != ERR_UNSUPPORTED)
+        if (!rc || rc == ERR_NOMEM)
             return rc ? err_set(err, rc, "model: %s | %s: %s", na, nb, e2) : 0;
+        if (rc != ERR_UNSUPPORTED)
+            LOG_NOTICE("model", "%s | %s not fused (%s): two linears", na, nb, e2);
     }
     if ((rc = ops_lin_create(m->ops, &va, a, e2))) return err_set(err, rc, "model: %s: %s", na, e2);
     if ((rc = ops_lin_create(m->ops, &vb, b, e2))) return err_set(err, rc, "model: %s: %s", nb, e2);

@@ -2555,6 +2555,11 @@ int ops_cuda_create(const struct ops_params *p, struct ops **out, char *err)
         rc = err_set(err, ERR_NOMEM, "cuda ops: out of memory (CUDA graphs)");
         goto fail;
     }
+    if (c->gr.max)
+        LOG_INFO("gpu",
+                 "CUDA graphs: forwards of 1..%d tokens replay their layers' graph "
+                 "(captured at a shape's second use)",
+                 c->gr.max);
     struct cudaDeviceProp prop;
     if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) prop.name[0] = 0;
     snprintf(c->name, sizeof c->name, "hybrid:%.16s+%s", prop.name, ops_name(c->cpu));

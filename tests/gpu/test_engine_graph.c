@@ -18,9 +18,14 @@
  *            of the length class): reported against paused, tolerance only;
  *   cpu      the CPU engine: paused's prefill and decode logits within test_engine_gpu's
  *            tolerance (median relative L2 <= 0.1; engine_cmp.h).
+ * First, at the ops level, a fused pair of FP8 linears (ops_lin_create_cat: 256 + 576 rows, as
+ * q_a | kv_a's shape class) against the two linears on the same backend, for 1..16 and 40 rows:
+ * every output within 1e-5 of the row's scale (fp32 summation order only; the number of
+ * bit-identical rows is reported).
  * Seeds are fresh each run (TANDEM_TEST_SEED replays). Exits 77 without a GPU or without
  * TANDEM_BIN (the tandem executable, for `convert synth`).
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +38,7 @@
 #include "engine/model/ops.h"
 #include "engine/model/ops_cuda.h"
 #include "engine/weights/weights.h"
+#include "kernels/cpu/fpconv.h"
 #include "tests/check.h"
 #include "tests/gpu/engine_cmp.h"
 
@@ -136,6 +142,116 @@ static int drive(struct model *m, struct ops *o, const int *plen, struct run *r,
     return rc;
 }
 
+/* a random FP8 view [rows][cols] with 128x128 block scales (buffers owned by the caller) */
+static struct wt_view fp8_view_rand(int rows, int cols, uint8_t **q, float **sc)
+{
+    int sr = (rows + 127) / 128, scn = cols / 128;
+    *q = malloc((size_t)rows * cols);
+    *sc = malloc((size_t)sr * scn * sizeof(float));
+    CHECK(*q && *sc);
+    unsigned long long r = g_seed ^ (unsigned long long)rows * 7919;
+    for (size_t i = 0; i < (size_t)rows * cols; i++) {
+        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        (*q)[i] = fp_f32_to_e4m3((float)((double)(r >> 11) * 0x1.0p-53 * 600.0 - 300.0));
+    }
+    for (int i = 0; i < sr * scn; i++) {
+        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        (*sc)[i] = (float)(1e-3 * (1.0 + (double)(r >> 11) * 0x1.0p-53));
+    }
+    struct wt_view v = {.type = QTYPE_F8_E4M3,
+                        .rows = rows,
+                        .cols = cols,
+                        .data = *q,
+                        .row_bytes = (size_t)cols,
+                        .scale = *sc};
+    return v;
+}
+
+/* the fused linear against its two halves on the hybrid backend: failed checks */
+static int check_cat(void)
+{
+    const int ra = 256, rb = 576, k = 1024, R = ra + rb;
+    char err[ERR_LEN];
+    struct ops_params op = {.max_tokens = 64, .n_threads = 1};
+    CHECK_EQ(ops_params_parse(&op, "hybrid", NULL, err), 0);
+    struct ops *o = NULL;
+    CHECK_EQ(ops_create(&op, &o, err), 0);
+    uint8_t *qa, *qb;
+    float *sa, *sb;
+    struct wt_view va = fp8_view_rand(ra, k, &qa, &sa), vb = fp8_view_rand(rb, k, &qb, &sb);
+    struct ops_lin *la = NULL, *lb = NULL, *lab = NULL;
+    CHECK_EQ(ops_lin_create(o, &va, &la, err), 0);
+    CHECK_EQ(ops_lin_create(o, &vb, &lb, err), 0);
+    CHECK_EQ(ops_lin_create_cat(o, &va, &vb, &lab, err), 0);
+    const int nmax = 40;
+    float *hx = malloc((size_t)nmax * k * 4), *h1 = malloc((size_t)nmax * R * 4),
+          *h2 = malloc((size_t)nmax * R * 4);
+    CHECK(hx && h1 && h2);
+    for (int i = 0; i < nmax * k; i++)
+        hx[i] = (float)(((i * 2654435761u) >> 7) % 2001) / 1000.0f - 1;
+    float *x = ops_alloc(o, (size_t)nmax * k * 4), *ya = ops_alloc(o, (size_t)nmax * ra * 4),
+          *yb = ops_alloc(o, (size_t)nmax * rb * 4), *yab = ops_alloc(o, (size_t)nmax * R * 4);
+    CHECK(x && ya && yb && yab);
+    ops_upload(o, x, hx, (size_t)nmax * k * 4);
+    int fails = 0;
+    for (int n = 1; n <= nmax; n = n < 16 ? n + 1 : nmax) {
+        ops_linear(o, la, x, n, ya);
+        ops_linear(o, lb, x, n, yb);
+        ops_linear(o, lab, x, n, yab);
+        float *ha = malloc((size_t)n * ra * 4), *hb = malloc((size_t)n * rb * 4);
+        CHECK(ha && hb);
+        ops_download(o, ha, ya, (size_t)n * ra * 4);
+        ops_download(o, hb, yb, (size_t)n * rb * 4);
+        ops_download(o, h2, yab, (size_t)n * R * 4);
+        CHECK_EQ(ops_error(o, err), 0);
+        int same = 0, bad = 0;
+        double worst = 0;
+        for (int t = 0; t < n; t++) {
+            double amax = 1e-30;
+            for (int j = 0; j < R; j++) {
+                float v = j < ra ? ha[t * ra + j] : hb[t * rb + j - ra];
+                h1[(size_t)t * R + j] = v;
+                amax = fmax(amax, fabs(v));
+            }
+            same += !memcmp(h1 + (size_t)t * R, h2 + (size_t)t * R, (size_t)R * 4);
+            for (int j = 0; j < R; j++) {
+                double e = fabs((double)h1[(size_t)t * R + j] - h2[(size_t)t * R + j]) / amax;
+                worst = fmax(worst, e);
+                bad += !(e <= 1e-5);
+            }
+        }
+        if (bad) {
+            printf("FAIL cat n=%d: %d outputs off by more than 1e-5 of their row's max (worst "
+                   "%.2e)\n",
+                   n, bad, worst);
+            fails++;
+        }
+        if (n == 1 || n == 16 || n == nmax)
+            printf("cat n=%d: fused q_a|kv_a-shaped linear vs two: %d/%d rows bit-identical, "
+                   "worst %.2e of the row max\n",
+                   n, same, n, worst);
+        free(ha);
+        free(hb);
+        if (n == nmax) break;
+    }
+    ops_free(o, x);
+    ops_free(o, ya);
+    ops_free(o, yb);
+    ops_free(o, yab);
+    ops_lin_destroy(o, la);
+    ops_lin_destroy(o, lb);
+    ops_lin_destroy(o, lab);
+    ops_destroy(o);
+    free(qa);
+    free(qb);
+    free(sa);
+    free(sb);
+    free(hx);
+    free(h1);
+    free(h2);
+    return fails;
+}
+
 int main(void)
 {
     g_seed = check_seed();
@@ -166,7 +282,7 @@ int main(void)
         CHECK(runs[i].dec && runs[i].pre);
     }
     struct run *paused = &runs[0], *graphs = &runs[1], *off = &runs[2], *cpu = &runs[3];
-    int fails = 0;
+    int fails = check_cat();
 
     /* paused, then graphs, on one backend */
     struct ops_params op = {.max_tokens = CHUNK, .n_threads = 0, .pin = 0, .gpu_graphs = GRAPH_MAX};

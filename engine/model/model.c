@@ -41,8 +41,9 @@
  * most ATT_CHUNK tokens, so q~ and o~ (H x (L + rope) and H x L floats a token, 557 KB for V3)
  * have ATT_CHUNK rows; the dense FFN runs in passes of FFN_CHUNK tokens, so the gate/up buffers
  * hold FFN_CHUNK rows of the dense width and max_batch_tokens rows only of the shared experts'
- * (narrower) width. A pass is a sub-range of the batch's tokens (for attention: the same
- * sequences and block tables, the tokens' own positions; every token's KV row is stored before
+ * (narrower) width (a fused gate|up linear writes both halves into the gate buffer, so its
+ * passes hold half as many tokens). A pass is a sub-range of the batch's tokens (for attention: the
+ * same sequences and block tables, the tokens' own positions; every token's KV row is stored before
  * the first pass). The CPU backend computes each token on its own, so there the results are
  * bitwise those of one pass; on ops_cuda a GEMM's rounding may depend on its row count (as with
  * chunked prefill). Passes are of even size (the fewest passes of at most the limit), so no pass

@@ -27,14 +27,16 @@
 # STREAM_MODES narrow the sweep.
 # hot: hot experts (gpu.hot_experts): tests/gpu/test_engine_hot, then a v3-slice served with and
 # without hot experts: decode tokens/s, hot share of the routes, routing histogram (see the step).
+# graph: CUDA graphs of decode steps (gpu.cuda_graphs): tests/gpu/test_engine_graph, then
+# bench_hybrid on the engine step's v3-slices with and without graphs (see the step).
 # defer: expert deferral (engine.defer_experts): tests/gpu/test_engine_defer, then bench_hybrid at
 # batch 1 on a v3-slice (1 dense + 3 MoE) with 0, 1 and 2 deferred experts, twice (see the step).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 steps=() quick=
 for a in "$@"; do
-  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|prof|hf|hfdefault|eval|train|serve|moe|stream|layered|fulldepth|gguf|hot|defer) steps+=("$a") ;;
-    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [prof] [hf] [hfdefault] [eval] [train] [serve] [moe] [stream] [layered] [fulldepth] [gguf] [hot] [defer] [--quick]"; exit 2 ;; esac
+  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|prof|hf|hfdefault|eval|train|serve|moe|stream|layered|fulldepth|gguf|hot|graph|defer) steps+=("$a") ;;
+    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [prof] [hf] [hfdefault] [eval] [train] [serve] [moe] [stream] [layered] [fulldepth] [gguf] [hot] [graph] [defer] [--quick]"; exit 2 ;; esac
 done
 [ ${#steps[@]} -eq 0 ] && steps=(tests bench)
 has() { local s; for s in "${steps[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
@@ -107,6 +109,7 @@ export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib6
 progs="tandem test_gemm_fp8 test_ops test_mla bench_gpu test_engine_gpu bench_hybrid dump_logits"
 has stream && progs="$progs test_engine_stream"
 has hot && progs="$progs test_engine_hot"
+has graph && progs="$progs test_engine_graph"
 has defer && progs="$progs test_engine_defer"
 ebin=build-ibin
 for p in $progs; do
@@ -120,6 +123,7 @@ else
   if ninja -C build-gpu tandem tests/gpu/test_gemm_fp8 tests/gpu/test_ops tests/gpu/test_mla \
        tests/gpu/bench_gpu tests/gpu/test_engine_gpu tests/gpu/bench_hybrid tests/engine/dump_logits \
        $(has stream && echo tests/gpu/test_engine_stream) $(has hot && echo tests/gpu/test_engine_hot) \
+       $(has graph && echo tests/gpu/test_engine_graph) \
        $(has defer && echo tests/gpu/test_engine_defer) \
        >> "$out/build.log" 2>&1; then
     rm -f "$out/build.log"
@@ -593,6 +597,44 @@ if has gguf; then
     case $rc in 0) r=PASS ;; 77) r=SKIP ;; *) r="FAIL($rc)" ;; esac
     summary+=("$(printf '%-9s %-18s %-8s %4ss' gguf "serve_gguf $pl" "$r" $(( $(date +%s) - s )))")
     [ $rc -eq 0 ] || { echo "---- test_serve_gguf ($pl) failed:"; tail -25 "$log"; }
+  done
+fi
+
+# graph: CUDA graphs of decode steps (gpu.cuda_graphs, docs/gpu.md "CUDA graphs").
+# (1) tests/gpu/test_engine_graph: replayed decode steps equal eager graph-mode ones bit for bit
+# (batch 1-4, two length classes), the fused forms within the GPU-vs-CPU tolerance. (2) The
+# decode step of the engine step's v3-slices (1 dense + 0 / 3 MoE layers, 256 Q4_K experts,
+# --zero-but-routing) with bench_hybrid --graphs 0 and --graphs 16 at batch 1 and 8: step time,
+# per MoE layer = (step3 - step0) / 3 and its ratio to the CPU expert time, for each. graph.log.
+if has graph; then
+  log="$out/graph.log"
+  : > "$log"
+  s=$(date +%s)
+  TANDEM_SRC=$PWD TANDEM_BIN=$tb timeout 300 $ebin/test_engine_graph >> "$log" 2>&1
+  rc=$?
+  case $rc in 0) r=PASS ;; 77) r=SKIP ;; *) r="FAIL($rc)" ;; esac
+  summary+=("$(printf '%-9s %-14s %-8s %4ss  %s' graph test_engine_graph "$r" $(( $(date +%s) - s )) \
+              "$(grep TANDEM_TEST_SEED "$log" | tail -1)")")
+  grep -E 'graphs|paused|logits vs|FAIL|PASS' "$log" | grep -v 'tandem\['
+  for nm in 0 3; do
+    [ -d /tmp/tandem-v3z$nm ] || $tb convert synth --preset v3-slice --dense-layers 1 --moe-layers $nm \
+        --experts-n 256 --experts q4_K --zero-but-routing --out /tmp/tandem-v3z$nm > /dev/null 2>&1 ||
+        echo "synth v3-slice failed"
+  done
+  for g in 0 16; do
+    for bs in 1 8; do
+      for nm in 0 3; do
+        echo "==== bench_hybrid v3-slice 1 dense + $nm MoE, batch $bs, --graphs $g" | tee -a "$log"
+        timeout 60 $ebin/bench_hybrid --model /tmp/tandem-v3z$nm --batch $bs --steps 32 --prompt 256 \
+            --graphs $g 2>&1 | grep -v 'tandem\[' | tee -a "$log" > /tmp/bg-$g-$nm-$bs.txt
+      done
+      awk -v bs=$bs -v g=$g '/mean .* ms\/step/ { for (i = 1; i <= NF; i++) if ($i == "mean") s[FILENAME] = $(i + 1) }
+           /CPU experts/ { for (i = 1; i <= NF; i++) if ($i == "experts") e[FILENAME] = $(i + 1) }
+           END { s0 = s["/tmp/bg-" g "-0-" bs ".txt"]; s3 = s["/tmp/bg-" g "-3-" bs ".txt"]; per = (s3 - s0) / 3;
+                 ex = e["/tmp/bg-" g "-3-" bs ".txt"];
+                 printf "graphs %d, batch %d: per MoE layer %.3f ms = CPU experts %.3f + GPU critical path %.3f: ratio %.2f; fixed per step %.3f ms\n", g, bs, per, ex, per - ex, per / ex, s0 }' \
+          /tmp/bg-$g-0-$bs.txt /tmp/bg-$g-3-$bs.txt | tee -a "$log"
+    done
   done
 fi
 

@@ -296,3 +296,55 @@ void ops_gather(struct ops *o, const float *x, int dim, const int32_t *idx, int 
 {
     o->vt->gather(o, x, dim, idx, n, y);
 }
+
+/* ---- fused forms: the plain ops where a backend has none */
+
+void ops_rmsnorm_lin(struct ops *o, const float *x, int ldx, const float *g, int n, int dim,
+                     float eps, float *y, int ldy, const struct ops_lin *next)
+{
+    if (o->vt->rmsnorm_lin) o->vt->rmsnorm_lin(o, x, ldx, g, n, dim, eps, y, ldy, next);
+    else o->vt->rmsnorm(o, x, ldx, g, n, dim, eps, y, ldy);
+}
+
+int ops_lin_create_cat(struct ops *o, const struct wt_view *a, const struct wt_view *b,
+                       struct ops_lin **out, char *err)
+{
+    *out = NULL;
+    if (!o->vt->lin_create_cat)
+        return err_set(err, ERR_UNSUPPORTED, "ops: %s fuses no linears", ops_name(o));
+    return o->vt->lin_create_cat(o, a, b, out, err);
+}
+
+void ops_swiglu_gu(struct ops *o, const float *gu, int n, int dim, float *y,
+                   const struct ops_lin *next)
+{
+    if (o->vt->swiglu_gu) {
+        o->vt->swiglu_gu(o, gu, n, dim, y, next);
+        return;
+    }
+    for (int t = 0; t < n; t++)
+        o->vt->swiglu(o, gu + (size_t)t * 2 * dim, gu + (size_t)t * 2 * dim + dim, dim,
+                      y + (size_t)t * dim);
+}
+
+void ops_rope2(struct ops *o, const struct ops_rope *r, const int32_t *pos, int n,
+               const struct ops_rope_job *a, const struct ops_rope_job *b)
+{
+    if (o->vt->rope2) {
+        o->vt->rope2(o, r, pos, n, a, b);
+        return;
+    }
+    const struct ops_rope_job *j[2] = {a, b};
+    for (int i = 0; i < 2; i++)
+        if (j[i])
+            o->vt->rope(o, r, pos, n, j[i]->n_heads, j[i]->x, j[i]->ldx_tok, j[i]->ldx_head,
+                        j[i]->y, j[i]->ldy_tok, j[i]->ldy_head);
+}
+
+int ops_graph_begin(struct ops *o, const struct model_kv *kv, const struct model_batch *b,
+                    const struct ops_rope *rope, const void *h)
+{
+    return o->vt->graph_begin ? o->vt->graph_begin(o, kv, b, rope, h) : 0;
+}
+
+int ops_graph_end(struct ops *o) { return o->vt->graph_end ? o->vt->graph_end(o) : 0; }

@@ -83,6 +83,9 @@ struct ops_params {
                                    * hot experts (ops_moe_set_hot; the routed-expert op's
                                    * workspace and buffers are allocated at model load). 0: none
                                    * can be placed (ops_moe_hot_bytes is 0) */
+    int gpu_graphs;               /* ops_cuda, gpu.cuda_graphs: forwards of 1..N tokens replay
+                                   * a captured CUDA graph of their layers (ops_graph_begin);
+                                   * 0 = off */
 };
 
 /* The configuration strings gpu.placement ("auto|cpu|hybrid|gpu"; NULL = cpu) and gpu.fp8_gemm
@@ -265,5 +268,52 @@ void ops_add(struct ops *o, float *y, const float *x, int64_t n);
 
 /* y[i][:] = x[idx[i]][:] for i < n, rows of dim floats. idx: host. */
 void ops_gather(struct ops *o, const float *x, int dim, const int32_t *idx, int n, float *y);
+
+/* ---- fused forms (a backend may do less work; each has the result of the plain ops) */
+
+/* ops_rmsnorm whose output y (ldy == dim) is next read by ops_linear(next, y, n): a backend may
+ * prepare that linear's input in the same pass (ops_cuda: the FP8 activation quantization, into
+ * the scratch the linear then reads instead of quantizing again). next may be NULL. */
+void ops_rmsnorm_lin(struct ops *o, const float *x, int ldx, const float *g, int n, int dim,
+                     float eps, float *y, int ldy, const struct ops_lin *next);
+
+/* One linear of a's rows followed by b's (same cols): y[t] = a x[t] | b x[t], so two projections
+ * of one input cost one call. Each row as ops_lin_create would compute it, up to the backend's
+ * summation order (ops_cuda: its FP8 kernel splits K by the shape, so the rows' fp32 sums may
+ * round differently than in two calls). ERR_UNSUPPORTED when the backend does not fuse these
+ * views (the CPU backend, non-FP8 weights, a's rows not a multiple of 128): use two linears. */
+int ops_lin_create_cat(struct ops *o, const struct wt_view *a, const struct wt_view *b,
+                       struct ops_lin **out, char *err);
+
+/* SwiGLU on a fused gate|up output: y[t][i] = silu(gu[t][i]) * gu[t][dim + i] for t < n, i < dim;
+ * gu [n][2 dim], y [n][dim]; fp32 as ops_swiglu. next as in ops_rmsnorm_lin (may be NULL). */
+void ops_swiglu_gu(struct ops *o, const float *gu, int n, int dim, float *y,
+                   const struct ops_lin *next);
+
+/* Two RoPE jobs at the same positions (e.g. a layer's k_pe and q_pe), each as ops_rope; a backend
+ * may run them in one launch. b may be NULL. */
+struct ops_rope_job {
+    int n_heads;
+    const float *x;
+    int ldx_tok, ldx_head;
+    float *y;
+    int ldy_tok, ldy_head;
+};
+void ops_rope2(struct ops *o, const struct ops_rope *r, const int32_t *pos, int n,
+               const struct ops_rope_job *a, const struct ops_rope_job *b);
+
+/* ---- decode-step graphs (ops_cuda with gpu.cuda_graphs; docs/gpu.md "CUDA graphs")
+ *
+ * model_forward brackets the layer ops of a forward (not the embedding gather, not the head):
+ *   if (!ops_graph_begin(o, kv, b, rope, h)) { layers; if (ops_graph_end(o)) layers again; }
+ * begin returns 1 when the backend replayed a graph captured earlier for this shape (the layers'
+ * work is enqueued; the caller skips the layer ops), 0 when the caller runs them (eagerly, or
+ * while the backend captures them); end returns 1 when a capture failed and nothing ran (the
+ * caller runs the layers again, eagerly). h: the residual stream the layers work on (part of the
+ * graph's key, with the KV cache). The layer ops must be the same sequence for every forward of
+ * a shape (no test hooks). Backends without graphs: begin returns 0, end 0. */
+int ops_graph_begin(struct ops *o, const struct model_kv *kv, const struct model_batch *b,
+                    const struct ops_rope *rope, const void *h);
+int ops_graph_end(struct ops *o);
 
 #endif

@@ -18,15 +18,19 @@
  * every row count, > 16 rows in 16-row chunks, fp32-exact block sums. cublaslt mode: a scratch of
  *     `bucket(n)` rows (n <= 16: n; then powers of two up to round_up(max, 4)) and cuBLASLt for
  *     > 16 rows; a padded result lands in a scratch and its n rows are copied out. Plans for
- *     every bucket are built in lin_create (start-up). The norm is not fused into the
- *     quantization (ops.h has separate rmsnorm and linear calls): one extra pass.
+ *     every bucket are built in lin_create (start-up). The quantization is skipped when the
+ *     FP8 scratch holds x's already (pq: written by ops_rmsnorm_lin / ops_swiglu_gu in the
+ *     norm's / SwiGLU's kernel, or by the previous linear on the same x).
+ *   - fused linears (ops_lin_create_cat: q_a|kv_a, gate|up): the FP8 weights concatenated at
+ *     load, one GEMM (rows summed in the fused shape's split-K grouping: not bitwise two calls).
  *   - BF16 linear: cuk_gemv_bf16 in chunks of 16 rows (W16A32, as the CPU backend).
  *   - head_matmul: FP8 per-head weights (kv_b) stay e4m3 on the device; up to 16 tokens
  *     cuk_head_matmul_fp8 reads them directly, else they are expanded per layer into one fp32
  *     scratch for cuBLAS SGEMM strided-batched over heads (fp32, TF32 off).
  *   - RMSNorm and RoPE: bit-identical to the CPU backend's (cuk_rmsnorm_f32: the CPU's sum
  *     order; RoPE: the host's cosf/sinf table, no FMA), because e4m3 and bf16 roundings
- *     downstream turn 1-ulp differences into visible ones. RoPE amplitude must be 1.
+ *     downstream turn 1-ulp differences into visible ones. RoPE amplitude must be 1; it runs out
+ *     of place, two jobs (q_pe, k_pe) in one launch with ops_rope2.
  *   - MLA: on the GPU when the latent is DeepSeek-V3's 512 + 64 and heads % 16 == 0: the KV cache
  *     then lives in a device mirror of the caller's struct model_kv (allocated at the first
  *     forward that uses a given model_kv; the host copy is NOT written). Other shapes (the small
@@ -48,6 +52,11 @@
  *     ops_cuda_stream.c (hot experts from their resident copy, streamed ones copied per expert
  *     group on a copy stream into two staging slots, cuk_moe_ggml on the main stream, the other
  *     experts on the CPU pool at the same time; docs/gpu.md).
+ *   - CUDA graphs (gpu.cuda_graphs, ops_graph_begin/end; docs/gpu.md): forwards of 1..N tokens
+ *     read their per-step inputs from one device block copied before the layers, size attention
+ *     for a length class and take one expert-job record per expert call; per (tokens, class) the
+ *     first runs eagerly, the second is captured (the CPU experts as host nodes) and launched,
+ *     later ones replay. Whatever needs the host mid-forward keeps its shape eager.
  *   - routing counts (ops_moe_set_counts): added where the routes are on the host anyway: by the
  *     expert job's host function (routes copied from the device for the CPU pool) or, on the
  *     split and GPU-expert paths, by the engine thread after their synchronization.
@@ -138,9 +147,49 @@ struct moe_job {
     int rc;
     char err[ERR_LEN];
     int state;                /* 0 free, 1 enqueued, 2 joined (its ev_j recorded) */
+    int graphed;              /* ran in a captured graph: its events hold no timings */
     cudaEvent_t ev_a, ev_in;  /* main stream: before / after the inputs' copy to the host */
     cudaEvent_t ev_c, ev_out; /* side stream: CPU experts done / result back on the device */
     cudaEvent_t ev_j;         /* main stream: where it waits for the result (the join) */
+};
+
+#define GRAPH_CLASSES 12 /* context-length classes of graphs: 1K, 2K, ... 2M positions */
+
+/* A captured forward's layers for one (token count, length class) (ops_graph_begin). */
+struct cgraph {
+    cudaGraphExec_t exec; /* NULL: not captured */
+    int state;            /* 0 unknown, 1 an eager run was capturable, 2 captured, -1 not
+                           * capturable (all reset when the epoch changes) */
+    const void *h;        /* key: the residual stream, the KV cache, the activation scale format */
+    const struct model_kv *kv;
+    int ue8m0;
+    int n_jobs; /* expert jobs in the forward */
+};
+
+/* CUDA graphs of decode steps (gpu.cuda_graphs) and the step inputs every graph-mode forward
+ * reads from fixed device addresses instead of staging them per op. */
+struct cgraphs {
+    int max;            /* ops_params.gpu_graphs: largest token count graphed; 0 off */
+    int paused;         /* ops_cuda_graphs_pause: graph-mode forwards run eagerly */
+    int on;             /* between ops_graph_begin and ops_graph_end: step inputs in use */
+    int capturing;      /* the main stream is capturing */
+    int failed;         /* a capture failed: no more graphs in this instance */
+    struct cgraph *g;   /* this forward's graph (NULL: paused) */
+    struct cgraph *tab; /* [max][GRAPH_CLASSES] */
+    const char *bad;    /* why this forward cannot be captured (NULL: it can) */
+    const char *told;   /* the last reason logged */
+    const int32_t *pos; /* the batch's positions (host: sub-ranges are found by address) */
+    int n, np, bt_ld, max_len;
+    void *h_in, *d_in; /* the step inputs: pinned block, its device copy */
+    size_t in_size;
+    int32_t *d_slots, *d_len, *d_bt; /* [n], [n], [n][bt_ld] */
+    float *d_cs;                     /* [n][np][2] RoPE (cos, sin) */
+    cudaEvent_t ev_in;               /* after the last copy of the block */
+    int moe_i;                       /* expert jobs so far in this forward */
+    struct moe_job **jobs;           /* one record per expert call of a forward */
+    int n_jobs;
+    int err0;       /* the sticky error before a capture */
+    unsigned epoch; /* the backend's epoch the graphs in tab were made in */
 };
 
 struct ops_cuda {
@@ -223,6 +272,13 @@ struct ops_cuda {
         cudaEvent_t ev[PROF_EVENTS];
         uint8_t kind[PROF_EVENTS];
     } prof;
+    struct { /* the FP8 scratch (xq, xs) holds x's activation quantization for n rows of d with
+              * scale stride mp (ops_rmsnorm_lin, or the last linear's own); x NULL: nothing */
+        const float *x;
+        int n, d, mp, ue8m0;
+    } pq;
+    unsigned epoch; /* bumped when a buffer a captured graph may use moves, or weights change */
+    struct cgraphs gr;
 };
 
 static struct ops_cuda *C(struct ops *o) { return (struct ops_cuda *)o; }
@@ -253,6 +309,30 @@ static int bucket(const struct ops_cuda *c, int n)
     int b = 32;
     while (b < n) b *= 2;
     return b < c->max_pad ? b : c->max_pad;
+}
+
+/* ---- the prepared FP8 activation (pq): which input the FP8 scratch holds quantized */
+
+static int pq_holds(const struct ops_cuda *c, const float *x, int n, int d, int mp)
+{
+    return x && c->pq.x == x && c->pq.n == n && c->pq.d == d && c->pq.mp == mp &&
+           c->pq.ue8m0 == c->base.fp8_ue8m0;
+}
+
+static void pq_set(struct ops_cuda *c, const float *x, int n, int d, int mp)
+{
+    c->pq.x = x;
+    c->pq.n = n;
+    c->pq.d = d;
+    c->pq.mp = mp;
+    c->pq.ue8m0 = c->base.fp8_ue8m0;
+}
+
+/* an op writes [p, p + bytes): the prepared quantization is stale if that overlaps its input */
+static void pq_wrote(struct ops_cuda *c, const void *p, size_t bytes)
+{
+    const char *a = (const char *)c->pq.x, *b = (const char *)p;
+    if (a && b < a + (size_t)c->pq.n * c->pq.d * sizeof(float) && a < b + bytes) c->pq.x = NULL;
 }
 
 /* ---------------------------------------------------------------- pending expert job */
@@ -331,19 +411,31 @@ static void retire(struct ops_cuda *c, struct moe_job *j)
     t->moe_calls++;
     t->cpu_experts_s += j->seconds;
     cus_cpu_sample(c->cus, j->n, j->seconds, j->pairs);
-    t->xfer_s += (ev_ms(j->ev_a, j->ev_in) + ev_ms(j->ev_c, j->ev_out)) / 1e3;
-    float gpu = ev_ms(j->ev_in, j->ev_j), idle = ev_ms(j->ev_j, j->ev_out);
-    t->overlap_gpu_s += gpu / 1e3;
-    t->idle_s += (idle > 0 ? idle : 0) / 1e3;
+    if (!j->graphed) { /* a graph's events were recorded at capture only */
+        t->xfer_s += (ev_ms(j->ev_a, j->ev_in) + ev_ms(j->ev_c, j->ev_out)) / 1e3;
+        float gpu = ev_ms(j->ev_in, j->ev_j), idle = ev_ms(j->ev_j, j->ev_out);
+        t->overlap_gpu_s += gpu / 1e3;
+        t->idle_s += (idle > 0 ? idle : 0) / 1e3;
+    }
+    j->graphed = 0;
     if (j->rc) ops__fail(&c->base, j->rc, j->err);
+}
+
+/* A graph-mode forward took a path that a graph cannot replay (a host synchronization, staged
+ * host data): it runs eagerly, and its shape is not captured. */
+static void not_graphable(struct ops_cuda *c, const char *why)
+{
+    if (c->gr.on && !c->gr.bad) c->gr.bad = why;
 }
 
 /* Wait for all GPU work and every expert job on the host; retire the jobs. */
 static void host_sync(struct ops_cuda *c)
 {
+    not_graphable(c, "a host synchronization");
     join_all(c);
     CK(c, cudaStreamSynchronize(c->st), "synchronize");
     for (int i = 0; i < N_JOBS; i++) retire(c, &c->jobs[i]);
+    for (int i = 0; i < c->gr.n_jobs; i++) retire(c, c->gr.jobs[i]);
     prof_fold(c);
     cus_collect(c->cus, &c->stats);
 }
@@ -354,6 +446,7 @@ static void *hbuf(struct ops_cuda *c, int i, size_t bytes)
     struct hbuf *h = &c->h[i];
     if (bytes > h->size) {
         host_sync(c); /* the slot may be in use by queued copies */
+        c->epoch++;   /* graphs copy through the old address */
         cudaFreeHost(h->p);
         h->p = NULL;
         h->size = 0;
@@ -391,12 +484,16 @@ static void *cu_alloc(struct ops *o, size_t bytes)
 static void cu_free(struct ops *o, void *p)
 {
     host_sync(C(o));
+    C(o)->epoch++;
+    C(o)->pq.x = NULL;
     cudaFree(p);
 }
 
 static void cu_upload(struct ops *o, void *dst, const void *src, size_t bytes)
 {
     struct ops_cuda *c = C(o);
+    not_graphable(c, "an upload");
+    c->pq.x = NULL;
     join(c, dst);
     CK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->st), "upload");
     CK(c, cudaStreamSynchronize(c->st), "upload"); /* src may be pageable and short-lived */
@@ -432,6 +529,8 @@ static int plan_fp8(struct ops_cuda *c, int n, int k, char *err)
 /* grow the FP8 linear scratch for a [n, k] weight (create time) */
 static int grow_scratch(struct ops_cuda *c, int n, int k, char *err)
 {
+    c->pq.x = NULL;
+    if (k > c->max_k || (n > c->max_n && !c->exact_gemm)) c->epoch++; /* graphs read these */
     if (k > c->max_k) {
         cudaFree(c->xq);
         cudaFree(c->xs);
@@ -610,6 +709,75 @@ static int cu_lin_create(struct ops *o, const struct wt_view *w, struct ops_lin 
     return lin_requant(c, w, out, err);
 }
 
+/* v as an FP8 view: itself, or re-quantized on the host into *q / *s (freed by the caller) */
+static int fp8_view(struct ops_cuda *c, const struct wt_view *v, struct wt_view *out, uint8_t **q,
+                    float **s, char *err)
+{
+    *q = NULL;
+    *s = NULL;
+    *out = *v;
+    if (v->type == QTYPE_F8_E4M3) return 0;
+    double fb = (double)cpuq_row_size(v->type, v->cols) * (double)v->rows;
+    int rc = requant_host(c, v, fb, q, s, err);
+    if (rc) return rc;
+    *out = (struct wt_view){.type = QTYPE_F8_E4M3,
+                            .rows = v->rows,
+                            .cols = v->cols,
+                            .data = *q,
+                            .row_bytes = (size_t)v->cols,
+                            .scale = *s};
+    return 0;
+}
+
+/* a's rows then b's as one FP8 linear: both FP8 (or converted to it at load as cu_lin_create
+ * would), a's rows a multiple of 128 so that b's 128-row scale blocks keep their grid. Each
+ * weight is re-quantized on its own first, so the rows' values are those of two linears. */
+static int cu_lin_create_cat(struct ops *o, const struct wt_view *a, const struct wt_view *b,
+                             struct ops_lin **out, char *err)
+{
+    struct ops_cuda *c = C(o);
+    const struct wt_view *v[2] = {a, b};
+    if (a->cols != b->cols || a->cols % 128 || a->rows % 128)
+        return err_set(err, ERR_UNSUPPORTED, "cuda ops: shapes not fusable");
+    for (int i = 0; i < 2; i++)
+        if (v[i]->type != QTYPE_F8_E4M3 &&
+            (c->keep_ggml || v[i]->type == QTYPE_BF16 || !convertible(c, v[i]->type)))
+            return err_set(err, ERR_UNSUPPORTED, "cuda ops: not an FP8 linear");
+    struct wt_view f[2];
+    uint8_t *q[2] = {NULL, NULL}, *w = NULL;
+    float *sc[2] = {NULL, NULL}, *ws = NULL;
+    int rc = fp8_view(c, a, &f[0], &q[0], &sc[0], err);
+    if (!rc) rc = fp8_view(c, b, &f[1], &q[1], &sc[1], err);
+    const int64_t k = a->cols, kb = k / 128, ra = a->rows, rb = b->rows;
+    const int64_t sa = ra / 128, sb = (rb + 127) / 128;
+    if (!rc && (!(w = malloc((size_t)(ra + rb) * k)) ||
+                !(ws = malloc((size_t)(sa + sb) * kb * sizeof(float)))))
+        rc = err_set(err, ERR_NOMEM, "cuda ops: out of memory fusing two linears");
+    for (int i = 0; !rc && i < 2; i++) {
+        int64_t r0 = i ? ra : 0, s0 = i ? sa : 0, sr = i ? sb : sa;
+        for (int64_t r = 0; r < f[i].rows; r++)
+            memcpy(w + (size_t)(r0 + r) * k, (const uint8_t *)f[i].data + r * f[i].row_bytes,
+                   (size_t)k);
+        memcpy(ws + (size_t)s0 * kb, f[i].scale, (size_t)sr * kb * sizeof(float));
+    }
+    if (!rc) {
+        struct wt_view fv = {.type = QTYPE_F8_E4M3,
+                             .rows = ra + rb,
+                             .cols = k,
+                             .data = w,
+                             .row_bytes = (size_t)k,
+                             .scale = ws};
+        rc = lin_upload(c, &fv, out, err);
+    }
+    for (int i = 0; i < 2; i++) {
+        free(q[i]);
+        free(sc[i]);
+    }
+    free(w);
+    free(ws);
+    return rc;
+}
+
 /* bf16 conversion of rows on the load-time pool: per thread a row of fp32 scratch, the count
  * of values it rounded and its first non-finite value (lowest row) */
 struct bf16_job {
@@ -730,6 +898,7 @@ static void cu_lin_destroy(struct ops *o, struct ops_lin *l)
 {
     struct ops_cuda *c = C(o);
     host_sync(c);
+    c->epoch++;
     cudaFree(l->w);
     cudaFree(l->scale);
     ops_lin_destroy(c->cpu, l->cpu);
@@ -753,6 +922,7 @@ static void cu_moe_destroy(struct ops *o, struct ops_moe *m)
 {
     struct ops_cuda *c = C(o);
     host_sync(c);
+    c->epoch++;
     if (m->cpu) ops_moe_destroy(c->cpu, m->cpu);
     cus_layer_destroy(c->cus, m->st);
     for (int i = 0; m->gpu && i < 3 * m->n_expert; i++)
@@ -766,6 +936,7 @@ static int cu_moe_create(struct ops *o, int n_expert, const struct wt_view *gate
                          char *err)
 {
     struct ops_cuda *c = C(o);
+    c->epoch++; /* work buffers of GPU / hot experts may move */
     struct ops_moe *m = calloc(1, sizeof *m);
     if (!m) return err_set(err, ERR_NOMEM, "cuda ops: out of memory");
     for (int e = 0; e < n_expert; e++) /* an unrouted expert may be a zeroed view */
@@ -827,6 +998,7 @@ static int cu_moe_create(struct ops *o, int n_expert, const struct wt_view *gate
 static void cu_moe_set_counts(struct ops *o, struct ops_moe *m, struct expert_counts *cnt, int row)
 {
     host_sync(C(o)); /* no expert job in flight reads the old pointer */
+    C(o)->epoch++;   /* graphs' job records say whether to count */
     m->cnt = cnt;
     m->cnt_row = row;
 }
@@ -848,6 +1020,7 @@ static int cu_moe_set_hot(struct ops *o, struct ops_moe *m, const uint8_t *hot, 
                                 : "see the log");
     }
     host_sync(c); /* nothing in flight reads the layer's previous hot set */
+    c->epoch++;
     return cus_layer_set_hot(c->cus, m->st, hot, err);
 }
 
@@ -864,6 +1037,7 @@ static float *to_host(struct ops_cuda *c, int i, const void *p, size_t bytes)
 
 static void to_dev(struct ops_cuda *c, void *d, const void *h, size_t bytes)
 {
+    not_graphable(c, "a CPU fallback op");
     CK(c, cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, c->st), "upload");
     CK(c, cudaStreamSynchronize(c->st), "upload"); /* the pinned slot is reused next */
 }
@@ -872,9 +1046,11 @@ static void to_dev(struct ops_cuda *c, void *d, const void *h, size_t bytes)
  * synchronization is needed until it wraps (then the queued copies must have run first). */
 static void *stage(struct ops_cuda *c, size_t bytes)
 {
+    not_graphable(c, "staged host inputs"); /* a replay would copy the capture's values */
     bytes = (bytes + 255) & ~(size_t)255;
     if (bytes > c->ring_size) {
         host_sync(c);
+        c->epoch++;
         cudaFreeHost(c->ring);
         c->ring = NULL;
         c->ring_size = c->ring_off = 0;
@@ -928,6 +1104,7 @@ static void cu_embed(struct ops *o, const struct ops_lin *t, const int32_t *toke
     struct ops_cuda *c = C(o);
     join(c, NULL);
     prof(c, OPS_PROF_EMBED);
+    pq_wrote(c, y, (size_t)n * t->cols * sizeof(float));
     if (t->kind == LIN_BF16) {
         struct cuk_embed_args a = {.m = n,
                                    .d = t->cols,
@@ -951,6 +1128,16 @@ static void cu_embed(struct ops *o, const struct ops_lin *t, const int32_t *toke
     to_dev(c, y, h, bytes);
 }
 
+/* The scale stride an FP8 linear of n rows uses, or 0 when its input cannot be prepared for
+ * `next` (not an FP8 linear of dim columns, or a shape the scratch does not hold). */
+static int pq_mp(const struct ops_cuda *c, const struct ops_lin *next, int n, int dim)
+{
+    if (!next || next->kind != LIN_FP8 || next->cols != dim || dim % 128 || dim > c->max_k ||
+        n < 1 || n > c->max_tokens)
+        return 0;
+    return round4(c->exact_gemm ? n : bucket(c, n));
+}
+
 static void cu_linear(struct ops *o, const struct ops_lin *w, const float *x, int n, float *y)
 {
     struct ops_cuda *c = C(o);
@@ -959,6 +1146,7 @@ static void cu_linear(struct ops *o, const struct ops_lin *w, const float *x, in
     prof(c, w->kind == LIN_BF16  ? OPS_PROF_LIN_BF16
             : w->kind == LIN_CPU ? OPS_PROF_LIN_CPU
                                  : OPS_PROF_LIN_FP8);
+    if (w->kind != LIN_FP8) pq_wrote(c, y, (size_t)n * w->rows * sizeof(float));
     if (w->kind == LIN_BF16) {
         for (int i = 0; i < n; i += CUK_GEMV_BF16_MAX_M) {
             int m = n - i < CUK_GEMV_BF16_MAX_M ? n - i : CUK_GEMV_BF16_MAX_M;
@@ -985,16 +1173,20 @@ static void cu_linear(struct ops *o, const struct ops_lin *w, const float *x, in
         return;
     }
     int mb = c->exact_gemm ? n : bucket(c, n), mp = round4(mb);
-    struct cuk_rmsnorm_quant_args q = {.m = n,
-                                       .d = w->cols,
-                                       .x = x,
-                                       .x_ld = w->cols,
-                                       .q = c->xq,
-                                       .q_ld = w->cols,
-                                       .q_scale = c->xs,
-                                       .q_scale_ld = mp,
-                                       .ue8m0 = o->fp8_ue8m0};
-    KR(c, cuk_rmsnorm_quant(&q, c->st), "act quant");
+    if (!pq_holds(c, x, n, w->cols, mp)) { /* else a fused norm / SwiGLU or the last linear did */
+        struct cuk_rmsnorm_quant_args q = {.m = n,
+                                           .d = w->cols,
+                                           .x = x,
+                                           .x_ld = w->cols,
+                                           .q = c->xq,
+                                           .q_ld = w->cols,
+                                           .q_scale = c->xs,
+                                           .q_scale_ld = mp,
+                                           .ue8m0 = o->fp8_ue8m0};
+        KR(c, cuk_rmsnorm_quant(&q, c->st), "act quant");
+        pq_set(c, x, n, w->cols, mp);
+    }
+    pq_wrote(c, y, (size_t)n * w->rows * sizeof(float));
     int direct = c->exact_gemm || mp == n; /* exact: the own kernel writes just n rows */
     struct cuk_gemv_fp8_args a = {.m = mb,
                                   .n = w->rows,
@@ -1028,43 +1220,73 @@ static void cu_rmsnorm(struct ops *o, const float *x, int ldx, const float *g, i
     join(c, x);
     join(c, y);
     prof(c, OPS_PROF_NORM);
+    pq_wrote(c, y, n > 0 ? ((size_t)(n - 1) * ldy + dim) * sizeof(float) : 0);
     /* the CPU's summation order, not cuk_rmsnorm_quant's: see kernels/cuda/norm.h why */
     struct cuk_rmsnorm_f32_args a = {
         .m = n, .d = dim, .x = x, .x_ld = ldx, .w = g, .eps = eps, .y = y, .y_ld = ldy};
     KR(c, cuk_rmsnorm_f32(&a, c->st), "rmsnorm");
 }
 
-static void cu_rope(struct ops *o, const struct ops_rope *r, const int32_t *pos, int n, int nh,
-                    const float *x, int ldx_tok, int ldx_head, float *y, int ldy_tok, int ldy_head)
+/* The norm with next's activation quantization in the same kernel (bitwise the separate one's:
+ * kernels/cuda/norm.h); next's ops_linear on y then skips its own. */
+static void cu_rmsnorm_lin(struct ops *o, const float *x, int ldx, const float *g, int n, int dim,
+                           float eps, float *y, int ldy, const struct ops_lin *next)
 {
     struct ops_cuda *c = C(o);
-    join(c, NULL);
-    prof(c, OPS_PROF_ROPE);
-    if (r->amp != 1.0f || r->n_pairs > 64) {
-        ops__fail(o, ERR_UNSUPPORTED, "cuda ops: RoPE amplitude != 1 or > 128 dims");
+    int mp = pq_mp(c, next, n, dim);
+    if (!mp || ldy != dim || dim > CUK_RMSNORM_F32_MAX_D) {
+        cu_rmsnorm(o, x, ldx, g, n, dim, eps, y, ldy);
         return;
     }
-    ASSERT(n >= 0 && n <= c->max_pad); /* cs_pos and d_cs hold max_pad positions */
+    join(c, x);
+    join(c, y);
+    prof(c, OPS_PROF_NORM);
+    pq_wrote(c, y, (size_t)n * dim * sizeof(float));
+    struct cuk_rmsnorm_f32_args a = {.m = n,
+                                     .d = dim,
+                                     .x = x,
+                                     .x_ld = ldx,
+                                     .w = g,
+                                     .eps = eps,
+                                     .y = y,
+                                     .y_ld = ldy,
+                                     .q = c->xq,
+                                     .q_ld = dim,
+                                     .q_scale = c->xs,
+                                     .q_scale_ld = mp,
+                                     .ue8m0 = o->fp8_ue8m0};
+    KR(c, cuk_rmsnorm_f32(&a, c->st), "rmsnorm");
+    pq_set(c, y, n, dim, mp);
+}
+
+/* The device (cos, sin) table of n positions pos (host), [n][n_pairs][2], or NULL after a
+ * failure. Computed here exactly as the CPU backend does (cosf/sinf of the fp32 angle), so both
+ * rotate bit-identically (device sincosf differs by an ulp now and then, and one ulp flips bf16
+ * roundings of the cached k_pe). Every RoPE call of a forward uses the batch's positions or, in
+ * model.c's attention passes, a sub-range of the same array: the table is built once per forward
+ * (at the k_pe call over the whole batch) and a sub-range is served at its offset; the copy in
+ * cs_pos checks that the values are still the same. A graph-mode forward reads the step inputs'
+ * table (built by ops_graph_begin), never a staged one. */
+static const float *rope_cs(struct ops_cuda *c, const struct ops_rope *r, const int32_t *pos, int n)
+{
+    struct cgraphs *g = &c->gr;
+    if (g->on && pos >= g->pos && pos + n <= g->pos + g->n && r->n_pairs == g->np)
+        return g->d_cs + (size_t)(pos - g->pos) * g->np * 2;
     if (r->n_pairs != c->freq_n || memcmp(r->freq, c->h_freq, (size_t)r->n_pairs * 4)) {
+        not_graphable(c, "a RoPE table upload");
         memcpy(c->h_freq, r->freq, (size_t)r->n_pairs * 4);
         c->freq_n = r->n_pairs;
         c->cs_n = 0;
         CK(c, cudaMemcpy(c->d_freq, c->h_freq, (size_t)r->n_pairs * 4, cudaMemcpyHostToDevice),
            "freq upload");
     }
-    /* (cos, sin) computed here exactly as the CPU backend does (cosf/sinf of the fp32 angle), so
-     * both rotate bit-identically (device sincosf differs by an ulp now and then, and one ulp
-     * flips bf16 roundings of the cached k_pe). Every RoPE call of a forward uses the batch's
-     * positions or, in model.c's attention passes, a sub-range of the same array: the table is
-     * built once per forward (at the k_pe call over the whole batch) and a sub-range is served
-     * at its offset. The copy in cs_pos checks that the values are still the same. */
     uintptr_t src = (uintptr_t)pos, off = (src - c->cs_src) / sizeof *pos;
     if (src < c->cs_src || (src - c->cs_src) % sizeof *pos ||
         off + (uintptr_t)n > (uintptr_t)c->cs_n ||
         memcmp(pos, c->cs_pos + off, (size_t)n * sizeof *pos)) {
         size_t cb = (size_t)n * r->n_pairs * 2 * sizeof(float);
         float *h = stage(c, cb);
-        if (!h) return;
+        if (!h) return NULL;
         for (int t = 0; t < n; t++) {
             float p = (float)pos[t];
             for (int i = 0; i < r->n_pairs; i++) {
@@ -1079,32 +1301,62 @@ static void cu_rope(struct ops *o, const struct ops_rope *r, const int32_t *pos,
         c->cs_src = src;
         off = 0;
     }
-    size_t w = (size_t)2 * r->n_pairs * sizeof(float);
-    if (x != y) {
-        if (ldx_tok == nh * ldx_head && ldy_tok == nh * ldy_head)
-            CK(c,
-               cudaMemcpy2DAsync(y, (size_t)ldy_head * 4, x, (size_t)ldx_head * 4, w,
-                                 (size_t)n * nh, cudaMemcpyDeviceToDevice, c->st),
-               "copy");
-        else
-            for (int h = 0; h < nh; h++)
-                CK(c,
-                   cudaMemcpy2DAsync(y + (size_t)h * ldy_head, (size_t)ldy_tok * 4,
-                                     x + (size_t)h * ldx_head, (size_t)ldx_tok * 4, w, n,
-                                     cudaMemcpyDeviceToDevice, c->st),
-                   "copy");
-    }
+    return c->d_cs + (size_t)off * r->n_pairs * 2;
+}
+
+/* The kernel's arguments for one job (out of place when x != y: no copy first) */
+static struct cuk_rope_args rope_args(struct ops_cuda *c, const struct ops_rope *r, int n,
+                                      const float *cs, const struct ops_rope_job *j)
+{
     struct cuk_rope_args a = {.m = n,
-                              .n_heads = nh,
+                              .n_heads = j->n_heads,
                               .rot_dim = 2 * r->n_pairs,
-                              .x = y,
-                              .x_ld = ldy_tok,
-                              .head_stride = ldy_head,
+                              .x = j->y,
+                              .x_ld = j->ldy_tok,
+                              .head_stride = j->ldy_head,
                               .rot_off = 0,
-                              .pos = ints(c, pos, n, 0),
+                              .pos = c->d_i32, /* unused with a cs table */
                               .freqs = c->d_freq,
-                              .cs = c->d_cs + (size_t)off * r->n_pairs * 2};
-    KR(c, cuk_rope(&a, c->st), "rope");
+                              .cs = cs};
+    if (j->x != j->y) {
+        a.src = j->x;
+        a.src_ld = j->ldx_tok;
+        a.src_head_stride = j->ldx_head;
+    }
+    return a;
+}
+
+static void cu_rope2(struct ops *o, const struct ops_rope *r, const int32_t *pos, int n,
+                     const struct ops_rope_job *ja, const struct ops_rope_job *jb)
+{
+    struct ops_cuda *c = C(o);
+    join(c, NULL);
+    prof(c, OPS_PROF_ROPE);
+    c->pq.x = NULL;
+    if (r->amp != 1.0f || r->n_pairs > 64) {
+        ops__fail(o, ERR_UNSUPPORTED, "cuda ops: RoPE amplitude != 1 or > 128 dims");
+        return;
+    }
+    ASSERT(n >= 0 && n <= c->max_pad); /* cs_pos and d_cs hold max_pad positions */
+    if (n == 0) return;
+    const float *cs = rope_cs(c, r, pos, n);
+    if (!cs) return;
+    struct cuk_rope_args a = rope_args(c, r, n, cs, ja), b = {0};
+    if (jb) b = rope_args(c, r, n, cs, jb);
+    KR(c, cuk_rope2(&a, jb ? &b : NULL, c->st), "rope");
+}
+
+static void cu_rope(struct ops *o, const struct ops_rope *r, const int32_t *pos, int n, int nh,
+                    const float *x, int ldx_tok, int ldx_head, float *y, int ldy_tok, int ldy_head)
+{
+    struct ops_rope_job j = {.n_heads = nh,
+                             .x = x,
+                             .ldx_tok = ldx_tok,
+                             .ldx_head = ldx_head,
+                             .y = y,
+                             .ldy_tok = ldy_tok,
+                             .ldy_head = ldy_head};
+    cu_rope2(o, r, pos, n, &j, NULL);
 }
 
 /* Per-head weights: an FP8 view stays e4m3 + its scales on the device (kv_b: 16 MiB a layer for
@@ -1121,6 +1373,7 @@ static int cu_heads_create(struct ops *o, const struct wt_view *v, const float *
     if (!h) return err_set(err, ERR_NOMEM, "cuda ops: out of memory");
     h->rows = v->rows;
     h->cols = v->cols;
+    c->epoch++; /* the shared expansion scratch may move */
     size_t n = (size_t)v->rows * (size_t)v->cols, fb = n * sizeof(float);
     int rc = 0;
     if (v->type != QTYPE_F8_E4M3 && v->type != QTYPE_BF16 && !c->keep_ggml) {
@@ -1188,6 +1441,7 @@ static void cu_heads_destroy(struct ops *o, struct ops_heads *h)
 {
     struct ops_cuda *c = C(o);
     host_sync(c);
+    c->epoch++;
     if (c->heads_cur == h) c->heads_cur = NULL;
     cudaFree(h->q);
     cudaFree(h->scale);
@@ -1202,6 +1456,7 @@ static void cu_head_matmul(struct ops *o, const struct ops_heads *h, int64_t w_o
     struct ops_cuda *c = C(o);
     join(c, NULL);
     prof(c, OPS_PROF_HEADMM);
+    c->pq.x = NULL; /* strided output: simply forget */
     const float *w = h->f32;
     /* decode-sized batches read the FP8 weights directly (other shapes: expand) */
     if (!w && cols == h->cols && w_off % h->cols == 0 && w_head % h->cols == 0) {
@@ -1267,6 +1522,7 @@ static int kv_mirror(struct ops_cuda *c, const struct model_kv *kv)
         c->kv_blocks == kv->n_blocks && c->kv_bt == kv->block_tokens && c->kv_dim == kv->kv_dim)
         return 0;
     host_sync(c);
+    c->epoch++;
     cudaFree(c->kv_dev);
     c->kv_dev = NULL;
     free(c->kv_dev_layer);
@@ -1310,17 +1566,23 @@ static void kv_flush(struct ops_cuda *c, int gpu)
         return;
     }
     if (kv_mirror(c, kv)) return;
-    int32_t *slots = stage(c, (size_t)n * sizeof(int32_t));
-    if (!slots) return;
-    for (int t = 0; t < n; t++) {
-        const struct model_seq *s = &b->seqs[b->seq[t]];
-        int p = b->pos[t];
-        slots[t] = s->blocks[p / kv->block_tokens] * kv->block_tokens + p % kv->block_tokens;
+    const int32_t *d_slots;
+    if (c->gr.on && b->pos == c->gr.pos && n == c->gr.n) { /* the step inputs' */
+        d_slots = c->gr.d_slots;
+    } else {
+        int32_t *slots = stage(c, (size_t)n * sizeof(int32_t));
+        if (!slots) return;
+        for (int t = 0; t < n; t++) {
+            const struct model_seq *s = &b->seqs[b->seq[t]];
+            int p = b->pos[t];
+            slots[t] = s->blocks[p / kv->block_tokens] * kv->block_tokens + p % kv->block_tokens;
+        }
+        d_slots = push(c, slots, n, 0);
     }
     struct cuk_mla_kv_store_args a = {.m = n,
                                       .kv = c->kvs.x,
                                       .kv_ld = kv->kv_dim,
-                                      .slots = push(c, slots, n, 0),
+                                      .slots = d_slots,
                                       .cache = c->kv_dev_layer[c->kvs.layer]};
     KR(c, cuk_mla_kv_store(&a, c->st), "kv_store");
 }
@@ -1339,6 +1601,23 @@ static void cu_kv_store(struct ops *o, const struct model_kv *kv, int layer,
     c->kvs.layer = layer;
 }
 
+/* grow the attention workspace to ws bytes (and half again); 0 when out of memory */
+static int mla_ws_fit(struct ops_cuda *c, size_t ws)
+{
+    if (ws <= c->mla_ws_size) return 1;
+    host_sync(c); /* queued attention may use the old one */
+    c->epoch++;
+    cudaFree(c->mla_ws);
+    c->mla_ws_size = 0;
+    if (cudaMalloc(&c->mla_ws, ws + ws / 2) != cudaSuccess) {
+        c->mla_ws = NULL;
+        ops__fail(&c->base, ERR_NOMEM, "cuda ops: out of device memory (attention workspace)");
+        return 0;
+    }
+    c->mla_ws_size = ws + ws / 2;
+    return 1;
+}
+
 static void cu_mla_attn(struct ops *o, const struct model_kv *kv, int layer,
                         const struct model_batch *b, int nh, int kv_lora, float scale,
                         const float *q, float *out)
@@ -1347,6 +1626,7 @@ static void cu_mla_attn(struct ops *o, const struct model_kv *kv, int layer,
     join(c, NULL);
     prof(c, OPS_PROF_ATTN);
     int n = b->n_tokens;
+    c->pq.x = NULL;
     int gpu = gpu_mla(kv, nh) && kv_lora == CUK_MLA_LORA;
     kv_flush(c, gpu);
     if (!gpu) {
@@ -1360,6 +1640,29 @@ static void cu_mla_attn(struct ops *o, const struct model_kv *kv, int layer,
         return;
     }
     if (kv_mirror(c, kv)) return;
+    struct cgraphs *g = &c->gr;
+    if (g->on && b->pos >= g->pos && b->pos + n <= g->pos + g->n) {
+        /* the step inputs: block tables, lengths and the length class's split plan */
+        size_t off = (size_t)(b->pos - g->pos);
+        if (!mla_ws_fit(c, cuk_mla_decode_workspace_size(n, nh, g->max_len))) return;
+        struct cuk_mla_decode_args a = {.n_q = n,
+                                        .n_heads = nh,
+                                        .q = q,
+                                        .q_ld = nh * CUK_MLA_DIM,
+                                        .cache = c->kv_dev_layer[layer],
+                                        .block_tokens = kv->block_tokens,
+                                        .block_table = g->d_bt + off * g->bt_ld,
+                                        .bt_ld = g->bt_ld,
+                                        .seq_len = g->d_len + off,
+                                        .max_seq_len = g->max_len,
+                                        .scale = scale,
+                                        .out = out,
+                                        .out_ld = nh * kv_lora,
+                                        .workspace = c->mla_ws,
+                                        .workspace_size = c->mla_ws_size};
+        KR(c, cuk_mla_decode(&a, c->st), "mla_decode");
+        return;
+    }
     int bt_ld = 1, max_len = 1;
     for (int s = 0; s < b->n_seqs; s++)
         if (b->seqs[s].n_blocks > bt_ld) bt_ld = b->seqs[s].n_blocks;
@@ -1367,6 +1670,7 @@ static void cu_mla_attn(struct ops *o, const struct model_kv *kv, int layer,
     int32_t *len = stage(c, (need + n) * sizeof(int32_t)), *hb = len + n; /* one piece */
     if (!len) return;
     if (need > c->d_bt_n) {
+        c->epoch++;
         cudaFree(c->d_bt);
         c->d_bt_n = 0;
         if (cudaMalloc((void **)&c->d_bt, need * 2 * sizeof(int32_t)) != cudaSuccess) {
@@ -1383,17 +1687,7 @@ static void cu_mla_attn(struct ops *o, const struct model_kv *kv, int layer,
         len[t] = b->pos[t] + 1;
         if (len[t] > max_len) max_len = len[t];
     }
-    size_t ws = cuk_mla_decode_workspace_size(n, nh, max_len);
-    if (ws > c->mla_ws_size) {
-        cudaFree(c->mla_ws);
-        c->mla_ws_size = 0;
-        if (cudaMalloc(&c->mla_ws, ws + ws / 2) != cudaSuccess) {
-            c->mla_ws = NULL;
-            ops__fail(o, ERR_NOMEM, "cuda ops: out of device memory (attention workspace)");
-            return;
-        }
-        c->mla_ws_size = ws + ws / 2;
-    }
+    if (!mla_ws_fit(c, cuk_mla_decode_workspace_size(n, nh, max_len))) return;
     CK(c, cudaMemcpyAsync(c->d_bt, hb, need * sizeof(int32_t), cudaMemcpyHostToDevice, c->st),
        "upload");
     struct cuk_mla_decode_args a = {.n_q = n,
@@ -1420,6 +1714,8 @@ static void cu_router(struct ops *o, const struct ops_router *r, const float *lo
     struct ops_cuda *c = C(o);
     join(c, NULL);
     prof(c, OPS_PROF_ROUTER);
+    pq_wrote(c, ids, (size_t)n * r->top_k * sizeof(int32_t));
+    pq_wrote(c, w, (size_t)n * r->top_k * sizeof(float));
     struct cuk_router_args a = {.m = n,
                                 .n_experts = r->n_expert,
                                 .n_group = r->n_group,
@@ -1508,6 +1804,7 @@ static void moe_gpu(struct ops_cuda *c, const struct ops_moe *m, const float *x,
                                x + (size_t)(pe[i] / top_k) * m->hidden, hb,
                                cudaMemcpyDeviceToDevice, c->st),
                "gather");
+        c->pq.x = NULL; /* ex_x has new rows */
         cu_linear(&c->base, m->gpu[3 * e], c->ex_x, ne, c->ex_g);
         cu_linear(&c->base, m->gpu[3 * e + 1], c->ex_x, ne, c->ex_u);
         cu_swiglu(&c->base, c->ex_g, c->ex_u, (int64_t)ne * m->inter, c->ex_g);
@@ -1532,6 +1829,23 @@ static struct moe_job *job_enqueue(struct ops_cuda *c, const struct ops_moe *m, 
                                    const float *w, int top_k, float *y, int finish, int part,
                                    int n_defer);
 static void job_finish(struct ops_cuda *c, struct moe_job *j, float *y, size_t bytes);
+static struct moe_job *step_job(struct ops_cuda *c);
+
+/* a record's events (the ring's are destroyed in place, a graph job's with its memory) */
+static void job_events_destroy(struct moe_job *j)
+{
+    cudaEvent_t *ev[] = {&j->ev_a, &j->ev_in, &j->ev_c, &j->ev_out, &j->ev_j};
+    for (int e = 0; e < 5; e++)
+        if (*ev[e]) cudaEventDestroy(*ev[e]);
+}
+
+static void job_free(struct moe_job *j)
+{
+    if (!j) return;
+    job_events_destroy(j);
+    free(j->mids);
+    free(j);
+}
 
 /* Routed experts partly on the GPU (ops_cuda_stream.h): hot experts at every forward, streamed
  * ones for long prefills. The routes come to the host (one synchronization per layer) and are
@@ -1564,6 +1878,7 @@ static void moe_split(struct ops_cuda *c, const struct ops_moe *m, const float *
         gout = c->s_acc;
     }
     char e2[ERR_LEN];
+    c->pq.x = NULL;
     int rc = cus_run(c->cus, m->st, x, n, top_k, w, gout, c->st, e2);
     if (rc) ops__fail(&c->base, rc, e2);
     if (!j) return;
@@ -1578,6 +1893,34 @@ static void moe_split(struct ops_cuda *c, const struct ops_moe *m, const float *
     job_finish(c, j, y, yb);
 }
 
+/* The next expert-job record of a graph-mode forward: one per expert call, each with its own
+ * events, made on first use (an eager forward of the shape runs before its capture) and kept at
+ * a fixed address, which a captured host node refers to. */
+static struct moe_job *step_job(struct ops_cuda *c)
+{
+    struct cgraphs *g = &c->gr;
+    if (g->moe_i == g->n_jobs) {
+        if (g->capturing) { /* the eager run had fewer: a different forward */
+            not_graphable(c, "a new expert-job record");
+            ops__fail(&c->base, ERR_INTERNAL, "cuda ops: graph capture needs a new job record");
+            return NULL;
+        }
+        struct moe_job **a = realloc(g->jobs, (size_t)(g->n_jobs + 1) * sizeof *a);
+        struct moe_job *j = calloc(1, sizeof *j);
+        if (a) g->jobs = a;
+        if (!a || !j || cudaEventCreate(&j->ev_a) != cudaSuccess ||
+            cudaEventCreate(&j->ev_in) != cudaSuccess || cudaEventCreate(&j->ev_c) != cudaSuccess ||
+            cudaEventCreate(&j->ev_out) != cudaSuccess ||
+            cudaEventCreate(&j->ev_j) != cudaSuccess) {
+            job_free(j);
+            ops__fail(&c->base, ERR_NOMEM, "cuda ops: out of memory (expert-job records)");
+            return NULL;
+        }
+        g->jobs[g->n_jobs++] = j;
+    }
+    return g->jobs[g->moe_i++];
+}
+
 /* No host synchronization: the engine thread enqueues and goes on with the next layers, so their
  * launches hide under the CPU experts. The pinned buffers are shared by consecutive jobs: job
  * i+1's input copy is ordered on the main stream after its wait for job i's result, i.e. after
@@ -1589,6 +1932,7 @@ static void cu_moe(struct ops *o, const struct ops_moe *m, const float *x, int n
     struct ops_cuda *c = C(o);
     join_all(c);
     prof(c, OPS_PROF_MOE_IN);
+    pq_wrote(c, y, (size_t)n * m->hidden * sizeof(float));
     if (m->gpu) {
         moe_gpu(c, m, x, n, ids, w, top_k, y);
         return;
@@ -1600,16 +1944,24 @@ static void cu_moe(struct ops *o, const struct ops_moe *m, const float *x, int n
     job_enqueue(c, m, x, n, ids, NULL, w, top_k, y, 1, 0, 0);
 }
 
-/* The next job record, free (one used N_JOBS jobs ago has been joined long since: wait for it on
- * the host), with room for n x top_k part routes; NULL (sticky error) when they cannot grow. */
+/* The next job record, free, with room for n x top_k part routes (top_k 0: none needed): a
+ * graph-mode forward's own record for this expert call (step_job), else the ring's next (one used
+ * N_JOBS jobs ago has been joined long since: wait for it on the host). NULL (sticky error) when
+ * none can be had. */
 static struct moe_job *job_take(struct ops_cuda *c, int n, int top_k)
 {
-    ASSERT(c->next_job >= 0 && c->next_job < N_JOBS);
-    struct moe_job *j = &c->jobs[c->next_job];
-    if (j->state) {
-        ASSERT(j->state == 2 && j != c->pend && j != c->dpend);
-        CK(c, cudaEventSynchronize(j->ev_j), "synchronize");
-        retire(c, j);
+    struct moe_job *j;
+    if (c->gr.on) {
+        if (!(j = step_job(c))) return NULL;
+    } else {
+        ASSERT(c->next_job >= 0 && c->next_job < N_JOBS);
+        j = &c->jobs[c->next_job];
+        if (j->state) {
+            ASSERT(j->state == 2 && j != c->pend && j != c->dpend);
+            CK(c, cudaEventSynchronize(j->ev_j), "synchronize");
+            retire(c, j);
+        }
+        c->next_job = (c->next_job + 1) % N_JOBS;
     }
     ASSERT(j->state == 0); /* a record still in use by the host-function thread */
     size_t need = (size_t)n * top_k;
@@ -1641,6 +1993,10 @@ static void cu_moe_defer(struct ops *o, const struct ops_moe *m, const float *x,
     struct ops_cuda *c = C(o);
     join_all(c);
     prof(c, OPS_PROF_MOE_IN);
+    /* not captured yet: the deferred job's join in the next layer is untested in a graph */
+    not_graphable(c, "expert deferral");
+    pq_wrote(c, y, (size_t)n * m->hidden * sizeof(float));
+    pq_wrote(c, y_def, (size_t)n * m->hidden * sizeof(float));
     if (m->gpu || cus_wants(c->cus, m->st, n)) {
         moe_defer_sync(c, m, x, n, ids, w, top_k, n_defer, y, y_def);
         return;
@@ -1651,7 +2007,6 @@ static void cu_moe_defer(struct ops *o, const struct ops_moe *m, const float *x,
     float *hy = hbuf(c, 5, xb);
     struct moe_job *j = hy ? job_take(c, n, top_k) : NULL;
     if (!j) return;
-    c->next_job = (c->next_job + 1) % N_JOBS;
     j->cpu = c->cpu;
     j->seconds = 0;
     j->pairs = 0;
@@ -1720,13 +2075,13 @@ static struct moe_job *job_enqueue(struct ops_cuda *c, const struct ops_moe *m, 
                                    const float *w, int top_k, float *y, int finish, int part,
                                    int n_defer)
 {
-    struct moe_job *j = job_take(c, n, top_k);
-    if (!j) return NULL;
     size_t xb = (size_t)n * m->hidden * sizeof(float), kb = (size_t)n * top_k * sizeof(float);
     float *hx = hbuf(c, 2, xb), *hy = hbuf(c, 3, xb);
     char *hk = hbuf(c, 4, 2 * kb);
     if (!hx || !hy || !hk) return NULL;
-    c->next_job = (c->next_job + 1) % N_JOBS;
+    if (c->gr.on && host_ids) not_graphable(c, "host routes");
+    struct moe_job *j = job_take(c, n, part ? top_k : 0);
+    if (!j) return NULL;
     j->cpu = c->cpu;
     j->seconds = 0;
     j->pairs = 0;
@@ -1772,6 +2127,7 @@ static void cu_swiglu(struct ops *o, const float *gate, const float *up, int64_t
     join(c, up);
     join(c, y);
     prof(c, OPS_PROF_SWIGLU);
+    pq_wrote(c, y, (size_t)n * sizeof(float));
     static const int fs[] = {2048, 1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1};
     int f = 1;
     for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++)
@@ -1790,12 +2146,42 @@ static void cu_swiglu(struct ops *o, const float *gate, const float *up, int64_t
     KR(c, cuk_swiglu(&a, c->st), "swiglu");
 }
 
+/* SwiGLU on gate|up halves, with down's activation quantization fused when it can be */
+static void cu_swiglu_gu(struct ops *o, const float *gu, int n, int dim, float *y,
+                         const struct ops_lin *next)
+{
+    struct ops_cuda *c = C(o);
+    join(c, gu);
+    join(c, y);
+    prof(c, OPS_PROF_SWIGLU);
+    pq_wrote(c, y, (size_t)n * dim * sizeof(float));
+    int mp = pq_mp(c, next, n, dim);
+    struct cuk_swiglu_args a = {.m = n,
+                                .f = dim,
+                                .gate = gu,
+                                .gate_ld = 2 * dim,
+                                .up = gu + dim,
+                                .up_ld = 2 * dim,
+                                .y = y,
+                                .y_ld = dim};
+    if (mp) {
+        a.q = c->xq;
+        a.q_ld = dim;
+        a.q_scale = c->xs;
+        a.q_scale_ld = mp;
+        a.ue8m0 = o->fp8_ue8m0;
+    }
+    KR(c, cuk_swiglu(&a, c->st), "swiglu");
+    if (mp) pq_set(c, y, n, dim, mp);
+}
+
 static void cu_add(struct ops *o, float *y, const float *x, int64_t n)
 {
     struct ops_cuda *c = C(o);
     join(c, x);
     join(c, y);
     prof(c, OPS_PROF_ADD);
+    pq_wrote(c, y, (size_t)n * sizeof(float));
     struct cuk_add_args a = {.n = (size_t)n, .y = y, .x = x, .alpha = 1.0f};
     KR(c, cuk_add(&a, c->st), "add");
 }
@@ -1805,11 +2191,245 @@ static void cu_gather(struct ops *o, const float *x, int dim, const int32_t *idx
     struct ops_cuda *c = C(o);
     join(c, NULL);
     prof(c, OPS_PROF_GATHER);
+    not_graphable(c, "a gather (host indices)");
+    pq_wrote(c, y, (size_t)n * dim * sizeof(float));
     for (int i = 0; i < n; i++)
         CK(c,
            cudaMemcpyAsync(y + (size_t)i * dim, x + (size_t)idx[i] * dim,
                            (size_t)dim * sizeof(float), cudaMemcpyDeviceToDevice, c->st),
            "gather");
+}
+
+/* ---------------------------------------------------------------- CUDA graphs
+ *
+ * A graph-mode forward (gpu.cuda_graphs, 1..max tokens) reads its per-step host inputs (cache
+ * slots, sequence lengths, block tables, the RoPE table) from one device block that
+ * ops_graph_begin fills from a pinned block with one copy before the layers, instead of staging
+ * them per op; its attention uses the batch's length class (1024 * 2^k positions) for the block
+ * table width and the split plan, so the kernels' arguments depend only on the token count and
+ * the class; its expert jobs get one record each. Per (count, class): the first forward runs
+ * eagerly and notes whether anything in it cannot be replayed (not_graphable); the next one is
+ * captured (cudaStreamBeginCapture on the main stream; the side stream joins through the expert
+ * jobs' events, their CPU work becomes host nodes) and launched; later ones replay the graph.
+ * Graphs are dropped when a buffer they use moves or weights change (epoch). */
+
+static void graphs_drop(struct ops_cuda *c)
+{
+    for (int i = 0; c->gr.tab && i < c->gr.max * GRAPH_CLASSES; i++) {
+        if (c->gr.tab[i].exec) cudaGraphExecDestroy(c->gr.tab[i].exec);
+        memset(&c->gr.tab[i], 0, sizeof c->gr.tab[i]);
+    }
+}
+
+/* the length class of a longest sequence len: k with 1024 * 2^k >= len (its length in *cls_len),
+ * -1 above the last */
+static int len_class(int len, int *cls_len)
+{
+    int k = 0, l = 1024;
+    while (l < len && k < GRAPH_CLASSES - 1) {
+        l *= 2;
+        k++;
+    }
+    *cls_len = l;
+    return l >= len ? k : -1;
+}
+
+static size_t align64(size_t b) { return (b + 63) & ~(size_t)63; }
+
+/* Batch b's step inputs for a length class of cls_len positions, copied to the device block. */
+static int step_inputs(struct ops_cuda *c, const struct model_kv *kv, const struct model_batch *b,
+                       const struct ops_rope *r, int cls_len)
+{
+    struct cgraphs *g = &c->gr;
+    const int n = b->n_tokens, bt = kv->block_tokens, np = r->n_pairs;
+    const int bt_ld = (cls_len + bt - 1) / bt;
+    size_t o_len = align64((size_t)n * 4), o_bt = o_len + align64((size_t)n * 4);
+    size_t o_cs = o_bt + align64((size_t)n * bt_ld * 4), size = o_cs + (size_t)n * np * 2 * 4;
+    if (size > g->in_size) {
+        host_sync(c);
+        c->epoch++;
+        cudaFreeHost(g->h_in);
+        cudaFree(g->d_in);
+        g->h_in = g->d_in = NULL;
+        g->in_size = 0;
+        if (cudaHostAlloc(&g->h_in, 2 * size, cudaHostAllocDefault) != cudaSuccess ||
+            cudaMalloc(&g->d_in, 2 * size) != cudaSuccess) {
+            cudaFreeHost(g->h_in);
+            g->h_in = NULL;
+            g->d_in = NULL;
+            LOG_WARN("gpu", "CUDA graphs: no memory for the step inputs; forwards run eagerly");
+            return ERR_NOMEM;
+        }
+        g->in_size = 2 * size;
+    }
+    if (cudaEventSynchronize(g->ev_in) != cudaSuccess) return ERR_CUDA; /* last copy done */
+    char *h = g->h_in;
+    int32_t *slots = (int32_t *)h, *len = (int32_t *)(h + o_len), *tab = (int32_t *)(h + o_bt);
+    float *cs = (float *)(h + o_cs);
+    for (int t = 0; t < n; t++) {
+        const struct model_seq *s = &b->seqs[b->seq[t]];
+        int p = b->pos[t], nb = s->n_blocks < bt_ld ? s->n_blocks : bt_ld;
+        slots[t] = s->blocks[p / bt] * bt + p % bt;
+        len[t] = p + 1;
+        memcpy(tab + (size_t)t * bt_ld, s->blocks, (size_t)nb * sizeof(int32_t));
+        for (int i = nb; i < bt_ld; i++) tab[(size_t)t * bt_ld + i] = 0;
+        float fp = (float)p; /* rope_cs's arithmetic */
+        for (int i = 0; i < np; i++) {
+            float ang = fp * r->freq[i];
+            cs[((size_t)t * np + i) * 2] = cosf(ang);
+            cs[((size_t)t * np + i) * 2 + 1] = sinf(ang);
+        }
+    }
+    if (cudaMemcpyAsync(g->d_in, h, size, cudaMemcpyHostToDevice, c->st) != cudaSuccess ||
+        cudaEventRecord(g->ev_in, c->st) != cudaSuccess)
+        return ERR_CUDA;
+    char *d = g->d_in;
+    g->d_slots = (int32_t *)d;
+    g->d_len = (int32_t *)(d + o_len);
+    g->d_bt = (int32_t *)(d + o_bt);
+    g->d_cs = (float *)(d + o_cs);
+    g->pos = b->pos;
+    g->n = n;
+    g->np = np;
+    g->bt_ld = bt_ld;
+    g->max_len = cls_len;
+    return 0;
+}
+
+static int cu_graph_begin(struct ops *o, const struct model_kv *kv, const struct model_batch *b,
+                          const struct ops_rope *r, const void *h)
+{
+    struct ops_cuda *c = C(o);
+    struct cgraphs *g = &c->gr;
+    const int n = b->n_tokens;
+    if (!g->max || g->failed || n > g->max || c->prof.on || r->amp != 1.0f || r->n_pairs > 64 ||
+        o->err_code)
+        return 0; /* eager, as without graphs */
+    int max_len = 1, cls_len;
+    for (int t = 0; t < n; t++)
+        if (b->pos[t] + 1 > max_len) max_len = b->pos[t] + 1;
+    int k = len_class(max_len, &cls_len);
+    if (k < 0) return 0;
+    join(c, NULL);
+    for (int i = 0; i < g->n_jobs; i++) /* a forward without logits left jobs unretired */
+        if (g->jobs[i]->state) {
+            host_sync(c);
+            break;
+        }
+    if (step_inputs(c, kv, b, r, cls_len)) return 0;
+    if (g->epoch != c->epoch) { /* buffers moved or weights changed since the captures */
+        graphs_drop(c);
+        g->epoch = c->epoch;
+    }
+    struct cgraph *gp = g->paused ? NULL : &g->tab[(size_t)(n - 1) * GRAPH_CLASSES + k];
+    if (gp && (gp->h != h || gp->kv != kv || gp->ue8m0 != o->fp8_ue8m0)) { /* another key */
+        if (gp->exec) cudaGraphExecDestroy(gp->exec);
+        memset(gp, 0, sizeof *gp);
+        gp->h = h;
+        gp->kv = kv;
+        gp->ue8m0 = o->fp8_ue8m0;
+    }
+    g->on = 1;
+    g->g = gp;
+    g->bad = NULL;
+    g->moe_i = 0;
+    c->pq.x = NULL;
+    c->heads_cur = NULL; /* a graph's kv_b expansions are its own */
+    if (gp && gp->state == 2) {
+        for (int i = 0; i < gp->n_jobs; i++) { /* what the host nodes fill in */
+            struct moe_job *j = g->jobs[i];
+            j->rc = 0;
+            j->err[0] = 0;
+            j->seconds = 0;
+            j->pairs = 0;
+            j->state = 2;
+            j->graphed = 1;
+        }
+        CK(c, cudaGraphLaunch(gp->exec, c->st), "graph launch");
+        c->stats.graph_replays++;
+        g->on = 0;
+        return 1;
+    }
+    if (gp && gp->state == 1) {
+        g->err0 = o->err_code;
+        if (cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal) == cudaSuccess) {
+            g->capturing = 1;
+        } else {
+            (void)cudaGetLastError();
+            gp->state = -1;
+        }
+    }
+    return 0;
+}
+
+/* A failed capture: forget what the captured ops left in the host state (nothing ran). */
+static void capture_failed(struct ops_cuda *c, cudaError_t e)
+{
+    struct cgraphs *g = &c->gr;
+    enum cudaStreamCaptureStatus cs;
+    cudaGraph_t side = NULL;
+    if (cudaStreamIsCapturing(c->side, &cs) == cudaSuccess && cs != cudaStreamCaptureStatusNone &&
+        cudaStreamEndCapture(c->side, &side) == cudaSuccess && side)
+        cudaGraphDestroy(side);
+    (void)cudaGetLastError();
+    if (!g->err0) ops_error(&c->base, NULL); /* the errors of the invalidated capture */
+    LOG_WARN("gpu",
+             "CUDA graph capture of a %d-token forward failed (%s): graphs off, forwards "
+             "run eagerly",
+             g->n, g->bad ? g->bad : cudaGetErrorString(e));
+    g->failed = 1;
+    if (g->g) g->g->state = -1;
+    g->g = NULL;
+    for (int i = 0; i < g->n_jobs; i++) {
+        g->jobs[i]->state = 0;
+        g->jobs[i]->graphed = 0;
+    }
+    c->pend = NULL;
+    c->pq.x = NULL;
+    c->heads_cur = NULL;
+    c->kvs.kv = NULL;
+    g->moe_i = 0;
+    g->bad = NULL;
+}
+
+static int cu_graph_end(struct ops *o)
+{
+    struct ops_cuda *c = C(o);
+    struct cgraphs *g = &c->gr;
+    if (!g->on) return 0;
+    struct cgraph *gp = g->g;
+    if (g->capturing) {
+        g->capturing = 0;
+        join(c, NULL);
+        cudaGraph_t graph = NULL;
+        cudaGraphExec_t exec = NULL;
+        cudaError_t e = cudaStreamEndCapture(c->st, &graph);
+        if (e == cudaSuccess && (g->bad || o->err_code != g->err0))
+            e = cudaErrorStreamCaptureInvalidated;
+        if (e == cudaSuccess) e = cudaGraphInstantiate(&exec, graph, 0);
+        if (graph) cudaGraphDestroy(graph);
+        if (e != cudaSuccess) {
+            capture_failed(c, e);
+            return 1; /* run the layers again, eagerly (g->on stays set) */
+        }
+        gp->exec = exec;
+        gp->state = 2;
+        gp->n_jobs = g->moe_i;
+        for (int i = 0; i < g->moe_i; i++) g->jobs[i]->graphed = 1;
+        CK(c, cudaGraphLaunch(exec, c->st), "graph launch"); /* this forward's work */
+        c->stats.graph_captures++;
+        g->on = 0;
+        return 0;
+    }
+    if (gp) {
+        gp->state = g->bad ? -1 : 1;
+        if (g->bad && g->told != g->bad)
+            LOG_INFO("gpu", "CUDA graphs: %d-token forwards run eagerly: %s", g->n, g->bad);
+        if (g->bad) g->told = g->bad;
+    }
+    c->stats.graph_eager++;
+    g->on = 0;
+    return 0;
 }
 
 static void cu_destroy(struct ops *o)
@@ -1822,13 +2442,17 @@ static void cu_destroy(struct ops *o)
     for (int i = 0; i < PROF_EVENTS; i++)
         if (c->prof.ev[i]) cudaEventDestroy(c->prof.ev[i]);
     for (int i = 0; i < N_JOBS; i++) {
-        struct moe_job *j = &c->jobs[i];
-        cudaEvent_t *ev[] = {&j->ev_a, &j->ev_in, &j->ev_c, &j->ev_out, &j->ev_j};
-        for (int e = 0; e < 5; e++)
-            if (*ev[e]) cudaEventDestroy(*ev[e]);
-        free(j->mids);
+        job_events_destroy(&c->jobs[i]);
+        free(c->jobs[i].mids);
     }
     cudaFree(c->d_dids);
+    graphs_drop(c);
+    free(c->gr.tab);
+    for (int i = 0; i < c->gr.n_jobs; i++) job_free(c->gr.jobs[i]);
+    free(c->gr.jobs);
+    if (c->gr.ev_in) cudaEventDestroy(c->gr.ev_in);
+    cudaFreeHost(c->gr.h_in);
+    cudaFree(c->gr.d_in);
     cudaFree(c->xq);
     cudaFree(c->xs);
     cudaFree(c->ysc);
@@ -1924,6 +2548,12 @@ static const struct ops_vt cuda_vt = {
     .swiglu = cu_swiglu,
     .add = cu_add,
     .gather = cu_gather,
+    .rmsnorm_lin = cu_rmsnorm_lin,
+    .lin_create_cat = cu_lin_create_cat,
+    .swiglu_gu = cu_swiglu_gu,
+    .rope2 = cu_rope2,
+    .graph_begin = cu_graph_begin,
+    .graph_end = cu_graph_end,
     .device_free = cu_device_free,
     .set_fp8_ue8m0 = cu_set_fp8_ue8m0,
 };
@@ -1954,6 +2584,11 @@ void ops_cuda_profile(struct ops *o, int on)
     c->prof.n = 0;
 }
 
+void ops_cuda_graphs_pause(struct ops *o, int on)
+{
+    if (o->vt == &cuda_vt) C(o)->gr.paused = !!on;
+}
+
 const char *ops_cuda_prof_name(int kind)
 {
     static const char *names[OPS_PROF_N] = {"embed",   "linear fp8", "linear bf16",  "linear cpu",
@@ -1981,6 +2616,9 @@ void ops_cuda_stats(struct ops *o, struct ops_cuda_stats *out, int reset)
     }
     host_sync(c);
     *out = c->stats;
+    out->graphs = 0;
+    for (int i = 0; c->gr.tab && i < c->gr.max * GRAPH_CLASSES; i++)
+        out->graphs += !!c->gr.tab[i].exec;
     if (reset) memset(&c->stats, 0, sizeof c->stats);
 }
 
@@ -2069,6 +2707,18 @@ int ops_cuda_create(const struct ops_params *p, struct ops **out, char *err)
             rc = 0;
         }
     }
+    c->gr.max = p->gpu_graphs < 0 ? 0 : p->gpu_graphs > 64 ? 64 : p->gpu_graphs;
+    if (c->gr.max &&
+        (!(c->gr.tab = calloc((size_t)c->gr.max * GRAPH_CLASSES, sizeof *c->gr.tab)) ||
+         cudaEventCreateWithFlags(&c->gr.ev_in, cudaEventDisableTiming) != cudaSuccess)) {
+        rc = err_set(err, ERR_NOMEM, "cuda ops: out of memory (CUDA graphs)");
+        goto fail;
+    }
+    if (c->gr.max)
+        LOG_INFO("gpu",
+                 "CUDA graphs: forwards of 1..%d tokens replay their layers' graph "
+                 "(captured at a shape's second use)",
+                 c->gr.max);
     struct cudaDeviceProp prop;
     if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) prop.name[0] = 0;
     snprintf(c->name, sizeof c->name, "hybrid:%.16s+%s", prop.name, ops_name(c->cpu));

@@ -75,6 +75,12 @@ struct ops_cuda_stats {
     long long hot_calls, hot_gpu_pairs, hot_rest_pairs;
     int hot_experts;
     double hot_bytes;
+    /* CUDA graphs (gpu.cuda_graphs; docs/gpu.md): forwards replayed from a graph, captured (and
+     * launched), run eagerly in graph mode (the first of a shape, or one that cannot be
+     * captured); and, not reset, the graphs held now. Replayed and captured forwards' expert
+     * calls add to moe_calls and cpu_experts_s only (no event timings inside a graph). */
+    long long graph_replays, graph_captures, graph_eager;
+    int graphs;
 };
 /* Where the routed-expert layers' time went since the last reset (benchmarks). Per expert call:
  * xfer = hidden states / routes to the host + result back (GPU copy time), cpu_experts = the CPU
@@ -85,6 +91,11 @@ void ops_cuda_stats(struct ops *o, struct ops_cuda_stats *out, int reset);
 /* Record an event before every op on the main stream (costs ~2 us of host time per op; for
  * benchmarks). No-op on other backends. */
 void ops_cuda_profile(struct ops *o, int on);
+/* CUDA graphs (ops_params.gpu_graphs) paused (on != 0): forwards that would replay or capture a
+ * graph run eagerly with the same kernels and arguments (the step inputs and length-class
+ * attention splits of graph mode), the reference a replay must equal bit for bit. No-op on other
+ * backends. Call between forwards. */
+void ops_cuda_graphs_pause(struct ops *o, int on);
 /* "rmsnorm", ...: the name of an OPS_PROF_* kind */
 const char *ops_cuda_prof_name(int kind);
 

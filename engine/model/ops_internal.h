@@ -65,6 +65,19 @@ struct ops_vt {
     void (*swiglu)(struct ops *o, const float *gate, const float *up, int64_t n, float *y);
     void (*add)(struct ops *o, float *y, const float *x, int64_t n);
     void (*gather)(struct ops *o, const float *x, int dim, const int32_t *idx, int n, float *y);
+    /* optional fused forms (NULL: the plain ops; see ops.h) */
+    void (*rmsnorm_lin)(struct ops *o, const float *x, int ldx, const float *g, int n, int dim,
+                        float eps, float *y, int ldy, const struct ops_lin *next);
+    int (*lin_create_cat)(struct ops *o, const struct wt_view *a, const struct wt_view *b,
+                          struct ops_lin **out, char *err);
+    void (*swiglu_gu)(struct ops *o, const float *gu, int n, int dim, float *y,
+                      const struct ops_lin *next);
+    void (*rope2)(struct ops *o, const struct ops_rope *r, const int32_t *pos, int n,
+                  const struct ops_rope_job *a, const struct ops_rope_job *b);
+    /* optional (NULL: no graphs): see ops_graph_begin */
+    int (*graph_begin)(struct ops *o, const struct model_kv *kv, const struct model_batch *b,
+                       const struct ops_rope *rope, const void *h);
+    int (*graph_end)(struct ops *o);
     /* optional (NULL: a host backend, 0 bytes): see ops_device_free */
     size_t (*device_free)(struct ops *o, int *sms);
     /* optional (NULL: nothing more to do): ops_set_fp8_ue8m0 has set o->fp8_ue8m0; a backend

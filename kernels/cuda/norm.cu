@@ -68,9 +68,12 @@ int cuk_rmsnorm_quant(const struct cuk_rmsnorm_quant_args *a, cudaStream_t s)
  * global-memory round trip), warp 0 reduces as the CPU does (lanes 0..7 += 8..15, then 0..3 +=
  * 4..7, then (0 + 2) + (1 + 3)), and all threads write y. */
 static __global__ void __launch_bounds__(NORM_THREADS)
-    rmsnorm_f32_kernel(const float *x, int ldx, const float *g, int dim, float eps, float *y,
-                       int ldy)
+    rmsnorm_f32_kernel(const struct cuk_rmsnorm_f32_args a)
 {
+    const float *x = a.x, *g = a.w;
+    const int ldx = a.x_ld, dim = a.d, ldy = a.y_ld;
+    const float eps = a.eps;
+    float *y = a.y;
     __shared__ float xs[CUK_RMSNORM_F32_MAX_D];
     __shared__ float rs;
     const int row = blockIdx.x, tid = threadIdx.x, lane = tid & 31;
@@ -99,7 +102,23 @@ static __global__ void __launch_bounds__(NORM_THREADS)
     __syncthreads();
     const float r = rs;
     float *yr = y + (size_t)row * ldy;
-    for (int i = tid; i < dim; i += NORM_THREADS) yr[i] = __fmul_rn(__fmul_rn(xs[i], r), g[i]);
+    if (!a.q) {
+        for (int i = tid; i < dim; i += NORM_THREADS) yr[i] = __fmul_rn(__fmul_rn(xs[i], r), g[i]);
+        return;
+    }
+    /* fused act_quant: one warp per 128-channel block, the values rounded as stored above */
+    const int warp = tid >> 5, nblk = dim / 128;
+    for (int b = warp; b < nblk; b += NORM_THREADS / 32) {
+        int c0 = b * 128 + lane * 4;
+        float v[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            v[i] = __fmul_rn(__fmul_rn(xs[c0 + i], r), g[c0 + i]);
+            yr[c0 + i] = v[i];
+        }
+        cuk_quant_e4m3_block(v, lane, (uint32_t *)(a.q + (size_t)row * a.q_ld + c0),
+                             &a.q_scale[(size_t)b * a.q_scale_ld + row], a.ue8m0);
+    }
 }
 
 int cuk_rmsnorm_f32(const struct cuk_rmsnorm_f32_args *a, cudaStream_t s)
@@ -109,8 +128,9 @@ int cuk_rmsnorm_f32(const struct cuk_rmsnorm_f32_args *a, cudaStream_t s)
     if (a->m == 0) return 0;
     CUK_REQUIRE(op, a->d >= 1 && a->d <= CUK_RMSNORM_F32_MAX_D && a->x && a->w && a->y &&
                         a->x_ld >= a->d && a->y_ld >= a->d);
-    rmsnorm_f32_kernel<<<a->m, NORM_THREADS, 0, s>>>(a->x, a->x_ld, a->w, a->d, a->eps, a->y,
-                                                     a->y_ld);
+    CUK_REQUIRE(op, !a->q || (a->d % 128 == 0 && a->q_ld >= a->d && a->q_ld % 16 == 0 &&
+                              a->q_scale && a->q_scale_ld >= a->m));
+    rmsnorm_f32_kernel<<<a->m, NORM_THREADS, 0, s>>>(*a);
     CUK_LAUNCHED(op);
     return 0;
 }

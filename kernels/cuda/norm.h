@@ -23,7 +23,10 @@
  * exactly on e4m3 rounding midpoints, so a 1-ulp difference in the norm's scale flips roundings
  * everywhere and the GPU forward drifts from the CPU one by a few percent (docs/numerics.md).
  * x [m][x_ld], y [m][y_ld] fp32 (y may equal x); w [d]; d <= CUK_RMSNORM_F32_MAX_D; m = 0 is a
- * no-op.
+ * no-op. Optionally (q != NULL, d % 128 == 0) the same pass quantizes y for an FP8 linear exactly
+ * as cuk_rmsnorm_quant with w = NULL does on the stored y (q [m][q_ld] e4m3, q_scale
+ * [d/128][q_scale_ld], ue8m0 as above): bitwise what the separate quantization gives, one launch
+ * and one read of y fewer.
  *
  * Ownership and threads: as for every launcher (cuk_types.h): device pointers are borrowed until
  * the stream reaches the work, launchers hold no state and may be called from any thread.
@@ -62,6 +65,11 @@ struct cuk_rmsnorm_f32_args {
     float eps;
     float *y;
     int y_ld;
+    uint8_t *q; /* optional: fused act_quant of y (above) */
+    int q_ld;
+    float *q_scale;
+    int q_scale_ld;
+    int ue8m0;
 };
 
 int cuk_rmsnorm_f32(const struct cuk_rmsnorm_f32_args *a, cudaStream_t s);

@@ -4,13 +4,11 @@
 #include "kernels/cuda/common.cuh"
 
 #include <math.h>
+#include <string.h>
 
-static __global__ void rope_kernel(const struct cuk_rope_args a)
+static __device__ __forceinline__ void rope_pair(const struct cuk_rope_args &a, long long idx)
 {
     const int half = a.rot_dim / 2;
-    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    long long total = (long long)a.m * a.n_heads * half;
-    if (idx >= total) return;
     int i = (int)(idx % half);
     int h = (int)((idx / half) % a.n_heads);
     int r = (int)(idx / ((long long)half * a.n_heads));
@@ -22,12 +20,28 @@ static __global__ void rope_kernel(const struct cuk_rope_args a)
     } else {
         sincosf(__fmul_rn((float)a.pos[r], a.freqs[i]), &sn, &cs);
     }
-    float y0 = y[0], y1 = y[1];
+    const float *src =
+        a.src ? a.src + (size_t)r * a.src_ld + (size_t)h * a.src_head_stride + 2 * i : y;
+    float y0 = src[0], y1 = src[1];
     y[0] = __fsub_rn(__fmul_rn(y0, cs), __fmul_rn(y1, sn));
     y[1] = __fadd_rn(__fmul_rn(y0, sn), __fmul_rn(y1, cs));
 }
 
-int cuk_rope(const struct cuk_rope_args *a, cudaStream_t s)
+static __host__ __device__ long long rope_total(const struct cuk_rope_args &a)
+{
+    return (long long)a.m * a.n_heads * (a.rot_dim / 2);
+}
+
+/* one thread per pair of a, then of b (b.m == 0: none) */
+static __global__ void rope_kernel(const struct cuk_rope_args a, const struct cuk_rope_args b)
+{
+    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    long long ta = rope_total(a);
+    if (idx < ta) rope_pair(a, idx);
+    else if (idx - ta < rope_total(b)) rope_pair(b, idx - ta);
+}
+
+static int rope_check(const struct cuk_rope_args *a)
 {
     const char *op = "rope";
     CUK_REQUIRE(op, a && a->m >= 1 && a->n_heads >= 1 && a->x && a->pos && a->freqs);
@@ -35,12 +49,27 @@ int cuk_rope(const struct cuk_rope_args *a, cudaStream_t s)
     CUK_REQUIRE(op,
                 a->rot_off >= 0 && (a->n_heads == 1 || a->head_stride >= a->rot_off + a->rot_dim));
     CUK_REQUIRE(op, a->x_ld >= (a->n_heads - 1) * a->head_stride + a->rot_off + a->rot_dim);
-    long long total = (long long)a->m * a->n_heads * (a->rot_dim / 2);
+    CUK_REQUIRE(op, !a->src || (a->src_ld >= 0 && a->src_head_stride >= 0));
+    return 0;
+}
+
+int cuk_rope2(const struct cuk_rope_args *a, const struct cuk_rope_args *b, cudaStream_t s)
+{
+    const char *op = "rope";
+    struct cuk_rope_args none;
+    memset(&none, 0, sizeof none);
+    int rc = rope_check(a);
+    if (!rc && b && b->m) rc = rope_check(b);
+    if (rc) return rc;
+    if (!b) b = &none;
+    long long total = rope_total(*a) + (b->m ? rope_total(*b) : 0);
     int threads = 256;
-    rope_kernel<<<(unsigned)((total + threads - 1) / threads), threads, 0, s>>>(*a);
+    rope_kernel<<<(unsigned)((total + threads - 1) / threads), threads, 0, s>>>(*a, *b);
     CUK_LAUNCHED(op);
     return 0;
 }
+
+int cuk_rope(const struct cuk_rope_args *a, cudaStream_t s) { return cuk_rope2(a, NULL, s); }
 
 extern "C" int cuk_rope_freqs(int rot_dim, double theta, double yarn_factor, int orig_max_pos,
                               double beta_fast, double beta_slow, float *out)

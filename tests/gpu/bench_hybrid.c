@@ -3,7 +3,7 @@
  *   bench_hybrid --model DIR [--batch B] [--steps S] [--prompt P] [--placement hybrid|cpu]
  *                [--threads N] [--spin-us N] [--dram-gbs X] [--profile 1]
  *                [--stream off|all|split|auto] [--split-tokens N] [--buffer-mb N]
- *                [--min-tokens N] [--defer N]
+ *                [--min-tokens N] [--graphs N] [--defer N]
  *
  * Builds the model with the given placement (default hybrid), prefills B sequences of P random
  * tokens each (one forward per sequence, last-token logits: tokens/s), then runs S decode steps of
@@ -23,7 +23,12 @@
  * prefill forward time and, per streamed layer call, the experts on each side, the expert bytes
  * copied, the H2D rate measured in this run (copy-stream time only) and the PCIe bound (bytes /
  * that rate). Prompts up to 16384 tokens (one forward each; --batch 2 gives a warm second one).
- * --defer N: expert deferral (engine.defer_experts) with N experts per token (docs/gpu.md).
+ * --graphs N: gpu.cuda_graphs = N (decode steps of up to N tokens replay a CUDA graph of their
+ * layers; docs/gpu.md); the first three decode steps are then warm-up (eager graph-mode steps
+ * and the capture), and the graphs' replays / captures are printed. --profile 1 turns graphs off
+ * (profile events are per op), so compare step times without --profile.
+ * --defer N: expert deferral (engine.defer_experts) with N experts per token (docs/gpu.md);
+ * forwards with it are not graphed.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,7 +53,7 @@ int main(int argc, char **argv)
 {
     const char *dir = NULL, *placement = "hybrid";
     int B = 1, S = 16, P = 64, threads = 0, profile = 0, spin_us = 50;
-    int split_tokens = -1, buffer_mb = 400, min_tokens = 256, defer = 0;
+    int split_tokens = -1, buffer_mb = 400, min_tokens = 256, graphs = 0, defer = 0;
     const char *stream = "off";
     double dram = 103.0;
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -65,6 +70,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--split-tokens")) split_tokens = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--buffer-mb")) buffer_mb = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--min-tokens")) min_tokens = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--graphs")) graphs = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--defer")) defer = atoi(argv[i + 1]);
         else dir = NULL, i = argc;
     }
@@ -73,11 +79,12 @@ int main(int argc, char **argv)
                 : !strcmp(stream, "split") ? 2
                 : !strcmp(stream, "auto")  ? 3
                                            : -1;
-    if (!dir || B < 1 || B > 64 || S < 1 || P < 1 || P > 16384 || smode < 0) {
+    if (!dir || B < 1 || B > 64 || S < 1 || P < 1 || P > 16384 || smode < 0 || graphs < 0 ||
+        graphs > 64) {
         fprintf(stderr, "usage: bench_hybrid --model DIR [--batch 1..64] [--steps S] "
                         "[--prompt 1..16384] [--placement hybrid|cpu] [--threads N] [--dram-gbs X] "
                         "[--stream off|all|split|auto] [--split-tokens N] [--buffer-mb N] "
-                        "[--min-tokens N] [--defer N]\n");
+                        "[--min-tokens N] [--graphs 0..64] [--defer N]\n");
         return 2;
     }
     char err[ERR_LEN];
@@ -90,6 +97,7 @@ int main(int argc, char **argv)
     struct model *m = NULL;
     struct ops_params op = {
         .max_tokens = P > B ? P : B, .n_threads = threads, .pin = 1, .spin_us = spin_us};
+    op.gpu_graphs = graphs;
     if (smode) {
         op.gpu_prefill_experts = 1;
         op.gpu_prefill_min_tokens = min_tokens;
@@ -186,7 +194,11 @@ int main(int argc, char **argv)
         li[s] = s;
     }
     double best = 1e30, sum = 0;
-    for (int step = 0; step < S + 1; step++) {
+    /* graphs: an eager graph-mode step (it may grow buffers, which drops graphs: a second one),
+     * then the capture */
+    const int warm = graphs && !profile ? 3 : 1;
+    if (graphs && profile) fprintf(stderr, "bench_hybrid: --profile turns CUDA graphs off\n");
+    for (int step = 0; step < S + warm; step++) {
         for (int s = 0; s < B; s++) {
             dt[s] = 2 + (step * 31 + s * 7) % (V - 2);
             pos[s] = P + step;
@@ -205,7 +217,7 @@ int main(int argc, char **argv)
             return 1;
         }
         double t = now() - a;
-        if (step == 0) { /* warm-up (first use of the decode shapes) */
+        if (step < warm) { /* warm-up (first use of the decode shapes) */
             ops_cuda_stats(o, &st, 1);
             continue;
         }
@@ -216,6 +228,9 @@ int main(int argc, char **argv)
     double step = sum / S;
     printf("decode: batch %d, %d steps: mean %.3f ms/step (best %.3f), %.1f tokens/s\n", B, S,
            step * 1e3, best * 1e3, B / step);
+    if (graphs)
+        printf("CUDA graphs (gpu.cuda_graphs %d): %lld steps replayed, %lld captured, %lld eager\n",
+               graphs, st.graph_replays, st.graph_captures, st.graph_eager);
     if (st.moe_calls > 0) {
         /* with deferral a deferring layer runs two jobs: per layer, not per job */
         double k = 1e3 / (defer > 0 ? (double)n_moe * S : (double)st.moe_calls);

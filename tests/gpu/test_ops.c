@@ -1,9 +1,10 @@
 /* test_ops.c - RMSNorm(+FP8 quant, exact and ue8m0 scales; the plain quantization bit for bit
  * against the CPU's cpuq_fp8_act_quant), the CPU-order RMSNorm, FP8 per-head weights (expansion and
- * the decode matmul), RoPE/YaRN, router, SwiGLU(+quant), add, embedding on the GPU vs naive CPU
- * references (float64 unless the op's result depends on fp32 rounding, as the router's selection
- * does, or is specified bit for bit against a CPU kernel), fresh random inputs, outputs poisoned
- * before each call. */
+ * the decode matmul), RoPE/YaRN (and its fused forms: out of place, two jobs a launch; the norm
+ * with fused quantization: bit for bit the separate kernels), router, SwiGLU(+quant), add,
+ * embedding on the GPU vs naive CPU references (float64 unless the op's result depends on fp32
+ * rounding, as the router's selection does, or is specified bit for bit against a CPU kernel),
+ * fresh random inputs, outputs poisoned before each call. */
 #include "tests/gpu/gpu_test.h"
 
 #include "kernels/cuda/elementwise.h"
@@ -689,6 +690,158 @@ static void test_head_matmul_fp8(int n, int trans, int r0)
     cudaFree(y);
 }
 
+/* cuk_rmsnorm_f32 with the fused act_quant: y, codes and scales bit for bit those of the plain
+ * norm followed by cuk_rmsnorm_quant without a norm on its output (what the hybrid backend did
+ * before the fusion) */
+static void test_rmsnorm_f32_quant(int m, int d, int ld, int ue8m0)
+{
+    const int mp = (m + 3) & ~3, nb = d / 128;
+    float *hx = malloc((size_t)m * ld * 4), *hw = malloc((size_t)d * 4);
+    float *y1 = malloc((size_t)m * d * 4), *y2 = malloc((size_t)m * d * 4);
+    uint8_t *q1 = malloc((size_t)m * d), *q2 = malloc((size_t)m * d);
+    float *s1 = malloc((size_t)nb * mp * 4), *s2 = malloc((size_t)nb * mp * 4);
+    CHECK(hx && hw && y1 && y2 && q1 && q2 && s1 && s2);
+    for (size_t i = 0; i < (size_t)m * ld; i++)
+        hx[i] = (float)(gt_normal() * (1 + 3 * gt_uniform()));
+    for (int i = 0; i < d; i++) hw[i] = (float)(0.5 + gt_uniform());
+    float *x = gt_up(hx, (size_t)m * ld * 4), *w = gt_up(hw, (size_t)d * 4);
+    float *y = gt_dev((size_t)m * d * 4), *qs = gt_dev((size_t)nb * mp * 4);
+    uint8_t *q = gt_dev((size_t)m * d);
+    struct cuk_rmsnorm_f32_args a = {
+        .m = m, .d = d, .x = x, .x_ld = ld, .w = w, .eps = 1e-6f, .y = y, .y_ld = d};
+    CHECK_EQ(cuk_rmsnorm_f32(&a, 0), 0);
+    struct cuk_rmsnorm_quant_args b = {.m = m,
+                                       .d = d,
+                                       .x = y,
+                                       .x_ld = d,
+                                       .q = q,
+                                       .q_ld = d,
+                                       .q_scale = qs,
+                                       .q_scale_ld = mp,
+                                       .ue8m0 = ue8m0};
+    CHECK_EQ(cuk_rmsnorm_quant(&b, 0), 0);
+    gt_down(y1, y, (size_t)m * d * 4);
+    gt_down(q1, q, (size_t)m * d);
+    gt_down(s1, qs, (size_t)nb * mp * 4);
+    CUDA_CHECK(cudaMemset(y, 0xff, (size_t)m * d * 4));
+    CUDA_CHECK(cudaMemset(q, 0x7f, (size_t)m * d));
+    CUDA_CHECK(cudaMemset(qs, 0xff, (size_t)nb * mp * 4));
+    a.q = q;
+    a.q_ld = d;
+    a.q_scale = qs;
+    a.q_scale_ld = mp;
+    a.ue8m0 = ue8m0;
+    CHECK_EQ(cuk_rmsnorm_f32(&a, 0), 0);
+    gt_down(y2, y, (size_t)m * d * 4);
+    gt_down(q2, q, (size_t)m * d);
+    gt_down(s2, qs, (size_t)nb * mp * 4);
+    CHECK(memcmp(y1, y2, (size_t)m * d * 4) == 0);
+    CHECK(memcmp(q1, q2, (size_t)m * d) == 0);
+    for (int b2 = 0; b2 < nb; b2++)
+        CHECK(memcmp(s1 + (size_t)b2 * mp, s2 + (size_t)b2 * mp, (size_t)m * 4) == 0);
+    fprintf(stderr, "rmsnorm_f32 + fused quant m=%d d=%d ue8m0=%d: bit-exact vs two kernels\n", m,
+            d, ue8m0);
+    free(hx);
+    free(hw);
+    free(y1);
+    free(y2);
+    free(q1);
+    free(q2);
+    free(s1);
+    free(s2);
+    cudaFree(x);
+    cudaFree(w);
+    cudaFree(y);
+    cudaFree(qs);
+    cudaFree(q);
+}
+
+/* cuk_rope out of place and cuk_rope2 (k_pe and q_pe in one launch) against the copy + in-place
+ * rotation the hybrid backend did before: bit for bit, untouched elements untouched */
+static void test_rope_fused(void)
+{
+    const int m = gt_int(1, 16), H = 128, QD = 192, KD = 576, L = 512, QK = 2112;
+    float fr[32];
+    CHECK_EQ(cuk_rope_freqs(64, 10000.0, 40.0, 4096, 32.0, 1.0, fr), 0);
+    size_t nq = (size_t)m * H * QD, nqa = (size_t)m * H * KD, nk = (size_t)m * QK,
+           nkv = (size_t)m * KD;
+    float *hq = malloc(nq * 4), *hk = malloc(nk * 4), *hcs = malloc((size_t)m * 64 * 4);
+    float *r1 = malloc(nqa * 4), *r2 = malloc(nqa * 4), *k1 = malloc(nkv * 4),
+          *k2 = malloc(nkv * 4);
+    int32_t *hp = malloc((size_t)m * 4);
+    CHECK(hq && hk && hcs && r1 && r2 && k1 && k2 && hp);
+    for (size_t i = 0; i < nq; i++) hq[i] = (float)gt_normal();
+    for (size_t i = 0; i < nk; i++) hk[i] = (float)gt_normal();
+    for (int t = 0; t < m; t++) {
+        hp[t] = gt_int(0, 163839);
+        for (int i = 0; i < 32; i++) {
+            float ang = (float)hp[t] * fr[i];
+            hcs[(t * 32 + i) * 2] = cosf(ang);
+            hcs[(t * 32 + i) * 2 + 1] = sinf(ang);
+        }
+    }
+    float *q = gt_up(hq, nq * 4), *k = gt_up(hk, nk * 4), *cs = gt_up(hcs, (size_t)m * 64 * 4);
+    float *f = gt_up(fr, sizeof fr), *qa = gt_dev(nqa * 4), *kv = gt_dev(nkv * 4);
+    int32_t *p = gt_up(hp, (size_t)m * 4);
+    CUDA_CHECK(cudaMemset(qa, 0x7f, nqa * 4));
+    CUDA_CHECK(cudaMemset(kv, 0x7f, nkv * 4));
+    /* before: a strided copy of the rotated dims, then in place */
+    CUDA_CHECK(cudaMemcpy2D(qa + L, (size_t)KD * 4, q + 128, (size_t)QD * 4, 64 * 4, (size_t)m * H,
+                            cudaMemcpyDeviceToDevice));
+    CUDA_CHECK(cudaMemcpy2D(kv + L, (size_t)KD * 4, k + 1536 + L, (size_t)QK * 4, 64 * 4, (size_t)m,
+                            cudaMemcpyDeviceToDevice));
+    struct cuk_rope_args aq = {.m = m,
+                               .n_heads = H,
+                               .rot_dim = 64,
+                               .x = qa + L,
+                               .x_ld = H * KD,
+                               .head_stride = KD,
+                               .pos = p,
+                               .freqs = f,
+                               .cs = cs};
+    struct cuk_rope_args ak = {.m = m,
+                               .n_heads = 1,
+                               .rot_dim = 64,
+                               .x = kv + L,
+                               .x_ld = KD,
+                               .pos = p,
+                               .freqs = f,
+                               .cs = cs};
+    CHECK_EQ(cuk_rope(&aq, 0), 0);
+    CHECK_EQ(cuk_rope(&ak, 0), 0);
+    gt_down(r1, qa, nqa * 4);
+    gt_down(k1, kv, nkv * 4);
+    /* now: out of place, both in one launch */
+    CUDA_CHECK(cudaMemset(qa, 0x7f, nqa * 4));
+    CUDA_CHECK(cudaMemset(kv, 0x7f, nkv * 4));
+    aq.src = q + 128;
+    aq.src_ld = H * QD;
+    aq.src_head_stride = QD;
+    ak.src = k + 1536 + L;
+    ak.src_ld = QK;
+    CHECK_EQ(cuk_rope2(&ak, &aq, 0), 0);
+    gt_down(r2, qa, nqa * 4);
+    gt_down(k2, kv, nkv * 4);
+    CHECK(memcmp(r1, r2, nqa * 4) == 0);
+    CHECK(memcmp(k1, k2, nkv * 4) == 0);
+    fprintf(stderr, "rope out of place, q_pe + k_pe in one launch (m=%d): bit-exact\n", m);
+    free(hq);
+    free(hk);
+    free(hcs);
+    free(r1);
+    free(r2);
+    free(k1);
+    free(k2);
+    free(hp);
+    cudaFree(q);
+    cudaFree(k);
+    cudaFree(cs);
+    cudaFree(f);
+    cudaFree(qa);
+    cudaFree(kv);
+    cudaFree(p);
+}
+
 int main(void)
 {
     gt_require_gpu();
@@ -706,7 +859,11 @@ int main(void)
     test_rmsnorm_f32(gt_int(1, 5), gt_int(1, 3000), 3001);
     test_fp8_to_f32(gt_int(1, 700), gt_int(1, 700));
     test_fp8_to_f32(32768, 512); /* a DeepSeek-V3 kv_b */
+    test_rmsnorm_f32_quant(gt_int(1, 16), 7168, 7168, 0);
+    test_rmsnorm_f32_quant(gt_int(1, 16), 1536, 2112, 0); /* q_a half of the fused q_a|kv_a */
+    test_rmsnorm_f32_quant(gt_int(1, 16), 7168, 7168, 1);
     test_rope();
+    test_rope_fused();
     test_head_matmul_fp8(1, 1, 0); /* W_UK^T q_nope */
     test_head_matmul_fp8(gt_int(2, 16), 1, 0);
     test_head_matmul_fp8(gt_int(9, 16), 1, 0);

@@ -14,4 +14,5 @@ void cpuq__fill_amx(struct cpuq_ops *o)
     o->type[QTYPE_Q5_K].mul_mat = cpuq_mul_mat_q5_k_q8_k_amx;
     o->type[QTYPE_Q6_K].mul_mat = cpuq_mul_mat_q6_k_q8_k_amx;
     o->type[QTYPE_IQ4_XS].mul_mat = cpuq_mul_mat_iq4_xs_q8_k_amx;
+    o->type[QTYPE_Q8_0].mul_mat = cpuq_mul_mat_q8_0_q8_0_amx;
 }

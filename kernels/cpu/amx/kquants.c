@@ -52,31 +52,6 @@ struct apack {
     int32_t mp[KC][16][4]; /* Q4_K/Q5_K mins as int16 pairs (m(2jp), m(2jp+1)) */
 };
 
-/* r[k] <- dword k of every r[t] (16 x 16 dwords) */
-static inline __attribute__((always_inline)) void transpose16(__m512i r[16])
-{
-    __m512i t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    for (int h = 0; h < 16; h += 8)
-        for (int i = 0; i < 4; i++) {
-            t[h + i] = _mm512_shuffle_i32x4(r[h + i], r[h + i + 4], 0x88);
-            t[h + i + 4] = _mm512_shuffle_i32x4(r[h + i], r[h + i + 4], 0xdd);
-        }
-    for (int i = 0; i < 8; i++) {
-        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
-        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
-    }
-}
-
 /* B tiles of the nt tokens at act (rest zero) for super-blocks [s0, s0 + ns) */
 static void pack_tokens(const char *act, size_t ab, int nt, int64_t s0, int ns, int mins,
                         int32_t q[KC][4][16][16], float da[KC][16], int32_t bs2[KC][4][16])
@@ -91,7 +66,7 @@ static void pack_tokens(const char *act, size_t ab, int nt, int64_t s0, int ns, 
                 r[t] = t < nt ? _mm512_loadu_si512(base + (size_t)t * ab +
                                                    offsetof(struct block_q8_K, qs) + 64 * c)
                               : _mm512_setzero_si512();
-            transpose16(r);
+            amx_transpose16(r);
             for (int k = 0; k < 16; k++) _mm512_store_si512(q[s][c][k], r[k]);
         }
         if (!mins) continue;

@@ -109,8 +109,9 @@ static int parse_list(const char *s, int *out, int max)
 static ggml_backend_buffer_type_t find_extra(ggml_backend_dev_t dev, const char *name, int list)
 {
     ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(dev);
-    ggml_backend_dev_get_extra_bufts_t get = (ggml_backend_dev_get_extra_bufts_t)
-        ggml_backend_reg_get_proc_address(reg, "ggml_backend_dev_get_extra_bufts");
+    ggml_backend_dev_get_extra_bufts_t get =
+        (ggml_backend_dev_get_extra_bufts_t)ggml_backend_reg_get_proc_address(
+            reg, "ggml_backend_dev_get_extra_bufts");
     if (!get) return NULL;
     for (ggml_backend_buffer_type_t *b = get(dev); b && *b; b++) {
         if (list) printf("extra buffer type: %s\n", ggml_backend_buft_name(*b));
@@ -137,8 +138,10 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--extra") && v) extra = argv[++i];
         else if (!strcmp(a, "--list")) list = 1;
         else {
-            fprintf(stderr, "usage: %s [--threads N] [--types LIST] [--prefill LIST] [--shared LIST]"
-                            " [--size-gb G] [--reps N] [--extra NAME] [--list]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--threads N] [--types LIST] [--prefill LIST] [--shared LIST]"
+                    " [--size-gb G] [--reps N] [--extra NAME] [--list]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -169,7 +172,8 @@ int main(int argc, char **argv)
             return 1;
         }
         struct pool p;
-        p.bytes_per_expert = 2.0 * ggml_row_size(type, HID) * INTER + ggml_row_size(type, INTER) * HID;
+        p.bytes_per_expert =
+            2.0 * ggml_row_size(type, HID) * INTER + ggml_row_size(type, INTER) * HID;
         p.n = (int)(size_gb * 1e9 / p.bytes_per_expert);
         if (p.n < TOPK) p.n = TOPK;
         p.gate = calloc(p.n, sizeof *p.gate);
@@ -192,7 +196,8 @@ int main(int argc, char **argv)
         size_t nw = (size_t)HID * INTER;
         float *f = malloc(sizeof(float) * nw);
         for (size_t i = 0; i < nw; i++) f[i] = frand() * 0.05f;
-        void *qa = malloc(ggml_row_size(type, HID) * INTER), *qb = malloc(ggml_row_size(type, INTER) * HID);
+        void *qa = malloc(ggml_row_size(type, HID) * INTER),
+             *qb = malloc(ggml_row_size(type, INTER) * HID);
         ggml_quantize_chunk(type, f, qa, 0, INTER, HID, NULL);
         ggml_quantize_chunk(type, f, qb, 0, HID, INTER, NULL);
         free(f);

@@ -15,14 +15,17 @@
  * blocks of AMX_RB; per block, K in chunks of KC super-blocks. The tokens of the whole group are
  * packed once per (row block, chunk) into B tiles (a 16 x 16 dword transpose of their Q8_K quants,
  * 64 quants per tile); each 16-row tile of the block unpacks its chunk of A once (the costly
- * part: nibbles, high bits, scales) and serves every token tile of the group from it. Per token
- * tile the chunk runs software-pipelined (tile products of super-block s, fp32 update of s - 1)
- * with the 16 x 16 fp32 accumulator in registers. A ragged last token tile costs its tile products
- * and fp32 updates but no extra packing or unpacking; rows past the end repeat the last row.
+ * part: nibbles, high bits, scales) and serves every token tile of the group from it. The steps
+ * (token tile, super-block) of a row tile run as one software pipeline (tile products of step j
+ * beside the fp32 update of step j - 1), each token tile's 16 x 16 fp32 accumulator in registers
+ * while its steps run. KC = 4 keeps the unpacked A (32 KB) in L1 while B streams from L2; weights
+ * are prefetched one chunk ahead in each row, and the first chunk one row tile ahead. A ragged
+ * last token tile costs its tile products and fp32 updates but no extra packing or unpacking; rows
+ * past the end repeat the last row.
  * Results differ from the scalar reference only by fp32 rounding (integer sums exact per
  * super-block, then one fp32 update each) and do not depend on how rows or tokens are grouped.
  * Fewer than AMX_MIN_TOK tokens go to the AVX-512 / AVX2 kernels.
- * Threads: pure functions; the tile configuration is loaded on the calling thread. ~400 KB of
+ * Threads: pure functions; the tile configuration is loaded on the calling thread. ~230 KB of
  * stack per call.
  */
 #include "kernels/cpu/amx/amx.h"
@@ -32,9 +35,9 @@
 
 #include <stddef.h>
 
-#define KC 8    /* super-blocks per K chunk */
-#define TT 8    /* 16-token tiles per group: one A unpack serves up to 128 tokens */
-#define PF_SB 8 /* prefetch weights this many super-blocks ahead in each row (the next chunk) */
+#define KC 4     /* super-blocks per K chunk: its A (32 KB) stays in L1 for all token tiles */
+#define TT 8     /* 16-token tiles per group: one A unpack serves up to 128 tokens */
+#define PF_SB KC /* prefetch weights this many super-blocks ahead in each row (the next chunk) */
 
 enum kind { KQ4, KQ5, KQ6, KIQ4 };
 
@@ -228,49 +231,57 @@ static inline __attribute__((always_inline)) void unpack_one(int kind, const uin
     }
 }
 
-/* one token tile against the unpacked chunk of 16 rows: acc[i][0..16) += rows x tokens */
-static inline __attribute__((always_inline)) void
-tile_chunk(int kind, const struct apack *ap, const int32_t (*bq)[4][16][16], const float (*da)[16],
-           const int32_t (*bs2)[4][16], int ns, float *acc, int ldacc)
+/* every token tile of the group against the unpacked chunk of 16 rows:
+ * acc[i][16 * tt + t] += rows x tokens. One software pipeline over the steps (tt, s): the tile
+ * products of step j run beside the fp32 update of step j - 1, across token tiles too; the 16 x 16
+ * accumulator of a token tile lives in registers from its first step's update to its last's. */
+static inline __attribute__((always_inline)) void tile_group(int kind, const struct apack *ap,
+                                                             const struct bpack *bp, int ntt,
+                                                             int ns, float *acc, int ldacc)
 {
-    _Alignas(64) int32_t clo[2][16][16], chi[2][16][16]; /* [s & 1][row][token] */
+    _Alignas(64) int32_t clo[2][16][16], chi[2][16][16]; /* [j & 1][row][token] */
     __m512 f[16];
-    for (int i = 0; i < 16; i++) f[i] = _mm512_load_ps(acc + i * ldacc);
-    for (int s = 0; s <= ns; s++) {
-        if (s < ns) {
+    const int nj = ntt * ns;
+    for (int j = 0; j <= nj; j++) {
+        if (j < nj) {
+            const int tt = j / ns, s = j % ns;
             _tile_zero(0);
             _tile_zero(3);
             for (int c = 0; c < 4; c++) {
-                _tile_loadd(2, bq[s][c], 64);
+                _tile_loadd(2, bp->q[tt][s][c], 64);
                 _tile_loadd(1, ap->a[s][0][c], 64);
                 _tile_dpbusd(0, 1, 2);
                 _tile_loadd(4, ap->a[s][1][c], 64);
                 if (kind == KQ4 || kind == KQ5) _tile_dpbusd(3, 4, 2);
                 else _tile_dpbssd(3, 4, 2);
             }
-            _tile_stored(0, clo[s & 1], 64);
-            _tile_stored(3, chi[s & 1], 64);
+            _tile_stored(0, clo[j & 1], 64);
+            _tile_stored(3, chi[j & 1], 64);
         }
-        if (s >= 1) {
-            const int p = s - 1;
-            const __m512 dav = _mm512_load_ps(da[p]);
+        if (j >= 1) {
+            const int p = j - 1, tt = p / ns, s = p % ns;
+            float *at = acc + 16 * tt;
+            if (s == 0)
+                for (int i = 0; i < 16; i++) f[i] = _mm512_load_ps(at + i * ldacc);
+            const __m512 dav = _mm512_load_ps(bp->da[tt][s]);
             for (int i = 0; i < 16; i++) {
                 __m512i is = _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(chi[p & 1][i]),
                                                                 kind == KQ4 || kind == KQ5 ? 3 : 8),
                                               _mm512_load_si512(clo[p & 1][i]));
-                __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(is), _mm512_set1_ps(ap->d[p][i]));
+                __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(is), _mm512_set1_ps(ap->d[s][i]));
                 if (kind == KQ4 || kind == KQ5) { /* sum_j m[i][j] * S_t(j), exact in int32 */
                     __m512i mi = _mm512_setzero_si512();
                     for (int jp = 0; jp < 4; jp++)
-                        mi = _mm512_dpwssd_epi32(mi, _mm512_load_si512(bs2[p][jp]),
-                                                 _mm512_set1_epi32(ap->mp[p][i][jp]));
-                    v = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mi), _mm512_set1_ps(ap->dm[p][i]), v);
+                        mi = _mm512_dpwssd_epi32(mi, _mm512_load_si512(bp->bs2[tt][s][jp]),
+                                                 _mm512_set1_epi32(ap->mp[s][i][jp]));
+                    v = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mi), _mm512_set1_ps(ap->dm[s][i]), v);
                 }
                 f[i] = _mm512_fmadd_ps(v, dav, f[i]);
             }
+            if (s == ns - 1)
+                for (int i = 0; i < 16; i++) _mm512_store_ps(at + i * ldacc, f[i]);
         }
     }
-    for (int i = 0; i < 16; i++) _mm512_store_ps(acc + i * ldacc, f[i]);
 }
 
 static inline __attribute__((always_inline)) void mul_mat_k(int kind, int64_t n, const void *w,
@@ -307,12 +318,14 @@ static inline __attribute__((always_inline)) void mul_mat_k(int kind, int64_t n,
                             (const uint8_t *)w + (size_t)(r0 + ri) * w_row_bytes + (size_t)s0 * bsz;
                         for (int s = 0; s < ns; s++)
                             unpack_one(kind, row + (size_t)s * bsz, i, s, &ap);
+                        /* the first chunk of the next row tile (later chunks: PF_SB) */
+                        if (s0 == 0 && rt + 16 + i < nr)
+                            for (int o = 0; o < ns * bsz; o += 64)
+                                _mm_prefetch((const char *)w +
+                                                 (size_t)(r0 + rt + 16 + i) * w_row_bytes + o,
+                                             _MM_HINT_T0);
                     }
-                    for (int tt = 0; tt < ntt; tt++)
-                        tile_chunk(kind, &ap, (const int32_t(*)[4][16][16])bp.q[tt],
-                                   (const float(*)[16])bp.da[tt],
-                                   (const int32_t(*)[4][16])bp.bs2[tt], ns, &acc[rt][16 * tt],
-                                   TT * 16);
+                    tile_group(kind, &ap, &bp, ntt, ns, acc[rt], TT * 16);
                 }
             }
             for (int r = 0; r < nr; r++)

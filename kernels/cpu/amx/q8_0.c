@@ -5,11 +5,12 @@
  * (exactly the reference's per-block isum), then f += isum * (dw * da) in fp32, per block. The
  * fp32 update (load, convert, multiply, fma per row per block) is the limiter, not the tiles.
  * A needs no unpacking: the tile loads 16 weight rows' 32 quant bytes straight from the matrix
- * (stride = row bytes); a last row tile of fewer than 16 rows is copied into a zero-padded stage
- * first, so no load runs past the matrix. Tokens: groups of up to TT 16-token tiles; per (row
- * block, K chunk of KB blocks) the whole group is packed once into B tiles (a 16 x 16 dword
- * transpose of two blocks' quants per token) and each 16-row tile reads its A from L1/L2 for every
- * token tile. Even and odd blocks use tile sets (0, 1, 2) and (3, 4, 5) so consecutive products
+ * (stride = row bytes); a last row tile of fewer than 16 rows is copied into a stage (padded with
+ * its last row) first, so no load runs past the matrix. Tokens: groups of up to TT 16-token tiles;
+ * per (row block, K chunk of KB blocks) the whole group is packed once into B tiles (a 16 x 16
+ * dword transpose of two blocks' quants per token) and each 16-row tile reads its A from L1/L2 for
+ * every token tile (weights prefetched one chunk ahead in each row, the first chunk one row tile
+ * ahead). Even and odd blocks use tile sets (0, 1, 2) and (3, 4, 5) so consecutive products
  * do not wait on each other; the fp32 update of block b - 1 runs beside the product of block b.
  * Results differ from the scalar reference only by fp32 rounding (one fma per block instead of
  * a multiply and an add). Fewer than AMX_MIN_TOK tokens go to the avx512 column's kernel.
@@ -149,6 +150,9 @@ static void mul_mat_q8_0(int64_t n, const void *w, size_t wrb, int64_t nrows, co
                         if (a == rows && b0 + KB < nblk)
                             for (int o = 0; o < KB * BSZ; o += 64)
                                 _mm_prefetch(ri + KB * BSZ + o, _MM_HINT_T0);
+                        if (b0 == 0 && rt + 16 + i < nr) /* the next row tile's first chunk */
+                            for (int o = 0; o < nb * BSZ; o += 64)
+                                _mm_prefetch(rows + (size_t)(16 + i) * wrb + o, _MM_HINT_T0);
                     }
                     for (int tt = 0; tt < ntt; tt++)
                         tile_chunk(a + offsetof(struct block_q8_0, qs), as, (const float(*)[KB])dw,

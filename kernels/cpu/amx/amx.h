@@ -16,6 +16,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kernels/cpu/qtype.h"
+
 #define AMX_MIN_TOK 4 /* fewer tokens per call: the AVX-512 kernels are faster */
 #define AMX_RB 128    /* weight rows per packed-token reuse block */
 
@@ -74,8 +76,8 @@ static inline __attribute__((always_inline)) void amx_transpose16(__m512i r[16])
 }
 
 /* Multi-token kernels (struct cpuq_type_ops.mul_mat); below AMX_MIN_TOK tokens they call the
- * avx512 column's kernel. amx/kquants.c: Q4_K, Q5_K, Q6_K, IQ4_XS; amx/q8_0.c: Q8_0;
- * amx/kquants16.c: the first Q4_K/Q5_K kernel (one 16-token tile per weight unpack). */
+ * avx512 column's kernel (cpuq__amx_small). amx/kquants.c: Q4_K, Q5_K, Q6_K, IQ4_XS; amx/q8_0.c:
+ * Q8_0; amx/kquants16.c: the first Q4_K/Q5_K kernel (one 16-token tile per weight unpack). */
 #define CPUQ_AMX_MUL_MAT(name)                                                                     \
     void cpuq_mul_mat_##name(int64_t n, const void *w, size_t w_row_bytes, int64_t nrows,          \
                              const void *act, size_t act_row_bytes, int64_t ntok, float *y,        \
@@ -88,5 +90,13 @@ CPUQ_AMX_MUL_MAT(q8_0_q8_0_amx)
 CPUQ_AMX_MUL_MAT(q4_k_q8_k_amx16)
 CPUQ_AMX_MUL_MAT(q5_k_q8_k_amx16)
 #undef CPUQ_AMX_MUL_MAT
+
+/* The avx512 column's mul_mat of each type, which the AMX kernels call below AMX_MIN_TOK tokens:
+ * set once by cpuq__fill_amx (under dispatch.c's pthread_once, before any table is handed out),
+ * read-only after. */
+typedef void (*cpuq_amx_mm_fn)(int64_t n, const void *w, size_t w_row_bytes, int64_t nrows,
+                               const void *act, size_t act_row_bytes, int64_t ntok, float *y,
+                               int64_t ldy);
+extern cpuq_amx_mm_fn cpuq__amx_small[QTYPE_COUNT_];
 
 #endif

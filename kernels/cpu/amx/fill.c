@@ -8,8 +8,11 @@
 #include "kernels/cpu/amx/amx.h"
 #include "kernels/cpu/cpuq.h"
 
+cpuq_amx_mm_fn cpuq__amx_small[QTYPE_COUNT_];
+
 void cpuq__fill_amx(struct cpuq_ops *o)
 {
+    for (int t = 0; t < QTYPE_COUNT_; t++) cpuq__amx_small[t] = o->type[t].mul_mat;
     o->type[QTYPE_Q4_K].mul_mat = cpuq_mul_mat_q4_k_q8_k_amx;
     o->type[QTYPE_Q5_K].mul_mat = cpuq_mul_mat_q5_k_q8_k_amx;
     o->type[QTYPE_Q6_K].mul_mat = cpuq_mul_mat_q6_k_q8_k_amx;

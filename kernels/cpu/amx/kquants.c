@@ -24,7 +24,7 @@
  * past the end repeat the last row.
  * Results differ from the scalar reference only by fp32 rounding (integer sums exact per
  * super-block, then one fp32 update each) and do not depend on how rows or tokens are grouped.
- * Fewer than AMX_MIN_TOK tokens go to the AVX-512 / AVX2 kernels.
+ * Fewer than AMX_MIN_TOK tokens go to the avx512 column's kernel (cpuq__amx_small).
  * Threads: pure functions; the tile configuration is loaded on the calling thread. ~230 KB of
  * stack per call.
  */
@@ -334,17 +334,17 @@ static inline __attribute__((always_inline)) void mul_mat_k(int kind, int64_t n,
     }
 }
 
-#define AMX_KERNEL(name, kind, fallback)                                                           \
+#define AMX_KERNEL(name, kind, type)                                                               \
     void cpuq_mul_mat_##name##_amx(int64_t n, const void *w, size_t w_row_bytes, int64_t nrows,    \
                                    const void *act, size_t act_row_bytes, int64_t ntok, float *y,  \
                                    int64_t ldy)                                                    \
     {                                                                                              \
         if (ntok < AMX_MIN_TOK)                                                                    \
-            fallback(n, w, w_row_bytes, nrows, act, act_row_bytes, ntok, y, ldy);                  \
+            cpuq__amx_small[type](n, w, w_row_bytes, nrows, act, act_row_bytes, ntok, y, ldy);     \
         else mul_mat_k(kind, n, w, w_row_bytes, nrows, act, act_row_bytes, ntok, y, ldy);          \
     }
 
-AMX_KERNEL(q4_k_q8_k, KQ4, cpuq_mul_mat_q4_k_q8_k_mixed)
-AMX_KERNEL(q5_k_q8_k, KQ5, cpuq_mul_mat_q5_k_q8_k_mixed)
-AMX_KERNEL(q6_k_q8_k, KQ6, cpuq_mul_mat_q6_k_q8_k_avx512)
-AMX_KERNEL(iq4_xs_q8_k, KIQ4, cpuq_mul_mat_iq4_xs_q8_k_mixed)
+AMX_KERNEL(q4_k_q8_k, KQ4, QTYPE_Q4_K)
+AMX_KERNEL(q5_k_q8_k, KQ5, QTYPE_Q5_K)
+AMX_KERNEL(q6_k_q8_k, KQ6, QTYPE_Q6_K)
+AMX_KERNEL(iq4_xs_q8_k, KIQ4, QTYPE_IQ4_XS)

@@ -13,7 +13,8 @@
  * ahead). Even and odd blocks use tile sets (0, 1, 2) and (3, 4, 5) so consecutive products
  * do not wait on each other; the fp32 update of block b - 1 runs beside the product of block b.
  * Results differ from the scalar reference only by fp32 rounding (one fma per block instead of
- * a multiply and an add). Fewer than AMX_MIN_TOK tokens go to the avx512 column's kernel.
+ * a multiply and an add). Fewer than AMX_MIN_TOK tokens go to the avx512 column's kernel
+ * (cpuq__amx_small).
  * Threads: pure function; the tile configuration is loaded on the calling thread. ~200 KB of
  * stack per call.
  */
@@ -171,6 +172,6 @@ void cpuq_mul_mat_q8_0_q8_0_amx(int64_t n, const void *w, size_t w_row_bytes, in
                                 int64_t ldy)
 {
     if (ntok < AMX_MIN_TOK)
-        cpuq_mul_mat_q8_0_q8_0_mixed(n, w, w_row_bytes, nrows, act, act_row_bytes, ntok, y, ldy);
+        cpuq__amx_small[QTYPE_Q8_0](n, w, w_row_bytes, nrows, act, act_row_bytes, ntok, y, ldy);
     else mul_mat_q8_0(n, w, w_row_bytes, nrows, act, act_row_bytes, ntok, y, ldy);
 }

@@ -5,6 +5,7 @@
  * the cases whose name contains it. */
 #include "common/err.h"
 #include "kernels/cpu/cpuq.h"
+#include "kernels/cpu/ref/ref.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,8 @@ X(cpuq_mul_mat_q6_k_q8_k_amx)
 X(cpuq_mul_mat_iq4_xs_q8_k_amx)
 X(cpuq_mul_mat_q4_k_q8_k_amx16)
 X(cpuq_mul_mat_q8_0_q8_0_amx)
+X(cpuq_mul_mat_q4_k_q8_k_rows16)
+X(cpuq_mul_mat_q6_k_q8_k_rows16)
 #undef X
 static uint64_t st = 12345;
 static uint32_t rnd(void)
@@ -95,6 +98,14 @@ static int check(const char *nm, mm_fn f, int type, int K, int NR, int NT)
 }
 int main(int argc, char **argv)
 {
+    /* the amx column as dispatch.c builds it (the AMX kernels' small-count fallbacks included) */
+    static struct cpuq_ops amx;
+    for (int t = 0; t < QTYPE_COUNT_; t++) amx.type[t].vec_dot_type = -1;
+    cpuq__fill_scalar(&amx);
+    cpuq__fill_avx2(&amx);
+    cpuq__fill_avx512(&amx);
+    cpuq__fill_amx(&amx);
+
     int bad = 0;
     const char *only = argc > 1 ? argv[1] : NULL;
 #define T(nm, f, type, K, NR, NT)                                                                  \
@@ -107,6 +118,13 @@ int main(int argc, char **argv)
     T("q8_0 amx", cpuq_mul_mat_q8_0_q8_0_amx, QTYPE_Q8_0, 2560, 37, 150)
     T("q8_0 amx odd", cpuq_mul_mat_q8_0_q8_0_amx, QTYPE_Q8_0, 2080, 16, 40)
     T("q8_0 amx small", cpuq_mul_mat_q8_0_q8_0_amx, QTYPE_Q8_0, 96, 5, 20)
+    T("q4_K rows16", cpuq_mul_mat_q4_k_q8_k_rows16, QTYPE_Q4_K, 2560, 37, 40)
+    T("q6_K rows16", cpuq_mul_mat_q6_k_q8_k_rows16, QTYPE_Q6_K, 2560, 37, 40)
+    T("q4_K amx column", amx.type[QTYPE_Q4_K].mul_mat, QTYPE_Q4_K, 1024, 21, 40)
+    T("q5_K amx column", amx.type[QTYPE_Q5_K].mul_mat, QTYPE_Q5_K, 1024, 21, 40)
+    T("q6_K amx column", amx.type[QTYPE_Q6_K].mul_mat, QTYPE_Q6_K, 1024, 21, 40)
+    T("q8_0 amx column", amx.type[QTYPE_Q8_0].mul_mat, QTYPE_Q8_0, 1024, 21, 40)
+    T("iq4_xs amx column", amx.type[QTYPE_IQ4_XS].mul_mat, QTYPE_IQ4_XS, 1024, 21, 40)
     printf(bad ? "FAILED\n" : "ALL OK\n");
     return bad;
 }

@@ -270,3 +270,13 @@ static inline __m256i emu_cvtepi32_epi16_512(__m512i a)
 }
 #undef _mm512_cvtepi32_epi16
 #define _mm512_cvtepi32_epi16(a) emu_cvtepi32_epi16_512(a)
+/* aligned 512-bit loads and stores fault on hardware when misaligned: trap here too */
+#define EMU_ALIGNED(p) ((((uintptr_t)(p)) & 63) ? (__builtin_trap(), (p)) : (p))
+#undef _mm512_load_si512
+#undef _mm512_store_si512
+#undef _mm512_load_ps
+#undef _mm512_store_ps
+#define _mm512_load_si512(p) simde_mm512_load_si512(EMU_ALIGNED(p))
+#define _mm512_store_si512(p, v) simde_mm512_store_si512(EMU_ALIGNED(p), v)
+#define _mm512_load_ps(p) simde_mm512_load_ps(EMU_ALIGNED(p))
+#define _mm512_store_ps(p, v) simde_mm512_store_ps(EMU_ALIGNED(p), v)

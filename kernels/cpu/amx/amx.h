@@ -3,9 +3,10 @@
  * Tile registers used by the kernels (palette 1): 0 and 3 = C (16 x 16 int32), 1 and 4 = A
  * (16 weight rows x kbytes), 2 and 5 = B (kbytes/4 rows x 16 tokens x 4 bytes). The
  * configuration is per thread; amx_tiles_config() loads it only when this thread's current one
- * differs, which assumes nothing else on the thread loads or releases a tile configuration
- * (true in tandem: this is the only AMX code; anything that adds some must call
- * amx_tiles_config before each use, or the cache below must go). Linux must have granted XTILEDATA
+ * (cpuq__amx_kbytes: one thread-local variable for all AMX files, since kernels with different
+ * K per tile share a thread) differs, which assumes nothing else on the thread loads or releases
+ * a tile configuration (true in tandem: this is the only AMX code; anything that adds some must
+ * call amx_tiles_config before each use, or the cache must go). Linux must have granted XTILEDATA
  * to the process (dispatch.c does, before the AMX table can be chosen).
  */
 #ifndef TANDEM_CPUQ_AMX_H
@@ -31,10 +32,11 @@ struct amx_tilecfg {
 
 /* A tiles of kbytes columns (K per TDPBUSD = kbytes), B tiles of kbytes/4 rows. Tiles 0-2 and
  * 3-5: C (16 x 64 bytes), A (16 x kbytes), B (kbytes/4 x 64 bytes). */
+extern __thread int cpuq__amx_kbytes; /* amx/fill.c; 0: none loaded on this thread */
+
 static inline void amx_tiles_config(int kbytes)
 {
-    static __thread int current;
-    if (current == kbytes) return;
+    if (cpuq__amx_kbytes == kbytes) return;
     struct amx_tilecfg c;
     memset(&c, 0, sizeof c);
     c.palette_id = 1;
@@ -47,7 +49,7 @@ static inline void amx_tiles_config(int kbytes)
         c.rows[t + 2] = (uint8_t)(kbytes / 4);
     }
     _tile_loadconfig(&c);
-    current = kbytes;
+    cpuq__amx_kbytes = kbytes;
 }
 
 /* r[k] <- dword k of every r[t] (16 x 16 dwords) */

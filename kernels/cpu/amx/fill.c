@@ -9,6 +9,7 @@
 #include "kernels/cpu/cpuq.h"
 
 cpuq_amx_mm_fn cpuq__amx_small[QTYPE_COUNT_];
+__thread int cpuq__amx_kbytes;
 
 void cpuq__fill_amx(struct cpuq_ops *o)
 {

@@ -79,8 +79,8 @@ struct emu_tcfg {
     uint16_t colsb[16];
     uint8_t rows[16];
 };
-static __thread struct emu_tcfg emu_cfg;
-static __thread uint8_t emu_tile[8][16][64];
+__attribute__((weak)) __thread struct emu_tcfg emu_cfg; /* one per thread, as the CPU's */
+__attribute__((weak)) __thread uint8_t emu_tile[8][16][64];
 static inline void emu_loadconfig(const void *c) { memcpy(&emu_cfg, c, 64); }
 static inline void emu_tload(int t, const void *p, long stride)
 {

@@ -13,7 +13,7 @@ src=${1:?usage: build-ggml-peer.sh GGML_SRC [spr|avx2]}
 variant=${2:-spr}
 root=$(cd "$(dirname "$0")/.." && pwd)
 src=$(cd "$src" && pwd)
-bdir=$root/build-ibin/ggml-$variant
+bdir=$root/build-ggml/$variant   # not in build-ibin: that folder is carried to the device
 common="-DBUILD_SHARED_LIBS=OFF -DGGML_BACKEND_DL=OFF -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF
   -DGGML_BUILD_TESTS=OFF -DGGML_BUILD_EXAMPLES=OFF -DCMAKE_BUILD_TYPE=Release
   -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_SSE42=ON"
@@ -29,7 +29,7 @@ avx2)
   out=$root/build-ibin/ggml_peer_avx2 ;;
 *) echo "unknown variant $variant" >&2; exit 2 ;;
 esac
-mkdir -p "$bdir"
+mkdir -p "$bdir" "$root/build-ibin"
 # shellcheck disable=SC2086
 cmake -S "$src" -B "$bdir" $common $flags >"$bdir.cmake.log" 2>&1 ||
   { tail -30 "$bdir.cmake.log"; exit 1; }

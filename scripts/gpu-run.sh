@@ -139,6 +139,12 @@ if has cpuk; then
   timeout 400 $cb/tandem bench cpu --quick --types q4_K,q5_K,q6_K,q8_0,iq4_xs --prefill 512,2048 \
       >> "$log" 2>&1
   cpuk_sum+=("$(printf '%-9s %-18s rc=%s' cpuk "bench cpu" $?)")
+  # the VNNI batched-decode kernels alone (the amx table uses them below AMX_MIN_TOK tokens):
+  # their shared-token ratios beside the AMX ones above tell where AMX should start
+  echo "==== tandem bench cpu --isa avx512 (decode, shared, spread)" >> "$log"
+  timeout 300 $cb/tandem bench cpu --quick --isa avx512 --types q4_K,q5_K,q6_K,iq4_xs --prefill 0 \
+      >> "$log" 2>&1
+  cpuk_sum+=("$(printf '%-9s %-18s rc=%s' cpuk "bench cpu avx512" $?)")
   if [ -x build-ibin/ggml_peer ]; then
     for x in "" AMX; do
       echo "==== ggml_peer ${x:+--extra $x}" >> "$log"

@@ -35,8 +35,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 steps=() quick=
 for a in "$@"; do
-  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|prof|hf|hfdefault|eval|train|serve|moe|stream|layered|fulldepth|gguf|hot|graph|defer) steps+=("$a") ;;
-    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [prof] [hf] [hfdefault] [eval] [train] [serve] [moe] [stream] [layered] [fulldepth] [gguf] [hot] [graph] [defer] [--quick]"; exit 2 ;; esac
+  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|prof|hf|hfdefault|eval|train|serve|moe|stream|layered|fulldepth|gguf|hot|graph|defer|cpuk) steps+=("$a") ;;
+    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [prof] [hf] [hfdefault] [eval] [train] [serve] [moe] [stream] [layered] [fulldepth] [gguf] [hot] [graph] [defer] [cpuk] [--quick]"; exit 2 ;; esac
 done
 [ ${#steps[@]} -eq 0 ] && steps=(tests bench)
 has() { local s; for s in "${steps[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
@@ -100,6 +100,68 @@ if has moe; then
   echo; sed -n '/==== bench_moe_ggml/,$p' "$log"
   echo; printf '%s\n' "${moe_sum[@]}"
   [ "${steps[*]}" = moe ] && exit 0
+fi
+
+# cpuk: CPU expert kernels (issue 18) on this host's Xeon: tests/kernels/test_mul_mat_tiles and
+# test_simd_kernels (every ISA table, AMX included, against the scalar reference), then
+# `tandem bench cpu` for the five MoE types and ggml's CPU matmul on the same shapes
+# (build-ibin/ggml_peer from scripts/build-ggml-peer.sh: plain, then with weights in ggml's AMX
+# buffer type). Binaries carried in build-ibin/ when they load here, else built in build-gpu.
+# Writes cpuk.log; `cpuk` alone skips the other steps' build.
+if has cpuk; then
+  log="$out/cpuk.log"
+  : > "$log"
+  cb=build-ibin
+  for p in tandem test_mul_mat_tiles test_simd_kernels; do
+    if [ ! -x $cb/$p ] || ldd $cb/$p 2>/dev/null | grep -q 'not found'; then cb=; break; fi
+  done
+  if [ -z "$cb" ]; then
+    s=$(date +%s)
+    { [ -f build-gpu/build.ninja ] || meson setup build-gpu -Dcuda=enabled -Dui=false -Dwerror=true; } > "$out/cpuk-build.log" 2>&1
+    ninja -C build-gpu tandem tests/kernels/test_mul_mat_tiles tests/kernels/test_simd_kernels \
+        >> "$out/cpuk-build.log" 2>&1 || { grep -E 'error|FAILED' "$out/cpuk-build.log" | head -30; echo "cpuk: build failed"; exit 1; }
+    mkdir -p build-gpu/bin
+    for p in tandem test_mul_mat_tiles test_simd_kernels; do
+      ln -sf "$(find "$PWD/build-gpu" -name $p -type f -perm -u+x | head -1)" build-gpu/bin/$p
+    done
+    cb=build-gpu/bin
+    echo "cpuk build: $(( $(date +%s) - s )) s" | tee -a "$log"
+  fi
+  cpuk_sum=()
+  for t in test_mul_mat_tiles test_simd_kernels; do
+    s=$(date +%s)
+    echo "==== $t" >> "$log"
+    timeout 300 $cb/$t >> "$log" 2>&1
+    rc=$?
+    case $rc in 0) r=PASS ;; 77) r=SKIP ;; *) r="FAIL($rc)" ;; esac
+    cpuk_sum+=("$(printf '%-9s %-18s %-8s %4ss  %s' cpuk $t "$r" $(( $(date +%s) - s )) \
+                "$(grep TANDEM_TEST_SEED "$log" | tail -1)")")
+    [ $rc -eq 0 ] || { echo "---- $t failed:"; tail -25 "$log"; }
+  done
+  echo "==== tandem bench cpu (commit $(git rev-parse --short HEAD 2>/dev/null))" >> "$log"
+  lscpu | grep -E 'Model name|^CPU\(s\)|NUMA node\(s\)|L2|L3' >> "$log"
+  timeout 400 $cb/tandem bench cpu --quick --types q4_K,q5_K,q6_K,q8_0,iq4_xs --prefill 512,2048 \
+      >> "$log" 2>&1
+  cpuk_sum+=("$(printf '%-9s %-18s rc=%s' cpuk "bench cpu" $?)")
+  # the VNNI batched-decode kernels alone (the amx table uses them below AMX_MIN_TOK tokens):
+  # their shared-token ratios beside the AMX ones above tell where AMX should start
+  echo "==== tandem bench cpu --isa avx512 (decode, shared, spread)" >> "$log"
+  timeout 300 $cb/tandem bench cpu --quick --isa avx512 --types q4_K,q5_K,q6_K,iq4_xs --prefill 0 \
+      >> "$log" 2>&1
+  cpuk_sum+=("$(printf '%-9s %-18s rc=%s' cpuk "bench cpu avx512" $?)")
+  if [ -x build-ibin/ggml_peer ]; then
+    for x in "" AMX; do
+      echo "==== ggml_peer ${x:+--extra $x}" >> "$log"
+      timeout 300 build-ibin/ggml_peer --threads 16 --types q4_K,q5_K,q6_K,q8_0,iq4_xs \
+          --prefill 512,2048 --size-gb 1 ${x:+--extra $x} >> "$log" 2>&1
+      cpuk_sum+=("$(printf '%-9s %-18s rc=%s' cpuk "ggml_peer ${x:-plain}" $?)")
+    done
+  else
+    echo "build-ibin/ggml_peer missing (scripts/build-ggml-peer.sh GGML_SRC spr)" | tee -a "$log"
+  fi
+  sed -n '/==== tandem bench cpu/,$p' "$log" | grep -vE '^<[0-9]>'
+  echo; printf '%s\n' "${cpuk_sum[@]}"
+  [ "${steps[*]}" = cpuk ] && exit 0
 fi
 
 t0=$(date +%s)

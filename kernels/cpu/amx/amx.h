@@ -3,9 +3,10 @@
  * Tile registers used by the kernels (palette 1): 0 and 3 = C (16 x 16 int32), 1 and 4 = A
  * (16 weight rows x kbytes), 2 and 5 = B (kbytes/4 rows x 16 tokens x 4 bytes). The
  * configuration is per thread; amx_tiles_config() loads it only when this thread's current one
- * differs, which assumes nothing else on the thread loads or releases a tile configuration
- * (true in tandem: this is the only AMX code; anything that adds some must call
- * amx_tiles_config before each use, or the cache below must go). Linux must have granted XTILEDATA
+ * (cpuq__amx_kbytes: one thread-local variable for all AMX files, since kernels with different
+ * K per tile share a thread) differs, which assumes nothing else on the thread loads or releases
+ * a tile configuration (true in tandem: this is the only AMX code; anything that adds some must
+ * call amx_tiles_config before each use, or the cache must go). Linux must have granted XTILEDATA
  * to the process (dispatch.c does, before the AMX table can be chosen).
  */
 #ifndef TANDEM_CPUQ_AMX_H
@@ -15,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "kernels/cpu/qtype.h"
 
 #define AMX_MIN_TOK 4 /* fewer tokens per call: the AVX-512 kernels are faster */
 #define AMX_RB 128    /* weight rows per packed-token reuse block */
@@ -29,10 +32,11 @@ struct amx_tilecfg {
 
 /* A tiles of kbytes columns (K per TDPBUSD = kbytes), B tiles of kbytes/4 rows. Tiles 0-2 and
  * 3-5: C (16 x 64 bytes), A (16 x kbytes), B (kbytes/4 x 64 bytes). */
+extern __thread int cpuq__amx_kbytes; /* amx/fill.c; 0: none loaded on this thread */
+
 static inline void amx_tiles_config(int kbytes)
 {
-    static __thread int current;
-    if (current == kbytes) return;
+    if (cpuq__amx_kbytes == kbytes) return;
     struct amx_tilecfg c;
     memset(&c, 0, sizeof c);
     c.palette_id = 1;
@@ -45,15 +49,56 @@ static inline void amx_tiles_config(int kbytes)
         c.rows[t + 2] = (uint8_t)(kbytes / 4);
     }
     _tile_loadconfig(&c);
-    current = kbytes;
+    cpuq__amx_kbytes = kbytes;
 }
 
-void cpuq_mul_mat_q4_k_q8_k_amx(int64_t n, const void *w, size_t w_row_bytes, int64_t nrows,
-                                const void *act, size_t act_row_bytes, int64_t ntok, float *y,
-                                int64_t ldy);
+/* r[k] <- dword k of every r[t] (16 x 16 dwords) */
+static inline __attribute__((always_inline)) void amx_transpose16(__m512i r[16])
+{
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int h = 0; h < 16; h += 8)
+        for (int i = 0; i < 4; i++) {
+            t[h + i] = _mm512_shuffle_i32x4(r[h + i], r[h + i + 4], 0x88);
+            t[h + i + 4] = _mm512_shuffle_i32x4(r[h + i], r[h + i + 4], 0xdd);
+        }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
+    }
+}
 
-void cpuq_mul_mat_q5_k_q8_k_amx(int64_t n, const void *w, size_t w_row_bytes, int64_t nrows,
-                                const void *act, size_t act_row_bytes, int64_t ntok, float *y,
-                                int64_t ldy);
+/* Multi-token kernels (struct cpuq_type_ops.mul_mat); below AMX_MIN_TOK tokens they call the
+ * avx512 column's kernel (cpuq__amx_small). amx/kquants.c: Q4_K, Q5_K, Q6_K, IQ4_XS; amx/q8_0.c:
+ * Q8_0; amx/kquants16.c: the first Q4_K/Q5_K kernel (one 16-token tile per weight unpack). */
+#define CPUQ_AMX_MUL_MAT(name)                                                                     \
+    void cpuq_mul_mat_##name(int64_t n, const void *w, size_t w_row_bytes, int64_t nrows,          \
+                             const void *act, size_t act_row_bytes, int64_t ntok, float *y,        \
+                             int64_t ldy);
+CPUQ_AMX_MUL_MAT(q4_k_q8_k_amx)
+CPUQ_AMX_MUL_MAT(q5_k_q8_k_amx)
+CPUQ_AMX_MUL_MAT(q6_k_q8_k_amx)
+CPUQ_AMX_MUL_MAT(iq4_xs_q8_k_amx)
+CPUQ_AMX_MUL_MAT(q8_0_q8_0_amx)
+CPUQ_AMX_MUL_MAT(q4_k_q8_k_amx16)
+CPUQ_AMX_MUL_MAT(q5_k_q8_k_amx16)
+#undef CPUQ_AMX_MUL_MAT
+
+/* The avx512 column's mul_mat of each type, which the AMX kernels call below AMX_MIN_TOK tokens:
+ * set once by cpuq__fill_amx (under dispatch.c's pthread_once, before any table is handed out),
+ * read-only after. */
+typedef void (*cpuq_amx_mm_fn)(int64_t n, const void *w, size_t w_row_bytes, int64_t nrows,
+                               const void *act, size_t act_row_bytes, int64_t ntok, float *y,
+                               int64_t ldy);
+extern cpuq_amx_mm_fn cpuq__amx_small[QTYPE_COUNT_];
 
 #endif

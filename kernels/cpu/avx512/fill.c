@@ -26,6 +26,12 @@ void cpuq__fill_avx512(struct cpuq_ops *o)
     o->type[QTYPE_IQ4_XS].mul_mat = cpuq_mul_mat_iq4_xs_q8_k_mixed;
     o->type[QTYPE_Q8_0].vec_dot = cpuq_vec_dot_q8_0_q8_0_avx2;
     o->type[QTYPE_Q8_0].mul_mat = cpuq_mul_mat_q8_0_q8_0_mixed;
+    /* from 2 tokens: 16 weight rows per vector (avx512/rows16.c; 1 token as above), one line each
+     */
+    o->type[QTYPE_Q4_K].mul_mat = cpuq_mul_mat_q4_k_q8_k_rows16;
+    o->type[QTYPE_Q5_K].mul_mat = cpuq_mul_mat_q5_k_q8_k_rows16;
+    o->type[QTYPE_Q6_K].mul_mat = cpuq_mul_mat_q6_k_q8_k_rows16;
+    o->type[QTYPE_IQ4_XS].mul_mat = cpuq_mul_mat_iq4_xs_q8_k_rows16;
     /* grid i-quants: single-token dots only (cpuq_matmul_rows loops over tokens) */
     o->type[QTYPE_IQ2_XXS].vec_dot = cpuq_vec_dot_iq2_xxs_q8_k_avx512;
     o->type[QTYPE_IQ2_XS].vec_dot = cpuq_vec_dot_iq2_xs_q8_k_avx512;

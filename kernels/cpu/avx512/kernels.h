@@ -33,6 +33,17 @@ void cpuq_mul_mat_q8_0_q8_0_mixed(int64_t n, const void *w, size_t w_row_bytes, 
                                   const void *act, size_t act_row_bytes, int64_t ntok, float *y,
                                   int64_t ldy);
 
+/* avx512/rows16.c: 16 weight rows per vector, for 2 or more tokens (1 token: the row kernels) */
+#define CPUQ_ROWS16(name)                                                                          \
+    void cpuq_mul_mat_##name##_rows16(int64_t n, const void *w, size_t w_row_bytes, int64_t nrows, \
+                                      const void *act, size_t act_row_bytes, int64_t ntok,         \
+                                      float *y, int64_t ldy);
+CPUQ_ROWS16(q4_k_q8_k)
+CPUQ_ROWS16(q5_k_q8_k)
+CPUQ_ROWS16(q6_k_q8_k)
+CPUQ_ROWS16(iq4_xs_q8_k)
+#undef CPUQ_ROWS16
+
 /* grid i-quants (avx512/iquants.c): single-token dots, bit-identical to the scalar reference */
 void cpuq_vec_dot_iq2_xxs_q8_k_avx512(int64_t n, float *s, const void *w, const void *act);
 void cpuq_vec_dot_iq2_xs_q8_k_avx512(int64_t n, float *s, const void *w, const void *act);

@@ -1,0 +1,135 @@
+/* tests/kernels/emu/emu_check.c - the AMX multi-token kernels (and the AVX-512 kernels they fall
+ * back to) against the scalar reference, built by scripts/amx-emu-check.sh with the kernels
+ * compiled through the emulating immintrin.h of this folder: token counts 1..150, ragged row and
+ * token tiles, several K chunks; tolerance as tests/kernels/test_mul_mat_tiles. Argument: run only
+ * the cases whose name contains it. */
+#include "common/err.h"
+#include "kernels/cpu/cpuq.h"
+#include "kernels/cpu/ref/ref.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+typedef void (*mm_fn)(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t,
+                      float *, int64_t);
+#define X(name)                                                                                    \
+    void name(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *,      \
+              int64_t);
+X(cpuq_mul_mat_q4_k_q8_k_amx)
+X(cpuq_mul_mat_q5_k_q8_k_amx)
+X(cpuq_mul_mat_q6_k_q8_k_amx)
+X(cpuq_mul_mat_iq4_xs_q8_k_amx)
+X(cpuq_mul_mat_q4_k_q8_k_amx16)
+X(cpuq_mul_mat_q8_0_q8_0_amx)
+X(cpuq_mul_mat_q4_k_q8_k_rows16)
+X(cpuq_mul_mat_q6_k_q8_k_rows16)
+X(cpuq_mul_mat_q5_k_q8_k_rows16)
+X(cpuq_mul_mat_iq4_xs_q8_k_rows16)
+#undef X
+static uint64_t st = 12345;
+static uint32_t rnd(void)
+{
+    st = st * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(st >> 33);
+}
+static float frand(void) { return (float)rnd() / 2147483648.0f - 1.0f; }
+static int check(const char *nm, mm_fn f, int type, int K, int NR, int NT)
+{
+    char err[ERR_LEN];
+    const struct cpuq_ops *ref;
+    cpuq_ops_get(CPUQ_ISA_SCALAR, &ref, err);
+    const struct cpuq_type_ops *rt = &ref->type[type];
+    int vt = rt->vec_dot_type;
+    size_t wrb = cpuq_row_size(type, K), arb = cpuq_row_size(vt, K);
+    float *wf = malloc(sizeof(float) * K * NR), *x = malloc(sizeof(float) * K * NT);
+    char *wq = malloc(wrb * NR), *aq = malloc(arb * NT);
+    float *y = malloc(sizeof(float) * NR * NT), *yr = malloc(sizeof(float) * NR * NT),
+          *mag = malloc(sizeof(float) * NR * NT);
+    float *wd = malloc(sizeof(float) * K * NR), *ad = malloc(sizeof(float) * K * NT);
+    for (int i = 0; i < NR * K; i++) wf[i] = frand() * (1 + (i % 5));
+    for (int i = 0; i < NT * K; i++) x[i] = frand() * (i % 300 == 7 ? 30.0f : 1.0f);
+    for (int r = 0; r < NR; r++) rt->from_float(wf + (size_t)r * K, wq + r * wrb, K);
+    for (int t = 0; t < NT; t++) ref->type[vt].from_float(x + (size_t)t * K, aq + t * arb, K);
+    for (int r = 0; r < NR; r++) rt->to_float(wq + r * wrb, wd + (size_t)r * K, K);
+    for (int t = 0; t < NT; t++) ref->type[vt].to_float(aq + t * arb, ad + (size_t)t * K, K);
+    for (int t = 0; t < NT; t++)
+        for (int r = 0; r < NR; r++) {
+            double m = 0;
+            for (int k = 0; k < K; k++)
+                m += fabs((double)wd[(size_t)r * K + k] * ad[(size_t)t * K + k]);
+            mag[t * NR + r] = (float)m;
+            rt->vec_dot(K, &yr[t * NR + r], wq + r * wrb, aq + t * arb);
+        }
+    int bad = 0;
+    for (int ntok = 1; ntok <= NT; ntok += (ntok < 20 ? 1 : 7)) {
+        for (int i = 0; i < NT * NR; i++) y[i] = NAN;
+        f(K, wq, wrb, NR, aq, arb, ntok, y, NR);
+        double worst = 0;
+        for (int t = 0; t < NT; t++)
+            for (int r = 0; r < NR; r++) {
+                if (t >= ntok) {
+                    if (!isnan(y[t * NR + r])) {
+                        printf("%s: wrote past ntok %d (t %d r %d)\n", nm, ntok, t, r);
+                        bad = 1;
+                    }
+                    continue;
+                }
+                double e = fabs(y[t * NR + r] - yr[t * NR + r]),
+                       tol = 2e-6 * mag[t * NR + r] + 1e-6;
+                if (!(e <= tol)) {
+                    if (!bad)
+                        printf("%s K %d NR %d ntok %d: y[%d][%d] = %.9g ref %.9g\n", nm, K, NR,
+                               ntok, t, r, y[t * NR + r], yr[t * NR + r]);
+                    bad = 1;
+                }
+                if (e / tol > worst) worst = e / tol;
+            }
+        if (bad) break;
+    }
+    printf("%-28s K %5d NR %3d NT %3d: %s\n", nm, K, NR, NT, bad ? "FAIL" : "ok");
+    free(wf);
+    free(x);
+    free(wq);
+    free(aq);
+    free(y);
+    free(yr);
+    free(mag);
+    free(wd);
+    free(ad);
+    return bad;
+}
+int main(int argc, char **argv)
+{
+    /* the amx column as dispatch.c builds it (the AMX kernels' small-count fallbacks included) */
+    static struct cpuq_ops amx;
+    for (int t = 0; t < QTYPE_COUNT_; t++) amx.type[t].vec_dot_type = -1;
+    cpuq__fill_scalar(&amx);
+    cpuq__fill_avx2(&amx);
+    cpuq__fill_avx512(&amx);
+    cpuq__fill_amx(&amx);
+
+    int bad = 0;
+    const char *only = argc > 1 ? argv[1] : NULL;
+#define T(nm, f, type, K, NR, NT)                                                                  \
+    if (!only || strstr(nm, only)) bad |= check(nm, f, type, K, NR, NT);
+    T("q4_K amx", cpuq_mul_mat_q4_k_q8_k_amx, QTYPE_Q4_K, 2560, 37, 150)
+    T("q5_K amx", cpuq_mul_mat_q5_k_q8_k_amx, QTYPE_Q5_K, 2560, 37, 150)
+    T("q6_K amx", cpuq_mul_mat_q6_k_q8_k_amx, QTYPE_Q6_K, 2560, 37, 150)
+    T("iq4_xs amx", cpuq_mul_mat_iq4_xs_q8_k_amx, QTYPE_IQ4_XS, 2560, 37, 150)
+    T("q4_K amx16", cpuq_mul_mat_q4_k_q8_k_amx16, QTYPE_Q4_K, 1024, 21, 40)
+    T("q8_0 amx", cpuq_mul_mat_q8_0_q8_0_amx, QTYPE_Q8_0, 2560, 37, 150)
+    T("q8_0 amx odd", cpuq_mul_mat_q8_0_q8_0_amx, QTYPE_Q8_0, 2080, 16, 40)
+    T("q8_0 amx small", cpuq_mul_mat_q8_0_q8_0_amx, QTYPE_Q8_0, 96, 5, 20)
+    T("q4_K amx after q8_0", cpuq_mul_mat_q4_k_q8_k_amx, QTYPE_Q4_K, 1024, 21, 40)
+    T("q4_K rows16", cpuq_mul_mat_q4_k_q8_k_rows16, QTYPE_Q4_K, 2560, 37, 40)
+    T("q6_K rows16", cpuq_mul_mat_q6_k_q8_k_rows16, QTYPE_Q6_K, 2560, 37, 40)
+    T("q5_K rows16", cpuq_mul_mat_q5_k_q8_k_rows16, QTYPE_Q5_K, 2560, 37, 40)
+    T("iq4_xs rows16", cpuq_mul_mat_iq4_xs_q8_k_rows16, QTYPE_IQ4_XS, 2560, 37, 40)
+    T("q4_K amx column", amx.type[QTYPE_Q4_K].mul_mat, QTYPE_Q4_K, 1024, 21, 40)
+    T("q5_K amx column", amx.type[QTYPE_Q5_K].mul_mat, QTYPE_Q5_K, 1024, 21, 40)
+    T("q6_K amx column", amx.type[QTYPE_Q6_K].mul_mat, QTYPE_Q6_K, 1024, 21, 40)
+    T("q8_0 amx column", amx.type[QTYPE_Q8_0].mul_mat, QTYPE_Q8_0, 1024, 21, 40)
+    T("iq4_xs amx column", amx.type[QTYPE_IQ4_XS].mul_mat, QTYPE_IQ4_XS, 1024, 21, 40)
+    printf(bad ? "FAILED\n" : "ALL OK\n");
+    return bad;
+}

@@ -1,7 +1,8 @@
 /* cmd_inspect.c - `tandem inspect DIR|FILE [--tensors] [--json] [--context N] [--no-validate]
  *                  [--placement cpu|hybrid|gpu] [--gpu-expert-layers N] [--max-batch-tokens N]
  *                  [--embed gpu|host] [--kv-b f32|bf16|fp8] [--requant-ggml on|off]
- *                  [--hot-experts off|auto|MiB] [--device-gib G] [--expert-counts FILE]`.
+ *                  [--hot-experts off|auto|MiB] [--device-gib G] [--expert-counts FILE]
+ *                  [--devices 0,1,...]`.
  *
  * Config only: when FILE is a .json file, or DIR holds a config.json and no .safetensors/.gguf
  * file, nothing is opened but the config: the report is the hyperparameters, the KV cache and
@@ -26,6 +27,9 @@
  * histogram: per MoE layer the share of its routes taken by its most routed 1, 5%, 10%, 25% and
  * 50% of experts, and, with --hot-experts, the share of all recorded routes the plan's hot
  * experts would take (chosen as the engine chooses them, every expert at the plan's size).
+ * --devices prices gpu.devices: the plan per device (gpu_plan_devices: the first takes the plan
+ * above, every other one hot experts only, --hot-experts each, auto from --device-gib each;
+ * "gpu_devices" in --json).
  *
  * Runs on the main thread; output to stdout, errors to stderr.
  */
@@ -33,6 +37,7 @@
 
 #include "common/err.h"
 #include "engine/model/expert_counts.h"
+#include "engine/model/gpu_devices.h"
 #include "engine/model/gpu_plan.h"
 #include "engine/weights/weights.h"
 
@@ -135,7 +140,7 @@ static void usage(void)
             "         [--placement cpu|hybrid|gpu] [--gpu-expert-layers N] "
             "[--max-batch-tokens N] [--embed gpu|host] [--kv-b f32|bf16|fp8]\n"
             "         [--requant-ggml on|off] [--hot-experts off|auto|MiB] [--device-gib G]\n"
-            "         [--expert-counts FILE]\n");
+            "         [--expert-counts FILE] [--devices 0,1,...]\n");
 }
 
 static int ends_with(const char *s, const char *suf)
@@ -233,6 +238,30 @@ static int parse_int(const char *opt, const char *v, long long lo, long long hi,
     }
     *out = x;
     return 0;
+}
+
+static struct gpu_devices devices; /* --devices; n = 0: not given */
+
+/* --devices: the plan per device, as text or into root */
+static void devices_report(const struct gpu_plan *pl, const struct gpu_plan_params *pp,
+                           json_t *root)
+{
+    struct gpu_plan_dev d[GPU_DEVICES_MAX];
+    if (!devices.n || gpu_plan_devices(pl, pp, devices.id, devices.n, d, NULL)) return;
+    if (!root) {
+        char buf[4096];
+        gpu_plan_devices_format(d, devices.n, pl, "", buf, sizeof buf);
+        printf("\n%s", buf);
+        return;
+    }
+    json_t *a = json_array();
+    for (int i = 0; i < devices.n; i++)
+        json_array_append_new(a, json_pack("{s:i, s:b, s:I, s:f, s:f, s:f}", "device", d[i].device,
+                                           "primary", d[i].primary, "hot_experts",
+                                           (json_int_t)d[i].hot_experts, "hot_experts_bytes",
+                                           d[i].hot_experts_bytes, "hot_ws_bytes", d[i].hot_ws,
+                                           "total_bytes", d[i].total));
+    json_object_set_new(root, "gpu_devices", a);
 }
 
 /* the GPU plan for hp, or an error message (exit 1) */
@@ -350,6 +379,7 @@ static int inspect_config(const char *path, const char *cfg, int as_json, long l
                       "config_only", 1, "hparams", hparams_json(&hp), "memory", "context",
                       (json_int_t)context, "kv_bytes_per_token", (json_int_t)kv_tok, "kv_bytes",
                       (json_int_t)(kv_tok * context), "gpu_plan", plan_json(&pl, pp));
+        devices_report(&pl, pp, root);
         if (counts && expert_counts_report(&hp, counts, &pl, root)) {
             json_decref(root);
             return 1;
@@ -369,6 +399,7 @@ static int inspect_config(const char *path, const char *cfg, int as_json, long l
     char buf[8192];
     gpu_plan_format(&pl, pp, "", buf, sizeof buf);
     printf("\n%s", buf);
+    devices_report(&pl, pp, NULL);
     return counts ? expert_counts_report(&hp, counts, &pl, NULL) : 0;
 }
 
@@ -420,6 +451,12 @@ int cmd_inspect(int argc, char **argv)
         } else if (!strcmp(a, "--device-gib") && val) {
             if (parse_int("--device-gib", argv[++i], 1, 1 << 20, &v)) return 2;
             pp.device_bytes = (double)v * (1 << 30);
+        } else if (!strcmp(a, "--devices") && val) {
+            char e2[ERR_LEN];
+            if (gpu_devices_parse(argv[++i], 0, &devices, e2)) {
+                fprintf(stderr, "tandem inspect: --devices: %s\n", e2);
+                return 2;
+            }
         } else if (!strcmp(a, "--expert-counts") && val) {
             counts = argv[++i];
         } else if (!strcmp(a, "--requant-ggml") && val) {
@@ -567,6 +604,7 @@ int cmd_inspect(int argc, char **argv)
     if (tensors) json_object_set_new(root, "tensor_list", jt);
     else json_decref(jt);
     json_object_set_new(root, "gpu_plan", plan_json(&plan, &pp));
+    devices_report(&plan, &pp, root);
     /* kv_b as stored: one kv_b_proj, or llama.cpp's split attn_k_b + attn_v_b
      * (engine/weights/mla.c) */
     const char *mla = wt_kv_b_split(m, 0) ? "split" : "kv_b";
@@ -631,6 +669,7 @@ int cmd_inspect(int argc, char **argv)
         char buf[8192];
         gpu_plan_format(&plan, &pp, "", buf, sizeof buf);
         printf("\n%s", buf);
+        devices_report(&plan, &pp, NULL);
         if (counts) crc = expert_counts_report(hp, counts, &plan, NULL);
     }
     json_decref(root);

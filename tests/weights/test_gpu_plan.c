@@ -11,7 +11,10 @@
  *   - the tiny and v3-slice presets' shapes give sane values; bad params are refused;
  *   - `tandem inspect` on a directory holding only config.json, and on the bare file, prints the
  *     plan (text and --json), takes --placement / --gpu-expert-layers / --context, and refuses
- *     bad values and garbage configs with a non-zero exit.
+ *     bad values and garbage configs with a non-zero exit;
+ *   - the plan per device (gpu_plan_devices): the first device's is the plan, the others hold
+ *     their runtime alone (hot experts off), or with auto as many whole experts as fit each
+ *     device less the margin, or a given size each.
  */
 #include "check.h"
 
@@ -526,9 +529,33 @@ static void inspect(void)
     CHECK_EQ(st, 0);
     CHECK_CONTAINS(out, "nothing on the GPU");
     free(out);
+    /* --devices: the plan per device, text and JSON */
+    snprintf(cmd, sizeof cmd,
+             "'%s' inspect '%s' --context 32768 --hot-experts auto --device-gib 80 "
+             "--devices 0,1 2>&1",
+             bin, cfg);
+    out = run(cmd, &st);
+    CHECK_EQ(st, 0);
+    CHECK_CONTAINS(out, "GPU plan per device (2 devices");
+    CHECK_CONTAINS(out, "hot experts only");
+    free(out);
+    snprintf(cmd, sizeof cmd,
+             "'%s' inspect '%s' --json --hot-experts 1024 --devices 2,0,1 2>/dev/null", bin, cfg);
+    out = run(cmd, &st);
+    CHECK_EQ(st, 0);
+    j = json_loads(out, 0, NULL);
+    CHECK(j);
+    json_t *ds = json_object_get(j, "gpu_devices");
+    CHECK_EQ(json_array_size(ds), 3);
+    CHECK_EQ(json_integer_value(json_object_get(json_array_get(ds, 0), "device")), 2);
+    CHECK(json_is_true(json_object_get(json_array_get(ds, 0), "primary")));
+    CHECK_EQ(json_integer_value(json_object_get(json_array_get(ds, 2), "hot_experts")), 43);
+    json_decref(j);
+    free(out);
     /* bad values */
-    const char *bad[] = {"--placement auto", "--placement", "--gpu-expert-layers -1",
-                         "--gpu-expert-layers x", "--context 0"};
+    const char *bad[] = {"--placement auto",      "--placement",  "--gpu-expert-layers -1",
+                         "--gpu-expert-layers x", "--context 0",  "--devices 0,0",
+                         "--devices -1",          "--devices x,1"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(cmd, sizeof cmd, "'%s' inspect '%s' %s 2>&1", bin, cfg, bad[i]);
         free(run(cmd, &st));
@@ -602,6 +629,57 @@ static void v3_ggml(const struct wt_hparams *hp)
     CHECK_EQ(gpu_plan_compute(hp, &q, &b, err), ERR_INVAL);
 }
 
+/* gpu_plan_devices: the first device takes the whole plan, the others hot experts alone */
+static void devices(const struct wt_hparams *hp)
+{
+    struct gpu_plan_params p;
+    struct gpu_plan pl;
+    struct gpu_plan_dev d[16];
+    char err[ERR_LEN], buf[4096];
+    const int ids[] = {0, 1, 3, 2};
+    const double MiB = 1024.0 * 1024.0, GiB = 1024.0 * MiB;
+    gpu_plan_defaults(&p);
+    p.kv_tokens = 32768;
+    /* one device: the plan itself */
+    CHECK_EQ(gpu_plan_compute(hp, &p, &pl, err), 0);
+    CHECK_EQ(gpu_plan_devices(&pl, &p, ids, 1, d, err), 0);
+    CHECK(d[0].primary && d[0].device == 0 && d[0].total == pl.total);
+    /* hot experts off: the others hold their runtime alone */
+    CHECK_EQ(gpu_plan_devices(&pl, &p, ids, 4, d, err), 0);
+    for (int i = 1; i < 4; i++) {
+        CHECK(!d[i].primary && d[i].device == ids[i]);
+        CHECK(d[i].total == p.runtime_reserve && d[i].hot_experts == 0);
+    }
+    /* auto on 80 GiB devices: each fits with the margin, in whole experts, and holds more hot
+     * experts than the primary device */
+    p.hot_mode = 1;
+    p.device_bytes = 80 * GiB;
+    CHECK_EQ(gpu_plan_compute(hp, &p, &pl, err), 0);
+    CHECK_EQ(gpu_plan_devices(&pl, &p, ids, 4, d, err), 0);
+    CHECK(d[0].total == pl.total && d[0].hot_experts == pl.hot_experts);
+    for (int i = 1; i < 4; i++) {
+        CHECK(d[i].total <= p.device_bytes - 512 * MiB);
+        CHECK(d[i].total > p.device_bytes - 512 * MiB - pl.expert_bytes);
+        CHECK(d[i].hot_experts_bytes == (double)d[i].hot_experts * pl.expert_bytes);
+        CHECK(d[i].hot_experts > pl.hot_experts);
+        CHECK(d[i].hot_ws == pl.hot_ws_own && d[i].hot_ws > 0);
+    }
+    int n = gpu_plan_devices_format(d, 4, &pl, "  ", buf, sizeof buf);
+    CHECK(n > 0 && (size_t)n < sizeof buf);
+    CHECK_CONTAINS(buf, "device 3");
+    CHECK_CONTAINS(buf, "hot experts only");
+    printf("%s", buf);
+    /* a given size: that many bytes on each other device */
+    p.hot_mode = 2;
+    p.hot_bytes = 4096 * MiB;
+    CHECK_EQ(gpu_plan_compute(hp, &p, &pl, err), 0);
+    CHECK_EQ(gpu_plan_devices(&pl, &p, ids, 2, d, err), 0);
+    CHECK(d[1].hot_experts_bytes == p.hot_bytes);
+    CHECK_EQ(d[1].hot_experts, (int64_t)(p.hot_bytes / pl.expert_bytes));
+    CHECK_EQ(gpu_plan_devices(&pl, &p, ids, 0, d, err), ERR_INVAL);
+    CHECK_EQ(gpu_plan_devices(&pl, &p, ids, 17, d, err), ERR_INVAL);
+}
+
 int main(void)
 {
     struct wt_hparams hp;
@@ -611,6 +689,7 @@ int main(void)
     monotone(&hp);
     presets();
     inspect();
+    devices(&hp);
     printf("gpu plan ok\n");
     return 0;
 }

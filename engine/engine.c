@@ -43,6 +43,7 @@
 #include "engine.h"
 
 #include "engine/model/expert_counts.h"
+#include "engine/model/gpu_comm.h"
 #include "engine/model/gpu_devices.h"
 #include "engine/model/gpu_plan.h"
 #include "engine/model/hot_experts.h"
@@ -164,6 +165,13 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
     if (devs.n > 1) { /* planned, not executed (docs/gpu.md, Several GPUs) */
         char list[128];
         gpu_devices_format(&devs, list, sizeof list);
+        if (!gpu_comm_available()) {
+            rc = err_set(err, ERR_CONFIG,
+                         "gpu.devices = %s: several devices need NCCL, and this build has none "
+                         "(libnccl was not found when it was configured)",
+                         list);
+            goto fail;
+        }
         rc = err_set(err, ERR_CONFIG,
                      "gpu.devices = %s: serving on several GPUs is not built yet (hot experts "
                      "are executed on the first device only); list one device. `tandem inspect "

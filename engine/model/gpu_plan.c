@@ -688,6 +688,7 @@ int gpu_plan_devices(const struct gpu_plan *pl0, const struct gpu_plan_params *p
     out[0].runtime = pl0->runtime;
     out[0].total = pl0->total;
     const double eb = pl0->expert_bytes;
+    int64_t left = pl0->routed_experts - pl0->hot_experts; /* no expert is hot twice */
     for (int i = 1; i < n; i++) {
         struct gpu_plan_dev *d = &out[i];
         d->device = ids[i];
@@ -700,8 +701,12 @@ int gpu_plan_devices(const struct gpu_plan *pl0, const struct gpu_plan_params *p
                 double rest = d->hot_ws + d->rounding + d->runtime + 512.0 * MIB;
                 hb = p->device_bytes > rest ? floor((p->device_bytes - rest) / eb) * eb : 0;
             }
-            d->hot_experts_bytes = hb;
-            d->hot_experts = (int64_t)floor(hb / eb);
+            int64_t k = (int64_t)floor(hb / eb);
+            if (k > left) k = left > 0 ? left : 0;
+            left -= k;
+            d->hot_experts = k;
+            d->hot_experts_bytes = (double)k * eb;
+            if (!k) d->hot_ws = d->rounding = 0; /* nothing to compute there */
         }
         d->total = d->hot_experts_bytes + d->hot_ws + d->rounding + d->runtime;
     }
@@ -732,7 +737,9 @@ int gpu_plan_devices_format(const struct gpu_plan_dev *d, int n, const struct gp
                 d[i].hot_experts_bytes / GIB, pl0->expert_bytes / MIB, d[i].hot_ws / MIB,
                 d[i].runtime / GIB);
         else
-            put(&o, "%s  device %-3d %8.2f GiB  nothing but its runtime (gpu.hot_experts off)\n",
+            put(&o,
+                "%s  device %-3d %8.2f GiB  nothing but its runtime (gpu.hot_experts off, or no "
+                "expert left for it)\n",
                 ind, d[i].device, d[i].total / GIB);
     }
     return (int)o.len;

@@ -168,12 +168,13 @@ int64_t gpu_plan_kv_tokens_fit(const struct wt_hparams *hp, const struct gpu_pla
 
 /* The plan per device of gpu.devices (docs/gpu.md, "Several GPUs"). The first device is the
  * primary one and takes the whole plan of gpu_plan_compute (pl0, computed by the caller); every
- * other device holds only hot experts: with hot_mode 2 the given hot_bytes each, with hot_mode 1
- * what device_bytes leaves after its own pools and the 512 MiB margin, in whole experts; and,
- * with hot_mode on, the routed-expert op's workspace and its two [max_batch_tokens][hidden] fp32
- * buffers (the hidden states copied in, the outputs copied back), plus runtime_reserve (the CUDA
- * context; NCCL's own buffers are not counted). With hot_mode 0 such a device holds nothing
- * but its context. */
+ * other device holds only hot experts: with hot_mode 2 the given hot_bytes each (in whole experts),
+ * with hot_mode 1 what device_bytes leaves after its own pools and the 512 MiB margin, in whole
+ * experts; and, with hot_mode on, the routed-expert op's workspace and its two
+ * [max_batch_tokens][hidden] fp32 buffers (the hidden states copied in, the outputs copied back),
+ * plus runtime_reserve (the CUDA context; NCCL's own buffers are not counted). The devices take hot
+ * experts in list order until every routed expert is hot (no expert is hot twice). With hot_mode 0
+ * such a device holds nothing but its context. */
 struct gpu_plan_dev {
     int device;  /* CUDA ordinal */
     int primary; /* 1: the first device (pl0) */

@@ -664,17 +664,30 @@ static void devices(const struct wt_hparams *hp)
         CHECK(d[i].hot_experts > pl.hot_experts);
         CHECK(d[i].hot_ws == pl.hot_ws_own && d[i].hot_ws > 0);
     }
+    /* eight devices hold every expert once, no more */
+    const int ids8[] = {0, 1, 2, 3, 4, 5, 6, 7};
+    struct gpu_plan_dev d8[8];
+    CHECK_EQ(gpu_plan_devices(&pl, &p, ids8, 8, d8, err), 0);
+    int64_t all = 0;
+    for (int i = 0; i < 8; i++) {
+        all += d8[i].hot_experts;
+        CHECK(d8[i].hot_experts_bytes == (double)d8[i].hot_experts * pl.expert_bytes);
+    }
+    CHECK_EQ(all, pl.routed_experts);
+    CHECK_EQ(d8[7].hot_experts, 0);
+    CHECK(d8[7].total == p.runtime_reserve); /* nothing left to hold: no workspace either */
     int n = gpu_plan_devices_format(d, 4, &pl, "  ", buf, sizeof buf);
     CHECK(n > 0 && (size_t)n < sizeof buf);
     CHECK_CONTAINS(buf, "device 3");
     CHECK_CONTAINS(buf, "hot experts only");
     printf("%s", buf);
-    /* a given size: that many bytes on each other device */
+    /* a given size: that many bytes (in whole experts) on each other device */
     p.hot_mode = 2;
     p.hot_bytes = 4096 * MiB;
     CHECK_EQ(gpu_plan_compute(hp, &p, &pl, err), 0);
     CHECK_EQ(gpu_plan_devices(&pl, &p, ids, 2, d, err), 0);
-    CHECK(d[1].hot_experts_bytes == p.hot_bytes);
+    CHECK(d[1].hot_experts_bytes == (double)d[1].hot_experts * pl.expert_bytes);
+    CHECK(d[1].hot_experts_bytes <= p.hot_bytes);
     CHECK_EQ(d[1].hot_experts, (int64_t)(p.hot_bytes / pl.expert_bytes));
     CHECK_EQ(gpu_plan_devices(&pl, &p, ids, 0, d, err), ERR_INVAL);
     CHECK_EQ(gpu_plan_devices(&pl, &p, ids, 17, d, err), ERR_INVAL);

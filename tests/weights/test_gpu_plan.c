@@ -19,6 +19,7 @@
 #include "check.h"
 
 #include "common/err.h"
+#include "engine/model/expert_counts.h"
 #include "engine/model/gpu_plan.h"
 
 #include <jansson.h>
@@ -552,6 +553,54 @@ static void inspect(void)
     CHECK_EQ(json_integer_value(json_object_get(json_array_get(ds, 2), "hot_experts")), 43);
     json_decref(j);
     free(out);
+    /* --devices with --expert-counts: the hot experts placed over the devices, each device's
+     * share of a skewed routing histogram; the two equal devices near each other */
+    {
+        struct wt_hparams hv;
+        load_v3(&hv);
+        struct expert_counts *ec = NULL;
+        char e2[ERR_LEN], counts[512];
+        CHECK_EQ(ec_create(&hv, &ec, e2), 0);
+        unsigned long long z = 12345;
+        int32_t ids[1024];
+        for (int r = 0; r < ec_shape(ec)->moe_layers; r++)
+            for (int k = 0; k < 8; k++) {
+                for (int i = 0; i < 1024; i++) {
+                    z = z * 6364136223846793005ull + 1442695040888963407ull;
+                    double u = (double)(z >> 11) * 0x1.0p-53;
+                    ids[i] = (int32_t)(256 * u * u * u); /* expert 0 most routed */
+                }
+                ec_add(ec, r, ids, 1024);
+            }
+        snprintf(counts, sizeof counts, "%s/counts", root);
+        CHECK_EQ(ec_save(ec, counts, e2), 0);
+        ec_destroy(ec);
+        snprintf(cmd, sizeof cmd,
+                 "'%s' inspect '%s' --json --context 32768 --hot-experts auto --device-gib 80 "
+                 "--devices 0,1,2 --expert-counts '%s' 2>/dev/null",
+                 bin, cfg, counts);
+        out = run(cmd, &st);
+        CHECK_EQ(st, 0);
+        j = json_loads(out, 0, NULL);
+        CHECK(j);
+        json_t *hd = json_object_get(j, "hot_devices");
+        CHECK_EQ(json_array_size(hd), 3);
+        double sh[3], all = 0;
+        long long experts = 0;
+        for (int i = 0; i < 3; i++) {
+            json_t *e = json_array_get(hd, (size_t)i);
+            sh[i] = json_real_value(json_object_get(e, "route_share"));
+            experts += json_integer_value(json_object_get(e, "experts"));
+            all += sh[i];
+        }
+        CHECK_EQ(experts, 2572 + 2 * 3408); /* the per-device plan's hot experts */
+        CHECK(all > 0.5 && all <= 1.0);
+        CHECK(fabs(sh[1] - sh[2]) < 0.01);
+        printf("inspect --devices 0,1,2 --expert-counts: route shares %.3f %.3f %.3f\n", sh[0],
+               sh[1], sh[2]);
+        json_decref(j);
+        free(out);
+    }
     /* bad values */
     const char *bad[] = {"--placement auto",      "--placement",  "--gpu-expert-layers -1",
                          "--gpu-expert-layers x", "--context 0",  "--devices 0,0",

@@ -21,6 +21,10 @@
  * size (tok_load: tokenizer.json or GGUF metadata; tok_n_used: a GGUF's trailing UNUSED padding
  * ids do not count) are never sampled.
  *
+ * gpu.devices (engine/model/gpu_devices.h) is checked before anything is opened: a bad list or a
+ * device that does not exist is a configuration error, and so is a list of several devices
+ * (planned by `tandem inspect --devices`, not executed yet); one device listed replaces gpu.device.
+ *
  * Routing counts and hot experts (engine/model/expert_counts.h, hot_experts.h; docs/gpu.md "Hot
  * experts"): every MoE layer counts its routes into struct eng_model's counts, loaded at start-up
  * from gpu.hot_experts_file when set (a missing, corrupt or other model's file is logged and
@@ -39,6 +43,8 @@
 #include "engine.h"
 
 #include "engine/model/expert_counts.h"
+#include "engine/model/gpu_comm.h"
+#include "engine/model/gpu_devices.h"
 #include "engine/model/gpu_plan.h"
 #include "engine/model/hot_experts.h"
 #include "engine/model/model.h"
@@ -152,6 +158,27 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
     struct eng_model *em = calloc(1, sizeof *em);
     if (!em) return err_set(err, ERR_NOMEM, "out of memory");
     int rc;
+    struct gpu_devices devs;
+    if ((rc = gpu_devices_parse(cfg->gpu_devices, (int)cfg->gpu_device, &devs, err)) != 0 ||
+        (devs.from_list && (rc = gpu_devices_check(&devs, err)) != 0))
+        goto fail;
+    if (devs.n > 1) { /* planned, not executed (docs/gpu.md, Several GPUs) */
+        char list[128];
+        gpu_devices_format(&devs, list, sizeof list);
+        if (!gpu_comm_available()) {
+            rc = err_set(err, ERR_CONFIG,
+                         "gpu.devices = %s: several devices need NCCL, and this build has none "
+                         "(libnccl was not found when it was configured)",
+                         list);
+            goto fail;
+        }
+        rc = err_set(err, ERR_CONFIG,
+                     "gpu.devices = %s: serving on several GPUs is not built yet (hot experts "
+                     "are executed on the first device only); list one device. `tandem inspect "
+                     "MODEL --devices %s` prints the plan per GPU",
+                     list, list);
+        goto fail;
+    }
 
     say(progress, progress_ud, 0.0, "opening weights");
     if ((rc = wt_open(cfg->model_path, &em->w, err)) != 0) goto fail;
@@ -169,7 +196,7 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         .n_threads = (int)cfg->cpu_threads,
         .pin = cfg->cpu_pin,
         .spin_us = (int)cfg->cpu_spin_us,
-        .gpu_device = (int)cfg->gpu_device,
+        .gpu_device = devs.id[0],
         .gpu_expert_layers = (int)cfg->gpu_expert_layers,
         .gpu_prefill_experts = !cfg->gpu_prefill_experts                   ? 0
                                : !strcmp(cfg->gpu_prefill_experts, "on")   ? 1

@@ -31,12 +31,16 @@
 # bench_hybrid on the engine step's v3-slices with and without graphs (see the step).
 # defer: expert deferral (engine.defer_experts): tests/gpu/test_engine_defer, then bench_hybrid at
 # batch 1 on a v3-slice (1 dense + 3 MoE) with 0, 1 and 2 deferred experts, twice (see the step).
+# nccl: the NCCL communicator of gpu.devices (docs/gpu.md, Several GPUs): whether meson found
+# NCCL, tests/gpu/test_nccl over every device present (one rank on one GPU) and
+# tests/engine/test_gpu_devices; builds only those two in build-gpu; nccl.log. `nccl` alone skips
+# the other steps' build.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 steps=() quick=
 for a in "$@"; do
-  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|prof|hf|hfdefault|eval|train|serve|moe|stream|layered|fulldepth|gguf|hot|graph|defer|cpuk) steps+=("$a") ;;
-    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [prof] [hf] [hfdefault] [eval] [train] [serve] [moe] [stream] [layered] [fulldepth] [gguf] [hot] [graph] [defer] [cpuk] [--quick]"; exit 2 ;; esac
+  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|prof|hf|hfdefault|eval|train|serve|moe|stream|layered|fulldepth|gguf|hot|graph|defer|cpuk|nccl) steps+=("$a") ;;
+    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [prof] [hf] [hfdefault] [eval] [train] [serve] [moe] [stream] [layered] [fulldepth] [gguf] [hot] [graph] [defer] [cpuk] [nccl] [--quick]"; exit 2 ;; esac
 done
 [ ${#steps[@]} -eq 0 ] && steps=(tests bench)
 has() { local s; for s in "${steps[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
@@ -162,6 +166,33 @@ if has cpuk; then
   sed -n '/==== tandem bench cpu/,$p' "$log" | grep -vE '^<[0-9]>'
   echo; printf '%s\n' "${cpuk_sum[@]}"
   [ "${steps[*]}" = cpuk ] && exit 0
+fi
+if has nccl; then
+  log="$out/nccl.log"
+  : > "$log"
+  export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib64
+  { [ -f build-gpu/build.ninja ] || meson setup build-gpu -Dcuda=enabled -Dui=false -Dwerror=true; } > "$out/nccl-build.log" 2>&1
+  grep -h -E 'NCCL not found|Library nccl found|Has header "nccl.h"' build-gpu/meson-logs/meson-log.txt |
+      tail -3 | tee -a "$log"
+  nsum=()
+  if ninja -C build-gpu tests/gpu/test_nccl tests/engine/test_gpu_devices >> "$out/nccl-build.log" 2>&1; then
+    rm -f "$out/nccl-build.log"
+    for t in tests/gpu/test_nccl tests/engine/test_gpu_devices; do
+      s=$(date +%s)
+      echo "==== $t" >> "$log"
+      timeout 200 build-gpu/$t >> "$log" 2>&1
+      rc=$?
+      case $rc in 0) r=PASS ;; 77) r=SKIP ;; *) r="FAIL($rc)" ;; esac
+      nsum+=("$(printf '%-9s %-16s %-8s %4ss  %s' nccl "${t##*/}" "$r" $(( $(date +%s) - s )) \
+                "$(grep TANDEM_TEST_SEED "$log" | tail -1)")")
+      [ $rc -eq 0 ] || { echo "---- $t failed:"; tail -15 "$log"; }
+    done
+    grep -E 'ok|SKIP' "$log"
+  else
+    grep -E 'error|FAILED' "$out/nccl-build.log" | head -30; echo "nccl: build failed"
+  fi
+  printf '%s\n' "${nsum[@]}"
+  [ "${steps[*]}" = nccl ] && exit 0
 fi
 
 t0=$(date +%s)

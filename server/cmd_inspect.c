@@ -1,7 +1,8 @@
 /* cmd_inspect.c - `tandem inspect DIR|FILE [--tensors] [--json] [--context N] [--no-validate]
  *                  [--placement cpu|hybrid|gpu] [--gpu-expert-layers N] [--max-batch-tokens N]
  *                  [--embed gpu|host] [--kv-b f32|bf16|fp8] [--requant-ggml on|off]
- *                  [--hot-experts off|auto|MiB] [--device-gib G] [--expert-counts FILE]`.
+ *                  [--hot-experts off|auto|MiB] [--device-gib G] [--expert-counts FILE]
+ *                  [--devices 0,1,...]`.
  *
  * Config only: when FILE is a .json file, or DIR holds a config.json and no .safetensors/.gguf
  * file, nothing is opened but the config: the report is the hyperparameters, the KV cache and
@@ -26,6 +27,10 @@
  * histogram: per MoE layer the share of its routes taken by its most routed 1, 5%, 10%, 25% and
  * 50% of experts, and, with --hot-experts, the share of all recorded routes the plan's hot
  * experts would take (chosen as the engine chooses them, every expert at the plan's size).
+ * --devices prices gpu.devices: the plan per device (gpu_plan_devices: the first takes the plan
+ * above, every other one hot experts only, --hot-experts each, auto from --device-gib each;
+ * "gpu_devices" in --json); with --expert-counts too, the hot experts placed over the devices
+ * (engine/model/hot_place.h) and each device's share of the recorded routes ("hot_devices").
  *
  * Runs on the main thread; output to stdout, errors to stderr.
  */
@@ -33,7 +38,9 @@
 
 #include "common/err.h"
 #include "engine/model/expert_counts.h"
+#include "engine/model/gpu_devices.h"
 #include "engine/model/gpu_plan.h"
+#include "engine/model/hot_place.h"
 #include "engine/weights/weights.h"
 
 #include <dirent.h>
@@ -135,7 +142,7 @@ static void usage(void)
             "         [--placement cpu|hybrid|gpu] [--gpu-expert-layers N] "
             "[--max-batch-tokens N] [--embed gpu|host] [--kv-b f32|bf16|fp8]\n"
             "         [--requant-ggml on|off] [--hot-experts off|auto|MiB] [--device-gib G]\n"
-            "         [--expert-counts FILE]\n");
+            "         [--expert-counts FILE] [--devices 0,1,...]\n");
 }
 
 static int ends_with(const char *s, const char *suf)
@@ -235,6 +242,30 @@ static int parse_int(const char *opt, const char *v, long long lo, long long hi,
     return 0;
 }
 
+static struct gpu_devices devices; /* --devices; n = 0: not given */
+
+/* --devices: the plan per device, as text or into root */
+static void devices_report(const struct gpu_plan *pl, const struct gpu_plan_params *pp,
+                           json_t *root)
+{
+    struct gpu_plan_dev d[GPU_DEVICES_MAX];
+    if (!devices.n || gpu_plan_devices(pl, pp, devices.id, devices.n, d, NULL)) return;
+    if (!root) {
+        char buf[4096];
+        gpu_plan_devices_format(d, devices.n, pl, "", buf, sizeof buf);
+        printf("\n%s", buf);
+        return;
+    }
+    json_t *a = json_array();
+    for (int i = 0; i < devices.n; i++)
+        json_array_append_new(a, json_pack("{s:i, s:b, s:I, s:f, s:f, s:f}", "device", d[i].device,
+                                           "primary", d[i].primary, "hot_experts",
+                                           (json_int_t)d[i].hot_experts, "hot_experts_bytes",
+                                           d[i].hot_experts_bytes, "hot_ws_bytes", d[i].hot_ws,
+                                           "total_bytes", d[i].total));
+    json_object_set_new(root, "gpu_devices", a);
+}
+
 /* the GPU plan for hp, or an error message (exit 1) */
 static int make_plan(const struct wt_hparams *hp, struct gpu_plan_params *pp, long long context,
                      struct gpu_plan *pl)
@@ -252,10 +283,49 @@ static int cmp_u64_desc(const void *a, const void *b)
     return x > y ? -1 : x < y;
 }
 
+/* --devices with --expert-counts: the hot experts placed over the devices as hot_place would
+ * (each device's budget: its hot experts in the per-device plan), and each device's share of the
+ * recorded routes ("hot_devices" in --json). */
+static void devices_counts(const struct expert_counts *c, const struct gpu_plan *pl,
+                           const struct gpu_plan_params *pp, const size_t *bytes, uint64_t total,
+                           json_t *root)
+{
+    const int M = ec_shape(c)->moe_layers, E = ec_shape(c)->n_expert;
+    struct gpu_plan_dev d[GPU_DEVICES_MAX];
+    double bud[GPU_DEVICES_MAX];
+    if (gpu_plan_devices(pl, pp, devices.id, devices.n, d, NULL)) return;
+    for (int i = 0; i < devices.n; i++) bud[i] = (double)d[i].hot_experts * pl->expert_bytes;
+    uint64_t *routes = malloc((size_t)M * E * sizeof *routes);
+    int8_t *dev = malloc((size_t)M * E);
+    struct hot_place hpl;
+    if (!routes || !dev) goto out;
+    ec_snapshot(c, routes);
+    if (hot_place(routes, bytes, M, E, bud, devices.n, dev, &hpl) < 0) goto out;
+    json_t *a = root ? json_array() : NULL;
+    if (!root)
+        printf("hot experts over %d devices: %d experts would take %.1f%% of these routes\n",
+               devices.n, hpl.chosen, total ? 100.0 * (double)hpl.routes / (double)total : 0.0);
+    for (int i = 0; i < devices.n; i++) {
+        double sh = total ? (double)hpl.dev_routes[i] / (double)total : 0.0;
+        if (!root)
+            printf("  device %-3d %6d experts  %5.1f%% of the routes\n", devices.id[i],
+                   hpl.count[i], 100.0 * sh);
+        else
+            json_array_append_new(a, json_pack("{s:i, s:i, s:I, s:f}", "device", devices.id[i],
+                                               "experts", hpl.count[i], "routes",
+                                               (json_int_t)hpl.dev_routes[i], "route_share", sh));
+    }
+    if (root) json_object_set_new(root, "hot_devices", a);
+out:
+    free(routes);
+    free(dev);
+}
+
 /* --expert-counts: the routing histogram of a counts file (text; JSON: "expert_counts"), and the
  * share of the recorded routes the plan's hot experts would take. 0, or 1 after a message. */
 static int expert_counts_report(const struct wt_hparams *hp, const char *file,
-                                const struct gpu_plan *pl, json_t *root)
+                                const struct gpu_plan *pl, const struct gpu_plan_params *pp,
+                                json_t *root)
 {
     char err[ERR_LEN] = "";
     struct expert_counts *c = NULL;
@@ -306,9 +376,10 @@ static int expert_counts_report(const struct wt_hparams *hp, const char *file,
         printf("  mean           %7.1f%% %7.1f%% %8.1f%% %8.1f%% %8.1f%%\n", 100 * all[0],
                100 * all[1], 100 * all[2], 100 * all[3], 100 * all[4]);
     struct ec_choice ch = {0};
+    if (bytes)
+        for (size_t i = 0; i < (size_t)M * E; i++) bytes[i] = (size_t)pl->expert_bytes;
     int have_hot = bytes && hot && pl->hot_experts_bytes > 0 && pl->expert_bytes > 0;
     if (have_hot) {
-        for (size_t i = 0; i < (size_t)M * E; i++) bytes[i] = (size_t)pl->expert_bytes;
         ec_choose_hot(c, bytes, pl->hot_experts_bytes, hot, &ch);
         if (!root)
             printf("hot experts: the plan's %lld experts would take %.1f%% of these routes "
@@ -316,6 +387,8 @@ static int expert_counts_report(const struct wt_hparams *hp, const char *file,
                    (long long)ch.chosen, total ? 100.0 * (double)ch.routes / (double)total : 0.0,
                    100.0 * ch.chosen / ((double)M * E));
     }
+    if (bytes && pl->expert_bytes > 0 && devices.n > 1)
+        devices_counts(c, pl, pp, bytes, total, root);
     if (root)
         json_object_set_new(root, "expert_counts",
                             json_pack("{s:s, s:I, s:o, s:i, s:f}", "file", file, "routes",
@@ -350,7 +423,8 @@ static int inspect_config(const char *path, const char *cfg, int as_json, long l
                       "config_only", 1, "hparams", hparams_json(&hp), "memory", "context",
                       (json_int_t)context, "kv_bytes_per_token", (json_int_t)kv_tok, "kv_bytes",
                       (json_int_t)(kv_tok * context), "gpu_plan", plan_json(&pl, pp));
-        if (counts && expert_counts_report(&hp, counts, &pl, root)) {
+        devices_report(&pl, pp, root);
+        if (counts && expert_counts_report(&hp, counts, &pl, pp, root)) {
             json_decref(root);
             return 1;
         }
@@ -369,7 +443,8 @@ static int inspect_config(const char *path, const char *cfg, int as_json, long l
     char buf[8192];
     gpu_plan_format(&pl, pp, "", buf, sizeof buf);
     printf("\n%s", buf);
-    return counts ? expert_counts_report(&hp, counts, &pl, NULL) : 0;
+    devices_report(&pl, pp, NULL);
+    return counts ? expert_counts_report(&hp, counts, &pl, pp, NULL) : 0;
 }
 
 int cmd_inspect(int argc, char **argv)
@@ -420,6 +495,12 @@ int cmd_inspect(int argc, char **argv)
         } else if (!strcmp(a, "--device-gib") && val) {
             if (parse_int("--device-gib", argv[++i], 1, 1 << 20, &v)) return 2;
             pp.device_bytes = (double)v * (1 << 30);
+        } else if (!strcmp(a, "--devices") && val) {
+            char e2[ERR_LEN];
+            if (gpu_devices_parse(argv[++i], 0, &devices, e2)) {
+                fprintf(stderr, "tandem inspect: --devices: %s\n", e2);
+                return 2;
+            }
         } else if (!strcmp(a, "--expert-counts") && val) {
             counts = argv[++i];
         } else if (!strcmp(a, "--requant-ggml") && val) {
@@ -567,6 +648,7 @@ int cmd_inspect(int argc, char **argv)
     if (tensors) json_object_set_new(root, "tensor_list", jt);
     else json_decref(jt);
     json_object_set_new(root, "gpu_plan", plan_json(&plan, &pp));
+    devices_report(&plan, &pp, root);
     /* kv_b as stored: one kv_b_proj, or llama.cpp's split attn_k_b + attn_v_b
      * (engine/weights/mla.c) */
     const char *mla = wt_kv_b_split(m, 0) ? "split" : "kv_b";
@@ -575,7 +657,7 @@ int cmd_inspect(int argc, char **argv)
 
     int crc = 0;
     if (as_json) {
-        if (counts) crc = expert_counts_report(hp, counts, &plan, root);
+        if (counts) crc = expert_counts_report(hp, counts, &plan, &pp, root);
         if (!crc) {
             json_dumpf(root, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
             fputc('\n', stdout);
@@ -631,7 +713,8 @@ int cmd_inspect(int argc, char **argv)
         char buf[8192];
         gpu_plan_format(&plan, &pp, "", buf, sizeof buf);
         printf("\n%s", buf);
-        if (counts) crc = expert_counts_report(hp, counts, &plan, NULL);
+        devices_report(&plan, &pp, NULL);
+        if (counts) crc = expert_counts_report(hp, counts, &plan, &pp, NULL);
     }
     json_decref(root);
     free(lp);

@@ -445,6 +445,15 @@ int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *
     pl->runtime = p->runtime_reserve;
     /* ---- hot experts: their blocks, and the expert op's workspace and buffers unless the
      * stream pool has them (one per layer: the blocks' rounding is under a page a layer) */
+    if (pl->moe_layers && E > 0 && eb > 0) { /* the same on a device of hot experts alone */
+        const double parts[] = {ws_moe, (double)T * D * 4, (double)max_pad * D * 4,
+                                (double)T * K * 4};
+        for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+            double g = parts[i] > ALLOC_BIG ? ALLOC_PAGE : ALLOC_SMALL;
+            pl->hot_ws_own += parts[i];
+            pl->hot_ws_own_rounding += ceil(parts[i] / g) * g - parts[i];
+        }
+    }
     if (p->hot_mode && pl->moe_layers && E > 0 && eb > 0) {
         if (!pl->stream)
             pl->hot_ws = al(pl, ws_moe) + al(pl, (double)T * D * 4) +
@@ -643,10 +652,8 @@ int gpu_plan_format(const struct gpu_plan *pl, const struct gpu_plan_params *p, 
     return (int)o.len;
 }
 
-void gpu_plan_log(const struct gpu_plan *pl, const struct gpu_plan_params *p)
+static void log_lines(char *buf)
 {
-    char buf[8192];
-    gpu_plan_format(pl, p, "", buf, sizeof buf);
     for (char *s = buf, *e; *s; s = e + 1) {
         e = strchr(s, '\n');
         if (!e) {
@@ -656,4 +663,91 @@ void gpu_plan_log(const struct gpu_plan *pl, const struct gpu_plan_params *p)
         *e = 0;
         LOG_INFO("gpu", "%s", s);
     }
+}
+
+void gpu_plan_log(const struct gpu_plan *pl, const struct gpu_plan_params *p)
+{
+    char buf[8192];
+    gpu_plan_format(pl, p, "", buf, sizeof buf);
+    log_lines(buf);
+}
+
+/* ---------------------------------------------------------------- several devices */
+
+int gpu_plan_devices(const struct gpu_plan *pl0, const struct gpu_plan_params *p, const int *ids,
+                     int n, struct gpu_plan_dev *out, char *err)
+{
+    if (n < 1 || n > 16) return err_set(err, ERR_INVAL, "gpu plan: %d devices (1..16)", n);
+    memset(out, 0, (size_t)n * sizeof *out);
+    out[0].device = ids[0];
+    out[0].primary = 1;
+    out[0].hot_experts_bytes = pl0->hot_experts_bytes;
+    out[0].hot_experts = pl0->hot_experts;
+    out[0].hot_ws = pl0->hot_ws;
+    out[0].rounding = pl0->rounding;
+    out[0].runtime = pl0->runtime;
+    out[0].total = pl0->total;
+    const double eb = pl0->expert_bytes;
+    int64_t left = pl0->routed_experts - pl0->hot_experts; /* no expert is hot twice */
+    for (int i = 1; i < n; i++) {
+        struct gpu_plan_dev *d = &out[i];
+        d->device = ids[i];
+        d->runtime = p->runtime_reserve;
+        if (p->hot_mode && eb > 0 && pl0->routed_experts > 0) {
+            d->hot_ws = pl0->hot_ws_own;
+            d->rounding = pl0->hot_ws_own_rounding;
+            double hb = p->hot_mode == 2 ? p->hot_bytes : 0;
+            if (p->hot_mode == 1 && p->device_bytes > 0) {
+                double rest = d->hot_ws + d->rounding + d->runtime + 512.0 * MIB;
+                hb = p->device_bytes > rest ? floor((p->device_bytes - rest) / eb) * eb : 0;
+            }
+            int64_t k = (int64_t)floor(hb / eb);
+            if (k > left) k = left > 0 ? left : 0;
+            left -= k;
+            d->hot_experts = k;
+            d->hot_experts_bytes = (double)k * eb;
+            if (!k) d->hot_ws = d->rounding = 0; /* nothing to compute there */
+        }
+        d->total = d->hot_experts_bytes + d->hot_ws + d->rounding + d->runtime;
+    }
+    return 0;
+}
+
+int gpu_plan_devices_format(const struct gpu_plan_dev *d, int n, const struct gpu_plan *pl0,
+                            const char *ind, char *buf, size_t len)
+{
+    struct out o = {.buf = buf, .n = len, .len = 0};
+    if (len) buf[0] = 0;
+    if (!ind) ind = "";
+    int64_t hot = 0;
+    for (int i = 0; i < n; i++) hot += d[i].hot_experts;
+    put(&o, "%sGPU plan per device (%d device%s, %lld hot experts in all):\n", ind, n,
+        n == 1 ? "" : "s", (long long)hot);
+    for (int i = 0; i < n; i++) {
+        if (d[i].primary)
+            put(&o,
+                "%s  device %-3d %8.2f GiB  primary: the plan above (attention, dense layers, "
+                "shared experts, router, KV cache, work buffers), %lld hot experts\n",
+                ind, d[i].device, d[i].total / GIB, (long long)d[i].hot_experts);
+        else if (d[i].hot_experts_bytes > 0 || d[i].hot_ws > 0)
+            put(&o,
+                "%s  device %-3d %8.2f GiB  hot experts only: %lld (%.2f GiB at %.1f MiB each), "
+                "expert op workspace and buffers %.0f MiB, runtime %.2f GiB\n",
+                ind, d[i].device, d[i].total / GIB, (long long)d[i].hot_experts,
+                d[i].hot_experts_bytes / GIB, pl0->expert_bytes / MIB, d[i].hot_ws / MIB,
+                d[i].runtime / GIB);
+        else
+            put(&o,
+                "%s  device %-3d %8.2f GiB  nothing but its runtime (gpu.hot_experts off, or no "
+                "expert left for it)\n",
+                ind, d[i].device, d[i].total / GIB);
+    }
+    return (int)o.len;
+}
+
+void gpu_plan_devices_log(const struct gpu_plan_dev *d, int n, const struct gpu_plan *pl0)
+{
+    char buf[4096];
+    gpu_plan_devices_format(d, n, pl0, "", buf, sizeof buf);
+    log_lines(buf);
 }

@@ -132,13 +132,16 @@ struct gpu_plan {
     int moe_layers, gpu_expert_layers;
     int64_t max_k, max_n; /* widest FP8 linear on the device (scratch sizing) */
     double stream_size, stream_slots, stream_ws; /* the streaming pool's size and parts */
-    int stream_group;         /* experts of stream_expert_type per staging slot */
-    double hot_experts_bytes; /* the hot experts themselves */
-    double hot_ws;            /* the expert op's workspace and buffers (0 when the stream pool
-                                 counts them) */
-    double expert_bytes;      /* one routed expert of stream_expert_type on the device */
-    int64_t hot_experts;      /* whole experts hot_experts_bytes holds */
-    int64_t routed_experts;   /* moe_layers x n_routed */
+    int stream_group;           /* experts of stream_expert_type per staging slot */
+    double hot_experts_bytes;   /* the hot experts themselves */
+    double hot_ws;              /* the expert op's workspace and buffers (0 when the stream pool
+                                   counts them) */
+    double hot_ws_own;          /* the expert op's workspace and buffers on their own (a
+                                   device of hot experts alone, gpu_plan_devices) */
+    double hot_ws_own_rounding; /* their cudaMalloc rounding */
+    double expert_bytes;        /* one routed expert of stream_expert_type on the device */
+    int64_t hot_experts;        /* whole experts hot_experts_bytes holds */
+    int64_t routed_experts;     /* moe_layers x n_routed */
 };
 
 /* Defaults: hybrid, FP8 linears (GGML ones re-quantized), kv_b FP8, embeddings on the host (what
@@ -162,6 +165,33 @@ int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *
  * fits or the KV stays on the host (then check gpu_plan_compute's total). */
 int64_t gpu_plan_kv_tokens_fit(const struct wt_hparams *hp, const struct gpu_plan_params *p,
                                double budget);
+
+/* The plan per device of gpu.devices (docs/gpu.md, "Several GPUs"). The first device is the
+ * primary one and takes the whole plan of gpu_plan_compute (pl0, computed by the caller); every
+ * other device holds only hot experts: with hot_mode 2 the given hot_bytes each (in whole experts),
+ * with hot_mode 1 what device_bytes leaves after its own pools and the 512 MiB margin, in whole
+ * experts; and, with hot_mode on, the routed-expert op's workspace and its two
+ * [max_batch_tokens][hidden] fp32 buffers (the hidden states copied in, the outputs copied back),
+ * plus runtime_reserve (the CUDA context; NCCL's own buffers are not counted). The devices take hot
+ * experts in list order until every routed expert is hot (no expert is hot twice). With hot_mode 0
+ * such a device holds nothing but its context. */
+struct gpu_plan_dev {
+    int device;  /* CUDA ordinal */
+    int primary; /* 1: the first device (pl0) */
+    double hot_experts_bytes;
+    int64_t hot_experts; /* whole experts */
+    double hot_ws;       /* the expert op's workspace and buffers */
+    double rounding, runtime;
+    double total;
+};
+/* ERR_INVAL when n < 1 or above 16. */
+int gpu_plan_devices(const struct gpu_plan *pl0, const struct gpu_plan_params *p, const int *ids,
+                     int n, struct gpu_plan_dev *out, char *err);
+/* One header line and one line per device (each starting with indent). */
+int gpu_plan_devices_format(const struct gpu_plan_dev *d, int n, const struct gpu_plan *pl0,
+                            const char *indent, char *buf, size_t len);
+/* Log it at info level (tag "gpu"). */
+void gpu_plan_devices_log(const struct gpu_plan_dev *d, int n, const struct gpu_plan *pl0);
 
 /* "cpu" | "hybrid" | "gpu" -> placement; -1 if unknown. */
 int gpu_placement_parse(const char *s);

@@ -11,11 +11,15 @@
  *   - the tiny and v3-slice presets' shapes give sane values; bad params are refused;
  *   - `tandem inspect` on a directory holding only config.json, and on the bare file, prints the
  *     plan (text and --json), takes --placement / --gpu-expert-layers / --context, and refuses
- *     bad values and garbage configs with a non-zero exit.
+ *     bad values and garbage configs with a non-zero exit;
+ *   - the plan per device (gpu_plan_devices): the first device's is the plan, the others hold
+ *     their runtime alone (hot experts off), or with auto as many whole experts as fit each
+ *     device less the margin, or a given size each.
  */
 #include "check.h"
 
 #include "common/err.h"
+#include "engine/model/expert_counts.h"
 #include "engine/model/gpu_plan.h"
 
 #include <jansson.h>
@@ -526,9 +530,81 @@ static void inspect(void)
     CHECK_EQ(st, 0);
     CHECK_CONTAINS(out, "nothing on the GPU");
     free(out);
+    /* --devices: the plan per device, text and JSON */
+    snprintf(cmd, sizeof cmd,
+             "'%s' inspect '%s' --context 32768 --hot-experts auto --device-gib 80 "
+             "--devices 0,1 2>&1",
+             bin, cfg);
+    out = run(cmd, &st);
+    CHECK_EQ(st, 0);
+    CHECK_CONTAINS(out, "GPU plan per device (2 devices");
+    CHECK_CONTAINS(out, "hot experts only");
+    free(out);
+    snprintf(cmd, sizeof cmd,
+             "'%s' inspect '%s' --json --hot-experts 1024 --devices 2,0,1 2>/dev/null", bin, cfg);
+    out = run(cmd, &st);
+    CHECK_EQ(st, 0);
+    j = json_loads(out, 0, NULL);
+    CHECK(j);
+    json_t *ds = json_object_get(j, "gpu_devices");
+    CHECK_EQ(json_array_size(ds), 3);
+    CHECK_EQ(json_integer_value(json_object_get(json_array_get(ds, 0), "device")), 2);
+    CHECK(json_is_true(json_object_get(json_array_get(ds, 0), "primary")));
+    CHECK_EQ(json_integer_value(json_object_get(json_array_get(ds, 2), "hot_experts")), 43);
+    json_decref(j);
+    free(out);
+    /* --devices with --expert-counts: the hot experts placed over the devices, each device's
+     * share of a skewed routing histogram; the two equal devices near each other */
+    {
+        struct wt_hparams hv;
+        load_v3(&hv);
+        struct expert_counts *ec = NULL;
+        char e2[ERR_LEN], counts[512];
+        CHECK_EQ(ec_create(&hv, &ec, e2), 0);
+        unsigned long long z = 12345;
+        int32_t ids[1024];
+        for (int r = 0; r < ec_shape(ec)->moe_layers; r++)
+            for (int k = 0; k < 8; k++) {
+                for (int i = 0; i < 1024; i++) {
+                    z = z * 6364136223846793005ull + 1442695040888963407ull;
+                    double u = (double)(z >> 11) * 0x1.0p-53;
+                    ids[i] = (int32_t)(256 * u * u * u); /* expert 0 most routed */
+                }
+                ec_add(ec, r, ids, 1024);
+            }
+        snprintf(counts, sizeof counts, "%s/counts", root);
+        CHECK_EQ(ec_save(ec, counts, e2), 0);
+        ec_destroy(ec);
+        snprintf(cmd, sizeof cmd,
+                 "'%s' inspect '%s' --json --context 32768 --hot-experts auto --device-gib 80 "
+                 "--devices 0,1,2 --expert-counts '%s' 2>/dev/null",
+                 bin, cfg, counts);
+        out = run(cmd, &st);
+        CHECK_EQ(st, 0);
+        j = json_loads(out, 0, NULL);
+        CHECK(j);
+        json_t *hd = json_object_get(j, "hot_devices");
+        CHECK_EQ(json_array_size(hd), 3);
+        double sh[3], all = 0;
+        long long experts = 0;
+        for (int i = 0; i < 3; i++) {
+            json_t *e = json_array_get(hd, (size_t)i);
+            sh[i] = json_real_value(json_object_get(e, "route_share"));
+            experts += json_integer_value(json_object_get(e, "experts"));
+            all += sh[i];
+        }
+        CHECK_EQ(experts, 2572 + 2 * 3408); /* the per-device plan's hot experts */
+        CHECK(all > 0.5 && all <= 1.0);
+        CHECK(fabs(sh[1] - sh[2]) < 0.01);
+        printf("inspect --devices 0,1,2 --expert-counts: route shares %.3f %.3f %.3f\n", sh[0],
+               sh[1], sh[2]);
+        json_decref(j);
+        free(out);
+    }
     /* bad values */
-    const char *bad[] = {"--placement auto", "--placement", "--gpu-expert-layers -1",
-                         "--gpu-expert-layers x", "--context 0"};
+    const char *bad[] = {"--placement auto",      "--placement",  "--gpu-expert-layers -1",
+                         "--gpu-expert-layers x", "--context 0",  "--devices 0,0",
+                         "--devices -1",          "--devices x,1"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(cmd, sizeof cmd, "'%s' inspect '%s' %s 2>&1", bin, cfg, bad[i]);
         free(run(cmd, &st));
@@ -602,6 +678,70 @@ static void v3_ggml(const struct wt_hparams *hp)
     CHECK_EQ(gpu_plan_compute(hp, &q, &b, err), ERR_INVAL);
 }
 
+/* gpu_plan_devices: the first device takes the whole plan, the others hot experts alone */
+static void devices(const struct wt_hparams *hp)
+{
+    struct gpu_plan_params p;
+    struct gpu_plan pl;
+    struct gpu_plan_dev d[16];
+    char err[ERR_LEN], buf[4096];
+    const int ids[] = {0, 1, 3, 2};
+    const double MiB = 1024.0 * 1024.0, GiB = 1024.0 * MiB;
+    gpu_plan_defaults(&p);
+    p.kv_tokens = 32768;
+    /* one device: the plan itself */
+    CHECK_EQ(gpu_plan_compute(hp, &p, &pl, err), 0);
+    CHECK_EQ(gpu_plan_devices(&pl, &p, ids, 1, d, err), 0);
+    CHECK(d[0].primary && d[0].device == 0 && d[0].total == pl.total);
+    /* hot experts off: the others hold their runtime alone */
+    CHECK_EQ(gpu_plan_devices(&pl, &p, ids, 4, d, err), 0);
+    for (int i = 1; i < 4; i++) {
+        CHECK(!d[i].primary && d[i].device == ids[i]);
+        CHECK(d[i].total == p.runtime_reserve && d[i].hot_experts == 0);
+    }
+    /* auto on 80 GiB devices: each fits with the margin, in whole experts, and holds more hot
+     * experts than the primary device */
+    p.hot_mode = 1;
+    p.device_bytes = 80 * GiB;
+    CHECK_EQ(gpu_plan_compute(hp, &p, &pl, err), 0);
+    CHECK_EQ(gpu_plan_devices(&pl, &p, ids, 4, d, err), 0);
+    CHECK(d[0].total == pl.total && d[0].hot_experts == pl.hot_experts);
+    for (int i = 1; i < 4; i++) {
+        CHECK(d[i].total <= p.device_bytes - 512 * MiB);
+        CHECK(d[i].total > p.device_bytes - 512 * MiB - pl.expert_bytes);
+        CHECK(d[i].hot_experts_bytes == (double)d[i].hot_experts * pl.expert_bytes);
+        CHECK(d[i].hot_experts > pl.hot_experts);
+        CHECK(d[i].hot_ws == pl.hot_ws_own && d[i].hot_ws > 0);
+    }
+    /* eight devices hold every expert once, no more */
+    const int ids8[] = {0, 1, 2, 3, 4, 5, 6, 7};
+    struct gpu_plan_dev d8[8];
+    CHECK_EQ(gpu_plan_devices(&pl, &p, ids8, 8, d8, err), 0);
+    int64_t all = 0;
+    for (int i = 0; i < 8; i++) {
+        all += d8[i].hot_experts;
+        CHECK(d8[i].hot_experts_bytes == (double)d8[i].hot_experts * pl.expert_bytes);
+    }
+    CHECK_EQ(all, pl.routed_experts);
+    CHECK_EQ(d8[7].hot_experts, 0);
+    CHECK(d8[7].total == p.runtime_reserve); /* nothing left to hold: no workspace either */
+    int n = gpu_plan_devices_format(d, 4, &pl, "  ", buf, sizeof buf);
+    CHECK(n > 0 && (size_t)n < sizeof buf);
+    CHECK_CONTAINS(buf, "device 3");
+    CHECK_CONTAINS(buf, "hot experts only");
+    printf("%s", buf);
+    /* a given size: that many bytes (in whole experts) on each other device */
+    p.hot_mode = 2;
+    p.hot_bytes = 4096 * MiB;
+    CHECK_EQ(gpu_plan_compute(hp, &p, &pl, err), 0);
+    CHECK_EQ(gpu_plan_devices(&pl, &p, ids, 2, d, err), 0);
+    CHECK(d[1].hot_experts_bytes == (double)d[1].hot_experts * pl.expert_bytes);
+    CHECK(d[1].hot_experts_bytes <= p.hot_bytes);
+    CHECK_EQ(d[1].hot_experts, (int64_t)(p.hot_bytes / pl.expert_bytes));
+    CHECK_EQ(gpu_plan_devices(&pl, &p, ids, 0, d, err), ERR_INVAL);
+    CHECK_EQ(gpu_plan_devices(&pl, &p, ids, 17, d, err), ERR_INVAL);
+}
+
 int main(void)
 {
     struct wt_hparams hp;
@@ -611,6 +751,7 @@ int main(void)
     monotone(&hp);
     presets();
     inspect();
+    devices(&hp);
     printf("gpu plan ok\n");
     return 0;
 }

@@ -47,6 +47,8 @@ has() { local s; for s in "${steps[@]}"; do [ "$s" = "$1" ] && return 0; done; r
 out=${OUT:-$PWD/gpu-out}
 mkdir -p "$out"
 [ -f .gpudeps/env.sh ] && [ -z "${PKG_CONFIG_SYSROOT_DIR:-}" ] && source .gpudeps/env.sh
+# binaries packed by scripts/pack-ibin.sh (build-ibin/ itself is too large to carry with .gpunode)
+[ -d build-ibin ] || [ ! -f build-pack/ibin.tar.xz ] || tar -xJf build-pack/ibin.tar.xz
 export PATH=/usr/local/cuda/bin:$PATH
 
 device=$(nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem \

@@ -167,8 +167,8 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         gpu_devices_format(&devs, list, sizeof list);
         if (!gpu_comm_available()) {
             rc = err_set(err, ERR_CONFIG,
-                         "gpu.devices = %s: several devices need NCCL, and this build has none "
-                         "(libnccl was not found when it was configured)",
+                         "gpu.devices = %s: several devices need NCCL: this build has none, or "
+                         "libnccl.so.2 could not be opened",
                          list);
             goto fail;
         }

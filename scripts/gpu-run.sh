@@ -174,7 +174,7 @@ if has nccl; then
   : > "$log"
   export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib64
   { [ -f build-gpu/build.ninja ] || meson setup build-gpu -Dcuda=enabled -Dui=false -Dwerror=true; } > "$out/nccl-build.log" 2>&1
-  grep -h -E 'NCCL not found|Library nccl found|Has header "nccl.h"' build-gpu/meson-logs/meson-log.txt |
+  grep -h -E 'nccl.h not found|Has header "nccl.h"' build-gpu/meson-logs/meson-log.txt |
       tail -3 | tee -a "$log"
   nsum=()
   if ninja -C build-gpu tests/gpu/test_nccl tests/engine/test_gpu_devices >> "$out/nccl-build.log" 2>&1; then

@@ -7,7 +7,43 @@
 
 #ifdef TANDEM_NCCL
 #include <cuda_runtime_api.h>
+#include <dlfcn.h>
 #include <nccl.h>
+#include <pthread.h>
+
+/* libnccl (~220 MB, not always installed beside the CUDA runtime) is opened on first use rather
+ * than linked, so the daemon starts without it and only a gpu.devices list of several devices
+ * needs it. The table is process-wide, filled once under pthread_once and never changed. */
+static struct {
+    int ok;
+    ncclResult_t (*init_all)(ncclComm_t *, int, const int *);
+    ncclResult_t (*destroy)(ncclComm_t);
+    ncclResult_t (*group_start)(void);
+    ncclResult_t (*group_end)(void);
+    ncclResult_t (*all_reduce)(const void *, void *, size_t, ncclDataType_t, ncclRedOp_t,
+                               ncclComm_t, cudaStream_t);
+    ncclResult_t (*broadcast)(const void *, void *, size_t, ncclDataType_t, int, ncclComm_t,
+                              cudaStream_t);
+    const char *(*error_string)(ncclResult_t);
+} nccl;
+static pthread_once_t nccl_once = PTHREAD_ONCE_INIT;
+
+static void nccl_open(void)
+{
+    void *h = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+    if (!h) h = dlopen("libnccl.so", RTLD_NOW | RTLD_LOCAL);
+    if (!h) return;
+    *(void **)&nccl.init_all = dlsym(h, "ncclCommInitAll");
+    *(void **)&nccl.destroy = dlsym(h, "ncclCommDestroy");
+    *(void **)&nccl.group_start = dlsym(h, "ncclGroupStart");
+    *(void **)&nccl.group_end = dlsym(h, "ncclGroupEnd");
+    *(void **)&nccl.all_reduce = dlsym(h, "ncclAllReduce");
+    *(void **)&nccl.broadcast = dlsym(h, "ncclBroadcast");
+    *(void **)&nccl.error_string = dlsym(h, "ncclGetErrorString");
+    nccl.ok = nccl.init_all && nccl.destroy && nccl.group_start && nccl.group_end &&
+              nccl.all_reduce && nccl.broadcast && nccl.error_string;
+    if (!nccl.ok) dlclose(h);
+}
 
 struct gpu_comm {
     int n;
@@ -15,11 +51,19 @@ struct gpu_comm {
     ncclComm_t *comm;
 };
 
-int gpu_comm_available(void) { return 1; }
+int gpu_comm_available(void)
+{
+    pthread_once(&nccl_once, nccl_open);
+    return nccl.ok;
+}
 
 int gpu_comm_create(const int *devices, int n, struct gpu_comm **out, char *err)
 {
     *out = NULL;
+    if (!gpu_comm_available())
+        return err_set(err, ERR_UNSUPPORTED,
+                       "gpu comm: libnccl.so.2 could not be opened (NCCL is not installed "
+                       "where the dynamic loader looks: add its folder to LD_LIBRARY_PATH)");
     int have = 0;
     if (cudaGetDeviceCount(&have) != cudaSuccess) {
         (void)cudaGetLastError();
@@ -47,14 +91,14 @@ int gpu_comm_create(const int *devices, int n, struct gpu_comm **out, char *err)
     setenv("NCCL_NVLS_ENABLE", "0", 1); /* NVLink multicast off */
     int cur = 0;
     (void)cudaGetDevice(&cur);
-    ncclResult_t r = ncclCommInitAll(c->comm, n, c->dev);
+    ncclResult_t r = nccl.init_all(c->comm, n, c->dev);
     (void)cudaSetDevice(cur);
     if (r != ncclSuccess) {
         free(c->comm);
         c->comm = NULL;
         gpu_comm_destroy(c);
         return err_set(err, ERR_CUDA, "gpu comm: ncclCommInitAll over %d device%s: %s", n,
-                       n == 1 ? "" : "s", ncclGetErrorString(r));
+                       n == 1 ? "" : "s", nccl.error_string(r));
     }
     *out = c;
     return 0;
@@ -65,7 +109,7 @@ void gpu_comm_destroy(struct gpu_comm *c)
     if (!c) return;
     if (c->comm)
         for (int i = 0; i < c->n; i++)
-            if (c->comm[i]) ncclCommDestroy(c->comm[i]);
+            if (c->comm[i]) nccl.destroy(c->comm[i]);
     free(c->comm);
     free(c->dev);
     free(c);
@@ -80,7 +124,7 @@ static int group(struct gpu_comm *c, int op, const float *const *send, float *co
 {
     int cur = 0;
     (void)cudaGetDevice(&cur);
-    ncclResult_t r = ncclGroupStart(), r2;
+    ncclResult_t r = nccl.group_start(), r2;
     for (int i = 0; r == ncclSuccess && i < c->n; i++) {
         cudaStream_t s = streams ? (cudaStream_t)streams[i] : NULL;
         if (cudaSetDevice(c->dev[i]) != cudaSuccess) {
@@ -88,16 +132,16 @@ static int group(struct gpu_comm *c, int op, const float *const *send, float *co
             r = ncclUnhandledCudaError;
             break;
         }
-        r = op == 0 ? ncclAllReduce(send[i], recv[i], count, ncclFloat32, ncclSum, c->comm[i], s)
-                    : ncclBroadcast(send ? send[i] : NULL, recv[i], count, ncclFloat32, root,
-                                    c->comm[i], s);
+        r = op == 0 ? nccl.all_reduce(send[i], recv[i], count, ncclFloat32, ncclSum, c->comm[i], s)
+                    : nccl.broadcast(send ? send[i] : NULL, recv[i], count, ncclFloat32, root,
+                                     c->comm[i], s);
     }
-    r2 = ncclGroupEnd();
+    r2 = nccl.group_end();
     (void)cudaSetDevice(cur);
     if (r == ncclSuccess) r = r2;
     if (r != ncclSuccess)
         return err_set(err, ERR_CUDA, "gpu comm: %s of %zu floats: %s",
-                       op == 0 ? "all-reduce" : "broadcast", count, ncclGetErrorString(r));
+                       op == 0 ? "all-reduce" : "broadcast", count, nccl.error_string(r));
     return 0;
 }
 
@@ -129,7 +173,7 @@ int gpu_comm_create(const int *devices, int n, struct gpu_comm **out, char *err)
     (void)n;
     *out = NULL;
     return err_set(err, ERR_UNSUPPORTED,
-                   "gpu comm: this build has no NCCL (libnccl was not found when it was "
+                   "gpu comm: this build has no NCCL (nccl.h was not found when it was "
                    "configured%s)",
 #ifdef TANDEM_CUDA
                    ""

@@ -4,9 +4,10 @@
  * rank i is devices[i]) after setting NCCL_NVLS_ENABLE=0 (NVLink multicast stays off); all-reduce
  * (sum) and broadcast of fp32 buffers run as one NCCL group over every rank, each rank's
  * operation enqueued on the stream the caller gives for it (the call returns once they are
- * enqueued; the caller synchronizes those streams). A build without NCCL (libnccl not found
- * when it was configured, or no CUDA) has gpu_comm_available() == 0 and gpu_comm_create fails
- * with ERR_UNSUPPORTED saying so.
+ * enqueued; the caller synchronizes those streams). NCCL is not linked: a CUDA build with
+ * nccl.h opens libnccl.so.2 on first use (gpu_comm_available says whether it could); a build
+ * without the header, or without CUDA, has gpu_comm_available() == 0. Either way gpu_comm_create
+ * then fails with ERR_UNSUPPORTED saying why.
  * Threads: create and destroy on one owner thread (create sets an environment variable: call it
  * before other threads read the environment); the collectives from one thread at a time per
  * communicator. Each call leaves the calling thread's current CUDA device as it found it.
@@ -19,7 +20,7 @@
 
 struct gpu_comm;
 
-/* 1 when this build has NCCL. */
+/* 1 when this build has NCCL and libnccl.so.2 could be opened (thread-safe; opens it once). */
 int gpu_comm_available(void);
 
 /* n >= 1 distinct devices that exist. ERR_INVAL (bad list: a device missing, a duplicate),

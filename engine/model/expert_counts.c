@@ -518,15 +518,9 @@ int ec_autosave_stop(struct expert_counts *c, char *err)
 
 /* ---------------------------------------------------------------- the hot-set choice */
 
-struct cand {
-    uint64_t routes;
-    size_t bytes;
-    int row, e;
-};
-
-static int cmp_cand(const void *a, const void *b)
+int ec_cand_cmp(const void *a, const void *b)
 {
-    const struct cand *x = a, *y = b;
+    const struct ec_cand *x = a, *y = b;
     /* routes per byte, most first: x.routes / x.bytes vs y.routes / y.bytes */
     long double l = (long double)x->routes * (long double)y->bytes;
     long double r = (long double)y->routes * (long double)x->bytes;
@@ -542,7 +536,7 @@ int ec_choose_hot(const struct expert_counts *c, const size_t *bytes, double bud
     const size_t N = (size_t)M * E;
     memset(out, 0, sizeof *out);
     memset(hot, 0, N);
-    struct cand *cd = malloc(N * sizeof *cd);
+    struct ec_cand *cd = malloc(N * sizeof *cd);
     if (!cd) return ERR_NOMEM;
     size_t nc = 0;
     for (int r = 0; r < M; r++)
@@ -551,11 +545,11 @@ int ec_choose_hot(const struct expert_counts *c, const size_t *bytes, double bud
             uint64_t k = ld(&c->cnt[i]);
             out->total += k;
             if (!bytes[i]) continue;
-            cd[nc++] = (struct cand){.routes = k, .bytes = bytes[i], .row = r, .e = e};
+            cd[nc++] = (struct ec_cand){.routes = k, .bytes = bytes[i], .row = r, .e = e};
         }
     out->candidates = (int)nc;
     out->from_counts = out->total > 0;
-    qsort(cd, nc, sizeof *cd, cmp_cand);
+    qsort(cd, nc, sizeof *cd, ec_cand_cmp);
     double left = budget;
     for (size_t i = 0; i < nc; i++) {
         if ((double)cd[i].bytes > left) continue;

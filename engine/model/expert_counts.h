@@ -93,6 +93,15 @@ int ec_autosave_start(struct expert_counts *c, const char *path, int period_ms, 
  * no autosave runs. */
 int ec_autosave_stop(struct expert_counts *c, char *err);
 
+/* A candidate of the hot-set choice and the choice's order: routes per byte, most first; then
+ * expert id; then row (ec_choose_hot and hot_place, its several-GPU form, sort by it). */
+struct ec_cand {
+    uint64_t routes;
+    size_t bytes;
+    int row, e;
+};
+int ec_cand_cmp(const void *a, const void *b); /* a qsort comparator of struct ec_cand */
+
 /* The hot-set choice (see above). bytes[row * n_expert + e]: the device bytes expert e of that
  * row would take, 0 when it cannot be hot. Writes hot[row * n_expert + e] = 1 for the chosen, 0
  * for the rest; fills *out. Returns the number chosen (0 when nothing fits; ERR_NOMEM). */

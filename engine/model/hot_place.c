@@ -1,27 +1,11 @@
 /* hot_place.c - hot experts placed over several GPUs (see hot_place.h). */
 #include "engine/model/hot_place.h"
+#include "engine/model/expert_counts.h"
 
 #include "common/err.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-struct cand {
-    uint64_t routes;
-    size_t bytes;
-    int row, e;
-};
-
-/* ec_choose_hot's order (expert_counts.c): routes per byte, most first; expert id; row */
-static int cmp_cand(const void *a, const void *b)
-{
-    const struct cand *x = a, *y = b;
-    long double l = (long double)x->routes * (long double)y->bytes;
-    long double r = (long double)y->routes * (long double)x->bytes;
-    if (l != r) return l > r ? -1 : 1;
-    if (x->e != y->e) return x->e < y->e ? -1 : 1;
-    return x->row < y->row ? -1 : x->row > y->row;
-}
 
 int hot_place(const uint64_t *routes, const size_t *bytes, int rows, int n_expert,
               const double *budget, int n_dev, int8_t *dev, struct hot_place *out)
@@ -31,7 +15,7 @@ int hot_place(const uint64_t *routes, const size_t *bytes, int rows, int n_exper
     const size_t N = (size_t)rows * (size_t)n_expert;
     out->n_dev = n_dev;
     memset(dev, -1, N);
-    struct cand *cd = malloc((N ? N : 1) * sizeof *cd);
+    struct ec_cand *cd = malloc((N ? N : 1) * sizeof *cd);
     if (!cd) return ERR_NOMEM;
     size_t nc = 0;
     for (int r = 0; r < rows; r++)
@@ -39,10 +23,10 @@ int hot_place(const uint64_t *routes, const size_t *bytes, int rows, int n_exper
             size_t i = (size_t)r * n_expert + e;
             out->total += routes[i];
             if (!bytes[i]) continue;
-            cd[nc++] = (struct cand){.routes = routes[i], .bytes = bytes[i], .row = r, .e = e};
+            cd[nc++] = (struct ec_cand){.routes = routes[i], .bytes = bytes[i], .row = r, .e = e};
         }
     out->candidates = (int)nc;
-    qsort(cd, nc, sizeof *cd, cmp_cand);
+    qsort(cd, nc, sizeof *cd, ec_cand_cmp) /* ec_choose_hot's order */;
     double left[HOT_PLACE_MAX_DEV];
     for (int d = 0; d < n_dev; d++) left[d] = budget[d];
     for (size_t i = 0; i < nc; i++) {

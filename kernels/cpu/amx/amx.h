@@ -52,31 +52,6 @@ static inline void amx_tiles_config(int kbytes)
     cpuq__amx_kbytes = kbytes;
 }
 
-/* r[k] <- dword k of every r[t] (16 x 16 dwords) */
-static inline __attribute__((always_inline)) void amx_transpose16(__m512i r[16])
-{
-    __m512i t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    for (int h = 0; h < 16; h += 8)
-        for (int i = 0; i < 4; i++) {
-            t[h + i] = _mm512_shuffle_i32x4(r[h + i], r[h + i + 4], 0x88);
-            t[h + i + 4] = _mm512_shuffle_i32x4(r[h + i], r[h + i + 4], 0xdd);
-        }
-    for (int i = 0; i < 8; i++) {
-        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
-        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
-    }
-}
-
 /* Multi-token kernels (struct cpuq_type_ops.mul_mat); below AMX_MIN_TOK tokens they call the
  * avx512 column's kernel (cpuq__amx_small). amx/kquants.c: Q4_K, Q5_K, Q6_K, IQ4_XS; amx/q8_0.c:
  * Q8_0; amx/kquants16.c: the first Q4_K/Q5_K kernel (one 16-token tile per weight unpack). */

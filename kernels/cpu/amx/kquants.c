@@ -69,7 +69,7 @@ static void pack_tokens(const char *act, size_t ab, int nt, int64_t s0, int ns, 
                 r[t] = t < nt ? _mm512_loadu_si512(base + (size_t)t * ab +
                                                    offsetof(struct block_q8_K, qs) + 64 * c)
                               : _mm512_setzero_si512();
-            amx_transpose16(r);
+            avx512_transpose16(r);
             for (int k = 0; k < 16; k++) _mm512_store_si512(q[s][c][k], r[k]);
         }
         if (!mins) continue;

@@ -57,7 +57,7 @@ static void pack_tokens(const char *act, size_t ab, int nt, int64_t b0, int nb,
             da[b][t] = avx512_f16(x[0].d);
             if (two) da[b + 1][t] = avx512_f16(x[1].d);
         }
-        amx_transpose16(r);
+        avx512_transpose16(r);
         for (int k = 0; k < 8; k++) _mm512_store_si512(q[b][k], r[k]);
         if (two)
             for (int k = 0; k < 8; k++) _mm512_store_si512(q[b + 1][k], r[8 + k]);

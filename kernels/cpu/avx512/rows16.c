@@ -34,31 +34,6 @@ struct w16 {
     float d[16], dmin[16];
 };
 
-/* r[k] <- dword k of every r[t] (16 x 16 dwords) */
-AVX512_INLINE void transpose16(__m512i r[16])
-{
-    __m512i t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    for (int h = 0; h < 16; h += 8)
-        for (int i = 0; i < 4; i++) {
-            t[h + i] = _mm512_shuffle_i32x4(r[h + i], r[h + i + 4], 0x88);
-            t[h + i + 4] = _mm512_shuffle_i32x4(r[h + i], r[h + i + 4], 0xdd);
-        }
-    for (int i = 0; i < 8; i++) {
-        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
-        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
-    }
-}
-
 AVX512_INLINE int32_t rd32(const void *p)
 {
     int32_t v;
@@ -104,7 +79,7 @@ AVX512_INLINE void unpack_q45k(int q5, const void *const rows[16], int64_t s, st
                 r[i] = _mm512_or_si512(r[i], _mm512_slli_epi16(hb, 4));
             }
         }
-        transpose16(r);
+        avx512_transpose16(r);
         for (int k = 0; k < 16; k++) _mm512_store_si512(W->q[16 * c + k], r[k]);
     }
 }
@@ -145,7 +120,7 @@ AVX512_INLINE void unpack_iq4xs(const void *const rows[16], int64_t s, struct w1
             raw = _mm512_shuffle_i64x2(raw, raw, 0x50); /* 128-bit lanes 0, 0, 1, 1 */
             r[i] = _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srlv_epi16(raw, shift), m4));
         }
-        transpose16(r);
+        avx512_transpose16(r);
         for (int k = 0; k < 16; k++) _mm512_store_si512(W->q[16 * c + k], r[k]);
     }
 }
@@ -177,8 +152,8 @@ AVX512_INLINE void unpack_q6k(const void *const rows[16], int64_t s, struct w16 
             r0[i] = _mm512_or_si512(_mm512_and_si512(ql, m4), h0);
             r1[i] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), h1);
         }
-        transpose16(r0);
-        transpose16(r1);
+        avx512_transpose16(r0);
+        avx512_transpose16(r1);
         for (int k = 0; k < 16; k++) {
             _mm512_store_si512(W->q[16 * (2 * h) + k], r0[k]);
             _mm512_store_si512(W->q[16 * (2 * h + 1) + k], r1[k]);

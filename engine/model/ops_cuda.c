@@ -56,7 +56,9 @@
  *     read their per-step inputs from one device block copied before the layers, size attention
  *     for a length class and take one expert-job record per expert call; per (tokens, class) the
  *     first runs eagerly, the second is captured (the CPU experts as host nodes) and launched,
- *     later ones replay. Whatever needs the host mid-forward keeps its shape eager.
+ *     later ones replay. The records are shared by all token counts, so each graph keeps its
+ *     records' inputs as captured and puts them back before a replay (struct job_in). Whatever
+ *     needs the host mid-forward keeps its shape eager.
  *   - routing counts (ops_moe_set_counts): added where the routes are on the host anyway: by the
  *     expert job's host function (routes copied from the device for the CPU pool) or, on the
  *     split and GPU-expert paths, by the engine thread after their synchronization.
@@ -148,12 +150,29 @@ struct moe_job {
     char err[ERR_LEN];
     int state;                /* 0 free, 1 enqueued, 2 joined (its ev_j recorded) */
     int graphed;              /* ran in a captured graph: its events hold no timings */
+    int slot;                 /* graph-mode record: its index among the forward's expert calls;
+                               * a ring record: -1 (error messages only) */
     cudaEvent_t ev_a, ev_in;  /* main stream: before / after the inputs' copy to the host */
     cudaEvent_t ev_c, ev_out; /* side stream: CPU experts done / result back on the device */
     cudaEvent_t ev_j;         /* main stream: where it waits for the result (the join) */
 };
 
 #define GRAPH_CLASSES 12 /* context-length classes of graphs: 1K, 2K, ... 2M positions */
+
+/* What an expert job's host function reads from its record besides the result fields: the
+ * inputs job_enqueue writes. The graph-mode records are shared by every graph-mode forward (the
+ * i-th expert call of any token count uses record i), but a captured host node reads the record
+ * when it replays, while the graph's copies into the pinned buffers have the capture's sizes
+ * baked in: so each graph keeps these fields as captured and puts them back before a replay
+ * (job_in_put), else a replay after another token count's forward would read that forward's n
+ * and weight offset (the H100 failure at 87ab9b9, docs/gpu.md). */
+struct job_in {
+    struct ops *cpu;
+    const struct ops_moe *m;
+    float *x, *w, *y;
+    int32_t *ids;
+    int n, top_k, count, part, n_defer;
+};
 
 /* A captured forward's layers for one (token count, length class) (ops_graph_begin). */
 struct cgraph {
@@ -163,7 +182,8 @@ struct cgraph {
     const void *h;        /* key: the residual stream, the KV cache, the activation scale format */
     const struct model_kv *kv;
     int ue8m0;
-    int n_jobs; /* expert jobs in the forward */
+    int n_jobs;         /* expert jobs in the forward */
+    struct job_in *jin; /* [n_jobs]: their records' inputs as captured (job_in_put) */
 };
 
 /* CUDA graphs of decode steps (gpu.cuda_graphs) and the step inputs every graph-mode forward
@@ -1750,9 +1770,13 @@ static void CUDART_CB moe_host(void *ud)
     j->seconds = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
     char e2[ERR_LEN];
     int rc = ops_error(j->cpu, e2);
-    if (rc && !j->rc) {
+    if (rc && !j->rc) { /* which record, and its shape: a record read with another forward's
+                         * inputs shows here (docs/gpu.md, CUDA graphs) */
         j->rc = rc;
-        snprintf(j->err, sizeof j->err, "cuda ops: CPU experts: %.200s", e2);
+        snprintf(j->err, sizeof j->err,
+                 "cuda ops: CPU experts (%s record %d, %d tokens x %d routes%s): %.150s",
+                 j->slot < 0 ? "ring" : "graph-mode", j->slot, j->n, j->top_k,
+                 j->graphed ? ", in a graph" : "", e2);
     }
 }
 
@@ -1895,7 +1919,9 @@ static void moe_split(struct ops_cuda *c, const struct ops_moe *m, const float *
 
 /* The next expert-job record of a graph-mode forward: one per expert call, each with its own
  * events, made on first use (an eager forward of the shape runs before its capture) and kept at
- * a fixed address, which a captured host node refers to. */
+ * a fixed address, which a captured host node refers to. Record i serves the i-th expert call
+ * of every graph-mode forward, whatever its token count: a replay first puts back the inputs its
+ * graph captured (struct job_in, cu_graph_begin). */
 static struct moe_job *step_job(struct ops_cuda *c)
 {
     struct cgraphs *g = &c->gr;
@@ -1916,6 +1942,7 @@ static struct moe_job *step_job(struct ops_cuda *c)
             ops__fail(&c->base, ERR_NOMEM, "cuda ops: out of memory (expert-job records)");
             return NULL;
         }
+        j->slot = g->n_jobs;
         g->jobs[g->n_jobs++] = j;
     }
     return g->jobs[g->moe_i++];
@@ -2080,6 +2107,8 @@ static struct moe_job *job_enqueue(struct ops_cuda *c, const struct ops_moe *m, 
     char *hk = hbuf(c, 4, 2 * kb);
     if (!hx || !hy || !hk) return NULL;
     if (c->gr.on && host_ids) not_graphable(c, "host routes");
+    /* a graph's saved records (job_in) are checked against its token count at replay */
+    if (c->gr.on && n != c->gr.n) not_graphable(c, "an expert call of another token count");
     struct moe_job *j = job_take(c, n, part ? top_k : 0);
     if (!j) return NULL;
     j->cpu = c->cpu;
@@ -2211,14 +2240,59 @@ static void cu_gather(struct ops *o, const float *x, int dim, const int32_t *idx
  * eagerly and notes whether anything in it cannot be replayed (not_graphable); the next one is
  * captured (cudaStreamBeginCapture on the main stream; the side stream joins through the expert
  * jobs' events, their CPU work becomes host nodes) and launched; later ones replay the graph.
- * Graphs are dropped when a buffer they use moves or weights change (epoch). */
+ * A host node reads its job record when it runs, so each graph saves its records' inputs at
+ * capture and a replay puts them back (job_in). Graphs are dropped when a buffer they use moves
+ * or weights change (epoch). */
+
+/* a graph's captured state (exec, saved job inputs) freed, its key forgotten */
+static void graph_clear(struct cgraph *gp)
+{
+    if (gp->exec) cudaGraphExecDestroy(gp->exec);
+    free(gp->jin);
+    memset(gp, 0, sizeof *gp);
+}
 
 static void graphs_drop(struct ops_cuda *c)
 {
-    for (int i = 0; c->gr.tab && i < c->gr.max * GRAPH_CLASSES; i++) {
-        if (c->gr.tab[i].exec) cudaGraphExecDestroy(c->gr.tab[i].exec);
-        memset(&c->gr.tab[i], 0, sizeof c->gr.tab[i]);
-    }
+    for (int i = 0; c->gr.tab && i < c->gr.max * GRAPH_CLASSES; i++) graph_clear(&c->gr.tab[i]);
+}
+
+/* job_in of a record: save (at capture), put back (before a replay), compare */
+static void job_in_get(const struct moe_job *j, struct job_in *s)
+{
+    *s = (struct job_in){.cpu = j->cpu,
+                         .m = j->m,
+                         .x = j->x,
+                         .w = j->w,
+                         .y = j->y,
+                         .ids = j->ids,
+                         .n = j->n,
+                         .top_k = j->top_k,
+                         .count = j->count,
+                         .part = j->part,
+                         .n_defer = j->n_defer};
+}
+
+static void job_in_put(struct moe_job *j, const struct job_in *s)
+{
+    j->cpu = s->cpu;
+    j->m = s->m;
+    j->x = s->x;
+    j->w = s->w;
+    j->y = s->y;
+    j->ids = s->ids;
+    j->n = s->n;
+    j->top_k = s->top_k;
+    j->count = s->count;
+    j->part = s->part;
+    j->n_defer = s->n_defer;
+}
+
+static int job_in_same(const struct job_in *a, const struct job_in *b)
+{
+    return a->cpu == b->cpu && a->m == b->m && a->x == b->x && a->w == b->w && a->y == b->y &&
+           a->ids == b->ids && a->n == b->n && a->top_k == b->top_k && a->count == b->count &&
+           a->part == b->part && a->n_defer == b->n_defer;
 }
 
 /* the length class of a longest sequence len: k with 1024 * 2^k >= len (its length in *cls_len),
@@ -2310,7 +2384,7 @@ static int cu_graph_begin(struct ops *o, const struct model_kv *kv, const struct
         if (b->pos[t] + 1 > max_len) max_len = b->pos[t] + 1;
     int k = len_class(max_len, &cls_len);
     if (k < 0) return 0;
-    join(c, NULL);
+    join_all(c); /* a deferred part's job too: the graph's copies rewrite the pinned inputs */
     for (int i = 0; i < g->n_jobs; i++) /* a forward without logits left jobs unretired */
         if (g->jobs[i]->state) {
             host_sync(c);
@@ -2323,8 +2397,7 @@ static int cu_graph_begin(struct ops *o, const struct model_kv *kv, const struct
     }
     struct cgraph *gp = g->paused ? NULL : &g->tab[(size_t)(n - 1) * GRAPH_CLASSES + k];
     if (gp && (gp->h != h || gp->kv != kv || gp->ue8m0 != o->fp8_ue8m0)) { /* another key */
-        if (gp->exec) cudaGraphExecDestroy(gp->exec);
-        memset(gp, 0, sizeof *gp);
+        graph_clear(gp);
         gp->h = h;
         gp->kv = kv;
         gp->ue8m0 = o->fp8_ue8m0;
@@ -2336,8 +2409,19 @@ static int cu_graph_begin(struct ops *o, const struct model_kv *kv, const struct
     c->pq.x = NULL;
     c->heads_cur = NULL; /* a graph's kv_b expansions are its own */
     if (gp && gp->state == 2) {
-        for (int i = 0; i < gp->n_jobs; i++) { /* what the host nodes fill in */
+        ASSERT(gp->n_jobs <= g->n_jobs && (gp->jin || !gp->n_jobs));
+        for (int i = 0; i < gp->n_jobs; i++) {
             struct moe_job *j = g->jobs[i];
+            /* the inputs as captured (another token count's forward may have rewritten the
+             * record since: the host node would read its n and weight offset against this
+             * graph's copies), then what the host node fills in */
+            struct job_in now;
+            job_in_get(j, &now);
+            ASSERT(j->state == 0 && gp->jin[i].n == n && gp->jin[i].part == 0);
+            if (!job_in_same(&now, &gp->jin[i])) {
+                job_in_put(j, &gp->jin[i]);
+                c->stats.graph_job_restores++;
+            }
             j->rc = 0;
             j->err[0] = 0;
             j->seconds = 0;
@@ -2408,10 +2492,21 @@ static int cu_graph_end(struct ops *o)
             e = cudaErrorStreamCaptureInvalidated;
         if (e == cudaSuccess) e = cudaGraphInstantiate(&exec, graph, 0);
         if (graph) cudaGraphDestroy(graph);
+        struct job_in *jin = NULL; /* the host nodes' records' inputs, kept for replays */
+        if (e == cudaSuccess && g->moe_i > 0 && !(jin = malloc((size_t)g->moe_i * sizeof *jin))) {
+            cudaGraphExecDestroy(exec);
+            e = cudaErrorMemoryAllocation;
+        }
         if (e != cudaSuccess) {
             capture_failed(c, e);
             return 1; /* run the layers again, eagerly (g->on stays set) */
         }
+        for (int i = 0; i < g->moe_i; i++) {
+            ASSERT(g->jobs[i]->n == g->n && g->jobs[i]->part == 0);
+            job_in_get(g->jobs[i], &jin[i]);
+        }
+        free(gp->jin);
+        gp->jin = jin;
         gp->exec = exec;
         gp->state = 2;
         gp->n_jobs = g->moe_i;
@@ -2651,6 +2746,7 @@ int ops_cuda_create(const struct ops_params *p, struct ops **out, char *err)
     }
     for (int i = 0; i < N_JOBS; i++) {
         struct moe_job *j = &c->jobs[i];
+        j->slot = -1;
         if (cudaEventCreate(&j->ev_a) != cudaSuccess || cudaEventCreate(&j->ev_in) != cudaSuccess ||
             cudaEventCreate(&j->ev_c) != cudaSuccess ||
             cudaEventCreate(&j->ev_out) != cudaSuccess ||

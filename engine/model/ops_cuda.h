@@ -78,8 +78,10 @@ struct ops_cuda_stats {
     /* CUDA graphs (gpu.cuda_graphs; docs/gpu.md): forwards replayed from a graph, captured (and
      * launched), run eagerly in graph mode (the first of a shape, or one that cannot be
      * captured); and, not reset, the graphs held now. Replayed and captured forwards' expert
-     * calls add to moe_calls and cpu_experts_s only (no event timings inside a graph). */
-    long long graph_replays, graph_captures, graph_eager;
+     * calls add to moe_calls and cpu_experts_s only (no event timings inside a graph).
+     * graph_job_restores: expert-job records whose inputs a replay had to put back as its graph
+     * captured them (another token count's forward had rewritten them since). */
+    long long graph_replays, graph_captures, graph_eager, graph_job_restores;
     int graphs;
 };
 /* Where the routed-expert layers' time went since the last reset (benchmarks). Per expert call:

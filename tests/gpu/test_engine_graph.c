@@ -13,7 +13,10 @@
  *   paused   gpu.cuda_graphs 8 with ops_cuda_graphs_pause: every graph-mode forward eager (the
  *            same kernels and arguments as a graph), the reference;
  *   graphs   the same backend with graphs on: every decode step's logits must equal paused's bit
- *            for bit; the stats must show captures and replays;
+ *            for bit; the stats must show captures and replays, and replays that put back the
+ *            expert-job records another token count's forward had rewritten (the 1-token steps
+ *            after the 4-token ones; at 87ab9b9 such a replay read expert ids from the routing
+ *            weights); a failing forward is reported with its step and token count;
  *   off      a backend without graphs (attention split by the current longest sequence instead
  *            of the length class): reported against paused, tolerance only;
  *   cpu      the CPU engine: paused's prefill and decode logits within test_engine_gpu's
@@ -133,6 +136,12 @@ static int drive(struct model *m, struct ops *o, const int *plen, struct run *r,
                                 .n_logits = k,
                                 .logits_idx = li};
         rc = model_forward(m, &kv.kv, &b, out, err);
+        if (rc) { /* which step: its token count, and what ran before it */
+            char e2[ERR_LEN];
+            snprintf(e2, sizeof e2, "%s", err);
+            err_set(err, rc, "decode step %d (%d tokens, after %d): %.180s", i, k,
+                    i ? sched[i - 1] : 0, e2);
+        }
         out += (size_t)k * V;
     }
     ops_cuda_stats(o, &r->st, 0);
@@ -302,8 +311,9 @@ int main(void)
     }
     const struct ops_cuda_stats *gs = &graphs->st;
     printf("graphs: %lld replayed, %lld captured, %lld eager graph-mode forwards, %d graphs held; "
-           "%lld expert calls\n",
-           gs->graph_replays, gs->graph_captures, gs->graph_eager, gs->graphs, gs->moe_calls);
+           "%lld expert calls; %lld expert-job records put back before a replay\n",
+           gs->graph_replays, gs->graph_captures, gs->graph_eager, gs->graphs, gs->moe_calls,
+           gs->graph_job_restores);
     if (paused->st.graph_replays || paused->st.graph_captures) {
         printf("FAIL paused: %lld replays, %lld captures\n", paused->st.graph_replays,
                paused->st.graph_captures);
@@ -313,6 +323,14 @@ int main(void)
      * replay */
     if (gs->graph_captures < 5 || gs->graph_replays < NSTEP / 3) {
         printf("FAIL graphs: expected >= 5 captures and >= %d replays\n", NSTEP / 3);
+        fails++;
+    }
+    /* the schedule returns to 1 token after 4: those replays find their expert-job records
+     * rewritten by the other counts' forwards (the failure at 87ab9b9: expert ids read from the
+     * routing weights), so they must have put the captured inputs back */
+    if (gs->graph_job_restores < 1) {
+        printf("FAIL graphs: no replay put its expert-job records back (the schedule should need "
+               "it)\n");
         fails++;
     }
     size_t off0 = 0;

@@ -44,6 +44,7 @@
 #include "kernels/cpu/fpconv.h"
 #include "tests/check.h"
 #include "tests/gpu/engine_cmp.h"
+#include "tests/gpu/tiny16.h"
 
 #define NSEQ 4
 #define GRAPH_MAX 8
@@ -58,30 +59,6 @@ struct run {
     float *pre; /* the last prefill logits row of each sequence */
     struct ops_cuda_stats st;
 };
-
-static int write_config(const char *path)
-{
-    FILE *f = fopen(path, "w");
-    if (!f) return -1;
-    fprintf(f,
-            "{\"architectures\": [\"DeepseekV3ForCausalLM\"], \"model_type\": \"deepseek_v3\", "
-            "\"vocab_size\": 768,"
-            " \"hidden_size\": 1024, \"intermediate_size\": 1024, \"moe_intermediate_size\": 256,"
-            " \"num_hidden_layers\": 3, \"num_attention_heads\": 16, \"num_key_value_heads\": 16,"
-            " \"kv_lora_rank\": 512, \"qk_nope_head_dim\": 128, \"qk_rope_head_dim\": 64,"
-            " \"v_head_dim\": 128, \"q_lora_rank\": 256, \"n_routed_experts\": 16,"
-            " \"n_shared_experts\": 1, \"num_experts_per_tok\": 4, \"n_group\": 4,"
-            " \"topk_group\": 2, \"first_k_dense_replace\": 1, \"moe_layer_freq\": 1,"
-            " \"routed_scaling_factor\": 2.5, \"norm_topk_prob\": true,"
-            " \"scoring_func\": \"sigmoid\", \"topk_method\": \"noaux_tc\","
-            " \"rms_norm_eps\": 1e-6, \"rope_theta\": 10000.0,"
-            " \"max_position_embeddings\": 4096, \"bos_token_id\": 0, \"eos_token_id\": 1,"
-            " \"hidden_act\": \"silu\", \"tie_word_embeddings\": false,"
-            " \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4.0,"
-            " \"original_max_position_embeddings\": 1024, \"beta_fast\": 32.0,"
-            " \"beta_slow\": 1.0, \"mscale\": 1.0, \"mscale_all_dim\": 1.0}}\n");
-    return fclose(f) ? -1 : 0;
-}
 
 static unsigned long long g_seed;
 
@@ -271,7 +248,7 @@ int main(void)
     CHECK(mkdtemp(base) != NULL);
     snprintf(cfg, sizeof cfg, "%s/tiny16w.json", base);
     snprintf(dir, sizeof dir, "%s/model", base);
-    CHECK_EQ(write_config(cfg), 0);
+    CHECK_EQ(tiny16_write_config_hidden(cfg, 1024), 0);
     int rc = make_synth(cfg, g_seed % 1000000007ull, dir, "--experts q4_K_M");
     if (rc) {
         printf("synth failed (%d), see %s.log\n", rc, dir);

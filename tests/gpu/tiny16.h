@@ -8,15 +8,15 @@
 
 #include <stdio.h>
 
-/* Writes the config to path; 0 or -1. */
-static inline int tiny16_write_config(const char *path)
+/* Writes the config with the given hidden size to path; 0 or -1. */
+static inline int tiny16_write_config_hidden(const char *path, int hidden)
 {
     FILE *f = fopen(path, "w");
     if (!f) return -1;
     fprintf(f,
             "{\"architectures\": [\"DeepseekV3ForCausalLM\"], \"model_type\": \"deepseek_v3\", "
             "\"vocab_size\": 768,"
-            " \"hidden_size\": 512, \"intermediate_size\": 1024, \"moe_intermediate_size\": 256,"
+            " \"hidden_size\": %d, \"intermediate_size\": 1024, \"moe_intermediate_size\": 256,"
             " \"num_hidden_layers\": 3, \"num_attention_heads\": 16, \"num_key_value_heads\": 16,"
             " \"kv_lora_rank\": 512, \"qk_nope_head_dim\": 128, \"qk_rope_head_dim\": 64,"
             " \"v_head_dim\": 128, \"q_lora_rank\": 256, \"n_routed_experts\": 16,"
@@ -29,8 +29,15 @@ static inline int tiny16_write_config(const char *path)
             " \"hidden_act\": \"silu\", \"tie_word_embeddings\": false,"
             " \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4.0,"
             " \"original_max_position_embeddings\": 1024, \"beta_fast\": 32.0,"
-            " \"beta_slow\": 1.0, \"mscale\": 1.0, \"mscale_all_dim\": 1.0}}\n");
+            " \"beta_slow\": 1.0, \"mscale\": 1.0, \"mscale_all_dim\": 1.0}}\n",
+            hidden);
     return fclose(f) ? -1 : 0;
+}
+
+/* Writes the config (hidden 512) to path; 0 or -1. */
+static inline int tiny16_write_config(const char *path)
+{
+    return tiny16_write_config_hidden(path, 512);
 }
 
 #endif

@@ -280,6 +280,11 @@ if has stream; then
         --experts-n 256 --experts q4_K --zero-but-routing --out /tmp/tandem-v3z$nm > /dev/null 2>&1 ||
         echo "synth v3-slice failed" | tee -a "$log"
   done
+  # what decides how long pinning the (sparse, file-backed) expert weights takes
+  { echo "host: kernel $(uname -r); $(df -T /tmp | awk 'NR == 2 { print "/tmp on " $2 }');" \
+         "$(free -g | awk '/^Mem:/ { print "RAM " $2 " GiB, " $7 " available" }');" \
+         "v3z3 files $(du -sh --apparent-size /tmp/tandem-v3z3 2> /dev/null | cut -f1) apparent," \
+         "$(du -sh /tmp/tandem-v3z3 2> /dev/null | cut -f1) on disk"; } | tee -a "$log"
   # Each run's whole output (stdout line-buffered, the tandem[...] log lines with the expert
   # registration times, per-forward progress on stderr) goes to its own file under /tmp first,
   # so a run killed by timeout still shows how far it got; stream.log gets the lines without the

@@ -23,8 +23,9 @@
 # --zero-but-routing) in four modes: off (CPU experts), all (every expert streamed), split (experts
 # above the mean token count streamed, the rest on the CPU), auto (rate-based split); per MoE
 # layer = (best forward with 3 MoE layers - with 0) / 3, beside the H2D GB/s measured in the same
-# run and the PCIe bound (expert bytes copied / that rate). stream.log. STREAM_PROMPTS and
-# STREAM_MODES narrow the sweep.
+# run and the PCIe bound (expert bytes copied / that rate). stream.log (a run that fails or
+# times out adds the tail of its full output, kept in /tmp/bh-stream-*.log, and the first such
+# output goes to stream-fail.log). STREAM_PROMPTS and STREAM_MODES narrow the sweep.
 # hot: hot experts (gpu.hot_experts): tests/gpu/test_engine_hot, then a v3-slice served with and
 # without hot experts: decode tokens/s, hot share of the routes, routing histogram (see the step).
 # graph: CUDA graphs of decode steps (gpu.cuda_graphs): tests/gpu/test_engine_graph, then
@@ -312,12 +313,31 @@ if has stream; then
         --experts-n 256 --experts q4_K --zero-but-routing --out /tmp/tandem-v3z$nm > /dev/null 2>&1 ||
         echo "synth v3-slice failed" | tee -a "$log"
   done
+  # what decides how long pinning the (sparse, file-backed) expert weights takes
+  { echo "host: kernel $(uname -r); $(df -T /tmp | awk 'NR == 2 { print "/tmp on " $2 }');" \
+         "$(free -g | awk '/^Mem:/ { print "RAM " $2 " GiB, " $7 " available" }');" \
+         "v3z3 files $(du -sh --apparent-size /tmp/tandem-v3z3 2> /dev/null | cut -f1) apparent," \
+         "$(du -sh /tmp/tandem-v3z3 2> /dev/null | cut -f1) on disk"; } | tee -a "$log"
+  # Each run's whole output (stdout line-buffered, the tandem[...] log lines with the expert
+  # registration times, per-forward progress on stderr) goes to its own file under /tmp first,
+  # so a run killed by timeout still shows how far it got; stream.log gets the lines without the
+  # log prefix, and, for a run that fails or times out, the tail of its file (also printed).
+  # $out/stream-fail.log keeps the first failed run's whole file.
   for p in ${STREAM_PROMPTS:-512 1024 2048 4096 8192}; do
     for mode in ${STREAM_MODES:-off all split auto}; do
       for nm in 0 3; do
         echo "==== bench_hybrid v3-slice 1 dense + $nm MoE, prefill $p tokens, stream $mode" >> "$log"
-        timeout 300 $ebin/bench_hybrid --model /tmp/tandem-v3z$nm --batch 2 --steps 1 --prompt $p \
-            --stream $mode 2>&1 | grep -v 'tandem\[' | tee -a "$log" > /tmp/bs-$nm.txt
+        rl=/tmp/bh-stream-$p-$mode-$nm.log
+        s=$(date +%s)
+        timeout -k 10 300 stdbuf -oL -eL $ebin/bench_hybrid --model /tmp/tandem-v3z$nm --batch 2 \
+            --steps 1 --prompt $p --stream $mode > "$rl" 2>&1
+        rc=$?
+        grep -v 'tandem\[' "$rl" | tee -a "$log" > /tmp/bs-$nm.txt
+        if [ $rc -ne 0 ]; then
+          { echo "---- bench_hybrid $p $mode $nm MoE: rc=$rc after $(( $(date +%s) - s )) s" \
+                 "(124/137: timeout); last lines of $rl:"; tail -25 "$rl"; } | tee -a "$log"
+          [ -f "$out/stream-fail.log" ] || cp "$rl" "$out/stream-fail.log"
+        fi
       done
       awk -v p=$p -v mode=$mode '
         /best .* ms per forward/ { for (i = 1; i <= NF; i++) if ($i == "best") b[FILENAME] = $(i + 1) }

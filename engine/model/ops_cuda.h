@@ -64,11 +64,14 @@ struct ops_cuda_stats {
     /* streamed prefill layers (gpu.prefill_experts; ops_cuda_stream.h): layers streamed, experts
      * and (expert, token) pairs computed on the GPU / left to the CPU pool, expert bytes copied
      * host -> device and the copy stream's time for them (sum over groups: bytes / copy_s is the
-     * measured H2D rate); the current rate estimates the split uses */
+     * measured H2D rate); the copy groups (staging-slot fills: more than 2 per layer call means
+     * the two slots were reused within a layer); the current rate estimates the split uses; and,
+     * not reset, the expert bytes registered (pinned) now and the seconds registration took */
     long long stream_layers, stream_gpu_experts, stream_cpu_experts;
-    long long stream_gpu_pairs, stream_cpu_pairs;
+    long long stream_gpu_pairs, stream_cpu_pairs, stream_groups;
     double stream_bytes, stream_copy_s;
     double stream_gbs, stream_cpu_us_pair;
+    double stream_reg_bytes, stream_reg_s;
     /* hot experts (gpu.hot_experts; ops_moe_set_hot): expert calls on layers that hold some,
      * routes those computed on the GPU from the resident blocks, the other routes of those calls
      * (CPU pool or streamed); and, not reset, the experts and bytes held now */

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/err.h"
@@ -22,6 +23,10 @@
     20e-6 /* CPU seconds per (expert, token) until measured (~48 us for                            \
            * DeepSeek-V3 Q4_K at 45 tokens/s prefill: this favours the CPU) */
 #define ALIGN 256
+/* most bytes one cudaHostRegister call pins: a layer's experts are registered in pieces of at
+ * most this (page multiples), so no single driver call pins gigabytes (DeepSeek-V3: 6.3 GB a
+ * layer) and the log can show progress; copies are split at registration boundaries anyway */
+#define REG_CHUNK ((uintptr_t)1 << 30)
 
 struct reg { /* one cudaHostRegister'ed range */
     uintptr_t lo, hi;
@@ -82,7 +87,18 @@ struct cus {
     /* registrations */
     struct reg *regs;
     int n_regs, cap_regs;
+    double reg_bytes, reg_s; /* registered now (all layers); seconds registration took */
+    int reg_layers;
+    /* copy groups (slot fills) not yet folded into the stats */
+    long long n_cg;
 };
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
 
 static size_t up_align(size_t x) { return (x + ALIGN - 1) & ~(size_t)(ALIGN - 1); }
 
@@ -157,31 +173,37 @@ void cus_destroy(struct cus *s)
 
 /* ---------------------------------------------------------------- registration */
 
+/* register [lo, hi) (page-aligned) in pieces of at most REG_CHUNK bytes */
 static int reg_add(struct cus *s, const struct cus_layer *l, uintptr_t lo, uintptr_t hi)
 {
-    if (s->n_regs == s->cap_regs) {
-        int cap = s->cap_regs ? 2 * s->cap_regs : 64;
-        struct reg *r = realloc(s->regs, (size_t)cap * sizeof *r);
-        if (!r) return ERR_NOMEM;
-        s->regs = r;
-        s->cap_regs = cap;
+    for (uintptr_t a = lo; a < hi;) {
+        uintptr_t b = hi - a > REG_CHUNK ? a + REG_CHUNK : hi;
+        if (s->n_regs == s->cap_regs) {
+            int cap = s->cap_regs ? 2 * s->cap_regs : 64;
+            struct reg *r = realloc(s->regs, (size_t)cap * sizeof *r);
+            if (!r) return ERR_NOMEM;
+            s->regs = r;
+            s->cap_regs = cap;
+        }
+        cudaError_t e =
+            cudaHostRegister((void *)a, b - a, cudaHostRegisterPortable | cudaHostRegisterReadOnly);
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            e = cudaHostRegister((void *)a, b - a, cudaHostRegisterPortable);
+        }
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            LOG_WARN("gpu",
+                     "expert streaming off: cudaHostRegister of %.1f MiB of expert weights "
+                     "failed (%s); long prompts keep the CPU experts",
+                     (double)(b - a) / (1 << 20), cudaGetErrorString(e));
+            return ERR_CUDA;
+        }
+        ASSERT(s->n_regs < s->cap_regs);
+        s->regs[s->n_regs++] = (struct reg){.lo = a, .hi = b, .owner = l};
+        s->reg_bytes += (double)(b - a);
+        a = b;
     }
-    cudaError_t e =
-        cudaHostRegister((void *)lo, hi - lo, cudaHostRegisterPortable | cudaHostRegisterReadOnly);
-    if (e != cudaSuccess) {
-        (void)cudaGetLastError();
-        e = cudaHostRegister((void *)lo, hi - lo, cudaHostRegisterPortable);
-    }
-    if (e != cudaSuccess) {
-        (void)cudaGetLastError();
-        LOG_WARN("gpu",
-                 "expert streaming off: cudaHostRegister of %.1f MiB of expert weights "
-                 "failed (%s); long prompts keep the CPU experts",
-                 (double)(hi - lo) / (1 << 20), cudaGetErrorString(e));
-        return ERR_CUDA;
-    }
-    ASSERT(s->n_regs < s->cap_regs);
-    s->regs[s->n_regs++] = (struct reg){.lo = lo, .hi = hi, .owner = l};
     return 0;
 }
 
@@ -289,6 +311,7 @@ static void unregister_layer(struct cus *s, const struct cus_layer *l)
     for (int i = 0; i < s->n_regs;)
         if (s->regs[i].owner == l) {
             cudaHostUnregister((void *)s->regs[i].lo);
+            s->reg_bytes -= (double)(s->regs[i].hi - s->regs[i].lo);
             s->regs[i] = s->regs[--s->n_regs];
         } else {
             i++;
@@ -374,6 +397,17 @@ struct cus_layer *cus_layer_create(struct cus *s, int n_expert, const struct wt_
     if (s->o.mode && !s->off && fits) {
         qsort(rg, (size_t)nr, 2 * sizeof *rg, cmp_range);
         int failed = 0;
+        /* registration pins every page of the experts (file-backed: faulted in first), which can
+         * take long for big models; the log shows how long, layer by layer */
+        if (!s->reg_layers) {
+            double b = 0;
+            for (int i = 0; i < nr; i++) b += (double)(rg[2 * i + 1] - rg[2 * i]);
+            LOG_INFO("gpu",
+                     "expert streaming: registering (cudaHostRegister: pinning) each MoE layer's "
+                     "expert weights, %.1f MiB in the first, in pieces of at most %d MiB",
+                     b / (1 << 20), (int)(REG_CHUNK >> 20));
+        }
+        const double t0 = now_s(), b0 = s->reg_bytes;
         for (int i = 0; !failed && i < nr;) {
             uintptr_t lo = rg[2 * i], hi = rg[2 * i + 1];
             int j = i + 1;
@@ -382,6 +416,14 @@ struct cus_layer *cus_layer_create(struct cus *s, int n_expert, const struct wt_
             failed = reg_range(s, l, lo, hi) != 0; /* reg_add logged it */
             i = j;
         }
+        const double lb = s->reg_bytes - b0, dt = now_s() - t0;
+        s->reg_s += dt;
+        s->reg_layers++;
+        LOG_INFO("gpu",
+                 "expert streaming: MoE layer %d: %.1f MiB registered in %.2f s%s (all so far: "
+                 "%.2f GiB in %.1f s, %d ranges)",
+                 s->reg_layers, lb / (1 << 20), dt, failed ? " (failed)" : "",
+                 s->reg_bytes / (1 << 30), s->reg_s, s->n_regs);
         if (failed) { /* streaming off for every layer; hot experts still may be placed */
             s->off = 1;
             unregister_layer(s, l);
@@ -699,6 +741,7 @@ int cus_run(struct cus *s, struct cus_layer *l, const float *x, int n, int top_k
                 break;
             }
             s->pend_groups = cg + 1;
+            s->n_cg++;
             /* main stream: wait for the copy, compute the group, free the slot */
             if (cudaStreamWaitEvent(st, s->ev_copied[k], 0) != cudaSuccess) {
                 rc = err_set(err, ERR_CUDA, "cuda ops: expert streaming: stream wait");
@@ -761,7 +804,10 @@ void cus_collect(struct cus *s, struct ops_cuda_stats *st)
     st->stream_cpu_experts += s->n_cx;
     st->stream_gpu_pairs += s->n_gp;
     st->stream_cpu_pairs += s->n_cp;
-    s->n_layers = s->n_gx = s->n_cx = s->n_gp = s->n_cp = 0;
+    st->stream_groups += s->n_cg;
+    s->n_layers = s->n_gx = s->n_cx = s->n_gp = s->n_cp = s->n_cg = 0;
+    st->stream_reg_bytes = s->reg_bytes;
+    st->stream_reg_s = s->reg_s;
     st->stream_gbs = s->gbs;
     st->stream_cpu_us_pair = s->cpu_s_pair * 1e6;
     st->hot_calls += s->n_hot_calls;

@@ -27,7 +27,8 @@
  * streamed expert whose copy was made at start-up.
  * Registration: cudaHostRegister (ReadOnly | Portable, else Portable) of each layer's expert
  * ranges rounded out to pages, minus pages an earlier layer registered (tensors may share a
- * page); copies are split at registration boundaries. A failure turns streaming off for the
+ * page), in calls of at most 1 GiB, each layer's time logged (info) and kept for ops_cuda_stats;
+ * copies are split at registration boundaries. A failure turns streaming off for the
  * backend with a log line (hot experts need no registration: their one copy is synchronous).
  * Threads: the engine thread (as ops_cuda). Ownership: struct cus owns the copy stream, events,
  * staging slots, workspace and scratch; struct cus_layer its registrations (unregistered by

@@ -104,6 +104,12 @@ int main(int argc, char **argv)
         op.gpu_stream_buffer_mb = buffer_mb;
         op.gpu_prefill_split_tokens = smode == 1 ? 1 : smode == 3 ? 0 : split_tokens;
     }
+    if (smode == 2 && split_tokens < 0) { /* split at the mean tokens per expert (before the
+                                           * backend exists: one registration of the experts) */
+        const struct wt_hparams *wh = wt_hparams(w);
+        op.gpu_prefill_split_tokens = P * wh->top_k / (wh->n_routed > 0 ? wh->n_routed : 1);
+        if (op.gpu_prefill_split_tokens < 2) op.gpu_prefill_split_tokens = 2;
+    }
     double t0 = now();
     if (ops_params_parse(&op, placement, NULL, err) || tm_create(w, &op, &o, &m, err)) {
         fprintf(stderr, "bench_hybrid: %s\n", err);
@@ -112,22 +118,19 @@ int main(int argc, char **argv)
     const struct wt_hparams *hp = model_hparams(m);
     int n_moe = 0;
     for (int l = 0; l < hp->n_layers; l++) n_moe += wt_layer_is_moe(hp, l);
-    if (smode == 2 && split_tokens < 0) { /* split at the mean tokens per expert */
-        op.gpu_prefill_split_tokens = P * hp->top_k / (hp->n_routed > 0 ? hp->n_routed : 1);
-        if (op.gpu_prefill_split_tokens < 2) op.gpu_prefill_split_tokens = 2;
-        tm_destroy(o, m);
-        if (tm_create(w, &op, &o, &m, err)) {
-            fprintf(stderr, "bench_hybrid: %s\n", err);
-            return 1;
-        }
-        hp = model_hparams(m);
-    }
     if (model_set_defer(m, defer, err)) {
         fprintf(stderr, "bench_hybrid: %s\n", err);
         return 1;
     }
     printf("model %s: %d layers (%d MoE), backend %s, load %.1f s, %d deferred experts\n", dir,
            hp->n_layers, n_moe, ops_name(o), now() - t0, defer);
+    if (smode) { /* how long pinning the expert weights took (part of the load) */
+        struct ops_cuda_stats rs;
+        ops_cuda_stats(o, &rs, 0);
+        printf("stream registration: %.2f GiB of expert weights pinned in %.2f s\n",
+               rs.stream_reg_bytes / (1 << 30), rs.stream_reg_s);
+    }
+    fflush(stdout);
     struct tkv kv;
     if (tkv_init(&kv, model_n_layers(m), model_kv_dim(m), B, P + S + 1, 64)) return 1;
     int V = model_vocab(m);
@@ -164,6 +167,7 @@ int main(int argc, char **argv)
             return 1;
         }
         double ta = now() - a;
+        fprintf(stderr, "bench_hybrid: prefill forward %d of %d: %.1f ms\n", s + 1, B, ta * 1e3);
         tp += ta;
         tbest = ta < tbest ? ta : tbest;
     }
@@ -175,12 +179,13 @@ int main(int argc, char **argv)
         double k = 1.0 / (double)st.stream_layers;
         double gbs = st.stream_copy_s > 0 ? st.stream_bytes / st.stream_copy_s / 1e9 : 0;
         printf("stream: %lld layer calls (split tokens %d); per layer call: GPU %.1f experts "
-               "(%.0f pairs), CPU %.1f experts (%.0f pairs), %.1f MB copied; H2D %.2f GB/s "
+               "(%.0f pairs), CPU %.1f experts (%.0f pairs), %.1f slot fills, %.1f MB copied; "
+               "H2D %.2f GB/s "
                "measured; PCIe bound %.3f ms/layer; CPU experts %.3f ms/layer; rates now %.1f "
                "GB/s, %.2f us per CPU pair\n",
                st.stream_layers, op.gpu_prefill_split_tokens, st.stream_gpu_experts * k,
                st.stream_gpu_pairs * k, st.stream_cpu_experts * k, st.stream_cpu_pairs * k,
-               st.stream_bytes * k / 1e6, gbs,
+               st.stream_groups * k, st.stream_bytes * k / 1e6, gbs,
                gbs > 0 ? st.stream_bytes * k / (gbs * 1e9) * 1e3 : 0.0, st.cpu_experts_s * k * 1e3,
                st.stream_gbs, st.stream_cpu_us_pair);
     }

@@ -10,12 +10,21 @@
  *          slots are reused and the copy/compute pipeline runs);
  *   split  prefill_split_tokens = the mean tokens per expert: experts above it on the GPU, the
  *          rest on the CPU pool at the same time (checked: both sides non-empty);
+ *   rounds split as above with stream_buffer_mb 1: the GPU part of a layer takes several slot
+ *          fills while the CPU pool runs its share (the copy/compute pipeline cycling the two
+ *          slots beside an expert job on the side stream; group counts vary by layer, so a layer
+ *          may start on either slot);
  *   auto   the split from the backend's rate estimates (reported).
  * Each drives the same forwards: a prefill of 256 tokens, a second chunk of 96 tokens of the same
  * sequence, then forwards of 4 and of 1 token (below prefill_min_tokens: the ordinary CPU pool).
  * Asserted: the median relative L2 error of the logits (engine_cmp.h's tolerance) and finite
  * logits; from ops_cuda_stats, that the streamed configurations streamed (layers, GPU experts,
- * bytes > 0; split: CPU experts too) and `off` did not.
+ * bytes > 0; split: CPU experts too) and `off` did not; with stream_buffer_mb 1, that layers
+ * needed several slot fills (copy groups: more than 2 per layer call on average for `all`, so
+ * slots were reused within a layer; more than 1 for `rounds`, whose GPU share depends on the
+ * routing; its count is printed). A layer of
+ * DeepSeek-V3 at 2K tokens takes ~32 fills of the default 200 MiB slots; here 16 experts of
+ * ~255 KB against 512 KiB slots take up to 8.
  * Seeds are fresh each run (TANDEM_TEST_SEED replays). Exits 77 without a GPU or without
  * TANDEM_BIN (the tandem executable, for `convert synth`).
  */
@@ -59,9 +68,8 @@ int main(void)
         const char *tag;
         int mode, min_tokens, buffer_mb, split;
     } cs[] = {
-        {"off", 0, 0, 0, 0},
-        {"all", 1, 16, 1, 1},
-        {"split", 1, 16, 0, mean_tok},
+        {"off", 0, 0, 0, 0},           {"all", 1, 16, 1, 1},
+        {"split", 1, 16, 0, mean_tok}, {"rounds", 1, 16, 1, mean_tok},
         {"auto", 2, 16, 0, 0},
     };
     const int NC = (int)(sizeof cs / sizeof cs[0]);
@@ -89,13 +97,13 @@ int main(void)
         }
         const struct ops_cuda_stats *s = &g.st;
         printf("%-6s streamed %lld layer calls: GPU %lld experts / %lld pairs, CPU %lld experts / "
-               "%lld pairs; %.1f MB copied in %.3f ms (%.1f GB/s); rates now %.1f GB/s, %.2f us "
-               "per CPU pair\n",
+               "%lld pairs; %lld slot fills; %.1f MB copied in %.3f ms (%.1f GB/s); rates now "
+               "%.1f GB/s, %.2f us per CPU pair; %.1f MB registered in %.3f s\n",
                cs[i].tag, s->stream_layers, s->stream_gpu_experts, s->stream_gpu_pairs,
-               s->stream_cpu_experts, s->stream_cpu_pairs, s->stream_bytes / 1e6,
+               s->stream_cpu_experts, s->stream_cpu_pairs, s->stream_groups, s->stream_bytes / 1e6,
                s->stream_copy_s * 1e3,
                s->stream_copy_s > 0 ? s->stream_bytes / s->stream_copy_s / 1e9 : 0.0, s->stream_gbs,
-               s->stream_cpu_us_pair);
+               s->stream_cpu_us_pair, s->stream_reg_bytes / 1e6, s->stream_reg_s);
         fails += ecmp_compare(cs[i].tag, g.lg, cpu.lg, V, n);
         if (cs[i].mode == 0 && s->stream_layers) {
             printf("FAIL off: streamed\n");
@@ -109,6 +117,12 @@ int main(void)
         }
         if (cs[i].split == 1 && s->stream_cpu_pairs) {
             printf("FAIL all: %lld pairs on the CPU\n", s->stream_cpu_pairs);
+            fails++;
+        }
+        if (cs[i].mode && cs[i].buffer_mb == 1 &&
+            s->stream_groups < (cs[i].split == 1 ? 2 : 1) * s->stream_layers + 1) {
+            printf("FAIL %s: %lld slot fills in %lld layer calls: the slots were not cycled\n",
+                   cs[i].tag, s->stream_groups, s->stream_layers);
             fails++;
         }
         if (cs[i].split > 1 && (s->stream_cpu_experts < 1 || s->stream_gpu_experts < 1)) {

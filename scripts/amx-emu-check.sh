@@ -25,4 +25,7 @@ cc $cflags -c "$root/tests/kernels/emu/emu_check.c" -o "$out/emu_check.o"
 cc -no-pie -o "$out/emu_check" "$out/emu_check.o" $objs -Wl,--start-group \
   "$root/build/libtandem_kernels_cpu.a" "$root/build/kernels/cpu/libcpuq_avx2.a" \
   "$root/build/libtandem_common.a" -Wl,--end-group -lm -lpthread
-"$out/emu_check" "$@" 2>&1 | grep -v '^<'
+rc=0
+"$out/emu_check" "$@" > "$out/emu_check.log" 2>&1 || rc=$?
+grep -v '^<' "$out/emu_check.log"
+exit $rc

@@ -22,6 +22,8 @@ need_cmd node nodejs   # node and npm: the chat page's libraries are bundled at 
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing="$missing haproxy"
 command -v node >/dev/null 2>&1 && ! command -v npm >/dev/null 2>&1 && missing="$missing npm"
 need_cmd chromium chromium   # the chat page's browser tests (tests/integration/test_ui.mjs)
+# SIMDe's headers: scripts/amx-emu-check.sh runs the AVX-512 / AMX kernels where the CPU has neither
+[ -f /usr/include/simde/x86/avx512.h ] || missing="$missing libsimde-dev"
 if command -v pkg-config >/dev/null 2>&1; then
   need_pc libmicrohttpd libmicrohttpd-dev
   need_pc jansson libjansson-dev

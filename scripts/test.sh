@@ -1,9 +1,10 @@
 #!/bin/sh
 # test.sh - the README's second command (and CI's): set up, build with warnings as errors, run
-# every test suite, then the sanitizer build (ASan + UBSan, leak checks: scripts/sanitize.sh), the
+# every test suite, then the AVX-512 / AMX kernels under emulation (scripts/amx-emu-check.sh), the
+# sanitizer build (ASan + UBSan, leak checks: scripts/sanitize.sh), the
 # bounded libFuzzer runs (scripts/fuzz.sh) and the ThreadSanitizer pass over the threaded tests
 # (scripts/tsan.sh), and end with "N passed, N failed, N skipped".
-# TANDEM_QUICK=1 skips the sanitizer, fuzz and TSan passes (for quick local iterations only).
+# TANDEM_QUICK=1 skips the emulation, sanitizer, fuzz and TSan passes (for quick local iterations only).
 set -eu
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -41,6 +42,14 @@ extra() {
   ok=$((ok + p)); failed=$((failed + f))
 }
 if [ "${TANDEM_QUICK:-0}" != 1 ]; then
+  # the AVX-512 and AMX kernels against the scalar reference under emulation (this machine may
+  # have neither; the real ISA runs on the GPU host: docs/performance.md, "CPU kernels")
+  if scripts/amx-emu-check.sh > build/emu-output.txt 2>&1; then
+    echo "emu: 1 passed, 0 failed" >> build/emu-output.txt
+  else
+    echo "emu: 0 passed, 1 failed" >> build/emu-output.txt
+  fi
+  extra build/emu-output.txt
   scripts/sanitize.sh > build/sanitize-output.txt 2>&1 || true   # counted below
   extra build/sanitize-output.txt
   if command -v clang >/dev/null 2>&1; then

@@ -3,6 +3,7 @@
  * compiled through the emulating immintrin.h of this folder: token counts 1..150, ragged row and
  * token tiles, several K chunks; tolerance as tests/kernels/test_mul_mat_tiles. Argument: run only
  * the cases whose name contains it. */
+#include "tests/check.h"
 #include "common/err.h"
 #include "kernels/cpu/cpuq.h"
 #include "kernels/cpu/ref/ref.h"
@@ -26,7 +27,7 @@ X(cpuq_mul_mat_q6_k_q8_k_rows16)
 X(cpuq_mul_mat_q5_k_q8_k_rows16)
 X(cpuq_mul_mat_iq4_xs_q8_k_rows16)
 #undef X
-static uint64_t st = 12345;
+static uint64_t st; /* check_seed(): fresh each run, TANDEM_TEST_SEED to repeat one */
 static uint32_t rnd(void)
 {
     st = st * 6364136223846793005ull + 1442695040888963407ull;
@@ -108,6 +109,7 @@ int main(int argc, char **argv)
     cpuq__fill_avx512(&amx);
     cpuq__fill_amx(&amx);
 
+    st = check_seed();
     int bad = 0;
     const char *only = argc > 1 ? argv[1] : NULL;
 #define T(nm, f, type, K, NR, NT)                                                                  \

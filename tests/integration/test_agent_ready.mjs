@@ -144,8 +144,13 @@ describe('agent-ready API on the embedded model', () => {
       if (typeof tool_choice === 'object') assert.equal(call.name, 'get_weather');
       const args = JSON.parse(call.arguments);
       assert.equal(typeof args, 'object');
-      if (call.name === 'get_weather') assert.ok(args.city.length <= 12);
-      else assert.ok(Object.keys(args).every((k) => k === 'tz') && (args.tz ?? '').length <= 8);
+      // maxLength counts characters (code points, as JSON Schema does), not UTF-16 units
+      const chars = (v) => [...(v ?? '')].length;
+      if (call.name === 'get_weather') assert.ok(chars(args.city) <= 12, `seed ${s}: ${call.arguments}`);
+      else {
+        assert.ok(Object.keys(args).every((k) => k === 'tz') && chars(args.tz) <= 8,
+          `seed ${s}: ${call.arguments}`);
+      }
       assert.equal(wsOutsideStrings(call.arguments), 0, call.arguments);
       noMarkers(c.message.content, 'content');
     }

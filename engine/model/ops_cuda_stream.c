@@ -173,7 +173,9 @@ void cus_destroy(struct cus *s)
 
 /* ---------------------------------------------------------------- registration */
 
-/* register [lo, hi) (page-aligned) in pieces of at most REG_CHUNK bytes */
+/* register [lo, hi) (page-aligned) in pieces of at most REG_CHUNK bytes, each first made
+ * anonymous memory (wt_pages_anonymous): pinning the file-backed private pages themselves stalled
+ * for minutes at 100% CPU in the kernel on the GPU machine (6.18), anonymous pages pin at once */
 static int reg_add(struct cus *s, const struct cus_layer *l, uintptr_t lo, uintptr_t hi)
 {
     for (uintptr_t a = lo; a < hi;) {
@@ -184,6 +186,11 @@ static int reg_add(struct cus *s, const struct cus_layer *l, uintptr_t lo, uintp
             if (!r) return ERR_NOMEM;
             s->regs = r;
             s->cap_regs = cap;
+        }
+        char err[ERR_LEN];
+        if (wt_pages_anonymous((const void *)a, b - a, err) != 0) {
+            LOG_WARN("gpu", "expert streaming off: %s; long prompts keep the CPU experts", err);
+            return ERR_IO;
         }
         cudaError_t e =
             cudaHostRegister((void *)a, b - a, cudaHostRegisterPortable | cudaHostRegisterReadOnly);
@@ -397,14 +404,15 @@ struct cus_layer *cus_layer_create(struct cus *s, int n_expert, const struct wt_
     if (s->o.mode && !s->off && fits) {
         qsort(rg, (size_t)nr, 2 * sizeof *rg, cmp_range);
         int failed = 0;
-        /* registration pins every page of the experts (file-backed: faulted in first), which can
-         * take long for big models; the log shows how long, layer by layer */
+        /* registration copies the experts' pages into anonymous memory (reading the file) and
+         * pins them, which takes a while for big models; the log shows how long, layer by layer */
         if (!s->reg_layers) {
             double b = 0;
             for (int i = 0; i < nr; i++) b += (double)(rg[2 * i + 1] - rg[2 * i]);
             LOG_INFO("gpu",
-                     "expert streaming: registering (cudaHostRegister: pinning) each MoE layer's "
-                     "expert weights, %.1f MiB in the first, in pieces of at most %d MiB",
+                     "expert streaming: registering each MoE layer's expert weights (copied into "
+                     "anonymous memory, then pinned by cudaHostRegister), %.1f MiB in the first, "
+                     "in pieces of at most %d MiB",
                      b / (1 << 20), (int)(REG_CHUNK >> 20));
         }
         const double t0 = now_s(), b0 = s->reg_bytes;

@@ -4,7 +4,8 @@
  *
  * What: for a forward of at least gpu.prefill_min_tokens tokens, a MoE layer's routed experts
  * that the batch routes to are copied host -> device (from the registered, i.e. pinned, expert
- * weights: the GGUF mapping itself, no CPU staging copy) on a dedicated copy stream into one of
+ * weights: made anonymous memory once at load, no staging copy per forward) on a dedicated copy
+ * stream into one of
  * two staging slots and computed there with cuk_moe_ggml (raw GGML blocks, bf16 tensor-core
  * GEMMs), while the CPU pool computes the experts with few tokens at the same time. docs/gpu.md
  * ("Streaming routed experts during prefill") has the design; in short:
@@ -25,9 +26,11 @@
  * experts (if the batch streams) follow in slot groups, the rest stays on the CPU pool; cus_run
  * computes group 0 straight from the resident blocks. One code path for both: a hot expert is a
  * streamed expert whose copy was made at start-up.
- * Registration: cudaHostRegister (ReadOnly | Portable, else Portable) of each layer's expert
- * ranges rounded out to pages, minus pages an earlier layer registered (tensors may share a
- * page), in calls of at most 1 GiB, each layer's time logged (info) and kept for ops_cuda_stats;
+ * Registration: each layer's expert ranges rounded out to pages, minus pages an earlier layer
+ * registered (tensors may share a page), in pieces of at most 1 GiB: each piece is replaced by
+ * anonymous memory with the same bytes (wt_pages_anonymous: pinning file-backed private pages
+ * stalls in some kernels), then cudaHostRegister'ed (ReadOnly | Portable, else Portable); each
+ * layer's time logged (info) and kept for ops_cuda_stats;
  * copies are split at registration boundaries. A failure turns streaming off for the
  * backend with a log line (hot experts need no registration: their one copy is synchronous).
  * Threads: the engine thread (as ops_cuda). Ownership: struct cus owns the copy stream, events,

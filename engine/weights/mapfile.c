@@ -1,4 +1,5 @@
-/* mapfile.c - the one way model files are opened (read-only, private mapping, size checked) and
+/* mapfile.c - the one way model files are opened (read-only, private mapping, size checked),
+ * parts of the mapping made anonymous for pinning (wt_pages_anonymous), and files are
  * written (PATH.tmp, renamed over PATH when complete, so a crash never leaves a partial model).
  * Threads: any; no shared state. */
 #include "weights_internal.h"
@@ -34,6 +35,29 @@ int wt__map_file(const char *path, size_t min_size, const char *what, const uint
     if (m == MAP_FAILED) return err_set(err, ERR_IO, "%s: mmap: %s", path, strerror(errno));
     *map = m;
     *size = (size_t)st.st_size;
+    return 0;
+}
+
+int wt_pages_anonymous(const void *p, size_t n, char *err)
+{
+    const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = (uintptr_t)p & ~(pg - 1), hi = ((uintptr_t)p + n + pg - 1) & ~(pg - 1);
+    if (hi <= lo) return 0;
+    size_t len = hi - lo;
+    void *a = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (a == MAP_FAILED)
+        return err_set(err, ERR_NOMEM, "out of memory for a %.1f MiB anonymous copy of weights",
+                       (double)len / (1 << 20));
+    memcpy(a, (const void *)lo, len);
+    /* read-only like the mapping it replaces; mremap moves the pages over the old range in one
+     * step, so a reader never sees a hole */
+    if (mprotect(a, len, PROT_READ) != 0 ||
+        mremap(a, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)lo) == MAP_FAILED) {
+        int e = errno;
+        munmap(a, len);
+        return err_set(err, ERR_IO, "replacing %.1f MiB of mapped weights by anonymous memory: %s",
+                       (double)len / (1 << 20), strerror(e));
+    }
     return 0;
 }
 

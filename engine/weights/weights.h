@@ -126,6 +126,13 @@ int wt_add_dir(struct wt_model *m, const char *dir, char *err);
 /* Check every tensor the architecture needs (shapes, types, FP8 scale shapes). */
 int wt_validate(const struct wt_model *m, char *err);
 void wt_close(struct wt_model *m);
+/* Replace the pages of [p, p + n), rounded out to whole pages, of a model mapping by private
+ * anonymous pages holding the same bytes; pointers into them stay valid. For memory about to be
+ * pinned (cudaHostRegister): a long-term pin of file-backed private pages can stall in the
+ * kernel, while anonymous pages pin like any malloc'd buffer. Costs one copy of the range
+ * (the file's page cache becomes reclaimable). Call before other threads read the range.
+ * Errors: ERR_NOMEM, ERR_IO (the mapping could not be replaced; it is left as it was). */
+int wt_pages_anonymous(const void *p, size_t n, char *err);
 
 const struct wt_hparams *wt_hparams(const struct wt_model *m);
 const char *wt_dir(const struct wt_model *m); /* the model directory */

@@ -107,6 +107,49 @@ static void run(const char *fmt, const char *a, const char *b)
     CHECK(system(cmd) == 0);
 }
 
+/* 1 when the page holding p is in an anonymous mapping (inode 0 in /proc/self/maps) */
+static int page_is_anonymous(const void *p)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+    int anon = -1;
+    while (f && anon < 0 && fgets(line, sizeof line, f)) {
+        unsigned long lo, hi, ino;
+        if (sscanf(line, "%lx-%lx %*s %*s %*s %lu", &lo, &hi, &ino) == 3 && (uintptr_t)p >= lo &&
+            (uintptr_t)p < hi)
+            anon = ino == 0;
+    }
+    if (f) fclose(f);
+    return anon;
+}
+
+/* wt_pages_anonymous on a random expert's bytes (an unaligned range inside the file mapping):
+ * the bytes stay, the pages become anonymous, the rest of the mapping stays file-backed */
+static void pages_anonymous(struct wt_model *m, unsigned long long seed)
+{
+    char err[ERR_LEN] = "";
+    struct wt_view v;
+    int e = (int)(seed % 8);
+    CHECK_EQ(wt_expert(m, 1, WT_UP, e, &v, err), 0);
+    const struct wt_tensor *emb = wt_get(m, "token_embd.weight");
+    size_t n = v.row_bytes * (size_t)v.rows;
+    uint8_t *before = malloc(n), *emb_before = malloc(emb->nbytes);
+    CHECK(before && emb_before);
+    memcpy(before, v.data, n);
+    memcpy(emb_before, emb->data, emb->nbytes);
+    CHECK_EQ(page_is_anonymous(v.data), 0);
+    CHECK_EQ(wt_pages_anonymous((const uint8_t *)v.data + 1, n - 1, err), 0);
+    CHECK_EQ(page_is_anonymous(v.data), 1);
+    CHECK_EQ(page_is_anonymous((const uint8_t *)v.data + n - 1), 1);
+    CHECK_EQ(page_is_anonymous(emb->data), 0); /* the embedding is elsewhere in the file */
+    CHECK(memcmp(before, v.data, n) == 0);
+    CHECK(memcmp(emb_before, emb->data, emb->nbytes) == 0);
+    CHECK_EQ(wt_pages_anonymous(v.data, n, err), 0); /* again: anonymous to anonymous */
+    CHECK(memcmp(before, v.data, n) == 0);
+    free(before);
+    free(emb_before);
+}
+
 int main(void)
 {
     unsigned long long seed = check_seed();
@@ -170,6 +213,7 @@ int main(void)
             s2 += (double)x * x;
         }
     CHECK_NEAR(sqrt(s2 / 65536), 1.0 / 16, 0.01);
+    pages_anonymous(m, seed);
 
     /* ---- determinism: same seed, one thread -> identical files; other seed -> different */
     o.out = d2;

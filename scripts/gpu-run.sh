@@ -497,7 +497,8 @@ fi
 if has eval; then
   # gpu: the routed experts too (re-quantized to FP8 on the GPU); stream: hybrid with every
   # forward's routed experts streamed to the GPU (issue 17's accuracy check with streaming forced)
-  for pl in hybrid gpu stream; do
+  # EVAL_PLACEMENTS narrows the list (default: hybrid gpu stream)
+  for pl in ${EVAL_PLACEMENTS:-hybrid gpu stream}; do
     if [ $pl = stream ]; then
       start_srv models/default --gpu.placement hybrid --gpu.prefill_experts=on \
           --gpu.prefill_min_tokens=1 --gpu.prefill_split_tokens=1 || continue

@@ -54,7 +54,7 @@ static inline void amx_tiles_config(int kbytes)
 
 /* Multi-token kernels (struct cpuq_type_ops.mul_mat); below AMX_MIN_TOK tokens they call the
  * avx512 column's kernel (cpuq__amx_small). amx/kquants.c: Q4_K, Q5_K, Q6_K, IQ4_XS; amx/q8_0.c:
- * Q8_0; amx/kquants16.c: the first Q4_K/Q5_K kernel (one 16-token tile per weight unpack). */
+ * Q8_0. */
 #define CPUQ_AMX_MUL_MAT(name)                                                                     \
     void cpuq_mul_mat_##name(int64_t n, const void *w, size_t w_row_bytes, int64_t nrows,          \
                              const void *act, size_t act_row_bytes, int64_t ntok, float *y,        \
@@ -64,8 +64,6 @@ CPUQ_AMX_MUL_MAT(q5_k_q8_k_amx)
 CPUQ_AMX_MUL_MAT(q6_k_q8_k_amx)
 CPUQ_AMX_MUL_MAT(iq4_xs_q8_k_amx)
 CPUQ_AMX_MUL_MAT(q8_0_q8_0_amx)
-CPUQ_AMX_MUL_MAT(q4_k_q8_k_amx16)
-CPUQ_AMX_MUL_MAT(q5_k_q8_k_amx16)
 #undef CPUQ_AMX_MUL_MAT
 
 /* The avx512 column's mul_mat of each type, which the AMX kernels call below AMX_MIN_TOK tokens:

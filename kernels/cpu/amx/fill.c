@@ -1,7 +1,6 @@
 /* amx/fill.c - the amx column of the ops table: the avx512 column (already filled by dispatch.c)
  * plus AMX-INT8 multi-token kernels, which hand small token counts back to the avx512 column's
- * kernels. One line per kernel: deleting a line leaves that type on its avx512 entry (for Q4_K and
- * Q5_K, the _amx16 names select the first, one-tile-per-unpack AMX kernel).
+ * kernels. One line per kernel: deleting a line leaves that type on its avx512 entry.
  * Built into its own static library with the ISA's -m flags (kernels/cpu/meson.build), so
  * nothing here may run unless dispatch.c found AMX (and the OS granted tile data) on this CPU.
  * Thread: called once per table from dispatch.c under pthread_once. */

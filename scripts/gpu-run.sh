@@ -25,7 +25,12 @@
 # layer = (best forward with 3 MoE layers - with 0) / 3, beside the H2D GB/s measured in the same
 # run and the PCIe bound (expert bytes copied / that rate). stream.log (a run that fails or
 # times out adds the tail of its full output, kept in /tmp/bh-stream-*.log, and the first such
-# output goes to stream-fail.log). STREAM_PROMPTS and STREAM_MODES narrow the sweep.
+# output goes to stream-fail.log). STREAM_PROMPTS and STREAM_MODES narrow the sweep. The stream
+# step runs the pin probe first (next line).
+# pin: tests/gpu/bench_pin (1 GiB each: cudaMallocHost, anonymous memory, a written and a sparse
+# file mapping, and streaming's anonymous copy of the sparse mapping; each probe killed after 40
+# s), beside the kernel, THP setting and the memory zones (a long-term pin must move pages out of
+# ZONE_MOVABLE); pin.log.
 # hot: hot experts (gpu.hot_experts): tests/gpu/test_engine_hot, then a v3-slice served with and
 # without hot experts: decode tokens/s, hot share of the routes, routing histogram (see the step).
 # graph: CUDA graphs of decode steps (gpu.cuda_graphs): tests/gpu/test_engine_graph, then
@@ -40,8 +45,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 steps=() quick=
 for a in "$@"; do
-  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|prof|hf|hfdefault|eval|train|serve|moe|stream|layered|fulldepth|gguf|hot|graph|defer|cpuk|nccl) steps+=("$a") ;;
-    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [prof] [hf] [hfdefault] [eval] [train] [serve] [moe] [stream] [layered] [fulldepth] [gguf] [hot] [graph] [defer] [cpuk] [nccl] [--quick]"; exit 2 ;; esac
+  case $a in --quick) quick=--quick ;; tests|bench|sanitize|engine|prof|hf|hfdefault|eval|train|serve|moe|stream|pin|layered|fulldepth|gguf|hot|graph|defer|cpuk|nccl) steps+=("$a") ;;
+    *) echo "usage: $0 [tests] [bench] [sanitize] [engine] [prof] [hf] [hfdefault] [eval] [train] [serve] [moe] [stream] [pin] [layered] [fulldepth] [gguf] [hot] [graph] [defer] [cpuk] [nccl] [--quick]"; exit 2 ;; esac
 done
 [ ${#steps[@]} -eq 0 ] && steps=(tests bench)
 has() { local s; for s in "${steps[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
@@ -203,7 +208,8 @@ export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib6
 # Binaries: those built on the developer machine and carried in build-ibin/ when they all load
 # here (saves the device the build), else build-gpu/ built now.
 progs="tandem test_gemm_fp8 test_ops test_mla bench_gpu test_engine_gpu bench_hybrid dump_logits"
-has stream && progs="$progs test_engine_stream"
+has stream && progs="$progs test_engine_stream bench_pin"
+has pin && progs="$progs bench_pin"
 has hot && progs="$progs test_engine_hot"
 has graph && progs="$progs test_engine_graph"
 has defer && progs="$progs test_engine_defer"
@@ -218,7 +224,7 @@ else
     { tail -30 "$out/build.log"; echo "meson setup failed"; exit 1; }
   if ninja -C build-gpu tandem tests/gpu/test_gemm_fp8 tests/gpu/test_ops tests/gpu/test_mla \
        tests/gpu/bench_gpu tests/gpu/test_engine_gpu tests/gpu/bench_hybrid tests/engine/dump_logits \
-       $(has stream && echo tests/gpu/test_engine_stream) $(has hot && echo tests/gpu/test_engine_hot) \
+       $(has stream && echo tests/gpu/test_engine_stream) $( (has stream || has pin) && echo tests/gpu/bench_pin) $(has hot && echo tests/gpu/test_engine_hot) \
        $(has graph && echo tests/gpu/test_engine_graph) \
        $(has defer && echo tests/gpu/test_engine_defer) \
        >> "$out/build.log" 2>&1; then
@@ -296,6 +302,15 @@ if has engine; then
     timeout 60 $ebin/bench_hybrid --model /tmp/tandem-v3z3 --batch 1 --steps 2 --prompt $p 2>&1 |
         grep prefill | tee -a "$log"
   done
+fi
+
+if has pin || has stream; then
+  log="$out/pin.log"
+  { echo "kernel $(uname -r); THP $(cat /sys/kernel/mm/transparent_hugepage/enabled 2> /dev/null);" \
+         "/tmp on $(df -T /tmp | awk 'NR == 2 { print $2 }')"
+    awk '/^Node/ { z = $4 } /managed/ { printf "zone %s: %.1f GiB managed\n", z, $2 * 4096 / 2^30 }' /proc/zoneinfo
+    timeout 300 $ebin/bench_pin --mib 1024 --timeout 40; } > "$log" 2>&1
+  cat "$log"
 fi
 
 if has stream; then

@@ -17,7 +17,7 @@ touch kernels/cuda/*.cu
 progs="tandem tests/gpu/test_engine_gpu tests/gpu/bench_hybrid tests/gpu/test_gemm_fp8 tests/gpu/test_ops
        tests/gpu/test_mla tests/gpu/bench_gpu tests/engine/dump_logits tests/gpu/test_moe_ggml
        tests/gpu/bench_moe_ggml tests/gpu/test_engine_stream tests/gpu/test_engine_hot
-       tests/gpu/test_engine_graph tests/gpu/test_engine_defer tests/gpu/test_nccl
+       tests/gpu/test_engine_graph tests/gpu/test_engine_defer tests/gpu/test_nccl tests/gpu/bench_pin
        tests/engine/test_gpu_devices tests/kernels/test_iquants tests/kernels/test_mul_mat_tiles
        tests/kernels/test_simd_kernels"
 ninja -C "$b" $progs

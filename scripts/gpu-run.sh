@@ -50,6 +50,14 @@ for a in "$@"; do
 done
 [ ${#steps[@]} -eq 0 ] && steps=(tests bench)
 has() { local s; for s in "${steps[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
+# result STEP NAME RC START [LOG]: a summary line for one test program: PASS, SKIP (77) or
+# FAIL(rc), seconds since START, and the last seed LOG printed
+result() {
+  local r
+  case $3 in 0) r=PASS ;; 77) r=SKIP ;; *) r="FAIL($3)" ;; esac
+  printf '%-9s %-18s %-8s %4ss  %s' "$1" "$2" "$r" $(( $(date +%s) - $4 )) \
+    "$([ -n "${5:-}" ] && grep TANDEM_TEST_SEED "$5" 2> /dev/null | tail -1)"
+}
 out=${OUT:-$PWD/gpu-out}
 mkdir -p "$out"
 [ -f .gpudeps/env.sh ] && [ -z "${PKG_CONFIG_SYSROOT_DIR:-}" ] && source .gpudeps/env.sh
@@ -94,9 +102,7 @@ if has moe; then
       timeout 300 $mb/test_moe_ggml >> "$log" 2>&1
     fi
     rc=$?
-    case $rc in 0) r=PASS ;; 77) r=SKIP ;; *) r="FAIL($rc)" ;; esac
-    moe_sum+=("$(printf '%-9s %-14s %-8s %4ss  %s' "moe-$mode" test_moe_ggml "$r" $(( $(date +%s) - s )) \
-                "$(grep TANDEM_TEST_SEED "$log" | tail -1)")")
+    moe_sum+=("$(result "moe-$mode" test_moe_ggml $rc $s "$log")")
     [ $rc -eq 0 ] || { echo "---- test_moe_ggml ($mode) failed:"; tail -25 "$log"; }
   done
   echo "==== bench_moe_ggml" >> "$log"
@@ -145,9 +151,7 @@ if has cpuk; then
     echo "==== $t" >> "$log"
     timeout 300 $cb/$t >> "$log" 2>&1
     rc=$?
-    case $rc in 0) r=PASS ;; 77) r=SKIP ;; *) r="FAIL($rc)" ;; esac
-    cpuk_sum+=("$(printf '%-9s %-18s %-8s %4ss  %s' cpuk $t "$r" $(( $(date +%s) - s )) \
-                "$(grep TANDEM_TEST_SEED "$log" | tail -1)")")
+    cpuk_sum+=("$(result cpuk $t $rc $s "$log")")
     [ $rc -eq 0 ] || { echo "---- $t failed:"; tail -25 "$log"; }
   done
   echo "==== tandem bench cpu (commit $(git rev-parse --short HEAD 2>/dev/null))" >> "$log"
@@ -190,9 +194,7 @@ if has nccl; then
       echo "==== $t" >> "$log"
       timeout 200 build-gpu/$t >> "$log" 2>&1
       rc=$?
-      case $rc in 0) r=PASS ;; 77) r=SKIP ;; *) r="FAIL($rc)" ;; esac
-      nsum+=("$(printf '%-9s %-16s %-8s %4ss  %s' nccl "${t##*/}" "$r" $(( $(date +%s) - s )) \
-                "$(grep TANDEM_TEST_SEED "$log" | tail -1)")")
+      nsum+=("$(result nccl "${t##*/}" $rc $s "$log")")
       [ $rc -eq 0 ] || { echo "---- $t failed:"; tail -15 "$log"; }
     done
     grep -E 'ok|SKIP' "$log"
@@ -252,9 +254,7 @@ run_tests() {   # $1 = tests | sanitize
       TANDEM_SHARED=$PWD/../shared $ebin/$t >> "$log" 2>&1
     fi
     rc=$?
-    case $rc in 0) r=PASS ;; 77) r=SKIP ;; *) r="FAIL($rc)" ;; esac
-    summary+=("$(printf '%-9s %-14s %-8s %4ss  %s' "$1" "$t" "$r" $(( $(date +%s) - s )) \
-                "$(grep TANDEM_TEST_SEED "$log" | tail -1)")")
+    summary+=("$(result "$1" "$t" $rc $s "$log")")
     [ $rc -eq 0 ] || { echo "---- $t ($1) failed:"; tail -15 "$log"; }
   done
 }
@@ -270,9 +270,7 @@ if has engine; then
   s=$(date +%s)
   TANDEM_SRC=$PWD TANDEM_BIN=$tb timeout 200 $ebin/test_engine_gpu > "$log" 2>&1
   rc=$?
-  case $rc in 0) r=PASS ;; 77) r=SKIP ;; *) r="FAIL($rc)" ;; esac
-  summary+=("$(printf '%-9s %-14s %-8s %4ss  %s' engine test_engine_gpu "$r" $(( $(date +%s) - s )) \
-              "$(grep TANDEM_TEST_SEED "$log" | tail -1)")")
+  summary+=("$(result engine test_engine_gpu $rc $s "$log")")
   grep -E '^[a-z/0-9]+:|prompts|prefill|greedy|targets|FAIL|PASS' "$log" | grep -v 'tandem\['
   # Decode step cost per MoE layer, from two such v3-slices that differ only in their number of
   # MoE layers (1 dense + 0 MoE, 1 dense + 3 MoE): per_moe = (step3 - step0) / 3 (CPU experts plus
@@ -319,9 +317,7 @@ if has stream; then
   s=$(date +%s)
   TANDEM_SRC=$PWD TANDEM_BIN=$tb timeout 300 $ebin/test_engine_stream >> "$log" 2>&1
   rc=$?
-  case $rc in 0) r=PASS ;; 77) r=SKIP ;; *) r="FAIL($rc)" ;; esac
-  summary+=("$(printf '%-9s %-14s %-8s %4ss  %s' stream test_engine_stream "$r" $(( $(date +%s) - s )) \
-              "$(grep TANDEM_TEST_SEED "$log" | tail -1)")")
+  summary+=("$(result stream test_engine_stream $rc $s "$log")")
   grep -E 'streamed|logits vs|FAIL|PASS' "$log"
   for nm in 0 3; do
     [ -d /tmp/tandem-v3z$nm ] || $tb convert synth --preset v3-slice --dense-layers 1 --moe-layers $nm \
@@ -705,9 +701,7 @@ if has gguf; then
   else
     grep -E 'error|FAILED' "$out/iq-build.log" | head -20; rc=1
   fi
-  case $rc in 0) r=PASS ;; 77) r=SKIP ;; *) r="FAIL($rc)" ;; esac
-  summary+=("$(printf '%-9s %-18s %-8s %4ss  %s' gguf test_iquants "$r" $(( $(date +%s) - s )) \
-              "$(grep TANDEM_TEST_SEED "$log" | tail -1)")")
+  summary+=("$(result gguf test_iquants $rc $s "$log")")
   [ $rc -eq 0 ] || { echo "---- test_iquants failed:"; tail -25 "$log"; }
   { echo "device: $device"; timeout 500 $tb bench cpu --quick \
       --types q4_K,iq2_xxs,iq3_xxs,iq1_s,iq1_m,iq2_xs,iq2_s,iq3_s --prefill 512; } \
@@ -725,8 +719,7 @@ if has gguf; then
     TANDEM_BIN=$tb TANDEM_TEST_MODEL=$g TANDEM_SERVE_ARGS="--gpu.placement=$pl" \
         timeout 500 $NODE tests/integration/test_serve_gguf.mjs >> "$log" 2>&1
     rc=$?
-    case $rc in 0) r=PASS ;; 77) r=SKIP ;; *) r="FAIL($rc)" ;; esac
-    summary+=("$(printf '%-9s %-18s %-8s %4ss' gguf "serve_gguf $pl" "$r" $(( $(date +%s) - s )))")
+    summary+=("$(result gguf "serve_gguf $pl" $rc $s)")
     [ $rc -eq 0 ] || { echo "---- test_serve_gguf ($pl) failed:"; tail -25 "$log"; }
   done
 fi
@@ -743,9 +736,7 @@ if has graph; then
   s=$(date +%s)
   TANDEM_SRC=$PWD TANDEM_BIN=$tb timeout 300 $ebin/test_engine_graph >> "$log" 2>&1
   rc=$?
-  case $rc in 0) r=PASS ;; 77) r=SKIP ;; *) r="FAIL($rc)" ;; esac
-  summary+=("$(printf '%-9s %-14s %-8s %4ss  %s' graph test_engine_graph "$r" $(( $(date +%s) - s )) \
-              "$(grep TANDEM_TEST_SEED "$log" | tail -1)")")
+  summary+=("$(result graph test_engine_graph $rc $s "$log")")
   grep -E 'graphs|paused|logits vs|FAIL|PASS' "$log" | grep -v 'tandem\['
   for nm in 0 3; do
     [ -d /tmp/tandem-v3z$nm ] || $tb convert synth --preset v3-slice --dense-layers 1 --moe-layers $nm \
@@ -791,9 +782,7 @@ if has hot; then
   s=$(date +%s)
   TANDEM_SRC=$PWD TANDEM_BIN=$tb timeout 300 $ebin/test_engine_hot >> "$log" 2>&1
   rc=$?
-  case $rc in 0) r=PASS ;; 77) r=SKIP ;; *) r="FAIL($rc)" ;; esac
-  summary+=("$(printf '%-9s %-14s %-8s %4ss  %s' hot test_engine_hot "$r" $(( $(date +%s) - s )) \
-              "$(grep TANDEM_TEST_SEED "$log" | tail -1)")")
+  summary+=("$(result hot test_engine_hot $rc $s "$log")")
   grep -E 'hot:|calls on layers|logits vs|note|FAIL|PASS' "$log"
   v3=/tmp/tandem-v3r
   [ -d $v3 ] || $tb convert synth --preset v3-slice --dense-layers 1 --moe-layers 3 --experts-n 256 \
@@ -857,9 +846,7 @@ if has defer; then
   s=$(date +%s)
   TANDEM_SRC=$PWD TANDEM_BIN=$tb timeout 300 $ebin/test_engine_defer >> "$log" 2>&1
   rc=$?
-  case $rc in 0) r=PASS ;; 77) r=SKIP ;; *) r="FAIL($rc)" ;; esac
-  summary+=("$(printf '%-9s %-14s %-8s %4ss  %s' defer test_engine_defer "$r" $(( $(date +%s) - s )) \
-              "$(grep TANDEM_TEST_SEED "$log" | tail -1)")")
+  summary+=("$(result defer test_engine_defer $rc $s "$log")")
   grep -E 'CPU|jobs|logits vs|median|FAIL|PASS' "$log"
   [ -d /tmp/tandem-v3z3 ] || $tb convert synth --preset v3-slice --dense-layers 1 --moe-layers 3 \
       --experts-n 256 --experts q4_K --zero-but-routing --out /tmp/tandem-v3z3 > /dev/null 2>&1 ||

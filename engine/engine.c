@@ -205,6 +205,7 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         .gpu_prefill_min_tokens = (int)cfg->gpu_prefill_min_tokens,
         .gpu_stream_buffer_mb = (int)cfg->gpu_stream_buffer_mb,
         .gpu_prefill_split_tokens = (int)cfg->gpu_prefill_split_tokens,
+        .gpu_stream_source = cfg->gpu_stream_source && !strcmp(cfg->gpu_stream_source, "alloc"),
         .gpu_graphs = (int)cfg->gpu_cuda_graphs,
         .gpu_keep_ggml = !cfg->gpu_requant_ggml,
     };

@@ -25,7 +25,8 @@
 # layer = (best forward with 3 MoE layers - with 0) / 3, beside the H2D GB/s measured in the same
 # run and the PCIe bound (expert bytes copied / that rate). stream.log (a run that fails or
 # times out adds the tail of its full output, kept in /tmp/bh-stream-*.log, and the first such
-# output goes to stream-fail.log). STREAM_PROMPTS and STREAM_MODES narrow the sweep. The stream
+# output goes to stream-fail.log). STREAM_PROMPTS and STREAM_MODES narrow the sweep;
+# STREAM_SOURCE=alloc sets gpu.stream_source (default register). The stream
 # step runs the pin probe first (next line).
 # pin: tests/gpu/bench_pin (1 GiB each: cudaMallocHost, anonymous memory, a written and a sparse
 # file mapping, and streaming's anonymous copy of the sparse mapping; each probe killed after 40
@@ -341,7 +342,7 @@ if has stream; then
         rl=/tmp/bh-stream-$p-$mode-$nm.log
         s=$(date +%s)
         timeout -k 10 300 stdbuf -oL -eL $ebin/bench_hybrid --model /tmp/tandem-v3z$nm --batch 2 \
-            --steps 1 --prompt $p --stream $mode > "$rl" 2>&1
+            --steps 1 --prompt $p --stream $mode --source ${STREAM_SOURCE:-register} > "$rl" 2>&1
         rc=$?
         grep -v 'tandem\[' "$rl" | tee -a "$log" > /tmp/bs-$nm.txt
         if [ $rc -ne 0 ]; then

@@ -74,6 +74,9 @@ struct ops_params {
     int gpu_stream_buffer_mb;     /* staging, two slots (<= 0: 400) */
     int gpu_prefill_split_tokens; /* 0: split experts GPU/CPU from measured rates; N: experts
                                    * with >= N tokens on the GPU (1: all) */
+    int gpu_stream_source;        /* 0 register: the weights' pages, made anonymous, pinned in
+                                   * place; 1 alloc: a cudaMallocHost copy per layer, which the
+                                   * CPU pool reads too */
     int gpu_keep_ggml;            /* ops_cuda, gpu.requant_ggml = off: non-expert weights of a
                                    * GGML or F16/F32 type stay on the CPU backend. 0 (default):
                                    * they are converted at load, projections and kv_b to FP8

@@ -989,8 +989,21 @@ static int cu_moe_create(struct ops *o, int n_expert, const struct wt_view *gate
             else c->ex_inter = m->inter;
         }
     } else {
-        rc = ops_moe_create(c->cpu, n_expert, gate, up, down, &m->cpu, err);
-        if (!rc && c->cus) m->st = cus_layer_create(c->cus, n_expert, gate, up, down);
+        /* the streaming state first: with gpu.stream_source = alloc it moves the views to its
+         * pinned copy, which the CPU pool then reads */
+        struct wt_view *vs = c->cus ? malloc((size_t)3 * n_expert * sizeof *vs) : NULL;
+        if (c->cus && !vs) rc = err_set(err, ERR_NOMEM, "cuda ops: out of memory");
+        if (vs) {
+            memcpy(vs, gate, (size_t)n_expert * sizeof *vs);
+            memcpy(vs + n_expert, up, (size_t)n_expert * sizeof *vs);
+            memcpy(vs + 2 * n_expert, down, (size_t)n_expert * sizeof *vs);
+            m->st = cus_layer_create(c->cus, n_expert, vs, vs + n_expert, vs + 2 * n_expert);
+            gate = vs;
+            up = vs + n_expert;
+            down = vs + 2 * n_expert;
+        }
+        if (!rc) rc = ops_moe_create(c->cpu, n_expert, gate, up, down, &m->cpu, err);
+        free(vs);
         if (!rc && c->cus && c->prefill_experts == 1 && cus_failed(c->cus))
             rc = err_set(err, ERR_CUDA,
                          "cuda ops: gpu.prefill_experts = on, but the expert "
@@ -2787,7 +2800,8 @@ int ops_cuda_create(const struct ops_params *p, struct ops **out, char *err)
             .buffer_bytes = (size_t)(p->gpu_stream_buffer_mb > 0 ? p->gpu_stream_buffer_mb : 400)
                             << 20,
             .split_tokens = p->gpu_prefill_split_tokens,
-            .max_tokens = max_tokens};
+            .max_tokens = max_tokens,
+            .source = p->gpu_stream_source};
         char e2[ERR_LEN];
         if (cudaEventCreateWithFlags(&c->ev_g, cudaEventDisableTiming) != cudaSuccess) {
             rc = err_set(err, ERR_CUDA, "cuda ops: event creation failed on device %d", device);

@@ -28,9 +28,10 @@
  * layer) and the log can show progress; copies are split at registration boundaries anyway */
 #define REG_CHUNK ((uintptr_t)1 << 30)
 
-struct reg { /* one cudaHostRegister'ed range */
+struct reg { /* one cudaHostRegister'ed range, or a cudaMallocHost block (alloc) */
     uintptr_t lo, hi;
     const struct cus_layer *owner;
+    int alloc;
 };
 
 struct cus_layer {
@@ -92,6 +93,12 @@ struct cus {
     /* copy groups (slot fills) not yet folded into the stats */
     long long n_cg;
 };
+
+static void reg_release(const struct reg *r)
+{
+    if (r->alloc) cudaFreeHost((void *)r->lo);
+    else cudaHostUnregister((void *)r->lo);
+}
 
 static double now_s(void)
 {
@@ -165,13 +172,25 @@ void cus_destroy(struct cus *s)
     free(s->gstart);
     free(s->sel);
     free(s->tab);
-    for (int i = 0; i < s->n_regs; i++) cudaHostUnregister((void *)s->regs[i].lo);
+    for (int i = 0; i < s->n_regs; i++) reg_release(&s->regs[i]);
     free(s->regs);
     if (s->cp) cudaStreamDestroy(s->cp);
     free(s);
 }
 
 /* ---------------------------------------------------------------- registration */
+
+/* room for one more registration */
+static int reg_reserve(struct cus *s)
+{
+    if (s->n_regs < s->cap_regs) return 0;
+    int cap = s->cap_regs ? 2 * s->cap_regs : 64;
+    struct reg *r = realloc(s->regs, (size_t)cap * sizeof *r);
+    if (!r) return ERR_NOMEM;
+    s->regs = r;
+    s->cap_regs = cap;
+    return 0;
+}
 
 /* register [lo, hi) (page-aligned) in pieces of at most REG_CHUNK bytes, each first made
  * anonymous memory (wt_pages_anonymous): pinning the file-backed private pages themselves stalled
@@ -180,13 +199,7 @@ static int reg_add(struct cus *s, const struct cus_layer *l, uintptr_t lo, uintp
 {
     for (uintptr_t a = lo; a < hi;) {
         uintptr_t b = hi - a > REG_CHUNK ? a + REG_CHUNK : hi;
-        if (s->n_regs == s->cap_regs) {
-            int cap = s->cap_regs ? 2 * s->cap_regs : 64;
-            struct reg *r = realloc(s->regs, (size_t)cap * sizeof *r);
-            if (!r) return ERR_NOMEM;
-            s->regs = r;
-            s->cap_regs = cap;
-        }
+        if (reg_reserve(s)) return ERR_NOMEM;
         char err[ERR_LEN];
         if (wt_pages_anonymous((const void *)a, b - a, err) != 0) {
             LOG_WARN("gpu", "expert streaming off: %s; long prompts keep the CPU experts", err);
@@ -234,6 +247,38 @@ static int reg_range(struct cus *s, const struct cus_layer *l, uintptr_t lo, uin
         }
         lo = next;
     }
+    return 0;
+}
+
+/* source 1: copy the layer's experts into one cudaMallocHost block and point l->src there */
+static int layer_alloc(struct cus *s, struct cus_layer *l)
+{
+    const int n = 3 * l->n_expert;
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        if (l->src[i].data) total += up_align(mat_bytes(&l->src[i]));
+    void *h = NULL;
+    if (!total || reg_reserve(s)) return ERR_NOMEM;
+    cudaError_t e = cudaMallocHost(&h, total);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        LOG_WARN("gpu",
+                 "expert streaming off: cudaMallocHost of %.1f MiB for a layer's experts failed "
+                 "(%s); long prompts keep the CPU experts",
+                 (double)total / (1 << 20), cudaGetErrorString(e));
+        return ERR_CUDA;
+    }
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        struct cuk_ggml_mat *m = &l->src[i];
+        if (!m->data) continue;
+        memcpy((char *)h + off, m->data, mat_bytes(m));
+        m->data = (char *)h + off;
+        off += up_align(mat_bytes(m));
+    }
+    s->regs[s->n_regs++] =
+        (struct reg){.lo = (uintptr_t)h, .hi = (uintptr_t)h + total, .owner = l, .alloc = 1};
+    s->reg_bytes += (double)total;
     return 0;
 }
 
@@ -317,7 +362,7 @@ static void unregister_layer(struct cus *s, const struct cus_layer *l)
 {
     for (int i = 0; i < s->n_regs;)
         if (s->regs[i].owner == l) {
-            cudaHostUnregister((void *)s->regs[i].lo);
+            reg_release(&s->regs[i]);
             s->reg_bytes -= (double)(s->regs[i].hi - s->regs[i].lo);
             s->regs[i] = s->regs[--s->n_regs];
         } else {
@@ -325,8 +370,8 @@ static void unregister_layer(struct cus *s, const struct cus_layer *l)
         }
 }
 
-struct cus_layer *cus_layer_create(struct cus *s, int n_expert, const struct wt_view *gate,
-                                   const struct wt_view *up, const struct wt_view *down)
+struct cus_layer *cus_layer_create(struct cus *s, int n_expert, struct wt_view *gate,
+                                   struct wt_view *up, struct wt_view *down)
 {
     if (!s || (s->off && !s->o.hot)) return NULL;
     const char *why = NULL;
@@ -409,14 +454,22 @@ struct cus_layer *cus_layer_create(struct cus *s, int n_expert, const struct wt_
         if (!s->reg_layers) {
             double b = 0;
             for (int i = 0; i < nr; i++) b += (double)(rg[2 * i + 1] - rg[2 * i]);
-            LOG_INFO("gpu",
-                     "expert streaming: registering each MoE layer's expert weights (copied into "
-                     "anonymous memory, then pinned by cudaHostRegister), %.1f MiB in the first, "
-                     "in pieces of at most %d MiB",
-                     b / (1 << 20), (int)(REG_CHUNK >> 20));
+            if (s->o.source == 1)
+                LOG_INFO("gpu",
+                         "expert streaming: copying each MoE layer's expert weights into pinned "
+                         "memory (cudaMallocHost; the CPU pool reads the copy), %.1f MiB in the "
+                         "first",
+                         b / (1 << 20));
+            else
+                LOG_INFO("gpu",
+                         "expert streaming: registering each MoE layer's expert weights (copied "
+                         "into anonymous memory, then pinned by cudaHostRegister), %.1f MiB in "
+                         "the first, in pieces of at most %d MiB",
+                         b / (1 << 20), (int)(REG_CHUNK >> 20));
         }
         const double t0 = now_s(), b0 = s->reg_bytes;
-        for (int i = 0; !failed && i < nr;) {
+        if (s->o.source == 1) failed = layer_alloc(s, l) != 0; /* logged */
+        for (int i = 0; !failed && s->o.source != 1 && i < nr;) {
             uintptr_t lo = rg[2 * i], hi = rg[2 * i + 1];
             int j = i + 1;
             for (; j < nr && rg[2 * j] <= hi + (uintptr_t)sysconf(_SC_PAGESIZE); j++)
@@ -442,6 +495,12 @@ struct cus_layer *cus_layer_create(struct cus *s, int n_expert, const struct wt_
             }
         } else {
             l->stream_ok = 1;
+            if (s->o.source == 1) /* the CPU pool reads the pinned copy too */
+                for (int e = 0; e < n_expert; e++) {
+                    gate[e].data = l->src[e].data;
+                    up[e].data = l->src[n_expert + e].data;
+                    down[e].data = l->src[2 * n_expert + e].data;
+                }
         }
     }
     free(rg);

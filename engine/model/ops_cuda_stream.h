@@ -29,7 +29,10 @@
  * Registration: each layer's expert ranges rounded out to pages, minus pages an earlier layer
  * registered (tensors may share a page), in pieces of at most 1 GiB: each piece is replaced by
  * anonymous memory with the same bytes (wt_pages_anonymous: pinning file-backed private pages
- * stalls in some kernels), then cudaHostRegister'ed (ReadOnly | Portable, else Portable); each
+ * stalls in some kernels), then cudaHostRegister'ed (ReadOnly | Portable, else Portable). With
+ * source 1 (gpu.stream_source = alloc) instead, each layer's experts are copied into one
+ * cudaMallocHost block, the driver's own pinned memory, and the caller's views are moved there,
+ * so the CPU pool computes from the same copy (registered as one range, freed with the layer). Each
  * layer's time logged (info) and kept for ops_cuda_stats;
  * copies are split at registration boundaries. A failure turns streaming off for the
  * backend with a log line (hot experts need no registration: their one copy is synchronous).
@@ -59,6 +62,8 @@ struct cus_opts {
     size_t buffer_bytes; /* staging: two slots of half of it */
     int split_tokens;    /* 0: rate-based split; N: experts with >= N tokens on the GPU */
     int max_tokens;      /* the backend's largest batch */
+    int source;          /* ops_params.gpu_stream_source: 0 register the weights' own pages, 1
+                          * a cudaMallocHost copy of each layer's experts (see below) */
 };
 
 /* NULL *out (and 0) when o->mode is off and o->hot 0. Staging slots only with o->mode. Errors:
@@ -70,9 +75,11 @@ void cus_destroy(struct cus *s); /* NULL is fine; the device must be idle */
  * with streaming on, registers its expert memory. NULL when this layer can neither stream nor
  * hold hot experts (a type without a GPU kernel; with hot experts off also an expert larger than
  * a slot or a failed registration, which turns streaming off for every later layer too); the
- * reason is logged once. */
-struct cus_layer *cus_layer_create(struct cus *s, int n_expert, const struct wt_view *gate,
-                                   const struct wt_view *up, const struct wt_view *down);
+ * reason is logged once. With source 1 and streaming set up for the layer, the data pointers of
+ * gate/up/down are moved to the layer's pinned copy: create the CPU op from them afterwards, and
+ * destroy it before the layer. */
+struct cus_layer *cus_layer_create(struct cus *s, int n_expert, struct wt_view *gate,
+                                   struct wt_view *up, struct wt_view *down);
 void cus_layer_destroy(struct cus *s, struct cus_layer *l); /* after a host synchronization */
 
 /* 1 when a batch of n tokens on layer l (may be NULL) takes the split path: the layer holds hot

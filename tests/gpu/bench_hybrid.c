@@ -3,7 +3,7 @@
  *   bench_hybrid --model DIR [--batch B] [--steps S] [--prompt P] [--placement hybrid|cpu]
  *                [--threads N] [--spin-us N] [--dram-gbs X] [--profile 1]
  *                [--stream off|all|split|auto] [--split-tokens N] [--buffer-mb N]
- *                [--min-tokens N] [--graphs N] [--defer N]
+ *                [--min-tokens N] [--source register|alloc] [--graphs N] [--defer N]
  *
  * Builds the model with the given placement (default hybrid), prefills B sequences of P random
  * tokens each (one forward per sequence, last-token logits: tokens/s), then runs S decode steps of
@@ -19,7 +19,8 @@
  * --stream: routed experts streamed to the GPU during prefill (gpu.prefill_experts on,
  * ops_cuda_stream.c): all = every routed expert on the GPU (prefill_split_tokens 1), split = those
  * with >= --split-tokens tokens (default: the mean per expert), auto = the backend's rate-based
- * split; --min-tokens (default 256) and --buffer-mb (default 400) as the options. Prints the best
+ * split; --min-tokens (default 256), --buffer-mb (default 400) and --source (gpu.stream_source,
+ * default register) as the options. Prints the best
  * prefill forward time and, per streamed layer call, the experts on each side, the expert bytes
  * copied, the H2D rate measured in this run (copy-stream time only) and the PCIe bound (bytes /
  * that rate). Prompts up to 16384 tokens (one forward each; --batch 2 gives a warm second one).
@@ -54,7 +55,7 @@ int main(int argc, char **argv)
     const char *dir = NULL, *placement = "hybrid";
     int B = 1, S = 16, P = 64, threads = 0, profile = 0, spin_us = 50;
     int split_tokens = -1, buffer_mb = 400, min_tokens = 256, graphs = 0, defer = 0;
-    const char *stream = "off";
+    const char *stream = "off", *source = "register";
     double dram = 103.0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--model")) dir = argv[i + 1];
@@ -70,6 +71,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--split-tokens")) split_tokens = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--buffer-mb")) buffer_mb = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--min-tokens")) min_tokens = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--source")) source = argv[i + 1];
         else if (!strcmp(argv[i], "--graphs")) graphs = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--defer")) defer = atoi(argv[i + 1]);
         else dir = NULL, i = argc;
@@ -79,12 +81,14 @@ int main(int argc, char **argv)
                 : !strcmp(stream, "split") ? 2
                 : !strcmp(stream, "auto")  ? 3
                                            : -1;
-    if (!dir || B < 1 || B > 64 || S < 1 || P < 1 || P > 16384 || smode < 0 || graphs < 0 ||
-        graphs > 64) {
+    const int ssrc = !strcmp(source, "register") ? 0 : !strcmp(source, "alloc") ? 1 : -1;
+    if (!dir || B < 1 || B > 64 || S < 1 || P < 1 || P > 16384 || smode < 0 || ssrc < 0 ||
+        graphs < 0 || graphs > 64) {
         fprintf(stderr, "usage: bench_hybrid --model DIR [--batch 1..64] [--steps S] "
                         "[--prompt 1..16384] [--placement hybrid|cpu] [--threads N] [--dram-gbs X] "
                         "[--stream off|all|split|auto] [--split-tokens N] [--buffer-mb N] "
-                        "[--min-tokens N] [--graphs 0..64] [--defer N]\n");
+                        "[--min-tokens N] [--source register|alloc] [--graphs 0..64] "
+                        "[--defer N]\n");
         return 2;
     }
     char err[ERR_LEN];
@@ -102,6 +106,7 @@ int main(int argc, char **argv)
         op.gpu_prefill_experts = 1;
         op.gpu_prefill_min_tokens = min_tokens;
         op.gpu_stream_buffer_mb = buffer_mb;
+        op.gpu_stream_source = ssrc;
         op.gpu_prefill_split_tokens = smode == 1 ? 1 : smode == 3 ? 0 : split_tokens;
     }
     if (smode == 2 && split_tokens < 0) { /* split at the mean tokens per expert (before the

@@ -14,7 +14,9 @@
  *          fills while the CPU pool runs its share (the copy/compute pipeline cycling the two
  *          slots beside an expert job on the side stream; group counts vary by layer, so a layer
  *          may start on either slot);
- *   auto   the split from the backend's rate estimates (reported).
+ *   auto   the split from the backend's rate estimates (reported);
+ *   alloc  split as above with gpu.stream_source = alloc: the experts copied into cudaMallocHost
+ *          blocks that both the copies and the CPU pool read.
  * Each drives the same forwards: a prefill of 256 tokens, a second chunk of 96 tokens of the same
  * sequence, then forwards of 4 and of 1 token (below prefill_min_tokens: the ordinary CPU pool).
  * Asserted: the median relative L2 error of the logits (engine_cmp.h's tolerance) and finite
@@ -66,11 +68,11 @@ int main(void)
     const int mean_tok = ECMP_P1 * hp->top_k / hp->n_routed;
     struct cfgs {
         const char *tag;
-        int mode, min_tokens, buffer_mb, split;
+        int mode, min_tokens, buffer_mb, split, source;
     } cs[] = {
-        {"off", 0, 0, 0, 0},           {"all", 1, 16, 1, 1},
-        {"split", 1, 16, 0, mean_tok}, {"rounds", 1, 16, 1, mean_tok},
-        {"auto", 2, 16, 0, 0},
+        {"off", 0, 0, 0, 0, 0},           {"all", 1, 16, 1, 1, 0},
+        {"split", 1, 16, 0, mean_tok, 0}, {"rounds", 1, 16, 1, mean_tok, 0},
+        {"auto", 2, 16, 0, 0, 0},         {"alloc", 1, 16, 0, mean_tok, 1},
     };
     const int NC = (int)(sizeof cs / sizeof cs[0]);
     struct ecmp_run cpu = {.lg = malloc((size_t)n * V * sizeof(float))};
@@ -86,7 +88,8 @@ int main(void)
                                .gpu_prefill_experts = cs[i].mode,
                                .gpu_prefill_min_tokens = cs[i].min_tokens,
                                .gpu_stream_buffer_mb = cs[i].buffer_mb,
-                               .gpu_prefill_split_tokens = cs[i].split};
+                               .gpu_prefill_split_tokens = cs[i].split,
+                               .gpu_stream_source = cs[i].source};
         CHECK_EQ(ops_params_parse(&q, "hybrid", NULL, err), 0);
         int rc = ecmp_drive(w, &q, tok, NULL, NULL, &g, err);
         if (rc) {

@@ -27,6 +27,8 @@
  * most this (page multiples), so no single driver call pins gigabytes (DeepSeek-V3: 6.3 GB a
  * layer) and the log can show progress; copies are split at registration boundaries anyway */
 #define REG_CHUNK ((uintptr_t)1 << 30)
+#define COPY_THREADS 8 /* threads copying a piece into anonymous memory (at load, the pool idle)   \
+                        */
 
 struct reg { /* one cudaHostRegister'ed range, or a cudaMallocHost block (alloc) */
     uintptr_t lo, hi;
@@ -201,7 +203,7 @@ static int reg_add(struct cus *s, const struct cus_layer *l, uintptr_t lo, uintp
         uintptr_t b = hi - a > REG_CHUNK ? a + REG_CHUNK : hi;
         if (reg_reserve(s)) return ERR_NOMEM;
         char err[ERR_LEN];
-        if (wt_pages_anonymous((const void *)a, b - a, err) != 0) {
+        if (wt_pages_anonymous((const void *)a, b - a, COPY_THREADS, err) != 0) {
             LOG_WARN("gpu", "expert streaming off: %s; long prompts keep the CPU experts", err);
             return ERR_IO;
         }

@@ -7,6 +7,7 @@
 #include "common/err.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +39,45 @@ int wt__map_file(const char *path, size_t min_size, const char *what, const uint
     return 0;
 }
 
-int wt_pages_anonymous(const void *p, size_t n, char *err)
+struct copy_part {
+    char *dst;
+    const char *src;
+    size_t n;
+};
+
+static void *copy_part(void *arg)
+{
+    struct copy_part *c = arg;
+    memcpy(c->dst, c->src, c->n);
+    return NULL;
+}
+
+/* memcpy on up to `threads` threads (one reader alone does not reach the DRAM or page-cache
+ * rate); a thread that cannot start leaves its part to the caller */
+static void copy_threads(char *dst, const char *src, size_t len, int threads)
+{
+    enum { MAXT = 16 };
+    const size_t min_part = (size_t)16 << 20;
+    if (threads > MAXT) threads = MAXT;
+    if (threads < 1 || len < 2 * min_part) threads = 1;
+    if ((size_t)threads > len / min_part) threads = (int)(len / min_part);
+    if (threads < 1) threads = 1;
+    pthread_t t[MAXT];
+    struct copy_part c[MAXT];
+    int started[MAXT] = {0};
+    size_t part = (len / (size_t)threads + 4095) & ~(size_t)4095;
+    for (int i = 0; i < threads; i++) {
+        size_t o = (size_t)i * part, k = o >= len ? 0 : (len - o < part ? len - o : part);
+        c[i] = (struct copy_part){dst + o, src + o, k};
+        if (i > 0 && k) started[i] = pthread_create(&t[i], NULL, copy_part, &c[i]) == 0;
+    }
+    for (int i = 0; i < threads; i++)
+        if (!started[i] && c[i].n) copy_part(&c[i]);
+    for (int i = 1; i < threads; i++)
+        if (started[i]) pthread_join(t[i], NULL);
+}
+
+int wt_pages_anonymous(const void *p, size_t n, int threads, char *err)
 {
     const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
     uintptr_t lo = (uintptr_t)p & ~(pg - 1), hi = ((uintptr_t)p + n + pg - 1) & ~(pg - 1);
@@ -48,7 +87,7 @@ int wt_pages_anonymous(const void *p, size_t n, char *err)
     if (a == MAP_FAILED)
         return err_set(err, ERR_NOMEM, "out of memory for a %.1f MiB anonymous copy of weights",
                        (double)len / (1 << 20));
-    memcpy(a, (const void *)lo, len);
+    copy_threads(a, (const char *)lo, len, threads);
     /* read-only like the mapping it replaces; mremap moves the pages over the old range in one
      * step, so a reader never sees a hole */
     if (mprotect(a, len, PROT_READ) != 0 ||

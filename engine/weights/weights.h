@@ -130,9 +130,10 @@ void wt_close(struct wt_model *m);
  * anonymous pages holding the same bytes; pointers into them stay valid. For memory about to be
  * pinned (cudaHostRegister): a long-term pin of file-backed private pages can stall in the
  * kernel, while anonymous pages pin like any malloc'd buffer. Costs one copy of the range
- * (the file's page cache becomes reclaimable). Call before other threads read the range.
- * Errors: ERR_NOMEM, ERR_IO (the mapping could not be replaced; it is left as it was). */
-int wt_pages_anonymous(const void *p, size_t n, char *err);
+ * (the file's page cache becomes reclaimable), on up to `threads` threads. Call before other
+ * threads read the range. Errors: ERR_NOMEM, ERR_IO (the mapping could not be replaced; it is
+ * left as it was). */
+int wt_pages_anonymous(const void *p, size_t n, int threads, char *err);
 
 const struct wt_hparams *wt_hparams(const struct wt_model *m);
 const char *wt_dir(const struct wt_model *m); /* the model directory */

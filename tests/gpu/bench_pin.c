@@ -84,7 +84,7 @@ static int probe(const char *name, size_t bytes, const char *dir)
         if (!strcmp(name, "file-anon")) {
             char err[ERR_LEN];
             double t0 = now_s();
-            if (wt_pages_anonymous(p, bytes, err)) {
+            if (wt_pages_anonymous(p, bytes, 8, err)) {
                 fprintf(stderr, "%s: %s\n", name, err);
                 return 2;
             }

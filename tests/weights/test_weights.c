@@ -17,6 +17,8 @@
 #include "kernels/cpu/fpconv.h"
 
 #include <math.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -138,16 +140,49 @@ static void pages_anonymous(struct wt_model *m, unsigned long long seed)
     memcpy(before, v.data, n);
     memcpy(emb_before, emb->data, emb->nbytes);
     CHECK_EQ(page_is_anonymous(v.data), 0);
-    CHECK_EQ(wt_pages_anonymous((const uint8_t *)v.data + 1, n - 1, err), 0);
+    CHECK_EQ(wt_pages_anonymous((const uint8_t *)v.data + 1, n - 1, 1, err), 0);
     CHECK_EQ(page_is_anonymous(v.data), 1);
     CHECK_EQ(page_is_anonymous((const uint8_t *)v.data + n - 1), 1);
     CHECK_EQ(page_is_anonymous(emb->data), 0); /* the embedding is elsewhere in the file */
     CHECK(memcmp(before, v.data, n) == 0);
     CHECK(memcmp(emb_before, emb->data, emb->nbytes) == 0);
-    CHECK_EQ(wt_pages_anonymous(v.data, n, err), 0); /* again: anonymous to anonymous */
+    CHECK_EQ(wt_pages_anonymous(v.data, n, 4, err), 0); /* again: anonymous to anonymous */
     CHECK(memcmp(before, v.data, n) == 0);
     free(before);
     free(emb_before);
+}
+
+/* the threaded copy: a 40 MiB file of random bytes, a range made anonymous on 4 threads (parts
+ * of at least 16 MiB, so 2 run), every byte compared with the file */
+static void pages_anonymous_threads(unsigned long long seed)
+{
+    char p[600], err[ERR_LEN] = "";
+    path(p, "anon40");
+    const size_t n = (size_t)40 << 20;
+    uint8_t *ref = malloc(n);
+    CHECK(ref != NULL);
+    unsigned long long r = seed | 1;
+    for (size_t i = 0; i < n; i++) {
+        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        ref[i] = (uint8_t)r;
+    }
+    FILE *f = fopen(p, "wb");
+    CHECK(f && fwrite(ref, 1, n, f) == n);
+    fclose(f);
+    int fd = open(p, O_RDONLY);
+    CHECK(fd >= 0);
+    uint8_t *m = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    CHECK(m != MAP_FAILED);
+    const size_t lo = 5000 + (size_t)(seed % 3000), hi = n - 7000;
+    CHECK_EQ(wt_pages_anonymous(m + lo, hi - lo, 4, err), 0);
+    CHECK_EQ(page_is_anonymous(m + lo), 1);
+    CHECK_EQ(page_is_anonymous(m + hi - 1), 1);
+    CHECK_EQ(page_is_anonymous(m), 0); /* the first page is outside the range */
+    CHECK(memcmp(m, ref, n) == 0);
+    munmap(m, n);
+    unlink(p);
+    free(ref);
 }
 
 int main(void)
@@ -214,6 +249,7 @@ int main(void)
         }
     CHECK_NEAR(sqrt(s2 / 65536), 1.0 / 16, 0.01);
     pages_anonymous(m, seed);
+    pages_anonymous_threads(seed);
 
     /* ---- determinism: same seed, one thread -> identical files; other seed -> different */
     o.out = d2;

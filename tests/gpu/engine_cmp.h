@@ -57,6 +57,18 @@ static inline int ecmp_make_model(char *base, unsigned long long seed, char *dir
     return rc;
 }
 
+/* n prompt tokens in [2, V) from the seed (xorshift), malloc'd (NULL when out of memory) */
+static inline int32_t *ecmp_tokens(unsigned long long seed, int V, int n)
+{
+    int32_t *tok = malloc((size_t)n * sizeof *tok);
+    unsigned long long r = seed | 1;
+    for (int i = 0; tok && i < n; i++) {
+        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        tok[i] = 2 + (int)(r % (unsigned long long)(V - 2));
+    }
+    return tok;
+}
+
 /* Called after the model is built and before the forwards (e.g. to place hot experts); nonzero
  * fails the drive with err set. */
 typedef int (*ecmp_setup_fn)(void *ud, struct ops *o, struct model *m, char *err);

@@ -65,12 +65,8 @@ int main(void)
     CHECK_EQ(wt_validate(w, err), 0);
     const struct wt_hparams *hp = wt_hparams(w);
     const int V = hp->vocab_size, n = ECMP_N;
-    int32_t *tok = malloc((size_t)n * sizeof *tok);
-    unsigned long long r = seed | 1;
-    for (int i = 0; i < n; i++) {
-        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
-        tok[i] = 2 + (int)(r % (unsigned long long)(V - 2));
-    }
+    int32_t *tok = ecmp_tokens(seed, V, n);
+    CHECK(tok != NULL);
     static const int defers[3] = {0, 1, 2};
     struct ecmp_run cpu[3];
     for (int d = 0; d < 3; d++) {

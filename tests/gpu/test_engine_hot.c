@@ -90,12 +90,8 @@ int main(void)
     int M = 0;
     for (int l = 0; l < hp->n_layers; l++) M += wt_layer_is_moe(hp, l) != 0;
     const long long routes = (long long)n * hp->top_k * M;
-    int32_t *tok = malloc((size_t)n * sizeof *tok);
-    unsigned long long r = seed | 1;
-    for (int i = 0; i < n; i++) {
-        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
-        tok[i] = 2 + (int)(r % (unsigned long long)(V - 2));
-    }
+    int32_t *tok = ecmp_tokens(seed, V, n);
+    CHECK(tok != NULL);
     /* the CPU reference, recording its routes */
     struct ecmp_run cpu = {.lg = malloc((size_t)n * V * sizeof(float))};
     struct setup cs = {.hp = hp};

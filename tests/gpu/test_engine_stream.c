@@ -59,12 +59,8 @@ int main(void)
     CHECK_EQ(wt_validate(w, err), 0);
     const struct wt_hparams *hp = wt_hparams(w);
     const int V = hp->vocab_size, n = ECMP_N;
-    int32_t *tok = malloc((size_t)n * sizeof *tok);
-    unsigned long long r = seed | 1;
-    for (int i = 0; i < n; i++) {
-        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
-        tok[i] = 2 + (int)(r % (unsigned long long)(V - 2));
-    }
+    int32_t *tok = ecmp_tokens(seed, V, n);
+    CHECK(tok != NULL);
     const int mean_tok = ECMP_P1 * hp->top_k / hp->n_routed;
     struct cfgs {
         const char *tag;

@@ -6,9 +6,11 @@
  * The decoded values are exactly those the single-token dots (avx2/iquants.c) form in registers:
  * grid magnitudes with their signs applied (IQ1: the -1/0/+1 grid values), 32 per sub-block, and
  * per sub-block an int16 vector of the scale (2s + 1) in vpmaddubsw's output layout (lanes 0-7:
- * values 0-15, lanes 8-15: values 16-31). A token's integer sums over them are therefore the same
- * integers as the dots' (and the scalar reference's). Grid indices are masked like the dots', so
- * any block bytes are safe. Threads: pure functions writing only *o.
+ * values 0-15, lanes 8-15: values 16-31), and 128 x sum(w x scale), which the kernels subtract
+ * after multiplying the activations offset by 128 (a + 128 is unsigned, as vpmaddubsw wants it;
+ * 2 x 255 x 62 < 32768, so its int16 pairs do not saturate). A token's integer sums over them are
+ * therefore the same integers as the dots' (and the scalar reference's). Grid indices are masked
+ * like the dots', so any block bytes are safe. Threads: pure functions writing only *o.
  */
 #ifndef TANDEM_CPUQ_AVX2_IQ_DECODE_H
 #define TANDEM_CPUQ_AVX2_IQ_DECODE_H
@@ -23,12 +25,12 @@
 /* one decoded super-block of one weight row */
 struct iq_sb {
     int8_t w[QK_K];            /* signed values: grid magnitude x sign (IQ1: -1 / 0 / +1) */
-    uint8_t m[QK_K];           /* |w| */
     int16_t sc[QK_K / 32][16]; /* per sub-block: 2s + 1 in vpmaddubsw output layout */
     int8_t w2[QK_K];           /* IQ1_M: delta sign x its 16-value scale, per value */
     uint8_t m2[QK_K];          /* IQ1_M: |w2| */
     int16_t c1[QK_K / 16];     /* IQ1_S: delta sign x scale per 16 activations (bsums weights) */
     float d;                   /* the f16 super-block scale */
+    int32_t corr;              /* 128 x sum of w x scale: the offset term of (a + 128) . w */
 };
 
 /* the extra term a type adds per super-block (integer sum times CPUQ_IQ1_DELTA) */
@@ -78,9 +80,24 @@ static inline long long iqd_bcast8(int v)
 static inline void iqd_put(struct iq_sb *o, int ib, __m256i w, int lo, int hi)
 {
     _mm256_storeu_si256((__m256i *)(o->w + 32 * ib), w);
-    _mm256_storeu_si256((__m256i *)(o->m + 32 * ib), _mm256_abs_epi8(w));
     _mm256_storeu_si256((__m256i *)o->sc[ib],
                         _mm256_setr_m128i(_mm_set1_epi16((short)lo), _mm_set1_epi16((short)hi)));
+}
+
+/* o->corr from the stored values and scales (every decoder's last step) */
+static inline void iqd_finish(struct iq_sb *o)
+{
+    __m256i acc = _mm256_setzero_si256();
+    for (int ib = 0; ib < QK_K / 32; ib++) {
+        const __m256i w = _mm256_loadu_si256((const __m256i *)(o->w + 32 * ib));
+        const __m256i sc = _mm256_loadu_si256((const __m256i *)o->sc[ib]);
+        acc = _mm256_add_epi32(acc,
+                               _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), w), sc));
+    }
+    __m128i a = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+    a = _mm_add_epi32(a, _mm_shuffle_epi32(a, _MM_SHUFFLE(1, 0, 3, 2)));
+    a = _mm_add_epi32(a, _mm_shuffle_epi32(a, _MM_SHUFFLE(2, 3, 0, 1)));
+    o->corr = 128 * _mm_cvtsi128_si32(a);
 }
 
 static inline void iqd_put_signed(struct iq_sb *o, int ib, __m256i mag, uint32_t s4, int lo, int hi)
@@ -100,6 +117,7 @@ static inline void iq_decode_iq2_xxs(const void *blk, struct iq_sb *o)
             iqd_grid4(cpuq_iq2xxs_grid, g & 0xff, (g >> 8) & 0xff, (g >> 16) & 0xff, g >> 24),
             iqd_ksigns4(aux), ls, ls);
     }
+    iqd_finish(o);
 }
 
 static inline void iq_decode_iq2_xs(const void *blk, struct iq_sb *o)
@@ -116,6 +134,7 @@ static inline void iq_decode_iq2_xs(const void *blk, struct iq_sb *o)
                        iqd_grid4(cpuq_iq2xs_grid, q[0] & 511, q[1] & 511, q[2] & 511, q[3] & 511),
                        s4, 2 * (sc & 0xf) + 1, 2 * (sc >> 4) + 1);
     }
+    iqd_finish(o);
 }
 
 static inline void iq_decode_iq2_s(const void *blk, struct iq_sb *o)
@@ -131,6 +150,7 @@ static inline void iq_decode_iq2_s(const void *blk, struct iq_sb *o)
                                  qs[3] | ((qh << 2) & 0x300)),
                        iqd_rd32(x->qs + QK_K / 8 + 4 * ib), 2 * (sc & 0xf) + 1, 2 * (sc >> 4) + 1);
     }
+    iqd_finish(o);
 }
 
 static inline void iq_decode_iq3_xxs(const void *blk, struct iq_sb *o)
@@ -147,6 +167,7 @@ static inline void iq_decode_iq3_xxs(const void *blk, struct iq_sb *o)
                                          (int)g[q[4]], (int)g[q[5]], (int)g[q[6]], (int)g[q[7]]),
                        iqd_ksigns4(aux), ls, ls);
     }
+    iqd_finish(o);
 }
 
 static inline void iq_decode_iq3_s(const void *blk, struct iq_sb *o)
@@ -164,6 +185,7 @@ static inline void iq_decode_iq3_s(const void *blk, struct iq_sb *o)
                        iqd_rd32(x->signs + 4 * ib), ls, ls);
 #undef I3
     }
+    iqd_finish(o);
 }
 
 static inline void iq_decode_iq1_s(const void *blk, struct iq_sb *o)
@@ -180,6 +202,7 @@ static inline void iq_decode_iq1_s(const void *blk, struct iq_sb *o)
                 ls, ls);
         o->c1[2 * ib] = o->c1[2 * ib + 1] = (int16_t)(qh & 0x8000 ? -ls : ls);
     }
+    iqd_finish(o);
 }
 
 static inline void iq_decode_iq1_m(const void *blk, struct iq_sb *o)
@@ -206,6 +229,7 @@ static inline void iq_decode_iq1_m(const void *blk, struct iq_sb *o)
         _mm256_storeu_si256((__m256i *)(o->w2 + 32 * ib), w2);
         _mm256_storeu_si256((__m256i *)(o->m2 + 32 * ib), _mm256_abs_epi8(w2));
     }
+    iqd_finish(o);
 }
 
 #endif

@@ -5,8 +5,9 @@
  * is decoded once (avx2/iq_decode.h: signed int8 values and int16 scales, about 1 KB a row) and
  * then dotted with every token of the chunk, so the grid lookups and sign expansion are paid once
  * per chunk instead of once per token. One token: the single-token dots (avx2/iquants.c).
- * Numerics: per token and sub-block vpsignb moves the weight signs onto the activations,
- * vpmaddubsw (|w| x signed a) and vpmaddwd with the scales give exact int32 sums; each
+ * Numerics: per token and sub-block vpmaddubsw of the activations offset to unsigned (a + 128)
+ * with the signed values, vpmaddwd with the scales, minus the decoded 128 x sum(w x scale), give
+ * exact int32 sums (IQ1_M's delta term: vpsignb moves the signs onto the activations); each
  * super-block's integer sum, and the f32 update d * a.d * sum (IQ1: + 1/8 x the delta sum), are
  * those of the single-token dots in the same order, so every result is bit-identical to
  * vec_dot (and to the scalar reference). Threads: pure functions.
@@ -32,12 +33,11 @@ AVX2_INLINE __m128 dot4(const struct iq_sb *dec, const struct block_q8_K *a, enu
     for (int r = 0; r < IQ_NR; r++) s[r] = e[r] = _mm256_setzero_si256();
     for (int ib = 0; ib < QK_K / 32; ib++) {
         const __m256i av = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * ib));
+        const __m256i au = _mm256_xor_si256(av, _mm256_set1_epi8(-128)); /* a + 128 */
         for (int r = 0; r < IQ_NR; r++) {
             const __m256i w = _mm256_loadu_si256((const __m256i *)(dec[r].w + 32 * ib));
-            const __m256i m = _mm256_loadu_si256((const __m256i *)(dec[r].m + 32 * ib));
             const __m256i sc = _mm256_loadu_si256((const __m256i *)dec[r].sc[ib]);
-            s[r] = _mm256_add_epi32(
-                s[r], _mm256_madd_epi16(_mm256_maddubs_epi16(m, _mm256_sign_epi8(av, w)), sc));
+            s[r] = _mm256_add_epi32(s[r], _mm256_madd_epi16(_mm256_maddubs_epi16(au, w), sc));
             if (kind == IQ_IQ1M) { /* int16 partial sums stay below 8 x 2 x 15 x 127 */
                 const __m256i w2 = _mm256_loadu_si256((const __m256i *)(dec[r].w2 + 32 * ib));
                 const __m256i m2 = _mm256_loadu_si256((const __m256i *)(dec[r].m2 + 32 * ib));
@@ -45,7 +45,8 @@ AVX2_INLINE __m128 dot4(const struct iq_sb *dec, const struct block_q8_K *a, enu
             }
         }
     }
-    __m128 f = _mm_cvtepi32_ps(reduce4(s[0], s[1], s[2], s[3]));
+    const __m128i corr = _mm_setr_epi32(dec[0].corr, dec[1].corr, dec[2].corr, dec[3].corr);
+    const __m128 f = _mm_cvtepi32_ps(_mm_sub_epi32(reduce4(s[0], s[1], s[2], s[3]), corr));
     if (kind == IQ_PLAIN) return f;
     if (kind == IQ_IQ1S) {
         const __m256i bs = _mm256_loadu_si256((const __m256i *)a->bsums);

@@ -4,11 +4,13 @@
  * The shape of avx2/iquants_mm.c: rows in blocks of IQ_NR, tokens in chunks of up to IQ_TT, each
  * super-block of the row block decoded once (avx2/iq_decode.h) and dotted with every token of the
  * chunk; 64 values (two sub-blocks) per step. One token: the single-token dots (avx512/iquants.c).
- * Numerics: the sign trick, not the +128 offset: the weight signs (vpmovb2m of the decoded
- * values) negate the activations under a mask (Q8_K activations are in [-127, 127]: exact),
- * vpmaddubsw multiplies by |w| and vpdpwssd adds the int16 pairs times the scales into int32,
- * so each super-block's integer sum is exact and the f32 update is the single-token dots' in the
- * same order: bit-identical to vec_dot and to the scalar reference. Threads: pure functions.
+ * Numerics: the +128 offset on the activations: vpmaddubsw of a + 128 (unsigned) with the
+ * signed values, VNNI vpdpwssd adding the int16 pairs times the scales into int32, minus the
+ * decoded 128 x sum(w x scale) (a weight-only correction, no per-token block sums needed); IQ1_M's
+ * delta term uses the sign trick (vpmovb2m of its values negates the activations under a mask;
+ * Q8_K activations are in [-127, 127]: exact). Each super-block's integer sum is exact and the f32
+ * update is the single-token dots' in the same order: bit-identical to vec_dot and to the scalar
+ * reference. Threads: pure functions.
  */
 #include "kernels/cpu/avx2/iq_decode.h"
 #include "kernels/cpu/avx512/common.h"
@@ -27,7 +29,7 @@ AVX512_INLINE __m128i reduce4(__m512i a, __m512i b, __m512i c, __m512i d)
     return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
 }
 
-/* activations av negated where the int8 w is negative */
+/* activations av negated where the int8 w is negative (IQ1_M's delta term) */
 AVX512_INLINE __m512i apply_sign(__m512i av, const int8_t *w)
 {
     return _mm512_mask_sub_epi8(av, _mm512_movepi8_mask(_mm512_loadu_si512(w)),
@@ -41,9 +43,9 @@ AVX512_INLINE __m128 dot4(const struct iq_sb *dec, const struct block_q8_K *a, e
     for (int r = 0; r < IQ_NR; r++) s[r] = e[r] = _mm512_setzero_si512();
     for (int j = 0; j < QK_K / 64; j++) {
         const __m512i av = _mm512_loadu_si512(a->qs + 64 * j);
+        const __m512i au = _mm512_xor_si512(av, _mm512_set1_epi8(-128)); /* a + 128 */
         for (int r = 0; r < IQ_NR; r++) {
-            const __m512i p = _mm512_maddubs_epi16(_mm512_loadu_si512(dec[r].m + 64 * j),
-                                                   apply_sign(av, dec[r].w + 64 * j));
+            const __m512i p = _mm512_maddubs_epi16(au, _mm512_loadu_si512(dec[r].w + 64 * j));
             s[r] = _mm512_dpwssd_epi32(s[r], p, _mm512_loadu_si512(dec[r].sc[2 * j]));
             if (kind == IQ_IQ1M) /* int16 partial sums stay below 4 x 2 x 15 x 127 */
                 e[r] = _mm512_add_epi16(e[r],
@@ -51,7 +53,8 @@ AVX512_INLINE __m128 dot4(const struct iq_sb *dec, const struct block_q8_K *a, e
                                                              apply_sign(av, dec[r].w2 + 64 * j)));
         }
     }
-    __m128 f = _mm_cvtepi32_ps(reduce4(s[0], s[1], s[2], s[3]));
+    const __m128i corr = _mm_setr_epi32(dec[0].corr, dec[1].corr, dec[2].corr, dec[3].corr);
+    const __m128 f = _mm_cvtepi32_ps(_mm_sub_epi32(reduce4(s[0], s[1], s[2], s[3]), corr));
     if (kind == IQ_PLAIN) return f;
     __m128i ei;
     if (kind == IQ_IQ1S) {

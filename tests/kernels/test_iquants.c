@@ -2,11 +2,13 @@
  *
  * 1. Random bytes as blocks (the f16 scales made finite): every ISA table's vec_dot equals the
  *    scalar reference bit for bit (the SIMD kernels keep the reference's integer sums and f32
- *    order), and equals the double-precision dot of the dequantized operands to float rounding.
+ *    order), and equals the double-precision dot of the dequantized operands to float rounding;
+ *    so does every table's multi-token path (cpuq_matmul_rows: mul_mat where there is one) for
+ *    the same row against NTOK copies of the activation row.
  * 2. Fuzz: raw random bytes (scales included: NaN / inf allowed) are dequantized and dotted on
- *    every table. Rows sit at the very end of exactly sized heap buffers, so an out-of-bounds
- *    read of a grid or a block shows under the ASan build; results are not checked.
- * Fresh seed each run (check_seed(); replay with TANDEM_TEST_SEED).
+ *    every table (vec_dot and the multi-token path). Rows sit at the very end of exactly sized heap
+ * buffers, so an out-of-bounds read of a grid or a block shows under the ASan build; results are
+ * not checked. Fresh seed each run (check_seed(); replay with TANDEM_TEST_SEED).
  */
 #include <math.h>
 #include <stdint.h>
@@ -59,7 +61,7 @@ static void fix_scales(int type, uint8_t *row, int64_t nblk)
     }
 }
 
-enum { NBLK = 6, N = NBLK * QK_K, ROWS = 40 };
+enum { NBLK = 6, N = NBLK * QK_K, ROWS = 40, NTOK = 3 };
 
 int main(void)
 {
@@ -69,8 +71,9 @@ int main(void)
     CHECK_EQ(cpuq_ops_get(CPUQ_ISA_SCALAR, &ref, err), 0);
     static float xf[N], wd[N], ad[N];
     const size_t ab = cpuq_row_size(QTYPE_Q8_K, N);
-    uint8_t *act = malloc(ab);
-    CHECK(act);
+    uint8_t *act = malloc(ab), *acts = malloc(NTOK * ab);
+    CHECK(act && acts);
+    float ym[NTOK];
 
     for (int k = 0; k < NTYPES; k++) {
         const int type = types[k];
@@ -86,6 +89,7 @@ int main(void)
             fix_scales(type, w, NBLK);
             for (int i = 0; i < N; i++) xf[i] = frand();
             ref->type[QTYPE_Q8_K].from_float(xf, act, N);
+            for (int t = 0; t < NTOK; t++) memcpy(acts + t * ab, act, ab);
             ref->type[type].to_float(w, wd, N);
             ref->type[QTYPE_Q8_K].to_float(act, ad, N);
             double exact = 0, mag = 0;
@@ -112,6 +116,13 @@ int main(void)
                             qtype_name(type), s, s_ref, r);
                     return 1;
                 }
+                cpuq_matmul_rows(o, type, w, rb, 0, 1, N, acts, NTOK, ym, 1);
+                for (int t = 0; t < NTOK; t++)
+                    if (memcmp(&ym[t], &s_ref, 4) != 0) {
+                        fprintf(stderr, "%s %s: mul_mat token %d %.9g, scalar %.9g (row %d)\n",
+                                o->isa_name, qtype_name(type), t, ym[t], s_ref, r);
+                        return 1;
+                    }
             }
         }
         /* fuzz: raw bytes, NaN / inf scales allowed */
@@ -123,6 +134,7 @@ int main(void)
                 float s;
                 o->type[type].to_float(w, wd, N);
                 o->type[type].vec_dot(N, &s, w, act);
+                cpuq_matmul_rows(o, type, w, rb, 0, 1, N, acts, NTOK, ym, 1);
             }
         }
         printf("  %-7s random blocks: every ISA equals scalar bitwise; scalar vs dequantized dot "
@@ -131,5 +143,6 @@ int main(void)
         free(w);
     }
     free(act);
+    free(acts);
     return 0;
 }

@@ -15,15 +15,15 @@ void cpuq__fill_avx2(struct cpuq_ops *o)
     DOT(QTYPE_Q6_K, q6_k_q8_k)
     DOT(QTYPE_Q8_0, q8_0_q8_0)
     DOT(QTYPE_IQ4_XS, iq4_xs_q8_k)
+    /* grid i-quants: mul_mat decodes a super-block once for up to 64 tokens (avx2/iquants_mm.c) */
+    DOT(QTYPE_IQ2_XXS, iq2_xxs_q8_k)
+    DOT(QTYPE_IQ2_XS, iq2_xs_q8_k)
+    DOT(QTYPE_IQ2_S, iq2_s_q8_k)
+    DOT(QTYPE_IQ3_XXS, iq3_xxs_q8_k)
+    DOT(QTYPE_IQ3_S, iq3_s_q8_k)
+    DOT(QTYPE_IQ1_S, iq1_s_q8_k)
+    DOT(QTYPE_IQ1_M, iq1_m_q8_k)
 #undef DOT
-    /* grid i-quants: single-token dots only (cpuq_matmul_rows loops over tokens) */
-    o->type[QTYPE_IQ2_XXS].vec_dot = cpuq_vec_dot_iq2_xxs_q8_k_avx2;
-    o->type[QTYPE_IQ2_XS].vec_dot = cpuq_vec_dot_iq2_xs_q8_k_avx2;
-    o->type[QTYPE_IQ2_S].vec_dot = cpuq_vec_dot_iq2_s_q8_k_avx2;
-    o->type[QTYPE_IQ3_XXS].vec_dot = cpuq_vec_dot_iq3_xxs_q8_k_avx2;
-    o->type[QTYPE_IQ3_S].vec_dot = cpuq_vec_dot_iq3_s_q8_k_avx2;
-    o->type[QTYPE_IQ1_S].vec_dot = cpuq_vec_dot_iq1_s_q8_k_avx2;
-    o->type[QTYPE_IQ1_M].vec_dot = cpuq_vec_dot_iq1_m_q8_k_avx2;
     o->type[QTYPE_Q8_K].from_float = cpuq_quant_q8_k_avx2;
     o->type[QTYPE_Q8_0].from_float = cpuq_quant_q8_0_avx2;
 }

@@ -1,5 +1,5 @@
 /* avx2/iquants.c - IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S and IQ1_M x Q8_K dot products
- * with AVX2 (single token; multi-token calls loop over these).
+ * with AVX2 (single token; several tokens: avx2/iquants_mm.c, which calls these for one).
  *
  * Per 32 weights the four grid entries (IQ3: eight half entries) are looked up with scalar
  * indices (masked to their table's size, so any block bytes are safe) and placed in one

@@ -17,16 +17,16 @@ CPUQ_AVX2_DOT(q5_k_q8_k)
 CPUQ_AVX2_DOT(q6_k_q8_k)
 CPUQ_AVX2_DOT(q8_0_q8_0)
 CPUQ_AVX2_DOT(iq4_xs_q8_k)
+/* grid i-quants: single-token dots (avx2/iquants.c) and multi-token mul_mat (avx2/iquants_mm.c),
+ * both bit-identical to the scalar reference */
+CPUQ_AVX2_DOT(iq2_xxs_q8_k)
+CPUQ_AVX2_DOT(iq2_xs_q8_k)
+CPUQ_AVX2_DOT(iq2_s_q8_k)
+CPUQ_AVX2_DOT(iq3_xxs_q8_k)
+CPUQ_AVX2_DOT(iq3_s_q8_k)
+CPUQ_AVX2_DOT(iq1_s_q8_k)
+CPUQ_AVX2_DOT(iq1_m_q8_k)
 #undef CPUQ_AVX2_DOT
-
-/* grid i-quants (avx2/iquants.c): single-token dots, bit-identical to the scalar reference */
-void cpuq_vec_dot_iq2_xxs_q8_k_avx2(int64_t n, float *s, const void *w, const void *act);
-void cpuq_vec_dot_iq2_xs_q8_k_avx2(int64_t n, float *s, const void *w, const void *act);
-void cpuq_vec_dot_iq2_s_q8_k_avx2(int64_t n, float *s, const void *w, const void *act);
-void cpuq_vec_dot_iq3_xxs_q8_k_avx2(int64_t n, float *s, const void *w, const void *act);
-void cpuq_vec_dot_iq3_s_q8_k_avx2(int64_t n, float *s, const void *w, const void *act);
-void cpuq_vec_dot_iq1_s_q8_k_avx2(int64_t n, float *s, const void *w, const void *act);
-void cpuq_vec_dot_iq1_m_q8_k_avx2(int64_t n, float *s, const void *w, const void *act);
 
 void cpuq_quant_q8_k_avx2(const float *src, void *dst, int64_t n);
 void cpuq_quant_q8_0_avx2(const float *src, void *dst, int64_t n);

@@ -1,5 +1,5 @@
 /* avx512/iquants.c - IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S and IQ1_M x Q8_K dot products
- * with AVX-512 (single token; multi-token calls loop over these). The AVX2 kernels
+ * with AVX-512 (single token; several tokens: avx512/iquants_mm.c). The AVX2 kernels
  * (avx2/iquants.c) with two sub-blocks (64 weights) per step.
  *
  * Per 64 weights the grid entries are looked up with scalar indices (masked to their table's

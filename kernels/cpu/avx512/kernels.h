@@ -17,7 +17,6 @@ CPUQ_AVX512_DOT(q5_k_q8_k)
 CPUQ_AVX512_DOT(q6_k_q8_k)
 CPUQ_AVX512_DOT(q8_0_q8_0)
 CPUQ_AVX512_DOT(iq4_xs_q8_k)
-#undef CPUQ_AVX512_DOT
 
 /* avx512/mixed.c: AVX2 kernel below 4 tokens, AVX-512 from 4 */
 void cpuq_mul_mat_q4_k_q8_k_mixed(int64_t n, const void *w, size_t w_row_bytes, int64_t nrows,
@@ -44,14 +43,16 @@ CPUQ_ROWS16(q6_k_q8_k)
 CPUQ_ROWS16(iq4_xs_q8_k)
 #undef CPUQ_ROWS16
 
-/* grid i-quants (avx512/iquants.c): single-token dots, bit-identical to the scalar reference */
-void cpuq_vec_dot_iq2_xxs_q8_k_avx512(int64_t n, float *s, const void *w, const void *act);
-void cpuq_vec_dot_iq2_xs_q8_k_avx512(int64_t n, float *s, const void *w, const void *act);
-void cpuq_vec_dot_iq2_s_q8_k_avx512(int64_t n, float *s, const void *w, const void *act);
-void cpuq_vec_dot_iq3_xxs_q8_k_avx512(int64_t n, float *s, const void *w, const void *act);
-void cpuq_vec_dot_iq3_s_q8_k_avx512(int64_t n, float *s, const void *w, const void *act);
-void cpuq_vec_dot_iq1_s_q8_k_avx512(int64_t n, float *s, const void *w, const void *act);
-void cpuq_vec_dot_iq1_m_q8_k_avx512(int64_t n, float *s, const void *w, const void *act);
+/* grid i-quants: single-token dots (avx512/iquants.c) and multi-token mul_mat
+ * (avx512/iquants_mm.c), both bit-identical to the scalar reference */
+CPUQ_AVX512_DOT(iq2_xxs_q8_k)
+CPUQ_AVX512_DOT(iq2_xs_q8_k)
+CPUQ_AVX512_DOT(iq2_s_q8_k)
+CPUQ_AVX512_DOT(iq3_xxs_q8_k)
+CPUQ_AVX512_DOT(iq3_s_q8_k)
+CPUQ_AVX512_DOT(iq1_s_q8_k)
+CPUQ_AVX512_DOT(iq1_m_q8_k)
+#undef CPUQ_AVX512_DOT
 
 void cpuq_quant_q8_k_avx512(const float *src, void *dst, int64_t n);
 void cpuq_quant_q8_0_avx512(const float *src, void *dst, int64_t n);

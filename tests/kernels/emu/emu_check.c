@@ -1,8 +1,9 @@
 /* tests/kernels/emu/emu_check.c - the AMX multi-token kernels (and the AVX-512 kernels they fall
- * back to) against the scalar reference, built by scripts/amx-emu-check.sh with the kernels
- * compiled through the emulating immintrin.h of this folder: token counts 1..150, ragged row and
- * token tiles, several K chunks; tolerance as tests/kernels/test_mul_mat_tiles. Argument: run only
- * the cases whose name contains it. */
+ * back to, and the AVX-512 grid i-quant mul_mat) against the scalar reference, built by
+ * scripts/amx-emu-check.sh with the kernels compiled through the emulating immintrin.h of this
+ * folder: token counts 1..150, ragged row and token tiles, several K chunks; tolerance as
+ * tests/kernels/test_mul_mat_tiles (the grid i-quants: bit-identical, as they claim). Argument: run
+ * only the cases whose name contains it. */
 #include "tests/check.h"
 #include "common/err.h"
 #include "kernels/cpu/cpuq.h"
@@ -25,6 +26,13 @@ X(cpuq_mul_mat_q4_k_q8_k_rows16)
 X(cpuq_mul_mat_q6_k_q8_k_rows16)
 X(cpuq_mul_mat_q5_k_q8_k_rows16)
 X(cpuq_mul_mat_iq4_xs_q8_k_rows16)
+X(cpuq_mul_mat_iq2_xxs_q8_k_avx512)
+X(cpuq_mul_mat_iq2_xs_q8_k_avx512)
+X(cpuq_mul_mat_iq2_s_q8_k_avx512)
+X(cpuq_mul_mat_iq3_xxs_q8_k_avx512)
+X(cpuq_mul_mat_iq3_s_q8_k_avx512)
+X(cpuq_mul_mat_iq1_s_q8_k_avx512)
+X(cpuq_mul_mat_iq1_m_q8_k_avx512)
 #undef X
 static uint64_t st; /* check_seed(): fresh each run, TANDEM_TEST_SEED to repeat one */
 static uint32_t rnd(void)
@@ -33,7 +41,7 @@ static uint32_t rnd(void)
     return (uint32_t)(st >> 33);
 }
 static float frand(void) { return (float)rnd() / 2147483648.0f - 1.0f; }
-static int check(const char *nm, mm_fn f, int type, int K, int NR, int NT)
+static int check(const char *nm, mm_fn f, int type, int K, int NR, int NT, int exact)
 {
     char err[ERR_LEN];
     const struct cpuq_ops *ref;
@@ -75,14 +83,14 @@ static int check(const char *nm, mm_fn f, int type, int K, int NR, int NT)
                     continue;
                 }
                 double e = fabs(y[t * NR + r] - yr[t * NR + r]),
-                       tol = 2e-6 * mag[t * NR + r] + 1e-6;
+                       tol = exact ? 0 : 2e-6 * mag[t * NR + r] + 1e-6;
                 if (!(e <= tol)) {
                     if (!bad)
                         printf("%s K %d NR %d ntok %d: y[%d][%d] = %.9g ref %.9g\n", nm, K, NR,
                                ntok, t, r, y[t * NR + r], yr[t * NR + r]);
                     bad = 1;
                 }
-                if (e / tol > worst) worst = e / tol;
+                if (tol > 0 && e / tol > worst) worst = e / tol;
             }
         if (bad) break;
     }
@@ -112,7 +120,9 @@ int main(int argc, char **argv)
     int bad = 0;
     const char *only = argc > 1 ? argv[1] : NULL;
 #define T(nm, f, type, K, NR, NT)                                                                  \
-    if (!only || strstr(nm, only)) bad |= check(nm, f, type, K, NR, NT);
+    if (!only || strstr(nm, only)) bad |= check(nm, f, type, K, NR, NT, 0);
+#define TX(nm, f, type, K, NR, NT)                                                                 \
+    if (!only || strstr(nm, only)) bad |= check(nm, f, type, K, NR, NT, 1);
     T("q4_K amx", cpuq_mul_mat_q4_k_q8_k_amx, QTYPE_Q4_K, 2560, 37, 150)
     T("q5_K amx", cpuq_mul_mat_q5_k_q8_k_amx, QTYPE_Q5_K, 2560, 37, 150)
     T("q6_K amx", cpuq_mul_mat_q6_k_q8_k_amx, QTYPE_Q6_K, 2560, 37, 150)
@@ -130,6 +140,15 @@ int main(int argc, char **argv)
     T("q6_K amx column", amx.type[QTYPE_Q6_K].mul_mat, QTYPE_Q6_K, 1024, 21, 40)
     T("q8_0 amx column", amx.type[QTYPE_Q8_0].mul_mat, QTYPE_Q8_0, 1024, 21, 40)
     T("iq4_xs amx column", amx.type[QTYPE_IQ4_XS].mul_mat, QTYPE_IQ4_XS, 1024, 21, 40)
+    TX("iq2_xxs avx512", cpuq_mul_mat_iq2_xxs_q8_k_avx512, QTYPE_IQ2_XXS, 2560, 37, 150)
+    TX("iq2_xs avx512", cpuq_mul_mat_iq2_xs_q8_k_avx512, QTYPE_IQ2_XS, 2560, 37, 150)
+    TX("iq2_s avx512", cpuq_mul_mat_iq2_s_q8_k_avx512, QTYPE_IQ2_S, 2560, 37, 150)
+    TX("iq3_xxs avx512", cpuq_mul_mat_iq3_xxs_q8_k_avx512, QTYPE_IQ3_XXS, 2560, 37, 150)
+    TX("iq3_s avx512", cpuq_mul_mat_iq3_s_q8_k_avx512, QTYPE_IQ3_S, 2560, 37, 150)
+    TX("iq1_s avx512", cpuq_mul_mat_iq1_s_q8_k_avx512, QTYPE_IQ1_S, 2560, 37, 150)
+    TX("iq1_m avx512", cpuq_mul_mat_iq1_m_q8_k_avx512, QTYPE_IQ1_M, 2560, 37, 150)
+    TX("iq2_xxs amx column", amx.type[QTYPE_IQ2_XXS].mul_mat, QTYPE_IQ2_XXS, 1024, 21, 40)
+    TX("iq1_m amx column", amx.type[QTYPE_IQ1_M].mul_mat, QTYPE_IQ1_M, 1024, 21, 40)
     printf(bad ? "FAILED\n" : "ALL OK\n");
     return bad;
 }

@@ -27,8 +27,8 @@
  * most this (page multiples), so no single driver call pins gigabytes (DeepSeek-V3: 6.3 GB a
  * layer) and the log can show progress; copies are split at registration boundaries anyway */
 #define REG_CHUNK ((uintptr_t)1 << 30)
-#define COPY_THREADS 8 /* threads copying a piece into anonymous memory (at load, the pool idle)   \
-                        */
+/* threads copying a piece into anonymous memory (at load, while the CPU pool is idle) */
+#define COPY_THREADS 8
 
 struct reg { /* one cudaHostRegister'ed range, or a cudaMallocHost block (alloc) */
     uintptr_t lo, hi;

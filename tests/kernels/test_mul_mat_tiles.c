@@ -9,6 +9,7 @@
 #include "../check.h"
 #include "common/err.h"
 #include "kernels/cpu/cpuq.h"
+#include "tests/kernels/mm_case.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -26,34 +27,15 @@ enum { NR = 37, NT = 150 };
 static int check_type(const struct cpuq_ops *ref, const struct cpuq_ops *const *cols, int ncols,
                       int type, int K, int exact)
 {
-    const struct cpuq_type_ops *rt = &ref->type[type];
-    const int vt = rt->vec_dot_type;
-    const size_t wrb = cpuq_row_size(type, K), arb = cpuq_row_size(vt, K);
-    float *wf = malloc(sizeof(float) * K * NR), *x = malloc(sizeof(float) * K * NT);
-    float *wd = malloc(sizeof(float) * K * NR), *ad = malloc(sizeof(float) * K * NT);
-    float *yr = malloc(sizeof(float) * NR * NT), *mag = malloc(sizeof(float) * NR * NT);
-    float *y = malloc(sizeof(float) * NR * NT);
-    char *wq = malloc(wrb * NR), *aq = malloc(arb * NT);
-    CHECK(wf && x && wd && ad && yr && mag && y && wq && aq);
-    for (int i = 0; i < NR * K; i++) wf[i] = frand() * (1 + (i % 5));
-    for (int i = 0; i < NT * K; i++) x[i] = frand() * (i % 300 == 7 ? 30.0f : 1.0f);
-    for (int r = 0; r < NR; r++) rt->from_float(wf + (size_t)r * K, wq + r * wrb, K);
-    for (int t = 0; t < NT; t++) ref->type[vt].from_float(x + (size_t)t * K, aq + t * arb, K);
-    for (int r = 0; r < NR; r++) rt->to_float(wq + r * wrb, wd + (size_t)r * K, K);
-    for (int t = 0; t < NT; t++) ref->type[vt].to_float(aq + t * arb, ad + (size_t)t * K, K);
-    for (int t = 0; t < NT; t++)
-        for (int r = 0; r < NR; r++) {
-            double m = 0;
-            for (int k = 0; k < K; k++)
-                m += fabs((double)wd[(size_t)r * K + k] * ad[(size_t)t * K + k]);
-            mag[t * NR + r] = (float)m;
-            rt->vec_dot(K, &yr[t * NR + r], wq + r * wrb, aq + t * arb);
-        }
+    struct mm_case mc;
+    CHECK(mm_case_make(&mc, ref, type, K, NR, NT, frand) == 0);
+    float *y = malloc(sizeof(float) * NR * NT), *yr = mc.yr, *mag = mc.mag;
+    CHECK(y != NULL);
     int bad = 0;
     for (int c = 0; c < ncols && !bad; c++) {
         for (int ntok = 1; ntok <= NT && !bad; ntok += ntok < 20 ? 1 : 7) {
             for (int i = 0; i < NT * NR; i++) y[i] = NAN;
-            cpuq_matmul_rows(cols[c], type, wq, wrb, 0, NR, K, aq, ntok, y, NR);
+            cpuq_matmul_rows(cols[c], type, mc.wq, mc.wrb, 0, NR, K, mc.aq, ntok, y, NR);
             for (int t = 0; t < NT && !bad; t++)
                 for (int r = 0; r < NR && !bad; r++) {
                     const float v = y[t * NR + r];
@@ -70,7 +52,8 @@ static int check_type(const struct cpuq_ops *ref, const struct cpuq_ops *const *
         }
         if (!bad) fprintf(stderr, "  %s %s K %d ok\n", cols[c]->isa_name, qtype_name(type), K);
     }
-    free(wf), free(x), free(wd), free(ad), free(yr), free(mag), free(y), free(wq), free(aq);
+    free(y);
+    mm_case_free(&mc);
     return bad;
 }
 

@@ -8,6 +8,7 @@
 #include "common/err.h"
 #include "kernels/cpu/cpuq.h"
 #include "kernels/cpu/ref/ref.h"
+#include "tests/kernels/mm_case.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,32 +47,20 @@ static int check(const char *nm, mm_fn f, int type, int K, int NR, int NT, int e
     char err[ERR_LEN];
     const struct cpuq_ops *ref;
     cpuq_ops_get(CPUQ_ISA_SCALAR, &ref, err);
-    const struct cpuq_type_ops *rt = &ref->type[type];
-    int vt = rt->vec_dot_type;
-    size_t wrb = cpuq_row_size(type, K), arb = cpuq_row_size(vt, K);
-    float *wf = malloc(sizeof(float) * K * NR), *x = malloc(sizeof(float) * K * NT);
-    char *wq = malloc(wrb * NR), *aq = malloc(arb * NT);
-    float *y = malloc(sizeof(float) * NR * NT), *yr = malloc(sizeof(float) * NR * NT),
-          *mag = malloc(sizeof(float) * NR * NT);
-    float *wd = malloc(sizeof(float) * K * NR), *ad = malloc(sizeof(float) * K * NT);
-    for (int i = 0; i < NR * K; i++) wf[i] = frand() * (1 + (i % 5));
-    for (int i = 0; i < NT * K; i++) x[i] = frand() * (i % 300 == 7 ? 30.0f : 1.0f);
-    for (int r = 0; r < NR; r++) rt->from_float(wf + (size_t)r * K, wq + r * wrb, K);
-    for (int t = 0; t < NT; t++) ref->type[vt].from_float(x + (size_t)t * K, aq + t * arb, K);
-    for (int r = 0; r < NR; r++) rt->to_float(wq + r * wrb, wd + (size_t)r * K, K);
-    for (int t = 0; t < NT; t++) ref->type[vt].to_float(aq + t * arb, ad + (size_t)t * K, K);
-    for (int t = 0; t < NT; t++)
-        for (int r = 0; r < NR; r++) {
-            double m = 0;
-            for (int k = 0; k < K; k++)
-                m += fabs((double)wd[(size_t)r * K + k] * ad[(size_t)t * K + k]);
-            mag[t * NR + r] = (float)m;
-            rt->vec_dot(K, &yr[t * NR + r], wq + r * wrb, aq + t * arb);
-        }
+    struct mm_case mc;
+    if (mm_case_make(&mc, ref, type, K, NR, NT, frand)) {
+        printf("%s: out of memory\n", nm);
+        return 1;
+    }
+    float *y = malloc(sizeof(float) * NR * NT), *yr = mc.yr, *mag = mc.mag;
+    if (!y) {
+        mm_case_free(&mc);
+        return 1;
+    }
     int bad = 0;
     for (int ntok = 1; ntok <= NT; ntok += (ntok < 20 ? 1 : 7)) {
         for (int i = 0; i < NT * NR; i++) y[i] = NAN;
-        f(K, wq, wrb, NR, aq, arb, ntok, y, NR);
+        f(K, mc.wq, mc.wrb, NR, mc.aq, mc.arb, ntok, y, NR);
         double worst = 0;
         for (int t = 0; t < NT; t++)
             for (int r = 0; r < NR; r++) {
@@ -95,15 +84,8 @@ static int check(const char *nm, mm_fn f, int type, int K, int NR, int NT, int e
         if (bad) break;
     }
     printf("%-28s K %5d NR %3d NT %3d: %s\n", nm, K, NR, NT, bad ? "FAIL" : "ok");
-    free(wf);
-    free(x);
-    free(wq);
-    free(aq);
     free(y);
-    free(yr);
-    free(mag);
-    free(wd);
-    free(ad);
+    mm_case_free(&mc);
     return bad;
 }
 int main(int argc, char **argv)

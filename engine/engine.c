@@ -207,6 +207,7 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         .gpu_prefill_split_tokens = (int)cfg->gpu_prefill_split_tokens,
         .gpu_stream_source = cfg->gpu_stream_source && !strcmp(cfg->gpu_stream_source, "alloc"),
         .gpu_graphs = (int)cfg->gpu_cuda_graphs,
+        .gpu_prefill_attn_mb = (int)cfg->gpu_prefill_attention_mb,
         .gpu_keep_ggml = !cfg->gpu_requant_ggml,
     };
     enum ec_hot_mode hot_mode;
@@ -331,13 +332,15 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         pp.layered_prefill =
             cfg->engine_prefill_step_ratio > 1.0 && cfg->engine_layered_prefill_tokens > 0;
         pp.stream_buffer_mb = (int)cfg->gpu_stream_buffer_mb;
+        pp.prefill_attention_mb = (int)cfg->gpu_prefill_attention_mb;
         pp.defer_experts = cfg->engine_defer_experts > 0;
         pp.requant_ggml = cfg->gpu_requant_ggml;
         gpu_plan_types_from(&pp, em->w); /* a BF16 or GGUF checkpoint's weight types */
         if (gpu_plan_compute(hp, &pp, &pl, perr) == 0) {
             plan_ok = 1;
             if (pl.kv_on_gpu && cfg->engine_kv_blocks <= 0 && free_b > 0) {
-                double room = (double)free_b - margin - pl.ws_mla - pl.ws_block_tables - hot_given;
+                double room = (double)free_b - margin - pl.ws_mla - pl.ws_mla_prefill -
+                              pl.ws_block_tables - hot_given;
                 long long fit =
                     room > 0 ? (long long)(room / (pl.kv_bytes_per_token * sp.kv_block_tokens)) : 0;
                 if (fit < 1) fit = 1;
@@ -361,7 +364,7 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         if (hot_mode == EC_HOT_AUTO) {
             double kv = plan_ok && pl.kv_on_gpu
                             ? pl.kv_bytes_per_token * (double)blocks * sp.kv_block_tokens +
-                                  pl.ws_mla + pl.ws_block_tables
+                                  pl.ws_mla + pl.ws_mla_prefill + pl.ws_block_tables
                             : 0;
             budget = (double)free_b - margin - kv;
             if (budget < 0) budget = 0;

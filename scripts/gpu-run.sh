@@ -27,7 +27,8 @@
 # times out adds the tail of its full output, kept in /tmp/bh-stream-*.log, and the first such
 # output goes to stream-fail.log). STREAM_PROMPTS and STREAM_MODES narrow the sweep;
 # STREAM_SOURCE=alloc sets gpu.stream_source (default register). The stream
-# step runs the pin probe first (next line).
+# step runs the pin probe first (next line). ATTN_MB=N (here, and in eval, layered and fulldepth)
+# sets gpu.prefill_attention_mb (prompt runs attend through the GEMM op; default 0: the kernel).
 # pin: tests/gpu/bench_pin (1 GiB each: cudaMallocHost, anonymous memory, a written and a sparse
 # file mapping, and streaming's anonymous copy of the sparse mapping; each probe killed after 40
 # s), beside the kernel, THP setting and the memory zones (a long-term pin must move pages out of
@@ -342,7 +343,7 @@ if has stream; then
         rl=/tmp/bh-stream-$p-$mode-$nm.log
         s=$(date +%s)
         timeout -k 10 300 stdbuf -oL -eL $ebin/bench_hybrid --model /tmp/tandem-v3z$nm --batch 2 \
-            --steps 1 --prompt $p --stream $mode --source ${STREAM_SOURCE:-register} > "$rl" 2>&1
+            --steps 1 --prompt $p --stream $mode --source ${STREAM_SOURCE:-register} --attn-mb ${ATTN_MB:-0} > "$rl" 2>&1
         rc=$?
         grep -v 'tandem\[' "$rl" | tee -a "$log" > /tmp/bs-$nm.txt
         if [ $rc -ne 0 ]; then
@@ -513,6 +514,7 @@ if has eval; then
   for pl in ${EVAL_PLACEMENTS:-hybrid gpu stream}; do
     if [ $pl = stream ]; then
       start_srv models/default --gpu.placement hybrid --gpu.prefill_experts=on \
+          --gpu.prefill_attention_mb=${ATTN_MB:-0} \
           --gpu.prefill_min_tokens=1 --gpu.prefill_split_tokens=1 || continue
     else
       start_srv models/default --gpu.placement $pl || continue
@@ -625,6 +627,7 @@ if has layered; then
   [ -d $v3 ] || $tb convert synth --preset v3-slice --dense-layers 1 --moe-layers 3 --experts-n 256 \
       --experts q4_K --seed 5 --zero-but-routing --out $v3 > /dev/null 2>&1 || echo "synth v3-slice failed"
   o="--model.template=deepseek-v3 --gpu.placement hybrid --gpu.prefill_experts=on --engine.max_batch_tokens=8192"
+  o="$o --gpu.prefill_attention_mb=${ATTN_MB:-0}"
   for cfg in "0 0" "2 0" "2 256"; do
     set -- $cfg
     start_srv $v3 $o --engine.prefill_step_ratio=$1 --engine.layered_prefill_tokens=$2 || continue
@@ -658,6 +661,7 @@ if has fulldepth; then
   echo "synth 61 layers: $(( $(date +%s) - s )) s, $(du -sh $fd | cut -f1)" | tee -a "$log"
   s=$(date +%s)
   if start_srv $fd --model.template=deepseek-v3 --gpu.placement hybrid --gpu.prefill_experts=on \
+      --gpu.prefill_attention_mb=${ATTN_MB:-0} \
       --engine.max_batch_tokens=8192; then
     echo "load to ready: $(( $(date +%s) - s )) s" | tee -a "$log"
     for n in 2048 8192; do

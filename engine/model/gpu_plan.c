@@ -403,6 +403,12 @@ int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *
         pl->ws_mla = al(pl, ws + (double)((int64_t)ws / 2));
         pl->ws_block_tables =
             al(pl, (double)T * cdiv(max_seq > 0 ? max_seq : 1, p->kv_block_tokens) * 2 * 4);
+        /* GEMM attention of long prompt runs (kernels/cuda/mla_prefill.h): cuBLAS, the longest
+         * sequence's rows as fp32, the score scratch; allocated at first use */
+        if (p->prefill_attention_mb > 0)
+            pl->ws_mla_prefill = al(pl, 32.0 * MIB) +
+                                 al(pl, (double)(max_seq > 0 ? max_seq : 1) * (L + R) * 4) +
+                                 al(pl, (double)p->prefill_attention_mb * MIB);
     }
     /* small inputs, YaRN frequencies, the RoPE (cos, sin) table, and the fp32 expansion of one
      * layer's FP8 kv_b */
@@ -410,7 +416,7 @@ int gpu_plan_compute(const struct wt_hparams *hp, const struct gpu_plan_params *
                    al(pl, (double)max_pad * 64 * 2 * 4) +
                    (p->kvb_type == QTYPE_F8_E4M3 ? al(pl, (double)H * (NOPE + V) * L * 4) : 0);
     pl->workspace = pl->ws_cublaslt + pl->ws_gemv + pl->ws_gemm_swap + pl->ws_mla +
-                    pl->ws_block_tables + pl->ws_small;
+                    pl->ws_mla_prefill + pl->ws_block_tables + pl->ws_small;
     /* ---- expert streaming (ops_cuda_stream.c), counted only when on */
     double s_gids = 0, eb = 0, ws_moe = 0;
     if (pl->moe_layers && E > 0) { /* one expert in its GGML blocks, 256-byte aligned parts */
@@ -610,9 +616,9 @@ int gpu_plan_format(const struct gpu_plan *pl, const struct gpu_plan_params *p, 
         pl->activations / GIB, pl->act_model / GIB, pl->act_fp8 / GIB);
     put(&o,
         "%s  workspace     %8.2f GiB  cublasLt %.0f MiB, gemv %.1f MiB, gemm swap <= %.0f "
-        "MiB, mla <= %.1f MiB, block tables <= %.1f MiB\n",
+        "MiB, mla <= %.1f MiB, prefill attention %.0f MiB, block tables <= %.1f MiB\n",
         ind, pl->workspace / GIB, pl->ws_cublaslt / MIB, pl->ws_gemv / MIB, pl->ws_gemm_swap / MIB,
-        pl->ws_mla / MIB, pl->ws_block_tables / MIB);
+        pl->ws_mla / MIB, pl->ws_mla_prefill / MIB, pl->ws_block_tables / MIB);
     if (pl->stream_size > 0)
         put(&o,
             "%s  stream        %8.2f GiB  gpu.prefill_experts %s %.2f GiB: staging 2 x %.0f "

@@ -78,6 +78,8 @@ struct gpu_plan_params {
     double runtime_reserve;       /* bytes for the CUDA context and cuBLAS (measured) */
     int prefill_experts;          /* gpu.prefill_experts on/auto: the streaming pool counts */
     int stream_buffer_mb;         /* gpu.stream_buffer_mb (two staging slots) */
+    int prefill_attention_mb;     /* gpu.prefill_attention_mb: GEMM attention for long prompt
+                                     runs (score scratch MiB; 0 off) */
     int stream_expert_type;       /* enum qtype of the streamed (host) experts: slot capacity */
     int layered_prefill;          /* engine.prefill_step_ratio > 1 with
                                      engine.layered_prefill_tokens > 0: a layered pass's
@@ -126,6 +128,8 @@ struct gpu_plan {
     double act_model; /* model.c work buffers */
     double act_fp8;   /* FP8 activation scratch: e4m3 x, scales, padded y */
     double ws_cublaslt, ws_gemv, ws_gemm_swap, ws_mla, ws_block_tables, ws_small;
+    double ws_mla_prefill;     /* gpu.prefill_attention_mb: cuBLAS, fp32 rows of the longest
+                                  sequence, score scratch */
     double kv_bytes_per_token; /* all layers */
     int64_t kv_tokens;
     int kv_on_gpu; /* 0: attention and the cache stay on the host */

@@ -86,6 +86,9 @@ struct ops_params {
                                    * hot experts (ops_moe_set_hot; the routed-expert op's
                                    * workspace and buffers are allocated at model load). 0: none
                                    * can be placed (ops_moe_hot_bytes is 0) */
+    int gpu_prefill_attn_mb;      /* ops_cuda, gpu.prefill_attention_mb: score scratch (MiB) of
+                                   * the GEMM attention for runs of >= 64 prompt tokens of one
+                                   * sequence (kernels/cuda/mla_prefill.h); 0 = off */
     int gpu_graphs;               /* ops_cuda, gpu.cuda_graphs: forwards of 1..N tokens replay
                                    * a captured CUDA graph of their layers (ops_graph_begin);
                                    * 0 = off */

@@ -98,6 +98,7 @@
 #include "kernels/cuda/gemv_bf16.h"
 #include "kernels/cuda/head_matmul.h"
 #include "kernels/cuda/mla.h"
+#include "kernels/cuda/mla_prefill.h"
 #include "kernels/cuda/norm.h"
 #include "kernels/cuda/rope.h"
 #include "kernels/cuda/router.h"
@@ -249,6 +250,11 @@ struct ops_cuda {
                        * e.g. an attention pass, is served from the same table) */
     void *mla_ws;
     size_t mla_ws_size;
+    /* GEMM attention of long prompt runs (gpu.prefill_attention_mb; NULL: off) */
+    struct cuk_mla_prefill *mlap;
+    size_t mlap_score; /* score scratch bytes */
+    void *mlap_ws;
+    int mlap_ctx; /* contexts mlap_ws holds (0: none yet) */
     /* device mirror of the caller's KV cache (GPU attention only) */
     const struct model_kv *kv_key;
     uint16_t **kv_dev_layer; /* host array of device pointers */
@@ -1651,6 +1657,89 @@ static int mla_ws_fit(struct ops_cuda *c, size_t ws)
     return 1;
 }
 
+/* Prompt runs of at least this many tokens take the GEMM attention (gpu.prefill_attention_mb). */
+#define MLA_GEMM_RUN 64
+
+/* grow the GEMM attention's workspace to contexts of L positions (to a multiple of 4096 where
+ * the score scratch allows); 0 when the scratch cannot hold one query's scores at L or the
+ * device is out of memory (the run then keeps the kernel) */
+static int mlap_fit(struct ops_cuda *c, int nh, int L)
+{
+    if (!c->mlap || cuk_mla_prefill_workspace(L, nh, c->mlap_score) == 0) return 0;
+    if (L <= c->mlap_ctx) return 1;
+    int ctx = (int)(((int64_t)L + 4095) / 4096 * 4096);
+    if (ctx < L || cuk_mla_prefill_workspace(ctx, nh, c->mlap_score) == 0) ctx = L;
+    size_t ws = cuk_mla_prefill_workspace(ctx, nh, c->mlap_score);
+    host_sync(c); /* queued attention may use the old one */
+    c->epoch++;
+    cudaFree(c->mlap_ws);
+    c->mlap_ctx = 0;
+    if (cudaMalloc(&c->mlap_ws, ws) != cudaSuccess) {
+        c->mlap_ws = NULL;
+        cudaGetLastError();
+        LOG_WARN("gpu",
+                 "prefill attention: no device memory for %.0f MiB of workspace "
+                 "(context %d); the per-query kernel takes the run",
+                 (double)ws / (1 << 20), L);
+        return 0;
+    }
+    c->mlap_ctx = ctx;
+    return 1;
+}
+
+/* the kernel on query rows [t0, t1) of a batch's arguments */
+static void mla_rows(struct ops_cuda *c, const struct cuk_mla_decode_args *da, int t0, int t1)
+{
+    struct cuk_mla_decode_args a = *da;
+    a.n_q = t1 - t0;
+    a.q += (size_t)t0 * a.q_ld;
+    a.block_table += (size_t)t0 * a.bt_ld;
+    a.seq_len += t0;
+    a.out += (size_t)t0 * a.out_ld;
+    KR(c, cuk_mla_decode(&a, c->st), "mla_decode");
+}
+
+/* A batch's attention: runs of >= MLA_GEMM_RUN consecutive tokens of one sequence at consecutive
+ * positions as GEMMs, the tokens between them through the kernel (in as few launches as the runs
+ * allow). */
+static void mla_split(struct ops_cuda *c, const struct model_batch *b,
+                      const struct cuk_mla_decode_args *da)
+{
+    const int n = b->n_tokens, nh = da->n_heads;
+    int d0 = 0; /* first row not yet given to either */
+    for (int t0 = 0; t0 < n;) {
+        int t1 = t0 + 1;
+        while (t1 < n && b->seq[t1] == b->seq[t0] && b->pos[t1] == b->pos[t1 - 1] + 1) t1++;
+        if (t1 - t0 >= MLA_GEMM_RUN && mlap_fit(c, nh, b->pos[t0] + (t1 - t0))) {
+            if (t0 > d0) mla_rows(c, da, d0, t0);
+            struct cuk_mla_prefill_args pa = {
+                .n_q = t1 - t0,
+                .n_heads = nh,
+                .pos0 = b->pos[t0],
+                .max_ctx = c->mlap_ctx,
+                .q = da->q + (size_t)t0 * da->q_ld,
+                .cache = da->cache,
+                .block_tokens = da->block_tokens,
+                .block_table = da->block_table + (size_t)t0 * da->bt_ld,
+                .scale = da->scale,
+                .out = da->out + (size_t)t0 * da->out_ld,
+                .exact = 0,
+                .ws = c->mlap_ws,
+                .ws_bytes = cuk_mla_prefill_workspace(c->mlap_ctx, nh, c->mlap_score)};
+            char e2[ERR_LEN];
+            if (cuk_mla_prefill(c->mlap, &pa, c->st, e2)) {
+                ops__fail(&c->base, ERR_CUDA, e2);
+                return;
+            }
+            c->stats.attn_gemm_runs++;
+            c->stats.attn_gemm_tokens += t1 - t0;
+            d0 = t1;
+        }
+        t0 = t1;
+    }
+    if (n > d0) mla_rows(c, da, d0, n);
+}
+
 static void cu_mla_attn(struct ops *o, const struct model_kv *kv, int layer,
                         const struct model_batch *b, int nh, int kv_lora, float scale,
                         const float *q, float *out)
@@ -1738,7 +1827,8 @@ static void cu_mla_attn(struct ops *o, const struct model_kv *kv, int layer,
                                     .out_ld = nh * kv_lora,
                                     .workspace = c->mla_ws,
                                     .workspace_size = c->mla_ws_size};
-    KR(c, cuk_mla_decode(&a, c->st), "mla_decode");
+    if (c->mlap && n >= MLA_GEMM_RUN) mla_split(c, b, &a);
+    else KR(c, cuk_mla_decode(&a, c->st), "mla_decode");
 }
 
 static void cu_router(struct ops *o, const struct ops_router *r, const float *logits,
@@ -2570,6 +2660,8 @@ static void cu_destroy(struct ops *o)
     cudaFree(c->d_cs);
     free(c->cs_pos);
     cudaFree(c->mla_ws);
+    cudaFree(c->mlap_ws);
+    cuk_mla_prefill_destroy(c->mlap);
     cudaFree(c->heads_f32);
     cudaFree(c->ex_x);
     cudaFree(c->ex_g);
@@ -2816,6 +2908,14 @@ int ops_cuda_create(const struct ops_params *p, struct ops **out, char *err)
             c->hot = 0;
             rc = 0;
         }
+    }
+    if (p->gpu_prefill_attn_mb > 0) {
+        char e2[ERR_LEN];
+        if ((rc = cuk_mla_prefill_create(&c->mlap, e2))) {
+            rc = err_set(err, rc, "cuda ops: %s", e2);
+            goto fail;
+        }
+        c->mlap_score = (size_t)p->gpu_prefill_attn_mb << 20;
     }
     c->gr.max = p->gpu_graphs < 0 ? 0 : p->gpu_graphs > 64 ? 64 : p->gpu_graphs;
     if (c->gr.max &&

@@ -86,6 +86,8 @@ struct ops_cuda_stats {
      * captured them (another token count's forward had rewritten them since). */
     long long graph_replays, graph_captures, graph_eager, graph_job_restores;
     int graphs;
+    /* gpu.prefill_attention_mb: prompt runs and their tokens attended through the GEMM op */
+    long long attn_gemm_runs, attn_gemm_tokens;
 };
 /* Where the routed-expert layers' time went since the last reset (benchmarks). Per expert call:
  * xfer = hidden states / routes to the host + result back (GPU copy time), cpu_experts = the CPU

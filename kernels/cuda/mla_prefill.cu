@@ -113,8 +113,7 @@ static size_t mp_ctx_bytes(int max_ctx) { return mp_up((size_t)max_ctx * CUK_MLA
 
 extern "C" size_t cuk_mla_prefill_workspace(int max_ctx, int n_heads, size_t score_bytes)
 {
-    if (max_ctx < 1 || n_heads < 1 || score_bytes < (size_t)n_heads * 4 * mp_ld(max_ctx))
-        return 0;
+    if (max_ctx < 1 || n_heads < 1 || score_bytes < (size_t)n_heads * 4 * mp_ld(max_ctx)) return 0;
     return CUK_MLA_PREFILL_CUBLAS_WS + mp_ctx_bytes(max_ctx) + mp_up(score_bytes);
 }
 
@@ -123,13 +122,13 @@ static int mp_gemm(cublasHandle_t h, cublasOperation_t ta, int m, int n, int k, 
                    int exact, char *err)
 {
     const float zero = 0.0f;
-    cublasStatus_t st = cublasGemmEx(
-        h, ta, CUBLAS_OP_N, m, n, k, &alpha, A, CUDA_R_32F, (int)lda, B, CUDA_R_32F, (int)ldb,
-        &zero, C, CUDA_R_32F, (int)ldc,
-        exact ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT);
+    cublasStatus_t st = cublasGemmEx(h, ta, CUBLAS_OP_N, m, n, k, &alpha, A, CUDA_R_32F, (int)lda,
+                                     B, CUDA_R_32F, (int)ldb, &zero, C, CUDA_R_32F, (int)ldc,
+                                     exact ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32,
+                                     CUBLAS_GEMM_DEFAULT);
     if (st != CUBLAS_STATUS_SUCCESS)
-        return err_set(err, ERR_CUDA, "mla_prefill: cublasGemmEx %dx%dx%d failed (status %d)", m,
-                       n, k, (int)st);
+        return err_set(err, ERR_CUDA, "mla_prefill: cublasGemmEx %dx%dx%d failed (status %d)", m, n,
+                       k, (int)st);
     return 0;
 }
 
@@ -169,15 +168,13 @@ extern "C" int cuk_mla_prefill(struct cuk_mla_prefill *m, const struct cuk_mla_p
         const int64_t ldS = mp_ld(Lc);
         int rc;
         if ((rc = mp_gemm(m->blas, CUBLAS_OP_T, Lc, R, CUK_MLA_DIM, a->scale, ctx, CUK_MLA_DIM,
-                          a->q + (size_t)q0 * H * CUK_MLA_DIM, CUK_MLA_DIM, S, ldS, a->exact,
-                          err)))
+                          a->q + (size_t)q0 * H * CUK_MLA_DIM, CUK_MLA_DIM, S, ldS, a->exact, err)))
             return rc;
         mp_softmax<<<R, MP_SOFTMAX_THREADS, 0, s>>>(S, ldS, Lc, H, a->pos0 + q0 + 1);
         if (cudaGetLastError() != cudaSuccess)
             return err_set(err, ERR_CUDA, "mla_prefill: softmax launch failed");
-        if ((rc = mp_gemm(m->blas, CUBLAS_OP_N, CUK_MLA_LORA, R, Lc, 1.0f, ctx, CUK_MLA_DIM, S,
-                          ldS, a->out + (size_t)q0 * H * CUK_MLA_LORA, CUK_MLA_LORA, a->exact,
-                          err)))
+        if ((rc = mp_gemm(m->blas, CUBLAS_OP_N, CUK_MLA_LORA, R, Lc, 1.0f, ctx, CUK_MLA_DIM, S, ldS,
+                          a->out + (size_t)q0 * H * CUK_MLA_LORA, CUK_MLA_LORA, a->exact, err)))
             return rc;
     }
     return 0;

@@ -67,8 +67,8 @@ struct cuk_mla_prefill_args {
 /* Enqueue on stream s. Errors (nothing enqueued): ERR_INVAL (shapes, workspace too small for
  * one query; message in err). ERR_CUDA: a launch or cuBLAS call failed (work may be partly
  * enqueued). */
-int cuk_mla_prefill(struct cuk_mla_prefill *m, const struct cuk_mla_prefill_args *a,
-                    cudaStream_t s, char *err);
+int cuk_mla_prefill(struct cuk_mla_prefill *m, const struct cuk_mla_prefill_args *a, cudaStream_t s,
+                    char *err);
 
 CUK_EXTERN_C_END
 

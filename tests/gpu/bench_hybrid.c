@@ -4,6 +4,7 @@
  *                [--threads N] [--spin-us N] [--dram-gbs X] [--profile 1]
  *                [--stream off|all|split|auto] [--split-tokens N] [--buffer-mb N]
  *                [--min-tokens N] [--source register|alloc] [--graphs N] [--defer N]
+ *                [--attn-mb N]
  *
  * Builds the model with the given placement (default hybrid), prefills B sequences of P random
  * tokens each (one forward per sequence, last-token logits: tokens/s), then runs S decode steps of
@@ -30,6 +31,8 @@
  * (profile events are per op), so compare step times without --profile.
  * --defer N: expert deferral (engine.defer_experts) with N experts per token (docs/gpu.md);
  * forwards with it are not graphed.
+ * --attn-mb N: gpu.prefill_attention_mb = N (prompt runs of >= 64 tokens attend through the GEMM
+ * op with N MiB of score scratch; kernels/cuda/mla_prefill.h); 0 (default) = the per-query kernel.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,7 +57,7 @@ int main(int argc, char **argv)
 {
     const char *dir = NULL, *placement = "hybrid";
     int B = 1, S = 16, P = 64, threads = 0, profile = 0, spin_us = 50;
-    int split_tokens = -1, buffer_mb = 400, min_tokens = 256, graphs = 0, defer = 0;
+    int split_tokens = -1, buffer_mb = 400, min_tokens = 256, graphs = 0, defer = 0, attn_mb = 0;
     const char *stream = "off", *source = "register";
     double dram = 103.0;
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -74,6 +77,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--source")) source = argv[i + 1];
         else if (!strcmp(argv[i], "--graphs")) graphs = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--defer")) defer = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--attn-mb")) attn_mb = atoi(argv[i + 1]);
         else dir = NULL, i = argc;
     }
     int smode = !strcmp(stream, "off")     ? 0
@@ -83,12 +87,12 @@ int main(int argc, char **argv)
                                            : -1;
     const int ssrc = !strcmp(source, "register") ? 0 : !strcmp(source, "alloc") ? 1 : -1;
     if (!dir || B < 1 || B > 64 || S < 1 || P < 1 || P > 16384 || smode < 0 || ssrc < 0 ||
-        graphs < 0 || graphs > 64) {
+        graphs < 0 || graphs > 64 || attn_mb < 0 || attn_mb > 65536) {
         fprintf(stderr, "usage: bench_hybrid --model DIR [--batch 1..64] [--steps S] "
                         "[--prompt 1..16384] [--placement hybrid|cpu] [--threads N] [--dram-gbs X] "
                         "[--stream off|all|split|auto] [--split-tokens N] [--buffer-mb N] "
                         "[--min-tokens N] [--source register|alloc] [--graphs 0..64] "
-                        "[--defer N]\n");
+                        "[--defer N] [--attn-mb 0..65536]\n");
         return 2;
     }
     char err[ERR_LEN];
@@ -102,6 +106,7 @@ int main(int argc, char **argv)
     struct ops_params op = {
         .max_tokens = P > B ? P : B, .n_threads = threads, .pin = 1, .spin_us = spin_us};
     op.gpu_graphs = graphs;
+    op.gpu_prefill_attn_mb = attn_mb;
     if (smode) {
         op.gpu_prefill_experts = 1;
         op.gpu_prefill_min_tokens = min_tokens;
@@ -177,8 +182,8 @@ int main(int argc, char **argv)
         tbest = ta < tbest ? ta : tbest;
     }
     printf("prefill: %d x %d tokens, %.1f tokens/s (one forward per sequence, logits for the last "
-           "token); best %.3f ms per forward (stream %s)\n",
-           B, P, B * P / tp, tbest * 1e3, stream);
+           "token); best %.3f ms per forward (stream %s, attention %s)\n",
+           B, P, B * P / tp, tbest * 1e3, stream, attn_mb ? "gemm" : "kernel");
     ops_cuda_stats(o, &st, 1);
     if (smode && st.stream_layers > 0) {
         double k = 1.0 / (double)st.stream_layers;

@@ -17,6 +17,10 @@
  *   auto   the split from the backend's rate estimates (reported);
  *   alloc  split as above with gpu.stream_source = alloc: the experts copied into cudaMallocHost
  *          blocks that both the copies and the CPU pool read.
+ *   gemm   no streaming, gpu.prefill_attention_mb 1: the two prompt chunks attend through the
+ *          GEMM op (kernels/cuda/mla_prefill.h; counted: every layer, both chunks), the short
+ *          forwards through the kernel;
+ *   gemm+s the GEMM attention with the split streaming of `split`.
  * Each drives the same forwards: a prefill of 256 tokens, a second chunk of 96 tokens of the same
  * sequence, then forwards of 4 and of 1 token (below prefill_min_tokens: the ordinary CPU pool).
  * Asserted: the median relative L2 error of the logits (engine_cmp.h's tolerance) and finite
@@ -64,11 +68,12 @@ int main(void)
     const int mean_tok = ECMP_P1 * hp->top_k / hp->n_routed;
     struct cfgs {
         const char *tag;
-        int mode, min_tokens, buffer_mb, split, source;
+        int mode, min_tokens, buffer_mb, split, source, attn_mb;
     } cs[] = {
-        {"off", 0, 0, 0, 0, 0},           {"all", 1, 16, 1, 1, 0},
-        {"split", 1, 16, 0, mean_tok, 0}, {"rounds", 1, 16, 1, mean_tok, 0},
-        {"auto", 2, 16, 0, 0, 0},         {"alloc", 1, 16, 0, mean_tok, 1},
+        {"off", 0, 0, 0, 0, 0, 0},           {"all", 1, 16, 1, 1, 0, 0},
+        {"split", 1, 16, 0, mean_tok, 0, 0}, {"rounds", 1, 16, 1, mean_tok, 0, 0},
+        {"auto", 2, 16, 0, 0, 0, 0},         {"alloc", 1, 16, 0, mean_tok, 1, 0},
+        {"gemm", 0, 0, 0, 0, 0, 1},          {"gemm+s", 1, 16, 0, mean_tok, 0, 1},
     };
     const int NC = (int)(sizeof cs / sizeof cs[0]);
     struct ecmp_run cpu = {.lg = malloc((size_t)n * V * sizeof(float))};
@@ -85,7 +90,8 @@ int main(void)
                                .gpu_prefill_min_tokens = cs[i].min_tokens,
                                .gpu_stream_buffer_mb = cs[i].buffer_mb,
                                .gpu_prefill_split_tokens = cs[i].split,
-                               .gpu_stream_source = cs[i].source};
+                               .gpu_stream_source = cs[i].source,
+                               .gpu_prefill_attn_mb = cs[i].attn_mb};
         CHECK_EQ(ops_params_parse(&q, "hybrid", NULL, err), 0);
         int rc = ecmp_drive(w, &q, tok, NULL, NULL, &g, err);
         if (rc) {
@@ -104,6 +110,15 @@ int main(void)
                s->stream_copy_s > 0 ? s->stream_bytes / s->stream_copy_s / 1e9 : 0.0, s->stream_gbs,
                s->stream_cpu_us_pair, s->stream_reg_bytes / 1e6, s->stream_reg_s);
         fails += ecmp_compare(cs[i].tag, g.lg, cpu.lg, V, n);
+        /* the 256- and 96-token chunks are runs of >= 64 tokens; the 4- and 1-token forwards
+         * keep the kernel */
+        if ((cs[i].attn_mb > 0) != (s->attn_gemm_runs > 0) ||
+            (cs[i].attn_mb && s->attn_gemm_tokens != (long long)(hp->n_layers) * ECMP_P1 +
+                                                         (long long)hp->n_layers * ECMP_P2)) {
+            printf("FAIL %s: %lld prompt runs (%lld tokens) through the GEMM attention\n",
+                   cs[i].tag, s->attn_gemm_runs, s->attn_gemm_tokens);
+            fails++;
+        }
         if (cs[i].mode == 0 && s->stream_layers) {
             printf("FAIL off: streamed\n");
             fails++;

@@ -882,3 +882,8 @@ if [ -f "$out/bench.log" ]; then
 fi
 echo
 printf '%s\n' "${summary[@]}"
+# The device tool brings back at most 8 files from $OUT: the JSON results (serve_bench's, the
+# eval's) go into one archive when there are more than that many files.
+if [ "$(find "$out" -type f | wc -l)" -gt 8 ] && ls "$out"/*.json > /dev/null 2>&1; then
+  tar -czf "$out/results-json.tgz" -C "$out" $(cd "$out" && ls *.json) && rm -f "$out"/*.json
+fi

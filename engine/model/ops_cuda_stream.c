@@ -609,11 +609,12 @@ int cus_wants(const struct cus *s, const struct cus_layer *l, int n)
 
 /* ---------------------------------------------------------------- plan and run */
 
-static const int32_t *sort_count;
-static int cmp_count_desc(const void *a, const void *b)
+/* qsort_r order of expert ids: most tokens first (count = the int32_t array ctx), then by id */
+static int cmp_count_desc(const void *a, const void *b, void *ctx)
 {
+    const int32_t *count = ctx;
     int x = *(const int32_t *)a, y = *(const int32_t *)b;
-    if (sort_count[x] != sort_count[y]) return sort_count[x] > sort_count[y] ? -1 : 1;
+    if (count[x] != count[y]) return count[x] > count[y] ? -1 : 1;
     return x < y ? -1 : x > y;
 }
 
@@ -644,8 +645,7 @@ int cus_plan(struct cus *s, struct cus_layer *l, const int32_t *hid, int n, int 
         for (int i = 0; i < na; i++)
             if (s->count[s->order[i]] >= s->o.split_tokens) s->sel[s->order[i]] = 2;
     } else if (stream) {
-        sort_count = s->count; /* engine thread only */
-        qsort(s->order, (size_t)na, sizeof *s->order, cmp_count_desc);
+        qsort_r(s->order, (size_t)na, sizeof *s->order, cmp_count_desc, s->count);
         double cpu_rest = 0, link = 0;
         for (int i = 0; i < na; i++) cpu_rest += s->count[s->order[i]] * s->cpu_s_pair;
         for (int i = 0; i < na; i++) {

@@ -506,6 +506,7 @@ if has eval || has train || has serve || has layered || has fulldepth || has ggu
   }
   stop_srv() { kill $srv 2>/dev/null; wait $srv 2>/dev/null; }
   sb() { $NODE tests/bench/serve_bench.mjs --base-url http://127.0.0.1:$port/v1 "$@"; }
+  metric() { curl -s http://127.0.0.1:$port/metrics | awk -v m="tandem:$1" 'index($1, m "{") == 1 { print $2 }'; }
 fi
 if has eval; then
   # gpu: the routed experts too (re-quantized to FP8 on the GPU); stream: hybrid with every
@@ -648,34 +649,80 @@ fi
 # fulldepth: DeepSeek-V3's true depth and dimensions served over HTTP: 3 dense + 58 MoE layers,
 # FULL_EXPERTS (16) Q4_K experts per layer (zero but routing; 58 x 16 x 24.8 MB = 23 GB of experts
 # plus ~17 GB of FP8 non-expert weights fit the 64 GB disk and 125 GiB RAM), hybrid with
-# gpu.prefill_experts=on: load time, TTFT of a 2K and an 8K prompt, single-stream decode, device
-# memory in use while serving (nvidia-smi), host RSS. Writes fulldepth.log.
+# gpu.prefill_experts=on and a KV cache of 32K tokens (engine.kv_blocks: the plan's 32K figure is
+# what nvidia-smi then shows): load time, TTFT of 1K, 2K and 8K prompts, decode at concurrency 1,
+# 4 and 8, device memory in use while serving (nvidia-smi) beside the plan's line, host RSS; the
+# routing counts recorded meanwhile; then the DRAM read ceiling with the server stopped (`tandem
+# bench cpu`'s first line) and the bound it gives (ceiling / expert bytes a token reads); then the
+# model served again with gpu.hot_experts=FULL_HOT_MB (8000) chosen from those counts:
+# single-stream decode, the share of routes on hot experts, device memory, the routing histogram.
+# Writes fulldepth.log.
 if has fulldepth; then
   log="$out/fulldepth.log"
   : > "$log"
   fd=/tmp/tandem-v3-61
+  cf=/tmp/tandem-v3-61.counts
   s=$(date +%s)
   [ -d $fd ] || $tb convert synth --preset v3-slice --dense-layers 3 --moe-layers 58 \
       --experts-n ${FULL_EXPERTS:-16} --experts q4_K --seed 5 --zero-but-routing --out $fd \
       > /dev/null 2>&1 || echo "synth 61-layer failed" | tee -a "$log"
   echo "synth 61 layers: $(( $(date +%s) - s )) s, $(du -sh $fd | cut -f1)" | tee -a "$log"
+  rm -f $cf
+  o="--model.template=deepseek-v3 --gpu.placement hybrid --gpu.prefill_experts=on"
+  o="$o --gpu.prefill_attention_mb=${ATTN_MB:-0} --engine.max_batch_tokens=8192"
+  o="$o --engine.kv_blocks=2048 --engine.kv_block_tokens=16"   # 32K tokens
   s=$(date +%s)
-  if start_srv $fd --model.template=deepseek-v3 --gpu.placement hybrid --gpu.prefill_experts=on \
-      --gpu.prefill_attention_mb=${ATTN_MB:-0} \
-      --engine.max_batch_tokens=8192; then
+  if start_srv $fd $o --gpu.hot_experts_file=$cf; then
     echo "load to ready: $(( $(date +%s) - s )) s" | tee -a "$log"
-    for n in 2048 8192; do
+    for n in 1024 2048 8192; do
       echo "==== 61 layers: TTFT of a $n-token prompt" | tee -a "$log"
       sb --input-len $n --output-len 1 --num-prompts 2 --max-concurrency 1 --vocab 120000 \
          --warmup 0 --seed $n --result-file "$out/fulldepth-ttft-$n.json" 2>&1 | tail -4 | tee -a "$log"
     done
-    echo "==== 61 layers: single-stream decode" | tee -a "$log"
-    sb --input-len 64 --output-len 64 --num-prompts 2 --max-concurrency 1 --vocab 120000 \
-       --warmup 0 --seed 1 --result-file "$out/fulldepth-decode.json" 2>&1 | tail -4 | tee -a "$log"
-    echo "device memory in use: $(nvidia-smi --query-gpu=memory.used --format=csv,noheader)" | tee -a "$log"
+    for c in 1 4 8; do
+      echo "==== 61 layers: decode at concurrency $c" | tee -a "$log"
+      sb --input-len 64 --output-len 64 --num-prompts $(( c > 1 ? 2 * c : 2 )) --max-concurrency $c \
+         --vocab 120000 --warmup 0 --seed $c --result-file "$out/fulldepth-decode-$c.json" 2>&1 |
+          tail -2 | tee -a "$log"
+    done
+    echo "device memory in use (KV cache of 32K tokens): $(nvidia-smi --query-gpu=memory.used --format=csv,noheader)" | tee -a "$log"
     echo "host RSS: $(ps -o rss= -p $srv) KiB" | tee -a "$log"
-    grep -E 'plan|stream|load' /tmp/serve-$port.log | head -8 >> "$log"
+    grep -E 'plan|total|stream|load' /tmp/serve-$port.log | sed 's/^.*tandem\[[a-z]*\] //' | head -12 >> "$log"
     stop_srv
+  fi
+  # the ceiling with the server stopped; a token reads top_k x (one expert's bytes) per MoE layer
+  dram=$($tb bench cpu --quick --types q4_K 2>&1 | grep -m1 'DRAM read bandwidth')
+  echo "$dram" | tee -a "$log"
+  python3 - "$fd" "$dram" "$out/fulldepth-decode-1.json" <<'PY' | tee -a "$log"
+import json, os, re, sys
+fd, dram, dec = sys.argv[1:4]
+cfg = json.load(open(os.path.join(fd, "config.json")))
+gbs = float(re.findall(r"([0-9.]+) GB/s", dram)[-1]) if "GB/s" in dram else 0.0
+moe = cfg["num_hidden_layers"] - cfg.get("first_k_dense_replace", 0)
+per = os.path.getsize(os.path.join(fd, "experts.gguf")) / (moe * cfg["n_routed_experts"])
+tok = moe * cfg["num_experts_per_tok"] * per
+bound = gbs * 1e9 / tok if tok > 0 else 0
+try:
+    tps = 1000.0 / json.load(open(dec))[0]["tpot_ms"]["mean"]
+except Exception:
+    tps = 0.0
+print(f"bound: {gbs:.1f} GB/s / {tok / 1e9:.2f} GB of experts a token = {bound:.2f} tokens/s; "
+      f"single-stream decode {tps:.2f} tokens/s = {100 * tps / bound if bound else 0:.0f}% of it")
+PY
+  hm=${FULL_HOT_MB:-8000}
+  cp $cf $cf.run 2> /dev/null || rm -f $cf.run
+  if start_srv $fd $o --gpu.hot_experts=$hm --gpu.hot_experts_file=$cf.run; then
+    echo "==== 61 layers: gpu.hot_experts=$hm" | tee -a "$log"
+    grep -E 'hot experts|  hot  |  total  ' /tmp/serve-$port.log | sed 's/^.*tandem\[[a-z]*\] //' | tee -a "$log"
+    r0=$(metric expert_routes_total); h0=$(metric hot_expert_routes_total)
+    sb --input-len 64 --output-len 64 --num-prompts 2 --max-concurrency 1 --vocab 120000 \
+       --warmup 1 --seed 1 --result-file "$out/fulldepth-hot.json" 2>&1 | tail -2 | tee -a "$log"
+    r1=$(metric expert_routes_total); h1=$(metric hot_expert_routes_total)
+    echo "routes on hot experts while measured: $(python3 -c "import sys; r0,r1,h0,h1=map(float,sys.argv[1:]); print(f'{100*(h1-h0)/(r1-r0):.1f}%' if r1>r0 else '-')" ${r0:-0} ${r1:-0} ${h0:-0} ${h1:-0})" | tee -a "$log"
+    echo "device memory in use: $(nvidia-smi --query-gpu=memory.used --format=csv,noheader)" | tee -a "$log"
+    stop_srv
+    $tb inspect $fd --no-validate --context 32768 --hot-experts $hm --expert-counts $cf 2>&1 |
+        sed -n '/^routing counts/,$p' | tail -8 | tee -a "$log"
   fi
 fi
 # gguf: issue 20's "done when" at DeepSeek-V3's dimensions: a directory holding only an
@@ -801,7 +848,6 @@ if has hot; then
        --warmup 0 --seed 11 2>&1 | tail -2 | tee -a "$log"
     stop_srv
   fi
-  metric() { curl -s http://127.0.0.1:$port/metrics | awk -v m="tandem:$1" 'index($1, m "{") == 1 { print $2 }'; }
   for hs in ${HOT_SIZES:-off 4600 9100 auto}; do
     cp $cf $cf.run 2> /dev/null || rm -f $cf.run
     start_srv $v3 $o --gpu.hot_experts=$hs --gpu.hot_experts_file=$cf.run || continue

@@ -341,10 +341,11 @@ def chat_example(rng):
             "check": check, "expect": {"content": check}, "train_history": True}
 
 
-def training_example(rng, agent_share=0.2):
-    """The training mix: agent examples with probability agent_share, else old-style chats."""
+def training_example(rng, agent_share=0.2, agent_weights=None):
+    """The training mix: agent examples with probability agent_share (the task drawn by
+    agent_weights, AGENT_WEIGHTS when None), else old-style chats."""
     if rng.random() < agent_share:
-        return agent_example(rng)
+        return agent_example(rng, agent_weights)
     return chat_example(rng)
 
 

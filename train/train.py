@@ -244,6 +244,9 @@ def main():
     ap.add_argument("--n-convs", type=int, default=300000)
     ap.add_argument("--agent-share", type=float, default=0.2,
                     help="share of agent examples among the training chats")
+    ap.add_argument("--agent-weights", default="",
+                    help="relative weights of the agent tasks call,result,no_call,json,think "
+                         "(default: data.AGENT_WEIGHTS, 30,25,10,15,20)")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -253,6 +256,15 @@ def main():
     ap.add_argument("--smoke", action="store_true",
                     help="a quick end-to-end run: 20 s of training on 20,000 chats, small eval")
     args = ap.parse_args()
+    weights = None
+    if args.agent_weights:
+        try:
+            weights = [float(w) for w in args.agent_weights.split(",")]
+        except ValueError:
+            weights = []
+        if len(weights) != len(data.AGENT_TASKS) or min(weights) < 0 or sum(weights) <= 0:
+            ap.error(f"--agent-weights takes {len(data.AGENT_TASKS)} non-negative numbers "
+                     f"({','.join(data.AGENT_TASKS)}) with a positive sum")
     if args.smoke:
         args.seconds, args.n_convs = min(args.seconds, 20), min(args.n_convs, 20000)
         args.eval_n, args.eval_agent_n = min(args.eval_n, 200), min(args.eval_agent_n, 100)
@@ -265,7 +277,7 @@ def main():
     cfg = dict(CONFIG, vocab_size=tok.get_vocab_size())
     print(f"tokenizer: {tok.get_vocab_size()} tokens", flush=True)
     rng = random.Random(args.seed)
-    convs = [data.training_example(rng, args.agent_share) for _ in range(args.n_convs)]
+    convs = [data.training_example(rng, args.agent_share, weights) for _ in range(args.n_convs)]
     seqs = render.encode(tok, convs)
     long = sum(len(s[0]) > args.seq_len + 1 for s in seqs)
     stats = {}

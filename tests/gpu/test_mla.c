@@ -403,17 +403,22 @@ static void test_prefill(int H, int pos0, int n_q, int bt, int limited, const ch
                                      .block_table = t,
                                      .scale = PF_SCALE,
                                      .out = o};
-    size_t one = (size_t)H * 4 * L; /* one query's scores */
+    /* one query's scores: H rows of L floats, each padded to 16 bytes (mla_prefill.cu's stride) */
+    size_t one = (size_t)H * 4 * ((L + 3) & ~3);
     char name[160];
     for (int exact = 1; exact >= 0; exact--) {
         a.exact = exact;
-        run_prefill(a, one * n_q, ho[exact]);
+        /* scores of every query at max_ctx: one chunk */
+        run_prefill(a, (size_t)H * 4 * ((max_ctx + 3) & ~3) * n_q, ho[exact]);
         snprintf(name, sizeof name, "mla_prefill %s %s (H=%d pos0=%d n_q=%d bt=%d)",
                  exact ? "fp32" : "tf32", what, H, pos0, n_q, bt);
         check_prefill(name, ho[exact], ref, tol[exact], noe);
         if (limited) {
+            /* a workspace for this context (max_ctx = L) holding k queries' scores */
+            struct cuk_mla_prefill_args b = a;
             int k = gt_int(1, 3);
-            run_prefill(a, one * k + (size_t)gt_int(0, (int)one - 1), hd);
+            b.max_ctx = L;
+            run_prefill(b, one * k + (size_t)gt_int(0, (int)one - 256), hd); /* mp_up: < k + 1 */
             snprintf(name, sizeof name, "mla_prefill %s %s, %d-query chunks",
                      exact ? "fp32" : "tf32", what, k);
             check_prefill(name, hd, ref, tol[exact], noe);
@@ -499,7 +504,7 @@ static void expect_inval(const struct cuk_mla_prefill_args *a, cudaStream_t s, c
 static void test_prefill_errors(void)
 {
     int H = 16, pos0 = 150, n_q = 50, bt = 16, L = pos0 + n_q, nblk = (L + bt - 1) / bt;
-    size_t rows = (size_t)nblk * bt, one = (size_t)H * 4 * L;
+    size_t rows = (size_t)nblk * bt, one = (size_t)H * 4 * ((L + 3) & ~3);
     uint16_t *hc = malloc(rows * CUK_MLA_DIM * 2);
     float *hq = malloc((size_t)n_q * H * CUK_MLA_DIM * 4);
     int32_t ht[16];

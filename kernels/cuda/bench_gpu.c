@@ -1,5 +1,6 @@
 /* bench_gpu.c - GPU kernel benchmark: HBM copy ceiling, FP8 linears (own small-M kernel and
- * cuBLASLt in the same run), MLA decode (see bench_gpu.h).
+ * cuBLASLt in the same run), MLA decode, MLA prefill as GEMMs against the decode kernel on the
+ * same causal rows (see bench_gpu.h).
  *
  * Method (docs/gpu.md): every timed op is captured `iters` times into a CUDA graph (the decode
  * step replays graphs, so launch gaps are not part of the cost), the graph is replayed twice to
@@ -24,6 +25,7 @@
 #include "kernels/cuda/gemm_fp8.h"
 #include "kernels/cuda/gemv_bf16.h"
 #include "kernels/cuda/mla.h"
+#include "kernels/cuda/mla_prefill.h"
 
 struct bshape {
     const char *name;
@@ -169,6 +171,17 @@ static int mla_fn(void *c, int i, cudaStream_t st)
 {
     (void)i;
     return cuk_mla_decode(&((struct mla_ctx *)c)->a, st);
+}
+
+struct mlap_ctx {
+    struct cuk_mla_prefill *m;
+    struct cuk_mla_prefill_args a;
+};
+static int mlap_fn(void *c, int i, cudaStream_t st)
+{
+    (void)i;
+    struct mlap_ctx *x = c;
+    return cuk_mla_prefill(x->m, &x->a, st, NULL);
 }
 
 static double max_rel_diff_bf16(const uint16_t *a, const uint16_t *b, int rows, int n, int ld)
@@ -504,6 +517,153 @@ static void bench_mla(cudaStream_t st, unsigned long long *seed, double copy_gbs
     }
 }
 
+/* MLA prefill of one sequence from position 0, n_q queries, 128 heads: cuk_mla_prefill (TF32
+ * GEMMs, 1 GiB of scores a chunk) and the same rows through cuk_mla_decode (tensor cores,
+ * seq_len = pos + 1, every row the same table). TFLOP/s counts the causal triangle for both:
+ * 2*H*(576+512) FLOP per (query, visible position), n_q (n_q + 1) / 2 pairs (the GEMMs also
+ * compute each chunk's masked corner, which is not counted). q holds 64 random queries repeated.
+ * The run cross-checks the two on the last 16 queries (the longest rows). */
+static void bench_mla_prefill(cudaStream_t st, unsigned long long *seed, FILE *log)
+{
+    static const int cases[] = {2048, 8192, 16384};
+    const int H = 128, bt = 64, qrep = 64, nchk = 16;
+    const size_t score_bytes = (size_t)1 << 30;
+    const size_t qrow = (size_t)H * CUK_MLA_DIM, orow = (size_t)H * CUK_MLA_LORA;
+    struct cuk_mla_prefill *m = NULL;
+    char err[ERR_LEN] = "";
+    if (cuk_mla_prefill_create(&m, err)) {
+        fprintf(stderr, "bench mla_prefill: %s\n", err);
+        return;
+    }
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        int n = cases[ci], nblk = (n + bt - 1) / bt;
+        size_t rows = (size_t)nblk * bt;
+        uint16_t *cache = NULL;
+        float *q = NULL, *o = NULL;
+        int32_t *table = NULL, *lens = NULL;
+        void *pws = NULL, *dws = NULL;
+        size_t pwsz = cuk_mla_prefill_workspace(n, H, score_bytes);
+        size_t dwsz = cuk_mla_decode_workspace_size(n, H, n);
+        uint16_t *hc = malloc(rows * CUK_MLA_DIM * 2);
+        float *hq = malloc(qrep * qrow * 4), *hp = malloc(nchk * orow * 4),
+              *hd = malloc(nchk * orow * 4);
+        int32_t *ht = malloc((size_t)n * nblk * 4), *hl = malloc((size_t)n * 4);
+        if (!hc || !hq || !hp || !hd || !ht || !hl || !pwsz) goto next;
+        for (size_t i = 0; i < rows * CUK_MLA_DIM; i++)
+            hc[i] = fp_f32_to_bf16((float)((rng_next(seed) >> 11) * 0x1.0p-53 - 0.5));
+        for (size_t i = 0; i < qrep * qrow; i++)
+            hq[i] = (float)((rng_next(seed) >> 11) * 0x1.0p-53 - 0.5);
+        for (int b = 0; b < n; b++) {
+            hl[b] = b + 1;
+            for (int j = 0; j < nblk; j++) ht[(size_t)b * nblk + j] = nblk - 1 - j; /* shuffled */
+        }
+        if (cudaMalloc((void **)&cache, rows * CUK_MLA_DIM * 2) != cudaSuccess ||
+            cudaMalloc((void **)&q, (size_t)n * qrow * 4) != cudaSuccess ||
+            cudaMalloc((void **)&o, (size_t)n * orow * 4) != cudaSuccess ||
+            cudaMalloc((void **)&table, (size_t)n * nblk * 4) != cudaSuccess ||
+            cudaMalloc((void **)&lens, (size_t)n * 4) != cudaSuccess ||
+            cudaMalloc(&pws, pwsz) != cudaSuccess ||
+            (dwsz && cudaMalloc(&dws, dwsz) != cudaSuccess)) {
+            fprintf(stderr, "bench mla_prefill n_q=%d: out of device memory\n", n);
+            goto next;
+        }
+        cudaMemcpy(cache, hc, rows * CUK_MLA_DIM * 2, cudaMemcpyHostToDevice);
+        cudaMemcpy(q, hq, qrep * qrow * 4, cudaMemcpyHostToDevice);
+        for (int done = qrep; done < n;) { /* repeat the random queries by doubling */
+            int k = done < n - done ? done : n - done;
+            cudaMemcpy(q + (size_t)done * qrow, q, (size_t)k * qrow * 4, cudaMemcpyDeviceToDevice);
+            done += k;
+        }
+        cudaMemcpy(table, ht, (size_t)n * nblk * 4, cudaMemcpyHostToDevice);
+        cudaMemcpy(lens, hl, (size_t)n * 4, cudaMemcpyHostToDevice);
+        struct mlap_ctx pc = {m,
+                              {.n_q = n,
+                               .n_heads = H,
+                               .pos0 = 0,
+                               .max_ctx = n,
+                               .q = q,
+                               .cache = cache,
+                               .block_tokens = bt,
+                               .block_table = table,
+                               .scale = 0.1352337789f,
+                               .out = o,
+                               .exact = 0,
+                               .ws = pws,
+                               .ws_bytes = pwsz}};
+        struct mla_ctx dc = {{.n_q = n,
+                              .n_heads = H,
+                              .q = q,
+                              .q_ld = (int)qrow,
+                              .cache = cache,
+                              .block_tokens = bt,
+                              .block_table = table,
+                              .bt_ld = nblk,
+                              .seq_len = lens,
+                              .max_seq_len = n,
+                              .scale = 0.1352337789f,
+                              .out = o,
+                              .out_ld = (int)orow,
+                              .exact = 0,
+                              .workspace = dws,
+                              .workspace_size = dwsz}};
+        double flop = 2.0 * H * (CUK_MLA_DIM + CUK_MLA_LORA) * ((double)n * (n + 1) / 2);
+        int iters = (int)(20000.0 / (flop / 0.4e9)); /* ~20 ms a replay at 400 TFLOP/s */
+        if (iters < 1) iters = 1;
+        if (iters > 10) iters = 10;
+        double pus = time_graph(mlap_fn, &pc, iters, st);
+        double dus = time_graph(mla_fn, &dc, iters, st);
+        /* cross-check on the last nchk queries */
+        double diff = -1.0;
+        if (pus > 0 && dus > 0 && cuk_mla_prefill(m, &pc.a, st, NULL) == 0 &&
+            cudaMemcpyAsync(hp, o + (size_t)(n - nchk) * orow, nchk * orow * 4,
+                            cudaMemcpyDeviceToHost, st) == cudaSuccess &&
+            cuk_mla_decode(&dc.a, st) == 0 &&
+            cudaMemcpyAsync(hd, o + (size_t)(n - nchk) * orow, nchk * orow * 4,
+                            cudaMemcpyDeviceToHost, st) == cudaSuccess &&
+            cudaStreamSynchronize(st) == cudaSuccess) {
+            double md = 0.0, mp = 0.0;
+            for (size_t i = 0; i < nchk * orow; i++) {
+                double d = fabs((double)hp[i] - hd[i]);
+                if (isnan(d)) md = INFINITY;
+                else if (d > md) md = d;
+                if (fabs(hp[i]) > mp) mp = fabs(hp[i]);
+            }
+            diff = mp > 0 ? md / mp : md;
+        }
+        long per_chunk = (long)(score_bytes / ((size_t)H * 4 * n));
+        char line[256];
+        snprintf(line, sizeof line,
+                 "mla_prefill tensor core n_q=%-5d pos0=0 H=%d %9.1f us %6.1f TFLOP/s (causal; "
+                 "%ld queries a chunk)",
+                 n, H, pus, pus > 0 ? flop / pus / 1e6 : 0.0, per_chunk < n ? per_chunk : n);
+        fprintf(log, "%s\n", line);
+        if (log != stdout) printf("%s\n", line);
+        snprintf(line, sizeof line,
+                 "mla_decode  tensor core n_q=%-5d pos0=0 H=%d %9.1f us %6.1f TFLOP/s (causal "
+                 "rows); prefill %.2fx faster, max|diff|/max|out| %.3g",
+                 n, H, dus, dus > 0 ? flop / dus / 1e6 : 0.0, pus > 0 && dus > 0 ? dus / pus : 0.0,
+                 diff);
+        fprintf(log, "%s\n", line);
+        if (log != stdout) printf("%s\n", line);
+    next:
+        cudaFree(cache);
+        cudaFree(q);
+        cudaFree(o);
+        cudaFree(table);
+        cudaFree(lens);
+        cudaFree(pws);
+        cudaFree(dws);
+        free(hc);
+        free(hq);
+        free(hp);
+        free(hd);
+        free(ht);
+        free(hl);
+        cudaGetLastError();
+    }
+    cuk_mla_prefill_destroy(m);
+}
+
 int bench_gpu_main(int argc, char **argv)
 {
     const char *out_path = NULL;
@@ -630,6 +790,7 @@ int bench_gpu_main(int argc, char **argv)
                        vcnt[v] ? vsum[v] / vcnt[v] : 0.0);
     fprintf(log, "%s\n\n", vline);
     bench_mla(st, &seed, copy_gbs, log);
+    bench_mla_prefill(st, &seed, log);
     bench_bf16(st, &seed, copy_gbs, log);
     gemm_fp8_destroy(g);
     cudaStreamDestroy(st);

@@ -22,9 +22,10 @@
  * n_q * n_heads (query, head) rows are one matrix with stride 576 / 512).
  *
  * Workspace: cuk_mla_prefill_workspace(max_ctx, n_heads, score_bytes): the cuBLAS workspace,
- * the gathered rows for a context of up to max_ctx positions and score_bytes of scores; a call
- * takes as many queries per chunk as fit (score_bytes / (n_heads * 4 * L) rounded down, at least
- * one: the workspace must hold one query's scores for the call's L).
+ * the gathered rows for a context of up to max_ctx positions and score_bytes of scores, which
+ * must hold one query's scores at max_ctx (n_heads * 4 * ld(max_ctx) bytes, ld = the context
+ * rounded up to 4 floats; else it returns 0). A call with context L takes as many queries per
+ * chunk as the scores hold: score_bytes / (n_heads * 4 * ld(L)), rounded down.
  *
  * Ownership and threads: struct cuk_mla_prefill owns a cuBLAS handle (creation allocates). One
  * thread at a time per object; the workspace belongs to one call at a time (stream order). The

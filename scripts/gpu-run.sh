@@ -168,11 +168,15 @@ if has cpuk; then
       >> "$log" 2>&1
   cpuk_sum+=("$(printf '%-9s %-18s rc=%s' cpuk "bench cpu avx512" $?)")
   if [ -x build-ibin/ggml_peer ]; then
+    # the CPU's SIMD/AMX flags as the (virtual) machine reports them: ggml_peer is built for
+    # -march=sapphirerapids, and its AMX path has died with SIGILL here (it prints the bytes)
+    echo "cpu flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx512|amx|avx_vnni)' | tr '\n' ' ')" >> "$log"
     for x in "" AMX; do
       echo "==== ggml_peer ${x:+--extra $x}" >> "$log"
       timeout 300 build-ibin/ggml_peer --threads 16 --types q4_K,q5_K,q6_K,q8_0,iq4_xs \
           --prefill 512,2048 --size-gb 1 ${x:+--extra $x} >> "$log" 2>&1
       cpuk_sum+=("$(printf '%-9s %-18s rc=%s' cpuk "ggml_peer ${x:-plain}" $?)")
+      grep -a 'SIGILL' "$log" | tail -1
     done
   else
     echo "build-ibin/ggml_peer missing (scripts/build-ggml-peer.sh GGML_SRC spr)" | tee -a "$log"

@@ -14,7 +14,10 @@
  * how llama.cpp reaches ggml's AMX and repacked kernels; without it plain ggml_mul_mat runs.
  * Usage: ggml_peer [--threads 16] [--types q4_K,q5_K,q6_K,q8_0,iq4_xs] [--prefill 512,2048]
  *                  [--shared 2,4,8,16] [--size-gb 1] [--reps 5] [--extra NAME] [--list]
+ * An illegal instruction (the AMX path has died with SIGILL on the benchmark host) is reported
+ * with its address and bytes on stderr before the exit (status 132), to name the instruction.
  */
+#define _GNU_SOURCE
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
@@ -26,6 +29,10 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+
+#include <signal.h>
+#include <ucontext.h>
+#include <unistd.h>
 
 enum { HID = 7168, INTER = 2048, NEXP = 256, TOPK = 8 };
 
@@ -120,8 +127,35 @@ static ggml_backend_buffer_type_t find_extra(ggml_backend_dev_t dev, const char 
     return NULL;
 }
 
+/* SIGILL: "ggml_peer: SIGILL at 0x... : 16 bytes" with write(2) only, then exit 132 */
+static void on_sigill(int sig, siginfo_t *si, void *ctx)
+{
+    static const char hex[] = "0123456789abcdef";
+    const ucontext_t *uc = ctx;
+    const unsigned char *pc = (const unsigned char *)uc->uc_mcontext.gregs[REG_RIP];
+    char b[128] = "ggml_peer: SIGILL at 0x";
+    int n = 23;
+    for (int i = 60; i >= 0; i -= 4) b[n++] = hex[((uintptr_t)pc >> i) & 15];
+    b[n++] = ':';
+    for (int i = 0; i < 16; i++) {
+        b[n++] = ' ';
+        b[n++] = hex[pc[i] >> 4];
+        b[n++] = hex[pc[i] & 15];
+    }
+    b[n++] = '\n';
+    if (write(2, b, (size_t)n) < 0) _exit(132);
+    (void)sig;
+    (void)si;
+    _exit(132);
+}
+
 int main(int argc, char **argv)
 {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigill;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGILL, &sa, NULL);
     int threads = 16, reps = 5, list = 0;
     double size_gb = 1.0;
     const char *types = "q4_K,q5_K,q6_K,q8_0,iq4_xs", *extra = NULL;

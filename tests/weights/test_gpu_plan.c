@@ -167,6 +167,19 @@ static void v3_exact(const struct wt_hparams *hp)
     CHECK(o.total <= BUDGET);
     printf("  KV tokens that fit 22 GB with this layout: %lld\n",
            (long long)gpu_plan_kv_tokens_fit(hp, &q, BUDGET));
+    {
+        /* gpu.prefill_attention_mb: cuBLAS 32 MiB + the 32K-token sequence's rows as fp32 +
+         * the score scratch, in the workspace; still within the budget at 256 MiB */
+        struct gpu_plan_params qa = q;
+        struct gpu_plan oa;
+        CHECK_EQ(o.ws_mla_prefill, 0);
+        qa.prefill_attention_mb = 256;
+        CHECK_EQ(gpu_plan_compute(hp, &qa, &oa, err), 0);
+        CHECK_EQ(oa.ws_mla_prefill, 32.0 * 1048576 + 32768.0 * 576 * 4 + 256.0 * 1048576);
+        CHECK_NEAR(oa.workspace - o.workspace, oa.ws_mla_prefill, 1);
+        CHECK(oa.total > o.total && oa.total <= BUDGET);
+        printf("  with gpu.prefill_attention_mb = 256: %.2f GB\n", oa.total / 1e9);
+    }
     q.max_batch_tokens = 1024;
     CHECK_EQ(gpu_plan_compute(hp, &q, &o, err), 0);
     print_plan("DeepSeek-V3, hybrid, 32K context, embeddings on the host, kv_b FP8, "

@@ -1,12 +1,16 @@
 /* avx2/iquants.c - IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S and IQ1_M x Q8_K dot products
  * with AVX2 (single token; several tokens: avx2/iquants_mm.c, which calls these for one).
  *
- * Per 32 weights the four grid entries (IQ3: eight half entries) are looked up with scalar
- * indices (masked to their table's size, so any block bytes are safe) and placed in one
- * register; the stored signs become +1/-1 bytes moved onto the activations (vpsignb; Q8_K
- * activations are in [-127, 127], so this is exact). vpmaddubsw then vpmaddwd with the sub-block
- * scales give exact int32 sums; each super-block's integer sum is reduced and added in f32 in the
- * same order as the scalar reference (ref/iquants.c), so the results are bit-identical to it.
+ * Per 32 weights the four grid entries (IQ3: eight half entries, combined in pairs in scalar
+ * registers) are looked up with scalar indices (masked to their table's size, so any block bytes
+ * are safe) and placed in one register with vmovq/vmovhpd loads; the stored signs become +1/-1
+ * bytes looked up the same way (avx2/iq_luts.h: 8 sign bytes per 7 parity-coded or 8 explicit
+ * bits; IQ3_S keeps the vector bit expansion, its load ports being the busier) and moved onto the
+ * activations (vpsignb; Q8_K activations are in [-127, 127], so this is exact); sub-block scales
+ * are loaded as ready int16 vectors. The dots are bound by the vector ports, so loads replace
+ * shuffles where they can. vpmaddubsw then vpmaddwd with the sub-block scales give exact int32
+ * sums; each super-block's integer sum is reduced and added in f32 in the same order as the scalar
+ * reference (ref/iquants.c), so the results are bit-identical to it.
  * Threads: pure functions.
  */
 #include "kernels/cpu/avx2/iq_luts.h"

@@ -1,5 +1,5 @@
-/* avx2/iq_luts.h - small lookup tables of the single-token grid i-quant dots (avx2/iquants.c,
- * avx512/iquants.c): sign patterns and sub-block scales as ready vectors, so that building them
+/* avx2/iq_luts.h - small lookup tables of the single-token grid i-quant dots (avx2/iquants.c
+ * only): sign patterns and sub-block scales as ready vectors, so that building them
  * costs loads instead of vector shuffles (the dots are bound by their vector ports).
  * Generated at compile time by the macros below; static read-only data: thread-safe.
  */

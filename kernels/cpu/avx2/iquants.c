@@ -1,14 +1,19 @@
 /* avx2/iquants.c - IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S and IQ1_M x Q8_K dot products
  * with AVX2 (single token; several tokens: avx2/iquants_mm.c, which calls these for one).
  *
- * Per 32 weights the four grid entries (IQ3: eight half entries) are looked up with scalar
- * indices (masked to their table's size, so any block bytes are safe) and placed in one
- * register; the stored signs become +1/-1 bytes moved onto the activations (vpsignb; Q8_K
- * activations are in [-127, 127], so this is exact). vpmaddubsw then vpmaddwd with the sub-block
- * scales give exact int32 sums; each super-block's integer sum is reduced and added in f32 in the
- * same order as the scalar reference (ref/iquants.c), so the results are bit-identical to it.
+ * Per 32 weights the four grid entries (IQ3: eight half entries, combined in pairs in scalar
+ * registers) are looked up with scalar indices (masked to their table's size, so any block bytes
+ * are safe) and placed in one register with vmovq/vmovhpd loads; the stored signs become +1/-1
+ * bytes looked up the same way (avx2/iq_luts.h: 8 sign bytes per 7 parity-coded or 8 explicit
+ * bits; IQ3_S keeps the vector bit expansion, its load ports being the busier) and moved onto the
+ * activations (vpsignb; Q8_K activations are in [-127, 127], so this is exact); sub-block scales
+ * are loaded as ready int16 vectors. The dots are bound by the vector ports, so loads replace
+ * shuffles where they can. vpmaddubsw then vpmaddwd with the sub-block scales give exact int32
+ * sums; each super-block's integer sum is reduced and added in f32 in the same order as the scalar
+ * reference (ref/iquants.c), so the results are bit-identical to it.
  * Threads: pure functions.
  */
+#include "kernels/cpu/avx2/iq_luts.h"
 #include "kernels/cpu/avx2/kernels.h"
 #include "kernels/cpu/qblocks.h"
 #include "kernels/cpu/ref/iq_grids.h"
@@ -35,7 +40,39 @@ AVX2_INLINE int hsum_i32(__m256i v)
     return _mm_cvtsi128_si32(a);
 }
 
-/* 32 bytes of +1 / -1: byte k is -1 where bit k % 8 of byte k / 8 of s4 is set */
+/* int32 lanes: sum of magnitudes w times activations a multiplied by the +1 / -1 bytes sg,
+ * int16 pairs scaled by sc16 */
+AVX2_INLINE __m256i mag_dot(__m256i w, __m256i sg, const int8_t *a, __m256i sc16)
+{
+    __m256i sa = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)a), sg);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(w, sa), sc16);
+}
+
+/* four 8-byte table entries in one register: scalar loads into the two halves (vmovq, vmovhpd)
+ * rather than vpinsrq, which costs a vector-port shuffle per entry */
+AVX2_INLINE __m256i grid4(const uint64_t *g, int i0, int i1, int i2, int i3)
+{
+    const __m128d lo = _mm_loadh_pd(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i *)(g + i0))),
+                                    (const double *)(g + i1));
+    const __m128d hi = _mm_loadh_pd(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i *)(g + i2))),
+                                    (const double *)(g + i3));
+    return _mm256_setr_m128i(_mm_castpd_si128(lo), _mm_castpd_si128(hi));
+}
+
+/* the +1 / -1 bytes of four groups' 7 stored sign bits (4 x 7 bits of aux, even parity) */
+AVX2_INLINE __m256i ksigns4(uint32_t aux)
+{
+    return grid4(iq_keven_signs, aux & 127, (aux >> 7) & 127, (aux >> 14) & 127, (aux >> 21) & 127);
+}
+
+/* the +1 / -1 bytes of 32 explicit sign bits (4 bytes at p) */
+AVX2_INLINE __m256i bsigns4(const uint8_t *p)
+{
+    return grid4(iq_bit_signs, p[0], p[1], p[2], p[3]);
+}
+
+/* 32 bytes of +1 / -1: byte k is -1 where bit k % 8 of byte k / 8 of s4 is set (vector ops;
+ * IQ3_S, whose many grid loads keep the load ports busy) */
 AVX2_INLINE __m256i sign_bytes(uint32_t s4)
 {
     const __m256i pick = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
@@ -46,45 +83,31 @@ AVX2_INLINE __m256i sign_bytes(uint32_t s4)
     return _mm256_or_si256(m, _mm256_set1_epi8(1));
 }
 
-/* the 4 x 7 stored sign bits of aux expanded to 4 sign bytes (even parity) */
-AVX2_INLINE uint32_t ksigns4(uint32_t aux)
+AVX2_INLINE __m256i scale16(int s) /* int16 lanes = 2s + 1 (s < 16) */
 {
-    return cpuq_iq_ksigns[aux & 127] | (uint32_t)cpuq_iq_ksigns[(aux >> 7) & 127] << 8 |
-           (uint32_t)cpuq_iq_ksigns[(aux >> 14) & 127] << 16 |
-           (uint32_t)cpuq_iq_ksigns[(aux >> 21) & 127] << 24;
+    return _mm256_load_si256((const __m256i *)iq_scale16[s]);
 }
 
-/* int32 lanes: sum of magnitudes w times signed activations a, int16 pairs scaled by sc16 */
-AVX2_INLINE __m256i mag_dot(__m256i w, uint32_t s4, const int8_t *a, __m256i sc16)
+AVX2_INLINE __m256i scale_pair(int b) /* int16 lanes 0-7 = 2 (b & 15) + 1, 8-15 = 2 (b >> 4) + 1 */
 {
-    __m256i sa = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)a), sign_bytes(s4));
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(w, sa), sc16);
-}
-
-AVX2_INLINE __m256i grid4(const uint64_t *g, int i0, int i1, int i2, int i3)
-{
-    return _mm256_setr_epi64x((long long)g[i0], (long long)g[i1], (long long)g[i2],
-                              (long long)g[i3]);
-}
-
-AVX2_INLINE __m256i pair16(int lo, int hi) /* int16 lanes 0-7 = lo, 8-15 = hi */
-{
-    return _mm256_setr_m128i(_mm_set1_epi16((short)lo), _mm_set1_epi16((short)hi));
+    return _mm256_load_si256((const __m256i *)iq_scale_pair[b]);
 }
 
 void cpuq_vec_dot_iq2_xxs_q8_k_avx2(int64_t n, float *s, const void *w, const void *act)
 {
     const struct block_iq2_xxs *x = w;
     const struct block_q8_K *y = act;
+    const uint64_t *g = cpuq_iq2xxs_grid;
     float sumf = 0;
     for (int64_t i = 0; i < n / QK_K; i++) {
         __m256i acc = _mm256_setzero_si256();
-        for (int ib = 0; ib < QK_K / 32; ib++) {
-            const uint32_t g = rd32(x[i].qs + 4 * ib), aux = rd32(x[i].qs + 4 * ib + 2);
-            const __m256i v =
-                grid4(cpuq_iq2xxs_grid, g & 0xff, (g >> 8) & 0xff, (g >> 16) & 0xff, g >> 24);
-            acc = _mm256_add_epi32(acc, mag_dot(v, ksigns4(aux), y[i].qs + 32 * ib,
-                                                _mm256_set1_epi16((short)(2 * (aux >> 28) + 1))));
+        for (int ib = 0; ib < QK_K / 32; ib += 2) {
+            const uint8_t *q = (const uint8_t *)(x[i].qs + 4 * ib);
+            const uint32_t a0 = rd32(q + 4), a1 = rd32(q + 12);
+            acc = _mm256_add_epi32(acc, mag_dot(grid4(g, q[0], q[1], q[2], q[3]), ksigns4(a0),
+                                                y[i].qs + 32 * ib, scale16((int)(a0 >> 28))));
+            acc = _mm256_add_epi32(acc, mag_dot(grid4(g, q[8], q[9], q[10], q[11]), ksigns4(a1),
+                                                y[i].qs + 32 * ib + 32, scale16((int)(a1 >> 28))));
         }
         sumf += f16(x[i].d) * y[i].d * (float)hsum_i32(acc);
     }
@@ -102,13 +125,9 @@ void cpuq_vec_dot_iq2_xs_q8_k_avx2(int64_t n, float *s, const void *w, const voi
             const uint16_t *q = x[i].qs + 4 * ib;
             const __m256i v =
                 grid4(cpuq_iq2xs_grid, q[0] & 511, q[1] & 511, q[2] & 511, q[3] & 511);
-            const uint32_t s4 = cpuq_iq_ksigns[q[0] >> 9] |
-                                (uint32_t)cpuq_iq_ksigns[q[1] >> 9] << 8 |
-                                (uint32_t)cpuq_iq_ksigns[q[2] >> 9] << 16 |
-                                (uint32_t)cpuq_iq_ksigns[q[3] >> 9] << 24;
-            const int sc = x[i].scales[ib];
-            acc = _mm256_add_epi32(acc, mag_dot(v, s4, y[i].qs + 32 * ib,
-                                                pair16(2 * (sc & 0xf) + 1, 2 * (sc >> 4) + 1)));
+            const __m256i sg = grid4(iq_keven_signs, q[0] >> 9, q[1] >> 9, q[2] >> 9, q[3] >> 9);
+            acc = _mm256_add_epi32(acc,
+                                   mag_dot(v, sg, y[i].qs + 32 * ib, scale_pair(x[i].scales[ib])));
         }
         sumf += f16(x[i].d) * y[i].d * (float)hsum_i32(acc);
     }
@@ -128,10 +147,8 @@ void cpuq_vec_dot_iq2_s_q8_k_avx2(int64_t n, float *s, const void *w, const void
             const __m256i v =
                 grid4(cpuq_iq2s_grid, qs[0] | ((qh << 8) & 0x300), qs[1] | ((qh << 6) & 0x300),
                       qs[2] | ((qh << 4) & 0x300), qs[3] | ((qh << 2) & 0x300));
-            const int sc = x[i].scales[ib];
-            acc = _mm256_add_epi32(acc,
-                                   mag_dot(v, rd32(x[i].qs + QK_K / 8 + 4 * ib), y[i].qs + 32 * ib,
-                                           pair16(2 * (sc & 0xf) + 1, 2 * (sc >> 4) + 1)));
+            acc = _mm256_add_epi32(acc, mag_dot(v, bsigns4(x[i].qs + QK_K / 8 + 4 * ib),
+                                                y[i].qs + 32 * ib, scale_pair(x[i].scales[ib])));
         }
         sumf += f16(x[i].d) * y[i].d * (float)hsum_i32(acc);
     }
@@ -149,11 +166,12 @@ void cpuq_vec_dot_iq3_xxs_q8_k_avx2(int64_t n, float *s, const void *w, const vo
         for (int ib = 0; ib < QK_K / 32; ib++) {
             const uint8_t *q = x[i].qs + 8 * ib;
             const uint32_t aux = rd32(x[i].qs + QK_K / 4 + 4 * ib);
+#define P2(a, b) (long long)((uint64_t)g[b] << 32 | g[a])
             const __m256i v =
-                _mm256_setr_epi32((int)g[q[0]], (int)g[q[1]], (int)g[q[2]], (int)g[q[3]],
-                                  (int)g[q[4]], (int)g[q[5]], (int)g[q[6]], (int)g[q[7]]);
-            acc = _mm256_add_epi32(acc, mag_dot(v, ksigns4(aux), y[i].qs + 32 * ib,
-                                                _mm256_set1_epi16((short)(2 * (aux >> 28) + 1))));
+                _mm256_setr_epi64x(P2(q[0], q[1]), P2(q[2], q[3]), P2(q[4], q[5]), P2(q[6], q[7]));
+#undef P2
+            acc = _mm256_add_epi32(
+                acc, mag_dot(v, ksigns4(aux), y[i].qs + 32 * ib, scale16((int)(aux >> 28))));
         }
         sumf += f16(x[i].d) * y[i].d * (float)hsum_i32(acc);
     }
@@ -171,13 +189,14 @@ void cpuq_vec_dot_iq3_s_q8_k_avx2(int64_t n, float *s, const void *w, const void
         for (int ib = 0; ib < QK_K / 32; ib++) {
             const uint8_t *q = x[i].qs + 8 * ib;
             const int qh = x[i].qh[ib];
-#define I3(m) (int)g[q[m] | (((qh >> (m)) & 1) << 8)]
-            const __m256i v =
-                _mm256_setr_epi32(I3(0), I3(1), I3(2), I3(3), I3(4), I3(5), I3(6), I3(7));
+#define I3(m) g[q[m] | (((qh >> (m)) & 1) << 8)]
+#define P2(a, b) (long long)((uint64_t)I3(b) << 32 | I3(a))
+            const __m256i v = _mm256_setr_epi64x(P2(0, 1), P2(2, 3), P2(4, 5), P2(6, 7));
+#undef P2
 #undef I3
-            const int ls = 2 * ((x[i].scales[ib / 2] >> (4 * (ib % 2))) & 0xf) + 1;
-            acc = _mm256_add_epi32(acc, mag_dot(v, rd32(x[i].signs + 4 * ib), y[i].qs + 32 * ib,
-                                                _mm256_set1_epi16((short)ls)));
+            const int ls = (x[i].scales[ib / 2] >> (4 * (ib % 2))) & 0xf;
+            acc = _mm256_add_epi32(acc, mag_dot(v, sign_bytes(rd32(x[i].signs + 4 * ib)),
+                                                y[i].qs + 32 * ib, scale16(ls)));
         }
         sumf += f16(x[i].d) * y[i].d * (float)hsum_i32(acc);
     }
@@ -205,8 +224,7 @@ void cpuq_vec_dot_iq1_s_q8_k_avx2(int64_t n, float *s, const void *w, const void
             const int qh = x[i].qh[ib], ls = 2 * ((qh >> 12) & 7) + 1;
             const __m256i v = grid4(g, q[0] | ((qh << 8) & 0x700), q[1] | ((qh << 5) & 0x700),
                                     q[2] | ((qh << 2) & 0x700), q[3] | ((qh >> 1) & 0x700));
-            acc =
-                _mm256_add_epi32(acc, tern_dot(v, y[i].qs + 32 * ib, _mm256_set1_epi16((short)ls)));
+            acc = _mm256_add_epi32(acc, tern_dot(v, y[i].qs + 32 * ib, scale16((qh >> 12) & 7)));
             sumi1 += ls * (qh & 0x8000 ? -1 : 1) * (y[i].bsums[2 * ib] + y[i].bsums[2 * ib + 1]);
         }
         sumf += f16(x[i].d) * y[i].d * ((float)hsum_i32(acc) + CPUQ_IQ1_DELTA * (float)sumi1);
@@ -219,7 +237,7 @@ void cpuq_vec_dot_iq1_m_q8_k_avx2(int64_t n, float *s, const void *w, const void
     const struct block_iq1_m *x = w;
     const struct block_q8_K *y = act;
     const uint64_t *g = cpuq_iq1s_grid;
-    const long long pos = 0x0101010101010101ll, neg = -1;
+    static const uint64_t pm[2] = {0x0101010101010101ull, ~0ull}; /* +1 / -1 bytes */
     float sumf = 0;
     for (int64_t i = 0; i < n / QK_K; i++) {
         uint16_t sc[4];
@@ -233,10 +251,10 @@ void cpuq_vec_dot_iq1_m_q8_k_avx2(int64_t n, float *s, const void *w, const void
             const __m256i v = grid4(g, q[0] | ((h0 << 8) & 0x700), q[1] | ((h0 << 4) & 0x700),
                                     q[2] | ((h1 << 8) & 0x700), q[3] | ((h1 << 4) & 0x700));
             /* +1 / -1 per group of 8: the sign of each group's delta */
-            const __m256i ds = _mm256_setr_epi64x(h0 & 0x08 ? neg : pos, h0 & 0x80 ? neg : pos,
-                                                  h1 & 0x08 ? neg : pos, h1 & 0x80 ? neg : pos);
+            const __m256i ds =
+                grid4(pm, (h0 >> 3) & 1, (h0 >> 7) & 1, (h1 >> 3) & 1, (h1 >> 7) & 1);
             const int s6 = sc[ib / 2] >> (6 * (ib % 2));
-            const __m256i sc16 = pair16(2 * (s6 & 7) + 1, 2 * ((s6 >> 3) & 7) + 1);
+            const __m256i sc16 = scale_pair((s6 & 7) | (s6 << 1 & 0x70));
             acc1 = _mm256_add_epi32(acc1, tern_dot(v, y[i].qs + 32 * ib, sc16));
             acc2 = _mm256_add_epi32(acc2, tern_dot(ds, y[i].qs + 32 * ib, sc16));
         }

@@ -255,6 +255,7 @@ struct ops_cuda {
     size_t mlap_score; /* score scratch bytes */
     void *mlap_ws;
     int mlap_ctx; /* contexts mlap_ws holds (0: none yet) */
+    int mlap_off; /* the op failed once: prompt runs take the kernel */
     /* device mirror of the caller's KV cache (GPU attention only) */
     const struct model_kv *kv_key;
     uint16_t **kv_dev_layer; /* host array of device pointers */
@@ -1665,7 +1666,7 @@ static int mla_ws_fit(struct ops_cuda *c, size_t ws)
  * device is out of memory (the run then keeps the kernel) */
 static int mlap_fit(struct ops_cuda *c, int nh, int L)
 {
-    if (!c->mlap || cuk_mla_prefill_workspace(L, nh, c->mlap_score) == 0) return 0;
+    if (!c->mlap || c->mlap_off || cuk_mla_prefill_workspace(L, nh, c->mlap_score) == 0) return 0;
     if (L <= c->mlap_ctx) return 1;
     int ctx = (int)(((int64_t)L + 4095) / 4096 * 4096);
     if (ctx < L || cuk_mla_prefill_workspace(ctx, nh, c->mlap_score) == 0) ctx = L;
@@ -1728,8 +1729,15 @@ static void mla_split(struct ops_cuda *c, const struct model_batch *b,
                 .ws_bytes = cuk_mla_prefill_workspace(c->mlap_ctx, nh, c->mlap_score)};
             char e2[ERR_LEN];
             if (cuk_mla_prefill(c->mlap, &pa, c->st, e2)) {
-                ops__fail(&c->base, ERR_CUDA, e2);
-                return;
+                /* the kernel rewrites every output row of the run, whatever the op left: this
+                 * run and the later ones go to it (a sticky CUDA error fails it too) */
+                LOG_WARN("gpu",
+                         "prefill attention: %s; prompt runs take the per-query kernel "
+                         "from now on",
+                         e2);
+                c->mlap_off = 1;
+                t0 = t1;
+                continue;
             }
             c->stats.attn_gemm_runs++;
             c->stats.attn_gemm_tokens += t1 - t0;

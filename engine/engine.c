@@ -338,6 +338,21 @@ int eng_create(const struct cfg *cfg, void (*progress)(void *ud, double frac, co
         gpu_plan_types_from(&pp, em->w); /* a BF16 or GGUF checkpoint's weight types */
         if (gpu_plan_compute(hp, &pp, &pl, perr) == 0) {
             plan_ok = 1;
+            if (pp.prefill_experts && pl.moe_layers > 0 && pp.max_batch_tokens < 8192) {
+                /* a prompt prefills in chunks of max_batch_tokens, and every chunk copies nearly
+                 * all of each layer's experts over the link once: short chunks multiply it */
+                struct gpu_plan_params p8 = pp;
+                struct gpu_plan l8;
+                p8.max_batch_tokens = 8192;
+                if (gpu_plan_compute(hp, &p8, &l8, perr) == 0)
+                    LOG_NOTICE("engine",
+                               "gpu.prefill_experts: prompts prefill in chunks of %d tokens "
+                               "(engine.max_batch_tokens), each streaming the experts of every "
+                               "layer again; 8192-token chunks copy them %.1fx less often for "
+                               "%.2f GiB more device memory (docs/gpu.md)",
+                               pp.max_batch_tokens, 8192.0 / pp.max_batch_tokens,
+                               (l8.total - pl.total) / (1 << 30));
+            }
             if (pl.kv_on_gpu && cfg->engine_kv_blocks <= 0 && free_b > 0) {
                 double room = (double)free_b - margin - pl.ws_mla - pl.ws_mla_prefill -
                               pl.ws_block_tables - hot_given;

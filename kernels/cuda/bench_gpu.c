@@ -84,6 +84,13 @@ static void fill_scales(float *p, size_t n, unsigned long long *s)
 typedef int (*bench_fn)(void *ctx, int iter, cudaStream_t st);
 
 /* median time per call in microseconds, or -1 on failure */
+/* one result line into the log, and onto stdout too when the log is a file */
+static void put_line(FILE *log, const char *line)
+{
+    fprintf(log, "%s\n", line);
+    if (log != stdout) printf("%s\n", line);
+}
+
 static double time_graph(bench_fn fn, void *ctx, int iters, cudaStream_t st)
 {
     cudaGraph_t graph = NULL;
@@ -423,8 +430,7 @@ static void bench_bf16(cudaStream_t st, unsigned long long *seed, double copy_gb
                      "%6.1f TFLOP/s",
                      sh[si].name, m, sh[si].n, sh[si].k, us, bytes / us / 1e3,
                      100.0 * bytes / us / 1e3 / copy_gbs, 2.0 * m * sh[si].n * sh[si].k / us / 1e6);
-            fprintf(log, "%s\n", line);
-            if (log != stdout) printf("%s\n", line);
+            put_line(log, line);
         }
     next:
         cudaFree(w);
@@ -499,8 +505,7 @@ static void bench_mla(cudaStream_t st, unsigned long long *seed, double copy_gbs
                      "copy) %6.1f TFLOP/s",
                      exact ? "fp32 cores" : "tensor core", nq, len, H, us, bytes / us / 1e3,
                      100.0 * bytes / us / 1e3 / copy_gbs, flop / us / 1e6);
-            fprintf(log, "%s\n", line);
-            if (log != stdout) printf("%s\n", line);
+            put_line(log, line);
         }
     next:
         cudaFree(cache);
@@ -636,15 +641,13 @@ static void bench_mla_prefill(cudaStream_t st, unsigned long long *seed, FILE *l
                  "mla_prefill tensor core n_q=%-5d pos0=0 H=%d %9.1f us %6.1f TFLOP/s (causal; "
                  "%ld queries a chunk)",
                  n, H, pus, pus > 0 ? flop / pus / 1e6 : 0.0, per_chunk < n ? per_chunk : n);
-        fprintf(log, "%s\n", line);
-        if (log != stdout) printf("%s\n", line);
+        put_line(log, line);
         snprintf(line, sizeof line,
                  "mla_decode  tensor core n_q=%-5d pos0=0 H=%d %9.1f us %6.1f TFLOP/s (causal "
                  "rows); prefill %.2fx faster, max|diff|/max|out| %.3g",
                  n, H, dus, dus > 0 ? flop / dus / 1e6 : 0.0, pus > 0 && dus > 0 ? dus / pus : 0.0,
                  diff);
-        fprintf(log, "%s\n", line);
-        if (log != stdout) printf("%s\n", line);
+        put_line(log, line);
     next:
         cudaFree(cache);
         cudaFree(q);

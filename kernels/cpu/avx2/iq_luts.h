@@ -1,6 +1,7 @@
-/* avx2/iq_luts.h - small lookup tables of the single-token grid i-quant dots (avx2/iquants.c
- * only): sign patterns and sub-block scales as ready vectors, so that building them
- * costs loads instead of vector shuffles (the dots are bound by their vector ports).
+/* avx2/iq_luts.h - small lookup tables of the single-token grid i-quant dots (avx2/iquants.c: all
+ * of them; avx512/iquants.c: the scale rows only): sign patterns and sub-block scales as ready
+ * vectors, so that building them costs loads instead of vector shuffles (the dots are bound by
+ * their vector ports). Plain const arrays, no intrinsics: includable from any ISA's library.
  * Generated at compile time by the macros below; static read-only data: thread-safe.
  */
 #ifndef TANDEM_CPUQ_AVX2_IQ_LUTS_H

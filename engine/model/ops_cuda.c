@@ -255,7 +255,7 @@ struct ops_cuda {
     size_t mlap_score; /* score scratch bytes */
     void *mlap_ws;
     int mlap_ctx; /* contexts mlap_ws holds (0: none yet) */
-    int mlap_off; /* the op failed once: prompt runs take the kernel */
+    int mlap_off; /* the op or its workspace failed once: prompt runs take the kernel */
     /* device mirror of the caller's KV cache (GPU attention only) */
     const struct model_kv *kv_key;
     uint16_t **kv_dev_layer; /* host array of device pointers */
@@ -1662,8 +1662,8 @@ static int mla_ws_fit(struct ops_cuda *c, size_t ws)
 #define MLA_GEMM_RUN 64
 
 /* grow the GEMM attention's workspace to contexts of L positions (to a multiple of 4096 where
- * the score scratch allows); 0 when the scratch cannot hold one query's scores at L or the
- * device is out of memory (the run then keeps the kernel) */
+ * the score scratch allows); 0 when the scratch cannot hold one query's scores at L (the run
+ * keeps the kernel) or the device is out of memory (every later run too) */
 static int mlap_fit(struct ops_cuda *c, int nh, int L)
 {
     if (!c->mlap || c->mlap_off || cuk_mla_prefill_workspace(L, nh, c->mlap_score) == 0) return 0;
@@ -1680,8 +1680,9 @@ static int mlap_fit(struct ops_cuda *c, int nh, int L)
         cudaGetLastError();
         LOG_WARN("gpu",
                  "prefill attention: no device memory for %.0f MiB of workspace "
-                 "(context %d); the per-query kernel takes the run",
+                 "(context %d); prompt runs take the per-query kernel from now on",
                  (double)ws / (1 << 20), L);
+        c->mlap_off = 1; /* no host synchronization and allocation attempt per layer */
         return 0;
     }
     c->mlap_ctx = ctx;

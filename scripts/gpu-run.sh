@@ -695,7 +695,7 @@ if has fulldepth; then
     stop_srv
   fi
   # the ceiling with the server stopped; a token reads top_k x (one expert's bytes) per MoE layer
-  dram=$($tb bench cpu --quick --types q4_K 2>&1 | grep -m1 'DRAM read bandwidth')
+  dram=$(timeout 120 $tb bench cpu --quick --types q4_K 2>&1 | grep -m1 'DRAM read bandwidth')
   echo "$dram" | tee -a "$log"
   python3 - "$fd" "$dram" "$out/fulldepth-decode-1.json" <<'PY' | tee -a "$log"
 import json, os, re, sys

@@ -323,6 +323,7 @@ int cpuq_bench_cpu(int argc, char **argv)
     printf("\nDRAM read bandwidth (%d threads, %.2f GiB streaming sum): %.1f GB/s plain, %.1f GB/s "
            "with software prefetch; ceiling = %.1f GB/s\n",
            nth, b.size_gb, bws[0], bws[1], bw);
+    fflush(stdout); /* a caller reading only the ceiling (a pipe) gets it now */
 
     int max_tok = 4096;
     for (int i = 0; i < b.n_prefill; i++)

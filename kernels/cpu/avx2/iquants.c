@@ -13,6 +13,7 @@
  * reference (ref/iquants.c), so the results are bit-identical to it.
  * Threads: pure functions.
  */
+#include "kernels/cpu/avx2/iq_decode.h"
 #include "kernels/cpu/avx2/iq_luts.h"
 #include "kernels/cpu/avx2/kernels.h"
 #include "kernels/cpu/qblocks.h"
@@ -24,13 +25,6 @@
 #define AVX2_INLINE static inline __attribute__((always_inline))
 
 AVX2_INLINE float f16(uint16_t h) { return _cvtsh_ss(h); }
-
-AVX2_INLINE uint32_t rd32(const void *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
 
 AVX2_INLINE int hsum_i32(__m256i v)
 {
@@ -71,18 +65,6 @@ AVX2_INLINE __m256i bsigns4(const uint8_t *p)
     return grid4(iq_bit_signs, p[0], p[1], p[2], p[3]);
 }
 
-/* 32 bytes of +1 / -1: byte k is -1 where bit k % 8 of byte k / 8 of s4 is set (vector ops;
- * IQ3_S, whose many grid loads keep the load ports busy) */
-AVX2_INLINE __m256i sign_bytes(uint32_t s4)
-{
-    const __m256i pick = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
-                                          2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-    const __m256i bits = _mm256_set1_epi64x((long long)0x8040201008040201ull);
-    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)s4), pick);
-    __m256i m = _mm256_cmpeq_epi8(_mm256_and_si256(v, bits), bits);
-    return _mm256_or_si256(m, _mm256_set1_epi8(1));
-}
-
 AVX2_INLINE __m256i scale16(int s) /* int16 lanes = 2s + 1 (s < 16) */
 {
     return _mm256_load_si256((const __m256i *)iq_scale16[s]);
@@ -103,7 +85,7 @@ void cpuq_vec_dot_iq2_xxs_q8_k_avx2(int64_t n, float *s, const void *w, const vo
         __m256i acc = _mm256_setzero_si256();
         for (int ib = 0; ib < QK_K / 32; ib += 2) {
             const uint8_t *q = (const uint8_t *)(x[i].qs + 4 * ib);
-            const uint32_t a0 = rd32(q + 4), a1 = rd32(q + 12);
+            const uint32_t a0 = iqd_rd32(q + 4), a1 = iqd_rd32(q + 12);
             acc = _mm256_add_epi32(acc, mag_dot(grid4(g, q[0], q[1], q[2], q[3]), ksigns4(a0),
                                                 y[i].qs + 32 * ib, scale16((int)(a0 >> 28))));
             acc = _mm256_add_epi32(acc, mag_dot(grid4(g, q[8], q[9], q[10], q[11]), ksigns4(a1),
@@ -165,7 +147,7 @@ void cpuq_vec_dot_iq3_xxs_q8_k_avx2(int64_t n, float *s, const void *w, const vo
         __m256i acc = _mm256_setzero_si256();
         for (int ib = 0; ib < QK_K / 32; ib++) {
             const uint8_t *q = x[i].qs + 8 * ib;
-            const uint32_t aux = rd32(x[i].qs + QK_K / 4 + 4 * ib);
+            const uint32_t aux = iqd_rd32(x[i].qs + QK_K / 4 + 4 * ib);
 #define P2(a, b) (long long)((uint64_t)g[b] << 32 | g[a])
             const __m256i v =
                 _mm256_setr_epi64x(P2(q[0], q[1]), P2(q[2], q[3]), P2(q[4], q[5]), P2(q[6], q[7]));
@@ -195,7 +177,7 @@ void cpuq_vec_dot_iq3_s_q8_k_avx2(int64_t n, float *s, const void *w, const void
 #undef P2
 #undef I3
             const int ls = (x[i].scales[ib / 2] >> (4 * (ib % 2))) & 0xf;
-            acc = _mm256_add_epi32(acc, mag_dot(v, sign_bytes(rd32(x[i].signs + 4 * ib)),
+            acc = _mm256_add_epi32(acc, mag_dot(v, iqd_sign_bytes(iqd_rd32(x[i].signs + 4 * ib)),
                                                 y[i].qs + 32 * ib, scale16(ls)));
         }
         sumf += f16(x[i].d) * y[i].d * (float)hsum_i32(acc);
